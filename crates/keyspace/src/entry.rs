@@ -1,0 +1,597 @@
+//! The compact key entry: one heap block per key holding its metadata, its key bytes and (for small
+//! strings) its value bytes; the hash table stores only an 8-byte pointer to it.
+//!
+//! Why: memory per key is a headline figure (at most 0.7× Redis). Redis spends a dictEntry, an robj, a
+//! key sds and a value sds per string key (about 168 bytes for a 16-byte key and 64-byte value). Here a
+//! 16-byte key with a 64-byte value is one 94-byte block (96 in the allocator's size class) plus the
+//! table slot.
+//!
+//! Block layout (the block is 8-aligned; multi-byte fields are little-endian, read unaligned):
+//! ```text
+//! 0   version      u64   HLC version of the last write (DESIGN.md §2)
+//! 8   meta         u32   low 24 bits: access info for eviction (LRU clock or LFU counter),
+//!                        high 8 bits: flags (F_EXPIRE, F_EXTVER, F_OBJECT)
+//! 12  key_len      varint
+//!     payload_len  varint  (inline value length, or 8 for an object pointer)
+//!     expire_ms    u64   only if F_EXPIRE: absolute unix time in ms
+//!     ext_version  u64   only if F_EXTVER: caller-supplied external version (SETIFNEWER)
+//!     key bytes
+//!     payload      inline string bytes, or a `*mut Object` (F_OBJECT)
+//! ```
+//! Optional fields cost nothing when absent; adding one rebuilds the block (rare: EXPIRE on a key
+//! without TTL). Strings that get modified in place (APPEND, SETRANGE) move to a growable heap buffer,
+//! which is also what Redis's `raw` encoding means.
+
+use std::alloc::{Layout, alloc, dealloc};
+use std::ptr::NonNull;
+
+const F_EXPIRE: u8 = 1;
+const F_EXTVER: u8 = 2;
+const F_OBJECT: u8 = 4;
+const HEADER_BYTES: usize = 12;
+const ACCESS_MASK: u32 = (1 << 24) - 1;
+
+/// Largest string stored inline in the block; longer ones are too (a block has no size cap), but
+/// Redis reports `embstr` only up to 44 bytes and we mirror its encoding names.
+pub const EMBSTR_BYTES_MAX: usize = 44;
+
+/// Values that live outside the entry block. Collection types join this enum (issue: data types).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// A string that has been modified in place (APPEND, SETRANGE): growable, encoding `raw`.
+    RawString(Vec<u8>),
+}
+
+impl Object {
+    /// Heap bytes held by the object, for memory accounting.
+    pub fn mem_bytes(&self) -> usize {
+        std::mem::size_of::<Object>()
+            + match self {
+                Object::RawString(v) => v.capacity(),
+            }
+    }
+}
+
+/// Type of a value, as `TYPE` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+        }
+    }
+}
+
+/// A value as a command reads it.
+#[derive(Debug, Clone, Copy)]
+pub enum ValueRef<'a> {
+    /// A string stored inline in the entry block.
+    Str(&'a [u8]),
+    Obj(&'a Object),
+}
+
+/// The payload when building an entry.
+pub enum Payload<'a> {
+    Inline(&'a [u8]),
+    Object(Box<Object>),
+}
+
+/// One key with its value and metadata; owns its heap block.
+pub struct Entry {
+    ptr: NonNull<u8>,
+}
+
+// SAFETY: an Entry uniquely owns its block and the Object it may point to; both are plain data.
+unsafe impl Send for Entry {}
+unsafe impl Sync for Entry {}
+
+fn varint_len(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Writes a LEB128 varint at `p`; returns bytes written.
+///
+/// # Safety
+/// `p` must be valid for `varint_len(v)` bytes.
+unsafe fn write_varint(p: *mut u8, mut v: usize) -> usize {
+    let mut i = 0;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            unsafe { *p.add(i) = byte };
+            return i + 1;
+        }
+        unsafe { *p.add(i) = byte | 0x80 };
+        i += 1;
+    }
+}
+
+/// # Safety
+/// `p` must point at a varint written by `write_varint` inside a live block.
+unsafe fn read_varint(p: *const u8) -> (usize, usize) {
+    let mut v = 0usize;
+    let mut shift = 0;
+    let mut i = 0;
+    loop {
+        let b = unsafe { *p.add(i) };
+        v |= ((b & 0x7f) as usize) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            return (v, i);
+        }
+        shift += 7;
+    }
+}
+
+/// Offsets of the variable part of a block.
+struct Offsets {
+    key: usize,
+    key_len: usize,
+    payload: usize,
+    payload_len: usize,
+    expire: Option<usize>,
+    extver: Option<usize>,
+}
+
+impl Offsets {
+    fn total(&self) -> usize {
+        self.payload + self.payload_len
+    }
+}
+
+fn block_layout(size: usize) -> Layout {
+    // Size is at least HEADER_BYTES + 2, never zero; align 8 for the leading u64.
+    Layout::from_size_align(size, 8).expect("entry block layout")
+}
+
+impl Entry {
+    /// Builds an entry. `access` is the initial eviction access info (low 24 bits kept).
+    pub fn new(
+        key: &[u8],
+        payload: Payload<'_>,
+        expire_ms: Option<u64>,
+        ext_version: Option<u64>,
+        version: u64,
+        access: u32,
+    ) -> Entry {
+        let (inline, object): (&[u8], Option<Box<Object>>) = match payload {
+            Payload::Inline(b) => (b, None),
+            Payload::Object(o) => (&[], Some(o)),
+        };
+        let payload_len = if object.is_some() {
+            std::mem::size_of::<*mut Object>()
+        } else {
+            inline.len()
+        };
+        let mut flags = 0u8;
+        let mut size = HEADER_BYTES + varint_len(key.len()) + varint_len(payload_len);
+        if expire_ms.is_some() {
+            flags |= F_EXPIRE;
+            size += 8;
+        }
+        if ext_version.is_some() {
+            flags |= F_EXTVER;
+            size += 8;
+        }
+        if object.is_some() {
+            flags |= F_OBJECT;
+        }
+        size += key.len() + payload_len;
+        let layout = block_layout(size);
+        // SAFETY: layout has non-zero size; every byte up to `size` is written below before use.
+        unsafe {
+            let raw = alloc(layout);
+            let Some(ptr) = NonNull::new(raw) else {
+                std::alloc::handle_alloc_error(layout);
+            };
+            let p = ptr.as_ptr();
+            (p as *mut u64).write(version.to_le());
+            let meta = (access & ACCESS_MASK) | ((flags as u32) << 24);
+            (p.add(8) as *mut u32).write_unaligned(meta.to_le());
+            let mut pos = HEADER_BYTES;
+            pos += write_varint(p.add(pos), key.len());
+            pos += write_varint(p.add(pos), payload_len);
+            if let Some(e) = expire_ms {
+                (p.add(pos) as *mut u64).write_unaligned(e.to_le());
+                pos += 8;
+            }
+            if let Some(x) = ext_version {
+                (p.add(pos) as *mut u64).write_unaligned(x.to_le());
+                pos += 8;
+            }
+            std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(pos), key.len());
+            pos += key.len();
+            match object {
+                Some(o) => {
+                    (p.add(pos) as *mut *mut Object).write_unaligned(Box::into_raw(o));
+                }
+                None => std::ptr::copy_nonoverlapping(inline.as_ptr(), p.add(pos), inline.len()),
+            }
+            debug_assert_eq!(pos + payload_len, size);
+            Entry { ptr }
+        }
+    }
+
+    /// A string entry with an inline value.
+    pub fn new_string(key: &[u8], value: &[u8], expire_ms: Option<u64>, version: u64) -> Entry {
+        Entry::new(key, Payload::Inline(value), expire_ms, None, version, 0)
+    }
+
+    fn flags(&self) -> u8 {
+        (self.meta() >> 24) as u8
+    }
+
+    fn meta(&self) -> u32 {
+        // SAFETY: bytes 8..12 of a live block are the meta word.
+        u32::from_le(unsafe { (self.ptr.as_ptr().add(8) as *const u32).read_unaligned() })
+    }
+
+    fn set_meta(&mut self, meta: u32) {
+        // SAFETY: as in `meta`; we own the block mutably.
+        unsafe { (self.ptr.as_ptr().add(8) as *mut u32).write_unaligned(meta.to_le()) }
+    }
+
+    fn offsets(&self) -> Offsets {
+        let flags = self.flags();
+        let p = self.ptr.as_ptr();
+        // SAFETY: the varints were written by `new` right after the header.
+        let (key_len, a) = unsafe { read_varint(p.add(HEADER_BYTES)) };
+        let (payload_len, b) = unsafe { read_varint(p.add(HEADER_BYTES + a)) };
+        let mut pos = HEADER_BYTES + a + b;
+        let expire = if flags & F_EXPIRE != 0 {
+            pos += 8;
+            Some(pos - 8)
+        } else {
+            None
+        };
+        let extver = if flags & F_EXTVER != 0 {
+            pos += 8;
+            Some(pos - 8)
+        } else {
+            None
+        };
+        Offsets {
+            key: pos,
+            key_len,
+            payload: pos + key_len,
+            payload_len,
+            expire,
+            extver,
+        }
+    }
+
+    fn read_u64_at(&self, off: usize) -> u64 {
+        // SAFETY: callers pass offsets computed by `offsets()` for this block.
+        u64::from_le(unsafe { (self.ptr.as_ptr().add(off) as *const u64).read_unaligned() })
+    }
+
+    fn write_u64_at(&mut self, off: usize, v: u64) {
+        // SAFETY: as in `read_u64_at`.
+        unsafe { (self.ptr.as_ptr().add(off) as *mut u64).write_unaligned(v.to_le()) }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        let o = self.offsets();
+        // SAFETY: key bytes lie inside the block, which lives as long as &self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(o.key), o.key_len) }
+    }
+
+    pub fn version(&self) -> u64 {
+        u64::from_le(unsafe { (self.ptr.as_ptr() as *const u64).read() })
+    }
+
+    pub fn set_version(&mut self, v: u64) {
+        debug_assert!(v >= self.version(), "versions of a key only grow");
+        unsafe { (self.ptr.as_ptr() as *mut u64).write(v.to_le()) }
+    }
+
+    /// Eviction access info (24 bits).
+    pub fn access(&self) -> u32 {
+        self.meta() & ACCESS_MASK
+    }
+
+    pub fn set_access(&mut self, a: u32) {
+        let meta = (self.meta() & !ACCESS_MASK) | (a & ACCESS_MASK);
+        self.set_meta(meta);
+    }
+
+    pub fn expire_ms(&self) -> Option<u64> {
+        self.offsets().expire.map(|o| self.read_u64_at(o))
+    }
+
+    pub fn ext_version(&self) -> Option<u64> {
+        self.offsets().extver.map(|o| self.read_u64_at(o))
+    }
+
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        matches!(self.expire_ms(), Some(t) if t <= now_ms)
+    }
+
+    fn object_ptr(&self) -> Option<*mut Object> {
+        if self.flags() & F_OBJECT == 0 {
+            return None;
+        }
+        let o = self.offsets();
+        // SAFETY: F_OBJECT blocks store a Box<Object> pointer as their payload.
+        Some(unsafe { (self.ptr.as_ptr().add(o.payload) as *const *mut Object).read_unaligned() })
+    }
+
+    pub fn value(&self) -> ValueRef<'_> {
+        match self.object_ptr() {
+            // SAFETY: the object is owned by this entry and lives as long as it.
+            Some(obj) => ValueRef::Obj(unsafe { &*obj }),
+            None => {
+                let o = self.offsets();
+                ValueRef::Str(unsafe {
+                    std::slice::from_raw_parts(self.ptr.as_ptr().add(o.payload), o.payload_len)
+                })
+            }
+        }
+    }
+
+    pub fn object_mut(&mut self) -> Option<&mut Object> {
+        // SAFETY: unique access to the entry gives unique access to its object.
+        self.object_ptr().map(|p| unsafe { &mut *p })
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self.value() {
+            ValueRef::Str(_) | ValueRef::Obj(Object::RawString(_)) => Kind::String,
+        }
+    }
+
+    /// The bytes of a string value, whatever its encoding; `None` for other types.
+    pub fn string(&self) -> Option<&[u8]> {
+        match self.value() {
+            ValueRef::Str(s) => Some(s),
+            ValueRef::Obj(Object::RawString(v)) => Some(v),
+        }
+    }
+
+    /// `OBJECT ENCODING` name.
+    pub fn encoding(&self) -> &'static str {
+        match self.value() {
+            ValueRef::Str(s) => {
+                if s.len() <= 20 && parse_canonical_i64(s).is_some() {
+                    "int"
+                } else if s.len() <= EMBSTR_BYTES_MAX {
+                    "embstr"
+                } else {
+                    "raw"
+                }
+            }
+            ValueRef::Obj(Object::RawString(_)) => "raw",
+        }
+    }
+
+    /// Size of the block in bytes.
+    pub fn block_bytes(&self) -> usize {
+        self.offsets().total()
+    }
+
+    /// Memory charged to this entry: its block, its table slot (8 bytes + 1 control byte) and the
+    /// object it owns.
+    pub fn mem_bytes(&self) -> usize {
+        self.block_bytes() + 9 + self.object_ptr().map_or(0, |p| unsafe { (*p).mem_bytes() })
+    }
+
+    /// Sets or clears the expiry. Adding or removing the field rebuilds the block.
+    pub fn set_expire_ms(&mut self, expire_ms: Option<u64>) {
+        let o = self.offsets();
+        match (o.expire, expire_ms) {
+            (Some(off), Some(t)) => self.write_u64_at(off, t),
+            (None, None) => {}
+            _ => self.rebuild(expire_ms, self.ext_version()),
+        }
+    }
+
+    pub fn set_ext_version(&mut self, ext: Option<u64>) {
+        let o = self.offsets();
+        match (o.extver, ext) {
+            (Some(off), Some(x)) => self.write_u64_at(off, x),
+            (None, None) => {}
+            _ => self.rebuild(self.expire_ms(), ext),
+        }
+    }
+
+    /// Replaces the value, keeping key, expiry, external version, version and access info.
+    pub fn set_payload(&mut self, payload: Payload<'_>) {
+        let new = Entry::new(
+            self.key(),
+            payload,
+            self.expire_ms(),
+            self.ext_version(),
+            self.version(),
+            self.access(),
+        );
+        *self = new;
+    }
+
+    /// Turns an inline string into a growable `raw` string (before APPEND/SETRANGE) and returns it.
+    pub fn make_raw_string(&mut self) -> Option<&mut Vec<u8>> {
+        if let ValueRef::Str(s) = self.value() {
+            let v = s.to_vec();
+            self.set_payload(Payload::Object(Box::new(Object::RawString(v))));
+        }
+        match self.object_mut() {
+            Some(Object::RawString(v)) => Some(v),
+            None => None,
+        }
+    }
+
+    /// Rebuilds the block with a different set of optional fields, moving the payload.
+    fn rebuild(&mut self, expire_ms: Option<u64>, ext: Option<u64>) {
+        let obj = self.object_ptr();
+        let new = match obj {
+            // SAFETY: ownership of the object moves to the new block; the old block is then freed
+            // without dropping it (see below).
+            Some(p) => Entry::new(
+                self.key(),
+                Payload::Object(unsafe { Box::from_raw(p) }),
+                expire_ms,
+                ext,
+                self.version(),
+                self.access(),
+            ),
+            None => {
+                let ValueRef::Str(s) = self.value() else {
+                    unreachable!("inline payload")
+                };
+                Entry::new(
+                    self.key(),
+                    Payload::Inline(s),
+                    expire_ms,
+                    ext,
+                    self.version(),
+                    self.access(),
+                )
+            }
+        };
+        let old = std::mem::replace(self, new);
+        // SAFETY: the old block's object (if any) now belongs to the new block; free only the block.
+        unsafe { old.free_block_only() };
+    }
+
+    unsafe fn free_block_only(self) {
+        let size = self.block_bytes();
+        let p = self.ptr.as_ptr();
+        std::mem::forget(self);
+        unsafe { dealloc(p, block_layout(size)) };
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(obj) = self.object_ptr() {
+            // SAFETY: the entry owns the object; it is dropped exactly once, here.
+            drop(unsafe { Box::from_raw(obj) });
+        }
+        let size = self.block_bytes();
+        // SAFETY: the block was allocated with this layout in `new`.
+        unsafe { dealloc(self.ptr.as_ptr(), block_layout(size)) };
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("key", &String::from_utf8_lossy(self.key()))
+            .field("version", &self.version())
+            .field("expire_ms", &self.expire_ms())
+            .finish()
+    }
+}
+
+/// Parses a string as Redis's `string2ll` does: canonical decimal i64 (no leading zeros or '+', no
+/// spaces, "-0" rejected).
+pub fn parse_canonical_i64(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    if s == b"0" {
+        return Some(0);
+    }
+    let (neg, digits) = match s[0] {
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits[0] == b'0' {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((b - b'0') as u64)?;
+    }
+    if neg {
+        if v > i64::MAX as u64 + 1 {
+            None
+        } else {
+            Some((v as i64).wrapping_neg())
+        }
+    } else {
+        i64::try_from(v).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_all_fields() {
+        let mut e = Entry::new_string(b"key", b"value", None, 42);
+        assert_eq!(e.key(), b"key");
+        assert_eq!(e.string(), Some(&b"value"[..]));
+        assert_eq!(e.expire_ms(), None);
+        assert_eq!(e.version(), 42);
+        e.set_access(0xABCDEF);
+        e.set_expire_ms(Some(1234));
+        assert_eq!(e.expire_ms(), Some(1234));
+        assert_eq!(e.access(), 0xABCDEF);
+        e.set_ext_version(Some(9));
+        e.set_expire_ms(Some(99));
+        assert_eq!((e.expire_ms(), e.ext_version()), (Some(99), Some(9)));
+        e.set_expire_ms(None);
+        assert_eq!((e.expire_ms(), e.ext_version()), (None, Some(9)));
+        assert_eq!(e.key(), b"key");
+        assert_eq!(e.string(), Some(&b"value"[..]));
+        e.set_version(43);
+        assert_eq!(e.version(), 43);
+    }
+
+    #[test]
+    fn sixteen_byte_key_sixty_four_byte_value_fits_96_bytes() {
+        let e = Entry::new_string(&[b'k'; 16], &[b'v'; 64], None, 1);
+        assert!(e.block_bytes() <= 96, "{}", e.block_bytes());
+    }
+
+    #[test]
+    fn raw_strings_grow_in_place_and_keep_metadata() {
+        let mut e = Entry::new_string(b"k", b"ab", Some(5), 1);
+        e.make_raw_string().unwrap().extend_from_slice(b"cd");
+        assert_eq!(e.string(), Some(&b"abcd"[..]));
+        assert_eq!(e.encoding(), "raw");
+        e.set_expire_ms(None);
+        e.set_ext_version(Some(3));
+        assert_eq!(e.string(), Some(&b"abcd"[..]));
+        assert_eq!(e.expire_ms(), None);
+    }
+
+    #[test]
+    fn large_keys_use_multibyte_varints() {
+        let key = vec![b'x'; 300];
+        let val = vec![b'y'; 70_000];
+        let e = Entry::new_string(&key, &val, Some(1), 1);
+        assert_eq!(e.key(), &key[..]);
+        assert_eq!(e.string().unwrap().len(), 70_000);
+    }
+
+    #[test]
+    fn encodings_follow_redis() {
+        assert_eq!(Entry::new_string(b"k", b"123", None, 1).encoding(), "int");
+        assert_eq!(
+            Entry::new_string(b"k", b"0123", None, 1).encoding(),
+            "embstr"
+        );
+        assert_eq!(
+            Entry::new_string(b"k", &[b'a'; 45], None, 1).encoding(),
+            "raw"
+        );
+        assert_eq!(parse_canonical_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_canonical_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_canonical_i64(b"-0"), None);
+    }
+}

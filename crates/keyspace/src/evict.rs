@@ -1,0 +1,294 @@
+//! Eviction policies: which key to remove when used memory exceeds `maxmemory`.
+//!
+//! Every policy but `noeviction` works like Redis's: sample `maxmemory-samples` keys, remove the best
+//! candidate. What "best" means is the policy's score. The access info each policy needs lives in the
+//! 24-bit access field of the entry (an LRU clock in seconds, or Redis's LFU minutes+log-counter).
+//!
+//! `allkeys-tinylfu` (shoal's default) scores candidates with a TinyLFU frequency sketch (a count-min
+//! sketch of 4-bit counters, halved periodically so old popularity fades). The sketch records every
+//! lookup, *including misses*: in a cache-aside workload a popular key that was evicted keeps its
+//! frequency while it is absent, so when it is written back it is not the next victim, while a key read
+//! once (a one-hit wonder) is. That is what LRU and Redis's LFU (which starts every new key at the same
+//! counter) get wrong on skewed workloads. Ties go to the least recently used.
+//!
+//! Words: *evict* means removed to free memory; *expire* means a deadline passed (see `expire.rs` in the
+//! shard). They are counted separately (`evicted_keys`, `expired_keys`).
+
+/// `maxmemory-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    NoEviction,
+    AllKeysLru,
+    AllKeysLfu,
+    AllKeysRandom,
+    VolatileLru,
+    VolatileLfu,
+    VolatileRandom,
+    VolatileTtl,
+    AllKeysTinyLfu,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 9] = [
+        Policy::NoEviction,
+        Policy::AllKeysLru,
+        Policy::AllKeysLfu,
+        Policy::AllKeysRandom,
+        Policy::VolatileLru,
+        Policy::VolatileLfu,
+        Policy::VolatileRandom,
+        Policy::VolatileTtl,
+        Policy::AllKeysTinyLfu,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::NoEviction => "noeviction",
+            Policy::AllKeysLru => "allkeys-lru",
+            Policy::AllKeysLfu => "allkeys-lfu",
+            Policy::AllKeysRandom => "allkeys-random",
+            Policy::VolatileLru => "volatile-lru",
+            Policy::VolatileLfu => "volatile-lfu",
+            Policy::VolatileRandom => "volatile-random",
+            Policy::VolatileTtl => "volatile-ttl",
+            Policy::AllKeysTinyLfu => "allkeys-tinylfu",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Policy> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Only keys with an expiry are candidates.
+    pub fn volatile_only(self) -> bool {
+        matches!(
+            self,
+            Policy::VolatileLru
+                | Policy::VolatileLfu
+                | Policy::VolatileRandom
+                | Policy::VolatileTtl
+        )
+    }
+
+    /// The access field holds an LFU counter (OBJECT FREQ works, OBJECT IDLETIME does not).
+    pub fn uses_lfu(self) -> bool {
+        matches!(self, Policy::AllKeysLfu | Policy::VolatileLfu)
+    }
+}
+
+/// LFU tuning, as Redis's `lfu-log-factor` and `lfu-decay-time`.
+#[derive(Debug, Clone, Copy)]
+pub struct LfuParams {
+    pub log_factor: u32,
+    pub decay_minutes: u32,
+}
+
+impl Default for LfuParams {
+    fn default() -> Self {
+        LfuParams {
+            log_factor: 10,
+            decay_minutes: 1,
+        }
+    }
+}
+
+/// Initial LFU counter of a new key (Redis's LFU_INIT_VAL).
+pub const LFU_INIT: u32 = 5;
+const CLOCK_MASK: u32 = (1 << 24) - 1;
+
+/// LRU clock: seconds, 24 bits, wrapping (about 194 days), as Redis's LRU_CLOCK.
+pub fn lru_clock(now_ms: u64) -> u32 {
+    ((now_ms / 1000) as u32) & CLOCK_MASK
+}
+
+/// Seconds since the access recorded in an LRU access field.
+pub fn lru_idle_s(access: u32, now_ms: u64) -> u64 {
+    let now = lru_clock(now_ms);
+    (if now >= access {
+        now - access
+    } else {
+        now + (CLOCK_MASK + 1 - access)
+    }) as u64
+}
+
+fn lfu_minutes(now_ms: u64) -> u32 {
+    ((now_ms / 60_000) as u32) & 0xFFFF
+}
+
+/// A new key's LFU access field.
+pub fn lfu_initial(now_ms: u64) -> u32 {
+    (lfu_minutes(now_ms) << 8) | LFU_INIT
+}
+
+/// The LFU counter after decay (Redis's LFUDecrAndReturn).
+pub fn lfu_counter(access: u32, now_ms: u64, p: LfuParams) -> u32 {
+    let last = (access >> 8) & 0xFFFF;
+    let counter = access & 0xFF;
+    let now = lfu_minutes(now_ms);
+    let elapsed = if now >= last {
+        now - last
+    } else {
+        0xFFFF - last + now
+    };
+    let periods = if p.decay_minutes > 0 {
+        elapsed / p.decay_minutes
+    } else {
+        0
+    };
+    counter.saturating_sub(periods)
+}
+
+/// The LFU access field after one access; `rand01` is a uniform random number in [0, 1).
+pub fn lfu_touch(access: u32, now_ms: u64, p: LfuParams, rand01: f64) -> u32 {
+    let mut counter = lfu_counter(access, now_ms, p);
+    if counter < 255 {
+        let base = counter.saturating_sub(LFU_INIT) as f64;
+        if rand01 < 1.0 / (base * p.log_factor as f64 + 1.0) {
+            counter += 1;
+        }
+    }
+    (lfu_minutes(now_ms) << 8) | counter
+}
+
+/// Small, fast PRNG for sampling (wyrand). Not for anything security-related.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = (self.0 as u128).wrapping_mul((self.0 ^ 0xe703_7ed1_a0b4_28db) as u128);
+        ((t >> 64) as u64) ^ (t as u64)
+    }
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// TinyLFU frequency sketch: count-min over 4 rows of 4-bit counters (stored one per byte for
+/// simplicity; the sketch is small: 4 × width bytes). Counters are halved after `10 × width`
+/// increments, so popularity ages.
+#[derive(Debug, Clone)]
+pub struct Sketch {
+    rows: Vec<u8>,
+    width_mask: usize,
+    additions: usize,
+    reset_at: usize,
+}
+
+const SKETCH_ROWS: usize = 4;
+const SKETCH_COUNTER_MAX: u8 = 15;
+
+impl Sketch {
+    /// A sketch for about `keys` resident keys (width rounded up to a power of two, at least 256).
+    pub fn new(keys: usize) -> Self {
+        let width = keys.clamp(256, 1 << 24).next_power_of_two();
+        Sketch {
+            rows: vec![0; width * SKETCH_ROWS],
+            width_mask: width - 1,
+            additions: 0,
+            reset_at: width * 10,
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        self.width_mask + 1
+    }
+
+    pub fn mem_bytes(&self) -> usize {
+        self.rows.capacity()
+    }
+
+    fn index(&self, hash: u64, row: usize) -> usize {
+        // Each row remixes the hash with its own odd multiplier, so rows collide independently.
+        let mult = 0x9E37_79B9_7F4A_7C15u64 ^ (row as u64).wrapping_mul(0x632B_E59B_D9B4_E019);
+        let h = hash.wrapping_mul(mult | 1);
+        row * self.width() + ((h >> 32) as usize & self.width_mask)
+    }
+
+    pub fn increment(&mut self, hash: u64) {
+        let mut added = false;
+        for row in 0..SKETCH_ROWS {
+            let i = self.index(hash, row);
+            if self.rows[i] < SKETCH_COUNTER_MAX {
+                self.rows[i] += 1;
+                added = true;
+            }
+        }
+        if added {
+            self.additions += 1;
+            if self.additions >= self.reset_at {
+                for c in &mut self.rows {
+                    *c >>= 1;
+                }
+                self.additions /= 2;
+            }
+        }
+    }
+
+    pub fn estimate(&self, hash: u64) -> u8 {
+        (0..SKETCH_ROWS)
+            .map(|row| self.rows[self.index(hash, row)])
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_round_trip() {
+        for p in Policy::ALL {
+            assert_eq!(Policy::parse(p.name()), Some(p));
+        }
+        assert_eq!(Policy::parse("ALLKEYS-LRU"), Some(Policy::AllKeysLru));
+        assert_eq!(Policy::parse("lru"), None);
+    }
+
+    #[test]
+    fn lru_idle_wraps() {
+        let a = lru_clock(5_000);
+        assert_eq!(lru_idle_s(a, 65_000), 60);
+        assert_eq!(lru_idle_s(CLOCK_MASK, 1_000), 2);
+    }
+
+    #[test]
+    fn lfu_counter_grows_logarithmically_and_decays() {
+        let p = LfuParams::default();
+        let mut rng = Rng::new(7);
+        let mut a = lfu_initial(0);
+        for _ in 0..1000 {
+            a = lfu_touch(a, 0, p, rng.unit());
+        }
+        let c = lfu_counter(a, 0, p);
+        assert!(c > LFU_INIT + 3 && c < 40, "{c}");
+        // Ten minutes later the counter lost ten.
+        assert_eq!(lfu_counter(a, 600_000, p), c - 10);
+    }
+
+    #[test]
+    fn sketch_ranks_frequent_above_rare_and_ages() {
+        let mut s = Sketch::new(1024);
+        for _ in 0..10 {
+            s.increment(1);
+        }
+        s.increment(2);
+        assert!(s.estimate(1) >= 10);
+        assert!(s.estimate(2) >= 1 && s.estimate(2) < 10);
+        for i in 0..(10 * 1024 + 10) as u64 {
+            s.increment(1000 + i);
+        }
+        assert!(s.estimate(1) < 10, "halving ages old popularity");
+    }
+}

@@ -1,0 +1,17 @@
+//! The keyspace: every key of every database, stored per slot, with expiry, versions, memory
+//! accounting and eviction. Synchronous and clock-free: callers pass `now_ms`, so expiry and eviction
+//! are tested on a paused clock. No I/O.
+
+pub mod entry;
+pub mod evict;
+pub mod hlc;
+pub mod shard;
+pub mod slot;
+
+pub use entry::{Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
+pub use evict::{LfuParams, Policy, Rng};
+pub use hlc::Hlc;
+pub use shard::{
+    DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard, ShardStats,
+};
+pub use slot::{SLOTS, key_slot};

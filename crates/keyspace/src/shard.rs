@@ -1,0 +1,1099 @@
+//! Shards, databases and per-slot tables; lookup with lazy expiry; the expiry index and the active
+//! expire cycle; memory accounting; eviction by sampling.
+//!
+//! Layout: the 16384 slots are spread over `N` shards (`slot % N`), each behind its own mutex, so
+//! connections on different threads rarely contend. Inside a shard, every database that holds keys has
+//! one small hash table per slot the shard owns. Per-slot tables make slot-level work (digest, listing,
+//! counting, resharding, SCAN cursors) proportional to the slot, not to the keyspace.
+//!
+//! Invariants (checked by [`Shard::check_invariants`] in tests):
+//! - `mem_bytes` equals the sum of `Entry::mem_bytes` over all entries of the shard;
+//! - each database's `keys` and `volatile` counts equal what its tables hold;
+//! - every key with an expiry has an item in its database's expiry heap with that deadline (stale
+//!   items for changed or deleted keys are allowed and skipped; they are bounded by compaction).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard};
+
+use hashbrown::HashTable;
+
+use crate::entry::Entry;
+use crate::evict::{self, LfuParams, Policy, Rng, Sketch};
+use crate::hlc::Hlc;
+use crate::slot::SLOTS;
+
+type Hasher = foldhash::fast::FixedState;
+
+/// Random table probes before falling back to a scan when sampling a sparse database.
+const RANDOM_PROBES: usize = 64;
+
+/// Counters kept per shard (under its lock) and summed for `INFO`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ShardStats {
+    pub expired_keys: u64,
+    pub evicted_keys: u64,
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+}
+
+/// An item of the expiry heap: deadline, key hash and local slot index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ExpiryItem {
+    at_ms: u64,
+    hash: u64,
+    local: u32,
+}
+
+/// One database's part of one shard.
+#[derive(Debug)]
+pub struct DbShard {
+    slots: Box<[HashTable<Entry>]>,
+    keys: usize,
+    volatile: usize,
+    expiry: BinaryHeap<Reverse<ExpiryItem>>,
+}
+
+impl DbShard {
+    fn new(local_slots: usize) -> Self {
+        DbShard {
+            slots: (0..local_slots).map(|_| HashTable::new()).collect(),
+            keys: 0,
+            volatile: 0,
+            expiry: BinaryHeap::new(),
+        }
+    }
+
+    fn table_bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<HashTable<Entry>>()
+    }
+
+    /// Total of `Entry::mem_bytes` over the database part, computed from scratch.
+    pub fn entries_mem_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .flat_map(|t| t.iter())
+            .map(|e| e.mem_bytes())
+            .sum()
+    }
+}
+
+/// A mutable view of one entry that keeps the shard's accounting right: when dropped, it charges the
+/// change of the entry's memory and indexes a changed deadline.
+pub struct EntryMut<'a> {
+    entry: &'a mut Entry,
+    mem: &'a mut usize,
+    volatile: &'a mut usize,
+    expiry: &'a mut BinaryHeap<Reverse<ExpiryItem>>,
+    mem_before: usize,
+    expire_before: Option<u64>,
+    hash: u64,
+    local: u32,
+}
+
+impl std::ops::Deref for EntryMut<'_> {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        self.entry
+    }
+}
+
+impl std::ops::DerefMut for EntryMut<'_> {
+    fn deref_mut(&mut self) -> &mut Entry {
+        self.entry
+    }
+}
+
+impl Drop for EntryMut<'_> {
+    fn drop(&mut self) {
+        let after = self.entry.mem_bytes();
+        *self.mem = *self.mem - self.mem_before + after;
+        let expire = self.entry.expire_ms();
+        if expire != self.expire_before {
+            match (self.expire_before, expire) {
+                (None, Some(_)) => *self.volatile += 1,
+                (Some(_), None) => *self.volatile -= 1,
+                _ => {}
+            }
+            if let Some(at_ms) = expire {
+                self.expiry.push(Reverse(ExpiryItem {
+                    at_ms,
+                    hash: self.hash,
+                    local: self.local,
+                }));
+            }
+        }
+    }
+}
+
+/// Eviction configuration shared by all shards.
+#[derive(Debug, Clone, Copy)]
+pub struct EvictConfig {
+    pub policy: Policy,
+    pub samples: usize,
+    pub lfu: LfuParams,
+    /// Whether eviction can happen at all (maxmemory set); access tracking is skipped otherwise.
+    pub active: bool,
+}
+
+impl Default for EvictConfig {
+    fn default() -> Self {
+        EvictConfig {
+            policy: Policy::AllKeysTinyLfu,
+            samples: 5,
+            lfu: LfuParams::default(),
+            active: false,
+        }
+    }
+}
+
+/// A shard: the keys of the slots `slot % N == index`, in every database.
+#[derive(Debug)]
+pub struct Shard {
+    dbs: Vec<Option<Box<DbShard>>>,
+    hasher: Hasher,
+    /// log2 of the shard count: `local = slot >> shift`.
+    shift: u32,
+    local_slots: usize,
+    mem_bytes: usize,
+    pub stats: ShardStats,
+    evict: EvictConfig,
+    sketch: Option<Sketch>,
+    rng: Rng,
+    /// Replicas do not delete expired keys themselves; the primary's deletions arrive instead.
+    pub expire_on_access: bool,
+}
+
+/// Outcome of one eviction attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Evicted {
+    pub db: usize,
+    pub key: Vec<u8>,
+    pub freed_bytes: usize,
+}
+
+impl Shard {
+    fn new(dbs: usize, shift: u32, seed: u64) -> Self {
+        Shard {
+            dbs: (0..dbs).map(|_| None).collect(),
+            hasher: Hasher::with_seed(seed),
+            shift,
+            local_slots: SLOTS >> shift,
+            mem_bytes: 0,
+            stats: ShardStats::default(),
+            evict: EvictConfig::default(),
+            sketch: None,
+            rng: Rng::new(seed ^ 0x5DEE_CE66),
+            expire_on_access: true,
+        }
+    }
+
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn local(&self, slot: u16) -> u32 {
+        (slot as u32) >> self.shift
+    }
+
+    /// Global slot number of a local slot index in this shard.
+    fn global_slot(&self, index: usize, local: u32) -> u16 {
+        ((local << self.shift) as usize | index) as u16
+    }
+
+    /// Memory charged to the entries of this shard.
+    pub fn mem_bytes(&self) -> usize {
+        self.mem_bytes
+    }
+
+    pub fn set_evict_config(&mut self, cfg: EvictConfig, sketch_keys: usize) {
+        self.evict = cfg;
+        let wants_sketch = cfg.active && cfg.policy == Policy::AllKeysTinyLfu;
+        match (&self.sketch, wants_sketch) {
+            (Some(s), true) if s.width() >= sketch_keys.clamp(256, 1 << 24) => {}
+            (_, true) => self.sketch = Some(Sketch::new(sketch_keys)),
+            (_, false) => self.sketch = None,
+        }
+    }
+
+    fn db_mut(&mut self, db: usize) -> &mut DbShard {
+        let local_slots = self.local_slots;
+        let slot = &mut self.dbs[db];
+        if slot.is_none() {
+            let d = DbShard::new(local_slots);
+            self.mem_bytes += d.table_bytes();
+            *slot = Some(Box::new(d));
+        }
+        slot.as_mut().expect("db just created")
+    }
+
+    /// Records an access for the eviction policy (no-op unless eviction is active).
+    fn record_access(
+        evict: &EvictConfig,
+        sketch: &mut Option<Sketch>,
+        rng: &mut Rng,
+        e: &mut Entry,
+        hash: u64,
+        now_ms: u64,
+    ) {
+        if !evict.active {
+            return;
+        }
+        if evict.policy.uses_lfu() {
+            let a = evict::lfu_touch(e.access(), now_ms, evict.lfu, rng.unit());
+            e.set_access(a);
+        } else {
+            e.set_access(evict::lru_clock(now_ms));
+        }
+        if let Some(s) = sketch {
+            s.increment(hash);
+        }
+    }
+
+    /// Records a lookup of a key that is absent (TinyLFU remembers misses, see `evict.rs`).
+    fn record_miss(&mut self, hash: u64) {
+        if let Some(s) = &mut self.sketch {
+            s.increment(hash);
+        }
+    }
+
+    /// The initial access info of a new entry under the current policy.
+    pub fn initial_access(&self, now_ms: u64) -> u32 {
+        if self.evict.policy.uses_lfu() {
+            evict::lfu_initial(now_ms)
+        } else {
+            evict::lru_clock(now_ms)
+        }
+    }
+
+    /// Looks a key up for reading or writing. An expired key is deleted (on a primary) and reported
+    /// absent. `touch` records the access for eviction; commands that only inspect (TYPE, OBJECT, TTL
+    /// in Redis terms "NOTOUCH") pass false.
+    pub fn lookup(
+        &mut self,
+        db: usize,
+        slot: u16,
+        key: &[u8],
+        now_ms: u64,
+        touch: bool,
+    ) -> Option<EntryMut<'_>> {
+        let hash = self.hash(key);
+        let local = self.local(slot);
+        if self.dbs[db].is_none() {
+            if touch {
+                self.record_miss(hash);
+            }
+            return None;
+        }
+        // Expired? Delete first, then report absent.
+        {
+            let d = self.dbs[db].as_mut()?;
+            let table = &mut d.slots[local as usize];
+            let e = table.find(hash, |e| e.key() == key);
+            match e {
+                None => {
+                    if touch {
+                        self.record_miss(hash);
+                    }
+                    return None;
+                }
+                Some(e) if e.is_expired(now_ms) => {
+                    if self.expire_on_access {
+                        self.remove_hashed(db, local, hash, key);
+                        self.stats.expired_keys += 1;
+                    }
+                    return None;
+                }
+                Some(_) => {}
+            }
+        }
+        let Shard {
+            dbs,
+            mem_bytes,
+            evict,
+            sketch,
+            rng,
+            ..
+        } = self;
+        let d = dbs[db].as_mut()?;
+        let entry = d.slots[local as usize].find_mut(hash, |e| e.key() == key)?;
+        if touch {
+            Self::record_access(evict, sketch, rng, entry, hash, now_ms);
+        }
+        Some(EntryMut {
+            mem_before: entry.mem_bytes(),
+            expire_before: entry.expire_ms(),
+            entry,
+            mem: mem_bytes,
+            volatile: &mut d.volatile,
+            expiry: &mut d.expiry,
+            hash,
+            local,
+        })
+    }
+
+    /// Looks a key up for a read command, counting `keyspace_hits` / `keyspace_misses`.
+    pub fn lookup_read(
+        &mut self,
+        db: usize,
+        slot: u16,
+        key: &[u8],
+        now_ms: u64,
+    ) -> Option<EntryMut<'_>> {
+        // Counting first keeps the borrow of the result simple.
+        let found = self.contains(db, slot, key, now_ms);
+        if found {
+            self.stats.keyspace_hits += 1;
+        } else {
+            self.stats.keyspace_misses += 1;
+        }
+        self.lookup(db, slot, key, now_ms, true)
+    }
+
+    /// Whether a live (unexpired) key exists. Does not touch or delete.
+    pub fn contains(&self, db: usize, slot: u16, key: &[u8], now_ms: u64) -> bool {
+        self.peek(db, slot, key, now_ms).is_some()
+    }
+
+    /// Reads a live entry without touching it or deleting it if expired.
+    pub fn peek(&self, db: usize, slot: u16, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        let d = self.dbs[db].as_ref()?;
+        let hash = self.hash(key);
+        d.slots[self.local(slot) as usize]
+            .find(hash, |e| e.key() == key)
+            .filter(|e| !e.is_expired(now_ms))
+    }
+
+    /// Inserts or replaces an entry; returns the entry it replaced (expired or not).
+    pub fn insert(&mut self, db: usize, slot: u16, mut entry: Entry, now_ms: u64) -> Option<Entry> {
+        let hash = self.hash(entry.key());
+        let local = self.local(slot);
+        if self.evict.active {
+            let access = self.initial_access(now_ms);
+            entry.set_access(access);
+            if let Some(s) = &mut self.sketch {
+                s.increment(hash);
+            }
+        }
+        let hasher = self.hasher.clone();
+        let added = entry.mem_bytes();
+        let expire = entry.expire_ms();
+        let d = self.db_mut(db);
+        let table = &mut d.slots[local as usize];
+        let old = match table.find_mut(hash, |e| e.key() == entry.key()) {
+            Some(slot_ref) => Some(std::mem::replace(slot_ref, entry)),
+            None => {
+                table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
+                d.keys += 1;
+                None
+            }
+        };
+        if let Some(at_ms) = expire {
+            d.volatile += 1;
+            d.expiry.push(Reverse(ExpiryItem { at_ms, hash, local }));
+        }
+        let removed = old.as_ref().map_or(0, |o| {
+            if o.expire_ms().is_some() {
+                d.volatile -= 1;
+            }
+            o.mem_bytes()
+        });
+        self.mem_bytes = self.mem_bytes + added - removed;
+        old
+    }
+
+    fn remove_hashed(&mut self, db: usize, local: u32, hash: u64, key: &[u8]) -> Option<Entry> {
+        let d = self.dbs[db].as_mut()?;
+        let table = &mut d.slots[local as usize];
+        let found = table.find_entry(hash, |e| e.key() == key).ok()?;
+        let (entry, _) = found.remove();
+        d.keys -= 1;
+        if entry.expire_ms().is_some() {
+            d.volatile -= 1;
+        }
+        self.mem_bytes -= entry.mem_bytes();
+        Some(entry)
+    }
+
+    /// Removes a key (expired or not) and returns its entry.
+    pub fn remove(&mut self, db: usize, slot: u16, key: &[u8]) -> Option<Entry> {
+        let hash = self.hash(key);
+        let local = self.local(slot);
+        self.remove_hashed(db, local, hash, key)
+    }
+
+    /// Keys in a database part (expired-but-not-yet-deleted keys included, as in Redis's DBSIZE).
+    pub fn db_len(&self, db: usize) -> usize {
+        self.dbs[db].as_ref().map_or(0, |d| d.keys)
+    }
+
+    pub fn db_volatile(&self, db: usize) -> usize {
+        self.dbs[db].as_ref().map_or(0, |d| d.volatile)
+    }
+
+    /// Keys stored in one slot of a database.
+    pub fn slot_len(&self, db: usize, slot: u16) -> usize {
+        self.dbs[db]
+            .as_ref()
+            .map_or(0, |d| d.slots[self.local(slot) as usize].len())
+    }
+
+    /// Visits the live keys of one slot.
+    pub fn for_each_in_slot(&self, db: usize, slot: u16, now_ms: u64, mut f: impl FnMut(&Entry)) {
+        if let Some(d) = self.dbs[db].as_ref() {
+            for e in d.slots[self.local(slot) as usize].iter() {
+                if !e.is_expired(now_ms) {
+                    f(e);
+                }
+            }
+        }
+    }
+
+    /// The global slot numbers this shard owns, ascending.
+    pub fn owned_slots(&self, index: usize) -> impl Iterator<Item = u16> + '_ {
+        (0..self.local_slots as u32).map(move |l| self.global_slot(index, l))
+    }
+
+    /// Removes and returns a whole database part (FLUSHDB/FLUSHALL; the caller may drop it on a
+    /// background thread).
+    pub fn take_db(&mut self, db: usize) -> Option<Box<DbShard>> {
+        let d = self.dbs[db].take()?;
+        self.mem_bytes -= d.table_bytes() + d.entries_mem_bytes();
+        Some(d)
+    }
+
+    pub fn swap_db(&mut self, a: usize, b: usize) {
+        self.dbs.swap(a, b);
+    }
+
+    /// Moves a whole database part between databases (MOVE of everything is not a Redis command, but
+    /// SWAPDB and tests use this shape). Returns false if the target is not empty.
+    pub fn db_is_empty(&self, db: usize) -> bool {
+        self.db_len(db) == 0
+    }
+
+    /// A random live key of a database part, if any.
+    pub fn random_key(&mut self, db: usize, now_ms: u64) -> Option<Vec<u8>> {
+        for _ in 0..32 {
+            let (local, i) = self.random_position(db)?;
+            let d = self.dbs[db].as_ref()?;
+            let e = d.slots[local].iter().nth(i)?;
+            if !e.is_expired(now_ms) {
+                return Some(e.key().to_vec());
+            }
+        }
+        None
+    }
+
+    /// A random (local slot, index) of a non-empty table: random probes first (unbiased), then a
+    /// forward scan from a random slot when the tables are too sparse for probing to find one soon.
+    fn random_position(&mut self, db: usize) -> Option<(usize, usize)> {
+        let d = self.dbs[db].as_ref()?;
+        if d.keys == 0 {
+            return None;
+        }
+        let n = d.slots.len();
+        for _ in 0..RANDOM_PROBES {
+            let local = self.rng.below(n);
+            let len = d.slots[local].len();
+            if len > 0 {
+                return Some((local, self.rng.below(len)));
+            }
+        }
+        let start = self.rng.below(n);
+        for k in 0..n {
+            let local = (start + k) % n;
+            let len = d.slots[local].len();
+            if len > 0 {
+                return Some((local, self.rng.below(len)));
+            }
+        }
+        None
+    }
+
+    /// Deletes expired keys, at most `max_keys` of them; calls `on_expired(db, key)` for each (the
+    /// replication stream turns them into deletions). Returns (deleted, more_due).
+    pub fn expire_cycle(
+        &mut self,
+        now_ms: u64,
+        max_keys: usize,
+        mut on_expired: impl FnMut(usize, &[u8]),
+    ) -> (usize, bool) {
+        let mut done = 0;
+        let mut examined = 0;
+        for db in 0..self.dbs.len() {
+            loop {
+                if examined >= max_keys * 4 || done >= max_keys {
+                    return (done, true);
+                }
+                let Some(d) = self.dbs[db].as_mut() else {
+                    break;
+                };
+                let Some(&Reverse(item)) = d.expiry.peek() else {
+                    break;
+                };
+                if item.at_ms > now_ms {
+                    break;
+                }
+                d.expiry.pop();
+                examined += 1;
+                let table = &mut d.slots[item.local as usize];
+                let hasher = &self.hasher;
+                // The item is stale if the key is gone or its deadline changed; then skip it.
+                let Ok(found) = table.find_entry(item.hash, |e| {
+                    e.expire_ms() == Some(item.at_ms) && hasher.hash_one(e.key()) == item.hash
+                }) else {
+                    continue;
+                };
+                let (entry, _) = found.remove();
+                d.keys -= 1;
+                d.volatile -= 1;
+                self.mem_bytes -= entry.mem_bytes();
+                self.stats.expired_keys += 1;
+                done += 1;
+                on_expired(db, entry.key());
+            }
+            self.compact_expiry(db);
+        }
+        (done, false)
+    }
+
+    /// Rebuilds an expiry heap that holds many stale items (keys whose TTL changed often).
+    fn compact_expiry(&mut self, db: usize) {
+        let hasher = self.hasher.clone();
+        let Some(d) = self.dbs[db].as_mut() else {
+            return;
+        };
+        if d.expiry.len() <= 2 * d.volatile + 1024 {
+            return;
+        }
+        let mut items = Vec::with_capacity(d.volatile);
+        for (local, table) in d.slots.iter().enumerate() {
+            for e in table.iter() {
+                if let Some(at_ms) = e.expire_ms() {
+                    items.push(Reverse(ExpiryItem {
+                        at_ms,
+                        hash: hasher.hash_one(e.key()),
+                        local: local as u32,
+                    }));
+                }
+            }
+        }
+        d.expiry = BinaryHeap::from(items);
+    }
+
+    /// Evicts one key chosen by the policy among sampled candidates. `None` if nothing can be
+    /// evicted from this shard (empty, or no volatile keys under a volatile policy).
+    pub fn evict_one(&mut self, now_ms: u64) -> Option<Evicted> {
+        let policy = self.evict.policy;
+        if policy == Policy::NoEviction {
+            return None;
+        }
+        let dbs: Vec<usize> = (0..self.dbs.len())
+            .filter(|&db| {
+                if policy.volatile_only() {
+                    self.db_volatile(db) > 0
+                } else {
+                    self.db_len(db) > 0
+                }
+            })
+            .collect();
+        if dbs.is_empty() {
+            return None;
+        }
+        let db = dbs[self.rng.below(dbs.len())];
+        let samples = self.evict.samples.max(1);
+        // Independent picks: walking neighbouring slots would sample correlated keys (CRC16 puts
+        // `key:1`, `key:2`... in nearby slots).
+        let mut best: Option<(u64, usize, u64)> = None; // (score, local, hash)
+        let mut taken = 0;
+        for _ in 0..samples * 16 {
+            if taken >= samples {
+                break;
+            }
+            let Some((local, i)) = self.random_position(db) else {
+                break;
+            };
+            let r = self.rng.next_u64();
+            let d = self.dbs[db].as_ref()?;
+            let Some(e) = d.slots[local].iter().nth(i) else {
+                continue;
+            };
+            if policy.volatile_only() && e.expire_ms().is_none() {
+                continue;
+            }
+            taken += 1;
+            let hash = self.hasher.hash_one(e.key());
+            let score = self.victim_score(e, hash, now_ms, r);
+            if best.is_none_or(|(s, _, _)| score > s) {
+                best = Some((score, local, hash));
+            }
+        }
+        let (_, local, hash) = best?;
+        let key = {
+            let d = self.dbs[db].as_ref()?;
+            let hasher = &self.hasher;
+            d.slots[local]
+                .find(hash, |e| hasher.hash_one(e.key()) == hash)?
+                .key()
+                .to_vec()
+        };
+        let entry = self.remove_hashed(db, local as u32, hash, &key)?;
+        self.stats.evicted_keys += 1;
+        Some(Evicted {
+            db,
+            freed_bytes: entry.mem_bytes(),
+            key,
+        })
+    }
+
+    /// Higher is a better victim.
+    fn victim_score(&self, e: &Entry, hash: u64, now_ms: u64, random: u64) -> u64 {
+        let idle = || evict::lru_idle_s(e.access(), now_ms).min(u32::MAX as u64);
+        match self.evict.policy {
+            Policy::NoEviction => 0,
+            Policy::AllKeysRandom | Policy::VolatileRandom => random,
+            Policy::AllKeysLru | Policy::VolatileLru => idle(),
+            Policy::AllKeysLfu | Policy::VolatileLfu => {
+                255 - evict::lfu_counter(e.access(), now_ms, self.evict.lfu) as u64
+            }
+            Policy::VolatileTtl => u64::MAX - e.expire_ms().unwrap_or(u64::MAX),
+            Policy::AllKeysTinyLfu => {
+                let freq = self.sketch.as_ref().map_or(0, |s| s.estimate(hash)) as u64;
+                ((16 - freq) << 32) | idle()
+            }
+        }
+    }
+
+    /// Recomputes every accounted quantity and panics if it disagrees with the running totals.
+    pub fn check_invariants(&self) {
+        let mut mem = 0;
+        for d in self.dbs.iter().flatten() {
+            let keys: usize = d.slots.iter().map(|t| t.len()).sum();
+            assert_eq!(keys, d.keys, "key count");
+            let volatile = d
+                .slots
+                .iter()
+                .flat_map(|t| t.iter())
+                .filter(|e| e.expire_ms().is_some())
+                .count();
+            assert_eq!(volatile, d.volatile, "volatile count");
+            for (local, t) in d.slots.iter().enumerate() {
+                for e in t.iter() {
+                    if let Some(at_ms) = e.expire_ms() {
+                        let hash = self.hash(e.key());
+                        assert!(
+                            d.expiry.iter().any(|Reverse(i)| i.at_ms == at_ms
+                                && i.hash == hash
+                                && i.local as usize == local),
+                            "expiry index misses {e:?}"
+                        );
+                    }
+                }
+            }
+            mem += d.table_bytes() + d.entries_mem_bytes();
+        }
+        assert_eq!(mem, self.mem_bytes, "accounted memory");
+    }
+}
+
+/// Number of shards (a power of two dividing 16384).
+pub const SHARDS_DEFAULT: usize = 64;
+
+/// All shards, plus the version clock.
+pub struct Keyspace {
+    shards: Box<[Mutex<Shard>]>,
+    mask: usize,
+    databases: usize,
+    pub hlc: Hlc,
+}
+
+impl std::fmt::Debug for Keyspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyspace")
+            .field("shards", &self.shards.len())
+            .field("databases", &self.databases)
+            .finish()
+    }
+}
+
+impl Keyspace {
+    /// `shards` must be a power of two between 1 and 16384.
+    pub fn new(databases: usize, shards: usize, seed: u64) -> Self {
+        assert!(shards.is_power_of_two() && shards <= SLOTS, "shard count");
+        assert!(databases >= 1, "at least one database");
+        let shift = shards.trailing_zeros();
+        Keyspace {
+            shards: (0..shards)
+                .map(|i| Mutex::new(Shard::new(databases, shift, seed.wrapping_add(i as u64))))
+                .collect(),
+            mask: shards - 1,
+            databases,
+            hlc: Hlc::new(),
+        }
+    }
+
+    pub fn databases(&self) -> usize {
+        self.databases
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard index owning a slot.
+    pub fn shard_of(&self, slot: u16) -> usize {
+        slot as usize & self.mask
+    }
+
+    /// Locks one shard. A poisoned lock means a command panicked mid-write: that is a bug, and the
+    /// data it guarded may be inconsistent, so it is propagated rather than ignored.
+    pub fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
+        self.shards[index].lock().expect("shard lock poisoned")
+    }
+
+    /// Locks the shards of the given slots, in ascending shard order (no deadlock between
+    /// multi-key commands). Returns (shard index, guard) pairs.
+    pub fn lock_slots(&self, slots: &[u16]) -> Vec<(usize, MutexGuard<'_, Shard>)> {
+        let mut idx: Vec<usize> = slots.iter().map(|&s| self.shard_of(s)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter().map(|i| (i, self.lock(i))).collect()
+    }
+
+    /// Locks every shard, in order.
+    pub fn lock_all(&self) -> Vec<MutexGuard<'_, Shard>> {
+        (0..self.shards.len()).map(|i| self.lock(i)).collect()
+    }
+
+    pub fn set_evict_config(&self, cfg: EvictConfig, expected_keys: usize) {
+        let per_shard = expected_keys / self.shards.len() + 1;
+        for i in 0..self.shards.len() {
+            self.lock(i).set_evict_config(cfg, per_shard);
+        }
+    }
+
+    /// Sum of accounted entry memory over all shards.
+    pub fn mem_bytes(&self) -> usize {
+        (0..self.shards.len())
+            .map(|i| self.lock(i).mem_bytes())
+            .sum()
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let mut s = ShardStats::default();
+        for i in 0..self.shards.len() {
+            let g = self.lock(i);
+            s.expired_keys += g.stats.expired_keys;
+            s.evicted_keys += g.stats.evicted_keys;
+            s.keyspace_hits += g.stats.keyspace_hits;
+            s.keyspace_misses += g.stats.keyspace_misses;
+        }
+        s
+    }
+
+    pub fn reset_stats(&self) {
+        for i in 0..self.shards.len() {
+            self.lock(i).stats = ShardStats::default();
+        }
+    }
+
+    /// (keys, keys with expiry) of a database.
+    pub fn db_size(&self, db: usize) -> (usize, usize) {
+        (0..self.shards.len()).fold((0, 0), |(k, v), i| {
+            let g = self.lock(i);
+            (k + g.db_len(db), v + g.db_volatile(db))
+        })
+    }
+
+    pub fn set_expire_on_access(&self, on: bool) {
+        for i in 0..self.shards.len() {
+            self.lock(i).expire_on_access = on;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slot::key_slot;
+
+    fn ks() -> Keyspace {
+        Keyspace::new(2, 4, 1)
+    }
+
+    fn put(ks: &Keyspace, key: &[u8], val: &[u8], expire: Option<u64>, now: u64) {
+        let slot = key_slot(key);
+        let mut g = ks.lock(ks.shard_of(slot));
+        g.insert(
+            0,
+            slot,
+            Entry::new_string(key, val, expire, ks.hlc.next(now)),
+            now,
+        );
+    }
+
+    fn get(ks: &Keyspace, key: &[u8], now: u64) -> Option<Vec<u8>> {
+        let slot = key_slot(key);
+        let mut g = ks.lock(ks.shard_of(slot));
+        g.lookup(0, slot, key, now, true)
+            .map(|e| e.string().unwrap().to_vec())
+    }
+
+    fn check(ks: &Keyspace) {
+        for s in ks.lock_all() {
+            s.check_invariants();
+        }
+    }
+
+    #[test]
+    fn lazy_expiry_on_a_paused_clock() {
+        let ks = ks();
+        put(&ks, b"a", b"1", Some(1_000), 0);
+        put(&ks, b"b", b"2", None, 0);
+        assert_eq!(get(&ks, b"a", 999), Some(b"1".to_vec()));
+        assert_eq!(get(&ks, b"a", 1_000), None);
+        assert_eq!(ks.stats().expired_keys, 1);
+        assert_eq!(ks.db_size(0), (1, 0));
+        check(&ks);
+    }
+
+    #[test]
+    fn active_expiry_is_bounded_per_cycle_and_skips_stale_items() {
+        let ks = Keyspace::new(1, 1, 3);
+        for i in 0..100u32 {
+            put(&ks, format!("k{i}").as_bytes(), b"v", Some(10), 0);
+        }
+        // Re-set one key without TTL and one with a later TTL: their heap items become stale.
+        put(&ks, b"k1", b"v", None, 0);
+        put(&ks, b"k2", b"v", Some(50), 0);
+        let mut g = ks.lock(0);
+        let mut seen = Vec::new();
+        let (n, more) = g.expire_cycle(20, 30, |_, k| seen.push(k.to_vec()));
+        assert_eq!((n, more), (30, true));
+        let (n2, more2) = g.expire_cycle(20, 1000, |_, k| seen.push(k.to_vec()));
+        assert_eq!(n + n2, 98);
+        assert!(!more2);
+        assert!(!seen.contains(&b"k1".to_vec()) && !seen.contains(&b"k2".to_vec()));
+        g.check_invariants();
+        assert_eq!(g.db_len(0), 2);
+    }
+
+    #[test]
+    fn entry_mut_keeps_memory_and_expiry_index_right() {
+        let ks = ks();
+        put(&ks, b"k", b"v", None, 0);
+        let slot = key_slot(b"k");
+        {
+            let mut g = ks.lock(ks.shard_of(slot));
+            let mut e = g.lookup(0, slot, b"k", 0, true).unwrap();
+            e.make_raw_string()
+                .unwrap()
+                .extend_from_slice(&[b'x'; 1000]);
+            e.set_expire_ms(Some(5));
+        }
+        check(&ks);
+        let mut g = ks.lock(ks.shard_of(slot));
+        assert_eq!(g.expire_cycle(6, 10, |_, _| {}), (1, false));
+        g.check_invariants();
+        let tables = SLOTS / 4 * std::mem::size_of::<HashTable<Entry>>();
+        assert_eq!(g.mem_bytes(), tables, "only empty tables remain");
+    }
+
+    #[test]
+    fn versions_only_grow_across_overwrites() {
+        let ks = ks();
+        put(&ks, b"k", b"1", None, 100);
+        let slot = key_slot(b"k");
+        let v1 = ks
+            .lock(ks.shard_of(slot))
+            .peek(0, slot, b"k", 100)
+            .unwrap()
+            .version();
+        put(&ks, b"k", b"2", None, 50); // clock stepped back
+        let v2 = ks
+            .lock(ks.shard_of(slot))
+            .peek(0, slot, b"k", 100)
+            .unwrap()
+            .version();
+        assert!(v2 > v1);
+    }
+
+    fn fill(ks: &Keyspace, n: usize, ttl_every: usize, now: u64) {
+        for i in 0..n {
+            let exp = (ttl_every > 0 && i % ttl_every == 0).then_some(now + 1_000_000 + i as u64);
+            put(ks, format!("key:{i:06}").as_bytes(), &[b'v'; 64], exp, now);
+        }
+    }
+
+    fn evict_until(ks: &Keyspace, target_keys: usize, now: u64) -> usize {
+        let mut evicted = 0;
+        let mut shard = 0;
+        for _ in 0..1_000_000 {
+            if ks.db_size(0).0 <= target_keys {
+                break;
+            }
+            let mut g = ks.lock(shard % ks.shard_count());
+            if g.evict_one(now).is_some() {
+                evicted += 1;
+            }
+            shard += 1;
+        }
+        evicted
+    }
+
+    #[test]
+    fn each_policy_evicts_what_it_should() {
+        for policy in Policy::ALL {
+            let ks = Keyspace::new(1, 4, 9);
+            ks.set_evict_config(
+                EvictConfig {
+                    policy,
+                    samples: 5,
+                    lfu: LfuParams::default(),
+                    active: true,
+                },
+                1000,
+            );
+            fill(&ks, 1000, 4, 0);
+            let evicted = evict_until(&ks, 900, 0);
+            match policy {
+                Policy::NoEviction => assert_eq!(evicted, 0),
+                p if p.volatile_only() => {
+                    assert_eq!(evicted, 100, "{p:?}");
+                    assert_eq!(ks.db_size(0), (900, 150), "{p:?} evicts only keys with TTL");
+                }
+                p => assert_eq!(evicted, 100, "{p:?}"),
+            }
+            check(&ks);
+        }
+    }
+
+    #[test]
+    fn volatile_ttl_prefers_nearest_deadline() {
+        let ks = Keyspace::new(1, 1, 5);
+        ks.set_evict_config(
+            EvictConfig {
+                policy: Policy::VolatileTtl,
+                samples: 10,
+                lfu: LfuParams::default(),
+                active: true,
+            },
+            100,
+        );
+        for i in 0..100u64 {
+            put(
+                &ks,
+                format!("k{i}").as_bytes(),
+                b"v",
+                Some(1_000 + i * 1_000),
+                0,
+            );
+        }
+        let mut g = ks.lock(0);
+        let mut sum = 0;
+        for _ in 0..20 {
+            let e = g.evict_one(0).unwrap();
+            sum += String::from_utf8(e.key[1..].to_vec())
+                .unwrap()
+                .parse::<usize>()
+                .unwrap();
+        }
+        // Twenty uniform picks would average 49.5; nearest-deadline sampling keeps far below.
+        assert!(sum / 20 < 35, "mean index {}", sum / 20);
+    }
+
+    #[test]
+    fn lru_keeps_recently_read_keys() {
+        let ks = Keyspace::new(1, 2, 11);
+        ks.set_evict_config(
+            EvictConfig {
+                policy: Policy::AllKeysLru,
+                samples: 10,
+                lfu: LfuParams::default(),
+                active: true,
+            },
+            200,
+        );
+        fill(&ks, 200, 0, 0);
+        // Keys 0..50 are read at t=100s; the others were last touched at t=0.
+        for i in 0..50 {
+            assert!(get(&ks, format!("key:{i:06}").as_bytes(), 100_000).is_some());
+        }
+        let ks_ref = &ks;
+        let mut shard = 0;
+        for _ in 0..10_000 {
+            if ks_ref.db_size(0).0 <= 100 {
+                break;
+            }
+            ks_ref.lock(shard % 2).evict_one(100_000);
+            shard += 1;
+        }
+        let kept = (0..50)
+            .filter(|i| get(&ks, format!("key:{i:06}").as_bytes(), 100_000).is_some())
+            .count();
+        assert!(kept >= 45, "kept {kept} of 50 hot keys");
+    }
+
+    #[test]
+    fn tinylfu_keeps_frequently_missed_keys_over_one_hit_wonders() {
+        let ks = Keyspace::new(1, 1, 13);
+        ks.set_evict_config(
+            EvictConfig {
+                policy: Policy::AllKeysTinyLfu,
+                samples: 5,
+                lfu: LfuParams::default(),
+                active: true,
+            },
+            1000,
+        );
+        // "hot" keys are looked up (and missed) many times before they are written.
+        for round in 0..5 {
+            for i in 0..50 {
+                let _ = round;
+                assert!(get(&ks, format!("hot{i}").as_bytes(), 0).is_none());
+            }
+        }
+        for i in 0..50 {
+            put(&ks, format!("hot{i}").as_bytes(), b"v", None, 0);
+        }
+        for i in 0..150 {
+            put(&ks, format!("cold{i}").as_bytes(), b"v", None, 0);
+        }
+        let mut g = ks.lock(0);
+        for _ in 0..100 {
+            g.evict_one(0).unwrap();
+        }
+        drop(g);
+        let hot = (0..50)
+            .filter(|i| {
+                ks.lock(0)
+                    .peek(
+                        0,
+                        key_slot(format!("hot{i}").as_bytes()),
+                        format!("hot{i}").as_bytes(),
+                        0,
+                    )
+                    .is_some()
+            })
+            .count();
+        assert!(hot >= 45, "kept {hot} of 50 frequently requested keys");
+    }
+
+    #[test]
+    fn take_and_swap_db_keep_accounting() {
+        let ks = ks();
+        fill(&ks, 100, 3, 0);
+        for mut s in ks.lock_all() {
+            s.swap_db(0, 1);
+            s.check_invariants();
+        }
+        assert_eq!(ks.db_size(1).0, 100);
+        for mut s in ks.lock_all() {
+            s.take_db(1);
+            s.check_invariants();
+        }
+        assert_eq!(ks.mem_bytes(), 0);
+    }
+}

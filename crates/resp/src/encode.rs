@@ -1,0 +1,277 @@
+//! Reply encoder: writes RESP2 or RESP3 straight into a connection's output buffer.
+//!
+//! Commands write replies through [`ReplyWriter`] instead of building reply trees, so a pipelined batch
+//! of GETs costs one buffer append per reply. The writer knows the connection's protocol version and
+//! chooses the RESP2 spelling of RESP3-only types (maps become flat arrays, doubles become bulk strings,
+//! nulls become `$-1` or `*-1`), the same way Redis does.
+
+/// Protocol version negotiated with `HELLO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Resp2,
+    Resp3,
+}
+
+/// Writes replies into a byte buffer.
+pub struct ReplyWriter<'a> {
+    pub buf: &'a mut Vec<u8>,
+    pub proto: Protocol,
+}
+
+/// Formats an i64 into `tmp`, returning the used tail. No allocation.
+pub fn fmt_i64(v: i64, tmp: &mut [u8; 20]) -> &[u8] {
+    let mut n = v.unsigned_abs();
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        i -= 1;
+        tmp[i] = b'-';
+    }
+    &tmp[i..]
+}
+
+/// Formats a u64 (RESP lengths, versions) into `tmp`.
+pub fn fmt_u64(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &tmp[i..]
+}
+
+/// Formats a double the way Redis 7.0 replies with it (`%.17g`, with `inf`/`-inf`/`nan`).
+pub fn fmt_double(v: f64) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if v.is_nan() {
+        return "nan".into();
+    }
+    format_g17(v)
+}
+
+/// C's `%.17g`.
+fn format_g17(v: f64) -> String {
+    if v == 0.0 {
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
+    }
+    let exp = v.abs().log10().floor() as i32;
+    // %g uses scientific notation when exp < -4 or exp >= precision.
+    let s = format!("{:.16e}", v);
+    let (mant, e) = s.split_once('e').unwrap_or((&s, "0"));
+    let e: i32 = e.parse().unwrap_or(exp);
+    if e < -4 || e >= 17 {
+        let mant = trim_zeros(mant);
+        let sign = if e < 0 { '-' } else { '+' };
+        format!("{mant}e{sign}{:02}", e.abs())
+    } else {
+        let decimals = (16 - e).max(0) as usize;
+        trim_zeros(&format!("{:.*}", decimals, v)).to_string()
+    }
+}
+
+fn trim_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+impl<'a> ReplyWriter<'a> {
+    pub fn new(buf: &'a mut Vec<u8>, proto: Protocol) -> Self {
+        ReplyWriter { buf, proto }
+    }
+
+    pub fn is_resp3(&self) -> bool {
+        self.proto == Protocol::Resp3
+    }
+
+    fn prefixed_len(&mut self, prefix: u8, n: i64) {
+        let mut tmp = [0u8; 20];
+        self.buf.push(prefix);
+        self.buf.extend_from_slice(fmt_i64(n, &mut tmp));
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    /// `+OK`-style status line. `s` must not contain CR or LF.
+    pub fn simple(&mut self, s: &str) {
+        self.buf.push(b'+');
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    pub fn ok(&mut self) {
+        self.buf.extend_from_slice(b"+OK\r\n");
+    }
+
+    /// `-ERR ...` line: `s` is the whole body including the code, e.g. `ERR syntax error`.
+    /// Newlines in the text would break the stream, so they become spaces (as Redis does).
+    pub fn error(&mut self, s: &str) {
+        self.buf.push(b'-');
+        for &b in s.as_bytes() {
+            self.buf
+                .push(if b == b'\r' || b == b'\n' { b' ' } else { b });
+        }
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    pub fn int(&mut self, v: i64) {
+        self.prefixed_len(b':', v);
+    }
+
+    pub fn bulk(&mut self, b: &[u8]) {
+        self.prefixed_len(b'$', b.len() as i64);
+        self.buf.extend_from_slice(b);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    pub fn bulk_i64(&mut self, v: i64) {
+        let mut tmp = [0u8; 20];
+        let s = fmt_i64(v, &mut tmp);
+        let len = s.len();
+        self.prefixed_len(b'$', len as i64);
+        self.buf.extend_from_slice(fmt_i64(v, &mut tmp));
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    /// Verbatim string (RESP3 `=`, bulk in RESP2), used by INFO / CLIENT LIST / CLIENT INFO.
+    pub fn verbatim(&mut self, b: &[u8]) {
+        if self.is_resp3() {
+            self.prefixed_len(b'=', b.len() as i64 + 4);
+            self.buf.extend_from_slice(b"txt:");
+            self.buf.extend_from_slice(b);
+            self.buf.extend_from_slice(b"\r\n");
+        } else {
+            self.bulk(b);
+        }
+    }
+
+    /// The null of a missing string: `$-1` (RESP2) or `_` (RESP3).
+    pub fn null(&mut self) {
+        if self.is_resp3() {
+            self.buf.extend_from_slice(b"_\r\n");
+        } else {
+            self.buf.extend_from_slice(b"$-1\r\n");
+        }
+    }
+
+    /// The null of a missing array: `*-1` (RESP2) or `_` (RESP3).
+    pub fn null_array(&mut self) {
+        if self.is_resp3() {
+            self.buf.extend_from_slice(b"_\r\n");
+        } else {
+            self.buf.extend_from_slice(b"*-1\r\n");
+        }
+    }
+
+    pub fn array(&mut self, n: usize) {
+        self.prefixed_len(b'*', n as i64);
+    }
+
+    /// A map of `n` pairs: `%n` in RESP3, a flat array of 2n in RESP2.
+    pub fn map(&mut self, n: usize) {
+        if self.is_resp3() {
+            self.prefixed_len(b'%', n as i64);
+        } else {
+            self.prefixed_len(b'*', 2 * n as i64);
+        }
+    }
+
+    /// A set of `n` members: `~n` in RESP3, an array in RESP2.
+    pub fn set(&mut self, n: usize) {
+        if self.is_resp3() {
+            self.prefixed_len(b'~', n as i64);
+        } else {
+            self.prefixed_len(b'*', n as i64);
+        }
+    }
+
+    /// A push frame (pub/sub, invalidation): `>n` in RESP3, an array in RESP2.
+    pub fn push(&mut self, n: usize) {
+        if self.is_resp3() {
+            self.prefixed_len(b'>', n as i64);
+        } else {
+            self.prefixed_len(b'*', n as i64);
+        }
+    }
+
+    pub fn double(&mut self, v: f64) {
+        let s = fmt_double(v);
+        if self.is_resp3() {
+            self.buf.push(b',');
+            self.buf.extend_from_slice(s.as_bytes());
+            self.buf.extend_from_slice(b"\r\n");
+        } else {
+            self.bulk(s.as_bytes());
+        }
+    }
+
+    /// Boolean: `#t`/`#f` in RESP3, `:1`/`:0` in RESP2.
+    pub fn boolean(&mut self, v: bool) {
+        if self.is_resp3() {
+            self.buf
+                .extend_from_slice(if v { b"#t\r\n" } else { b"#f\r\n" });
+        } else {
+            self.int(v as i64);
+        }
+    }
+
+    /// Bytes already encoded as RESP.
+    pub fn raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp2_and_resp3_spellings() {
+        let mut b = Vec::new();
+        let mut w = ReplyWriter::new(&mut b, Protocol::Resp2);
+        w.map(1);
+        w.bulk(b"a");
+        w.int(-7);
+        w.null();
+        w.null_array();
+        w.double(1.5);
+        assert_eq!(b, b"*2\r\n$1\r\na\r\n:-7\r\n$-1\r\n*-1\r\n$3\r\n1.5\r\n");
+        let mut b = Vec::new();
+        let mut w = ReplyWriter::new(&mut b, Protocol::Resp3);
+        w.map(1);
+        w.null();
+        w.double(1.5);
+        w.boolean(true);
+        assert_eq!(b, b"%1\r\n_\r\n,1.5\r\n#t\r\n");
+    }
+
+    #[test]
+    fn doubles_like_printf_g17() {
+        assert_eq!(fmt_double(3.0), "3");
+        assert_eq!(fmt_double(10.5), "10.5");
+        assert_eq!(fmt_double(0.1), "0.10000000000000001");
+        assert_eq!(fmt_double(1e20), "1e+20");
+        assert_eq!(fmt_double(-2.5e-7), "-2.4999999999999999e-07");
+        assert_eq!(fmt_double(f64::INFINITY), "inf");
+        assert_eq!(fmt_i64(i64::MIN, &mut [0; 20]), b"-9223372036854775808");
+    }
+}
