@@ -1,0 +1,633 @@
+//! Connection commands: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET and the CLIENT family.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use shoal_resp::Protocol;
+
+use crate::args::{ERR_DB_INDEX, ERR_NOT_INTEGER, ERR_SYNTAX};
+use crate::state::{ClientHandle, ReplyMode};
+use crate::table::{Group, NO_KEYS, Spec, cmd, container, flag::*};
+use crate::{Args, CmdResult, Ctx};
+
+/// The Redis version whose behaviour shoal matches (reported as `redis_version`).
+pub const REDIS_VERSION: &str = "7.0.15";
+
+const CONN: Group = Group::Connection;
+
+pub static COMMANDS: &[Spec] = &[
+    cmd(
+        "auth",
+        -2,
+        NOSCRIPT | LOADING | STALE | FAST | NO_AUTH,
+        NO_KEYS,
+        CONN,
+        "1.0.0",
+        "Authenticates the connection.",
+        auth,
+    ),
+    container(
+        "client",
+        -2,
+        0,
+        CONN,
+        "2.4.0",
+        "A container for client connection commands.",
+        CLIENT,
+    ),
+    cmd(
+        "echo",
+        2,
+        FAST,
+        NO_KEYS,
+        CONN,
+        "1.0.0",
+        "Returns the given string.",
+        echo,
+    ),
+    cmd(
+        "hello",
+        -1,
+        NOSCRIPT | LOADING | STALE | FAST | NO_AUTH,
+        NO_KEYS,
+        CONN,
+        "6.0.0",
+        "Handshakes with the server.",
+        hello,
+    ),
+    cmd(
+        "ping",
+        -1,
+        FAST,
+        NO_KEYS,
+        CONN,
+        "1.0.0",
+        "Returns the server's liveliness response.",
+        ping,
+    ),
+    cmd(
+        "quit",
+        -1,
+        NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY,
+        NO_KEYS,
+        CONN,
+        "1.0.0",
+        "Closes the connection.",
+        quit,
+    ),
+    cmd(
+        "reset",
+        1,
+        NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY,
+        NO_KEYS,
+        CONN,
+        "6.2.0",
+        "Resets the connection.",
+        reset,
+    ),
+    cmd(
+        "select",
+        2,
+        LOADING | STALE | FAST,
+        NO_KEYS,
+        CONN,
+        "1.0.0",
+        "Changes the selected database.",
+        select,
+    ),
+];
+
+static CLIENT: &[Spec] = &[
+    cmd(
+        "client|getname",
+        2,
+        NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "2.6.9",
+        "Returns the name of the connection.",
+        client_getname,
+    ),
+    cmd(
+        "client|help",
+        2,
+        LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "5.0.0",
+        "Returns helpful text about the different subcommands.",
+        client_help,
+    ),
+    cmd(
+        "client|id",
+        2,
+        NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "5.0.0",
+        "Returns the unique client ID of the connection.",
+        client_id,
+    ),
+    cmd(
+        "client|info",
+        2,
+        NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "6.2.0",
+        "Returns information about the connection.",
+        client_info,
+    ),
+    cmd(
+        "client|kill",
+        -3,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "2.4.0",
+        "Terminates open connections.",
+        client_kill,
+    ),
+    cmd(
+        "client|list",
+        -2,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "2.4.0",
+        "Lists open connections.",
+        client_list,
+    ),
+    cmd(
+        "client|no-evict",
+        3,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "7.0.0",
+        "Sets the client eviction mode of the connection.",
+        client_no_evict,
+    ),
+    cmd(
+        "client|reply",
+        3,
+        NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "3.2.0",
+        "Instructs the server whether to reply to commands.",
+        client_reply,
+    ),
+    cmd(
+        "client|setinfo",
+        4,
+        NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "7.2.0",
+        "Sets information specific to the client or connection.",
+        client_setinfo,
+    ),
+    cmd(
+        "client|setname",
+        3,
+        NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        CONN,
+        "2.6.9",
+        "Sets the connection name.",
+        client_setname,
+    ),
+];
+
+fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    match args.len() {
+        1 => ctx.out.simple("PONG"),
+        2 => ctx.out.bulk(args.get(1)),
+        _ => return Err("ERR wrong number of arguments for 'ping' command".into()),
+    }
+    Ok(())
+}
+
+fn echo(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    ctx.out.bulk(args.get(1));
+    Ok(())
+}
+
+/// Checks a password for a user; only the `default` user exists (ACL users come later).
+fn check_password(ctx: &Ctx<'_>, user: &[u8], pass: &[u8]) -> bool {
+    let v = ctx.srv.values();
+    let required = v.get("requirepass");
+    user == b"default" && (required.is_empty() || required.as_bytes() == pass)
+}
+
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (user, pass) = match args.len() {
+        2 => {
+            if ctx.srv.values().get("requirepass").is_empty() {
+                return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into());
+            }
+            (&b"default"[..], args.get(1))
+        }
+        3 => (args.get(1), args.get(2)),
+        _ => return Err(ERR_SYNTAX.into()),
+    };
+    if !check_password(ctx, user, pass) {
+        return Err(WRONGPASS.into());
+    }
+    ctx.client.authenticated = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut proto = ctx.client.proto;
+    let mut i = 1;
+    if args.len() >= 2 {
+        let v = args
+            .i64(1)
+            .map_err(|_| "ERR Protocol version is not an integer or out of range".to_string())?;
+        proto = match v {
+            2 => Protocol::Resp2,
+            3 => Protocol::Resp3,
+            _ => return Err("NOPROTO unsupported protocol version".into()),
+        };
+        i = 2;
+    }
+    let mut setname = None;
+    while i < args.len() {
+        let more = args.len() - i - 1;
+        if args.is(i, "AUTH") && more >= 2 {
+            if !check_password(ctx, args.get(i + 1), args.get(i + 2)) {
+                return Err(WRONGPASS.into());
+            }
+            ctx.client.authenticated = true;
+            i += 3;
+        } else if args.is(i, "SETNAME") && more >= 1 {
+            validate_name(args.get(i + 1))?;
+            setname = Some(args.get(i + 1));
+            i += 2;
+        } else {
+            return Err(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                args.str_lossy(i)
+            ));
+        }
+    }
+    if !ctx.client.authenticated && ctx.srv.hot.requirepass_set.load(Relaxed) {
+        return Err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
+    }
+    if let Some(n) = setname {
+        *ctx.client.handle.name.lock().expect("name lock") = n.to_vec();
+    }
+    ctx.client.proto = proto;
+    ctx.client
+        .handle
+        .resp
+        .store(if proto == Protocol::Resp3 { 3 } else { 2 }, Relaxed);
+    ctx.out.proto = proto;
+    let o = &mut ctx.out;
+    o.map(7);
+    o.bulk(b"server");
+    o.bulk(b"redis");
+    o.bulk(b"version");
+    o.bulk(REDIS_VERSION.as_bytes());
+    o.bulk(b"proto");
+    o.int(if proto == Protocol::Resp3 { 3 } else { 2 });
+    o.bulk(b"id");
+    o.int(ctx.client.id() as i64);
+    o.bulk(b"mode");
+    o.bulk(b"standalone");
+    o.bulk(b"role");
+    o.bulk(b"master");
+    o.bulk(b"modules");
+    o.array(0);
+    Ok(())
+}
+
+fn select(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let db = args.i64(1).map_err(|_| ERR_NOT_INTEGER.to_string())?;
+    if db < 0 || db as usize >= ctx.srv.ks.databases() {
+        return Err(ERR_DB_INDEX.into());
+    }
+    ctx.client.select(db as usize);
+    ctx.out.ok();
+    Ok(())
+}
+
+fn quit(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.client.close_after_reply = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.client.select(0);
+    ctx.client.proto = Protocol::Resp2;
+    ctx.out.proto = Protocol::Resp2;
+    ctx.client.handle.resp.store(2, Relaxed);
+    ctx.client.reply_mode = ReplyMode::On;
+    ctx.client.handle.no_evict.store(false, Relaxed);
+    ctx.client.handle.name.lock().expect("name lock").clear();
+    ctx.client.authenticated = !ctx.srv.hot.requirepass_set.load(Relaxed);
+    ctx.out.simple("RESET");
+    Ok(())
+}
+
+fn validate_name(name: &[u8]) -> CmdResult {
+    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(
+            "ERR Client names cannot contain spaces, newlines or special characters.".into(),
+        );
+    }
+    Ok(())
+}
+
+fn client_id(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.out.int(ctx.client.id() as i64);
+    Ok(())
+}
+
+fn client_setname(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let name = args.get(2);
+    validate_name(name)?;
+    *ctx.client.handle.name.lock().expect("name lock") = name.to_vec();
+    ctx.out.ok();
+    Ok(())
+}
+
+fn client_getname(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let name = ctx.client.handle.name.lock().expect("name lock").clone();
+    if name.is_empty() {
+        ctx.out.null();
+    } else {
+        ctx.out.bulk(&name);
+    }
+    Ok(())
+}
+
+fn client_setinfo(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let value = args.get(3);
+    if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(format!(
+            "ERR {} cannot contain spaces, newlines or special characters.",
+            args.str_lossy(2)
+        ));
+    }
+    let slot = if args.is(2, "LIB-NAME") {
+        &ctx.client.handle.lib_name
+    } else if args.is(2, "LIB-VER") {
+        &ctx.client.handle.lib_ver
+    } else {
+        return Err(format!("ERR Unrecognized option '{}'", args.str_lossy(2)));
+    };
+    *slot.lock().expect("lib lock") = value.to_vec();
+    ctx.out.ok();
+    Ok(())
+}
+
+fn client_reply(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.is(2, "ON") {
+        ctx.client.reply_mode = ReplyMode::On;
+        ctx.out.ok();
+    } else if args.is(2, "OFF") {
+        ctx.client.reply_mode = ReplyMode::Off;
+    } else if args.is(2, "SKIP") {
+        ctx.client.reply_mode = ReplyMode::Skip;
+    } else {
+        return Err(ERR_SYNTAX.into());
+    }
+    Ok(())
+}
+
+fn client_no_evict(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let on = if args.is(2, "ON") {
+        true
+    } else if args.is(2, "OFF") {
+        false
+    } else {
+        return Err(ERR_SYNTAX.into());
+    };
+    ctx.client.handle.no_evict.store(on, Relaxed);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// One `CLIENT LIST` line (without the trailing newline), Redis 7 field order.
+pub fn client_line(h: &ClientHandle, now_ms: u64) -> String {
+    let name = String::from_utf8_lossy(&h.name.lock().expect("name lock")).into_owned();
+    let lib_name = String::from_utf8_lossy(&h.lib_name.lock().expect("lib lock")).into_owned();
+    let lib_ver = String::from_utf8_lossy(&h.lib_ver.lock().expect("lib lock")).into_owned();
+    let cmd = crate::table::all()
+        .get(h.last_cmd.load(Relaxed))
+        .map_or("NULL", |s| s.name);
+    let qbuf = h.query_buf_bytes.load(Relaxed);
+    let omem = h.output_buf_bytes.load(Relaxed);
+    let age = now_ms.saturating_sub(h.created_ms) / 1000;
+    let idle = now_ms.saturating_sub(h.last_interaction_ms.load(Relaxed)) / 1000;
+    let flags = if h.no_evict.load(Relaxed) { "e" } else { "N" };
+    format!(
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        h.id,
+        h.addr,
+        h.laddr,
+        name,
+        age,
+        idle,
+        flags,
+        h.db.load(Relaxed),
+        qbuf,
+        omem,
+        qbuf + omem,
+        cmd,
+        h.resp.load(Relaxed),
+        lib_name,
+        lib_ver,
+    )
+}
+
+fn client_info(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let line = client_line(&ctx.client.handle, ctx.now_ms) + "\n";
+    ctx.out.verbatim(line.as_bytes());
+    Ok(())
+}
+
+fn clients_snapshot(ctx: &Ctx<'_>) -> Vec<Arc<ClientHandle>> {
+    ctx.srv
+        .clients
+        .lock()
+        .expect("clients lock")
+        .values()
+        .cloned()
+        .collect()
+}
+
+fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut ids: Option<Vec<u64>> = None;
+    let mut i = 2;
+    while i < args.len() {
+        if args.is(i, "TYPE") && i + 1 < args.len() {
+            let t = args.str_lossy(i + 1).to_ascii_lowercase();
+            if !["normal", "master", "replica", "slave", "pubsub"].contains(&t.as_str()) {
+                return Err(format!(
+                    "ERR Unknown client type '{}'",
+                    args.str_lossy(i + 1)
+                ));
+            }
+            if t != "normal" {
+                ids = Some(Vec::new());
+            }
+            i += 2;
+        } else if args.is(i, "ID") && i + 1 < args.len() {
+            let mut v = Vec::new();
+            for j in i + 1..args.len() {
+                match args.i64(j) {
+                    Ok(id) if id > 0 => v.push(id as u64),
+                    _ => return Err("ERR Invalid client ID".into()),
+                }
+            }
+            ids = Some(v);
+            i = args.len();
+        } else {
+            return Err(ERR_SYNTAX.into());
+        }
+    }
+    let mut text = String::new();
+    for h in clients_snapshot(ctx) {
+        if ids.as_ref().is_some_and(|v| !v.contains(&h.id)) {
+            continue;
+        }
+        text.push_str(&client_line(&h, ctx.now_ms));
+        text.push('\n');
+    }
+    ctx.out.verbatim(text.as_bytes());
+    Ok(())
+}
+
+fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let all = clients_snapshot(ctx);
+    if args.len() == 3 {
+        // Old form: CLIENT KILL addr:port.
+        let addr = args.get(2);
+        let Some(h) = all.iter().find(|h| h.addr.as_bytes() == addr) else {
+            return Err("ERR No such client".into());
+        };
+        h.kill();
+        ctx.out.ok();
+        return Ok(());
+    }
+    let mut id = None;
+    let mut addr = None;
+    let mut laddr = None;
+    let mut skipme = true;
+    let mut i = 2;
+    while i < args.len() {
+        if i + 1 >= args.len() {
+            return Err(ERR_SYNTAX.into());
+        }
+        let v = args.get(i + 1);
+        if args.is(i, "ID") {
+            match args.i64(i + 1) {
+                Ok(n) if n > 0 => id = Some(n as u64),
+                _ => return Err("ERR client-id should be greater than 0".into()),
+            }
+        } else if args.is(i, "ADDR") {
+            addr = Some(v);
+        } else if args.is(i, "LADDR") {
+            laddr = Some(v);
+        } else if args.is(i, "SKIPME") {
+            skipme = if v.eq_ignore_ascii_case(b"yes") {
+                true
+            } else if v.eq_ignore_ascii_case(b"no") {
+                false
+            } else {
+                return Err(ERR_SYNTAX.into());
+            };
+        } else if args.is(i, "TYPE") || args.is(i, "USER") || args.is(i, "MAXAGE") {
+            // Only normal clients of the default user exist so far: the filter matches all.
+        } else {
+            return Err(ERR_SYNTAX.into());
+        }
+        i += 2;
+    }
+    let me = ctx.client.id();
+    let mut killed = 0;
+    for h in all {
+        if (skipme && h.id == me)
+            || id.is_some_and(|x| x != h.id)
+            || addr.is_some_and(|a| a != h.addr.as_bytes())
+            || laddr.is_some_and(|a| a != h.laddr.as_bytes())
+        {
+            continue;
+        }
+        h.kill();
+        killed += 1;
+    }
+    ctx.out.int(killed);
+    Ok(())
+}
+
+fn client_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let lines = [
+        "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "GETNAME",
+        "    Return the name of the current connection.",
+        "ID",
+        "    Return the ID of the current connection.",
+        "INFO",
+        "    Return information about the current client connection.",
+        "KILL <ip:port>",
+        "    Kill connection made from <ip:port>.",
+        "KILL <option> <value> [<option> <value> [...]]",
+        "    Kill connections. Options are: ID, ADDR, LADDR, SKIPME (yes|no).",
+        "LIST [options ...]",
+        "    Return information about client connections. Options: TYPE, ID.",
+        "NO-EVICT (ON|OFF)",
+        "    Protect current client connection from eviction.",
+        "REPLY (ON|OFF|SKIP)",
+        "    Control the replies sent to the current connection.",
+        "SETNAME <name>",
+        "    Assign the name <name> to the current connection.",
+        "SETINFO <LIB-NAME|LIB-VER> <value>",
+        "    Set client library name or version.",
+        "HELP",
+        "    Print this help.",
+    ];
+    ctx.out.array(lines.len());
+    for l in lines {
+        ctx.out.simple(l);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tests::run;
+
+    #[test]
+    fn ping_echo_select_hello() {
+        let r = run(&[
+            &["PING"],
+            &["ping", "hi"],
+            &["ECHO", "x"],
+            &["SELECT", "15"],
+            &["SELECT", "16"],
+            &["SELECT", "x"],
+            &["HELLO", "4"],
+            &["CLIENT", "SETNAME", "a b"],
+            &["CLIENT", "SETNAME", "app"],
+            &["CLIENT", "GETNAME"],
+        ]);
+        assert_eq!(r[0], "+PONG\r\n");
+        assert_eq!(r[1], "$2\r\nhi\r\n");
+        assert_eq!(r[2], "$1\r\nx\r\n");
+        assert_eq!(r[3], "+OK\r\n");
+        assert_eq!(r[4], "-ERR DB index is out of range\r\n");
+        assert_eq!(r[5], "-ERR value is not an integer or out of range\r\n");
+        assert_eq!(r[6], "-NOPROTO unsupported protocol version\r\n");
+        assert!(r[7].starts_with("-ERR Client names cannot contain spaces"));
+        assert_eq!(r[9], "$3\r\napp\r\n");
+    }
+}

@@ -1,0 +1,353 @@
+//! Server-wide state that commands read and change: the keyspace, configuration, counters, the client
+//! registry, the slow log and the latency monitor; and the per-connection session. Plain data and
+//! locks, no I/O: the server crate owns sockets and tasks and reaches connections through the
+//! callbacks stored here.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use shoal_keyspace::{Keyspace, Policy, SHARDS_DEFAULT, shard::EvictConfig};
+use shoal_resp::Protocol;
+
+use crate::config::{self, Values};
+
+/// Config values read on every command, mirrored from [`Values`] when they change.
+#[derive(Debug, Default)]
+pub struct Hot {
+    pub maxmemory_bytes: AtomicU64,
+    pub policy: AtomicU8,
+    pub requirepass_set: AtomicBool,
+    pub slowlog_slower_than_us: AtomicU64,
+    pub slowlog_enabled: AtomicBool,
+    pub latency_threshold_ms: AtomicU64,
+}
+
+/// Counters for `INFO stats`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub total_connections_received: AtomicU64,
+    pub total_commands_processed: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub total_net_input_bytes: AtomicU64,
+    pub total_net_output_bytes: AtomicU64,
+    pub client_output_limit_disconnections: AtomicU64,
+    pub client_query_limit_disconnections: AtomicU64,
+    pub total_error_replies: AtomicU64,
+    pub oom_rejections: AtomicU64,
+}
+
+/// What other connections and the server see of a client (CLIENT LIST, CLIENT KILL).
+pub struct ClientHandle {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub created_ms: u64,
+    pub name: Mutex<Vec<u8>>,
+    pub lib_name: Mutex<Vec<u8>>,
+    pub lib_ver: Mutex<Vec<u8>>,
+    pub db: AtomicUsize,
+    pub resp: AtomicU8,
+    pub last_interaction_ms: AtomicU64,
+    /// Index of the last command in the command table.
+    pub last_cmd: AtomicUsize,
+    pub query_buf_bytes: AtomicUsize,
+    pub output_buf_bytes: AtomicUsize,
+    pub no_evict: AtomicBool,
+    pub killed: AtomicBool,
+    /// Wakes the connection task so it notices `killed`; installed by the server.
+    pub waker: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ClientHandle {
+    pub fn new(id: u64, addr: String, laddr: String, now_ms: u64) -> Self {
+        ClientHandle {
+            id,
+            addr,
+            laddr,
+            created_ms: now_ms,
+            name: Mutex::default(),
+            lib_name: Mutex::default(),
+            lib_ver: Mutex::default(),
+            db: AtomicUsize::new(0),
+            resp: AtomicU8::new(2),
+            last_interaction_ms: AtomicU64::new(now_ms),
+            last_cmd: AtomicUsize::new(usize::MAX),
+            query_buf_bytes: AtomicUsize::new(0),
+            output_buf_bytes: AtomicUsize::new(0),
+            no_evict: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        }
+    }
+
+    /// Asks the connection to close (CLIENT KILL, SHUTDOWN).
+    pub fn kill(&self) {
+        self.killed.store(true, Relaxed);
+        if let Some(w) = self.waker.lock().expect("waker lock").as_ref() {
+            w();
+        }
+    }
+}
+
+/// `CLIENT REPLY` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyMode {
+    #[default]
+    On,
+    Off,
+    /// Skip the reply of the next command only.
+    Skip,
+    /// Set by SKIP for the command that follows.
+    SkipNext,
+}
+
+/// The session of one connection: owned by its task, passed to commands.
+#[derive(Debug)]
+pub struct Client {
+    pub handle: Arc<ClientHandle>,
+    pub db: usize,
+    pub proto: Protocol,
+    pub authenticated: bool,
+    pub reply_mode: ReplyMode,
+    /// Close the connection once the pending replies are written (QUIT, protocol errors).
+    pub close_after_reply: bool,
+}
+
+impl Client {
+    pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> Self {
+        Client {
+            handle,
+            db: 0,
+            proto: Protocol::Resp2,
+            authenticated,
+            reply_mode: ReplyMode::On,
+            close_after_reply: false,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.handle.id
+    }
+
+    pub fn select(&mut self, db: usize) {
+        self.db = db;
+        self.handle.db.store(db, Relaxed);
+    }
+}
+
+/// One slow log record.
+#[derive(Debug, Clone)]
+pub struct SlowEntry {
+    pub id: u64,
+    pub unix_s: u64,
+    pub duration_us: u64,
+    pub args: Vec<Vec<u8>>,
+    pub addr: String,
+    pub name: Vec<u8>,
+}
+
+/// Bounded slow log (`slowlog-max-len`).
+#[derive(Debug, Default)]
+pub struct SlowLog {
+    pub next_id: u64,
+    pub entries: VecDeque<SlowEntry>,
+}
+
+/// Arguments kept per slow log entry, and bytes per argument, as Redis does.
+pub const SLOWLOG_ARGS_MAX: usize = 32;
+pub const SLOWLOG_ARG_BYTES_MAX: usize = 128;
+
+/// Latency monitor: latest and max spike per event (`LATENCY LATEST`).
+#[derive(Debug, Default, Clone)]
+pub struct LatencyEvent {
+    pub latest_unix_s: u64,
+    pub latest_ms: u64,
+    pub max_ms: u64,
+}
+
+/// Hooks the server installs so commands can reach what lives outside this crate.
+pub struct Hooks {
+    /// Bytes held by the process allocator (counted by the binary's global allocator).
+    pub used_memory: Box<dyn Fn() -> usize + Send + Sync>,
+    /// Begin a shutdown (SHUTDOWN command).
+    pub shutdown: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            used_memory: Box::new(|| 0),
+            shutdown: Box::new(|| {}),
+        }
+    }
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hooks")
+    }
+}
+
+/// Everything shared by all connections.
+#[derive(Debug)]
+pub struct ServerState {
+    pub ks: Keyspace,
+    pub config: RwLock<Values>,
+    pub hot: Hot,
+    pub stats: Stats,
+    pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    pub next_client_id: AtomicU64,
+    pub slowlog: Mutex<SlowLog>,
+    pub latency: Mutex<BTreeMap<&'static str, LatencyEvent>>,
+    pub run_id: String,
+    pub node_id: String,
+    pub started_ms: u64,
+    pub tcp_port: u16,
+    pub executable: String,
+    pub config_file: String,
+    pub hooks: Hooks,
+    pub shutting_down: AtomicBool,
+}
+
+/// 40 random hex characters (run id, node id).
+pub fn random_hex40(seed: u64) -> String {
+    let mut rng = shoal_keyspace::Rng::new(seed);
+    (0..40)
+        .map(|_| char::from_digit((rng.next_u64() % 16) as u32, 16).unwrap_or('0'))
+        .collect()
+}
+
+impl ServerState {
+    pub fn new(values: Values, now_ms: u64, seed: u64, hooks: Hooks) -> Self {
+        let databases = values.get_u64("databases").max(1) as usize;
+        let st = ServerState {
+            ks: Keyspace::new(databases, SHARDS_DEFAULT, seed),
+            config: RwLock::new(values),
+            hot: Hot::default(),
+            stats: Stats::default(),
+            clients: Mutex::default(),
+            next_client_id: AtomicU64::new(1),
+            slowlog: Mutex::default(),
+            latency: Mutex::default(),
+            run_id: random_hex40(seed ^ 0xA5A5),
+            node_id: random_hex40(seed ^ 0x5A5A),
+            started_ms: now_ms,
+            tcp_port: 0,
+            executable: String::new(),
+            config_file: String::new(),
+            hooks,
+            shutting_down: AtomicBool::new(false),
+        };
+        let names: Vec<&'static str> = config::PARAMS.iter().map(|p| p.name).collect();
+        for n in names {
+            st.apply_config(n);
+        }
+        st
+    }
+
+    pub fn values(&self) -> std::sync::RwLockReadGuard<'_, Values> {
+        self.config.read().expect("config lock")
+    }
+
+    /// Mirrors a changed parameter into the hot copies and the keyspace.
+    pub fn apply_config(&self, name: &str) {
+        let v = self.values();
+        match name {
+            "maxmemory" | "maxmemory-policy" | "maxmemory-samples" | "lfu-log-factor"
+            | "lfu-decay-time" => {
+                let maxmemory = v.get_u64("maxmemory");
+                let policy = v.policy();
+                self.hot.maxmemory_bytes.store(maxmemory, Relaxed);
+                self.hot.policy.store(policy_index(policy), Relaxed);
+                let cfg = EvictConfig {
+                    policy,
+                    samples: v.get_u64("maxmemory-samples") as usize,
+                    lfu: shoal_keyspace::LfuParams {
+                        log_factor: v.get_u64("lfu-log-factor") as u32,
+                        decay_minutes: v.get_u64("lfu-decay-time") as u32,
+                    },
+                    active: maxmemory > 0,
+                };
+                // Sketch sized for the keys that fit: assume ~100 bytes per key.
+                let expected_keys = (maxmemory / 100) as usize;
+                drop(v);
+                self.ks.set_evict_config(cfg, expected_keys);
+            }
+            "requirepass" => self
+                .hot
+                .requirepass_set
+                .store(!v.get("requirepass").is_empty(), Relaxed),
+            "slowlog-log-slower-than" => {
+                let t: i64 = v.get("slowlog-log-slower-than").parse().unwrap_or(-1);
+                self.hot.slowlog_enabled.store(t >= 0, Relaxed);
+                self.hot
+                    .slowlog_slower_than_us
+                    .store(t.max(0) as u64, Relaxed);
+            }
+            "latency-monitor-threshold" => self
+                .hot
+                .latency_threshold_ms
+                .store(v.get_u64("latency-monitor-threshold"), Relaxed),
+            _ => {}
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy::ALL[self.hot.policy.load(Relaxed) as usize]
+    }
+
+    pub fn maxmemory(&self) -> u64 {
+        self.hot.maxmemory_bytes.load(Relaxed)
+    }
+
+    pub fn used_memory(&self) -> usize {
+        (self.hooks.used_memory)()
+    }
+
+    pub fn register_client(&self, handle: Arc<ClientHandle>) {
+        self.stats.total_connections_received.fetch_add(1, Relaxed);
+        self.clients
+            .lock()
+            .expect("clients lock")
+            .insert(handle.id, handle);
+    }
+
+    pub fn unregister_client(&self, id: u64) {
+        self.clients.lock().expect("clients lock").remove(&id);
+    }
+
+    pub fn connected_clients(&self) -> usize {
+        self.clients.lock().expect("clients lock").len()
+    }
+
+    pub fn new_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Relaxed)
+    }
+
+    /// Records a latency spike for `LATENCY` when monitoring is on and it passed the threshold.
+    pub fn latency_sample(&self, event: &'static str, ms: u64, unix_s: u64) {
+        let threshold = self.hot.latency_threshold_ms.load(Relaxed);
+        if threshold == 0 || ms < threshold {
+            return;
+        }
+        let mut l = self.latency.lock().expect("latency lock");
+        let e = l.entry(event).or_default();
+        e.latest_unix_s = unix_s;
+        e.latest_ms = ms;
+        e.max_ms = e.max_ms.max(ms);
+    }
+}
+
+fn policy_index(p: Policy) -> u8 {
+    Policy::ALL.iter().position(|&q| q == p).unwrap_or(0) as u8
+}

@@ -1,0 +1,1056 @@
+//! String and counter commands: GET, SET and its variants, MGET/MSET, APPEND, ranges, counters, LCS.
+
+use shoal_keyspace::{Entry, Shard};
+
+use crate::args::{ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, ERR_WRONGTYPE};
+use crate::table::{Group, KEY1, Spec, cmd, flag::*};
+use crate::{Args, CmdResult, Ctx};
+
+const STR: Group = Group::String;
+
+pub static COMMANDS: &[Spec] = &[
+    cmd(
+        "append",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        STR,
+        "2.0.0",
+        "Appends a string to the value of a key. Creates the key if it doesn't exist.",
+        append,
+    ),
+    cmd(
+        "decr",
+        2,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        STR,
+        "1.0.0",
+        "Decrements the integer value of a key by one.",
+        decr,
+    ),
+    cmd(
+        "decrby",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        STR,
+        "1.0.0",
+        "Decrements a number from the integer value of a key.",
+        decrby,
+    ),
+    cmd(
+        "get",
+        2,
+        READONLY | FAST,
+        KEY1,
+        STR,
+        "1.0.0",
+        "Returns the string value of a key.",
+        get,
+    ),
+    cmd(
+        "getdel",
+        2,
+        WRITE | FAST,
+        KEY1,
+        STR,
+        "6.2.0",
+        "Returns the string value of a key after deleting the key.",
+        getdel,
+    ),
+    cmd(
+        "getex",
+        -2,
+        WRITE | FAST,
+        KEY1,
+        STR,
+        "6.2.0",
+        "Returns the string value of a key after setting its expiration time.",
+        getex,
+    ),
+    cmd(
+        "getrange",
+        4,
+        READONLY,
+        KEY1,
+        STR,
+        "2.4.0",
+        "Returns a substring of the string stored at a key.",
+        getrange,
+    ),
+    cmd(
+        "getset",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        STR,
+        "1.0.0",
+        "Returns the previous string value of a key after setting it to a new value.",
+        getset,
+    ),
+    cmd(
+        "incr",
+        2,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        STR,
+        "1.0.0",
+        "Increments the integer value of a key by one.",
+        incr,
+    ),
+    cmd(
+        "incrby",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        STR,
+        "1.0.0",
+        "Increments the integer value of a key by a number.",
+        incrby,
+    ),
+    cmd(
+        "incrbyfloat",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        STR,
+        "2.6.0",
+        "Increment the floating point value of a key by a number.",
+        incrbyfloat,
+    ),
+    cmd(
+        "lcs",
+        -3,
+        READONLY,
+        (1, 2, 1),
+        STR,
+        "7.0.0",
+        "Finds the longest common substring.",
+        lcs,
+    ),
+    cmd(
+        "mget",
+        -2,
+        READONLY | FAST,
+        (1, -1, 1),
+        STR,
+        "1.0.0",
+        "Atomically returns the string values of one or more keys.",
+        mget,
+    ),
+    cmd(
+        "mset",
+        -3,
+        WRITE | DENYOOM,
+        (1, -1, 2),
+        STR,
+        "1.0.1",
+        "Atomically creates or modifies the string values of one or more keys.",
+        mset,
+    ),
+    cmd(
+        "msetnx",
+        -3,
+        WRITE | DENYOOM,
+        (1, -1, 2),
+        STR,
+        "1.0.1",
+        "Atomically modifies the string values of one or more keys only when all keys don't exist.",
+        msetnx,
+    ),
+    cmd(
+        "psetex",
+        4,
+        WRITE | DENYOOM,
+        KEY1,
+        STR,
+        "2.6.0",
+        "Sets both string value and expiration time in milliseconds of a key.",
+        psetex,
+    ),
+    cmd(
+        "set",
+        -3,
+        WRITE | DENYOOM,
+        KEY1,
+        STR,
+        "1.0.0",
+        "Sets the string value of a key, ignoring its type.",
+        set,
+    ),
+    cmd(
+        "setex",
+        4,
+        WRITE | DENYOOM,
+        KEY1,
+        STR,
+        "2.0.0",
+        "Sets the string value and expiration time of a key.",
+        setex,
+    ),
+    cmd(
+        "setnx",
+        3,
+        WRITE | DENYOOM | FAST,
+        KEY1,
+        STR,
+        "1.0.0",
+        "Set the string value of a key only when the key doesn't exist.",
+        setnx,
+    ),
+    cmd(
+        "setrange",
+        4,
+        WRITE | DENYOOM,
+        KEY1,
+        STR,
+        "2.2.0",
+        "Overwrites a part of a string value with another by an offset.",
+        setrange,
+    ),
+    cmd(
+        "strlen",
+        2,
+        READONLY | FAST,
+        KEY1,
+        STR,
+        "2.2.0",
+        "Returns the length of a string value.",
+        strlen,
+    ),
+];
+
+/// Expiry options shared by SET, GETEX and shoal's versioned writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireOpt {
+    /// No option given: the write clears any TTL.
+    None,
+    /// Absolute deadline in ms.
+    At(u64),
+    KeepTtl,
+    Persist,
+}
+
+/// Converts EX/PX/EXAT/PXAT `value` to an absolute deadline, with Redis's checks and errors.
+pub fn parse_expire(
+    ctx: &Ctx<'_>,
+    unit: &[u8],
+    value: &[u8],
+    cmd_name: &str,
+) -> Result<u64, String> {
+    let n = crate::args::parse_i64(value).ok_or_else(|| ERR_NOT_INTEGER.to_string())?;
+    let invalid = || format!("ERR invalid expire time in '{cmd_name}' command");
+    if n <= 0 {
+        return Err(invalid());
+    }
+    let seconds = unit.eq_ignore_ascii_case(b"EX") || unit.eq_ignore_ascii_case(b"EXAT");
+    let ms = if seconds {
+        n.checked_mul(1000).ok_or_else(invalid)?
+    } else {
+        n
+    };
+    let relative = unit.eq_ignore_ascii_case(b"EX") || unit.eq_ignore_ascii_case(b"PX");
+    let at = if relative {
+        ms.checked_add(ctx.now_ms as i64).ok_or_else(invalid)?
+    } else {
+        ms
+    };
+    Ok(at as u64)
+}
+
+/// The string value of a live key, or WRONGTYPE for another type.
+fn string_of(e: &Entry) -> Result<&[u8], String> {
+    e.string().ok_or_else(|| ERR_WRONGTYPE.to_string())
+}
+
+/// Stores a string under `key`, replacing whatever was there, and returns the replaced entry.
+/// The TTL becomes `expire` (KeepTtl keeps the old live one).
+pub fn store_string(
+    shard: &mut Shard,
+    db: usize,
+    slot: u16,
+    key: &[u8],
+    value: &[u8],
+    expire: ExpireOpt,
+    version: u64,
+    now_ms: u64,
+) -> Option<Entry> {
+    let expire_ms = match expire {
+        ExpireOpt::At(t) => Some(t),
+        ExpireOpt::KeepTtl => shard
+            .peek(db, slot, key, now_ms)
+            .and_then(|e| e.expire_ms()),
+        ExpireOpt::None | ExpireOpt::Persist => None,
+    };
+    let old = shard.insert(
+        db,
+        slot,
+        Entry::new_string(key, value, expire_ms, version),
+        now_ms,
+    );
+    old.filter(|o| !o.is_expired(now_ms))
+}
+
+fn get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    match shard.lookup_read(ctx.client.db, slot, args.get(1), ctx.now_ms) {
+        Some(e) => ctx.out.bulk(string_of(&e)?),
+        None => ctx.out.null(),
+    }
+    Ok(())
+}
+
+fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut nx = false;
+    let mut xx = false;
+    let mut want_get = false;
+    let mut expire = ExpireOpt::None;
+    let mut i = 3;
+    while i < args.len() {
+        let a = args.get(i);
+        let has_next = i + 1 < args.len();
+        if a.eq_ignore_ascii_case(b"NX") && !xx {
+            nx = true;
+        } else if a.eq_ignore_ascii_case(b"XX") && !nx {
+            xx = true;
+        } else if a.eq_ignore_ascii_case(b"GET") {
+            want_get = true;
+        } else if a.eq_ignore_ascii_case(b"KEEPTTL") && expire == ExpireOpt::None {
+            expire = ExpireOpt::KeepTtl;
+        } else if (a.eq_ignore_ascii_case(b"EX")
+            || a.eq_ignore_ascii_case(b"PX")
+            || a.eq_ignore_ascii_case(b"EXAT")
+            || a.eq_ignore_ascii_case(b"PXAT"))
+            && expire == ExpireOpt::None
+            && has_next
+        {
+            expire = ExpireOpt::At(parse_expire(ctx, a, args.get(i + 1), "set")?);
+            i += 1;
+        } else {
+            return Err(ERR_SYNTAX.into());
+        }
+        i += 1;
+    }
+    let key = args.get(1);
+    let db = ctx.client.db;
+    let now = ctx.now_ms;
+    let version = ctx.version();
+    let (mut shard, slot) = ctx.shard(key);
+    let existing = shard.peek(db, slot, key, now);
+    let old_value = match (want_get, existing) {
+        (true, Some(e)) => Some(string_of(e)?.to_vec()),
+        _ => None,
+    };
+    let exists = existing.is_some();
+    if (nx && exists) || (xx && !exists) {
+        if want_get {
+            match old_value {
+                Some(v) => ctx.out.bulk(&v),
+                None => ctx.out.null(),
+            }
+        } else {
+            ctx.out.null();
+        }
+        return Ok(());
+    }
+    store_string(&mut shard, db, slot, key, args.get(2), expire, version, now);
+    drop(shard);
+    if want_get {
+        match old_value {
+            Some(v) => ctx.out.bulk(&v),
+            None => ctx.out.null(),
+        }
+    } else {
+        ctx.out.ok();
+    }
+    Ok(())
+}
+
+fn setnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    if shard.contains(db, slot, args.get(1), now) {
+        ctx.out.int(0);
+    } else {
+        store_string(
+            &mut shard,
+            db,
+            slot,
+            args.get(1),
+            args.get(2),
+            ExpireOpt::None,
+            version,
+            now,
+        );
+        ctx.out.int(1);
+    }
+    Ok(())
+}
+
+fn setex_common(ctx: &mut Ctx<'_>, args: &Args<'_>, unit: &[u8], name: &str) -> CmdResult {
+    let at = parse_expire(ctx, unit, args.get(2), name)?;
+    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    store_string(
+        &mut shard,
+        db,
+        slot,
+        args.get(1),
+        args.get(3),
+        ExpireOpt::At(at),
+        version,
+        now,
+    );
+    drop(shard);
+    ctx.out.ok();
+    Ok(())
+}
+
+fn setex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    setex_common(ctx, args, b"EX", "setex")
+}
+
+fn psetex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    setex_common(ctx, args, b"PX", "psetex")
+}
+
+fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    let old = match shard.peek(db, slot, args.get(1), now) {
+        Some(e) => Some(string_of(e)?.to_vec()),
+        None => None,
+    };
+    store_string(
+        &mut shard,
+        db,
+        slot,
+        args.get(1),
+        args.get(2),
+        ExpireOpt::None,
+        version,
+        now,
+    );
+    drop(shard);
+    match old {
+        Some(v) => ctx.out.bulk(&v),
+        None => ctx.out.null(),
+    }
+    Ok(())
+}
+
+fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (db, now) = (ctx.client.db, ctx.now_ms);
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    let Some(e) = shard.lookup_read(db, slot, args.get(1), now) else {
+        ctx.out.null();
+        return Ok(());
+    };
+    let v = string_of(&e)?.to_vec();
+    drop(e);
+    shard.remove(db, slot, args.get(1));
+    drop(shard);
+    ctx.out.bulk(&v);
+    Ok(())
+}
+
+fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut opt = ExpireOpt::None;
+    let mut i = 2;
+    while i < args.len() {
+        let a = args.get(i);
+        let has_next = i + 1 < args.len();
+        if (a.eq_ignore_ascii_case(b"EX")
+            || a.eq_ignore_ascii_case(b"PX")
+            || a.eq_ignore_ascii_case(b"EXAT")
+            || a.eq_ignore_ascii_case(b"PXAT"))
+            && opt == ExpireOpt::None
+            && has_next
+        {
+            opt = ExpireOpt::At(parse_expire(ctx, a, args.get(i + 1), "getex")?);
+            i += 2;
+        } else if a.eq_ignore_ascii_case(b"PERSIST") && opt == ExpireOpt::None {
+            opt = ExpireOpt::Persist;
+            i += 1;
+        } else {
+            return Err(ERR_SYNTAX.into());
+        }
+    }
+    let (db, now) = (ctx.client.db, ctx.now_ms);
+    let version = if opt == ExpireOpt::None {
+        0
+    } else {
+        ctx.version()
+    };
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    let Some(mut e) = shard.lookup_read(db, slot, args.get(1), now) else {
+        ctx.out.null();
+        return Ok(());
+    };
+    let v = string_of(&e)?.to_vec();
+    match opt {
+        ExpireOpt::At(t) if t <= now => {
+            // A deadline in the past deletes the key, as Redis does.
+            drop(e);
+            shard.remove(db, slot, args.get(1));
+        }
+        ExpireOpt::At(t) => {
+            e.set_expire_ms(Some(t));
+            e.set_version(version);
+        }
+        ExpireOpt::Persist if e.expire_ms().is_some() => {
+            e.set_expire_ms(None);
+            e.set_version(version);
+        }
+        _ => {}
+    }
+    ctx.out.bulk(&v);
+    Ok(())
+}
+
+fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let keys = args.tail(1);
+    let mut locked = ctx.lock_keys(keys.iter());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
+    ctx.out.array(keys.len());
+    for key in keys.iter() {
+        let (shard, slot) = locked.shard(key);
+        match shard.lookup_read(db, slot, key, now) {
+            Some(e) => match e.string() {
+                Some(v) => ctx.out.bulk(v),
+                None => ctx.out.null(),
+            },
+            None => ctx.out.null(),
+        }
+    }
+    Ok(())
+}
+
+fn mset_common(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
+    if args.len() % 2 == 0 {
+        let name = if nx { "msetnx" } else { "mset" };
+        return Err(format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
+    }
+    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let tail = args.tail(1);
+    let keys = || tail.iter().step_by(2);
+    let mut locked = ctx.lock_keys(keys());
+    if nx {
+        for key in keys() {
+            let (shard, slot) = locked.shard(key);
+            if shard.contains(db, slot, key, now) {
+                drop(locked);
+                ctx.out.int(0);
+                return Ok(());
+            }
+        }
+    }
+    for pair in 0..(args.len() - 1) / 2 {
+        let (key, value) = (args.get(1 + 2 * pair), args.get(2 + 2 * pair));
+        let (shard, slot) = locked.shard(key);
+        store_string(shard, db, slot, key, value, ExpireOpt::None, version, now);
+    }
+    drop(locked);
+    if nx {
+        ctx.out.int(1);
+    } else {
+        ctx.out.ok();
+    }
+    Ok(())
+}
+
+fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    mset_common(ctx, args, false)
+}
+
+fn msetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    mset_common(ctx, args, true)
+}
+
+fn max_string_bytes(ctx: &Ctx<'_>) -> usize {
+    ctx.srv.values().get_u64("proto-max-bulk-len") as usize
+}
+
+const ERR_TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+
+fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let max = max_string_bytes(ctx);
+    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    let add = args.get(2);
+    let appended = match shard.lookup(db, slot, args.get(1), now, true) {
+        Some(mut e) => {
+            let cur = string_of(&e)?.len();
+            if cur + add.len() > max {
+                return Err(ERR_TOO_BIG.into());
+            }
+            let v = e
+                .make_raw_string()
+                .ok_or_else(|| ERR_WRONGTYPE.to_string())?;
+            v.extend_from_slice(add);
+            let len = v.len();
+            e.set_version(version);
+            Some(len)
+        }
+        None => None,
+    };
+    let len = match appended {
+        Some(len) => len,
+        None => {
+            store_string(
+                &mut shard,
+                db,
+                slot,
+                args.get(1),
+                add,
+                ExpireOpt::None,
+                version,
+                now,
+            );
+            add.len()
+        }
+    };
+    drop(shard);
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+fn strlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    let n = match shard.lookup_read(ctx.client.db, slot, args.get(1), ctx.now_ms) {
+        Some(e) => string_of(&e)?.len(),
+        None => 0,
+    };
+    drop(shard);
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+fn getrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let start = args.i64(2)?;
+    let end = args.i64(3)?;
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    let Some(e) = shard.lookup_read(ctx.client.db, slot, args.get(1), ctx.now_ms) else {
+        ctx.out.bulk(b"");
+        return Ok(());
+    };
+    let s = string_of(&e)?;
+    let len = s.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        ctx.out.bulk(b"");
+        return Ok(());
+    }
+    let mut start = if start < 0 { len + start } else { start };
+    let mut end = if end < 0 { len + end } else { end };
+    start = start.max(0);
+    end = end.max(0);
+    if end >= len {
+        end = len - 1;
+    }
+    if start > end || len == 0 {
+        ctx.out.bulk(b"");
+    } else {
+        ctx.out.bulk(&s[start as usize..=end as usize]);
+    }
+    Ok(())
+}
+
+fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let offset = args.i64(2)?;
+    if offset < 0 {
+        return Err("ERR offset is out of range".into());
+    }
+    let offset = offset as usize;
+    let value = args.get(3);
+    let max = max_string_bytes(ctx);
+    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    let updated = match shard.lookup(db, slot, args.get(1), now, true) {
+        Some(mut e) => Some({
+            let cur = string_of(&e)?.len();
+            if value.is_empty() {
+                cur
+            } else {
+                if offset + value.len() > max {
+                    return Err(ERR_TOO_BIG.into());
+                }
+                let v = e
+                    .make_raw_string()
+                    .ok_or_else(|| ERR_WRONGTYPE.to_string())?;
+                if v.len() < offset + value.len() {
+                    v.resize(offset + value.len(), 0);
+                }
+                v[offset..offset + value.len()].copy_from_slice(value);
+                let len = v.len();
+                e.set_version(version);
+                len
+            }
+        }),
+        None => None,
+    };
+    let len = match updated {
+        Some(len) => len,
+        None => {
+            if value.is_empty() {
+                0
+            } else {
+                if offset + value.len() > max {
+                    return Err(ERR_TOO_BIG.into());
+                }
+                let mut v = vec![0u8; offset + value.len()];
+                v[offset..].copy_from_slice(value);
+                store_string(
+                    &mut shard,
+                    db,
+                    slot,
+                    args.get(1),
+                    &v,
+                    ExpireOpt::None,
+                    version,
+                    now,
+                );
+                v.len()
+            }
+        }
+    };
+    drop(shard);
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+/// Adds `by` to the integer at `key` (created as 0), keeping its TTL. Returns the new value.
+fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> Result<i64, String> {
+    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (mut shard, slot) = ctx.shard(key);
+    let mut tmp = [0u8; 20];
+    let updated = match shard.lookup(db, slot, key, now, true) {
+        Some(mut e) => {
+            let cur = crate::args::parse_i64(string_of(&e)?)
+                .ok_or_else(|| ERR_NOT_INTEGER.to_string())?;
+            let new = cur
+                .checked_add(by)
+                .ok_or_else(|| ERR_OVERFLOW.to_string())?;
+            let s = shoal_resp::fmt_i64(new, &mut tmp);
+            e.set_payload(shoal_keyspace::Payload::Inline(s));
+            e.set_version(version);
+            Some(new)
+        }
+        None => None,
+    };
+    match updated {
+        Some(new) => Ok(new),
+        None => {
+            let s = shoal_resp::fmt_i64(by, &mut tmp);
+            store_string(&mut shard, db, slot, key, s, ExpireOpt::None, version, now);
+            Ok(by)
+        }
+    }
+}
+
+fn incr(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let v = incr_by(ctx, args.get(1), 1)?;
+    ctx.out.int(v);
+    Ok(())
+}
+
+fn decr(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let v = incr_by(ctx, args.get(1), -1)?;
+    ctx.out.int(v);
+    Ok(())
+}
+
+fn incrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let by = args.i64(2)?;
+    let v = incr_by(ctx, args.get(1), by)?;
+    ctx.out.int(v);
+    Ok(())
+}
+
+fn decrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let by = args.i64(2)?;
+    if by == i64::MIN {
+        return Err("ERR decrement would overflow".into());
+    }
+    let v = incr_by(ctx, args.get(1), -by)?;
+    ctx.out.int(v);
+    Ok(())
+}
+
+/// Formats a float the way INCRBYFLOAT stores it. Redis prints a long double with `%.17Lf` and
+/// trims zeros; with 64-bit doubles, rounding to 15 significant digits first gives the same text
+/// for the values people add (0.1 + 0.2 prints `0.3`, as in Redis).
+pub fn human_float(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let sci = format!("{:.14e}", v);
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let neg = mant.starts_with('-');
+    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    // digits = d0 d1 ... d14 representing d0.d1d2... × 10^exp
+    let point = exp + 1; // position of the decimal point within digits
+    let mut s = String::new();
+    if point <= 0 {
+        s.push_str("0.");
+        s.extend(std::iter::repeat_n('0', (-point) as usize));
+        s.push_str(&digits);
+    } else if point as usize >= digits.len() {
+        s.push_str(&digits);
+        s.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+    } else {
+        s.push_str(&digits[..point as usize]);
+        s.push('.');
+        s.push_str(&digits[point as usize..]);
+    }
+    if s.contains('.') {
+        while s.ends_with('0') {
+            s.pop();
+        }
+        if s.ends_with('.') {
+            s.pop();
+        }
+    }
+    if neg { format!("-{s}") } else { s }
+}
+
+fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let by = args.f64(2)?;
+    let key = args.get(1);
+    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (mut shard, slot) = ctx.shard(key);
+    let cur = match shard.peek(db, slot, key, now) {
+        Some(e) => {
+            crate::args::parse_f64(string_of(e)?).ok_or_else(|| ERR_NOT_FLOAT.to_string())?
+        }
+        None => 0.0,
+    };
+    let new = cur + by;
+    if !new.is_finite() {
+        return Err("ERR increment would produce NaN or Infinity".into());
+    }
+    let s = human_float(new);
+    store_string(
+        &mut shard,
+        db,
+        slot,
+        key,
+        s.as_bytes(),
+        ExpireOpt::KeepTtl,
+        version,
+        now,
+    );
+    drop(shard);
+    ctx.out.bulk(s.as_bytes());
+    Ok(())
+}
+
+fn lcs(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut get_len = false;
+    let mut get_idx = false;
+    let mut with_match_len = false;
+    let mut min_match_len: i64 = 0;
+    let mut i = 3;
+    while i < args.len() {
+        if args.is(i, "IDX") {
+            get_idx = true;
+        } else if args.is(i, "LEN") {
+            get_len = true;
+        } else if args.is(i, "WITHMATCHLEN") {
+            with_match_len = true;
+        } else if args.is(i, "MINMATCHLEN") && i + 1 < args.len() {
+            min_match_len = args.i64(i + 1)?.max(0);
+            i += 1;
+        } else {
+            return Err(ERR_SYNTAX.into());
+        }
+        i += 1;
+    }
+    if get_len && get_idx {
+        return Err("ERR If you want both the length and indexes, please just use IDX.".into());
+    }
+    let (db, now) = (ctx.client.db, ctx.now_ms);
+    let mut locked = ctx.lock_keys([args.get(1), args.get(2)].into_iter());
+    let mut fetch = |key: &[u8]| -> Result<Vec<u8>, String> {
+        let (shard, slot) = locked.shard(key);
+        match shard.peek(db, slot, key, now) {
+            Some(e) => e
+                .string()
+                .map(|s| s.to_vec())
+                .ok_or_else(|| "ERR The specified keys must contain string values".to_string()),
+            None => Ok(Vec::new()),
+        }
+    };
+    let a = fetch(args.get(1))?;
+    let b = fetch(args.get(2))?;
+    drop(locked);
+    let (alen, blen) = (a.len(), b.len());
+    let cells = (alen + 1).checked_mul(blen + 1).unwrap_or(usize::MAX);
+    if cells.saturating_mul(4) > max_string_bytes(ctx) {
+        return Err(
+            "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len".into(),
+        );
+    }
+    let w = blen + 1;
+    let mut t = vec![0u32; cells];
+    for i in 1..=alen {
+        for j in 1..=blen {
+            t[i * w + j] = if a[i - 1] == b[j - 1] {
+                t[(i - 1) * w + j - 1] + 1
+            } else {
+                t[(i - 1) * w + j].max(t[i * w + j - 1])
+            };
+        }
+    }
+    let mut idx = t[alen * w + blen] as usize;
+    let total = idx;
+    let mut result = vec![0u8; idx];
+    // Walk back from the end as Redis does, collecting ranges (Redis emits them in this order).
+    let mut matches: Vec<[i64; 5]> = Vec::new();
+    let (mut arange_start, mut arange_end, mut brange_start, mut brange_end) = (alen, 0, 0, 0);
+    let (mut i, mut j) = (alen, blen);
+    while i > 0 && j > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[j - 1] {
+            result[idx - 1] = a[i - 1];
+            if arange_start == alen {
+                arange_start = i - 1;
+                arange_end = i - 1;
+                brange_start = j - 1;
+                brange_end = j - 1;
+            } else if arange_start == i && brange_start == j {
+                arange_start -= 1;
+                brange_start -= 1;
+            } else {
+                emit = true;
+            }
+            if arange_start == 0 || brange_start == 0 {
+                emit = true;
+            }
+            idx -= 1;
+            i -= 1;
+            j -= 1;
+        } else {
+            if t[(i - 1) * w + j] > t[i * w + j - 1] {
+                i -= 1;
+            } else {
+                j -= 1;
+            }
+            if arange_start != alen {
+                emit = true;
+            }
+        }
+        if emit {
+            let match_len = (arange_end - arange_start + 1) as i64;
+            if min_match_len == 0 || match_len >= min_match_len {
+                matches.push([
+                    arange_start as i64,
+                    arange_end as i64,
+                    brange_start as i64,
+                    brange_end as i64,
+                    match_len,
+                ]);
+            }
+            arange_start = alen;
+        }
+    }
+    let o = &mut ctx.out;
+    if get_idx {
+        o.map(2);
+        o.bulk(b"matches");
+        o.array(matches.len());
+        for m in &matches {
+            o.array(if with_match_len { 3 } else { 2 });
+            o.array(2);
+            o.int(m[0]);
+            o.int(m[1]);
+            o.array(2);
+            o.int(m[2]);
+            o.int(m[3]);
+            if with_match_len {
+                o.int(m[4]);
+            }
+        }
+        o.bulk(b"len");
+        o.int(total as i64);
+    } else if get_len {
+        o.int(total as i64);
+    } else {
+        o.bulk(&result);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_float;
+    use crate::tests::run;
+
+    #[test]
+    fn human_float_matches_redis_long_double_output() {
+        assert_eq!(human_float(0.1 + 0.2), "0.3");
+        assert_eq!(human_float(10.5), "10.5");
+        assert_eq!(human_float(5000.0), "5000");
+        assert_eq!(human_float(-0.00005), "-0.00005");
+        assert_eq!(human_float(1.1 + 2.2), "3.3");
+        assert_eq!(human_float(5e17), "500000000000000000");
+    }
+
+    #[test]
+    fn set_options_and_errors() {
+        let r = run(&[
+            &["SET", "k", "v", "NX"],
+            &["SET", "k", "w", "NX"],
+            &["SET", "k", "w", "XX", "GET"],
+            &["SET", "k", "v", "EX", "0"],
+            &["SET", "k", "v", "EX", "x"],
+            &["SET", "k", "v", "NX", "XX"],
+            &["GET", "k"],
+            &["SET", "k", "v", "EX", "10", "PX", "5"],
+        ]);
+        assert_eq!(r[0], "+OK\r\n");
+        assert_eq!(r[1], "$-1\r\n");
+        assert_eq!(r[2], "$1\r\nv\r\n");
+        assert_eq!(r[3], "-ERR invalid expire time in 'set' command\r\n");
+        assert_eq!(r[4], "-ERR value is not an integer or out of range\r\n");
+        assert_eq!(r[5], "-ERR syntax error\r\n");
+        assert_eq!(r[6], "$1\r\nw\r\n");
+        assert_eq!(r[7], "-ERR syntax error\r\n");
+    }
+
+    #[test]
+    fn counters_ranges_and_lcs() {
+        let r = run(&[
+            &["INCR", "n"],
+            &["INCRBY", "n", "9223372036854775806"],
+            &["INCR", "n"],
+            &["SET", "s", "hello"],
+            &["GETRANGE", "s", "1", "-2"],
+            &["SETRANGE", "s", "7", "x"],
+            &["GET", "s"],
+            &["APPEND", "s", "yz"],
+            &["MSET", "a", "ohmytext", "b", "mynewtext"],
+            &["LCS", "a", "b"],
+            &["LCS", "a", "b", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"],
+            &["INCRBYFLOAT", "f", "10.5"],
+            &["INCR", "s"],
+        ]);
+        assert_eq!(r[0], ":1\r\n");
+        assert_eq!(r[1], ":9223372036854775807\r\n");
+        assert_eq!(r[2], "-ERR increment or decrement would overflow\r\n");
+        assert_eq!(r[4], "$3\r\nell\r\n");
+        assert_eq!(r[5], ":8\r\n");
+        assert_eq!(r[6], "$8\r\nhello\0\0x\r\n");
+        assert_eq!(r[7], ":10\r\n");
+        assert_eq!(r[9], "$6\r\nmytext\r\n");
+        assert_eq!(
+            r[10],
+            "*4\r\n$7\r\nmatches\r\n*1\r\n*3\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n:4\r\n$3\r\nlen\r\n:6\r\n"
+        );
+        assert_eq!(r[11], "$4\r\n10.5\r\n");
+        assert_eq!(r[12], "-ERR value is not an integer or out of range\r\n");
+    }
+}

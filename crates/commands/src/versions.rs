@@ -1,0 +1,5 @@
+//! shoal's versioned commands.
+
+use crate::table::Spec;
+
+pub static COMMANDS: &[Spec] = &[];
