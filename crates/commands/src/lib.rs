@@ -8,7 +8,9 @@
 pub mod args;
 pub mod config;
 pub mod connection;
+pub mod glob;
 pub mod keys;
+pub mod lazyfree;
 pub mod server;
 pub mod state;
 pub mod strings;
@@ -171,7 +173,8 @@ pub fn execute(
         w.error(&unknown_command(args));
         return;
     };
-    if !spec.subcommands.is_empty() {
+    // A container with a handler of its own (COMMAND) runs it when called bare.
+    if !spec.subcommands.is_empty() && (args.len() >= 2 || spec.handler.is_none()) {
         if args.len() < 2 {
             srv.stats.total_error_replies.fetch_add(1, Relaxed);
             w.error(&format!(

@@ -1,17 +1,1197 @@
-//! Server commands.
+//! Server commands: INFO, CONFIG, COMMAND, DBSIZE, FLUSHDB/FLUSHALL, TIME, SLOWLOG, LATENCY, MEMORY,
+//! SHUTDOWN.
 
-use crate::Args;
-use crate::state::{Client, ServerState};
-use crate::table::Spec;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 
-pub static COMMANDS: &[Spec] = &[];
+use crate::args::{ERR_SYNTAX, parse_i64};
+use crate::config;
+use crate::glob::glob_match;
+use crate::state::{Client, SLOWLOG_ARG_BYTES_MAX, SLOWLOG_ARGS_MAX, ServerState, SlowEntry};
+use crate::table::{self, Group, NO_KEYS, Spec, cmd, container, flag, flag::*};
+use crate::{Args, CmdResult, Ctx};
 
+const SRV: Group = Group::Server;
+
+pub static COMMANDS: &[Spec] = &[
+    Spec {
+        handler: Some(command_all),
+        ..container(
+            "command",
+            -1,
+            LOADING | STALE,
+            SRV,
+            "2.8.13",
+            "Returns detailed information about all commands.",
+            COMMAND,
+        )
+    },
+    container(
+        "config",
+        -2,
+        0,
+        SRV,
+        "2.0.0",
+        "A container for server configuration commands.",
+        CONFIG,
+    ),
+    cmd(
+        "dbsize",
+        1,
+        READONLY | FAST,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "Returns the number of keys in the database.",
+        dbsize,
+    ),
+    cmd(
+        "flushall",
+        -1,
+        WRITE,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "Removes all keys from all databases.",
+        flushall,
+    ),
+    cmd(
+        "flushdb",
+        -1,
+        WRITE,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "Remove all keys from the current database.",
+        flushdb,
+    ),
+    cmd(
+        "info",
+        -1,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "Returns information and statistics about the server.",
+        info,
+    ),
+    container(
+        "latency",
+        -2,
+        0,
+        SRV,
+        "2.8.13",
+        "A container for latency diagnostics commands.",
+        LATENCY,
+    ),
+    container(
+        "memory",
+        -2,
+        0,
+        SRV,
+        "4.0.0",
+        "A container for memory diagnostics commands.",
+        MEMORY,
+    ),
+    cmd(
+        "shutdown",
+        -1,
+        ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI | ALLOW_BUSY,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "Synchronously saves the database(s) to disk and shuts down the Redis server.",
+        shutdown,
+    ),
+    container(
+        "slowlog",
+        -2,
+        0,
+        SRV,
+        "2.2.12",
+        "A container for slow log commands.",
+        SLOWLOG,
+    ),
+    cmd(
+        "time",
+        1,
+        LOADING | STALE | FAST,
+        NO_KEYS,
+        SRV,
+        "2.6.0",
+        "Returns the server time.",
+        time,
+    ),
+];
+
+static COMMAND: &[Spec] = &[
+    cmd(
+        "command|count",
+        2,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.8.13",
+        "Returns a count of commands.",
+        command_count,
+    ),
+    cmd(
+        "command|docs",
+        -2,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "7.0.0",
+        "Returns documentary information about one, multiple or all commands.",
+        command_docs,
+    ),
+    cmd(
+        "command|getkeys",
+        -3,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.8.13",
+        "Extracts the key names from an arbitrary command.",
+        command_getkeys,
+    ),
+    cmd(
+        "command|help",
+        2,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "5.0.0",
+        "Returns helpful text about the different subcommands.",
+        command_help,
+    ),
+    cmd(
+        "command|info",
+        -2,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.8.13",
+        "Returns information about one, multiple or all commands.",
+        command_info,
+    ),
+    cmd(
+        "command|list",
+        -2,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "7.0.0",
+        "Returns a list of command names.",
+        command_list,
+    ),
+];
+
+static CONFIG: &[Spec] = &[
+    cmd(
+        "config|get",
+        -3,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.0.0",
+        "Returns the effective values of configuration parameters.",
+        config_get,
+    ),
+    cmd(
+        "config|help",
+        2,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "5.0.0",
+        "Returns helpful text about the different subcommands.",
+        config_help,
+    ),
+    cmd(
+        "config|resetstat",
+        2,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.0.0",
+        "Resets the server's statistics.",
+        config_resetstat,
+    ),
+    cmd(
+        "config|set",
+        -4,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.0.0",
+        "Sets configuration parameters in-flight.",
+        config_set,
+    ),
+];
+
+static SLOWLOG: &[Spec] = &[
+    cmd(
+        "slowlog|get",
+        -2,
+        ADMIN | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.2.12",
+        "Returns the slow log's entries.",
+        slowlog_get,
+    ),
+    cmd(
+        "slowlog|help",
+        2,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "6.2.0",
+        "Show helpful text about the different subcommands",
+        slowlog_help,
+    ),
+    cmd(
+        "slowlog|len",
+        2,
+        ADMIN | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.2.12",
+        "Returns the number of entries in the slow log.",
+        slowlog_len,
+    ),
+    cmd(
+        "slowlog|reset",
+        2,
+        ADMIN | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.2.12",
+        "Clears all entries from the slow log.",
+        slowlog_reset,
+    ),
+];
+
+static LATENCY: &[Spec] = &[
+    cmd(
+        "latency|help",
+        2,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.8.13",
+        "Returns helpful text about the different subcommands.",
+        latency_help,
+    ),
+    cmd(
+        "latency|history",
+        3,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.8.13",
+        "Returns timestamp-latency samples for an event.",
+        latency_history,
+    ),
+    cmd(
+        "latency|latest",
+        2,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.8.13",
+        "Returns the latest latency samples for all events.",
+        latency_latest,
+    ),
+    cmd(
+        "latency|reset",
+        -2,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.8.13",
+        "Resets the latency data for one or more events.",
+        latency_reset,
+    ),
+];
+
+static MEMORY: &[Spec] = &[
+    cmd(
+        "memory|help",
+        2,
+        LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "4.0.0",
+        "Returns helpful text about the different subcommands.",
+        memory_help,
+    ),
+    cmd(
+        "memory|usage",
+        -3,
+        READONLY,
+        (2, 2, 1),
+        SRV,
+        "4.0.0",
+        "Estimates the memory usage of a key.",
+        memory_usage,
+    ),
+];
+
+fn help(ctx: &mut Ctx<'_>, lines: &[&str]) -> CmdResult {
+    ctx.out.array(lines.len());
+    for l in lines {
+        ctx.out.simple(l);
+    }
+    Ok(())
+}
+
+// ---- COMMAND ----
+
+fn write_command_info(ctx: &mut Ctx<'_>, s: &Spec) {
+    let o = &mut ctx.out;
+    o.array(10);
+    o.bulk(s.name.as_bytes());
+    o.int(s.arity as i64);
+    let flags: Vec<&str> = flag::NAMES
+        .iter()
+        .filter(|(f, _)| s.has(*f))
+        .map(|(_, n)| *n)
+        .collect();
+    o.set(flags.len());
+    for f in flags {
+        o.simple(f);
+    }
+    o.int(s.first_key as i64);
+    o.int(s.last_key as i64);
+    o.int(s.step as i64);
+    let cats = s.acl_categories();
+    o.set(cats.len());
+    for c in cats {
+        o.simple(c);
+    }
+    o.set(0); // tips
+    o.array(0); // key specs: the legacy triple above carries our key positions
+    o.array(s.subcommands.len());
+    for sub in s.subcommands {
+        write_command_info(ctx, sub);
+    }
+}
+
+fn command_all(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    command_default(ctx)
+}
+
+fn command_default(ctx: &mut Ctx<'_>) -> CmdResult {
+    let all = table::all();
+    ctx.out.array(all.len());
+    for s in all {
+        write_command_info(ctx, s);
+    }
+    Ok(())
+}
+
+/// `COMMAND` with no subcommand is the full listing; the container dispatch needs a subcommand, so
+/// the table routes bare `COMMAND` here through `command|info` with no names.
+fn command_info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.len() == 2 {
+        return command_default(ctx);
+    }
+    ctx.out.array(args.len() - 2);
+    for name in args.tail(2).iter() {
+        match lookup_full(name) {
+            Some(s) => write_command_info(ctx, s),
+            None => ctx.out.null_array(),
+        }
+    }
+    Ok(())
+}
+
+/// Looks up `name` or `parent|sub`.
+fn lookup_full(name: &[u8]) -> Option<&'static Spec> {
+    let mut parts = name.splitn(2, |&b| b == b'|');
+    let parent = table::lookup(parts.next()?)?;
+    match parts.next() {
+        Some(sub) => parent.find_sub(sub),
+        None => Some(parent),
+    }
+}
+
+fn command_count(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.out.int(table::all().len() as i64);
+    Ok(())
+}
+
+fn write_docs(ctx: &mut Ctx<'_>, s: &Spec) {
+    let o = &mut ctx.out;
+    let subs = !s.subcommands.is_empty();
+    o.map(3 + subs as usize);
+    o.bulk(b"summary");
+    o.bulk(s.summary.as_bytes());
+    o.bulk(b"since");
+    o.bulk(s.since.as_bytes());
+    o.bulk(b"group");
+    o.bulk(s.group.name().as_bytes());
+    if subs {
+        o.bulk(b"subcommands");
+        o.map(s.subcommands.len());
+        for sub in s.subcommands {
+            ctx.out.bulk(sub.name.as_bytes());
+            write_docs(ctx, sub);
+        }
+    }
+}
+
+fn command_docs(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let specs: Vec<&'static Spec> = if args.len() == 2 {
+        table::all().to_vec()
+    } else {
+        args.tail(2).iter().filter_map(lookup_full).collect()
+    };
+    ctx.out.map(specs.len());
+    for s in specs {
+        ctx.out.bulk(s.name.as_bytes());
+        write_docs(ctx, s);
+    }
+    Ok(())
+}
+
+/// Key positions of a full request, resolving subcommands.
+pub fn keys_of(args: &Args<'_>) -> Result<Vec<usize>, String> {
+    let Some(mut spec) = table::lookup(args.get(0)) else {
+        return Err("ERR Invalid command specified".into());
+    };
+    if !spec.subcommands.is_empty() && args.len() >= 2 {
+        spec = spec
+            .find_sub(args.get(1))
+            .ok_or_else(|| "ERR Invalid command specified".to_string())?;
+    }
+    if !spec.arity_ok(args.len()) {
+        return Err("ERR Invalid number of arguments specified for command".into());
+    }
+    Ok(spec.key_positions(args.len()).collect())
+}
+
+fn command_getkeys(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let req = args.tail(2);
+    let keys = keys_of(&req)?;
+    if keys.is_empty() {
+        return Err("ERR The command has no key arguments".into());
+    }
+    ctx.out.array(keys.len());
+    for k in keys {
+        ctx.out.bulk(req.get(k));
+    }
+    Ok(())
+}
+
+fn command_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut filter: Option<(String, Vec<u8>)> = None;
+    if args.len() == 5 && args.is(2, "FILTERBY") {
+        filter = Some((args.str_lossy(3).to_ascii_lowercase(), args.get(4).to_vec()));
+    } else if args.len() != 2 {
+        return Err(ERR_SYNTAX.into());
+    }
+    let mut names = Vec::new();
+    for s in table::all() {
+        let mut all_names = vec![s.name];
+        all_names.extend(s.subcommands.iter().map(|x| x.name));
+        for name in all_names {
+            let keep = match &filter {
+                None => true,
+                Some((kind, v)) => match kind.as_str() {
+                    "pattern" => glob_match(v, name.as_bytes(), true),
+                    "aclcat" => {
+                        let cat = format!("@{}", String::from_utf8_lossy(v).to_ascii_lowercase());
+                        lookup_full(name.as_bytes())
+                            .is_some_and(|sp| sp.acl_categories().contains(&cat.as_str()))
+                    }
+                    "module" => false,
+                    _ => return Err(ERR_SYNTAX.into()),
+                },
+            };
+            if keep {
+                names.push(name);
+            }
+        }
+    }
+    ctx.out.array(names.len());
+    for n in names {
+        ctx.out.bulk(n.as_bytes());
+    }
+    Ok(())
+}
+
+fn command_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    help(
+        ctx,
+        &[
+            "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "(no subcommand)",
+            "    Return details about all commands.",
+            "COUNT",
+            "    Return the total number of commands in this server.",
+            "LIST",
+            "    Return a list of all commands in this server.",
+            "INFO [<command-name> ...]",
+            "    Return details about multiple commands.",
+            "DOCS [<command-name> ...]",
+            "    Return documentation details about multiple commands.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full command.",
+            "HELP",
+            "    Print this help.",
+        ],
+    )
+}
+
+// ---- CONFIG ----
+
+fn config_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let v = ctx.srv.values();
+    let mut found: Vec<(&'static str, String)> = Vec::new();
+    for pat in args.tail(2).iter() {
+        for p in config::PARAMS {
+            let names = std::iter::once(p.name).chain(p.alias);
+            for name in names {
+                if glob_match(pat, name.as_bytes(), true) && !found.iter().any(|(n, _)| *n == name)
+                {
+                    found.push((name, v.get(p.name).to_string()));
+                }
+            }
+        }
+    }
+    drop(v);
+    ctx.out.map(found.len());
+    for (n, val) in found {
+        ctx.out.bulk(n.as_bytes());
+        ctx.out.bulk(val.as_bytes());
+    }
+    Ok(())
+}
+
+fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.len() % 2 != 0 {
+        return Err(format!(
+            "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+            args.str_lossy(args.len() - 1)
+        ));
+    }
+    // Validate everything first: CONFIG SET of several parameters is all or nothing.
+    let mut changes: Vec<(&'static config::Param, String)> = Vec::new();
+    {
+        let v = ctx.srv.values();
+        for i in (2..args.len()).step_by(2) {
+            let name = args.str_lossy(i);
+            let Some(p) = config::find(&name) else {
+                return Err(format!(
+                    "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                ));
+            };
+            let fail = |why: &str| {
+                format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {why}")
+            };
+            if changes.iter().any(|(q, _)| q.name == p.name) {
+                return Err(fail("duplicate parameter"));
+            }
+            if !p.mutable {
+                return Err(fail("can't set immutable config"));
+            }
+            let canonical = config::normalise(p, &args.str_lossy(i + 1), v.get(p.name))
+                .map_err(|e| fail(&e))?;
+            changes.push((p, canonical));
+        }
+    }
+    {
+        let mut v = ctx.srv.config.write().expect("config lock");
+        for (p, val) in &changes {
+            v.set(p, val.clone());
+        }
+    }
+    for (p, _) in &changes {
+        ctx.srv.apply_config(p.name);
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let s = &ctx.srv.stats;
+    for c in [
+        &s.total_connections_received,
+        &s.total_commands_processed,
+        &s.rejected_connections,
+        &s.total_net_input_bytes,
+        &s.total_net_output_bytes,
+        &s.client_output_limit_disconnections,
+        &s.client_query_limit_disconnections,
+        &s.total_error_replies,
+        &s.oom_rejections,
+    ] {
+        c.store(0, Relaxed);
+    }
+    ctx.srv.ks.reset_stats();
+    ctx.out.ok();
+    Ok(())
+}
+
+fn config_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    help(
+        ctx,
+        &[
+            "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value>.",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+            "HELP",
+            "    Print this help.",
+        ],
+    )
+}
+
+// ---- keyspace-wide ----
+
+fn dbsize(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let (keys, _) = ctx.srv.ks.db_size(ctx.client.db);
+    ctx.out.int(keys as i64);
+    Ok(())
+}
+
+/// Parses the optional ASYNC|SYNC argument of FLUSHDB/FLUSHALL.
+fn flush_async(args: &Args<'_>) -> Result<bool, String> {
+    match args.len() {
+        1 => Ok(false),
+        2 if args.is(1, "ASYNC") => Ok(true),
+        2 if args.is(1, "SYNC") => Ok(false),
+        _ => Err(ERR_SYNTAX.into()),
+    }
+}
+
+/// Empties databases (`None` = all). Large ones are freed off the request path when `lazy`.
+pub fn flush(srv: &ServerState, db: Option<usize>, lazy: bool) {
+    let mut taken = Vec::new();
+    for mut shard in srv.ks.lock_all() {
+        for d in 0..srv.ks.databases() {
+            if db.is_none_or(|x| x == d) {
+                if let Some(part) = shard.take_db(d) {
+                    taken.push(part);
+                }
+            }
+        }
+    }
+    if lazy {
+        crate::lazyfree::drop_in_background(Box::new(taken));
+    }
+}
+
+fn flushdb(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let lazy = flush_async(args)?;
+    flush(ctx.srv, Some(ctx.client.db), lazy);
+    ctx.out.ok();
+    Ok(())
+}
+
+fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let lazy = flush_async(args)?;
+    flush(ctx.srv, None, lazy);
+    ctx.out.ok();
+    Ok(())
+}
+
+fn time(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ctx.out.array(2);
+    ctx.out.bulk(now.as_secs().to_string().as_bytes());
+    ctx.out.bulk(now.subsec_micros().to_string().as_bytes());
+    Ok(())
+}
+
+fn shutdown(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    for a in args.tail(1).iter() {
+        let ok = [&b"NOSAVE"[..], b"SAVE", b"NOW", b"FORCE"]
+            .iter()
+            .any(|w| a.eq_ignore_ascii_case(w));
+        if a.eq_ignore_ascii_case(b"ABORT") {
+            return Err("ERR No shutdown in progress.".into());
+        }
+        if !ok {
+            return Err(ERR_SYNTAX.into());
+        }
+    }
+    // No reply: like Redis, the connection closes as the server exits.
+    ctx.srv.shutting_down.store(true, Relaxed);
+    (ctx.srv.hooks.shutdown)();
+    ctx.client.close_after_reply = true;
+    Ok(())
+}
+
+// ---- SLOWLOG and LATENCY ----
+
+/// Records a command that ran for `us` microseconds in the slow log and latency monitor.
 pub fn record_slow(
-    _srv: &ServerState,
-    _c: &Client,
-    _spec: &Spec,
-    _args: &Args<'_>,
-    _us: u64,
-    _now_ms: u64,
+    srv: &ServerState,
+    c: &Client,
+    spec: &Spec,
+    args: &Args<'_>,
+    us: u64,
+    now_ms: u64,
 ) {
+    srv.latency_sample("command", us / 1000, now_ms / 1000);
+    if !srv.hot.slowlog_enabled.load(Relaxed)
+        || us < srv.hot.slowlog_slower_than_us.load(Relaxed)
+        || spec.has(flag::ADMIN) && spec.name.starts_with("slowlog")
+    {
+        return;
+    }
+    let max_len = srv.values().get_u64("slowlog-max-len") as usize;
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    let argc = args.len();
+    for (i, a) in args.iter().enumerate() {
+        if i == SLOWLOG_ARGS_MAX - 1 && argc > SLOWLOG_ARGS_MAX {
+            kept.push(format!("... ({} more arguments)", argc - i).into_bytes());
+            break;
+        }
+        if a.len() > SLOWLOG_ARG_BYTES_MAX {
+            let mut v = a[..SLOWLOG_ARG_BYTES_MAX].to_vec();
+            v.extend_from_slice(
+                format!("... ({} more bytes)", a.len() - SLOWLOG_ARG_BYTES_MAX).as_bytes(),
+            );
+            kept.push(v);
+        } else {
+            kept.push(a.to_vec());
+        }
+    }
+    let mut log = srv.slowlog.lock().expect("slowlog lock");
+    let id = log.next_id;
+    log.next_id += 1;
+    log.entries.push_front(SlowEntry {
+        id,
+        unix_s: now_ms / 1000,
+        duration_us: us,
+        args: kept,
+        addr: c.handle.addr.clone(),
+        name: c.handle.name.lock().expect("name lock").clone(),
+    });
+    log.entries.truncate(max_len);
+}
+
+fn slowlog_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let count = if args.len() == 3 {
+        let n = parse_i64(args.get(2))
+            .filter(|&n| n >= -1)
+            .ok_or_else(|| "ERR count should be greater than or equal to -1".to_string())?;
+        if n == -1 { usize::MAX } else { n as usize }
+    } else if args.len() == 2 {
+        10
+    } else {
+        return Err("ERR wrong number of arguments for 'slowlog|get' command".into());
+    };
+    let entries: Vec<SlowEntry> = ctx
+        .srv
+        .slowlog
+        .lock()
+        .expect("slowlog lock")
+        .entries
+        .iter()
+        .take(count)
+        .cloned()
+        .collect();
+    let o = &mut ctx.out;
+    o.array(entries.len());
+    for e in entries {
+        o.array(6);
+        o.int(e.id as i64);
+        o.int(e.unix_s as i64);
+        o.int(e.duration_us as i64);
+        o.array(e.args.len());
+        for a in &e.args {
+            o.bulk(a);
+        }
+        o.bulk(e.addr.as_bytes());
+        o.bulk(&e.name);
+    }
+    Ok(())
+}
+
+fn slowlog_len(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let n = ctx.srv.slowlog.lock().expect("slowlog lock").entries.len();
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+fn slowlog_reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.srv
+        .slowlog
+        .lock()
+        .expect("slowlog lock")
+        .entries
+        .clear();
+    ctx.out.ok();
+    Ok(())
+}
+
+fn slowlog_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    help(
+        ctx,
+        &[
+            "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET [<count>]",
+            "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+            "    Entries are made of:",
+            "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+            "    client name",
+            "LEN",
+            "    Return the length of the slowlog.",
+            "RESET",
+            "    Reset the slowlog.",
+            "HELP",
+            "    Print this help.",
+        ],
+    )
+}
+
+fn latency_latest(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let events: Vec<_> = ctx
+        .srv
+        .latency
+        .lock()
+        .expect("latency lock")
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    ctx.out.array(events.len());
+    for (name, e) in events {
+        ctx.out.array(4);
+        ctx.out.bulk(name.as_bytes());
+        ctx.out.int(e.latest_unix_s as i64);
+        ctx.out.int(e.latest_ms as i64);
+        ctx.out.int(e.max_ms as i64);
+    }
+    Ok(())
+}
+
+fn latency_history(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let name = args.str_lossy(2);
+    let e = ctx
+        .srv
+        .latency
+        .lock()
+        .expect("latency lock")
+        .get(name.as_str())
+        .cloned();
+    match e {
+        Some(e) => {
+            ctx.out.array(1);
+            ctx.out.array(2);
+            ctx.out.int(e.latest_unix_s as i64);
+            ctx.out.int(e.latest_ms as i64);
+        }
+        None => ctx.out.array(0),
+    }
+    Ok(())
+}
+
+fn latency_reset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut l = ctx.srv.latency.lock().expect("latency lock");
+    let n = if args.len() == 2 {
+        let n = l.len();
+        l.clear();
+        n
+    } else {
+        let names: Vec<String> = args
+            .tail(2)
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let before = l.len();
+        l.retain(|k, _| !names.iter().any(|n| n == k));
+        before - l.len()
+    };
+    drop(l);
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+fn latency_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    help(
+        ctx,
+        &[
+            "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "HISTORY <event>",
+            "    Return time-latency samples for the <event> class.",
+            "LATEST",
+            "    Return the latest latency samples for all events.",
+            "RESET [<event> ...]",
+            "    Reset latency data of one or more <event> classes.",
+            "    (default: reset all data for all event classes)",
+            "HELP",
+            "    Prints this help.",
+        ],
+    )
+}
+
+// ---- MEMORY ----
+
+fn memory_usage(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.len() != 3 && !(args.len() == 5 && args.is(3, "SAMPLES")) {
+        return Err(ERR_SYNTAX.into());
+    }
+    if args.len() == 5 {
+        args.i64(4)?;
+    }
+    let (shard, slot) = ctx.shard(args.get(2));
+    let n = shard
+        .peek(ctx.client.db, slot, args.get(2), ctx.now_ms)
+        .map(|e| e.mem_bytes());
+    drop(shard);
+    match n {
+        Some(n) => ctx.out.int(n as i64),
+        None => ctx.out.null(),
+    }
+    Ok(())
+}
+
+fn memory_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    help(
+        ctx,
+        &[
+            "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return memory in bytes used by <key> and its value. Nested values are",
+            "    sampled up to <count> times (default: 5, 0 means sample all).",
+            "HELP",
+            "    Print this help.",
+        ],
+    )
+}
+
+// ---- INFO ----
+
+/// Process figures the server measures (RSS, CPU); filled through a hook.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessInfo {
+    pub rss_bytes: u64,
+    pub cpu_user_s: f64,
+    pub cpu_sys_s: f64,
+    pub pid: u32,
+}
+
+fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    if n < 1024.0 {
+        format!("{}B", n as u64)
+    } else if n < 1024.0 * 1024.0 {
+        format!("{:.2}K", n / 1024.0)
+    } else if n < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}M", n / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2}G", n / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "cluster",
+    "keyspace",
+];
+
+/// The text of `INFO` for the given sections (lowercase).
+pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String {
+    let all = sections.iter().any(|s| s == "all" || s == "everything");
+    let want = |name: &str| {
+        if sections.is_empty() || sections.iter().any(|s| s == "default") {
+            DEFAULT_SECTIONS.contains(&name)
+        } else {
+            all || sections.iter().any(|s| s == name)
+        }
+    };
+    let proc_info = (srv.hooks.process_info)();
+    let v = srv.values();
+    let mut t = String::new();
+    let uptime_s = now_ms.saturating_sub(srv.started_ms) / 1000;
+    if want("server") {
+        let _ = write!(
+            t,
+            "# Server\r\nredis_version:{}\r\nshoal_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_build_id:0\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmonotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:epoll\r\natomicvar_api:c11-builtin\r\ngcc_version:0.0.0\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nlru_clock:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nio_threads_active:0\r\n\r\n",
+            crate::connection::REDIS_VERSION,
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            usize::BITS,
+            proc_info.pid,
+            srv.run_id,
+            srv.tcp_port,
+            now_ms * 1000,
+            uptime_s,
+            uptime_s / 86400,
+            v.get("hz"),
+            v.get("hz"),
+            shoal_keyspace::evict::lru_clock(now_ms),
+            srv.executable,
+            srv.config_file,
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            t,
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:0\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\r\n",
+            srv.connected_clients(),
+            v.get("maxclients"),
+        );
+    }
+    let used = srv.used_memory() as u64;
+    if want("memory") {
+        let max = v.get_u64("maxmemory");
+        let dataset = srv.ks.mem_bytes() as u64;
+        let _ = write!(
+            t,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{used}\r\nused_memory_dataset:{dataset}\r\nshoal_keyspace_bytes:{dataset}\r\nmaxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:mimalloc\r\nlazyfree_pending_objects:0\r\n\r\n",
+            human_bytes(used),
+            proc_info.rss_bytes,
+            human_bytes(proc_info.rss_bytes),
+            human_bytes(max),
+            v.get("maxmemory-policy"),
+            if used > 0 {
+                proc_info.rss_bytes as f64 / used as f64
+            } else {
+                0.0
+            },
+        );
+    }
+    if want("persistence") {
+        let _ = write!(
+            t,
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
+            srv.started_ms / 1000,
+        );
+    }
+    if want("stats") {
+        let s = &srv.stats;
+        let ks = srv.ks.stats();
+        let _ = write!(
+            t,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:0\r\npubsub_patterns:0\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nshoal_oom_rejections:{}\r\n\r\n",
+            s.total_connections_received.load(Relaxed),
+            s.total_commands_processed.load(Relaxed),
+            s.instantaneous_ops_per_sec.load(Relaxed),
+            s.total_net_input_bytes.load(Relaxed),
+            s.total_net_output_bytes.load(Relaxed),
+            s.rejected_connections.load(Relaxed),
+            ks.expired_keys,
+            ks.evicted_keys,
+            ks.keyspace_hits,
+            ks.keyspace_misses,
+            s.total_error_replies.load(Relaxed),
+            s.client_query_limit_disconnections.load(Relaxed),
+            s.client_output_limit_disconnections.load(Relaxed),
+            s.oom_rejections.load(Relaxed),
+        );
+    }
+    if want("replication") {
+        // Replication is not built yet: this node is a primary with no replicas and no stream.
+        let _ = write!(
+            t,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:0\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\nshoal_node_id:{}\r\n\r\n",
+            srv.run_id, srv.node_id,
+        );
+    }
+    if want("cpu") {
+        let _ = write!(
+            t,
+            "# CPU\r\nused_cpu_sys:{:.6}\r\nused_cpu_user:{:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n",
+            proc_info.cpu_sys_s, proc_info.cpu_user_s,
+        );
+    }
+    if want("cluster") {
+        t.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    }
+    if want("keyspace") {
+        t.push_str("# Keyspace\r\n");
+        for db in 0..srv.ks.databases() {
+            let (keys, expires) = srv.ks.db_size(db);
+            if keys > 0 {
+                let _ = write!(t, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+            }
+        }
+        t.push_str("\r\n");
+    }
+    // Redis ends the text without the last blank line.
+    while t.ends_with("\r\n\r\n") {
+        t.truncate(t.len() - 2);
+    }
+    t
+}
+
+fn info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let sections: Vec<String> = args
+        .tail(1)
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let text = info_text(ctx.srv, &sections, ctx.now_ms);
+    ctx.out.verbatim(text.as_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tests::run;
+
+    #[test]
+    fn config_get_set_round_trip_and_errors() {
+        let r = run(&[
+            &["CONFIG", "SET", "maxmemory", "10mb"],
+            &["CONFIG", "GET", "maxmemory"],
+            &["CONFIG", "SET", "maxmemory", "lots"],
+            &["CONFIG", "SET", "databases", "4"],
+            &["CONFIG", "SET", "nope", "1"],
+            &["CONFIG", "GET", "maxmemory-p*"],
+        ]);
+        assert_eq!(r[0], "+OK\r\n");
+        assert_eq!(r[1], "*2\r\n$9\r\nmaxmemory\r\n$8\r\n10485760\r\n");
+        assert!(
+            r[2].starts_with("-ERR CONFIG SET failed (possibly related to argument 'maxmemory')")
+        );
+        assert!(r[3].contains("can't set immutable config"));
+        assert_eq!(
+            r[4],
+            "-ERR Unknown option or number of arguments for CONFIG SET - 'nope'\r\n"
+        );
+        assert_eq!(
+            r[5],
+            "*2\r\n$16\r\nmaxmemory-policy\r\n$15\r\nallkeys-tinylfu\r\n"
+        );
+    }
+
+    #[test]
+    fn command_introspection() {
+        let r = run(&[
+            &["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"],
+            &["COMMAND", "GETKEYS", "PING"],
+            &["COMMAND", "INFO", "get"],
+            &["DBSIZE"],
+        ]);
+        assert_eq!(r[0], "*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+        assert_eq!(r[1], "-ERR The command has no key arguments\r\n");
+        assert!(
+            r[2].starts_with(
+                "*1\r\n*10\r\n$3\r\nget\r\n:2\r\n*2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n"
+            ),
+            "{}",
+            r[2]
+        );
+        assert_eq!(r[3], ":0\r\n");
+    }
 }

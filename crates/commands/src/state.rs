@@ -35,6 +35,8 @@ pub struct Stats {
     pub client_query_limit_disconnections: AtomicU64,
     pub total_error_replies: AtomicU64,
     pub oom_rejections: AtomicU64,
+    /// Commands per second over the last sampling period (updated by the server's cron).
+    pub instantaneous_ops_per_sec: AtomicU64,
 }
 
 /// What other connections and the server see of a client (CLIENT LIST, CLIENT KILL).
@@ -181,6 +183,8 @@ pub struct Hooks {
     pub used_memory: Box<dyn Fn() -> usize + Send + Sync>,
     /// Begin a shutdown (SHUTDOWN command).
     pub shutdown: Box<dyn Fn() + Send + Sync>,
+    /// RSS, CPU time and pid of the process.
+    pub process_info: Box<dyn Fn() -> crate::server::ProcessInfo + Send + Sync>,
 }
 
 impl Default for Hooks {
@@ -188,6 +192,7 @@ impl Default for Hooks {
         Hooks {
             used_memory: Box::new(|| 0),
             shutdown: Box::new(|| {}),
+            process_info: Box::new(Default::default),
         }
     }
 }
