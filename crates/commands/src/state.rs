@@ -222,6 +222,8 @@ pub struct ServerState {
     pub config_file: String,
     pub hooks: Hooks,
     pub shutting_down: AtomicBool,
+    /// Bumped on every CONFIG SET, so connections refresh cached limits only when they changed.
+    pub config_epoch: AtomicU64,
 }
 
 /// 40 random hex characters (run id, node id).
@@ -252,6 +254,7 @@ impl ServerState {
             config_file: String::new(),
             hooks,
             shutting_down: AtomicBool::new(false),
+            config_epoch: AtomicU64::new(0),
         };
         let names: Vec<&'static str> = config::PARAMS.iter().map(|p| p.name).collect();
         for n in names {
@@ -266,6 +269,7 @@ impl ServerState {
 
     /// Mirrors a changed parameter into the hot copies and the keyspace.
     pub fn apply_config(&self, name: &str) {
+        self.config_epoch.fetch_add(1, Relaxed);
         let v = self.values();
         match name {
             "maxmemory" | "maxmemory-policy" | "maxmemory-samples" | "lfu-log-factor"

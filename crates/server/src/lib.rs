@@ -1,1 +1,222 @@
-//! placeholder
+//! The shoal server: configuration loading, the tokio runtime, the listener, connection tasks, the
+//! background cron (active expiry, ops/sec), and graceful shutdown.
+//!
+//! Threading: a multi-threaded tokio runtime with `threads` workers runs every connection task;
+//! commands lock only the keyspace shards they touch (see `shoal-keyspace`), so throughput grows
+//! with threads. Background work that may take milliseconds (active expiry) runs on its own OS
+//! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
+
+pub mod conn;
+pub mod cron;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shoal_commands::config::Values;
+use shoal_commands::server::ProcessInfo;
+use shoal_commands::{Hooks, ServerState};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long a shutdown waits for connections to finish their current batch.
+pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
+
+/// Wall-clock time in ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Loads a TOML config file into `values`. Keys are parameter names (`maxmemory = "100mb"`,
+/// `port = 6380`, `appendonly = false`).
+pub fn load_config_file(values: &mut Values, text: &str) -> Result<(), String> {
+    let table: toml::Table = text.parse().map_err(|e| format!("config file: {e}"))?;
+    for (k, v) in table {
+        let s = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => if b { "yes" } else { "no" }.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            _ => return Err(format!("config file: unsupported value type for '{k}'")),
+        };
+        values.set_initial(&k, &s)?;
+    }
+    Ok(())
+}
+
+/// RSS from /proc/self/statm and CPU time from getrusage.
+fn process_info() -> ProcessInfo {
+    let page = 4096u64;
+    let rss_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|x| x.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    ProcessInfo {
+        rss_bytes: rss_pages * page,
+        cpu_user_s: secs(ru.ru_utime),
+        cpu_sys_s: secs(ru.ru_stime),
+        pid: std::process::id(),
+    }
+}
+
+/// A server that is bound and ready to run.
+pub struct Server {
+    pub state: Arc<ServerState>,
+    pub addr: SocketAddr,
+    listener: std::net::TcpListener,
+    threads: usize,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Binds the listener (so the port is known before running) and builds the state.
+    pub fn bind(values: Values, used_memory: fn() -> usize) -> Result<Server, String> {
+        let port = values.get_u64("port") as u16;
+        let bind = values.get("bind").to_string();
+        let threads = match values.get_u64("threads") as usize {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let addr_text = format!(
+            "{}:{}",
+            bind.split_whitespace().next().unwrap_or("127.0.0.1"),
+            port
+        );
+        let listener = std::net::TcpListener::bind(&addr_text)
+            .map_err(|e| format!("could not bind {addr_text}: {e}"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("listener: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (shutdown_tx, _) = watch::channel(false);
+        let tx = shutdown_tx.clone();
+        let hooks = Hooks {
+            used_memory: Box::new(used_memory),
+            shutdown: Box::new(move || {
+                let _ = tx.send(true);
+            }),
+            process_info: Box::new(process_info),
+        };
+        let seed = now_ms() ^ ((std::process::id() as u64) << 32);
+        let mut state = ServerState::new(values, now_ms(), seed, hooks);
+        state.tcp_port = addr.port();
+        state.executable = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        Ok(Server {
+            state: Arc::new(state),
+            addr,
+            listener,
+            threads,
+            shutdown_tx,
+        })
+    }
+
+    pub fn set_config_file(&mut self, path: &str) {
+        if let Some(s) = Arc::get_mut(&mut self.state) {
+            s.config_file = path.to_string();
+        }
+    }
+
+    /// Runs until SHUTDOWN, SIGINT or SIGTERM. Blocks the calling thread.
+    pub fn run(self) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.threads)
+            .thread_name("shoal-worker")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        let cron = cron::spawn(self.state.clone(), self.shutdown_tx.subscribe());
+        let result = rt.block_on(self.serve());
+        // Connections still running after the grace period are dropped with the runtime.
+        rt.shutdown_timeout(Duration::from_millis(SHUTDOWN_GRACE_MS));
+        let _ = cron.join();
+        result
+    }
+
+    async fn serve(self) -> Result<(), String> {
+        let listener = TcpListener::from_std(self.listener).map_err(|e| e.to_string())?;
+        let state = self.state;
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let signals = {
+            let tx = self.shutdown_tx.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = int.recv() => tracing::warn!("received SIGINT, shutting down"),
+                    _ = term.recv() => tracing::warn!("received SIGTERM, shutting down"),
+                }
+                let _ = tx.send(true);
+            })
+        };
+        tracing::info!(addr = %self.addr, threads = self.threads, "ready to accept connections");
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // Out of file descriptors and similar: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let maxclients = state.values().get_u64("maxclients") as usize;
+                    if state.connected_clients() >= maxclients {
+                        state.stats.rejected_connections.fetch_add(1, Relaxed);
+                        tracing::warn!(%peer, "max number of clients reached");
+                        tokio::spawn(async move {
+                            use tokio::io::AsyncWriteExt;
+                            let mut s = stream;
+                            let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
+                        });
+                        continue;
+                    }
+                    tasks.spawn(conn::serve(state.clone(), stream));
+                    // Reap finished tasks so the set does not grow with closed connections.
+                    while tasks.try_join_next().is_some() {}
+                }
+            }
+        }
+        signals.abort();
+        drop(listener);
+        tracing::warn!("shutting down: closing client connections");
+        let clients: Vec<_> = state
+            .clients
+            .lock()
+            .expect("clients lock")
+            .values()
+            .cloned()
+            .collect();
+        for c in clients {
+            c.kill();
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        tracing::warn!("shoal is now ready to exit, bye bye");
+        Ok(())
+    }
+}

@@ -1,1 +1,142 @@
-fn main() {}
+//! `shoal`: the one binary. `shoal serve` runs a server; flags override the TOML config file.
+
+mod alloc;
+
+use clap::{Parser, Subcommand};
+use shoal_commands::config::Values;
+
+#[global_allocator]
+static GLOBAL: alloc::Counting = alloc::Counting;
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "A distributed, replicated in-memory cache that speaks Redis"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a server.
+    Serve(ServeArgs),
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// TOML config file (keys are parameter names, e.g. `maxmemory = "100mb"`).
+    #[arg(long)]
+    config: Option<String>,
+    /// TCP port (0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long)]
+    bind: Option<String>,
+    /// Memory limit in bytes; kb/mb/gb suffixes accepted. 0 means no limit.
+    #[arg(long)]
+    maxmemory: Option<String>,
+    /// Eviction policy: allkeys-tinylfu (default), allkeys-lru, allkeys-lfu, allkeys-random,
+    /// volatile-lru, volatile-lfu, volatile-random, volatile-ttl, noeviction.
+    #[arg(long)]
+    maxmemory_policy: Option<String>,
+    /// Password clients must AUTH with.
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Number of databases.
+    #[arg(long)]
+    databases: Option<u32>,
+    /// Maximum simultaneous clients.
+    #[arg(long)]
+    maxclients: Option<u32>,
+    /// Worker threads (default: number of cores).
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Log level: debug, verbose, notice, warning, nothing.
+    #[arg(long)]
+    loglevel: Option<String>,
+    /// Any other parameter, as NAME=VALUE (repeatable), e.g. `--set hz=20`.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+}
+
+fn build_values(a: &ServeArgs) -> Result<Values, String> {
+    let mut v = Values::default();
+    if let Some(path) = &a.config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
+        shoal_server::load_config_file(&mut v, &text)?;
+    }
+    let flags: [(&str, Option<String>); 9] = [
+        ("port", a.port.map(|x| x.to_string())),
+        ("bind", a.bind.clone()),
+        ("maxmemory", a.maxmemory.clone()),
+        ("maxmemory-policy", a.maxmemory_policy.clone()),
+        ("requirepass", a.requirepass.clone()),
+        ("databases", a.databases.map(|x| x.to_string())),
+        ("maxclients", a.maxclients.map(|x| x.to_string())),
+        ("threads", a.threads.map(|x| x.to_string())),
+        ("loglevel", a.loglevel.clone()),
+    ];
+    for (name, value) in flags {
+        if let Some(value) = value {
+            v.set_initial(name, &value)?;
+        }
+    }
+    for kv in &a.set {
+        let (k, val) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects NAME=VALUE, got '{kv}'"))?;
+        v.set_initial(k, val)?;
+    }
+    Ok(v)
+}
+
+fn init_logging(level: &str) {
+    let filter = match level {
+        "debug" | "verbose" => "debug",
+        "notice" => "info",
+        "warning" => "warn",
+        _ => "off",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let values = match build_values(&args) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("shoal: {e}");
+                    std::process::exit(2);
+                }
+            };
+            init_logging(values.get("loglevel"));
+            let mut server = match shoal_server::Server::bind(values, alloc::used_memory) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("shoal: {e}");
+                    std::process::exit(1);
+                }
+            };
+            if let Some(path) = &args.config {
+                server.set_config_file(path);
+            }
+            // Tests and scripts read the bound port from this line when they pass --port 0.
+            println!("shoal listening on {}", server.addr);
+            if let Err(e) = server.run() {
+                eprintln!("shoal: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}

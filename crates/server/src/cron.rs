@@ -1,0 +1,85 @@
+//! Background cron on its own OS thread: the active expire cycle and the ops/sec sample.
+//!
+//! Active expiry runs `hz` times a second. Each pass visits every shard, deleting at most
+//! `EXPIRE_KEYS_PER_LOCK` due keys per lock hold (so a client waits at most a few microseconds for a
+//! shard), and repeats while keys remain due, within `EXPIRE_CYCLE_BUDGET_PERCENT` of the period.
+//! When the budget ran out with keys still due, the next cycle starts at once instead of after a full
+//! period, so a write-heavy load with short TTLs cannot leave expired keys piling up.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use shoal_commands::ServerState;
+use tokio::sync::watch;
+
+use crate::now_ms;
+
+/// Due keys deleted per shard lock hold.
+pub const EXPIRE_KEYS_PER_LOCK: usize = 64;
+/// Share of each cron period the expire cycle may use.
+pub const EXPIRE_CYCLE_BUDGET_PERCENT: u64 = 25;
+
+/// Runs one active expire cycle within `budget`. Returns (keys deleted, keys still due).
+pub fn expire_cycle(srv: &ServerState, budget: Duration) -> (usize, bool) {
+    let started = Instant::now();
+    let mut deleted = 0;
+    loop {
+        let mut more = false;
+        for i in 0..srv.ks.shard_count() {
+            let (n, m) = srv
+                .ks
+                .lock(i)
+                .expire_cycle(now_ms(), EXPIRE_KEYS_PER_LOCK, |_, _| {});
+            deleted += n;
+            more |= m;
+        }
+        if !more {
+            return (deleted, false);
+        }
+        if started.elapsed() >= budget {
+            return (deleted, true);
+        }
+    }
+}
+
+pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("shoal-cron".into())
+        .spawn(move || {
+            let mut last_ops = srv.stats.total_commands_processed.load(Relaxed);
+            let mut last_sample = Instant::now();
+            loop {
+                if shutdown.has_changed().unwrap_or(true) && *shutdown.borrow_and_update() {
+                    return;
+                }
+                let hz = srv.values().get_u64("hz").clamp(1, 500);
+                let period = Duration::from_millis(1000 / hz);
+                let budget = period * EXPIRE_CYCLE_BUDGET_PERCENT as u32 / 100;
+                let t0 = Instant::now();
+                let (_, more) = expire_cycle(&srv, budget);
+                let took = t0.elapsed();
+                srv.latency_sample("expire-cycle", took.as_millis() as u64, now_ms() / 1000);
+                if last_sample.elapsed() >= Duration::from_secs(1) {
+                    let ops = srv.stats.total_commands_processed.load(Relaxed);
+                    let secs = last_sample.elapsed().as_secs_f64();
+                    srv.stats.instantaneous_ops_per_sec.store(
+                        ((ops.saturating_sub(last_ops)) as f64 / secs) as u64,
+                        Relaxed,
+                    );
+                    last_ops = ops;
+                    last_sample = Instant::now();
+                }
+                // Keys still due: go again after a short pause that keeps the duty cycle at budget.
+                let pause = if more {
+                    took * (100 - EXPIRE_CYCLE_BUDGET_PERCENT as u32)
+                        / EXPIRE_CYCLE_BUDGET_PERCENT as u32
+                } else {
+                    period.saturating_sub(took)
+                };
+                std::thread::sleep(pause.max(Duration::from_millis(1)));
+            }
+        })
+        .expect("spawn cron thread")
+}
