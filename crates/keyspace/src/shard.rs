@@ -237,9 +237,8 @@ impl Shard {
         hash: u64,
         now_ms: u64,
     ) {
-        if !evict.active {
-            return;
-        }
+        // The access info is kept even without maxmemory, so OBJECT IDLETIME/FREQ are right and a
+        // later CONFIG SET maxmemory starts from real recency; only the sketch waits for eviction.
         if evict.policy.uses_lfu() {
             let a = evict::lfu_touch(e.access(), now_ms, evict.lfu, rng.unit());
             e.set_access(a);
@@ -369,12 +368,10 @@ impl Shard {
     pub fn insert(&mut self, db: usize, slot: u16, mut entry: Entry, now_ms: u64) -> Option<Entry> {
         let hash = self.hash(entry.key());
         let local = self.local(slot);
-        if self.evict.active {
-            let access = self.initial_access(now_ms);
-            entry.set_access(access);
-            if let Some(s) = &mut self.sketch {
-                s.increment(hash);
-            }
+        let access = self.initial_access(now_ms);
+        entry.set_access(access);
+        if let Some(s) = &mut self.sketch {
+            s.increment(hash);
         }
         let hasher = self.hasher.clone();
         let added = entry.mem_bytes();
