@@ -537,8 +537,10 @@ fn expire_generic(
         when = when.checked_add(ctx.now_ms as i64).ok_or_else(invalid)?;
     }
     let key = args.get(1);
-    let (db, now, version) = (ctx.db(), ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let Some(mut e) = shard.lookup(db, slot, key, now, true) else {
         drop(shard);
         ctx.out.int(0);
@@ -628,8 +630,10 @@ fn pexpiretime(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn persist(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let (db, now, version) = (ctx.db(), ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(1));
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let removed = match shard.lookup(db, slot, args.get(1), now, true) {
         Some(mut e) if e.expire_ms().is_some() => {
             e.set_expire_ms(None);
@@ -648,8 +652,10 @@ fn persist(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn rename_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
     let (src, dst) = (args.get(1), args.get(2));
-    let (db, now, version) = (ctx.db(), ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.db(), ctx.now_ms);
     let mut locked = ctx.lock_keys([src, dst].into_iter());
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let (shard, src_slot) = locked.shard(src);
     if shard.lookup(db, src_slot, src, now, true).is_none() {
         return Err(ERR_NO_SUCH_KEY.into());
@@ -720,8 +726,9 @@ fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if src_db == dst_db && src == dst {
         return Err(ERR_SAME_OBJECT.into());
     }
-    let version = ctx.version();
     let mut locked = ctx.lock_keys([src, dst].into_iter());
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let (shard, slot) = locked.shard(src);
     let Some(copied) = shard.lookup_read(src_db, slot, src, now).map(|e| {
         Entry::new(
@@ -757,9 +764,10 @@ fn move_key(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if src_db == dst_db {
         return Err(ERR_SAME_OBJECT.into());
     }
-    let version = ctx.version();
     // Both databases keep the key in the same slot, hence the same shard.
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let moved = exists_for_write(&mut shard, src_db, slot, key, now)
         && !exists_for_write(&mut shard, dst_db, slot, key, now);
     if moved {
@@ -1232,9 +1240,11 @@ fn restore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         i += 1;
     }
-    let (db, now, version) = (ctx.db(), ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.db(), ctx.now_ms);
     let policy = ctx.srv.policy();
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     // Checks in Redis's order: existing key, TTL, payload.
     if !replace && exists_for_write(&mut shard, db, slot, key, now) {
         return Err("BUSYKEY Target key name already exists.".into());

@@ -335,8 +335,9 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let key = args.get(1);
     let db = ctx.client.db;
     let now = ctx.now_ms;
-    let version = ctx.version();
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let existing = shard.peek(db, slot, key, now);
     let old_value = match (want_get, existing) {
         (true, Some(e)) => Some(string_of(e)?.to_vec()),
@@ -368,8 +369,10 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn setnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(1));
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     if shard.contains(db, slot, args.get(1), now) {
         ctx.out.int(0);
     } else {
@@ -390,8 +393,10 @@ fn setnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn setex_common(ctx: &mut Ctx<'_>, args: &Args<'_>, unit: &[u8], name: &str) -> CmdResult {
     let at = parse_expire(ctx, unit, args.get(2), name)?;
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(1));
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     store_string(
         &mut shard,
         db,
@@ -416,8 +421,10 @@ fn psetex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(1));
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let old = match shard.peek(db, slot, args.get(1), now) {
         Some(e) => Some(string_of(e)?.to_vec()),
         None => None,
@@ -478,12 +485,13 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
     }
     let (db, now) = (ctx.client.db, ctx.now_ms);
+    let (mut shard, slot) = ctx.shard(args.get(1));
+    // Taken under the lock: later writes to a key get larger versions.
     let version = if opt == ExpireOpt::None {
         0
     } else {
         ctx.version()
     };
-    let (mut shard, slot) = ctx.shard(args.get(1));
     let Some(mut e) = shard.lookup_read(db, slot, args.get(1), now) else {
         ctx.out.null();
         return Ok(());
@@ -534,10 +542,12 @@ fn mset_common(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
             "ERR wrong number of arguments for '{name}' command"
         ));
     }
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let tail = args.tail(1);
     let keys = || tail.iter().step_by(2);
     let mut locked = ctx.lock_keys(keys());
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     if nx {
         for key in keys() {
             let (shard, slot) = locked.shard(key);
@@ -578,8 +588,10 @@ const ERR_TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bu
 
 fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let max = max_string_bytes(ctx);
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(1));
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let add = args.get(2);
     let appended = match shard.lookup(db, slot, args.get(1), now, true) {
         Some(mut e) => {
@@ -666,8 +678,10 @@ fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let offset = offset as usize;
     let value = args.get(3);
     let max = max_string_bytes(ctx);
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(1));
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let updated = match shard.lookup(db, slot, args.get(1), now, true) {
         Some(mut e) => Some({
             let cur = string_of(&e)?.len();
@@ -723,8 +737,10 @@ fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 /// Adds `by` to the integer at `key` (created as 0), keeping its TTL. Returns the new value.
 fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> Result<i64, String> {
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let mut tmp = [0u8; 20];
     let updated = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
@@ -820,8 +836,10 @@ pub fn human_float(v: f64) -> String {
 fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let by = args.f64(2)?;
     let key = args.get(1);
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let cur = match shard.peek(db, slot, key, now) {
         Some(e) => {
             crate::args::parse_f64(string_of(e)?).ok_or_else(|| ERR_NOT_FLOAT.to_string())?

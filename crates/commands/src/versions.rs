@@ -116,9 +116,11 @@ fn getver(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn setifver(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let expected = parse_version(args, 2)?;
     let expire = parse_expire_opts(ctx, args, 4, "setifver")?;
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let key = args.get(1);
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let current = shard
         .peek(db, slot, key, now)
         .map(|e| (e.version(), e.expire_ms(), e.ext_version()));
@@ -170,9 +172,11 @@ fn delifver(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn setifnewer(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let ext = parse_version(args, 2)?;
     let expire = parse_expire_opts(ctx, args, 4, "setifnewer")?;
-    let (db, now, version) = (ctx.client.db, ctx.now_ms, ctx.version());
+    let (db, now) = (ctx.client.db, ctx.now_ms);
     let key = args.get(1);
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let current = shard
         .peek(db, slot, key, now)
         .map(|e| (e.ext_version(), e.expire_ms()));

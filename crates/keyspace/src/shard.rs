@@ -379,7 +379,15 @@ impl Shard {
         let d = self.db_mut(db);
         let table = &mut d.slots[local as usize];
         let old = match table.find_mut(hash, |e| e.key() == entry.key()) {
-            Some(slot_ref) => Some(std::mem::replace(slot_ref, entry)),
+            Some(slot_ref) => {
+                debug_assert!(
+                    entry.version() >= slot_ref.version(),
+                    "versions of a key only grow: {:?} replaced by version {}",
+                    slot_ref,
+                    entry.version()
+                );
+                Some(std::mem::replace(slot_ref, entry))
+            }
             None => {
                 table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
                 d.keys += 1;
