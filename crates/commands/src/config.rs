@@ -75,6 +75,24 @@ pub static PARAMS: &[Param] = &[
     p("databases", "16", Kind::Int(1, 1 << 16), false),
     p("dbfilename", "dump.rdb", Kind::Str, true),
     p("dir", ".", Kind::Str, true),
+    Param {
+        alias: Some("hash-max-ziplist-entries"),
+        ..p(
+            "hash-max-listpack-entries",
+            "128",
+            Kind::Int(0, i64::MAX),
+            true,
+        )
+    },
+    Param {
+        alias: Some("hash-max-ziplist-value"),
+        ..p(
+            "hash-max-listpack-value",
+            "64",
+            Kind::Int(0, i64::MAX),
+            true,
+        )
+    },
     p("hz", "10", Kind::Int(1, 500), true),
     p(
         "latency-monitor-threshold",
@@ -84,6 +102,16 @@ pub static PARAMS: &[Param] = &[
     ),
     p("lfu-decay-time", "1", Kind::Int(0, i64::MAX), true),
     p("lfu-log-factor", "10", Kind::Int(0, i64::MAX), true),
+    p("list-compress-depth", "0", Kind::Int(0, i64::MAX), true),
+    Param {
+        alias: Some("list-max-ziplist-size"),
+        ..p(
+            "list-max-listpack-size",
+            "-2",
+            Kind::Int(-5, i64::MAX),
+            true,
+        )
+    },
     p(
         "loglevel",
         "notice",
@@ -113,6 +141,24 @@ pub static PARAMS: &[Param] = &[
     p("tcp-keepalive", "300", Kind::Int(0, i64::MAX), true),
     p("threads", "0", Kind::Int(0, 1024), false),
     p("timeout", "0", Kind::Int(0, i64::MAX), true),
+    Param {
+        alias: Some("zset-max-ziplist-entries"),
+        ..p(
+            "zset-max-listpack-entries",
+            "128",
+            Kind::Int(0, i64::MAX),
+            true,
+        )
+    },
+    Param {
+        alias: Some("zset-max-ziplist-value"),
+        ..p(
+            "zset-max-listpack-value",
+            "64",
+            Kind::Int(0, i64::MAX),
+            true,
+        )
+    },
 ];
 
 /// Redis's `memtoull`: an integer with an optional unit (b, k, kb, m, mb, g, gb; case-insensitive).
@@ -295,6 +341,17 @@ impl Values {
 
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.map.iter().map(|(k, v)| (*k, v.as_str()))
+    }
+
+    pub fn encoding_limits(&self) -> shoal_keyspace::EncodingLimits {
+        shoal_keyspace::EncodingLimits {
+            hash_max_listpack_entries: self.get_u64("hash-max-listpack-entries") as usize,
+            hash_max_listpack_value: self.get_u64("hash-max-listpack-value") as usize,
+            list_max_listpack_size: self.get("list-max-listpack-size").parse().unwrap_or(-2),
+            set_max_intset_entries: self.get_u64("set-max-intset-entries") as usize,
+            zset_max_listpack_entries: self.get_u64("zset-max-listpack-entries") as usize,
+            zset_max_listpack_value: self.get_u64("zset-max-listpack-value") as usize,
+        }
     }
 
     pub fn policy(&self) -> Policy {

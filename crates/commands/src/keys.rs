@@ -11,8 +11,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use shoal_keyspace::codec::{self, crc64};
 use shoal_keyspace::evict::{self, LfuParams};
-use shoal_keyspace::{Entry, EntryMut, Kind, Object, Payload, Policy, Rng, SLOTS, Shard, ValueRef};
+use shoal_keyspace::{
+    EncodingLimits, Entry, EntryMut, Object, Payload, Policy, Rng, SLOTS, Shard, ValueRef,
+};
 
 use crate::args::{ERR_DB_INDEX, ERR_NO_SUCH_KEY, ERR_NOT_INTEGER, ERR_SYNTAX, parse_i64};
 use crate::glob::glob_match;
@@ -1046,7 +1049,6 @@ fn object_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 /// wrong") instead of misreading it.
 pub const DUMP_VERSION: u16 = 0x5301;
 
-const TYPE_STRING: u8 = 0;
 const FOOTER_BYTES: usize = 2 + 8;
 
 /// Why a payload was refused; [`PayloadError::message`] is the reply Redis sends.
@@ -1070,15 +1072,7 @@ impl PayloadError {
 /// Serializes an entry's value (not its key, TTL or version).
 pub fn dump_value(e: &Entry) -> Vec<u8> {
     let mut out = Vec::new();
-    match e.kind() {
-        Kind::String => {
-            let s = e.string().expect("a string entry has string bytes");
-            out.reserve(1 + 10 + s.len() + FOOTER_BYTES);
-            out.push(TYPE_STRING);
-            put_varint(&mut out, s.len() as u64);
-            out.extend_from_slice(s);
-        }
-    }
+    codec::encode_value(e.value(), &mut out);
     out.extend_from_slice(&DUMP_VERSION.to_le_bytes());
     let crc = crc64(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -1106,71 +1100,11 @@ pub fn restore_value(
     key: &[u8],
     expire_ms: Option<u64>,
     version: u64,
+    limits: &EncodingLimits,
 ) -> Result<Entry, PayloadError> {
     let body = verify_payload(payload)?;
-    let (&ty, rest) = body.split_first().ok_or(PayloadError::BadFormat)?;
-    match ty {
-        TYPE_STRING => {
-            let (len, value) = get_varint(rest).ok_or(PayloadError::BadFormat)?;
-            if value.len() as u64 != len {
-                return Err(PayloadError::BadFormat);
-            }
-            Ok(Entry::new_string(key, value, expire_ms, version))
-        }
-        _ => Err(PayloadError::BadFormat),
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A LEB128 u64 and the bytes after it; `None` if truncated or longer than ten bytes.
-fn get_varint(b: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for (i, &byte) in b.iter().enumerate().take(10) {
-        let bits = (byte & 0x7f) as u64;
-        if i == 9 && bits > 1 {
-            return None;
-        }
-        v |= bits << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, &b[i + 1..]));
-        }
-    }
-    None
-}
-
-/// CRC-64/Jones, reflected, init 0 (Redis's `crc64`): check value of "123456789" is
-/// 0xe9c6d914c4b8d9ca.
-fn crc64(data: &[u8]) -> u64 {
-    const POLY_REFLECTED: u64 = 0x95AC_9329_AC4B_C9B5;
-    const TABLE: [u64; 256] = {
-        let mut t = [0u64; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u64;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 == 1 {
-                    (c >> 1) ^ POLY_REFLECTED
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    data.iter().fold(0u64, |crc, &b| {
-        TABLE[((crc ^ b as u64) & 0xff) as usize] ^ (crc >> 8)
-    })
+    let value = codec::decode_value(body, limits).ok_or(PayloadError::BadFormat)?;
+    Ok(Entry::new(key, value, expire_ms, None, version, 0))
 }
 
 fn dump(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -1242,6 +1176,7 @@ fn restore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     let (db, now) = (ctx.db(), ctx.now_ms);
     let policy = ctx.srv.policy();
+    let limits = ctx.srv.encoding_limits();
     let (mut shard, slot) = ctx.shard(key);
     // Taken under the lock: later writes to a key get larger versions.
     let version = ctx.version();
@@ -1258,8 +1193,8 @@ fn restore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         t if absttl => Some(t),
         t => Some(now.saturating_add(t)),
     };
-    let entry =
-        restore_value(args.get(3), key, expire_ms, version).map_err(|e| e.message().to_string())?;
+    let entry = restore_value(args.get(3), key, expire_ms, version, &limits)
+        .map_err(|e| e.message().to_string())?;
     let replaced = if expire_ms.is_some_and(|at| at <= now) {
         // Already expired: the key ends up absent, whatever was there before.
         drop(entry);
@@ -2068,7 +2003,7 @@ mod tests {
         for value in [&b""[..], b"1", &[7u8; 300], &vec![b'z'; 70_000]] {
             let mut e = Entry::new_string(b"k", value, Some(5), 3);
             let p = dump_value(&e);
-            let back = restore_value(&p, b"other", None, 9).unwrap();
+            let back = restore_value(&p, b"other", None, 9, &EncodingLimits::default()).unwrap();
             assert_eq!(back.string(), Some(value));
             assert_eq!(
                 (back.key(), back.expire_ms(), back.version()),
@@ -2087,21 +2022,17 @@ mod tests {
         let crc = crc64(&p);
         p.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(
-            restore_value(&p, b"k", None, 1).unwrap_err(),
+            restore_value(&p, b"k", None, 1, &EncodingLimits::default()).unwrap_err(),
             PayloadError::BadFormat
         );
-        let mut p = vec![TYPE_STRING, 5, b'a'];
+        let mut p = vec![codec::TYPE_STRING, 5, b'a'];
         p.extend_from_slice(&DUMP_VERSION.to_le_bytes());
         let crc = crc64(&p);
         p.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(
-            restore_value(&p, b"k", None, 1).unwrap_err(),
+            restore_value(&p, b"k", None, 1, &EncodingLimits::default()).unwrap_err(),
             PayloadError::BadFormat
         );
-        assert_eq!(get_varint(&[0xff; 11]), None);
-        let mut v = Vec::new();
-        put_varint(&mut v, u64::MAX);
-        assert_eq!(get_varint(&v), Some((u64::MAX, &[][..])));
     }
 
     #[test]

@@ -6,16 +6,23 @@
 //! memory (evict, or `-OOM`) → handler → counters and slow log.
 
 pub mod args;
+pub mod coll;
 pub mod config;
 pub mod connection;
 pub mod glob;
+pub mod hashes;
 pub mod keys;
 pub mod lazyfree;
+pub mod lists;
+pub mod multi;
+pub mod pubsub;
 pub mod server;
+pub mod sets;
 pub mod state;
 pub mod strings;
 pub mod table;
 pub mod versions;
+pub mod zsets;
 
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering::Relaxed;
@@ -42,6 +49,12 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     keys::COMMANDS,
     server::COMMANDS,
     versions::COMMANDS,
+    hashes::COMMANDS,
+    lists::COMMANDS,
+    sets::COMMANDS,
+    zsets::COMMANDS,
+    multi::COMMANDS,
+    pubsub::COMMANDS,
 ];
 
 /// What a command runs with.

@@ -21,6 +21,8 @@ pub struct Hot {
     pub slowlog_slower_than_us: AtomicU64,
     pub slowlog_enabled: AtomicBool,
     pub latency_threshold_ms: AtomicU64,
+    /// Compact-encoding thresholds (`hash-max-listpack-entries` and friends).
+    pub encoding: RwLock<shoal_keyspace::EncodingLimits>,
 }
 
 /// Counters for `INFO stats`.
@@ -303,12 +305,26 @@ impl ServerState {
                     .slowlog_slower_than_us
                     .store(t.max(0) as u64, Relaxed);
             }
+            "hash-max-listpack-entries"
+            | "hash-max-listpack-value"
+            | "list-max-listpack-size"
+            | "set-max-intset-entries"
+            | "zset-max-listpack-entries"
+            | "zset-max-listpack-value" => {
+                let limits = v.encoding_limits();
+                *self.hot.encoding.write().expect("encoding lock") = limits;
+            }
             "latency-monitor-threshold" => self
                 .hot
                 .latency_threshold_ms
                 .store(v.get_u64("latency-monitor-threshold"), Relaxed),
             _ => {}
         }
+    }
+
+    /// Current compact-encoding thresholds.
+    pub fn encoding_limits(&self) -> shoal_keyspace::EncodingLimits {
+        *self.hot.encoding.read().expect("encoding lock")
     }
 
     pub fn policy(&self) -> Policy {

@@ -49,6 +49,12 @@ pub enum Group {
     Generic,
     Server,
     String,
+    List,
+    Hash,
+    Set,
+    SortedSet,
+    Transactions,
+    PubSub,
     /// shoal's own commands (versions, verification).
     Shoal,
 }
@@ -60,6 +66,12 @@ impl Group {
             Group::Generic => "generic",
             Group::Server => "server",
             Group::String => "string",
+            Group::List => "list",
+            Group::Hash => "hash",
+            Group::Set => "set",
+            Group::SortedSet => "sorted-set",
+            Group::Transactions => "transactions",
+            Group::PubSub => "pubsub",
             Group::Shoal => "shoal",
         }
     }
@@ -145,6 +157,12 @@ impl Spec {
             Group::String => c.push("@string"),
             Group::Generic => c.push("@keyspace"),
             Group::Connection => c.push("@connection"),
+            Group::List => c.push("@list"),
+            Group::Hash => c.push("@hash"),
+            Group::Set => c.push("@set"),
+            Group::SortedSet => c.push("@sortedset"),
+            Group::Transactions => c.push("@transaction"),
+            Group::PubSub => {}
             Group::Server | Group::Shoal => {}
         }
         c

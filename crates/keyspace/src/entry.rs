@@ -25,6 +25,8 @@
 use std::alloc::{Layout, alloc, dealloc};
 use std::ptr::NonNull;
 
+use crate::types::{hash::Hash, list::List, set::Set, zset::ZSet};
+
 const F_EXPIRE: u8 = 1;
 const F_EXTVER: u8 = 2;
 const F_OBJECT: u8 = 4;
@@ -35,20 +37,53 @@ const ACCESS_MASK: u32 = (1 << 24) - 1;
 /// Redis reports `embstr` only up to 44 bytes and we mirror its encoding names.
 pub const EMBSTR_BYTES_MAX: usize = 44;
 
-/// Values that live outside the entry block. Collection types join this enum (issue: data types).
+/// Values that live outside the entry block: modified strings and the collection types.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     /// A string that has been modified in place (APPEND, SETRANGE): growable, encoding `raw`.
     RawString(Vec<u8>),
+    List(List),
+    Hash(Hash),
+    Set(Set),
+    ZSet(ZSet),
 }
 
 impl Object {
-    /// Heap bytes held by the object, for memory accounting.
+    /// Heap bytes held by the object, for memory accounting. O(1): collections keep running totals.
     pub fn mem_bytes(&self) -> usize {
         std::mem::size_of::<Object>()
             + match self {
                 Object::RawString(v) => v.capacity(),
+                Object::List(l) => l.mem_bytes(),
+                Object::Hash(h) => h.mem_bytes(),
+                Object::Set(s) => s.mem_bytes(),
+                Object::ZSet(z) => z.mem_bytes(),
             }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::RawString(_) => Kind::String,
+            Object::List(_) => Kind::List,
+            Object::Hash(_) => Kind::Hash,
+            Object::Set(_) => Kind::Set,
+            Object::ZSet(_) => Kind::ZSet,
+        }
+    }
+
+    /// Elements in a collection (1 for a string).
+    pub fn len(&self) -> usize {
+        match self {
+            Object::RawString(_) => 1,
+            Object::List(l) => l.len(),
+            Object::Hash(h) => h.len(),
+            Object::Set(s) => s.len(),
+            Object::ZSet(z) => z.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -56,12 +91,20 @@ impl Object {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     String,
+    List,
+    Hash,
+    Set,
+    ZSet,
 }
 
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::String => "string",
+            Kind::List => "list",
+            Kind::Hash => "hash",
+            Kind::Set => "set",
+            Kind::ZSet => "zset",
         }
     }
 }
@@ -346,7 +389,8 @@ impl Entry {
 
     pub fn kind(&self) -> Kind {
         match self.value() {
-            ValueRef::Str(_) | ValueRef::Obj(Object::RawString(_)) => Kind::String,
+            ValueRef::Str(_) => Kind::String,
+            ValueRef::Obj(o) => o.kind(),
         }
     }
 
@@ -355,6 +399,7 @@ impl Entry {
         match self.value() {
             ValueRef::Str(s) => Some(s),
             ValueRef::Obj(Object::RawString(v)) => Some(v),
+            ValueRef::Obj(_) => None,
         }
     }
 
@@ -371,6 +416,10 @@ impl Entry {
                 }
             }
             ValueRef::Obj(Object::RawString(_)) => "raw",
+            ValueRef::Obj(Object::List(l)) => l.encoding(),
+            ValueRef::Obj(Object::Hash(h)) => h.encoding(),
+            ValueRef::Obj(Object::Set(s)) => s.encoding(),
+            ValueRef::Obj(Object::ZSet(z)) => z.encoding(),
         }
     }
 
@@ -417,7 +466,8 @@ impl Entry {
         *self = new;
     }
 
-    /// Turns an inline string into a growable `raw` string (before APPEND/SETRANGE) and returns it.
+    /// Turns an inline string into a growable `raw` string (before APPEND/SETRANGE) and returns it;
+    /// `None` if the value is not a string.
     pub fn make_raw_string(&mut self) -> Option<&mut Vec<u8>> {
         if let ValueRef::Str(s) = self.value() {
             let v = s.to_vec();
@@ -425,7 +475,7 @@ impl Entry {
         }
         match self.object_mut() {
             Some(Object::RawString(v)) => Some(v),
-            None => None,
+            _ => None,
         }
     }
 

@@ -2,11 +2,13 @@
 //! accounting and eviction. Synchronous and clock-free: callers pass `now_ms`, so expiry and eviction
 //! are tested on a paused clock. No I/O.
 
+pub mod codec;
 pub mod entry;
 pub mod evict;
 pub mod hlc;
 pub mod shard;
 pub mod slot;
+pub mod types;
 
 pub use entry::{Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
 pub use evict::{LfuParams, Policy, Rng};
@@ -15,3 +17,4 @@ pub use shard::{
     DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard, ShardStats,
 };
 pub use slot::{SLOTS, key_slot};
+pub use types::EncodingLimits;

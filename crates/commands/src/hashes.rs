@@ -1,0 +1,7 @@
+//! Hash commands (HSET, HGET, ... HSCAN).
+//!
+//! SCAFFOLD: being implemented; the table is empty until then.
+
+use crate::table::Spec;
+
+pub static COMMANDS: &[Spec] = &[];

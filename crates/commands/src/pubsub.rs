@@ -1,0 +1,7 @@
+//! Pub/sub: SUBSCRIBE, PSUBSCRIBE, PUBLISH, PUBSUB ...
+//!
+//! SCAFFOLD: being implemented; the table is empty until then.
+
+use crate::table::Spec;
+
+pub static COMMANDS: &[Spec] = &[];

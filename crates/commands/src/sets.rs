@@ -1,0 +1,7 @@
+//! Set commands (SADD, SREM, ... SSCAN).
+//!
+//! SCAFFOLD: being implemented; the table is empty until then.
+
+use crate::table::Spec;
+
+pub static COMMANDS: &[Spec] = &[];

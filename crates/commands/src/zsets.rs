@@ -1,0 +1,7 @@
+//! Sorted set commands (ZADD, ZRANGE, ... ZSCAN).
+//!
+//! SCAFFOLD: being implemented; the table is empty until then.
+
+use crate::table::Spec;
+
+pub static COMMANDS: &[Spec] = &[];
