@@ -96,6 +96,11 @@ pub fn get_varint(b: &[u8]) -> Option<(u64, &[u8])> {
 /// CRC-64/Jones, reflected, init 0 (Redis's `crc64`): check value of "123456789" is
 /// 0xe9c6d914c4b8d9ca.
 pub fn crc64(data: &[u8]) -> u64 {
+    crc64_update(0, data)
+}
+
+/// Continues a CRC-64 over more bytes (streamed snapshots).
+pub fn crc64_update(crc: u64, data: &[u8]) -> u64 {
     const POLY_REFLECTED: u64 = 0x95AC_9329_AC4B_C9B5;
     const TABLE: [u64; 256] = {
         let mut t = [0u64; 256];
@@ -116,7 +121,7 @@ pub fn crc64(data: &[u8]) -> u64 {
         }
         t
     };
-    data.iter().fold(0u64, |crc, &b| {
+    data.iter().fold(crc, |crc, &b| {
         TABLE[((crc ^ b as u64) & 0xff) as usize] ^ (crc >> 8)
     })
 }
@@ -141,6 +146,7 @@ mod tests {
     #[test]
     fn varints_and_crc() {
         assert_eq!(crc64(b"123456789"), 0xe9c6_d914_c4b8_d9ca);
+        assert_eq!(crc64_update(crc64(b"1234"), b"56789"), crc64(b"123456789"));
         assert_eq!(get_varint(&[0xff; 11]), None);
         let mut v = Vec::new();
         put_varint(&mut v, u64::MAX);

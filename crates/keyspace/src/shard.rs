@@ -24,6 +24,8 @@ use crate::evict::{self, LfuParams, Policy, Rng, Sketch};
 use crate::hlc::Hlc;
 use crate::slot::SLOTS;
 
+mod apply;
+
 type Hasher = foldhash::fast::FixedState;
 
 /// Random table probes before falling back to a scan when sampling a sparse database.
@@ -163,6 +165,10 @@ pub struct Shard {
     rng: Rng,
     /// Replicas do not delete expired keys themselves; the primary's deletions arrive instead.
     pub expire_on_access: bool,
+    /// Record keys deleted by lazy expiry in `deletion_log`, for the replication stream (set while
+    /// this node has replicas; drained by the replication layer).
+    pub log_deletions: bool,
+    pub deletion_log: Vec<(usize, Vec<u8>)>,
 }
 
 /// Outcome of one eviction attempt.
@@ -186,6 +192,8 @@ impl Shard {
             sketch: None,
             rng: Rng::new(seed ^ 0x5DEE_CE66),
             expire_on_access: true,
+            log_deletions: false,
+            deletion_log: Vec::new(),
         }
     }
 
@@ -300,6 +308,9 @@ impl Shard {
                 Some(e) if e.is_expired(now_ms) => {
                     if self.expire_on_access {
                         self.remove_hashed(db, local, hash, key);
+                        if self.log_deletions {
+                            self.deletion_log.push((db, key.to_vec()));
+                        }
                         self.stats.expired_keys += 1;
                     }
                     return None;

@@ -1,0 +1,119 @@
+//! Applying writes that come from elsewhere (a primary's stream, a snapshot, a peer) and reading a
+//! whole database part out (snapshots). Writes from elsewhere are applied by version, last writer
+//! wins: a put or a delete only takes effect if it is newer than what the key holds, so the order in
+//! which effects arrive does not matter for the final state, and re-applying one is harmless.
+
+use super::Shard;
+use crate::entry::Entry;
+
+impl Shard {
+    /// Visits every entry of a database part (expired ones included: a snapshot carries them with
+    /// their deadline and the receiver drops them), with its global slot.
+    pub fn for_each_entry(&self, index: usize, db: usize, mut f: impl FnMut(u16, &Entry)) {
+        let Some(d) = self.dbs[db].as_ref() else {
+            return;
+        };
+        for (local, table) in d.slots.iter().enumerate() {
+            let slot = self.global_slot(index, local as u32);
+            for e in table.iter() {
+                f(slot, e);
+            }
+        }
+    }
+
+    /// Inserts `entry` unless the key already holds a version at least as new. Returns whether it
+    /// was applied.
+    pub fn apply_put(&mut self, db: usize, slot: u16, entry: Entry, now_ms: u64) -> bool {
+        let newer = self
+            .peek_any(db, slot, entry.key())
+            .is_none_or(|current| current.version() < entry.version());
+        if newer {
+            self.insert(db, slot, entry, now_ms);
+        }
+        newer
+    }
+
+    /// Deletes `key` if its version is older than `version`. Returns whether it deleted.
+    pub fn apply_del(&mut self, db: usize, slot: u16, key: &[u8], version: u64) -> bool {
+        let older = self
+            .peek_any(db, slot, key)
+            .is_some_and(|e| e.version() < version);
+        if older {
+            self.remove(db, slot, key);
+        }
+        older
+    }
+
+    /// Deletes every key of a database part whose version is older than `version` (a replicated
+    /// FLUSHDB/FLUSHALL: keys written after the flush survive it).
+    pub fn apply_flush(&mut self, db: usize, version: u64) -> usize {
+        let Some(d) = self.dbs[db].as_mut() else {
+            return 0;
+        };
+        let mut removed = 0;
+        let mut freed = 0;
+        let mut volatile_removed = 0;
+        for table in d.slots.iter_mut() {
+            table.retain(|e| {
+                if e.version() < version {
+                    removed += 1;
+                    freed += e.mem_bytes();
+                    if e.expire_ms().is_some() {
+                        volatile_removed += 1;
+                    }
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        d.keys -= removed;
+        d.volatile -= volatile_removed;
+        self.mem_bytes -= freed;
+        // The expiry heap keeps items for removed keys; they are stale and skipped when due.
+        removed
+    }
+
+    /// An entry whether or not it has expired.
+    pub fn peek_any(&self, db: usize, slot: u16, key: &[u8]) -> Option<&Entry> {
+        let d = self.dbs.get(db)?.as_ref()?;
+        let hash = self.hash(key);
+        d.slots[self.local(slot) as usize].find(hash, |e| e.key() == key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::entry::Entry;
+    use crate::shard::Keyspace;
+    use crate::slot::key_slot;
+
+    #[test]
+    fn last_writer_wins_whatever_the_arrival_order() {
+        let ks = Keyspace::new(1, 1, 1);
+        let mut s = ks.lock(0);
+        let slot = key_slot(b"k");
+        assert!(s.apply_put(0, slot, Entry::new_string(b"k", b"new", None, 20), 0));
+        assert!(!s.apply_put(0, slot, Entry::new_string(b"k", b"old", None, 10), 0));
+        assert_eq!(s.peek(0, slot, b"k", 0).unwrap().string(), Some(&b"new"[..]));
+        assert!(!s.apply_del(0, slot, b"k", 15), "a delete older than the value loses");
+        assert!(s.apply_del(0, slot, b"k", 25));
+        assert!(s.peek(0, slot, b"k", 0).is_none());
+        s.check_invariants();
+    }
+
+    #[test]
+    fn flush_keeps_keys_written_after_it() {
+        let ks = Keyspace::new(1, 1, 1);
+        let mut s = ks.lock(0);
+        for (k, v) in [(&b"a"[..], 5u64), (b"b", 50), (b"c", 7)] {
+            s.apply_put(0, key_slot(k), Entry::new_string(k, b"x", Some(1_000_000), v), 0);
+        }
+        assert_eq!(s.apply_flush(0, 10), 2);
+        assert_eq!(s.db_len(0), 1);
+        let mut seen = Vec::new();
+        s.for_each_entry(0, 0, |_, e| seen.push(e.key().to_vec()));
+        assert_eq!(seen, vec![b"b".to_vec()]);
+        s.check_invariants();
+    }
+}
