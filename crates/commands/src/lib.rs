@@ -16,6 +16,7 @@ pub mod lazyfree;
 pub mod lists;
 pub mod multi;
 pub mod pubsub;
+pub mod repl;
 pub mod server;
 pub mod sets;
 pub mod state;

@@ -1,0 +1,466 @@
+//! The snapshot format: every key of every database with its value, expiry and versions. One format
+//! serves `SAVE`/`BGSAVE`, loading at start-up, and the full synchronisation of a replica.
+//!
+//! ```text
+//! header   "SHOALSNP" u16 format-version (LE)
+//! record   0x01 varint db, bytes key, u64 version, u8 flags (1 expire, 2 ext version),
+//!          [u64 expire_ms] [u64 ext_version], bytes value (the keyspace value codec)
+//! end      0xFF
+//! footer   u64 CRC-64 of every byte before it (LE)
+//! ```
+//! `bytes` is a varint length then the bytes; integers are little-endian.
+//!
+//! Writing takes one shard lock at a time, so clients wait at most for one shard's serialisation;
+//! the snapshot is therefore not a single point in time. That is fine for replication: the stream
+//! offset is taken before the first shard is read, and every write after it reaches the replica
+//! through the stream, applied by version (see `shoal_commands::repl`). For `SAVE` it means each key
+//! is saved as of some moment during the save.
+//!
+//! Loading is incremental ([`Loader::feed`]): bytes can arrive in any chunking, and memory held is
+//! one record at most beyond what was fed.
+
+use shoal_keyspace::codec::{self, crc64_update, get_bytes, get_varint, put_bytes, put_varint};
+use shoal_keyspace::{EncodingLimits, Entry, Keyspace, key_slot};
+
+pub const MAGIC: &[u8; 8] = b"SHOALSNP";
+pub const FORMAT_VERSION: u16 = 1;
+const HEADER_BYTES: usize = 10;
+const TAG_RECORD: u8 = 0x01;
+const TAG_END: u8 = 0xFF;
+const F_EXPIRE: u8 = 1;
+const F_EXTVER: u8 = 2;
+
+/// Streams a snapshot out in chunks, one shard at a time.
+pub struct Writer {
+    crc: u64,
+    pub bytes_written: u64,
+    pub keys_written: u64,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Writer::new()
+    }
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Writer {
+            crc: 0,
+            bytes_written: 0,
+            keys_written: 0,
+        }
+    }
+
+    fn account(&mut self, chunk: &[u8]) {
+        self.crc = crc64_update(self.crc, chunk);
+        self.bytes_written += chunk.len() as u64;
+    }
+
+    pub fn header(&mut self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_BYTES);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        self.account(&out);
+        out
+    }
+
+    /// The records of one shard (all databases), taken under that shard's lock only.
+    pub fn shard(&mut self, ks: &Keyspace, index: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let shard = ks.lock(index);
+        for db in 0..ks.databases() {
+            shard.for_each_entry(index, db, |_, e| {
+                encode_record(&mut out, db, e);
+                self.keys_written += 1;
+            });
+        }
+        drop(shard);
+        self.account(&out);
+        out
+    }
+
+    /// End marker and checksum.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = vec![TAG_END];
+        self.account(&out);
+        out.extend_from_slice(&self.crc.to_le_bytes());
+        self.bytes_written += 8;
+        out
+    }
+}
+
+fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry) {
+    out.push(TAG_RECORD);
+    put_varint(out, db as u64);
+    put_bytes(out, e.key());
+    out.extend_from_slice(&e.version().to_le_bytes());
+    let (exp, ext) = (e.expire_ms(), e.ext_version());
+    out.push(if exp.is_some() { F_EXPIRE } else { 0 } | if ext.is_some() { F_EXTVER } else { 0 });
+    if let Some(t) = exp {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    if let Some(x) = ext {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    let mut value = Vec::new();
+    codec::encode_value(e.value(), &mut value);
+    put_bytes(out, &value);
+}
+
+/// The whole snapshot in one buffer (SAVE, tests).
+pub fn write_all(ks: &Keyspace) -> Vec<u8> {
+    let mut w = Writer::new();
+    let mut out = w.header();
+    for i in 0..ks.shard_count() {
+        out.extend_from_slice(&w.shard(ks, i));
+    }
+    out.extend_from_slice(&w.finish());
+    out
+}
+
+/// Why a snapshot could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotError {
+    BadMagic,
+    UnsupportedVersion(u16),
+    Corrupt(&'static str),
+    Checksum,
+    DatabaseOutOfRange(u64),
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotError::BadMagic => write!(f, "not a shoal snapshot"),
+            SnapshotError::UnsupportedVersion(v) => write!(f, "unsupported snapshot version {v}"),
+            SnapshotError::Corrupt(what) => write!(f, "corrupt snapshot: {what}"),
+            SnapshotError::Checksum => write!(f, "snapshot checksum mismatch"),
+            SnapshotError::DatabaseOutOfRange(d) => write!(f, "snapshot database {d} out of range"),
+        }
+    }
+}
+
+/// One decoded record.
+pub struct Record<'a> {
+    pub db: usize,
+    pub key: &'a [u8],
+    pub version: u64,
+    pub expire_ms: Option<u64>,
+    pub ext_version: Option<u64>,
+    /// Value codec bytes (type byte and body).
+    pub value: &'a [u8],
+}
+
+impl Record<'_> {
+    pub fn to_entry(&self, limits: &EncodingLimits) -> Option<Entry> {
+        let payload = codec::decode_value(self.value, limits)?;
+        Some(Entry::new(
+            self.key,
+            payload,
+            self.expire_ms,
+            self.ext_version,
+            self.version,
+            0,
+        ))
+    }
+}
+
+/// Incremental snapshot parser.
+pub struct Loader {
+    buf: Vec<u8>,
+    crc: u64,
+    header_seen: bool,
+    ended: bool,
+    pub records: u64,
+    databases: usize,
+}
+
+fn u64_at(b: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+/// Parses one record from the front of `b`: `Ok(None)` if incomplete.
+fn parse_record(b: &[u8]) -> Result<Option<(Record<'_>, usize)>, SnapshotError> {
+    let total = b.len();
+    let Some((db, rest)) = get_varint(b) else {
+        return Ok(None);
+    };
+    let Some((key, rest)) = get_bytes(rest) else {
+        return Ok(None);
+    };
+    let Some(version) = u64_at(rest) else {
+        return Ok(None);
+    };
+    let rest = &rest[8..];
+    let Some((&flags, mut rest)) = rest.split_first() else {
+        return Ok(None);
+    };
+    if flags & !(F_EXPIRE | F_EXTVER) != 0 {
+        return Err(SnapshotError::Corrupt("record flags"));
+    }
+    let mut expire_ms = None;
+    if flags & F_EXPIRE != 0 {
+        let Some(t) = u64_at(rest) else {
+            return Ok(None);
+        };
+        expire_ms = Some(t);
+        rest = &rest[8..];
+    }
+    let mut ext_version = None;
+    if flags & F_EXTVER != 0 {
+        let Some(x) = u64_at(rest) else {
+            return Ok(None);
+        };
+        ext_version = Some(x);
+        rest = &rest[8..];
+    }
+    let Some((value, rest)) = get_bytes(rest) else {
+        return Ok(None);
+    };
+    let used = total - rest.len();
+    Ok(Some((
+        Record {
+            db: usize::try_from(db).map_err(|_| SnapshotError::DatabaseOutOfRange(db))?,
+            key,
+            version,
+            expire_ms,
+            ext_version,
+            value,
+        },
+        used,
+    )))
+}
+
+impl Loader {
+    pub fn new(databases: usize) -> Self {
+        Loader {
+            buf: Vec::new(),
+            crc: 0,
+            header_seen: false,
+            ended: false,
+            records: 0,
+            databases,
+        }
+    }
+
+    /// Feeds bytes; calls `apply` for each complete record. Returns `Ok(Some(n))` once the snapshot
+    /// ended and was verified, where `n` bytes of `data` belonged to it (the rest follows it on the
+    /// wire, e.g. the replication stream); `Ok(None)` if more bytes are needed.
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        mut apply: impl FnMut(Record<'_>),
+    ) -> Result<Option<usize>, SnapshotError> {
+        let already = self.buf.len();
+        self.buf.extend_from_slice(data);
+        let mut pos = 0;
+        if !self.header_seen {
+            if self.buf.len() < HEADER_BYTES {
+                return Ok(None);
+            }
+            if &self.buf[..8] != MAGIC {
+                return Err(SnapshotError::BadMagic);
+            }
+            let v = u16::from_le_bytes([self.buf[8], self.buf[9]]);
+            if v != FORMAT_VERSION {
+                return Err(SnapshotError::UnsupportedVersion(v));
+            }
+            self.header_seen = true;
+            pos = HEADER_BYTES;
+        }
+        loop {
+            let Some(&tag) = self.buf.get(pos) else {
+                break;
+            };
+            match tag {
+                TAG_RECORD => match parse_record(&self.buf[pos + 1..])? {
+                    Some((rec, used)) => {
+                        if rec.db >= self.databases {
+                            return Err(SnapshotError::DatabaseOutOfRange(rec.db as u64));
+                        }
+                        apply(rec);
+                        self.records += 1;
+                        pos += 1 + used;
+                    }
+                    None => break,
+                },
+                TAG_END => {
+                    if self.buf.len() < pos + 9 {
+                        break;
+                    }
+                    self.crc = crc64_update(self.crc, &self.buf[..pos + 1]);
+                    let stored = u64_at(&self.buf[pos + 1..]).unwrap_or(0);
+                    if stored != self.crc {
+                        return Err(SnapshotError::Checksum);
+                    }
+                    self.ended = true;
+                    let snapshot_bytes_in_data = pos + 9 - already;
+                    self.buf.clear();
+                    return Ok(Some(snapshot_bytes_in_data));
+                }
+                _ => return Err(SnapshotError::Corrupt("record tag")),
+            }
+        }
+        self.crc = crc64_update(self.crc, &self.buf[..pos]);
+        self.buf.drain(..pos);
+        Ok(None)
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+/// Loads a whole snapshot into a keyspace (start-up, tests), applying records by version. Expired
+/// keys are skipped. Returns the number of keys loaded.
+pub fn load_all(
+    ks: &Keyspace,
+    bytes: &[u8],
+    limits: &EncodingLimits,
+    now_ms: u64,
+) -> Result<u64, SnapshotError> {
+    let mut loader = Loader::new(ks.databases());
+    let mut loaded = 0;
+    let mut bad = false;
+    let done = loader.feed(bytes, |rec| {
+        if rec.expire_ms.is_some_and(|t| t <= now_ms) {
+            return;
+        }
+        match rec.to_entry(limits) {
+            Some(entry) => {
+                ks.hlc.observe(rec.version);
+                let slot = key_slot(rec.key);
+                ks.lock(ks.shard_of(slot))
+                    .apply_put(rec.db, slot, entry, now_ms);
+                loaded += 1;
+            }
+            None => bad = true,
+        }
+    })?;
+    if bad {
+        return Err(SnapshotError::Corrupt("value"));
+    }
+    match done {
+        Some(n) if n == bytes.len() => Ok(loaded),
+        Some(_) => Err(SnapshotError::Corrupt("trailing bytes")),
+        None => Err(SnapshotError::Corrupt("truncated")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled() -> Keyspace {
+        let ks = Keyspace::new(4, 8, 1);
+        for i in 0..500u64 {
+            let key = format!("key:{i}");
+            let slot = key_slot(key.as_bytes());
+            let expire = (i % 3 == 0).then_some(10_000_000 + i);
+            let mut e =
+                Entry::new_string(key.as_bytes(), format!("v{i}").as_bytes(), expire, 1000 + i);
+            if i % 7 == 0 {
+                e.set_ext_version(Some(i));
+            }
+            ks.lock(ks.shard_of(slot))
+                .insert((i % 4) as usize, slot, e, 0);
+        }
+        ks
+    }
+
+    fn dump(ks: &Keyspace) -> Vec<(usize, Vec<u8>, u64, Option<u64>, Option<u64>, Vec<u8>)> {
+        let mut v = Vec::new();
+        for i in 0..ks.shard_count() {
+            let s = ks.lock(i);
+            for db in 0..ks.databases() {
+                s.for_each_entry(i, db, |_, e| {
+                    v.push((
+                        db,
+                        e.key().to_vec(),
+                        e.version(),
+                        e.expire_ms(),
+                        e.ext_version(),
+                        e.string().unwrap().to_vec(),
+                    ))
+                });
+            }
+        }
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn round_trip_in_any_chunking() {
+        let ks = filled();
+        let bytes = write_all(&ks);
+        for chunk in [1usize, 7, 4096, bytes.len()] {
+            let target = Keyspace::new(4, 2, 9);
+            let mut loader = Loader::new(4);
+            let mut done = None;
+            let limits = EncodingLimits::default();
+            for c in bytes.chunks(chunk) {
+                assert!(done.is_none());
+                done = loader
+                    .feed(c, |rec| {
+                        let slot = key_slot(rec.key);
+                        let e = rec.to_entry(&limits).unwrap();
+                        target
+                            .lock(target.shard_of(slot))
+                            .apply_put(rec.db, slot, e, 0);
+                    })
+                    .unwrap();
+            }
+            assert!(done.is_some(), "chunk {chunk}");
+            assert_eq!(dump(&target), dump(&ks), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn trailing_stream_bytes_are_reported() {
+        let ks = filled();
+        let mut bytes = write_all(&ks);
+        let snap_len = bytes.len();
+        bytes.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        let mut loader = Loader::new(4);
+        let n = loader.feed(&bytes, |_| {}).unwrap().unwrap();
+        assert_eq!(n, snap_len);
+    }
+
+    #[test]
+    fn corruption_is_detected_not_loaded_silently() {
+        let ks = filled();
+        let bytes = write_all(&ks);
+        let mut flipped = bytes.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x40;
+        let target = Keyspace::new(4, 2, 9);
+        assert!(load_all(&target, &flipped, &EncodingLimits::default(), 0).is_err());
+        assert_eq!(
+            load_all(
+                &target,
+                &bytes[..bytes.len() - 3],
+                &EncodingLimits::default(),
+                0
+            ),
+            Err(SnapshotError::Corrupt("truncated"))
+        );
+        assert_eq!(
+            load_all(&target, b"NOTASNAPSHOT", &EncodingLimits::default(), 0),
+            Err(SnapshotError::BadMagic)
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = shoal_keyspace::Rng::new(5);
+        for _ in 0..2000 {
+            let n = rng.below(200);
+            let mut b: Vec<u8> = MAGIC.to_vec();
+            b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            b.extend((0..n).map(|_| rng.next_u64() as u8));
+            let target = Keyspace::new(2, 1, 1);
+            let _ = load_all(&target, &b, &EncodingLimits::default(), 0);
+        }
+    }
+}
