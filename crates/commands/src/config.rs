@@ -58,6 +58,7 @@ const fn p(name: &'static str, default: &'static str, kind: Kind, mutable: bool)
 
 /// Every parameter shoal knows. Sorted by name for CONFIG GET output stability.
 pub static PARAMS: &[Param] = &[
+    p("ack-timeout-ms", "1000", Kind::Int(1, i64::MAX), true),
     p("appendonly", "no", Kind::Bool, false),
     p("bind", "127.0.0.1", Kind::Str, false),
     p(
@@ -73,7 +74,7 @@ pub static PARAMS: &[Param] = &[
         true,
     ),
     p("databases", "16", Kind::Int(1, 1 << 16), false),
-    p("dbfilename", "dump.rdb", Kind::Str, true),
+    p("dbfilename", "dump.shoal", Kind::Str, true),
     p("dir", ".", Kind::Str, true),
     Param {
         alias: Some("hash-max-ziplist-entries"),
@@ -118,6 +119,8 @@ pub static PARAMS: &[Param] = &[
         Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
         true,
     ),
+    p("masterauth", "", Kind::Str, true),
+    p("masteruser", "", Kind::Str, true),
     p("maxclients", "10000", Kind::Int(1, 1 << 30), true),
     p("maxmemory", "0", Kind::Memory, true),
     p(
@@ -127,8 +130,19 @@ pub static PARAMS: &[Param] = &[
         true,
     ),
     p("maxmemory-samples", "5", Kind::Int(1, 64), true),
+    p("min-replicas-ack", "1", Kind::Int(0, 1 << 20), true),
     p("port", "6379", Kind::Int(0, 65535), false),
     p("proto-max-bulk-len", "536870912", Kind::Memory, true),
+    p("repl-backlog-size", "67108864", Kind::Memory, true),
+    p("replica-accept-empty-primary", "no", Kind::Bool, true),
+    Param {
+        alias: Some("slave-read-only"),
+        ..p("replica-read-only", "yes", Kind::Bool, true)
+    },
+    Param {
+        alias: Some("slaveof"),
+        ..p("replicaof", "", Kind::Str, false)
+    },
     p("requirepass", "", Kind::Str, true),
     p("save", "", Kind::Str, true),
     p(
@@ -141,6 +155,12 @@ pub static PARAMS: &[Param] = &[
     p("tcp-keepalive", "300", Kind::Int(0, i64::MAX), true),
     p("threads", "0", Kind::Int(0, 1024), false),
     p("timeout", "0", Kind::Int(0, i64::MAX), true),
+    p(
+        "write-strategy",
+        "async",
+        Kind::Enum(&["async", "sync"]),
+        true,
+    ),
     Param {
         alias: Some("zset-max-ziplist-entries"),
         ..p(

@@ -17,6 +17,7 @@ pub mod lists;
 pub mod multi;
 pub mod pubsub;
 pub mod repl;
+pub mod replication;
 pub mod server;
 pub mod sets;
 pub mod state;
@@ -56,6 +57,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     zsets::COMMANDS,
     multi::COMMANDS,
     pubsub::COMMANDS,
+    replication::COMMANDS,
 ];
 
 /// What a command runs with.

@@ -169,6 +169,38 @@ pub struct ReplHooks {
     pub data_appended: Box<dyn Fn() + Send + Sync>,
     /// A replica acknowledged a new offset (wake clients waiting for acks).
     pub acked: Box<dyn Fn() + Send + Sync>,
+    /// Start (or restart) the link to a primary; the link task stops when `epoch` moves on.
+    pub start_link: Box<dyn Fn(String, u16, u64) + Send + Sync>,
+    /// Carry out a FAILOVER in the background.
+    pub failover: Box<dyn Fn(FailoverRequest) + Send + Sync>,
+    /// Write a snapshot to disk: in the foreground (SAVE, `true`) or background (BGSAVE).
+    pub save: Box<dyn Fn(bool) -> Result<(), String> + Send + Sync>,
+}
+
+/// A FAILOVER request.
+#[derive(Debug, Clone)]
+pub struct FailoverRequest {
+    pub to: Option<(String, u16)>,
+    pub timeout_ms: u64,
+    pub force: bool,
+}
+
+/// Progress of a FAILOVER (INFO `master_failover_state`).
+#[derive(Debug)]
+pub struct FailoverState {
+    pub in_progress: AtomicBool,
+    pub abort: AtomicBool,
+    pub state: Mutex<&'static str>,
+}
+
+impl Default for FailoverState {
+    fn default() -> Self {
+        FailoverState {
+            in_progress: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            state: Mutex::new("no-failover"),
+        }
+    }
 }
 
 impl Default for ReplHooks {
@@ -176,6 +208,9 @@ impl Default for ReplHooks {
         ReplHooks {
             data_appended: Box::new(|| {}),
             acked: Box::new(|| {}),
+            start_link: Box::new(|_, _, _| {}),
+            failover: Box::new(|_| {}),
+            save: Box::new(|_| Err("saving is not available".into())),
         }
     }
 }
@@ -199,6 +234,13 @@ pub struct Ids {
 #[derive(Debug)]
 pub struct ReplState {
     pub role: Mutex<Role>,
+    /// Mirrors `role` for the per-command read-only check.
+    pub replica_flag: AtomicBool,
+    /// `replica-read-only`; `repl-backlog-size`, `min-replicas-ack`, `ack-timeout-ms` and the
+    /// write strategy live in config and are mirrored here.
+    pub strategy_sync: AtomicBool,
+    pub min_replicas_ack: AtomicU64,
+    pub ack_timeout_ms: AtomicU64,
     pub ids: Mutex<Ids>,
     pub backlog: Mutex<Backlog>,
     /// Set once a replica attached: from then on writes feed the backlog.
@@ -216,12 +258,20 @@ pub struct ReplState {
     /// Clients paused for a FAILOVER: writes wait (ms deadline, 0 = not paused).
     pub writes_paused_until_ms: AtomicU64,
     pub hooks: Mutex<ReplHooks>,
+    pub failover: FailoverState,
+    /// A SAVE/BGSAVE is running.
+    pub saving: AtomicBool,
+    pub last_save_unix_s: AtomicU64,
 }
 
 impl ReplState {
     pub fn new(replid: String) -> Self {
         ReplState {
             role: Mutex::new(Role::Primary),
+            replica_flag: AtomicBool::new(false),
+            strategy_sync: AtomicBool::new(false),
+            min_replicas_ack: AtomicU64::new(1),
+            ack_timeout_ms: AtomicU64::new(1000),
             ids: Mutex::new(Ids {
                 replid,
                 replid2: "0".repeat(40),
@@ -239,11 +289,22 @@ impl ReplState {
             epoch: AtomicU64::new(0),
             writes_paused_until_ms: AtomicU64::new(0),
             hooks: Mutex::default(),
+            failover: FailoverState::default(),
+            saving: AtomicBool::new(false),
+            last_save_unix_s: AtomicU64::new(0),
         }
     }
 
     pub fn is_replica(&self) -> bool {
-        matches!(*self.role.lock().expect("role lock"), Role::Replica { .. })
+        self.replica_flag.load(Relaxed)
+    }
+
+    /// Switches role; bumps the epoch so a running link to an old primary stops.
+    pub fn set_role(&self, role: Role) -> u64 {
+        let replica = matches!(role, Role::Replica { .. });
+        *self.role.lock().expect("role lock") = role;
+        self.replica_flag.store(replica, Relaxed);
+        self.epoch.fetch_add(1, Relaxed) + 1
     }
 
     /// Offset of the stream: the backlog's end on a primary, what we applied on a replica.
@@ -279,6 +340,45 @@ impl ReplState {
     pub fn replica_count(&self) -> usize {
         self.replicas.lock().expect("replicas lock").len()
     }
+}
+
+// ---- effects of a command ----
+
+/// Sends the effects of what this thread just wrote (see `shoal_keyspace::write_log`): each key's
+/// current state, or its deletion. Called after every command and after each expire/evict pass.
+/// Returns the stream offset after the effects (for WAIT and the sync strategy).
+pub fn emit_logged(srv: &crate::state::ServerState) -> Option<u64> {
+    if !shoal_keyspace::write_log::enabled() {
+        return None;
+    }
+    let mut keys = shoal_keyspace::write_log::drain();
+    if keys.is_empty() {
+        return None;
+    }
+    // A command may touch a key several times; one effect with its final state is enough.
+    if keys.len() > 1 {
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        keys.retain(|k| seen.insert(k.clone()));
+    }
+    let mut out = Vec::with_capacity(keys.len() * 64);
+    for (db, key) in &keys {
+        let slot = shoal_keyspace::key_slot(key);
+        let shard = srv.ks.lock(srv.ks.shard_of(slot));
+        match shard.peek_any(*db, slot, key) {
+            Some(e) => encode_put(&mut out, *db, e),
+            // The deletion's version is taken under the shard lock, so any later write of this key
+            // (which needs the lock) carries a newer version and survives the deletion.
+            None => encode_del(&mut out, *db, key, srv.ks.hlc.next(now_ms())),
+        }
+    }
+    Some(srv.repl.append(&out))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 // ---- stream encoding ----

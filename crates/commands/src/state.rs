@@ -125,6 +125,24 @@ pub struct Client {
     pub reply_mode: ReplyMode,
     /// Close the connection once the pending replies are written (QUIT, protocol errors).
     pub close_after_reply: bool,
+    /// Replication requests the connection loop carries out after the batch.
+    pub repl: ClientRepl,
+}
+
+/// Per-connection replication state (see `crate::replication`).
+#[derive(Debug, Default)]
+pub struct ClientRepl {
+    /// PSYNC received: hand this connection over to the replication link (replid, offset).
+    pub handoff: Option<(String, i64)>,
+    /// WAIT: reply with the number of replicas that acknowledged `offset`, once `replicas` did or
+    /// at `deadline_ms` (0 = no deadline).
+    pub wait: Option<(u64, usize, u64)>,
+    /// Stream offset just after this client's last write (WAIT and the sync strategy wait for it).
+    pub last_write_offset: u64,
+    /// Per-connection override of `write-strategy` (`DURABILITY`).
+    pub strategy: Option<crate::repl::Strategy>,
+    /// This connection is our primary's link (writes allowed on a replica, no replies).
+    pub is_primary_link: bool,
 }
 
 impl Client {
@@ -136,6 +154,7 @@ impl Client {
             authenticated,
             reply_mode: ReplyMode::On,
             close_after_reply: false,
+            repl: ClientRepl::default(),
         }
     }
 
@@ -226,6 +245,8 @@ pub struct ServerState {
     pub shutting_down: AtomicBool,
     /// Bumped on every CONFIG SET, so connections refresh cached limits only when they changed.
     pub config_epoch: AtomicU64,
+    /// Replication role, ids, offsets and backlog.
+    pub repl: crate::repl::ReplState,
 }
 
 /// 40 random hex characters (run id, node id).
@@ -257,6 +278,7 @@ impl ServerState {
             hooks,
             shutting_down: AtomicBool::new(false),
             config_epoch: AtomicU64::new(0),
+            repl: crate::repl::ReplState::new(random_hex40(seed ^ 0x1234)),
         };
         let names: Vec<&'static str> = config::PARAMS.iter().map(|p| p.name).collect();
         for n in names {
@@ -313,6 +335,16 @@ impl ServerState {
             | "zset-max-listpack-value" => {
                 let limits = v.encoding_limits();
                 *self.hot.encoding.write().expect("encoding lock") = limits;
+            }
+            "write-strategy" | "min-replicas-ack" | "ack-timeout-ms" | "repl-backlog-size" => {
+                let r = &self.repl;
+                r.strategy_sync
+                    .store(v.get("write-strategy") == "sync", Relaxed);
+                r.min_replicas_ack
+                    .store(v.get_u64("min-replicas-ack"), Relaxed);
+                r.ack_timeout_ms.store(v.get_u64("ack-timeout-ms"), Relaxed);
+                let size = v.get_u64("repl-backlog-size") as usize;
+                r.backlog.lock().expect("backlog lock").set_capacity(size);
             }
             "latency-monitor-threshold" => self
                 .hot

@@ -9,6 +9,7 @@ pub mod hlc;
 pub mod shard;
 pub mod slot;
 pub mod types;
+pub mod write_log;
 
 pub use entry::{Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
 pub use evict::{LfuParams, Policy, Rng};

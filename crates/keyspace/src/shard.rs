@@ -90,6 +90,8 @@ pub struct EntryMut<'a> {
     expiry: &'a mut BinaryHeap<Reverse<ExpiryItem>>,
     mem_before: usize,
     expire_before: Option<u64>,
+    version_before: u64,
+    db: usize,
     hash: u64,
     local: u32,
 }
@@ -109,6 +111,10 @@ impl std::ops::DerefMut for EntryMut<'_> {
 
 impl Drop for EntryMut<'_> {
     fn drop(&mut self) {
+        // Every write sets the version, so a changed version means this view was used to write.
+        if self.entry.version() != self.version_before {
+            crate::write_log::record(self.db, self.entry.key());
+        }
         let after = self.entry.mem_bytes();
         *self.mem = *self.mem - self.mem_before + after;
         let expire = self.entry.expire_ms();
@@ -165,10 +171,6 @@ pub struct Shard {
     rng: Rng,
     /// Replicas do not delete expired keys themselves; the primary's deletions arrive instead.
     pub expire_on_access: bool,
-    /// Record keys deleted by lazy expiry in `deletion_log`, for the replication stream (set while
-    /// this node has replicas; drained by the replication layer).
-    pub log_deletions: bool,
-    pub deletion_log: Vec<(usize, Vec<u8>)>,
 }
 
 /// Outcome of one eviction attempt.
@@ -192,8 +194,6 @@ impl Shard {
             sketch: None,
             rng: Rng::new(seed ^ 0x5DEE_CE66),
             expire_on_access: true,
-            log_deletions: false,
-            deletion_log: Vec::new(),
         }
     }
 
@@ -308,9 +308,6 @@ impl Shard {
                 Some(e) if e.is_expired(now_ms) => {
                     if self.expire_on_access {
                         self.remove_hashed(db, local, hash, key);
-                        if self.log_deletions {
-                            self.deletion_log.push((db, key.to_vec()));
-                        }
                         self.stats.expired_keys += 1;
                     }
                     return None;
@@ -334,6 +331,8 @@ impl Shard {
         Some(EntryMut {
             mem_before: entry.mem_bytes(),
             expire_before: entry.expire_ms(),
+            version_before: entry.version(),
+            db,
             entry,
             mem: mem_bytes,
             volatile: &mut d.volatile,
@@ -384,6 +383,7 @@ impl Shard {
         if let Some(s) = &mut self.sketch {
             s.increment(hash);
         }
+        crate::write_log::record(db, entry.key());
         let hasher = self.hasher.clone();
         let added = entry.mem_bytes();
         let expire = entry.expire_ms();
@@ -429,6 +429,7 @@ impl Shard {
             d.volatile -= 1;
         }
         self.mem_bytes -= entry.mem_bytes();
+        crate::write_log::record(db, key);
         Some(entry)
     }
 
@@ -568,6 +569,7 @@ impl Shard {
                 self.mem_bytes -= entry.mem_bytes();
                 self.stats.expired_keys += 1;
                 done += 1;
+                crate::write_log::record(db, entry.key());
                 on_expired(db, entry.key());
             }
             self.compact_expiry(db);

@@ -95,8 +95,14 @@ mod tests {
         let slot = key_slot(b"k");
         assert!(s.apply_put(0, slot, Entry::new_string(b"k", b"new", None, 20), 0));
         assert!(!s.apply_put(0, slot, Entry::new_string(b"k", b"old", None, 10), 0));
-        assert_eq!(s.peek(0, slot, b"k", 0).unwrap().string(), Some(&b"new"[..]));
-        assert!(!s.apply_del(0, slot, b"k", 15), "a delete older than the value loses");
+        assert_eq!(
+            s.peek(0, slot, b"k", 0).unwrap().string(),
+            Some(&b"new"[..])
+        );
+        assert!(
+            !s.apply_del(0, slot, b"k", 15),
+            "a delete older than the value loses"
+        );
         assert!(s.apply_del(0, slot, b"k", 25));
         assert!(s.peek(0, slot, b"k", 0).is_none());
         s.check_invariants();
@@ -107,7 +113,12 @@ mod tests {
         let ks = Keyspace::new(1, 1, 1);
         let mut s = ks.lock(0);
         for (k, v) in [(&b"a"[..], 5u64), (b"b", 50), (b"c", 7)] {
-            s.apply_put(0, key_slot(k), Entry::new_string(k, b"x", Some(1_000_000), v), 0);
+            s.apply_put(
+                0,
+                key_slot(k),
+                Entry::new_string(k, b"x", Some(1_000_000), v),
+                0,
+            );
         }
         assert_eq!(s.apply_flush(0, 10), 2);
         assert_eq!(s.db_len(0), 1);
@@ -115,5 +126,40 @@ mod tests {
         s.for_each_entry(0, 0, |_, e| seen.push(e.key().to_vec()));
         assert_eq!(seen, vec![b"b".to_vec()]);
         s.check_invariants();
+    }
+}
+
+#[cfg(test)]
+mod write_log_tests {
+    use crate::entry::Entry;
+    use crate::shard::Keyspace;
+    use crate::slot::key_slot;
+    use crate::write_log;
+
+    #[test]
+    fn writes_deletions_and_expiry_are_logged_reads_are_not() {
+        write_log::set_enabled(true);
+        let _ = write_log::drain();
+        let ks = Keyspace::new(1, 1, 1);
+        let mut s = ks.lock(0);
+        let (a, b) = (key_slot(b"a"), key_slot(b"b"));
+        s.insert(0, a, Entry::new_string(b"a", b"1", None, 1), 0);
+        s.insert(0, b, Entry::new_string(b"b", b"1", Some(5), 2), 0);
+        assert!(s.lookup(0, a, b"a", 0, true).is_some()); // a read
+        s.lookup(0, a, b"a", 0, true).unwrap().set_version(3); // a write through EntryMut
+        assert!(s.lookup(0, b, b"b", 10, true).is_none()); // lazily expired
+        s.remove(0, a, b"a");
+        let log: Vec<Vec<u8>> = write_log::drain().into_iter().map(|(_, k)| k).collect();
+        assert_eq!(
+            log,
+            vec![
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"a".to_vec()
+            ]
+        );
+        write_log::set_enabled(false);
     }
 }

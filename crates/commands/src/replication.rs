@@ -1,0 +1,583 @@
+//! Replication and verification commands: REPLICAOF/SLAVEOF, ROLE, REPLCONF, PSYNC/SYNC, WAIT,
+//! FAILOVER, SAVE/BGSAVE/LASTSAVE, and shoal's own DURABILITY (per-connection write strategy),
+//! SLOTDIGEST, SLOTKEYS, REPAIRPUT and REPAIRDEL (used by `shoal verify`).
+//!
+//! Commands here only change state and record requests; the network work (links, snapshots, the
+//! waiting of WAIT and of the `sync` strategy) is done by the server and `shoal-replication`, which
+//! read `Client::repl` after each batch.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use shoal_keyspace::{codec, key_slot};
+
+use crate::args::{ERR_NOT_INTEGER, ERR_SYNTAX};
+use crate::repl::{Role, Strategy};
+use crate::table::{Group, KEY1, NO_KEYS, Spec, cmd, flag::*};
+use crate::{Args, CmdResult, Ctx};
+
+const SRV: Group = Group::Server;
+const SH: Group = Group::Shoal;
+
+pub static COMMANDS: &[Spec] = &[
+    cmd(
+        "durability",
+        -1,
+        FAST | NO_AUTH_NONE,
+        NO_KEYS,
+        SH,
+        "0.1.0",
+        "Sets this connection's write strategy: async, sync or the server default.",
+        durability,
+    ),
+    cmd(
+        "failover",
+        -1,
+        ADMIN | NOSCRIPT | STALE,
+        NO_KEYS,
+        SRV,
+        "6.2.0",
+        "Starts a coordinated failover from a primary to one of its replicas.",
+        failover,
+    ),
+    cmd(
+        "lastsave",
+        1,
+        LOADING | STALE | FAST,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "Returns the Unix timestamp of the last successful save to disk.",
+        lastsave,
+    ),
+    cmd(
+        "psync",
+        -3,
+        ADMIN | NOSCRIPT | NO_MULTI,
+        NO_KEYS,
+        SRV,
+        "2.8.0",
+        "An internal command used in replication.",
+        psync,
+    ),
+    cmd(
+        "repairdel",
+        2,
+        ADMIN | STALE,
+        KEY1,
+        SH,
+        "0.1.0",
+        "Deletes a key whatever its version (verify --repair; allowed on replicas).",
+        repairdel,
+    ),
+    cmd(
+        "repairput",
+        5,
+        ADMIN | STALE,
+        KEY1,
+        SH,
+        "0.1.0",
+        "Stores a key with a given version, expiry and DUMP payload (verify --repair; allowed on replicas).",
+        repairput,
+    ),
+    cmd(
+        "replconf",
+        -1,
+        ADMIN | NOSCRIPT | LOADING | STALE | ALLOW_BUSY,
+        NO_KEYS,
+        SRV,
+        "3.0.0",
+        "An internal command for configuring the replication stream.",
+        replconf,
+    ),
+    cmd(
+        "replicaof",
+        3,
+        ADMIN | NOSCRIPT | STALE | NO_MULTI,
+        NO_KEYS,
+        SRV,
+        "5.0.0",
+        "Configures a server as replica of another, or promotes it to a master.",
+        replicaof,
+    ),
+    cmd(
+        "role",
+        1,
+        NOSCRIPT | LOADING | STALE | FAST,
+        NO_KEYS,
+        SRV,
+        "2.8.12",
+        "Returns the replication role.",
+        role,
+    ),
+    cmd(
+        "save",
+        1,
+        ADMIN | NOSCRIPT | NO_MULTI,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "Synchronously saves the database(s) to disk.",
+        save,
+    ),
+    cmd(
+        "bgsave",
+        -1,
+        ADMIN | NOSCRIPT | NO_MULTI,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "Asynchronously saves the database(s) to disk.",
+        bgsave,
+    ),
+    cmd(
+        "slaveof",
+        3,
+        ADMIN | NOSCRIPT | STALE | NO_MULTI,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "Sets a Redis server as a replica of another, or promotes it to being a master.",
+        replicaof,
+    ),
+    cmd(
+        "slotdigest",
+        -2,
+        READONLY | STALE,
+        NO_KEYS,
+        SH,
+        "0.1.0",
+        "Order-independent digests of slots (key, value, type, version, expiry).",
+        slotdigest,
+    ),
+    cmd(
+        "slotkeys",
+        -2,
+        READONLY | STALE,
+        NO_KEYS,
+        SH,
+        "0.1.0",
+        "Lists a slot's keys with their versions.",
+        slotkeys,
+    ),
+    cmd(
+        "sync",
+        1,
+        ADMIN | NOSCRIPT | NO_MULTI,
+        NO_KEYS,
+        SRV,
+        "1.0.0",
+        "An internal command used in replication.",
+        sync,
+    ),
+    cmd(
+        "wait",
+        3,
+        NOSCRIPT,
+        NO_KEYS,
+        Group::Generic,
+        "3.0.0",
+        "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
+        wait,
+    ),
+];
+
+/// No flag beyond FAST: DURABILITY needs authentication like any data command.
+const NO_AUTH_NONE: u32 = 0;
+
+fn replicaof(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let repl = &ctx.srv.repl;
+    if args.is(1, "NO") && args.is(2, "ONE") {
+        if repl.is_replica() {
+            promote(ctx.srv);
+        }
+        ctx.out.ok();
+        return Ok(());
+    }
+    let host = args.str_lossy(1);
+    let port = match args.i64(2) {
+        Ok(p) if (0..=65535).contains(&p) => p as u16,
+        _ => return Err("ERR Invalid master port".into()),
+    };
+    let target = Role::Replica {
+        host: host.clone(),
+        port,
+    };
+    if *repl.role.lock().expect("role lock") == target {
+        ctx.out.simple("OK Already connected to specified master");
+        return Ok(());
+    }
+    let epoch = become_replica(ctx.srv, host.clone(), port);
+    (repl.hooks.lock().expect("hooks lock").start_link)(host, port, epoch);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// Turns this node into a replica of `host:port`; returns the new role epoch. Replicas neither
+/// expire keys themselves nor record writes (the primary's stream is the only writer).
+pub fn become_replica(srv: &crate::ServerState, host: String, port: u16) -> u64 {
+    let repl = &srv.repl;
+    srv.ks.set_expire_on_access(false);
+    shoal_keyspace::write_log::set_enabled(false);
+    repl.active.store(false, Relaxed);
+    // Our own replicas would need a chained stream; they are disconnected and resync later.
+    repl.replicas.lock().expect("replicas lock").clear();
+    *repl.link.lock().expect("link lock") = crate::repl::LinkState::Connecting;
+    repl.set_role(Role::Replica { host, port })
+}
+
+/// Promotes this replica: a new replication id; the old one is kept as `replid2` so siblings that
+/// followed the same primary continue from their offset without a full copy.
+pub fn promote(srv: &crate::ServerState) {
+    let repl = &srv.repl;
+    let offset = repl.replica_offset.load(Relaxed);
+    {
+        let mut ids = repl.ids.lock().expect("ids lock");
+        ids.replid2 = std::mem::take(&mut ids.replid);
+        ids.second_offset = offset as i64;
+        ids.replid = crate::state::random_hex40(offset ^ srv.ks.hlc.last() ^ 0x9e37);
+    }
+    {
+        let mut b = repl.backlog.lock().expect("backlog lock");
+        if b.end_offset() != offset {
+            b.reset(offset);
+        }
+    }
+    repl.set_role(Role::Primary);
+    *repl.link.lock().expect("link lock") = crate::repl::LinkState::Down;
+    srv.ks.set_expire_on_access(true);
+    // Keep feeding the backlog so former siblings can attach and continue.
+    shoal_keyspace::write_log::set_enabled(true);
+    repl.active.store(true, Relaxed);
+}
+
+fn role(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let repl = &ctx.srv.repl;
+    let role = repl.role.lock().expect("role lock").clone();
+    let o = &mut ctx.out;
+    match role {
+        Role::Primary => {
+            let replicas = repl.replicas.lock().expect("replicas lock").clone();
+            o.array(3);
+            o.bulk(b"master");
+            o.int(repl.offset() as i64);
+            o.array(replicas.len());
+            for r in replicas {
+                o.array(3);
+                o.bulk(r.ip.as_bytes());
+                o.bulk(r.listening_port.load(Relaxed).to_string().as_bytes());
+                o.bulk(r.ack_offset.load(Relaxed).to_string().as_bytes());
+            }
+        }
+        Role::Replica { host, port } => {
+            let state = match *repl.link.lock().expect("link lock") {
+                crate::repl::LinkState::Connecting | crate::repl::LinkState::Down => "connect",
+                crate::repl::LinkState::Syncing => "sync",
+                crate::repl::LinkState::Connected => "connected",
+            };
+            o.array(5);
+            o.bulk(b"slave");
+            o.bulk(host.as_bytes());
+            o.int(port as i64);
+            o.bulk(state.as_bytes());
+            o.int(repl.replica_offset.load(Relaxed) as i64);
+        }
+    }
+    Ok(())
+}
+
+fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.len() % 2 == 0 {
+        return Err(ERR_SYNTAX.into());
+    }
+    let mut i = 1;
+    while i < args.len() {
+        let known = [
+            "listening-port",
+            "ip-address",
+            "capa",
+            "ack",
+            "getack",
+            "rdb-only",
+        ]
+        .iter()
+        .any(|w| args.is(i, w));
+        if !known {
+            return Err(format!(
+                "ERR Unrecognized REPLCONF option: {}",
+                args.str_lossy(i)
+            ));
+        }
+        i += 2;
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+fn psync(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let offset = args.i64(2).map_err(|_| ERR_NOT_INTEGER.to_string())?;
+    ctx.client.repl.handoff = Some((args.str_lossy(1), offset));
+    Ok(())
+}
+
+fn sync(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.client.repl.handoff = Some(("?".into(), -1));
+    Ok(())
+}
+
+fn wait(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let n = args.i64(1)?;
+    let timeout = args.i64(2)?;
+    if timeout < 0 {
+        return Err("ERR timeout is negative".into());
+    }
+    if ctx.srv.repl.is_replica() {
+        return Err("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.".into());
+    }
+    let offset = ctx.client.repl.last_write_offset;
+    let have = ctx.srv.repl.acked(offset);
+    if n <= 0 || have >= n as usize {
+        ctx.out.int(have as i64);
+        return Ok(());
+    }
+    let deadline = if timeout == 0 {
+        0
+    } else {
+        ctx.now_ms + timeout as u64
+    };
+    ctx.client.repl.wait = Some((offset, n as usize, deadline));
+    Ok(())
+}
+
+fn durability(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    match args.len() {
+        1 => {
+            let s =
+                ctx.client
+                    .repl
+                    .strategy
+                    .unwrap_or(if ctx.srv.repl.strategy_sync.load(Relaxed) {
+                        Strategy::Sync
+                    } else {
+                        Strategy::Async
+                    });
+            ctx.out.bulk(s.name().as_bytes());
+        }
+        2 if args.is(1, "DEFAULT") => {
+            ctx.client.repl.strategy = None;
+            ctx.out.ok();
+        }
+        2 => {
+            let s = Strategy::parse(&args.str_lossy(1)).ok_or_else(|| ERR_SYNTAX.to_string())?;
+            ctx.client.repl.strategy = Some(s);
+            ctx.out.ok();
+        }
+        _ => return Err(ERR_SYNTAX.into()),
+    }
+    Ok(())
+}
+
+fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut to = None;
+    let mut timeout_ms = 0u64;
+    let mut force = false;
+    let mut abort = false;
+    let mut i = 1;
+    while i < args.len() {
+        if args.is(i, "TO") && i + 2 < args.len() {
+            let port = args.i64(i + 2).map_err(|_| ERR_NOT_INTEGER.to_string())?;
+            to = Some((args.str_lossy(i + 1), port as u16));
+            i += 3;
+        } else if args.is(i, "TIMEOUT") && i + 1 < args.len() {
+            let t = args.i64(i + 1)?;
+            if t <= 0 {
+                return Err("ERR FAILOVER timeout must be greater than 0".into());
+            }
+            timeout_ms = t as u64;
+            i += 2;
+        } else if args.is(i, "FORCE") {
+            force = true;
+            i += 1;
+        } else if args.is(i, "ABORT") {
+            abort = true;
+            i += 1;
+        } else {
+            return Err(ERR_SYNTAX.into());
+        }
+    }
+    let f = &ctx.srv.repl.failover;
+    if abort {
+        if args.len() != 2 {
+            return Err(ERR_SYNTAX.into());
+        }
+        if !f.in_progress.load(Relaxed) {
+            return Err("ERR No failover in progress.".into());
+        }
+        f.abort.store(true, Relaxed);
+        ctx.out.ok();
+        return Ok(());
+    }
+    if ctx.srv.repl.is_replica() {
+        return Err("ERR FAILOVER is not valid when server is a replica.".into());
+    }
+    if ctx.srv.repl.replica_count() == 0 {
+        return Err("ERR FAILOVER requires connected replicas.".into());
+    }
+    if force && (to.is_none() || timeout_ms == 0) {
+        return Err(
+            "ERR FAILOVER with force option requires both a timeout and target HOST and IP.".into(),
+        );
+    }
+    if f.in_progress.swap(true, Relaxed) {
+        return Err("ERR FAILOVER already in progress.".into());
+    }
+    f.abort.store(false, Relaxed);
+    *f.state.lock().expect("failover lock") = "waiting-for-sync";
+    (ctx.srv.repl.hooks.lock().expect("hooks lock").failover)(crate::repl::FailoverRequest {
+        to,
+        timeout_ms,
+        force,
+    });
+    ctx.out.ok();
+    Ok(())
+}
+
+// ---- snapshots on disk ----
+
+/// Path of the snapshot file (`dir`/`dbfilename`).
+pub fn snapshot_path(srv: &crate::ServerState) -> std::path::PathBuf {
+    let v = srv.values();
+    std::path::Path::new(v.get("dir")).join(v.get("dbfilename"))
+}
+
+fn save(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    if ctx.srv.repl.saving.load(Relaxed) {
+        return Err("ERR Background save already in progress".into());
+    }
+    (ctx.srv.repl.hooks.lock().expect("hooks lock").save)(true).map_err(|e| format!("ERR {e}"))?;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn bgsave(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.len() > 2 || (args.len() == 2 && !args.is(1, "SCHEDULE")) {
+        return Err(ERR_SYNTAX.into());
+    }
+    if ctx.srv.repl.saving.load(Relaxed) {
+        return Err("ERR Background save already in progress".into());
+    }
+    (ctx.srv.repl.hooks.lock().expect("hooks lock").save)(false).map_err(|e| format!("ERR {e}"))?;
+    ctx.out.simple("Background saving started");
+    Ok(())
+}
+
+fn lastsave(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.out
+        .int(ctx.srv.repl.last_save_unix_s.load(Relaxed) as i64);
+    Ok(())
+}
+
+// ---- verification ----
+
+/// Digest of one slot of a database: an order-independent combination (wrapping sum) of a
+/// CRC-64 of each live key's key, type and value, version and expiry. Equal on two nodes exactly
+/// when they hold the same keys with the same values, versions and deadlines (barring collisions).
+pub fn slot_digest(srv: &crate::ServerState, db: usize, slot: u16, now_ms: u64) -> u64 {
+    let shard = srv.ks.lock(srv.ks.shard_of(slot));
+    let mut sum = 0u64;
+    let mut buf = Vec::new();
+    shard.for_each_in_slot(db, slot, now_ms, |e| {
+        buf.clear();
+        codec::put_bytes(&mut buf, e.key());
+        codec::encode_value(e.value(), &mut buf);
+        buf.extend_from_slice(&e.version().to_le_bytes());
+        buf.extend_from_slice(&e.expire_ms().unwrap_or(0).to_le_bytes());
+        sum = sum.wrapping_add(codec::crc64(&buf) | 1);
+    });
+    sum
+}
+
+fn parse_slot(args: &Args<'_>, i: usize) -> Result<u16, String> {
+    match args.i64(i) {
+        Ok(s) if (0..shoal_keyspace::SLOTS as i64).contains(&s) => Ok(s as u16),
+        _ => Err("ERR Invalid or out of range slot".into()),
+    }
+}
+
+/// `SLOTDIGEST start [end]` → one digest per slot in the range, as decimal strings.
+fn slotdigest(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let start = parse_slot(args, 1)?;
+    let end = if args.len() > 2 {
+        parse_slot(args, 2)?
+    } else {
+        start
+    };
+    if args.len() > 3 || end < start {
+        return Err(ERR_SYNTAX.into());
+    }
+    ctx.out.array((end - start) as usize + 1);
+    for slot in start..=end {
+        let d = slot_digest(ctx.srv, ctx.client.db, slot, ctx.now_ms);
+        ctx.out.bulk(d.to_string().as_bytes());
+    }
+    Ok(())
+}
+
+/// `SLOTKEYS slot` → flat array `key, version, key, version, ...`.
+fn slotkeys(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let slot = parse_slot(args, 1)?;
+    if args.len() != 2 {
+        return Err(ERR_SYNTAX.into());
+    }
+    let mut items = Vec::new();
+    {
+        let shard = ctx.srv.ks.lock(ctx.srv.ks.shard_of(slot));
+        shard.for_each_in_slot(ctx.client.db, slot, ctx.now_ms, |e| {
+            items.push((e.key().to_vec(), e.version()));
+        });
+    }
+    ctx.out.array(items.len() * 2);
+    for (k, v) in items {
+        ctx.out.bulk(&k);
+        ctx.out.bulk(v.to_string().as_bytes());
+    }
+    Ok(())
+}
+
+/// `REPAIRPUT key version expire-ms|-1 payload` — force a key's state (primary wins in repair).
+fn repairput(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let key = args.get(1);
+    let version = match args.i64(2) {
+        Ok(v) if v >= 0 => v as u64,
+        _ => return Err("ERR version must be a non-negative integer".into()),
+    };
+    let expire = match args.i64(3)? {
+        -1 => None,
+        t if t >= 0 => Some(t as u64),
+        _ => return Err("ERR Invalid TTL value, must be >= 0".into()),
+    };
+    let limits = ctx.srv.encoding_limits();
+    let entry = crate::keys::restore_value(args.get(4), key, expire, version, &limits)
+        .map_err(|e| e.message().to_string())?;
+    ctx.srv.ks.hlc.observe(version);
+    let slot = key_slot(key);
+    let mut shard = ctx.srv.ks.lock(ctx.srv.ks.shard_of(slot));
+    // Forced: the repaired node may hold a newer (diverged) version that must go.
+    shard.remove(ctx.client.db, slot, key);
+    shard.insert(ctx.client.db, slot, entry, ctx.now_ms);
+    drop(shard);
+    ctx.out.ok();
+    Ok(())
+}
+
+fn repairdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let key = args.get(1);
+    let slot = key_slot(key);
+    let removed = ctx
+        .srv
+        .ks
+        .lock(ctx.srv.ks.shard_of(slot))
+        .remove(ctx.client.db, slot, key)
+        .is_some();
+    ctx.out.int(removed as i64);
+    Ok(())
+}
