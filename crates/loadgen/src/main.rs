@@ -1,0 +1,430 @@
+//! `shoal-loadgen`: the load generator behind `bench/run`, for what `redis-benchmark` cannot do.
+//!
+//! - `hitratio`: cache-aside GET/SET over a Zipf key space; the miss ratio of an eviction policy.
+//! - `maxrate`:  closed-loop maximum request rate of a GET/SET mix.
+//! - `openloop`: latency at a fixed request rate, measured from intended send times.
+//!
+//! Each prints one JSON object on one line of stdout (the harness parses it) and exits non-zero if
+//! the run could not produce a trustworthy number: a server error reply, a broken connection, a run
+//! cut short by its time bound. Diagnostics go to stderr.
+
+mod client;
+mod hitratio;
+mod maxrate;
+mod openloop;
+mod resp;
+mod workload;
+mod zipf;
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "shoal-loadgen",
+    version,
+    about = "Load generator for shoal's bench/ harness"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Cache-aside miss ratio over a Zipf key space.
+    Hitratio(HitRatioArgs),
+    /// Closed-loop maximum rate of a GET/SET mix.
+    Maxrate(MaxRateArgs),
+    /// Open-loop latency at a fixed rate, without coordinated omission.
+    Openloop(OpenLoopArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Server address, host:port.
+    #[arg(long)]
+    addr: String,
+    /// Distinct keys (`key:%012d`, ids 0..keys).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Zipf exponent of key popularity.
+    #[arg(long, default_value_t = 0.99)]
+    skew: f64,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Seed of every random choice; the same seed gives the same request sequence.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Timeout of each connect, read and write.
+    #[arg(long, default_value_t = 10)]
+    io_timeout_s: u64,
+}
+
+#[derive(Args)]
+struct HitRatioArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Measured requests (GETs; each miss adds a SET).
+    #[arg(long, default_value_t = 1_000_000)]
+    requests: u64,
+    /// Requests before measuring, to fill the cache.
+    #[arg(long, default_value_t = 1_000_000)]
+    warmup: u64,
+    /// GETs in flight per connection.
+    #[arg(long, default_value_t = 32)]
+    pipeline: usize,
+    /// Hard limit on the whole run.
+    #[arg(long, default_value_t = 600)]
+    max_duration_s: u64,
+}
+
+#[derive(Args)]
+struct MaxRateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Fraction of GETs in the mix; the rest are SETs of 64-byte values.
+    #[arg(long, default_value_t = 0.9)]
+    get_ratio: f64,
+    /// Requests in flight per connection. 1 matches what the open-loop run sends when not behind.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    #[arg(long, default_value_t = 5.0)]
+    duration_s: f64,
+    #[arg(long, default_value_t = 0.5)]
+    warmup_s: f64,
+}
+
+#[derive(Args)]
+struct OpenLoopArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 0.9)]
+    get_ratio: f64,
+    /// Target requests per second, over all connections.
+    #[arg(long)]
+    rate: f64,
+    #[arg(long, default_value_t = 5.0)]
+    duration_s: f64,
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout_s: f64,
+    #[arg(long, default_value_t = 100_000)]
+    max_outstanding: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Hitratio(args) => hit_ratio(args),
+        Command::Maxrate(args) => max_rate(args),
+        Command::Openloop(args) => open_loop(args),
+    };
+    match outcome {
+        Ok(line) => {
+            println!("{}", line.text);
+            if let Some(problem) = line.problem {
+                eprintln!("shoal-loadgen: {problem}");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal-loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A result line, and why it cannot be trusted, if it cannot.
+struct Line {
+    text: String,
+    problem: Option<String>,
+}
+
+fn validate(common: &Common) -> Result<(), String> {
+    if common.keys == 0 || common.connections == 0 {
+        return Err("--keys and --connections must be at least 1".into());
+    }
+    if !positive(common.skew) {
+        return Err("--skew must be a positive number".into());
+    }
+    Ok(())
+}
+
+fn runtime(connections: usize) -> Result<tokio::runtime::Runtime, String> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(connections);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))
+}
+
+fn hit_ratio(args: HitRatioArgs) -> Result<Line, String> {
+    validate(&args.common)?;
+    if args.pipeline == 0 || args.requests == 0 {
+        return Err("--pipeline and --requests must be at least 1".into());
+    }
+    let c = &args.common;
+    let cfg = hitratio::Config {
+        addr: c.addr.clone(),
+        keys: c.keys,
+        skew: c.skew,
+        warmup: args.warmup,
+        requests: args.requests,
+        connections: c.connections,
+        pipeline: args.pipeline,
+        seed: c.seed,
+        io_timeout: Duration::from_secs(c.io_timeout_s),
+        max_duration: Duration::from_secs(args.max_duration_s),
+    };
+    let t = runtime(c.connections)?
+        .block_on(hitratio::run(cfg))
+        .map_err(|e| format!("hitratio: {e}"))?;
+    let mut json = Json::default();
+    json.str("mode", "hitratio")
+        .num("skew", c.skew)
+        .int("keys", c.keys)
+        .int("warmup", args.warmup)
+        .int("requests", t.requests)
+        .int("misses", t.misses)
+        .num("miss_ratio", ratio(t.misses, t.requests))
+        .int("errors", t.errors)
+        .num("rps", t.requests as f64 / t.measure_secs.max(1e-9))
+        .bool("complete", t.complete)
+        .opt_str("first_error", t.first_error.as_deref());
+    let problem = problem(
+        t.errors,
+        t.first_error.as_deref(),
+        !t.complete,
+        "run ended early (time limit or failure)",
+    );
+    Ok(Line {
+        text: json.finish(),
+        problem,
+    })
+}
+
+fn max_rate(args: MaxRateArgs) -> Result<Line, String> {
+    validate(&args.common)?;
+    if args.pipeline == 0
+        || !positive(args.duration_s)
+        || !(positive(args.warmup_s) || args.warmup_s == 0.0)
+    {
+        return Err("--pipeline must be at least 1 and --duration-s positive".into());
+    }
+    let c = &args.common;
+    let cfg = maxrate::Config {
+        addr: c.addr.clone(),
+        keys: c.keys,
+        skew: c.skew,
+        get_ratio: args.get_ratio,
+        connections: c.connections,
+        pipeline: args.pipeline,
+        seed: c.seed,
+        warmup: Duration::from_secs_f64(args.warmup_s),
+        duration: Duration::from_secs_f64(args.duration_s),
+        io_timeout: Duration::from_secs(c.io_timeout_s),
+    };
+    let t = runtime(c.connections)?
+        .block_on(maxrate::run(cfg))
+        .map_err(|e| format!("maxrate: {e}"))?;
+    let mut json = Json::default();
+    json.str("mode", "maxrate")
+        .int("connections", c.connections as u64)
+        .int("pipeline", args.pipeline as u64)
+        .int("requests", t.requests)
+        .int("all_requests", t.all_requests)
+        .int("errors", t.errors)
+        .num("secs", t.secs)
+        .num("rps", t.requests as f64 / t.secs.max(1e-9))
+        .opt_str("first_error", t.first_error.as_deref());
+    let problem = problem(
+        t.errors,
+        t.first_error.as_deref(),
+        t.requests == 0,
+        "no request completed",
+    );
+    Ok(Line {
+        text: json.finish(),
+        problem,
+    })
+}
+
+fn open_loop(args: OpenLoopArgs) -> Result<Line, String> {
+    validate(&args.common)?;
+    if !positive(args.rate) || !positive(args.duration_s) || args.max_outstanding == 0 {
+        return Err(
+            "--rate and --duration-s must be positive, --max-outstanding at least 1".into(),
+        );
+    }
+    let c = &args.common;
+    let cfg = openloop::Config {
+        addr: c.addr.clone(),
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration_s),
+        connections: c.connections,
+        keys: c.keys,
+        skew: c.skew,
+        get_ratio: args.get_ratio,
+        seed: c.seed,
+        drain_timeout: Duration::from_secs_f64(args.drain_timeout_s),
+        max_outstanding: args.max_outstanding,
+        io_timeout: Duration::from_secs(c.io_timeout_s),
+    };
+    let r = openloop::run(&cfg).map_err(|e| format!("openloop: {e}"))?;
+    let us = |q: f64| r.latency_ns.value_at_quantile(q) as f64 / 1000.0;
+    let mut json = Json::default();
+    json.str("mode", "openloop")
+        .num("target_rate", args.rate)
+        .num("achieved_rate", r.sent as f64 / r.send_secs.max(1e-9))
+        .int("sent", r.sent)
+        .int("completed", r.completed)
+        .int("errors", r.errors)
+        .int("unanswered", r.unanswered)
+        .bool("overloaded", r.overloaded)
+        .num("p50_us", us(0.5))
+        .num("p99_us", us(0.99))
+        .num("p999_us", us(0.999))
+        .num("max_us", r.latency_ns.max() as f64 / 1000.0)
+        .num("mean_us", r.latency_ns.mean() / 1000.0)
+        .opt_str("first_error", r.first_error.as_deref());
+    // Overload is a measurement (the server fell behind), not a broken run; the harness shows it.
+    let broken = r.completed == 0 || r.unanswered > 0;
+    let problem = problem(
+        r.errors,
+        r.first_error.as_deref(),
+        broken,
+        "replies missing",
+    );
+    Ok(Line {
+        text: json.finish(),
+        problem,
+    })
+}
+
+/// Rejects zero, negatives, NaN and infinity in one test.
+fn positive(x: f64) -> bool {
+    x > 0.0 && x.is_finite()
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn problem(
+    errors: u64,
+    first_error: Option<&str>,
+    broken: bool,
+    broken_why: &str,
+) -> Option<String> {
+    if errors > 0 {
+        Some(format!(
+            "{errors} error(s), first: {}",
+            first_error.unwrap_or("?")
+        ))
+    } else if broken {
+        Some(broken_why.to_string())
+    } else {
+        None
+    }
+}
+
+/// A flat JSON object written by hand: the output has a handful of numbers and short strings, not
+/// worth a serde_json dependency.
+#[derive(Default)]
+struct Json {
+    body: String,
+}
+
+impl Json {
+    fn key(&mut self, key: &str) -> &mut String {
+        self.body
+            .push_str(if self.body.is_empty() { "{" } else { "," });
+        let _ = write!(self.body, "\"{key}\":");
+        &mut self.body
+    }
+
+    fn num(&mut self, key: &str, value: f64) -> &mut Self {
+        let text = if value.is_finite() {
+            format!("{value:.6}")
+        } else {
+            "null".into()
+        };
+        self.key(key).push_str(&text);
+        self
+    }
+
+    fn int(&mut self, key: &str, value: u64) -> &mut Self {
+        let _ = write!(self.key(key), "{value}");
+        self
+    }
+
+    fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        self.key(key).push_str(if value { "true" } else { "false" });
+        self
+    }
+
+    fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        let out = self.key(key);
+        out.push('"');
+        for ch in value.chars() {
+            match ch {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        self
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(v) => self.str(key, v),
+            None => {
+                self.key(key).push_str("null");
+                self
+            }
+        }
+    }
+
+    fn finish(&mut self) -> String {
+        if self.body.is_empty() {
+            self.body.push('{');
+        }
+        self.body.push('}');
+        std::mem::take(&mut self.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Json;
+
+    #[test]
+    fn json_line_escapes_strings() {
+        let mut json = Json::default();
+        json.str("a", "x\"y\\z\n")
+            .int("n", 3)
+            .bool("ok", true)
+            .opt_str("e", None)
+            .num("f", f64::NAN);
+        assert_eq!(
+            json.finish(),
+            r#"{"a":"x\"y\\z\u000a","n":3,"ok":true,"e":null,"f":null}"#
+        );
+    }
+}
