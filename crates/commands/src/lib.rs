@@ -229,6 +229,15 @@ pub fn execute(
         w.error("NOAUTH Authentication required.");
         return;
     }
+    if spec.has(flag::WRITE)
+        && srv.repl.is_replica()
+        && !client.repl.is_primary_link
+        && srv.values().get("replica-read-only") == "yes"
+    {
+        srv.stats.total_error_replies.fetch_add(1, Relaxed);
+        w.error("READONLY You can't write against a read only replica.");
+        return;
+    }
     if spec.has(flag::DENYOOM) && !ensure_memory(srv, now_ms) {
         srv.stats.oom_rejections.fetch_add(1, Relaxed);
         srv.stats.total_error_replies.fetch_add(1, Relaxed);
@@ -254,6 +263,11 @@ pub fn execute(
         // A handler that failed after writing part of a reply must not leave it half-written.
         ctx.out.buf.truncate(reply_start);
         ctx.out.error(&e);
+    }
+    // What this command wrote (and any key it expired or evicted) goes to the replication stream
+    // before the reply is sent, so WAIT and the sync strategy can wait for its offset.
+    if let Some(offset) = repl::emit_logged(srv) {
+        ctx.client.repl.last_write_offset = offset;
     }
     srv.stats.total_commands_processed.fetch_add(1, Relaxed);
     if let Some(t0) = started {

@@ -216,6 +216,11 @@ fn replicaof(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 /// expire keys themselves nor record writes (the primary's stream is the only writer).
 pub fn become_replica(srv: &crate::ServerState, host: String, port: u16) -> u64 {
     let repl = &srv.repl;
+    if !repl.is_replica() {
+        // A former primary holds everything up to its own stream's end: it asks to continue there.
+        let end = repl.backlog.lock().expect("backlog lock").end_offset();
+        repl.replica_offset.store(end, Relaxed);
+    }
     srv.ks.set_expire_on_access(false);
     shoal_keyspace::write_log::set_enabled(false);
     repl.active.store(false, Relaxed);
@@ -306,6 +311,10 @@ fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 "ERR Unrecognized REPLCONF option: {}",
                 args.str_lossy(i)
             ));
+        }
+        if args.is(i, "listening-port") {
+            let port = args.i64(i + 1)?;
+            ctx.client.repl.listening_port = u16::try_from(port).ok();
         }
         i += 2;
     }

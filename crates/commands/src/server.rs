@@ -1007,6 +1007,70 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "keyspace",
 ];
 
+/// The `# Replication` section, with Redis's fields and shoal's own (write strategy, acks).
+fn replication_info(srv: &ServerState, now_ms: u64) -> String {
+    use crate::repl::Role;
+    let repl = &srv.repl;
+    let ids = repl.ids.lock().expect("ids lock").clone();
+    let (backlog_size, first, histlen, end) = {
+        let b = repl.backlog.lock().expect("backlog lock");
+        (b.capacity(), b.start_offset(), b.len(), b.end_offset())
+    };
+    let role = repl.role.lock().expect("role lock").clone();
+    let mut t = String::from("# Replication\r\n");
+    match &role {
+        Role::Primary => {
+            let replicas = repl.replicas.lock().expect("replicas lock").clone();
+            let _ = write!(t, "role:master\r\nconnected_slaves:{}\r\n", replicas.len());
+            for (i, r) in replicas.iter().enumerate() {
+                let ack = r.ack_offset.load(Relaxed);
+                let lag = now_ms.saturating_sub(r.last_ack_ms.load(Relaxed)) / 1000;
+                let _ = write!(
+                    t,
+                    "slave{i}:ip={},port={},state=online,offset={ack},lag={lag}\r\n",
+                    r.ip,
+                    r.listening_port.load(Relaxed)
+                );
+            }
+        }
+        Role::Replica { host, port } => {
+            let link = *repl.link.lock().expect("link lock");
+            let io = now_ms.saturating_sub(repl.link_last_io_ms.load(Relaxed)) / 1000;
+            let _ = write!(
+                t,
+                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{o}\r\nslave_repl_offset:{o}\r\nslave_priority:100\r\nslave_read_only:{}\r\nreplica_announced:1\r\nconnected_slaves:0\r\n",
+                if link == crate::repl::LinkState::Connected { "up" } else { "down" },
+                if link == crate::repl::LinkState::Connected { io as i64 } else { -1 },
+                (link == crate::repl::LinkState::Syncing) as u8,
+                (srv.values().get("replica-read-only") == "yes") as u8,
+                o = repl.replica_offset.load(Relaxed),
+            );
+        }
+    }
+    let offset = if matches!(role, Role::Primary) { end } else { repl.replica_offset.load(Relaxed) };
+    let strategy = if repl.strategy_sync.load(Relaxed) { "sync" } else { "async" };
+    let _ = write!(
+        t,
+        "master_failover_state:{}\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{backlog_size}\r\nrepl_backlog_first_byte_offset:{first}\r\nrepl_backlog_histlen:{histlen}\r\nshoal_node_id:{}\r\nshoal_write_strategy:{strategy}\r\nshoal_min_replicas_ack:{}\r\nshoal_ack_timeout_ms:{}\r\nshoal_replicas_acked_offset:{}\r\n\r\n",
+        repl.failover.state.lock().expect("failover lock"),
+        ids.replid,
+        ids.replid2,
+        ids.second_offset,
+        repl.active.load(Relaxed) as u8,
+        srv.node_id,
+        repl.min_replicas_ack.load(Relaxed),
+        repl.ack_timeout_ms.load(Relaxed),
+        repl.replicas
+            .lock()
+            .expect("replicas lock")
+            .iter()
+            .map(|r| r.ack_offset.load(Relaxed))
+            .min()
+            .unwrap_or(0),
+    );
+    t
+}
+
 /// The text of `INFO` for the given sections (lowercase).
 pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String {
     let all = sections.iter().any(|s| s == "all" || s == "everything");
@@ -1082,7 +1146,7 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
         let ks = srv.ks.stats();
         let _ = write!(
             t,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:0\r\npubsub_patterns:0\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nshoal_oom_rejections:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:0\r\npubsub_patterns:0\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nshoal_oom_rejections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
             s.total_connections_received.load(Relaxed),
             s.total_commands_processed.load(Relaxed),
             s.instantaneous_ops_per_sec.load(Relaxed),
@@ -1097,15 +1161,13 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             s.client_query_limit_disconnections.load(Relaxed),
             s.client_output_limit_disconnections.load(Relaxed),
             s.oom_rejections.load(Relaxed),
+            srv.repl.sync_full.load(Relaxed),
+            srv.repl.sync_partial_ok.load(Relaxed),
+            srv.repl.sync_partial_err.load(Relaxed),
         );
     }
     if want("replication") {
-        // Replication is not built yet: this node is a primary with no replicas and no stream.
-        let _ = write!(
-            t,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:0\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\nshoal_node_id:{}\r\n\r\n",
-            srv.run_id, srv.node_id,
-        );
+        t.push_str(&replication_info(srv, now_ms));
     }
     if want("cpu") {
         let _ = write!(

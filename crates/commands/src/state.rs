@@ -143,6 +143,8 @@ pub struct ClientRepl {
     pub strategy: Option<crate::repl::Strategy>,
     /// This connection is our primary's link (writes allowed on a replica, no replies).
     pub is_primary_link: bool,
+    /// `REPLCONF listening-port` sent by a replica before PSYNC.
+    pub listening_port: Option<u16>,
 }
 
 impl Client {

@@ -35,6 +35,8 @@ enum End {
     QueryBufferLimit(usize),
     OutputBufferLimit(usize),
     IdleTimeout,
+    /// PSYNC: the connection becomes a replica link.
+    Handoff(String, i64),
 }
 
 /// Limits read from config at connection start and refreshed per batch (CONFIG SET applies to
@@ -82,12 +84,19 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream) {
     let mut client = Client::new(handle.clone(), authenticated);
     let end = run(&srv, &mut stream, &mut client, &wake).await;
     srv.unregister_client(id);
+    if let End::Handoff(replid, offset) = end {
+        let ip = peer.rsplit_once(':').map_or(peer.clone(), |(ip, _)| ip.to_string());
+        let port = client.repl.listening_port.unwrap_or(0);
+        shoal_replication::primary::serve(srv.clone(), stream, ip, port, id, replid, offset).await;
+        return;
+    }
     match end {
         End::Eof | End::Quit => tracing::debug!(client = id, %peer, "connection closed"),
         End::Killed => tracing::debug!(client = id, %peer, "connection killed"),
         End::Io(e) => tracing::debug!(client = id, %peer, error = %e, "connection error"),
         End::Protocol => tracing::debug!(client = id, %peer, "protocol error, connection closed"),
         End::IdleTimeout => tracing::debug!(client = id, %peer, "idle timeout"),
+        End::Handoff(..) => {}
         End::QueryBufferLimit(n) => {
             srv.stats
                 .client_query_limit_disconnections
@@ -149,6 +158,8 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut ranges = Vec::new();
+    // Reply spans of the writes in the current batch (for the sync strategy).
+    let mut writes: Vec<std::ops::Range<usize>> = Vec::new();
     loop {
         if client.handle.killed.load(Relaxed) {
             return End::Killed;
@@ -198,16 +209,42 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                         &inbuf
                     };
                     let args = Args::new(src, &ranges);
+                    // During a FAILOVER hand-over, writes wait until it is done.
+                    if srv.repl.writes_paused_until_ms.load(Relaxed) > now
+                        && shoal_commands::table::lookup(args.get(0))
+                            .is_some_and(|s| s.has(shoal_commands::flag::WRITE))
+                    {
+                        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
+                            return e;
+                        }
+                        pause_for_failover(srv).await;
+                    }
+                    let written_before = client.repl.last_write_offset;
+                    let mark = out.len();
                     run_one(srv, client, &args, &mut out, now);
+                    if client.repl.last_write_offset != written_before {
+                        writes.push(mark..out.len());
+                    }
                     pos = end;
+                    if let Some((replid, offset)) = client.repl.handoff.take() {
+                        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
+                            return e;
+                        }
+                        return End::Handoff(replid, offset);
+                    }
+                    if let Some((offset, n, deadline)) = client.repl.wait.take() {
+                        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
+                            return e;
+                        }
+                        let have = shoal_replication::wait_acks(srv, offset, n, deadline).await;
+                        ReplyWriter::new(&mut out, client.proto).int(have as i64);
+                    }
                     if client.close_after_reply {
                         closing = Some(End::Quit);
                         break;
                     }
                     if out.len() >= OUTPUT_FLUSH_BYTES {
-                        if let Err(e) =
-                            flush(srv, stream, &mut out, &limits.output, &client.handle).await
-                        {
+                        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
                             return e;
                         }
                     }
@@ -221,7 +258,7 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                 }
             }
         }
-        if let Err(e) = flush(srv, stream, &mut out, &limits.output, &client.handle).await {
+        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
             return e;
         }
         if let Some(end) = closing {
@@ -247,6 +284,61 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
             limits = current_limits(srv);
             decoder.set_limits(limits.decoder);
         }
+    }
+}
+
+/// Before replies of writes leave: under the `sync` strategy, wait (once for the whole batch: group
+/// commit) until `min-replicas-ack` replicas acknowledged the batch's last write; if they do not
+/// within `ack-timeout-ms`, each write's reply becomes an error saying the write is applied on the
+/// primary but not confirmed. Then flush.
+async fn settle_and_flush(
+    srv: &ServerState,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    limits: &ConnLimits,
+    client: &Client,
+    writes: &mut Vec<std::ops::Range<usize>>,
+) -> Result<(), End> {
+    if !writes.is_empty() {
+        let repl = &srv.repl;
+        let sync = match client.repl.strategy {
+            Some(s) => s == shoal_commands::repl::Strategy::Sync,
+            None => repl.strategy_sync.load(Relaxed),
+        };
+        let need = repl.min_replicas_ack.load(Relaxed) as usize;
+        if sync && need > 0 && !repl.is_replica() {
+            let timeout_ms = repl.ack_timeout_ms.load(Relaxed);
+            let deadline = now_ms() + timeout_ms;
+            let have =
+                shoal_replication::wait_acks(srv, client.repl.last_write_offset, need, deadline).await;
+            if have < need {
+                let msg = format!(
+                    "-NOTDURABLE write applied on the primary but acknowledged by {have} of {need} required replicas within {timeout_ms} ms\r\n"
+                );
+                let mut rebuilt = Vec::with_capacity(out.len());
+                let mut at = 0;
+                for w in writes.iter() {
+                    rebuilt.extend_from_slice(&out[at..w.start]);
+                    rebuilt.extend_from_slice(msg.as_bytes());
+                    at = w.end;
+                }
+                rebuilt.extend_from_slice(&out[at..]);
+                *out = rebuilt;
+            }
+        }
+        writes.clear();
+    }
+    flush(srv, stream, out, &limits.output, &client.handle).await
+}
+
+/// Waits (bounded by the pause deadline) while a FAILOVER pauses writes.
+async fn pause_for_failover(srv: &ServerState) {
+    loop {
+        let until = srv.repl.writes_paused_until_ms.load(Relaxed);
+        if until <= now_ms() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

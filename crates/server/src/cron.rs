@@ -58,7 +58,13 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 let period = Duration::from_millis(1000 / hz);
                 let budget = period * EXPIRE_CYCLE_BUDGET_PERCENT as u32 / 100;
                 let t0 = Instant::now();
-                let (_, more) = expire_cycle(&srv, budget);
+                // Replicas never expire keys themselves: the primary's deletions arrive instead.
+                let (_, more) = if srv.repl.is_replica() {
+                    (0, false)
+                } else {
+                    expire_cycle(&srv, budget)
+                };
+                shoal_commands::repl::emit_logged(&srv);
                 let took = t0.elapsed();
                 srv.latency_sample("expire-cycle", took.as_millis() as u64, now_ms() / 1000);
                 if last_sample.elapsed() >= Duration::from_secs(1) {

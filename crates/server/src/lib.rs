@@ -111,6 +111,7 @@ impl Server {
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(values, now_ms(), seed, hooks);
+        shoal_replication::load_at_startup(&state)?;
         state.tcp_port = addr.port();
         state.executable = std::env::current_exe()
             .map(|p| p.display().to_string())
@@ -167,6 +168,7 @@ impl Server {
                 let _ = tx.send(true);
             })
         };
+        shoal_replication::install(&state);
         tracing::info!(addr = %self.addr, threads = self.threads, "ready to accept connections");
         let mut tasks = tokio::task::JoinSet::new();
         loop {
