@@ -93,6 +93,12 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     }
 }
 
+/// Length of an unterminated line from `start`, not counting a trailing '\r'.
+fn line_len_so_far(buf: &[u8], start: usize) -> usize {
+    let end = if buf.last() == Some(&b'\r') { buf.len() - 1 } else { buf.len() };
+    end.saturating_sub(start)
+}
+
 /// Parses a decimal count as Redis's `string2ll` would for protocol lengths: optional '-', digits only.
 fn parse_len(s: &[u8]) -> Option<i64> {
     let (neg, digits) = match s.first() {
@@ -177,7 +183,9 @@ impl RequestDecoder {
                         return self.decode_inline(buf, start, args);
                     }
                     let Some(cr) = find_crlf(buf, start + 1) else {
-                        if buf.len() - start > self.limits.inline_bytes_max {
+                        // Measured like a complete line (without a trailing '\r'), so the
+                        // outcome does not depend on where a read ended.
+                        if line_len_so_far(buf, start) > self.limits.inline_bytes_max {
                             return Err(ProtocolError::new("too big mbulk count string"));
                         }
                         return Ok(Decoded::Incomplete);
@@ -217,7 +225,7 @@ impl RequestDecoder {
                         return Err(ProtocolError(format!("expected '$', got '{got}'")));
                     }
                     let Some(cr) = find_crlf(buf, pos + 1) else {
-                        if buf.len() - pos > self.limits.inline_bytes_max {
+                        if line_len_so_far(buf, pos) > self.limits.inline_bytes_max {
                             self.state = State::Start;
                             return Err(ProtocolError::new("too big bulk count string"));
                         }
@@ -316,7 +324,8 @@ pub fn split_args(
         while i < n && line[i].is_ascii_whitespace() {
             i += 1;
         }
-        if i >= n {
+        // Like sdssplitargs, a NUL ends the line (and must not yield endless empty arguments).
+        if i >= n || line[i] == 0 {
             return Ok(());
         }
         let begin = out.len();
