@@ -193,8 +193,11 @@ impl Offsets {
 }
 
 fn block_layout(size: usize) -> Layout {
-    // Size is at least HEADER_BYTES + 2, never zero; align 8 for the leading u64.
-    Layout::from_size_align(size, 8).expect("entry block layout")
+    // Size is at least HEADER_BYTES + 2, never zero; align 8 for the leading u64. The size is
+    // rounded up to a multiple of the alignment: allocators serve such requests from their plain
+    // size classes, while an odd size with an alignment can take an over-allocating aligned path
+    // (mimalloc turns a 94-byte request into a 112-byte block that way, a 96-byte one into 96).
+    Layout::from_size_align(size.next_multiple_of(8), 8).expect("entry block layout")
 }
 
 impl Entry {

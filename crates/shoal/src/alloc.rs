@@ -1,11 +1,17 @@
 //! The process allocator: mimalloc (tight size classes, low fragmentation: memory per key is a
-//! headline figure), wrapped to count live bytes by their usable size, which is what `INFO memory`
-//! reports as `used_memory` and what `maxmemory` is checked against, as Redis does with jemalloc.
+//! headline figure), counting live bytes by their usable size, which is what `INFO memory` reports
+//! as `used_memory` and what `maxmemory` is checked against, as Redis does with jemalloc.
+//!
+//! Requests whose alignment mimalloc guarantees anyway (8, or 16 for blocks of 16 bytes or more)
+//! go to the plain `mi_malloc` family. The `mimalloc` crate sends every request through
+//! `mi_malloc_aligned`, whose fallback over-allocates by the alignment whenever a page's free list
+//! is empty: a 96-byte key entry then lands in the 112-byte class, 16% more memory per key.
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use mimalloc::MiMalloc;
+use libmimalloc_sys as mi;
 
 pub struct Counting;
 
@@ -13,35 +19,64 @@ static USED: AtomicUsize = AtomicUsize::new(0);
 
 fn usable(p: *mut u8) -> usize {
     // SAFETY: `p` was returned by mimalloc and is live.
-    unsafe { libmimalloc_sys::mi_usable_size(p as *const _) }
+    unsafe { mi::mi_usable_size(p as *const c_void) }
 }
 
-// SAFETY: forwards to MiMalloc, which upholds the GlobalAlloc contract; counting has no effect on it.
+/// Whether mimalloc's plain allocation already satisfies the alignment.
+fn natural(layout: &Layout) -> bool {
+    natural_for(layout.align(), layout.size())
+}
+
+fn natural_for(align: usize, size: usize) -> bool {
+    align <= 8 || (align <= 16 && size >= 16)
+}
+
+fn count_in(p: *mut u8) -> *mut u8 {
+    if !p.is_null() {
+        USED.fetch_add(usable(p), Relaxed);
+    }
+    p
+}
+
+// SAFETY: every path forwards to mimalloc with a size and alignment it honours; counting does not
+// touch the memory.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { MiMalloc.alloc(layout) };
-        if !p.is_null() {
-            USED.fetch_add(usable(p), Relaxed);
-        }
-        p
+        let p = unsafe {
+            if natural(&layout) {
+                mi::mi_malloc(layout.size())
+            } else {
+                mi::mi_malloc_aligned(layout.size(), layout.align())
+            }
+        };
+        count_in(p as *mut u8)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { MiMalloc.alloc_zeroed(layout) };
-        if !p.is_null() {
-            USED.fetch_add(usable(p), Relaxed);
-        }
-        p
+        let p = unsafe {
+            if natural(&layout) {
+                mi::mi_zalloc(layout.size())
+            } else {
+                mi::mi_zalloc_aligned(layout.size(), layout.align())
+            }
+        };
+        count_in(p as *mut u8)
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         USED.fetch_sub(usable(ptr), Relaxed);
-        unsafe { MiMalloc.dealloc(ptr, layout) }
+        unsafe { mi::mi_free(ptr as *mut c_void) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let before = usable(ptr);
-        let p = unsafe { MiMalloc.realloc(ptr, layout, new_size) };
+        let p = unsafe {
+            if natural_for(layout.align(), new_size) {
+                mi::mi_realloc(ptr as *mut c_void, new_size)
+            } else {
+                mi::mi_realloc_aligned(ptr as *mut c_void, new_size, layout.align())
+            }
+        } as *mut u8;
         if !p.is_null() {
             USED.fetch_sub(before, Relaxed);
             USED.fetch_add(usable(p), Relaxed);
