@@ -34,15 +34,16 @@ pub struct Param {
     pub mutable: bool,
 }
 
+/// In Redis's order (its error message lists them so), then shoal's own.
 const POLICIES: &[&str] = &[
-    "noeviction",
-    "allkeys-lru",
-    "allkeys-lfu",
-    "allkeys-random",
     "volatile-lru",
     "volatile-lfu",
     "volatile-random",
     "volatile-ttl",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "noeviction",
     "allkeys-tinylfu",
 ];
 
@@ -80,7 +81,7 @@ pub static PARAMS: &[Param] = &[
         alias: Some("hash-max-ziplist-entries"),
         ..p(
             "hash-max-listpack-entries",
-            "128",
+            "512",
             Kind::Int(0, i64::MAX),
             true,
         )
@@ -94,7 +95,8 @@ pub static PARAMS: &[Param] = &[
             true,
         )
     },
-    p("hz", "10", Kind::Int(1, 500), true),
+    // Redis accepts any int and clamps it to 1..=500 (see `normalise`).
+    p("hz", "10", Kind::Int(0, i32::MAX as i64), true),
     p(
         "latency-monitor-threshold",
         "0",
@@ -116,7 +118,7 @@ pub static PARAMS: &[Param] = &[
     p(
         "loglevel",
         "notice",
-        Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
+        Kind::Enum(&["debug", "verbose", "notice", "warning"]),
         true,
     ),
     p("masterauth", "", Kind::Str, true),
@@ -145,6 +147,7 @@ pub static PARAMS: &[Param] = &[
     },
     p("requirepass", "", Kind::Str, true),
     p("save", "", Kind::Str, true),
+    p("set-max-intset-entries", "512", Kind::Int(0, i64::MAX), true),
     p(
         "slowlog-log-slower-than",
         "10000",
@@ -152,9 +155,9 @@ pub static PARAMS: &[Param] = &[
         true,
     ),
     p("slowlog-max-len", "128", Kind::Int(0, i64::MAX), true),
-    p("tcp-keepalive", "300", Kind::Int(0, i64::MAX), true),
+    p("tcp-keepalive", "300", Kind::Int(0, i32::MAX as i64), true),
     p("threads", "0", Kind::Int(0, 1024), false),
-    p("timeout", "0", Kind::Int(0, i64::MAX), true),
+    p("timeout", "0", Kind::Int(0, i32::MAX as i64), true),
     p(
         "write-strategy",
         "async",
@@ -295,6 +298,7 @@ pub fn normalise(param: &Param, value: &str, current: &str) -> Result<String, St
             .map(|v| v.to_string())
             .ok_or_else(|| "argument must be a memory value".to_string()),
         Kind::Int(lo, hi) => match value.parse::<i64>() {
+            Ok(v) if v >= lo && v <= hi && param.name == "hz" => Ok(v.clamp(1, 500).to_string()),
             Ok(v) if v >= lo && v <= hi => Ok(v.to_string()),
             Ok(_) => Err(format!("argument must be between {lo} and {hi} inclusive")),
             Err(_) => Err("argument couldn't be parsed into an integer".into()),

@@ -201,6 +201,14 @@ static CLIENT: &[Spec] = &[
 ];
 
 fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    // A subscribed RESP2 client gets its pong as a message-shaped array, as in Redis.
+    if ctx.client.proto == Protocol::Resp2 && ctx.client.subs.count() > 0 && args.len() <= 2 {
+        ctx.out.array(2);
+        ctx.out.bulk(b"pong");
+        ctx.out
+            .bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return Ok(());
+    }
     match args.len() {
         1 => ctx.out.simple("PONG"),
         2 => ctx.out.bulk(args.get(1)),
@@ -324,6 +332,8 @@ fn quit(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 }
 
 fn reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    crate::multi::discard(ctx.srv, ctx.client);
+    crate::pubsub::unsubscribe_all(ctx.srv, ctx.client);
     ctx.client.select(0);
     ctx.client.proto = Protocol::Resp2;
     ctx.out.proto = Protocol::Resp2;
@@ -420,16 +430,32 @@ pub fn client_line(h: &ClientHandle, now_ms: u64) -> String {
     let name = String::from_utf8_lossy(&h.name.lock().expect("name lock")).into_owned();
     let lib_name = String::from_utf8_lossy(&h.lib_name.lock().expect("lib lock")).into_owned();
     let lib_ver = String::from_utf8_lossy(&h.lib_ver.lock().expect("lib lock")).into_owned();
-    let cmd = crate::table::all()
-        .get(h.last_cmd.load(Relaxed))
-        .map_or("NULL", |s| s.name);
+    let cmd = crate::table::by_address(h.last_cmd.load(Relaxed)).map_or("NULL", |s| s.name);
     let qbuf = h.query_buf_bytes.load(Relaxed);
     let omem = h.output_buf_bytes.load(Relaxed);
     let age = now_ms.saturating_sub(h.created_ms) / 1000;
     let idle = now_ms.saturating_sub(h.last_interaction_ms.load(Relaxed)) / 1000;
-    let flags = if h.no_evict.load(Relaxed) { "e" } else { "N" };
+    let (subs, psubs) = (h.subs.load(Relaxed), h.psubs.load(Relaxed));
+    let multi = h.multi_len.load(Relaxed);
+    let mut flags = String::new();
+    if subs + psubs > 0 {
+        flags.push('P');
+    }
+    if multi >= 0 {
+        flags.push('x');
+    }
+    if h.blocked.load(Relaxed) {
+        flags.push('b');
+    }
+    if h.no_evict.load(Relaxed) {
+        flags.push('e');
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
+    let omem = omem + h.mailbox.bytes();
     format!(
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         h.id,
         h.addr,
         h.laddr,
@@ -438,6 +464,9 @@ pub fn client_line(h: &ClientHandle, now_ms: u64) -> String {
         idle,
         flags,
         h.db.load(Relaxed),
+        subs,
+        psubs,
+        multi,
         qbuf,
         omem,
         qbuf + omem,
@@ -593,7 +622,7 @@ fn client_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         "SETINFO <LIB-NAME|LIB-VER> <value>",
         "    Set client library name or version.",
         "HELP",
-        "    Print this help.",
+        "    Prints this help.",
     ];
     ctx.out.array(lines.len());
     for l in lines {

@@ -3,9 +3,12 @@
 //! appends the reply to an output buffer. The server crate owns sockets and calls this.
 //!
 //! The request path here: look the name up (case-insensitive) → subcommand → arity → auth →
-//! memory (evict, or `-OOM`) → handler → counters and slow log.
+//! memory (evict, or `-OOM`) → pub/sub context → MULTI (queue instead of running) → handler, holding
+//! the exec gate shared → wake-ups of blocked clients → counters and slow log. A command may also end
+//! by asking to block ([`Outcome::Block`]); the connection loop then waits and runs it again.
 
 pub mod args;
+pub mod blocking;
 pub mod coll;
 pub mod config;
 pub mod connection;
@@ -57,6 +60,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     zsets::COMMANDS,
     multi::COMMANDS,
     pubsub::COMMANDS,
+    blocking::COMMANDS,
     replication::COMMANDS,
 ];
 
@@ -67,6 +71,35 @@ pub struct Ctx<'a> {
     pub out: ReplyWriter<'a>,
     pub now_ms: u64,
     version: Option<u64>,
+    /// The shared hold on the exec gate while the handler runs (`None` inside EXEC, which holds
+    /// the gate exclusively); EXEC releases it before taking the gate alone.
+    gate: Option<multi::GateShared<'a>>,
+    mode: RunMode,
+    /// Running as part of EXEC: blocking commands do not block.
+    in_exec: bool,
+    /// Set by a blocking command that found nothing and may wait.
+    block: Option<Box<blocking::BlockRequest>>,
+}
+
+/// What the connection loop does after a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The reply is in the output buffer.
+    Done,
+    /// A blocking command found nothing: no reply was written. The connection registers the
+    /// client as waiting on the keys and runs the same request again ([`RunMode::Retry`]) when
+    /// one is written, or with [`RunMode::Timeout`] at the deadline.
+    Block(Box<blocking::BlockRequest>),
+}
+
+/// How a request runs: normally, or again for a client blocked on keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    Normal,
+    /// Woken up: a key it waits for was written. It may block again (keeping its place).
+    Retry,
+    /// The deadline passed: reply as if nothing came (a blocking command may not block).
+    Timeout,
 }
 
 impl<'a> Ctx<'a> {
@@ -79,6 +112,27 @@ impl<'a> Ctx<'a> {
         let v = self.srv.ks.hlc.next(self.now_ms);
         self.version = Some(v);
         v
+    }
+
+    /// Whether a blocking command that found nothing may wait (not inside EXEC, not timed out).
+    pub fn may_block(&self) -> bool {
+        !self.in_exec && self.mode != RunMode::Timeout
+    }
+
+    /// Whether this run is a blocked client's retry after a wake-up.
+    pub fn is_retry(&self) -> bool {
+        self.mode == RunMode::Retry
+    }
+
+    /// Asks to wait until one of `keys` (of the current database) is written, or `deadline_ms`
+    /// (absolute wall-clock ms; `None` waits forever) passes. The handler writes no reply then.
+    pub fn block_on(&mut self, keys: Vec<Vec<u8>>, deadline_ms: Option<u64>) {
+        debug_assert!(self.may_block());
+        self.block = Some(Box::new(blocking::BlockRequest {
+            keys,
+            db: self.client.db,
+            deadline_ms,
+        }));
     }
 
     /// Locks the shard holding `key`; returns it with the key's slot.
@@ -148,23 +202,30 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
         return true;
     }
     let shards = srv.ks.shard_count();
-    // Start at a rotating shard so eviction pressure spreads over all of them.
+    // Candidates come from a few shards in turn and the globally best one is evicted: evicting
+    // from each shard in turn would drain shards that happen to hold fewer keys first.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let mut idle_rounds = 0;
     for _ in 0..EVICTIONS_PER_COMMAND_MAX {
         if srv.used_memory() <= max {
             return true;
         }
-        let i = NEXT.fetch_add(1, Relaxed) % shards;
-        let evicted = srv.ks.lock(i).evict_one(now_ms);
-        if evicted.is_some() {
-            idle_rounds = 0;
-        } else {
-            idle_rounds += 1;
-            if idle_rounds >= shards {
-                return false;
+        let mut best: Option<(usize, shoal_keyspace::Candidate)> = None;
+        let mut looked = 0;
+        while looked < shards && (best.is_none() || looked < EVICTION_SHARDS_SAMPLED) {
+            let i = NEXT.fetch_add(1, Relaxed) % shards;
+            looked += 1;
+            if let Some(c) = srv.ks.lock(i).best_candidate(now_ms) {
+                if best.as_ref().is_none_or(|(_, b)| c.score > b.score) {
+                    best = Some((i, c));
+                }
             }
         }
+        let Some((i, c)) = best else {
+            // Nothing evictable anywhere (empty, or no volatile keys under a volatile policy).
+            return false;
+        };
+        // The candidate may have gone meanwhile; the next round samples again.
+        let _ = srv.ks.lock(i).evict_candidate(&c);
     }
     // Budget spent: let the command run (Redis does the same when eviction is slow), the next
     // write continues evicting.
@@ -173,6 +234,8 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
 
 /// Evictions one command may perform before it runs.
 pub const EVICTIONS_PER_COMMAND_MAX: usize = 1024;
+/// Shards whose best sampled candidates compete for each eviction.
+pub const EVICTION_SHARDS_SAMPLED: usize = 4;
 
 /// Runs one request and appends its reply to `out`. `now_ms` is the wall clock in ms.
 pub fn execute(
@@ -181,99 +244,258 @@ pub fn execute(
     args: &Args<'_>,
     out: &mut Vec<u8>,
     now_ms: u64,
-) {
-    let reply_start = out.len();
-    let mut w = ReplyWriter::new(out, client.proto);
+) -> Outcome {
+    execute_as(srv, client, args, out, now_ms, RunMode::Normal)
+}
+
+/// [`execute`] for a blocked client's request run again (see [`RunMode`]).
+pub fn execute_as(
+    srv: &ServerState,
+    client: &mut Client,
+    args: &Args<'_>,
+    out: &mut Vec<u8>,
+    now_ms: u64,
+    mode: RunMode,
+) -> Outcome {
+    // Held for the whole request (admission may evict), so nothing of it runs during an EXEC.
+    let gate = srv.gate.shared();
+    let spec = match admit(srv, client, args, now_ms) {
+        Ok(spec) => spec,
+        Err(r) => {
+            reject(srv, client, r, out);
+            return Outcome::Done;
+        }
+    };
+    if client.tx.in_multi() && !multi::runs_in_multi(spec) {
+        multi::queue(srv, client, spec, args, out);
+        return Outcome::Done;
+    }
+    let outcome = run_command(srv, client, spec, args, out, now_ms, mode, Some(gate));
+    // What this command wrote (and any key it expired or evicted) goes to the replication stream
+    // before the reply is sent, so WAIT and the sync strategy can wait for its offset. For EXEC,
+    // that is everything its commands wrote, as one batch.
+    if let Some(offset) = repl::emit_logged(srv) {
+        client.repl.last_write_offset = offset;
+    }
+    outcome
+}
+
+/// Why a request was refused before running: the error line, and whether it was for memory.
+struct Rejection {
+    spec: Option<&'static Spec>,
+    error: String,
+    oom: bool,
+}
+
+impl Rejection {
+    fn new(spec: Option<&'static Spec>, error: String) -> Self {
+        Rejection {
+            spec,
+            error,
+            oom: false,
+        }
+    }
+}
+
+/// Admission: name, subcommand, arity, auth, read-only replica, memory, pub/sub context, MULTI
+/// restrictions, in Redis's order. Reads flags only; the few rules that concern named commands
+/// (what runs inside MULTI or while subscribed) live in `multi` and `pubsub`.
+fn admit(
+    srv: &ServerState,
+    client: &mut Client,
+    args: &Args<'_>,
+    now_ms: u64,
+) -> Result<&'static Spec, Rejection> {
     let Some(mut spec) = table::lookup(args.get(0)) else {
-        srv.stats.total_error_replies.fetch_add(1, Relaxed);
-        w.error(&unknown_command(args));
-        return;
+        return Err(Rejection::new(None, unknown_command(args)));
     };
     // A container with a handler of its own (COMMAND) runs it when called bare.
     if !spec.subcommands.is_empty() && (args.len() >= 2 || spec.handler.is_none()) {
         if args.len() < 2 {
-            srv.stats.total_error_replies.fetch_add(1, Relaxed);
-            w.error(&format!(
-                "ERR wrong number of arguments for '{}' command",
-                spec.name
+            return Err(Rejection::new(
+                Some(spec),
+                format!("ERR wrong number of arguments for '{}' command", spec.name),
             ));
-            return;
         }
         match spec.find_sub(args.get(1)) {
             Some(sub) => spec = sub,
             None => {
-                srv.stats.total_error_replies.fetch_add(1, Relaxed);
-                w.error(&format!(
-                    "ERR unknown subcommand '{}'. Try {} HELP.",
-                    String::from_utf8_lossy(args.get(1))
-                        .chars()
-                        .take(128)
-                        .collect::<String>(),
-                    spec.name.to_ascii_uppercase()
+                return Err(Rejection::new(
+                    Some(spec),
+                    format!(
+                        "ERR unknown subcommand '{}'. Try {} HELP.",
+                        String::from_utf8_lossy(args.get(1))
+                            .chars()
+                            .take(128)
+                            .collect::<String>(),
+                        spec.name.to_ascii_uppercase()
+                    ),
                 ));
-                return;
             }
         }
     }
-    client.handle.last_cmd.store(table::index_of(spec), Relaxed);
+    // The spec's address identifies it (subcommands too) at the cost of one store.
+    client.handle.last_cmd.store(spec as *const Spec as usize, Relaxed);
     if !spec.arity_ok(args.len()) {
-        srv.stats.total_error_replies.fetch_add(1, Relaxed);
-        w.error(&format!(
-            "ERR wrong number of arguments for '{}' command",
-            spec.name
+        return Err(Rejection::new(
+            Some(spec),
+            format!("ERR wrong number of arguments for '{}' command", spec.name),
         ));
-        return;
     }
     if !client.authenticated && !spec.has(flag::NO_AUTH) && srv.hot.requirepass_set.load(Relaxed) {
-        srv.stats.total_error_replies.fetch_add(1, Relaxed);
-        w.error("NOAUTH Authentication required.");
-        return;
+        return Err(Rejection::new(
+            Some(spec),
+            "NOAUTH Authentication required.".into(),
+        ));
     }
     if spec.has(flag::WRITE)
         && srv.repl.is_replica()
         && !client.repl.is_primary_link
         && srv.values().get("replica-read-only") == "yes"
     {
-        srv.stats.total_error_replies.fetch_add(1, Relaxed);
-        w.error("READONLY You can't write against a read only replica.");
-        return;
+        return Err(Rejection::new(
+            Some(spec),
+            "READONLY You can't write against a read only replica.".into(),
+        ));
     }
-    if spec.has(flag::DENYOOM) && !ensure_memory(srv, now_ms) {
+    // Inside MULTI every queued command counts as one that needs memory (the queue grows), and
+    // EXEC does when it would run one.
+    let needs_memory = spec.has(flag::DENYOOM)
+        || (client.tx.in_multi() && !multi::exempt_from_oom(spec))
+        || (multi::is_exec(spec) && client.tx.queued_denyoom());
+    if needs_memory && !ensure_memory(srv, now_ms) {
+        return Err(Rejection {
+            spec: Some(spec),
+            error: "OOM command not allowed when used memory > 'maxmemory'.".into(),
+            oom: true,
+        });
+    }
+    if client.proto == shoal_resp::Protocol::Resp2
+        && client.subs.count() > 0
+        && !pubsub::allowed_while_subscribed(spec)
+    {
+        return Err(Rejection::new(
+            Some(spec),
+            format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                spec.name
+            ),
+        ));
+    }
+    if client.tx.in_multi() && spec.has(flag::NO_MULTI) {
+        return Err(Rejection::new(
+            Some(spec),
+            "ERR Command not allowed inside a transaction".into(),
+        ));
+    }
+    if spec.handler.is_none() {
+        return Err(Rejection::new(
+            Some(spec),
+            "ERR command has no handler".into(),
+        ));
+    }
+    Ok(spec)
+}
+
+/// Replies a rejection. Inside MULTI it also dooms the transaction (EXEC will reply
+/// `-EXECABORT`); a rejected EXEC itself discards the transaction and says why, as Redis does.
+fn reject(srv: &ServerState, client: &mut Client, r: Rejection, out: &mut Vec<u8>) {
+    srv.stats.total_error_replies.fetch_add(1, Relaxed);
+    if r.oom {
         srv.stats.oom_rejections.fetch_add(1, Relaxed);
-        srv.stats.total_error_replies.fetch_add(1, Relaxed);
-        w.error("OOM command not allowed when used memory > 'maxmemory'.");
+    }
+    let mut w = ReplyWriter::new(out, client.proto);
+    if r.spec.is_some_and(multi::is_exec) {
+        multi::discard(srv, client);
+        let why = r.error.strip_prefix("ERR ").unwrap_or(&r.error);
+        w.error(&format!(
+            "EXECABORT Transaction discarded because of: {why}"
+        ));
         return;
     }
+    client.tx.fail();
+    w.error(&r.error);
+}
+
+/// Runs an admitted command: the handler (holding the exec gate shared, or inside EXEC, which
+/// holds it alone: `gate` is `None`), then wake-ups for clients blocked on the keys it wrote,
+/// counters and the slow log.
+#[allow(clippy::too_many_arguments)]
+fn run_command<'a>(
+    srv: &'a ServerState,
+    client: &mut Client,
+    spec: &'static Spec,
+    args: &Args<'_>,
+    out: &mut Vec<u8>,
+    now_ms: u64,
+    mode: RunMode,
+    gate: Option<multi::GateShared<'a>>,
+) -> Outcome {
+    let in_exec = gate.is_none();
     let Some(handler) = spec.handler else {
-        w.error("ERR command has no handler");
-        return;
+        ReplyWriter::new(out, client.proto).error("ERR command has no handler");
+        return Outcome::Done;
     };
+    let reply_start = out.len();
     let timed =
         srv.hot.slowlog_enabled.load(Relaxed) || srv.hot.latency_threshold_ms.load(Relaxed) > 0;
     let started = timed.then(Instant::now);
+    let proto = client.proto;
     let mut ctx = Ctx {
         srv,
         client,
-        out: w,
+        out: ReplyWriter::new(out, proto),
         now_ms,
         version: None,
+        gate,
+        mode,
+        in_exec,
+        block: None,
     };
     if let Err(e) = handler(&mut ctx, args) {
         srv.stats.total_error_replies.fetch_add(1, Relaxed);
         // A handler that failed after writing part of a reply must not leave it half-written.
         ctx.out.buf.truncate(reply_start);
         ctx.out.error(&e);
+        ctx.block = None;
     }
-    // What this command wrote (and any key it expired or evicted) goes to the replication stream
-    // before the reply is sent, so WAIT and the sync strategy can wait for its offset.
-    if let Some(offset) = repl::emit_logged(srv) {
-        ctx.client.repl.last_write_offset = offset;
+    drop(ctx.gate.take());
+    let block = ctx.block.take();
+    let client = ctx.client;
+    if spec.has(flag::WRITE) && block.is_none() && srv.blocking.has_waiters() {
+        blocking::signal_written(srv, spec, args);
     }
-    srv.stats.total_commands_processed.fetch_add(1, Relaxed);
+    // A blocked command counts once, when it is first run.
+    if mode == RunMode::Normal {
+        srv.stats.total_commands_processed.fetch_add(1, Relaxed);
+    }
     if let Some(t0) = started {
         let us = t0.elapsed().as_micros() as u64;
-        server::record_slow(srv, ctx.client, spec, args, us, now_ms);
+        server::record_slow(srv, client, spec, args, us, now_ms);
     }
+    match block {
+        Some(b) => Outcome::Block(b),
+        None => Outcome::Done,
+    }
+}
+
+/// Runs one queued command of a transaction (EXEC holds the exec gate alone).
+pub(crate) fn run_in_exec(
+    srv: &ServerState,
+    client: &mut Client,
+    spec: &'static Spec,
+    args: &Args<'_>,
+    out: &mut Vec<u8>,
+    now_ms: u64,
+) {
+    run_command(srv, client, spec, args, out, now_ms, RunMode::Normal, None);
+}
+
+/// Releases what a closing connection holds: its transaction and watched keys, its
+/// subscriptions. (A blocked client's wait is released by the connection loop's guard.)
+pub fn client_closed(srv: &ServerState, client: &mut Client) {
+    multi::discard(srv, client);
+    pubsub::unsubscribe_all(srv, client);
 }
 
 #[cfg(test)]
@@ -330,11 +552,7 @@ mod tests {
         for s in all {
             assert_eq!(s.name, s.name.to_ascii_lowercase());
             assert!(s.arity != 0, "{}", s.name);
-            assert!(
-                s.has(flag::WRITE) == false || s.has(flag::READONLY) == false,
-                "{}",
-                s.name
-            );
+            assert!(!s.has(flag::WRITE) || !s.has(flag::READONLY), "{}", s.name);
             for sub in s.subcommands {
                 assert!(
                     sub.name.starts_with(&format!("{}|", s.name)),

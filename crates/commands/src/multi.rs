@@ -1,7 +1,878 @@
-//! Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+//! Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH; and the exec gate that makes EXEC atomic.
 //!
-//! SCAFFOLD: being implemented; the table is empty until then.
+//! **Queueing.** After MULTI, every admitted command except EXEC, DISCARD, MULTI, WATCH, QUIT and
+//! RESET (which run at once, as in Redis) is queued with an owned copy of its arguments and answered
+//! `+QUEUED`. A command refused before it could be queued (unknown, wrong arity, `NO_MULTI`, OOM, ...)
+//! dooms the transaction: EXEC then replies `-EXECABORT`. Errors a command meets while running inside
+//! EXEC are just its reply in the EXEC array; the other commands still run.
+//!
+//! **Atomicity: the exec gate.** Every command runs holding the gate *shared*; EXEC takes it
+//! *exclusively*, so no other client's command runs between (or during) the commands of a
+//! transaction. EXEC's commands lock shards exactly as they would outside, so commands that lock
+//! the whole keyspace (FLUSHALL, KEYS, SWAPDB, INFO, ...) work unchanged inside EXEC, which a
+//! design where EXEC pre-locks every shard and lends the guards out would deadlock on. The shared
+//! side is a flag per thread (on its own cache line), so commands on different threads never write
+//! the same line: a command pays one uncontended atomic exchange and a plain store.
+//! (Background threads — the active-expiry cron, replication apply — do not take the gate; EXEC's
+//! commands all see the same `now_ms`, so lazy expiry is consistent within a transaction.)
+//!
+//! **WATCH.** Each watched key records, under its shard lock, its version if it is live and the
+//! shard's touch counter for it (`shoal_keyspace::shard::watch`). EXEC, holding the gate
+//! exclusively, aborts (null reply) if a key live at WATCH is gone or has another version (written,
+//! deleted, flushed, expired), or if a key's touch counter moved (created, even if deleted again;
+//! moved by SWAPDB). Deleting a key that was already absent (FLUSHALL of an absent key, an entry
+//! that had already expired being removed) changes nothing, as in Redis 7.0.
 
-use crate::table::Spec;
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-pub static COMMANDS: &[Spec] = &[];
+use crate::args::OwnedArgs;
+use crate::state::{Client, ServerState};
+use crate::table::{Group, NO_KEYS, Spec, cmd, flag::*};
+use crate::{Args, CmdResult, Ctx};
+
+const TX: Group = Group::Transactions;
+
+pub static COMMANDS: &[Spec] = &[
+    cmd(
+        "discard",
+        1,
+        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        NO_KEYS,
+        TX,
+        "2.0.0",
+        "Discards a transaction.",
+        discard_cmd,
+    ),
+    cmd(
+        "exec",
+        1,
+        NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        TX,
+        "1.2.0",
+        "Executes all commands in a transaction.",
+        exec,
+    ),
+    cmd(
+        "multi",
+        1,
+        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        NO_KEYS,
+        TX,
+        "1.2.0",
+        "Starts a transaction.",
+        multi,
+    ),
+    cmd(
+        "unwatch",
+        1,
+        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        NO_KEYS,
+        TX,
+        "2.2.0",
+        "Forgets about watched keys of a transaction.",
+        unwatch,
+    ),
+    cmd(
+        "watch",
+        -2,
+        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        (1, -1, 1),
+        TX,
+        "2.2.0",
+        "Monitors changes to keys to determine the execution of a transaction.",
+        watch,
+    ),
+];
+
+/// Bytes of queued arguments after which each further queued command re-checks the
+/// `client-query-buffer-limit` bound (the queue is bounded by that limit).
+const QUEUE_CHECK_BYTES: usize = 1 << 20;
+
+// ---- the exec gate ----
+
+/// Reader slots a gate hands to threads, one per thread (worker threads are few and fixed).
+const GATE_SLOTS: usize = 64;
+
+/// One thread's "may be running a command" flag, on its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot {
+    inside: AtomicBool,
+    /// Owned by a live thread.
+    claimed: AtomicBool,
+}
+
+/// A reader-writer gate tuned for readers: commands hold it shared, EXEC exclusively.
+///
+/// Each thread owns a slot, so entering is one atomic exchange on a line no other thread writes
+/// and leaving a plain store: commands on different threads never bounce a cache line. EXEC raises
+/// `exclusive`, then waits until no slot is inside. Threads beyond [`GATE_SLOTS`] share a counter
+/// (correct, just slower).
+///
+/// **Sticky threads.** A runtime worker (see [`ExecGate::set_sticky_thread`]) does not leave
+/// after each command: it stays inside, and each later command only checks `exclusive` (a plain
+/// load). It leaves when it finds `exclusive` raised (at its next command), when it parks (the
+/// runtime's park hook calls [`ExecGate::release_thread`]) and before its own EXEC. So a busy
+/// worker pays almost nothing per command, and an EXEC waits at most until every other worker
+/// starts its next command or goes idle — never for a task's `.await`, since the hold belongs to
+/// the thread, not to the task.
+#[derive(Debug)]
+pub struct ExecGate {
+    /// Distinguishes gates in the threads' slot caches (tests run many servers per process).
+    id: u64,
+    slots: Arc<[Slot]>,
+    overflow: AtomicUsize,
+    /// An EXEC wants or holds the gate.
+    exclusive: AtomicBool,
+    /// Held by the EXEC in progress; commands that find `exclusive` set sleep on it.
+    writer: Mutex<()>,
+}
+
+impl Default for ExecGate {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        ExecGate {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            slots: (0..GATE_SLOTS).map(|_| Slot::default()).collect(),
+            overflow: AtomicUsize::new(0),
+            exclusive: AtomicBool::new(false),
+            writer: Mutex::new(()),
+        }
+    }
+}
+
+/// Slot index meaning "no slot of its own: use the shared counter".
+const OVERFLOW: usize = usize::MAX;
+
+/// A thread's claim on a slot of a gate, released when the thread exits.
+struct Claim {
+    gate: u64,
+    slots: Arc<[Slot]>,
+    index: usize,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(s) = self.slots.get(self.index) {
+            s.inside.store(false, SeqCst);
+            s.claimed.store(false, Release);
+        }
+    }
+}
+
+thread_local! {
+    /// The last gate this thread used and its slot there: the per-command lookup.
+    static LAST: Cell<(u64, usize)> = const { Cell::new((0, OVERFLOW)) };
+    /// Every claim of this thread (normally one).
+    static CLAIMS: RefCell<Vec<Claim>> = const { RefCell::new(Vec::new()) };
+    /// This thread keeps its hold between commands (a runtime worker).
+    static STICKY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A command's shared hold on the gate. Not `Send`: it is never held across an `.await`.
+#[derive(Debug)]
+pub struct GateShared<'a> {
+    gate: &'a ExecGate,
+    slot: usize,
+    /// Leave on drop (not for a sticky thread, which stays inside).
+    leave: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for GateShared<'_> {
+    fn drop(&mut self) {
+        if self.leave {
+            self.gate.leave(self.slot);
+        }
+    }
+}
+
+/// EXEC's exclusive hold on the gate.
+#[derive(Debug)]
+pub struct GateExclusive<'a> {
+    gate: &'a ExecGate,
+    _writer: MutexGuard<'a, ()>,
+}
+
+impl Drop for GateExclusive<'_> {
+    fn drop(&mut self) {
+        // Cleared before the writer lock is released (fields drop after this), so commands that
+        // sleep on that lock find the gate open when they wake.
+        self.gate.exclusive.store(false, SeqCst);
+    }
+}
+
+impl ExecGate {
+    /// Makes the calling thread keep its hold between commands (see the type's comment). Only
+    /// for threads whose idle moments call [`ExecGate::release_thread`].
+    pub fn set_sticky_thread(on: bool) {
+        STICKY.set(on);
+    }
+
+    /// This thread's slot in this gate, claiming one on first use.
+    fn thread_slot(&self) -> usize {
+        let (gate, index) = LAST.get();
+        if gate == self.id {
+            return index;
+        }
+        let index = CLAIMS.with(|c| {
+            let mut claims = c.borrow_mut();
+            if let Some(cl) = claims.iter().find(|cl| cl.gate == self.id) {
+                return cl.index;
+            }
+            let index = self
+                .slots
+                .iter()
+                .position(|s| {
+                    s.claimed
+                        .compare_exchange(false, true, AcqRel, Relaxed)
+                        .is_ok()
+                })
+                .unwrap_or(OVERFLOW);
+            claims.push(Claim {
+                gate: self.id,
+                slots: self.slots.clone(),
+                index,
+            });
+            index
+        });
+        LAST.set((self.id, index));
+        index
+    }
+
+    fn enter(&self, slot: usize) {
+        match slot {
+            OVERFLOW => {
+                self.overflow.fetch_add(1, SeqCst);
+            }
+            i => {
+                self.slots[i].inside.swap(true, SeqCst);
+            }
+        }
+    }
+
+    fn leave(&self, slot: usize) {
+        match slot {
+            OVERFLOW => {
+                self.overflow.fetch_sub(1, SeqCst);
+            }
+            i => self.slots[i].inside.store(false, SeqCst),
+        }
+    }
+
+    /// Holds the gate shared: waits while an EXEC runs. One hold per thread at a time.
+    pub fn shared(&self) -> GateShared<'_> {
+        let slot = self.thread_slot();
+        let sticky = STICKY.get() && slot != OVERFLOW;
+        let held = |leave| GateShared {
+            gate: self,
+            slot,
+            leave,
+            _not_send: PhantomData,
+        };
+        if sticky && self.slots[slot].inside.load(Relaxed) {
+            // Still inside since an earlier command: only look (an EXEC that raised the flag
+            // after this load sees the slot inside and waits for the next look).
+            if !self.exclusive.load(SeqCst) {
+                return held(false);
+            }
+            self.leave(slot);
+            drop(self.writer.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        loop {
+            // Announce, then look (both SeqCst): either this command sees `exclusive`, or the
+            // EXEC that raises it sees this thread inside and waits for it.
+            self.enter(slot);
+            if !self.exclusive.load(SeqCst) {
+                return held(!sticky);
+            }
+            self.leave(slot);
+            drop(self.writer.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+
+    /// Leaves the gate if the calling thread is inside between commands (a sticky thread going
+    /// idle). Cheap; safe to call at any time outside a command.
+    pub fn release_thread(&self) {
+        let (gate, index) = LAST.get();
+        if gate == self.id && index != OVERFLOW && self.slots[index].inside.load(Relaxed) {
+            self.leave(index);
+        }
+    }
+
+    /// Holds the gate alone: waits for the commands running now to finish. The caller must not
+    /// hold it shared (a sticky hold of its own thread is released here).
+    pub fn exclusive(&self) -> GateExclusive<'_> {
+        self.release_thread();
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.exclusive.store(true, SeqCst);
+        let busy = |spins: &mut u32| {
+            *spins += 1;
+            if *spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        };
+        // Commands hold the gate for microseconds and never wait on anything EXEC holds; a
+        // sticky worker leaves at its next command or when it parks.
+        for s in self.slots.iter() {
+            let mut spins = 0;
+            while s.inside.load(SeqCst) {
+                busy(&mut spins);
+            }
+        }
+        let mut spins = 0;
+        while self.overflow.load(SeqCst) != 0 {
+            busy(&mut spins);
+        }
+        GateExclusive {
+            gate: self,
+            _writer: writer,
+        }
+    }
+}
+
+// ---- per-client state ----
+
+/// A client's transaction state.
+#[derive(Debug, Default)]
+pub struct ClientTx {
+    /// `Some` between MULTI and EXEC/DISCARD.
+    queued: Option<Queued>,
+    watched: Vec<Watched>,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    cmds: Vec<(&'static Spec, OwnedArgs)>,
+    /// A command was refused while queueing: EXEC aborts.
+    failed: bool,
+    /// A queued command needs memory (EXEC is refused with -OOM when there is none).
+    denyoom: bool,
+    bytes: usize,
+}
+
+/// A WATCHed key and what it was at WATCH time.
+#[derive(Debug)]
+struct Watched {
+    db: usize,
+    key: Vec<u8>,
+    /// Version of the live entry, `None` if the key was absent (or already expired).
+    version: Option<u64>,
+    /// The shard's touch counter for the key.
+    touches: u64,
+}
+
+impl ClientTx {
+    pub fn in_multi(&self) -> bool {
+        self.queued.is_some()
+    }
+
+    /// Dooms the transaction (a command was refused while queueing); no-op outside MULTI.
+    pub fn fail(&mut self) {
+        if let Some(q) = &mut self.queued {
+            q.failed = true;
+        }
+    }
+
+    pub fn queued_denyoom(&self) -> bool {
+        self.queued.as_ref().is_some_and(|q| q.denyoom)
+    }
+
+    pub fn watched_keys(&self) -> usize {
+        self.watched.len()
+    }
+}
+
+// ---- rules the request path asks about ----
+
+/// Commands that run at once inside MULTI instead of being queued (Redis's list).
+pub fn runs_in_multi(spec: &Spec) -> bool {
+    matches!(
+        spec.name,
+        "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+    )
+}
+
+/// Commands that are not refused for memory inside MULTI (they do not grow the queue).
+pub fn exempt_from_oom(spec: &Spec) -> bool {
+    matches!(spec.name, "exec" | "discard" | "quit" | "reset")
+}
+
+pub fn is_exec(spec: &Spec) -> bool {
+    spec.name == "exec"
+}
+
+/// Queues a command inside MULTI and replies `+QUEUED`.
+pub(crate) fn queue(
+    srv: &ServerState,
+    client: &mut Client,
+    spec: &'static Spec,
+    args: &Args<'_>,
+    out: &mut Vec<u8>,
+) {
+    let q = client.tx.queued.as_mut().expect("queue only inside MULTI");
+    let bytes = args.bytes() + args.len() * std::mem::size_of::<std::ops::Range<usize>>();
+    if q.bytes + bytes > QUEUE_CHECK_BYTES {
+        let max = srv.values().get_u64("client-query-buffer-limit") as usize;
+        if q.bytes + bytes > max {
+            q.failed = true;
+            srv.stats.total_error_replies.fetch_add(1, Relaxed);
+            shoal_resp::ReplyWriter::new(out, client.proto)
+                .error("ERR MULTI queue exceeds client-query-buffer-limit");
+            return;
+        }
+    }
+    q.bytes += bytes;
+    q.denyoom |= spec.has(DENYOOM);
+    q.cmds.push((spec, OwnedArgs::from_args(args)));
+    client.handle.multi_len.store(q.cmds.len() as i64, Relaxed);
+    shoal_resp::ReplyWriter::new(out, client.proto).simple("QUEUED");
+}
+
+/// Ends a transaction without running it and forgets the watched keys (DISCARD, RESET, a refused
+/// EXEC, a closing connection).
+pub fn discard(srv: &ServerState, client: &mut Client) {
+    client.tx.queued = None;
+    client.handle.multi_len.store(-1, Relaxed);
+    unwatch_all(srv, client);
+}
+
+/// Drops every WATCH of the client.
+pub fn unwatch_all(srv: &ServerState, client: &mut Client) {
+    for w in client.tx.watched.drain(..) {
+        let slot = shoal_keyspace::key_slot(&w.key);
+        srv.ks.lock(srv.ks.shard_of(slot)).unwatch_key(w.db, &w.key);
+    }
+}
+
+/// Whether any watched key changed since WATCH (see the module comment).
+fn watched_changed(ctx: &Ctx<'_>) -> bool {
+    ctx.client.tx.watched.iter().any(|w| {
+        let (shard, slot) = ctx.shard(&w.key);
+        let live = shard
+            .peek(w.db, slot, &w.key, ctx.now_ms)
+            .map(|e| e.version());
+        live != w.version || shard.watch_touches(w.db, &w.key) != w.touches
+    })
+}
+
+// ---- commands ----
+
+fn multi(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    if ctx.client.tx.in_multi() {
+        return Err("ERR MULTI calls can not be nested".into());
+    }
+    ctx.client.tx.queued = Some(Queued::default());
+    ctx.client.handle.multi_len.store(0, Relaxed);
+    ctx.out.ok();
+    Ok(())
+}
+
+fn discard_cmd(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    if !ctx.client.tx.in_multi() {
+        return Err("ERR DISCARD without MULTI".into());
+    }
+    discard(ctx.srv, ctx.client);
+    ctx.out.ok();
+    Ok(())
+}
+
+fn exec(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let Some(q) = ctx.client.tx.queued.take() else {
+        return Err("ERR EXEC without MULTI".into());
+    };
+    ctx.client.handle.multi_len.store(-1, Relaxed);
+    if q.failed {
+        unwatch_all(ctx.srv, ctx.client);
+        return Err("EXECABORT Transaction discarded because of previous errors.".into());
+    }
+    // From the WATCH check to the last command, no other client's command runs.
+    ctx.gate = None;
+    let _alone = ctx.srv.gate.exclusive();
+    let changed = watched_changed(ctx);
+    unwatch_all(ctx.srv, ctx.client);
+    if changed {
+        ctx.out.null_array();
+        return Ok(());
+    }
+    ctx.out.array(q.cmds.len());
+    for (spec, args) in &q.cmds {
+        crate::run_in_exec(
+            ctx.srv,
+            ctx.client,
+            spec,
+            &args.args(),
+            ctx.out.buf,
+            ctx.now_ms,
+        );
+    }
+    Ok(())
+}
+
+fn watch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if ctx.client.tx.in_multi() {
+        return Err("ERR WATCH inside MULTI is not allowed".into());
+    }
+    let db = ctx.db();
+    for key in args.tail(1).iter() {
+        if ctx
+            .client
+            .tx
+            .watched
+            .iter()
+            .any(|w| w.db == db && w.key == key)
+        {
+            continue;
+        }
+        let (mut shard, slot) = ctx.shard(key);
+        let touches = shard.watch_key(db, key);
+        let version = shard.peek(db, slot, key, ctx.now_ms).map(|e| e.version());
+        drop(shard);
+        ctx.client.tx.watched.push(Watched {
+            db,
+            key: key.to_vec(),
+            version,
+            touches,
+        });
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+fn unwatch(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    unwatch_all(ctx.srv, ctx.client);
+    ctx.out.ok();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{ClientHandle, Hooks, OwnedArgs, config};
+
+    /// Two clients on one server.
+    struct Pair {
+        srv: ServerState,
+        a: Client,
+        b: Client,
+        now_ms: u64,
+    }
+
+    impl Pair {
+        fn new() -> Pair {
+            let srv = ServerState::new(config::Values::default(), 1_000_000, 7, Hooks::default());
+            let client = |id| {
+                let h = Arc::new(ClientHandle::new(id, "a".into(), "b".into(), 0));
+                Client::new(h, true)
+            };
+            Pair {
+                srv,
+                a: client(1),
+                b: client(2),
+                now_ms: 1_000_000,
+            }
+        }
+
+        fn run(&mut self, who: char, cmd: &[&str]) -> String {
+            let o = OwnedArgs::new(cmd.iter());
+            let mut out = Vec::new();
+            let c = if who == 'a' { &mut self.a } else { &mut self.b };
+            crate::execute(&self.srv, c, &o.args(), &mut out, self.now_ms);
+            String::from_utf8(out).unwrap()
+        }
+
+        fn watched_in_keyspace(&self) -> usize {
+            self.srv
+                .ks
+                .lock_all()
+                .iter()
+                .map(|s| s.watched_keys())
+                .sum()
+        }
+    }
+
+    #[test]
+    fn queue_exec_and_errors_match_redis() {
+        let r = crate::tests::run(&[
+            &["MULTI"],
+            &["MULTI"],
+            &["SET", "a", "1"],
+            &["INCR", "a"],
+            &["LPUSH", "a", "x"],
+            &["GET", "a"],
+            &["EXEC"],
+            &["EXEC"],
+            &["DISCARD"],
+        ]);
+        assert_eq!(r[0], "+OK\r\n");
+        assert_eq!(r[1], "-ERR MULTI calls can not be nested\r\n");
+        assert_eq!(r[2], "+QUEUED\r\n");
+        assert_eq!(
+            r[6],
+            "*4\r\n+OK\r\n:2\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n$1\r\n2\r\n"
+        );
+        assert_eq!(r[7], "-ERR EXEC without MULTI\r\n");
+        assert_eq!(r[8], "-ERR DISCARD without MULTI\r\n");
+    }
+
+    #[test]
+    fn errors_while_queueing_abort_exec() {
+        let r = crate::tests::run(&[
+            &["MULTI"],
+            &["SET", "a", "1"],
+            &["NOPE"],
+            &["EXEC"],
+            &["GET", "a"],
+            &["MULTI"],
+            &["GET"],
+            &["EXEC"],
+            &["MULTI"],
+            &["WATCH", "k"],
+            &["PING"],
+            &["EXEC"],
+            &["MULTI"],
+            &["EXEC", "x"],
+            &["EXEC"],
+            &["MULTI"],
+            &["SHUTDOWN"],
+            &["DISCARD", "x"],
+            &["EXEC"],
+        ]);
+        assert_eq!(
+            r[2],
+            "-ERR unknown command 'NOPE', with args beginning with: \r\n"
+        );
+        assert_eq!(
+            r[3],
+            "-EXECABORT Transaction discarded because of previous errors.\r\n"
+        );
+        assert_eq!(r[4], "$-1\r\n", "nothing ran");
+        assert_eq!(
+            r[7],
+            "-EXECABORT Transaction discarded because of previous errors.\r\n"
+        );
+        // WATCH inside MULTI is an error but does not doom the transaction.
+        assert_eq!(r[9], "-ERR WATCH inside MULTI is not allowed\r\n");
+        assert_eq!(r[11], "*1\r\n+PONG\r\n");
+        assert_eq!(
+            r[13],
+            "-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n"
+        );
+        assert_eq!(r[14], "-ERR EXEC without MULTI\r\n");
+        assert_eq!(r[16], "-ERR Command not allowed inside a transaction\r\n");
+        assert_eq!(
+            r[17],
+            "-ERR wrong number of arguments for 'discard' command\r\n"
+        );
+        assert_eq!(
+            r[18],
+            "-EXECABORT Transaction discarded because of previous errors.\r\n"
+        );
+    }
+
+    #[test]
+    fn select_inside_exec_applies_to_later_commands() {
+        let r = crate::tests::run(&[
+            &["MULTI"],
+            &["SELECT", "1"],
+            &["SET", "z", "1"],
+            &["EXEC"],
+            &["GET", "z"],
+            &["SELECT", "0"],
+            &["GET", "z"],
+        ]);
+        assert_eq!(r[3], "*2\r\n+OK\r\n+OK\r\n");
+        assert_eq!(r[4], "$1\r\n1\r\n");
+        assert_eq!(r[6], "$-1\r\n");
+    }
+
+    #[test]
+    fn watch_aborts_when_another_client_writes() {
+        let mut p = Pair::new();
+        p.run('a', &["SET", "k", "1"]);
+        assert_eq!(p.run('a', &["WATCH", "k", "k", "absent"]), "+OK\r\n");
+        assert_eq!(p.watched_in_keyspace(), 2, "duplicates are watched once");
+        p.run('b', &["SET", "k", "2"]);
+        p.run('a', &["MULTI"]);
+        p.run('a', &["SET", "k", "3"]);
+        assert_eq!(p.run('a', &["EXEC"]), "*-1\r\n");
+        assert_eq!(p.run('a', &["GET", "k"]), "$1\r\n2\r\n");
+        assert_eq!(p.watched_in_keyspace(), 0, "EXEC unwatches");
+        // Unchanged (a read by the other client is no change): it runs.
+        p.run('a', &["WATCH", "k"]);
+        p.run('b', &["GET", "k"]);
+        p.run('a', &["MULTI"]);
+        p.run('a', &["SET", "k", "3"]);
+        assert_eq!(p.run('a', &["EXEC"]), "*1\r\n+OK\r\n");
+    }
+
+    #[test]
+    fn watch_of_an_absent_key_sees_create_then_delete() {
+        let mut p = Pair::new();
+        p.run('a', &["WATCH", "k"]);
+        p.run('b', &["SET", "k", "1"]);
+        p.run('b', &["DEL", "k"]);
+        p.run('a', &["MULTI"]);
+        p.run('a', &["PING"]);
+        assert_eq!(p.run('a', &["EXEC"]), "*-1\r\n");
+        // Deleting an absent key, or flushing while it is absent, is no change.
+        p.run('a', &["WATCH", "k"]);
+        p.run('b', &["DEL", "k"]);
+        p.run('b', &["FLUSHALL"]);
+        p.run('a', &["MULTI"]);
+        p.run('a', &["PING"]);
+        assert_eq!(p.run('a', &["EXEC"]), "*1\r\n+PONG\r\n");
+    }
+
+    #[test]
+    fn watch_sees_flush_swapdb_and_expiry() {
+        let mut p = Pair::new();
+        p.run('a', &["SET", "k", "1"]);
+        p.run('a', &["WATCH", "k"]);
+        p.run('b', &["FLUSHALL"]);
+        p.run('a', &["MULTI"]);
+        assert_eq!(p.run('a', &["EXEC"]), "*-1\r\n");
+
+        p.run('b', &["SELECT", "1"]);
+        p.run('b', &["SET", "k", "other-db"]);
+        p.run('a', &["WATCH", "k"]);
+        p.run('b', &["SWAPDB", "0", "1"]);
+        p.run('b', &["SWAPDB", "0", "1"]);
+        p.run('a', &["MULTI"]);
+        assert_eq!(p.run('a', &["EXEC"]), "*-1\r\n", "swapped away and back");
+
+        p.run('a', &["SET", "t", "1", "PX", "20"]);
+        p.run('a', &["WATCH", "t"]);
+        p.now_ms += 30;
+        p.run('a', &["MULTI"]);
+        assert_eq!(p.run('a', &["EXEC"]), "*-1\r\n", "expired since WATCH");
+
+        // Already expired at WATCH time: absent, and staying absent is no change.
+        p.run('a', &["WATCH", "t"]);
+        p.run('a', &["MULTI"]);
+        assert_eq!(p.run('a', &["EXEC"]), "*0\r\n");
+    }
+
+    #[test]
+    fn discard_unwatch_reset_and_close_release_watches() {
+        let mut p = Pair::new();
+        p.run('a', &["WATCH", "x", "y"]);
+        p.run('a', &["MULTI"]);
+        assert_eq!(p.run('a', &["DISCARD"]), "+OK\r\n");
+        assert_eq!(p.watched_in_keyspace(), 0);
+        p.run('a', &["WATCH", "x"]);
+        assert_eq!(p.run('a', &["UNWATCH"]), "+OK\r\n");
+        assert_eq!(p.watched_in_keyspace(), 0);
+        p.run('a', &["WATCH", "x"]);
+        p.run('a', &["MULTI"]);
+        assert_eq!(p.run('a', &["RESET"]), "+RESET\r\n");
+        assert_eq!(p.run('a', &["EXEC"]), "-ERR EXEC without MULTI\r\n");
+        assert_eq!(p.watched_in_keyspace(), 0);
+        p.run('b', &["WATCH", "x"]);
+        p.run('b', &["MULTI"]);
+        crate::client_closed(&p.srv, &mut p.b);
+        assert_eq!(p.watched_in_keyspace(), 0);
+        assert_eq!(p.b.handle.multi_len.load(Relaxed), -1);
+    }
+
+    #[test]
+    fn gate_excludes_commands_while_exclusive() {
+        let gate = Arc::new(ExecGate::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let excl = gate.exclusive();
+        let t = {
+            let (gate, inside) = (gate.clone(), inside.clone());
+            std::thread::spawn(move || {
+                let _g = gate.shared();
+                inside.store(1, SeqCst);
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(inside.load(SeqCst), 0, "a command ran during EXEC");
+        drop(excl);
+        t.join().unwrap();
+        assert_eq!(inside.load(SeqCst), 1);
+        // And an exclusive holder waits for shared holders.
+        let shared = gate.shared();
+        let done = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (gate, done) = (gate.clone(), done.clone());
+            std::thread::spawn(move || {
+                let _e = gate.exclusive();
+                done.store(true, SeqCst);
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!done.load(SeqCst));
+        drop(shared);
+        t.join().unwrap();
+        assert!(done.load(SeqCst));
+    }
+
+    #[test]
+    fn a_sticky_thread_stays_inside_until_it_parks_or_sees_an_exec() {
+        use std::sync::mpsc::channel;
+        let gate = Arc::new(ExecGate::default());
+        let (to_worker, worker_rx) = channel::<&str>();
+        let (from_worker, rx) = channel::<&str>();
+        let worker = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                ExecGate::set_sticky_thread(true);
+                drop(gate.shared());
+                from_worker.send("ran").unwrap();
+                while let Ok(what) = worker_rx.recv() {
+                    match what {
+                        "park" => gate.release_thread(),
+                        "command" => drop(gate.shared()),
+                        _ => break,
+                    }
+                    from_worker.send("done").unwrap();
+                }
+            })
+        };
+        assert_eq!(rx.recv().unwrap(), "ran");
+        let exec = |gate: &Arc<ExecGate>, done: &Arc<AtomicBool>| {
+            let (gate, done) = (gate.clone(), done.clone());
+            std::thread::spawn(move || {
+                let _e = gate.exclusive();
+                done.store(true, SeqCst);
+            })
+        };
+        // Between commands the worker is still inside: an EXEC waits ...
+        let done = Arc::new(AtomicBool::new(false));
+        let e = exec(&gate, &done);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(
+            !done.load(SeqCst),
+            "EXEC ran while a sticky worker was inside"
+        );
+        // ... until it parks.
+        to_worker.send("park").unwrap();
+        assert_eq!(rx.recv().unwrap(), "done");
+        e.join().unwrap();
+        assert!(done.load(SeqCst));
+        // Its next command enters again; a later EXEC waits for the one after, which leaves.
+        to_worker.send("command").unwrap();
+        assert_eq!(rx.recv().unwrap(), "done");
+        let done = Arc::new(AtomicBool::new(false));
+        let e = exec(&gate, &done);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!done.load(SeqCst));
+        to_worker.send("command").unwrap();
+        assert_eq!(rx.recv().unwrap(), "done");
+        e.join().unwrap();
+        assert!(done.load(SeqCst));
+        to_worker.send("stop").unwrap();
+        worker.join().unwrap();
+    }
+}

@@ -253,6 +253,10 @@ pub struct ReplState {
     pub sync_full: AtomicU64,
     pub sync_partial_ok: AtomicU64,
     pub sync_partial_err: AtomicU64,
+    /// As a replica: sessions with the primary that failed (connect, auth, handshake, stream).
+    pub link_failures: AtomicU64,
+    /// As a replica: full copies refused because the primary was empty and we were not.
+    pub empty_copies_refused: AtomicU64,
     /// Bumped whenever the role changes, so an old replica link task notices it must stop.
     pub epoch: AtomicU64,
     /// Clients paused for a FAILOVER: writes wait (ms deadline, 0 = not paused).
@@ -261,6 +265,9 @@ pub struct ReplState {
     pub failover: FailoverState,
     /// A SAVE/BGSAVE is running.
     pub saving: AtomicBool,
+    /// Writes since the last save (for `save` rules), counted only while rules are set.
+    pub dirty: AtomicU64,
+    pub save_rules_set: AtomicBool,
     pub last_save_unix_s: AtomicU64,
 }
 
@@ -286,11 +293,15 @@ impl ReplState {
             sync_full: AtomicU64::new(0),
             sync_partial_ok: AtomicU64::new(0),
             sync_partial_err: AtomicU64::new(0),
+            link_failures: AtomicU64::new(0),
+            empty_copies_refused: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             writes_paused_until_ms: AtomicU64::new(0),
             hooks: Mutex::default(),
             failover: FailoverState::default(),
             saving: AtomicBool::new(false),
+            dirty: AtomicU64::new(0),
+            save_rules_set: AtomicBool::new(false),
             last_save_unix_s: AtomicU64::new(0),
         }
     }

@@ -147,7 +147,7 @@ static COMMAND: &[Spec] = &[
     ),
     cmd(
         "command|getkeys",
-        -3,
+        -4,
         LOADING | STALE,
         NO_KEYS,
         SRV,
@@ -207,6 +207,16 @@ static CONFIG: &[Spec] = &[
         "5.0.0",
         "Returns helpful text about the different subcommands.",
         config_help,
+    ),
+    cmd(
+        "config|rewrite",
+        2,
+        ADMIN | NOSCRIPT | LOADING | STALE,
+        NO_KEYS,
+        SRV,
+        "2.8.0",
+        "Persists the effective configuration to file.",
+        config_rewrite,
     ),
     cmd(
         "config|resetstat",
@@ -402,7 +412,7 @@ fn command_info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     for name in args.tail(2).iter() {
         match lookup_full(name) {
             Some(s) => write_command_info(ctx, s),
-            None => ctx.out.null_array(),
+            None => ctx.out.null(),
         }
     }
     Ok(())
@@ -541,7 +551,7 @@ fn command_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             "GETKEYS <full-command>",
             "    Return the keys from a full command.",
             "HELP",
-            "    Print this help.",
+            "    Prints this help.",
         ],
     )
 }
@@ -550,14 +560,23 @@ fn command_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn config_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let v = ctx.srv.values();
-    let mut found: Vec<(&'static str, String)> = Vec::new();
+    let mut found: Vec<(String, String)> = Vec::new();
     for pat in args.tail(2).iter() {
+        // An exact name (no glob characters) is echoed as the client typed it, as Redis does.
+        if !pat.iter().any(|b| matches!(b, b'*' | b'?' | b'[')) {
+            let name = String::from_utf8_lossy(pat).into_owned();
+            if let Some(p) = config::find(&name) {
+                if !found.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                    found.push((name, v.get(p.name).to_string()));
+                }
+            }
+            continue;
+        }
         for p in config::PARAMS {
             let names = std::iter::once(p.name).chain(p.alias);
             for name in names {
-                if glob_match(pat, name.as_bytes(), true) && !found.iter().any(|(n, _)| *n == name)
-                {
-                    found.push((name, v.get(p.name).to_string()));
+                if glob_match(pat, name.as_bytes(), true) && !found.iter().any(|(n, _)| n == name) {
+                    found.push((name.to_string(), v.get(p.name).to_string()));
                 }
             }
         }
@@ -616,6 +635,30 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// Writes every parameter that differs from its default into the TOML config file.
+fn config_rewrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let path = ctx.srv.config_file.clone();
+    if path.is_empty() {
+        return Err("ERR The server is running without a config file".into());
+    }
+    let mut text = String::from(
+        "# Rewritten by CONFIG REWRITE: parameters that differ from their defaults.\n",
+    );
+    for (name, value) in ctx.srv.values().iter() {
+        let default = config::find(name).map_or("", |p| p.default);
+        if value != default {
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+            text.push_str(&format!("{name} = \"{escaped}\"\n"));
+        }
+    }
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("ERR Rewriting config file: {e}"))?;
+    ctx.out.ok();
+    Ok(())
+}
+
 fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     let s = &ctx.srv.stats;
     for c in [
@@ -647,8 +690,10 @@ fn config_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             "    Set the configuration <directive> to <value>.",
             "RESETSTAT",
             "    Reset statistics reported by the INFO command.",
+            "REWRITE",
+            "    Rewrite the configuration file.",
             "HELP",
-            "    Print this help.",
+            "    Prints this help.",
         ],
     )
 }
@@ -851,7 +896,7 @@ fn slowlog_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             "RESET",
             "    Reset the slowlog.",
             "HELP",
-            "    Print this help.",
+            "    Prints this help.",
         ],
     )
 }
@@ -966,7 +1011,7 @@ fn memory_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             "    Return memory in bytes used by <key> and its value. Nested values are",
             "    sampled up to <count> times (default: 5, 0 means sample all).",
             "HELP",
-            "    Print this help.",
+            "    Prints this help.",
         ],
     )
 }
@@ -1039,19 +1084,35 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
             let _ = write!(
                 t,
                 "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{o}\r\nslave_repl_offset:{o}\r\nslave_priority:100\r\nslave_read_only:{}\r\nreplica_announced:1\r\nconnected_slaves:0\r\n",
-                if link == crate::repl::LinkState::Connected { "up" } else { "down" },
-                if link == crate::repl::LinkState::Connected { io as i64 } else { -1 },
+                if link == crate::repl::LinkState::Connected {
+                    "up"
+                } else {
+                    "down"
+                },
+                if link == crate::repl::LinkState::Connected {
+                    io as i64
+                } else {
+                    -1
+                },
                 (link == crate::repl::LinkState::Syncing) as u8,
                 (srv.values().get("replica-read-only") == "yes") as u8,
                 o = repl.replica_offset.load(Relaxed),
             );
         }
     }
-    let offset = if matches!(role, Role::Primary) { end } else { repl.replica_offset.load(Relaxed) };
-    let strategy = if repl.strategy_sync.load(Relaxed) { "sync" } else { "async" };
+    let offset = if matches!(role, Role::Primary) {
+        end
+    } else {
+        repl.replica_offset.load(Relaxed)
+    };
+    let strategy = if repl.strategy_sync.load(Relaxed) {
+        "sync"
+    } else {
+        "async"
+    };
     let _ = write!(
         t,
-        "master_failover_state:{}\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{backlog_size}\r\nrepl_backlog_first_byte_offset:{first}\r\nrepl_backlog_histlen:{histlen}\r\nshoal_node_id:{}\r\nshoal_write_strategy:{strategy}\r\nshoal_min_replicas_ack:{}\r\nshoal_ack_timeout_ms:{}\r\nshoal_replicas_acked_offset:{}\r\n\r\n",
+        "master_failover_state:{}\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{backlog_size}\r\nrepl_backlog_first_byte_offset:{first}\r\nrepl_backlog_histlen:{histlen}\r\nshoal_node_id:{}\r\nshoal_write_strategy:{strategy}\r\nshoal_min_replicas_ack:{}\r\nshoal_ack_timeout_ms:{}\r\nshoal_replicas_acked_offset:{}\r\nshoal_link_failures:{}\r\nshoal_empty_copies_refused:{}\r\n\r\n",
         repl.failover.state.lock().expect("failover lock"),
         ids.replid,
         ids.replid2,
@@ -1067,6 +1128,8 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
             .map(|r| r.ack_offset.load(Relaxed))
             .min()
             .unwrap_or(0),
+        repl.link_failures.load(Relaxed),
+        repl.empty_copies_refused.load(Relaxed),
     );
     t
 }
@@ -1110,9 +1173,10 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
     if want("clients") {
         let _ = write!(
             t,
-            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:0\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\r\n",
             srv.connected_clients(),
             v.get("maxclients"),
+            srv.blocking.blocked_clients(),
         );
     }
     let used = srv.used_memory() as u64;
@@ -1146,7 +1210,7 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
         let ks = srv.ks.stats();
         let _ = write!(
             t,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:0\r\npubsub_patterns:0\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nshoal_oom_rejections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nshoal_oom_rejections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
             s.total_connections_received.load(Relaxed),
             s.total_commands_processed.load(Relaxed),
             s.instantaneous_ops_per_sec.load(Relaxed),
@@ -1157,6 +1221,8 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             ks.evicted_keys,
             ks.keyspace_hits,
             ks.keyspace_misses,
+            srv.pubsub.channels(),
+            srv.pubsub.patterns(),
             s.total_error_replies.load(Relaxed),
             s.client_query_limit_disconnections.load(Relaxed),
             s.client_output_limit_disconnections.load(Relaxed),
@@ -1246,7 +1312,10 @@ mod tests {
             &["DBSIZE"],
         ]);
         assert_eq!(r[0], "*2\r\n$1\r\na\r\n$1\r\nb\r\n");
-        assert_eq!(r[1], "-ERR The command has no key arguments\r\n");
+        assert_eq!(
+            r[1],
+            "-ERR wrong number of arguments for 'command|getkeys' command\r\n"
+        );
         assert!(
             r[2].starts_with(
                 "*1\r\n*10\r\n$3\r\nget\r\n:2\r\n*2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n"

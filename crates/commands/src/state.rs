@@ -4,7 +4,9 @@
 //! callbacks stored here.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex, RwLock};
 
 use shoal_keyspace::{Keyspace, Policy, SHARDS_DEFAULT, shard::EvictConfig};
@@ -59,8 +61,18 @@ pub struct ClientHandle {
     pub output_buf_bytes: AtomicUsize,
     pub no_evict: AtomicBool,
     pub killed: AtomicBool,
-    /// Wakes the connection task so it notices `killed`; installed by the server.
+    /// Wakes the connection task so it notices `killed`, a pub/sub message or a blocking wake-up;
+    /// installed by the server.
     pub waker: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Pub/sub messages waiting for the connection task to write them (see `pubsub`).
+    pub mailbox: crate::pubsub::Mailbox,
+    /// Channel and pattern subscriptions (CLIENT LIST `sub=`, `psub=`).
+    pub subs: AtomicUsize,
+    pub psubs: AtomicUsize,
+    /// Commands queued in MULTI, or -1 outside MULTI (CLIENT LIST `multi=`).
+    pub multi_len: AtomicI64,
+    /// Waiting in a blocking command (CLIENT LIST flag `b`).
+    pub blocked: AtomicBool,
 }
 
 impl std::fmt::Debug for ClientHandle {
@@ -91,6 +103,18 @@ impl ClientHandle {
             no_evict: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
+            mailbox: crate::pubsub::Mailbox::default(),
+            subs: AtomicUsize::new(0),
+            psubs: AtomicUsize::new(0),
+            multi_len: AtomicI64::new(-1),
+            blocked: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes the connection task (a message arrived, a key it waits for was written).
+    pub fn wake(&self) {
+        if let Some(w) = self.waker.lock().expect("waker lock").as_ref() {
+            w();
         }
     }
 
@@ -127,6 +151,10 @@ pub struct Client {
     pub close_after_reply: bool,
     /// Replication requests the connection loop carries out after the batch.
     pub repl: ClientRepl,
+    /// MULTI queue and WATCHed keys.
+    pub tx: crate::multi::ClientTx,
+    /// Pub/sub subscriptions.
+    pub subs: crate::pubsub::ClientSubs,
 }
 
 /// Per-connection replication state (see `crate::replication`).
@@ -157,6 +185,8 @@ impl Client {
             reply_mode: ReplyMode::On,
             close_after_reply: false,
             repl: ClientRepl::default(),
+            tx: Default::default(),
+            subs: Default::default(),
         }
     }
 
@@ -249,6 +279,12 @@ pub struct ServerState {
     pub config_epoch: AtomicU64,
     /// Replication role, ids, offsets and backlog.
     pub repl: crate::repl::ReplState,
+    /// Makes EXEC exclusive: every command holds it shared, EXEC alone (see `multi`).
+    pub gate: crate::multi::ExecGate,
+    /// Channel and pattern subscribers.
+    pub pubsub: crate::pubsub::PubSub,
+    /// Clients waiting in blocking commands, by key.
+    pub blocking: crate::blocking::Blocking,
 }
 
 /// 40 random hex characters (run id, node id).
@@ -281,6 +317,9 @@ impl ServerState {
             shutting_down: AtomicBool::new(false),
             config_epoch: AtomicU64::new(0),
             repl: crate::repl::ReplState::new(random_hex40(seed ^ 0x1234)),
+            gate: Default::default(),
+            pubsub: Default::default(),
+            blocking: Default::default(),
         };
         let names: Vec<&'static str> = config::PARAMS.iter().map(|p| p.name).collect();
         for n in names {
@@ -348,6 +387,10 @@ impl ServerState {
                 let size = v.get_u64("repl-backlog-size") as usize;
                 r.backlog.lock().expect("backlog lock").set_capacity(size);
             }
+            "client-output-buffer-limit" => self.pubsub.set_limits(config::output_limit(
+                v.get("client-output-buffer-limit"),
+                "pubsub",
+            )),
             "latency-monitor-threshold" => self
                 .hot
                 .latency_threshold_ms

@@ -259,6 +259,19 @@ pub fn parse_expire(
     Ok(at as u64)
 }
 
+/// Counts a read made by a write command in `keyspace_hits`/`keyspace_misses`, as Redis does.
+fn count_read(shard: &mut shoal_keyspace::Shard, hit: bool) {
+    if hit {
+        shard.stats.keyspace_hits += 1;
+    } else {
+        shard.stats.keyspace_misses += 1;
+    }
+}
+
+fn key_slot_of(key: &[u8]) -> u16 {
+    shoal_keyspace::key_slot(key)
+}
+
 /// The string value of a live key, or WRONGTYPE for another type.
 fn string_of(e: &Entry) -> Result<&[u8], String> {
     e.string().ok_or_else(|| ERR_WRONGTYPE.to_string())
@@ -338,6 +351,10 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (mut shard, slot) = ctx.shard(key);
     // Taken under the lock: later writes to a key get larger versions.
     let version = ctx.version();
+    if want_get {
+        let hit = shard.contains(db, slot, key, now);
+        count_read(&mut shard, hit);
+    }
     let existing = shard.peek(db, slot, key, now);
     let old_value = match (want_get, existing) {
         (true, Some(e)) => Some(string_of(e)?.to_vec()),
@@ -429,6 +446,7 @@ fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         Some(e) => Some(string_of(e)?.to_vec()),
         None => None,
     };
+    count_read(&mut shard, old.is_some());
     store_string(
         &mut shard,
         db,
@@ -464,6 +482,8 @@ fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut opt = ExpireOpt::None;
+    // Redis checks the syntax first, then the key, and only then the expire value.
+    let mut timed: Option<(&[u8], &[u8])> = None;
     let mut i = 2;
     while i < args.len() {
         let a = args.get(i);
@@ -475,7 +495,8 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             && opt == ExpireOpt::None
             && has_next
         {
-            opt = ExpireOpt::At(parse_expire(ctx, a, args.get(i + 1), "getex")?);
+            timed = Some((a, args.get(i + 1)));
+            opt = ExpireOpt::At(0);
             i += 2;
         } else if a.eq_ignore_ascii_case(b"PERSIST") && opt == ExpireOpt::None {
             opt = ExpireOpt::Persist;
@@ -485,6 +506,17 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
     }
     let (db, now) = (ctx.client.db, ctx.now_ms);
+    if !ctx
+        .shard(args.get(1))
+        .0
+        .contains(db, key_slot_of(args.get(1)), args.get(1), now)
+    {
+        ctx.out.null();
+        return Ok(());
+    }
+    if let Some((unit, value)) = timed {
+        opt = ExpireOpt::At(parse_expire(ctx, unit, value, "getex")?);
+    }
     let (mut shard, slot) = ctx.shard(args.get(1));
     // Taken under the lock: later writes to a key get larger versions.
     let version = if opt == ExpireOpt::None {
@@ -894,6 +926,8 @@ fn lcs(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut locked = ctx.lock_keys([args.get(1), args.get(2)].into_iter());
     let mut fetch = |key: &[u8]| -> Result<Vec<u8>, String> {
         let (shard, slot) = locked.shard(key);
+        let hit = shard.contains(db, slot, key, now);
+        count_read(shard, hit);
         match shard.peek(db, slot, key, now) {
             Some(e) => e
                 .string()

@@ -246,12 +246,12 @@ pub fn all() -> &'static [&'static Spec] {
     })
 }
 
-/// Position of a command in [`all`] (stored in `ClientHandle::last_cmd`).
-pub fn index_of(spec: &Spec) -> usize {
+/// The command or subcommand whose address is `addr` (stored in `ClientHandle::last_cmd`).
+pub fn by_address(addr: usize) -> Option<&'static Spec> {
     all()
         .iter()
-        .position(|s| std::ptr::eq(*s, spec))
-        .unwrap_or(usize::MAX)
+        .flat_map(|s| std::iter::once(*s).chain(s.subcommands.iter()))
+        .find(|s| std::ptr::eq(*s as *const Spec, addr as *const Spec))
 }
 
 /// Case-insensitive lookup by name.

@@ -15,7 +15,8 @@ pub use entry::{Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
 pub use evict::{LfuParams, Policy, Rng};
 pub use hlc::Hlc;
 pub use shard::{
-    DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard, ShardStats,
+    Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
+    ShardStats,
 };
 pub use slot::{SLOTS, key_slot};
 pub use types::EncodingLimits;

@@ -25,6 +25,7 @@ use crate::hlc::Hlc;
 use crate::slot::SLOTS;
 
 mod apply;
+mod watch;
 
 type Hasher = foldhash::fast::FixedState;
 
@@ -171,6 +172,17 @@ pub struct Shard {
     rng: Rng,
     /// Replicas do not delete expired keys themselves; the primary's deletions arrive instead.
     pub expire_on_access: bool,
+    /// Keys clients WATCH (see `watch.rs`); empty unless a transaction is being prepared.
+    watch: watch::WatchTable,
+}
+
+/// A sampled eviction candidate: higher `score` is a better victim.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    pub score: u64,
+    db: usize,
+    local: usize,
+    hash: u64,
 }
 
 /// Outcome of one eviction attempt.
@@ -194,6 +206,7 @@ impl Shard {
             sketch: None,
             rng: Rng::new(seed ^ 0x5DEE_CE66),
             expire_on_access: true,
+            watch: watch::WatchTable::default(),
         }
     }
 
@@ -384,6 +397,9 @@ impl Shard {
             s.increment(hash);
         }
         crate::write_log::record(db, entry.key());
+        if !self.watch.is_empty() {
+            self.watch.touch(db, entry.key());
+        }
         let hasher = self.hasher.clone();
         let added = entry.mem_bytes();
         let expire = entry.expire_ms();
@@ -481,6 +497,9 @@ impl Shard {
     }
 
     pub fn swap_db(&mut self, a: usize, b: usize) {
+        if !self.watch.is_empty() {
+            self.watch_on_swap(a, b);
+        }
         self.dbs.swap(a, b);
     }
 
@@ -604,6 +623,14 @@ impl Shard {
     /// Evicts one key chosen by the policy among sampled candidates. `None` if nothing can be
     /// evicted from this shard (empty, or no volatile keys under a volatile policy).
     pub fn evict_one(&mut self, now_ms: u64) -> Option<Evicted> {
+        let c = self.best_candidate(now_ms)?;
+        self.evict_candidate(&c)
+    }
+
+    /// The best victim among `maxmemory-samples` keys sampled from this shard, without evicting
+    /// it. The caller compares candidates of several shards and evicts the globally best one, so
+    /// a shard that happens to hold fewer keys is not drained first.
+    pub fn best_candidate(&mut self, now_ms: u64) -> Option<Candidate> {
         let policy = self.evict.policy;
         if policy == Policy::NoEviction {
             return None;
@@ -624,7 +651,7 @@ impl Shard {
         let samples = self.evict.samples.max(1);
         // Independent picks: walking neighbouring slots would sample correlated keys (CRC16 puts
         // `key:1`, `key:2`... in nearby slots).
-        let mut best: Option<(u64, usize, u64)> = None; // (score, local, hash)
+        let mut best: Option<Candidate> = None;
         let mut taken = 0;
         for _ in 0..samples * 16 {
             if taken >= samples {
@@ -644,23 +671,32 @@ impl Shard {
             taken += 1;
             let hash = self.hasher.hash_one(e.key());
             let score = self.victim_score(e, hash, now_ms, r);
-            if best.is_none_or(|(s, _, _)| score > s) {
-                best = Some((score, local, hash));
+            if best.as_ref().is_none_or(|b| score > b.score) {
+                best = Some(Candidate {
+                    score,
+                    db,
+                    local,
+                    hash,
+                });
             }
         }
-        let (_, local, hash) = best?;
+        best
+    }
+
+    /// Evicts a candidate found by [`Shard::best_candidate`] if it is still there.
+    pub fn evict_candidate(&mut self, c: &Candidate) -> Option<Evicted> {
         let key = {
-            let d = self.dbs[db].as_ref()?;
+            let d = self.dbs[c.db].as_ref()?;
             let hasher = &self.hasher;
-            d.slots[local]
-                .find(hash, |e| hasher.hash_one(e.key()) == hash)?
+            d.slots[c.local]
+                .find(c.hash, |e| hasher.hash_one(e.key()) == c.hash)?
                 .key()
                 .to_vec()
         };
-        let entry = self.remove_hashed(db, local as u32, hash, &key)?;
+        let entry = self.remove_hashed(c.db, c.local as u32, c.hash, &key)?;
         self.stats.evicted_keys += 1;
         Some(Evicted {
-            db,
+            db: c.db,
             freed_bytes: entry.mem_bytes(),
             key,
         })

@@ -64,7 +64,8 @@ pub async fn run(srv: Arc<ServerState>, req: FailoverRequest) {
         let replicas = srv.repl.replicas.lock().expect("replicas lock").clone();
         match &req.to {
             Some((host, port)) => replicas.into_iter().find(|r| {
-                r.listening_port.load(Relaxed) == *port as u64 && (r.ip == *host || host == "localhost")
+                r.listening_port.load(Relaxed) == *port as u64
+                    && (r.ip == *host || host == "localhost")
             }),
             None => replicas
                 .into_iter()
@@ -105,7 +106,11 @@ pub async fn run(srv: Arc<ServerState>, req: FailoverRequest) {
         let pass = {
             let v = srv.values();
             let m = v.get("masterauth").to_string();
-            if m.is_empty() { v.get("requirepass").to_string() } else { m }
+            if m.is_empty() {
+                v.get("requirepass").to_string()
+            } else {
+                m
+            }
         };
         if !pass.is_empty() {
             send(&mut s, &["AUTH", &pass]).await?;
@@ -115,7 +120,10 @@ pub async fn run(srv: Arc<ServerState>, req: FailoverRequest) {
     }
     .await;
     if let Err(e) = promoted {
-        finish(&srv, &format!("aborted: could not promote {host}:{port}: {e}"));
+        finish(
+            &srv,
+            &format!("aborted: could not promote {host}:{port}: {e}"),
+        );
         return;
     }
     let epoch = shoal_commands::replication::become_replica(&srv, host.clone(), port);

@@ -76,7 +76,9 @@ pub fn install(srv: &Arc<ServerState>) {
         loop {
             tokio::time::sleep(Duration::from_millis(PING_INTERVAL_MS)).await;
             let Some(srv) = w.upgrade() else { return };
-            if srv.repl.active.load(Relaxed) && !srv.repl.is_replica() && srv.repl.replica_count() > 0
+            if srv.repl.active.load(Relaxed)
+                && !srv.repl.is_replica()
+                && srv.repl.replica_count() > 0
             {
                 let mut b = Vec::new();
                 shoal_commands::repl::encode_ping(&mut b);
@@ -84,6 +86,9 @@ pub fn install(srv: &Arc<ServerState>) {
             }
         }
     });
+    if srv.repl.last_save_unix_s.load(Relaxed) == 0 {
+        srv.repl.last_save_unix_s.store(now_ms() / 1000, Relaxed);
+    }
     // A configured `replicaof` starts the link now.
     let replicaof = srv.values().get("replicaof").to_string();
     let mut parts = replicaof.split_whitespace();
@@ -127,13 +132,20 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
         move || -> Result<(), String> {
             let path = shoal_commands::replication::snapshot_path(&srv);
             let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-            let bytes = snapshot::write_all(&srv.ks);
+            // The offset is taken before the data: the data is at least that new, and a restarted
+            // replica re-applies the stream from there (effects apply by version, so twice is fine).
+            let (replid, offset) = {
+                let ids = srv.repl.ids.lock().expect("ids lock");
+                (ids.replid.clone(), srv.repl.offset())
+            };
+            let bytes = snapshot::write_all(&srv.ks, &replid, offset);
             let res = std::fs::write(&tmp, &bytes)
                 .and_then(|_| std::fs::rename(&tmp, &path))
                 .map_err(|e| format!("saving {}: {e}", path.display()));
             srv.repl.saving.store(false, Relaxed);
             match &res {
                 Ok(()) => {
+                    srv.repl.dirty.store(0, Relaxed);
                     srv.repl.last_save_unix_s.store(now_ms() / 1000, Relaxed);
                     tracing::info!(path = %path.display(), bytes = bytes.len(), "DB saved on disk");
                 }
@@ -166,9 +178,46 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
-    let n = snapshot::load_all(&srv.ks, &bytes, &srv.encoding_limits(), now_ms())
-        .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    let (n, replid, offset) =
+        snapshot::load_all_meta(&srv.ks, &bytes, &srv.encoding_limits(), now_ms())
+            .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    // Resume the replication history the data belongs to: a restarted replica asks its primary
+    // to continue from `offset` instead of copying everything again.
+    if replid.bytes().any(|b| b != b'0') {
+        srv.repl.ids.lock().expect("ids lock").replid = replid;
+        srv.repl.replica_offset.store(offset, Relaxed);
+        srv.repl.backlog.lock().expect("backlog lock").reset(offset);
+    }
     srv.repl.last_save_unix_s.store(now_ms() / 1000, Relaxed);
     tracing::info!(path = %path.display(), keys = n, "DB loaded from disk");
     Ok(n)
+}
+
+/// Redis-style `save` rules: "seconds changes [seconds changes ...]". Empty: no automatic saves.
+pub fn parse_save_rules(s: &str) -> Vec<(u64, u64)> {
+    let n: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    n.chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0], c[1]))
+        .collect()
+}
+
+/// Called once a second by the cron: starts a background save when a `save` rule is met.
+pub fn save_cron(srv: &Arc<ServerState>) {
+    let rules = parse_save_rules(srv.values().get("save"));
+    srv.repl.save_rules_set.store(!rules.is_empty(), Relaxed);
+    if rules.is_empty() || srv.repl.saving.load(Relaxed) {
+        return;
+    }
+    let dirty = srv.repl.dirty.load(Relaxed);
+    let since = (now_ms() / 1000).saturating_sub(srv.repl.last_save_unix_s.load(Relaxed));
+    if rules
+        .iter()
+        .any(|&(secs, changes)| dirty >= changes && since >= secs)
+    {
+        let _ = save(srv, false);
+    }
 }

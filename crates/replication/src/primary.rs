@@ -40,7 +40,13 @@ fn can_continue(srv: &ServerState, replid: &str, offset: i64) -> bool {
     }
     let ids = srv.repl.ids.lock().expect("ids lock").clone();
     let id_ok = replid == ids.replid || (replid == ids.replid2 && offset <= ids.second_offset);
-    id_ok && srv.repl.backlog.lock().expect("backlog lock").holds(offset as u64)
+    id_ok
+        && srv
+            .repl
+            .backlog
+            .lock()
+            .expect("backlog lock")
+            .holds(offset as u64)
 }
 
 /// Runs the link until it ends. `ip` is the replica's address as seen from here.
@@ -84,7 +90,10 @@ pub async fn serve(
         last_ack_ms: now_ms().into(),
         online: true.into(),
     });
-    repl.replicas.lock().expect("replicas lock").push(info.clone());
+    repl.replicas
+        .lock()
+        .expect("replicas lock")
+        .push(info.clone());
     let end = stream_loop(&srv, &mut stream, start, &info).await;
     repl.replicas
         .lock()
@@ -103,7 +112,10 @@ pub async fn serve(
 async fn full_sync(srv: &ServerState, stream: &mut TcpStream, ip: &str) -> std::io::Result<u64> {
     let (replid, offset) = {
         let ids = srv.repl.ids.lock().expect("ids lock");
-        (ids.replid.clone(), srv.repl.backlog.lock().expect("backlog lock").end_offset())
+        (
+            ids.replid.clone(),
+            srv.repl.backlog.lock().expect("backlog lock").end_offset(),
+        )
     };
     let (keys, _) = (0..srv.ks.databases()).fold((0, 0), |acc, db| {
         let (k, v) = srv.ks.db_size(db);
@@ -114,7 +126,7 @@ async fn full_sync(srv: &ServerState, stream: &mut TcpStream, ip: &str) -> std::
     let line = format!("+FULLRESYNC {replid} {offset} {keys}\r\n");
     stream.write_all(line.as_bytes()).await?;
     let mut w = snapshot::Writer::new();
-    stream.write_all(&w.header()).await?;
+    stream.write_all(&w.header(&replid, offset)).await?;
     for i in 0..srv.ks.shard_count() {
         // One shard lock at a time; serialising happens off the async runtime's critical path.
         let chunk = w.shard(&srv.ks, i);
@@ -212,13 +224,20 @@ fn read_acks(
     loop {
         match decoder.decode(inbuf, pos, ranges) {
             Ok(Decoded::Frame { end, inline }) => {
-                let src: &[u8] = if inline { decoder.inline_bytes() } else { inbuf };
+                let src: &[u8] = if inline {
+                    decoder.inline_bytes()
+                } else {
+                    inbuf
+                };
                 let args: Vec<&[u8]> = ranges.iter().map(|r| &src[r.clone()]).collect();
                 if args.len() >= 3
                     && args[0].eq_ignore_ascii_case(b"REPLCONF")
                     && args[1].eq_ignore_ascii_case(b"ACK")
                 {
-                    if let Some(off) = std::str::from_utf8(args[2]).ok().and_then(|s| s.parse().ok()) {
+                    if let Some(off) = std::str::from_utf8(args[2])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
                         info.ack_offset.fetch_max(off, Relaxed);
                         info.last_ack_ms.store(now_ms(), Relaxed);
                         (srv.repl.hooks.lock().expect("hooks lock").acked)();

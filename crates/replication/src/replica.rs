@@ -45,6 +45,7 @@ pub async fn run(srv: Arc<ServerState>, host: String, port: u16, epoch: u64) {
                     return;
                 }
                 *srv.repl.link.lock().expect("link lock") = LinkState::Down;
+                srv.repl.link_failures.fetch_add(1, Relaxed);
                 tracing::warn!(primary = %format!("{host}:{port}"), error = %e, "replication link down; retrying");
             }
         }
@@ -57,7 +58,8 @@ async fn read_line(r: &mut BufReader<TcpStream>) -> Result<String, String> {
     let mut line = Vec::new();
     let n = tokio::time::timeout(
         Duration::from_millis(CONNECT_TIMEOUT_MS * 6),
-        r.take(HANDSHAKE_LINE_BYTES_MAX as u64).read_until(b'\n', &mut line),
+        r.take(HANDSHAKE_LINE_BYTES_MAX as u64)
+            .read_until(b'\n', &mut line),
     )
     .await
     .map_err(|_| "timed out waiting for the primary".to_string())?
@@ -93,7 +95,10 @@ async fn session(srv: &Arc<ServerState>, host: &str, port: u16, epoch: u64) -> R
     let mut r = BufReader::with_capacity(64 * 1024, stream);
     let (user, pass) = {
         let v = srv.values();
-        (v.get("masteruser").to_string(), v.get("masterauth").to_string())
+        (
+            v.get("masteruser").to_string(),
+            v.get("masterauth").to_string(),
+        )
     };
     if !pass.is_empty() {
         let reply = if user.is_empty() {
@@ -125,7 +130,9 @@ async fn session(srv: &Arc<ServerState>, host: &str, port: u16, epoch: u64) -> R
     let mut pending = Vec::new();
     if let Some(rest) = reply.strip_prefix("+FULLRESYNC ") {
         let parts: Vec<&str> = rest.split_whitespace().collect();
-        let (Some(new_id), Some(Ok(new_off))) = (parts.first(), parts.get(1).map(|s| s.parse::<u64>())) else {
+        let (Some(new_id), Some(Ok(new_off))) =
+            (parts.first(), parts.get(1).map(|s| s.parse::<u64>()))
+        else {
             return Err(format!("bad FULLRESYNC line: {reply}"));
         };
         let primary_keys: Option<u64> = parts.get(2).and_then(|s| s.parse().ok());
@@ -133,6 +140,7 @@ async fn session(srv: &Arc<ServerState>, host: &str, port: u16, epoch: u64) -> R
         let accept_empty = srv.values().get("replica-accept-empty-primary") == "yes";
         if primary_keys == Some(0) && local_keys > 0 && !accept_empty {
             // A primary that restarted empty must not silently wipe its replicas.
+            srv.repl.empty_copies_refused.fetch_add(1, Relaxed);
             tracing::error!(primary = %addr, local_keys, "refusing a full copy from an empty primary that would erase this replica's data; set replica-accept-empty-primary yes to allow it");
             return Err("primary is empty; refusing to wipe local data".into());
         }
@@ -145,7 +153,11 @@ async fn session(srv: &Arc<ServerState>, host: &str, port: u16, epoch: u64) -> R
             ids.second_offset = -1;
         }
         srv.repl.replica_offset.store(new_off, Relaxed);
-        srv.repl.backlog.lock().expect("backlog lock").reset(new_off);
+        srv.repl
+            .backlog
+            .lock()
+            .expect("backlog lock")
+            .reset(new_off);
         srv.repl.sync_full.fetch_add(1, Relaxed);
         tracing::info!(primary = %addr, offset = new_off, "full resynchronization done");
     } else if let Some(rest) = reply.strip_prefix("+CONTINUE") {
@@ -212,8 +224,14 @@ async fn load_snapshot(
 
 async fn send_ack(w: &mut TcpStream, offset: u64) -> Result<(), String> {
     let off = offset.to_string();
-    let frame = format!("*3\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n${}\r\n{}\r\n", off.len(), off);
-    w.write_all(frame.as_bytes()).await.map_err(|e| e.to_string())
+    let frame = format!(
+        "*3\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n${}\r\n{}\r\n",
+        off.len(),
+        off
+    );
+    w.write_all(frame.as_bytes())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn apply_stream(
@@ -239,10 +257,21 @@ async fn apply_stream(
         loop {
             match decoder.decode(&inbuf, pos, &mut ranges) {
                 Ok(Decoded::Frame { end, inline }) => {
-                    let src: &[u8] = if inline { decoder.inline_bytes() } else { &inbuf };
+                    let src: &[u8] = if inline {
+                        decoder.inline_bytes()
+                    } else {
+                        &inbuf
+                    };
                     let args: Vec<&[u8]> = ranges.iter().map(|r| &src[r.clone()]).collect();
                     apply_frame(srv, &args)?;
-                    srv.repl.backlog.lock().expect("backlog lock").append(&inbuf[pos..end]);
+                    if srv.repl.save_rules_set.load(Relaxed) {
+                        srv.repl.dirty.fetch_add(1, Relaxed);
+                    }
+                    srv.repl
+                        .backlog
+                        .lock()
+                        .expect("backlog lock")
+                        .append(&inbuf[pos..end]);
                     srv.repl
                         .replica_offset
                         .fetch_add((end - pos) as u64, Relaxed);
@@ -297,14 +326,25 @@ fn apply_frame(srv: &ServerState, args: &[&[u8]]) -> Result<(), String> {
     let dbs = srv.ks.databases();
     let db_of = |b: &[u8]| -> Result<usize, String> {
         let d = parse_u64(b)? as usize;
-        if d < dbs { Ok(d) } else { Err("database out of range in the stream".into()) }
+        if d < dbs {
+            Ok(d)
+        } else {
+            Err("database out of range in the stream".into())
+        }
     };
     if name.eq_ignore_ascii_case(repl::PUT) && args.len() == 7 {
         let db = db_of(args[1])?;
         let version = parse_u64(args[3])?;
         let payload = codec::decode_value(args[6], &srv.encoding_limits())
             .ok_or_else(|| "bad value in the replication stream".to_string())?;
-        let entry = Entry::new(args[2], payload, parse_opt(args[4])?, parse_opt(args[5])?, version, 0);
+        let entry = Entry::new(
+            args[2],
+            payload,
+            parse_opt(args[4])?,
+            parse_opt(args[5])?,
+            version,
+            0,
+        );
         srv.ks.hlc.observe(version);
         let slot = key_slot(args[2]);
         srv.ks

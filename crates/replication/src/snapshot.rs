@@ -2,7 +2,8 @@
 //! serves `SAVE`/`BGSAVE`, loading at start-up, and the full synchronisation of a replica.
 //!
 //! ```text
-//! header   "SHOALSNP" u16 format-version (LE)
+//! header   "SHOALSNP" u16 format-version (LE), 40 bytes replication id (ASCII hex; zeros if none),
+//!          u64 replication offset the data is at least as new as
 //! record   0x01 varint db, bytes key, u64 version, u8 flags (1 expire, 2 ext version),
 //!          [u64 expire_ms] [u64 ext_version], bytes value (the keyspace value codec)
 //! end      0xFF
@@ -24,7 +25,7 @@ use shoal_keyspace::{EncodingLimits, Entry, Keyspace, key_slot};
 
 pub const MAGIC: &[u8; 8] = b"SHOALSNP";
 pub const FORMAT_VERSION: u16 = 1;
-const HEADER_BYTES: usize = 10;
+const HEADER_BYTES: usize = 10 + 40 + 8;
 const TAG_RECORD: u8 = 0x01;
 const TAG_END: u8 = 0xFF;
 const F_EXPIRE: u8 = 1;
@@ -57,10 +58,18 @@ impl Writer {
         self.bytes_written += chunk.len() as u64;
     }
 
-    pub fn header(&mut self) -> Vec<u8> {
+    /// The header; `replid`/`offset` say which replication history the data belongs to (a
+    /// restarted replica continues from there).
+    pub fn header(&mut self, replid: &str, offset: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_BYTES);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let mut id = [b'0'; 40];
+        for (d, s) in id.iter_mut().zip(replid.bytes()) {
+            *d = s;
+        }
+        out.extend_from_slice(&id);
+        out.extend_from_slice(&offset.to_le_bytes());
         self.account(&out);
         out
     }
@@ -109,9 +118,9 @@ fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry) {
 }
 
 /// The whole snapshot in one buffer (SAVE, tests).
-pub fn write_all(ks: &Keyspace) -> Vec<u8> {
+pub fn write_all(ks: &Keyspace, replid: &str, offset: u64) -> Vec<u8> {
     let mut w = Writer::new();
-    let mut out = w.header();
+    let mut out = w.header(replid, offset);
     for i in 0..ks.shard_count() {
         out.extend_from_slice(&w.shard(ks, i));
     }
@@ -168,6 +177,9 @@ impl Record<'_> {
 
 /// Incremental snapshot parser.
 pub struct Loader {
+    /// From the header, once parsed.
+    pub replid: String,
+    pub offset: u64,
     buf: Vec<u8>,
     crc: u64,
     header_seen: bool,
@@ -235,6 +247,8 @@ fn parse_record(b: &[u8]) -> Result<Option<(Record<'_>, usize)>, SnapshotError> 
 impl Loader {
     pub fn new(databases: usize) -> Self {
         Loader {
+            replid: String::new(),
+            offset: 0,
             buf: Vec::new(),
             crc: 0,
             header_seen: false,
@@ -256,16 +270,20 @@ impl Loader {
         self.buf.extend_from_slice(data);
         let mut pos = 0;
         if !self.header_seen {
+            // Reject a wrong magic as soon as its bytes are here, not only once a header's worth is.
+            let n = self.buf.len().min(MAGIC.len());
+            if self.buf[..n] != MAGIC[..n] {
+                return Err(SnapshotError::BadMagic);
+            }
             if self.buf.len() < HEADER_BYTES {
                 return Ok(None);
-            }
-            if &self.buf[..8] != MAGIC {
-                return Err(SnapshotError::BadMagic);
             }
             let v = u16::from_le_bytes([self.buf[8], self.buf[9]]);
             if v != FORMAT_VERSION {
                 return Err(SnapshotError::UnsupportedVersion(v));
             }
+            self.replid = String::from_utf8_lossy(&self.buf[10..50]).into_owned();
+            self.offset = u64_at(&self.buf[50..]).unwrap_or(0);
             self.header_seen = true;
             pos = HEADER_BYTES;
         }
@@ -320,6 +338,16 @@ pub fn load_all(
     limits: &EncodingLimits,
     now_ms: u64,
 ) -> Result<u64, SnapshotError> {
+    load_all_meta(ks, bytes, limits, now_ms).map(|(n, _, _)| n)
+}
+
+/// Like [`load_all`], also returning the header's replication id and offset.
+pub fn load_all_meta(
+    ks: &Keyspace,
+    bytes: &[u8],
+    limits: &EncodingLimits,
+    now_ms: u64,
+) -> Result<(u64, String, u64), SnapshotError> {
     let mut loader = Loader::new(ks.databases());
     let mut loaded = 0;
     let mut bad = false;
@@ -342,7 +370,7 @@ pub fn load_all(
         return Err(SnapshotError::Corrupt("value"));
     }
     match done {
-        Some(n) if n == bytes.len() => Ok(loaded),
+        Some(n) if n == bytes.len() => Ok((loaded, loader.replid.clone(), loader.offset)),
         Some(_) => Err(SnapshotError::Corrupt("trailing bytes")),
         None => Err(SnapshotError::Corrupt("truncated")),
     }
@@ -393,7 +421,7 @@ mod tests {
     #[test]
     fn round_trip_in_any_chunking() {
         let ks = filled();
-        let bytes = write_all(&ks);
+        let bytes = write_all(&ks, "abc", 7);
         for chunk in [1usize, 7, 4096, bytes.len()] {
             let target = Keyspace::new(4, 2, 9);
             let mut loader = Loader::new(4);
@@ -412,6 +440,7 @@ mod tests {
                     .unwrap();
             }
             assert!(done.is_some(), "chunk {chunk}");
+            assert_eq!((loader.offset, &loader.replid[..3]), (7, "abc"));
             assert_eq!(dump(&target), dump(&ks), "chunk {chunk}");
         }
     }
@@ -419,7 +448,7 @@ mod tests {
     #[test]
     fn trailing_stream_bytes_are_reported() {
         let ks = filled();
-        let mut bytes = write_all(&ks);
+        let mut bytes = write_all(&ks, "abc", 7);
         let snap_len = bytes.len();
         bytes.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
         let mut loader = Loader::new(4);
@@ -430,7 +459,7 @@ mod tests {
     #[test]
     fn corruption_is_detected_not_loaded_silently() {
         let ks = filled();
-        let bytes = write_all(&ks);
+        let bytes = write_all(&ks, "abc", 7);
         let mut flipped = bytes.clone();
         let mid = flipped.len() / 2;
         flipped[mid] ^= 0x40;
@@ -456,8 +485,7 @@ mod tests {
         let mut rng = shoal_keyspace::Rng::new(5);
         for _ in 0..2000 {
             let n = rng.below(200);
-            let mut b: Vec<u8> = MAGIC.to_vec();
-            b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            let mut b: Vec<u8> = Writer::new().header("x", 1);
             b.extend((0..n).map(|_| rng.next_u64() as u8));
             let target = Keyspace::new(2, 1, 1);
             let _ = load_all(&target, &b, &EncodingLimits::default(), 0);

@@ -71,7 +71,12 @@ fn digests(c: &mut Client) -> Result<Vec<u64>, String> {
             .into_array()
             .ok_or_else(|| format!("{}: SLOTDIGEST failed", c.addr))?;
         for it in items {
-            out.push(it.as_int().unwrap_or(-1) as u64);
+            // Digests are full u64s (half of them above i64::MAX): parse them as such.
+            let d = it
+                .as_bytes()
+                .and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok())
+                .ok_or_else(|| format!("{}: bad SLOTDIGEST reply", c.addr))?;
+            out.push(d);
         }
         start = end + 1;
     }
@@ -139,7 +144,11 @@ pub fn run(opts: &Options) -> Result<Report, String> {
             .filter(|&s| primary_digests[s as usize] != replica_digests[s as usize])
             .collect();
         if opts.progress {
-            eprintln!("{addr}: {} of {} slots differ", slots.len(), shoal_keyspace::SLOTS);
+            eprintln!(
+                "{addr}: {} of {} slots differ",
+                slots.len(),
+                shoal_keyspace::SLOTS
+            );
         }
         for (n, &slot) in slots.iter().enumerate() {
             if opts.progress && (n % 256 == 0 || n + 1 == slots.len()) {
@@ -200,9 +209,19 @@ fn repair_key(
                 .map_err(err)?
                 .as_int()
                 .unwrap_or(-1);
-            let expire = if at < 0 { "-1".to_string() } else { at.to_string() };
+            let expire = if at < 0 {
+                "-1".to_string()
+            } else {
+                at.to_string()
+            };
             let r = replica
-                .call(&[b"REPAIRPUT", key, v.to_string().as_bytes(), expire.as_bytes(), &payload])
+                .call(&[
+                    b"REPAIRPUT",
+                    key,
+                    v.to_string().as_bytes(),
+                    expire.as_bytes(),
+                    &payload,
+                ])
                 .map_err(err)?;
             if let Reply::Error(e) = r {
                 return Err(format!("REPAIRPUT failed: {e}"));

@@ -95,7 +95,11 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Length of an unterminated line from `start`, not counting a trailing '\r'.
 fn line_len_so_far(buf: &[u8], start: usize) -> usize {
-    let end = if buf.last() == Some(&b'\r') { buf.len() - 1 } else { buf.len() };
+    let end = if buf.last() == Some(&b'\r') {
+        buf.len() - 1
+    } else {
+        buf.len()
+    };
     end.saturating_sub(start)
 }
 

@@ -2,13 +2,22 @@
 //! answer the whole batch with one write (pipelining). Enforces the per-connection limits: query
 //! buffer, output buffer, idle timeout; and closes on protocol errors after sending the error, as
 //! Redis does.
+//!
+//! The task waits on two things at once: its socket and its wake-up (`Notify`), which fires for a
+//! kill, a pub/sub message in its mailbox (written out between commands and when idle) and, while
+//! it waits in a blocking command, a write to a key it waits for. A blocked client stops running its
+//! pipeline (the rest stays in the buffer, as in Redis) but keeps reading, so a disconnect ends the
+//! wait at once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use shoal_commands::blocking::BlockRequest;
 use shoal_commands::state::ReplyMode;
-use shoal_commands::{Args, Client, ClientHandle, ServerState, config};
+use shoal_commands::{
+    Args, Client, ClientHandle, Outcome, OwnedArgs, RunMode, ServerState, config,
+};
 use shoal_resp::{Decoded, Limits, ReplyWriter, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -83,9 +92,12 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream) {
     let authenticated = !srv.hot.requirepass_set.load(Relaxed);
     let mut client = Client::new(handle.clone(), authenticated);
     let end = run(&srv, &mut stream, &mut client, &wake).await;
+    shoal_commands::client_closed(&srv, &mut client);
     srv.unregister_client(id);
     if let End::Handoff(replid, offset) = end {
-        let ip = peer.rsplit_once(':').map_or(peer.clone(), |(ip, _)| ip.to_string());
+        let ip = peer
+            .rsplit_once(':')
+            .map_or(peer.clone(), |(ip, _)| ip.to_string());
         let port = client.repl.listening_port.unwrap_or(0);
         shoal_replication::primary::serve(srv.clone(), stream, ip, port, id, replid, offset).await;
         return;
@@ -120,6 +132,7 @@ async fn flush(
     out: &mut Vec<u8>,
     limits: &config::OutputLimit,
     handle: &ClientHandle,
+    wake: &Notify,
 ) -> Result<(), End> {
     if out.is_empty() {
         return Ok(());
@@ -132,7 +145,7 @@ async fn flush(
     let res = if limits.soft_bytes > 0 && n as u64 > limits.soft_bytes && limits.soft_seconds > 0 {
         match tokio::time::timeout(
             Duration::from_secs(limits.soft_seconds),
-            stream.write_all(out),
+            write_unless_killed(stream, out, handle, wake),
         )
         .await
         {
@@ -140,15 +153,69 @@ async fn flush(
             Err(_) => return Err(End::OutputBufferLimit(n)),
         }
     } else {
-        stream.write_all(out).await
+        write_unless_killed(stream, out, handle, wake).await
     };
     handle.output_buf_bytes.store(0, Relaxed);
-    res.map_err(End::Io)?;
+    res?;
     srv.stats
         .total_net_output_bytes
         .fetch_add(n as u64, Relaxed);
     out.clear();
     Ok(())
+}
+
+/// Writes all of `out`, unless the client is killed meanwhile (a slow pub/sub subscriber cut off
+/// for its output buffer, CLIENT KILL): a peer that stops reading must not keep the task stuck in
+/// a write. Other wake-ups during the write are passed on once it is done.
+async fn write_unless_killed(
+    stream: &mut TcpStream,
+    out: &[u8],
+    handle: &ClientHandle,
+    wake: &Notify,
+) -> Result<(), End> {
+    let mut written = 0;
+    let mut rewake = false;
+    let res = loop {
+        if written == out.len() {
+            break Ok(());
+        }
+        tokio::select! {
+            biased;
+            r = stream.write(&out[written..]) => match r {
+                Ok(0) => break Err(End::Io(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(e) => break Err(End::Io(e)),
+            },
+            _ = wake.notified() => {
+                if handle.killed.load(Relaxed) {
+                    break Err(End::Killed);
+                }
+                rewake = true;
+            }
+        }
+    };
+    if rewake {
+        wake.notify_one();
+    }
+    res
+}
+
+/// Writes out the pub/sub messages waiting in the client's mailbox.
+async fn deliver_messages(
+    srv: &ServerState,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    limits: &ConnLimits,
+    client: &Client,
+    wake: &Notify,
+) -> Result<(), End> {
+    loop {
+        let more = client.handle.mailbox.drain_into(out, OUTPUT_FLUSH_BYTES);
+        flush(srv, stream, out, &limits.output, &client.handle, wake).await?;
+        if !more {
+            return Ok(());
+        }
+    }
 }
 
 async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wake: &Notify) -> End {
@@ -192,7 +259,14 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                 Ok(n) => n,
                 Err(e) => return e,
             },
-            _ = wake.notified() => continue,
+            _ = wake.notified() => {
+                if client.handle.mailbox.has_pending()
+                    && let Err(e) = deliver_messages(srv, stream, &mut out, &limits, client, wake).await
+                {
+                    return e;
+                }
+                continue;
+            }
         };
         srv.stats.total_net_input_bytes.fetch_add(n as u64, Relaxed);
         let now = now_ms();
@@ -214,26 +288,92 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                         && shoal_commands::table::lookup(args.get(0))
                             .is_some_and(|s| s.has(shoal_commands::flag::WRITE))
                     {
-                        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
+                        if let Err(e) = settle_and_flush(
+                            srv,
+                            stream,
+                            &mut out,
+                            &limits,
+                            client,
+                            &mut writes,
+                            wake,
+                        )
+                        .await
+                        {
                             return e;
                         }
                         pause_for_failover(srv).await;
                     }
+                    // Messages that arrived before this command go out before its reply.
+                    if client.handle.mailbox.has_pending() {
+                        client
+                            .handle
+                            .mailbox
+                            .drain_into(&mut out, OUTPUT_FLUSH_BYTES);
+                    }
                     let written_before = client.repl.last_write_offset;
-                    let mark = out.len();
-                    run_one(srv, client, &args, &mut out, now);
+                    let mut mark = out.len();
+                    let (outcome, suppress) = run_one(srv, client, &args, &mut out, now);
+                    pos = end;
+                    if let Outcome::Block(req) = outcome {
+                        let owned = OwnedArgs::from_args(&args);
+                        if let Err(e) = settle_and_flush(
+                            srv,
+                            stream,
+                            &mut out,
+                            &limits,
+                            client,
+                            &mut writes,
+                            wake,
+                        )
+                        .await
+                        {
+                            return e;
+                        }
+                        mark = out.len();
+                        let blocked = Blocked {
+                            args: owned,
+                            req,
+                            suppress,
+                        };
+                        if let Err(e) = wait_blocked(
+                            srv, stream, client, wake, &mut inbuf, &limits, &mut out, blocked,
+                        )
+                        .await
+                        {
+                            return e;
+                        }
+                    }
                     if client.repl.last_write_offset != written_before {
                         writes.push(mark..out.len());
                     }
-                    pos = end;
                     if let Some((replid, offset)) = client.repl.handoff.take() {
-                        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
+                        if let Err(e) = settle_and_flush(
+                            srv,
+                            stream,
+                            &mut out,
+                            &limits,
+                            client,
+                            &mut writes,
+                            wake,
+                        )
+                        .await
+                        {
                             return e;
                         }
                         return End::Handoff(replid, offset);
                     }
                     if let Some((offset, n, deadline)) = client.repl.wait.take() {
-                        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
+                        if let Err(e) = settle_and_flush(
+                            srv,
+                            stream,
+                            &mut out,
+                            &limits,
+                            client,
+                            &mut writes,
+                            wake,
+                        )
+                        .await
+                        {
                             return e;
                         }
                         let have = shoal_replication::wait_acks(srv, offset, n, deadline).await;
@@ -243,10 +383,19 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                         closing = Some(End::Quit);
                         break;
                     }
-                    if out.len() >= OUTPUT_FLUSH_BYTES {
-                        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
-                            return e;
-                        }
+                    if out.len() >= OUTPUT_FLUSH_BYTES
+                        && let Err(e) = settle_and_flush(
+                            srv,
+                            stream,
+                            &mut out,
+                            &limits,
+                            client,
+                            &mut writes,
+                            wake,
+                        )
+                        .await
+                    {
+                        return e;
                     }
                 }
                 Ok(Decoded::Empty { end }) => pos = end,
@@ -258,7 +407,9 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                 }
             }
         }
-        if let Err(e) = settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes).await {
+        if let Err(e) =
+            settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes, wake).await
+        {
             return e;
         }
         if let Some(end) = closing {
@@ -298,6 +449,7 @@ async fn settle_and_flush(
     limits: &ConnLimits,
     client: &Client,
     writes: &mut Vec<std::ops::Range<usize>>,
+    wake: &Notify,
 ) -> Result<(), End> {
     if !writes.is_empty() {
         let repl = &srv.repl;
@@ -310,7 +462,8 @@ async fn settle_and_flush(
             let timeout_ms = repl.ack_timeout_ms.load(Relaxed);
             let deadline = now_ms() + timeout_ms;
             let have =
-                shoal_replication::wait_acks(srv, client.repl.last_write_offset, need, deadline).await;
+                shoal_replication::wait_acks(srv, client.repl.last_write_offset, need, deadline)
+                    .await;
             if have < need {
                 let msg = format!(
                     "-NOTDURABLE write applied on the primary but acknowledged by {have} of {need} required replicas within {timeout_ms} ms\r\n"
@@ -328,7 +481,7 @@ async fn settle_and_flush(
         }
         writes.clear();
     }
-    flush(srv, stream, out, &limits.output, &client.handle).await
+    flush(srv, stream, out, &limits.output, &client.handle, wake).await
 }
 
 /// Waits (bounded by the pause deadline) while a FAILOVER pauses writes.
@@ -342,11 +495,99 @@ async fn pause_for_failover(srv: &ServerState) {
     }
 }
 
-/// Runs one request, honouring `CLIENT REPLY OFF|SKIP`.
-fn run_one(srv: &ServerState, client: &mut Client, args: &Args<'_>, out: &mut Vec<u8>, now: u64) {
+/// A blocking command waiting: its arguments (the read buffer moves on), what it waits for, and
+/// whether its reply is to be dropped (`CLIENT REPLY OFF|SKIP` as they were when it was sent).
+struct Blocked {
+    args: OwnedArgs,
+    req: Box<BlockRequest>,
+    suppress: bool,
+}
+
+/// Waits in a blocking command until it is served (its reply is then in `out`), times out (the
+/// null reply), or the client goes away (`Err`). Registered on its keys for the whole wait, and
+/// unregistered on every way out.
+#[allow(clippy::too_many_arguments)]
+async fn wait_blocked(
+    srv: &ServerState,
+    stream: &mut TcpStream,
+    client: &mut Client,
+    wake: &Notify,
+    inbuf: &mut Vec<u8>,
+    limits: &ConnLimits,
+    out: &mut Vec<u8>,
+    b: Blocked,
+) -> Result<(), End> {
+    let registration = srv.blocking.register(client.handle.clone(), &b.req);
+    // The deadline is in whole wall-clock ms; one more ms makes sure the wait is never shorter
+    // than asked, whatever fraction of a ms had passed when it was computed.
+    let deadline = b.req.deadline_ms.map(|at| {
+        tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()) + 1)
+    });
+    // Run once more right after registering: a write between the command's look and the
+    // registration signalled no one.
+    let mut mode = RunMode::Retry;
+    loop {
+        let mark = out.len();
+        let outcome = shoal_commands::execute_as(srv, client, &b.args.args(), out, now_ms(), mode);
+        if let Outcome::Done = outcome {
+            registration.served();
+            if b.suppress {
+                out.truncate(mark);
+            }
+            return Ok(());
+        }
+        debug_assert_ne!(mode, RunMode::Timeout, "a timed-out command does not block");
+        mode = loop {
+            if client.handle.killed.load(Relaxed) {
+                return Err(End::Killed);
+            }
+            if registration.take_signal() {
+                break RunMode::Retry;
+            }
+            if inbuf.capacity() - inbuf.len() < READ_CHUNK_BYTES {
+                inbuf.reserve(READ_CHUNK_BYTES);
+            }
+            let timeout = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = stream.read_buf(inbuf) => match r {
+                    Ok(0) => return Err(End::Eof),
+                    Ok(n) => {
+                        srv.stats.total_net_input_bytes.fetch_add(n as u64, Relaxed);
+                        client.handle.query_buf_bytes.store(inbuf.len(), Relaxed);
+                        if inbuf.len() > limits.query_buf_bytes_max {
+                            return Err(End::QueryBufferLimit(inbuf.len()));
+                        }
+                    }
+                    Err(e) => return Err(End::Io(e)),
+                },
+                _ = wake.notified() => {
+                    if client.handle.mailbox.has_pending() {
+                        deliver_messages(srv, stream, out, limits, client, wake).await?;
+                    }
+                }
+                _ = timeout => break RunMode::Timeout,
+            }
+        };
+    }
+}
+
+/// Runs one request, honouring `CLIENT REPLY OFF|SKIP`. Returns the outcome, and whether the
+/// reply was (or, for a request that blocks, will be) dropped.
+fn run_one(
+    srv: &ServerState,
+    client: &mut Client,
+    args: &Args<'_>,
+    out: &mut Vec<u8>,
+    now: u64,
+) -> (Outcome, bool) {
     let mode = client.reply_mode;
     let mark = out.len();
-    shoal_commands::execute(srv, client, args, out, now);
+    let outcome = shoal_commands::execute(srv, client, args, out, now);
     let suppress = match mode {
         // CLIENT REPLY ON, sent while replies are off, does get its +OK.
         ReplyMode::Off => client.reply_mode == ReplyMode::Off,
@@ -362,4 +603,5 @@ fn run_one(srv: &ServerState, client: &mut Client, args: &Args<'_>, out: &mut Ve
         (_, ReplyMode::Skip) => ReplyMode::SkipNext,
         (_, m) => m,
     };
+    (outcome, suppress)
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_commands::config::Values;
+use shoal_commands::multi::ExecGate;
 use shoal_commands::server::ProcessInfo;
 use shoal_commands::{Hooks, ServerState};
 use tokio::net::TcpListener;
@@ -133,9 +134,17 @@ impl Server {
 
     /// Runs until SHUTDOWN, SIGINT or SIGTERM. Blocks the calling thread.
     pub fn run(self) -> Result<(), String> {
+        // Workers keep their hold on the exec gate between commands and leave it when they go
+        // idle (see `shoal_commands::multi::ExecGate`): commands then pay almost nothing for it.
+        // Only workers park, so only they become sticky (blocking-pool threads never do).
+        let parking = self.state.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.threads)
             .thread_name("shoal-worker")
+            .on_thread_park(move || {
+                ExecGate::set_sticky_thread(true);
+                parking.gate.release_thread();
+            })
             .enable_all()
             .build()
             .map_err(|e| format!("runtime: {e}"))?;

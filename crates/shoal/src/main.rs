@@ -60,7 +60,11 @@ fn verify(a: VerifyArgs) -> i32 {
                 "verified {} replica(s): {} differing key(s){}",
                 r.replicas,
                 r.differences.len(),
-                if opts.repair { format!(", {} repaired", r.repaired) } else { String::new() }
+                if opts.repair {
+                    format!(", {} repaired", r.repaired)
+                } else {
+                    String::new()
+                }
             );
             if r.differences.is_empty() { 0 } else { 1 }
         }

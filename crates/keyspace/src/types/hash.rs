@@ -1,12 +1,64 @@
-//! Hash: field → value. Compact: `listpack` (pairs in one buffer, linear search). Large: `hashtable`.
+//! Hash: field → value. Compact: `listpack` (every pair in one buffer, linear search). Large:
+//! `hashtable` (an open-addressing table ordered by hash, see [`Table`]).
 //!
-//! SCAFFOLD: the type is being implemented; this file only fixes the surface the keyspace uses.
+//! Like Redis, a hash starts as a listpack and converts to a hashtable, never back, once it holds
+//! more than `hash-max-listpack-entries` pairs or a field or value longer than
+//! `hash-max-listpack-value` bytes. The listpack is the memory win: a hash of ten small fields is one
+//! allocation of about `20 × (1 + len)` bytes.
+//!
+//! [`Table`] lives here and is shared with `set.rs`: both need a table whose SCAN cursor survives
+//! resizes, and whose items are single allocations.
+
+use std::hash::BuildHasher;
+use std::marker::PhantomData;
+
+use foldhash::fast::RandomState;
 
 use super::EncodingLimits;
+use crate::codec::{get_bytes, get_varint, put_bytes, put_varint};
+use crate::evict::Rng;
 
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A listpack never grows past this, whatever the thresholds say (Redis's `lpSafeToAdd`, 1 GB).
+pub const LISTPACK_BYTES_MAX: usize = 1 << 30;
+
+/// A hash value.
+#[derive(Clone)]
 pub struct Hash {
-    // Filled in by the implementation.
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// Pairs, each `varint field_len, field, varint value_len, value`, in insertion order. No
+    /// count is kept: HLEN walks the buffer (a listpack is small by definition), and leaving it
+    /// out keeps `Hash` at 24 bytes, which is what sizes every key's `Object`.
+    Pack(Vec<u8>),
+    /// Items are `varint field_len, field, value` (the value's length is what remains).
+    Table(Box<Table<FieldKey>>),
+}
+
+impl Default for Hash {
+    fn default() -> Self {
+        Hash {
+            repr: Repr::Pack(Vec::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hash")
+            .field("encoding", &self.encoding())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// Equal when they hold the same pairs, whatever their encodings.
+impl PartialEq for Hash {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(f, v)| other.get(f) == Some(v))
+    }
 }
 
 impl Hash {
@@ -15,28 +67,1035 @@ impl Hash {
     }
 
     pub fn len(&self) -> usize {
-        0
+        match &self.repr {
+            Repr::Pack(buf) => PackIter { buf, pos: 0 }.count(),
+            Repr::Table(t) => t.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        match &self.repr {
+            Repr::Pack(buf) => buf.is_empty(),
+            Repr::Table(t) => t.is_empty(),
+        }
     }
 
     /// Heap bytes held (running total, O(1)).
     pub fn mem_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
+        match &self.repr {
+            Repr::Pack(buf) => buf.capacity(),
+            Repr::Table(t) => t.mem_bytes(),
+        }
     }
 
     /// `OBJECT ENCODING` name.
     pub fn encoding(&self) -> &'static str {
-        "listpack"
+        match &self.repr {
+            Repr::Pack(_) => "listpack",
+            Repr::Table(_) => "hashtable",
+        }
     }
 
-    /// Appends the value's serialized form (codec body after the type byte).
-    pub fn encode(&self, _out: &mut Vec<u8>) {}
+    pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
+        match &self.repr {
+            Repr::Pack(buf) => pack_find(buf, field).ok().map(|p| &buf[p.value.clone()]),
+            Repr::Table(t) => t.get(field).map(|item| split_item(item).1),
+        }
+    }
 
-    /// Parses a serialized form; `None` if malformed.
-    pub fn decode(_b: &[u8], _limits: &EncodingLimits) -> Option<Self> {
-        None
+    pub fn contains(&self, field: &[u8]) -> bool {
+        self.get(field).is_some()
+    }
+
+    /// Sets `field` to `value`; returns true if the field is new. Converts to a hashtable when the
+    /// pair or the count exceeds `limits`.
+    pub fn insert(&mut self, field: &[u8], value: &[u8], limits: &EncodingLimits) -> bool {
+        if let Repr::Pack(buf) = &mut self.repr {
+            let too_long = field.len() > limits.hash_max_listpack_value
+                || value.len() > limits.hash_max_listpack_value
+                || buf.len() + field.len() + value.len() + 20 > LISTPACK_BYTES_MAX;
+            if !too_long {
+                let count = match pack_find(buf, field) {
+                    Ok(p) => {
+                        pack_replace_value(buf, p.value_len_at..p.value.end, value);
+                        return false;
+                    }
+                    Err(count) => count,
+                };
+                buf.reserve_exact(
+                    varint_len(field.len()) + field.len() + varint_len(value.len()) + value.len(),
+                );
+                put_bytes(buf, field);
+                put_bytes(buf, value);
+                if count + 1 > limits.hash_max_listpack_entries {
+                    self.convert();
+                }
+                return true;
+            }
+            self.convert();
+        }
+        let Repr::Table(t) = &mut self.repr else {
+            unreachable!("converted above")
+        };
+        match t.find(field) {
+            Ok(pos) => {
+                t.replace_at(pos, make_item(field, value));
+                false
+            }
+            Err(_) => {
+                t.insert_new(make_item(field, value));
+                true
+            }
+        }
+    }
+
+    /// Removes `field`; returns true if it was there.
+    pub fn remove(&mut self, field: &[u8]) -> bool {
+        match &mut self.repr {
+            Repr::Pack(buf) => {
+                let Ok(p) = pack_find(buf, field) else {
+                    return false;
+                };
+                buf.drain(p.start..p.value.end);
+                shrink_if_slack(buf);
+                true
+            }
+            Repr::Table(t) => match t.find(field) {
+                Ok(pos) => {
+                    t.remove_at(pos);
+                    true
+                }
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// Every pair: insertion order for a listpack, hash order for a hashtable.
+    pub fn iter(&self) -> Iter<'_> {
+        match &self.repr {
+            Repr::Pack(buf) => Iter::Pack(PackIter { buf, pos: 0 }),
+            Repr::Table(t) => Iter::Table(t.slots.iter()),
+        }
+    }
+
+    /// One uniformly random pair.
+    pub fn random_entry(&self, rng: &mut Rng) -> Option<(&[u8], &[u8])> {
+        if self.is_empty() {
+            return None;
+        }
+        match &self.repr {
+            Repr::Pack(_) => {
+                let all: Vec<_> = self.iter().collect();
+                Some(all[rng.below(all.len())])
+            }
+            Repr::Table(t) => Some(split_item(t.item(t.random_pos(rng)))),
+        }
+    }
+
+    /// A picker of uniformly random pairs, for many picks with repetition (HRANDFIELD with a
+    /// negative count): a listpack is indexed once instead of walked per pick.
+    pub fn sampler(&self) -> Sampler<'_> {
+        match &self.repr {
+            Repr::Pack(_) => Sampler::All(self.iter().collect()),
+            Repr::Table(t) => Sampler::Table(t),
+        }
+    }
+
+    /// `count` distinct random pairs, in no particular order; every pair if `count >= len`.
+    pub fn random_distinct(&self, count: usize, rng: &mut Rng) -> Vec<(&[u8], &[u8])> {
+        match &self.repr {
+            Repr::Table(t) if count.saturating_mul(3) <= t.len() => t
+                .random_distinct_positions(count, rng)
+                .into_iter()
+                .map(|p| split_item(t.item(p)))
+                .collect(),
+            _ => {
+                let mut all: Vec<_> = self.iter().collect();
+                partial_shuffle(&mut all, count, rng);
+                all
+            }
+        }
+    }
+
+    /// HSCAN: calls `f` on about `count` pairs from `cursor` on and returns the next cursor (0 when
+    /// done). A listpack is returned whole with cursor 0, as Redis does. For a hashtable, see
+    /// [`Table::scan`]: a pair present for the whole scan is returned at least once.
+    pub fn scan<'a>(
+        &'a self,
+        cursor: u64,
+        count: usize,
+        mut f: impl FnMut(&'a [u8], &'a [u8]),
+    ) -> u64 {
+        match &self.repr {
+            Repr::Pack(_) => {
+                for (k, v) in self.iter() {
+                    f(k, v);
+                }
+                0
+            }
+            Repr::Table(t) => t.scan(cursor, count, |item| {
+                let (k, v) = split_item(item);
+                f(k, v)
+            }),
+        }
+    }
+
+    /// Appends the value's serialized form: `varint count`, then `count` × (field, value) as
+    /// length-prefixed bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.len() as u64);
+        for (f, v) in self.iter() {
+            put_bytes(out, f);
+            put_bytes(out, v);
+        }
+    }
+
+    /// Parses a serialized form; `None` if malformed (truncated, trailing bytes, empty, or a field
+    /// given twice). The encoding follows `limits`, as when Redis loads a hash.
+    pub fn decode(b: &[u8], limits: &EncodingLimits) -> Option<Self> {
+        let (count, mut rest) = get_varint(b)?;
+        // Each pair takes at least two bytes: bounds the work before anything is allocated.
+        if count == 0 || count > (rest.len() / 2) as u64 {
+            return None;
+        }
+        let mut h = Hash::new(limits);
+        for _ in 0..count {
+            let (f, r) = get_bytes(rest)?;
+            let (v, r) = get_bytes(r)?;
+            rest = r;
+            if !h.insert(f, v, limits) {
+                return None;
+            }
+        }
+        rest.is_empty().then_some(h)
+    }
+
+    /// `mem_bytes` recomputed from scratch (tests compare it with the running total).
+    pub fn recount_mem_bytes(&self) -> usize {
+        match &self.repr {
+            Repr::Pack(buf) => buf.capacity(),
+            Repr::Table(t) => t.recount_mem_bytes(),
+        }
+    }
+
+    /// Panics if an internal invariant is broken (tests).
+    pub fn check_invariants(&self) {
+        match &self.repr {
+            Repr::Pack(buf) => {
+                let mut pos = 0;
+                while pos < buf.len() {
+                    let (_, after_f) = read_bytes(buf, pos);
+                    pos = read_bytes(buf, after_f).1;
+                }
+                assert_eq!(pos, buf.len(), "listpack ends inside an entry");
+            }
+            Repr::Table(t) => t.check_invariants(),
+        }
+        assert_eq!(self.mem_bytes(), self.recount_mem_bytes());
+    }
+
+    fn convert(&mut self) {
+        let Repr::Pack(buf) = &self.repr else {
+            return;
+        };
+        let mut t = Table::with_capacity(self.len() + 1);
+        for (f, v) in (PackIter { buf, pos: 0 }) {
+            t.insert_new(make_item(f, v));
+        }
+        self.repr = Repr::Table(Box::new(t));
+    }
+}
+
+/// Iterator over a hash's pairs.
+pub enum Iter<'a> {
+    Pack(PackIter<'a>),
+    Table(std::slice::Iter<'a, Option<Box<[u8]>>>),
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Pack(p) => p.next(),
+            Iter::Table(it) => it.find_map(|s| s.as_deref()).map(split_item),
+        }
+    }
+}
+
+/// Random picks with repetition; see [`Hash::sampler`].
+pub enum Sampler<'a> {
+    All(Vec<(&'a [u8], &'a [u8])>),
+    Table(&'a Table<FieldKey>),
+}
+
+impl<'a> Sampler<'a> {
+    /// A uniformly random pair; the hash must not be empty.
+    pub fn pick(&self, rng: &mut Rng) -> (&'a [u8], &'a [u8]) {
+        match self {
+            Sampler::All(v) => v[rng.below(v.len())],
+            Sampler::Table(t) => split_item(t.item(t.random_pos(rng))),
+        }
+    }
+}
+
+/// Walks a listpack buffer.
+pub struct PackIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for PackIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let (f, after_f) = read_bytes(self.buf, self.pos);
+        let (v, after_v) = read_bytes(self.buf, after_f);
+        self.pos = after_v;
+        Some((f, v))
+    }
+}
+
+/// Where a pair sits in a listpack.
+struct PackPos {
+    start: usize,
+    value_len_at: usize,
+    value: std::ops::Range<usize>,
+}
+
+/// Where `field` is, or how many pairs the listpack holds (the walk counts them on the way).
+fn pack_find(buf: &[u8], field: &[u8]) -> Result<PackPos, usize> {
+    let mut pos = 0;
+    let mut count = 0;
+    while pos < buf.len() {
+        let (f, after_f) = read_bytes(buf, pos);
+        let (vlen, n) = read_len(buf, after_f);
+        let value = after_f + n..after_f + n + vlen;
+        if f == field {
+            return Ok(PackPos {
+                start: pos,
+                value_len_at: after_f,
+                value,
+            });
+        }
+        pos = value.end;
+        count += 1;
+    }
+    Err(count)
+}
+
+/// Replaces the length-prefixed value at `span` with `value`, keeping the buffer's capacity tight.
+fn pack_replace_value(buf: &mut Vec<u8>, span: std::ops::Range<usize>, value: &[u8]) {
+    let (cur_len, n) = read_len(buf, span.start);
+    debug_assert_eq!(span.len(), n + cur_len);
+    if cur_len == value.len() {
+        buf[span.start + n..span.end].copy_from_slice(value);
+        return;
+    }
+    let mut enc = Vec::with_capacity(10 + value.len());
+    put_bytes(&mut enc, value);
+    if enc.len() > span.len() {
+        buf.reserve_exact(enc.len() - span.len());
+    }
+    buf.splice(span, enc);
+    shrink_if_slack(buf);
+}
+
+/// Gives back memory once a quarter of a listpack's buffer is unused (Redis reallocs on every
+/// delete; this keeps the same tightness with fewer reallocations).
+pub(crate) fn shrink_if_slack(buf: &mut Vec<u8>) {
+    if buf.capacity() - buf.len() > buf.len() / 4 + 8 {
+        buf.shrink_to_fit();
+    }
+}
+
+/// Fisher–Yates over the first `count` places: afterwards `v[..count]` is a uniform random sample,
+/// and `v` is truncated to it.
+pub(crate) fn partial_shuffle<T>(v: &mut Vec<T>, count: usize, rng: &mut Rng) {
+    let count = count.min(v.len());
+    for i in 0..count {
+        let j = i + rng.below(v.len() - i);
+        v.swap(i, j);
+    }
+    v.truncate(count);
+}
+
+pub(crate) fn varint_len(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Reads a varint this module wrote at `pos`; returns it and its size. Buffers are internal, so a
+/// malformed one is a bug.
+fn read_len(buf: &[u8], pos: usize) -> (usize, usize) {
+    match buf.get(pos) {
+        Some(&b) if b < 0x80 => (b as usize, 1),
+        _ => {
+            let rest = &buf[pos..];
+            let (v, after) = get_varint(rest).expect("internal varint");
+            (v as usize, rest.len() - after.len())
+        }
+    }
+}
+
+fn read_bytes(buf: &[u8], pos: usize) -> (&[u8], usize) {
+    let (len, n) = read_len(buf, pos);
+    let start = pos + n;
+    (&buf[start..start + len], start + len)
+}
+
+/// A hashtable item: `varint field_len, field, value`.
+fn make_item(field: &[u8], value: &[u8]) -> Box<[u8]> {
+    let mut v = Vec::with_capacity(varint_len(field.len()) + field.len() + value.len());
+    put_bytes(&mut v, field);
+    v.extend_from_slice(value);
+    v.into_boxed_slice()
+}
+
+fn split_item(item: &[u8]) -> (&[u8], &[u8]) {
+    let (f, end) = read_bytes(item, 0);
+    (f, &item[end..])
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ordered table.
+
+/// How a table finds the key inside one of its items.
+pub trait ItemKey {
+    fn key(item: &[u8]) -> &[u8];
+}
+
+/// Hash items: the key is the length-prefixed field at the front.
+#[derive(Clone, Debug)]
+pub struct FieldKey;
+
+impl ItemKey for FieldKey {
+    fn key(item: &[u8]) -> &[u8] {
+        split_item(item).0
+    }
+}
+
+/// Set items: the item is the key.
+#[derive(Clone, Debug)]
+pub struct WholeKey;
+
+impl ItemKey for WholeKey {
+    fn key(item: &[u8]) -> &[u8] {
+        item
+    }
+}
+
+/// Smallest table: 4 home slots.
+const TABLE_BITS_MIN: u32 = 2;
+/// Random slot probes before picking by rank (the load stays above 1/10, so 64 probes miss with
+/// probability below 0.9^64 ≈ 0.1%).
+const RANDOM_PROBES: usize = 64;
+
+/// The `hashtable` encoding: linear probing, every item a single allocation, **ordered by hash**.
+///
+/// An item's home slot is the top `bits` bits of its key's hash; items sit at or after their home,
+/// with no empty slot in between, and the whole slot array is sorted by hash (insertion shifts the
+/// rest of a run right, deletion shifts it back left). Items that run past the last home slot
+/// spill into a tail that grows on demand, so order never wraps around.
+///
+/// Why ordered: the SCAN cursor is a hash value, not a slot index. A call returns the items whose
+/// hash lies in `[cursor, next)`, and since the order is a property of the items, not of the table
+/// size, growing or shrinking between calls cannot hide an item: every item present for the whole
+/// scan is returned, as Redis's reverse-binary cursor guarantees. Ordering also makes a failed
+/// lookup stop at the first larger hash.
+///
+/// Memory: one 16-byte slot per item at a load between 0.4 and 0.8 (grows at 0.8, shrinks below
+/// 0.1), plus the item itself; hashbrown's `HashMap<Box<[u8]>, Box<[u8]>>` would spend 33 bytes
+/// per slot and two allocations per pair.
+#[derive(Clone)]
+pub struct Table<K> {
+    slots: Vec<Option<Box<[u8]>>>,
+    len: usize,
+    bits: u32,
+    /// Bytes of all items, as the allocator rounds them (running total).
+    items_bytes: usize,
+    hasher: RandomState,
+    _key: PhantomData<fn() -> K>,
+}
+
+const SLOT_BYTES: usize = std::mem::size_of::<Option<Box<[u8]>>>();
+
+/// Heap bytes of an allocation of `n` bytes: allocators hand out whole words.
+pub(crate) fn alloc_bytes(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+impl<K: ItemKey> Table<K> {
+    /// An empty table sized for `n` items without growing.
+    pub fn with_capacity(n: usize) -> Self {
+        let mut bits = TABLE_BITS_MIN;
+        while n > Self::grow_at(1 << bits) {
+            bits += 1;
+        }
+        Table {
+            slots: Self::empty_slots(bits),
+            len: 0,
+            bits,
+            items_bytes: 0,
+            hasher: RandomState::default(),
+            _key: PhantomData,
+        }
+    }
+
+    fn grow_at(cap: usize) -> usize {
+        cap - cap / 5
+    }
+
+    fn empty_slots(bits: u32) -> Vec<Option<Box<[u8]>>> {
+        let cap = 1usize << bits;
+        let n = cap + cap / 16 + 2;
+        let mut v = Vec::with_capacity(n);
+        v.resize_with(n, || None);
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Heap bytes: the boxed table, its slots and its items.
+    pub fn mem_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.slots.capacity() * SLOT_BYTES + self.items_bytes
+    }
+
+    pub fn recount_mem_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.slots.capacity() * SLOT_BYTES
+            + self.iter().map(|i| alloc_bytes(i.len())).sum::<usize>()
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn home(&self, h: u64) -> usize {
+        (h >> (64 - self.bits)) as usize
+    }
+
+    /// `Ok(position)` of the item with `key`, or `Err(position)` where it would be inserted.
+    pub fn find(&self, key: &[u8]) -> Result<usize, usize> {
+        self.find_hashed(key, self.hash(key))
+    }
+
+    fn find_hashed(&self, key: &[u8], h: u64) -> Result<usize, usize> {
+        let mut i = self.home(h);
+        while let Some(Some(item)) = self.slots.get(i) {
+            let k = K::key(item);
+            if k == key {
+                return Ok(i);
+            }
+            if self.hash(k) > h {
+                break;
+            }
+            i += 1;
+        }
+        Err(i)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.find(key).ok().map(|p| self.item(p))
+    }
+
+    /// The item at an occupied position.
+    pub fn item(&self, pos: usize) -> &[u8] {
+        self.slots[pos].as_deref().expect("occupied slot")
+    }
+
+    /// Replaces the item at an occupied position with one of the same key.
+    pub fn replace_at(&mut self, pos: usize, item: Box<[u8]>) {
+        let old = self.slots[pos].replace(item).expect("occupied slot");
+        debug_assert_eq!(K::key(&old), K::key(self.item(pos)));
+        self.items_bytes =
+            self.items_bytes - alloc_bytes(old.len()) + alloc_bytes(self.item(pos).len());
+    }
+
+    /// Inserts an item whose key is not in the table.
+    pub fn insert_new(&mut self, item: Box<[u8]>) {
+        if self.len + 1 > Self::grow_at(1 << self.bits) {
+            self.rebuild(self.bits + 1);
+        }
+        let h = self.hash(K::key(&item));
+        let pos = match self.find_hashed(K::key(&item), h) {
+            Ok(_) => panic!("insert_new of a key already present"),
+            Err(p) => p,
+        };
+        // The first free slot from `pos` on; the run [pos, free) moves one place right.
+        let free = match self.slots[pos..].iter().position(Option::is_none) {
+            Some(d) => pos + d,
+            None => {
+                let tail = (self.slots.len() >> 4).max(4);
+                self.slots.reserve_exact(tail);
+                self.slots.resize_with(self.slots.len() + tail, || None);
+                self.slots.len() - tail
+            }
+        };
+        self.slots[pos..=free].rotate_right(1);
+        self.items_bytes += alloc_bytes(item.len());
+        self.slots[pos] = Some(item);
+        self.len += 1;
+    }
+
+    /// Removes and returns the item at an occupied position.
+    pub fn remove_at(&mut self, pos: usize) -> Box<[u8]> {
+        let item = self.slots[pos].take().expect("occupied slot");
+        // Backward shift: later items of the run move left while that keeps them at or after home.
+        let mut j = pos + 1;
+        while let Some(Some(next)) = self.slots.get(j) {
+            if self.home(self.hash(K::key(next))) >= j {
+                break;
+            }
+            self.slots.swap(j - 1, j);
+            j += 1;
+        }
+        self.len -= 1;
+        self.items_bytes -= alloc_bytes(item.len());
+        if self.bits > TABLE_BITS_MIN && self.len < (1usize << self.bits) / 10 {
+            let mut bits = TABLE_BITS_MIN;
+            while self.len * 2 > 1 << bits {
+                bits += 1;
+            }
+            self.rebuild(bits);
+        }
+        item
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Box<[u8]>> {
+        self.find(key).ok().map(|p| self.remove_at(p))
+    }
+
+    /// Moves every item to a table of `1 << bits` home slots. The old slots are already in hash
+    /// order, so each item lands at the later of its home and the slot after the previous item.
+    fn rebuild(&mut self, bits: u32) {
+        let old = std::mem::replace(&mut self.slots, Self::empty_slots(bits));
+        self.bits = bits;
+        let mut next = 0;
+        for item in old.into_iter().flatten() {
+            let p = self.home(self.hash(K::key(&item))).max(next);
+            if p >= self.slots.len() {
+                self.slots.reserve_exact(p + 1 - self.slots.len() + 4);
+                self.slots.resize_with(p + 5, || None);
+            }
+            self.slots[p] = Some(item);
+            next = p + 1;
+        }
+    }
+
+    /// Items in hash order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.slots.iter().filter_map(|s| s.as_deref())
+    }
+
+    /// A uniformly random occupied position; the table must not be empty.
+    pub fn random_pos(&self, rng: &mut Rng) -> usize {
+        assert!(self.len > 0, "random pick from an empty table");
+        for _ in 0..RANDOM_PROBES {
+            let i = rng.below(self.slots.len());
+            if self.slots[i].is_some() {
+                return i;
+            }
+        }
+        let k = rng.below(self.len);
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .nth(k)
+            .map(|(i, _)| i)
+            .expect("k < len")
+    }
+
+    /// `count` distinct random positions (`count` at most a third of `len`, so random picks
+    /// rarely repeat; after a bounded number of draws the rest is filled in slot order).
+    pub fn random_distinct_positions(&self, count: usize, rng: &mut Rng) -> Vec<usize> {
+        let count = count.min(self.len);
+        let mut seen: hashbrown::HashSet<usize, foldhash::fast::FixedState> =
+            hashbrown::HashSet::with_capacity_and_hasher(count, Default::default());
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count.saturating_mul(16).max(64) {
+            if out.len() == count {
+                return out;
+            }
+            let p = self.random_pos(rng);
+            if seen.insert(p) {
+                out.push(p);
+            }
+        }
+        for (p, s) in self.slots.iter().enumerate() {
+            if out.len() == count {
+                break;
+            }
+            if s.is_some() && seen.insert(p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Calls `f` on the items whose hash is at least `cursor`, in hash order, stopping after about
+    /// `count` of them; returns the hash of the first item not returned (the next cursor), or 0
+    /// when none is left. Items sharing a hash are returned together, so none is skipped.
+    pub fn scan<'a>(&'a self, cursor: u64, count: usize, mut f: impl FnMut(&'a [u8])) -> u64 {
+        let mut returned = 0usize;
+        let mut last: Option<u64> = None;
+        for item in self.slots[self.home(cursor)..].iter().flatten() {
+            let h = self.hash(K::key(item));
+            if h < cursor {
+                continue;
+            }
+            if returned >= count && last != Some(h) {
+                // h > last >= 0: a cursor of 0 always means "finished".
+                return h;
+            }
+            f(item);
+            returned += 1;
+            last = Some(h);
+        }
+        0
+    }
+
+    /// Panics if the table's order, placement or counters are wrong (tests).
+    pub fn check_invariants(&self) {
+        let cap = 1usize << self.bits;
+        assert!(self.slots.len() >= cap);
+        let mut prev: Option<u64> = None;
+        let mut n = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(item) = s else { continue };
+            n += 1;
+            let h = self.hash(K::key(item));
+            let home = self.home(h);
+            assert!(home <= i, "item before its home");
+            assert!(
+                self.slots[home..i].iter().all(Option::is_some),
+                "gap between an item and its home"
+            );
+            assert!(prev.is_none_or(|p| p <= h), "slots out of hash order");
+            prev = Some(h);
+        }
+        assert_eq!(n, self.len);
+        assert_eq!(self.mem_bytes(), self.recount_mem_bytes());
+        if self.bits > TABLE_BITS_MIN {
+            assert!(self.len >= cap / 10, "table not shrunk");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evict::Rng;
+    use proptest::prelude::*;
+
+    fn limits(entries: usize, value: usize) -> EncodingLimits {
+        EncodingLimits {
+            hash_max_listpack_entries: entries,
+            hash_max_listpack_value: value,
+            ..EncodingLimits::default()
+        }
+    }
+
+    #[test]
+    fn listpack_until_entry_count_exceeds_the_limit() {
+        let l = limits(3, 64);
+        let mut h = Hash::new(&l);
+        for i in 0..3 {
+            assert!(h.insert(format!("f{i}").as_bytes(), b"v", &l));
+        }
+        assert_eq!(h.encoding(), "listpack");
+        assert!(!h.insert(b"f0", b"w", &l), "update is not new");
+        assert_eq!(h.encoding(), "listpack");
+        assert!(h.insert(b"f3", b"v", &l));
+        assert_eq!(h.encoding(), "hashtable");
+        // Never back, even when small again.
+        for i in 0..4 {
+            assert!(h.remove(format!("f{i}").as_bytes()));
+        }
+        assert!(h.is_empty());
+        assert!(h.insert(b"x", b"y", &l));
+        assert_eq!(h.encoding(), "hashtable");
+        h.check_invariants();
+    }
+
+    #[test]
+    fn ten_small_fields_take_one_tight_buffer() {
+        // Memory per small hash is compared with Redis's listpack: one varint per length, no
+        // per-entry header or back-length, and no spare capacity.
+        let l = EncodingLimits::default();
+        let mut h = Hash::new(&l);
+        let mut payload = 0;
+        for i in 0..10 {
+            let (f, v) = (format!("field:{i}"), format!("value:{i}"));
+            payload += 2 + f.len() + v.len();
+            h.insert(f.as_bytes(), v.as_bytes(), &l);
+        }
+        assert_eq!(h.mem_bytes(), payload);
+        assert!(std::mem::size_of::<Hash>() <= 24);
+    }
+
+    #[test]
+    fn long_field_or_value_converts() {
+        let l = limits(128, 4);
+        let mut h = Hash::new(&l);
+        h.insert(b"abcd", b"1234", &l);
+        assert_eq!(h.encoding(), "listpack");
+        h.insert(b"a", b"12345", &l);
+        assert_eq!(h.encoding(), "hashtable");
+        let mut h = Hash::new(&l);
+        h.insert(b"abcde", b"1", &l);
+        assert_eq!(h.encoding(), "hashtable");
+        assert_eq!(h.get(b"abcde"), Some(&b"1"[..]));
+        // A zero entry limit: every hash is a hashtable.
+        let l0 = limits(0, 64);
+        let mut h = Hash::new(&l0);
+        h.insert(b"a", b"1", &l0);
+        assert_eq!(h.encoding(), "hashtable");
+    }
+
+    #[test]
+    fn values_replace_in_place_and_grow_and_shrink() {
+        let l = limits(128, 1000);
+        let mut h = Hash::new(&l);
+        h.insert(b"a", b"1", &l);
+        h.insert(b"b", b"2", &l);
+        h.insert(b"a", &[b'x'; 300], &l);
+        assert_eq!(h.get(b"a"), Some(&[b'x'; 300][..]));
+        assert_eq!(h.get(b"b"), Some(&b"2"[..]));
+        h.insert(b"a", b"", &l);
+        assert_eq!(h.get(b"a"), Some(&b""[..]));
+        let pairs: Vec<_> = h.iter().collect();
+        assert_eq!(pairs, vec![(&b"a"[..], &b""[..]), (&b"b"[..], &b"2"[..])]);
+        h.check_invariants();
+        assert!(h.mem_bytes() < 64, "buffer shrank: {}", h.mem_bytes());
+    }
+
+    #[test]
+    fn table_grows_shrinks_and_stays_ordered() {
+        let l = limits(0, 64);
+        let mut h = Hash::new(&l);
+        for i in 0..5000 {
+            h.insert(
+                format!("field:{i}").as_bytes(),
+                format!("{i}").as_bytes(),
+                &l,
+            );
+        }
+        h.check_invariants();
+        assert_eq!(h.len(), 5000);
+        for i in 0..5000 {
+            assert_eq!(
+                h.get(format!("field:{i}").as_bytes()),
+                Some(format!("{i}").as_bytes())
+            );
+        }
+        let big = h.mem_bytes();
+        for i in 0..4990 {
+            assert!(h.remove(format!("field:{i}").as_bytes()));
+        }
+        h.check_invariants();
+        assert!(h.mem_bytes() < big / 20, "{} vs {}", h.mem_bytes(), big);
+        assert_eq!(h.len(), 10);
+    }
+
+    #[test]
+    fn scan_returns_every_stable_field_across_resizes() {
+        let l = limits(0, 64);
+        let mut h = Hash::new(&l);
+        for i in 0..200 {
+            h.insert(format!("stable:{i}").as_bytes(), b"v", &l);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        let mut round = 0;
+        let mut sizes = std::collections::HashSet::new();
+        loop {
+            cursor = h.scan(cursor, 10, |f, _| {
+                seen.insert(f.to_vec());
+            });
+            // Churn between calls: add many (the table grows), then remove them (it shrinks).
+            for j in 0..3000 {
+                if round % 2 == 0 {
+                    h.insert(format!("churn:{round}:{j}").as_bytes(), b"x", &l);
+                } else {
+                    h.remove(format!("churn:{}:{j}", round - 1).as_bytes());
+                }
+            }
+            sizes.insert(h.mem_bytes() / 1024);
+            round += 1;
+            if cursor == 0 {
+                break;
+            }
+            assert!(round < 10_000, "scan does not finish");
+        }
+        assert!(sizes.len() >= 2, "the table was resized during the scan");
+        for i in 0..200 {
+            assert!(
+                seen.contains(format!("stable:{i}").as_bytes()),
+                "missed stable:{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn scan_of_a_listpack_returns_everything_at_once() {
+        let l = limits(128, 64);
+        let mut h = Hash::new(&l);
+        for i in 0..20 {
+            h.insert(format!("f{i}").as_bytes(), b"v", &l);
+        }
+        let mut n = 0;
+        assert_eq!(h.scan(12345, 1, |_, _| n += 1), 0);
+        assert_eq!(n, 20);
+    }
+
+    #[test]
+    fn random_picks_cover_all_and_are_distinct() {
+        for entries in [0, 128] {
+            let l = limits(entries, 64);
+            let mut h = Hash::new(&l);
+            for i in 0..100 {
+                h.insert(format!("f{i}").as_bytes(), b"v", &l);
+            }
+            let mut rng = Rng::new(1);
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..5000 {
+                seen.insert(h.random_entry(&mut rng).unwrap().0.to_vec());
+            }
+            assert_eq!(seen.len(), 100, "{}", h.encoding());
+            for count in [1, 10, 33, 34, 60, 100, 200] {
+                let picks = h.random_distinct(count, &mut rng);
+                let distinct: std::collections::HashSet<_> = picks.iter().map(|p| p.0).collect();
+                assert_eq!(picks.len(), count.min(100));
+                assert_eq!(distinct.len(), picks.len());
+            }
+            let s = h.sampler();
+            assert!(h.contains(s.pick(&mut rng).0));
+        }
+    }
+
+    #[test]
+    fn codec_round_trips_and_picks_the_encoding_from_limits() {
+        let l = limits(4, 64);
+        let mut h = Hash::new(&l);
+        for i in 0..3 {
+            h.insert(format!("f{i}").as_bytes(), format!("v{i}").as_bytes(), &l);
+        }
+        let mut out = Vec::new();
+        h.encode(&mut out);
+        let back = Hash::decode(&out, &l).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(back.encoding(), "listpack");
+        assert_eq!(
+            Hash::decode(&out, &limits(2, 64)).unwrap().encoding(),
+            "hashtable"
+        );
+        // Truncated, trailing bytes, empty, duplicate field.
+        assert!(Hash::decode(&out[..out.len() - 1], &l).is_none());
+        let mut longer = out.clone();
+        longer.push(0);
+        assert!(Hash::decode(&longer, &l).is_none());
+        assert!(Hash::decode(&[0], &l).is_none());
+        let mut dup = Vec::new();
+        put_varint(&mut dup, 2);
+        for _ in 0..2 {
+            put_bytes(&mut dup, b"f");
+            put_bytes(&mut dup, b"v");
+        }
+        assert!(Hash::decode(&dup, &l).is_none());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(u8, usize),
+        Del(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (any::<u8>(), 0usize..80).prop_map(|(f, n)| Op::Set(f, n)),
+            any::<u8>().prop_map(Op::Del),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_model_and_counts_memory_exactly(
+            ops in proptest::collection::vec(op(), 1..400),
+            entries in 0usize..40,
+        ) {
+            let l = limits(entries, 64);
+            let mut h = Hash::new(&l);
+            let mut model = std::collections::BTreeMap::new();
+            for o in ops {
+                match o {
+                    Op::Set(f, n) => {
+                        let field = format!("f{}", f % 64).into_bytes();
+                        let value = vec![b'v'; n];
+                        let new = h.insert(&field, &value, &l);
+                        prop_assert_eq!(new, model.insert(field, value).is_none());
+                    }
+                    Op::Del(f) => {
+                        let field = format!("f{}", f % 64).into_bytes();
+                        prop_assert_eq!(h.remove(&field), model.remove(&field).is_some());
+                    }
+                }
+                prop_assert_eq!(h.mem_bytes(), h.recount_mem_bytes());
+            }
+            h.check_invariants();
+            prop_assert_eq!(h.len(), model.len());
+            for (f, v) in &model {
+                prop_assert_eq!(h.get(f), Some(&v[..]));
+            }
+            if !h.is_empty() {
+                let mut out = Vec::new();
+                h.encode(&mut out);
+                prop_assert_eq!(Hash::decode(&out, &l), Some(h));
+            }
+        }
+
+        #[test]
+        fn decode_never_panics_on_garbage(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(h) = Hash::decode(&b, &EncodingLimits::default()) {
+                h.check_invariants();
+            }
+        }
+
+        #[test]
+        fn decode_never_panics_on_damaged_encodings(
+            n in 1usize..40,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let l = limits(8, 64);
+            let mut h = Hash::new(&l);
+            for i in 0..n {
+                h.insert(format!("f{i}").as_bytes(), format!("value{i}").as_bytes(), &l);
+            }
+            let mut out = Vec::new();
+            h.encode(&mut out);
+            for (at, b) in flips {
+                let i = at % out.len();
+                out[i] = b;
+            }
+            out.truncate(out.len() - cut % 3);
+            if let Some(back) = Hash::decode(&out, &l) {
+                back.check_invariants();
+            }
+        }
     }
 }

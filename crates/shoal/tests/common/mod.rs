@@ -30,7 +30,14 @@ impl Shoal {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("serve")
-            .args(["--port", "0", "--bind", "127.0.0.1", "--loglevel", "warning"])
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--loglevel",
+                "warning",
+            ])
             .args(extra)
             .current_dir(&dir)
             .stdout(Stdio::piped())
@@ -96,7 +103,9 @@ impl Shoal {
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
         }
     }
 }
@@ -146,7 +155,11 @@ impl Raw {
             }
             let mut chunk = [0u8; 65536];
             let n = self.stream.read(&mut chunk).expect("read reply");
-            assert!(n > 0, "connection closed while waiting for a reply; got so far: {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                n > 0,
+                "connection closed while waiting for a reply; got so far: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
@@ -208,7 +221,11 @@ pub fn reply_len(b: &[u8]) -> Option<usize> {
             if n < 0 {
                 return Some(e + 2);
             }
-            let items = if first == b'%' || first == b'|' { 2 * n } else { n };
+            let items = if first == b'%' || first == b'|' {
+                2 * n
+            } else {
+                n
+            };
             let mut pos = e + 2;
             for _ in 0..items {
                 pos += reply_len(&b[pos..])?;
@@ -229,4 +246,164 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
     panic!("timed out waiting for: {what}");
+}
+
+// ---- Helpers added for the wire-level suites (connection, strings, keys, server, pipeline,
+// bad_input, eviction, versions). ----
+
+/// Runs a command through redis-rs and returns its typed reply; panics naming the command if the
+/// server answered with an error.
+pub fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
+    try_q(c, args).unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+/// Runs a command through redis-rs and returns the reply or the error.
+pub fn try_q<T: redis::FromRedisValue>(
+    c: &mut redis::Connection,
+    args: &[&str],
+) -> redis::RedisResult<T> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+}
+
+/// One `field:value` line of `INFO <section>`, if present.
+pub fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
+    let text: String = q(c, &["INFO", section]);
+    info_value(&text, field)
+}
+
+/// The value of `field` in an INFO text.
+pub fn info_value(text: &str, field: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+/// A numeric INFO field; panics if it is missing or not a number.
+pub fn info_u64(c: &mut redis::Connection, section: &str, field: &str) -> u64 {
+    let v = info_field(c, section, field)
+        .unwrap_or_else(|| panic!("INFO {section} has no field {field}"));
+    v.parse()
+        .unwrap_or_else(|_| panic!("INFO field {field} is not a number: {v:?}"))
+}
+
+/// A fresh directory for files a test writes before starting a server (e.g. a config file).
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "shoal-scratch-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A small deterministic PRNG (xorshift64*), so bounded randomized tests replay from their seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+impl Shoal {
+    /// Like [`Shoal::start`], but the process runs under an address-space limit (`ulimit -v`), so
+    /// a server bug that allocates without bound makes it fail fast instead of exhausting the
+    /// test machine's memory. For tests that feed hostile input.
+    pub fn start_capped(extra: &[&str], cap_bytes: u64) -> Shoal {
+        let dir = std::env::temp_dir().join(format!(
+            "shoal-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v \"$0\" && exec \"$@\"")
+            .arg((cap_bytes / 1024).to_string())
+            .arg(env!("CARGO_BIN_EXE_shoal"))
+            .arg("serve")
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--loglevel",
+                "warning",
+            ])
+            .args(extra)
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn shoal under sh");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let port: u16 = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from capped shoal: {line:?}"));
+        Shoal {
+            child: Some(child),
+            port,
+            dir,
+        }
+    }
+}
+
+impl Raw {
+    /// Connects and checks the server answers (so the server has registered this client before
+    /// the caller goes on; used where connection counts matter).
+    pub fn connect_ready(addr: &str) -> Raw {
+        let mut r = Raw::connect(addr);
+        assert_eq!(r.call(&["PING"]), "+PONG\r\n");
+        r
+    }
+
+    /// Sends bytes, returning the I/O error instead of panicking (for peers the server may drop).
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one reply, or `None` if the connection closed (or failed) first.
+    pub fn try_reply(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(n) = reply_len(&self.buf) {
+                return Some(self.buf.drain(..n).collect());
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads one reply as a (lossy) string.
+    pub fn reply_str(&mut self) -> String {
+        String::from_utf8_lossy(&self.reply()).into_owned()
+    }
 }

@@ -1,0 +1,275 @@
+//! Pipelining and framing over the wire: 1000 commands in one write come back as 1000 replies in
+//! order (redis-rs pipeline and raw bytes), inline commands with quoting, a request split byte by
+//! byte, large values in both directions, pipelines of large replies, and concurrent clients
+//! updating one key without losing writes.
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{Shoal, q};
+
+#[test]
+fn a_thousand_pipelined_commands_reply_in_order_with_redis_rs() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let mut p = redis::pipe();
+    for i in 0..1000 {
+        p.cmd("INCR").arg("counter");
+        if i % 10 == 0 {
+            p.cmd("SET").arg(format!("k{i}")).arg(i).ignore();
+        }
+    }
+    let replies: Vec<i64> = p.query(&mut c).unwrap();
+    assert_eq!(replies, (1..=1000).collect::<Vec<i64>>());
+    let mut p = redis::pipe();
+    for i in (0..1000).step_by(10) {
+        p.cmd("GET").arg(format!("k{i}"));
+    }
+    let values: Vec<i64> = p.query(&mut c).unwrap();
+    assert_eq!(values, (0..1000).step_by(10).collect::<Vec<i64>>());
+}
+
+#[test]
+fn a_thousand_pipelined_commands_in_one_write_reply_in_order_on_the_wire() {
+    let s = Shoal::start(&[]);
+    let mut r = s.raw();
+    let mut batch = Vec::new();
+    for i in 0..500 {
+        let (k, v) = (format!("key:{i}"), format!("value:{i}"));
+        batch.extend(common::encode(&[b"SET", k.as_bytes(), v.as_bytes()]));
+        batch.extend(common::encode(&[b"GET", k.as_bytes()]));
+    }
+    r.send(&batch);
+    for i in 0..500 {
+        assert_eq!(r.reply(), b"+OK\r\n", "reply {}", 2 * i);
+        let v = format!("value:{i}");
+        assert_eq!(
+            r.reply_str(),
+            format!("${}\r\n{v}\r\n", v.len()),
+            "reply {}",
+            2 * i + 1
+        );
+    }
+    assert_eq!(r.call(&["DBSIZE"]), ":500\r\n");
+}
+
+#[test]
+fn errors_inside_a_pipeline_do_not_break_it() {
+    let s = Shoal::start(&[]);
+    let mut r = s.raw();
+    let mut batch = Vec::new();
+    batch.extend(common::encode(&[b"SET", b"a", b"1"]));
+    batch.extend(common::encode(&[b"NOSUCH"]));
+    batch.extend(common::encode(&[b"GET"]));
+    batch.extend(common::encode(&[b"INCR", b"a"]));
+    batch.extend(b"PING\r\n");
+    r.send(&batch);
+    assert_eq!(r.reply(), b"+OK\r\n");
+    assert_eq!(
+        r.reply_str(),
+        "-ERR unknown command 'NOSUCH', with args beginning with: \r\n"
+    );
+    assert_eq!(
+        r.reply_str(),
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    assert_eq!(r.reply(), b":2\r\n");
+    assert_eq!(r.reply(), b"+PONG\r\n");
+}
+
+#[test]
+fn inline_commands_with_quotes_and_escapes() {
+    let s = Shoal::start(&[]);
+    let mut r = s.raw();
+    r.send(b"PING\r\n");
+    assert_eq!(r.reply(), b"+PONG\r\n");
+    // A bare \n ends an inline command too.
+    r.send(b"PING\n");
+    assert_eq!(r.reply(), b"+PONG\r\n");
+    r.send(b"SET \"a b\" 'c d'\r\nGET \"a b\"\r\n");
+    assert_eq!(r.reply(), b"+OK\r\n");
+    assert_eq!(r.reply(), b"$3\r\nc d\r\n");
+    r.send(b"SET \"x\\x41\\n\" v\r\n");
+    assert_eq!(r.reply(), b"+OK\r\n");
+    assert_eq!(r.call(&["GET", "xA\n"]), "$1\r\nv\r\n");
+    // Extra spaces separate nothing; empty lines are ignored.
+    r.send(b"\r\n\r\n   ECHO    spaced   \r\n");
+    assert_eq!(r.reply(), b"$6\r\nspaced\r\n");
+    // Inline and multibulk mixed in one write.
+    let mut mixed = b"INCR n\r\n".to_vec();
+    mixed.extend(common::encode(&[b"INCR", b"n"]));
+    mixed.extend(b"INCR n\r\n");
+    r.send(&mixed);
+    assert_eq!(r.reply(), b":1\r\n");
+    assert_eq!(r.reply(), b":2\r\n");
+    assert_eq!(r.reply(), b":3\r\n");
+}
+
+#[test]
+fn a_request_split_byte_by_byte_is_reassembled() {
+    let s = Shoal::start(&[]);
+    let mut r = s.raw();
+    r.stream.set_nodelay(true).unwrap();
+    let req = common::encode(&[b"SET", b"split", b"hello world"]);
+    for b in &req {
+        r.send(std::slice::from_ref(b));
+        r.stream.flush().unwrap();
+    }
+    assert_eq!(r.reply(), b"+OK\r\n");
+    // Inline, byte by byte, then two requests whose boundary falls mid-write.
+    for b in b"GET split\r\n" {
+        r.send(std::slice::from_ref(b));
+    }
+    assert_eq!(r.reply(), b"$11\r\nhello world\r\n");
+    let mut two = common::encode(&[b"ECHO", b"one"]);
+    two.extend(common::encode(&[b"ECHO", b"two"]));
+    let (a, b) = two.split_at(two.len() / 2 + 3);
+    r.send(a);
+    r.send(b);
+    assert_eq!(r.reply(), b"$3\r\none\r\n");
+    assert_eq!(r.reply(), b"$3\r\ntwo\r\n");
+}
+
+#[test]
+fn a_one_megabyte_value_round_trips() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let value: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&value)
+        .query(&mut c)
+        .unwrap();
+    let back: Vec<u8> = q(&mut c, &["GET", "big"]);
+    assert_eq!(back.len(), value.len());
+    assert!(back == value, "1 MB value differs after the round trip");
+    let n: i64 = q(&mut c, &["STRLEN", "big"]);
+    assert_eq!(n, 1024 * 1024);
+    // The same on the raw wire, written in uneven chunks.
+    let mut r = s.raw();
+    let req = common::encode(&[b"SET", b"big2", &value]);
+    for chunk in req.chunks(77_777) {
+        r.send(chunk);
+    }
+    assert_eq!(r.reply(), b"+OK\r\n");
+    r.cmd(&[b"GET", b"big2"]);
+    let reply = r.reply();
+    let header = b"$1048576\r\n";
+    assert_eq!(&reply[..header.len()], header);
+    assert!(reply[header.len()..reply.len() - 2] == value[..]);
+}
+
+#[test]
+fn pipelined_large_replies_arrive_complete_and_in_order() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let mut p = redis::pipe();
+    for i in 0..20u8 {
+        p.cmd("SET")
+            .arg(format!("v{i}"))
+            .arg(vec![i; 200_000])
+            .ignore();
+    }
+    p.exec(&mut c).unwrap();
+    let mut p = redis::pipe();
+    for round in 0..5 {
+        for i in 0..20u8 {
+            p.cmd("GET").arg(format!("v{}", (i + round) % 20));
+        }
+    }
+    let values: Vec<Vec<u8>> = p.query(&mut c).unwrap();
+    assert_eq!(values.len(), 100);
+    for (n, v) in values.iter().enumerate() {
+        let want = ((n % 20) as u8 + (n / 20) as u8) % 20;
+        assert_eq!(v.len(), 200_000, "reply {n}");
+        assert!(
+            v.iter().all(|&b| b == want),
+            "reply {n} has the wrong value"
+        );
+    }
+}
+
+#[test]
+fn concurrent_clients_lose_no_increments() {
+    let s = Shoal::start(&[]);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let url = s.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for _ in 0..500 {
+                    let _: i64 = q(&mut c, &["INCR", "shared"]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut c = s.client();
+    let n: i64 = q(&mut c, &["GET", "shared"]);
+    assert_eq!(n, 4000);
+}
+
+#[test]
+fn concurrent_pipelines_keep_each_connection_in_order() {
+    // Eight clients each pipeline their own sequence; every reply belongs to its sender, in order.
+    let s = Shoal::start(&[]);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let url = s.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for round in 0..10 {
+                    let mut p = redis::pipe();
+                    for i in 0..200 {
+                        p.cmd("ECHO").arg(format!("{t}:{round}:{i}"));
+                    }
+                    let got: Vec<String> = p.query(&mut c).unwrap();
+                    let want: Vec<String> = (0..200).map(|i| format!("{t}:{round}:{i}")).collect();
+                    assert_eq!(got, want);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn mset_is_atomic_for_concurrent_readers() {
+    // A writer flips two keys together with MSET; readers using MGET never see them differ.
+    let s = Shoal::start(&[]);
+    let mut w = s.client();
+    let _: () = q(&mut w, &["MSET", "{x}a", "0", "{y}b", "0"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let url = s.url();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut reads = 0;
+                while !stop.load(Ordering::Relaxed) && reads < 20_000 {
+                    let (a, b): (i64, i64) = q(&mut c, &["MGET", "{x}a", "{y}b"]);
+                    assert_eq!(a, b, "MGET saw a half-applied MSET");
+                    reads += 1;
+                }
+            })
+        })
+        .collect();
+    for i in 1..=2000 {
+        let v = i.to_string();
+        let _: () = q(&mut w, &["MSET", "{x}a", &v, "{y}b", &v]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+}
