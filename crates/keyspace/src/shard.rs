@@ -298,11 +298,27 @@ impl Shard {
         now_ms: u64,
         touch: bool,
     ) -> Option<EntryMut<'_>> {
+        self.lookup_counted(db, slot, key, now_ms, touch, false)
+    }
+
+    /// `lookup`, also counting the outcome in `keyspace_hits`/`keyspace_misses` when `count`.
+    fn lookup_counted(
+        &mut self,
+        db: usize,
+        slot: u16,
+        key: &[u8],
+        now_ms: u64,
+        touch: bool,
+        count: bool,
+    ) -> Option<EntryMut<'_>> {
         let hash = self.hash(key);
         let local = self.local(slot);
         if self.dbs[db].is_none() {
             if touch {
                 self.record_miss(hash);
+            }
+            if count {
+                self.stats.keyspace_misses += 1;
             }
             return None;
         }
@@ -316,6 +332,9 @@ impl Shard {
                     if touch {
                         self.record_miss(hash);
                     }
+                    if count {
+                        self.stats.keyspace_misses += 1;
+                    }
                     return None;
                 }
                 Some(e) if e.is_expired(now_ms) => {
@@ -323,9 +342,16 @@ impl Shard {
                         self.remove_hashed(db, local, hash, key);
                         self.stats.expired_keys += 1;
                     }
+                    if count {
+                        self.stats.keyspace_misses += 1;
+                    }
                     return None;
                 }
-                Some(_) => {}
+                Some(_) => {
+                    if count {
+                        self.stats.keyspace_hits += 1;
+                    }
+                }
             }
         }
         let Shard {
@@ -363,14 +389,7 @@ impl Shard {
         key: &[u8],
         now_ms: u64,
     ) -> Option<EntryMut<'_>> {
-        // Counting first keeps the borrow of the result simple.
-        let found = self.contains(db, slot, key, now_ms);
-        if found {
-            self.stats.keyspace_hits += 1;
-        } else {
-            self.stats.keyspace_misses += 1;
-        }
-        self.lookup(db, slot, key, now_ms, true)
+        self.lookup_counted(db, slot, key, now_ms, true, true)
     }
 
     /// Whether a live (unexpired) key exists. Does not touch or delete.
