@@ -47,6 +47,15 @@ class Params:
     ol_max_s: float = 3.0
     ol_duration_s: float = 5.0
     ol_fractions: tuple[float, ...] = (0.25, 0.50, 0.75)
+    # Replication (one primary, one replica).
+    repl_sync_keys: int = 1_000_000
+    repl_poll_s: float = 0.010
+    repl_lag_seconds: float = 5.0  # the lag run's -n is sized for about this long on redis
+    repl_lag_requests: int | None = None  # fixed count instead (smoke)
+    repl_sample_s: float = 0.020
+    repl_client_s: float = 3.0  # ackclient: measured seconds per run
+    repl_client_warmup_s: float = 0.5
+    repl_client_procs: int = 2
 
     @classmethod
     def smoke(cls) -> "Params":
@@ -54,7 +63,8 @@ class Params:
         # hr_keys stays at 100k: a memory limit much below ~2 MB measures fixed overheads, not eviction.
         return cls(rounds=1, rb_clients=10, rb_keyspace=1_000, rb_requests=2_000, mem_keys=20_000,
                    hr_keys=100_000, hr_skews=(0.99,), hr_warmup=50_000, hr_requests=50_000, hr_max_s=60,
-                   ol_keys=1_000, ol_connections=2, ol_max_s=0.5, ol_duration_s=0.5)
+                   ol_keys=1_000, ol_connections=2, ol_max_s=0.5, ol_duration_s=0.5,
+                   repl_sync_keys=20_000, repl_lag_requests=5_000, repl_client_s=0.3, repl_client_warmup_s=0.05)
 
 
 @dataclass

@@ -7,6 +7,7 @@ stops them whatever happened.
 """
 
 import ctypes
+import itertools
 import os
 import signal
 import socket
@@ -20,6 +21,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 PR_SET_PDEATHSIG = 1
+# Every start gets its own run directory, so nothing one server leaves on disk (a replica's synced
+# dump.rdb, say) is found by a later one at start-up.
+_RUN_IDS = itertools.count(1)
 
 
 class ServerError(Exception):
@@ -57,6 +61,8 @@ class ServerSpec:
     maxmemory: int | None = None
     policy: str | None = None
     threads: int | None = None
+    # Further configuration as (name, value) pairs: `--name value` for redis, `--set name=value` for shoal.
+    config: tuple[tuple[str, str], ...] = ()
 
     def argv(self, port: int, workdir: str) -> list[str]:
         if self.style == "redis":
@@ -68,6 +74,8 @@ class ServerSpec:
                 argv += ["--maxmemory-policy", self.policy]
             if self.threads:
                 argv += ["--io-threads", str(self.threads)]
+            for name, value in self.config:
+                argv += [f"--{name}", value]
             return argv
         argv = [self.binary, "serve", "--port", str(port), "--bind", "127.0.0.1"]
         if self.maxmemory is not None:
@@ -76,6 +84,8 @@ class ServerSpec:
             argv += ["--maxmemory-policy", self.policy]
         if self.threads:
             argv += ["--threads", str(self.threads)]
+        for name, value in self.config:
+            argv += ["--set", f"{name}={value}"]
         return argv
 
 
@@ -96,7 +106,7 @@ class Server:
     def start(self) -> "Server":
         self.starts += 1
         self.port = free_port()
-        rundir = os.path.join(self.workdir, f"{self.label}-{self.starts}")
+        rundir = os.path.join(self.workdir, f"{self.label}-{next(_RUN_IDS)}")
         os.makedirs(rundir, exist_ok=True)
         self.log_path = os.path.join(rundir, "server.log")
         argv = self.spec.argv(self.port, rundir)
