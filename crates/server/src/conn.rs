@@ -227,6 +227,8 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
     let mut ranges = Vec::new();
     // Reply spans of the writes in the current batch (for the sync strategy).
     let mut writes: Vec<std::ops::Range<usize>> = Vec::new();
+    // When the pending output first went over the soft limit (`client-output-buffer-limit`).
+    let mut over_soft_since: Option<std::time::Instant> = None;
     loop {
         if client.handle.killed.load(Relaxed) {
             return End::Killed;
@@ -310,7 +312,11 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                             .mailbox
                             .drain_into(&mut out, OUTPUT_FLUSH_BYTES);
                     }
-                    let written_before = client.repl.last_write_offset;
+                    // Under the sync strategy, remember where each write's reply is: it may have
+                    // to become an error if replicas do not confirm it in time.
+                    let tracked = sync_strategy(srv, client)
+                        && shoal_commands::table::lookup(args.get(0))
+                            .is_some_and(|s| s.has(shoal_commands::flag::WRITE));
                     let mut mark = out.len();
                     let (outcome, suppress) = run_one(srv, client, &args, &mut out, now);
                     pos = end;
@@ -343,7 +349,7 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                             return e;
                         }
                     }
-                    if client.repl.last_write_offset != written_before {
+                    if tracked && out.get(mark) != Some(&b'-') {
                         writes.push(mark..out.len());
                     }
                     if let Some((replid, offset)) = client.repl.handoff.take() {
@@ -383,19 +389,21 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                         closing = Some(End::Quit);
                         break;
                     }
-                    if out.len() >= OUTPUT_FLUSH_BYTES
-                        && let Err(e) = settle_and_flush(
-                            srv,
-                            stream,
-                            &mut out,
-                            &limits,
-                            client,
-                            &mut writes,
-                            wake,
-                        )
-                        .await
-                    {
-                        return e;
+                    if out.len() >= OUTPUT_FLUSH_BYTES {
+                        // Write what the socket takes now, without waiting, and keep running the
+                        // batch: a client that does not read sees its output pile up here, where
+                        // the output buffer limits cut it off (replies held for sync
+                        // acknowledgements wait for the end of the batch).
+                        if writes.is_empty()
+                            && let Err(e) = try_flush(srv, stream, &mut out)
+                        {
+                            return e;
+                        }
+                        if let Err(e) =
+                            check_output_limits(&out, &limits.output, &mut over_soft_since)
+                        {
+                            return e;
+                        }
                     }
                 }
                 Ok(Decoded::Empty { end }) => pos = end,
@@ -482,6 +490,56 @@ async fn settle_and_flush(
         writes.clear();
     }
     flush(srv, stream, out, &limits.output, &client.handle, wake).await
+}
+
+/// Writes as much of `out` as the socket accepts right now; keeps the rest.
+fn try_flush(srv: &ServerState, stream: &TcpStream, out: &mut Vec<u8>) -> Result<(), End> {
+    let mut written = 0;
+    while written < out.len() {
+        match stream.try_write(&out[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+    if written > 0 {
+        srv.stats
+            .total_net_output_bytes
+            .fetch_add(written as u64, Relaxed);
+        out.drain(..written);
+    }
+    Ok(())
+}
+
+/// Redis's output buffer rule: over the hard limit closes at once; over the soft limit for longer
+/// than the soft seconds closes too.
+fn check_output_limits(
+    out: &[u8],
+    limits: &config::OutputLimit,
+    over_soft_since: &mut Option<std::time::Instant>,
+) -> Result<(), End> {
+    let n = out.len() as u64;
+    if limits.hard_bytes > 0 && n > limits.hard_bytes {
+        return Err(End::OutputBufferLimit(out.len()));
+    }
+    if limits.soft_bytes > 0 && n > limits.soft_bytes {
+        let since = *over_soft_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= Duration::from_secs(limits.soft_seconds) {
+            return Err(End::OutputBufferLimit(out.len()));
+        }
+    } else {
+        *over_soft_since = None;
+    }
+    Ok(())
+}
+
+/// Whether this client's writes use the `sync` strategy (its DURABILITY, else the server's).
+fn sync_strategy(srv: &ServerState, client: &Client) -> bool {
+    match client.repl.strategy {
+        Some(s) => s == shoal_commands::repl::Strategy::Sync,
+        None => srv.repl.strategy_sync.load(Relaxed),
+    }
 }
 
 /// Waits (bounded by the pause deadline) while a FAILOVER pauses writes.
