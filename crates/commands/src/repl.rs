@@ -74,7 +74,7 @@ impl Backlog {
     }
 
     pub fn append(&mut self, bytes: &[u8]) {
-        self.buf.extend(bytes);
+        self.buf.extend(bytes.iter().copied());
         self.trim();
         debug_assert!(self.buf.len() <= self.capacity);
     }
@@ -91,7 +91,16 @@ impl Backlog {
         }
         let from = (offset - self.start_offset) as usize;
         let to = (from + max).min(self.buf.len());
-        Some(self.buf.range(from..to).copied().collect())
+        // Copy from the ring's two contiguous halves with memcpy, not byte by byte.
+        let (a, b) = self.buf.as_slices();
+        let mut out = Vec::with_capacity(to - from);
+        if from < a.len() {
+            out.extend_from_slice(&a[from..to.min(a.len())]);
+        }
+        if to > a.len() {
+            out.extend_from_slice(&b[from.saturating_sub(a.len())..to - a.len()]);
+        }
+        Some(out)
     }
 
     /// Drops everything and restarts at `offset` (a new replication history).
@@ -175,6 +184,15 @@ pub struct ReplHooks {
     pub failover: Box<dyn Fn(FailoverRequest) + Send + Sync>,
     /// Write a snapshot to disk: in the foreground (SAVE, `true`) or background (BGSAVE).
     pub save: Box<dyn Fn(bool) -> Result<(), String> + Send + Sync>,
+}
+
+/// A wake-up callback.
+pub struct Wake(pub Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wake")
+    }
 }
 
 /// A FAILOVER request.
@@ -262,6 +280,9 @@ pub struct ReplState {
     /// Clients paused for a FAILOVER: writes wait (ms deadline, 0 = not paused).
     pub writes_paused_until_ms: AtomicU64,
     pub hooks: Mutex<ReplHooks>,
+    /// Wakes replica links after an append; set once at start-up (read on every write, so it
+    /// is not behind the hooks' mutex).
+    pub on_append: std::sync::OnceLock<Wake>,
     pub failover: FailoverState,
     /// A SAVE/BGSAVE is running.
     pub saving: AtomicBool,
@@ -298,6 +319,7 @@ impl ReplState {
             epoch: AtomicU64::new(0),
             writes_paused_until_ms: AtomicU64::new(0),
             hooks: Mutex::default(),
+            on_append: std::sync::OnceLock::new(),
             failover: FailoverState::default(),
             saving: AtomicBool::new(false),
             dirty: AtomicU64::new(0),
@@ -334,7 +356,9 @@ impl ReplState {
             b.append(bytes);
             b.end_offset()
         };
-        (self.hooks.lock().expect("hooks lock").data_appended)();
+        if let Some(wake) = self.on_append.get() {
+            (wake.0)();
+        }
         end
     }
 

@@ -179,6 +179,9 @@ async fn stream_loop(
                     if changed.is_err() {
                         return LinkEnd::Closed;
                     }
+                    // Let the writers that are ready run first, so one send carries many of
+                    // their effects instead of one syscall per write.
+                    tokio::task::yield_now().await;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }

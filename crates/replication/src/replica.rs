@@ -267,14 +267,6 @@ async fn apply_stream(
                     if srv.repl.save_rules_set.load(Relaxed) {
                         srv.repl.dirty.fetch_add(1, Relaxed);
                     }
-                    srv.repl
-                        .backlog
-                        .lock()
-                        .expect("backlog lock")
-                        .append(&inbuf[pos..end]);
-                    srv.repl
-                        .replica_offset
-                        .fetch_add((end - pos) as u64, Relaxed);
                     pos = end;
                     applied_any = true;
                 }
@@ -282,6 +274,15 @@ async fn apply_stream(
                 Ok(Decoded::Incomplete) => break,
                 Err(e) => return Err(format!("garbage in the replication stream: {}", e.0)),
             }
+        }
+        // The applied frames join our own backlog (at the primary's offsets) in one piece.
+        if pos > 0 {
+            srv.repl
+                .backlog
+                .lock()
+                .expect("backlog lock")
+                .append(&inbuf[..pos]);
+            srv.repl.replica_offset.fetch_add(pos as u64, Relaxed);
         }
         inbuf.drain(..pos);
         decoder.shift(pos, &mut ranges);
