@@ -257,11 +257,12 @@ impl ExecGate {
     }
 
     fn leave(&self, slot: usize) {
+        // Release: what the command did happens-before an EXEC that sees the slot empty.
         match slot {
             OVERFLOW => {
-                self.overflow.fetch_sub(1, SeqCst);
+                self.overflow.fetch_sub(1, Release);
             }
-            i => self.slots[i].inside.store(false, SeqCst),
+            i => self.slots[i].inside.store(false, Release),
         }
     }
 
