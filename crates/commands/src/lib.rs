@@ -8,6 +8,7 @@
 //! by asking to block ([`Outcome::Block`]); the connection loop then waits and runs it again.
 
 pub mod args;
+pub mod clock;
 pub mod blocking;
 pub mod coll;
 pub mod config;
@@ -31,7 +32,6 @@ pub mod zsets;
 
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 use shoal_keyspace::{Shard, key_slot};
 use shoal_resp::ReplyWriter;
@@ -439,7 +439,7 @@ fn run_command<'a>(
     let reply_start = out.len();
     let timed =
         srv.hot.slowlog_enabled.load(Relaxed) || srv.hot.latency_threshold_ms.load(Relaxed) > 0;
-    let started = timed.then(Instant::now);
+    let started = timed.then(clock::now);
     let proto = client.proto;
     let mut ctx = Ctx {
         srv,
@@ -470,7 +470,7 @@ fn run_command<'a>(
         srv.stats.total_commands_processed.fetch_add(1, Relaxed);
     }
     if let Some(t0) = started {
-        let us = t0.elapsed().as_micros() as u64;
+        let us = clock::elapsed_us(t0);
         server::record_slow(srv, client, spec, args, us, now_ms);
     }
     match block {

@@ -254,17 +254,16 @@ pub fn by_address(addr: usize) -> Option<&'static Spec> {
         .find(|s| std::ptr::eq(*s as *const Spec, addr as *const Spec))
 }
 
-/// Case-insensitive lookup by name.
+/// Case-insensitive lookup by name (foldhash: SipHash's DoS resistance buys nothing for a fixed
+/// table, and this runs on every command).
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    static MAP: OnceLock<HashMap<&'static str, &'static Spec>> = OnceLock::new();
-    let map = MAP.get_or_init(|| all().iter().map(|s| (s.name, *s)).collect());
+    type Map = HashMap<&'static [u8], &'static Spec, foldhash::fast::FixedState>;
+    static MAP: OnceLock<Map> = OnceLock::new();
+    let map = MAP.get_or_init(|| all().iter().map(|s| (s.name.as_bytes(), *s)).collect());
     let mut buf = [0u8; 32];
-    if name.len() > buf.len() {
-        return None;
-    }
-    for (d, s) in buf.iter_mut().zip(name) {
+    let lower = buf.get_mut(..name.len())?;
+    for (d, s) in lower.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
     }
-    let lower = std::str::from_utf8(&buf[..name.len()]).ok()?;
-    map.get(lower).copied()
+    map.get(&*lower).copied()
 }

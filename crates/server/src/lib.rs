@@ -134,6 +134,7 @@ impl Server {
 
     /// Runs until SHUTDOWN, SIGINT or SIGTERM. Blocks the calling thread.
     pub fn run(self) -> Result<(), String> {
+        shoal_commands::clock::calibrate();
         // Workers keep their hold on the exec gate between commands and leave it when they go
         // idle (see `shoal_commands::multi::ExecGate`): commands then pay almost nothing for it.
         // Only workers park, so only they become sticky (blocking-pool threads never do).

@@ -1,0 +1,64 @@
+//! A cheap monotonic clock for timing every command (slow log, latency monitor). On x86-64 it reads
+//! the time-stamp counter (a few nanoseconds; constant-rate on every CPU of the last decade) and
+//! converts with a rate calibrated once against `Instant`; elsewhere it falls back to `Instant`.
+//! Timing each command with `Instant::now()` cost about 7% of CPU at pipeline 16 on a VM whose
+//! clock source is not the TSC.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// An opaque timestamp.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp(u64);
+
+#[cfg(target_arch = "x86_64")]
+fn raw() -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86-64.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn raw() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Ticks per microsecond, measured once (over 5 ms) at first use.
+fn ticks_per_us() -> f64 {
+    static RATE: OnceLock<f64> = OnceLock::new();
+    *RATE.get_or_init(|| {
+        if cfg!(not(target_arch = "x86_64")) {
+            return 1000.0;
+        }
+        let (t0, r0) = (Instant::now(), raw());
+        std::thread::sleep(Duration::from_millis(5));
+        let (us, r) = (t0.elapsed().as_secs_f64() * 1e6, raw().wrapping_sub(r0));
+        (r as f64 / us).max(1.0)
+    })
+}
+
+pub fn now() -> Stamp {
+    Stamp(raw())
+}
+
+/// Microseconds since `start`.
+pub fn elapsed_us(start: Stamp) -> u64 {
+    (raw().wrapping_sub(start.0) as f64 / ticks_per_us()) as u64
+}
+
+/// Calibrates up front so the first timed command does not pay for it.
+pub fn calibrate() {
+    let _ = ticks_per_us();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn measures_a_sleep_roughly() {
+        super::calibrate();
+        let s = super::now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let us = super::elapsed_us(s);
+        assert!((15_000..200_000).contains(&us), "{us}");
+    }
+}
