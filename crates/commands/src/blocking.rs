@@ -462,6 +462,12 @@ fn null_bulk(w: &mut ReplyWriter<'_>) {
     w.null();
 }
 
+/// BLMOVE/BRPOPLPUSH reply a null bulk inside MULTI but a null array when the timeout expires,
+/// as Redis 7.0 does.
+fn bmove_null(ctx: &Ctx<'_>) -> fn(&mut ReplyWriter<'_>) {
+    if ctx.in_exec { null_bulk } else { null_array }
+}
+
 /// On a retry, the keys that are not of `kind` are skipped (they are not what the client waits
 /// for); on the first run they are kept, so the command fails with WRONGTYPE as in Redis.
 fn candidates<'k>(
@@ -556,14 +562,17 @@ fn bmove(
     let version = ctx.version();
     if candidates(ctx, &mut locked, &[src], Kind::List).is_empty() {
         drop(locked);
-        nothing_yet(ctx, std::iter::once(src.to_vec()), deadline_ms, null_bulk);
+        nothing_yet(ctx, std::iter::once(src.to_vec()), deadline_ms, bmove_null(ctx));
         return Ok(());
     }
     let moved = lists::lmove_locked(&mut locked, db, now, version, &limits, src, dst, from, to)?;
     drop(locked);
     match moved {
         Some(v) => ctx.out.bulk(&v),
-        None => nothing_yet(ctx, std::iter::once(src.to_vec()), deadline_ms, null_bulk),
+        None => {
+            let null = bmove_null(ctx);
+            nothing_yet(ctx, std::iter::once(src.to_vec()), deadline_ms, null)
+        }
     }
     Ok(())
 }

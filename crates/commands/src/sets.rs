@@ -405,6 +405,12 @@ fn srandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 let m = s.random_member(&mut rng).expect("non-empty set");
                 m.with_bytes(|b| out.bulk(b));
             }
+        } else if count as usize >= s.len() {
+            // The whole set, in its own order, as Redis replies (sorted for an intset).
+            out.array(s.len());
+            for m in s.iter() {
+                m.with_bytes(|b| out.bulk(b));
+            }
         } else {
             let picks = s.random_distinct(count as usize, &mut rng);
             out.array(picks.len());
