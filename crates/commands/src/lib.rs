@@ -30,7 +30,6 @@ pub mod table;
 pub mod versions;
 pub mod zsets;
 
-use std::sync::MutexGuard;
 use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_keyspace::{Shard, key_slot};
@@ -136,7 +135,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Locks the shard holding `key`; returns it with the key's slot.
-    pub fn shard(&self, key: &[u8]) -> (MutexGuard<'a, Shard>, u16) {
+    pub fn shard(&self, key: &[u8]) -> (shoal_keyspace::ShardGuard<'a>, u16) {
         let slot = key_slot(key);
         (self.srv.ks.lock(self.srv.ks.shard_of(slot)), slot)
     }
@@ -158,7 +157,7 @@ impl<'a> Ctx<'a> {
 
 /// Shards locked together for a multi-key command.
 pub struct Locked<'a> {
-    guards: Vec<(usize, MutexGuard<'a, Shard>)>,
+    guards: Vec<(usize, shoal_keyspace::ShardGuard<'a>)>,
     srv: &'a ServerState,
 }
 
