@@ -562,7 +562,12 @@ fn bmove(
     let version = ctx.version();
     if candidates(ctx, &mut locked, &[src], Kind::List).is_empty() {
         drop(locked);
-        nothing_yet(ctx, std::iter::once(src.to_vec()), deadline_ms, bmove_null(ctx));
+        nothing_yet(
+            ctx,
+            std::iter::once(src.to_vec()),
+            deadline_ms,
+            bmove_null(ctx),
+        );
         return Ok(());
     }
     let moved = lists::lmove_locked(&mut locked, db, now, version, &limits, src, dst, from, to)?;

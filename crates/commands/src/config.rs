@@ -147,7 +147,12 @@ pub static PARAMS: &[Param] = &[
     },
     p("requirepass", "", Kind::Str, true),
     p("save", "", Kind::Str, true),
-    p("set-max-intset-entries", "512", Kind::Int(0, i64::MAX), true),
+    p(
+        "set-max-intset-entries",
+        "512",
+        Kind::Int(0, i64::MAX),
+        true,
+    ),
     p(
         "slowlog-log-slower-than",
         "10000",

@@ -8,8 +8,8 @@
 //! by asking to block ([`Outcome::Block`]); the connection loop then waits and runs it again.
 
 pub mod args;
-pub mod clock;
 pub mod blocking;
+pub mod clock;
 pub mod coll;
 pub mod config;
 pub mod connection;
@@ -334,7 +334,10 @@ fn admit(
         }
     }
     // The spec's address identifies it (subcommands too) at the cost of one store.
-    client.handle.last_cmd.store(spec as *const Spec as usize, Relaxed);
+    client
+        .handle
+        .last_cmd
+        .store(spec as *const Spec as usize, Relaxed);
     if !spec.arity_ok(args.len()) {
         return Err(Rejection::new(
             Some(spec),

@@ -10,10 +10,17 @@ const KEYS: u64 = 100_000;
 
 fn filled(expire: bool) -> (Keyspace, Vec<Vec<u8>>) {
     let ks = Keyspace::new(1, 64, 7);
-    let keys: Vec<Vec<u8>> = (0..KEYS).map(|i| format!("key:{i:012}").into_bytes()).collect();
+    let keys: Vec<Vec<u8>> = (0..KEYS)
+        .map(|i| format!("key:{i:012}").into_bytes())
+        .collect();
     for (i, k) in keys.iter().enumerate() {
         let slot = key_slot(k);
-        let e = Entry::new_string(k, &[b'v'; 64], expire.then_some(1_000 + i as u64), i as u64 + 1);
+        let e = Entry::new_string(
+            k,
+            &[b'v'; 64],
+            expire.then_some(1_000 + i as u64),
+            i as u64 + 1,
+        );
         ks.lock(ks.shard_of(slot)).insert(0, slot, e, 0);
     }
     (ks, keys)
@@ -28,7 +35,10 @@ fn bench(c: &mut Criterion) {
             i = i.wrapping_add(7919);
             let slot = key_slot(k);
             let mut s = ks.lock(ks.shard_of(slot));
-            black_box(s.lookup_read(0, slot, k, 0).map(|e| e.string().map(|v| v.len())));
+            black_box(
+                s.lookup_read(0, slot, k, 0)
+                    .map(|e| e.string().map(|v| v.len())),
+            );
         })
     });
     c.bench_function("get miss", |b| {
@@ -76,12 +86,22 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    for policy in [Policy::AllKeysLru, Policy::AllKeysLfu, Policy::AllKeysTinyLfu, Policy::VolatileTtl] {
+    for policy in [
+        Policy::AllKeysLru,
+        Policy::AllKeysLfu,
+        Policy::AllKeysTinyLfu,
+        Policy::VolatileTtl,
+    ] {
         c.bench_function(&format!("evict one ({})", policy.name()), |b| {
             b.iter_batched(
                 || {
                     let (ks, _) = filled(true);
-                    let cfg = EvictConfig { policy, samples: 5, lfu: LfuParams::default(), active: true };
+                    let cfg = EvictConfig {
+                        policy,
+                        samples: 5,
+                        lfu: LfuParams::default(),
+                        active: true,
+                    };
                     ks.set_evict_config(cfg, KEYS as usize);
                     ks
                 },

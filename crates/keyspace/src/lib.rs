@@ -15,8 +15,8 @@ pub use entry::{Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
 pub use evict::{LfuParams, Policy, Rng};
 pub use hlc::Hlc;
 pub use shard::{
-    Candidate, DbShard, EntryMut, ShardGuard, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
-    ShardStats,
+    Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
+    ShardGuard, ShardStats,
 };
 pub use slot::{SLOTS, key_slot};
 pub use types::EncodingLimits;

@@ -12,10 +12,10 @@
 //! - every key with an expiry has an item in its database's expiry heap with that deadline (stale
 //!   items for changed or deleted keys are allowed and skipped; they are bounded by compaction).
 
+use parking_lot::{Mutex, MutexGuard};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
-use parking_lot::{Mutex, MutexGuard};
 
 use hashbrown::HashTable;
 

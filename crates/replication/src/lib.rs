@@ -49,9 +49,12 @@ pub fn install(srv: &Arc<ServerState>) {
         hooks.data_appended = Box::new(|| {
             data_watch().send_replace(());
         });
-        let _ = srv.repl.on_append.set(shoal_commands::repl::Wake(Box::new(|| {
-            data_watch().send_replace(());
-        })));
+        let _ = srv
+            .repl
+            .on_append
+            .set(shoal_commands::repl::Wake(Box::new(|| {
+                data_watch().send_replace(());
+            })));
         hooks.acked = Box::new(|| {
             ack_watch().send_replace(());
         });

@@ -9,7 +9,9 @@ fn set_batch(n: usize) -> Vec<u8> {
     let mut v = Vec::new();
     for i in 0..n {
         let key = format!("key:{i:012}");
-        v.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$64\r\n", key.len()).as_bytes());
+        v.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$64\r\n", key.len()).as_bytes(),
+        );
         v.extend_from_slice(&[b'x'; 64]);
         v.extend_from_slice(b"\r\n");
     }
@@ -56,7 +58,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut d = RequestDecoder::new(Limits::default());
             let mut got = 0;
-            for end in (16 * 1024..=big.len()).step_by(16 * 1024).chain([big.len()]) {
+            for end in (16 * 1024..=big.len())
+                .step_by(16 * 1024)
+                .chain([big.len()])
+            {
                 if let Ok(Decoded::Frame { .. }) = d.decode(&big[..end], 0, &mut args) {
                     got += 1;
                     break;

@@ -59,13 +59,21 @@ fn unlink_of_a_million_member_set_does_not_stall_other_clients() {
     let removed: i64 = redis::cmd("UNLINK").arg("big").query(&mut c).unwrap();
     let unlink_took = t.elapsed();
     let at = pings.load(Relaxed);
-    wait_until("pings continue after the unlink", || pings.load(Relaxed) > at + 200);
+    wait_until("pings continue after the unlink", || {
+        pings.load(Relaxed) > at + 200
+    });
     stop.store(true, Relaxed);
     pinger.join().unwrap();
     assert_eq!(removed, 1);
     let exists: i64 = redis::cmd("EXISTS").arg("big").query(&mut c).unwrap();
     assert_eq!(exists, 0);
-    assert!(unlink_took < STALL_MAX, "UNLINK itself took {unlink_took:?}");
+    assert!(
+        unlink_took < STALL_MAX,
+        "UNLINK itself took {unlink_took:?}"
+    );
     let worst = Duration::from_micros(worst_us.load(Relaxed));
-    assert!(worst < STALL_MAX, "another client waited {worst:?} during the UNLINK");
+    assert!(
+        worst < STALL_MAX,
+        "another client waited {worst:?} during the UNLINK"
+    );
 }
