@@ -355,7 +355,13 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let hit = shard.contains(db, slot, key, now);
         count_read(&mut shard, hit);
     }
-    let existing = shard.peek(db, slot, key, now);
+    // Plain SET (no NX/XX/GET) needs nothing from the old value: skip the lookup.
+    let conditional = nx || xx || want_get;
+    let existing = if conditional {
+        shard.peek(db, slot, key, now)
+    } else {
+        None
+    };
     let old_value = match (want_get, existing) {
         (true, Some(e)) => Some(string_of(e)?.to_vec()),
         _ => None,
