@@ -2,7 +2,7 @@
 # Collection commands side by side (LPUSH LPOP SADD HSET ZADD LRANGE_100 at P1 and P16, A B B A) and
 # used_memory per key for 100,000 hashes of 10 small fields. Needs a release build and redis-server.
 # Usage: bench/collections.sh   (ports 7601/7602 on 127.0.0.1; temporary files under /tmp/b3)
-S=/work/main/target/release/shoal
+S=$(cd "$(dirname "$0")/.." && pwd)/target/release/shoal
 cd /tmp && rm -rf b3 && mkdir b3
 $S serve --port 7601 > b3/shoal.log 2>&1 &
 redis-server --port 7602 --save '' --appendonly no --dir /tmp/b3 --daemonize yes > /dev/null
