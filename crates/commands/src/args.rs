@@ -133,6 +133,25 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
     if v.is_nan() { None } else { Some(v) }
 }
 
+/// A SCAN/HSCAN/SSCAN/ZSCAN cursor, parsed as Redis's `strtoul` does (a negative number wraps
+/// around).
+pub fn parse_scan_cursor(arg: &[u8]) -> Result<u64, String> {
+    let invalid = || "ERR invalid cursor".to_string();
+    let (negative, digits) = match arg.first() {
+        Some(b'-') => (true, &arg[1..]),
+        Some(b'+') => (false, &arg[1..]),
+        _ => (false, arg),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(invalid());
+    }
+    let v: u64 = std::str::from_utf8(digits)
+        .map_err(|_| invalid())?
+        .parse()
+        .map_err(|_| invalid())?;
+    Ok(if negative { v.wrapping_neg() } else { v })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use shoal_keyspace::types::hash::Hash;
 use shoal_keyspace::{EncodingLimits, Entry, Kind, Object, Payload, Rng, ValueRef};
 use shoal_resp::ReplyWriter;
 
-use crate::args::{ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, ERR_WRONGTYPE};
+use crate::args::{ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, ERR_WRONGTYPE, parse_scan_cursor};
 use crate::coll::object_mut;
 use crate::glob::glob_match;
 use crate::strings::human_float;
@@ -222,24 +222,6 @@ pub(crate) fn command_rng(ctx: &Ctx<'_>) -> Rng {
                 .fetch_add(1, Relaxed)
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15),
     )
-}
-
-/// HSCAN/SSCAN/ZSCAN cursor, parsed as Redis's `strtoul` does (a negative number wraps around).
-pub(crate) fn parse_scan_cursor(arg: &[u8]) -> Result<u64, String> {
-    let invalid = || "ERR invalid cursor".to_string();
-    let (negative, digits) = match arg.first() {
-        Some(b'-') => (true, &arg[1..]),
-        Some(b'+') => (false, &arg[1..]),
-        _ => (false, arg),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(invalid());
-    }
-    let v: u64 = std::str::from_utf8(digits)
-        .map_err(|_| invalid())?
-        .parse()
-        .map_err(|_| invalid())?;
-    Ok(if negative { v.wrapping_neg() } else { v })
 }
 
 /// COUNT and MATCH of a collection SCAN.
@@ -1049,7 +1031,7 @@ pub(crate) mod tests {
 
     #[test]
     fn scan_cursor_parsing_like_strtoul() {
-        use super::parse_scan_cursor;
+        use crate::args::parse_scan_cursor;
         assert_eq!(parse_scan_cursor(b"0"), Ok(0));
         assert_eq!(parse_scan_cursor(b"-1"), Ok(u64::MAX));
         assert_eq!(parse_scan_cursor(b"18446744073709551615"), Ok(u64::MAX));

@@ -846,25 +846,7 @@ pub const SCAN_SLOTS_PER_CALL_MAX: usize = 4096;
 
 /// A SCAN cursor as Redis's `strtoul` accepts it. Values past the last slot mean "done".
 fn parse_cursor(arg: &[u8]) -> Result<usize, String> {
-    let invalid = || "ERR invalid cursor".to_string();
-    let (negative, digits) = match arg.first() {
-        Some(b'-') => (true, &arg[1..]),
-        Some(b'+') => (false, &arg[1..]),
-        _ => (false, arg),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(invalid());
-    }
-    let v: u64 = std::str::from_utf8(digits)
-        .map_err(|_| invalid())?
-        .parse()
-        .map_err(|_| invalid())?;
-    // strtoul wraps a negative number to a huge one.
-    Ok(if negative && v != 0 {
-        usize::MAX
-    } else {
-        usize::try_from(v).unwrap_or(usize::MAX)
-    })
+    crate::args::parse_scan_cursor(arg).map(|v| usize::try_from(v).unwrap_or(usize::MAX))
 }
 
 fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

@@ -174,8 +174,6 @@ impl Strategy {
 
 /// Callbacks installed by the network side.
 pub struct ReplHooks {
-    /// New stream bytes were appended (wake replica links).
-    pub data_appended: Box<dyn Fn() + Send + Sync>,
     /// A replica acknowledged a new offset (wake clients waiting for acks).
     pub acked: Box<dyn Fn() + Send + Sync>,
     /// Start (or restart) the link to a primary; the link task stops when `epoch` moves on.
@@ -224,7 +222,6 @@ impl Default for FailoverState {
 impl Default for ReplHooks {
     fn default() -> Self {
         ReplHooks {
-            data_appended: Box::new(|| {}),
             acked: Box::new(|| {}),
             start_link: Box::new(|_, _, _| {}),
             failover: Box::new(|_| {}),

@@ -11,11 +11,11 @@ use shoal_keyspace::types::set::{Member, Set};
 use shoal_keyspace::{EncodingLimits, Kind, Object, Shard, ValueRef};
 use shoal_resp::ReplyWriter;
 
-use crate::args::{ERR_SYNTAX, ERR_WRONGTYPE, parse_i64};
+use crate::args::{ERR_SYNTAX, ERR_WRONGTYPE, parse_i64, parse_scan_cursor};
 use crate::coll::object_mut;
 use crate::hashes::{
-    RANDOM_REPLY_MAX, command_rng, object_entry, parse_random_count, parse_scan_cursor,
-    parse_scan_opts, random_count_error,
+    RANDOM_REPLY_MAX, command_rng, object_entry, parse_random_count, parse_scan_opts,
+    random_count_error,
 };
 use crate::table::{Group, KEY1, NO_KEYS, Spec, cmd, flag::*};
 use crate::{Args, CmdResult, Ctx, Locked};

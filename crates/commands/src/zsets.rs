@@ -1457,24 +1457,6 @@ fn zrandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// SCAN's cursor as Redis's `strtoul` reads it (a leading `-` wraps).
-fn parse_cursor(arg: &[u8]) -> Result<u64, String> {
-    let invalid = || "ERR invalid cursor".to_string();
-    let (neg, digits) = match arg.first() {
-        Some(b'-') => (true, &arg[1..]),
-        Some(b'+') => (false, &arg[1..]),
-        _ => (false, arg),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(invalid());
-    }
-    let v: u64 = std::str::from_utf8(digits)
-        .map_err(|_| invalid())?
-        .parse()
-        .map_err(|_| invalid())?;
-    Ok(if neg { v.wrapping_neg() } else { v })
-}
-
 /// A score as ZSCAN prints it: a listpack holds scores as text (integers printed whole up to
 /// 2^62), a skiplist prints `%.17g`.
 fn scan_score(s: f64, listpack: bool) -> String {
@@ -1487,7 +1469,7 @@ fn scan_score(s: f64, listpack: bool) -> String {
 
 fn zscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let key = args.get(1);
-    let cursor = parse_cursor(args.get(2))?;
+    let cursor = crate::args::parse_scan_cursor(args.get(2))?;
     let mut count = 10usize;
     let mut pattern: Option<&[u8]> = None;
     let mut i = 3;

@@ -522,12 +522,6 @@ impl Shard {
         self.dbs.swap(a, b);
     }
 
-    /// Moves a whole database part between databases (MOVE of everything is not a Redis command, but
-    /// SWAPDB and tests use this shape). Returns false if the target is not empty.
-    pub fn db_is_empty(&self, db: usize) -> bool {
-        self.db_len(db) == 0
-    }
-
     /// A random live key of a database part, if any.
     pub fn random_key(&mut self, db: usize, now_ms: u64) -> Option<Vec<u8>> {
         for _ in 0..32 {

@@ -46,9 +46,6 @@ pub fn install(srv: &Arc<ServerState>) {
     let weak = Arc::downgrade(srv);
     {
         let mut hooks = srv.repl.hooks.lock().expect("hooks lock");
-        hooks.data_appended = Box::new(|| {
-            data_watch().send_replace(());
-        });
         let _ = srv
             .repl
             .on_append

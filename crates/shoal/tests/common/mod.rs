@@ -22,13 +22,19 @@ pub struct Shoal {
 impl Shoal {
     /// Starts shoal with extra `serve` arguments (e.g. `["--maxmemory", "2mb"]`).
     pub fn start(extra: &[&str]) -> Shoal {
+        Shoal::launch(Command::new(env!("CARGO_BIN_EXE_shoal")), extra)
+    }
+
+    /// Runs `shoal serve` through `program` (the binary itself, or a wrapper that execs it) in a
+    /// fresh temporary directory, and reads the bound port from its first line.
+    fn launch(mut program: Command, extra: &[&str]) -> Shoal {
         let dir = std::env::temp_dir().join(format!(
             "shoal-test-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        let mut child = program
             .arg("serve")
             .args([
                 "--port",
@@ -329,48 +335,12 @@ impl Shoal {
     /// a server bug that allocates without bound makes it fail fast instead of exhausting the
     /// test machine's memory. For tests that feed hostile input.
     pub fn start_capped(extra: &[&str], cap_bytes: u64) -> Shoal {
-        let dir = std::env::temp_dir().join(format!(
-            "shoal-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut child = Command::new("sh")
-            .arg("-c")
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
             .arg("ulimit -v \"$0\" && exec \"$@\"")
             .arg((cap_bytes / 1024).to_string())
-            .arg(env!("CARGO_BIN_EXE_shoal"))
-            .arg("serve")
-            .args([
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--loglevel",
-                "warning",
-            ])
-            .args(extra)
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn shoal under sh");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let port: u16 = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from capped shoal: {line:?}"));
-        Shoal {
-            child: Some(child),
-            port,
-            dir,
-        }
+            .arg(env!("CARGO_BIN_EXE_shoal"));
+        Shoal::launch(sh, extra)
     }
 }
 
