@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """A closed-loop write client for the replication case: what redis-benchmark cannot send.
 
-Each connection loops: `SET key:%012d <value>`, wait for +OK, then (mode `set+wait`) `WAIT <n> <ms>`
-and wait for its integer reply; one loop is one request. redis-server acknowledges a write to its
-replicas only through WAIT, so `set+wait` is how a redis client gets an acknowledged write; shoal under
-`write-strategy sync` acknowledges in the SET reply itself (mode `set`). The same client runs against
-both servers, so client overhead is alike on both sides.
+Each connection loops: send a batch of `--pipeline` writes in one piece, each `SET key:%012d <value>`
+or (mode `set+wait`) `SET` followed by `WAIT <n> <ms>`, then wait for all of the batch's replies; each
+write is one request. redis-server acknowledges a write to its replicas only through WAIT, so
+`set+wait` is how a redis client gets an acknowledged write; shoal under `write-strategy sync`
+acknowledges in the SET reply itself (mode `set`). The same client runs against both servers, so client
+overhead is alike on both sides. The WAIT goes out with its SET (no round trip in between), which is the
+fastest way a redis client can ask for the acknowledgement.
 
 Standard library only. `--procs` worker processes (this file with `--worker`) share `--connections`;
 each drives its connections from one epoll loop with pre-encoded requests and blocking sockets that are
@@ -47,12 +49,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--duration-s", type=float, default=3.0)
     ap.add_argument("--warmup-s", type=float, default=0.5)
     ap.add_argument("--drain-s", type=float, default=5.0)
+    ap.add_argument("--pipeline", type=int, default=1,
+                    help="writes per batch: each connection sends this many (SET, or SET + WAIT) at once")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.connections < 1 or args.procs < 1:
-        ap.error("--connections and --procs must be at least 1")
+    if args.connections < 1 or args.procs < 1 or args.pipeline < 1:
+        ap.error("--connections, --procs and --pipeline must be at least 1")
     args.procs = min(args.procs, args.connections)
     return args
 
@@ -67,10 +71,20 @@ def encode(*parts: bytes) -> bytes:
 def worker(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     value = b"x" * args.value_bytes
-    # Random keys like redis-benchmark's -r: `key:` and a 12-digit number below the key space.
-    sets = [encode(b"SET", b"key:%012d" % rng.randrange(args.keyspace), value) for _ in range(4096)]
     wait = encode(b"WAIT", b"%d" % args.wait_replicas, b"%d" % args.wait_timeout_ms)
     with_wait = args.mode == "set+wait"
+    depth = args.pipeline
+    # Random keys like redis-benchmark's -r: `key:` and a 12-digit number below the key space. One
+    # batch is `depth` writes sent in one piece: SET, or SET then WAIT, per write.
+    batches = []
+    for _ in range(max(1, 4096 // depth)):
+        parts = []
+        for _ in range(depth):
+            parts.append(encode(b"SET", b"key:%012d" % rng.randrange(args.keyspace), value))
+            if with_wait:
+                parts.append(wait)
+        batches.append(b"".join(parts))
+    replies_per_batch = depth * (2 if with_wait else 1)
     socks = []
     for _ in range(args.connections):
         s = socket.create_connection((args.host, args.port), timeout=10)
@@ -81,10 +95,9 @@ def worker(args: argparse.Namespace) -> dict:
     for i, s in enumerate(socks):
         sel.register(s, selectors.EVENT_READ, i)
     n = len(socks)
-    phase = [0] * n  # 0: awaiting the SET reply, 1: awaiting the WAIT reply
     started = [0.0] * n
     bufs = [b""] * n
-    next_set = [rng.randrange(len(sets)) for _ in range(n)]
+    next_batch = [rng.randrange(len(batches)) for _ in range(n)]
     lat = array.array("I")
     count = errors = 0
     first_error = ""
@@ -97,7 +110,7 @@ def worker(args: argparse.Namespace) -> dict:
     cpu0 = os.times()
     for i, s in enumerate(socks):
         started[i] = now()
-        s.sendall(sets[next_set[i]])
+        s.sendall(batches[next_batch[i]])
     active = n
     while active:
         t = now()
@@ -106,7 +119,7 @@ def worker(args: argparse.Namespace) -> dict:
         for key, _ in sel.select(timeout=0.05):
             i = key.data
             s = socks[i]
-            data = s.recv(4096)
+            data = s.recv(65536)
             if not data:
                 errors += 1
                 first_error = first_error or "server closed the connection"
@@ -114,32 +127,34 @@ def worker(args: argparse.Namespace) -> dict:
                 active -= 1
                 continue
             b = bufs[i] + data if bufs[i] else data
-            if not b.endswith(b"\r\n"):
+            # Every reply here is one line (+OK, :n or -error): the batch is complete once it holds
+            # one line per request sent.
+            if not b.endswith(b"\r\n") or b.count(b"\r\n") < replies_per_batch:
                 bufs[i] = b
                 continue
             bufs[i] = b""
-            ok = True
-            if phase[i] == 0:
-                if b != b"+OK\r\n":
+            lines = b.split(b"\r\n")[:-1]
+            ok = len(lines) == replies_per_batch
+            for j, line in enumerate(lines if ok else ()):
+                if with_wait and j % 2 == 1:
+                    good = line.startswith(WAIT_REPLY_PREFIX) and int(line[1:]) >= args.wait_replicas
+                else:
+                    good = line == b"+OK"
+                if not good:
                     ok = False
-                elif with_wait:
-                    phase[i] = 1
-                    s.sendall(wait)
-                    continue
-            elif not (b.startswith(WAIT_REPLY_PREFIX) and int(b[1:-2]) >= args.wait_replicas):
-                ok = False
+                    b = line
+                    break
             t = now()
             if not ok:
                 errors += 1
                 first_error = first_error or b[:200].decode(errors="replace").strip()
             elif measure_from <= t < end:
-                count += 1
-                lat.append(min(int((t - started[i]) * 1e6), 0xFFFFFFFF))
+                count += depth
+                lat.extend([min(int((t - started[i]) * 1e6), 0xFFFFFFFF)] * depth)
             if t < end and ok:
-                phase[i] = 0
                 started[i] = t
-                next_set[i] = (next_set[i] + 1) % len(sets)
-                s.sendall(sets[next_set[i]])
+                next_batch[i] = (next_batch[i] + 1) % len(batches)
+                s.sendall(batches[next_batch[i]])
             else:
                 sel.unregister(s)
                 active -= 1
@@ -173,7 +188,7 @@ def main() -> int:
         conns = args.connections // args.procs + (1 if w < args.connections % args.procs else 0)
         argv = [sys.executable, os.path.abspath(__file__), "--worker", "--start-at", repr(start_at),
                 "--connections", str(conns), "--seed", str(args.seed * 1000 + w)]
-        for name in ("host", "port", "mode", "wait_replicas", "wait_timeout_ms", "keyspace", "value_bytes",
+        for name in ("host", "port", "mode", "wait_replicas", "wait_timeout_ms", "keyspace", "value_bytes", "pipeline",
                      "duration_s", "warmup_s", "drain_s"):
             argv += ["--" + name.replace("_", "-"), str(getattr(args, name))]
         procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE))
@@ -194,7 +209,7 @@ def main() -> int:
     first_error = next((r["first_error"] for r in results if r["first_error"]), "") or \
         next((r["fatal"] for r in fatal), "")
     stuck = sum(r["stuck"] for r in results)
-    summary = {"mode": args.mode, "connections": args.connections, "procs": args.procs,
+    summary = {"mode": args.mode, "pipeline": args.pipeline, "connections": args.connections, "procs": args.procs,
                "rps": requests / args.duration_s, "requests": requests,
                "p50_ms": percentile(vals, 0.50) / 1000, "p99_ms": percentile(vals, 0.99) / 1000,
                "client_cpu_s": sum(r["cpu_s"] for r in results),

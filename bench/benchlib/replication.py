@@ -16,8 +16,9 @@
 3. Acknowledged-write throughput with one replica: shoal with `write-strategy sync` (`min-replicas-ack
    1`; switched with CONFIG SET on one long-lived pair) and `async`, redis-server as is. Loads:
    redis-benchmark SET at pipeline 1 and 16, and `ackclient.py` (same client on every server: SET, or
-   SET then `WAIT 1 0`, per loop). redis acknowledges only through WAIT, so the headline compares shoal
-   sync SET with redis SET+WAIT.
+   SET then `WAIT 1 0`, per write; batches of 1 or 16 writes per round trip). redis acknowledges only
+   through WAIT, so the headline compares shoal sync SET with redis SET+WAIT from the same client at the
+   same pipeline depth.
 """
 
 import bisect
@@ -460,9 +461,10 @@ def rb_once(ctx: Ctx, server: Server, pipeline: int, n: int) -> dict[str, float]
                     f"{result.stderr.strip()[-300:]}")
 
 
-def client_once(ctx: Ctx, server: Server, mode: str, seed: int) -> dict[str, float]:
+def client_once(ctx: Ctx, server: Server, mode: str, pipeline: int, seed: int) -> dict[str, float]:
     p = ctx.params
     argv = [sys.executable, ACKCLIENT, "--host", HOST, "--port", str(server.port), "--mode", mode,
+            "--pipeline", str(pipeline),
             "--connections", str(p.rb_clients), "--procs", str(p.repl_client_procs),
             "--keyspace", str(p.rb_keyspace), "--value-bytes", str(VALUE_BYTES),
             "--duration-s", str(p.repl_client_s), "--warmup-s", str(p.repl_client_warmup_s), "--seed", str(seed)]
@@ -479,11 +481,15 @@ def client_once(ctx: Ctx, server: Server, mode: str, seed: int) -> dict[str, flo
 
 
 # What each configuration runs, in this order within a round.
-MEASUREMENTS = [("rb", 1), ("rb", 16), ("client", "set"), ("client", "set+wait")]
+# ("rb", pipeline) or ("client", ackclient mode, pipeline).
+MEASUREMENTS = [("rb", 1), ("rb", 16), ("client", "set", 1), ("client", "set+wait", 1),
+                ("client", "set", 16), ("client", "set+wait", 16)]
 
 
 def meas_name(m) -> str:
-    return f"redis-benchmark SET P{m[1]}" if m[0] == "rb" else f"ackclient {m[1].upper().replace('+', ' + ')}"
+    if m[0] == "rb":
+        return f"redis-benchmark SET P{m[1]}"
+    return f"ackclient {m[1].upper().replace('+', ' + ')} P{m[2]}"
 
 
 class AckPairs:
@@ -527,7 +533,7 @@ def ack_measure(ctx: Ctx, pairs: AckPairs, config: str, m, n_for: dict[int, int]
     if m[0] == "rb":
         values = rb_once(ctx, primary, m[1], n_for[m[1]])
     else:
-        values = client_once(ctx, primary, m[1], seed=r + 1)
+        values = client_once(ctx, primary, m[1], m[2], seed=r + 1)
     cpu_p, cpu_r, cpu_c = proc_cpu(primary) - cpu_p, proc_cpu(replica) - cpu_r, children_cpu() - cpu_c
     replica.check_alive()
     # CPU per request over the whole tool run (the client's warm-up included), so only for comparison.
@@ -540,24 +546,27 @@ def ack_measure(ctx: Ctx, pairs: AckPairs, config: str, m, n_for: dict[int, int]
 
 # Rows: (case label, (config, measurement) of the first side, of the second side, side names).
 def ack_rows(standin: bool):
-    sync_rows = [
-        ("acked writes, same client: shoal sync SET vs redis SET + WAIT 1 0",
-         ("shoal-sync", ("client", "set")), ("redis", ("client", "set+wait")), ("shoal", "redis")),
-        ("acked writes: shoal sync redis-benchmark SET P1 vs redis SET + WAIT 1 0 (ackclient)",
-         ("shoal-sync", ("rb", 1)), ("redis", ("client", "set+wait")), ("shoal", "redis")),
-        ("identical client SET + WAIT 1 0: shoal sync vs redis",
-         ("shoal-sync", ("client", "set+wait")), ("redis", ("client", "set+wait")), ("shoal", "redis")),
-    ]
+    sync_rows = []
+    for pl in (1, 16):
+        sync_rows += [
+            (f"acked writes, same client P{pl}: shoal sync SET vs redis SET + WAIT 1 0",
+             ("shoal-sync", ("client", "set", pl)), ("redis", ("client", "set+wait", pl)), ("shoal", "redis")),
+            (f"identical client SET + WAIT 1 0 P{pl}: shoal sync vs redis",
+             ("shoal-sync", ("client", "set+wait", pl)), ("redis", ("client", "set+wait", pl)), ("shoal", "redis")),
+        ]
+    sync_rows.insert(1, ("acked writes: shoal sync redis-benchmark SET P1 vs redis SET + WAIT 1 0 (ackclient P1)",
+                         ("shoal-sync", ("rb", 1)), ("redis", ("client", "set+wait", 1)), ("shoal", "redis")))
     acked = ([] if standin else sync_rows) + [
-        ("identical client SET + WAIT 1 0: shoal async vs redis",
-         ("shoal-async", ("client", "set+wait")), ("redis", ("client", "set+wait")), ("shoal", "redis")),
-    ]
+        (f"identical client SET + WAIT 1 0 P{pl}: shoal async vs redis",
+         ("shoal-async", ("client", "set+wait", pl)), ("redis", ("client", "set+wait", pl)), ("shoal", "redis"))
+        for pl in (1, 16)]
+    plain = (("rb", 1), ("rb", 16), ("client", "set", 1), ("client", "set", 16))
     unacked = [(f"{meas_name(m)}: shoal async vs redis", ("shoal-async", m), ("redis", m), ("shoal", "redis"))
-               for m in (("rb", 1), ("rb", 16), ("client", "set"))]
+               for m in plain]
     cost = [] if standin else [
         (f"{meas_name(m)}: shoal sync vs shoal async", ("shoal-sync", m), ("shoal-async", m),
          ("shoal sync", "shoal async"))
-        for m in (("rb", 1), ("rb", 16), ("client", "set"))]
+        for m in plain]
     return acked, unacked, cost
 
 
@@ -568,8 +577,9 @@ def acked(ctx: Ctx) -> list[Group]:
     common = (f"One primary + one replica per server, long-lived; {p.rb_clients} clients, 64 B values, "
               f"{p.rb_keyspace:,} random keys. shoal sync: `write-strategy sync`, `min-replicas-ack 1`, "
               "`ack-timeout-ms` default (a late ack turns the reply into an error, which fails the run). "
-              f"ackclient: `bench/benchlib/ackclient.py`, {p.repl_client_procs} processes, per connection SET "
-              f"(or SET then `WAIT 1 0`) in a closed loop, {p.repl_client_s:g} s measured after "
+              f"ackclient: `bench/benchlib/ackclient.py`, {p.repl_client_procs} processes; per connection a closed "
+              "loop of batches of P writes (P1: one write per round trip; P16: 16 pipelined), each write SET "
+              f"or SET followed by `WAIT 1 0` in the same batch; {p.repl_client_s:g} s measured after "
               f"{p.repl_client_warmup_s:g} s warm-up. CPU per request covers the whole tool run; client CPU is "
               f"the load tool's own (it shares the machine's {os.cpu_count()} cores with both servers).")
     if standin:

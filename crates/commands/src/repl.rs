@@ -12,7 +12,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst, fence};
+use std::task::Waker;
 
 use shoal_keyspace::{Entry, codec};
 
@@ -172,10 +173,30 @@ impl Strategy {
     }
 }
 
+/// Writers waiting until enough replicas acknowledged an offset (WAIT, the sync strategy). An
+/// acknowledgement wakes only the waiters it satisfies, so 50 clients waiting on one replica are not
+/// all woken by every ack.
+#[derive(Debug, Default)]
+pub struct AckWaiters {
+    list: Mutex<Vec<AckWaiter>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug)]
+struct AckWaiter {
+    id: u64,
+    offset: u64,
+    need: usize,
+    waker: Waker,
+}
+
+/// Whether `need` replicas acknowledged `offset`, given the replicas' ack offsets sorted descending.
+fn satisfied(acks_desc: &[u64], offset: u64, need: usize) -> bool {
+    need == 0 || acks_desc.get(need - 1).is_some_and(|&a| a >= offset)
+}
+
 /// Callbacks installed by the network side.
 pub struct ReplHooks {
-    /// A replica acknowledged a new offset (wake clients waiting for acks).
-    pub acked: Box<dyn Fn() + Send + Sync>,
     /// Start (or restart) the link to a primary; the link task stops when `epoch` moves on.
     pub start_link: Box<dyn Fn(String, u16, u64) + Send + Sync>,
     /// Carry out a FAILOVER in the background.
@@ -222,7 +243,6 @@ impl Default for FailoverState {
 impl Default for ReplHooks {
     fn default() -> Self {
         ReplHooks {
-            acked: Box::new(|| {}),
             start_link: Box::new(|_, _, _| {}),
             failover: Box::new(|_| {}),
             save: Box::new(|_| Err("saving is not available".into())),
@@ -280,6 +300,11 @@ pub struct ReplState {
     /// Wakes replica links after an append; set once at start-up (read on every write, so it
     /// is not behind the hooks' mutex).
     pub on_append: std::sync::OnceLock<Wake>,
+    /// Set by a replica link that found nothing to send and is about to sleep; the next append
+    /// clears it and wakes the links, so a busy stream costs one wake-up per link sleep, not one per
+    /// write.
+    pub links_waiting: AtomicBool,
+    pub ack_waiters: AckWaiters,
     pub failover: FailoverState,
     /// A SAVE/BGSAVE is running.
     pub saving: AtomicBool,
@@ -317,6 +342,8 @@ impl ReplState {
             writes_paused_until_ms: AtomicU64::new(0),
             hooks: Mutex::default(),
             on_append: std::sync::OnceLock::new(),
+            links_waiting: AtomicBool::new(false),
+            ack_waiters: AckWaiters::default(),
             failover: FailoverState::default(),
             saving: AtomicBool::new(false),
             dirty: AtomicU64::new(0),
@@ -353,10 +380,93 @@ impl ReplState {
             b.append(bytes);
             b.end_offset()
         };
-        if let Some(wake) = self.on_append.get() {
+        // Pairs with the fence in `link_will_wait`: either the link sees these bytes, or this
+        // sees its flag.
+        fence(SeqCst);
+        if self.links_waiting.load(Relaxed)
+            && self.links_waiting.swap(false, Relaxed)
+            && let Some(wake) = self.on_append.get()
+        {
             (wake.0)();
         }
         end
+    }
+
+    /// A replica link found nothing to send: after this, it must check the backlog's end once
+    /// more, and may then sleep until woken by `on_append`.
+    pub fn link_will_wait(&self) {
+        self.links_waiting.store(true, Relaxed);
+        fence(SeqCst);
+    }
+
+    /// The replicas' acknowledged offsets, largest first.
+    fn acks_desc(&self) -> Vec<u64> {
+        let mut acks: Vec<u64> = self
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .iter()
+            .map(|r| r.ack_offset.load(Relaxed))
+            .collect();
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        acks
+    }
+
+    /// Polls whether `need` replicas acknowledged `offset`; if not, registers `waker` (under the
+    /// waiter `id`, see [`ReplState::new_ack_waiter`]) to be woken when they have.
+    pub fn poll_acked(&self, id: u64, offset: u64, need: usize, waker: &Waker) -> bool {
+        let mut list = self.ack_waiters.list.lock().expect("ack waiters lock");
+        // Checked under the waiters' lock: an ack recorded before it is seen here, one recorded
+        // after it finds this waiter registered.
+        if satisfied(&self.acks_desc(), offset, need) {
+            list.retain(|w| w.id != id);
+            return true;
+        }
+        match list.iter_mut().find(|w| w.id == id) {
+            Some(w) => {
+                w.offset = offset;
+                w.need = need;
+                w.waker.clone_from(waker);
+            }
+            None => list.push(AckWaiter {
+                id,
+                offset,
+                need,
+                waker: waker.clone(),
+            }),
+        }
+        false
+    }
+
+    /// A fresh waiter id for [`ReplState::poll_acked`].
+    pub fn new_ack_waiter(&self) -> u64 {
+        self.ack_waiters.next_id.fetch_add(1, Relaxed)
+    }
+
+    /// Forgets a waiter (its wait ended or was dropped).
+    pub fn drop_ack_waiter(&self, id: u64) {
+        self.ack_waiters
+            .list
+            .lock()
+            .expect("ack waiters lock")
+            .retain(|w| w.id != id);
+    }
+
+    /// After a replica's ack offset grew, or the replica set changed: wakes the waiters now
+    /// satisfied (all of them when `all`, so they re-check, e.g. after a replica left).
+    pub fn wake_ack_waiters(&self, all: bool) {
+        let mut list = self.ack_waiters.list.lock().expect("ack waiters lock");
+        if list.is_empty() {
+            return;
+        }
+        let acks = self.acks_desc();
+        list.retain(|w| {
+            let done = all || satisfied(&acks, w.offset, w.need);
+            if done {
+                w.waker.wake_by_ref();
+            }
+            !done
+        });
     }
 
     /// Number of replicas that acknowledged at least `offset`.
@@ -490,6 +600,78 @@ pub fn encode_ping(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts its wake-ups.
+    struct Counter(AtomicU64);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn replica(repl: &ReplState, id: u64) -> std::sync::Arc<ReplicaInfo> {
+        let r = std::sync::Arc::new(ReplicaInfo {
+            id,
+            ip: "127.0.0.1".into(),
+            listening_port: 0.into(),
+            ack_offset: 0.into(),
+            last_ack_ms: 0.into(),
+            online: true.into(),
+        });
+        repl.replicas.lock().unwrap().push(r.clone());
+        r
+    }
+
+    #[test]
+    fn an_ack_wakes_only_the_waiters_it_satisfies() {
+        let repl = ReplState::new("0".repeat(40));
+        let (a, b) = (replica(&repl, 1), replica(&repl, 2));
+        let counters: Vec<_> = (0..3)
+            .map(|_| std::sync::Arc::new(Counter(AtomicU64::new(0))))
+            .collect();
+        let wakers: Vec<Waker> = counters.iter().map(|c| Waker::from(c.clone())).collect();
+        let ids: Vec<u64> = (0..3).map(|_| repl.new_ack_waiter()).collect();
+        // Waiter 0: one replica at 100; waiter 1: one replica at 200; waiter 2: two replicas at 100.
+        let wants = [(100, 1), (200, 1), (100, 2)];
+        for i in 0..3 {
+            assert!(!repl.poll_acked(ids[i], wants[i].0, wants[i].1, &wakers[i]));
+        }
+        a.ack_offset.store(150, Relaxed);
+        repl.wake_ack_waiters(false);
+        let woken = |i: usize| counters[i].0.load(Relaxed);
+        assert_eq!((woken(0), woken(1), woken(2)), (1, 0, 0));
+        assert!(repl.poll_acked(ids[0], 100, 1, &wakers[0]));
+        b.ack_offset.store(120, Relaxed);
+        repl.wake_ack_waiters(false);
+        assert_eq!((woken(0), woken(1), woken(2)), (1, 0, 1));
+        assert!(repl.poll_acked(ids[2], 100, 2, &wakers[2]));
+        assert!(!repl.poll_acked(ids[1], 200, 1, &wakers[1]));
+        // A replica leaving wakes everyone still waiting, so they re-check; dropping forgets.
+        repl.wake_ack_waiters(true);
+        assert_eq!(woken(1), 1);
+        repl.drop_ack_waiter(ids[1]);
+        assert!(repl.ack_waiters.list.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_append_wakes_links_only_when_one_asked() {
+        let repl = ReplState::new("0".repeat(40));
+        let wakes = std::sync::Arc::new(AtomicU64::new(0));
+        let w = wakes.clone();
+        repl.on_append
+            .set(Wake(Box::new(move || {
+                w.fetch_add(1, Relaxed);
+            })))
+            .ok()
+            .unwrap();
+        repl.append(b"a");
+        assert_eq!(wakes.load(Relaxed), 0);
+        repl.link_will_wait();
+        repl.append(b"b");
+        repl.append(b"c");
+        assert_eq!(wakes.load(Relaxed), 1);
+    }
 
     #[test]
     fn backlog_keeps_the_last_capacity_bytes_by_offset() {

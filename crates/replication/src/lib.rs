@@ -34,12 +34,6 @@ pub fn data_watch() -> &'static watch::Sender<()> {
     W.get_or_init(|| watch::channel(()).0)
 }
 
-/// Signalled whenever a replica acknowledges (wakes WAIT and sync-strategy writers).
-pub fn ack_watch() -> &'static watch::Sender<()> {
-    static W: OnceLock<watch::Sender<()>> = OnceLock::new();
-    W.get_or_init(|| watch::channel(()).0)
-}
-
 /// Installs the replication callbacks and background tasks. Call inside the tokio runtime.
 pub fn install(srv: &Arc<ServerState>) {
     let handle = tokio::runtime::Handle::current();
@@ -52,9 +46,6 @@ pub fn install(srv: &Arc<ServerState>) {
             .set(shoal_commands::repl::Wake(Box::new(|| {
                 data_watch().send_replace(());
             })));
-        hooks.acked = Box::new(|| {
-            ack_watch().send_replace(());
-        });
         let (h, w) = (handle.clone(), weak.clone());
         hooks.start_link = Box::new(move |host, port, epoch| {
             if let Some(srv) = w.upgrade() {
@@ -104,23 +95,57 @@ pub fn install(srv: &Arc<ServerState>) {
 /// Waits until `n` replicas acknowledged `offset` or the deadline (unix ms, 0 = none) passes;
 /// returns how many did.
 pub async fn wait_acks(srv: &ServerState, offset: u64, n: usize, deadline_ms: u64) -> usize {
-    let mut rx = ack_watch().subscribe();
+    let mut wait = AckWait {
+        repl: &srv.repl,
+        id: srv.repl.new_ack_waiter(),
+        offset,
+        need: n,
+    };
     loop {
-        let have = srv.repl.acked(offset);
-        if have >= n {
-            return have;
-        }
         let now = now_ms();
         if deadline_ms != 0 && now >= deadline_ms {
-            return have;
+            break;
         }
         // Re-check at least every 100 ms (a replica that detaches does not always signal).
-        let wait = if deadline_ms == 0 {
+        let ms = if deadline_ms == 0 {
             100
         } else {
             (deadline_ms - now).min(100)
         };
-        let _ = tokio::time::timeout(Duration::from_millis(wait), rx.changed()).await;
+        if tokio::time::timeout(Duration::from_millis(ms), &mut wait)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    srv.repl.acked(offset)
+}
+
+/// Ready once `need` replicas acknowledged `offset`; woken only by an ack that satisfies it.
+struct AckWait<'a> {
+    repl: &'a shoal_commands::repl::ReplState,
+    id: u64,
+    offset: u64,
+    need: usize,
+}
+
+impl std::future::Future for AckWait<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let w = &*self;
+        if w.repl.poll_acked(w.id, w.offset, w.need, cx.waker()) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+impl Drop for AckWait<'_> {
+    fn drop(&mut self) {
+        self.repl.drop_ack_waiter(self.id);
     }
 }
 

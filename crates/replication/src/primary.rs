@@ -99,7 +99,7 @@ pub async fn serve(
         .lock()
         .expect("replicas lock")
         .retain(|r| !Arc::ptr_eq(r, &info));
-    (repl.hooks.lock().expect("hooks lock").acked)();
+    repl.wake_ack_waiters(true);
     match &end {
         LinkEnd::TooSlow(lag) => {
             tracing::warn!(replica = %ip, lag_bytes = lag, "replica link closed: replica too far behind (backlog or client-output-buffer-limit slave); it will resynchronize")
@@ -174,6 +174,12 @@ async fn stream_loop(
                 sent += chunk.len() as u64;
                 continue;
             }
+            // Nothing to send: ask writers for a wake-up, then look once more before sleeping.
+            data.borrow_and_update();
+            srv.repl.link_will_wait();
+            if srv.repl.backlog.lock().expect("backlog lock").end_offset() > sent {
+                continue;
+            }
             tokio::select! {
                 changed = data.changed() => {
                     if changed.is_err() {
@@ -243,7 +249,7 @@ fn read_acks(
                     {
                         info.ack_offset.fetch_max(off, Relaxed);
                         info.last_ack_ms.store(now_ms(), Relaxed);
-                        (srv.repl.hooks.lock().expect("hooks lock").acked)();
+                        srv.repl.wake_ack_waiters(false);
                     }
                 }
                 pos = end;
