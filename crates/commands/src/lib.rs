@@ -201,6 +201,8 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
         return true;
     }
     let shards = srv.ks.shard_count();
+    let want_samples =
+        EVICTION_SHARDS_SAMPLED * (srv.values().get_u64("maxmemory-samples") as usize).max(1);
     // Candidates come from a few shards in turn and the globally best one is evicted: evicting
     // from each shard in turn would drain shards that happen to hold fewer keys first.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -209,11 +211,15 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
             return true;
         }
         let mut best: Option<(usize, shoal_keyspace::Candidate)> = None;
-        let mut looked = 0;
-        while looked < shards && (best.is_none() || looked < EVICTION_SHARDS_SAMPLED) {
+        let (mut looked, mut sampled) = (0, 0);
+        // Shards holding few keys offer few samples: look at more of them then.
+        while looked < shards
+            && (best.is_none() || (looked < EVICTION_SHARDS_SAMPLED_MAX && sampled < want_samples))
+        {
             let i = NEXT.fetch_add(1, Relaxed) % shards;
             looked += 1;
             if let Some(c) = srv.ks.lock(i).best_candidate(now_ms) {
+                sampled += c.sampled;
                 if best.as_ref().is_none_or(|(_, b)| c.score > b.score) {
                     best = Some((i, c));
                 }
@@ -233,8 +239,11 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
 
 /// Evictions one command may perform before it runs.
 pub const EVICTIONS_PER_COMMAND_MAX: usize = 1024;
-/// Shards whose best sampled candidates compete for each eviction.
+/// Each eviction compares the best of `EVICTION_SHARDS_SAMPLED × maxmemory-samples` keys: four
+/// shards' samples when shards hold many keys, more shards when they hold fewer.
 pub const EVICTION_SHARDS_SAMPLED: usize = 4;
+/// Most shards sampled for one eviction once a candidate was found.
+pub const EVICTION_SHARDS_SAMPLED_MAX: usize = 32;
 
 /// Runs one request and appends its reply to `out`. `now_ms` is the wall clock in ms.
 pub fn execute(

@@ -583,6 +583,15 @@ fn mset_common(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
     let (db, now) = (ctx.client.db, ctx.now_ms);
     let tail = args.tail(1);
     let keys = || tail.iter().step_by(2);
+    // The entries are built (allocated and filled) before the shards are locked and the replaced
+    // ones freed after: the locks cover only the table updates, which matters when several
+    // workers run multi-key writes over overlapping shards.
+    let mut entries: Vec<Option<Entry>> = (0..(args.len() - 1) / 2)
+        .map(|pair| {
+            let (key, value) = (args.get(1 + 2 * pair), args.get(2 + 2 * pair));
+            Some(Entry::new_string(key, value, None, 0))
+        })
+        .collect();
     let mut locked = ctx.lock_keys(keys());
     // Taken under the lock: later writes to a key get larger versions.
     let version = ctx.version();
@@ -596,12 +605,15 @@ fn mset_common(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
             }
         }
     }
-    for pair in 0..(args.len() - 1) / 2 {
-        let (key, value) = (args.get(1 + 2 * pair), args.get(2 + 2 * pair));
-        let (shard, slot) = locked.shard(key);
-        store_string(shard, db, slot, key, value, ExpireOpt::None, version, now);
+    let mut replaced = Vec::with_capacity(entries.len());
+    for e in entries.iter_mut() {
+        let mut e = e.take().expect("each entry is stored once");
+        e.set_version(version);
+        let (shard, slot) = locked.shard(e.key());
+        replaced.push(shard.insert(db, slot, e, now));
     }
     drop(locked);
+    drop(replaced);
     if nx {
         ctx.out.int(1);
     } else {

@@ -659,33 +659,38 @@ fn apply_adds(
 ) -> AddOutcome {
     let mut o = AddOutcome::default();
     for &(score, m) in pairs {
-        match z.score(m) {
-            Some(cur) => {
-                if f.nx {
-                    continue;
+        // One member lookup whatever the flags decide.
+        z.upsert(m, limits, |cur| {
+            let Some(cur) = cur else {
+                if f.xx {
+                    return None;
                 }
-                let new = if f.incr { score + cur } else { score };
-                if new.is_nan() {
-                    o.nan = true;
-                    return o;
-                }
-                if (f.lt && new >= cur) || (f.gt && new <= cur) {
-                    continue;
-                }
-                o.processed += 1;
-                o.score = new;
-                if new != cur {
-                    z.insert(m, new, limits);
-                    o.updated += 1;
-                }
-            }
-            None if !f.xx => {
-                z.insert(m, score, limits);
                 o.added += 1;
                 o.processed += 1;
                 o.score = score;
+                return Some(score);
+            };
+            if f.nx {
+                return None;
             }
-            None => {}
+            let new = if f.incr { score + cur } else { score };
+            if new.is_nan() {
+                o.nan = true;
+                return None;
+            }
+            if (f.lt && new >= cur) || (f.gt && new <= cur) {
+                return None;
+            }
+            o.processed += 1;
+            o.score = new;
+            if new == cur {
+                return None;
+            }
+            o.updated += 1;
+            Some(new)
+        });
+        if o.nan {
+            return o;
         }
     }
     o

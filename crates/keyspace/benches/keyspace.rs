@@ -1,10 +1,13 @@
 //! Criterion micro-benchmarks of the keyspace: lookup (hit and miss), insert/overwrite, setting an
-//! expiry, the active expire cycle, and eviction under each sampled policy's scoring.
+//! expiry, the active expire cycle, eviction under each sampled policy's scoring, and the sorted
+//! set's skiplist (score update and insert, shaped like redis-benchmark's ZADD test).
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use shoal_keyspace::shard::EvictConfig;
-use shoal_keyspace::{Entry, Keyspace, LfuParams, Policy, key_slot};
+use shoal_keyspace::types::zset::ZSet;
+use shoal_keyspace::{EncodingLimits, Entry, Keyspace, LfuParams, Policy, Rng, key_slot};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 const KEYS: u64 = 100_000;
 
@@ -116,5 +119,58 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Members of the ZADD benchmark (`element:<0..99999>`), each with a score in 0..99999, as
+/// redis-benchmark's `ZADD myzset <score> element:<n>` test uses.
+const ZSET_MEMBERS: usize = 100_000;
+
+fn zset_names(prefix: &str) -> Vec<Vec<u8>> {
+    (0..ZSET_MEMBERS)
+        .map(|i| format!("{prefix}:{i}").into_bytes())
+        .collect()
+}
+
+fn zset_filled(names: &[Vec<u8>], rng: &mut Rng, lim: &EncodingLimits) -> ZSet {
+    let mut z = ZSet::new(lim);
+    for m in names {
+        z.insert(m, rng.below(ZSET_MEMBERS) as f64, lim);
+    }
+    z
+}
+
+fn bench_zset(c: &mut Criterion) {
+    let lim = EncodingLimits::default();
+    let mut rng = Rng::new(42);
+    let names = zset_names("element");
+    let mut z = zset_filled(&names, &mut rng, &lim);
+    // redis-benchmark's ZADD: a random existing member gets a random score; it mostly moves.
+    c.bench_function("zset update score (100k members)", |b| {
+        b.iter(|| {
+            let m = &names[rng.below(ZSET_MEMBERS)];
+            let s = rng.below(ZSET_MEMBERS) as f64;
+            black_box(z.insert(m, s, &lim));
+        })
+    });
+    // New members into a set of 100k to 200k: the set is rebuilt, untimed, when it reaches 200k.
+    let fresh = zset_names("fresh");
+    c.bench_function("zset insert (100k-200k members)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(ZSET_MEMBERS as u64) as usize;
+                let mut z = z.clone();
+                let scores: Vec<f64> = (0..n).map(|_| rng.below(ZSET_MEMBERS) as f64).collect();
+                let t = Instant::now();
+                for (m, &s) in fresh[..n].iter().zip(&scores) {
+                    black_box(z.insert(m, s, &lim));
+                }
+                total += t.elapsed();
+                left -= n as u64;
+            }
+            total
+        })
+    });
+}
+
+criterion_group!(benches, bench, bench_zset);
 criterion_main!(benches);

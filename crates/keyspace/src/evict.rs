@@ -187,11 +187,16 @@ pub struct Sketch {
 
 const SKETCH_ROWS: usize = 4;
 const SKETCH_COUNTER_MAX: u8 = 15;
+/// Narrowest sketch row: a shard expected to hold few keys (a small `maxmemory`) still gets a few
+/// counters per key, without every shard paying for a wide sketch (256 shards × 4 rows × 32
+/// one-byte counters is 32 KiB).
+pub const SKETCH_WIDTH_MIN: usize = 32;
 
 impl Sketch {
-    /// A sketch for about `keys` resident keys (width rounded up to a power of two, at least 256).
+    /// A sketch for about `keys` resident keys (width rounded up to a power of two, at least
+    /// `SKETCH_WIDTH_MIN`).
     pub fn new(keys: usize) -> Self {
-        let width = keys.clamp(256, 1 << 24).next_power_of_two();
+        let width = keys.clamp(SKETCH_WIDTH_MIN, 1 << 24).next_power_of_two();
         Sketch {
             rows: vec![0; width * SKETCH_ROWS],
             width_mask: width - 1,

@@ -180,6 +180,8 @@ pub struct Shard {
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate {
     pub score: u64,
+    /// Keys examined to find it (`maxmemory-samples`, fewer in a shard holding fewer keys).
+    pub sampled: usize,
     db: usize,
     local: usize,
     hash: u64,
@@ -232,7 +234,8 @@ impl Shard {
         self.evict = cfg;
         let wants_sketch = cfg.active && cfg.policy == Policy::AllKeysTinyLfu;
         match (&self.sketch, wants_sketch) {
-            (Some(s), true) if s.width() >= sketch_keys.clamp(256, 1 << 24) => {}
+            (Some(s), true) if s.width() >= sketch_keys.clamp(evict::SKETCH_WIDTH_MIN, 1 << 24) => {
+            }
             (_, true) => self.sketch = Some(Sketch::new(sketch_keys)),
             (_, false) => self.sketch = None,
         }
@@ -661,39 +664,66 @@ impl Shard {
             return None;
         }
         let db = dbs[self.rng.below(dbs.len())];
+        let eligible = if policy.volatile_only() {
+            self.db_volatile(db)
+        } else {
+            self.db_len(db)
+        };
+        // A shard holding only a few keys yields as many samples as it has keys, so the caller
+        // knows to look at more shards.
         let samples = self.evict.samples.max(1);
-        // Independent picks: walking neighbouring slots would sample correlated keys (CRC16 puts
-        // `key:1`, `key:2`... in nearby slots).
         let mut best: Option<Candidate> = None;
         let mut taken = 0;
-        for _ in 0..samples * 16 {
-            if taken >= samples {
-                break;
-            }
-            let Some((local, i)) = self.random_position(db) else {
-                break;
-            };
-            let r = self.rng.next_u64();
-            let d = self.dbs[db].as_ref()?;
-            let Some(e) = d.slots[local].iter().nth(i) else {
-                continue;
-            };
+        let mut consider = |shard: &Self, e: &Entry, local: usize, random: u64| {
             if policy.volatile_only() && e.expire_ms().is_none() {
-                continue;
+                return false;
             }
-            taken += 1;
-            let hash = self.hasher.hash_one(e.key());
-            let score = self.victim_score(e, hash, now_ms, r);
+            let hash = shard.hasher.hash_one(e.key());
+            let score = shard.victim_score(e, hash, now_ms, random);
             if best.as_ref().is_none_or(|b| score > b.score) {
                 best = Some(Candidate {
                     score,
+                    sampled: 0,
                     db,
                     local,
                     hash,
                 });
             }
+            true
+        };
+        if eligible <= samples {
+            // A shard holding only a few keys: look at each of them once (random draws would
+            // see some twice and miss others), and say how few they were, so the caller looks
+            // at more shards.
+            let d = self.dbs[db].as_ref()?;
+            for (local, table) in d.slots.iter().enumerate() {
+                for e in table.iter() {
+                    let r = self.rng.next_u64();
+                    taken += consider(self, e, local, r) as usize;
+                }
+            }
+        } else {
+            // Independent picks: walking neighbouring slots would sample correlated keys (CRC16
+            // puts `key:1`, `key:2`... in nearby slots).
+            for _ in 0..samples * 16 {
+                if taken >= samples {
+                    break;
+                }
+                let Some((local, i)) = self.random_position(db) else {
+                    break;
+                };
+                let r = self.rng.next_u64();
+                let d = self.dbs[db].as_ref()?;
+                let Some(e) = d.slots[local].iter().nth(i) else {
+                    continue;
+                };
+                taken += consider(self, e, local, r) as usize;
+            }
         }
-        best
+        best.map(|b| Candidate {
+            sampled: taken,
+            ..b
+        })
     }
 
     /// Evicts a candidate found by [`Shard::best_candidate`] if it is still there.
@@ -768,8 +798,12 @@ impl Shard {
 /// A locked shard.
 pub type ShardGuard<'a> = MutexGuard<'a, Shard>;
 
-/// Number of shards (a power of two dividing 16384).
-pub const SHARDS_DEFAULT: usize = 64;
+/// Number of shards (a power of two dividing 16384). Multi-key writes (MSET of 10 keys) lock
+/// several shards at once: with 64, two workers' MSETs almost always collided; 256 makes that
+/// rare while each shard still holds enough keys for eviction sampling (at 1,024, a small
+/// `maxmemory` leaves one or two keys per shard and volatile-ttl picked worse victims). An empty
+/// shard costs about 1 KB.
+pub const SHARDS_DEFAULT: usize = 256;
 
 /// All shards, plus the version clock.
 pub struct Keyspace {

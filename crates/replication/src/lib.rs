@@ -133,7 +133,10 @@ struct AckWait<'a> {
 impl std::future::Future for AckWait<'_> {
     type Output = ();
 
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
         let w = &*self;
         if w.repl.poll_acked(w.id, w.offset, w.need, cx.waker()) {
             std::task::Poll::Ready(())

@@ -10,15 +10,19 @@
 //!   member. Every operation scans: it is only used up to ~128 short entries, where a scan costs
 //!   less than any pointer structure, and a set costs about 2 bytes per entry besides its members.
 //! - `skiplist`: Redis's indexable skip list (every link carries its span, the number of positions
-//!   it skips), so rank, rank ranges and score or lex ranges cost O(log n + m). Nodes live in an
-//!   arena (`Vec<Node>`, `u32` indices, node 0 is the header), so there is no unsafe code and no
-//!   per-node pointer. A node's upper links and its member share one allocation; a hash index maps
-//!   a member to its node (`HashTable<u32>`: the member bytes are stored once, in the node).
+//!   it skips), so rank, rank ranges and score or lex ranges cost O(log n + m). The nodes are
+//!   records back to back in one byte slab (layout at `Slab`), named by their `u32` offset, the
+//!   header first: a record holds the node's score, back link, every forward link with its span,
+//!   and its member, so a descent pays one cache miss per node visited (as Redis's does), links
+//!   are 4 bytes, nodes cost no allocation of their own, and there is no unsafe code. A hash
+//!   index maps a member to its node (`HashTable<u32>`: the member bytes are stored once, in the
+//!   node).
 //!
-//! Why an append-only arena with holes instead of a free list: ZSCAN's cursor is a node's sequence
-//! number, and sequence numbers only grow along the arena (holes are squeezed out in order when
-//! they outnumber live nodes), so a scan returns every member present for its whole duration even
-//! when the set shrinks between calls. A score update relinks the same node, so it keeps its place.
+//! Why an append-only slab with holes instead of a free list: ZSCAN's cursor is a node's sequence
+//! number, and sequence numbers only grow along the slab (holes are squeezed out in order when
+//! they outnumber or outweigh live nodes), so a scan returns every member present for its whole
+//! duration even when the set shrinks between calls. A score update relinks the same record, so
+//! it keeps its place.
 
 use std::hash::BuildHasher;
 use std::ops::Range;
@@ -216,7 +220,7 @@ impl ZSet {
     pub fn score(&self, member: &[u8]) -> Option<f64> {
         match &self.repr {
             Repr::Listpack(b) => lp_find(b, member).map(|e| e.score),
-            Repr::Skiplist(s) => s.find(member).map(|x| s.nodes[x as usize].score),
+            Repr::Skiplist(s) => s.find(member).map(|x| s.slab.score(x)),
         }
     }
 
@@ -224,37 +228,62 @@ impl ZSet {
     /// the current one (`==`, so `-0` and `0` are equal) changes nothing. Converts to `skiplist`
     /// when the new member would cross a listpack threshold. `score` must not be NaN.
     pub fn insert(&mut self, member: &[u8], score: f64, limits: &EncodingLimits) -> Option<f64> {
-        assert!(!score.is_nan(), "NaN score");
+        self.upsert(member, limits, |_| Some(score))
+    }
+
+    /// Looks `member` up once and, when `decide(current score)` returns a new score, sets it
+    /// (adding the member if absent, as [`ZSet::insert`] does); returns the current score. Saves
+    /// ZADD's flag logic a second lookup. The new score must not be NaN.
+    pub fn upsert(
+        &mut self,
+        member: &[u8],
+        limits: &EncodingLimits,
+        decide: impl FnOnce(Option<f64>) -> Option<f64>,
+    ) -> Option<f64> {
+        let not_nan = |s: f64| {
+            assert!(!s.is_nan(), "NaN score");
+            s
+        };
         if let Repr::Listpack(b) = &mut self.repr {
             if let Some(e) = lp_find(b, member) {
                 let (old, at) = (e.score, e.start..e.end);
-                if old != score {
+                if let Some(score) = decide(Some(old)).map(not_nan)
+                    && old != score
+                {
                     lp_delete(b, at, 1);
                     lp_insert(b, member, score);
                 }
                 return Some(old);
             }
+            let score = not_nan(decide(None)?);
             if lp_count(b) < limits.zset_max_listpack_entries
                 && member.len() <= limits.zset_max_listpack_value
             {
                 lp_insert(b, member, score);
-                return None;
+            } else {
+                self.convert_to_skiplist();
+                let Repr::Skiplist(s) = &mut self.repr else {
+                    unreachable!("converted above")
+                };
+                s.insert(member, score);
             }
-            self.convert_to_skiplist();
+            return None;
         }
         let Repr::Skiplist(s) = &mut self.repr else {
-            unreachable!("converted above")
+            unreachable!("listpack handled above")
         };
         match s.find(member) {
             Some(x) => {
-                let old = s.nodes[x as usize].score;
-                if old != score {
+                let old = s.slab.score(x);
+                if let Some(score) = decide(Some(old)).map(not_nan)
+                    && old != score
+                {
                     s.update_score(x, score);
                 }
                 Some(old)
             }
             None => {
-                s.insert(member, score);
+                s.insert(member, not_nan(decide(None)?));
                 None
             }
         }
@@ -271,9 +300,9 @@ impl ZSet {
             }
             Repr::Skiplist(s) => {
                 let x = s.find(member)?;
-                let score = s.nodes[x as usize].score;
-                let update = s.find_update(x);
-                s.unlink(x, &update);
+                let score = s.slab.score(x);
+                let path = s.path_to(x);
+                s.unlink(x, &path.update);
                 s.free(x);
                 s.maybe_compact();
                 Some(score)
@@ -290,8 +319,7 @@ impl ZSet {
                 .map(|(r, e)| (r, e.score)),
             Repr::Skiplist(s) => {
                 let x = s.find(member)?;
-                let n = &s.nodes[x as usize];
-                let (score, m) = (n.score, n.member());
+                let (score, m) = (s.slab.score(x), s.slab.member(x));
                 Some((s.count_while(|s2, m2| less(s2, m2, score, m)), score))
             }
         }
@@ -477,7 +505,8 @@ impl ZSet {
         let Repr::Listpack(b) = &self.repr else {
             return;
         };
-        let mut s = SkipList::new(lp_count(b) + 1);
+        // The listpack's size bounds its members' bytes.
+        let mut s = SkipList::new(lp_count(b) + 1, b.len());
         for e in LpIter::new(b) {
             s.insert(e.member, e.score);
         }
@@ -519,9 +548,9 @@ impl<'a> Iterator for Iter<'a> {
                     return None;
                 }
                 let sl: &'a SkipList = sl;
-                let n = &sl.nodes[*x as usize];
-                *x = if *rev { n.back } else { n.next };
-                Some((n.member(), n.score))
+                let (sl, y) = (&sl.slab, *x);
+                *x = if *rev { sl.back(y) } else { sl.next(y) };
+                Some((sl.member(y), sl.score(y)))
             }
         }
     }
@@ -662,58 +691,225 @@ fn lp_delete(b: &mut Vec<u8>, bytes: Range<usize>, entries: usize) {
 // skiplist
 
 const MAX_LEVEL: usize = 32;
+/// No node. Node names are slab offsets in 8-byte units, so a slab holds up to 32 GiB.
 const NIL: u32 = u32::MAX;
+/// The header node: the first record of the slab, never removed.
 const HEAD: u32 = 0;
-/// Bytes of one upper link in a node's data: forward (u32 le), span (u32 le).
-const LINK: usize = 8;
-/// Compact the arena when holes outnumber live nodes and are at least this many.
+/// Compact the slab when holes are at least this many and outnumber or outweigh live nodes.
 const HOLES_MIN_TO_COMPACT: usize = 64;
+/// One ZSCAN mark (sequence number, node) per this many records: a scan step starts by walking
+/// at most this many records from a mark.
+const MARK_EVERY: usize = 32;
 
-/// An allocation's size as the allocator rounds it (8-byte size classes for small blocks).
-fn alloc_bytes(n: usize) -> usize {
-    (n + 7) & !7
+/// Every node of a skiplist, as records back to back in one byte vector. A node is named by its
+/// offset in 8-byte units (a `u32`); everything a descent reads of a node is in its record, so a
+/// visited node costs one cache miss (Redis's costs the same: its level array is inline).
+///
+/// ```text
+///  0       8      12     16     20     24  25                              25+8(L-1)
+///  +-------+------+------+------+------+---+------------------------+--------+---------+
+///  | score | next | back | seq  | len  | L | fwd span | … (L-1 links) | member | padding |
+///  | f64   | u32  | u32  | u32  | u32  |u8 | u32 u32  |               | len B  | to 8 B  |
+///  +-------+------+------+------+------+---+------------------------+--------+---------+
+/// ```
+///
+/// `next` is the level-0 forward link (its span is implicitly 1); the upper links, levels
+/// 1..L, each carry a span. `back` is the previous node (`NIL` for the first). `seq` is the
+/// ZSCAN position, which only grows along the slab. The member is read only on a score tie, so
+/// a long one costs a descent nothing. A removed node stays as a hole (bit `HOLE` of `L` set)
+/// until compaction squeezes the holes out. Values are native-endian, read through
+/// bounds-checked slices: no unsafe code, no per-node allocation.
+#[derive(Clone, Default)]
+struct Slab(Vec<u8>);
+
+impl Slab {
+    const NEXT: usize = 8;
+    const BACK: usize = 12;
+    const SEQ: usize = 16;
+    const LEN: usize = 20;
+    const LEVELS: usize = 24;
+    /// The level-1 link; the member follows the last link.
+    const UP: usize = 25;
+    const HOLE: u8 = 0x80;
+
+    fn member_at(levels: usize) -> usize {
+        Self::UP + 8 * (levels - 1)
+    }
+
+    /// Bytes of the record of a node with `levels` levels and a member of `len` bytes.
+    fn record_bytes(levels: usize, len: usize) -> usize {
+        (Self::member_at(levels) + len).next_multiple_of(8)
+    }
+
+    /// Offset of the forward link of level `lvl` in a record.
+    fn fwd_at(lvl: usize) -> usize {
+        if lvl == 0 {
+            Self::NEXT
+        } else {
+            Self::UP + 8 * (lvl - 1)
+        }
+    }
+
+    /// The first node past the last record.
+    fn end(&self) -> u32 {
+        (self.0.len() / 8) as u32
+    }
+
+    /// Appends a node, links unset; returns it.
+    fn push(&mut self, levels: usize, score: f64, member: &[u8], seq: u32) -> u32 {
+        debug_assert!((1..=MAX_LEVEL).contains(&levels));
+        let len = u32::try_from(member.len()).expect("member under 4 GiB");
+        let bytes = Self::record_bytes(levels, member.len());
+        assert!(
+            (self.0.len() + bytes) / 8 < NIL as usize,
+            "skiplist slab full"
+        );
+        if self.0.capacity() - self.0.len() < bytes {
+            // 1.5× growth: the slab's spare room is memory every large set pays for.
+            self.0.reserve_exact(bytes.max(self.0.len() / 2));
+        }
+        let x = self.end();
+        let at = self.0.len();
+        self.0.resize(at + bytes, 0);
+        self.set_score(x, score);
+        self.set_u32(x, Self::SEQ, seq);
+        self.set_u32(x, Self::LEN, len);
+        self.0[at + Self::LEVELS] = levels as u8;
+        let m = at + Self::member_at(levels);
+        self.0[m..m + member.len()].copy_from_slice(member);
+        x
+    }
+
+    fn u32_at(&self, x: u32, field: usize) -> u32 {
+        let o = x as usize * 8 + field;
+        u32::from_ne_bytes(self.0[o..o + 4].try_into().expect("4 bytes"))
+    }
+
+    fn set_u32(&mut self, x: u32, field: usize, v: u32) {
+        let o = x as usize * 8 + field;
+        self.0[o..o + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn score(&self, x: u32) -> f64 {
+        let o = x as usize * 8;
+        f64::from_ne_bytes(self.0[o..o + 8].try_into().expect("8 bytes"))
+    }
+
+    fn set_score(&mut self, x: u32, score: f64) {
+        let o = x as usize * 8;
+        self.0[o..o + 8].copy_from_slice(&score.to_ne_bytes());
+    }
+
+    fn next(&self, x: u32) -> u32 {
+        self.u32_at(x, Self::NEXT)
+    }
+
+    fn set_next(&mut self, x: u32, to: u32) {
+        self.set_u32(x, Self::NEXT, to);
+    }
+
+    fn back(&self, x: u32) -> u32 {
+        self.u32_at(x, Self::BACK)
+    }
+
+    fn set_back(&mut self, x: u32, to: u32) {
+        self.set_u32(x, Self::BACK, to);
+    }
+
+    fn seq(&self, x: u32) -> u32 {
+        self.u32_at(x, Self::SEQ)
+    }
+
+    fn set_seq(&mut self, x: u32, seq: u32) {
+        self.set_u32(x, Self::SEQ, seq);
+    }
+
+    /// The byte holding the level count and the hole bit.
+    fn levels_byte(&self, x: u32) -> u8 {
+        self.0[x as usize * 8 + Self::LEVELS]
+    }
+
+    fn levels(&self, x: u32) -> usize {
+        (self.levels_byte(x) & !Self::HOLE) as usize
+    }
+
+    fn is_hole(&self, x: u32) -> bool {
+        self.levels_byte(x) & Self::HOLE != 0
+    }
+
+    fn make_hole(&mut self, x: u32) {
+        self.0[x as usize * 8 + Self::LEVELS] |= Self::HOLE;
+    }
+
+    fn member(&self, x: u32) -> &[u8] {
+        let o = x as usize * 8 + Self::member_at(self.levels(x));
+        &self.0[o..o + self.u32_at(x, Self::LEN) as usize]
+    }
+
+    /// Bytes of `x`'s record (a hole's included).
+    fn bytes(&self, x: u32) -> usize {
+        Self::record_bytes(self.levels(x), self.u32_at(x, Self::LEN) as usize)
+    }
+
+    /// The record after `x`'s in the slab (holes included).
+    fn following(&self, x: u32) -> u32 {
+        x + (self.bytes(x) / 8) as u32
+    }
+
+    /// Forward link of level `lvl` (0 included).
+    fn fwd(&self, x: u32, lvl: usize) -> u32 {
+        self.u32_at(x, Self::fwd_at(lvl))
+    }
+
+    /// Positions the link of level `lvl` skips; spans of links to NIL count the nodes after.
+    fn span(&self, x: u32, lvl: usize) -> u32 {
+        if lvl == 0 {
+            (self.next(x) != NIL) as u32
+        } else {
+            self.u32_at(x, Self::fwd_at(lvl) + 4)
+        }
+    }
+
+    /// Link of level `lvl >= 1`: forward node and span.
+    fn up(&self, x: u32, lvl: usize) -> (u32, u32) {
+        debug_assert!(lvl >= 1);
+        (self.fwd(x, lvl), self.span(x, lvl))
+    }
+
+    fn set_up(&mut self, x: u32, lvl: usize, fwd: u32, span: u32) {
+        debug_assert!(lvl >= 1);
+        self.set_u32(x, Self::fwd_at(lvl), fwd);
+        self.set_u32(x, Self::fwd_at(lvl) + 4, span);
+    }
+
+    /// Whether node `y` sorts before `(score, member)`; reads `y`'s member only on a score tie.
+    fn before_key(&self, y: u32, score: f64, member: &[u8]) -> bool {
+        let s = self.score(y);
+        s < score || (s == score && self.member(y) < member)
+    }
+
+    /// Whether `(score, member)` sorts before node `y`; reads `y`'s member only on a score tie.
+    fn key_before(&self, score: f64, member: &[u8], y: u32) -> bool {
+        let s = self.score(y);
+        score < s || (score == s && member < self.member(y))
+    }
 }
 
-#[derive(Clone)]
-struct Node {
-    /// Links of levels 1.. (`levels - 1` of them, `LINK` bytes each), then the member.
-    data: Box<[u8]>,
-    score: f64,
-    /// Previous node, `NIL` for the first.
-    back: u32,
-    /// Level-0 forward link (its span is implicitly 1).
-    next: u32,
-    /// Position in arena order, for the SCAN cursor; only grows along the arena.
-    seq: u32,
-    /// Number of levels; 0 marks a hole left by a removed node.
-    levels: u8,
-}
-
-impl Node {
-    fn member(&self) -> &[u8] {
-        &self.data[(self.levels as usize - 1) * LINK..]
-    }
-
-    fn up(&self, lvl: usize) -> (u32, u32) {
-        let o = (lvl - 1) * LINK;
-        let d = &self.data[o..o + LINK];
-        (
-            u32::from_le_bytes(d[..4].try_into().expect("4 bytes")),
-            u32::from_le_bytes(d[4..].try_into().expect("4 bytes")),
-        )
-    }
-
-    fn set_up(&mut self, lvl: usize, fwd: u32, span: u32) {
-        let o = (lvl - 1) * LINK;
-        self.data[o..o + 4].copy_from_slice(&fwd.to_le_bytes());
-        self.data[o + 4..o + LINK].copy_from_slice(&span.to_le_bytes());
-    }
+/// The last node before a key on each level in use, with its rank (the header's is 0): where a
+/// descent stops, and what linking or unlinking there needs.
+struct Path {
+    update: [u32; MAX_LEVEL],
+    rank: [u32; MAX_LEVEL],
 }
 
 #[derive(Clone)]
 struct SkipList {
-    nodes: Vec<Node>,
-    /// member → node index; hashed through the node's member bytes.
+    slab: Slab,
+    /// Every `MARK_EVERY`-th record after the header: (seq, node), in slab order.
+    marks: Vec<(u32, u32)>,
+    /// Records after the header, holes included (to place the marks).
+    records: usize,
+    /// member → node; hashed through the node's member bytes.
     index: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
     tail: u32,
@@ -721,70 +917,44 @@ struct SkipList {
     /// Levels in use (at least 1).
     level: usize,
     holes: usize,
+    hole_bytes: usize,
     next_seq: u32,
-    /// Sum of the nodes' `data` allocations, as the allocator rounds them.
-    data_bytes: usize,
     rng: u64,
 }
 
 impl SkipList {
-    fn new(capacity: usize) -> Self {
-        let mut head = vec![0u8; (MAX_LEVEL - 1) * LINK];
-        for l in head.chunks_mut(LINK) {
-            l[..4].copy_from_slice(&NIL.to_le_bytes());
+    /// An empty list with room for `members` members of about `member_bytes` bytes in all.
+    fn new(members: usize, member_bytes: usize) -> Self {
+        let head_bytes = Slab::record_bytes(MAX_LEVEL, 0);
+        let mut slab = Slab(Vec::with_capacity(
+            head_bytes + Slab::record_bytes(1, 0) * members + member_bytes,
+        ));
+        let head = slab.push(MAX_LEVEL, 0.0, &[], 0);
+        slab.set_next(head, NIL);
+        slab.set_back(head, NIL);
+        for lvl in 1..MAX_LEVEL {
+            slab.set_up(head, lvl, NIL, 0);
         }
-        let mut nodes = Vec::with_capacity(capacity + 1);
-        let data_bytes = alloc_bytes(head.len());
-        nodes.push(Node {
-            data: head.into_boxed_slice(),
-            score: 0.0,
-            back: NIL,
-            next: NIL,
-            seq: 0,
-            levels: MAX_LEVEL as u8,
-        });
         SkipList {
-            nodes,
-            index: HashTable::with_capacity(capacity),
+            slab,
+            marks: Vec::new(),
+            records: 0,
+            index: HashTable::with_capacity(members),
             hasher: foldhash::fast::RandomState::default(),
             tail: NIL,
             len: 0,
             level: 1,
             holes: 0,
+            hole_bytes: 0,
             next_seq: 1,
-            data_bytes,
             rng: 0x2545_f491_4f6c_dd1d,
         }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.data_bytes
+        self.slab.0.capacity()
+            + self.marks.capacity() * std::mem::size_of::<(u32, u32)>()
             + self.index.allocation_size()
-    }
-
-    fn fwd(&self, x: u32, lvl: usize) -> u32 {
-        let n = &self.nodes[x as usize];
-        if lvl == 0 { n.next } else { n.up(lvl).0 }
-    }
-
-    /// Positions the link skips: spans of links to NIL count the nodes after `x`.
-    fn span(&self, x: u32, lvl: usize) -> u32 {
-        let n = &self.nodes[x as usize];
-        if lvl == 0 {
-            (n.next != NIL) as u32
-        } else {
-            n.up(lvl).1
-        }
-    }
-
-    fn set_up(&mut self, x: u32, lvl: usize, fwd: u32, span: u32) {
-        self.nodes[x as usize].set_up(lvl, fwd, span);
-    }
-
-    fn node_less(&self, a: u32, b: u32) -> bool {
-        let (a, b) = (&self.nodes[a as usize], &self.nodes[b as usize]);
-        less(a.score, a.member(), b.score, b.member())
     }
 
     fn hash(&self, member: &[u8]) -> u64 {
@@ -792,9 +962,9 @@ impl SkipList {
     }
 
     fn find(&self, member: &[u8]) -> Option<u32> {
-        let nodes = &self.nodes;
+        let slab = &self.slab;
         self.index
-            .find(self.hash(member), |&i| nodes[i as usize].member() == member)
+            .find(self.hash(member), |&x| slab.member(x) == member)
             .copied()
     }
 
@@ -818,119 +988,145 @@ impl SkipList {
         if self.next_seq == u32::MAX {
             self.compact(true);
         }
-        assert!(self.nodes.len() < NIL as usize - 1, "skiplist arena full");
         let lvl = self.random_level();
-        let mut data = vec![0u8; (lvl - 1) * LINK + member.len()];
-        data[(lvl - 1) * LINK..].copy_from_slice(member);
-        self.data_bytes += alloc_bytes(data.len());
-        if self.nodes.len() == self.nodes.capacity() {
-            // 1.5× growth: the arena's spare room is memory every large set pays for.
-            self.nodes.reserve_exact((self.nodes.len() / 2).max(4));
-        }
-        let x = self.nodes.len() as u32;
-        self.nodes.push(Node {
-            data: data.into_boxed_slice(),
-            score,
-            back: NIL,
-            next: NIL,
-            seq: self.next_seq,
-            levels: lvl as u8,
-        });
+        let x = self.slab.push(lvl, score, member, self.next_seq);
         self.next_seq += 1;
-        self.link(x);
+        if self.records.is_multiple_of(MARK_EVERY) {
+            self.marks.push((self.slab.seq(x), x));
+        }
+        self.records += 1;
+        let path = self.descend(score, member);
+        self.link(x, path);
         let h = self.hash(member);
-        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        let (slab, hasher) = (&self.slab, &self.hasher);
         self.index
-            .insert_unique(h, x, |&i| hasher.hash_one(nodes[i as usize].member()));
+            .insert_unique(h, x, |&y| hasher.hash_one(slab.member(y)));
     }
 
-    /// Links node `x` (its level count, score and member set; its links unset) at its place.
-    fn link(&mut self, x: u32) {
-        let mut update = [HEAD; MAX_LEVEL];
-        let mut rank = [0u32; MAX_LEVEL];
-        let mut cur = HEAD;
+    /// One descent towards `(score, member)`.
+    fn descend(&self, score: f64, member: &[u8]) -> Path {
+        let sl = &self.slab;
+        let mut path = Path {
+            update: [HEAD; MAX_LEVEL],
+            rank: [0; MAX_LEVEL],
+        };
+        let (mut cur, mut r) = (HEAD, 0);
         for i in (0..self.level).rev() {
-            rank[i] = if i + 1 == self.level { 0 } else { rank[i + 1] };
             loop {
-                let f = self.fwd(cur, i);
-                if f != NIL && self.node_less(f, x) {
-                    rank[i] += self.span(cur, i);
-                    cur = f;
-                } else {
+                let f = sl.fwd(cur, i);
+                if f == NIL || !sl.before_key(f, score, member) {
+                    break;
+                }
+                r += sl.span(cur, i);
+                cur = f;
+            }
+            path.update[i] = cur;
+            path.rank[i] = r;
+        }
+        path
+    }
+
+    /// Two descents at once, towards `a` and towards `b`: their cache misses overlap, so this
+    /// costs little more than one.
+    fn descend_two(&self, a: (f64, &[u8]), b: (f64, &[u8])) -> (Path, Path) {
+        let sl = &self.slab;
+        let mut pa = Path {
+            update: [HEAD; MAX_LEVEL],
+            rank: [0; MAX_LEVEL],
+        };
+        let mut pb = Path {
+            update: [HEAD; MAX_LEVEL],
+            rank: [0; MAX_LEVEL],
+        };
+        let (mut ca, mut ra, mut cb, mut rb) = (HEAD, 0, HEAD, 0);
+        for i in (0..self.level).rev() {
+            loop {
+                let (fa, fb) = (sl.fwd(ca, i), sl.fwd(cb, i));
+                let go_a = fa != NIL && sl.before_key(fa, a.0, a.1);
+                let go_b = fb != NIL && sl.before_key(fb, b.0, b.1);
+                if go_a {
+                    ra += sl.span(ca, i);
+                    ca = fa;
+                }
+                if go_b {
+                    rb += sl.span(cb, i);
+                    cb = fb;
+                }
+                if !go_a && !go_b {
                     break;
                 }
             }
-            update[i] = cur;
+            (pa.update[i], pa.rank[i]) = (ca, ra);
+            (pb.update[i], pb.rank[i]) = (cb, rb);
         }
-        let lvl = self.nodes[x as usize].levels as usize;
+        (pa, pb)
+    }
+
+    /// Links node `x` (score, member and level count set; links unset) after `path`, the
+    /// descent towards its key.
+    fn link(&mut self, x: u32, path: Path) {
+        let Path {
+            mut update,
+            mut rank,
+        } = path;
+        let sl = &mut self.slab;
+        let lvl = sl.levels(x);
         if lvl > self.level {
             for i in self.level..lvl {
                 rank[i] = 0;
                 update[i] = HEAD;
-                self.set_up(HEAD, i, NIL, self.len);
+                sl.set_up(HEAD, i, NIL, self.len);
             }
             self.level = lvl;
         }
-        let after = self.nodes[update[0] as usize].next;
-        self.nodes[x as usize].next = after;
-        self.nodes[update[0] as usize].next = x;
+        let after = sl.next(update[0]);
+        sl.set_next(x, after);
+        sl.set_next(update[0], x);
         for i in 1..lvl {
-            let (f, s) = self.nodes[update[i] as usize].up(i);
-            self.set_up(x, i, f, s - (rank[0] - rank[i]));
-            self.set_up(update[i], i, x, rank[0] - rank[i] + 1);
+            let (f, s) = sl.up(update[i], i);
+            sl.set_up(x, i, f, s - (rank[0] - rank[i]));
+            sl.set_up(update[i], i, x, rank[0] - rank[i] + 1);
         }
         for (i, &u) in update.iter().enumerate().take(self.level).skip(lvl) {
-            let (f, s) = self.nodes[u as usize].up(i);
-            self.set_up(u, i, f, s + 1);
+            let (f, s) = sl.up(u, i);
+            sl.set_up(u, i, f, s + 1);
         }
-        self.nodes[x as usize].back = if update[0] == HEAD { NIL } else { update[0] };
+        sl.set_back(x, if update[0] == HEAD { NIL } else { update[0] });
         if after != NIL {
-            self.nodes[after as usize].back = x;
+            sl.set_back(after, x);
         } else {
             self.tail = x;
         }
         self.len += 1;
     }
 
-    /// The last node before `x` on each level.
-    fn find_update(&self, x: u32) -> [u32; MAX_LEVEL] {
-        let mut update = [HEAD; MAX_LEVEL];
-        let mut cur = HEAD;
-        for i in (0..self.level).rev() {
-            loop {
-                let f = self.fwd(cur, i);
-                if f != NIL && self.node_less(f, x) {
-                    cur = f;
-                } else {
-                    break;
-                }
-            }
-            update[i] = cur;
-        }
-        debug_assert_eq!(self.fwd(update[0], 0), x);
-        update
+    /// The descent towards linked node `x`'s own key: the path to unlink it.
+    fn path_to(&self, x: u32) -> Path {
+        let path = self.descend(self.slab.score(x), self.slab.member(x));
+        debug_assert_eq!(self.slab.next(path.update[0]), x);
+        path
     }
 
-    /// Unlinks `x` (whose predecessors are `update`); the node stays in the arena.
+    /// Unlinks `x` (whose predecessors are `update`); its record stays.
     fn unlink(&mut self, x: u32, update: &[u32; MAX_LEVEL]) {
-        let next = self.nodes[x as usize].next;
-        self.nodes[update[0] as usize].next = next;
+        let sl = &mut self.slab;
+        let (next, back) = (sl.next(x), sl.back(x));
+        sl.set_next(update[0], next);
         for (i, &u) in update.iter().enumerate().take(self.level).skip(1) {
-            let (f, s) = self.nodes[u as usize].up(i);
+            let (f, s) = sl.up(u, i);
             if f == x {
-                let (xf, xs) = self.nodes[x as usize].up(i);
-                self.set_up(u, i, xf, s + xs - 1);
+                let (xf, xs) = sl.up(x, i);
+                sl.set_up(u, i, xf, s + xs - 1);
             } else {
-                self.set_up(u, i, f, s - 1);
+                sl.set_up(u, i, f, s - 1);
             }
         }
-        let back = self.nodes[x as usize].back;
         if next != NIL {
-            self.nodes[next as usize].back = back;
+            sl.set_back(next, back);
         } else {
             self.tail = back;
         }
-        while self.level > 1 && self.fwd(HEAD, self.level - 1) == NIL {
+        while self.level > 1 && sl.fwd(HEAD, self.level - 1) == NIL {
             self.level -= 1;
         }
         self.len -= 1;
@@ -938,58 +1134,56 @@ impl SkipList {
 
     /// Turns unlinked node `x` into a hole and drops it from the index.
     fn free(&mut self, x: u32) {
-        let h = self.hash(self.nodes[x as usize].member());
-        if let Ok(e) = self.index.find_entry(h, |&i| i == x) {
+        let h = self.hash(self.slab.member(x));
+        if let Ok(e) = self.index.find_entry(h, |&y| y == x) {
             e.remove();
         }
-        let n = &mut self.nodes[x as usize];
-        self.data_bytes -= alloc_bytes(n.data.len());
-        n.data = Box::default();
-        n.levels = 0;
-        n.back = NIL;
-        n.next = NIL;
+        self.slab.make_hole(x);
         self.holes += 1;
+        self.hole_bytes += self.slab.bytes(x);
     }
 
+    /// Gives linked node `x` a new score, relinking it when its place changes. The record stays
+    /// where it is (no allocation, same ZSCAN position).
     fn update_score(&mut self, x: u32, score: f64) {
-        let (back, next) = {
-            let n = &self.nodes[x as usize];
-            (n.back, n.next)
-        };
-        let member = self.nodes[x as usize].member();
-        let after_back = back == NIL || {
-            let b = &self.nodes[back as usize];
-            less(b.score, b.member(), score, member)
-        };
-        let before_next = next == NIL || {
-            let n = &self.nodes[next as usize];
-            less(score, member, n.score, n.member())
-        };
+        let sl = &self.slab;
+        let (back, next, old, member) = (sl.back(x), sl.next(x), sl.score(x), sl.member(x));
+        let after_back = back == NIL || sl.before_key(back, score, member);
+        let before_next = next == NIL || sl.key_before(score, member, next);
         if after_back && before_next {
             // Same place: Redis's fast path.
-            self.nodes[x as usize].score = score;
+            self.slab.set_score(x, score);
             return;
         }
-        let update = self.find_update(x);
-        self.unlink(x, &update);
-        self.nodes[x as usize].score = score;
-        self.link(x);
+        // Both descents at once, on the list that still holds `x`; then the path to the new
+        // place is corrected for `x`'s removal: a predecessor that was `x` becomes `x`'s own
+        // predecessor, and ranks past `x` move down by one.
+        let (from, mut to) = self.descend_two((old, member), (score, member));
+        let x_rank = from.rank[0] + 1;
+        for i in 0..self.level {
+            if to.update[i] == x {
+                to.update[i] = from.update[i];
+                to.rank[i] = from.rank[i];
+            } else if to.rank[i] > x_rank {
+                to.rank[i] -= 1;
+            }
+        }
+        self.unlink(x, &from.update);
+        self.slab.set_score(x, score);
+        self.link(x, to);
     }
 
     fn count_while(&self, below: impl Fn(f64, &[u8]) -> bool) -> usize {
+        let sl = &self.slab;
         let mut cur = HEAD;
         let mut rank = 0usize;
         for i in (0..self.level).rev() {
             loop {
-                let f = self.fwd(cur, i);
-                if f == NIL {
+                let f = sl.fwd(cur, i);
+                if f == NIL || !below(sl.score(f), sl.member(f)) {
                     break;
                 }
-                let n = &self.nodes[f as usize];
-                if !below(n.score, n.member()) {
-                    break;
-                }
-                rank += self.span(cur, i) as usize;
+                rank += sl.span(cur, i) as usize;
                 cur = f;
             }
         }
@@ -1004,13 +1198,13 @@ impl SkipList {
         if rank + 1 == self.len as usize {
             return self.tail;
         }
+        let sl = &self.slab;
         let target = rank + 1;
         let mut cur = HEAD;
         let mut traversed = 0usize;
         for i in (0..self.level).rev() {
             loop {
-                let f = self.fwd(cur, i);
-                let s = self.span(cur, i) as usize;
+                let (f, s) = (sl.fwd(cur, i), sl.span(cur, i) as usize);
                 if f != NIL && traversed + s <= target {
                     traversed += s;
                     cur = f;
@@ -1032,8 +1226,7 @@ impl SkipList {
         let mut traversed = 0usize;
         for i in (0..self.level).rev() {
             loop {
-                let nx = self.fwd(cur, i);
-                let s = self.span(cur, i) as usize;
+                let (nx, s) = (self.slab.fwd(cur, i), self.slab.span(cur, i) as usize);
                 if nx != NIL && traversed + s <= lo {
                     traversed += s;
                     cur = nx;
@@ -1043,14 +1236,11 @@ impl SkipList {
             }
             update[i] = cur;
         }
-        let mut x = self.nodes[cur as usize].next;
+        let mut x = self.slab.next(cur);
         let mut rank = lo;
         while x != NIL && rank < hi {
-            let next = self.nodes[x as usize].next;
-            {
-                let n = &self.nodes[x as usize];
-                f(n.member(), n.score);
-            }
+            let next = self.slab.next(x);
+            f(self.slab.member(x), self.slab.score(x));
             self.unlink(x, &update);
             self.free(x);
             rank += 1;
@@ -1059,116 +1249,183 @@ impl SkipList {
     }
 
     fn scan(&self, cursor: u64, count: usize, f: &mut dyn FnMut(&[u8], f64)) -> u64 {
-        let slots = &self.nodes[1..];
-        let mut i = slots.partition_point(|n| (n.seq as u64) < cursor);
+        let sl = &self.slab;
+        let end = sl.end();
+        let m = self
+            .marks
+            .partition_point(|&(seq, _)| (seq as u64) < cursor);
+        let mut x = match m.checked_sub(1) {
+            Some(m) => self.marks[m].1,
+            None => sl.following(HEAD),
+        };
+        // At most `MARK_EVERY` records to the cursor's.
+        while x < end && (sl.seq(x) as u64) < cursor {
+            x = sl.following(x);
+        }
         let mut found = 0;
         // Holes are at most about as many as live nodes, so 10 × count visits rarely run out.
         let mut visits = count.saturating_mul(10).max(1);
-        while i < slots.len() && found < count && visits > 0 {
-            let n = &slots[i];
-            if n.levels != 0 {
-                f(n.member(), n.score);
+        while x < end && found < count && visits > 0 {
+            if !sl.is_hole(x) {
+                f(sl.member(x), sl.score(x));
                 found += 1;
             }
             visits -= 1;
-            i += 1;
+            x = sl.following(x);
         }
-        slots.get(i).map_or(0, |n| n.seq as u64)
+        if x < end { sl.seq(x) as u64 } else { 0 }
     }
 
     fn maybe_compact(&mut self) {
-        if self.holes >= HOLES_MIN_TO_COMPACT && self.holes > self.len as usize {
+        let live_bytes = self.slab.0.len() - self.hole_bytes;
+        if self.holes >= HOLES_MIN_TO_COMPACT
+            && (self.holes > self.len as usize || self.hole_bytes > live_bytes)
+        {
             self.compact(false);
         }
         let len = self.len as usize;
         if self.index.capacity() > 4 * len + 16 {
-            let (nodes, hasher) = (&self.nodes, &self.hasher);
+            let (slab, hasher) = (&self.slab, &self.hasher);
             self.index
-                .shrink_to_fit(|&i| hasher.hash_one(nodes[i as usize].member()));
+                .shrink_to_fit(|&x| hasher.hash_one(slab.member(x)));
         }
     }
 
-    /// Squeezes the holes out of the arena, keeping node order (and so SCAN order). With
+    /// Squeezes the holes out of the slab, keeping record order (and so ZSCAN order). With
     /// `renumber`, sequence numbers restart from 1 (only when they ran out: a scan running
-    /// across that moment may miss members).
+    /// across that moment may miss members). O(slab bytes), no allocation besides the marks.
     fn compact(&mut self, renumber: bool) {
-        let mut remap = vec![NIL; self.nodes.len()];
-        let mut w = 0usize;
-        for (r, to) in remap.iter_mut().enumerate() {
-            if self.nodes[r].levels != 0 {
-                *to = w as u32;
-                self.nodes.swap(w, r);
-                w += 1;
+        let sl = &mut self.slab;
+        let end = sl.end();
+        // 1. Each live record's new place, parked in its `back` link (rebuilt in step 4).
+        let (mut x, mut w) = (HEAD, HEAD);
+        while x < end {
+            let next = sl.following(x);
+            if !sl.is_hole(x) {
+                sl.set_back(x, w);
+                w += next - x;
             }
+            x = next;
         }
-        self.nodes.truncate(w);
-        self.nodes.shrink_to(w + w / 2);
-        let m = |i: u32| if i == NIL { NIL } else { remap[i as usize] };
-        for n in &mut self.nodes {
-            n.back = m(n.back);
-            n.next = m(n.next);
-            for lvl in 1..n.levels as usize {
-                let (f, s) = n.up(lvl);
-                n.set_up(lvl, m(f), s);
+        // 2. Forward links, the index and the tail to the new places.
+        let moved = |sl: &Slab, y: u32| if y == NIL { NIL } else { sl.back(y) };
+        x = HEAD;
+        while x < end {
+            let next = sl.following(x);
+            if !sl.is_hole(x) {
+                sl.set_next(x, moved(sl, sl.next(x)));
+                for lvl in 1..sl.levels(x) {
+                    let (f, s) = sl.up(x, lvl);
+                    sl.set_up(x, lvl, moved(sl, f), s);
+                }
             }
+            x = next;
         }
-        self.tail = m(self.tail);
-        for i in self.index.iter_mut() {
-            *i = remap[*i as usize];
+        for y in self.index.iter_mut() {
+            *y = moved(sl, *y);
+        }
+        self.tail = moved(sl, self.tail);
+        // 3. Slide the live records down, in order.
+        x = HEAD;
+        while x < end {
+            let next = sl.following(x);
+            if !sl.is_hole(x) {
+                let to = sl.back(x) as usize * 8;
+                sl.0.copy_within(x as usize * 8..next as usize * 8, to);
+            }
+            x = next;
+        }
+        sl.0.truncate(w as usize * 8);
+        sl.0.shrink_to(sl.0.len() + sl.0.len() / 2);
+        // 4. Back links along level 0; marks (and sequence numbers) along the slab.
+        let mut prev = NIL;
+        x = sl.next(HEAD);
+        while x != NIL {
+            sl.set_back(x, prev);
+            prev = x;
+            x = sl.next(x);
+        }
+        sl.set_back(HEAD, NIL);
+        self.marks.clear();
+        self.records = 0;
+        x = sl.following(HEAD);
+        while x < w {
+            if renumber {
+                sl.set_seq(x, self.records as u32 + 1);
+            }
+            if self.records.is_multiple_of(MARK_EVERY) {
+                self.marks.push((sl.seq(x), x));
+            }
+            self.records += 1;
+            x = sl.following(x);
+        }
+        self.marks.shrink_to_fit();
+        if renumber {
+            self.next_seq = self.records as u32 + 1;
         }
         self.holes = 0;
-        if renumber {
-            for (i, n) in self.nodes.iter_mut().enumerate() {
-                n.seq = i as u32;
-            }
-            self.next_seq = self.nodes.len() as u32;
-        }
+        self.hole_bytes = 0;
     }
 
     /// Full structural check (O(n log n)).
     fn check(&self) {
-        let mut ranks = vec![usize::MAX; self.nodes.len()];
-        let mut x = self.nodes[0].next;
-        let mut prev = NIL;
-        let mut r = 0;
-        while x != NIL {
-            let n = &self.nodes[x as usize];
-            assert!(n.levels as usize >= 1 && n.levels as usize <= self.level);
-            assert_eq!(n.back, prev, "backward link");
-            if prev != NIL {
-                assert!(self.node_less(prev, x), "order");
+        let sl = &self.slab;
+        let end = sl.end();
+        // The slab: records back to back, ascending sequence numbers, marks where they belong.
+        let (mut x, mut k) = (sl.following(HEAD), 0);
+        let (mut holes, mut hole_bytes, mut seq) = (0, 0, sl.seq(HEAD));
+        let mut live = std::collections::HashSet::new();
+        while x < end {
+            assert!(sl.seq(x) > seq, "seq order");
+            seq = sl.seq(x);
+            assert!(seq < self.next_seq, "seq issued");
+            if k % MARK_EVERY == 0 {
+                assert_eq!(self.marks.get(k / MARK_EVERY), Some(&(seq, x)), "mark");
             }
-            assert_eq!(self.find(n.member()), Some(x), "index");
-            ranks[x as usize] = r + 1;
-            prev = x;
-            x = n.next;
-            r += 1;
+            if sl.is_hole(x) {
+                holes += 1;
+                hole_bytes += sl.bytes(x);
+            } else {
+                live.insert(x);
+            }
+            k += 1;
+            x = sl.following(x);
         }
+        assert_eq!(x, end, "records fill the slab");
+        assert_eq!(k, self.records);
+        assert_eq!(self.marks.len(), k.div_ceil(MARK_EVERY));
+        assert_eq!((holes, hole_bytes), (self.holes, self.hole_bytes));
+        // The list: every live record once, in order, with back links, ranks and the index.
+        let mut ranks = std::collections::HashMap::from([(HEAD, 0usize)]);
+        let (mut x, mut prev, mut r) = (sl.next(HEAD), NIL, 0);
+        while x != NIL {
+            assert!(live.remove(&x), "linked node is a live record, once");
+            assert!(sl.levels(x) >= 1 && sl.levels(x) <= self.level);
+            assert_eq!(sl.back(x), prev, "backward link");
+            if prev != NIL {
+                assert!(sl.before_key(prev, sl.score(x), sl.member(x)), "order");
+            }
+            assert_eq!(self.find(sl.member(x)), Some(x), "index");
+            r += 1;
+            ranks.insert(x, r);
+            prev = x;
+            x = sl.next(x);
+        }
+        assert!(live.is_empty(), "every live record is linked");
         assert_eq!(r, self.len as usize);
         assert_eq!(self.tail, prev);
         assert_eq!(self.index.len(), r);
         // Every upper link skips exactly the ranks between its ends; links to NIL span the rest.
-        ranks[0] = 0;
-        for (xi, n) in self.nodes.iter().enumerate() {
-            if n.levels == 0 {
-                continue;
-            }
-            for lvl in 1..(n.levels as usize).min(self.level) {
-                let (f, s) = n.up(lvl);
+        for (&x, &rx) in &ranks {
+            for lvl in 1..sl.levels(x).min(self.level) {
+                let (f, s) = sl.up(x, lvl);
                 let to = if f == NIL {
                     self.len as usize + 1
                 } else {
-                    ranks[f as usize]
+                    ranks[&f]
                 };
-                assert_eq!(s as usize, to - ranks[xi] - (f == NIL) as usize, "span");
+                assert_eq!(s as usize, to - rx - (f == NIL) as usize, "span");
             }
-        }
-        let holes = self.nodes.iter().filter(|n| n.levels == 0).count();
-        assert_eq!(holes, self.holes);
-        let data: usize = self.nodes.iter().map(|n| alloc_bytes(n.data.len())).sum();
-        assert_eq!(data, self.data_bytes, "data bytes");
-        for w in self.nodes.windows(2) {
-            assert!(w[0].seq < w[1].seq, "seq order");
         }
     }
 }
@@ -1397,11 +1654,8 @@ mod tests {
             Repr::Listpack(b) => b.capacity(),
             Repr::Skiplist(s) => {
                 std::mem::size_of::<SkipList>()
-                    + s.nodes.capacity() * std::mem::size_of::<Node>()
-                    + s.nodes
-                        .iter()
-                        .map(|n| alloc_bytes(n.data.len()))
-                        .sum::<usize>()
+                    + s.slab.0.capacity()
+                    + s.marks.capacity() * std::mem::size_of::<(u32, u32)>()
                     + s.index.allocation_size()
             }
         }
@@ -1545,9 +1799,12 @@ mod tests {
 
     #[test]
     fn layout_stays_small() {
-        // A ZSet sits inside every `Object`, a node in every skiplist slot.
+        // A ZSet sits inside every `Object`.
         assert_eq!(std::mem::size_of::<ZSet>(), 24);
-        assert_eq!(std::mem::size_of::<Node>(), 40);
+        // A skiplist node of one level (3 in 4 are) with a 13-byte member ("element:12345"):
+        // 40 bytes, no allocation of its own.
+        assert_eq!(Slab::record_bytes(1, 13), 40);
+        assert_eq!(Slab::record_bytes(2, 13), 48);
     }
 
     #[test]
@@ -1648,6 +1905,117 @@ mod tests {
                 String::from_utf8_lossy(m)
             );
         }
+    }
+
+    #[test]
+    fn upsert_looks_up_once_and_may_decline() {
+        let lim = limits(2);
+        let mut z = ZSet::new(&lim);
+        let mut seen = Vec::new();
+        // Declined: nothing added.
+        assert_eq!(
+            z.upsert(b"a", &lim, |cur| {
+                seen.push(cur);
+                None
+            }),
+            None
+        );
+        assert!(z.is_empty());
+        for (m, s) in [(b"a", 1.0), (b"b", 2.0)] {
+            assert_eq!(z.upsert(m, &lim, |_| Some(s)), None);
+        }
+        assert_eq!(z.encoding(), "listpack");
+        // The third member converts, from inside `upsert`.
+        assert_eq!(
+            z.upsert(b"c", &lim, |cur| {
+                seen.push(cur);
+                Some(0.5)
+            }),
+            None
+        );
+        assert_eq!(z.encoding(), "skiplist");
+        assert_eq!(
+            z.upsert(b"a", &lim, |cur| {
+                seen.push(cur);
+                Some(cur? + 10.0)
+            }),
+            Some(1.0)
+        );
+        assert_eq!(
+            z.upsert(b"b", &lim, |cur| {
+                seen.push(cur);
+                None
+            }),
+            Some(2.0)
+        );
+        assert_eq!(seen, [None, None, Some(1.0), Some(2.0)]);
+        let all: Vec<_> = z.iter().map(|(m, s)| (m.to_vec(), s)).collect();
+        assert_eq!(
+            all,
+            [
+                (b"c".to_vec(), 0.5),
+                (b"b".to_vec(), 2.0),
+                (b"a".to_vec(), 11.0)
+            ]
+        );
+        z.check_invariants();
+    }
+
+    #[test]
+    fn score_moves_in_a_large_set_agree_with_model() {
+        // ZADD's benchmark shape: random members get random scores, so most updates move the
+        // node (both descents at once), some keep it (in place); few distinct scores make ties,
+        // ordered by member.
+        let lim = limits(0);
+        let mut z = ZSet::new(&lim);
+        let mut model = Model::default();
+        let mut rng = crate::evict::Rng::new(11);
+        for step in 0..60_000 {
+            let m = format!("element:{}", rng.below(3_000)).into_bytes();
+            let s = if step % 3 == 0 {
+                rng.below(50) as f64
+            } else {
+                rng.below(100_000) as f64 / 7.0
+            };
+            assert_eq!(z.insert(&m, s, &lim), model.0.insert(m, s));
+            if step % 10_000 == 0 {
+                z.check_invariants();
+            }
+        }
+        check_against(&z, &model, &[]);
+    }
+
+    #[test]
+    fn sequence_numbers_running_out_renumber_the_slab() {
+        let lim = limits(0);
+        let mut z = ZSet::new(&lim);
+        for i in 0..500 {
+            z.insert(format!("m{i}").as_bytes(), (i % 17) as f64, &lim);
+        }
+        for i in (0..500).step_by(3) {
+            z.remove(format!("m{i}").as_bytes());
+        }
+        let Repr::Skiplist(s) = &mut z.repr else {
+            panic!("skiplist")
+        };
+        assert!(s.holes > 0, "holes left to squeeze out");
+        s.next_seq = u32::MAX - 1;
+        z.insert(b"last-before", 3.0, &lim);
+        z.insert(b"first-after", 3.0, &lim);
+        z.check_invariants();
+        let Repr::Skiplist(s) = &z.repr else {
+            panic!("skiplist")
+        };
+        assert_eq!((s.holes, s.next_seq as usize), (0, z.len() + 1));
+        let mut scanned = 0;
+        let mut cursor = 0;
+        loop {
+            cursor = z.scan(cursor, 10, |_, _| scanned += 1);
+            if cursor == 0 {
+                break;
+            }
+        }
+        assert_eq!(scanned, z.len());
     }
 
     #[test]
