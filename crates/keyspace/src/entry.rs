@@ -458,6 +458,25 @@ impl Entry {
 
     /// Replaces the value, keeping key, expiry, external version, version and access info.
     pub fn set_payload(&mut self, payload: Payload<'_>) {
+        // An inline string replaced by one of the same length (INCR of most counters) is
+        // overwritten where it is: no new block, same memory.
+        if let Payload::Inline(bytes) = &payload
+            && self.object_ptr().is_none()
+        {
+            let o = self.offsets();
+            if o.payload_len == bytes.len() {
+                // SAFETY: the block holds `payload_len` inline bytes at `payload`, and `&mut self`
+                // gives unique access to them.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        self.ptr.as_ptr().add(o.payload),
+                        bytes.len(),
+                    );
+                }
+                return;
+            }
+        }
         let new = Entry::new(
             self.key(),
             payload,
@@ -603,6 +622,27 @@ mod tests {
         assert_eq!(e.string(), Some(&b"value"[..]));
         e.set_version(43);
         assert_eq!(e.version(), 43);
+    }
+
+    #[test]
+    fn a_same_length_inline_payload_is_overwritten_in_its_block() {
+        let mut e = Entry::new_string(b"counter", b"19", Some(7), 3);
+        let (block, mem) = (e.ptr, e.mem_bytes());
+        e.set_payload(Payload::Inline(b"20"));
+        assert_eq!(e.ptr, block, "same block");
+        assert_eq!(e.mem_bytes(), mem);
+        assert_eq!(e.string(), Some(&b"20"[..]));
+        assert_eq!(
+            (e.key(), e.expire_ms(), e.version()),
+            (&b"counter"[..], Some(7), 3)
+        );
+        // A longer value needs a new block; the metadata moves with it.
+        e.set_payload(Payload::Inline(b"100"));
+        assert_eq!(e.string(), Some(&b"100"[..]));
+        assert_eq!(
+            (e.key(), e.expire_ms(), e.version()),
+            (&b"counter"[..], Some(7), 3)
+        );
     }
 
     #[test]
