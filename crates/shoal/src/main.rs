@@ -111,6 +111,41 @@ struct ServeArgs {
     /// Any other parameter, as NAME=VALUE (repeatable), e.g. `--set hz=20`.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
+    /// Any other parameter the way redis-server takes it: `--NAME VALUE...` (the words up to the
+    /// next `--` make the value, e.g. `--dir /tmp --save "900 1" --replicaof 127.0.0.1 6379`).
+    #[arg(
+        value_name = "--NAME VALUE",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    rest: Vec<String>,
+}
+
+/// Parses redis-server style `--name value [value...]` arguments into (name, value) pairs.
+fn redis_style_options(rest: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, Vec<&str>)> = Vec::new();
+    for word in rest {
+        match word.strip_prefix("--") {
+            Some(name) if !name.is_empty() => out.push((name.to_string(), Vec::new())),
+            _ => match out.last_mut() {
+                Some((_, words)) => words.push(word),
+                None => {
+                    return Err(format!(
+                        "unexpected argument '{word}' (options are --NAME VALUE)"
+                    ));
+                }
+            },
+        }
+    }
+    out.into_iter()
+        .map(|(name, words)| {
+            if words.is_empty() {
+                Err(format!("option --{name} needs a value"))
+            } else {
+                Ok((name, words.join(" ")))
+            }
+        })
+        .collect()
 }
 
 fn build_values(a: &ServeArgs) -> Result<Values, String> {
@@ -140,6 +175,9 @@ fn build_values(a: &ServeArgs) -> Result<Values, String> {
             .split_once('=')
             .ok_or_else(|| format!("--set expects NAME=VALUE, got '{kv}'"))?;
         v.set_initial(k, val)?;
+    }
+    for (k, val) in redis_style_options(&a.rest)? {
+        v.set_initial(&k, &val)?;
     }
     Ok(v)
 }

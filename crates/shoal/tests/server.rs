@@ -166,6 +166,46 @@ fn keyspace_hits_count_reads_made_by_write_commands() {
 }
 
 #[test]
+fn any_parameter_is_accepted_as_a_redis_style_option() {
+    // As redis-server: `--name value...`, the words up to the next `--` making the value.
+    let s = Shoal::start(&[
+        "--hz",
+        "20",
+        "--save",
+        "900",
+        "1",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]);
+    let mut c = s.client();
+    let m: Vec<(String, String)> = q(&mut c, &["CONFIG", "GET", "hz", "save", "maxmemory-policy"]);
+    let m: std::collections::BTreeMap<String, String> = m.into_iter().collect();
+    assert_eq!(m["hz"], "20");
+    assert_eq!(m["save"], "900 1");
+    assert_eq!(m["maxmemory-policy"], "allkeys-lru");
+}
+
+#[test]
+fn a_malformed_option_stops_the_server_from_starting() {
+    for (args, says) in [
+        (&["--dir"][..], "option --dir needs a value"),
+        (
+            &["--nosuch", "1"][..],
+            "unknown configuration parameter 'nosuch'",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .output()
+            .expect("run shoal");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn config_get_matches_globs_and_set_validates() {
     let s = Shoal::start(&[]);
     let mut r = s.raw();
