@@ -415,9 +415,6 @@ impl Shard {
         let local = self.local(slot);
         let access = self.initial_access(now_ms);
         entry.set_access(access);
-        if let Some(s) = &mut self.sketch {
-            s.increment(hash);
-        }
         crate::write_log::record(db, entry.key());
         if !self.watch.is_empty() {
             self.watch.touch(db, entry.key());
