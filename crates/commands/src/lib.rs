@@ -201,8 +201,7 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
         return true;
     }
     let shards = srv.ks.shard_count();
-    let want_samples =
-        EVICTION_SHARDS_SAMPLED * (srv.values().get_u64("maxmemory-samples") as usize).max(1);
+    let want_samples = EVICTION_SHARDS_SAMPLED * srv.ks.eviction_samples();
     // Candidates come from a few shards in turn and the globally best one is evicted: evicting
     // from each shard in turn would drain shards that happen to hold fewer keys first.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

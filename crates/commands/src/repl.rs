@@ -190,11 +190,6 @@ struct AckWaiter {
     waker: Waker,
 }
 
-/// Whether `need` replicas acknowledged `offset`, given the replicas' ack offsets sorted descending.
-fn satisfied(acks_desc: &[u64], offset: u64, need: usize) -> bool {
-    need == 0 || acks_desc.get(need - 1).is_some_and(|&a| a >= offset)
-}
-
 /// Callbacks installed by the network side.
 pub struct ReplHooks {
     /// Start (or restart) the link to a primary; the link task stops when `epoch` moves on.
@@ -399,26 +394,13 @@ impl ReplState {
         fence(SeqCst);
     }
 
-    /// The replicas' acknowledged offsets, largest first.
-    fn acks_desc(&self) -> Vec<u64> {
-        let mut acks: Vec<u64> = self
-            .replicas
-            .lock()
-            .expect("replicas lock")
-            .iter()
-            .map(|r| r.ack_offset.load(Relaxed))
-            .collect();
-        acks.sort_unstable_by(|a, b| b.cmp(a));
-        acks
-    }
-
     /// Polls whether `need` replicas acknowledged `offset`; if not, registers `waker` (under the
     /// waiter `id`, see [`ReplState::new_ack_waiter`]) to be woken when they have.
     pub fn poll_acked(&self, id: u64, offset: u64, need: usize, waker: &Waker) -> bool {
         let mut list = self.ack_waiters.list.lock().expect("ack waiters lock");
         // Checked under the waiters' lock: an ack recorded before it is seen here, one recorded
         // after it finds this waiter registered.
-        if satisfied(&self.acks_desc(), offset, need) {
+        if self.acked(offset) >= need {
             list.retain(|w| w.id != id);
             return true;
         }
@@ -459,9 +441,15 @@ impl ReplState {
         if list.is_empty() {
             return;
         }
-        let acks = self.acks_desc();
+        let acks: Vec<u64> = self
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .iter()
+            .map(|r| r.ack_offset.load(Relaxed))
+            .collect();
         list.retain(|w| {
-            let done = all || satisfied(&acks, w.offset, w.need);
+            let done = all || acks.iter().filter(|&&a| a >= w.offset).count() >= w.need;
             if done {
                 w.waker.wake_by_ref();
             }

@@ -586,11 +586,8 @@ fn mset_common(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
     // The entries are built (allocated and filled) before the shards are locked and the replaced
     // ones freed after: the locks cover only the table updates, which matters when several
     // workers run multi-key writes over overlapping shards.
-    let mut entries: Vec<Option<Entry>> = (0..(args.len() - 1) / 2)
-        .map(|pair| {
-            let (key, value) = (args.get(1 + 2 * pair), args.get(2 + 2 * pair));
-            Some(Entry::new_string(key, value, None, 0))
-        })
+    let entries: Vec<Entry> = (0..(args.len() - 1) / 2)
+        .map(|pair| Entry::new_string(args.get(1 + 2 * pair), args.get(2 + 2 * pair), None, 0))
         .collect();
     let mut locked = ctx.lock_keys(keys());
     // Taken under the lock: later writes to a key get larger versions.
@@ -606,8 +603,7 @@ fn mset_common(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
         }
     }
     let mut replaced = Vec::with_capacity(entries.len());
-    for e in entries.iter_mut() {
-        let mut e = e.take().expect("each entry is stored once");
+    for mut e in entries {
         e.set_version(version);
         let (shard, slot) = locked.shard(e.key());
         replaced.push(shard.insert(db, slot, e, now));

@@ -648,26 +648,22 @@ impl Shard {
         if policy == Policy::NoEviction {
             return None;
         }
-        let dbs: Vec<usize> = (0..self.dbs.len())
-            .filter(|&db| {
-                if policy.volatile_only() {
-                    self.db_volatile(db) > 0
+        // (db, keys the policy may evict there) for each database holding some.
+        let dbs: Vec<(usize, usize)> = (0..self.dbs.len())
+            .map(|db| {
+                let n = if policy.volatile_only() {
+                    self.db_volatile(db)
                 } else {
-                    self.db_len(db) > 0
-                }
+                    self.db_len(db)
+                };
+                (db, n)
             })
+            .filter(|&(_, n)| n > 0)
             .collect();
         if dbs.is_empty() {
             return None;
         }
-        let db = dbs[self.rng.below(dbs.len())];
-        let eligible = if policy.volatile_only() {
-            self.db_volatile(db)
-        } else {
-            self.db_len(db)
-        };
-        // A shard holding only a few keys yields as many samples as it has keys, so the caller
-        // knows to look at more shards.
+        let (db, eligible) = dbs[self.rng.below(dbs.len())];
         let samples = self.evict.samples.max(1);
         let mut best: Option<Candidate> = None;
         let mut taken = 0;
@@ -807,6 +803,9 @@ pub struct Keyspace {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
     databases: usize,
+    /// `maxmemory-samples` of the current eviction config (read on every eviction, so not
+    /// behind a shard lock).
+    evict_samples: std::sync::atomic::AtomicUsize,
     pub hlc: Hlc,
 }
 
@@ -831,6 +830,7 @@ impl Keyspace {
                 .collect(),
             mask: shards - 1,
             databases,
+            evict_samples: std::sync::atomic::AtomicUsize::new(EvictConfig::default().samples),
             hlc: Hlc::new(),
         }
     }
@@ -871,9 +871,17 @@ impl Keyspace {
 
     pub fn set_evict_config(&self, cfg: EvictConfig, expected_keys: usize) {
         let per_shard = expected_keys / self.shards.len() + 1;
+        self.evict_samples
+            .store(cfg.samples.max(1), std::sync::atomic::Ordering::Relaxed);
         for i in 0..self.shards.len() {
             self.lock(i).set_evict_config(cfg, per_shard);
         }
+    }
+
+    /// `maxmemory-samples` as last set by [`Keyspace::set_evict_config`].
+    pub fn eviction_samples(&self) -> usize {
+        self.evict_samples
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sum of accounted entry memory over all shards.

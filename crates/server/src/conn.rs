@@ -276,6 +276,18 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
         // Run every complete request in the buffer.
         let mut pos = 0;
         let mut closing = None;
+        // Before anything that waits or hands the connection over: settle the batch's sync
+        // acknowledgements and flush its replies.
+        macro_rules! settle {
+            () => {
+                if let Err(e) =
+                    settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes, wake)
+                        .await
+                {
+                    return e;
+                }
+            };
+        }
         loop {
             match decoder.decode(&inbuf, pos, &mut ranges) {
                 Ok(Decoded::Frame { end, inline }) => {
@@ -290,19 +302,7 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                         && shoal_commands::table::lookup(args.get(0))
                             .is_some_and(|s| s.has(shoal_commands::flag::WRITE))
                     {
-                        if let Err(e) = settle_and_flush(
-                            srv,
-                            stream,
-                            &mut out,
-                            &limits,
-                            client,
-                            &mut writes,
-                            wake,
-                        )
-                        .await
-                        {
-                            return e;
-                        }
+                        settle!();
                         pause_for_failover(srv).await;
                     }
                     // Messages that arrived before this command go out before its reply.
@@ -322,19 +322,7 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                     pos = end;
                     if let Outcome::Block(req) = outcome {
                         let owned = OwnedArgs::from_args(&args);
-                        if let Err(e) = settle_and_flush(
-                            srv,
-                            stream,
-                            &mut out,
-                            &limits,
-                            client,
-                            &mut writes,
-                            wake,
-                        )
-                        .await
-                        {
-                            return e;
-                        }
+                        settle!();
                         mark = out.len();
                         let blocked = Blocked {
                             args: owned,
@@ -353,35 +341,11 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                         writes.push(mark..out.len());
                     }
                     if let Some((replid, offset)) = client.repl.handoff.take() {
-                        if let Err(e) = settle_and_flush(
-                            srv,
-                            stream,
-                            &mut out,
-                            &limits,
-                            client,
-                            &mut writes,
-                            wake,
-                        )
-                        .await
-                        {
-                            return e;
-                        }
+                        settle!();
                         return End::Handoff(replid, offset);
                     }
                     if let Some((offset, n, deadline)) = client.repl.wait.take() {
-                        if let Err(e) = settle_and_flush(
-                            srv,
-                            stream,
-                            &mut out,
-                            &limits,
-                            client,
-                            &mut writes,
-                            wake,
-                        )
-                        .await
-                        {
-                            return e;
-                        }
+                        settle!();
                         let have = shoal_replication::wait_acks(srv, offset, n, deadline).await;
                         ReplyWriter::new(&mut out, client.proto).int(have as i64);
                     }
@@ -415,11 +379,7 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                 }
             }
         }
-        if let Err(e) =
-            settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes, wake).await
-        {
-            return e;
-        }
+        settle!();
         if let Some(end) = closing {
             let _ = stream.shutdown().await;
             return end;
