@@ -1147,6 +1147,56 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_with_fewer_keys_than_samples_offers_its_best_key_every_time() {
+        let ks = Keyspace::new(1, 1, 13);
+        ks.set_evict_config(
+            EvictConfig {
+                policy: Policy::VolatileTtl,
+                samples: 5,
+                lfu: LfuParams::default(),
+                active: true,
+            },
+            1000,
+        );
+        for (key, expire) in [(&b"late"[..], 9_000), (b"soon", 1_000), (b"mid", 5_000)] {
+            put(&ks, key, b"v", Some(expire), 0);
+        }
+        put(&ks, b"persistent", b"v", None, 0);
+        let mut g = ks.lock(0);
+        for _ in 0..50 {
+            let c = g.best_candidate(0).unwrap();
+            assert_eq!(c.sampled, 3, "each volatile key looked at once");
+            assert_eq!(c.score, u64::MAX - 1_000, "the nearest deadline");
+        }
+        assert_eq!(g.evict_one(0).unwrap().key, b"soon");
+    }
+
+    #[test]
+    fn tinylfu_counts_reads_and_misses_but_not_writes() {
+        let ks = Keyspace::new(1, 1, 13);
+        ks.set_evict_config(
+            EvictConfig {
+                policy: Policy::AllKeysTinyLfu,
+                samples: 5,
+                lfu: LfuParams::default(),
+                active: true,
+            },
+            1000,
+        );
+        let freq = |key: &[u8]| {
+            let g = ks.lock(0);
+            g.sketch.as_ref().unwrap().estimate(g.hash(key))
+        };
+        assert!(get(&ks, b"k", 0).is_none());
+        assert_eq!(freq(b"k"), 1, "a miss counts");
+        put(&ks, b"k", b"v", None, 0);
+        put(&ks, b"k", b"w", None, 0);
+        assert_eq!(freq(b"k"), 1, "writes do not");
+        assert!(get(&ks, b"k", 0).is_some());
+        assert_eq!(freq(b"k"), 2, "a hit counts");
+    }
+
+    #[test]
     fn tinylfu_keeps_frequently_missed_keys_over_one_hit_wonders() {
         let ks = Keyspace::new(1, 1, 13);
         ks.set_evict_config(
