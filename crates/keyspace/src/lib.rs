@@ -6,6 +6,7 @@ pub mod codec;
 pub mod entry;
 pub mod evict;
 pub mod hlc;
+pub mod lazyfree;
 pub mod shard;
 pub mod slot;
 pub mod types;
@@ -14,6 +15,7 @@ pub mod write_log;
 pub use entry::{Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
 pub use evict::{LfuParams, Policy, Rng};
 pub use hlc::Hlc;
+pub use lazyfree::{LazyFree, LazyFreeWorker};
 pub use shard::{
     Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
     ShardGuard, ShardStats,

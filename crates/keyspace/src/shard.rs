@@ -95,6 +95,8 @@ pub struct EntryMut<'a> {
     db: usize,
     hash: u64,
     local: u32,
+    /// The shard records writes for the replication stream.
+    recording: bool,
 }
 
 impl std::ops::Deref for EntryMut<'_> {
@@ -113,7 +115,7 @@ impl std::ops::DerefMut for EntryMut<'_> {
 impl Drop for EntryMut<'_> {
     fn drop(&mut self) {
         // Every write sets the version, so a changed version means this view was used to write.
-        if self.entry.version() != self.version_before {
+        if self.recording && self.entry.version() != self.version_before {
             crate::write_log::record(self.db, self.entry.key());
         }
         let after = self.entry.mem_bytes();
@@ -174,6 +176,8 @@ pub struct Shard {
     pub expire_on_access: bool,
     /// Keys clients WATCH (see `watch.rs`); empty unless a transaction is being prepared.
     watch: watch::WatchTable,
+    /// Writes are recorded in the write log for the replication stream (see `Keyspace::set_recording`).
+    recording: bool,
 }
 
 /// A sampled eviction candidate: higher `score` is a better victim.
@@ -209,6 +213,7 @@ impl Shard {
             rng: Rng::new(seed ^ 0x5DEE_CE66),
             expire_on_access: true,
             watch: watch::WatchTable::default(),
+            recording: false,
         }
     }
 
@@ -357,6 +362,7 @@ impl Shard {
                 }
             }
         }
+        let recording = self.recording;
         let Shard {
             dbs,
             mem_bytes,
@@ -381,6 +387,7 @@ impl Shard {
             expiry: &mut d.expiry,
             hash,
             local,
+            recording,
         })
     }
 
@@ -415,7 +422,9 @@ impl Shard {
         let local = self.local(slot);
         let access = self.initial_access(now_ms);
         entry.set_access(access);
-        crate::write_log::record(db, entry.key());
+        if self.recording {
+            crate::write_log::record(db, entry.key());
+        }
         if !self.watch.is_empty() {
             self.watch.touch(db, entry.key());
         }
@@ -464,7 +473,9 @@ impl Shard {
             d.volatile -= 1;
         }
         self.mem_bytes -= entry.mem_bytes();
-        crate::write_log::record(db, key);
+        if self.recording {
+            crate::write_log::record(db, key);
+        }
         Some(entry)
     }
 
@@ -601,7 +612,9 @@ impl Shard {
                 self.mem_bytes -= entry.mem_bytes();
                 self.stats.expired_keys += 1;
                 done += 1;
-                crate::write_log::record(db, entry.key());
+                if self.recording {
+                    crate::write_log::record(db, entry.key());
+                }
                 on_expired(db, entry.key());
             }
             self.compact_expiry(db);
@@ -807,6 +820,8 @@ pub struct Keyspace {
     /// behind a shard lock).
     evict_samples: std::sync::atomic::AtomicUsize,
     pub hlc: Hlc,
+    /// Mirrors the shards' `recording` flag, read once per command.
+    recording: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Keyspace {
@@ -832,7 +847,23 @@ impl Keyspace {
             databases,
             evict_samples: std::sync::atomic::AtomicUsize::new(EvictConfig::default().samples),
             hlc: Hlc::new(),
+            recording: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Turns recording of writes for the replication stream on or off (see `write_log`). The
+    /// switch belongs to this keyspace, so nodes sharing a process do not see each other's.
+    pub fn set_recording(&self, on: bool) {
+        for shard in self.shards.iter() {
+            shard.lock().recording = on;
+        }
+        self.recording
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether writes are being recorded.
+    pub fn recording(&self) -> bool {
+        self.recording.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn databases(&self) -> usize {

@@ -1,132 +1,140 @@
-//! Coordinated failover (`FAILOVER [TO host port] [TIMEOUT ms] [FORCE]`, as in Redis 6.2): pause
-//! writes, wait until the chosen replica has acknowledged everything, tell it to take over
-//! (`REPLICAOF NO ONE`), then follow it as a replica. Nothing acknowledged is lost: writes are paused
-//! while the replica catches up, and the old primary resumes from the new one by partial resync
-//! (the promoted node keeps the old replication id as its second id).
+//! Coordinated failover's decisions (`FAILOVER [TO host port] [TIMEOUT ms] [FORCE]`, as in Redis
+//! 6.2), sans I/O: pause writes, choose the target replica, wait until it acknowledged everything
+//! written before the pause, then say "promote it". The I/O layer sends the target `REPLICAOF NO
+//! ONE` and makes this node follow it. Nothing acknowledged is lost: writes are paused while the
+//! replica catches up, and the old primary resumes from the new one by partial resync (the promoted
+//! node keeps the old replication id as its second id).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
-use shoal_commands::ServerState;
-use shoal_commands::repl::FailoverRequest;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
-use crate::now_ms;
+use crate::state::{FailoverRequest, ReplState, ReplicaInfo};
 
 /// Time to catch up when FAILOVER has no TIMEOUT.
 pub const CATCH_UP_DEFAULT_MS: u64 = 10_000;
+/// The write pause outlasts the catch-up window by this much, so the hand-over itself is covered.
+pub const PAUSE_EXTRA_MS: u64 = 5_000;
 
-fn set_state(srv: &ServerState, s: &'static str) {
-    *srv.repl.failover.state.lock().expect("failover lock") = s;
+/// A failover under way.
+#[derive(Debug)]
+pub struct Plan {
+    target: Arc<ReplicaInfo>,
+    deadline_ms: u64,
+    force: bool,
 }
 
-fn finish(srv: &ServerState, outcome: &str) {
-    srv.repl.writes_paused_until_ms.store(0, Relaxed);
-    set_state(srv, "no-failover");
-    srv.repl.failover.in_progress.store(false, Relaxed);
-    tracing::warn!(outcome, "failover finished");
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Not caught up yet: poll again shortly.
+    Wait,
+    /// Send the target `REPLICAOF NO ONE`, then follow it.
+    Promote { host: String, port: u16 },
+    /// Give up (the reason is logged); call [`finish`].
+    Abort(String),
 }
 
-async fn send(stream: &mut BufReader<TcpStream>, args: &[&str]) -> Result<String, String> {
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-    }
-    stream
-        .get_mut()
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_line(&mut line))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    Ok(line.trim_end().to_string())
+fn set_state(repl: &ReplState, s: &'static str) {
+    *repl.failover.state.lock().expect("failover lock") = s;
 }
 
-pub async fn run(srv: Arc<ServerState>, req: FailoverRequest) {
+/// Pauses writes and chooses the target. `Err` says why it cannot start (then call [`finish`]).
+pub fn begin(repl: &ReplState, req: &FailoverRequest, now_ms: u64) -> Result<Plan, String> {
     let timeout_ms = if req.timeout_ms == 0 {
         CATCH_UP_DEFAULT_MS
     } else {
         req.timeout_ms
     };
-    let deadline = now_ms() + timeout_ms;
-    // Writes wait (in the connection loop) while paused; the pause outlasts the catch-up window a
-    // little so the hand-over itself is covered.
-    srv.repl
+    let deadline_ms = now_ms + timeout_ms;
+    repl.failover
         .writes_paused_until_ms
-        .store(deadline + 5_000, Relaxed);
-    set_state(&srv, "waiting-for-sync");
-    let target = {
-        let replicas = srv.repl.replicas.lock().expect("replicas lock").clone();
-        match &req.to {
-            Some((host, port)) => replicas.into_iter().find(|r| {
-                r.listening_port.load(Relaxed) == *port as u64
-                    && (r.ip == *host || host == "localhost")
-            }),
-            None => replicas
-                .into_iter()
-                .max_by_key(|r| r.ack_offset.load(Relaxed)),
-        }
+        .store(deadline_ms + PAUSE_EXTRA_MS, Relaxed);
+    set_state(repl, "waiting-for-sync");
+    let replicas = repl.replicas();
+    let target = match &req.to {
+        Some((host, port)) => replicas.into_iter().find(|r| {
+            r.listening_port.load(Relaxed) == *port as u64 && (r.ip == *host || host == "localhost")
+        }),
+        None => replicas
+            .into_iter()
+            .max_by_key(|r| r.ack_offset.load(Relaxed)),
     };
-    let Some(target) = target else {
-        finish(&srv, "aborted: target replica not found");
-        return;
-    };
-    // Wait for the replica to acknowledge everything written before the pause.
-    loop {
-        if srv.repl.failover.abort.load(Relaxed) {
-            finish(&srv, "aborted by FAILOVER ABORT");
-            return;
+    let target = target.ok_or_else(|| "aborted: target replica not found".to_string())?;
+    Ok(Plan {
+        target,
+        deadline_ms,
+        force: req.force,
+    })
+}
+
+impl Plan {
+    pub fn poll(&self, repl: &ReplState, now_ms: u64) -> Step {
+        if repl.failover.abort.load(Relaxed) {
+            return Step::Abort("aborted by FAILOVER ABORT".into());
         }
-        let end = srv.repl.backlog.lock().expect("backlog lock").end_offset();
-        if target.ack_offset.load(Relaxed) >= end {
-            break;
+        let end = repl.offset();
+        let caught_up = self.target.ack_offset.load(Relaxed) >= end;
+        if !caught_up && now_ms < self.deadline_ms {
+            return Step::Wait;
         }
-        if now_ms() >= deadline {
-            if !req.force {
-                finish(&srv, "aborted: replica did not catch up before the timeout");
-                return;
-            }
-            break;
+        if !caught_up && !self.force {
+            return Step::Abort("aborted: replica did not catch up before the timeout".into());
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        set_state(repl, "failover-in-progress");
+        Step::Promote {
+            host: self.target.ip.clone(),
+            port: self.target.listening_port.load(Relaxed) as u16,
+        }
     }
-    set_state(&srv, "failover-in-progress");
-    let host = target.ip.clone();
-    let port = target.listening_port.load(Relaxed) as u16;
-    let promoted = async {
-        let s = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut s = BufReader::new(s);
-        let pass = {
-            let v = srv.values();
-            let m = v.get("masterauth").to_string();
-            if m.is_empty() {
-                v.get("requirepass").to_string()
-            } else {
-                m
-            }
+}
+
+/// Ends a failover (done or aborted): writes resume.
+pub fn finish(repl: &ReplState) {
+    repl.failover.writes_paused_until_ms.store(0, Relaxed);
+    set_state(repl, "no-failover");
+    repl.failover.in_progress.store(false, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_for_the_target_then_promotes_it_or_aborts_at_the_deadline() {
+        let repl = ReplState::new("a".repeat(40));
+        repl.append(b"0123456789");
+        let r = Arc::new(ReplicaInfo {
+            id: 1,
+            ip: "127.0.0.1".into(),
+            listening_port: 7000.into(),
+            ack_offset: 4.into(),
+            last_ack_ms: 0.into(),
+            sent_offset: 10.into(),
+        });
+        repl.attach(r.clone());
+        let req = FailoverRequest {
+            to: None,
+            timeout_ms: 100,
+            force: false,
         };
-        if !pass.is_empty() {
-            send(&mut s, &["AUTH", &pass]).await?;
-        }
-        let r = send(&mut s, &["REPLICAOF", "NO", "ONE"]).await?;
-        if r.starts_with("+OK") { Ok(()) } else { Err(r) }
-    }
-    .await;
-    if let Err(e) = promoted {
-        finish(
-            &srv,
-            &format!("aborted: could not promote {host}:{port}: {e}"),
+        let plan = begin(&repl, &req, 1_000).unwrap();
+        assert!(repl.failover.writes_paused_until_ms.load(Relaxed) > 1_100);
+        assert_eq!(plan.poll(&repl, 1_050), Step::Wait);
+        assert!(matches!(plan.poll(&repl, 1_100), Step::Abort(_)));
+        repl.record_ack(&r, 10, 1_060);
+        assert_eq!(
+            plan.poll(&repl, 1_070),
+            Step::Promote {
+                host: "127.0.0.1".into(),
+                port: 7000
+            }
         );
-        return;
+        finish(&repl);
+        assert_eq!(repl.failover.writes_paused_until_ms.load(Relaxed), 0);
+        let missing = FailoverRequest {
+            to: Some(("127.0.0.1".into(), 1)),
+            ..req
+        };
+        assert!(begin(&repl, &missing, 0).is_err());
     }
-    let epoch = shoal_commands::replication::become_replica(&srv, host.clone(), port);
-    tokio::spawn(crate::replica::run(srv.clone(), host.clone(), port, epoch));
-    finish(&srv, &format!("{host}:{port} is the new primary"));
 }

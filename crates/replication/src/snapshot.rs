@@ -14,7 +14,7 @@
 //! Writing takes one shard lock at a time, so clients wait at most for one shard's serialisation;
 //! the snapshot is therefore not a single point in time. That is fine for replication: the stream
 //! offset is taken before the first shard is read, and every write after it reaches the replica
-//! through the stream, applied by version (see `shoal_commands::repl`). For `SAVE` it means each key
+//! through the stream, applied by version (see `stream`). For `SAVE` it means each key
 //! is saved as of some moment during the save.
 //!
 //! Loading is incremental ([`Loader::feed`]): bytes can arrive in any chunking, and memory held is

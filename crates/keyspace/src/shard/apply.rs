@@ -138,9 +138,14 @@ mod write_log_tests {
 
     #[test]
     fn writes_deletions_and_expiry_are_logged_reads_are_not() {
-        write_log::set_enabled(true);
         let _ = write_log::drain();
         let ks = Keyspace::new(1, 1, 1);
+        // A keyspace that does not record leaves the log empty.
+        ks.lock(0)
+            .insert(0, key_slot(b"z"), Entry::new_string(b"z", b"1", None, 1), 0);
+        assert!(write_log::drain().is_empty());
+        ks.set_recording(true);
+        assert!(ks.recording());
         let mut s = ks.lock(0);
         let (a, b) = (key_slot(b"a"), key_slot(b"b"));
         s.insert(0, a, Entry::new_string(b"a", b"1", None, 1), 0);
@@ -160,6 +165,5 @@ mod write_log_tests {
                 b"a".to_vec()
             ]
         );
-        write_log::set_enabled(false);
     }
 }

@@ -1,0 +1,388 @@
+//! The replica's side of a link to its primary, sans I/O: the handshake (`AUTH`, `REPLCONF
+//! listening-port`, `PSYNC <replid> <offset>`), loading a snapshot on a full resync, then applying
+//! the effect stream and acknowledging the applied offset after every batch (group commit for the
+//! primary's `sync` strategy) and at least every [`ACK_INTERVAL_MS`]. The I/O layer connects, writes
+//! what this returns, feeds what it reads to [`ReplicaLink::on_input`], calls
+//! [`ReplicaLink::on_tick`] with the time, and reconnects with bounded backoff when a session ends.
+//!
+//! Received stream bytes also feed this node's own backlog at the primary's offsets, so that if it
+//! is promoted, its former siblings continue from their offsets without a full copy, and so that its
+//! own replicas (chained replication) are served from the same history.
+
+use shoal_keyspace::{EncodingLimits, Keyspace, LazyFree, key_slot};
+use shoal_resp::{Decoded, Reply, ReplyLimits, RequestDecoder, parse_reply};
+
+use crate::snapshot::Loader;
+use crate::state::{LinkState, ReplState};
+use crate::stream;
+
+/// Acknowledge at least this often, even without new data.
+pub const ACK_INTERVAL_MS: u64 = 1_000;
+/// A handshake reply longer than this is garbage.
+pub const HANDSHAKE_REPLY_BYTES_MAX: usize = 1024;
+
+/// What the replica needs of its node while the link runs.
+pub struct Node<'a> {
+    pub ks: &'a Keyspace,
+    pub repl: &'a ReplState,
+    pub limits: EncodingLimits,
+    pub lazyfree: &'a LazyFree,
+    /// `replica-accept-empty-primary`.
+    pub accept_empty_primary: bool,
+}
+
+/// Settings of one session.
+#[derive(Debug, Clone, Default)]
+pub struct Handshake {
+    /// `masteruser` (may be empty) and `masterauth`; `None` when no password is set.
+    pub auth: Option<(String, String)>,
+    /// Our port, announced with `REPLCONF listening-port`.
+    pub listening_port: u16,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// Our role changed: stop, do not retry.
+    Stale,
+    /// The primary refused a step, or sent something we cannot use: retry later.
+    Refused(String),
+    /// A full copy from an empty primary would erase our data (`replica-accept-empty-primary no`).
+    EmptyPrimary,
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::Stale => f.write_str("role changed"),
+            LinkError::Refused(m) => f.write_str(m),
+            LinkError::EmptyPrimary => f.write_str("primary is empty; refusing to wipe local data"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Step {
+    Auth,
+    ListeningPort,
+    Psync { asked_id: String, asked_offset: u64 },
+    Snapshot { replid: String, offset: u64 },
+    Stream,
+}
+
+/// What a call produced.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes to send to the primary.
+    pub send: Vec<u8>,
+    /// Stream frames applied (for `save` rules).
+    pub applied_frames: u64,
+}
+
+pub struct ReplicaLink {
+    epoch: u64,
+    step: Step,
+    inbuf: Vec<u8>,
+    loader: Option<Loader>,
+    decoder: RequestDecoder,
+    ranges: Vec<std::ops::Range<usize>>,
+    last_ack_ms: u64,
+    hs: Handshake,
+}
+
+impl ReplicaLink {
+    /// A session for the role `epoch` (from [`ReplState::become_replica`]).
+    pub fn new(epoch: u64, hs: Handshake) -> Self {
+        ReplicaLink {
+            epoch,
+            step: Step::Auth,
+            inbuf: Vec::new(),
+            loader: None,
+            decoder: RequestDecoder::default(),
+            ranges: Vec::new(),
+            last_ack_ms: 0,
+            hs,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the stream is flowing (the handshake and any full copy are done).
+    pub fn streaming(&self) -> bool {
+        matches!(self.step, Step::Stream)
+    }
+
+    /// The connection is up: the first request to send.
+    pub fn start(&mut self, node: &Node<'_>) -> Result<Vec<u8>, LinkError> {
+        if !node.repl.link_to(self.epoch, LinkState::Handshake) {
+            return Err(LinkError::Stale);
+        }
+        let mut out = Vec::new();
+        match &self.hs.auth {
+            Some((user, pass)) if user.is_empty() => {
+                shoal_resp::encode_request(&mut out, &[b"AUTH", pass.as_bytes()]);
+                self.step = Step::Auth;
+            }
+            Some((user, pass)) => {
+                shoal_resp::encode_request(&mut out, &[b"AUTH", user.as_bytes(), pass.as_bytes()]);
+                self.step = Step::Auth;
+            }
+            None => self.send_listening_port(&mut out),
+        }
+        Ok(out)
+    }
+
+    fn send_listening_port(&mut self, out: &mut Vec<u8>) {
+        let port = self.hs.listening_port.to_string();
+        shoal_resp::encode_request(out, &[b"REPLCONF", b"listening-port", port.as_bytes()]);
+        self.step = Step::ListeningPort;
+    }
+
+    fn send_psync(&mut self, node: &Node<'_>, out: &mut Vec<u8>) {
+        let ids = node.repl.ids();
+        let offset = node.repl.replica_offset();
+        // A node that never synced asks for a full copy.
+        let synced_before =
+            node.repl.counters.sync_full.load(std::sync::atomic::Ordering::Relaxed) > 0
+                || offset > 0;
+        let (id, off) = if synced_before {
+            (ids.replid.clone(), offset.to_string())
+        } else {
+            ("?".to_string(), "-1".to_string())
+        };
+        shoal_resp::encode_request(out, &[b"PSYNC", id.as_bytes(), off.as_bytes()]);
+        self.step = Step::Psync {
+            asked_id: ids.replid,
+            asked_offset: offset,
+        };
+    }
+
+    /// Bytes arrived from the primary.
+    pub fn on_input(
+        &mut self,
+        node: &Node<'_>,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Progress, LinkError> {
+        if node.repl.epoch() != self.epoch {
+            return Err(LinkError::Stale);
+        }
+        node.repl
+            .link_last_io_ms
+            .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        self.inbuf.extend_from_slice(bytes);
+        let mut progress = Progress::default();
+        loop {
+            match self.step {
+                Step::Auth | Step::ListeningPort | Step::Psync { .. } => {
+                    let limits = ReplyLimits {
+                        line_bytes_max: HANDSHAKE_REPLY_BYTES_MAX,
+                        ..ReplyLimits::default()
+                    };
+                    let parsed = parse_reply(&self.inbuf, &limits)
+                        .map_err(|e| LinkError::Refused(format!("bad handshake reply: {}", e.0)))?;
+                    let Some((reply, used)) = parsed else {
+                        return Ok(progress);
+                    };
+                    self.inbuf.drain(..used);
+                    self.handshake_reply(node, reply, &mut progress.send)?;
+                }
+                Step::Snapshot { .. } => {
+                    if !self.load(node, now_ms)? {
+                        return Ok(progress);
+                    }
+                }
+                Step::Stream => {
+                    progress.applied_frames += self.apply(node, now_ms)?;
+                    if progress.applied_frames > 0 {
+                        self.ack(node, now_ms, &mut progress.send);
+                    }
+                    return Ok(progress);
+                }
+            }
+        }
+    }
+
+    fn handshake_reply(
+        &mut self,
+        node: &Node<'_>,
+        reply: Reply,
+        out: &mut Vec<u8>,
+    ) -> Result<(), LinkError> {
+        let text = match &reply {
+            Reply::Status(s) => s.clone(),
+            Reply::Error(e) => e.clone(),
+            other => format!("{other:?}"),
+        };
+        match &self.step {
+            Step::Auth => {
+                if !reply.is_ok() {
+                    return Err(LinkError::Refused(format!(
+                        "authentication with the primary failed: {text}"
+                    )));
+                }
+                self.send_listening_port(out);
+            }
+            Step::ListeningPort => {
+                if !reply.is_ok() {
+                    return Err(LinkError::Refused(format!("REPLCONF refused: {text}")));
+                }
+                self.send_psync(node, out);
+            }
+            Step::Psync {
+                asked_id,
+                asked_offset,
+            } => {
+                if let Some(rest) = text.strip_prefix("FULLRESYNC ") {
+                    let parts: Vec<&str> = rest.split_whitespace().collect();
+                    let (Some(id), Some(Ok(offset))) =
+                        (parts.first(), parts.get(1).map(|s| s.parse::<u64>()))
+                    else {
+                        return Err(LinkError::Refused(format!("bad FULLRESYNC line: {text}")));
+                    };
+                    let primary_keys: Option<u64> = parts.get(2).and_then(|s| s.parse().ok());
+                    let local_keys: usize =
+                        (0..node.ks.databases()).map(|db| node.ks.db_size(db).0).sum();
+                    if primary_keys == Some(0) && local_keys > 0 && !node.accept_empty_primary {
+                        // A primary that restarted empty must not silently wipe its replicas.
+                        node.repl
+                            .counters
+                            .empty_copies_refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Err(LinkError::EmptyPrimary);
+                    }
+                    if !node.repl.link_to(self.epoch, LinkState::Syncing) {
+                        return Err(LinkError::Stale);
+                    }
+                    flush_all(node);
+                    self.loader = Some(Loader::new(node.ks.databases()));
+                    self.step = Step::Snapshot {
+                        replid: id.to_string(),
+                        offset,
+                    };
+                } else if let Some(rest) = text.strip_prefix("CONTINUE") {
+                    let _ = (asked_id, asked_offset);
+                    if !node.repl.continued(self.epoch, rest.trim()) {
+                        return Err(LinkError::Stale);
+                    }
+                    self.step = Step::Stream;
+                } else {
+                    return Err(LinkError::Refused(format!("PSYNC refused: {text}")));
+                }
+            }
+            Step::Snapshot { .. } | Step::Stream => unreachable!("not in the handshake"),
+        }
+        Ok(())
+    }
+
+    /// Feeds buffered bytes to the snapshot loader; true once the snapshot ended.
+    fn load(&mut self, node: &Node<'_>, now_ms: u64) -> Result<bool, LinkError> {
+        let Some(loader) = self.loader.as_mut() else {
+            return Err(LinkError::Refused("no snapshot in progress".into()));
+        };
+        let data = std::mem::take(&mut self.inbuf);
+        let mut bad = false;
+        let done = loader
+            .feed(&data, |rec| match rec.to_entry(&node.limits) {
+                Some(entry) => {
+                    node.ks.hlc.observe(rec.version);
+                    let slot = key_slot(rec.key);
+                    node.ks
+                        .lock(node.ks.shard_of(slot))
+                        .apply_put(rec.db, slot, entry, now_ms);
+                }
+                None => bad = true,
+            })
+            .map_err(|e| LinkError::Refused(format!("snapshot: {e}")))?;
+        if bad {
+            return Err(LinkError::Refused("snapshot holds a malformed value".into()));
+        }
+        let Some(used) = done else {
+            return Ok(false);
+        };
+        // What followed the snapshot is the stream.
+        self.inbuf = data[used..].to_vec();
+        self.loader = None;
+        let Step::Snapshot { replid, offset } = std::mem::replace(&mut self.step, Step::Stream)
+        else {
+            unreachable!("loading a snapshot")
+        };
+        if !node.repl.full_sync_done(self.epoch, &replid, offset) {
+            return Err(LinkError::Stale);
+        }
+        Ok(true)
+    }
+
+    /// Applies every complete frame buffered; returns how many.
+    fn apply(&mut self, node: &Node<'_>, now_ms: u64) -> Result<u64, LinkError> {
+        let mut pos = 0;
+        let mut frames = 0;
+        let dbs = node.ks.databases();
+        loop {
+            match self.decoder.decode(&self.inbuf, pos, &mut self.ranges) {
+                Ok(Decoded::Frame { end, inline }) => {
+                    let src: &[u8] = if inline {
+                        self.decoder.inline_bytes()
+                    } else {
+                        &self.inbuf
+                    };
+                    let args: Vec<&[u8]> = self.ranges.iter().map(|r| &src[r.clone()]).collect();
+                    let effect = stream::decode(&args, dbs).map_err(|e| LinkError::Refused(e.0))?;
+                    stream::apply(node.ks, &effect, &node.limits, node.lazyfree, now_ms)
+                        .map_err(|e| LinkError::Refused(e.0))?;
+                    pos = end;
+                    frames += 1;
+                }
+                Ok(Decoded::Empty { end }) => pos = end,
+                Ok(Decoded::Incomplete) => break,
+                Err(e) => {
+                    return Err(LinkError::Refused(format!(
+                        "garbage in the replication stream: {}",
+                        e.0
+                    )));
+                }
+            }
+        }
+        // The applied frames join our own backlog (at the primary's offsets) in one piece.
+        if pos > 0 && node.repl.applied(self.epoch, &self.inbuf[..pos]).is_none() {
+            return Err(LinkError::Stale);
+        }
+        self.inbuf.drain(..pos);
+        self.decoder.shift(pos, &mut self.ranges);
+        Ok(frames)
+    }
+
+    fn ack(&mut self, node: &Node<'_>, now_ms: u64, out: &mut Vec<u8>) {
+        stream::encode_ack(out, node.repl.replica_offset());
+        self.last_ack_ms = now_ms;
+    }
+
+    /// Time passed: an acknowledgement is due at least every [`ACK_INTERVAL_MS`] while streaming.
+    pub fn on_tick(&mut self, node: &Node<'_>, now_ms: u64) -> Result<Vec<u8>, LinkError> {
+        if node.repl.epoch() != self.epoch {
+            return Err(LinkError::Stale);
+        }
+        let mut out = Vec::new();
+        if self.streaming() && now_ms.saturating_sub(self.last_ack_ms) >= ACK_INTERVAL_MS {
+            self.ack(node, now_ms, &mut out);
+        }
+        Ok(out)
+    }
+}
+
+/// Empties the keyspace before a full copy; large values are freed off this thread.
+fn flush_all(node: &Node<'_>) {
+    let mut taken = Vec::new();
+    for mut shard in node.ks.lock_all() {
+        for d in 0..node.ks.databases() {
+            if let Some(part) = shard.take_db(d) {
+                taken.push(part);
+            }
+        }
+    }
+    if !taken.is_empty() {
+        node.lazyfree.drop_in_background(Box::new(taken));
+    }
+}

@@ -1,0 +1,764 @@
+//! A node's replication state and its role machine (DESIGN.md §4): role, replication ids and
+//! offsets, the backlog, the replicas attached and what each acknowledged, the writers waiting for
+//! acknowledgements, and FAILOVER's progress. Plain data and locks, no I/O: commands (ROLE, WAIT,
+//! INFO) read it, the link sessions (`primary_link`, `replica_link`) change it, and the I/O layer
+//! only carries bytes.
+//!
+//! The role machine. Every transition is one method, taken under one lock (`core`), asserted:
+//!
+//! ```text
+//!                 REPLICAOF host port                       link: Connecting ──▶ Handshake
+//!   Primary ─────────────────────────────────▶ Replica ──┤          ▲                  │
+//!      ▲                                        │        │          │ (drop, retry)    ▼ +FULLRESYNC
+//!      │  REPLICAOF NO ONE / FAILOVER target    │        │        Down ◀──────────── Syncing
+//!      └────────────────────────────────────────┘        │          ▲                  │ snapshot loaded
+//!        (promote: new replid, old one kept as replid2)  │          │                  ▼
+//!                                                        └────────  Connected ◀── +CONTINUE
+//! ```
+//!
+//! Invariants checked at run time: the applied offset of one history never goes back (a full copy
+//! starts a new history); a replica's acknowledged offset never exceeds what was sent to it; a
+//! promoted replica keeps its old id as `replid2` valid up to its offset; the backlog of a replica
+//! ends exactly at its applied offset.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst, fence};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+
+use shoal_keyspace::Keyspace;
+
+use crate::backlog::{BACKLOG_BYTES_DEFAULT, Backlog};
+
+/// This node's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica { host: String, port: u16 },
+}
+
+/// State of the link to our primary (when a replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Handshake,
+    Syncing,
+    Connected,
+    Down,
+}
+
+impl LinkState {
+    /// The word `ROLE` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkState::Connecting | LinkState::Down => "connect",
+            LinkState::Handshake => "handshake",
+            LinkState::Syncing => "sync",
+            LinkState::Connected => "connected",
+        }
+    }
+
+    /// Whether `self → next` is a step of the machine.
+    fn may_become(self, next: LinkState) -> bool {
+        use LinkState::*;
+        matches!(
+            (self, next),
+            (Down, Connecting)
+                | (Connecting, Handshake)
+                | (Handshake, Syncing)
+                | (Handshake, Connected)
+                | (Syncing, Connected)
+                | (_, Down)
+        )
+    }
+}
+
+/// Write strategy (DESIGN.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Async,
+    Sync,
+}
+
+impl Strategy {
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s.to_ascii_lowercase().as_str() {
+            "async" => Some(Strategy::Async),
+            "sync" => Some(Strategy::Sync),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Async => "async",
+            Strategy::Sync => "sync",
+        }
+    }
+}
+
+/// A replica attached to this node, as this node sees it.
+#[derive(Debug)]
+pub struct ReplicaInfo {
+    /// The client id of its connection (CLIENT LIST, CLIENT KILL).
+    pub id: u64,
+    pub ip: String,
+    pub listening_port: AtomicU64,
+    pub ack_offset: AtomicU64,
+    pub last_ack_ms: AtomicU64,
+    /// Offset just past the last byte handed to its connection.
+    pub sent_offset: AtomicU64,
+}
+
+/// Replication ids. Changed together under the core lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub replid: String,
+    /// The previous history's id, kept by a promoted replica so its siblings can continue.
+    pub replid2: String,
+    /// Offset up to which `replid2` is valid (-1: none).
+    pub second_offset: i64,
+}
+
+/// A FAILOVER request.
+#[derive(Debug, Clone)]
+pub struct FailoverRequest {
+    pub to: Option<(String, u16)>,
+    pub timeout_ms: u64,
+    pub force: bool,
+}
+
+/// Progress of a FAILOVER (INFO `master_failover_state`).
+#[derive(Debug)]
+pub struct FailoverState {
+    pub in_progress: AtomicBool,
+    pub abort: AtomicBool,
+    pub state: Mutex<&'static str>,
+    /// Writes wait while paused (ms deadline, 0 = not paused).
+    pub writes_paused_until_ms: AtomicU64,
+}
+
+impl Default for FailoverState {
+    fn default() -> Self {
+        FailoverState {
+            in_progress: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            state: Mutex::new("no-failover"),
+            writes_paused_until_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Counters for INFO.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sync_full: AtomicU64,
+    pub sync_partial_ok: AtomicU64,
+    pub sync_partial_err: AtomicU64,
+    /// As a replica: sessions with the primary that failed (connect, auth, handshake, stream).
+    pub link_failures: AtomicU64,
+    /// As a replica: full copies refused because the primary was empty and we were not.
+    pub empty_copies_refused: AtomicU64,
+}
+
+/// Write-strategy settings mirrored from config, read on every write.
+#[derive(Debug)]
+pub struct Settings {
+    pub strategy_sync: AtomicBool,
+    pub min_replicas_ack: AtomicU64,
+    pub ack_timeout_ms: AtomicU64,
+}
+
+/// What the role machine holds under one lock.
+#[derive(Debug)]
+struct Core {
+    role: Role,
+    link: LinkState,
+    ids: Ids,
+    /// As a replica: the offset applied from our primary's stream.
+    replica_offset: u64,
+}
+
+/// Writers waiting until enough replicas acknowledged an offset.
+#[derive(Debug)]
+struct AckWaiter {
+    id: u64,
+    offset: u64,
+    need: usize,
+    waker: Waker,
+}
+
+#[derive(Debug)]
+pub struct ReplState {
+    core: Mutex<Core>,
+    /// Mirrors `core.role` for the per-command read-only check.
+    replica_flag: AtomicBool,
+    /// Bumped on every role change: a link started under an older epoch stops.
+    epoch: AtomicU64,
+    /// Bumped when the stream starts a new history here (a full copy, a role change): links that
+    /// serve our own replicas from the old history stop, and their replicas ask again.
+    history: AtomicU64,
+    backlog: Mutex<Backlog>,
+    /// Set once a replica attached: from then on writes feed the backlog.
+    active: AtomicBool,
+    replicas: Mutex<Vec<Arc<ReplicaInfo>>>,
+    ack_waiters: Mutex<Vec<AckWaiter>>,
+    next_waiter: AtomicU64,
+    /// Set by a link that found nothing to send and is about to sleep; the next append clears it
+    /// and wakes the links, so a busy stream costs one wake-up per link sleep, not one per write.
+    links_waiting: AtomicBool,
+    link_wakers: Mutex<Vec<Waker>>,
+    pub link_last_io_ms: AtomicU64,
+    pub settings: Settings,
+    pub counters: Counters,
+    pub failover: FailoverState,
+}
+
+impl ReplState {
+    pub fn new(replid: String) -> Self {
+        ReplState {
+            core: Mutex::new(Core {
+                role: Role::Primary,
+                link: LinkState::Down,
+                ids: Ids {
+                    replid,
+                    replid2: "0".repeat(40),
+                    second_offset: -1,
+                },
+                replica_offset: 0,
+            }),
+            replica_flag: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            history: AtomicU64::new(0),
+            backlog: Mutex::new(Backlog::new(BACKLOG_BYTES_DEFAULT, 0)),
+            active: AtomicBool::new(false),
+            replicas: Mutex::default(),
+            ack_waiters: Mutex::default(),
+            next_waiter: AtomicU64::new(0),
+            links_waiting: AtomicBool::new(false),
+            link_wakers: Mutex::default(),
+            link_last_io_ms: AtomicU64::new(0),
+            settings: Settings {
+                strategy_sync: AtomicBool::new(false),
+                min_replicas_ack: AtomicU64::new(1),
+                ack_timeout_ms: AtomicU64::new(1000),
+            },
+            counters: Counters::default(),
+            failover: FailoverState::default(),
+        }
+    }
+
+    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().expect("replication core lock")
+    }
+
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        self.backlog.lock().expect("backlog lock")
+    }
+
+    // ---- reading ----
+
+    pub fn is_replica(&self) -> bool {
+        self.replica_flag.load(Relaxed)
+    }
+
+    pub fn role(&self) -> Role {
+        self.core().role.clone()
+    }
+
+    pub fn link_state(&self) -> LinkState {
+        self.core().link
+    }
+
+    pub fn ids(&self) -> Ids {
+        self.core().ids.clone()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Relaxed)
+    }
+
+    pub fn history(&self) -> u64 {
+        self.history.load(Relaxed)
+    }
+
+    /// Whether writes feed the backlog (INFO `repl_backlog_active`).
+    pub fn active(&self) -> bool {
+        self.active.load(Relaxed)
+    }
+
+    /// As a replica, the offset applied from the primary's stream.
+    pub fn replica_offset(&self) -> u64 {
+        self.core().replica_offset
+    }
+
+    /// Offset of the stream: the backlog's end on a primary, what we applied on a replica.
+    pub fn offset(&self) -> u64 {
+        let core = self.core();
+        match core.role {
+            Role::Replica { .. } => core.replica_offset,
+            Role::Primary => self.backlog().end_offset(),
+        }
+    }
+
+    /// (capacity, first byte offset, bytes held, end offset) of the backlog.
+    pub fn backlog_info(&self) -> (usize, u64, usize, u64) {
+        let b = self.backlog();
+        (b.capacity(), b.start_offset(), b.len(), b.end_offset())
+    }
+
+    pub fn set_backlog_capacity(&self, bytes: usize) {
+        self.backlog().set_capacity(bytes);
+    }
+
+    /// Up to `max` stream bytes from `offset`, and the stream's end; `None` if no longer held.
+    pub fn read_backlog(&self, offset: u64, max: usize) -> (Option<Vec<u8>>, u64) {
+        let b = self.backlog();
+        (b.read(offset, max), b.end_offset())
+    }
+
+    /// Whether a `PSYNC replid offset` can continue from here (partial resynchronisation).
+    pub fn can_continue(&self, replid: &str, offset: i64) -> bool {
+        if offset < 0 {
+            return false;
+        }
+        let core = self.core();
+        let ids = &core.ids;
+        let id_ok = replid == ids.replid || (replid == ids.replid2 && offset <= ids.second_offset);
+        id_ok && self.backlog().holds(offset as u64)
+    }
+
+    pub fn strategy_sync(&self) -> bool {
+        self.settings.strategy_sync.load(Relaxed)
+    }
+
+    // ---- transitions ----
+
+    /// REPLICAOF host port: follow a primary. Returns the new epoch (the link must carry it).
+    /// Replicas neither expire keys nor record writes (the primary's stream is the only writer).
+    pub fn become_replica(&self, ks: &Keyspace, host: String, port: u16) -> u64 {
+        let mut core = self.core();
+        if core.role == Role::Primary {
+            // A former primary holds everything up to its own stream's end: it asks to continue
+            // there (and serves its own replicas from the same history).
+            core.replica_offset = self.backlog().end_offset();
+        }
+        ks.set_expire_on_access(false);
+        ks.set_recording(false);
+        core.role = Role::Replica { host, port };
+        core.link = LinkState::Connecting;
+        self.replica_flag.store(true, Relaxed);
+        self.history.fetch_add(1, Relaxed);
+        let epoch = self.epoch.fetch_add(1, Relaxed) + 1;
+        drop(core);
+        // Links serving our own replicas end (history changed); waiters re-check.
+        self.wake_links();
+        self.wake_ack_waiters(true);
+        epoch
+    }
+
+    /// REPLICAOF NO ONE (or a FAILOVER's target): become a primary with a new replication id; the
+    /// old one is kept as `replid2`, valid up to our offset, so siblings that followed the same
+    /// primary continue without a full copy. Returns false if already a primary.
+    pub fn promote(&self, ks: &Keyspace, new_replid: String) -> bool {
+        let mut core = self.core();
+        if core.role == Role::Primary {
+            return false;
+        }
+        assert_ne!(new_replid, core.ids.replid, "a promotion starts a new id");
+        let offset = core.replica_offset;
+        let old = std::mem::replace(&mut core.ids.replid, new_replid);
+        core.ids.replid2 = old;
+        core.ids.second_offset = offset as i64;
+        {
+            let mut b = self.backlog();
+            if b.end_offset() != offset {
+                b.reset(offset);
+            }
+            assert_eq!(b.end_offset(), offset, "a promoted backlog ends at its offset");
+        }
+        core.role = Role::Primary;
+        core.link = LinkState::Down;
+        self.replica_flag.store(false, Relaxed);
+        self.epoch.fetch_add(1, Relaxed);
+        drop(core);
+        ks.set_expire_on_access(true);
+        // Keep feeding the backlog so former siblings can attach and continue.
+        self.start_recording(ks);
+        true
+    }
+
+    /// Moves the link to our primary to `next`, if `epoch` is still current. Returns false for a
+    /// stale link (the role changed under it: it must stop).
+    pub fn link_to(&self, epoch: u64, next: LinkState) -> bool {
+        let mut core = self.core();
+        if self.epoch.load(Relaxed) != epoch || core.role == Role::Primary {
+            return false;
+        }
+        assert!(
+            core.link.may_become(next) || core.link == next,
+            "link state {:?} cannot become {:?}",
+            core.link,
+            next
+        );
+        core.link = next;
+        true
+    }
+
+    /// A full copy was loaded: a new history at `offset` under `replid`.
+    pub fn full_sync_done(&self, epoch: u64, replid: &str, offset: u64) -> bool {
+        let mut core = self.core();
+        if self.epoch.load(Relaxed) != epoch {
+            return false;
+        }
+        assert_eq!(core.link, LinkState::Syncing, "a full copy ends a sync");
+        core.ids = Ids {
+            replid: replid.to_string(),
+            replid2: "0".repeat(40),
+            second_offset: -1,
+        };
+        core.replica_offset = offset;
+        self.backlog().reset(offset);
+        core.link = LinkState::Connected;
+        self.history.fetch_add(1, Relaxed);
+        self.counters.sync_full.fetch_add(1, Relaxed);
+        drop(core);
+        self.wake_links();
+        true
+    }
+
+    /// The primary accepted `PSYNC` with `+CONTINUE [id]`: if its id changed (it was promoted),
+    /// ours becomes our second id.
+    pub fn continued(&self, epoch: u64, new_replid: &str) -> bool {
+        let mut core = self.core();
+        if self.epoch.load(Relaxed) != epoch {
+            return false;
+        }
+        if !new_replid.is_empty() && new_replid != core.ids.replid {
+            let offset = core.replica_offset;
+            let old = std::mem::replace(&mut core.ids.replid, new_replid.to_string());
+            core.ids.replid2 = old;
+            core.ids.second_offset = offset as i64;
+        }
+        core.link = LinkState::Connected;
+        self.counters.sync_partial_ok.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// As a replica: `bytes` of the primary's stream were applied. They join our backlog (at the
+    /// primary's offsets) and our offset moves past them. Returns the new offset.
+    pub fn applied(&self, epoch: u64, bytes: &[u8]) -> Option<u64> {
+        let mut core = self.core();
+        if self.epoch.load(Relaxed) != epoch {
+            return None;
+        }
+        let before = core.replica_offset;
+        let end = {
+            let mut b = self.backlog();
+            assert_eq!(b.end_offset(), before, "a replica's backlog ends at its offset");
+            b.append(bytes);
+            b.end_offset()
+        };
+        core.replica_offset = end;
+        assert!(end >= before, "offsets never go backwards");
+        drop(core);
+        // Our own replicas (chained replication) are fed from this backlog.
+        if self.links_waiting.load(Relaxed) {
+            fence(SeqCst);
+            self.wake_links();
+        }
+        Some(end)
+    }
+
+    /// From now on writes feed the backlog: a replica attached (or may, after a promotion).
+    pub fn start_recording(&self, ks: &Keyspace) {
+        if self.is_replica() {
+            return;
+        }
+        ks.set_recording(true);
+        self.active.store(true, Relaxed);
+    }
+
+    /// Appends encoded effects (a primary); returns the new end offset.
+    pub fn append(&self, bytes: &[u8]) -> u64 {
+        let end = {
+            let mut b = self.backlog();
+            b.append(bytes);
+            b.end_offset()
+        };
+        // Pairs with the fence in `link_will_wait`: either the link sees these bytes, or this
+        // sees its flag.
+        fence(SeqCst);
+        if self.links_waiting.load(Relaxed) {
+            self.wake_links();
+        }
+        end
+    }
+
+    fn wake_links(&self) {
+        if self.links_waiting.swap(false, Relaxed) {
+            let wakers = std::mem::take(&mut *self.link_wakers.lock().expect("link wakers lock"));
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+
+    /// A link found nothing to send: registers `waker` for the next append. After this it must look
+    /// at the backlog's end once more before it sleeps.
+    pub fn link_will_wait(&self, waker: &Waker) {
+        {
+            let mut w = self.link_wakers.lock().expect("link wakers lock");
+            if !w.iter().any(|x| x.will_wake(waker)) {
+                w.push(waker.clone());
+            }
+        }
+        self.links_waiting.store(true, Relaxed);
+        fence(SeqCst);
+    }
+
+    // ---- replicas and acknowledgements ----
+
+    pub fn attach(&self, info: Arc<ReplicaInfo>) {
+        self.replicas.lock().expect("replicas lock").push(info);
+    }
+
+    pub fn detach(&self, info: &Arc<ReplicaInfo>) {
+        self.replicas
+            .lock()
+            .expect("replicas lock")
+            .retain(|r| !Arc::ptr_eq(r, info));
+        self.wake_ack_waiters(true);
+    }
+
+    pub fn replicas(&self) -> Vec<Arc<ReplicaInfo>> {
+        self.replicas.lock().expect("replicas lock").clone()
+    }
+
+    pub fn replica_count(&self) -> usize {
+        self.replicas.lock().expect("replicas lock").len()
+    }
+
+    /// A replica acknowledged `offset`. An acknowledgement beyond what was sent is a protocol
+    /// violation (returns false: the link closes), never a state change.
+    pub fn record_ack(&self, info: &ReplicaInfo, offset: u64, now_ms: u64) -> bool {
+        if offset > info.sent_offset.load(Relaxed) {
+            return false;
+        }
+        let before = info.ack_offset.fetch_max(offset, Relaxed);
+        info.last_ack_ms.store(now_ms, Relaxed);
+        if offset > before {
+            self.wake_ack_waiters(false);
+        }
+        true
+    }
+
+    /// Number of replicas that acknowledged at least `offset`.
+    pub fn acked(&self, offset: u64) -> usize {
+        self.replicas
+            .lock()
+            .expect("replicas lock")
+            .iter()
+            .filter(|r| r.ack_offset.load(Relaxed) >= offset)
+            .count()
+    }
+
+    /// Polls whether `need` replicas acknowledged `offset`; if not, registers `waker` (under the
+    /// waiter `id`, see [`ReplState::new_ack_waiter`]) to be woken when they have.
+    pub fn poll_acked(&self, id: u64, offset: u64, need: usize, waker: &Waker) -> bool {
+        let mut list = self.ack_waiters.lock().expect("ack waiters lock");
+        // Checked under the waiters' lock: an ack recorded before it is seen here, one recorded
+        // after it finds this waiter registered.
+        if self.acked(offset) >= need {
+            list.retain(|w| w.id != id);
+            return true;
+        }
+        match list.iter_mut().find(|w| w.id == id) {
+            Some(w) => {
+                w.offset = offset;
+                w.need = need;
+                w.waker.clone_from(waker);
+            }
+            None => list.push(AckWaiter {
+                id,
+                offset,
+                need,
+                waker: waker.clone(),
+            }),
+        }
+        false
+    }
+
+    /// A fresh waiter id for [`ReplState::poll_acked`].
+    pub fn new_ack_waiter(&self) -> u64 {
+        self.next_waiter.fetch_add(1, Relaxed)
+    }
+
+    /// Forgets a waiter (its wait ended or was dropped).
+    pub fn drop_ack_waiter(&self, id: u64) {
+        self.ack_waiters
+            .lock()
+            .expect("ack waiters lock")
+            .retain(|w| w.id != id);
+    }
+
+    /// After an ack offset grew, or the replica set changed: wakes the waiters now satisfied (all
+    /// of them when `all`, so they re-check, e.g. after a replica left).
+    pub fn wake_ack_waiters(&self, all: bool) {
+        let mut list = self.ack_waiters.lock().expect("ack waiters lock");
+        if list.is_empty() {
+            return;
+        }
+        let acks: Vec<u64> = self
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .iter()
+            .map(|r| r.ack_offset.load(Relaxed))
+            .collect();
+        list.retain(|w| {
+            let done = all || acks.iter().filter(|&&a| a >= w.offset).count() >= w.need;
+            if done {
+                w.waker.wake_by_ref();
+            }
+            !done
+        });
+    }
+}
+
+/// What becomes of a `sync`-strategy batch whose last write is at `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Enough replicas acknowledged it: the replies go out as they are.
+    Durable,
+    /// Keep waiting (until acked or the deadline).
+    Wait,
+    /// The deadline passed with `have` of `need`: each write's reply becomes `-NOTDURABLE`.
+    NotDurable { have: usize, need: usize },
+}
+
+/// The sync strategy's decision, the same for the server and the simulator.
+pub fn settle(repl: &ReplState, offset: u64, need: usize, deadline_ms: u64, now_ms: u64) -> Settle {
+    let have = repl.acked(offset);
+    if have >= need {
+        Settle::Durable
+    } else if now_ms >= deadline_ms {
+        Settle::NotDurable { have, need }
+    } else {
+        Settle::Wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts its wake-ups.
+    struct Counter(AtomicU64);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn replica(repl: &ReplState, id: u64) -> Arc<ReplicaInfo> {
+        let r = Arc::new(ReplicaInfo {
+            id,
+            ip: "127.0.0.1".into(),
+            listening_port: 0.into(),
+            ack_offset: 0.into(),
+            last_ack_ms: 0.into(),
+            sent_offset: 1000.into(),
+        });
+        repl.attach(r.clone());
+        r
+    }
+
+    #[test]
+    fn an_ack_wakes_only_the_waiters_it_satisfies() {
+        let repl = ReplState::new("0".repeat(40));
+        let (a, b) = (replica(&repl, 1), replica(&repl, 2));
+        let counters: Vec<_> = (0..3).map(|_| Arc::new(Counter(AtomicU64::new(0)))).collect();
+        let wakers: Vec<Waker> = counters.iter().map(|c| Waker::from(c.clone())).collect();
+        let ids: Vec<u64> = (0..3).map(|_| repl.new_ack_waiter()).collect();
+        // Waiter 0: one replica at 100; waiter 1: one replica at 200; waiter 2: two replicas at 100.
+        let wants = [(100, 1), (200, 1), (100, 2)];
+        for i in 0..3 {
+            assert!(!repl.poll_acked(ids[i], wants[i].0, wants[i].1, &wakers[i]));
+        }
+        assert!(repl.record_ack(&a, 150, 1));
+        let woken = |i: usize| counters[i].0.load(Relaxed);
+        assert_eq!((woken(0), woken(1), woken(2)), (1, 0, 0));
+        assert!(repl.poll_acked(ids[0], 100, 1, &wakers[0]));
+        assert!(repl.record_ack(&b, 120, 1));
+        assert_eq!((woken(0), woken(1), woken(2)), (1, 0, 1));
+        assert!(repl.poll_acked(ids[2], 100, 2, &wakers[2]));
+        assert!(!repl.poll_acked(ids[1], 200, 1, &wakers[1]));
+        // A replica leaving wakes everyone still waiting, so they re-check; dropping forgets.
+        repl.detach(&b);
+        assert_eq!(woken(1), 1);
+        repl.drop_ack_waiter(ids[1]);
+        assert!(repl.ack_waiters.lock().unwrap().is_empty());
+        // An ack beyond what was sent is refused and changes nothing.
+        assert!(!repl.record_ack(&a, 5000, 2));
+        assert_eq!(a.ack_offset.load(Relaxed), 150);
+    }
+
+    #[test]
+    fn an_append_wakes_links_only_when_one_asked() {
+        let repl = ReplState::new("0".repeat(40));
+        let c = Arc::new(Counter(AtomicU64::new(0)));
+        let w = Waker::from(c.clone());
+        repl.append(b"a");
+        assert_eq!(c.0.load(Relaxed), 0);
+        repl.link_will_wait(&w);
+        repl.link_will_wait(&w);
+        repl.append(b"b");
+        repl.append(b"c");
+        assert_eq!(c.0.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn promotion_keeps_the_old_id_and_offsets_only_grow() {
+        let ks = Keyspace::new(1, 1, 1);
+        let repl = ReplState::new("a".repeat(40));
+        repl.append(b"12345");
+        let e = repl.become_replica(&ks, "h".into(), 1);
+        assert!(repl.is_replica());
+        assert_eq!(repl.replica_offset(), 5, "a former primary continues at its end");
+        assert!(repl.link_to(e, LinkState::Handshake));
+        assert!(repl.link_to(e, LinkState::Syncing));
+        assert!(repl.full_sync_done(e, &"b".repeat(40), 100));
+        assert_eq!(repl.applied(e, b"xyz"), Some(103));
+        assert!(!repl.link_to(e - 1, LinkState::Down), "a stale link changes nothing");
+        assert!(repl.promote(&ks, "c".repeat(40)));
+        let ids = repl.ids();
+        assert_eq!(ids.replid2, "b".repeat(40));
+        assert_eq!(ids.second_offset, 103);
+        assert!(repl.can_continue(&"b".repeat(40), 103));
+        assert!(!repl.can_continue(&"b".repeat(40), 104));
+        assert!(ks.recording());
+        assert_eq!(repl.offset(), 103);
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot become")]
+    fn a_link_cannot_skip_the_handshake() {
+        let ks = Keyspace::new(1, 1, 1);
+        let repl = ReplState::new("a".repeat(40));
+        let e = repl.become_replica(&ks, "h".into(), 1);
+        repl.link_to(e, LinkState::Connected);
+    }
+
+    #[test]
+    fn settle_decides_by_acks_then_deadline() {
+        let repl = ReplState::new("0".repeat(40));
+        let a = replica(&repl, 1);
+        assert_eq!(settle(&repl, 10, 1, 100, 50), Settle::Wait);
+        assert_eq!(
+            settle(&repl, 10, 1, 100, 100),
+            Settle::NotDurable { have: 0, need: 1 }
+        );
+        repl.record_ack(&a, 10, 60);
+        assert_eq!(settle(&repl, 10, 1, 100, 200), Settle::Durable);
+    }
+}

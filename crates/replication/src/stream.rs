@@ -1,0 +1,353 @@
+//! The one codec of the replication stream, both directions: effects as the primary encodes them,
+//! as a replica decodes and applies them, and the replica's acknowledgements.
+//!
+//! The stream carries *effects*, not commands: after a write command runs, the keys it wrote are
+//! read back and sent as their new state (`SHOALPUT`: value, absolute expiry, version) or as a
+//! deletion (`SHOALDEL`), each with its version; FLUSHDB/FLUSHALL send `SHOALFLUSH`, SWAPDB
+//! `SHOALSWAPDB`. A replica applies puts and deletes last-writer-wins by version, so the order in
+//! which concurrent writers append effects does not matter, re-applying an effect is harmless, and
+//! relative TTLs, random choices, evictions and expiry reach replicas as the concrete outcome they
+//! had on the primary. Frames are RESP multibulks, so the request decoder splits them.
+
+use shoal_keyspace::{EncodingLimits, Entry, Keyspace, LazyFree, codec, key_slot};
+
+/// Effect names. They are not commands: a client sending them gets `unknown command`.
+pub const PUT: &[u8] = b"SHOALPUT";
+pub const DEL: &[u8] = b"SHOALDEL";
+pub const FLUSH: &[u8] = b"SHOALFLUSH";
+pub const SWAPDB: &[u8] = b"SHOALSWAPDB";
+pub const PING: &[u8] = b"PING";
+
+/// One decoded effect; byte fields borrow the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<'a> {
+    /// The full state of a key; `value` is the keyspace value codec.
+    Put {
+        db: usize,
+        key: &'a [u8],
+        version: u64,
+        expire_ms: Option<u64>,
+        ext_version: Option<u64>,
+        value: &'a [u8],
+    },
+    /// Delete if older than `version`.
+    Del {
+        db: usize,
+        key: &'a [u8],
+        version: u64,
+    },
+    /// Delete every key of one database (or all) older than `version`.
+    Flush { db: Option<usize>, version: u64 },
+    SwapDb { a: usize, b: usize },
+    /// Keep-alive, so a replica can tell a quiet primary from a dead link.
+    Ping,
+}
+
+/// A stream that cannot be applied: the link is dropped and the replica resynchronises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamError(pub String);
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+    let mut tmp = [0u8; 20];
+    out.push(b'$');
+    out.extend_from_slice(shoal_resp::fmt_u64(b.len() as u64, &mut tmp));
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn bulk_u64(out: &mut Vec<u8>, v: u64) {
+    let mut tmp = [0u8; 20];
+    let s = shoal_resp::fmt_u64(v, &mut tmp).to_vec();
+    bulk(out, &s);
+}
+
+fn bulk_opt(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => bulk_u64(out, v),
+        None => bulk(out, b"-1"),
+    }
+}
+
+/// `SHOALPUT db key version expire_ms|-1 ext_version|-1 value` — the full state of a key.
+pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
+    out.extend_from_slice(b"*7\r\n");
+    bulk(out, PUT);
+    bulk_u64(out, db as u64);
+    bulk(out, e.key());
+    bulk_u64(out, e.version());
+    bulk_opt(out, e.expire_ms());
+    bulk_opt(out, e.ext_version());
+    let mut value = Vec::new();
+    codec::encode_value(e.value(), &mut value);
+    bulk(out, &value);
+}
+
+/// `SHOALDEL db key version`.
+pub fn encode_del(out: &mut Vec<u8>, db: usize, key: &[u8], version: u64) {
+    out.extend_from_slice(b"*4\r\n");
+    bulk(out, DEL);
+    bulk_u64(out, db as u64);
+    bulk(out, key);
+    bulk_u64(out, version);
+}
+
+/// `SHOALFLUSH db|-1 version`.
+pub fn encode_flush(out: &mut Vec<u8>, db: Option<usize>, version: u64) {
+    out.extend_from_slice(b"*3\r\n");
+    bulk(out, FLUSH);
+    bulk_opt(out, db.map(|d| d as u64));
+    bulk_u64(out, version);
+}
+
+/// `SHOALSWAPDB a b`.
+pub fn encode_swapdb(out: &mut Vec<u8>, a: usize, b: usize) {
+    out.extend_from_slice(b"*3\r\n");
+    bulk(out, SWAPDB);
+    bulk_u64(out, a as u64);
+    bulk_u64(out, b as u64);
+}
+
+pub fn encode_ping(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+}
+
+/// `REPLCONF ACK offset`, sent by a replica.
+pub fn encode_ack(out: &mut Vec<u8>, offset: u64) {
+    let mut tmp = [0u8; 20];
+    let off = shoal_resp::fmt_u64(offset, &mut tmp);
+    shoal_resp::encode_request(out, &[b"REPLCONF", b"ACK", off]);
+}
+
+/// The offset of a `REPLCONF ACK offset` frame; `None` for any other frame.
+pub fn parse_ack(args: &[&[u8]]) -> Option<u64> {
+    if args.len() >= 3
+        && args[0].eq_ignore_ascii_case(b"REPLCONF")
+        && args[1].eq_ignore_ascii_case(b"ACK")
+    {
+        std::str::from_utf8(args[2]).ok()?.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn parse_u64(b: &[u8]) -> Result<u64, StreamError> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StreamError("bad number in the replication stream".into()))
+}
+
+fn parse_opt(b: &[u8]) -> Result<Option<u64>, StreamError> {
+    if b == b"-1" {
+        Ok(None)
+    } else {
+        parse_u64(b).map(Some)
+    }
+}
+
+/// Decodes one frame. `databases` bounds the database numbers.
+pub fn decode<'a>(args: &[&'a [u8]], databases: usize) -> Result<Effect<'a>, StreamError> {
+    let db_of = |b: &[u8]| -> Result<usize, StreamError> {
+        let d = parse_u64(b)?;
+        if d < databases as u64 {
+            Ok(d as usize)
+        } else {
+            Err(StreamError("database out of range in the stream".into()))
+        }
+    };
+    let Some(name) = args.first() else {
+        return Err(StreamError("empty frame in the replication stream".into()));
+    };
+    if name.eq_ignore_ascii_case(PUT) && args.len() == 7 {
+        Ok(Effect::Put {
+            db: db_of(args[1])?,
+            key: args[2],
+            version: parse_u64(args[3])?,
+            expire_ms: parse_opt(args[4])?,
+            ext_version: parse_opt(args[5])?,
+            value: args[6],
+        })
+    } else if name.eq_ignore_ascii_case(DEL) && args.len() == 4 {
+        Ok(Effect::Del {
+            db: db_of(args[1])?,
+            key: args[2],
+            version: parse_u64(args[3])?,
+        })
+    } else if name.eq_ignore_ascii_case(FLUSH) && args.len() == 3 {
+        let db = match parse_opt(args[1])? {
+            Some(d) => Some(db_of(d.to_string().as_bytes())?),
+            None => None,
+        };
+        Ok(Effect::Flush {
+            db,
+            version: parse_u64(args[2])?,
+        })
+    } else if name.eq_ignore_ascii_case(SWAPDB) && args.len() == 3 {
+        Ok(Effect::SwapDb {
+            a: db_of(args[1])?,
+            b: db_of(args[2])?,
+        })
+    } else if name.eq_ignore_ascii_case(PING) {
+        Ok(Effect::Ping)
+    } else {
+        Err(StreamError(format!(
+            "unknown effect '{}' in the replication stream",
+            String::from_utf8_lossy(&name[..name.len().min(64)])
+        )))
+    }
+}
+
+/// Applies one effect to a replica's keyspace, by version. Values freed by a flush go to `lazyfree`.
+pub fn apply(
+    ks: &Keyspace,
+    effect: &Effect<'_>,
+    limits: &EncodingLimits,
+    lazyfree: &LazyFree,
+    now_ms: u64,
+) -> Result<(), StreamError> {
+    match *effect {
+        Effect::Put {
+            db,
+            key,
+            version,
+            expire_ms,
+            ext_version,
+            value,
+        } => {
+            let payload = codec::decode_value(value, limits)
+                .ok_or_else(|| StreamError("bad value in the replication stream".into()))?;
+            let entry = Entry::new(key, payload, expire_ms, ext_version, version, 0);
+            ks.hlc.observe(version);
+            let slot = key_slot(key);
+            ks.lock(ks.shard_of(slot))
+                .apply_put(db, slot, entry, now_ms);
+        }
+        Effect::Del { db, key, version } => {
+            ks.hlc.observe(version);
+            let slot = key_slot(key);
+            ks.lock(ks.shard_of(slot)).apply_del(db, slot, key, version);
+        }
+        Effect::Flush { db, version } => {
+            ks.hlc.observe(version);
+            for mut shard in ks.lock_all() {
+                for d in 0..ks.databases() {
+                    if db.is_none_or(|x| x == d) {
+                        shard.apply_flush(d, version);
+                    }
+                }
+            }
+            // Nothing to free later: apply_flush drops only what is older, in place.
+            let _ = lazyfree;
+        }
+        Effect::SwapDb { a, b } => {
+            for mut shard in ks.lock_all() {
+                shard.swap_db(a, b);
+            }
+        }
+        Effect::Ping => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_resp::{Decoded, RequestDecoder};
+
+    fn frames(bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let mut d = RequestDecoder::default();
+        let mut args = Vec::new();
+        let mut pos = 0;
+        let mut out = Vec::new();
+        while let Ok(Decoded::Frame { end, .. }) = d.decode(bytes, pos, &mut args) {
+            out.push(args.iter().map(|r| bytes[r.clone()].to_vec()).collect());
+            pos = end;
+        }
+        assert_eq!(pos, bytes.len(), "every byte is a whole frame");
+        out
+    }
+
+    #[test]
+    fn every_effect_round_trips_through_the_codec() {
+        let e = Entry::new_string(b"k", b"v", Some(5), 9);
+        let mut out = Vec::new();
+        encode_put(&mut out, 0, &e);
+        encode_del(&mut out, 1, b"k", 10);
+        encode_flush(&mut out, Some(2), 11);
+        encode_flush(&mut out, None, 12);
+        encode_swapdb(&mut out, 0, 3);
+        encode_ping(&mut out);
+        encode_ack(&mut out, 77);
+        let fs = frames(&out);
+        assert_eq!(fs.len(), 7);
+        for f in &fs[..6] {
+            let a: Vec<&[u8]> = f.iter().map(|x| x.as_slice()).collect();
+            assert!(decode(&a, 16).is_ok(), "{a:?}");
+        }
+        let a: Vec<&[u8]> = fs[0].iter().map(|x| x.as_slice()).collect();
+        let Effect::Put {
+            db,
+            key,
+            version,
+            expire_ms,
+            ext_version,
+            ..
+        } = decode(&a, 16).unwrap()
+        else {
+            panic!("a put")
+        };
+        assert_eq!((db, key, version, expire_ms, ext_version), (0, &b"k"[..], 9, Some(5), None));
+        let a: Vec<&[u8]> = fs[2].iter().map(|x| x.as_slice()).collect();
+        assert_eq!(
+            decode(&a, 16).unwrap(),
+            Effect::Flush {
+                db: Some(2),
+                version: 11
+            }
+        );
+        let a: Vec<&[u8]> = fs[4].iter().map(|x| x.as_slice()).collect();
+        assert_eq!(decode(&a, 16).unwrap(), Effect::SwapDb { a: 0, b: 3 });
+        let a: Vec<&[u8]> = fs[6].iter().map(|x| x.as_slice()).collect();
+        assert_eq!(parse_ack(&a), Some(77));
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        assert!(decode(&[b"SHOALPUT", b"0"], 16).is_err());
+        assert!(decode(&[b"SHOALDEL", b"99", b"k", b"1"], 16).is_err());
+        assert!(decode(&[b"SHOALFLUSH", b"x", b"1"], 16).is_err());
+        assert!(decode(&[b"SET", b"k", b"v"], 16).is_err());
+        assert!(decode(&[], 16).is_err());
+    }
+
+    #[test]
+    fn applying_is_by_version_and_idempotent() {
+        let ks = Keyspace::new(2, 4, 1);
+        let lf = LazyFree::inline();
+        let limits = EncodingLimits::default();
+        let mut v = Vec::new();
+        codec::encode_value(shoal_keyspace::ValueRef::Str(b"new"), &mut v);
+        let put = |version| Effect::Put {
+            db: 0,
+            key: b"k",
+            version,
+            expire_ms: None,
+            ext_version: None,
+            value: &v,
+        };
+        apply(&ks, &put(10), &limits, &lf, 0).unwrap();
+        apply(&ks, &put(10), &limits, &lf, 0).unwrap();
+        apply(&ks, &Effect::Del { db: 0, key: b"k", version: 5 }, &limits, &lf, 0).unwrap();
+        let slot = key_slot(b"k");
+        assert_eq!(ks.lock(ks.shard_of(slot)).peek_any(0, slot, b"k").map(|e| e.version()), Some(10));
+        apply(&ks, &Effect::Flush { db: None, version: 11 }, &limits, &lf, 0).unwrap();
+        assert!(ks.lock(ks.shard_of(slot)).peek_any(0, slot, b"k").is_none());
+    }
+}
