@@ -2,7 +2,7 @@
 //! PERSIST, RENAME/RENAMENX, COPY, MOVE, SWAPDB, KEYS, SCAN, RANDOMKEY, OBJECT, DUMP and RESTORE.
 //!
 //! Also home to the DUMP payload format ([`dump_value`], [`restore_value`]), which the replication
-//! snapshot will reuse. Glob matching and background freeing live in `glob.rs` and `lazyfree.rs`.
+//! snapshot will reuse. Glob matching lives in `glob.rs`; background freeing is the node's `LazyFree`.
 //!
 //! SCAN's cursor is the next slot to visit. Keys live in per-slot tables, so a call that visits whole
 //! slots in ascending order returns every key that exists for the whole scan exactly once, with no
@@ -19,7 +19,6 @@ use shoal_keyspace::{
 
 use crate::args::{ERR_DB_INDEX, ERR_NO_SUCH_KEY, ERR_NOT_INTEGER, ERR_SYNTAX, parse_i64};
 use crate::glob::glob_match;
-use crate::lazyfree::drop_in_background;
 use crate::table::{Group, KEY1, NO_KEYS, Spec, cmd, container, flag::*};
 use crate::{Args, CmdResult, Ctx};
 
@@ -446,7 +445,7 @@ fn delete_keys(ctx: &mut Ctx<'_>, args: &Args<'_>, lazy: bool) -> CmdResult {
     }
     drop(locked);
     if !large.is_empty() {
-        drop_in_background(Box::new(large));
+        ctx.srv.lazyfree.drop_in_background(Box::new(large));
     }
     ctx.out.int(deleted);
     Ok(())
@@ -800,6 +799,12 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let mut shards = ctx.srv.ks.lock_all();
         for s in shards.iter_mut() {
             s.swap_db(a, b);
+        }
+        // Appended under the locks, so it sits in the stream between the writes before and after.
+        if let Some(offset) = crate::effects::emit(ctx.srv, |out| {
+            shoal_replication::stream::encode_swapdb(out, a, b)
+        }) {
+            ctx.client.repl.last_write_offset = offset;
         }
     }
     ctx.out.ok();
@@ -1288,22 +1293,34 @@ mod tests {
     #[test]
     fn del_unlink_exists_touch_and_type() {
         let big = "x".repeat(100_000);
-        let freed = || crate::lazyfree::LAZYFREED.load(Relaxed);
+        let (lazyfree, worker) = shoal_keyspace::LazyFree::with_worker();
+        let freer = std::thread::spawn(move || worker.run());
+        let mut srv = ServerState::new(
+            crate::config::Values::default(),
+            1_000_000,
+            7,
+            crate::Hooks::default(),
+        );
+        srv.lazyfree = lazyfree;
+        let freed = || srv.lazyfree.freed();
         let freed_before = freed();
-        let r = run(&[
-            &["MSET", "a", "1", "b", "2", "c", "3"],
-            &["EXISTS", "a", "b", "nope", "a"],
-            &["DEL", "a", "nope", "a"],
-            &["UNLINK", "b", "nope"],
-            &["TOUCH", "a", "b", "c"],
-            &["TYPE", "c"],
-            &["TYPE", "a"],
-            &["SET", "big", &big],
-            &["UNLINK", "big", "c"],
-            &["EXISTS", "big", "c"],
-            &["DEL"],
-        ]);
-        // The large value went to the background thread (other tests may add to the counter too).
+        let r = crate::tests::run_on(
+            &srv,
+            &[
+                &["MSET", "a", "1", "b", "2", "c", "3"],
+                &["EXISTS", "a", "b", "nope", "a"],
+                &["DEL", "a", "nope", "a"],
+                &["UNLINK", "b", "nope"],
+                &["TOUCH", "a", "b", "c"],
+                &["TYPE", "c"],
+                &["TYPE", "a"],
+                &["SET", "big", &big],
+                &["UNLINK", "big", "c"],
+                &["EXISTS", "big", "c"],
+                &["DEL"],
+            ],
+        );
+        // The large value went to this node's background thread.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while freed() == freed_before {
             assert!(
@@ -1312,6 +1329,8 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        drop(srv);
+        freer.join().unwrap();
         assert_eq!(r[1], ":3\r\n", "a repeated key counts each time");
         assert_eq!(r[2], ":1\r\n");
         assert_eq!(r[3], ":1\r\n");

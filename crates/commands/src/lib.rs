@@ -13,14 +13,13 @@ pub mod clock;
 pub mod coll;
 pub mod config;
 pub mod connection;
+pub mod effects;
 pub mod glob;
 pub mod hashes;
 pub mod keys;
-pub mod lazyfree;
 pub mod lists;
 pub mod multi;
 pub mod pubsub;
-pub mod repl;
 pub mod replication;
 pub mod server;
 pub mod sets;
@@ -36,7 +35,9 @@ use shoal_keyspace::{Shard, key_slot};
 use shoal_resp::ReplyWriter;
 
 pub use args::{Args, OwnedArgs};
-pub use state::{Client, ClientHandle, Hooks, ServerState};
+/// Replication state and codecs (the sans-IO `shoal-replication` crate), under the name commands use.
+pub use shoal_replication as repl;
+pub use state::{Action, Client, ClientHandle, Hooks, Persistence, ServerState};
 pub use table::{Spec, flag};
 
 /// A command's result: `Ok` after it wrote its reply, or the error line to send (e.g.
@@ -202,9 +203,9 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     }
     let shards = srv.ks.shard_count();
     let want_samples = EVICTION_SHARDS_SAMPLED * srv.ks.eviction_samples();
-    // Candidates come from a few shards in turn and the globally best one is evicted: evicting
-    // from each shard in turn would drain shards that happen to hold fewer keys first.
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    // Candidates come from a few shards in turn (the node's own cursor) and the globally best one
+    // is evicted: evicting from each shard in turn would drain shards that happen to hold fewer
+    // keys first.
     for _ in 0..EVICTIONS_PER_COMMAND_MAX {
         if srv.used_memory() <= max {
             return true;
@@ -215,7 +216,7 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
         while looked < shards
             && (best.is_none() || (looked < EVICTION_SHARDS_SAMPLED_MAX && sampled < want_samples))
         {
-            let i = NEXT.fetch_add(1, Relaxed) % shards;
+            let i = srv.evict_cursor.fetch_add(1, Relaxed) % shards;
             looked += 1;
             if let Some(c) = srv.ks.lock(i).best_candidate(now_ms) {
                 sampled += c.sampled;
@@ -281,7 +282,7 @@ pub fn execute_as(
     // What this command wrote (and any key it expired or evicted) goes to the replication stream
     // before the reply is sent, so WAIT and the sync strategy can wait for its offset. For EXEC,
     // that is everything its commands wrote, as one batch.
-    if let Some(offset) = repl::emit_logged(srv) {
+    if let Some(offset) = effects::emit_logged(srv, now_ms) {
         client.repl.last_write_offset = offset;
     }
     outcome
@@ -360,7 +361,6 @@ fn admit(
     }
     if spec.has(flag::WRITE)
         && srv.repl.is_replica()
-        && !client.repl.is_primary_link
         && srv.values().get("replica-read-only") == "yes"
     {
         return Err(Rejection::new(
@@ -472,8 +472,13 @@ fn run_command<'a>(
     drop(ctx.gate.take());
     let block = ctx.block.take();
     let client = ctx.client;
-    if spec.has(flag::WRITE) && block.is_none() && srv.blocking.has_waiters() {
-        blocking::signal_written(srv, spec, args);
+    if spec.has(flag::WRITE) && block.is_none() {
+        if srv.blocking.has_waiters() {
+            blocking::signal_written(srv, spec, args);
+        }
+        if srv.persist.save_rules_set.load(Relaxed) {
+            srv.persist.dirty.fetch_add(1, Relaxed);
+        }
     }
     // A blocked command counts once, when it is first run.
     if mode == RunMode::Normal {
@@ -516,6 +521,11 @@ mod tests {
     /// Runs commands against a fresh state and returns the raw replies.
     pub(crate) fn run(cmds: &[&[&str]]) -> Vec<String> {
         let srv = ServerState::new(config::Values::default(), 1_000_000, 7, Hooks::default());
+        run_on(&srv, cmds)
+    }
+
+    /// Runs commands against `srv` as one client and returns the raw replies.
+    pub(crate) fn run_on(srv: &ServerState, cmds: &[&[&str]]) -> Vec<String> {
         let h = Arc::new(ClientHandle::new(
             1,
             "127.0.0.1:1".into(),
@@ -527,7 +537,7 @@ mod tests {
             .map(|cmd| {
                 let o = OwnedArgs::new(cmd.iter());
                 let mut out = Vec::new();
-                execute(&srv, &mut c, &o.args(), &mut out, 1_000_000);
+                execute(srv, &mut c, &o.args(), &mut out, 1_000_000);
                 String::from_utf8_lossy(&out).into_owned()
             })
             .collect()

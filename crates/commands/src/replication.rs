@@ -8,10 +8,11 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use shoal_keyspace::{codec, key_slot};
+use shoal_keyspace::key_slot;
 
 use crate::args::{ERR_NOT_INTEGER, ERR_SYNTAX};
 use crate::repl::{Role, Strategy};
+use crate::state::Action;
 use crate::table::{Group, KEY1, NO_KEYS, Spec, cmd, flag::*};
 use crate::{Args, CmdResult, Ctx};
 
@@ -187,9 +188,7 @@ const NO_AUTH_NONE: u32 = 0;
 fn replicaof(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let repl = &ctx.srv.repl;
     if args.is(1, "NO") && args.is(2, "ONE") {
-        if repl.is_replica() {
-            promote(ctx.srv);
-        }
+        promote(ctx.srv);
         ctx.out.ok();
         return Ok(());
     }
@@ -202,66 +201,30 @@ fn replicaof(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         host: host.clone(),
         port,
     };
-    if *repl.role.lock().expect("role lock") == target {
+    if repl.role() == target {
         ctx.out.simple("OK Already connected to specified master");
         return Ok(());
     }
-    let epoch = become_replica(ctx.srv, host.clone(), port);
-    (repl.hooks.lock().expect("hooks lock").start_link)(host, port, epoch);
+    let epoch = repl.become_replica(&ctx.srv.ks, host.clone(), port);
+    ctx.client.repl.action = Some(Action::StartLink { host, port, epoch });
     ctx.out.ok();
     Ok(())
 }
 
-/// Turns this node into a replica of `host:port`; returns the new role epoch. Replicas neither
-/// expire keys themselves nor record writes (the primary's stream is the only writer).
-pub fn become_replica(srv: &crate::ServerState, host: String, port: u16) -> u64 {
-    let repl = &srv.repl;
-    if !repl.is_replica() {
-        // A former primary holds everything up to its own stream's end: it asks to continue there.
-        let end = repl.backlog.lock().expect("backlog lock").end_offset();
-        repl.replica_offset.store(end, Relaxed);
-    }
-    srv.ks.set_expire_on_access(false);
-    shoal_keyspace::write_log::set_enabled(false);
-    repl.active.store(false, Relaxed);
-    // Our own replicas would need a chained stream; they are disconnected and resync later.
-    repl.replicas.lock().expect("replicas lock").clear();
-    *repl.link.lock().expect("link lock") = crate::repl::LinkState::Connecting;
-    repl.set_role(Role::Replica { host, port })
-}
-
-/// Promotes this replica: a new replication id; the old one is kept as `replid2` so siblings that
-/// followed the same primary continue from their offset without a full copy.
-pub fn promote(srv: &crate::ServerState) {
-    let repl = &srv.repl;
-    let offset = repl.replica_offset.load(Relaxed);
-    {
-        let mut ids = repl.ids.lock().expect("ids lock");
-        ids.replid2 = std::mem::take(&mut ids.replid);
-        ids.second_offset = offset as i64;
-        ids.replid = crate::state::random_hex40(offset ^ srv.ks.hlc.last() ^ 0x9e37);
-    }
-    {
-        let mut b = repl.backlog.lock().expect("backlog lock");
-        if b.end_offset() != offset {
-            b.reset(offset);
-        }
-    }
-    repl.set_role(Role::Primary);
-    *repl.link.lock().expect("link lock") = crate::repl::LinkState::Down;
-    srv.ks.set_expire_on_access(true);
-    // Keep feeding the backlog so former siblings can attach and continue.
-    shoal_keyspace::write_log::set_enabled(true);
-    repl.active.store(true, Relaxed);
+/// Promotes this replica (REPLICAOF NO ONE): a new replication id, the old one kept as
+/// `replid2` so siblings that followed the same primary continue without a full copy.
+pub fn promote(srv: &crate::ServerState) -> bool {
+    let offset = srv.repl.replica_offset();
+    let new_id = crate::state::random_hex40(offset ^ srv.ks.hlc.last() ^ 0x9e37);
+    srv.repl.promote(&srv.ks, new_id)
 }
 
 fn role(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     let repl = &ctx.srv.repl;
-    let role = repl.role.lock().expect("role lock").clone();
     let o = &mut ctx.out;
-    match role {
+    match repl.role() {
         Role::Primary => {
-            let replicas = repl.replicas.lock().expect("replicas lock").clone();
+            let replicas = repl.replicas();
             o.array(3);
             o.bulk(b"master");
             o.int(repl.offset() as i64);
@@ -274,17 +237,12 @@ fn role(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             }
         }
         Role::Replica { host, port } => {
-            let state = match *repl.link.lock().expect("link lock") {
-                crate::repl::LinkState::Connecting | crate::repl::LinkState::Down => "connect",
-                crate::repl::LinkState::Syncing => "sync",
-                crate::repl::LinkState::Connected => "connected",
-            };
             o.array(5);
             o.bulk(b"slave");
             o.bulk(host.as_bytes());
             o.int(port as i64);
-            o.bulk(state.as_bytes());
-            o.int(repl.replica_offset.load(Relaxed) as i64);
+            o.bulk(repl.link_state().name().as_bytes());
+            o.int(repl.replica_offset() as i64);
         }
     }
     Ok(())
@@ -360,15 +318,15 @@ fn wait(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn durability(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     match args.len() {
         1 => {
-            let s =
-                ctx.client
-                    .repl
-                    .strategy
-                    .unwrap_or(if ctx.srv.repl.strategy_sync.load(Relaxed) {
-                        Strategy::Sync
-                    } else {
-                        Strategy::Async
-                    });
+            let s = ctx
+                .client
+                .repl
+                .strategy
+                .unwrap_or(if ctx.srv.repl.strategy_sync() {
+                    Strategy::Sync
+                } else {
+                    Strategy::Async
+                });
             ctx.out.bulk(s.name().as_bytes());
         }
         2 if args.is(1, "DEFAULT") => {
@@ -441,11 +399,11 @@ fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     f.abort.store(false, Relaxed);
     *f.state.lock().expect("failover lock") = "waiting-for-sync";
-    (ctx.srv.repl.hooks.lock().expect("hooks lock").failover)(crate::repl::FailoverRequest {
+    ctx.client.repl.action = Some(Action::Failover(crate::repl::FailoverRequest {
         to,
         timeout_ms,
         force,
-    });
+    }));
     ctx.out.ok();
     Ok(())
 }
@@ -458,12 +416,12 @@ pub fn snapshot_path(srv: &crate::ServerState) -> std::path::PathBuf {
     std::path::Path::new(v.get("dir")).join(v.get("dbfilename"))
 }
 
+/// The I/O layer writes the snapshot and then the reply (`+OK` or why it failed).
 fn save(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
-    if ctx.srv.repl.saving.load(Relaxed) {
+    if ctx.srv.persist.saving.load(Relaxed) {
         return Err("ERR Background save already in progress".into());
     }
-    (ctx.srv.repl.hooks.lock().expect("hooks lock").save)(true).map_err(|e| format!("ERR {e}"))?;
-    ctx.out.ok();
+    ctx.client.repl.action = Some(Action::Save { foreground: true });
     Ok(())
 }
 
@@ -471,38 +429,25 @@ fn bgsave(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() > 2 || (args.len() == 2 && !args.is(1, "SCHEDULE")) {
         return Err(ERR_SYNTAX.into());
     }
-    if ctx.srv.repl.saving.load(Relaxed) {
+    if ctx.srv.persist.saving.load(Relaxed) {
         return Err("ERR Background save already in progress".into());
     }
-    (ctx.srv.repl.hooks.lock().expect("hooks lock").save)(false).map_err(|e| format!("ERR {e}"))?;
+    ctx.client.repl.action = Some(Action::Save { foreground: false });
     ctx.out.simple("Background saving started");
     Ok(())
 }
 
 fn lastsave(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     ctx.out
-        .int(ctx.srv.repl.last_save_unix_s.load(Relaxed) as i64);
+        .int(ctx.srv.persist.last_save_unix_s.load(Relaxed) as i64);
     Ok(())
 }
 
 // ---- verification ----
 
-/// Digest of one slot of a database: an order-independent combination (wrapping sum) of a
-/// CRC-64 of each live key's key, type and value, version and expiry. Equal on two nodes exactly
-/// when they hold the same keys with the same values, versions and deadlines (barring collisions).
+/// Digest of one slot of a database (see `shoal_replication::digest`).
 pub fn slot_digest(srv: &crate::ServerState, db: usize, slot: u16, now_ms: u64) -> u64 {
-    let shard = srv.ks.lock(srv.ks.shard_of(slot));
-    let mut sum = 0u64;
-    let mut buf = Vec::new();
-    shard.for_each_in_slot(db, slot, now_ms, |e| {
-        buf.clear();
-        codec::put_bytes(&mut buf, e.key());
-        codec::encode_value(e.value(), &mut buf);
-        buf.extend_from_slice(&e.version().to_le_bytes());
-        buf.extend_from_slice(&e.expire_ms().unwrap_or(0).to_le_bytes());
-        sum = sum.wrapping_add(codec::crc64(&buf) | 1);
-    });
-    sum
+    shoal_replication::digest::slot_digest(&srv.ks, db, slot, now_ms)
 }
 
 fn parse_slot(args: &Args<'_>, i: usize) -> Result<u16, String> {

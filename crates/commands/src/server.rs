@@ -717,9 +717,13 @@ fn flush_async(args: &Args<'_>) -> Result<bool, String> {
 }
 
 /// Empties databases (`None` = all). Large ones are freed off the request path when `lazy`.
-pub fn flush(srv: &ServerState, db: Option<usize>, lazy: bool) {
+/// Empties one database (or all) and sends the flush to replicas. The effect is appended while
+/// every shard is still locked, and its version taken then, so a write that follows the flush on
+/// any shard carries a newer version and survives it on replicas too.
+pub fn flush(srv: &ServerState, db: Option<usize>, lazy: bool, now_ms: u64) -> Option<u64> {
     let mut taken = Vec::new();
-    for mut shard in srv.ks.lock_all() {
+    let mut shards = srv.ks.lock_all();
+    for shard in shards.iter_mut() {
         for d in 0..srv.ks.databases() {
             if db.is_none_or(|x| x == d) {
                 if let Some(part) = shard.take_db(d) {
@@ -728,21 +732,31 @@ pub fn flush(srv: &ServerState, db: Option<usize>, lazy: bool) {
             }
         }
     }
+    let version = srv.ks.hlc.next(now_ms);
+    let offset = crate::effects::emit(srv, |out| {
+        shoal_replication::stream::encode_flush(out, db, version)
+    });
+    drop(shards);
     if lazy {
-        crate::lazyfree::drop_in_background(Box::new(taken));
+        srv.lazyfree.drop_in_background(Box::new(taken));
     }
+    offset
 }
 
 fn flushdb(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let lazy = flush_async(args)?;
-    flush(ctx.srv, Some(ctx.client.db), lazy);
+    if let Some(offset) = flush(ctx.srv, Some(ctx.client.db), lazy, ctx.now_ms) {
+        ctx.client.repl.last_write_offset = offset;
+    }
     ctx.out.ok();
     Ok(())
 }
 
 fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let lazy = flush_async(args)?;
-    flush(ctx.srv, None, lazy);
+    if let Some(offset) = flush(ctx.srv, None, lazy, ctx.now_ms) {
+        ctx.client.repl.last_write_offset = offset;
+    }
     ctx.out.ok();
     Ok(())
 }
@@ -769,6 +783,19 @@ fn shutdown(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             return Err(ERR_SYNTAX.into());
         }
     }
+    // SAVE / NOSAVE override the `save` rules; the server writes the snapshot before it exits.
+    let save = if args
+        .tail(1)
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(b"NOSAVE"))
+    {
+        2
+    } else if args.tail(1).iter().any(|a| a.eq_ignore_ascii_case(b"SAVE")) {
+        1
+    } else {
+        0
+    };
+    ctx.srv.persist.shutdown_save.store(save, Relaxed);
     // No reply: like Redis, the connection closes as the server exits.
     ctx.srv.shutting_down.store(true, Relaxed);
     (ctx.srv.hooks.shutdown)();
@@ -1054,58 +1081,61 @@ const DEFAULT_SECTIONS: &[&str] = &[
 
 /// The `# Replication` section, with Redis's fields and shoal's own (write strategy, acks).
 fn replication_info(srv: &ServerState, now_ms: u64) -> String {
-    use crate::repl::Role;
+    use crate::repl::{LinkState, Role};
     let repl = &srv.repl;
-    let ids = repl.ids.lock().expect("ids lock").clone();
-    let (backlog_size, first, histlen, end) = {
-        let b = repl.backlog.lock().expect("backlog lock");
-        (b.capacity(), b.start_offset(), b.len(), b.end_offset())
-    };
-    let role = repl.role.lock().expect("role lock").clone();
+    let ids = repl.ids();
+    let (backlog_size, first, histlen, end) = repl.backlog_info();
+    let role = repl.role();
+    let replicas = repl.replicas();
     let mut t = String::from("# Replication\r\n");
+    let write_replicas = |t: &mut String| {
+        let _ = write!(t, "connected_slaves:{}\r\n", replicas.len());
+        for (i, r) in replicas.iter().enumerate() {
+            let ack = r.ack_offset.load(Relaxed);
+            let lag = now_ms.saturating_sub(r.last_ack_ms.load(Relaxed)) / 1000;
+            let _ = write!(
+                t,
+                "slave{i}:ip={},port={},state=online,offset={ack},lag={lag}\r\n",
+                r.ip,
+                r.listening_port.load(Relaxed)
+            );
+        }
+    };
     match &role {
         Role::Primary => {
-            let replicas = repl.replicas.lock().expect("replicas lock").clone();
-            let _ = write!(t, "role:master\r\nconnected_slaves:{}\r\n", replicas.len());
-            for (i, r) in replicas.iter().enumerate() {
-                let ack = r.ack_offset.load(Relaxed);
-                let lag = now_ms.saturating_sub(r.last_ack_ms.load(Relaxed)) / 1000;
-                let _ = write!(
-                    t,
-                    "slave{i}:ip={},port={},state=online,offset={ack},lag={lag}\r\n",
-                    r.ip,
-                    r.listening_port.load(Relaxed)
-                );
-            }
+            t.push_str("role:master\r\n");
+            write_replicas(&mut t);
         }
         Role::Replica { host, port } => {
-            let link = *repl.link.lock().expect("link lock");
+            let link = repl.link_state();
             let io = now_ms.saturating_sub(repl.link_last_io_ms.load(Relaxed)) / 1000;
             let _ = write!(
                 t,
-                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{o}\r\nslave_repl_offset:{o}\r\nslave_priority:100\r\nslave_read_only:{}\r\nreplica_announced:1\r\nconnected_slaves:0\r\n",
-                if link == crate::repl::LinkState::Connected {
+                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{o}\r\nslave_repl_offset:{o}\r\nslave_priority:100\r\nslave_read_only:{}\r\nreplica_announced:1\r\n",
+                if link == LinkState::Connected {
                     "up"
                 } else {
                     "down"
                 },
-                if link == crate::repl::LinkState::Connected {
+                if link == LinkState::Connected {
                     io as i64
                 } else {
                     -1
                 },
-                (link == crate::repl::LinkState::Syncing) as u8,
+                (link == LinkState::Syncing) as u8,
                 (srv.values().get("replica-read-only") == "yes") as u8,
-                o = repl.replica_offset.load(Relaxed),
+                o = repl.replica_offset(),
             );
+            // A replica's own replicas (chained replication).
+            write_replicas(&mut t);
         }
     }
     let offset = if matches!(role, Role::Primary) {
         end
     } else {
-        repl.replica_offset.load(Relaxed)
+        repl.replica_offset()
     };
-    let strategy = if repl.strategy_sync.load(Relaxed) {
+    let strategy = if repl.strategy_sync() {
         "sync"
     } else {
         "async"
@@ -1117,19 +1147,17 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
         ids.replid,
         ids.replid2,
         ids.second_offset,
-        repl.active.load(Relaxed) as u8,
+        repl.active() as u8,
         srv.node_id,
-        repl.min_replicas_ack.load(Relaxed),
-        repl.ack_timeout_ms.load(Relaxed),
-        repl.replicas
-            .lock()
-            .expect("replicas lock")
+        repl.settings.min_replicas_ack.load(Relaxed),
+        repl.settings.ack_timeout_ms.load(Relaxed),
+        replicas
             .iter()
             .map(|r| r.ack_offset.load(Relaxed))
             .min()
             .unwrap_or(0),
-        repl.link_failures.load(Relaxed),
-        repl.empty_copies_refused.load(Relaxed),
+        repl.counters.link_failures.load(Relaxed),
+        repl.counters.empty_copies_refused.load(Relaxed),
     );
     t
 }
@@ -1201,8 +1229,13 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
     if want("persistence") {
         let _ = write!(
             t,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
-            srv.started_ms / 1000,
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
+            srv.persist.dirty.load(Relaxed),
+            srv.persist.saving.load(Relaxed) as u8,
+            match srv.persist.last_save_unix_s.load(Relaxed) {
+                0 => srv.started_ms / 1000,
+                t => t,
+            },
         );
     }
     if want("stats") {
@@ -1227,9 +1260,9 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             s.client_query_limit_disconnections.load(Relaxed),
             s.client_output_limit_disconnections.load(Relaxed),
             s.oom_rejections.load(Relaxed),
-            srv.repl.sync_full.load(Relaxed),
-            srv.repl.sync_partial_ok.load(Relaxed),
-            srv.repl.sync_partial_err.load(Relaxed),
+            srv.repl.counters.sync_full.load(Relaxed),
+            srv.repl.counters.sync_partial_ok.load(Relaxed),
+            srv.repl.counters.sync_partial_err.load(Relaxed),
         );
     }
     if want("replication") {

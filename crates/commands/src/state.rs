@@ -169,10 +169,35 @@ pub struct ClientRepl {
     pub last_write_offset: u64,
     /// Per-connection override of `write-strategy` (`DURABILITY`).
     pub strategy: Option<crate::repl::Strategy>,
-    /// This connection is our primary's link (writes allowed on a replica, no replies).
-    pub is_primary_link: bool,
     /// `REPLCONF listening-port` sent by a replica before PSYNC.
     pub listening_port: Option<u16>,
+    /// Work for the I/O layer that the command only decided on.
+    pub action: Option<Action>,
+}
+
+/// Work a command decided on and the I/O layer carries out after it (the command layer has no
+/// sockets, threads or files).
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// REPLICAOF host port: run the link to the primary for role `epoch`.
+    StartLink { host: String, port: u16, epoch: u64 },
+    /// FAILOVER: coordinate it in the background.
+    Failover(crate::repl::FailoverRequest),
+    /// SAVE (`foreground`: reply `+OK` or the error once written) or BGSAVE (already replied).
+    Save { foreground: bool },
+}
+
+/// Snapshot-on-disk bookkeeping (INFO persistence, `save` rules, LASTSAVE).
+#[derive(Debug, Default)]
+pub struct Persistence {
+    /// A SAVE/BGSAVE is running.
+    pub saving: AtomicBool,
+    /// Writes since the last save (for `save` rules), counted only while rules are set.
+    pub dirty: AtomicU64,
+    pub save_rules_set: AtomicBool,
+    pub last_save_unix_s: AtomicU64,
+    /// SHUTDOWN asked: 0 by the `save` rules, 1 SAVE, 2 NOSAVE.
+    pub shutdown_save: AtomicU8,
 }
 
 impl Client {
@@ -279,6 +304,12 @@ pub struct ServerState {
     pub config_epoch: AtomicU64,
     /// Replication role, ids, offsets and backlog.
     pub repl: crate::repl::ReplState,
+    /// Snapshot bookkeeping.
+    pub persist: Persistence,
+    /// Where large values go to be freed (the server gives it a thread; tests free inline).
+    pub lazyfree: shoal_keyspace::LazyFree,
+    /// Next shard the eviction sampler looks at.
+    pub evict_cursor: AtomicUsize,
     /// Makes EXEC exclusive: every command holds it shared, EXEC alone (see `multi`).
     pub gate: crate::multi::ExecGate,
     /// Channel and pattern subscribers.
@@ -317,6 +348,9 @@ impl ServerState {
             shutting_down: AtomicBool::new(false),
             config_epoch: AtomicU64::new(0),
             repl: crate::repl::ReplState::new(random_hex40(seed ^ 0x1234)),
+            persist: Persistence::default(),
+            lazyfree: shoal_keyspace::LazyFree::inline(),
+            evict_cursor: AtomicUsize::new(0),
             gate: Default::default(),
             pubsub: Default::default(),
             blocking: Default::default(),
@@ -378,14 +412,14 @@ impl ServerState {
                 *self.hot.encoding.write().expect("encoding lock") = limits;
             }
             "write-strategy" | "min-replicas-ack" | "ack-timeout-ms" | "repl-backlog-size" => {
-                let r = &self.repl;
+                let r = &self.repl.settings;
                 r.strategy_sync
                     .store(v.get("write-strategy") == "sync", Relaxed);
                 r.min_replicas_ack
                     .store(v.get_u64("min-replicas-ack"), Relaxed);
                 r.ack_timeout_ms.store(v.get_u64("ack-timeout-ms"), Relaxed);
                 let size = v.get_u64("repl-backlog-size") as usize;
-                r.backlog.lock().expect("backlog lock").set_capacity(size);
+                self.repl.set_backlog_capacity(size);
             }
             "client-output-buffer-limit" => self.pubsub.set_limits(config::output_limit(
                 v.get("client-output-buffer-limit"),

@@ -111,9 +111,14 @@ mod tests {
         let mut eb = Vec::new();
         codec::encode_value(ValueRef::Obj(&oa), &mut ea);
         codec::encode_value(ValueRef::Obj(&ob), &mut eb);
-        assert_eq!(value_digest(ValueRef::Obj(&oa)), value_digest(ValueRef::Obj(&ob)));
+        assert_eq!(
+            value_digest(ValueRef::Obj(&oa)),
+            value_digest(ValueRef::Obj(&ob))
+        );
         // A different member changes it.
-        let Object::Set(mut c) = ob else { unreachable!() };
+        let Object::Set(mut c) = ob else {
+            unreachable!()
+        };
         c.insert(b"other", &limits);
         assert_ne!(
             value_digest(ValueRef::Obj(&oa)),

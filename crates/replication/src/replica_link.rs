@@ -144,9 +144,13 @@ impl ReplicaLink {
         let ids = node.repl.ids();
         let offset = node.repl.replica_offset();
         // A node that never synced asks for a full copy.
-        let synced_before =
-            node.repl.counters.sync_full.load(std::sync::atomic::Ordering::Relaxed) > 0
-                || offset > 0;
+        let synced_before = node
+            .repl
+            .counters
+            .sync_full
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            || offset > 0;
         let (id, off) = if synced_before {
             (ids.replid.clone(), offset.to_string())
         } else {
@@ -243,8 +247,9 @@ impl ReplicaLink {
                         return Err(LinkError::Refused(format!("bad FULLRESYNC line: {text}")));
                     };
                     let primary_keys: Option<u64> = parts.get(2).and_then(|s| s.parse().ok());
-                    let local_keys: usize =
-                        (0..node.ks.databases()).map(|db| node.ks.db_size(db).0).sum();
+                    let local_keys: usize = (0..node.ks.databases())
+                        .map(|db| node.ks.db_size(db).0)
+                        .sum();
                     if primary_keys == Some(0) && local_keys > 0 && !node.accept_empty_primary {
                         // A primary that restarted empty must not silently wipe its replicas.
                         node.repl
@@ -297,7 +302,9 @@ impl ReplicaLink {
             })
             .map_err(|e| LinkError::Refused(format!("snapshot: {e}")))?;
         if bad {
-            return Err(LinkError::Refused("snapshot holds a malformed value".into()));
+            return Err(LinkError::Refused(
+                "snapshot holds a malformed value".into(),
+            ));
         }
         let Some(used) = done else {
             return Ok(false);

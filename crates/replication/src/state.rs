@@ -373,7 +373,11 @@ impl ReplState {
             if b.end_offset() != offset {
                 b.reset(offset);
             }
-            assert_eq!(b.end_offset(), offset, "a promoted backlog ends at its offset");
+            assert_eq!(
+                b.end_offset(),
+                offset,
+                "a promoted backlog ends at its offset"
+            );
         }
         core.role = Role::Primary;
         core.link = LinkState::Down;
@@ -384,6 +388,14 @@ impl ReplState {
         // Keep feeding the backlog so former siblings can attach and continue.
         self.start_recording(ks);
         true
+    }
+
+    /// At start-up, before any link runs: continue the history a snapshot on disk belongs to.
+    pub fn resume(&self, replid: &str, offset: u64) {
+        let mut core = self.core();
+        core.ids.replid = replid.to_string();
+        core.replica_offset = offset;
+        self.backlog().reset(offset);
     }
 
     /// Moves the link to our primary to `next`, if `epoch` is still current. Returns false for a
@@ -453,7 +465,11 @@ impl ReplState {
         let before = core.replica_offset;
         let end = {
             let mut b = self.backlog();
-            assert_eq!(b.end_offset(), before, "a replica's backlog ends at its offset");
+            assert_eq!(
+                b.end_offset(),
+                before,
+                "a replica's backlog ends at its offset"
+            );
             b.append(bytes);
             b.end_offset()
         };
@@ -677,7 +693,9 @@ mod tests {
     fn an_ack_wakes_only_the_waiters_it_satisfies() {
         let repl = ReplState::new("0".repeat(40));
         let (a, b) = (replica(&repl, 1), replica(&repl, 2));
-        let counters: Vec<_> = (0..3).map(|_| Arc::new(Counter(AtomicU64::new(0)))).collect();
+        let counters: Vec<_> = (0..3)
+            .map(|_| Arc::new(Counter(AtomicU64::new(0))))
+            .collect();
         let wakers: Vec<Waker> = counters.iter().map(|c| Waker::from(c.clone())).collect();
         let ids: Vec<u64> = (0..3).map(|_| repl.new_ack_waiter()).collect();
         // Waiter 0: one replica at 100; waiter 1: one replica at 200; waiter 2: two replicas at 100.
@@ -724,12 +742,19 @@ mod tests {
         repl.append(b"12345");
         let e = repl.become_replica(&ks, "h".into(), 1);
         assert!(repl.is_replica());
-        assert_eq!(repl.replica_offset(), 5, "a former primary continues at its end");
+        assert_eq!(
+            repl.replica_offset(),
+            5,
+            "a former primary continues at its end"
+        );
         assert!(repl.link_to(e, LinkState::Handshake));
         assert!(repl.link_to(e, LinkState::Syncing));
         assert!(repl.full_sync_done(e, &"b".repeat(40), 100));
         assert_eq!(repl.applied(e, b"xyz"), Some(103));
-        assert!(!repl.link_to(e - 1, LinkState::Down), "a stale link changes nothing");
+        assert!(
+            !repl.link_to(e - 1, LinkState::Down),
+            "a stale link changes nothing"
+        );
         assert!(repl.promote(&ks, "c".repeat(40)));
         let ids = repl.ids();
         assert_eq!(ids.replid2, "b".repeat(40));

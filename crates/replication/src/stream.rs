@@ -37,8 +37,14 @@ pub enum Effect<'a> {
         version: u64,
     },
     /// Delete every key of one database (or all) older than `version`.
-    Flush { db: Option<usize>, version: u64 },
-    SwapDb { a: usize, b: usize },
+    Flush {
+        db: Option<usize>,
+        version: u64,
+    },
+    SwapDb {
+        a: usize,
+        b: usize,
+    },
     /// Keep-alive, so a replica can tell a quiet primary from a dead link.
     Ping,
 }
@@ -303,7 +309,10 @@ mod tests {
         else {
             panic!("a put")
         };
-        assert_eq!((db, key, version, expire_ms, ext_version), (0, &b"k"[..], 9, Some(5), None));
+        assert_eq!(
+            (db, key, version, expire_ms, ext_version),
+            (0, &b"k"[..], 9, Some(5), None)
+        );
         let a: Vec<&[u8]> = fs[2].iter().map(|x| x.as_slice()).collect();
         assert_eq!(
             decode(&a, 16).unwrap(),
@@ -344,10 +353,36 @@ mod tests {
         };
         apply(&ks, &put(10), &limits, &lf, 0).unwrap();
         apply(&ks, &put(10), &limits, &lf, 0).unwrap();
-        apply(&ks, &Effect::Del { db: 0, key: b"k", version: 5 }, &limits, &lf, 0).unwrap();
+        apply(
+            &ks,
+            &Effect::Del {
+                db: 0,
+                key: b"k",
+                version: 5,
+            },
+            &limits,
+            &lf,
+            0,
+        )
+        .unwrap();
         let slot = key_slot(b"k");
-        assert_eq!(ks.lock(ks.shard_of(slot)).peek_any(0, slot, b"k").map(|e| e.version()), Some(10));
-        apply(&ks, &Effect::Flush { db: None, version: 11 }, &limits, &lf, 0).unwrap();
+        assert_eq!(
+            ks.lock(ks.shard_of(slot))
+                .peek_any(0, slot, b"k")
+                .map(|e| e.version()),
+            Some(10)
+        );
+        apply(
+            &ks,
+            &Effect::Flush {
+                db: None,
+                version: 11,
+            },
+            &limits,
+            &lf,
+            0,
+        )
+        .unwrap();
         assert!(ks.lock(ks.shard_of(slot)).peek_any(0, slot, b"k").is_none());
     }
 }

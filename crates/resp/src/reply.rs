@@ -77,7 +77,11 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, us
 }
 
 /// The first line at `at` (without CRLF) and the offset after it.
-fn line<'a>(buf: &'a [u8], at: usize, limits: &ReplyLimits) -> Result<Option<(&'a [u8], usize)>, ReplyError> {
+fn line<'a>(
+    buf: &'a [u8],
+    at: usize,
+    limits: &ReplyLimits,
+) -> Result<Option<(&'a [u8], usize)>, ReplyError> {
     let rest = &buf[at.min(buf.len())..];
     match rest.iter().position(|&b| b == b'\n') {
         Some(i) if i > 0 && rest[i - 1] == b'\r' => Ok(Some((&rest[..i - 1], at + i + 1))),
@@ -132,7 +136,10 @@ fn parse_at(
             if &buf[next + n..next + n + 2] != b"\r\n" {
                 return Err(ReplyError("bulk reply not ended by CRLF".into()));
             }
-            (Reply::Bulk(Some(buf[next..next + n].to_vec())), next + n + 2)
+            (
+                Reply::Bulk(Some(buf[next..next + n].to_vec())),
+                next + n + 2,
+            )
         }
         b'*' | b'~' | b'>' | b'%' | b'|' => {
             let n = number(rest)?;

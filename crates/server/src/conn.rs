@@ -16,7 +16,7 @@ use std::time::Duration;
 use shoal_commands::blocking::BlockRequest;
 use shoal_commands::state::ReplyMode;
 use shoal_commands::{
-    Args, Client, ClientHandle, Outcome, OwnedArgs, RunMode, ServerState, config,
+    Action, Args, Client, ClientHandle, Outcome, OwnedArgs, RunMode, ServerState, config,
 };
 use shoal_resp::{Decoded, Limits, ReplyWriter, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,8 +98,12 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream) {
         let ip = peer
             .rsplit_once(':')
             .map_or(peer.clone(), |(ip, _)| ip.to_string());
-        let port = client.repl.listening_port.unwrap_or(0);
-        shoal_replication::primary::serve(srv.clone(), stream, ip, port, id, replid, offset).await;
+        let who = shoal_replication::primary_link::ReplicaAddr {
+            client_id: id,
+            ip,
+            listening_port: client.repl.listening_port.unwrap_or(0),
+        };
+        crate::links::serve_replica(srv.clone(), stream, who, replid, offset).await;
         return;
     }
     match end {
@@ -218,7 +222,12 @@ async fn deliver_messages(
     }
 }
 
-async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wake: &Notify) -> End {
+async fn run(
+    srv: &Arc<ServerState>,
+    stream: &mut TcpStream,
+    client: &mut Client,
+    wake: &Notify,
+) -> End {
     let mut limits_epoch = srv.config_epoch.load(Relaxed);
     let mut limits = current_limits(srv);
     let mut decoder = RequestDecoder::new(limits.decoder);
@@ -298,7 +307,7 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                     };
                     let args = Args::new(src, &ranges);
                     // During a FAILOVER hand-over, writes wait until it is done.
-                    if srv.repl.writes_paused_until_ms.load(Relaxed) > now
+                    if srv.repl.failover.writes_paused_until_ms.load(Relaxed) > now
                         && shoal_commands::table::lookup(args.get(0))
                             .is_some_and(|s| s.has(shoal_commands::flag::WRITE))
                     {
@@ -346,8 +355,12 @@ async fn run(srv: &ServerState, stream: &mut TcpStream, client: &mut Client, wak
                     }
                     if let Some((offset, n, deadline)) = client.repl.wait.take() {
                         settle!();
-                        let have = shoal_replication::wait_acks(srv, offset, n, deadline).await;
+                        let have = crate::links::wait_acks(srv, offset, n, deadline).await;
                         ReplyWriter::new(&mut out, client.proto).int(have as i64);
+                    }
+                    if let Some(action) = client.repl.action.take() {
+                        settle!();
+                        carry_out(srv, action, &mut out, client.proto);
                     }
                     if client.close_after_reply {
                         closing = Some(End::Quit);
@@ -421,17 +434,13 @@ async fn settle_and_flush(
 ) -> Result<(), End> {
     if !writes.is_empty() {
         let repl = &srv.repl;
-        let sync = match client.repl.strategy {
-            Some(s) => s == shoal_commands::repl::Strategy::Sync,
-            None => repl.strategy_sync.load(Relaxed),
-        };
-        let need = repl.min_replicas_ack.load(Relaxed) as usize;
+        let sync = sync_strategy(srv, client);
+        let need = repl.settings.min_replicas_ack.load(Relaxed) as usize;
         if sync && need > 0 && !repl.is_replica() {
-            let timeout_ms = repl.ack_timeout_ms.load(Relaxed);
+            let timeout_ms = repl.settings.ack_timeout_ms.load(Relaxed);
             let deadline = now_ms() + timeout_ms;
             let have =
-                shoal_replication::wait_acks(srv, client.repl.last_write_offset, need, deadline)
-                    .await;
+                crate::links::wait_acks(srv, client.repl.last_write_offset, need, deadline).await;
             if have < need {
                 let msg = format!(
                     "-NOTDURABLE write applied on the primary but acknowledged by {have} of {need} required replicas within {timeout_ms} ms\r\n"
@@ -498,14 +507,51 @@ fn check_output_limits(
 fn sync_strategy(srv: &ServerState, client: &Client) -> bool {
     match client.repl.strategy {
         Some(s) => s == shoal_commands::repl::Strategy::Sync,
-        None => srv.repl.strategy_sync.load(Relaxed),
+        None => srv.repl.strategy_sync(),
+    }
+}
+
+/// Carries out what a command decided on but cannot do without I/O (see `Action`).
+fn carry_out(
+    srv: &Arc<ServerState>,
+    action: Action,
+    out: &mut Vec<u8>,
+    proto: shoal_resp::Protocol,
+) {
+    match action {
+        Action::StartLink { host, port, epoch } => {
+            tokio::spawn(crate::links::run_replica(
+                srv.clone(),
+                crate::links::Tcp,
+                host,
+                port,
+                epoch,
+            ));
+        }
+        Action::Failover(req) => {
+            tokio::spawn(crate::links::run_failover(
+                srv.clone(),
+                crate::links::Tcp,
+                req,
+            ));
+        }
+        Action::Save { foreground } => {
+            let res = crate::persist::save(srv, foreground);
+            if foreground {
+                let mut w = ReplyWriter::new(out, proto);
+                match res {
+                    Ok(()) => w.ok(),
+                    Err(e) => w.error(&format!("ERR {e}")),
+                }
+            }
+        }
     }
 }
 
 /// Waits (bounded by the pause deadline) while a FAILOVER pauses writes.
 async fn pause_for_failover(srv: &ServerState) {
     loop {
-        let until = srv.repl.writes_paused_until_ms.load(Relaxed);
+        let until = srv.repl.failover.writes_paused_until_ms.load(Relaxed);
         if until <= now_ms() {
             return;
         }

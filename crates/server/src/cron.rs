@@ -64,11 +64,11 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 } else {
                     expire_cycle(&srv, budget)
                 };
-                shoal_commands::repl::emit_logged(&srv);
+                shoal_commands::effects::emit_logged(&srv, now_ms());
                 let took = t0.elapsed();
                 srv.latency_sample("expire-cycle", took.as_millis() as u64, now_ms() / 1000);
                 if last_sample.elapsed() >= Duration::from_secs(1) {
-                    shoal_replication::save_cron(&srv);
+                    crate::persist::save_cron(&srv);
                     let ops = srv.stats.total_commands_processed.load(Relaxed);
                     let secs = last_sample.elapsed().as_secs_f64();
                     srv.stats.instantaneous_ops_per_sec.store(

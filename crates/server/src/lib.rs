@@ -8,6 +8,10 @@
 
 pub mod conn;
 pub mod cron;
+pub mod links;
+pub mod persist;
+pub mod tool_client;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,7 +116,14 @@ impl Server {
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(values, now_ms(), seed, hooks);
-        shoal_replication::load_at_startup(&state)?;
+        // This node's lazy-free thread: large values are dropped there, off the request path.
+        let (lazyfree, worker) = shoal_keyspace::LazyFree::with_worker();
+        std::thread::Builder::new()
+            .name("shoal-lazyfree".into())
+            .spawn(move || worker.run())
+            .map_err(|e| format!("lazyfree thread: {e}"))?;
+        state.lazyfree = lazyfree;
+        persist::load_at_startup(&state)?;
         state.tcp_port = addr.port();
         state.executable = std::env::current_exe()
             .map(|p| p.display().to_string())
@@ -178,7 +189,21 @@ impl Server {
                 let _ = tx.send(true);
             })
         };
-        shoal_replication::install(&state);
+        tokio::spawn(links::keepalive(Arc::downgrade(&state)));
+        // A configured `replicaof` starts the link now.
+        let replicaof = state.values().get("replicaof").to_string();
+        let mut parts = replicaof.split_whitespace();
+        if let (Some(host), Some(Ok(port))) = (parts.next(), parts.next().map(|p| p.parse::<u16>()))
+        {
+            let epoch = state.repl.become_replica(&state.ks, host.to_string(), port);
+            tokio::spawn(links::run_replica(
+                state.clone(),
+                links::Tcp,
+                host.to_string(),
+                port,
+                epoch,
+            ));
+        }
         tracing::info!(addr = %self.addr, threads = self.threads, "ready to accept connections");
         let mut tasks = tokio::task::JoinSet::new();
         loop {
@@ -228,6 +253,7 @@ impl Server {
             while tasks.join_next().await.is_some() {}
         })
         .await;
+        persist::save_at_shutdown(&state);
         tracing::warn!("shoal is now ready to exit, bye bye");
         Ok(())
     }

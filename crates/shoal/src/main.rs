@@ -47,14 +47,14 @@ struct VerifyArgs {
 }
 
 fn verify(a: VerifyArgs) -> i32 {
-    let opts = shoal_replication::verify::Options {
+    let opts = shoal_server::verify::Options {
         addr: a.addr,
         password: a.password,
         repair: a.repair,
         db: a.db,
         progress: !a.quiet,
     };
-    match shoal_replication::verify::run(&opts) {
+    match shoal_server::verify::run(&opts) {
         Ok(r) => {
             println!(
                 "verified {} replica(s): {} differing key(s){}",

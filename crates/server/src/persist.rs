@@ -1,0 +1,132 @@
+//! Snapshots on disk: SAVE/BGSAVE, the `save` rules, the snapshot written at shutdown, and loading
+//! at start-up. The format is `shoal_replication::snapshot`; this is the file I/O around it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use shoal_commands::ServerState;
+use shoal_replication::snapshot;
+
+use crate::now_ms;
+
+/// Path of the snapshot file (`dir`/`dbfilename`).
+pub fn snapshot_path(srv: &ServerState) -> std::path::PathBuf {
+    let v = srv.values();
+    std::path::Path::new(v.get("dir")).join(v.get("dbfilename"))
+}
+
+/// Writes a snapshot to `dir`/`dbfilename` (through a temporary file and a rename, so a crash never
+/// leaves a half-written snapshot under the real name): here (`foreground`) or on its own thread.
+pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
+    if srv.persist.saving.swap(true, Relaxed) {
+        return Err("Background save already in progress".into());
+    }
+    let run = {
+        let srv = srv.clone();
+        move || -> Result<(), String> {
+            let path = snapshot_path(&srv);
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            // The offset is taken before the data: the data is at least that new, and a restarted
+            // replica re-applies the stream from there (effects apply by version, so twice is fine).
+            let (replid, offset) = (srv.repl.ids().replid, srv.repl.offset());
+            let bytes = snapshot::write_all(&srv.ks, &replid, offset);
+            let res = std::fs::write(&tmp, &bytes)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("saving {}: {e}", path.display()));
+            srv.persist.saving.store(false, Relaxed);
+            match &res {
+                Ok(()) => {
+                    srv.persist.dirty.store(0, Relaxed);
+                    srv.persist.last_save_unix_s.store(now_ms() / 1000, Relaxed);
+                    tracing::info!(path = %path.display(), bytes = bytes.len(), "DB saved on disk");
+                }
+                Err(e) => tracing::warn!(error = %e, "background save failed"),
+            }
+            res
+        }
+    };
+    if foreground {
+        run()
+    } else {
+        std::thread::Builder::new()
+            .name("shoal-bgsave".into())
+            .spawn(move || {
+                let _ = run();
+            })
+            .map(|_| ())
+            .map_err(|e| {
+                srv.persist.saving.store(false, Relaxed);
+                format!("could not start background save: {e}")
+            })
+    }
+}
+
+/// Loads `dir`/`dbfilename` at start-up if it exists. Returns the keys loaded.
+pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
+    let path = snapshot_path(srv);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    let (n, replid, offset) =
+        snapshot::load_all_meta(&srv.ks, &bytes, &srv.encoding_limits(), now_ms())
+            .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    // Resume the replication history the data belongs to: a restarted replica asks its primary
+    // to continue from `offset` instead of copying everything again, and a restarted primary
+    // keeps its id and offset, so its replicas continue too.
+    if replid.bytes().any(|b| b != b'0') {
+        srv.repl.resume(&replid, offset);
+    }
+    srv.persist.last_save_unix_s.store(now_ms() / 1000, Relaxed);
+    tracing::info!(path = %path.display(), keys = n, "DB loaded from disk");
+    Ok(n)
+}
+
+/// Redis-style `save` rules: "seconds changes [seconds changes ...]". Empty: no automatic saves.
+pub fn parse_save_rules(s: &str) -> Vec<(u64, u64)> {
+    let n: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    n.chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0], c[1]))
+        .collect()
+}
+
+/// Called once a second by the cron: starts a background save when a `save` rule is met.
+pub fn save_cron(srv: &Arc<ServerState>) {
+    let rules = parse_save_rules(srv.values().get("save"));
+    srv.persist.save_rules_set.store(!rules.is_empty(), Relaxed);
+    if rules.is_empty() || srv.persist.saving.load(Relaxed) {
+        return;
+    }
+    let dirty = srv.persist.dirty.load(Relaxed);
+    let since = (now_ms() / 1000).saturating_sub(srv.persist.last_save_unix_s.load(Relaxed));
+    if rules
+        .iter()
+        .any(|&(secs, changes)| dirty >= changes && since >= secs)
+    {
+        let _ = save(srv, false);
+    }
+}
+
+/// At shutdown: SHUTDOWN SAVE, or the `save` rules without NOSAVE, write a final snapshot.
+pub fn save_at_shutdown(srv: &Arc<ServerState>) {
+    let asked = srv.persist.shutdown_save.load(Relaxed);
+    let rules = !parse_save_rules(srv.values().get("save")).is_empty();
+    if asked == 1 || (asked == 0 && rules) {
+        // A background save may be running: wait for it (bounded) rather than write twice.
+        for _ in 0..1000 {
+            if !srv.persist.saving.load(Relaxed) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        srv.persist.saving.store(false, Relaxed);
+        if let Err(e) = save(srv, true) {
+            tracing::warn!(error = %e, "saving at shutdown failed");
+        }
+    }
+}
