@@ -110,6 +110,7 @@ mod tests {
             ack_offset: 4.into(),
             last_ack_ms: 0.into(),
             sent_offset: 10.into(),
+            holds_acked: true.into(),
         });
         repl.attach(r.clone());
         let req = FailoverRequest {

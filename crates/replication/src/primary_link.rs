@@ -93,7 +93,8 @@ pub fn accept(
     // ourselves, is fed from what we apply instead).
     repl.start_recording(ks);
     let history = repl.history();
-    let (phase, start, line) = if repl.can_continue(replid, offset) {
+    let partial = repl.can_continue(replid, offset);
+    let (phase, start, line) = if partial {
         repl.counters.sync_partial_ok.fetch_add(1, Relaxed);
         let current = repl.ids().replid;
         (
@@ -130,6 +131,7 @@ pub fn accept(
         ack_offset: start.into(),
         last_ack_ms: now_ms.into(),
         sent_offset: start.into(),
+        holds_acked: partial.into(),
     });
     let sender = Sender {
         info: info.clone(),

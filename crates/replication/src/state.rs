@@ -106,6 +106,9 @@ pub struct ReplicaInfo {
     pub last_ack_ms: AtomicU64,
     /// Offset just past the last byte handed to its connection.
     pub sent_offset: AtomicU64,
+    /// It holds everything up to `ack_offset`: from the start for a partial resync, only after its
+    /// first acknowledgement for a full copy (which it must load first).
+    pub holds_acked: AtomicBool,
 }
 
 /// Replication ids. Changed together under the core lock.
@@ -561,7 +564,8 @@ impl ReplState {
         }
         let before = info.ack_offset.fetch_max(offset, Relaxed);
         info.last_ack_ms.store(now_ms, Relaxed);
-        if offset > before {
+        let first = !info.holds_acked.swap(true, Relaxed);
+        if offset > before || first {
             self.wake_ack_waiters(false);
         }
         true
@@ -573,7 +577,7 @@ impl ReplState {
             .lock()
             .expect("replicas lock")
             .iter()
-            .filter(|r| r.ack_offset.load(Relaxed) >= offset)
+            .filter(|r| r.holds_acked.load(Relaxed) && r.ack_offset.load(Relaxed) >= offset)
             .count()
     }
 
@@ -628,6 +632,7 @@ impl ReplState {
             .lock()
             .expect("replicas lock")
             .iter()
+            .filter(|r| r.holds_acked.load(Relaxed))
             .map(|r| r.ack_offset.load(Relaxed))
             .collect();
         list.retain(|w| {
@@ -684,6 +689,7 @@ mod tests {
             ack_offset: 0.into(),
             last_ack_ms: 0.into(),
             sent_offset: 1000.into(),
+            holds_acked: true.into(),
         });
         repl.attach(r.clone());
         r
