@@ -6,6 +6,8 @@
 //! waiting of WAIT and of the `sync` strategy) is done by the server and `shoal-replication`, which
 //! read `Client::repl` after each batch.
 
+use crate::err;
+use crate::error::ReplyError;
 use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_keyspace::{codec, key_slot};
@@ -196,7 +198,7 @@ fn replicaof(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let host = args.str_lossy(1);
     let port = match args.i64(2) {
         Ok(p) if (0..=65535).contains(&p) => p as u16,
-        _ => return Err("ERR Invalid master port".into()),
+        _ => return Err(ReplyError::err_static("Invalid master port")),
     };
     let target = Role::Replica {
         host: host.clone(),
@@ -292,7 +294,7 @@ fn role(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() % 2 == 0 {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     let mut i = 1;
     while i < args.len() {
@@ -307,10 +309,7 @@ fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .iter()
         .any(|w| args.is(i, w));
         if !known {
-            return Err(format!(
-                "ERR Unrecognized REPLCONF option: {}",
-                args.str_lossy(i)
-            ));
+            return Err(err!("Unrecognized REPLCONF option: {}", args.str_lossy(i)));
         }
         if args.is(i, "listening-port") {
             let port = args.i64(i + 1)?;
@@ -323,7 +322,7 @@ fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn psync(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let offset = args.i64(2).map_err(|_| ERR_NOT_INTEGER.to_string())?;
+    let offset = args.i64(2).map_err(|_| ERR_NOT_INTEGER)?;
     ctx.client.repl.handoff = Some((args.str_lossy(1), offset));
     Ok(())
 }
@@ -337,10 +336,12 @@ fn wait(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let n = args.i64(1)?;
     let timeout = args.i64(2)?;
     if timeout < 0 {
-        return Err("ERR timeout is negative".into());
+        return Err(ReplyError::err_static("timeout is negative"));
     }
     if ctx.srv.repl.is_replica() {
-        return Err("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.".into());
+        return Err(ReplyError::err_static(
+            "WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.",
+        ));
     }
     let offset = ctx.client.repl.last_write_offset;
     let have = ctx.srv.repl.acked(offset);
@@ -376,11 +377,11 @@ fn durability(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             ctx.out.ok();
         }
         2 => {
-            let s = Strategy::parse(&args.str_lossy(1)).ok_or_else(|| ERR_SYNTAX.to_string())?;
+            let s = Strategy::parse(&args.str_lossy(1)).ok_or(ERR_SYNTAX)?;
             ctx.client.repl.strategy = Some(s);
             ctx.out.ok();
         }
-        _ => return Err(ERR_SYNTAX.into()),
+        _ => return Err(ERR_SYNTAX),
     }
     Ok(())
 }
@@ -393,13 +394,15 @@ fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut i = 1;
     while i < args.len() {
         if args.is(i, "TO") && i + 2 < args.len() {
-            let port = args.i64(i + 2).map_err(|_| ERR_NOT_INTEGER.to_string())?;
+            let port = args.i64(i + 2).map_err(|_| ERR_NOT_INTEGER)?;
             to = Some((args.str_lossy(i + 1), port as u16));
             i += 3;
         } else if args.is(i, "TIMEOUT") && i + 1 < args.len() {
             let t = args.i64(i + 1)?;
             if t <= 0 {
-                return Err("ERR FAILOVER timeout must be greater than 0".into());
+                return Err(ReplyError::err_static(
+                    "FAILOVER timeout must be greater than 0",
+                ));
             }
             timeout_ms = t as u64;
             i += 2;
@@ -410,34 +413,38 @@ fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             abort = true;
             i += 1;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     let f = &ctx.srv.repl.failover;
     if abort {
         if args.len() != 2 {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         if !f.in_progress.load(Relaxed) {
-            return Err("ERR No failover in progress.".into());
+            return Err(ReplyError::err_static("No failover in progress."));
         }
         f.abort.store(true, Relaxed);
         ctx.out.ok();
         return Ok(());
     }
     if ctx.srv.repl.is_replica() {
-        return Err("ERR FAILOVER is not valid when server is a replica.".into());
+        return Err(ReplyError::err_static(
+            "FAILOVER is not valid when server is a replica.",
+        ));
     }
     if ctx.srv.repl.replica_count() == 0 {
-        return Err("ERR FAILOVER requires connected replicas.".into());
+        return Err(ReplyError::err_static(
+            "FAILOVER requires connected replicas.",
+        ));
     }
     if force && (to.is_none() || timeout_ms == 0) {
-        return Err(
-            "ERR FAILOVER with force option requires both a timeout and target HOST and IP.".into(),
-        );
+        return Err(ReplyError::err_static(
+            "FAILOVER with force option requires both a timeout and target HOST and IP.",
+        ));
     }
     if f.in_progress.swap(true, Relaxed) {
-        return Err("ERR FAILOVER already in progress.".into());
+        return Err(ReplyError::err_static("FAILOVER already in progress."));
     }
     f.abort.store(false, Relaxed);
     *f.state.lock().expect("failover lock") = "waiting-for-sync";
@@ -460,21 +467,25 @@ pub fn snapshot_path(srv: &crate::ServerState) -> std::path::PathBuf {
 
 fn save(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     if ctx.srv.repl.saving.load(Relaxed) {
-        return Err("ERR Background save already in progress".into());
+        return Err(ReplyError::err_static(
+            "Background save already in progress",
+        ));
     }
-    (ctx.srv.repl.hooks.lock().expect("hooks lock").save)(true).map_err(|e| format!("ERR {e}"))?;
+    (ctx.srv.repl.hooks.lock().expect("hooks lock").save)(true).map_err(|e| err!("{e}"))?;
     ctx.out.ok();
     Ok(())
 }
 
 fn bgsave(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() > 2 || (args.len() == 2 && !args.is(1, "SCHEDULE")) {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     if ctx.srv.repl.saving.load(Relaxed) {
-        return Err("ERR Background save already in progress".into());
+        return Err(ReplyError::err_static(
+            "Background save already in progress",
+        ));
     }
-    (ctx.srv.repl.hooks.lock().expect("hooks lock").save)(false).map_err(|e| format!("ERR {e}"))?;
+    (ctx.srv.repl.hooks.lock().expect("hooks lock").save)(false).map_err(|e| err!("{e}"))?;
     ctx.out.simple("Background saving started");
     Ok(())
 }
@@ -505,10 +516,10 @@ pub fn slot_digest(srv: &crate::ServerState, db: usize, slot: u16, now_ms: u64) 
     sum
 }
 
-fn parse_slot(args: &Args<'_>, i: usize) -> Result<u16, String> {
+fn parse_slot(args: &Args<'_>, i: usize) -> Result<u16, ReplyError> {
     match args.i64(i) {
         Ok(s) if (0..shoal_keyspace::SLOTS as i64).contains(&s) => Ok(s as u16),
-        _ => Err("ERR Invalid or out of range slot".into()),
+        _ => Err(ReplyError::err_static("Invalid or out of range slot")),
     }
 }
 
@@ -521,7 +532,7 @@ fn slotdigest(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         start
     };
     if args.len() > 3 || end < start {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     ctx.out.array((end - start) as usize + 1);
     for slot in start..=end {
@@ -535,7 +546,7 @@ fn slotdigest(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn slotkeys(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let slot = parse_slot(args, 1)?;
     if args.len() != 2 {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     let mut items = Vec::new();
     {
@@ -557,16 +568,20 @@ fn repairput(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let key = args.get(1);
     let version = match args.i64(2) {
         Ok(v) if v >= 0 => v as u64,
-        _ => return Err("ERR version must be a non-negative integer".into()),
+        _ => {
+            return Err(ReplyError::err_static(
+                "version must be a non-negative integer",
+            ));
+        }
     };
     let expire = match args.i64(3)? {
         -1 => None,
         t if t >= 0 => Some(t as u64),
-        _ => return Err("ERR Invalid TTL value, must be >= 0".into()),
+        _ => return Err(ReplyError::err_static("Invalid TTL value, must be >= 0")),
     };
     let limits = ctx.srv.encoding_limits();
     let entry = crate::keys::restore_value(args.get(4), key, expire, version, &limits)
-        .map_err(|e| e.message().to_string())?;
+        .map_err(crate::keys::PayloadError::reply)?;
     ctx.srv.ks.hlc.observe(version);
     let slot = key_slot(key);
     let mut shard = ctx.srv.ks.lock(ctx.srv.ks.shard_of(slot));
