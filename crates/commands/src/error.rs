@@ -130,7 +130,7 @@ impl ReplyError {
         match self.known_index() {
             Some(i) => KNOWN_KINDS[i],
             None => match self {
-                ReplyError::Other { code, .. } => *code,
+                ReplyError::Other { code, .. } => code,
                 _ => unreachable!("every variant but Other has a known index"),
             },
         }
