@@ -1,5 +1,6 @@
 //! Command arguments and the typed parsing every command shares, with Redis's exact error strings.
 
+use crate::error::ReplyError;
 use std::ops::Range;
 
 /// The arguments of one request: `args.get(0)` is the command name. Borrowed from the connection's
@@ -76,12 +77,12 @@ impl<'a> Args<'a> {
         self.ranges.iter().map(|r| r.len()).sum()
     }
 
-    pub fn i64(&self, i: usize) -> Result<i64, String> {
-        parse_i64(self.get(i)).ok_or_else(|| ERR_NOT_INTEGER.to_string())
+    pub fn i64(&self, i: usize) -> Result<i64, ReplyError> {
+        parse_i64(self.get(i)).ok_or(ERR_NOT_INTEGER)
     }
 
-    pub fn f64(&self, i: usize) -> Result<f64, String> {
-        parse_f64(self.get(i)).ok_or_else(|| ERR_NOT_FLOAT.to_string())
+    pub fn f64(&self, i: usize) -> Result<f64, ReplyError> {
+        parse_f64(self.get(i)).ok_or(ERR_NOT_FLOAT)
     }
 
     /// Case-insensitive comparison of argument `i` with an ASCII keyword.
@@ -95,13 +96,14 @@ impl<'a> Args<'a> {
     }
 }
 
-pub const ERR_NOT_INTEGER: &str = "ERR value is not an integer or out of range";
-pub const ERR_NOT_FLOAT: &str = "ERR value is not a valid float";
-pub const ERR_SYNTAX: &str = "ERR syntax error";
-pub const ERR_WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
-pub const ERR_NO_SUCH_KEY: &str = "ERR no such key";
-pub const ERR_OVERFLOW: &str = "ERR increment or decrement would overflow";
-pub const ERR_DB_INDEX: &str = "ERR DB index is out of range";
+pub const ERR_NOT_INTEGER: ReplyError =
+    ReplyError::err_static("value is not an integer or out of range");
+pub const ERR_NOT_FLOAT: ReplyError = ReplyError::err_static("value is not a valid float");
+pub const ERR_SYNTAX: ReplyError = ReplyError::err_static("syntax error");
+pub const ERR_NO_SUCH_KEY: ReplyError = ReplyError::err_static("no such key");
+pub const ERR_OVERFLOW: ReplyError =
+    ReplyError::err_static("increment or decrement would overflow");
+pub const ERR_DB_INDEX: ReplyError = ReplyError::err_static("DB index is out of range");
 
 /// Integer as Redis's `string2ll` accepts it.
 pub fn parse_i64(s: &[u8]) -> Option<i64> {
@@ -135,8 +137,8 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
 
 /// A SCAN/HSCAN/SSCAN/ZSCAN cursor, parsed as Redis's `strtoul` does (a negative number wraps
 /// around).
-pub fn parse_scan_cursor(arg: &[u8]) -> Result<u64, String> {
-    let invalid = || "ERR invalid cursor".to_string();
+pub fn parse_scan_cursor(arg: &[u8]) -> Result<u64, ReplyError> {
+    let invalid = || ReplyError::err_static("invalid cursor");
     let (negative, digits) = match arg.first() {
         Some(b'-') => (true, &arg[1..]),
         Some(b'+') => (false, &arg[1..]),

@@ -24,6 +24,7 @@
 //! blocked client only from keys of the type it waits for), so a key turned into a string does not
 //! end the wait with an error.
 
+use crate::error::ReplyError;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -301,15 +302,16 @@ pub(crate) fn signal_written(srv: &ServerState, spec: &Spec, args: &Args<'_>) {
 
 // ---- timeouts ----
 
-const ERR_TIMEOUT_FLOAT: &str = "ERR timeout is not a float or out of range";
-const ERR_TIMEOUT_NEGATIVE: &str = "ERR timeout is negative";
-const ERR_TIMEOUT_RANGE: &str = "ERR timeout is out of range";
+const ERR_TIMEOUT_FLOAT: ReplyError =
+    ReplyError::err_static("timeout is not a float or out of range");
+const ERR_TIMEOUT_NEGATIVE: ReplyError = ReplyError::err_static("timeout is negative");
+const ERR_TIMEOUT_RANGE: ReplyError = ReplyError::err_static("timeout is out of range");
 
 /// Parses a timeout in seconds as Redis 7.0 does (`getTimeoutFromObjectOrReply`): a long double,
 /// times 1000, rounded up to whole ms, converted to a C `long long` — where a value out of range
 /// (infinity, 1e400) becomes the most negative one, hence "timeout is negative". 0 (or anything
 /// that rounds to 0 ms) waits forever. Returns the absolute deadline in ms.
-pub fn parse_timeout(arg: &[u8], now_ms: u64) -> Result<Option<u64>, String> {
+pub fn parse_timeout(arg: &[u8], now_ms: u64) -> Result<Option<u64>, ReplyError> {
     let secs = parse_f64(arg)
         .filter(|_| in_long_double_range(arg))
         .or_else(|| parse_hex_float(arg))
@@ -323,18 +325,18 @@ pub fn parse_timeout(arg: &[u8], now_ms: u64) -> Result<Option<u64>, String> {
     let ms = (secs * 1000.0).ceil();
     // i64::MAX as f64 is 2^63, the first value out of range.
     if !(ms >= i64::MIN as f64 && ms < i64::MAX as f64) {
-        return Err(ERR_TIMEOUT_NEGATIVE.into());
+        return Err(ERR_TIMEOUT_NEGATIVE);
     }
     let ms = ms as i64;
     if ms < 0 {
-        return Err(ERR_TIMEOUT_NEGATIVE.into());
+        return Err(ERR_TIMEOUT_NEGATIVE);
     }
     if ms == 0 {
         return Ok(None);
     }
     let now = now_ms.min(i64::MAX as u64) as i64;
     if ms > i64::MAX - now {
-        return Err(ERR_TIMEOUT_RANGE.into());
+        return Err(ERR_TIMEOUT_RANGE);
     }
     Ok(Some((now + ms) as u64))
 }
@@ -703,8 +705,8 @@ mod tests {
         assert_eq!(parse_timeout(b"1e-400", NOW), Ok(Some(NOW + 1)));
         assert_eq!(parse_timeout(b"0x10", NOW), Ok(Some(NOW + 16_000)));
         assert_eq!(parse_timeout(b"0x1p-20", NOW), Ok(Some(NOW + 1)));
-        let neg = Err(ERR_TIMEOUT_NEGATIVE.to_string());
-        let float = Err(ERR_TIMEOUT_FLOAT.to_string());
+        let neg = Err(ERR_TIMEOUT_NEGATIVE);
+        let float = Err(ERR_TIMEOUT_FLOAT);
         assert_eq!(parse_timeout(b"-1", NOW), neg);
         assert_eq!(parse_timeout(b"inf", NOW), neg);
         assert_eq!(parse_timeout(b"1e400", NOW), neg);
@@ -717,7 +719,7 @@ mod tests {
         assert!(parse_timeout(b"9e15", NOW).unwrap().is_some());
         assert_eq!(
             parse_timeout(b"1000000", i64::MAX as u64 - 10),
-            Err(ERR_TIMEOUT_RANGE.to_string())
+            Err(ERR_TIMEOUT_RANGE)
         );
     }
 

@@ -1,23 +1,22 @@
 //! Helpers shared by the collection families: typed access to a key's object with Redis's
 //! WRONGTYPE error, and deleting a collection that became empty (Redis never keeps empty ones).
 
+use crate::error::ReplyError;
 use shoal_keyspace::{Entry, Kind, Object, Shard};
 
-use crate::args::ERR_WRONGTYPE;
-
 /// Err(WRONGTYPE) unless the entry holds `kind`.
-pub fn expect_kind(e: &Entry, kind: Kind) -> Result<(), String> {
+pub fn expect_kind(e: &Entry, kind: Kind) -> Result<(), ReplyError> {
     if e.kind() == kind {
         Ok(())
     } else {
-        Err(ERR_WRONGTYPE.to_string())
+        Err(ReplyError::WrongType)
     }
 }
 
 /// The entry's object, if it holds `kind`.
-pub fn object_mut(e: &mut Entry, kind: Kind) -> Result<&mut Object, String> {
+pub fn object_mut(e: &mut Entry, kind: Kind) -> Result<&mut Object, ReplyError> {
     expect_kind(e, kind)?;
-    e.object_mut().ok_or_else(|| ERR_WRONGTYPE.to_string())
+    e.object_mut().ok_or(ReplyError::WrongType)
 }
 
 /// Removes `key` if its collection is empty. Returns true if removed.

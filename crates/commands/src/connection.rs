@@ -1,5 +1,7 @@
 //! Connection commands: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET and the CLIENT family.
 
+use crate::err;
+use crate::error::ReplyError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -212,7 +214,11 @@ fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     match args.len() {
         1 => ctx.out.simple("PONG"),
         2 => ctx.out.bulk(args.get(1)),
-        _ => return Err("ERR wrong number of arguments for 'ping' command".into()),
+        _ => {
+            return Err(ReplyError::err_static(
+                "wrong number of arguments for 'ping' command",
+            ));
+        }
     }
     Ok(())
 }
@@ -229,21 +235,21 @@ fn check_password(ctx: &Ctx<'_>, user: &[u8], pass: &[u8]) -> bool {
     user == b"default" && (required.is_empty() || required.as_bytes() == pass)
 }
 
-const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-
 fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (user, pass) = match args.len() {
         2 => {
             if ctx.srv.values().get("requirepass").is_empty() {
-                return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into());
+                return Err(ReplyError::err_static(
+                    "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                ));
             }
             (&b"default"[..], args.get(1))
         }
         3 => (args.get(1), args.get(2)),
-        _ => return Err(ERR_SYNTAX.into()),
+        _ => return Err(ERR_SYNTAX),
     };
     if !check_password(ctx, user, pass) {
-        return Err(WRONGPASS.into());
+        return Err(ReplyError::WrongPass);
     }
     ctx.client.authenticated = true;
     ctx.out.ok();
@@ -254,13 +260,13 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut proto = ctx.client.proto;
     let mut i = 1;
     if args.len() >= 2 {
-        let v = args
-            .i64(1)
-            .map_err(|_| "ERR Protocol version is not an integer or out of range".to_string())?;
+        let v = args.i64(1).map_err(|_| {
+            ReplyError::err_static("Protocol version is not an integer or out of range")
+        })?;
         proto = match v {
             2 => Protocol::Resp2,
             3 => Protocol::Resp3,
-            _ => return Err("NOPROTO unsupported protocol version".into()),
+            _ => return Err(ReplyError::NoProto),
         };
         i = 2;
     }
@@ -269,7 +275,7 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let more = args.len() - i - 1;
         if args.is(i, "AUTH") && more >= 2 {
             if !check_password(ctx, args.get(i + 1), args.get(i + 2)) {
-                return Err(WRONGPASS.into());
+                return Err(ReplyError::WrongPass);
             }
             ctx.client.authenticated = true;
             i += 3;
@@ -278,14 +284,11 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             setname = Some(args.get(i + 1));
             i += 2;
         } else {
-            return Err(format!(
-                "ERR Syntax error in HELLO option '{}'",
-                args.str_lossy(i)
-            ));
+            return Err(err!("Syntax error in HELLO option '{}'", args.str_lossy(i)));
         }
     }
     if !ctx.client.authenticated && ctx.srv.hot.requirepass_set.load(Relaxed) {
-        return Err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
+        return Err(ReplyError::NoAuthHello);
     }
     if let Some(n) = setname {
         *ctx.client.handle.name.lock().expect("name lock") = n.to_vec();
@@ -316,9 +319,9 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn select(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let db = args.i64(1).map_err(|_| ERR_NOT_INTEGER.to_string())?;
+    let db = args.i64(1).map_err(|_| ERR_NOT_INTEGER)?;
     if db < 0 || db as usize >= ctx.srv.ks.databases() {
-        return Err(ERR_DB_INDEX.into());
+        return Err(ERR_DB_INDEX);
     }
     ctx.client.select(db as usize);
     ctx.out.ok();
@@ -348,9 +351,9 @@ fn reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn validate_name(name: &[u8]) -> CmdResult {
     if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-        return Err(
-            "ERR Client names cannot contain spaces, newlines or special characters.".into(),
-        );
+        return Err(ReplyError::err_static(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ));
     }
     Ok(())
 }
@@ -381,8 +384,8 @@ fn client_getname(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 fn client_setinfo(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let value = args.get(3);
     if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-        return Err(format!(
-            "ERR {} cannot contain spaces, newlines or special characters.",
+        return Err(err!(
+            "{} cannot contain spaces, newlines or special characters.",
             args.str_lossy(2)
         ));
     }
@@ -391,7 +394,7 @@ fn client_setinfo(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     } else if args.is(2, "LIB-VER") {
         &ctx.client.handle.lib_ver
     } else {
-        return Err(format!("ERR Unrecognized option '{}'", args.str_lossy(2)));
+        return Err(err!("Unrecognized option '{}'", args.str_lossy(2)));
     };
     *slot.lock().expect("lib lock") = value.to_vec();
     ctx.out.ok();
@@ -407,7 +410,7 @@ fn client_reply(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     } else if args.is(2, "SKIP") {
         ctx.client.reply_mode = ReplyMode::Skip;
     } else {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     Ok(())
 }
@@ -418,7 +421,7 @@ fn client_no_evict(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     } else if args.is(2, "OFF") {
         false
     } else {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     };
     ctx.client.handle.no_evict.store(on, Relaxed);
     ctx.out.ok();
@@ -500,10 +503,7 @@ fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if args.is(i, "TYPE") && i + 1 < args.len() {
             let t = args.str_lossy(i + 1).to_ascii_lowercase();
             if !["normal", "master", "replica", "slave", "pubsub"].contains(&t.as_str()) {
-                return Err(format!(
-                    "ERR Unknown client type '{}'",
-                    args.str_lossy(i + 1)
-                ));
+                return Err(err!("Unknown client type '{}'", args.str_lossy(i + 1)));
             }
             if t != "normal" {
                 ids = Some(Vec::new());
@@ -514,13 +514,13 @@ fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             for j in i + 1..args.len() {
                 match args.i64(j) {
                     Ok(id) if id > 0 => v.push(id as u64),
-                    _ => return Err("ERR Invalid client ID".into()),
+                    _ => return Err(ReplyError::err_static("Invalid client ID")),
                 }
             }
             ids = Some(v);
             i = args.len();
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     let mut text = String::new();
@@ -541,7 +541,7 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         // Old form: CLIENT KILL addr:port.
         let addr = args.get(2);
         let Some(h) = all.iter().find(|h| h.addr.as_bytes() == addr) else {
-            return Err("ERR No such client".into());
+            return Err(ReplyError::err_static("No such client"));
         };
         h.kill();
         ctx.out.ok();
@@ -554,13 +554,13 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut i = 2;
     while i < args.len() {
         if i + 1 >= args.len() {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         let v = args.get(i + 1);
         if args.is(i, "ID") {
             match args.i64(i + 1) {
                 Ok(n) if n > 0 => id = Some(n as u64),
-                _ => return Err("ERR client-id should be greater than 0".into()),
+                _ => return Err(ReplyError::err_static("client-id should be greater than 0")),
             }
         } else if args.is(i, "ADDR") {
             addr = Some(v);
@@ -572,12 +572,12 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             } else if v.eq_ignore_ascii_case(b"no") {
                 false
             } else {
-                return Err(ERR_SYNTAX.into());
+                return Err(ERR_SYNTAX);
             };
         } else if args.is(i, "TYPE") || args.is(i, "USER") || args.is(i, "MAXAGE") {
             // Only normal clients of the default user exist so far: the filter matches all.
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         i += 2;
     }

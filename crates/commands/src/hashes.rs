@@ -4,13 +4,15 @@
 //! Every write stamps the key with the command's version (taken under the shard lock) when it
 //! changes something, and a hash left empty is deleted, as Redis never keeps an empty hash.
 
+use crate::err;
+use crate::error::ReplyError;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use shoal_keyspace::types::hash::Hash;
 use shoal_keyspace::{EncodingLimits, Entry, Kind, Object, Payload, Rng, ValueRef};
 use shoal_resp::ReplyWriter;
 
-use crate::args::{ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, ERR_WRONGTYPE, parse_scan_cursor};
+use crate::args::{ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, parse_scan_cursor};
 use crate::coll::object_mut;
 use crate::glob::glob_match;
 use crate::strings::human_float;
@@ -191,19 +193,19 @@ pub static COMMANDS: &[Spec] = &[
 pub const RANDOM_REPLY_MAX: i64 = 1 << 24;
 
 /// The error for a negative count beyond [`RANDOM_REPLY_MAX`], worded as Redis's range errors.
-pub(crate) fn random_count_error() -> String {
-    format!(
-        "ERR value is out of range, value must between -{RANDOM_REPLY_MAX} and {}",
+pub(crate) fn random_count_error() -> ReplyError {
+    err!(
+        "value is out of range, value must between -{RANDOM_REPLY_MAX} and {}",
         i64::MAX
     )
 }
 
 /// A count argument as Redis's `getRangeLongFromObjectOrReply(-LONG_MAX, LONG_MAX)` reads it.
-pub(crate) fn parse_random_count(arg: &[u8]) -> Result<i64, String> {
-    let n = crate::args::parse_i64(arg).ok_or_else(|| ERR_NOT_INTEGER.to_string())?;
+pub(crate) fn parse_random_count(arg: &[u8]) -> Result<i64, ReplyError> {
+    let n = crate::args::parse_i64(arg).ok_or(ERR_NOT_INTEGER)?;
     if n == i64::MIN {
-        return Err(format!(
-            "ERR value is out of range, value must between {} and {}",
+        return Err(err!(
+            "value is out of range, value must between {} and {}",
             -i64::MAX,
             i64::MAX
         ));
@@ -238,7 +240,10 @@ impl ScanOpts<'_> {
 }
 
 /// Parses `[MATCH pattern] [COUNT count]` from argument `from` on, with Redis's errors.
-pub(crate) fn parse_scan_opts<'a>(args: &Args<'a>, from: usize) -> Result<ScanOpts<'a>, String> {
+pub(crate) fn parse_scan_opts<'a>(
+    args: &Args<'a>,
+    from: usize,
+) -> Result<ScanOpts<'a>, ReplyError> {
     let mut opts = ScanOpts {
         count: 10,
         pattern: None,
@@ -249,14 +254,14 @@ pub(crate) fn parse_scan_opts<'a>(args: &Args<'a>, from: usize) -> Result<ScanOp
         if args.is(i, "COUNT") && has_value {
             let n = args.i64(i + 1)?;
             if n < 1 {
-                return Err(ERR_SYNTAX.into());
+                return Err(ERR_SYNTAX);
             }
             opts.count = usize::try_from(n).unwrap_or(usize::MAX);
         } else if args.is(i, "MATCH") && has_value {
             let p = args.get(i + 1);
             opts.pattern = (p != b"*").then_some(p);
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         i += 2;
     }
@@ -277,14 +282,14 @@ fn read_hash<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     f: impl FnOnce(Option<&Hash>, &mut ReplyWriter<'_>) -> R,
-) -> Result<R, String> {
+) -> Result<R, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
     let e = shard.lookup_read(db, slot, key, now);
     let h = match e.as_deref().map(|e| e.value()) {
         None => None,
         Some(ValueRef::Obj(Object::Hash(h))) => Some(h),
-        Some(_) => return Err(ERR_WRONGTYPE.into()),
+        Some(_) => return Err(ReplyError::WrongType),
     };
     Ok(f(h, &mut ctx.out))
 }
@@ -297,8 +302,8 @@ fn write_hash<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     create: bool,
-    f: impl FnOnce(&mut Hash, &EncodingLimits) -> Result<(R, bool), String>,
-) -> Result<Option<R>, String> {
+    f: impl FnOnce(&mut Hash, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let limits = ctx.srv.encoding_limits();
     let (mut shard, slot) = ctx.shard(key);
@@ -340,11 +345,9 @@ fn write_hash<R>(
 // ---------------------------------------------------------------------------------------------
 // Handlers.
 
-fn set_pairs(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) -> Result<i64, String> {
+fn set_pairs(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) -> Result<i64, ReplyError> {
     if !args.len().is_multiple_of(2) {
-        return Err(format!(
-            "ERR wrong number of arguments for '{name}' command"
-        ));
+        return Err(err!("wrong number of arguments for '{name}' command"));
     }
     let added = write_hash(ctx, args.get(1), true, |h, limits| {
         let mut added = 0;
@@ -472,12 +475,10 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let new = write_hash(ctx, args.get(1), true, |h, limits| {
         let cur = match h.get(field) {
             Some(v) => shoal_keyspace::parse_canonical_i64(v)
-                .ok_or_else(|| "ERR hash value is not an integer".to_string())?,
+                .ok_or_else(|| ReplyError::err_static("hash value is not an integer"))?,
             None => 0,
         };
-        let new = cur
-            .checked_add(by)
-            .ok_or_else(|| ERR_OVERFLOW.to_string())?;
+        let new = cur.checked_add(by).ok_or(ERR_OVERFLOW)?;
         let mut tmp = [0u8; 20];
         h.insert(field, shoal_resp::fmt_i64(new, &mut tmp), limits);
         Ok((new, true))
@@ -489,18 +490,20 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let by = args.f64(3)?;
     if by.is_infinite() {
-        return Err("ERR value is NaN or Infinity".into());
+        return Err(ReplyError::err_static("value is NaN or Infinity"));
     }
     let field = args.get(2);
     let new = write_hash(ctx, args.get(1), true, |h, limits| {
         let cur = match h.get(field) {
             Some(v) => crate::args::parse_f64(v)
-                .ok_or_else(|| "ERR hash value is not a float".to_string())?,
+                .ok_or_else(|| ReplyError::err_static("hash value is not a float"))?,
             None => 0.0,
         };
         let new = cur + by;
         if !new.is_finite() {
-            return Err("ERR increment would produce NaN or Infinity".into());
+            return Err(ReplyError::err_static(
+                "increment would produce NaN or Infinity",
+            ));
         }
         let s = human_float(new);
         h.insert(field, s.as_bytes(), limits);
@@ -523,11 +526,11 @@ fn hrandfield(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     // Checks in Redis's order: the count, the syntax, the WITHVALUES range, then the key.
     let count = parse_random_count(args.get(2))?;
     if args.len() > 4 || (args.len() == 4 && !args.is(3, "WITHVALUES")) {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     let with_values = args.len() == 4;
     if with_values && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
-        return Err("ERR value is out of range".into());
+        return Err(ReplyError::err_static("value is out of range"));
     }
     if count < -RANDOM_REPLY_MAX {
         return Err(random_count_error());
@@ -586,7 +589,7 @@ fn hscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             return Ok(());
         }
         Some(ValueRef::Obj(Object::Hash(h))) => h,
-        Some(_) => return Err(ERR_WRONGTYPE.into()),
+        Some(_) => return Err(ReplyError::WrongType),
     };
     let opts = parse_scan_opts(args, 3)?;
     let mut found: Vec<(&[u8], &[u8])> = Vec::new();

@@ -9,6 +9,8 @@
 //! reverse-binary cursor arithmetic and no dependence on table resizes (which Redis's cursor needs to
 //! survive rehashing).
 
+use crate::err;
+use crate::error::ReplyError;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use shoal_keyspace::codec::{self, crc64};
@@ -332,7 +334,8 @@ static OBJECT: &[Spec] = &[
     ),
 ];
 
-const ERR_SAME_OBJECT: &str = "ERR source and destination objects are the same";
+const ERR_SAME_OBJECT: ReplyError =
+    ReplyError::err_static("source and destination objects are the same");
 
 // ---------------------------------------------------------------------------------------------
 // Lookups shared by the handlers.
@@ -371,22 +374,22 @@ fn set_access(shard: &mut Shard, db: usize, slot: u16, key: &[u8], now_ms: u64, 
 
 /// Parses an integer argument as Redis's `getIntFromObjectOrReply` (a C `int`). With `msg`, both
 /// failures reply `ERR <msg>`.
-fn parse_int32(arg: &[u8], msg: Option<&str>) -> Result<i64, String> {
-    let err = |default: &str| msg.map_or_else(|| default.to_string(), |m| format!("ERR {m}"));
+fn parse_int32(arg: &[u8], msg: Option<&'static str>) -> Result<i64, ReplyError> {
+    let err = |default: ReplyError| msg.map_or(default, ReplyError::err_static);
     let v = parse_i64(arg).ok_or_else(|| err(ERR_NOT_INTEGER))?;
     if v < i32::MIN as i64 || v > i32::MAX as i64 {
-        return Err(err(
-            "ERR value is out of range, must be between -2147483648 and 2147483647",
-        ));
+        return Err(err(ReplyError::err_static(
+            "value is out of range, must be between -2147483648 and 2147483647",
+        )));
     }
     Ok(v)
 }
 
 /// A database index argument, checked against the configured number of databases.
-fn parse_db(ctx: &Ctx<'_>, arg: &[u8], msg: Option<&str>) -> Result<usize, String> {
+fn parse_db(ctx: &Ctx<'_>, arg: &[u8], msg: Option<&'static str>) -> Result<usize, ReplyError> {
     let db = parse_int32(arg, msg)?;
     if db < 0 || db as usize >= ctx.srv.ks.databases() {
-        return Err(ERR_DB_INDEX.into());
+        return Err(ERR_DB_INDEX);
     }
     Ok(db as usize)
 }
@@ -523,17 +526,21 @@ fn expire_generic(
         } else if args.is(i, "LT") {
             lt = true;
         } else {
-            return Err(format!("ERR Unsupported option {}", args.str_lossy(i)));
+            return Err(err!("Unsupported option {}", args.str_lossy(i)));
         }
     }
     if nx && (xx || gt || lt) {
-        return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
+        return Err(ReplyError::err_static(
+            "NX and XX, GT or LT options at the same time are not compatible",
+        ));
     }
     if gt && lt {
-        return Err("ERR GT and LT options at the same time are not compatible".into());
+        return Err(ReplyError::err_static(
+            "GT and LT options at the same time are not compatible",
+        ));
     }
     // Negative times are allowed (they delete the key); only overflow is an error.
-    let invalid = || format!("ERR invalid expire time in '{name}' command");
+    let invalid = || err!("invalid expire time in '{name}' command");
     let mut when = args.i64(2)?.checked_mul(unit_ms).ok_or_else(invalid)?;
     if relative {
         when = when.checked_add(ctx.now_ms as i64).ok_or_else(invalid)?;
@@ -661,7 +668,7 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
     let version = ctx.version();
     let (shard, src_slot) = locked.shard(src);
     if shard.lookup(db, src_slot, src, now, true).is_none() {
-        return Err(ERR_NO_SUCH_KEY.into());
+        return Err(ERR_NO_SUCH_KEY);
     }
     if src == dst {
         drop(locked);
@@ -718,16 +725,16 @@ fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             dst_db = parse_int32(args.get(i + 1), None)?;
             i += 1;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         i += 1;
     }
     if dst_db < 0 || dst_db as usize >= ctx.srv.ks.databases() {
-        return Err(ERR_DB_INDEX.into());
+        return Err(ERR_DB_INDEX);
     }
     let dst_db = dst_db as usize;
     if src_db == dst_db && src == dst {
-        return Err(ERR_SAME_OBJECT.into());
+        return Err(ERR_SAME_OBJECT);
     }
     let mut locked = ctx.lock_keys([src, dst].into_iter());
     // Taken under the lock: later writes to a key get larger versions.
@@ -765,7 +772,7 @@ fn move_key(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let dst_db = parse_db(ctx, args.get(2), None)?;
     let (src_db, now) = (ctx.db(), ctx.now_ms);
     if src_db == dst_db {
-        return Err(ERR_SAME_OBJECT.into());
+        return Err(ERR_SAME_OBJECT);
     }
     // Both databases keep the key in the same slot, hence the same shard.
     let (mut shard, slot) = ctx.shard(key);
@@ -850,7 +857,7 @@ pub const SCAN_COUNT_DEFAULT: usize = 10;
 pub const SCAN_SLOTS_PER_CALL_MAX: usize = 4096;
 
 /// A SCAN cursor as Redis's `strtoul` accepts it. Values past the last slot mean "done".
-fn parse_cursor(arg: &[u8]) -> Result<usize, String> {
+fn parse_cursor(arg: &[u8]) -> Result<usize, ReplyError> {
     crate::args::parse_scan_cursor(arg).map(|v| usize::try_from(v).unwrap_or(usize::MAX))
 }
 
@@ -865,7 +872,7 @@ fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if args.is(i, "COUNT") && has_value {
             let n = args.i64(i + 1)?;
             if n < 1 {
-                return Err(ERR_SYNTAX.into());
+                return Err(ERR_SYNTAX);
             }
             count = usize::try_from(n).unwrap_or(usize::MAX);
         } else if args.is(i, "MATCH") && has_value {
@@ -874,7 +881,7 @@ fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         } else if args.is(i, "TYPE") && has_value {
             type_name = Some(args.get(i + 1));
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         i += 2;
     }
@@ -951,7 +958,7 @@ fn lfu_params(ctx: &Ctx<'_>) -> LfuParams {
 fn object_lookup(
     ctx: &mut Ctx<'_>,
     args: &Args<'_>,
-    f: impl FnOnce(&Entry, u64) -> Result<i64, String>,
+    f: impl FnOnce(&Entry, u64) -> Result<i64, ReplyError>,
 ) -> CmdResult {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(2));
@@ -981,7 +988,9 @@ fn object_freq(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let params = lfu_params(ctx);
     object_lookup(ctx, args, |e, now| {
         if !policy.uses_lfu() {
-            return Err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.".into());
+            return Err(ReplyError::err_static(
+                "An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+            ));
         }
         Ok(evict::lfu_counter(e.access(), now, params) as i64)
     })
@@ -991,7 +1000,9 @@ fn object_idletime(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let policy = ctx.srv.policy();
     object_lookup(ctx, args, |e, now| {
         if policy.uses_lfu() {
-            return Err("ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.".into());
+            return Err(ReplyError::err_static(
+                "An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+            ));
         }
         Ok(evict::lru_idle_s(e.access(), now) as i64)
     })
@@ -1045,7 +1056,7 @@ pub const DUMP_VERSION: u16 = 0x5301;
 
 const FOOTER_BYTES: usize = 2 + 8;
 
-/// Why a payload was refused; [`PayloadError::message`] is the reply Redis sends.
+/// Why a payload was refused; [`PayloadError::reply`] is the reply Redis sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadError {
     /// Unknown version, bad checksum or too short: corrupted or from another server.
@@ -1055,10 +1066,12 @@ pub enum PayloadError {
 }
 
 impl PayloadError {
-    pub fn message(self) -> &'static str {
+    pub fn reply(self) -> ReplyError {
         match self {
-            PayloadError::VersionOrChecksum => "ERR DUMP payload version or checksum are wrong",
-            PayloadError::BadFormat => "ERR Bad data format",
+            PayloadError::VersionOrChecksum => {
+                ReplyError::err_static("DUMP payload version or checksum are wrong")
+            }
+            PayloadError::BadFormat => ReplyError::err_static("Bad data format"),
         }
     }
 }
@@ -1152,19 +1165,23 @@ fn restore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         } else if args.is(i, "IDLETIME") && has_value && freq.is_none() {
             let v = args.i64(i + 1)?;
             if v < 0 {
-                return Err("ERR Invalid IDLETIME value, must be >= 0".into());
+                return Err(ReplyError::err_static(
+                    "Invalid IDLETIME value, must be >= 0",
+                ));
             }
             idle_s = Some(v);
             i += 1;
         } else if args.is(i, "FREQ") && has_value && idle_s.is_none() {
             let v = args.i64(i + 1)?;
             if !(0..=255).contains(&v) {
-                return Err("ERR Invalid FREQ value, must be >= 0 and <= 255".into());
+                return Err(ReplyError::err_static(
+                    "Invalid FREQ value, must be >= 0 and <= 255",
+                ));
             }
             freq = Some(v);
             i += 1;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         i += 1;
     }
@@ -1176,11 +1193,11 @@ fn restore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let version = ctx.version();
     // Checks in Redis's order: existing key, TTL, payload.
     if !replace && exists_for_write(&mut shard, db, slot, key, now) {
-        return Err("BUSYKEY Target key name already exists.".into());
+        return Err(ReplyError::BusyKey);
     }
     let ttl = args.i64(2)?;
     if ttl < 0 {
-        return Err("ERR Invalid TTL value, must be >= 0".into());
+        return Err(ReplyError::err_static("Invalid TTL value, must be >= 0"));
     }
     let expire_ms = match ttl as u64 {
         0 => None,
@@ -1188,7 +1205,7 @@ fn restore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         t => Some(now.saturating_add(t)),
     };
     let entry = restore_value(args.get(3), key, expire_ms, version, &limits)
-        .map_err(|e| e.message().to_string())?;
+        .map_err(PayloadError::reply)?;
     let replaced = if expire_ms.is_some_and(|at| at <= now) {
         // Already expired: the key ends up absent, whatever was there before.
         drop(entry);

@@ -14,6 +14,7 @@ pub mod coll;
 pub mod config;
 pub mod connection;
 pub mod effects;
+pub mod error;
 pub mod glob;
 pub mod hashes;
 pub mod keys;
@@ -35,14 +36,15 @@ use shoal_keyspace::{Shard, key_slot};
 use shoal_resp::ReplyWriter;
 
 pub use args::{Args, OwnedArgs};
+pub use error::ReplyError;
 /// Replication state and codecs (the sans-IO `shoal-replication` crate), under the name commands use.
 pub use shoal_replication as repl;
 pub use state::{Action, Client, ClientHandle, Hooks, Persistence, ServerState};
 pub use table::{Spec, flag};
 
-/// A command's result: `Ok` after it wrote its reply, or the error line to send (e.g.
-/// `ERR syntax error`). Errors are values for the client; the connection goes on.
-pub type CmdResult = Result<(), String>;
+/// A command's result: `Ok` after it wrote its reply, or the error to reply (e.g.
+/// [`args::ERR_SYNTAX`]). Errors are values for the client; the connection goes on.
+pub type CmdResult = Result<(), ReplyError>;
 
 /// A command implementation.
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>) -> CmdResult;
@@ -177,7 +179,7 @@ impl Locked<'_> {
 }
 
 /// Formats the unknown-command error exactly as Redis 7 does.
-fn unknown_command(args: &Args<'_>) -> String {
+fn unknown_command(args: &Args<'_>) -> ReplyError {
     let name = String::from_utf8_lossy(args.get(0));
     let name: String = name.chars().take(128).collect();
     let mut rest = String::new();
@@ -191,7 +193,7 @@ fn unknown_command(args: &Args<'_>) -> String {
         rest.extend(s.chars().take(room));
         rest.push_str("' ");
     }
-    format!("ERR unknown command '{name}', with args beginning with: {rest}")
+    err!("unknown command '{name}', with args beginning with: {rest}")
 }
 
 /// Evicts until used memory is under `maxmemory`. Returns false when it cannot (nothing evictable),
@@ -288,20 +290,15 @@ pub fn execute_as(
     outcome
 }
 
-/// Why a request was refused before running: the error line, and whether it was for memory.
+/// Why a request was refused before running.
 struct Rejection {
     spec: Option<&'static Spec>,
-    error: String,
-    oom: bool,
+    error: ReplyError,
 }
 
 impl Rejection {
-    fn new(spec: Option<&'static Spec>, error: String) -> Self {
-        Rejection {
-            spec,
-            error,
-            oom: false,
-        }
+    fn new(spec: Option<&'static Spec>, error: ReplyError) -> Self {
+        Rejection { spec, error }
     }
 }
 
@@ -322,7 +319,7 @@ fn admit(
         if args.len() < 2 {
             return Err(Rejection::new(
                 Some(spec),
-                format!("ERR wrong number of arguments for '{}' command", spec.name),
+                err!("wrong number of arguments for '{}' command", spec.name),
             ));
         }
         match spec.find_sub(args.get(1)) {
@@ -330,8 +327,8 @@ fn admit(
             None => {
                 return Err(Rejection::new(
                     Some(spec),
-                    format!(
-                        "ERR unknown subcommand '{}'. Try {} HELP.",
+                    err!(
+                        "unknown subcommand '{}'. Try {} HELP.",
                         String::from_utf8_lossy(args.get(1))
                             .chars()
                             .take(128)
@@ -350,23 +347,17 @@ fn admit(
     if !spec.arity_ok(args.len()) {
         return Err(Rejection::new(
             Some(spec),
-            format!("ERR wrong number of arguments for '{}' command", spec.name),
+            err!("wrong number of arguments for '{}' command", spec.name),
         ));
     }
     if !client.authenticated && !spec.has(flag::NO_AUTH) && srv.hot.requirepass_set.load(Relaxed) {
-        return Err(Rejection::new(
-            Some(spec),
-            "NOAUTH Authentication required.".into(),
-        ));
+        return Err(Rejection::new(Some(spec), ReplyError::NoAuth));
     }
     if spec.has(flag::WRITE)
         && srv.repl.is_replica()
         && srv.values().get("replica-read-only") == "yes"
     {
-        return Err(Rejection::new(
-            Some(spec),
-            "READONLY You can't write against a read only replica.".into(),
-        ));
+        return Err(Rejection::new(Some(spec), ReplyError::ReadOnly));
     }
     // Inside MULTI every queued command counts as one that needs memory (the queue grows), and
     // EXEC does when it would run one.
@@ -374,11 +365,7 @@ fn admit(
         || (client.tx.in_multi() && !multi::exempt_from_oom(spec))
         || (multi::is_exec(spec) && client.tx.queued_denyoom());
     if needs_memory && !ensure_memory(srv, now_ms) {
-        return Err(Rejection {
-            spec: Some(spec),
-            error: "OOM command not allowed when used memory > 'maxmemory'.".into(),
-            oom: true,
-        });
+        return Err(Rejection::new(Some(spec), ReplyError::Oom));
     }
     if client.proto == shoal_resp::Protocol::Resp2
         && client.subs.count() > 0
@@ -386,8 +373,8 @@ fn admit(
     {
         return Err(Rejection::new(
             Some(spec),
-            format!(
-                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            err!(
+                "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
                 spec.name
             ),
         ));
@@ -395,13 +382,13 @@ fn admit(
     if client.tx.in_multi() && spec.has(flag::NO_MULTI) {
         return Err(Rejection::new(
             Some(spec),
-            "ERR Command not allowed inside a transaction".into(),
+            ReplyError::err_static("Command not allowed inside a transaction"),
         ));
     }
     if spec.handler.is_none() {
         return Err(Rejection::new(
             Some(spec),
-            "ERR command has no handler".into(),
+            ReplyError::err_static("command has no handler"),
         ));
     }
     Ok(spec)
@@ -410,21 +397,18 @@ fn admit(
 /// Replies a rejection. Inside MULTI it also dooms the transaction (EXEC will reply
 /// `-EXECABORT`); a rejected EXEC itself discards the transaction and says why, as Redis does.
 fn reject(srv: &ServerState, client: &mut Client, r: Rejection, out: &mut Vec<u8>) {
-    srv.stats.total_error_replies.fetch_add(1, Relaxed);
-    if r.oom {
+    if r.error == ReplyError::Oom {
         srv.stats.oom_rejections.fetch_add(1, Relaxed);
     }
-    let mut w = ReplyWriter::new(out, client.proto);
-    if r.spec.is_some_and(multi::is_exec) {
+    let error = if r.spec.is_some_and(multi::is_exec) {
         multi::discard(srv, client);
-        let why = r.error.strip_prefix("ERR ").unwrap_or(&r.error);
-        w.error(&format!(
-            "EXECABORT Transaction discarded because of: {why}"
-        ));
-        return;
-    }
-    client.tx.fail();
-    w.error(&r.error);
+        ReplyError::ExecAbort(Some(Box::new(r.error)))
+    } else {
+        client.tx.fail();
+        r.error
+    };
+    srv.stats.error_reply(&error);
+    error.write_to(&mut ReplyWriter::new(out, client.proto));
 }
 
 /// Runs an admitted command: the handler (holding the exec gate shared, or inside EXEC, which
@@ -443,7 +427,9 @@ fn run_command<'a>(
 ) -> Outcome {
     let in_exec = gate.is_none();
     let Some(handler) = spec.handler else {
-        ReplyWriter::new(out, client.proto).error("ERR command has no handler");
+        let e = ReplyError::err_static("command has no handler");
+        srv.stats.error_reply(&e);
+        e.write_to(&mut ReplyWriter::new(out, client.proto));
         return Outcome::Done;
     };
     let reply_start = out.len();
@@ -463,10 +449,10 @@ fn run_command<'a>(
         block: None,
     };
     if let Err(e) = handler(&mut ctx, args) {
-        srv.stats.total_error_replies.fetch_add(1, Relaxed);
+        srv.stats.error_reply(&e);
         // A handler that failed after writing part of a reply must not leave it half-written.
         ctx.out.buf.truncate(reply_start);
-        ctx.out.error(&e);
+        e.write_to(&mut ctx.out);
         ctx.block = None;
     }
     drop(ctx.gate.take());

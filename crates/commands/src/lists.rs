@@ -11,10 +11,12 @@
 //! Commands that add elements to a list (the pushes, LINSERT, LMOVE/RPOPLPUSH's destination) are
 //! the ones that can serve a blocked client.
 
+use crate::err;
+use crate::error::ReplyError;
 use shoal_keyspace::{EncodingLimits, Entry, Object, Payload, Shard, ValueRef, types::list::List};
 use shoal_resp::ReplyWriter;
 
-use crate::args::{ERR_NO_SUCH_KEY, ERR_SYNTAX, ERR_WRONGTYPE, parse_i64};
+use crate::args::{ERR_NO_SUCH_KEY, ERR_SYNTAX, parse_i64};
 use crate::table::{Group, KEY1, NO_KEYS, Spec, cmd, flag::*};
 use crate::{Args, CmdResult, Ctx, Locked};
 
@@ -195,13 +197,15 @@ pub static COMMANDS: &[Spec] = &[
     ),
 ];
 
-const ERR_POSITIVE: &str = "ERR value is out of range, must be positive";
-const ERR_INDEX: &str = "ERR index out of range";
-const ERR_NUMKEYS: &str = "ERR numkeys should be greater than 0";
-const ERR_COUNT_ZERO: &str = "ERR count should be greater than 0";
-const ERR_RANK_ZERO: &str = "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list";
-const ERR_COUNT_NEGATIVE: &str = "ERR COUNT can't be negative";
-const ERR_MAXLEN_NEGATIVE: &str = "ERR MAXLEN can't be negative";
+const ERR_POSITIVE: ReplyError = ReplyError::err_static("value is out of range, must be positive");
+const ERR_INDEX: ReplyError = ReplyError::err_static("index out of range");
+const ERR_NUMKEYS: ReplyError = ReplyError::err_static("numkeys should be greater than 0");
+const ERR_COUNT_ZERO: ReplyError = ReplyError::err_static("count should be greater than 0");
+const ERR_RANK_ZERO: ReplyError = ReplyError::err_static(
+    "RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list",
+);
+const ERR_COUNT_NEGATIVE: ReplyError = ReplyError::err_static("COUNT can't be negative");
+const ERR_MAXLEN_NEGATIVE: ReplyError = ReplyError::err_static("MAXLEN can't be negative");
 
 // ---- shared helpers (also for the blocking commands) ----
 
@@ -226,17 +230,17 @@ impl End {
 }
 
 /// The list an entry holds, or Redis's WRONGTYPE error.
-fn list_mut(e: &mut Entry) -> Result<&mut List, String> {
+fn list_mut(e: &mut Entry) -> Result<&mut List, ReplyError> {
     match e.object_mut() {
         Some(Object::List(l)) => Ok(l),
-        _ => Err(ERR_WRONGTYPE.to_string()),
+        _ => Err(ReplyError::WrongType),
     }
 }
 
-fn list_ref(e: &Entry) -> Result<&List, String> {
+fn list_ref(e: &Entry) -> Result<&List, ReplyError> {
     match e.value() {
         ValueRef::Obj(Object::List(l)) => Ok(l),
-        _ => Err(ERR_WRONGTYPE.to_string()),
+        _ => Err(ReplyError::WrongType),
     }
 }
 
@@ -291,7 +295,7 @@ fn push_values(
     limits: &EncodingLimits,
     version: u64,
     now_ms: u64,
-) -> Result<Option<usize>, String> {
+) -> Result<Option<usize>, ReplyError> {
     let fill = |l: &mut List| {
         // One allocation for the batch when it fits the end node.
         l.reserve(end == End::Left, values.iter().map(|v| v.len()));
@@ -342,7 +346,7 @@ pub fn pop_first_nonempty(
     count: usize,
     shape: PopReply,
     out: &mut ReplyWriter<'_>,
-) -> Result<bool, String> {
+) -> Result<bool, ReplyError> {
     for &key in keys {
         let (shard, slot) = locked.shard(key);
         let emptied = {
@@ -391,7 +395,7 @@ pub fn lmove_locked(
     dst: &[u8],
     from: End,
     to: End,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, ReplyError> {
     {
         let (shard, slot) = locked.shard(src);
         let Some(e) = shard.lookup(db, slot, src, now_ms, true) else {
@@ -537,8 +541,8 @@ fn rpushx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn pop_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) -> CmdResult {
     if args.len() > 3 {
-        return Err(format!(
-            "ERR wrong number of arguments for '{}' command",
+        return Err(err!(
+            "wrong number of arguments for '{}' command",
             if end == End::Left { "lpop" } else { "rpop" }
         ));
     }
@@ -546,7 +550,7 @@ fn pop_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) -> CmdResult {
     let count = if args.len() == 3 {
         match parse_i64(args.get(2)) {
             Some(c) if c >= 0 => Some(c as usize),
-            _ => return Err(ERR_POSITIVE.into()),
+            _ => return Err(ERR_POSITIVE),
         }
     } else {
         None
@@ -628,28 +632,28 @@ fn lmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 pub fn parse_mpop<'a>(
     args: &Args<'a>,
     numkeys_at: usize,
-) -> Result<(Vec<&'a [u8]>, End, usize), String> {
+) -> Result<(Vec<&'a [u8]>, End, usize), ReplyError> {
     let numkeys = match parse_i64(args.get(numkeys_at)) {
         Some(n) if n > 0 => n as usize,
-        _ => return Err(ERR_NUMKEYS.into()),
+        _ => return Err(ERR_NUMKEYS),
     };
     let where_at = numkeys_at
         .checked_add(numkeys)
         .and_then(|i| i.checked_add(1))
         .filter(|&i| i < args.len())
-        .ok_or_else(|| ERR_SYNTAX.to_string())?;
-    let end = End::parse(args.get(where_at)).ok_or_else(|| ERR_SYNTAX.to_string())?;
+        .ok_or(ERR_SYNTAX)?;
+    let end = End::parse(args.get(where_at)).ok_or(ERR_SYNTAX)?;
     let mut count = None;
     let mut j = where_at + 1;
     while j < args.len() {
         if count.is_none() && args.is(j, "COUNT") && j + 1 < args.len() {
             count = match parse_i64(args.get(j + 1)) {
                 Some(c) if c > 0 => Some(c as usize),
-                _ => return Err(ERR_COUNT_ZERO.into()),
+                _ => return Err(ERR_COUNT_ZERO),
             };
             j += 2;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     let keys = (numkeys_at + 1..where_at).map(|i| args.get(i)).collect();
@@ -673,8 +677,8 @@ fn lmove_generic(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], from: End, to: End) 
 }
 
 fn lmove(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let from = End::parse(args.get(3)).ok_or_else(|| ERR_SYNTAX.to_string())?;
-    let to = End::parse(args.get(4)).ok_or_else(|| ERR_SYNTAX.to_string())?;
+    let from = End::parse(args.get(3)).ok_or(ERR_SYNTAX)?;
+    let to = End::parse(args.get(4)).ok_or(ERR_SYNTAX)?;
     lmove_generic(ctx, args.get(1), args.get(2), from, to)
 }
 
@@ -747,14 +751,14 @@ fn lpos(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if args.is(j, "RANK") && more {
             rank = args.i64(j + 1)?;
             if rank == 0 {
-                return Err(ERR_RANK_ZERO.into());
+                return Err(ERR_RANK_ZERO);
             }
         } else if args.is(j, "COUNT") && more {
             count = Some(non_negative(args.get(j + 1), ERR_COUNT_NEGATIVE)?);
         } else if args.is(j, "MAXLEN") && more {
             maxlen = non_negative(args.get(j + 1), ERR_MAXLEN_NEGATIVE)?;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         j += 2;
     }
@@ -820,10 +824,10 @@ fn lpos(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 /// A non-negative integer option; Redis gives the option's own error for a bad integer too.
-fn non_negative(arg: &[u8], err: &str) -> Result<i64, String> {
+fn non_negative(arg: &[u8], err: ReplyError) -> Result<i64, ReplyError> {
     match parse_i64(arg) {
         Some(v) if v >= 0 => Ok(v),
-        _ => Err(err.into()),
+        _ => Err(err),
     }
 }
 
@@ -835,11 +839,11 @@ fn lset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (mut shard, slot) = ctx.shard(key);
     let version = ctx.version();
     let Some(mut e) = shard.lookup(db, slot, key, now, true) else {
-        return Err(ERR_NO_SUCH_KEY.into());
+        return Err(ERR_NO_SUCH_KEY);
     };
     let l = list_mut(&mut e)?;
     let index = args.i64(2)?;
-    let i = resolve_index(index, l.len()).ok_or_else(|| ERR_INDEX.to_string())?;
+    let i = resolve_index(index, l.len()).ok_or(ERR_INDEX)?;
     l.set(i, args.get(3));
     e.set_version(version);
     drop(e);
@@ -854,7 +858,7 @@ fn linsert(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     } else if args.is(2, "BEFORE") {
         false
     } else {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     };
     let (key, pivot, value) = (args.get(1), args.get(3), args.get(4));
     let (db, now) = (ctx.client.db, ctx.now_ms);

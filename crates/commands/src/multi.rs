@@ -23,6 +23,7 @@
 //! moved by SWAPDB). Deleting a key that was already absent (FLUSHALL of an absent key, an entry
 //! that had already expired being removed) changes nothing, as in Redis 7.0.
 
+use crate::error::ReplyError;
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release, SeqCst};
@@ -424,9 +425,9 @@ pub(crate) fn queue(
         let max = srv.values().get_u64("client-query-buffer-limit") as usize;
         if q.bytes + bytes > max {
             q.failed = true;
-            srv.stats.total_error_replies.fetch_add(1, Relaxed);
-            shoal_resp::ReplyWriter::new(out, client.proto)
-                .error("ERR MULTI queue exceeds client-query-buffer-limit");
+            let e = ReplyError::err_static("MULTI queue exceeds client-query-buffer-limit");
+            srv.stats.error_reply(&e);
+            e.write_to(&mut shoal_resp::ReplyWriter::new(out, client.proto));
             return;
         }
     }
@@ -468,7 +469,7 @@ fn watched_changed(ctx: &Ctx<'_>) -> bool {
 
 fn multi(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     if ctx.client.tx.in_multi() {
-        return Err("ERR MULTI calls can not be nested".into());
+        return Err(ReplyError::err_static("MULTI calls can not be nested"));
     }
     ctx.client.tx.queued = Some(Queued::default());
     ctx.client.handle.multi_len.store(0, Relaxed);
@@ -478,7 +479,7 @@ fn multi(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn discard_cmd(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     if !ctx.client.tx.in_multi() {
-        return Err("ERR DISCARD without MULTI".into());
+        return Err(ReplyError::err_static("DISCARD without MULTI"));
     }
     discard(ctx.srv, ctx.client);
     ctx.out.ok();
@@ -487,12 +488,12 @@ fn discard_cmd(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn exec(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     let Some(q) = ctx.client.tx.queued.take() else {
-        return Err("ERR EXEC without MULTI".into());
+        return Err(ReplyError::err_static("EXEC without MULTI"));
     };
     ctx.client.handle.multi_len.store(-1, Relaxed);
     if q.failed {
         unwatch_all(ctx.srv, ctx.client);
-        return Err("EXECABORT Transaction discarded because of previous errors.".into());
+        return Err(ReplyError::ExecAbort(None));
     }
     // From the WATCH check to the last command, no other client's command runs.
     ctx.gate = None;
@@ -519,7 +520,7 @@ fn exec(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn watch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if ctx.client.tx.in_multi() {
-        return Err("ERR WATCH inside MULTI is not allowed".into());
+        return Err(ReplyError::err_static("WATCH inside MULTI is not allowed"));
     }
     let db = ctx.db();
     for key in args.tail(1).iter() {

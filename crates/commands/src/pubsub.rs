@@ -18,6 +18,7 @@
 //! (P|S)UNSUBSCRIBE, PING, QUIT and RESET (checked in `crate::admit`); a RESP3 client may run
 //! anything, its messages arriving as push frames between replies.
 
+use crate::err;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
@@ -538,8 +539,8 @@ fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 /// PUBSUB CHANNELS [pattern] (and SHARDCHANNELS: shard channels do not exist here, so none).
 fn pubsub_channels(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() > 3 {
-        return Err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
+        return Err(err!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
             args.str_lossy(1)
         ));
     }

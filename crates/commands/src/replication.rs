@@ -6,6 +6,8 @@
 //! waiting of WAIT and of the `sync` strategy) is done by the server and `shoal-replication`, which
 //! read `Client::repl` after each batch.
 
+use crate::err;
+use crate::error::ReplyError;
 use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_keyspace::key_slot;
@@ -195,7 +197,7 @@ fn replicaof(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let host = args.str_lossy(1);
     let port = match args.i64(2) {
         Ok(p) if (0..=65535).contains(&p) => p as u16,
-        _ => return Err("ERR Invalid master port".into()),
+        _ => return Err(ReplyError::err_static("Invalid master port")),
     };
     let target = Role::Replica {
         host: host.clone(),
@@ -250,7 +252,7 @@ fn role(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() % 2 == 0 {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     let mut i = 1;
     while i < args.len() {
@@ -265,10 +267,7 @@ fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .iter()
         .any(|w| args.is(i, w));
         if !known {
-            return Err(format!(
-                "ERR Unrecognized REPLCONF option: {}",
-                args.str_lossy(i)
-            ));
+            return Err(err!("Unrecognized REPLCONF option: {}", args.str_lossy(i)));
         }
         if args.is(i, "listening-port") {
             let port = args.i64(i + 1)?;
@@ -281,7 +280,7 @@ fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn psync(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let offset = args.i64(2).map_err(|_| ERR_NOT_INTEGER.to_string())?;
+    let offset = args.i64(2).map_err(|_| ERR_NOT_INTEGER)?;
     ctx.client.repl.handoff = Some((args.str_lossy(1), offset));
     Ok(())
 }
@@ -295,10 +294,12 @@ fn wait(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let n = args.i64(1)?;
     let timeout = args.i64(2)?;
     if timeout < 0 {
-        return Err("ERR timeout is negative".into());
+        return Err(ReplyError::err_static("timeout is negative"));
     }
     if ctx.srv.repl.is_replica() {
-        return Err("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.".into());
+        return Err(ReplyError::err_static(
+            "WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.",
+        ));
     }
     let offset = ctx.client.repl.last_write_offset;
     let have = ctx.srv.repl.acked(offset);
@@ -334,11 +335,11 @@ fn durability(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             ctx.out.ok();
         }
         2 => {
-            let s = Strategy::parse(&args.str_lossy(1)).ok_or_else(|| ERR_SYNTAX.to_string())?;
+            let s = Strategy::parse(&args.str_lossy(1)).ok_or(ERR_SYNTAX)?;
             ctx.client.repl.strategy = Some(s);
             ctx.out.ok();
         }
-        _ => return Err(ERR_SYNTAX.into()),
+        _ => return Err(ERR_SYNTAX),
     }
     Ok(())
 }
@@ -351,13 +352,15 @@ fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut i = 1;
     while i < args.len() {
         if args.is(i, "TO") && i + 2 < args.len() {
-            let port = args.i64(i + 2).map_err(|_| ERR_NOT_INTEGER.to_string())?;
+            let port = args.i64(i + 2).map_err(|_| ERR_NOT_INTEGER)?;
             to = Some((args.str_lossy(i + 1), port as u16));
             i += 3;
         } else if args.is(i, "TIMEOUT") && i + 1 < args.len() {
             let t = args.i64(i + 1)?;
             if t <= 0 {
-                return Err("ERR FAILOVER timeout must be greater than 0".into());
+                return Err(ReplyError::err_static(
+                    "FAILOVER timeout must be greater than 0",
+                ));
             }
             timeout_ms = t as u64;
             i += 2;
@@ -368,34 +371,38 @@ fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             abort = true;
             i += 1;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     let f = &ctx.srv.repl.failover;
     if abort {
         if args.len() != 2 {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         if !f.in_progress.load(Relaxed) {
-            return Err("ERR No failover in progress.".into());
+            return Err(ReplyError::err_static("No failover in progress."));
         }
         f.abort.store(true, Relaxed);
         ctx.out.ok();
         return Ok(());
     }
     if ctx.srv.repl.is_replica() {
-        return Err("ERR FAILOVER is not valid when server is a replica.".into());
+        return Err(ReplyError::err_static(
+            "FAILOVER is not valid when server is a replica.",
+        ));
     }
     if ctx.srv.repl.replica_count() == 0 {
-        return Err("ERR FAILOVER requires connected replicas.".into());
+        return Err(ReplyError::err_static(
+            "FAILOVER requires connected replicas.",
+        ));
     }
     if force && (to.is_none() || timeout_ms == 0) {
-        return Err(
-            "ERR FAILOVER with force option requires both a timeout and target HOST and IP.".into(),
-        );
+        return Err(ReplyError::err_static(
+            "FAILOVER with force option requires both a timeout and target HOST and IP.",
+        ));
     }
     if f.in_progress.swap(true, Relaxed) {
-        return Err("ERR FAILOVER already in progress.".into());
+        return Err(ReplyError::err_static("FAILOVER already in progress."));
     }
     f.abort.store(false, Relaxed);
     *f.state.lock().expect("failover lock") = "waiting-for-sync";
@@ -419,7 +426,9 @@ pub fn snapshot_path(srv: &crate::ServerState) -> std::path::PathBuf {
 /// The I/O layer writes the snapshot and then the reply (`+OK` or why it failed).
 fn save(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     if ctx.srv.persist.saving.load(Relaxed) {
-        return Err("ERR Background save already in progress".into());
+        return Err(ReplyError::err_static(
+            "Background save already in progress",
+        ));
     }
     ctx.client.repl.action = Some(Action::Save { foreground: true });
     Ok(())
@@ -427,10 +436,12 @@ fn save(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn bgsave(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() > 2 || (args.len() == 2 && !args.is(1, "SCHEDULE")) {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     if ctx.srv.persist.saving.load(Relaxed) {
-        return Err("ERR Background save already in progress".into());
+        return Err(ReplyError::err_static(
+            "Background save already in progress",
+        ));
     }
     ctx.client.repl.action = Some(Action::Save { foreground: false });
     ctx.out.simple("Background saving started");
@@ -450,10 +461,10 @@ pub fn slot_digest(srv: &crate::ServerState, db: usize, slot: u16, now_ms: u64) 
     shoal_replication::digest::slot_digest(&srv.ks, db, slot, now_ms)
 }
 
-fn parse_slot(args: &Args<'_>, i: usize) -> Result<u16, String> {
+fn parse_slot(args: &Args<'_>, i: usize) -> Result<u16, ReplyError> {
     match args.i64(i) {
         Ok(s) if (0..shoal_keyspace::SLOTS as i64).contains(&s) => Ok(s as u16),
-        _ => Err("ERR Invalid or out of range slot".into()),
+        _ => Err(ReplyError::err_static("Invalid or out of range slot")),
     }
 }
 
@@ -466,7 +477,7 @@ fn slotdigest(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         start
     };
     if args.len() > 3 || end < start {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     ctx.out.array((end - start) as usize + 1);
     for slot in start..=end {
@@ -480,7 +491,7 @@ fn slotdigest(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn slotkeys(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let slot = parse_slot(args, 1)?;
     if args.len() != 2 {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     let mut items = Vec::new();
     {
@@ -502,16 +513,20 @@ fn repairput(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let key = args.get(1);
     let version = match args.i64(2) {
         Ok(v) if v >= 0 => v as u64,
-        _ => return Err("ERR version must be a non-negative integer".into()),
+        _ => {
+            return Err(ReplyError::err_static(
+                "version must be a non-negative integer",
+            ));
+        }
     };
     let expire = match args.i64(3)? {
         -1 => None,
         t if t >= 0 => Some(t as u64),
-        _ => return Err("ERR Invalid TTL value, must be >= 0".into()),
+        _ => return Err(ReplyError::err_static("Invalid TTL value, must be >= 0")),
     };
     let limits = ctx.srv.encoding_limits();
     let entry = crate::keys::restore_value(args.get(4), key, expire, version, &limits)
-        .map_err(|e| e.message().to_string())?;
+        .map_err(crate::keys::PayloadError::reply)?;
     ctx.srv.ks.hlc.observe(version);
     let slot = key_slot(key);
     let mut shard = ctx.srv.ks.lock(ctx.srv.ks.shard_of(slot));

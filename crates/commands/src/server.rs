@@ -1,6 +1,8 @@
 //! Server commands: INFO, CONFIG, COMMAND, DBSIZE, FLUSHDB/FLUSHALL, TIME, SLOWLOG, LATENCY, MEMORY,
 //! SHUTDOWN.
 
+use crate::err;
+use crate::error::ReplyError;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -468,17 +470,19 @@ fn command_docs(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 /// Key positions of a full request, resolving subcommands.
-pub fn keys_of(args: &Args<'_>) -> Result<Vec<usize>, String> {
+pub fn keys_of(args: &Args<'_>) -> Result<Vec<usize>, ReplyError> {
     let Some(mut spec) = table::lookup(args.get(0)) else {
-        return Err("ERR Invalid command specified".into());
+        return Err(ReplyError::err_static("Invalid command specified"));
     };
     if !spec.subcommands.is_empty() && args.len() >= 2 {
         spec = spec
             .find_sub(args.get(1))
-            .ok_or_else(|| "ERR Invalid command specified".to_string())?;
+            .ok_or_else(|| ReplyError::err_static("Invalid command specified"))?;
     }
     if !spec.arity_ok(args.len()) {
-        return Err("ERR Invalid number of arguments specified for command".into());
+        return Err(ReplyError::err_static(
+            "Invalid number of arguments specified for command",
+        ));
     }
     Ok(spec.key_positions(args.len()).collect())
 }
@@ -487,7 +491,7 @@ fn command_getkeys(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let req = args.tail(2);
     let keys = keys_of(&req)?;
     if keys.is_empty() {
-        return Err("ERR The command has no key arguments".into());
+        return Err(ReplyError::err_static("The command has no key arguments"));
     }
     ctx.out.array(keys.len());
     for k in keys {
@@ -501,7 +505,7 @@ fn command_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() == 5 && args.is(2, "FILTERBY") {
         filter = Some((args.str_lossy(3).to_ascii_lowercase(), args.get(4).to_vec()));
     } else if args.len() != 2 {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     let mut names = Vec::new();
     for s in table::all() {
@@ -518,7 +522,7 @@ fn command_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                             .is_some_and(|sp| sp.acl_categories().contains(&cat.as_str()))
                     }
                     "module" => false,
-                    _ => return Err(ERR_SYNTAX.into()),
+                    _ => return Err(ERR_SYNTAX),
                 },
             };
             if keep {
@@ -592,8 +596,8 @@ fn config_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() % 2 != 0 {
-        return Err(format!(
-            "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+        return Err(err!(
+            "Unknown option or number of arguments for CONFIG SET - '{}'",
             args.str_lossy(args.len() - 1)
         ));
     }
@@ -604,12 +608,12 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         for i in (2..args.len()).step_by(2) {
             let name = args.str_lossy(i);
             let Some(p) = config::find(&name) else {
-                return Err(format!(
-                    "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                return Err(err!(
+                    "Unknown option or number of arguments for CONFIG SET - '{name}'"
                 ));
             };
             let fail = |why: &str| {
-                format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {why}")
+                err!("CONFIG SET failed (possibly related to argument '{name}') - {why}")
             };
             if changes.iter().any(|(q, _)| q.name == p.name) {
                 return Err(fail("duplicate parameter"));
@@ -639,7 +643,9 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn config_rewrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     let path = ctx.srv.config_file.clone();
     if path.is_empty() {
-        return Err("ERR The server is running without a config file".into());
+        return Err(ReplyError::err_static(
+            "The server is running without a config file",
+        ));
     }
     let mut text = String::from(
         "# Rewritten by CONFIG REWRITE: parameters that differ from their defaults.\n",
@@ -654,7 +660,7 @@ fn config_rewrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     let tmp = format!("{path}.tmp");
     std::fs::write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("ERR Rewriting config file: {e}"))?;
+        .map_err(|e| err!("Rewriting config file: {e}"))?;
     ctx.out.ok();
     Ok(())
 }
@@ -674,6 +680,7 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     ] {
         c.store(0, Relaxed);
     }
+    s.errors.reset();
     ctx.srv.ks.reset_stats();
     ctx.out.ok();
     Ok(())
@@ -707,12 +714,12 @@ fn dbsize(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 }
 
 /// Parses the optional ASYNC|SYNC argument of FLUSHDB/FLUSHALL.
-fn flush_async(args: &Args<'_>) -> Result<bool, String> {
+fn flush_async(args: &Args<'_>) -> Result<bool, ReplyError> {
     match args.len() {
         1 => Ok(false),
         2 if args.is(1, "ASYNC") => Ok(true),
         2 if args.is(1, "SYNC") => Ok(false),
-        _ => Err(ERR_SYNTAX.into()),
+        _ => Err(ERR_SYNTAX),
     }
 }
 
@@ -777,10 +784,10 @@ fn shutdown(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             .iter()
             .any(|w| a.eq_ignore_ascii_case(w));
         if a.eq_ignore_ascii_case(b"ABORT") {
-            return Err("ERR No shutdown in progress.".into());
+            return Err(ReplyError::err_static("No shutdown in progress."));
         }
         if !ok {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     // SAVE / NOSAVE override the `save` rules; the server writes the snapshot before it exits.
@@ -857,12 +864,14 @@ fn slowlog_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let count = if args.len() == 3 {
         let n = parse_i64(args.get(2))
             .filter(|&n| n >= -1)
-            .ok_or_else(|| "ERR count should be greater than or equal to -1".to_string())?;
+            .ok_or_else(|| ReplyError::err_static("count should be greater than or equal to -1"))?;
         if n == -1 { usize::MAX } else { n as usize }
     } else if args.len() == 2 {
         10
     } else {
-        return Err("ERR wrong number of arguments for 'slowlog|get' command".into());
+        return Err(ReplyError::err_static(
+            "wrong number of arguments for 'slowlog|get' command",
+        ));
     };
     let entries: Vec<SlowEntry> = ctx
         .srv
@@ -1012,7 +1021,7 @@ fn latency_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn memory_usage(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() != 3 && !(args.len() == 5 && args.is(3, "SAMPLES")) {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     if args.len() == 5 {
         args.i64(4)?;
@@ -1075,6 +1084,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "errorstats",
     "cluster",
     "keyspace",
 ];
@@ -1274,6 +1284,9 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             "# CPU\r\nused_cpu_sys:{:.6}\r\nused_cpu_user:{:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n",
             proc_info.cpu_sys_s, proc_info.cpu_user_s,
         );
+    }
+    if want("errorstats") {
+        srv.stats.errors.info_section(&mut t);
     }
     if want("cluster") {
         t.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");

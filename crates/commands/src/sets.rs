@@ -7,11 +7,12 @@
 //! replaces the destination whatever its type (dropping its TTL, as Redis does) and deletes it when
 //! the result is empty. Every write stamps the command's version on the keys it changed.
 
+use crate::error::ReplyError;
 use shoal_keyspace::types::set::{Member, Set};
 use shoal_keyspace::{EncodingLimits, Kind, Object, Shard, ValueRef};
 use shoal_resp::ReplyWriter;
 
-use crate::args::{ERR_SYNTAX, ERR_WRONGTYPE, parse_i64, parse_scan_cursor};
+use crate::args::{ERR_SYNTAX, parse_i64, parse_scan_cursor};
 use crate::coll::object_mut;
 use crate::hashes::{
     RANDOM_REPLY_MAX, command_rng, object_entry, parse_random_count, parse_scan_opts,
@@ -202,11 +203,11 @@ pub static COMMANDS: &[Spec] = &[
 // Access to the set of a key.
 
 /// The set of a live entry, or WRONGTYPE; `None` for an absent key.
-fn set_of(v: Option<ValueRef<'_>>) -> Result<Option<&Set>, String> {
+fn set_of(v: Option<ValueRef<'_>>) -> Result<Option<&Set>, ReplyError> {
     match v {
         None => Ok(None),
         Some(ValueRef::Obj(Object::Set(s))) => Ok(Some(s)),
-        Some(_) => Err(ERR_WRONGTYPE.into()),
+        Some(_) => Err(ReplyError::WrongType),
     }
 }
 
@@ -216,7 +217,7 @@ fn read_set<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     f: impl FnOnce(Option<&Set>, &mut ReplyWriter<'_>) -> R,
-) -> Result<R, String> {
+) -> Result<R, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
     let e = shard.lookup_read(db, slot, key, now);
@@ -229,8 +230,8 @@ fn write_set<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     create: bool,
-    f: impl FnOnce(&mut Set, &EncodingLimits) -> Result<(R, bool), String>,
-) -> Result<Option<R>, String> {
+    f: impl FnOnce(&mut Set, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let limits = ctx.srv.encoding_limits();
     let (mut shard, slot) = ctx.shard(key);
@@ -337,7 +338,7 @@ fn scard(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut rng = command_rng(ctx);
     if args.len() > 3 {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     if args.len() == 2 {
         let popped = write_set(ctx, args.get(1), false, |s, _| {
@@ -353,7 +354,9 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     let count = parse_i64(args.get(2))
         .filter(|n| *n >= 0)
-        .ok_or("ERR value is out of range, must be positive")? as usize;
+        .ok_or(ReplyError::err_static(
+            "value is out of range, must be positive",
+        ))? as usize;
     let popped = write_set(ctx, args.get(1), false, |s, limits| {
         if count >= s.len() {
             // Everything: hand the members over and leave an empty set (the key is deleted).
@@ -379,7 +382,7 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn srandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut rng = command_rng(ctx);
     if args.len() > 3 {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     if args.len() == 2 {
         return read_set(ctx, args.get(1), |s, out| {
@@ -464,7 +467,7 @@ fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (shard, slot) = locked.shard(dst);
     let dst_kind = shard.lookup(db, slot, dst, now, true).map(|e| e.kind());
     if src_kind != Kind::Set || dst_kind.is_some_and(|k| k != Kind::Set) {
-        return Err(ERR_WRONGTYPE.into());
+        return Err(ReplyError::WrongType);
     }
     if src == dst {
         let (shard, slot) = locked.shard(src);
@@ -601,7 +604,7 @@ fn compute(
     op: Op,
     keys: &[&[u8]],
     for_write: bool,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let limits = ctx.srv.encoding_limits();
     let mut sizes = Vec::with_capacity(keys.len());
@@ -722,9 +725,11 @@ fn sdiffstore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn sintercard(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let numkeys = parse_i64(args.get(1))
         .filter(|n| *n > 0)
-        .ok_or("ERR numkeys should be greater than 0")?;
+        .ok_or(ReplyError::err_static("numkeys should be greater than 0"))?;
     if numkeys as u64 > (args.len() - 2) as u64 {
-        return Err("ERR Number of keys can't be greater than number of args".into());
+        return Err(ReplyError::err_static(
+            "Number of keys can't be greater than number of args",
+        ));
     }
     let numkeys = numkeys as usize;
     let mut limit = 0usize;
@@ -733,10 +738,11 @@ fn sintercard(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if args.is(i, "LIMIT") && i + 1 < args.len() {
             limit = parse_i64(args.get(i + 1))
                 .filter(|n| *n >= 0)
-                .ok_or("ERR LIMIT can't be negative")? as usize;
+                .ok_or(ReplyError::err_static("LIMIT can't be negative"))?
+                as usize;
             i += 2;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     let keys: Vec<&[u8]> = args.tail(2).iter().take(numkeys).collect();

@@ -38,9 +38,19 @@ pub struct Stats {
     pub client_output_limit_disconnections: AtomicU64,
     pub client_query_limit_disconnections: AtomicU64,
     pub total_error_replies: AtomicU64,
+    /// Error replies by kind (`INFO errorstats`).
+    pub errors: crate::error::ErrorStats,
     pub oom_rejections: AtomicU64,
     /// Commands per second over the last sampling period (updated by the server's cron).
     pub instantaneous_ops_per_sec: AtomicU64,
+}
+
+impl Stats {
+    /// Counts an error reply, in `total_error_replies` and by kind.
+    pub fn error_reply(&self, e: &crate::error::ReplyError) {
+        self.total_error_replies.fetch_add(1, Relaxed);
+        self.errors.record(e);
+    }
 }
 
 /// What other connections and the server see of a client (CLIENT LIST, CLIENT KILL).

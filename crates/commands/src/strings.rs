@@ -1,8 +1,10 @@
 //! String and counter commands: GET, SET and its variants, MGET/MSET, APPEND, ranges, counters, LCS.
 
+use crate::err;
+use crate::error::ReplyError;
 use shoal_keyspace::{Entry, Shard};
 
-use crate::args::{ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, ERR_WRONGTYPE};
+use crate::args::{ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX};
 use crate::table::{Group, KEY1, Spec, cmd, flag::*};
 use crate::{Args, CmdResult, Ctx};
 
@@ -238,9 +240,9 @@ pub fn parse_expire(
     unit: &[u8],
     value: &[u8],
     cmd_name: &str,
-) -> Result<u64, String> {
-    let n = crate::args::parse_i64(value).ok_or_else(|| ERR_NOT_INTEGER.to_string())?;
-    let invalid = || format!("ERR invalid expire time in '{cmd_name}' command");
+) -> Result<u64, ReplyError> {
+    let n = crate::args::parse_i64(value).ok_or(ERR_NOT_INTEGER)?;
+    let invalid = || err!("invalid expire time in '{cmd_name}' command");
     if n <= 0 {
         return Err(invalid());
     }
@@ -273,8 +275,8 @@ fn key_slot_of(key: &[u8]) -> u16 {
 }
 
 /// The string value of a live key, or WRONGTYPE for another type.
-fn string_of(e: &Entry) -> Result<&[u8], String> {
-    e.string().ok_or_else(|| ERR_WRONGTYPE.to_string())
+fn string_of(e: &Entry) -> Result<&[u8], ReplyError> {
+    e.string().ok_or(ReplyError::WrongType)
 }
 
 /// Stores a string under `key`, replacing whatever was there, and returns the replaced entry.
@@ -341,7 +343,7 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             expire = ExpireOpt::At(parse_expire(ctx, a, args.get(i + 1), "set")?);
             i += 1;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         i += 1;
     }
@@ -508,7 +510,7 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             opt = ExpireOpt::Persist;
             i += 1;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     let (db, now) = (ctx.client.db, ctx.now_ms);
@@ -576,9 +578,7 @@ fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn mset_common(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
     if args.len() % 2 == 0 {
         let name = if nx { "msetnx" } else { "mset" };
-        return Err(format!(
-            "ERR wrong number of arguments for '{name}' command"
-        ));
+        return Err(err!("wrong number of arguments for '{name}' command"));
     }
     let (db, now) = (ctx.client.db, ctx.now_ms);
     let tail = args.tail(1);
@@ -630,7 +630,8 @@ fn max_string_bytes(ctx: &Ctx<'_>) -> usize {
     ctx.srv.values().get_u64("proto-max-bulk-len") as usize
 }
 
-const ERR_TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+const ERR_TOO_BIG: ReplyError =
+    ReplyError::err_static("string exceeds maximum allowed size (proto-max-bulk-len)");
 
 fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let max = max_string_bytes(ctx);
@@ -643,11 +644,9 @@ fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         Some(mut e) => {
             let cur = string_of(&e)?.len();
             if cur + add.len() > max {
-                return Err(ERR_TOO_BIG.into());
+                return Err(ERR_TOO_BIG);
             }
-            let v = e
-                .make_raw_string()
-                .ok_or_else(|| ERR_WRONGTYPE.to_string())?;
+            let v = e.make_raw_string().ok_or(ReplyError::WrongType)?;
             v.extend_from_slice(add);
             let len = v.len();
             e.set_version(version);
@@ -719,7 +718,7 @@ fn getrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let offset = args.i64(2)?;
     if offset < 0 {
-        return Err("ERR offset is out of range".into());
+        return Err(ReplyError::err_static("offset is out of range"));
     }
     let offset = offset as usize;
     let value = args.get(3);
@@ -735,11 +734,9 @@ fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 cur
             } else {
                 if offset + value.len() > max {
-                    return Err(ERR_TOO_BIG.into());
+                    return Err(ERR_TOO_BIG);
                 }
-                let v = e
-                    .make_raw_string()
-                    .ok_or_else(|| ERR_WRONGTYPE.to_string())?;
+                let v = e.make_raw_string().ok_or(ReplyError::WrongType)?;
                 if v.len() < offset + value.len() {
                     v.resize(offset + value.len(), 0);
                 }
@@ -758,7 +755,7 @@ fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 0
             } else {
                 if offset + value.len() > max {
-                    return Err(ERR_TOO_BIG.into());
+                    return Err(ERR_TOO_BIG);
                 }
                 let mut v = vec![0u8; offset + value.len()];
                 v[offset..].copy_from_slice(value);
@@ -782,7 +779,7 @@ fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 /// Adds `by` to the integer at `key` (created as 0), keeping its TTL. Returns the new value.
-fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> Result<i64, String> {
+fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> Result<i64, ReplyError> {
     let (db, now) = (ctx.client.db, ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
     // Taken under the lock: later writes to a key get larger versions.
@@ -790,11 +787,8 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> Result<i64, String> {
     let mut tmp = [0u8; 20];
     let updated = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
-            let cur = crate::args::parse_i64(string_of(&e)?)
-                .ok_or_else(|| ERR_NOT_INTEGER.to_string())?;
-            let new = cur
-                .checked_add(by)
-                .ok_or_else(|| ERR_OVERFLOW.to_string())?;
+            let cur = crate::args::parse_i64(string_of(&e)?).ok_or(ERR_NOT_INTEGER)?;
+            let new = cur.checked_add(by).ok_or(ERR_OVERFLOW)?;
             let s = shoal_resp::fmt_i64(new, &mut tmp);
             e.set_payload(shoal_keyspace::Payload::Inline(s));
             e.set_version(version);
@@ -834,7 +828,7 @@ fn incrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn decrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let by = args.i64(2)?;
     if by == i64::MIN {
-        return Err("ERR decrement would overflow".into());
+        return Err(ReplyError::err_static("decrement would overflow"));
     }
     let v = incr_by(ctx, args.get(1), -by)?;
     ctx.out.int(v);
@@ -887,14 +881,14 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     // Taken under the lock: later writes to a key get larger versions.
     let version = ctx.version();
     let cur = match shard.peek(db, slot, key, now) {
-        Some(e) => {
-            crate::args::parse_f64(string_of(e)?).ok_or_else(|| ERR_NOT_FLOAT.to_string())?
-        }
+        Some(e) => crate::args::parse_f64(string_of(e)?).ok_or(ERR_NOT_FLOAT)?,
         None => 0.0,
     };
     let new = cur + by;
     if !new.is_finite() {
-        return Err("ERR increment would produce NaN or Infinity".into());
+        return Err(ReplyError::err_static(
+            "increment would produce NaN or Infinity",
+        ));
     }
     let s = human_float(new);
     store_string(
@@ -929,24 +923,25 @@ fn lcs(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             min_match_len = args.i64(i + 1)?.max(0);
             i += 1;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         i += 1;
     }
     if get_len && get_idx {
-        return Err("ERR If you want both the length and indexes, please just use IDX.".into());
+        return Err(ReplyError::err_static(
+            "If you want both the length and indexes, please just use IDX.",
+        ));
     }
     let (db, now) = (ctx.client.db, ctx.now_ms);
     let mut locked = ctx.lock_keys([args.get(1), args.get(2)].into_iter());
-    let mut fetch = |key: &[u8]| -> Result<Vec<u8>, String> {
+    let mut fetch = |key: &[u8]| -> Result<Vec<u8>, ReplyError> {
         let (shard, slot) = locked.shard(key);
         let hit = shard.contains(db, slot, key, now);
         count_read(shard, hit);
         match shard.peek(db, slot, key, now) {
-            Some(e) => e
-                .string()
-                .map(|s| s.to_vec())
-                .ok_or_else(|| "ERR The specified keys must contain string values".to_string()),
+            Some(e) => e.string().map(|s| s.to_vec()).ok_or_else(|| {
+                ReplyError::err_static("The specified keys must contain string values")
+            }),
             None => Ok(Vec::new()),
         }
     };
@@ -956,9 +951,9 @@ fn lcs(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (alen, blen) = (a.len(), b.len());
     let cells = (alen + 1).checked_mul(blen + 1).unwrap_or(usize::MAX);
     if cells.saturating_mul(4) > max_string_bytes(ctx) {
-        return Err(
-            "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len".into(),
-        );
+        return Err(ReplyError::err_static(
+            "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
+        ));
     }
     let w = blen + 1;
     let mut t = vec![0u32; cells];

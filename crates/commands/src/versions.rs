@@ -12,9 +12,10 @@
 //!   one accepts any). Replies `1` when written, `0` when the stored one is newer or equal, so a slow
 //!   filler can never put an older row over a newer one.
 
+use crate::error::ReplyError;
 use shoal_keyspace::Entry;
 
-use crate::args::{ERR_SYNTAX, ERR_WRONGTYPE};
+use crate::args::ERR_SYNTAX;
 use crate::strings::{ExpireOpt, parse_expire};
 use crate::table::{Group, KEY1, Spec, cmd, flag::*};
 use crate::{Args, CmdResult, Ctx};
@@ -65,10 +66,12 @@ pub static COMMANDS: &[Spec] = &[
 ];
 
 /// Parses a version argument: a non-negative integer.
-fn parse_version(args: &Args<'_>, i: usize) -> Result<u64, String> {
+fn parse_version(args: &Args<'_>, i: usize) -> Result<u64, ReplyError> {
     match args.i64(i) {
         Ok(v) if v >= 0 => Ok(v as u64),
-        _ => Err("ERR version must be a non-negative integer".into()),
+        _ => Err(ReplyError::err_static(
+            "version must be a non-negative integer",
+        )),
     }
 }
 
@@ -78,7 +81,7 @@ fn parse_expire_opts(
     args: &Args<'_>,
     from: usize,
     name: &str,
-) -> Result<ExpireOpt, String> {
+) -> Result<ExpireOpt, ReplyError> {
     let mut opt = ExpireOpt::None;
     let mut i = from;
     while i < args.len() {
@@ -93,7 +96,7 @@ fn parse_expire_opts(
             opt = ExpireOpt::KeepTtl;
             i += 1;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     Ok(opt)
@@ -103,7 +106,7 @@ fn getver(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (mut shard, slot) = ctx.shard(args.get(1));
     match shard.lookup_read(ctx.client.db, slot, args.get(1), ctx.now_ms) {
         Some(e) => {
-            let v = e.string().ok_or_else(|| ERR_WRONGTYPE.to_string())?;
+            let v = e.string().ok_or(ReplyError::WrongType)?;
             ctx.out.array(2);
             ctx.out.bulk(v);
             ctx.out.int(e.version() as i64);

@@ -6,6 +6,8 @@
 //! [`zpop_locked`], [`parse_mpop`], [`reply_pop_flat`] and [`reply_mpop`] from here, so the
 //! blocking and non-blocking forms pop and reply alike.
 
+use crate::err;
+use crate::error::ReplyError;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -14,7 +16,7 @@ use shoal_keyspace::types::zset::{LexBound, LexRange, ScoreRange, ZSet};
 use shoal_keyspace::{EncodingLimits, Entry, Object, Payload, Rng, Shard, ValueRef};
 use shoal_resp::{ReplyWriter, fmt_double};
 
-use crate::args::{ERR_NOT_FLOAT, ERR_SYNTAX, ERR_WRONGTYPE};
+use crate::args::{ERR_NOT_FLOAT, ERR_SYNTAX};
 use crate::glob::glob_match;
 use crate::table::{Group, KEY1, NO_KEYS, Spec, cmd, flag::*};
 use crate::{Args, CmdResult, Ctx};
@@ -345,10 +347,10 @@ pub static COMMANDS: &[Spec] = &[
     ),
 ];
 
-const ERR_RANGE_FLOAT: &str = "ERR min or max is not a float";
-const ERR_RANGE_LEX: &str = "ERR min or max not valid string range item";
-const ERR_NAN: &str = "ERR resulting score is not a number (NaN)";
-const ERR_POSITIVE: &str = "ERR value is out of range, must be positive";
+const ERR_RANGE_FLOAT: ReplyError = ReplyError::err_static("min or max is not a float");
+const ERR_RANGE_LEX: ReplyError = ReplyError::err_static("min or max not valid string range item");
+const ERR_NAN: ReplyError = ReplyError::err_static("resulting score is not a number (NaN)");
+const ERR_POSITIVE: ReplyError = ReplyError::err_static("value is out of range, must be positive");
 
 /// Most picks one ZRANDMEMBER may return. Redis streams any count to the socket; a reply here is
 /// built in memory first, so a count like -10^12 is refused instead of exhausting it.
@@ -358,17 +360,17 @@ pub const RANDMEMBER_COUNT_MAX: u64 = 1 << 24;
 // Shared helpers.
 
 /// The sorted set held by an entry, or WRONGTYPE.
-fn zset_of(e: &Entry) -> Result<&ZSet, String> {
+fn zset_of(e: &Entry) -> Result<&ZSet, ReplyError> {
     match e.value() {
         ValueRef::Obj(Object::ZSet(z)) => Ok(z),
-        _ => Err(ERR_WRONGTYPE.into()),
+        _ => Err(ReplyError::WrongType),
     }
 }
 
-fn zset_mut(e: &mut Entry) -> Result<&mut ZSet, String> {
+fn zset_mut(e: &mut Entry) -> Result<&mut ZSet, ReplyError> {
     match e.object_mut() {
         Some(Object::ZSet(z)) => Ok(z),
-        _ => Err(ERR_WRONGTYPE.into()),
+        _ => Err(ReplyError::WrongType),
     }
 }
 
@@ -543,7 +545,7 @@ pub fn parse_score(s: &[u8]) -> Option<f64> {
 }
 
 /// `min` and `max` of ZRANGEBYSCORE and friends (`(` for exclusive), as Redis's `zslParseRange`.
-pub fn parse_score_range(min: &[u8], max: &[u8]) -> Result<ScoreRange, String> {
+pub fn parse_score_range(min: &[u8], max: &[u8]) -> Result<ScoreRange, ReplyError> {
     let bound = |a: &[u8]| -> Option<(f64, bool)> {
         let (ex, num) = match a.first() {
             Some(b'(') => (true, &a[1..]),
@@ -563,7 +565,7 @@ pub fn parse_score_range(min: &[u8], max: &[u8]) -> Result<ScoreRange, String> {
 }
 
 /// `min` and `max` of ZRANGEBYLEX and friends: `-`, `+`, `[member`, `(member`.
-pub fn parse_lex_range(min: &[u8], max: &[u8]) -> Result<LexRange, String> {
+pub fn parse_lex_range(min: &[u8], max: &[u8]) -> Result<LexRange, ReplyError> {
     let bound = |a: &[u8]| -> Option<LexBound> {
         match a.first()? {
             b'+' if a.len() == 1 => Some(LexBound::Max),
@@ -724,16 +726,22 @@ fn zadd_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, zincrby: bool) -> CmdResult 
     }
     let elements = args.len() - i;
     if elements == 0 || !elements.is_multiple_of(2) {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     if f.nx && f.xx {
-        return Err("ERR XX and NX options at the same time are not compatible".into());
+        return Err(ReplyError::err_static(
+            "XX and NX options at the same time are not compatible",
+        ));
     }
     if (f.nx && (f.gt || f.lt)) || (f.gt && f.lt) {
-        return Err("ERR GT, LT, and/or NX options at the same time are not compatible".into());
+        return Err(ReplyError::err_static(
+            "GT, LT, and/or NX options at the same time are not compatible",
+        ));
     }
     if f.incr && elements > 2 {
-        return Err("ERR INCR option supports a single increment-element pair".into());
+        return Err(ReplyError::err_static(
+            "INCR option supports a single increment-element pair",
+        ));
     }
     // Every score parses before anything changes: the command runs whole or not at all.
     let pairs = (i..args.len())
@@ -744,7 +752,7 @@ fn zadd_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, zincrby: bool) -> CmdResult 
                 args.get(j + 1),
             ))
         })
-        .collect::<Result<Vec<(f64, &[u8])>, String>>()?;
+        .collect::<Result<Vec<(f64, &[u8])>, ReplyError>>()?;
     let limits = ctx.srv.encoding_limits();
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
@@ -771,7 +779,7 @@ fn zadd_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, zincrby: bool) -> CmdResult 
     };
     drop(shard);
     if o.nan {
-        return Err(ERR_NAN.into());
+        return Err(ERR_NAN);
     }
     if f.incr {
         if o.processed > 0 {
@@ -880,13 +888,11 @@ fn zrevrank(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn zrank_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, rev: bool) -> CmdResult {
     if args.len() > 4 {
         let name = if rev { "zrevrank" } else { "zrank" };
-        return Err(format!(
-            "ERR wrong number of arguments for '{name}' command"
-        ));
+        return Err(err!("wrong number of arguments for '{name}' command"));
     }
     let withscore = args.len() == 4;
     if withscore && !args.is(3, "WITHSCORE") {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(1));
@@ -971,7 +977,7 @@ fn parse_range_query(
     store: bool,
     mut by: By,
     fixed_rev: Option<bool>,
-) -> Result<RangeQuery, String> {
+) -> Result<RangeQuery, ReplyError> {
     let mut rev = fixed_rev;
     let mut withscores = false;
     let (mut offset, mut limit) = (0i64, -1i64);
@@ -991,7 +997,7 @@ fn parse_range_query(
         } else if by == By::Auto && args.is(j, "byscore") {
             by = By::Score;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         j += 1;
     }
@@ -1001,13 +1007,14 @@ fn parse_range_query(
     }
     // Redis checks the limit's value, so `LIMIT 0 -1` passes with a rank range.
     if limit != -1 && by == By::Rank {
-        return Err(
-            "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX"
-                .into(),
-        );
+        return Err(ReplyError::err_static(
+            "syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
+        ));
     }
     if withscores && by == By::Lex {
-        return Err("ERR syntax error, WITHSCORES not supported in combination with BYLEX".into());
+        return Err(ReplyError::err_static(
+            "syntax error, WITHSCORES not supported in combination with BYLEX",
+        ));
     }
     let (mut lo, mut hi) = (args.get(src + 1), args.get(src + 2));
     if rev && by != By::Rank {
@@ -1230,7 +1237,7 @@ pub fn zpop_locked(
     count: usize,
     version: u64,
     now_ms: u64,
-) -> Result<Option<Popped>, String> {
+) -> Result<Option<Popped>, ReplyError> {
     let Some(mut e) = shard.lookup(db, slot, key, now_ms, true) else {
         return Ok(None);
     };
@@ -1282,23 +1289,23 @@ pub struct MpopArgs {
 }
 
 /// Parses ZMPOP's arguments from `numkeys_idx` (1 for ZMPOP, 2 for BZMPOP) with Redis's errors.
-pub fn parse_mpop(args: &Args<'_>, numkeys_idx: usize) -> Result<MpopArgs, String> {
+pub fn parse_mpop(args: &Args<'_>, numkeys_idx: usize) -> Result<MpopArgs, ReplyError> {
     let numkeys = args
         .i64(numkeys_idx)
         .ok()
         .filter(|&n| n >= 1)
-        .ok_or("ERR numkeys should be greater than 0")?;
+        .ok_or(ReplyError::err_static("numkeys should be greater than 0"))?;
     let first = numkeys_idx + 1;
     let where_idx = match usize::try_from(numkeys) {
         Ok(n) if n < args.len().saturating_sub(first) => first + n,
-        _ => return Err(ERR_SYNTAX.into()),
+        _ => return Err(ERR_SYNTAX),
     };
     let max = if args.is(where_idx, "MIN") {
         false
     } else if args.is(where_idx, "MAX") {
         true
     } else {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     };
     let mut count: Option<usize> = None;
     let mut j = where_idx + 1;
@@ -1308,11 +1315,11 @@ pub fn parse_mpop(args: &Args<'_>, numkeys_idx: usize) -> Result<MpopArgs, Strin
                 .i64(j + 1)
                 .ok()
                 .filter(|&c| c >= 1)
-                .ok_or("ERR count should be greater than 0")?;
+                .ok_or(ReplyError::err_static("count should be greater than 0"))?;
             count = Some(usize::try_from(c).unwrap_or(usize::MAX));
             j += 2;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     Ok(MpopArgs {
@@ -1332,7 +1339,7 @@ fn zpopmax(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn zpop_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, max: bool) -> CmdResult {
     if args.len() > 3 {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     let count = if args.len() == 3 {
         let c = args.i64(2).ok().filter(|&c| c >= 0).ok_or(ERR_POSITIVE)?;
@@ -1433,17 +1440,16 @@ fn zrandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     let l = args.i64(2)?;
     if l == i64::MIN {
-        return Err(
-            "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807"
-                .into(),
-        );
+        return Err(ReplyError::err_static(
+            "value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+        ));
     }
     if args.len() > 4 || (args.len() == 4 && !args.is(3, "withscores")) {
-        return Err(ERR_SYNTAX.into());
+        return Err(ERR_SYNTAX);
     }
     let withscores = args.len() == 4;
     if withscores && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&l) {
-        return Err("ERR value is out of range".into());
+        return Err(ReplyError::err_static("value is out of range"));
     }
     let (count, unique) = (l.unsigned_abs(), l >= 0);
     let (mut shard, slot) = ctx.shard(key);
@@ -1454,7 +1460,7 @@ fn zrandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     };
     let z = zset_of(&e)?;
     if !unique && count > RANDMEMBER_COUNT_MAX {
-        return Err("ERR value is out of range".into());
+        return Err(ReplyError::err_static("value is out of range"));
     }
     let count = usize::try_from(count).unwrap_or(usize::MAX);
     let picks = z.random(&mut rng, count, unique);
@@ -1483,14 +1489,14 @@ fn zscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if args.is(i, "COUNT") && has_value {
             let n = args.i64(i + 1)?;
             if n < 1 {
-                return Err(ERR_SYNTAX.into());
+                return Err(ERR_SYNTAX);
             }
             count = usize::try_from(n).unwrap_or(usize::MAX);
         } else if args.is(i, "MATCH") && has_value {
             let p = args.get(i + 1);
             pattern = (p != b"*").then_some(p);
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
         i += 2;
     }
@@ -1608,7 +1614,7 @@ fn parse_op_options(
     op: SetOp,
     store: bool,
     card_only: bool,
-) -> Result<OpOptions, String> {
+) -> Result<OpOptions, ReplyError> {
     let mut o = OpOptions {
         weights: vec![1.0; setnum],
         aggregate: Aggregate::Sum,
@@ -1619,7 +1625,8 @@ fn parse_op_options(
         let remaining = args.len() - j;
         if op != SetOp::Diff && !card_only && remaining > setnum && args.is(j, "weights") {
             for (k, w) in o.weights.iter_mut().enumerate() {
-                *w = parse_score(args.get(j + 1 + k)).ok_or("ERR weight value is not a float")?;
+                *w = parse_score(args.get(j + 1 + k))
+                    .ok_or(ReplyError::err_static("weight value is not a float"))?;
             }
             j += 1 + setnum;
         } else if op != SetOp::Diff && !card_only && remaining >= 2 && args.is(j, "aggregate") {
@@ -1630,7 +1637,7 @@ fn parse_op_options(
             } else if args.is(j + 1, "max") {
                 Aggregate::Max
             } else {
-                return Err(ERR_SYNTAX.into());
+                return Err(ERR_SYNTAX);
             };
             j += 2;
         } else if !store && !card_only && args.is(j, "withscores") {
@@ -1641,11 +1648,11 @@ fn parse_op_options(
                 .i64(j + 1)
                 .ok()
                 .filter(|&l| l >= 0)
-                .ok_or("ERR LIMIT can't be negative")?;
+                .ok_or(ReplyError::err_static("LIMIT can't be negative"))?;
             o.limit = usize::try_from(l).unwrap_or(usize::MAX);
             j += 2;
         } else {
-            return Err(ERR_SYNTAX.into());
+            return Err(ERR_SYNTAX);
         }
     }
     Ok(o)
@@ -1691,14 +1698,12 @@ fn zsetop(
     let numkeys_idx = if store { 2 } else { 1 };
     let setnum = args.i64(numkeys_idx)?;
     if setnum < 1 {
-        return Err(format!(
-            "ERR at least 1 input key is needed for '{name}' command"
-        ));
+        return Err(err!("at least 1 input key is needed for '{name}' command"));
     }
     let first = numkeys_idx + 1;
     let setnum = match usize::try_from(setnum) {
         Ok(n) if n <= args.len() - first => n,
-        _ => return Err(ERR_SYNTAX.into()),
+        _ => return Err(ERR_SYNTAX),
     };
     let keys: Vec<&[u8]> = (first..first + setnum).map(|i| args.get(i)).collect();
     // Redis checks the inputs' types before it parses the options: keep that error order.
@@ -1718,7 +1723,7 @@ fn zsetop(
             Some(e) => match e.value() {
                 ValueRef::Obj(Object::ZSet(z)) => z.len(),
                 ValueRef::Obj(Object::Set(s)) => s.len(),
-                _ => return Err(ERR_WRONGTYPE.into()),
+                _ => return Err(ReplyError::WrongType),
             },
         });
     }

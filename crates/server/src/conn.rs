@@ -386,6 +386,10 @@ async fn run(
                 Ok(Decoded::Empty { end }) => pos = end,
                 Ok(Decoded::Incomplete) => break,
                 Err(e) => {
+                    // A protocol error closes the connection; its `-ERR Protocol error` line still
+                    // counts as an ERR reply, as in Redis.
+                    srv.stats.total_error_replies.fetch_add(1, Relaxed);
+                    srv.stats.errors.record_err();
                     ReplyWriter::new(&mut out, client.proto).error(&e.message());
                     closing = Some(End::Protocol);
                     break;
@@ -442,14 +446,19 @@ async fn settle_and_flush(
             let have =
                 crate::links::wait_acks(srv, client.repl.last_write_offset, need, deadline).await;
             if have < need {
-                let msg = format!(
-                    "-NOTDURABLE write applied on the primary but acknowledged by {have} of {need} required replicas within {timeout_ms} ms\r\n"
-                );
+                let error = shoal_commands::ReplyError::NotDurable {
+                    have,
+                    need,
+                    timeout_ms,
+                };
+                let mut msg = Vec::new();
+                error.write_to(&mut ReplyWriter::new(&mut msg, client.proto));
                 let mut rebuilt = Vec::with_capacity(out.len());
                 let mut at = 0;
                 for w in writes.iter() {
+                    srv.stats.error_reply(&error);
                     rebuilt.extend_from_slice(&out[at..w.start]);
-                    rebuilt.extend_from_slice(msg.as_bytes());
+                    rebuilt.extend_from_slice(&msg);
                     at = w.end;
                 }
                 rebuilt.extend_from_slice(&out[at..]);

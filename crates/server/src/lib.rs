@@ -223,10 +223,17 @@ impl Server {
                     if state.connected_clients() >= maxclients {
                         state.stats.rejected_connections.fetch_add(1, Relaxed);
                         tracing::warn!(%peer, "max number of clients reached");
+                        // Not counted in the error stats: no client was created (as in Redis).
+                        let mut line = Vec::new();
+                        shoal_commands::ReplyError::err_static("max number of clients reached")
+                            .write_to(&mut shoal_resp::ReplyWriter::new(
+                                &mut line,
+                                shoal_resp::Protocol::Resp2,
+                            ));
                         tokio::spawn(async move {
                             use tokio::io::AsyncWriteExt;
                             let mut s = stream;
-                            let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
+                            let _ = s.write_all(&line).await;
                         });
                         continue;
                     }

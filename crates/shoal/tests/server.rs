@@ -25,6 +25,7 @@ fn info_default_has_the_fields_tools_read() {
         "# Stats",
         "# Replication",
         "# CPU",
+        "# Errorstats",
         "# Cluster",
         "# Keyspace",
     ] {
@@ -338,6 +339,79 @@ fn config_resetstat_zeroes_counters() {
     assert!(info_u64(&mut c, "stats", "total_commands_processed") <= 2);
     assert_eq!(info_u64(&mut c, "stats", "total_error_replies"), 0);
     assert_eq!(info_u64(&mut c, "stats", "keyspace_misses"), 0);
+}
+
+/// The same requests sent to redis-server 7.0.15 gave the same counts and the same bytes.
+#[test]
+fn info_errorstats_counts_error_replies_by_kind() {
+    let s = Shoal::start(&[]);
+    let mut r = s.raw();
+    assert_eq!(r.call(&["SET", "k", "v"]), "+OK\r\n");
+    for (cmd, reply) in [
+        (
+            &["LPUSH", "k", "x"][..],
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+        (
+            &["FOO"],
+            "-ERR unknown command 'FOO', with args beginning with: \r\n",
+        ),
+        (
+            &["INCR", "k"],
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (
+            &["GET"],
+            "-ERR wrong number of arguments for 'get' command\r\n",
+        ),
+        (&["MULTI"], "+OK\r\n"),
+        (
+            &["EXEC", "x"],
+            "-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n",
+        ),
+        (&["MULTI"], "+OK\r\n"),
+        (
+            &["FOO"],
+            "-ERR unknown command 'FOO', with args beginning with: \r\n",
+        ),
+        (
+            &["EXEC"],
+            "-EXECABORT Transaction discarded because of previous errors.\r\n",
+        ),
+        (&["HELLO", "9"], "-NOPROTO unsupported protocol version\r\n"),
+    ] {
+        assert_eq!(r.call(cmd), reply, "{cmd:?}");
+    }
+    // A protocol error closes its connection but still counts as an ERR reply.
+    let mut bad = s.raw();
+    bad.send(b"*1\r\n$abc\r\n");
+    assert_eq!(
+        bad.reply(),
+        b"-ERR Protocol error: invalid bulk length\r\n".to_vec()
+    );
+    let body = "# Errorstats\r\nerrorstat_ERR:count=5\r\nerrorstat_EXECABORT:count=2\r\nerrorstat_NOPROTO:count=1\r\nerrorstat_WRONGTYPE:count=1\r\n";
+    assert_eq!(
+        r.call(&["INFO", "errorstats"]),
+        format!("${}\r\n{body}\r\n", body.len())
+    );
+    let stats = r.call(&["INFO", "stats"]);
+    assert!(stats.contains("\r\ntotal_error_replies:9\r\n"), "{stats}");
+    // In the default sections and in `all`, between CPU and Cluster as in Redis.
+    for section in [&["INFO"][..], &["INFO", "all"]] {
+        let info = r.call(section);
+        let (cpu, errs, cluster) = (
+            info.find("# CPU").unwrap(),
+            info.find("# Errorstats\r\nerrorstat_ERR:count=5\r\n")
+                .unwrap(),
+            info.find("# Cluster").unwrap(),
+        );
+        assert!(cpu < errs && errs < cluster, "{info}");
+    }
+    assert_eq!(r.call(&["CONFIG", "RESETSTAT"]), "+OK\r\n");
+    assert_eq!(
+        r.call(&["INFO", "errorstats"]),
+        "$14\r\n# Errorstats\r\n\r\n"
+    );
 }
 
 #[test]
