@@ -154,12 +154,12 @@ fn spop_and_srandmember_pick_random_members() {
         assert_eq!(picks.len(), count.min(30));
         assert_eq!(distinct.len(), picks.len(), "count {count}");
     }
-    let repeats: Vec<String> = q(&mut c, &["SRANDMEMBER", "s", "-200"]);
-    assert_eq!(repeats.len(), 200);
+    let repeats: Vec<String> = q(&mut c, &["SRANDMEMBER", "s", "-2000"]);
+    assert_eq!(repeats.len(), 2000);
     assert_eq!(
         repeats.iter().collect::<HashSet<_>>().len(),
         30,
-        "200 picks cover all 30"
+        "2000 picks cover all 30 (a miss has odds of 1e-28)"
     );
     assert!(q::<Vec<String>>(&mut c, &["SRANDMEMBER", "s", "0"]).is_empty());
     assert_eq!(
