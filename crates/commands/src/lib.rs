@@ -361,7 +361,7 @@ fn admit(
     if spec.has(flag::WRITE)
         && srv.repl.is_replica()
         && !client.repl.is_primary_link
-        && srv.values().get("replica-read-only") == "yes"
+        && srv.hot.replica_read_only.load(Relaxed)
     {
         return Err(Rejection::new(
             Some(spec),
@@ -515,7 +515,7 @@ mod tests {
 
     /// Runs commands against a fresh state and returns the raw replies.
     pub(crate) fn run(cmds: &[&[&str]]) -> Vec<String> {
-        let srv = ServerState::new(config::Values::default(), 1_000_000, 7, Hooks::default());
+        let srv = ServerState::new(config::Config::default(), 1_000_000, 7, Hooks::default());
         let h = Arc::new(ClientHandle::new(
             1,
             "127.0.0.1:1".into(),

@@ -454,8 +454,8 @@ fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 /// Path of the snapshot file (`dir`/`dbfilename`).
 pub fn snapshot_path(srv: &crate::ServerState) -> std::path::PathBuf {
-    let v = srv.values();
-    std::path::Path::new(v.get("dir")).join(v.get("dbfilename"))
+    let cfg = srv.config();
+    std::path::Path::new(&cfg.dir).join(&cfg.dbfilename)
 }
 
 fn save(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {

@@ -104,12 +104,11 @@ pub async fn run(srv: Arc<ServerState>, req: FailoverRequest) {
             .map_err(|e| e.to_string())?;
         let mut s = BufReader::new(s);
         let pass = {
-            let v = srv.values();
-            let m = v.get("masterauth").to_string();
-            if m.is_empty() {
-                v.get("requirepass").to_string()
+            let cfg = srv.config();
+            if cfg.masterauth.is_empty() {
+                cfg.requirepass.clone()
             } else {
-                m
+                cfg.masterauth.clone()
             }
         };
         if !pass.is_empty() {

@@ -84,7 +84,7 @@ pub fn install(srv: &Arc<ServerState>) {
         srv.repl.last_save_unix_s.store(now_ms() / 1000, Relaxed);
     }
     // A configured `replicaof` starts the link now.
-    let replicaof = srv.values().get("replicaof").to_string();
+    let replicaof = srv.config().replicaof.clone();
     let mut parts = replicaof.split_whitespace();
     if let (Some(host), Some(Ok(port))) = (parts.next(), parts.next().map(|p| p.parse::<u16>())) {
         let epoch = shoal_commands::replication::become_replica(srv, host.to_string(), port);
@@ -224,21 +224,10 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
     Ok(n)
 }
 
-/// Redis-style `save` rules: "seconds changes [seconds changes ...]". Empty: no automatic saves.
-pub fn parse_save_rules(s: &str) -> Vec<(u64, u64)> {
-    let n: Vec<u64> = s
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    n.chunks(2)
-        .filter(|c| c.len() == 2)
-        .map(|c| (c[0], c[1]))
-        .collect()
-}
-
 /// Called once a second by the cron: starts a background save when a `save` rule is met.
 pub fn save_cron(srv: &Arc<ServerState>) {
-    let rules = parse_save_rules(srv.values().get("save"));
+    let cfg = srv.config();
+    let rules = &cfg.save.0;
     srv.repl.save_rules_set.store(!rules.is_empty(), Relaxed);
     if rules.is_empty() || srv.repl.saving.load(Relaxed) {
         return;
@@ -247,7 +236,7 @@ pub fn save_cron(srv: &Arc<ServerState>) {
     let since = (now_ms() / 1000).saturating_sub(srv.repl.last_save_unix_s.load(Relaxed));
     if rules
         .iter()
-        .any(|&(secs, changes)| dirty >= changes && since >= secs)
+        .any(|r| dirty >= r.changes && since >= r.seconds)
     {
         let _ = save(srv, false);
     }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use shoal_commands::ServerState;
 use shoal_commands::repl::ReplicaInfo;
-use shoal_commands::{ServerState, config};
 use shoal_resp::{Decoded, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -158,8 +158,7 @@ async fn stream_loop(
                 let b = srv.repl.backlog.lock().expect("backlog lock");
                 (b.read(sent, SEND_CHUNK_BYTES), b.end_offset())
             };
-            let limit =
-                config::output_limit(srv.values().get("client-output-buffer-limit"), "slave");
+            let limit = srv.config().client_output_buffer_limit.replica;
             let lag = end.saturating_sub(sent);
             let Some(chunk) = chunk else {
                 return LinkEnd::TooSlow(lag);

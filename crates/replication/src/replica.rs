@@ -94,11 +94,8 @@ async fn session(srv: &Arc<ServerState>, host: &str, port: u16, epoch: u64) -> R
     let _ = stream.set_nodelay(true);
     let mut r = BufReader::with_capacity(64 * 1024, stream);
     let (user, pass) = {
-        let v = srv.values();
-        (
-            v.get("masteruser").to_string(),
-            v.get("masterauth").to_string(),
-        )
+        let cfg = srv.config();
+        (cfg.masteruser.clone(), cfg.masterauth.clone())
     };
     if !pass.is_empty() {
         let reply = if user.is_empty() {
@@ -137,7 +134,7 @@ async fn session(srv: &Arc<ServerState>, host: &str, port: u16, epoch: u64) -> R
         };
         let primary_keys: Option<u64> = parts.get(2).and_then(|s| s.parse().ok());
         let local_keys: usize = (0..srv.ks.databases()).map(|db| srv.ks.db_size(db).0).sum();
-        let accept_empty = srv.values().get("replica-accept-empty-primary") == "yes";
+        let accept_empty = srv.config().replica_accept_empty_primary;
         if primary_keys == Some(0) && local_keys > 0 && !accept_empty {
             // A primary that restarted empty must not silently wipe its replicas.
             srv.repl.empty_copies_refused.fetch_add(1, Relaxed);
