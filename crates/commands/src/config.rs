@@ -458,7 +458,7 @@ impl Value for SaveRules {
         }
         // Redis splits on single spaces (`sdssplitlen`), so doubled spaces make empty words.
         let words: Vec<&str> = text.split(' ').collect();
-        if words.len() % 2 != 0 {
+        if !words.len().is_multiple_of(2) {
             return Err(INVALID.into());
         }
         let mut rules = Vec::with_capacity(words.len() / 2);
@@ -507,7 +507,7 @@ impl Value for OutputLimits {
         }
         let mut out = current.copied().unwrap_or_default();
         let words: Vec<&str> = text.split_whitespace().collect();
-        if words.is_empty() || words.len() % 4 != 0 {
+        if words.is_empty() || !words.len().is_multiple_of(4) {
             return Err("Wrong number of arguments in buffer limit configuration.".into());
         }
         for c in words.chunks(4) {
