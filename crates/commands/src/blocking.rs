@@ -671,7 +671,7 @@ mod tests {
     const NOW: u64 = 1_000_000;
 
     fn server() -> ServerState {
-        ServerState::new(config::Values::default(), NOW, 7, Hooks::default())
+        ServerState::new(config::Config::default(), NOW, 7, Hooks::default())
     }
 
     fn client(id: u64) -> Client {

@@ -1,37 +1,112 @@
-//! Configuration parameters as data: name, default, whether `CONFIG SET` may change it at run time,
-//! and how a value is checked and written canonically. Serves `CONFIG GET|SET|RESETSTAT`, the TOML
-//! config file and the command line. Values the request path reads on every command (maxmemory,
-//! policy, password) are mirrored into [`crate::state::Hot`] when set.
-
-use std::collections::BTreeMap;
+//! Configuration parameters, each declared once in the `params!` list below. A declaration makes
+//! two things: a typed field of [`Config`], which is what code reads (`cfg.replica_read_only` is a
+//! `bool`, so a misspelt name does not compile), and a row of [`PARAMS`] (name, alias, default,
+//! bounds, mutability, and how to set and show the field as text) that `CONFIG GET|SET|REWRITE`,
+//! the TOML file and the `--NAME VALUE` command line all go through, so a value is checked the
+//! same way wherever it comes from.
+//!
+//! Bounds, parsing and error texts are Redis 7.0's (`config.c`): a value Redis refuses is refused
+//! here, at start-up as well as by `CONFIG SET`. A [`Config`] is an immutable snapshot that
+//! `CONFIG SET` replaces whole (see `ServerState::update_config`); values every command reads are
+//! also mirrored into [`crate::state::Hot`] atomics, so the request path takes no lock for them.
 
 use shoal_keyspace::Policy;
 
-/// How a parameter's value is checked and normalised.
+use crate::repl::Strategy;
+
+/// How a parameter's text is checked and turned into its field.
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
-    /// Bytes with Redis's suffixes (k, kb, m, mb, g, gb); stored as a plain integer.
-    Memory,
-    /// Integer within bounds.
+    /// Bytes with Redis's units (`memtoull`), within bounds. Bounds up to `i64::MAX` compare the
+    /// value as signed, as Redis does for its `long long` parameters (so an overflowing value is
+    /// refused); a `u64::MAX` upper bound marks an unsigned parameter (`maxmemory`).
+    Memory(u64, u64),
+    /// Integer (`string2ll`: no `+`, no leading zeros) within bounds.
     Int(i64, i64),
-    /// `yes` / `no`.
+    /// Integer within the first bounds, then clamped into the second (`hz`: Redis accepts
+    /// 0..INT_MAX and runs at 1..=500).
+    Clamped(i64, i64, i64, i64),
+    /// `yes` / `no`, case-insensitive.
     Bool,
-    /// One of a fixed set (case-insensitive; stored lowercase).
+    /// One of a fixed set (case-insensitive; shown lowercase).
     Enum(&'static [&'static str]),
     /// Any string.
     Str,
+    /// `save`: `seconds changes` pairs.
+    Save,
     /// `client-output-buffer-limit`: classes with hard, soft, soft-seconds.
     OutputBufferLimit,
 }
 
+/// One row of [`PARAMS`].
 #[derive(Debug)]
 pub struct Param {
     pub name: &'static str,
     pub alias: Option<&'static str>,
+    /// In canonical form: what `CONFIG GET` shows for a fresh server.
     pub default: &'static str,
     pub kind: Kind,
     /// `CONFIG SET` may change it while running.
     pub mutable: bool,
+    /// Checks `text` and stores it into this parameter's field; the reason if it is refused.
+    pub set: fn(&mut Config, Kind, &str) -> Result<(), String>,
+    /// The field's canonical text (`CONFIG GET`, `CONFIG REWRITE`).
+    pub get: fn(&Config) -> String,
+}
+
+/// A type a parameter's field can have.
+pub trait Value: Sized {
+    /// Checks `text` against `kind`; `current` for values set piecewise (output buffer limits).
+    fn parse(kind: Kind, text: &str, current: Option<&Self>) -> Result<Self, String>;
+    /// Canonical text; parsing it gives the same value back.
+    fn render(&self) -> String;
+}
+
+/// The table and the field don't agree on a type: a bug in `params!`, caught by the unit tests.
+const KIND_MISMATCH: &str = "parameter kind does not match its field type";
+
+macro_rules! params {
+    (@alias) => { None };
+    (@alias $alias:literal) => { Some($alias) };
+    (@mut mutable) => { true };
+    (@mut immutable) => { false };
+    ($(
+        $(#[$meta:meta])*
+        $field:ident: $ty:ty = $name:literal $(| $alias:literal)?, $kind:expr, $default:literal,
+        $mutability:ident;
+    )*) => {
+        /// Every parameter's current value, typed. Built at start-up from the defaults, the file
+        /// and the flags; replaced whole by `CONFIG SET`.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( $(#[$meta])* pub $field: $ty, )*
+        }
+
+        /// Every parameter shoal knows, sorted by name (CONFIG GET output order).
+        pub static PARAMS: &[Param] = &[$(
+            Param {
+                name: $name,
+                alias: params!(@alias $($alias)?),
+                default: $default,
+                kind: { use Kind::*; $kind },
+                mutable: params!(@mut $mutability),
+                set: |c, kind, text| {
+                    c.$field = Value::parse(kind, text, Some(&c.$field))?;
+                    Ok(())
+                },
+                get: |c| c.$field.render(),
+            },
+        )*];
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config {$(
+                    $field: <$ty as Value>::parse({ use Kind::*; $kind }, $default, None)
+                        .expect(concat!("the default of ", $name, " is valid")),
+                )*}
+            }
+        }
+    };
 }
 
 /// In Redis's order (its error message lists them so), then shoal's own.
@@ -47,156 +122,117 @@ const POLICIES: &[&str] = &[
     "allkeys-tinylfu",
 ];
 
-const fn p(name: &'static str, default: &'static str, kind: Kind, mutable: bool) -> Param {
-    Param {
-        name,
-        alias: None,
-        default,
-        kind,
-        mutable,
+/// Redis's `INT_MAX`, `UINT_MAX` and `LONG_MAX` bounds.
+const INT_MAX: i64 = i32::MAX as i64;
+const INT_MIN: i64 = i32::MIN as i64;
+const UINT_MAX: i64 = u32::MAX as i64;
+const LONG_MAX: i64 = i64::MAX;
+const MB: u64 = 1024 * 1024;
+
+params! {
+    /// Sync write strategy: how long a write waits for replica acknowledgements.
+    ack_timeout_ms: u64 = "ack-timeout-ms", Int(1, LONG_MAX), "1000", mutable;
+    appendonly: bool = "appendonly", Bool, "no", immutable;
+    bind: String = "bind", Str, "127.0.0.1", immutable;
+    client_output_buffer_limit: OutputLimits = "client-output-buffer-limit", OutputBufferLimit,
+        "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60", mutable;
+    /// Bytes.
+    client_query_buffer_limit: u64 = "client-query-buffer-limit", Memory(MB, LONG_MAX as u64),
+        "1073741824", mutable;
+    databases: usize = "databases", Int(1, INT_MAX), "16", immutable;
+    dbfilename: String = "dbfilename", Str, "dump.shoal", mutable;
+    dir: String = "dir", Str, ".", mutable;
+    hash_max_listpack_entries: usize = "hash-max-listpack-entries" | "hash-max-ziplist-entries",
+        Int(0, LONG_MAX), "512", mutable;
+    /// Bytes.
+    hash_max_listpack_value: usize = "hash-max-listpack-value" | "hash-max-ziplist-value",
+        Memory(0, LONG_MAX as u64), "64", mutable;
+    /// Background cycles per second, already clamped to 1..=500.
+    hz: u32 = "hz", Clamped(0, INT_MAX, 1, 500), "10", mutable;
+    latency_monitor_threshold: u64 = "latency-monitor-threshold", Int(0, LONG_MAX), "0", mutable;
+    lfu_decay_time: u32 = "lfu-decay-time", Int(0, INT_MAX), "1", mutable;
+    lfu_log_factor: u32 = "lfu-log-factor", Int(0, INT_MAX), "10", mutable;
+    list_compress_depth: u32 = "list-compress-depth", Int(0, INT_MAX), "0", mutable;
+    /// Positive: entries per node; -1..-5: node size class (4..64 KB).
+    list_max_listpack_size: i64 = "list-max-listpack-size" | "list-max-ziplist-size",
+        Int(INT_MIN, INT_MAX), "-2", mutable;
+    loglevel: LogLevel = "loglevel", Enum(&["debug", "verbose", "notice", "warning"]), "notice",
+        mutable;
+    masterauth: String = "masterauth", Str, "", mutable;
+    masteruser: String = "masteruser", Str, "", mutable;
+    maxclients: u32 = "maxclients", Int(1, UINT_MAX), "10000", mutable;
+    /// Bytes; 0 means no limit.
+    maxmemory: u64 = "maxmemory", Memory(0, u64::MAX), "0", mutable;
+    maxmemory_policy: Policy = "maxmemory-policy", Enum(POLICIES), "allkeys-tinylfu", mutable;
+    maxmemory_samples: u32 = "maxmemory-samples", Int(1, INT_MAX), "5", mutable;
+    /// Sync write strategy: replicas that must acknowledge a write.
+    min_replicas_ack: u32 = "min-replicas-ack", Int(0, 1 << 20), "1", mutable;
+    port: u16 = "port", Int(0, 65535), "6379", immutable;
+    /// Bytes; at least 1mb so a client can always send the `CONFIG SET` that raises it again.
+    proto_max_bulk_len: u64 = "proto-max-bulk-len", Memory(MB, LONG_MAX as u64), "536870912",
+        mutable;
+    /// Bytes.
+    repl_backlog_size: u64 = "repl-backlog-size", Memory(1, LONG_MAX as u64), "67108864", mutable;
+    replica_accept_empty_primary: bool = "replica-accept-empty-primary", Bool, "no", mutable;
+    replica_read_only: bool = "replica-read-only" | "slave-read-only", Bool, "yes", mutable;
+    /// `host port`, or empty.
+    replicaof: String = "replicaof" | "slaveof", Str, "", immutable;
+    requirepass: String = "requirepass", Str, "", mutable;
+    save: SaveRules = "save", Save, "", mutable;
+    set_max_intset_entries: usize = "set-max-intset-entries", Int(0, LONG_MAX), "512", mutable;
+    /// Microseconds; negative turns the slow log off.
+    slowlog_log_slower_than: i64 = "slowlog-log-slower-than", Int(-1, LONG_MAX), "10000", mutable;
+    slowlog_max_len: u64 = "slowlog-max-len", Int(0, LONG_MAX), "128", mutable;
+    /// Seconds.
+    tcp_keepalive: u32 = "tcp-keepalive", Int(0, INT_MAX), "300", mutable;
+    /// Runtime worker threads; 0 means one per core.
+    threads: u32 = "threads", Int(0, 1024), "0", immutable;
+    /// Seconds a client may stay idle; 0 means forever.
+    timeout: u32 = "timeout", Int(0, INT_MAX), "0", mutable;
+    write_strategy: Strategy = "write-strategy", Enum(&["async", "sync"]), "async", mutable;
+    zset_max_listpack_entries: usize = "zset-max-listpack-entries" | "zset-max-ziplist-entries",
+        Int(0, LONG_MAX), "128", mutable;
+    /// Bytes.
+    zset_max_listpack_value: usize = "zset-max-listpack-value" | "zset-max-ziplist-value",
+        Memory(0, LONG_MAX as u64), "64", mutable;
+}
+
+/// Finds a parameter by name or alias, case-insensitively.
+pub fn find(name: &str) -> Option<&'static Param> {
+    PARAMS.iter().find(|p| {
+        p.name.eq_ignore_ascii_case(name) || p.alias.is_some_and(|a| a.eq_ignore_ascii_case(name))
+    })
+}
+
+impl Config {
+    /// Sets a parameter at start-up (file and flags): immutable ones too, checked as `CONFIG SET`
+    /// checks them.
+    pub fn set_initial(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let p = find(name).ok_or_else(|| format!("unknown configuration parameter '{name}'"))?;
+        (p.set)(self, p.kind, value).map_err(|e| format!("invalid value for '{name}': {e}"))
+    }
+
+    pub fn encoding_limits(&self) -> shoal_keyspace::EncodingLimits {
+        shoal_keyspace::EncodingLimits {
+            hash_max_listpack_entries: self.hash_max_listpack_entries,
+            hash_max_listpack_value: self.hash_max_listpack_value,
+            list_max_listpack_size: self.list_max_listpack_size,
+            set_max_intset_entries: self.set_max_intset_entries,
+            zset_max_listpack_entries: self.zset_max_listpack_entries,
+            zset_max_listpack_value: self.zset_max_listpack_value,
+        }
     }
 }
 
-/// Every parameter shoal knows. Sorted by name for CONFIG GET output stability.
-pub static PARAMS: &[Param] = &[
-    p("ack-timeout-ms", "1000", Kind::Int(1, i64::MAX), true),
-    p("appendonly", "no", Kind::Bool, false),
-    p("bind", "127.0.0.1", Kind::Str, false),
-    p(
-        "client-output-buffer-limit",
-        "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
-        Kind::OutputBufferLimit,
-        true,
-    ),
-    p(
-        "client-query-buffer-limit",
-        "1073741824",
-        Kind::Memory,
-        true,
-    ),
-    p("databases", "16", Kind::Int(1, 1 << 16), false),
-    p("dbfilename", "dump.shoal", Kind::Str, true),
-    p("dir", ".", Kind::Str, true),
-    Param {
-        alias: Some("hash-max-ziplist-entries"),
-        ..p(
-            "hash-max-listpack-entries",
-            "512",
-            Kind::Int(0, i64::MAX),
-            true,
-        )
-    },
-    Param {
-        alias: Some("hash-max-ziplist-value"),
-        ..p(
-            "hash-max-listpack-value",
-            "64",
-            Kind::Int(0, i64::MAX),
-            true,
-        )
-    },
-    // Redis accepts any int and clamps it to 1..=500 (see `normalise`).
-    p("hz", "10", Kind::Int(0, i32::MAX as i64), true),
-    p(
-        "latency-monitor-threshold",
-        "0",
-        Kind::Int(0, i64::MAX),
-        true,
-    ),
-    p("lfu-decay-time", "1", Kind::Int(0, i64::MAX), true),
-    p("lfu-log-factor", "10", Kind::Int(0, i64::MAX), true),
-    p("list-compress-depth", "0", Kind::Int(0, i64::MAX), true),
-    Param {
-        alias: Some("list-max-ziplist-size"),
-        ..p(
-            "list-max-listpack-size",
-            "-2",
-            Kind::Int(-5, i64::MAX),
-            true,
-        )
-    },
-    p(
-        "loglevel",
-        "notice",
-        Kind::Enum(&["debug", "verbose", "notice", "warning"]),
-        true,
-    ),
-    p("masterauth", "", Kind::Str, true),
-    p("masteruser", "", Kind::Str, true),
-    p("maxclients", "10000", Kind::Int(1, 1 << 30), true),
-    p("maxmemory", "0", Kind::Memory, true),
-    p(
-        "maxmemory-policy",
-        "allkeys-tinylfu",
-        Kind::Enum(POLICIES),
-        true,
-    ),
-    p("maxmemory-samples", "5", Kind::Int(1, 64), true),
-    p("min-replicas-ack", "1", Kind::Int(0, 1 << 20), true),
-    p("port", "6379", Kind::Int(0, 65535), false),
-    p("proto-max-bulk-len", "536870912", Kind::Memory, true),
-    p("repl-backlog-size", "67108864", Kind::Memory, true),
-    p("replica-accept-empty-primary", "no", Kind::Bool, true),
-    Param {
-        alias: Some("slave-read-only"),
-        ..p("replica-read-only", "yes", Kind::Bool, true)
-    },
-    Param {
-        alias: Some("slaveof"),
-        ..p("replicaof", "", Kind::Str, false)
-    },
-    p("requirepass", "", Kind::Str, true),
-    p("save", "", Kind::Str, true),
-    p(
-        "set-max-intset-entries",
-        "512",
-        Kind::Int(0, i64::MAX),
-        true,
-    ),
-    p(
-        "slowlog-log-slower-than",
-        "10000",
-        Kind::Int(-1, i64::MAX),
-        true,
-    ),
-    p("slowlog-max-len", "128", Kind::Int(0, i64::MAX), true),
-    p("tcp-keepalive", "300", Kind::Int(0, i32::MAX as i64), true),
-    p("threads", "0", Kind::Int(0, 1024), false),
-    p("timeout", "0", Kind::Int(0, i32::MAX as i64), true),
-    p(
-        "write-strategy",
-        "async",
-        Kind::Enum(&["async", "sync"]),
-        true,
-    ),
-    Param {
-        alias: Some("zset-max-ziplist-entries"),
-        ..p(
-            "zset-max-listpack-entries",
-            "128",
-            Kind::Int(0, i64::MAX),
-            true,
-        )
-    },
-    Param {
-        alias: Some("zset-max-ziplist-value"),
-        ..p(
-            "zset-max-listpack-value",
-            "64",
-            Kind::Int(0, i64::MAX),
-            true,
-        )
-    },
-];
+// ---- parsing as Redis does ----
 
-/// Redis's `memtoull`: an integer with an optional unit (b, k, kb, m, mb, g, gb; case-insensitive).
+/// Redis's `memtoull`: digits with an optional unit (b, k, kb, m, mb, g, gb; case-insensitive).
+/// As in Redis, no digits read as 0 and an overflow saturates or wraps instead of failing: the
+/// parameter's bounds then decide (a wrapped value is negative for the `long long` ones).
 pub fn parse_memory(s: &str) -> Option<u64> {
-    let lower = s.trim().to_ascii_lowercase();
-    let split = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (num, unit) = lower.split_at(split);
-    let mul: u64 = match unit {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mul: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" => 1000,
         "kb" => 1024,
@@ -206,13 +242,246 @@ pub fn parse_memory(s: &str) -> Option<u64> {
         "gb" => 1024 * 1024 * 1024,
         _ => return None,
     };
-    if num.is_empty() {
+    // Redis copies the digits into a 128-byte buffer first.
+    if num.len() >= 128 {
         return None;
     }
-    num.parse::<u64>().ok()?.checked_mul(mul)
+    let v = if num.is_empty() {
+        0
+    } else {
+        num.parse::<u64>().unwrap_or(u64::MAX)
+    };
+    Some(v.wrapping_mul(mul))
 }
 
-/// Parsed `client-output-buffer-limit` class.
+/// Redis's `string2ll`: an optional `-` and digits without leading zeros, within `i64`.
+fn string2ll(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let b = digits.as_bytes();
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // "0" alone is fine; "007" and "-0" are not.
+    if b[0] == b'0' && (b.len() > 1 || digits.len() != s.len()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// C's `strtoll` over a whole word, as Redis's `save` check uses it: leading blanks and a sign are
+/// accepted, an empty word reads 0, an overflow saturates, anything after the digits fails.
+fn strtoll_word(s: &str) -> Option<i64> {
+    if s.is_empty() {
+        return Some(0);
+    }
+    let t = s.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let (negative, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude = digits.parse::<u64>().map_or(i128::MAX, i128::from);
+    let v = if negative { -magnitude } else { magnitude };
+    Some(v.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+}
+
+/// A numeric parameter's value, checked against its kind's bounds.
+fn number(kind: Kind, text: &str) -> Result<i128, String> {
+    let within = |v: i128, lo: i128, hi: i128| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("argument must be between {lo} and {hi} inclusive"))
+        }
+    };
+    match kind {
+        Kind::Memory(lo, hi) => {
+            let raw = parse_memory(text).ok_or("argument must be a memory value")?;
+            let v = if hi <= i64::MAX as u64 {
+                raw as i64 as i128
+            } else {
+                raw as i128
+            };
+            within(v, lo as i128, hi as i128)
+        }
+        Kind::Int(lo, hi) => {
+            let v = string2ll(text).ok_or("argument couldn't be parsed into an integer")?;
+            within(v as i128, lo as i128, hi as i128)
+        }
+        Kind::Clamped(lo, hi, min, max) => {
+            Ok(number(Kind::Int(lo, hi), text)?.clamp(min as i128, max as i128))
+        }
+        _ => Err(KIND_MISMATCH.into()),
+    }
+}
+
+macro_rules! integer_value {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+                <$t>::try_from(number(kind, text)?).map_err(|_| KIND_MISMATCH.to_string())
+            }
+            fn render(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+
+integer_value!(u16, u32, u64, usize, i64);
+
+impl Value for bool {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        if !matches!(kind, Kind::Bool) {
+            return Err(KIND_MISMATCH.into());
+        }
+        if text.eq_ignore_ascii_case("yes") {
+            Ok(true)
+        } else if text.eq_ignore_ascii_case("no") {
+            Ok(false)
+        } else {
+            Err("argument must be 'yes' or 'no'".into())
+        }
+    }
+    fn render(&self) -> String {
+        if *self { "yes" } else { "no" }.into()
+    }
+}
+
+impl Value for String {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        match kind {
+            Kind::Str => Ok(text.to_string()),
+            _ => Err(KIND_MISMATCH.into()),
+        }
+    }
+    fn render(&self) -> String {
+        self.clone()
+    }
+}
+
+/// `text` lowercased if it is one of `kind`'s choices.
+fn choice(kind: Kind, text: &str) -> Result<String, String> {
+    let Kind::Enum(allowed) = kind else {
+        return Err(KIND_MISMATCH.into());
+    };
+    let v = text.to_ascii_lowercase();
+    if allowed.contains(&v.as_str()) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "argument(s) must be one of the following: {}",
+            allowed.join(", ")
+        ))
+    }
+}
+
+impl Value for Policy {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        Policy::parse(&choice(kind, text)?).ok_or_else(|| KIND_MISMATCH.into())
+    }
+    fn render(&self) -> String {
+        self.name().into()
+    }
+}
+
+impl Value for Strategy {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        Strategy::parse(&choice(kind, text)?).ok_or_else(|| KIND_MISMATCH.into())
+    }
+    fn render(&self) -> String {
+        self.name().into()
+    }
+}
+
+/// `loglevel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Verbose,
+    Notice,
+    Warning,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 4] = [
+        LogLevel::Debug,
+        LogLevel::Verbose,
+        LogLevel::Notice,
+        LogLevel::Warning,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Verbose => "verbose",
+            LogLevel::Notice => "notice",
+            LogLevel::Warning => "warning",
+        }
+    }
+}
+
+impl Value for LogLevel {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        let v = choice(kind, text)?;
+        LogLevel::ALL
+            .into_iter()
+            .find(|l| l.name() == v)
+            .ok_or_else(|| KIND_MISMATCH.into())
+    }
+    fn render(&self) -> String {
+        self.name().into()
+    }
+}
+
+/// `save` rules: a background save starts once `changes` writes happened in `seconds`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaveRules(pub Vec<SaveRule>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SaveRule {
+    pub seconds: u64,
+    pub changes: u64,
+}
+
+impl Value for SaveRules {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        if !matches!(kind, Kind::Save) {
+            return Err(KIND_MISMATCH.into());
+        }
+        const INVALID: &str = "Invalid save parameters";
+        if text.is_empty() {
+            return Ok(SaveRules::default());
+        }
+        // Redis splits on single spaces (`sdssplitlen`), so doubled spaces make empty words.
+        let words: Vec<&str> = text.split(' ').collect();
+        if !words.len().is_multiple_of(2) {
+            return Err(INVALID.into());
+        }
+        let mut rules = Vec::with_capacity(words.len() / 2);
+        for pair in words.chunks(2) {
+            let seconds = strtoll_word(pair[0]).filter(|&s| s >= 1).ok_or(INVALID)?;
+            let changes = strtoll_word(pair[1]).filter(|&c| c >= 0).ok_or(INVALID)?;
+            rules.push(SaveRule {
+                seconds: seconds as u64,
+                changes: changes as u64,
+            });
+        }
+        Ok(SaveRules(rules))
+    }
+    fn render(&self) -> String {
+        self.0
+            .iter()
+            .map(|r| format!("{} {}", r.seconds, r.changes))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// One client class's output buffer limits; 0 means no limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct OutputLimit {
     pub hard_bytes: u64,
@@ -220,177 +489,78 @@ pub struct OutputLimit {
     pub soft_seconds: u64,
 }
 
-/// Parses `class hard soft secs [class hard soft secs ...]`, merging into `current` (Redis allows
-/// setting one class at a time). Returns the canonical string.
-pub fn parse_output_limits(value: &str, current: &str) -> Result<String, String> {
-    let mut classes = BTreeMap::new();
-    for (i, chunk) in current
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .chunks(4)
-        .enumerate()
-    {
-        let _ = i;
-        if chunk.len() == 4 {
-            classes.insert(
-                chunk[0].to_string(),
-                [chunk[1], chunk[2], chunk[3]].map(String::from),
-            );
-        }
-    }
-    let words: Vec<&str> = value.split_whitespace().collect();
-    if words.is_empty() || words.len() % 4 != 0 {
-        return Err("Wrong number of arguments in buffer limit configuration.".into());
-    }
-    for c in words.chunks(4) {
-        let class = match c[0].to_ascii_lowercase().as_str() {
-            "normal" => "normal",
-            "slave" | "replica" => "slave",
-            "pubsub" => "pubsub",
-            _ => {
-                return Err("Invalid client class specified in buffer limit configuration.".into());
-            }
-        };
-        let hard = parse_memory(c[1]);
-        let soft = parse_memory(c[2]);
-        let secs = c[3].parse::<u64>().ok();
-        let (Some(h), Some(s), Some(t)) = (hard, soft, secs) else {
-            return Err(
-                "Error in hard, soft or soft_seconds setting in buffer limit configuration.".into(),
-            );
-        };
-        classes.insert(
-            class.to_string(),
-            [h.to_string(), s.to_string(), t.to_string()],
-        );
-    }
-    Ok(["normal", "slave", "pubsub"]
-        .iter()
-        .filter_map(|c| {
-            classes
-                .get(*c)
-                .map(|v| format!("{c} {} {} {}", v[0], v[1], v[2]))
-        })
-        .collect::<Vec<_>>()
-        .join(" "))
+/// `client-output-buffer-limit`, by client class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OutputLimits {
+    pub normal: OutputLimit,
+    /// Redis's `slave` class (`replica` is accepted as its name too).
+    pub replica: OutputLimit,
+    pub pubsub: OutputLimit,
 }
 
-/// One class's limits from a canonical `client-output-buffer-limit` string.
-pub fn output_limit(canonical: &str, class: &str) -> OutputLimit {
-    let w: Vec<&str> = canonical.split_whitespace().collect();
-    for c in w.chunks(4) {
-        if c.len() == 4 && c[0] == class {
-            return OutputLimit {
-                hard_bytes: c[1].parse().unwrap_or(0),
-                soft_bytes: c[2].parse().unwrap_or(0),
-                soft_seconds: c[3].parse().unwrap_or(0),
+impl Value for OutputLimits {
+    /// `class hard soft secs [class hard soft secs ...]`, merged into `current`: Redis lets one
+    /// class be set at a time. All or nothing.
+    fn parse(kind: Kind, text: &str, current: Option<&Self>) -> Result<Self, String> {
+        if !matches!(kind, Kind::OutputBufferLimit) {
+            return Err(KIND_MISMATCH.into());
+        }
+        let mut out = current.copied().unwrap_or_default();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if words.is_empty() || !words.len().is_multiple_of(4) {
+            return Err("Wrong number of arguments in buffer limit configuration.".into());
+        }
+        for c in words.chunks(4) {
+            let class = match c[0].to_ascii_lowercase().as_str() {
+                "normal" => &mut out.normal,
+                "slave" | "replica" => &mut out.replica,
+                "pubsub" => &mut out.pubsub,
+                _ => {
+                    return Err(
+                        "Invalid client class specified in buffer limit configuration.".into(),
+                    );
+                }
+            };
+            let (Some(hard_bytes), Some(soft_bytes), Ok(soft_seconds)) =
+                (parse_memory(c[1]), parse_memory(c[2]), c[3].parse::<u64>())
+            else {
+                return Err(
+                    "Error in hard, soft or soft_seconds setting in buffer limit configuration."
+                        .into(),
+                );
+            };
+            *class = OutputLimit {
+                hard_bytes,
+                soft_bytes,
+                soft_seconds,
             };
         }
+        Ok(out)
     }
-    OutputLimit::default()
-}
-
-pub fn find(name: &str) -> Option<&'static Param> {
-    PARAMS.iter().find(|p| {
-        p.name.eq_ignore_ascii_case(name) || p.alias.is_some_and(|a| a.eq_ignore_ascii_case(name))
-    })
-}
-
-/// Checks a value for a parameter and returns its canonical form, or the reason it is invalid.
-pub fn normalise(param: &Param, value: &str, current: &str) -> Result<String, String> {
-    match param.kind {
-        Kind::Memory => parse_memory(value)
-            .map(|v| v.to_string())
-            .ok_or_else(|| "argument must be a memory value".to_string()),
-        Kind::Int(lo, hi) => match value.parse::<i64>() {
-            Ok(v) if v >= lo && v <= hi && param.name == "hz" => Ok(v.clamp(1, 500).to_string()),
-            Ok(v) if v >= lo && v <= hi => Ok(v.to_string()),
-            Ok(_) => Err(format!("argument must be between {lo} and {hi} inclusive")),
-            Err(_) => Err("argument couldn't be parsed into an integer".into()),
-        },
-        Kind::Bool => match value.to_ascii_lowercase().as_str() {
-            "yes" => Ok("yes".into()),
-            "no" => Ok("no".into()),
-            _ => Err("argument must be 'yes' or 'no'".into()),
-        },
-        Kind::Enum(allowed) => {
-            let v = value.to_ascii_lowercase();
-            if allowed.contains(&v.as_str()) {
-                Ok(v)
-            } else {
-                Err("argument(s) must be one of the following: ".to_string() + &allowed.join(", "))
-            }
-        }
-        Kind::Str => Ok(value.to_string()),
-        Kind::OutputBufferLimit => parse_output_limits(value, current),
-    }
-}
-
-/// The current configuration values, canonical strings by parameter name.
-#[derive(Debug, Clone)]
-pub struct Values {
-    map: BTreeMap<&'static str, String>,
-}
-
-impl Default for Values {
-    fn default() -> Self {
-        Values {
-            map: PARAMS
-                .iter()
-                .map(|p| (p.name, p.default.to_string()))
-                .collect(),
-        }
-    }
-}
-
-impl Values {
-    pub fn get(&self, name: &str) -> &str {
-        find(name)
-            .and_then(|p| self.map.get(p.name))
-            .map_or("", |s| s.as_str())
-    }
-
-    pub fn get_u64(&self, name: &str) -> u64 {
-        self.get(name).parse().unwrap_or(0)
-    }
-
-    /// Sets a value without the mutability check (start-up: file and flags).
-    pub fn set_initial(&mut self, name: &str, value: &str) -> Result<(), String> {
-        let param =
-            find(name).ok_or_else(|| format!("unknown configuration parameter '{name}'"))?;
-        let v = normalise(param, value, self.get(param.name))
-            .map_err(|e| format!("invalid value for '{name}': {e}"))?;
-        self.map.insert(param.name, v);
-        Ok(())
-    }
-
-    pub fn set(&mut self, param: &'static Param, canonical: String) {
-        self.map.insert(param.name, canonical);
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.map.iter().map(|(k, v)| (*k, v.as_str()))
-    }
-
-    pub fn encoding_limits(&self) -> shoal_keyspace::EncodingLimits {
-        shoal_keyspace::EncodingLimits {
-            hash_max_listpack_entries: self.get_u64("hash-max-listpack-entries") as usize,
-            hash_max_listpack_value: self.get_u64("hash-max-listpack-value") as usize,
-            list_max_listpack_size: self.get("list-max-listpack-size").parse().unwrap_or(-2),
-            set_max_intset_entries: self.get_u64("set-max-intset-entries") as usize,
-            zset_max_listpack_entries: self.get_u64("zset-max-listpack-entries") as usize,
-            zset_max_listpack_value: self.get_u64("zset-max-listpack-value") as usize,
-        }
-    }
-
-    pub fn policy(&self) -> Policy {
-        Policy::parse(self.get("maxmemory-policy")).unwrap_or(Policy::AllKeysTinyLfu)
+    fn render(&self) -> String {
+        let class = |name: &str, l: &OutputLimit| {
+            format!(
+                "{name} {} {} {}",
+                l.hard_bytes, l.soft_bytes, l.soft_seconds
+            )
+        };
+        [
+            class("normal", &self.normal),
+            class("slave", &self.replica),
+            class("pubsub", &self.pubsub),
+        ]
+        .join(" ")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set(name: &str, value: &str) -> Result<Config, String> {
+        let mut c = Config::default();
+        c.set_initial(name, value).map(|_| c)
+    }
 
     #[test]
     fn memory_units_like_redis() {
@@ -399,28 +569,159 @@ mod tests {
         assert_eq!(parse_memory("1K"), Some(1000));
         assert_eq!(parse_memory("2GB"), Some(2 << 30));
         assert_eq!(parse_memory("1tb"), None);
-        assert_eq!(parse_memory("mb"), None);
+        assert_eq!(parse_memory(" 5"), None);
+        assert_eq!(parse_memory("-1"), None);
+        // Redis reads no digits as 0 and saturates an overflow.
+        assert_eq!(parse_memory("mb"), Some(0));
+        assert_eq!(parse_memory("99999999999999999999"), Some(u64::MAX));
+    }
+
+    #[test]
+    fn integers_parse_like_string2ll() {
+        for ok in [
+            "0",
+            "7",
+            "-1",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            assert!(string2ll(ok).is_some(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            "007",
+            "-0",
+            "+5",
+            " 5",
+            "5 ",
+            "1.5",
+            "9223372036854775808",
+        ] {
+            assert_eq!(string2ll(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bounds_are_redis_7_0s() {
+        let between =
+            |lo: &str, hi: &str| format!("argument must be between {lo} and {hi} inclusive");
+        let refused = |name: &str, value: &str| set(name, value).unwrap_err();
+        // The defect: 0 made every later request fail, including the CONFIG SET to undo it.
+        assert!(
+            refused("proto-max-bulk-len", "0")
+                .ends_with(&between("1048576", "9223372036854775807"))
+        );
+        assert_eq!(
+            set("proto-max-bulk-len", "1mb").unwrap().proto_max_bulk_len,
+            1 << 20
+        );
+        // An overflowing memory value wraps negative for a `long long` parameter, as in Redis.
+        assert!(
+            refused("client-query-buffer-limit", "99999999999999999999")
+                .ends_with(&between("1048576", "9223372036854775807"))
+        );
+        assert_eq!(
+            set("maxmemory", "99999999999999999999").unwrap().maxmemory,
+            u64::MAX
+        );
+        assert!(refused("maxmemory-samples", "0").ends_with(&between("1", "2147483647")));
+        assert!(refused("timeout", "-1").ends_with(&between("0", "2147483647")));
+        assert!(refused("maxclients", "0").ends_with(&between("1", "4294967295")));
+        assert!(refused("repl-backlog-size", "0").ends_with(&between("1", "9223372036854775807")));
+        assert_eq!(
+            set("list-max-listpack-size", "-100")
+                .unwrap()
+                .list_max_listpack_size,
+            -100
+        );
+        assert_eq!(
+            set("hash-max-listpack-value", "1kb")
+                .unwrap()
+                .hash_max_listpack_value,
+            1024
+        );
+        assert!(refused("timeout", "007").ends_with("argument couldn't be parsed into an integer"));
+        // hz: any int is accepted and clamped, as Redis's updateHZ does.
+        assert_eq!(set("hz", "1000").unwrap().hz, 500);
+        assert_eq!(set("hz", "0").unwrap().hz, 1);
+    }
+
+    #[test]
+    fn every_bound_fits_its_field() {
+        for p in PARAMS {
+            let (lo, hi) = match p.kind {
+                Kind::Memory(lo, hi) => (lo.to_string(), hi.to_string()),
+                Kind::Int(lo, hi) | Kind::Clamped(lo, hi, ..) => (lo.to_string(), hi.to_string()),
+                _ => continue,
+            };
+            let mut c = Config::default();
+            (p.set)(&mut c, p.kind, &lo).unwrap_or_else(|e| panic!("{} {lo}: {e}", p.name));
+            (p.set)(&mut c, p.kind, &hi).unwrap_or_else(|e| panic!("{} {hi}: {e}", p.name));
+        }
+    }
+
+    #[test]
+    fn save_rules_like_redis() {
+        let c = set("save", "01 +2 300 10").unwrap();
+        assert_eq!((find("save").unwrap().get)(&c), "1 2 300 10");
+        assert_eq!(
+            c.save.0[1],
+            SaveRule {
+                seconds: 300,
+                changes: 10
+            }
+        );
+        assert!(set("save", "").unwrap().save.0.is_empty());
+        for bad in ["900", "0 1", "1 -1", "900 1  300 10", "x 1"] {
+            assert!(
+                set("save", bad)
+                    .unwrap_err()
+                    .ends_with("Invalid save parameters"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
     fn output_limits_merge_per_class() {
-        let d = find("client-output-buffer-limit").unwrap().default;
-        let v = parse_output_limits("normal 1mb 512kb 10", d).unwrap();
+        let c = set("client-output-buffer-limit", "normal 1mb 512kb 10").unwrap();
         assert_eq!(
-            v,
+            (find("client-output-buffer-limit").unwrap().get)(&c),
             "normal 1048576 524288 10 slave 268435456 67108864 60 pubsub 33554432 8388608 60"
         );
-        assert_eq!(output_limit(&v, "normal").hard_bytes, 1 << 20);
-        assert!(parse_output_limits("bogus 1 2 3", d).is_err());
+        assert_eq!(c.client_output_buffer_limit.normal.hard_bytes, 1 << 20);
+        let c = set("client-output-buffer-limit", "replica 1 2 3").unwrap();
+        assert_eq!(c.client_output_buffer_limit.replica.soft_seconds, 3);
+        assert!(set("client-output-buffer-limit", "bogus 1 2 3").is_err());
+        assert!(set("client-output-buffer-limit", "normal 1 2").is_err());
     }
 
     #[test]
-    fn params_are_sorted_and_defaults_valid() {
+    fn names_and_aliases_reach_the_same_field() {
+        assert!(!set("slave-read-only", "no").unwrap().replica_read_only);
+        assert!(!set("REPLICA-READ-ONLY", "NO").unwrap().replica_read_only);
+        assert_eq!(
+            set("maxmemory-policy", "ALLKEYS-LRU")
+                .unwrap()
+                .maxmemory_policy,
+            Policy::AllKeysLru
+        );
+        assert_eq!(
+            set("nosuch", "1").unwrap_err(),
+            "unknown configuration parameter 'nosuch'"
+        );
+    }
+
+    #[test]
+    fn params_are_sorted_and_defaults_canonical() {
         for w in PARAMS.windows(2) {
             assert!(w[0].name < w[1].name);
         }
+        let c = Config::default();
         for p in PARAMS {
-            normalise(p, p.default, p.default).unwrap();
+            // CONFIG GET of a fresh server and CONFIG REWRITE rely on this.
+            assert_eq!((p.get)(&c), p.default, "{}", p.name);
         }
     }
 }

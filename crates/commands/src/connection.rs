@@ -230,15 +230,15 @@ fn echo(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 /// Checks a password for a user; only the `default` user exists (ACL users come later).
 fn check_password(ctx: &Ctx<'_>, user: &[u8], pass: &[u8]) -> bool {
-    let v = ctx.srv.values();
-    let required = v.get("requirepass");
+    let cfg = ctx.srv.config();
+    let required = &cfg.requirepass;
     user == b"default" && (required.is_empty() || required.as_bytes() == pass)
 }
 
 fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (user, pass) = match args.len() {
         2 => {
-            if ctx.srv.values().get("requirepass").is_empty() {
+            if !ctx.srv.hot.requirepass_set.load(Relaxed) {
                 return Err(ReplyError::err_static(
                     "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                 ));

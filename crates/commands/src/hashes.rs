@@ -628,7 +628,7 @@ pub(crate) mod tests {
 
     impl Bench {
         pub fn new() -> Self {
-            let srv = ServerState::new(config::Values::default(), NOW_MS, 7, Hooks::default());
+            let srv = ServerState::new(config::Config::default(), NOW_MS, 7, Hooks::default());
             let h = Arc::new(ClientHandle::new(
                 1,
                 "127.0.0.1:1".into(),

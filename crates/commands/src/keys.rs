@@ -947,10 +947,10 @@ fn randomkey(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 // OBJECT.
 
 fn lfu_params(ctx: &Ctx<'_>) -> LfuParams {
-    let v = ctx.srv.values();
+    let cfg = ctx.srv.config();
     LfuParams {
-        log_factor: v.get_u64("lfu-log-factor") as u32,
-        decay_minutes: v.get_u64("lfu-decay-time") as u32,
+        log_factor: cfg.lfu_log_factor,
+        decay_minutes: cfg.lfu_decay_time,
     }
 }
 
@@ -1231,7 +1231,7 @@ mod tests {
     use shoal_keyspace::key_slot;
 
     use super::*;
-    use crate::config::Values;
+    use crate::config::Config;
     use crate::tests::run;
     use crate::{Client, ClientHandle, Hooks, OwnedArgs, ServerState, execute};
 
@@ -1244,7 +1244,7 @@ mod tests {
 
     impl Node {
         fn new(config: &[(&str, &str)]) -> Node {
-            let mut values = Values::default();
+            let mut values = Config::default();
             for (k, v) in config {
                 values.set_initial(k, v).unwrap();
             }
@@ -1313,7 +1313,7 @@ mod tests {
         let (lazyfree, worker) = shoal_keyspace::LazyFree::with_worker();
         let freer = std::thread::spawn(move || worker.run());
         let mut srv = ServerState::new(
-            crate::config::Values::default(),
+            crate::config::Config::default(),
             1_000_000,
             7,
             crate::Hooks::default(),
@@ -1532,7 +1532,7 @@ mod tests {
 
     /// Two keys whose slots live on different shards.
     fn keys_on_two_shards() -> (&'static str, &'static str) {
-        let shards = crate::ServerState::new(Values::default(), 0, 1, Hooks::default())
+        let shards = crate::ServerState::new(Config::default(), 0, 1, Hooks::default())
             .ks
             .shard_count();
         let (a, b) = ("a", "b");

@@ -353,10 +353,7 @@ fn admit(
     if !client.authenticated && !spec.has(flag::NO_AUTH) && srv.hot.requirepass_set.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::NoAuth));
     }
-    if spec.has(flag::WRITE)
-        && srv.repl.is_replica()
-        && srv.values().get("replica-read-only") == "yes"
-    {
+    if spec.has(flag::WRITE) && srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::ReadOnly));
     }
     // Inside MULTI every queued command counts as one that needs memory (the queue grows), and
@@ -506,7 +503,7 @@ mod tests {
 
     /// Runs commands against a fresh state and returns the raw replies.
     pub(crate) fn run(cmds: &[&[&str]]) -> Vec<String> {
-        let srv = ServerState::new(config::Values::default(), 1_000_000, 7, Hooks::default());
+        let srv = ServerState::new(config::Config::default(), 1_000_000, 7, Hooks::default());
         run_on(&srv, cmds)
     }
 

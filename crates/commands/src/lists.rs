@@ -1266,7 +1266,7 @@ mod tests {
     fn versions_after(keys: &[&str], cmds: &[&[&str]]) -> Vec<Vec<Option<u64>>> {
         use crate::{Client, ClientHandle, Hooks, OwnedArgs, ServerState, config, execute};
         let now = 1_000_000;
-        let srv = ServerState::new(config::Values::default(), now, 7, Hooks::default());
+        let srv = ServerState::new(config::Config::default(), now, 7, Hooks::default());
         let h = std::sync::Arc::new(ClientHandle::new(1, "a:1".into(), "b:2".into(), 0));
         let mut c = Client::new(h, true);
         cmds.iter()

@@ -422,7 +422,7 @@ pub(crate) fn queue(
     let q = client.tx.queued.as_mut().expect("queue only inside MULTI");
     let bytes = args.bytes() + args.len() * std::mem::size_of::<std::ops::Range<usize>>();
     if q.bytes + bytes > QUEUE_CHECK_BYTES {
-        let max = srv.values().get_u64("client-query-buffer-limit") as usize;
+        let max = srv.config().client_query_buffer_limit as usize;
         if q.bytes + bytes > max {
             q.failed = true;
             let e = ReplyError::err_static("MULTI queue exceeds client-query-buffer-limit");
@@ -571,7 +571,7 @@ mod tests {
 
     impl Pair {
         fn new() -> Pair {
-            let srv = ServerState::new(config::Values::default(), 1_000_000, 7, Hooks::default());
+            let srv = ServerState::new(config::Config::default(), 1_000_000, 7, Hooks::default());
             let client = |id| {
                 let h = Arc::new(ClientHandle::new(id, "a".into(), "b".into(), 0));
                 Client::new(h, true)

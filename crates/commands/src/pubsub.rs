@@ -623,7 +623,7 @@ mod tests {
     use crate::{Hooks, OwnedArgs, config};
 
     fn server() -> ServerState {
-        ServerState::new(config::Values::default(), 1_000_000, 7, Hooks::default())
+        ServerState::new(config::Config::default(), 1_000_000, 7, Hooks::default())
     }
 
     fn client(id: u64) -> Client {

@@ -417,12 +417,6 @@ fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 // ---- snapshots on disk ----
 
-/// Path of the snapshot file (`dir`/`dbfilename`).
-pub fn snapshot_path(srv: &crate::ServerState) -> std::path::PathBuf {
-    let v = srv.values();
-    std::path::Path::new(v.get("dir")).join(v.get("dbfilename"))
-}
-
 /// The I/O layer writes the snapshot and then the reply (`+OK` or why it failed).
 fn save(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     if ctx.srv.persist.saving.load(Relaxed) {

@@ -563,7 +563,7 @@ fn command_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 // ---- CONFIG ----
 
 fn config_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let v = ctx.srv.values();
+    let cfg = ctx.srv.config();
     let mut found: Vec<(String, String)> = Vec::new();
     for pat in args.tail(2).iter() {
         // An exact name (no glob characters) is echoed as the client typed it, as Redis does.
@@ -571,7 +571,7 @@ fn config_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let name = String::from_utf8_lossy(pat).into_owned();
             if let Some(p) = config::find(&name) {
                 if !found.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
-                    found.push((name, v.get(p.name).to_string()));
+                    found.push((name, (p.get)(&cfg)));
                 }
             }
             continue;
@@ -580,12 +580,11 @@ fn config_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let names = std::iter::once(p.name).chain(p.alias);
             for name in names {
                 if glob_match(pat, name.as_bytes(), true) && !found.iter().any(|(n, _)| n == name) {
-                    found.push((name.to_string(), v.get(p.name).to_string()));
+                    found.push((name.to_string(), (p.get)(&cfg)));
                 }
             }
         }
     }
-    drop(v);
     ctx.out.map(found.len());
     for (n, val) in found {
         ctx.out.bulk(n.as_bytes());
@@ -601,10 +600,10 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             args.str_lossy(args.len() - 1)
         ));
     }
-    // Validate everything first: CONFIG SET of several parameters is all or nothing.
-    let mut changes: Vec<(&'static config::Param, String)> = Vec::new();
-    {
-        let v = ctx.srv.values();
+    // Every value is checked against a copy before any takes effect: CONFIG SET of several
+    // parameters is all or nothing.
+    ctx.srv.update_config(|next| {
+        let mut seen: Vec<&'static str> = Vec::new();
         for i in (2..args.len()).step_by(2) {
             let name = args.str_lossy(i);
             let Some(p) = config::find(&name) else {
@@ -615,26 +614,17 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let fail = |why: &str| {
                 err!("CONFIG SET failed (possibly related to argument '{name}') - {why}")
             };
-            if changes.iter().any(|(q, _)| q.name == p.name) {
+            if seen.contains(&p.name) {
                 return Err(fail("duplicate parameter"));
             }
+            seen.push(p.name);
             if !p.mutable {
                 return Err(fail("can't set immutable config"));
             }
-            let canonical = config::normalise(p, &args.str_lossy(i + 1), v.get(p.name))
-                .map_err(|e| fail(&e))?;
-            changes.push((p, canonical));
+            (p.set)(next, p.kind, &args.str_lossy(i + 1)).map_err(|e| fail(&e))?;
         }
-    }
-    {
-        let mut v = ctx.srv.config.write().expect("config lock");
-        for (p, val) in &changes {
-            v.set(p, val.clone());
-        }
-    }
-    for (p, _) in &changes {
-        ctx.srv.apply_config(p.name);
-    }
+        Ok(())
+    })?;
     ctx.out.ok();
     Ok(())
 }
@@ -650,11 +640,12 @@ fn config_rewrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     let mut text = String::from(
         "# Rewritten by CONFIG REWRITE: parameters that differ from their defaults.\n",
     );
-    for (name, value) in ctx.srv.values().iter() {
-        let default = config::find(name).map_or("", |p| p.default);
-        if value != default {
+    let cfg = ctx.srv.config();
+    for p in config::PARAMS {
+        let value = (p.get)(&cfg);
+        if value != p.default {
             let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
-            text.push_str(&format!("{name} = \"{escaped}\"\n"));
+            text.push_str(&format!("{} = \"{escaped}\"\n", p.name));
         }
     }
     let tmp = format!("{path}.tmp");
@@ -828,7 +819,7 @@ pub fn record_slow(
     {
         return;
     }
-    let max_len = srv.values().get_u64("slowlog-max-len") as usize;
+    let max_len = srv.config().slowlog_max_len as usize;
     let mut kept: Vec<Vec<u8>> = Vec::new();
     let argc = args.len();
     for (i, a) in args.iter().enumerate() {
@@ -1133,7 +1124,7 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
                     -1
                 },
                 (link == LinkState::Syncing) as u8,
-                (srv.values().get("replica-read-only") == "yes") as u8,
+                srv.hot.replica_read_only.load(Relaxed) as u8,
                 o = repl.replica_offset(),
             );
             // A replica's own replicas (chained replication).
@@ -1183,7 +1174,7 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
         }
     };
     let proc_info = (srv.hooks.process_info)();
-    let v = srv.values();
+    let cfg = srv.config();
     let mut t = String::new();
     let uptime_s = now_ms.saturating_sub(srv.started_ms) / 1000;
     if want("server") {
@@ -1201,8 +1192,8 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             now_ms * 1000,
             uptime_s,
             uptime_s / 86400,
-            v.get("hz"),
-            v.get("hz"),
+            cfg.hz,
+            cfg.hz,
             shoal_keyspace::evict::lru_clock(now_ms),
             srv.executable,
             srv.config_file,
@@ -1213,13 +1204,13 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             t,
             "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\r\n",
             srv.connected_clients(),
-            v.get("maxclients"),
+            cfg.maxclients,
             srv.blocking.blocked_clients(),
         );
     }
     let used = srv.used_memory() as u64;
     if want("memory") {
-        let max = v.get_u64("maxmemory");
+        let max = cfg.maxmemory;
         let dataset = srv.ks.mem_bytes() as u64;
         let _ = write!(
             t,
@@ -1228,7 +1219,7 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             proc_info.rss_bytes,
             human_bytes(proc_info.rss_bytes),
             human_bytes(max),
-            v.get("maxmemory-policy"),
+            cfg.maxmemory_policy.name(),
             if used > 0 {
                 proc_info.rss_bytes as f64 / used as f64
             } else {

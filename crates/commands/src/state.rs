@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use shoal_keyspace::{Keyspace, Policy, SHARDS_DEFAULT, shard::EvictConfig};
 use shoal_resp::Protocol;
 
-use crate::config::{self, Values};
+use crate::config::Config;
 
-/// Config values read on every command, mirrored from [`Values`] when they change.
+/// Config values read on every command (or on every command of a kind), mirrored from the
+/// [`Config`] snapshot when it changes so the request path takes no lock for them.
 #[derive(Debug, Default)]
 pub struct Hot {
     pub maxmemory_bytes: AtomicU64,
@@ -23,6 +24,8 @@ pub struct Hot {
     pub slowlog_slower_than_us: AtomicU64,
     pub slowlog_enabled: AtomicBool,
     pub latency_threshold_ms: AtomicU64,
+    pub replica_read_only: AtomicBool,
+    pub proto_max_bulk_bytes: AtomicU64,
     /// Compact-encoding thresholds (`hash-max-listpack-entries` and friends).
     pub encoding: RwLock<shoal_keyspace::EncodingLimits>,
 }
@@ -295,7 +298,9 @@ impl std::fmt::Debug for Hooks {
 #[derive(Debug)]
 pub struct ServerState {
     pub ks: Keyspace,
-    pub config: RwLock<Values>,
+    /// The current configuration, replaced whole by [`ServerState::update_config`]; readers keep
+    /// the snapshot they took.
+    config: RwLock<Arc<Config>>,
     pub hot: Hot,
     pub stats: Stats,
     pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
@@ -337,11 +342,10 @@ pub fn random_hex40(seed: u64) -> String {
 }
 
 impl ServerState {
-    pub fn new(values: Values, now_ms: u64, seed: u64, hooks: Hooks) -> Self {
-        let databases = values.get_u64("databases").max(1) as usize;
+    pub fn new(config: Config, now_ms: u64, seed: u64, hooks: Hooks) -> Self {
         let st = ServerState {
-            ks: Keyspace::new(databases, SHARDS_DEFAULT, seed),
-            config: RwLock::new(values),
+            ks: Keyspace::new(config.databases, SHARDS_DEFAULT, seed),
+            config: RwLock::new(Arc::new(config.clone())),
             hot: Hot::default(),
             stats: Stats::default(),
             clients: Mutex::default(),
@@ -365,81 +369,102 @@ impl ServerState {
             pubsub: Default::default(),
             blocking: Default::default(),
         };
-        let names: Vec<&'static str> = config::PARAMS.iter().map(|p| p.name).collect();
-        for n in names {
-            st.apply_config(n);
-        }
+        st.apply_config(None, &config);
         st
     }
 
-    pub fn values(&self) -> std::sync::RwLockReadGuard<'_, Values> {
-        self.config.read().expect("config lock")
+    /// The current configuration snapshot. Commands that run on every request read
+    /// [`ServerState::hot`] instead.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
     }
 
-    /// Mirrors a changed parameter into the hot copies and the keyspace.
-    pub fn apply_config(&self, name: &str) {
+    /// Changes the configuration: `change` edits a copy, which replaces the snapshot if it
+    /// returns `Ok` (so a refused `CONFIG SET` changes nothing). Concurrent updates are serialised.
+    pub fn update_config<E>(
+        &self,
+        change: impl FnOnce(&mut Config) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut current = self.config.write().expect("config lock");
+        let mut next = Config::clone(&current);
+        change(&mut next)?;
+        // Applied under the lock so two updates reach the keyspace in the order they were made.
+        self.apply_config(Some(&current), &next);
+        *current = Arc::new(next);
+        Ok(())
+    }
+
+    /// Mirrors what changed from `old` (everything at start-up) into the hot copies, the keyspace
+    /// and replication.
+    fn apply_config(&self, old: Option<&Config>, new: &Config) {
+        /// True at start-up or when `key` differs between the two snapshots.
+        fn changed<T: PartialEq>(
+            old: Option<&Config>,
+            new: &Config,
+            key: impl Fn(&Config) -> T,
+        ) -> bool {
+            old.is_none_or(|o| key(o) != key(new))
+        }
         self.config_epoch.fetch_add(1, Relaxed);
-        let v = self.values();
-        match name {
-            "maxmemory" | "maxmemory-policy" | "maxmemory-samples" | "lfu-log-factor"
-            | "lfu-decay-time" => {
-                let maxmemory = v.get_u64("maxmemory");
-                let policy = v.policy();
-                self.hot.maxmemory_bytes.store(maxmemory, Relaxed);
-                self.hot.policy.store(policy_index(policy), Relaxed);
-                let cfg = EvictConfig {
-                    policy,
-                    samples: v.get_u64("maxmemory-samples") as usize,
-                    lfu: shoal_keyspace::LfuParams {
-                        log_factor: v.get_u64("lfu-log-factor") as u32,
-                        decay_minutes: v.get_u64("lfu-decay-time") as u32,
-                    },
-                    active: maxmemory > 0,
-                };
-                // Sketch sized for the keys that fit: assume ~100 bytes per key.
-                let expected_keys = (maxmemory / 100) as usize;
-                drop(v);
-                self.ks.set_evict_config(cfg, expected_keys);
-            }
-            "requirepass" => self
-                .hot
-                .requirepass_set
-                .store(!v.get("requirepass").is_empty(), Relaxed),
-            "slowlog-log-slower-than" => {
-                let t: i64 = v.get("slowlog-log-slower-than").parse().unwrap_or(-1);
-                self.hot.slowlog_enabled.store(t >= 0, Relaxed);
-                self.hot
-                    .slowlog_slower_than_us
-                    .store(t.max(0) as u64, Relaxed);
-            }
-            "hash-max-listpack-entries"
-            | "hash-max-listpack-value"
-            | "list-max-listpack-size"
-            | "set-max-intset-entries"
-            | "zset-max-listpack-entries"
-            | "zset-max-listpack-value" => {
-                let limits = v.encoding_limits();
-                *self.hot.encoding.write().expect("encoding lock") = limits;
-            }
-            "write-strategy" | "min-replicas-ack" | "ack-timeout-ms" | "repl-backlog-size" => {
-                let r = &self.repl.settings;
-                r.strategy_sync
-                    .store(v.get("write-strategy") == "sync", Relaxed);
-                r.min_replicas_ack
-                    .store(v.get_u64("min-replicas-ack"), Relaxed);
-                r.ack_timeout_ms.store(v.get_u64("ack-timeout-ms"), Relaxed);
-                let size = v.get_u64("repl-backlog-size") as usize;
-                self.repl.set_backlog_capacity(size);
-            }
-            "client-output-buffer-limit" => self.pubsub.set_limits(config::output_limit(
-                v.get("client-output-buffer-limit"),
-                "pubsub",
-            )),
-            "latency-monitor-threshold" => self
-                .hot
-                .latency_threshold_ms
-                .store(v.get_u64("latency-monitor-threshold"), Relaxed),
-            _ => {}
+        let h = &self.hot;
+        if changed(old, new, |c| {
+            (
+                c.maxmemory,
+                c.maxmemory_policy,
+                c.maxmemory_samples,
+                c.lfu_log_factor,
+                c.lfu_decay_time,
+            )
+        }) {
+            h.maxmemory_bytes.store(new.maxmemory, Relaxed);
+            h.policy.store(policy_index(new.maxmemory_policy), Relaxed);
+            let cfg = EvictConfig {
+                policy: new.maxmemory_policy,
+                samples: new.maxmemory_samples as usize,
+                lfu: shoal_keyspace::LfuParams {
+                    log_factor: new.lfu_log_factor,
+                    decay_minutes: new.lfu_decay_time,
+                },
+                active: new.maxmemory > 0,
+            };
+            // Sketch sized for the keys that fit: assume ~100 bytes per key.
+            let expected_keys = (new.maxmemory / 100) as usize;
+            self.ks.set_evict_config(cfg, expected_keys);
+        }
+        h.requirepass_set
+            .store(!new.requirepass.is_empty(), Relaxed);
+        h.slowlog_enabled
+            .store(new.slowlog_log_slower_than >= 0, Relaxed);
+        h.slowlog_slower_than_us
+            .store(new.slowlog_log_slower_than.max(0) as u64, Relaxed);
+        h.latency_threshold_ms
+            .store(new.latency_monitor_threshold, Relaxed);
+        h.replica_read_only.store(new.replica_read_only, Relaxed);
+        h.proto_max_bulk_bytes
+            .store(new.proto_max_bulk_len, Relaxed);
+        if changed(old, new, Config::encoding_limits) {
+            *h.encoding.write().expect("encoding lock") = new.encoding_limits();
+        }
+        if changed(old, new, |c| {
+            (
+                c.write_strategy,
+                c.min_replicas_ack,
+                c.ack_timeout_ms,
+                c.repl_backlog_size,
+            )
+        }) {
+            let r = &self.repl.settings;
+            r.strategy_sync
+                .store(new.write_strategy == crate::repl::Strategy::Sync, Relaxed);
+            r.min_replicas_ack
+                .store(u64::from(new.min_replicas_ack), Relaxed);
+            r.ack_timeout_ms.store(new.ack_timeout_ms, Relaxed);
+            self.repl
+                .set_backlog_capacity(new.repl_backlog_size as usize);
+        }
+        if changed(old, new, |c| c.client_output_buffer_limit.pubsub) {
+            self.pubsub
+                .set_limits(new.client_output_buffer_limit.pubsub);
         }
     }
 

@@ -627,7 +627,10 @@ fn msetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn max_string_bytes(ctx: &Ctx<'_>) -> usize {
-    ctx.srv.values().get_u64("proto-max-bulk-len") as usize
+    ctx.srv
+        .hot
+        .proto_max_bulk_bytes
+        .load(std::sync::atomic::Ordering::Relaxed) as usize
 }
 
 const ERR_TOO_BIG: ReplyError =

@@ -1858,7 +1858,7 @@ mod tests {
 
     impl Node {
         fn new() -> Node {
-            let srv = ServerState::new(config::Values::default(), 1_000_000, 7, Hooks::default());
+            let srv = ServerState::new(config::Config::default(), 1_000_000, 7, Hooks::default());
             let h = Arc::new(ClientHandle::new(1, "a:1".into(), "a:2".into(), 0));
             Node {
                 srv,

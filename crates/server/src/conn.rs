@@ -58,15 +58,15 @@ struct ConnLimits {
 }
 
 fn current_limits(srv: &ServerState) -> ConnLimits {
-    let v = srv.values();
+    let cfg = srv.config();
     ConnLimits {
         decoder: Limits {
-            bulk_bytes_max: v.get_u64("proto-max-bulk-len") as usize,
+            bulk_bytes_max: cfg.proto_max_bulk_len as usize,
             ..Limits::default()
         },
-        query_buf_bytes_max: v.get_u64("client-query-buffer-limit") as usize,
-        output: config::output_limit(v.get("client-output-buffer-limit"), "normal"),
-        idle_timeout_s: v.get_u64("timeout"),
+        query_buf_bytes_max: cfg.client_query_buffer_limit as usize,
+        output: cfg.client_output_buffer_limit.normal,
+        idle_timeout_s: u64::from(cfg.timeout),
     }
 }
 

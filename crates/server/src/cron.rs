@@ -54,7 +54,7 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 if shutdown.has_changed().unwrap_or(true) && *shutdown.borrow_and_update() {
                     return;
                 }
-                let hz = srv.values().get_u64("hz").clamp(1, 500);
+                let hz = u64::from(srv.config().hz);
                 let period = Duration::from_millis(1000 / hz);
                 let budget = period * EXPIRE_CYCLE_BUDGET_PERCENT as u32 / 100;
                 let t0 = Instant::now();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shoal_commands::config::Values;
+use shoal_commands::config::Config;
 use shoal_commands::multi::ExecGate;
 use shoal_commands::server::ProcessInfo;
 use shoal_commands::{Hooks, ServerState};
@@ -36,9 +36,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Loads a TOML config file into `values`. Keys are parameter names (`maxmemory = "100mb"`,
-/// `port = 6380`, `appendonly = false`).
-pub fn load_config_file(values: &mut Values, text: &str) -> Result<(), String> {
+/// Loads a TOML config file into `config`. Keys are parameter names (`maxmemory = "100mb"`,
+/// `port = 6380`, `appendonly = false`); values are checked as `CONFIG SET` checks them.
+pub fn load_config_file(config: &mut Config, text: &str) -> Result<(), String> {
     let table: toml::Table = text.parse().map_err(|e| format!("config file: {e}"))?;
     for (k, v) in table {
         let s = match v {
@@ -48,7 +48,9 @@ pub fn load_config_file(values: &mut Values, text: &str) -> Result<(), String> {
             toml::Value::Float(f) => f.to_string(),
             _ => return Err(format!("config file: unsupported value type for '{k}'")),
         };
-        values.set_initial(&k, &s)?;
+        config
+            .set_initial(&k, &s)
+            .map_err(|e| format!("config file: {e}"))?;
     }
     Ok(())
 }
@@ -87,10 +89,10 @@ pub struct Server {
 
 impl Server {
     /// Binds the listener (so the port is known before running) and builds the state.
-    pub fn bind(values: Values, used_memory: fn() -> usize) -> Result<Server, String> {
-        let port = values.get_u64("port") as u16;
-        let bind = values.get("bind").to_string();
-        let threads = match values.get_u64("threads") as usize {
+    pub fn bind(config: Config, used_memory: fn() -> usize) -> Result<Server, String> {
+        let port = config.port;
+        let bind = config.bind.clone();
+        let threads = match config.threads as usize {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
@@ -115,7 +117,7 @@ impl Server {
             process_info: Box::new(process_info),
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
-        let mut state = ServerState::new(values, now_ms(), seed, hooks);
+        let mut state = ServerState::new(config, now_ms(), seed, hooks);
         // This node's lazy-free thread: large values are dropped there, off the request path.
         let (lazyfree, worker) = shoal_keyspace::LazyFree::with_worker();
         std::thread::Builder::new()
@@ -191,7 +193,7 @@ impl Server {
         };
         tokio::spawn(links::keepalive(Arc::downgrade(&state)));
         // A configured `replicaof` starts the link now.
-        let replicaof = state.values().get("replicaof").to_string();
+        let replicaof = state.config().replicaof.clone();
         let mut parts = replicaof.split_whitespace();
         if let (Some(host), Some(Ok(port))) = (parts.next(), parts.next().map(|p| p.parse::<u16>()))
         {
@@ -219,7 +221,7 @@ impl Server {
                             continue;
                         }
                     };
-                    let maxclients = state.values().get_u64("maxclients") as usize;
+                    let maxclients = state.config().maxclients as usize;
                     if state.connected_clients() >= maxclients {
                         state.stats.rejected_connections.fetch_add(1, Relaxed);
                         tracing::warn!(%peer, "max number of clients reached");

@@ -64,7 +64,7 @@ fn node(srv: &ServerState) -> replica_link::Node<'_> {
         repl: &srv.repl,
         limits: srv.encoding_limits(),
         lazyfree: &srv.lazyfree,
-        accept_empty_primary: srv.values().get("replica-accept-empty-primary") == "yes",
+        accept_empty_primary: srv.config().replica_accept_empty_primary,
     }
 }
 
@@ -109,10 +109,10 @@ async fn session<T: Transport>(
         .await
         .map_err(|e| LinkError::Refused(format!("connect: {e}")))?;
     let hs = {
-        let v = srv.values();
-        let pass = v.get("masterauth").to_string();
+        let cfg = srv.config();
+        let pass = cfg.masterauth.clone();
         Handshake {
-            auth: (!pass.is_empty()).then(|| (v.get("masteruser").to_string(), pass)),
+            auth: (!pass.is_empty()).then(|| (cfg.masteruser.clone(), pass)),
             listening_port: srv.tcp_port,
         }
     };
@@ -349,12 +349,11 @@ pub async fn run_failover<T: Transport>(srv: Arc<ServerState>, t: T, req: Failov
     let promoted = async {
         let mut s = t.connect(&host, port).await.map_err(|e| e.to_string())?;
         let pass = {
-            let v = srv.values();
-            let m = v.get("masterauth").to_string();
-            if m.is_empty() {
-                v.get("requirepass").to_string()
+            let cfg = srv.config();
+            if cfg.masterauth.is_empty() {
+                cfg.requirepass.clone()
             } else {
-                m
+                cfg.masterauth.clone()
             }
         };
         let timeout = Duration::from_secs(5);

@@ -11,8 +11,8 @@ use crate::now_ms;
 
 /// Path of the snapshot file (`dir`/`dbfilename`).
 pub fn snapshot_path(srv: &ServerState) -> std::path::PathBuf {
-    let v = srv.values();
-    std::path::Path::new(v.get("dir")).join(v.get("dbfilename"))
+    let cfg = srv.config();
+    std::path::Path::new(&cfg.dir).join(&cfg.dbfilename)
 }
 
 /// Writes a snapshot to `dir`/`dbfilename` (through a temporary file and a rename, so a crash never
@@ -83,21 +83,10 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
     Ok(n)
 }
 
-/// Redis-style `save` rules: "seconds changes [seconds changes ...]". Empty: no automatic saves.
-pub fn parse_save_rules(s: &str) -> Vec<(u64, u64)> {
-    let n: Vec<u64> = s
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    n.chunks(2)
-        .filter(|c| c.len() == 2)
-        .map(|c| (c[0], c[1]))
-        .collect()
-}
-
 /// Called once a second by the cron: starts a background save when a `save` rule is met.
 pub fn save_cron(srv: &Arc<ServerState>) {
-    let rules = parse_save_rules(srv.values().get("save"));
+    let cfg = srv.config();
+    let rules = &cfg.save.0;
     srv.persist.save_rules_set.store(!rules.is_empty(), Relaxed);
     if rules.is_empty() || srv.persist.saving.load(Relaxed) {
         return;
@@ -106,7 +95,7 @@ pub fn save_cron(srv: &Arc<ServerState>) {
     let since = (now_ms() / 1000).saturating_sub(srv.persist.last_save_unix_s.load(Relaxed));
     if rules
         .iter()
-        .any(|&(secs, changes)| dirty >= changes && since >= secs)
+        .any(|r| dirty >= r.changes && since >= r.seconds)
     {
         let _ = save(srv, false);
     }
@@ -115,7 +104,7 @@ pub fn save_cron(srv: &Arc<ServerState>) {
 /// At shutdown: SHUTDOWN SAVE, or the `save` rules without NOSAVE, write a final snapshot.
 pub fn save_at_shutdown(srv: &Arc<ServerState>) {
     let asked = srv.persist.shutdown_save.load(Relaxed);
-    let rules = !parse_save_rules(srv.values().get("save")).is_empty();
+    let rules = !srv.config().save.0.is_empty();
     if asked == 1 || (asked == 0 && rules) {
         // A background save may be running: wait for it (bounded) rather than write twice.
         for _ in 0..1000 {

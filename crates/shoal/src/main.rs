@@ -3,7 +3,7 @@
 mod alloc;
 
 use clap::{Parser, Subcommand};
-use shoal_commands::config::Values;
+use shoal_commands::config::{Config, LogLevel};
 
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
@@ -105,7 +105,7 @@ struct ServeArgs {
     /// Worker threads (default: number of cores).
     #[arg(long)]
     threads: Option<u32>,
-    /// Log level: debug, verbose, notice, warning, nothing.
+    /// Log level: debug, verbose, notice, warning.
     #[arg(long)]
     loglevel: Option<String>,
     /// Any other parameter, as NAME=VALUE (repeatable), e.g. `--set hz=20`.
@@ -148,8 +148,8 @@ fn redis_style_options(rest: &[String]) -> Result<Vec<(String, String)>, String>
         .collect()
 }
 
-fn build_values(a: &ServeArgs) -> Result<Values, String> {
-    let mut v = Values::default();
+fn build_config(a: &ServeArgs) -> Result<Config, String> {
+    let mut v = Config::default();
     if let Some(path) = &a.config {
         let text = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
         shoal_server::load_config_file(&mut v, &text)?;
@@ -182,12 +182,11 @@ fn build_values(a: &ServeArgs) -> Result<Values, String> {
     Ok(v)
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: LogLevel) {
     let filter = match level {
-        "debug" | "verbose" => "debug",
-        "notice" => "info",
-        "warning" => "warn",
-        _ => "off",
+        LogLevel::Debug | LogLevel::Verbose => "debug",
+        LogLevel::Notice => "info",
+        LogLevel::Warning => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -202,15 +201,15 @@ fn main() {
     match cli.command {
         Command::Verify(args) => std::process::exit(verify(args)),
         Command::Serve(args) => {
-            let values = match build_values(&args) {
+            let config = match build_config(&args) {
                 Ok(v) => v,
                 Err(e) => {
                     eprintln!("shoal: {e}");
                     std::process::exit(2);
                 }
             };
-            init_logging(values.get("loglevel"));
-            let mut server = match shoal_server::Server::bind(values, alloc::used_memory) {
+            init_logging(config.loglevel);
+            let mut server = match shoal_server::Server::bind(config, alloc::used_memory) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("shoal: {e}");

@@ -138,20 +138,21 @@ fn unknown_commands_and_wrong_arity_are_replies_not_disconnects() {
 
 #[test]
 fn a_bulk_over_proto_max_bulk_len_is_a_protocol_error() {
-    let s = Shoal::start(&["--set", "proto-max-bulk-len=1000"]);
+    // 1mb is the smallest limit Redis (and shoal) accept.
+    let s = Shoal::start(&["--set", "proto-max-bulk-len=1mb"]);
     let mut bystander = s.raw();
     // At the limit: fine.
-    let ok = "v".repeat(1000);
+    let ok = "v".repeat(1 << 20);
     assert_eq!(bystander.call(&["SET", "k", &ok]), "+OK\r\n");
     assert_protocol_error(
         &s,
         &mut bystander,
-        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1001\r\n",
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048577\r\n",
         "-ERR Protocol error: invalid bulk length\r\n",
     );
     assert_eq!(
         bystander.call(&["STRLEN", "k"]),
-        ":1000\r\n",
+        ":1048576\r\n",
         "the refused request did not run"
     );
 }

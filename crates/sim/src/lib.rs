@@ -212,7 +212,7 @@ const BASE_MS: u64 = 1_700_000_000_000;
 const PRIMARY_PORT: u16 = 7000;
 
 fn new_state(seed: u64, now: u64) -> ServerState {
-    ServerState::new(config::Values::default(), now, seed, Hooks::default())
+    ServerState::new(config::Config::default(), now, seed, Hooks::default())
 }
 
 fn client(id: u64) -> Client {
