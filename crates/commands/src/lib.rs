@@ -16,6 +16,7 @@ pub mod connection;
 pub mod glob;
 pub mod hashes;
 pub mod keys;
+pub mod keyspec;
 pub mod lazyfree;
 pub mod lists;
 pub mod multi;
@@ -273,7 +274,7 @@ pub fn execute_as(
             return Outcome::Done;
         }
     };
-    if client.tx.in_multi() && !multi::runs_in_multi(spec) {
+    if client.tx.in_multi() && !spec.has(flag::TX_CONTROL) {
         multi::queue(srv, client, spec, args, out);
         return Outcome::Done;
     }
@@ -305,8 +306,8 @@ impl Rejection {
 }
 
 /// Admission: name, subcommand, arity, auth, read-only replica, memory, pub/sub context, MULTI
-/// restrictions, in Redis's order. Reads flags only; the few rules that concern named commands
-/// (what runs inside MULTI or while subscribed) live in `multi` and `pubsub`.
+/// restrictions, in Redis's order. Reads flags only: what runs at once inside MULTI or while
+/// subscribed is a flag in the table (`TX_CONTROL`, `SUBSCRIBED_OK`, ...), never a name.
 fn admit(
     srv: &ServerState,
     client: &mut Client,
@@ -371,8 +372,8 @@ fn admit(
     // Inside MULTI every queued command counts as one that needs memory (the queue grows), and
     // EXEC does when it would run one.
     let needs_memory = spec.has(flag::DENYOOM)
-        || (client.tx.in_multi() && !multi::exempt_from_oom(spec))
-        || (multi::is_exec(spec) && client.tx.queued_denyoom());
+        || (client.tx.in_multi() && !spec.has(flag::TX_OOM_EXEMPT))
+        || (spec.has(flag::TX_EXEC) && client.tx.queued_denyoom());
     if needs_memory && !ensure_memory(srv, now_ms) {
         return Err(Rejection {
             spec: Some(spec),
@@ -382,7 +383,7 @@ fn admit(
     }
     if client.proto == shoal_resp::Protocol::Resp2
         && client.subs.count() > 0
-        && !pubsub::allowed_while_subscribed(spec)
+        && !spec.has(flag::SUBSCRIBED_OK)
     {
         return Err(Rejection::new(
             Some(spec),
@@ -415,7 +416,7 @@ fn reject(srv: &ServerState, client: &mut Client, r: Rejection, out: &mut Vec<u8
         srv.stats.oom_rejections.fetch_add(1, Relaxed);
     }
     let mut w = ReplyWriter::new(out, client.proto);
-    if r.spec.is_some_and(multi::is_exec) {
+    if r.spec.is_some_and(|s| s.has(flag::TX_EXEC)) {
         multi::discard(srv, client);
         let why = r.error.strip_prefix("ERR ").unwrap_or(&r.error);
         w.error(&format!(
