@@ -426,10 +426,15 @@ fn write_command_info(ctx: &mut Ctx<'_>, s: &Spec) {
     }
     o.set(s.tips.len());
     for t in s.tips {
-        o.simple(t);
+        o.bulk(t.as_bytes());
     }
     write_key_specs(o, s.keys);
-    o.array(s.subcommands.len());
+    // Redis replies "no subcommands" as an empty set, subcommands as an array (RESP3 tells).
+    if s.subcommands.is_empty() {
+        o.set(0);
+    } else {
+        o.array(s.subcommands.len());
+    }
     for sub in s.subcommands {
         write_command_info(ctx, sub);
     }
@@ -446,7 +451,7 @@ fn write_flag_set(o: &mut ReplyWriter<'_>, flags: u32, names: &[(u32, &str)]) {
 
 /// The key-specs section of COMMAND INFO, shaped as Redis 7.0's `addReplyCommandKeySpecs`.
 fn write_key_specs(o: &mut ReplyWriter<'_>, specs: &[KeySpec]) {
-    o.array(specs.len());
+    o.set(specs.len());
     for ks in specs {
         o.map(3 + !ks.notes.is_empty() as usize);
         if !ks.notes.is_empty() {
