@@ -573,4 +573,123 @@ mod tests {
             }
         }
     }
+
+    /// Every command and subcommand, for checks over the whole table.
+    fn every_spec() -> impl Iterator<Item = &'static Spec> {
+        table::all()
+            .iter()
+            .flat_map(|s| std::iter::once(*s).chain(s.subcommands.iter()))
+    }
+
+    #[test]
+    fn movablekeys_is_what_redis_derives_from_the_key_specs() {
+        for s in every_spec() {
+            let (_, movable) = keyspec::legacy_range(s.keys);
+            assert_eq!(s.has(flag::MOVABLEKEYS), movable, "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn key_specs_are_well_formed() {
+        use table::{BeginSearch, FindKeys, key};
+        for s in every_spec() {
+            for ks in s.keys {
+                let usage = ks.flags & (key::RO | key::RW | key::OW | key::RM);
+                assert_eq!(usage.count_ones(), 1, "{}: one of RO/RW/OW/RM", s.name);
+                if let BeginSearch::Index(i) = ks.begin_search {
+                    assert!(i >= 1, "{}", s.name);
+                }
+                match ks.find_keys {
+                    FindKeys::Range { step, .. } | FindKeys::Keynum { step, .. } => {
+                        assert!(step >= 1, "{}", s.name)
+                    }
+                    FindKeys::Unknown => {}
+                }
+                assert_eq!(
+                    ks.flags & key::VARIABLE_FLAGS != 0,
+                    s.key_flags.is_some(),
+                    "{}: VARIABLE_FLAGS needs key_flags",
+                    s.name
+                );
+            }
+            // Wake-ups skip read-only keys, so a write must name what it writes; a read-only
+            // command writes nothing.
+            if s.has(flag::WRITE) && !s.keys.is_empty() {
+                assert!(s.keys.iter().any(|k| k.flags & key::RO == 0), "{}", s.name);
+            }
+            if s.has(flag::READONLY) {
+                assert!(s.keys.iter().all(|k| k.flags & key::RO != 0), "{}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn shoal_commands_name_their_keys() {
+        use table::key::*;
+        let keys = |req: &[&str]| {
+            let o = OwnedArgs::new(req.iter());
+            let spec = table::lookup(req[0].as_bytes()).expect("command");
+            keyspec::keys(spec, &o.args()).map(|k| k.iter().map(|k| (k.pos, k.flags)).collect())
+        };
+        assert_eq!(keys(&["getver", "k"]), Ok(vec![(1, RO | ACCESS)]));
+        assert_eq!(
+            keys(&["setifver", "k", "7", "v"]),
+            Ok(vec![(1, RW | UPDATE)])
+        );
+        assert_eq!(
+            keys(&["setifnewer", "k", "7", "v", "EX", "5"]),
+            Ok(vec![(1, RW | UPDATE)])
+        );
+        assert_eq!(keys(&["delifver", "k", "7"]), Ok(vec![(1, RW | DELETE)]));
+        assert_eq!(
+            keys(&["repairput", "k", "7", "-1", "payload"]),
+            Ok(vec![(1, OW | UPDATE)])
+        );
+        assert_eq!(keys(&["repairdel", "k"]), Ok(vec![(1, RM | DELETE)]));
+        for no_keys in ["slotdigest", "slotkeys", "durability"] {
+            assert!(!keyspec::has_keys(
+                table::lookup(no_keys.as_bytes()).unwrap()
+            ));
+        }
+    }
+
+    #[test]
+    fn set_key_flags_follow_the_get_option() {
+        use table::key::*;
+        let flags = |req: &[&str]| {
+            let o = OwnedArgs::new(req.iter());
+            let k = keyspec::keys(table::lookup(b"set").unwrap(), &o.args()).unwrap();
+            k.iter().map(|k| k.flags).collect::<Vec<_>>()
+        };
+        assert_eq!(flags(&["set", "k", "v"]), [OW | UPDATE]);
+        assert_eq!(
+            flags(&["set", "k", "v", "NX", "get"]),
+            [RW | ACCESS | UPDATE]
+        );
+        // Only from the options on: a value spelled "get" is a value.
+        assert_eq!(flags(&["set", "k", "get"]), [OW | UPDATE]);
+    }
+
+    /// Admission and dispatch read flags: no rule in these files compares a command's name.
+    #[test]
+    fn admission_never_matches_command_names() {
+        let sources = [
+            ("lib.rs", include_str!("lib.rs")),
+            ("multi.rs", include_str!("multi.rs")),
+            ("pubsub.rs", include_str!("pubsub.rs")),
+            ("blocking.rs", include_str!("blocking.rs")),
+            ("server.rs", include_str!("server.rs")),
+        ];
+        // Split so this test's own text does not match.
+        let patterns = [
+            ["spec.name", " =="].concat(),
+            ["matches!(spec", ".name"].concat(),
+            ["spec.name", ".starts_with"].concat(),
+        ];
+        for (file, src) in sources {
+            for p in &patterns {
+                assert!(!src.contains(p.as_str()), "{file} matches names: {p}");
+            }
+        }
+    }
 }
