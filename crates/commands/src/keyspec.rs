@@ -356,13 +356,13 @@ fn keynum_fallback(
     for ks in specs {
         if let (BeginSearch::Index(i), FindKeys::Range { last_key: 0, .. }) =
             (ks.begin_search, ks.find_keys)
+            && i >= 1
+            && (i as i64) < argc
         {
-            if i >= 1 && (i as i64) < argc {
-                out.push(KeyRef {
-                    pos: i as usize,
-                    flags: 0,
-                });
-            }
+            out.push(KeyRef {
+                pos: i as usize,
+                flags: 0,
+            });
         }
     }
     Ok(())
