@@ -35,91 +35,129 @@ use shoal_resp::ReplyWriter;
 use crate::args::parse_f64;
 use crate::lists::{self, End, PopReply};
 use crate::state::{ClientHandle, ServerState};
-use crate::table::{Group, NO_KEYS, Spec, cmd, flag::*};
+use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key, key::*};
 use crate::zsets;
 use crate::{Args, CmdResult, Ctx, Locked};
 
 pub static COMMANDS: &[Spec] = &[
-    cmd(
-        "blmove",
-        6,
-        WRITE | DENYOOM | NOSCRIPT | BLOCKING,
-        (1, 2, 1),
-        Group::List,
-        "6.2.0",
-        "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise. Deletes the list if the last element was moved.",
-        blmove,
-    ),
-    cmd(
-        "blmpop",
-        -5,
-        WRITE | BLOCKING | MOVABLEKEYS,
-        NO_KEYS,
-        Group::List,
-        "7.0.0",
-        "Pops the first element from one of multiple lists. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
-        blmpop,
-    ),
-    cmd(
-        "blpop",
-        -3,
-        WRITE | NOSCRIPT | BLOCKING,
-        (1, -2, 1),
-        Group::List,
-        "2.0.0",
-        "Removes and returns the first element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
-        blpop,
-    ),
-    cmd(
-        "brpop",
-        -3,
-        WRITE | NOSCRIPT | BLOCKING,
-        (1, -2, 1),
-        Group::List,
-        "2.0.0",
-        "Removes and returns the last element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
-        brpop,
-    ),
-    cmd(
-        "brpoplpush",
-        4,
-        WRITE | DENYOOM | NOSCRIPT | BLOCKING,
-        (1, 2, 1),
-        Group::List,
-        "2.2.0",
-        "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise. Deletes the list if the last element was popped.",
-        brpoplpush,
-    ),
-    cmd(
-        "bzmpop",
-        -5,
-        WRITE | BLOCKING | MOVABLEKEYS,
-        NO_KEYS,
-        Group::SortedSet,
-        "7.0.0",
-        "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
-        bzmpop,
-    ),
-    cmd(
-        "bzpopmax",
-        -3,
-        WRITE | NOSCRIPT | BLOCKING | FAST,
-        (1, -2, 1),
-        Group::SortedSet,
-        "5.0.0",
-        "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.",
-        bzpopmax,
-    ),
-    cmd(
-        "bzpopmin",
-        -3,
-        WRITE | NOSCRIPT | BLOCKING | FAST,
-        (1, -2, 1),
-        Group::SortedSet,
-        "5.0.0",
-        "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
-        bzpopmin,
-    ),
+    Spec {
+        name: "blmove",
+        arity: 6,
+        flags: WRITE | DENYOOM | NOSCRIPT | BLOCKING,
+        keys: &[
+            KeySpec::at(1, RW | ACCESS | DELETE),
+            KeySpec::at(2, RW | INSERT),
+        ],
+        group: Group::List,
+        since: "6.2.0",
+        summary: "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise. Deletes the list if the last element was moved.",
+        handler: Some(blmove),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "blmpop",
+        arity: -5,
+        flags: WRITE | BLOCKING | MOVABLEKEYS,
+        keys: &[KeySpec::at(2, RW | ACCESS | DELETE).find(FindKeys::Keynum {
+            keynum_idx: 0,
+            first_key: 1,
+            step: 1,
+        })],
+        group: Group::List,
+        since: "7.0.0",
+        summary: "Pops the first element from one of multiple lists. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
+        handler: Some(blmpop),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "blpop",
+        arity: -3,
+        flags: WRITE | NOSCRIPT | BLOCKING,
+        keys: &[KeySpec::at(1, RW | ACCESS | DELETE).find(FindKeys::Range {
+            last_key: -2,
+            step: 1,
+            limit: 0,
+        })],
+        group: Group::List,
+        since: "2.0.0",
+        summary: "Removes and returns the first element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
+        handler: Some(blpop),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "brpop",
+        arity: -3,
+        flags: WRITE | NOSCRIPT | BLOCKING,
+        keys: &[KeySpec::at(1, RW | ACCESS | DELETE).find(FindKeys::Range {
+            last_key: -2,
+            step: 1,
+            limit: 0,
+        })],
+        group: Group::List,
+        since: "2.0.0",
+        summary: "Removes and returns the last element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
+        handler: Some(brpop),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "brpoplpush",
+        arity: 4,
+        flags: WRITE | DENYOOM | NOSCRIPT | BLOCKING,
+        keys: &[
+            KeySpec::at(1, RW | ACCESS | DELETE),
+            KeySpec::at(2, RW | INSERT),
+        ],
+        group: Group::List,
+        since: "2.2.0",
+        summary: "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise. Deletes the list if the last element was popped.",
+        handler: Some(brpoplpush),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "bzmpop",
+        arity: -5,
+        flags: WRITE | BLOCKING | MOVABLEKEYS,
+        keys: &[KeySpec::at(2, RW | ACCESS | DELETE).find(FindKeys::Keynum {
+            keynum_idx: 0,
+            first_key: 1,
+            step: 1,
+        })],
+        group: Group::SortedSet,
+        since: "7.0.0",
+        summary: "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
+        handler: Some(bzmpop),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "bzpopmax",
+        arity: -3,
+        flags: WRITE | NOSCRIPT | BLOCKING | FAST,
+        keys: &[KeySpec::at(1, RW | ACCESS | DELETE).find(FindKeys::Range {
+            last_key: -2,
+            step: 1,
+            limit: 0,
+        })],
+        group: Group::SortedSet,
+        since: "5.0.0",
+        summary: "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.",
+        handler: Some(bzpopmax),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "bzpopmin",
+        arity: -3,
+        flags: WRITE | NOSCRIPT | BLOCKING | FAST,
+        keys: &[KeySpec::at(1, RW | ACCESS | DELETE).find(FindKeys::Range {
+            last_key: -2,
+            step: 1,
+            limit: 0,
+        })],
+        group: Group::SortedSet,
+        since: "5.0.0",
+        summary: "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
+        handler: Some(bzpopmin),
+        ..Spec::DEFAULT
+    },
 ];
 
 // ---- the request and the registry ----
@@ -289,15 +327,18 @@ impl Drop for Blocked<'_> {
     }
 }
 
-/// After a write command: wake the first waiter of each key it names (or of every key, for a
-/// write without key positions).
+/// After a write command: wake the first waiter of each key it may have written (its key specs
+/// say which: not the read-only sources of ZUNIONSTORE, say), or of every key when its specs
+/// cannot tell (no keys found, or keys a spec may miss).
 pub(crate) fn signal_written(srv: &ServerState, spec: &Spec, args: &Args<'_>) {
-    let mut positions = spec.key_positions(args.len()).peekable();
-    if positions.peek().is_none() {
-        srv.blocking.signal_all();
-    } else {
-        srv.blocking.signal_keys(positions.map(|i| args.get(i)));
-    }
+    let keys = match crate::keyspec::keys(spec, args) {
+        Ok(k) if !k.is_empty() && k.iter().all(|k| k.flags & key::INCOMPLETE == 0) => k,
+        _ => return srv.blocking.signal_all(),
+    };
+    // A key the command only reads cannot have become ready; flags 0 (Redis's fallback parser
+    // gives none) may be anything, so it counts as written.
+    let written = keys.iter().filter(|k| k.flags & key::RO == 0);
+    srv.blocking.signal_keys(written.map(|k| args.get(k.pos)));
 }
 
 // ---- timeouts ----

@@ -9,7 +9,7 @@ use shoal_resp::Protocol;
 
 use crate::args::{ERR_DB_INDEX, ERR_NOT_INTEGER, ERR_SYNTAX};
 use crate::state::{ClientHandle, ReplyMode};
-use crate::table::{Group, NO_KEYS, Spec, cmd, container, flag::*};
+use crate::table::{Group, Spec, flag::*};
 use crate::{Args, CmdResult, Ctx};
 
 /// The Redis version whose behaviour shoal matches (reported as `redis_version`).
@@ -18,188 +18,208 @@ pub const REDIS_VERSION: &str = "7.0.15";
 const CONN: Group = Group::Connection;
 
 pub static COMMANDS: &[Spec] = &[
-    cmd(
-        "auth",
-        -2,
-        NOSCRIPT | LOADING | STALE | FAST | NO_AUTH,
-        NO_KEYS,
-        CONN,
-        "1.0.0",
-        "Authenticates the connection.",
-        auth,
-    ),
-    container(
-        "client",
-        -2,
-        0,
-        CONN,
-        "2.4.0",
-        "A container for client connection commands.",
-        CLIENT,
-    ),
-    cmd(
-        "echo",
-        2,
-        FAST,
-        NO_KEYS,
-        CONN,
-        "1.0.0",
-        "Returns the given string.",
-        echo,
-    ),
-    cmd(
-        "hello",
-        -1,
-        NOSCRIPT | LOADING | STALE | FAST | NO_AUTH,
-        NO_KEYS,
-        CONN,
-        "6.0.0",
-        "Handshakes with the server.",
-        hello,
-    ),
-    cmd(
-        "ping",
-        -1,
-        FAST,
-        NO_KEYS,
-        CONN,
-        "1.0.0",
-        "Returns the server's liveliness response.",
-        ping,
-    ),
-    cmd(
-        "quit",
-        -1,
-        NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY,
-        NO_KEYS,
-        CONN,
-        "1.0.0",
-        "Closes the connection.",
-        quit,
-    ),
-    cmd(
-        "reset",
-        1,
-        NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY,
-        NO_KEYS,
-        CONN,
-        "6.2.0",
-        "Resets the connection.",
-        reset,
-    ),
-    cmd(
-        "select",
-        2,
-        LOADING | STALE | FAST,
-        NO_KEYS,
-        CONN,
-        "1.0.0",
-        "Changes the selected database.",
-        select,
-    ),
+    Spec {
+        name: "auth",
+        arity: -2,
+        flags: NOSCRIPT | LOADING | STALE | FAST | NO_AUTH,
+        group: CONN,
+        since: "1.0.0",
+        summary: "Authenticates the connection.",
+        handler: Some(auth),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client",
+        arity: -2,
+        flags: 0,
+        group: CONN,
+        since: "2.4.0",
+        summary: "A container for client connection commands.",
+        subcommands: CLIENT,
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "echo",
+        arity: 2,
+        flags: FAST,
+        group: CONN,
+        since: "1.0.0",
+        summary: "Returns the given string.",
+        handler: Some(echo),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "hello",
+        arity: -1,
+        flags: NOSCRIPT | LOADING | STALE | FAST | NO_AUTH,
+        group: CONN,
+        since: "6.0.0",
+        summary: "Handshakes with the server.",
+        handler: Some(hello),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "ping",
+        arity: -1,
+        flags: FAST | SUBSCRIBED_OK,
+        group: CONN,
+        since: "1.0.0",
+        summary: "Returns the server's liveliness response.",
+        tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+        handler: Some(ping),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "quit",
+        arity: -1,
+        flags: NOSCRIPT
+            | LOADING
+            | STALE
+            | FAST
+            | NO_AUTH
+            | ALLOW_BUSY
+            | TX_CONTROL
+            | TX_OOM_EXEMPT
+            | SUBSCRIBED_OK,
+        group: CONN,
+        since: "1.0.0",
+        summary: "Closes the connection.",
+        handler: Some(quit),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "reset",
+        arity: 1,
+        flags: NOSCRIPT
+            | LOADING
+            | STALE
+            | FAST
+            | NO_AUTH
+            | ALLOW_BUSY
+            | TX_CONTROL
+            | TX_OOM_EXEMPT
+            | SUBSCRIBED_OK,
+        group: CONN,
+        since: "6.2.0",
+        summary: "Resets the connection.",
+        handler: Some(reset),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "select",
+        arity: 2,
+        flags: LOADING | STALE | FAST,
+        group: CONN,
+        since: "1.0.0",
+        summary: "Changes the selected database.",
+        handler: Some(select),
+        ..Spec::DEFAULT
+    },
 ];
 
 static CLIENT: &[Spec] = &[
-    cmd(
-        "client|getname",
-        2,
-        NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "2.6.9",
-        "Returns the name of the connection.",
-        client_getname,
-    ),
-    cmd(
-        "client|help",
-        2,
-        LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "5.0.0",
-        "Returns helpful text about the different subcommands.",
-        client_help,
-    ),
-    cmd(
-        "client|id",
-        2,
-        NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "5.0.0",
-        "Returns the unique client ID of the connection.",
-        client_id,
-    ),
-    cmd(
-        "client|info",
-        2,
-        NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "6.2.0",
-        "Returns information about the connection.",
-        client_info,
-    ),
-    cmd(
-        "client|kill",
-        -3,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "2.4.0",
-        "Terminates open connections.",
-        client_kill,
-    ),
-    cmd(
-        "client|list",
-        -2,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "2.4.0",
-        "Lists open connections.",
-        client_list,
-    ),
-    cmd(
-        "client|no-evict",
-        3,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "7.0.0",
-        "Sets the client eviction mode of the connection.",
-        client_no_evict,
-    ),
-    cmd(
-        "client|reply",
-        3,
-        NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "3.2.0",
-        "Instructs the server whether to reply to commands.",
-        client_reply,
-    ),
-    cmd(
-        "client|setinfo",
-        4,
-        NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "7.2.0",
-        "Sets information specific to the client or connection.",
-        client_setinfo,
-    ),
-    cmd(
-        "client|setname",
-        3,
-        NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        CONN,
-        "2.6.9",
-        "Sets the connection name.",
-        client_setname,
-    ),
+    Spec {
+        name: "client|getname",
+        arity: 2,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "2.6.9",
+        summary: "Returns the name of the connection.",
+        handler: Some(client_getname),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|help",
+        arity: 2,
+        flags: LOADING | STALE,
+        group: CONN,
+        since: "5.0.0",
+        summary: "Returns helpful text about the different subcommands.",
+        handler: Some(client_help),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|id",
+        arity: 2,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "5.0.0",
+        summary: "Returns the unique client ID of the connection.",
+        handler: Some(client_id),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|info",
+        arity: 2,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "6.2.0",
+        summary: "Returns information about the connection.",
+        tips: &["nondeterministic_output"],
+        handler: Some(client_info),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|kill",
+        arity: -3,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "2.4.0",
+        summary: "Terminates open connections.",
+        handler: Some(client_kill),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|list",
+        arity: -2,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "2.4.0",
+        summary: "Lists open connections.",
+        tips: &["nondeterministic_output"],
+        handler: Some(client_list),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|no-evict",
+        arity: 3,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "7.0.0",
+        summary: "Sets the client eviction mode of the connection.",
+        handler: Some(client_no_evict),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|reply",
+        arity: 3,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "3.2.0",
+        summary: "Instructs the server whether to reply to commands.",
+        handler: Some(client_reply),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|setinfo",
+        arity: 4,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "7.2.0",
+        summary: "Sets information specific to the client or connection.",
+        handler: Some(client_setinfo),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|setname",
+        arity: 3,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "2.6.9",
+        summary: "Sets the connection name.",
+        handler: Some(client_setname),
+        ..Spec::DEFAULT
+    },
 ];
 
 fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

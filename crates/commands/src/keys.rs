@@ -21,317 +21,375 @@ use shoal_keyspace::{
 
 use crate::args::{ERR_DB_INDEX, ERR_NO_SUCH_KEY, ERR_NOT_INTEGER, ERR_SYNTAX, parse_i64};
 use crate::glob::glob_match;
-use crate::table::{Group, KEY1, NO_KEYS, Spec, cmd, container, flag::*};
+use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
 
 const GENERIC: Group = Group::Generic;
-const MULTI_KEYS: (i32, i32, i32) = (1, -1, 1);
-const TWO_KEYS: (i32, i32, i32) = (1, 2, 1);
-const OBJECT_KEY: (i32, i32, i32) = (2, 2, 1);
 
 pub static COMMANDS: &[Spec] = &[
-    cmd(
-        "copy",
-        -3,
-        WRITE | DENYOOM,
-        TWO_KEYS,
-        GENERIC,
-        "6.2.0",
-        "Copies the value of a key to a new key.",
-        copy,
-    ),
-    cmd(
-        "del",
-        -2,
-        WRITE,
-        MULTI_KEYS,
-        GENERIC,
-        "1.0.0",
-        "Deletes one or more keys.",
-        del,
-    ),
-    cmd(
-        "dump",
-        2,
-        READONLY,
-        KEY1,
-        GENERIC,
-        "2.6.0",
-        "Returns a serialized representation of the value stored at a key.",
-        dump,
-    ),
-    cmd(
-        "exists",
-        -2,
-        READONLY | FAST,
-        MULTI_KEYS,
-        GENERIC,
-        "1.0.0",
-        "Determines whether one or more keys exist.",
-        exists,
-    ),
-    cmd(
-        "expire",
-        -3,
-        WRITE | FAST,
-        KEY1,
-        GENERIC,
-        "1.0.0",
-        "Sets the expiration time of a key in seconds.",
-        expire,
-    ),
-    cmd(
-        "expireat",
-        -3,
-        WRITE | FAST,
-        KEY1,
-        GENERIC,
-        "1.2.0",
-        "Sets the expiration time of a key to a Unix timestamp.",
-        expireat,
-    ),
-    cmd(
-        "expiretime",
-        2,
-        READONLY | FAST,
-        KEY1,
-        GENERIC,
-        "7.0.0",
-        "Returns the expiration time of a key as a Unix timestamp.",
-        expiretime,
-    ),
-    cmd(
-        "keys",
-        2,
-        READONLY,
-        NO_KEYS,
-        GENERIC,
-        "1.0.0",
-        "Returns all key names that match a pattern.",
-        keys,
-    ),
-    cmd(
-        "move",
-        3,
-        WRITE | FAST,
-        KEY1,
-        GENERIC,
-        "1.0.0",
-        "Moves a key to another database.",
-        move_key,
-    ),
-    container(
-        "object",
-        -2,
-        0,
-        GENERIC,
-        "2.2.3",
-        "A container for object introspection commands.",
-        OBJECT,
-    ),
-    cmd(
-        "persist",
-        2,
-        WRITE | FAST,
-        KEY1,
-        GENERIC,
-        "2.2.0",
-        "Removes the expiration time of a key.",
-        persist,
-    ),
-    cmd(
-        "pexpire",
-        -3,
-        WRITE | FAST,
-        KEY1,
-        GENERIC,
-        "2.6.0",
-        "Sets the expiration time of a key in milliseconds.",
-        pexpire,
-    ),
-    cmd(
-        "pexpireat",
-        -3,
-        WRITE | FAST,
-        KEY1,
-        GENERIC,
-        "2.6.0",
-        "Sets the expiration time of a key to a Unix milliseconds timestamp.",
-        pexpireat,
-    ),
-    cmd(
-        "pexpiretime",
-        2,
-        READONLY | FAST,
-        KEY1,
-        GENERIC,
-        "7.0.0",
-        "Returns the expiration time of a key as a Unix milliseconds timestamp.",
-        pexpiretime,
-    ),
-    cmd(
-        "pttl",
-        2,
-        READONLY | FAST,
-        KEY1,
-        GENERIC,
-        "2.6.0",
-        "Returns the expiration time in milliseconds of a key.",
-        pttl,
-    ),
-    cmd(
-        "randomkey",
-        1,
-        READONLY,
-        NO_KEYS,
-        GENERIC,
-        "1.0.0",
-        "Returns a random key name from the database.",
-        randomkey,
-    ),
-    cmd(
-        "rename",
-        3,
-        WRITE,
-        TWO_KEYS,
-        GENERIC,
-        "1.0.0",
-        "Renames a key and overwrites the destination.",
-        rename,
-    ),
-    cmd(
-        "renamenx",
-        3,
-        WRITE | FAST,
-        TWO_KEYS,
-        GENERIC,
-        "1.0.0",
-        "Renames a key only when the target key name doesn't exist.",
-        renamenx,
-    ),
-    cmd(
-        "restore",
-        -4,
-        WRITE | DENYOOM,
-        KEY1,
-        GENERIC,
-        "2.6.0",
-        "Creates a key from the serialized representation of a value.",
-        restore,
-    ),
-    cmd(
-        "scan",
-        -2,
-        READONLY,
-        NO_KEYS,
-        GENERIC,
-        "2.8.0",
-        "Iterates over the key names in the database.",
-        scan,
-    ),
-    cmd(
-        "swapdb",
-        3,
-        WRITE | FAST,
-        NO_KEYS,
-        GENERIC,
-        "4.0.0",
-        "Swaps two Redis databases.",
-        swapdb,
-    ),
-    cmd(
-        "touch",
-        -2,
-        READONLY | FAST,
-        MULTI_KEYS,
-        GENERIC,
-        "3.2.1",
-        "Returns the number of existing keys out of those specified after updating the time they were last accessed.",
-        touch,
-    ),
-    cmd(
-        "ttl",
-        2,
-        READONLY | FAST,
-        KEY1,
-        GENERIC,
-        "1.0.0",
-        "Returns the expiration time in seconds of a key.",
-        ttl,
-    ),
-    cmd(
-        "type",
-        2,
-        READONLY | FAST,
-        KEY1,
-        GENERIC,
-        "1.0.0",
-        "Determines the type of value stored at a key.",
-        type_of,
-    ),
-    cmd(
-        "unlink",
-        -2,
-        WRITE | FAST,
-        MULTI_KEYS,
-        GENERIC,
-        "4.0.0",
-        "Asynchronously deletes one or more keys.",
-        unlink,
-    ),
+    Spec {
+        name: "copy",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        keys: &[KeySpec::at(1, RO | ACCESS), KeySpec::at(2, OW | UPDATE)],
+        group: GENERIC,
+        since: "6.2.0",
+        summary: "Copies the value of a key to a new key.",
+        handler: Some(copy),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "del",
+        arity: -2,
+        flags: WRITE,
+        keys: &[KeySpec::at(1, RM | DELETE).find(FindKeys::Range {
+            last_key: -1,
+            step: 1,
+            limit: 0,
+        })],
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Deletes one or more keys.",
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        handler: Some(del),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "dump",
+        arity: 2,
+        flags: READONLY,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: GENERIC,
+        since: "2.6.0",
+        summary: "Returns a serialized representation of the value stored at a key.",
+        tips: &["nondeterministic_output"],
+        handler: Some(dump),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "exists",
+        arity: -2,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO).find(FindKeys::Range {
+            last_key: -1,
+            step: 1,
+            limit: 0,
+        })],
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Determines whether one or more keys exist.",
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        handler: Some(exists),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "expire",
+        arity: -3,
+        flags: WRITE | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Sets the expiration time of a key in seconds.",
+        handler: Some(expire),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "expireat",
+        arity: -3,
+        flags: WRITE | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: GENERIC,
+        since: "1.2.0",
+        summary: "Sets the expiration time of a key to a Unix timestamp.",
+        handler: Some(expireat),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "expiretime",
+        arity: 2,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: GENERIC,
+        since: "7.0.0",
+        summary: "Returns the expiration time of a key as a Unix timestamp.",
+        handler: Some(expiretime),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "keys",
+        arity: 2,
+        flags: READONLY,
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Returns all key names that match a pattern.",
+        tips: &["request_policy:all_shards", "nondeterministic_output_order"],
+        handler: Some(keys),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "move",
+        arity: 3,
+        flags: WRITE | FAST,
+        keys: &[KeySpec::at(1, RW | ACCESS | UPDATE)],
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Moves a key to another database.",
+        handler: Some(move_key),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "object",
+        arity: -2,
+        flags: 0,
+        group: GENERIC,
+        since: "2.2.3",
+        summary: "A container for object introspection commands.",
+        subcommands: OBJECT,
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "persist",
+        arity: 2,
+        flags: WRITE | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: GENERIC,
+        since: "2.2.0",
+        summary: "Removes the expiration time of a key.",
+        handler: Some(persist),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pexpire",
+        arity: -3,
+        flags: WRITE | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: GENERIC,
+        since: "2.6.0",
+        summary: "Sets the expiration time of a key in milliseconds.",
+        handler: Some(pexpire),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pexpireat",
+        arity: -3,
+        flags: WRITE | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: GENERIC,
+        since: "2.6.0",
+        summary: "Sets the expiration time of a key to a Unix milliseconds timestamp.",
+        handler: Some(pexpireat),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pexpiretime",
+        arity: 2,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: GENERIC,
+        since: "7.0.0",
+        summary: "Returns the expiration time of a key as a Unix milliseconds timestamp.",
+        handler: Some(pexpiretime),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pttl",
+        arity: 2,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: GENERIC,
+        since: "2.6.0",
+        summary: "Returns the expiration time in milliseconds of a key.",
+        tips: &["nondeterministic_output"],
+        handler: Some(pttl),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "randomkey",
+        arity: 1,
+        flags: READONLY,
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Returns a random key name from the database.",
+        tips: &["request_policy:all_shards", "nondeterministic_output"],
+        handler: Some(randomkey),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "rename",
+        arity: 3,
+        flags: WRITE,
+        keys: &[
+            KeySpec::at(1, RW | ACCESS | DELETE),
+            KeySpec::at(2, OW | UPDATE),
+        ],
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Renames a key and overwrites the destination.",
+        handler: Some(rename),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "renamenx",
+        arity: 3,
+        flags: WRITE | FAST,
+        keys: &[
+            KeySpec::at(1, RW | ACCESS | DELETE),
+            KeySpec::at(2, OW | INSERT),
+        ],
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Renames a key only when the target key name doesn't exist.",
+        handler: Some(renamenx),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "restore",
+        arity: -4,
+        flags: WRITE | DENYOOM,
+        keys: &[KeySpec::at(1, OW | UPDATE)],
+        group: GENERIC,
+        since: "2.6.0",
+        summary: "Creates a key from the serialized representation of a value.",
+        handler: Some(restore),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "scan",
+        arity: -2,
+        flags: READONLY,
+        group: GENERIC,
+        since: "2.8.0",
+        summary: "Iterates over the key names in the database.",
+        tips: &["nondeterministic_output", "request_policy:special"],
+        handler: Some(scan),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "swapdb",
+        arity: 3,
+        flags: WRITE | FAST,
+        group: GENERIC,
+        since: "4.0.0",
+        summary: "Swaps two Redis databases.",
+        handler: Some(swapdb),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "touch",
+        arity: -2,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO).find(FindKeys::Range {
+            last_key: -1,
+            step: 1,
+            limit: 0,
+        })],
+        group: GENERIC,
+        since: "3.2.1",
+        summary: "Returns the number of existing keys out of those specified after updating the time they were last accessed.",
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        handler: Some(touch),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "ttl",
+        arity: 2,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Returns the expiration time in seconds of a key.",
+        tips: &["nondeterministic_output"],
+        handler: Some(ttl),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "type",
+        arity: 2,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO)],
+        group: GENERIC,
+        since: "1.0.0",
+        summary: "Determines the type of value stored at a key.",
+        handler: Some(type_of),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "unlink",
+        arity: -2,
+        flags: WRITE | FAST,
+        keys: &[KeySpec::at(1, RM | DELETE).find(FindKeys::Range {
+            last_key: -1,
+            step: 1,
+            limit: 0,
+        })],
+        group: GENERIC,
+        since: "4.0.0",
+        summary: "Asynchronously deletes one or more keys.",
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        handler: Some(unlink),
+        ..Spec::DEFAULT
+    },
 ];
 
 static OBJECT: &[Spec] = &[
-    cmd(
-        "object|encoding",
-        3,
-        READONLY,
-        OBJECT_KEY,
-        GENERIC,
-        "2.2.3",
-        "Returns the internal encoding of a Redis object.",
-        object_encoding,
-    ),
-    cmd(
-        "object|freq",
-        3,
-        READONLY,
-        OBJECT_KEY,
-        GENERIC,
-        "4.0.0",
-        "Returns the logarithmic access frequency counter of a Redis object.",
-        object_freq,
-    ),
-    cmd(
-        "object|help",
-        2,
-        LOADING | STALE,
-        NO_KEYS,
-        GENERIC,
-        "6.2.0",
-        "Returns helpful text about the different subcommands.",
-        object_help,
-    ),
-    cmd(
-        "object|idletime",
-        3,
-        READONLY,
-        OBJECT_KEY,
-        GENERIC,
-        "2.2.3",
-        "Returns the time since the last access to a Redis object.",
-        object_idletime,
-    ),
-    cmd(
-        "object|refcount",
-        3,
-        READONLY,
-        OBJECT_KEY,
-        GENERIC,
-        "2.2.3",
-        "Returns the reference count of a value of a key.",
-        object_refcount,
-    ),
+    Spec {
+        name: "object|encoding",
+        arity: 3,
+        flags: READONLY,
+        keys: &[KeySpec::at(2, RO)],
+        group: GENERIC,
+        since: "2.2.3",
+        summary: "Returns the internal encoding of a Redis object.",
+        tips: &["nondeterministic_output"],
+        handler: Some(object_encoding),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "object|freq",
+        arity: 3,
+        flags: READONLY,
+        keys: &[KeySpec::at(2, RO)],
+        group: GENERIC,
+        since: "4.0.0",
+        summary: "Returns the logarithmic access frequency counter of a Redis object.",
+        tips: &["nondeterministic_output"],
+        handler: Some(object_freq),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "object|help",
+        arity: 2,
+        flags: LOADING | STALE,
+        group: GENERIC,
+        since: "6.2.0",
+        summary: "Returns helpful text about the different subcommands.",
+        handler: Some(object_help),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "object|idletime",
+        arity: 3,
+        flags: READONLY,
+        keys: &[KeySpec::at(2, RO)],
+        group: GENERIC,
+        since: "2.2.3",
+        summary: "Returns the time since the last access to a Redis object.",
+        tips: &["nondeterministic_output"],
+        handler: Some(object_idletime),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "object|refcount",
+        arity: 3,
+        flags: READONLY,
+        keys: &[KeySpec::at(2, RO)],
+        group: GENERIC,
+        since: "2.2.3",
+        summary: "Returns the reference count of a value of a key.",
+        tips: &["nondeterministic_output"],
+        handler: Some(object_refcount),
+        ..Spec::DEFAULT
+    },
 ];
 
 const ERR_SAME_OBJECT: ReplyError =
@@ -2063,15 +2121,29 @@ mod tests {
     #[test]
     fn table_flags_and_key_positions() {
         let spec = |name: &str| crate::table::lookup(name.as_bytes()).unwrap();
-        assert_eq!(spec("del").key_positions(4).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(spec("rename").key_positions(3).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(spec("copy").key_positions(6).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(spec("scan").key_positions(4).count(), 0);
+        let positions = |s: &crate::Spec, req: &[&str]| {
+            let o = crate::OwnedArgs::new(req.iter());
+            crate::keyspec::keys(s, &o.args()).map(|k| k.positions().collect::<Vec<_>>())
+        };
+        assert_eq!(
+            positions(spec("del"), &["del", "a", "b", "c"]),
+            Ok(vec![1, 2, 3])
+        );
+        assert_eq!(
+            positions(spec("rename"), &["rename", "a", "b"]),
+            Ok(vec![1, 2])
+        );
+        let copy = ["copy", "a", "b", "db", "1", "replace"];
+        assert_eq!(positions(spec("copy"), &copy), Ok(vec![1, 2]));
+        assert_eq!(
+            positions(spec("scan"), &["scan", "0", "count", "1"]),
+            Ok(vec![])
+        );
         assert!(spec("exists").has(READONLY) && spec("exists").has(FAST));
         assert!(spec("restore").has(DENYOOM));
         let object = spec("object");
         let enc = object.find_sub(b"encoding").unwrap();
         assert_eq!(enc.name, "object|encoding");
-        assert_eq!(enc.key_positions(3).collect::<Vec<_>>(), [2]);
+        assert_eq!(positions(enc, &["object", "encoding", "k"]), Ok(vec![2]));
     }
 }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod glob;
 pub mod hashes;
 pub mod keys;
+pub mod keyspec;
 pub mod lists;
 pub mod multi;
 pub mod pubsub;
@@ -276,7 +277,7 @@ pub fn execute_as(
             return Outcome::Done;
         }
     };
-    if client.tx.in_multi() && !multi::runs_in_multi(spec) {
+    if client.tx.in_multi() && !spec.has(flag::TX_CONTROL) {
         multi::queue(srv, client, spec, args, out);
         return Outcome::Done;
     }
@@ -303,8 +304,8 @@ impl Rejection {
 }
 
 /// Admission: name, subcommand, arity, auth, read-only replica, memory, pub/sub context, MULTI
-/// restrictions, in Redis's order. Reads flags only; the few rules that concern named commands
-/// (what runs inside MULTI or while subscribed) live in `multi` and `pubsub`.
+/// restrictions, in Redis's order. Reads flags only: what runs at once inside MULTI or while
+/// subscribed is a flag in the table (`TX_CONTROL`, `SUBSCRIBED_OK`, ...), never a name.
 fn admit(
     srv: &ServerState,
     client: &mut Client,
@@ -359,14 +360,14 @@ fn admit(
     // Inside MULTI every queued command counts as one that needs memory (the queue grows), and
     // EXEC does when it would run one.
     let needs_memory = spec.has(flag::DENYOOM)
-        || (client.tx.in_multi() && !multi::exempt_from_oom(spec))
-        || (multi::is_exec(spec) && client.tx.queued_denyoom());
+        || (client.tx.in_multi() && !spec.has(flag::TX_OOM_EXEMPT))
+        || (spec.has(flag::TX_EXEC) && client.tx.queued_denyoom());
     if needs_memory && !ensure_memory(srv, now_ms) {
         return Err(Rejection::new(Some(spec), ReplyError::Oom));
     }
     if client.proto == shoal_resp::Protocol::Resp2
         && client.subs.count() > 0
-        && !pubsub::allowed_while_subscribed(spec)
+        && !spec.has(flag::SUBSCRIBED_OK)
     {
         return Err(Rejection::new(
             Some(spec),
@@ -397,7 +398,7 @@ fn reject(srv: &ServerState, client: &mut Client, r: Rejection, out: &mut Vec<u8
     if r.error == ReplyError::Oom {
         srv.stats.oom_rejections.fetch_add(1, Relaxed);
     }
-    let error = if r.spec.is_some_and(multi::is_exec) {
+    let error = if r.spec.is_some_and(|s| s.has(flag::TX_EXEC)) {
         multi::discard(srv, client);
         ReplyError::ExecAbort(Some(Box::new(r.error)))
     } else {
@@ -562,6 +563,125 @@ mod tests {
                     "{}",
                     sub.name
                 );
+            }
+        }
+    }
+
+    /// Every command and subcommand, for checks over the whole table.
+    fn every_spec() -> impl Iterator<Item = &'static Spec> {
+        table::all()
+            .iter()
+            .flat_map(|s| std::iter::once(*s).chain(s.subcommands.iter()))
+    }
+
+    #[test]
+    fn movablekeys_is_what_redis_derives_from_the_key_specs() {
+        for s in every_spec() {
+            let (_, movable) = keyspec::legacy_range(s.keys);
+            assert_eq!(s.has(flag::MOVABLEKEYS), movable, "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn key_specs_are_well_formed() {
+        use table::{BeginSearch, FindKeys, key};
+        for s in every_spec() {
+            for ks in s.keys {
+                let usage = ks.flags & (key::RO | key::RW | key::OW | key::RM);
+                assert_eq!(usage.count_ones(), 1, "{}: one of RO/RW/OW/RM", s.name);
+                if let BeginSearch::Index(i) = ks.begin_search {
+                    assert!(i >= 1, "{}", s.name);
+                }
+                match ks.find_keys {
+                    FindKeys::Range { step, .. } | FindKeys::Keynum { step, .. } => {
+                        assert!(step >= 1, "{}", s.name)
+                    }
+                    FindKeys::Unknown => {}
+                }
+                assert_eq!(
+                    ks.flags & key::VARIABLE_FLAGS != 0,
+                    s.key_flags.is_some(),
+                    "{}: VARIABLE_FLAGS needs key_flags",
+                    s.name
+                );
+            }
+            // Wake-ups skip read-only keys, so a write must name what it writes; a read-only
+            // command writes nothing.
+            if s.has(flag::WRITE) && !s.keys.is_empty() {
+                assert!(s.keys.iter().any(|k| k.flags & key::RO == 0), "{}", s.name);
+            }
+            if s.has(flag::READONLY) {
+                assert!(s.keys.iter().all(|k| k.flags & key::RO != 0), "{}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn shoal_commands_name_their_keys() {
+        use table::key::*;
+        let keys = |req: &[&str]| {
+            let o = OwnedArgs::new(req.iter());
+            let spec = table::lookup(req[0].as_bytes()).expect("command");
+            keyspec::keys(spec, &o.args()).map(|k| k.iter().map(|k| (k.pos, k.flags)).collect())
+        };
+        assert_eq!(keys(&["getver", "k"]), Ok(vec![(1, RO | ACCESS)]));
+        assert_eq!(
+            keys(&["setifver", "k", "7", "v"]),
+            Ok(vec![(1, RW | UPDATE)])
+        );
+        assert_eq!(
+            keys(&["setifnewer", "k", "7", "v", "EX", "5"]),
+            Ok(vec![(1, RW | UPDATE)])
+        );
+        assert_eq!(keys(&["delifver", "k", "7"]), Ok(vec![(1, RW | DELETE)]));
+        assert_eq!(
+            keys(&["repairput", "k", "7", "-1", "payload"]),
+            Ok(vec![(1, OW | UPDATE)])
+        );
+        assert_eq!(keys(&["repairdel", "k"]), Ok(vec![(1, RM | DELETE)]));
+        for no_keys in ["slotdigest", "slotkeys", "durability"] {
+            assert!(!keyspec::has_keys(
+                table::lookup(no_keys.as_bytes()).unwrap()
+            ));
+        }
+    }
+
+    #[test]
+    fn set_key_flags_follow_the_get_option() {
+        use table::key::*;
+        let flags = |req: &[&str]| {
+            let o = OwnedArgs::new(req.iter());
+            let k = keyspec::keys(table::lookup(b"set").unwrap(), &o.args()).unwrap();
+            k.iter().map(|k| k.flags).collect::<Vec<_>>()
+        };
+        assert_eq!(flags(&["set", "k", "v"]), [OW | UPDATE]);
+        assert_eq!(
+            flags(&["set", "k", "v", "NX", "get"]),
+            [RW | ACCESS | UPDATE]
+        );
+        // Only from the options on: a value spelled "get" is a value.
+        assert_eq!(flags(&["set", "k", "get"]), [OW | UPDATE]);
+    }
+
+    /// Admission and dispatch read flags: no rule in these files compares a command's name.
+    #[test]
+    fn admission_never_matches_command_names() {
+        let sources = [
+            ("lib.rs", include_str!("lib.rs")),
+            ("multi.rs", include_str!("multi.rs")),
+            ("pubsub.rs", include_str!("pubsub.rs")),
+            ("blocking.rs", include_str!("blocking.rs")),
+            ("server.rs", include_str!("server.rs")),
+        ];
+        // Split so this test's own text does not match.
+        let patterns = [
+            ["spec.name", " =="].concat(),
+            ["matches!(spec", ".name"].concat(),
+            ["spec.name", ".starts_with"].concat(),
+        ];
+        for (file, src) in sources {
+            for p in &patterns {
+                assert!(!src.contains(p.as_str()), "{file} matches names: {p}");
             }
         }
     }

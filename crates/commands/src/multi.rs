@@ -32,62 +32,67 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::args::OwnedArgs;
 use crate::state::{Client, ServerState};
-use crate::table::{Group, NO_KEYS, Spec, cmd, flag::*};
+use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
 
 const TX: Group = Group::Transactions;
 
 pub static COMMANDS: &[Spec] = &[
-    cmd(
-        "discard",
-        1,
-        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
-        NO_KEYS,
-        TX,
-        "2.0.0",
-        "Discards a transaction.",
-        discard_cmd,
-    ),
-    cmd(
-        "exec",
-        1,
-        NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        TX,
-        "1.2.0",
-        "Executes all commands in a transaction.",
-        exec,
-    ),
-    cmd(
-        "multi",
-        1,
-        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
-        NO_KEYS,
-        TX,
-        "1.2.0",
-        "Starts a transaction.",
-        multi,
-    ),
-    cmd(
-        "unwatch",
-        1,
-        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
-        NO_KEYS,
-        TX,
-        "2.2.0",
-        "Forgets about watched keys of a transaction.",
-        unwatch,
-    ),
-    cmd(
-        "watch",
-        -2,
-        NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
-        (1, -1, 1),
-        TX,
-        "2.2.0",
-        "Monitors changes to keys to determine the execution of a transaction.",
-        watch,
-    ),
+    Spec {
+        name: "discard",
+        arity: 1,
+        flags: NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY | TX_CONTROL | TX_OOM_EXEMPT,
+        group: TX,
+        since: "2.0.0",
+        summary: "Discards a transaction.",
+        handler: Some(discard_cmd),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "exec",
+        arity: 1,
+        flags: NOSCRIPT | LOADING | STALE | TX_CONTROL | TX_OOM_EXEMPT | TX_EXEC,
+        group: TX,
+        since: "1.2.0",
+        summary: "Executes all commands in a transaction.",
+        handler: Some(exec),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "multi",
+        arity: 1,
+        flags: NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY | TX_CONTROL,
+        group: TX,
+        since: "1.2.0",
+        summary: "Starts a transaction.",
+        handler: Some(multi),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "unwatch",
+        arity: 1,
+        flags: NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        group: TX,
+        since: "2.2.0",
+        summary: "Forgets about watched keys of a transaction.",
+        handler: Some(unwatch),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "watch",
+        arity: -2,
+        flags: NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY | TX_CONTROL,
+        keys: &[KeySpec::at(1, RO).find(FindKeys::Range {
+            last_key: -1,
+            step: 1,
+            limit: 0,
+        })],
+        group: TX,
+        since: "2.2.0",
+        summary: "Monitors changes to keys to determine the execution of a transaction.",
+        handler: Some(watch),
+        ..Spec::DEFAULT
+    },
 ];
 
 /// Bytes of queued arguments after which each further queued command re-checks the
@@ -393,23 +398,6 @@ impl ClientTx {
 }
 
 // ---- rules the request path asks about ----
-
-/// Commands that run at once inside MULTI instead of being queued (Redis's list).
-pub fn runs_in_multi(spec: &Spec) -> bool {
-    matches!(
-        spec.name,
-        "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
-    )
-}
-
-/// Commands that are not refused for memory inside MULTI (they do not grow the queue).
-pub fn exempt_from_oom(spec: &Spec) -> bool {
-    matches!(spec.name, "exec" | "discard" | "quit" | "reset")
-}
-
-pub fn is_exec(spec: &Spec) -> bool {
-    spec.name == "exec"
-}
 
 /// Queues a command inside MULTI and replies `+QUEUED`.
 pub(crate) fn queue(

@@ -28,151 +28,136 @@ use shoal_resp::{Protocol, ReplyWriter};
 use crate::config::OutputLimit;
 use crate::glob::glob_match;
 use crate::state::{Client, ClientHandle, ServerState};
-use crate::table::{Group, NO_KEYS, Spec, cmd, container, flag::*};
+use crate::table::{Group, Spec, flag::*};
 use crate::{Args, CmdResult, Ctx};
 
 const PS: Group = Group::PubSub;
 
 pub static COMMANDS: &[Spec] = &[
-    cmd(
-        "psubscribe",
-        -2,
-        PUBSUB | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "2.0.0",
-        "Listens for messages published to channels that match one or more patterns.",
-        psubscribe,
-    ),
-    cmd(
-        "publish",
-        3,
-        PUBSUB | LOADING | STALE | FAST,
-        NO_KEYS,
-        PS,
-        "2.0.0",
-        "Posts a message to a channel.",
-        publish,
-    ),
-    container(
-        "pubsub",
-        -2,
-        0,
-        PS,
-        "2.8.0",
-        "A container for Pub/Sub commands.",
-        PUBSUB_SUBS,
-    ),
-    cmd(
-        "punsubscribe",
-        -1,
-        PUBSUB | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "2.0.0",
-        "Stops listening to messages published to channels that match one or more patterns.",
-        punsubscribe,
-    ),
-    cmd(
-        "subscribe",
-        -2,
-        PUBSUB | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "2.0.0",
-        "Listens for messages published to channels.",
-        subscribe,
-    ),
-    cmd(
-        "unsubscribe",
-        -1,
-        PUBSUB | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "2.0.0",
-        "Stops listening to messages posted to channels.",
-        unsubscribe,
-    ),
+    Spec {
+        name: "psubscribe",
+        arity: -2,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK,
+        group: PS,
+        since: "2.0.0",
+        summary: "Listens for messages published to channels that match one or more patterns.",
+        handler: Some(psubscribe),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "publish",
+        arity: 3,
+        flags: PUBSUB | LOADING | STALE | FAST,
+        group: PS,
+        since: "2.0.0",
+        summary: "Posts a message to a channel.",
+        handler: Some(publish),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pubsub",
+        arity: -2,
+        flags: 0,
+        group: PS,
+        since: "2.8.0",
+        summary: "A container for Pub/Sub commands.",
+        subcommands: PUBSUB_SUBS,
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "punsubscribe",
+        arity: -1,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK,
+        group: PS,
+        since: "2.0.0",
+        summary: "Stops listening to messages published to channels that match one or more patterns.",
+        handler: Some(punsubscribe),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "subscribe",
+        arity: -2,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK,
+        group: PS,
+        since: "2.0.0",
+        summary: "Listens for messages published to channels.",
+        handler: Some(subscribe),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "unsubscribe",
+        arity: -1,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK,
+        group: PS,
+        since: "2.0.0",
+        summary: "Stops listening to messages posted to channels.",
+        handler: Some(unsubscribe),
+        ..Spec::DEFAULT
+    },
 ];
 
 static PUBSUB_SUBS: &[Spec] = &[
-    cmd(
-        "pubsub|channels",
-        -2,
-        PUBSUB | LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "2.8.0",
-        "Returns the active channels.",
-        pubsub_channels,
-    ),
-    cmd(
-        "pubsub|help",
-        2,
-        LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "6.2.0",
-        "Returns helpful text about the different subcommands.",
-        pubsub_help,
-    ),
-    cmd(
-        "pubsub|numpat",
-        2,
-        PUBSUB | LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "2.8.0",
-        "Returns a count of unique pattern subscriptions.",
-        pubsub_numpat,
-    ),
-    cmd(
-        "pubsub|numsub",
-        -2,
-        PUBSUB | LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "2.8.0",
-        "Returns a count of subscribers to channels.",
-        pubsub_numsub,
-    ),
-    cmd(
-        "pubsub|shardchannels",
-        -2,
-        PUBSUB | LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "7.0.0",
-        "Returns the active shard channels.",
-        pubsub_channels,
-    ),
-    cmd(
-        "pubsub|shardnumsub",
-        -2,
-        PUBSUB | LOADING | STALE,
-        NO_KEYS,
-        PS,
-        "7.0.0",
-        "Returns the count of subscribers of shard channels.",
-        pubsub_numsub,
-    ),
+    Spec {
+        name: "pubsub|channels",
+        arity: -2,
+        flags: PUBSUB | LOADING | STALE,
+        group: PS,
+        since: "2.8.0",
+        summary: "Returns the active channels.",
+        handler: Some(pubsub_channels),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pubsub|help",
+        arity: 2,
+        flags: LOADING | STALE,
+        group: PS,
+        since: "6.2.0",
+        summary: "Returns helpful text about the different subcommands.",
+        handler: Some(pubsub_help),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pubsub|numpat",
+        arity: 2,
+        flags: PUBSUB | LOADING | STALE,
+        group: PS,
+        since: "2.8.0",
+        summary: "Returns a count of unique pattern subscriptions.",
+        handler: Some(pubsub_numpat),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pubsub|numsub",
+        arity: -2,
+        flags: PUBSUB | LOADING | STALE,
+        group: PS,
+        since: "2.8.0",
+        summary: "Returns a count of subscribers to channels.",
+        handler: Some(pubsub_numsub),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pubsub|shardchannels",
+        arity: -2,
+        flags: PUBSUB | LOADING | STALE,
+        group: PS,
+        since: "7.0.0",
+        summary: "Returns the active shard channels.",
+        handler: Some(pubsub_channels),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "pubsub|shardnumsub",
+        arity: -2,
+        flags: PUBSUB | LOADING | STALE,
+        group: PS,
+        since: "7.0.0",
+        summary: "Returns the count of subscribers of shard channels.",
+        handler: Some(pubsub_numsub),
+        ..Spec::DEFAULT
+    },
 ];
-
-/// Commands a RESP2 client may run while it has subscriptions (Redis's list).
-pub fn allowed_while_subscribed(spec: &Spec) -> bool {
-    matches!(
-        spec.name,
-        "subscribe"
-            | "unsubscribe"
-            | "psubscribe"
-            | "punsubscribe"
-            | "ssubscribe"
-            | "sunsubscribe"
-            | "ping"
-            | "quit"
-            | "reset"
-    )
-}
 
 // ---- mailboxes ----
 

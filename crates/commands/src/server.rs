@@ -9,346 +9,396 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::args::{ERR_SYNTAX, parse_i64};
 use crate::config;
 use crate::glob::glob_match;
+use crate::keyspec::{self, KeyRefs};
 use crate::state::{Client, SLOWLOG_ARG_BYTES_MAX, SLOWLOG_ARGS_MAX, ServerState, SlowEntry};
-use crate::table::{self, Group, NO_KEYS, Spec, cmd, container, flag, flag::*};
+use crate::table::{self, BeginSearch, FindKeys, Group, KeySpec, Spec, flag, flag::*, key, key::*};
 use crate::{Args, CmdResult, Ctx};
+use shoal_resp::ReplyWriter;
 
 const SRV: Group = Group::Server;
 
 pub static COMMANDS: &[Spec] = &[
     Spec {
         handler: Some(command_all),
-        ..container(
-            "command",
-            -1,
-            LOADING | STALE,
-            SRV,
-            "2.8.13",
-            "Returns detailed information about all commands.",
-            COMMAND,
-        )
+        ..Spec {
+            name: "command",
+            arity: -1,
+            flags: LOADING | STALE,
+            group: SRV,
+            since: "2.8.13",
+            summary: "Returns detailed information about all commands.",
+            subcommands: COMMAND,
+            tips: &["nondeterministic_output_order"],
+            ..Spec::DEFAULT
+        }
     },
-    container(
-        "config",
-        -2,
-        0,
-        SRV,
-        "2.0.0",
-        "A container for server configuration commands.",
-        CONFIG,
-    ),
-    cmd(
-        "dbsize",
-        1,
-        READONLY | FAST,
-        NO_KEYS,
-        SRV,
-        "1.0.0",
-        "Returns the number of keys in the database.",
-        dbsize,
-    ),
-    cmd(
-        "flushall",
-        -1,
-        WRITE,
-        NO_KEYS,
-        SRV,
-        "1.0.0",
-        "Removes all keys from all databases.",
-        flushall,
-    ),
-    cmd(
-        "flushdb",
-        -1,
-        WRITE,
-        NO_KEYS,
-        SRV,
-        "1.0.0",
-        "Remove all keys from the current database.",
-        flushdb,
-    ),
-    cmd(
-        "info",
-        -1,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "1.0.0",
-        "Returns information and statistics about the server.",
-        info,
-    ),
-    container(
-        "latency",
-        -2,
-        0,
-        SRV,
-        "2.8.13",
-        "A container for latency diagnostics commands.",
-        LATENCY,
-    ),
-    container(
-        "memory",
-        -2,
-        0,
-        SRV,
-        "4.0.0",
-        "A container for memory diagnostics commands.",
-        MEMORY,
-    ),
-    cmd(
-        "shutdown",
-        -1,
-        ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI | ALLOW_BUSY,
-        NO_KEYS,
-        SRV,
-        "1.0.0",
-        "Synchronously saves the database(s) to disk and shuts down the Redis server.",
-        shutdown,
-    ),
-    container(
-        "slowlog",
-        -2,
-        0,
-        SRV,
-        "2.2.12",
-        "A container for slow log commands.",
-        SLOWLOG,
-    ),
-    cmd(
-        "time",
-        1,
-        LOADING | STALE | FAST,
-        NO_KEYS,
-        SRV,
-        "2.6.0",
-        "Returns the server time.",
-        time,
-    ),
+    Spec {
+        name: "config",
+        arity: -2,
+        flags: 0,
+        group: SRV,
+        since: "2.0.0",
+        summary: "A container for server configuration commands.",
+        subcommands: CONFIG,
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "dbsize",
+        arity: 1,
+        flags: READONLY | FAST,
+        group: SRV,
+        since: "1.0.0",
+        summary: "Returns the number of keys in the database.",
+        tips: &["request_policy:all_shards", "response_policy:agg_sum"],
+        handler: Some(dbsize),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "flushall",
+        arity: -1,
+        flags: WRITE,
+        group: SRV,
+        since: "1.0.0",
+        summary: "Removes all keys from all databases.",
+        tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+        handler: Some(flushall),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "flushdb",
+        arity: -1,
+        flags: WRITE,
+        group: SRV,
+        since: "1.0.0",
+        summary: "Remove all keys from the current database.",
+        tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+        handler: Some(flushdb),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "info",
+        arity: -1,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "1.0.0",
+        summary: "Returns information and statistics about the server.",
+        tips: &[
+            "nondeterministic_output",
+            "request_policy:all_shards",
+            "response_policy:special",
+        ],
+        handler: Some(info),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "latency",
+        arity: -2,
+        flags: 0,
+        group: SRV,
+        since: "2.8.13",
+        summary: "A container for latency diagnostics commands.",
+        subcommands: LATENCY,
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "memory",
+        arity: -2,
+        flags: 0,
+        group: SRV,
+        since: "4.0.0",
+        summary: "A container for memory diagnostics commands.",
+        subcommands: MEMORY,
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "shutdown",
+        arity: -1,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI | ALLOW_BUSY,
+        group: SRV,
+        since: "1.0.0",
+        summary: "Synchronously saves the database(s) to disk and shuts down the Redis server.",
+        handler: Some(shutdown),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "slowlog",
+        arity: -2,
+        flags: 0,
+        group: SRV,
+        since: "2.2.12",
+        summary: "A container for slow log commands.",
+        subcommands: SLOWLOG,
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "time",
+        arity: 1,
+        flags: LOADING | STALE | FAST,
+        group: SRV,
+        since: "2.6.0",
+        summary: "Returns the server time.",
+        tips: &["nondeterministic_output"],
+        handler: Some(time),
+        ..Spec::DEFAULT
+    },
 ];
 
 static COMMAND: &[Spec] = &[
-    cmd(
-        "command|count",
-        2,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.8.13",
-        "Returns a count of commands.",
-        command_count,
-    ),
-    cmd(
-        "command|docs",
-        -2,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "7.0.0",
-        "Returns documentary information about one, multiple or all commands.",
-        command_docs,
-    ),
-    cmd(
-        "command|getkeys",
-        -4,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.8.13",
-        "Extracts the key names from an arbitrary command.",
-        command_getkeys,
-    ),
-    cmd(
-        "command|help",
-        2,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "5.0.0",
-        "Returns helpful text about the different subcommands.",
-        command_help,
-    ),
-    cmd(
-        "command|info",
-        -2,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.8.13",
-        "Returns information about one, multiple or all commands.",
-        command_info,
-    ),
-    cmd(
-        "command|list",
-        -2,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "7.0.0",
-        "Returns a list of command names.",
-        command_list,
-    ),
+    Spec {
+        name: "command|count",
+        arity: 2,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "2.8.13",
+        summary: "Returns a count of commands.",
+        handler: Some(command_count),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "command|docs",
+        arity: -2,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "7.0.0",
+        summary: "Returns documentary information about one, multiple or all commands.",
+        tips: &["nondeterministic_output_order"],
+        handler: Some(command_docs),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "command|getkeys",
+        arity: -4,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "2.8.13",
+        summary: "Extracts the key names from an arbitrary command.",
+        handler: Some(command_getkeys),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "command|getkeysandflags",
+        arity: -4,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "7.0.0",
+        summary: "Extracts the key names and access flags from an arbitrary command.",
+        handler: Some(command_getkeysandflags),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "command|help",
+        arity: 2,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "5.0.0",
+        summary: "Returns helpful text about the different subcommands.",
+        handler: Some(command_help),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "command|info",
+        arity: -2,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "2.8.13",
+        summary: "Returns information about one, multiple or all commands.",
+        tips: &["nondeterministic_output_order"],
+        handler: Some(command_info),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "command|list",
+        arity: -2,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "7.0.0",
+        summary: "Returns a list of command names.",
+        tips: &["nondeterministic_output_order"],
+        handler: Some(command_list),
+        ..Spec::DEFAULT
+    },
 ];
 
 static CONFIG: &[Spec] = &[
-    cmd(
-        "config|get",
-        -3,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.0.0",
-        "Returns the effective values of configuration parameters.",
-        config_get,
-    ),
-    cmd(
-        "config|help",
-        2,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "5.0.0",
-        "Returns helpful text about the different subcommands.",
-        config_help,
-    ),
-    cmd(
-        "config|rewrite",
-        2,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.8.0",
-        "Persists the effective configuration to file.",
-        config_rewrite,
-    ),
-    cmd(
-        "config|resetstat",
-        2,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.0.0",
-        "Resets the server's statistics.",
-        config_resetstat,
-    ),
-    cmd(
-        "config|set",
-        -4,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.0.0",
-        "Sets configuration parameters in-flight.",
-        config_set,
-    ),
+    Spec {
+        name: "config|get",
+        arity: -3,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "2.0.0",
+        summary: "Returns the effective values of configuration parameters.",
+        handler: Some(config_get),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "config|help",
+        arity: 2,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "5.0.0",
+        summary: "Returns helpful text about the different subcommands.",
+        handler: Some(config_help),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "config|rewrite",
+        arity: 2,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "2.8.0",
+        summary: "Persists the effective configuration to file.",
+        handler: Some(config_rewrite),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "config|resetstat",
+        arity: 2,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "2.0.0",
+        summary: "Resets the server's statistics.",
+        handler: Some(config_resetstat),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "config|set",
+        arity: -4,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "2.0.0",
+        summary: "Sets configuration parameters in-flight.",
+        tips: &["request_policy:all_nodes", "response_policy:all_succeeded"],
+        handler: Some(config_set),
+        ..Spec::DEFAULT
+    },
 ];
 
 static SLOWLOG: &[Spec] = &[
-    cmd(
-        "slowlog|get",
-        -2,
-        ADMIN | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.2.12",
-        "Returns the slow log's entries.",
-        slowlog_get,
-    ),
-    cmd(
-        "slowlog|help",
-        2,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "6.2.0",
-        "Show helpful text about the different subcommands",
-        slowlog_help,
-    ),
-    cmd(
-        "slowlog|len",
-        2,
-        ADMIN | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.2.12",
-        "Returns the number of entries in the slow log.",
-        slowlog_len,
-    ),
-    cmd(
-        "slowlog|reset",
-        2,
-        ADMIN | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.2.12",
-        "Clears all entries from the slow log.",
-        slowlog_reset,
-    ),
+    Spec {
+        name: "slowlog|get",
+        arity: -2,
+        flags: ADMIN | LOADING | STALE | NO_SLOWLOG,
+        group: SRV,
+        since: "2.2.12",
+        summary: "Returns the slow log's entries.",
+        tips: &["request_policy:all_nodes", "nondeterministic_output"],
+        handler: Some(slowlog_get),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "slowlog|help",
+        arity: 2,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "6.2.0",
+        summary: "Show helpful text about the different subcommands",
+        handler: Some(slowlog_help),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "slowlog|len",
+        arity: 2,
+        flags: ADMIN | LOADING | STALE | NO_SLOWLOG,
+        group: SRV,
+        since: "2.2.12",
+        summary: "Returns the number of entries in the slow log.",
+        tips: &[
+            "request_policy:all_nodes",
+            "response_policy:agg_sum",
+            "nondeterministic_output",
+        ],
+        handler: Some(slowlog_len),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "slowlog|reset",
+        arity: 2,
+        flags: ADMIN | LOADING | STALE | NO_SLOWLOG,
+        group: SRV,
+        since: "2.2.12",
+        summary: "Clears all entries from the slow log.",
+        tips: &["request_policy:all_nodes", "response_policy:all_succeeded"],
+        handler: Some(slowlog_reset),
+        ..Spec::DEFAULT
+    },
 ];
 
 static LATENCY: &[Spec] = &[
-    cmd(
-        "latency|help",
-        2,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.8.13",
-        "Returns helpful text about the different subcommands.",
-        latency_help,
-    ),
-    cmd(
-        "latency|history",
-        3,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.8.13",
-        "Returns timestamp-latency samples for an event.",
-        latency_history,
-    ),
-    cmd(
-        "latency|latest",
-        2,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.8.13",
-        "Returns the latest latency samples for all events.",
-        latency_latest,
-    ),
-    cmd(
-        "latency|reset",
-        -2,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "2.8.13",
-        "Resets the latency data for one or more events.",
-        latency_reset,
-    ),
+    Spec {
+        name: "latency|help",
+        arity: 2,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "2.8.13",
+        summary: "Returns helpful text about the different subcommands.",
+        handler: Some(latency_help),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "latency|history",
+        arity: 3,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "2.8.13",
+        summary: "Returns timestamp-latency samples for an event.",
+        tips: &[
+            "nondeterministic_output",
+            "request_policy:all_nodes",
+            "response_policy:special",
+        ],
+        handler: Some(latency_history),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "latency|latest",
+        arity: 2,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "2.8.13",
+        summary: "Returns the latest latency samples for all events.",
+        tips: &[
+            "nondeterministic_output",
+            "request_policy:all_nodes",
+            "response_policy:special",
+        ],
+        handler: Some(latency_latest),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "latency|reset",
+        arity: -2,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "2.8.13",
+        summary: "Resets the latency data for one or more events.",
+        tips: &["request_policy:all_nodes", "response_policy:all_succeeded"],
+        handler: Some(latency_reset),
+        ..Spec::DEFAULT
+    },
 ];
 
 static MEMORY: &[Spec] = &[
-    cmd(
-        "memory|help",
-        2,
-        LOADING | STALE,
-        NO_KEYS,
-        SRV,
-        "4.0.0",
-        "Returns helpful text about the different subcommands.",
-        memory_help,
-    ),
-    cmd(
-        "memory|usage",
-        -3,
-        READONLY,
-        (2, 2, 1),
-        SRV,
-        "4.0.0",
-        "Estimates the memory usage of a key.",
-        memory_usage,
-    ),
+    Spec {
+        name: "memory|help",
+        arity: 2,
+        flags: LOADING | STALE,
+        group: SRV,
+        since: "4.0.0",
+        summary: "Returns helpful text about the different subcommands.",
+        handler: Some(memory_help),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "memory|usage",
+        arity: -3,
+        flags: READONLY,
+        keys: &[KeySpec::at(2, RO)],
+        group: SRV,
+        since: "4.0.0",
+        summary: "Estimates the memory usage of a key.",
+        handler: Some(memory_usage),
+        ..Spec::DEFAULT
+    },
 ];
 
 fn help(ctx: &mut Ctx<'_>, lines: &[&str]) -> CmdResult {
@@ -366,28 +416,121 @@ fn write_command_info(ctx: &mut Ctx<'_>, s: &Spec) {
     o.array(10);
     o.bulk(s.name.as_bytes());
     o.int(s.arity as i64);
-    let flags: Vec<&str> = flag::NAMES
-        .iter()
-        .filter(|(f, _)| s.has(*f))
-        .map(|(_, n)| *n)
-        .collect();
-    o.set(flags.len());
-    for f in flags {
-        o.simple(f);
-    }
-    o.int(s.first_key as i64);
-    o.int(s.last_key as i64);
-    o.int(s.step as i64);
+    write_flag_set(o, s.flags, flag::NAMES);
+    let (first, last, step) = s.legacy_range();
+    o.int(first as i64);
+    o.int(last as i64);
+    o.int(step as i64);
     let cats = s.acl_categories();
     o.set(cats.len());
     for c in cats {
         o.simple(c);
     }
-    o.set(0); // tips
-    o.array(0); // key specs: the legacy triple above carries our key positions
-    o.array(s.subcommands.len());
+    o.set(s.tips.len());
+    for t in s.tips {
+        o.bulk(t.as_bytes());
+    }
+    write_key_specs(o, s.keys);
+    // Redis replies "no subcommands" as an empty set, subcommands as an array (RESP3 tells).
+    if s.subcommands.is_empty() {
+        o.set(0);
+    } else {
+        o.array(s.subcommands.len());
+    }
     for sub in s.subcommands {
         write_command_info(ctx, sub);
+    }
+}
+
+/// A set of flag names, as Redis replies them (status strings, in the table's order).
+fn write_flag_set(o: &mut ReplyWriter<'_>, flags: u32, names: &[(u32, &str)]) {
+    let n = names.iter().filter(|(f, _)| flags & f != 0).count();
+    o.set(n);
+    for (_, name) in names.iter().filter(|(f, _)| flags & f != 0) {
+        o.simple(name);
+    }
+}
+
+/// The key-specs section of COMMAND INFO, shaped as Redis 7.0's `addReplyCommandKeySpecs`.
+fn write_key_specs(o: &mut ReplyWriter<'_>, specs: &[KeySpec]) {
+    o.set(specs.len());
+    for ks in specs {
+        o.map(3 + !ks.notes.is_empty() as usize);
+        if !ks.notes.is_empty() {
+            o.bulk(b"notes");
+            o.bulk(ks.notes.as_bytes());
+        }
+        o.bulk(b"flags");
+        write_flag_set(o, ks.flags, key::NAMES);
+        o.bulk(b"begin_search");
+        o.map(2);
+        o.bulk(b"type");
+        match ks.begin_search {
+            BeginSearch::Index(i) => {
+                o.bulk(b"index");
+                o.bulk(b"spec");
+                o.map(1);
+                o.bulk(b"index");
+                o.int(i as i64);
+            }
+            BeginSearch::Keyword {
+                keyword,
+                start_from,
+            } => {
+                o.bulk(b"keyword");
+                o.bulk(b"spec");
+                o.map(2);
+                o.bulk(b"keyword");
+                o.bulk(keyword.as_bytes());
+                o.bulk(b"startfrom");
+                o.int(start_from as i64);
+            }
+            BeginSearch::Unknown => {
+                o.bulk(b"unknown");
+                o.bulk(b"spec");
+                o.map(0);
+            }
+        }
+        o.bulk(b"find_keys");
+        o.map(2);
+        o.bulk(b"type");
+        match ks.find_keys {
+            FindKeys::Range {
+                last_key,
+                step,
+                limit,
+            } => {
+                o.bulk(b"range");
+                o.bulk(b"spec");
+                o.map(3);
+                o.bulk(b"lastkey");
+                o.int(last_key as i64);
+                o.bulk(b"keystep");
+                o.int(step as i64);
+                o.bulk(b"limit");
+                o.int(limit as i64);
+            }
+            FindKeys::Keynum {
+                keynum_idx,
+                first_key,
+                step,
+            } => {
+                o.bulk(b"keynum");
+                o.bulk(b"spec");
+                o.map(3);
+                o.bulk(b"keynumidx");
+                o.int(keynum_idx as i64);
+                o.bulk(b"firstkey");
+                o.int(first_key as i64);
+                o.bulk(b"keystep");
+                o.int(step as i64);
+            }
+            FindKeys::Unknown => {
+                o.bulk(b"unknown");
+                o.bulk(b"spec");
+                o.map(0);
+            }
+        }
     }
 }
 
@@ -469,33 +612,51 @@ fn command_docs(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// Key positions of a full request, resolving subcommands.
-pub fn keys_of(args: &Args<'_>) -> Result<Vec<usize>, ReplyError> {
+/// The spec and keys of a full request, as `COMMAND GETKEYS` checks them (Redis's
+/// `getKeysSubcommandImpl`): the command (or subcommand) exists, takes keys, has a valid arity,
+/// and the request fits its key specs.
+pub fn keys_of(args: &Args<'_>) -> Result<(&'static Spec, KeyRefs), ReplyError> {
+    const INVALID_COMMAND: ReplyError = ReplyError::err_static("Invalid command specified");
     let Some(mut spec) = table::lookup(args.get(0)) else {
-        return Err(ReplyError::err_static("Invalid command specified"));
+        return Err(INVALID_COMMAND);
     };
     if !spec.subcommands.is_empty() && args.len() >= 2 {
-        spec = spec
-            .find_sub(args.get(1))
-            .ok_or_else(|| ReplyError::err_static("Invalid command specified"))?;
+        spec = spec.find_sub(args.get(1)).ok_or(INVALID_COMMAND)?;
+    }
+    if !keyspec::has_keys(spec) {
+        return Err(ReplyError::err_static("The command has no key arguments"));
     }
     if !spec.arity_ok(args.len()) {
         return Err(ReplyError::err_static(
             "Invalid number of arguments specified for command",
         ));
     }
-    Ok(spec.key_positions(args.len()).collect())
+    match keyspec::keys(spec, args) {
+        Ok(keys) if !keys.is_empty() => Ok((spec, keys)),
+        _ => Err(ReplyError::err_static(
+            "Invalid arguments specified for command",
+        )),
+    }
 }
 
 fn command_getkeys(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let req = args.tail(2);
-    let keys = keys_of(&req)?;
-    if keys.is_empty() {
-        return Err(ReplyError::err_static("The command has no key arguments"));
-    }
+    let (_, keys) = keys_of(&req)?;
     ctx.out.array(keys.len());
-    for k in keys {
-        ctx.out.bulk(req.get(k));
+    for k in &keys {
+        ctx.out.bulk(req.get(k.pos));
+    }
+    Ok(())
+}
+
+fn command_getkeysandflags(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let req = args.tail(2);
+    let (_, keys) = keys_of(&req)?;
+    ctx.out.array(keys.len());
+    for k in &keys {
+        ctx.out.array(2);
+        ctx.out.bulk(req.get(k.pos));
+        write_flag_set(&mut ctx.out, k.flags, key::NAMES);
     }
     Ok(())
 }
@@ -554,6 +715,8 @@ fn command_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             "    Return documentation details about multiple commands.",
             "GETKEYS <full-command>",
             "    Return the keys from a full command.",
+            "GETKEYSANDFLAGS <full-command>",
+            "    Return the keys and the access flags from a full command.",
             "HELP",
             "    Prints this help.",
         ],
@@ -815,7 +978,7 @@ pub fn record_slow(
     srv.latency_sample("command", us / 1000, now_ms / 1000);
     if !srv.hot.slowlog_enabled.load(Relaxed)
         || us < srv.hot.slowlog_slower_than_us.load(Relaxed)
-        || spec.has(flag::ADMIN) && spec.name.starts_with("slowlog")
+        || spec.has(flag::NO_SLOWLOG)
     {
         return;
     }

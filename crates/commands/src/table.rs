@@ -1,13 +1,18 @@
-//! The command table: one [`Spec`] per command (name, arity, flags, key positions, group), the data
-//! behind `COMMAND`, arity errors, admission checks and (later) cluster routing and ACL categories.
-//! Admission reads flags and key positions; nothing outside a command's own module matches on its name.
+//! The command table: one [`Spec`] per command (name, arity, flags, key specs, group, docs), the
+//! data behind `COMMAND`, arity errors, admission checks, key extraction and (later) cluster routing
+//! and ACL categories. Entries are struct literals with named fields over [`Spec::DEFAULT`], so a
+//! table line says what each value is. Admission reads flags and key specs; nothing outside a
+//! command's own module matches on its name.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::Handler;
+pub use crate::keyspec::{BeginSearch, FindKeys, KeySpec, key};
+use crate::{Args, Handler};
 
-/// Command flags (Redis's names, in the order `COMMAND INFO` lists them).
+/// Command flags. The first group are Redis's (in the order `COMMAND INFO` lists them); the
+/// shoal-internal ones after them stand in for rules Redis writes as comparisons with command
+/// procs, and are never shown (replies stay Redis's).
 pub mod flag {
     pub const WRITE: u32 = 1 << 0;
     pub const READONLY: u32 = 1 << 1;
@@ -24,6 +29,23 @@ pub mod flag {
     pub const MOVABLEKEYS: u32 = 1 << 12;
     pub const ALLOW_BUSY: u32 = 1 << 13;
 
+    /// shoal-internal: runs at once inside MULTI instead of being queued (MULTI, EXEC, DISCARD,
+    /// WATCH, QUIT, RESET).
+    pub const TX_CONTROL: u32 = 1 << 24;
+    /// shoal-internal: not refused for memory inside MULTI, since it does not grow the queue (EXEC,
+    /// DISCARD, QUIT, RESET).
+    pub const TX_OOM_EXEMPT: u32 = 1 << 25;
+    /// shoal-internal: runs the queued transaction, so it needs memory when a queued command does,
+    /// and refusing it discards the transaction (EXEC).
+    pub const TX_EXEC: u32 = 1 << 26;
+    /// shoal-internal: allowed on a RESP2 connection in subscribed mode ((P)SUBSCRIBE,
+    /// (P)UNSUBSCRIBE, PING, QUIT, RESET).
+    pub const SUBSCRIBED_OK: u32 = 1 << 27;
+    /// shoal-internal: never recorded in the slow log (SLOWLOG itself, so reading the log does not
+    /// fill it).
+    pub const NO_SLOWLOG: u32 = 1 << 28;
+
+    /// Redis's flags, as `COMMAND INFO` names them; the shoal-internal ones are not here.
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),
         (READONLY, "readonly"),
@@ -84,15 +106,21 @@ pub struct Spec {
     /// Redis arity: N means exactly N arguments (name included), -N means at least N.
     pub arity: i32,
     pub flags: u32,
-    /// Legacy key positions: first key, last key (negative counts from the end), step.
-    pub first_key: i32,
-    pub last_key: i32,
-    pub step: i32,
+    /// Where the keys are and what the command does to them (Redis 7 key specs); the legacy
+    /// `(first, last, step)` triple is derived from them ([`Spec::legacy_range`]).
+    pub keys: &'static [KeySpec],
+    /// For key specs marked `VARIABLE_FLAGS`: the flags the keys have in this request (SET's key
+    /// is read only with GET).
+    pub key_flags: Option<fn(&Args<'_>) -> u32>,
     pub group: Group,
     pub summary: &'static str,
     pub since: &'static str,
     pub complexity: &'static str,
+    /// Redis's command tips (`nondeterministic_output`, `request_policy:...`), for COMMAND INFO.
+    pub tips: &'static [&'static str],
+    /// `None` for a container whose work is done by its subcommands.
     pub handler: Option<Handler>,
+    /// Their arity counts the parent name too.
     pub subcommands: &'static [Spec],
 }
 
@@ -103,6 +131,22 @@ impl std::fmt::Debug for Spec {
 }
 
 impl Spec {
+    /// The values a table entry does not name: no flags, no keys, no docs beyond what it gives.
+    pub const DEFAULT: Spec = Spec {
+        name: "",
+        arity: 0,
+        flags: 0,
+        keys: &[],
+        key_flags: None,
+        group: Group::Generic,
+        summary: "",
+        since: "",
+        complexity: "",
+        tips: &[],
+        handler: None,
+        subcommands: &[],
+    };
+
     pub fn has(&self, f: u32) -> bool {
         self.flags & f != 0
     }
@@ -116,21 +160,34 @@ impl Spec {
         }
     }
 
-    /// Positions of key arguments in a request (legacy triple).
-    pub fn key_positions(&self, argc: usize) -> impl Iterator<Item = usize> {
-        let first = self.first_key.max(0) as usize;
-        let last = if self.last_key < 0 {
-            (argc as i64 + self.last_key as i64).max(0) as usize
-        } else {
-            self.last_key as usize
-        };
-        let step = self.step.max(1) as usize;
-        let valid = first > 0 && last < argc && first <= last;
-        (first..=last).step_by(step).filter(move |_| valid)
+    /// The legacy `(first, last, step)` triple of `COMMAND INFO`, derived from the key specs as
+    /// Redis 7.0 derives it.
+    pub fn legacy_range(&self) -> (i32, i32, i32) {
+        crate::keyspec::legacy_range(self.keys).0
     }
 
-    /// ACL categories derived from flags and group, as Redis derives most of them.
+    /// ACL categories derived from flags and group, as Redis derives most of them, in Redis's
+    /// category order (the order `COMMAND INFO` lists them).
     pub fn acl_categories(&self) -> Vec<&'static str> {
+        // Redis's ACL category table order.
+        const ORDER: &[&str] = &[
+            "@keyspace",
+            "@read",
+            "@write",
+            "@set",
+            "@sortedset",
+            "@list",
+            "@hash",
+            "@string",
+            "@pubsub",
+            "@admin",
+            "@fast",
+            "@slow",
+            "@blocking",
+            "@dangerous",
+            "@connection",
+            "@transaction",
+        ];
         let mut c = Vec::new();
         if self.has(flag::WRITE) {
             c.push("@write");
@@ -165,6 +222,7 @@ impl Spec {
             Group::PubSub => {}
             Group::Server | Group::Shoal => {}
         }
+        c.sort_by_key(|cat| ORDER.iter().position(|o| o == cat));
         c
     }
 
@@ -175,63 +233,6 @@ impl Spec {
         })
     }
 }
-
-/// A table entry; `sub` lists subcommands (their arity counts the parent name too).
-#[allow(clippy::too_many_arguments)]
-pub const fn cmd(
-    name: &'static str,
-    arity: i32,
-    flags: u32,
-    keys: (i32, i32, i32),
-    group: Group,
-    since: &'static str,
-    summary: &'static str,
-    handler: Handler,
-) -> Spec {
-    Spec {
-        name,
-        arity,
-        flags,
-        first_key: keys.0,
-        last_key: keys.1,
-        step: keys.2,
-        group,
-        summary,
-        since,
-        complexity: "",
-        handler: Some(handler),
-        subcommands: &[],
-    }
-}
-
-/// A container command whose work is done by its subcommands.
-pub const fn container(
-    name: &'static str,
-    arity: i32,
-    flags: u32,
-    group: Group,
-    since: &'static str,
-    summary: &'static str,
-    subcommands: &'static [Spec],
-) -> Spec {
-    Spec {
-        name,
-        arity,
-        flags,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        group,
-        summary,
-        since,
-        complexity: "",
-        handler: None,
-        subcommands,
-    }
-}
-
-pub const NO_KEYS: (i32, i32, i32) = (0, 0, 0);
-pub const KEY1: (i32, i32, i32) = (1, 1, 1);
 
 /// Every command, gathered from the family modules.
 pub fn all() -> &'static [&'static Spec] {

@@ -17,52 +17,56 @@ use shoal_keyspace::Entry;
 
 use crate::args::ERR_SYNTAX;
 use crate::strings::{ExpireOpt, parse_expire};
-use crate::table::{Group, KEY1, Spec, cmd, flag::*};
+use crate::table::{Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
 
 const SH: Group = Group::Shoal;
 
 pub static COMMANDS: &[Spec] = &[
-    cmd(
-        "delifver",
-        3,
-        WRITE | FAST,
-        KEY1,
-        SH,
-        "0.1.0",
-        "Deletes a key only if its version equals the given one.",
-        delifver,
-    ),
-    cmd(
-        "getver",
-        2,
-        READONLY | FAST,
-        KEY1,
-        SH,
-        "0.1.0",
-        "Returns a string value together with its version.",
-        getver,
-    ),
-    cmd(
-        "setifnewer",
-        -4,
-        WRITE | DENYOOM,
-        KEY1,
-        SH,
-        "0.1.0",
-        "Sets a string only if the caller's external version is newer than the stored one.",
-        setifnewer,
-    ),
-    cmd(
-        "setifver",
-        -4,
-        WRITE | DENYOOM,
-        KEY1,
-        SH,
-        "0.1.0",
-        "Sets a string only if the key's version equals the given one (compare-and-set).",
-        setifver,
-    ),
+    Spec {
+        name: "delifver",
+        arity: 3,
+        flags: WRITE | FAST,
+        keys: &[KeySpec::at(1, RW | DELETE)],
+        group: SH,
+        since: "0.1.0",
+        summary: "Deletes a key only if its version equals the given one.",
+        handler: Some(delifver),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "getver",
+        arity: 2,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: SH,
+        since: "0.1.0",
+        summary: "Returns a string value together with its version.",
+        handler: Some(getver),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "setifnewer",
+        arity: -4,
+        flags: WRITE | DENYOOM,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: SH,
+        since: "0.1.0",
+        summary: "Sets a string only if the caller's external version is newer than the stored one.",
+        handler: Some(setifnewer),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "setifver",
+        arity: -4,
+        flags: WRITE | DENYOOM,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: SH,
+        since: "0.1.0",
+        summary: "Sets a string only if the key's version equals the given one (compare-and-set).",
+        handler: Some(setifver),
+        ..Spec::DEFAULT
+    },
 ];
 
 /// Parses a version argument: a non-negative integer.

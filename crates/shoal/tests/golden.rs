@@ -18,6 +18,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -454,4 +455,47 @@ fn reply_escaping_round_trips_every_byte() {
     assert!(!e.contains('\t') && !e.contains('\n'));
     assert_eq!(unescape(&e).unwrap(), all);
     assert_eq!(escape(b"$3\r\na\\b\r\n"), r"$3\r\na\\b\r\n");
+}
+
+/// Every command with keys (key specs, or keys only its parser finds) has a `COMMAND GETKEYS`
+/// request in `getkeys.cmds` whose recorded reply is a list of keys, so a new command cannot skip
+/// the comparison with Redis. shoal's own commands are exempt: redis-server does not know them
+/// (shoal-commands' unit tests check their keys).
+#[test]
+fn every_command_with_keys_is_in_the_getkeys_corpus() {
+    use shoal_commands::table::{self, Group};
+    let path = golden_dir().join("getkeys.cmds");
+    let cmds = load(&path);
+    let recorded = load_recording(&path.with_extension("resp")).expect("getkeys.resp");
+    assert_eq!(
+        cmds.len(),
+        recorded.len(),
+        "getkeys.resp is stale: re-record"
+    );
+    let mut covered = HashSet::new();
+    for (c, (_, reply)) in cmds.iter().zip(&recorded) {
+        let a = &c.args;
+        if a.len() < 3 || !a[1].eq_ignore_ascii_case(b"GETKEYS") || !reply.starts_with(b"*") {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&a[2]).to_ascii_lowercase();
+        if let Some(sub) = a.get(3) {
+            covered.insert(format!(
+                "{name}|{}",
+                String::from_utf8_lossy(sub).to_ascii_lowercase()
+            ));
+        }
+        covered.insert(name);
+    }
+    let missing: Vec<&str> = table::all()
+        .iter()
+        .flat_map(|s| std::iter::once(*s).chain(s.subcommands.iter()))
+        .filter(|s| s.group != Group::Shoal && shoal_commands::keyspec::has_keys(s))
+        .map(|s| s.name)
+        .filter(|name| !covered.contains(*name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "commands with keys but no successful COMMAND GETKEYS in getkeys.cmds: {missing:?}"
+    );
 }
