@@ -448,6 +448,28 @@ fn client_no_evict(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// The client types of `CLIENT LIST TYPE` and `CLIENT KILL TYPE`; `None` for an unknown name.
+fn parse_type(t: &[u8]) -> Option<&'static str> {
+    let t = String::from_utf8_lossy(t).to_ascii_lowercase();
+    match t.as_str() {
+        "normal" => Some("normal"),
+        "master" => Some("master"),
+        "replica" | "slave" => Some("replica"),
+        "pubsub" => Some("pubsub"),
+        _ => None,
+    }
+}
+
+/// Redis's client type of a connection.
+fn type_of(h: &ClientHandle) -> &'static str {
+    match h.kind.load(Relaxed) {
+        crate::state::kind::REPLICA => "replica",
+        crate::state::kind::PRIMARY => "master",
+        _ if h.subs.load(Relaxed) + h.psubs.load(Relaxed) > 0 => "pubsub",
+        _ => "normal",
+    }
+}
+
 /// One `CLIENT LIST` line (without the trailing newline), Redis 7 field order.
 pub fn client_line(h: &ClientHandle, now_ms: u64) -> String {
     let name = String::from_utf8_lossy(&h.name.lock().expect("name lock")).into_owned();
@@ -461,6 +483,11 @@ pub fn client_line(h: &ClientHandle, now_ms: u64) -> String {
     let (subs, psubs) = (h.subs.load(Relaxed), h.psubs.load(Relaxed));
     let multi = h.multi_len.load(Relaxed);
     let mut flags = String::new();
+    match h.kind.load(Relaxed) {
+        crate::state::kind::REPLICA => flags.push('S'),
+        crate::state::kind::PRIMARY => flags.push('M'),
+        _ => {}
+    }
     if subs + psubs > 0 {
         flags.push('P');
     }
@@ -518,16 +545,14 @@ fn clients_snapshot(ctx: &Ctx<'_>) -> Vec<Arc<ClientHandle>> {
 
 fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut ids: Option<Vec<u64>> = None;
+    let mut of_type: Option<&'static str> = None;
     let mut i = 2;
     while i < args.len() {
         if args.is(i, "TYPE") && i + 1 < args.len() {
-            let t = args.str_lossy(i + 1).to_ascii_lowercase();
-            if !["normal", "master", "replica", "slave", "pubsub"].contains(&t.as_str()) {
+            let Some(t) = parse_type(args.get(i + 1)) else {
                 return Err(err!("Unknown client type '{}'", args.str_lossy(i + 1)));
-            }
-            if t != "normal" {
-                ids = Some(Vec::new());
-            }
+            };
+            of_type = Some(t);
             i += 2;
         } else if args.is(i, "ID") && i + 1 < args.len() {
             let mut v = Vec::new();
@@ -545,7 +570,9 @@ fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     let mut text = String::new();
     for h in clients_snapshot(ctx) {
-        if ids.as_ref().is_some_and(|v| !v.contains(&h.id)) {
+        if ids.as_ref().is_some_and(|v| !v.contains(&h.id))
+            || of_type.is_some_and(|t| t != type_of(&h))
+        {
             continue;
         }
         text.push_str(&client_line(&h, ctx.now_ms));
@@ -570,6 +597,8 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut id = None;
     let mut addr = None;
     let mut laddr = None;
+    let mut of_type: Option<&'static str> = None;
+    let mut max_age_s: Option<u64> = None;
     let mut skipme = true;
     let mut i = 2;
     while i < args.len() {
@@ -594,8 +623,21 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             } else {
                 return Err(ERR_SYNTAX);
             };
-        } else if args.is(i, "TYPE") || args.is(i, "USER") || args.is(i, "MAXAGE") {
-            // Only normal clients of the default user exist so far: the filter matches all.
+        } else if args.is(i, "TYPE") {
+            match parse_type(v) {
+                Some(t) => of_type = Some(t),
+                None => return Err(err!("Unknown client type '{}'", args.str_lossy(i + 1))),
+            }
+        } else if args.is(i, "MAXAGE") {
+            match args.i64(i + 1) {
+                Ok(n) if n >= 0 => max_age_s = Some(n as u64),
+                _ => return Err(ERR_SYNTAX),
+            }
+        } else if args.is(i, "USER") {
+            // Every connection is the default user's until ACL users exist.
+            if !v.eq_ignore_ascii_case(b"default") {
+                return Err(err!("No such user '{}'", args.str_lossy(i + 1)));
+            }
         } else {
             return Err(ERR_SYNTAX);
         }
@@ -608,6 +650,8 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             || id.is_some_and(|x| x != h.id)
             || addr.is_some_and(|a| a != h.addr.as_bytes())
             || laddr.is_some_and(|a| a != h.laddr.as_bytes())
+            || of_type.is_some_and(|t| t != type_of(&h))
+            || max_age_s.is_some_and(|m| ctx.now_ms.saturating_sub(h.created_ms) / 1000 < m)
         {
             continue;
         }

@@ -86,6 +86,18 @@ pub struct ClientHandle {
     pub multi_len: AtomicI64,
     /// Waiting in a blocking command (CLIENT LIST flag `b`).
     pub blocked: AtomicBool,
+    /// What the connection is (CLIENT LIST flags and `TYPE`): a client, a replica of ours, or our
+    /// link to our primary.
+    pub kind: AtomicU8,
+}
+
+/// `ClientHandle::kind` values.
+pub mod kind {
+    pub const NORMAL: u8 = 0;
+    /// A replica attached to this node (flag `S`, `TYPE replica`).
+    pub const REPLICA: u8 = 1;
+    /// This node's link to its primary (flag `M`, `TYPE master`).
+    pub const PRIMARY: u8 = 2;
 }
 
 impl std::fmt::Debug for ClientHandle {
@@ -121,6 +133,7 @@ impl ClientHandle {
             psubs: AtomicUsize::new(0),
             multi_len: AtomicI64::new(-1),
             blocked: AtomicBool::new(false),
+            kind: AtomicU8::new(kind::NORMAL),
         }
     }
 

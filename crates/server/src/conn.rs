@@ -93,8 +93,11 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream) {
     let mut client = Client::new(handle.clone(), authenticated);
     let end = run(&srv, &mut stream, &mut client, &wake).await;
     shoal_commands::client_closed(&srv, &mut client);
-    srv.unregister_client(id);
     if let End::Handoff(replid, offset) = end {
+        // The connection stays listed (flag S) and CLIENT KILL TYPE replica ends the link.
+        handle
+            .kind
+            .store(shoal_commands::state::kind::REPLICA, Relaxed);
         let ip = peer
             .rsplit_once(':')
             .map_or(peer.clone(), |(ip, _)| ip.to_string());
@@ -103,9 +106,11 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream) {
             ip,
             listening_port: client.repl.listening_port.unwrap_or(0),
         };
-        crate::links::serve_replica(srv.clone(), stream, who, replid, offset).await;
+        crate::links::serve_replica(srv.clone(), stream, who, replid, offset, &handle, &wake).await;
+        srv.unregister_client(id);
         return;
     }
+    srv.unregister_client(id);
     match end {
         End::Eof | End::Quit => tracing::debug!(client = id, %peer, "connection closed"),
         End::Killed => tracing::debug!(client = id, %peer, "connection killed"),

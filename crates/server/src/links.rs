@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use shoal_commands::ServerState;
+use shoal_commands::{ClientHandle, ServerState};
 use shoal_replication::primary_link::{self, LinkEnd, ReplicaAddr};
 use shoal_replication::replica_link::{self, Handshake, LinkError, ReplicaLink};
 use shoal_replication::{FailoverRequest, LinkState, failover};
 use shoal_resp::{Reply, ReplyLimits, parse_reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 
 use crate::now_ms;
 
@@ -116,6 +117,9 @@ async fn session<T: Transport>(
             listening_port: srv.tcp_port,
         }
     };
+    // The link is listed among the clients (flag M); CLIENT KILL TYPE master drops it (it then
+    // reconnects, as in Redis).
+    let listed = ListedLink::new(srv, format!("{host}:{port}"));
     let mut link = ReplicaLink::new(epoch, hs);
     let first = link.start(&node(srv))?;
     write(&mut stream, &first).await?;
@@ -136,7 +140,13 @@ async fn session<T: Transport>(
                 }
                 write(&mut stream, &p.send).await?;
             }
+            _ = listed.wake.notified() => {
+                if listed.handle.killed.load(Relaxed) {
+                    return Err(LinkError::Refused("killed by CLIENT KILL".into()));
+                }
+            }
             _ = tick.tick() => {
+                listed.handle.last_interaction_ms.store(last_read, Relaxed);
                 let now = now_ms();
                 if now.saturating_sub(last_read) > PRIMARY_SILENCE_MS {
                     return Err(LinkError::Refused("primary silent for too long".into()));
@@ -145,6 +155,38 @@ async fn session<T: Transport>(
                 write(&mut stream, &out).await?;
             }
         }
+    }
+}
+
+/// The replica link's entry in the client list, removed when the session ends.
+struct ListedLink<'a> {
+    srv: &'a ServerState,
+    handle: Arc<ClientHandle>,
+    wake: Arc<Notify>,
+}
+
+impl<'a> ListedLink<'a> {
+    fn new(srv: &'a ServerState, addr: String) -> Self {
+        let handle = Arc::new(ClientHandle::new(
+            srv.new_client_id(),
+            addr,
+            format!("0.0.0.0:{}", srv.tcp_port),
+            now_ms(),
+        ));
+        handle
+            .kind
+            .store(shoal_commands::state::kind::PRIMARY, Relaxed);
+        let wake = Arc::new(Notify::new());
+        let w = wake.clone();
+        *handle.waker.lock().expect("waker lock") = Some(Box::new(move || w.notify_one()));
+        srv.register_client(handle.clone());
+        ListedLink { srv, handle, wake }
+    }
+}
+
+impl Drop for ListedLink<'_> {
+    fn drop(&mut self) {
+        self.srv.unregister_client(self.handle.id);
     }
 }
 
@@ -164,6 +206,8 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
     who: ReplicaAddr,
     replid: String,
     offset: i64,
+    handle: &ClientHandle,
+    wake: &Notify,
 ) {
     let ip = who.ip.clone();
     let (mut sender, mut acks, line) =
@@ -204,9 +248,18 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 .map_err(|e| format!("{e:?}"))?;
         }
     };
+    let killed = async {
+        loop {
+            wake.notified().await;
+            if handle.killed.load(Relaxed) {
+                return Err::<(), String>("killed by CLIENT KILL".into());
+            }
+        }
+    };
     let end = tokio::select! {
         e = send => e,
         e = read_acks => e,
+        e = killed => e,
     };
     sender.detach(&srv.repl);
     match end {

@@ -548,3 +548,60 @@ fn a_primary_restarted_empty_does_not_wipe_its_replica() {
         Some("down")
     );
 }
+
+#[test]
+fn replication_links_are_listed_as_clients_and_client_kill_type_drops_them() {
+    let primary = Shoal::start(&[]);
+    let replica = Shoal::start(&[]);
+    follow(&replica, &primary);
+    let mut p = primary.client();
+    let mut r = replica.client();
+    let _: () = q(&mut p, &["SET", "k", "1"]);
+    caught_up(&replica, &primary);
+    // The primary lists its replica with flag S, the replica its primary with flag M.
+    let listed: String = q(&mut p, &["CLIENT", "LIST", "TYPE", "replica"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains(" flags=S "), "{listed}");
+    let listed: String = q(&mut p, &["CLIENT", "LIST", "TYPE", "slave"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let normal: String = q(&mut p, &["CLIENT", "LIST", "TYPE", "normal"]);
+    assert!(!normal.contains("flags=S"), "{normal}");
+    let master: String = q(&mut r, &["CLIENT", "LIST", "TYPE", "master"]);
+    assert_eq!(master.lines().count(), 1, "{master}");
+    assert!(master.contains(" flags=M "), "{master}");
+    assert!(
+        master.contains(&format!("addr=127.0.0.1:{}", primary.port)),
+        "{master}"
+    );
+    // Killing the link from either side drops it; the replica reconnects and continues.
+    let partial_before = num(&mut p, "stats", "sync_partial_ok");
+    let killed: i64 = q(&mut p, &["CLIENT", "KILL", "TYPE", "replica"]);
+    assert_eq!(killed, 1);
+    wait_until("replica resumed after CLIENT KILL TYPE replica", || {
+        num(&mut p, "stats", "sync_partial_ok") > partial_before
+    });
+    let killed: i64 = q(&mut r, &["CLIENT", "KILL", "TYPE", "master"]);
+    assert_eq!(killed, 1);
+    wait_until("replica resumed after CLIENT KILL TYPE master", || {
+        num(&mut p, "stats", "sync_partial_ok") > partial_before + 1
+    });
+    let _: () = q(&mut p, &["SET", "k", "2"]);
+    caught_up(&replica, &primary);
+    assert_eq!(q::<String>(&mut r, &["GET", "k"]), "2");
+    assert_eq!(
+        num(&mut p, "stats", "sync_full"),
+        1,
+        "no full copy was needed"
+    );
+    // Unknown types are refused as Redis does.
+    let err = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("nope")
+        .query::<i64>(&mut p)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Unknown client type 'nope'"),
+        "{err}"
+    );
+}
