@@ -6,7 +6,7 @@
 
 use crate::err;
 use crate::error::ReplyError;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_keyspace::types::hash::Hash;
 use shoal_keyspace::{EncodingLimits, Entry, Kind, Object, Payload, Rng, ValueRef};
@@ -237,11 +237,12 @@ pub(crate) fn parse_random_count(arg: &[u8]) -> Result<i64, ReplyError> {
 /// A random source for one command's picks (HRANDFIELD, SPOP, SRANDMEMBER). Seeded from inputs
 /// and a draw counter, never from the OS or the clock, so a simulation replays.
 pub(crate) fn command_rng(ctx: &Ctx<'_>) -> Rng {
-    static DRAWS: AtomicU64 = AtomicU64::new(0);
     Rng::new(
         ctx.now_ms
             ^ ctx.client.id().rotate_left(32)
-            ^ DRAWS
+            ^ ctx
+                .srv
+                .draws
                 .fetch_add(1, Relaxed)
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15),
     )

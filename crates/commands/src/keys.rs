@@ -11,7 +11,7 @@
 
 use crate::err;
 use crate::error::ReplyError;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_keyspace::codec::{self, crc64};
 use shoal_keyspace::evict::{self, LfuParams};
@@ -983,10 +983,11 @@ fn randomkey(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     // No clock read and no OS randomness: the start shard derives from inputs and a draw counter,
     // so simulations replay. Shards hold similar numbers of keys (slots are hashed), so starting
     // at a random shard is close to picking a random key.
-    static DRAWS: AtomicU64 = AtomicU64::new(0);
     let seed = ctx.now_ms
         ^ ctx.client.id().rotate_left(32)
-        ^ DRAWS
+        ^ ctx
+            .srv
+            .draws
             .fetch_add(1, Relaxed)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let (db, now) = (ctx.db(), ctx.now_ms);

@@ -9,7 +9,6 @@
 
 pub mod args;
 pub mod blocking;
-pub mod clock;
 pub mod coll;
 pub mod config;
 pub mod connection;
@@ -433,7 +432,7 @@ fn run_command<'a>(
     let reply_start = out.len();
     let timed =
         srv.hot.slowlog_enabled.load(Relaxed) || srv.hot.latency_threshold_ms.load(Relaxed) > 0;
-    let started = timed.then(clock::now);
+    let started = timed.then(srv.clock.stamp);
     let proto = client.proto;
     let mut ctx = Ctx {
         srv,
@@ -469,7 +468,7 @@ fn run_command<'a>(
         srv.stats.total_commands_processed.fetch_add(1, Relaxed);
     }
     if let Some(t0) = started {
-        let us = clock::elapsed_us(t0);
+        let us = (srv.clock.elapsed_us)(t0);
         server::record_slow(srv, client, spec, args, us, now_ms);
     }
     match block {

@@ -923,12 +923,10 @@ fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn time(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let us = (ctx.srv.clock.unix_us)();
     ctx.out.array(2);
-    ctx.out.bulk(now.as_secs().to_string().as_bytes());
-    ctx.out.bulk(now.subsec_micros().to_string().as_bytes());
+    ctx.out.bulk((us / 1_000_000).to_string().as_bytes());
+    ctx.out.bulk((us % 1_000_000).to_string().as_bytes());
     Ok(())
 }
 

@@ -213,6 +213,28 @@ pub enum Action {
     Save { foreground: bool },
 }
 
+/// The clocks a node reads, given by its owner: the server's are the system's, the simulator's
+/// are simulated. Plain function pointers: read on every timed command, no allocation, no lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Wall-clock microseconds since the Unix epoch (TIME).
+    pub unix_us: fn() -> u64,
+    /// An opaque monotonic timestamp, and microseconds elapsed since one (slow log, latency).
+    pub stamp: fn() -> u64,
+    pub elapsed_us: fn(u64) -> u64,
+}
+
+impl Default for Clock {
+    /// A stopped clock: time does not pass (unit tests; a simulator sets its own).
+    fn default() -> Self {
+        Clock {
+            unix_us: || 0,
+            stamp: || 0,
+            elapsed_us: |_| 0,
+        }
+    }
+}
+
 /// Snapshot-on-disk bookkeeping (INFO persistence, `save` rules, LASTSAVE).
 #[derive(Debug, Default)]
 pub struct Persistence {
@@ -338,6 +360,9 @@ pub struct ServerState {
     pub lazyfree: shoal_keyspace::LazyFree,
     /// Next shard the eviction sampler looks at.
     pub evict_cursor: AtomicUsize,
+    /// Random draws so far (seeds SPOP, SRANDMEMBER, RANDOMKEY, ... with the time and client).
+    pub draws: AtomicU64,
+    pub clock: Clock,
     /// Makes EXEC exclusive: every command holds it shared, EXEC alone (see `multi`).
     pub gate: crate::multi::ExecGate,
     /// Channel and pattern subscribers.
@@ -378,6 +403,8 @@ impl ServerState {
             persist: Persistence::default(),
             lazyfree: shoal_keyspace::LazyFree::inline(),
             evict_cursor: AtomicUsize::new(0),
+            draws: AtomicU64::new(0),
+            clock: Clock::default(),
             gate: Default::default(),
             pubsub: Default::default(),
             blocking: Default::default(),

@@ -9,7 +9,7 @@
 use crate::err;
 use crate::error::ReplyError;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_keyspace::types::set::Set;
 use shoal_keyspace::types::zset::{LexBound, LexRange, ScoreRange, ZSet};
@@ -1485,11 +1485,12 @@ fn zmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 /// A fresh generator per call, derived from inputs and a draw counter (no OS randomness), so a
 /// simulation replays.
 fn rng_for(ctx: &Ctx<'_>) -> Rng {
-    static DRAWS: AtomicU64 = AtomicU64::new(0);
     Rng::new(
         ctx.now_ms
             ^ ctx.client.id().rotate_left(32)
-            ^ DRAWS
+            ^ ctx
+                .srv
+                .draws
                 .fetch_add(1, Relaxed)
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15),
     )

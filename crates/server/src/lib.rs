@@ -6,6 +6,7 @@
 //! with threads. Background work that may take milliseconds (active expiry) runs on its own OS
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
+pub mod clock;
 pub mod conn;
 pub mod cron;
 pub mod links;
@@ -125,6 +126,7 @@ impl Server {
             .spawn(move || worker.run())
             .map_err(|e| format!("lazyfree thread: {e}"))?;
         state.lazyfree = lazyfree;
+        state.clock = clock::system();
         persist::load_at_startup(&state)?;
         state.tcp_port = addr.port();
         state.executable = std::env::current_exe()
@@ -147,7 +149,7 @@ impl Server {
 
     /// Runs until SHUTDOWN, SIGINT or SIGTERM. Blocks the calling thread.
     pub fn run(self) -> Result<(), String> {
-        shoal_commands::clock::calibrate();
+        clock::calibrate();
         // Workers keep their hold on the exec gate between commands and leave it when they go
         // idle (see `shoal_commands::multi::ExecGate`): commands then pay almost nothing for it.
         // Only workers park, so only they become sticky (blocking-pool threads never do).

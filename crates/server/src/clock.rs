@@ -1,4 +1,7 @@
-//! A cheap monotonic clock for timing every command (slow log, latency monitor). On x86-64 it reads
+//! The node's clocks, handed to the command layer as a `shoal_commands::state::Clock` (the command
+//! layer reads no clock itself, so the simulator can give it a simulated one): the wall clock in
+//! microseconds (TIME), and a cheap monotonic clock for timing every command (slow log, latency
+//! monitor). On x86-64 the latter reads
 //! the time-stamp counter (a few nanoseconds; constant-rate on every CPU of the last decade) and
 //! converts with a rate calibrated once against `Instant`; elsewhere it falls back to `Instant`.
 //! Timing each command with `Instant::now()` cost about 7% of CPU at pipeline 16 on a VM whose
@@ -6,10 +9,6 @@
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-/// An opaque timestamp.
-#[derive(Clone, Copy, Debug)]
-pub struct Stamp(u64);
 
 #[cfg(target_arch = "x86_64")]
 fn raw() -> u64 {
@@ -37,13 +36,31 @@ fn ticks_per_us() -> f64 {
     })
 }
 
-pub fn now() -> Stamp {
-    Stamp(raw())
+/// An opaque timestamp for [`elapsed_us`].
+pub fn stamp() -> u64 {
+    raw()
 }
 
-/// Microseconds since `start`.
-pub fn elapsed_us(start: Stamp) -> u64 {
-    (raw().wrapping_sub(start.0) as f64 / ticks_per_us()) as u64
+/// Microseconds since `start` (a [`stamp`]).
+pub fn elapsed_us(start: u64) -> u64 {
+    (raw().wrapping_sub(start) as f64 / ticks_per_us()) as u64
+}
+
+/// Wall-clock microseconds since the Unix epoch.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The clocks the command layer uses.
+pub fn system() -> shoal_commands::state::Clock {
+    shoal_commands::state::Clock {
+        unix_us,
+        stamp,
+        elapsed_us,
+    }
 }
 
 /// Calibrates up front so the first timed command does not pay for it.
@@ -56,7 +73,7 @@ mod tests {
     #[test]
     fn measures_a_sleep_roughly() {
         super::calibrate();
-        let s = super::now();
+        let s = super::stamp();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let us = super::elapsed_us(s);
         assert!((15_000..200_000).contains(&us), "{us}");
