@@ -258,7 +258,7 @@ impl ReplicaLink {
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         return Err(LinkError::EmptyPrimary);
                     }
-                    if !node.repl.link_to(self.epoch, LinkState::Syncing) {
+                    if !node.repl.begin_full_sync(self.epoch) {
                         return Err(LinkError::Stale);
                     }
                     flush_all(node);

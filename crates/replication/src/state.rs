@@ -418,6 +418,34 @@ impl ReplState {
         true
     }
 
+    /// `+FULLRESYNC`: the link starts a full copy, and this node's data is about to be replaced.
+    /// Until the copy is loaded the node belongs to no history: a snapshot saved meanwhile holds
+    /// part of the data, and must make a restart ask for a full copy, not continue from the old
+    /// offset as if everything before it were there.
+    pub fn begin_full_sync(&self, epoch: u64) -> bool {
+        let mut core = self.core();
+        if self.epoch.load(Relaxed) != epoch {
+            return false;
+        }
+        assert!(
+            core.link.may_become(LinkState::Syncing),
+            "link state {:?} cannot become Syncing",
+            core.link
+        );
+        core.link = LinkState::Syncing;
+        core.ids = Ids {
+            replid: "0".repeat(40),
+            replid2: "0".repeat(40),
+            second_offset: -1,
+        };
+        core.replica_offset = 0;
+        self.backlog().reset(0);
+        self.history.fetch_add(1, Relaxed);
+        drop(core);
+        self.wake_links();
+        true
+    }
+
     /// A full copy was loaded: a new history at `offset` under `replid`.
     pub fn full_sync_done(&self, epoch: u64, replid: &str, offset: u64) -> bool {
         let mut core = self.core();
@@ -532,6 +560,12 @@ impl ReplState {
         }
         self.links_waiting.store(true, Relaxed);
         fence(SeqCst);
+    }
+
+    /// Test helper: a full copy from `Handshake` to `Connected` in one call.
+    #[cfg(test)]
+    fn full_sync_done_after(&self, epoch: u64, replid: &str, offset: u64) -> bool {
+        self.begin_full_sync(epoch) && self.full_sync_done(epoch, replid, offset)
     }
 
     // ---- replicas and acknowledgements ----
@@ -769,6 +803,25 @@ mod tests {
         assert!(!repl.can_continue(&"b".repeat(40), 104));
         assert!(ks.recording());
         assert_eq!(repl.offset(), 103);
+    }
+
+    #[test]
+    fn a_node_loading_a_full_copy_belongs_to_no_history() {
+        let ks = Keyspace::new(1, 1, 1);
+        let repl = ReplState::new("a".repeat(40));
+        let e = repl.become_replica(&ks, "h".into(), 1);
+        assert!(repl.link_to(e, LinkState::Handshake));
+        assert!(repl.full_sync_done_after(e, &"b".repeat(40), 50));
+        assert!(repl.applied(e, b"abc").is_some());
+        // A second full copy: until it is loaded, a snapshot of this node must not claim the old
+        // history (a restart would then continue from an offset whose data was flushed).
+        assert!(repl.link_to(e, LinkState::Down));
+        assert!(repl.link_to(e, LinkState::Connecting));
+        assert!(repl.link_to(e, LinkState::Handshake));
+        assert!(repl.begin_full_sync(e));
+        assert_eq!(repl.ids().replid, "0".repeat(40));
+        assert_eq!(repl.replica_offset(), 0);
+        assert!(!repl.can_continue(&"b".repeat(40), 53));
     }
 
     #[test]

@@ -195,6 +195,9 @@ pub struct Sim {
     step: u64,
     primary: Node,
     primary_client: Client,
+    /// Other traffic (counters, collections, short TTLs, deletions) on keys apart from the
+    /// checked writes: it must converge too.
+    mixed_client: Client,
     replicas: Vec<Node>,
     conns: Vec<Option<Conn>>,
     /// Per replica: partitioned until (sim ms), and when to try connecting next.
@@ -286,6 +289,7 @@ impl Sim {
             step: 0,
             primary,
             primary_client,
+            mixed_client: client(3),
             replicas,
             conns: (0..n).map(|_| None).collect(),
             partitioned_until: vec![0; n],
@@ -323,6 +327,9 @@ impl Sim {
             if self.chance(self.p.write_per_10k) {
                 self.write();
             }
+            if self.chance(self.p.write_per_10k / 2) {
+                self.mixed();
+            }
             self.tick()?;
         }
         // Heal: no more faults or writes; every replica must catch up and converge.
@@ -350,9 +357,9 @@ impl Sim {
         let n = self.replicas.len();
         if self.chance(self.p.drop_per_10k) {
             let i = self.rng.below(n);
-            if self.conns[i].take().is_some() {
+            if let Some(c) = self.conns[i].take() {
                 self.summary.drops += 1;
-                self.close(i, None);
+                self.close(i, c);
             }
         }
         if self.chance(self.p.partition_per_10k) {
@@ -360,8 +367,8 @@ impl Sim {
             let len = 50 + self.rng.below(2000) as u64;
             self.partitioned_until[i] = self.t + len;
             self.summary.partitions += 1;
-            if self.conns[i].take().is_some() {
-                self.close(i, None);
+            if let Some(c) = self.conns[i].take() {
+                self.close(i, c);
             }
         }
         if self.chance(self.p.restart_per_10k) {
@@ -389,10 +396,8 @@ impl Sim {
     }
 
     /// The link of replica `i` went away (both ends see it closed).
-    fn close(&mut self, i: usize, conn: Option<Conn>) {
-        if let Some(mut c) = conn
-            && let Some((sender, _)) = c.primary.link.as_mut()
-        {
+    fn close(&mut self, i: usize, mut conn: Conn) {
+        if let Some((sender, _)) = conn.primary.link.as_mut() {
             sender.detach(&self.primary.srv.repl);
         }
         let r = &self.replicas[i];
@@ -405,7 +410,7 @@ impl Sim {
 
     fn restart(&mut self, i: usize) {
         if let Some(c) = self.conns[i].take() {
-            self.close(i, Some(c));
+            self.close(i, c);
         }
         let seed = self.rng.next_u64();
         let now = self.replicas[i].now(self.t);
@@ -460,15 +465,86 @@ impl Sim {
         self.summary.writes += 1;
     }
 
+    /// A write of the mixed traffic: element changes, counters, random pops, short TTLs, deletes.
+    fn mixed(&mut self) {
+        let r = |s: &mut Self, n: usize| s.rng.below(n).to_string();
+        let cmd: Vec<String> = match self.rng.below(12) {
+            0 => vec!["INCR".into(), format!("c{}", r(self, 10))],
+            1 => vec!["DEL".into(), format!("c{}", r(self, 10))],
+            2 => vec![
+                "SADD".into(),
+                format!("s{}", r(self, 5)),
+                format!("m{}", r(self, 50)),
+            ],
+            3 => vec![
+                "SREM".into(),
+                format!("s{}", r(self, 5)),
+                format!("m{}", r(self, 50)),
+            ],
+            4 => vec!["SPOP".into(), format!("s{}", r(self, 5))],
+            5 => vec![
+                "SET".into(),
+                format!("t{}", r(self, 20)),
+                "x".into(),
+                "PX".into(),
+                (1 + self.rng.below(300)).to_string(),
+            ],
+            // A read: lazily expires a key whose deadline passed, which the replicas must see.
+            6 => vec!["GET".into(), format!("t{}", r(self, 20))],
+            7 => vec![
+                "HSET".into(),
+                format!("h{}", r(self, 5)),
+                format!("f{}", r(self, 20)),
+                r(self, 9),
+            ],
+            8 => vec![
+                "HDEL".into(),
+                format!("h{}", r(self, 5)),
+                format!("f{}", r(self, 20)),
+            ],
+            9 => vec!["LPUSH".into(), format!("l{}", r(self, 3)), r(self, 9)],
+            10 => vec!["RPOP".into(), format!("l{}", r(self, 3))],
+            _ => vec![
+                "ZINCRBY".into(),
+                format!("z{}", r(self, 3)),
+                r(self, 5),
+                format!("m{}", r(self, 10)),
+            ],
+        };
+        let args: Vec<&str> = cmd.iter().map(|a| a.as_str()).collect();
+        let now = self.primary.now(self.t);
+        let reply = exec(&self.primary.srv, &mut self.mixed_client, &args, now);
+        assert_ne!(
+            reply.first(),
+            Some(&b'-'),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+
+    /// The primary's active expire cycle, as the server's cron runs it: due keys are deleted and
+    /// their deletions sent.
+    fn expire_cycle(&mut self) {
+        let srv = &self.primary.srv;
+        let now = self.primary.now(self.t);
+        for i in 0..srv.ks.shard_count() {
+            srv.ks.lock(i).expire_cycle(now, 64, |_, _| {});
+        }
+        shoal_commands::effects::emit_logged(srv, now);
+    }
+
     /// One step: connect, deliver, produce, acknowledge, settle, check.
     fn tick(&mut self) -> Result<(), Failure> {
         self.t += STEP_MS;
         self.step += 1;
+        if self.t % 100 == 0 {
+            self.expire_cycle();
+        }
         for i in 0..self.replicas.len() {
             self.connect_if_due(i);
             if let Err(e) = self.drive(i) {
                 if let Some(c) = self.conns[i].take() {
-                    self.close(i, Some(c));
+                    self.close(i, c);
                 }
                 if e == LinkError::Stale {
                     return Err(self.fail("a link went stale while its role did not change".into()));
@@ -477,6 +553,19 @@ impl Sim {
         }
         self.settle_writes()?;
         self.check_offsets()?;
+        // The primary counts no replica whose connection is gone.
+        let attached = self.primary.srv.repl.replica_count();
+        let linked = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.primary.link.is_some())
+            .count();
+        if attached > linked {
+            return Err(self.fail(format!(
+                "the primary lists {attached} replicas for {linked} live links"
+            )));
+        }
         Ok(())
     }
 
@@ -605,7 +694,10 @@ impl Sim {
                     }
                     // Every replica that acknowledged this offset must hold the write now.
                     for info in self.primary.srv.repl.replicas() {
-                        if info.ack_offset.load(std::sync::atomic::Ordering::Relaxed) < w.offset {
+                        // The replicas that counted: they hold what they acknowledged.
+                        if !info.holds_acked.load(std::sync::atomic::Ordering::Relaxed)
+                            || info.ack_offset.load(std::sync::atomic::Ordering::Relaxed) < w.offset
+                        {
                             continue;
                         }
                         let port = info
@@ -675,10 +767,11 @@ impl Sim {
                     "after healing, replica {i} holds {rkeys} keys, the primary {pkeys}"
                 )));
             }
-            let rnow = r.now(self.t);
+            // At one time for both: the nodes' clocks are skewed, and a key past its deadline on one
+            // clock only is not a difference in data.
             for &slot in &slots {
                 let a = shoal_replication::digest::slot_digest(&self.primary.srv.ks, 0, slot, pnow);
-                let b = shoal_replication::digest::slot_digest(&r.srv.ks, 0, slot, rnow);
+                let b = shoal_replication::digest::slot_digest(&r.srv.ks, 0, slot, pnow);
                 if a != b {
                     return Err(self.fail(format!(
                         "after healing, slot {slot} digests differ: primary {a}, replica {i} {b}"
