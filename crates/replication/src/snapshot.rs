@@ -338,21 +338,24 @@ pub fn load_all(
     limits: &EncodingLimits,
     now_ms: u64,
 ) -> Result<u64, SnapshotError> {
-    load_all_meta(ks, bytes, limits, now_ms).map(|(n, _, _)| n)
+    load_all_meta(ks, bytes, limits, now_ms, true).map(|(n, _, _)| n)
 }
 
-/// Like [`load_all`], also returning the header's replication id and offset.
+/// Like [`load_all`], also returning the header's replication id and offset. A replica loads keys
+/// already past their deadline too (`skip_expired` false), as Redis does: its primary's deletions
+/// decide, not its own clock, so a skewed replica clock cannot make it drop a key the primary holds.
 pub fn load_all_meta(
     ks: &Keyspace,
     bytes: &[u8],
     limits: &EncodingLimits,
     now_ms: u64,
+    skip_expired: bool,
 ) -> Result<(u64, String, u64), SnapshotError> {
     let mut loader = Loader::new(ks.databases());
     let mut loaded = 0;
     let mut bad = false;
     let done = loader.feed(bytes, |rec| {
-        if rec.expire_ms.is_some_and(|t| t <= now_ms) {
+        if skip_expired && rec.expire_ms.is_some_and(|t| t <= now_ms) {
             return;
         }
         match rec.to_entry(limits) {

@@ -64,13 +64,15 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
 /// Loads `dir`/`dbfilename` at start-up if it exists. Returns the keys loaded.
 pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
     let path = snapshot_path(srv);
+    // A node that starts as a replica keeps keys past their deadline: its primary deletes them.
+    let replica = !srv.config().replicaof.trim().is_empty();
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
     let (n, replid, offset) =
-        snapshot::load_all_meta(&srv.ks, &bytes, &srv.encoding_limits(), now_ms())
+        snapshot::load_all_meta(&srv.ks, &bytes, &srv.encoding_limits(), now_ms(), !replica)
             .map_err(|e| format!("loading {}: {e}", path.display()))?;
     // Resume the replication history the data belongs to: a restarted replica asks its primary
     // to continue from `offset` instead of copying everything again, and a restarted primary
