@@ -2,7 +2,7 @@
 //! dependencies point the way ARCHITECTURE.md draws them (read from `cargo metadata`); and the
 //! synchronous core crates (keyspace, replication, commands) read no clock, start no thread and
 //! keep no process-wide mutable state outside test code, except for the few uses listed in
-//! `ALLOWED`, each with its reason. Std only and nothing to build: it runs in under a second.
+//! `ALLOWED`, each with its reason. Std only; it builds nothing and runs in under a second.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
