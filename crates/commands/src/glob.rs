@@ -32,27 +32,23 @@ pub fn glob_match(pattern: &[u8], s: &[u8], nocase: bool) -> bool {
                     continue;
                 }
                 b'[' if i < s.len() => {
-                    if let Some((matched, next)) = class_match(pattern, p, s[i], nocase) {
-                        if matched {
-                            p = next;
-                            i += 1;
-                            continue;
-                        }
-                    }
-                }
-                b'\\' if p + 1 < pattern.len() && i < s.len() => {
-                    if eq(pattern[p + 1], s[i]) {
-                        p += 2;
+                    if let Some((true, next)) = class_match(pattern, p, s[i], nocase) {
+                        p = next;
                         i += 1;
                         continue;
                     }
                 }
-                c if i < s.len() && c != b'?' && c != b'[' => {
-                    if eq(c, s[i]) {
-                        p += 1;
-                        i += 1;
-                        continue;
-                    }
+                b'\\' if p + 1 < pattern.len() && i < s.len() && eq(pattern[p + 1], s[i]) => {
+                    p += 2;
+                    i += 1;
+                    continue;
+                }
+                // An escaped byte that does not match is a mismatch, not a literal `\`.
+                b'\\' if p + 1 < pattern.len() => {}
+                c if i < s.len() && c != b'?' && c != b'[' && eq(c, s[i]) => {
+                    p += 1;
+                    i += 1;
+                    continue;
                 }
                 _ => {}
             }

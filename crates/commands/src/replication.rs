@@ -255,7 +255,7 @@ fn role(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 }
 
 fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(ERR_SYNTAX);
     }
     let mut i = 1;

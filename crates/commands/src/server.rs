@@ -732,10 +732,10 @@ fn config_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         // An exact name (no glob characters) is echoed as the client typed it, as Redis does.
         if !pat.iter().any(|b| matches!(b, b'*' | b'?' | b'[')) {
             let name = String::from_utf8_lossy(pat).into_owned();
-            if let Some(p) = config::find(&name) {
-                if !found.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
-                    found.push((name, (p.get)(&cfg)));
-                }
+            if let Some(p) = config::find(&name)
+                && !found.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name))
+            {
+                found.push((name, (p.get)(&cfg)));
             }
             continue;
         }
@@ -757,7 +757,7 @@ fn config_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(err!(
             "Unknown option or number of arguments for CONFIG SET - '{}'",
             args.str_lossy(args.len() - 1)
@@ -886,10 +886,10 @@ pub fn flush(srv: &ServerState, db: Option<usize>, lazy: bool, now_ms: u64) -> O
     let mut shards = srv.ks.lock_all();
     for shard in shards.iter_mut() {
         for d in 0..srv.ks.databases() {
-            if db.is_none_or(|x| x == d) {
-                if let Some(part) = shard.take_db(d) {
-                    taken.push(part);
-                }
+            if db.is_none_or(|x| x == d)
+                && let Some(part) = shard.take_db(d)
+            {
+                taken.push(part);
             }
         }
     }

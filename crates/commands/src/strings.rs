@@ -338,6 +338,7 @@ fn string_of(e: &Entry) -> Result<&[u8], ReplyError> {
 
 /// Stores a string under `key`, replacing whatever was there, and returns the replaced entry.
 /// The TTL becomes `expire` (KeepTtl keeps the old live one).
+#[allow(clippy::too_many_arguments)] // the locked shard's coordinates, spelled out for its callers
 pub fn store_string(
     shard: &mut Shard,
     db: usize,
@@ -633,7 +634,7 @@ fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn mset_common(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         let name = if nx { "msetnx" } else { "mset" };
         return Err(err!("wrong number of arguments for '{name}' command"));
     }
@@ -1009,7 +1010,7 @@ fn lcs(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let b = fetch(args.get(2))?;
     drop(locked);
     let (alen, blen) = (a.len(), b.len());
-    let cells = (alen + 1).checked_mul(blen + 1).unwrap_or(usize::MAX);
+    let cells = (alen + 1).saturating_mul(blen + 1);
     if cells.saturating_mul(4) > max_string_bytes(ctx) {
         return Err(ReplyError::err_static(
             "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",

@@ -187,12 +187,12 @@ fn setifnewer(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let current = shard
         .peek(db, slot, key, now)
         .map(|e| (e.ext_version(), e.expire_ms()));
-    if let Some((Some(stored), _)) = current {
-        if stored >= ext {
-            drop(shard);
-            ctx.out.int(0);
-            return Ok(());
-        }
+    if let Some((Some(stored), _)) = current
+        && stored >= ext
+    {
+        drop(shard);
+        ctx.out.int(0);
+        return Ok(());
     }
     let expire_ms = match expire {
         ExpireOpt::At(t) => Some(t),

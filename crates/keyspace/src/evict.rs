@@ -134,11 +134,7 @@ pub fn lfu_counter(access: u32, now_ms: u64, p: LfuParams) -> u32 {
     } else {
         0xFFFF - last + now
     };
-    let periods = if p.decay_minutes > 0 {
-        elapsed / p.decay_minutes
-    } else {
-        0
-    };
+    let periods = elapsed.checked_div(p.decay_minutes).unwrap_or(0);
     counter.saturating_sub(periods)
 }
 

@@ -1070,8 +1070,7 @@ mod tests {
 
     fn evict_until(ks: &Keyspace, target_keys: usize, now: u64) -> usize {
         let mut evicted = 0;
-        let mut shard = 0;
-        for _ in 0..1_000_000 {
+        for shard in 0..1_000_000 {
             if ks.db_size(0).0 <= target_keys {
                 break;
             }
@@ -1079,7 +1078,6 @@ mod tests {
             if g.evict_one(now).is_some() {
                 evicted += 1;
             }
-            shard += 1;
         }
         evicted
     }
@@ -1163,13 +1161,11 @@ mod tests {
             assert!(get(&ks, format!("key:{i:06}").as_bytes(), 100_000).is_some());
         }
         let ks_ref = &ks;
-        let mut shard = 0;
-        for _ in 0..10_000 {
+        for shard in 0..10_000 {
             if ks_ref.db_size(0).0 <= 100 {
                 break;
             }
             ks_ref.lock(shard % 2).evict_one(100_000);
-            shard += 1;
         }
         let kept = (0..50)
             .filter(|i| get(&ks, format!("key:{i:06}").as_bytes(), 100_000).is_some())

@@ -287,10 +287,7 @@ impl Loader {
             self.header_seen = true;
             pos = HEADER_BYTES;
         }
-        loop {
-            let Some(&tag) = self.buf.get(pos) else {
-                break;
-            };
+        while let Some(&tag) = self.buf.get(pos) {
             match tag {
                 TAG_RECORD => match parse_record(&self.buf[pos + 1..])? {
                     Some((rec, used)) => {
@@ -400,7 +397,10 @@ mod tests {
         ks
     }
 
-    fn dump(ks: &Keyspace) -> Vec<(usize, Vec<u8>, u64, Option<u64>, Option<u64>, Vec<u8>)> {
+    /// (db, key, version, expire_ms, ext_version, value) of one entry.
+    type Row = (usize, Vec<u8>, u64, Option<u64>, Option<u64>, Vec<u8>);
+
+    fn dump(ks: &Keyspace) -> Vec<Row> {
         let mut v = Vec::new();
         for i in 0..ks.shard_count() {
             let s = ks.lock(i);

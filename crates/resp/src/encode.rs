@@ -77,7 +77,7 @@ fn format_g17(v: f64) -> String {
     let s = format!("{:.16e}", v);
     let (mant, e) = s.split_once('e').unwrap_or((&s, "0"));
     let e: i32 = e.parse().unwrap_or(exp);
-    if e < -4 || e >= 17 {
+    if !(-4..17).contains(&e) {
         let mant = trim_zeros(mant);
         let sign = if e < 0 { '-' } else { '+' };
         format!("{mant}e{sign}{:02}", e.abs())

@@ -262,7 +262,7 @@ fn full_copy_under_concurrent_writes_ends_with_equal_digests() {
             let mut i = 0u64;
             while !stop.load(Relaxed) && i < 200_000 {
                 let k = format!("key:{}", (i * 7919) % 25_000);
-                let _: () = redis::cmd(if i % 4 == 0 { "DEL" } else { "INCR" })
+                let _: () = redis::cmd(if i.is_multiple_of(4) { "DEL" } else { "INCR" })
                     .arg(&k)
                     .query(&mut c)
                     .or_else(|e| {

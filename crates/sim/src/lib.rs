@@ -154,7 +154,7 @@ struct Write {
 /// A failed run.
 #[derive(Debug)]
 pub struct Failure {
-    pub params: Params,
+    pub params: Box<Params>,
     pub step: u64,
     pub what: String,
 }
@@ -306,7 +306,7 @@ impl Sim {
 
     fn fail(&self, what: String) -> Failure {
         Failure {
-            params: self.p.clone(),
+            params: Box::new(self.p.clone()),
             step: self.step,
             what,
         }
