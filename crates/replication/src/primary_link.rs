@@ -201,6 +201,11 @@ impl Sender {
             self.attached = true;
         }
         let (chunk, end) = repl.read_backlog(self.sent, SEND_CHUNK_BYTES);
+        // Read again after the bytes: a promotion between the check above and the read may have
+        // appended bytes of the new history, which must not go out under the old id.
+        if repl.history() != self.history {
+            return Err(LinkEnd::RoleChanged);
+        }
         let Some(chunk) = chunk else {
             return Err(LinkEnd::TooFarBehind {
                 lag_bytes: end.saturating_sub(self.sent),
@@ -214,6 +219,9 @@ impl Sender {
         // Nothing to send: ask writers for a wake-up, then look once more before sleeping.
         repl.link_will_wait(waker);
         let (chunk, _) = repl.read_backlog(self.sent, SEND_CHUNK_BYTES);
+        if repl.history() != self.history {
+            return Err(LinkEnd::RoleChanged);
+        }
         match chunk {
             Some(c) if !c.is_empty() => {
                 self.sent += c.len() as u64;
@@ -268,5 +276,94 @@ impl AckReader {
             return Err(LinkEnd::Protocol("unparsed bytes from the replica".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::LinkState;
+
+    fn who() -> ReplicaAddr {
+        ReplicaAddr {
+            client_id: 7,
+            ip: "127.0.0.1".into(),
+            listening_port: 6380,
+        }
+    }
+
+    fn drain(sender: &mut Sender, repl: &ReplState, ks: &Keyspace) -> Result<Vec<u8>, LinkEnd> {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            match sender.poll(repl, ks, Waker::noop())? {
+                Some(bytes) => out.extend_from_slice(&bytes),
+                None => return Ok(out),
+            }
+        }
+        panic!("the sender never ran dry");
+    }
+
+    /// A ← B ← C: B serves C from what it applies; B promoted, C must leave the old id behind
+    /// without a full copy.
+    #[test]
+    fn a_promotion_ends_the_links_of_chained_replicas_which_continue_on_the_new_id() {
+        let ks = Keyspace::new(1, 4, 1);
+        let b = ReplState::new("b".repeat(40));
+        let e = b.become_replica(&ks, "a".into(), 1);
+        assert!(b.link_to(e, LinkState::Handshake));
+        assert!(b.link_to(e, LinkState::Syncing));
+        let a_id = "a".repeat(40);
+        assert!(b.full_sync_done(e, &a_id, 100));
+        // C asks B to continue on A's history at B's offset.
+        let (mut sender, _acks, line) = accept(&b, &ks, who(), &a_id, 100, 0);
+        assert_eq!(line, format!("+CONTINUE {a_id}\r\n").into_bytes());
+        assert_eq!(b.applied(e, b"*1\r\n$4\r\nPING\r\n"), Some(114));
+        assert_eq!(
+            drain(&mut sender, &b, &ks).unwrap(),
+            b"*1\r\n$4\r\nPING\r\n"
+        );
+
+        let new_id = "n".repeat(40);
+        assert!(b.promote(&ks, new_id.clone()));
+        b.append(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(
+            drain(&mut sender, &b, &ks),
+            Err(LinkEnd::RoleChanged),
+            "nothing of the new history goes out under the old id"
+        );
+        sender.detach(&b);
+        // C asks again with A's id at 114: continued, and told the new id.
+        let full = b.counters.sync_full.load(Relaxed);
+        let (mut sender, _acks, line) = accept(&b, &ks, who(), &a_id, 114, 0);
+        assert_eq!(line, format!("+CONTINUE {new_id}\r\n").into_bytes());
+        assert_eq!(b.counters.sync_full.load(Relaxed), full, "no full copy");
+        assert_eq!(
+            drain(&mut sender, &b, &ks).unwrap(),
+            b"*1\r\n$4\r\nPING\r\n"
+        );
+    }
+
+    #[test]
+    fn a_new_id_learnt_with_continue_ends_the_links_of_our_own_replicas() {
+        let ks = Keyspace::new(1, 4, 1);
+        let c = ReplState::new("c".repeat(40));
+        let e = c.become_replica(&ks, "b".into(), 1);
+        assert!(c.link_to(e, LinkState::Handshake));
+        assert!(c.link_to(e, LinkState::Syncing));
+        let a_id = "a".repeat(40);
+        assert!(c.full_sync_done(e, &a_id, 50));
+        let (mut sender, _acks, _) = accept(&c, &ks, who(), &a_id, 50, 0);
+        assert_eq!(drain(&mut sender, &c, &ks).unwrap(), b"");
+        // Same id: nothing changes for our replicas.
+        assert!(c.continued(e, &a_id));
+        assert_eq!(drain(&mut sender, &c, &ks).unwrap(), b"");
+        // Our primary was promoted: our replicas must learn its new id too.
+        assert!(c.continued(e, &"n".repeat(40)));
+        assert_eq!(drain(&mut sender, &c, &ks), Err(LinkEnd::RoleChanged));
+        let (_, _, line) = accept(&c, &ks, who(), &a_id, 50, 0);
+        assert_eq!(
+            line,
+            format!("+CONTINUE {}\r\n", "n".repeat(40)).into_bytes()
+        );
     }
 }

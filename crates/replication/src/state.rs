@@ -381,12 +381,19 @@ impl ReplState {
                 offset,
                 "a promoted backlog ends at its offset"
             );
+            // Our own replicas (chained replication) still stand on the old id: their links end,
+            // and they ask again with it and their offset, which `replid2` continues with
+            // `+CONTINUE <new id>`, so they adopt the new history without a full copy (as Redis
+            // disconnects its sub-replicas on promotion). Bumped under the backlog lock: a link
+            // that read a byte written after the promotion sees the new history (`Sender::poll`).
+            self.history.fetch_add(1, Relaxed);
         }
         core.role = Role::Primary;
         core.link = LinkState::Down;
         self.replica_flag.store(false, Relaxed);
         self.epoch.fetch_add(1, Relaxed);
         drop(core);
+        self.wake_links();
         ks.set_expire_on_access(true);
         // Keep feeding the backlog so former siblings can attach and continue.
         self.start_recording(ks);
@@ -475,14 +482,22 @@ impl ReplState {
         if self.epoch.load(Relaxed) != epoch {
             return false;
         }
-        if !new_replid.is_empty() && new_replid != core.ids.replid {
+        let id_changed = !new_replid.is_empty() && new_replid != core.ids.replid;
+        if id_changed {
             let offset = core.replica_offset;
             let old = std::mem::replace(&mut core.ids.replid, new_replid.to_string());
             core.ids.replid2 = old;
             core.ids.second_offset = offset as i64;
+            // Our own replicas learn the new id the same way: their links end, they ask again.
+            let _backlog = self.backlog();
+            self.history.fetch_add(1, Relaxed);
         }
         core.link = LinkState::Connected;
         self.counters.sync_partial_ok.fetch_add(1, Relaxed);
+        drop(core);
+        if id_changed {
+            self.wake_links();
+        }
         true
     }
 

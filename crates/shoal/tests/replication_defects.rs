@@ -1,0 +1,1005 @@
+//! Replication defects of issue 9, as stories told with real processes on loopback: every write
+//! command in the server's own table reaches a replica intact; a replica further behind than its
+//! output-buffer limit catches up without a drop-and-resync loop; a replica restarted after
+//! `SHUTDOWN SAVE` continues with a partial resync; chained replication (A ← B ← C) keeps C on A's
+//! history and survives B's promotion without a full copy.
+//!
+//! Every wait is bounded (`wait_until`), every process is stopped when its handle drops, and a
+//! process paused with SIGSTOP is resumed by a guard whatever the outcome.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use common::{Shoal, wait_until};
+use redis::Value;
+
+fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+fn info(c: &mut redis::Connection, section: &str) -> String {
+    q(c, &["INFO", section])
+}
+
+fn field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+}
+
+fn text(c: &mut redis::Connection, section: &str, name: &str) -> String {
+    field(&info(c, section), name).unwrap_or_else(|| panic!("INFO {section} has no {name}"))
+}
+
+fn num(c: &mut redis::Connection, section: &str, name: &str) -> u64 {
+    let v = text(c, section, name);
+    v.parse()
+        .unwrap_or_else(|_| panic!("INFO {section} {name} is not a number: {v:?}"))
+}
+
+/// `REPLICAOF` `primary` on `replica`, then waits until the link is up.
+fn follow(replica: &Shoal, primary: &Shoal) {
+    let mut c = replica.client();
+    let _: () = q(
+        &mut c,
+        &["REPLICAOF", "127.0.0.1", &primary.port.to_string()],
+    );
+    wait_link_up(&mut c);
+}
+
+fn wait_link_up(c: &mut redis::Connection) {
+    wait_until("replica link up", || {
+        field(&info(c, "replication"), "master_link_status").as_deref() == Some("up")
+    });
+}
+
+/// Waits until `replica` applied everything `primary` had streamed when this was called.
+fn caught_up(replica: &Shoal, primary: &Shoal) {
+    let mut p = primary.client();
+    let mut r = replica.client();
+    let target = num(&mut p, "replication", "master_repl_offset");
+    wait_until("replica caught up", || {
+        num(&mut r, "replication", "slave_repl_offset") >= target
+    });
+}
+
+/// One digest per slot of database `db`.
+fn digests(s: &Shoal, db: usize) -> Vec<String> {
+    let mut c = s.client();
+    let _: () = q(&mut c, &["SELECT", &db.to_string()]);
+    q(&mut c, &["SLOTDIGEST", "0", "16383"])
+}
+
+fn dbsize(s: &Shoal, db: usize) -> u64 {
+    let mut c = s.client();
+    let _: () = q(&mut c, &["SELECT", &db.to_string()]);
+    q(&mut c, &["DBSIZE"])
+}
+
+/// The keys (with versions) of the slots whose digests differ, on both nodes: what a failure
+/// message needs to name the culprit.
+fn describe_difference(a: &Shoal, b: &Shoal, db: usize) -> String {
+    let (da, db_) = (digests(a, db), digests(b, db));
+    let mut out = String::new();
+    let mut ca = a.client();
+    let mut cb = b.client();
+    let _: () = q(&mut ca, &["SELECT", &db.to_string()]);
+    let _: () = q(&mut cb, &["SELECT", &db.to_string()]);
+    for (slot, (x, y)) in da.iter().zip(&db_).enumerate().filter(|(_, (x, y))| x != y) {
+        let ka: Vec<String> = q(&mut ca, &["SLOTKEYS", &slot.to_string()]);
+        let kb: Vec<String> = q(&mut cb, &["SLOTKEYS", &slot.to_string()]);
+        out.push_str(&format!(
+            "\n  db {db} slot {slot}: primary {x} {ka:?} / replica {y} {kb:?}"
+        ));
+        if out.len() > 4000 {
+            out.push_str("\n  ...");
+            break;
+        }
+    }
+    out
+}
+
+/// Asserts the replica holds what the primary holds in databases 0 and 1 (digests and sizes).
+fn assert_same_data(primary: &Shoal, replica: &Shoal, when: &str) {
+    caught_up(replica, primary);
+    for db in 0..2 {
+        let (p, r) = (digests(primary, db), digests(replica, db));
+        assert!(
+            p == r,
+            "{when}: database {db} differs on the replica:{}",
+            describe_difference(primary, replica, db)
+        );
+        assert_eq!(
+            dbsize(primary, db),
+            dbsize(replica, db),
+            "{when}: DBSIZE of database {db}"
+        );
+    }
+}
+
+/// The names of every command (and subcommand, as `parent|sub`) whose flags include `write`,
+/// read from the server's own `COMMAND` reply.
+fn write_commands(c: &mut redis::Connection) -> BTreeSet<String> {
+    fn s(v: &Value) -> String {
+        match v {
+            Value::BulkString(b) => String::from_utf8_lossy(b).to_lowercase(),
+            Value::SimpleString(t) => t.to_lowercase(),
+            other => panic!("expected a string in COMMAND, got {other:?}"),
+        }
+    }
+    fn has_write(flags: &Value) -> bool {
+        match flags {
+            Value::Array(fs) | Value::Set(fs) => fs.iter().any(|f| s(f) == "write"),
+            other => panic!("expected flags in COMMAND, got {other:?}"),
+        }
+    }
+    let table: Vec<Value> = q(c, &["COMMAND"]);
+    assert!(table.len() > 100, "COMMAND lists {} commands", table.len());
+    let mut out = BTreeSet::new();
+    for entry in &table {
+        let Value::Array(e) = entry else {
+            panic!("COMMAND entry {entry:?}")
+        };
+        if has_write(&e[2]) {
+            out.insert(s(&e[0]));
+        }
+        if let Some(Value::Array(subs)) = e.get(9) {
+            for sub in subs {
+                let Value::Array(se) = sub else {
+                    panic!("COMMAND subcommand {sub:?}")
+                };
+                if has_write(&se[2]) {
+                    out.insert(s(&se[0]));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// For every write command, one or more example invocations. A line `1| ...` runs in database 1,
+/// any other line in database 0. `{ver:KEY}` is replaced by the key's current version (GETVER) and
+/// `{dump:KEY}` by its DUMP payload, both read from the primary just before the line runs.
+/// Each example also sets up what it needs, so each runs on its own in this order.
+fn examples() -> Vec<(&'static str, Vec<String>)> {
+    let lines = |ls: &[&str]| ls.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+    let members = |prefix: &str, n: usize| {
+        (0..n)
+            .map(|i| format!("{prefix}{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    vec![
+        // Database-wide effects first, so the keys written below outlive them.
+        (
+            "flushdb",
+            lines(&[
+                "1|SET f:1 x",
+                "1|FLUSHDB",
+                "1|SET f:2 y",
+                "1|FLUSHDB ASYNC",
+                "1|SET f:3 z",
+                "SET f:0 in-db-0",
+            ]),
+        ),
+        (
+            "set",
+            lines(&[
+                "SET s:1 v EX 100000",
+                "SET s:1 v2 KEEPTTL",
+                "SET s:1 v3 GET",
+                "SET s:1 v4 XX PX 90000000",
+                "SET s:2 v NX",
+                "SET s:3 v EXAT 4102444800",
+                "1|SET s:1 in-db-1",
+            ]),
+        ),
+        ("setnx", lines(&["SETNX sn:1 a", "SETNX sn:1 b"])),
+        ("setex", lines(&["SETEX se:1 100000 v"])),
+        ("psetex", lines(&["PSETEX pse:1 100000000 v"])),
+        ("getset", lines(&["GETSET gs:1 a", "GETSET gs:1 b"])),
+        (
+            "getdel",
+            lines(&["SET gd:1 x", "SET gd:2 y", "GETDEL gd:1"]),
+        ),
+        (
+            "getex",
+            lines(&[
+                "SET ge:1 x",
+                "GETEX ge:1 EX 100000",
+                "SET ge:2 x EX 100000",
+                "GETEX ge:2 PERSIST",
+                "SET ge:3 x",
+                "GETEX ge:3 PXAT 4102444800000",
+            ]),
+        ),
+        (
+            "append",
+            lines(&[
+                "APPEND ap:1 hello",
+                "APPEND ap:1 -world",
+                "1|APPEND ap:1 db1",
+            ]),
+        ),
+        (
+            "setrange",
+            lines(&[
+                "SET sr:1 hello",
+                "SETRANGE sr:1 10 world",
+                "SETRANGE sr:2 3 x",
+            ]),
+        ),
+        ("incr", lines(&["INCR n:1", "INCR n:1"])),
+        ("incrby", lines(&["INCRBY n:2 40", "INCRBY n:2 -3"])),
+        ("decr", lines(&["SET n:3 10", "DECR n:3"])),
+        ("decrby", lines(&["DECRBY n:4 7"])),
+        (
+            "incrbyfloat",
+            lines(&[
+                "INCRBYFLOAT nf:1 0.1",
+                "INCRBYFLOAT nf:1 0.2",
+                "INCRBYFLOAT nf:1 1e3",
+                "SET nf:2 3.0e2 EX 100000",
+                "INCRBYFLOAT nf:2 1.5",
+            ]),
+        ),
+        (
+            "mset",
+            lines(&["MSET m:1 a m:2 b m:3 c", "1|MSET m:1 x m:4 y"]),
+        ),
+        (
+            "msetnx",
+            lines(&["MSETNX mn:1 a mn:2 b", "MSETNX mn:2 c mn:3 d"]),
+        ),
+        (
+            "setifver",
+            lines(&[
+                "SETIFVER v:1 0 first",
+                "SETIFVER v:1 {ver:v:1} second EX 100000",
+                "SETIFVER v:1 1 stale",
+            ]),
+        ),
+        (
+            "setifnewer",
+            lines(&[
+                "SETIFNEWER vn:1 5 five",
+                "SETIFNEWER vn:1 3 three",
+                "SETIFNEWER vn:1 9 nine PX 90000000",
+            ]),
+        ),
+        (
+            "delifver",
+            lines(&[
+                "SET vd:1 x",
+                "SET vd:2 y",
+                "DELIFVER vd:1 {ver:vd:1}",
+                "DELIFVER vd:2 1",
+            ]),
+        ),
+        (
+            "del",
+            lines(&["SET d:1 x", "SET d:2 y", "SET d:3 z", "DEL d:1 d:2 d:none"]),
+        ),
+        (
+            "unlink",
+            lines(&[
+                &format!("SADD u:big {}", members("member-", 300)),
+                "SET u:small x",
+                "UNLINK u:big u:small u:none",
+            ]),
+        ),
+        (
+            "expire",
+            lines(&[
+                "SET e:1 x",
+                "EXPIRE e:1 100000",
+                "EXPIRE e:1 200000 GT",
+                "EXPIRE e:1 50 NX",
+                "SET e:2 x",
+                "EXPIRE e:2 -1",
+            ]),
+        ),
+        (
+            "pexpire",
+            lines(&[
+                "SET pe:1 x",
+                "PEXPIRE pe:1 100000000",
+                "SET pe:2 x",
+                "PEXPIRE pe:2 0",
+            ]),
+        ),
+        (
+            "expireat",
+            lines(&[
+                "SET ea:1 x",
+                "EXPIREAT ea:1 4102444800",
+                "SET ea:2 x",
+                "EXPIREAT ea:2 1",
+            ]),
+        ),
+        (
+            "pexpireat",
+            lines(&[
+                "SET pea:1 x",
+                "PEXPIREAT pea:1 4102444800123",
+                "SET pea:2 x",
+                "PEXPIREAT pea:2 1",
+            ]),
+        ),
+        ("persist", lines(&["SET pp:1 x EX 100000", "PERSIST pp:1"])),
+        (
+            "rename",
+            lines(&[
+                "SET rn:1 x EX 100000",
+                "RENAME rn:1 rn:2",
+                "SET rn:3 y",
+                "RENAME rn:3 rn:2",
+            ]),
+        ),
+        (
+            "renamenx",
+            lines(&[
+                "SET rx:1 x",
+                "RENAMENX rx:1 rx:2",
+                "SET rx:3 y",
+                "RENAMENX rx:3 rx:2",
+            ]),
+        ),
+        (
+            "copy",
+            lines(&[
+                "SET c:1 x EX 100000",
+                "COPY c:1 c:2",
+                "COPY c:1 c:1 DB 1",
+                "RPUSH c:l a b c",
+                "COPY c:l c:2 REPLACE",
+                "1|SET c:3 other",
+                "COPY c:l c:3 DB 1 REPLACE",
+            ]),
+        ),
+        (
+            "move",
+            lines(&[
+                "SET mv:1 x EX 100000",
+                "MOVE mv:1 1",
+                "1|SET mv:2 y",
+                "1|MOVE mv:2 0",
+            ]),
+        ),
+        (
+            "restore",
+            lines(&[
+                "SET rs:src hello",
+                "HSET rs:hsrc a 1 b 2",
+                "RESTORE rs:1 0 {dump:rs:src}",
+                "RESTORE rs:2 100000000 {dump:rs:hsrc}",
+                "RESTORE rs:1 0 {dump:rs:hsrc} REPLACE",
+                "RESTORE rs:3 4102444800000 {dump:rs:src} ABSTTL",
+            ]),
+        ),
+        // Hashes.
+        (
+            "hset",
+            lines(&["HSET h:1 a 1 b 2 c 3", "HSET h:1 a 10", "1|HSET h:1 z 26"]),
+        ),
+        ("hsetnx", lines(&["HSETNX h:2 a 1", "HSETNX h:2 a 2"])),
+        ("hmset", lines(&["HMSET h:3 a 1 b 2"])),
+        (
+            "hdel",
+            lines(&[
+                "HSET h:4 a 1 b 2 c 3",
+                "HDEL h:4 a c",
+                "HSET h:5 a 1",
+                "HDEL h:5 a",
+            ]),
+        ),
+        ("hincrby", lines(&["HINCRBY h:6 n 5", "HINCRBY h:6 n -2"])),
+        (
+            "hincrbyfloat",
+            lines(&["HINCRBYFLOAT h:7 f 0.1", "HINCRBYFLOAT h:7 f 2.5e1"]),
+        ),
+        // Lists.
+        (
+            "rpush",
+            lines(&["RPUSH l:1 a b c d e f g h", "1|RPUSH l:1 x"]),
+        ),
+        ("lpush", lines(&["LPUSH l:2 a b c"])),
+        ("rpushx", lines(&["RPUSHX l:2 z", "RPUSHX l:none z"])),
+        ("lpushx", lines(&["LPUSHX l:2 y"])),
+        (
+            "linsert",
+            lines(&["RPUSH l:3 a c", "LINSERT l:3 BEFORE c b"]),
+        ),
+        ("lset", lines(&["RPUSH l:4 a b c", "LSET l:4 1 B"])),
+        ("lrem", lines(&["RPUSH l:5 a b a c a", "LREM l:5 2 a"])),
+        ("ltrim", lines(&["RPUSH l:6 a b c d e", "LTRIM l:6 1 3"])),
+        (
+            "lpop",
+            lines(&["RPUSH l:7 a b c d", "LPOP l:7", "LPOP l:7 2"]),
+        ),
+        (
+            "rpop",
+            lines(&["RPUSH l:8 a b c d", "RPOP l:8", "RPUSH l:9 a", "RPOP l:9"]),
+        ),
+        (
+            "rpoplpush",
+            lines(&["RPUSH l:10 a b c", "RPOPLPUSH l:10 l:11"]),
+        ),
+        (
+            "lmove",
+            lines(&[
+                "RPUSH l:12 a b c",
+                "LMOVE l:12 l:13 LEFT RIGHT",
+                "LMOVE l:12 l:12 RIGHT LEFT",
+            ]),
+        ),
+        (
+            "lmpop",
+            lines(&["RPUSH l:14 a b c d", "LMPOP 2 l:none l:14 RIGHT COUNT 2"]),
+        ),
+        ("blpop", lines(&["RPUSH l:15 a b", "BLPOP l:none l:15 1"])),
+        ("brpop", lines(&["RPUSH l:16 a b", "BRPOP l:16 1"])),
+        (
+            "brpoplpush",
+            lines(&["RPUSH l:17 a b", "BRPOPLPUSH l:17 l:18 1"]),
+        ),
+        (
+            "blmove",
+            lines(&["RPUSH l:19 a b c", "BLMOVE l:19 l:20 RIGHT LEFT 1"]),
+        ),
+        (
+            "blmpop",
+            lines(&["RPUSH l:21 a b c d", "BLMPOP 1 2 l:none l:21 LEFT COUNT 3"]),
+        ),
+        // Sets: randomness decided on the primary must reach the replica as its outcome.
+        (
+            "sadd",
+            lines(&[
+                "SADD st:1 a b c",
+                &format!("SADD st:ints {}", members("", 50)),
+                "1|SADD st:1 z",
+            ]),
+        ),
+        ("srem", lines(&["SADD st:2 a b c d", "SREM st:2 a d x"])),
+        (
+            "spop",
+            lines(&[
+                &format!("SADD sp:1 {}", members("m", 300)),
+                "SPOP sp:1 40",
+                "SPOP sp:1",
+                &format!("SADD sp:2 {}", members("", 100)),
+                "SPOP sp:2 7",
+                "SADD sp:3 only",
+                "SPOP sp:3",
+            ]),
+        ),
+        (
+            "smove",
+            lines(&["SADD st:3 a b", "SMOVE st:3 st:4 a", "SMOVE st:3 st:4 b"]),
+        ),
+        (
+            "sinterstore",
+            lines(&[
+                "SADD st:5 a b c",
+                "SADD st:6 b c d",
+                "SINTERSTORE st:7 st:5 st:6",
+            ]),
+        ),
+        ("sunionstore", lines(&["SUNIONSTORE st:8 st:5 st:6"])),
+        (
+            "sdiffstore",
+            lines(&["SDIFFSTORE st:9 st:5 st:6", "SDIFFSTORE st:9 st:5 st:5"]),
+        ),
+        // Sorted sets.
+        (
+            "zadd",
+            lines(&[
+                "ZADD z:1 1 a 2 b 3 c",
+                "ZADD z:1 INCR 2.5 a",
+                "ZADD z:1 GT CH 10 b 0 c",
+                "ZADD z:1 NX 7 d",
+                "1|ZADD z:1 1 one",
+            ]),
+        ),
+        (
+            "zincrby",
+            lines(&["ZINCRBY z:2 1.5 a", "ZINCRBY z:2 -0.25 a"]),
+        ),
+        ("zrem", lines(&["ZADD z:3 1 a 2 b", "ZREM z:3 a x"])),
+        (
+            "zremrangebyscore",
+            lines(&["ZADD z:4 1 a 2 b 3 c 4 d", "ZREMRANGEBYSCORE z:4 (1 3"]),
+        ),
+        (
+            "zremrangebyrank",
+            lines(&["ZADD z:5 1 a 2 b 3 c 4 d", "ZREMRANGEBYRANK z:5 0 1"]),
+        ),
+        (
+            "zremrangebylex",
+            lines(&["ZADD z:6 0 a 0 b 0 c 0 d", "ZREMRANGEBYLEX z:6 [b (d"]),
+        ),
+        (
+            "zpopmin",
+            lines(&["ZADD z:7 1 a 2 b 3 c", "ZPOPMIN z:7", "ZPOPMIN z:7 5"]),
+        ),
+        ("zpopmax", lines(&["ZADD z:8 1 a 2 b 3 c", "ZPOPMAX z:8 2"])),
+        (
+            "bzpopmin",
+            lines(&["ZADD z:9 1 a 2 b", "BZPOPMIN z:none z:9 1"]),
+        ),
+        ("bzpopmax", lines(&["ZADD z:10 1 a 2 b", "BZPOPMAX z:10 1"])),
+        (
+            "zmpop",
+            lines(&["ZADD z:11 1 a 2 b 3 c", "ZMPOP 2 z:none z:11 MAX COUNT 2"]),
+        ),
+        (
+            "bzmpop",
+            lines(&["ZADD z:12 1 a 2 b 3 c", "BZMPOP 1 1 z:12 MIN COUNT 2"]),
+        ),
+        (
+            "zunionstore",
+            lines(&[
+                "ZADD z:13 1 a 2 b",
+                "ZADD z:14 3 b 4 c",
+                "ZUNIONSTORE z:15 2 z:13 z:14 WEIGHTS 2 3 AGGREGATE MAX",
+            ]),
+        ),
+        ("zinterstore", lines(&["ZINTERSTORE z:16 2 z:13 z:14"])),
+        ("zdiffstore", lines(&["ZDIFFSTORE z:17 2 z:13 z:14"])),
+        (
+            "zrangestore",
+            lines(&[
+                "ZRANGESTORE z:18 z:1 0 -1",
+                "ZRANGESTORE z:19 z:1 (1 +inf BYSCORE LIMIT 0 2",
+            ]),
+        ),
+        // Last: swap the two databases, then write to both.
+        (
+            "swapdb",
+            lines(&["SWAPDB 0 1", "SET sw:1 after-swap", "1|SET sw:2 after-swap"]),
+        ),
+        // Run in the middle of the sequence (see the test).
+        (
+            "flushall",
+            lines(&["FLUSHALL ASYNC", "SET after-flush 1", "1|SET after-flush 1"]),
+        ),
+    ]
+}
+
+/// Runs example lines on the primary, tracking the selected database. Every line must succeed
+/// (an example that errors would test nothing).
+struct Runner {
+    c: redis::Connection,
+    db: usize,
+}
+
+impl Runner {
+    fn select(&mut self, db: usize) {
+        if self.db != db {
+            let _: () = q(&mut self.c, &["SELECT", &db.to_string()]);
+            self.db = db;
+        }
+    }
+
+    fn run(&mut self, line: &str) {
+        let (db, cmdline) = match line.strip_prefix("1|") {
+            Some(rest) => (1, rest),
+            None => (0, line),
+        };
+        self.select(db);
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        for tok in cmdline.split_whitespace() {
+            if let Some(key) = tok.strip_prefix("{ver:").and_then(|t| t.strip_suffix('}')) {
+                let r: Value = q(&mut self.c, &["GETVER", key]);
+                let Value::Array(parts) = r else {
+                    panic!("GETVER {key}: {r:?}")
+                };
+                let version = match &parts[1] {
+                    Value::Int(v) => v.to_string(),
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => panic!("GETVER {key} version {other:?}"),
+                };
+                args.push(version.into_bytes());
+            } else if let Some(key) = tok.strip_prefix("{dump:").and_then(|t| t.strip_suffix('}')) {
+                let payload: Vec<u8> = q(&mut self.c, &["DUMP", key]);
+                args.push(payload);
+            } else {
+                args.push(tok.as_bytes().to_vec());
+            }
+        }
+        let mut cmd = redis::cmd(std::str::from_utf8(&args[0]).unwrap());
+        for a in &args[1..] {
+            cmd.arg(a.as_slice());
+        }
+        if let Err(e) = cmd.query::<Value>(&mut self.c) {
+            panic!("example {line:?} failed on the primary: {e}");
+        }
+        // SWAPDB and FLUSH* do not change the selected database.
+    }
+}
+
+#[test]
+fn every_write_command_in_the_table_reaches_a_replica_with_the_same_outcome() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    follow(&r, &p);
+    let mut pc = p.client();
+    let writes = write_commands(&mut pc);
+    let examples = examples();
+    let named: BTreeSet<String> = examples.iter().map(|(n, _)| n.to_string()).collect();
+    let missing: Vec<&String> = writes.difference(&named).collect();
+    assert!(
+        missing.is_empty(),
+        "write commands without an example here (add one, so no write command skips this test): {missing:?}"
+    );
+    let not_writes: Vec<&String> = named.difference(&writes).collect();
+    assert!(
+        not_writes.is_empty(),
+        "examples for commands the table does not flag as writes: {not_writes:?}"
+    );
+    for (name, lines) in &examples {
+        assert!(
+            lines.iter().any(|l| {
+                let cmd = l.strip_prefix("1|").unwrap_or(l);
+                cmd.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case(name))
+            }),
+            "the example for {name} never runs {name}"
+        );
+    }
+    let mut run = Runner {
+        c: p.client(),
+        db: 0,
+    };
+    let (flushall, rest): (Vec<_>, Vec<_>) =
+        examples.iter().partition(|(name, _)| *name == "flushall");
+    // First pass: after each command's example the replica must hold what the primary holds, so a
+    // failure names the command.
+    for (name, lines) in &rest {
+        for l in lines {
+            run.run(l);
+        }
+        assert_same_data(&p, &r, &format!("after the example of {name}"));
+    }
+    // SWAPDB ran last, so most of database 0's keys are now in database 1.
+    assert!(
+        dbsize(&p, 0) + dbsize(&p, 1) > 100,
+        "the examples wrote data"
+    );
+    for (_, lines) in &flushall {
+        for l in lines {
+            run.run(l);
+        }
+    }
+    assert_same_data(&p, &r, "after FLUSHALL ASYNC");
+    // Second pass, after the flush, without waiting in between.
+    for (_, lines) in &rest {
+        for l in lines {
+            run.run(l);
+        }
+    }
+    assert_same_data(&p, &r, "after the second pass");
+}
+
+#[test]
+fn a_set_stored_in_another_internal_order_on_the_replica_has_the_same_digest() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    follow(&r, &p);
+    let mut c = p.client();
+    // Grow past the compact encodings, then punch holes: the primary's table keeps its history,
+    // the replica builds each value afresh from its effect. Batches of 100 members per command:
+    // every effect carries the whole value, so one member per command would make the stream
+    // quadratic in the size of the collection.
+    let batch = |lo: usize| lo..lo + 100;
+    for lo in (0..2000).step_by(100) {
+        let mut sadd = redis::cmd("SADD");
+        sadd.arg("order:set");
+        let mut ints = redis::cmd("SADD");
+        ints.arg("order:ints");
+        let mut hset = redis::cmd("HSET");
+        hset.arg("order:hash");
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg("order:zset");
+        for i in batch(lo) {
+            sadd.arg(format!("member:{i}"));
+            ints.arg(i);
+            hset.arg(format!("f{i}")).arg(i);
+            zadd.arg(i % 17).arg(format!("m{i}"));
+        }
+        for cmd in [sadd, ints, hset, zadd] {
+            let _: () = cmd.query(&mut c).unwrap();
+        }
+    }
+    for lo in (0..2000).step_by(100) {
+        let mut srem = redis::cmd("SREM");
+        srem.arg("order:set");
+        let mut ints = redis::cmd("SREM");
+        ints.arg("order:ints");
+        let mut hdel = redis::cmd("HDEL");
+        hdel.arg("order:hash");
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg("order:zset");
+        for i in batch(lo).filter(|i| i % 3 != 0) {
+            srem.arg(format!("member:{i}"));
+            ints.arg(i);
+            hdel.arg(format!("f{i}"));
+            zrem.arg(format!("m{i}"));
+        }
+        for cmd in [srem, ints, hdel, zrem] {
+            let _: () = cmd.query(&mut c).unwrap();
+        }
+    }
+    let card: u64 = q(&mut c, &["SCARD", "order:set"]);
+    assert_eq!(card, 667);
+    assert_same_data(&p, &r, "after SADDs then SREMs");
+    let mut rc = r.client();
+    let mut on_p: Vec<String> = q(&mut c, &["SMEMBERS", "order:set"]);
+    let mut on_r: Vec<String> = q(&mut rc, &["SMEMBERS", "order:set"]);
+    on_p.sort();
+    on_r.sort();
+    assert_eq!(on_p, on_r, "the same members");
+}
+
+/// Keeps a process paused with SIGSTOP; resumes it when dropped, pass or fail.
+struct Paused<'a>(&'a Shoal);
+
+impl<'a> Paused<'a> {
+    fn new(s: &'a Shoal) -> Paused<'a> {
+        s.signal("-STOP");
+        Paused(s)
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.signal("-CONT");
+    }
+}
+
+#[test]
+fn a_replica_further_behind_than_its_output_limit_catches_up_without_a_resync_loop() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    let mut c = p.client();
+    let _: () = q(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "slave 1mb 0 0",
+        ],
+    );
+    let _: () = q(&mut c, &["SET", "seed", "1"]);
+    follow(&r, &p);
+    caught_up(&r, &p);
+    let full_before = num(&mut c, "stats", "sync_full");
+    let partial_before = num(&mut c, "stats", "sync_partial_ok");
+    assert_eq!(full_before, 1, "the initial copy");
+    let written_bytes;
+    {
+        let _paused = Paused::new(&r);
+        // 16 MB: far beyond the 1 MB limit and beyond what loopback socket buffers hold.
+        let value = "v".repeat(16 * 1024);
+        let mut total = 0;
+        for chunk in 0..32 {
+            let mut pipe = redis::pipe();
+            for i in 0..32 {
+                pipe.cmd("SET")
+                    .arg(format!("big:{chunk}:{i}"))
+                    .arg(&value)
+                    .ignore();
+                total += value.len();
+            }
+            let _: () = pipe.query(&mut c).unwrap();
+        }
+        written_bytes = total;
+        // While paused the replica acknowledged none of it: it is behind by more than the limit.
+        let t = info(&mut c, "replication");
+        let end: u64 = field(&t, "master_repl_offset").unwrap().parse().unwrap();
+        let acked: u64 = field(&t, "slave0")
+            .and_then(|s| {
+                s.split(',')
+                    .find_map(|kv| kv.strip_prefix("offset="))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no replica listed while paused: {t}"));
+        assert!(
+            end - acked > 8 * 1024 * 1024,
+            "the paused replica is only {} bytes behind",
+            end - acked
+        );
+    }
+    assert!(written_bytes >= 16 * 1024 * 1024);
+    // Bounded: the replica must catch up well within the harness's wait bound.
+    let started = Instant::now();
+    caught_up(&r, &p);
+    let mut rc = r.client();
+    wait_link_up(&mut rc);
+    let took = started.elapsed();
+    let full_after = num(&mut c, "stats", "sync_full");
+    let partial_after = num(&mut c, "stats", "sync_partial_ok");
+    assert_eq!(
+        full_after, full_before,
+        "no full copy after the pause (caught up in {took:?})"
+    );
+    assert!(
+        partial_after <= partial_before + 1,
+        "at most one partial resync, got {} (a drop-and-reconnect loop)",
+        partial_after - partial_before
+    );
+    // And it stays caught up: no link flapping after the catch-up either.
+    let _: () = q(&mut c, &["SET", "after", "1"]);
+    assert_same_data(&p, &r, "after the paused replica caught up");
+    assert_eq!(num(&mut c, "stats", "sync_full"), full_before);
+    assert!(num(&mut c, "stats", "sync_partial_ok") <= partial_before + 1);
+    assert!(
+        num(&mut rc, "replication", "shoal_link_failures") <= 1,
+        "the replica's link failed more than once"
+    );
+}
+
+/// A directory for a node's snapshot that outlives the node's process (for restarts).
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        Dir(common::scratch_dir(tag))
+    }
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_replica_restarted_after_shutdown_save_resumes_with_a_partial_resync() {
+    let p = Shoal::start(&[]);
+    let dir = Dir::new("shutdown-save");
+    let mut r = Shoal::start(&["--dir", &dir.path()]);
+    follow(&r, &p);
+    let mut c = p.client();
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.cmd("SET").arg(format!("a:{i}")).arg(i).ignore();
+        pipe.cmd("RPUSH").arg("list").arg(i).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    caught_up(&r, &p);
+    {
+        let mut rc = r.client();
+        // No reply: the connection closes as the server exits.
+        let _ = redis::cmd("SHUTDOWN").arg("SAVE").query::<()>(&mut rc);
+    }
+    assert!(
+        r.wait_exit(),
+        "the replica exits cleanly after SHUTDOWN SAVE"
+    );
+    assert!(
+        dir.0.join("dump.shoal").exists(),
+        "SHUTDOWN SAVE wrote the snapshot"
+    );
+    // Writes while the replica is away, well within the backlog.
+    for i in 0..200 {
+        let _: () = q(&mut c, &["SET", &format!("b:{i}"), "w"]);
+    }
+    let full_before = num(&mut c, "stats", "sync_full");
+    let partial_before = num(&mut c, "stats", "sync_partial_ok");
+    let r = Shoal::start(&[
+        "--dir",
+        &dir.path(),
+        "--replicaof",
+        "127.0.0.1",
+        &p.port.to_string(),
+    ]);
+    let mut rc = r.client();
+    wait_link_up(&mut rc);
+    caught_up(&r, &p);
+    assert_eq!(
+        num(&mut c, "stats", "sync_full"),
+        full_before,
+        "the restarted replica got a full copy instead of continuing"
+    );
+    assert_eq!(num(&mut c, "stats", "sync_partial_ok"), partial_before + 1);
+    let keys: u64 = q(&mut rc, &["DBSIZE"]);
+    assert_eq!(keys, 701);
+    assert_same_data(&p, &r, "after the restart");
+}
+
+/// `(replid, offset)` of a node as INFO replication reports them.
+fn history(c: &mut redis::Connection) -> (String, u64) {
+    let t = info(c, "replication");
+    (
+        field(&t, "master_replid").expect("master_replid"),
+        field(&t, "master_repl_offset")
+            .and_then(|v| v.parse().ok())
+            .expect("master_repl_offset"),
+    )
+}
+
+/// Waits until `down` is on exactly `up`'s history and offset (read before and after, so a
+/// keep-alive in between does not count as agreement).
+fn same_history(up: &mut redis::Connection, down: &mut redis::Connection, what: &str) {
+    let mut last = None;
+    let deadline = Instant::now() + common::WAIT_MAX;
+    while Instant::now() < deadline {
+        let a = history(up);
+        let b = history(down);
+        let a2 = history(up);
+        if a == a2 && a == b {
+            return;
+        }
+        last = Some((a, b, a2));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("{what}: never on the same history and offset (up, down, up again): {last:?}");
+}
+
+#[test]
+fn chained_replica_follows_a_replica_and_continues_when_it_is_promoted() {
+    let a = Shoal::start(&[]);
+    let b = Shoal::start(&[]);
+    let cnode = Shoal::start(&[]);
+    follow(&b, &a);
+    follow(&cnode, &b);
+    let mut ac = a.client();
+    let mut bc = b.client();
+    let mut cc = cnode.client();
+    for i in 0..300 {
+        let _: () = q(&mut ac, &["SET", &format!("k:{i}"), &format!("v{i}")]);
+    }
+    let _: () = q(&mut ac, &["HSET", "h", "a", "1", "b", "2"]);
+    same_history(&mut ac, &mut cc, "C against A");
+    assert_same_data(&a, &cnode, "C after writes on A");
+    assert_eq!(num(&mut bc, "replication", "connected_slaves"), 1);
+    assert!(
+        text(&mut bc, "replication", "slave0").contains(&format!("port={}", cnode.port)),
+        "B lists C: {}",
+        info(&mut bc, "replication")
+    );
+    let role: Vec<Value> = q(&mut cc, &["ROLE"]);
+    assert_eq!(role[0], Value::BulkString(b"slave".to_vec()));
+    assert_eq!(
+        role[2],
+        Value::Int(b.port as i64),
+        "ROLE on C names B: {role:?}"
+    );
+    assert_eq!(role[3], Value::BulkString(b"connected".to_vec()));
+
+    // Promote B: C continues from B, on B's new history, without a full copy.
+    let b_full = num(&mut bc, "stats", "sync_full");
+    let b_partial_err = num(&mut bc, "stats", "sync_partial_err");
+    let _: () = q(&mut bc, &["REPLICAOF", "NO", "ONE"]);
+    for i in 0..100 {
+        let _: () = q(&mut bc, &["SET", &format!("after:{i}"), "b"]);
+    }
+    let _: () = q(&mut bc, &["DEL", "k:0"]);
+    same_history(&mut bc, &mut cc, "C against the promoted B");
+    assert_same_data(&b, &cnode, "C after writes on the promoted B");
+    assert_eq!(
+        num(&mut bc, "stats", "sync_full"),
+        b_full,
+        "C needed a full copy from the promoted B"
+    );
+    assert_eq!(num(&mut bc, "stats", "sync_partial_err"), b_partial_err);
+    assert_eq!(
+        field(&info(&mut cc, "replication"), "master_link_status").as_deref(),
+        Some("up")
+    );
+    let v: Option<String> = q(&mut cc, &["GET", "after:99"]);
+    assert_eq!(v.as_deref(), Some("b"));
+}
