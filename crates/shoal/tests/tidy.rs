@@ -289,39 +289,6 @@ const ALLOWED: &[Allowed] = &[
         why: "ids that tell exec gates apart in those thread caches when one process runs several \
               servers (tests); no behaviour depends on the value",
     },
-    Allowed {
-        file: "crates/commands/src/keys.rs",
-        line_contains: "static DRAWS: AtomicU64",
-        transitional: false,
-        why: "RANDOMKEY's draw counter, mixed into a seed made of inputs so that no OS randomness \
-              is read; shared by every server in the process, so it belongs in ServerState",
-    },
-    Allowed {
-        file: "crates/commands/src/hashes.rs",
-        line_contains: "static DRAWS: AtomicU64",
-        transitional: false,
-        why: "the draw counter of HRANDFIELD, SPOP and SRANDMEMBER (as RANDOMKEY's)",
-    },
-    Allowed {
-        file: "crates/commands/src/zsets.rs",
-        line_contains: "static DRAWS: AtomicU64",
-        transitional: false,
-        why: "ZRANDMEMBER's draw counter (as RANDOMKEY's)",
-    },
-    Allowed {
-        file: "crates/commands/src/clock.rs",
-        line_contains: "Instant::now",
-        transitional: true,
-        why: "the cheap per-command timer (slow log, latency monitor) calibrates against Instant \
-              here; it is moving to the server crate",
-    },
-    Allowed {
-        file: "crates/commands/src/server.rs",
-        line_contains: "SystemTime",
-        transitional: true,
-        why: "TIME replies with the wall clock in microseconds, finer than the `now_ms` passed in; \
-              it should take its time from the caller too",
-    },
 ];
 
 /// For a line declaring a `static` item, what follows `static `.
