@@ -537,7 +537,7 @@ impl Sim {
     fn tick(&mut self) -> Result<(), Failure> {
         self.t += STEP_MS;
         self.step += 1;
-        if self.t % 100 == 0 {
+        if self.t.is_multiple_of(100) {
             self.expire_cycle();
         }
         for i in 0..self.replicas.len() {
