@@ -12,31 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::{Shoal, wait_until};
-
-fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
-}
+use common::{Shoal, info_value as field, q, wait_until};
 
 fn info(c: &mut redis::Connection, section: &str) -> String {
     q(c, &["INFO", section])
 }
 
-fn field(text: &str, name: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .map(|v| v.trim().to_string())
-}
-
 fn num(c: &mut redis::Connection, section: &str, name: &str) -> u64 {
-    field(&info(c, section), name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("INFO {section} has no numeric {name}"))
+    common::info_u64(c, section, name)
 }
 
 /// Makes `replica` follow `primary` and waits until its link is up.

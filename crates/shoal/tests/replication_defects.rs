@@ -12,26 +12,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use common::{Shoal, wait_until};
+use common::{Shoal, info_value as field, q, wait_until};
 use redis::Value;
-
-fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
-}
 
 fn info(c: &mut redis::Connection, section: &str) -> String {
     q(c, &["INFO", section])
-}
-
-fn field(text: &str, name: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .map(|v| v.trim().to_string())
 }
 
 fn text(c: &mut redis::Connection, section: &str, name: &str) -> String {
