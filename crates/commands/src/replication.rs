@@ -405,11 +405,9 @@ fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             "FAILOVER with force option requires both a timeout and target HOST and IP.",
         ));
     }
-    if f.in_progress.swap(true, Relaxed) {
+    if !ctx.srv.repl.begin_failover() {
         return Err(ReplyError::err_static("FAILOVER already in progress."));
     }
-    f.abort.store(false, Relaxed);
-    *f.state.lock().expect("failover lock") = "waiting-for-sync";
     ctx.client.repl.action = Some(Action::Failover(crate::repl::FailoverRequest {
         to,
         timeout_ms,

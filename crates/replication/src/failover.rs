@@ -90,9 +90,7 @@ impl Plan {
 
 /// Ends a failover (done or aborted): writes resume.
 pub fn finish(repl: &ReplState) {
-    repl.failover.writes_paused_until_ms.store(0, Relaxed);
-    set_state(repl, "no-failover");
-    repl.failover.in_progress.store(false, Relaxed);
+    repl.end_failover();
 }
 
 #[cfg(test)]
@@ -118,6 +116,8 @@ mod tests {
             timeout_ms: 100,
             force: false,
         };
+        assert!(repl.begin_failover());
+        assert!(!repl.begin_failover(), "one failover at a time");
         let plan = begin(&repl, &req, 1_000).unwrap();
         assert!(repl.failover.writes_paused_until_ms.load(Relaxed) > 1_100);
         assert_eq!(plan.poll(&repl, 1_050), Step::Wait);
@@ -132,6 +132,7 @@ mod tests {
         );
         finish(&repl);
         assert_eq!(repl.failover.writes_paused_until_ms.load(Relaxed), 0);
+        assert!(!repl.failing_over());
         let missing = FailoverRequest {
             to: Some(("127.0.0.1".into(), 1)),
             ..req

@@ -14,6 +14,10 @@
 //!      └────────────────────────────────────────┘        │          ▲                  │ snapshot loaded
 //!        (promote: new replid, old one kept as replid2)  │          │                  ▼
 //!                                                        └────────  Connected ◀── +CONTINUE
+//!
+//!   Primary ──FAILOVER (begin_failover)──▶ FailingOver ──target promoted (become_replica)──▶ Replica
+//!      ▲                                        │
+//!      └──────────── aborted (end_failover) ◀───┘
 //! ```
 //!
 //! Invariants checked at run time: the applied offset of one history never goes back (a full copy
@@ -178,6 +182,8 @@ struct Core {
     ids: Ids,
     /// As a replica: the offset applied from our primary's stream.
     replica_offset: u64,
+    /// A primary handing over to a replica (FAILOVER): writes pause until it ends.
+    failing_over: bool,
 }
 
 /// Writers waiting until enough replicas acknowledged an offset.
@@ -227,6 +233,7 @@ impl ReplState {
                     second_offset: -1,
                 },
                 replica_offset: 0,
+                failing_over: false,
             }),
             replica_flag: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -335,6 +342,34 @@ impl ReplState {
 
     // ---- transitions ----
 
+    /// FAILOVER: a primary starts handing over to a replica. False if this node is a replica or a
+    /// failover is already under way.
+    pub fn begin_failover(&self) -> bool {
+        let mut core = self.core();
+        if core.role != Role::Primary || core.failing_over {
+            return false;
+        }
+        core.failing_over = true;
+        self.failover.in_progress.store(true, Relaxed);
+        self.failover.abort.store(false, Relaxed);
+        *self.failover.state.lock().expect("failover lock") = "waiting-for-sync";
+        true
+    }
+
+    /// The failover ended: aborted (still a primary) or done (`become_replica` already ran).
+    pub fn end_failover(&self) {
+        let mut core = self.core();
+        core.failing_over = false;
+        self.failover.in_progress.store(false, Relaxed);
+        self.failover.writes_paused_until_ms.store(0, Relaxed);
+        *self.failover.state.lock().expect("failover lock") = "no-failover";
+    }
+
+    /// Whether a failover is under way.
+    pub fn failing_over(&self) -> bool {
+        self.core().failing_over
+    }
+
     /// REPLICAOF host port: follow a primary. Returns the new epoch (the link must carry it).
     /// Replicas neither expire keys nor record writes (the primary's stream is the only writer).
     pub fn become_replica(&self, ks: &Keyspace, host: String, port: u16) -> u64 {
@@ -346,6 +381,8 @@ impl ReplState {
         }
         ks.set_expire_on_access(false);
         ks.set_recording(false);
+        // A failover ends here when its target took over (this node now follows it).
+        core.failing_over = false;
         core.role = Role::Replica { host, port };
         core.link = LinkState::Connecting;
         self.replica_flag.store(true, Relaxed);
@@ -366,6 +403,7 @@ impl ReplState {
         if core.role == Role::Primary {
             return false;
         }
+        assert!(!core.failing_over, "only a primary fails over");
         assert_ne!(new_replid, core.ids.replid, "a promotion starts a new id");
         let offset = core.replica_offset;
         let old = std::mem::replace(&mut core.ids.replid, new_replid);
