@@ -957,7 +957,7 @@ fn shutdown(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     ctx.srv.persist.shutdown_save.store(save, Relaxed);
     // No reply: like Redis, the connection closes as the server exits.
     ctx.srv.shutting_down.store(true, Relaxed);
-    (ctx.srv.hooks.shutdown)();
+    ctx.client.repl.action = Some(crate::state::Action::Shutdown);
     ctx.client.close_after_reply = true;
     Ok(())
 }

@@ -211,6 +211,8 @@ pub enum Action {
     Failover(crate::repl::FailoverRequest),
     /// SAVE (`foreground`: reply `+OK` or the error once written) or BGSAVE (already replied).
     Save { foreground: bool },
+    /// SHUTDOWN: stop the server (it saves first if asked, see `Persistence::shutdown_save`).
+    Shutdown,
 }
 
 /// The clocks a node reads, given by its owner: the server's are the system's, the simulator's
@@ -303,29 +305,22 @@ pub struct LatencyEvent {
     pub max_ms: u64,
 }
 
-/// Hooks the server installs so commands can reach what lives outside this crate.
+/// What the process knows that the command layer cannot read itself: plain functions the owner
+/// gives (the server its allocator's count and `/proc`; tests and the simulator zeros).
+#[derive(Debug, Clone, Copy)]
 pub struct Hooks {
     /// Bytes held by the process allocator (counted by the binary's global allocator).
-    pub used_memory: Box<dyn Fn() -> usize + Send + Sync>,
-    /// Begin a shutdown (SHUTDOWN command).
-    pub shutdown: Box<dyn Fn() + Send + Sync>,
+    pub used_memory: fn() -> usize,
     /// RSS, CPU time and pid of the process.
-    pub process_info: Box<dyn Fn() -> crate::server::ProcessInfo + Send + Sync>,
+    pub process_info: fn() -> crate::server::ProcessInfo,
 }
 
 impl Default for Hooks {
     fn default() -> Self {
         Hooks {
-            used_memory: Box::new(|| 0),
-            shutdown: Box::new(|| {}),
-            process_info: Box::new(Default::default),
+            used_memory: || 0,
+            process_info: Default::default,
         }
-    }
-}
-
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Hooks")
     }
 }
 

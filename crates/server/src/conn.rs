@@ -71,7 +71,11 @@ fn current_limits(srv: &ServerState) -> ConnLimits {
 }
 
 /// Runs a connection to completion.
-pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream) {
+pub async fn serve(
+    srv: Arc<ServerState>,
+    mut stream: TcpStream,
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+) {
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
@@ -91,7 +95,7 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream) {
     srv.register_client(handle.clone());
     let authenticated = !srv.hot.requirepass_set.load(Relaxed);
     let mut client = Client::new(handle.clone(), authenticated);
-    let end = run(&srv, &mut stream, &mut client, &wake).await;
+    let end = run(&srv, &mut stream, &mut client, &wake, &shutdown).await;
     shoal_commands::client_closed(&srv, &mut client);
     if let End::Handoff(replid, offset) = end {
         // The connection stays listed (flag S) and CLIENT KILL TYPE replica ends the link.
@@ -232,6 +236,7 @@ async fn run(
     stream: &mut TcpStream,
     client: &mut Client,
     wake: &Notify,
+    shutdown: &tokio::sync::watch::Sender<bool>,
 ) -> End {
     let mut limits_epoch = srv.config_epoch.load(Relaxed);
     let mut limits = current_limits(srv);
@@ -365,7 +370,7 @@ async fn run(
                     }
                     if let Some(action) = client.repl.action.take() {
                         settle!();
-                        carry_out(srv, action, &mut out, client.proto);
+                        carry_out(srv, action, &mut out, client.proto, shutdown);
                     }
                     if client.close_after_reply {
                         closing = Some(End::Quit);
@@ -531,6 +536,7 @@ fn carry_out(
     action: Action,
     out: &mut Vec<u8>,
     proto: shoal_resp::Protocol,
+    shutdown: &tokio::sync::watch::Sender<bool>,
 ) {
     match action {
         Action::StartLink { host, port, epoch } => {
@@ -548,6 +554,9 @@ fn carry_out(
                 crate::links::Tcp,
                 req,
             ));
+        }
+        Action::Shutdown => {
+            let _ = shutdown.send(true);
         }
         Action::Save { foreground } => {
             let res = crate::persist::save(srv, foreground);

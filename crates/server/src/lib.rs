@@ -109,13 +109,9 @@ impl Server {
             .map_err(|e| format!("listener: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (shutdown_tx, _) = watch::channel(false);
-        let tx = shutdown_tx.clone();
         let hooks = Hooks {
-            used_memory: Box::new(used_memory),
-            shutdown: Box::new(move || {
-                let _ = tx.send(true);
-            }),
-            process_info: Box::new(process_info),
+            used_memory,
+            process_info,
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);
@@ -176,6 +172,8 @@ impl Server {
         let listener = TcpListener::from_std(self.listener).map_err(|e| e.to_string())?;
         let state = self.state;
         let mut shutdown = self.shutdown_tx.subscribe();
+        // SHUTDOWN, run by a connection, stops the server through this.
+        let shutdown_tx = std::sync::Arc::new(self.shutdown_tx.clone());
         let signals = {
             let tx = self.shutdown_tx.clone();
             tokio::spawn(async move {
@@ -241,7 +239,7 @@ impl Server {
                         });
                         continue;
                     }
-                    tasks.spawn(conn::serve(state.clone(), stream));
+                    tasks.spawn(conn::serve(state.clone(), stream, shutdown_tx.clone()));
                     // Reap finished tasks so the set does not grow with closed connections.
                     while tasks.try_join_next().is_some() {}
                 }
