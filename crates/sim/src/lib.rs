@@ -51,6 +51,8 @@ pub struct Params {
     pub latency_ms_max: u64,
     /// Test of the checkers themselves: replica 0 silently loses the first acknowledged write.
     pub sabotage: bool,
+    /// One more replica that follows replica 0 instead of the primary (chained replication).
+    pub chained: bool,
 }
 
 impl Params {
@@ -72,6 +74,7 @@ impl Params {
             clock_step_per_10k: r.below(10) as u64,
             latency_ms_max: 1 + r.below(20) as u64,
             sabotage: false,
+            chained: r.below(3) == 0,
         }
     }
 
@@ -204,6 +207,8 @@ pub struct Sim {
     partitioned_until: Vec<u64>,
     next_connect: Vec<u64>,
     epochs: Vec<u64>,
+    /// Whom each replica follows: `None` the primary, `Some(j)` replica `j` (chained).
+    upstream: Vec<Option<usize>>,
     writes: Vec<Write>,
     next_key: u64,
     next_client_id: u64,
@@ -266,7 +271,8 @@ impl Sim {
             &["CONFIG", "SET", "min-replicas-ack", &n],
             BASE_MS,
         );
-        let replicas: Vec<Node> = (0..p.replicas)
+        let count = p.replicas + p.chained as usize;
+        let replicas: Vec<Node> = (0..count)
             .map(|_| Node {
                 srv: new_state(rng.next_u64(), BASE_MS),
                 skew: 0,
@@ -274,13 +280,12 @@ impl Sim {
                 last_offset: (String::new(), 0),
             })
             .collect();
+        let upstream: Vec<Option<usize>> =
+            (0..count).map(|i| (i >= p.replicas).then_some(0)).collect();
         let mut epochs = Vec::new();
-        for r in &replicas {
-            epochs.push(
-                r.srv
-                    .repl
-                    .become_replica(&r.srv.ks, "primary".into(), PRIMARY_PORT),
-            );
+        for (r, up) in replicas.iter().zip(&upstream) {
+            let (host, port) = upstream_addr(*up);
+            epochs.push(r.srv.repl.become_replica(&r.srv.ks, host, port));
         }
         let n = replicas.len();
         Sim {
@@ -295,6 +300,7 @@ impl Sim {
             partitioned_until: vec![0; n],
             next_connect: vec![0; n],
             epochs,
+            upstream,
             writes: Vec::new(),
             next_key: 0,
             next_client_id: 10,
@@ -398,7 +404,7 @@ impl Sim {
     /// The link of replica `i` went away (both ends see it closed).
     fn close(&mut self, i: usize, mut conn: Conn) {
         if let Some((sender, _)) = conn.primary.link.as_mut() {
-            sender.detach(&self.primary.srv.repl);
+            sender.detach(&self.upstream_srv(i).repl);
         }
         let r = &self.replicas[i];
         let _ = r
@@ -408,9 +414,25 @@ impl Sim {
         self.next_connect[i] = self.t + 10 + self.rng.below(200) as u64;
     }
 
+    /// The node replica `i` follows.
+    fn upstream_srv(&self, i: usize) -> &ServerState {
+        match self.upstream[i] {
+            None => &self.primary.srv,
+            Some(j) => &self.replicas[j].srv,
+        }
+    }
+
     fn restart(&mut self, i: usize) {
         if let Some(c) = self.conns[i].take() {
             self.close(i, c);
+        }
+        // The process is gone: so are the connections of the replicas that followed it.
+        for k in 0..self.replicas.len() {
+            if self.upstream[k] == Some(i)
+                && let Some(c) = self.conns[k].take()
+            {
+                self.close(k, c);
+            }
         }
         let seed = self.rng.next_u64();
         let now = self.replicas[i].now(self.t);
@@ -425,9 +447,8 @@ impl Sim {
                 Err(e) => panic!("a snapshot the simulator saved does not load: {e}"),
             }
         }
-        self.epochs[i] = srv
-            .repl
-            .become_replica(&srv.ks, "primary".into(), PRIMARY_PORT);
+        let (host, port) = upstream_addr(self.upstream[i]);
+        self.epochs[i] = srv.repl.become_replica(&srv.ks, host, port);
         let r = &mut self.replicas[i];
         r.srv = srv;
         r.last_offset = (String::new(), 0);
@@ -553,18 +574,26 @@ impl Sim {
         }
         self.settle_writes()?;
         self.check_offsets()?;
-        // The primary counts no replica whose connection is gone.
-        let attached = self.primary.srv.repl.replica_count();
-        let linked = self
-            .conns
-            .iter()
-            .flatten()
-            .filter(|c| c.primary.link.is_some())
-            .count();
-        if attached > linked {
-            return Err(self.fail(format!(
-                "the primary lists {attached} replicas for {linked} live links"
-            )));
+        // No node counts a replica whose connection is gone.
+        for up in std::iter::once(None).chain((0..self.replicas.len()).map(Some)) {
+            let srv = match up {
+                None => &self.primary.srv,
+                Some(j) => &self.replicas[j].srv,
+            };
+            let attached = srv.repl.replica_count();
+            let linked = (0..self.replicas.len())
+                .filter(|&k| self.upstream[k] == up)
+                .filter(|&k| {
+                    self.conns[k]
+                        .as_ref()
+                        .is_some_and(|c| c.primary.link.is_some())
+                })
+                .count();
+            if attached > linked {
+                return Err(self.fail(format!(
+                    "{up:?} lists {attached} replicas for {linked} live links"
+                )));
+            }
         }
         Ok(())
     }
@@ -627,9 +656,11 @@ impl Sim {
     fn drive_conn(&mut self, i: usize, conn: &mut Conn) -> Result<(), LinkError> {
         let t = self.t;
         let (lat_a, lat_b) = (self.latency(), self.latency());
-        let pnow = self.primary.now(t);
-        let psrv = &self.primary.srv;
-        // Primary side: requests until PSYNC, then acknowledgements.
+        let (pnow, psrv) = match self.upstream[i] {
+            None => (self.primary.now(t), &self.primary.srv),
+            Some(j) => (self.replicas[j].now(t), &self.replicas[j].srv),
+        };
+        // Upstream side: requests until PSYNC, then acknowledgements.
         let input = conn.to_primary.take_due(t);
         if !input.is_empty() {
             match conn.primary.link.as_mut() {
@@ -799,6 +830,14 @@ fn replica_node(srv: &ServerState) -> replica_link::Node<'_> {
         limits: srv.encoding_limits(),
         lazyfree: &srv.lazyfree,
         accept_empty_primary: true,
+    }
+}
+
+/// The address a replica follows (only its shape matters to the simulator).
+fn upstream_addr(up: Option<usize>) -> (String, u16) {
+    match up {
+        None => ("primary".into(), PRIMARY_PORT),
+        Some(j) => (format!("replica{j}"), 7001 + j as u16),
     }
 }
 
