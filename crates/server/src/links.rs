@@ -213,15 +213,21 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let (mut sender, mut acks, line) =
         primary_link::accept(&srv.repl, &srv.ks, who, &replid, offset, now_ms());
     let (mut rd, mut wr) = tokio::io::split(stream);
+    // Each side ends with why: the link's own decision, or an I/O or kill reason.
     let send = async {
-        wr.write_all(&line).await.map_err(|e| e.to_string())?;
+        wr.write_all(&line)
+            .await
+            .map_err(|e| Ended::Io(e.to_string()))?;
         loop {
             let next = std::future::poll_fn(|cx| {
                 std::task::Poll::Ready(sender.poll(&srv.repl, &srv.ks, cx.waker()))
             })
             .await;
             match next {
-                Ok(Some(bytes)) => wr.write_all(&bytes).await.map_err(|e| e.to_string())?,
+                Ok(Some(bytes)) => wr
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| Ended::Io(e.to_string()))?,
                 Ok(None) => {
                     // `poll` registered this task's waker for the next append; sleep until then,
                     // or re-check after a while (role changes, keep-alive).
@@ -231,28 +237,29 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     // Let the writers that are ready run first, so one send carries many effects.
                     tokio::task::yield_now().await;
                 }
-                Err(end) => return Err(format!("{end:?}")),
+                Err(end) => return Err::<(), Ended>(Ended::Link(end)),
             }
         }
-        #[allow(unreachable_code)]
-        Ok::<(), String>(())
     };
     let read_acks = async {
         let mut buf = vec![0u8; 4096];
         loop {
-            let n = rd.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let n = rd
+                .read(&mut buf)
+                .await
+                .map_err(|e| Ended::Io(e.to_string()))?;
             if n == 0 {
-                return Err::<(), String>("replica closed the connection".into());
+                return Err::<(), Ended>(Ended::Io("replica closed the connection".into()));
             }
             acks.on_input(&srv.repl, &buf[..n], now_ms())
-                .map_err(|e| format!("{e:?}"))?;
+                .map_err(Ended::Link)?;
         }
     };
     let killed = async {
         loop {
             wake.notified().await;
             if handle.killed.load(Relaxed) {
-                return Err::<(), String>("killed by CLIENT KILL".into());
+                return Err::<(), Ended>(Ended::Killed);
             }
         }
     };
@@ -263,11 +270,20 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     sender.detach(&srv.repl);
     match end {
-        Err(e) if e.contains(&format!("{:?}", LinkEnd::TooFarBehind { lag_bytes: 0 })[..12]) => {
-            tracing::warn!(replica = %ip, reason = %e, "replica link closed: replica fell out of the backlog; it will resynchronize")
+        Err(Ended::Link(LinkEnd::TooFarBehind { lag_bytes })) => {
+            tracing::warn!(replica = %ip, lag_bytes, "replica link closed: replica fell out of the backlog; it will resynchronize")
         }
+        Err(Ended::Io(e)) => tracing::info!(replica = %ip, error = %e, "replica link closed"),
         other => tracing::info!(replica = %ip, reason = ?other, "replica link closed"),
     }
+}
+
+/// Why a primary-side link ended.
+#[derive(Debug)]
+enum Ended {
+    Link(LinkEnd),
+    Io(String),
+    Killed,
 }
 
 /// Pending until polled again: the task's waker was registered elsewhere (by `Sender::poll`).
