@@ -862,6 +862,7 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if a != b {
         // Every shard is locked before any is changed: no client sees half-swapped databases.
         let mut shards = ctx.srv.ks.lock_all();
+        ctx.srv.ks.note_swap();
         for s in shards.iter_mut() {
             s.swap_db(a, b);
         }

@@ -822,6 +822,9 @@ pub struct Keyspace {
     pub hlc: Hlc,
     /// Mirrors the shards' `recording` flag, read once per command.
     recording: std::sync::atomic::AtomicBool,
+    /// SWAPDBs so far. A snapshot taken one shard at a time is consistent only if no SWAPDB ran
+    /// while it was taken (a swap is not ordered by versions as other writes are).
+    swaps: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Keyspace {
@@ -848,7 +851,19 @@ impl Keyspace {
             evict_samples: std::sync::atomic::AtomicUsize::new(EvictConfig::default().samples),
             hlc: Hlc::new(),
             recording: std::sync::atomic::AtomicBool::new(false),
+            swaps: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Counts a SWAPDB. Call while holding every shard lock, before swapping any: a reader holding
+    /// one shard's lock then sees either no swap of that shard or the new count.
+    pub fn note_swap(&self) {
+        self.swaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// SWAPDBs so far (see [`Keyspace::note_swap`]).
+    pub fn swaps(&self) -> u64 {
+        self.swaps.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Turns recording of writes for the replication stream on or off (see `write_log`). The

@@ -37,6 +37,9 @@ pub enum LinkEnd {
     TooFarBehind { lag_bytes: u64 },
     /// This node's role or history changed; the replica asks again.
     RoleChanged,
+    /// A SWAPDB ran while the snapshot was being produced: the copy is inconsistent; the replica
+    /// asks again and gets a new one.
+    SnapshotInvalidated,
     /// The replica sent something that is not an acknowledgement we can accept.
     Protocol(String),
 }
@@ -57,6 +60,8 @@ enum Phase {
         replid: String,
         offset: u64,
         next: Option<usize>,
+        /// SWAPDBs counted before `offset` was taken (see `Keyspace::swaps`).
+        swaps: u64,
     },
     Stream,
 }
@@ -108,6 +113,9 @@ pub fn accept(
         }
         repl.counters.sync_full.fetch_add(1, Relaxed);
         let replid = repl.ids().replid;
+        // The swap count first, then the offset: a SWAPDB between them is caught by the count
+        // (a snapshot never mixes swapped and unswapped shards with a stream that swaps again).
+        let swaps = ks.swaps();
         // Taken before any shard is read (see the module header).
         let offset = repl.offset();
         let keys: usize = (0..ks.databases()).map(|db| ks.db_size(db).0).sum();
@@ -119,6 +127,7 @@ pub fn accept(
                 replid,
                 offset,
                 next: None,
+                swaps,
             },
             offset,
             line,
@@ -176,6 +185,7 @@ impl Sender {
             replid,
             offset,
             next,
+            swaps,
         } = &mut self.phase
         {
             let chunk = match *next {
@@ -185,7 +195,9 @@ impl Sender {
                 }
                 Some(i) if i < ks.shard_count() => {
                     *next = Some(i + 1);
-                    writer.shard(ks, i)
+                    writer
+                        .shard(ks, i, *swaps)
+                        .ok_or(LinkEnd::SnapshotInvalidated)?
                 }
                 Some(_) => {
                     let end = writer.finish();

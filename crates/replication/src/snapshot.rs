@@ -74,10 +74,15 @@ impl Writer {
         out
     }
 
-    /// The records of one shard (all databases), taken under that shard's lock only.
-    pub fn shard(&mut self, ks: &Keyspace, index: usize) -> Vec<u8> {
+    /// The records of one shard (all databases), taken under that shard's lock only; `None` if a
+    /// SWAPDB ran since `swaps` was read ([`Keyspace::swaps`]): shards already written are from
+    /// before it, this one from after, and the snapshot must start again.
+    pub fn shard(&mut self, ks: &Keyspace, index: usize, swaps: u64) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         let shard = ks.lock(index);
+        if ks.swaps() != swaps {
+            return None;
+        }
         for db in 0..ks.databases() {
             shard.for_each_entry(index, db, |_, e| {
                 encode_record(&mut out, db, e);
@@ -86,7 +91,7 @@ impl Writer {
         }
         drop(shard);
         self.account(&out);
-        out
+        Some(out)
     }
 
     /// End marker and checksum.
@@ -118,15 +123,35 @@ fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry) {
 }
 
 /// The whole snapshot in one buffer (SAVE, tests).
-pub fn write_all(ks: &Keyspace, replid: &str, offset: u64) -> Vec<u8> {
-    let mut w = Writer::new();
-    let mut out = w.header(replid, offset);
-    for i in 0..ks.shard_count() {
-        out.extend_from_slice(&w.shard(ks, i));
+///
+/// A SWAPDB during the walk would leave some shards swapped and others not: the walk starts again,
+/// at most [`SNAPSHOT_ATTEMPTS_MAX`] times. `replid_offset` gives the history, read after the swap
+/// count of each attempt.
+pub fn write_all(
+    ks: &Keyspace,
+    replid_offset: impl Fn() -> (String, u64),
+) -> Result<Vec<u8>, String> {
+    'attempt: for _ in 0..SNAPSHOT_ATTEMPTS_MAX {
+        let swaps = ks.swaps();
+        let (replid, offset) = replid_offset();
+        let mut w = Writer::new();
+        let mut out = w.header(&replid, offset);
+        for i in 0..ks.shard_count() {
+            match w.shard(ks, i, swaps) {
+                Some(chunk) => out.extend_from_slice(&chunk),
+                None => continue 'attempt,
+            }
+        }
+        out.extend_from_slice(&w.finish());
+        return Ok(out);
     }
-    out.extend_from_slice(&w.finish());
-    out
+    Err(format!(
+        "SWAPDB ran during each of {SNAPSHOT_ATTEMPTS_MAX} attempts to take a snapshot"
+    ))
 }
+
+/// Walks of the keyspace a snapshot may take before giving up (SWAPDB during each).
+pub const SNAPSHOT_ATTEMPTS_MAX: usize = 8;
 
 /// Why a snapshot could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -424,7 +449,7 @@ mod tests {
     #[test]
     fn round_trip_in_any_chunking() {
         let ks = filled();
-        let bytes = write_all(&ks, "abc", 7);
+        let bytes = write_all(&ks, || ("abc".to_string(), 7)).unwrap();
         for chunk in [1usize, 7, 4096, bytes.len()] {
             let target = Keyspace::new(4, 2, 9);
             let mut loader = Loader::new(4);
@@ -451,7 +476,7 @@ mod tests {
     #[test]
     fn trailing_stream_bytes_are_reported() {
         let ks = filled();
-        let mut bytes = write_all(&ks, "abc", 7);
+        let mut bytes = write_all(&ks, || ("abc".to_string(), 7)).unwrap();
         let snap_len = bytes.len();
         bytes.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
         let mut loader = Loader::new(4);
@@ -462,7 +487,7 @@ mod tests {
     #[test]
     fn corruption_is_detected_not_loaded_silently() {
         let ks = filled();
-        let bytes = write_all(&ks, "abc", 7);
+        let bytes = write_all(&ks, || ("abc".to_string(), 7)).unwrap();
         let mut flipped = bytes.clone();
         let mid = flipped.len() / 2;
         flipped[mid] ^= 0x40;

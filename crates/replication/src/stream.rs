@@ -253,7 +253,9 @@ pub fn apply(
             let _ = lazyfree;
         }
         Effect::SwapDb { a, b } => {
-            for mut shard in ks.lock_all() {
+            let mut shards = ks.lock_all();
+            ks.note_swap();
+            for shard in shards.iter_mut() {
                 shard.swap_db(a, b);
             }
         }

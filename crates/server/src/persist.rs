@@ -28,21 +28,28 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
             let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
             // The offset is taken before the data: the data is at least that new, and a restarted
             // replica re-applies the stream from there (effects apply by version, so twice is fine).
-            let (replid, offset) = (srv.repl.ids().replid, srv.repl.offset());
-            let bytes = snapshot::write_all(&srv.ks, &replid, offset);
-            let res = std::fs::write(&tmp, &bytes)
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| format!("saving {}: {e}", path.display()));
+            let bytes = snapshot::write_all(&srv.ks, || (srv.repl.ids().replid, srv.repl.offset()));
+            let res = bytes
+                .and_then(|bytes| {
+                    std::fs::write(&tmp, &bytes)
+                        .map(|_| bytes.len())
+                        .map_err(|e| format!("saving {}: {e}", path.display()))
+                })
+                .and_then(|n| {
+                    std::fs::rename(&tmp, &path)
+                        .map(|_| n)
+                        .map_err(|e| format!("saving {}: {e}", path.display()))
+                });
             srv.persist.saving.store(false, Relaxed);
             match &res {
-                Ok(()) => {
+                Ok(n) => {
                     srv.persist.dirty.store(0, Relaxed);
                     srv.persist.last_save_unix_s.store(now_ms() / 1000, Relaxed);
-                    tracing::info!(path = %path.display(), bytes = bytes.len(), "DB saved on disk");
+                    tracing::info!(path = %path.display(), bytes = n, "DB saved on disk");
                 }
                 Err(e) => tracing::warn!(error = %e, "background save failed"),
             }
-            res
+            res.map(|_| ())
         }
     };
     if foreground {

@@ -217,6 +217,8 @@ pub struct Sim {
 }
 
 const BASE_MS: u64 = 1_700_000_000_000;
+/// Database 0 holds the checked writes; 1 and 2 the mixed traffic (flushed, swapped).
+const DBS_CHECKED: [usize; 3] = [0, 1, 2];
 const PRIMARY_PORT: u16 = 7000;
 
 fn new_state(seed: u64, now: u64) -> ServerState {
@@ -294,7 +296,13 @@ impl Sim {
             step: 0,
             primary,
             primary_client,
-            mixed_client: client(3),
+            mixed_client: {
+                // The mixed traffic lives in database 1, where it may be flushed and swapped
+                // with database 2 without touching the checked writes in database 0.
+                let mut c = client(3);
+                c.select(1);
+                c
+            },
             replicas,
             conns: (0..n).map(|_| None).collect(),
             partitioned_until: vec![0; n],
@@ -396,8 +404,12 @@ impl Sim {
         if self.chance(20) {
             let i = self.rng.below(n);
             let r = &mut self.replicas[i];
-            let (replid, offset) = (r.srv.repl.ids().replid, r.srv.repl.offset());
-            r.saved = Some(snapshot::write_all(&r.srv.ks, &replid, offset));
+            let srv = &r.srv;
+            // Single-threaded: no SWAPDB can run during the walk.
+            r.saved = Some(
+                snapshot::write_all(&srv.ks, || (srv.repl.ids().replid, srv.repl.offset()))
+                    .expect("no SWAPDB during a simulated save"),
+            );
         }
     }
 
@@ -490,6 +502,10 @@ impl Sim {
     fn mixed(&mut self) {
         let r = |s: &mut Self, n: usize| s.rng.below(n).to_string();
         let cmd: Vec<String> = match self.rng.below(12) {
+            // Now and then a whole-database effect, racing nothing here but ordered in the
+            // stream exactly as on the primary.
+            _ if self.rng.below(200) == 0 => vec!["FLUSHDB".into()],
+            _ if self.rng.below(200) == 0 => vec!["SWAPDB".into(), "1".into(), "2".into()],
             0 => vec!["INCR".into(), format!("c{}", r(self, 10))],
             1 => vec!["DEL".into(), format!("c{}", r(self, 10))],
             2 => vec![
@@ -777,10 +793,12 @@ impl Sim {
         let pnow = self.primary.now(self.t);
         let live = |srv: &ServerState| -> usize {
             let mut n = 0;
-            for slot in 0..shoal_keyspace::SLOTS as u16 {
-                srv.ks
-                    .lock(srv.ks.shard_of(slot))
-                    .for_each_in_slot(0, slot, pnow, |_| n += 1);
+            for db in DBS_CHECKED {
+                for slot in 0..shoal_keyspace::SLOTS as u16 {
+                    srv.ks
+                        .lock(srv.ks.shard_of(slot))
+                        .for_each_in_slot(db, slot, pnow, |_| n += 1);
+                }
             }
             n
         };
@@ -806,13 +824,20 @@ impl Sim {
             }
             // At one time for both: the nodes' clocks are skewed, and a key past its deadline on one
             // clock only is not a difference in data.
-            for &slot in &slots {
-                let a = shoal_replication::digest::slot_digest(&self.primary.srv.ks, 0, slot, pnow);
-                let b = shoal_replication::digest::slot_digest(&r.srv.ks, 0, slot, pnow);
-                if a != b {
-                    return Err(self.fail(format!(
-                        "after healing, slot {slot} digests differ: primary {a}, replica {i} {b}"
-                    )));
+            for db in DBS_CHECKED {
+                for &slot in &slots {
+                    let a = shoal_replication::digest::slot_digest(
+                        &self.primary.srv.ks,
+                        db,
+                        slot,
+                        pnow,
+                    );
+                    let b = shoal_replication::digest::slot_digest(&r.srv.ks, db, slot, pnow);
+                    if a != b {
+                        return Err(self.fail(format!(
+                            "after healing, db {db} slot {slot} digests differ: primary {a}, replica {i} {b}"
+                        )));
+                    }
                 }
             }
         }
