@@ -65,7 +65,7 @@ impl std::fmt::Display for LinkError {
 enum Step {
     Auth,
     ListeningPort,
-    Psync { asked_id: String, asked_offset: u64 },
+    Psync,
     Snapshot { replid: String, offset: u64 },
     Stream,
 }
@@ -157,10 +157,7 @@ impl ReplicaLink {
             ("?".to_string(), "-1".to_string())
         };
         shoal_resp::encode_request(out, &[b"PSYNC", id.as_bytes(), off.as_bytes()]);
-        self.step = Step::Psync {
-            asked_id: ids.replid,
-            asked_offset: offset,
-        };
+        self.step = Step::Psync;
     }
 
     /// Bytes arrived from the primary.
@@ -180,7 +177,7 @@ impl ReplicaLink {
         let mut progress = Progress::default();
         loop {
             match self.step {
-                Step::Auth | Step::ListeningPort | Step::Psync { .. } => {
+                Step::Auth | Step::ListeningPort | Step::Psync => {
                     let limits = ReplyLimits {
                         line_bytes_max: HANDSHAKE_REPLY_BYTES_MAX,
                         ..ReplyLimits::default()
@@ -235,10 +232,7 @@ impl ReplicaLink {
                 }
                 self.send_psync(node, out);
             }
-            Step::Psync {
-                asked_id,
-                asked_offset,
-            } => {
+            Step::Psync => {
                 if let Some(rest) = text.strip_prefix("FULLRESYNC ") {
                     let parts: Vec<&str> = rest.split_whitespace().collect();
                     let (Some(id), Some(Ok(offset))) =
@@ -268,7 +262,6 @@ impl ReplicaLink {
                         offset,
                     };
                 } else if let Some(rest) = text.strip_prefix("CONTINUE") {
-                    let _ = (asked_id, asked_offset);
                     if !node.repl.continued(self.epoch, rest.trim()) {
                         return Err(LinkError::Stale);
                     }
@@ -337,7 +330,7 @@ impl ReplicaLink {
                     };
                     let args: Vec<&[u8]> = self.ranges.iter().map(|r| &src[r.clone()]).collect();
                     let effect = stream::decode(&args, dbs).map_err(|e| LinkError::Refused(e.0))?;
-                    stream::apply(node.ks, &effect, &node.limits, node.lazyfree, now_ms)
+                    stream::apply(node.ks, &effect, &node.limits, now_ms)
                         .map_err(|e| LinkError::Refused(e.0))?;
                     pos = end;
                     frames += 1;

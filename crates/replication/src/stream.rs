@@ -9,7 +9,7 @@
 //! relative TTLs, random choices, evictions and expiry reach replicas as the concrete outcome they
 //! had on the primary. Frames are RESP multibulks, so the request decoder splits them.
 
-use shoal_keyspace::{EncodingLimits, Entry, Keyspace, LazyFree, codec, key_slot};
+use shoal_keyspace::{EncodingLimits, Entry, Keyspace, codec, key_slot};
 
 /// Effect names. They are not commands: a client sending them gets `unknown command`.
 pub const PUT: &[u8] = b"SHOALPUT";
@@ -210,12 +210,11 @@ pub fn decode<'a>(args: &[&'a [u8]], databases: usize) -> Result<Effect<'a>, Str
     }
 }
 
-/// Applies one effect to a replica's keyspace, by version. Values freed by a flush go to `lazyfree`.
+/// Applies one effect to a replica's keyspace, by version.
 pub fn apply(
     ks: &Keyspace,
     effect: &Effect<'_>,
     limits: &EncodingLimits,
-    lazyfree: &LazyFree,
     now_ms: u64,
 ) -> Result<(), StreamError> {
     match *effect {
@@ -249,8 +248,6 @@ pub fn apply(
                     }
                 }
             }
-            // Nothing to free later: apply_flush drops only what is older, in place.
-            let _ = lazyfree;
         }
         Effect::SwapDb { a, b } => {
             let mut shards = ks.lock_all();
@@ -341,7 +338,6 @@ mod tests {
     #[test]
     fn applying_is_by_version_and_idempotent() {
         let ks = Keyspace::new(2, 4, 1);
-        let lf = LazyFree::inline();
         let limits = EncodingLimits::default();
         let mut v = Vec::new();
         codec::encode_value(shoal_keyspace::ValueRef::Str(b"new"), &mut v);
@@ -353,8 +349,8 @@ mod tests {
             ext_version: None,
             value: &v,
         };
-        apply(&ks, &put(10), &limits, &lf, 0).unwrap();
-        apply(&ks, &put(10), &limits, &lf, 0).unwrap();
+        apply(&ks, &put(10), &limits, 0).unwrap();
+        apply(&ks, &put(10), &limits, 0).unwrap();
         apply(
             &ks,
             &Effect::Del {
@@ -363,7 +359,6 @@ mod tests {
                 version: 5,
             },
             &limits,
-            &lf,
             0,
         )
         .unwrap();
@@ -381,7 +376,6 @@ mod tests {
                 version: 11,
             },
             &limits,
-            &lf,
             0,
         )
         .unwrap();
