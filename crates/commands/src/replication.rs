@@ -383,7 +383,7 @@ fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if args.len() != 2 {
             return Err(ERR_SYNTAX);
         }
-        if !f.in_progress.load(Relaxed) {
+        if !ctx.srv.repl.failing_over() {
             return Err(ReplyError::err_static("No failover in progress."));
         }
         f.abort.store(true, Relaxed);

@@ -49,7 +49,6 @@ pub fn begin(repl: &ReplState, req: &FailoverRequest, now_ms: u64) -> Result<Pla
     repl.failover
         .writes_paused_until_ms
         .store(deadline_ms + PAUSE_EXTRA_MS, Relaxed);
-    set_state(repl, "waiting-for-sync");
     let replicas = repl.replicas();
     let target = match &req.to {
         Some((host, port)) => replicas.into_iter().find(|r| {

@@ -519,4 +519,18 @@ mod tests {
             let _ = load_all(&target, &b, &EncodingLimits::default(), 0);
         }
     }
+
+    #[test]
+    fn a_swapdb_during_the_walk_invalidates_the_shard_it_meets() {
+        let ks = filled();
+        let swaps = ks.swaps();
+        let mut w = Writer::new();
+        let _ = w.header("abc", 7);
+        assert!(w.shard(&ks, 0, swaps).is_some());
+        ks.note_swap();
+        // Shards already written are from before the swap; the next one would be from after.
+        assert!(w.shard(&ks, 1, swaps).is_none());
+        // A whole walk started after it is consistent again.
+        assert!(write_all(&ks, || ("abc".to_string(), 7)).is_ok());
+    }
 }

@@ -136,7 +136,6 @@ pub struct FailoverRequest {
 /// Progress of a FAILOVER (INFO `master_failover_state`).
 #[derive(Debug)]
 pub struct FailoverState {
-    pub in_progress: AtomicBool,
     pub abort: AtomicBool,
     pub state: Mutex<&'static str>,
     /// Writes wait while paused (ms deadline, 0 = not paused).
@@ -146,7 +145,6 @@ pub struct FailoverState {
 impl Default for FailoverState {
     fn default() -> Self {
         FailoverState {
-            in_progress: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             state: Mutex::new("no-failover"),
             writes_paused_until_ms: AtomicU64::new(0),
@@ -350,7 +348,6 @@ impl ReplState {
             return false;
         }
         core.failing_over = true;
-        self.failover.in_progress.store(true, Relaxed);
         self.failover.abort.store(false, Relaxed);
         *self.failover.state.lock().expect("failover lock") = "waiting-for-sync";
         true
@@ -360,7 +357,6 @@ impl ReplState {
     pub fn end_failover(&self) {
         let mut core = self.core();
         core.failing_over = false;
-        self.failover.in_progress.store(false, Relaxed);
         self.failover.writes_paused_until_ms.store(0, Relaxed);
         *self.failover.state.lock().expect("failover lock") = "no-failover";
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::{Shoal, info_value as field, q, wait_until};
+use common::{Shoal, caught_up, follow, info_value as field, q, wait_until};
 
 fn info(c: &mut redis::Connection, section: &str) -> String {
     q(c, &["INFO", section])
@@ -20,28 +20,6 @@ fn info(c: &mut redis::Connection, section: &str) -> String {
 
 fn num(c: &mut redis::Connection, section: &str, name: &str) -> u64 {
     common::info_u64(c, section, name)
-}
-
-/// Makes `replica` follow `primary` and waits until its link is up.
-fn follow(replica: &Shoal, primary: &Shoal) {
-    let mut c = replica.client();
-    let _: () = q(
-        &mut c,
-        &["REPLICAOF", "127.0.0.1", &primary.port.to_string()],
-    );
-    wait_until("replica link up", || {
-        field(&info(&mut c, "replication"), "master_link_status").as_deref() == Some("up")
-    });
-}
-
-/// Waits until the replica applied everything the primary had streamed when called.
-fn caught_up(replica: &Shoal, primary: &Shoal) {
-    let mut p = primary.client();
-    let mut r = replica.client();
-    let target = num(&mut p, "replication", "master_repl_offset");
-    wait_until("replica caught up", || {
-        num(&mut r, "replication", "slave_repl_offset") >= target
-    });
 }
 
 fn digests(s: &Shoal) -> Vec<String> {

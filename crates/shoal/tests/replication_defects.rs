@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use common::{Shoal, info_value as field, q, wait_until};
+use common::{Shoal, caught_up, follow, info_value as field, q, wait_link_up};
 use redis::Value;
 
 fn info(c: &mut redis::Connection, section: &str) -> String {
@@ -27,32 +27,6 @@ fn num(c: &mut redis::Connection, section: &str, name: &str) -> u64 {
     let v = text(c, section, name);
     v.parse()
         .unwrap_or_else(|_| panic!("INFO {section} {name} is not a number: {v:?}"))
-}
-
-/// `REPLICAOF` `primary` on `replica`, then waits until the link is up.
-fn follow(replica: &Shoal, primary: &Shoal) {
-    let mut c = replica.client();
-    let _: () = q(
-        &mut c,
-        &["REPLICAOF", "127.0.0.1", &primary.port.to_string()],
-    );
-    wait_link_up(&mut c);
-}
-
-fn wait_link_up(c: &mut redis::Connection) {
-    wait_until("replica link up", || {
-        field(&info(c, "replication"), "master_link_status").as_deref() == Some("up")
-    });
-}
-
-/// Waits until `replica` applied everything `primary` had streamed when this was called.
-fn caught_up(replica: &Shoal, primary: &Shoal) {
-    let mut p = primary.client();
-    let mut r = replica.client();
-    let target = num(&mut p, "replication", "master_repl_offset");
-    wait_until("replica caught up", || {
-        num(&mut r, "replication", "slave_repl_offset") >= target
-    });
 }
 
 /// One digest per slot of database `db`.

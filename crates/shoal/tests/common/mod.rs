@@ -296,6 +296,35 @@ pub fn info_u64(c: &mut redis::Connection, section: &str, field: &str) -> u64 {
         .unwrap_or_else(|_| panic!("INFO field {field} is not a number: {v:?}"))
 }
 
+// ---- replication helpers (replication, replication_defects) ----
+
+/// `REPLICAOF` `primary` on `replica`, then waits until the link is up.
+pub fn follow(replica: &Shoal, primary: &Shoal) {
+    let mut c = replica.client();
+    let _: () = q(
+        &mut c,
+        &["REPLICAOF", "127.0.0.1", &primary.port.to_string()],
+    );
+    wait_link_up(&mut c);
+}
+
+/// Waits until the replica behind `c` reports its link to the primary up.
+pub fn wait_link_up(c: &mut redis::Connection) {
+    wait_until("replica link up", || {
+        info_field(c, "replication", "master_link_status").as_deref() == Some("up")
+    });
+}
+
+/// Waits until `replica` applied everything `primary` had streamed when this was called.
+pub fn caught_up(replica: &Shoal, primary: &Shoal) {
+    let mut p = primary.client();
+    let mut r = replica.client();
+    let target = info_u64(&mut p, "replication", "master_repl_offset");
+    wait_until("replica caught up", || {
+        info_u64(&mut r, "replication", "slave_repl_offset") >= target
+    });
+}
+
 /// A fresh directory for files a test writes before starting a server (e.g. a config file).
 pub fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
