@@ -1,49 +1,82 @@
-//! A command's effects on the replication stream. After every command (and each active-expire
-//! pass) the keys its writes touched (see `shoal_keyspace::write_log`) are read back and appended to
-//! the backlog as their new state or as their deletion; FLUSHDB/FLUSHALL and SWAPDB append their
-//! own effect. The codec is `shoal_replication::stream`; this module only knows where the keys are.
+//! A command's effects on the replication stream. Every write queues its change in its shard
+//! (`shoal_keyspace::delta::Pending`) and notes the shard (`shoal_keyspace::write_log`); after every
+//! command (and each active-expire pass) each shard it wrote to is locked, its queue encoded and
+//! appended to the backlog before the lock is released, so per key the stream holds the writes in
+//! the order they were made. FLUSHDB/FLUSHALL and SWAPDB append every queue, then their own effect,
+//! under all locks. The codec is `shoal_replication::stream`; this module only knows where the
+//! queues are.
+//!
+//! Lock order: a shard's lock, then the backlog's. Nothing here takes the replication core's lock
+//! (a role change holds it while it locks the shards).
 
-use shoal_keyspace::key_slot;
+use shoal_keyspace::ShardGuard;
 use shoal_replication::stream;
 
 use crate::state::ServerState;
 
-/// Sends the effects of what this thread just wrote: each key's current state, or its deletion.
-/// Returns the stream offset after them (for WAIT and the sync strategy), or `None` if nothing was
-/// appended. `now_ms` stamps deletions.
+/// Appends what this thread's last command queued. Returns the stream offset that covers all of it
+/// (for WAIT and the sync strategy), or `None` if it wrote nothing (or this node does not record).
+/// `now_ms` stamps deletions.
 pub fn emit_logged(srv: &ServerState, now_ms: u64) -> Option<u64> {
-    // Drained whether or not this node records: the log is per thread, and whatever is in it
+    // Drained whether or not this node records: the list is per thread, and whatever is in it
     // belongs to the command that just ran here.
-    let mut keys = shoal_keyspace::write_log::drain();
-    if keys.is_empty() || !srv.ks.recording() {
-        return None;
-    }
-    // A command may touch a key several times; one effect with its final state is enough.
-    if keys.len() > 1 {
-        let mut seen = std::collections::HashSet::with_capacity(keys.len());
-        keys.retain(|k| seen.insert(k.clone()));
-    }
-    let mut out = Vec::with_capacity(keys.len() * 64);
-    for (db, key) in &keys {
-        let slot = key_slot(key);
-        let shard = srv.ks.lock(srv.ks.shard_of(slot));
-        match shard.peek_any(*db, slot, key) {
-            Some(e) => stream::encode_put(&mut out, *db, e),
-            // The deletion's version is taken under the shard lock, so any later write of this key
-            // (which needs the lock) carries a newer version and survives the deletion.
-            None => stream::encode_del(&mut out, *db, key, srv.ks.hlc.next(now_ms)),
+    let mut covered: Option<u64> = None;
+    let recording = srv.ks.recording();
+    let mut out = Vec::new();
+    shoal_keyspace::write_log::drain_touched(|i| {
+        if !recording {
+            return;
         }
-    }
-    Some(srv.repl.append(&out))
+        let mut shard = srv.ks.lock(i);
+        let end = append_queue(srv, &mut shard, &mut out, now_ms);
+        covered = Some(covered.map_or(end, |c| c.max(end)));
+    });
+    covered
 }
 
-/// Appends a whole-database effect (FLUSHDB, FLUSHALL, SWAPDB) built by `encode`, if this node
-/// records. Returns the stream offset after it.
-pub fn emit(srv: &ServerState, encode: impl FnOnce(&mut Vec<u8>)) -> Option<u64> {
-    if !srv.ks.recording() {
+/// Appends one locked shard's queue; returns the stream's end after it. An empty queue was appended
+/// by another command that found it full (under this lock, so its bytes are in the backlog now).
+fn append_queue(
+    srv: &ServerState,
+    shard: &mut ShardGuard<'_>,
+    out: &mut Vec<u8>,
+    now_ms: u64,
+) -> u64 {
+    let items = shard.take_pending();
+    if items.is_empty() {
+        shard.recycle_pending(items);
+        return srv.repl.stream_end();
+    }
+    out.clear();
+    stream::encode_pending(out, shard, &items, &srv.ks.hlc, now_ms);
+    shard.recycle_pending(items);
+    srv.repl.append(out)
+}
+
+/// Appends a whole-keyspace effect (FLUSHDB, FLUSHALL, SWAPDB) while the caller holds every shard
+/// lock (`shards`, all of them in order), after everything the shards had queued. `encode` writes
+/// the effect; `apply` makes the change itself, between the queues being encoded (as the keys were
+/// before it) and the effect. Returns the stream offset after the effect, if this node records.
+pub fn emit_all_locked(
+    srv: &ServerState,
+    shards: &mut [ShardGuard<'_>],
+    now_ms: u64,
+    apply: impl FnOnce(&mut [ShardGuard<'_>]),
+    encode: impl FnOnce(&mut Vec<u8>),
+) -> Option<u64> {
+    let recording = srv.ks.recording();
+    let mut out = Vec::new();
+    if recording {
+        for shard in shards.iter_mut() {
+            let items = shard.take_pending();
+            stream::encode_pending(&mut out, shard, &items, &srv.ks.hlc, now_ms);
+            shard.recycle_pending(items);
+        }
+    }
+    apply(shards);
+    if !recording {
         return None;
     }
-    let mut out = Vec::new();
     encode(&mut out);
     Some(srv.repl.append(&out))
 }

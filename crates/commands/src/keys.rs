@@ -862,14 +862,21 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if a != b {
         // Every shard is locked before any is changed: no client sees half-swapped databases.
         let mut shards = ctx.srv.ks.lock_all();
-        ctx.srv.ks.note_swap();
-        for s in shards.iter_mut() {
-            s.swap_db(a, b);
-        }
-        // Appended under the locks, so it sits in the stream between the writes before and after.
-        if let Some(offset) = crate::effects::emit(ctx.srv, |out| {
-            shoal_replication::stream::encode_swapdb(out, a, b)
-        }) {
+        // Appended under the locks after every queued write, so it sits in the stream between
+        // the writes before and after.
+        let ks = &ctx.srv.ks;
+        if let Some(offset) = crate::effects::emit_all_locked(
+            ctx.srv,
+            &mut shards,
+            ctx.now_ms,
+            |shards| {
+                ks.note_swap();
+                for s in shards.iter_mut() {
+                    s.swap_db(a, b);
+                }
+            },
+            |out| shoal_replication::stream::encode_swapdb(out, a, b),
+        ) {
             ctx.client.repl.last_write_offset = offset;
         }
     }

@@ -877,26 +877,31 @@ fn flush_async(args: &Args<'_>) -> Result<bool, ReplyError> {
     }
 }
 
-/// Empties databases (`None` = all). Large ones are freed off the request path when `lazy`.
-/// Empties one database (or all) and sends the flush to replicas. The effect is appended while
+/// Empties one database (or all; large ones are freed off the request path when `lazy`) and sends
+/// the flush to replicas. The effect is appended while
 /// every shard is still locked, and its version taken then, so a write that follows the flush on
 /// any shard carries a newer version and survives it on replicas too.
 pub fn flush(srv: &ServerState, db: Option<usize>, lazy: bool, now_ms: u64) -> Option<u64> {
     let mut taken = Vec::new();
     let mut shards = srv.ks.lock_all();
-    for shard in shards.iter_mut() {
-        for d in 0..srv.ks.databases() {
-            if db.is_none_or(|x| x == d)
-                && let Some(part) = shard.take_db(d)
-            {
-                taken.push(part);
-            }
-        }
-    }
     let version = srv.ks.hlc.next(now_ms);
-    let offset = crate::effects::emit(srv, |out| {
-        shoal_replication::stream::encode_flush(out, db, version)
-    });
+    let offset = crate::effects::emit_all_locked(
+        srv,
+        &mut shards,
+        now_ms,
+        |shards| {
+            for shard in shards.iter_mut() {
+                for d in 0..srv.ks.databases() {
+                    if db.is_none_or(|x| x == d)
+                        && let Some(part) = shard.take_db(d)
+                    {
+                        taken.push(part);
+                    }
+                }
+            }
+        },
+        |out| shoal_replication::stream::encode_flush(out, db, version),
+    );
     drop(shards);
     if lazy {
         srv.lazyfree.drop_in_background(Box::new(taken));

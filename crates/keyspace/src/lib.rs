@@ -3,6 +3,7 @@
 //! are tested on a paused clock. No I/O.
 
 pub mod codec;
+pub mod delta;
 pub mod entry;
 pub mod evict;
 pub mod hlc;

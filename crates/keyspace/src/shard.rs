@@ -19,6 +19,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use crate::delta::{Ops, Pending};
 use crate::entry::Entry;
 use crate::evict::{self, LfuParams, Policy, Rng, Sketch};
 use crate::hlc::Hlc;
@@ -97,6 +98,29 @@ pub struct EntryMut<'a> {
     local: u32,
     /// The shard records writes for the replication stream.
     recording: bool,
+    /// The element-level changes noted through this view (`EntryMut::note`).
+    ops: Ops,
+    /// The shard's queue of changes for the replication stream, and its index.
+    pending: &'a mut Vec<Pending>,
+    shard_index: usize,
+}
+
+impl EntryMut<'_> {
+    /// A recorder for the element-level changes of a write through this view; hand it back with
+    /// [`EntryMut::note`]. Noting is a no-op when the shard does not record writes.
+    pub fn ops(&self) -> Ops {
+        Ops::new(self.recording)
+    }
+
+    /// Adds the changes noted in `ops` to this view's. When the view is dropped after a write that
+    /// noted changes, the stream gets them instead of the whole value.
+    pub fn note(&mut self, ops: Ops) {
+        if self.ops.is_empty() {
+            self.ops = ops;
+        } else {
+            self.ops.extend(ops);
+        }
+    }
 }
 
 impl std::ops::Deref for EntryMut<'_> {
@@ -114,11 +138,43 @@ impl std::ops::DerefMut for EntryMut<'_> {
 
 impl Drop for EntryMut<'_> {
     fn drop(&mut self) {
-        // Every write sets the version, so a changed version means this view was used to write.
-        if self.recording && self.entry.version() != self.version_before {
-            crate::write_log::record(self.db, self.entry.key());
-        }
         let after = self.entry.mem_bytes();
+        if self.recording {
+            // Every write sets the version, so a changed version means this view was used to
+            // write. A delta is sent when the write noted its changes, did not change the expiry
+            // behind their back, and is smaller than the value; otherwise the value is read back.
+            let version = self.entry.version();
+            let ops = std::mem::take(&mut self.ops);
+            let pending = if version != self.version_before {
+                let expiry_noted =
+                    self.entry.expire_ms() == self.expire_before || ops.sets_expire();
+                let key = self.entry.key().into();
+                if !ops.is_empty() && expiry_noted && ops.len() < after {
+                    Some(Pending::Delta {
+                        db: self.db,
+                        key,
+                        base: self.version_before,
+                        new: version,
+                        ops: ops.into_bytes(),
+                    })
+                } else {
+                    Some(Pending::Key { db: self.db, key })
+                }
+            } else if !ops.is_empty() {
+                // A second write of this key by the same command (same version): no version to
+                // make a delta from, so the value is read back.
+                Some(Pending::Key {
+                    db: self.db,
+                    key: self.entry.key().into(),
+                })
+            } else {
+                None
+            };
+            if let Some(p) = pending {
+                self.pending.push(p);
+                crate::write_log::touch(self.shard_index);
+            }
+        }
         *self.mem = *self.mem - self.mem_before + after;
         let expire = self.entry.expire_ms();
         if expire != self.expire_before {
@@ -176,8 +232,12 @@ pub struct Shard {
     pub expire_on_access: bool,
     /// Keys clients WATCH (see `watch.rs`); empty unless a transaction is being prepared.
     watch: watch::WatchTable,
-    /// Writes are recorded in the write log for the replication stream (see `Keyspace::set_recording`).
+    /// Writes are queued in `pending` for the replication stream (see `Keyspace::set_recording`).
     recording: bool,
+    /// Changes not yet appended to the replication stream, in write order (see `write_log`).
+    pending: Vec<Pending>,
+    /// This shard's index in its keyspace.
+    index: usize,
 }
 
 /// A sampled eviction candidate: higher `score` is a better victim.
@@ -200,7 +260,7 @@ pub struct Evicted {
 }
 
 impl Shard {
-    fn new(dbs: usize, shift: u32, seed: u64) -> Self {
+    fn new(index: usize, dbs: usize, shift: u32, seed: u64) -> Self {
         Shard {
             dbs: (0..dbs).map(|_| None).collect(),
             hasher: Hasher::with_seed(seed),
@@ -214,7 +274,34 @@ impl Shard {
             expire_on_access: true,
             watch: watch::WatchTable::default(),
             recording: false,
+            pending: Vec::new(),
+            index,
         }
+    }
+
+    /// Queues a change for the replication stream (the shard records writes).
+    fn queue(&mut self, p: Pending) {
+        self.pending.push(p);
+        crate::write_log::touch(self.index);
+    }
+
+    /// Takes the changes queued for the replication stream, oldest first. The caller appends them
+    /// to the stream before it releases this shard's lock, so the stream keeps their order.
+    pub fn take_pending(&mut self) -> Vec<Pending> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Gives back the (emptied) vector `take_pending` returned, keeping its capacity.
+    pub fn recycle_pending(&mut self, mut v: Vec<Pending>) {
+        v.clear();
+        if self.pending.is_empty() {
+            self.pending = v;
+        }
+    }
+
+    /// Whether writes are being recorded for the replication stream.
+    pub fn recording(&self) -> bool {
+        self.recording
     }
 
     pub fn hash(&self, key: &[u8]) -> u64 {
@@ -362,18 +449,40 @@ impl Shard {
                 }
             }
         }
+        self.entry_mut(db, local, hash, key, touch.then_some(now_ms))
+    }
+
+    /// A mutable view of a key whether or not it has expired (a replica applying its primary's
+    /// stream: replicas never expire keys themselves).
+    pub fn lookup_any(&mut self, db: usize, slot: u16, key: &[u8]) -> Option<EntryMut<'_>> {
+        let hash = self.hash(key);
+        let local = self.local(slot);
+        self.entry_mut(db, local, hash, key, None)
+    }
+
+    /// The view of an entry; records an access at `touch_ms` if given.
+    fn entry_mut(
+        &mut self,
+        db: usize,
+        local: u32,
+        hash: u64,
+        key: &[u8],
+        touch_ms: Option<u64>,
+    ) -> Option<EntryMut<'_>> {
         let recording = self.recording;
+        let shard_index = self.index;
         let Shard {
             dbs,
             mem_bytes,
             evict,
             sketch,
             rng,
+            pending,
             ..
         } = self;
-        let d = dbs[db].as_mut()?;
+        let d = dbs.get_mut(db)?.as_mut()?;
         let entry = d.slots[local as usize].find_mut(hash, |e| e.key() == key)?;
-        if touch {
+        if let Some(now_ms) = touch_ms {
             Self::record_access(evict, sketch, rng, entry, hash, now_ms);
         }
         Some(EntryMut {
@@ -388,6 +497,9 @@ impl Shard {
             hash,
             local,
             recording,
+            ops: Ops::default(),
+            pending,
+            shard_index,
         })
     }
 
@@ -423,7 +535,10 @@ impl Shard {
         let access = self.initial_access(now_ms);
         entry.set_access(access);
         if self.recording {
-            crate::write_log::record(db, entry.key());
+            self.queue(Pending::Key {
+                db,
+                key: entry.key().into(),
+            });
         }
         if !self.watch.is_empty() {
             self.watch.touch(db, entry.key());
@@ -474,7 +589,10 @@ impl Shard {
         }
         self.mem_bytes -= entry.mem_bytes();
         if self.recording {
-            crate::write_log::record(db, key);
+            self.queue(Pending::Key {
+                db,
+                key: key.into(),
+            });
         }
         Some(entry)
     }
@@ -613,7 +731,10 @@ impl Shard {
                 self.stats.expired_keys += 1;
                 done += 1;
                 if self.recording {
-                    crate::write_log::record(db, entry.key());
+                    self.queue(Pending::Key {
+                        db,
+                        key: entry.key().into(),
+                    });
                 }
                 on_expired(db, entry.key());
             }
@@ -844,7 +965,7 @@ impl Keyspace {
         let shift = shards.trailing_zeros();
         Keyspace {
             shards: (0..shards)
-                .map(|i| Mutex::new(Shard::new(databases, shift, seed.wrapping_add(i as u64))))
+                .map(|i| Mutex::new(Shard::new(i, databases, shift, seed.wrapping_add(i as u64))))
                 .collect(),
             mask: shards - 1,
             databases,
@@ -870,7 +991,11 @@ impl Keyspace {
     /// switch belongs to this keyspace, so nodes sharing a process do not see each other's.
     pub fn set_recording(&self, on: bool) {
         for shard in self.shards.iter() {
-            shard.lock().recording = on;
+            let mut s = shard.lock();
+            s.recording = on;
+            // Changes queued before the switch belong to no stream (a primary turned replica
+            // takes its primary's stream; a node starting to record sends from its snapshot).
+            s.pending.clear();
         }
         self.recording
             .store(on, std::sync::atomic::Ordering::Relaxed);

@@ -1,24 +1,51 @@
-//! The write log: which keys the current command wrote, for the replication stream.
+//! Which shards the current command queued changes in, for the replication stream.
 //!
-//! A command runs start to finish on one thread and the caller drains this log right after it, so a
-//! thread-local list of the keys its writes touched (inserted, modified, deleted, expired, evicted)
-//! is exactly that command's effect set. Whether anything is recorded is decided per keyspace
-//! (`Keyspace::set_recording`, a flag in each shard), not by a process-wide switch, so several
-//! nodes can share a process (the simulator, tests) without seeing each other's writes: each
-//! drains after each of its commands, before the thread runs anything else.
+//! A write queues its change in its shard ([`crate::delta::Pending`], under the shard lock) and
+//! notes the shard's index here, in a thread-local list. A command runs start to finish on one
+//! thread, and right after it the caller drains this list: it locks each shard named, takes the
+//! shard's queue and appends it to the stream before releasing the lock. A shard's queue may hold
+//! other commands' changes too (they drain it themselves if it is still full when they look); the
+//! lock makes each queue reach the stream in write order. Whether anything is queued is decided per
+//! keyspace (`Keyspace::set_recording`), not by a process-wide switch, so several nodes can share a
+//! process (the simulator, tests): each drains after each of its commands, before the thread runs
+//! anything else.
 
 use std::cell::RefCell;
 
 thread_local! {
-    static LOG: RefCell<Vec<(usize, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    static TOUCHED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Records that `key` of `db` was written on this thread (the shard checked it is recording).
-pub(crate) fn record(db: usize, key: &[u8]) {
-    LOG.with(|l| l.borrow_mut().push((db, key.to_vec())));
+/// Notes that shard `index` queued a change on this thread.
+pub(crate) fn touch(index: usize) {
+    TOUCHED.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.last() != Some(&index) {
+            t.push(index);
+        }
+    });
 }
 
-/// Takes this thread's recorded keys (in write order, possibly with repeats).
-pub fn drain() -> Vec<(usize, Vec<u8>)> {
-    LOG.with(|l| std::mem::take(&mut *l.borrow_mut()))
+/// Calls `f` once for each shard this thread queued changes in since the last drain (ascending
+/// order), and forgets them.
+pub fn drain_touched(mut f: impl FnMut(usize)) {
+    let mut list = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    if list.is_empty() {
+        return;
+    }
+    if list.len() > 1 {
+        list.sort_unstable();
+        list.dedup();
+    }
+    for &i in &list {
+        f(i);
+    }
+    list.clear();
+    // Keep the capacity for the next command (unless `f` queued something itself).
+    TOUCHED.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.is_empty() {
+            *t = list;
+        }
+    });
 }

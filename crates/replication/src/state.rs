@@ -307,6 +307,12 @@ impl ReplState {
         }
     }
 
+    /// The end offset of this node's own stream (its backlog). Takes only the backlog's lock, so
+    /// it may be called under a shard lock.
+    pub fn stream_end(&self) -> u64 {
+        self.backlog().end_offset()
+    }
+
     /// (capacity, first byte offset, bytes held, end offset) of the backlog.
     pub fn backlog_info(&self) -> (usize, u64, usize, u64) {
         let b = self.backlog();

@@ -1,19 +1,27 @@
 //! The one codec of the replication stream, both directions: effects as the primary encodes them,
 //! as a replica decodes and applies them, and the replica's acknowledgements.
 //!
-//! The stream carries *effects*, not commands: after a write command runs, the keys it wrote are
-//! read back and sent as their new state (`SHOALPUT`: value, absolute expiry, version) or as a
-//! deletion (`SHOALDEL`), each with its version; FLUSHDB/FLUSHALL send `SHOALFLUSH`, SWAPDB
-//! `SHOALSWAPDB`. A replica applies puts and deletes last-writer-wins by version, so the order in
-//! which concurrent writers append effects does not matter, re-applying an effect is harmless, and
-//! relative TTLs, random choices, evictions and expiry reach replicas as the concrete outcome they
-//! had on the primary. Frames are RESP multibulks, so the request decoder splits them.
+//! The stream carries *effects*, not commands. Each shard queues its writes in order
+//! (`shoal_keyspace::delta::Pending`) and the queue is appended under the shard lock, so per key
+//! the stream is in write order. A write that noted its element-level changes is sent as a delta
+//! (`SHOALDELTA`: the ops, the version they were made from and the version they lead to); any other
+//! write is read back and sent as the key's state (`SHOALPUT`: value, absolute expiry, version) or
+//! its deletion (`SHOALDEL`); FLUSHDB/FLUSHALL send `SHOALFLUSH`, SWAPDB `SHOALSWAPDB`.
+//!
+//! A replica applies puts and deletes by version (a put at or after the key's version, a delete
+//! newer than it), so an effect it already has (from a snapshot taken while the stream ran) is
+//! harmless; a delta applies only to its base version, is skipped when the key is already at its
+//! end version, and anything else is a broken stream (the replica resynchronises). Relative TTLs,
+//! random choices, evictions and expiry reach replicas as the concrete outcome they had on the
+//! primary. Frames are RESP multibulks, so the request decoder splits them.
 
-use shoal_keyspace::{EncodingLimits, Entry, Keyspace, codec, key_slot};
+use shoal_keyspace::delta::Pending;
+use shoal_keyspace::{EncodingLimits, Entry, Hlc, Keyspace, Shard, codec, key_slot};
 
 /// Effect names. They are not commands: a client sending them gets `unknown command`.
 pub const PUT: &[u8] = b"SHOALPUT";
 pub const DEL: &[u8] = b"SHOALDEL";
+pub const DELTA: &[u8] = b"SHOALDELTA";
 pub const FLUSH: &[u8] = b"SHOALFLUSH";
 pub const SWAPDB: &[u8] = b"SHOALSWAPDB";
 pub const PING: &[u8] = b"PING";
@@ -29,6 +37,15 @@ pub enum Effect<'a> {
         expire_ms: Option<u64>,
         ext_version: Option<u64>,
         value: &'a [u8],
+    },
+    /// Element-level changes (`shoal_keyspace::delta`) made to the key at version `base`,
+    /// leaving it at version `new`.
+    Delta {
+        db: usize,
+        key: &'a [u8],
+        base: u64,
+        new: u64,
+        ops: &'a [u8],
     },
     /// Delete if older than `version`.
     Del {
@@ -102,6 +119,75 @@ pub fn encode_del(out: &mut Vec<u8>, db: usize, key: &[u8], version: u64) {
     bulk_u64(out, db as u64);
     bulk(out, key);
     bulk_u64(out, version);
+}
+
+/// `SHOALDELTA db key base new ops`.
+pub fn encode_delta(out: &mut Vec<u8>, db: usize, key: &[u8], base: u64, new: u64, ops: &[u8]) {
+    out.extend_from_slice(b"*6\r\n");
+    bulk(out, DELTA);
+    bulk_u64(out, db as u64);
+    bulk(out, key);
+    bulk_u64(out, base);
+    bulk_u64(out, new);
+    bulk(out, ops);
+}
+
+/// Encodes a shard's queued changes (`Shard::take_pending`), oldest first, reading back the keys
+/// to send whole. Call under the shard's lock and append the bytes before releasing it.
+///
+/// A key read back is sent as it is now, which already holds every later change queued for it, so
+/// a key queued for read-back anywhere in `items` is sent once and its deltas are left out.
+/// Deletions take their version from `hlc` here, under the lock: a later write of the key (which
+/// needs the lock) gets a newer one.
+pub fn encode_pending(out: &mut Vec<u8>, shard: &Shard, items: &[Pending], hlc: &Hlc, now_ms: u64) {
+    let read_back = |out: &mut Vec<u8>, db: usize, key: &[u8]| {
+        let slot = key_slot(key);
+        match shard.peek_any(db, slot, key) {
+            Some(e) => encode_put(out, db, e),
+            None => encode_del(out, db, key, hlc.next(now_ms)),
+        }
+    };
+    if let [one] = items {
+        match one {
+            Pending::Key { db, key } => read_back(out, *db, key),
+            Pending::Delta {
+                db,
+                key,
+                base,
+                new,
+                ops,
+            } => encode_delta(out, *db, key, *base, *new, ops),
+        }
+        return;
+    }
+    let whole: std::collections::HashSet<(usize, &[u8])> = items
+        .iter()
+        .filter(|p| matches!(p, Pending::Key { .. }))
+        .map(|p| p.db_key())
+        .collect();
+    let mut sent = std::collections::HashSet::with_capacity(whole.len());
+    for p in items {
+        match p {
+            Pending::Key { db, key } => {
+                if sent.insert((*db, &key[..])) {
+                    read_back(out, *db, key);
+                }
+            }
+            // Left out if the key is read back (before or after this point: the read-back holds
+            // this change either way).
+            Pending::Delta {
+                db,
+                key,
+                base,
+                new,
+                ops,
+            } => {
+                if !whole.contains(&(*db, &key[..])) {
+                    encode_delta(out, *db, key, *base, *new, ops);
+                }
+            }
+        }
+    }
 }
 
 /// `SHOALFLUSH db|-1 version`.
@@ -180,6 +266,14 @@ pub fn decode<'a>(args: &[&'a [u8]], databases: usize) -> Result<Effect<'a>, Str
             ext_version: parse_opt(args[5])?,
             value: args[6],
         })
+    } else if name.eq_ignore_ascii_case(DELTA) && args.len() == 6 {
+        Ok(Effect::Delta {
+            db: db_of(args[1])?,
+            key: args[2],
+            base: parse_u64(args[3])?,
+            new: parse_u64(args[4])?,
+            ops: args[5],
+        })
     } else if name.eq_ignore_ascii_case(DEL) && args.len() == 4 {
         Ok(Effect::Del {
             db: db_of(args[1])?,
@@ -232,7 +326,25 @@ pub fn apply(
             ks.hlc.observe(version);
             let slot = key_slot(key);
             ks.lock(ks.shard_of(slot))
-                .apply_put(db, slot, entry, now_ms);
+                .apply_put_in_order(db, slot, entry, now_ms);
+        }
+        Effect::Delta {
+            db,
+            key,
+            base,
+            new,
+            ops,
+        } => {
+            ks.hlc.observe(new);
+            let slot = key_slot(key);
+            ks.lock(ks.shard_of(slot))
+                .apply_delta(db, slot, key, base, new, ops, limits)
+                .map_err(|e| {
+                    StreamError(format!(
+                        "{e} (key '{}', {base} -> {new})",
+                        String::from_utf8_lossy(&key[..key.len().min(64)])
+                    ))
+                })?;
         }
         Effect::Del { db, key, version } => {
             ks.hlc.observe(version);

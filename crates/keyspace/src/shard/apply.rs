@@ -4,7 +4,9 @@
 //! which effects arrive does not matter for the final state, and re-applying one is harmless.
 
 use super::Shard;
+use crate::delta::{self, DeltaError};
 use crate::entry::Entry;
+use crate::types::EncodingLimits;
 
 impl Shard {
     /// Visits every entry of a database part (expired ones included: a snapshot carries them with
@@ -31,6 +33,56 @@ impl Shard {
             self.insert(db, slot, entry, now_ms);
         }
         newer
+    }
+
+    /// Inserts `entry` unless the key already holds a newer version: a put read from the stream,
+    /// which is in write order per key, so a put at the key's own version (a second write by one
+    /// command) replaces it.
+    pub fn apply_put_in_order(&mut self, db: usize, slot: u16, entry: Entry, now_ms: u64) -> bool {
+        let current = self.peek_any(db, slot, entry.key()).map(|e| e.version());
+        let apply = current.is_none_or(|v| v <= entry.version());
+        if apply {
+            self.insert(db, slot, entry, now_ms);
+        }
+        apply
+    }
+
+    /// Applies a delta made to `key` at version `base` that left it at version `new`. Returns
+    /// whether it applied (`false`: the key is already at `new` or later, from a snapshot or a
+    /// read-back). A key at another version, or absent, means the stream is broken. A collection
+    /// the delta empties is deleted, as on the primary.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_delta(
+        &mut self,
+        db: usize,
+        slot: u16,
+        key: &[u8],
+        base: u64,
+        new: u64,
+        ops: &[u8],
+        limits: &EncodingLimits,
+    ) -> Result<bool, DeltaError> {
+        let version = self
+            .peek_any(db, slot, key)
+            .map(|e| e.version())
+            .ok_or(DeltaError::Diverged)?;
+        if version >= new {
+            return Ok(false);
+        }
+        if version != base {
+            return Err(DeltaError::Diverged);
+        }
+        let empty = {
+            // A replica never expires keys itself, so the lookup finds the key whatever its TTL.
+            let mut e = self.lookup_any(db, slot, key).ok_or(DeltaError::Diverged)?;
+            delta::apply(&mut e, ops, limits)?;
+            e.set_version(new);
+            e.object_mut().is_some_and(|o| o.is_empty())
+        };
+        if empty {
+            self.remove(db, slot, key);
+        }
+        Ok(true)
     }
 
     /// Deletes `key` if its version is older than `version`. Returns whether it deleted.
@@ -130,20 +182,32 @@ mod tests {
 }
 
 #[cfg(test)]
-mod write_log_tests {
+mod queue_tests {
+    use crate::delta::Pending;
     use crate::entry::Entry;
     use crate::shard::Keyspace;
     use crate::slot::key_slot;
     use crate::write_log;
 
+    fn touched() -> Vec<usize> {
+        let mut v = Vec::new();
+        write_log::drain_touched(|i| v.push(i));
+        v
+    }
+
+    fn keys(p: &[Pending]) -> Vec<&[u8]> {
+        p.iter().map(|p| p.db_key().1).collect()
+    }
+
     #[test]
-    fn writes_deletions_and_expiry_are_logged_reads_are_not() {
-        let _ = write_log::drain();
+    fn writes_deletions_and_expiry_are_queued_reads_are_not() {
+        let _ = touched();
         let ks = Keyspace::new(1, 1, 1);
-        // A keyspace that does not record leaves the log empty.
+        // A keyspace that does not record queues nothing.
         ks.lock(0)
             .insert(0, key_slot(b"z"), Entry::new_string(b"z", b"1", None, 1), 0);
-        assert!(write_log::drain().is_empty());
+        assert!(touched().is_empty());
+        assert!(ks.lock(0).take_pending().is_empty());
         ks.set_recording(true);
         assert!(ks.recording());
         let mut s = ks.lock(0);
@@ -154,16 +218,73 @@ mod write_log_tests {
         s.lookup(0, a, b"a", 0, true).unwrap().set_version(3); // a write through EntryMut
         assert!(s.lookup(0, b, b"b", 10, true).is_none()); // lazily expired
         s.remove(0, a, b"a");
-        let log: Vec<Vec<u8>> = write_log::drain().into_iter().map(|(_, k)| k).collect();
+        let q = s.take_pending();
+        assert_eq!(keys(&q), vec![&b"a"[..], b"b", b"a", b"b", b"a"]);
+        assert!(q.iter().all(|p| matches!(p, Pending::Key { .. })));
+        assert_eq!(touched(), vec![0]);
+    }
+
+    #[test]
+    fn a_write_that_notes_its_changes_queues_a_delta() {
+        let ks = Keyspace::new(1, 1, 1);
+        ks.set_recording(true);
+        let mut s = ks.lock(0);
+        let slot = key_slot(b"k");
+        s.insert(0, slot, Entry::new_string(b"k", b"abc", None, 1), 0);
+        let _ = s.take_pending();
+        let mut e = s.lookup(0, slot, b"k", 0, true).unwrap();
+        let mut ops = e.ops();
+        ops.append(b"d");
+        e.make_raw_string().unwrap().push(b'd');
+        e.note(ops);
+        e.set_version(7);
+        drop(e);
+        let q = s.take_pending();
+        let [Pending::Delta { base, new, .. }] = q.as_slice() else {
+            panic!("one delta: {q:?}")
+        };
+        assert_eq!((*base, *new), (1, 7));
+        // Changing the expiry without noting it sends the whole value.
+        let mut e = s.lookup(0, slot, b"k", 0, true).unwrap();
+        let mut ops = e.ops();
+        ops.append(b"e");
+        e.make_raw_string().unwrap().push(b'e');
+        e.note(ops);
+        e.set_expire_ms(Some(100));
+        e.set_version(8);
+        drop(e);
+        assert!(matches!(s.take_pending().as_slice(), [Pending::Key { .. }]));
+        let _ = touched();
+    }
+
+    #[test]
+    fn a_delta_applies_only_to_its_base_version() {
+        let ks = Keyspace::new(1, 1, 1);
+        let limits = crate::types::EncodingLimits::default();
+        let mut s = ks.lock(0);
+        let slot = key_slot(b"k");
+        s.insert(0, slot, Entry::new_string(b"k", b"ab", None, 5), 0);
+        let mut ops = crate::delta::Ops::new(true);
+        ops.append(b"c");
+        let ops = ops.into_bytes();
+        assert_eq!(s.apply_delta(0, slot, b"k", 5, 6, &ops, &limits), Ok(true));
         assert_eq!(
-            log,
-            vec![
-                b"a".to_vec(),
-                b"b".to_vec(),
-                b"a".to_vec(),
-                b"b".to_vec(),
-                b"a".to_vec()
-            ]
+            s.peek_any(0, slot, b"k").unwrap().string(),
+            Some(&b"abc"[..])
         );
+        assert_eq!(
+            s.apply_delta(0, slot, b"k", 5, 6, &ops, &limits),
+            Ok(false),
+            "already there"
+        );
+        assert_eq!(
+            s.apply_delta(0, slot, b"k", 7, 8, &ops, &limits),
+            Err(crate::delta::DeltaError::Diverged)
+        );
+        assert_eq!(
+            s.apply_delta(0, slot, b"x", 1, 2, &ops, &limits),
+            Err(crate::delta::DeltaError::Diverged)
+        );
+        s.check_invariants();
     }
 }

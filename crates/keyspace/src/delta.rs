@@ -1,0 +1,487 @@
+//! Element-level effects of a write: what one command changed inside a value (members and fields
+//! added or removed, scores set, list ends pushed and popped, bytes appended, the expiry set), for
+//! the replication stream. Sending these instead of the whole value keeps a small write to a large
+//! collection small on the stream.
+//!
+//! A write command notes its changes in an [`Ops`] as it makes them; when its `EntryMut` is
+//! dropped, the shard queues a [`Pending::Delta`] carrying the key's version before (`base`) and
+//! after (`new`) the write. Writes that note nothing (SET, RENAME, a STORE, a key created or
+//! deleted) queue a [`Pending::Key`] instead: its state is read back when the queue is drained.
+//! Each shard drains its queue in order under its lock (see `write_log`), so per key the stream
+//! holds the writes in the order they happened, which a delta needs: a replica applies one only to
+//! the exact version it was made from ([`apply`]).
+//!
+//! Every op is deterministic given the value it applies to (positions are resolved, random choices
+//! made, scores computed on the primary), so applying the same ops to the same value gives the same
+//! value everywhere.
+//!
+//! Encoding, one op after another: a tag byte, then its fields: byte strings as a little-endian
+//! u32 length and the bytes, numbers as 8 little-endian bytes.
+
+use crate::entry::{Entry, Object};
+use crate::types::EncodingLimits;
+
+const SADD: u8 = 1;
+const SREM: u8 = 2;
+const HSET: u8 = 3;
+const HDEL: u8 = 4;
+const ZADD: u8 = 5;
+const ZREM: u8 = 6;
+const LPUSH: u8 = 7;
+const RPUSH: u8 = 8;
+const LPOP: u8 = 9;
+const RPOP: u8 = 10;
+const LSET: u8 = 11;
+const LINSERT: u8 = 12;
+const LREM: u8 = 13;
+const LTRIM: u8 = 14;
+const APPEND: u8 = 15;
+const SETRANGE: u8 = 16;
+const EXPIRE: u8 = 17;
+
+/// A change queued by a shard for the replication stream, drained in order under the shard lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// Send the key's state as it is when the queue is drained (its value, or its deletion).
+    Key { db: usize, key: Box<[u8]> },
+    /// Send `ops`, made to the key at version `base`, which left it at version `new`.
+    Delta {
+        db: usize,
+        key: Box<[u8]>,
+        base: u64,
+        new: u64,
+        ops: Box<[u8]>,
+    },
+}
+
+impl Pending {
+    pub fn db_key(&self) -> (usize, &[u8]) {
+        match self {
+            Pending::Key { db, key } | Pending::Delta { db, key, .. } => (*db, key),
+        }
+    }
+}
+
+/// The element-level changes one write makes to one value, noted as it makes them. Noting is a
+/// no-op when the shard does not record writes.
+#[derive(Debug, Default)]
+pub struct Ops {
+    buf: Vec<u8>,
+    on: bool,
+    /// The expiry was set (it may then change without forcing a whole-value effect).
+    sets_expire: bool,
+}
+
+impl Ops {
+    pub fn new(on: bool) -> Self {
+        Ops {
+            buf: Vec::new(),
+            on,
+            sets_expire: false,
+        }
+    }
+
+    /// Whether noting does anything (the shard records writes).
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends `other`'s ops after these.
+    pub(crate) fn extend(&mut self, other: Ops) {
+        self.buf.extend_from_slice(&other.buf);
+        self.sets_expire |= other.sets_expire;
+    }
+
+    pub(crate) fn sets_expire(&self) -> bool {
+        self.sets_expire
+    }
+
+    pub(crate) fn into_bytes(self) -> Box<[u8]> {
+        self.buf.into_boxed_slice()
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(b);
+    }
+
+    fn num(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn op1(&mut self, tag: u8, a: &[u8]) {
+        if self.on {
+            self.buf.push(tag);
+            self.bytes(a);
+        }
+    }
+
+    pub fn sadd(&mut self, member: &[u8]) {
+        self.op1(SADD, member);
+    }
+    pub fn srem(&mut self, member: &[u8]) {
+        self.op1(SREM, member);
+    }
+    pub fn hset(&mut self, field: &[u8], value: &[u8]) {
+        if self.on {
+            self.buf.push(HSET);
+            self.bytes(field);
+            self.bytes(value);
+        }
+    }
+    pub fn hdel(&mut self, field: &[u8]) {
+        self.op1(HDEL, field);
+    }
+    /// The member's score is now `score` (added or updated).
+    pub fn zadd(&mut self, score: f64, member: &[u8]) {
+        if self.on {
+            self.buf.push(ZADD);
+            self.num(score.to_bits());
+            self.bytes(member);
+        }
+    }
+    pub fn zrem(&mut self, member: &[u8]) {
+        self.op1(ZREM, member);
+    }
+    /// Pushed at the head (`left`) or the tail.
+    pub fn push(&mut self, left: bool, value: &[u8]) {
+        self.op1(if left { LPUSH } else { RPUSH }, value);
+    }
+    /// `n` elements popped from the head (`left`) or the tail.
+    pub fn pop(&mut self, left: bool, n: usize) {
+        if self.on && n > 0 {
+            self.buf.push(if left { LPOP } else { RPOP });
+            self.num(n as u64);
+        }
+    }
+    /// The element at `index` (from the head) was replaced.
+    pub fn lset(&mut self, index: usize, value: &[u8]) {
+        if self.on {
+            self.buf.push(LSET);
+            self.num(index as u64);
+            self.bytes(value);
+        }
+    }
+    /// `value` was inserted so that it now sits at `index`.
+    pub fn linsert(&mut self, index: usize, value: &[u8]) {
+        if self.on {
+            self.buf.push(LINSERT);
+            self.num(index as u64);
+            self.bytes(value);
+        }
+    }
+    /// Up to `limit` elements equal to `value` were removed, scanning from the tail if `from_back`
+    /// (`limit` 0: all).
+    pub fn lrem(&mut self, value: &[u8], limit: usize, from_back: bool) {
+        if self.on {
+            self.buf.push(LREM);
+            self.num(limit as u64);
+            self.buf.push(from_back as u8);
+            self.bytes(value);
+        }
+    }
+    /// Only the elements `start..end` were kept.
+    pub fn ltrim(&mut self, start: usize, end: usize) {
+        if self.on {
+            self.buf.push(LTRIM);
+            self.num(start as u64);
+            self.num(end as u64);
+        }
+    }
+    pub fn append(&mut self, bytes: &[u8]) {
+        self.op1(APPEND, bytes);
+    }
+    /// `bytes` were written at `offset` (the string zero-padded up to it).
+    pub fn setrange(&mut self, offset: usize, bytes: &[u8]) {
+        if self.on {
+            self.buf.push(SETRANGE);
+            self.num(offset as u64);
+            self.bytes(bytes);
+        }
+    }
+    /// The key's absolute expiry is now `at_ms` (`None`: it persists).
+    pub fn expire(&mut self, at_ms: Option<u64>) {
+        if self.on {
+            self.buf.push(EXPIRE);
+            self.num(at_ms.map_or(u64::MAX, |t| t));
+            self.sets_expire = true;
+        }
+    }
+}
+
+/// Why a delta could not be applied: the stream is broken and the replica must resynchronise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaError {
+    /// The key is absent, or at a version other than the delta's base (and older than its end).
+    Diverged,
+    /// The ops do not fit the value (another type, an index out of range) or are malformed.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for DeltaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeltaError::Diverged => f.write_str("a delta does not follow the key's version"),
+            DeltaError::Malformed(what) => write!(f, "malformed delta: {what}"),
+        }
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Result<u8, DeltaError> {
+        let (&x, rest) = self
+            .b
+            .split_first()
+            .ok_or(DeltaError::Malformed("truncated"))?;
+        self.b = rest;
+        Ok(x)
+    }
+    fn num(&mut self) -> Result<u64, DeltaError> {
+        if self.b.len() < 8 {
+            return Err(DeltaError::Malformed("truncated"));
+        }
+        let (n, rest) = self.b.split_at(8);
+        self.b = rest;
+        Ok(u64::from_le_bytes(n.try_into().expect("8 bytes")))
+    }
+    fn usize(&mut self) -> Result<usize, DeltaError> {
+        usize::try_from(self.num()?).map_err(|_| DeltaError::Malformed("number out of range"))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], DeltaError> {
+        if self.b.len() < 4 {
+            return Err(DeltaError::Malformed("truncated"));
+        }
+        let (n, rest) = self.b.split_at(4);
+        let n = u32::from_le_bytes(n.try_into().expect("4 bytes")) as usize;
+        if rest.len() < n {
+            return Err(DeltaError::Malformed("truncated"));
+        }
+        let (v, rest) = rest.split_at(n);
+        self.b = rest;
+        Ok(v)
+    }
+}
+
+const WRONG_TYPE: DeltaError = DeltaError::Malformed("op does not fit the value's type");
+const OUT_OF_RANGE: DeltaError = DeltaError::Malformed("list position out of range");
+
+/// Applies `ops` to an entry, in order. The caller checked the entry's version and sets the new one.
+/// On error the entry may be partly changed; the replica resynchronises from scratch anyway.
+pub fn apply(e: &mut Entry, ops: &[u8], limits: &EncodingLimits) -> Result<(), DeltaError> {
+    let mut r = Reader { b: ops };
+    while !r.b.is_empty() {
+        let tag = r.u8()?;
+        match tag {
+            EXPIRE => {
+                let t = r.num()?;
+                e.set_expire_ms((t != u64::MAX).then_some(t));
+            }
+            APPEND | SETRANGE => {
+                let offset = if tag == SETRANGE { r.usize()? } else { 0 };
+                let bytes = r.bytes()?;
+                let s = e.make_raw_string().ok_or(WRONG_TYPE)?;
+                if tag == APPEND {
+                    s.extend_from_slice(bytes);
+                } else {
+                    let end = offset
+                        .checked_add(bytes.len())
+                        .ok_or(DeltaError::Malformed("offset out of range"))?;
+                    if s.len() < end {
+                        s.resize(end, 0);
+                    }
+                    s[offset..end].copy_from_slice(bytes);
+                }
+            }
+            _ => apply_to_object(e.object_mut().ok_or(WRONG_TYPE)?, tag, &mut r, limits)?,
+        }
+    }
+    Ok(())
+}
+
+fn apply_to_object(
+    obj: &mut Object,
+    tag: u8,
+    r: &mut Reader<'_>,
+    limits: &EncodingLimits,
+) -> Result<(), DeltaError> {
+    match (tag, obj) {
+        (SADD, Object::Set(s)) => {
+            s.insert(r.bytes()?, limits);
+        }
+        (SREM, Object::Set(s)) => {
+            s.remove(r.bytes()?);
+        }
+        (HSET, Object::Hash(h)) => {
+            let f = r.bytes()?;
+            h.insert(f, r.bytes()?, limits);
+        }
+        (HDEL, Object::Hash(h)) => {
+            h.remove(r.bytes()?);
+        }
+        (ZADD, Object::ZSet(z)) => {
+            let score = f64::from_bits(r.num()?);
+            if score.is_nan() {
+                return Err(DeltaError::Malformed("NaN score"));
+            }
+            z.insert(r.bytes()?, score, limits);
+        }
+        (ZREM, Object::ZSet(z)) => {
+            z.remove(r.bytes()?);
+        }
+        (LPUSH, Object::List(l)) => l.push_front(r.bytes()?),
+        (RPUSH, Object::List(l)) => l.push_back(r.bytes()?),
+        (LPOP | RPOP, Object::List(l)) => {
+            let n = r.usize()?;
+            if n > l.len() {
+                return Err(OUT_OF_RANGE);
+            }
+            if tag == LPOP {
+                l.drop_front(n);
+            } else {
+                l.drop_back(n);
+            }
+        }
+        (LSET, Object::List(l)) => {
+            let i = r.usize()?;
+            if !l.set(i, r.bytes()?) {
+                return Err(OUT_OF_RANGE);
+            }
+        }
+        (LINSERT, Object::List(l)) => {
+            let i = r.usize()?;
+            if i > l.len() {
+                return Err(OUT_OF_RANGE);
+            }
+            l.insert(i, r.bytes()?);
+        }
+        (LREM, Object::List(l)) => {
+            let limit = r.usize()?;
+            let from_back = r.u8()? != 0;
+            l.remove_matching(r.bytes()?, limit, from_back);
+        }
+        (LTRIM, Object::List(l)) => {
+            // Clamped by the list as on the primary: the same range of the same list.
+            let (start, end) = (r.usize()?, r.usize()?);
+            l.retain_range(start, end);
+        }
+        (SADD | SREM | HSET | HDEL | ZADD | ZREM, _)
+        | (LPUSH | RPUSH | LPOP | RPOP | LSET | LINSERT | LREM | LTRIM, _) => {
+            return Err(WRONG_TYPE);
+        }
+        _ => return Err(DeltaError::Malformed("unknown op")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Payload;
+    use crate::types::{hash::Hash, list::List, set::Set, zset::ZSet};
+
+    fn entry(obj: Object) -> Entry {
+        Entry::new(b"k", Payload::Object(Box::new(obj)), None, None, 1, 0)
+    }
+
+    #[test]
+    fn ops_replay_what_the_primary_did() {
+        let limits = EncodingLimits::default();
+        let mut s = Set::new(&limits);
+        s.insert(b"a", &limits);
+        let mut e = entry(Object::Set(s));
+        let mut ops = Ops::new(true);
+        ops.sadd(b"b");
+        ops.srem(b"a");
+        ops.expire(Some(99));
+        apply(&mut e, &ops.into_bytes(), &limits).unwrap();
+        let Some(Object::Set(s)) = e.object_mut() else {
+            panic!("a set")
+        };
+        assert!(s.contains(b"b") && !s.contains(b"a") && s.len() == 1);
+        assert_eq!(e.expire_ms(), Some(99));
+
+        let mut l = List::new(&limits);
+        for v in [&b"x"[..], b"y", b"z", b"y"] {
+            l.push_back(v);
+        }
+        let mut e = entry(Object::List(l));
+        let mut ops = Ops::new(true);
+        ops.push(true, b"h");
+        ops.pop(false, 1);
+        ops.lset(1, b"X");
+        ops.linsert(2, b"i");
+        ops.lrem(b"y", 0, false);
+        ops.ltrim(0, 3);
+        apply(&mut e, &ops.into_bytes(), &limits).unwrap();
+        let Some(Object::List(l)) = e.object_mut() else {
+            panic!("a list")
+        };
+        let got: Vec<Vec<u8>> = l.iter().map(|v| v.to_vec()).collect();
+        assert_eq!(got, vec![b"h".to_vec(), b"X".to_vec(), b"i".to_vec()]);
+
+        let mut e = entry(Object::Hash(Hash::new(&limits)));
+        let mut ops = Ops::new(true);
+        ops.hset(b"f", b"1");
+        ops.hset(b"g", b"2");
+        ops.hdel(b"f");
+        apply(&mut e, &ops.into_bytes(), &limits).unwrap();
+        let Some(Object::Hash(h)) = e.object_mut() else {
+            panic!("a hash")
+        };
+        assert_eq!((h.get(b"g"), h.len()), (Some(&b"2"[..]), 1));
+
+        let mut e = entry(Object::ZSet(ZSet::new(&limits)));
+        let mut ops = Ops::new(true);
+        ops.zadd(1.5, b"m");
+        ops.zadd(-2.0, b"n");
+        ops.zrem(b"m");
+        apply(&mut e, &ops.into_bytes(), &limits).unwrap();
+        let Some(Object::ZSet(z)) = e.object_mut() else {
+            panic!("a zset")
+        };
+        assert_eq!((z.score(b"n"), z.len()), (Some(-2.0), 1));
+
+        let mut e = Entry::new_string(b"k", b"ab", None, 1);
+        let mut ops = Ops::new(true);
+        ops.append(b"cd");
+        ops.setrange(6, b"z");
+        apply(&mut e, &ops.into_bytes(), &limits).unwrap();
+        assert_eq!(e.string(), Some(&b"abcd\0\0z"[..]));
+    }
+
+    #[test]
+    fn ops_that_do_not_fit_are_errors_not_panics() {
+        let limits = EncodingLimits::default();
+        let mut e = Entry::new_string(b"k", b"v", None, 1);
+        let mut ops = Ops::new(true);
+        ops.sadd(b"m");
+        assert_eq!(apply(&mut e, &ops.into_bytes(), &limits), Err(WRONG_TYPE));
+        let mut e = entry(Object::List(List::new(&limits)));
+        let mut ops = Ops::new(true);
+        ops.pop(true, 3);
+        assert_eq!(apply(&mut e, &ops.into_bytes(), &limits), Err(OUT_OF_RANGE));
+        for bad in [&[LSET][..], &[SADD, 9, 0, 0, 0, 1], &[200], &[ZADD, 0]] {
+            assert!(apply(&mut e, bad, &limits).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn noting_is_free_when_not_recording() {
+        let mut ops = Ops::new(false);
+        ops.sadd(b"m");
+        ops.expire(None);
+        assert!(ops.is_empty());
+    }
+}
