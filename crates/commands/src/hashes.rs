@@ -8,6 +8,7 @@ use crate::err;
 use crate::error::ReplyError;
 use std::sync::atomic::Ordering::Relaxed;
 
+use shoal_keyspace::delta::Ops;
 use shoal_keyspace::types::hash::Hash;
 use shoal_keyspace::{EncodingLimits, Entry, Kind, Object, Payload, Rng, ValueRef};
 use shoal_resp::ReplyWriter;
@@ -324,18 +325,20 @@ fn write_hash<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     create: bool,
-    f: impl FnOnce(&mut Hash, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+    f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let limits = ctx.srv.encoding_limits();
     let (mut shard, slot) = ctx.shard(key);
     let existing = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
+            let mut ops = e.ops();
             let Object::Hash(h) = object_mut(&mut e, Kind::Hash)? else {
                 unreachable!("object_mut checked the kind")
             };
-            let (r, changed) = f(h, &limits)?;
+            let (r, changed) = f(h, &mut ops, &limits)?;
             let empty = h.is_empty();
+            e.note(ops);
             if changed {
                 // Taken under the lock: later writes to a key get larger versions.
                 e.set_version(ctx.version());
@@ -352,8 +355,9 @@ fn write_hash<R>(
             Ok(Some(r))
         }
         Err(f) if create => {
+            // A new key is sent whole: no ops to note.
             let mut h = Hash::new(&limits);
-            let (r, _) = f(&mut h, &limits)?;
+            let (r, _) = f(&mut h, &mut Ops::new(false), &limits)?;
             if !h.is_empty() {
                 let version = ctx.version();
                 shard.insert(db, slot, object_entry(key, Object::Hash(h), version), now);
@@ -371,10 +375,11 @@ fn set_pairs(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) -> Result<i64, Repl
     if !args.len().is_multiple_of(2) {
         return Err(err!("wrong number of arguments for '{name}' command"));
     }
-    let added = write_hash(ctx, args.get(1), true, |h, limits| {
+    let added = write_hash(ctx, args.get(1), true, |h, ops, limits| {
         let mut added = 0;
         for i in (2..args.len()).step_by(2) {
             added += h.insert(args.get(i), args.get(i + 1), limits) as i64;
+            ops.hset(args.get(i), args.get(i + 1));
         }
         Ok((added, true))
     })?;
@@ -394,11 +399,12 @@ fn hmset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn hsetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let set = write_hash(ctx, args.get(1), true, |h, limits| {
+    let set = write_hash(ctx, args.get(1), true, |h, ops, limits| {
         if h.contains(args.get(2)) {
             return Ok((false, false));
         }
         h.insert(args.get(2), args.get(3), limits);
+        ops.hset(args.get(2), args.get(3));
         Ok((true, true))
     })?;
     ctx.out.int(set.unwrap_or(false) as i64);
@@ -459,10 +465,13 @@ fn hvals(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn hdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let deleted = write_hash(ctx, args.get(1), false, |h, _| {
+    let deleted = write_hash(ctx, args.get(1), false, |h, ops, _| {
         let mut n = 0;
         for f in args.tail(2).iter() {
-            n += h.remove(f) as i64;
+            if h.remove(f) {
+                ops.hdel(f);
+                n += 1;
+            }
             if h.is_empty() {
                 break;
             }
@@ -494,7 +503,7 @@ fn hstrlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let by = args.i64(3)?;
     let field = args.get(2);
-    let new = write_hash(ctx, args.get(1), true, |h, limits| {
+    let new = write_hash(ctx, args.get(1), true, |h, ops, limits| {
         let cur = match h.get(field) {
             Some(v) => shoal_keyspace::parse_canonical_i64(v)
                 .ok_or_else(|| ReplyError::err_static("hash value is not an integer"))?,
@@ -502,7 +511,9 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         };
         let new = cur.checked_add(by).ok_or(ERR_OVERFLOW)?;
         let mut tmp = [0u8; 20];
-        h.insert(field, shoal_resp::fmt_i64(new, &mut tmp), limits);
+        let text = shoal_resp::fmt_i64(new, &mut tmp);
+        h.insert(field, text, limits);
+        ops.hset(field, text);
         Ok((new, true))
     })?;
     ctx.out.int(new.expect("created"));
@@ -515,7 +526,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Err(ReplyError::err_static("value is NaN or Infinity"));
     }
     let field = args.get(2);
-    let new = write_hash(ctx, args.get(1), true, |h, limits| {
+    let new = write_hash(ctx, args.get(1), true, |h, ops, limits| {
         let cur = match h.get(field) {
             Some(v) => crate::args::parse_f64(v)
                 .ok_or_else(|| ReplyError::err_static("hash value is not a float"))?,
@@ -529,6 +540,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         let s = human_float(new);
         h.insert(field, s.as_bytes(), limits);
+        ops.hset(field, s.as_bytes());
         Ok((s, true))
     })?;
     ctx.out.bulk(new.expect("created").as_bytes());

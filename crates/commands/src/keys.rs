@@ -630,6 +630,9 @@ fn expire_generic(
         drop(e);
         shard.remove(db, slot, key);
     } else {
+        let mut ops = e.ops();
+        ops.expire(Some(when as u64));
+        e.note(ops);
         e.set_expire_ms(Some(when as u64));
         e.set_version(version);
         drop(e);
@@ -704,6 +707,9 @@ fn persist(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let version = ctx.version();
     let removed = match shard.lookup(db, slot, args.get(1), now, true) {
         Some(mut e) if e.expire_ms().is_some() => {
+            let mut ops = e.ops();
+            ops.expire(None);
+            e.note(ops);
             e.set_expire_ms(None);
             e.set_version(version);
             true

@@ -332,6 +332,11 @@ fn push_values(
     };
     if let Some(mut e) = shard.lookup(db, slot, key, now_ms, true) {
         let len = fill(list_mut(&mut e)?);
+        let mut ops = e.ops();
+        for v in values.iter() {
+            ops.push(end == End::Left, v);
+        }
+        e.note(ops);
         e.set_version(version);
         return Ok(Some(len));
     }
@@ -390,8 +395,11 @@ pub fn pop_first_nonempty(
                     n
                 }
             };
-            pop_with(l, end, n, |v| out.bulk(v));
+            let popped = pop_with(l, end, n, |v| out.bulk(v));
             let emptied = l.is_empty();
+            let mut ops = e.ops();
+            ops.pop(end == End::Left, popped);
+            e.note(ops);
             e.set_version(version);
             emptied
         };
@@ -441,6 +449,10 @@ pub fn lmove_locked(
         }
         .expect("stored lists are never empty");
         push(l, to, &v);
+        let mut ops = e.ops();
+        ops.pop(from == End::Left, 1);
+        ops.push(to == End::Left, &v);
+        e.note(ops);
         e.set_version(version);
         return Ok(Some(v));
     }
@@ -462,6 +474,9 @@ pub fn lmove_locked(
         }
         .expect("stored lists are never empty");
         let emptied = l.is_empty();
+        let mut ops = e.ops();
+        ops.pop(from == End::Left, 1);
+        e.note(ops);
         e.set_version(version);
         (v, emptied)
     };
@@ -597,7 +612,7 @@ fn pop_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) -> CmdResult {
         };
         let l = list_mut(&mut e)?;
         let out = &mut ctx.out;
-        match count {
+        let popped = match count {
             // An existing list and COUNT 0: an empty array, nothing popped, nothing written.
             Some(0) => {
                 out.array(0);
@@ -605,13 +620,14 @@ fn pop_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) -> CmdResult {
             }
             Some(c) => {
                 out.array(c.min(l.len()));
-                pop_with(l, end, c, |v| out.bulk(v));
+                pop_with(l, end, c, |v| out.bulk(v))
             }
-            None => {
-                pop_with(l, end, 1, |v| out.bulk(v));
-            }
-        }
+            None => pop_with(l, end, 1, |v| out.bulk(v)),
+        };
         let emptied = l.is_empty();
+        let mut ops = e.ops();
+        ops.pop(end == End::Left, popped);
+        e.note(ops);
         e.set_version(version);
         emptied
     };
@@ -871,6 +887,9 @@ fn lset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let index = args.i64(2)?;
     let i = resolve_index(index, l.len()).ok_or(ERR_INDEX)?;
     l.set(i, args.get(3));
+    let mut ops = e.ops();
+    ops.lset(i, args.get(3));
+    e.note(ops);
     e.set_version(version);
     drop(e);
     drop(shard);
@@ -897,8 +916,12 @@ fn linsert(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             match l.iter().position(|v| v == pivot) {
                 None => -1,
                 Some(i) => {
-                    l.insert(if after { i + 1 } else { i }, value);
+                    let at = if after { i + 1 } else { i };
+                    l.insert(at, value);
                     let len = l.len();
+                    let mut ops = e.ops();
+                    ops.linsert(at, value);
+                    e.note(ops);
                     e.set_version(version);
                     len as i64
                 }
@@ -924,6 +947,9 @@ fn lrem(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let removed = l.remove_matching(args.get(3), limit, count < 0);
             let emptied = l.is_empty();
             if removed > 0 {
+                let mut ops = e.ops();
+                ops.lrem(args.get(3), limit, count < 0);
+                e.note(ops);
                 e.set_version(version);
             }
             (removed, emptied)
@@ -948,11 +974,12 @@ fn ltrim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         None => false,
         Some(mut e) => {
             let l = list_mut(&mut e)?;
-            match resolve_range(start, stop, l.len()) {
-                Some((from, to)) => l.retain_range(from, to),
-                None => l.retain_range(0, 0),
-            }
+            let (from, to) = resolve_range(start, stop, l.len()).unwrap_or((0, 0));
+            l.retain_range(from, to);
             let emptied = l.is_empty();
+            let mut ops = e.ops();
+            ops.ltrim(from, to);
+            e.note(ops);
             e.set_version(version);
             emptied
         }

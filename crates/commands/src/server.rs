@@ -1309,7 +1309,7 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
     };
     let _ = write!(
         t,
-        "master_failover_state:{}\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{backlog_size}\r\nrepl_backlog_first_byte_offset:{first}\r\nrepl_backlog_histlen:{histlen}\r\nshoal_node_id:{}\r\nshoal_write_strategy:{strategy}\r\nshoal_min_replicas_ack:{}\r\nshoal_ack_timeout_ms:{}\r\nshoal_replicas_acked_offset:{}\r\nshoal_link_failures:{}\r\nshoal_empty_copies_refused:{}\r\n\r\n",
+        "master_failover_state:{}\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{}\r\nrepl_backlog_active:{}\r\nrepl_backlog_size:{backlog_size}\r\nrepl_backlog_first_byte_offset:{first}\r\nrepl_backlog_histlen:{histlen}\r\nshoal_node_id:{}\r\nshoal_write_strategy:{strategy}\r\nshoal_min_replicas_ack:{}\r\nshoal_ack_timeout_ms:{}\r\nshoal_replicas_acked_offset:{}\r\nshoal_link_failures:{}\r\nshoal_empty_copies_refused:{}\r\nshoal_stream_breaks:{}\r\n\r\n",
         repl.failover.state.lock().expect("failover lock"),
         ids.replid,
         ids.replid2,
@@ -1325,6 +1325,7 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
             .unwrap_or(0),
         repl.counters.link_failures.load(Relaxed),
         repl.counters.empty_copies_refused.load(Relaxed),
+        repl.counters.stream_breaks.load(Relaxed),
     );
     t
 }

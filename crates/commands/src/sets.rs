@@ -8,6 +8,7 @@
 //! the result is empty. Every write stamps the command's version on the keys it changed.
 
 use crate::error::ReplyError;
+use shoal_keyspace::delta::Ops;
 use shoal_keyspace::types::set::{Member, Set};
 use shoal_keyspace::{EncodingLimits, Kind, Object, Shard, ValueRef};
 use shoal_resp::ReplyWriter;
@@ -293,18 +294,20 @@ fn write_set<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     create: bool,
-    f: impl FnOnce(&mut Set, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+    f: impl FnOnce(&mut Set, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let limits = ctx.srv.encoding_limits();
     let (mut shard, slot) = ctx.shard(key);
     let existing = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
+            let mut ops = e.ops();
             let Object::Set(s) = object_mut(&mut e, Kind::Set)? else {
                 unreachable!("object_mut checked the kind")
             };
-            let (r, changed) = f(s, &limits)?;
+            let (r, changed) = f(s, &mut ops, &limits)?;
             let empty = s.is_empty();
+            e.note(ops);
             if changed {
                 // Taken under the lock: later writes to a key get larger versions.
                 e.set_version(ctx.version());
@@ -321,8 +324,9 @@ fn write_set<R>(
             Ok(Some(r))
         }
         Err(f) if create => {
+            // A new key is sent whole: no ops to note.
             let mut s = Set::new(&limits);
-            let (r, _) = f(&mut s, &limits)?;
+            let (r, _) = f(&mut s, &mut Ops::new(false), &limits)?;
             if !s.is_empty() {
                 let version = ctx.version();
                 shard.insert(db, slot, object_entry(key, Object::Set(s), version), now);
@@ -344,10 +348,13 @@ fn reply_members<'m>(out: &mut ReplyWriter<'_>, n: usize, ms: impl Iterator<Item
 // Single-key handlers.
 
 fn sadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let added = write_set(ctx, args.get(1), true, |s, limits| {
+    let added = write_set(ctx, args.get(1), true, |s, ops, limits| {
         let mut n = 0;
         for m in args.tail(2).iter() {
-            n += s.insert(m, limits) as i64;
+            if s.insert(m, limits) {
+                ops.sadd(m);
+                n += 1;
+            }
         }
         Ok((n, n > 0))
     })?;
@@ -356,10 +363,13 @@ fn sadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn srem(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let removed = write_set(ctx, args.get(1), false, |s, _| {
+    let removed = write_set(ctx, args.get(1), false, |s, ops, _| {
         let mut n = 0;
         for m in args.tail(2).iter() {
-            n += s.remove(m) as i64;
+            if s.remove(m) {
+                ops.srem(m);
+                n += 1;
+            }
             if s.is_empty() {
                 break;
             }
@@ -404,8 +414,11 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Err(ERR_SYNTAX);
     }
     if args.len() == 2 {
-        let popped = write_set(ctx, args.get(1), false, |s, _| {
+        let popped = write_set(ctx, args.get(1), false, |s, ops, _| {
             let m = s.pop_random(&mut rng);
+            if let Some(m) = &m {
+                ops.srem(m);
+            }
             let changed = m.is_some();
             Ok((m, changed))
         })?;
@@ -420,7 +433,7 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .ok_or(ReplyError::err_static(
             "value is out of range, must be positive",
         ))? as usize;
-    let popped = write_set(ctx, args.get(1), false, |s, limits| {
+    let popped = write_set(ctx, args.get(1), false, |s, ops, limits| {
         if count >= s.len() {
             // Everything: hand the members over and leave an empty set (the key is deleted).
             let all: Vec<Vec<u8>> = s.iter().map(Member::to_vec).collect();
@@ -430,6 +443,9 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
             out.extend(s.pop_random(&mut rng));
+        }
+        for m in &out {
+            ops.srem(m);
         }
         let changed = !out.is_empty();
         Ok((out, changed))
@@ -545,12 +561,15 @@ fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let mut e = shard
             .lookup(db, slot, src, now, false)
             .expect("checked above");
+        let mut ops = e.ops();
         let Object::Set(s) = object_mut(&mut e, Kind::Set)? else {
             unreachable!("object_mut checked the kind")
         };
         let removed = s.remove(member);
         let empty = s.is_empty();
         if removed {
+            ops.srem(member);
+            e.note(ops);
             e.set_version(version);
         }
         drop(e);
@@ -568,10 +587,14 @@ fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let mut e = shard
             .lookup(db, slot, dst, now, false)
             .expect("checked above");
+        let mut ops = e.ops();
         let Object::Set(s) = object_mut(&mut e, Kind::Set)? else {
             unreachable!("object_mut checked the kind")
         };
+        // Noted even if it was there: the key's version changes either way.
         s.insert(member, &limits);
+        ops.sadd(member);
+        e.note(ops);
         e.set_version(version);
     } else {
         let mut s = Set::new(&limits);

@@ -602,10 +602,16 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             shard.remove(db, slot, args.get(1));
         }
         ExpireOpt::At(t) => {
+            let mut ops = e.ops();
+            ops.expire(Some(t));
+            e.note(ops);
             e.set_expire_ms(Some(t));
             e.set_version(version);
         }
         ExpireOpt::Persist if e.expire_ms().is_some() => {
+            let mut ops = e.ops();
+            ops.expire(None);
+            e.note(ops);
             e.set_expire_ms(None);
             e.set_version(version);
         }
@@ -707,9 +713,12 @@ fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             if cur + add.len() > max {
                 return Err(ERR_TOO_BIG);
             }
+            let mut ops = e.ops();
             let v = e.make_raw_string().ok_or(ReplyError::WrongType)?;
             v.extend_from_slice(add);
             let len = v.len();
+            ops.append(add);
+            e.note(ops);
             e.set_version(version);
             Some(len)
         }
@@ -797,12 +806,15 @@ fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 if offset + value.len() > max {
                     return Err(ERR_TOO_BIG);
                 }
+                let mut ops = e.ops();
                 let v = e.make_raw_string().ok_or(ReplyError::WrongType)?;
                 if v.len() < offset + value.len() {
                     v.resize(offset + value.len(), 0);
                 }
                 v[offset..offset + value.len()].copy_from_slice(value);
                 let len = v.len();
+                ops.setrange(offset, value);
+                e.note(ops);
                 e.set_version(version);
                 len
             }

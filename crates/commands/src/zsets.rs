@@ -834,8 +834,19 @@ fn zadd_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, zincrby: bool) -> CmdResult 
     let version = ctx.version();
     let existing = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
-            let o = apply_adds(zset_mut(&mut e)?, &pairs, f, &limits);
+            let mut ops = e.ops();
+            let z = zset_mut(&mut e)?;
+            let o = apply_adds(z, &pairs, f, &limits);
             if o.added + o.updated > 0 {
+                // Each member's resulting score (NX/XX/GT/LT/INCR decided here, not on replicas).
+                if ops.is_on() {
+                    for (_, m) in &pairs {
+                        if let Some(score) = z.score(m) {
+                            ops.zadd(score, m);
+                        }
+                    }
+                }
+                e.note(ops);
                 e.set_version(version);
             }
             Some(o)
@@ -879,10 +890,12 @@ fn zrem(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         ctx.out.int(0);
         return Ok(());
     };
+    let mut ops = e.ops();
     let z = zset_mut(&mut e)?;
     let mut deleted = 0;
     for m in args.tail(2).iter() {
         if z.remove(m).is_some() {
+            ops.zrem(m);
             deleted += 1;
         }
         if z.is_empty() {
@@ -891,6 +904,7 @@ fn zrem(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     let empty = z.is_empty();
     if deleted > 0 {
+        e.note(ops);
         e.set_version(version);
     }
     drop(e);
@@ -1276,11 +1290,13 @@ fn remrange_generic(
         ctx.out.int(0);
         return Ok(());
     };
+    let mut ops = e.ops();
     let z = zset_mut(&mut e)?;
     let r = ranks(z);
-    let deleted = z.remove_range(r, |_, _| {});
+    let deleted = z.remove_range(r, |m, _| ops.zrem(m));
     let empty = z.is_empty();
     if deleted > 0 {
+        e.note(ops);
         e.set_version(version);
     }
     drop(e);
@@ -1316,10 +1332,15 @@ pub fn zpop_locked(
     let Some(mut e) = shard.lookup(db, slot, key, now_ms, true) else {
         return Ok(None);
     };
+    let mut ops = e.ops();
     let z = zset_mut(&mut e)?;
     let popped = z.pop(max, count);
     let empty = z.is_empty();
     if !popped.is_empty() {
+        for (m, _) in &popped {
+            ops.zrem(m);
+        }
+        e.note(ops);
         e.set_version(version);
     }
     drop(e);

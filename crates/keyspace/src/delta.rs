@@ -220,8 +220,9 @@ impl Ops {
 /// Why a delta could not be applied: the stream is broken and the replica must resynchronise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeltaError {
-    /// The key is absent, or at a version other than the delta's base (and older than its end).
-    Diverged,
+    /// The key is absent (`None`), or at a version other than the delta's base and older than its
+    /// end.
+    Diverged(Option<u64>),
     /// The ops do not fit the value (another type, an index out of range) or are malformed.
     Malformed(&'static str),
 }
@@ -229,7 +230,12 @@ pub enum DeltaError {
 impl std::fmt::Display for DeltaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DeltaError::Diverged => f.write_str("a delta does not follow the key's version"),
+            DeltaError::Diverged(None) => {
+                f.write_str("a delta for a key the replica does not hold")
+            }
+            DeltaError::Diverged(Some(v)) => {
+                write!(f, "a delta does not follow the key's version {v}")
+            }
             DeltaError::Malformed(what) => write!(f, "malformed delta: {what}"),
         }
     }

@@ -993,9 +993,11 @@ impl Keyspace {
         for shard in self.shards.iter() {
             let mut s = shard.lock();
             s.recording = on;
-            // Changes queued before the switch belong to no stream (a primary turned replica
-            // takes its primary's stream; a node starting to record sends from its snapshot).
-            s.pending.clear();
+            if !on {
+                // Changes queued before the switch belong to no stream (a primary turned replica
+                // takes its primary's stream).
+                s.pending.clear();
+            }
         }
         self.recording
             .store(on, std::sync::atomic::Ordering::Relaxed);

@@ -200,7 +200,7 @@ impl Sender {
                         .ok_or(LinkEnd::SnapshotInvalidated)?
                 }
                 Some(_) => {
-                    let end = writer.finish();
+                    let end = writer.finish(repl.offset());
                     self.phase = Phase::Stream;
                     end
                 }
@@ -325,7 +325,7 @@ mod tests {
         assert!(b.link_to(e, LinkState::Handshake));
         assert!(b.link_to(e, LinkState::Syncing));
         let a_id = "a".repeat(40);
-        assert!(b.full_sync_done(e, &a_id, 100));
+        assert!(b.full_sync_done(e, &a_id, 100, 100));
         // C asks B to continue on A's history at B's offset.
         let (mut sender, _acks, line) = accept(&b, &ks, who(), &a_id, 100, 0);
         assert_eq!(line, format!("+CONTINUE {a_id}\r\n").into_bytes());
@@ -363,7 +363,7 @@ mod tests {
         assert!(c.link_to(e, LinkState::Handshake));
         assert!(c.link_to(e, LinkState::Syncing));
         let a_id = "a".repeat(40);
-        assert!(c.full_sync_done(e, &a_id, 50));
+        assert!(c.full_sync_done(e, &a_id, 50, 50));
         let (mut sender, _acks, _) = accept(&c, &ks, who(), &a_id, 50, 0);
         assert_eq!(drain(&mut sender, &c, &ks).unwrap(), b"");
         // Same id: nothing changes for our replicas.

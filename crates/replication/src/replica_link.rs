@@ -304,22 +304,34 @@ impl ReplicaLink {
         };
         // What followed the snapshot is the stream.
         self.inbuf = data[used..].to_vec();
+        let end_offset = loader.end_offset;
         self.loader = None;
         let Step::Snapshot { replid, offset } = std::mem::replace(&mut self.step, Step::Stream)
         else {
             unreachable!("loading a snapshot")
         };
-        if !node.repl.full_sync_done(self.epoch, &replid, offset) {
+        if !node
+            .repl
+            .full_sync_done(self.epoch, &replid, offset, end_offset)
+        {
             return Err(LinkError::Stale);
         }
         Ok(true)
     }
 
-    /// Applies every complete frame buffered; returns how many.
+    /// Applies every complete frame buffered; returns how many. A frame that cannot be applied
+    /// breaks the stream: the history is forgotten (the next `PSYNC` asks for a full copy) and the
+    /// link ends.
     fn apply(&mut self, node: &Node<'_>, now_ms: u64) -> Result<u64, LinkError> {
         let mut pos = 0;
         let mut frames = 0;
         let dbs = node.ks.databases();
+        let start = node.repl.replica_offset();
+        let overlap_until = node.repl.overlap_until();
+        let broken = |why: String| {
+            node.repl.stream_broken(self.epoch);
+            LinkError::Refused(format!("replication stream broken: {why}"))
+        };
         loop {
             match self.decoder.decode(&self.inbuf, pos, &mut self.ranges) {
                 Ok(Decoded::Frame { end, inline }) => {
@@ -329,20 +341,16 @@ impl ReplicaLink {
                         &self.inbuf
                     };
                     let args: Vec<&[u8]> = self.ranges.iter().map(|r| &src[r.clone()]).collect();
-                    let effect = stream::decode(&args, dbs).map_err(|e| LinkError::Refused(e.0))?;
-                    stream::apply(node.ks, &effect, &node.limits, now_ms)
-                        .map_err(|e| LinkError::Refused(e.0))?;
+                    let effect = stream::decode(&args, dbs).map_err(|e| broken(e.0))?;
+                    let overlap = start + (pos as u64) < overlap_until;
+                    stream::apply(node.ks, &effect, &node.limits, now_ms, overlap)
+                        .map_err(|e| broken(e.0))?;
                     pos = end;
                     frames += 1;
                 }
                 Ok(Decoded::Empty { end }) => pos = end,
                 Ok(Decoded::Incomplete) => break,
-                Err(e) => {
-                    return Err(LinkError::Refused(format!(
-                        "garbage in the replication stream: {}",
-                        e.0
-                    )));
-                }
+                Err(e) => return Err(broken(format!("garbage: {}", e.0))),
             }
         }
         // The applied frames join our own backlog (at the primary's offsets) in one piece.

@@ -6,16 +6,20 @@
 //!          u64 replication offset the data is at least as new as
 //! record   0x01 varint db, bytes key, u64 version, u8 flags (1 expire, 2 ext version),
 //!          [u64 expire_ms] [u64 ext_version], bytes value (the keyspace value codec)
-//! end      0xFF
+//! end      0xFF, u64 replication offset when the last shard was read (format 2)
 //! footer   u64 CRC-64 of every byte before it (LE)
 //! ```
-//! `bytes` is a varint length then the bytes; integers are little-endian.
+//! `bytes` is a varint length then the bytes; integers are little-endian. Format 1 (no end offset)
+//! still loads, with the end offset taken equal to the header's.
 //!
 //! Writing takes one shard lock at a time, so clients wait at most for one shard's serialisation;
 //! the snapshot is therefore not a single point in time. That is fine for replication: the stream
 //! offset is taken before the first shard is read, and every write after it reaches the replica
-//! through the stream, applied by version (see `stream`). For `SAVE` it means each key
-//! is saved as of some moment during the save.
+//! through the stream, applied by version (see `stream`). Between the two offsets the stream
+//! *overlaps* the snapshot: a key may already be newer in the snapshot than the effects there,
+//! even deleted, so a delta for a key the replica does not hold is skipped in that stretch (and is
+//! a broken stream after it). For `SAVE` it means each key is saved as of some moment during the
+//! save.
 //!
 //! Loading is incremental ([`Loader::feed`]): bytes can arrive in any chunking, and memory held is
 //! one record at most beyond what was fed.
@@ -24,7 +28,9 @@ use shoal_keyspace::codec::{self, crc64_update, get_bytes, get_varint, put_bytes
 use shoal_keyspace::{EncodingLimits, Entry, Keyspace, key_slot};
 
 pub const MAGIC: &[u8; 8] = b"SHOALSNP";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// The first format, without the end offset.
+const FORMAT_VERSION_1: u16 = 1;
 const HEADER_BYTES: usize = 10 + 40 + 8;
 const TAG_RECORD: u8 = 0x01;
 const TAG_END: u8 = 0xFF;
@@ -94,9 +100,10 @@ impl Writer {
         Some(out)
     }
 
-    /// End marker and checksum.
-    pub fn finish(&mut self) -> Vec<u8> {
+    /// End marker, with the replication offset once every shard was read, and checksum.
+    pub fn finish(&mut self, end_offset: u64) -> Vec<u8> {
         let mut out = vec![TAG_END];
+        out.extend_from_slice(&end_offset.to_le_bytes());
         self.account(&out);
         out.extend_from_slice(&self.crc.to_le_bytes());
         self.bytes_written += 8;
@@ -142,7 +149,8 @@ pub fn write_all(
                 None => continue 'attempt,
             }
         }
-        out.extend_from_slice(&w.finish());
+        let (_, end_offset) = replid_offset();
+        out.extend_from_slice(&w.finish(end_offset.max(offset)));
         return Ok(out);
     }
     Err(format!(
@@ -205,6 +213,9 @@ pub struct Loader {
     /// From the header, once parsed.
     pub replid: String,
     pub offset: u64,
+    /// From the end marker: the offset up to which the stream overlaps the data.
+    pub end_offset: u64,
+    format: u16,
     buf: Vec<u8>,
     crc: u64,
     header_seen: bool,
@@ -274,6 +285,8 @@ impl Loader {
         Loader {
             replid: String::new(),
             offset: 0,
+            end_offset: 0,
+            format: FORMAT_VERSION,
             buf: Vec::new(),
             crc: 0,
             header_seen: false,
@@ -304,9 +317,10 @@ impl Loader {
                 return Ok(None);
             }
             let v = u16::from_le_bytes([self.buf[8], self.buf[9]]);
-            if v != FORMAT_VERSION {
+            if v != FORMAT_VERSION && v != FORMAT_VERSION_1 {
                 return Err(SnapshotError::UnsupportedVersion(v));
             }
+            self.format = v;
             self.replid = String::from_utf8_lossy(&self.buf[10..50]).into_owned();
             self.offset = u64_at(&self.buf[50..]).unwrap_or(0);
             self.header_seen = true;
@@ -326,16 +340,29 @@ impl Loader {
                     None => break,
                 },
                 TAG_END => {
-                    if self.buf.len() < pos + 9 {
+                    let marker = if self.format == FORMAT_VERSION_1 {
+                        1
+                    } else {
+                        9
+                    };
+                    if self.buf.len() < pos + marker + 8 {
                         break;
                     }
-                    self.crc = crc64_update(self.crc, &self.buf[..pos + 1]);
-                    let stored = u64_at(&self.buf[pos + 1..]).unwrap_or(0);
+                    self.end_offset = if self.format == FORMAT_VERSION_1 {
+                        self.offset
+                    } else {
+                        u64_at(&self.buf[pos + 1..]).unwrap_or(0)
+                    };
+                    self.crc = crc64_update(self.crc, &self.buf[..pos + marker]);
+                    let stored = u64_at(&self.buf[pos + marker..]).unwrap_or(0);
                     if stored != self.crc {
                         return Err(SnapshotError::Checksum);
                     }
+                    if self.end_offset < self.offset {
+                        return Err(SnapshotError::Corrupt("end offset before start offset"));
+                    }
                     self.ended = true;
-                    let snapshot_bytes_in_data = pos + 9 - already;
+                    let snapshot_bytes_in_data = pos + marker + 8 - already;
                     self.buf.clear();
                     return Ok(Some(snapshot_bytes_in_data));
                 }
@@ -360,10 +387,21 @@ pub fn load_all(
     limits: &EncodingLimits,
     now_ms: u64,
 ) -> Result<u64, SnapshotError> {
-    load_all_meta(ks, bytes, limits, now_ms, true).map(|(n, _, _)| n)
+    load_all_meta(ks, bytes, limits, now_ms, true).map(|m| m.keys)
 }
 
-/// Like [`load_all`], also returning the header's replication id and offset. A replica loads keys
+/// What [`load_all_meta`] loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub keys: u64,
+    /// The replication history the data belongs to, and the offset it is at least as new as.
+    pub replid: String,
+    pub offset: u64,
+    /// The stream overlaps the data up to here (see the module header).
+    pub end_offset: u64,
+}
+
+/// Like [`load_all`], also returning the replication position. A replica loads keys
 /// already past their deadline too (`skip_expired` false), as Redis does: its primary's deletions
 /// decide, not its own clock, so a skewed replica clock cannot make it drop a key the primary holds.
 pub fn load_all_meta(
@@ -372,7 +410,7 @@ pub fn load_all_meta(
     limits: &EncodingLimits,
     now_ms: u64,
     skip_expired: bool,
-) -> Result<(u64, String, u64), SnapshotError> {
+) -> Result<Loaded, SnapshotError> {
     let mut loader = Loader::new(ks.databases());
     let mut loaded = 0;
     let mut bad = false;
@@ -395,7 +433,12 @@ pub fn load_all_meta(
         return Err(SnapshotError::Corrupt("value"));
     }
     match done {
-        Some(n) if n == bytes.len() => Ok((loaded, loader.replid.clone(), loader.offset)),
+        Some(n) if n == bytes.len() => Ok(Loaded {
+            keys: loaded,
+            replid: loader.replid.clone(),
+            offset: loader.offset,
+            end_offset: loader.end_offset,
+        }),
         Some(_) => Err(SnapshotError::Corrupt("trailing bytes")),
         None => Err(SnapshotError::Corrupt("truncated")),
     }

@@ -162,6 +162,9 @@ pub struct Counters {
     pub link_failures: AtomicU64,
     /// As a replica: full copies refused because the primary was empty and we were not.
     pub empty_copies_refused: AtomicU64,
+    /// As a replica: streams that could not be applied (each forced a full copy). Never happens
+    /// unless the replica's data was changed behind the stream (a writable replica, a bug).
+    pub stream_breaks: AtomicU64,
 }
 
 /// Write-strategy settings mirrored from config, read on every write.
@@ -180,6 +183,9 @@ struct Core {
     ids: Ids,
     /// As a replica: the offset applied from our primary's stream.
     replica_offset: u64,
+    /// As a replica: the stream before this offset overlaps the snapshot our data came from (see
+    /// `snapshot`), where an effect may be older than what we hold.
+    overlap_until: u64,
     /// A primary handing over to a replica (FAILOVER): writes pause until it ends.
     failing_over: bool,
 }
@@ -231,6 +237,7 @@ impl ReplState {
                     second_offset: -1,
                 },
                 replica_offset: 0,
+                overlap_until: 0,
                 failing_over: false,
             }),
             replica_flag: AtomicBool::new(false),
@@ -440,11 +447,13 @@ impl ReplState {
         true
     }
 
-    /// At start-up, before any link runs: continue the history a snapshot on disk belongs to.
-    pub fn resume(&self, replid: &str, offset: u64) {
+    /// At start-up, before any link runs: continue the history a snapshot on disk belongs to
+    /// (`offset`, the stream overlapping the data up to `overlap_until`).
+    pub fn resume(&self, replid: &str, offset: u64, overlap_until: u64) {
         let mut core = self.core();
         core.ids.replid = replid.to_string();
         core.replica_offset = offset;
+        core.overlap_until = overlap_until;
         self.backlog().reset(offset);
     }
 
@@ -486,6 +495,7 @@ impl ReplState {
             second_offset: -1,
         };
         core.replica_offset = 0;
+        core.overlap_until = 0;
         self.backlog().reset(0);
         self.history.fetch_add(1, Relaxed);
         drop(core);
@@ -493,8 +503,43 @@ impl ReplState {
         true
     }
 
-    /// A full copy was loaded: a new history at `offset` under `replid`.
-    pub fn full_sync_done(&self, epoch: u64, replid: &str, offset: u64) -> bool {
+    /// The stream could not be applied (a delta that does not follow the key's version, a frame
+    /// that does not decode): our data belongs to no offset of any history now. Forget the
+    /// history, so the next `PSYNC` asks for a full copy instead of continuing (and failing)
+    /// again, and so replicas of ours stop following it.
+    pub fn stream_broken(&self, epoch: u64) {
+        let mut core = self.core();
+        if self.epoch.load(Relaxed) != epoch {
+            return;
+        }
+        core.ids = Ids {
+            replid: "0".repeat(40),
+            replid2: "0".repeat(40),
+            second_offset: -1,
+        };
+        core.replica_offset = 0;
+        core.overlap_until = 0;
+        self.backlog().reset(0);
+        self.history.fetch_add(1, Relaxed);
+        self.counters.stream_breaks.fetch_add(1, Relaxed);
+        drop(core);
+        self.wake_links();
+    }
+
+    /// Where the stream stops overlapping the snapshot our data came from.
+    pub fn overlap_until(&self) -> u64 {
+        self.core().overlap_until
+    }
+
+    /// A full copy was loaded: a new history at `offset` under `replid`, the stream overlapping
+    /// the copy up to `overlap_until`.
+    pub fn full_sync_done(
+        &self,
+        epoch: u64,
+        replid: &str,
+        offset: u64,
+        overlap_until: u64,
+    ) -> bool {
         let mut core = self.core();
         if self.epoch.load(Relaxed) != epoch {
             return false;
@@ -506,6 +551,7 @@ impl ReplState {
             second_offset: -1,
         };
         core.replica_offset = offset;
+        core.overlap_until = overlap_until.max(offset);
         self.backlog().reset(offset);
         core.link = LinkState::Connected;
         self.history.fetch_add(1, Relaxed);
@@ -620,7 +666,7 @@ impl ReplState {
     /// Test helper: a full copy from `Handshake` to `Connected` in one call.
     #[cfg(test)]
     fn full_sync_done_after(&self, epoch: u64, replid: &str, offset: u64) -> bool {
-        self.begin_full_sync(epoch) && self.full_sync_done(epoch, replid, offset)
+        self.begin_full_sync(epoch) && self.full_sync_done(epoch, replid, offset, offset)
     }
 
     // ---- replicas and acknowledgements ----
@@ -844,7 +890,7 @@ mod tests {
         );
         assert!(repl.link_to(e, LinkState::Handshake));
         assert!(repl.link_to(e, LinkState::Syncing));
-        assert!(repl.full_sync_done(e, &"b".repeat(40), 100));
+        assert!(repl.full_sync_done(e, &"b".repeat(40), 100, 100));
         assert_eq!(repl.applied(e, b"xyz"), Some(103));
         assert!(
             !repl.link_to(e - 1, LinkState::Down),

@@ -304,12 +304,15 @@ pub fn decode<'a>(args: &[&'a [u8]], databases: usize) -> Result<Effect<'a>, Str
     }
 }
 
-/// Applies one effect to a replica's keyspace, by version.
+/// Applies one effect to a replica's keyspace, by version. `overlap`: the effect lies in the
+/// stretch of the stream that overlaps the snapshot the data came from (see `snapshot`), where a
+/// key the replica does not hold may have been deleted after the effect was made.
 pub fn apply(
     ks: &Keyspace,
     effect: &Effect<'_>,
     limits: &EncodingLimits,
     now_ms: u64,
+    overlap: bool,
 ) -> Result<(), StreamError> {
     match *effect {
         Effect::Put {
@@ -337,7 +340,11 @@ pub fn apply(
         } => {
             ks.hlc.observe(new);
             let slot = key_slot(key);
-            ks.lock(ks.shard_of(slot))
+            let mut shard = ks.lock(ks.shard_of(slot));
+            if overlap && shard.peek_any(db, slot, key).is_none() {
+                return Ok(());
+            }
+            shard
                 .apply_delta(db, slot, key, base, new, ops, limits)
                 .map_err(|e| {
                     StreamError(format!(
@@ -461,8 +468,8 @@ mod tests {
             ext_version: None,
             value: &v,
         };
-        apply(&ks, &put(10), &limits, 0).unwrap();
-        apply(&ks, &put(10), &limits, 0).unwrap();
+        apply(&ks, &put(10), &limits, 0, false).unwrap();
+        apply(&ks, &put(10), &limits, 0, false).unwrap();
         apply(
             &ks,
             &Effect::Del {
@@ -472,6 +479,7 @@ mod tests {
             },
             &limits,
             0,
+            false,
         )
         .unwrap();
         let slot = key_slot(b"k");
@@ -489,6 +497,7 @@ mod tests {
             },
             &limits,
             0,
+            false,
         )
         .unwrap();
         assert!(ks.lock(ks.shard_of(slot)).peek_any(0, slot, b"k").is_none());

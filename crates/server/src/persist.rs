@@ -78,14 +78,16 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
-    let (n, replid, offset) =
+    let loaded =
         snapshot::load_all_meta(&srv.ks, &bytes, &srv.encoding_limits(), now_ms(), !replica)
             .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    let n = loaded.keys;
     // Resume the replication history the data belongs to: a restarted replica asks its primary
     // to continue from `offset` instead of copying everything again, and a restarted primary
     // keeps its id and offset, so its replicas continue too.
-    if replid.bytes().any(|b| b != b'0') {
-        srv.repl.resume(&replid, offset);
+    if loaded.replid.bytes().any(|b| b != b'0') {
+        srv.repl
+            .resume(&loaded.replid, loaded.offset, loaded.end_offset);
     }
     srv.persist.last_save_unix_s.store(now_ms() / 1000, Relaxed);
     tracing::info!(path = %path.display(), keys = n, "DB loaded from disk");

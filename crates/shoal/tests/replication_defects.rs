@@ -1,5 +1,6 @@
 //! Replication defects of issue 9, as stories told with real processes on loopback: every write
-//! command in the server's own table reaches a replica intact; a replica further behind than its
+//! command in the server's own table reaches a replica intact; collection writes travel as element
+//! changes, not whole values; a replica further behind than its
 //! output-buffer limit catches up without a drop-and-resync loop; a replica restarted after
 //! `SHUTDOWN SAVE` continues with a partial resync; chained replication (A ← B ← C) keeps C on A's
 //! history and survives B's promotion without a full copy.
@@ -655,9 +656,8 @@ fn a_set_stored_in_another_internal_order_on_the_replica_has_the_same_digest() {
     follow(&r, &p);
     let mut c = p.client();
     // Grow past the compact encodings, then punch holes: the primary's table keeps its history,
-    // the replica builds each value afresh from its effect. Batches of 100 members per command:
-    // every effect carries the whole value, so one member per command would make the stream
-    // quadratic in the size of the collection.
+    // the replica builds each value from the effects (the first batch whole, then element
+    // changes), so its internal order may differ.
     let batch = |lo: usize| lo..lo + 100;
     for lo in (0..2000).step_by(100) {
         let mut sadd = redis::cmd("SADD");
@@ -706,6 +706,166 @@ fn a_set_stored_in_another_internal_order_on_the_replica_has_the_same_digest() {
     on_p.sort();
     on_r.sort();
     assert_eq!(on_p, on_r, "the same members");
+}
+
+/// Stream bytes a primary appends for one small collection write, at most: a `SHOALDELTA` frame
+/// (name, database, key, two versions, the ops) is about 120 bytes for the writes below. Redis
+/// sends the command itself, 40 to 60 bytes here.
+const STREAM_BYTES_PER_SMALL_WRITE_MAX: u64 = 200;
+
+#[test]
+fn collection_writes_reach_replicas_as_element_changes_not_whole_values() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    follow(&r, &p);
+    let mut c = p.client();
+    let full_syncs = num(&mut c, "stats", "sync_full");
+    // Each family: `writes` single-element commands against one growing (or shrinking) value,
+    // pipelined 1000 at a time. A stream that carried whole values would grow with the square of
+    // the collection's size (20,000 SADDs: gigabytes); element changes grow linearly.
+    let mut family = |name: &str, writes: usize, cmd: &dyn Fn(usize) -> redis::Cmd| {
+        let before = num(&mut c, "replication", "master_repl_offset");
+        for lo in (0..writes).step_by(1000) {
+            let mut pipe = redis::pipe();
+            for i in lo..(lo + 1000).min(writes) {
+                pipe.add_command(cmd(i)).ignore();
+            }
+            let _: () = pipe.query(&mut c).unwrap();
+        }
+        let grown = num(&mut c, "replication", "master_repl_offset") - before;
+        assert!(
+            grown <= writes as u64 * STREAM_BYTES_PER_SMALL_WRITE_MAX,
+            "{writes} {name} writes grew the stream by {grown} bytes"
+        );
+    };
+    family("SADD", 20_000, &|i| {
+        redis::cmd("SADD")
+            .arg("big:set")
+            .arg(format!("member:{i}"))
+            .clone()
+    });
+    family("SREM", 5_000, &|i| {
+        redis::cmd("SREM")
+            .arg("big:set")
+            .arg(format!("member:{}", i * 3))
+            .clone()
+    });
+    family("SPOP", 2_000, &|_| {
+        redis::cmd("SPOP").arg("big:set").clone()
+    });
+    family("HSET", 10_000, &|i| {
+        redis::cmd("HSET")
+            .arg("big:hash")
+            .arg(format!("f{i}"))
+            .arg(i)
+            .clone()
+    });
+    family("HINCRBY", 5_000, &|i| {
+        redis::cmd("HINCRBY")
+            .arg("big:hash")
+            .arg(format!("f{}", i % 100))
+            .arg(7)
+            .clone()
+    });
+    family("HDEL", 3_000, &|i| {
+        redis::cmd("HDEL")
+            .arg("big:hash")
+            .arg(format!("f{}", i * 2))
+            .clone()
+    });
+    family("ZADD", 10_000, &|i| {
+        redis::cmd("ZADD")
+            .arg("big:zset")
+            .arg(i % 97)
+            .arg(format!("m{i}"))
+            .clone()
+    });
+    family("ZINCRBY", 5_000, &|i| {
+        redis::cmd("ZINCRBY")
+            .arg("big:zset")
+            .arg(1.5)
+            .arg(format!("m{}", i % 500))
+            .clone()
+    });
+    family("ZREM", 2_000, &|i| {
+        redis::cmd("ZREM")
+            .arg("big:zset")
+            .arg(format!("m{}", i * 5))
+            .clone()
+    });
+    family("ZPOPMIN", 1_000, &|_| {
+        redis::cmd("ZPOPMIN").arg("big:zset").clone()
+    });
+    family("LPUSH/RPUSH", 10_000, &|i| {
+        redis::cmd(if i % 2 == 0 { "LPUSH" } else { "RPUSH" })
+            .arg("big:list")
+            .arg(format!("element-{i}"))
+            .clone()
+    });
+    family("LPOP/RPOP", 2_000, &|i| {
+        redis::cmd(if i % 2 == 0 { "LPOP" } else { "RPOP" })
+            .arg("big:list")
+            .clone()
+    });
+    family("LSET/LINSERT/LREM", 1_500, &|i| match i % 3 {
+        0 => redis::cmd("LSET").arg("big:list").arg(i).arg("set").clone(),
+        1 => redis::cmd("LINSERT")
+            .arg("big:list")
+            .arg("BEFORE")
+            .arg(format!("element-{}", i + 2))
+            .arg("inserted")
+            .clone(),
+        _ => redis::cmd("LREM")
+            .arg("big:list")
+            .arg(1)
+            .arg("inserted")
+            .clone(),
+    });
+    family("LMOVE", 1_000, &|_| {
+        redis::cmd("LMOVE")
+            .arg("big:list")
+            .arg("big:list")
+            .arg("LEFT")
+            .arg("RIGHT")
+            .clone()
+    });
+    family("APPEND", 10_000, &|i| {
+        redis::cmd("APPEND")
+            .arg("big:string")
+            .arg(format!("chunk-{i};"))
+            .clone()
+    });
+    family("SETRANGE", 1_000, &|i| {
+        redis::cmd("SETRANGE")
+            .arg("big:string")
+            .arg(i * 7)
+            .arg("XY")
+            .clone()
+    });
+    family("EXPIRE/PERSIST", 1_000, &|i| {
+        if i % 2 == 0 {
+            redis::cmd("EXPIRE").arg("big:set").arg(100_000 + i).clone()
+        } else {
+            redis::cmd("PERSIST").arg("big:set").clone()
+        }
+    });
+    family("LTRIM", 1, &|_| {
+        redis::cmd("LTRIM").arg("big:list").arg(10).arg(-10).clone()
+    });
+    assert_same_data(&p, &r, "after element-level writes");
+    let mut rc = r.client();
+    assert_eq!(num(&mut rc, "replication", "shoal_stream_breaks"), 0);
+    assert_eq!(
+        num(&mut c, "stats", "sync_full"),
+        full_syncs,
+        "the replica never needed another full copy"
+    );
+    let on_p: Vec<String> = q(&mut c, &["LRANGE", "big:list", "0", "-1"]);
+    let on_r: Vec<String> = q(&mut rc, &["LRANGE", "big:list", "0", "-1"]);
+    assert_eq!(on_p, on_r, "the same list, in the same order");
+    let on_p: String = q(&mut c, &["GET", "big:string"]);
+    let on_r: String = q(&mut rc, &["GET", "big:string"]);
+    assert_eq!(on_p, on_r);
 }
 
 /// Keeps a process paused with SIGSTOP; resumes it when dropped, pass or fail.

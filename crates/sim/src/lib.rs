@@ -451,9 +451,9 @@ impl Sim {
         let srv = new_state(seed, now);
         if let Some(bytes) = &self.replicas[i].saved {
             match snapshot::load_all_meta(&srv.ks, bytes, &srv.encoding_limits(), now, false) {
-                Ok((_, replid, offset)) => {
-                    if replid.bytes().any(|b| b != b'0') {
-                        srv.repl.resume(&replid, offset);
+                Ok(l) => {
+                    if l.replid.bytes().any(|b| b != b'0') {
+                        srv.repl.resume(&l.replid, l.offset, l.end_offset);
                     }
                 }
                 Err(e) => panic!("a snapshot the simulator saved does not load: {e}"),
@@ -586,6 +586,18 @@ impl Sim {
                 if e == LinkError::Stale {
                     return Err(self.fail("a link went stale while its role did not change".into()));
                 }
+            }
+        }
+        // No stream ever fails to apply: deltas follow the versions they were made from.
+        for (i, r) in self.replicas.iter().enumerate() {
+            if r.srv
+                .repl
+                .counters
+                .stream_breaks
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+            {
+                return Err(self.fail(format!("replica {i}'s stream could not be applied")));
             }
         }
         self.settle_writes()?;

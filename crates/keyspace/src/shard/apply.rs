@@ -65,16 +65,18 @@ impl Shard {
         let version = self
             .peek_any(db, slot, key)
             .map(|e| e.version())
-            .ok_or(DeltaError::Diverged)?;
+            .ok_or(DeltaError::Diverged(None))?;
         if version >= new {
             return Ok(false);
         }
         if version != base {
-            return Err(DeltaError::Diverged);
+            return Err(DeltaError::Diverged(Some(version)));
         }
         let empty = {
             // A replica never expires keys itself, so the lookup finds the key whatever its TTL.
-            let mut e = self.lookup_any(db, slot, key).ok_or(DeltaError::Diverged)?;
+            let mut e = self
+                .lookup_any(db, slot, key)
+                .ok_or(DeltaError::Diverged(None))?;
             delta::apply(&mut e, ops, limits)?;
             e.set_version(new);
             e.object_mut().is_some_and(|o| o.is_empty())
@@ -279,11 +281,11 @@ mod queue_tests {
         );
         assert_eq!(
             s.apply_delta(0, slot, b"k", 7, 8, &ops, &limits),
-            Err(crate::delta::DeltaError::Diverged)
+            Err(crate::delta::DeltaError::Diverged(Some(6)))
         );
         assert_eq!(
             s.apply_delta(0, slot, b"x", 1, 2, &ops, &limits),
-            Err(crate::delta::DeltaError::Diverged)
+            Err(crate::delta::DeltaError::Diverged(None))
         );
         s.check_invariants();
     }
