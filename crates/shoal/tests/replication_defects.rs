@@ -868,6 +868,60 @@ fn collection_writes_reach_replicas_as_element_changes_not_whole_values() {
     assert_eq!(on_p, on_r);
 }
 
+#[test]
+fn concurrent_writers_of_the_same_collections_leave_the_replica_equal() {
+    // Deltas only apply in the order they were made. Many connections (so several server
+    // threads) writing the same few keys at once is where an ordering mistake would show: a
+    // broken stream, a full copy, or different data.
+    const WRITERS: usize = 8;
+    const BATCHES: usize = 150;
+    const PER_BATCH: usize = 10;
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    follow(&r, &p);
+    let mut c = p.client();
+    let full_syncs = num(&mut c, "stats", "sync_full");
+    std::thread::scope(|scope| {
+        for w in 0..WRITERS {
+            let p = &p;
+            scope.spawn(move || {
+                let mut c = p.client();
+                for b in 0..BATCHES {
+                    let mut pipe = redis::pipe();
+                    for i in 0..PER_BATCH {
+                        let n = (w * 7919 + b * 31 + i) % 64;
+                        match (b + i) % 8 {
+                            0 => pipe.cmd("LPUSH").arg("cc:list").arg(n),
+                            1 => pipe.cmd("RPOP").arg("cc:list"),
+                            2 => pipe.cmd("SADD").arg("cc:set").arg(n),
+                            3 => pipe.cmd("SPOP").arg("cc:set"),
+                            4 => pipe.cmd("HINCRBY").arg("cc:hash").arg(n % 8).arg(1),
+                            5 => pipe.cmd("ZINCRBY").arg("cc:zset").arg(1).arg(n % 8),
+                            6 => pipe.cmd("APPEND").arg("cc:str").arg(w),
+                            _ => pipe.cmd("LREM").arg("cc:list").arg(1).arg(n),
+                        };
+                        pipe.ignore();
+                    }
+                    let _: () = pipe.query(&mut c).unwrap();
+                }
+            });
+        }
+    });
+    assert_same_data(&p, &r, "after concurrent writers");
+    let mut rc = r.client();
+    assert_eq!(num(&mut rc, "replication", "shoal_stream_breaks"), 0);
+    assert_eq!(num(&mut c, "stats", "sync_full"), full_syncs);
+    let on_p: Vec<String> = q(&mut c, &["LRANGE", "cc:list", "0", "-1"]);
+    let on_r: Vec<String> = q(&mut rc, &["LRANGE", "cc:list", "0", "-1"]);
+    assert_eq!(on_p, on_r, "the same list, in the same order");
+    let appended: String = q(&mut c, &["GET", "cc:str"]);
+    let appends_per_writer = (0..BATCHES)
+        .flat_map(|b| (0..PER_BATCH).map(move |i| (b + i) % 8))
+        .filter(|&k| k == 6)
+        .count();
+    assert_eq!(appended.len(), WRITERS * appends_per_writer, "every APPEND");
+}
+
 /// Keeps a process paused with SIGSTOP; resumes it when dropped, pass or fail.
 struct Paused<'a>(&'a Shoal);
 

@@ -498,10 +498,11 @@ impl Sim {
         self.summary.writes += 1;
     }
 
-    /// A write of the mixed traffic: element changes, counters, random pops, short TTLs, deletes.
+    /// A write of the mixed traffic: element changes (sent as deltas), counters, random pops,
+    /// appends, trims, short TTLs on strings and sets, deletes.
     fn mixed(&mut self) {
         let r = |s: &mut Self, n: usize| s.rng.below(n).to_string();
-        let cmd: Vec<String> = match self.rng.below(12) {
+        let cmd: Vec<String> = match self.rng.below(15) {
             // Now and then a whole-database effect, racing nothing here but ordered in the
             // stream exactly as on the primary.
             _ if self.rng.below(200) == 0 => vec!["FLUSHDB".into()],
@@ -541,6 +542,19 @@ impl Sim {
             ],
             9 => vec!["LPUSH".into(), format!("l{}", r(self, 3)), r(self, 9)],
             10 => vec!["RPOP".into(), format!("l{}", r(self, 3))],
+            12 => vec!["APPEND".into(), format!("a{}", r(self, 3)), r(self, 9)],
+            // Trimming and expiring collections: positions and deadlines travel as they were.
+            13 => vec![
+                "LTRIM".into(),
+                format!("l{}", r(self, 3)),
+                "0".into(),
+                r(self, 6),
+            ],
+            14 => vec![
+                "PEXPIRE".into(),
+                format!("s{}", r(self, 5)),
+                (1 + self.rng.below(2000)).to_string(),
+            ],
             _ => vec![
                 "ZINCRBY".into(),
                 format!("z{}", r(self, 3)),
