@@ -23,34 +23,41 @@ pub fn emit_logged(srv: &ServerState, now_ms: u64) -> Option<u64> {
     let mut covered: Option<u64> = None;
     let recording = srv.ks.recording();
     let mut out = Vec::new();
+    let mut appended = false;
     shoal_keyspace::write_log::drain_touched(|i| {
         if !recording {
             return;
         }
         let mut shard = srv.ks.lock(i);
-        let end = append_queue(srv, &mut shard, &mut out, now_ms);
+        let (end, did) = append_queue(srv, &mut shard, &mut out, now_ms);
+        appended |= did;
         covered = Some(covered.map_or(end, |c| c.max(end)));
     });
+    // Links are woken once, with no shard lock held.
+    if appended {
+        srv.repl.notify_appended();
+    }
     covered
 }
 
-/// Appends one locked shard's queue; returns the stream's end after it. An empty queue was appended
-/// by another command that found it full (under this lock, so its bytes are in the backlog now).
+/// Appends one locked shard's queue (without waking links); returns the stream's end after it and
+/// whether anything was appended. An empty queue was appended by another command that found it
+/// full (under this lock, so its bytes are in the backlog now).
 fn append_queue(
     srv: &ServerState,
     shard: &mut ShardGuard<'_>,
     out: &mut Vec<u8>,
     now_ms: u64,
-) -> u64 {
+) -> (u64, bool) {
     let items = shard.take_pending();
     if items.is_empty() {
         shard.recycle_pending(items);
-        return srv.repl.stream_end();
+        return (srv.repl.stream_end(), false);
     }
     out.clear();
     stream::encode_pending(out, shard, &items, &srv.ks.hlc, now_ms);
     shard.recycle_pending(items);
-    srv.repl.append(out)
+    (srv.repl.append_quiet(out), true)
 }
 
 /// Appends a whole-keyspace effect (FLUSHDB, FLUSHALL, SWAPDB) while the caller holds every shard

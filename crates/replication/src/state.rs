@@ -625,20 +625,29 @@ impl ReplState {
         self.active.store(true, Relaxed);
     }
 
-    /// Appends encoded effects (a primary); returns the new end offset.
+    /// Appends encoded effects (a primary) and wakes the links; returns the new end offset.
     pub fn append(&self, bytes: &[u8]) -> u64 {
-        let end = {
-            let mut b = self.backlog();
-            b.append(bytes);
-            b.end_offset()
-        };
+        let end = self.append_quiet(bytes);
+        self.notify_appended();
+        end
+    }
+
+    /// Appends without waking the links: for a caller that holds a shard lock and should not
+    /// wake tasks under it. It must call [`ReplState::notify_appended`] afterwards.
+    pub fn append_quiet(&self, bytes: &[u8]) -> u64 {
+        let mut b = self.backlog();
+        b.append(bytes);
+        b.end_offset()
+    }
+
+    /// Wakes links waiting for bytes after `append_quiet`.
+    pub fn notify_appended(&self) {
         // Pairs with the fence in `link_will_wait`: either the link sees these bytes, or this
         // sees its flag.
         fence(SeqCst);
         if self.links_waiting.load(Relaxed) {
             self.wake_links();
         }
-        end
     }
 
     fn wake_links(&self) {
