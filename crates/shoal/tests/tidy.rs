@@ -87,9 +87,15 @@ const OURS_ONLY: &[(&str, &[&str])] = &[
     ("shoal-resp", &[]),
     ("shoal-keyspace", &[]),
     ("shoal-replication", &["shoal-resp", "shoal-keyspace"]),
+    ("shoal-cluster", &["shoal-keyspace"]),
     (
         "shoal-commands",
-        &["shoal-resp", "shoal-keyspace", "shoal-replication"],
+        &[
+            "shoal-resp",
+            "shoal-keyspace",
+            "shoal-replication",
+            "shoal-cluster",
+        ],
     ),
 ];
 
@@ -229,7 +235,12 @@ fn the_dependency_check_names_the_wrong_arrow() {
 // No clock, no threads, no process-wide state in the synchronous core.
 
 /// The crates whose `src/` is scanned.
-const CORE_CRATES: &[&str] = &["crates/keyspace", "crates/replication", "crates/commands"];
+const CORE_CRATES: &[&str] = &[
+    "crates/keyspace",
+    "crates/replication",
+    "crates/cluster",
+    "crates/commands",
+];
 
 /// Whether one line of code does a forbidden thing.
 type LineTest = fn(&str) -> bool;

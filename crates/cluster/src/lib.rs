@@ -1,0 +1,449 @@
+//! Cluster configuration, sans I/O: which nodes form the cluster, which primary owns each of the
+//! 16384 hash slots, which slots are moving, and the decision a node takes for a request whose
+//! keys live in some slots (serve it, redirect with `-MOVED`/`-ASK`, or refuse with `-CROSSSLOT`,
+//! `-TRYAGAIN`, `-CLUSTERDOWN`).
+//!
+//! The configuration changes only through [`Config::apply`] of a [`Change`], one at a time, so it
+//! can be the state machine of a replicated log (the Raft group of cluster mode): every node that
+//! applied the same changes holds the same configuration. Each change is checked before it is
+//! applied (a refused change leaves the configuration as it was) and the invariants are asserted
+//! after it: every slot has at most one owner, owners are primaries, the epoch only grows.
+
+pub mod route;
+
+pub use route::{Presence, Route, RouteRequest, route};
+pub use shoal_keyspace::{SLOTS, key_slot};
+
+/// A node's identity: 40 lowercase hex characters, as Redis Cluster's node ids.
+pub type NodeId = String;
+
+/// Whether `id` is a well-formed node id.
+pub fn valid_node_id(id: &str) -> bool {
+    id.len() == 40
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: NodeId,
+    pub ip: String,
+    /// Data port (clients) and cluster bus port.
+    pub port: u16,
+    pub bus_port: u16,
+    /// `Some(primary)` for a replica.
+    pub replica_of: Option<NodeId>,
+    /// Bumped when the node takes slots over (Redis's config epoch).
+    pub config_epoch: u64,
+}
+
+impl Node {
+    pub fn is_primary(&self) -> bool {
+        self.replica_of.is_none()
+    }
+
+    /// `ip:port`, as redirects name it.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+}
+
+/// An inclusive range of slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SlotRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl SlotRange {
+    pub fn new(start: u16, end: u16) -> Option<SlotRange> {
+        (start <= end && (end as usize) < SLOTS).then_some(SlotRange { start, end })
+    }
+
+    pub fn one(slot: u16) -> SlotRange {
+        SlotRange {
+            start: slot,
+            end: slot,
+        }
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = u16> {
+        self.start..=self.end
+    }
+}
+
+/// A change of the configuration: an entry of the replicated log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A node joins (as a primary without slots, or as a replica of `replica_of`).
+    AddNode(Node),
+    /// A node leaves; it must own no slot.
+    RemoveNode(NodeId),
+    /// Slots without an owner get `node` (a primary).
+    AssignSlots {
+        node: NodeId,
+        ranges: Vec<SlotRange>,
+    },
+    /// Slots owned by anyone lose their owner.
+    UnassignSlots { ranges: Vec<SlotRange> },
+    /// Slots start moving from their owner to `to` (a primary): the owner keeps serving them, and
+    /// redirects keys it no longer holds with `-ASK`.
+    BeginMigration { to: NodeId, ranges: Vec<SlotRange> },
+    /// The moving slots pass to their target in one step, and the target's epoch is bumped.
+    FinishMigration { ranges: Vec<SlotRange> },
+    /// Moving slots stay with their owner.
+    CancelMigration { ranges: Vec<SlotRange> },
+    /// `replica` becomes the primary of its former primary's slots (failover); the former
+    /// primary becomes its replica.
+    Promote { replica: NodeId },
+}
+
+/// Why a change was refused; the configuration is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeError {
+    UnknownNode(NodeId),
+    DuplicateNode(NodeId),
+    BadNodeId(String),
+    NotAPrimary(NodeId),
+    NotAReplica(NodeId),
+    /// Redis's wording: `Slot N is already busy`.
+    SlotBusy(u16),
+    SlotUnassigned(u16),
+    SlotNotMigrating(u16),
+    SlotAlreadyMigrating(u16),
+    /// The node still owns slots (or has replicas) and cannot leave.
+    NodeInUse(NodeId),
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeError::UnknownNode(id) => write!(f, "Unknown node {id}"),
+            ChangeError::DuplicateNode(id) => write!(f, "Node {id} is already in the cluster"),
+            ChangeError::BadNodeId(id) => write!(f, "Invalid node id {id}"),
+            ChangeError::NotAPrimary(id) => write!(f, "Node {id} is not a primary"),
+            ChangeError::NotAReplica(id) => write!(f, "Node {id} is not a replica"),
+            ChangeError::SlotBusy(s) => write!(f, "Slot {s} is already busy"),
+            ChangeError::SlotUnassigned(s) => write!(f, "Slot {s} is not assigned"),
+            ChangeError::SlotNotMigrating(s) => write!(f, "Slot {s} is not migrating"),
+            ChangeError::SlotAlreadyMigrating(s) => write!(f, "Slot {s} is already migrating"),
+            ChangeError::NodeInUse(id) => write!(f, "Node {id} still serves slots or replicas"),
+        }
+    }
+}
+
+/// No owner, in [`Config`]'s slot table.
+const NONE: u16 = u16::MAX;
+
+/// The cluster's configuration. Nodes are kept in the order they joined; slots refer to them by
+/// index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Bumped by every applied change (Redis's `currentEpoch`).
+    epoch: u64,
+    nodes: Vec<Node>,
+    /// For each slot, the index of its owner in `nodes`, or `NONE`.
+    owner: Box<[u16]>,
+    /// For each moving slot, the index of its target.
+    migrating: std::collections::BTreeMap<u16, u16>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
+impl Config {
+    /// An empty cluster: no nodes, no slot assigned.
+    pub fn new() -> Config {
+        Config {
+            epoch: 0,
+            nodes: Vec::new(),
+            owner: vec![NONE; SLOTS].into_boxed_slice(),
+            migrating: Default::default(),
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.index_of(id).map(|i| &self.nodes[i])
+    }
+
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// The owner of a slot.
+    pub fn owner(&self, slot: u16) -> Option<&Node> {
+        match self.owner[slot as usize] {
+            NONE => None,
+            i => Some(&self.nodes[i as usize]),
+        }
+    }
+
+    /// The target of a moving slot.
+    pub fn migrating_to(&self, slot: u16) -> Option<&Node> {
+        self.migrating.get(&slot).map(|&i| &self.nodes[i as usize])
+    }
+
+    /// Slots with an owner.
+    pub fn slots_assigned(&self) -> usize {
+        self.owner.iter().filter(|&&o| o != NONE).count()
+    }
+
+    /// The slot ranges a node owns, in ascending order.
+    pub fn ranges_of(&self, id: &str) -> Vec<SlotRange> {
+        let Some(i) = self.index_of(id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<SlotRange> = Vec::new();
+        for (slot, &o) in self.owner.iter().enumerate() {
+            if o as usize != i {
+                continue;
+            }
+            let slot = slot as u16;
+            match out.last_mut() {
+                Some(r) if r.end + 1 == slot => r.end = slot,
+                _ => out.push(SlotRange::one(slot)),
+            }
+        }
+        out
+    }
+
+    /// The replicas of a primary, in the order they joined.
+    pub fn replicas_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes
+            .iter()
+            .filter(move |n| n.replica_of.as_deref() == Some(id))
+    }
+
+    /// Primaries that own at least one slot (Redis's `cluster_size`).
+    pub fn size(&self) -> usize {
+        let mut owners: Vec<u16> = self.owner.iter().copied().filter(|&o| o != NONE).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        owners.len()
+    }
+
+    /// Applies a change, or refuses it and changes nothing.
+    pub fn apply(&mut self, change: &Change) -> Result<(), ChangeError> {
+        self.check(change)?;
+        match change {
+            Change::AddNode(n) => self.nodes.push(n.clone()),
+            Change::RemoveNode(id) => {
+                let i = self.index_of(id).expect("checked") as u16;
+                self.nodes.remove(i as usize);
+                // Indexes above the removed node move down by one.
+                for o in self.owner.iter_mut() {
+                    if *o != NONE && *o > i {
+                        *o -= 1;
+                    }
+                }
+                for t in self.migrating.values_mut() {
+                    if *t > i {
+                        *t -= 1;
+                    }
+                }
+            }
+            Change::AssignSlots { node, ranges } => {
+                let i = self.index_of(node).expect("checked") as u16;
+                for s in ranges.iter().flat_map(|r| r.iter()) {
+                    self.owner[s as usize] = i;
+                }
+            }
+            Change::UnassignSlots { ranges } => {
+                for s in ranges.iter().flat_map(|r| r.iter()) {
+                    self.owner[s as usize] = NONE;
+                    self.migrating.remove(&s);
+                }
+            }
+            Change::BeginMigration { to, ranges } => {
+                let i = self.index_of(to).expect("checked") as u16;
+                for s in ranges.iter().flat_map(|r| r.iter()) {
+                    self.migrating.insert(s, i);
+                }
+            }
+            Change::FinishMigration { ranges } => {
+                let mut targets = Vec::new();
+                for s in ranges.iter().flat_map(|r| r.iter()) {
+                    let t = self.migrating.remove(&s).expect("checked");
+                    self.owner[s as usize] = t;
+                    targets.push(t);
+                }
+                targets.sort_unstable();
+                targets.dedup();
+                for t in targets {
+                    self.nodes[t as usize].config_epoch = self.epoch + 1;
+                }
+            }
+            Change::CancelMigration { ranges } => {
+                for s in ranges.iter().flat_map(|r| r.iter()) {
+                    self.migrating.remove(&s);
+                }
+            }
+            Change::Promote { replica } => {
+                let r = self.index_of(replica).expect("checked");
+                let old = self.nodes[r].replica_of.take().expect("checked");
+                let p = self.index_of(&old).expect("checked");
+                for o in self.owner.iter_mut() {
+                    if *o as usize == p {
+                        *o = r as u16;
+                    }
+                }
+                for t in self.migrating.values_mut() {
+                    if *t as usize == p {
+                        *t = r as u16;
+                    }
+                }
+                // The old primary and its other replicas follow the new one.
+                let new_id = self.nodes[r].id.clone();
+                for (k, n) in self.nodes.iter_mut().enumerate() {
+                    if k == p || n.replica_of.as_deref() == Some(old.as_str()) {
+                        n.replica_of = Some(new_id.clone());
+                    }
+                }
+                self.nodes[r].config_epoch = self.epoch + 1;
+            }
+        }
+        self.epoch += 1;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Whether `change` may be applied (nothing is changed).
+    fn check(&self, change: &Change) -> Result<(), ChangeError> {
+        let primary = |id: &str| -> Result<usize, ChangeError> {
+            let i = self
+                .index_of(id)
+                .ok_or_else(|| ChangeError::UnknownNode(id.into()))?;
+            if self.nodes[i].is_primary() {
+                Ok(i)
+            } else {
+                Err(ChangeError::NotAPrimary(id.into()))
+            }
+        };
+        match change {
+            Change::AddNode(n) => {
+                if !valid_node_id(&n.id) {
+                    return Err(ChangeError::BadNodeId(n.id.clone()));
+                }
+                if self.index_of(&n.id).is_some() {
+                    return Err(ChangeError::DuplicateNode(n.id.clone()));
+                }
+                if let Some(p) = &n.replica_of {
+                    primary(p)?;
+                }
+            }
+            Change::RemoveNode(id) => {
+                let i = self
+                    .index_of(id)
+                    .ok_or_else(|| ChangeError::UnknownNode(id.clone()))?;
+                let owns = self.owner.iter().any(|&o| o as usize == i)
+                    || self.migrating.values().any(|&t| t as usize == i);
+                if owns || self.replicas_of(id).next().is_some() {
+                    return Err(ChangeError::NodeInUse(id.clone()));
+                }
+            }
+            Change::AssignSlots { node, ranges } => {
+                primary(node)?;
+                if let Some(s) = ranges
+                    .iter()
+                    .flat_map(|r| r.iter())
+                    .find(|&s| self.owner[s as usize] != NONE)
+                {
+                    return Err(ChangeError::SlotBusy(s));
+                }
+            }
+            Change::UnassignSlots { ranges } => {
+                if let Some(s) = ranges
+                    .iter()
+                    .flat_map(|r| r.iter())
+                    .find(|&s| self.owner[s as usize] == NONE)
+                {
+                    return Err(ChangeError::SlotUnassigned(s));
+                }
+            }
+            Change::BeginMigration { to, ranges } => {
+                let t = primary(to)?;
+                for s in ranges.iter().flat_map(|r| r.iter()) {
+                    match self.owner[s as usize] {
+                        NONE => return Err(ChangeError::SlotUnassigned(s)),
+                        o if o as usize == t => return Err(ChangeError::SlotBusy(s)),
+                        _ => {}
+                    }
+                    if self.migrating.contains_key(&s) {
+                        return Err(ChangeError::SlotAlreadyMigrating(s));
+                    }
+                }
+            }
+            Change::FinishMigration { ranges } | Change::CancelMigration { ranges } => {
+                if let Some(s) = ranges
+                    .iter()
+                    .flat_map(|r| r.iter())
+                    .find(|s| !self.migrating.contains_key(s))
+                {
+                    return Err(ChangeError::SlotNotMigrating(s));
+                }
+            }
+            Change::Promote { replica } => {
+                let r = self
+                    .index_of(replica)
+                    .ok_or_else(|| ChangeError::UnknownNode(replica.clone()))?;
+                if self.nodes[r].is_primary() {
+                    return Err(ChangeError::NotAReplica(replica.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Panics unless every slot has at most one owner, a primary; every moving slot has an owner
+    /// and a primary target other than it; replicas follow primaries; node ids are unique.
+    pub fn check_invariants(&self) {
+        assert_eq!(self.owner.len(), SLOTS, "one owner entry per slot");
+        for (slot, &o) in self.owner.iter().enumerate() {
+            if o != NONE {
+                let n = self
+                    .nodes
+                    .get(o as usize)
+                    .unwrap_or_else(|| panic!("slot {slot} owned by a node that is not there"));
+                assert!(n.is_primary(), "slot {slot} owned by replica {}", n.id);
+            }
+        }
+        for (&slot, &t) in &self.migrating {
+            let o = self.owner[slot as usize];
+            assert_ne!(o, NONE, "moving slot {slot} has no owner");
+            assert_ne!(o, t, "slot {slot} moves to its own owner");
+            assert!(
+                self.nodes[t as usize].is_primary(),
+                "slot {slot} moves to a replica"
+            );
+        }
+        for n in &self.nodes {
+            if let Some(p) = &n.replica_of {
+                let p = self
+                    .node(p)
+                    .unwrap_or_else(|| panic!("{} follows an unknown node", n.id));
+                assert!(p.is_primary(), "{} follows replica {}", n.id, p.id);
+            }
+        }
+        let mut ids: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
+        ids.sort_unstable();
+        let before = ids.len();
+        ids.dedup();
+        assert_eq!(before, ids.len(), "node ids are unique");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! Unit and property tests of the configuration and of routing.
+
+use super::*;
+use proptest::prelude::*;
+
+fn id(n: u8) -> NodeId {
+    format!("{:040x}", n as u128 + 0xabc)
+}
+
+fn node(n: u8, replica_of: Option<u8>) -> Node {
+    Node {
+        id: id(n),
+        ip: "127.0.0.1".into(),
+        port: 7000 + n as u16,
+        bus_port: 17000 + n as u16,
+        replica_of: replica_of.map(id),
+        config_epoch: 0,
+    }
+}
+
+fn range(a: u16, b: u16) -> SlotRange {
+    SlotRange::new(a, b).unwrap()
+}
+
+/// Three primaries splitting the slots, and a replica of the first.
+fn three() -> Config {
+    let mut c = Config::new();
+    for n in 0..3 {
+        c.apply(&Change::AddNode(node(n, None))).unwrap();
+    }
+    c.apply(&Change::AddNode(node(3, Some(0)))).unwrap();
+    for (n, r) in [
+        (0, range(0, 5460)),
+        (1, range(5461, 10922)),
+        (2, range(10923, 16383)),
+    ] {
+        c.apply(&Change::AssignSlots {
+            node: id(n),
+            ranges: vec![r],
+        })
+        .unwrap();
+    }
+    c
+}
+
+#[test]
+fn slots_have_one_owner_and_busy_slots_are_refused() {
+    let mut c = three();
+    assert_eq!(c.slots_assigned(), SLOTS);
+    assert_eq!(c.size(), 3);
+    assert_eq!(c.owner(5461).unwrap().id, id(1));
+    assert_eq!(c.ranges_of(&id(2)), vec![range(10923, 16383)]);
+    let before = c.clone();
+    assert_eq!(
+        c.apply(&Change::AssignSlots {
+            node: id(1),
+            ranges: vec![range(100, 100)]
+        }),
+        Err(ChangeError::SlotBusy(100))
+    );
+    assert_eq!(c, before, "a refused change changes nothing");
+    assert_eq!(
+        c.apply(&Change::AssignSlots {
+            node: id(3),
+            ranges: vec![range(0, 0)]
+        }),
+        Err(ChangeError::NotAPrimary(id(3)))
+    );
+    assert_eq!(
+        ChangeError::SlotBusy(100).to_string(),
+        "Slot 100 is already busy"
+    );
+}
+
+#[test]
+fn a_migration_moves_ownership_in_one_change() {
+    let mut c = three();
+    c.apply(&Change::BeginMigration {
+        to: id(1),
+        ranges: vec![range(0, 9)],
+    })
+    .unwrap();
+    assert_eq!(c.owner(5).unwrap().id, id(0), "the source keeps serving");
+    assert_eq!(c.migrating_to(5).unwrap().id, id(1));
+    let epoch = c.epoch();
+    c.apply(&Change::FinishMigration {
+        ranges: vec![range(0, 9)],
+    })
+    .unwrap();
+    assert_eq!(c.owner(5).unwrap().id, id(1));
+    assert!(c.migrating_to(5).is_none());
+    assert_eq!(c.node(&id(1)).unwrap().config_epoch, epoch + 1);
+    assert_eq!(
+        c.apply(&Change::CancelMigration {
+            ranges: vec![range(0, 0)]
+        }),
+        Err(ChangeError::SlotNotMigrating(0))
+    );
+}
+
+#[test]
+fn a_promoted_replica_takes_its_primarys_slots() {
+    let mut c = three();
+    c.apply(&Change::Promote { replica: id(3) }).unwrap();
+    assert_eq!(c.owner(0).unwrap().id, id(3));
+    assert_eq!(c.node(&id(0)).unwrap().replica_of, Some(id(3)));
+    assert!(c.node(&id(3)).unwrap().is_primary());
+}
+
+#[test]
+fn a_node_that_serves_slots_cannot_leave() {
+    let mut c = three();
+    assert_eq!(
+        c.apply(&Change::RemoveNode(id(1))),
+        Err(ChangeError::NodeInUse(id(1)))
+    );
+    c.apply(&Change::RemoveNode(id(3))).unwrap();
+    assert_eq!(c.nodes().len(), 3);
+    assert_eq!(c.owner(16383).unwrap().id, id(2), "indexes stay right");
+}
+
+fn no_keys_here() -> Presence {
+    Presence {
+        present: 0,
+        missing: 1,
+    }
+}
+
+#[test]
+fn requests_are_routed_as_redis_cluster_routes_them() {
+    let c = three();
+    let r = RouteRequest::default();
+    let all_here = || Presence {
+        present: 1,
+        missing: 0,
+    };
+    assert_eq!(route(&c, &id(0), &[], r, all_here), Route::Local);
+    assert_eq!(route(&c, &id(0), &[5, 5], r, all_here), Route::Local);
+    assert_eq!(route(&c, &id(0), &[5, 6], r, all_here), Route::CrossSlot);
+    assert_eq!(
+        route(&c, &id(0), &[6000], r, all_here),
+        Route::Moved {
+            slot: 6000,
+            addr: "127.0.0.1:7001".into()
+        }
+    );
+    // A replica serves reads of its primary's slots to READONLY connections, and nothing else.
+    let ro = RouteRequest {
+        readonly: true,
+        ..r
+    };
+    assert_eq!(route(&c, &id(3), &[5], ro, all_here), Route::Local);
+    assert!(matches!(
+        route(
+            &c,
+            &id(3),
+            &[5],
+            RouteRequest { write: true, ..ro },
+            all_here
+        ),
+        Route::Moved { .. }
+    ));
+    assert!(matches!(
+        route(&c, &id(3), &[6000], ro, all_here),
+        Route::Moved { .. }
+    ));
+}
+
+#[test]
+fn moving_slots_redirect_with_ask_and_split_keys_try_again() {
+    let mut c = three();
+    c.apply(&Change::BeginMigration {
+        to: id(1),
+        ranges: vec![range(5, 5)],
+    })
+    .unwrap();
+    let r = RouteRequest::default();
+    assert_eq!(
+        route(&c, &id(0), &[5], r, no_keys_here),
+        Route::Ask {
+            slot: 5,
+            addr: "127.0.0.1:7001".into()
+        }
+    );
+    let split = || Presence {
+        present: 1,
+        missing: 1,
+    };
+    assert_eq!(route(&c, &id(0), &[5, 5], r, split), Route::TryAgain);
+    // The target serves the slot only to a client that asked.
+    assert!(matches!(
+        route(&c, &id(1), &[5], r, no_keys_here),
+        Route::Moved { .. }
+    ));
+    let asking = RouteRequest { asking: true, ..r };
+    assert_eq!(route(&c, &id(1), &[5], asking, no_keys_here), Route::Local);
+    assert_eq!(route(&c, &id(1), &[5, 5], asking, split), Route::TryAgain);
+}
+
+#[test]
+fn unowned_slots_take_the_cluster_down() {
+    let mut c = three();
+    c.apply(&Change::UnassignSlots {
+        ranges: vec![range(0, 0)],
+    })
+    .unwrap();
+    let r = RouteRequest::default();
+    assert_eq!(route(&c, &id(0), &[0], r, no_keys_here), Route::Unbound);
+    assert_eq!(route(&c, &id(0), &[1], r, no_keys_here), Route::Down);
+}
+
+/// A change drawn at random over four nodes (some of them refused, which must change nothing).
+fn any_change() -> impl Strategy<Value = Change> {
+    let n = 0u8..5;
+    let ranges = prop::collection::vec((0u16..16384, 0u16..64), 1..3).prop_map(|v| {
+        v.into_iter()
+            .map(|(a, len)| range(a, (a + len).min(16383)))
+            .collect::<Vec<_>>()
+    });
+    prop_oneof![
+        (n.clone(), prop::option::of(0u8..5)).prop_map(|(a, r)| Change::AddNode(node(a, r))),
+        n.clone().prop_map(|a| Change::RemoveNode(id(a))),
+        (n.clone(), ranges.clone()).prop_map(|(a, ranges)| Change::AssignSlots {
+            node: id(a),
+            ranges
+        }),
+        ranges
+            .clone()
+            .prop_map(|ranges| Change::UnassignSlots { ranges }),
+        (n.clone(), ranges.clone())
+            .prop_map(|(a, ranges)| Change::BeginMigration { to: id(a), ranges }),
+        ranges
+            .clone()
+            .prop_map(|ranges| Change::FinishMigration { ranges }),
+        ranges.prop_map(|ranges| Change::CancelMigration { ranges }),
+        n.prop_map(|a| Change::Promote { replica: id(a) }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever changes arrive, every applied configuration has one owner (a primary) per
+    /// assigned slot, a refused change leaves it as it was, and the epoch only grows.
+    #[test]
+    fn every_configuration_keeps_its_invariants(changes in prop::collection::vec(any_change(), 1..60)) {
+        let mut c = Config::new();
+        for ch in &changes {
+            let before = c.clone();
+            match c.apply(ch) {
+                Ok(()) => prop_assert_eq!(c.epoch(), before.epoch() + 1),
+                Err(_) => prop_assert_eq!(&c, &before),
+            }
+            c.check_invariants();
+        }
+    }
+}
