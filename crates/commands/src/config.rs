@@ -139,6 +139,12 @@ params! {
     /// Bytes.
     client_query_buffer_limit: u64 = "client-query-buffer-limit", Memory(MB, LONG_MAX as u64),
         "1073741824", mutable;
+    /// Cluster mode: hash slots across replica groups, redirects, one database.
+    cluster_enabled: bool = "cluster-enabled", Bool, "no", immutable;
+    /// Milliseconds without contact after which a node counts as failed.
+    cluster_node_timeout: u64 = "cluster-node-timeout", Int(0, LONG_MAX), "1000", mutable;
+    /// The cluster bus port; 0 means the data port + 10000.
+    cluster_port: u16 = "cluster-port", Int(0, 65535), "0", immutable;
     databases: usize = "databases", Int(1, INT_MAX), "16", immutable;
     dbfilename: String = "dbfilename", Str, "dump.shoal", mutable;
     dir: String = "dir", Str, ".", mutable;

@@ -340,6 +340,11 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn select(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let db = args.i64(1).map_err(|_| ERR_NOT_INTEGER)?;
+    if ctx.srv.cluster.is_some() && db != 0 {
+        return Err(ReplyError::err_static(
+            "SELECT is not allowed in cluster mode",
+        ));
+    }
     if db < 0 || db as usize >= ctx.srv.ks.databases() {
         return Err(ERR_DB_INDEX);
     }

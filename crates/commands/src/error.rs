@@ -114,6 +114,19 @@ const KNOWN_KINDS: [&str; 21] = [
 ];
 
 impl ReplyError {
+    /// A cluster-mode redirect or refusal (`MOVED`, `ASK`, `TRYAGAIN`, `CROSSSLOT`,
+    /// `CLUSTERDOWN`): the client is to retry elsewhere or later, not to give up.
+    pub fn is_cluster_redirect(&self) -> bool {
+        matches!(
+            self,
+            ReplyError::Moved { .. }
+                | ReplyError::Ask { .. }
+                | ReplyError::TryAgain
+                | ReplyError::CrossSlot
+                | ReplyError::ClusterDown(_)
+        )
+    }
+
     /// A free-form `ERR` error (the text after `ERR `).
     pub fn err(msg: impl Into<Cow<'static, str>>) -> Self {
         ReplyError::Err(msg.into())

@@ -796,6 +796,11 @@ fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if dst_db < 0 || dst_db as usize >= ctx.srv.ks.databases() {
         return Err(ERR_DB_INDEX);
     }
+    if ctx.srv.cluster.is_some() && (src_db != 0 || dst_db != 0) {
+        return Err(ReplyError::err_static(
+            "Copying to another database is not allowed in cluster mode",
+        ));
+    }
     let dst_db = dst_db as usize;
     if src_db == dst_db && src == dst {
         return Err(ERR_SAME_OBJECT);
@@ -832,6 +837,11 @@ fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn move_key(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if ctx.srv.cluster.is_some() {
+        return Err(ReplyError::err_static(
+            "MOVE is not allowed in cluster mode",
+        ));
+    }
     let key = args.get(1);
     let dst_db = parse_db(ctx, args.get(2), None)?;
     let (src_db, now) = (ctx.db(), ctx.now_ms);
@@ -863,6 +873,11 @@ fn move_key(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn swapdb(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if ctx.srv.cluster.is_some() {
+        return Err(ReplyError::err_static(
+            "SWAPDB is not allowed in cluster mode",
+        ));
+    }
     let a = parse_db(ctx, args.get(1), Some("invalid first DB index"))?;
     let b = parse_db(ctx, args.get(2), Some("invalid second DB index"))?;
     if a != b {

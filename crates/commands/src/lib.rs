@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod blocking;
+pub mod cluster;
 pub mod coll;
 pub mod config;
 pub mod connection;
@@ -52,6 +53,7 @@ pub type Handler = fn(&mut Ctx<'_>, &Args<'_>) -> CmdResult;
 /// The families whose tables make up the command table.
 pub static FAMILIES: &[&[table::Spec]] = &[
     connection::COMMANDS,
+    cluster::COMMANDS,
     strings::COMMANDS,
     keys::COMMANDS,
     server::COMMANDS,
@@ -269,7 +271,9 @@ pub fn execute_as(
 ) -> Outcome {
     // Held for the whole request (admission may evict), so nothing of it runs during an EXEC.
     let gate = srv.gate.shared();
-    let spec = match admit(srv, client, args, now_ms) {
+    // `ASKING` holds for the one command after it.
+    let asking = std::mem::take(&mut client.cluster.asking);
+    let spec = match admit(srv, client, args, now_ms, asking) {
         Ok(spec) => spec,
         Err(r) => {
             reject(srv, client, r, out);
@@ -310,6 +314,7 @@ fn admit(
     client: &mut Client,
     args: &Args<'_>,
     now_ms: u64,
+    asking: bool,
 ) -> Result<&'static Spec, Rejection> {
     let Some(mut spec) = table::lookup(args.get(0)) else {
         return Err(Rejection::new(None, unknown_command(args)));
@@ -352,6 +357,12 @@ fn admit(
     }
     if !client.authenticated && !spec.has(flag::NO_AUTH) && srv.hot.requirepass_set.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::NoAuth));
+    }
+    // Cluster mode: a request whose keys are not served here is redirected, before any other
+    // check (a write to a replica gets MOVED to the primary, not READONLY).
+    if let Some(cl) = &srv.cluster {
+        cluster::route_request(srv, cl, client, spec, args, asking, now_ms)
+            .map_err(|e| Rejection::new(Some(spec), e))?;
     }
     if spec.has(flag::WRITE) && srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::ReadOnly));
@@ -399,7 +410,12 @@ fn reject(srv: &ServerState, client: &mut Client, r: Rejection, out: &mut Vec<u8
     }
     let error = if r.spec.is_some_and(|s| s.has(flag::TX_EXEC)) {
         multi::discard(srv, client);
-        ReplyError::ExecAbort(Some(Box::new(r.error)))
+        // A cluster redirect of EXEC is sent as it is, so the client follows it (Redis does).
+        if r.error.is_cluster_redirect() {
+            r.error
+        } else {
+            ReplyError::ExecAbort(Some(Box::new(r.error)))
+        }
     } else {
         client.tx.fail();
         r.error

@@ -355,6 +355,15 @@ pub struct ClientTx {
     watched: Vec<Watched>,
 }
 
+impl ClientTx {
+    /// The commands queued since MULTI (empty outside MULTI), in order.
+    pub fn queued_commands(&self) -> impl Iterator<Item = (&'static Spec, Args<'_>)> {
+        self.queued
+            .iter()
+            .flat_map(|q| q.cmds.iter().map(|(s, a)| (*s, a.args())))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queued {
     cmds: Vec<(&'static Spec, OwnedArgs)>,

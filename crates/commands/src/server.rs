@@ -1447,7 +1447,11 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
         srv.stats.errors.info_section(&mut t);
     }
     if want("cluster") {
-        t.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+        let _ = write!(
+            t,
+            "# Cluster\r\ncluster_enabled:{}\r\n\r\n",
+            srv.cluster.is_some() as u8
+        );
     }
     if want("keyspace") {
         t.push_str("# Keyspace\r\n");

@@ -181,6 +181,8 @@ pub struct Client {
     pub tx: crate::multi::ClientTx,
     /// Pub/sub subscriptions.
     pub subs: crate::pubsub::ClientSubs,
+    /// `ASKING`, `READONLY` and the connection's copy of the cluster configuration.
+    pub cluster: crate::cluster::ClientCluster,
 }
 
 /// Per-connection replication state (see `crate::replication`).
@@ -262,6 +264,7 @@ impl Client {
             repl: ClientRepl::default(),
             tx: Default::default(),
             subs: Default::default(),
+            cluster: Default::default(),
         }
     }
 
@@ -364,6 +367,8 @@ pub struct ServerState {
     pub pubsub: crate::pubsub::PubSub,
     /// Clients waiting in blocking commands, by key.
     pub blocking: crate::blocking::Blocking,
+    /// The cluster configuration as this node sees it (`cluster-enabled yes`), else `None`.
+    pub cluster: Option<crate::cluster::ClusterState>,
 }
 
 /// 40 random hex characters (run id, node id).
@@ -403,6 +408,9 @@ impl ServerState {
             gate: Default::default(),
             pubsub: Default::default(),
             blocking: Default::default(),
+            cluster: config
+                .cluster_enabled
+                .then(|| crate::cluster::ClusterState::new(random_hex40(seed ^ 0xC1C1))),
         };
         st.apply_config(None, &config);
         st

@@ -77,6 +77,7 @@ pub enum Group {
     SortedSet,
     Transactions,
     PubSub,
+    Cluster,
     /// shoal's own commands (versions, verification).
     Shoal,
 }
@@ -85,6 +86,7 @@ impl Group {
     pub fn name(self) -> &'static str {
         match self {
             Group::Connection => "connection",
+            Group::Cluster => "cluster",
             Group::Generic => "generic",
             Group::Server => "server",
             Group::String => "string",
@@ -220,7 +222,7 @@ impl Spec {
             Group::SortedSet => c.push("@sortedset"),
             Group::Transactions => c.push("@transaction"),
             Group::PubSub => {}
-            Group::Server | Group::Shoal => {}
+            Group::Server | Group::Cluster | Group::Shoal => {}
         }
         c.sort_by_key(|cat| ORDER.iter().position(|o| o == cat));
         c

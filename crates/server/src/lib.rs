@@ -125,6 +125,15 @@ impl Server {
         state.clock = clock::system();
         persist::load_at_startup(&state)?;
         state.tcp_port = addr.port();
+        if let Some(cl) = &state.cluster {
+            // The node's own entry: its address as clients reach it, the bus at port + 10000
+            // unless `cluster-port` says otherwise (as in Redis).
+            let bus_port = match state.config().cluster_port {
+                0 => addr.port().checked_add(10000).unwrap_or(0),
+                p => p,
+            };
+            cl.join_self(&addr.ip().to_string(), addr.port(), bus_port);
+        }
         state.executable = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_default();

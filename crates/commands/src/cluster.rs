@@ -1,0 +1,913 @@
+//! Cluster mode in the command layer: the node's view of the cluster configuration
+//! ([`ClusterState`]), the routing of every request with keys (`-MOVED`, `-ASK`, `-CROSSSLOT`,
+//! `-TRYAGAIN`, `-CLUSTERDOWN`, decided by `shoal_cluster::route` from the command's key specs),
+//! and the commands `CLUSTER ...`, `ASKING`, `READONLY`, `READWRITE`, with Redis 7.0's replies.
+//!
+//! The configuration itself (nodes, slot owners, migrations) is `shoal_cluster::Config`, changed
+//! only by `Change`s. [`ClusterState::propose`] is the one place a change enters: it applies the
+//! change to this node's configuration now; with the configuration group (Raft) it becomes a
+//! proposal to the group, and the committed configuration is installed with
+//! [`ClusterState::install`].
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::{Arc, RwLock};
+
+use shoal_cluster::{Change, ChangeError, Config, Node, Presence, Route, RouteRequest, SlotRange};
+use shoal_keyspace::{SLOTS, key_slot};
+use shoal_resp::ReplyWriter;
+
+use crate::args::{ERR_NOT_INTEGER, ERR_SYNTAX, parse_i64};
+use crate::error::{ClusterDownReason, ReplyError};
+use crate::state::{Client, ServerState};
+use crate::table::{Group, Spec, flag::*};
+use crate::{Args, CmdResult, Ctx, err};
+
+/// This node's view of the cluster.
+#[derive(Debug)]
+pub struct ClusterState {
+    /// This node's id (40 hex characters; `CLUSTER RESET HARD` gives a new one).
+    me: RwLock<String>,
+    config: RwLock<Arc<Config>>,
+    /// Bumped with every installed configuration, so connections refresh their copy only then.
+    version: AtomicU64,
+}
+
+/// A connection's cluster state: `ASKING` for the next command, `READONLY`, and its copy of the
+/// configuration (refreshed when [`ClusterState`]'s version moves).
+#[derive(Debug, Default)]
+pub struct ClientCluster {
+    pub asking: bool,
+    pub readonly: bool,
+    cached: Option<(u64, Arc<Config>, Arc<str>)>,
+    /// The slots of the request being routed (kept to reuse its allocation).
+    slots: Vec<u16>,
+}
+
+impl ClusterState {
+    /// A node that knows only itself: no slots yet, so the cluster is down until slots are
+    /// assigned.
+    pub fn new(me: String) -> ClusterState {
+        ClusterState {
+            me: RwLock::new(me),
+            config: RwLock::new(Arc::new(Config::new())),
+            version: AtomicU64::new(1),
+        }
+    }
+
+    pub fn me(&self) -> String {
+        self.me.read().expect("cluster id lock").clone()
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("cluster config lock").clone()
+    }
+
+    /// Replaces the configuration (a committed one from the configuration group).
+    pub fn install(&self, config: Arc<Config>) {
+        config.check_invariants();
+        *self.config.write().expect("cluster config lock") = config;
+        self.version.fetch_add(1, Release);
+    }
+
+    /// Makes a change to the cluster configuration. Changes are serialised; a refused change
+    /// changes nothing.
+    pub fn propose(&self, change: &Change) -> Result<(), ChangeError> {
+        let mut guard = self.config.write().expect("cluster config lock");
+        let mut next = Config::clone(&guard);
+        next.apply(change)?;
+        *guard = Arc::new(next);
+        drop(guard);
+        self.version.fetch_add(1, Release);
+        Ok(())
+    }
+
+    /// Adds this node to its own configuration once its address is known (the server calls it
+    /// when it listens). Does nothing if it is there already.
+    pub fn join_self(&self, ip: &str, port: u16, bus_port: u16) {
+        let me = self.me();
+        if self.config().node(&me).is_some() {
+            return;
+        }
+        let node = Node {
+            id: me,
+            ip: ip.to_string(),
+            port,
+            bus_port,
+            replica_of: None,
+            config_epoch: 0,
+        };
+        self.propose(&Change::AddNode(node))
+            .expect("a node id made by this node is valid and new");
+    }
+
+    /// The configuration a connection should use, refreshed only when it changed.
+    fn for_client<'c>(&self, c: &'c mut ClientCluster) -> (&'c Config, &'c str) {
+        let v = self.version.load(Acquire);
+        if c.cached.as_ref().is_none_or(|(cv, _, _)| *cv != v) {
+            c.cached = Some((v, self.config(), self.me().into()));
+        }
+        let (_, cfg, me) = c.cached.as_ref().expect("just filled");
+        (cfg, me)
+    }
+}
+
+/// Calls `f` with every key of a request (for EXEC, of every queued command) and whether the
+/// request writes.
+fn for_each_key<'k>(
+    tx: &'k crate::multi::ClientTx,
+    spec: &'static Spec,
+    args: &'k Args<'k>,
+    mut f: impl FnMut(&[u8]),
+) -> bool {
+    let mut write = spec.has(WRITE);
+    let mut keys_of = |spec: &'static Spec, args: &Args<'_>| {
+        if let Ok(refs) = crate::keyspec::keys(spec, args) {
+            for k in refs.iter() {
+                f(args.get(k.pos));
+            }
+        }
+    };
+    if spec.has(TX_EXEC) {
+        for (s, a) in tx.queued_commands() {
+            write |= s.has(WRITE);
+            keys_of(s, &a);
+        }
+    } else if crate::keyspec::has_keys(spec) {
+        keys_of(spec, args);
+    }
+    write
+}
+
+/// The decision for a request in cluster mode, from its keys' slots (for EXEC, the keys of every
+/// queued command). `Ok` serves it here. Allocates nothing on the way of a usual request: the
+/// slots go to a buffer the connection keeps, and the keys are looked at again only when a slot is
+/// moving.
+pub fn route_request(
+    srv: &ServerState,
+    cl: &ClusterState,
+    client: &mut Client,
+    spec: &'static Spec,
+    args: &Args<'_>,
+    asking: bool,
+    now_ms: u64,
+) -> Result<(), ReplyError> {
+    let mut slots = std::mem::take(&mut client.cluster.slots);
+    slots.clear();
+    let write = for_each_key(&client.tx, spec, args, |key| slots.push(key_slot(key)));
+    if slots.is_empty() {
+        client.cluster.slots = slots;
+        return Ok(());
+    }
+    let req = RouteRequest {
+        write,
+        asking,
+        readonly: client.cluster.readonly,
+    };
+    let tx = &client.tx;
+    let (cfg, me) = cl.for_client(&mut client.cluster);
+    let presence = || {
+        let mut p = Presence::default();
+        for_each_key(tx, spec, args, |key| {
+            // Cluster mode has one database.
+            let slot = key_slot(key);
+            let shard = srv.ks.lock(srv.ks.shard_of(slot));
+            if shard.contains(0, slot, key, now_ms) {
+                p.present += 1;
+            } else {
+                p.missing += 1;
+            }
+        });
+        p
+    };
+    let route = shoal_cluster::route(cfg, me, &slots, req, presence);
+    client.cluster.slots = slots;
+    match route {
+        Route::Local => Ok(()),
+        Route::Moved { slot, addr } => Err(ReplyError::Moved { slot, addr }),
+        Route::Ask { slot, addr } => Err(ReplyError::Ask { slot, addr }),
+        Route::CrossSlot => Err(ReplyError::CrossSlot),
+        Route::TryAgain => Err(ReplyError::TryAgain),
+        Route::Unbound => Err(ReplyError::ClusterDown(ClusterDownReason::SlotNotServed)),
+        Route::Down => Err(ReplyError::ClusterDown(ClusterDownReason::Down)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command table.
+
+const CLUSTER: Group = Group::Cluster;
+
+pub static COMMANDS: &[Spec] = &[
+    Spec {
+        name: "asking",
+        arity: 1,
+        flags: FAST,
+        group: CLUSTER,
+        since: "3.0.0",
+        summary: "Signals that a cluster client is following an -ASK redirect.",
+        handler: Some(asking),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "cluster",
+        arity: -2,
+        flags: 0,
+        group: CLUSTER,
+        since: "3.0.0",
+        summary: "A container for Redis Cluster commands.",
+        subcommands: SUBCOMMANDS,
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "readonly",
+        arity: 1,
+        flags: FAST | LOADING | STALE,
+        group: CLUSTER,
+        since: "3.0.0",
+        summary: "Enables read-only queries for a connection to a Redis Cluster replica node.",
+        handler: Some(readonly),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "readwrite",
+        arity: 1,
+        flags: FAST | LOADING | STALE,
+        group: CLUSTER,
+        since: "3.0.0",
+        summary: "Enables read-write queries for a connection to a Reids Cluster replica node.",
+        handler: Some(readwrite),
+        ..Spec::DEFAULT
+    },
+];
+
+macro_rules! sub {
+    ($name:literal, $arity:expr, $flags:expr, $since:literal, $summary:literal, $handler:ident) => {
+        Spec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            group: CLUSTER,
+            since: $since,
+            summary: $summary,
+            handler: Some($handler),
+            ..Spec::DEFAULT
+        }
+    };
+}
+
+static SUBCOMMANDS: &[Spec] = &[
+    sub!(
+        "cluster|addslots",
+        -3,
+        ADMIN | STALE,
+        "3.0.0",
+        "Assigns new hash slots to a node.",
+        addslots
+    ),
+    sub!(
+        "cluster|addslotsrange",
+        -4,
+        ADMIN | STALE,
+        "7.0.0",
+        "Assigns new hash slot ranges to a node.",
+        addslotsrange
+    ),
+    sub!(
+        "cluster|count-failure-reports",
+        3,
+        ADMIN | STALE,
+        "3.0.0",
+        "Returns the number of active failure reports active for a node.",
+        count_failure_reports
+    ),
+    sub!(
+        "cluster|countkeysinslot",
+        3,
+        STALE,
+        "3.0.0",
+        "Returns the number of keys in a hash slot.",
+        countkeysinslot
+    ),
+    sub!(
+        "cluster|delslots",
+        -3,
+        ADMIN | STALE,
+        "3.0.0",
+        "Sets hash slots as unbound for a node.",
+        delslots
+    ),
+    sub!(
+        "cluster|delslotsrange",
+        -4,
+        ADMIN | STALE,
+        "7.0.0",
+        "Sets hash slot ranges as unbound for a node.",
+        delslotsrange
+    ),
+    sub!(
+        "cluster|getkeysinslot",
+        4,
+        STALE,
+        "3.0.0",
+        "Returns the key names in a hash slot.",
+        getkeysinslot
+    ),
+    sub!(
+        "cluster|help",
+        2,
+        LOADING | STALE,
+        "5.0.0",
+        "Returns helpful text about the different subcommands.",
+        help
+    ),
+    sub!(
+        "cluster|info",
+        2,
+        STALE,
+        "3.0.0",
+        "Returns information about the state of a node.",
+        info
+    ),
+    sub!(
+        "cluster|keyslot",
+        3,
+        STALE,
+        "3.0.0",
+        "Returns the hash slot for a key.",
+        keyslot
+    ),
+    sub!(
+        "cluster|links",
+        2,
+        STALE,
+        "7.0.0",
+        "Returns a list of all TCP links to and from peer nodes.",
+        links
+    ),
+    sub!(
+        "cluster|myid",
+        2,
+        STALE,
+        "3.0.0",
+        "Returns the ID of a node.",
+        myid
+    ),
+    sub!(
+        "cluster|myshardid",
+        2,
+        STALE,
+        "7.2.0",
+        "Returns the shard ID of a node.",
+        myshardid
+    ),
+    sub!(
+        "cluster|nodes",
+        2,
+        STALE,
+        "3.0.0",
+        "Returns the cluster configuration for a node.",
+        nodes
+    ),
+    sub!(
+        "cluster|replicas",
+        3,
+        ADMIN | STALE,
+        "5.0.0",
+        "Lists the replica nodes of a master node.",
+        replicas
+    ),
+    sub!(
+        "cluster|reset",
+        -2,
+        ADMIN | STALE | NOSCRIPT,
+        "3.0.0",
+        "Resets a node.",
+        reset
+    ),
+    sub!(
+        "cluster|shards",
+        2,
+        STALE,
+        "7.0.0",
+        "Returns the mapping of cluster slots to shards.",
+        shards
+    ),
+    sub!(
+        "cluster|slaves",
+        3,
+        ADMIN | STALE,
+        "3.0.0",
+        "Lists the replica nodes of a master node.",
+        replicas
+    ),
+    sub!(
+        "cluster|slots",
+        2,
+        STALE,
+        "3.0.0",
+        "Returns the mapping of cluster slots to nodes.",
+        slots
+    ),
+];
+
+const ERR_DISABLED: ReplyError =
+    ReplyError::err_static("This instance has cluster support disabled");
+
+/// The node's cluster state, or the error Redis gives when cluster mode is off.
+fn cluster<'a>(ctx: &Ctx<'a>) -> Result<&'a ClusterState, ReplyError> {
+    ctx.srv.cluster.as_ref().ok_or(ERR_DISABLED)
+}
+
+fn asking(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    ctx.client.cluster.asking = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn readonly(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    ctx.client.cluster.readonly = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn readwrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    ctx.client.cluster.readonly = false;
+    ctx.out.ok();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slots.
+
+/// A slot argument of ADDSLOTS/DELSLOTS(RANGE), with Redis's error.
+fn parse_slot(arg: &[u8]) -> Result<u16, ReplyError> {
+    parse_i64(arg)
+        .filter(|s| (0..SLOTS as i64).contains(s))
+        .map(|s| s as u16)
+        .ok_or(ReplyError::err_static("Invalid or out of range slot"))
+}
+
+/// The slots of `ADDSLOTS s...` / `DELSLOTS s...`, each named once.
+fn parse_slot_list(args: &Args<'_>) -> Result<Vec<SlotRange>, ReplyError> {
+    let mut seen = vec![false; SLOTS];
+    let mut out = Vec::new();
+    for a in args.tail(2).iter() {
+        let s = parse_slot(a)?;
+        if std::mem::replace(&mut seen[s as usize], true) {
+            return Err(err!("Slot {s} specified multiple times"));
+        }
+        out.push(SlotRange::one(s));
+    }
+    Ok(out)
+}
+
+/// The ranges of `ADDSLOTSRANGE start end ...` (`name` is the subcommand's), none overlapping
+/// another.
+fn parse_slot_ranges(args: &Args<'_>, name: &str) -> Result<Vec<SlotRange>, ReplyError> {
+    if !args.len().is_multiple_of(2) {
+        return Err(err!("wrong number of arguments for '{name}' command"));
+    }
+    let mut seen = vec![false; SLOTS];
+    let mut out = Vec::new();
+    for i in (2..args.len()).step_by(2) {
+        let (start, end) = (parse_slot(args.get(i))?, parse_slot(args.get(i + 1))?);
+        if start > end {
+            return Err(err!(
+                "start slot number {start} is greater than end slot number {end}"
+            ));
+        }
+        for s in start..=end {
+            if std::mem::replace(&mut seen[s as usize], true) {
+                return Err(err!("Slot {s} specified multiple times"));
+            }
+        }
+        out.push(SlotRange { start, end });
+    }
+    Ok(out)
+}
+
+fn change_error(e: ChangeError) -> ReplyError {
+    match e {
+        ChangeError::SlotUnassigned(s) => err!("Slot {s} is already unassigned"),
+        e => err!("{e}"),
+    }
+}
+
+fn assign(ctx: &mut Ctx<'_>, ranges: Vec<SlotRange>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let me = cl.me();
+    if cl.config().node(&me).is_some_and(|n| !n.is_primary()) {
+        return Err(ReplyError::err_static(
+            "Please use SETSLOT only with masters.",
+        ));
+    }
+    cl.propose(&Change::AssignSlots { node: me, ranges })
+        .map_err(change_error)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn unassign(ctx: &mut Ctx<'_>, ranges: Vec<SlotRange>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    cl.propose(&Change::UnassignSlots { ranges })
+        .map_err(change_error)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+fn addslots(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    let ranges = parse_slot_list(args)?;
+    assign(ctx, ranges)
+}
+
+fn addslotsrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    let ranges = parse_slot_ranges(args, "cluster|addslotsrange")?;
+    assign(ctx, ranges)
+}
+
+fn delslots(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    let ranges = parse_slot_list(args)?;
+    unassign(ctx, ranges)
+}
+
+fn delslotsrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    let ranges = parse_slot_ranges(args, "cluster|delslotsrange")?;
+    unassign(ctx, ranges)
+}
+
+/// A slot argument of COUNTKEYSINSLOT/GETKEYSINSLOT.
+fn query_slot(arg: &[u8], invalid: ReplyError) -> Result<u16, ReplyError> {
+    let s = parse_i64(arg).ok_or(ERR_NOT_INTEGER)?;
+    if !(0..SLOTS as i64).contains(&s) {
+        return Err(invalid);
+    }
+    Ok(s as u16)
+}
+
+fn countkeysinslot(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    let slot = query_slot(args.get(2), ReplyError::err_static("Invalid slot"))?;
+    let ks = &ctx.srv.ks;
+    let n = ks.lock(ks.shard_of(slot)).slot_len(0, slot);
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+fn getkeysinslot(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    let invalid = ReplyError::err_static("Invalid slot or number of keys");
+    let slot = query_slot(args.get(2), invalid.clone())?;
+    let count = parse_i64(args.get(3)).ok_or(ERR_NOT_INTEGER)?;
+    if count < 0 {
+        return Err(invalid);
+    }
+    let ks = &ctx.srv.ks;
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    {
+        let shard = ks.lock(ks.shard_of(slot));
+        // Expired keys still in the table are listed, as Redis lists them until they go.
+        shard.for_each_in_slot(0, slot, 0, |e| {
+            if (found.len() as i64) < count {
+                found.push(e.key().to_vec());
+            }
+        });
+    }
+    ctx.out.array(found.len());
+    for k in &found {
+        ctx.out.bulk(k);
+    }
+    Ok(())
+}
+
+fn keyslot(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    ctx.out.int(key_slot(args.get(2)) as i64);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes and the slot map.
+
+fn myid(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let me = cluster(ctx)?.me();
+    ctx.out.bulk(me.as_bytes());
+    Ok(())
+}
+
+/// A shard is a primary and its replicas; its id is the primary's node id.
+fn shard_id(cfg: &Config, id: &str) -> String {
+    cfg.node(id)
+        .and_then(|n| n.replica_of.clone())
+        .unwrap_or_else(|| id.to_string())
+}
+
+fn myshardid(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let id = shard_id(&cl.config(), &cl.me());
+    ctx.out.bulk(id.as_bytes());
+    Ok(())
+}
+
+fn info(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let (cfg, me) = (cl.config(), cl.me());
+    let assigned = cfg.slots_assigned();
+    let my_epoch = cfg
+        .node(&me)
+        .map(|n| match &n.replica_of {
+            Some(p) => cfg.node(p).map_or(0, |p| p.config_epoch),
+            None => n.config_epoch,
+        })
+        .unwrap_or(0);
+    let text = format!(
+        "cluster_state:{}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{assigned}\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{}\r\ncluster_size:{}\r\ncluster_current_epoch:{}\r\ncluster_my_epoch:{my_epoch}\r\ncluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n",
+        if assigned == SLOTS { "ok" } else { "fail" },
+        cfg.nodes().len(),
+        cfg.size(),
+        // Redis's current epoch: the highest config epoch in the cluster.
+        cfg.nodes()
+            .iter()
+            .map(|n| n.config_epoch)
+            .max()
+            .unwrap_or(0),
+    );
+    ctx.out.verbatim(text.as_bytes());
+    Ok(())
+}
+
+/// One line of `CLUSTER NODES` (without the newline).
+fn node_line(cfg: &Config, n: &Node, me: &str) -> String {
+    let mut flags = String::new();
+    if n.id == me {
+        flags.push_str("myself,");
+    }
+    flags.push_str(if n.is_primary() { "master" } else { "slave" });
+    let mut line = format!(
+        "{} {}:{}@{} {} {} 0 0 {} connected",
+        n.id,
+        n.ip,
+        n.port,
+        n.bus_port,
+        flags,
+        n.replica_of.as_deref().unwrap_or("-"),
+        match &n.replica_of {
+            Some(p) => cfg.node(p).map_or(0, |p| p.config_epoch),
+            None => n.config_epoch,
+        },
+    );
+    for r in cfg.ranges_of(&n.id) {
+        if r.start == r.end {
+            line.push_str(&format!(" {}", r.start));
+        } else {
+            line.push_str(&format!(" {}-{}", r.start, r.end));
+        }
+    }
+    // Moving slots, in this node's own line: `[slot->-target]` on the owner, `[slot-<-owner]` on
+    // the target.
+    if n.id == me {
+        for slot in 0..SLOTS as u16 {
+            let (Some(owner), Some(target)) = (cfg.owner(slot), cfg.migrating_to(slot)) else {
+                continue;
+            };
+            if owner.id == me {
+                line.push_str(&format!(" [{slot}->-{}]", target.id));
+            } else if target.id == me {
+                line.push_str(&format!(" [{slot}-<-{}]", owner.id));
+            }
+        }
+    }
+    line
+}
+
+fn nodes(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let (cfg, me) = (cl.config(), cl.me());
+    let mut text = String::new();
+    for n in cfg.nodes() {
+        text.push_str(&node_line(&cfg, n, &me));
+        text.push('\n');
+    }
+    ctx.out.verbatim(text.as_bytes());
+    Ok(())
+}
+
+fn replicas(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let (cfg, me) = (cl.config(), cl.me());
+    let id = String::from_utf8_lossy(args.get(2)).into_owned();
+    let Some(n) = cfg.node(&id) else {
+        return Err(err!("Unknown node {id}"));
+    };
+    if !n.is_primary() {
+        return Err(ReplyError::err_static("The specified node is not a master"));
+    }
+    let lines: Vec<String> = cfg
+        .replicas_of(&id)
+        .map(|r| node_line(&cfg, r, &me))
+        .collect();
+    ctx.out.array(lines.len());
+    for l in &lines {
+        ctx.out.bulk(l.as_bytes());
+    }
+    Ok(())
+}
+
+/// Failures are decided by the configuration group, not by reports gossiped between nodes: a
+/// known node has none.
+fn count_failure_reports(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let id = String::from_utf8_lossy(args.get(2)).into_owned();
+    if cl.config().node(&id).is_none() {
+        return Err(err!("Unknown node {id}"));
+    }
+    ctx.out.int(0);
+    Ok(())
+}
+
+/// Links to the other nodes over the cluster bus; a node alone has none.
+fn links(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    ctx.out.array(0);
+    Ok(())
+}
+
+/// One node entry of `CLUSTER SLOTS`: ip, port, id, and an empty map of extra endpoints.
+fn slot_node(out: &mut ReplyWriter<'_>, n: &Node) {
+    out.array(4);
+    out.bulk(n.ip.as_bytes());
+    out.int(n.port as i64);
+    out.bulk(n.id.as_bytes());
+    out.map(0);
+}
+
+fn slots(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let cfg = cluster(ctx)?.config();
+    // Ranges of one owner, in slot order.
+    let mut ranges: Vec<(SlotRange, &Node)> = Vec::new();
+    for slot in 0..SLOTS as u16 {
+        let Some(owner) = cfg.owner(slot) else {
+            continue;
+        };
+        match ranges.last_mut() {
+            Some((r, n)) if n.id == owner.id && r.end + 1 == slot => r.end = slot,
+            _ => ranges.push((SlotRange::one(slot), owner)),
+        }
+    }
+    ctx.out.array(ranges.len());
+    for (r, owner) in &ranges {
+        let reps: Vec<&Node> = cfg.replicas_of(&owner.id).collect();
+        ctx.out.array(3 + reps.len());
+        ctx.out.int(r.start as i64);
+        ctx.out.int(r.end as i64);
+        slot_node(&mut ctx.out, owner);
+        for rep in reps {
+            slot_node(&mut ctx.out, rep);
+        }
+    }
+    Ok(())
+}
+
+fn shards(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let (cfg, me) = (cl.config(), cl.me());
+    let offset = ctx.srv.repl.offset();
+    let primaries: Vec<&Node> = cfg.nodes().iter().filter(|n| n.is_primary()).collect();
+    ctx.out.array(primaries.len());
+    for p in primaries {
+        ctx.out.map(2);
+        ctx.out.bulk(b"slots");
+        let ranges = cfg.ranges_of(&p.id);
+        ctx.out.array(2 * ranges.len());
+        for r in &ranges {
+            ctx.out.int(r.start as i64);
+            ctx.out.int(r.end as i64);
+        }
+        ctx.out.bulk(b"nodes");
+        let members: Vec<&Node> = std::iter::once(p).chain(cfg.replicas_of(&p.id)).collect();
+        ctx.out.array(members.len());
+        for n in members {
+            ctx.out.map(7);
+            ctx.out.bulk(b"id");
+            ctx.out.bulk(n.id.as_bytes());
+            ctx.out.bulk(b"port");
+            ctx.out.int(n.port as i64);
+            ctx.out.bulk(b"ip");
+            ctx.out.bulk(n.ip.as_bytes());
+            ctx.out.bulk(b"endpoint");
+            ctx.out.bulk(n.ip.as_bytes());
+            ctx.out.bulk(b"role");
+            ctx.out.bulk(if n.is_primary() {
+                b"master"
+            } else {
+                b"replica"
+            });
+            ctx.out.bulk(b"replication-offset");
+            // Only this node's own offset is known here.
+            ctx.out.int(if n.id == me { offset as i64 } else { 0 });
+            ctx.out.bulk(b"health");
+            ctx.out.bulk(b"online");
+        }
+    }
+    Ok(())
+}
+
+fn reset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let hard = match args.len() {
+        2 => false,
+        3 if args.is(2, "HARD") => true,
+        3 if args.is(2, "SOFT") => false,
+        _ => return Err(ERR_SYNTAX),
+    };
+    let cfg = cl.config();
+    let me = cl.me();
+    let primary = cfg.node(&me).is_none_or(Node::is_primary);
+    if primary && ctx.srv.ks.db_size(0).0 > 0 {
+        return Err(ReplyError::err_static(
+            "CLUSTER RESET can't be called with master nodes containing keys",
+        ));
+    }
+    let Some(mine) = cfg.node(&me).cloned() else {
+        return Err(ERR_DISABLED);
+    };
+    // Forget every other node and every slot; a hard reset also takes a new id and epoch 0.
+    let id = if hard {
+        crate::state::random_hex40(ctx.srv.draws.fetch_add(1, Release) ^ ctx.now_ms)
+    } else {
+        me
+    };
+    let mut fresh = Config::new();
+    fresh
+        .apply(&Change::AddNode(Node {
+            id: id.clone(),
+            replica_of: None,
+            config_epoch: if hard { 0 } else { mine.config_epoch },
+            ..mine
+        }))
+        .expect("a fresh configuration takes one node");
+    *cl.me.write().expect("cluster id lock") = id;
+    cl.install(Arc::new(fresh));
+    ctx.out.ok();
+    Ok(())
+}
+
+const HELP: &[&str] = &[
+    "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ADDSLOTS <slot> [<slot> ...]",
+    "    Assign slots to current node.",
+    "ADDSLOTSRANGE <start slot> <end slot> [<start slot> <end slot> ...]",
+    "    Assign slots which are between <start-slot> and <end-slot> to current node.",
+    "COUNT-FAILURE-REPORTS <node-id>",
+    "    Return number of failure reports for <node-id>.",
+    "COUNTKEYSINSLOT <slot>",
+    "    Return the number of keys in <slot>.",
+    "DELSLOTS <slot> [<slot> ...]",
+    "    Delete slots information from current node.",
+    "DELSLOTSRANGE <start slot> <end slot> [<start slot> <end slot> ...]",
+    "    Delete slots information which are between <start-slot> and <end-slot> from current node.",
+    "GETKEYSINSLOT <slot> <count>",
+    "    Return key names stored by current node in a slot.",
+    "INFO",
+    "    Return information about the cluster.",
+    "KEYSLOT <key>",
+    "    Return the hash slot for <key>.",
+    "LINKS",
+    "    Return information about all network links between this node and its peers.",
+    "    Output format is an array where each array element is a map containing attributes of a link",
+    "MYID",
+    "    Return the node id.",
+    "MYSHARDID",
+    "    Return the node's shard id.",
+    "NODES",
+    "    Return cluster configuration seen by node. Output format:",
+    "    <id> <ip:port> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+    "REPLICAS <node-id>",
+    "    Return <node-id> replicas.",
+    "RESET [HARD|SOFT]",
+    "    Reset current node (default: soft).",
+    "SHARDS",
+    "    Return information about slot range mappings and the nodes associated with them.",
+    "SLOTS",
+    "    Return information about slots range mappings. Each range is made of:",
+    "    start, end, master and replicas IP addresses, ports and ids",
+    "HELP",
+    "    Prints this help.",
+];
+
+fn help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    ctx.out.array(HELP.len());
+    for line in HELP {
+        ctx.out.simple(line);
+    }
+    Ok(())
+}
