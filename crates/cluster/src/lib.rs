@@ -148,6 +148,8 @@ pub struct Config {
     owner: Box<[u16]>,
     /// For each moving slot, the index of its target.
     migrating: std::collections::BTreeMap<u16, u16>,
+    /// Slots with an owner (kept with `owner`: routing reads it for every request).
+    assigned: usize,
 }
 
 impl Default for Config {
@@ -164,6 +166,7 @@ impl Config {
             nodes: Vec::new(),
             owner: vec![NONE; SLOTS].into_boxed_slice(),
             migrating: Default::default(),
+            assigned: 0,
         }
     }
 
@@ -198,7 +201,7 @@ impl Config {
 
     /// Slots with an owner.
     pub fn slots_assigned(&self) -> usize {
-        self.owner.iter().filter(|&&o| o != NONE).count()
+        self.assigned
     }
 
     /// The slot ranges a node owns, in ascending order.
@@ -258,12 +261,17 @@ impl Config {
             Change::AssignSlots { node, ranges } => {
                 let i = self.index_of(node).expect("checked") as u16;
                 for s in ranges.iter().flat_map(|r| r.iter()) {
-                    self.owner[s as usize] = i;
+                    // Ranges of one change may overlap: count each slot once.
+                    if std::mem::replace(&mut self.owner[s as usize], i) == NONE {
+                        self.assigned += 1;
+                    }
                 }
             }
             Change::UnassignSlots { ranges } => {
                 for s in ranges.iter().flat_map(|r| r.iter()) {
-                    self.owner[s as usize] = NONE;
+                    if std::mem::replace(&mut self.owner[s as usize], NONE) != NONE {
+                        self.assigned -= 1;
+                    }
                     self.migrating.remove(&s);
                 }
             }
@@ -411,6 +419,11 @@ impl Config {
     /// and a primary target other than it; replicas follow primaries; node ids are unique.
     pub fn check_invariants(&self) {
         assert_eq!(self.owner.len(), SLOTS, "one owner entry per slot");
+        assert_eq!(
+            self.assigned,
+            self.owner.iter().filter(|&&o| o != NONE).count(),
+            "the count of assigned slots follows the table"
+        );
         for (slot, &o) in self.owner.iter().enumerate() {
             if o != NONE {
                 let n = self
