@@ -7,6 +7,7 @@
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
 pub mod clock;
+pub mod cluster_tool;
 pub mod conn;
 pub mod cron;
 pub mod links;

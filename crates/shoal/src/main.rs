@@ -26,6 +26,60 @@ enum Command {
     /// Compare a primary with each of its replicas slot by slot; list differing keys; optionally
     /// repair them. Exits 1 if any difference was found, 2 on error.
     Verify(VerifyArgs),
+    /// Cluster tools.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Check that every node agrees on the slot map, every slot has an owner and none is moving.
+    /// Exits 1 on a problem, 2 on error.
+    Check(ClusterAddr),
+    /// Keys, slots and replicas of each primary.
+    Info(ClusterAddr),
+}
+
+#[derive(Parser)]
+struct ClusterAddr {
+    /// Any node of the cluster, HOST:PORT.
+    addr: String,
+    /// Password for AUTH on every node.
+    #[arg(long)]
+    password: Option<String>,
+}
+
+fn cluster(c: ClusterCommand) -> i32 {
+    match c {
+        ClusterCommand::Check(a) => {
+            match shoal_server::cluster_tool::check(&a.addr, a.password.as_deref()) {
+                Ok(r) => {
+                    for l in &r.lines {
+                        println!("{l}");
+                    }
+                    if r.problems == 0 { 0 } else { 1 }
+                }
+                Err(e) => {
+                    eprintln!("shoal cluster check: {e}");
+                    2
+                }
+            }
+        }
+        ClusterCommand::Info(a) => {
+            match shoal_server::cluster_tool::info(&a.addr, a.password.as_deref()) {
+                Ok(lines) => {
+                    for l in &lines {
+                        println!("{l}");
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("shoal cluster info: {e}");
+                    2
+                }
+            }
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -200,6 +254,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(args) => std::process::exit(verify(args)),
+        Command::Cluster(c) => std::process::exit(cluster(c)),
         Command::Serve(args) => {
             let config = match build_config(&args) {
                 Ok(v) => v,

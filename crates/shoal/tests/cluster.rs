@@ -300,3 +300,50 @@ fn redis_cli_in_cluster_mode_reads_and_writes() {
     assert!(check.status.success(), "redis-cli --cluster check: {text}");
     assert!(text.contains("[OK] All 16384 slots covered."), "{text}");
 }
+
+#[test]
+fn shoal_cluster_check_and_info_read_every_node() {
+    let s = cluster_node();
+    let tool = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("cluster")
+            .args(args)
+            .arg(s.addr())
+            .output()
+            .expect("shoal cluster")
+    };
+    // No slot assigned: the check fails and says why.
+    let out = tool(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[ERR] Not all 16384 slots are covered by nodes (0 are)."),
+        "{text}"
+    );
+    assert_eq!(
+        s.raw().call(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]),
+        "+OK\r\n"
+    );
+    for i in 0..10 {
+        assert_eq!(s.raw().call(&["SET", &format!("k{i}"), "v"]), "+OK\r\n");
+    }
+    let out = tool(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("[OK] All nodes agree about slots configuration."));
+    assert!(text.contains("[OK] All 16384 slots covered."));
+    let out = tool(&["info"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{} (", s.addr()))
+            && text.contains("-> 10 keys | 16384 slots | 0 slaves."),
+        "{text}"
+    );
+    // A node that does not answer is an error, not a pass.
+    let gone = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "check", "127.0.0.1:1"])
+        .output()
+        .expect("shoal cluster");
+    assert_eq!(gone.status.code(), Some(2));
+}

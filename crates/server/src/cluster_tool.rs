@@ -1,0 +1,257 @@
+//! `shoal cluster check` and `shoal cluster info`: what a cluster looks like from every node, read
+//! from `CLUSTER NODES` and `DBSIZE` as `redis-cli --cluster check|info` reads them. `check` fails
+//! (non-zero exit) when nodes disagree about who owns which slot, when a slot has no owner, when a
+//! slot is moving, or when a node cannot be reached.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::tool_client::{Client, Reply};
+
+/// How long one node may take to answer.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Nodes a check visits at most (a cluster larger than this is reported as such).
+pub const NODES_MAX: usize = 1000;
+const SLOTS: usize = shoal_keyspace::SLOTS;
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLine {
+    pub id: String,
+    /// `ip:port`.
+    pub addr: String,
+    pub myself: bool,
+    pub primary: bool,
+    /// The primary's id, for a replica.
+    pub replica_of: Option<String>,
+    /// Owned slots as inclusive ranges.
+    pub slots: Vec<(u16, u16)>,
+    /// Slots shown moving (`[slot->-id]` or `[slot-<-id]`).
+    pub moving: Vec<u16>,
+}
+
+/// Parses `CLUSTER NODES` text; an error names the first line that is not one.
+pub fn parse_nodes(text: &str) -> Result<Vec<NodeLine>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 8 {
+            return Err(format!("not a CLUSTER NODES line: {line:?}"));
+        }
+        let addr = f[1].split('@').next().unwrap_or("").to_string();
+        let flags: Vec<&str> = f[2].split(',').collect();
+        let mut slots = Vec::new();
+        let mut moving = Vec::new();
+        for s in &f[8..] {
+            if let Some(inner) = s.strip_prefix('[') {
+                let slot = inner
+                    .split(['-', '>', '<'])
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("bad moving slot {s:?}"))?;
+                moving.push(slot);
+                continue;
+            }
+            let (a, b) = s.split_once('-').unwrap_or((s, s));
+            let (a, b): (u16, u16) = match (a.parse(), b.parse()) {
+                (Ok(a), Ok(b)) if a <= b && (b as usize) < SLOTS => (a, b),
+                _ => return Err(format!("bad slot range {s:?}")),
+            };
+            slots.push((a, b));
+        }
+        out.push(NodeLine {
+            id: f[0].to_string(),
+            addr,
+            myself: flags.contains(&"myself"),
+            primary: flags.contains(&"master"),
+            replica_of: (f[3] != "-").then(|| f[3].to_string()),
+            slots,
+            moving,
+        });
+    }
+    Ok(out)
+}
+
+fn text(r: Reply) -> Result<String, String> {
+    match r {
+        Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Reply::Status(s) => Ok(s),
+        Reply::Error(e) => Err(e),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+fn nodes_of(addr: &str, password: Option<&str>) -> Result<Vec<NodeLine>, String> {
+    let mut c = connect(addr, password)?;
+    let t = text(
+        c.cmd(&["CLUSTER", "NODES"])
+            .map_err(|e| format!("{addr}: {e}"))?,
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    parse_nodes(&t).map_err(|e| format!("{addr}: {e}"))
+}
+
+fn connect(addr: &str, password: Option<&str>) -> Result<Client, String> {
+    let mut c = Client::connect(addr, NODE_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    if let Some(p) = password {
+        if let Reply::Error(e) = c.cmd(&["AUTH", p]).map_err(|e| format!("{addr}: {e}"))? {
+            return Err(format!("{addr}: {e}"));
+        }
+    }
+    Ok(c)
+}
+
+/// The slot owners a node's view gives, as an array of owner ids.
+fn owners(view: &[NodeLine]) -> Vec<Option<&str>> {
+    let mut o = vec![None; SLOTS];
+    for n in view {
+        for &(a, b) in &n.slots {
+            for s in a..=b {
+                o[s as usize] = Some(n.id.as_str());
+            }
+        }
+    }
+    o
+}
+
+/// What `check` found.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub lines: Vec<String>,
+    pub problems: usize,
+}
+
+impl CheckReport {
+    fn ok(&mut self, s: String) {
+        self.lines.push(format!("[OK] {s}"));
+    }
+    fn err(&mut self, s: String) {
+        self.lines.push(format!("[ERR] {s}"));
+        self.problems += 1;
+    }
+}
+
+/// Checks the cluster `addr` belongs to, from every node's own view.
+pub fn check(addr: &str, password: Option<&str>) -> Result<CheckReport, String> {
+    let first = nodes_of(addr, password)?;
+    if first.len() > NODES_MAX {
+        return Err(format!("more than {NODES_MAX} nodes"));
+    }
+    let mut r = CheckReport::default();
+    let reference = owners(&first);
+    for n in &first {
+        let role = if n.primary { "M" } else { "S" };
+        let slots: usize = n.slots.iter().map(|&(a, b)| (b - a) as usize + 1).sum();
+        r.lines.push(format!(
+            "{role}: {} {}\n   slots: {} ({slots} slots){}",
+            n.id,
+            n.addr,
+            n.slots
+                .iter()
+                .map(|&(a, b)| if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            n.replica_of
+                .as_ref()
+                .map(|p| format!("\n   replicates {p}"))
+                .unwrap_or_default()
+        ));
+    }
+    let mut agree = true;
+    for n in &first {
+        match nodes_of(&n.addr, password) {
+            Ok(view) => {
+                if owners(&view) != reference {
+                    agree = false;
+                    r.err(format!("{} ({}) sees another slot map", n.addr, n.id));
+                }
+                for m in view.iter().filter(|m| m.myself && !m.moving.is_empty()) {
+                    r.err(format!(
+                        "{} has slots moving: {:?}",
+                        m.addr,
+                        &m.moving[..m.moving.len().min(16)]
+                    ));
+                }
+            }
+            Err(e) => {
+                agree = false;
+                r.err(format!("cannot read {}: {e}", n.addr));
+            }
+        }
+    }
+    if agree {
+        r.ok("All nodes agree about slots configuration.".into());
+    }
+    let covered = reference.iter().filter(|o| o.is_some()).count();
+    if covered == SLOTS {
+        r.ok(format!("All {SLOTS} slots covered."));
+    } else {
+        r.err(format!(
+            "Not all {SLOTS} slots are covered by nodes ({covered} are)."
+        ));
+    }
+    Ok(r)
+}
+
+/// One line per primary: address, id, keys, slots and replicas, then the totals.
+pub fn info(addr: &str, password: Option<&str>) -> Result<Vec<String>, String> {
+    let view = nodes_of(addr, password)?;
+    let mut replicas: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &view {
+        if let Some(p) = &n.replica_of {
+            *replicas.entry(p.as_str()).or_default() += 1;
+        }
+    }
+    let mut out = Vec::new();
+    let (mut keys_total, mut primaries) = (0u64, 0usize);
+    for n in view.iter().filter(|n| n.primary) {
+        let keys = match connect(&n.addr, password)
+            .and_then(|mut c| c.cmd(&["DBSIZE"]).map_err(|e| e.to_string()))
+        {
+            Ok(Reply::Int(k)) => k.max(0) as u64,
+            Ok(other) => return Err(format!("{}: DBSIZE answered {other:?}", n.addr)),
+            Err(e) => return Err(e),
+        };
+        let slots: usize = n.slots.iter().map(|&(a, b)| (b - a) as usize + 1).sum();
+        let reps = replicas.get(n.id.as_str()).copied().unwrap_or(0);
+        out.push(format!(
+            "{} ({}...) -> {keys} keys | {slots} slots | {reps} slaves.",
+            n.addr,
+            &n.id[..8.min(n.id.len())]
+        ));
+        keys_total += keys;
+        primaries += 1;
+    }
+    out.push(format!(
+        "[OK] {keys_total} keys in {primaries} masters.\n{:.2} keys per slot on average.",
+        keys_total as f64 / SLOTS as f64
+    ));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_nodes_lines_parse_as_redis_writes_them() {
+        let t = "07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected\n\
+                 e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 5461 [5462->-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1]\n";
+        let n = parse_nodes(t).unwrap();
+        assert_eq!(n.len(), 2);
+        assert_eq!(
+            n[0].replica_of.as_deref(),
+            Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca")
+        );
+        assert!(!n[0].primary && n[1].primary && n[1].myself);
+        assert_eq!(n[1].addr, "127.0.0.1:30001");
+        assert_eq!(n[1].slots, vec![(0, 5460), (5461, 5461)]);
+        assert_eq!(n[1].moving, vec![5462]);
+        assert!(parse_nodes("garbage").is_err());
+        assert!(parse_nodes("a b c d e f g h 9-1").is_err());
+    }
+}
