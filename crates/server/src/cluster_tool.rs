@@ -93,10 +93,10 @@ fn nodes_of(addr: &str, password: Option<&str>) -> Result<Vec<NodeLine>, String>
 
 fn connect(addr: &str, password: Option<&str>) -> Result<Client, String> {
     let mut c = Client::connect(addr, NODE_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
-    if let Some(p) = password {
-        if let Reply::Error(e) = c.cmd(&["AUTH", p]).map_err(|e| format!("{addr}: {e}"))? {
-            return Err(format!("{addr}: {e}"));
-        }
+    if let Some(p) = password
+        && let Reply::Error(e) = c.cmd(&["AUTH", p]).map_err(|e| format!("{addr}: {e}"))?
+    {
+        return Err(format!("{addr}: {e}"));
     }
     Ok(c)
 }
