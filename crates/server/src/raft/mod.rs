@@ -161,6 +161,9 @@ pub struct GroupMetrics {
     pub commit_index: Option<u64>,
     pub last_applied: Option<u64>,
     pub last_log_index: Option<u64>,
+    /// The last index in this node's snapshot, and the last index purged from its log.
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
 }
@@ -400,6 +403,8 @@ impl ConfigGroup {
             commit_index: self.commit_index.load(Relaxed).checked_sub(1),
             last_applied: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
         }
