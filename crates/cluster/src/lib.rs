@@ -11,6 +11,8 @@
 
 pub mod route;
 
+use serde::{Deserialize, Serialize};
+
 pub use route::{Presence, Route, RouteRequest, route};
 pub use shoal_keyspace::{SLOTS, key_slot};
 
@@ -26,7 +28,7 @@ pub fn valid_node_id(id: &str) -> bool {
 }
 
 /// One member of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub id: NodeId,
     pub ip: String,
@@ -50,11 +52,29 @@ impl Node {
     }
 }
 
-/// An inclusive range of slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// An inclusive range of slots. A range read with serde is checked as [`SlotRange::new`] checks
+/// it, so a change that arrives from the network can never name a slot past the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "RawSlotRange")]
 pub struct SlotRange {
     pub start: u16,
     pub end: u16,
+}
+
+/// A [`SlotRange`] as read, before it is checked.
+#[derive(Deserialize)]
+struct RawSlotRange {
+    start: u16,
+    end: u16,
+}
+
+impl TryFrom<RawSlotRange> for SlotRange {
+    type Error = String;
+
+    fn try_from(r: RawSlotRange) -> Result<SlotRange, String> {
+        SlotRange::new(r.start, r.end)
+            .ok_or_else(|| format!("bad slot range {}-{}", r.start, r.end))
+    }
 }
 
 impl SlotRange {
@@ -75,7 +95,7 @@ impl SlotRange {
 }
 
 /// A change of the configuration: an entry of the replicated log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     /// A node joins (as a primary without slots, or as a replica of `replica_of`).
     AddNode(Node),
@@ -101,7 +121,7 @@ pub enum Change {
 }
 
 /// Why a change was refused; the configuration is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeError {
     UnknownNode(NodeId),
     DuplicateNode(NodeId),
@@ -126,7 +146,8 @@ impl std::fmt::Display for ChangeError {
             ChangeError::NotAPrimary(id) => write!(f, "Node {id} is not a primary"),
             ChangeError::NotAReplica(id) => write!(f, "Node {id} is not a replica"),
             ChangeError::SlotBusy(s) => write!(f, "Slot {s} is already busy"),
-            ChangeError::SlotUnassigned(s) => write!(f, "Slot {s} is not assigned"),
+            // Redis's wording, from DELSLOTS.
+            ChangeError::SlotUnassigned(s) => write!(f, "Slot {s} is already unassigned"),
             ChangeError::SlotNotMigrating(s) => write!(f, "Slot {s} is not migrating"),
             ChangeError::SlotAlreadyMigrating(s) => write!(f, "Slot {s} is already migrating"),
             ChangeError::NodeInUse(id) => write!(f, "Node {id} still serves slots or replicas"),
@@ -139,7 +160,11 @@ const NONE: u16 = u16::MAX;
 
 /// The cluster's configuration. Nodes are kept in the order they joined; slots refer to them by
 /// index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It serialises with serde (a Raft snapshot holds one); a configuration read back is checked
+/// against the invariants and refused, not trusted, when it breaks one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawConfig")]
 pub struct Config {
     /// Bumped by every applied change (Redis's `currentEpoch`).
     epoch: u64,
@@ -148,8 +173,38 @@ pub struct Config {
     owner: Box<[u16]>,
     /// For each moving slot, the index of its target.
     migrating: std::collections::BTreeMap<u16, u16>,
-    /// Slots with an owner (kept with `owner`: routing reads it for every request).
+    /// Slots with an owner (kept with `owner`: routing reads it for every request). Derived, so
+    /// not serialised.
+    #[serde(skip_serializing)]
     assigned: usize,
+}
+
+/// A [`Config`] as read, before its invariants are checked.
+#[derive(Deserialize)]
+struct RawConfig {
+    epoch: u64,
+    nodes: Vec<Node>,
+    owner: Box<[u16]>,
+    migrating: std::collections::BTreeMap<u16, u16>,
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = String;
+
+    fn try_from(r: RawConfig) -> Result<Config, String> {
+        let assigned = r.owner.iter().filter(|&&o| o != NONE).count();
+        let c = Config {
+            epoch: r.epoch,
+            nodes: r.nodes,
+            owner: r.owner,
+            migrating: r.migrating,
+            assigned,
+        };
+        match c.invariant_violation() {
+            None => Ok(c),
+            Some(why) => Err(format!("invalid cluster configuration: {why}")),
+        }
+    }
 }
 
 impl Default for Config {
@@ -418,43 +473,73 @@ impl Config {
     /// Panics unless every slot has at most one owner, a primary; every moving slot has an owner
     /// and a primary target other than it; replicas follow primaries; node ids are unique.
     pub fn check_invariants(&self) {
-        assert_eq!(self.owner.len(), SLOTS, "one owner entry per slot");
-        assert_eq!(
-            self.assigned,
-            self.owner.iter().filter(|&&o| o != NONE).count(),
-            "the count of assigned slots follows the table"
-        );
+        if let Some(why) = self.invariant_violation() {
+            panic!("{why}");
+        }
+    }
+
+    /// The first invariant of [`Config::check_invariants`] that does not hold, as text, or `None`.
+    /// It never panics, so a configuration read from disk or the network can be checked with it.
+    pub fn invariant_violation(&self) -> Option<String> {
+        if self.owner.len() != SLOTS {
+            return Some(format!(
+                "one owner entry per slot: {} entries, not {SLOTS}",
+                self.owner.len()
+            ));
+        }
+        let counted = self.owner.iter().filter(|&&o| o != NONE).count();
+        if self.assigned != counted {
+            return Some(format!(
+                "{} slots counted as assigned, {counted} in the table",
+                self.assigned
+            ));
+        }
         for (slot, &o) in self.owner.iter().enumerate() {
             if o != NONE {
-                let n = self
-                    .nodes
-                    .get(o as usize)
-                    .unwrap_or_else(|| panic!("slot {slot} owned by a node that is not there"));
-                assert!(n.is_primary(), "slot {slot} owned by replica {}", n.id);
+                let Some(n) = self.nodes.get(o as usize) else {
+                    return Some(format!("slot {slot} owned by a node that is not there"));
+                };
+                if !n.is_primary() {
+                    return Some(format!("slot {slot} owned by replica {}", n.id));
+                }
             }
         }
         for (&slot, &t) in &self.migrating {
-            let o = self.owner[slot as usize];
-            assert_ne!(o, NONE, "moving slot {slot} has no owner");
-            assert_ne!(o, t, "slot {slot} moves to its own owner");
-            assert!(
-                self.nodes[t as usize].is_primary(),
-                "slot {slot} moves to a replica"
-            );
+            let Some(&o) = self.owner.get(slot as usize) else {
+                return Some(format!("moving slot {slot} is not a slot"));
+            };
+            if o == NONE {
+                return Some(format!("moving slot {slot} has no owner"));
+            }
+            if o == t {
+                return Some(format!("slot {slot} moves to its own owner"));
+            }
+            match self.nodes.get(t as usize) {
+                None => return Some(format!("slot {slot} moves to a node that is not there")),
+                Some(n) if !n.is_primary() => {
+                    return Some(format!("slot {slot} moves to a replica"));
+                }
+                Some(_) => {}
+            }
         }
         for n in &self.nodes {
             if let Some(p) = &n.replica_of {
-                let p = self
-                    .node(p)
-                    .unwrap_or_else(|| panic!("{} follows an unknown node", n.id));
-                assert!(p.is_primary(), "{} follows replica {}", n.id, p.id);
+                let Some(p) = self.node(p) else {
+                    return Some(format!("{} follows an unknown node", n.id));
+                };
+                if !p.is_primary() {
+                    return Some(format!("{} follows replica {}", n.id, p.id));
+                }
             }
         }
         let mut ids: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
         ids.sort_unstable();
         let before = ids.len();
         ids.dedup();
-        assert_eq!(before, ids.len(), "node ids are unique");
+        if before != ids.len() {
+            return Some("node ids are not unique".into());
+        }
+        None
     }
 }
 

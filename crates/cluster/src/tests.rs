@@ -252,6 +252,39 @@ proptest! {
                 Err(_) => prop_assert_eq!(&c, &before),
             }
             c.check_invariants();
+            // The change and the configuration survive serde (a Raft log entry, a snapshot).
+            let ch_back: Change = serde_json::from_str(&serde_json::to_string(ch).unwrap()).unwrap();
+            prop_assert_eq!(&ch_back, ch);
         }
+        let c_back: Config = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        prop_assert_eq!(&c_back, &c);
     }
+}
+
+#[test]
+fn a_configuration_read_back_is_checked_not_trusted() {
+    let c = three();
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
+    // The replica (index 3) made the owner of slot 0.
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["owner"][0] = 3.into();
+    let err = serde_json::from_value::<Config>(v.clone()).unwrap_err();
+    assert!(err.to_string().contains("slot 0 owned by replica"), "{err}");
+    // An owner that is not there, and a table of the wrong length.
+    v["owner"][0] = 9.into();
+    assert!(serde_json::from_value::<Config>(v.clone()).is_err());
+    v["owner"] = serde_json::json!([0, 1]);
+    assert!(serde_json::from_value::<Config>(v).is_err());
+}
+
+#[test]
+fn a_slot_range_read_back_stays_inside_the_table() {
+    let ok: SlotRange = serde_json::from_str(r#"{"start":5,"end":16383}"#).unwrap();
+    assert_eq!(ok, range(5, 16383));
+    assert!(serde_json::from_str::<SlotRange>(r#"{"start":5,"end":16384}"#).is_err());
+    assert!(serde_json::from_str::<SlotRange>(r#"{"start":6,"end":5}"#).is_err());
+    // So a change naming such a range cannot reach `Config::apply`.
+    let bad = r#"{"AssignSlots":{"node":"x","ranges":[{"start":0,"end":65535}]}}"#;
+    assert!(serde_json::from_str::<Change>(bad).is_err());
 }

@@ -12,6 +12,7 @@ pub mod conn;
 pub mod cron;
 pub mod links;
 pub mod persist;
+pub mod raft;
 pub mod tool_client;
 pub mod verify;
 

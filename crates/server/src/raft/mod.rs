@@ -1,0 +1,480 @@
+//! The Raft group that keeps the cluster configuration (cluster mode): an openraft 0.9 group of 3
+//! or 5 voters (the other nodes learners) whose state machine is exactly `shoal_cluster::Config`,
+//! changed only by `Config::apply` of committed `Change`s. Membership changes go through
+//! openraft's joint consensus.
+//!
+//! [`ConfigGroup`] is what the rest of the server holds: start it on a directory and a bus
+//! address, initialise it once on one node, add learners and change the voters, propose changes
+//! (forwarded to the leader when this node is not it), watch the committed configuration, read
+//! metrics for INFO, shut it down. Inside: `log_store.rs` (the log on disk), `state_machine.rs`
+//! (the configuration and its snapshots), `network.rs` (the cluster bus), `record.rs` (on-disk
+//! framing). See ARCHITECTURE.md, "Cluster configuration on Raft".
+
+pub mod log_store;
+pub mod network;
+pub mod record;
+pub mod state_machine;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use shoal_cluster::{Change, Config};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use log_store::{LogStore, blocking};
+use network::{BusClient, CallError, FORWARD_SLACK_MS, Network, spawn_bus};
+use state_machine::StateMachine;
+
+openraft::declare_raft_types!(
+    /// The types of the configuration group: Raft ids are `u64`, a member is known by its bus
+    /// address, entries carry `Change`s and answer with the `ChangeError` text of a refusal.
+    pub TypeConfig:
+        D = Change,
+        R = Response,
+        NodeId = u64,
+        Node = BusNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// What applying a committed change answered: `Err` holds the `ChangeError` text of a refused
+/// change (which was committed as a no-op).
+pub type Response = Result<(), String>;
+
+/// A member of the group as Raft knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusNode {
+    /// `host:port` of its cluster bus.
+    pub addr: String,
+    /// Its cluster node id (40 hex characters).
+    pub node_id: String,
+}
+
+impl std::fmt::Display for BusNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.node_id, self.addr)
+    }
+}
+
+/// How long [`ConfigGroup::propose`] waits for its change to commit.
+pub const PROPOSE_TIMEOUT_MS: u64 = 5_000;
+/// The longest wait a forwarded proposal may ask the leader for.
+pub const PROPOSE_TIMEOUT_MAX_MS: u64 = 60_000;
+/// How long a membership change (adding a learner and waiting for it to catch up, changing the
+/// voters through a joint configuration) may take.
+pub const MEMBERSHIP_TIMEOUT_MS: u64 = 30_000;
+/// The largest proposal, in bytes of its JSON (an assignment of every slot one by one takes a
+/// third of it).
+pub const PROPOSAL_BYTES_MAX: usize = 1024 * 1024;
+/// A snapshot is taken after this many entries were applied since the last one...
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 500;
+/// ...and the log then purged except for this many entries (so lagging followers catch up from
+/// the log, not a snapshot). With the two, the log held in memory stays under ~600 entries.
+pub const LOG_KEPT_AFTER_SNAPSHOT: u64 = 100;
+/// Entries per append message (each at most [`PROPOSAL_BYTES_MAX`]).
+pub const APPEND_ENTRIES_MAX: u64 = 16;
+/// Bytes of snapshot per install-snapshot message.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// How long [`ConfigGroup::shutdown`] waits for the bus listener to stop.
+pub const SHUTDOWN_WAIT_MS: u64 = 5_000;
+/// Bytes of the identity file (a Raft id and a node id in JSON).
+const IDENTITY_BYTES_MAX: usize = 4 * 1024;
+
+/// Why an operation on the group did not happen (or may not have).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Error {
+    /// This node is not the leader; the leader is `leader`, its bus at `addr`.
+    NotLeader { leader: u64, addr: String },
+    /// No leader is known: an election is running, or too few voters are up.
+    NoLeader,
+    /// Not done in time. A proposal may still commit later (it is in the leader's log).
+    Timeout { ms: u64 },
+    /// The proposal is over [`PROPOSAL_BYTES_MAX`].
+    TooLarge { bytes: usize },
+    /// The leader could not be reached to forward a proposal to it.
+    Unreachable(String),
+    /// Raft refused the request (initialised already, a membership change running, ...).
+    Refused(String),
+    /// The Raft node stopped (shut down, or stopped by a storage error).
+    Stopped(String),
+    /// Disk or socket trouble while starting.
+    Io(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NotLeader { leader, addr } => {
+                write!(f, "not leader, leader is {leader} at {addr}")
+            }
+            Error::NoLeader => write!(f, "no leader"),
+            Error::Timeout { ms } => write!(f, "not committed within {ms} ms"),
+            Error::TooLarge { bytes } => {
+                write!(
+                    f,
+                    "proposal of {bytes} bytes (at most {PROPOSAL_BYTES_MAX})"
+                )
+            }
+            Error::Unreachable(e) => write!(f, "leader unreachable: {e}"),
+            Error::Refused(e) => write!(f, "refused: {e}"),
+            Error::Stopped(e) => write!(f, "raft stopped: {e}"),
+            Error::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A proposal forwarded to the leader over the bus.
+#[derive(Serialize, Deserialize)]
+struct Forwarded {
+    change: Change,
+    timeout_ms: u64,
+}
+
+/// Who owns a group directory: a directory is never reused under another identity.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Identity {
+    raft_id: u64,
+    node_id: String,
+}
+
+/// What INFO will show about the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMetrics {
+    pub raft_id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: &'static str,
+    pub term: u64,
+    pub leader: Option<u64>,
+    /// The last index known committed (as saved by this node).
+    pub commit_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub last_log_index: Option<u64>,
+    /// The last index in this node's snapshot, and the last index purged from its log.
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+/// The openraft settings shoal runs with, which a caller may adjust (tests shorten the timers).
+pub fn default_raft_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "shoal".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1_000,
+        election_timeout_max: 2_000,
+        max_payload_entries: APPEND_ENTRIES_MAX,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+        max_in_snapshot_log_to_keep: LOG_KEPT_AFTER_SNAPSHOT,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        ..Default::default()
+    }
+}
+
+/// One node's member of the configuration group.
+pub struct ConfigGroup {
+    raft: Raft<TypeConfig>,
+    raft_id: u64,
+    node: BusNode,
+    bus_addr: SocketAddr,
+    committed: watch::Receiver<Arc<Config>>,
+    /// The committed index + 1 (0: none), kept by the log store.
+    commit_index: Arc<AtomicU64>,
+    stop_bus: watch::Sender<bool>,
+    bus_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Opens the log and the state machine under `dir/raft`, refusing a directory that belongs to
+/// another identity. Blocking.
+fn open_storage(
+    dir: &Path,
+    id: Identity,
+    committed: watch::Sender<Arc<Config>>,
+) -> std::io::Result<(LogStore, StateMachine)> {
+    let dir = dir.join("raft");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("identity");
+    match record::read_single(&path, IDENTITY_BYTES_MAX)? {
+        Some(bytes) => {
+            let found: Identity = serde_json::from_slice(&bytes)
+                .map_err(|e| record::corrupt(&path, &e.to_string()))?;
+            if found != id {
+                return Err(std::io::Error::other(format!(
+                    "{} belongs to raft node {} ({}), not {} ({})",
+                    dir.display(),
+                    found.raft_id,
+                    found.node_id,
+                    id.raft_id,
+                    id.node_id
+                )));
+            }
+        }
+        None => {
+            let json = serde_json::to_vec(&id).map_err(std::io::Error::other)?;
+            let mut bytes = Vec::new();
+            record::encode(&mut bytes, &json);
+            record::replace_file(&dir, "identity", &bytes)?;
+        }
+    }
+    Ok((LogStore::open(&dir)?, StateMachine::open(&dir, committed)?))
+}
+
+impl ConfigGroup {
+    /// Starts this node's member of the group: opens (or creates) its log and snapshot under
+    /// `dir/raft/`, listens for the cluster bus on `bus_addr` (port 0 picks one) and starts
+    /// Raft with `raft_config` (see [`default_raft_config`]). A node that was in a group before
+    /// rejoins it from its directory; a new one waits for [`ConfigGroup::initialize`] here or
+    /// for a leader to add it.
+    pub async fn start(
+        dir: &Path,
+        raft_id: u64,
+        cluster_node_id: &str,
+        bus_addr: &str,
+        raft_config: openraft::Config,
+    ) -> Result<ConfigGroup, Error> {
+        if !shoal_cluster::valid_node_id(cluster_node_id) {
+            return Err(Error::Refused(format!(
+                "invalid cluster node id {cluster_node_id}"
+            )));
+        }
+        let raft_config = raft_config
+            .validate()
+            .map_err(|e| Error::Refused(e.to_string()))?;
+        let (tx, committed) = watch::channel(Arc::new(Config::new()));
+        let id = Identity {
+            raft_id,
+            node_id: cluster_node_id.to_string(),
+        };
+        let dir = dir.to_path_buf();
+        let (log, sm) = blocking(move || open_storage(&dir, id, tx))
+            .await
+            .map_err(|e| Error::Io(format!("raft storage: {e}")))?;
+        let commit_index = log.committed_index();
+        let listener = TcpListener::bind(bus_addr)
+            .await
+            .map_err(|e| Error::Io(format!("cluster bus on {bus_addr}: {e}")))?;
+        let bus_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Io(format!("cluster bus: {e}")))?;
+        let raft = Raft::new(
+            raft_id,
+            Arc::new(raft_config),
+            Network { me: raft_id },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Stopped(e.to_string()))?;
+        let (stop_bus, stop) = watch::channel(false);
+        let bus_task = spawn_bus(listener, raft.clone(), stop);
+        Ok(ConfigGroup {
+            raft,
+            raft_id,
+            node: BusNode {
+                addr: bus_addr.to_string(),
+                node_id: cluster_node_id.to_string(),
+            },
+            bus_addr,
+            committed,
+            commit_index,
+            stop_bus,
+            bus_task: Mutex::new(Some(bus_task)),
+        })
+    }
+
+    pub fn raft_id(&self) -> u64 {
+        self.raft_id
+    }
+
+    /// This node as a member (its bus address as bound).
+    pub fn node(&self) -> BusNode {
+        self.node.clone()
+    }
+
+    /// The address the bus listens on.
+    pub fn bus_addr(&self) -> SocketAddr {
+        self.bus_addr
+    }
+
+    /// Forms a new group with `members` as its voters (this node among them). Done once, on one
+    /// node; the others learn of it from the leader.
+    pub async fn initialize(&self, members: BTreeMap<u64, BusNode>) -> Result<(), Error> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                Err(Error::Refused(e.to_string()))
+            }
+            Err(RaftError::APIError(e)) => Err(Error::Refused(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(Error::Stopped(e.to_string())),
+        }
+    }
+
+    /// Adds a learner and waits until it has caught up (on the leader).
+    pub async fn add_learner(&self, raft_id: u64, node: BusNode) -> Result<(), Error> {
+        let ms = MEMBERSHIP_TIMEOUT_MS;
+        match tokio::time::timeout(
+            Duration::from_millis(ms),
+            self.raft.add_learner(raft_id, node, true),
+        )
+        .await
+        {
+            Err(_) => Err(Error::Timeout { ms }),
+            Ok(r) => r.map(|_| ()).map_err(write_error),
+        }
+    }
+
+    /// Makes `voters` the voters (on the leader), through a joint configuration; members left
+    /// out are removed.
+    pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<(), Error> {
+        let ms = MEMBERSHIP_TIMEOUT_MS;
+        match tokio::time::timeout(
+            Duration::from_millis(ms),
+            self.raft.change_membership(voters, false),
+        )
+        .await
+        {
+            Err(_) => Err(Error::Timeout { ms }),
+            Ok(r) => r.map(|_| ()).map_err(write_error),
+        }
+    }
+
+    /// Proposes a change and waits for it to commit, for at most [`PROPOSE_TIMEOUT_MS`]. See
+    /// [`ConfigGroup::propose_within`].
+    pub async fn propose(&self, change: Change) -> Result<Response, Error> {
+        self.propose_within(change, Duration::from_millis(PROPOSE_TIMEOUT_MS))
+            .await
+    }
+
+    /// Proposes a change and waits at most `timeout` for it to commit: `Ok(Ok(()))` applied,
+    /// `Ok(Err(text))` committed but refused by `Config::apply` (nothing changed), `Err` not
+    /// known to be committed. A follower forwards the change to the leader over the bus (one
+    /// hop: a node that is no longer the leader answers [`Error::NotLeader`]).
+    pub async fn propose_within(
+        &self,
+        change: Change,
+        timeout: Duration,
+    ) -> Result<Response, Error> {
+        let bytes = serde_json::to_vec(&change)
+            .map_err(|e| Error::Refused(e.to_string()))?
+            .len();
+        if bytes > PROPOSAL_BYTES_MAX {
+            return Err(Error::TooLarge { bytes });
+        }
+        match propose_local(&self.raft, change.clone(), timeout).await {
+            Err(Error::NotLeader { addr, .. }) => forward(addr, change, timeout).await,
+            r => r,
+        }
+    }
+
+    /// The committed configuration, as applied on this node; it changes after every applied
+    /// batch of entries.
+    pub fn committed(&self) -> watch::Receiver<Arc<Config>> {
+        self.committed.clone()
+    }
+
+    /// Term, leader, commit index and the rest, for INFO.
+    pub fn metrics(&self) -> GroupMetrics {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let state = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        GroupMetrics {
+            raft_id: self.raft_id,
+            state,
+            term: m.current_term,
+            leader: m.current_leader,
+            commit_index: self.commit_index.load(Relaxed).checked_sub(1),
+            last_applied: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
+    }
+
+    /// Stops Raft and the bus listener; open bus connections close too. The directory can then
+    /// be opened again.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let stopped = self.raft.shutdown().await;
+        let _ = self.stop_bus.send(true);
+        let task = self
+            .bus_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_millis(SHUTDOWN_WAIT_MS), task).await;
+        }
+        stopped.map_err(|e| Error::Stopped(e.to_string()))
+    }
+}
+
+/// Maps a failed write (a proposal or a membership change) to who must act.
+fn write_error(e: RaftError<u64, ClientWriteError<u64, BusNode>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            match (f.leader_id, f.leader_node) {
+                (Some(leader), Some(node)) => Error::NotLeader {
+                    leader,
+                    addr: node.addr,
+                },
+                _ => Error::NoLeader,
+            }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Error::Refused(e.to_string())
+        }
+        RaftError::Fatal(e) => Error::Stopped(e.to_string()),
+    }
+}
+
+/// Proposes on this node's Raft, without forwarding.
+pub(crate) async fn propose_local(
+    raft: &Raft<TypeConfig>,
+    change: Change,
+    timeout: Duration,
+) -> Result<Response, Error> {
+    match tokio::time::timeout(timeout, raft.client_write(change)).await {
+        Err(_) => Err(Error::Timeout {
+            ms: timeout.as_millis() as u64,
+        }),
+        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Err(e)) => Err(write_error(e)),
+    }
+}
+
+/// Sends a proposal to the leader's bus and returns its answer.
+async fn forward(addr: String, change: Change, timeout: Duration) -> Result<Response, Error> {
+    let ms = timeout.as_millis().min(PROPOSE_TIMEOUT_MAX_MS as u128) as u64;
+    let body = serde_json::to_vec(&Forwarded {
+        change,
+        timeout_ms: ms,
+    })
+    .map_err(|e| Error::Refused(e.to_string()))?;
+    let mut client = BusClient::new(addr);
+    let ttl = Duration::from_millis(ms + FORWARD_SLACK_MS);
+    match client.call(b"PROPOSE", &body, ttl).await {
+        Ok(reply) => serde_json::from_slice::<Result<Response, Error>>(&reply)
+            .map_err(|e| Error::Unreachable(format!("bad reply from the leader: {e}")))?,
+        Err(CallError::Timeout) => Err(Error::Timeout { ms }),
+        Err(e) => Err(Error::Unreachable(e.to_string())),
+    }
+}

@@ -1,0 +1,435 @@
+//! Raft messages over the cluster bus: a TCP listener that serves the group's RPCs ([`spawn_bus`])
+//! and one client per peer that openraft drives ([`Peer`], made by [`Network`]).
+//!
+//! Framing: a request is a RESP array of three bulk strings, `RAFT <VERB> <json>`, with VERB one
+//! of `VOTE`, `APPEND`, `SNAPSHOT` (a chunk of a snapshot) and `PROPOSE` (a `Change` forwarded to
+//! the leader). The answer is one bulk string holding the JSON of the `Result` the receiving node
+//! returned. Both sides read with `shoal_resp::parse_reply` under [`bus_limits`], so nothing larger
+//! than [`BUS_MESSAGE_BYTES_MAX`] is ever buffered. A request that is not such an array, names no
+//! known verb or whose JSON does not decode gets `-ERR` and its connection is closed; the other
+//! connections and the node go on. A client drops its connection after any error or timeout, so a
+//! late reply can never be taken for the next one.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{RPCTypes, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_resp::{Reply, ReplyLimits, encode_request, parse_reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use super::state_machine::SNAPSHOT_BYTES_MAX;
+use super::{
+    BusNode, Error, Forwarded, PROPOSE_TIMEOUT_MAX_MS, Response, TypeConfig, propose_local,
+};
+
+/// The largest request or reply on the bus, in bytes of its JSON. Appends carry at most
+/// `max_payload_entries` entries of at most `PROPOSAL_BYTES_MAX` each, snapshot chunks at most
+/// `snapshot_max_chunk_size` bytes (about four bytes of JSON each); an append that would not fit
+/// is sent in smaller batches.
+pub const BUS_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Inbound bus connections served at once; more are closed on accept.
+pub const BUS_CONNECTIONS_MAX: usize = 64;
+/// An inbound connection with no request for this long is closed (peers send heartbeats far
+/// more often).
+pub const BUS_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Connecting to a peer gives up after this long (openraft's own RPC deadline may be shorter).
+pub const BUS_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Writing one reply gives up after this long (the peer stopped reading).
+pub const BUS_WRITE_TIMEOUT_MS: u64 = 5_000;
+/// Bytes read from a bus socket at a time.
+pub const BUS_READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Wait before openraft retries a peer it could not reach.
+pub const BUS_UNREACHABLE_BACKOFF_MS: u64 = 200;
+/// What a forwarded proposal may take beyond the leader's own proposal timeout (the hop).
+pub const FORWARD_SLACK_MS: u64 = 1_000;
+
+/// Bounds on what a bus peer may send: one array of three bulks, or one bulk or error back.
+pub fn bus_limits() -> ReplyLimits {
+    ReplyLimits {
+        bulk_bytes_max: BUS_MESSAGE_BYTES_MAX,
+        array_items_max: 3,
+        depth_max: 1,
+        line_bytes_max: 1024,
+    }
+}
+
+/// Why a call over the bus failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// No connection could be made.
+    Unreachable(io::Error),
+    /// No whole reply within the deadline.
+    Timeout,
+    /// The connection broke, the peer answered `-ERR`, or the reply is not what was asked for.
+    Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            CallError::Timeout => write!(f, "timed out"),
+            CallError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// A connection to one peer's bus, made when first needed and dropped after any failure.
+pub struct BusClient {
+    addr: String,
+    conn: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl BusClient {
+    pub fn new(addr: String) -> BusClient {
+        BusClient {
+            addr,
+            conn: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends `RAFT <verb> <body>` and returns the bulk of the reply, all within `ttl`.
+    pub async fn call(
+        &mut self,
+        verb: &[u8],
+        body: &[u8],
+        ttl: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let r = match tokio::time::timeout(ttl, self.exchange(verb, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout),
+        };
+        if r.is_err() {
+            self.conn = None;
+            self.buf = Vec::new();
+        }
+        r
+    }
+
+    async fn exchange(&mut self, verb: &[u8], body: &[u8]) -> Result<Vec<u8>, CallError> {
+        if self.conn.is_none() {
+            let s = tokio::time::timeout(
+                Duration::from_millis(BUS_CONNECT_TIMEOUT_MS),
+                TcpStream::connect(self.addr.as_str()),
+            )
+            .await
+            .map_err(|_| {
+                CallError::Unreachable(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+            })?
+            .map_err(CallError::Unreachable)?;
+            let _ = s.set_nodelay(true);
+            self.conn = Some(s);
+        }
+        let stream = self.conn.as_mut().expect("connected above");
+        let mut req = Vec::with_capacity(body.len() + 64);
+        encode_request(&mut req, &[b"RAFT", verb, body]);
+        stream
+            .write_all(&req)
+            .await
+            .map_err(|e| CallError::Failed(format!("write: {e}")))?;
+        self.buf.clear();
+        let limits = bus_limits();
+        loop {
+            match parse_reply(&self.buf, &limits) {
+                Ok(Some((reply, used))) => {
+                    if used != self.buf.len() {
+                        return Err(CallError::Failed("bytes after the reply".into()));
+                    }
+                    return match reply {
+                        Reply::Bulk(Some(b)) => Ok(b),
+                        Reply::Error(e) => Err(CallError::Failed(format!("peer: {e}"))),
+                        _ => Err(CallError::Failed("reply is not a bulk string".into())),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return Err(CallError::Failed(format!("bad reply: {}", e.0))),
+            }
+            self.buf.reserve(BUS_READ_CHUNK_BYTES);
+            let n = stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| CallError::Failed(format!("read: {e}")))?;
+            if n == 0 {
+                return Err(CallError::Failed("peer closed the connection".into()));
+            }
+        }
+    }
+}
+
+/// Makes the client openraft uses for each peer.
+pub struct Network {
+    /// This node's Raft id (named in timeout errors).
+    pub me: u64,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BusNode) -> Peer {
+        Peer {
+            me: self.me,
+            target,
+            client: BusClient::new(node.addr.clone()),
+        }
+    }
+}
+
+/// openraft's client for one peer.
+pub struct Peer {
+    me: u64,
+    target: u64,
+    client: BusClient,
+}
+
+impl Peer {
+    async fn rpc<Req, Resp, E>(
+        &mut self,
+        kind: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BusNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if body.len() > BUS_MESSAGE_BYTES_MAX {
+            let e = io::Error::other(format!("{kind} request of {} bytes", body.len()));
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
+        let verb: &[u8] = match kind {
+            RPCTypes::Vote => b"VOTE",
+            RPCTypes::AppendEntries => b"APPEND",
+            RPCTypes::InstallSnapshot => b"SNAPSHOT",
+        };
+        let ttl = option.hard_ttl();
+        let reply = self
+            .client
+            .call(verb, &body, ttl)
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::Timeout => RPCError::Timeout(Timeout {
+                    action: kind,
+                    id: self.me,
+                    target: self.target,
+                    timeout: ttl,
+                }),
+                e @ CallError::Failed(_) => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        let res: Result<Resp, RaftError<u64, E>> =
+            serde_json::from_slice(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BusNode, RaftError<u64>>> {
+        let entries = rpc.entries.len() as u64;
+        match self.rpc(RPCTypes::AppendEntries, &rpc, &option).await {
+            // Too big for one message: openraft sends fewer entries at a time.
+            Err(RPCError::Network(_)) if entries > 1 && too_big(&rpc) => Err(
+                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)),
+            ),
+            r => r,
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BusNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.rpc(RPCTypes::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BusNode, RaftError<u64>>> {
+        self.rpc(RPCTypes::Vote, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(Duration::from_millis(
+            BUS_UNREACHABLE_BACKOFF_MS,
+        )))
+    }
+}
+
+/// Whether an append is over the bus's message bound (checked only after a failure).
+fn too_big(rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
+    serde_json::to_vec(rpc).is_ok_and(|b| b.len() > BUS_MESSAGE_BYTES_MAX)
+}
+
+/// Serves the bus on `listener` until `stop` turns true. Each connection gets its own task, at
+/// most [`BUS_CONNECTIONS_MAX`] at once.
+pub fn spawn_bus(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(BUS_CONNECTIONS_MAX));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "cluster bus: too many connections; closing one");
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let (raft, stop) = (raft.clone(), stop.clone());
+                    tokio::spawn(async move {
+                        serve_conn(stream, raft, stop).await;
+                        drop(permit);
+                    });
+                }
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    })
+}
+
+async fn serve_conn(
+    mut stream: TcpStream,
+    raft: Raft<TypeConfig>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = bus_limits();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        match parse_reply(&buf, &limits) {
+            Ok(Some((req, used))) => {
+                buf.drain(..used);
+                let mut out = Vec::new();
+                let close = match handle(&raft, req).await {
+                    Ok(body) => {
+                        out.extend_from_slice(format!("${}\r\n", body.len()).as_bytes());
+                        out.extend_from_slice(&body);
+                        out.extend_from_slice(b"\r\n");
+                        false
+                    }
+                    Err(why) => {
+                        let why = why.replace(['\r', '\n'], " ");
+                        out.extend_from_slice(format!("-ERR {why}\r\n").as_bytes());
+                        true
+                    }
+                };
+                let written = tokio::time::timeout(
+                    Duration::from_millis(BUS_WRITE_TIMEOUT_MS),
+                    stream.write_all(&out),
+                )
+                .await;
+                if close || !matches!(written, Ok(Ok(()))) {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let why = format!("-ERR malformed bus request: {}\r\n", e.0);
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(BUS_WRITE_TIMEOUT_MS),
+                    stream.write_all(why.as_bytes()),
+                )
+                .await;
+                return;
+            }
+        }
+        buf.reserve(BUS_READ_CHUNK_BYTES);
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_millis(BUS_IDLE_TIMEOUT_MS), stream.read_buf(&mut buf)) => {
+                match r {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs one bus request; `Err` is a malformed request (the connection is then closed).
+async fn handle(raft: &Raft<TypeConfig>, req: Reply) -> Result<Vec<u8>, String> {
+    let args = req
+        .into_array()
+        .ok_or("a bus request is an array of bulk strings")?;
+    let mut bulks = args.into_iter().map(|a| match a {
+        Reply::Bulk(Some(b)) => Ok(b),
+        _ => Err("a bus request is an array of bulk strings".to_string()),
+    });
+    let (Some(name), Some(verb), Some(body), None) =
+        (bulks.next(), bulks.next(), bulks.next(), bulks.next())
+    else {
+        return Err("a bus request is RAFT <verb> <json>".into());
+    };
+    let (name, verb, body) = (name?, verb?, body?);
+    if !name.eq_ignore_ascii_case(b"RAFT") {
+        return Err("unknown bus command".into());
+    }
+    fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))
+    }
+    fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(v).map_err(|e| format!("reply does not encode: {e}"))
+    }
+    match verb.to_ascii_uppercase().as_slice() {
+        b"VOTE" => {
+            let rpc: VoteRequest<u64> = decode(&body)?;
+            encode(&raft.vote(rpc).await)
+        }
+        b"APPEND" => {
+            let rpc: AppendEntriesRequest<TypeConfig> = decode(&body)?;
+            encode(&raft.append_entries(rpc).await)
+        }
+        b"SNAPSHOT" => {
+            let rpc: InstallSnapshotRequest<TypeConfig> = decode(&body)?;
+            let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+            if end > SNAPSHOT_BYTES_MAX as u64 {
+                return Err(format!("snapshot larger than {SNAPSHOT_BYTES_MAX} bytes"));
+            }
+            encode(&raft.install_snapshot(rpc).await)
+        }
+        b"PROPOSE" => {
+            let fwd: Forwarded = decode(&body)?;
+            let ms = fwd.timeout_ms.min(PROPOSE_TIMEOUT_MAX_MS);
+            let res: Result<Response, Error> =
+                propose_local(raft, fwd.change, Duration::from_millis(ms)).await;
+            encode(&res)
+        }
+        _ => Err("unknown RAFT verb".into()),
+    }
+}
