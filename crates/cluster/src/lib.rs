@@ -118,6 +118,13 @@ pub enum Change {
     /// `replica` becomes the primary of its former primary's slots (failover); the former
     /// primary becomes its replica.
     Promote { replica: NodeId },
+    /// A node is reached at another address now (it restarted on another port or host).
+    SetAddress {
+        node: NodeId,
+        ip: String,
+        port: u16,
+        bus_port: u16,
+    },
 }
 
 /// Why a change was refused; the configuration is unchanged.
@@ -354,6 +361,18 @@ impl Config {
                     self.migrating.remove(&s);
                 }
             }
+            Change::SetAddress {
+                node,
+                ip,
+                port,
+                bus_port,
+            } => {
+                let i = self.index_of(node).expect("checked");
+                let n = &mut self.nodes[i];
+                n.ip = ip.clone();
+                n.port = *port;
+                n.bus_port = *bus_port;
+            }
             Change::Promote { replica } => {
                 let r = self.index_of(replica).expect("checked");
                 let old = self.nodes[r].replica_of.take().expect("checked");
@@ -456,6 +475,11 @@ impl Config {
                     .find(|s| !self.migrating.contains_key(s))
                 {
                     return Err(ChangeError::SlotNotMigrating(s));
+                }
+            }
+            Change::SetAddress { node, .. } => {
+                if self.index_of(node).is_none() {
+                    return Err(ChangeError::UnknownNode(node.clone()));
                 }
             }
             Change::Promote { replica } => {

@@ -4,10 +4,11 @@
 //! and the commands `CLUSTER ...`, `ASKING`, `READONLY`, `READWRITE`, with Redis 7.0's replies.
 //!
 //! The configuration itself (nodes, slot owners, migrations) is `shoal_cluster::Config`, changed
-//! only by `Change`s. [`ClusterState::propose`] is the one place a change enters: it applies the
-//! change to this node's configuration now; with the configuration group (Raft) it becomes a
-//! proposal to the group, and the committed configuration is installed with
-//! [`ClusterState::install`].
+//! only by `Change`s committed by the configuration group (Raft, run by the server crate). A
+//! command that changes it checks its arguments, checks the change against the current
+//! configuration (so most refusals answer at once), and returns `Action::ClusterChange`: the I/O
+//! layer proposes it and replies once it is committed. Committed configurations are installed
+//! with [`ClusterState::install`].
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Release};
@@ -71,35 +72,17 @@ impl ClusterState {
         self.version.fetch_add(1, Release);
     }
 
-    /// Makes a change to the cluster configuration. Changes are serialised; a refused change
-    /// changes nothing.
-    pub fn propose(&self, change: &Change) -> Result<(), ChangeError> {
-        let mut guard = self.config.write().expect("cluster config lock");
-        let mut next = Config::clone(&guard);
-        next.apply(change)?;
-        *guard = Arc::new(next);
-        drop(guard);
-        self.version.fetch_add(1, Release);
-        Ok(())
+    /// Whether `change` would be accepted by the current configuration (the committed one may
+    /// still refuse it if another change got there first).
+    pub fn precheck(&self, change: &Change) -> Result<(), ChangeError> {
+        Config::clone(&self.config()).apply(change)
     }
 
-    /// Adds this node to its own configuration once its address is known (the server calls it
-    /// when it listens). Does nothing if it is there already.
-    pub fn join_self(&self, ip: &str, port: u16, bus_port: u16) {
-        let me = self.me();
-        if self.config().node(&me).is_some() {
-            return;
-        }
-        let node = Node {
-            id: me,
-            ip: ip.to_string(),
-            port,
-            bus_port,
-            replica_of: None,
-            config_epoch: 0,
-        };
-        self.propose(&Change::AddNode(node))
-            .expect("a node id made by this node is valid and new");
+    /// Sets this node's id (its stored identity, read at start-up, or a new one after
+    /// `CLUSTER RESET HARD`).
+    pub fn set_me(&self, id: String) {
+        *self.me.write().expect("cluster id lock") = id;
+        self.version.fetch_add(1, Release);
     }
 
     /// The configuration a connection should use, refreshed only when it changed.
@@ -491,11 +474,18 @@ fn parse_slot_ranges(args: &Args<'_>, name: &str) -> Result<Vec<SlotRange>, Repl
     Ok(out)
 }
 
-fn change_error(e: ChangeError) -> ReplyError {
-    match e {
-        ChangeError::SlotUnassigned(s) => err!("Slot {s} is already unassigned"),
-        e => err!("{e}"),
-    }
+/// The reply for a refused change: the change's own text, which is Redis's wording.
+pub fn change_error(e: &ChangeError) -> ReplyError {
+    err!("{e}")
+}
+
+/// Checks `change` against the current configuration and hands it to the I/O layer, which
+/// proposes it and replies once it is committed.
+fn propose(ctx: &mut Ctx<'_>, change: Change) -> CmdResult {
+    let cl = cluster(ctx)?;
+    cl.precheck(&change).map_err(|e| change_error(&e))?;
+    ctx.client.repl.action = Some(crate::state::Action::ClusterChange(change));
+    Ok(())
 }
 
 fn assign(ctx: &mut Ctx<'_>, ranges: Vec<SlotRange>) -> CmdResult {
@@ -506,18 +496,11 @@ fn assign(ctx: &mut Ctx<'_>, ranges: Vec<SlotRange>) -> CmdResult {
             "Please use SETSLOT only with masters.",
         ));
     }
-    cl.propose(&Change::AssignSlots { node: me, ranges })
-        .map_err(change_error)?;
-    ctx.out.ok();
-    Ok(())
+    propose(ctx, Change::AssignSlots { node: me, ranges })
 }
 
 fn unassign(ctx: &mut Ctx<'_>, ranges: Vec<SlotRange>) -> CmdResult {
-    let cl = cluster(ctx)?;
-    cl.propose(&Change::UnassignSlots { ranges })
-        .map_err(change_error)?;
-    ctx.out.ok();
-    Ok(())
+    propose(ctx, Change::UnassignSlots { ranges })
 }
 
 fn addslots(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -828,35 +811,13 @@ fn reset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         3 if args.is(2, "SOFT") => false,
         _ => return Err(ERR_SYNTAX),
     };
-    let cfg = cl.config();
-    let me = cl.me();
-    let primary = cfg.node(&me).is_none_or(Node::is_primary);
+    let primary = cl.config().node(&cl.me()).is_none_or(Node::is_primary);
     if primary && ctx.srv.ks.db_size(0).0 > 0 {
         return Err(ReplyError::err_static(
             "CLUSTER RESET can't be called with master nodes containing keys",
         ));
     }
-    let Some(mine) = cfg.node(&me).cloned() else {
-        return Err(ERR_DISABLED);
-    };
-    // Forget every other node and every slot; a hard reset also takes a new id and epoch 0.
-    let id = if hard {
-        crate::state::random_hex40(ctx.srv.draws.fetch_add(1, Release) ^ ctx.now_ms)
-    } else {
-        me
-    };
-    let mut fresh = Config::new();
-    fresh
-        .apply(&Change::AddNode(Node {
-            id: id.clone(),
-            replica_of: None,
-            config_epoch: if hard { 0 } else { mine.config_epoch },
-            ..mine
-        }))
-        .expect("a fresh configuration takes one node");
-    *cl.me.write().expect("cluster id lock") = id;
-    cl.install(Arc::new(fresh));
-    ctx.out.ok();
+    ctx.client.repl.action = Some(crate::state::Action::ClusterReset { hard });
     Ok(())
 }
 

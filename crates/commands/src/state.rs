@@ -215,6 +215,13 @@ pub enum Action {
     Save { foreground: bool },
     /// SHUTDOWN: stop the server (it saves first if asked, see `Persistence::shutdown_save`).
     Shutdown,
+    /// A change of the cluster configuration (ADDSLOTS, DELSLOTS, ...): propose it to the
+    /// configuration group and reply `+OK` once it is committed, or the error it was refused with.
+    /// The command wrote no reply.
+    ClusterChange(shoal_cluster::Change),
+    /// CLUSTER RESET: leave the cluster and start again as a node that knows only itself, with
+    /// a new id if `hard`. The command wrote no reply.
+    ClusterReset { hard: bool },
 }
 
 /// The clocks a node reads, given by its owner: the server's are the system's, the simulator's

@@ -70,12 +70,15 @@ fn current_limits(srv: &ServerState) -> ConnLimits {
     }
 }
 
+/// What a connection reaches besides the command layer: the server's shutdown switch and, in
+/// cluster mode, the node's member of the configuration group.
+pub struct NodeIo {
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    pub cluster: Option<Arc<crate::cluster_node::ClusterNode>>,
+}
+
 /// Runs a connection to completion.
-pub async fn serve(
-    srv: Arc<ServerState>,
-    mut stream: TcpStream,
-    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
-) {
+pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream, io: Arc<NodeIo>) {
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
@@ -95,7 +98,7 @@ pub async fn serve(
     srv.register_client(handle.clone());
     let authenticated = !srv.hot.requirepass_set.load(Relaxed);
     let mut client = Client::new(handle.clone(), authenticated);
-    let end = run(&srv, &mut stream, &mut client, &wake, &shutdown).await;
+    let end = run(&srv, &mut stream, &mut client, &wake, &io).await;
     shoal_commands::client_closed(&srv, &mut client);
     if let End::Handoff(replid, offset) = end {
         // The connection stays listed (flag S) and CLIENT KILL TYPE replica ends the link.
@@ -236,7 +239,7 @@ async fn run(
     stream: &mut TcpStream,
     client: &mut Client,
     wake: &Notify,
-    shutdown: &tokio::sync::watch::Sender<bool>,
+    io: &NodeIo,
 ) -> End {
     let mut limits_epoch = srv.config_epoch.load(Relaxed);
     let mut limits = current_limits(srv);
@@ -370,7 +373,7 @@ async fn run(
                     }
                     if let Some(action) = client.repl.action.take() {
                         settle!();
-                        carry_out(srv, action, &mut out, client.proto, shutdown);
+                        carry_out(srv, action, &mut out, client.proto, io).await;
                     }
                     if client.close_after_reply {
                         closing = Some(End::Quit);
@@ -531,12 +534,12 @@ fn sync_strategy(srv: &ServerState, client: &Client) -> bool {
 }
 
 /// Carries out what a command decided on but cannot do without I/O (see `Action`).
-fn carry_out(
+async fn carry_out(
     srv: &Arc<ServerState>,
     action: Action,
     out: &mut Vec<u8>,
     proto: shoal_resp::Protocol,
-    shutdown: &tokio::sync::watch::Sender<bool>,
+    io: &NodeIo,
 ) {
     match action {
         Action::StartLink { host, port, epoch } => {
@@ -556,7 +559,28 @@ fn carry_out(
             ));
         }
         Action::Shutdown => {
-            let _ = shutdown.send(true);
+            let _ = io.shutdown.send(true);
+        }
+        Action::ClusterChange(change) => {
+            let mut w = ReplyWriter::new(out, proto);
+            let Some(node) = io.cluster.as_ref() else {
+                w.error("ERR This instance has cluster support disabled");
+                return;
+            };
+            match node.propose(srv, change).await {
+                Ok(()) => w.ok(),
+                Err(e) => w.error(&format!("ERR {e}")),
+            }
+        }
+        Action::ClusterReset { hard } => {
+            let mut w = ReplyWriter::new(out, proto);
+            match io.cluster.as_ref() {
+                Some(node) => match node.reset(srv, hard).await {
+                    Ok(()) => w.ok(),
+                    Err(e) => w.error(&format!("ERR {e}")),
+                },
+                None => w.error("ERR This instance has cluster support disabled"),
+            }
         }
         Action::Save { foreground } => {
             let res = crate::persist::save(srv, foreground);

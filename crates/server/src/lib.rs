@@ -7,6 +7,7 @@
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
 pub mod clock;
+pub mod cluster_node;
 pub mod cluster_tool;
 pub mod conn;
 pub mod cron;
@@ -127,15 +128,6 @@ impl Server {
         state.clock = clock::system();
         persist::load_at_startup(&state)?;
         state.tcp_port = addr.port();
-        if let Some(cl) = &state.cluster {
-            // The node's own entry: its address as clients reach it, the bus at port + 10000
-            // unless `cluster-port` says otherwise (as in Redis).
-            let bus_port = match state.config().cluster_port {
-                0 => addr.port().checked_add(10000).unwrap_or(0),
-                p => p,
-            };
-            cl.join_self(&addr.ip().to_string(), addr.port(), bus_port);
-        }
         state.executable = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
@@ -203,6 +195,16 @@ impl Server {
             })
         };
         tokio::spawn(links::keepalive(Arc::downgrade(&state)));
+        // Cluster mode: the node's member of the configuration group, before the first request
+        // is served (connections made meanwhile wait in the listen queue).
+        let cluster = match state.cluster {
+            Some(_) => Some(cluster_node::ClusterNode::start(&state, self.addr).await?),
+            None => None,
+        };
+        let io = Arc::new(conn::NodeIo {
+            shutdown: (*shutdown_tx).clone(),
+            cluster,
+        });
         // A configured `replicaof` starts the link now.
         let replicaof = state.config().replicaof.clone();
         let mut parts = replicaof.split_whitespace();
@@ -250,7 +252,7 @@ impl Server {
                         });
                         continue;
                     }
-                    tasks.spawn(conn::serve(state.clone(), stream, shutdown_tx.clone()));
+                    tasks.spawn(conn::serve(state.clone(), stream, io.clone()));
                     // Reap finished tasks so the set does not grow with closed connections.
                     while tasks.try_join_next().is_some() {}
                 }

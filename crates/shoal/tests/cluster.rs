@@ -45,15 +45,14 @@ fn a_fresh_node_serves_no_slot_until_slots_are_assigned() {
     let me = r.call(&["CLUSTER", "MYID"]);
     let id = me.lines().nth(1).unwrap().to_string();
     assert_eq!(id.len(), 40);
+    // A node on a port the system picked gets a picked bus port too (else data port + 10000).
     let nodes = r.call(&["CLUSTER", "NODES"]);
-    let bus = s.port as u32 + 10000;
-    assert!(
-        nodes.contains(&format!(
-            "{id} 127.0.0.1:{}@{bus} myself,master - 0 0 0 connected\n",
-            s.port
-        )),
-        "{nodes:?}"
-    );
+    let line = nodes.lines().nth(1).unwrap_or_default().to_string();
+    let (head, tail) = line.split_once('@').unwrap_or_else(|| panic!("{nodes:?}"));
+    assert_eq!(head, format!("{id} 127.0.0.1:{}", s.port));
+    let (bus, rest) = tail.split_once(' ').unwrap();
+    assert!(bus.parse::<u16>().is_ok_and(|p| p > 0), "{nodes:?}");
+    assert_eq!(rest, "myself,master - 0 0 0 connected");
     assert_eq!(r.call(&["CLUSTER", "SLOTS"]), "*0\r\n");
     assert_eq!(r.call(&["ADDSLOTS"]).split(' ').next(), Some("-ERR"));
     assert_eq!(
@@ -346,4 +345,63 @@ fn shoal_cluster_check_and_info_read_every_node() {
         .output()
         .expect("shoal cluster");
     assert_eq!(gone.status.code(), Some(2));
+}
+
+/// A directory that outlives one server process and is removed when the test ends.
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("shoal-cluster-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_restarted_node_comes_back_with_its_id_and_slots() {
+    let dir = Dir::new("restart");
+    let path = dir.0.to_str().unwrap().to_string();
+    let args = ["--cluster-enabled", "yes", "--dir", path.as_str()];
+    let (id, nodes) = {
+        let s = Shoal::start(&args);
+        let mut r = s.raw();
+        assert_eq!(
+            r.call(&["CLUSTER", "ADDSLOTSRANGE", "0", "8000", "9000", "16383"]),
+            "+OK\r\n"
+        );
+        assert_eq!(r.call(&["CLUSTER", "DELSLOTS", "100"]), "+OK\r\n");
+        (r.call(&["CLUSTER", "MYID"]), r.call(&["CLUSTER", "SLOTS"]))
+    };
+    // Killed (the handle drops), then started again on the same directory.
+    let s = Shoal::start(&args);
+    let mut r = s.raw();
+    assert_eq!(r.call(&["CLUSTER", "MYID"]), id, "the same node");
+    let again = r.call(&["CLUSTER", "SLOTS"]);
+    // Same ranges, and the node's new address (the system picked another port).
+    assert!(
+        again.contains(&format!(":{}\r\n", s.port)),
+        "{again:?} names the new port {}",
+        s.port
+    );
+    let ranges = |t: &str| -> Vec<u16> {
+        // The integers of the reply that are slots: range bounds (the ports are not slots).
+        t.split("\r\n")
+            .filter_map(|l| l.strip_prefix(':')?.parse::<u32>().ok())
+            .filter(|&n| n < 16384)
+            .map(|n| n as u16)
+            .collect()
+    };
+    assert_eq!(ranges(&again), ranges(&nodes));
+    assert!(
+        r.call(&["CLUSTER", "INFO"])
+            .contains("cluster_slots_assigned:15384\r\n")
+    );
 }

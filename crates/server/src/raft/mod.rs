@@ -196,6 +196,20 @@ pub struct ConfigGroup {
     bus_task: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The (Raft id, cluster node id) a group directory under `dir` belongs to, if it holds one: a
+/// restarted node takes its identity back from there. Blocking.
+pub fn stored_identity(dir: &Path) -> std::io::Result<Option<(u64, String)>> {
+    let path = dir.join("raft").join("identity");
+    match record::read_single(&path, IDENTITY_BYTES_MAX)? {
+        Some(bytes) => {
+            let id: Identity = serde_json::from_slice(&bytes)
+                .map_err(|e| record::corrupt(&path, &e.to_string()))?;
+            Ok(Some((id.raft_id, id.node_id)))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Opens the log and the state machine under `dir/raft`, refusing a directory that belongs to
 /// another identity. Blocking.
 fn open_storage(
