@@ -214,6 +214,7 @@ fn the_dependency_check_names_the_wrong_arrow() {
                 {"name": "tokio", "kind": null}, {"name": "proptest", "kind": "dev"}]},
             {"name": "shoal-replication", "dependencies": [
                 {"name": "shoal-commands", "kind": null}]},
+            {"name": "shoal-cluster", "dependencies": [{"name": "serde", "kind": null}]},
             {"name": "shoal-commands", "dependencies": [{"name": "tokio", "kind": "dev"}]},
             {"name": "shoal-sim", "dependencies": [{"name": "shoal-server", "kind": "dev"}]},
             {"name": "shoal-server", "dependencies": [{"name": "tokio", "kind": null}]}
