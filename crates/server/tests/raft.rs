@@ -559,6 +559,21 @@ async fn a_malformed_bus_message_closes_its_connection_and_nothing_else() {
     g.stop_all().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_is_never_reopened_under_another_identity() {
+    let mut g = Group::formed("identity", 1).await;
+    g.stop_all().await;
+    let dir = &g.members[0].dir.0;
+    let other = ConfigGroup::start(dir, 2, &cluster_id(2), "127.0.0.1:0", test_raft_config()).await;
+    match other {
+        Err(Error::Io(e)) => assert!(e.contains("belongs to raft node 1"), "{e}"),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a second identity opened the directory"),
+    }
+    let bad = ConfigGroup::start(dir, 1, "not-a-node-id", "127.0.0.1:0", test_raft_config()).await;
+    assert!(matches!(bad, Err(Error::Refused(_))));
+}
+
 /// Builds a fresh log store and state machine in a temporary directory for openraft's suite.
 struct SuiteBuilder;
 

@@ -83,8 +83,10 @@ pub const SNAPSHOT_EVERY_ENTRIES: u64 = 500;
 pub const LOG_KEPT_AFTER_SNAPSHOT: u64 = 100;
 /// Entries per append message (each at most [`PROPOSAL_BYTES_MAX`]).
 pub const APPEND_ENTRIES_MAX: u64 = 16;
-/// Bytes of snapshot per install-snapshot message.
+/// Bytes of snapshot per install-snapshot message...
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// ...and how long one such message may take.
+pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 2_000;
 /// How long [`ConfigGroup::shutdown`] waits for the bus listener to stop.
 pub const SHUTDOWN_WAIT_MS: u64 = 5_000;
 /// Bytes of the identity file (a Raft id and a node id in JSON).
@@ -179,6 +181,7 @@ pub fn default_raft_config() -> openraft::Config {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
         max_in_snapshot_log_to_keep: LOG_KEPT_AFTER_SNAPSHOT,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
         ..Default::default()
     }
 }

@@ -55,6 +55,8 @@ pub const BUS_WRITE_TIMEOUT_MS: u64 = 5_000;
 pub const BUS_READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Wait before openraft retries a peer it could not reach.
 pub const BUS_UNREACHABLE_BACKOFF_MS: u64 = 200;
+/// Wait after a failed accept (out of file descriptors, say) before accepting again.
+pub const BUS_ACCEPT_BACKOFF_MS: u64 = 100;
 /// What a forwarded proposal may take beyond the leader's own proposal timeout (the hop).
 pub const FORWARD_SLACK_MS: u64 = 1_000;
 
@@ -302,7 +304,14 @@ pub fn spawn_bus(
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster bus: accept failed");
+                            tokio::time::sleep(Duration::from_millis(BUS_ACCEPT_BACKOFF_MS)).await;
+                            continue;
+                        }
+                    };
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         tracing::warn!(%peer, "cluster bus: too many connections; closing one");
                         continue;

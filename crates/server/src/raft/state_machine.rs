@@ -212,6 +212,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut out = Vec::new();
+        let mut changed = false;
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             out.push(match entry.payload {
@@ -219,7 +220,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 // A refused change is committed all the same: every node refuses it alike and
                 // the proposer gets the reason.
                 EntryPayload::Normal(change) => {
-                    self.config.apply(&change).map_err(|e| e.to_string())
+                    let r = self.config.apply(&change).map_err(|e| e.to_string());
+                    changed |= r.is_ok();
+                    r
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -227,7 +230,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
-        self.publish();
+        if changed {
+            self.publish();
+        }
         Ok(out)
     }
 
