@@ -118,6 +118,8 @@ pub enum Change {
     /// `replica` becomes the primary of its former primary's slots (failover); the former
     /// primary becomes its replica.
     Promote { replica: NodeId },
+    /// `node`, a primary without slots or replicas, becomes a replica of `primary`.
+    Replicate { node: NodeId, primary: NodeId },
     /// A node is reached at another address now (it restarted on another port or host).
     SetAddress {
         node: NodeId,
@@ -142,6 +144,10 @@ pub enum ChangeError {
     SlotAlreadyMigrating(u16),
     /// The node still owns slots (or has replicas) and cannot leave.
     NodeInUse(NodeId),
+    /// A node cannot replicate itself.
+    ReplicateSelf,
+    /// A node that owns slots (or has replicas) cannot become a replica.
+    NotEmpty(NodeId),
 }
 
 impl std::fmt::Display for ChangeError {
@@ -158,6 +164,11 @@ impl std::fmt::Display for ChangeError {
             ChangeError::SlotNotMigrating(s) => write!(f, "Slot {s} is not migrating"),
             ChangeError::SlotAlreadyMigrating(s) => write!(f, "Slot {s} is already migrating"),
             ChangeError::NodeInUse(id) => write!(f, "Node {id} still serves slots or replicas"),
+            // Redis's wording, from CLUSTER REPLICATE.
+            ChangeError::ReplicateSelf => f.write_str("Can't replicate myself"),
+            ChangeError::NotEmpty(_) => {
+                f.write_str("To set a master the node must be empty and without assigned slots.")
+            }
         }
     }
 }
@@ -361,6 +372,10 @@ impl Config {
                     self.migrating.remove(&s);
                 }
             }
+            Change::Replicate { node, primary } => {
+                let i = self.index_of(node).expect("checked");
+                self.nodes[i].replica_of = Some(primary.clone());
+            }
             Change::SetAddress {
                 node,
                 ip,
@@ -475,6 +490,24 @@ impl Config {
                     .find(|s| !self.migrating.contains_key(s))
                 {
                     return Err(ChangeError::SlotNotMigrating(s));
+                }
+            }
+            Change::Replicate {
+                node,
+                primary: target,
+            } => {
+                let n = self
+                    .index_of(node)
+                    .ok_or_else(|| ChangeError::UnknownNode(node.clone()))?;
+                primary(target)?;
+                if node == target {
+                    return Err(ChangeError::ReplicateSelf);
+                }
+                let serves = self.owner.iter().any(|&o| o as usize == n)
+                    || self.migrating.values().any(|&t| t as usize == n)
+                    || self.replicas_of(node).next().is_some();
+                if serves {
+                    return Err(ChangeError::NotEmpty(node.clone()));
                 }
             }
             Change::SetAddress { node, .. } => {

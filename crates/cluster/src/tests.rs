@@ -108,6 +108,39 @@ fn a_promoted_replica_takes_its_primarys_slots() {
 }
 
 #[test]
+fn only_an_empty_primary_becomes_a_replica() {
+    let mut c = three();
+    c.apply(&Change::AddNode(node(4, None))).unwrap();
+    c.apply(&Change::Replicate {
+        node: id(4),
+        primary: id(2),
+    })
+    .unwrap();
+    assert_eq!(c.node(&id(4)).unwrap().replica_of, Some(id(2)));
+    assert_eq!(
+        c.apply(&Change::Replicate {
+            node: id(1),
+            primary: id(2)
+        }),
+        Err(ChangeError::NotEmpty(id(1)))
+    );
+    assert_eq!(
+        c.apply(&Change::Replicate {
+            node: id(2),
+            primary: id(2)
+        }),
+        Err(ChangeError::ReplicateSelf)
+    );
+    assert_eq!(
+        c.apply(&Change::Replicate {
+            node: id(1),
+            primary: id(3)
+        }),
+        Err(ChangeError::NotAPrimary(id(3)))
+    );
+}
+
+#[test]
 fn a_node_that_serves_slots_cannot_leave() {
     let mut c = three();
     assert_eq!(
@@ -233,7 +266,11 @@ fn any_change() -> impl Strategy<Value = Change> {
             .clone()
             .prop_map(|ranges| Change::FinishMigration { ranges }),
         ranges.prop_map(|ranges| Change::CancelMigration { ranges }),
-        n.prop_map(|a| Change::Promote { replica: id(a) }),
+        n.clone().prop_map(|a| Change::Promote { replica: id(a) }),
+        (n.clone(), n).prop_map(|(a, b)| Change::Replicate {
+            node: id(a),
+            primary: id(b)
+        }),
     ]
 }
 

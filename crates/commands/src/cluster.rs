@@ -32,6 +32,9 @@ pub struct ClusterState {
     config: RwLock<Arc<Config>>,
     /// Bumped with every installed configuration, so connections refresh their copy only then.
     version: AtomicU64,
+    /// This node belongs to a configuration group (it formed one or was added to one). A node
+    /// that does not is shown a configuration of itself alone, and can be met.
+    pub formed: std::sync::atomic::AtomicBool,
 }
 
 /// A connection's cluster state: `ASKING` for the next command, `READONLY`, and its copy of the
@@ -53,6 +56,7 @@ impl ClusterState {
             me: RwLock::new(me),
             config: RwLock::new(Arc::new(Config::new())),
             version: AtomicU64::new(1),
+            formed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -330,6 +334,14 @@ static SUBCOMMANDS: &[Spec] = &[
         links
     ),
     sub!(
+        "cluster|meet",
+        -4,
+        ADMIN | STALE,
+        "3.0.0",
+        "Forces a node to handshake with another node.",
+        meet
+    ),
+    sub!(
         "cluster|myid",
         2,
         STALE,
@@ -360,6 +372,14 @@ static SUBCOMMANDS: &[Spec] = &[
         "5.0.0",
         "Lists the replica nodes of a master node.",
         replicas
+    ),
+    sub!(
+        "cluster|replicate",
+        3,
+        ADMIN | STALE,
+        "3.0.0",
+        "Configure a node as replica of a master node.",
+        replicate
     ),
     sub!(
         "cluster|reset",
@@ -569,6 +589,59 @@ fn getkeysinslot(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         ctx.out.bulk(k);
     }
     Ok(())
+}
+
+fn meet(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    if args.len() > 5 {
+        return Err(ERR_SYNTAX);
+    }
+    let ip = String::from_utf8_lossy(args.get(2)).into_owned();
+    let port = parse_i64(args.get(3))
+        .filter(|p| (1..=65535).contains(p))
+        .ok_or_else(|| {
+            err!(
+                "Invalid base port specified: {}",
+                String::from_utf8_lossy(args.get(3))
+            )
+        })? as u16;
+    if args.len() == 5 {
+        // The bus port is learnt from the node itself; a given one must at least be a port.
+        parse_i64(args.get(4))
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| {
+                err!(
+                    "Invalid bus port specified: {}",
+                    String::from_utf8_lossy(args.get(4))
+                )
+            })?;
+    }
+    if ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(err!("Invalid node address specified: {ip}:{port}"));
+    }
+    ctx.client.repl.action = Some(crate::state::Action::ClusterMeet { ip, port });
+    Ok(())
+}
+
+fn replicate(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let primary = String::from_utf8_lossy(args.get(2)).into_owned();
+    let cfg = cl.config();
+    let Some(p) = cfg.node(&primary) else {
+        return Err(err!("Unknown node {primary}"));
+    };
+    if !p.is_primary() {
+        return Err(ReplyError::err_static(
+            "I can only replicate a master, not a replica.",
+        ));
+    }
+    let me = cl.me();
+    if ctx.srv.ks.db_size(0).0 > 0 && cfg.node(&me).is_none_or(Node::is_primary) {
+        return Err(ReplyError::err_static(
+            "To set a master the node must be empty and without assigned slots.",
+        ));
+    }
+    propose(ctx, Change::Replicate { node: me, primary })
 }
 
 fn keyslot(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -841,6 +914,8 @@ const HELP: &[&str] = &[
     "    Return information about the cluster.",
     "KEYSLOT <key>",
     "    Return the hash slot for <key>.",
+    "MEET <ip> <port> [<bus-port>]",
+    "    Connect nodes into a working cluster.",
     "LINKS",
     "    Return information about all network links between this node and its peers.",
     "    Output format is an array where each array element is a map containing attributes of a link",
@@ -851,6 +926,8 @@ const HELP: &[&str] = &[
     "NODES",
     "    Return cluster configuration seen by node. Output format:",
     "    <id> <ip:port> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+    "REPLICATE <node-id>",
+    "    Configure current node as replica to <node-id>.",
     "REPLICAS <node-id>",
     "    Return <node-id> replicas.",
     "RESET [HARD|SOFT]",

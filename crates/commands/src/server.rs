@@ -1449,9 +1449,17 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
     if want("cluster") {
         let _ = write!(
             t,
-            "# Cluster\r\ncluster_enabled:{}\r\n\r\n",
+            "# Cluster\r\ncluster_enabled:{}\r\n",
             srv.cluster.is_some() as u8
         );
+        if let Some(cl) = &srv.cluster {
+            let _ = write!(
+                t,
+                "shoal_cluster_formed:{}\r\n",
+                cl.formed.load(Relaxed) as u8
+            );
+        }
+        t.push_str("\r\n");
     }
     if want("keyspace") {
         t.push_str("# Keyspace\r\n");

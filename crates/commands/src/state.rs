@@ -222,6 +222,8 @@ pub enum Action {
     /// CLUSTER RESET: leave the cluster and start again as a node that knows only itself, with
     /// a new id if `hard`. The command wrote no reply.
     ClusterReset { hard: bool },
+    /// CLUSTER MEET: add the node at `ip:port` to this node's cluster.
+    ClusterMeet { ip: String, port: u16 },
 }
 
 /// The clocks a node reads, given by its owner: the server's are the system's, the simulator's

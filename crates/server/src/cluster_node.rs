@@ -5,13 +5,17 @@
 //! primary; one it makes a primary stops following).
 //!
 //! Identity: a node keeps its cluster id and Raft id in its group directory (`dir/raft/`), so a
-//! restarted node rejoins its group as itself. A fresh node forms a group of its own (it is the
-//! only voter) and adds itself to the configuration, as a fresh Redis node is a cluster of one.
+//! restarted node rejoins its group as itself. A fresh node belongs to no group: it shows a
+//! configuration of itself alone (as a fresh Redis node is a cluster of one) and can be met
+//! (`CLUSTER MEET`: the group's leader adds it, first as a learner, then as a voter while the
+//! group has fewer than [`VOTERS`]). The first change a fresh node is asked to make itself
+//! (ADDSLOTS, MEET) forms a group of one first, with it as the only voter.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use shoal_cluster::{Change, Config, Node};
@@ -24,10 +28,19 @@ use crate::raft::{self, ConfigGroup};
 pub const FORM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a restarted node waits for Raft to publish the membership it loaded from disk.
 pub const MEMBERSHIP_LOAD_WAIT: Duration = Duration::from_secs(2);
+/// Voters of the configuration group: the first nodes met are made voters up to this many; the
+/// others are learners (they follow the configuration without voting on it).
+pub const VOTERS: usize = 3;
+/// How long `CLUSTER MEET` waits for the node it meets to answer.
+pub const MEET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This node's part in cluster mode.
 pub struct ClusterNode {
     pub group: ConfigGroup,
+    /// This node as it joins a configuration (its id and addresses).
+    me: Node,
+    /// Serialises forming a group of one.
+    forming: tokio::sync::Mutex<()>,
 }
 
 /// The Raft id that goes with a cluster node id: its first 16 hex digits.
@@ -75,12 +88,29 @@ impl ClusterNode {
         let group = ConfigGroup::start(&dir, raft_id, &node_id, &bus, raft::default_raft_config())
             .await
             .map_err(|e| format!("cluster bus: {e}"))?;
-        let fresh = stored.is_none();
-        let node = Arc::new(ClusterNode { group });
-        if fresh || !node.has_membership().await {
-            node.form(data, &node_id).await?;
-        } else {
+        let me = Node {
+            id: node_id.clone(),
+            ip: data.ip().to_string(),
+            port: data.port(),
+            bus_port: group.bus_addr().port(),
+            replica_of: None,
+            config_epoch: 0,
+        };
+        let node = Arc::new(ClusterNode {
+            group,
+            me,
+            forming: tokio::sync::Mutex::new(()),
+        });
+        if stored.is_some() && node.has_membership().await {
+            cl.formed.store(true, Relaxed);
             node.readdress(data, &node_id).await;
+        } else {
+            // Not in any group yet: a configuration of this node alone, until it forms or is met.
+            let mut alone = Config::new();
+            alone
+                .apply(&Change::AddNode(node.me.clone()))
+                .map_err(|e| format!("this node's own entry: {e}"))?;
+            cl.install(Arc::new(alone));
         }
         let mut committed = node.group.committed();
         install(srv, committed.borrow_and_update().clone());
@@ -111,28 +141,30 @@ impl ClusterNode {
         }
     }
 
-    /// A fresh node: a group of one with this node as its only voter, and this node in the
-    /// configuration.
-    async fn form(&self, data: SocketAddr, node_id: &str) -> Result<(), String> {
+    /// Forms a group of one if this node belongs to none yet: this node its only voter, and in
+    /// the configuration.
+    async fn ensure_formed(&self, srv: &Arc<ServerState>) -> Result<(), String> {
+        let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
+        let _one = self.forming.lock().await;
+        if cl.formed.load(Relaxed) {
+            return Ok(());
+        }
         let me = self.group.node();
         let raft_id = self.group.raft_id();
         self.group
             .initialize(BTreeMap::from([(raft_id, me)]))
             .await
             .map_err(|e| format!("forming the cluster group: {e}"))?;
-        let node = Node {
-            id: node_id.to_string(),
-            ip: data.ip().to_string(),
-            port: data.port(),
-            bus_port: self.group.bus_addr().port(),
-            replica_of: None,
-            config_epoch: 0,
-        };
+        let node = self.me.clone();
         // The group of one elects its only voter; until then proposals find no leader.
         let deadline = Instant::now() + FORM_TIMEOUT;
         loop {
             match self.group.propose(Change::AddNode(node.clone())).await {
-                Ok(Ok(())) => return Ok(()),
+                Ok(Ok(())) => {
+                    cl.formed.store(true, Relaxed);
+                    install(srv, self.group.committed().borrow().clone());
+                    return Ok(());
+                }
                 Ok(Err(e)) => return Err(format!("adding this node to its configuration: {e}")),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(format!("adding this node to its configuration: {e}"));
@@ -206,11 +238,56 @@ impl ClusterNode {
         }
     }
 
+    /// CLUSTER MEET: adds the node at `ip:port` (which must belong to no group and hold no keys)
+    /// to this node's group, as a learner, then as a voter while there are fewer than
+    /// [`VOTERS`], and to the configuration. Run on the group's leader.
+    pub async fn meet(&self, srv: &Arc<ServerState>, ip: String, port: u16) -> Result<(), String> {
+        self.ensure_formed(srv).await?;
+        let addr = format!("{ip}:{port}");
+        let probe = addr.clone();
+        let (id, bus_port) = tokio::task::spawn_blocking(move || meetable(&probe))
+            .await
+            .map_err(|e| e.to_string())??;
+        let cfg = srv.cluster.as_ref().map(|c| c.config());
+        if cfg.as_ref().is_some_and(|c| c.node(&id).is_some()) {
+            return Ok(());
+        }
+        let raft_id = raft_id_of(&id);
+        let bus = raft::BusNode {
+            addr: format!("{ip}:{bus_port}"),
+            node_id: id.clone(),
+        };
+        self.group
+            .add_learner(raft_id, bus)
+            .await
+            .map_err(|e| format!("adding {addr} to the configuration group: {e}"))?;
+        let voters: std::collections::BTreeSet<u64> =
+            self.group.metrics().voters.into_iter().collect();
+        if voters.len() < VOTERS && !voters.contains(&raft_id) {
+            let mut next = voters.clone();
+            next.insert(raft_id);
+            self.group
+                .change_membership(next)
+                .await
+                .map_err(|e| format!("making {addr} a voter: {e}"))?;
+        }
+        let node = Node {
+            id,
+            ip,
+            port,
+            bus_port,
+            replica_of: None,
+            config_epoch: 0,
+        };
+        self.propose(srv, Change::AddNode(node)).await
+    }
+
     /// Proposes a change for a command: `Ok` once committed and applied, `Err` with the reply
     /// text (Redis's wording for a refused change, or why it is not known to be committed).
     /// The configuration this node applied is installed before this returns, so the client's
     /// next command sees its change.
     pub async fn propose(&self, srv: &Arc<ServerState>, change: Change) -> Result<(), String> {
+        self.ensure_formed(srv).await?;
         let r = match self.group.propose(change).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(refused)) => Err(refused),
@@ -233,13 +310,20 @@ impl ClusterNode {
     }
 }
 
-/// Installs a committed configuration and makes the replication role follow it.
+/// Installs a committed configuration and makes the replication role follow it. A node that is
+/// being added to a group sees the group's configurations before the one that names it: it
+/// keeps showing itself alone until then.
 fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
     let Some(cl) = srv.cluster.as_ref() else {
         return;
     };
-    cl.install(cfg.clone());
     let me = cl.me();
+    if cfg.node(&me).is_some() {
+        cl.formed.store(true, Relaxed);
+    } else if !cl.formed.load(Relaxed) {
+        return;
+    }
+    cl.install(cfg.clone());
     let Some(mine) = cfg.node(&me) else {
         return;
     };
@@ -270,4 +354,42 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
             }
         }
     }
+}
+
+/// Asks the node at `addr` whether it can be met: in cluster mode, in no group, without keys.
+/// Returns its id and bus port. Blocking.
+fn meetable(addr: &str) -> Result<(String, u16), String> {
+    use crate::tool_client::{Client, Reply};
+    let mut c = Client::connect(addr, MEET_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    let mut text = |args: &[&str]| -> Result<String, String> {
+        match c.cmd(args).map_err(|e| format!("{addr}: {e}"))? {
+            Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Reply::Status(s) => Ok(s),
+            Reply::Int(i) => Ok(i.to_string()),
+            Reply::Error(e) => Err(format!("{addr}: {e}")),
+            other => Err(format!("{addr}: unexpected reply {other:?}")),
+        }
+    };
+    let info = text(&["INFO", "cluster"])?;
+    if !info.contains("cluster_enabled:1") {
+        return Err(format!("{addr} is not in cluster mode"));
+    }
+    if !info.contains("shoal_cluster_formed:0") {
+        return Err(format!(
+            "{addr} already belongs to a cluster (its configuration group): it is not met"
+        ));
+    }
+    if text(&["DBSIZE"])? != "0" {
+        return Err(format!("{addr} holds keys: a node joins a cluster empty"));
+    }
+    let id = text(&["CLUSTER", "MYID"])?;
+    let nodes = text(&["CLUSTER", "NODES"])?;
+    let bus_port = nodes
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|a| a.split_once('@'))
+        .and_then(|(_, b)| b.split(',').next()?.parse::<u16>().ok())
+        .ok_or_else(|| format!("{addr}: no bus port in CLUSTER NODES"))?;
+    Ok((id, bus_port))
 }

@@ -572,6 +572,16 @@ async fn carry_out(
                 Err(e) => w.error(&format!("ERR {e}")),
             }
         }
+        Action::ClusterMeet { ip, port } => {
+            let mut w = ReplyWriter::new(out, proto);
+            match io.cluster.as_ref() {
+                Some(node) => match node.meet(srv, ip, port).await {
+                    Ok(()) => w.ok(),
+                    Err(e) => w.error(&format!("ERR {e}")),
+                },
+                None => w.error("ERR This instance has cluster support disabled"),
+            }
+        }
         Action::ClusterReset { hard } => {
             let mut w = ReplyWriter::new(out, proto);
             match io.cluster.as_ref() {
