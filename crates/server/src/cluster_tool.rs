@@ -1,7 +1,8 @@
-//! `shoal cluster check` and `shoal cluster info`: what a cluster looks like from every node, read
-//! from `CLUSTER NODES` and `DBSIZE` as `redis-cli --cluster check|info` reads them. `check` fails
-//! (non-zero exit) when nodes disagree about who owns which slot, when a slot has no owner, when a
-//! slot is moving, or when a node cannot be reached.
+//! The cluster tools: `shoal cluster check` and `shoal cluster info` (what a cluster looks like
+//! from every node, read from `CLUSTER NODES` and `DBSIZE` as `redis-cli --cluster check|info`
+//! reads them; `check` fails when nodes disagree about who owns which slot, when a slot has no
+//! owner, when a slot is moving, or when a node cannot be reached) and `shoal cluster create`
+//! (fresh nodes formed into a cluster with `CLUSTER MEET`, `ADDSLOTSRANGE` and `REPLICATE`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -231,6 +232,119 @@ pub fn info(addr: &str, password: Option<&str>) -> Result<Vec<String>, String> {
         keys_total as f64 / SLOTS as f64
     ));
     Ok(out)
+}
+
+/// How long `create` waits for every node to see the finished configuration.
+pub const CREATE_SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Primaries a cluster needs at least (as `redis-cli --cluster create` requires).
+pub const PRIMARIES_MIN: usize = 3;
+
+fn reply_ok(addr: &str, r: std::io::Result<Reply>) -> Result<Reply, String> {
+    match r.map_err(|e| format!("{addr}: {e}"))? {
+        Reply::Error(e) => Err(format!("{addr}: {e}")),
+        other => Ok(other),
+    }
+}
+
+/// Forms a cluster of the nodes at `addrs` (each in cluster mode, empty and in no cluster): the
+/// first `addrs.len() / (replicas + 1)` are primaries sharing the slots evenly, the others
+/// replicas, spread over the primaries in turn. `say` gets a line per step. Returns once every
+/// node sees the whole configuration.
+pub fn create(
+    addrs: &[String],
+    replicas: usize,
+    password: Option<&str>,
+    mut say: impl FnMut(&str),
+) -> Result<(), String> {
+    let primaries = addrs.len() / (replicas + 1);
+    if primaries < PRIMARIES_MIN {
+        return Err(format!(
+            "{} nodes with {replicas} replica(s) each make {primaries} primaries; a cluster needs at \
+             least {PRIMARIES_MIN}",
+            addrs.len()
+        ));
+    }
+    // Every node: reachable, in cluster mode, in no cluster, empty; its id and IP.
+    let mut nodes = Vec::new();
+    for addr in addrs {
+        let mut c = connect(addr, password)?;
+        let info = text(reply_ok(addr, c.cmd(&["INFO", "cluster"]))?)?;
+        if !info.contains("cluster_enabled:1") {
+            return Err(format!(
+                "{addr} is not in cluster mode (cluster-enabled yes)"
+            ));
+        }
+        if !info.contains("shoal_cluster_formed:0") {
+            return Err(format!("{addr} already belongs to a cluster"));
+        }
+        if reply_ok(addr, c.cmd(&["DBSIZE"]))?.as_int() != Some(0) {
+            return Err(format!("{addr} holds keys"));
+        }
+        let id = text(reply_ok(addr, c.cmd(&["CLUSTER", "MYID"]))?)?;
+        let ip = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("{addr}: no address"))?;
+        nodes.push((addr.clone(), id, ip));
+    }
+    let per = SLOTS / primaries;
+    let first = &nodes[0].0;
+    let mut lead = connect(first, password)?;
+    say(&format!(">>> Forming the configuration group on {first}"));
+    for (addr, _, ip) in &nodes[1..] {
+        say(&format!(">>> Meeting {addr}"));
+        reply_ok(
+            first,
+            lead.cmd(&[
+                "CLUSTER",
+                "MEET",
+                &ip.ip().to_string(),
+                &ip.port().to_string(),
+            ]),
+        )?;
+    }
+    for (i, (addr, _, _)) in nodes[..primaries].iter().enumerate() {
+        let start = i * per;
+        let end = if i + 1 == primaries {
+            SLOTS - 1
+        } else {
+            start + per - 1
+        };
+        say(&format!(">>> Slots {start}-{end} to {addr}"));
+        let mut c = connect(addr, password)?;
+        reply_ok(
+            addr,
+            c.cmd(&[
+                "CLUSTER",
+                "ADDSLOTSRANGE",
+                &start.to_string(),
+                &end.to_string(),
+            ]),
+        )?;
+    }
+    for (j, (addr, _, _)) in nodes[primaries..].iter().enumerate() {
+        let (paddr, pid, _) = &nodes[j % primaries];
+        say(&format!(">>> {addr} replicates {paddr}"));
+        let mut c = connect(addr, password)?;
+        reply_ok(addr, c.cmd(&["CLUSTER", "REPLICATE", pid]))?;
+    }
+    let deadline = std::time::Instant::now() + CREATE_SETTLE_TIMEOUT;
+    loop {
+        let r = check(first, password)?;
+        let all_known = nodes_of(first, password)?.len() == nodes.len();
+        if r.problems == 0 && all_known {
+            say("[OK] All nodes agree about slots configuration.");
+            say(&format!("[OK] All {SLOTS} slots covered."));
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the nodes did not agree within {CREATE_SETTLE_TIMEOUT:?}:\n{}",
+                r.lines.join("\n")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

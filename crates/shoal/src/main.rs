@@ -38,6 +38,40 @@ enum ClusterCommand {
     Check(ClusterAddr),
     /// Keys, slots and replicas of each primary.
     Info(ClusterAddr),
+    /// Form a cluster of fresh nodes (each started with `--cluster-enabled yes`): the first
+    /// ones primaries sharing the slots, the rest replicas. Exits 2 on error.
+    Create(CreateArgs),
+    /// Start a local cluster (child processes on 127.0.0.1), form it, print how to reach it, and
+    /// stop every node on Ctrl-C (or SIGTERM).
+    StartLocal(StartLocalArgs),
+}
+
+#[derive(Parser)]
+struct CreateArgs {
+    /// The nodes, HOST:PORT.
+    #[arg(required = true)]
+    addrs: Vec<String>,
+    /// Replicas per primary.
+    #[arg(long, default_value_t = 0)]
+    replicas: usize,
+    /// Password for AUTH on every node.
+    #[arg(long)]
+    password: Option<String>,
+}
+
+#[derive(Parser)]
+struct StartLocalArgs {
+    #[arg(long, default_value_t = 3)]
+    primaries: usize,
+    /// Replicas per primary.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Where the nodes keep their files (one folder per node); a new temporary folder by default.
+    #[arg(long)]
+    dir: Option<String>,
+    /// The first node's port; the others follow (their cluster bus ports are 10000 higher).
+    #[arg(long, default_value_t = 7000)]
+    port_base: u16,
 }
 
 #[derive(Parser)]
@@ -51,6 +85,21 @@ struct ClusterAddr {
 
 fn cluster(c: ClusterCommand) -> i32 {
     match c {
+        ClusterCommand::Create(a) => {
+            match shoal_server::cluster_tool::create(
+                &a.addrs,
+                a.replicas,
+                a.password.as_deref(),
+                |l| println!("{l}"),
+            ) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("shoal cluster create: {e}");
+                    2
+                }
+            }
+        }
+        ClusterCommand::StartLocal(a) => start_local(a),
         ClusterCommand::Check(a) => {
             match shoal_server::cluster_tool::check(&a.addr, a.password.as_deref()) {
                 Ok(r) => {
@@ -234,6 +283,134 @@ fn build_config(a: &ServeArgs) -> Result<Config, String> {
         v.set_initial(&k, &val)?;
     }
     Ok(v)
+}
+
+/// `shoal cluster start-local`: child `shoal serve` processes on consecutive ports, formed into a
+/// cluster, stopped (killed and reaped) on Ctrl-C, SIGTERM, or when forming fails.
+fn start_local(a: StartLocalArgs) -> i32 {
+    use std::process::{Command, Stdio};
+    let n = a.primaries * (a.replicas + 1);
+    if a.primaries < shoal_server::cluster_tool::PRIMARIES_MIN {
+        eprintln!(
+            "shoal cluster start-local: a cluster needs at least {} primaries",
+            shoal_server::cluster_tool::PRIMARIES_MIN
+        );
+        return 2;
+    }
+    let dir = match &a.dir {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::env::temp_dir().join(format!("shoal-local-{}", std::process::id())),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("shoal cluster start-local: {e}");
+            return 2;
+        }
+    };
+    let mut children = Vec::new();
+    let mut addrs = Vec::new();
+    let stop = |children: &mut Vec<std::process::Child>| {
+        for c in children.iter_mut() {
+            let _ = c.kill();
+        }
+        for c in children.iter_mut() {
+            let _ = c.wait();
+        }
+    };
+    for i in 0..n {
+        let Some(port) = a.port_base.checked_add(i as u16) else {
+            eprintln!("shoal cluster start-local: ports past 65535");
+            stop(&mut children);
+            return 2;
+        };
+        let node_dir = dir.join(format!("node-{port}"));
+        if let Err(e) = std::fs::create_dir_all(&node_dir) {
+            eprintln!("shoal cluster start-local: {}: {e}", node_dir.display());
+            stop(&mut children);
+            return 2;
+        }
+        let child = Command::new(&exe)
+            .args(["serve", "--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--loglevel", "warning", "--dir"])
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn();
+        match child {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                eprintln!("shoal cluster start-local: starting a node: {e}");
+                stop(&mut children);
+                return 2;
+            }
+        }
+        addrs.push(format!("127.0.0.1:{port}"));
+    }
+    // Every node answers before the cluster is formed (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for addr in &addrs {
+        while shoal_server::tool_client::Client::connect(
+            addr,
+            std::time::Duration::from_millis(200),
+        )
+        .is_err()
+        {
+            if std::time::Instant::now() >= deadline {
+                eprintln!("shoal cluster start-local: {addr} did not start");
+                stop(&mut children);
+                return 2;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    if let Err(e) =
+        shoal_server::cluster_tool::create(&addrs, a.replicas, None, |l| println!("{l}"))
+    {
+        eprintln!("shoal cluster start-local: {e}");
+        stop(&mut children);
+        return 2;
+    }
+    println!(
+        "cluster of {} primaries and {} replicas up; files in {}",
+        a.primaries,
+        n - a.primaries,
+        dir.display()
+    );
+    for addr in &addrs {
+        println!("  {addr}");
+    }
+    println!("try: redis-cli -c -p {}", a.port_base);
+    println!("Ctrl-C stops every node");
+    let stopped = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| {
+            rt.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            })
+        });
+    stop(&mut children);
+    if a.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match stopped {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shoal cluster start-local: {e}");
+            2
+        }
+    }
 }
 
 fn init_logging(level: LogLevel) {

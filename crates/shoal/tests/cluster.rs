@@ -405,3 +405,174 @@ fn a_restarted_node_comes_back_with_its_id_and_slots() {
             .contains("cluster_slots_assigned:15384\r\n")
     );
 }
+
+/// Asks `INFO`'s `field` of a node.
+fn info_field(s: &Shoal, section: &str, field: &str) -> String {
+    let info: String = q(&mut s.client(), &["INFO", section]);
+    common::info_value(&info, field).unwrap_or_default()
+}
+
+#[test]
+fn shoal_cluster_create_forms_three_primaries_with_a_replica_each() {
+    const KEYS: usize = 3000;
+    let nodes: Vec<Shoal> = (0..6).map(|_| cluster_node()).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "create", "--replicas", "1"])
+        .args(nodes.iter().map(|n| n.addr()))
+        .output()
+        .expect("shoal cluster create");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("[OK] All 16384 slots covered."), "{text}");
+    // A node already in a cluster is not formed again.
+    let again = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "create"])
+        .args(nodes[..3].iter().map(|n| n.addr()))
+        .output()
+        .expect("shoal cluster create");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already belongs to a cluster"));
+
+    // Every node holds the same configuration: 3 primaries, 3 replicas.
+    for n in &nodes {
+        let nodes_text = n.raw().call(&["CLUSTER", "NODES"]);
+        assert_eq!(nodes_text.matches("master").count(), 3, "{nodes_text}");
+        assert_eq!(nodes_text.matches("slave").count(), 3, "{nodes_text}");
+    }
+    // A cluster client follows MOVED between the primaries.
+    let client = redis::cluster::ClusterClient::new(vec![nodes[0].url()]).expect("cluster client");
+    let mut c = client.get_connection().expect("cluster connection");
+    for i in 0..KEYS {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    for i in (0..KEYS).step_by(11) {
+        let v: usize = redis::cmd("GET")
+            .arg(format!("key:{i}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, i);
+    }
+    let _: () = redis::cmd("MSET")
+        .arg("{user1000}.following")
+        .arg("a")
+        .arg("{user1000}.followers")
+        .arg("b")
+        .query(&mut c)
+        .unwrap();
+    // The keys are spread over the three primaries, and each replica holds its primary's.
+    let primaries: Vec<&Shoal> = nodes[..3].iter().collect();
+    let total: u64 = primaries
+        .iter()
+        .map(|p| q::<u64>(&mut p.client(), &["DBSIZE"]))
+        .sum();
+    assert_eq!(total, KEYS as u64 + 2);
+    for p in &primaries {
+        assert!(q::<u64>(&mut p.client(), &["DBSIZE"]) > KEYS as u64 / 6);
+    }
+    for r in &nodes[3..] {
+        let port: u16 = info_field(r, "replication", "master_port").parse().unwrap();
+        let p = nodes.iter().find(|n| n.port == port).expect("its primary");
+        common::wait_until("a replica holds its primary's keys", || {
+            q::<u64>(&mut r.client(), &["DBSIZE"]) == q::<u64>(&mut p.client(), &["DBSIZE"])
+        });
+    }
+    // redis-cli and shoal's own tools agree.
+    let check = Command::new("redis-cli")
+        .args(["--cluster", "check", &nodes[1].addr()])
+        .output()
+        .expect("redis-cli");
+    let t = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{t}");
+    assert!(
+        t.contains("[OK] All nodes agree about slots configuration."),
+        "{t}"
+    );
+    let info = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "info", &nodes[2].addr()])
+        .output()
+        .expect("shoal cluster info");
+    let t = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        t.contains(&format!("[OK] {} keys in 3 masters.", KEYS + 2)),
+        "{t}"
+    );
+    assert_eq!(t.matches("| 1 slaves.").count(), 3, "{t}");
+}
+
+/// Six consecutive ports nobody listens on (and their bus ports, 10000 higher).
+fn free_port_run(n: u16) -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    for attempt in 0..200u32 {
+        let base = 20000 + ((std::process::id() * 7919 + attempt * 104_729) % 20000) as u16;
+        if (0..n).all(|i| free(base + i) && free(base + i + 10000)) {
+            return base;
+        }
+    }
+    panic!("no run of {n} free ports");
+}
+
+#[test]
+fn shoal_cluster_start_local_runs_a_cluster_and_stops_it() {
+    let base = free_port_run(6);
+    let dir = Dir::new("local");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "cluster",
+            "start-local",
+            "--primaries",
+            "3",
+            "--replicas",
+            "1",
+        ])
+        .args(["--port-base", &base.to_string(), "--dir"])
+        .arg(&dir.0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("shoal cluster start-local");
+    // Guard: the launcher is stopped whatever happens below.
+    struct Stop(u32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.to_string()).status();
+        }
+    }
+    let _stop = Stop(child.id());
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "start-local ended early: {seen}");
+        seen.push_str(&line);
+        if line.starts_with("try: redis-cli -c -p") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(&format!("try: redis-cli -c -p {base}")),
+        "{seen}"
+    );
+    let first = format!("redis://127.0.0.1:{base}/");
+    let client = redis::cluster::ClusterClient::new(vec![first]).unwrap();
+    let mut c = client.get_connection().unwrap();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET").arg(i).arg(i).query(&mut c).unwrap();
+    }
+    // SIGTERM: every node goes with the launcher.
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    for i in 0..6 {
+        common::wait_until("a node of the local cluster stopped", || {
+            std::net::TcpStream::connect(("127.0.0.1", base + i)).is_err()
+        });
+    }
+}
