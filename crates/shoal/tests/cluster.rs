@@ -576,3 +576,126 @@ fn shoal_cluster_start_local_runs_a_cluster_and_stops_it() {
         });
     }
 }
+
+/// `n` nodes in cluster mode on consecutive fixed ports (so they can be restarted where they
+/// were), each with its own directory under `dir`.
+fn fixed_nodes(dir: &Dir, base: u16, n: u16) -> Vec<Shoal> {
+    (0..n).map(|i| fixed_node(dir, base + i)).collect()
+}
+
+fn fixed_node(dir: &Dir, port: u16) -> Shoal {
+    let d = dir.0.join(format!("node-{port}"));
+    std::fs::create_dir_all(&d).unwrap();
+    Shoal::start(&[
+        "--set",
+        &format!("port={port}"),
+        "--cluster-enabled",
+        "yes",
+        "--dir",
+        d.to_str().unwrap(),
+    ])
+}
+
+fn create(nodes: &[Shoal], replicas: usize) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "create", "--replicas", &replicas.to_string()])
+        .args(nodes.iter().map(|n| n.addr()))
+        .output()
+        .expect("shoal cluster create");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes `keys` keys through a cluster client; returns the client's connection.
+fn fill(first: &Shoal, keys: usize) -> redis::cluster::ClusterConnection {
+    let client = redis::cluster::ClusterClient::new(vec![first.url()]).expect("cluster client");
+    let mut c = client.get_connection().expect("cluster connection");
+    for i in 0..keys {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    c
+}
+
+#[test]
+fn losing_one_voter_of_three_changes_nothing_for_the_others() {
+    let dir = Dir::new("voter");
+    let base = free_port_run(3);
+    let mut nodes = fixed_nodes(&dir, base, 3);
+    create(&nodes, 0);
+    let _ = fill(&nodes[0], 300);
+    // The third node (a voter, owner of slots 10922-16383) goes away.
+    let gone = nodes.pop().unwrap();
+    drop(gone);
+    // Keys of the other two are served, and the configuration still changes (two voters of
+    // three are a majority).
+    let mut r0 = nodes[0].raw();
+    let slot0_key = "{06S}"; // slot 0
+    assert_eq!(r0.call(&["CLUSTER", "KEYSLOT", slot0_key]), ":0\r\n");
+    assert_eq!(r0.call(&["SET", slot0_key, "v"]), "+OK\r\n");
+    let mut r1 = nodes[1].raw();
+    assert_eq!(r0.call(&["CLUSTER", "DELSLOTS", "1"]), "+OK\r\n");
+    common::wait_until("the change reached the other node", || {
+        r1.call(&["CLUSTER", "NODES"])
+            .contains(" connected 0 2-5460\n")
+    });
+    assert_eq!(r0.call(&["CLUSTER", "ADDSLOTS", "1"]), "+OK\r\n");
+    common::wait_until("the next change reached the other node", || {
+        r1.call(&["CLUSTER", "NODES"])
+            .contains(" connected 0-5460\n")
+    });
+    assert!(r1.call(&["GET", slot0_key]).starts_with("-MOVED 0 "));
+}
+
+#[test]
+fn a_whole_cluster_restarted_from_disk_comes_back_with_its_map_and_keys() {
+    const KEYS: usize = 1000;
+    let dir = Dir::new("whole");
+    let base = free_port_run(3);
+    let nodes = fixed_nodes(&dir, base, 3);
+    create(&nodes, 0);
+    let _ = fill(&nodes[0], KEYS);
+    let map: Vec<String> = nodes
+        .iter()
+        .map(|n| n.raw().call(&["CLUSTER", "SLOTS"]))
+        .collect();
+    // Every node saves and stops.
+    for mut n in nodes {
+        n.raw().cmd(&[b"SHUTDOWN", b"SAVE"]);
+        assert!(n.wait_exit(), "a clean exit");
+    }
+    let nodes = fixed_nodes(&dir, base, 3);
+    for (n, before) in nodes.iter().zip(&map) {
+        common::wait_until("the node is back in its cluster", || {
+            n.raw()
+                .call(&["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+        });
+        assert_eq!(
+            &n.raw().call(&["CLUSTER", "SLOTS"]),
+            before,
+            "the same slot map"
+        );
+    }
+    let total: u64 = nodes
+        .iter()
+        .map(|n| q::<u64>(&mut n.client(), &["DBSIZE"]))
+        .sum();
+    assert_eq!(total, KEYS as u64);
+    let client = redis::cluster::ClusterClient::new(vec![nodes[1].url()]).unwrap();
+    let mut c = client.get_connection().unwrap();
+    for i in (0..KEYS).step_by(37) {
+        let v: usize = redis::cmd("GET")
+            .arg(format!("key:{i}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, i);
+    }
+}
