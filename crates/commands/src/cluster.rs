@@ -35,6 +35,22 @@ pub struct ClusterState {
     /// This node belongs to a configuration group (it formed one or was added to one). A node
     /// that does not is shown a configuration of itself alone, and can be met.
     pub formed: std::sync::atomic::AtomicBool,
+    /// The configuration group as this node last saw it (kept fresh by the server), for INFO.
+    pub group: std::sync::Mutex<GroupInfo>,
+}
+
+/// What `INFO cluster` shows of the configuration group.
+#[derive(Debug, Clone, Default)]
+pub struct GroupInfo {
+    /// `leader`, `follower`, `candidate`, `learner`, `shutdown`, or `none` before any group.
+    pub state: &'static str,
+    pub term: u64,
+    /// The leader's Raft id, if one is known.
+    pub leader: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub voters: usize,
+    pub learners: usize,
 }
 
 /// A connection's cluster state: `ASKING` for the next command, `READONLY`, and its copy of the
@@ -57,6 +73,10 @@ impl ClusterState {
             config: RwLock::new(Arc::new(Config::new())),
             version: AtomicU64::new(1),
             formed: std::sync::atomic::AtomicBool::new(false),
+            group: std::sync::Mutex::new(GroupInfo {
+                state: "none",
+                ..GroupInfo::default()
+            }),
         }
     }
 

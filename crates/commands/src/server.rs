@@ -1453,10 +1453,19 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             srv.cluster.is_some() as u8
         );
         if let Some(cl) = &srv.cluster {
+            let g = cl.group.lock().expect("group info lock").clone();
+            let opt = |v: Option<u64>| v.map_or_else(|| "-1".to_string(), |v| v.to_string());
             let _ = write!(
                 t,
-                "shoal_cluster_formed:{}\r\n",
-                cl.formed.load(Relaxed) as u8
+                "shoal_cluster_formed:{}\r\nshoal_raft_state:{}\r\nshoal_raft_term:{}\r\nshoal_raft_leader:{}\r\nshoal_raft_commit_index:{}\r\nshoal_raft_last_applied:{}\r\nshoal_raft_voters:{}\r\nshoal_raft_learners:{}\r\n",
+                cl.formed.load(Relaxed) as u8,
+                g.state,
+                g.term,
+                opt(g.leader),
+                opt(g.commit_index),
+                opt(g.last_applied),
+                g.voters,
+                g.learners,
             );
         }
         t.push_str("\r\n");

@@ -33,6 +33,11 @@ pub const MEMBERSHIP_LOAD_WAIT: Duration = Duration::from_secs(2);
 pub const VOTERS: usize = 3;
 /// How long `CLUSTER MEET` waits for the node it meets to answer.
 pub const MEET_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command's change of the configuration may take to commit (a loaded machine, an
+/// election under way) before the command answers that it did not.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often INFO's view of the configuration group is refreshed.
+pub const METRICS_EVERY: Duration = Duration::from_millis(250);
 
 /// This node's part in cluster mode.
 pub struct ClusterNode {
@@ -111,6 +116,17 @@ impl ClusterNode {
                 .apply(&Change::AddNode(node.me.clone()))
                 .map_err(|e| format!("this node's own entry: {e}"))?;
             cl.install(Arc::new(alone));
+        }
+        // INFO's view of the group, refreshed while the node runs.
+        {
+            let (srv, node) = (Arc::downgrade(srv), Arc::downgrade(&node));
+            tokio::spawn(async move {
+                while let (Some(srv), Some(node)) = (srv.upgrade(), node.upgrade()) {
+                    node.publish_metrics(&srv);
+                    drop((srv, node));
+                    tokio::time::sleep(METRICS_EVERY).await;
+                }
+            });
         }
         let mut committed = node.group.committed();
         install(srv, committed.borrow_and_update().clone());
@@ -282,13 +298,35 @@ impl ClusterNode {
         self.propose(srv, Change::AddNode(node)).await
     }
 
+    /// Copies the group's metrics where INFO reads them.
+    fn publish_metrics(&self, srv: &ServerState) {
+        let Some(cl) = srv.cluster.as_ref() else {
+            return;
+        };
+        let m = self.group.metrics();
+        let formed = cl.formed.load(Relaxed);
+        *cl.group.lock().expect("group info lock") = shoal_commands::cluster::GroupInfo {
+            state: if formed || !m.voters.is_empty() || !m.learners.is_empty() {
+                m.state
+            } else {
+                "none"
+            },
+            term: m.term,
+            leader: m.leader,
+            commit_index: m.commit_index,
+            last_applied: m.last_applied,
+            voters: m.voters.len(),
+            learners: m.learners.len(),
+        };
+    }
+
     /// Proposes a change for a command: `Ok` once committed and applied, `Err` with the reply
     /// text (Redis's wording for a refused change, or why it is not known to be committed).
     /// The configuration this node applied is installed before this returns, so the client's
     /// next command sees its change.
     pub async fn propose(&self, srv: &Arc<ServerState>, change: Change) -> Result<(), String> {
         self.ensure_formed(srv).await?;
-        let r = match self.group.propose(change).await {
+        let r = match self.group.propose_within(change, PROPOSE_TIMEOUT).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(refused)) => Err(refused),
             Err(e) => Err(format!(

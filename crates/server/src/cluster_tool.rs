@@ -11,6 +11,9 @@ use crate::tool_client::{Client, Reply};
 
 /// How long one node may take to answer.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node may take to answer a command that changes the cluster configuration (it
+/// replies once the change is committed by the configuration group).
+pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Nodes a check visits at most (a cluster larger than this is reported as such).
 pub const NODES_MAX: usize = 1000;
 const SLOTS: usize = shoal_keyspace::SLOTS;
@@ -93,7 +96,11 @@ fn nodes_of(addr: &str, password: Option<&str>) -> Result<Vec<NodeLine>, String>
 }
 
 fn connect(addr: &str, password: Option<&str>) -> Result<Client, String> {
-    let mut c = Client::connect(addr, NODE_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    connect_for(addr, password, NODE_TIMEOUT)
+}
+
+fn connect_for(addr: &str, password: Option<&str>, timeout: Duration) -> Result<Client, String> {
+    let mut c = Client::connect(addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
     if let Some(p) = password
         && let Reply::Error(e) = c.cmd(&["AUTH", p]).map_err(|e| format!("{addr}: {e}"))?
     {
@@ -289,7 +296,7 @@ pub fn create(
     }
     let per = SLOTS / primaries;
     let first = &nodes[0].0;
-    let mut lead = connect(first, password)?;
+    let mut lead = connect_for(first, password, CHANGE_TIMEOUT)?;
     say(&format!(">>> Forming the configuration group on {first}"));
     for (addr, _, ip) in &nodes[1..] {
         say(&format!(">>> Meeting {addr}"));
@@ -311,7 +318,7 @@ pub fn create(
             start + per - 1
         };
         say(&format!(">>> Slots {start}-{end} to {addr}"));
-        let mut c = connect(addr, password)?;
+        let mut c = connect_for(addr, password, CHANGE_TIMEOUT)?;
         reply_ok(
             addr,
             c.cmd(&[
@@ -325,7 +332,7 @@ pub fn create(
     for (j, (addr, _, _)) in nodes[primaries..].iter().enumerate() {
         let (paddr, pid, _) = &nodes[j % primaries];
         say(&format!(">>> {addr} replicates {paddr}"));
-        let mut c = connect(addr, password)?;
+        let mut c = connect_for(addr, password, CHANGE_TIMEOUT)?;
         reply_ok(addr, c.cmd(&["CLUSTER", "REPLICATE", pid]))?;
     }
     let deadline = std::time::Instant::now() + CREATE_SETTLE_TIMEOUT;

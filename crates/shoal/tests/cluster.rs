@@ -12,6 +12,14 @@ use std::process::Command;
 
 use common::{Shoal, q};
 
+/// Tests that run several nodes take turns: on two cores, four clusters forming at once would
+/// test the machine's patience, not shoal.
+static MANY_NODES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn many_nodes() -> std::sync::MutexGuard<'static, ()> {
+    MANY_NODES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn cluster_node() -> Shoal {
     Shoal::start(&["--cluster-enabled", "yes"])
 }
@@ -236,6 +244,7 @@ fn cluster_commands_need_cluster_mode() {
     }
     let info = r.call(&["INFO", "cluster"]);
     assert!(info.contains("cluster_enabled:0\r\n"), "{info:?}");
+    assert!(!info.contains("shoal_raft"), "{info:?}");
     assert_eq!(r.call(&["SELECT", "1"]), "+OK\r\n");
 }
 
@@ -414,6 +423,7 @@ fn info_field(s: &Shoal, section: &str, field: &str) -> String {
 
 #[test]
 fn shoal_cluster_create_forms_three_primaries_with_a_replica_each() {
+    let _turn = many_nodes();
     const KEYS: usize = 3000;
     let nodes: Vec<Shoal> = (0..6).map(|_| cluster_node()).collect();
     let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
@@ -505,6 +515,17 @@ fn shoal_cluster_create_forms_three_primaries_with_a_replica_each() {
         "{t}"
     );
     assert_eq!(t.matches("| 1 slaves.").count(), 3, "{t}");
+    // INFO shows the configuration group: one leader among three voters, the rest learners.
+    let mut leaders = 0;
+    for n in &nodes {
+        common::wait_until("INFO shows the group", || {
+            info_field(n, "cluster", "shoal_raft_voters") == "3"
+                && info_field(n, "cluster", "shoal_raft_learners") == "3"
+        });
+        leaders += (info_field(n, "cluster", "shoal_raft_state") == "leader") as usize;
+        assert_eq!(info_field(n, "cluster", "shoal_cluster_formed"), "1");
+    }
+    assert_eq!(leaders, 1);
 }
 
 /// Six consecutive ports nobody listens on (and their bus ports, 10000 higher).
@@ -521,6 +542,7 @@ fn free_port_run(n: u16) -> u16 {
 
 #[test]
 fn shoal_cluster_start_local_runs_a_cluster_and_stops_it() {
+    let _turn = many_nodes();
     let base = free_port_run(6);
     let dir = Dir::new("local");
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
@@ -626,6 +648,7 @@ fn fill(first: &Shoal, keys: usize) -> redis::cluster::ClusterConnection {
 
 #[test]
 fn losing_one_voter_of_three_changes_nothing_for_the_others() {
+    let _turn = many_nodes();
     let dir = Dir::new("voter");
     let base = free_port_run(3);
     let mut nodes = fixed_nodes(&dir, base, 3);
@@ -656,6 +679,7 @@ fn losing_one_voter_of_three_changes_nothing_for_the_others() {
 
 #[test]
 fn a_whole_cluster_restarted_from_disk_comes_back_with_its_map_and_keys() {
+    let _turn = many_nodes();
     const KEYS: usize = 1000;
     let dir = Dir::new("whole");
     let base = free_port_run(3);
