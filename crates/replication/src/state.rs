@@ -489,6 +489,15 @@ impl ReplState {
             core.link
         );
         core.link = LinkState::Syncing;
+        self.forget_history(&mut core);
+        drop(core);
+        self.wake_links();
+        true
+    }
+
+    /// This node's data belongs to no history (a full copy starts, or the stream broke): no ids,
+    /// offset 0, an empty backlog, and links serving our replicas stop (history changed).
+    fn forget_history(&self, core: &mut Core) {
         core.ids = Ids {
             replid: "0".repeat(40),
             replid2: "0".repeat(40),
@@ -498,9 +507,6 @@ impl ReplState {
         core.overlap_until = 0;
         self.backlog().reset(0);
         self.history.fetch_add(1, Relaxed);
-        drop(core);
-        self.wake_links();
-        true
     }
 
     /// The stream could not be applied (a delta that does not follow the key's version, a frame
@@ -512,15 +518,7 @@ impl ReplState {
         if self.epoch.load(Relaxed) != epoch {
             return;
         }
-        core.ids = Ids {
-            replid: "0".repeat(40),
-            replid2: "0".repeat(40),
-            second_offset: -1,
-        };
-        core.replica_offset = 0;
-        core.overlap_until = 0;
-        self.backlog().reset(0);
-        self.history.fetch_add(1, Relaxed);
+        self.forget_history(&mut core);
         self.counters.stream_breaks.fetch_add(1, Relaxed);
         drop(core);
         self.wake_links();

@@ -15,6 +15,8 @@
 //! random choices, evictions and expiry reach replicas as the concrete outcome they had on the
 //! primary. Frames are RESP multibulks, so the request decoder splits them.
 
+use std::collections::HashSet;
+
 use shoal_keyspace::delta::Pending;
 use shoal_keyspace::{EncodingLimits, Entry, Hlc, Keyspace, Shard, codec, key_slot};
 
@@ -147,29 +149,22 @@ pub fn encode_pending(out: &mut Vec<u8>, shard: &Shard, items: &[Pending], hlc: 
             None => encode_del(out, db, key, hlc.next(now_ms)),
         }
     };
-    if let [one] = items {
-        match one {
-            Pending::Key { db, key } => read_back(out, *db, key),
-            Pending::Delta {
-                db,
-                key,
-                base,
-                new,
-                ops,
-            } => encode_delta(out, *db, key, *base, *new, ops),
-        }
-        return;
-    }
-    let whole: std::collections::HashSet<(usize, &[u8])> = items
-        .iter()
-        .filter(|p| matches!(p, Pending::Key { .. }))
-        .map(|p| p.db_key())
-        .collect();
-    let mut sent = std::collections::HashSet::with_capacity(whole.len());
+    // One change (the usual case): nothing to leave out, no sets to build.
+    let (whole, mut sent) = if items.len() > 1 {
+        let whole: HashSet<(usize, &[u8])> = items
+            .iter()
+            .filter(|p| matches!(p, Pending::Key { .. }))
+            .map(|p| p.db_key())
+            .collect();
+        let sent = HashSet::with_capacity(whole.len());
+        (whole, sent)
+    } else {
+        (HashSet::new(), HashSet::new())
+    };
     for p in items {
         match p {
             Pending::Key { db, key } => {
-                if sent.insert((*db, &key[..])) {
+                if items.len() == 1 || sent.insert((*db, &key[..])) {
                     read_back(out, *db, key);
                 }
             }

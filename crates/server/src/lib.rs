@@ -83,6 +83,21 @@ fn process_info() -> ProcessInfo {
 }
 
 /// A server that is bound and ready to run.
+/// Waits for SIGINT or SIGTERM; returns its name (`None` if the handlers cannot be installed).
+pub async fn stop_signal() -> Option<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return None;
+    };
+    tokio::select! {
+        _ = int.recv() => Some("SIGINT"),
+        _ = term.recv() => Some("SIGTERM"),
+    }
+}
+
 pub struct Server {
     pub state: Arc<ServerState>,
     pub addr: SocketAddr,
@@ -180,18 +195,10 @@ impl Server {
         let signals = {
             let tx = self.shutdown_tx.clone();
             tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    return;
-                };
-                tokio::select! {
-                    _ = int.recv() => tracing::warn!("received SIGINT, shutting down"),
-                    _ = term.recv() => tracing::warn!("received SIGTERM, shutting down"),
+                if let Some(sig) = stop_signal().await {
+                    tracing::warn!("received {sig}, shutting down");
+                    let _ = tx.send(true);
                 }
-                let _ = tx.send(true);
             })
         };
         tokio::spawn(links::keepalive(Arc::downgrade(&state)));

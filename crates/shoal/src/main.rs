@@ -385,27 +385,13 @@ fn start_local(a: StartLocalArgs) -> i32 {
     let stopped = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map(|rt| {
-            rt.block_on(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    return;
-                };
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            })
-        });
+        .map(|rt| rt.block_on(shoal_server::stop_signal()));
     stop(&mut children);
     if a.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     match stopped {
-        Ok(()) => 0,
+        Ok(_) => 0,
         Err(e) => {
             eprintln!("shoal cluster start-local: {e}");
             2

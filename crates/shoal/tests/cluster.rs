@@ -252,22 +252,8 @@ fn cluster_commands_need_cluster_mode() {
 fn cluster_clients_write_and_read_keys_of_every_slot() {
     const KEYS: usize = 2000;
     let s = owning_all();
-    let client = redis::cluster::ClusterClient::new(vec![s.url()]).expect("cluster client");
-    let mut c = client.get_connection().expect("cluster connection");
-    for i in 0..KEYS {
-        let _: () = redis::cmd("SET")
-            .arg(format!("key:{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
-    for i in (0..KEYS).step_by(7) {
-        let v: usize = redis::cmd("GET")
-            .arg(format!("key:{i}"))
-            .query(&mut c)
-            .unwrap();
-        assert_eq!(v, i);
-    }
+    let mut c = fill(&s, KEYS);
+    read_back(&mut c, KEYS, 7);
     let tagged: Vec<Option<String>> = redis::cmd("MGET")
         .arg("{user1000}.following")
         .arg("{user1000}.followers")
@@ -454,22 +440,8 @@ fn shoal_cluster_create_forms_three_primaries_with_a_replica_each() {
         assert_eq!(nodes_text.matches("slave").count(), 3, "{nodes_text}");
     }
     // A cluster client follows MOVED between the primaries.
-    let client = redis::cluster::ClusterClient::new(vec![nodes[0].url()]).expect("cluster client");
-    let mut c = client.get_connection().expect("cluster connection");
-    for i in 0..KEYS {
-        let _: () = redis::cmd("SET")
-            .arg(format!("key:{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
-    for i in (0..KEYS).step_by(11) {
-        let v: usize = redis::cmd("GET")
-            .arg(format!("key:{i}"))
-            .query(&mut c)
-            .unwrap();
-        assert_eq!(v, i);
-    }
+    let mut c = fill(&nodes[0], KEYS);
+    read_back(&mut c, KEYS, 11);
     let _: () = redis::cmd("MSET")
         .arg("{user1000}.following")
         .arg("a")
@@ -632,6 +604,14 @@ fn create(nodes: &[Shoal], replicas: usize) {
     );
 }
 
+/// Reads every `step`th key `fill` wrote and checks its value.
+fn read_back(c: &mut redis::cluster::ClusterConnection, keys: usize, step: usize) {
+    for i in (0..keys).step_by(step) {
+        let v: usize = redis::cmd("GET").arg(format!("key:{i}")).query(c).unwrap();
+        assert_eq!(v, i);
+    }
+}
+
 /// Writes `keys` keys through a cluster client; returns the client's connection.
 fn fill(first: &Shoal, keys: usize) -> redis::cluster::ClusterConnection {
     let client = redis::cluster::ClusterClient::new(vec![first.url()]).expect("cluster client");
@@ -714,12 +694,5 @@ fn a_whole_cluster_restarted_from_disk_comes_back_with_its_map_and_keys() {
         .sum();
     assert_eq!(total, KEYS as u64);
     let client = redis::cluster::ClusterClient::new(vec![nodes[1].url()]).unwrap();
-    let mut c = client.get_connection().unwrap();
-    for i in (0..KEYS).step_by(37) {
-        let v: usize = redis::cmd("GET")
-            .arg(format!("key:{i}"))
-            .query(&mut c)
-            .unwrap();
-        assert_eq!(v, i);
-    }
+    read_back(&mut client.get_connection().unwrap(), KEYS, 37);
 }
