@@ -314,6 +314,14 @@ static SUBCOMMANDS: &[Spec] = &[
         delslotsrange
     ),
     sub!(
+        "cluster|forget",
+        3,
+        ADMIN | STALE,
+        "3.0.0",
+        "Removes a node from the nodes table.",
+        forget
+    ),
+    sub!(
         "cluster|getkeysinslot",
         4,
         STALE,
@@ -643,6 +651,27 @@ fn meet(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+fn forget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let id = String::from_utf8_lossy(args.get(2)).into_owned();
+    let cfg = cl.config();
+    if cfg.node(&id).is_none() {
+        return Err(err!("Unknown node {id}"));
+    }
+    if id == cl.me() {
+        return Err(ReplyError::err_static(
+            "I tried hard but I can't forget myself...",
+        ));
+    }
+    if cfg.node(&cl.me()).and_then(|n| n.replica_of.as_deref()) == Some(id.as_str()) {
+        return Err(ReplyError::err_static("Can't forget my master!"));
+    }
+    cl.precheck(&Change::RemoveNode(id.clone()))
+        .map_err(|e| change_error(&e))?;
+    ctx.client.repl.action = Some(crate::state::Action::ClusterForget(id));
+    Ok(())
+}
+
 fn replicate(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let cl = cluster(ctx)?;
     let primary = String::from_utf8_lossy(args.get(2)).into_owned();
@@ -928,6 +957,8 @@ const HELP: &[&str] = &[
     "    Delete slots information from current node.",
     "DELSLOTSRANGE <start slot> <end slot> [<start slot> <end slot> ...]",
     "    Delete slots information which are between <start-slot> and <end-slot> from current node.",
+    "FORGET <node-id>",
+    "    Remove a node from the cluster.",
     "GETKEYSINSLOT <slot> <count>",
     "    Return key names stored by current node in a slot.",
     "INFO",

@@ -224,6 +224,8 @@ pub enum Action {
     ClusterReset { hard: bool },
     /// CLUSTER MEET: add the node at `ip:port` to this node's cluster.
     ClusterMeet { ip: String, port: u16 },
+    /// CLUSTER FORGET: remove a node from this node's cluster.
+    ClusterForget(String),
 }
 
 /// The clocks a node reads, given by its owner: the server's are the system's, the simulator's

@@ -320,6 +320,36 @@ impl ClusterNode {
         };
     }
 
+    /// CLUSTER FORGET: removes a node that serves no slot and has no replicas from the
+    /// configuration and from the configuration group (a voter is replaced by a learner when
+    /// one is left, so the group keeps [`VOTERS`] voters). Run on the group's leader.
+    pub async fn forget(&self, srv: &Arc<ServerState>, id: String) -> Result<(), String> {
+        self.ensure_formed(srv).await?;
+        if id == self.me.id {
+            return Err("I tried hard but I can't forget myself...".into());
+        }
+        self.propose(srv, Change::RemoveNode(id.clone())).await?;
+        let raft_id = raft_id_of(&id);
+        let m = self.group.metrics();
+        if !m.voters.contains(&raft_id) && !m.learners.contains(&raft_id) {
+            return Ok(());
+        }
+        self.group
+            .remove_member(raft_id)
+            .await
+            .map_err(|e| format!("removing {id} from the configuration group: {e}"))?;
+        let m = self.group.metrics();
+        if m.voters.len() < VOTERS
+            && let Some(&learner) = m.learners.first()
+        {
+            self.group
+                .add_voter(learner)
+                .await
+                .map_err(|e| format!("making a learner a voter: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Proposes a change for a command: `Ok` once committed and applied, `Err` with the reply
     /// text (Redis's wording for a refused change, or why it is not known to be committed).
     /// The configuration this node applied is installed before this returns, so the client's

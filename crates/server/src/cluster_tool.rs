@@ -243,6 +243,8 @@ pub fn info(addr: &str, password: Option<&str>) -> Result<Vec<String>, String> {
 
 /// How long `create` waits for every node to see the finished configuration.
 pub const CREATE_SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the tools wait for a node to know its configuration group's leader.
+pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Primaries a cluster needs at least (as `redis-cli --cluster create` requires).
 pub const PRIMARIES_MIN: usize = 3;
 
@@ -332,6 +334,7 @@ pub fn create(
     for (j, (addr, _, _)) in nodes[primaries..].iter().enumerate() {
         let (paddr, pid, _) = &nodes[j % primaries];
         say(&format!(">>> {addr} replicates {paddr}"));
+        wait_knows(addr, pid, password)?;
         let mut c = connect_for(addr, password, CHANGE_TIMEOUT)?;
         reply_ok(addr, c.cmd(&["CLUSTER", "REPLICATE", pid]))?;
     }
@@ -352,6 +355,104 @@ pub fn create(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until the node at `addr` has installed a configuration that names `id` (a node just
+/// met learns the configuration from the group a moment after the leader committed it).
+fn wait_knows(addr: &str, id: &str, password: Option<&str>) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + CREATE_SETTLE_TIMEOUT;
+    while !nodes_of(addr, password)?.iter().any(|n| n.id == id) {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{addr} did not learn of {id} within {CREATE_SETTLE_TIMEOUT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The address of the configuration group's leader, as the node at `addr` knows it.
+/// Waits up to [`LEADER_WAIT`] while an election runs or the node's view is being refreshed.
+fn leader_of(addr: &str, password: Option<&str>) -> Result<String, String> {
+    let mut c = connect(addr, password)?;
+    let deadline = std::time::Instant::now() + LEADER_WAIT;
+    let leader: u64 = loop {
+        let info = text(reply_ok(addr, c.cmd(&["INFO", "cluster"]))?)?;
+        if let Some(l) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal_raft_leader:"))
+            .and_then(|v| v.trim().parse().ok())
+        {
+            break l;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("{addr} knows no leader of its configuration group"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    nodes_of(addr, password)?
+        .into_iter()
+        .find(|n| u64::from_str_radix(&n.id[..16.min(n.id.len())], 16).ok() == Some(leader))
+        .map(|n| n.addr)
+        .ok_or_else(|| format!("{addr}: the leader is not in the configuration"))
+}
+
+/// Adds the fresh node at `new` to the cluster `existing` belongs to (through the group's
+/// leader), as a replica of `replica_of` if given. Waits until `existing` sees it.
+pub fn add_node(
+    new: &str,
+    existing: &str,
+    replica_of: Option<&str>,
+    password: Option<&str>,
+    mut say: impl FnMut(&str),
+) -> Result<(), String> {
+    let leader = leader_of(existing, password)?;
+    let ip = std::net::ToSocketAddrs::to_socket_addrs(new)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("{new}: no address"))?;
+    say(&format!(">>> Meeting {new} from {leader}"));
+    let mut l = connect_for(&leader, password, CHANGE_TIMEOUT)?;
+    reply_ok(
+        &leader,
+        l.cmd(&[
+            "CLUSTER",
+            "MEET",
+            &ip.ip().to_string(),
+            &ip.port().to_string(),
+        ]),
+    )?;
+    if let Some(primary) = replica_of {
+        say(&format!(">>> {new} replicates {primary}"));
+        wait_knows(new, primary, password)?;
+        let mut c = connect_for(new, password, CHANGE_TIMEOUT)?;
+        reply_ok(new, c.cmd(&["CLUSTER", "REPLICATE", primary]))?;
+    }
+    let id = text(reply_ok(
+        new,
+        connect(new, password)?.cmd(&["CLUSTER", "MYID"]),
+    )?)?;
+    wait_knows(existing, &id, password)?;
+    say("[OK] New node added correctly.");
+    Ok(())
+}
+
+/// Removes the node `id` (no slots, no replicas) from the cluster `existing` belongs to.
+pub fn del_node(
+    existing: &str,
+    id: &str,
+    password: Option<&str>,
+    mut say: impl FnMut(&str),
+) -> Result<(), String> {
+    let leader = leader_of(existing, password)?;
+    say(&format!(
+        ">>> Removing node {id} from the cluster (through {leader})"
+    ));
+    let mut l = connect_for(&leader, password, CHANGE_TIMEOUT)?;
+    reply_ok(&leader, l.cmd(&["CLUSTER", "FORGET", id]))?;
+    say("[OK] Node removed.");
+    Ok(())
 }
 
 #[cfg(test)]

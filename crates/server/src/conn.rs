@@ -561,35 +561,24 @@ async fn carry_out(
         Action::Shutdown => {
             let _ = io.shutdown.send(true);
         }
-        Action::ClusterChange(change) => {
-            let mut w = ReplyWriter::new(out, proto);
-            let Some(node) = io.cluster.as_ref() else {
-                w.error("ERR This instance has cluster support disabled");
-                return;
+        Action::ClusterChange(_)
+        | Action::ClusterMeet { .. }
+        | Action::ClusterForget(_)
+        | Action::ClusterReset { .. } => {
+            let r = match io.cluster.as_ref() {
+                None => Err("This instance has cluster support disabled".to_string()),
+                Some(node) => match action {
+                    Action::ClusterChange(change) => node.propose(srv, change).await,
+                    Action::ClusterMeet { ip, port } => node.meet(srv, ip, port).await,
+                    Action::ClusterForget(id) => node.forget(srv, id).await,
+                    Action::ClusterReset { hard } => node.reset(srv, hard).await,
+                    _ => unreachable!("a cluster action"),
+                },
             };
-            match node.propose(srv, change).await {
+            let mut w = ReplyWriter::new(out, proto);
+            match r {
                 Ok(()) => w.ok(),
                 Err(e) => w.error(&format!("ERR {e}")),
-            }
-        }
-        Action::ClusterMeet { ip, port } => {
-            let mut w = ReplyWriter::new(out, proto);
-            match io.cluster.as_ref() {
-                Some(node) => match node.meet(srv, ip, port).await {
-                    Ok(()) => w.ok(),
-                    Err(e) => w.error(&format!("ERR {e}")),
-                },
-                None => w.error("ERR This instance has cluster support disabled"),
-            }
-        }
-        Action::ClusterReset { hard } => {
-            let mut w = ReplyWriter::new(out, proto);
-            match io.cluster.as_ref() {
-                Some(node) => match node.reset(srv, hard).await {
-                    Ok(()) => w.ok(),
-                    Err(e) => w.error(&format!("ERR {e}")),
-                },
-                None => w.error("ERR This instance has cluster support disabled"),
             }
         }
         Action::Save { foreground } => {

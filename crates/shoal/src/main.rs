@@ -44,6 +44,34 @@ enum ClusterCommand {
     /// Start a local cluster (child processes on 127.0.0.1), form it, print how to reach it, and
     /// stop every node on Ctrl-C (or SIGTERM).
     StartLocal(StartLocalArgs),
+    /// Add a fresh node (started with `--cluster-enabled yes`) to a cluster, as a primary
+    /// without slots or, with `--replica-of`, as a replica.
+    AddNode(AddNodeArgs),
+    /// Remove a node that serves no slot and has no replicas from a cluster.
+    DelNode(DelNodeArgs),
+}
+
+#[derive(Parser)]
+struct AddNodeArgs {
+    /// The new node, HOST:PORT.
+    new: String,
+    /// Any node of the cluster, HOST:PORT.
+    existing: String,
+    /// Make the new node a replica of this primary (its node id).
+    #[arg(long)]
+    replica_of: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+}
+
+#[derive(Parser)]
+struct DelNodeArgs {
+    /// Any node of the cluster, HOST:PORT.
+    existing: String,
+    /// The id of the node to remove.
+    id: String,
+    #[arg(long)]
+    password: Option<String>,
 }
 
 #[derive(Parser)]
@@ -83,6 +111,17 @@ struct ClusterAddr {
     password: Option<String>,
 }
 
+/// 0, or 2 with the error on stderr.
+fn exit_code(tool: &str, r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shoal cluster {tool}: {e}");
+            2
+        }
+    }
+}
+
 fn cluster(c: ClusterCommand) -> i32 {
     match c {
         ClusterCommand::Create(a) => {
@@ -100,6 +139,22 @@ fn cluster(c: ClusterCommand) -> i32 {
             }
         }
         ClusterCommand::StartLocal(a) => start_local(a),
+        ClusterCommand::AddNode(a) => exit_code(
+            "add-node",
+            shoal_server::cluster_tool::add_node(
+                &a.new,
+                &a.existing,
+                a.replica_of.as_deref(),
+                a.password.as_deref(),
+                |l| println!("{l}"),
+            ),
+        ),
+        ClusterCommand::DelNode(a) => exit_code(
+            "del-node",
+            shoal_server::cluster_tool::del_node(&a.existing, &a.id, a.password.as_deref(), |l| {
+                println!("{l}")
+            }),
+        ),
         ClusterCommand::Check(a) => {
             match shoal_server::cluster_tool::check(&a.addr, a.password.as_deref()) {
                 Ok(r) => {

@@ -696,3 +696,72 @@ fn a_whole_cluster_restarted_from_disk_comes_back_with_its_map_and_keys() {
     let client = redis::cluster::ClusterClient::new(vec![nodes[1].url()]).unwrap();
     read_back(&mut client.get_connection().unwrap(), KEYS, 37);
 }
+
+#[test]
+fn shoal_cluster_add_node_and_del_node_change_the_members() {
+    let _turn = many_nodes();
+    let nodes: Vec<Shoal> = (0..3).map(|_| cluster_node()).collect();
+    create(&nodes, 0);
+    let primary = nodes[1].raw().call(&["CLUSTER", "MYID"]);
+    let primary = primary.lines().nth(1).unwrap().to_string();
+    let extra = cluster_node();
+    let tool = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("cluster")
+            .args(args)
+            .output()
+            .expect("shoal cluster");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tool(&[
+        "add-node",
+        &extra.addr(),
+        &nodes[2].addr(),
+        "--replica-of",
+        &primary,
+    ]);
+    let id = extra.raw().call(&["CLUSTER", "MYID"]);
+    let id = id.lines().nth(1).unwrap().to_string();
+    for n in &nodes {
+        common::wait_until("every node sees the new replica", || {
+            n.raw().call(&["CLUSTER", "NODES"]).lines().any(|l| {
+                l.starts_with(&format!("{id} {}@", extra.addr()))
+                    && l.contains(&format!(" slave {primary} "))
+            })
+        });
+    }
+    common::wait_until("the new replica follows its primary", || {
+        info_field(&extra, "replication", "master_link_status") == "up"
+    });
+    // A node that serves slots cannot go; the replica can.
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "del-node", &nodes[0].addr(), &primary])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    tool(&["del-node", &nodes[0].addr(), &id]);
+    for n in &nodes {
+        common::wait_until("every node forgot the replica", || {
+            !n.raw().call(&["CLUSTER", "NODES"]).contains(&id)
+        });
+        common::wait_until("the group has no learner left", || {
+            info_field(n, "cluster", "shoal_raft_learners") == "0"
+        });
+    }
+    let mut r = nodes[0].raw();
+    assert_eq!(
+        r.call(&["CLUSTER", "FORGET", &id]),
+        format!("-ERR Unknown node {id}\r\n")
+    );
+    let me = r.call(&["CLUSTER", "MYID"]);
+    let me = me.lines().nth(1).unwrap().to_string();
+    assert_eq!(
+        r.call(&["CLUSTER", "FORGET", &me]),
+        "-ERR I tried hard but I can't forget myself...\r\n"
+    );
+}

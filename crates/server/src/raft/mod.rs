@@ -355,16 +355,44 @@ impl ConfigGroup {
     /// Makes `voters` the voters (on the leader), through a joint configuration; members left
     /// out are removed.
     pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<(), Error> {
+        self.change_members(openraft::ChangeMembers::ReplaceAllVoters(voters))
+            .await
+    }
+
+    /// Changes the membership (on the leader) as `change` says, through a joint configuration
+    /// when the voters change; members removed are not kept as learners.
+    async fn change_members(
+        &self,
+        change: openraft::ChangeMembers<u64, BusNode>,
+    ) -> Result<(), Error> {
         let ms = MEMBERSHIP_TIMEOUT_MS;
         match tokio::time::timeout(
             Duration::from_millis(ms),
-            self.raft.change_membership(voters, false),
+            self.raft.change_membership(change, false),
         )
         .await
         {
             Err(_) => Err(Error::Timeout { ms }),
             Ok(r) => r.map(|_| ()).map_err(write_error),
         }
+    }
+
+    /// Removes a member: a voter leaves the voters (and the group), a learner the group.
+    pub async fn remove_member(&self, id: u64) -> Result<(), Error> {
+        let ids = BTreeSet::from([id]);
+        if self.metrics().voters.contains(&id) {
+            self.change_members(openraft::ChangeMembers::RemoveVoters(ids))
+                .await
+        } else {
+            self.change_members(openraft::ChangeMembers::RemoveNodes(ids))
+                .await
+        }
+    }
+
+    /// Makes a learner a voter.
+    pub async fn add_voter(&self, id: u64) -> Result<(), Error> {
+        self.change_members(openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+            .await
     }
 
     /// Proposes a change and waits for it to commit, for at most [`PROPOSE_TIMEOUT_MS`]. See
