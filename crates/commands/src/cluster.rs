@@ -418,6 +418,14 @@ static SUBCOMMANDS: &[Spec] = &[
         reset
     ),
     sub!(
+        "cluster|setslot",
+        -4,
+        ADMIN | STALE,
+        "3.0.0",
+        "Binds a hash slot to a node.",
+        setslot
+    ),
+    sub!(
         "cluster|shards",
         2,
         STALE,
@@ -532,7 +540,7 @@ pub fn change_error(e: &ChangeError) -> ReplyError {
 fn propose(ctx: &mut Ctx<'_>, change: Change) -> CmdResult {
     let cl = cluster(ctx)?;
     cl.precheck(&change).map_err(|e| change_error(&e))?;
-    ctx.client.repl.action = Some(crate::state::Action::ClusterChange(change));
+    ctx.client.repl.action = Some(crate::state::Action::ClusterChange(vec![change]));
     Ok(())
 }
 
@@ -648,6 +656,106 @@ fn meet(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Err(err!("Invalid node address specified: {ip}:{port}"));
     }
     ctx.client.repl.action = Some(crate::state::Action::ClusterMeet { ip, port });
+    Ok(())
+}
+
+/// `CLUSTER SETSLOT slot MIGRATING|IMPORTING node | STABLE | NODE node`, as `redis-cli --cluster`
+/// drives a slot move. The two sides of a move are one entry of the configuration (the slot and
+/// its target), so MIGRATING on the owner and IMPORTING on the target record the same thing, and
+/// NODE on each node after the keys moved is one change for all.
+fn setslot(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let slot = parse_slot(args.get(2))?;
+    let range = vec![SlotRange::one(slot)];
+    let cfg = cl.config();
+    let me = cl.me();
+    let bad = || {
+        ReplyError::err_static(
+            "Invalid CLUSTER SETSLOT action or number of arguments. Try CLUSTER HELP",
+        )
+    };
+    let action = args.get(3);
+    let node = |ctx_args: &Args<'_>| -> Result<Node, ReplyError> {
+        let id = String::from_utf8_lossy(ctx_args.get(4)).into_owned();
+        cfg.node(&id)
+            .cloned()
+            .ok_or_else(|| err!("I don't know about node {id}"))
+    };
+    let owner = cfg.owner(slot).map(|n| n.id.clone());
+    let moving_to = cfg.migrating_to(slot).map(|n| n.id.clone());
+    let changes = if action.eq_ignore_ascii_case(b"MIGRATING") && args.len() == 5 {
+        if owner.as_deref() != Some(me.as_str()) {
+            return Err(err!("I'm not the owner of hash slot {slot}"));
+        }
+        let target = node(args)?;
+        if !target.is_primary() {
+            return Err(ReplyError::err_static("Target node is not a master"));
+        }
+        if moving_to.as_deref() == Some(target.id.as_str()) {
+            vec![]
+        } else {
+            vec![Change::BeginMigration {
+                to: target.id,
+                ranges: range,
+            }]
+        }
+    } else if action.eq_ignore_ascii_case(b"IMPORTING") && args.len() == 5 {
+        if owner.as_deref() == Some(me.as_str()) {
+            return Err(err!("I'm already the owner of hash slot {slot}"));
+        }
+        let source = node(args)?;
+        if owner.as_deref() != Some(source.id.as_str()) {
+            return Err(err!("Slot {slot} is not owned by {}", source.id));
+        }
+        if moving_to.as_deref() == Some(me.as_str()) {
+            vec![]
+        } else {
+            vec![Change::BeginMigration {
+                to: me,
+                ranges: range,
+            }]
+        }
+    } else if action.eq_ignore_ascii_case(b"STABLE") && args.len() == 4 {
+        match moving_to {
+            Some(_) => vec![Change::CancelMigration { ranges: range }],
+            None => vec![],
+        }
+    } else if action.eq_ignore_ascii_case(b"NODE") && args.len() == 5 {
+        let target = node(args)?;
+        if !target.is_primary() {
+            return Err(ReplyError::err_static("Target node is not a master"));
+        }
+        match (owner, moving_to) {
+            (Some(o), _) if o == target.id => vec![],
+            (_, Some(t)) if t == target.id => vec![Change::FinishMigration { ranges: range }],
+            (None, _) => vec![Change::AssignSlots {
+                node: target.id,
+                ranges: range,
+            }],
+            (Some(_), moving) => {
+                let mut v = Vec::new();
+                if moving.is_some() {
+                    v.push(Change::CancelMigration {
+                        ranges: range.clone(),
+                    });
+                }
+                v.push(Change::BeginMigration {
+                    to: target.id,
+                    ranges: range.clone(),
+                });
+                v.push(Change::FinishMigration { ranges: range });
+                v
+            }
+        }
+    } else {
+        return Err(bad());
+    };
+    if changes.is_empty() {
+        ctx.out.ok();
+        return Ok(());
+    }
+    cl.precheck(&changes[0]).map_err(|e| change_error(&e))?;
+    ctx.client.repl.action = Some(crate::state::Action::ClusterChange(changes));
     Ok(())
 }
 
@@ -983,6 +1091,8 @@ const HELP: &[&str] = &[
     "    Return <node-id> replicas.",
     "RESET [HARD|SOFT]",
     "    Reset current node (default: soft).",
+    "SETSLOT <slot> (IMPORTING <node-id>|MIGRATING <node-id>|STABLE|NODE <node-id>)",
+    "    Set slot state.",
     "SHARDS",
     "    Return information about slot range mappings and the nodes associated with them.",
     "SLOTS",

@@ -215,10 +215,10 @@ pub enum Action {
     Save { foreground: bool },
     /// SHUTDOWN: stop the server (it saves first if asked, see `Persistence::shutdown_save`).
     Shutdown,
-    /// A change of the cluster configuration (ADDSLOTS, DELSLOTS, ...): propose it to the
-    /// configuration group and reply `+OK` once it is committed, or the error it was refused with.
-    /// The command wrote no reply.
-    ClusterChange(shoal_cluster::Change),
+    /// Changes of the cluster configuration (ADDSLOTS, DELSLOTS, SETSLOT, ...): propose them to
+    /// the configuration group one after the other and reply `+OK` once the last is committed, or
+    /// the error the first refused one gave. The command wrote no reply.
+    ClusterChange(Vec<shoal_cluster::Change>),
     /// CLUSTER RESET: leave the cluster and start again as a node that knows only itself, with
     /// a new id if `hard`. The command wrote no reply.
     ClusterReset { hard: bool },

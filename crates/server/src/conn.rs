@@ -568,7 +568,16 @@ async fn carry_out(
             let r = match io.cluster.as_ref() {
                 None => Err("This instance has cluster support disabled".to_string()),
                 Some(node) => match action {
-                    Action::ClusterChange(change) => node.propose(srv, change).await,
+                    Action::ClusterChange(changes) => {
+                        let mut r = Ok(());
+                        for change in changes {
+                            r = node.propose(srv, change).await;
+                            if r.is_err() {
+                                break;
+                            }
+                        }
+                        r
+                    }
                     Action::ClusterMeet { ip, port } => node.meet(srv, ip, port).await,
                     Action::ClusterForget(id) => node.forget(srv, id).await,
                     Action::ClusterReset { hard } => node.reset(srv, hard).await,

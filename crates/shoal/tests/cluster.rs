@@ -765,3 +765,65 @@ fn shoal_cluster_add_node_and_del_node_change_the_members() {
         "-ERR I tried hard but I can't forget myself...\r\n"
     );
 }
+
+#[test]
+fn a_slot_moved_with_setslot_redirects_with_ask_then_moved() {
+    let _turn = many_nodes();
+    let nodes: Vec<Shoal> = (0..3).map(|_| cluster_node()).collect();
+    create(&nodes, 0);
+    let id = |n: &Shoal| {
+        let r = n.raw().call(&["CLUSTER", "MYID"]);
+        r.lines().nth(1).unwrap().to_string()
+    };
+    let (src, dst) = (id(&nodes[0]), id(&nodes[1]));
+    let (mut s, mut d) = (nodes[0].raw(), nodes[1].raw());
+    // "{06S}" hashes to slot 0, which the first node owns.
+    assert_eq!(s.call(&["SET", "{06S}here", "v"]), "+OK\r\n");
+    assert_eq!(
+        s.call(&["CLUSTER", "SETSLOT", "0", "IMPORTING", &dst]),
+        "-ERR I'm already the owner of hash slot 0\r\n"
+    );
+    assert_eq!(
+        d.call(&["CLUSTER", "SETSLOT", "0", "MIGRATING", &src]),
+        "-ERR I'm not the owner of hash slot 0\r\n"
+    );
+    assert_eq!(
+        d.call(&["CLUSTER", "SETSLOT", "0", "IMPORTING", "nosuchnode"]),
+        "-ERR I don't know about node nosuchnode\r\n"
+    );
+    assert_eq!(
+        d.call(&["CLUSTER", "SETSLOT", "0", "BOGUS"]),
+        "-ERR Invalid CLUSTER SETSLOT action or number of arguments. Try CLUSTER HELP\r\n"
+    );
+    assert_eq!(d.call(&["CLUSTER", "SETSLOT", "0", "IMPORTING", &src]), "+OK\r\n");
+    common::wait_until("the source sees the move", || {
+        s.call(&["CLUSTER", "NODES"]).contains(&format!("[0->-{dst}]"))
+    });
+    assert_eq!(s.call(&["CLUSTER", "SETSLOT", "0", "MIGRATING", &dst]), "+OK\r\n");
+    assert!(d.call(&["CLUSTER", "NODES"]).contains(&format!("[0-<-{src}]")));
+    // The source serves keys it holds, sends the others to the target with ASK.
+    assert_eq!(s.call(&["GET", "{06S}here"]), "$1\r\nv\r\n");
+    let ask = format!("-ASK 0 {}\r\n", nodes[1].addr());
+    assert_eq!(s.call(&["GET", "{06S}new"]), ask);
+    assert_eq!(
+        s.call(&["MGET", "{06S}here", "{06S}new"]),
+        "-TRYAGAIN Multiple keys request during rehashing of slot\r\n"
+    );
+    // The target serves the slot only after ASKING, for one command.
+    let moved = format!("-MOVED 0 {}\r\n", nodes[0].addr());
+    assert_eq!(d.call(&["GET", "{06S}new"]), moved);
+    assert_eq!(d.call(&["ASKING"]), "+OK\r\n");
+    assert_eq!(d.call(&["SET", "{06S}new", "w"]), "+OK\r\n");
+    assert_eq!(d.call(&["GET", "{06S}new"]), moved);
+    // Ownership passes in one change.
+    assert_eq!(s.call(&["CLUSTER", "SETSLOT", "0", "NODE", &dst]), "+OK\r\n");
+    common::wait_until("the target owns the slot", || {
+        d.call(&["GET", "{06S}new"]) == "$1\r\nw\r\n"
+    });
+    assert_eq!(
+        s.call(&["GET", "{06S}new"]),
+        format!("-MOVED 0 {}\r\n", nodes[1].addr())
+    );
+    assert_eq!(d.call(&["CLUSTER", "SETSLOT", "0", "NODE", &dst]), "+OK\r\n");
+    assert!(!d.call(&["CLUSTER", "NODES"]).contains("[0-"));
+}
