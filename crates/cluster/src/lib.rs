@@ -113,8 +113,14 @@ pub enum Change {
     BeginMigration { to: NodeId, ranges: Vec<SlotRange> },
     /// The moving slots pass to their target in one step, and the target's epoch is bumped.
     FinishMigration { ranges: Vec<SlotRange> },
-    /// Moving slots stay with their owner.
+    /// Moving slots stay with their owner (a slot that is not moving stays as it is).
     CancelMigration { ranges: Vec<SlotRange> },
+    /// The slots end up owned by `node` (a primary), whoever owned them and wherever they were
+    /// moving (Redis's `CLUSTER SETSLOT slot NODE id`, which every node of a move is sent).
+    SetOwner {
+        node: NodeId,
+        ranges: Vec<SlotRange>,
+    },
     /// `replica` becomes the primary of its former primary's slots (failover); the former
     /// primary becomes its replica.
     Promote { replica: NodeId },
@@ -367,6 +373,16 @@ impl Config {
                     self.nodes[t as usize].config_epoch = self.epoch + 1;
                 }
             }
+            Change::SetOwner { node, ranges } => {
+                let i = self.index_of(node).expect("checked") as u16;
+                for s in ranges.iter().flat_map(|r| r.iter()) {
+                    self.migrating.remove(&s);
+                    if std::mem::replace(&mut self.owner[s as usize], i) == NONE {
+                        self.assigned += 1;
+                    }
+                }
+                self.nodes[i as usize].config_epoch = self.epoch + 1;
+            }
             Change::CancelMigration { ranges } => {
                 for s in ranges.iter().flat_map(|r| r.iter()) {
                     self.migrating.remove(&s);
@@ -478,12 +494,18 @@ impl Config {
                         o if o as usize == t => return Err(ChangeError::SlotBusy(s)),
                         _ => {}
                     }
-                    if self.migrating.contains_key(&s) {
+                    // Moving to the same target already: nothing to change (both sides of a move
+                    // may ask for it, each through its own view).
+                    if self.migrating.get(&s).is_some_and(|&m| m as usize != t) {
                         return Err(ChangeError::SlotAlreadyMigrating(s));
                     }
                 }
             }
-            Change::FinishMigration { ranges } | Change::CancelMigration { ranges } => {
+            Change::CancelMigration { .. } => {}
+            Change::SetOwner { node, .. } => {
+                primary(node)?;
+            }
+            Change::FinishMigration { ranges } => {
                 if let Some(s) = ranges
                     .iter()
                     .flat_map(|r| r.iter())

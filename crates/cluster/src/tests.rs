@@ -90,12 +90,47 @@ fn a_migration_moves_ownership_in_one_change() {
     assert_eq!(c.owner(5).unwrap().id, id(1));
     assert!(c.migrating_to(5).is_none());
     assert_eq!(c.node(&id(1)).unwrap().config_epoch, epoch + 1);
+    // Asked again by the other side of the move: nothing changes; cancelling a slot that does
+    // not move neither.
+    let before = c.clone();
+    c.apply(&Change::CancelMigration {
+        ranges: vec![range(0, 0)],
+    })
+    .unwrap();
+    assert_eq!(c.owner(0), before.owner(0));
     assert_eq!(
-        c.apply(&Change::CancelMigration {
+        c.apply(&Change::FinishMigration {
             ranges: vec![range(0, 0)]
         }),
         Err(ChangeError::SlotNotMigrating(0))
     );
+    c.apply(&Change::BeginMigration {
+        to: id(2),
+        ranges: vec![range(20, 20)],
+    })
+    .unwrap();
+    c.apply(&Change::BeginMigration {
+        to: id(2),
+        ranges: vec![range(20, 20)],
+    })
+    .unwrap();
+    assert_eq!(
+        c.apply(&Change::BeginMigration {
+            to: id(1),
+            ranges: vec![range(20, 20)]
+        }),
+        Err(ChangeError::SlotAlreadyMigrating(20))
+    );
+    // SETSLOT NODE from every node: the first moves it, the others change nothing.
+    for _ in 0..2 {
+        c.apply(&Change::SetOwner {
+            node: id(2),
+            ranges: vec![range(20, 20)],
+        })
+        .unwrap();
+        assert_eq!(c.owner(20).unwrap().id, id(2));
+        assert!(c.migrating_to(20).is_none());
+    }
 }
 
 #[test]
@@ -265,7 +300,13 @@ fn any_change() -> impl Strategy<Value = Change> {
         ranges
             .clone()
             .prop_map(|ranges| Change::FinishMigration { ranges }),
-        ranges.prop_map(|ranges| Change::CancelMigration { ranges }),
+        ranges
+            .clone()
+            .prop_map(|ranges| Change::CancelMigration { ranges }),
+        (n.clone(), ranges).prop_map(|(a, ranges)| Change::SetOwner {
+            node: id(a),
+            ranges
+        }),
         n.clone().prop_map(|a| Change::Promote { replica: id(a) }),
         (n.clone(), n).prop_map(|(a, b)| Change::Replicate {
             node: id(a),

@@ -89,10 +89,17 @@ impl ClusterState {
         self.config.read().expect("cluster config lock").clone()
     }
 
-    /// Replaces the configuration (a committed one from the configuration group).
+    /// Replaces the configuration with a committed one from the configuration group, unless the
+    /// installed one is newer (two installers may race: a proposal's own and the task that
+    /// follows the group; the configuration's epoch grows with every applied change).
     pub fn install(&self, config: Arc<Config>) {
         config.check_invariants();
-        *self.config.write().expect("cluster config lock") = config;
+        let mut current = self.config.write().expect("cluster config lock");
+        if config.epoch() < current.epoch() {
+            return;
+        }
+        *current = config;
+        drop(current);
         self.version.fetch_add(1, Release);
     }
 
@@ -169,7 +176,7 @@ pub fn route_request(
     }
     let req = RouteRequest {
         write,
-        asking,
+        asking: asking || spec.has(ASKING),
         readonly: client.cluster.readonly,
     };
     let tx = &client.tx;
@@ -661,8 +668,8 @@ fn meet(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 /// `CLUSTER SETSLOT slot MIGRATING|IMPORTING node | STABLE | NODE node`, as `redis-cli --cluster`
 /// drives a slot move. The two sides of a move are one entry of the configuration (the slot and
-/// its target), so MIGRATING on the owner and IMPORTING on the target record the same thing, and
-/// NODE on each node after the keys moved is one change for all.
+/// its target), so MIGRATING on the owner and IMPORTING on the target record the same thing (the
+/// second changes nothing), and NODE, sent to every node after the keys moved, is applied once.
 fn setslot(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let cl = cluster(ctx)?;
     let slot = parse_slot(args.get(2))?;
@@ -725,27 +732,15 @@ fn setslot(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if !target.is_primary() {
             return Err(ReplyError::err_static("Target node is not a master"));
         }
-        match (owner, moving_to) {
-            (Some(o), _) if o == target.id => vec![],
-            (_, Some(t)) if t == target.id => vec![Change::FinishMigration { ranges: range }],
-            (None, _) => vec![Change::AssignSlots {
+        if owner.as_deref() == Some(target.id.as_str()) && moving_to.is_none() {
+            vec![]
+        } else {
+            // One change whatever this node's view says: applied where the group orders it, it
+            // finishes the move, or does nothing if another node's SETSLOT NODE already did.
+            vec![Change::SetOwner {
                 node: target.id,
                 ranges: range,
-            }],
-            (Some(_), moving) => {
-                let mut v = Vec::new();
-                if moving.is_some() {
-                    v.push(Change::CancelMigration {
-                        ranges: range.clone(),
-                    });
-                }
-                v.push(Change::BeginMigration {
-                    to: target.id,
-                    ranges: range.clone(),
-                });
-                v.push(Change::FinishMigration { ranges: range });
-                v
-            }
+            }]
         }
     } else {
         return Err(bad());

@@ -55,6 +55,25 @@ pub static COMMANDS: &[Spec] = &[
         ..Spec::DEFAULT
     },
     Spec {
+        name: "migrate",
+        arity: -6,
+        flags: WRITE | MOVABLEKEYS | EMPTY_KEY_NONE,
+        keys: &[
+            KeySpec::at(3, RW | ACCESS | DELETE),
+            KeySpec::after("KEYS", -2, RW | ACCESS | DELETE | INCOMPLETE).find(FindKeys::Range {
+                last_key: -1,
+                step: 1,
+                limit: 0,
+            }),
+        ],
+        group: GENERIC,
+        since: "2.6.0",
+        summary: "Atomically transfers a key from one Redis instance to another.",
+        tips: &["nondeterministic_output"],
+        handler: Some(migrate),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "dump",
         arity: 2,
         flags: READONLY,
@@ -250,6 +269,17 @@ pub static COMMANDS: &[Spec] = &[
         group: GENERIC,
         since: "2.6.0",
         summary: "Creates a key from the serialized representation of a value.",
+        handler: Some(restore),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "restore-asking",
+        arity: -4,
+        flags: WRITE | DENYOOM | ASKING,
+        keys: &[KeySpec::at(1, OW | UPDATE)],
+        group: GENERIC,
+        since: "3.0.0",
+        summary: "An internal command for migrating keys in a cluster.",
         handler: Some(restore),
         ..Spec::DEFAULT
     },
@@ -1200,6 +1230,113 @@ pub fn restore_value(
     let body = verify_payload(payload)?;
     let value = codec::decode_value(body, limits).ok_or(PayloadError::BadFormat)?;
     Ok(Entry::new(key, value, expire_ms, None, version, 0))
+}
+
+/// A key MIGRATE sends: its name, its version when read (it is deleted here only if it still has
+/// it), its remaining TTL in ms (0: none) and its DUMP payload.
+#[derive(Debug, Clone)]
+pub struct MigrateItem {
+    pub key: Vec<u8>,
+    pub version: u64,
+    pub ttl_ms: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What MIGRATE asks the I/O layer to do.
+#[derive(Debug, Clone)]
+pub struct MigrateRequest {
+    pub host: String,
+    pub port: u16,
+    pub source_db: usize,
+    pub dest_db: i64,
+    pub timeout_ms: u64,
+    pub copy: bool,
+    pub replace: bool,
+    /// AUTH password, or AUTH2 username and password.
+    pub auth: Option<(Option<String>, String)>,
+    pub items: Vec<MigrateItem>,
+}
+
+/// Reads a key for MIGRATE: `None` if absent (or expired).
+pub fn migrate_item(shard: &mut Shard, db: usize, key: &[u8], now_ms: u64) -> Option<MigrateItem> {
+    let slot = shoal_keyspace::key_slot(key);
+    let e = shard.lookup(db, slot, key, now_ms, false)?;
+    Some(MigrateItem {
+        key: key.to_vec(),
+        version: e.version(),
+        ttl_ms: e
+            .expire_ms()
+            .map_or(0, |at| at.saturating_sub(now_ms).max(1)),
+        payload: dump_value(&e),
+    })
+}
+
+/// `MIGRATE host port key|"" destination-db timeout [COPY] [REPLACE] [AUTH password]
+/// [AUTH2 username password] [KEYS key ...]`: reads the keys here; the I/O layer sends them with
+/// RESTORE-ASKING and deletes each here only if it did not change meanwhile.
+fn migrate(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (mut copy, mut replace) = (false, false);
+    let mut auth = None;
+    let mut first_key = 0;
+    let mut i = 6;
+    while i < args.len() {
+        let more = args.len() - i - 1;
+        if args.is(i, "COPY") {
+            copy = true;
+        } else if args.is(i, "REPLACE") {
+            replace = true;
+        } else if args.is(i, "AUTH") && more >= 1 {
+            auth = Some((None, args.str_lossy(i + 1)));
+            i += 1;
+        } else if args.is(i, "AUTH2") && more >= 2 {
+            auth = Some((Some(args.str_lossy(i + 1)), args.str_lossy(i + 2)));
+            i += 2;
+        } else if args.is(i, "KEYS") {
+            if !args.get(3).is_empty() {
+                return Err(ReplyError::err_static(
+                    "When using MIGRATE KEYS option, the key argument must be set to the empty string",
+                ));
+            }
+            first_key = i + 1;
+            break;
+        } else {
+            return Err(ERR_SYNTAX);
+        }
+        i += 1;
+    }
+    let port = args.i64(2)?;
+    let dest_db = args.i64(4)?;
+    let timeout_ms = args.i64(5)?.max(1) as u64;
+    let port = u16::try_from(port).map_err(|_| ERR_SYNTAX)?;
+    let keys: Vec<&[u8]> = if first_key > 0 {
+        (first_key..args.len()).map(|k| args.get(k)).collect()
+    } else {
+        vec![args.get(3)]
+    };
+    let (db, now) = (ctx.db(), ctx.now_ms);
+    let mut items = Vec::new();
+    for key in keys {
+        let (mut shard, _) = ctx.shard(key);
+        if let Some(item) = migrate_item(&mut shard, db, key, now) {
+            items.push(item);
+        }
+    }
+    if items.is_empty() {
+        ctx.out.simple("NOKEY");
+        return Ok(());
+    }
+    ctx.client.repl.action = Some(crate::state::Action::Migrate(Box::new(MigrateRequest {
+        host: args.str_lossy(1),
+        port,
+        source_db: db,
+        dest_db,
+        timeout_ms,
+        copy,
+        replace,
+        auth,
+        items,
+    })));
+    Ok(())
 }
 
 fn dump(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

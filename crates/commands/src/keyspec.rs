@@ -219,6 +219,18 @@ pub struct BadKeyArgs;
 pub fn keys(spec: &crate::Spec, args: &Args<'_>) -> Result<KeyRefs, BadKeyArgs> {
     let mut out = KeyRefs::default();
     match by_specs(spec.keys, args, &mut out) {
+        Ok(()) if spec.has(crate::flag::EMPTY_KEY_NONE) => {
+            // As Redis's own key finder for MIGRATE: the empty key before KEYS names no key, and
+            // the KEYS list is then the whole (complete) list.
+            let mut kept = KeyRefs::default();
+            for k in out.iter().filter(|k| !args.get(k.pos).is_empty()) {
+                kept.push(KeyRef {
+                    pos: k.pos,
+                    flags: k.flags & !key::INCOMPLETE,
+                });
+            }
+            Ok(kept)
+        }
         Ok(()) => {
             if let Some(resolve) = spec.key_flags {
                 // Redis asks the command itself when a spec's flags vary with the arguments.

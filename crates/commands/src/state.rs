@@ -226,6 +226,8 @@ pub enum Action {
     ClusterMeet { ip: String, port: u16 },
     /// CLUSTER FORGET: remove a node from this node's cluster.
     ClusterForget(String),
+    /// MIGRATE: send keys to another node, then delete them here (unless `copy`).
+    Migrate(Box<crate::keys::MigrateRequest>),
 }
 
 /// The clocks a node reads, given by its owner: the server's are the system's, the simulator's

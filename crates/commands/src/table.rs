@@ -28,6 +28,8 @@ pub mod flag {
     pub const NO_MULTI: u32 = 1 << 11;
     pub const MOVABLEKEYS: u32 = 1 << 12;
     pub const ALLOW_BUSY: u32 = 1 << 13;
+    /// Served by the target of a moving slot without a preceding `ASKING` (RESTORE-ASKING).
+    pub const ASKING: u32 = 1 << 14;
 
     /// shoal-internal: runs at once inside MULTI instead of being queued (MULTI, EXEC, DISCARD,
     /// WATCH, QUIT, RESET).
@@ -44,6 +46,9 @@ pub mod flag {
     /// shoal-internal: never recorded in the slow log (SLOWLOG itself, so reading the log does not
     /// fill it).
     pub const NO_SLOWLOG: u32 = 1 << 28;
+    /// shoal-internal: an empty key argument names no key and the keys found are complete
+    /// (MIGRATE's `""` before KEYS, as Redis's own key finder for it says).
+    pub const EMPTY_KEY_NONE: u32 = 1 << 29;
 
     /// Redis's flags, as `COMMAND INFO` names them; the shoal-internal ones are not here.
     pub const NAMES: &[(u32, &str)] = &[
@@ -61,6 +66,7 @@ pub mod flag {
         (NO_MULTI, "no_multi"),
         (MOVABLEKEYS, "movablekeys"),
         (ALLOW_BUSY, "allow_busy"),
+        (ASKING, "asking"),
     ];
 }
 

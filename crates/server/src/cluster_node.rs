@@ -36,6 +36,8 @@ pub const MEET_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a command's change of the configuration may take to commit (a loaded machine, an
 /// election under way) before the command answers that it did not.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How a proposal waits until this node applied it.
+pub const APPLIED_POLL: Duration = Duration::from_millis(1);
 /// How often INFO's view of the configuration group is refreshed.
 pub const METRICS_EVERY: Duration = Duration::from_millis(250);
 
@@ -356,24 +358,26 @@ impl ClusterNode {
     /// next command sees its change.
     pub async fn propose(&self, srv: &Arc<ServerState>, change: Change) -> Result<(), String> {
         self.ensure_formed(srv).await?;
-        let r = match self.group.propose_within(change, PROPOSE_TIMEOUT).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(refused)) => Err(refused),
-            Err(e) => Err(format!(
-                "the cluster configuration did not take the change: {e}"
-            )),
+        let (index, r) = match self.group.propose_indexed(change, PROPOSE_TIMEOUT).await {
+            Ok((i, Ok(()))) => (Some(i), Ok(())),
+            Ok((i, Err(refused))) => (Some(i), Err(refused)),
+            Err(e) => (
+                None,
+                Err(format!(
+                    "the cluster configuration did not take the change: {e}"
+                )),
+            ),
         };
-        // Applied here before the proposal returns (a forwarded one: once it reaches this node).
-        let deadline = tokio::time::Instant::now() + FORM_TIMEOUT;
-        let mut committed = self.group.committed();
-        let target = self.group.metrics().commit_index;
-        while r.is_ok()
-            && self.group.metrics().last_applied < target
-            && tokio::time::timeout_at(deadline, committed.changed())
-                .await
-                .is_ok_and(|c| c.is_ok())
-        {}
-        install(srv, committed.borrow_and_update().clone());
+        // Applied here before the proposal returns (a forwarded one is committed by the leader
+        // before this node hears of it): polled, since Raft's metrics follow the log.
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        while let Some(i) = index
+            && self.group.metrics().last_applied < Some(i)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(APPLIED_POLL).await;
+        }
+        install(srv, self.group.committed().borrow().clone());
         r
     }
 }

@@ -590,6 +590,14 @@ async fn carry_out(
                 Err(e) => w.error(&format!("ERR {e}")),
             }
         }
+        Action::Migrate(req) => {
+            let r = crate::migrate::run(srv, *req).await;
+            let mut w = ReplyWriter::new(out, proto);
+            match r {
+                Ok(()) => w.ok(),
+                Err(e) => w.error(&e),
+            }
+        }
         Action::Save { foreground } => {
             let res = crate::persist::save(srv, foreground);
             if foreground {

@@ -12,6 +12,7 @@ pub mod cluster_tool;
 pub mod conn;
 pub mod cron;
 pub mod links;
+pub mod migrate;
 pub mod persist;
 pub mod raft;
 pub mod tool_client;

@@ -795,12 +795,22 @@ fn a_slot_moved_with_setslot_redirects_with_ask_then_moved() {
         d.call(&["CLUSTER", "SETSLOT", "0", "BOGUS"]),
         "-ERR Invalid CLUSTER SETSLOT action or number of arguments. Try CLUSTER HELP\r\n"
     );
-    assert_eq!(d.call(&["CLUSTER", "SETSLOT", "0", "IMPORTING", &src]), "+OK\r\n");
+    assert_eq!(
+        d.call(&["CLUSTER", "SETSLOT", "0", "IMPORTING", &src]),
+        "+OK\r\n"
+    );
     common::wait_until("the source sees the move", || {
-        s.call(&["CLUSTER", "NODES"]).contains(&format!("[0->-{dst}]"))
+        s.call(&["CLUSTER", "NODES"])
+            .contains(&format!("[0->-{dst}]"))
     });
-    assert_eq!(s.call(&["CLUSTER", "SETSLOT", "0", "MIGRATING", &dst]), "+OK\r\n");
-    assert!(d.call(&["CLUSTER", "NODES"]).contains(&format!("[0-<-{src}]")));
+    assert_eq!(
+        s.call(&["CLUSTER", "SETSLOT", "0", "MIGRATING", &dst]),
+        "+OK\r\n"
+    );
+    assert!(
+        d.call(&["CLUSTER", "NODES"])
+            .contains(&format!("[0-<-{src}]"))
+    );
     // The source serves keys it holds, sends the others to the target with ASK.
     assert_eq!(s.call(&["GET", "{06S}here"]), "$1\r\nv\r\n");
     let ask = format!("-ASK 0 {}\r\n", nodes[1].addr());
@@ -816,7 +826,10 @@ fn a_slot_moved_with_setslot_redirects_with_ask_then_moved() {
     assert_eq!(d.call(&["SET", "{06S}new", "w"]), "+OK\r\n");
     assert_eq!(d.call(&["GET", "{06S}new"]), moved);
     // Ownership passes in one change.
-    assert_eq!(s.call(&["CLUSTER", "SETSLOT", "0", "NODE", &dst]), "+OK\r\n");
+    assert_eq!(
+        s.call(&["CLUSTER", "SETSLOT", "0", "NODE", &dst]),
+        "+OK\r\n"
+    );
     common::wait_until("the target owns the slot", || {
         d.call(&["GET", "{06S}new"]) == "$1\r\nw\r\n"
     });
@@ -824,6 +837,91 @@ fn a_slot_moved_with_setslot_redirects_with_ask_then_moved() {
         s.call(&["GET", "{06S}new"]),
         format!("-MOVED 0 {}\r\n", nodes[1].addr())
     );
-    assert_eq!(d.call(&["CLUSTER", "SETSLOT", "0", "NODE", &dst]), "+OK\r\n");
+    assert_eq!(
+        d.call(&["CLUSTER", "SETSLOT", "0", "NODE", &dst]),
+        "+OK\r\n"
+    );
     assert!(!d.call(&["CLUSTER", "NODES"]).contains("[0-"));
+}
+
+#[test]
+fn redis_cli_reshard_moves_slots_and_keys_between_nodes() {
+    const KEYS: usize = 600;
+    let _turn = many_nodes();
+    let nodes: Vec<Shoal> = (0..3).map(|_| cluster_node()).collect();
+    create(&nodes, 0);
+    let _ = fill(&nodes[0], KEYS);
+    let id = |n: &Shoal| {
+        let r = n.raw().call(&["CLUSTER", "MYID"]);
+        r.lines().nth(1).unwrap().to_string()
+    };
+    let before: u64 = q(&mut nodes[1].client(), &["DBSIZE"]);
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard", &nodes[0].addr()])
+        .args([
+            "--cluster-from",
+            &id(&nodes[0]),
+            "--cluster-to",
+            &id(&nodes[1]),
+        ])
+        .args(["--cluster-slots", "700", "--cluster-yes"])
+        .output()
+        .expect("redis-cli");
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{t}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!t.contains("ERR"), "{}", &t[t.len().saturating_sub(3000)..]);
+    let check = Command::new("redis-cli")
+        .args(["--cluster", "check", &nodes[2].addr()])
+        .output()
+        .expect("redis-cli");
+    let t = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{t}");
+    assert!(
+        t.contains("[OK] All nodes agree about slots configuration."),
+        "{t}"
+    );
+    assert!(!t.contains("slots are open"), "{t}");
+    // The keys moved with their slots: none lost, none left behind.
+    let after: u64 = q(&mut nodes[1].client(), &["DBSIZE"]);
+    assert!(
+        after > before,
+        "{after} keys on the target, {before} before"
+    );
+    let total: u64 = nodes
+        .iter()
+        .map(|n| q::<u64>(&mut n.client(), &["DBSIZE"]))
+        .sum();
+    assert_eq!(total, KEYS as u64);
+    let client = redis::cluster::ClusterClient::new(vec![nodes[2].url()]).unwrap();
+    read_back(&mut client.get_connection().unwrap(), KEYS, 1);
+    // MIGRATE to nowhere is an I/O error, as in Redis.
+    let mut r = nodes[1].raw();
+    let key = "key:1";
+    let slot = r.call(&["CLUSTER", "KEYSLOT", key]);
+    let owner = nodes
+        .iter()
+        .find(|n| {
+            n.raw().call(&[
+                "CLUSTER",
+                "COUNTKEYSINSLOT",
+                slot.trim_start_matches(':').trim(),
+            ]) != ":0\r\n"
+        })
+        .expect("the key's owner");
+    assert_eq!(
+        owner
+            .raw()
+            .call(&["MIGRATE", "127.0.0.1", "1", key, "0", "1000"]),
+        "-IOERR error or timeout connecting to the client\r\n"
+    );
+    assert_eq!(
+        owner
+            .raw()
+            .call(&["MIGRATE", "127.0.0.1", "1", "{key:1}.missing", "0", "1000"]),
+        "+NOKEY\r\n"
+    );
 }

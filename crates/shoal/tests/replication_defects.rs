@@ -334,6 +334,19 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
             ]),
         ),
         (
+            // To the primary itself: COPY keeps the source, REPLACE overwrites the copy.
+            "migrate",
+            lines(&[
+                "SET mg:1 one",
+                "MIGRATE 127.0.0.1 {port} mg:1 0 5000 COPY REPLACE",
+                "MIGRATE 127.0.0.1 {port} {empty} 0 5000 COPY REPLACE KEYS mg:1 mg:none",
+            ]),
+        ),
+        (
+            "restore-asking",
+            lines(&["SET ra:src v", "RESTORE-ASKING ra:1 0 {dump:ra:src}"]),
+        ),
+        (
             "restore",
             lines(&[
                 "SET rs:src hello",
@@ -538,6 +551,9 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
 struct Runner {
     c: redis::Connection,
     db: usize,
+    /// The primary's port (`{port}` in an example: MIGRATE to the primary itself; `{empty}` is
+    /// an empty argument).
+    port: u16,
 }
 
 impl Runner {
@@ -567,6 +583,10 @@ impl Runner {
                     other => panic!("GETVER {key} version {other:?}"),
                 };
                 args.push(version.into_bytes());
+            } else if tok == "{port}" {
+                args.push(self.port.to_string().into_bytes());
+            } else if tok == "{empty}" {
+                args.push(Vec::new());
             } else if let Some(key) = tok.strip_prefix("{dump:").and_then(|t| t.strip_suffix('}')) {
                 let payload: Vec<u8> = q(&mut self.c, &["DUMP", key]);
                 args.push(payload);
@@ -618,6 +638,7 @@ fn every_write_command_in_the_table_reaches_a_replica_with_the_same_outcome() {
     let mut run = Runner {
         c: p.client(),
         db: 0,
+        port: p.port,
     };
     let (flushall, rest): (Vec<_>, Vec<_>) =
         examples.iter().partition(|(name, _)| *name == "flushall");

@@ -411,6 +411,17 @@ impl ConfigGroup {
         change: Change,
         timeout: Duration,
     ) -> Result<Response, Error> {
+        self.propose_indexed(change, timeout).await.map(|(_, r)| r)
+    }
+
+    /// [`ConfigGroup::propose_within`], also returning the log index the change was committed
+    /// at, so a caller can wait until this node applied it (a follower learns of the commit a
+    /// moment after the leader answered).
+    pub async fn propose_indexed(
+        &self,
+        change: Change,
+        timeout: Duration,
+    ) -> Result<(u64, Response), Error> {
         let bytes = serde_json::to_vec(&change)
             .map_err(|e| Error::Refused(e.to_string()))?
             .len();
@@ -496,18 +507,22 @@ pub(crate) async fn propose_local(
     raft: &Raft<TypeConfig>,
     change: Change,
     timeout: Duration,
-) -> Result<Response, Error> {
+) -> Result<(u64, Response), Error> {
     match tokio::time::timeout(timeout, raft.client_write(change)).await {
         Err(_) => Err(Error::Timeout {
             ms: timeout.as_millis() as u64,
         }),
-        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
         Ok(Err(e)) => Err(write_error(e)),
     }
 }
 
 /// Sends a proposal to the leader's bus and returns its answer.
-async fn forward(addr: String, change: Change, timeout: Duration) -> Result<Response, Error> {
+async fn forward(
+    addr: String,
+    change: Change,
+    timeout: Duration,
+) -> Result<(u64, Response), Error> {
     let ms = timeout.as_millis().min(PROPOSE_TIMEOUT_MAX_MS as u128) as u64;
     let body = serde_json::to_vec(&Forwarded {
         change,
@@ -517,7 +532,7 @@ async fn forward(addr: String, change: Change, timeout: Duration) -> Result<Resp
     let mut client = BusClient::new(addr);
     let ttl = Duration::from_millis(ms + FORWARD_SLACK_MS);
     match client.call(b"PROPOSE", &body, ttl).await {
-        Ok(reply) => serde_json::from_slice::<Result<Response, Error>>(&reply)
+        Ok(reply) => serde_json::from_slice::<Result<(u64, Response), Error>>(&reply)
             .map_err(|e| Error::Unreachable(format!("bad reply from the leader: {e}")))?,
         Err(CallError::Timeout) => Err(Error::Timeout { ms }),
         Err(e) => Err(Error::Unreachable(e.to_string())),

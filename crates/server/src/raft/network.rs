@@ -435,7 +435,7 @@ async fn handle(raft: &Raft<TypeConfig>, req: Reply) -> Result<Vec<u8>, String> 
         b"PROPOSE" => {
             let fwd: Forwarded = decode(&body)?;
             let ms = fwd.timeout_ms.min(PROPOSE_TIMEOUT_MAX_MS);
-            let res: Result<Response, Error> =
+            let res: Result<(u64, Response), Error> =
                 propose_local(raft, fwd.change, Duration::from_millis(ms)).await;
             encode(&res)
         }
