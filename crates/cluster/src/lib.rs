@@ -121,6 +121,18 @@ pub enum Change {
         node: NodeId,
         ranges: Vec<SlotRange>,
     },
+    /// Atomic slot migration: the slots pass from `from` to `to` in one step, but only if `from`
+    /// owns every one of them, none is moving the legacy way, and `from`'s config epoch is still
+    /// `from_epoch` (a source that cannot tell whether its move committed bumps its epoch, so a
+    /// late move is refused). `to`'s epoch is bumped.
+    MoveSlots {
+        from: NodeId,
+        to: NodeId,
+        ranges: Vec<SlotRange>,
+        from_epoch: u64,
+    },
+    /// The node's config epoch becomes the newest (Redis's `CLUSTER BUMPEPOCH`).
+    BumpEpoch { node: NodeId },
     /// `replica` becomes the primary of its former primary's slots (failover); the former
     /// primary becomes its replica.
     Promote { replica: NodeId },
@@ -145,6 +157,10 @@ pub enum ChangeError {
     NotAReplica(NodeId),
     /// Redis's wording: `Slot N is already busy`.
     SlotBusy(u16),
+    /// A slot of a move is not owned by the node it moves from.
+    SlotNotOwnedBy(u16, NodeId),
+    /// A move's source changed its config epoch since the move was prepared.
+    StaleEpoch(NodeId),
     SlotUnassigned(u16),
     SlotNotMigrating(u16),
     SlotAlreadyMigrating(u16),
@@ -165,6 +181,10 @@ impl std::fmt::Display for ChangeError {
             ChangeError::NotAPrimary(id) => write!(f, "Node {id} is not a primary"),
             ChangeError::NotAReplica(id) => write!(f, "Node {id} is not a replica"),
             ChangeError::SlotBusy(s) => write!(f, "Slot {s} is already busy"),
+            ChangeError::SlotNotOwnedBy(s, id) => write!(f, "Slot {s} is not owned by {id}"),
+            ChangeError::StaleEpoch(id) => {
+                write!(f, "The config epoch of {id} changed since the move began")
+            }
             // Redis's wording, from DELSLOTS.
             ChangeError::SlotUnassigned(s) => write!(f, "Slot {s} is already unassigned"),
             ChangeError::SlotNotMigrating(s) => write!(f, "Slot {s} is not migrating"),
@@ -373,6 +393,17 @@ impl Config {
                     self.nodes[t as usize].config_epoch = self.epoch + 1;
                 }
             }
+            Change::MoveSlots { to, ranges, .. } => {
+                let i = self.index_of(to).expect("checked") as u16;
+                for s in ranges.iter().flat_map(|r| r.iter()) {
+                    self.owner[s as usize] = i;
+                }
+                self.nodes[i as usize].config_epoch = self.epoch + 1;
+            }
+            Change::BumpEpoch { node } => {
+                let i = self.index_of(node).expect("checked");
+                self.nodes[i].config_epoch = self.epoch + 1;
+            }
             Change::SetOwner { node, ranges } => {
                 let i = self.index_of(node).expect("checked") as u16;
                 for s in ranges.iter().flat_map(|r| r.iter()) {
@@ -502,6 +533,33 @@ impl Config {
                 }
             }
             Change::CancelMigration { .. } => {}
+            Change::MoveSlots {
+                from,
+                to,
+                ranges,
+                from_epoch,
+            } => {
+                let f = primary(from)?;
+                let t = primary(to)?;
+                if self.nodes[f].config_epoch != *from_epoch {
+                    return Err(ChangeError::StaleEpoch(from.clone()));
+                }
+                for s in ranges.iter().flat_map(|r| r.iter()) {
+                    if self.owner[s as usize] as usize != f {
+                        return Err(ChangeError::SlotNotOwnedBy(s, from.clone()));
+                    }
+                    if f == t {
+                        return Err(ChangeError::SlotBusy(s));
+                    }
+                    if self.migrating.contains_key(&s) {
+                        return Err(ChangeError::SlotAlreadyMigrating(s));
+                    }
+                }
+            }
+            Change::BumpEpoch { node } => {
+                self.index_of(node)
+                    .ok_or_else(|| ChangeError::UnknownNode(node.clone()))?;
+            }
             Change::SetOwner { node, .. } => {
                 primary(node)?;
             }

@@ -134,6 +134,61 @@ fn a_migration_moves_ownership_in_one_change() {
 }
 
 #[test]
+fn an_atomic_move_passes_slots_only_from_their_owner_at_its_epoch() {
+    let mut c = three();
+    let e0 = c.node(&id(0)).unwrap().config_epoch;
+    let mv = |from: u8, ranges: Vec<SlotRange>, from_epoch: u64| Change::MoveSlots {
+        from: id(from),
+        to: id(1),
+        ranges,
+        from_epoch,
+    };
+    let before = c.clone();
+    // Not all of the slots belong to node 0.
+    assert_eq!(
+        c.apply(&mv(0, vec![range(5000, 5470)], e0)),
+        Err(ChangeError::SlotNotOwnedBy(5461, id(0)))
+    );
+    // A move to a replica, or from the owner to itself.
+    assert_eq!(
+        c.apply(&Change::MoveSlots {
+            from: id(0),
+            to: id(3),
+            ranges: vec![range(0, 9)],
+            from_epoch: e0
+        }),
+        Err(ChangeError::NotAPrimary(id(3)))
+    );
+    assert_eq!(c, before);
+    c.apply(&mv(0, vec![range(0, 99), range(200, 299)], e0))
+        .unwrap();
+    assert_eq!(c.owner(50).unwrap().id, id(1));
+    assert_eq!(c.owner(150).unwrap().id, id(0));
+    assert_eq!(c.owner(250).unwrap().id, id(1));
+    assert_eq!(c.node(&id(1)).unwrap().config_epoch, c.epoch());
+    c.check_invariants();
+    // A source that bumped its epoch fences a move prepared before.
+    c.apply(&Change::BumpEpoch { node: id(0) }).unwrap();
+    assert_eq!(
+        c.apply(&mv(0, vec![range(300, 399)], e0)),
+        Err(ChangeError::StaleEpoch(id(0)))
+    );
+    let e1 = c.node(&id(0)).unwrap().config_epoch;
+    assert!(e1 > e0);
+    c.apply(&mv(0, vec![range(300, 399)], e1)).unwrap();
+    // A slot moving the legacy way is not moved atomically as well.
+    c.apply(&Change::BeginMigration {
+        to: id(2),
+        ranges: vec![range(400, 400)],
+    })
+    .unwrap();
+    assert_eq!(
+        c.apply(&mv(0, vec![range(400, 400)], e1)),
+        Err(ChangeError::SlotAlreadyMigrating(400))
+    );
+}
+
+#[test]
 fn a_promoted_replica_takes_its_primarys_slots() {
     let mut c = three();
     c.apply(&Change::Promote { replica: id(3) }).unwrap();
@@ -303,10 +358,19 @@ fn any_change() -> impl Strategy<Value = Change> {
         ranges
             .clone()
             .prop_map(|ranges| Change::CancelMigration { ranges }),
-        (n.clone(), ranges).prop_map(|(a, ranges)| Change::SetOwner {
+        (n.clone(), ranges.clone()).prop_map(|(a, ranges)| Change::SetOwner {
             node: id(a),
             ranges
         }),
+        (n.clone(), n.clone(), ranges, 0u64..4).prop_map(|(a, b, ranges, e)| {
+            Change::MoveSlots {
+                from: id(a),
+                to: id(b),
+                ranges,
+                from_epoch: e,
+            }
+        }),
+        n.clone().prop_map(|a| Change::BumpEpoch { node: id(a) }),
         n.clone().prop_map(|a| Change::Promote { replica: id(a) }),
         (n.clone(), n).prop_map(|(a, b)| Change::Replicate {
             node: id(a),

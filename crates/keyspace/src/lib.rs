@@ -19,7 +19,7 @@ pub use hlc::Hlc;
 pub use lazyfree::{LazyFree, LazyFreeWorker};
 pub use shard::{
     Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
-    ShardGuard, ShardStats,
+    ShardGuard, ShardStats, Tracked,
 };
 pub use slot::{SLOTS, key_slot};
 pub use types::EncodingLimits;

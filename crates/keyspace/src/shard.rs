@@ -26,7 +26,10 @@ use crate::hlc::Hlc;
 use crate::slot::SLOTS;
 
 mod apply;
+mod track;
 mod watch;
+
+pub use track::Tracked;
 
 type Hasher = foldhash::fast::FixedState;
 
@@ -238,6 +241,8 @@ pub struct Shard {
     pending: Vec<Pending>,
     /// This shard's index in its keyspace.
     index: usize,
+    /// Slots an atomic migration is exporting, and the keys written in them (see `track.rs`).
+    track: Option<Box<track::Tracker>>,
 }
 
 /// A sampled eviction candidate: higher `score` is a better victim.
@@ -276,6 +281,7 @@ impl Shard {
             recording: false,
             pending: Vec::new(),
             index,
+            track: None,
         }
     }
 
@@ -288,7 +294,40 @@ impl Shard {
     /// Takes the changes queued for the replication stream, oldest first. The caller appends them
     /// to the stream before it releases this shard's lock, so the stream keeps their order.
     pub fn take_pending(&mut self) -> Vec<Pending> {
+        if let Some(t) = self.track.as_mut() {
+            t.note(&self.pending, self.shift);
+        }
         std::mem::take(&mut self.pending)
+    }
+
+    /// Starts or stops noting the keys written in `slot` (one of this shard's), for an atomic
+    /// migration exporting it. Keys are noted as their changes are queued for the replication
+    /// stream, so the caller turns recording on first.
+    pub fn track_slot(&mut self, slot: u16, on: bool) {
+        let local = self.local(slot);
+        if on {
+            let n = self.local_slots;
+            self.track
+                .get_or_insert_with(|| Box::new(track::Tracker::new(n)))
+                .set(local, true);
+        } else if let Some(t) = self.track.as_mut() {
+            t.set(local, false);
+            if t.is_empty() {
+                self.track = None;
+            }
+        }
+    }
+
+    /// The keys written in tracked slots since the last call (queued changes not yet taken for the
+    /// stream included), and whether database 0 was flushed meanwhile.
+    pub fn take_tracked(&mut self) -> Tracked {
+        match self.track.as_mut() {
+            Some(t) => {
+                t.note(&self.pending, self.shift);
+                t.take()
+            }
+            None => Tracked::default(),
+        }
     }
 
     /// Gives back the (emptied) vector `take_pending` returned, keeping its capacity.
@@ -639,6 +678,11 @@ impl Shard {
     /// Removes and returns a whole database part (FLUSHDB/FLUSHALL; the caller may drop it on a
     /// background thread).
     pub fn take_db(&mut self, db: usize) -> Option<Box<DbShard>> {
+        if db == 0
+            && let Some(t) = self.track.as_mut()
+        {
+            t.note_flush();
+        }
         let d = self.dbs[db].take()?;
         self.mem_bytes -= d.table_bytes() + d.entries_mem_bytes();
         Some(d)
