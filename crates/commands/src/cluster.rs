@@ -20,6 +20,7 @@ use shoal_resp::ReplyWriter;
 
 use crate::args::{ERR_NOT_INTEGER, ERR_SYNTAX, parse_i64};
 use crate::error::{ClusterDownReason, ReplyError};
+use crate::migration::{cancelslotmigrations, getslotmigrations, migrateslots, syncslots};
 use crate::state::{Client, ServerState};
 use crate::table::{Group, Spec, flag::*};
 use crate::{Args, CmdResult, Ctx, err};
@@ -37,6 +38,10 @@ pub struct ClusterState {
     pub formed: std::sync::atomic::AtomicBool,
     /// The configuration group as this node last saw it (kept fresh by the server), for INFO.
     pub group: std::sync::Mutex<GroupInfo>,
+    /// Atomic slot migrations this node exports or imports (`migration.rs`).
+    pub migrations: crate::migration::Migrations,
+    /// Slots whose writes wait while their move flips ownership.
+    pub paused: crate::migration::PausedSlots,
 }
 
 /// What `INFO cluster` shows of the configuration group.
@@ -62,6 +67,8 @@ pub struct ClientCluster {
     cached: Option<(u64, Arc<Config>, Arc<str>)>,
     /// The slots of the request being routed (kept to reuse its allocation).
     slots: Vec<u16>,
+    /// The slot import this connection (opened by the source of an atomic move) runs.
+    pub import: Option<std::sync::Arc<crate::migration::Job>>,
 }
 
 impl ClusterState {
@@ -77,6 +84,8 @@ impl ClusterState {
                 state: "none",
                 ..GroupInfo::default()
             }),
+            migrations: Default::default(),
+            paused: Default::default(),
         }
     }
 
@@ -208,6 +217,41 @@ pub fn route_request(
     }
 }
 
+/// Whether a request routed here (its slots are in the connection's buffer) is a write to a
+/// paused slot, and must wait. Commands queued in MULTI do not wait (they run at EXEC, which
+/// does).
+pub fn write_waits(cl: &ClusterState, client: &Client, spec: &'static Spec) -> bool {
+    if client.tx.in_multi() && !spec.has(TX_EXEC) {
+        return false;
+    }
+    let write = spec.has(WRITE)
+        || (spec.has(TX_EXEC) && client.tx.queued_commands().any(|(s, _)| s.has(WRITE)));
+    write && client.cluster.slots.iter().any(|&s| cl.paused.contains(s))
+}
+
+/// Whether a transaction about to run writes to a paused slot (EXEC looks again once it holds
+/// the exec gate alone: a pause may have begun since its admission).
+pub fn queued_writes_paused<'a>(
+    srv: &ServerState,
+    cmds: impl Iterator<Item = (&'static Spec, Args<'a>)>,
+) -> bool {
+    let Some(cl) = srv.cluster.as_ref().filter(|cl| cl.paused.any()) else {
+        return false;
+    };
+    let mut hit = false;
+    for (spec, args) in cmds {
+        if hit || !spec.has(WRITE) {
+            continue;
+        }
+        if let Ok(refs) = crate::keyspec::keys(spec, &args) {
+            hit = refs
+                .iter()
+                .any(|k| cl.paused.contains(key_slot(args.get(k.pos))));
+        }
+    }
+    hit
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command table.
 
@@ -289,6 +333,14 @@ static SUBCOMMANDS: &[Spec] = &[
         addslotsrange
     ),
     sub!(
+        "cluster|cancelslotmigrations",
+        2,
+        ADMIN | STALE,
+        "9.0.0",
+        "Cancels the atomic slot migrations this node exports.",
+        cancelslotmigrations
+    ),
+    sub!(
         "cluster|count-failure-reports",
         3,
         ADMIN | STALE,
@@ -337,6 +389,14 @@ static SUBCOMMANDS: &[Spec] = &[
         getkeysinslot
     ),
     sub!(
+        "cluster|getslotmigrations",
+        2,
+        ADMIN | STALE,
+        "9.0.0",
+        "Lists the atomic slot migrations this node takes part in.",
+        getslotmigrations
+    ),
+    sub!(
         "cluster|help",
         2,
         LOADING | STALE,
@@ -375,6 +435,14 @@ static SUBCOMMANDS: &[Spec] = &[
         "3.0.0",
         "Forces a node to handshake with another node.",
         meet
+    ),
+    sub!(
+        "cluster|migrateslots",
+        -7,
+        ADMIN | STALE,
+        "9.0.0",
+        "Moves slot ranges to other nodes with atomic slot migration.",
+        migrateslots
     ),
     sub!(
         "cluster|myid",
@@ -456,13 +524,21 @@ static SUBCOMMANDS: &[Spec] = &[
         "Returns the mapping of cluster slots to nodes.",
         slots
     ),
+    sub!(
+        "cluster|syncslots",
+        -3,
+        ADMIN | STALE,
+        "9.0.0",
+        "Internal: the target's half of an atomic slot migration.",
+        syncslots
+    ),
 ];
 
 const ERR_DISABLED: ReplyError =
     ReplyError::err_static("This instance has cluster support disabled");
 
 /// The node's cluster state, or the error Redis gives when cluster mode is off.
-fn cluster<'a>(ctx: &Ctx<'a>) -> Result<&'a ClusterState, ReplyError> {
+pub(crate) fn cluster<'a>(ctx: &Ctx<'a>) -> Result<&'a ClusterState, ReplyError> {
     ctx.srv.cluster.as_ref().ok_or(ERR_DISABLED)
 }
 

@@ -20,6 +20,7 @@ pub mod hashes;
 pub mod keys;
 pub mod keyspec;
 pub mod lists;
+pub mod migration;
 pub mod multi;
 pub mod pubsub;
 pub mod replication;
@@ -83,6 +84,9 @@ pub struct Ctx<'a> {
     in_exec: bool,
     /// Set by a blocking command that found nothing and may wait.
     block: Option<Box<blocking::BlockRequest>>,
+    /// Set by EXEC when a slot it would write to is paused (it ran nothing; see
+    /// [`Outcome::Paused`]).
+    paused: bool,
 }
 
 /// What the connection loop does after a request.
@@ -94,6 +98,11 @@ pub enum Outcome {
     /// client as waiting on the keys and runs the same request again ([`RunMode::Retry`]) when
     /// one is written, or with [`RunMode::Timeout`] at the deadline.
     Block(Box<blocking::BlockRequest>),
+    /// A write to a slot whose move is flipping ownership (cluster mode): nothing ran and no
+    /// reply was written. The connection waits while the slot is paused (at most
+    /// `migration::PAUSE_WAIT_MAX_MS`) and runs the same request again, which is then served
+    /// here or redirected.
+    Paused,
 }
 
 /// How a request runs: normally, or again for a client blocked on keys.
@@ -275,6 +284,10 @@ pub fn execute_as(
     let asking = std::mem::take(&mut client.cluster.asking);
     let spec = match admit(srv, client, args, now_ms, asking) {
         Ok(spec) => spec,
+        Err(r) if r.paused => {
+            client.cluster.asking = asking;
+            return Outcome::Paused;
+        }
         Err(r) => {
             reject(srv, client, r, out);
             return Outcome::Done;
@@ -298,11 +311,17 @@ pub fn execute_as(
 struct Rejection {
     spec: Option<&'static Spec>,
     error: ReplyError,
+    /// Not refused: a write to a paused slot, to run again once the pause ends.
+    paused: bool,
 }
 
 impl Rejection {
     fn new(spec: Option<&'static Spec>, error: ReplyError) -> Self {
-        Rejection { spec, error }
+        Rejection {
+            spec,
+            error,
+            paused: false,
+        }
     }
 }
 
@@ -363,6 +382,12 @@ fn admit(
     if let Some(cl) = &srv.cluster {
         cluster::route_request(srv, cl, client, spec, args, asking, now_ms)
             .map_err(|e| Rejection::new(Some(spec), e))?;
+        if cl.paused.any() && cluster::write_waits(cl, client, spec) {
+            return Err(Rejection {
+                paused: true,
+                ..Rejection::new(Some(spec), ReplyError::TryAgain)
+            });
+        }
     }
     if spec.has(flag::WRITE) && srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::ReadOnly));
@@ -460,6 +485,7 @@ fn run_command<'a>(
         mode,
         in_exec,
         block: None,
+        paused: false,
     };
     if let Err(e) = handler(&mut ctx, args) {
         srv.stats.error_reply(&e);
@@ -469,6 +495,9 @@ fn run_command<'a>(
         ctx.block = None;
     }
     drop(ctx.gate.take());
+    if ctx.paused {
+        return Outcome::Paused;
+    }
     let block = ctx.block.take();
     let client = ctx.client;
     if spec.has(flag::WRITE) && block.is_none() {
@@ -508,6 +537,10 @@ pub(crate) fn run_in_exec(
 /// Releases what a closing connection holds: its transaction and watched keys, its
 /// subscriptions. (A blocked client's wait is released by the connection loop's guard.)
 pub fn client_closed(srv: &ServerState, client: &mut Client) {
+    if client.cluster.import.is_some() {
+        let now_ms = (srv.clock.unix_us)() / 1000;
+        migration::connection_closed(srv, client, now_ms);
+    }
     multi::discard(srv, client);
     pubsub::unsubscribe_all(srv, client);
 }

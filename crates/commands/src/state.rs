@@ -228,6 +228,15 @@ pub enum Action {
     ClusterForget(String),
     /// MIGRATE: send keys to another node, then delete them here (unless `copy`).
     Migrate(Box<crate::keys::MigrateRequest>),
+    /// CLUSTER MIGRATESLOTS: run these (registered) export jobs in the background and reply
+    /// `+OK`.
+    MigrateSlots(Vec<std::sync::Arc<crate::migration::Job>>),
+    /// CLUSTER SYNCSLOTS FINISH: propose the move of an import's slots here, settle the job by
+    /// the outcome, and reply `+OK` once applied (or the error).
+    FinishImport {
+        job: std::sync::Arc<crate::migration::Job>,
+        change: shoal_cluster::Change,
+    },
 }
 
 /// The clocks a node reads, given by its owner: the server's are the system's, the simulator's

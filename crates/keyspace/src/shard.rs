@@ -670,6 +670,15 @@ impl Shard {
         }
     }
 
+    /// Visits every key of one slot, expired or not.
+    pub fn for_each_key_in_slot(&self, db: usize, slot: u16, mut f: impl FnMut(&[u8])) {
+        if let Some(d) = self.dbs[db].as_ref() {
+            for e in d.slots[self.local(slot) as usize].iter() {
+                f(e.key());
+            }
+        }
+    }
+
     /// The global slot numbers this shard owns, ascending.
     pub fn owned_slots(&self, index: usize) -> impl Iterator<Item = u16> + '_ {
         (0..self.local_slots as u32).map(move |l| self.global_slot(index, l))

@@ -111,7 +111,9 @@ impl Writer {
     }
 }
 
-fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry) {
+/// Appends one record (its tag included): the unit of a snapshot, and of the batches an atomic
+/// slot migration sends ([`for_each_record`] reads them back).
+pub fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry) {
     out.push(TAG_RECORD);
     put_varint(out, db as u64);
     put_bytes(out, e.key());
@@ -206,6 +208,30 @@ impl Record<'_> {
             0,
         ))
     }
+}
+
+/// Calls `f` with each record of `batch`, a run of whole records as [`encode_record`] writes
+/// them (no header, end or checksum: the caller's transport checks its messages). A batch that
+/// is cut short or holds anything else is an error; records before the fault were passed on.
+pub fn for_each_record(
+    mut batch: &[u8],
+    mut f: impl FnMut(Record<'_>),
+) -> Result<usize, SnapshotError> {
+    let mut n = 0;
+    while let Some((&tag, rest)) = batch.split_first() {
+        if tag != TAG_RECORD {
+            return Err(SnapshotError::Corrupt("record tag"));
+        }
+        match parse_record(rest)? {
+            Some((rec, used)) => {
+                f(rec);
+                n += 1;
+                batch = &rest[used..];
+            }
+            None => return Err(SnapshotError::Corrupt("record cut short")),
+        }
+    }
+    Ok(n)
 }
 
 /// Incremental snapshot parser.

@@ -48,6 +48,9 @@ pub struct ClusterNode {
     me: Node,
     /// Serialises forming a group of one.
     forming: tokio::sync::Mutex<()>,
+    /// Serialises this node's slot exports (each notes the keys written in its slots through
+    /// the shards' trackers, which one export at a time owns).
+    pub exporting: tokio::sync::Mutex<()>,
 }
 
 /// The Raft id that goes with a cluster node id: its first 16 hex digits.
@@ -107,6 +110,7 @@ impl ClusterNode {
             group,
             me,
             forming: tokio::sync::Mutex::new(()),
+            exporting: tokio::sync::Mutex::new(()),
         });
         if stored.is_some() && node.has_membership().await {
             cl.formed.store(true, Relaxed);
@@ -357,13 +361,24 @@ impl ClusterNode {
     /// The configuration this node applied is installed before this returns, so the client's
     /// next command sees its change.
     pub async fn propose(&self, srv: &Arc<ServerState>, change: Change) -> Result<(), String> {
-        self.ensure_formed(srv).await?;
+        match self.propose_settled(srv, change).await {
+            Proposed::Applied => Ok(()),
+            Proposed::Refused(e) | Proposed::Unknown(e) => Err(e),
+        }
+    }
+
+    /// [`ClusterNode::propose`], telling a refused change (it will never apply) from one whose
+    /// fate is unknown (it may still commit).
+    pub async fn propose_settled(&self, srv: &Arc<ServerState>, change: Change) -> Proposed {
+        if let Err(e) = self.ensure_formed(srv).await {
+            return Proposed::Refused(e);
+        }
         let (index, r) = match self.group.propose_indexed(change, PROPOSE_TIMEOUT).await {
-            Ok((i, Ok(()))) => (Some(i), Ok(())),
-            Ok((i, Err(refused))) => (Some(i), Err(refused)),
+            Ok((i, Ok(()))) => (Some(i), Proposed::Applied),
+            Ok((i, Err(refused))) => (Some(i), Proposed::Refused(refused)),
             Err(e) => (
                 None,
-                Err(format!(
+                Proposed::Unknown(format!(
                     "the cluster configuration did not take the change: {e}"
                 )),
             ),
@@ -382,6 +397,17 @@ impl ClusterNode {
     }
 }
 
+/// What became of a proposed change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proposed {
+    /// Committed, and applied on this node.
+    Applied,
+    /// Committed as a no-op (the change's error text), or never proposed: it will not apply.
+    Refused(String),
+    /// Not known to be committed (no answer in time): it may still apply.
+    Unknown(String),
+}
+
 /// Installs a committed configuration and makes the replication role follow it. A node that is
 /// being added to a group sees the group's configurations before the one that names it: it
 /// keeps showing itself alone until then.
@@ -396,6 +422,7 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
         return;
     }
     cl.install(cfg.clone());
+    shoal_commands::migration::resolve_imports(srv, &cfg, crate::now_ms());
     let Some(mine) = cfg.node(&me) else {
         return;
     };

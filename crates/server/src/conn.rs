@@ -14,6 +14,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use shoal_commands::blocking::BlockRequest;
+use shoal_commands::error::ReplyError;
+use shoal_commands::migration;
 use shoal_commands::state::ReplyMode;
 use shoal_commands::{
     Action, Args, Client, ClientHandle, Outcome, OwnedArgs, RunMode, ServerState, config,
@@ -340,7 +342,14 @@ async fn run(
                         && shoal_commands::table::lookup(args.get(0))
                             .is_some_and(|s| s.has(shoal_commands::flag::WRITE));
                     let mut mark = out.len();
-                    let (outcome, suppress) = run_one(srv, client, &args, &mut out, now);
+                    let (mut outcome, mut suppress) = run_one(srv, client, &args, &mut out, now);
+                    if let Outcome::Paused = outcome {
+                        // A write to a slot whose move is flipping: wait, then run it again
+                        // (served here, or redirected to the slot's new owner).
+                        settle!();
+                        mark = out.len();
+                        (outcome, suppress) = run_paused(srv, client, &args, &mut out).await;
+                    }
                     pos = end;
                     if let Outcome::Block(req) = outcome {
                         let owned = OwnedArgs::from_args(&args);
@@ -590,6 +599,27 @@ async fn carry_out(
                 Err(e) => w.error(&format!("ERR {e}")),
             }
         }
+        Action::MigrateSlots(jobs) => {
+            let mut w = ReplyWriter::new(out, proto);
+            match io.cluster.as_ref() {
+                None => w.error("ERR This instance has cluster support disabled"),
+                Some(node) => {
+                    crate::slot_migration::spawn_exports(srv, node, jobs);
+                    w.ok();
+                }
+            }
+        }
+        Action::FinishImport { job, change } => {
+            let r = match io.cluster.as_ref() {
+                None => Err("This instance has cluster support disabled".to_string()),
+                Some(node) => crate::slot_migration::finish_import(srv, node, &job, change).await,
+            };
+            let mut w = ReplyWriter::new(out, proto);
+            match r {
+                Ok(()) => w.ok(),
+                Err(e) => w.error(&format!("ERR {e}")),
+            }
+        }
         Action::Migrate(req) => {
             let r = crate::migrate::run(srv, *req).await;
             let mut w = ReplyWriter::new(out, proto);
@@ -608,6 +638,40 @@ async fn carry_out(
                 }
             }
         }
+    }
+}
+
+/// Runs a request whose slot is paused again once the pause ends; after
+/// `PAUSE_WAIT_MAX_MS` it is answered `-TRYAGAIN`.
+async fn run_paused(
+    srv: &ServerState,
+    client: &mut Client,
+    args: &Args<'_>,
+    out: &mut Vec<u8>,
+) -> (Outcome, bool) {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(migration::PAUSE_WAIT_MAX_MS);
+    loop {
+        wait_unpaused(srv, deadline).await;
+        if tokio::time::Instant::now() >= deadline {
+            let e = ReplyError::TryAgain;
+            srv.stats.error_reply(&e);
+            e.write_to(&mut ReplyWriter::new(out, client.proto));
+            return (Outcome::Done, false);
+        }
+        let r = run_one(srv, client, args, out, now_ms());
+        if !matches!(r.0, Outcome::Paused) {
+            return r;
+        }
+    }
+}
+
+/// Waits until no slot is paused (a pause lasts milliseconds), or until `deadline`.
+async fn wait_unpaused(srv: &ServerState, deadline: tokio::time::Instant) {
+    while srv.cluster.as_ref().is_some_and(|cl| cl.paused.any())
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -656,6 +720,15 @@ async fn wait_blocked(
     loop {
         let mark = out.len();
         let outcome = shoal_commands::execute_as(srv, client, &b.args.args(), out, now_ms(), mode);
+        if let Outcome::Paused = outcome {
+            // Its slot is moving: look again shortly (a pause lasts milliseconds).
+            wait_unpaused(
+                srv,
+                tokio::time::Instant::now() + Duration::from_millis(migration::PAUSE_WAIT_MAX_MS),
+            )
+            .await;
+            continue;
+        }
         if let Outcome::Done = outcome {
             registration.served();
             if b.suppress {
