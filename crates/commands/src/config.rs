@@ -141,13 +141,13 @@ params! {
         "1073741824", mutable;
     /// Cluster mode: hash slots across replica groups, redirects, one database.
     cluster_enabled: bool = "cluster-enabled", Bool, "no", immutable;
+    /// An atomic slot move compares the slot digests of source and target while writes are
+    /// paused, and is cancelled if they differ (the pause then lasts as long as the digests).
+    cluster_migration_verify: bool = "cluster-migration-verify", Bool, "no", mutable;
     /// Milliseconds without contact after which a node counts as failed.
     cluster_node_timeout: u64 = "cluster-node-timeout", Int(0, LONG_MAX), "1000", mutable;
     /// The cluster bus port; 0 means the data port + 10000.
     cluster_port: u16 = "cluster-port", Int(0, 65535), "0", immutable;
-    /// An atomic slot move compares the slot digests of source and target while writes are
-    /// paused, and is cancelled if they differ (the pause then lasts as long as the digests).
-    cluster_migration_verify: bool = "cluster-migration-verify", Bool, "no", mutable;
     databases: usize = "databases", Int(1, INT_MAX), "16", immutable;
     dbfilename: String = "dbfilename", Str, "dump.shoal", mutable;
     dir: String = "dir", Str, ".", mutable;

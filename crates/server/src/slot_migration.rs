@@ -49,8 +49,11 @@ pub const WINDOW: usize = 8;
 pub const CATCHUP_KEYS_TO_PAUSE: usize = 1024;
 /// Rounds of catching up before writes are paused whatever the last round held.
 pub const CATCHUP_ROUNDS_MAX: usize = 32;
-/// Longest wait for one reply of the target (a `LOAD` is applied in milliseconds).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for one reply of the target, in multiples of `cluster-node-timeout` (a `LOAD`
+/// is applied in milliseconds; a target silent for that long counts as failed), and its bounds.
+pub const CALL_TIMEOUT_NODE_TIMEOUTS: u64 = 5;
+pub const CALL_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+pub const CALL_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 /// Longest wait for `FINISH` (the target proposes the move through Raft).
 pub const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for this node to apply the configuration that settles a move.
@@ -108,6 +111,8 @@ impl PeerError {
 /// A connection to the target with pipelined requests.
 struct Peer {
     s: TcpStream,
+    /// Longest wait for a reply.
+    timeout: Duration,
     buf: Vec<u8>,
     req: Vec<u8>,
     in_flight: usize,
@@ -115,7 +120,11 @@ struct Peer {
 }
 
 impl Peer {
-    async fn connect(addr: &str, auth: Option<(String, String)>) -> Result<Peer, PeerError> {
+    async fn connect(
+        addr: &str,
+        auth: Option<(String, String)>,
+        timeout: Duration,
+    ) -> Result<Peer, PeerError> {
         let s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(PeerError::Io(format!("connect to {addr}: {e}"))),
@@ -124,6 +133,7 @@ impl Peer {
         let _ = s.set_nodelay(true);
         let mut p = Peer {
             s,
+            timeout,
             buf: Vec::new(),
             req: Vec::new(),
             in_flight: 0,
@@ -131,9 +141,9 @@ impl Peer {
         };
         if let Some((user, pass)) = auth {
             if user.is_empty() {
-                p.call(&[b"AUTH", pass.as_bytes()], CALL_TIMEOUT).await?;
+                p.call(&[b"AUTH", pass.as_bytes()], timeout).await?;
             } else {
-                p.call(&[b"AUTH", user.as_bytes(), pass.as_bytes()], CALL_TIMEOUT)
+                p.call(&[b"AUTH", user.as_bytes(), pass.as_bytes()], timeout)
                     .await?;
             }
         }
@@ -143,7 +153,7 @@ impl Peer {
     /// Sends a request; reads a reply first when [`WINDOW`] are in flight.
     async fn send(&mut self, args: &[&[u8]]) -> Result<(), PeerError> {
         if self.in_flight >= WINDOW {
-            self.recv(CALL_TIMEOUT).await?;
+            self.recv(self.timeout).await?;
         }
         self.req.clear();
         shoal_resp::encode_request(&mut self.req, args);
@@ -189,7 +199,7 @@ impl Peer {
     /// Reads every reply in flight.
     async fn drain(&mut self) -> Result<(), PeerError> {
         while self.in_flight > 0 {
-            self.recv(CALL_TIMEOUT).await?;
+            self.recv(self.timeout).await?;
         }
         Ok(())
     }
@@ -275,7 +285,13 @@ async fn export(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, job: &Job) -> R
         let c = srv.config();
         (!c.masterauth.is_empty()).then(|| (c.masteruser.clone(), c.masterauth.clone()))
     };
-    let mut peer = Peer::connect(&target.addr(), auth)
+    let timeout = Duration::from_millis(
+        srv.config()
+            .cluster_node_timeout
+            .saturating_mul(CALL_TIMEOUT_NODE_TIMEOUTS),
+    )
+    .clamp(CALL_TIMEOUT_MIN, CALL_TIMEOUT_MAX);
+    let mut peer = Peer::connect(&target.addr(), auth, timeout)
         .await
         .map_err(|e| failed(e.text()))?;
     // Every write queues its change from now on; the trackers note the slots' keys among them.
@@ -287,7 +303,7 @@ async fn export(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, job: &Job) -> R
     {
         // Best effort: the target also drops the import when this connection closes.
         let _ = peer
-            .call(&[b"CLUSTER", b"SYNCSLOTS", b"ABORT"], CALL_TIMEOUT)
+            .call(&[b"CLUSTER", b"SYNCSLOTS", b"ABORT"], timeout)
             .await;
         tracing::debug!(job = %job.name, %why, "import aborted on the target");
     }
@@ -322,7 +338,8 @@ async fn transfer(
         me.as_bytes(),
     ];
     begin.extend(ranges.iter().map(|r| r.as_slice()));
-    peer.call(&begin, CALL_TIMEOUT)
+    let timeout = peer.timeout;
+    peer.call(&begin, timeout)
         .await
         .map_err(|e| failed(e.text()))?;
 

@@ -482,3 +482,162 @@ fn migrateslots_refuses_what_it_cannot_do() {
             && matches!(&o[1], redis::Value::Int(p) if *p as u16 == nodes[0].port))
     );
 }
+
+/// Writes `n` keys whose slots are in `slots` to `node` (their owner), pipelined; returns them.
+fn fill_slots(node: &Shoal, slots: std::ops::Range<u16>, n: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("m:{i}"))
+        .filter(|k| slots.contains(&shoal_keyspace::key_slot(k.as_bytes())))
+        .take(n)
+        .collect();
+    let mut c = node.client();
+    for chunk in keys.chunks(1000) {
+        let mut p = redis::pipe();
+        for k in chunk {
+            p.set(k, k).ignore();
+        }
+        let () = p.query(&mut c).unwrap();
+    }
+    keys
+}
+
+#[test]
+fn a_move_to_a_target_that_stops_answering_fails_and_the_source_keeps_serving() {
+    let _turn = many_nodes();
+    // A target silent for 5 × cluster-node-timeout counts as failed.
+    let nodes: Vec<Shoal> = (0..3)
+        .map(|_| Shoal::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "200"]))
+        .collect();
+    create(&nodes);
+    let (source, target) = (&nodes[0], &nodes[1]);
+    let keys = fill_slots(source, 0..1000, 2000);
+    let target_id = id(target);
+    target.signal("-STOP");
+    let r: String = q(
+        &mut source.client(),
+        &[
+            "CLUSTER",
+            "MIGRATESLOTS",
+            "SLOTSRANGE",
+            "0",
+            "999",
+            "NODE",
+            &target_id,
+        ],
+    );
+    assert_eq!(r, "OK");
+    let job = wait_job_done(source, "0-999");
+    target.signal("-CONT");
+    assert_eq!(job["state"], "failed", "{job:?}");
+    assert!(job["message"].contains("connection failed"), "{job:?}");
+    // The source still owns its slots, serves reads and takes writes.
+    let mut c = source.client();
+    for k in keys.iter().step_by(50) {
+        let v: String = q(&mut c, &["GET", k]);
+        assert_eq!(&v, k);
+    }
+    let _: () = q(&mut c, &["SET", &keys[0], "after"]);
+    let slots: Vec<(u16, u16, Vec<redis::Value>)> = q(&mut target.client(), &["CLUSTER", "SLOTS"]);
+    assert!(slots.iter().any(|(a, b, o)| *a == 0
+        && *b >= 999
+        && matches!(&o[1], redis::Value::Int(p) if *p as u16 == source.port)));
+    // The target, running again, ended its half and holds nothing of the slots.
+    wait_until("the target ended its import", || {
+        jobs(target)
+            .iter()
+            .all(|j| j["state"] != "running" && j["state"] != "pausing")
+    });
+    let held: u64 = q(&mut target.client(), &["DBSIZE"]);
+    assert_eq!(held, 0);
+    // The same move succeeds now.
+    let r: String = q(
+        &mut source.client(),
+        &[
+            "CLUSTER",
+            "MIGRATESLOTS",
+            "SLOTSRANGE",
+            "0",
+            "999",
+            "NODE",
+            &id(target),
+        ],
+    );
+    assert_eq!(r, "OK");
+    let again = jobs(source)
+        .into_iter()
+        .filter(|j| j["slot_ranges"] == "0-999")
+        .count();
+    assert_eq!(again, 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while jobs(source)
+        .iter()
+        .filter(|j| j["slot_ranges"] == "0-999")
+        .any(|j| j["state"] == "running" || j["state"] == "pausing")
+    {
+        assert!(Instant::now() < deadline, "the second move did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held: u64 = q(&mut target.client(), &["DBSIZE"]);
+    assert_eq!(held, keys.len() as u64);
+    let v: String = q(&mut target.client(), &["GET", &keys[0]]);
+    assert_eq!(v, "after");
+}
+
+#[test]
+fn a_move_whose_source_dies_leaves_one_owner_and_no_stray_keys() {
+    const KEYS: usize = 30_000;
+    let _turn = many_nodes();
+    let nodes: Vec<Shoal> = (0..3).map(|_| node()).collect();
+    create(&nodes);
+    let (source, target) = (&nodes[0], &nodes[1]);
+    let keys = fill_slots(source, 0..1000, KEYS);
+    let r: String = q(
+        &mut source.client(),
+        &[
+            "CLUSTER",
+            "MIGRATESLOTS",
+            "SLOTSRANGE",
+            "0",
+            "999",
+            "NODE",
+            &id(target),
+        ],
+    );
+    assert_eq!(r, "OK");
+    source.signal("-KILL");
+    // The target's half ends (its connection closed, or the move committed).
+    wait_until("the target ended its import", || {
+        let js = jobs(target);
+        !js.is_empty()
+            && js
+                .iter()
+                .all(|j| j["state"] != "running" && j["state"] != "pausing")
+    });
+    let imported = jobs(target).remove(0);
+    let slots: Vec<(u16, u16, Vec<redis::Value>)> = q(&mut target.client(), &["CLUSTER", "SLOTS"]);
+    let owner_port = slots
+        .iter()
+        .find(|(a, b, _)| *a <= 0 && *b >= 999)
+        .and_then(|(_, _, o)| match &o[1] {
+            redis::Value::Int(p) => Some(*p as u16),
+            _ => None,
+        })
+        .expect("slots 0-999 have one owner");
+    let held: u64 = q(&mut target.client(), &["DBSIZE"]);
+    if owner_port == target.port {
+        // The move committed before the source died: every key came along.
+        assert_eq!(imported["state"], "success");
+        assert_eq!(held, KEYS as u64);
+        let v: String = q(&mut target.client(), &["GET", &keys[KEYS - 1]]);
+        assert_eq!(v, keys[KEYS - 1]);
+    } else {
+        // It did not: the slots are still the (dead) source's and the target kept nothing.
+        assert_eq!(owner_port, source.port);
+        assert_eq!(imported["state"], "failed", "{imported:?}");
+        assert_eq!(held, 0);
+    }
+    println!(
+        "source killed during its move: import {}",
+        imported["state"]
+    );
+}
