@@ -1,8 +1,11 @@
 //! The cluster tools: `shoal cluster check` and `shoal cluster info` (what a cluster looks like
 //! from every node, read from `CLUSTER NODES` and `DBSIZE` as `redis-cli --cluster check|info`
 //! reads them; `check` fails when nodes disagree about who owns which slot, when a slot has no
-//! owner, when a slot is moving, or when a node cannot be reached) and `shoal cluster create`
-//! (fresh nodes formed into a cluster with `CLUSTER MEET`, `ADDSLOTSRANGE` and `REPLICATE`).
+//! owner, when a slot is moving, or when a node cannot be reached), `shoal cluster create`
+//! (fresh nodes formed into a cluster with `CLUSTER MEET`, `ADDSLOTSRANGE` and `REPLICATE`),
+//! `add-node`, `del-node` and `failover` (`CLUSTER FAILOVER` sent to a replica, then a bounded
+//! wait until the configuration shows it as primary). The tools tell what they do through a
+//! [`Report`]; the binary's shows progress on a terminal.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +20,25 @@ pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Nodes a check visits at most (a cluster larger than this is reported as such).
 pub const NODES_MAX: usize = 1000;
 const SLOTS: usize = shoal_keyspace::SLOTS;
+
+/// How a tool tells what it does: `say` is a line of its report; a step that takes a while shows
+/// its progress between `begin` and `end` (the binary draws a bar or a spinner on a terminal and
+/// writes plain lines to a log). Any `FnMut(&str)` is a report that shows no progress.
+pub trait Report {
+    fn say(&mut self, line: &str);
+    /// A long step begins: `total` units to do (a bar), or `None` (a spinner).
+    fn begin(&mut self, _what: &str, _total: Option<u64>) {}
+    /// Progress of the current step: `done` units, and what is happening now.
+    fn progress(&mut self, _done: u64, _detail: &str) {}
+    /// The current step ended, as `outcome` says.
+    fn end(&mut self, _outcome: &str) {}
+}
+
+impl<F: FnMut(&str)> Report for F {
+    fn say(&mut self, line: &str) {
+        self(line)
+    }
+}
 
 /// One line of `CLUSTER NODES`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,8 +285,9 @@ pub fn create(
     addrs: &[String],
     replicas: usize,
     password: Option<&str>,
-    mut say: impl FnMut(&str),
+    mut report: impl Report,
 ) -> Result<(), String> {
+    let mut say = |l: &str| report.say(l);
     let primaries = addrs.len() / (replicas + 1);
     if primaries < PRIMARIES_MIN {
         return Err(format!(
@@ -338,16 +361,30 @@ pub fn create(
         let mut c = connect_for(addr, password, CHANGE_TIMEOUT)?;
         reply_ok(addr, c.cmd(&["CLUSTER", "REPLICATE", pid]))?;
     }
-    let deadline = std::time::Instant::now() + CREATE_SETTLE_TIMEOUT;
+    let started = std::time::Instant::now();
+    let deadline = started + CREATE_SETTLE_TIMEOUT;
+    report.begin(
+        ">>> Waiting for every node to agree",
+        Some(nodes.len() as u64),
+    );
     loop {
         let r = check(first, password)?;
-        let all_known = nodes_of(first, password)?.len() == nodes.len();
-        if r.problems == 0 && all_known {
-            say("[OK] All nodes agree about slots configuration.");
-            say(&format!("[OK] All {SLOTS} slots covered."));
+        let known = nodes_of(first, password)?.len();
+        report.progress(
+            known.min(nodes.len()) as u64,
+            &format!("{known} node(s) known, {} problem(s) left", r.problems),
+        );
+        if r.problems == 0 && known == nodes.len() {
+            report.end(&format!(
+                "agreed in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            report.say("[OK] All nodes agree about slots configuration.");
+            report.say(&format!("[OK] All {SLOTS} slots covered."));
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
+            report.end("gave up");
             return Err(format!(
                 "the nodes did not agree within {CREATE_SETTLE_TIMEOUT:?}:\n{}",
                 r.lines.join("\n")
@@ -453,6 +490,82 @@ pub fn del_node(
     reply_ok(&leader, l.cmd(&["CLUSTER", "FORGET", id]))?;
     say("[OK] Node removed.");
     Ok(())
+}
+
+/// How long `shoal cluster failover` waits, by default, for the configuration to show the replica
+/// as primary (a coordinated failover gives up within `MANUAL_FAILOVER_TIMEOUT_MS` plus the
+/// promotion's commit, so this is ample).
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+
+/// `CLUSTER FAILOVER`'s option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverMode {
+    /// Coordinated with the primary: no acknowledged write is lost.
+    Coordinated,
+    /// Without the primary (it may be down).
+    Force,
+    /// As FORCE in shoal (the configuration group orders the change; no election to skip).
+    Takeover,
+}
+
+/// Sends `CLUSTER FAILOVER` to the replica at `addr` and waits, at most `wait`, until its
+/// configuration shows it as a primary.
+pub fn failover(
+    addr: &str,
+    mode: FailoverMode,
+    password: Option<&str>,
+    wait: Duration,
+    mut report: impl Report,
+) -> Result<(), String> {
+    let mut c = connect(addr, password)?;
+    let id = text(reply_ok(addr, c.cmd(&["CLUSTER", "MYID"]))?)?;
+    let primary = nodes_of(addr, password)?
+        .into_iter()
+        .find(|n| n.id == id)
+        .and_then(|n| n.replica_of)
+        .unwrap_or_else(|| "-".into());
+    let mut args = vec!["CLUSTER", "FAILOVER"];
+    match mode {
+        FailoverMode::Coordinated => {}
+        FailoverMode::Force => args.push("FORCE"),
+        FailoverMode::Takeover => args.push("TAKEOVER"),
+    }
+    report.say(&format!(
+        ">>> Sending {} to {addr} ({id}), a replica of {primary}",
+        args.join(" ")
+    ));
+    reply_ok(addr, c.cmd(&args))?;
+    let started = std::time::Instant::now();
+    report.begin(&format!(">>> Waiting for {addr} to become a primary"), None);
+    loop {
+        let view = nodes_of(addr, password)?;
+        let me = view.iter().find(|n| n.id == id);
+        if me.is_some_and(|n| n.primary) {
+            report.end(&format!(
+                "promoted in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            let slots: usize = me
+                .map(|n| n.slots.iter().map(|&(a, b)| (b - a) as usize + 1).sum())
+                .unwrap_or(0);
+            report.say(&format!(
+                "[OK] {addr} ({id}) is a primary serving {slots} slots; {primary} replicates it."
+            ));
+            return Ok(());
+        }
+        if started.elapsed() >= wait {
+            report.end("gave up");
+            return Err(format!(
+                "{addr} is still a replica after {wait:?}: the failover did not complete (the \
+                 node's log says why)"
+            ));
+        }
+        report.progress(
+            started.elapsed().as_millis() as u64,
+            &format!("still a replica of {primary}"),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `shoal`: the one binary. `shoal serve` runs a server; flags override the TOML config file.
 
 mod alloc;
+mod console;
 
 use clap::{Parser, Subcommand};
 use shoal_commands::config::{Config, LogLevel};
@@ -49,6 +50,28 @@ enum ClusterCommand {
     AddNode(AddNodeArgs),
     /// Remove a node that serves no slot and has no replicas from a cluster.
     DelNode(DelNodeArgs),
+    /// Make a replica the primary of its primary's slots (CLUSTER FAILOVER sent to it), and wait
+    /// until the configuration shows it as primary. Exits 2 on failure.
+    Failover(FailoverArgs),
+}
+
+#[derive(Parser)]
+struct FailoverArgs {
+    /// The replica to promote, HOST:PORT.
+    addr: String,
+    /// Do not coordinate with the primary (it may be down): writes it acknowledged that the
+    /// replica had not received are lost.
+    #[arg(long, conflicts_with = "takeover")]
+    force: bool,
+    /// As --force: in shoal the configuration group orders every change, so there is no election
+    /// for a takeover to skip.
+    #[arg(long)]
+    takeover: bool,
+    /// How long to wait for the promotion, in seconds.
+    #[arg(long, default_value_t = shoal_server::cluster_tool::FAILOVER_WAIT.as_secs())]
+    timeout: u64,
+    #[arg(long)]
+    password: Option<String>,
 }
 
 #[derive(Parser)]
@@ -129,7 +152,7 @@ fn cluster(c: ClusterCommand) -> i32 {
                 &a.addrs,
                 a.replicas,
                 a.password.as_deref(),
-                |l| println!("{l}"),
+                console::Console::new(),
             ) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -139,6 +162,24 @@ fn cluster(c: ClusterCommand) -> i32 {
             }
         }
         ClusterCommand::StartLocal(a) => start_local(a),
+        ClusterCommand::Failover(a) => {
+            use shoal_server::cluster_tool::FailoverMode;
+            let mode = match (a.force, a.takeover) {
+                (_, true) => FailoverMode::Takeover,
+                (true, _) => FailoverMode::Force,
+                _ => FailoverMode::Coordinated,
+            };
+            exit_code(
+                "failover",
+                shoal_server::cluster_tool::failover(
+                    &a.addr,
+                    mode,
+                    a.password.as_deref(),
+                    std::time::Duration::from_secs(a.timeout),
+                    console::Console::new(),
+                ),
+            )
+        }
         ClusterCommand::AddNode(a) => exit_code(
             "add-node",
             shoal_server::cluster_tool::add_node(
@@ -420,7 +461,7 @@ fn start_local(a: StartLocalArgs) -> i32 {
         }
     }
     if let Err(e) =
-        shoal_server::cluster_tool::create(&addrs, a.replicas, None, |l| println!("{l}"))
+        shoal_server::cluster_tool::create(&addrs, a.replicas, None, console::Console::new())
     {
         eprintln!("shoal cluster start-local: {e}");
         stop(&mut children);
