@@ -98,7 +98,7 @@ pub fn parse_nodes(text: &str) -> Result<Vec<NodeLine>, String> {
     Ok(out)
 }
 
-fn text(r: Reply) -> Result<String, String> {
+pub(crate) fn text(r: Reply) -> Result<String, String> {
     match r {
         Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
         Reply::Status(s) => Ok(s),
@@ -107,7 +107,7 @@ fn text(r: Reply) -> Result<String, String> {
     }
 }
 
-fn nodes_of(addr: &str, password: Option<&str>) -> Result<Vec<NodeLine>, String> {
+pub(crate) fn nodes_of(addr: &str, password: Option<&str>) -> Result<Vec<NodeLine>, String> {
     let mut c = connect(addr, password)?;
     let t = text(
         c.cmd(&["CLUSTER", "NODES"])
@@ -117,11 +117,15 @@ fn nodes_of(addr: &str, password: Option<&str>) -> Result<Vec<NodeLine>, String>
     parse_nodes(&t).map_err(|e| format!("{addr}: {e}"))
 }
 
-fn connect(addr: &str, password: Option<&str>) -> Result<Client, String> {
+pub(crate) fn connect(addr: &str, password: Option<&str>) -> Result<Client, String> {
     connect_for(addr, password, NODE_TIMEOUT)
 }
 
-fn connect_for(addr: &str, password: Option<&str>, timeout: Duration) -> Result<Client, String> {
+pub(crate) fn connect_for(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<Client, String> {
     let mut c = Client::connect(addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
     if let Some(p) = password
         && let Reply::Error(e) = c.cmd(&["AUTH", p]).map_err(|e| format!("{addr}: {e}"))?
@@ -270,7 +274,7 @@ pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Primaries a cluster needs at least (as `redis-cli --cluster create` requires).
 pub const PRIMARIES_MIN: usize = 3;
 
-fn reply_ok(addr: &str, r: std::io::Result<Reply>) -> Result<Reply, String> {
+pub(crate) fn reply_ok(addr: &str, r: std::io::Result<Reply>) -> Result<Reply, String> {
     match r.map_err(|e| format!("{addr}: {e}"))? {
         Reply::Error(e) => Err(format!("{addr}: {e}")),
         other => Ok(other),
