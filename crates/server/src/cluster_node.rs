@@ -393,9 +393,7 @@ impl ClusterNode {
         install(srv, self.group.committed().borrow().clone());
         r
     }
-}
 
-impl ClusterNode {
     /// CLUSTER FAILOVER: starts a manual failover of this replica in the background, unless one
     /// is under way (it goes on; Redis would start it again, to the same end).
     pub fn start_manual_failover(self: &Arc<Self>, srv: &Arc<ServerState>, force: bool) {
