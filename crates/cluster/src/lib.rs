@@ -9,6 +9,8 @@
 //! applied (a refused change leaves the configuration as it was) and the invariants are asserted
 //! after it: every slot has at most one owner, owners are primaries, the epoch only grows.
 
+pub mod failover;
+pub mod plan;
 pub mod route;
 
 use serde::{Deserialize, Serialize};

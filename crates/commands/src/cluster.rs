@@ -373,6 +373,14 @@ static SUBCOMMANDS: &[Spec] = &[
         delslotsrange
     ),
     sub!(
+        "cluster|failover",
+        -2,
+        ADMIN | STALE,
+        "3.0.0",
+        "Forces a replica to perform a manual failover of its master.",
+        failover
+    ),
+    sub!(
         "cluster|forget",
         3,
         ADMIN | STALE,
@@ -436,6 +444,17 @@ static SUBCOMMANDS: &[Spec] = &[
         "Forces a node to handshake with another node.",
         meet
     ),
+    // shoal-internal: a replica's CLUSTER FAILOVER asks its primary to hold writes.
+    Spec {
+        name: "cluster|mfpause",
+        arity: 4,
+        flags: ADMIN | STALE,
+        group: Group::Shoal,
+        since: "0.1.0",
+        summary: "Holds writes for a replica's manual failover and returns the stream's end offset.",
+        handler: Some(mfpause),
+        ..Spec::DEFAULT
+    },
     sub!(
         "cluster|migrateslots",
         -7,
@@ -872,6 +891,84 @@ fn replicate(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     propose(ctx, Change::Replicate { node: me, primary })
 }
 
+/// `CLUSTER FAILOVER [FORCE|TAKEOVER]`, sent to a replica: checked here with Redis's errors,
+/// answered `+OK` at once (as Redis does), and carried out in the background
+/// (`Action::ClusterFailover`, see `shoal_cluster::failover`): coordinated with the primary, or
+/// with FORCE (and TAKEOVER, which is the same here: the configuration group orders the change, so
+/// there is no election to skip) without it.
+fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let force = match args.len() {
+        2 => false,
+        3 if args.is(2, "FORCE") || args.is(2, "TAKEOVER") => true,
+        3 => return Err(ERR_SYNTAX),
+        _ => {
+            return Err(err!(
+                "unknown subcommand or wrong number of arguments for '{}'. Try CLUSTER HELP.",
+                String::from_utf8_lossy(args.get(1))
+            ));
+        }
+    };
+    let cfg = cl.config();
+    let me = cl.me();
+    let primary = match cfg.node(&me).and_then(|n| n.replica_of.as_deref()) {
+        None => {
+            return Err(ReplyError::err_static(
+                "You should send CLUSTER FAILOVER to a replica",
+            ));
+        }
+        Some(p) => cfg.node(p),
+    };
+    if primary.is_none() {
+        return Err(ReplyError::err_static(
+            "I'm a replica but my master is unknown to me",
+        ));
+    }
+    let linked =
+        ctx.srv.repl.is_replica() && ctx.srv.repl.link_state() == crate::repl::LinkState::Connected;
+    if !force && !linked {
+        return Err(ReplyError::err_static(
+            "Master is down or failed, please use CLUSTER FAILOVER FORCE",
+        ));
+    }
+    ctx.client.repl.action = Some(crate::state::Action::ClusterFailover { force });
+    ctx.out.ok();
+    Ok(())
+}
+
+/// `CLUSTER MFPAUSE <replica-id> <ms>` (shoal-internal), sent by a replica's CLUSTER FAILOVER to
+/// its primary: hold writes for `ms` milliseconds from now (0 resumes them; each call replaces
+/// the pause), and answer the end offset of this node's stream, which the replica waits to have
+/// applied. Writes wait in their connections (they get no error); once this node sees the
+/// configuration that makes it a replica, they resume and are redirected.
+fn mfpause(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    use shoal_cluster::failover::MANUAL_FAILOVER_PAUSE_MS;
+    let cl = cluster(ctx)?;
+    let replica = String::from_utf8_lossy(args.get(2)).into_owned();
+    let ms = parse_i64(args.get(3))
+        .filter(|ms| (0..=MANUAL_FAILOVER_PAUSE_MS as i64).contains(ms))
+        .ok_or_else(|| err!("Invalid pause time, from 0 to {MANUAL_FAILOVER_PAUSE_MS} ms"))?
+        as u64;
+    let cfg = cl.config();
+    let me = cl.me();
+    if cfg.node(&me).is_none_or(|n| !n.is_primary()) {
+        return Err(ReplyError::err_static("I'm not a master"));
+    }
+    if cfg.node(&replica).and_then(|n| n.replica_of.as_deref()) != Some(me.as_str()) {
+        return Err(err!("Node {replica} is not my replica"));
+    }
+    let until = if ms == 0 { 0 } else { ctx.now_ms + ms };
+    ctx.srv
+        .repl
+        .failover
+        .writes_paused_until_ms
+        .store(until, std::sync::atomic::Ordering::Relaxed);
+    // Read after the pause is in place: every write that does not wait for it is already here
+    // or under way (the replica asks twice to cover those).
+    ctx.out.int(ctx.srv.repl.offset() as i64);
+    Ok(())
+}
+
 fn keyslot(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     cluster(ctx)?;
     ctx.out.int(key_slot(args.get(2)) as i64);
@@ -1136,6 +1233,8 @@ const HELP: &[&str] = &[
     "    Delete slots information from current node.",
     "DELSLOTSRANGE <start slot> <end slot> [<start slot> <end slot> ...]",
     "    Delete slots information which are between <start-slot> and <end-slot> from current node.",
+    "FAILOVER [FORCE|TAKEOVER]",
+    "    Promote current replica node to being a master.",
     "FORGET <node-id>",
     "    Remove a node from the cluster.",
     "GETKEYSINSLOT <slot> <count>",

@@ -349,6 +349,12 @@ fn durability(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn failover(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    // In cluster mode the configuration says who is primary: CLUSTER FAILOVER changes it.
+    if ctx.srv.cluster.is_some() {
+        return Err(ReplyError::err_static(
+            "FAILOVER not allowed in cluster mode. Use CLUSTER FAILOVER command instead.",
+        ));
+    }
     let mut to = None;
     let mut timeout_ms = 0u64;
     let mut force = false;

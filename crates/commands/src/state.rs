@@ -226,6 +226,9 @@ pub enum Action {
     ClusterMeet { ip: String, port: u16 },
     /// CLUSTER FORGET: remove a node from this node's cluster.
     ClusterForget(String),
+    /// CLUSTER FAILOVER on a replica: fail over in the background (already replied `+OK`);
+    /// `force` (FORCE, TAKEOVER) without its primary.
+    ClusterFailover { force: bool },
     /// MIGRATE: send keys to another node, then delete them here (unless `copy`).
     Migrate(Box<crate::keys::MigrateRequest>),
     /// CLUSTER MIGRATESLOTS: run these (registered) export jobs in the background and reply

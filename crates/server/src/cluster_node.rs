@@ -51,6 +51,8 @@ pub struct ClusterNode {
     /// Serialises this node's slot exports (each notes the keys written in its slots through
     /// the shards' trackers, which one export at a time owns).
     pub exporting: tokio::sync::Mutex<()>,
+    /// A manual failover (CLUSTER FAILOVER) is under way on this node: one at a time.
+    failing_over: std::sync::atomic::AtomicBool,
 }
 
 /// The Raft id that goes with a cluster node id: its first 16 hex digits.
@@ -111,6 +113,7 @@ impl ClusterNode {
             me,
             forming: tokio::sync::Mutex::new(()),
             exporting: tokio::sync::Mutex::new(()),
+            failing_over: std::sync::atomic::AtomicBool::new(false),
         });
         if stored.is_some() && node.has_membership().await {
             cl.formed.store(true, Relaxed);
@@ -169,6 +172,19 @@ impl ClusterNode {
         let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
         let _one = self.forming.lock().await;
         if cl.formed.load(Relaxed) {
+            return Ok(());
+        }
+        // Met by a cluster a moment ago: the group's log is arriving, and the configuration that
+        // names this node is about to be applied. Wait for it rather than form a group of one.
+        let m = self.group.metrics();
+        if !m.voters.is_empty() || !m.learners.is_empty() {
+            let deadline = Instant::now() + FORM_TIMEOUT;
+            while !cl.formed.load(Relaxed) {
+                if Instant::now() >= deadline {
+                    return Err("this node is joining a cluster; try again".into());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             return Ok(());
         }
         let me = self.group.node();
@@ -361,7 +377,17 @@ impl ClusterNode {
     /// The configuration this node applied is installed before this returns, so the client's
     /// next command sees its change.
     pub async fn propose(&self, srv: &Arc<ServerState>, change: Change) -> Result<(), String> {
-        match self.propose_settled(srv, change).await {
+        self.propose_within(srv, change, PROPOSE_TIMEOUT).await
+    }
+
+    /// [`ClusterNode::propose`] with its own bound on the commit.
+    async fn propose_within(
+        &self,
+        srv: &Arc<ServerState>,
+        change: Change,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        match self.propose_settled_within(srv, change, timeout).await {
             Proposed::Applied => Ok(()),
             Proposed::Refused(e) | Proposed::Unknown(e) => Err(e),
         }
@@ -370,10 +396,20 @@ impl ClusterNode {
     /// [`ClusterNode::propose`], telling a refused change (it will never apply) from one whose
     /// fate is unknown (it may still commit).
     pub async fn propose_settled(&self, srv: &Arc<ServerState>, change: Change) -> Proposed {
+        self.propose_settled_within(srv, change, PROPOSE_TIMEOUT)
+            .await
+    }
+
+    async fn propose_settled_within(
+        &self,
+        srv: &Arc<ServerState>,
+        change: Change,
+        timeout: Duration,
+    ) -> Proposed {
         if let Err(e) = self.ensure_formed(srv).await {
             return Proposed::Refused(e);
         }
-        let (index, r) = match self.group.propose_indexed(change, PROPOSE_TIMEOUT).await {
+        let (index, r) = match self.group.propose_indexed(change, timeout).await {
             Ok((i, Ok(()))) => (Some(i), Proposed::Applied),
             Ok((i, Err(refused))) => (Some(i), Proposed::Refused(refused)),
             Err(e) => (
@@ -394,6 +430,132 @@ impl ClusterNode {
         }
         install(srv, self.group.committed().borrow().clone());
         r
+    }
+
+    /// CLUSTER FAILOVER: starts a manual failover of this replica in the background, unless one
+    /// is under way (it goes on; Redis would start it again, to the same end).
+    pub fn start_manual_failover(self: &Arc<Self>, srv: &Arc<ServerState>, force: bool) {
+        if self.failing_over.swap(true, Relaxed) {
+            return;
+        }
+        let (node, srv) = (self.clone(), srv.clone());
+        tokio::spawn(async move {
+            match node.manual_failover(&srv, force).await {
+                Ok(()) => tracing::warn!("Manual failover: this replica is now the primary"),
+                Err(e) => tracing::warn!(reason = %e, "Manual failover aborted"),
+            }
+            node.failing_over.store(false, Relaxed);
+        });
+    }
+
+    /// Carries out a manual failover as `shoal_cluster::failover` decides: ask the primary to
+    /// hold writes and report its stream's end until this replica is caught up (not with FORCE),
+    /// then propose `Change::Promote` of this node. Every wait is bounded; a failover given up
+    /// before the proposal lets the primary resume at once (otherwise its pause ends by itself,
+    /// or when it sees the promotion).
+    async fn manual_failover(&self, srv: &Arc<ServerState>, force: bool) -> Result<(), String> {
+        use shoal_cluster::failover::{
+            MANUAL_FAILOVER_PAUSE_MS, MANUAL_FAILOVER_PROPOSE_TIMEOUT_MS, ManualFailover, Step,
+        };
+        let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
+        let me = cl.me();
+        let cfg = cl.config();
+        let primary = cfg
+            .node(&me)
+            .and_then(|n| n.replica_of.as_deref())
+            .and_then(|p| cfg.node(p))
+            .cloned()
+            .ok_or("this node is not a replica of a known primary")?;
+        if force {
+            tracing::warn!("Forced failover user request accepted.");
+        } else {
+            tracing::warn!(primary = %primary.addr(), "Manual failover user request accepted.");
+        }
+        let mut mf = ManualFailover::new(force, crate::now_ms());
+        let mut link: Option<tokio::net::TcpStream> = None;
+        let pause = MANUAL_FAILOVER_PAUSE_MS.to_string();
+        let outcome = loop {
+            match mf.poll(srv.repl.offset(), crate::now_ms()) {
+                Step::Wait => tokio::time::sleep(MANUAL_FAILOVER_POLL).await,
+                Step::Promote => break Ok(()),
+                Step::Abort(why) => break Err(why),
+                Step::AskPrimary => {
+                    let args = ["CLUSTER", "MFPAUSE", me.as_str(), pause.as_str()];
+                    match ask_primary(srv, &mut link, &primary, &args).await {
+                        Ok(end) => mf.on_report(end, srv.repl.offset()),
+                        Err(e) => break Err(format!("asking {}: {e}", primary.addr())),
+                    }
+                }
+            }
+        };
+        if let Err(why) = outcome {
+            if mf.primary_held() {
+                let args = ["CLUSTER", "MFPAUSE", me.as_str(), "0"];
+                let _ = ask_primary(srv, &mut link, &primary, &args).await;
+            }
+            return Err(why);
+        }
+        drop(link);
+        let timeout = Duration::from_millis(MANUAL_FAILOVER_PROPOSE_TIMEOUT_MS);
+        self.propose_within(srv, Change::Promote { replica: me }, timeout)
+            .await
+    }
+}
+
+/// How often a manual failover looks at the stream it is catching up with.
+pub const MANUAL_FAILOVER_POLL: Duration = Duration::from_millis(2);
+/// How long the primary may take to answer a manual failover's request.
+pub const MANUAL_FAILOVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sends `args` to `primary` on `link` (connected and authenticated first if need be) and reads
+/// the integer it answers; the link is dropped after an error.
+async fn ask_primary(
+    srv: &ServerState,
+    link: &mut Option<tokio::net::TcpStream>,
+    primary: &Node,
+    args: &[&str],
+) -> Result<u64, String> {
+    use crate::links::Transport;
+    use shoal_resp::Reply;
+    let t = MANUAL_FAILOVER_REQUEST_TIMEOUT;
+    if link.is_none() {
+        let mut s = crate::links::Tcp
+            .connect(&primary.ip, primary.port)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pass = {
+            let cfg = srv.config();
+            if cfg.masterauth.is_empty() {
+                cfg.requirepass.clone()
+            } else {
+                cfg.masterauth.clone()
+            }
+        };
+        if !pass.is_empty()
+            && let Reply::Error(e) =
+                crate::links::request(&mut s, &[b"AUTH", pass.as_bytes()], t).await?
+        {
+            return Err(e);
+        }
+        *link = Some(s);
+    }
+    let s = link.as_mut().expect("connected above");
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let r = crate::links::request(s, &bytes, t).await;
+    match r {
+        Ok(Reply::Int(end)) if end >= 0 => Ok(end as u64),
+        Ok(Reply::Error(e)) => {
+            *link = None;
+            Err(e)
+        }
+        Ok(other) => {
+            *link = None;
+            Err(format!("unexpected reply {other:?}"))
+        }
+        Err(e) => {
+            *link = None;
+            Err(e)
+        }
     }
 }
 
@@ -432,6 +594,9 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
                 host: primary.ip.clone(),
                 port: primary.port,
             };
+            // A manual failover held this node's writes until it saw its replica promoted:
+            // they resume now, and are redirected to the new primary.
+            srv.repl.failover.writes_paused_until_ms.store(0, Relaxed);
             if srv.repl.role() != target {
                 let epoch = srv
                     .repl

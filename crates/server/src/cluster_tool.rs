@@ -1,8 +1,11 @@
 //! The cluster tools: `shoal cluster check` and `shoal cluster info` (what a cluster looks like
 //! from every node, read from `CLUSTER NODES` and `DBSIZE` as `redis-cli --cluster check|info`
 //! reads them; `check` fails when nodes disagree about who owns which slot, when a slot has no
-//! owner, when a slot is moving, or when a node cannot be reached) and `shoal cluster create`
-//! (fresh nodes formed into a cluster with `CLUSTER MEET`, `ADDSLOTSRANGE` and `REPLICATE`).
+//! owner, when a slot is moving, or when a node cannot be reached), `shoal cluster create`
+//! (fresh nodes formed into a cluster with `CLUSTER MEET`, `ADDSLOTSRANGE` and `REPLICATE`),
+//! `add-node`, `del-node` and `failover` (`CLUSTER FAILOVER` sent to a replica, then a bounded
+//! wait until the configuration shows it as primary). The tools tell what they do through a
+//! [`Report`]; the binary's shows progress on a terminal.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +20,25 @@ pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Nodes a check visits at most (a cluster larger than this is reported as such).
 pub const NODES_MAX: usize = 1000;
 const SLOTS: usize = shoal_keyspace::SLOTS;
+
+/// How a tool tells what it does: `say` is a line of its report; a step that takes a while shows
+/// its progress between `begin` and `end` (the binary draws a bar or a spinner on a terminal and
+/// writes plain lines to a log). Any `FnMut(&str)` is a report that shows no progress.
+pub trait Report {
+    fn say(&mut self, line: &str);
+    /// A long step begins: `total` units to do (a bar), or `None` (a spinner).
+    fn begin(&mut self, _what: &str, _total: Option<u64>) {}
+    /// Progress of the current step: `done` units, and what is happening now.
+    fn progress(&mut self, _done: u64, _detail: &str) {}
+    /// The current step ended, as `outcome` says.
+    fn end(&mut self, _outcome: &str) {}
+}
+
+impl<F: FnMut(&str)> Report for F {
+    fn say(&mut self, line: &str) {
+        self(line)
+    }
+}
 
 /// One line of `CLUSTER NODES`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +98,7 @@ pub fn parse_nodes(text: &str) -> Result<Vec<NodeLine>, String> {
     Ok(out)
 }
 
-fn text(r: Reply) -> Result<String, String> {
+pub(crate) fn text(r: Reply) -> Result<String, String> {
     match r {
         Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
         Reply::Status(s) => Ok(s),
@@ -85,7 +107,7 @@ fn text(r: Reply) -> Result<String, String> {
     }
 }
 
-fn nodes_of(addr: &str, password: Option<&str>) -> Result<Vec<NodeLine>, String> {
+pub(crate) fn nodes_of(addr: &str, password: Option<&str>) -> Result<Vec<NodeLine>, String> {
     let mut c = connect(addr, password)?;
     let t = text(
         c.cmd(&["CLUSTER", "NODES"])
@@ -95,11 +117,15 @@ fn nodes_of(addr: &str, password: Option<&str>) -> Result<Vec<NodeLine>, String>
     parse_nodes(&t).map_err(|e| format!("{addr}: {e}"))
 }
 
-fn connect(addr: &str, password: Option<&str>) -> Result<Client, String> {
+pub(crate) fn connect(addr: &str, password: Option<&str>) -> Result<Client, String> {
     connect_for(addr, password, NODE_TIMEOUT)
 }
 
-fn connect_for(addr: &str, password: Option<&str>, timeout: Duration) -> Result<Client, String> {
+pub(crate) fn connect_for(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<Client, String> {
     let mut c = Client::connect(addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
     if let Some(p) = password
         && let Reply::Error(e) = c.cmd(&["AUTH", p]).map_err(|e| format!("{addr}: {e}"))?
@@ -248,7 +274,7 @@ pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Primaries a cluster needs at least (as `redis-cli --cluster create` requires).
 pub const PRIMARIES_MIN: usize = 3;
 
-fn reply_ok(addr: &str, r: std::io::Result<Reply>) -> Result<Reply, String> {
+pub(crate) fn reply_ok(addr: &str, r: std::io::Result<Reply>) -> Result<Reply, String> {
     match r.map_err(|e| format!("{addr}: {e}"))? {
         Reply::Error(e) => Err(format!("{addr}: {e}")),
         other => Ok(other),
@@ -263,8 +289,9 @@ pub fn create(
     addrs: &[String],
     replicas: usize,
     password: Option<&str>,
-    mut say: impl FnMut(&str),
+    mut report: impl Report,
 ) -> Result<(), String> {
+    let mut say = |l: &str| report.say(l);
     let primaries = addrs.len() / (replicas + 1);
     if primaries < PRIMARIES_MIN {
         return Err(format!(
@@ -296,7 +323,7 @@ pub fn create(
             .ok_or_else(|| format!("{addr}: no address"))?;
         nodes.push((addr.clone(), id, ip));
     }
-    let per = SLOTS / primaries;
+    let per = SLOTS as f32 / primaries as f32;
     let first = &nodes[0].0;
     let mut lead = connect_for(first, password, CHANGE_TIMEOUT)?;
     say(&format!(">>> Forming the configuration group on {first}"));
@@ -312,13 +339,20 @@ pub fn create(
             ]),
         )?;
     }
+    // Split as redis-cli does (in f32, rounded), so a cluster of three has Redis's familiar
+    // 0-5460, 5461-10922, 10923-16383.
+    let mut start = 0usize;
+    let mut cursor = 0f32;
     for (i, (addr, _, _)) in nodes[..primaries].iter().enumerate() {
-        let start = i * per;
-        let end = if i + 1 == primaries {
-            SLOTS - 1
-        } else {
-            start + per - 1
-        };
+        let mut end = (cursor + per - 1.0).round() as usize;
+        if end > SLOTS || i + 1 == primaries {
+            end = SLOTS - 1;
+        }
+        end = end.max(start);
+        cursor += per;
+        let first = start;
+        start = end + 1;
+        let start = first;
         say(&format!(">>> Slots {start}-{end} to {addr}"));
         let mut c = connect_for(addr, password, CHANGE_TIMEOUT)?;
         reply_ok(
@@ -338,16 +372,30 @@ pub fn create(
         let mut c = connect_for(addr, password, CHANGE_TIMEOUT)?;
         reply_ok(addr, c.cmd(&["CLUSTER", "REPLICATE", pid]))?;
     }
-    let deadline = std::time::Instant::now() + CREATE_SETTLE_TIMEOUT;
+    let started = std::time::Instant::now();
+    let deadline = started + CREATE_SETTLE_TIMEOUT;
+    report.begin(
+        ">>> Waiting for every node to agree",
+        Some(nodes.len() as u64),
+    );
     loop {
         let r = check(first, password)?;
-        let all_known = nodes_of(first, password)?.len() == nodes.len();
-        if r.problems == 0 && all_known {
-            say("[OK] All nodes agree about slots configuration.");
-            say(&format!("[OK] All {SLOTS} slots covered."));
+        let known = nodes_of(first, password)?.len();
+        report.progress(
+            known.min(nodes.len()) as u64,
+            &format!("{known} node(s) known, {} problem(s) left", r.problems),
+        );
+        if r.problems == 0 && known == nodes.len() {
+            report.end(&format!(
+                "agreed in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            report.say("[OK] All nodes agree about slots configuration.");
+            report.say(&format!("[OK] All {SLOTS} slots covered."));
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
+            report.end("gave up");
             return Err(format!(
                 "the nodes did not agree within {CREATE_SETTLE_TIMEOUT:?}:\n{}",
                 r.lines.join("\n")
@@ -453,6 +501,82 @@ pub fn del_node(
     reply_ok(&leader, l.cmd(&["CLUSTER", "FORGET", id]))?;
     say("[OK] Node removed.");
     Ok(())
+}
+
+/// How long `shoal cluster failover` waits, by default, for the configuration to show the replica
+/// as primary (a coordinated failover gives up within `MANUAL_FAILOVER_TIMEOUT_MS` plus the
+/// promotion's commit, so this is ample).
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+
+/// `CLUSTER FAILOVER`'s option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverMode {
+    /// Coordinated with the primary: no acknowledged write is lost.
+    Coordinated,
+    /// Without the primary (it may be down).
+    Force,
+    /// As FORCE in shoal (the configuration group orders the change; no election to skip).
+    Takeover,
+}
+
+/// Sends `CLUSTER FAILOVER` to the replica at `addr` and waits, at most `wait`, until its
+/// configuration shows it as a primary.
+pub fn failover(
+    addr: &str,
+    mode: FailoverMode,
+    password: Option<&str>,
+    wait: Duration,
+    mut report: impl Report,
+) -> Result<(), String> {
+    let mut c = connect(addr, password)?;
+    let id = text(reply_ok(addr, c.cmd(&["CLUSTER", "MYID"]))?)?;
+    let primary = nodes_of(addr, password)?
+        .into_iter()
+        .find(|n| n.id == id)
+        .and_then(|n| n.replica_of)
+        .unwrap_or_else(|| "-".into());
+    let mut args = vec!["CLUSTER", "FAILOVER"];
+    match mode {
+        FailoverMode::Coordinated => {}
+        FailoverMode::Force => args.push("FORCE"),
+        FailoverMode::Takeover => args.push("TAKEOVER"),
+    }
+    report.say(&format!(
+        ">>> Sending {} to {addr} ({id}), a replica of {primary}",
+        args.join(" ")
+    ));
+    reply_ok(addr, c.cmd(&args))?;
+    let started = std::time::Instant::now();
+    report.begin(&format!(">>> Waiting for {addr} to become a primary"), None);
+    loop {
+        let view = nodes_of(addr, password)?;
+        let me = view.iter().find(|n| n.id == id);
+        if me.is_some_and(|n| n.primary) {
+            report.end(&format!(
+                "promoted in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            let slots: usize = me
+                .map(|n| n.slots.iter().map(|&(a, b)| (b - a) as usize + 1).sum())
+                .unwrap_or(0);
+            report.say(&format!(
+                "[OK] {addr} ({id}) is a primary serving {slots} slots; {primary} replicates it."
+            ));
+            return Ok(());
+        }
+        if started.elapsed() >= wait {
+            report.end("gave up");
+            return Err(format!(
+                "{addr} is still a replica after {wait:?}: the failover did not complete (the \
+                 node's log says why)"
+            ));
+        }
+        report.progress(
+            started.elapsed().as_millis() as u64,
+            &format!("still a replica of {primary}"),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

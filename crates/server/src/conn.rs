@@ -322,9 +322,12 @@ async fn run(
                     };
                     let args = Args::new(src, &ranges);
                     // During a FAILOVER hand-over, writes wait until it is done.
+                    // EXEC waits too: it may run queued writes.
                     if srv.repl.failover.writes_paused_until_ms.load(Relaxed) > now
-                        && shoal_commands::table::lookup(args.get(0))
-                            .is_some_and(|s| s.has(shoal_commands::flag::WRITE))
+                        && shoal_commands::table::lookup(args.get(0)).is_some_and(|s| {
+                            s.has(shoal_commands::flag::WRITE)
+                                || s.has(shoal_commands::flag::TX_EXEC)
+                        })
                     {
                         settle!();
                         pause_for_failover(srv).await;
@@ -569,6 +572,12 @@ async fn carry_out(
         }
         Action::Shutdown => {
             let _ = io.shutdown.send(true);
+        }
+        Action::ClusterFailover { force } => {
+            // Already answered `+OK`, as Redis answers once the failover started.
+            if let Some(node) = io.cluster.as_ref() {
+                node.start_manual_failover(srv, force);
+            }
         }
         Action::ClusterChange(_)
         | Action::ClusterMeet { .. }

@@ -15,6 +15,7 @@ pub mod links;
 pub mod migrate;
 pub mod persist;
 pub mod raft;
+pub mod reshard_tool;
 pub mod slot_migration;
 pub mod tool_client;
 pub mod verify;

@@ -1,6 +1,7 @@
 //! `shoal`: the one binary. `shoal serve` runs a server; flags override the TOML config file.
 
 mod alloc;
+mod console;
 
 use clap::{Parser, Subcommand};
 use shoal_commands::config::{Config, LogLevel};
@@ -49,6 +50,94 @@ enum ClusterCommand {
     AddNode(AddNodeArgs),
     /// Remove a node that serves no slot and has no replicas from a cluster.
     DelNode(DelNodeArgs),
+    /// Make a replica the primary of its primary's slots (CLUSTER FAILOVER sent to it), and wait
+    /// until the configuration shows it as primary. Exits 2 on failure.
+    Failover(FailoverArgs),
+    /// Move slots to one primary from others, in proportion to what each owns (as
+    /// `redis-cli --cluster reshard`), one slot migration job per source. Exits 2 on failure.
+    Reshard(ReshardArgs),
+    /// Balance the slots over the primaries by weight (as `redis-cli --cluster rebalance`), one
+    /// slot migration job per source and target. Exits 2 on failure.
+    Rebalance(RebalanceArgs),
+}
+
+#[derive(Parser)]
+struct ReshardArgs {
+    /// Any node of the cluster, HOST:PORT.
+    addr: String,
+    /// The source primaries' ids, separated by commas, or `all` (every primary but the target).
+    #[arg(long)]
+    from: String,
+    /// The target primary's id.
+    #[arg(long)]
+    to: String,
+    /// How many slots to move.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16384))]
+    slots: u16,
+    /// Do not ask for confirmation of the plan.
+    #[arg(long)]
+    yes: bool,
+    /// Seconds one migration job may run before the tool gives up on it.
+    #[arg(long, default_value_t = shoal_server::reshard_tool::JOB_TIMEOUT_DEFAULT.as_secs())]
+    timeout: u64,
+    #[arg(long)]
+    password: Option<String>,
+}
+
+#[derive(Parser)]
+struct RebalanceArgs {
+    /// Any node of the cluster, HOST:PORT.
+    addr: String,
+    /// A primary's weight, as <node-id>=<weight> (the id may be abbreviated); repeatable.
+    #[arg(long = "weight", value_name = "NODE-ID=WEIGHT")]
+    weights: Vec<String>,
+    /// Move nothing unless a primary is further than this from its share, in percent.
+    #[arg(long, default_value_t = default_threshold())]
+    threshold: f32,
+    /// Give slots to primaries that have none.
+    #[arg(long)]
+    use_empty_masters: bool,
+    /// Show the moves without making them.
+    #[arg(long)]
+    simulate: bool,
+    /// Seconds one migration job may run before the tool gives up on it.
+    #[arg(long, default_value_t = shoal_server::reshard_tool::JOB_TIMEOUT_DEFAULT.as_secs())]
+    timeout: u64,
+    #[arg(long)]
+    password: Option<String>,
+}
+
+/// redis-cli's default `--cluster-threshold`.
+fn default_threshold() -> f32 {
+    shoal_server::reshard_tool::REBALANCE_THRESHOLD_PCT
+}
+
+/// Asks on the terminal whether to go ahead; only `yes` is yes.
+fn confirm(question: &str) -> bool {
+    use std::io::Write;
+    print!("{question} (yes/no)? ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "yes"
+}
+
+#[derive(Parser)]
+struct FailoverArgs {
+    /// The replica to promote, HOST:PORT.
+    addr: String,
+    /// Do not coordinate with the primary (it may be down): writes it acknowledged that the
+    /// replica had not received are lost.
+    #[arg(long, conflicts_with = "takeover")]
+    force: bool,
+    /// As --force: in shoal the configuration group orders every change, so there is no election
+    /// for a takeover to skip.
+    #[arg(long)]
+    takeover: bool,
+    /// How long to wait for the promotion, in seconds.
+    #[arg(long, default_value_t = shoal_server::cluster_tool::FAILOVER_WAIT.as_secs())]
+    timeout: u64,
+    #[arg(long)]
+    password: Option<String>,
 }
 
 #[derive(Parser)]
@@ -129,7 +218,7 @@ fn cluster(c: ClusterCommand) -> i32 {
                 &a.addrs,
                 a.replicas,
                 a.password.as_deref(),
-                |l| println!("{l}"),
+                console::Console::new(),
             ) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -139,6 +228,59 @@ fn cluster(c: ClusterCommand) -> i32 {
             }
         }
         ClusterCommand::StartLocal(a) => start_local(a),
+        ClusterCommand::Reshard(a) => {
+            use shoal_server::reshard_tool::{ReshardOptions, Sources};
+            let opts = ReshardOptions {
+                addr: a.addr,
+                from: Sources::parse(&a.from),
+                to: a.to,
+                slots: a.slots as usize,
+                password: a.password,
+                job_timeout: std::time::Duration::from_secs(a.timeout),
+            };
+            let yes = a.yes;
+            exit_code(
+                "reshard",
+                shoal_server::reshard_tool::reshard(
+                    &opts,
+                    || yes || confirm("Do you want to proceed with the proposed reshard plan"),
+                    console::Console::new(),
+                ),
+            )
+        }
+        ClusterCommand::Rebalance(a) => {
+            let opts = shoal_server::reshard_tool::RebalanceOptions {
+                addr: a.addr,
+                weights: a.weights,
+                threshold_pct: a.threshold,
+                use_empty: a.use_empty_masters,
+                simulate: a.simulate,
+                password: a.password,
+                job_timeout: std::time::Duration::from_secs(a.timeout),
+            };
+            exit_code(
+                "rebalance",
+                shoal_server::reshard_tool::rebalance(&opts, console::Console::new()),
+            )
+        }
+        ClusterCommand::Failover(a) => {
+            use shoal_server::cluster_tool::FailoverMode;
+            let mode = match (a.force, a.takeover) {
+                (_, true) => FailoverMode::Takeover,
+                (true, _) => FailoverMode::Force,
+                _ => FailoverMode::Coordinated,
+            };
+            exit_code(
+                "failover",
+                shoal_server::cluster_tool::failover(
+                    &a.addr,
+                    mode,
+                    a.password.as_deref(),
+                    std::time::Duration::from_secs(a.timeout),
+                    console::Console::new(),
+                ),
+            )
+        }
         ClusterCommand::AddNode(a) => exit_code(
             "add-node",
             shoal_server::cluster_tool::add_node(
@@ -420,7 +562,7 @@ fn start_local(a: StartLocalArgs) -> i32 {
         }
     }
     if let Err(e) =
-        shoal_server::cluster_tool::create(&addrs, a.replicas, None, |l| println!("{l}"))
+        shoal_server::cluster_tool::create(&addrs, a.replicas, None, console::Console::new())
     {
         eprintln!("shoal cluster start-local: {e}");
         stop(&mut children);

@@ -925,3 +925,417 @@ fn redis_cli_reshard_moves_slots_and_keys_between_nodes() {
         "+NOKEY\r\n"
     );
 }
+
+/// A node's id.
+fn node_id(n: &Shoal) -> String {
+    let r = n.raw().call(&["CLUSTER", "MYID"]);
+    r.lines().nth(1).unwrap_or_default().to_string()
+}
+
+/// Whether a `CLUSTER NODES` text shows `primary` as a primary and `replica` as its replica.
+fn shows_primary_of(view: &str, primary: &str, replica: &str) -> bool {
+    let line = |id: &str| -> Vec<String> {
+        view.lines()
+            .find(|l| l.starts_with(id))
+            .map(|l| l.split(' ').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let (p, r) = (line(primary), line(replica));
+    p.len() > 3
+        && p[2].ends_with("master")
+        && r.len() > 3
+        && r[2].ends_with("slave")
+        && r[3] == primary
+}
+
+/// Writes `load:<i>` = i through a cluster client until `stop` (bounded in count and time);
+/// returns the writes that were acknowledged and how many were tried.
+fn write_until(
+    first: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::thread::JoinHandle<(Vec<usize>, usize)> {
+    std::thread::spawn(move || {
+        const WRITES_MAX: usize = 200_000;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let client = redis::cluster::ClusterClient::new(vec![first]).expect("cluster client");
+        let mut c = client.get_connection().expect("cluster connection");
+        let mut ok = Vec::new();
+        let mut tried = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed)
+            && tried < WRITES_MAX
+            && std::time::Instant::now() < deadline
+        {
+            let r: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(format!("load:{tried}"))
+                .arg(tried)
+                .query(&mut c);
+            if r.is_ok() {
+                ok.push(tried);
+                acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            tried += 1;
+        }
+        (ok, tried)
+    })
+}
+
+#[test]
+fn cluster_failover_on_a_replica_swaps_roles_without_losing_a_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let _turn = many_nodes();
+    const KEYS: usize = 1000;
+    let nodes: Vec<Shoal> = (0..6).map(|_| cluster_node()).collect();
+    create(&nodes, 1);
+    // `create` makes the fourth node the replica of the first, which owns slots 0-5460.
+    let (old, new) = (&nodes[0], &nodes[3]);
+    let (old_id, new_id) = (node_id(old), node_id(new));
+    assert!(shows_primary_of(
+        &new.raw().call(&["CLUSTER", "NODES"]),
+        &old_id,
+        &new_id
+    ));
+    let mut c = fill(&nodes[1], KEYS);
+    common::wait_until("the replica's link is up", || {
+        info_field(new, "replication", "master_link_status") == "up"
+    });
+    // Redis's errors.
+    assert_eq!(
+        old.raw().call(&["CLUSTER", "FAILOVER"]),
+        "-ERR You should send CLUSTER FAILOVER to a replica\r\n"
+    );
+    assert_eq!(
+        new.raw().call(&["CLUSTER", "FAILOVER", "SOON"]),
+        "-ERR syntax error\r\n"
+    );
+    assert_eq!(
+        new.raw().call(&["CLUSTER", "FAILOVER", "FORCE", "NOW"]),
+        "-ERR unknown subcommand or wrong number of arguments for 'FAILOVER'. Try CLUSTER HELP.\r\n"
+    );
+    assert_eq!(
+        old.raw().call(&["FAILOVER"]),
+        "-ERR FAILOVER not allowed in cluster mode. Use CLUSTER FAILOVER command instead.\r\n"
+    );
+    // Writes keep coming to every primary while the replica takes over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let writer = write_until(nodes[2].url(), stop.clone(), acked.clone());
+    common::wait_until("the writer is under way", || acked.load(Relaxed) >= 200);
+    assert_eq!(new.raw().call(&["CLUSTER", "FAILOVER"]), "+OK\r\n");
+    for n in &nodes {
+        common::wait_until("every node sees the roles swapped", || {
+            shows_primary_of(&n.raw().call(&["CLUSTER", "NODES"]), &new_id, &old_id)
+        });
+    }
+    // The old primary follows the new one, as the configuration says.
+    common::wait_until("the old primary replicates the new one", || {
+        info_field(old, "replication", "master_port") == new.port.to_string()
+            && info_field(old, "replication", "master_link_status") == "up"
+    });
+    assert_eq!(info_field(new, "replication", "role"), "master");
+    // Writes go on through the new primary, then stop.
+    let before = acked.load(Relaxed);
+    common::wait_until("writes succeed after the failover", || {
+        acked.load(Relaxed) >= before + 200
+    });
+    stop.store(true, Relaxed);
+    let (ok, tried) = writer.join().expect("the writer");
+    // "{06S}" hashes to slot 0: the old primary redirects, the new one serves.
+    assert_eq!(
+        old.raw().call(&["SET", "{06S}x", "v"]),
+        format!("-MOVED 0 {}\r\n", new.addr())
+    );
+    assert_eq!(new.raw().call(&["SET", "{06S}x", "v"]), "+OK\r\n");
+    assert_eq!(new.raw().call(&["GET", "{06S}x"]), "$1\r\nv\r\n");
+    // No acknowledged write lost: every key is read back from its primary.
+    read_back(&mut c, KEYS, 1);
+    for i in &ok {
+        let v: usize = redis::cmd("GET")
+            .arg(format!("load:{i}"))
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("load:{i}: {e}"));
+        assert_eq!(v, *i);
+    }
+    let primaries = [&nodes[1], &nodes[2], new];
+    let total: usize = primaries
+        .iter()
+        .map(|p| q::<usize>(&mut p.client(), &["DBSIZE"]))
+        .sum();
+    assert!(
+        (KEYS + ok.len() + 1..=KEYS + tried + 1).contains(&total),
+        "{total} keys on the primaries: {KEYS} + {} acknowledged (of {tried}) + 1",
+        ok.len()
+    );
+}
+
+#[test]
+fn shoal_cluster_failover_coordinated_then_forced_for_a_stopped_primary() {
+    let _turn = many_nodes();
+    const KEYS: usize = 600;
+    let mut nodes: Vec<Shoal> = (0..6).map(|_| cluster_node()).collect();
+    create(&nodes, 1);
+    let c = fill(&nodes[0], KEYS);
+    let tool = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["cluster", "failover"])
+            .args(args)
+            .output()
+            .expect("shoal cluster failover")
+    };
+    // Coordinated, through the tool: the sixth node takes over from the third.
+    common::wait_until("the sixth node's link is up", || {
+        info_field(&nodes[5], "replication", "master_link_status") == "up"
+    });
+    let out = tool(&[&nodes[5].addr()]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("[OK] "), "{stdout}");
+    // Not a terminal: plain progress lines in the log.
+    assert!(
+        stderr.contains(&format!(
+            ">>> Waiting for {} to become a primary",
+            nodes[5].addr()
+        )),
+        "{stderr}"
+    );
+    let (p5, p2) = (node_id(&nodes[5]), node_id(&nodes[2]));
+    assert!(shows_primary_of(
+        &nodes[5].raw().call(&["CLUSTER", "NODES"]),
+        &p5,
+        &p2
+    ));
+    // A primary is not failed over.
+    let out = tool(&[&nodes[0].addr()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("ERR You should send CLUSTER FAILOVER to a replica"),
+        "{out:?}"
+    );
+    // The second primary stops (its replica, the fifth node, has everything it had).
+    let (p1, p4) = (node_id(&nodes[1]), node_id(&nodes[4]));
+    common::caught_up(&nodes[4], &nodes[1]);
+    let replica = nodes.remove(4);
+    drop(nodes.remove(1));
+    common::wait_until("the replica sees its primary gone", || {
+        info_field(&replica, "replication", "master_link_status") == "down"
+    });
+    assert_eq!(
+        replica.raw().call(&["CLUSTER", "FAILOVER"]),
+        "-ERR Master is down or failed, please use CLUSTER FAILOVER FORCE\r\n"
+    );
+    let out = tool(&[&replica.addr(), "--force"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in nodes.iter().chain([&replica]) {
+        common::wait_until("every node sees the forced failover", || {
+            shows_primary_of(&n.raw().call(&["CLUSTER", "NODES"]), &p4, &p1)
+        });
+    }
+    // Every key is served, the stopped primary's from its former replica (a new client: the old
+    // one keeps trying its connection to the stopped node).
+    drop(c);
+    let client = redis::cluster::ClusterClient::new(vec![nodes[0].url()]).unwrap();
+    let mut c = client.get_connection().unwrap();
+    read_back(&mut c, KEYS, 1);
+    let _: () = redis::cmd("SET").arg("after").arg(1).query(&mut c).unwrap();
+}
+
+/// Runs `shoal cluster <args>` with no input; returns (exit code, stdout, stderr).
+fn cluster_tool(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("cluster")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("shoal cluster");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn shoal_cluster_rebalance_plans_by_weight_and_reshard_checks_its_nodes() {
+    let _turn = many_nodes();
+    let nodes: Vec<Shoal> = (0..3).map(|_| cluster_node()).collect();
+    create(&nodes, 0);
+    let extra = cluster_node();
+    let (code, out, err) = cluster_tool(&["add-node", &extra.addr(), &nodes[0].addr()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let ids: Vec<String> = nodes.iter().map(node_id).collect();
+    let extra_id = node_id(&extra);
+    let first = nodes[0].addr();
+    // Three even primaries and an empty one: balanced unless empty primaries count.
+    let (code, out, err) = cluster_tool(&["rebalance", &first]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("*** No rebalancing needed! All nodes are within the 2.00% threshold."),
+        "{out}"
+    );
+    let (code, out, err) =
+        cluster_tool(&["rebalance", &first, "--use-empty-masters", "--simulate"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(">>> Rebalancing across 4 nodes. Total weight = 4.00"),
+        "{out}"
+    );
+    let moving: Vec<&str> = out.lines().filter(|l| l.starts_with("Moving ")).collect();
+    assert_eq!(moving.len(), 3, "{out}");
+    assert!(
+        moving
+            .iter()
+            .all(|l| l.ends_with(&format!(" to {}", extra.addr()))),
+        "{out}"
+    );
+    let slots: usize = moving
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(slots, 4096);
+    let view = extra.raw().call(&["CLUSTER", "NODES"]);
+    assert!(
+        view.lines()
+            .any(|l| l.starts_with(&extra_id) && l.ends_with(" connected")),
+        "simulated: nothing moved: {view}"
+    );
+    // Weights: the first primary weighs 2 of 4, and gets slots from the other two.
+    let w = format!("{}=2", &ids[0][..8]);
+    let (code, out, err) = cluster_tool(&["rebalance", &first, "--weight", &w, "--simulate"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Total weight = 4.00"), "{out}");
+    assert!(
+        out.lines()
+            .filter(|l| l.starts_with("Moving "))
+            .all(|l| l.ends_with(&format!(" to {first}"))),
+        "{out}"
+    );
+    for (args, want) in [
+        (
+            vec!["rebalance", &first, "--weight", "abc=1"],
+            "*** No such master node abc".to_string(),
+        ),
+        (
+            vec!["rebalance", &first, "--weight", "abc"],
+            "*** invalid input abc".to_string(),
+        ),
+        (
+            vec![
+                "reshard", &first, "--from", "all", "--to", "nosuch", "--slots", "10", "--yes",
+            ],
+            "*** The specified node (nosuch) is not known or not a master, please retry.".into(),
+        ),
+        (
+            vec![
+                "reshard", &first, "--from", &extra_id, "--to", &ids[0], "--slots", "10", "--yes",
+            ],
+            "*** The sources own no slot: nothing to move.".into(),
+        ),
+        // Not confirmed (no input): the plan is shown, nothing moves.
+        (
+            vec![
+                "reshard", &first, "--from", &ids[1], "--to", &ids[0], "--slots", "10",
+            ],
+            "aborted: the plan was not confirmed".into(),
+        ),
+    ] {
+        let (code, out, err) = cluster_tool(&args);
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(&want), "{args:?}: {out}{err}");
+    }
+    let (_, out, _) = cluster_tool(&[
+        "reshard", &first, "--from", &ids[1], "--to", &ids[0], "--slots", "10",
+    ]);
+    assert!(
+        out.contains(&format!("    Moving 10 slots (5461-5470) from {}", ids[1])),
+        "{out}"
+    );
+    let (code, out, _) = cluster_tool(&["check", &first]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// Depends on slot migration jobs (`CLUSTER MIGRATESLOTS`, `CLUSTER GETSLOTMIGRATIONS`), being
+/// built on main: until they are there, the tool stops at its first request to the source with
+/// `-ERR unknown subcommand`.
+#[test]
+fn reshard_tool_moves_slots_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let _turn = many_nodes();
+    const KEYS: usize = 2000;
+    let nodes: Vec<Shoal> = (0..6).map(|_| cluster_node()).collect();
+    create(&nodes, 1);
+    let _ = fill(&nodes[0], KEYS);
+    let (src, dst) = (node_id(&nodes[0]), node_id(&nodes[1]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let writer = write_until(nodes[2].url(), stop.clone(), acked.clone());
+    common::wait_until("the writer is under way", || acked.load(Relaxed) >= 200);
+    let (code, out, err) = cluster_tool(&[
+        "reshard",
+        &nodes[2].addr(),
+        "--from",
+        &src,
+        "--to",
+        &dst,
+        "--slots",
+        "1000",
+        "--yes",
+        "--timeout",
+        "120",
+    ]);
+    let before = acked.load(Relaxed);
+    common::wait_until("writes go on after the move", || {
+        acked.load(Relaxed) >= before + 200
+    });
+    stop.store(true, Relaxed);
+    let (ok, tried) = writer.join().expect("the writer");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("[OK] 1000 slots moved."), "{out}");
+    // The source's lowest 1000 slots moved to the target, as every node sees.
+    for n in &nodes {
+        common::wait_until("every node sees the new owners", || {
+            let v = n.raw().call(&["CLUSTER", "NODES"]);
+            v.lines()
+                .any(|l| l.starts_with(&dst) && l.ends_with(" 0-999 5461-10922"))
+                && v.lines()
+                    .any(|l| l.starts_with(&src) && l.ends_with(" 1000-5460"))
+        });
+    }
+    let (code, out, _) = cluster_tool(&["check", &nodes[0].addr()]);
+    assert_eq!(code, Some(0), "{out}");
+    // Nothing acknowledged was lost, before or during the move.
+    let client = redis::cluster::ClusterClient::new(vec![nodes[2].url()]).unwrap();
+    let mut c = client.get_connection().unwrap();
+    read_back(&mut c, KEYS, 1);
+    for i in &ok {
+        let v: usize = redis::cmd("GET")
+            .arg(format!("load:{i}"))
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("load:{i}: {e}"));
+        assert_eq!(v, *i);
+    }
+    let total: usize = nodes[..3]
+        .iter()
+        .map(|p| q::<usize>(&mut p.client(), &["DBSIZE"]))
+        .sum();
+    assert!(
+        (KEYS + ok.len()..=KEYS + tried).contains(&total),
+        "{total} keys on the primaries: {KEYS} + {} acknowledged (of {tried})",
+        ok.len()
+    );
+    // The target's replica holds what the target holds.
+    common::wait_until("the target's replica caught up", || {
+        q::<usize>(&mut nodes[4].client(), &["DBSIZE"])
+            == q::<usize>(&mut nodes[1].client(), &["DBSIZE"])
+    });
+}

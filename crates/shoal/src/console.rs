@@ -1,0 +1,119 @@
+//! What the cluster tools show while they work: their report on stdout, and the progress of a
+//! long step on stderr. On a terminal that is an `indicatif` bar (or a spinner when the amount of
+//! work is unknown); when stderr is not a terminal (a log, CI) indicatif would draw nothing, so
+//! the step's start, a plain line at most every [`PLAIN_EVERY`] and its end are written instead.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use shoal_server::cluster_tool::Report;
+
+/// How often a progress line is written when stderr is not a terminal.
+pub const PLAIN_EVERY: Duration = Duration::from_secs(1);
+/// How often a spinner turns on a terminal.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The report of a tool run from the command line.
+pub struct Console {
+    terminal: bool,
+    bar: Option<ProgressBar>,
+    step: Option<Step>,
+}
+
+/// The long step under way.
+struct Step {
+    what: String,
+    total: Option<u64>,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Console {
+    pub fn new() -> Console {
+        Console {
+            terminal: std::io::stderr().is_terminal(),
+            bar: None,
+            step: None,
+        }
+    }
+}
+
+impl Report for Console {
+    fn say(&mut self, line: &str) {
+        match &self.bar {
+            // Printed above the bar, which is drawn again below.
+            Some(bar) => bar.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+
+    fn begin(&mut self, what: &str, total: Option<u64>) {
+        self.end("");
+        let now = Instant::now();
+        if self.terminal {
+            let bar = match total {
+                Some(n) => ProgressBar::new(n).with_style(
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {pos}/{len} {elapsed} {wide_msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                ),
+                None => ProgressBar::new_spinner().with_style(
+                    ProgressStyle::with_template("{prefix} {spinner} {elapsed} {wide_msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                        .tick_chars("|/-\\ "),
+                ),
+            };
+            bar.set_prefix(what.to_string());
+            bar.enable_steady_tick(TICK);
+            self.bar = Some(bar);
+        } else {
+            eprintln!("{what} ...");
+        }
+        self.step = Some(Step {
+            what: what.to_string(),
+            total,
+            started: now,
+            last_line: now,
+        });
+    }
+
+    fn progress(&mut self, done: u64, detail: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+            bar.set_message(detail.to_string());
+            return;
+        }
+        let Some(step) = self.step.as_mut() else {
+            return;
+        };
+        if step.last_line.elapsed() < PLAIN_EVERY {
+            return;
+        }
+        step.last_line = Instant::now();
+        let secs = step.started.elapsed().as_secs();
+        match step.total {
+            Some(total) => eprintln!("{}: {done}/{total} {detail} ({secs}s)", step.what),
+            None => eprintln!("{}: {detail} ({secs}s)", step.what),
+        }
+    }
+
+    fn end(&mut self, outcome: &str) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if let Some(step) = self.step.take()
+            && !outcome.is_empty()
+        {
+            eprintln!("{}: {outcome}", step.what);
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.end("");
+    }
+}
