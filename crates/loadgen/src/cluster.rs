@@ -459,6 +459,8 @@ impl Stats {
 
 pub struct Phase {
     pub name: String,
+    /// When the phase was first seen, from the start of the run.
+    pub start_ms: u64,
     /// Time the phase was current (first seen to the next phase, or the end).
     pub secs: f64,
     pub stats: Stats,
@@ -628,6 +630,7 @@ pub async fn load(cfg: LoadConfig) -> io::Result<LoadReport> {
             let until = names.get(i + 1).map_or(end, |n| n.1);
             Phase {
                 name: names[i].0.clone(),
+                start_ms: names[i].1.duration_since(start).as_millis() as u64,
                 secs: until.saturating_duration_since(names[i].1).as_secs_f64(),
                 stats: s,
             }

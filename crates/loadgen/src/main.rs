@@ -478,6 +478,7 @@ fn cluster_load(args: ClusterLoadArgs) -> Result<Line, String> {
         .map(|p| {
             let mut j = Json::default();
             j.str("name", &p.name)
+                .int("start_ms", p.start_ms)
                 .num("secs", p.secs)
                 .num("rps", p.stats.counts.requests as f64 / p.secs.max(1e-9));
             stats_json(&mut j, &p.stats);
