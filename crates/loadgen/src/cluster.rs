@@ -18,6 +18,10 @@
 //! than [`REDIRECTS_MAX`] redirects for one request), `MISSING` (a loaded key read as absent) and
 //! `WRONGVALUE` (a value that is not the one written).
 //!
+//! The first few failed requests of each kind, and the first few slow ones (`--slow-ms`), are
+//! kept with every reply they got (node, time, text), so a report can say what exactly a client
+//! saw, and from which node.
+//!
 //! Latency is measured per request, from its first send to its final reply (redirects and retries
 //! included), into HDR histograms per time window (`--report-ms`) and per *phase*. Phases are
 //! named by the harness in a file it rewrites (`warmup`, `steady`, `move`, ... and `stop`, which
@@ -47,6 +51,8 @@ pub const TRYAGAIN_RETRIES_MAX: usize = 20;
 pub const PHASES_MAX: usize = 16;
 /// Nodes a client may learn of from the map and redirects.
 pub const NODES_MAX: usize = 64;
+/// Failed requests described in the report, per error kind.
+pub const SAMPLES_PER_KIND: usize = 8;
 /// How often the phase file is read.
 const PHASE_POLL: Duration = Duration::from_millis(10);
 /// Latencies above a minute are clamped (a request is bounded well below that anyway).
@@ -399,6 +405,8 @@ pub struct LoadConfig {
     pub report: Duration,
     pub phase_file: Option<PathBuf>,
     pub tryagain_sleep: Duration,
+    /// Requests taking this long or longer are described in the report (not counted as errors).
+    pub slow: Duration,
     pub io_timeout: Duration,
     pub seed: u64,
 }
@@ -485,6 +493,8 @@ pub struct LoadReport {
     pub writes_unknown: u64,
     /// Whether the phase file said `stop` (rather than the deadline ending the run).
     pub stopped: bool,
+    /// The first failed requests of each error kind: kind, start (ms into the run), the replies.
+    pub samples: Vec<(String, u64, String)>,
 }
 
 /// State the clients and the phase watcher share.
@@ -501,6 +511,8 @@ struct Shared {
     /// One bit per id that may be added, per family: set once a write of it is acknowledged.
     added: [Vec<AtomicU64>; 2],
     writes_unknown: AtomicU64,
+    /// The first failed requests of each error kind: start (ms into the run) and description.
+    samples: Mutex<BTreeMap<String, Vec<(u64, String)>>>,
 }
 
 impl Shared {
@@ -519,6 +531,15 @@ impl Shared {
             phases.push(Stats::new(3));
         }
         phases[phase].add(local);
+    }
+
+    /// Keeps the first few failed requests of each kind.
+    fn sample(&self, kind: String, t_ms: u64, text: String) {
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = samples.entry(kind).or_default();
+        if kept.len() < SAMPLES_PER_KIND {
+            kept.push((t_ms, text));
+        }
     }
 
     fn mark_added(&self, space: &KeySpace, f: Family, id: u64) {
@@ -577,6 +598,7 @@ pub async fn load(cfg: LoadConfig) -> io::Result<LoadReport> {
         report: cfg.report,
         added: [bits(cfg.space.added[0]), bits(cfg.space.added[1])],
         writes_unknown: AtomicU64::new(0),
+        samples: Mutex::new(BTreeMap::new()),
     });
     let watcher = tokio::spawn(watch_phases(
         shared.clone(),
@@ -658,7 +680,18 @@ pub async fn load(cfg: LoadConfig) -> io::Result<LoadReport> {
         .flatten()
         .map(|w| u64::from(w.load(Relaxed).count_ones()))
         .sum();
+    let samples = shared
+        .samples
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flat_map(|(kind, kept)| {
+            kept.into_iter()
+                .map(move |(t, text)| (kind.clone(), t, text))
+        })
+        .collect();
     Ok(LoadReport {
+        samples,
         secs: end.duration_since(start).as_secs_f64(),
         total,
         phases,
@@ -696,6 +729,14 @@ impl Op {
             Op::Get(f, id)
         } else {
             Op::Set(f, id)
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Get(..) => "GET",
+            Op::Set(..) => "SET",
+            Op::Mset(..) => "MSET",
         }
     }
 
@@ -780,59 +821,67 @@ impl Client {
         })
     }
 
-    /// Runs one request to its end: success, or a client-visible error. Returns whether it
-    /// succeeded and whether it may have been applied despite failing (I/O error).
+    /// Runs one request to its end: success, or a client-visible error.
     async fn execute(
         &mut self,
         cfg: &LoadConfig,
         op: Op,
         cmd: &[u8],
         counts: &mut Counts,
-    ) -> (bool, bool) {
+    ) -> Ended {
         let slot = op.slot(&cfg.space);
         let expect = match op {
             Op::Get(_, id) => Some(value_for(id)),
             _ => None,
         };
+        let begun = Instant::now();
+        // Every reply but the last, for the description of a failed request; bounded by the
+        // redirect and retry limits.
+        let mut trail: Vec<(usize, u64, String)> = Vec::new();
         let (mut ask, mut redirects, mut retries) = (None, 0, 0);
         loop {
             let Some(node) = ask.or_else(|| self.router.owner(slot)) else {
                 counts.error("NOSLOT");
-                return (false, false);
+                return self.failed("NOSLOT", false, &trail);
             };
+            let at_us = begun.elapsed().as_micros() as u64;
             let reply = match self.call(node, ask.is_some(), cmd, expect).await {
                 Ok(r) => r,
-                Err(_) => {
+                Err(e) => {
                     counts.error("IO");
                     self.conns[node] = None;
-                    return (false, true);
+                    trail.push((node, at_us, e.to_string()));
+                    return self.failed("IO", true, &trail);
                 }
             };
             let message = match reply {
-                Got::Done => return (true, false),
+                Got::Done => return self.done(cfg, begun, node, at_us, trail),
                 Got::Nil => {
                     if let Op::Get(f, id) = op
                         && id < cfg.space.loaded[f as usize]
                     {
                         counts.error("MISSING");
-                        return (false, false);
+                        trail.push((node, at_us, "(nil)".into()));
+                        return self.failed("MISSING", false, &trail);
                     }
-                    return (true, false);
+                    return self.done(cfg, begun, node, at_us, trail);
                 }
                 Got::WrongValue => {
                     counts.error("WRONGVALUE");
-                    return (false, false);
+                    trail.push((node, at_us, "(a value not written)".into()));
+                    return self.failed("WRONGVALUE", false, &trail);
                 }
                 Got::Error(message) => message,
             };
             let mut words = message.split_ascii_whitespace();
             let kind = words.next().unwrap_or("ERR").to_string();
+            let to = words.nth(1).and_then(|addr| self.router.node(addr));
+            trail.push((node, at_us, message));
             match kind.as_str() {
                 "MOVED" | "ASK" => {
-                    let to = words.nth(1).and_then(|addr| self.router.node(addr));
                     let Some(to) = to else {
                         counts.error("BADREDIRECT");
-                        return (false, false);
+                        return self.failed("BADREDIRECT", false, &trail);
                     };
                     if kind == "MOVED" {
                         counts.moved += 1;
@@ -845,14 +894,14 @@ impl Client {
                     redirects += 1;
                     if redirects > REDIRECTS_MAX {
                         counts.error("REDIRECTS");
-                        return (false, false);
+                        return self.failed("REDIRECTS", false, &trail);
                     }
                 }
                 "TRYAGAIN" => {
                     counts.error(&kind);
                     retries += 1;
                     if retries > TRYAGAIN_RETRIES_MAX {
-                        return (false, false);
+                        return self.failed("TRYAGAIN", false, &trail);
                     }
                     // A retry starts over at the slot's owner, as cluster clients do.
                     ask = None;
@@ -860,11 +909,64 @@ impl Client {
                 }
                 _ => {
                     counts.error(&kind);
-                    return (false, false);
+                    return self.failed(&kind, false, &trail);
                 }
             }
         }
     }
+
+    /// A successful request; described (kind `SLOW`, not an error) if it took `cfg.slow` or more.
+    fn done(
+        &self,
+        cfg: &LoadConfig,
+        begun: Instant,
+        node: usize,
+        at_us: u64,
+        mut trail: Vec<(usize, u64, String)>,
+    ) -> Ended {
+        let took = begun.elapsed();
+        if took < cfg.slow {
+            return Ended {
+                ok: true,
+                maybe_applied: false,
+                sample: None,
+            };
+        }
+        let waited = took.as_micros() as u64 - at_us;
+        trail.push((node, at_us, format!("replied after {waited}us")));
+        Ended {
+            ok: true,
+            maybe_applied: false,
+            sample: Some(("SLOW".into(), self.describe(&trail))),
+        }
+    }
+
+    /// A failed request.
+    fn failed(&self, kind: &str, maybe_applied: bool, trail: &[(usize, u64, String)]) -> Ended {
+        Ended {
+            ok: false,
+            maybe_applied,
+            sample: Some((kind.to_string(), self.describe(trail))),
+        }
+    }
+
+    /// The replies a request got: `+µs node: reply`, oldest first (µs from its first send).
+    fn describe(&self, trail: &[(usize, u64, String)]) -> String {
+        let steps: Vec<String> = trail
+            .iter()
+            .map(|(node, at_us, text)| format!("+{at_us}us {}: {text}", self.router.nodes[*node]))
+            .collect();
+        steps.join(" -> ")
+    }
+}
+
+/// How a request ended.
+struct Ended {
+    ok: bool,
+    /// It failed in a way that leaves unknown whether a write was applied (I/O error).
+    maybe_applied: bool,
+    /// Its error kind (or `SLOW`) and the replies it got, if it failed or was slow.
+    sample: Option<(String, String)>,
 }
 
 fn got(reply: &Reply<'_>, expect: Option<&[u8; 64]>) -> Got {
@@ -900,8 +1002,17 @@ async fn run_client(
             requests: 1,
             ..Counts::default()
         };
-        let (ok, unknown) = client.execute(cfg, op, &cmd, &mut counts).await;
+        let ended = client.execute(cfg, op, &cmd, &mut counts).await;
+        let (ok, unknown) = (ended.ok, ended.maybe_applied);
         let done = Instant::now();
+        if let Some((kind, trail)) = ended.sample {
+            let t_ms = begun.duration_since(shared.start).as_millis() as u64;
+            shared.sample(
+                kind,
+                t_ms,
+                format!("{} slot {}: {trail}", op.name(), op.slot(&cfg.space)),
+            );
+        }
         let latency_us = done.duration_since(begun).as_micros() as u64;
         match op {
             Op::Set(f, id) if ok => shared.mark_added(&cfg.space, f, id),

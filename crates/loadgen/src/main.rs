@@ -129,6 +129,9 @@ struct ClusterLoadArgs {
     /// Pause before retrying a request that got TRYAGAIN (the error still counts).
     #[arg(long, default_value_t = 10)]
     tryagain_sleep_ms: u64,
+    /// Requests this slow or slower are described in `error_samples` (kind SLOW; not an error).
+    #[arg(long, default_value_t = 50)]
+    slow_ms: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Where the whole report goes (phases and windows); stdout gets the summary line.
@@ -458,6 +461,7 @@ fn cluster_load(args: ClusterLoadArgs) -> Result<Line, String> {
         report: Duration::from_millis(args.report_ms),
         phase_file: args.phase_file.clone(),
         tryagain_sleep: Duration::from_millis(args.tryagain_sleep_ms),
+        slow: Duration::from_millis(args.slow_ms),
         io_timeout: Duration::from_secs(args.keys.io_timeout_s),
         seed: args.seed,
     };
@@ -486,6 +490,16 @@ fn cluster_load(args: ClusterLoadArgs) -> Result<Line, String> {
         })
         .collect();
     json.raw("phases", &format!("[{}]", phases.join(",")));
+    let samples: Vec<String> = r
+        .samples
+        .iter()
+        .map(|(kind, t_ms, text)| {
+            let mut j = Json::default();
+            j.str("kind", kind).int("t_ms", *t_ms).str("replies", text);
+            j.finish()
+        })
+        .collect();
+    json.raw("error_samples", &format!("[{}]", samples.join(",")));
     let summary = json.clone().finish();
     let windows: Vec<String> = r
         .windows
