@@ -14,9 +14,9 @@
 //! slot's owner and retries, `-ASK` sends `ASKING` and the command to the named node once, without
 //! updating the map. Anything else the client has to handle is a *client-visible error*, counted
 //! by kind (the first word of the reply): `TRYAGAIN` (retried after a short sleep, still counted),
-//! `CLUSTERDOWN`, any other error reply, `IO` (a broken or timed-out connection), `REDIRECTS` (more
-//! than [`REDIRECTS_MAX`] redirects for one request), `MISSING` (a loaded key read as absent) and
-//! `WRONGVALUE` (a value that is not the one written).
+//! `CLUSTERDOWN`, any other error reply, `IO` (a broken or timed-out connection), `REDIRECTS`
+//! (more than [`REDIRECTS_MAX`] redirects in a row, without a TRYAGAIN between them), `MISSING`
+//! (a loaded key read as absent) and `WRONGVALUE` (a value that is not the one written).
 //!
 //! The first few failed requests of each kind, and the first few slow ones (`--slow-ms`), are
 //! kept with every reply they got (node, time, text), so a report can say what exactly a client
@@ -43,7 +43,7 @@ use crate::workload::value_for;
 use crate::zipf::WyRand;
 
 pub const SLOTS: usize = 16384;
-/// Redirects (`MOVED` or `ASK`) followed for one request before it counts as failed.
+/// Redirects (`MOVED` or `ASK`) followed for one attempt of a request before it counts as failed.
 pub const REDIRECTS_MAX: usize = 5;
 /// `TRYAGAIN` replies retried for one request before it counts as failed.
 pub const TRYAGAIN_RETRIES_MAX: usize = 20;
@@ -903,8 +903,10 @@ impl Client {
                     if retries > TRYAGAIN_RETRIES_MAX {
                         return self.failed("TRYAGAIN", false, &trail);
                     }
-                    // A retry starts over at the slot's owner, as cluster clients do.
+                    // A retry starts over at the slot's owner, as cluster clients do, with its
+                    // own redirect limit (a TRYAGAIN usually follows an ASK).
                     ask = None;
+                    redirects = 0;
                     tokio::time::sleep(cfg.tryagain_sleep).await;
                 }
                 _ => {
