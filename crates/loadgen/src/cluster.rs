@@ -18,7 +18,7 @@
 //! (more than [`REDIRECTS_MAX`] redirects in a row, without a TRYAGAIN between them), `MISSING`
 //! (a loaded key read as absent) and `WRONGVALUE` (a value that is not the one written).
 //!
-//! The first few failed requests of each kind, and the first few slow ones (`--slow-ms`), are
+//! The first few failed requests of each kind, and the slowest few of those over `--slow-ms`, are
 //! kept with every reply they got (node, time, text), so a report can say what exactly a client
 //! saw, and from which node.
 //!
@@ -497,6 +497,9 @@ pub struct LoadReport {
     pub samples: Vec<(String, u64, String)>,
 }
 
+/// A failed or slow request: start (ms into the run), latency (µs), description.
+type Sample = (u64, u64, String);
+
 /// State the clients and the phase watcher share.
 struct Shared {
     start: Instant,
@@ -511,8 +514,8 @@ struct Shared {
     /// One bit per id that may be added, per family: set once a write of it is acknowledged.
     added: [Vec<AtomicU64>; 2],
     writes_unknown: AtomicU64,
-    /// The first failed requests of each error kind: start (ms into the run) and description.
-    samples: Mutex<BTreeMap<String, Vec<(u64, String)>>>,
+    /// Failed and slow requests of each kind.
+    samples: Mutex<BTreeMap<String, Vec<Sample>>>,
 }
 
 impl Shared {
@@ -533,12 +536,19 @@ impl Shared {
         phases[phase].add(local);
     }
 
-    /// Keeps the first few failed requests of each kind.
-    fn sample(&self, kind: String, t_ms: u64, text: String) {
+    /// Keeps the first few failed requests of each kind, and the slowest few slow ones (the first
+    /// slow ones would all come from the first stall).
+    fn sample(&self, kind: String, t_ms: u64, latency_us: u64, text: String) {
+        let slow = kind == "SLOW";
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         let kept = samples.entry(kind).or_default();
         if kept.len() < SAMPLES_PER_KIND {
-            kept.push((t_ms, text));
+            kept.push((t_ms, latency_us, text));
+        } else if slow
+            && let Some(fastest) = kept.iter_mut().min_by_key(|k| k.1)
+            && fastest.1 < latency_us
+        {
+            *fastest = (t_ms, latency_us, text);
         }
     }
 
@@ -685,9 +695,10 @@ pub async fn load(cfg: LoadConfig) -> io::Result<LoadReport> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .into_iter()
-        .flat_map(|(kind, kept)| {
+        .flat_map(|(kind, mut kept)| {
+            kept.sort_by_key(|k| k.0);
             kept.into_iter()
-                .map(move |(t, text)| (kind.clone(), t, text))
+                .map(move |(t, _, text)| (kind.clone(), t, text))
         })
         .collect();
     Ok(LoadReport {
@@ -1012,6 +1023,7 @@ async fn run_client(
             shared.sample(
                 kind,
                 t_ms,
+                done.duration_since(begun).as_micros() as u64,
                 format!("{} slot {}: {trail}", op.name(), op.slot(&cfg.space)),
             );
         }
