@@ -1,4 +1,5 @@
-//! A pipelined RESP connection over tokio TCP, for the closed-loop runs (hit ratio, max rate).
+//! A pipelined RESP connection over tokio TCP, for the closed-loop runs (hit ratio, max rate,
+//! cluster load).
 //!
 //! Commands are queued into a write buffer and sent with one `flush`, then replies are read one by
 //! one; that is how pipelining works in RESP (replies come back in request order). Every read and
@@ -80,10 +81,15 @@ impl Conn {
 
     /// The next reply, in request order.
     pub async fn reply(&mut self) -> io::Result<Outcome> {
+        self.reply_with(Outcome::of).await
+    }
+
+    /// The next reply, in request order, as `read` sees it (the reply borrows the read buffer).
+    pub async fn reply_with<T>(&mut self, read: impl FnOnce(&Reply<'_>) -> T) -> io::Result<T> {
         loop {
             match resp::parse_reply(&self.read_buf[self.read_pos..]) {
                 Ok(Some((reply, used))) => {
-                    let outcome = Outcome::of(&reply);
+                    let outcome = read(&reply);
                     self.read_pos += used;
                     return Ok(outcome);
                 }

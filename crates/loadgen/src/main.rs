@@ -3,12 +3,16 @@
 //! - `hitratio`: cache-aside GET/SET over a Zipf key space; the miss ratio of an eviction policy.
 //! - `maxrate`:  closed-loop maximum request rate of a GET/SET mix.
 //! - `openloop`: latency at a fixed request rate, measured from intended send times.
+//! - `cluster-fill`, `cluster-load`: a key space loaded into a cluster, and closed-loop clients
+//!   that follow redirects and record errors and latency per phase while slots move
+//!   (`bench/reshard`).
 //!
 //! Each prints one JSON object on one line of stdout (the harness parses it) and exits non-zero if
 //! the run could not produce a trustworthy number: a server error reply, a broken connection, a run
 //! cut short by its time bound. Diagnostics go to stderr.
 
 mod client;
+mod cluster;
 mod hitratio;
 mod maxrate;
 mod openloop;
@@ -18,6 +22,7 @@ mod zipf;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -41,6 +46,97 @@ enum Command {
     Maxrate(MaxRateArgs),
     /// Open-loop latency at a fixed rate, without coordinated omission.
     Openloop(OpenLoopArgs),
+    /// Load a cluster with the key space `cluster-load` uses.
+    ClusterFill(ClusterFillArgs),
+    /// Closed-loop clients against a cluster, following MOVED/ASK, counting errors per phase.
+    ClusterLoad(ClusterLoadArgs),
+}
+
+#[derive(Args)]
+struct KeySpaceArgs {
+    /// Nodes to read the slot map from, HOST:PORT (comma-separated; the first that answers).
+    #[arg(long, value_delimiter = ',', required = true)]
+    seeds: Vec<String>,
+    /// The slot range that holds `--keys-in-range` keys, FIRST-LAST (what bench/reshard moves).
+    #[arg(long, default_value = "0-999")]
+    range: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    keys_in_range: u64,
+    /// Keys spread over the slots outside the range.
+    #[arg(long, default_value_t = 200_000)]
+    keys_elsewhere: u64,
+    /// Ids past the loaded ones that the load's writes may create, as a fraction of the loaded.
+    #[arg(long, default_value_t = 0.05)]
+    new_fraction: f64,
+    /// Timeout of each connect, read and write.
+    #[arg(long, default_value_t = 10)]
+    io_timeout_s: u64,
+}
+
+impl KeySpaceArgs {
+    fn space(&self) -> Result<cluster::KeySpace, String> {
+        let (lo, hi) = self
+            .range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or("--range must be FIRST-LAST, e.g. 0-999")?;
+        cluster::KeySpace::new(
+            lo,
+            hi,
+            self.keys_in_range,
+            self.keys_elsewhere,
+            self.new_fraction,
+        )
+    }
+}
+
+#[derive(Args)]
+struct ClusterFillArgs {
+    #[command(flatten)]
+    keys: KeySpaceArgs,
+    #[arg(long, default_value_t = 2)]
+    connections_per_node: usize,
+    /// SETs in flight per connection.
+    #[arg(long, default_value_t = 256)]
+    pipeline: usize,
+    /// Hard limit on the whole fill.
+    #[arg(long, default_value_t = 600)]
+    max_duration_s: u64,
+}
+
+#[derive(Args)]
+struct ClusterLoadArgs {
+    #[command(flatten)]
+    keys: KeySpaceArgs,
+    /// Clients, each with one request in flight and one connection per node.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// Fraction of GETs among single-key requests; the rest are SETs of 64-byte values.
+    #[arg(long, default_value_t = 0.9)]
+    read_ratio: f64,
+    /// Fraction of requests that are MSETs of three keys of one slot (hash-tagged).
+    #[arg(long, default_value_t = 0.0)]
+    mset_ratio: f64,
+    /// Deadline of the run, if the phase file does not say `stop` before.
+    #[arg(long, default_value_t = 600.0)]
+    duration_s: f64,
+    /// Length of the windows latency is reported in.
+    #[arg(long, default_value_t = 250)]
+    report_ms: u64,
+    /// A file holding the current phase's name, rewritten by the harness; `stop` ends the run.
+    #[arg(long)]
+    phase_file: Option<std::path::PathBuf>,
+    /// Pause before retrying a request that got TRYAGAIN (the error still counts).
+    #[arg(long, default_value_t = 10)]
+    tryagain_sleep_ms: u64,
+    /// Requests this slow or slower are described in `error_samples` (kind SLOW; not an error).
+    #[arg(long, default_value_t = 50)]
+    slow_ms: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the whole report goes (phases and windows); stdout gets the summary line.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -121,6 +217,8 @@ fn main() -> ExitCode {
         Command::Hitratio(args) => hit_ratio(args),
         Command::Maxrate(args) => max_rate(args),
         Command::Openloop(args) => open_loop(args),
+        Command::ClusterFill(args) => cluster_fill(args),
+        Command::ClusterLoad(args) => cluster_load(args),
     };
     match outcome {
         Ok(line) => {
@@ -308,6 +406,155 @@ fn open_loop(args: OpenLoopArgs) -> Result<Line, String> {
     })
 }
 
+fn cluster_fill(args: ClusterFillArgs) -> Result<Line, String> {
+    if args.connections_per_node == 0 || args.pipeline == 0 {
+        return Err("--connections-per-node and --pipeline must be at least 1".into());
+    }
+    let cfg = cluster::FillConfig {
+        seeds: args.keys.seeds.clone(),
+        space: Arc::new(args.keys.space()?),
+        connections_per_node: args.connections_per_node,
+        pipeline: args.pipeline,
+        io_timeout: Duration::from_secs(args.keys.io_timeout_s),
+        max_duration: Duration::from_secs(args.max_duration_s),
+    };
+    let expected: u64 = cfg.space.loaded.iter().sum();
+    let r = runtime(2)?
+        .block_on(cluster::fill(cfg))
+        .map_err(|e| format!("cluster-fill: {e}"))?;
+    let mut nodes = Json::default();
+    for (addr, keys) in &r.per_node {
+        nodes.int(addr, *keys);
+    }
+    let mut json = Json::default();
+    json.str("mode", "cluster-fill")
+        .int("keys", r.keys)
+        .num("secs", r.secs)
+        .num("keys_per_s", r.keys as f64 / r.secs.max(1e-9))
+        .raw("per_node", &nodes.finish());
+    let problem = (r.keys != expected).then(|| format!("{} keys set of {expected}", r.keys));
+    Ok(Line {
+        text: json.finish(),
+        problem,
+    })
+}
+
+fn cluster_load(args: ClusterLoadArgs) -> Result<Line, String> {
+    let ratio_ok = |r: f64| (0.0..=1.0).contains(&r);
+    if args.clients == 0
+        || args.report_ms == 0
+        || !positive(args.duration_s)
+        || !ratio_ok(args.read_ratio)
+        || !ratio_ok(args.mset_ratio)
+    {
+        return Err(
+            "--clients, --report-ms, --duration-s must be positive, ratios within 0..=1".into(),
+        );
+    }
+    let cfg = cluster::LoadConfig {
+        seeds: args.keys.seeds.clone(),
+        space: Arc::new(args.keys.space()?),
+        clients: args.clients,
+        read_ratio: args.read_ratio,
+        mset_ratio: args.mset_ratio,
+        duration: Duration::from_secs_f64(args.duration_s),
+        report: Duration::from_millis(args.report_ms),
+        phase_file: args.phase_file.clone(),
+        tryagain_sleep: Duration::from_millis(args.tryagain_sleep_ms),
+        slow: Duration::from_millis(args.slow_ms),
+        io_timeout: Duration::from_secs(args.keys.io_timeout_s),
+        seed: args.seed,
+    };
+    let r = runtime(args.clients)?
+        .block_on(cluster::load(cfg))
+        .map_err(|e| format!("cluster-load: {e}"))?;
+    let mut json = Json::default();
+    json.str("mode", "cluster-load")
+        .int("clients", args.clients as u64)
+        .num("secs", r.secs)
+        .bool("stopped", r.stopped)
+        .int("keys_added", r.keys_added)
+        .int("writes_unknown", r.writes_unknown);
+    counts_json(&mut json, &r.total);
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|p| {
+            let mut j = Json::default();
+            j.str("name", &p.name)
+                .int("start_ms", p.start_ms)
+                .num("secs", p.secs)
+                .num("rps", p.stats.counts.requests as f64 / p.secs.max(1e-9));
+            stats_json(&mut j, &p.stats);
+            j.finish()
+        })
+        .collect();
+    json.raw("phases", &format!("[{}]", phases.join(",")));
+    let samples: Vec<String> = r
+        .samples
+        .iter()
+        .map(|(kind, t_ms, text)| {
+            let mut j = Json::default();
+            j.str("kind", kind).int("t_ms", *t_ms).str("replies", text);
+            j.finish()
+        })
+        .collect();
+    json.raw("error_samples", &format!("[{}]", samples.join(",")));
+    let summary = json.clone().finish();
+    let windows: Vec<String> = r
+        .windows
+        .iter()
+        .map(|w| {
+            let mut j = Json::default();
+            j.int("t_ms", w.t_ms).str("phases", &w.phases);
+            stats_json(&mut j, &w.stats);
+            j.finish()
+        })
+        .collect();
+    json.raw("windows", &format!("[{}]", windows.join(",")));
+    if let Some(out) = &args.out {
+        std::fs::write(out, json.finish() + "\n")
+            .map_err(|e| format!("writing {}: {e}", out.display()))?;
+    }
+    // Errors are what is measured here, not a sign of a broken run.
+    let problem = (r.total.requests == 0).then(|| "no request completed".to_string());
+    Ok(Line {
+        text: summary,
+        problem,
+    })
+}
+
+fn counts_json(json: &mut Json, c: &cluster::Counts) {
+    let mut errors = Json::default();
+    for (kind, n) in &c.errors {
+        errors.int(kind, *n);
+    }
+    json.int("requests", c.requests)
+        .int("failed", c.failed)
+        .int("moved", c.moved)
+        .int("ask", c.ask)
+        .int("errors", c.error_total())
+        .raw("errors_by_kind", &errors.finish());
+}
+
+fn stats_json(json: &mut Json, s: &cluster::Stats) {
+    counts_json(json, &s.counts);
+    let h = &s.latency_us;
+    let q = |q: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    };
+    json.int("p50_us", q(0.5))
+        .int("p90_us", q(0.9))
+        .int("p99_us", q(0.99))
+        .int("p999_us", q(0.999))
+        .int("max_us", h.max())
+        .num("mean_us", if h.is_empty() { 0.0 } else { h.mean() });
+}
+
 /// Rejects zero, negatives, NaN and infinity in one test.
 fn positive(x: f64) -> bool {
     x > 0.0 && x.is_finite()
@@ -339,9 +586,9 @@ fn problem(
     }
 }
 
-/// A flat JSON object written by hand: the output has a handful of numbers and short strings, not
-/// worth a serde_json dependency.
-#[derive(Default)]
+/// A JSON object written by hand: the output has a handful of numbers and short strings, not
+/// worth a serde_json dependency. Nested objects and arrays are written first and added with `raw`.
+#[derive(Clone, Default)]
 struct Json {
     body: String,
 }
@@ -350,7 +597,8 @@ impl Json {
     fn key(&mut self, key: &str) -> &mut String {
         self.body
             .push_str(if self.body.is_empty() { "{" } else { "," });
-        let _ = write!(self.body, "\"{key}\":");
+        quote(&mut self.body, key);
+        self.body.push(':');
         &mut self.body
     }
 
@@ -375,19 +623,13 @@ impl Json {
     }
 
     fn str(&mut self, key: &str, value: &str) -> &mut Self {
-        let out = self.key(key);
-        out.push('"');
-        for ch in value.chars() {
-            match ch {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
+        quote(self.key(key), value);
+        self
+    }
+
+    /// `value` must already be JSON.
+    fn raw(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key).push_str(value);
         self
     }
 
@@ -408,6 +650,22 @@ impl Json {
         self.body.push('}');
         std::mem::take(&mut self.body)
     }
+}
+
+/// Appends `text` as a JSON string.
+fn quote(out: &mut String, text: &str) {
+    out.push('"');
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
