@@ -40,7 +40,7 @@ pub struct ClusterState {
     pub group: std::sync::Mutex<GroupInfo>,
     /// Atomic slot migrations this node exports or imports (`migration.rs`).
     pub migrations: crate::migration::Migrations,
-    /// Slots whose writes wait while their move flips ownership.
+    /// Slots whose requests wait while their move flips ownership.
     pub paused: crate::migration::PausedSlots,
 }
 
@@ -163,10 +163,21 @@ fn for_each_key<'k>(
     write
 }
 
+/// What routing decided for a request that is not redirected or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// Served here.
+    Here,
+    /// One of its slots is paused while its atomic move flips ownership: the request waits and
+    /// is routed again (reads too: during the flip the two nodes may briefly disagree about the
+    /// owner, and a redirect would bounce between them).
+    Paused,
+}
+
 /// The decision for a request in cluster mode, from its keys' slots (for EXEC, the keys of every
-/// queued command). `Ok` serves it here. Allocates nothing on the way of a usual request: the
-/// slots go to a buffer the connection keeps, and the keys are looked at again only when a slot is
-/// moving.
+/// queued command). `Ok` serves it here (or holds it, [`Routed::Paused`]). Allocates nothing on
+/// the way of a usual request: the slots go to a buffer the connection keeps, and the keys are
+/// looked at again only when a slot is moving.
 pub fn route_request(
     srv: &ServerState,
     cl: &ClusterState,
@@ -175,13 +186,21 @@ pub fn route_request(
     args: &Args<'_>,
     asking: bool,
     now_ms: u64,
-) -> Result<(), ReplyError> {
+) -> Result<Routed, ReplyError> {
     let mut slots = std::mem::take(&mut client.cluster.slots);
     slots.clear();
     let write = for_each_key(&client.tx, spec, args, |key| slots.push(key_slot(key)));
     if slots.is_empty() {
         client.cluster.slots = slots;
-        return Ok(());
+        return Ok(Routed::Here);
+    }
+    // A command queued in MULTI does not wait (it runs at EXEC, which does).
+    if cl.paused.any()
+        && !(client.tx.in_multi() && !spec.has(TX_EXEC))
+        && slots.iter().any(|&s| cl.paused.contains(s))
+    {
+        client.cluster.slots = slots;
+        return Ok(Routed::Paused);
     }
     let req = RouteRequest {
         write,
@@ -207,7 +226,7 @@ pub fn route_request(
     let route = shoal_cluster::route(cfg, me, &slots, req, presence);
     client.cluster.slots = slots;
     match route {
-        Route::Local => Ok(()),
+        Route::Local => Ok(Routed::Here),
         Route::Moved { slot, addr } => Err(ReplyError::Moved { slot, addr }),
         Route::Ask { slot, addr } => Err(ReplyError::Ask { slot, addr }),
         Route::CrossSlot => Err(ReplyError::CrossSlot),
@@ -217,21 +236,9 @@ pub fn route_request(
     }
 }
 
-/// Whether a request routed here (its slots are in the connection's buffer) is a write to a
-/// paused slot, and must wait. Commands queued in MULTI do not wait (they run at EXEC, which
-/// does).
-pub fn write_waits(cl: &ClusterState, client: &Client, spec: &'static Spec) -> bool {
-    if client.tx.in_multi() && !spec.has(TX_EXEC) {
-        return false;
-    }
-    let write = spec.has(WRITE)
-        || (spec.has(TX_EXEC) && client.tx.queued_commands().any(|(s, _)| s.has(WRITE)));
-    write && client.cluster.slots.iter().any(|&s| cl.paused.contains(s))
-}
-
-/// Whether a transaction about to run writes to a paused slot (EXEC looks again once it holds
-/// the exec gate alone: a pause may have begun since its admission).
-pub fn queued_writes_paused<'a>(
+/// Whether a transaction about to run names a paused slot (EXEC looks again once it holds the
+/// exec gate alone: a pause may have begun since its admission).
+pub fn queued_keys_paused<'a>(
     srv: &ServerState,
     cmds: impl Iterator<Item = (&'static Spec, Args<'a>)>,
 ) -> bool {
@@ -240,8 +247,8 @@ pub fn queued_writes_paused<'a>(
     };
     let mut hit = false;
     for (spec, args) in cmds {
-        if hit || !spec.has(WRITE) {
-            continue;
+        if hit {
+            break;
         }
         if let Ok(refs) = crate::keyspec::keys(spec, &args) {
             hit = refs

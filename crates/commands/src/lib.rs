@@ -98,7 +98,7 @@ pub enum Outcome {
     /// client as waiting on the keys and runs the same request again ([`RunMode::Retry`]) when
     /// one is written, or with [`RunMode::Timeout`] at the deadline.
     Block(Box<blocking::BlockRequest>),
-    /// A write to a slot whose move is flipping ownership (cluster mode): nothing ran and no
+    /// A request for a slot whose move is flipping ownership (cluster mode): nothing ran and no
     /// reply was written. The connection waits while the slot is paused (at most
     /// `migration::PAUSE_WAIT_MAX_MS`) and runs the same request again, which is then served
     /// here or redirected.
@@ -311,7 +311,7 @@ pub fn execute_as(
 struct Rejection {
     spec: Option<&'static Spec>,
     error: ReplyError,
-    /// Not refused: a write to a paused slot, to run again once the pause ends.
+    /// Not refused: a request for a paused slot, to run again once the pause ends.
     paused: bool,
 }
 
@@ -380,9 +380,9 @@ fn admit(
     // Cluster mode: a request whose keys are not served here is redirected, before any other
     // check (a write to a replica gets MOVED to the primary, not READONLY).
     if let Some(cl) = &srv.cluster {
-        cluster::route_request(srv, cl, client, spec, args, asking, now_ms)
+        let routed = cluster::route_request(srv, cl, client, spec, args, asking, now_ms)
             .map_err(|e| Rejection::new(Some(spec), e))?;
-        if cl.paused.any() && cluster::write_waits(cl, client, spec) {
+        if routed == cluster::Routed::Paused {
             return Err(Rejection {
                 paused: true,
                 ..Rejection::new(Some(spec), ReplyError::TryAgain)

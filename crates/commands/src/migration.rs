@@ -6,11 +6,12 @@
 //! How a move goes (the source drives it, `server/src/slot_migration.rs`): the source keeps
 //! serving the slots and notes every key written in them (`Shard::track_slot`) while it sends
 //! their keys (records of the snapshot format) to the target, then sends the keys written
-//! meanwhile again, as they are now, until few are left. Then it pauses writes to the slots (they
-//! wait, they do not fail), waits for the commands already running, sends the last keys and
+//! meanwhile again, as they are now, until few are left. Then it pauses the slots (requests for them
+//! wait, they do not fail; reads too, so that no redirect bounces between two nodes that briefly
+//! disagree about the owner), waits for the commands already running, sends the last keys and
 //! `FINISH` with its config epoch. The target proposes `Change::MoveSlots` (passes only if the
 //! source still owns every slot at that epoch) and answers once it applied it; the source
-//! then lifts the pause, and the writes that waited are redirected with `-MOVED`. Until the flip
+//! then lifts the pause, and the requests that waited are redirected with `-MOVED`. Until the flip
 //! the source owns the slots and serves everything; after it, the target does: one owner at
 //! every committed configuration, and clients see redirects only.
 //!
@@ -33,11 +34,11 @@ use crate::{Args, CmdResult, Ctx, err};
 /// Finished jobs kept for `CLUSTER GETSLOTMIGRATIONS` (Valkey's
 /// `cluster-slot-migration-log-max-len`); running ones are always listed.
 pub const MIGRATION_LOG_MAX: usize = 64;
-/// Longest a write to a paused slot waits before it is answered `-TRYAGAIN` (a pause normally
+/// Longest a request for a paused slot waits before it is answered `-TRYAGAIN` (a pause normally
 /// lasts milliseconds; this bounds it if a move cannot settle, e.g. without a Raft majority).
 pub const PAUSE_WAIT_MAX_MS: u64 = 10_000;
 
-/// Slots whose writes wait (the flip of an atomic move is under way). Reading the count is the
+/// Slots whose requests wait (the flip of an atomic move is under way). Reading the count is the
 /// only cost on the request path while nothing is paused.
 #[derive(Debug)]
 pub struct PausedSlots {
@@ -65,7 +66,7 @@ impl PausedSlots {
         bits[slot as usize / 64] & (1 << (slot % 64)) != 0
     }
 
-    /// Pauses (or resumes) writes to the slots of `ranges`.
+    /// Pauses (or resumes) requests for the slots of `ranges`.
     pub fn set(&self, ranges: &[SlotRange], on: bool) {
         let mut bits = self.bits.write().expect("paused slots lock");
         for s in ranges.iter().flat_map(|r| r.iter()) {

@@ -495,9 +495,9 @@ fn exec(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     // From the WATCH check to the last command, no other client's command runs.
     ctx.gate = None;
     let _alone = ctx.srv.gate.exclusive();
-    // A slot move may have paused writes since this EXEC was admitted: run nothing, and run the
-    // whole EXEC again once the pause ends (the transaction stays queued).
-    if crate::cluster::queued_writes_paused(ctx.srv, q.cmds.iter().map(|(s, a)| (*s, a.args()))) {
+    // A slot move may have paused its slots since this EXEC was admitted: run nothing, and run
+    // the whole EXEC again once the pause ends (the transaction stays queued).
+    if crate::cluster::queued_keys_paused(ctx.srv, q.cmds.iter().map(|(s, a)| (*s, a.args()))) {
         ctx.client
             .handle
             .multi_len

@@ -347,7 +347,7 @@ async fn run(
                     let mut mark = out.len();
                     let (mut outcome, mut suppress) = run_one(srv, client, &args, &mut out, now);
                     if let Outcome::Paused = outcome {
-                        // A write to a slot whose move is flipping: wait, then run it again
+                        // A request for a slot whose move is flipping: wait, then run it again
                         // (served here, or redirected to the slot's new owner).
                         settle!();
                         mark = out.len();

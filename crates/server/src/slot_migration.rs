@@ -11,14 +11,15 @@
 //! 3. Catch up: the keys written meanwhile, read again and sent as they are now (`LOAD`) or as
 //!    gone (`DEL`), round after round until a round has at most [`CATCHUP_KEYS_TO_PAUSE`] keys
 //!    (or after [`CATCHUP_ROUNDS_MAX`] rounds).
-//! 4. Flip: pause writes to the slots, wait for the commands already running (the exec gate held
+//! 4. Flip: pause the slots (requests for them wait), wait for the commands already running (the exec gate held
 //!    alone for an instant), send the last keys written, then `FINISH` with this node's config
 //!    epoch (and the slots' digest under `cluster-migration-verify`). The target commits
 //!    `MoveSlots` and answers once it applied it. If the answer is lost, this node fences the move
 //!    by bumping its epoch through Raft, after which the configuration says for sure who owns the
 //!    slots. Writes resume once this node's configuration shows the outcome: redirected if the
 //!    slots moved, served here if not.
-//! 5. After a move, the slots' keys are deleted here (the deletions reach this node's replicas).
+//! 5. After a move (the job already reports `success`), the slots' keys are deleted here, a chunk
+//!    at a time (the deletions reach this node's replicas).
 //!
 //! Any failure before the flip (target unreachable, an error reply, `CANCELSLOTMIGRATIONS`)
 //! ends the job here and the target deletes what it received (`ABORT`, or its connection
@@ -38,12 +39,15 @@ use tokio::net::TcpStream;
 use crate::cluster_node::{ClusterNode, Proposed};
 use crate::now_ms;
 
-/// Bytes of records per `LOAD` request.
-pub const LOAD_BATCH_BYTES: usize = 256 * 1024;
+/// Bytes of records per `LOAD` request (the target applies one on a connection task, so a batch
+/// is what its other clients may wait behind: about a millisecond's worth).
+pub const LOAD_BATCH_BYTES: usize = 64 * 1024;
 /// Keys per `DEL` request.
 pub const DEL_BATCH_KEYS: usize = 512;
 /// Requests sent to the target before their replies are read.
-pub const WINDOW: usize = 8;
+pub const WINDOW: usize = 4;
+/// Keys deleted under one shard lock when the source drops the slots it moved.
+pub const DELETE_CHUNK_KEYS: usize = 256;
 /// The writes made during the copy are sent again in rounds until one has at most this many
 /// keys; the rest is sent while writes are paused.
 pub const CATCHUP_KEYS_TO_PAUSE: usize = 1024;
@@ -76,6 +80,12 @@ pub fn spawn_exports(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, jobs: Vec<
                 Ok(()) => {
                     job.set(JobState::Success, "", now);
                     tracing::info!(job = %job.name, slots = %job.ranges_text(), target = %job.target, "slots moved");
+                    // The slots are the target's: what is left here goes, a little at a time.
+                    for range in &job.ranges {
+                        for s in range.iter() {
+                            drop_slot(&srv, s).await;
+                        }
+                    }
                 }
                 Err(Failure(state, why)) => {
                     tracing::warn!(job = %job.name, slots = %job.ranges_text(), %why, "slot migration ended");
@@ -308,16 +318,26 @@ async fn export(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, job: &Job) -> R
         tracing::debug!(job = %job.name, %why, "import aborted on the target");
     }
     drop(tracking);
-    if r.is_ok() {
-        // The slots are the target's: what is left here goes, slot by slot.
-        for range in &job.ranges {
-            for s in range.iter() {
-                migration::clear_slots(srv, &[SlotRange::one(s)], now_ms());
-                tokio::task::yield_now().await;
+    r
+}
+
+/// Deletes the keys of a slot that moved away, [`DELETE_CHUNK_KEYS`] under each lock, yielding
+/// between chunks (the deletions reach this node's replicas).
+async fn drop_slot(srv: &ServerState, slot: u16) {
+    let mut keys = Vec::new();
+    srv.ks
+        .lock(srv.ks.shard_of(slot))
+        .for_each_key_in_slot(0, slot, |k| keys.push(k.to_vec()));
+    for chunk in keys.chunks(DELETE_CHUNK_KEYS) {
+        {
+            let mut shard = srv.ks.lock(srv.ks.shard_of(slot));
+            for k in chunk {
+                drop(shard.remove(0, slot, k));
             }
         }
+        shoal_commands::effects::emit_logged(srv, now_ms());
+        tokio::task::yield_now().await;
     }
-    r
 }
 
 async fn transfer(
@@ -430,7 +450,7 @@ async fn transfer(
         }
     };
     if moved {
-        // Writes that waited are redirected once this node applied the move.
+        // Requests that waited are redirected once this node applied the move.
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         while !owned_by(srv, &job.ranges, &job.target) {
             if Instant::now() >= deadline {
