@@ -196,7 +196,7 @@ pub fn route_request(
     }
     // A command queued in MULTI does not wait (it runs at EXEC, which does).
     if cl.paused.any()
-        && !(client.tx.in_multi() && !spec.has(TX_EXEC))
+        && (spec.has(TX_EXEC) || !client.tx.in_multi())
         && slots.iter().any(|&s| cl.paused.contains(s))
     {
         client.cluster.slots = slots;
