@@ -141,6 +141,10 @@ params! {
         "1073741824", mutable;
     /// Cluster mode: hash slots across replica groups, redirects, one database.
     cluster_enabled: bool = "cluster-enabled", Bool, "no", immutable;
+    /// Bytes per second an atomic slot move sends at most (0: as fast as it can), so the copy
+    /// leaves the node's cores to its clients.
+    cluster_migration_max_rate: u64 = "cluster-migration-max-rate", Memory(0, LONG_MAX as u64),
+        "33554432", mutable;
     /// An atomic slot move compares the slot digests of source and target while writes are
     /// paused, and is cancelled if they differ (the pause then lasts as long as the digests).
     cluster_migration_verify: bool = "cluster-migration-verify", Bool, "no", mutable;

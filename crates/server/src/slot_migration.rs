@@ -46,8 +46,10 @@ pub const LOAD_BATCH_BYTES: usize = 64 * 1024;
 pub const DEL_BATCH_KEYS: usize = 512;
 /// Requests sent to the target before their replies are read.
 pub const WINDOW: usize = 4;
-/// Keys deleted under one shard lock when the source drops the slots it moved.
+/// Keys deleted under one shard lock when the source drops the slots it moved, and how many a
+/// second at most (the slots are the target's already; their memory can wait a little).
 pub const DELETE_CHUNK_KEYS: usize = 256;
+pub const DELETE_KEYS_PER_SEC: u64 = 250_000;
 /// The writes made during the copy are sent again in rounds until one has at most this many
 /// keys; the rest is sent while writes are paused.
 pub const CATCHUP_KEYS_TO_PAUSE: usize = 1024;
@@ -123,6 +125,10 @@ struct Peer {
     s: TcpStream,
     /// Longest wait for a reply.
     timeout: Duration,
+    /// Bytes per second of records at most (0: no limit), bytes sent, since when.
+    rate: u64,
+    sent_bytes: u64,
+    since: Instant,
     buf: Vec<u8>,
     req: Vec<u8>,
     in_flight: usize,
@@ -134,6 +140,7 @@ impl Peer {
         addr: &str,
         auth: Option<(String, String)>,
         timeout: Duration,
+        rate: u64,
     ) -> Result<Peer, PeerError> {
         let s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -144,6 +151,9 @@ impl Peer {
         let mut p = Peer {
             s,
             timeout,
+            rate,
+            sent_bytes: 0,
+            since: Instant::now(),
             buf: Vec::new(),
             req: Vec::new(),
             in_flight: 0,
@@ -158,6 +168,19 @@ impl Peer {
             }
         }
         Ok(p)
+    }
+
+    /// Waits until sending `bytes` more keeps the transfer within its rate.
+    async fn pace(&mut self, bytes: usize) {
+        self.sent_bytes += bytes as u64;
+        if self.rate == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.sent_bytes as f64 / self.rate as f64);
+        let elapsed = self.since.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
     }
 
     /// Sends a request; reads a reply first when [`WINDOW`] are in flight.
@@ -301,7 +324,8 @@ async fn export(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, job: &Job) -> R
             .saturating_mul(CALL_TIMEOUT_NODE_TIMEOUTS),
     )
     .clamp(CALL_TIMEOUT_MIN, CALL_TIMEOUT_MAX);
-    let mut peer = Peer::connect(&target.addr(), auth, timeout)
+    let rate = srv.config().cluster_migration_max_rate;
+    let mut peer = Peer::connect(&target.addr(), auth, timeout, rate)
         .await
         .map_err(|e| failed(e.text()))?;
     // Every write queues its change from now on; the trackers note the slots' keys among them.
@@ -329,6 +353,11 @@ async fn drop_slot(srv: &ServerState, slot: u16) {
         .lock(srv.ks.shard_of(slot))
         .for_each_key_in_slot(0, slot, |k| keys.push(k.to_vec()));
     for chunk in keys.chunks(DELETE_CHUNK_KEYS) {
+        // As gentle as the copy: at most DELETE_KEYS_PER_SEC.
+        tokio::time::sleep(Duration::from_secs_f64(
+            chunk.len() as f64 / DELETE_KEYS_PER_SEC as f64,
+        ))
+        .await;
         {
             let mut shard = srv.ks.lock(srv.ks.shard_of(slot));
             for k in chunk {
@@ -385,10 +414,10 @@ async fn transfer(
             });
         }
         if batch.len() >= LOAD_BATCH_BYTES {
-            send_load(peer, job, &mut batch, &mut in_batch).await?;
+            send_load(peer, job, &mut batch, &mut in_batch, true).await?;
         }
     }
-    send_load(peer, job, &mut batch, &mut in_batch).await?;
+    send_load(peer, job, &mut batch, &mut in_batch, true).await?;
 
     // 3. Catch up.
     for _ in 0..CATCHUP_ROUNDS_MAX {
@@ -471,15 +500,20 @@ async fn transfer(
     }
 }
 
-/// Sends the batch of records (if any) as one `LOAD`.
+/// Sends the batch of records (if any) as one `LOAD`; a `paced` one (the copy, not the keys
+/// sent while writes wait) no faster than `cluster-migration-max-rate` allows.
 async fn send_load(
     peer: &mut Peer,
     job: &Job,
     batch: &mut Vec<u8>,
     in_batch: &mut u64,
+    paced: bool,
 ) -> Result<(), Failure> {
     if batch.is_empty() {
         return Ok(());
+    }
+    if paced {
+        peer.pace(batch.len()).await;
     }
     peer.send(&[b"CLUSTER", b"SYNCSLOTS", b"LOAD", batch])
         .await
@@ -535,13 +569,13 @@ async fn send_written(
                 .map_err(|e| failed(e.text()))?;
         }
         if batch.len() >= LOAD_BATCH_BYTES {
-            send_load(peer, job, &mut batch, &mut in_batch).await?;
+            send_load(peer, job, &mut batch, &mut in_batch, false).await?;
         }
         if dels.len() >= DEL_BATCH_KEYS {
             send_dels(peer, &mut dels).await?;
         }
     }
-    send_load(peer, job, &mut batch, &mut in_batch).await?;
+    send_load(peer, job, &mut batch, &mut in_batch, false).await?;
     send_dels(peer, &mut dels).await?;
     Ok(sent)
 }
