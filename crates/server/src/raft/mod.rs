@@ -47,7 +47,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = BusNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = state_machine::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
