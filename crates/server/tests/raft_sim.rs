@@ -7,9 +7,10 @@
 //! `raft_sim/`: `sim.rs` (a run), `network.rs`, `checker.rs` (the invariants), `workload.rs`.
 //!
 //! CI runs a slice of seeds. A failure prints the command that replays its seed
-//! (`RAFT_SIM_SEED=N cargo test -p shoal-server --test raft_sim -- --nocapture`). Thousands of
-//! seeds: `RAFT_SIM_SEEDS=2000 cargo test --release -p shoal-server --test raft_sim -- --nocapture`
-//! (`RAFT_SIM_FROM=S` starts elsewhere).
+//! (`RAFT_SIM_SEED=N cargo test -p shoal-server --test raft_sim -- --nocapture`; add
+//! `RAFT_SIM_TRACE=1` for a line per event). Thousands of seeds, with openraft's debug assertions
+//! on: `CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true RAFT_SIM_SEEDS=5000 cargo test --release -p
+//! shoal-server --test raft_sim -- --nocapture` (`RAFT_SIM_FROM=S` starts elsewhere).
 
 #[path = "raft_sim/checker.rs"]
 mod checker;
@@ -46,6 +47,7 @@ struct Totals {
     crashes: u64,
     torn: u64,
     partitions: u64,
+    messages: u64,
     lost: u64,
     membership_done: u64,
     slots_assigned: u64,
@@ -64,6 +66,7 @@ impl Totals {
         self.crashes += s.stats.crashes;
         self.torn += s.stats.torn;
         self.partitions += s.stats.partitions;
+        self.messages += s.stats.messages;
         self.lost += s.stats.lost;
         self.membership_done += s.stats.membership_done;
         self.slots_assigned += s.slots_assigned as u64;

@@ -6,8 +6,8 @@
 //! copy by the first node to apply that entry and taken from the record by the others (after
 //! each batch, the production state machine must publish the shadow's configuration, and it must
 //! have answered each entry with the recorded response); for each snapshot installed or loaded,
-//! the configuration it holds. The checker keeps, per log
-//! index, what was first seen there and holds every node to it:
+//! the configuration it holds. The checker keeps, per log index, what was first seen there and
+//! holds every node to it:
 //!
 //! - every configuration applied passes `Config::invariant_violation`, and, counted again through
 //!   the public API, each slot has at most one owner, a primary ([`slot_violation`]);
