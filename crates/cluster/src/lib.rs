@@ -385,7 +385,10 @@ impl Config {
             Change::FinishMigration { ranges } => {
                 let mut targets = Vec::new();
                 for s in ranges.iter().flat_map(|r| r.iter()) {
-                    let t = self.migrating.remove(&s).expect("checked");
+                    // Ranges of one change may overlap: a slot named again moved already.
+                    let Some(t) = self.migrating.remove(&s) else {
+                        continue;
+                    };
                     self.owner[s as usize] = t;
                     targets.push(t);
                 }

@@ -189,6 +189,24 @@ fn an_atomic_move_passes_slots_only_from_their_owner_at_its_epoch() {
 }
 
 #[test]
+fn finishing_a_migration_named_twice_in_one_change_moves_each_slot_once() {
+    // Found by the Raft simulator: overlapping ranges passed the check and then panicked in
+    // apply, on every node that applied the committed entry.
+    let mut c = three();
+    c.apply(&Change::BeginMigration {
+        to: id(1),
+        ranges: vec![range(0, 9)],
+    })
+    .unwrap();
+    c.apply(&Change::FinishMigration {
+        ranges: vec![range(0, 5), range(3, 9), range(9, 9)],
+    })
+    .unwrap();
+    assert!((0..=9).all(|s| c.owner(s).unwrap().id == id(1) && c.migrating_to(s).is_none()));
+    assert_eq!(c.owner(10).unwrap().id, id(0));
+}
+
+#[test]
 fn a_promoted_replica_takes_its_primarys_slots() {
     let mut c = three();
     c.apply(&Change::Promote { replica: id(3) }).unwrap();

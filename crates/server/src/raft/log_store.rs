@@ -65,10 +65,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Runs file I/O on the blocking pool: an fsync can take milliseconds, which a runtime worker
-/// serving connections must not spend.
+/// serving connections must not spend. On a current-thread runtime (the Raft simulator, which
+/// runs every node on one thread in virtual time) it runs inline instead: work finishing on
+/// another thread would make the order of events, and so a seed's run, vary from one replay to
+/// the next. The server runs the group on its multi-thread runtime.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    if flavor == tokio::runtime::RuntimeFlavor::CurrentThread {
+        return f();
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?

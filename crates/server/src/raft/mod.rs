@@ -6,9 +6,11 @@
 //! [`ConfigGroup`] is what the rest of the server holds: start it on a directory and a bus
 //! address, initialise it once on one node, add learners and change the voters, propose changes
 //! (forwarded to the leader when this node is not it), watch the committed configuration, read
-//! metrics for INFO, shut it down. Inside: `log_store.rs` (the log on disk), `state_machine.rs`
-//! (the configuration and its snapshots), `network.rs` (the cluster bus), `record.rs` (on-disk
-//! framing). See ARCHITECTURE.md, "Cluster configuration on Raft".
+//! metrics for INFO, shut it down. Underneath, [`open_storage`] and [`start_raft`] are its two
+//! steps of starting, which the simulator (`tests/raft_sim.rs`) runs over a network of its own.
+//! Inside: `log_store.rs` (the log on disk), `state_machine.rs` (the configuration and its
+//! snapshots), `network.rs` (the cluster bus), `record.rs` (on-disk framing). See
+//! ARCHITECTURE.md, "Cluster configuration on Raft".
 
 pub mod log_store;
 pub mod network;
@@ -23,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::network::RaftNetworkFactory;
+use openraft::storage::RaftStateMachine;
 use openraft::{Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use shoal_cluster::{Change, Config};
@@ -43,7 +47,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = BusNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = state_machine::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -215,7 +219,7 @@ pub fn stored_identity(dir: &Path) -> std::io::Result<Option<(u64, String)>> {
 
 /// Opens the log and the state machine under `dir/raft`, refusing a directory that belongs to
 /// another identity. Blocking.
-fn open_storage(
+fn open_dir(
     dir: &Path,
     id: Identity,
     committed: watch::Sender<Arc<Config>>,
@@ -248,6 +252,61 @@ fn open_storage(
     Ok((LogStore::open(&dir)?, StateMachine::open(&dir, committed)?))
 }
 
+/// A member's storage, opened from its directory, before Raft runs on it.
+pub struct Storage {
+    pub log: LogStore,
+    pub sm: StateMachine,
+    /// The configuration `sm` holds, published after every applied batch that changed it.
+    pub committed: watch::Receiver<Arc<Config>>,
+}
+
+/// Opens (or creates) the log and snapshot of Raft node `raft_id` (cluster node
+/// `cluster_node_id`) under `dir/raft/`, refusing a directory that belongs to another identity.
+pub async fn open_storage(
+    dir: &Path,
+    raft_id: u64,
+    cluster_node_id: &str,
+) -> Result<Storage, Error> {
+    if !shoal_cluster::valid_node_id(cluster_node_id) {
+        return Err(Error::Refused(format!(
+            "invalid cluster node id {cluster_node_id}"
+        )));
+    }
+    let (tx, committed) = watch::channel(Arc::new(Config::new()));
+    let id = Identity {
+        raft_id,
+        node_id: cluster_node_id.to_string(),
+    };
+    let dir = dir.to_path_buf();
+    let (log, sm) = blocking(move || open_dir(&dir, id, tx))
+        .await
+        .map_err(|e| Error::Io(format!("raft storage: {e}")))?;
+    Ok(Storage { log, sm, committed })
+}
+
+/// Starts Raft node `raft_id` on a log and a state machine, over `network`, with `raft_config`
+/// (checked first). [`ConfigGroup::start`] runs it on [`open_storage`] over the cluster bus; the
+/// simulator (`tests/raft_sim.rs`) over a simulated network, with the state machine wrapped to
+/// watch what it applies.
+pub async fn start_raft<N, SM>(
+    raft_id: u64,
+    raft_config: openraft::Config,
+    network: N,
+    log: LogStore,
+    sm: SM,
+) -> Result<Raft<TypeConfig>, Error>
+where
+    N: RaftNetworkFactory<TypeConfig>,
+    SM: RaftStateMachine<TypeConfig>,
+{
+    let raft_config = raft_config
+        .validate()
+        .map_err(|e| Error::Refused(e.to_string()))?;
+    Raft::new(raft_id, Arc::new(raft_config), network, log, sm)
+        .await
+        .map_err(|e| Error::Stopped(e.to_string()))
+}
+
 impl ConfigGroup {
     /// Starts this node's member of the group: opens (or creates) its log and snapshot under
     /// `dir/raft/`, listens for the cluster bus on `bus_addr` (port 0 picks one) and starts
@@ -261,39 +320,22 @@ impl ConfigGroup {
         bus_addr: &str,
         raft_config: openraft::Config,
     ) -> Result<ConfigGroup, Error> {
-        if !shoal_cluster::valid_node_id(cluster_node_id) {
-            return Err(Error::Refused(format!(
-                "invalid cluster node id {cluster_node_id}"
-            )));
-        }
-        let raft_config = raft_config
-            .validate()
-            .map_err(|e| Error::Refused(e.to_string()))?;
-        let (tx, committed) = watch::channel(Arc::new(Config::new()));
-        let id = Identity {
-            raft_id,
-            node_id: cluster_node_id.to_string(),
-        };
-        let dir = dir.to_path_buf();
-        let (log, sm) = blocking(move || open_storage(&dir, id, tx))
-            .await
-            .map_err(|e| Error::Io(format!("raft storage: {e}")))?;
-        let commit_index = log.committed_index();
+        let storage = open_storage(dir, raft_id, cluster_node_id).await?;
+        let commit_index = storage.log.committed_index();
         let listener = TcpListener::bind(bus_addr)
             .await
             .map_err(|e| Error::Io(format!("cluster bus on {bus_addr}: {e}")))?;
         let bus_addr = listener
             .local_addr()
             .map_err(|e| Error::Io(format!("cluster bus: {e}")))?;
-        let raft = Raft::new(
+        let raft = start_raft(
             raft_id,
-            Arc::new(raft_config),
+            raft_config,
             Network { me: raft_id },
-            log,
-            sm,
+            storage.log,
+            storage.sm,
         )
-        .await
-        .map_err(|e| Error::Stopped(e.to_string()))?;
+        .await?;
         let (stop_bus, stop) = watch::channel(false);
         let bus_task = spawn_bus(listener, raft.clone(), stop);
         Ok(ConfigGroup {
@@ -304,7 +346,7 @@ impl ConfigGroup {
                 node_id: cluster_node_id.to_string(),
             },
             bus_addr,
-            committed,
+            committed: storage.committed,
             commit_index,
             stop_bus,
             bus_task: Mutex::new(Some(bus_task)),
