@@ -1467,6 +1467,7 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
                 g.voters,
                 g.learners,
             );
+            t.push_str(&crate::cluster::lease_lines(cl, &cl.config(), &cl.me()));
         }
         t.push_str("\r\n");
     }

@@ -508,6 +508,11 @@ impl ServerState {
         h.latency_threshold_ms
             .store(new.latency_monitor_threshold, Relaxed);
         h.replica_read_only.store(new.replica_read_only, Relaxed);
+        if let Some(cl) = &self.cluster {
+            cl.lease
+                .allow_reads_when_down
+                .store(new.cluster_allow_reads_when_down, Relaxed);
+        }
         h.proto_max_bulk_bytes
             .store(new.proto_max_bulk_len, Relaxed);
         if changed(old, new, Config::encoding_limits) {
