@@ -1,6 +1,7 @@
 //! Failure detection, write leases and the choice of the replica to promote, sans I/O (automatic
 //! failover). The server carries the messages and the proposals; every time here is an input, in
-//! milliseconds of one node's monotonic clock (a node never compares its clock with another's).
+//! milliseconds of one node's monotonic clock, which keeps counting while the process is stopped
+//! (a node never compares its clock with another's).
 //!
 //! Every node sends a [`Beat`] every [`Timing::heartbeat_ms`] to each voter of the configuration
 //! group. Every voter records what it hears in its [`Keeper`], so a voter that becomes leader
@@ -35,21 +36,10 @@
 //! live in-sync replica hands over to the live replica with the highest offset.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Change, Config, NodeId};
-
-/// Milliseconds of this process's monotonic clock (since its first call). Leases are checked
-/// against it: it does not jump with the wall clock and keeps counting while the process is
-/// stopped, so a paused primary finds its lease lapsed when it resumes.
-pub fn mono_ms() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    // Starts at 1, so 0 can mean "never".
-    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
 
 /// The timers of failure detection and leases, all derived from `cluster-node-timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

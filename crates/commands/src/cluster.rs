@@ -62,7 +62,7 @@ pub struct SyncMembers {
 /// every request routed to a slot this node owns.
 #[derive(Debug, Default)]
 pub struct LeaseState {
-    /// The lease runs until this time of `shoal_cluster::lease::mono_ms` (0: none).
+    /// The lease runs until this time of the node's `Clock::mono_ms` (0: none).
     pub until_ms: AtomicU64,
     /// The installed configuration makes this node a primary: it serves its slots only while
     /// its lease runs. Replicas serve `READONLY` reads without one.
@@ -84,18 +84,16 @@ pub struct LeaseState {
 }
 
 impl LeaseState {
-    /// Whether this node may serve its slots now: it is no primary, or its lease runs.
+    /// Whether this node may serve its slots at `now_ms` (`Clock::mono_ms`): it is no
+    /// primary, or its lease runs.
     #[inline]
-    pub fn valid(&self) -> bool {
-        !self.enforced.load(Relaxed)
-            || shoal_cluster::lease::mono_ms() < self.until_ms.load(Relaxed)
+    pub fn valid(&self, now_ms: u64) -> bool {
+        !self.enforced.load(Relaxed) || now_ms < self.until_ms.load(Relaxed)
     }
 
-    /// Milliseconds the lease still runs (0: lapsed or none).
-    pub fn remaining_ms(&self) -> u64 {
-        self.until_ms
-            .load(Relaxed)
-            .saturating_sub(shoal_cluster::lease::mono_ms())
+    /// Milliseconds the lease still runs at `now_ms` (0: lapsed or none).
+    pub fn remaining_ms(&self, now_ms: u64) -> u64 {
+        self.until_ms.load(Relaxed).saturating_sub(now_ms)
     }
 }
 
@@ -291,10 +289,12 @@ pub fn route_request(
     let route = shoal_cluster::route(cfg, me, &slots, req, presence);
     client.cluster.slots = slots;
     match route {
-        Route::Local if !cl.lease.valid() => match fenced(srv, cl, client, write) {
-            Some(e) => Err(e),
-            None => Ok(Routed::Here),
-        },
+        Route::Local if !cl.lease.valid((srv.clock.mono_ms)()) => {
+            match fenced(srv, cl, client, write) {
+                Some(e) => Err(e),
+                None => Ok(Routed::Here),
+            }
+        }
         Route::Local => Ok(Routed::Here),
         Route::Moved { slot, addr } => Err(ReplyError::Moved { slot, addr }),
         Route::Ask { slot, addr } => Err(ReplyError::Ask { slot, addr }),
@@ -1116,7 +1116,7 @@ fn info(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         "cluster_state:{}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{assigned}\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{}\r\ncluster_size:{}\r\ncluster_current_epoch:{}\r\ncluster_my_epoch:{my_epoch}\r\ncluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n{}",
         // A primary cut off from the configuration group (no lease) sees the cluster down, as
         // a Redis node that lost the majority does.
-        if assigned == SLOTS && cl.lease.valid() {
+        if assigned == SLOTS && cl.lease.valid((ctx.srv.clock.mono_ms)()) {
             "ok"
         } else {
             "fail"
@@ -1129,7 +1129,7 @@ fn info(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             .map(|n| n.config_epoch)
             .max()
             .unwrap_or(0),
-        lease_lines(cl, &cfg, &me),
+        lease_lines(cl, &cfg, &me, (ctx.srv.clock.mono_ms)()),
     );
     ctx.out.verbatim(text.as_bytes());
     Ok(())
@@ -1137,11 +1137,11 @@ fn info(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 /// shoal's lines of `CLUSTER INFO` and `INFO cluster`: the lease (`held`, `lapsed`, or `none`
 /// on a replica), failovers applied in the cluster, and this node's group's in-sync set.
-pub fn lease_lines(cl: &ClusterState, cfg: &Config, me: &str) -> String {
+pub fn lease_lines(cl: &ClusterState, cfg: &Config, me: &str, now_ms: u64) -> String {
     let l = &cl.lease;
     let state = if !l.enforced.load(Relaxed) {
         "none"
-    } else if l.valid() {
+    } else if l.valid(now_ms) {
         "held"
     } else {
         "lapsed"
@@ -1151,7 +1151,7 @@ pub fn lease_lines(cl: &ClusterState, cfg: &Config, me: &str) -> String {
     let last = l.last_refusal.lock().expect("lease refusal lock").clone();
     format!(
         "shoal_lease_state:{state}\r\nshoal_lease_remaining_ms:{}\r\nshoal_lease_grants:{}\r\nshoal_lease_last_refusal:{}\r\nshoal_fenced_requests:{}\r\nshoal_failovers:{}\r\nshoal_promotions_proposed:{}\r\nshoal_in_sync_changes:{}\r\nshoal_in_sync:{}\r\n",
-        l.remaining_ms(),
+        l.remaining_ms(now_ms),
         l.grants.load(Relaxed),
         last.replace(['\r', '\n'], " "),
         l.refusals.load(Relaxed),

@@ -251,6 +251,9 @@ pub struct Clock {
     /// An opaque monotonic timestamp, and microseconds elapsed since one (slow log, latency).
     pub stamp: fn() -> u64,
     pub elapsed_us: fn(u64) -> u64,
+    /// Monotonic milliseconds of this node (leases are checked against it: it does not jump
+    /// with the wall clock and keeps counting while the process is stopped). Never 0.
+    pub mono_ms: fn() -> u64,
 }
 
 impl Default for Clock {
@@ -260,6 +263,7 @@ impl Default for Clock {
             unix_us: || 0,
             stamp: || 0,
             elapsed_us: |_| 0,
+            mono_ms: || 1,
         }
     }
 }

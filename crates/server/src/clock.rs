@@ -54,12 +54,20 @@ pub fn unix_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Monotonic milliseconds since this process first asked (starting at 1, so 0 can mean
+/// "never"). Write leases are checked against it (`crate::lease`).
+pub fn mono_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
 /// The clocks the command layer uses.
 pub fn system() -> shoal_commands::state::Clock {
     shoal_commands::state::Clock {
         unix_us,
         stamp,
         elapsed_us,
+        mono_ms,
     }
 }
 

@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use shoal_cluster::lease::mono_ms;
 use shoal_cluster::{Change, Config, Node};
 use shoal_commands::ServerState;
 use shoal_commands::cluster::SyncMembers;
 use shoal_replication::state::ReplicaInfo;
 
+use crate::clock::mono_ms;
 use crate::cluster_node::{ClusterNode, Proposed};
 
 /// How often the set is looked at.
@@ -107,7 +107,7 @@ impl Keeping {
             return;
         };
         let replicas: Vec<Node> = cfg.replicas_of(&me).cloned().collect();
-        if replicas.is_empty() || !cl.lease.valid() {
+        if replicas.is_empty() || !cl.lease.valid(mono_ms()) {
             // Without a lease this node serves no write, and a change it proposed could race a
             // failover that is taking its place.
             self.joining.clear();

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_cluster::Config;
-use shoal_cluster::lease::{Answer, Beat, Holder, Keeper, Timing, mono_ms};
+use shoal_cluster::lease::{Answer, Beat, Holder, Keeper, Timing};
+
+use crate::clock::mono_ms;
 use shoal_commands::ServerState;
 use tokio::sync::watch;
 
@@ -258,7 +260,7 @@ pub async fn await_first_lease(srv: &ServerState) {
         return;
     };
     let deadline = tokio::time::Instant::now() + FIRST_LEASE_WAIT;
-    while !cl.lease.valid() && tokio::time::Instant::now() < deadline {
+    while !cl.lease.valid(mono_ms()) && tokio::time::Instant::now() < deadline {
         let cfg = cl.config();
         if cfg.ranges_of(&cl.me()).is_empty() {
             return;
