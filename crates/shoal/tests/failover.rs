@@ -344,6 +344,13 @@ fn a_paused_primary_is_replaced_and_refuses_the_writes_it_finds_when_it_resumes(
     let key = format!("{{{tag}}}:k");
     let mut c = nodes[victim].raw();
     assert_eq!(c.call(&["SET", &key, "before"]), "+OK\r\n");
+    let mut r = nodes[heir].raw();
+    assert_eq!(r.call(&["READONLY"]), "+OK\r\n");
+    wait_until("the replica has the write", || {
+        r.call(&["GET", &key]) == "$6\r\nbefore\r\n"
+    });
+    let partial_before = info_u64(&nodes[heir], "stats", "sync_partial_ok");
+    let full_before = info_u64(&nodes[heir], "stats", "sync_full");
     nodes[victim].signal("-STOP");
     // A write that waits in the paused node's socket.
     c.cmd(&[b"SET", key.as_bytes(), b"stale"]);
@@ -366,4 +373,16 @@ fn a_paused_primary_is_replaced_and_refuses_the_writes_it_finds_when_it_resumes(
     wait_until("the old primary follows its heir", || {
         nodes[victim].raw().call(&["ROLE"]).contains("slave")
     });
+    // Its history is a prefix of its heir's: it continues by partial resynchronisation.
+    wait_until("the old primary resumes by partial resync", || {
+        info_u64(&nodes[heir], "stats", "sync_partial_ok") > partial_before
+    });
+    assert_eq!(info_u64(&nodes[heir], "stats", "sync_full"), full_before);
+}
+
+fn info_u64(n: &Shoal, section: &str, field: &str) -> u64 {
+    let text = n.raw().call(&["INFO", section]);
+    common::info_value(&text, field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
