@@ -394,7 +394,7 @@ impl Cluster {
                 c
             }
         };
-        cmd.env("REDISCLI_AUTH", "");
+        cmd.env_remove("REDISCLI_AUTH");
         run_bounded(cmd, &self.root.join("create.log"), FORM_TIMEOUT)
     }
 

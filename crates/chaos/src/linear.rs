@@ -115,6 +115,8 @@ pub fn check_register(ops: &[TimedOp], steps_max: u64) -> Verdict {
     let mut memo: HashSet<(Vec<u64>, u32)> = HashSet::new();
     let mut entry = next[head];
     let mut steps = 0u64;
+    // (depth, completion time) of the return that stopped the deepest attempt.
+    let mut deepest = (0usize, 0u64);
     while entry != END {
         steps += 1;
         if steps > steps_max {
@@ -140,9 +142,12 @@ pub fn check_register(ops: &[TimedOp], steps_max: u64) -> Verdict {
             entry = next[entry];
         } else {
             // A return reached before its call was linearized: undo the last choice.
+            if stack.len() >= deepest.0 {
+                deepest = (stack.len(), ops[e.op].complete_us.unwrap_or(u64::MAX));
+            }
             let Some((call, old_state)) = stack.pop() else {
                 return Verdict::NotLinearizable {
-                    stuck_at_us: ops[e.op].complete_us.unwrap_or(u64::MAX),
+                    stuck_at_us: deepest.1,
                 };
             };
             let op = events[call].op;

@@ -124,8 +124,12 @@ pub fn replay_command(o: &RunOptions, seed: u64) -> String {
     if !c.netns {
         s.push_str(" --no-netns");
     }
-    if c.target == Target::Shoal {
-        s.push_str(&format!(" --shoal-bin {}", c.shoal_bin.display()));
+    match c.target {
+        Target::Shoal => s.push_str(&format!(" --shoal-bin {}", c.shoal_bin.display())),
+        Target::Redis => s.push_str(&format!(
+            " --redis-server {} --redis-cli {}",
+            c.redis_server, c.redis_cli
+        )),
     }
     s
 }
