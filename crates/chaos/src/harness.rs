@@ -72,6 +72,8 @@ pub struct ClusterOptions {
     pub netns: bool,
     /// Worker threads per shoal node (the suite runs six nodes on small machines).
     pub threads: u32,
+    /// Keep the nodes' directories (logs, data) after the run, for a post-mortem.
+    pub keep_dirs: bool,
 }
 
 struct Node {
@@ -506,6 +508,16 @@ impl Cluster {
                     return Err(format!("{addr}: cluster_state not ok"));
                 }
             }
+            // A replica that has not finished its first copy cannot take over (redis refuses
+            // to, shoal must not), so a cluster is whole only once every link is up.
+            let repl = c
+                .cmd(&["INFO", "replication"])
+                .map_err(|e| e.to_string())?
+                .as_text()
+                .unwrap_or_default();
+            if repl.contains("role:slave") && !repl.contains("master_link_status:up") {
+                return Err(format!("{addr}: replica link not up"));
+            }
             let r = c.cmd(&["CLUSTER", "SLOTS"]).map_err(|e| e.to_string())?;
             let mut map = parse_slots(&r).ok_or_else(|| format!("{addr}: bad CLUSTER SLOTS"))?;
             map.sort();
@@ -548,7 +560,11 @@ impl Drop for Cluster {
             self.kill(i);
         }
         self.net = None;
-        let _ = std::fs::remove_dir_all(&self.root);
+        if self.opts.keep_dirs {
+            eprintln!("kept the nodes' directories in {}", self.root.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }
 

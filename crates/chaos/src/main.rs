@@ -76,6 +76,9 @@ struct RunArgs {
     /// Where failing schedules' histories are written (JSON lines).
     #[arg(long, default_value = "chaos-histories")]
     history_dir: PathBuf,
+    /// Keep each node's directory (server.log, data) after the run.
+    #[arg(long)]
+    keep_dirs: bool,
     /// Print every event as it happens.
     #[arg(long, short)]
     verbose: bool,
@@ -124,6 +127,7 @@ fn run_cmd(a: RunArgs) -> i32 {
             redis_cli: a.redis_cli,
             netns: !a.no_netns && shoal_chaos::net::unavailable().is_none(),
             threads: a.threads,
+            keep_dirs: a.keep_dirs,
         },
         clients: a.clients,
         duration_ms: a.duration_ms,

@@ -46,6 +46,7 @@ fn options(strategy: Strategy, faults: Vec<FaultKind>) -> RunOptions {
             redis_cli: "redis-cli".into(),
             netns: true,
             threads: 1,
+            keep_dirs: false,
         },
         clients: 4,
         duration_ms: DURATION_MS,
