@@ -76,6 +76,9 @@ struct RunArgs {
     /// Where failing schedules' histories are written (JSON lines).
     #[arg(long, default_value = "chaos-histories")]
     history_dir: PathBuf,
+    /// Write every schedule's history to --history-dir, not only failing ones'.
+    #[arg(long)]
+    all_histories: bool,
     /// Keep each node's directory (server.log, data) after the run.
     #[arg(long)]
     keep_dirs: bool,
@@ -134,6 +137,7 @@ fn run_cmd(a: RunArgs) -> i32 {
         faults: a.faults,
         manual_failover: a.manual_failover,
         history_dir: Some(a.history_dir),
+        all_histories: a.all_histories,
         verbose: a.verbose,
     };
     run::catch_signals();

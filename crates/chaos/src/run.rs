@@ -72,6 +72,8 @@ pub struct RunOptions {
     pub manual_failover: bool,
     /// Where failing schedules' histories go (JSON lines).
     pub history_dir: Option<PathBuf>,
+    /// Write every schedule's history, not only failing ones'.
+    pub all_histories: bool,
     pub verbose: bool,
 }
 
@@ -261,7 +263,7 @@ pub fn run_schedule(o: &RunOptions, seed: u64) -> Result<ScheduleResult, String>
         error,
         history_file: None,
     };
-    if !result.passed(c.strategy)
+    if (o.all_histories || !result.passed(c.strategy))
         && let Some(dir) = &o.history_dir
     {
         let _ = std::fs::create_dir_all(dir);

@@ -53,6 +53,7 @@ fn options(strategy: Strategy, faults: Vec<FaultKind>) -> RunOptions {
         faults,
         manual_failover: false,
         history_dir: Some(std::env::temp_dir().join("shoal-chaos-histories")),
+        all_histories: false,
         verbose: false,
     }
 }
