@@ -150,6 +150,15 @@ impl Promotion {
     }
 }
 
+/// Why a primary needs a successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Successor {
+    /// Not heard from for the node timeout.
+    Failed,
+    /// Back with an empty memory.
+    Restarted,
+}
+
 /// A voter's record of beats and, while it leads, of the leases it granted.
 #[derive(Debug)]
 pub struct Keeper {
@@ -256,7 +265,7 @@ impl Keeper {
         }
         let heard = &self.heard.get(node).expect("recorded before").beat;
         if heard.restarted
-            && let Some(r) = self.successor(cfg, node, now, true)
+            && let Some(r) = self.successor(cfg, node, now, Successor::Restarted)
         {
             return Err(format!("restarted: handing over to its replica {r}"));
         }
@@ -295,15 +304,10 @@ impl Keeper {
     }
 
     /// The replica of `primary` to promote now, if one may be: an in-sync replica alive, the
-    /// one with the highest offset; or, under a primary whose strategy is `async`, any live
-    /// replica with the highest offset.
-    fn successor(
-        &self,
-        cfg: &Config,
-        primary: &str,
-        now: u64,
-        in_sync_only: bool,
-    ) -> Option<NodeId> {
+    /// one with the highest offset; or, under a primary whose strategy is `async`, or in place
+    /// of a primary that restarted empty (any replica holds at least as much), any live replica
+    /// with the highest offset.
+    fn successor(&self, cfg: &Config, primary: &str, now: u64, why: Successor) -> Option<NodeId> {
         let offset = |id: &str| self.heard.get(id).map_or(0, |h| h.beat.offset);
         let live: Vec<&crate::Node> = cfg
             .replicas_of(primary)
@@ -320,10 +324,10 @@ impl Keeper {
         }
         // An unheard primary counts as `sync`: only an in-sync replica is safe then.
         let sync = self.heard.get(primary).is_none_or(|h| h.beat.sync);
-        if sync || in_sync_only {
-            None
-        } else {
-            best(false)
+        match why {
+            Successor::Restarted => best(false).filter(|r| offset(r) > 0),
+            Successor::Failed if sync => None,
+            Successor::Failed => best(false),
         }
     }
 
@@ -356,7 +360,12 @@ impl Keeper {
             if !failed && !restarted {
                 continue;
             }
-            if let Some(r) = self.successor(cfg, &p.id, now, restarted) {
+            let why = if restarted {
+                Successor::Restarted
+            } else {
+                Successor::Failed
+            };
+            if let Some(r) = self.successor(cfg, &p.id, now, why) {
                 self.proposed.insert(p.id.clone(), now);
                 out.push(Promotion {
                     replica: r,
@@ -672,9 +681,18 @@ mod tests {
         k2.set_leader(Some(1), 0);
         k2.confirmed(1, 0);
         assert!(matches!(
-            k2.on_beat(&c2, restarted, 10),
+            k2.on_beat(&c2, restarted.clone(), 10),
             Answer::Granted { .. }
         ));
+        // A live replica outside the in-sync set still holds more than an empty primary.
+        let mut k3 = Keeper::new(T, 0);
+        k3.set_leader(Some(1), 0);
+        k3.confirmed(1, 0);
+        k3.on_beat(&c2, beat(3, false, 70), 0);
+        assert!(matches!(k3.on_beat(&c2, restarted, 10), Answer::Refused(_)));
+        let p = k3.promotions(&c2, 20);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].replica, id(3));
     }
 
     #[test]

@@ -63,11 +63,14 @@ pub enum ReplyError {
     /// `NOPROTO`: HELLO with a protocol version we do not speak.
     NoProto,
     /// shoal's `NOTDURABLE`: under the `sync` write strategy, the write is applied on the primary
-    /// but only `have` of `need` replicas acknowledged it within `timeout_ms`.
+    /// but only `have` of `need` replicas acknowledged it within `timeout_ms` (or, for a read in
+    /// cluster mode, what it read was not acknowledged: a failover could take it back).
     NotDurable {
         have: usize,
         need: usize,
         timeout_ms: u64,
+        /// A read under `sync` in cluster mode: the value it read is not acknowledged yet.
+        read: bool,
     },
     /// Any other code, for the rare error kinds without a variant of their own.
     Other {
@@ -247,9 +250,19 @@ impl fmt::Display for ReplyError {
                 have,
                 need,
                 timeout_ms,
+                read: false,
             } => write!(
                 f,
                 "NOTDURABLE write applied on the primary but acknowledged by {have} of {need} required replicas within {timeout_ms} ms"
+            ),
+            NotDurable {
+                have,
+                need,
+                timeout_ms,
+                read: true,
+            } => write!(
+                f,
+                "NOTDURABLE the value read is not confirmed: acknowledged by {have} of {need} required replicas within {timeout_ms} ms"
             ),
             Other { code, msg } => write!(f, "{code} {msg}"),
         }
@@ -517,6 +530,7 @@ mod tests {
                     have: 1,
                     need: 2,
                     timeout_ms: 500,
+                    read: false,
                 },
                 "NOTDURABLE",
                 "-NOTDURABLE write applied on the primary but acknowledged by 1 of 2 required replicas within 500 ms\r\n",

@@ -250,7 +250,7 @@ async fn run(
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut ranges = Vec::new();
     // Reply spans of the writes in the current batch (for the sync strategy).
-    let mut writes: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut writes = Settling::default();
     // When the pending output first went over the soft limit (`client-output-buffer-limit`).
     let mut over_soft_since: Option<std::time::Instant> = None;
     loop {
@@ -340,10 +340,18 @@ async fn run(
                             .drain_into(&mut out, OUTPUT_FLUSH_BYTES);
                     }
                     // Under the sync strategy, remember where each write's reply is: it may have
-                    // to become an error if replicas do not confirm it in time.
-                    let tracked = sync_strategy(srv, client)
-                        && shoal_commands::table::lookup(args.get(0))
-                            .is_some_and(|s| s.has(shoal_commands::flag::WRITE));
+                    // to become an error if replicas do not confirm it in time. In cluster mode
+                    // reads of keys too: a value read must be acknowledged before it is shown,
+                    // or a failover could take back what a client saw (a dirty read).
+                    let spec = shoal_commands::table::lookup(args.get(0));
+                    let sync = sync_strategy(srv, client);
+                    let tracked = sync && spec.is_some_and(|s| s.has(shoal_commands::flag::WRITE));
+                    let read_tracked = sync
+                        && srv.cluster.is_some()
+                        && spec.is_some_and(|s| {
+                            !s.has(shoal_commands::flag::WRITE)
+                                && shoal_commands::keyspec::has_keys(s)
+                        });
                     let mut mark = out.len();
                     let (mut outcome, mut suppress) = run_one(srv, client, &args, &mut out, now);
                     if let Outcome::Paused = outcome {
@@ -371,8 +379,12 @@ async fn run(
                             return e;
                         }
                     }
+                    if read_tracked && out.get(mark) != Some(&b'-') && !srv.repl.is_replica() {
+                        writes.reads_up_to = writes.reads_up_to.max(srv.repl.stream_end());
+                        writes.replies.push((mark..out.len(), true));
+                    }
                     if tracked && out.get(mark) != Some(&b'-') {
-                        writes.push(mark..out.len());
+                        writes.replies.push((mark..out.len(), false));
                     }
                     if let Some((replid, offset)) = client.repl.handoff.take() {
                         settle!();
@@ -396,7 +408,7 @@ async fn run(
                         // batch: a client that does not read sees its output pile up here, where
                         // the output buffer limits cut it off (replies held for sync
                         // acknowledgements wait for the end of the batch).
-                        if writes.is_empty()
+                        if writes.replies.is_empty()
                             && let Err(e) = try_flush(srv, stream, &mut out)
                         {
                             return e;
@@ -448,39 +460,54 @@ async fn run(
     }
 }
 
+/// Replies of the current batch that wait for replicas under the `sync` strategy.
+#[derive(Default)]
+struct Settling {
+    /// Each reply's span, and whether it answers a read (cluster mode) rather than a write.
+    replies: Vec<(std::ops::Range<usize>, bool)>,
+    /// The stream's end after the batch's last tracked read: what it read is in the stream up
+    /// to there.
+    reads_up_to: u64,
+}
+
 /// Before replies of writes leave: under the `sync` strategy, wait (once for the whole batch: group
-/// commit) until `min-replicas-ack` replicas acknowledged the batch's last write; if they do not
-/// within `ack-timeout-ms`, each write's reply becomes an error saying the write is applied on the
-/// primary but not confirmed. Then flush.
+/// commit) until `min-replicas-ack` replicas acknowledged the batch's last write (in cluster mode:
+/// every replica of the in-sync set, `crate::in_sync`), and the stream up to its last read of a
+/// key; if they do not within `ack-timeout-ms`, each such reply becomes an error saying the write
+/// is applied on the primary but not confirmed (or that the value read is not). Then flush.
 async fn settle_and_flush(
     srv: &ServerState,
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     limits: &ConnLimits,
     client: &Client,
-    writes: &mut Vec<std::ops::Range<usize>>,
+    pending: &mut Settling,
     wake: &Notify,
 ) -> Result<(), End> {
-    if !writes.is_empty() {
+    if !pending.replies.is_empty() {
         let repl = &srv.repl;
-        let sync = sync_strategy(srv, client);
         let need = repl.settings.min_replicas_ack.load(Relaxed) as usize;
-        if sync && need > 0 && !repl.is_replica() {
+        if need > 0 && !repl.is_replica() {
+            let writes = pending.replies.iter().any(|(_, read)| !read);
+            let mut offset = pending.reads_up_to;
+            if writes {
+                offset = offset.max(client.repl.last_write_offset);
+            }
             let timeout_ms = repl.settings.ack_timeout_ms.load(Relaxed);
             let deadline = now_ms() + timeout_ms;
-            let have =
-                crate::in_sync::wait(srv, client.repl.last_write_offset, need, deadline).await;
+            let have = crate::in_sync::wait(srv, offset, need, deadline).await;
             if have < need {
-                let error = shoal_commands::ReplyError::NotDurable {
-                    have,
-                    need,
-                    timeout_ms,
-                };
-                let mut msg = Vec::new();
-                error.write_to(&mut ReplyWriter::new(&mut msg, client.proto));
                 let mut rebuilt = Vec::with_capacity(out.len());
                 let mut at = 0;
-                for w in writes.iter() {
+                for (w, read) in pending.replies.iter() {
+                    let error = shoal_commands::ReplyError::NotDurable {
+                        have,
+                        need,
+                        timeout_ms,
+                        read: *read,
+                    };
+                    let mut msg = Vec::new();
+                    error.write_to(&mut ReplyWriter::new(&mut msg, client.proto));
                     srv.stats.error_reply(&error);
                     rebuilt.extend_from_slice(&out[at..w.start]);
                     rebuilt.extend_from_slice(&msg);
@@ -490,7 +517,8 @@ async fn settle_and_flush(
                 *out = rebuilt;
             }
         }
-        writes.clear();
+        pending.replies.clear();
+        pending.reads_up_to = 0;
     }
     flush(srv, stream, out, &limits.output, &client.handle, wake).await
 }

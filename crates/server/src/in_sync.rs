@@ -7,7 +7,8 @@
 //! - a member that has not caught up with the stream for [`lag_max_ms`] leaves the set by a
 //!   committed `Change::SetInSync`; `sync` writes wait for it until that change commits, so no
 //!   write is acknowledged without a member that is still in the committed set;
-//! - a replica that caught up starts *joining*: from then on `sync` writes wait for it too; once
+//! - a replica that caught up (a moment ago: under a steady load it is never exactly at the
+//!   end) starts *joining*: from then on `sync` writes wait for it too; once
 //!   it acknowledged the stream's end as of the moment it started, every acknowledged write is on
 //!   it, and it enters the set by a committed change. A joiner that lags is dropped (nothing was
 //!   committed for it).
@@ -44,6 +45,11 @@ pub fn lag_max_ms(srv: &ServerState) -> u64 {
     (c.cluster_node_timeout / 2)
         .min(c.ack_timeout_ms / 2)
         .max(TICK.as_millis() as u64 * 2)
+}
+
+/// A replica starts joining when it was caught up this recently.
+fn join_within(lag_max: u64) -> u64 {
+    lag_max / 4
 }
 
 /// The replica connection of `n`, if it is attached.
@@ -152,7 +158,13 @@ impl Keeping {
                 }
                 Some(mark) if ack >= mark => admit.push(n.id.clone()),
                 Some(_) => {}
-                None if link_of(&links, n).is_some() && ack >= end => {
+                // Caught up a moment ago (under a steady write load a replica's acknowledgement
+                // is never exactly at the end): it starts joining at today's end.
+                None if link_of(&links, n).is_some()
+                    && self
+                        .caught_up_at(ack)
+                        .is_some_and(|t| now.saturating_sub(t) <= join_within(lag_max)) =>
+                {
                     self.joining.insert(n.id.clone(), end);
                 }
                 None => {}

@@ -235,9 +235,17 @@ fn a_killed_primary_is_replaced_by_its_in_sync_replica_without_losing_an_acknowl
             >= 1
     );
     // Every write acknowledged so far is on the new primary. It has no replica left, so under
-    // `sync` with min-replicas-ack 1 it acknowledges no write until one joins.
+    // `sync` with min-replicas-ack 1 it acknowledges no write until one joins, nor confirms a
+    // read: a `sync` read is refused as not durable, an `async` one sees the data.
     let before = acked_so_far();
     let mut heir_conn = nodes[heir].raw();
+    let (i0, _) = before[0];
+    assert!(
+        heir_conn
+            .call(&["GET", &format!("{{{tag}}}:{i0}")])
+            .starts_with("-NOTDURABLE the value read is not confirmed"),
+    );
+    assert_eq!(heir_conn.call(&["DURABILITY", "async"]), "+OK\r\n");
     let check = |conn: &mut common::Raw, acked: &[(usize, Instant)]| {
         for (i, _) in acked {
             let key = format!("{{{tag}}}:{i}");
@@ -352,6 +360,7 @@ fn a_paused_primary_is_replaced_and_refuses_the_writes_it_finds_when_it_resumes(
     let partial_before = info_u64(&nodes[heir], "stats", "sync_partial_ok");
     let full_before = info_u64(&nodes[heir], "stats", "sync_full");
     nodes[victim].signal("-STOP");
+    wait_until("the primary is stopped", || nodes[victim].is_stopped());
     // A write that waits in the paused node's socket.
     c.cmd(&[b"SET", key.as_bytes(), b"stale"]);
     wait_until("the replica is promoted", || {

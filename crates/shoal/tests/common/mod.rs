@@ -106,6 +106,26 @@ impl Shoal {
         panic!("shoal did not exit within {WAIT_MAX:?}");
     }
 
+    /// Whether the process is stopped (SIGSTOP took effect on every thread).
+    pub fn is_stopped(&self) -> bool {
+        let Some(c) = &self.child else {
+            return false;
+        };
+        let task = format!("/proc/{}/task", c.id());
+        let Ok(threads) = std::fs::read_dir(&task) else {
+            return false;
+        };
+        threads.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|st| {
+                    st.rsplit_once(')')
+                        .map(|(_, rest)| rest.trim_start().starts_with('T'))
+                })
+                .unwrap_or(false)
+        })
+    }
+
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
