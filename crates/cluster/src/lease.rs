@@ -284,12 +284,23 @@ impl Keeper {
         Ok(lease)
     }
 
+    /// When leases granted before this office surely lapsed (this voter's clock). In a first
+    /// term there was no other leader, but this voter itself may have led the same term in an
+    /// earlier process (openraft brings a restarted leader back in its term): that process's
+    /// grants ended before this keeper started.
+    fn inherited_lapse_at(&self, office: Office) -> u64 {
+        let base = if office.term <= 1 {
+            self.started_ms
+        } else {
+            office.since_ms
+        };
+        base + self.timing.inherited_lapse_ms()
+    }
+
     /// The time (this voter's clock) by which any lease `node` may hold has surely lapsed.
     fn lapse_ms(&self, node: &str, office: Office) -> u64 {
         let t = self.timing;
-        let inherited = office.since_ms + t.inherited_lapse_ms();
-        // A first term has no predecessors.
-        let inherited = if office.term <= 1 { 0 } else { inherited };
+        let inherited = self.inherited_lapse_at(office);
         let mine = self
             .granted
             .get(node)
@@ -350,8 +361,7 @@ impl Keeper {
             {
                 continue;
             }
-            let failed = !self.alive(&p.id, now)
-                && (office.term <= 1 || now >= office.since_ms + t.inherited_lapse_ms());
+            let failed = !self.alive(&p.id, now) && now >= self.inherited_lapse_at(office);
             let restarted = !failed
                 && self
                     .heard
@@ -502,37 +512,48 @@ mod tests {
     fn only_a_confirmed_leader_grants_and_leases_shrink_as_confirmation_ages() {
         let c = cluster();
         let mut k = Keeper::new(T, 0);
-        assert_eq!(k.on_beat(&c, beat(1, false, 0), 10), Answer::Noted);
-        k.set_leader(Some(1), 20);
+        // Leases granted before this keeper started (by this voter in an earlier process, in
+        // the same first term) have lapsed 600 ms after it started.
+        let b = 1000;
+        assert_eq!(k.on_beat(&c, beat(1, false, 0), b + 10), Answer::Noted);
+        k.set_leader(Some(1), b + 20);
         assert!(matches!(
-            k.on_beat(&c, beat(1, false, 0), 30),
+            k.on_beat(&c, beat(1, false, 0), b + 30),
             Answer::Refused(_)
         ));
-        k.confirmed(1, 40);
+        k.confirmed(1, b + 40);
         assert_eq!(
-            k.on_beat(&c, beat(1, false, 0), 50),
+            k.on_beat(&c, beat(1, false, 0), b + 50),
             Answer::Granted { lease_ms: 400 }
         );
         // 300 ms after the confirmation: 150 + 400 - 300.
         assert_eq!(
-            k.on_beat(&c, beat(1, true, 0), 340),
+            k.on_beat(&c, beat(1, true, 0), b + 340),
             Answer::Granted { lease_ms: 250 }
         );
         assert!(matches!(
-            k.on_beat(&c, beat(1, true, 0), 40 + 510),
+            k.on_beat(&c, beat(1, true, 0), b + 40 + 510),
             Answer::Refused(_)
         ));
         // A confirmation of another term does not count.
-        k.confirmed(2, 600);
+        k.confirmed(2, b + 600);
         assert!(matches!(
-            k.on_beat(&c, beat(1, true, 0), 601),
+            k.on_beat(&c, beat(1, true, 0), b + 601),
             Answer::Refused(_)
         ));
         // Replicas get no lease.
-        k.confirmed(1, 600);
+        k.confirmed(1, b + 600);
         assert!(matches!(
-            k.on_beat(&c, beat(2, false, 0), 601),
+            k.on_beat(&c, beat(2, false, 0), b + 601),
             Answer::Refused(_)
+        ));
+        // A keeper that just started (a restarted leader in its first term) waits.
+        let mut fresh = Keeper::new(T, b);
+        fresh.set_leader(Some(1), b);
+        fresh.confirmed(1, b);
+        assert!(matches!(
+            fresh.on_beat(&c, beat(1, false, 0), b + 10),
+            Answer::Refused(ref w) if w.contains("lapse")
         ));
     }
 
@@ -679,9 +700,9 @@ mod tests {
         let c2 = cluster();
         let mut k2 = Keeper::new(T, 0);
         k2.set_leader(Some(1), 0);
-        k2.confirmed(1, 0);
+        k2.confirmed(1, 600);
         assert!(matches!(
-            k2.on_beat(&c2, restarted.clone(), 10),
+            k2.on_beat(&c2, restarted.clone(), 610),
             Answer::Granted { .. }
         ));
         // A live replica outside the in-sync set still holds more than an empty primary.

@@ -205,10 +205,21 @@ impl ClusterNode {
         }
         let me = self.group.node();
         let raft_id = self.group.raft_id();
-        self.group
-            .initialize(BTreeMap::from([(raft_id, me)]))
-            .await
-            .map_err(|e| format!("forming the cluster group: {e}"))?;
+        if let Err(e) = self.group.initialize(BTreeMap::from([(raft_id, me)])).await {
+            // Met a moment ago, between the look above and now: the group's log is arriving.
+            let m = self.group.metrics();
+            if m.voters.is_empty() && m.learners.is_empty() {
+                return Err(format!("forming the cluster group: {e}"));
+            }
+            let deadline = Instant::now() + FORM_TIMEOUT;
+            while !cl.formed.load(Relaxed) {
+                if Instant::now() >= deadline {
+                    return Err("this node is joining a cluster; try again".into());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            return Ok(());
+        }
         let node = self.me.clone();
         // The group of one elects its only voter; until then proposals find no leader.
         let deadline = Instant::now() + FORM_TIMEOUT;

@@ -187,12 +187,10 @@ impl Keeping {
         };
         tracing::info!(in_sync = ?next, "changing this primary's in-sync set");
         cl.lease.in_sync_changes.fetch_add(1, Relaxed);
+        // Admitted joiners stay joiners (writes wait for them) until the configuration installed
+        // here names them members: the tick's first step drops them from `joining` then.
         match tokio::time::timeout(PROPOSE_TIMEOUT, node.propose_settled(srv, change)).await {
-            Ok(Proposed::Applied) => {
-                for id in &admit {
-                    self.joining.remove(id);
-                }
-            }
+            Ok(Proposed::Applied) => {}
             Ok(Proposed::Refused(e)) | Ok(Proposed::Unknown(e)) => {
                 tracing::warn!(error = %e, "the in-sync set did not change");
             }
@@ -237,22 +235,21 @@ pub async fn wait(srv: &ServerState, offset: u64, need: usize, deadline_ms: u64)
         return crate::links::wait_acks(srv, offset, need, deadline_ms).await;
     };
     loop {
-        let members = cl
-            .sync_members
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let links = srv.repl.replicas();
-        let has = |(ip, port): &(String, u16)| {
-            links.iter().any(|r| {
-                &r.ip == ip
-                    && r.listening_port.load(Relaxed) == u64::from(*port)
-                    && r.holds_acked.load(Relaxed)
-                    && r.ack_offset.load(Relaxed) >= offset
-            })
+        let (have, all) = {
+            let members = cl.sync_members.lock().unwrap_or_else(|p| p.into_inner());
+            let links = srv.repl.replicas();
+            let has = |(ip, port): &(String, u16)| {
+                links.iter().any(|r| {
+                    &r.ip == ip
+                        && r.listening_port.load(Relaxed) == u64::from(*port)
+                        && r.holds_acked.load(Relaxed)
+                        && r.ack_offset.load(Relaxed) >= offset
+                })
+            };
+            let have = members.committed.iter().filter(|m| has(m)).count();
+            let all = have == members.committed.len() && members.joining.iter().all(has);
+            (have, all)
         };
-        let have = members.committed.iter().filter(|m| has(m)).count();
-        let all = have == members.committed.len() && members.joining.iter().all(has);
         if all && have >= need {
             return need;
         }

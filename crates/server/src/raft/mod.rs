@@ -191,14 +191,15 @@ pub fn default_raft_config() -> openraft::Config {
 }
 
 /// The openraft settings for a cluster node timeout (`shoal_cluster::lease::Timing`): Raft
-/// heartbeats as often as lease beats, elections after half to all of the node timeout, so a
-/// leader that dies is replaced well within the time failure detection takes.
+/// heartbeats as often as lease beats; elections after a quarter to half of the node timeout.
+/// openraft's followers also honour a leader lease of `election_timeout_max` after the last
+/// heartbeat before they vote, so a dead leader is replaced after 0.75 to 1 node timeout.
 pub fn raft_config_for(timing: &shoal_cluster::lease::Timing) -> openraft::Config {
     let nt = timing.node_timeout_ms;
     openraft::Config {
         heartbeat_interval: timing.heartbeat_ms,
-        election_timeout_min: (nt / 2).max(timing.heartbeat_ms * 3),
-        election_timeout_max: nt.max(timing.heartbeat_ms * 6),
+        election_timeout_min: (nt / 4).max(timing.heartbeat_ms * 2),
+        election_timeout_max: (nt / 2).max(timing.heartbeat_ms * 4),
         ..default_raft_config()
     }
 }
