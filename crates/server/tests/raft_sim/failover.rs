@@ -68,9 +68,12 @@ const SETTLE_MAX_MS: u64 = 10_000;
 const SERVE_MAX_MS: u64 = 30_000;
 
 /// The longest a killed primary with a live in-sync replica may stay primary on a calm network
-/// with every voter up: the node timeout, a few beat intervals and leader loops, and a commit.
+/// with every voter up: the node timeout; three election timeouts (the group may have to elect
+/// a leader first: a leader a membership change just removed lingers a while) and the wait of a
+/// new leader for its predecessors' leases to lapse; a few beat intervals and a commit.
 pub fn liveness_ms(t: &Timing) -> u64 {
-    t.node_timeout_ms + 4 * t.heartbeat_ms + 2_000
+    let election_max_ms = shoal_server::raft::default_raft_config().election_timeout_max;
+    t.node_timeout_ms + 3 * election_max_ms + t.inherited_lapse_ms() + 4 * t.heartbeat_ms + 1_000
 }
 
 /// Whether `id` is a data node of this model.
@@ -774,8 +777,9 @@ impl Model {
         let primary = cfg.node(&beat.node).is_some_and(|n| n.is_primary());
         let answer = voter.keeper.on_beat(&cfg, beat, now);
         self.counts.beats += 1;
-        if primary && matches!(answer, Answer::Refused(_)) {
+        if primary && let Answer::Refused(why) = &answer {
             self.counts.fenced_refusals += 1;
+            trace(|| format!("voter {v} refuses a lease: {why}"));
         }
         Some(answer)
     }
@@ -1118,6 +1122,9 @@ impl Handles {
 
     /// Reads the log and fails on the first violation.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(p) = crate::sim::panicked() {
+            return Err(format!("a task panicked: {p}"));
+        }
         let checker = lock(&self.hub).checker.clone();
         let mut m = lock(&self.model);
         m.follow_log(&lock(&checker));
@@ -1205,9 +1212,11 @@ impl Handles {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                let nodes = lock(&self.hub).describe();
                 let m = lock(&self.model);
                 return Err(format!(
-                    "(seed {}) not within {ms} ms: {what}; the data nodes:{}",
+                    "(seed {}) not within {ms} ms: {what}; the data nodes:{}\n  the Raft \
+                     nodes:{nodes}",
                     m.seed,
                     describe(&m)
                 ));
@@ -1410,6 +1419,9 @@ async fn lead(h: Handles, id: u64, raft: Raft<TypeConfig>) {
             return;
         };
         if let Some(v) = lock(&h.model).voters.get_mut(&id) {
+            if !v.keeper.leading() {
+                trace(|| format!("voter {id} acts as leader of term {term}"));
+            }
             v.keeper.set_leader(Some(term), started);
         }
         let ttl = Duration::from_millis(timing.confirm_max_ms.max(1));
@@ -1428,6 +1440,8 @@ async fn lead(h: Handles, id: u64, raft: Raft<TypeConfig>) {
             };
             if confirmed {
                 v.keeper.confirmed(term, started);
+            } else {
+                trace(|| format!("voter {id} did not confirm its leadership of term {term}"));
             }
             let now = v.clock.ms(t);
             v.keeper.retain(&cfg);

@@ -395,6 +395,30 @@ impl Hub {
             .map(|(_, id, r)| (id, r))
     }
 
+    /// Each node: state, term, leader, last applied, voters and learners.
+    pub fn describe(&self) -> String {
+        let hub = self;
+        let mut out = String::new();
+        for (id, s) in &hub.nodes {
+            let Some(raft) = &s.raft else {
+                out.push_str(&format!("\n    node {id}: down"));
+                continue;
+            };
+            let m = raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            out.push_str(&format!(
+                "\n    node {id}: {:?} term {} leader {:?} applied {:?} voters {:?} learners {:?}",
+                m.state,
+                m.current_term,
+                m.current_leader,
+                m.last_applied.map(|l| l.index),
+                membership.get_joint_config(),
+                membership.learner_ids().collect::<Vec<_>>()
+            ));
+        }
+        out
+    }
+
     /// No more loss, long delays or partitions.
     fn calm(&mut self) {
         self.loss_per_10k = 0;
@@ -442,6 +466,11 @@ thread_local! {
     /// The first panic on this thread since the run began (a panic in a task kills only the
     /// task; the run notices it here).
     static PANICKED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The first panic in a task of this run, if one panicked.
+pub fn panicked() -> Option<String> {
+    PANICKED.with(|p| p.borrow().clone())
 }
 
 fn record_panics() {
@@ -810,26 +839,7 @@ impl Sim {
 
     /// Each node: state, term, leader, last applied, voters and learners.
     fn describe(&self) -> String {
-        let hub = lock(&self.hub);
-        let mut out = String::new();
-        for (id, s) in &hub.nodes {
-            let Some(raft) = &s.raft else {
-                out.push_str(&format!("\n    node {id}: down"));
-                continue;
-            };
-            let m = raft.metrics().borrow().clone();
-            let membership = m.membership_config.membership();
-            out.push_str(&format!(
-                "\n    node {id}: {:?} term {} leader {:?} applied {:?} voters {:?} learners {:?}",
-                m.state,
-                m.current_term,
-                m.current_leader,
-                m.last_applied.map(|l| l.index),
-                membership.get_joint_config(),
-                membership.learner_ids().collect::<Vec<_>>()
-            ));
-        }
-        out
+        lock(&self.hub).describe()
     }
 
     /// Waits (checking as it goes) until `done` holds, for at most `ms` of virtual time.
