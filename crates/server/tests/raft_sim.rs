@@ -178,3 +178,20 @@ fn a_state_machine_that_applies_another_change_is_caught() {
     );
     assert!(err.to_string().contains(&replay_command(3)), "{err}");
 }
+
+#[test]
+fn a_primary_that_keeps_its_lease_too_long_is_caught() {
+    // Data nodes hold leases 20 times longer than granted; after the heal group 0's primary is
+    // cut off, and its replica is promoted and granted a lease while the old one still runs.
+    let mut p = Params::from_seed(5);
+    p.sabotage_lease = true;
+    p.fault_ms = 10_000;
+    p.crash_per_10k = 0;
+    p.partition_per_10k = 0;
+    let err = run(p).expect_err("the overlong lease is caught");
+    assert!(
+        err.what.contains("one lease per group"),
+        "caught for the right reason: {err}"
+    );
+    assert!(err.to_string().contains(&replay_command(5)), "{err}");
+}

@@ -145,6 +145,11 @@ pub struct FailoverParams {
     /// Chance per fault tick (100 ms) that a data node crashes.
     pub crash_per_10k: usize,
     pub down_ms_max: u64,
+    /// After the heal, group 0's primary is cut off from everyone rather than killed.
+    pub isolate_last: bool,
+    /// A planted bug, for the test that the checks catch one: data nodes take leases this many
+    /// times longer than granted (1: no bug).
+    pub sabotage_lease_factor: u64,
 }
 
 impl FailoverParams {
@@ -163,6 +168,8 @@ impl FailoverParams {
             write_per_100: 20 + r.below(60),
             crash_per_10k: pick(&mut r, &[0, 50, 150, 300]) as usize,
             down_ms_max: 500 + r.below(6000) as u64,
+            isolate_last: r.below(2) == 0,
+            sabotage_lease_factor: 1,
         }
     }
 }
@@ -253,8 +260,10 @@ impl DataNode {
 struct Group {
     /// Acknowledged writes: (id, offset, by node).
     acked: Vec<(u64, u64, usize)>,
-    /// Every primary's office in order: the node and the stream it started with.
-    offices: Vec<(usize, Arc<Vec<u64>>)>,
+    /// Every primary's office: the node, the stream it started with, and the promotions the
+    /// configuration that made it primary counts (`Config::failovers`): the order of the offices
+    /// in the log. (A node whose view lags may see itself promoted after the log replaced it.)
+    offices: Vec<(usize, Arc<Vec<u64>>, u64)>,
     /// Members that lost their data in a crash, and the log index known then: they count until
     /// an in-sync change after that index admits them.
     lost: BTreeMap<String, u64>,
@@ -295,8 +304,14 @@ pub struct Model {
 type Shared = Arc<Mutex<Model>>;
 
 impl Model {
-    pub fn new(seed: u64, raft_nodes: u64) -> Model {
-        let p = FailoverParams::from_seed(seed);
+    /// The model of seed `seed` beside `raft_nodes` Raft nodes; `sabotage`: with a planted bug
+    /// (leases held 20 times longer than granted, and group 0's primary isolated after the heal).
+    pub fn new(seed: u64, raft_nodes: u64, sabotage: bool) -> Model {
+        let mut p = FailoverParams::from_seed(seed);
+        if sabotage {
+            p.sabotage_lease_factor = 20;
+            p.isolate_last = true;
+        }
         let timing = Timing::for_node_timeout(p.node_timeout_ms);
         let mut rng = seeded_rng(seed, 0xDA7A_0001);
         let mut nodes = Vec::new();
@@ -427,6 +442,7 @@ impl Model {
         if now_primary && !was_primary {
             let g = n.group;
             let stream = n.stream.clone();
+            let order = n.view.failovers();
             if known {
                 trace(|| {
                     format!(
@@ -436,7 +452,7 @@ impl Model {
                 });
                 self.office_starts(i, replaced);
             }
-            self.groups[g].offices.push((i, stream));
+            self.groups[g].offices.push((i, stream, order));
         }
     }
 
@@ -512,14 +528,16 @@ impl Model {
         self.counts.writes_acked += 1;
         self.groups[g].acked.push((id, off, i));
         let offices = &self.groups[g].offices;
-        let Some(mine) = offices.iter().rposition(|&(n, _)| n == i) else {
+        let Some(&(_, _, mine)) = offices.iter().rev().find(|&&(n, _, _)| n == i) else {
             return;
         };
         let lost = self.groups[g].lost.len();
-        let later: Vec<usize> = offices[mine + 1..]
+        let later: Vec<usize> = offices
             .iter()
-            .filter(|(_, s)| s.get(off as usize - 1) != Some(&id))
-            .map(|&(n, _)| n)
+            .filter(|&&(n, ref s, order)| {
+                n != i && order > mine && s.get(off as usize - 1) != Some(&id)
+            })
+            .map(|&(n, _, _)| n)
             .collect();
         if let Some(&n) = later.first()
             && lost < self.min_ack(g)
@@ -797,7 +815,8 @@ impl Model {
         {
             let first = !n.holder.holds(n.now(t0));
             let restarted = n.holder.is_restarted();
-            n.holder.granted(sent_ms, lease_ms);
+            n.holder
+                .granted(sent_ms, lease_ms * self.p.sabotage_lease_factor);
             self.counts.leases_granted += 1;
             let g = n.group;
             if first {
@@ -1181,20 +1200,37 @@ impl Handles {
             |m| m.counts.writes_acked > acked_before && (0..GROUPS).all(|g| serving(m, g, true)),
         )
         .await?;
-        let (victim, timing) = {
+        let (victim, timing, isolate) = {
             let mut m = lock(&self.model);
             let (p, _) = m.primary_of(0).ok_or("group 0 has no primary")?;
-            m.crash(p);
-            (p, m.timing)
+            let isolate = m.p.isolate_last;
+            if isolate {
+                // Alone on its side: it beats no one and keeps its lease until it lapses.
+                m.nodes[p].side = 1;
+                trace(|| format!("data node {p} is cut off from everyone"));
+            } else {
+                m.crash(p);
+            }
+            (p, m.timing, isolate)
         };
         let killed = Instant::now();
         let bound = liveness_ms(&timing);
-        self.wait("group 0's killed primary is replaced", bound, |m| {
+        self.wait("group 0's lost primary is replaced", bound, |m| {
             m.primary_of(0).is_some_and(|(p, _)| p != victim)
         })
         .await?;
         lock(&self.model).counts.failover_ms = killed.elapsed().as_millis() as u64;
-        self.start_data(victim);
+        if isolate {
+            // The new primary serves while the old one is still cut off (and believes it is
+            // primary, its lease running out by its own clock); then the old one returns.
+            self.wait("group 0's new primary serves", SERVE_MAX_MS, |m| {
+                serving(m, 0, false)
+            })
+            .await?;
+            lock(&self.model).nodes[victim].side = 0;
+        } else {
+            self.start_data(victim);
+        }
         let acked = lock(&self.model).counts.writes_acked;
         self.wait(
             "group 0 serves again after the failover",

@@ -116,6 +116,8 @@ pub struct Params {
     /// A planted bug, for the test that the checker catches one: this node's state machine
     /// applies a change no one proposed.
     pub sabotage: Option<u64>,
+    /// A planted bug in the failover model (see `failover::Model::new`).
+    pub sabotage_lease: bool,
 }
 
 impl Params {
@@ -147,6 +149,7 @@ impl Params {
             payload_entries: 1 + r.below(16) as u64,
             chunk_bytes: pick(&mut r, &[1024 * 1024, 4096, 32 * 1024]) as u64,
             sabotage: None,
+            sabotage_lease: false,
         }
     }
 
@@ -621,7 +624,11 @@ impl Sim {
         };
         let hub = Arc::new(Mutex::new(hub));
         let fo = failover::Handles {
-            model: Arc::new(Mutex::new(failover::Model::new(p.seed, p.nodes()))),
+            model: Arc::new(Mutex::new(failover::Model::new(
+                p.seed,
+                p.nodes(),
+                p.sabotage_lease,
+            ))),
             hub: hub.clone(),
         };
         Sim {
