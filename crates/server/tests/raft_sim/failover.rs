@@ -7,14 +7,15 @@
 //! its leadership with `ensure_linearizable` every half beat interval (`confirmed` with the
 //! check's start) and proposes `Keeper::promotions` through Raft as `Promotion::change` makes
 //! them (the loop of `server/src/lease.rs`). Every data node holds a `Holder`, beats every voter
-//! of the membership its host knows every `heartbeat_ms` (a request and an answer, each subject
+//! of the membership its Raft member knows every `heartbeat_ms` (a request and an answer, each subject
 //! to the run's loss, delays and partitions; an answer older than two intervals is dropped, as
 //! the bus call's deadline drops it) and takes grants unless it was demoted since the beat left.
 //! Configurations are the production state machine's (`Config::apply` under Raft).
 //!
 //! **What is modelled**: the data path. A data node is not a Raft member: it reads the
-//! configuration its host (a Raft node) committed, while the host is up and on its side of a
-//! partition, never going back to an older epoch. A primary with a running lease (by its own
+//! configuration a Raft member committed (its host, else the next member up on its side of a
+//! partition; see `Hub::reader_for`), never going back to an older epoch, and proposes through
+//! it. A primary with a running lease (by its own
 //! clock) appends writes (unique ids) to its stream; replicas pull the primary's stream every
 //! tick (a request carrying what they hold, which is their acknowledgement, and a reply with the
 //! primary's stream), keep a longer stream of the same history, and take the primary's when
@@ -35,8 +36,15 @@
 //! older primary is in the stream the newer one started with (unless `min_replicas_ack` or more
 //! replicas of the group lost their data, counted); every promotion of a data node in the log is
 //! a `Failover` of an in-sync replica, proposed with `in_sync_only`; after the heal, every group
-//! serves again with a full in-sync set, and a killed primary is replaced within
-//! [`liveness_ms`], then the group acknowledges writes again.
+//! serves again with a full in-sync set, and group 0's primary, killed or cut off from everyone
+//! (by the seed), is replaced within [`liveness_ms`], then the group acknowledges writes again.
+//! Data nodes crash only while fewer than `min_replicas_ack` members of their group lost their
+//! data (a member counts until an in-sync change admits it again).
+//!
+//! **Not a promotion, so counted rather than failed**: a restarted primary that no in-sync
+//! replica was heard to replace is let serve again, empty (`Keeper`'s documented choice); the
+//! acknowledged writes it lacks are dropped from the check (`writes_dropped_by_restart`), though
+//! a replica outside the in-sync set may have held them until it truncated to the new stream.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
