@@ -2,9 +2,12 @@
 //! log store and state machine under openraft, over a simulated network in virtual time, with
 //! Raft membership changes and slot migrations under message loss, delays, partitions and node
 //! restarts, driven by a seed. The invariant that matters most: at every committed
-//! configuration, each slot has at most one owner (exactly one once assigned), a primary. See
+//! configuration, each slot has at most one owner (exactly one once assigned), a primary. Beside
+//! the group, data nodes beat its voters and fail over (`failover.rs`): one lease per group, no
+//! acknowledged `sync` write lost at a promotion, only in-sync replicas promoted, promptly. See
 //! ARCHITECTURE.md, "The configuration group in the simulator", and the files under
-//! `raft_sim/`: `sim.rs` (a run), `network.rs`, `checker.rs` (the invariants), `workload.rs`.
+//! `raft_sim/`: `sim.rs` (a run), `network.rs`, `checker.rs` (the invariants), `workload.rs`,
+//! `failover.rs`.
 //!
 //! CI runs a slice of seeds. A failure prints the command that replays its seed
 //! (`RAFT_SIM_SEED=N cargo test -p shoal-server --test raft_sim -- --nocapture`; add
@@ -14,6 +17,8 @@
 
 #[path = "raft_sim/checker.rs"]
 mod checker;
+#[path = "raft_sim/failover.rs"]
+mod failover;
 #[path = "raft_sim/network.rs"]
 mod network;
 #[path = "raft_sim/sim.rs"]
@@ -52,6 +57,17 @@ struct Totals {
     membership_done: u64,
     slots_assigned: u64,
     max_virtual_ms: u64,
+    promotions: u64,
+    leases_granted: u64,
+    writes_acked: u64,
+    fenced_refusals: u64,
+    writes_fenced: u64,
+    data_crashes: u64,
+    max_failover_ms: u64,
+    /// Restarted primaries that served again without acknowledged writes (no in-sync replica
+    /// heard), and the writes so dropped: see `failover::Model::serves_after_restart`.
+    restarts_served_empty: u64,
+    writes_dropped_by_restart: u64,
 }
 
 impl Totals {
@@ -71,11 +87,21 @@ impl Totals {
         self.membership_done += s.stats.membership_done;
         self.slots_assigned += s.slots_assigned as u64;
         self.max_virtual_ms = self.max_virtual_ms.max(s.virtual_ms);
+        let f = &s.failover;
+        self.promotions += f.promotions;
+        self.leases_granted += f.leases_granted;
+        self.writes_acked += f.writes_acked;
+        self.fenced_refusals += f.fenced_refusals;
+        self.writes_fenced += f.writes_fenced;
+        self.data_crashes += f.crashes;
+        self.max_failover_ms = self.max_failover_ms.max(f.failover_ms);
+        self.restarts_served_empty += f.restarts_served_empty;
+        self.writes_dropped_by_restart += f.writes_dropped_by_restart;
     }
 }
 
 #[test]
-fn every_seed_keeps_one_owner_per_slot_and_converges() {
+fn every_seed_keeps_one_owner_per_slot_one_lease_per_group_and_converges() {
     if let Some(seed) = env_u64("RAFT_SIM_SEED") {
         match run_seed(seed) {
             Ok(s) => println!("seed {seed} passed: {s:#?}"),
@@ -115,6 +141,17 @@ fn every_seed_keeps_one_owner_per_slot_and_converges() {
         assert!(t.partitions >= n / 2 && t.lost >= 20 * n, "{t:?}");
         assert!(t.membership_done >= 3 * n, "{t:?}");
         assert!(t.slots_assigned >= 2000 * n, "{t:?}");
+        // Failover: promotions (at least the killed primary's after the heal, each seed),
+        // leases, acknowledged sync writes, primaries fenced, data nodes crashed.
+        assert!(
+            t.promotions >= 2 * n && t.leases_granted >= 100 * n,
+            "{t:?}"
+        );
+        assert!(
+            t.writes_acked >= 200 * n && t.fenced_refusals >= 5 * n,
+            "{t:?}"
+        );
+        assert!(t.writes_fenced >= 20 * n && t.data_crashes >= n, "{t:?}");
     }
 }
 
@@ -140,4 +177,21 @@ fn a_state_machine_that_applies_another_change_is_caught() {
         "caught for the right reason: {err}"
     );
     assert!(err.to_string().contains(&replay_command(3)), "{err}");
+}
+
+#[test]
+fn a_primary_that_keeps_its_lease_too_long_is_caught() {
+    // Data nodes hold leases 20 times longer than granted; after the heal group 0's primary is
+    // cut off, and its replica is promoted and granted a lease while the old one still runs.
+    let mut p = Params::from_seed(5);
+    p.sabotage_lease = true;
+    p.fault_ms = 10_000;
+    p.crash_per_10k = 0;
+    p.partition_per_10k = 0;
+    let err = run(p).expect_err("the overlong lease is caught");
+    assert!(
+        err.what.contains("one lease per group"),
+        "caught for the right reason: {err}"
+    );
+    assert!(err.to_string().contains(&replay_command(5)), "{err}");
 }

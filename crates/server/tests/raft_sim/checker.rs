@@ -193,6 +193,19 @@ impl Checker {
         }
     }
 
+    /// The change at `index` (`None` if blank, a membership entry, or only a snapshot covered
+    /// it so far) and the configuration after it.
+    pub fn entry_at(&self, index: u64) -> Option<(Option<Change>, Arc<Config>)> {
+        let s = self.seen.get(&index)?;
+        let change = s.entry.as_ref().and_then(|(c, _)| c.clone());
+        Some((change, s.config.clone()))
+    }
+
+    /// The first index after `index` known.
+    pub fn next_known(&self, index: u64) -> Option<u64> {
+        self.seen.range(index + 1..).next().map(|(&i, _)| i)
+    }
+
     /// The configuration known at `index`.
     pub fn config_at(&self, index: u64) -> Option<Arc<Config>> {
         self.seen.get(&index).map(|s| s.config.clone())

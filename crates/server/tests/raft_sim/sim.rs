@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::checker::{Ack, Applied, Checker, Observed};
+use crate::failover::{self, FailoverCounts};
 use crate::network::{Route, SimNetwork};
 use crate::workload;
 
@@ -65,6 +66,12 @@ pub const WALL_MAX: Duration = Duration::from_secs(100);
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The random stream `salt` of seed `seed`. `Rng::new` sets the lowest bit of what it is given,
+/// so the seed is shifted first: seeds 2k and 2k+1 would otherwise run the same schedule.
+pub fn seeded_rng(seed: u64, salt: u64) -> Rng {
+    Rng::new((seed ^ salt) << 1)
 }
 
 /// The command that replays a seed.
@@ -109,11 +116,13 @@ pub struct Params {
     /// A planted bug, for the test that the checker catches one: this node's state machine
     /// applies a change no one proposed.
     pub sabotage: Option<u64>,
+    /// A planted bug in the failover model (see `failover::Model::new`).
+    pub sabotage_lease: bool,
 }
 
 impl Params {
     pub fn from_seed(seed: u64) -> Params {
-        let mut r = Rng::new(seed ^ 0x7AF7_5100_0000_0000);
+        let mut r = seeded_rng(seed, 0x7AF7_5100_0000_0000);
         let voters = if r.below(2) == 0 { 3 } else { 5 };
         let pick = |r: &mut Rng, xs: &[usize]| xs[r.below(xs.len())];
         let latency_min = 1 + r.below(5) as u64;
@@ -140,6 +149,7 @@ impl Params {
             payload_entries: 1 + r.below(16) as u64,
             chunk_bytes: pick(&mut r, &[1024 * 1024, 4096, 32 * 1024]) as u64,
             sabotage: None,
+            sabotage_lease: false,
         }
     }
 
@@ -161,6 +171,7 @@ pub struct Summary {
     pub acks_checked: usize,
     pub stats: Stats,
     pub applied: Applied,
+    pub failover: FailoverCounts,
 }
 
 /// Counts of what the clients, the membership task and the faults did.
@@ -226,22 +237,23 @@ pub struct Hub {
     stats: Stats,
 }
 
+/// The fate of a message of the failover model, drawn as a Raft message's.
+pub struct Delivery {
+    pub out: Duration,
+    pub back: Duration,
+    pub lose_request: bool,
+    pub lose_reply: bool,
+}
+
 impl Hub {
-    /// Decides the fate of a message from `from` to `to` as it is sent.
-    pub fn route(&mut self, from: u64, to: u64) -> Route {
+    /// The fate of a message between two nodes, `cut` off from each other or not: `None` when
+    /// nothing gets through. Counted with the Raft messages.
+    pub fn draw(&mut self, cut: bool) -> Option<Delivery> {
         self.stats.messages += 1;
-        let from_side = self.nodes.get(&from).map_or(0, |s| s.side);
-        let Some(target) = self.nodes.get(&to) else {
-            return Route::Down;
-        };
-        let Some(raft) = target.raft.clone() else {
-            return Route::Down;
-        };
-        if target.side != from_side {
+        if cut {
             self.stats.lost += 1;
-            return Route::Cut;
+            return None;
         }
-        let incarnation = target.incarnation;
         let r = &mut self.net_rng;
         let (lo, hi) = self.latency_ms;
         let delay = |r: &mut Rng| {
@@ -258,13 +270,94 @@ impl Hub {
         if lose_request || lose_reply {
             self.stats.lost += 1;
         }
-        Route::Deliver {
-            raft,
-            incarnation,
+        Some(Delivery {
             out,
             back,
             lose_request,
             lose_reply,
+        })
+    }
+
+    /// The side of a partition Raft node `id` is on, if it is up.
+    pub fn side_of(&self, id: u64) -> Option<u64> {
+        self.nodes
+            .get(&id)
+            .filter(|s| s.raft.is_some())
+            .map(|s| s.side)
+    }
+
+    /// The configuration Raft node `id` committed, if it is up.
+    pub fn committed_of(&self, id: u64) -> Option<Arc<Config>> {
+        let s = self.nodes.get(&id)?;
+        s.raft.as_ref()?;
+        Some(s.committed.as_ref()?.borrow().clone())
+    }
+
+    /// The last log index Raft node `id` applied, if it is up.
+    pub fn applied_of(&self, id: u64) -> Option<u64> {
+        let m = self.raft(id)?.metrics().borrow().clone();
+        m.last_applied.map(|l| l.index)
+    }
+
+    /// The voters Raft node `id` knows, if it is up.
+    pub fn voters_of(&self, id: u64) -> Option<Vec<u64>> {
+        let m = self.raft(id)?.metrics().borrow().clone();
+        Some(m.membership_config.membership().voter_ids().collect())
+    }
+
+    /// The Raft node a data node that prefers `preferred` reads its configuration from (and
+    /// proposes through): the first, from `preferred` on, that is up, on `side` and a member of
+    /// the group it knows (a node removed from the group no longer learns of new entries).
+    pub fn reader_for(&self, preferred: u64, side: u64) -> Option<u64> {
+        // The membership as the leader knows it (a removed node does not know it was).
+        let members: Vec<u64> = self.leader().map_or_else(Vec::new, |(_, r)| {
+            let m = r.metrics().borrow().clone();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(n, _)| *n)
+                .collect()
+        });
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        let start = ids.iter().position(|&i| i == preferred).unwrap_or(0);
+        (0..ids.len())
+            .map(|k| ids[(start + k) % ids.len()])
+            .find(|&id| {
+                let s = &self.nodes[&id];
+                s.side == side && s.raft.is_some() && members.contains(&id)
+            })
+    }
+
+    pub fn raft_of(&self, id: u64) -> Option<Raft<TypeConfig>> {
+        self.raft(id)
+    }
+
+    pub fn leader_raft(&self) -> Option<Raft<TypeConfig>> {
+        self.leader().map(|(_, r)| r)
+    }
+
+    /// Decides the fate of a message from `from` to `to` as it is sent.
+    pub fn route(&mut self, from: u64, to: u64) -> Route {
+        let from_side = self.nodes.get(&from).map_or(0, |s| s.side);
+        let Some(target) = self.nodes.get(&to) else {
+            self.stats.messages += 1;
+            return Route::Down;
+        };
+        let Some(raft) = target.raft.clone() else {
+            self.stats.messages += 1;
+            return Route::Down;
+        };
+        let incarnation = target.incarnation;
+        let Some(d) = self.draw(target.side != from_side) else {
+            return Route::Cut;
+        };
+        Route::Deliver {
+            raft,
+            incarnation,
+            out: d.out,
+            back: d.back,
+            lose_request: d.lose_request,
+            lose_reply: d.lose_reply,
         }
     }
 
@@ -305,6 +398,30 @@ impl Hub {
             .map(|(_, id, r)| (id, r))
     }
 
+    /// Each node: state, term, leader, last applied, voters and learners.
+    pub fn describe(&self) -> String {
+        let hub = self;
+        let mut out = String::new();
+        for (id, s) in &hub.nodes {
+            let Some(raft) = &s.raft else {
+                out.push_str(&format!("\n    node {id}: down"));
+                continue;
+            };
+            let m = raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            out.push_str(&format!(
+                "\n    node {id}: {:?} term {} leader {:?} applied {:?} voters {:?} learners {:?}",
+                m.state,
+                m.current_term,
+                m.current_leader,
+                m.last_applied.map(|l| l.index),
+                membership.get_joint_config(),
+                membership.learner_ids().collect::<Vec<_>>()
+            ));
+        }
+        out
+    }
+
     /// No more loss, long delays or partitions.
     fn calm(&mut self) {
         self.loss_per_10k = 0;
@@ -339,7 +456,7 @@ fn tracing_on() -> bool {
 }
 
 /// Prints an event, with the virtual time of the run, when tracing is on.
-fn trace(what: impl FnOnce() -> String) {
+pub fn trace(what: impl FnOnce() -> String) {
     if tracing_on() {
         let ms = RUN_STARTED.with(|t| t.get().map_or(0, |t| t.elapsed().as_millis()));
         eprintln!("[{ms:>6} ms] {}", what());
@@ -352,6 +469,11 @@ thread_local! {
     /// The first panic on this thread since the run began (a panic in a task kills only the
     /// task; the run notices it here).
     static PANICKED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The first panic in a task of this run, if one panicked.
+pub fn panicked() -> Option<String> {
+    PANICKED.with(|p| p.borrow().clone())
 }
 
 fn record_panics() {
@@ -483,6 +605,8 @@ struct Sim {
     partition_until: Option<Instant>,
     started: Instant,
     wall_deadline: std::time::Instant,
+    /// The failover model: data nodes, the voters' keepers.
+    fo: failover::Handles,
 }
 
 impl Sim {
@@ -490,18 +614,28 @@ impl Sim {
         let checker = Arc::new(Mutex::new(Checker::default()));
         let hub = Hub {
             checker: checker.clone(),
-            net_rng: Rng::new(p.seed ^ 0x4E37),
-            work_rng: Rng::new(p.seed ^ 0x3015),
+            net_rng: seeded_rng(p.seed, 0x4E37),
+            work_rng: seeded_rng(p.seed, 0x3015),
             nodes: (1..=p.nodes()).map(|id| (id, Slot::default())).collect(),
             loss_per_10k: 0,
             latency_ms: p.latency_ms,
             long_delay_per_10k: 0,
             stats: Stats::default(),
         };
+        let hub = Arc::new(Mutex::new(hub));
+        let fo = failover::Handles {
+            model: Arc::new(Mutex::new(failover::Model::new(
+                p.seed,
+                p.nodes(),
+                p.sabotage_lease,
+            ))),
+            hub: hub.clone(),
+        };
         Sim {
-            fault_rng: Rng::new(p.seed ^ 0xFA17),
+            fault_rng: seeded_rng(p.seed, 0xFA17),
             p,
-            hub: Arc::new(Mutex::new(hub)),
+            hub,
+            fo,
             checker,
             dir: dir.to_path_buf(),
             alive: BTreeMap::new(),
@@ -519,7 +653,14 @@ impl Sim {
     async fn run(&mut self) -> Result<Summary, String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         self.setup().await?;
+        self.fo.form(SETUP_MAX_MS).await?;
         self.faults().await?;
+        self.heal().await?;
+        // Failover after the heal, then the model stops, its last proposals settle, and the
+        // group converges again: every acknowledged proposal is checked, the model's too.
+        self.fo.after_heal().await?;
+        self.fo.stop();
+        tokio::time::sleep(Duration::from_millis(2 * PROPOSE_TIMEOUT_MS)).await;
         let (last, config) = self.heal().await?;
         let acks_checked = lock(&self.checker).check_acks();
         let known = lock(&self.checker).config_at(last);
@@ -543,6 +684,7 @@ impl Sim {
             acks_checked,
             stats: lock(&self.hub).stats.clone(),
             applied: c.applied.clone(),
+            failover: self.fo.counts(),
         })
     }
 
@@ -597,9 +739,10 @@ impl Sim {
         let mut hub = lock(&self.hub);
         let slot = hub.nodes.entry(id).or_default();
         slot.incarnation += 1;
-        slot.raft = Some(raft);
+        slot.raft = Some(raft.clone());
         slot.committed = Some(storage.committed);
         drop(hub);
+        self.fo.voter_started(id, raft);
         self.alive.insert(id, alive);
         Ok(())
     }
@@ -618,6 +761,7 @@ impl Sim {
         let Some(raft) = raft else {
             return Ok(());
         };
+        self.fo.voter_crashed(id);
         let _ = raft.shutdown().await;
         drop(raft);
         let alive = self
@@ -676,6 +820,7 @@ impl Sim {
         if let Some(v) = lock(&self.checker).first_violation() {
             return Err(v.to_string());
         }
+        self.fo.check()?;
         if let Some(p) = PANICKED.with(|p| p.borrow().clone()) {
             return Err(format!("a task panicked: {p}"));
         }
@@ -701,26 +846,7 @@ impl Sim {
 
     /// Each node: state, term, leader, last applied, voters and learners.
     fn describe(&self) -> String {
-        let hub = lock(&self.hub);
-        let mut out = String::new();
-        for (id, s) in &hub.nodes {
-            let Some(raft) = &s.raft else {
-                out.push_str(&format!("\n    node {id}: down"));
-                continue;
-            };
-            let m = raft.metrics().borrow().clone();
-            let membership = m.membership_config.membership();
-            out.push_str(&format!(
-                "\n    node {id}: {:?} term {} leader {:?} applied {:?} voters {:?} learners {:?}",
-                m.state,
-                m.current_term,
-                m.current_leader,
-                m.last_applied.map(|l| l.index),
-                membership.get_joint_config(),
-                membership.learner_ids().collect::<Vec<_>>()
-            ));
-        }
-        out
+        lock(&self.hub).describe()
     }
 
     /// Waits (checking as it goes) until `done` holds, for at most `ms` of virtual time.
@@ -824,6 +950,7 @@ impl Sim {
         // The tasks end by themselves soon after `end` (each waits at most one proposal or one
         // membership change); the network heals first so that they do.
         lock(&self.hub).calm();
+        self.fo.calm();
         self.partition_until = None;
         for t in tasks {
             let bound = Duration::from_millis(2 * PROPOSE_TIMEOUT_MS + MEMBERSHIP_OP_MS);
@@ -840,6 +967,7 @@ impl Sim {
         while Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
             self.check()?;
+            self.fo.fault_tick()?;
             let now = Instant::now();
             let due: Vec<u64> = self
                 .down_until
@@ -854,6 +982,7 @@ impl Sim {
             if self.partition_until.is_some_and(|t| t <= now) {
                 self.partition_until = None;
                 lock(&self.hub).calm_sides();
+                self.fo.calm();
                 trace(|| "the partition heals".into());
             }
             let r = &mut self.fault_rng;
@@ -879,8 +1008,10 @@ impl Sim {
             if self.partition_until.is_none() && r.below(10_000) < self.p.partition_per_10k {
                 let ms = 100 + r.below(self.p.partition_ms_max as usize) as u64;
                 let n = self.p.nodes();
+                let split = r.below(2) != 0;
+                self.fo.partition(r, split);
                 let mut hub = lock(&self.hub);
-                if r.below(2) == 0 {
+                if !split {
                     // One node alone.
                     let alone = 1 + r.below(n as usize) as u64;
                     for (&id, s) in hub.nodes.iter_mut() {
@@ -975,10 +1106,22 @@ fn final_change() -> Change {
 /// records an acknowledgement for the checker. Returns the index it committed at.
 async fn propose(
     hub: &Arc<Mutex<Hub>>,
-    mut raft: Raft<TypeConfig>,
+    raft: Raft<TypeConfig>,
     change: Change,
     hops: u32,
 ) -> Option<u64> {
+    propose_answered(hub, raft, change, hops)
+        .await
+        .map(|(i, _)| i)
+}
+
+/// [`propose`], with the response the change got.
+pub async fn propose_answered(
+    hub: &Arc<Mutex<Hub>>,
+    mut raft: Raft<TypeConfig>,
+    change: Change,
+    hops: u32,
+) -> Option<(u64, shoal_server::raft::Response)> {
     lock(hub).stats.proposals += 1;
     for hop in 0..=hops {
         let timeout = Duration::from_millis(PROPOSE_TIMEOUT_MS);
@@ -992,9 +1135,9 @@ async fn propose(
                 lock(&h.checker).ack(Ack {
                     index: resp.log_id.index,
                     change,
-                    response: resp.data,
+                    response: resp.data.clone(),
                 });
-                return Some(resp.log_id.index);
+                return Some((resp.log_id.index, resp.data));
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) if hop < hops => {
                 match f.leader_id.and_then(|l| lock(hub).raft(l)) {
@@ -1025,7 +1168,7 @@ async fn client(hub: Arc<Mutex<Hub>>, end: Instant, every_ms: u64) {
                 None
             } else {
                 let (raft, view) = &live[h.work_rng.below(live.len())];
-                let change = workload::change(&mut h.work_rng, view);
+                let change = workload::change_clear_of_data(&mut h.work_rng, view);
                 Some((raft.clone(), change))
             }
         };

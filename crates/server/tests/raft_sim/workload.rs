@@ -45,6 +45,20 @@ pub fn change(rng: &mut Rng, view: &Config) -> Change {
     unreachable!("the weights add up to {total}")
 }
 
+/// A random change, as [`change`], that leaves the failover model's data nodes and slots alone
+/// (drawn again, a bounded number of times; then an epoch bump of a pool node).
+pub fn change_clear_of_data(rng: &mut Rng, view: &Config) -> Change {
+    for _ in 0..16 {
+        let c = change(rng, view);
+        if !crate::failover::touches_data(&c) {
+            return c;
+        }
+    }
+    Change::BumpEpoch {
+        node: any_pool_node(rng),
+    }
+}
+
 /// The id of pool node `n`.
 pub fn node_id(n: u64) -> String {
     format!("{:040x}", 0x5100_0000_u64 + n)
