@@ -10,6 +10,7 @@
 //! after it: every slot has at most one owner, owners are primaries, the epoch only grows.
 
 pub mod failover;
+pub mod lease;
 pub mod plan;
 pub mod route;
 
@@ -138,6 +139,24 @@ pub enum Change {
     /// `replica` becomes the primary of its former primary's slots (failover); the former
     /// primary becomes its replica.
     Promote { replica: NodeId },
+    /// Automatic failover decided by the leader: as `Promote`, but only if `primary` is still
+    /// `replica`'s primary at config epoch `primary_epoch` (a decision taken twice, or
+    /// overtaken by another change, applies at most once) and, with `in_sync_only`, only if
+    /// `replica` is in the group's in-sync set.
+    Failover {
+        replica: NodeId,
+        primary: NodeId,
+        primary_epoch: u64,
+        in_sync_only: bool,
+    },
+    /// The in-sync set of `primary`'s group becomes `replicas` (each a replica of it), if
+    /// `primary` is still a primary at config epoch `primary_epoch`. Only the primary proposes
+    /// it: a replica leaves the set before the primary acknowledges `sync` writes without it.
+    SetInSync {
+        primary: NodeId,
+        primary_epoch: u64,
+        replicas: Vec<NodeId>,
+    },
     /// `node`, a primary without slots or replicas, becomes a replica of `primary`.
     Replicate { node: NodeId, primary: NodeId },
     /// A node is reached at another address now (it restarted on another port or host).
@@ -172,6 +191,10 @@ pub enum ChangeError {
     ReplicateSelf,
     /// A node that owns slots (or has replicas) cannot become a replica.
     NotEmpty(NodeId),
+    /// A replica named in the change does not follow the primary it names.
+    NotReplicaOf(NodeId, NodeId),
+    /// Automatic promotion of a replica outside the in-sync set.
+    NotInSync(NodeId),
 }
 
 impl std::fmt::Display for ChangeError {
@@ -197,6 +220,8 @@ impl std::fmt::Display for ChangeError {
             ChangeError::NotEmpty(_) => {
                 f.write_str("To set a master the node must be empty and without assigned slots.")
             }
+            ChangeError::NotReplicaOf(r, p) => write!(f, "Node {r} is not a replica of {p}"),
+            ChangeError::NotInSync(r) => write!(f, "Node {r} is not in its group's in-sync set"),
         }
     }
 }
@@ -219,6 +244,13 @@ pub struct Config {
     owner: Box<[u16]>,
     /// For each moving slot, the index of its target.
     migrating: std::collections::BTreeMap<u16, u16>,
+    /// Replicas in their group's in-sync set: each holds every write its primary acknowledged
+    /// under the `sync` strategy.
+    #[serde(default)]
+    in_sync: std::collections::BTreeSet<NodeId>,
+    /// Promotions applied (manual and automatic failovers).
+    #[serde(default)]
+    failovers: u64,
     /// Slots with an owner (kept with `owner`: routing reads it for every request). Derived, so
     /// not serialised.
     #[serde(skip_serializing)]
@@ -232,6 +264,10 @@ struct RawConfig {
     nodes: Vec<Node>,
     owner: Box<[u16]>,
     migrating: std::collections::BTreeMap<u16, u16>,
+    #[serde(default)]
+    in_sync: std::collections::BTreeSet<NodeId>,
+    #[serde(default)]
+    failovers: u64,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -244,6 +280,8 @@ impl TryFrom<RawConfig> for Config {
             nodes: r.nodes,
             owner: r.owner,
             migrating: r.migrating,
+            in_sync: r.in_sync,
+            failovers: r.failovers,
             assigned,
         };
         match c.invariant_violation() {
@@ -267,8 +305,26 @@ impl Config {
             nodes: Vec::new(),
             owner: vec![NONE; SLOTS].into_boxed_slice(),
             migrating: Default::default(),
+            in_sync: Default::default(),
+            failovers: 0,
             assigned: 0,
         }
+    }
+
+    /// Promotions applied so far (manual and automatic failovers).
+    pub fn failovers(&self) -> u64 {
+        self.failovers
+    }
+
+    /// Whether `replica` is in its group's in-sync set.
+    pub fn in_sync(&self, replica: &str) -> bool {
+        self.in_sync.contains(replica)
+    }
+
+    /// The in-sync set of `primary`'s group, in the order the replicas joined the cluster.
+    pub fn in_sync_of<'a>(&'a self, primary: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.replicas_of(primary)
+            .filter(move |n| self.in_sync.contains(&n.id))
     }
 
     pub fn epoch(&self) -> u64 {
@@ -347,6 +403,7 @@ impl Config {
             Change::RemoveNode(id) => {
                 let i = self.index_of(id).expect("checked") as u16;
                 self.nodes.remove(i as usize);
+                self.in_sync.remove(id);
                 // Indexes above the removed node move down by one.
                 for o in self.owner.iter_mut() {
                     if *o != NONE && *o > i {
@@ -427,6 +484,7 @@ impl Config {
             Change::Replicate { node, primary } => {
                 let i = self.index_of(node).expect("checked");
                 self.nodes[i].replica_of = Some(primary.clone());
+                self.in_sync.remove(node);
             }
             Change::SetAddress {
                 node,
@@ -440,7 +498,20 @@ impl Config {
                 n.port = *port;
                 n.bus_port = *bus_port;
             }
-            Change::Promote { replica } => {
+            Change::SetInSync {
+                primary, replicas, ..
+            } => {
+                let members: Vec<NodeId> =
+                    self.replicas_of(primary).map(|n| n.id.clone()).collect();
+                for m in members {
+                    if replicas.contains(&m) {
+                        self.in_sync.insert(m);
+                    } else {
+                        self.in_sync.remove(&m);
+                    }
+                }
+            }
+            Change::Promote { replica } | Change::Failover { replica, .. } => {
                 let r = self.index_of(replica).expect("checked");
                 let old = self.nodes[r].replica_of.take().expect("checked");
                 let p = self.index_of(&old).expect("checked");
@@ -462,6 +533,11 @@ impl Config {
                     }
                 }
                 self.nodes[r].config_epoch = self.epoch + 1;
+                // The new primary leads the set; its old primary joins it only once caught up
+                // again. The others stay: they hold every acknowledged write.
+                self.in_sync.remove(&new_id);
+                self.in_sync.remove(&old);
+                self.failovers += 1;
             }
         }
         self.epoch += 1;
@@ -608,6 +684,44 @@ impl Config {
                     return Err(ChangeError::NotAReplica(replica.clone()));
                 }
             }
+            Change::Failover {
+                replica,
+                primary: p,
+                primary_epoch,
+                in_sync_only,
+            } => {
+                let pi = primary(p)?;
+                if self.nodes[pi].config_epoch != *primary_epoch {
+                    return Err(ChangeError::StaleEpoch(p.clone()));
+                }
+                let r = self
+                    .index_of(replica)
+                    .ok_or_else(|| ChangeError::UnknownNode(replica.clone()))?;
+                if self.nodes[r].replica_of.as_deref() != Some(p.as_str()) {
+                    return Err(ChangeError::NotReplicaOf(replica.clone(), p.clone()));
+                }
+                if *in_sync_only && !self.in_sync.contains(replica) {
+                    return Err(ChangeError::NotInSync(replica.clone()));
+                }
+            }
+            Change::SetInSync {
+                primary: p,
+                primary_epoch,
+                replicas,
+            } => {
+                let pi = primary(p)?;
+                if self.nodes[pi].config_epoch != *primary_epoch {
+                    return Err(ChangeError::StaleEpoch(p.clone()));
+                }
+                for r in replicas {
+                    let ri = self
+                        .index_of(r)
+                        .ok_or_else(|| ChangeError::UnknownNode(r.clone()))?;
+                    if self.nodes[ri].replica_of.as_deref() != Some(p.as_str()) {
+                        return Err(ChangeError::NotReplicaOf(r.clone(), p.clone()));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -672,6 +786,15 @@ impl Config {
                 if !p.is_primary() {
                     return Some(format!("{} follows replica {}", n.id, p.id));
                 }
+            }
+        }
+        for r in &self.in_sync {
+            match self.node(r) {
+                None => return Some(format!("in-sync replica {r} is not in the cluster")),
+                Some(n) if n.is_primary() => {
+                    return Some(format!("primary {r} is in an in-sync set"));
+                }
+                Some(_) => {}
             }
         }
         let mut ids: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();

@@ -390,6 +390,21 @@ fn any_change() -> impl Strategy<Value = Change> {
         }),
         n.clone().prop_map(|a| Change::BumpEpoch { node: id(a) }),
         n.clone().prop_map(|a| Change::Promote { replica: id(a) }),
+        (n.clone(), n.clone(), 0u64..4, any::<bool>()).prop_map(|(a, b, e, s)| {
+            Change::Failover {
+                replica: id(a),
+                primary: id(b),
+                primary_epoch: e,
+                in_sync_only: s,
+            }
+        }),
+        (n.clone(), 0u64..4, prop::collection::vec(n.clone(), 0..3)).prop_map(|(p, e, rs)| {
+            Change::SetInSync {
+                primary: id(p),
+                primary_epoch: e,
+                replicas: rs.into_iter().map(id).collect(),
+            }
+        }),
         (n.clone(), n).prop_map(|(a, b)| Change::Replicate {
             node: id(a),
             primary: id(b)

@@ -11,7 +11,7 @@
 //! with [`ClusterState::install`].
 
 use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, RwLock};
 
 use shoal_cluster::{Change, ChangeError, Config, Node, Presence, Route, RouteRequest, SlotRange};
@@ -42,6 +42,59 @@ pub struct ClusterState {
     pub migrations: crate::migration::Migrations,
     /// Slots whose requests wait while their move flips ownership.
     pub paused: crate::migration::PausedSlots,
+    /// This node's write lease (fencing: a primary serves only while it holds one).
+    pub lease: LeaseState,
+    /// As a primary: the replicas a `sync` write waits for (kept by the server's in-sync task).
+    pub sync_members: std::sync::Mutex<SyncMembers>,
+}
+
+/// The replicas (by `ip`, listening port) a primary's `sync` write waits for: its group's
+/// committed in-sync set and the replicas joining it (a joining replica must acknowledge every
+/// write from the moment it starts joining, or it could miss one acknowledged before its
+/// membership commits).
+#[derive(Debug, Default, Clone)]
+pub struct SyncMembers {
+    pub committed: Vec<(String, u16)>,
+    pub joining: Vec<(String, u16)>,
+}
+
+/// This node's write lease, kept by the server's lease task (`shoal_cluster::lease`), read by
+/// every request routed to a slot this node owns.
+#[derive(Debug, Default)]
+pub struct LeaseState {
+    /// The lease runs until this time of the node's `Clock::mono_ms` (0: none).
+    pub until_ms: AtomicU64,
+    /// The installed configuration makes this node a primary: it serves its slots only while
+    /// its lease runs. Replicas serve `READONLY` reads without one.
+    pub enforced: std::sync::atomic::AtomicBool,
+    /// `cluster-allow-reads-when-down`.
+    pub allow_reads_when_down: std::sync::atomic::AtomicBool,
+    /// Leases granted to this node, and requests refused for want of one.
+    pub grants: AtomicU64,
+    pub refusals: AtomicU64,
+    /// Why the last beat got no lease (empty when it got one).
+    pub last_refusal: std::sync::Mutex<String>,
+    /// Times the installed configuration made this node, a primary, a replica: a lease granted
+    /// to a beat sent before is not taken.
+    pub demotions: AtomicU64,
+    /// Automatic promotions this node proposed as the configuration group's leader.
+    pub promotions_proposed: AtomicU64,
+    /// In-sync set changes this node proposed as a primary.
+    pub in_sync_changes: AtomicU64,
+}
+
+impl LeaseState {
+    /// Whether this node may serve its slots at `now_ms` (`Clock::mono_ms`): it is no
+    /// primary, or its lease runs.
+    #[inline]
+    pub fn valid(&self, now_ms: u64) -> bool {
+        !self.enforced.load(Relaxed) || now_ms < self.until_ms.load(Relaxed)
+    }
+
+    /// Milliseconds the lease still runs at `now_ms` (0: lapsed or none).
+    pub fn remaining_ms(&self, now_ms: u64) -> u64 {
+        self.until_ms.load(Relaxed).saturating_sub(now_ms)
+    }
 }
 
 /// What `INFO cluster` shows of the configuration group.
@@ -86,6 +139,8 @@ impl ClusterState {
             }),
             migrations: Default::default(),
             paused: Default::default(),
+            lease: Default::default(),
+            sync_members: Default::default(),
         }
     }
 
@@ -107,8 +162,16 @@ impl ClusterState {
         if config.epoch() < current.epoch() {
             return;
         }
+        let primary = current.node(&self.me()).is_some_and(|n| n.is_primary());
+        let now_primary = config.node(&self.me()).is_some_and(|n| n.is_primary());
         *current = config;
         drop(current);
+        self.lease.enforced.store(now_primary, Relaxed);
+        if primary && !now_primary {
+            // A node made a replica gives its lease up at once.
+            self.lease.demotions.fetch_add(1, Relaxed);
+            self.lease.until_ms.store(0, Relaxed);
+        }
         self.version.fetch_add(1, Release);
     }
 
@@ -226,6 +289,12 @@ pub fn route_request(
     let route = shoal_cluster::route(cfg, me, &slots, req, presence);
     client.cluster.slots = slots;
     match route {
+        Route::Local if !cl.lease.valid((srv.clock.mono_ms)()) => {
+            match fenced(srv, cl, client, write) {
+                Some(e) => Err(e),
+                None => Ok(Routed::Here),
+            }
+        }
         Route::Local => Ok(Routed::Here),
         Route::Moved { slot, addr } => Err(ReplyError::Moved { slot, addr }),
         Route::Ask { slot, addr } => Err(ReplyError::Ask { slot, addr }),
@@ -234,6 +303,33 @@ pub fn route_request(
         Route::Unbound => Err(ReplyError::ClusterDown(ClusterDownReason::SlotNotServed)),
         Route::Down => Err(ReplyError::ClusterDown(ClusterDownReason::Down)),
     }
+}
+
+/// The refusal of a request routed here while this primary holds no lease (it is cut off from
+/// the configuration group, or was just promoted and waits for its predecessor's lease to
+/// lapse): `-CLUSTERDOWN`, as Redis answers on a node that lost the majority. Reads are served
+/// on `async` with `cluster-allow-reads-when-down yes`; never on `sync`, where a failover may
+/// already have made another node the primary.
+fn fenced(
+    srv: &ServerState,
+    cl: &ClusterState,
+    client: &Client,
+    write: bool,
+) -> Option<ReplyError> {
+    let sync = client.repl.strategy.map_or_else(
+        || srv.repl.strategy_sync(),
+        |s| s == crate::repl::Strategy::Sync,
+    );
+    let reads = !sync && cl.lease.allow_reads_when_down.load(Relaxed);
+    if reads && !write {
+        return None;
+    }
+    cl.lease.refusals.fetch_add(1, Relaxed);
+    Some(ReplyError::ClusterDown(if reads {
+        ClusterDownReason::ReadsOnly
+    } else {
+        ClusterDownReason::Down
+    }))
 }
 
 /// Whether a transaction about to run names a paused slot (EXEC looks again once it holds the
@@ -1017,8 +1113,14 @@ fn info(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         })
         .unwrap_or(0);
     let text = format!(
-        "cluster_state:{}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{assigned}\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{}\r\ncluster_size:{}\r\ncluster_current_epoch:{}\r\ncluster_my_epoch:{my_epoch}\r\ncluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n",
-        if assigned == SLOTS { "ok" } else { "fail" },
+        "cluster_state:{}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{assigned}\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{}\r\ncluster_size:{}\r\ncluster_current_epoch:{}\r\ncluster_my_epoch:{my_epoch}\r\ncluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n{}",
+        // A primary cut off from the configuration group (no lease) sees the cluster down, as
+        // a Redis node that lost the majority does.
+        if assigned == SLOTS && cl.lease.valid((ctx.srv.clock.mono_ms)()) {
+            "ok"
+        } else {
+            "fail"
+        },
         cfg.nodes().len(),
         cfg.size(),
         // Redis's current epoch: the highest config epoch in the cluster.
@@ -1027,9 +1129,37 @@ fn info(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             .map(|n| n.config_epoch)
             .max()
             .unwrap_or(0),
+        lease_lines(cl, &cfg, &me, (ctx.srv.clock.mono_ms)()),
     );
     ctx.out.verbatim(text.as_bytes());
     Ok(())
+}
+
+/// shoal's lines of `CLUSTER INFO` and `INFO cluster`: the lease (`held`, `lapsed`, or `none`
+/// on a replica), failovers applied in the cluster, and this node's group's in-sync set.
+pub fn lease_lines(cl: &ClusterState, cfg: &Config, me: &str, now_ms: u64) -> String {
+    let l = &cl.lease;
+    let state = if !l.enforced.load(Relaxed) {
+        "none"
+    } else if l.valid(now_ms) {
+        "held"
+    } else {
+        "lapsed"
+    };
+    let primary = shard_id(cfg, me);
+    let in_sync: Vec<&str> = cfg.in_sync_of(&primary).map(|n| n.id.as_str()).collect();
+    let last = l.last_refusal.lock().expect("lease refusal lock").clone();
+    format!(
+        "shoal_lease_state:{state}\r\nshoal_lease_remaining_ms:{}\r\nshoal_lease_grants:{}\r\nshoal_lease_last_refusal:{}\r\nshoal_fenced_requests:{}\r\nshoal_failovers:{}\r\nshoal_promotions_proposed:{}\r\nshoal_in_sync_changes:{}\r\nshoal_in_sync:{}\r\n",
+        l.remaining_ms(now_ms),
+        l.grants.load(Relaxed),
+        last.replace(['\r', '\n'], " "),
+        l.refusals.load(Relaxed),
+        cfg.failovers(),
+        l.promotions_proposed.load(Relaxed),
+        l.in_sync_changes.load(Relaxed),
+        in_sync.join(","),
+    )
 }
 
 /// One line of `CLUSTER NODES` (without the newline).

@@ -139,6 +139,9 @@ params! {
     /// Bytes.
     client_query_buffer_limit: u64 = "client-query-buffer-limit", Memory(MB, LONG_MAX as u64),
         "1073741824", mutable;
+    /// A primary whose write lease lapsed (cut off from the configuration group) still serves
+    /// reads under the `async` strategy (never under `sync`: a failover may have happened).
+    cluster_allow_reads_when_down: bool = "cluster-allow-reads-when-down", Bool, "no", mutable;
     /// Cluster mode: hash slots across replica groups, redirects, one database.
     cluster_enabled: bool = "cluster-enabled", Bool, "no", immutable;
     /// Bytes per second an atomic slot move sends at most (0: as fast as it can), so the copy

@@ -1467,6 +1467,13 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
                 g.voters,
                 g.learners,
             );
+            let now = (srv.clock.mono_ms)();
+            t.push_str(&crate::cluster::lease_lines(
+                cl,
+                &cl.config(),
+                &cl.me(),
+                now,
+            ));
         }
         t.push_str("\r\n");
     }

@@ -251,6 +251,9 @@ pub struct Clock {
     /// An opaque monotonic timestamp, and microseconds elapsed since one (slow log, latency).
     pub stamp: fn() -> u64,
     pub elapsed_us: fn(u64) -> u64,
+    /// Monotonic milliseconds of this node (leases are checked against it: it does not jump
+    /// with the wall clock and keeps counting while the process is stopped). Never 0.
+    pub mono_ms: fn() -> u64,
 }
 
 impl Default for Clock {
@@ -260,6 +263,7 @@ impl Default for Clock {
             unix_us: || 0,
             stamp: || 0,
             elapsed_us: |_| 0,
+            mono_ms: || 1,
         }
     }
 }
@@ -508,6 +512,11 @@ impl ServerState {
         h.latency_threshold_ms
             .store(new.latency_monitor_threshold, Relaxed);
         h.replica_read_only.store(new.replica_read_only, Relaxed);
+        if let Some(cl) = &self.cluster {
+            cl.lease
+                .allow_reads_when_down
+                .store(new.cluster_allow_reads_when_down, Relaxed);
+        }
         h.proto_max_bulk_bytes
             .store(new.proto_max_bulk_len, Relaxed);
         if changed(old, new, Config::encoding_limits) {

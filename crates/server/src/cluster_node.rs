@@ -97,9 +97,17 @@ impl ClusterNode {
             }
         };
         let bus = SocketAddr::new(data.ip(), bus_port).to_string();
-        let group = ConfigGroup::start(&dir, raft_id, &node_id, &bus, raft::default_raft_config())
-            .await
-            .map_err(|e| format!("cluster bus: {e}"))?;
+        let timing = shoal_cluster::lease::Timing::for_node_timeout(config.cluster_node_timeout);
+        let group = ConfigGroup::start_with(
+            &dir,
+            raft_id,
+            &node_id,
+            &bus,
+            raft::raft_config_for(&timing),
+            timing,
+        )
+        .await
+        .map_err(|e| format!("cluster bus: {e}"))?;
         let me = Node {
             id: node_id.clone(),
             ip: data.ip().to_string(),
@@ -115,8 +123,14 @@ impl ClusterNode {
             exporting: tokio::sync::Mutex::new(()),
             failing_over: std::sync::atomic::AtomicBool::new(false),
         });
+        let mut restarted = false;
         if stored.is_some() && node.has_membership().await {
             cl.formed.store(true, Relaxed);
+            // Back as a primary of its configuration with an empty memory: it hands its slots
+            // over to an in-sync replica, if one is alive, rather than serve them empty.
+            let cfg = node.group.committed().borrow().clone();
+            restarted = cfg.node(&node_id).is_some_and(|n| n.is_primary())
+                && !cfg.ranges_of(&node_id).is_empty();
             node.readdress(data, &node_id).await;
         } else {
             // Not in any group yet: a configuration of this node alone, until it forms or is met.
@@ -139,6 +153,8 @@ impl ClusterNode {
         }
         let mut committed = node.group.committed();
         install(srv, committed.borrow_and_update().clone());
+        crate::lease::spawn(srv, &node, restarted);
+        crate::in_sync::spawn(srv, &node);
         let srv2 = srv.clone();
         tokio::spawn(async move {
             while committed.changed().await.is_ok() {

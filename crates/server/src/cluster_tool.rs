@@ -385,13 +385,27 @@ pub fn create(
             known.min(nodes.len()) as u64,
             &format!("{known} node(s) known, {} problem(s) left", r.problems),
         );
-        if r.problems == 0 && known == nodes.len() {
+        if r.problems == 0
+            && known == nodes.len()
+            && nodes[..primaries]
+                .iter()
+                .enumerate()
+                .all(|(i, (addr, _, _))| {
+                    // Replicas are dealt round-robin: primary i has one more when i < remainder.
+                    let want = (nodes.len() - primaries) / primaries
+                        + usize::from(i < (nodes.len() - primaries) % primaries);
+                    in_sync_count(addr, password) == Some(want)
+                })
+        {
             report.end(&format!(
                 "agreed in {:.1}s",
                 started.elapsed().as_secs_f64()
             ));
             report.say("[OK] All nodes agree about slots configuration.");
             report.say(&format!("[OK] All {SLOTS} slots covered."));
+            if nodes.len() > primaries {
+                report.say("[OK] Every replica is in its primary's in-sync set.");
+            }
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
@@ -403,6 +417,24 @@ pub fn create(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The size of the in-sync set a primary reports (`shoal_in_sync` in `CLUSTER INFO`).
+fn in_sync_count(addr: &str, password: Option<&str>) -> Option<usize> {
+    let mut c = connect_for(addr, password, CHANGE_TIMEOUT).ok()?;
+    let text = match c.cmd(&["CLUSTER", "INFO"]).ok()? {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        _ => return None,
+    };
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_in_sync:"))?
+        .trim();
+    Some(if v.is_empty() {
+        0
+    } else {
+        v.split(',').count()
+    })
 }
 
 /// Waits until the node at `addr` has installed a configuration that names `id` (a node just

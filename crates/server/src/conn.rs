@@ -469,7 +469,7 @@ async fn settle_and_flush(
             let timeout_ms = repl.settings.ack_timeout_ms.load(Relaxed);
             let deadline = now_ms() + timeout_ms;
             let have =
-                crate::links::wait_acks(srv, client.repl.last_write_offset, need, deadline).await;
+                crate::in_sync::wait(srv, client.repl.last_write_offset, need, deadline).await;
             if have < need {
                 let error = shoal_commands::ReplyError::NotDurable {
                     have,
@@ -593,6 +593,9 @@ async fn carry_out(
                             if r.is_err() {
                                 break;
                             }
+                        }
+                        if r.is_ok() {
+                            crate::lease::await_first_lease(srv).await;
                         }
                         r
                     }

@@ -11,6 +11,8 @@ pub mod cluster_node;
 pub mod cluster_tool;
 pub mod conn;
 pub mod cron;
+pub mod in_sync;
+pub mod lease;
 pub mod links;
 pub mod migrate;
 pub mod persist;

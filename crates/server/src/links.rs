@@ -449,12 +449,18 @@ pub async fn run_failover<T: Transport>(srv: Arc<ServerState>, t: T, req: Failov
 }
 
 /// Keep-alive PINGs in the stream while replicas are attached, so replicas can tell a quiet
-/// primary from a dead link.
+/// primary from a dead link. Not from a cluster primary without a write lease: it may have been
+/// replaced, and a PING its heir never got would make its history longer than the heir's, so it
+/// could not come back by partial resynchronisation.
 pub async fn keepalive(srv: std::sync::Weak<ServerState>) {
     loop {
         tokio::time::sleep(Duration::from_millis(shoal_replication::PING_INTERVAL_MS)).await;
         let Some(srv) = srv.upgrade() else { return };
-        if srv.repl.active() && !srv.repl.is_replica() && srv.repl.replica_count() > 0 {
+        let fenced = srv
+            .cluster
+            .as_ref()
+            .is_some_and(|cl| !cl.lease.valid(crate::clock::mono_ms()));
+        if srv.repl.active() && !srv.repl.is_replica() && srv.repl.replica_count() > 0 && !fenced {
             let mut b = Vec::new();
             shoal_replication::stream::encode_ping(&mut b);
             srv.repl.append(&b);

@@ -190,9 +190,24 @@ pub fn default_raft_config() -> openraft::Config {
     }
 }
 
+/// The openraft settings for a cluster node timeout (`shoal_cluster::lease::Timing`): Raft
+/// heartbeats as often as lease beats, elections after half to all of the node timeout, so a
+/// leader that dies is replaced well within the time failure detection takes.
+pub fn raft_config_for(timing: &shoal_cluster::lease::Timing) -> openraft::Config {
+    let nt = timing.node_timeout_ms;
+    openraft::Config {
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: (nt / 2).max(timing.heartbeat_ms * 3),
+        election_timeout_max: nt.max(timing.heartbeat_ms * 6),
+        ..default_raft_config()
+    }
+}
+
 /// One node's member of the configuration group.
 pub struct ConfigGroup {
     raft: Raft<TypeConfig>,
+    /// Beats heard and leases granted (`crate::lease`), served on the bus.
+    desk: Arc<crate::lease::LeaseDesk>,
     raft_id: u64,
     node: BusNode,
     bus_addr: SocketAddr,
@@ -320,6 +335,21 @@ impl ConfigGroup {
         bus_addr: &str,
         raft_config: openraft::Config,
     ) -> Result<ConfigGroup, Error> {
+        let timing = shoal_cluster::lease::Timing::for_node_timeout(
+            shoal_cluster::lease::NODE_TIMEOUT_DEFAULT_MS,
+        );
+        Self::start_with(dir, raft_id, cluster_node_id, bus_addr, raft_config, timing).await
+    }
+
+    /// [`ConfigGroup::start`] with the lease timers of a node timeout.
+    pub async fn start_with(
+        dir: &Path,
+        raft_id: u64,
+        cluster_node_id: &str,
+        bus_addr: &str,
+        raft_config: openraft::Config,
+        timing: shoal_cluster::lease::Timing,
+    ) -> Result<ConfigGroup, Error> {
         let storage = open_storage(dir, raft_id, cluster_node_id).await?;
         let commit_index = storage.log.committed_index();
         let listener = TcpListener::bind(bus_addr)
@@ -337,9 +367,14 @@ impl ConfigGroup {
         )
         .await?;
         let (stop_bus, stop) = watch::channel(false);
-        let bus_task = spawn_bus(listener, raft.clone(), stop);
+        let desk = Arc::new(crate::lease::LeaseDesk::new(
+            timing,
+            storage.committed.clone(),
+        ));
+        let bus_task = spawn_bus(listener, raft.clone(), desk.clone(), stop);
         Ok(ConfigGroup {
             raft,
+            desk,
             raft_id,
             node: BusNode {
                 addr: bus_addr.to_string(),
@@ -355,6 +390,30 @@ impl ConfigGroup {
 
     pub fn raft_id(&self) -> u64 {
         self.raft_id
+    }
+
+    /// This voter's record of beats and leases.
+    pub fn desk(&self) -> &Arc<crate::lease::LeaseDesk> {
+        &self.desk
+    }
+
+    /// The voters of the group, with their bus addresses.
+    pub fn voter_nodes(&self) -> Vec<(u64, BusNode)> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
+            .collect()
+    }
+
+    /// Confirms with a quorum that this node still leads: `Ok` once a quorum answered a
+    /// heartbeat sent after the call began, within `timeout`.
+    pub async fn confirm_leadership(&self, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await,
+            Ok(Ok(_))
+        )
     }
 
     /// This node as a member (its bus address as bound).

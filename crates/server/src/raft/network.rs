@@ -2,8 +2,9 @@
 //! and one client per peer that openraft drives ([`Peer`], made by [`Network`]).
 //!
 //! Framing: a request is a RESP array of three bulk strings, `RAFT <VERB> <json>`, with VERB one
-//! of `VOTE`, `APPEND`, `SNAPSHOT` (a chunk of a snapshot) and `PROPOSE` (a `Change` forwarded to
-//! the leader). The answer is one bulk string holding the JSON of the `Result` the receiving node
+//! of `VOTE`, `APPEND`, `SNAPSHOT` (a chunk of a snapshot), `PROPOSE` (a `Change` forwarded to
+//! the leader) and `BEAT` (a node's heartbeat to a voter, answered with a write lease by the
+//! leader: `crate::lease`). The answer is one bulk string holding the JSON of the `Result` the receiving node
 //! returned. Both sides read with `shoal_resp::parse_reply` under [`bus_limits`], so nothing larger
 //! than [`BUS_MESSAGE_BYTES_MAX`] is ever buffered. A request that is not such an array, names no
 //! known verb or whose JSON does not decode gets `-ERR` and its connection is closed; the other
@@ -36,6 +37,7 @@ use super::state_machine::SNAPSHOT_BYTES_MAX;
 use super::{
     BusNode, Error, Forwarded, PROPOSE_TIMEOUT_MAX_MS, Response, TypeConfig, propose_local,
 };
+use crate::lease::LeaseDesk;
 
 /// The largest request or reply on the bus, in bytes of its JSON. Appends carry at most
 /// `max_payload_entries` entries of at most `PROPOSAL_BYTES_MAX` each, snapshot chunks at most
@@ -297,6 +299,7 @@ fn too_big(rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
 pub fn spawn_bus(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
+    desk: Arc<LeaseDesk>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -317,9 +320,9 @@ pub fn spawn_bus(
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let (raft, stop) = (raft.clone(), stop.clone());
+                    let (raft, desk, stop) = (raft.clone(), desk.clone(), stop.clone());
                     tokio::spawn(async move {
-                        serve_conn(stream, raft, stop).await;
+                        serve_conn(stream, raft, desk, stop).await;
                         drop(permit);
                     });
                 }
@@ -335,6 +338,7 @@ pub fn spawn_bus(
 async fn serve_conn(
     mut stream: TcpStream,
     raft: Raft<TypeConfig>,
+    desk: Arc<LeaseDesk>,
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = bus_limits();
@@ -344,7 +348,7 @@ async fn serve_conn(
             Ok(Some((req, used))) => {
                 buf.drain(..used);
                 let mut out = Vec::new();
-                let close = match handle(&raft, req).await {
+                let close = match handle(&raft, &desk, req).await {
                     Ok(body) => {
                         out.extend_from_slice(format!("${}\r\n", body.len()).as_bytes());
                         out.extend_from_slice(&body);
@@ -392,7 +396,7 @@ async fn serve_conn(
 }
 
 /// Runs one bus request; `Err` is a malformed request (the connection is then closed).
-async fn handle(raft: &Raft<TypeConfig>, req: Reply) -> Result<Vec<u8>, String> {
+async fn handle(raft: &Raft<TypeConfig>, desk: &LeaseDesk, req: Reply) -> Result<Vec<u8>, String> {
     let args = req
         .into_array()
         .ok_or("a bus request is an array of bulk strings")?;
@@ -438,6 +442,10 @@ async fn handle(raft: &Raft<TypeConfig>, req: Reply) -> Result<Vec<u8>, String> 
             let res: Result<(u64, Response), Error> =
                 propose_local(raft, fwd.change, Duration::from_millis(ms)).await;
             encode(&res)
+        }
+        b"BEAT" => {
+            let beat: shoal_cluster::lease::Beat = decode(&body)?;
+            encode(&desk.on_beat(beat))
         }
         _ => Err("unknown RAFT verb".into()),
     }
