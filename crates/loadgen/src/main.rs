@@ -6,6 +6,8 @@
 //! - `cluster-fill`, `cluster-load`: a key space loaded into a cluster, and closed-loop clients
 //!   that follow redirects and record errors and latency per phase while slots move
 //!   (`bench/reshard`).
+//! - `failover`: writers on one slot while its primary is killed; when writes resume on the new
+//!   primary, and which acknowledged writes it lost (`bench/failover`).
 //!
 //! Each prints one JSON object on one line of stdout (the harness parses it) and exits non-zero if
 //! the run could not produce a trustworthy number: a server error reply, a broken connection, a run
@@ -13,6 +15,7 @@
 
 mod client;
 mod cluster;
+mod failover;
 mod hitratio;
 mod maxrate;
 mod openloop;
@@ -50,6 +53,46 @@ enum Command {
     ClusterFill(ClusterFillArgs),
     /// Closed-loop clients against a cluster, following MOVED/ASK, counting errors per phase.
     ClusterLoad(ClusterLoadArgs),
+    /// Writers on one slot across a failover: first write accepted by the new primary, and
+    /// acknowledged writes lost.
+    Failover(FailoverArgs),
+}
+
+#[derive(Args)]
+struct FailoverArgs {
+    /// Nodes to read the slot map from, HOST:PORT (comma-separated; the first that answers).
+    #[arg(long, value_delimiter = ',', required = true)]
+    seeds: Vec<String>,
+    /// The slot every key is in.
+    #[arg(long)]
+    slot: u16,
+    /// Clients, each with one write in flight and its own connections.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Send `WAIT N T` behind every SET; a write is acknowledged when WAIT counts N replicas.
+    #[arg(long)]
+    wait_replicas: Option<u32>,
+    /// WAIT's timeout (0: wait for ever, as `WAIT 1 0`).
+    #[arg(long, default_value_t = 0)]
+    wait_timeout_ms: u64,
+    /// Pause after an error or a broken connection before the next attempt.
+    #[arg(long, default_value_t = 5)]
+    retry_ms: u64,
+    /// Deadline of the writes, if the phase file does not say `stop` before.
+    #[arg(long, default_value_t = 120.0)]
+    duration_s: f64,
+    /// A file the harness rewrites; `stop` ends the writes.
+    #[arg(long)]
+    phase_file: Option<std::path::PathBuf>,
+    /// After the writes, read every acknowledged key back from the slot's owner.
+    #[arg(long)]
+    verify: bool,
+    /// Written into every value.
+    #[arg(long, default_value_t = 1)]
+    run_id: u64,
+    /// Timeout of each read and write (a blocked `WAIT N 0` is cut off at `stop` instead).
+    #[arg(long, default_value_t = 10)]
+    io_timeout_s: u64,
 }
 
 #[derive(Args)]
@@ -219,6 +262,7 @@ fn main() -> ExitCode {
         Command::Openloop(args) => open_loop(args),
         Command::ClusterFill(args) => cluster_fill(args),
         Command::ClusterLoad(args) => cluster_load(args),
+        Command::Failover(args) => failover_run(args),
     };
     match outcome {
         Ok(line) => {
@@ -520,6 +564,96 @@ fn cluster_load(args: ClusterLoadArgs) -> Result<Line, String> {
     let problem = (r.total.requests == 0).then(|| "no request completed".to_string());
     Ok(Line {
         text: summary,
+        problem,
+    })
+}
+
+fn failover_run(args: FailoverArgs) -> Result<Line, String> {
+    if args.clients == 0 || !positive(args.duration_s) || args.wait_replicas == Some(0) {
+        return Err("--clients, --duration-s and --wait-replicas must be positive".into());
+    }
+    let cfg = failover::Config {
+        seeds: args.seeds.clone(),
+        slot: args.slot,
+        clients: args.clients,
+        wait: args.wait_replicas.map(|n| (n, args.wait_timeout_ms)),
+        retry: Duration::from_millis(args.retry_ms),
+        duration: Duration::from_secs_f64(args.duration_s),
+        phase_file: args.phase_file.clone(),
+        io_timeout: Duration::from_secs(args.io_timeout_s),
+        verify: args.verify,
+        run_id: args.run_id,
+    };
+    let r = runtime(args.clients)?
+        .block_on(failover::run(cfg))
+        .map_err(|e| format!("failover: {e}"))?;
+    let opt = |v: Option<u64>| v.map_or("null".to_string(), |n| n.to_string());
+    let mut by_node = Json::default();
+    for (node, n) in &r.acks_by_node {
+        by_node.int(node, *n);
+    }
+    let mut errors = Json::default();
+    for (kind, n) in &r.errors {
+        errors.int(kind, *n);
+    }
+    let firsts: Vec<String> = r.client_first_new_ns.iter().map(u64::to_string).collect();
+    let mut json = Json::default();
+    json.str("mode", "failover")
+        .int("clients", args.clients as u64)
+        .int("slot", u64::from(args.slot))
+        .str("initial_owner", &r.initial_owner)
+        .num("secs", r.secs)
+        .bool("stopped", r.stopped)
+        .int("attempts", r.attempts)
+        .int("acked", r.acked)
+        .raw("acks_by_node", &by_node.finish())
+        .raw("first_new_ok_ns", &opt(r.first_new_ok_ns))
+        .opt_str("first_new_node", r.first_new_node.as_deref())
+        .raw("last_old_ok_ns", &opt(r.last_old_ok_ns))
+        .raw("first_error_ns", &opt(r.first_error_ns))
+        .raw("last_error_before_new_ns", &opt(r.last_error_before_new_ns))
+        .raw("client_first_new_ns", &format!("[{}]", firsts.join(",")))
+        .raw("errors_by_kind", &errors.finish())
+        .int("abandoned", r.abandoned);
+    if let Some(Err(e)) = &r.verify {
+        let mut vj = Json::default();
+        vj.str("error", e);
+        json.raw("verify", &vj.finish());
+    }
+    if let Some(Ok(v)) = &r.verify {
+        let shown: Vec<String> = v
+            .missing_keys
+            .iter()
+            .map(|k| {
+                let mut j = String::new();
+                quote(&mut j, k);
+                j
+            })
+            .collect();
+        let mut vj = Json::default();
+        vj.str("read_from", &v.read_from)
+            .int("checked", v.checked)
+            .int("missing", v.missing)
+            .int("wrong", v.wrong)
+            .raw("missing_keys", &format!("[{}]", shown.join(",")));
+        json.raw("verify", &vj.finish());
+    }
+    // Errors are what is measured here; only a run without a single acknowledged write, or a
+    // read-back that did not check every acknowledged key, cannot be trusted.
+    let problem = if r.acked == 0 {
+        Some("no write was acknowledged".to_string())
+    } else {
+        match &r.verify {
+            Some(Err(e)) => Some(format!("read-back failed: {e}")),
+            Some(Ok(v)) if v.checked != r.acked => Some(format!(
+                "verified {} of {} acknowledged keys",
+                v.checked, r.acked
+            )),
+            _ => None,
+        }
+    };
+    Ok(Line {
+        text: json.finish(),
         problem,
     })
 }
