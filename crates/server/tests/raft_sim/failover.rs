@@ -35,14 +35,16 @@
 //! stream holds every write the group acknowledged before, and a write acknowledged later by an
 //! older primary is in the stream the newer one started with (unless `min_replicas_ack` or more
 //! replicas of the group lost their data, counted); every promotion of a data node in the log is
-//! a `Failover` of an in-sync replica, proposed with `in_sync_only`; after the heal, every group
+//! a `Failover` of an in-sync replica, proposed with `in_sync_only` (or, for a primary that
+//! restarted empty, the hand-over to the live replica with the most, in or out of the set);
+//! after the heal, every group
 //! serves again with a full in-sync set, and group 0's primary, killed or cut off from everyone
 //! (by the seed), is replaced within [`liveness_ms`], then the group acknowledges writes again.
 //! Data nodes crash only while fewer than `min_replicas_ack` members of their group lost their
 //! data (a member counts until an in-sync change admits it again).
 //!
-//! **Not a promotion, so counted rather than failed**: a restarted primary that no in-sync
-//! replica was heard to replace is let serve again, empty (`Keeper`'s documented choice); the
+//! **Not a promotion, so counted rather than failed**: a restarted primary that no live replica
+//! with data was heard to replace is let serve again, empty (`Keeper`'s documented choice); the
 //! acknowledged writes it lacks are dropped from the check (`writes_dropped_by_restart`), though
 //! a replica outside the in-sync set may have held them until it truncated to the new stream.
 
@@ -914,6 +916,17 @@ impl Model {
                     }
                     self.counts.promotions += 1;
                     trace(|| format!("the log promotes data node {} at index {index}", n.id));
+                    // A hand-over from a restarted (empty) primary may name a replica outside
+                    // the in-sync set (it holds at least as much); the promotion check above
+                    // still requires every acknowledged write on it.
+                    let handover = matches!(
+                        &change,
+                        Some(Change::Failover {
+                            replica,
+                            in_sync_only: false,
+                            ..
+                        }) if *replica == n.id
+                    );
                     match &change {
                         // Known only from a snapshot so far: the configurations still tell.
                         None => {}
@@ -922,6 +935,7 @@ impl Model {
                             in_sync_only: true,
                             ..
                         }) if *replica == n.id => {}
+                        _ if handover => {}
                         other => {
                             let what = format!(
                                 "data node {} promoted at index {index} by {other:?}, not an \
@@ -931,7 +945,7 @@ impl Model {
                             self.violation(what);
                         }
                     }
-                    if !prev.in_sync(&n.id) {
+                    if !prev.in_sync(&n.id) && !handover {
                         let what = format!(
                             "data node {} promoted at index {index} though not in sync",
                             n.id
@@ -1500,13 +1514,15 @@ async fn lead(h: Handles, id: u64, raft: Raft<TypeConfig>) {
                 };
                 trace(|| format!("voter {id} proposes {change:?} ({})", p.reason));
                 m.counts.promotions_proposed += 1;
-                if !matches!(
+                // Only a restarted primary's hand-over may name a replica outside the set.
+                let in_sync_only = matches!(
                     change,
                     Change::Failover {
                         in_sync_only: true,
                         ..
                     }
-                ) {
+                );
+                if !in_sync_only && p.reason != "restarted" {
                     let what = format!("the automatic path proposes {change:?}: not in-sync only");
                     m.violation(what);
                 }
