@@ -30,12 +30,19 @@ impl Drop for Dir {
     }
 }
 
+/// A free data port whose bus port (+10000) is free too, both below the system's ephemeral
+/// range (32768 and up), where no connection's local port or picked port can take them.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT_TRY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    for _ in 0..500 {
+        let attempt = NEXT_TRY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = 12000 + ((std::process::id() * 7919 + attempt * 104_729) % 10000) as u16;
+        if free(p) && free(p + 10000) {
+            return p;
+        }
+    }
+    panic!("no free port pair");
 }
 
 /// A cluster node on a fixed port and directory, so it can be restarted as itself, with the
