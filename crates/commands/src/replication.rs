@@ -311,10 +311,11 @@ fn wait(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         ctx.out.int(have as i64);
         return Ok(());
     }
+    // On the node's monotonic clock: a step of the wall clock neither cuts nor stretches it.
     let deadline = if timeout == 0 {
         0
     } else {
-        ctx.now_ms + timeout as u64
+        (ctx.srv.clock.mono_ms)() + timeout as u64
     };
     ctx.client.repl.wait = Some((offset, n as usize, deadline));
     Ok(())

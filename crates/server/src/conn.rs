@@ -494,7 +494,7 @@ async fn settle_and_flush(
                 offset = offset.max(client.repl.last_write_offset);
             }
             let timeout_ms = repl.settings.ack_timeout_ms.load(Relaxed);
-            let deadline = now_ms() + timeout_ms;
+            let deadline = crate::clock::mono_ms() + timeout_ms;
             let have = crate::in_sync::wait(srv, offset, need, deadline).await;
             if have < need {
                 let mut rebuilt = Vec::with_capacity(out.len());

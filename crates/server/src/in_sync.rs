@@ -228,8 +228,8 @@ impl Keeping {
 
 /// Waits until the write at `offset` may be acknowledged under `sync` in cluster mode: every
 /// in-sync member and joiner acknowledged it and the committed set has at least `need` members.
-/// Returns how many committed members acknowledged it when it gives up at `deadline_ms` (unix
-/// ms), or `need` on success.
+/// Returns how many committed members acknowledged it when it gives up at `deadline_ms`
+/// (`clock::mono_ms`), or `need` on success.
 pub async fn wait(srv: &ServerState, offset: u64, need: usize, deadline_ms: u64) -> usize {
     let Some(cl) = srv.cluster.as_ref() else {
         return crate::links::wait_acks(srv, offset, need, deadline_ms).await;
@@ -253,7 +253,7 @@ pub async fn wait(srv: &ServerState, offset: u64, need: usize, deadline_ms: u64)
         if all && have >= need {
             return need;
         }
-        let now = crate::now_ms();
+        let now = mono_ms();
         if now >= deadline_ms {
             return have.min(need.saturating_sub(1));
         }

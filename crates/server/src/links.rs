@@ -305,8 +305,8 @@ impl std::future::Future for Parked {
     }
 }
 
-/// Waits until `n` replicas acknowledged `offset` or the deadline (unix ms, 0 = none) passes;
-/// returns how many did.
+/// Waits until `n` replicas acknowledged `offset` or the deadline (`clock::mono_ms`, 0 = none)
+/// passes; returns how many did.
 pub async fn wait_acks(srv: &ServerState, offset: u64, n: usize, deadline_ms: u64) -> usize {
     let mut wait = AckWait {
         repl: &srv.repl,
@@ -315,7 +315,7 @@ pub async fn wait_acks(srv: &ServerState, offset: u64, n: usize, deadline_ms: u6
         need: n,
     };
     loop {
-        let now = now_ms();
+        let now = crate::clock::mono_ms();
         if deadline_ms != 0 && now >= deadline_ms {
             break;
         }
