@@ -2,9 +2,11 @@
 //! temporary directory, on free ports (loopback) or in its own network namespace (`net.rs`),
 //! formed with `shoal cluster create` (or `redis-cli --cluster create`). It can kill -9 and
 //! restart a node (same directory, address and port), pause and resume it (SIGSTOP/SIGCONT),
-//! read the topology and wait until the cluster is whole again. Dropping the `Cluster` kills
-//! every process and removes every directory and namespace, pass or fail (Drop runs on panic;
-//! children also get `PR_SET_PDEATHSIG`, so a killed suite does not leave servers behind).
+//! read the topology and wait until the cluster is whole again. With `faketime` set, every node
+//! runs under libfaketime (`fakeclock.rs`) and `set_clock` steps one node's wall clock.
+//! Dropping the `Cluster` kills every process and removes every directory and namespace, pass
+//! or fail (Drop runs on panic; children also get `PR_SET_PDEATHSIG`, so a killed suite does
+//! not leave servers behind).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::process::CommandExt;
@@ -13,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::parse_slots;
+use crate::fakeclock;
 use crate::history::Shard;
 use crate::net::{self, Net};
 use crate::resp::{Conn, Reply};
@@ -74,6 +77,9 @@ pub struct ClusterOptions {
     pub threads: u32,
     /// Keep the nodes' directories (logs, data) after the run, for a post-mortem.
     pub keep_dirs: bool,
+    /// The libfaketime to start every node under, so clock jumps can step one node's wall
+    /// clock; `None` (no `clock` fault asked for) starts nodes on the true clock.
+    pub faketime: Option<PathBuf>,
 }
 
 struct Node {
@@ -83,6 +89,10 @@ struct Node {
     ns: Option<String>,
     child: Option<Child>,
     paused: bool,
+    /// libfaketime's timestamp file for this node (used only with `faketime`), and the offset
+    /// it holds.
+    clock_file: PathBuf,
+    clock_offset_s: i64,
 }
 
 pub struct Cluster {
@@ -225,6 +235,9 @@ impl Cluster {
             now_nanos()
         ));
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        if opts.faketime.is_some() {
+            fakeclock::remove_stale_shm();
+        }
         let mut c = Cluster {
             opts: opts.clone(),
             nodes: Vec::new(),
@@ -241,6 +254,10 @@ impl Cluster {
             };
             let dir = c.root.join(format!("node{i}"));
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let clock_file = c.root.join(format!("node{i}.faketime"));
+            if opts.faketime.is_some() {
+                fakeclock::write_offset(&clock_file, 0)?;
+            }
             c.nodes.push(Node {
                 ip,
                 port,
@@ -248,6 +265,8 @@ impl Cluster {
                 ns,
                 child: None,
                 paused: false,
+                clock_file,
+                clock_offset_s: 0,
             });
         }
         for i in 0..n {
@@ -323,10 +342,21 @@ impl Cluster {
                 o.redis_server.clone()
             }
         };
-        let mut cmd = match &node.ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, &bin]);
+        // `env` sets libfaketime's variables for the node alone (not for `ip`); `ip netns
+        // exec` and `env` both exec, so the child's pid is the node's (SIGSTOP, shm cleanup).
+        let mut prefix: Vec<String> = Vec::new();
+        if let Some(ns) = &node.ns {
+            prefix.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        if let Some(lib) = &o.faketime {
+            prefix.push("env".into());
+            let vars = fakeclock::env(lib, &node.clock_file);
+            prefix.extend(vars.into_iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        let mut cmd = match prefix.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(&bin);
                 c
             }
             None => Command::new(&bin),
@@ -405,8 +435,47 @@ impl Cluster {
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            if self.opts.faketime.is_some() {
+                fakeclock::remove_shm(child.id());
+            }
         }
         self.nodes[i].paused = false;
+    }
+
+    /// Node `i`'s wall-clock offset from true time, in seconds (0 without `faketime`).
+    pub fn clock_offset_s(&self, i: usize) -> i64 {
+        self.nodes[i].clock_offset_s
+    }
+
+    /// Steps node `i`'s wall clock to `offset_s` seconds from true time, at once; it keeps the
+    /// offset across restarts (it is the machine's clock that is off, not the process's).
+    pub fn set_clock(&mut self, i: usize, offset_s: i64) -> Result<(), String> {
+        if self.opts.faketime.is_none() {
+            return Err("clock jumps need the nodes started under libfaketime".into());
+        }
+        fakeclock::write_offset(&self.nodes[i].clock_file, offset_s)?;
+        self.nodes[i].clock_offset_s = offset_s;
+        Ok(())
+    }
+
+    /// Node `i`'s wall clock minus ours, in ms, from its TIME reply (taken against the middle
+    /// of the round trip, so off by at most half of it).
+    pub fn measure_clock_ms(&self, i: usize) -> Result<i64, String> {
+        let mut c = Conn::connect(&self.addr(i), ADMIN_TIMEOUT).map_err(|e| e.to_string())?;
+        let before = now_nanos();
+        let r = c.cmd(&["TIME"]).map_err(|e| e.to_string())?;
+        let after = now_nanos();
+        let parts: Vec<i64> = r
+            .as_array()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.as_text()?.parse().ok())
+            .collect();
+        let [s, us] = parts[..] else {
+            return Err(format!("TIME replied {r:?}"));
+        };
+        let ours_us = ((before + after) / 2 / 1000) as i64;
+        Ok((s * 1_000_000 + us - ours_us) / 1000)
     }
 
     /// Starts a killed node again, same directory, address and port.
@@ -441,10 +510,14 @@ impl Cluster {
         }
     }
 
-    /// Resumes paused nodes, restarts killed ones and heals the network.
+    /// Resumes paused nodes, restarts killed ones, heals the network and sets every clock
+    /// back to true time (one more step, for the nodes that were off).
     pub fn heal_all(&mut self) -> Result<(), String> {
         for i in 0..self.len() {
             self.resume(i);
+            if self.nodes[i].clock_offset_s != 0 {
+                self.set_clock(i, 0)?;
+            }
         }
         if let Some(net) = self.net.as_mut() {
             net.heal()?;

@@ -23,8 +23,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run schedules of faults and check what the clients saw.
-    Run(RunArgs),
-    /// Remove network namespaces (and their processes) left by suite runs that are gone.
+    Run(Box<RunArgs>),
+    /// Remove network namespaces (and their processes) left by suite runs that are gone, and
+    /// libfaketime's shared memory left by killed nodes.
     Cleanup,
 }
 
@@ -82,6 +83,9 @@ struct RunArgs {
     /// Keep each node's directory (server.log, data) after the run.
     #[arg(long)]
     keep_dirs: bool,
+    /// The libfaketime library for `--faults clock` (default: Debian's path).
+    #[arg(long)]
+    libfaketime: Option<PathBuf>,
     /// Print every event as it happens.
     #[arg(long, short)]
     verbose: bool,
@@ -92,20 +96,29 @@ fn main() {
     match cli.command {
         Cmd::Cleanup => {
             let n = shoal_chaos::net::remove_stale();
-            println!("removed {n} stale namespace(s)");
+            let m = shoal_chaos::fakeclock::remove_stale_shm();
+            println!(
+                "removed {n} stale namespace(s) and the libfaketime shared memory of {m} \
+                 process(es) gone"
+            );
         }
-        Cmd::Run(a) => std::process::exit(run_cmd(a)),
+        Cmd::Run(a) => std::process::exit(run_cmd(*a)),
     }
 }
 
 fn run_cmd(a: RunArgs) -> i32 {
-    if a.faults.contains(&FaultKind::Clock) {
-        eprintln!(
-            "shoal-chaos: clock jumps are not supported yet: shoal has no hook to offset one \
-             node's clock, and jumping the machine's clock would disturb everything else on it"
-        );
-        return 2;
-    }
+    // Nodes run under libfaketime only when clock jumps are asked for.
+    let faketime = if a.faults.contains(&FaultKind::Clock) {
+        match shoal_chaos::fakeclock::find(a.libfaketime.as_deref()) {
+            Ok(lib) => Some(lib),
+            Err(why) => {
+                eprintln!("shoal-chaos: {why}");
+                return 2;
+            }
+        }
+    } else {
+        None
+    };
     let needs_netns = a.faults.iter().any(|f| f.needs_netns());
     if needs_netns && a.no_netns {
         eprintln!(
@@ -131,6 +144,7 @@ fn run_cmd(a: RunArgs) -> i32 {
             netns: !a.no_netns && shoal_chaos::net::unavailable().is_none(),
             threads: a.threads,
             keep_dirs: a.keep_dirs,
+            faketime,
         },
         clients: a.clients,
         duration_ms: a.duration_ms,

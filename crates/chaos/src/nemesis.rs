@@ -3,9 +3,13 @@
 //! healed before the next starts. Targets are chosen by role ("the 2nd primary", "a replica")
 //! and resolved against the topology when the event starts, since failovers move roles around.
 //!
-//! Clock jumps are not offered: shoal has no hook to offset one node's clock, and jumping the
-//! machine's clock would disturb every other process on it (and Linux time namespaces offset
-//! only the monotonic clocks, not the wall clock the HLC reads). `--faults clock` says so.
+//! A clock jump is the one fault not undone when its event ends: it steps one node's wall clock
+//! (libfaketime, `fakeclock.rs`) by 2-30 s either way, and the node stays that far off through
+//! later events and restarts until another jump moves it again or the final heal sets every
+//! clock back to true time. A clock that is wrong for a while is the case worth testing; its
+//! event's hold is only a quiet spell in which nothing else happens. The jump is checked
+//! against the node's TIME reply, so a libfaketime that does not take fails the schedule
+//! instead of testing nothing.
 
 use std::time::Duration;
 
@@ -25,7 +29,7 @@ pub enum FaultKind {
     Partition,
     /// Slow links (netem delay/loss where available, else a bandwidth limit).
     Slow,
-    /// Clock jumps: not supported yet (see the module header).
+    /// Clock jumps: one node's wall clock stepped 2-30 s forward or back (libfaketime).
     Clock,
 }
 
@@ -61,7 +65,16 @@ pub enum Fault {
         delay_ms: u64,
         loss_pct: u64,
     },
+    /// One node's wall clock stepped by `step_s` (added to any offset it already has).
+    ClockJump {
+        who: Who,
+        step_s: i64,
+    },
 }
+
+/// The size of one clock jump, in seconds, either way: beyond the node timeout and the ack
+/// timeout (so wall-clock deadlines misfire), within what a misconfigured NTP step does.
+pub const CLOCK_STEP_S: (u64, u64) = (2, 30);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -87,15 +100,10 @@ pub fn generate(
     kinds: &[FaultKind],
 ) -> Schedule {
     let mut rng = Rng::new(seed);
-    let kinds: Vec<FaultKind> = kinds
-        .iter()
-        .copied()
-        .filter(|k| *k != FaultKind::Clock)
-        .collect();
     let mut events = Vec::new();
     let mut t = rng.range(300, 800);
     while !kinds.is_empty() && t + node_timeout_ms < duration_ms {
-        let kind = *rng.pick(&kinds);
+        let kind = *rng.pick(kinds);
         let target = |rng: &mut Rng| {
             let k = rng.below(1 << 16);
             // Primaries are the interesting targets: most faults hit one.
@@ -136,7 +144,15 @@ pub fn generate(
                 },
                 rng.range(node_timeout_ms, node_timeout_ms * 3),
             ),
-            FaultKind::Clock => unreachable!("filtered out above"),
+            FaultKind::Clock => {
+                let who = target(&mut rng);
+                let size = rng.range(CLOCK_STEP_S.0, CLOCK_STEP_S.1) as i64;
+                let step_s = if rng.chance(50) { size } else { -size };
+                (
+                    Fault::ClockJump { who, step_s },
+                    rng.range(node_timeout_ms / 2, node_timeout_ms * 2),
+                )
+            }
         };
         let hold_ms = hold_ms.min(duration_ms.saturating_sub(t + 200)).max(100);
         events.push(Event {
@@ -159,6 +175,11 @@ pub enum Active {
     Killed(usize),
     Paused(usize),
     Network,
+    /// A clock jump: nothing to undo until the final heal; the offset, for the log.
+    Clock {
+        node: usize,
+        offset_s: i64,
+    },
     Nothing,
 }
 
@@ -248,7 +269,48 @@ pub fn start(c: &mut Cluster, shards: &[Shard], fault: &Fault) -> Result<Started
             let line = format!("slow links of {}: {how}", name(c, i));
             Ok(started(Active::Network, line, None))
         }
+        Fault::ClockJump { who, step_s } => {
+            let i = resolve(c, shards, *who);
+            let offset_s = c.clock_offset_s(i) + step_s;
+            c.set_clock(i, offset_s)?;
+            let seen = check_clock(c, i, offset_s)?;
+            let line = format!(
+                "clock of {} jumps {step_s:+} s to {offset_s:+} s ({seen})",
+                name(c, i)
+            );
+            let active = Active::Clock { node: i, offset_s };
+            Ok(started(active, line, None))
+        }
     }
+}
+
+/// How far a node's TIME may be from the offset it was given: the measurement is off by half
+/// a round trip, and a debug build on two busy cores answers within a few hundred ms.
+const CLOCK_TOLERANCE_MS: i64 = 500;
+/// Attempts at reading the node's TIME after a jump.
+const CLOCK_CHECK_ATTEMPTS: usize = 3;
+
+/// Asks node `i` for its TIME after a jump. A reply far from `offset_s` means libfaketime does
+/// not hold the node's clock (an error: the schedule would test nothing); a node that does not
+/// answer is only noted, as the clients will notice that too.
+fn check_clock(c: &Cluster, i: usize, offset_s: i64) -> Result<String, String> {
+    let mut last = String::new();
+    for _ in 0..CLOCK_CHECK_ATTEMPTS {
+        match c.measure_clock_ms(i) {
+            Ok(ms) if (ms - offset_s * 1000).abs() <= CLOCK_TOLERANCE_MS => {
+                return Ok(format!("TIME says {:+.1} s", ms as f64 / 1000.0));
+            }
+            Ok(ms) => {
+                return Err(format!(
+                    "n{i}'s clock was set {offset_s:+} s off but its TIME is {:+.3} s off: \
+                     libfaketime does not hold its clock",
+                    ms as f64 / 1000.0
+                ));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Ok(format!("TIME unanswered: {last}"))
 }
 
 fn net(c: &mut Cluster) -> Result<&mut crate::net::Net, String> {
@@ -268,6 +330,9 @@ pub fn stop(c: &mut Cluster, active: Active) -> Result<String, String> {
             Ok(format!("resume n{i}"))
         }
         Active::Network => net(c)?.heal().map(|_| "heal network".to_string()),
+        Active::Clock { node, offset_s } => Ok(format!(
+            "n{node}'s clock stays {offset_s:+} s off (true again at the heal)"
+        )),
         Active::Nothing => Ok(String::new()),
     }
 }
@@ -302,6 +367,12 @@ mod tests {
     use super::*;
 
     const ALL: [FaultKind; 3] = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+    const WITH_CLOCK: [FaultKind; 4] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Clock,
+    ];
 
     #[test]
     fn a_seed_gives_the_same_schedule() {
@@ -318,7 +389,8 @@ mod tests {
     #[test]
     fn events_fit_the_run_and_do_not_overlap() {
         for seed in 0..200 {
-            let s = generate(seed, 6000, 1000, &ALL);
+            let kinds: &[FaultKind] = if seed % 2 == 0 { &ALL } else { &WITH_CLOCK };
+            let s = generate(seed, 6000, 1000, kinds);
             assert!(!s.events.is_empty(), "seed {seed}: no event");
             let mut end = 0;
             for e in &s.events {
@@ -353,5 +425,63 @@ mod tests {
                 .iter()
                 .all(|e| matches!(e.fault, Fault::Kill(_)))
         );
+    }
+
+    fn jumps(s: &Schedule) -> Vec<i64> {
+        s.events
+            .iter()
+            .filter_map(|e| match e.fault {
+                Fault::ClockJump { step_s, .. } => Some(step_s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_clock_fault_alone_gives_only_clock_jumps_of_two_to_thirty_seconds_either_way() {
+        let (mut forward, mut back) = (false, false);
+        for seed in 0..100 {
+            let s = generate(seed, 6000, 1000, &[FaultKind::Clock]);
+            assert!(!s.events.is_empty(), "seed {seed}: no event");
+            assert_eq!(jumps(&s).len(), s.events.len(), "seed {seed}: {s:?}");
+            for step in jumps(&s) {
+                assert!((2..=30).contains(&step.abs()), "seed {seed}: step {step}");
+                forward |= step > 0;
+                back |= step < 0;
+            }
+        }
+        assert!(forward && back, "jumps go both ways");
+    }
+
+    #[test]
+    fn a_seed_replays_the_same_clock_jumps_among_other_faults() {
+        for seed in 0..20 {
+            assert_eq!(
+                generate(seed, 4000, 1000, &WITH_CLOCK),
+                generate(seed, 4000, 1000, &WITH_CLOCK)
+            );
+        }
+        let mixed: Vec<Schedule> = (1..=10)
+            .map(|s| generate(s, 4000, 1000, &WITH_CLOCK))
+            .collect();
+        assert!(
+            mixed.iter().any(|s| !jumps(s).is_empty()),
+            "ten CI-sized schedules with the clock fault hold no clock jump"
+        );
+        assert!(
+            mixed
+                .iter()
+                .flat_map(|s| &s.events)
+                .any(|e| !matches!(e.fault, Fault::ClockJump { .. })),
+            "the other kinds still come up"
+        );
+    }
+
+    #[test]
+    fn schedules_without_the_clock_fault_hold_no_clock_jump() {
+        for seed in 0..100 {
+            let s = generate(seed, 6000, 1000, &[FaultKind::Kill, FaultKind::Partition]);
+            assert!(jumps(&s).is_empty(), "seed {seed}");
+        }
     }
 }

@@ -126,6 +126,11 @@ pub fn replay_command(o: &RunOptions, seed: u64) -> String {
     if !c.netns {
         s.push_str(" --no-netns");
     }
+    if let Some(lib) = &c.faketime
+        && !crate::fakeclock::DEFAULT_PATHS.contains(&lib.to_string_lossy().as_ref())
+    {
+        s.push_str(&format!(" --libfaketime {}", lib.display()));
+    }
     match c.target {
         Target::Shoal => s.push_str(&format!(" --shoal-bin {}", c.shoal_bin.display())),
         Target::Redis => s.push_str(&format!(

@@ -1,8 +1,10 @@
 //! The CI slice of the fault-injection suite: ten short schedules (four seconds of faults
-//! each) mixing kill -9, pause and network partitions against a real six-node shoal cluster
-//! in `sync` mode, every one checked: no acknowledged write lost, no lost increment, never two
-//! primaries for one group, registers linearizable. It needs root (network namespaces) and
-//! builds the `shoal` binary it tests first, so it never tests a stale one.
+//! each) mixing kill -9, pause, network partitions and clock jumps against a real six-node
+//! shoal cluster in `sync` mode, every one checked: no acknowledged write lost, no lost
+//! increment, never two primaries for one group, registers linearizable. It needs root
+//! (network namespaces) and libfaketime (Debian package `faketime`), and fails, skipping
+//! nothing, where either is missing. It builds the `shoal` binary it tests first, so it never
+//! tests a stale one.
 //! `CHAOS_SEED=N` starts at another seed; a failure prints the command that replays it.
 
 use std::path::PathBuf;
@@ -33,6 +35,11 @@ fn shoal_bin() -> PathBuf {
 }
 
 fn options(strategy: Strategy, faults: Vec<FaultKind>) -> RunOptions {
+    // Checked before building shoal, so a missing library fails at once.
+    let faketime = faults.contains(&FaultKind::Clock).then(|| {
+        shoal_chaos::fakeclock::find(None)
+            .unwrap_or_else(|why| panic!("this test injects clock jumps: {why}"))
+    });
     RunOptions {
         cluster: ClusterOptions {
             target: Target::Shoal,
@@ -47,6 +54,7 @@ fn options(strategy: Strategy, faults: Vec<FaultKind>) -> RunOptions {
             netns: true,
             threads: 1,
             keep_dirs: false,
+            faketime,
         },
         clients: 4,
         duration_ms: DURATION_MS,
@@ -59,7 +67,7 @@ fn options(strategy: Strategy, faults: Vec<FaultKind>) -> RunOptions {
 }
 
 #[test]
-fn sync_writes_survive_ten_schedules_of_kills_pauses_and_partitions() {
+fn sync_writes_survive_ten_schedules_of_kills_pauses_partitions_and_clock_jumps() {
     if let Some(why) = shoal_chaos::net::unavailable() {
         panic!("this test injects partitions: {why}");
     }
@@ -69,7 +77,12 @@ fn sync_writes_survive_ten_schedules_of_kills_pauses_and_partitions() {
         .unwrap_or(1);
     let o = options(
         Strategy::Sync,
-        vec![FaultKind::Kill, FaultKind::Pause, FaultKind::Partition],
+        vec![
+            FaultKind::Kill,
+            FaultKind::Pause,
+            FaultKind::Partition,
+            FaultKind::Clock,
+        ],
     );
     let mut failures = Vec::new();
     for seed in first..first + SCHEDULES {
