@@ -1,4 +1,4 @@
-//! The CI slice of the fault-injection suite: ten short schedules (four seconds of faults
+//! The CI slice of the fault-injection suite: twelve short schedules (four seconds of faults
 //! each) mixing kill -9, pause, network partitions and clock jumps against a real six-node
 //! shoal cluster in `sync` mode, every one checked: no acknowledged write lost, no lost
 //! increment, never two primaries for one group, registers linearizable. It needs root
@@ -14,7 +14,7 @@ use shoal_chaos::harness::{ClusterOptions, Strategy, Target, default_shoal_bin};
 use shoal_chaos::nemesis::FaultKind;
 use shoal_chaos::run::{self, RunOptions};
 
-const SCHEDULES: u64 = 10;
+const SCHEDULES: u64 = 12;
 const DURATION_MS: u64 = 4000;
 
 /// Builds `shoal` into the target directory this test runs from (same profile).
