@@ -27,7 +27,8 @@
 //! [`Timing::inherited_lapse_ms`] in office, not before that either. Since
 //! `inherited_lapse < node_timeout`, a failed primary's lease has lapsed when its replica is
 //! promoted, so the replica gets its lease at once. A primary that restarted (it never held a
-//! lease since it started as one, so it lost what it had in memory) is handed over to an in-sync replica
+//! lease and finished no sync since its process started: it restarted empty, or was promoted
+//! while it was down) is handed over to an in-sync replica
 //! at once rather than served empty.
 //!
 //! **The right replica.** Only a replica in the group's in-sync set (kept in the configuration,
@@ -65,14 +66,16 @@ pub const NODE_TIMEOUT_DEFAULT_MS: u64 = 1_000;
 
 impl Timing {
     /// The timers for a node timeout: beats every tenth of it, leases of two fifths, leadership
-    /// confirmations valid for three twentieths, a margin of a twentieth.
+    /// confirmations valid for a tenth, a margin of a twentieth. A short confirmation window
+    /// costs nothing (a lease shrinks as its confirmation ages rather than being refused) and
+    /// shortens what a new leader waits for its predecessors' leases.
     pub fn for_node_timeout(node_timeout_ms: u64) -> Timing {
         let nt = node_timeout_ms.max(NODE_TIMEOUT_MIN_MS);
         let t = Timing {
             node_timeout_ms: nt,
             heartbeat_ms: nt / 10,
             lease_ms: nt * 2 / 5,
-            confirm_max_ms: nt * 3 / 20,
+            confirm_max_ms: nt / 10,
             margin_ms: nt / 20,
         };
         assert!(t.inherited_lapse_ms() < t.node_timeout_ms);
@@ -91,8 +94,9 @@ pub struct Beat {
     pub node: NodeId,
     /// It holds a lease now (it may renew it rather than wait for a first one).
     pub holds: bool,
-    /// It started as a primary of the configuration and has held no lease since: it lost what
-    /// it held in memory, and an in-sync replica should take over.
+    /// It holds nothing it can vouch for: since its process started it has neither held a lease
+    /// nor finished a sync from a primary (it restarted empty, or was promoted while it was
+    /// down). As a primary it hands over to a live replica holding data rather than serve.
     pub restarted: bool,
     /// Its replication offset (a replica's applied offset, a primary's stream end).
     pub offset: u64,
@@ -238,6 +242,13 @@ impl Keeper {
         };
         match self.grant(cfg, &node, office, now_ms) {
             Ok(lease_ms) => {
+                // The node holds a lease now and is no longer restarted (its `Holder` does the
+                // same when the answer arrives): until its next beat says so, the record must
+                // not make it look like an empty primary to hand over.
+                if let Some(h) = self.heard.get_mut(&node) {
+                    h.beat.holds = true;
+                    h.beat.restarted = false;
+                }
                 self.granted.insert(node, now_ms);
                 Answer::Granted { lease_ms }
             }
@@ -316,8 +327,8 @@ impl Keeper {
 
     /// The replica of `primary` to promote now, if one may be: an in-sync replica alive, the
     /// one with the highest offset; or, under a primary whose strategy is `async`, or in place
-    /// of a primary that restarted empty (any replica holds at least as much), any live replica
-    /// with the highest offset.
+    /// of a primary that restarted empty, any live replica with the highest offset if that is
+    /// more than the primary's own.
     fn successor(&self, cfg: &Config, primary: &str, now: u64, why: Successor) -> Option<NodeId> {
         let offset = |id: &str| self.heard.get(id).map_or(0, |h| h.beat.offset);
         let live: Vec<&crate::Node> = cfg
@@ -336,7 +347,9 @@ impl Keeper {
         // An unheard primary counts as `sync`: only an in-sync replica is safe then.
         let sync = self.heard.get(primary).is_none_or(|h| h.beat.sync);
         match why {
-            Successor::Restarted => best(false).filter(|r| offset(r) > 0),
+            // Only a replica that holds more than the restarted primary (its fresh stream is
+            // empty; a replica that synced from it holds exactly as much).
+            Successor::Restarted => best(false).filter(|r| offset(r) > offset(primary)),
             Successor::Failed if sync => None,
             Successor::Failed => best(false),
         }
@@ -408,7 +421,8 @@ impl Keeper {
 pub struct Holder {
     /// The lease runs until this time (0: none yet).
     until_ms: u64,
-    /// Started as a primary and held no lease since (see [`Beat::restarted`]).
+    /// Has held no lease and finished no sync since the process started (see
+    /// [`Beat::restarted`]).
     restarted: bool,
 }
 
@@ -422,7 +436,7 @@ impl Holder {
         self.until_ms
     }
 
-    /// A holder for a process that starts as a primary of the configuration it loaded.
+    /// A holder for a process that starts (its memory holds nothing it can vouch for).
     pub fn restarted() -> Holder {
         Holder {
             until_ms: 0,
@@ -445,6 +459,10 @@ impl Holder {
     /// up at once, and a later promotion starts from a first grant.
     pub fn give_up(&mut self) {
         self.until_ms = 0;
+    }
+
+    /// As a replica it finished a sync from its primary: its memory holds the group's data.
+    pub fn synced(&mut self) {
         self.restarted = false;
     }
 }
@@ -494,7 +512,7 @@ mod tests {
         node_timeout_ms: 1000,
         heartbeat_ms: 100,
         lease_ms: 400,
-        confirm_max_ms: 150,
+        confirm_max_ms: 100,
         margin_ms: 50,
     };
 
@@ -513,7 +531,7 @@ mod tests {
         let c = cluster();
         let mut k = Keeper::new(T, 0);
         // Leases granted before this keeper started (by this voter in an earlier process, in
-        // the same first term) have lapsed 600 ms after it started.
+        // the same first term) have lapsed 550 ms after it started.
         let b = 1000;
         assert_eq!(k.on_beat(&c, beat(1, false, 0), b + 10), Answer::Noted);
         k.set_leader(Some(1), b + 20);
@@ -526,10 +544,10 @@ mod tests {
             k.on_beat(&c, beat(1, false, 0), b + 50),
             Answer::Granted { lease_ms: 400 }
         );
-        // 300 ms after the confirmation: 150 + 400 - 300.
+        // 300 ms after the confirmation: 100 + 400 - 300.
         assert_eq!(
             k.on_beat(&c, beat(1, true, 0), b + 340),
-            Answer::Granted { lease_ms: 250 }
+            Answer::Granted { lease_ms: 200 }
         );
         assert!(matches!(
             k.on_beat(&c, beat(1, true, 0), b + 40 + 510),
@@ -563,18 +581,18 @@ mod tests {
         let mut k = Keeper::new(T, 0);
         k.set_leader(Some(3), 0);
         k.confirmed(3, 0);
-        // Second term or later: predecessors' leases lapse 600 ms after taking office.
+        // Second term or later: predecessors' leases lapse 550 ms after taking office.
         assert!(matches!(
             k.on_beat(&c, beat(1, false, 0), 100),
             Answer::Refused(_)
         ));
-        let mut now = 600;
+        let mut now = 550;
         k.confirmed(3, now);
         assert!(matches!(
             k.on_beat(&c, beat(1, false, 0), now),
             Answer::Granted { .. }
         ));
-        // Manual promotion of 2 while 1 holds a lease granted at 600.
+        // Manual promotion of 2 while 1 holds a lease granted at 550.
         c.apply(&Change::Promote { replica: id(2) }).unwrap();
         now = 700;
         k.confirmed(3, now);
@@ -584,7 +602,7 @@ mod tests {
         ));
         let first = k.on_beat(&c, beat(2, false, 0), now);
         assert!(matches!(first, Answer::Refused(ref w) if w.contains("lapse")));
-        now = 600 + 400 + 50;
+        now = 550 + 400 + 50;
         k.confirmed(3, now);
         assert!(matches!(
             k.on_beat(&c, beat(2, false, 0), now),
@@ -693,6 +711,17 @@ mod tests {
         };
         let a = k.on_beat(&c, restarted.clone(), 10);
         assert!(matches!(a, Answer::Refused(ref w) if w.contains("handing over")));
+        // A restarted primary granted a lease (no replica to hand over to then) is not handed
+        // over later on the strength of the beat that asked for it.
+        let mut alone = Keeper::new(T, 0);
+        alone.set_leader(Some(1), 0);
+        alone.confirmed(1, 600);
+        assert!(matches!(
+            alone.on_beat(&c, restarted.clone(), 610),
+            Answer::Granted { .. }
+        ));
+        alone.on_beat(&c, beat(2, false, 50), 620);
+        assert!(alone.promotions(&c, 630).is_empty());
         let p = k.promotions(&c, 20);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].reason, "restarted");
@@ -700,7 +729,7 @@ mod tests {
         let c2 = cluster();
         let mut k2 = Keeper::new(T, 0);
         k2.set_leader(Some(1), 0);
-        k2.confirmed(1, 600);
+        k2.confirmed(1, 550);
         assert!(matches!(
             k2.on_beat(&c2, restarted.clone(), 610),
             Answer::Granted { .. }
@@ -718,14 +747,22 @@ mod tests {
 
     #[test]
     fn a_new_leader_does_not_declare_failures_before_inherited_leases_lapse() {
-        let c = cluster();
+        let mut c = cluster();
+        c.apply(&Change::SetInSync {
+            primary: id(1),
+            primary_epoch: 0,
+            replicas: vec![id(2)],
+        })
+        .unwrap();
         let mut k = Keeper::new(T, 0);
         k.on_beat(&c, beat(2, false, 0), 0);
         k.set_leader(Some(4), 5_000);
         k.on_beat(&c, beat(2, false, 0), 5_000);
         // Primary 1 was never heard by this voter, but leases of older leaders may still run.
-        assert!(k.promotions(&c, 5_000 + 599).is_empty());
-        assert!(k.promotions(&c, 5_000 + 600).is_empty(), "2 is not in sync");
+        assert!(k.promotions(&c, 5_000 + 549).is_empty());
+        let p = k.promotions(&c, 5_000 + 550);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].replica, id(2));
     }
 
     #[test]
@@ -739,5 +776,10 @@ mod tests {
         assert!(h.holds(499) && !h.holds(500));
         h.give_up();
         assert!(!h.holds(101));
+        let mut r = Holder::restarted();
+        r.give_up();
+        assert!(r.is_restarted(), "a demoted empty node is still empty");
+        r.synced();
+        assert!(!r.is_restarted());
     }
 }

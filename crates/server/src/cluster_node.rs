@@ -123,14 +123,8 @@ impl ClusterNode {
             exporting: tokio::sync::Mutex::new(()),
             failing_over: std::sync::atomic::AtomicBool::new(false),
         });
-        let mut restarted = false;
         if stored.is_some() && node.has_membership().await {
             cl.formed.store(true, Relaxed);
-            // Back as a primary of its configuration with an empty memory: it hands its slots
-            // over to an in-sync replica, if one is alive, rather than serve them empty.
-            let cfg = node.group.committed().borrow().clone();
-            restarted = cfg.node(&node_id).is_some_and(|n| n.is_primary())
-                && !cfg.ranges_of(&node_id).is_empty();
             node.readdress(data, &node_id).await;
         } else {
             // Not in any group yet: a configuration of this node alone, until it forms or is met.
@@ -153,7 +147,9 @@ impl ClusterNode {
         }
         let mut committed = node.group.committed();
         install(srv, committed.borrow_and_update().clone());
-        crate::lease::spawn(srv, &node, restarted);
+        // Back with an empty memory: as a primary it hands its slots over to a live replica
+        // holding data rather than serve them empty (`crate::lease`).
+        crate::lease::spawn(srv, &node);
         crate::in_sync::spawn(srv, &node);
         let srv2 = srv.clone();
         tokio::spawn(async move {

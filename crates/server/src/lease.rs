@@ -67,15 +67,11 @@ struct Own {
     demotions: u64,
 }
 
-/// Starts the beats of this node and, on a voter, the leader's duties. `restarted`: the node
-/// starts as a primary of the configuration it loaded (it lost its data; see `Beat::restarted`).
-pub fn spawn(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, restarted: bool) {
+/// Starts the beats of this node and, on a voter, the leader's duties. The node starts with
+/// nothing it can vouch for (`Beat::restarted`) until it holds a lease or finishes a sync.
+pub fn spawn(srv: &Arc<ServerState>, node: &Arc<ClusterNode>) {
     let own = Arc::new(Mutex::new(Own {
-        holder: if restarted {
-            Holder::restarted()
-        } else {
-            Holder::default()
-        },
+        holder: Holder::restarted(),
         demotions: 0,
     }));
     tokio::spawn(beats(
@@ -151,6 +147,11 @@ async fn beat_voter(
             if o.demotions != demotions {
                 o.holder.give_up();
                 o.demotions = demotions;
+            }
+            if s.repl.is_replica()
+                && s.repl.link_state() == shoal_replication::state::LinkState::Connected
+            {
+                o.holder.synced();
             }
             Beat {
                 node: cl.me(),

@@ -132,7 +132,10 @@ fn tag_owned_by(n: &Shoal, owner: &str) -> String {
             return tag;
         }
     }
-    panic!("no tag for {owner}");
+    panic!(
+        "no tag for {owner}:\n{}",
+        n.raw().call(&["CLUSTER", "NODES"])
+    );
 }
 
 /// One RESP exchange with a deadline; `None` when the node does not answer.

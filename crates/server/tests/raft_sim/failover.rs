@@ -25,7 +25,8 @@
 //! after `ack_timeout` it is given up (not acknowledged). The in-sync set is kept as
 //! `in_sync.rs`'s tick keeps it (re-implemented here, see [`Model::keep_in_sync`]): laggards
 //! leave and caught-up joiners enter by a committed `SetInSync`. A crash loses a data node's
-//! memory (its stream, its lease); it restarts as `Holder::restarted` if it was a primary.
+//! memory (its stream, its lease); it restarts as `Holder::restarted` (nothing it can vouch for
+//! until it holds a lease or finishes a pull).
 //!
 //! **Clocks**: every node (voter runs and data node runs) reads its own clock, the virtual time
 //! scaled by a rate within ±0.1% plus an offset; no code compares two nodes' clocks.
@@ -871,6 +872,8 @@ impl Model {
         if !n.up || n.incarnation != inc || !still {
             return;
         }
+        // A finished pull is a finished sync: this replica holds its primary's data.
+        n.holder.synced();
         if theirs.starts_with(&n.stream) {
             n.stream = theirs;
         } else if !n.stream.starts_with(&theirs) {
@@ -1095,11 +1098,8 @@ impl Handles {
         n.incarnation += 1;
         n.clock = clock;
         n.next_beat_ms = 0;
-        n.holder = if n.is_primary() {
-            Holder::restarted()
-        } else {
-            Holder::default()
-        };
+        // Nothing it can vouch for until it holds a lease or finishes a sync (as the server).
+        n.holder = Holder::restarted();
         let inc = n.incarnation;
         n.task = Some(tokio::spawn(data_node(self.clone(), i, inc)));
         trace(|| format!("data node {i} starts"));
