@@ -243,6 +243,9 @@ struct DataNode {
     voters: Vec<u64>,
     holder: Holder,
     demotions: u64,
+    /// Promoted while it held nothing it could vouch for (`Holder::is_restarted`): its office
+    /// starts, and invariant 2 is checked, only when it first serves (it may hand over instead).
+    office_pending: Option<Option<String>>,
     stream: Arc<Vec<u64>>,
     next_beat_ms: u64,
     /// As a primary: each replica's acknowledged offset and when (own clock) it was last heard.
@@ -342,6 +345,7 @@ impl Model {
                     voters: Vec::new(),
                     holder: Holder::default(),
                     demotions: 0,
+                    office_pending: None,
                     stream: Arc::new(Vec::new()),
                     next_beat_ms: 0,
                     acks: BTreeMap::new(),
@@ -448,6 +452,7 @@ impl Model {
             n.acks.clear();
             n.samples.clear();
             n.joining.clear();
+            n.office_pending = None;
             trace(|| format!("data node {i} sees itself demoted"));
         }
         if now_primary && !was_primary {
@@ -461,6 +466,11 @@ impl Model {
                         stream.len()
                     )
                 });
+                if self.nodes[i].holder.is_restarted() {
+                    // It serves only if no live replica holds more: decided at its first grant.
+                    self.nodes[i].office_pending = Some(replaced);
+                    return;
+                }
                 self.office_starts(i, replaced);
             }
             self.groups[g].offices.push((i, stream, order));
@@ -836,6 +846,12 @@ impl Model {
             if restarted {
                 self.serves_after_restart(i);
             }
+            if let Some(replaced) = self.nodes[i].office_pending.take() {
+                let stream = self.nodes[i].stream.clone();
+                let order = self.nodes[i].view.failovers();
+                self.office_starts(i, replaced);
+                self.groups[g].offices.push((i, stream, order));
+            }
             self.one_lease_per_group(g);
         }
     }
@@ -990,6 +1006,7 @@ impl Model {
         n.up = false;
         n.incarnation += 1;
         n.holder = Holder::default();
+        n.office_pending = None;
         n.stream = Arc::new(Vec::new());
         n.acks.clear();
         n.pending.clear();
