@@ -191,16 +191,16 @@ pub fn default_raft_config() -> openraft::Config {
 }
 
 /// The openraft settings for a cluster node timeout (`shoal_cluster::lease::Timing`): Raft
-/// heartbeats as often as lease beats; elections after a fifth to two fifths of the node
+/// heartbeats as often as lease beats; elections after a fifth to three tenths of the node
 /// timeout. openraft's followers also honour a leader lease of `election_timeout_max` after the
-/// last heartbeat before they vote, so a dead leader is replaced after 0.6 to 0.8 node timeout
-/// (six missed heartbeats at the least: a loaded machine does not start elections by mistake).
+/// last heartbeat before they vote, so a dead leader is replaced after 0.5 to 0.6 node timeout
+/// (five missed heartbeats at the least: a loaded machine does not start elections by mistake).
 pub fn raft_config_for(timing: &shoal_cluster::lease::Timing) -> openraft::Config {
     let nt = timing.node_timeout_ms;
     openraft::Config {
         heartbeat_interval: timing.heartbeat_ms,
         election_timeout_min: (nt / 5).max(timing.heartbeat_ms * 2),
-        election_timeout_max: (nt * 2 / 5).max(timing.heartbeat_ms * 4),
+        election_timeout_max: (nt * 3 / 10).max(timing.heartbeat_ms * 3),
         ..default_raft_config()
     }
 }
