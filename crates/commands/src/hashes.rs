@@ -16,7 +16,8 @@ use shoal_resp::ReplyWriter;
 use crate::args::{ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, parse_scan_cursor};
 use crate::coll::object_mut;
 use crate::glob::glob_match;
-use crate::strings::human_float;
+use crate::longdouble::LongDouble;
+use crate::strings::{add_float, parse_long_double};
 use crate::table::{Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
 
@@ -521,24 +522,20 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let by = args.f64(3)?;
-    if by.is_infinite() {
-        return Err(ReplyError::err_static("value is NaN or Infinity"));
-    }
+    // Redis's order: the increment (finite), the key's type, the field's value.
+    let by = parse_long_double(args.get(3))
+        .ok_or(crate::args::ERR_NOT_FLOAT)?
+        .ok_or_else(|| ReplyError::err_static("value is NaN or Infinity"))?;
     let field = args.get(2);
     let new = write_hash(ctx, args.get(1), true, |h, ops, limits| {
         let cur = match h.get(field) {
-            Some(v) => crate::args::parse_f64(v)
+            Some(v) => parse_long_double(v)
                 .ok_or_else(|| ReplyError::err_static("hash value is not a float"))?,
-            None => 0.0,
+            None => Some(LongDouble::ZERO),
         };
-        let new = cur + by;
-        if !new.is_finite() {
-            return Err(ReplyError::err_static(
-                "increment would produce NaN or Infinity",
-            ));
-        }
-        let s = human_float(new);
+        let s = cur
+            .and_then(|cur| add_float(cur, by))
+            .ok_or_else(|| ReplyError::err_static("increment would produce NaN or Infinity"))?;
         h.insert(field, s.as_bytes(), limits);
         ops.hset(field, s.as_bytes());
         Ok((s, true))
@@ -835,8 +832,8 @@ pub(crate) mod tests {
             &["HINCRBYFLOAT", "h", "s", "1"],
             &["HINCRBYFLOAT", "h", "f", "x"],
             &["HINCRBYFLOAT", "h", "f", "inf"],
-            &["HSET", "h", "big", "1e308"],
-            &["HINCRBYFLOAT", "h", "big", "1e308"],
+            &["HSET", "h", "big", "1e4932"],
+            &["HINCRBYFLOAT", "h", "big", "1e4932"],
             &["HINCRBYFLOAT", "h", "m", "3.0e3"],
             &["HINCRBYFLOAT", "h", "n", "1.5"],
             &["HINCRBYFLOAT", "new", "f", "2"],

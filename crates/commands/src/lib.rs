@@ -20,6 +20,7 @@ pub mod hashes;
 pub mod keys;
 pub mod keyspec;
 pub mod lists;
+pub mod longdouble;
 pub mod migration;
 pub mod multi;
 pub mod pubsub;
