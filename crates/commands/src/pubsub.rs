@@ -19,7 +19,7 @@
 //! anything, its messages arriving as push frames between replies.
 
 use crate::err;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -37,7 +37,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "psubscribe",
         arity: -2,
-        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES,
         group: PS,
         since: "2.0.0",
         summary: "Listens for messages published to channels that match one or more patterns.",
@@ -67,7 +67,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "punsubscribe",
         arity: -1,
-        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES,
         group: PS,
         since: "2.0.0",
         summary: "Stops listening to messages published to channels that match one or more patterns.",
@@ -77,7 +77,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "subscribe",
         arity: -2,
-        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES,
         group: PS,
         since: "2.0.0",
         summary: "Listens for messages published to channels.",
@@ -87,7 +87,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "unsubscribe",
         arity: -1,
-        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES,
         group: PS,
         since: "2.0.0",
         summary: "Stops listening to messages posted to channels.",
@@ -407,8 +407,49 @@ impl PubSub {
 /// A client's subscriptions.
 #[derive(Debug, Default)]
 pub struct ClientSubs {
-    channels: HashSet<Vec<u8>>,
-    patterns: HashSet<Vec<u8>>,
+    channels: Names,
+    patterns: Names,
+}
+
+/// A set of channel or pattern names that remembers the order they were subscribed in: an
+/// UNSUBSCRIBE or PUNSUBSCRIBE without arguments answers in that order, as Redis 7.0's list of
+/// patterns does (its channels are a dict, in no order a client may rely on).
+#[derive(Debug, Default)]
+struct Names {
+    next: u64,
+    map: HashMap<Vec<u8>, u64>,
+}
+
+impl Names {
+    fn insert(&mut self, name: &[u8]) -> bool {
+        if self.map.contains_key(name) {
+            return false;
+        }
+        self.map.insert(name.to_vec(), self.next);
+        self.next += 1;
+        true
+    }
+
+    fn remove(&mut self, name: &[u8]) -> bool {
+        self.map.remove(name).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Every name, oldest subscription first.
+    fn ordered(&self) -> Vec<Vec<u8>> {
+        let mut v: Vec<(&Vec<u8>, u64)> = self.map.iter().map(|(k, &n)| (k, n)).collect();
+        v.sort_unstable_by_key(|&(_, n)| n);
+        v.into_iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    fn drain(&mut self) -> Vec<Vec<u8>> {
+        let v = self.ordered();
+        self.map.clear();
+        v
+    }
 }
 
 impl ClientSubs {
@@ -417,7 +458,7 @@ impl ClientSubs {
         self.channels.len() + self.patterns.len()
     }
 
-    fn set(&mut self, pattern: bool) -> &mut HashSet<Vec<u8>> {
+    fn set(&mut self, pattern: bool) -> &mut Names {
         if pattern {
             &mut self.patterns
         } else {
@@ -448,7 +489,7 @@ pub fn unsubscribe_all(srv: &ServerState, client: &mut Client) {
 fn subscribe_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, pattern: bool) -> CmdResult {
     let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
     for name in args.tail(1).iter() {
-        if ctx.client.subs.set(pattern).insert(name.to_vec()) {
+        if ctx.client.subs.set(pattern).insert(name) {
             ctx.srv.pubsub.add(pattern, name, &ctx.client.handle);
         }
         ctx.out.push(3);
@@ -469,7 +510,7 @@ fn unsubscribe_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, pattern: bool) -> Cmd
     let names: Vec<Vec<u8>> = if args.len() > 1 {
         args.tail(1).iter().map(<[u8]>::to_vec).collect()
     } else {
-        ctx.client.subs.set(pattern).iter().cloned().collect()
+        ctx.client.subs.set(pattern).ordered()
     };
     let id = ctx.client.id();
     for name in &names {

@@ -49,6 +49,9 @@ pub mod flag {
     /// shoal-internal: an empty key argument names no key and the keys found are complete
     /// (MIGRATE's `""` before KEYS, as Redis's own key finder for it says).
     pub const EMPTY_KEY_NONE: u32 = 1 << 29;
+    /// shoal-internal: every reply is a push (confirmations of (P)SUBSCRIBE and (P)UNSUBSCRIBE),
+    /// which Redis writes even under `CLIENT REPLY OFF|SKIP`.
+    pub const PUSH_REPLIES: u32 = 1 << 30;
 
     /// Redis's flags, as `COMMAND INFO` names them; the shoal-internal ones are not here.
     pub const NAMES: &[(u32, &str)] = &[

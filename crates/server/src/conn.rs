@@ -833,7 +833,8 @@ fn run_one(
         ReplyMode::Off => client.reply_mode == ReplyMode::Off,
         ReplyMode::SkipNext => true,
         _ => false,
-    };
+    } && !shoal_commands::table::lookup(args.get(0))
+        .is_some_and(|spec| spec.has(shoal_commands::table::flag::PUSH_REPLIES));
     if suppress {
         out.truncate(mark);
     }

@@ -215,3 +215,87 @@ fn a_slow_subscriber_is_cut_off_and_others_are_still_served() {
     let v: String = q(&mut other, &["GET", "k"]);
     assert_eq!(v, "v");
 }
+
+/// `CLIENT REPLY OFF` drops replies but not pushes: Redis still writes a subscriber its
+/// (p)subscribe confirmations and every message (an application that turned replies off to fire
+/// writes and then subscribed kept receiving nothing). Replies to other commands stay dropped.
+#[test]
+fn a_subscriber_with_replies_off_still_gets_confirmations_and_messages() {
+    let s = Shoal::start(&[]);
+    let (mut sub, mut publisher) = (s.raw(), s.client());
+    sub.cmd(&[b"CLIENT", b"REPLY", b"OFF"]);
+    sub.cmd(&[b"SET", b"k", b"v"]);
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", "news"]),
+        "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+        "the +OK of CLIENT REPLY OFF and SET's reply are dropped, the confirmation is not"
+    );
+    assert_eq!(
+        sub.call(&["PSUBSCRIBE", "n*"]),
+        "*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:2\r\n"
+    );
+    let receivers: i64 = q(&mut publisher, &["PUBLISH", "news", "hello"]);
+    assert_eq!(receivers, 2);
+    assert_eq!(
+        String::from_utf8(sub.reply()).unwrap(),
+        "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
+    );
+    assert_eq!(
+        String::from_utf8(sub.reply()).unwrap(),
+        "*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
+    );
+    // Refused in subscribed mode, and the error is dropped: the next thing read is the
+    // PUNSUBSCRIBE confirmation.
+    sub.cmd(&[b"CLIENT", b"REPLY", b"ON"]);
+    assert_eq!(
+        sub.call(&["PUNSUBSCRIBE"]),
+        "*3\r\n$12\r\npunsubscribe\r\n$2\r\nn*\r\n:1\r\n"
+    );
+    let receivers: i64 = q(&mut publisher, &["PUBLISH", "nobody", "x"]);
+    assert_eq!(receivers, 0, "the pattern is gone");
+}
+
+/// PUNSUBSCRIBE without arguments drops every pattern, answering in the order they were
+/// subscribed (Redis keeps a client's patterns in a list), in RESP2 and RESP3; PUBLISH then
+/// counts the client no more.
+#[test]
+fn punsubscribe_without_arguments_drops_every_pattern_in_subscription_order() {
+    let s = Shoal::start(&[]);
+    let mut publisher = s.client();
+    let patterns: Vec<String> = (0..20).map(|i| format!("p{i:02}*")).collect();
+    for resp3 in [false, true] {
+        let mut sub = s.raw();
+        let push = if resp3 { ">" } else { "*" };
+        if resp3 {
+            assert!(sub.call(&["HELLO", "3"]).starts_with('%'));
+        }
+        let mut args = vec!["PSUBSCRIBE"];
+        args.extend(patterns.iter().map(String::as_str));
+        sub.cmd(&args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>());
+        for (i, p) in patterns.iter().enumerate() {
+            let want = format!(
+                "{push}3\r\n$10\r\npsubscribe\r\n${}\r\n{p}\r\n:{}\r\n",
+                p.len(),
+                i + 1
+            );
+            assert_eq!(String::from_utf8(sub.reply()).unwrap(), want);
+        }
+        assert_eq!(q::<i64>(&mut publisher, &["PUBLISH", "p07x", "m"]), 1);
+        assert!(String::from_utf8(sub.reply()).unwrap().contains("pmessage"));
+        sub.cmd(&[b"PUNSUBSCRIBE"]);
+        for (i, p) in patterns.iter().enumerate() {
+            let want = format!(
+                "{push}3\r\n$12\r\npunsubscribe\r\n${}\r\n{p}\r\n:{}\r\n",
+                p.len(),
+                patterns.len() - i - 1
+            );
+            assert_eq!(
+                String::from_utf8(sub.reply()).unwrap(),
+                want,
+                "resp3={resp3}"
+            );
+        }
+        assert_eq!(q::<i64>(&mut publisher, &["PUBLISH", "p07x", "m"]), 0);
+        assert_eq!(q::<i64>(&mut publisher, &["PUBSUB", "NUMPAT"]), 0);
+    }
+}
