@@ -188,3 +188,87 @@ fn a_blocked_client_that_leaves_is_forgotten() {
         blocked_clients(&mut c) == 0
     });
 }
+
+/// A waiter on a key that appears by being moved into place (RENAME, COPY, RESTORE, LMOVE, or a
+/// transaction that builds it) is served from the key as it then stands, elements in Redis's
+/// order for the side it pops from; and a timeout of a millisecond ends in about that.
+#[test]
+fn a_key_moved_into_place_serves_its_waiter_in_order() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let mut w = s.raw();
+    let dump: Vec<u8> = {
+        let _: i64 = q(&mut c, &["RPUSH", "tmp", "a", "b", "c"]);
+        let v: Vec<u8> = redis::cmd("DUMP").arg("tmp").query(&mut c).unwrap();
+        let _: i64 = q(&mut c, &["DEL", "tmp"]);
+        v
+    };
+    for (side, want) in [("LEFT", ["a", "b"]), ("RIGHT", ["c", "b"])] {
+        for how in ["RENAME", "COPY", "RESTORE", "MULTI"] {
+            let _: i64 = q(&mut c, &["DEL", "src", "dst"]);
+            block(
+                &mut w,
+                &["BLMPOP", "0", "1", "dst", side, "COUNT", "2"],
+                &mut c,
+                1,
+            );
+            match how {
+                "RENAME" | "COPY" => {
+                    let _: i64 = q(&mut c, &["RPUSH", "src", "a", "b", "c"]);
+                    let _: redis::Value = q(&mut c, &[how, "src", "dst"]);
+                }
+                "RESTORE" => {
+                    let _: () = redis::cmd("RESTORE")
+                        .arg("dst")
+                        .arg(0)
+                        .arg(&dump)
+                        .query(&mut c)
+                        .unwrap();
+                }
+                _ => {
+                    let mut p = redis::pipe();
+                    p.atomic()
+                        .cmd("RPUSH")
+                        .arg("dst")
+                        .arg("a")
+                        .cmd("RPUSH")
+                        .arg("dst")
+                        .arg("b")
+                        .arg("c");
+                    let _: redis::Value = p.query(&mut c).unwrap();
+                }
+            }
+            assert_eq!(
+                reply(&mut w),
+                format!(
+                    "*2\r\n$3\r\ndst\r\n*2\r\n$1\r\n{}\r\n$1\r\n{}\r\n",
+                    want[0], want[1]
+                ),
+                "{how} {side}"
+            );
+        }
+    }
+    // LMOVE moves one element: the waiter gets it.
+    let _: i64 = q(&mut c, &["DEL", "src", "dst"]);
+    block(
+        &mut w,
+        &["BLMPOP", "0", "1", "dst", "LEFT", "COUNT", "3"],
+        &mut c,
+        1,
+    );
+    let _: i64 = q(&mut c, &["RPUSH", "src", "x", "y"]);
+    let _: String = q(&mut c, &["LMOVE", "src", "dst", "LEFT", "RIGHT"]);
+    assert_eq!(reply(&mut w), "*2\r\n$3\r\ndst\r\n*1\r\n$1\r\nx\r\n");
+    for cmd in [
+        &["BLPOP", "nothing", "0.001"][..],
+        &["BLMPOP", "0.001", "1", "nothing", "LEFT"][..],
+    ] {
+        let t0 = Instant::now();
+        assert_eq!(w.call(cmd), "*-1\r\n");
+        let elapsed = t0.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(500),
+            "{cmd:?} took {elapsed:?}"
+        );
+    }
+}
