@@ -8,6 +8,7 @@
 //! by asking to block ([`Outcome::Block`]); the connection loop then waits and runs it again.
 
 pub mod args;
+pub mod bitmaps;
 pub mod blocking;
 pub mod cluster;
 pub mod coll;
@@ -57,6 +58,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     connection::COMMANDS,
     cluster::COMMANDS,
     strings::COMMANDS,
+    bitmaps::COMMANDS,
     keys::COMMANDS,
     server::COMMANDS,
     versions::COMMANDS,

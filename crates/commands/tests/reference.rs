@@ -15,6 +15,7 @@ const GROUPS: &[(Group, &str)] = &[
     (Group::List, "Lists"),
     (Group::Set, "Sets"),
     (Group::SortedSet, "Sorted sets"),
+    (Group::Bitmap, "Bitmaps"),
     (Group::Transactions, "Transactions"),
     (Group::PubSub, "Pub/sub"),
     (Group::Connection, "Connection"),
