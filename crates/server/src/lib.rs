@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod cluster_node;
 pub mod cluster_tool;
+pub mod config_file;
 pub mod conn;
 pub mod cron;
 pub mod in_sync;
@@ -45,23 +46,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Loads a TOML config file into `config`. Keys are parameter names (`maxmemory = "100mb"`,
-/// `port = 6380`, `appendonly = false`); values are checked as `CONFIG SET` checks them.
+/// Loads a TOML config file into `config` (see [`config_file::load`]).
 pub fn load_config_file(config: &mut Config, text: &str) -> Result<(), String> {
-    let table: toml::Table = text.parse().map_err(|e| format!("config file: {e}"))?;
-    for (k, v) in table {
-        let s = match v {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => if b { "yes" } else { "no" }.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            _ => return Err(format!("config file: unsupported value type for '{k}'")),
-        };
-        config
-            .set_initial(&k, &s)
-            .map_err(|e| format!("config file: {e}"))?;
-    }
-    Ok(())
+    config_file::load(config, text)
 }
 
 /// RSS from /proc/self/statm and CPU time from getrusage.
@@ -135,6 +122,7 @@ impl Server {
         let hooks = Hooks {
             used_memory,
             process_info,
+            rewrite_config: config_file::rewrite,
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);
