@@ -163,6 +163,44 @@ pub fn rewrite(path: &str, cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// The example configuration file (`shoal.example.toml`, `shoal config example`): every
+/// parameter of the table, set to its default, under its meaning. Made from the table, so it
+/// cannot leave a parameter out.
+pub fn example() -> String {
+    let mut out = String::from(
+        "# shoal.example.toml: every configuration parameter, set to its default, with what it
+# means. Made by `shoal config example` from the parameter table; a test checks that the two
+# agree. Use it with `shoal serve --config FILE`: flags given on the command line win over it,
+# and `CONFIG REWRITE` writes changes back into it, keeping these comments.
+#
+# Keys are parameter names (as in redis.conf); values are checked as CONFIG SET checks them.
+# Numbers are TOML integers, yes/no are booleans (\"yes\"/\"no\" strings work too), memory
+# sizes may be written with units as strings (\"100mb\", \"1gb\"). Parameters marked
+# \"start-up only\" cannot be changed by CONFIG SET.
+",
+    );
+    for p in config::PARAMS {
+        out.push('\n');
+        for line in p.help {
+            out.push('#');
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        let mut notes = Vec::new();
+        if let Some(alias) = p.alias {
+            notes.push(format!("also spelt {alias}"));
+        }
+        if !p.mutable {
+            notes.push("start-up only".to_string());
+        }
+        if !notes.is_empty() {
+            out.push_str(&format!("# ({})\n", notes.join("; ")));
+        }
+        out.push_str(&format!("{} = {}\n", p.name, typed_value(p, p.default)));
+    }
+    out
+}
+
 /// An I/O error as Redis words it (`strerror`), without Rust's "(os error N)" tail.
 fn os_error(e: &std::io::Error) -> String {
     let s = e.to_string();
@@ -234,6 +272,14 @@ mod tests {
         let old = "timeout = 10\n";
         let new = rewritten(old, &Config::default()).unwrap();
         assert_eq!(new, "timeout = 0\n");
+    }
+
+    #[test]
+    fn the_example_sets_every_default() {
+        let text = example();
+        let table: toml::Table = text.parse().unwrap();
+        assert_eq!(table.len(), config::PARAMS.len());
+        assert_eq!(loaded(&text), Config::default());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod cron;
 pub mod in_sync;
 pub mod lease;
 pub mod links;
+pub mod log;
 pub mod migrate;
 pub mod persist;
 pub mod raft;
@@ -126,6 +127,13 @@ impl Server {
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);
+        match &state.cluster {
+            Some(cl) => {
+                log::set_node(&cl.me());
+                log::set_epoch(0);
+            }
+            None => log::set_node(&state.run_id),
+        }
         // This node's lazy-free thread: large values are dropped there, off the request path.
         let (lazyfree, worker) = shoal_keyspace::LazyFree::with_worker();
         std::thread::Builder::new()
