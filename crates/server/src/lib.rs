@@ -12,12 +12,14 @@ pub mod cluster_tool;
 pub mod config_file;
 pub mod conn;
 pub mod cron;
+pub mod events;
 pub mod in_sync;
 pub mod lease;
 pub mod links;
 pub mod log;
 pub mod migrate;
 pub mod persist;
+pub mod progress;
 pub mod raft;
 pub mod reshard_tool;
 pub mod slot_migration;
@@ -227,7 +229,26 @@ impl Server {
                 epoch,
             ));
         }
-        tracing::info!(addr = %self.addr, threads = self.threads, "ready to accept connections");
+        {
+            let cfg = state.config();
+            let mode = if state.cluster.is_some() { "cluster" } else { "standalone" };
+            let role = match state.repl.role() {
+                shoal_replication::Role::Primary => "primary".to_string(),
+                shoal_replication::Role::Replica { host, port } => format!("replica of {host}:{port}"),
+            };
+            let config_file = if state.config_file.is_empty() { "none" } else { state.config_file.as_str() };
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                addr = %self.addr,
+                mode,
+                role = %role,
+                config_file,
+                threads = self.threads,
+                pid = std::process::id(),
+                maxmemory = cfg.maxmemory,
+                "ready to accept connections"
+            );
+        }
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
