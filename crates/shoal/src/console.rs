@@ -1,16 +1,17 @@
-//! What the cluster tools show while they work: their report on stdout, and the progress of a
-//! long step on stderr. On a terminal that is an `indicatif` bar (or a spinner when the amount of
-//! work is unknown); when stderr is not a terminal (a log, CI) indicatif would draw nothing, so
-//! the step's start, a plain line at most every [`PLAIN_EVERY`] and its end are written instead.
+//! What the tools (`shoal verify`, `shoal cluster ...`) show while they work: their report on
+//! stdout, and the progress of a long step on stderr, with counts, rate and the time left. On a
+//! terminal that is an `indicatif` bar (or a spinner when the amount of work is unknown); when
+//! stderr is not a terminal (a log, CI) indicatif would draw nothing, so the step's start, a
+//! plain line when one is due (at most every second, and at each tenth of the work: see
+//! `shoal_server::progress::Pace`) and its end are written instead.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_server::cluster_tool::Report;
+use shoal_server::progress::Pace;
 
-/// How often a progress line is written when stderr is not a terminal.
-pub const PLAIN_EVERY: Duration = Duration::from_secs(1);
 /// How often a spinner turns on a terminal.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -24,9 +25,8 @@ pub struct Console {
 /// The long step under way.
 struct Step {
     what: String,
-    total: Option<u64>,
+    pace: Pace,
     started: Instant,
-    last_line: Instant,
 }
 
 impl Console {
@@ -55,7 +55,7 @@ impl Report for Console {
             let bar = match total {
                 Some(n) => ProgressBar::new(n).with_style(
                     ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {pos}/{len} {elapsed} {wide_msg}",
+                        "{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {wide_msg}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
@@ -74,9 +74,8 @@ impl Report for Console {
         }
         self.step = Some(Step {
             what: what.to_string(),
-            total,
+            pace: Pace::new(total),
             started: now,
-            last_line: now,
         });
     }
 
@@ -89,14 +88,17 @@ impl Report for Console {
         let Some(step) = self.step.as_mut() else {
             return;
         };
-        if step.last_line.elapsed() < PLAIN_EVERY {
+        if !step.pace.due(done) {
             return;
         }
-        step.last_line = Instant::now();
-        let secs = step.started.elapsed().as_secs();
-        match step.total {
-            Some(total) => eprintln!("{}: {done}/{total} {detail} ({secs}s)", step.what),
-            None => eprintln!("{}: {detail} ({secs}s)", step.what),
+        let e = step.pace.estimate(done);
+        let eta = e.eta_s.map_or(String::new(), |s| format!(", eta {s:.0}s"));
+        match step.pace.total() {
+            Some(total) => eprintln!(
+                "{}: {done}/{total} {detail} ({:.1}/s{eta}, {:.0}s)",
+                step.what, e.rate, e.elapsed_s
+            ),
+            None => eprintln!("{}: {detail} ({:.0}s)", step.what, e.elapsed_s),
         }
     }
 
@@ -107,7 +109,11 @@ impl Report for Console {
         if let Some(step) = self.step.take()
             && !outcome.is_empty()
         {
-            eprintln!("{}: {outcome}", step.what);
+            eprintln!(
+                "{}: {outcome} ({:.1}s)",
+                step.what,
+                step.started.elapsed().as_secs_f64()
+            );
         }
     }
 }

@@ -351,7 +351,7 @@ struct VerifyArgs {
     /// Database to verify.
     #[arg(long, default_value_t = 0)]
     db: usize,
-    /// No progress lines on stderr.
+    /// No progress on stderr (the differing keys are still listed on stdout).
     #[arg(long)]
     quiet: bool,
 }
@@ -362,9 +362,13 @@ fn verify(a: VerifyArgs) -> i32 {
         password: a.password,
         repair: a.repair,
         db: a.db,
-        progress: !a.quiet,
     };
-    match shoal_server::verify::run(&opts) {
+    let result = if a.quiet {
+        shoal_server::verify::run(&opts, &mut |l: &str| println!("{l}"))
+    } else {
+        shoal_server::verify::run(&opts, &mut console::Console::new())
+    };
+    match result {
         Ok(r) => {
             println!(
                 "verified {} replica(s): {} differing key(s){}",
