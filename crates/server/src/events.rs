@@ -52,7 +52,12 @@ impl Watch {
             if fenced != self.fenced {
                 self.fenced = fenced;
                 if fenced {
-                    let why = cl.lease.last_refusal.lock().map(|s| s.clone()).unwrap_or_default();
+                    let why = cl
+                        .lease
+                        .last_refusal
+                        .lock()
+                        .map(|s| s.clone())
+                        .unwrap_or_default();
                     tracing::warn!(reason = %why, "fenced: this primary's write lease lapsed; refusing its slots until it is renewed");
                 } else {
                     tracing::info!("unfenced: this primary holds a write lease again");

@@ -231,12 +231,22 @@ impl Server {
         }
         {
             let cfg = state.config();
-            let mode = if state.cluster.is_some() { "cluster" } else { "standalone" };
+            let mode = if state.cluster.is_some() {
+                "cluster"
+            } else {
+                "standalone"
+            };
             let role = match state.repl.role() {
                 shoal_replication::Role::Primary => "primary".to_string(),
-                shoal_replication::Role::Replica { host, port } => format!("replica of {host}:{port}"),
+                shoal_replication::Role::Replica { host, port } => {
+                    format!("replica of {host}:{port}")
+                }
             };
-            let config_file = if state.config_file.is_empty() { "none" } else { state.config_file.as_str() };
+            let config_file = if state.config_file.is_empty() {
+                "none"
+            } else {
+                state.config_file.as_str()
+            };
             tracing::info!(
                 version = env!("CARGO_PKG_VERSION"),
                 addr = %self.addr,

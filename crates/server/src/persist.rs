@@ -78,11 +78,8 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
-    let mut meter = crate::progress::Meter::start(
-        "loading the snapshot",
-        "bytes",
-        Some(bytes.len() as u64),
-    );
+    let mut meter =
+        crate::progress::Meter::start("loading the snapshot", "bytes", Some(bytes.len() as u64));
     let loaded = snapshot::load_all_progress(
         &srv.ks,
         &bytes,

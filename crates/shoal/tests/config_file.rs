@@ -154,7 +154,10 @@ fn the_example_file_lists_every_parameter_and_starts_a_default_server() {
         .iter()
         .map(|p| p.name)
         .collect();
-    assert_eq!(listed, params, "the example lists exactly the parameter table");
+    assert_eq!(
+        listed, params,
+        "the example lists exactly the parameter table"
+    );
     // Every parameter comes with its meaning: a comment right above it.
     for p in shoal_commands::config::PARAMS {
         let at = text.find(&format!("\n{} = ", p.name)).unwrap();

@@ -59,7 +59,10 @@ fn json_log_lines_carry_the_node_id_and_the_start_and_sync_events() {
         assert!(!lines.is_empty());
         for l in &lines {
             assert_eq!(l["node_id"], id.as_str(), "{l}");
-            assert!(l["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
+            assert!(
+                l["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{l}"
+            );
             assert!(l["level"].is_string() && l["message"].is_string(), "{l}");
         }
         let started = with_message(&lines, "ready to accept connections").expect("a start line");
@@ -71,7 +74,10 @@ fn json_log_lines_carry_the_node_id_and_the_start_and_sync_events() {
     let rl = json_lines(&rlog);
     let role = &with_message(&rl, "role change").unwrap()["fields"];
     assert_eq!(role["from"], "primary");
-    assert_eq!(role["to"], format!("replica of 127.0.0.1:{}", p.port).as_str());
+    assert_eq!(
+        role["to"],
+        format!("replica of 127.0.0.1:{}", p.port).as_str()
+    );
     let begun = &with_message(&rl, "full resync from the primary: started").unwrap()["fields"];
     assert_eq!(begun["total"], 5000);
     let done = &with_message(&rl, "full resync from the primary: done").unwrap()["fields"];
@@ -98,7 +104,12 @@ fn json_log_lines_carry_the_node_id_and_the_start_and_sync_events() {
 fn text_log_lines_carry_the_node_id() {
     let dir = scratch_dir("logs-text");
     let log = dir.join("shoal.log");
-    let s = Shoal::start(&["--set", "loglevel=notice", "--logfile", log.to_str().unwrap()]);
+    let s = Shoal::start(&[
+        "--set",
+        "loglevel=notice",
+        "--logfile",
+        log.to_str().unwrap(),
+    ]);
     let id = info_field(&mut s.client(), "server", "run_id").unwrap();
     wait_until("the start line", || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("ready to accept connections"))
@@ -114,10 +125,19 @@ fn text_log_lines_carry_the_node_id() {
 #[test]
 fn a_log_file_that_cannot_be_created_stops_the_start() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["serve", "--port", "0", "--logfile", "/nonexistent-dir/shoal.log"])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--logfile",
+            "/nonexistent-dir/shoal.log",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Can't open the log file /nonexistent-dir/shoal.log"), "{err}");
+    assert!(
+        err.contains("Can't open the log file /nonexistent-dir/shoal.log"),
+        "{err}"
+    );
 }

@@ -97,9 +97,8 @@ fn verify_shows_counts_rate_and_time_left() {
     }
     let _: () = pipe.query(&mut rc).unwrap();
     let differing: usize = {
-        let digests = |s: &Shoal| -> Vec<String> {
-            q(&mut s.client(), &["SLOTDIGEST", "0", "16383"])
-        };
+        let digests =
+            |s: &Shoal| -> Vec<String> { q(&mut s.client(), &["SLOTDIGEST", "0", "16383"]) };
         let (a, b) = (digests(&p), digests(&r));
         a.iter().zip(&b).filter(|(x, y)| x != y).count()
     };
@@ -129,7 +128,9 @@ fn verify_shows_counts_rate_and_time_left() {
         assert!(l.contains(&format!("/{differing} ")), "{l}");
     }
     assert!(
-        lines.iter().any(|l| l.contains("slot(s) checked, 300 differing key(s)")),
+        lines
+            .iter()
+            .any(|l| l.contains("slot(s) checked, 300 differing key(s)")),
         "{stderr}"
     );
 }
