@@ -6,7 +6,7 @@
 //! `shoal_server::progress::Pace`) and its end are written instead.
 
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_server::cluster_tool::Report;
@@ -26,7 +26,8 @@ pub struct Console {
 struct Step {
     what: String,
     pace: Pace,
-    started: Instant,
+    /// The last count reported, for the average rate at the end.
+    done: u64,
 }
 
 impl Console {
@@ -50,7 +51,6 @@ impl Report for Console {
 
     fn begin(&mut self, what: &str, total: Option<u64>) {
         self.end("");
-        let now = Instant::now();
         if self.terminal {
             let bar = match total {
                 Some(n) => ProgressBar::new(n).with_style(
@@ -75,7 +75,7 @@ impl Report for Console {
         self.step = Some(Step {
             what: what.to_string(),
             pace: Pace::new(total),
-            started: now,
+            done: 0,
         });
     }
 
@@ -83,11 +83,15 @@ impl Report for Console {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             bar.set_message(detail.to_string());
+            if let Some(step) = self.step.as_mut() {
+                step.done = done;
+            }
             return;
         }
         let Some(step) = self.step.as_mut() else {
             return;
         };
+        step.done = done;
         if !step.pace.due(done) {
             return;
         }
@@ -109,11 +113,13 @@ impl Report for Console {
         if let Some(step) = self.step.take()
             && !outcome.is_empty()
         {
-            eprintln!(
-                "{}: {outcome} ({:.1}s)",
-                step.what,
-                step.started.elapsed().as_secs_f64()
-            );
+            let e = step.pace.estimate(step.done);
+            let rate = if step.done > 0 {
+                format!(", {:.1}/s", e.rate)
+            } else {
+                String::new()
+            };
+            eprintln!("{}: {outcome} ({:.1}s{rate})", step.what, e.elapsed_s);
         }
     }
 }

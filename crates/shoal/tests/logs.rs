@@ -141,3 +141,106 @@ fn a_log_file_that_cannot_be_created_stops_the_start() {
         "{err}"
     );
 }
+
+/// The first word of `CLUSTER MYID`.
+fn my_id(s: &Shoal) -> String {
+    let id: String = q(&mut s.client(), &["CLUSTER", "MYID"]);
+    id
+}
+
+#[test]
+fn cluster_nodes_log_the_epoch_and_the_tools_show_their_progress() {
+    let dir = scratch_dir("logs-cluster");
+    let logs: Vec<std::path::PathBuf> = (0..3).map(|i| dir.join(format!("n{i}.log"))).collect();
+    let nodes: Vec<Shoal> = logs
+        .iter()
+        .map(|log| {
+            Shoal::start(&[
+                "--set",
+                "loglevel=notice",
+                "--cluster-enabled",
+                "yes",
+                "--logfile",
+                log.to_str().unwrap(),
+                "--log-format",
+                "json",
+            ])
+        })
+        .collect();
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("cluster")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{o}{e}");
+        e
+    };
+    let addrs: Vec<String> = nodes.iter().map(Shoal::addr).collect();
+    let mut args = vec!["create"];
+    args.extend(addrs.iter().map(String::as_str));
+    let err = tool(&args);
+    // Not a terminal: the step's start, its progress with counts, and its end with the time.
+    assert!(
+        err.contains(">>> Waiting for every node to agree ..."),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(">>> Waiting for every node to agree: ")
+                && l.contains("s, ")
+                && l.ends_with("/s)")),
+        "{err}"
+    );
+
+    // Keys on the first node's slots, then 500 of them moved to the second.
+    let client = redis::cluster::ClusterClient::new(vec![nodes[0].url()]).unwrap();
+    let mut c = client.get_connection().unwrap();
+    for i in 0..3000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let (from, to) = (my_id(&nodes[0]), my_id(&nodes[1]));
+    let err = tool(&[
+        "reshard", &addrs[0], "--from", &from, "--to", &to, "--slots", "500", "--yes",
+    ]);
+    assert!(
+        err.lines().any(
+            |l| l.starts_with(">>> Moving 500 slots in 1 job(s): 500 slots moved (")
+                && l.ends_with("/s)")
+        ),
+        "{err}"
+    );
+    wait_until("the source logged the end of the move", || {
+        json_lines(&logs[0])
+            .iter()
+            .any(|l| l["message"] == "slot migration done: slots moved")
+    });
+
+    for (n, log) in nodes.iter().zip(&logs) {
+        let id = my_id(n);
+        let lines = json_lines(log);
+        for l in &lines {
+            assert_eq!(l["node_id"], id.as_str(), "{l}");
+        }
+        // Once the node installed a configuration, its lines carry the cluster's epoch.
+        let epochs: Vec<u64> = lines.iter().filter_map(|l| l["epoch"].as_u64()).collect();
+        assert!(!epochs.is_empty(), "{lines:#?}");
+        assert!(epochs.windows(2).all(|w| w[0] <= w[1]), "{epochs:?}");
+        let started = with_message(&lines, "ready to accept connections").unwrap();
+        assert_eq!(started["fields"]["mode"], "cluster");
+    }
+    let l0 = json_lines(&logs[0]);
+    let moved = with_message(&l0, "slot migration started").expect("a start line");
+    assert_eq!(moved["fields"]["slots"], "0-499");
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
