@@ -244,3 +244,48 @@ fn cluster_nodes_log_the_epoch_and_the_tools_show_their_progress() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn eviction_pressure_is_logged_with_the_count() {
+    let dir = scratch_dir("logs-evict");
+    let log = dir.join("shoal.log");
+    let s = Shoal::start(&[
+        "--set",
+        "loglevel=notice",
+        "--maxmemory",
+        "4mb",
+        "--logfile",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let mut c = s.client();
+    let value = "v".repeat(1000);
+    for batch in 0..12 {
+        let mut pipe = redis::pipe();
+        for i in 0..1000 {
+            pipe.set(format!("k{batch}:{i}"), &value).ignore();
+        }
+        let _: () = pipe.query(&mut c).unwrap();
+    }
+    let evicted = common::info_u64(&mut c, "stats", "evicted_keys");
+    assert!(evicted > 0);
+    wait_until("an eviction line", || {
+        json_lines(&log)
+            .iter()
+            .any(|l| l["message"] == "evicting keys to stay under maxmemory")
+    });
+    let lines = json_lines(&log);
+    let f = &with_message(&lines, "evicting keys to stay under maxmemory").unwrap()["fields"];
+    assert!(f["evicted"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(f["maxmemory"], 4 << 20);
+    assert_eq!(f["policy"], "allkeys-tinylfu");
+    // One line per burst, not one per key.
+    let n = lines
+        .iter()
+        .filter(|l| l["message"] == "evicting keys to stay under maxmemory")
+        .count();
+    assert!(n <= 2, "{n} eviction lines");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
