@@ -16,6 +16,9 @@ pub const EVICTION_LINE_EVERY: Duration = Duration::from_secs(10);
 pub struct Watch {
     role_epoch: u64,
     role: Role,
+    /// This node, a cluster primary, has held a write lease since it last became one (fencing
+    /// is told only after that: a primary still waiting for its first lease is not news).
+    held: bool,
     fenced: bool,
     evicted: u64,
     eviction_line: Option<Instant>,
@@ -27,6 +30,7 @@ impl Watch {
         Watch {
             role_epoch: srv.repl.epoch(),
             role: srv.repl.role(),
+            held: false,
             fenced: false,
             evicted: srv.ks.stats().evicted_keys,
             eviction_line: None,
@@ -48,7 +52,17 @@ impl Watch {
             }
         }
         if let Some(cl) = srv.cluster.as_ref() {
+            if !cl.lease.enforced.load(std::sync::atomic::Ordering::Relaxed) {
+                // Not a primary (any more): a lease is not needed, nothing is fenced.
+                self.held = false;
+                self.fenced = false;
+                return;
+            }
             let fenced = !cl.lease.valid(crate::clock::mono_ms());
+            if !self.held {
+                self.held = !fenced;
+                return;
+            }
             if fenced != self.fenced {
                 self.fenced = fenced;
                 if fenced {

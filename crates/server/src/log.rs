@@ -50,9 +50,12 @@ pub fn set_epoch(epoch: u64) {
 /// Installs the process's log subscriber. Creates the log file (to fail at start-up, as Redis
 /// does, when it cannot be written).
 pub fn init(level: LogLevel, format: LogFormat, logfile: &str) -> Result<(), String> {
+    // The configuration group's Raft library narrates every vote and membership step at `info`:
+    // that is debugging detail, shown from `verbose` on.
     let filter = match level {
-        LogLevel::Debug | LogLevel::Verbose => "debug",
-        LogLevel::Notice => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Verbose => "debug,openraft=info",
+        LogLevel::Notice => "info,openraft=warn",
         LogLevel::Warning => "warn",
     };
     let target = if logfile.is_empty() {

@@ -241,6 +241,30 @@ fn cluster_nodes_log_the_epoch_and_the_tools_show_their_progress() {
     let l0 = json_lines(&logs[0]);
     let moved = with_message(&l0, "slot migration started").expect("a start line");
     assert_eq!(moved["fields"]["slots"], "0-499");
+    // Forming the cluster fenced nobody: a primary waiting for its first lease is not news.
+    assert!(!l0.iter().any(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("fenced"))
+    }));
+
+    // Cut off from the configuration group (the other two stopped), the first node's lease
+    // lapses: fenced; they come back: unfenced.
+    let starts_with = |log: &std::path::Path, prefix: &str| {
+        json_lines(log)
+            .iter()
+            .any(|l| l["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+    };
+    nodes[1].signal("-STOP");
+    nodes[2].signal("-STOP");
+    wait_until("the cut-off primary logs its fencing", || {
+        starts_with(&logs[0], "fenced:")
+    });
+    nodes[1].signal("-CONT");
+    nodes[2].signal("-CONT");
+    wait_until("and its lease coming back", || {
+        starts_with(&logs[0], "unfenced:")
+    });
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }
