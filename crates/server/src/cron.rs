@@ -70,6 +70,7 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 let took = t0.elapsed();
                 srv.latency_sample("expire-cycle", took.as_millis() as u64, now_ms() / 1000);
                 watch.check(&srv);
+                crate::log::follow_level(srv.config().loglevel);
                 if last_sample.elapsed() >= Duration::from_secs(1) {
                     crate::persist::save_cron(&srv);
                     watch.check_eviction(&srv);

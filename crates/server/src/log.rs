@@ -17,7 +17,10 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry};
 
 /// Who is logging: this node's id (before the server knows it: `-`) and, in cluster mode, the
 /// current epoch of the cluster configuration it has installed.
@@ -47,17 +50,26 @@ pub fn set_epoch(epoch: u64) {
     }
 }
 
-/// Installs the process's log subscriber. Creates the log file (to fail at start-up, as Redis
-/// does, when it cannot be written).
-pub fn init(level: LogLevel, format: LogFormat, logfile: &str) -> Result<(), String> {
-    // The configuration group's Raft library narrates every vote and membership step at `info`:
-    // that is debugging detail, shown from `verbose` on.
-    let filter = match level {
+/// The filter's handle, to follow `CONFIG SET loglevel` (see [`follow_level`]).
+static LEVEL: std::sync::OnceLock<(
+    tracing_subscriber::reload::Handle<EnvFilter, Registry>,
+    RwLock<LogLevel>,
+)> = std::sync::OnceLock::new();
+
+/// The filter for a `loglevel`. The configuration group's Raft library narrates every vote and
+/// membership step at `info`: that is debugging detail, shown from `verbose` on.
+fn filter_for(level: LogLevel) -> EnvFilter {
+    EnvFilter::new(match level {
         LogLevel::Debug => "debug",
         LogLevel::Verbose => "debug,openraft=info",
         LogLevel::Notice => "info,openraft=warn",
         LogLevel::Warning => "warn",
-    };
+    })
+}
+
+/// Installs the process's log subscriber. Creates the log file (to fail at start-up, as Redis
+/// does, when it cannot be written).
+pub fn init(level: LogLevel, format: LogFormat, logfile: &str) -> Result<(), String> {
     let target = if logfile.is_empty() {
         None
     } else {
@@ -65,14 +77,33 @@ pub fn init(level: LogLevel, format: LogFormat, logfile: &str) -> Result<(), Str
         open(&path).map_err(|e| format!("Can't open the log file {logfile}: {e}"))?;
         Some(path)
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter_for(level));
+    let lines = tracing_subscriber::fmt::layer()
         .event_format(Line {
             json: format == LogFormat::Json,
         })
-        .with_writer(Target(target))
+        .with_writer(Target(target));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
         .try_init()
-        .map_err(|e| format!("log: {e}"))
+        .map_err(|e| format!("log: {e}"))?;
+    let _ = LEVEL.set((handle, RwLock::new(level)));
+    Ok(())
+}
+
+/// Makes the log follow `level` (`CONFIG SET loglevel`); cheap when it did not change.
+pub fn follow_level(level: LogLevel) {
+    let Some((handle, current)) = LEVEL.get() else {
+        return;
+    };
+    if current.read().is_ok_and(|c| *c == level) {
+        return;
+    }
+    if let Ok(mut c) = current.write() {
+        *c = level;
+        let _ = handle.reload(filter_for(level));
+    }
 }
 
 fn open(path: &PathBuf) -> std::io::Result<std::fs::File> {

@@ -118,6 +118,21 @@ fn text_log_lines_carry_the_node_id() {
     for line in text.lines() {
         assert!(line.contains(&format!(" node={id} ")), "{line}");
     }
+    // CONFIG SET loglevel takes effect while the server runs, as in Redis.
+    let mut c = s.client();
+    let _: () = q(&mut c, &["CONFIG", "SET", "loglevel", "warning"]);
+    wait_until("the warning level applies", || {
+        let _: () = q(&mut c, &["SAVE"]);
+        let before = std::fs::read_to_string(&log).unwrap();
+        let _: () = q(&mut c, &["SAVE"]);
+        std::fs::read_to_string(&log).unwrap() == before
+    });
+    let quiet = std::fs::read_to_string(&log).unwrap();
+    let _: () = q(&mut c, &["CONFIG", "SET", "loglevel", "notice"]);
+    wait_until("the notice level applies again", || {
+        let _: () = q(&mut c, &["SAVE"]);
+        std::fs::read_to_string(&log).unwrap()[quiet.len()..].contains("DB saved on disk")
+    });
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
