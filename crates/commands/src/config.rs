@@ -43,6 +43,8 @@ pub enum Kind {
 pub struct Param {
     pub name: &'static str,
     pub alias: Option<&'static str>,
+    /// What it means: the lines of its doc comment (each with the leading space rustdoc keeps).
+    pub help: &'static [&'static str],
     /// In canonical form: what `CONFIG GET` shows for a fresh server.
     pub default: &'static str,
     pub kind: Kind,
@@ -71,7 +73,7 @@ macro_rules! params {
     (@mut mutable) => { true };
     (@mut immutable) => { false };
     ($(
-        $(#[$meta:meta])*
+        $(#[doc = $doc:literal])+
         $field:ident: $ty:ty = $name:literal $(| $alias:literal)?, $kind:expr, $default:literal,
         $mutability:ident;
     )*) => {
@@ -79,7 +81,7 @@ macro_rules! params {
         /// and the flags; replaced whole by `CONFIG SET`.
         #[derive(Debug, Clone, PartialEq)]
         pub struct Config {
-            $( $(#[$meta])* pub $field: $ty, )*
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
         }
 
         /// Every parameter shoal knows, sorted by name (CONFIG GET output order).
@@ -87,6 +89,7 @@ macro_rules! params {
             Param {
                 name: $name,
                 alias: params!(@alias $($alias)?),
+                help: &[$($doc),+],
                 default: $default,
                 kind: { use Kind::*; $kind },
                 mutable: params!(@mut $mutability),
@@ -130,13 +133,18 @@ const LONG_MAX: i64 = i64::MAX;
 const MB: u64 = 1024 * 1024;
 
 params! {
-    /// Sync write strategy: how long a write waits for replica acknowledgements.
+    /// Sync write strategy: milliseconds a write waits for replica acknowledgements before it
+    /// fails.
     ack_timeout_ms: u64 = "ack-timeout-ms", Int(1, LONG_MAX), "1000", mutable;
+    /// Accepted for Redis compatibility; shoal keeps no append-only file (snapshots only).
     appendonly: bool = "appendonly", Bool, "no", immutable;
+    /// The address to listen on (the first word is used).
     bind: String = "bind", Str, "127.0.0.1", immutable;
+    /// Per client class (`normal`, `slave`, `pubsub`): hard limit, soft limit and seconds over
+    /// the soft limit, in bytes, after which a client whose replies pile up is cut off (0: none).
     client_output_buffer_limit: OutputLimits = "client-output-buffer-limit", OutputBufferLimit,
         "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60", mutable;
-    /// Bytes.
+    /// Bytes a client's unread requests may take before it is cut off.
     client_query_buffer_limit: u64 = "client-query-buffer-limit", Memory(MB, LONG_MAX as u64),
         "1073741824", mutable;
     /// A primary whose write lease lapsed (cut off from the configuration group) still serves
@@ -155,60 +163,90 @@ params! {
     cluster_node_timeout: u64 = "cluster-node-timeout", Int(0, LONG_MAX), "1000", mutable;
     /// The cluster bus port; 0 means the data port + 10000.
     cluster_port: u16 = "cluster-port", Int(0, 65535), "0", immutable;
+    /// Number of databases (SELECT 0 to databases-1); cluster mode has one.
     databases: usize = "databases", Int(1, INT_MAX), "16", immutable;
+    /// The snapshot's file name, in `dir`.
     dbfilename: String = "dbfilename", Str, "dump.shoal", mutable;
+    /// The folder for the snapshot and the cluster's files.
     dir: String = "dir", Str, ".", mutable;
+    /// A hash with more fields than this leaves the compact encoding.
     hash_max_listpack_entries: usize = "hash-max-listpack-entries" | "hash-max-ziplist-entries",
         Int(0, LONG_MAX), "512", mutable;
-    /// Bytes.
+    /// Bytes: a hash with a longer field or value leaves the compact encoding.
     hash_max_listpack_value: usize = "hash-max-listpack-value" | "hash-max-ziplist-value",
         Memory(0, LONG_MAX as u64), "64", mutable;
-    /// Background cycles per second, already clamped to 1..=500.
+    /// Background cycles per second (expiry, timeouts), clamped to 1..=500.
     hz: u32 = "hz", Clamped(0, INT_MAX, 1, 500), "10", mutable;
+    /// Milliseconds: events slower than this are recorded for LATENCY (0: off).
     latency_monitor_threshold: u64 = "latency-monitor-threshold", Int(0, LONG_MAX), "0", mutable;
+    /// Minutes after which an LFU counter is halved.
     lfu_decay_time: u32 = "lfu-decay-time", Int(0, INT_MAX), "1", mutable;
+    /// How slowly LFU counters grow with hits.
     lfu_log_factor: u32 = "lfu-log-factor", Int(0, INT_MAX), "10", mutable;
+    /// Accepted for Redis compatibility: list nodes are not compressed.
     list_compress_depth: u32 = "list-compress-depth", Int(0, INT_MAX), "0", mutable;
-    /// Positive: entries per node; -1..-5: node size class (4..64 KB).
+    /// Positive: entries per list node; -1..-5: node size class (4..64 KB).
     list_max_listpack_size: i64 = "list-max-listpack-size" | "list-max-ziplist-size",
         Int(INT_MIN, INT_MAX), "-2", mutable;
+    /// Text or JSON log lines: `text` (human readable) or `json` (one object per line).
+    log_format: LogFormat = "log-format", Enum(&["text", "json"]), "text", immutable;
+    /// The log file (appended to, created if missing); empty means standard error.
+    logfile: String = "logfile", Str, "", immutable;
+    /// How much is logged: debug, verbose, notice or warning.
     loglevel: LogLevel = "loglevel", Enum(&["debug", "verbose", "notice", "warning"]), "notice",
         mutable;
+    /// The password a replica gives its primary (AUTH).
     masterauth: String = "masterauth", Str, "", mutable;
+    /// The user a replica gives its primary with `masterauth`.
     masteruser: String = "masteruser", Str, "", mutable;
+    /// Simultaneous clients at most; more are refused.
     maxclients: u32 = "maxclients", Int(1, UINT_MAX), "10000", mutable;
-    /// Bytes; 0 means no limit.
+    /// Bytes of data at most before keys are evicted (units: kb, mb, gb); 0 means no limit.
     maxmemory: u64 = "maxmemory", Memory(0, u64::MAX), "0", mutable;
+    /// Which keys go when memory is full (`noeviction` refuses writes instead).
     maxmemory_policy: Policy = "maxmemory-policy", Enum(POLICIES), "allkeys-tinylfu", mutable;
+    /// Keys sampled per eviction (LRU, LFU, TTL policies).
     maxmemory_samples: u32 = "maxmemory-samples", Int(1, INT_MAX), "5", mutable;
     /// Sync write strategy: replicas that must acknowledge a write.
     min_replicas_ack: u32 = "min-replicas-ack", Int(0, 1 << 20), "1", mutable;
+    /// The TCP port for clients (0 picks a free one).
     port: u16 = "port", Int(0, 65535), "6379", immutable;
-    /// Bytes; at least 1mb so a client can always send the `CONFIG SET` that raises it again.
+    /// Bytes a single string argument may have; at least 1mb so a client can always send the
+    /// `CONFIG SET` that raises it again.
     proto_max_bulk_len: u64 = "proto-max-bulk-len", Memory(MB, LONG_MAX as u64), "536870912",
         mutable;
-    /// Bytes.
+    /// Bytes of recent writes a primary keeps so a replica that lost its link can catch up
+    /// without a full resync.
     repl_backlog_size: u64 = "repl-backlog-size", Memory(1, LONG_MAX as u64), "67108864", mutable;
+    /// A replica takes an empty data set from a primary that restarted without its data (else
+    /// it refuses, keeping its own).
     replica_accept_empty_primary: bool = "replica-accept-empty-primary", Bool, "no", mutable;
+    /// A replica refuses writes from clients.
     replica_read_only: bool = "replica-read-only" | "slave-read-only", Bool, "yes", mutable;
-    /// `host port`, or empty.
+    /// `host port` of the primary to replicate at start-up, or empty.
     replicaof: String = "replicaof" | "slaveof", Str, "", immutable;
+    /// The password clients must AUTH with; empty means none.
     requirepass: String = "requirepass", Str, "", mutable;
+    /// `seconds changes` pairs: snapshot when that many writes happened in that many seconds.
     save: SaveRules = "save", Save, "", mutable;
+    /// A set of integers with more members than this leaves the compact encoding.
     set_max_intset_entries: usize = "set-max-intset-entries", Int(0, LONG_MAX), "512", mutable;
-    /// Microseconds; negative turns the slow log off.
+    /// Microseconds a command must take to enter the slow log; negative turns it off.
     slowlog_log_slower_than: i64 = "slowlog-log-slower-than", Int(-1, LONG_MAX), "10000", mutable;
+    /// Entries the slow log keeps.
     slowlog_max_len: u64 = "slowlog-max-len", Int(0, LONG_MAX), "128", mutable;
-    /// Seconds.
+    /// Seconds between TCP keepalive probes on client connections (0: off).
     tcp_keepalive: u32 = "tcp-keepalive", Int(0, INT_MAX), "300", mutable;
     /// Runtime worker threads; 0 means one per core.
     threads: u32 = "threads", Int(0, 1024), "0", immutable;
     /// Seconds a client may stay idle; 0 means forever.
     timeout: u32 = "timeout", Int(0, INT_MAX), "0", mutable;
+    /// `async`: a write is acknowledged at once; `sync`: after `min-replicas-ack` replicas have it.
     write_strategy: Strategy = "write-strategy", Enum(&["async", "sync"]), "async", mutable;
+    /// A sorted set with more members than this leaves the compact encoding.
     zset_max_listpack_entries: usize = "zset-max-listpack-entries" | "zset-max-ziplist-entries",
         Int(0, LONG_MAX), "128", mutable;
-    /// Bytes.
+    /// Bytes: a sorted set with a longer member leaves the compact encoding.
     zset_max_listpack_value: usize = "zset-max-listpack-value" | "zset-max-ziplist-value",
         Memory(0, LONG_MAX as u64), "64", mutable;
 }
@@ -447,6 +485,37 @@ impl Value for LogLevel {
             .into_iter()
             .find(|l| l.name() == v)
             .ok_or_else(|| KIND_MISMATCH.into())
+    }
+    fn render(&self) -> String {
+        self.name().into()
+    }
+}
+
+/// `log-format`: how each log line is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable: time, level, message, fields.
+    Text,
+    /// One JSON object per line (time, level, message, fields).
+    Json,
+}
+
+impl LogFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl Value for LogFormat {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        match choice(kind, text)?.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(KIND_MISMATCH.into()),
+        }
     }
     fn render(&self) -> String {
         self.name().into()
@@ -727,6 +796,14 @@ mod tests {
             set("nosuch", "1").unwrap_err(),
             "unknown configuration parameter 'nosuch'"
         );
+    }
+
+    #[test]
+    fn every_param_says_what_it_means() {
+        for p in PARAMS {
+            let help = p.help.concat();
+            assert!(help.trim().len() > 10, "{}: {help:?}", p.name);
+        }
     }
 
     #[test]

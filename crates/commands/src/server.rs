@@ -792,7 +792,8 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// Writes every parameter that differs from its default into the TOML config file.
+/// Writes the configuration into the TOML file the server was started with, through the owner's
+/// hook (the server keeps the user's comments and layout, see `shoal_server::config_file`).
 fn config_rewrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     let path = ctx.srv.config_file.clone();
     if path.is_empty() {
@@ -800,21 +801,8 @@ fn config_rewrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             "The server is running without a config file",
         ));
     }
-    let mut text = String::from(
-        "# Rewritten by CONFIG REWRITE: parameters that differ from their defaults.\n",
-    );
     let cfg = ctx.srv.config();
-    for p in config::PARAMS {
-        let value = (p.get)(&cfg);
-        if value != p.default {
-            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
-            text.push_str(&format!("{} = \"{escaped}\"\n", p.name));
-        }
-    }
-    let tmp = format!("{path}.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| err!("Rewriting config file: {e}"))?;
+    (ctx.srv.hooks.rewrite_config)(&path, &cfg).map_err(|e| err!("Rewriting config file: {e}"))?;
     ctx.out.ok();
     Ok(())
 }

@@ -163,6 +163,14 @@ impl Sender {
         &self.info
     }
 
+    /// While the full copy is being produced: keys and bytes written so far.
+    pub fn copy_progress(&self) -> Option<(u64, u64)> {
+        match &self.phase {
+            Phase::Snapshot { writer, .. } => Some((writer.keys_written, writer.bytes_written)),
+            Phase::Stream => None,
+        }
+    }
+
     /// Whether the full copy is still being produced.
     pub fn in_snapshot(&self) -> bool {
         matches!(self.phase, Phase::Snapshot { .. })

@@ -77,6 +77,19 @@ pub struct Progress {
     pub send: Vec<u8>,
     /// Stream frames applied (for `save` rules).
     pub applied_frames: u64,
+    /// What happened to the session's sync in this call, in order (for the log).
+    pub events: Vec<SyncEvent>,
+}
+
+/// A step of the session's synchronisation, for the node's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// The primary sends a full copy; it holds `keys_total` keys (when it says).
+    FullStarted { keys_total: Option<u64> },
+    /// The full copy is loaded: `keys` records in `bytes` bytes.
+    FullLoaded { keys: u64, bytes: u64 },
+    /// The primary continues from our offset (partial resync).
+    Continued { offset: u64 },
 }
 
 pub struct ReplicaLink {
@@ -88,6 +101,8 @@ pub struct ReplicaLink {
     ranges: Vec<std::ops::Range<usize>>,
     last_ack_ms: u64,
     hs: Handshake,
+    /// Bytes of the full copy received so far.
+    snapshot_bytes: u64,
 }
 
 impl ReplicaLink {
@@ -102,6 +117,7 @@ impl ReplicaLink {
             ranges: Vec::new(),
             last_ack_ms: 0,
             hs,
+            snapshot_bytes: 0,
         }
     }
 
@@ -112,6 +128,13 @@ impl ReplicaLink {
     /// Whether the stream is flowing (the handshake and any full copy are done).
     pub fn streaming(&self) -> bool {
         matches!(self.step, Step::Stream)
+    }
+
+    /// While a full copy is being loaded: records loaded and bytes received so far.
+    pub fn loading(&self) -> Option<(u64, u64)> {
+        self.loader
+            .as_ref()
+            .map(|l| (l.records, self.snapshot_bytes))
     }
 
     /// The connection is up: the first request to send.
@@ -188,10 +211,10 @@ impl ReplicaLink {
                         return Ok(progress);
                     };
                     self.inbuf.drain(..used);
-                    self.handshake_reply(node, reply, &mut progress.send)?;
+                    self.handshake_reply(node, reply, &mut progress)?;
                 }
                 Step::Snapshot { .. } => {
-                    if !self.load(node, now_ms)? {
+                    if !self.load(node, now_ms, &mut progress)? {
                         return Ok(progress);
                     }
                 }
@@ -210,8 +233,9 @@ impl ReplicaLink {
         &mut self,
         node: &Node<'_>,
         reply: Reply,
-        out: &mut Vec<u8>,
+        progress: &mut Progress,
     ) -> Result<(), LinkError> {
+        let out = &mut progress.send;
         let text = match &reply {
             Reply::Status(s) => s.clone(),
             Reply::Error(e) => e.clone(),
@@ -257,6 +281,10 @@ impl ReplicaLink {
                     }
                     flush_all(node);
                     self.loader = Some(Loader::new(node.ks.databases()));
+                    self.snapshot_bytes = 0;
+                    progress.events.push(SyncEvent::FullStarted {
+                        keys_total: primary_keys,
+                    });
                     self.step = Step::Snapshot {
                         replid: id.to_string(),
                         offset,
@@ -265,6 +293,9 @@ impl ReplicaLink {
                     if !node.repl.continued(self.epoch, rest.trim()) {
                         return Err(LinkError::Stale);
                     }
+                    progress.events.push(SyncEvent::Continued {
+                        offset: node.repl.replica_offset(),
+                    });
                     self.step = Step::Stream;
                 } else {
                     return Err(LinkError::Refused(format!("PSYNC refused: {text}")));
@@ -276,7 +307,12 @@ impl ReplicaLink {
     }
 
     /// Feeds buffered bytes to the snapshot loader; true once the snapshot ended.
-    fn load(&mut self, node: &Node<'_>, now_ms: u64) -> Result<bool, LinkError> {
+    fn load(
+        &mut self,
+        node: &Node<'_>,
+        now_ms: u64,
+        progress: &mut Progress,
+    ) -> Result<bool, LinkError> {
         let Some(loader) = self.loader.as_mut() else {
             return Err(LinkError::Refused("no snapshot in progress".into()));
         };
@@ -300,8 +336,14 @@ impl ReplicaLink {
             ));
         }
         let Some(used) = done else {
+            self.snapshot_bytes += data.len() as u64;
             return Ok(false);
         };
+        self.snapshot_bytes += used as u64;
+        progress.events.push(SyncEvent::FullLoaded {
+            keys: loader.records,
+            bytes: self.snapshot_bytes,
+        });
         // What followed the snapshot is the stream.
         self.inbuf = data[used..].to_vec();
         let end_offset = loader.end_offset;

@@ -437,37 +437,66 @@ pub fn load_all_meta(
     now_ms: u64,
     skip_expired: bool,
 ) -> Result<Loaded, SnapshotError> {
+    load_all_progress(ks, bytes, limits, now_ms, skip_expired, &mut |_, _| {})
+}
+
+/// Bytes [`load_all_progress`] feeds the loader at a time, reporting progress after each piece.
+pub const LOAD_PIECE_BYTES: usize = 1 << 20;
+
+/// Like [`load_all_meta`], calling `progress(bytes read, keys loaded)` after every
+/// [`LOAD_PIECE_BYTES`] (the caller decides what to show, and when).
+pub fn load_all_progress(
+    ks: &Keyspace,
+    bytes: &[u8],
+    limits: &EncodingLimits,
+    now_ms: u64,
+    skip_expired: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Loaded, SnapshotError> {
     let mut loader = Loader::new(ks.databases());
     let mut loaded = 0;
     let mut bad = false;
-    let done = loader.feed(bytes, |rec| {
-        if skip_expired && rec.expire_ms.is_some_and(|t| t <= now_ms) {
-            return;
+    let mut read = 0usize;
+    let mut ended = false;
+    for piece in bytes.chunks(LOAD_PIECE_BYTES) {
+        if ended {
+            return Err(SnapshotError::Corrupt("trailing bytes"));
         }
-        match rec.to_entry(limits) {
-            Some(entry) => {
-                ks.hlc.observe(rec.version);
-                let slot = key_slot(rec.key);
-                ks.lock(ks.shard_of(slot))
-                    .apply_put(rec.db, slot, entry, now_ms);
-                loaded += 1;
+        let done = loader.feed(piece, |rec| {
+            if skip_expired && rec.expire_ms.is_some_and(|t| t <= now_ms) {
+                return;
             }
-            None => bad = true,
+            match rec.to_entry(limits) {
+                Some(entry) => {
+                    ks.hlc.observe(rec.version);
+                    let slot = key_slot(rec.key);
+                    ks.lock(ks.shard_of(slot))
+                        .apply_put(rec.db, slot, entry, now_ms);
+                    loaded += 1;
+                }
+                None => bad = true,
+            }
+        })?;
+        if bad {
+            return Err(SnapshotError::Corrupt("value"));
         }
-    })?;
-    if bad {
-        return Err(SnapshotError::Corrupt("value"));
+        read += piece.len();
+        match done {
+            Some(n) if n == piece.len() => ended = true,
+            Some(_) => return Err(SnapshotError::Corrupt("trailing bytes")),
+            None => {}
+        }
+        progress(read as u64, loaded);
     }
-    match done {
-        Some(n) if n == bytes.len() => Ok(Loaded {
-            keys: loaded,
-            replid: loader.replid.clone(),
-            offset: loader.offset,
-            end_offset: loader.end_offset,
-        }),
-        Some(_) => Err(SnapshotError::Corrupt("trailing bytes")),
-        None => Err(SnapshotError::Corrupt("truncated")),
+    if !ended {
+        return Err(SnapshotError::Corrupt("truncated"));
     }
+    Ok(Loaded {
+        keys: loaded,
+        replid: loader.replid.clone(),
+        offset: loader.offset,
+        end_offset: loader.end_offset,
+    })
 }
 
 #[cfg(test)]

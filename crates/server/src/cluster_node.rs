@@ -89,6 +89,7 @@ impl ClusterNode {
         let (raft_id, node_id) = match stored.clone() {
             Some((raft_id, node_id)) => {
                 cl.set_me(node_id.clone());
+                crate::log::set_node(&node_id);
                 (raft_id, node_id)
             }
             None => {
@@ -607,6 +608,8 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
         return;
     }
     cl.install(cfg.clone());
+    crate::log::set_node(&me);
+    crate::log::set_epoch(cfg.epoch());
     shoal_commands::migration::resolve_imports(srv, &cfg, crate::now_ms());
     let Some(mine) = cfg.node(&me) else {
         return;

@@ -1,4 +1,5 @@
-//! Background cron on its own OS thread: the active expire cycle and the ops/sec sample.
+//! Background cron on its own OS thread: the active expire cycle, the ops/sec sample, and the
+//! log lines of role, fencing and eviction changes (`events`).
 //!
 //! Active expiry runs `hz` times a second. Each pass visits every shard, deleting at most
 //! `EXPIRE_KEYS_PER_LOCK` due keys per lock hold (so a client waits at most a few microseconds for a
@@ -50,6 +51,7 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
         .spawn(move || {
             let mut last_ops = srv.stats.total_commands_processed.load(Relaxed);
             let mut last_sample = Instant::now();
+            let mut watch = crate::events::Watch::new(&srv);
             loop {
                 if shutdown.has_changed().unwrap_or(true) && *shutdown.borrow_and_update() {
                     return;
@@ -67,8 +69,11 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 shoal_commands::effects::emit_logged(&srv, now_ms());
                 let took = t0.elapsed();
                 srv.latency_sample("expire-cycle", took.as_millis() as u64, now_ms() / 1000);
+                watch.check(&srv);
+                crate::log::follow_level(srv.config().loglevel);
                 if last_sample.elapsed() >= Duration::from_secs(1) {
                     crate::persist::save_cron(&srv);
+                    watch.check_eviction(&srv);
                     let ops = srv.stats.total_commands_processed.load(Relaxed);
                     let secs = last_sample.elapsed().as_secs_f64();
                     srv.stats.instantaneous_ops_per_sec.store(

@@ -9,13 +9,17 @@
 pub mod clock;
 pub mod cluster_node;
 pub mod cluster_tool;
+pub mod config_file;
 pub mod conn;
 pub mod cron;
+pub mod events;
 pub mod in_sync;
 pub mod lease;
 pub mod links;
+pub mod log;
 pub mod migrate;
 pub mod persist;
+pub mod progress;
 pub mod raft;
 pub mod reshard_tool;
 pub mod slot_migration;
@@ -45,23 +49,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Loads a TOML config file into `config`. Keys are parameter names (`maxmemory = "100mb"`,
-/// `port = 6380`, `appendonly = false`); values are checked as `CONFIG SET` checks them.
+/// Loads a TOML config file into `config` (see [`config_file::load`]).
 pub fn load_config_file(config: &mut Config, text: &str) -> Result<(), String> {
-    let table: toml::Table = text.parse().map_err(|e| format!("config file: {e}"))?;
-    for (k, v) in table {
-        let s = match v {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => if b { "yes" } else { "no" }.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            _ => return Err(format!("config file: unsupported value type for '{k}'")),
-        };
-        config
-            .set_initial(&k, &s)
-            .map_err(|e| format!("config file: {e}"))?;
-    }
-    Ok(())
+    config_file::load(config, text)
 }
 
 /// RSS from /proc/self/statm and CPU time from getrusage.
@@ -135,9 +125,17 @@ impl Server {
         let hooks = Hooks {
             used_memory,
             process_info,
+            rewrite_config: config_file::rewrite,
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);
+        match &state.cluster {
+            Some(cl) => {
+                log::set_node(&cl.me());
+                log::set_epoch(0);
+            }
+            None => log::set_node(&state.run_id),
+        }
         // This node's lazy-free thread: large values are dropped there, off the request path.
         let (lazyfree, worker) = shoal_keyspace::LazyFree::with_worker();
         std::thread::Builder::new()
@@ -231,7 +229,36 @@ impl Server {
                 epoch,
             ));
         }
-        tracing::info!(addr = %self.addr, threads = self.threads, "ready to accept connections");
+        {
+            let cfg = state.config();
+            let mode = if state.cluster.is_some() {
+                "cluster"
+            } else {
+                "standalone"
+            };
+            let role = match state.repl.role() {
+                shoal_replication::Role::Primary => "primary".to_string(),
+                shoal_replication::Role::Replica { host, port } => {
+                    format!("replica of {host}:{port}")
+                }
+            };
+            let config_file = if state.config_file.is_empty() {
+                "none"
+            } else {
+                state.config_file.as_str()
+            };
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                addr = %self.addr,
+                mode,
+                role = %role,
+                config_file,
+                threads = self.threads,
+                pid = std::process::id(),
+                maxmemory = cfg.maxmemory,
+                "ready to accept connections"
+            );
+        }
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             tokio::select! {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use shoal_commands::{ClientHandle, ServerState};
 use shoal_replication::primary_link::{self, LinkEnd, ReplicaAddr};
-use shoal_replication::replica_link::{self, Handshake, LinkError, ReplicaLink};
+use shoal_replication::replica_link::{self, Handshake, LinkError, ReplicaLink, SyncEvent};
 use shoal_replication::{FailoverRequest, LinkState, failover};
 use shoal_resp::{Reply, ReplyLimits, parse_reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -126,6 +126,8 @@ async fn session<T: Transport>(
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut tick = tokio::time::interval(Duration::from_millis(replica_link::ACK_INTERVAL_MS));
     let mut last_read = now_ms();
+    // The full copy being received, for its progress lines.
+    let mut meter: Option<crate::progress::Meter> = None;
     loop {
         tokio::select! {
             r = stream.read(&mut buf) => {
@@ -135,6 +137,28 @@ async fn session<T: Transport>(
                 }
                 last_read = now_ms();
                 let p = link.on_input(&node(srv), &buf[..n], last_read)?;
+                for event in &p.events {
+                    match *event {
+                        SyncEvent::FullStarted { keys_total } => {
+                            meter = Some(crate::progress::Meter::start(
+                                "full resync from the primary",
+                                "keys",
+                                keys_total,
+                            ));
+                        }
+                        SyncEvent::FullLoaded { keys, bytes } => {
+                            if let Some(m) = meter.take() {
+                                m.finish(keys, bytes);
+                            }
+                        }
+                        SyncEvent::Continued { offset } => {
+                            tracing::info!(primary = %format!("{host}:{port}"), offset, "partial resync: the primary continues from our offset");
+                        }
+                    }
+                }
+                if let (Some(m), Some((keys, bytes))) = (meter.as_mut(), link.loading()) {
+                    m.update(keys, keys, bytes);
+                }
                 if p.applied_frames > 0 && srv.persist.save_rules_set.load(Relaxed) {
                     srv.persist.dirty.fetch_add(p.applied_frames, Relaxed);
                 }
@@ -213,16 +237,48 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let (mut sender, mut acks, line) =
         primary_link::accept(&srv.repl, &srv.ks, who, &replid, offset, now_ms());
     let (mut rd, mut wr) = tokio::io::split(stream);
+    // A full copy's progress lines; its key total is the one the FULLRESYNC line announced.
+    let mut meter = if sender.in_snapshot() {
+        let keys_total = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|k| k.parse::<u64>().ok());
+        tracing::info!(replica = %ip, keys_total, "full resync: sending a copy to a replica");
+        Some(crate::progress::Meter::start(
+            "full resync to a replica",
+            "keys",
+            keys_total,
+        ))
+    } else {
+        tracing::info!(replica = %ip, "partial resync: the replica continues from its offset");
+        None
+    };
     // Each side ends with why: the link's own decision, or an I/O or kill reason.
     let send = async {
         wr.write_all(&line)
             .await
             .map_err(|e| Ended::Io(e.to_string()))?;
+        let mut copied = (0, 0);
         loop {
             let next = std::future::poll_fn(|cx| {
                 std::task::Poll::Ready(sender.poll(&srv.repl, &srv.ks, cx.waker()))
             })
             .await;
+            if meter.is_some() {
+                match sender.copy_progress() {
+                    Some((keys, bytes)) => {
+                        copied = (keys, bytes);
+                        if let Some(m) = meter.as_mut() {
+                            m.update(keys, keys, bytes);
+                        }
+                    }
+                    None => {
+                        if let Some(m) = meter.take() {
+                            m.finish(copied.0, copied.1);
+                        }
+                    }
+                }
+            }
             match next {
                 Ok(Some(bytes)) => wr
                     .write_all(&bytes)

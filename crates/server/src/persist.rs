@@ -78,10 +78,19 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
-    let loaded =
-        snapshot::load_all_meta(&srv.ks, &bytes, &srv.encoding_limits(), now_ms(), !replica)
-            .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    let mut meter =
+        crate::progress::Meter::start("loading the snapshot", "bytes", Some(bytes.len() as u64));
+    let loaded = snapshot::load_all_progress(
+        &srv.ks,
+        &bytes,
+        &srv.encoding_limits(),
+        now_ms(),
+        !replica,
+        &mut |read, keys| meter.update(read, keys, read),
+    )
+    .map_err(|e| format!("loading {}: {e}", path.display()))?;
     let n = loaded.keys;
+    meter.finish(n, bytes.len() as u64);
     // Resume the replication history the data belongs to: a restarted replica asks its primary
     // to continue from `offset` instead of copying everything again, and a restarted primary
     // keeps its id and offset, so its replicas continue too.

@@ -280,8 +280,14 @@ fn run_jobs(
             ranges_text(&job.ranges)
         ));
         let r = run_job(&src, job, password, timeout, &mut |sent, keys| {
+            // The job's slots count as done in proportion to its keys sent, so the rate and the
+            // time left move during a long job, not only at its end.
+            let within = (job.slot_count() as u64 * sent)
+                .checked_div(keys)
+                .unwrap_or(0)
+                .min(job.slot_count() as u64);
             report.progress(
-                done as u64,
+                done as u64 + within,
                 &format!("job {}/{}: {sent}/{keys} keys", i + 1, jobs.len()),
             )
         });

@@ -76,12 +76,15 @@ pub fn spawn_exports(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, jobs: Vec<
     tokio::spawn(async move {
         let _one_at_a_time = node.exporting.lock().await;
         for job in jobs {
+            tracing::info!(job = %job.name, slots = %job.ranges_text(), target = %job.target, "slot migration started");
+            let started = std::time::Instant::now();
             let r = export(&srv, &node, &job).await;
             let now = now_ms();
+            let ms = started.elapsed().as_millis() as u64;
             match r {
                 Ok(()) => {
                     job.set(JobState::Success, "", now);
-                    tracing::info!(job = %job.name, slots = %job.ranges_text(), target = %job.target, "slots moved");
+                    tracing::info!(job = %job.name, slots = %job.ranges_text(), target = %job.target, ms, "slot migration done: slots moved");
                     // The slots are the target's: what is left here goes, a little at a time.
                     for range in &job.ranges {
                         for s in range.iter() {
@@ -90,7 +93,7 @@ pub fn spawn_exports(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, jobs: Vec<
                     }
                 }
                 Err(Failure(state, why)) => {
-                    tracing::warn!(job = %job.name, slots = %job.ranges_text(), %why, "slot migration ended");
+                    tracing::warn!(job = %job.name, slots = %job.ranges_text(), %why, ms, "slot migration ended");
                     job.set(state, why, now);
                 }
             }

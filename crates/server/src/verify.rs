@@ -5,9 +5,9 @@
 //! authoritative: a replica's diverging write loses even if its version is newer.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Duration;
 
+use crate::cluster_tool::Report as Progress;
 use crate::tool_client::{Client, Reply};
 
 /// Timeout of each request to a node.
@@ -20,8 +20,6 @@ pub struct Options {
     pub password: Option<String>,
     pub repair: bool,
     pub db: usize,
-    /// Print progress lines (to stderr).
-    pub progress: bool,
 }
 
 /// One differing key.
@@ -108,8 +106,9 @@ fn dump(c: &mut Client, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-/// Runs the verification; prints differences to stdout and progress to stderr.
-pub fn run(opts: &Options) -> Result<Report, String> {
+/// Runs the verification; tells `out` each differing key (`say`) and the progress of each
+/// replica's check (a step per replica: the differing slots checked, the keys found so far).
+pub fn run(opts: &Options, out: &mut dyn Progress) -> Result<Report, String> {
     let mut primary = connect(&opts.addr, opts)?;
     let role = primary
         .cmd(&["ROLE"])
@@ -143,18 +142,23 @@ pub fn run(opts: &Options) -> Result<Report, String> {
         let slots: Vec<u16> = (0..shoal_keyspace::SLOTS as u16)
             .filter(|&s| primary_digests[s as usize] != replica_digests[s as usize])
             .collect();
-        if opts.progress {
-            eprintln!(
-                "{addr}: {} of {} slots differ",
+        let found_before = report.differences.len();
+        out.begin(
+            &format!(
+                "{addr}: checking the {} of {} slots that differ",
                 slots.len(),
                 shoal_keyspace::SLOTS
-            );
-        }
+            ),
+            Some(slots.len() as u64),
+        );
         for (n, &slot) in slots.iter().enumerate() {
-            if opts.progress && (n % 256 == 0 || n + 1 == slots.len()) {
-                eprint!("\r{addr}: checking slot {}/{}", n + 1, slots.len());
-                let _ = std::io::stderr().flush();
-            }
+            out.progress(
+                n as u64,
+                &format!(
+                    "{} differing key(s)",
+                    report.differences.len() - found_before
+                ),
+            );
             let p = slot_keys(&mut primary, slot)?;
             let r = slot_keys(&mut replica, slot)?;
             let mut keys: Vec<&Vec<u8>> = p.keys().chain(r.keys()).collect();
@@ -166,12 +170,12 @@ pub fn run(opts: &Options) -> Result<Report, String> {
                 if !differs {
                     continue;
                 }
-                println!(
+                out.say(&format!(
                     "{addr} slot {slot} key {:?}: primary version {}, replica version {}",
                     String::from_utf8_lossy(key),
                     pv.map_or("missing".into(), |v| v.to_string()),
                     rv.map_or("missing".into(), |v| v.to_string()),
-                );
+                ));
                 report.differences.push(Difference {
                     replica: addr.clone(),
                     slot,
@@ -185,9 +189,18 @@ pub fn run(opts: &Options) -> Result<Report, String> {
                 }
             }
         }
-        if opts.progress && !slots.is_empty() {
-            eprintln!();
-        }
+        out.progress(
+            slots.len() as u64,
+            &format!(
+                "{} differing key(s)",
+                report.differences.len() - found_before
+            ),
+        );
+        out.end(&format!(
+            "{} slot(s) checked, {} differing key(s)",
+            slots.len(),
+            report.differences.len() - found_before
+        ));
     }
     Ok(report)
 }

@@ -1,16 +1,17 @@
-//! What the cluster tools show while they work: their report on stdout, and the progress of a
-//! long step on stderr. On a terminal that is an `indicatif` bar (or a spinner when the amount of
-//! work is unknown); when stderr is not a terminal (a log, CI) indicatif would draw nothing, so
-//! the step's start, a plain line at most every [`PLAIN_EVERY`] and its end are written instead.
+//! What the tools (`shoal verify`, `shoal cluster ...`) show while they work: their report on
+//! stdout, and the progress of a long step on stderr, with counts, rate and the time left. On a
+//! terminal that is an `indicatif` bar (or a spinner when the amount of work is unknown); when
+//! stderr is not a terminal (a log, CI) indicatif would draw nothing, so the step's start, a
+//! plain line when one is due (at most every second, and at each tenth of the work: see
+//! `shoal_server::progress::Pace`) and its end are written instead.
 
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_server::cluster_tool::Report;
+use shoal_server::progress::Pace;
 
-/// How often a progress line is written when stderr is not a terminal.
-pub const PLAIN_EVERY: Duration = Duration::from_secs(1);
 /// How often a spinner turns on a terminal.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -24,9 +25,9 @@ pub struct Console {
 /// The long step under way.
 struct Step {
     what: String,
-    total: Option<u64>,
-    started: Instant,
-    last_line: Instant,
+    pace: Pace,
+    /// The last count reported, for the average rate at the end.
+    done: u64,
 }
 
 impl Console {
@@ -50,12 +51,11 @@ impl Report for Console {
 
     fn begin(&mut self, what: &str, total: Option<u64>) {
         self.end("");
-        let now = Instant::now();
         if self.terminal {
             let bar = match total {
                 Some(n) => ProgressBar::new(n).with_style(
                     ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {pos}/{len} {elapsed} {wide_msg}",
+                        "{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {wide_msg}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
@@ -74,9 +74,8 @@ impl Report for Console {
         }
         self.step = Some(Step {
             what: what.to_string(),
-            total,
-            started: now,
-            last_line: now,
+            pace: Pace::new(total),
+            done: 0,
         });
     }
 
@@ -84,19 +83,26 @@ impl Report for Console {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             bar.set_message(detail.to_string());
+            if let Some(step) = self.step.as_mut() {
+                step.done = done;
+            }
             return;
         }
         let Some(step) = self.step.as_mut() else {
             return;
         };
-        if step.last_line.elapsed() < PLAIN_EVERY {
+        step.done = done;
+        if !step.pace.due(done) {
             return;
         }
-        step.last_line = Instant::now();
-        let secs = step.started.elapsed().as_secs();
-        match step.total {
-            Some(total) => eprintln!("{}: {done}/{total} {detail} ({secs}s)", step.what),
-            None => eprintln!("{}: {detail} ({secs}s)", step.what),
+        let e = step.pace.estimate(done);
+        let eta = e.eta_s.map_or(String::new(), |s| format!(", eta {s:.0}s"));
+        match step.pace.total() {
+            Some(total) => eprintln!(
+                "{}: {done}/{total} {detail} ({:.1}/s{eta}, {:.0}s)",
+                step.what, e.rate, e.elapsed_s
+            ),
+            None => eprintln!("{}: {detail} ({:.0}s)", step.what, e.elapsed_s),
         }
     }
 
@@ -107,7 +113,13 @@ impl Report for Console {
         if let Some(step) = self.step.take()
             && !outcome.is_empty()
         {
-            eprintln!("{}: {outcome}", step.what);
+            let e = step.pace.estimate(step.done);
+            let rate = if step.done > 0 {
+                format!(", {:.1}/s", e.rate)
+            } else {
+                String::new()
+            };
+            eprintln!("{}: {outcome} ({:.1}s{rate})", step.what, e.elapsed_s);
         }
     }
 }

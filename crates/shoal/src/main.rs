@@ -4,7 +4,7 @@ mod alloc;
 mod console;
 
 use clap::{Parser, Subcommand};
-use shoal_commands::config::{Config, LogLevel};
+use shoal_commands::config::Config;
 
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
@@ -30,6 +30,16 @@ enum Command {
     /// Cluster tools.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print an example config file: every parameter set to its default, with what it means
+    /// (the repository's `shoal.example.toml` is this output).
+    Example,
 }
 
 #[derive(Subcommand)]
@@ -341,7 +351,7 @@ struct VerifyArgs {
     /// Database to verify.
     #[arg(long, default_value_t = 0)]
     db: usize,
-    /// No progress lines on stderr.
+    /// No progress on stderr (the differing keys are still listed on stdout).
     #[arg(long)]
     quiet: bool,
 }
@@ -352,9 +362,13 @@ fn verify(a: VerifyArgs) -> i32 {
         password: a.password,
         repair: a.repair,
         db: a.db,
-        progress: !a.quiet,
     };
-    match shoal_server::verify::run(&opts) {
+    let result = if a.quiet {
+        shoal_server::verify::run(&opts, &mut |l: &str| println!("{l}"))
+    } else {
+        shoal_server::verify::run(&opts, &mut console::Console::new())
+    };
+    match result {
         Ok(r) => {
             println!(
                 "verified {} replica(s): {} differing key(s){}",
@@ -596,25 +610,14 @@ fn start_local(a: StartLocalArgs) -> i32 {
     }
 }
 
-fn init_logging(level: LogLevel) {
-    let filter = match level {
-        LogLevel::Debug | LogLevel::Verbose => "debug",
-        LogLevel::Notice => "info",
-        LogLevel::Warning => "warn",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(args) => std::process::exit(verify(args)),
         Command::Cluster(c) => std::process::exit(cluster(c)),
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", shoal_server::config_file::example());
+        }
         Command::Serve(args) => {
             let config = match build_config(&args) {
                 Ok(v) => v,
@@ -623,7 +626,12 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            init_logging(config.loglevel);
+            if let Err(e) =
+                shoal_server::log::init(config.loglevel, config.log_format, &config.logfile)
+            {
+                eprintln!("shoal: {e}");
+                std::process::exit(1);
+            }
             let mut server = match shoal_server::Server::bind(config, alloc::used_memory) {
                 Ok(s) => s,
                 Err(e) => {
