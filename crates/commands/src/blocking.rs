@@ -444,7 +444,7 @@ fn nonzero_mantissa(arg: &[u8]) -> bool {
 }
 
 /// `strtold`'s hexadecimal form: `[+-]0x<hex>[.<hex>][p[+-]<dec>]`.
-fn parse_hex_float(arg: &[u8]) -> Option<f64> {
+pub(crate) fn parse_hex_float(arg: &[u8]) -> Option<f64> {
     let (neg, s) = match arg.first()? {
         b'-' => (true, &arg[1..]),
         b'+' => (false, &arg[1..]),

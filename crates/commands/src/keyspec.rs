@@ -162,7 +162,7 @@ pub struct KeyRefs {
 }
 
 impl KeyRefs {
-    fn push(&mut self, k: KeyRef) {
+    pub(crate) fn push(&mut self, k: KeyRef) {
         if self.len < KEYREFS_INLINE {
             self.inline[self.len] = k;
         } else {
@@ -217,6 +217,9 @@ pub struct BadKeyArgs;
 /// subcommand name if `spec` is a subcommand) for `spec`, as Redis 7.0's `getKeysFromCommandWithSpecs`
 /// finds them. Bounded by the request's length whatever a key count says; never panics.
 pub fn keys(spec: &crate::Spec, args: &Args<'_>) -> Result<KeyRefs, BadKeyArgs> {
+    if let Some(find) = spec.key_finder {
+        return find(args);
+    }
     let mut out = KeyRefs::default();
     match by_specs(spec.keys, args, &mut out) {
         Ok(()) if spec.has(crate::flag::EMPTY_KEY_NONE) => {

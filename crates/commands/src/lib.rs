@@ -28,6 +28,7 @@ pub mod pubsub;
 pub mod replication;
 pub mod server;
 pub mod sets;
+pub mod sort;
 pub mod state;
 pub mod strings;
 pub mod table;
@@ -60,6 +61,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     strings::COMMANDS,
     bitmaps::COMMANDS,
     keys::COMMANDS,
+    sort::COMMANDS,
     server::COMMANDS,
     versions::COMMANDS,
     hashes::COMMANDS,

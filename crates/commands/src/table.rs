@@ -112,6 +112,9 @@ impl Group {
     }
 }
 
+/// A command's own key finder (see [`Spec::key_finder`]).
+pub type KeyFinder = fn(&Args<'_>) -> Result<crate::keyspec::KeyRefs, crate::keyspec::BadKeyArgs>;
+
 /// One command.
 pub struct Spec {
     /// Lowercase name; subcommands are named `parent|sub` in errors and COMMAND output.
@@ -125,7 +128,13 @@ pub struct Spec {
     /// For key specs marked `VARIABLE_FLAGS`: the flags the keys have in this request (SET's key
     /// is read only with GET).
     pub key_flags: Option<fn(&Args<'_>) -> u32>,
+    /// The command's own key finder, for commands whose key specs cannot say where the keys are
+    /// (SORT's STORE, Redis's `getkeys_proc`); used instead of the specs.
+    pub key_finder: Option<KeyFinder>,
     pub group: Group,
+    /// ACL categories that stand for the group's own (SORT: `@set @sortedset @list @dangerous`),
+    /// where Redis's table names them explicitly.
+    pub type_categories: Option<&'static [&'static str]>,
     pub summary: &'static str,
     pub since: &'static str,
     pub complexity: &'static str,
@@ -151,7 +160,9 @@ impl Spec {
         flags: 0,
         keys: &[],
         key_flags: None,
+        key_finder: None,
         group: Group::Generic,
+        type_categories: None,
         summary: "",
         since: "",
         complexity: "",
@@ -227,6 +238,16 @@ impl Spec {
         if self.has(flag::BLOCKING) {
             c.push("@blocking");
         }
+        if let Some(cats) = self.type_categories {
+            c.extend_from_slice(cats);
+        } else {
+            self.push_group_category(&mut c);
+        }
+        c.sort_by_key(|cat| ORDER.iter().position(|o| o == cat));
+        c
+    }
+
+    fn push_group_category(&self, c: &mut Vec<&'static str>) {
         match self.group {
             Group::String => c.push("@string"),
             Group::Generic => c.push("@keyspace"),
@@ -240,8 +261,6 @@ impl Spec {
             Group::PubSub => {}
             Group::Server | Group::Cluster | Group::Shoal => {}
         }
-        c.sort_by_key(|cat| ORDER.iter().position(|o| o == cat));
-        c
     }
 
     pub fn find_sub(&self, name: &[u8]) -> Option<&'static Spec> {
