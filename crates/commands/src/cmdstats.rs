@@ -80,6 +80,9 @@ struct Counters {
     rejected: AtomicU64,
     failed: AtomicU64,
     hist: [AtomicU64; BUCKETS],
+    /// Microseconds of the calls in `hist` (`usec` also counts calls made while
+    /// `latency-tracking` was off).
+    hist_usec: AtomicU64,
 }
 
 impl Counters {
@@ -90,11 +93,18 @@ impl Counters {
             rejected: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             hist: std::array::from_fn(|_| AtomicU64::new(0)),
+            hist_usec: AtomicU64::new(0),
         }
     }
 
     fn zero(&self) {
-        for c in [&self.calls, &self.usec, &self.rejected, &self.failed] {
+        for c in [
+            &self.calls,
+            &self.usec,
+            &self.rejected,
+            &self.failed,
+            &self.hist_usec,
+        ] {
             c.store(0, Relaxed);
         }
         for b in &self.hist {
@@ -189,6 +199,8 @@ pub struct CmdTotals {
     pub rejected: u64,
     pub failed: u64,
     pub hist: Box<[u64; BUCKETS]>,
+    /// Microseconds of the calls in `hist`.
+    pub hist_usec: u64,
 }
 
 impl CmdTotals {
@@ -293,6 +305,7 @@ impl CmdStats {
         }
         if self.tracking.load(Relaxed) {
             shard.add(&c.hist[bucket(call.us)], 1);
+            shard.add(&c.hist_usec, call.us);
         }
     }
 
@@ -331,11 +344,13 @@ impl CmdStats {
                     rejected: 0,
                     failed: 0,
                     hist: Box::new([0; BUCKETS]),
+                    hist_usec: 0,
                 });
                 t.calls += c.calls.load(Relaxed);
                 t.usec += c.usec.load(Relaxed);
                 t.rejected += c.rejected.load(Relaxed);
                 t.failed += c.failed.load(Relaxed);
+                t.hist_usec += c.hist_usec.load(Relaxed);
                 for (sum, b) in t.hist.iter_mut().zip(c.hist.iter()) {
                     *sum += b.load(Relaxed);
                 }
