@@ -274,9 +274,9 @@ impl CmdStats {
             if !shard.shared
                 || seen != u64::MAX
                     && shard
-                    .epoch
-                    .compare_exchange(seen, u64::MAX, AcqRel, Relaxed)
-                    .is_ok()
+                        .epoch
+                        .compare_exchange(seen, u64::MAX, AcqRel, Relaxed)
+                        .is_ok()
             {
                 for c in shard.cmds.iter().filter_map(OnceLock::get) {
                     c.zero();
@@ -441,7 +441,11 @@ mod tests {
         }
         assert_eq!(next, 0, "the last bucket ends at u64::MAX");
         for k in 0..=POW2_MAX {
-            assert_eq!(bucket_range(bucket(1 << k)).0, 1 << k, "2^{k} starts a bucket");
+            assert_eq!(
+                bucket_range(bucket(1 << k)).0,
+                1 << k,
+                "2^{k} starts a bucket"
+            );
         }
         // About 6% wide above the exact range.
         for us in [33u64, 100, 1000, 123_456, 10_000_000] {
@@ -459,11 +463,39 @@ mod tests {
         let st = CmdStats::default();
         let set = spec("set");
         let get = spec("config|get");
-        st.record(0, set, Call { us: 3, failed: false });
-        st.record(1, set, Call { us: 40, failed: true });
-        st.record(OVERFLOW, set, Call { us: 1, failed: false });
+        st.record(
+            0,
+            set,
+            Call {
+                us: 3,
+                failed: false,
+            },
+        );
+        st.record(
+            1,
+            set,
+            Call {
+                us: 40,
+                failed: true,
+            },
+        );
+        st.record(
+            OVERFLOW,
+            set,
+            Call {
+                us: 1,
+                failed: false,
+            },
+        );
         st.reject(2, set);
-        st.record(0, get, Call { us: 5, failed: false });
+        st.record(
+            0,
+            get,
+            Call {
+                us: 5,
+                failed: false,
+            },
+        );
         let t = st.totals();
         assert_eq!(t.len(), 2);
         let s = t.iter().find(|c| c.name() == "set").unwrap();
@@ -488,7 +520,14 @@ mod tests {
 
         st.reset();
         assert!(st.totals().is_empty());
-        st.record(1, set, Call { us: 2, failed: false });
+        st.record(
+            1,
+            set,
+            Call {
+                us: 2,
+                failed: false,
+            },
+        );
         let t = st.totals();
         assert_eq!((t.len(), t[0].calls, t[0].usec), (1, 1, 2));
     }
@@ -497,7 +536,14 @@ mod tests {
     fn tracking_off_counts_calls_without_the_histogram() {
         let st = CmdStats::default();
         st.tracking.store(false, Relaxed);
-        st.record(0, spec("get"), Call { us: 9, failed: false });
+        st.record(
+            0,
+            spec("get"),
+            Call {
+                us: 9,
+                failed: false,
+            },
+        );
         let t = st.totals();
         assert_eq!((t[0].calls, t[0].hist_count()), (1, 0));
         let mut text = String::new();

@@ -515,9 +515,7 @@ impl ServerState {
         h.latency_threshold_ms
             .store(new.latency_monitor_threshold, Relaxed);
         h.replica_read_only.store(new.replica_read_only, Relaxed);
-        self.cmdstats
-            .tracking
-            .store(new.latency_tracking, Relaxed);
+        self.cmdstats.tracking.store(new.latency_tracking, Relaxed);
         if let Some(cl) = &self.cluster {
             cl.lease
                 .allow_reads_when_down

@@ -196,7 +196,12 @@ impl Http {
         };
         let head_only = method == "HEAD";
         if method != "GET" && !head_only {
-            return response(405, "text/plain; charset=utf-8", b"method not allowed\n", false);
+            return response(
+                405,
+                "text/plain; charset=utf-8",
+                b"method not allowed\n",
+                false,
+            );
         }
         let path = target.split(['?', '#']).next().unwrap_or("/");
         match path {
@@ -257,6 +262,8 @@ mod tests {
         assert!(r.contains("Connection: close\r\n"));
         assert!(r.ends_with("\r\n\r\nnope"));
         let head = String::from_utf8(response(200, "text/html", b"abc", true)).unwrap();
-        assert!(head.ends_with("Content-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"));
+        assert!(head.ends_with(
+            "Content-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+        ));
     }
 }

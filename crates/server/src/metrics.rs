@@ -137,9 +137,7 @@ impl Scrape {
             let (name, help) = (KeyName::from(f.name), SharedString::from(f.help));
             let unit = unit_of(f.name);
             match f.kind {
-                Kind::Counter | Kind::ClusterCounter => {
-                    recorder.describe_counter(name, unit, help)
-                }
+                Kind::Counter | Kind::ClusterCounter => recorder.describe_counter(name, unit, help),
                 Kind::Gauge | Kind::ClusterGauge => recorder.describe_gauge(name, unit, help),
                 Kind::Histogram => {}
             }
@@ -192,12 +190,18 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
             "shoal_commands_processed_total",
             st.total_commands_processed.load(Relaxed),
         ),
-        ("shoal_error_replies_total", st.total_error_replies.load(Relaxed)),
+        (
+            "shoal_error_replies_total",
+            st.total_error_replies.load(Relaxed),
+        ),
         ("shoal_keyspace_hits_total", ks.keyspace_hits),
         ("shoal_keyspace_misses_total", ks.keyspace_misses),
         ("shoal_expired_keys_total", ks.expired_keys),
         ("shoal_evicted_keys_total", ks.evicted_keys),
-        ("shoal_oom_rejections_total", st.oom_rejections.load(Relaxed)),
+        (
+            "shoal_oom_rejections_total",
+            st.oom_rejections.load(Relaxed),
+        ),
         (
             "shoal_connections_received_total",
             st.total_connections_received.load(Relaxed),
@@ -206,9 +210,18 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
             "shoal_rejected_connections_total",
             st.rejected_connections.load(Relaxed),
         ),
-        ("shoal_net_input_bytes_total", st.total_net_input_bytes.load(Relaxed)),
-        ("shoal_net_output_bytes_total", st.total_net_output_bytes.load(Relaxed)),
-        ("shoal_sync_full_total", srv.repl.counters.sync_full.load(Relaxed)),
+        (
+            "shoal_net_input_bytes_total",
+            st.total_net_input_bytes.load(Relaxed),
+        ),
+        (
+            "shoal_net_output_bytes_total",
+            st.total_net_output_bytes.load(Relaxed),
+        ),
+        (
+            "shoal_sync_full_total",
+            srv.repl.counters.sync_full.load(Relaxed),
+        ),
         (
             "shoal_sync_partial_ok_total",
             srv.repl.counters.sync_partial_ok.load(Relaxed),
@@ -228,7 +241,10 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
     let dataset = srv.ks.mem_bytes() as f64;
     for (name, v) in [
         ("shoal_connected_clients", srv.connected_clients() as f64),
-        ("shoal_blocked_clients", srv.blocking.blocked_clients() as f64),
+        (
+            "shoal_blocked_clients",
+            srv.blocking.blocked_clients() as f64,
+        ),
         ("shoal_memory_used_bytes", srv.used_memory() as f64),
         ("shoal_memory_rss_bytes", proc_info.rss_bytes as f64),
         ("shoal_memory_max_bytes", srv.maxmemory() as f64),
@@ -351,7 +367,10 @@ fn cluster(s: &Scrape, srv: &ServerState) {
             "shoal_promotions_proposed_total",
             l.promotions_proposed.load(Relaxed),
         ),
-        ("shoal_in_sync_changes_total", l.in_sync_changes.load(Relaxed)),
+        (
+            "shoal_in_sync_changes_total",
+            l.in_sync_changes.load(Relaxed),
+        ),
     ] {
         s.counter(name, &[], v);
     }

@@ -163,7 +163,13 @@ fn node_entry(
             let keys: u64 = f
                 .iter()
                 .filter(|(k, _)| k.starts_with("db"))
-                .filter_map(|(_, v)| v.strip_prefix("keys=")?.split(',').next()?.parse::<u64>().ok())
+                .filter_map(|(_, v)| {
+                    v.strip_prefix("keys=")?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
                 .sum();
             let offset = if role == "primary" {
                 num(f, "master_repl_offset")
@@ -248,7 +254,14 @@ fn cluster_view(srv: &ServerState, cl: &shoal_commands::cluster::ClusterState) -
     let mut entries: Vec<Value> = Vec::new();
     for (n, f) in nodes.iter().zip(&fields) {
         let role = if n.is_primary() { "primary" } else { "replica" };
-        let mut e = node_entry(&n.id, &n.addr(), role, n.replica_of.as_deref(), f, n.id == me);
+        let mut e = node_entry(
+            &n.id,
+            &n.addr(),
+            role,
+            n.replica_of.as_deref(),
+            f,
+            n.id == me,
+        );
         let ranges: Vec<[u16; 2]> = cfg
             .ranges_of(&n.id)
             .iter()

@@ -47,7 +47,11 @@ fn every_documented_family_is_exported_and_counters_follow_traffic() {
     for f in FAMILIES {
         if matches!(f.kind, Kind::ClusterGauge | Kind::ClusterCounter) {
             // Cluster mode only (tests/status_page.rs checks them on a cluster).
-            assert!(!before.has_family(f.name), "{} outside cluster mode", f.name);
+            assert!(
+                !before.has_family(f.name),
+                "{} outside cluster mode",
+                f.name
+            );
             continue;
         }
         assert!(before.has_family(f.name), "{} is exported", f.name);
@@ -98,11 +102,15 @@ fn every_documented_family_is_exported_and_counters_follow_traffic() {
         assert!(common::try_q::<String>(&mut c, &["GET", "list"]).is_err());
     }
     let after = scrape(port);
-    let delta =
-        |name: &str, l: &[(&str, &str)]| counter(&after, name, l) - before.value(name, l).unwrap_or(0.0);
+    let delta = |name: &str, l: &[(&str, &str)]| {
+        counter(&after, name, l) - before.value(name, l).unwrap_or(0.0)
+    };
     assert_eq!(delta("shoal_commands_total", &[("cmd", "set")]), 100.0);
     assert_eq!(delta("shoal_commands_total", &[("cmd", "get")]), 73.0);
-    assert_eq!(delta("shoal_commands_rejected_total", &[("cmd", "get")]), 5.0);
+    assert_eq!(
+        delta("shoal_commands_rejected_total", &[("cmd", "get")]),
+        5.0
+    );
     assert_eq!(delta("shoal_commands_failed_total", &[("cmd", "get")]), 3.0);
     // The 3 GETs of a list find their key before failing on its type: hits, as in Redis.
     assert_eq!(delta("shoal_keyspace_hits_total", &[]), 53.0);
@@ -127,8 +135,15 @@ fn every_documented_family_is_exported_and_counters_follow_traffic() {
         .filter(|b| b.labels["cmd"] == "set")
         .map(|b| b.labels["le"].clone())
         .collect();
-    assert_eq!(les.first().map(String::as_str), Some("0.000001"), "1 µs first");
-    assert!(les.contains(&"1.048576".to_string()), "up to 2^20 µs: {les:?}");
+    assert_eq!(
+        les.first().map(String::as_str),
+        Some("0.000001"),
+        "1 µs first"
+    );
+    assert!(
+        les.contains(&"1.048576".to_string()),
+        "up to 2^20 µs: {les:?}"
+    );
 
     // The same counts through INFO and LATENCY HISTOGRAM.
     let stats: String = q(&mut c, &["INFO", "commandstats"]);
@@ -138,16 +153,28 @@ fn every_documented_family_is_exported_and_counters_follow_traffic() {
         set_line.starts_with(&format!("calls={calls},usec=")),
         "{set_line}"
     );
-    assert!(set_line.ends_with(",rejected_calls=0,failed_calls=0"), "{set_line}");
+    assert!(
+        set_line.ends_with(",rejected_calls=0,failed_calls=0"),
+        "{set_line}"
+    );
     let get_line = info_value(&stats, "cmdstat_get").expect("cmdstat_get");
-    assert!(get_line.ends_with(",rejected_calls=5,failed_calls=3"), "{get_line}");
+    assert!(
+        get_line.ends_with(",rejected_calls=5,failed_calls=3"),
+        "{get_line}"
+    );
     let lat: String = q(&mut c, &["INFO", "latencystats"]);
     let p = info_value(&lat, "latency_percentiles_usec_set").expect("set percentiles");
-    let names: Vec<&str> = p.split(',').map(|kv| kv.split('=').next().unwrap()).collect();
+    let names: Vec<&str> = p
+        .split(',')
+        .map(|kv| kv.split('=').next().unwrap())
+        .collect();
     assert_eq!(names, ["p50", "p99", "p99.9"], "{p}");
     let hist: redis::Value = q(&mut c, &["LATENCY", "HISTOGRAM", "set"]);
     let text = format!("{hist:?}");
-    assert!(text.contains("calls") && text.contains("histogram_usec"), "{text}");
+    assert!(
+        text.contains("calls") && text.contains("histogram_usec"),
+        "{text}"
+    );
 
     // CONFIG RESETSTAT clears them.
     let _: () = q(&mut c, &["CONFIG", "RESETSTAT"]);
@@ -170,7 +197,14 @@ fn other_paths_are_404_other_methods_405_and_the_page_is_self_contained() {
     assert_eq!(page.status, 200);
     assert!(page.headers["content-type"].starts_with("text/html"));
     assert!(page.body.contains("id=\"slotmap\""));
-    for external in ["src=\"http", "href=\"http", "src=\"//", "href=\"//", "@import", "url("] {
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "src=\"//",
+        "href=\"//",
+        "@import",
+        "url(",
+    ] {
         assert!(!page.body.contains(external), "external asset: {external}");
     }
     let api = get(port, "/api/cluster");

@@ -63,7 +63,11 @@ pub fn request(port: u16, method: &str, path: &str) -> Response {
         body: body.to_string(),
     };
     if let Some(len) = r.headers.get("content-length").filter(|_| method != "HEAD") {
-        assert_eq!(len.parse::<usize>().unwrap(), r.body.len(), "Content-Length");
+        assert_eq!(
+            len.parse::<usize>().unwrap(),
+            r.body.len(),
+            "Content-Length"
+        );
     }
     r
 }
@@ -220,11 +224,17 @@ pub fn check_histogram(s: &Scrape, family: &str) -> BTreeMap<String, f64> {
         assert!(buckets.len() >= 2, "{family}{{cmd={cmd}}} has buckets");
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         for w in buckets.windows(2) {
-            assert!(w[0].1 <= w[1].1, "{family}{{cmd={cmd}}} not cumulative: {buckets:?}");
+            assert!(
+                w[0].1 <= w[1].1,
+                "{family}{{cmd={cmd}}} not cumulative: {buckets:?}"
+            );
         }
         let last = buckets.last().unwrap();
         assert!(last.0.is_infinite(), "{family}{{cmd={cmd}}} ends with +Inf");
-        assert_eq!(last.1, c.value, "{family}{{cmd={cmd}}}: +Inf bucket = _count");
+        assert_eq!(
+            last.1, c.value,
+            "{family}{{cmd={cmd}}}: +Inf bucket = _count"
+        );
         assert!(
             s.value(&format!("{family}_sum"), &[("cmd", &cmd)])
                 .is_some_and(|v| v >= 0.0),
@@ -243,10 +253,7 @@ pub fn listening_ports(pid: u32) -> Vec<u16> {
         for fd in fds.flatten() {
             if let Ok(target) = std::fs::read_link(fd.path()) {
                 let t = target.to_string_lossy().to_string();
-                if let Some(n) = t
-                    .strip_prefix("socket:[")
-                    .and_then(|r| r.strip_suffix(']'))
-                {
+                if let Some(n) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
                     inodes.insert(n.to_string());
                 }
             }
@@ -275,7 +282,10 @@ fn the_parser_reads_labels_values_and_escapes() {
     let s = Scrape::parse(
         "# HELP a_total A.\n# TYPE a_total counter\na_total{cmd=\"config|get\",x=\"q\\\"\"} 3\nb 1.5e-6\nc{le=\"+Inf\"} +Inf\n",
     );
-    assert_eq!(s.value("a_total", &[("cmd", "config|get"), ("x", "q\"")]), Some(3.0));
+    assert_eq!(
+        s.value("a_total", &[("cmd", "config|get"), ("x", "q\"")]),
+        Some(3.0)
+    );
     assert_eq!(s.value("b", &[]), Some(1.5e-6));
     assert_eq!(s.types["a_total"], "counter");
     assert!(s.has_family("a_total"));
