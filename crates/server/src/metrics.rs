@@ -318,8 +318,12 @@ fn replication(s: &Scrape, srv: &ServerState, now_ms: u64) {
             &l,
             end.saturating_sub(ack) as f64,
         );
-        let since_ms = now_ms.saturating_sub(r.last_ack_ms.load(Relaxed));
-        s.gauge("shoal_replica_lag_seconds", &l, since_ms as f64 / 1000.0);
+        // Not before its first acknowledgement (there is no time to count from).
+        let last_ack_ms = r.last_ack_ms.load(Relaxed);
+        if last_ack_ms > 0 {
+            let since_ms = now_ms.saturating_sub(last_ack_ms);
+            s.gauge("shoal_replica_lag_seconds", &l, since_ms as f64 / 1000.0);
+        }
     }
 }
 

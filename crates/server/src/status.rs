@@ -329,7 +329,9 @@ fn standalone_view(srv: &ServerState) -> Value {
     let mut addrs: Vec<Option<String>> = vec![None];
     addrs.extend(replicas.iter().map(|(a, _, _)| Some(a.clone())));
     let fields = ask_all(srv, &addrs);
-    let me = format!("127.0.0.1:{}", srv.tcp_port);
+    let bind = srv.config().bind.clone();
+    let host = bind.split_whitespace().next().unwrap_or("127.0.0.1");
+    let me = format!("{host}:{}", srv.tcp_port);
     let role = if srv.repl.is_replica() {
         "replica"
     } else {

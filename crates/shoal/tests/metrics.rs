@@ -3,7 +3,8 @@
 //! is exported, counters move with traffic by exactly what was sent, and the latency histograms
 //! are cumulative with `_count` matching the command counters. Also: the other routes, and
 //! `metrics-port 0` (the default) opening no listener at all. Plus `INFO commandstats`,
-//! `INFO latencystats` and `LATENCY HISTOGRAM` against the same traffic.
+//! `INFO latencystats` and `LATENCY HISTOGRAM` against the same traffic, and the sample Grafana
+//! dashboard (`ops/grafana/shoal.json`) querying only metrics shoal exports.
 
 mod common;
 mod http;
@@ -227,4 +228,74 @@ fn metrics_port_0_opens_no_listener() {
     let mut c = off.client();
     let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "metrics-port"]);
     assert_eq!(v, ["metrics-port", "0"]);
+}
+
+/// Every string value in a JSON document whose key is `key`.
+fn strings_at(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match x {
+                    serde_json::Value::String(s) if k == key => out.push(s.clone()),
+                    _ => strings_at(x, key, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings_at(x, key, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_parses_and_queries_only_exported_metrics() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/grafana/shoal.json");
+    let text = std::fs::read_to_string(&path).expect("ops/grafana/shoal.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert!(dash["panels"].as_array().is_some_and(|p| p.len() >= 8));
+    let mut exprs = Vec::new();
+    strings_at(&dash, "expr", &mut exprs);
+    strings_at(&dash, "definition", &mut exprs);
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("shoal_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            used.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+    }
+    for name in &used {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                let base = name.strip_suffix(s)?;
+                FAMILIES
+                    .iter()
+                    .any(|f| f.name == base && f.kind == Kind::Histogram)
+                    .then_some(base)
+            })
+            .unwrap_or(name);
+        assert!(
+            FAMILIES.iter().any(|f| f.name == family),
+            "the dashboard queries {name}, which shoal does not export"
+        );
+    }
+    // What the issue asks the dashboard to show.
+    for needed in [
+        "shoal_commands_total",
+        "shoal_command_duration_seconds_bucket",
+        "shoal_keyspace_hits_total",
+        "shoal_keyspace_misses_total",
+        "shoal_memory_used_bytes",
+        "shoal_evicted_keys_total",
+        "shoal_replica_lag_bytes",
+        "shoal_cluster_slots",
+        "shoal_cluster_failovers_total",
+    ] {
+        assert!(used.contains(needed), "the dashboard shows {needed}");
+    }
 }
