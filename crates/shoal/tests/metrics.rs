@@ -248,7 +248,8 @@ fn strings_at(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
 
 #[test]
 fn the_grafana_dashboard_parses_and_queries_only_exported_metrics() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/grafana/shoal.json");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/grafana/shoal.json");
     let text = std::fs::read_to_string(&path).expect("ops/grafana/shoal.json");
     let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert!(dash["panels"].as_array().is_some_and(|p| p.len() >= 8));
