@@ -4,7 +4,8 @@
 //! node, lets the page poll `/api/cluster`, and dumps the rendered DOM, which must list the four
 //! nodes, draw a slot map with every slot owned by the three primaries, and show the replica's
 //! lag. A screenshot is written to a temporary folder and checked to be a PNG. The same node's
-//! `/metrics` exports the cluster families (slots per node, Raft, lease, failovers).
+//! `/metrics` exports the cluster families (slots per node, Raft, lease, failovers). Last, a
+//! primary is stopped and the view shows it unreachable while the others still answer.
 
 mod common;
 mod http;
@@ -257,4 +258,21 @@ fn the_status_page_shows_a_three_primary_cluster_in_a_headless_browser() {
     assert_eq!(s.value("shoal_cluster_state_ok", &[]), Some(1.0));
     assert!(s.value("shoal_raft_term", &[]).is_some_and(|t| t >= 1.0));
     assert!(s.value("shoal_raft_leader", &[]).is_some_and(|l| l >= 0.0));
+
+    // A node that stops answering is shown unreachable, and the view still comes back.
+    let [first, second, third] = primaries;
+    let gone = third.addr();
+    drop(third);
+    wait_until("the stopped node is shown unreachable", || {
+        let view = get(http_port, "/api/cluster");
+        assert_eq!(view.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&view.body).expect("JSON view");
+        v["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["addr"] == gone.as_str() && n["reachable"] == false)
+                && nodes.iter().filter(|n| n["reachable"] == true).count() == 3
+        })
+    });
+    drop((first, second, replica));
 }
