@@ -36,6 +36,8 @@ pub enum Kind {
     Save,
     /// `client-output-buffer-limit`: classes with hard, soft, soft-seconds.
     OutputBufferLimit,
+    /// `latency-tracking-info-percentiles`: numbers in 0..=100, space-separated.
+    Percentiles,
 }
 
 /// One row of [`PARAMS`].
@@ -179,6 +181,11 @@ params! {
     hz: u32 = "hz", Clamped(0, INT_MAX, 1, 500), "10", mutable;
     /// Milliseconds: events slower than this are recorded for LATENCY (0: off).
     latency_monitor_threshold: u64 = "latency-monitor-threshold", Int(0, LONG_MAX), "0", mutable;
+    /// Per-command latency histograms (`LATENCY HISTOGRAM`, `INFO latencystats`, `/metrics`).
+    latency_tracking: bool = "latency-tracking", Bool, "yes", mutable;
+    /// The percentiles `INFO latencystats` shows.
+    latency_tracking_info_percentiles: Percentiles = "latency-tracking-info-percentiles",
+        Percentiles, "50 99 99.9", mutable;
     /// Minutes after which an LFU counter is halved.
     lfu_decay_time: u32 = "lfu-decay-time", Int(0, INT_MAX), "1", mutable;
     /// How slowly LFU counters grow with hits.
@@ -207,6 +214,10 @@ params! {
     maxmemory_policy: Policy = "maxmemory-policy", Enum(POLICIES), "allkeys-tinylfu", mutable;
     /// Keys sampled per eviction (LRU, LFU, TTL policies).
     maxmemory_samples: u32 = "maxmemory-samples", Int(1, INT_MAX), "5", mutable;
+    /// Address of the HTTP listener (`/metrics`, the status page); empty: the `bind` address.
+    metrics_bind: String = "metrics-bind", Str, "", immutable;
+    /// Port of the HTTP listener; 0 turns it off.
+    metrics_port: u16 = "metrics-port", Int(0, 65535), "0", immutable;
     /// Sync write strategy: replicas that must acknowledge a write.
     min_replicas_ack: u32 = "min-replicas-ack", Int(0, 1 << 20), "1", mutable;
     /// The TCP port for clients (0 picks a free one).
@@ -519,6 +530,38 @@ impl Value for LogFormat {
     }
     fn render(&self) -> String {
         self.name().into()
+    }
+}
+
+/// `latency-tracking-info-percentiles`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Percentiles(pub Vec<f64>);
+
+impl Value for Percentiles {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        if !matches!(kind, Kind::Percentiles) {
+            return Err(KIND_MISMATCH.into());
+        }
+        let mut v = Vec::new();
+        for word in text.split_whitespace() {
+            let p: f64 = word
+                .parse()
+                .ok()
+                .filter(|p: &f64| p.is_finite())
+                .ok_or("Invalid latency-tracking-info-percentiles parameters")?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(
+                    "latency-tracking-info-percentiles parameters should sit between [0.0,100.0]"
+                        .into(),
+                );
+            }
+            v.push(p);
+        }
+        Ok(Percentiles(v))
+    }
+    fn render(&self) -> String {
+        let words: Vec<String> = self.0.iter().map(f64::to_string).collect();
+        words.join(" ")
     }
 }
 

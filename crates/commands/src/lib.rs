@@ -11,6 +11,7 @@ pub mod args;
 pub mod bitmaps;
 pub mod blocking;
 pub mod cluster;
+pub mod cmdstats;
 pub mod coll;
 pub mod config;
 pub mod connection;
@@ -354,8 +355,10 @@ fn admit(
         match spec.find_sub(args.get(1)) {
             Some(sub) => spec = sub,
             None => {
+                // No command to count it against (Redis counts it nowhere either); EXEC has no
+                // subcommands, so `reject` needs no spec here.
                 return Err(Rejection::new(
-                    Some(spec),
+                    None,
                     err!(
                         "unknown subcommand '{}'. Try {} HELP.",
                         String::from_utf8_lossy(args.get(1))
@@ -438,6 +441,9 @@ fn reject(srv: &ServerState, client: &mut Client, r: Rejection, out: &mut Vec<u8
     if r.error == ReplyError::Oom {
         srv.stats.oom_rejections.fetch_add(1, Relaxed);
     }
+    if let Some(spec) = r.spec {
+        srv.cmdstats.reject(srv.gate.thread_slot(), spec);
+    }
     let error = if r.spec.is_some_and(|s| s.has(flag::TX_EXEC)) {
         multi::discard(srv, client);
         // A cluster redirect of EXEC is sent as it is, so the client follows it (Redis does).
@@ -476,9 +482,9 @@ fn run_command<'a>(
         return Outcome::Done;
     };
     let reply_start = out.len();
-    let timed =
-        srv.hot.slowlog_enabled.load(Relaxed) || srv.hot.latency_threshold_ms.load(Relaxed) > 0;
-    let started = timed.then(srv.clock.stamp);
+    // Every command is timed (`INFO commandstats`; the clock is a few nanoseconds).
+    let started = (srv.clock.stamp)();
+    let mut failed = false;
     let proto = client.proto;
     let mut ctx = Ctx {
         srv,
@@ -493,6 +499,7 @@ fn run_command<'a>(
         paused: false,
     };
     if let Err(e) = handler(&mut ctx, args) {
+        failed = true;
         srv.stats.error_reply(&e);
         // A handler that failed after writing part of a reply must not leave it half-written.
         ctx.out.buf.truncate(reply_start);
@@ -517,8 +524,13 @@ fn run_command<'a>(
     if mode == RunMode::Normal {
         srv.stats.total_commands_processed.fetch_add(1, Relaxed);
     }
-    if let Some(t0) = started {
-        let us = (srv.clock.elapsed_us)(t0);
+    let us = (srv.clock.elapsed_us)(started);
+    // A command that blocks counts once, when it replies (as Redis counts it).
+    if block.is_none() {
+        srv.cmdstats
+            .record(srv.gate.thread_slot(), spec, cmdstats::Call { us, failed });
+    }
+    if srv.hot.slowlog_enabled.load(Relaxed) || srv.hot.latency_threshold_ms.load(Relaxed) > 0 {
         server::record_slow(srv, client, spec, args, us, now_ms);
     }
     match block {

@@ -102,7 +102,7 @@ const QUEUE_CHECK_BYTES: usize = 1 << 20;
 // ---- the exec gate ----
 
 /// Reader slots a gate hands to threads, one per thread (worker threads are few and fixed).
-const GATE_SLOTS: usize = 64;
+pub(crate) const GATE_SLOTS: usize = 64;
 
 /// One thread's "may be running a command" flag, on its own cache line.
 #[derive(Debug, Default)]
@@ -153,7 +153,7 @@ impl Default for ExecGate {
 }
 
 /// Slot index meaning "no slot of its own: use the shared counter".
-const OVERFLOW: usize = usize::MAX;
+pub(crate) const OVERFLOW: usize = usize::MAX;
 
 /// A thread's claim on a slot of a gate, released when the thread exits.
 struct Claim {
@@ -220,8 +220,10 @@ impl ExecGate {
         STICKY.set(on);
     }
 
-    /// This thread's slot in this gate, claiming one on first use.
-    fn thread_slot(&self) -> usize {
+    /// This thread's slot in this gate, claiming one on first use ([`OVERFLOW`] when every slot
+    /// is taken). A slot belongs to one live thread at a time, so per-thread counters can use it
+    /// (`cmdstats`).
+    pub(crate) fn thread_slot(&self) -> usize {
         let (gate, index) = LAST.get();
         if gate == self.id {
             return index;

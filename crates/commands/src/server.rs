@@ -335,6 +335,21 @@ static LATENCY: &[Spec] = &[
         ..Spec::DEFAULT
     },
     Spec {
+        name: "latency|histogram",
+        arity: -2,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "7.0.0",
+        summary: "Returns the cumulative distribution of latencies of a subset or all commands.",
+        tips: &[
+            "nondeterministic_output",
+            "request_policy:all_nodes",
+            "response_policy:special",
+        ],
+        handler: Some(latency_histogram),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "latency|history",
         arity: 3,
         flags: ADMIN | NOSCRIPT | LOADING | STALE,
@@ -824,6 +839,7 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     }
     s.errors.reset();
     ctx.srv.ks.reset_stats();
+    ctx.srv.cmdstats.reset();
     ctx.out.ok();
     Ok(())
 }
@@ -1144,6 +1160,45 @@ fn latency_reset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// `LATENCY HISTOGRAM [command ...]`: per command, its calls and the cumulative counts of calls
+/// under each power of two of microseconds (see `cmdstats`). Unknown names are left out, a
+/// container's name stands for its subcommands, as in Redis.
+fn latency_histogram(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut totals = ctx.srv.cmdstats.totals();
+    totals.retain(|c| c.hist_count() > 0);
+    if args.len() > 2 {
+        let wanted: Vec<&'static Spec> = args
+            .tail(2)
+            .iter()
+            .filter_map(|a| lookup_full(a))
+            .flat_map(|s| {
+                if s.subcommands.is_empty() {
+                    std::slice::from_ref(s).iter()
+                } else {
+                    s.subcommands.iter()
+                }
+            })
+            .collect();
+        totals.retain(|c| wanted.iter().any(|w| std::ptr::eq(*w, c.spec)));
+    }
+    let o = &mut ctx.out;
+    o.map(totals.len());
+    for c in &totals {
+        o.bulk(c.name().as_bytes());
+        o.map(2);
+        o.bulk(b"calls");
+        o.int(c.hist_count() as i64);
+        o.bulk(b"histogram_usec");
+        let pairs = crate::cmdstats::histogram_usec(c);
+        o.map(pairs.len());
+        for (us, n) in pairs {
+            o.int(us as i64);
+            o.int(n as i64);
+        }
+    }
+    Ok(())
+}
+
 fn latency_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     help(
         ctx,
@@ -1156,6 +1211,9 @@ fn latency_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
             "RESET [<event> ...]",
             "    Reset latency data of one or more <event> classes.",
             "    (default: reset all data for all event classes)",
+            "HISTOGRAM [COMMAND ...]",
+            "    Return a cumulative distribution of latencies in the format of a histogram for the specified command names.",
+            "    If no commands are specified then all histograms are replied.",
             "HELP",
             "    Prints this help.",
         ],
@@ -1431,8 +1489,15 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             proc_info.cpu_sys_s, proc_info.cpu_user_s,
         );
     }
+    if want("commandstats") {
+        crate::cmdstats::info_commandstats(&srv.cmdstats, &mut t);
+    }
     if want("errorstats") {
         srv.stats.errors.info_section(&mut t);
+    }
+    if want("latencystats") {
+        let p = &cfg.latency_tracking_info_percentiles.0;
+        crate::cmdstats::info_latencystats(&srv.cmdstats, p, &mut t);
     }
     if want("cluster") {
         let _ = write!(

@@ -402,6 +402,8 @@ pub struct ServerState {
     pub blocking: crate::blocking::Blocking,
     /// The cluster configuration as this node sees it (`cluster-enabled yes`), else `None`.
     pub cluster: Option<crate::cluster::ClusterState>,
+    /// Per-command calls, times and latency histograms (`INFO commandstats`, `/metrics`).
+    pub cmdstats: crate::cmdstats::CmdStats,
 }
 
 /// 40 random hex characters (run id, node id).
@@ -444,6 +446,7 @@ impl ServerState {
             cluster: config
                 .cluster_enabled
                 .then(|| crate::cluster::ClusterState::new(random_hex40(seed ^ 0xC1C1))),
+            cmdstats: Default::default(),
         };
         st.apply_config(None, &config);
         st
@@ -516,6 +519,7 @@ impl ServerState {
         h.latency_threshold_ms
             .store(new.latency_monitor_threshold, Relaxed);
         h.replica_read_only.store(new.replica_read_only, Relaxed);
+        self.cmdstats.tracking.store(new.latency_tracking, Relaxed);
         if let Some(cl) = &self.cluster {
             cl.lease
                 .allow_reads_when_down

@@ -56,7 +56,7 @@ pub struct ClusterNode {
 }
 
 /// The Raft id that goes with a cluster node id: its first 16 hex digits.
-fn raft_id_of(node_id: &str) -> u64 {
+pub(crate) fn raft_id_of(node_id: &str) -> u64 {
     u64::from_str_radix(&node_id[..16.min(node_id.len())], 16).unwrap_or(0)
 }
 

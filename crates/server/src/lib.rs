@@ -13,16 +13,19 @@ pub mod config_file;
 pub mod conn;
 pub mod cron;
 pub mod events;
+pub mod http;
 pub mod in_sync;
 pub mod lease;
 pub mod links;
 pub mod log;
+pub mod metrics;
 pub mod migrate;
 pub mod persist;
 pub mod progress;
 pub mod raft;
 pub mod reshard_tool;
 pub mod slot_migration;
+pub mod status;
 pub mod tool_client;
 pub mod verify;
 
@@ -97,6 +100,10 @@ pub struct Server {
     pub state: Arc<ServerState>,
     pub addr: SocketAddr,
     listener: std::net::TcpListener,
+    /// The HTTP listener (`/metrics`, the status page), when `metrics-port` is set.
+    http: Option<std::net::TcpListener>,
+    /// Its address.
+    pub http_addr: Option<SocketAddr>,
     threads: usize,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -121,6 +128,8 @@ impl Server {
             .set_nonblocking(true)
             .map_err(|e| format!("listener: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let http = http::bind(&config)?;
+        let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let (shutdown_tx, _) = watch::channel(false);
         let hooks = Hooks {
             used_memory,
@@ -153,6 +162,8 @@ impl Server {
             state: Arc::new(state),
             addr,
             listener,
+            http,
+            http_addr,
             threads,
             shutdown_tx,
         })
@@ -205,6 +216,10 @@ impl Server {
             })
         };
         tokio::spawn(links::keepalive(Arc::downgrade(&state)));
+        if let Some(l) = self.http {
+            tokio::spawn(http::serve(state.clone(), l, self.shutdown_tx.subscribe()));
+            tracing::info!(addr = ?self.http_addr, "serving /metrics and the status page");
+        }
         // Cluster mode: the node's member of the configuration group, before the first request
         // is served (connections made meanwhile wait in the listen queue).
         let cluster = match state.cluster {

@@ -126,6 +126,11 @@ impl Shoal {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
