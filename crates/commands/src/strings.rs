@@ -92,6 +92,17 @@ pub static COMMANDS: &[Spec] = &[
         ..Spec::DEFAULT
     },
     Spec {
+        name: "substr",
+        arity: 4,
+        flags: READONLY,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: STR,
+        since: "1.0.0",
+        summary: "Returns a substring from a string value (deprecated: GETRANGE).",
+        handler: Some(getrange),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "getset",
         arity: 3,
         flags: WRITE | DENYOOM | FAST,
