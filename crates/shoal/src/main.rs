@@ -624,7 +624,15 @@ fn main() {
                 }
             };
             init_logging(config.loglevel);
-            let mut server = match shoal_server::Server::bind(config, alloc::used_memory) {
+            let mut server = match shoal_server::Server::bind(
+                config,
+                shoal_server::Allocator {
+                    used_memory: alloc::used_memory,
+                    info: alloc::info,
+                    stats_text: alloc::stats_text,
+                    purge: alloc::purge,
+                },
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("shoal: {e}");
