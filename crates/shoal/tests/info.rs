@@ -178,8 +178,9 @@ fn info_everything_has_every_redis_section_and_field_in_order() {
             .filter(|f| !(section == "keyspace" && f.starts_with("db")))
             .collect();
         assert!(
-            extra.iter().all(|f| f.starts_with("client_")
-                && f.ends_with("_buffer_limit_disconnections")),
+            extra
+                .iter()
+                .all(|f| f.starts_with("client_") && f.ends_with("_buffer_limit_disconnections")),
             "# {section}: fields Redis 7.0 does not have: {extra:?}"
         );
         compared += wanted.len();
@@ -265,7 +266,10 @@ fn info_figures_follow_what_the_server_did() {
     assert!(rss > used);
     assert_eq!(num(&after, "mem_fragmentation_bytes"), rss - used);
     assert!(num(&after, "total_system_memory") > rss);
-    assert!(num(&after, "allocator_active") >= used, "mimalloc's committed pages");
+    assert!(
+        num(&after, "allocator_active") >= used,
+        "mimalloc's committed pages"
+    );
     assert!(field(&after, "mem_allocator").starts_with("mimalloc-"));
     // Deleting the big value leaves the peak where it was.
     let _: i64 = q(&mut c, &["DEL", "big"]);
@@ -277,7 +281,11 @@ fn info_figures_follow_what_the_server_did() {
     let d = |name: &str| num(&after, name) - num(&before, name);
     assert_eq!(d("keyspace_hits"), 30.0);
     assert_eq!(d("keyspace_misses"), 7.0);
-    assert_eq!(d("total_commands_processed"), 139.0, "138 commands and the first INFO");
+    assert_eq!(
+        d("total_commands_processed"),
+        139.0,
+        "138 commands and the first INFO"
+    );
     assert!(d("total_reads_processed") >= 138.0);
     assert!(d("total_writes_processed") >= 138.0);
     assert!(d("total_net_input_bytes") > 4e6);

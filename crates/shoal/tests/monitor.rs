@@ -51,9 +51,15 @@ fn a_monitor_sees_every_client_command_as_redis_shows_it() {
     let port = c.stream.local_addr().unwrap().port();
     c.cmd(&[b"set", b"k", b"a b\"c\n\x01\xc3\xa9\\"]);
     assert_eq!(c.reply(), b"+OK\r\n");
-    assert!(c.call(&["AUTH", "someone", "secret"]).starts_with("-WRONGPASS"));
+    assert!(
+        c.call(&["AUTH", "someone", "secret"])
+            .starts_with("-WRONGPASS")
+    );
     // The default user has no password: any password is accepted, and still redacted.
-    assert!(c.call(&["HELLO", "2", "AUTH", "default", "pw"]).starts_with('*'));
+    assert!(
+        c.call(&["HELLO", "2", "AUTH", "default", "pw"])
+            .starts_with('*')
+    );
     // Admin commands are not shown; neither is a command refused before running.
     assert!(c.call(&["CONFIG", "GET", "maxmemory"]).starts_with('*'));
     assert!(c.call(&["CLIENT", "LIST"]).starts_with('$'));
@@ -105,7 +111,15 @@ fn migrate_passwords_are_redacted() {
     // Port 1: nothing listens; MIGRATE fails after running, so it is shown.
     c.call(&["SET", "k", "v"]);
     let r = c.call(&[
-        "MIGRATE", "127.0.0.1", "1", "k", "0", "100", "AUTH2", "user", "pw",
+        "MIGRATE",
+        "127.0.0.1",
+        "1",
+        "k",
+        "0",
+        "100",
+        "AUTH2",
+        "user",
+        "pw",
     ]);
     assert!(r.starts_with('-'), "{r}");
     let lines = read_lines(&mut m, 2);
@@ -174,7 +188,12 @@ fn a_monitor_that_does_not_read_is_cut_off_by_the_normal_class_limit() {
     let mut c = s.client();
     let _: () = q(
         &mut c,
-        &["CONFIG", "SET", "client-output-buffer-limit", "normal 1mb 0 0"],
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "normal 1mb 0 0",
+        ],
     );
     let mut m = start_monitor(&s);
     // The monitor never reads: the kernel's buffers fill, then its mailbox, then the limit.
@@ -190,7 +209,12 @@ fn without_a_normal_class_limit_a_monitor_is_bounded_by_the_pubsub_class() {
     let mut c = s.client();
     let _: () = q(
         &mut c,
-        &["CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0 pubsub 2mb 0 0"],
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "normal 0 0 0 pubsub 2mb 0 0",
+        ],
     );
     let mut m = start_monitor(&s);
     flood_until_cut_off(&s, 64 * 1024, 256 << 20);
