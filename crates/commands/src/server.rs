@@ -1276,7 +1276,7 @@ fn memory_stats(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     let resident = m.allocator_resident();
     let ptr = std::mem::size_of::<usize>();
     let w = &mut ctx.out;
-    w.map(25 + dbs.len());
+    w.map(27 + dbs.len());
     let int = |w: &mut ReplyWriter<'_>, k: &str, v: u64| {
         w.bulk(k.as_bytes());
         w.int(v as i64);

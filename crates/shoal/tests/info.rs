@@ -6,9 +6,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use common::{Shoal, WAIT_MAX, info_value, q, wait_until};
+use common::reference::Redis;
+use common::{Shoal, WAIT_MAX, info_value, q};
 
 /// Sections whose lines are per command (`cmdstat_*`, `latency_percentiles_usec_*`): compared by
 /// name only, and allowed to be absent while they are built apart.
@@ -17,59 +18,6 @@ const PER_COMMAND_SECTIONS: &[&str] = &["commandstats", "latencystats"];
 /// Field names that depend on what the instance did (one line per command, error, database or
 /// replica): not compared.
 const DYNAMIC_PREFIXES: &[&str] = &["cmdstat_", "errorstat_", "latency_percentiles_usec_"];
-
-/// A redis-server 7.0 on a free port in a temporary directory, stopped on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = common::scratch_dir("info-redis");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server 7.0 (apt-get install redis-server)");
-        let r = Redis { child, port, dir };
-        wait_until("redis-server answers", || {
-            redis::Client::open(r.url())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
-        });
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .expect("url")
-            .get_connection()
-            .expect("connect to redis-server")
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// INFO text → sections in order, each with its field names in order.
 fn parse(text: &str) -> Vec<(String, Vec<String>)> {
