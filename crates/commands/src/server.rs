@@ -1306,7 +1306,7 @@ fn memory_stats(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     int(
         w,
         "keys.bytes-per-key",
-        if m.keys > 0 { net / m.keys } else { 0 },
+        net.checked_div(m.keys).unwrap_or(0),
     );
     int(w, "dataset.bytes", m.dataset);
     let dbl = |w: &mut ReplyWriter<'_>, k: &str, v: f64| {
@@ -1352,11 +1352,7 @@ fn doctor_report(m: &MemoryFigures, clients: u64) -> String {
     let big_peak = m.peak as f64 / m.used as f64 > 1.5;
     let frag = ratio(m.rss, m.used);
     let high_frag = frag > 1.4 && m.rss.saturating_sub(m.used) > 10 * MB;
-    let normal_avg = if clients > 0 {
-        m.clients_normal / clients
-    } else {
-        0
-    };
+    let normal_avg = m.clients_normal.checked_div(clients).unwrap_or(0);
     let big_clients = normal_avg > 200 * 1024;
     if !(big_peak || high_frag || big_clients) {
         return "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.\n".into();
