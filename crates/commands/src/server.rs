@@ -1617,7 +1617,7 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
             let io = now_ms.saturating_sub(repl.link_last_io_ms.load(Relaxed)) / 1000;
             let _ = write!(
                 t,
-                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{o}\r\nslave_repl_offset:{o}\r\nslave_priority:100\r\nslave_read_only:{}\r\nreplica_announced:1\r\n",
+                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{o}\r\nslave_repl_offset:{o}\r\n{down}slave_priority:100\r\nslave_read_only:{}\r\nreplica_announced:1\r\n",
                 if link == LinkState::Connected {
                     "up"
                 } else {
@@ -1631,6 +1631,14 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
                 (link == LinkState::Syncing) as u8,
                 srv.hot.replica_read_only.load(Relaxed) as u8,
                 o = repl.replica_offset(),
+                // Redis adds how long the link has been down (here: since its last I/O).
+                down = if link == LinkState::Connected {
+                    String::new()
+                } else {
+                    let last = repl.link_last_io_ms.load(Relaxed);
+                    let since = if last == 0 { -1 } else { io as i64 };
+                    format!("master_link_down_since_seconds:{since}\r\n")
+                },
             );
             // A replica's own replicas (chained replication).
             write_replicas(&mut t);

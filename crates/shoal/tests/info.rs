@@ -292,3 +292,36 @@ fn instantaneous_throughput_moves_with_traffic() {
         "instantaneous_input_kbps never reflected the traffic"
     );
 }
+
+#[test]
+fn a_replica_shows_redis_replication_fields() {
+    let (rp, rr) = (Redis::start(), Redis::start());
+    let (sp, sr) = (Shoal::start(&[]), Shoal::start(&[]));
+    let (mut rc, mut sc) = (rr.client(), sr.client());
+    let _: () = q(&mut rc, &["REPLICAOF", "127.0.0.1", &rp.port.to_string()]);
+    let _: () = q(&mut sc, &["REPLICAOF", "127.0.0.1", &sp.port.to_string()]);
+    for c in [&mut rc, &mut sc] {
+        common::wait_until("the replica's link is up", || {
+            info_value(&info(c, &["replication"]), "master_link_status").as_deref() == Some("up")
+        });
+    }
+    let fields_of = |c: &mut redis::Connection| -> Vec<String> {
+        parse(&info(c, &["replication"]))
+            .remove(0)
+            .1
+            .into_iter()
+            .filter(|f| !f.starts_with("shoal_"))
+            .collect()
+    };
+    assert_eq!(fields_of(&mut sc), fields_of(&mut rc));
+    // The primaries list their replica the same way.
+    let line = |c: &mut redis::Connection| info_value(&info(c, &["replication"]), "slave0");
+    let (theirs, ours) = (line(&mut rp.client()), line(&mut sp.client()));
+    let keys = |l: Option<String>| -> Vec<String> {
+        l.expect("slave0")
+            .split(',')
+            .map(|kv| kv.split('=').next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(keys(ours), keys(theirs));
+}
