@@ -1811,7 +1811,7 @@ fn clients_section(srv: &ServerState, cfg: &config::Config, t: &mut String) {
         .f("client_recent_max_output_buffer", max_out)
         .f("blocked_clients", srv.blocking.blocked_clients())
         .f("tracking_clients", 0)
-        .f("clients_in_timeout_table", 0);
+        .f("clients_in_timeout_table", srv.blocking.blocked_with_timeout());
 }
 
 fn memory_section(

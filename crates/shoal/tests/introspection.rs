@@ -164,6 +164,13 @@ fn client_list_shows_buffers_memory_flags_and_last_command() {
     );
     assert!(info_u64(&mut c, "memory", "mem_clients_normal") >= num(&p, "tot-mem") as u64);
     assert_eq!(info_u64(&mut c, "clients", "blocked_clients"), 1);
+    assert_eq!(info_u64(&mut c, "clients", "clients_in_timeout_table"), 0);
+    let mut timed = Raw::connect_ready(&s.addr());
+    timed.cmd(&[b"BLPOP", b"nothing", b"100"]);
+    wait_until("a second client blocks", || {
+        info_u64(&mut c, "clients", "blocked_clients") == 2
+    });
+    assert_eq!(info_u64(&mut c, "clients", "clients_in_timeout_table"), 1);
     // RESP3 shows as resp=3.
     let mut r3 = Raw::connect_ready(&s.addr());
     let r3_id = id_of(&mut r3);
