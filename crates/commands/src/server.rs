@@ -1730,7 +1730,11 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
                 for db in 0..srv.ks.databases() {
                     let (keys, expires) = srv.ks.db_size(db);
                     if keys > 0 {
-                        let _ = write!(t, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+                        let avg_ttl = srv.ks.db_avg_ttl_ms(db, now_ms);
+                        let _ = write!(
+                            t,
+                            "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
+                        );
                     }
                 }
             }
@@ -1811,7 +1815,10 @@ fn clients_section(srv: &ServerState, cfg: &config::Config, t: &mut String) {
         .f("client_recent_max_output_buffer", max_out)
         .f("blocked_clients", srv.blocking.blocked_clients())
         .f("tracking_clients", 0)
-        .f("clients_in_timeout_table", srv.blocking.blocked_with_timeout());
+        .f(
+            "clients_in_timeout_table",
+            srv.blocking.blocked_with_timeout(),
+        );
 }
 
 fn memory_section(
