@@ -1309,13 +1309,10 @@ fn memory_stats(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         int(w, "overhead.hashtable.slot-to-keys", 0);
     }
     int(w, "overhead.total", m.overhead());
-    int(w, "keys.count", m.keys);
+    let keys: u64 = dbs.iter().map(|&(_, k, _)| k as u64).sum();
+    int(w, "keys.count", keys);
     let net = m.used.saturating_sub(m.startup);
-    int(
-        w,
-        "keys.bytes-per-key",
-        net.checked_div(m.keys).unwrap_or(0),
-    );
+    int(w, "keys.bytes-per-key", net.checked_div(keys).unwrap_or(0));
     int(w, "dataset.bytes", m.dataset);
     let dbl = |w: &mut ReplyWriter<'_>, k: &str, v: f64| {
         w.bulk(k.as_bytes());
@@ -1531,7 +1528,6 @@ struct MemoryFigures {
     backlog: u64,
     clients_replicas: u64,
     clients_normal: u64,
-    keys: u64,
 }
 
 impl MemoryFigures {
@@ -1546,9 +1542,6 @@ impl MemoryFigures {
                 clients_normal += m;
             }
         }
-        let keys = (0..srv.ks.databases())
-            .map(|db| srv.ks.db_size(db).0 as u64)
-            .sum();
         MemoryFigures {
             used,
             peak: srv.stats.observe_used_memory(used),
@@ -1559,7 +1552,6 @@ impl MemoryFigures {
             backlog: srv.repl.backlog_info().2 as u64,
             clients_replicas,
             clients_normal,
-            keys,
         }
     }
 
