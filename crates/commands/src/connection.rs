@@ -329,10 +329,19 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     o.int(if proto == Protocol::Resp3 { 3 } else { 2 });
     o.bulk(b"id");
     o.int(ctx.client.id() as i64);
+    // As INFO's `redis_mode` and `role`.
     o.bulk(b"mode");
-    o.bulk(b"standalone");
+    o.bulk(if ctx.srv.cluster.is_some() {
+        b"cluster".as_slice()
+    } else {
+        b"standalone"
+    });
     o.bulk(b"role");
-    o.bulk(b"master");
+    o.bulk(if ctx.srv.repl.is_replica() {
+        b"replica".as_slice()
+    } else {
+        b"master"
+    });
     o.bulk(b"modules");
     o.array(0);
     Ok(())

@@ -315,6 +315,14 @@ fn a_replica_shows_redis_replication_fields() {
             .collect()
     };
     assert_eq!(fields_of(&mut sc), fields_of(&mut rc));
+    // HELLO names the role as INFO does.
+    let role = "$4\r\nrole\r\n$7\r\nreplica\r\n";
+    let theirs = common::Raw::connect(&format!("127.0.0.1:{}", rr.port)).call(&["HELLO", "2"]);
+    let ours = sr.raw().call(&["HELLO", "2"]);
+    assert!(
+        theirs.contains(role) && ours.contains(role),
+        "{theirs:?} {ours:?}"
+    );
     // The primaries list their replica the same way.
     let line = |c: &mut redis::Connection| info_value(&info(c, &["replication"]), "slave0");
     let (theirs, ours) = (line(&mut rp.client()), line(&mut sp.client()));
