@@ -137,3 +137,63 @@ pub fn feed(srv: &ServerState, client: &Client, spec: &'static Spec, args: &Args
         m.mailbox.deliver_within(&line, &m, srv, now_ms, limit);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Hooks, OwnedArgs, config::Config};
+
+    #[test]
+    fn arguments_are_quoted_as_sdscatrepr() {
+        let mut out = Vec::new();
+        quote_into(&mut out, b"a b\"c\\\n\r\t\x07\x08\x01\xc3\xa9~");
+        assert_eq!(out, br#""a b\"c\\\n\r\t\a\b\x01\xc3\xa9~""#.to_vec());
+    }
+
+    fn client(id: u64) -> Client {
+        let h = Arc::new(ClientHandle::new(
+            id,
+            format!("127.0.0.1:{id}"),
+            "127.0.0.1:6379".into(),
+            0,
+        ));
+        Client::new(h, true)
+    }
+
+    fn exec(srv: &ServerState, c: &mut Client, cmd: &[&str]) -> String {
+        let o = OwnedArgs::new(cmd.iter());
+        let mut out = Vec::new();
+        crate::execute(srv, c, &o.args(), &mut out, 1_000_000);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn a_monitor_gets_what_others_run_until_it_leaves() {
+        let srv = ServerState::new(Config::default(), 1_000_000, 7, Hooks::default());
+        let (mut m, mut c) = (client(1), client(2));
+        exec(&srv, &mut c, &["SET", "before", "v"]);
+        assert!(!srv.monitors.active());
+        assert_eq!(exec(&srv, &mut m, &["MONITOR"]), "+OK\r\n");
+        assert!(srv.monitors.active());
+        assert_eq!(
+            exec(&srv, &mut m, &["MONITOR"]),
+            "",
+            "no reply the second time"
+        );
+        exec(&srv, &mut c, &["SET", "k", "v"]);
+        exec(&srv, &mut c, &["CONFIG", "GET", "maxmemory"]);
+        exec(&srv, &mut c, &["AUTH", "pw"]);
+        let mut fed = Vec::new();
+        m.handle.mailbox.drain_into(&mut fed, usize::MAX);
+        let fed = String::from_utf8(fed).unwrap();
+        let lines: Vec<&str> = fed.lines().map(|l| l.split_once(']').unwrap().1).collect();
+        assert_eq!(
+            lines,
+            [r#" "SET" "k" "v""#, r#" "AUTH" "(redacted)""#],
+            "{fed}"
+        );
+        assert!(fed.contains("[0 127.0.0.1:2]"), "{fed}");
+        crate::client_closed(&srv, &mut m);
+        assert!(!srv.monitors.active());
+    }
+}
