@@ -177,8 +177,10 @@ pub struct Blocking {
     queues: Mutex<HashMap<Vec<u8>, Vec<KeyQueue>>>,
     /// (key, waiter) registrations; 0 means writers skip the registry entirely.
     entries: AtomicUsize,
-    /// Blocked clients (`blocked_clients`).
+    /// Blocked clients (`blocked_clients`), and those of them with a timeout
+    /// (`clients_in_timeout_table`).
     clients: AtomicUsize,
+    timed: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -214,6 +216,10 @@ impl Blocking {
         self.clients.load(Relaxed)
     }
 
+    pub fn blocked_with_timeout(&self) -> usize {
+        self.timed.load(Relaxed)
+    }
+
     /// Queues a client on the keys of `req`, behind those already waiting. The registration
     /// lasts as long as the returned guard.
     pub fn register(&self, handle: Arc<ClientHandle>, req: &BlockRequest) -> Blocked<'_> {
@@ -240,12 +246,17 @@ impl Blocking {
             self.entries.fetch_add(keys.len(), Relaxed);
         }
         self.clients.fetch_add(1, Relaxed);
+        let timed = req.deadline_ms.is_some();
+        if timed {
+            self.timed.fetch_add(1, Relaxed);
+        }
         handle.blocked.store(true, Relaxed);
         Blocked {
             reg: self,
             waiter,
             keys,
             db: req.db,
+            timed,
         }
     }
 
@@ -281,6 +292,7 @@ pub struct Blocked<'a> {
     waiter: Arc<Waiter>,
     keys: Vec<Vec<u8>>,
     db: usize,
+    timed: bool,
 }
 
 impl Blocked<'_> {
@@ -323,6 +335,9 @@ impl Drop for Blocked<'_> {
         drop(q);
         self.reg.entries.fetch_sub(self.keys.len(), Relaxed);
         self.reg.clients.fetch_sub(1, Relaxed);
+        if self.timed {
+            self.reg.timed.fetch_sub(1, Relaxed);
+        }
         self.waiter.handle.blocked.store(false, Relaxed);
     }
 }

@@ -674,6 +674,7 @@ fn asking(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 fn readonly(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     cluster(ctx)?;
     ctx.client.cluster.readonly = true;
+    ctx.client.handle.readonly.store(true, Relaxed);
     ctx.out.ok();
     Ok(())
 }
@@ -681,6 +682,7 @@ fn readonly(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 fn readwrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     cluster(ctx)?;
     ctx.client.cluster.readonly = false;
+    ctx.client.handle.readonly.store(false, Relaxed);
     ctx.out.ok();
     Ok(())
 }

@@ -329,10 +329,19 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     o.int(if proto == Protocol::Resp3 { 3 } else { 2 });
     o.bulk(b"id");
     o.int(ctx.client.id() as i64);
+    // As INFO's `redis_mode` and `role`.
     o.bulk(b"mode");
-    o.bulk(b"standalone");
+    o.bulk(if ctx.srv.cluster.is_some() {
+        b"cluster".as_slice()
+    } else {
+        b"standalone"
+    });
     o.bulk(b"role");
-    o.bulk(b"master");
+    o.bulk(if ctx.srv.repl.is_replica() {
+        b"replica".as_slice()
+    } else {
+        b"master"
+    });
     o.bulk(b"modules");
     o.array(0);
     Ok(())
@@ -362,6 +371,10 @@ fn quit(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 fn reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     crate::multi::discard(ctx.srv, ctx.client);
     crate::pubsub::unsubscribe_all(ctx.srv, ctx.client);
+    if ctx.client.monitor {
+        ctx.client.monitor = false;
+        ctx.srv.monitors.remove(&ctx.client.handle);
+    }
     ctx.client.select(0);
     ctx.client.proto = Protocol::Resp2;
     ctx.out.proto = Protocol::Resp2;
@@ -475,19 +488,74 @@ fn type_of(h: &ClientHandle) -> &'static str {
     }
 }
 
-/// One `CLIENT LIST` line (without the trailing newline), Redis 7 field order.
-pub fn client_line(h: &ClientHandle, now_ms: u64) -> String {
+/// A client's buffers and the memory they hold, as CLIENT LIST and INFO show them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClientMem {
+    /// Query buffer: bytes read and not yet run, free room, capacity (`rbs`), most held (`rbp`).
+    pub qbuf: usize,
+    pub qbuf_free: usize,
+    pub rbs: usize,
+    pub rbp: usize,
+    /// Arguments held by a command in progress (a blocked one), and by commands queued in MULTI.
+    pub argv: usize,
+    pub multi: usize,
+    /// Reply bytes being written now (`obl`), messages queued behind them (`oll`: pub/sub,
+    /// monitor), and the memory of both (`omem`).
+    pub obl: usize,
+    pub oll: usize,
+    pub omem: usize,
+    /// Everything the connection holds: buffers, queues and its own structures.
+    pub total: usize,
+}
+
+/// Reads what the connection task published (once per batch) about its buffers.
+pub fn client_mem(h: &ClientHandle, own_argv: usize) -> ClientMem {
+    let qbuf = h.query_buf_bytes.load(Relaxed);
+    let rbs = h.query_buf_capacity.load(Relaxed).max(qbuf);
+    let obl = h.output_buf_bytes.load(Relaxed);
+    let (oll, queued) = h.mailbox.queued();
+    let argv = own_argv.max(h.argv_bytes.load(Relaxed));
+    let multi = h.multi_bytes.load(Relaxed);
+    let omem = obl + queued;
+    let total = rbs
+        + h.output_buf_capacity.load(Relaxed).max(obl)
+        + queued
+        + argv
+        + multi
+        + std::mem::size_of::<ClientHandle>()
+        + std::mem::size_of::<crate::state::Client>();
+    ClientMem {
+        qbuf,
+        qbuf_free: rbs - qbuf,
+        rbs,
+        rbp: h.query_buf_peak.load(Relaxed).max(qbuf),
+        argv,
+        multi,
+        obl,
+        oll,
+        omem,
+        total,
+    }
+}
+
+/// One `CLIENT LIST` line (without the trailing newline), Redis 7 field order (and Redis 7.2's
+/// `lib-name`/`lib-ver`, since CLIENT SETINFO exists). `own_argv` is the size of the arguments of
+/// the command being run when `h` is the caller (the listing command itself, as Redis counts it).
+pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
     let name = String::from_utf8_lossy(&h.name.lock().expect("name lock")).into_owned();
     let lib_name = String::from_utf8_lossy(&h.lib_name.lock().expect("lib lock")).into_owned();
     let lib_ver = String::from_utf8_lossy(&h.lib_ver.lock().expect("lib lock")).into_owned();
     let cmd = crate::table::by_address(h.last_cmd.load(Relaxed)).map_or("NULL", |s| s.name);
-    let qbuf = h.query_buf_bytes.load(Relaxed);
-    let omem = h.output_buf_bytes.load(Relaxed);
+    let m = client_mem(h, own_argv);
     let age = now_ms.saturating_sub(h.created_ms) / 1000;
     let idle = now_ms.saturating_sub(h.last_interaction_ms.load(Relaxed)) / 1000;
     let (subs, psubs) = (h.subs.load(Relaxed), h.psubs.load(Relaxed));
     let multi = h.multi_len.load(Relaxed);
+    // Redis's order of flag letters.
     let mut flags = String::new();
+    if h.monitor.load(Relaxed) {
+        flags.push('O');
+    }
     match h.kind.load(Relaxed) {
         crate::state::kind::REPLICA => flags.push('S'),
         crate::state::kind::PRIMARY => flags.push('M'),
@@ -502,18 +570,25 @@ pub fn client_line(h: &ClientHandle, now_ms: u64) -> String {
     if h.blocked.load(Relaxed) {
         flags.push('b');
     }
+    if h.killed.load(Relaxed) {
+        flags.push('A');
+    }
+    if h.readonly.load(Relaxed) {
+        flags.push('r');
+    }
     if h.no_evict.load(Relaxed) {
         flags.push('e');
     }
     if flags.is_empty() {
         flags.push('N');
     }
-    let omem = omem + h.mailbox.bytes();
+    let events = if m.obl > 0 { "rw" } else { "r" };
     format!(
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free={} argv-mem={} multi-mem={} rbs={} rbp={} obl={} oll={} omem={} tot-mem={} events={} cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         h.id,
         h.addr,
         h.laddr,
+        h.fd.load(Relaxed),
         name,
         age,
         idle,
@@ -522,9 +597,17 @@ pub fn client_line(h: &ClientHandle, now_ms: u64) -> String {
         subs,
         psubs,
         multi,
-        qbuf,
-        omem,
-        qbuf + omem,
+        m.qbuf,
+        m.qbuf_free,
+        m.argv,
+        m.multi,
+        m.rbs,
+        m.rbp,
+        m.obl,
+        m.oll,
+        m.omem,
+        m.total,
+        events,
         cmd,
         h.resp.load(Relaxed),
         lib_name,
@@ -532,8 +615,8 @@ pub fn client_line(h: &ClientHandle, now_ms: u64) -> String {
     )
 }
 
-fn client_info(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
-    let line = client_line(&ctx.client.handle, ctx.now_ms) + "\n";
+fn client_info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let line = client_line(&ctx.client.handle, ctx.now_ms, args.bytes()) + "\n";
     ctx.out.verbatim(line.as_bytes());
     Ok(())
 }
@@ -580,7 +663,12 @@ fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         {
             continue;
         }
-        text.push_str(&client_line(&h, ctx.now_ms));
+        let own = if h.id == ctx.client.id() {
+            args.bytes()
+        } else {
+            0
+        };
+        text.push_str(&client_line(&h, ctx.now_ms, own));
         text.push('\n');
     }
     ctx.out.verbatim(text.as_bytes());

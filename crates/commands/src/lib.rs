@@ -24,6 +24,7 @@ pub mod keyspec;
 pub mod lists;
 pub mod longdouble;
 pub mod migration;
+pub mod monitor;
 pub mod multi;
 pub mod pubsub;
 pub mod replication;
@@ -420,6 +421,13 @@ fn admit(
             ),
         ));
     }
+    // A monitor is a replica of sorts to Redis: it may not touch keys.
+    if client.monitor && spec.has(flag::WRITE | flag::READONLY) {
+        return Err(Rejection::new(
+            Some(spec),
+            ReplyError::err_static("Replica can't interact with the keyspace"),
+        ));
+    }
     if client.tx.in_multi() && spec.has(flag::NO_MULTI) {
         return Err(Rejection::new(
             Some(spec),
@@ -512,6 +520,10 @@ fn run_command<'a>(
     }
     let block = ctx.block.take();
     let client = ctx.client;
+    // A blocked command is shown once, when it is first run.
+    if srv.monitors.active() && mode == RunMode::Normal {
+        monitor::feed(srv, client, spec, args);
+    }
     if spec.has(flag::WRITE) && block.is_none() {
         if srv.blocking.has_waiters() {
             blocking::signal_written(srv, spec, args);
@@ -560,6 +572,9 @@ pub fn client_closed(srv: &ServerState, client: &mut Client) {
     }
     multi::discard(srv, client);
     pubsub::unsubscribe_all(srv, client);
+    if client.monitor {
+        srv.monitors.remove(&client.handle);
+    }
 }
 
 #[cfg(test)]

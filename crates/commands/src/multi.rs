@@ -434,6 +434,7 @@ pub(crate) fn queue(
     q.denyoom |= spec.has(DENYOOM);
     q.cmds.push((spec, OwnedArgs::from_args(args)));
     client.handle.multi_len.store(q.cmds.len() as i64, Relaxed);
+    client.handle.multi_bytes.store(q.bytes, Relaxed);
     shoal_resp::ReplyWriter::new(out, client.proto).simple("QUEUED");
 }
 
@@ -442,6 +443,7 @@ pub(crate) fn queue(
 pub fn discard(srv: &ServerState, client: &mut Client) {
     client.tx.queued = None;
     client.handle.multi_len.store(-1, Relaxed);
+    client.handle.multi_bytes.store(0, Relaxed);
     unwatch_all(srv, client);
 }
 
@@ -490,6 +492,7 @@ fn exec(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         return Err(ReplyError::err_static("EXEC without MULTI"));
     };
     ctx.client.handle.multi_len.store(-1, Relaxed);
+    ctx.client.handle.multi_bytes.store(0, Relaxed);
     if q.failed {
         unwatch_all(ctx.srv, ctx.client);
         return Err(ReplyError::ExecAbort(None));

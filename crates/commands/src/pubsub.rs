@@ -189,6 +189,12 @@ impl Mailbox {
         self.inner.lock().expect("mailbox lock").bytes
     }
 
+    /// (messages, bytes) queued.
+    pub fn queued(&self) -> (usize, usize) {
+        let m = self.inner.lock().expect("mailbox lock");
+        (m.items.len(), m.bytes)
+    }
+
     /// Moves queued messages to `out`, stopping once about `max_bytes` were moved. Returns whether
     /// messages remain.
     pub fn drain_into(&self, out: &mut Vec<u8>, max_bytes: usize) -> bool {
@@ -212,13 +218,25 @@ impl Mailbox {
 
     /// Queues a message, or cuts the subscriber off if that takes it over its limits.
     fn deliver(&self, msg: &Arc<[u8]>, to: &ClientHandle, srv: &ServerState, now_ms: u64) {
+        self.deliver_within(msg, to, srv, now_ms, srv.pubsub.limits());
+    }
+
+    /// Queues a message, or cuts the receiver off if that takes it over `limits` (a class of
+    /// `client-output-buffer-limit`).
+    pub(crate) fn deliver_within(
+        &self,
+        msg: &Arc<[u8]>,
+        to: &ClientHandle,
+        srv: &ServerState,
+        now_ms: u64,
+        limits: OutputLimit,
+    ) {
         let mut m = self.inner.lock().expect("mailbox lock");
         if m.closed {
             return;
         }
         m.items.push_back(msg.clone());
         m.bytes += msg.len();
-        let limits = srv.pubsub.limits();
         let held = (m.bytes + to.output_buf_bytes.load(Relaxed)) as u64;
         let over_hard = limits.hard_bytes > 0 && held > limits.hard_bytes;
         let mut over_soft = false;

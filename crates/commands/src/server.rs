@@ -111,6 +111,16 @@ pub static COMMANDS: &[Spec] = &[
         ..Spec::DEFAULT
     },
     Spec {
+        name: "monitor",
+        arity: 1,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "1.0.0",
+        summary: "Listens for all requests received by the server in real-time.",
+        handler: Some(monitor),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "shutdown",
         arity: -1,
         flags: ADMIN | NOSCRIPT | LOADING | STALE | NO_MULTI | ALLOW_BUSY,
@@ -394,6 +404,21 @@ static LATENCY: &[Spec] = &[
 
 static MEMORY: &[Spec] = &[
     Spec {
+        name: "memory|doctor",
+        arity: 2,
+        flags: 0,
+        group: SRV,
+        since: "4.0.0",
+        summary: "Outputs a memory problems report.",
+        tips: &[
+            "nondeterministic_output",
+            "request_policy:all_shards",
+            "response_policy:special",
+        ],
+        handler: Some(memory_doctor),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "memory|help",
         arity: 2,
         flags: LOADING | STALE,
@@ -401,6 +426,47 @@ static MEMORY: &[Spec] = &[
         since: "4.0.0",
         summary: "Returns helpful text about the different subcommands.",
         handler: Some(memory_help),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "memory|malloc-stats",
+        arity: 2,
+        flags: 0,
+        group: SRV,
+        since: "4.0.0",
+        summary: "Returns the allocator statistics.",
+        tips: &[
+            "nondeterministic_output",
+            "request_policy:all_shards",
+            "response_policy:special",
+        ],
+        handler: Some(memory_malloc_stats),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "memory|purge",
+        arity: 2,
+        flags: 0,
+        group: SRV,
+        since: "4.0.0",
+        summary: "Asks the allocator to release memory.",
+        tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+        handler: Some(memory_purge),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "memory|stats",
+        arity: 2,
+        flags: 0,
+        group: SRV,
+        since: "4.0.0",
+        summary: "Returns details about memory usage.",
+        tips: &[
+            "nondeterministic_output",
+            "request_policy:all_shards",
+            "response_policy:special",
+        ],
+        handler: Some(memory_stats),
         ..Spec::DEFAULT
     },
     Spec {
@@ -829,7 +895,15 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         &s.total_commands_processed,
         &s.rejected_connections,
         &s.total_net_input_bytes,
+        &s.total_reads_processed,
         &s.total_net_output_bytes,
+        &s.total_writes_processed,
+        &s.total_net_repl_input_bytes,
+        &s.total_net_repl_output_bytes,
+        &s.expired_time_cap_reached_count,
+        &s.expire_cycle_cpu_ms,
+        &s.reply_buffer_shrinks,
+        &s.reply_buffer_expands,
         &s.client_output_limit_disconnections,
         &s.client_query_limit_disconnections,
         &s.total_error_replies,
@@ -1241,11 +1315,162 @@ fn memory_usage(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// MEMORY STATS: Redis 7.0's keys in its order.
+fn memory_stats(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let srv = ctx.srv;
+    let proc_info = (srv.hooks.process_info)();
+    let m = MemoryFigures::read(srv, &proc_info);
+    let dbs: Vec<(usize, usize, usize)> = (0..srv.ks.databases())
+        .filter_map(|db| {
+            let (keys, expires) = srv.ks.db_size(db);
+            (keys > 0).then_some((db, keys, expires))
+        })
+        .collect();
+    let active = m.allocator_active();
+    let resident = m.allocator_resident();
+    let ptr = std::mem::size_of::<usize>();
+    let w = &mut ctx.out;
+    w.map(27 + dbs.len());
+    let int = |w: &mut ReplyWriter<'_>, k: &str, v: u64| {
+        w.bulk(k.as_bytes());
+        w.int(v as i64);
+    };
+    int(w, "peak.allocated", m.peak);
+    int(w, "total.allocated", m.used);
+    int(w, "startup.allocated", m.startup);
+    int(w, "replication.backlog", m.backlog);
+    int(w, "clients.slaves", m.clients_replicas);
+    int(w, "clients.normal", m.clients_normal);
+    int(w, "cluster.links", 0);
+    int(w, "aof.buffer", 0);
+    int(w, "lua.caches", 0);
+    int(w, "functions.caches", 0);
+    for &(db, keys, expires) in &dbs {
+        // The key table holds one pointer per key; keys with a deadline also sit in the expiry
+        // heap (deadline, hash, slot).
+        w.bulk(format!("db.{db}").as_bytes());
+        w.map(3);
+        int(w, "overhead.hashtable.main", (keys * ptr) as u64);
+        int(w, "overhead.hashtable.expires", (expires * 24) as u64);
+        int(w, "overhead.hashtable.slot-to-keys", 0);
+    }
+    int(w, "overhead.total", m.overhead());
+    let keys: u64 = dbs.iter().map(|&(_, k, _)| k as u64).sum();
+    int(w, "keys.count", keys);
+    let net = m.used.saturating_sub(m.startup);
+    int(w, "keys.bytes-per-key", net.checked_div(keys).unwrap_or(0));
+    int(w, "dataset.bytes", m.dataset);
+    let dbl = |w: &mut ReplyWriter<'_>, k: &str, v: f64| {
+        w.bulk(k.as_bytes());
+        w.double(v);
+    };
+    dbl(w, "dataset.percentage", m.dataset_perc());
+    dbl(w, "peak.percentage", m.peak_perc());
+    int(w, "allocator.allocated", m.used);
+    int(w, "allocator.active", active);
+    int(w, "allocator.resident", resident);
+    dbl(w, "allocator-fragmentation.ratio", ratio(active, m.used));
+    int(
+        w,
+        "allocator-fragmentation.bytes",
+        active.saturating_sub(m.used),
+    );
+    dbl(w, "allocator-rss.ratio", ratio(resident, active));
+    int(w, "allocator-rss.bytes", resident.saturating_sub(active));
+    dbl(w, "rss-overhead.ratio", ratio(m.rss, resident));
+    int(w, "rss-overhead.bytes", m.rss.saturating_sub(resident));
+    dbl(w, "fragmentation", ratio(m.rss, m.used));
+    int(w, "fragmentation.bytes", m.rss.saturating_sub(m.used));
+    Ok(())
+}
+
+/// MEMORY DOCTOR: Redis's report, from the same figures as MEMORY STATS.
+fn memory_doctor(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let srv = ctx.srv;
+    let proc_info = (srv.hooks.process_info)();
+    let m = MemoryFigures::read(srv, &proc_info);
+    let text = doctor_report(&m, srv.connected_clients() as u64);
+    ctx.out.verbatim(text.as_bytes());
+    Ok(())
+}
+
+/// Redis 7.0's `getMemoryDoctorReport`: too little memory to judge, no issue, or the issues.
+fn doctor_report(m: &MemoryFigures, clients: u64) -> String {
+    const MB: u64 = 1024 * 1024;
+    if m.used < 5 * MB {
+        return "Hi Sam, this instance is empty or is using very little memory, my issues detector can't be used in these conditions. Please, leave for your mission on Earth and fill it with some data. The new Sam and I will be back to our programming as soon as I finished rebooting.\n".into();
+    }
+    let big_peak = m.peak as f64 / m.used as f64 > 1.5;
+    let frag = ratio(m.rss, m.used);
+    let high_frag = frag > 1.4 && m.rss.saturating_sub(m.used) > 10 * MB;
+    let normal_avg = m.clients_normal.checked_div(clients).unwrap_or(0);
+    let big_clients = normal_avg > 200 * 1024;
+    if !(big_peak || high_frag || big_clients) {
+        return "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.\n".into();
+    }
+    let mut s =
+        String::from("Sam, I detected a few issues in this Redis instance memory implants:\n\n");
+    if big_peak {
+        s.push_str(" * Peak memory: In the past this instance used more than 150% the memory that is currently using. The allocator is normally not able to release memory after a peak, so you can expect to see a big fragmentation ratio, however this is actually harmless and is only due to the memory peak, and if the Redis instance Resident Set Size (RSS) is currently bigger than expected, the memory will be used as soon as you fill the Redis instance with more data. If the memory peak was only occasional and you want to try to reclaim memory, please try the MEMORY PURGE command, otherwise the only other option is to shutdown and restart the instance.\n\n");
+    }
+    if high_frag {
+        let _ = write!(
+            s,
+            " * High total RSS: This instance has a memory fragmentation and RSS overhead greater than 1.4 (this means that the Resident Set Size of the Redis process is much larger than the sum of the logical allocations Redis performed). This problem is usually due either to a large peak memory (check if there is a peak memory entry above in the report) or may result from a workload that causes the allocator to fragment memory a lot. If the problem is a large peak memory, then there is no issue. Otherwise, make sure you are using the Jemalloc allocator and not the default libc malloc. Note: The currently used allocator is \"{}\".\n\n",
+            m.allocator.name
+        );
+    }
+    if big_clients {
+        s.push_str(" * Big client buffers: The clients output buffers are in general too big, over 200K per client on average. This may result from different causes, like Pub/Sub clients subscribed to channels bot not receiving data fast enough, so that data piles on the Redis instance output buffer, or clients sending commands with large replies or very large sequences of commands in the same pipeline. Please use the CLIENT LIST command in order to investigate the issue if it causes problems in your instance, or to understand better why certain clients are using a big amount of memory.\n\n");
+    }
+    s.push_str("I'm here to keep you safe, Sam. I want to help you.\n");
+    s
+}
+
+fn memory_malloc_stats(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let text = (ctx.srv.hooks.allocator_stats_text)();
+    let text = if text.is_empty() {
+        "Stats not supported for the current allocator".to_string()
+    } else {
+        text
+    };
+    ctx.out.verbatim(text.as_bytes());
+    Ok(())
+}
+
+fn memory_purge(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    (ctx.srv.hooks.allocator_purge)();
+    ctx.out.ok();
+    Ok(())
+}
+
+// ---- MONITOR ----
+
+/// MONITOR: `+OK`, then every command run (see `crate::monitor`). A replica link, or a client
+/// already monitoring, gets no reply, as in Redis.
+fn monitor(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    if ctx.client.monitor || ctx.client.handle.kind.load(Relaxed) != crate::state::kind::NORMAL {
+        return Ok(());
+    }
+    ctx.client.monitor = true;
+    ctx.srv.monitors.add(&ctx.client.handle);
+    ctx.out.ok();
+    Ok(())
+}
+
 fn memory_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     help(
         ctx,
         &[
             "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "DOCTOR",
+            "    Return memory problems reports.",
+            "MALLOC-STATS",
+            "    Return internal statistics report from the memory allocator.",
+            "PURGE",
+            "    Attempt to purge dirty pages for reclamation by the allocator.",
+            "STATS",
+            "    Return information about the memory usage of the server.",
             "USAGE <key> [SAMPLES <count>]",
             "    Return memory in bytes used by <key> and its value. Nested values are",
             "    sampled up to <count> times (default: 5, 0 means sample all).",
@@ -1263,34 +1488,140 @@ pub struct ProcessInfo {
     pub rss_bytes: u64,
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
+    /// CPU time of the process's main thread (the one that started the server).
+    pub cpu_main_user_s: f64,
+    pub cpu_main_sys_s: f64,
     pub pid: u32,
+    pub total_system_memory_bytes: u64,
 }
 
+/// What the allocator reports about itself; filled through a hook (zeros when unknown).
+#[derive(Debug, Default, Clone)]
+pub struct AllocatorInfo {
+    /// `mem_allocator` (`mimalloc-2.1.7`).
+    pub name: String,
+    /// Memory the allocator committed from the OS: its pages, used or free. mimalloc keeps one
+    /// figure for this, so it is both Redis's `allocator_active` and `allocator_resident`.
+    pub committed_bytes: u64,
+}
+
+/// Redis's `bytesToHuman`: B, K, M, G, T, P with two decimals.
 fn human_bytes(n: u64) -> String {
-    let n = n as f64;
-    if n < 1024.0 {
-        format!("{}B", n as u64)
-    } else if n < 1024.0 * 1024.0 {
-        format!("{:.2}K", n / 1024.0)
-    } else if n < 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.2}M", n / (1024.0 * 1024.0))
+    let d = n as f64;
+    const K: f64 = 1024.0;
+    if d < K {
+        format!("{n}B")
+    } else if d < K * K {
+        format!("{:.2}K", d / K)
+    } else if d < K * K * K {
+        format!("{:.2}M", d / (K * K))
+    } else if d < K * K * K * K {
+        format!("{:.2}G", d / (K * K * K))
+    } else if d < K * K * K * K * K {
+        format!("{:.2}T", d / (K * K * K * K))
     } else {
-        format!("{:.2}G", n / (1024.0 * 1024.0 * 1024.0))
+        format!("{:.2}P", d / (K * K * K * K * K))
     }
 }
 
-const DEFAULT_SECTIONS: &[&str] = &[
-    "server",
-    "clients",
-    "memory",
-    "persistence",
-    "stats",
-    "replication",
-    "cpu",
-    "errorstats",
-    "cluster",
-    "keyspace",
+/// `a / b`, or 0 when `b` is 0 (a figure the allocator does not give).
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Redis 7.0's INFO sections in order, and whether each is in the default set. `all` is every
+/// section but those modules add (none here); `everything` is every section.
+pub const INFO_SECTIONS: &[(&str, bool)] = &[
+    ("server", true),
+    ("clients", true),
+    ("memory", true),
+    ("persistence", true),
+    ("stats", true),
+    ("replication", true),
+    ("cpu", true),
+    ("modules", true),
+    ("commandstats", false),
+    ("errorstats", true),
+    ("latencystats", false),
+    ("cluster", true),
+    ("keyspace", true),
 ];
+
+/// Which sections `INFO args...` asks for (lowercase names): none means `default`; several may be
+/// named at once; unknown names select nothing.
+fn info_wanted(sections: &[String]) -> Vec<&'static str> {
+    let default = sections.is_empty() || sections.iter().any(|s| s == "default");
+    let all = sections.iter().any(|s| s == "all" || s == "everything");
+    INFO_SECTIONS
+        .iter()
+        .filter(|(name, in_default)| {
+            all || (default && *in_default) || sections.iter().any(|s| s == name)
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// Memory figures shared by `INFO memory`, `MEMORY STATS` and `MEMORY DOCTOR`; read from
+/// counters and the client registry, never from the keyspace's entries.
+#[derive(Debug, Default)]
+struct MemoryFigures {
+    used: u64,
+    peak: u64,
+    startup: u64,
+    dataset: u64,
+    rss: u64,
+    allocator: AllocatorInfo,
+    backlog: u64,
+    clients_replicas: u64,
+    clients_normal: u64,
+}
+
+impl MemoryFigures {
+    fn read(srv: &ServerState, proc_info: &ProcessInfo) -> MemoryFigures {
+        let used = srv.used_memory() as u64;
+        let (mut clients_replicas, mut clients_normal) = (0, 0);
+        for h in srv.clients.lock().expect("clients lock").values() {
+            let m = crate::connection::client_mem(h, 0).total as u64;
+            if h.kind.load(Relaxed) == crate::state::kind::REPLICA {
+                clients_replicas += m;
+            } else {
+                clients_normal += m;
+            }
+        }
+        MemoryFigures {
+            used,
+            peak: srv.stats.observe_used_memory(used),
+            startup: srv.stats.used_memory_startup.load(Relaxed),
+            dataset: srv.ks.mem_bytes() as u64,
+            rss: proc_info.rss_bytes,
+            allocator: (srv.hooks.allocator_info)(),
+            backlog: srv.repl.backlog_info().2 as u64,
+            clients_replicas,
+            clients_normal,
+        }
+    }
+
+    fn overhead(&self) -> u64 {
+        self.used.saturating_sub(self.dataset)
+    }
+
+    /// Share of the memory used since start-up that is data, in percent.
+    fn dataset_perc(&self) -> f64 {
+        100.0 * ratio(self.dataset, self.used.saturating_sub(self.startup))
+    }
+
+    fn peak_perc(&self) -> f64 {
+        100.0 * ratio(self.used, self.peak)
+    }
+
+    fn allocator_active(&self) -> u64 {
+        self.allocator.committed_bytes
+    }
+
+    fn allocator_resident(&self) -> u64 {
+        self.allocator.committed_bytes
+    }
+}
 
 /// The `# Replication` section, with Redis's fields and shoal's own (write strategy, acks).
 fn replication_info(srv: &ServerState, now_ms: u64) -> String {
@@ -1324,7 +1655,7 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
             let io = now_ms.saturating_sub(repl.link_last_io_ms.load(Relaxed)) / 1000;
             let _ = write!(
                 t,
-                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{o}\r\nslave_repl_offset:{o}\r\nslave_priority:100\r\nslave_read_only:{}\r\nreplica_announced:1\r\n",
+                "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{o}\r\nslave_repl_offset:{o}\r\n{down}slave_priority:100\r\nslave_read_only:{}\r\nreplica_announced:1\r\n",
                 if link == LinkState::Connected {
                     "up"
                 } else {
@@ -1338,6 +1669,14 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
                 (link == LinkState::Syncing) as u8,
                 srv.hot.replica_read_only.load(Relaxed) as u8,
                 o = repl.replica_offset(),
+                // Redis adds how long the link has been down (here: since its last I/O).
+                down = if link == LinkState::Connected {
+                    String::new()
+                } else {
+                    let last = repl.link_last_io_ms.load(Relaxed);
+                    let since = if last == 0 { -1 } else { io as i64 };
+                    format!("master_link_down_since_seconds:{since}\r\n")
+                },
             );
             // A replica's own replicas (chained replication).
             write_replicas(&mut t);
@@ -1376,175 +1715,455 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
     t
 }
 
-/// The text of `INFO` for the given sections (lowercase).
+/// Lines of one INFO section: `name:value\r\n`.
+struct Section<'t>(&'t mut String);
+
+impl Section<'_> {
+    fn f(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Self {
+        let _ = write!(self.0, "{name}:{value}\r\n");
+        self
+    }
+}
+
+/// The text of `INFO` for the given sections (lowercase): Redis 7.0's sections and fields in its
+/// order, then shoal's own (`shoal_*`). Figures shoal does not have (scripts, AOF, forks,
+/// defragmentation, tracking) show Redis's value for a server that does not use them.
 pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String {
-    let all = sections.iter().any(|s| s == "all" || s == "everything");
-    let want = |name: &str| {
-        if sections.is_empty() || sections.iter().any(|s| s == "default") {
-            DEFAULT_SECTIONS.contains(&name)
-        } else {
-            all || sections.iter().any(|s| s == name)
-        }
-    };
+    let wanted = info_wanted(sections);
     let proc_info = (srv.hooks.process_info)();
     let cfg = srv.config();
     let mut t = String::new();
-    let uptime_s = now_ms.saturating_sub(srv.started_ms) / 1000;
-    if want("server") {
-        let _ = write!(
-            t,
-            "# Server\r\nredis_version:{}\r\nshoal_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_build_id:0\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmonotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:epoll\r\natomicvar_api:c11-builtin\r\ngcc_version:0.0.0\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nlru_clock:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nio_threads_active:0\r\n\r\n",
-            crate::connection::REDIS_VERSION,
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::env::consts::ARCH,
-            usize::BITS,
-            proc_info.pid,
-            srv.run_id,
-            srv.tcp_port,
-            now_ms * 1000,
-            uptime_s,
-            uptime_s / 86400,
-            cfg.hz,
-            cfg.hz,
-            shoal_keyspace::evict::lru_clock(now_ms),
-            srv.executable,
-            srv.config_file,
-        );
-    }
-    if want("clients") {
-        let _ = write!(
-            t,
-            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n\r\n",
-            srv.connected_clients(),
-            cfg.maxclients,
-            srv.blocking.blocked_clients(),
-        );
-    }
-    let used = srv.used_memory() as u64;
-    if want("memory") {
-        let max = cfg.maxmemory;
-        let dataset = srv.ks.mem_bytes() as u64;
-        let _ = write!(
-            t,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{used}\r\nused_memory_dataset:{dataset}\r\nshoal_keyspace_bytes:{dataset}\r\nmaxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:mimalloc\r\nlazyfree_pending_objects:0\r\n\r\n",
-            human_bytes(used),
-            proc_info.rss_bytes,
-            human_bytes(proc_info.rss_bytes),
-            human_bytes(max),
-            cfg.maxmemory_policy.name(),
-            if used > 0 {
-                proc_info.rss_bytes as f64 / used as f64
-            } else {
-                0.0
-            },
-        );
-    }
-    if want("persistence") {
-        let _ = write!(
-            t,
-            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\r\n",
-            srv.persist.dirty.load(Relaxed),
-            srv.persist.saving.load(Relaxed) as u8,
-            match srv.persist.last_save_unix_s.load(Relaxed) {
-                0 => srv.started_ms / 1000,
-                t => t,
-            },
-        );
-    }
-    if want("stats") {
-        let s = &srv.stats;
-        let ks = srv.ks.stats();
-        let _ = write!(
-            t,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nshoal_oom_rejections:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n\r\n",
-            s.total_connections_received.load(Relaxed),
-            s.total_commands_processed.load(Relaxed),
-            s.instantaneous_ops_per_sec.load(Relaxed),
-            s.total_net_input_bytes.load(Relaxed),
-            s.total_net_output_bytes.load(Relaxed),
-            s.rejected_connections.load(Relaxed),
-            ks.expired_keys,
-            ks.evicted_keys,
-            ks.keyspace_hits,
-            ks.keyspace_misses,
-            srv.pubsub.channels(),
-            srv.pubsub.patterns(),
-            s.total_error_replies.load(Relaxed),
-            s.client_query_limit_disconnections.load(Relaxed),
-            s.client_output_limit_disconnections.load(Relaxed),
-            s.oom_rejections.load(Relaxed),
-            srv.repl.counters.sync_full.load(Relaxed),
-            srv.repl.counters.sync_partial_ok.load(Relaxed),
-            srv.repl.counters.sync_partial_err.load(Relaxed),
-        );
-    }
-    if want("replication") {
-        t.push_str(&replication_info(srv, now_ms));
-    }
-    if want("cpu") {
-        let _ = write!(
-            t,
-            "# CPU\r\nused_cpu_sys:{:.6}\r\nused_cpu_user:{:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n",
-            proc_info.cpu_sys_s, proc_info.cpu_user_s,
-        );
-    }
-    if want("commandstats") {
-        crate::cmdstats::info_commandstats(&srv.cmdstats, &mut t);
-    }
-    if want("errorstats") {
-        srv.stats.errors.info_section(&mut t);
-    }
-    if want("latencystats") {
-        let p = &cfg.latency_tracking_info_percentiles.0;
-        crate::cmdstats::info_latencystats(&srv.cmdstats, p, &mut t);
-    }
-    if want("cluster") {
-        let _ = write!(
-            t,
-            "# Cluster\r\ncluster_enabled:{}\r\n",
-            srv.cluster.is_some() as u8
-        );
-        if let Some(cl) = &srv.cluster {
-            let g = cl.group.lock().expect("group info lock").clone();
-            let opt = |v: Option<u64>| v.map_or_else(|| "-1".to_string(), |v| v.to_string());
-            let _ = write!(
-                t,
-                "shoal_cluster_formed:{}\r\nshoal_raft_state:{}\r\nshoal_raft_term:{}\r\nshoal_raft_leader:{}\r\nshoal_raft_commit_index:{}\r\nshoal_raft_last_applied:{}\r\nshoal_raft_voters:{}\r\nshoal_raft_learners:{}\r\n",
-                cl.formed.load(Relaxed) as u8,
-                g.state,
-                g.term,
-                opt(g.leader),
-                opt(g.commit_index),
-                opt(g.last_applied),
-                g.voters,
-                g.learners,
-            );
-            let now = (srv.clock.mono_ms)();
-            t.push_str(&crate::cluster::lease_lines(
-                cl,
-                &cl.config(),
-                &cl.me(),
-                now,
-            ));
-        }
-        t.push_str("\r\n");
-    }
-    if want("keyspace") {
-        t.push_str("# Keyspace\r\n");
-        for db in 0..srv.ks.databases() {
-            let (keys, expires) = srv.ks.db_size(db);
-            if keys > 0 {
-                let _ = write!(t, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+    for name in wanted {
+        match name {
+            "server" => server_section(srv, &cfg, &proc_info, now_ms, &mut t),
+            "clients" => clients_section(srv, &cfg, &mut t),
+            "memory" => memory_section(srv, &cfg, &proc_info, &mut t),
+            "persistence" => persistence_section(srv, now_ms, &mut t),
+            "stats" => stats_section(srv, &mut t),
+            "replication" => t.push_str(&replication_info(srv, now_ms)),
+            "cpu" => {
+                t.push_str("# CPU\r\n");
+                Section(&mut t)
+                    .f("used_cpu_sys", format_args!("{:.6}", proc_info.cpu_sys_s))
+                    .f("used_cpu_user", format_args!("{:.6}", proc_info.cpu_user_s))
+                    .f("used_cpu_sys_children", "0.000000")
+                    .f("used_cpu_user_children", "0.000000")
+                    .f(
+                        "used_cpu_sys_main_thread",
+                        format_args!("{:.6}", proc_info.cpu_main_sys_s),
+                    )
+                    .f(
+                        "used_cpu_user_main_thread",
+                        format_args!("{:.6}", proc_info.cpu_main_user_s),
+                    );
             }
+            // No modules: the section is there, empty, as in Redis without modules.
+            "modules" => t.push_str("# Modules\r\n"),
+            "commandstats" => crate::cmdstats::info_commandstats(&srv.cmdstats, &mut t),
+            "latencystats" => {
+                let p = &cfg.latency_tracking_info_percentiles.0;
+                crate::cmdstats::info_latencystats(&srv.cmdstats, p, &mut t);
+            }
+            "errorstats" => srv.stats.errors.info_section(&mut t),
+            "cluster" => cluster_section(srv, &mut t),
+            "keyspace" => {
+                t.push_str("# Keyspace\r\n");
+                for db in 0..srv.ks.databases() {
+                    let (keys, expires) = srv.ks.db_size(db);
+                    if keys > 0 {
+                        let avg_ttl = srv.ks.db_avg_ttl_ms(db, now_ms);
+                        let _ = write!(
+                            t,
+                            "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
+                        );
+                    }
+                }
+            }
+            _ => continue,
         }
-        t.push_str("\r\n");
+        if !t.ends_with("\r\n\r\n") {
+            t.push_str("\r\n");
+        }
     }
     // Redis ends the text without the last blank line.
     while t.ends_with("\r\n\r\n") {
         t.truncate(t.len() - 2);
     }
     t
+}
+
+fn server_section(
+    srv: &ServerState,
+    cfg: &config::Config,
+    proc_info: &ProcessInfo,
+    now_ms: u64,
+    t: &mut String,
+) {
+    let uptime_s = now_ms.saturating_sub(srv.started_ms) / 1000;
+    t.push_str("# Server\r\n");
+    Section(t)
+        .f("redis_version", crate::connection::REDIS_VERSION)
+        .f("shoal_version", env!("CARGO_PKG_VERSION"))
+        .f("redis_git_sha1", "00000000")
+        .f("redis_git_dirty", 0)
+        .f("redis_build_id", 0)
+        .f(
+            "redis_mode",
+            if srv.cluster.is_some() {
+                "cluster"
+            } else {
+                "standalone"
+            },
+        )
+        .f("os", &srv.os)
+        .f("arch_bits", usize::BITS)
+        .f("monotonic_clock", "POSIX clock_gettime")
+        .f("multiplexing_api", "epoll")
+        .f("atomicvar_api", "c11-builtin")
+        .f("gcc_version", "0.0.0")
+        .f("process_id", proc_info.pid)
+        .f("process_supervised", "no")
+        .f("run_id", &srv.run_id)
+        .f("tcp_port", srv.tcp_port)
+        .f("server_time_usec", (srv.clock.unix_us)())
+        .f("uptime_in_seconds", uptime_s)
+        .f("uptime_in_days", uptime_s / 86400)
+        .f("hz", cfg.hz)
+        .f("configured_hz", cfg.hz)
+        .f("lru_clock", shoal_keyspace::evict::lru_clock(now_ms))
+        .f("executable", &srv.executable)
+        .f("config_file", &srv.config_file)
+        .f("io_threads_active", 0);
+}
+
+fn clients_section(srv: &ServerState, cfg: &config::Config, t: &mut String) {
+    let (mut connected, mut max_in, mut max_out) = (0, 0, 0);
+    for h in srv.clients.lock().expect("clients lock").values() {
+        // Redis counts its replicas apart (`connected_slaves`).
+        if h.kind.load(Relaxed) != crate::state::kind::REPLICA {
+            connected += 1;
+        }
+        let m = crate::connection::client_mem(h, 0);
+        max_in = max_in.max(m.rbp);
+        max_out = max_out.max(m.omem);
+    }
+    t.push_str("# Clients\r\n");
+    Section(t)
+        .f("connected_clients", connected)
+        .f("cluster_connections", 0)
+        .f("maxclients", cfg.maxclients)
+        .f("client_recent_max_input_buffer", max_in)
+        .f("client_recent_max_output_buffer", max_out)
+        .f("blocked_clients", srv.blocking.blocked_clients())
+        .f("tracking_clients", 0)
+        .f(
+            "clients_in_timeout_table",
+            srv.blocking.blocked_with_timeout(),
+        );
+}
+
+fn memory_section(
+    srv: &ServerState,
+    cfg: &config::Config,
+    proc_info: &ProcessInfo,
+    t: &mut String,
+) {
+    let m = MemoryFigures::read(srv, proc_info);
+    let active = m.allocator_active();
+    let resident = m.allocator_resident();
+    let max = cfg.maxmemory;
+    t.push_str("# Memory\r\n");
+    Section(t)
+        .f("used_memory", m.used)
+        .f("used_memory_human", human_bytes(m.used))
+        .f("used_memory_rss", m.rss)
+        .f("used_memory_rss_human", human_bytes(m.rss))
+        .f("used_memory_peak", m.peak)
+        .f("used_memory_peak_human", human_bytes(m.peak))
+        .f(
+            "used_memory_peak_perc",
+            format_args!("{:.2}%", m.peak_perc()),
+        )
+        .f("used_memory_overhead", m.overhead())
+        .f("used_memory_startup", m.startup)
+        .f("used_memory_dataset", m.dataset)
+        .f("shoal_keyspace_bytes", m.dataset)
+        .f(
+            "used_memory_dataset_perc",
+            format_args!("{:.2}%", m.dataset_perc()),
+        )
+        .f("allocator_allocated", m.used)
+        .f("allocator_active", active)
+        .f("allocator_resident", resident)
+        .f("total_system_memory", proc_info.total_system_memory_bytes)
+        .f(
+            "total_system_memory_human",
+            human_bytes(proc_info.total_system_memory_bytes),
+        )
+        // No scripting engine.
+        .f("used_memory_lua", 0)
+        .f("used_memory_vm_eval", 0)
+        .f("used_memory_lua_human", "0B")
+        .f("used_memory_scripts_eval", 0)
+        .f("number_of_cached_scripts", 0)
+        .f("number_of_functions", 0)
+        .f("number_of_libraries", 0)
+        .f("used_memory_vm_functions", 0)
+        .f("used_memory_vm_total", 0)
+        .f("used_memory_vm_total_human", "0B")
+        .f("used_memory_functions", 0)
+        .f("used_memory_scripts", 0)
+        .f("used_memory_scripts_human", "0B")
+        .f("maxmemory", max)
+        .f("maxmemory_human", human_bytes(max))
+        .f("maxmemory_policy", cfg.maxmemory_policy.name())
+        .f(
+            "allocator_frag_ratio",
+            format_args!("{:.2}", ratio(active, m.used)),
+        )
+        .f("allocator_frag_bytes", active as i64 - m.used as i64)
+        .f(
+            "allocator_rss_ratio",
+            format_args!("{:.2}", ratio(resident, active)),
+        )
+        .f("allocator_rss_bytes", resident as i64 - active as i64)
+        .f(
+            "rss_overhead_ratio",
+            format_args!("{:.2}", ratio(m.rss, resident)),
+        )
+        .f("rss_overhead_bytes", m.rss as i64 - resident as i64)
+        .f(
+            "mem_fragmentation_ratio",
+            format_args!("{:.2}", ratio(m.rss, m.used)),
+        )
+        .f("mem_fragmentation_bytes", m.rss as i64 - m.used as i64)
+        // Everything counts against maxmemory, replica buffers included.
+        .f("mem_not_counted_for_evict", 0)
+        .f("mem_replication_backlog", m.backlog)
+        .f(
+            "mem_total_replication_buffers",
+            m.backlog + m.clients_replicas,
+        )
+        .f("mem_clients_slaves", m.clients_replicas)
+        .f("mem_clients_normal", m.clients_normal)
+        .f("mem_cluster_links", 0)
+        .f("mem_aof_buffer", 0)
+        .f(
+            "mem_allocator",
+            if m.allocator.name.is_empty() {
+                "libc"
+            } else {
+                &m.allocator.name
+            },
+        )
+        .f("active_defrag_running", 0)
+        .f("lazyfree_pending_objects", srv.lazyfree.pending())
+        .f("lazyfreed_objects", srv.lazyfree.freed());
+}
+
+fn persistence_section(srv: &ServerState, now_ms: u64, t: &mut String) {
+    let p = &srv.persist;
+    let saving = p.saving.load(Relaxed);
+    t.push_str("# Persistence\r\n");
+    Section(t)
+        .f("loading", 0)
+        .f("async_loading", 0)
+        // Snapshots are written by a thread, not a forked child: no copy-on-write.
+        .f("current_cow_peak", 0)
+        .f("current_cow_size", 0)
+        .f("current_cow_size_age", 0)
+        .f("current_fork_perc", "0.00")
+        .f("current_save_keys_processed", 0)
+        .f("current_save_keys_total", 0)
+        .f("rdb_changes_since_last_save", p.dirty.load(Relaxed))
+        .f("rdb_bgsave_in_progress", saving as u8)
+        .f(
+            "rdb_last_save_time",
+            match p.last_save_unix_s.load(Relaxed) {
+                0 => srv.started_ms / 1000,
+                t => t,
+            },
+        )
+        .f(
+            "rdb_last_bgsave_status",
+            if p.last_save_failed.load(Relaxed) {
+                "err"
+            } else {
+                "ok"
+            },
+        )
+        .f(
+            "rdb_last_bgsave_time_sec",
+            match p.saves.load(Relaxed) {
+                0 => -1,
+                _ => p.last_save_duration_s.load(Relaxed),
+            },
+        )
+        .f(
+            "rdb_current_bgsave_time_sec",
+            if saving {
+                (now_ms.saturating_sub(p.save_started_ms.load(Relaxed)) / 1000) as i64
+            } else {
+                -1
+            },
+        )
+        .f("rdb_saves", p.saves.load(Relaxed))
+        .f("rdb_last_cow_size", 0)
+        .f(
+            "rdb_last_load_keys_expired",
+            p.loaded_keys_expired.load(Relaxed),
+        )
+        .f("rdb_last_load_keys_loaded", p.loaded_keys.load(Relaxed))
+        // No append-only file.
+        .f("aof_enabled", 0)
+        .f("aof_rewrite_in_progress", 0)
+        .f("aof_rewrite_scheduled", 0)
+        .f("aof_last_rewrite_time_sec", -1)
+        .f("aof_current_rewrite_time_sec", -1)
+        .f("aof_last_bgrewrite_status", "ok")
+        .f("aof_rewrites", 0)
+        .f("aof_rewrites_consecutive_failures", 0)
+        .f("aof_last_write_status", "ok")
+        .f("aof_last_cow_size", 0)
+        .f("module_fork_in_progress", 0)
+        .f("module_fork_last_cow_size", 0);
+}
+
+fn stats_section(srv: &ServerState, t: &mut String) {
+    let s = &srv.stats;
+    let ks = srv.ks.stats();
+    let kbps = |i: usize| {
+        format!(
+            "{:.2}",
+            s.instantaneous_kbps_x100[i].load(Relaxed) as f64 / 100.0
+        )
+    };
+    let c = &srv.repl.counters;
+    t.push_str("# Stats\r\n");
+    Section(t)
+        .f(
+            "total_connections_received",
+            s.total_connections_received.load(Relaxed),
+        )
+        .f(
+            "total_commands_processed",
+            s.total_commands_processed.load(Relaxed),
+        )
+        .f(
+            "instantaneous_ops_per_sec",
+            s.instantaneous_ops_per_sec.load(Relaxed),
+        )
+        .f(
+            "total_net_input_bytes",
+            s.total_net_input_bytes.load(Relaxed),
+        )
+        .f(
+            "total_net_output_bytes",
+            s.total_net_output_bytes.load(Relaxed),
+        )
+        .f(
+            "total_net_repl_input_bytes",
+            s.total_net_repl_input_bytes.load(Relaxed),
+        )
+        .f(
+            "total_net_repl_output_bytes",
+            s.total_net_repl_output_bytes.load(Relaxed),
+        )
+        .f("instantaneous_input_kbps", kbps(0))
+        .f("instantaneous_output_kbps", kbps(1))
+        .f("instantaneous_input_repl_kbps", kbps(2))
+        .f("instantaneous_output_repl_kbps", kbps(3))
+        .f("rejected_connections", s.rejected_connections.load(Relaxed))
+        .f("sync_full", c.sync_full.load(Relaxed))
+        .f("sync_partial_ok", c.sync_partial_ok.load(Relaxed))
+        .f("sync_partial_err", c.sync_partial_err.load(Relaxed))
+        .f("expired_keys", ks.expired_keys)
+        .f("expired_stale_perc", "0.00")
+        .f(
+            "expired_time_cap_reached_count",
+            s.expired_time_cap_reached_count.load(Relaxed),
+        )
+        .f(
+            "expire_cycle_cpu_milliseconds",
+            s.expire_cycle_cpu_ms.load(Relaxed),
+        )
+        .f("evicted_keys", ks.evicted_keys)
+        .f("evicted_clients", 0)
+        .f("total_eviction_exceeded_time", 0)
+        .f("current_eviction_exceeded_time", 0)
+        .f("keyspace_hits", ks.keyspace_hits)
+        .f("keyspace_misses", ks.keyspace_misses)
+        .f("pubsub_channels", srv.pubsub.channels())
+        .f("pubsub_patterns", srv.pubsub.patterns())
+        .f("pubsubshard_channels", 0)
+        .f("latest_fork_usec", 0)
+        .f("total_forks", 0)
+        .f("migrate_cached_sockets", 0)
+        .f("slave_expires_tracked_keys", 0)
+        .f("active_defrag_hits", 0)
+        .f("active_defrag_misses", 0)
+        .f("active_defrag_key_hits", 0)
+        .f("active_defrag_key_misses", 0)
+        .f("total_active_defrag_time", 0)
+        .f("current_active_defrag_time", 0)
+        .f("tracking_total_keys", 0)
+        .f("tracking_total_items", 0)
+        .f("tracking_total_prefixes", 0)
+        .f("unexpected_error_replies", 0)
+        .f("total_error_replies", s.total_error_replies.load(Relaxed))
+        .f("dump_payload_sanitizations", 0)
+        .f(
+            "total_reads_processed",
+            s.total_reads_processed.load(Relaxed),
+        )
+        .f(
+            "total_writes_processed",
+            s.total_writes_processed.load(Relaxed),
+        )
+        .f("io_threaded_reads_processed", 0)
+        .f("io_threaded_writes_processed", 0)
+        .f("reply_buffer_shrinks", s.reply_buffer_shrinks.load(Relaxed))
+        .f("reply_buffer_expands", s.reply_buffer_expands.load(Relaxed))
+        .f(
+            "client_query_buffer_limit_disconnections",
+            s.client_query_limit_disconnections.load(Relaxed),
+        )
+        .f(
+            "client_output_buffer_limit_disconnections",
+            s.client_output_limit_disconnections.load(Relaxed),
+        )
+        .f("shoal_oom_rejections", s.oom_rejections.load(Relaxed));
+}
+
+fn cluster_section(srv: &ServerState, t: &mut String) {
+    let _ = write!(
+        t,
+        "# Cluster\r\ncluster_enabled:{}\r\n",
+        srv.cluster.is_some() as u8
+    );
+    if let Some(cl) = &srv.cluster {
+        let g = cl.group.lock().expect("group info lock").clone();
+        let opt = |v: Option<u64>| v.map_or_else(|| "-1".to_string(), |v| v.to_string());
+        let _ = write!(
+            t,
+            "shoal_cluster_formed:{}\r\nshoal_raft_state:{}\r\nshoal_raft_term:{}\r\nshoal_raft_leader:{}\r\nshoal_raft_commit_index:{}\r\nshoal_raft_last_applied:{}\r\nshoal_raft_voters:{}\r\nshoal_raft_learners:{}\r\n",
+            cl.formed.load(Relaxed) as u8,
+            g.state,
+            g.term,
+            opt(g.leader),
+            opt(g.commit_index),
+            opt(g.last_applied),
+            g.voters,
+            g.learners,
+        );
+        let now = (srv.clock.mono_ms)();
+        t.push_str(&crate::cluster::lease_lines(
+            cl,
+            &cl.config(),
+            &cl.me(),
+            now,
+        ));
+    }
 }
 
 fn info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

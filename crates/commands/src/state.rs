@@ -36,8 +36,15 @@ pub struct Stats {
     pub total_connections_received: AtomicU64,
     pub total_commands_processed: AtomicU64,
     pub rejected_connections: AtomicU64,
+    // Each counter of reads or writes sits next to its byte count: the connection that adds to
+    // one adds to the other, on a cache line it already holds.
     pub total_net_input_bytes: AtomicU64,
+    pub total_reads_processed: AtomicU64,
     pub total_net_output_bytes: AtomicU64,
+    pub total_writes_processed: AtomicU64,
+    /// Bytes of the replication stream received from our primary and sent to our replicas.
+    pub total_net_repl_input_bytes: AtomicU64,
+    pub total_net_repl_output_bytes: AtomicU64,
     pub client_output_limit_disconnections: AtomicU64,
     pub client_query_limit_disconnections: AtomicU64,
     pub total_error_replies: AtomicU64,
@@ -46,6 +53,19 @@ pub struct Stats {
     pub oom_rejections: AtomicU64,
     /// Commands per second over the last sampling period (updated by the server's cron).
     pub instantaneous_ops_per_sec: AtomicU64,
+    /// Network throughput over the last sampling period, in hundredths of KiB/s (cron):
+    /// client input, client output, replication input, replication output.
+    pub instantaneous_kbps_x100: [AtomicU64; 4],
+    /// Highest `used_memory` seen (sampled by the cron and whenever INFO or MEMORY reads it).
+    pub used_memory_peak: AtomicU64,
+    /// `used_memory` once the node was set up, before loading data.
+    pub used_memory_startup: AtomicU64,
+    /// Active expire cycles that ran out of time with keys still due, and their total time.
+    pub expired_time_cap_reached_count: AtomicU64,
+    pub expire_cycle_cpu_ms: AtomicU64,
+    /// Connection buffers shrunk back after a large batch (Redis's `reply_buffer_shrinks`).
+    pub reply_buffer_shrinks: AtomicU64,
+    pub reply_buffer_expands: AtomicU64,
 }
 
 impl Stats {
@@ -53,6 +73,11 @@ impl Stats {
     pub fn error_reply(&self, e: &crate::error::ReplyError) {
         self.total_error_replies.fetch_add(1, Relaxed);
         self.errors.record(e);
+    }
+
+    /// `used_memory` now, raising the peak if it is one.
+    pub fn observe_used_memory(&self, used: u64) -> u64 {
+        self.used_memory_peak.fetch_max(used, Relaxed).max(used)
     }
 }
 
@@ -70,8 +95,25 @@ pub struct ClientHandle {
     pub last_interaction_ms: AtomicU64,
     /// Index of the last command in the command table.
     pub last_cmd: AtomicUsize,
+    /// The socket's file descriptor (-1 for a connection without one).
+    pub fd: AtomicI64,
+    /// Bytes in the query buffer (read, not yet run), its capacity and the most it held: published
+    /// by the connection task once per batch.
     pub query_buf_bytes: AtomicUsize,
+    pub query_buf_capacity: AtomicUsize,
+    pub query_buf_peak: AtomicUsize,
+    /// Capacity of the output buffer (published once per batch).
+    pub output_buf_capacity: AtomicUsize,
+    /// Reply bytes being written to the socket right now.
     pub output_buf_bytes: AtomicUsize,
+    /// Bytes of the arguments the client holds while blocked in a command (Redis keeps its argv).
+    pub argv_bytes: AtomicUsize,
+    /// Bytes of the commands queued in MULTI.
+    pub multi_bytes: AtomicUsize,
+    /// In MONITOR mode (flag `O`).
+    pub monitor: AtomicBool,
+    /// Sent READONLY (cluster mode, flag `r`).
+    pub readonly: AtomicBool,
     pub no_evict: AtomicBool,
     pub killed: AtomicBool,
     /// Wakes the connection task so it notices `killed`, a pub/sub message or a blocking wake-up;
@@ -123,8 +165,16 @@ impl ClientHandle {
             resp: AtomicU8::new(2),
             last_interaction_ms: AtomicU64::new(now_ms),
             last_cmd: AtomicUsize::new(usize::MAX),
+            fd: AtomicI64::new(-1),
             query_buf_bytes: AtomicUsize::new(0),
+            query_buf_capacity: AtomicUsize::new(0),
+            query_buf_peak: AtomicUsize::new(0),
+            output_buf_capacity: AtomicUsize::new(0),
             output_buf_bytes: AtomicUsize::new(0),
+            argv_bytes: AtomicUsize::new(0),
+            multi_bytes: AtomicUsize::new(0),
+            monitor: AtomicBool::new(false),
+            readonly: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -175,6 +225,8 @@ pub struct Client {
     pub reply_mode: ReplyMode,
     /// Close the connection once the pending replies are written (QUIT, protocol errors).
     pub close_after_reply: bool,
+    /// In MONITOR mode (see `monitor`).
+    pub monitor: bool,
     /// Replication requests the connection loop carries out after the batch.
     pub repl: ClientRepl,
     /// MULTI queue and WATCHed keys.
@@ -277,6 +329,15 @@ pub struct Persistence {
     pub dirty: AtomicU64,
     pub save_rules_set: AtomicBool,
     pub last_save_unix_s: AtomicU64,
+    /// Snapshots written since start, whether the last one succeeded, how long it took (-1:
+    /// none yet) and when the running one started (ms).
+    pub saves: AtomicU64,
+    pub last_save_failed: AtomicBool,
+    pub last_save_duration_s: AtomicI64,
+    pub save_started_ms: AtomicU64,
+    /// Keys read from the snapshot at start-up, and those skipped as already expired.
+    pub loaded_keys: AtomicU64,
+    pub loaded_keys_expired: AtomicU64,
     /// SHUTDOWN asked: 0 by the `save` rules, 1 SAVE, 2 NOSAVE.
     pub shutdown_save: AtomicU8,
 }
@@ -290,6 +351,7 @@ impl Client {
             authenticated,
             reply_mode: ReplyMode::On,
             close_after_reply: false,
+            monitor: false,
             repl: ClientRepl::default(),
             tx: Default::default(),
             subs: Default::default(),
@@ -348,6 +410,12 @@ pub struct Hooks {
     /// `CONFIG REWRITE`: writes `config` into the file at the path, keeping what the user wrote
     /// there; the reason (an OS error's text) if it could not.
     pub rewrite_config: fn(&str, &crate::config::Config) -> Result<(), String>,
+    /// What the allocator itself reports (memory it committed from the OS).
+    pub allocator_info: fn() -> crate::server::AllocatorInfo,
+    /// The allocator's own statistics as text (`MEMORY MALLOC-STATS`).
+    pub allocator_stats_text: fn() -> String,
+    /// Asks the allocator to return free memory to the OS (`MEMORY PURGE`).
+    pub allocator_purge: fn(),
 }
 
 impl Default for Hooks {
@@ -356,6 +424,9 @@ impl Default for Hooks {
             used_memory: || 0,
             process_info: Default::default,
             rewrite_config: |_, _| Err("no file system here".into()),
+            allocator_info: Default::default,
+            allocator_stats_text: String::new,
+            allocator_purge: || {},
         }
     }
 }
@@ -379,7 +450,11 @@ pub struct ServerState {
     pub tcp_port: u16,
     pub executable: String,
     pub config_file: String,
+    /// `uname`'s system, release and machine (`os:` in INFO), given by the server.
+    pub os: String,
     pub hooks: Hooks,
+    /// Clients in MONITOR mode.
+    pub monitors: crate::monitor::Monitors,
     pub shutting_down: AtomicBool,
     /// Bumped on every CONFIG SET, so connections refresh cached limits only when they changed.
     pub config_epoch: AtomicU64,
@@ -431,7 +506,9 @@ impl ServerState {
             tcp_port: 0,
             executable: String::new(),
             config_file: String::new(),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             hooks,
+            monitors: Default::default(),
             shutting_down: AtomicBool::new(false),
             config_epoch: AtomicU64::new(0),
             repl: crate::repl::ReplState::new(random_hex40(seed ^ 0x1234)),

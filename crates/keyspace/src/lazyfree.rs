@@ -18,6 +18,8 @@ pub type Garbage = Box<dyn Send>;
 #[derive(Debug, Default)]
 pub struct LazyFree {
     tx: Option<SyncSender<Garbage>>,
+    /// Values handed to the background thread so far.
+    queued: AtomicU64,
     freed: Arc<AtomicU64>,
 }
 
@@ -40,6 +42,7 @@ impl LazyFree {
         (
             LazyFree {
                 tx: Some(tx),
+                queued: AtomicU64::new(0),
                 freed: freed.clone(),
             },
             LazyFreeWorker { rx, freed },
@@ -50,7 +53,9 @@ impl LazyFree {
     pub fn drop_in_background(&self, value: Garbage) {
         match &self.tx {
             Some(tx) => match tx.try_send(value) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.queued.fetch_add(1, Relaxed);
+                }
                 Err(TrySendError::Full(v)) | Err(TrySendError::Disconnected(v)) => drop(v),
             },
             None => drop(value),
@@ -60,6 +65,11 @@ impl LazyFree {
     /// Values dropped in the background so far (INFO `lazyfreed_objects`).
     pub fn freed(&self) -> u64 {
         self.freed.load(Relaxed)
+    }
+
+    /// Values handed over and not dropped yet (INFO `lazyfree_pending_objects`).
+    pub fn pending(&self) -> u64 {
+        self.queued.load(Relaxed).saturating_sub(self.freed())
     }
 }
 

@@ -59,6 +59,8 @@ pub struct DbShard {
     slots: Box<[HashTable<Entry>]>,
     keys: usize,
     volatile: usize,
+    /// Sum of the volatile keys' deadlines (ms), for their average TTL (INFO `avg_ttl`).
+    deadline_sum_ms: u128,
     expiry: BinaryHeap<Reverse<ExpiryItem>>,
 }
 
@@ -68,6 +70,7 @@ impl DbShard {
             slots: (0..local_slots).map(|_| HashTable::new()).collect(),
             keys: 0,
             volatile: 0,
+            deadline_sum_ms: 0,
             expiry: BinaryHeap::new(),
         }
     }
@@ -92,6 +95,7 @@ pub struct EntryMut<'a> {
     entry: &'a mut Entry,
     mem: &'a mut usize,
     volatile: &'a mut usize,
+    deadline_sum_ms: &'a mut u128,
     expiry: &'a mut BinaryHeap<Reverse<ExpiryItem>>,
     mem_before: usize,
     expire_before: Option<u64>,
@@ -185,6 +189,12 @@ impl Drop for EntryMut<'_> {
                 (None, Some(_)) => *self.volatile += 1,
                 (Some(_), None) => *self.volatile -= 1,
                 _ => {}
+            }
+            if let Some(before) = self.expire_before {
+                *self.deadline_sum_ms -= u128::from(before);
+            }
+            if let Some(after) = expire {
+                *self.deadline_sum_ms += u128::from(after);
             }
             if let Some(at_ms) = expire {
                 self.expiry.push(Reverse(ExpiryItem {
@@ -532,6 +542,7 @@ impl Shard {
             entry,
             mem: mem_bytes,
             volatile: &mut d.volatile,
+            deadline_sum_ms: &mut d.deadline_sum_ms,
             expiry: &mut d.expiry,
             hash,
             local,
@@ -605,11 +616,13 @@ impl Shard {
         };
         if let Some(at_ms) = expire {
             d.volatile += 1;
+            d.deadline_sum_ms += u128::from(at_ms);
             d.expiry.push(Reverse(ExpiryItem { at_ms, hash, local }));
         }
         let removed = old.as_ref().map_or(0, |o| {
-            if o.expire_ms().is_some() {
+            if let Some(at_ms) = o.expire_ms() {
                 d.volatile -= 1;
+                d.deadline_sum_ms -= u128::from(at_ms);
             }
             o.mem_bytes()
         });
@@ -623,8 +636,9 @@ impl Shard {
         let found = table.find_entry(hash, |e| e.key() == key).ok()?;
         let (entry, _) = found.remove();
         d.keys -= 1;
-        if entry.expire_ms().is_some() {
+        if let Some(at_ms) = entry.expire_ms() {
             d.volatile -= 1;
+            d.deadline_sum_ms -= u128::from(at_ms);
         }
         self.mem_bytes -= entry.mem_bytes();
         if self.recording {
@@ -650,6 +664,11 @@ impl Shard {
 
     pub fn db_volatile(&self, db: usize) -> usize {
         self.dbs[db].as_ref().map_or(0, |d| d.volatile)
+    }
+
+    /// Sum of the deadlines (ms) of a database part's volatile keys.
+    pub fn db_deadline_sum_ms(&self, db: usize) -> u128 {
+        self.dbs[db].as_ref().map_or(0, |d| d.deadline_sum_ms)
     }
 
     /// Keys stored in one slot of a database.
@@ -780,6 +799,7 @@ impl Shard {
                 let (entry, _) = found.remove();
                 d.keys -= 1;
                 d.volatile -= 1;
+                d.deadline_sum_ms -= u128::from(item.at_ms);
                 self.mem_bytes -= entry.mem_bytes();
                 self.stats.expired_keys += 1;
                 done += 1;
@@ -956,6 +976,13 @@ impl Shard {
                 .filter(|e| e.expire_ms().is_some())
                 .count();
             assert_eq!(volatile, d.volatile, "volatile count");
+            let deadlines: u128 = d
+                .slots
+                .iter()
+                .flat_map(|t| t.iter())
+                .filter_map(|e| e.expire_ms().map(u128::from))
+                .sum();
+            assert_eq!(deadlines, d.deadline_sum_ms, "sum of deadlines");
             for (local, t) in d.slots.iter().enumerate() {
                 for e in t.iter() {
                     if let Some(at_ms) = e.expire_ms() {
@@ -1135,6 +1162,22 @@ impl Keyspace {
         }
     }
 
+    /// Average time to live (ms) of a database's keys with a deadline, at `now_ms` (0 without
+    /// any): from each shard's running sum of deadlines, so it costs a lock per shard, not a walk.
+    pub fn db_avg_ttl_ms(&self, db: usize, now_ms: u64) -> u64 {
+        let (n, sum) = (0..self.shards.len()).fold((0u128, 0u128), |(n, sum), i| {
+            let g = self.lock(i);
+            (
+                n + g.db_volatile(db) as u128,
+                sum + g.db_deadline_sum_ms(db),
+            )
+        });
+        match sum.checked_div(n) {
+            Some(avg) => avg.saturating_sub(u128::from(now_ms)) as u64,
+            None => 0,
+        }
+    }
+
     /// (keys, keys with expiry) of a database.
     pub fn db_size(&self, db: usize) -> (usize, usize) {
         (0..self.shards.len()).fold((0, 0), |(k, v), i| {
@@ -1192,6 +1235,27 @@ mod tests {
         assert_eq!(get(&ks, b"a", 1_000), None);
         assert_eq!(ks.stats().expired_keys, 1);
         assert_eq!(ks.db_size(0), (1, 0));
+        check(&ks);
+    }
+
+    #[test]
+    fn average_ttl_follows_deadlines_set_replaced_expired_and_removed() {
+        let ks = ks();
+        assert_eq!(ks.db_avg_ttl_ms(0, 0), 0);
+        put(&ks, b"a", b"1", Some(1_000), 0);
+        put(&ks, b"b", b"2", Some(3_000), 0);
+        put(&ks, b"c", b"3", None, 0);
+        assert_eq!(ks.db_avg_ttl_ms(0, 0), 2_000);
+        assert_eq!(ks.db_avg_ttl_ms(0, 500), 1_500);
+        // Replaced with another deadline, then with none.
+        put(&ks, b"a", b"1", Some(5_000), 0);
+        assert_eq!(ks.db_avg_ttl_ms(0, 0), 4_000);
+        put(&ks, b"a", b"1", None, 0);
+        assert_eq!(ks.db_avg_ttl_ms(0, 0), 3_000);
+        check(&ks);
+        // Expired on access, then none left.
+        assert_eq!(get(&ks, b"b", 3_000), None);
+        assert_eq!(ks.db_avg_ttl_ms(0, 0), 0);
         check(&ks);
     }
 

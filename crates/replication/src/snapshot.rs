@@ -420,6 +420,8 @@ pub fn load_all(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
     pub keys: u64,
+    /// Keys skipped because their deadline had passed.
+    pub expired: u64,
     /// The replication history the data belongs to, and the offset it is at least as new as.
     pub replid: String,
     pub offset: u64,
@@ -455,6 +457,7 @@ pub fn load_all_progress(
 ) -> Result<Loaded, SnapshotError> {
     let mut loader = Loader::new(ks.databases());
     let mut loaded = 0;
+    let mut expired = 0;
     let mut bad = false;
     let mut read = 0usize;
     let mut ended = false;
@@ -464,6 +467,7 @@ pub fn load_all_progress(
         }
         let done = loader.feed(piece, |rec| {
             if skip_expired && rec.expire_ms.is_some_and(|t| t <= now_ms) {
+                expired += 1;
                 return;
             }
             match rec.to_entry(limits) {
@@ -493,6 +497,7 @@ pub fn load_all_progress(
     }
     Ok(Loaded {
         keys: loaded,
+        expired,
         replid: loader.replid.clone(),
         offset: loader.offset,
         end_offset: loader.end_offset,

@@ -92,6 +92,9 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream, io: Arc<NodeIo>
         .unwrap_or_else(|_| "?".into());
     let id = srv.new_client_id();
     let handle = Arc::new(ClientHandle::new(id, peer.clone(), local, now_ms()));
+    handle
+        .fd
+        .store(i64::from(std::os::fd::AsRawFd::as_raw_fd(&stream)), Relaxed);
     let wake = Arc::new(Notify::new());
     {
         let w = wake.clone();
@@ -178,6 +181,7 @@ async fn flush(
     srv.stats
         .total_net_output_bytes
         .fetch_add(n as u64, Relaxed);
+    srv.stats.total_writes_processed.fetch_add(1, Relaxed);
     out.clear();
     Ok(())
 }
@@ -253,6 +257,8 @@ async fn run(
     let mut writes = Settling::default();
     // When the pending output first went over the soft limit (`client-output-buffer-limit`).
     let mut over_soft_since: Option<std::time::Instant> = None;
+    // The most the query buffer held (CLIENT LIST `rbp`), published when it grows.
+    let mut qbuf_peak = 0;
     loop {
         if client.handle.killed.load(Relaxed) {
             return End::Killed;
@@ -264,10 +270,16 @@ async fn run(
         if inbuf.capacity() - inbuf.len() < want / 2 {
             inbuf.reserve(want);
         }
+        // A monitor is never idle-timed out (Redis exempts it as it does replicas).
+        let idle_timeout_s = if client.monitor {
+            0
+        } else {
+            limits.idle_timeout_s
+        };
         let read = async {
-            if limits.idle_timeout_s > 0 {
+            if idle_timeout_s > 0 {
                 match tokio::time::timeout(
-                    Duration::from_secs(limits.idle_timeout_s),
+                    Duration::from_secs(idle_timeout_s),
                     stream.read_buf(&mut inbuf),
                 )
                 .await
@@ -295,8 +307,18 @@ async fn run(
             }
         };
         srv.stats.total_net_input_bytes.fetch_add(n as u64, Relaxed);
+        srv.stats.total_reads_processed.fetch_add(1, Relaxed);
         let now = now_ms();
-        client.handle.last_interaction_ms.store(now, Relaxed);
+        // What CLIENT LIST shows of this connection, published once per batch.
+        let h = &client.handle;
+        h.last_interaction_ms.store(now, Relaxed);
+        h.query_buf_bytes.store(inbuf.len(), Relaxed);
+        h.query_buf_capacity.store(inbuf.capacity(), Relaxed);
+        if inbuf.len() > qbuf_peak {
+            qbuf_peak = inbuf.len();
+            h.query_buf_peak.store(qbuf_peak, Relaxed);
+        }
+        let out_capacity = out.capacity();
         // Run every complete request in the buffer.
         let mut pos = 0;
         let mut closing = None;
@@ -448,9 +470,21 @@ async fn run(
         if inbuf.capacity() > 4 * READ_CHUNK_BYTES && inbuf.len() < READ_CHUNK_BYTES {
             inbuf.shrink_to(READ_CHUNK_BYTES);
         }
+        if out.capacity() > out_capacity {
+            srv.stats.reply_buffer_expands.fetch_add(1, Relaxed);
+        }
         if out.capacity() > 4 * OUTPUT_FLUSH_BYTES {
             out.shrink_to(OUTPUT_FLUSH_BYTES);
+            srv.stats.reply_buffer_shrinks.fetch_add(1, Relaxed);
         }
+        client
+            .handle
+            .query_buf_capacity
+            .store(inbuf.capacity(), Relaxed);
+        client
+            .handle
+            .output_buf_capacity
+            .store(out.capacity(), Relaxed);
         let epoch = srv.config_epoch.load(Relaxed);
         if epoch != limits_epoch {
             limits_epoch = epoch;
@@ -538,6 +572,7 @@ fn try_flush(srv: &ServerState, stream: &TcpStream, out: &mut Vec<u8>) -> Result
         srv.stats
             .total_net_output_bytes
             .fetch_add(written as u64, Relaxed);
+        srv.stats.total_writes_processed.fetch_add(1, Relaxed);
         out.drain(..written);
     }
     Ok(())
@@ -749,6 +784,12 @@ async fn wait_blocked(
     b: Blocked,
 ) -> Result<(), End> {
     let registration = srv.blocking.register(client.handle.clone(), &b.req);
+    // Its arguments stay held while it waits (CLIENT LIST `argv-mem`).
+    client
+        .handle
+        .argv_bytes
+        .store(b.args.args().bytes(), Relaxed);
+    let _argv = ClearOnDrop(client.handle.clone());
     // The deadline is in whole wall-clock ms; one more ms makes sure the wait is never shorter
     // than asked, whatever fraction of a ms had passed when it was computed.
     let deadline = b.req.deadline_ms.map(|at| {
@@ -813,6 +854,15 @@ async fn wait_blocked(
                 _ = timeout => break RunMode::Timeout,
             }
         };
+    }
+}
+
+/// Clears the published `argv-mem` of a blocked client however its wait ends.
+struct ClearOnDrop(Arc<ClientHandle>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.argv_bytes.store(0, Relaxed);
     }
 }
 

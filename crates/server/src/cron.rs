@@ -1,5 +1,6 @@
-//! Background cron on its own OS thread: the active expire cycle, the ops/sec sample, and the
-//! log lines of role, fencing and eviction changes (`events`).
+//! Background cron on its own OS thread: the active expire cycle, the peak of used memory, the
+//! once-a-second samples (ops/sec, network KiB/s), and the log lines of role, fencing and eviction
+//! changes (`events`).
 //!
 //! Active expiry runs `hz` times a second. Each pass visits every shard, deleting at most
 //! `EXPIRE_KEYS_PER_LOCK` due keys per lock hold (so a client waits at most a few microseconds for a
@@ -45,11 +46,23 @@ pub fn expire_cycle(srv: &ServerState, budget: Duration) -> (usize, bool) {
     }
 }
 
+/// Network byte counters in the order of `Stats::instantaneous_kbps_x100`.
+fn net_bytes(srv: &ServerState) -> [u64; 4] {
+    let s = &srv.stats;
+    [
+        s.total_net_input_bytes.load(Relaxed),
+        s.total_net_output_bytes.load(Relaxed),
+        s.total_net_repl_input_bytes.load(Relaxed),
+        s.total_net_repl_output_bytes.load(Relaxed),
+    ]
+}
+
 pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("shoal-cron".into())
         .spawn(move || {
             let mut last_ops = srv.stats.total_commands_processed.load(Relaxed);
+            let mut last_net = net_bytes(&srv);
             let mut last_sample = Instant::now();
             let mut watch = crate::events::Watch::new(&srv);
             loop {
@@ -66,6 +79,14 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 } else {
                     expire_cycle(&srv, budget)
                 };
+                let expire_took = t0.elapsed();
+                let s = &srv.stats;
+                s.expire_cycle_cpu_ms
+                    .fetch_add(expire_took.as_millis() as u64, Relaxed);
+                if more {
+                    s.expired_time_cap_reached_count.fetch_add(1, Relaxed);
+                }
+                s.observe_used_memory(srv.used_memory() as u64);
                 shoal_commands::effects::emit_logged(&srv, now_ms());
                 let took = t0.elapsed();
                 srv.latency_sample("expire-cycle", took.as_millis() as u64, now_ms() / 1000);
@@ -81,6 +102,13 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                         Relaxed,
                     );
                     last_ops = ops;
+                    let net = net_bytes(&srv);
+                    for (i, (now, before)) in net.iter().zip(last_net).enumerate() {
+                        let kbps = now.saturating_sub(before) as f64 / 1024.0 / secs;
+                        srv.stats.instantaneous_kbps_x100[i]
+                            .store((kbps * 100.0).round() as u64, Relaxed);
+                    }
+                    last_net = net;
                     last_sample = Instant::now();
                 }
                 // Keys still due: go again after a short pause that keeps the duty cycle at budget.

@@ -57,6 +57,82 @@ pub fn load_config_file(config: &mut Config, text: &str) -> Result<(), String> {
     config_file::load(config, text)
 }
 
+/// What the binary's allocator tells about itself (the binary owns the allocator).
+#[derive(Debug, Clone, Copy)]
+pub struct Allocator {
+    /// Live bytes allocated (`used_memory`).
+    pub used_memory: fn() -> usize,
+    pub info: fn() -> shoal_commands::server::AllocatorInfo,
+    /// Its statistics as text (`MEMORY MALLOC-STATS`).
+    pub stats_text: fn() -> String,
+    /// Returns free memory to the OS (`MEMORY PURGE`).
+    pub purge: fn(),
+}
+
+impl Allocator {
+    /// An allocator known only by its count of live bytes.
+    pub fn counting(used_memory: fn() -> usize) -> Self {
+        Allocator {
+            used_memory,
+            info: Default::default,
+            stats_text: String::new,
+            purge: || {},
+        }
+    }
+}
+
+/// `uname`'s system, release and machine, as Redis shows them (`Linux 6.1.0 x86_64`).
+fn os_name() -> String {
+    // SAFETY: uname fills the zeroed struct we pass; its fields are NUL-terminated.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return format!("{} {}", std::env::consts::OS, std::env::consts::ARCH);
+    }
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    format!(
+        "{} {} {}",
+        field(&u.sysname),
+        field(&u.release),
+        field(&u.machine)
+    )
+}
+
+/// User and system CPU seconds of the main thread (its tid is the pid), from
+/// `/proc/self/task/<pid>/stat` (fields 14 and 15, in clock ticks).
+fn main_thread_cpu() -> (f64, f64) {
+    let path = format!("/proc/self/task/{}/stat", std::process::id());
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return (0.0, 0.0);
+    };
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let Some(rest) = text.rsplit_once(')').map(|(_, r)| r) else {
+        return (0.0, 0.0);
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) as f64 / ticks;
+    // `rest` starts at field 3 (state): utime is field 14, stime 15.
+    (get(11), get(12))
+}
+
+/// Total RAM, from sysinfo.
+fn total_system_memory() -> u64 {
+    // SAFETY: sysinfo fills the zeroed struct we pass.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sysinfo(&mut si) } != 0 {
+        return 0;
+    }
+    si.totalram as u64 * u64::from(si.mem_unit)
+}
+
 /// RSS from /proc/self/statm and CPU time from getrusage.
 fn process_info() -> ProcessInfo {
     let page = 4096u64;
@@ -72,11 +148,15 @@ fn process_info() -> ProcessInfo {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let (cpu_main_user_s, cpu_main_sys_s) = main_thread_cpu();
     ProcessInfo {
         rss_bytes: rss_pages * page,
         cpu_user_s: secs(ru.ru_utime),
         cpu_sys_s: secs(ru.ru_stime),
+        cpu_main_user_s,
+        cpu_main_sys_s,
         pid: std::process::id(),
+        total_system_memory_bytes: total_system_memory(),
     }
 }
 
@@ -110,7 +190,7 @@ pub struct Server {
 
 impl Server {
     /// Binds the listener (so the port is known before running) and builds the state.
-    pub fn bind(config: Config, used_memory: fn() -> usize) -> Result<Server, String> {
+    pub fn bind(config: Config, allocator: Allocator) -> Result<Server, String> {
         let port = config.port;
         let bind = config.bind.clone();
         let threads = match config.threads as usize {
@@ -132,9 +212,12 @@ impl Server {
         let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let (shutdown_tx, _) = watch::channel(false);
         let hooks = Hooks {
-            used_memory,
+            used_memory: allocator.used_memory,
             process_info,
             rewrite_config: config_file::rewrite,
+            allocator_info: allocator.info,
+            allocator_stats_text: allocator.stats_text,
+            allocator_purge: allocator.purge,
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);
@@ -153,6 +236,11 @@ impl Server {
             .map_err(|e| format!("lazyfree thread: {e}"))?;
         state.lazyfree = lazyfree;
         state.clock = clock::system();
+        state.os = os_name();
+        // What the node holds before any data (Redis's `used_memory_startup`).
+        let startup = (allocator.used_memory)() as u64;
+        state.stats.used_memory_startup.store(startup, Relaxed);
+        state.stats.observe_used_memory(startup);
         persist::load_at_startup(&state)?;
         state.tcp_port = addr.port();
         state.executable = std::env::current_exe()

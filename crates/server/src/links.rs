@@ -136,6 +136,7 @@ async fn session<T: Transport>(
                     return Err(LinkError::Refused("primary closed the connection".into()));
                 }
                 last_read = now_ms();
+                srv.stats.total_net_repl_input_bytes.fetch_add(n as u64, Relaxed);
                 let p = link.on_input(&node(srv), &buf[..n], last_read)?;
                 for event in &p.events {
                     match *event {
@@ -233,7 +234,9 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
     handle: &ClientHandle,
     wake: &Notify,
 ) {
-    let ip = who.ip.clone();
+    // Redis names a replica by its address and the port it listens on (REPLCONF listening-port).
+    let ip = format!("{}:{}", who.ip, who.listening_port);
+    tracing::info!(replica = %ip, "Replica {ip} asks for synchronization");
     let (mut sender, mut acks, line) =
         primary_link::accept(&srv.repl, &srv.ks, who, &replid, offset, now_ms());
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -280,10 +283,14 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 }
             }
             match next {
-                Ok(Some(bytes)) => wr
-                    .write_all(&bytes)
-                    .await
-                    .map_err(|e| Ended::Io(e.to_string()))?,
+                Ok(Some(bytes)) => {
+                    wr.write_all(&bytes)
+                        .await
+                        .map_err(|e| Ended::Io(e.to_string()))?;
+                    srv.stats
+                        .total_net_repl_output_bytes
+                        .fetch_add(bytes.len() as u64, Relaxed);
+                }
                 Ok(None) => {
                     // `poll` registered this task's waker for the next append; sleep until then,
                     // or re-check after a while (role changes, keep-alive).

@@ -24,6 +24,8 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
     let run = {
         let srv = srv.clone();
         move || -> Result<(), String> {
+            let started = std::time::Instant::now();
+            srv.persist.save_started_ms.store(now_ms(), Relaxed);
             let path = snapshot_path(&srv);
             let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
             // The offset is taken before the data: the data is at least that new, and a restarted
@@ -40,7 +42,12 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
                         .map(|_| n)
                         .map_err(|e| format!("saving {}: {e}", path.display()))
                 });
-            srv.persist.saving.store(false, Relaxed);
+            let p = &srv.persist;
+            p.saves.fetch_add(1, Relaxed);
+            p.last_save_duration_s
+                .store(started.elapsed().as_secs() as i64, Relaxed);
+            p.last_save_failed.store(res.is_err(), Relaxed);
+            p.saving.store(false, Relaxed);
             match &res {
                 Ok(n) => {
                     srv.persist.dirty.store(0, Relaxed);
@@ -90,6 +97,10 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
     )
     .map_err(|e| format!("loading {}: {e}", path.display()))?;
     let n = loaded.keys;
+    srv.persist.loaded_keys.store(n, Relaxed);
+    srv.persist
+        .loaded_keys_expired
+        .store(loaded.expired, Relaxed);
     meter.finish(n, bytes.len() as u64);
     // Resume the replication history the data belongs to: a restarted replica asks its primary
     // to continue from `offset` instead of copying everything again, and a restarted primary

@@ -41,7 +41,8 @@ impl Node {
         ] {
             config.set_initial(name, value).expect("config");
         }
-        let server = Server::bind(config, no_memory).expect("bind");
+        let server =
+            Server::bind(config, shoal_server::Allocator::counting(no_memory)).expect("bind");
         let addr = server.addr.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("node-{tag}"))

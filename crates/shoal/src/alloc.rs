@@ -89,3 +89,52 @@ unsafe impl GlobalAlloc for Counting {
 pub fn used_memory() -> usize {
     USED.load(Relaxed)
 }
+
+/// mimalloc's version and the memory it committed (`INFO memory`'s allocator figures).
+pub fn info() -> shoal_commands::server::AllocatorInfo {
+    let mut commit = 0usize;
+    // SAFETY: null out-parameters are allowed; `commit` is a valid place for one.
+    unsafe {
+        mi::mi_process_info(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut commit,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    // SAFETY: no preconditions.
+    let v = unsafe { mi::mi_version() };
+    shoal_commands::server::AllocatorInfo {
+        // Major, then two digits each of minor and patch (30302 is 3.3.2).
+        name: format!("mimalloc-{}.{}.{}", v / 10000, v / 100 % 100, v % 100),
+        committed_bytes: commit as u64,
+    }
+}
+
+/// Largest `MEMORY MALLOC-STATS` text kept.
+const STATS_TEXT_BYTES_MAX: usize = 64 * 1024;
+
+/// mimalloc's statistics report (`MEMORY MALLOC-STATS`).
+pub fn stats_text() -> String {
+    unsafe extern "C" fn append(msg: *const std::ffi::c_char, arg: *mut c_void) {
+        // SAFETY: `arg` is the `String` passed below, alive for the call; `msg` is a C string.
+        let (out, msg) = unsafe { (&mut *(arg as *mut String), std::ffi::CStr::from_ptr(msg)) };
+        if out.len() < STATS_TEXT_BYTES_MAX {
+            out.push_str(&msg.to_string_lossy());
+        }
+    }
+    let mut out = String::new();
+    // SAFETY: the callback only appends to `out`, which outlives the call.
+    unsafe { mi::mi_stats_print_out(Some(append), &mut out as *mut String as *mut c_void) };
+    out
+}
+
+/// Returns free memory to the OS (`MEMORY PURGE`).
+pub fn purge() {
+    // SAFETY: no preconditions.
+    unsafe { mi::mi_collect(true) }
+}

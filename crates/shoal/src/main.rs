@@ -632,7 +632,15 @@ fn main() {
                 eprintln!("shoal: {e}");
                 std::process::exit(1);
             }
-            let mut server = match shoal_server::Server::bind(config, alloc::used_memory) {
+            let mut server = match shoal_server::Server::bind(
+                config,
+                shoal_server::Allocator {
+                    used_memory: alloc::used_memory,
+                    info: alloc::info,
+                    stats_text: alloc::stats_text,
+                    purge: alloc::purge,
+                },
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("shoal: {e}");

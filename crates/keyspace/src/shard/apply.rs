@@ -107,13 +107,15 @@ impl Shard {
         let mut removed = 0;
         let mut freed = 0;
         let mut volatile_removed = 0;
+        let mut deadlines_removed = 0u128;
         for table in d.slots.iter_mut() {
             table.retain(|e| {
                 if e.version() < version {
                     removed += 1;
                     freed += e.mem_bytes();
-                    if e.expire_ms().is_some() {
+                    if let Some(at_ms) = e.expire_ms() {
                         volatile_removed += 1;
+                        deadlines_removed += u128::from(at_ms);
                     }
                     false
                 } else {
@@ -123,6 +125,7 @@ impl Shard {
         }
         d.keys -= removed;
         d.volatile -= volatile_removed;
+        d.deadline_sum_ms -= deadlines_removed;
         self.mem_bytes -= freed;
         // The expiry heap keeps items for removed keys; they are stale and skipped when due.
         removed
