@@ -150,6 +150,45 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
             ]),
         ),
         (
+            "setbit",
+            lines(&[
+                "SETBIT b:1 7 1",
+                "SETBIT b:1 1000 1",
+                "SETBIT b:1 7 0",
+                "SET b:2 abc",
+                "SETBIT b:2 3 1",
+            ]),
+        ),
+        (
+            "bitfield",
+            lines(&[
+                "BITFIELD b:3 SET i8 0 -100 INCRBY u4 #3 9",
+                "BITFIELD b:3 OVERFLOW SAT INCRBY u2 100 7",
+                "BITFIELD b:3 OVERFLOW FAIL INCRBY i8 0 -100",
+            ]),
+        ),
+        (
+            "bitop",
+            lines(&[
+                "SET b:4 foobar",
+                "SET b:5 abcdef",
+                "BITOP XOR b:6 b:4 b:5",
+                "BITOP NOT b:7 b:4",
+                "BITOP AND b:6 b:none",
+            ]),
+        ),
+        (
+            "sort",
+            lines(&[
+                "RPUSH so:1 3 1 2",
+                "SORT so:1 STORE so:2",
+                "SET so:w1 30",
+                "SET so:w2 10",
+                "SORT so:1 BY so:w* DESC STORE so:3",
+                "SORT so:none STORE so:2",
+            ]),
+        ),
+        (
             "set",
             lines(&[
                 "SET s:1 v EX 100000",
