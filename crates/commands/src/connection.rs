@@ -201,6 +201,16 @@ static CLIENT: &[Spec] = &[
         ..Spec::DEFAULT
     },
     Spec {
+        name: "client|unblock",
+        arity: -3,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "5.0.0",
+        summary: "Unblocks a client blocked by a blocking command from a different connection.",
+        handler: Some(client_unblock),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "client|setinfo",
         arity: 4,
         flags: NOSCRIPT | LOADING | STALE,
@@ -675,6 +685,48 @@ fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: ends another client's blocking command, as if it timed
+/// out (the default) or with `-UNBLOCKED`; 1 if that client was blocked, else 0.
+fn client_unblock(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let id = args.i64(2)?;
+    let how = if args.len() == 4 {
+        if args.is(3, "timeout") {
+            crate::state::unblock::TIMEOUT
+        } else if args.is(3, "error") {
+            crate::state::unblock::ERROR
+        } else {
+            return Err(ReplyError::err_static(
+                "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ));
+        }
+    } else if args.len() == 3 {
+        crate::state::unblock::TIMEOUT
+    } else {
+        return Err(ReplyError::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+            args.str_lossy(1)
+        )));
+    };
+    let target = u64::try_from(id).ok().and_then(|id| {
+        ctx.srv
+            .clients
+            .lock()
+            .expect("clients lock")
+            .get(&id)
+            .cloned()
+    });
+    let unblocked = match target {
+        Some(h) if h.blocked.load(Relaxed) => {
+            h.unblock.store(how, Relaxed);
+            h.wake();
+            true
+        }
+        _ => false,
+    };
+    ctx.out.int(unblocked as i64);
+    Ok(())
+}
+
 fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let all = clients_snapshot(ctx);
     if args.len() == 3 {
@@ -778,6 +830,8 @@ fn client_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         "    Assign the name <name> to the current connection.",
         "SETINFO <LIB-NAME|LIB-VER> <value>",
         "    Set client library name or version.",
+        "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+        "    Unblock the specified blocked client.",
         "HELP",
         "    Prints this help.",
     ];

@@ -128,9 +128,20 @@ pub struct ClientHandle {
     pub multi_len: AtomicI64,
     /// Waiting in a blocking command (CLIENT LIST flag `b`).
     pub blocked: AtomicBool,
+    /// `CLIENT UNBLOCK` asked the blocked command to end ([`unblock`] values).
+    pub unblock: AtomicU8,
     /// What the connection is (CLIENT LIST flags and `TYPE`): a client, a replica of ours, or our
     /// link to our primary.
     pub kind: AtomicU8,
+}
+
+/// `ClientHandle::unblock` values.
+pub mod unblock {
+    pub const NONE: u8 = 0;
+    /// End the wait as if it timed out (the command's null reply).
+    pub const TIMEOUT: u8 = 1;
+    /// End the wait with `-UNBLOCKED`.
+    pub const ERROR: u8 = 2;
 }
 
 /// `ClientHandle::kind` values.
@@ -183,6 +194,7 @@ impl ClientHandle {
             psubs: AtomicUsize::new(0),
             multi_len: AtomicI64::new(-1),
             blocked: AtomicBool::new(false),
+            unblock: AtomicU8::new(unblock::NONE),
             kind: AtomicU8::new(kind::NORMAL),
         }
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use shoal_commands::blocking::BlockRequest;
 use shoal_commands::error::ReplyError;
 use shoal_commands::migration;
-use shoal_commands::state::ReplyMode;
+use shoal_commands::state::{ReplyMode, unblock};
 use shoal_commands::{
     Action, Args, Client, ClientHandle, Outcome, OwnedArgs, RunMode, ServerState, config,
 };
@@ -821,6 +821,22 @@ async fn wait_blocked(
         mode = loop {
             if client.handle.killed.load(Relaxed) {
                 return Err(End::Killed);
+            }
+            match client.handle.unblock.swap(unblock::NONE, Relaxed) {
+                unblock::TIMEOUT => break RunMode::Timeout,
+                unblock::ERROR => {
+                    if !b.suppress {
+                        out.extend_from_slice(
+                            b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n",
+                        );
+                    }
+                    srv.stats.errors.record(&ReplyError::Other {
+                        code: "UNBLOCKED",
+                        msg: "client unblocked via CLIENT UNBLOCK".into(),
+                    });
+                    return Ok(());
+                }
+                _ => {}
             }
             if registration.take_signal() {
                 break RunMode::Retry;

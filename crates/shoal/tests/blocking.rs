@@ -272,3 +272,49 @@ fn a_key_moved_into_place_serves_its_waiter_in_order() {
         );
     }
 }
+
+/// `CLIENT UNBLOCK` ends another client's wait as a timeout (the null reply) or with
+/// `-UNBLOCKED`, answers 1 only for a client that was blocked, and refuses bad arguments as
+/// Redis 7.0 does.
+#[test]
+fn client_unblock_ends_a_wait_as_a_timeout_or_an_error() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let mut w = s.raw();
+    let id: i64 = {
+        let mut r = w.call(&["CLIENT", "ID"]);
+        r.retain(|ch| ch.is_ascii_digit());
+        r.parse().unwrap()
+    };
+    let id_text = id.to_string();
+    block(&mut w, &["BLPOP", "nothing", "0"], &mut c, 1);
+    let n: i64 = q(&mut c, &["CLIENT", "UNBLOCK", &id_text, "ERROR"]);
+    assert_eq!(n, 1);
+    assert_eq!(
+        reply(&mut w),
+        "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
+    );
+    block(&mut w, &["BLMPOP", "0", "1", "nothing", "LEFT"], &mut c, 1);
+    let n: i64 = q(&mut c, &["CLIENT", "UNBLOCK", &id_text]);
+    assert_eq!(n, 1);
+    assert_eq!(reply(&mut w), "*-1\r\n");
+    assert_eq!(blocked_clients(&mut c), 0);
+    let n: i64 = q(&mut c, &["CLIENT", "UNBLOCK", &id_text, "TIMEOUT"]);
+    assert_eq!(n, 0, "not blocked any more");
+    // The connection still works.
+    assert_eq!(w.call(&["PING"]), "+PONG\r\n");
+    let mut raw = s.raw();
+    assert_eq!(
+        raw.call(&["CLIENT", "UNBLOCK", "x"]),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        raw.call(&["CLIENT", "UNBLOCK", "1", "maybe"]),
+        "-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR\r\n"
+    );
+    assert_eq!(
+        raw.call(&["CLIENT", "UNBLOCK", "1", "timeout", "extra"]),
+        "-ERR unknown subcommand or wrong number of arguments for 'UNBLOCK'. Try CLIENT HELP.\r\n"
+    );
+    assert_eq!(raw.call(&["CLIENT", "UNBLOCK", "999999"]), ":0\r\n");
+}
