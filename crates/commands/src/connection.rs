@@ -201,6 +201,26 @@ static CLIENT: &[Spec] = &[
         ..Spec::DEFAULT
     },
     Spec {
+        name: "client|pause",
+        arity: -3,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "3.0.0",
+        summary: "Suspends commands processing.",
+        handler: Some(client_pause),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|unpause",
+        arity: 2,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "6.2.0",
+        summary: "Resumes processing commands from paused clients.",
+        handler: Some(client_unpause),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "client|unblock",
         arity: -3,
         flags: ADMIN | NOSCRIPT | LOADING | STALE,
@@ -685,6 +705,44 @@ fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// `CLIENT PAUSE timeout [WRITE|ALL]`: clients' commands (all, or writes and commands that may
+/// replicate) wait `timeout` ms; the connections hold them (see `ClientPause`).
+fn client_pause(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let all = match args.len() {
+        3 => true,
+        4 if args.is(3, "write") => false,
+        4 if args.is(3, "all") => true,
+        4 => {
+            return Err(ReplyError::err_static(
+                "CLIENT PAUSE mode must be WRITE or ALL",
+            ));
+        }
+        _ => {
+            return Err(ReplyError::err(format!(
+                "unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+                args.str_lossy(1)
+            )));
+        }
+    };
+    // Redis's getTimeoutFromObjectOrReply in milliseconds.
+    let ms = crate::args::parse_i64(args.get(2)).ok_or(ReplyError::err_static(
+        "timeout is not an integer or out of range",
+    ))?;
+    if ms < 0 {
+        return Err(ReplyError::err_static("timeout is negative"));
+    }
+    let until = ctx.now_ms.saturating_add(ms as u64);
+    ctx.srv.client_pause.pause(until, all, ctx.now_ms);
+    ctx.out.ok();
+    Ok(())
+}
+
+fn client_unpause(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.srv.client_pause.unpause();
+    ctx.out.ok();
+    Ok(())
+}
+
 /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: ends another client's blocking command, as if it timed
 /// out (the default) or with `-UNBLOCKED`; 1 if that client was blocked, else 0.
 fn client_unblock(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -830,6 +888,10 @@ fn client_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         "    Assign the name <name> to the current connection.",
         "SETINFO <LIB-NAME|LIB-VER> <value>",
         "    Set client library name or version.",
+        "PAUSE <timeout> [WRITE|ALL]",
+        "    Suspend all, or just write, clients for <timeout> milliseconds.",
+        "UNPAUSE",
+        "    Stop the current client pause, resuming traffic.",
         "UNBLOCK <clientid> [TIMEOUT|ERROR]",
         "    Unblock the specified blocked client.",
         "HELP",

@@ -47,7 +47,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "publish",
         arity: 3,
-        flags: PUBSUB | LOADING | STALE | FAST,
+        flags: PUBSUB | LOADING | STALE | FAST | MAY_REPLICATE,
         group: PS,
         since: "2.0.0",
         summary: "Posts a message to a channel.",

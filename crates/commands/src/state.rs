@@ -135,6 +135,53 @@ pub struct ClientHandle {
     pub kind: AtomicU8,
 }
 
+/// `CLIENT PAUSE timeout [WRITE|ALL]` (Redis 7.0's pause by client command): clients' commands
+/// (all of them, or those that write or may replicate) wait until the deadline or `CLIENT
+/// UNPAUSE`; replicas' links are never paused. A second pause keeps the later deadline and the
+/// stricter kind, as Redis does.
+#[derive(Debug, Default)]
+pub struct ClientPause {
+    /// Wall-clock ms the pause ends at; 0: no pause.
+    until_ms: AtomicU64,
+    all: AtomicBool,
+    lock: Mutex<()>,
+}
+
+impl ClientPause {
+    pub fn pause(&self, until_ms: u64, all: bool, now_ms: u64) {
+        let _g = self.lock.lock().expect("pause lock");
+        if self.until_ms.load(Relaxed) > now_ms {
+            self.all.fetch_or(all, Relaxed);
+            self.until_ms.fetch_max(until_ms, Relaxed);
+        } else {
+            self.all.store(all, Relaxed);
+            self.until_ms.store(until_ms, Relaxed);
+        }
+    }
+
+    pub fn unpause(&self) {
+        let _g = self.lock.lock().expect("pause lock");
+        self.until_ms.store(0, Relaxed);
+        self.all.store(false, Relaxed);
+    }
+
+    /// Whether a command with these flags waits now: `Some(all)` while a pause runs.
+    pub fn active(&self, now_ms: u64) -> Option<bool> {
+        (self.until_ms.load(Relaxed) > now_ms).then(|| self.all.load(Relaxed))
+    }
+
+    /// Whether a command of `spec` waits at `now_ms` (writes, and commands that may replicate,
+    /// under WRITE; everything under ALL; EXEC as a write, since it may run queued writes).
+    pub fn holds(&self, spec: Option<&crate::table::Spec>, now_ms: u64) -> bool {
+        use crate::table::flag::{MAY_REPLICATE, TX_EXEC, WRITE};
+        match self.active(now_ms) {
+            None => false,
+            Some(true) => true,
+            Some(false) => spec.is_some_and(|s| s.has(WRITE | MAY_REPLICATE | TX_EXEC)),
+        }
+    }
+}
+
 /// `ClientHandle::unblock` values.
 pub mod unblock {
     pub const NONE: u8 = 0;
@@ -447,6 +494,8 @@ impl Default for Hooks {
 #[derive(Debug)]
 pub struct ServerState {
     pub ks: Keyspace,
+    /// `CLIENT PAUSE`: until when, and whether every command waits or only writes.
+    pub client_pause: ClientPause,
     /// The current configuration, replaced whole by [`ServerState::update_config`]; readers keep
     /// the snapshot they took.
     config: RwLock<Arc<Config>>,
@@ -504,6 +553,7 @@ pub fn random_hex40(seed: u64) -> String {
 impl ServerState {
     pub fn new(config: Config, now_ms: u64, seed: u64, hooks: Hooks) -> Self {
         let st = ServerState {
+            client_pause: ClientPause::default(),
             ks: Keyspace::new(config.databases, SHARDS_DEFAULT, seed),
             config: RwLock::new(Arc::new(config.clone())),
             hot: Hot::default(),

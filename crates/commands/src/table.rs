@@ -30,6 +30,9 @@ pub mod flag {
     pub const ALLOW_BUSY: u32 = 1 << 13;
     /// Served by the target of a moving slot without a preceding `ASKING` (RESTORE-ASKING).
     pub const ASKING: u32 = 1 << 14;
+    /// Redis's `CMD_MAY_REPLICATE` (PUBLISH): not a write, but held by `CLIENT PAUSE WRITE`.
+    /// Redis 7.0's `COMMAND INFO` does not show it, so it is not in [`NAMES`].
+    pub const MAY_REPLICATE: u32 = 1 << 15;
 
     /// shoal-internal: runs at once inside MULTI instead of being queued (MULTI, EXEC, DISCARD,
     /// WATCH, QUIT, RESET).

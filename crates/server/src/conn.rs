@@ -354,6 +354,23 @@ async fn run(
                         settle!();
                         pause_for_failover(srv).await;
                     }
+                    // CLIENT PAUSE: the command waits (the pause is bounded by its deadline, and
+                    // CLIENT UNPAUSE ends it). Replicas' links do not come through here.
+                    if srv
+                        .client_pause
+                        .holds(shoal_commands::table::lookup(args.get(0)), now_ms())
+                    {
+                        settle!();
+                        while srv
+                            .client_pause
+                            .holds(shoal_commands::table::lookup(args.get(0)), now_ms())
+                        {
+                            if client.handle.killed.load(Relaxed) {
+                                return End::Killed;
+                            }
+                            tokio::time::sleep(Duration::from_millis(CLIENT_PAUSE_POLL_MS)).await;
+                        }
+                    }
                     // Messages that arrived before this command go out before its reply.
                     if client.handle.mailbox.has_pending() {
                         client
@@ -749,6 +766,9 @@ async fn wait_unpaused(srv: &ServerState, deadline: tokio::time::Instant) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// How often a command held by `CLIENT PAUSE` looks whether the pause ended.
+const CLIENT_PAUSE_POLL_MS: u64 = 2;
 
 /// Waits (bounded by the pause deadline) while a FAILOVER pauses writes.
 async fn pause_for_failover(srv: &ServerState) {

@@ -73,12 +73,14 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 let period = Duration::from_millis(1000 / hz);
                 let budget = period * EXPIRE_CYCLE_BUDGET_PERCENT as u32 / 100;
                 let t0 = Instant::now();
-                // Replicas never expire keys themselves: the primary's deletions arrive instead.
-                let (_, more) = if srv.repl.is_replica() {
-                    (0, false)
-                } else {
-                    expire_cycle(&srv, budget)
-                };
+                // Replicas never expire keys themselves: the primary's deletions arrive instead;
+                // and a CLIENT PAUSE freezes the data set, as Redis's pause stops active expiry.
+                let (_, more) =
+                    if srv.repl.is_replica() || srv.client_pause.active(now_ms()).is_some() {
+                        (0, false)
+                    } else {
+                        expire_cycle(&srv, budget)
+                    };
                 let expire_took = t0.elapsed();
                 let s = &srv.stats;
                 s.expire_cycle_cpu_ms

@@ -567,3 +567,73 @@ fn errors_on_one_connection_do_not_disturb_another() {
         );
     }
 }
+
+/// `CLIENT PAUSE timeout [WRITE|ALL]` holds clients' commands as Redis 7.0 does: under WRITE
+/// only writes and commands that may replicate (PUBLISH) wait, reads are served; under ALL
+/// everything waits (CLIENT UNPAUSE too); `CLIENT UNPAUSE` ends a WRITE pause at once; errors as
+/// Redis's.
+#[test]
+fn client_pause_holds_writes_or_everything_until_the_deadline_or_unpause() {
+    use std::time::{Duration, Instant};
+    let s = Shoal::start(&[]);
+    let mut admin = s.raw();
+    let mut c = s.client();
+    let _: () = q(&mut c, &["SET", "k", "v"]);
+    assert_eq!(admin.call(&["CLIENT", "PAUSE", "600", "WRITE"]), "+OK\r\n");
+    let t0 = Instant::now();
+    let v: String = q(&mut c, &["GET", "k"]);
+    assert_eq!(v, "v");
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "a read is served"
+    );
+    let n: i64 = q(&mut c, &["PUBLISH", "ch", "m"]);
+    assert_eq!(n, 0);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(550),
+        "PUBLISH waits for the pause"
+    );
+    // A write waiting on a long pause goes on as soon as another client unpauses.
+    assert_eq!(
+        admin.call(&["CLIENT", "PAUSE", "60000", "WRITE"]),
+        "+OK\r\n"
+    );
+    let mut writer = s.raw();
+    writer.cmd(&[b"SET", b"k", b"w"]);
+    let t1 = Instant::now();
+    std::thread::sleep(Duration::from_millis(100));
+    let seen: String = q(&mut c, &["GET", "k"]);
+    assert_eq!(seen, "v", "the write is still held");
+    assert_eq!(admin.call(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
+    assert_eq!(String::from_utf8(writer.reply()).unwrap(), "+OK\r\n");
+    assert!(t1.elapsed() < Duration::from_secs(30));
+    // ALL holds every command, even CLIENT UNPAUSE, until the deadline.
+    assert_eq!(admin.call(&["CLIENT", "PAUSE", "400", "ALL"]), "+OK\r\n");
+    let t2 = Instant::now();
+    assert_eq!(admin.call(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
+    assert!(
+        t2.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        t2.elapsed()
+    );
+    for (args, want) in [
+        (
+            &["CLIENT", "PAUSE", "-1"][..],
+            "-ERR timeout is negative\r\n",
+        ),
+        (
+            &["CLIENT", "PAUSE", "x"][..],
+            "-ERR timeout is not an integer or out of range\r\n",
+        ),
+        (
+            &["CLIENT", "PAUSE", "10", "foo"][..],
+            "-ERR CLIENT PAUSE mode must be WRITE or ALL\r\n",
+        ),
+        (
+            &["CLIENT", "PAUSE", "10", "all", "extra"][..],
+            "-ERR unknown subcommand or wrong number of arguments for 'PAUSE'. Try CLIENT HELP.\r\n",
+        ),
+    ] {
+        assert_eq!(admin.call(args), want, "{args:?}");
+    }
+}
