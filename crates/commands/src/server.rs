@@ -287,7 +287,7 @@ static SLOWLOG: &[Spec] = &[
     Spec {
         name: "slowlog|get",
         arity: -2,
-        flags: ADMIN | LOADING | STALE | NO_SLOWLOG,
+        flags: ADMIN | LOADING | STALE,
         group: SRV,
         since: "2.2.12",
         summary: "Returns the slow log's entries.",
@@ -308,7 +308,7 @@ static SLOWLOG: &[Spec] = &[
     Spec {
         name: "slowlog|len",
         arity: 2,
-        flags: ADMIN | LOADING | STALE | NO_SLOWLOG,
+        flags: ADMIN | LOADING | STALE,
         group: SRV,
         since: "2.2.12",
         summary: "Returns the number of entries in the slow log.",
@@ -323,7 +323,7 @@ static SLOWLOG: &[Spec] = &[
     Spec {
         name: "slowlog|reset",
         arity: 2,
-        flags: ADMIN | LOADING | STALE | NO_SLOWLOG,
+        flags: ADMIN | LOADING | STALE,
         group: SRV,
         since: "2.2.12",
         summary: "Clears all entries from the slow log.",

@@ -864,3 +864,37 @@ fn bad_configuration_stops_start_up_with_a_message() {
     assert!(err.contains("maxmemory-policy"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// As in Redis 7.0, the SLOWLOG commands are logged like any other (a RESET leaves itself as the
+/// first entry), and so are a transaction's commands, but not EXEC itself.
+#[test]
+fn slowlog_records_its_own_reset_and_a_transactions_commands_but_not_exec() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let _: () = q(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    let _: () = q(&mut c, &["SLOWLOG", "RESET"]);
+    let _: (String, Option<String>) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("a")
+        .arg("1")
+        .cmd("GET")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
+    let n: i64 = q(&mut c, &["SLOWLOG", "LEN"]);
+    assert_eq!(n, 4, "RESET, MULTI, SET, GET");
+    let entries: Vec<Value> = q(&mut c, &["SLOWLOG", "GET", "10"]);
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let (_, _, _, args, _, _): (i64, i64, i64, Vec<String>, String, String) =
+                redis::from_redis_value(e.clone()).unwrap();
+            args.join(" ").to_ascii_uppercase()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["SLOWLOG LEN", "GET A", "SET A 1", "MULTI", "SLOWLOG RESET"]
+    );
+}
