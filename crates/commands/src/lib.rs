@@ -18,6 +18,7 @@ pub mod effects;
 pub mod error;
 pub mod glob;
 pub mod hashes;
+pub mod hyperloglog;
 pub mod keys;
 pub mod keyspec;
 pub mod lists;
@@ -59,6 +60,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     cluster::COMMANDS,
     strings::COMMANDS,
     bitmaps::COMMANDS,
+    hyperloglog::COMMANDS,
     keys::COMMANDS,
     server::COMMANDS,
     versions::COMMANDS,
