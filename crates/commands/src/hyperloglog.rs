@@ -350,14 +350,24 @@ pub fn registers(s: &[u8]) -> Result<Vec<u8>, Corrupt> {
 pub struct Changes {
     ranges: Vec<(usize, usize)>,
     whole: bool,
+    /// Nobody reads the ranges (the shard does not record writes): only `any` is kept.
+    unrecorded: bool,
     /// Something was written.
     pub any: bool,
 }
 
 impl Changes {
+    /// Changes that keep their ranges only when `recorded` (the stream wants them).
+    pub fn new(recorded: bool) -> Changes {
+        Changes {
+            unrecorded: !recorded,
+            ..Changes::default()
+        }
+    }
+
     fn range(&mut self, lo: usize, hi: usize) {
         self.any = true;
-        if !self.whole {
+        if !self.whole && !self.unrecorded {
             self.ranges.push((lo, hi));
         }
     }
@@ -681,12 +691,12 @@ fn pfadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (mut shard, slot) = ctx.shard(key);
     // Taken under the lock: later writes to a key get larger versions.
     let version = ctx.version();
-    let mut changes = Changes::default();
     let mut failed = false;
     let found = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
             hll_of(&e)?;
             let mut ops = e.ops();
+            let mut changes = Changes::new(ops.is_on());
             let s = e.make_raw_string().ok_or(ReplyError::WrongType)?;
             let mut updated = false;
             for el in elements.iter() {
@@ -715,7 +725,7 @@ fn pfadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         Some(u) => u,
         None => {
             let mut s = new_sparse();
-            let mut fresh = Changes::default();
+            let mut fresh = Changes::new(false);
             for el in elements.iter() {
                 // A new value is valid: adding to it cannot fail.
                 let _ = add(&mut s, el, max, &mut fresh);
@@ -805,7 +815,7 @@ fn pfmerge(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if use_dense && !is_dense(s) {
             *s = sparse_to_dense(s)?;
         }
-        let mut changes = Changes::default();
+        let mut changes = Changes::new(false);
         for (i, &m) in max.iter().enumerate() {
             if m != 0 {
                 // As Redis: a corrupted destination is not reported here.
