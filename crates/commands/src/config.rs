@@ -177,6 +177,8 @@ params! {
     /// Bytes: a hash with a longer field or value leaves the compact encoding.
     hash_max_listpack_value: usize = "hash-max-listpack-value" | "hash-max-ziplist-value",
         Memory(0, LONG_MAX as u64), "64", mutable;
+    /// Bytes: a sparse HyperLogLog (header included) that would grow past this becomes dense.
+    hll_sparse_max_bytes: u64 = "hll-sparse-max-bytes", Memory(0, LONG_MAX as u64), "3000", mutable;
     /// Background cycles per second (expiry, timeouts), clamped to 1..=500.
     hz: u32 = "hz", Clamped(0, INT_MAX, 1, 500), "10", mutable;
     /// Milliseconds: events slower than this are recorded for LATENCY (0: off).

@@ -26,6 +26,8 @@ pub struct Hot {
     pub latency_threshold_ms: AtomicU64,
     pub replica_read_only: AtomicBool,
     pub proto_max_bulk_bytes: AtomicU64,
+    /// `hll-sparse-max-bytes`: the largest sparse HyperLogLog.
+    pub hll_sparse_max_bytes: AtomicU64,
     /// Compact-encoding thresholds (`hash-max-listpack-entries` and friends).
     pub encoding: RwLock<shoal_keyspace::EncodingLimits>,
 }
@@ -666,6 +668,8 @@ impl ServerState {
         }
         h.proto_max_bulk_bytes
             .store(new.proto_max_bulk_len, Relaxed);
+        h.hll_sparse_max_bytes
+            .store(new.hll_sparse_max_bytes, Relaxed);
         if changed(old, new, Config::encoding_limits) {
             *h.encoding.write().expect("encoding lock") = new.encoding_limits();
         }

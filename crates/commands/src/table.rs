@@ -88,6 +88,7 @@ pub enum Group {
     Set,
     SortedSet,
     Bitmap,
+    HyperLogLog,
     Transactions,
     PubSub,
     Cluster,
@@ -108,6 +109,7 @@ impl Group {
             Group::Set => "set",
             Group::SortedSet => "sorted-set",
             Group::Bitmap => "bitmap",
+            Group::HyperLogLog => "hyperloglog",
             Group::Transactions => "transactions",
             Group::PubSub => "pubsub",
             Group::Shoal => "shoal",
@@ -260,6 +262,7 @@ impl Spec {
             Group::Set => c.push("@set"),
             Group::SortedSet => c.push("@sortedset"),
             Group::Bitmap => c.push("@bitmap"),
+            Group::HyperLogLog => c.push("@hyperloglog"),
             Group::Transactions => c.push("@transaction"),
             Group::PubSub => {}
             Group::Server | Group::Cluster | Group::Shoal => {}

@@ -16,6 +16,7 @@ const GROUPS: &[(Group, &str)] = &[
     (Group::Set, "Sets"),
     (Group::SortedSet, "Sorted sets"),
     (Group::Bitmap, "Bitmaps"),
+    (Group::HyperLogLog, "HyperLogLog"),
     (Group::Transactions, "Transactions"),
     (Group::PubSub, "Pub/sub"),
     (Group::Connection, "Connection"),
