@@ -150,6 +150,24 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
             ]),
         ),
         (
+            "pfadd",
+            lines(&[
+                "PFADD hl:1 a b c",
+                "PFADD hl:1 c d",
+                "PFADD hl:2",
+                "PFCOUNT hl:1",
+            ]),
+        ),
+        (
+            "pfmerge",
+            lines(&[
+                "PFADD hl:3 x y z",
+                "PFMERGE hl:4 hl:1 hl:3",
+                "PFMERGE hl:4 hl:none",
+            ]),
+        ),
+        ("pfdebug", lines(&["PFADD hl:5 q", "PFDEBUG TODENSE hl:5"])),
+        (
             "setbit",
             lines(&[
                 "SETBIT b:1 7 1",
