@@ -171,6 +171,13 @@ params! {
     dbfilename: String = "dbfilename", Str, "dump.shoal", mutable;
     /// The folder for the snapshot and the cluster's files.
     dir: String = "dir", Str, ".", mutable;
+    /// Whether DEBUG may run: `no`, `yes`, or `local` (from loopback connections only).
+    enable_debug_command: Protected = "enable-debug-command", Enum(&["no", "yes", "local"]), "no",
+        immutable;
+    /// Whether MODULE LOAD, LOADEX and UNLOAD may run: `no`, `yes` or `local` (shoal loads no
+    /// modules: when allowed they fail as a load of a missing module fails).
+    enable_module_command: Protected = "enable-module-command", Enum(&["no", "yes", "local"]),
+        "no", immutable;
     /// A hash with more fields than this leaves the compact encoding.
     hash_max_listpack_entries: usize = "hash-max-listpack-entries" | "hash-max-ziplist-entries",
         Int(0, LONG_MAX), "512", mutable;
@@ -498,6 +505,50 @@ impl Value for LogLevel {
             .into_iter()
             .find(|l| l.name() == v)
             .ok_or_else(|| KIND_MISMATCH.into())
+    }
+    fn render(&self) -> String {
+        self.name().into()
+    }
+}
+
+/// `enable-debug-command`, `enable-module-command`: who may run a protected command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protected {
+    No,
+    Yes,
+    /// Only clients connected from a loopback address.
+    Local,
+}
+
+impl Protected {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protected::No => "no",
+            Protected::Yes => "yes",
+            Protected::Local => "local",
+        }
+    }
+
+    /// Whether a client whose peer address is `addr` (`ip:port`) may run the command.
+    pub fn allows(self, addr: &str) -> bool {
+        match self {
+            Protected::No => false,
+            Protected::Yes => true,
+            Protected::Local => {
+                addr.starts_with("127.") || addr.starts_with("[::1]") || addr.starts_with("::1")
+            }
+        }
+    }
+}
+
+impl Value for Protected {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        match choice(kind, text)?.as_str() {
+            "no" => Ok(Protected::No),
+            "yes" => Ok(Protected::Yes),
+            "local" => Ok(Protected::Local),
+            _ => Err(KIND_MISMATCH.into()),
+        }
     }
     fn render(&self) -> String {
         self.name().into()

@@ -27,6 +27,7 @@ pub mod longdouble;
 pub mod migration;
 pub mod monitor;
 pub mod multi;
+pub mod protected;
 pub mod pubsub;
 pub mod replication;
 pub mod server;
@@ -67,6 +68,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     keys::COMMANDS,
     sort::COMMANDS,
     server::COMMANDS,
+    protected::COMMANDS,
     versions::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,

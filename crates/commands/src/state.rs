@@ -18,6 +18,8 @@ use crate::config::Config;
 /// [`Config`] snapshot when it changes so the request path takes no lock for them.
 #[derive(Debug, Default)]
 pub struct Hot {
+    /// `DEBUG SET-ACTIVE-EXPIRE 0`: the cron expires no keys (lazy expiry still does).
+    pub active_expire_off: AtomicBool,
     pub maxmemory_bytes: AtomicU64,
     pub policy: AtomicU8,
     pub requirepass_set: AtomicBool,
@@ -477,6 +479,9 @@ pub struct Hooks {
     pub allocator_stats_text: fn() -> String,
     /// Asks the allocator to return free memory to the OS (`MEMORY PURGE`).
     pub allocator_purge: fn(),
+    /// Blocks the calling thread (`DEBUG SLEEP`, which holds the exec gate alone meanwhile, so the
+    /// whole server waits as Redis's does).
+    pub sleep: fn(std::time::Duration),
 }
 
 impl Default for Hooks {
@@ -488,6 +493,7 @@ impl Default for Hooks {
             allocator_info: Default::default,
             allocator_stats_text: String::new,
             allocator_purge: || {},
+            sleep: |_| {},
         }
     }
 }

@@ -218,6 +218,7 @@ impl Server {
             allocator_info: allocator.info,
             allocator_stats_text: allocator.stats_text,
             allocator_purge: allocator.purge,
+            sleep: std::thread::sleep,
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);

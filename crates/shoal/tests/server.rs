@@ -898,3 +898,65 @@ fn slowlog_records_its_own_reset_and_a_transactions_commands_but_not_exec() {
         ["SLOWLOG LEN", "GET A", "SET A 1", "MULTI", "SLOWLOG RESET"]
     );
 }
+
+/// DEBUG and MODULE as Redis 7.0 guards them: refused unless `enable-debug-command` /
+/// `enable-module-command` allow them (`local`: loopback clients); MODULE LIST lists nothing;
+/// an allowed MODULE LOAD fails as a missing library does; DEBUG SLEEP makes the whole server
+/// wait; DEBUG OBJECT describes a key.
+#[test]
+fn debug_and_module_are_protected_commands() {
+    use std::time::{Duration, Instant};
+    let closed = Shoal::start(&[]);
+    let mut r = closed.raw();
+    assert_eq!(
+        r.call(&["DEBUG", "SLEEP", "0"]),
+        "-ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.\r\n"
+    );
+    assert_eq!(
+        r.call(&["MODULE", "LOAD", "/nowhere.so"]),
+        "-ERR MODULE command not allowed. If the enable-module-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.\r\n"
+    );
+    assert_eq!(r.call(&["MODULE", "LIST"]), "*0\r\n");
+
+    let open = Shoal::start(&[
+        "--enable-debug-command",
+        "local",
+        "--enable-module-command",
+        "yes",
+    ]);
+    let mut r = open.raw();
+    let mut other = open.raw();
+    assert_eq!(r.call(&["SET", "k", "hello"]), "+OK\r\n");
+    let obj = r.call(&["DEBUG", "OBJECT", "k"]);
+    assert!(
+        obj.starts_with("+Value at:0x") && obj.contains(" refcount:1 encoding:embstr "),
+        "{obj}"
+    );
+    assert_eq!(
+        r.call(&["DEBUG", "OBJECT", "nokey"]),
+        "-ERR no such key\r\n"
+    );
+    assert_eq!(
+        r.call(&["DEBUG", "SLEEP"]),
+        "-ERR unknown subcommand or wrong number of arguments for 'SLEEP'. Try DEBUG HELP.\r\n"
+    );
+    assert_eq!(
+        r.call(&["MODULE", "LOAD", "/nowhere.so"]),
+        "-ERR Error loading the extension. Please check the server logs.\r\n"
+    );
+    assert_eq!(
+        r.call(&["MODULE", "UNLOAD", "nothing"]),
+        "-ERR Error unloading module: no such module with that name\r\n"
+    );
+    // While one client sleeps, another's command waits too.
+    r.cmd(&[b"DEBUG", b"SLEEP", b"0.4"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    assert_eq!(other.call(&["GET", "k"]), "$5\r\nhello\r\n");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(String::from_utf8(r.reply()).unwrap(), "+OK\r\n");
+}
