@@ -23,6 +23,7 @@ pub mod hyperloglog;
 pub mod keys;
 pub mod keyspec;
 pub mod lists;
+pub mod lolwut;
 pub mod longdouble;
 pub mod migration;
 pub mod monitor;
@@ -69,6 +70,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     sort::COMMANDS,
     server::COMMANDS,
     protected::COMMANDS,
+    lolwut::COMMANDS,
     versions::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,
