@@ -199,6 +199,9 @@ struct StartLocalArgs {
     /// The first node's port; the others follow (their cluster bus ports are 10000 higher).
     #[arg(long, default_value_t = 7000)]
     port_base: u16,
+    /// With a port, node i also serves `/metrics` and the status page on this port + i (0: off).
+    #[arg(long, default_value_t = 0)]
+    metrics_port_base: u16,
 }
 
 #[derive(Parser)]
@@ -541,8 +544,20 @@ fn start_local(a: StartLocalArgs) -> i32 {
             stop(&mut children);
             return 2;
         }
+        let metrics_port = match a.metrics_port_base {
+            0 => 0,
+            base => match base.checked_add(i as u16) {
+                Some(p) => p,
+                None => {
+                    eprintln!("shoal cluster start-local: metrics ports past 65535");
+                    stop(&mut children);
+                    return 2;
+                }
+            },
+        };
         let child = Command::new(&exe)
             .args(["serve", "--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--metrics-port", &metrics_port.to_string()])
             .args(["--cluster-enabled", "yes", "--loglevel", "warning", "--dir"])
             .arg(&node_dir)
             .stdout(Stdio::null())
@@ -592,6 +607,12 @@ fn start_local(a: StartLocalArgs) -> i32 {
         println!("  {addr}");
     }
     println!("try: redis-cli -c -p {}", a.port_base);
+    if a.metrics_port_base != 0 {
+        println!(
+            "status page: http://127.0.0.1:{}/ (metrics at /metrics, ports {}..)",
+            a.metrics_port_base, a.metrics_port_base
+        );
+    }
     println!("Ctrl-C stops every node");
     let stopped = tokio::runtime::Builder::new_current_thread()
         .enable_all()
