@@ -515,7 +515,9 @@ fn free_port_run(n: u16) -> u16 {
 #[test]
 fn shoal_cluster_start_local_runs_a_cluster_and_stops_it() {
     let _turn = many_nodes();
-    let base = free_port_run(6);
+    // Six data ports, then six for the nodes' HTTP listeners.
+    let base = free_port_run(12);
+    let metrics_base = base + 6;
     let dir = Dir::new("local");
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args([
@@ -528,6 +530,7 @@ fn shoal_cluster_start_local_runs_a_cluster_and_stops_it() {
         ])
         .args(["--port-base", &base.to_string(), "--dir"])
         .arg(&dir.0)
+        .args(["--metrics-port-base", &metrics_base.to_string()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("shoal cluster start-local");
@@ -559,6 +562,19 @@ fn shoal_cluster_start_local_runs_a_cluster_and_stops_it() {
     let mut c = client.get_connection().unwrap();
     for i in 0..100 {
         let _: () = redis::cmd("SET").arg(i).arg(i).query(&mut c).unwrap();
+    }
+    // Every node serves its metrics, and they cover the cluster's slots.
+    for i in 0..6 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_base + i)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(body.contains("shoal_cluster_slots"), "node {i}");
     }
     // SIGTERM: every node goes with the launcher.
     let _ = Command::new("kill").arg(child.id().to_string()).status();
