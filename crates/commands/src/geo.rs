@@ -859,7 +859,6 @@ struct Plan<'a> {
     withhash: bool,
     withcoord: bool,
     count: usize,
-    sort: Sort,
     conversion: f64,
     /// `None` when the source key does not exist.
     found: Option<Vec<Point>>,
@@ -896,7 +895,7 @@ fn plan<'a>(args: &Args<'a>, flags: u8, z: Option<&ZSet>) -> Result<Plan<'a>, Re
     let (mut frommember, mut fromloc, mut byradius, mut bybox) = (false, false, false, false);
     let mut sort = Sort::None;
     let mut count: i64 = 0;
-    let search = flags & SEARCH != 0;
+    let is_search = flags & SEARCH != 0;
     let may_store = flags & (NOSTORE | SEARCH) == 0;
     let n = args.len();
     let mut i = base;
@@ -926,24 +925,24 @@ fn plan<'a>(args: &Args<'a>, flags: u8, z: Option<&ZSet>) -> Result<Plan<'a>, Re
             store = Some(args.get(i + 1));
             storedist = is("storedist");
             i += 1;
-        } else if is("storedist") && search && flags & SEARCHSTORE != 0 {
+        } else if is("storedist") && is_search && flags & SEARCHSTORE != 0 {
             storedist = true;
-        } else if is("frommember") && left >= 1 && search && !fromloc {
+        } else if is("frommember") && left >= 1 && is_search && !fromloc {
             if let Some(z) = z {
                 xy = member_xy(z, args.get(i + 1))?;
             }
             frommember = true;
             i += 1;
-        } else if is("fromlonlat") && left >= 2 && search && !frommember {
+        } else if is("fromlonlat") && left >= 2 && is_search && !frommember {
             xy = lon_lat(args, i + 1)?;
             fromloc = true;
             i += 2;
-        } else if is("byradius") && left >= 2 && search && !bybox {
+        } else if is("byradius") && left >= 2 && is_search && !bybox {
             let (r, c) = radius(args, i + 1)?;
             (kind, conversion) = (Kind::Radius(r), c);
             byradius = true;
             i += 2;
-        } else if is("bybox") && left >= 3 && search && !byradius {
+        } else if is("bybox") && left >= 3 && is_search && !byradius {
             let (w, h, c) = box_size(args, i + 1)?;
             (kind, conversion) = (Kind::Box(w, h), c);
             bybox = true;
@@ -964,13 +963,13 @@ fn plan<'a>(args: &Args<'a>, flags: u8, z: Option<&ZSet>) -> Result<Plan<'a>, Re
         ));
     }
     let name = || String::from_utf8_lossy(args.get(0)).into_owned();
-    if search && !(frommember || fromloc) {
+    if is_search && !(frommember || fromloc) {
         return Err(err!(
             "exactly one of FROMMEMBER or FROMLONLAT can be specified for {}",
             name()
         ));
     }
-    if search && !(byradius || bybox) {
+    if is_search && !(byradius || bybox) {
         return Err(err!(
             "exactly one of BYRADIUS and BYBOX can be specified for {}",
             name()
@@ -991,12 +990,30 @@ fn plan<'a>(args: &Args<'a>, flags: u8, z: Option<&ZSet>) -> Result<Plan<'a>, Re
             kind,
             conversion,
         };
-        let mut found = search_points(z, &shape, if any { count } else { 0 });
-        // glibc's qsort is a merge sort: stable, as Rust's.
-        match sort {
-            Sort::Asc => found.sort_by(|a, b| a.dist.total_cmp(&b.dist)),
-            Sort::Desc => found.sort_by(|a, b| b.dist.total_cmp(&a.dist)),
-            Sort::None => {}
+        let mut found = search(z, &shape, if any { count } else { 0 });
+        let cmp = |a: &Point, b: &Point| {
+            let c = if a.dist > b.dist {
+                1
+            } else if a.dist == b.dist {
+                0
+            } else {
+                -1
+            };
+            if sort == Sort::Desc { -c } else { c }
+        };
+        let returned = if count == 0 {
+            found.len()
+        } else {
+            found.len().min(count)
+        };
+        if sort != Sort::None && !found.is_empty() {
+            if returned == found.len() {
+                // glibc's qsort is a merge sort: stable, as Rust's.
+                found.sort_by(|a, b| cmp(a, b).cmp(&0));
+            } else {
+                // Redis's partial quicksort: not stable, so ties come out in its order.
+                pqsort(&mut found, &cmp, 0, returned - 1);
+            }
         }
         found
     });
@@ -1007,14 +1024,127 @@ fn plan<'a>(args: &Args<'a>, flags: u8, z: Option<&ZSet>) -> Result<Plan<'a>, Re
         withhash,
         withcoord,
         count,
-        sort,
         conversion,
         found,
     })
 }
 
-fn search_points(z: &ZSet, shape: &Shape, limit: usize) -> Vec<Point> {
-    search(z, shape, limit)
+/// Redis's `pqsort` (NetBSD's quicksort that only sorts the parts overlapping `lrange..=rrange`),
+/// step for step, so equal elements end up where Redis puts them. `cmp` returns <0, 0 or >0.
+pub fn pqsort<T>(v: &mut [T], cmp: &impl Fn(&T, &T) -> i32, lrange: usize, rrange: usize) {
+    let n = v.len();
+    pqsort_part(v, 0, n, cmp, lrange, rrange);
+}
+
+fn med3<T>(v: &[T], a: usize, b: usize, c: usize, cmp: &impl Fn(&T, &T) -> i32) -> usize {
+    if cmp(&v[a], &v[b]) < 0 {
+        if cmp(&v[b], &v[c]) < 0 {
+            b
+        } else if cmp(&v[a], &v[c]) < 0 {
+            c
+        } else {
+            a
+        }
+    } else if cmp(&v[b], &v[c]) > 0 {
+        b
+    } else if cmp(&v[a], &v[c]) < 0 {
+        a
+    } else {
+        c
+    }
+}
+
+fn vecswap<T>(v: &mut [T], a: usize, b: usize, n: usize) {
+    for i in 0..n {
+        v.swap(a + i, b + i);
+    }
+}
+
+fn pqsort_part<T>(
+    v: &mut [T],
+    mut lo: usize,
+    mut n: usize,
+    cmp: &impl Fn(&T, &T) -> i32,
+    lr: usize,
+    rr: usize,
+) {
+    // Whether the part [s, s + k) overlaps the wanted range.
+    let wanted = |s: usize, k: usize| !((lr < s && rr < s) || (lr >= s + k && rr >= s + k));
+    loop {
+        if n < 7 {
+            for pm in lo + 1..lo + n {
+                let mut pl = pm;
+                while pl > lo && cmp(&v[pl - 1], &v[pl]) > 0 {
+                    v.swap(pl, pl - 1);
+                    pl -= 1;
+                }
+            }
+            return;
+        }
+        let mut pm = lo + n / 2;
+        if n > 7 {
+            let mut pl = lo;
+            let mut pn = lo + n - 1;
+            if n > 40 {
+                let d = n / 8;
+                pl = med3(v, pl, pl + d, pl + 2 * d, cmp);
+                pm = med3(v, pm - d, pm, pm + d, cmp);
+                pn = med3(v, pn - 2 * d, pn - d, pn, cmp);
+            }
+            pm = med3(v, pl, pm, pn, cmp);
+        }
+        v.swap(lo, pm);
+        let (mut pa, mut pb) = (lo + 1, lo + 1);
+        let (mut pc, mut pd) = (lo + n - 1, lo + n - 1);
+        loop {
+            while pb <= pc {
+                let c = cmp(&v[pb], &v[lo]);
+                if c > 0 {
+                    break;
+                }
+                if c == 0 {
+                    v.swap(pa, pb);
+                    pa += 1;
+                }
+                pb += 1;
+            }
+            while pb <= pc {
+                let c = cmp(&v[pc], &v[lo]);
+                if c < 0 {
+                    break;
+                }
+                if c == 0 {
+                    v.swap(pc, pd);
+                    pd -= 1;
+                }
+                pc -= 1;
+            }
+            if pb > pc {
+                break;
+            }
+            v.swap(pb, pc);
+            pb += 1;
+            pc -= 1;
+        }
+        let pn = lo + n;
+        let r = (pa - lo).min(pb - pa);
+        vecswap(v, lo, pb - r, r);
+        let r = (pd - pc).min(pn - pd - 1);
+        vecswap(v, pb, pn - r, r);
+        let r = pb - pa;
+        if r > 1 && wanted(lo, r) {
+            pqsort_part(v, lo, r, cmp, lr, rr);
+        }
+        let r = pd - pc;
+        if r > 1 {
+            lo = pn - r;
+            n = r;
+            if wanted(lo, n) {
+                continue;
+            }
+        }
+        return;
+    }
 }
 
 fn search_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, src_idx: usize, flags: u8) -> CmdResult {
@@ -1042,7 +1172,6 @@ fn search_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, src_idx: usize, flags: u8)
         };
         plan(args, flags, z)?
     };
-    let _ = plan.sort;
     let Some(mut found) = plan.found else {
         if let Some(dst) = plan.store {
             let (shard, slot) = locked.shard(dst);
