@@ -583,14 +583,8 @@ pub fn fixed4(d: f64) -> String {
     if d == 0.0 {
         return "0.0000".to_string();
     }
-    let scaled = (d * 10000.0).round_ties_even();
-    let s = if scaled.is_nan()
-        || !(-9.223372036854775808e18..9.223372036854775808e18).contains(&scaled)
-    {
-        i64::MIN
-    } else {
-        scaled as i64
-    };
+    // llrint: rounds to nearest even; out of range gives what x86-64 gives.
+    let s = c_double_to_i64((d * 10000.0).round_ties_even());
     let v = s.unsigned_abs();
     format!(
         "{}{}.{:04}",
