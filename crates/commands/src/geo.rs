@@ -1280,6 +1280,19 @@ mod tests {
 
     proptest! {
         #[test]
+        fn pqsort_sorts_the_wanted_prefix(mut v in proptest::collection::vec(0u8..20, 1..200), k in 1usize..200) {
+            let k = k.min(v.len());
+            let mut sorted = v.clone();
+            sorted.sort();
+            let cmp = |a: &u8, b: &u8| (*a as i32) - (*b as i32);
+            pqsort(&mut v, &cmp, 0, k - 1);
+            prop_assert_eq!(&v[..k], &sorted[..k]);
+            let mut rest = v.clone();
+            rest.sort();
+            prop_assert_eq!(rest, sorted);
+        }
+
+        #[test]
         fn decode_stays_in_the_cell(lon in -180.0f64..=180.0, lat in LAT_MIN..=LAT_MAX) {
             let s = score_of(lon, lat).unwrap();
             let [x, y] = decode_score(s as f64);
