@@ -17,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod effects;
 pub mod error;
+pub mod geo;
 pub mod glob;
 pub mod hashes;
 pub mod hyperloglog;
@@ -76,6 +77,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     lists::COMMANDS,
     sets::COMMANDS,
     zsets::COMMANDS,
+    geo::COMMANDS,
     multi::COMMANDS,
     pubsub::COMMANDS,
     blocking::COMMANDS,

@@ -62,6 +62,29 @@ impl LongDouble {
         Some(Parsed::Finite(value))
     }
 
+    /// A double widened to long double (exact, as C's promotion); `v` must be finite.
+    pub fn from_f64(v: f64) -> LongDouble {
+        debug_assert!(v.is_finite());
+        let bits = v.to_bits();
+        let neg = bits >> 63 == 1;
+        let exp = ((bits >> 52) & 0x7ff) as i64;
+        let frac = bits & ((1 << 52) - 1);
+        let (mant, e) = if exp == 0 {
+            (frac, -1074)
+        } else {
+            (frac | 1 << 52, exp - 1075)
+        };
+        if mant == 0 {
+            return LongDouble { neg, m: 0, e: 0 };
+        }
+        let shift = mant.leading_zeros() as i64;
+        LongDouble {
+            neg,
+            m: mant << shift,
+            e: e - shift,
+        }
+    }
+
     pub fn is_zero(self) -> bool {
         self.m == 0
     }

@@ -89,6 +89,7 @@ pub enum Group {
     SortedSet,
     Bitmap,
     HyperLogLog,
+    Geo,
     Transactions,
     PubSub,
     Cluster,
@@ -110,6 +111,7 @@ impl Group {
             Group::SortedSet => "sorted-set",
             Group::Bitmap => "bitmap",
             Group::HyperLogLog => "hyperloglog",
+            Group::Geo => "geo",
             Group::Transactions => "transactions",
             Group::PubSub => "pubsub",
             Group::Shoal => "shoal",
@@ -263,6 +265,7 @@ impl Spec {
             Group::SortedSet => c.push("@sortedset"),
             Group::Bitmap => c.push("@bitmap"),
             Group::HyperLogLog => c.push("@hyperloglog"),
+            Group::Geo => c.push("@geo"),
             Group::Transactions => c.push("@transaction"),
             Group::PubSub => {}
             Group::Server | Group::Cluster | Group::Shoal => {}

@@ -698,14 +698,15 @@ fn reply_members<'a>(
 // ---------------------------------------------------------------------------------------------
 // ZADD, ZINCRBY, ZREM.
 
+/// ZADD's options (GEOADD passes NX, XX and CH).
 #[derive(Default, Clone, Copy)]
-struct AddFlags {
-    nx: bool,
-    xx: bool,
-    gt: bool,
-    lt: bool,
-    ch: bool,
-    incr: bool,
+pub(crate) struct AddFlags {
+    pub nx: bool,
+    pub xx: bool,
+    pub gt: bool,
+    pub lt: bool,
+    pub ch: bool,
+    pub incr: bool,
 }
 
 fn zadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -828,6 +829,17 @@ fn zadd_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, zincrby: bool) -> CmdResult 
             ))
         })
         .collect::<Result<Vec<(f64, &[u8])>, ReplyError>>()?;
+    zadd_pairs(ctx, key, &pairs, f)
+}
+
+/// ZADD's work once the arguments are parsed (also GEOADD's, as Redis's GEOADD calls ZADD): adds
+/// or updates `pairs` at `key`, notes each member's resulting score for replication, and replies.
+pub(crate) fn zadd_pairs(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    pairs: &[(f64, &[u8])],
+    f: AddFlags,
+) -> CmdResult {
     let limits = ctx.srv.encoding_limits();
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
@@ -836,11 +848,11 @@ fn zadd_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, zincrby: bool) -> CmdResult 
         Some(mut e) => {
             let mut ops = e.ops();
             let z = zset_mut(&mut e)?;
-            let o = apply_adds(z, &pairs, f, &limits);
+            let o = apply_adds(z, pairs, f, &limits);
             if o.added + o.updated > 0 {
                 // Each member's resulting score (NX/XX/GT/LT/INCR decided here, not on replicas).
                 if ops.is_on() {
-                    for (_, m) in &pairs {
+                    for (_, m) in pairs {
                         if let Some(score) = z.score(m) {
                             ops.zadd(score, m);
                         }
@@ -858,7 +870,7 @@ fn zadd_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, zincrby: bool) -> CmdResult 
         None if f.xx => AddOutcome::default(),
         None => {
             let mut z = ZSet::new(&limits);
-            let o = apply_adds(&mut z, &pairs, f, &limits);
+            let o = apply_adds(&mut z, pairs, f, &limits);
             store_zset(&mut shard, db, slot, key, z, version, now);
             o
         }

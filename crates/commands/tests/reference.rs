@@ -17,6 +17,7 @@ const GROUPS: &[(Group, &str)] = &[
     (Group::SortedSet, "Sorted sets"),
     (Group::Bitmap, "Bitmaps"),
     (Group::HyperLogLog, "HyperLogLog"),
+    (Group::Geo, "Geo"),
     (Group::Transactions, "Transactions"),
     (Group::PubSub, "Pub/sub"),
     (Group::Connection, "Connection"),

@@ -168,6 +168,41 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
         ),
         ("pfdebug", lines(&["PFADD hl:5 q", "PFDEBUG TODENSE hl:5"])),
         (
+            "geoadd",
+            lines(&[
+                "GEOADD geo:1 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
+                "GEOADD geo:1 XX CH 13.4 38.2 Palermo 1 1 Nowhere",
+                "GEOADD geo:1 NX 2.3522 48.8566 Paris 0 0 Palermo",
+                "1|GEOADD geo:1 0 0 zero",
+            ]),
+        ),
+        (
+            "georadius",
+            lines(&[
+                "GEOADD geo:2 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
+                "GEORADIUS geo:2 15 37 200 km STORE geo:3",
+                "GEORADIUS geo:2 15 37 200 km COUNT 1 STOREDIST geo:4",
+                "GEORADIUS geo:none 15 37 200 km STORE geo:4",
+            ]),
+        ),
+        (
+            "georadiusbymember",
+            lines(&[
+                "GEOADD geo:5 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
+                "GEORADIUSBYMEMBER geo:5 Palermo 300 km STORE geo:6",
+                "GEORADIUSBYMEMBER geo:5 Palermo 300 km DESC STOREDIST geo:7",
+            ]),
+        ),
+        (
+            "geosearchstore",
+            lines(&[
+                "GEOADD geo:8 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
+                "GEOSEARCHSTORE geo:9 geo:8 FROMLONLAT 15 37 BYBOX 400 400 km",
+                "GEOSEARCHSTORE geo:10 geo:8 FROMMEMBER Palermo BYRADIUS 100 km STOREDIST",
+                "GEOSEARCHSTORE geo:9 geo:8 FROMLONLAT 0 0 BYRADIUS 1 m",
+            ]),
+        ),
+        (
             "setbit",
             lines(&[
                 "SETBIT b:1 7 1",
