@@ -255,6 +255,11 @@ params! {
     slowlog_log_slower_than: i64 = "slowlog-log-slower-than", Int(-1, LONG_MAX), "10000", mutable;
     /// Entries the slow log keeps.
     slowlog_max_len: u64 = "slowlog-max-len", Int(0, LONG_MAX), "128", mutable;
+    /// Bytes: a stream node (a packed run of entries) this large takes no more entries.
+    stream_node_max_bytes: usize = "stream-node-max-bytes", Memory(0, LONG_MAX as u64), "4096",
+        mutable;
+    /// Entries (live and deleted) a stream node takes at most; 0 means no limit.
+    stream_node_max_entries: usize = "stream-node-max-entries", Int(0, LONG_MAX), "100", mutable;
     /// Seconds between TCP keepalive probes on client connections (0: off).
     tcp_keepalive: u32 = "tcp-keepalive", Int(0, INT_MAX), "300", mutable;
     /// Runtime worker threads; 0 means one per core.
@@ -294,6 +299,8 @@ impl Config {
             set_max_intset_entries: self.set_max_intset_entries,
             zset_max_listpack_entries: self.zset_max_listpack_entries,
             zset_max_listpack_value: self.zset_max_listpack_value,
+            stream_node_max_bytes: self.stream_node_max_bytes,
+            stream_node_max_entries: self.stream_node_max_entries,
         }
     }
 }

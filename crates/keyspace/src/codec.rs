@@ -3,18 +3,20 @@
 //! (`types/*.rs`) with the varint helpers here.
 //!
 //! ```text
-//!   type: u8            0 string, 1 list, 2 set, 3 zset, 4 hash (Redis's RDB type numbers)
+//!   type: u8            0 string, 1 list, 2 set, 3 zset, 4 hash, 15 stream (Redis's RDB type numbers)
 //!   body                string: varint length + bytes; collections: see their `encode`
 //! ```
 
 use crate::entry::{Object, Payload, ValueRef};
-use crate::types::{EncodingLimits, hash::Hash, list::List, set::Set, zset::ZSet};
+use crate::types::{EncodingLimits, hash::Hash, list::List, set::Set, stream::Stream, zset::ZSet};
 
 pub const TYPE_STRING: u8 = 0;
 pub const TYPE_LIST: u8 = 1;
 pub const TYPE_SET: u8 = 2;
 pub const TYPE_ZSET: u8 = 3;
 pub const TYPE_HASH: u8 = 4;
+/// Redis's `RDB_TYPE_STREAM_LISTPACKS` (the body is shoal's own, see `types/stream.rs`).
+pub const TYPE_STREAM: u8 = 15;
 
 /// Appends the encoded value (type byte and body).
 pub fn encode_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
@@ -46,6 +48,10 @@ pub fn encode_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
             out.push(TYPE_HASH);
             h.encode(out);
         }
+        ValueRef::Obj(Object::Stream(s)) => {
+            out.push(TYPE_STREAM);
+            s.encode(out);
+        }
     }
 }
 
@@ -64,6 +70,9 @@ pub fn decode_value<'a>(b: &'a [u8], limits: &EncodingLimits) -> Option<Payload<
         TYPE_SET => Payload::Object(Box::new(Object::Set(Set::decode(rest, limits)?))),
         TYPE_ZSET => Payload::Object(Box::new(Object::ZSet(ZSet::decode(rest, limits)?))),
         TYPE_HASH => Payload::Object(Box::new(Object::Hash(Hash::decode(rest, limits)?))),
+        TYPE_STREAM => Payload::Object(Box::new(Object::Stream(Box::new(Stream::decode(
+            rest, limits,
+        )?)))),
         _ => return None,
     })
 }

@@ -25,7 +25,7 @@
 use std::alloc::{Layout, alloc, dealloc};
 use std::ptr::NonNull;
 
-use crate::types::{hash::Hash, list::List, set::Set, zset::ZSet};
+use crate::types::{hash::Hash, list::List, set::Set, stream::Stream, zset::ZSet};
 
 const F_EXPIRE: u8 = 1;
 const F_EXTVER: u8 = 2;
@@ -46,6 +46,8 @@ pub enum Object {
     Hash(Hash),
     Set(Set),
     ZSet(ZSet),
+    /// Boxed: a stream's header is larger than the other collections'.
+    Stream(Box<Stream>),
 }
 
 impl Object {
@@ -58,6 +60,7 @@ impl Object {
                 Object::Hash(h) => h.mem_bytes(),
                 Object::Set(s) => s.mem_bytes(),
                 Object::ZSet(z) => z.mem_bytes(),
+                Object::Stream(s) => s.mem_bytes(),
             }
     }
 
@@ -68,6 +71,7 @@ impl Object {
             Object::Hash(_) => Kind::Hash,
             Object::Set(_) => Kind::Set,
             Object::ZSet(_) => Kind::ZSet,
+            Object::Stream(_) => Kind::Stream,
         }
     }
 
@@ -79,6 +83,7 @@ impl Object {
             Object::Hash(h) => h.len(),
             Object::Set(s) => s.len(),
             Object::ZSet(z) => z.len(),
+            Object::Stream(s) => s.len(),
         }
     }
 
@@ -95,6 +100,7 @@ pub enum Kind {
     Hash,
     Set,
     ZSet,
+    Stream,
 }
 
 impl Kind {
@@ -105,6 +111,7 @@ impl Kind {
             Kind::Hash => "hash",
             Kind::Set => "set",
             Kind::ZSet => "zset",
+            Kind::Stream => "stream",
         }
     }
 }
@@ -423,6 +430,7 @@ impl Entry {
             ValueRef::Obj(Object::Hash(h)) => h.encoding(),
             ValueRef::Obj(Object::Set(s)) => s.encoding(),
             ValueRef::Obj(Object::ZSet(z)) => z.encoding(),
+            ValueRef::Obj(Object::Stream(s)) => s.encoding(),
         }
     }
 

@@ -55,6 +55,12 @@ pub fn value_digest(v: ValueRef<'_>) -> u64 {
             }
             sum
         }
+        ValueRef::Obj(Object::Stream(s)) => {
+            // Order matters in a stream: one running CRC over the whole encoding.
+            let mut body = Vec::new();
+            s.encode(&mut body);
+            15u64.wrapping_add(crc64(&body))
+        }
         ValueRef::Obj(Object::Hash(h)) => {
             let mut sum = 4u64;
             for (f, v) in h.iter() {

@@ -10,6 +10,7 @@
 pub mod hash;
 pub mod list;
 pub mod set;
+pub mod stream;
 pub mod zset;
 
 /// Thresholds for the compact encodings (`hash-max-listpack-entries` and friends). Passed in by the
@@ -23,6 +24,10 @@ pub struct EncodingLimits {
     pub set_max_intset_entries: usize,
     pub zset_max_listpack_entries: usize,
     pub zset_max_listpack_value: usize,
+    /// `stream-node-max-bytes`: a stream node this large (as Redis's listpack would be) is full.
+    pub stream_node_max_bytes: usize,
+    /// `stream-node-max-entries`: entries (live and deleted) per stream node; 0: no limit.
+    pub stream_node_max_entries: usize,
 }
 
 impl Default for EncodingLimits {
@@ -34,6 +39,8 @@ impl Default for EncodingLimits {
             set_max_intset_entries: 512,
             zset_max_listpack_entries: 128,
             zset_max_listpack_value: 64,
+            stream_node_max_bytes: 4096,
+            stream_node_max_entries: 100,
         }
     }
 }
