@@ -12,7 +12,7 @@ pub struct Args<'a> {
 }
 
 /// Owned arguments, for requests that outlive the read buffer (queued MULTI commands, tests).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnedArgs {
     bytes: Vec<u8>,
     ranges: Vec<Range<usize>>,

@@ -169,6 +169,9 @@ pub struct BlockRequest {
     pub db: usize,
     /// Absolute wall-clock deadline in ms; `None` waits forever.
     pub deadline_ms: Option<u64>,
+    /// The request to run on wake-ups instead of the one sent, when it must remember what it
+    /// saw (XREAD's `$` replaced by the ID it stood for).
+    pub rewritten: Option<crate::args::OwnedArgs>,
 }
 
 /// Clients waiting on keys: per key, per database, a FIFO of waiters.
@@ -497,6 +500,24 @@ pub(crate) fn parse_hex_float(arg: &[u8]) -> Option<f64> {
 }
 
 // ---- commands ----
+
+/// XREAD/XREADGROUP found nothing: wait on `keys` (running `rewritten` on wake-ups, if given)
+/// when allowed, else reply the null array.
+pub(crate) fn nothing_yet_stream(
+    ctx: &mut Ctx<'_>,
+    keys: Vec<Vec<u8>>,
+    deadline_ms: Option<u64>,
+    rewritten: Option<crate::args::OwnedArgs>,
+) {
+    if ctx.may_block() {
+        ctx.block_on(keys, deadline_ms);
+        if let Some(b) = ctx.block.as_mut() {
+            b.rewritten = rewritten;
+        }
+    } else {
+        ctx.out.null_array();
+    }
+}
 
 /// Replies "nothing came" with `null`, or asks to block on `keys` when allowed.
 fn nothing_yet(
@@ -917,6 +938,7 @@ mod tests {
             keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
             db: 0,
             deadline_ms: None,
+            rewritten: None,
         };
         let ga = srv.blocking.register(a.handle.clone(), &req(&["k", "k2"]));
         let gb = srv.blocking.register(b.handle.clone(), &req(&["k"]));
@@ -957,6 +979,7 @@ mod tests {
                 keys: vec![b"k".to_vec()],
                 db: 3,
                 deadline_ms: None,
+                rewritten: None,
             },
         );
         run(&srv, &mut writer, &["GET", "k"]);

@@ -36,6 +36,7 @@ pub mod server;
 pub mod sets;
 pub mod sort;
 pub mod state;
+pub mod streams;
 pub mod strings;
 pub mod table;
 pub mod versions;
@@ -78,6 +79,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     sets::COMMANDS,
     zsets::COMMANDS,
     geo::COMMANDS,
+    streams::COMMANDS,
     multi::COMMANDS,
     pubsub::COMMANDS,
     blocking::COMMANDS,
@@ -160,6 +162,7 @@ impl<'a> Ctx<'a> {
             keys,
             db: self.client.db,
             deadline_ms,
+            rewritten: None,
         }));
     }
 

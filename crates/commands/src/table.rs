@@ -90,6 +90,7 @@ pub enum Group {
     Bitmap,
     HyperLogLog,
     Geo,
+    Stream,
     Transactions,
     PubSub,
     Cluster,
@@ -112,6 +113,7 @@ impl Group {
             Group::Bitmap => "bitmap",
             Group::HyperLogLog => "hyperloglog",
             Group::Geo => "geo",
+            Group::Stream => "stream",
             Group::Transactions => "transactions",
             Group::PubSub => "pubsub",
             Group::Shoal => "shoal",
@@ -266,6 +268,7 @@ impl Spec {
             Group::Bitmap => c.push("@bitmap"),
             Group::HyperLogLog => c.push("@hyperloglog"),
             Group::Geo => c.push("@geo"),
+            Group::Stream => c.push("@stream"),
             Group::Transactions => c.push("@transaction"),
             Group::PubSub => {}
             Group::Server | Group::Cluster | Group::Shoal => {}

@@ -401,8 +401,11 @@ async fn run(
                         (outcome, suppress) = run_paused(srv, client, &args, &mut out).await;
                     }
                     pos = end;
-                    if let Outcome::Block(req) = outcome {
-                        let owned = OwnedArgs::from_args(&args);
+                    if let Outcome::Block(mut req) = outcome {
+                        let owned = req
+                            .rewritten
+                            .take()
+                            .unwrap_or_else(|| OwnedArgs::from_args(&args));
                         settle!();
                         mark = out.len();
                         let blocked = Blocked {

@@ -259,9 +259,8 @@ impl Node {
             });
         let ms_delta = id.ms - master_id.ms;
         let seq_delta = id.seq.wrapping_sub(master_id.seq) as i64;
-        let mut lp = lp_int_bytes(same as i64 * 2)
-            + lp_int_bytes(ms_delta as i64)
-            + lp_int_bytes(seq_delta);
+        let mut lp =
+            lp_int_bytes(same as i64 * 2) + lp_int_bytes(ms_delta as i64) + lp_int_bytes(seq_delta);
         let payload: usize = fields
             .iter()
             .map(|(f, v)| v.len() + 2 + if same { 0 } else { f.len() + 2 })
@@ -419,10 +418,13 @@ impl ConsumerGroup {
     /// Gets or creates `name`; true if created.
     pub fn consumer_mut(&mut self, name: &[u8], now_ms: u64) -> (&mut Consumer, bool) {
         let created = !self.consumers.contains_key(name);
-        let c = self.consumers.entry(name.into()).or_insert_with(|| Consumer {
-            seen_ms: now_ms,
-            pel: BTreeSet::new(),
-        });
+        let c = self
+            .consumers
+            .entry(name.into())
+            .or_insert_with(|| Consumer {
+                seen_ms: now_ms,
+                pel: BTreeSet::new(),
+            });
         (c, created)
     }
 
@@ -617,12 +619,12 @@ impl Stream {
 
     /// Calls `f` on each entry with `start <= id <= end`, ascending (or descending when `rev`),
     /// until it returns false.
-    pub fn range(
-        &self,
+    pub fn range<'s>(
+        &'s self,
         start: StreamId,
         end: StreamId,
         rev: bool,
-        mut f: impl FnMut(EntryRef<'_>) -> bool,
+        mut f: impl FnMut(EntryRef<'s>) -> bool,
     ) {
         if start > end {
             return;
@@ -664,9 +666,7 @@ impl Stream {
     /// The entry `id`, if present.
     pub fn get(&self, id: StreamId) -> Option<EntryRef<'_>> {
         let (master, node) = self.nodes.range(..=id).next_back()?;
-        node.entries(*master)
-            .map(|(e, _)| e)
-            .find(|e| e.id == id)
+        node.entries(*master).map(|(e, _)| e).find(|e| e.id == id)
     }
 
     /// The first or last live entry's ID.
@@ -876,7 +876,8 @@ impl Stream {
                 lp_bytes,
                 last,
             };
-            if !valid_node(&node, master) || s.nodes.last_key_value().is_some_and(|(k, _)| *k >= master)
+            if !valid_node(&node, master)
+                || s.nodes.last_key_value().is_some_and(|(k, _)| *k >= master)
             {
                 return None;
             }
@@ -1052,11 +1053,28 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Add { ms_step: u64, seq: u64, same: bool, nfields: usize, val: u8 },
+        Add {
+            ms_step: u64,
+            seq: u64,
+            same: bool,
+            nfields: usize,
+            val: u8,
+        },
         Del(usize),
-        TrimLen { max: u64, approx: bool },
-        TrimMin { pick: usize, approx: bool },
-        Range { a: usize, b: usize, rev: bool, count: usize },
+        TrimLen {
+            max: u64,
+            approx: bool,
+        },
+        TrimMin {
+            pick: usize,
+            approx: bool,
+        },
+        Range {
+            a: usize,
+            b: usize,
+            rev: bool,
+            count: usize,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
