@@ -149,6 +149,11 @@ impl<'a> Ctx<'a> {
         !self.in_exec && self.mode != RunMode::Timeout
     }
 
+    /// Whether this run is a blocked client's last run at its deadline.
+    pub fn is_timeout(&self) -> bool {
+        self.mode == RunMode::Timeout
+    }
+
     /// Whether this run is a blocked client's retry after a wake-up.
     pub fn is_retry(&self) -> bool {
         self.mode == RunMode::Retry

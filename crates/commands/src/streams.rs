@@ -1114,6 +1114,11 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResult {
     let r = parse_read(ctx, args, group_cmd)?;
+    if ctx.is_timeout() {
+        // The deadline passed: Redis replies "nothing came" whatever the keys hold now.
+        ctx.out.null_array();
+        return Ok(());
+    }
     let keys: Vec<&[u8]> = (0..r.n).map(|i| args.get(r.streams_at + i)).collect();
     let (db, now) = (ctx.db(), ctx.now_ms);
     let retry = ctx.is_retry();

@@ -177,6 +177,110 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
             ]),
         ),
         (
+            "xadd",
+            lines(&[
+                "XADD xs:1 * f v",
+                "XADD xs:1 MAXLEN 2 * f w",
+                "XADD xs:1 99999999999999-* g x",
+                "1|XADD xs:1 NOMKSTREAM * a b",
+            ]),
+        ),
+        (
+            "xtrim",
+            lines(&[
+                "XADD xs:2 1-1 a b",
+                "XADD xs:2 2-1 a b",
+                "XTRIM xs:2 MAXLEN 1",
+            ]),
+        ),
+        (
+            "xdel",
+            lines(&["XADD xs:3 1-1 a b", "XADD xs:3 2-1 a b", "XDEL xs:3 1-1"]),
+        ),
+        (
+            "xsetid",
+            lines(&[
+                "XADD xs:4 1-1 a b",
+                "XSETID xs:4 5-0 ENTRIESADDED 9 MAXDELETEDID 2-0",
+            ]),
+        ),
+        (
+            "xgroup|create",
+            lines(&[
+                "XGROUP CREATE xs:5 g $ MKSTREAM",
+                "XGROUP CREATE xs:5 h 0 ENTRIESREAD 3",
+            ]),
+        ),
+        (
+            "xgroup|createconsumer",
+            lines(&[
+                "XGROUP CREATE xs:6 g 0 MKSTREAM",
+                "XGROUP CREATECONSUMER xs:6 g alice",
+            ]),
+        ),
+        (
+            "xgroup|setid",
+            lines(&[
+                "XGROUP CREATE xs:7 g 0 MKSTREAM",
+                "XGROUP SETID xs:7 g 5-0 ENTRIESREAD 2",
+            ]),
+        ),
+        (
+            "xreadgroup",
+            lines(&[
+                "XADD xs:8 1-1 a b",
+                "XADD xs:8 2-1 c d",
+                "XGROUP CREATE xs:8 g 0",
+                "XREADGROUP GROUP g alice COUNT 1 STREAMS xs:8 >",
+                "XREADGROUP GROUP g bob NOACK STREAMS xs:8 >",
+                "XREADGROUP GROUP g alice STREAMS xs:8 0",
+            ]),
+        ),
+        (
+            "xack",
+            lines(&[
+                "XADD xs:9 1-1 a b",
+                "XGROUP CREATE xs:9 g 0",
+                "XREADGROUP GROUP g alice STREAMS xs:9 >",
+                "XACK xs:9 g 1-1",
+            ]),
+        ),
+        (
+            "xclaim",
+            lines(&[
+                "XADD xs:10 1-1 a b",
+                "XADD xs:10 2-1 a b",
+                "XGROUP CREATE xs:10 g 0",
+                "XREADGROUP GROUP g alice STREAMS xs:10 >",
+                "XCLAIM xs:10 g bob 0 1-1 TIME 1000 RETRYCOUNT 3",
+                "XCLAIM xs:10 g bob 0 2-1 JUSTID LASTID 5-0",
+            ]),
+        ),
+        (
+            "xautoclaim",
+            lines(&[
+                "XADD xs:11 1-1 a b",
+                "XADD xs:11 2-1 a b",
+                "XGROUP CREATE xs:11 g 0",
+                "XREADGROUP GROUP g alice STREAMS xs:11 >",
+                "XDEL xs:11 2-1",
+                "XAUTOCLAIM xs:11 g bob 0 0",
+            ]),
+        ),
+        (
+            "xgroup|delconsumer",
+            lines(&[
+                "XADD xs:12 1-1 a b",
+                "XGROUP CREATE xs:12 g 0",
+                "XREADGROUP GROUP g alice STREAMS xs:12 >",
+                "XGROUP DELCONSUMER xs:12 g alice",
+            ]),
+        ),
+        (
+            "xgroup|destroy",
+            lines(&["XGROUP CREATE xs:13 g 0 MKSTREAM", "XGROUP DESTROY xs:13 g"]),
+        ),
+        (
             "georadius",
             lines(&[
                 "GEOADD geo:2 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",

@@ -86,8 +86,9 @@ const SAME_FIELDS: u8 = 1;
 
 /// Estimated bookkeeping per node beyond its buffer (map slot, node struct), for `mem_bytes`.
 const NODE_OVERHEAD_BYTES: usize = 96;
-/// Bookkeeping per pending entry (map slot, struct) and per consumer, for `mem_bytes`.
-const PENDING_OVERHEAD_BYTES: usize = 64;
+/// Bookkeeping per pending entry (its slots in the group's and the consumer's maps, the struct
+/// and its consumer name) and per consumer, for `mem_bytes`.
+const PENDING_OVERHEAD_BYTES: usize = 96;
 const CONSUMER_OVERHEAD_BYTES: usize = 96;
 const GROUP_OVERHEAD_BYTES: usize = 128;
 
@@ -400,19 +401,13 @@ impl ConsumerGroup {
         }
     }
 
+    /// Estimated from the counts (O(1), called on every write): a pending entry sits in the
+    /// group's PEL and in one consumer's.
     fn mem_bytes(&self, name_len: usize) -> usize {
         GROUP_OVERHEAD_BYTES
             + name_len
-            + self
-                .pel
-                .values()
-                .map(|p| PENDING_OVERHEAD_BYTES + p.consumer.len() + 40)
-                .sum::<usize>()
-            + self
-                .consumers
-                .keys()
-                .map(|k| CONSUMER_OVERHEAD_BYTES + k.len())
-                .sum::<usize>()
+            + self.pel.len() * PENDING_OVERHEAD_BYTES
+            + self.consumers.len() * CONSUMER_OVERHEAD_BYTES
     }
 
     /// Gets or creates `name`; true if created.
