@@ -18,6 +18,7 @@ const GROUPS: &[(Group, &str)] = &[
     (Group::Bitmap, "Bitmaps"),
     (Group::HyperLogLog, "HyperLogLog"),
     (Group::Geo, "Geo"),
+    (Group::Stream, "Streams"),
     (Group::Transactions, "Transactions"),
     (Group::PubSub, "Pub/sub"),
     (Group::Connection, "Connection"),
