@@ -571,8 +571,9 @@ fn write_stream<R>(
     f: impl FnOnce(&mut Stream, &mut ReplyWriter<'_>, u64) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
-    let version = ctx.version();
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let Some(mut e) = shard.lookup(db, slot, key, now, true) else {
         return Ok(None);
     };
@@ -713,8 +714,9 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .collect();
     let key = args.get(1);
     let (db, now) = (ctx.db(), ctx.now_ms);
-    let version = ctx.version();
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let add = |s: &mut Stream| -> Result<StreamId, ReplyError> {
         if s.last_id == StreamId::MAX {
             return Err(ERR_EXHAUSTED);
@@ -926,15 +928,17 @@ fn deliver_new(
     now: u64,
 ) {
     let mut ids = Vec::new();
-    s.range(start, StreamId::MAX, false, |e| {
-        ids.push(e.id);
-        count == 0 || ids.len() < count
-    });
-    out.array(ids.len());
-    for &id in &ids {
-        let e = s.get(id).expect("listed above");
-        write_entry(out, &e);
+    let mut body = Vec::new();
+    {
+        let mut w = ReplyWriter::new(&mut body, out_proto(out));
+        s.range(start, StreamId::MAX, false, |e| {
+            write_entry(&mut w, &e);
+            ids.push(e.id);
+            count == 0 || ids.len() < count
+        });
     }
+    out.array(ids.len());
+    out.raw(&body);
     let (entries_added, tomb): (u64, Vec<bool>) = (
         s.entries_added,
         ids.iter().map(|&id| has_tombstones_from(s, id)).collect(),
@@ -1408,8 +1412,9 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let key = args.get(2);
     let gname = args.get(3);
     let (db, now) = (ctx.db(), ctx.now_ms);
-    let version = ctx.version();
     let (mut shard, slot) = ctx.shard(key);
+    // Taken under the lock: later writes to a key get larger versions.
+    let version = ctx.version();
     let exists = match shard.lookup(db, slot, key, now, true) {
         None => false,
         Some(e) if e.kind() == Kind::Stream => true,

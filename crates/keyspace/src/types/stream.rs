@@ -106,6 +106,8 @@ struct Node {
     lp_bytes: u32,
     /// The last ID ever added (deleted or not).
     last: StreamId,
+    /// Whether `last` is still there (not deleted).
+    last_live: bool,
 }
 
 /// One entry as read from a node: its ID and its fields.
@@ -242,6 +244,7 @@ impl Node {
             deleted: 0,
             lp_bytes: lp as u32,
             last: first,
+            last_live: false,
         }
     }
 
@@ -294,6 +297,7 @@ impl Node {
         self.lp_bytes = self.lp_bytes.saturating_add(lp as u32);
         self.live += 1;
         self.last = id;
+        self.last_live = true;
     }
 
     /// Every entry with its byte range in `buf`, in ID order.
@@ -666,6 +670,15 @@ impl Stream {
 
     /// The first or last live entry's ID.
     pub fn edge_id(&self, last: bool) -> Option<StreamId> {
+        // The last node's last entry is live unless an XDEL reached it (trims cut from the
+        // front and never leave a node's last entry alone behind): no walk then.
+        if last
+            && let Some((_, n)) = self.nodes.last_key_value()
+            && n.live > 0
+            && n.last_live
+        {
+            return Some(n.last);
+        }
         let mut found = None;
         self.range(StreamId::MIN, StreamId::MAX, last, |e| {
             found = Some(e.id);
@@ -697,6 +710,9 @@ impl Stream {
         };
         self.node_bytes -= Self::node_mem(node);
         node.buf.drain(range);
+        if id == node.last {
+            node.last_live = false;
+        }
         node.live -= 1;
         node.deleted += 1;
         self.len -= 1;
@@ -863,19 +879,25 @@ impl Stream {
             if entries_at as usize > buf.len() {
                 return None;
             }
-            let node = Node {
+            let mut node = Node {
                 buf,
                 entries_at,
                 live,
                 deleted,
                 lp_bytes,
                 last,
+                last_live: false,
             };
             if !valid_node(&node, master)
                 || s.nodes.last_key_value().is_some_and(|(k, _)| *k >= master)
             {
                 return None;
             }
+            // Checked above, so walking the node is safe.
+            node.last_live = node
+                .entries(master)
+                .last()
+                .is_some_and(|(e, _)| e.id == last);
             s.len += live as u64;
             s.node_bytes += Self::node_mem(&node);
             s.nodes.insert(master, node);
@@ -1147,6 +1169,8 @@ mod tests {
                 prop_assert_eq!(s.len(), m.len());
                 prop_assert_eq!(collect(&s, StreamId::MIN, StreamId::MAX, false, usize::MAX), m.clone());
                 prop_assert_eq!(s.first_id, m.keys().next().copied().unwrap_or(StreamId::MIN));
+                prop_assert_eq!(s.edge_id(true), m.keys().next_back().copied());
+                prop_assert_eq!(s.edge_id(false), m.keys().next().copied());
                 prop_assert!(s.nodes.values().all(|n| n.live as usize <= per_node.max(1)));
             }
             let mut buf = Vec::new();
