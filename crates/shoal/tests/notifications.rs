@@ -401,7 +401,10 @@ fn every_family_raises_the_events_redis_raises_in_its_order() {
     for classes in ["KEA", "KEnm"] {
         for (name, script) in SCRIPTS {
             let want = run(&redis_addr, classes, script);
-            assert!(!want.is_empty(), "{name} ({classes}): the reference raised nothing");
+            assert!(
+                !want.is_empty(),
+                "{name} ({classes}): the reference raised nothing"
+            );
             let got = run(&shoal.addr(), classes, script);
             if want != got {
                 // Where they part, with a little of what came before.
