@@ -513,6 +513,9 @@ pub struct ServerState {
     pub hot: Hot,
     pub stats: Stats,
     pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    /// Connections accepted and not yet closed, counted at accept (before the connection's task
+    /// registers it in `clients`), so a burst of connects cannot pass `maxclients`.
+    pub open_connections: AtomicUsize,
     pub next_client_id: AtomicU64,
     pub slowlog: Mutex<SlowLog>,
     pub latency: Mutex<BTreeMap<&'static str, LatencyEvent>>,
@@ -570,6 +573,7 @@ impl ServerState {
             hot: Hot::default(),
             stats: Stats::default(),
             clients: Mutex::default(),
+            open_connections: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             slowlog: Mutex::default(),
             latency: Mutex::default(),
