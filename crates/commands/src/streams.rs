@@ -28,6 +28,7 @@ use crate::args::{ERR_NO_SUCH_KEY, ERR_NOT_INTEGER, ERR_SYNTAX, OwnedArgs, parse
 use crate::blocking::nothing_yet_stream;
 use crate::coll::object_mut;
 use crate::hashes::object_entry;
+use crate::notify::STREAM as NOTIFY_STREAM;
 use crate::table::{BeginSearch, FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx, err};
 
@@ -564,17 +565,24 @@ fn read_stream<R>(
 
 /// Runs `f` on the stream at `key` for a write command; `None` (f not called) if absent. `f`
 /// returns its result and whether it changed the stream (which stamps the command's version,
-/// and so sends the value to replicas).
+/// and so sends the value to replicas). `read`: looked up as Redis's `lookupKeyRead` (XACK,
+/// XCLAIM, XAUTOCLAIM), counting a hit or a miss.
 fn write_stream<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
+    read: bool,
     f: impl FnOnce(&mut Stream, &mut ReplyWriter<'_>, u64) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
     // Taken under the lock: later writes to a key get larger versions.
     let version = ctx.version();
-    let Some(mut e) = shard.lookup(db, slot, key, now, true) else {
+    let found = if read {
+        shard.lookup_read(db, slot, key, now)
+    } else {
+        shard.lookup(db, slot, key, now, true)
+    };
+    let Some(mut e) = found else {
         return Ok(None);
     };
     let Object::Stream(s) = object_mut(&mut e, Kind::Stream)? else {
@@ -717,7 +725,7 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (mut shard, slot) = ctx.shard(key);
     // Taken under the lock: later writes to a key get larger versions.
     let version = ctx.version();
-    let add = |s: &mut Stream| -> Result<StreamId, ReplyError> {
+    let add = |s: &mut Stream| -> Result<(StreamId, u64), ReplyError> {
         if s.last_id == StreamId::MAX {
             return Err(ERR_EXHAUSTED);
         }
@@ -749,10 +757,8 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             return Err(ERR_TOO_LARGE);
         }
         s.append(id, &fields, &limits);
-        if let Some(how) = t.how {
-            s.trim(how, t.approx, t.limit);
-        }
-        Ok(id)
+        let trimmed = t.how.map_or(0, |how| s.trim(how, t.approx, t.limit));
+        Ok((id, trimmed))
     };
     let found = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
@@ -765,8 +771,8 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         None => None,
     };
-    let id = match found {
-        Some(id) => id,
+    let (id, trimmed) = match found {
+        Some(r) => r,
         None if t.nomkstream => {
             drop(shard);
             ctx.out.null();
@@ -774,13 +780,17 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         None => {
             let mut s = Box::new(Stream::new());
-            let id = add(&mut s)?;
+            let r = add(&mut s)?;
             shard.insert(db, slot, object_entry(key, Object::Stream(s), version), now);
-            id
+            r
         }
     };
     drop(shard);
     write_id(&mut ctx.out, id);
+    ctx.notify(NOTIFY_STREAM, "xadd", key);
+    if trimmed > 0 {
+        ctx.notify(NOTIFY_STREAM, "xtrim", key);
+    }
     Ok(())
 }
 
@@ -788,11 +798,15 @@ fn xtrim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let limits = ctx.srv.encoding_limits();
     let (t, _) = parse_add_or_trim(args, false, limits.stream_node_max_entries)?;
     let how = t.how.expect("XTRIM has a strategy");
-    let n = write_stream(ctx, args.get(1), |s, _, _| {
+    let n = write_stream(ctx, args.get(1), false, |s, _, _| {
         let n = s.trim(how, t.approx, t.limit);
         Ok((n, n > 0))
     })?;
-    ctx.out.int(n.unwrap_or(0) as i64);
+    let n = n.unwrap_or(0);
+    if n > 0 {
+        ctx.notify(NOTIFY_STREAM, "xtrim", args.get(1));
+    }
+    ctx.out.int(n as i64);
     Ok(())
 }
 
@@ -853,14 +867,18 @@ fn xlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn xdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let n = write_stream(ctx, args.get(1), |s, _, _| {
+    let n = write_stream(ctx, args.get(1), false, |s, _, _| {
         let ids = (2..args.len())
             .map(|i| parse_strict_id(args.get(i)))
             .collect::<Result<Vec<_>, _>>()?;
         let n = s.delete(&ids);
         Ok((n, n > 0))
     })?;
-    ctx.out.int(n.unwrap_or(0) as i64);
+    let n = n.unwrap_or(0);
+    if n > 0 {
+        ctx.notify(NOTIFY_STREAM, "xdel", args.get(1));
+    }
+    ctx.out.int(n as i64);
     Ok(())
 }
 
@@ -1201,6 +1219,7 @@ fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResul
     let out = &mut ctx.out;
     let mut served = 0usize;
     let mut body = Vec::new();
+    let mut created = Vec::new();
     {
         let mut w = ReplyWriter::new(&mut body, out_proto(out));
         for (i, key) in keys.iter().enumerate() {
@@ -1208,7 +1227,8 @@ fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResul
                 break;
             }
             let (shard, slot) = locked.shard(key);
-            let Some(mut e) = shard.lookup(db, slot, key, now, false) else {
+            // Looked up as a read again, as Redis does (hits and misses count twice).
+            let Some(mut e) = shard.lookup_read(db, slot, key, now) else {
                 continue;
             };
             let Some(Object::Stream(s)) = e.object_mut() else {
@@ -1257,8 +1277,11 @@ fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResul
             match group {
                 Some((g, c)) => {
                     let grp = s.groups.get_mut(g).expect("checked");
-                    let (consumer, _) = grp.consumer_mut(c, now);
+                    let (consumer, new) = grp.consumer_mut(c, now);
                     consumer.seen_ms = now;
+                    if new {
+                        created.push(*key);
+                    }
                     if history {
                         deliver_history(&mut w, s, g, c, start, count, now);
                     } else {
@@ -1273,6 +1296,10 @@ fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResul
         }
     }
     drop(locked);
+    for key in created {
+        ctx.notify(NOTIFY_STREAM, "xgroup-createconsumer", key);
+    }
+    let out = &mut ctx.out;
     if served > 0 {
         if out.is_resp3() {
             out.map(served);
@@ -1439,6 +1466,7 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         shard.insert(db, slot, object_entry(key, Object::Stream(s), version), now);
         drop(shard);
         ctx.out.ok();
+        ctx.notify(NOTIFY_STREAM, "xgroup-create", key);
         return Ok(());
     }
     let mut e = shard.lookup(db, slot, key, now, true).expect("exists");
@@ -1462,7 +1490,7 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         ));
     }
     let out = &mut ctx.out;
-    match sub.as_slice() {
+    let event = match sub.as_slice() {
         b"create" => {
             let arg = args.get(4);
             let id = if arg == b"$" {
@@ -1480,6 +1508,7 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 .insert(gname.into(), ConsumerGroup::new(id, entries_read));
             e.set_version(version);
             out.ok();
+            Some("xgroup-create")
         }
         b"setid" => {
             let arg = args.get(4);
@@ -1493,30 +1522,42 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             g.entries_read = entries_read;
             e.set_version(version);
             out.ok();
+            Some("xgroup-setid")
         }
         b"destroy" => {
             if s.groups.remove(gname).is_some() {
                 e.set_version(version);
                 out.int(1);
+                Some("xgroup-destroy")
             } else {
                 out.int(0);
+                None
             }
         }
         b"createconsumer" => {
             let g = s.groups.get_mut(gname).expect("checked");
             let (_, created) = g.consumer_mut(args.get(4), now);
-            if created {
-                e.set_version(version);
-            }
             out.int(created as i64);
+            created.then(|| {
+                e.set_version(version);
+                "xgroup-createconsumer"
+            })
         }
         b"delconsumer" => {
             let g = s.groups.get_mut(gname).expect("checked");
             let pending = g.delete_consumer(args.get(4));
-            e.set_version(version);
             out.int(pending.unwrap_or(0) as i64);
+            pending.map(|_| {
+                e.set_version(version);
+                "xgroup-delconsumer"
+            })
         }
         _ => return Err(subcommand_syntax(args)),
+    };
+    drop(e);
+    drop(shard);
+    if let Some(event) = event {
+        ctx.notify(NOTIFY_STREAM, event, key);
     }
     Ok(())
 }
@@ -1525,7 +1566,7 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 // XACK, XPENDING, XCLAIM, XAUTOCLAIM.
 
 fn xack(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let n = write_stream(ctx, args.get(1), |s, _, _| {
+    let n = write_stream(ctx, args.get(1), true, |s, _, _| {
         let Some(g) = s.groups.get_mut(args.get(2)) else {
             return Ok((0, false));
         };
@@ -1654,7 +1695,7 @@ fn xpending(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (key, gname, cname) = (args.get(1), args.get(2), args.get(3));
     let argc = args.len();
-    write_stream(ctx, key, |s, out, now| {
+    let created = write_stream(ctx, key, true, |s, out, now| {
         if !s.groups.contains_key(gname) {
             return Err(no_group_err(key, gname));
         }
@@ -1714,6 +1755,7 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             delivery as u64
         };
         let mut claimed = Vec::new();
+        let mut created = false;
         for id in ids {
             let exists = s.get(id).is_some();
             let g = s.groups.get_mut(gname).expect("checked");
@@ -1732,8 +1774,9 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             if prev_owner.is_some() && min_idle != 0 && now_i - (prev_time as i64) < min_idle {
                 continue;
             }
-            let (c, _) = g.consumer_mut(cname, now);
+            let (c, new) = g.consumer_mut(cname, now);
             c.seen_ms = now;
+            created |= new;
             let count = if retry_count >= 0 {
                 retry_count as u64
             } else if !justid {
@@ -1753,9 +1796,13 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 write_one(out, s, id);
             }
         }
-        Ok(((), changed))
+        Ok((created, changed))
     })?
-    .ok_or_else(|| no_group_err(key, gname))
+    .ok_or_else(|| no_group_err(key, gname))?;
+    if created {
+        ctx.notify(NOTIFY_STREAM, "xgroup-createconsumer", key);
+    }
+    Ok(())
 }
 
 fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -1786,7 +1833,7 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         j += 1;
     }
-    write_stream(ctx, key, |s, out, now| {
+    let created = write_stream(ctx, key, true, |s, out, now| {
         let Some(g) = s.groups.get(gname) else {
             return Err(no_group_err(key, gname));
         };
@@ -1804,6 +1851,7 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let mut claimed = Vec::new();
         let mut deleted = Vec::new();
         let mut changed = false;
+        let mut created = false;
         loop {
             let go = attempts != 0;
             attempts -= 1;
@@ -1826,8 +1874,9 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 continue;
             }
             let count = p.delivery_count + if justid { 0 } else { 1 };
-            let (c, _) = g.consumer_mut(cname, now);
+            let (c, new) = g.consumer_mut(cname, now);
             c.seen_ms = now;
+            created |= new;
             g.assign(id, cname, now, count);
             claimed.push(id);
             left -= 1;
@@ -1848,9 +1897,13 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         for id in deleted {
             write_id(out, id);
         }
-        Ok(((), changed))
+        Ok((created, changed))
     })?
-    .ok_or_else(|| no_group_err(key, gname))
+    .ok_or_else(|| no_group_err(key, gname))?;
+    if created {
+        ctx.notify(NOTIFY_STREAM, "xgroup-createconsumer", key);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2047,7 +2100,7 @@ fn xsetid(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             return Err(ERR_SYNTAX);
         }
     }
-    let done = write_stream(ctx, args.get(1), |s, _, _| {
+    let done = write_stream(ctx, args.get(1), false, |s, _, _| {
         if id < s.max_deleted_id {
             return Err(ReplyError::err_static(
                 "The ID specified in XSETID is smaller than current max_deleted_entry_id",
@@ -2079,5 +2132,6 @@ fn xsetid(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         Some(()) => ctx.out.ok(),
         None => return Err(ERR_NO_SUCH_KEY),
     }
+    ctx.notify(NOTIFY_STREAM, "xsetid", args.get(1));
     Ok(())
 }
