@@ -1077,7 +1077,7 @@ fn parse_read<'a>(
         } else if o.eq_ignore_ascii_case(b"STREAMS") && more > 0 {
             r.streams_at = i + 1;
             let n = argc - r.streams_at;
-            if n % 2 != 0 {
+            if !n.is_multiple_of(2) {
                 let name = lossy(args.get(0));
                 let sym = if group_cmd { '>' } else { '$' };
                 return Err(err!(

@@ -411,9 +411,12 @@ fn streams_with_groups_reach_a_replica_intact() {
         &mut c,
         &["XSETID", "ev", "99999999999999-0", "ENTRIESADDED", "1000"],
     );
+    // An empty stream with a group and a consumer is kept and copied too.
+    let _: () = q(&mut c, &["XGROUP", "CREATE", "empty", "g", "$", "MKSTREAM"]);
+    let _: i64 = q(&mut c, &["XGROUP", "CREATECONSUMER", "empty", "g", "idle"]);
     caught_up(&r, &p);
     let mut rc = r.client();
-    for key in ["ev"] {
+    for key in ["ev", "empty"] {
         assert_eq!(stream_state(&mut c, key), stream_state(&mut rc, key));
     }
     let a: Value = q(&mut c, &["XRANGE", "ev", "-", "+"]);
