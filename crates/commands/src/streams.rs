@@ -18,6 +18,7 @@
 
 use crate::error::ReplyError;
 
+use shoal_keyspace::delta::Ops;
 use shoal_keyspace::types::stream::{
     ConsumerGroup, ENTRIES_READ_INVALID, EntryRef, Stream, StreamId, Trim,
 };
@@ -571,7 +572,7 @@ fn write_stream<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     read: bool,
-    f: impl FnOnce(&mut Stream, &mut ReplyWriter<'_>, u64) -> Result<(R, bool), ReplyError>,
+    f: impl FnOnce(&mut Stream, &mut Ops, &mut ReplyWriter<'_>, u64) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
@@ -585,10 +586,12 @@ fn write_stream<R>(
     let Some(mut e) = found else {
         return Ok(None);
     };
+    let mut ops = e.ops();
     let Object::Stream(s) = object_mut(&mut e, Kind::Stream)? else {
         unreachable!("object_mut checked the kind")
     };
-    let (r, changed) = f(s, &mut ctx.out, now)?;
+    let (r, changed) = f(s, &mut ops, &mut ctx.out, now)?;
+    e.note(ops);
     if changed {
         e.set_version(version);
     }
@@ -762,12 +765,19 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     };
     let found = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
+            let mut ops = e.ops();
             let Object::Stream(s) = object_mut(&mut e, Kind::Stream)? else {
                 unreachable!("object_mut checked the kind")
             };
-            let id = add(s)?;
+            let (id, trimmed) = add(s)?;
+            // Replicas get the entry with its concrete ID, and where the trim left the start.
+            ops.xadd(id, &fields);
+            if trimmed > 0 {
+                ops.xtrim((!s.is_empty()).then_some(s.first_id));
+            }
+            e.note(ops);
             e.set_version(version);
-            Some(id)
+            Some((id, trimmed))
         }
         None => None,
     };
@@ -798,8 +808,11 @@ fn xtrim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let limits = ctx.srv.encoding_limits();
     let (t, _) = parse_add_or_trim(args, false, limits.stream_node_max_entries)?;
     let how = t.how.expect("XTRIM has a strategy");
-    let n = write_stream(ctx, args.get(1), false, |s, _, _| {
+    let n = write_stream(ctx, args.get(1), false, |s, ops, _, _| {
         let n = s.trim(how, t.approx, t.limit);
+        if n > 0 {
+            ops.xtrim((!s.is_empty()).then_some(s.first_id));
+        }
         Ok((n, n > 0))
     })?;
     let n = n.unwrap_or(0);
@@ -867,11 +880,17 @@ fn xlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn xdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let n = write_stream(ctx, args.get(1), false, |s, _, _| {
+    let n = write_stream(ctx, args.get(1), false, |s, ops, _, _| {
         let ids = (2..args.len())
             .map(|i| parse_strict_id(args.get(i)))
             .collect::<Result<Vec<_>, _>>()?;
-        let n = s.delete(&ids);
+        let mut n = 0;
+        for id in ids {
+            if s.delete(&[id]) == 1 {
+                ops.xdel(id);
+                n += 1;
+            }
+        }
         Ok((n, n > 0))
     })?;
     let n = n.unwrap_or(0);
@@ -944,6 +963,7 @@ fn deliver_new(
     count: usize,
     noack: bool,
     now: u64,
+    ops: &mut Ops,
 ) {
     let mut ids = Vec::new();
     let mut body = Vec::new();
@@ -974,7 +994,11 @@ fn deliver_new(
         }
         if !noack {
             g.assign(id, consumer, now, 1);
+            ops.xassign(group, id, consumer, now, 1);
         }
+    }
+    if !ids.is_empty() {
+        ops.xgroup_put(group, g.last_id, g.entries_read);
     }
 }
 
@@ -988,6 +1012,7 @@ fn deliver_history(
     start: StreamId,
     count: usize,
     now: u64,
+    ops: &mut Ops,
 ) {
     let g = s.groups.get(group).expect("group checked");
     let ids: Vec<StreamId> = g
@@ -1021,6 +1046,7 @@ fn deliver_history(
         if let Some(p) = g.pel.get_mut(&id) {
             p.delivery_ms = now;
             p.delivery_count += 1;
+            ops.xassign(group, id, &p.consumer, now, p.delivery_count);
         }
     }
 }
@@ -1276,17 +1302,23 @@ fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResul
             let start = start.unwrap_or(StreamId::MAX);
             match group {
                 Some((g, c)) => {
+                    let mut ops = e.ops();
+                    let Some(Object::Stream(s)) = e.object_mut() else {
+                        unreachable!("a stream above")
+                    };
                     let grp = s.groups.get_mut(g).expect("checked");
                     let (consumer, new) = grp.consumer_mut(c, now);
                     consumer.seen_ms = now;
+                    ops.xconsumer(g, c, now);
                     if new {
                         created.push(*key);
                     }
                     if history {
-                        deliver_history(&mut w, s, g, c, start, count, now);
+                        deliver_history(&mut w, s, g, c, start, count, now, &mut ops);
                     } else {
-                        deliver_new(&mut w, s, g, c, start, count, r.noack, now);
+                        deliver_new(&mut w, s, g, c, start, count, r.noack, now, &mut ops);
                     }
+                    e.note(ops);
                     e.set_version(version);
                 }
                 None => {
@@ -1470,6 +1502,7 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Ok(());
     }
     let mut e = shard.lookup(db, slot, key, now, true).expect("exists");
+    let mut ops = e.ops();
     let Object::Stream(s) = object_mut(&mut e, Kind::Stream)? else {
         unreachable!("kind checked")
     };
@@ -1506,6 +1539,7 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             }
             s.groups
                 .insert(gname.into(), ConsumerGroup::new(id, entries_read));
+            ops.xgroup_put(gname, id, entries_read);
             e.set_version(version);
             out.ok();
             Some("xgroup-create")
@@ -1520,12 +1554,14 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let g = s.groups.get_mut(gname).expect("checked");
             g.last_id = id;
             g.entries_read = entries_read;
+            ops.xgroup_put(gname, id, entries_read);
             e.set_version(version);
             out.ok();
             Some("xgroup-setid")
         }
         b"destroy" => {
             if s.groups.remove(gname).is_some() {
+                ops.xgroup_destroy(gname);
                 e.set_version(version);
                 out.int(1);
                 Some("xgroup-destroy")
@@ -1536,7 +1572,10 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         b"createconsumer" => {
             let g = s.groups.get_mut(gname).expect("checked");
-            let (_, created) = g.consumer_mut(args.get(4), now);
+            let (c, created) = g.consumer_mut(args.get(4), now);
+            if created {
+                ops.xconsumer(gname, args.get(4), c.seen_ms);
+            }
             out.int(created as i64);
             created.then(|| {
                 e.set_version(version);
@@ -1546,6 +1585,9 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         b"delconsumer" => {
             let g = s.groups.get_mut(gname).expect("checked");
             let pending = g.delete_consumer(args.get(4));
+            if pending.is_some() {
+                ops.xdelconsumer(gname, args.get(4));
+            }
             out.int(pending.unwrap_or(0) as i64);
             pending.map(|_| {
                 e.set_version(version);
@@ -1554,6 +1596,7 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         _ => return Err(subcommand_syntax(args)),
     };
+    e.note(ops);
     drop(e);
     drop(shard);
     if let Some(event) = event {
@@ -1566,14 +1609,21 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 // XACK, XPENDING, XCLAIM, XAUTOCLAIM.
 
 fn xack(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let n = write_stream(ctx, args.get(1), true, |s, _, _| {
-        let Some(g) = s.groups.get_mut(args.get(2)) else {
+    let gname = args.get(2);
+    let n = write_stream(ctx, args.get(1), true, |s, ops, _, _| {
+        let Some(g) = s.groups.get_mut(gname) else {
             return Ok((0, false));
         };
         let ids = (3..args.len())
             .map(|i| parse_strict_id(args.get(i)))
             .collect::<Result<Vec<_>, _>>()?;
-        let n = ids.into_iter().filter(|&id| g.ack(id)).count();
+        let mut n = 0;
+        for id in ids {
+            if g.ack(id) {
+                ops.xack(gname, id);
+                n += 1;
+            }
+        }
         Ok((n, n > 0))
     })?;
     ctx.out.int(n.unwrap_or(0) as i64);
@@ -1695,7 +1745,7 @@ fn xpending(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (key, gname, cname) = (args.get(1), args.get(2), args.get(3));
     let argc = args.len();
-    let created = write_stream(ctx, key, true, |s, out, now| {
+    let created = write_stream(ctx, key, true, |s, ops, out, now| {
         if !s.groups.contains_key(gname) {
             return Err(no_group_err(key, gname));
         }
@@ -1747,6 +1797,7 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let g = s.groups.get_mut(gname).expect("checked");
         if last_id > g.last_id {
             g.last_id = last_id;
+            ops.xgroup_put(gname, g.last_id, g.entries_read);
             changed = true;
         }
         let delivery = if delivery == -1 || delivery < 0 || delivery > now_i {
@@ -1761,6 +1812,7 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let g = s.groups.get_mut(gname).expect("checked");
             if !exists {
                 if g.ack(id) {
+                    ops.xack(gname, id);
                     changed = true;
                 }
                 continue;
@@ -1776,6 +1828,7 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             }
             let (c, new) = g.consumer_mut(cname, now);
             c.seen_ms = now;
+            ops.xconsumer(gname, cname, now);
             created |= new;
             let count = if retry_count >= 0 {
                 retry_count as u64
@@ -1785,6 +1838,7 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 prev_count
             };
             g.assign(id, cname, delivery, count);
+            ops.xassign(gname, id, cname, delivery, count);
             changed = true;
             claimed.push(id);
         }
@@ -1833,7 +1887,7 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         j += 1;
     }
-    let created = write_stream(ctx, key, true, |s, out, now| {
+    let created = write_stream(ctx, key, true, |s, ops, out, now| {
         let Some(g) = s.groups.get(gname) else {
             return Err(no_group_err(key, gname));
         };
@@ -1864,6 +1918,7 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let g = s.groups.get_mut(gname).expect("checked");
             if !exists {
                 g.ack(id);
+                ops.xack(gname, id);
                 deleted.push(id);
                 left -= 1;
                 changed = true;
@@ -1876,8 +1931,10 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let count = p.delivery_count + if justid { 0 } else { 1 };
             let (c, new) = g.consumer_mut(cname, now);
             c.seen_ms = now;
+            ops.xconsumer(gname, cname, now);
             created |= new;
             g.assign(id, cname, now, count);
+            ops.xassign(gname, id, cname, now, count);
             claimed.push(id);
             left -= 1;
             changed = true;
@@ -2100,7 +2157,7 @@ fn xsetid(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             return Err(ERR_SYNTAX);
         }
     }
-    let done = write_stream(ctx, args.get(1), false, |s, _, _| {
+    let done = write_stream(ctx, args.get(1), false, |s, ops, _, _| {
         if id < s.max_deleted_id {
             return Err(ReplyError::err_static(
                 "The ID specified in XSETID is smaller than current max_deleted_entry_id",
@@ -2126,6 +2183,7 @@ fn xsetid(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if !max_deleted.is_zero() {
             s.max_deleted_id = max_deleted;
         }
+        ops.xsetid(s.last_id, s.entries_added, s.max_deleted_id);
         Ok(((), true))
     })?;
     match done {

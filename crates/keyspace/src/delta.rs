@@ -20,6 +20,7 @@
 
 use crate::entry::{Entry, Object};
 use crate::types::EncodingLimits;
+use crate::types::stream::{ConsumerGroup, StreamId, Trim};
 
 const SADD: u8 = 1;
 const SREM: u8 = 2;
@@ -38,6 +39,16 @@ const LTRIM: u8 = 14;
 const APPEND: u8 = 15;
 const SETRANGE: u8 = 16;
 const EXPIRE: u8 = 17;
+const XADD: u8 = 18;
+const XTRIM: u8 = 19;
+const XDEL: u8 = 20;
+const XSETID: u8 = 21;
+const XGROUP_PUT: u8 = 22;
+const XGROUP_DESTROY: u8 = 23;
+const XCONSUMER: u8 = 24;
+const XDELCONSUMER: u8 = 25;
+const XASSIGN: u8 = 26;
+const XACK: u8 = 27;
 
 /// A change queued by a shard for the replication stream, drained in order under the shard lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +218,100 @@ impl Ops {
             self.bytes(bytes);
         }
     }
+    fn id(&mut self, id: StreamId) {
+        self.num(id.ms);
+        self.num(id.seq);
+    }
+    /// Stream entry `id` appended with these fields.
+    pub fn xadd(&mut self, id: StreamId, fields: &[(&[u8], &[u8])]) {
+        if self.on {
+            self.buf.push(XADD);
+            self.id(id);
+            self.num(fields.len() as u64);
+            for (f, v) in fields {
+                self.bytes(f);
+                self.bytes(v);
+            }
+        }
+    }
+    /// The stream was trimmed to start at `first` (`None`: trimmed empty).
+    pub fn xtrim(&mut self, first: Option<StreamId>) {
+        if self.on {
+            self.buf.push(XTRIM);
+            self.buf.push(first.is_some() as u8);
+            self.id(first.unwrap_or(StreamId::MIN));
+        }
+    }
+    /// Stream entry `id` deleted (XDEL).
+    pub fn xdel(&mut self, id: StreamId) {
+        if self.on {
+            self.buf.push(XDEL);
+            self.id(id);
+        }
+    }
+    /// The stream's counters are now these (XSETID).
+    pub fn xsetid(&mut self, last: StreamId, entries_added: u64, max_deleted: StreamId) {
+        if self.on {
+            self.buf.push(XSETID);
+            self.id(last);
+            self.num(entries_added);
+            self.id(max_deleted);
+        }
+    }
+    /// Group `name` exists with these counters (created if new).
+    pub fn xgroup_put(&mut self, name: &[u8], last: StreamId, entries_read: i64) {
+        if self.on {
+            self.buf.push(XGROUP_PUT);
+            self.bytes(name);
+            self.id(last);
+            self.num(entries_read as u64);
+        }
+    }
+    pub fn xgroup_destroy(&mut self, name: &[u8]) {
+        self.op1(XGROUP_DESTROY, name);
+    }
+    /// Consumer `consumer` of group `group` exists, last seen at `seen_ms`.
+    pub fn xconsumer(&mut self, group: &[u8], consumer: &[u8], seen_ms: u64) {
+        if self.on {
+            self.buf.push(XCONSUMER);
+            self.bytes(group);
+            self.bytes(consumer);
+            self.num(seen_ms);
+        }
+    }
+    pub fn xdelconsumer(&mut self, group: &[u8], consumer: &[u8]) {
+        if self.on {
+            self.buf.push(XDELCONSUMER);
+            self.bytes(group);
+            self.bytes(consumer);
+        }
+    }
+    /// Pending entry `id` of `group` is now `consumer`'s, delivered at `delivery_ms`, `count` times.
+    pub fn xassign(
+        &mut self,
+        group: &[u8],
+        id: StreamId,
+        consumer: &[u8],
+        delivery_ms: u64,
+        count: u64,
+    ) {
+        if self.on {
+            self.buf.push(XASSIGN);
+            self.bytes(group);
+            self.id(id);
+            self.bytes(consumer);
+            self.num(delivery_ms);
+            self.num(count);
+        }
+    }
+    /// Pending entry `id` of `group` acknowledged (or dropped).
+    pub fn xack(&mut self, group: &[u8], id: StreamId) {
+        if self.on {
+            self.buf.push(XACK);
+            self.bytes(group);
+            self.id(id);
+        }
+    }
     /// The key's absolute expiry is now `at_ms` (`None`: it persists).
     pub fn expire(&mut self, at_ms: Option<u64>) {
         if self.on {
@@ -262,6 +367,9 @@ impl<'a> Reader<'a> {
         self.b = rest;
         Ok(u64::from_le_bytes(n.try_into().expect("8 bytes")))
     }
+    fn id(&mut self) -> Result<StreamId, DeltaError> {
+        Ok(StreamId::new(self.num()?, self.num()?))
+    }
     fn usize(&mut self) -> Result<usize, DeltaError> {
         usize::try_from(self.num()?).map_err(|_| DeltaError::Malformed("number out of range"))
     }
@@ -282,6 +390,7 @@ impl<'a> Reader<'a> {
 
 const WRONG_TYPE: DeltaError = DeltaError::Malformed("op does not fit the value's type");
 const OUT_OF_RANGE: DeltaError = DeltaError::Malformed("list position out of range");
+const NO_GROUP: DeltaError = DeltaError::Malformed("no such consumer group");
 
 /// Applies `ops` to an entry, in order. The caller checked the entry's version and sets the new one.
 /// On error the entry may be partly changed; the replica resynchronises from scratch anyway.
@@ -382,6 +491,78 @@ fn apply_to_object(
             let (start, end) = (r.usize()?, r.usize()?);
             l.retain_range(start, end);
         }
+        (XADD, Object::Stream(s)) => {
+            let id = r.id()?;
+            let n = r.usize()?;
+            let mut fields = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                fields.push((r.bytes()?, r.bytes()?));
+            }
+            if id <= s.last_id {
+                return Err(DeltaError::Malformed("stream ID not above the last"));
+            }
+            s.append(id, &fields, limits);
+        }
+        (XTRIM, Object::Stream(s)) => {
+            let some = r.u8()? != 0;
+            let first = r.id()?;
+            s.trim(
+                if some {
+                    Trim::MinId(first)
+                } else {
+                    Trim::MaxLen(0)
+                },
+                false,
+                0,
+            );
+        }
+        (XDEL, Object::Stream(s)) => {
+            s.delete(&[r.id()?]);
+        }
+        (XSETID, Object::Stream(s)) => {
+            s.last_id = r.id()?;
+            s.entries_added = r.num()?;
+            s.max_deleted_id = r.id()?;
+        }
+        (XGROUP_PUT, Object::Stream(s)) => {
+            let name = r.bytes()?;
+            let (last, read) = (r.id()?, r.num()? as i64);
+            let g = s
+                .groups
+                .entry(name.into())
+                .or_insert_with(|| ConsumerGroup::new(last, read));
+            g.last_id = last;
+            g.entries_read = read;
+        }
+        (XGROUP_DESTROY, Object::Stream(s)) => {
+            s.groups.remove(r.bytes()?);
+        }
+        (XCONSUMER, Object::Stream(s)) => {
+            let g = s.groups.get_mut(r.bytes()?).ok_or(NO_GROUP)?;
+            let (c, seen) = (r.bytes()?, r.num()?);
+            g.consumer_mut(c, seen).0.seen_ms = seen;
+        }
+        (XDELCONSUMER, Object::Stream(s)) => {
+            let g = s.groups.get_mut(r.bytes()?).ok_or(NO_GROUP)?;
+            g.delete_consumer(r.bytes()?);
+        }
+        (XASSIGN, Object::Stream(s)) => {
+            let g = s.groups.get_mut(r.bytes()?).ok_or(NO_GROUP)?;
+            let (id, c, at, count) = (r.id()?, r.bytes()?, r.num()?, r.num()?);
+            if !g.consumers.contains_key(c) {
+                return Err(DeltaError::Malformed("no such consumer"));
+            }
+            g.assign(id, c, at, count);
+        }
+        (XACK, Object::Stream(s)) => {
+            let g = s.groups.get_mut(r.bytes()?).ok_or(NO_GROUP)?;
+            g.ack(r.id()?);
+        }
+        (
+            XADD | XTRIM | XDEL | XSETID | XGROUP_PUT | XGROUP_DESTROY | XCONSUMER | XDELCONSUMER
+            | XASSIGN | XACK,
+            _,
+        ) => return Err(WRONG_TYPE),
         (SADD | SREM | HSET | HDEL | ZADD | ZREM, _)
         | (LPUSH | RPUSH | LPOP | RPOP | LSET | LINSERT | LREM | LTRIM, _) => {
             return Err(WRONG_TYPE);

@@ -79,7 +79,9 @@ impl Shard {
                 .ok_or(DeltaError::Diverged(None))?;
             delta::apply(&mut e, ops, limits)?;
             e.set_version(new);
-            e.object_mut().is_some_and(|o| o.is_empty())
+            // A collection the ops emptied goes, as on the primary; an empty stream stays.
+            e.object_mut()
+                .is_some_and(|o| o.is_empty() && o.kind() != crate::Kind::Stream)
         };
         if empty {
             self.remove(db, slot, key);
