@@ -10,9 +10,12 @@
 //! `$` stands for the last ID *when the command arrived*, so the request waits with `$` replaced
 //! by that ID (`Ctx::block_on_rewritten`).
 //!
-//! **Replication.** Stream writes note no element-level ops: the shard sends the whole value
-//! after each (`Pending::Key`), which carries entries, counters and groups exactly; a stream
-//! replicates as its state, not as Redis's XCLAIM/XGROUP SETID rewrites.
+//! **Replication.** Every change to an existing stream is noted as an element-level op
+//! (`shoal_keyspace::delta`: the entry added with its concrete ID, where a trim left the start,
+//! an entry deleted, the counters, a group's counters, a consumer seen, a pending entry assigned
+//! or acknowledged), so a replica replays exactly the primary's changes, in place of Redis's
+//! XADD-with-ID / XCLAIM / XGROUP SETID rewrites. A stream created by the command goes whole. A
+//! change not noted would make the replica diverge: each mutation below notes its op next to it.
 //!
 //! An empty stream is kept (Redis never deletes one for being empty), unlike the other types.
 

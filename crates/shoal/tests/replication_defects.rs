@@ -1051,6 +1051,60 @@ fn collection_writes_reach_replicas_as_element_changes_not_whole_values() {
             .arg("RIGHT")
             .clone()
     });
+    family("XADD", 10_000, &|i| {
+        redis::cmd("XADD")
+            .arg("big:stream")
+            .arg(format!("{}-1", i + 1))
+            .arg("field")
+            .arg(i)
+            .clone()
+    });
+    family("XGROUP CREATE", 1, &|_| {
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg("big:stream")
+            .arg("g")
+            .arg(0)
+            .clone()
+    });
+    family("XREADGROUP", 5_000, &|i| {
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg(format!("c{}", i % 3))
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg("big:stream")
+            .arg(">")
+            .clone()
+    });
+    family("XACK/XCLAIM/XDEL", 3_000, &|i| match i % 3 {
+        0 => redis::cmd("XACK")
+            .arg("big:stream")
+            .arg("g")
+            .arg(format!("{}-1", i + 1))
+            .clone(),
+        1 => redis::cmd("XCLAIM")
+            .arg("big:stream")
+            .arg("g")
+            .arg("claimer")
+            .arg(0)
+            .arg(format!("{}-1", i + 1))
+            .arg("JUSTID")
+            .clone(),
+        _ => redis::cmd("XDEL")
+            .arg("big:stream")
+            .arg(format!("{}-1", i + 1))
+            .clone(),
+    });
+    family("XTRIM", 1_000, &|i| {
+        redis::cmd("XTRIM")
+            .arg("big:stream")
+            .arg("MINID")
+            .arg(format!("{}-1", i * 5))
+            .clone()
+    });
     family("APPEND", 10_000, &|i| {
         redis::cmd("APPEND")
             .arg("big:string")
@@ -1088,6 +1142,15 @@ fn collection_writes_reach_replicas_as_element_changes_not_whole_values() {
     let on_p: String = q(&mut c, &["GET", "big:string"]);
     let on_r: String = q(&mut rc, &["GET", "big:string"]);
     assert_eq!(on_p, on_r);
+    let on_p: Value = q(
+        &mut c,
+        &["XINFO", "STREAM", "big:stream", "FULL", "COUNT", "0"],
+    );
+    let on_r: Value = q(
+        &mut rc,
+        &["XINFO", "STREAM", "big:stream", "FULL", "COUNT", "0"],
+    );
+    assert_eq!(on_p, on_r, "the same stream, groups and PEL");
 }
 
 #[test]
