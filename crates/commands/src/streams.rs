@@ -1007,6 +1007,7 @@ fn deliver_new(
 
 /// Serves a consumer's own history (XREADGROUP with an ID): its PEL from `start`, each entry
 /// (or a null for an entry deleted since) counting one more delivery.
+#[allow(clippy::too_many_arguments)]
 fn deliver_history(
     out: &mut ReplyWriter<'_>,
     s: &mut Stream,
