@@ -581,10 +581,13 @@ impl Stream {
         };
         let total: usize = fields.iter().map(|(f, v)| f.len() + v.len()).sum();
         let tail = self.nodes.last_entry().filter(|n| {
-            let n = n.get();
-            n.lp_bytes as usize + total < max_bytes
-                && (limits.stream_node_max_entries == 0
-                    || ((n.live + n.deleted) as usize) < limits.stream_node_max_entries)
+            // IDs are stored as deltas from the master: never below it.
+            *n.key() <= id && {
+                let n = n.get();
+                n.lp_bytes as usize + total < max_bytes
+                    && (limits.stream_node_max_entries == 0
+                        || ((n.live + n.deleted) as usize) < limits.stream_node_max_entries)
+            }
         });
         match tail {
             Some(mut e) => {
