@@ -281,8 +281,10 @@ async fn run(
     let mut limits_epoch = srv.config_epoch.load(Relaxed);
     let mut limits = current_limits(srv);
     let mut decoder = RequestDecoder::new(limits.decoder);
-    let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
-    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    // Both buffers come from the thread's pool when needed and go back when empty (`bufpool`):
+    // an idle connection holds neither.
+    let mut inbuf: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
     let mut ranges = Vec::new();
     // Reply spans of the writes in the current batch (for the sync strategy).
     let mut writes = Settling::default();
@@ -295,11 +297,17 @@ async fn run(
             return End::Killed;
         }
         // Reserve room: normally a chunk; for a big bulk being received, what it still needs.
+        // With nothing pending, no buffer is held while waiting (the read below takes one).
         let want = decoder
             .bulk_bytes_pending(inbuf.len())
             .clamp(READ_CHUNK_BYTES, READ_RESERVE_MAX_BYTES);
-        if inbuf.capacity() - inbuf.len() < want / 2 {
+        if inbuf.is_empty() {
+            crate::bufpool::give(std::mem::take(&mut inbuf));
+        } else if inbuf.capacity() - inbuf.len() < want / 2 {
             inbuf.reserve(want);
+        }
+        if out.is_empty() {
+            crate::bufpool::give(std::mem::take(&mut out));
         }
         // A monitor is never idle-timed out (Redis exempts it as it does replicas).
         let idle_timeout_s = if client.monitor {
@@ -308,18 +316,20 @@ async fn run(
             limits.idle_timeout_s
         };
         let read = async {
+            let fill = async {
+                if inbuf.capacity() == 0 {
+                    stream.readable().await?;
+                    inbuf = crate::bufpool::take();
+                }
+                stream.read_buf(&mut inbuf).await
+            };
             if idle_timeout_s > 0 {
-                match tokio::time::timeout(
-                    Duration::from_secs(idle_timeout_s),
-                    stream.read_buf(&mut inbuf),
-                )
-                .await
-                {
+                match tokio::time::timeout(Duration::from_secs(idle_timeout_s), fill).await {
                     Ok(r) => r.map_err(End::Io),
                     Err(_) => Err(End::IdleTimeout),
                 }
             } else {
-                stream.read_buf(&mut inbuf).await.map_err(End::Io)
+                fill.await.map_err(End::Io)
             }
         };
         let n = tokio::select! {
@@ -348,6 +358,9 @@ async fn run(
         if inbuf.len() > qbuf_peak {
             qbuf_peak = inbuf.len();
             h.query_buf_peak.store(qbuf_peak, Relaxed);
+        }
+        if out.capacity() == 0 {
+            out = crate::bufpool::take();
         }
         let out_capacity = out.capacity();
         // Run every complete request in the buffer.

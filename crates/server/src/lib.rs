@@ -6,6 +6,7 @@
 //! with threads. Background work that may take milliseconds (active expiry) runs on its own OS
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
+pub mod bufpool;
 pub mod clock;
 pub mod cluster_node;
 pub mod cluster_tool;
