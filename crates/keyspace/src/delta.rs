@@ -583,6 +583,52 @@ mod tests {
     }
 
     #[test]
+    fn stream_ops_replay_entries_trims_and_groups() {
+        use crate::types::stream::Stream;
+        let limits = EncodingLimits {
+            stream_node_max_entries: 3,
+            ..EncodingLimits::default()
+        };
+        let id = |ms| StreamId::new(ms, 0);
+        // The primary's stream, changed as commands would, noting each change.
+        let mut p = Stream::new();
+        p.append(id(1), &[(b"f", b"v")], &limits);
+        let mut e = entry(Object::Stream(Box::new(p.clone())));
+        let mut ops = Ops::new(true);
+        for ms in 2..9 {
+            p.append(id(ms), &[(b"f", b"v"), (b"g", b"w")], &limits);
+            ops.xadd(id(ms), &[(b"f", b"v"), (b"g", b"w")]);
+        }
+        p.trim(Trim::MaxLen(5), true, 0);
+        ops.xtrim(Some(p.first_id));
+        p.delete(&[id(7)]);
+        ops.xdel(id(7));
+        p.groups
+            .insert(b"g".as_slice().into(), ConsumerGroup::new(id(4), 2));
+        ops.xgroup_put(b"g", id(4), 2);
+        let g = p.groups.get_mut(b"g".as_slice()).unwrap();
+        g.consumer_mut(b"c", 10);
+        ops.xconsumer(b"g", b"c", 10);
+        g.assign(id(5), b"c", 11, 1);
+        ops.xassign(b"g", id(5), b"c", 11, 1);
+        g.assign(id(6), b"c", 12, 3);
+        ops.xassign(b"g", id(6), b"c", 12, 3);
+        g.ack(id(5));
+        ops.xack(b"g", id(5));
+        p.last_id = id(20);
+        ops.xsetid(id(20), p.entries_added, p.max_deleted_id);
+        apply(&mut e, &ops.into_bytes(), &limits).unwrap();
+        let Some(Object::Stream(r)) = e.object_mut() else {
+            panic!("a stream")
+        };
+        assert_eq!(**r, p);
+        // An entry at or below the last ID is refused, never appended out of order.
+        let mut ops = Ops::new(true);
+        ops.xadd(id(3), &[(b"f", b"v")]);
+        assert!(apply(&mut e, &ops.into_bytes(), &limits).is_err());
+    }
+
+    #[test]
     fn ops_replay_what_the_primary_did() {
         let limits = EncodingLimits::default();
         let mut s = Set::new(&limits);
