@@ -3,8 +3,10 @@
 //! (`types/*.rs`) with the varint helpers here.
 //!
 //! ```text
-//!   type: u8            0 string, 1 list, 2 set, 3 zset, 4 hash (Redis's RDB type numbers)
-//!   body                string: varint length + bytes; collections: see their `encode`
+//!   type: u8            0 string, 1 list, 2 set, 3 zset, 4 hash (Redis's RDB type numbers),
+//!                       24 hash with field TTLs (Redis 7.4's number for a hash with field TTLs)
+//!   body                string: varint length + bytes; collections: see their `encode`;
+//!                       a hash with field TTLs: the hash body, then `Hash::encode_field_ttls`
 //! ```
 
 use crate::entry::{Object, Payload, ValueRef};
@@ -15,6 +17,7 @@ pub const TYPE_LIST: u8 = 1;
 pub const TYPE_SET: u8 = 2;
 pub const TYPE_ZSET: u8 = 3;
 pub const TYPE_HASH: u8 = 4;
+pub const TYPE_HASH_TTL: u8 = 24;
 
 /// Appends the encoded value (type byte and body).
 pub fn encode_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
@@ -42,6 +45,13 @@ pub fn encode_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
             out.push(TYPE_ZSET);
             z.encode(out);
         }
+        ValueRef::Obj(Object::Hash(h)) if h.field_ttl_count() > 0 => {
+            out.push(TYPE_HASH_TTL);
+            let mut pairs = Vec::new();
+            h.encode(&mut pairs);
+            put_bytes(out, &pairs);
+            h.encode_field_ttls(out);
+        }
         ValueRef::Obj(Object::Hash(h)) => {
             out.push(TYPE_HASH);
             h.encode(out);
@@ -64,6 +74,14 @@ pub fn decode_value<'a>(b: &'a [u8], limits: &EncodingLimits) -> Option<Payload<
         TYPE_SET => Payload::Object(Box::new(Object::Set(Set::decode(rest, limits)?))),
         TYPE_ZSET => Payload::Object(Box::new(Object::ZSet(ZSet::decode(rest, limits)?))),
         TYPE_HASH => Payload::Object(Box::new(Object::Hash(Hash::decode(rest, limits)?))),
+        TYPE_HASH_TTL => {
+            let (pairs, ttls) = get_bytes(rest)?;
+            let mut h = Hash::decode(pairs, limits)?;
+            if !h.decode_field_ttls(ttls)?.is_empty() {
+                return None;
+            }
+            Payload::Object(Box::new(Object::Hash(h)))
+        }
         _ => return None,
     })
 }
