@@ -1324,6 +1324,7 @@ impl Keyspace {
             s.evicted_keys += g.stats.evicted_keys;
             s.keyspace_hits += g.stats.keyspace_hits;
             s.keyspace_misses += g.stats.keyspace_misses;
+            s.expired_fields += g.stats.expired_fields;
         }
         s
     }
