@@ -17,6 +17,7 @@ use crate::args::{ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, parse_scan_cursor};
 use crate::coll::object_mut;
 use crate::glob::glob_match;
 use crate::longdouble::LongDouble;
+use crate::notify;
 use crate::strings::{add_float, parse_long_double};
 use crate::table::{Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
@@ -466,8 +467,10 @@ fn read_hash<R>(
         let emptied = h.is_none();
         drop(e);
         shard.stats.expired_fields += n as u64;
+        shard.note(notify::HASH, "hexpired", db, key);
         if emptied {
             shard.remove(db, slot, key);
+            shard.note(notify::GENERIC, "del", db, key);
         }
     }
     Ok(r)
@@ -476,11 +479,24 @@ fn read_hash<R>(
 /// Runs `f` on the hash at `key` for a write command. An absent key gets a new empty hash when
 /// `create` is set (kept only if `f` leaves it non-empty), otherwise `f` is not called and the
 /// result is `None`. `f` returns its result and whether it changed the hash; a change stamps the
-/// command's version, and a hash left empty is deleted.
+/// command's version and raises `event`, and a hash left empty is deleted (raising `del`).
 fn write_hash<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     create: bool,
+    event: &'static str,
+    f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+) -> Result<Option<R>, ReplyError> {
+    write_hash_with(ctx, key, create, || event, f)
+}
+
+/// [`write_hash`] whose event depends on what `f` did (HEXPIRE raises `hdel` when it deleted).
+/// Fields found expired on the way are deleted first, raising `hexpired` (Redis 7.4).
+fn write_hash_with<R>(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    create: bool,
+    event: impl Fn() -> &'static str,
     f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
@@ -506,17 +522,24 @@ fn write_hash<R>(
                 // Taken under the lock: later writes to a key get larger versions.
                 e.set_version(ctx.version());
             }
-            Ok((out.map(|(r, _)| r), empty))
+            Ok((out, empty))
         }
         None => Err(f),
     };
     shard.stats.expired_fields += expired as u64;
+    if expired > 0 {
+        shard.note(notify::HASH, "hexpired", db, key);
+    }
     match existing {
-        Ok((r, empty)) => {
+        Ok((out, empty)) => {
+            if let Ok((_, true)) = &out {
+                shard.note(notify::HASH, event(), db, key);
+            }
             if empty {
                 shard.remove(db, slot, key);
+                shard.note(notify::GENERIC, "del", db, key);
             }
-            r.map(Some)
+            out.map(|(r, _)| Some(r))
         }
         Err(f) if create => {
             // A new key is sent whole: no ops to note.
@@ -525,6 +548,7 @@ fn write_hash<R>(
             if !h.is_empty() {
                 let version = ctx.version();
                 shard.insert(db, slot, object_entry(key, Object::Hash(h), version), now);
+                shard.note(notify::HASH, event(), db, key);
             }
             Ok(Some(r))
         }
@@ -539,7 +563,7 @@ fn set_pairs(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) -> Result<i64, Repl
     if !args.len().is_multiple_of(2) {
         return Err(err!("wrong number of arguments for '{name}' command"));
     }
-    let added = write_hash(ctx, args.get(1), true, |h, ops, limits| {
+    let added = write_hash(ctx, args.get(1), true, "hset", |h, ops, limits| {
         let mut added = 0;
         for i in (2..args.len()).step_by(2) {
             added += h.insert(args.get(i), args.get(i + 1), limits) as i64;
@@ -563,7 +587,7 @@ fn hmset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn hsetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let set = write_hash(ctx, args.get(1), true, |h, ops, limits| {
+    let set = write_hash(ctx, args.get(1), true, "hset", |h, ops, limits| {
         if h.contains(args.get(2)) {
             return Ok((false, false));
         }
@@ -629,7 +653,7 @@ fn hvals(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn hdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let deleted = write_hash(ctx, args.get(1), false, |h, ops, _| {
+    let deleted = write_hash(ctx, args.get(1), false, "hdel", |h, ops, _| {
         let mut n = 0;
         for f in args.tail(2).iter() {
             if h.remove(f) {
@@ -684,7 +708,7 @@ fn set_keeping_ttl(
 fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let by = args.i64(3)?;
     let field = args.get(2);
-    let new = write_hash(ctx, args.get(1), true, |h, ops, limits| {
+    let new = write_hash(ctx, args.get(1), true, "hincrby", |h, ops, limits| {
         let cur = match h.get(field) {
             Some(v) => shoal_keyspace::parse_canonical_i64(v)
                 .ok_or_else(|| ReplyError::err_static("hash value is not an integer"))?,
@@ -706,7 +730,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .ok_or(crate::args::ERR_NOT_FLOAT)?
         .ok_or_else(|| ReplyError::err_static("value is NaN or Infinity"))?;
     let field = args.get(2);
-    let new = write_hash(ctx, args.get(1), true, |h, ops, limits| {
+    let new = write_hash(ctx, args.get(1), true, "hincrbyfloat", |h, ops, limits| {
         let cur = match h.get(field) {
             Some(v) => parse_long_double(v)
                 .ok_or_else(|| ReplyError::err_static("hash value is not a float"))?,
@@ -901,7 +925,10 @@ fn hexpire_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, relative: bool, seconds: 
         Ok((at, cond, fields))
     })();
     let mut parse_err = None;
-    let replies = write_hash(ctx, args.get(1), false, |h, ops, _| {
+    // Redis 7.4 raises `hdel` when a field was deleted (a time in the past), else `hexpire`.
+    let deleted_any = std::cell::Cell::new(false);
+    let event = || if deleted_any.get() { "hdel" } else { "hexpire" };
+    let replies = write_hash_with(ctx, args.get(1), false, event, |h, ops, _| {
         let (at, cond, fields) = match &parsed {
             Ok(p) => p,
             Err(e) => {
@@ -934,6 +961,7 @@ fn hexpire_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, relative: bool, seconds: 
                 // A time already past deletes the field (Redis propagates an HDEL).
                 h.remove(f);
                 ops.hdel(f);
+                deleted_any.set(true);
                 replies.push(DELETED);
             } else {
                 h.set_field_expire(f, *at);
@@ -1018,7 +1046,7 @@ fn hpexpiretime(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn hpersist(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let parsed = parse_fields(args, 2, "Number of fields must be a positive integer");
     let mut parse_err = None;
-    let replies = write_hash(ctx, args.get(1), false, |h, ops, _| {
+    let replies = write_hash(ctx, args.get(1), false, "hpersist", |h, ops, _| {
         let fields = match &parsed {
             Ok(f) => f,
             Err(e) => {

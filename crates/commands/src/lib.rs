@@ -29,6 +29,7 @@ pub mod longdouble;
 pub mod migration;
 pub mod monitor;
 pub mod multi;
+pub mod notify;
 pub mod protected;
 pub mod pubsub;
 pub mod replication;
@@ -319,6 +320,7 @@ pub fn execute_as(
     if let Some(offset) = effects::emit_logged(srv, now_ms) {
         client.repl.last_write_offset = offset;
     }
+    notify::publish_pending(srv, now_ms);
     outcome
 }
 
@@ -526,6 +528,8 @@ fn run_command<'a>(
     if ctx.paused {
         return Outcome::Paused;
     }
+    // Before any blocked client is woken: its events follow this command's.
+    notify::publish_pending(srv, now_ms);
     let block = ctx.block.take();
     let client = ctx.client;
     // A blocked command is shown once, when it is first run.

@@ -386,7 +386,7 @@ impl PubSub {
         &self,
         srv: &ServerState,
         me: u64,
-        out: &mut ReplyWriter<'_>,
+        mut out: Option<&mut ReplyWriter<'_>>,
         channel: &[u8],
         message: &[u8],
         now_ms: u64,
@@ -395,7 +395,7 @@ impl PubSub {
         let mut receivers = 0;
         let mut send = |enc: &mut Encoded<'_>, to: &Arc<ClientHandle>| {
             receivers += 1;
-            if to.id == me {
+            if let Some(out) = out.as_deref_mut().filter(|_| to.id == me) {
                 enc.write(out);
             } else {
                 let frame = enc.frame(to.resp.load(Relaxed) == 3);
@@ -571,13 +571,20 @@ fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let n = ctx.srv.pubsub.publish(
         ctx.srv,
         me,
-        &mut ctx.out,
+        Some(&mut ctx.out),
         args.get(1),
         args.get(2),
         ctx.now_ms,
     );
     ctx.out.int(n as i64);
     Ok(())
+}
+
+/// Publishes a message from the server itself (keyspace notifications): every receiver, the
+/// client whose command raised it included, gets it through its mailbox, after that command's
+/// reply.
+pub(crate) fn publish_server(srv: &ServerState, channel: &[u8], message: &[u8], now_ms: u64) {
+    srv.pubsub.publish(srv, 0, None, channel, message, now_ms);
 }
 
 /// PUBSUB CHANNELS [pattern] (and SHARDCHANNELS: shard channels do not exist here, so none).

@@ -632,6 +632,9 @@ impl ServerState {
             old.is_none_or(|o| key(o) != key(new))
         }
         self.config_epoch.fetch_add(1, Relaxed);
+        if changed(old, new, |c| c.notify_keyspace_events) {
+            self.ks.set_notify(new.notify_keyspace_events.0);
+        }
         let h = &self.hot;
         if changed(old, new, |c| {
             (

@@ -277,3 +277,47 @@ fn field_ttls_survive_a_snapshot_restart_copy_and_rename() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The keyspace events Redis 7.4 raises (class `h`): `hexpire` when deadlines are set, `hdel`
+/// (and `del` for the last field) when a time in the past deletes fields, `hpersist`, and
+/// `hexpired` (then `del`) when fields expire, lazily or actively.
+#[test]
+fn field_expiry_raises_redis_7_4_keyspace_events() {
+    let s = Shoal::start(&[]);
+    let mut c = s.raw();
+    c.call(&["CONFIG", "SET", "notify-keyspace-events", "Khg"]);
+    let mut sub = s.raw();
+    sub.call(&["PSUBSCRIBE", "__keyspace@0__:*"]);
+    sub.call(&["PSUBSCRIBE", "end"]);
+    c.call(&["HSET", "h", "a", "1", "b", "2", "c", "3"]);
+    c.call(&["HEXPIRE", "h", "100", "FIELDS", "1", "a"]);
+    c.call(&["HEXPIRE", "h", "100", "NX", "FIELDS", "1", "a"]); // condition not met: no event
+    c.call(&["HPERSIST", "h", "FIELDS", "1", "a"]);
+    c.call(&["HPERSIST", "h", "FIELDS", "1", "a"]); // no TTL: no event
+    c.call(&["HEXPIRE", "h", "0", "FIELDS", "1", "a"]);
+    // Lazy: a read after the deadline.
+    c.call(&["HPEXPIRE", "h", "20", "FIELDS", "1", "b"]);
+    std::thread::sleep(Duration::from_millis(40));
+    c.call(&["HGET", "h", "b"]);
+    // Active: the last field expires without any access.
+    c.call(&["HPEXPIRE", "h", "20", "FIELDS", "1", "c"]);
+    wait_until("the hash expires", || c.call(&["DBSIZE"]) == ":0\r\n");
+    c.call(&["PUBLISH", "end", "."]);
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let reply = String::from_utf8_lossy(&sub.reply()).into_owned();
+        let parts: Vec<&str> = reply.split("\r\n").collect();
+        if parts[6] == "end" {
+            break;
+        }
+        got.push(format!("{} {}", parts[6], parts[8]));
+    }
+    let k = "__keyspace@0__:h";
+    let want: Vec<String> = [
+        "hset", "hexpire", "hpersist", "hdel", "hexpire", "hexpired", "hexpire", "hexpired", "del",
+    ]
+    .iter()
+    .map(|e| format!("{k} {e}"))
+    .collect();
+    assert_eq!(got, want);
+}
