@@ -69,6 +69,9 @@ pub struct DbShard {
     /// `expiry`, items go stale (the hash's deadlines changed, the key went) and are skipped: an
     /// item is live when the hash's `indexed_at` names its deadline (see `index_field_ttls`).
     field_expiry: BinaryHeap<Reverse<ExpiryItem>>,
+    /// Items `field_expiry` held after its last rebuild: it is rebuilt once it holds twice as
+    /// many (plus a margin), so a rebuild's walk is paid for by the pushes since the last one.
+    field_expiry_rebuilt: usize,
 }
 
 impl DbShard {
@@ -80,6 +83,7 @@ impl DbShard {
             deadline_sum_ms: 0,
             expiry: BinaryHeap::new(),
             field_expiry: BinaryHeap::new(),
+            field_expiry_rebuilt: 0,
         }
     }
 
@@ -997,7 +1001,7 @@ impl Shard {
         let Some(d) = self.dbs[db].as_mut() else {
             return;
         };
-        if d.field_expiry.len() <= 1024 + d.keys / 4 {
+        if d.field_expiry.len() <= 1024 + 2 * d.field_expiry_rebuilt {
             return;
         }
         let mut items = Vec::new();
@@ -1017,6 +1021,7 @@ impl Shard {
                 }
             }
         }
+        d.field_expiry_rebuilt = items.len();
         d.field_expiry = BinaryHeap::from(items);
     }
 
@@ -1639,6 +1644,32 @@ mod tests {
         g.check_invariants();
         drop(g);
         assert_eq!(hash_len(&ks, b"h"), Some(1));
+    }
+
+    #[test]
+    fn a_field_expiry_index_full_of_stale_items_is_rebuilt() {
+        let ks = Keyspace::new(1, 1, 8);
+        put_hash(&ks, b"h", 2, |_| Some(1_000_000));
+        let slot = key_slot(b"h");
+        // Each earlier deadline pushes an item; the older ones go stale.
+        for i in 0..5_000u64 {
+            let mut g = ks.lock(0);
+            let mut e = g.lookup(0, slot, b"h", 0, true).unwrap();
+            let Some(Object::Hash(h)) = e.object_mut() else {
+                panic!()
+            };
+            h.set_field_expire(b"f0", 900_000 - i);
+        }
+        let mut g = ks.lock(0);
+        assert!(g.dbs[0].as_ref().unwrap().field_expiry.len() > 5_000);
+        assert_eq!(g.expire_fields_cycle(1, 64, || 1, |_, _| {}), (0, false));
+        assert_eq!(g.dbs[0].as_ref().unwrap().field_expiry.len(), 1, "rebuilt");
+        g.check_invariants();
+        assert_eq!(
+            g.expire_fields_cycle(1_000_000, 64, || 2, |_, _| {}),
+            (2, false)
+        );
+        assert_eq!(g.db_len(0), 0);
     }
 
     #[test]
