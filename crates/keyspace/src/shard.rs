@@ -305,6 +305,9 @@ pub struct Shard {
     pending: Vec<Pending>,
     /// This shard's index in its keyspace.
     index: usize,
+    /// The lock holder reads without updating access info (CLIENT NO-TOUCH); cleared when its
+    /// guard drops.
+    no_touch: bool,
     /// Keyspace notification classes on (`notify::*`), for the events the keyspace raises itself.
     notify: u32,
     /// Slots an atomic migration is exporting, and the keys written in them (see `track.rs`).
@@ -347,6 +350,7 @@ impl Shard {
             recording: false,
             pending: Vec::new(),
             index,
+            no_touch: false,
             notify: 0,
             track: None,
         }
@@ -511,6 +515,12 @@ impl Shard {
         self.lookup_counted(db, slot, key, now_ms, touch, false)
     }
 
+    /// Lookups made through this lock do not update keys' access info (OBJECT IDLETIME / FREQ,
+    /// the eviction sketch) until the guard drops: a client in CLIENT NO-TOUCH mode, Redis 7.2.
+    pub fn set_no_touch(&mut self, on: bool) {
+        self.no_touch = on;
+    }
+
     /// `lookup`, also counting the outcome in `keyspace_hits`/`keyspace_misses` when `count`.
     fn lookup_counted(
         &mut self,
@@ -521,6 +531,7 @@ impl Shard {
         touch: bool,
         count: bool,
     ) -> Option<EntryMut<'_>> {
+        let touch = touch && !self.no_touch;
         let hash = self.hash(key);
         let local = self.local(slot);
         if self.dbs[db].is_none() {
@@ -1231,8 +1242,28 @@ impl Shard {
     }
 }
 
-/// A locked shard.
-pub type ShardGuard<'a> = MutexGuard<'a, Shard>;
+/// A locked shard. Dropping it clears the lock holder's no-touch mode ([`Shard::set_no_touch`]),
+/// so the mode never outlives the command that set it.
+pub struct ShardGuard<'a>(MutexGuard<'a, Shard>);
+
+impl std::ops::Deref for ShardGuard<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.0
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        self.0.no_touch = false;
+    }
+}
 
 /// Number of shards (a power of two dividing 16384). Multi-key writes (MSET of 10 keys) lock
 /// several shards at once: with 64, two workers' MSETs almost always collided; 256 makes that
@@ -1353,13 +1384,13 @@ impl Keyspace {
     /// Locks one shard. parking_lot's mutex spins briefly before parking: commands hold a shard for
     /// a microsecond or two, and on a hot key (all clients on one shard) the futex sleep/wake of a
     /// parking-first mutex cost more than the command itself.
-    pub fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        self.shards[index].lock()
+    pub fn lock(&self, index: usize) -> ShardGuard<'_> {
+        ShardGuard(self.shards[index].lock())
     }
 
     /// Locks the shards of the given slots, in ascending shard order (no deadlock between
     /// multi-key commands). Returns (shard index, guard) pairs.
-    pub fn lock_slots(&self, slots: &[u16]) -> Vec<(usize, MutexGuard<'_, Shard>)> {
+    pub fn lock_slots(&self, slots: &[u16]) -> Vec<(usize, ShardGuard<'_>)> {
         let mut idx: Vec<usize> = slots.iter().map(|&s| self.shard_of(s)).collect();
         idx.sort_unstable();
         idx.dedup();
@@ -1367,7 +1398,7 @@ impl Keyspace {
     }
 
     /// Locks every shard, in order.
-    pub fn lock_all(&self) -> Vec<MutexGuard<'_, Shard>> {
+    pub fn lock_all(&self) -> Vec<ShardGuard<'_>> {
         (0..self.shards.len()).map(|i| self.lock(i)).collect()
     }
 
