@@ -1704,6 +1704,31 @@ mod tests {
     }
 
     #[test]
+    fn no_touch_lookups_keep_access_info_and_the_mode_ends_with_the_guard() {
+        let ks = ks();
+        put(&ks, b"k", b"v", None, 0);
+        let slot = key_slot(b"k");
+        let access = |ks: &Keyspace| {
+            ks.lock(ks.shard_of(slot))
+                .peek(0, slot, b"k", 0)
+                .unwrap()
+                .access()
+        };
+        let before = access(&ks);
+        {
+            let mut g = ks.lock(ks.shard_of(slot));
+            g.set_no_touch(true);
+            assert!(g.lookup_read(0, slot, b"k", 3_600_000).is_some());
+        }
+        assert_eq!(access(&ks), before, "no-touch lookup left the LRU clock");
+        // A new guard is back to touching.
+        let mut g = ks.lock(ks.shard_of(slot));
+        assert!(g.lookup_read(0, slot, b"k", 3_600_000).is_some());
+        drop(g);
+        assert_ne!(access(&ks), before);
+    }
+
+    #[test]
     fn entry_mut_keeps_memory_and_expiry_index_right() {
         let ks = ks();
         put(&ks, b"k", b"v", None, 0);
