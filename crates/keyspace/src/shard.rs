@@ -971,10 +971,6 @@ impl Shard {
                 let Some(found) = d.slots[item.local as usize].find(item.hash, live) else {
                     continue;
                 };
-                if found.is_expired(now_ms) {
-                    // The whole key goes with key expiry.
-                    continue;
-                }
                 let key = found.key().to_vec();
                 let (n, empty) = {
                     let mut e = self
