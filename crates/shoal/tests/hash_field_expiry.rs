@@ -134,11 +134,22 @@ fn replies_follow_redis_7_4() {
         assert_eq!(raw.call(cmd), want, "{cmd:?}");
     }
     // Key specs and flags as Redis 7.4's command table.
-    assert_eq!(
-        raw.call(&[
-            "COMMAND", "GETKEYS", "HEXPIRE", "h", "1", "FIELDS", "1", "a"
-        ]),
-        "*1\r\n$1\r\nh\r\n"
+    for cmd in ["HEXPIRE", "HPEXPIRE", "HEXPIREAT", "HPEXPIREAT"] {
+        assert_eq!(
+            raw.call(&["COMMAND", "GETKEYS", cmd, "h", "1", "FIELDS", "1", "a"]),
+            "*1\r\n$1\r\nh\r\n"
+        );
+    }
+    for cmd in ["HTTL", "HPTTL", "HEXPIRETIME", "HPEXPIRETIME", "HPERSIST"] {
+        assert_eq!(
+            raw.call(&["COMMAND", "GETKEYS", cmd, "h", "FIELDS", "1", "a"]),
+            "*1\r\n$1\r\nh\r\n"
+        );
+    }
+    let info = raw.call(&["COMMAND", "INFO", "hpersist"]);
+    assert!(
+        info.contains("$8\r\nhpersist\r\n:-5\r\n*2\r\n+write\r\n+fast\r\n"),
+        "{info:?}"
     );
     let info = raw.call(&["COMMAND", "INFO", "hexpire"]);
     assert!(info.starts_with("*1\r\n*10\r\n$7\r\nhexpire\r\n:-6\r\n*3\r\n+write\r\n+denyoom\r\n+fast\r\n:1\r\n:1\r\n:1\r\n"), "{info:?}");
