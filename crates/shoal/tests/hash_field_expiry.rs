@@ -209,9 +209,17 @@ fn expired_fields_vanish_from_reads_and_active_expiry_deletes_the_rest() {
 fn field_ttls_and_field_expiry_replicate_and_a_replica_only_hides_expired_fields() {
     let p = Shoal::start(&[]);
     let r = Shoal::start(&[]);
-    follow(&r, &p);
     let mut pc = p.client();
     let mut rc = r.client();
+    // Written before the replica connects: travels in the full sync's snapshot.
+    let _: i64 = q(&mut pc, &["HSET", "pre", "a", "1", "b", "2"]);
+    let _: Vec<i64> = q(&mut pc, &["HEXPIRE", "pre", "1000", "FIELDS", "1", "a"]);
+    follow(&r, &p);
+    caught_up(&r, &p);
+    assert_eq!(
+        ints(&mut rc, &["HPEXPIRETIME", "pre", "FIELDS", "2", "a", "b"]),
+        ints(&mut pc, &["HPEXPIRETIME", "pre", "FIELDS", "2", "a", "b"])
+    );
     let _: i64 = q(&mut pc, &["HSET", "h", "a", "1", "b", "2", "c", "3"]);
     let _: Vec<i64> = q(&mut pc, &["HEXPIRE", "h", "1000", "FIELDS", "2", "a", "b"]);
     let _: Vec<i64> = q(&mut pc, &["HPERSIST", "h", "FIELDS", "1", "b"]);
