@@ -504,31 +504,32 @@ fn write_hash_with<R>(
     let (mut shard, slot) = ctx.shard(key);
     let primary = shard.expire_on_access;
     let mut expired = 0;
+    let mut emptied = false;
     let existing = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
             object_mut(&mut e, Kind::Hash)?;
             if let Due::Deleted(n) = expire_due_fields(&mut e, primary, ctx) {
                 expired = n;
+                if e.object_mut().is_some_and(|o| o.is_empty()) {
+                    // Every field had expired: the key goes, and the write finds none.
+                    emptied = true;
+                }
             }
-            let mut ops = e.ops();
-            let Object::Hash(h) = object_mut(&mut e, Kind::Hash)? else {
-                unreachable!("object_mut checked the kind")
-            };
-            // Errors leave the hash as it was, but for the expired fields just deleted.
-            let out = f(h, &mut ops, &limits);
-            let empty = h.is_empty();
-            if let Ok((_, true)) = &out {
-                e.note(ops);
-                // Taken under the lock: later writes to a key get larger versions.
-                e.set_version(ctx.version());
+            if emptied {
+                Err(f)
+            } else {
+                Ok(write_existing(ctx, &mut e, f, &limits)?)
             }
-            Ok((out, empty))
         }
         None => Err(f),
     };
     shard.stats.expired_fields += expired as u64;
     if expired > 0 {
         shard.note(notify::HASH, "hexpired", db, key);
+    }
+    if emptied {
+        shard.remove(db, slot, key);
+        shard.note(notify::GENERIC, "del", db, key);
     }
     match existing {
         Ok((out, empty)) => {
@@ -541,19 +542,58 @@ fn write_hash_with<R>(
             }
             out.map(|(r, _)| Some(r))
         }
-        Err(f) if create => {
-            // A new key is sent whole: no ops to note.
-            let mut h = Hash::new(&limits);
-            let (r, _) = f(&mut h, &mut Ops::new(false), &limits)?;
-            if !h.is_empty() {
-                let version = ctx.version();
-                shard.insert(db, slot, object_entry(key, Object::Hash(h), version), now);
-                shard.note(notify::HASH, event(), db, key);
-            }
-            Ok(Some(r))
-        }
-        Err(_) => Ok(None),
+        Err(f) => finish_absent(ctx, shard, slot, key, create, event, f, &limits),
     }
+}
+
+/// Runs a write on an existing hash; returns its outcome and whether the hash is left empty.
+#[allow(clippy::type_complexity)]
+fn write_existing<R>(
+    ctx: &mut Ctx<'_>,
+    e: &mut EntryMut<'_>,
+    f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+    limits: &EncodingLimits,
+) -> Result<(Result<(R, bool), ReplyError>, bool), ReplyError> {
+    let mut ops = e.ops();
+    let Object::Hash(h) = object_mut(e, Kind::Hash)? else {
+        unreachable!("object_mut checked the kind")
+    };
+    // Errors leave the hash as it was, but for the expired fields just deleted.
+    let out = f(h, &mut ops, limits);
+    let empty = h.is_empty();
+    if let Ok((_, true)) = &out {
+        e.note(ops);
+        // Taken under the lock: later writes to a key get larger versions.
+        e.set_version(ctx.version());
+    }
+    Ok((out, empty))
+}
+
+/// The write of [`write_hash_with`] to an absent key: `f` builds a new hash if `create`.
+#[allow(clippy::too_many_arguments)]
+fn finish_absent<R>(
+    ctx: &mut Ctx<'_>,
+    mut shard: shoal_keyspace::ShardGuard<'_>,
+    slot: u16,
+    key: &[u8],
+    create: bool,
+    event: impl Fn() -> &'static str,
+    f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+    limits: &EncodingLimits,
+) -> Result<Option<R>, ReplyError> {
+    if !create {
+        return Ok(None);
+    }
+    // A new key is sent whole: no ops to note.
+    let mut h = Hash::new(limits);
+    let (r, _) = f(&mut h, &mut Ops::new(false), limits)?;
+    if !h.is_empty() {
+        let (db, now) = (ctx.db(), ctx.now_ms);
+        let version = ctx.version();
+        shard.insert(db, slot, object_entry(key, Object::Hash(h), version), now);
+        shard.note(notify::HASH, event(), db, key);
+    }
+    Ok(Some(r))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1817,6 +1857,11 @@ pub(crate) mod tests {
         assert_eq!(
             at(&mut b, t2 + 5, &["HTTL", "g", "FIELDS", "1", "a"]),
             ints(&[-1])
+        );
+        assert_eq!(
+            at(&mut b, t2 + 5, &["OBJECT", "ENCODING", "g"]),
+            "$8\r\nlistpack\r\n",
+            "a new hash, not the old one's remains"
         );
         b.check_invariants();
     }
