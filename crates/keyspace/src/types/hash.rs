@@ -56,58 +56,181 @@ struct Ex {
     ttl: FieldTtls,
 }
 
-/// Estimated heap bytes of one field deadline beyond the field's bytes (two tree/table nodes).
-const TTL_ENTRY_BYTES: usize = 64;
+/// Field deadlines kept in a sorted vector up to this many; beyond, in a map and a tree.
+const TTL_SMALL_MAX: usize = 64;
+/// Estimated heap bytes of one field deadline in the large form, beyond the field's bytes (a
+/// table slot and a tree slot).
+const TTL_LARGE_ENTRY_BYTES: usize = 64;
+const TTL_SMALL_ENTRY_BYTES: usize = std::mem::size_of::<(u64, Box<[u8]>)>();
 
-/// Field → deadline (absolute unix ms), and the same ordered by deadline so the due fields are
-/// found without a walk.
+/// Field → deadline (absolute unix ms), ordered by deadline so the due fields are found without
+/// a walk.
 #[derive(Clone, Default)]
 struct FieldTtls {
-    by_field: hashbrown::HashMap<Box<[u8]>, u64, foldhash::fast::FixedState>,
-    by_time: std::collections::BTreeSet<(u64, Box<[u8]>)>,
-    /// Heap bytes (running total, estimated per entry).
+    store: TtlStore,
+    /// Heap bytes of the field copies (running total; the small form adds its vector).
     bytes: usize,
     /// The deadline for which the shard's field-expiry index holds an item for this hash (see
     /// `Shard::expire_fields_cycle`); `None` when it holds none.
     indexed_at: Option<u64>,
 }
 
+#[derive(Clone)]
+enum TtlStore {
+    /// (deadline, field) sorted: one allocation plus the fields, about 24 + 8..16 bytes a field
+    /// (Redis's listpackex spends a few bytes); found by a linear scan, as in a listpack.
+    Small(Vec<(u64, Box<[u8]>)>),
+    /// Past `TTL_SMALL_MAX`: O(1) lookup by field and O(log n) by deadline.
+    Large {
+        by_field: hashbrown::HashMap<Box<[u8]>, u64, foldhash::fast::FixedState>,
+        by_time: std::collections::BTreeSet<(u64, Box<[u8]>)>,
+    },
+}
+
+impl Default for TtlStore {
+    fn default() -> Self {
+        TtlStore::Small(Vec::new())
+    }
+}
+
 impl FieldTtls {
-    fn entry_bytes(field: &[u8]) -> usize {
-        2 * field.len() + TTL_ENTRY_BYTES
+    fn field_bytes(&self, field: &[u8]) -> usize {
+        match self.store {
+            TtlStore::Small(_) => alloc_bytes(field.len()),
+            TtlStore::Large { .. } => 2 * field.len() + TTL_LARGE_ENTRY_BYTES,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.store {
+            TtlStore::Small(v) => v.len(),
+            TtlStore::Large { by_field, .. } => by_field.len(),
+        }
     }
 
     fn get(&self, field: &[u8]) -> Option<u64> {
-        self.by_field.get(field).copied()
+        match &self.store {
+            TtlStore::Small(v) => v.iter().find(|(_, f)| &f[..] == field).map(|(at, _)| *at),
+            TtlStore::Large { by_field, .. } => by_field.get(field).copied(),
+        }
     }
 
     fn set(&mut self, field: &[u8], at_ms: u64) {
-        match self.by_field.get_mut(field) {
-            Some(old) => {
-                let prev = std::mem::replace(old, at_ms);
-                self.by_time.remove(&(prev, Box::from(field)));
+        if self.remove(field).is_none()
+            && matches!(&self.store, TtlStore::Small(v) if v.len() >= TTL_SMALL_MAX)
+        {
+            self.grow();
+        }
+        self.bytes += self.field_bytes(field);
+        match &mut self.store {
+            TtlStore::Small(v) => {
+                let item = (at_ms, Box::<[u8]>::from(field));
+                let pos = v.partition_point(|x| *x < item);
+                // Tight, as a listpack is: at most TTL_SMALL_MAX entries to move.
+                v.reserve_exact(1);
+                v.insert(pos, item);
             }
-            None => {
-                self.by_field.insert(field.into(), at_ms);
-                self.bytes += Self::entry_bytes(field);
+            TtlStore::Large { by_field, by_time } => {
+                by_field.insert(field.into(), at_ms);
+                by_time.insert((at_ms, field.into()));
             }
         }
-        self.by_time.insert((at_ms, field.into()));
     }
 
     fn remove(&mut self, field: &[u8]) -> Option<u64> {
-        let at = self.by_field.remove(field)?;
-        self.by_time.remove(&(at, Box::from(field)));
-        self.bytes -= Self::entry_bytes(field);
+        let at = match &mut self.store {
+            TtlStore::Small(v) => {
+                let pos = v.iter().position(|(_, f)| &f[..] == field)?;
+                let at = v.remove(pos).0;
+                if v.capacity() > 2 * v.len() + 4 || v.is_empty() {
+                    v.shrink_to_fit();
+                }
+                at
+            }
+            TtlStore::Large { by_field, by_time } => {
+                let at = by_field.remove(field)?;
+                by_time.remove(&(at, Box::from(field)));
+                at
+            }
+        };
+        self.bytes -= self.field_bytes(field);
         Some(at)
     }
 
+    /// The small form outgrew itself: move to the map and the tree, for good.
+    fn grow(&mut self) {
+        let TtlStore::Small(v) = std::mem::take(&mut self.store) else {
+            return;
+        };
+        self.store = TtlStore::Large {
+            by_field: v.iter().map(|(at, f)| (f.clone(), *at)).collect(),
+            by_time: v.iter().cloned().collect(),
+        };
+        self.bytes = v.iter().map(|(_, f)| self.field_bytes(f)).sum();
+    }
+
+    /// The earliest (deadline, field).
+    fn first(&self) -> Option<(u64, &[u8])> {
+        match &self.store {
+            TtlStore::Small(v) => v.first(),
+            TtlStore::Large { by_time, .. } => by_time.first(),
+        }
+        .map(|(at, f)| (*at, &f[..]))
+    }
+
+    /// Every (deadline, field), earliest first.
+    fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let (small, large) = match &self.store {
+            TtlStore::Small(v) => (Some(v.iter()), None),
+            TtlStore::Large { by_time, .. } => (None, Some(by_time.iter())),
+        };
+        small
+            .into_iter()
+            .flatten()
+            .chain(large.into_iter().flatten())
+            .map(|(at, f)| (*at, &f[..]))
+    }
+
     fn min(&self) -> Option<u64> {
-        self.by_time.first().map(|(at, _)| *at)
+        self.first().map(|(at, _)| at)
     }
 
     fn mem_bytes(&self) -> usize {
-        std::mem::size_of::<Ex>() + self.bytes
+        let vec = match &self.store {
+            TtlStore::Small(v) => v.capacity() * TTL_SMALL_ENTRY_BYTES,
+            TtlStore::Large { .. } => 0,
+        };
+        std::mem::size_of::<Ex>() + vec + self.bytes
+    }
+
+    /// `mem_bytes` from scratch.
+    fn recount_mem_bytes(&self) -> usize {
+        let vec = match &self.store {
+            TtlStore::Small(v) => v.capacity() * TTL_SMALL_ENTRY_BYTES,
+            TtlStore::Large { .. } => 0,
+        };
+        std::mem::size_of::<Ex>()
+            + vec
+            + self.iter().map(|(_, f)| self.field_bytes(f)).sum::<usize>()
+    }
+
+    /// Panics if the forms disagree or are out of order (tests).
+    fn check_invariants(&self) {
+        let all: Vec<(u64, &[u8])> = self.iter().collect();
+        assert!(
+            all.windows(2).all(|w| w[0] < w[1]),
+            "field deadlines out of order"
+        );
+        if let TtlStore::Large { by_field, by_time } = &self.store {
+            assert_eq!(
+                by_field.len(),
+                by_time.len(),
+                "field deadline indexes disagree"
+            );
+            for (at, f) in by_time {
+                assert_eq!(by_field.get(f), Some(at), "field deadline indexes disagree");
+            }
+        }
     }
 }
 
@@ -199,14 +322,14 @@ impl Hash {
 
     /// Fields that have a deadline.
     pub fn field_ttl_count(&self) -> usize {
-        self.ttl().map_or(0, |t| t.by_field.len())
+        self.ttl().map_or(0, FieldTtls::len)
     }
 
     /// Every (field, deadline), earliest first.
     pub fn field_ttls(&self) -> impl Iterator<Item = (&[u8], u64)> {
         self.ttl()
             .into_iter()
-            .flat_map(|t| t.by_time.iter().map(|(at, f)| (&f[..], *at)))
+            .flat_map(|t| t.iter().map(|(at, f)| (f, at)))
     }
 
     /// The earliest field deadline.
@@ -231,8 +354,8 @@ impl Hash {
         let mut n = 0;
         while n < max {
             let Some(t) = self.ttl_mut() else { break };
-            let field = match t.by_time.first() {
-                Some((at, field)) if *at <= now_ms => field.clone(),
+            let field: Box<[u8]> = match t.first() {
+                Some((at, field)) if at <= now_ms => field.into(),
                 _ => break,
             };
             let removed = self.remove(&field);
@@ -501,13 +624,7 @@ impl Hash {
 
     /// `mem_bytes` recomputed from scratch (tests compare it with the running total).
     pub fn recount_mem_bytes(&self) -> usize {
-        let ttl = self.ttl().map_or(0, |t| {
-            std::mem::size_of::<Ex>()
-                + t.by_field
-                    .keys()
-                    .map(|f| FieldTtls::entry_bytes(f))
-                    .sum::<usize>()
-        });
+        let ttl = self.ttl().map_or(0, FieldTtls::recount_mem_bytes);
         ttl + match self.base() {
             Pairs::Pack(buf) => buf.capacity(),
             Pairs::Table(t) => t.recount_mem_bytes(),
@@ -528,17 +645,8 @@ impl Hash {
             Pairs::Table(t) => t.check_invariants(),
         }
         if let Some(t) = self.ttl() {
-            assert_eq!(
-                t.by_field.len(),
-                t.by_time.len(),
-                "field deadline indexes disagree"
-            );
-            for (at, f) in &t.by_time {
-                assert_eq!(
-                    t.by_field.get(f),
-                    Some(at),
-                    "field deadline indexes disagree"
-                );
+            t.check_invariants();
+            for (_, f) in t.iter() {
                 assert!(self.contains(f), "a deadline for a missing field");
             }
         }
@@ -1319,6 +1427,59 @@ mod tests {
         assert_eq!(gone, vec![b"a".to_vec()]);
         assert!(!h.contains(b"a"));
         h.check_invariants();
+    }
+
+    #[test]
+    fn many_field_ttls_move_to_the_large_form_and_stay_exact() {
+        let l = limits(0, 64);
+        let mut h = Hash::new(&l);
+        for i in 0..300u64 {
+            h.insert(format!("f{i}").as_bytes(), b"v", &l);
+        }
+        let small = {
+            let mut s = h.clone();
+            for i in 0..TTL_SMALL_MAX as u64 {
+                s.set_field_expire(format!("f{i}").as_bytes(), 1000 + i);
+            }
+            s.mem_bytes() - h.mem_bytes()
+        };
+        // Small form: well under the large form's estimate per deadline.
+        assert!(
+            small < TTL_SMALL_MAX * (TTL_LARGE_ENTRY_BYTES + 8),
+            "{small}"
+        );
+        // Deadlines in a scrambled order, some set twice.
+        for i in 0..300u64 {
+            let j = (i * 7919) % 300;
+            h.set_field_expire(format!("f{j}").as_bytes(), 10_000 - j);
+        }
+        for i in (0..300u64).step_by(3) {
+            h.set_field_expire(format!("f{i}").as_bytes(), 20_000 + i);
+        }
+        h.check_invariants();
+        assert_eq!(h.field_ttl_count(), 300);
+        for i in (0..300u64).step_by(2) {
+            h.persist_field(format!("f{i}").as_bytes());
+        }
+        h.check_invariants();
+        assert_eq!(h.field_ttl_count(), 150);
+        let mut gone = 0;
+        let mut last = 0;
+        h.remove_due_fields(10_000, usize::MAX, |f| {
+            let at = 10_000
+                - std::str::from_utf8(&f[1..])
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            assert!(at >= last, "earliest first");
+            last = at;
+            gone += 1;
+        });
+        // Odd fields not multiples of 3 (those moved to 20_000+): 100.
+        assert_eq!(gone, 100);
+        h.check_invariants();
+        assert_eq!(h.len(), 200);
+        assert_eq!(h.min_field_expire(), Some(20_003));
     }
 
     #[derive(Debug, Clone)]
