@@ -320,6 +320,8 @@ impl Cluster {
         let bin = match o.target {
             Target::Shoal => {
                 args.extend(["serve", "--port", &port, "--bind", &node.ip].map(String::from));
+                // Nodes on their own addresses, with no password: as for redis-server below.
+                args.extend(["--protected-mode", "no"].map(String::from));
                 args.extend(["--dir", &dir, "--cluster-enabled", "yes"].map(String::from));
                 args.extend(["--cluster-node-timeout", &timeout].map(String::from));
                 args.extend(["--loglevel", "warning", "--threads"].map(String::from));

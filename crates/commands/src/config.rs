@@ -54,6 +54,9 @@ pub struct Param {
     pub kind: Kind,
     /// `CONFIG SET` may change it while running.
     pub mutable: bool,
+    /// Settable by `CONFIG SET` only where `enable-protected-configs` allows (`dir` and
+    /// `dbfilename`: with them and SAVE, a client could write a file anywhere on the host).
+    pub protected: bool,
     /// Checks `text` and stores it into this parameter's field; the reason if it is refused.
     pub set: fn(&mut Config, Kind, &str) -> Result<(), String>,
     /// The field's canonical text (`CONFIG GET`, `CONFIG REWRITE`).
@@ -76,6 +79,9 @@ macro_rules! params {
     (@alias $alias:literal) => { Some($alias) };
     (@mut mutable) => { true };
     (@mut immutable) => { false };
+    (@mut protected) => { true };
+    (@prot protected) => { true };
+    (@prot $other:ident) => { false };
     ($(
         $(#[doc = $doc:literal])+
         $field:ident: $ty:ty = $name:literal $(| $alias:literal)?, $kind:expr, $default:literal,
@@ -97,6 +103,7 @@ macro_rules! params {
                 default: $default,
                 kind: { use Kind::*; $kind },
                 mutable: params!(@mut $mutability),
+                protected: params!(@prot $mutability),
                 set: |c, kind, text| {
                     c.$field = Value::parse(kind, text, Some(&c.$field))?;
                     Ok(())
@@ -170,15 +177,19 @@ params! {
     /// Number of databases (SELECT 0 to databases-1); cluster mode has one.
     databases: usize = "databases", Int(1, INT_MAX), "16", immutable;
     /// The snapshot's file name, in `dir`.
-    dbfilename: String = "dbfilename", Str, "dump.shoal", mutable;
+    dbfilename: String = "dbfilename", Str, "dump.shoal", protected;
     /// The folder for the snapshot and the cluster's files.
-    dir: String = "dir", Str, ".", mutable;
+    dir: String = "dir", Str, ".", protected;
     /// Whether DEBUG may run: `no`, `yes`, or `local` (from loopback connections only).
     enable_debug_command: Protected = "enable-debug-command", Enum(&["no", "yes", "local"]), "no",
         immutable;
     /// Whether MODULE LOAD, LOADEX and UNLOAD may run: `no`, `yes` or `local` (shoal loads no
     /// modules: when allowed they fail as a load of a missing module fails).
     enable_module_command: Protected = "enable-module-command", Enum(&["no", "yes", "local"]),
+        "no", immutable;
+    /// Who may change the protected parameters (`dir`, `dbfilename`) with `CONFIG SET`: `no`,
+    /// `yes`, or `local` (clients connected from 127.0.0.1 or ::1).
+    enable_protected_configs: Protected = "enable-protected-configs", Enum(&["no", "yes", "local"]),
         "no", immutable;
     /// A hash with more fields than this leaves the compact encoding.
     hash_max_listpack_entries: usize = "hash-max-listpack-entries" | "hash-max-ziplist-entries",
@@ -239,6 +250,9 @@ params! {
     notify_keyspace_events: NotifyClasses = "notify-keyspace-events", NotifyClasses, "", mutable;
     /// The TCP port for clients (0 picks a free one).
     port: u16 = "port", Int(0, 65535), "6379", immutable;
+    /// With no password set (`requirepass`), refuse clients that connect from any address but
+    /// 127.0.0.1 and ::1 with `-DENIED`, as Redis does.
+    protected_mode: bool = "protected-mode", Bool, "yes", mutable;
     /// Bytes a single string argument may have; at least 1mb so a client can always send the
     /// `CONFIG SET` that raises it again.
     proto_max_bulk_len: u64 = "proto-max-bulk-len", Memory(MB, LONG_MAX as u64), "536870912",
@@ -542,11 +556,22 @@ impl Protected {
         match self {
             Protected::No => false,
             Protected::Yes => true,
-            Protected::Local => {
-                addr.starts_with("127.") || addr.starts_with("[::1]") || addr.starts_with("::1")
-            }
+            Protected::Local => is_local(addr),
         }
     }
+}
+
+/// Whether a peer address (`ip:port`, `[v6]:port`) is the loopback address itself, as Redis's
+/// `islocalClient` decides: 127.0.0.1 or ::1, not the rest of 127.0.0.0/8.
+pub fn is_local(addr: &str) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = match addr.parse::<SocketAddr>() {
+        Ok(a) => Some(a.ip()),
+        Err(_) => addr.parse::<IpAddr>().ok(),
+    };
+    ip.is_some_and(|ip| {
+        ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST)
+    })
 }
 
 impl Value for Protected {

@@ -21,6 +21,9 @@ pub enum ReplyError {
     /// `ERR <msg>`: the request is wrong (syntax, range, state); the client fixes it. The text
     /// after `ERR `; constants borrow, so they cost nothing to return.
     Err(Cow<'static, str>),
+    /// `ERR <bytes>`: an `ERR` error quoting a client's bytes as they came (the unknown-command
+    /// error: Redis passes non-UTF-8 bytes through; only CR and LF become spaces).
+    ErrBytes(Box<[u8]>),
     /// `WRONGTYPE`: the key holds another type.
     WrongType,
     /// `NOAUTH Authentication required.`: AUTH first.
@@ -156,7 +159,7 @@ impl ReplyError {
     fn known_index(&self) -> Option<usize> {
         use ReplyError::*;
         Some(match self {
-            Err(_) => 0,
+            Err(_) | ErrBytes(_) => 0,
             WrongType => 1,
             NoAuth | NoAuthHello => 2,
             WrongPass => 3,
@@ -186,7 +189,15 @@ impl ReplyError {
     pub fn write_to(&self, w: &mut ReplyWriter<'_>) {
         use fmt::Write as _;
         w.buf.push(b'-');
-        let _ = write!(SafeLine(w.buf), "{self}");
+        if let ReplyError::ErrBytes(msg) = self {
+            w.buf.extend_from_slice(b"ERR ");
+            w.buf.extend(
+                msg.iter()
+                    .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+            );
+        } else {
+            let _ = write!(SafeLine(w.buf), "{self}");
+        }
         w.buf.extend_from_slice(b"\r\n");
     }
 }
@@ -209,6 +220,7 @@ impl fmt::Display for ReplyError {
         use ReplyError::*;
         match self {
             Err(msg) => write!(f, "ERR {msg}"),
+            ErrBytes(msg) => write!(f, "ERR {}", String::from_utf8_lossy(msg)),
             WrongType => f.write_str("WRONGTYPE Operation against a key holding the wrong kind of value"),
             NoAuth => f.write_str("NOAUTH Authentication required."),
             NoAuthHello => f.write_str(

@@ -237,6 +237,8 @@ mod tests {
         assert!(Protected::Local.allows("127.0.0.1:5000"));
         assert!(Protected::Local.allows("[::1]:5000"));
         assert!(!Protected::Local.allows("10.0.0.1:5000"));
+        // Redis's `islocalClient`: the loopback address itself, not all of 127.0.0.0/8.
+        assert!(!Protected::Local.allows("127.0.0.2:5000"));
         assert!(Protected::Yes.allows("10.0.0.1:5000"));
         assert!(!Protected::No.allows("127.0.0.1:5000"));
     }

@@ -846,6 +846,8 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     // Every value is checked against a copy before any takes effect: CONFIG SET of several
     // parameters is all or nothing.
+    let enable_protected = ctx.srv.config().enable_protected_configs;
+    let addr = ctx.client.handle.addr.clone();
     ctx.srv.update_config(|next| {
         let mut seen: Vec<&'static str> = Vec::new();
         for i in (2..args.len()).step_by(2) {
@@ -864,6 +866,9 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             seen.push(p.name);
             if !p.mutable {
                 return Err(fail("can't set immutable config"));
+            }
+            if p.protected && !enable_protected.allows(&addr) {
+                return Err(fail("can't set protected config"));
             }
             (p.set)(next, p.kind, &args.str_lossy(i + 1)).map_err(|e| fail(&e))?;
         }

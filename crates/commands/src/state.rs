@@ -130,6 +130,8 @@ pub struct ClientHandle {
     /// Channel and pattern subscriptions (CLIENT LIST `sub=`, `psub=`).
     pub subs: AtomicUsize,
     pub psubs: AtomicUsize,
+    /// Shard channels subscribed to (CLIENT LIST `ssub`).
+    pub ssubs: AtomicUsize,
     /// Commands queued in MULTI, or -1 outside MULTI (CLIENT LIST `multi=`).
     pub multi_len: AtomicI64,
     /// Waiting in a blocking command (CLIENT LIST flag `b`).
@@ -246,6 +248,7 @@ impl ClientHandle {
             mailbox: crate::pubsub::Mailbox::default(),
             subs: AtomicUsize::new(0),
             psubs: AtomicUsize::new(0),
+            ssubs: AtomicUsize::new(0),
             multi_len: AtomicI64::new(-1),
             blocked: AtomicBool::new(false),
             unblock: AtomicU8::new(unblock::NONE),
@@ -513,6 +516,9 @@ pub struct ServerState {
     pub hot: Hot,
     pub stats: Stats,
     pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    /// Connections accepted and not yet closed, counted at accept (before the connection's task
+    /// registers it in `clients`), so a burst of connects cannot pass `maxclients`.
+    pub open_connections: AtomicUsize,
     pub next_client_id: AtomicU64,
     pub slowlog: Mutex<SlowLog>,
     pub latency: Mutex<BTreeMap<&'static str, LatencyEvent>>,
@@ -570,6 +576,7 @@ impl ServerState {
             hot: Hot::default(),
             stats: Stats::default(),
             clients: Mutex::default(),
+            open_connections: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             slowlog: Mutex::default(),
             latency: Mutex::default(),

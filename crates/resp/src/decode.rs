@@ -16,7 +16,7 @@ use std::ops::Range;
 pub struct Limits {
     /// Largest bulk string accepted (`proto-max-bulk-len`, Redis default 512 MB).
     pub bulk_bytes_max: usize,
-    /// Largest multibulk argument count accepted (Redis: 1024*1024*1024).
+    /// Largest multibulk argument count accepted (Redis: `INT_MAX`).
     pub multibulk_args_max: usize,
     /// Longest inline request or count line before a newline must appear (Redis: 64 KB).
     pub inline_bytes_max: usize,
@@ -26,7 +26,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             bulk_bytes_max: 512 * 1024 * 1024,
-            multibulk_args_max: 1024 * 1024 * 1024,
+            multibulk_args_max: i32::MAX as usize,
             inline_bytes_max: 64 * 1024,
         }
     }
@@ -73,27 +73,34 @@ enum State {
     },
 }
 
+/// Most arguments a request may announce before its client authenticated (Redis: 10).
+pub const UNAUTHENTICATED_ARGS_MAX: i64 = 10;
+/// Longest argument a request may announce before its client authenticated (Redis: 16 KB).
+pub const UNAUTHENTICATED_BULK_BYTES_MAX: i64 = 16384;
+
 /// Decoder of client requests. One per connection.
 #[derive(Debug, Default)]
 pub struct RequestDecoder {
     limits: Limits,
     state: State,
     scratch: Vec<u8>,
+    /// The client has not authenticated yet (a password is required): counts and lengths are
+    /// held to [`UNAUTHENTICATED_ARGS_MAX`] and [`UNAUTHENTICATED_BULK_BYTES_MAX`], so a stranger
+    /// cannot make the server hold memory.
+    unauthenticated: bool,
 }
 
-/// Finds `\r\n` (or a bare `\n` for inline) starting at `from`; returns the index of `\r` / `\n`.
-fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+/// A multibulk count or bulk length line: the index of its `\r`, whose next byte must be there
+/// too (Redis's `processMultibulkBuffer` takes the byte after `\r` as the `\n`, whatever it is).
+/// `None` when the line is not complete yet.
+fn find_cr(buf: &[u8], from: usize) -> Option<usize> {
     let hay = buf.get(from..)?;
-    let i = hay.iter().position(|&b| b == b'\n')?;
-    let nl = from + i;
-    if nl > from && buf[nl - 1] == b'\r' {
-        Some(nl - 1)
-    } else {
-        Some(nl)
-    }
+    let cr = from + hay.iter().position(|&b| b == b'\r')?;
+    (cr + 1 < buf.len()).then_some(cr)
 }
 
-/// Length of an unterminated line from `start`, not counting a trailing '\r'.
+/// Length of an unterminated count line from `start`, not counting a `\r` that ends the buffer
+/// (its `\n` is still to come), so the limit does not depend on where a read ended.
 fn line_len_so_far(buf: &[u8], start: usize) -> usize {
     let end = if buf.last() == Some(&b'\r') {
         buf.len() - 1
@@ -103,13 +110,17 @@ fn line_len_so_far(buf: &[u8], start: usize) -> usize {
     end.saturating_sub(start)
 }
 
-/// Parses a decimal count as Redis's `string2ll` would for protocol lengths: optional '-', digits only.
+/// Parses a decimal count as Redis's `string2ll` does for protocol lengths: an optional '-', then
+/// digits without a leading zero ("0" alone is fine; "05", "-0", "+5" and "" are not).
 fn parse_len(s: &[u8]) -> Option<i64> {
     let (neg, digits) = match s.first() {
         Some(b'-') => (true, &s[1..]),
         _ => (false, s),
     };
     if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    if digits[0] == b'0' && (digits.len() > 1 || neg) {
         return None;
     }
     let mut v: i64 = 0;
@@ -128,11 +139,18 @@ impl RequestDecoder {
             limits,
             state: State::Start,
             scratch: Vec::new(),
+            unauthenticated: false,
         }
     }
 
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// Whether the client has authenticated (or needs not): until it has, a request may announce
+    /// only a few short arguments (see [`UNAUTHENTICATED_ARGS_MAX`]). Set before each decode.
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.unauthenticated = !authenticated;
     }
 
     /// Bytes that inline-frame ranges index into.
@@ -186,22 +204,25 @@ impl RequestDecoder {
                     if first != b'*' {
                         return self.decode_inline(buf, start, args);
                     }
-                    let Some(cr) = find_crlf(buf, start + 1) else {
-                        // Measured like a complete line (without a trailing '\r'), so the
-                        // outcome does not depend on where a read ended.
+                    let Some(cr) = find_cr(buf, start + 1) else {
                         if line_len_so_far(buf, start) > self.limits.inline_bytes_max {
                             return Err(ProtocolError::new("too big mbulk count string"));
                         }
                         return Ok(Decoded::Incomplete);
                     };
+                    // Also when the line is complete, so the outcome does not depend on where a
+                    // read ended.
                     if cr - start > self.limits.inline_bytes_max {
                         return Err(ProtocolError::new("too big mbulk count string"));
                     }
-                    let next = cr + if buf[cr] == b'\r' { 2 } else { 1 };
+                    let next = cr + 2;
                     let count = match parse_len(&buf[start + 1..cr]) {
                         Some(n) if n <= self.limits.multibulk_args_max as i64 => n,
                         _ => return Err(ProtocolError::new("invalid multibulk length")),
                     };
+                    if count > UNAUTHENTICATED_ARGS_MAX && self.unauthenticated {
+                        return Err(ProtocolError::new("unauthenticated multibulk length"));
+                    }
                     if count <= 0 {
                         return Ok(Decoded::Empty { end: next });
                     }
@@ -220,15 +241,8 @@ impl RequestDecoder {
                             inline: false,
                         });
                     }
-                    let Some(&b) = buf.get(pos) else {
-                        return Ok(Decoded::Incomplete);
-                    };
-                    if b != b'$' {
-                        self.state = State::Start;
-                        let got = (b as char).to_string();
-                        return Err(ProtocolError(format!("expected '$', got '{got}'")));
-                    }
-                    let Some(cr) = find_crlf(buf, pos + 1) else {
+                    // Redis's order: the whole length line first, then its '$'.
+                    let Some(cr) = find_cr(buf, pos) else {
                         if line_len_so_far(buf, pos) > self.limits.inline_bytes_max {
                             self.state = State::Start;
                             return Err(ProtocolError::new("too big bulk count string"));
@@ -239,6 +253,12 @@ impl RequestDecoder {
                         self.state = State::Start;
                         return Err(ProtocolError::new("too big bulk count string"));
                     }
+                    let b = buf[pos];
+                    if b != b'$' {
+                        self.state = State::Start;
+                        let got = (b as char).to_string();
+                        return Err(ProtocolError(format!("expected '$', got '{got}'")));
+                    }
                     let len = match parse_len(&buf[pos + 1..cr]) {
                         Some(n) if n >= 0 && n as usize <= self.limits.bulk_bytes_max => n as usize,
                         _ => {
@@ -246,7 +266,11 @@ impl RequestDecoder {
                             return Err(ProtocolError::new("invalid bulk length"));
                         }
                     };
-                    let data = cr + if buf[cr] == b'\r' { 2 } else { 1 };
+                    if len as i64 > UNAUTHENTICATED_BULK_BYTES_MAX && self.unauthenticated {
+                        self.state = State::Start;
+                        return Err(ProtocolError::new("unauthenticated bulk length"));
+                    }
+                    let data = cr + 2;
                     self.state = State::Bulk {
                         remaining,
                         data,
@@ -262,10 +286,7 @@ impl RequestDecoder {
                     if buf.len() < end + 2 {
                         return Ok(Decoded::Incomplete);
                     }
-                    if &buf[end..end + 2] != b"\r\n" {
-                        self.state = State::Start;
-                        return Err(ProtocolError::new("invalid bulk format"));
-                    }
+                    // The two bytes after the data are skipped whatever they are, as Redis does.
                     args.push(data..end);
                     self.state = State::Multibulk {
                         remaining: remaining - 1,
@@ -507,6 +528,71 @@ mod tests {
         assert_eq!(
             decode_all(b"*0\r\n*-1\r\n").unwrap(),
             Vec::<Vec<Vec<u8>>>::new()
+        );
+    }
+
+    #[test]
+    fn lengths_and_terminators_as_redis_reads_them() {
+        // Leading zeros and "-0" are not numbers to `string2ll`.
+        assert_eq!(
+            decode_all(b"*1\r\n$05\r\nhello\r\n").unwrap_err().0,
+            "invalid bulk length"
+        );
+        assert_eq!(
+            decode_all(b"*01\r\n$4\r\nPING\r\n").unwrap_err().0,
+            "invalid multibulk length"
+        );
+        assert_eq!(
+            decode_all(b"*1\r\n$-0\r\n").unwrap_err().0,
+            "invalid bulk length"
+        );
+        // A line ends at '\r': a bare '\n' leaves the number unparsable once a '\r' comes.
+        assert_eq!(
+            decode_all(b"*1\r\n$4\nPING\r\n").unwrap_err().0,
+            "invalid bulk length"
+        );
+        // The two bytes after a bulk are skipped, whatever they are.
+        assert_eq!(
+            decode_all(b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n").unwrap(),
+            vec![vec![b"PING".to_vec()], vec![b"PING".to_vec()]]
+        );
+        // INT_MAX arguments may be announced (the server then waits for them).
+        assert_eq!(
+            decode_all(b"*2147483647\r\n").unwrap(),
+            Vec::<Vec<Vec<u8>>>::new()
+        );
+        assert_eq!(
+            decode_all(b"*2147483648\r\n").unwrap_err().0,
+            "invalid multibulk length"
+        );
+    }
+
+    #[test]
+    fn an_unauthenticated_client_may_announce_only_small_requests() {
+        let mut d = RequestDecoder::new(Limits::default());
+        d.set_authenticated(false);
+        let mut args = Vec::new();
+        assert_eq!(
+            d.decode(b"*11\r\n", 0, &mut args).unwrap_err().0,
+            "unauthenticated multibulk length"
+        );
+        let mut d = RequestDecoder::new(Limits::default());
+        d.set_authenticated(false);
+        assert_eq!(
+            d.decode(b"*2\r\n$4\r\nAUTH\r\n$16385\r\n", 0, &mut args)
+                .unwrap_err()
+                .0,
+            "unauthenticated bulk length"
+        );
+        let mut d = RequestDecoder::new(Limits::default());
+        d.set_authenticated(false);
+        let ok = b"*10\r\n$16384\r\n";
+        assert_eq!(d.decode(ok, 0, &mut args).unwrap(), Decoded::Incomplete);
+        d.set_authenticated(true);
+        let mut d = RequestDecoder::new(Limits::default());
+        assert_eq!(
+            d.decode(b"*11\r\n$16385\r\n", 0, &mut args).unwrap(),
+            Decoded::Incomplete
         );
     }
 

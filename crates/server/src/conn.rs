@@ -46,6 +46,8 @@ enum End {
     QueryBufferLimit(usize),
     OutputBufferLimit(usize),
     IdleTimeout,
+    /// An HTTP request (`POST`, `Host:`): someone tries cross-protocol scripting.
+    SecurityAttack,
     /// PSYNC: the connection becomes a replica link.
     Handoff(String, i64),
 }
@@ -79,8 +81,36 @@ pub struct NodeIo {
     pub cluster: Option<Arc<crate::cluster_node::ClusterNode>>,
 }
 
+/// The last time (unix seconds) the security warning was logged: at most once a minute, as Redis.
+static SECURITY_WARNED_S: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn security_warning(peer: &str) {
+    let now_s = now_ms() / 1000;
+    let last = SECURITY_WARNED_S.load(Relaxed);
+    if now_s.abs_diff(last) > 60
+        && SECURITY_WARNED_S
+            .compare_exchange(last, now_s, Relaxed, Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            %peer,
+            "Possible SECURITY ATTACK detected. It looks like somebody is sending POST or Host: \
+             commands to Redis. This is likely due to an attacker attempting to use Cross \
+             Protocol Scripting to compromise your Redis instance. Connection aborted."
+        );
+    }
+}
+
 /// Runs a connection to completion.
 pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream, io: Arc<NodeIo>) {
+    // The accept loop counted this connection; it is released however the task ends.
+    struct Open<'a>(&'a ServerState);
+    impl Drop for Open<'_> {
+        fn drop(&mut self) {
+            self.0.open_connections.fetch_sub(1, Relaxed);
+        }
+    }
+    let _open = Open(&srv);
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
@@ -128,6 +158,7 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream, io: Arc<NodeIo>
         End::Killed => tracing::debug!(client = id, %peer, "connection killed"),
         End::Io(e) => tracing::debug!(client = id, %peer, error = %e, "connection error"),
         End::Protocol => tracing::debug!(client = id, %peer, "protocol error, connection closed"),
+        End::SecurityAttack => security_warning(&peer),
         End::IdleTimeout => tracing::debug!(client = id, %peer, "idle timeout"),
         End::Handoff(..) => {}
         End::QueryBufferLimit(n) => {
@@ -250,8 +281,10 @@ async fn run(
     let mut limits_epoch = srv.config_epoch.load(Relaxed);
     let mut limits = current_limits(srv);
     let mut decoder = RequestDecoder::new(limits.decoder);
-    let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
-    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    // Both buffers come from the thread's pool when needed and go back when empty (`bufpool`):
+    // an idle connection holds neither.
+    let mut inbuf: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
     let mut ranges = Vec::new();
     // Reply spans of the writes in the current batch (for the sync strategy).
     let mut writes = Settling::default();
@@ -264,11 +297,17 @@ async fn run(
             return End::Killed;
         }
         // Reserve room: normally a chunk; for a big bulk being received, what it still needs.
+        // With nothing pending, no buffer is held while waiting (the read below takes one).
         let want = decoder
             .bulk_bytes_pending(inbuf.len())
             .clamp(READ_CHUNK_BYTES, READ_RESERVE_MAX_BYTES);
-        if inbuf.capacity() - inbuf.len() < want / 2 {
+        if inbuf.is_empty() {
+            crate::bufpool::give(std::mem::take(&mut inbuf));
+        } else if inbuf.capacity() - inbuf.len() < want / 2 {
             inbuf.reserve(want);
+        }
+        if out.is_empty() {
+            crate::bufpool::give(std::mem::take(&mut out));
         }
         // A monitor is never idle-timed out (Redis exempts it as it does replicas).
         let idle_timeout_s = if client.monitor {
@@ -277,18 +316,20 @@ async fn run(
             limits.idle_timeout_s
         };
         let read = async {
+            let fill = async {
+                if inbuf.capacity() == 0 {
+                    stream.readable().await?;
+                    inbuf = crate::bufpool::take();
+                }
+                stream.read_buf(&mut inbuf).await
+            };
             if idle_timeout_s > 0 {
-                match tokio::time::timeout(
-                    Duration::from_secs(idle_timeout_s),
-                    stream.read_buf(&mut inbuf),
-                )
-                .await
-                {
+                match tokio::time::timeout(Duration::from_secs(idle_timeout_s), fill).await {
                     Ok(r) => r.map_err(End::Io),
                     Err(_) => Err(End::IdleTimeout),
                 }
             } else {
-                stream.read_buf(&mut inbuf).await.map_err(End::Io)
+                fill.await.map_err(End::Io)
             }
         };
         let n = tokio::select! {
@@ -318,6 +359,9 @@ async fn run(
             qbuf_peak = inbuf.len();
             h.query_buf_peak.store(qbuf_peak, Relaxed);
         }
+        if out.capacity() == 0 {
+            out = crate::bufpool::take();
+        }
         let out_capacity = out.capacity();
         // Run every complete request in the buffer.
         let mut pos = 0;
@@ -335,6 +379,8 @@ async fn run(
             };
         }
         loop {
+            // Until the client authenticates, it may announce only small requests.
+            decoder.set_authenticated(client.authenticated);
             match decoder.decode(&inbuf, pos, &mut ranges) {
                 Ok(Decoded::Frame { end, inline }) => {
                     let src: &[u8] = if inline {
@@ -343,6 +389,12 @@ async fn run(
                         &inbuf
                     };
                     let args = Args::new(src, &ranges);
+                    // A browser or proxy talking HTTP to the data port: close at once, as Redis.
+                    if args.get(0).eq_ignore_ascii_case(b"post")
+                        || args.get(0).eq_ignore_ascii_case(b"host:")
+                    {
+                        return End::SecurityAttack;
+                    }
                     // During a FAILOVER hand-over, writes wait until it is done.
                     // EXEC waits too: it may run queued writes.
                     if srv.repl.failover.writes_paused_until_ms.load(Relaxed) > now

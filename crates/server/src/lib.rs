@@ -6,6 +6,7 @@
 //! with threads. Background work that may take milliseconds (active expiry) runs on its own OS
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
+pub mod bufpool;
 pub mod clock;
 pub mod cluster_node;
 pub mod cluster_tool;
@@ -40,6 +41,21 @@ use shoal_commands::server::ProcessInfo;
 use shoal_commands::{Hooks, ServerState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// Redis 7.0's reply to a client refused by protected mode, word for word.
+const PROTECTED_MODE_DENIED: &str = "-DENIED Redis is running in protected mode because protected \
+    mode is enabled and no password is set for the default user. In this mode connections are \
+    only accepted from the loopback interface. If you want to connect from external computers to \
+    Redis you may adopt one of the following solutions: 1) Just disable protected mode sending \
+    the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis \
+    from the same host the server is running, however MAKE SURE Redis is not publicly accessible \
+    from internet if you do so. Use CONFIG REWRITE to make this change permanent. 2) \
+    Alternatively you can just disable the protected mode by editing the Redis configuration \
+    file, and setting the protected mode option to 'no', and then restarting the server. 3) If \
+    you started the server manually just for testing, restart it with the '--protected-mode no' \
+    option. 4) Setup a an authentication password for the default user. NOTE: You only need to \
+    do one of the above things in order for the server to start accepting connections from the \
+    outside.\r\n";
 
 /// How long a shutdown waits for connections to finish their current batch.
 pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
@@ -377,10 +393,12 @@ impl Server {
                             continue;
                         }
                     };
-                    let maxclients = state.config().maxclients as usize;
-                    if state.connected_clients() >= maxclients {
-                        state.stats.rejected_connections.fetch_add(1, Relaxed);
-                        tracing::warn!(%peer, "max number of clients reached");
+                    let cfg = state.config();
+                    let refusal = if state.open_connections.load(Relaxed) >= cfg.maxclients as usize
+                    {
+                        // Not logged at warning level: a burst would flood the log (Redis only
+                        // counts them too).
+                        tracing::debug!(%peer, "max number of clients reached");
                         // Not counted in the error stats: no client was created (as in Redis).
                         let mut line = Vec::new();
                         shoal_commands::ReplyError::err_static("max number of clients reached")
@@ -388,6 +406,18 @@ impl Server {
                                 &mut line,
                                 shoal_resp::Protocol::Resp2,
                             ));
+                        Some(line)
+                    } else if cfg.protected_mode
+                        && !state.hot.requirepass_set.load(Relaxed)
+                        && !shoal_commands::config::is_local(&peer.to_string())
+                    {
+                        tracing::debug!(%peer, "refused by protected mode (no password set)");
+                        Some(PROTECTED_MODE_DENIED.as_bytes().to_vec())
+                    } else {
+                        None
+                    };
+                    if let Some(line) = refusal {
+                        state.stats.rejected_connections.fetch_add(1, Relaxed);
                         tokio::spawn(async move {
                             use tokio::io::AsyncWriteExt;
                             let mut s = stream;
@@ -395,6 +425,8 @@ impl Server {
                         });
                         continue;
                     }
+                    // Counted now, released when the connection's task ends.
+                    state.open_connections.fetch_add(1, Relaxed);
                     tasks.spawn(conn::serve(state.clone(), stream, io.clone()));
                     // Reap finished tasks so the set does not grow with closed connections.
                     while tasks.try_join_next().is_some() {}

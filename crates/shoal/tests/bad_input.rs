@@ -355,3 +355,247 @@ fn random_garbage_never_takes_the_server_down() {
     assert_eq!(fresh.call(&["SET", "still", "here"]), "+OK\r\n");
     assert_eq!(fresh.call(&["GET", "still"]), "$4\r\nhere\r\n");
 }
+
+/// Sends `bytes` on a fresh connection, ends the input, and returns everything the server wrote
+/// before it closed (bounded by the reads' timeout).
+fn exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    use std::io::Write as _;
+    c.write_all(bytes).expect("send");
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    got
+}
+
+/// Edges of the protocol where shoal once differed from Redis: numbers with leading zeros, lines
+/// ended by a bare `\n`, bytes after a bulk, the largest argument count, unknown commands in
+/// bytes that are not UTF-8, and an HTTP request (closed at once, without a reply).
+#[test]
+fn protocol_edges_match_redis_byte_for_byte() {
+    let redis = common::reference::Redis::start();
+    let s = Shoal::start(&[]);
+    let redis_addr = format!("127.0.0.1:{}", redis.port);
+    let long = "x".repeat(200);
+    let unknown_long = format!("*3\r\n$4\r\nNOPE\r\n$200\r\n{long}\r\n$3\r\nabc\r\n");
+    let cases: Vec<&[u8]> = vec![
+        b"*1\r\n$05\r\nhello\r\n",
+        b"*01\r\n$4\r\nPING\r\n",
+        b"*1\r\n$-0\r\n",
+        b"*1\r\n$4\nPING\r\n",
+        b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n",
+        b"*2147483647\r\n",
+        b"*2147483648\r\n",
+        b"\xff\xfe a\xc3\r\n",
+        b"*2\r\n$2\r\n\xc3\x28\r\n$2\r\n\xa0\xa1\r\n",
+        unknown_long.as_bytes(),
+        b"POST / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"PING\r\nhost: example\r\nPING\r\n",
+        b"PING\r\npost\r\n",
+    ];
+    for bytes in cases {
+        assert_eq!(
+            String::from_utf8_lossy(&exchange(&s.addr(), bytes)),
+            String::from_utf8_lossy(&exchange(&redis_addr, bytes)),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert_eq!(exchange(&s.addr(), bytes), exchange(&redis_addr, bytes));
+    }
+}
+
+/// With a password set, a client that has not authenticated may announce only a few short
+/// arguments (Redis: 10 arguments, 16 KB each), so strangers cannot make the server hold memory.
+#[test]
+fn unauthenticated_clients_may_only_send_small_requests() {
+    let redis = common::reference::Redis::start_with(&["--requirepass", "pw"]);
+    let s = Shoal::start(&["--requirepass", "pw"]);
+    let redis_addr = format!("127.0.0.1:{}", redis.port);
+    let cases: Vec<&[u8]> = vec![
+        b"*11\r\n",
+        b"*10\r\n$1\r\na\r\n",
+        b"*1\r\n$16385\r\n",
+        b"*1\r\n$16384\r\n",
+        b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*1\r\n$100000\r\n",
+        b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*11\r\n$4\r\nPING\r\n",
+        b"*2\r\n$4\r\nAUTH\r\n$5\r\nwrong\r\n*11\r\n",
+    ];
+    for bytes in cases {
+        assert_eq!(
+            String::from_utf8_lossy(&exchange(&s.addr(), bytes)),
+            String::from_utf8_lossy(&exchange(&redis_addr, bytes)),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    // A stranger announcing a 500 MB bulk is cut off before it sends the bytes.
+    let mut r = Raw::connect(&s.addr());
+    r.send(b"*2\r\n$3\r\nSET\r\n$524288000\r\n");
+    assert_eq!(
+        r.reply_str(),
+        "-ERR Protocol error: unauthenticated bulk length\r\n"
+    );
+    assert!(r.closed());
+}
+
+/// A TCP connection to `to` from the local address `from` (another loopback address).
+fn connect_from(from: std::net::Ipv4Addr, to: &str) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let to: std::net::SocketAddrV4 = to.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor this function owns until it is handed over.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let local = sockaddr(from, 0);
+        assert_eq!(
+            libc::bind(fd, (&raw const local).cast(), len),
+            0,
+            "bind {from}"
+        );
+        let remote = sockaddr(*to.ip(), to.port());
+        assert_eq!(
+            libc::connect(fd, (&raw const remote).cast(), len),
+            0,
+            "connect {to}"
+        );
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+fn ping_from(from: std::net::Ipv4Addr, to: &str) -> String {
+    let mut c = connect_from(from, to);
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    use std::io::Write as _;
+    c.write_all(b"PING\r\n").unwrap();
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Protected mode: with no password, only 127.0.0.1 and ::1 may connect (Redis's words for the
+/// others, then the connection closes); a password or `protected-mode no` opens the door.
+#[test]
+fn protected_mode_refuses_other_addresses_without_a_password() {
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let local = std::net::Ipv4Addr::LOCALHOST;
+    let redis = common::reference::Redis::start_with(&["--bind", "127.0.0.1"]);
+    let redis_addr = format!("127.0.0.1:{}", redis.port);
+    let s = Shoal::start(&[]);
+    let denied = ping_from(other, &redis_addr);
+    assert!(denied.starts_with("-DENIED"), "{denied}");
+    assert_eq!(ping_from(other, &s.addr()), denied);
+    assert_eq!(ping_from(local, &s.addr()), "+PONG\r\n");
+    let mut c = s.raw();
+    assert!(
+        common::info_value(&c.call(&["INFO", "stats"]), "rejected_connections")
+            .is_some_and(|n| n == "1")
+    );
+    assert_eq!(
+        c.call(&["CONFIG", "SET", "protected-mode", "no"]),
+        "+OK\r\n"
+    );
+    assert_eq!(ping_from(other, &s.addr()), "+PONG\r\n");
+    let with_password = Shoal::start(&["--requirepass", "pw"]);
+    assert!(ping_from(other, &with_password.addr()).starts_with("-NOAUTH"));
+}
+
+/// `dir` and `dbfilename` cannot be changed by CONFIG SET unless `enable-protected-configs`
+/// allows it: with them and SAVE, a client could write a file anywhere on the host.
+#[test]
+fn protected_configs_are_refused_as_redis_refuses_them() {
+    let redis = common::reference::Redis::start();
+    let s = Shoal::start(&[]);
+    let redis_addr = format!("127.0.0.1:{}", redis.port);
+    for cmd in [
+        &["CONFIG", "SET", "dir", "/tmp"][..],
+        &["CONFIG", "SET", "dbfilename", "crontab"],
+        &["CONFIG", "SET", "maxmemory", "1mb", "dir", "/tmp"],
+        &["CONFIG", "GET", "enable-protected-configs"],
+        &["CONFIG", "SET", "enable-protected-configs", "yes"],
+    ] {
+        assert_eq!(
+            Raw::connect(&s.addr()).call(cmd),
+            Raw::connect(&redis_addr).call(cmd),
+            "{cmd:?}"
+        );
+    }
+    let allowed = Shoal::start(&["--enable-protected-configs", "local"]);
+    let dir = allowed.dir.join("elsewhere");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert_eq!(
+        allowed
+            .raw()
+            .call(&["CONFIG", "SET", "dir", dir.to_str().unwrap()]),
+        "+OK\r\n"
+    );
+}
+
+/// A burst of connections cannot pass `maxclients`: connections are counted when accepted, not
+/// when their task gets to register them.
+#[test]
+fn a_burst_of_connects_stays_within_maxclients() {
+    let s = Shoal::start(&["--maxclients", "20"]);
+    let conns: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(s.addr()).expect("connect"))
+        .collect();
+    let mut served = 0;
+    for mut c in conns {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        use std::io::Write as _;
+        let _ = c.write_all(b"PING\r\n");
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap_or(0);
+        if buf[..n].starts_with(b"+PONG") {
+            served += 1;
+        } else {
+            assert_eq!(
+                String::from_utf8_lossy(&buf[..n]),
+                "-ERR max number of clients reached\r\n"
+            );
+        }
+    }
+    assert_eq!(served, 20);
+}
+
+/// An idle connection holds no buffers (they go back to a per-thread pool between requests):
+/// 1,000 clients that each sent a PING cost well under Redis's 16 KB query buffer apiece in
+/// `used_memory`, and their memory comes back when they close.
+#[test]
+fn idle_connections_cost_little_and_give_memory_back() {
+    let s = Shoal::start(&[]);
+    let mut c = s.raw();
+    let used = |c: &mut Raw| -> i64 {
+        common::info_value(&c.call(&["INFO", "memory"]), "used_memory")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = used(&mut c);
+    let mut idle: Vec<Raw> = (0..1000).map(|_| s.raw()).collect();
+    for r in &mut idle {
+        r.cmd(&[b"PING"]);
+    }
+    for r in &mut idle {
+        assert_eq!(r.reply(), b"+PONG\r\n");
+    }
+    let per_conn = (used(&mut c) - before) / 1000;
+    assert!(per_conn < 12 * 1024, "{per_conn} bytes per idle connection");
+    drop(idle);
+    wait_until("the connections' memory comes back", || {
+        (used(&mut c) - before) / 1000 < 256
+    });
+}

@@ -14,6 +14,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// With more options (`--requirepass`, ...) after the defaults.
+    pub fn start_with(extra: &[&str]) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -24,16 +29,23 @@ impl Redis {
             .arg("--dir")
             .arg(&dir)
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server 7.0 (apt-get install redis-server)");
         let r = Redis { child, port, dir };
+        // Any reply (a server with a password answers NOAUTH) means it is up.
         wait_until("redis-server answers", || {
             redis::Client::open(r.url())
                 .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
+                .map(|mut c| {
+                    !matches!(
+                        redis::cmd("PING").query::<String>(&mut c),
+                        Err(e) if e.is_io_error()
+                    )
+                })
+                .unwrap_or(false)
         });
         r
     }
