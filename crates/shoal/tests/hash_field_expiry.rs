@@ -345,3 +345,60 @@ fn field_expiry_raises_redis_7_4_keyspace_events() {
     .collect();
     assert_eq!(got, want);
 }
+
+/// Random writes with short field TTLs on a primary, fields expiring lazily and actively while the
+/// writes go on: once every deadline has passed and the primary has deleted the expired fields,
+/// the replica holds exactly what the primary holds (slot digests cover field deadlines).
+#[test]
+fn random_writes_with_short_field_ttls_leave_a_replica_equal_to_its_primary() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    follow(&r, &p);
+    let mut c = p.client();
+    let mut rng = Rng::new(0x4fe);
+    let started = Instant::now();
+    for _ in 0..2_000 {
+        let key = format!("h{}", rng.below(20));
+        let f = |rng: &mut Rng| format!("f{}", rng.below(8));
+        let (a, b) = (f(&mut rng), f(&mut rng));
+        let ms = (1 + rng.below(200)).to_string();
+        let cmd: Vec<&str> = match rng.below(8) {
+            0 | 1 => vec!["HSET", &key, &a, "v", &b, "w"],
+            2 => vec!["HDEL", &key, &a],
+            3 | 4 => vec!["HPEXPIRE", &key, &ms, "FIELDS", "2", &a, &b],
+            5 => vec!["HPERSIST", &key, "FIELDS", "1", &a],
+            6 => vec!["HINCRBY", &key, &a, "1"],
+            _ => vec!["HGETALL", &key],
+        };
+        // HINCRBY on a non-integer value is an error; everything else succeeds.
+        let _: redis::RedisResult<redis::Value> = try_q(&mut c, &cmd);
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // Every deadline was at most 200 ms after the last write: wait until no hash holds a field
+    // deadline any more (HPEXPIRETIME reads expire lazily too), then compare.
+    wait_until("every field deadline passed and expired", || {
+        (0..20).all(|k| {
+            let key = format!("h{k}");
+            let t: Vec<i64> = (0..8)
+                .flat_map(|i| {
+                    ints(
+                        &mut c,
+                        &["HPEXPIRETIME", &key, "FIELDS", "1", &format!("f{i}")],
+                    )
+                })
+                .collect();
+            t.iter().all(|&x| x < 0)
+        })
+    });
+    caught_up(&r, &p);
+    let digests = |s: &Shoal| -> Vec<String> { q(&mut s.client(), &["SLOTDIGEST", "0", "16383"]) };
+    assert!(digests(&p) == digests(&r), "the replica differs");
+    assert_eq!(
+        q::<i64>(&mut p.client(), &["DBSIZE"]),
+        q::<i64>(&mut r.client(), &["DBSIZE"])
+    );
+    assert!(
+        info_u64(&mut c, "stats", "expired_subkeys") > 0,
+        "fields did expire"
+    );
+}
