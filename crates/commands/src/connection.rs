@@ -191,6 +191,17 @@ static CLIENT: &[Spec] = &[
         ..Spec::DEFAULT
     },
     Spec {
+        name: "client|no-touch",
+        arity: 3,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "7.2.0",
+        summary: "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.",
+        complexity: "O(1)",
+        handler: Some(client_no_touch),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "client|reply",
         arity: 3,
         flags: NOSCRIPT | LOADING | STALE,
@@ -411,6 +422,7 @@ fn reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     ctx.client.handle.resp.store(2, Relaxed);
     ctx.client.reply_mode = ReplyMode::On;
     ctx.client.handle.no_evict.store(false, Relaxed);
+    ctx.client.handle.no_touch.store(false, Relaxed);
     ctx.client.handle.name.lock().expect("name lock").clear();
     ctx.client.authenticated = !ctx.srv.hot.requirepass_set.load(Relaxed);
     ctx.out.simple("RESET");
@@ -492,6 +504,21 @@ fn client_no_evict(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Err(ERR_SYNTAX);
     };
     ctx.client.handle.no_evict.store(on, Relaxed);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// CLIENT NO-TOUCH ON|OFF (Redis 7.2): the client's reads stop updating keys' LRU/LFU info
+/// (TOUCH still touches). Carried to the keyspace by each lock the command takes (`Ctx::shard`).
+fn client_no_touch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let on = if args.is(2, "ON") {
+        true
+    } else if args.is(2, "OFF") {
+        false
+    } else {
+        return Err(ERR_SYNTAX);
+    };
+    ctx.client.handle.no_touch.store(on, Relaxed);
     ctx.out.ok();
     Ok(())
 }
@@ -612,6 +639,9 @@ pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
     }
     if h.no_evict.load(Relaxed) {
         flags.push('e');
+    }
+    if h.no_touch.load(Relaxed) {
+        flags.push('T');
     }
     if flags.is_empty() {
         flags.push('N');
@@ -887,6 +917,8 @@ fn client_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         "    Return information about client connections. Options: TYPE, ID.",
         "NO-EVICT (ON|OFF)",
         "    Protect current client connection from eviction.",
+        "NO-TOUCH (ON|OFF)",
+        "    Will not touch LRU/LFU stats when this mode is on.",
         "REPLY (ON|OFF|SKIP)",
         "    Control the replies sent to the current connection.",
         "SETNAME <name>",

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_keyspace::delta::Ops;
 use shoal_keyspace::types::hash::Hash;
-use shoal_keyspace::{EncodingLimits, Entry, Kind, Object, Payload, Rng, ValueRef};
+use shoal_keyspace::{EncodingLimits, Entry, EntryMut, Kind, Object, Payload, Rng, ValueRef};
 use shoal_resp::ReplyWriter;
 
 use crate::args::{ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, parse_scan_cursor};
@@ -45,6 +45,42 @@ pub static COMMANDS: &[Spec] = &[
         since: "2.0.0",
         summary: "Determine if a hash field exists",
         handler: Some(hexists),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "hexpire",
+        arity: -6,
+        flags: WRITE | DENYOOM | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: HASH,
+        since: "7.4.0",
+        summary: "Set expiry for hash field using relative time to expire (seconds)",
+        complexity: "O(N) where N is the number of specified fields",
+        handler: Some(hexpire),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "hexpireat",
+        arity: -6,
+        flags: WRITE | DENYOOM | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: HASH,
+        since: "7.4.0",
+        summary: "Set expiry for hash field using an absolute Unix timestamp (seconds)",
+        complexity: "O(N) where N is the number of specified fields",
+        handler: Some(hexpireat),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "hexpiretime",
+        arity: -5,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: HASH,
+        since: "7.4.0",
+        summary: "Returns the expiration time of a hash field as a Unix timestamp, in seconds.",
+        complexity: "O(N) where N is the number of specified fields",
+        handler: Some(hexpiretime),
         ..Spec::DEFAULT
     },
     Spec {
@@ -138,6 +174,66 @@ pub static COMMANDS: &[Spec] = &[
         ..Spec::DEFAULT
     },
     Spec {
+        name: "hpersist",
+        arity: -5,
+        flags: WRITE | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: HASH,
+        since: "7.4.0",
+        summary: "Removes the expiration time for each specified field",
+        complexity: "O(N) where N is the number of specified fields",
+        handler: Some(hpersist),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "hpexpire",
+        arity: -6,
+        flags: WRITE | DENYOOM | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: HASH,
+        since: "7.4.0",
+        summary: "Set expiry for hash field using relative time to expire (milliseconds)",
+        complexity: "O(N) where N is the number of specified fields",
+        handler: Some(hpexpire),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "hpexpireat",
+        arity: -6,
+        flags: WRITE | DENYOOM | FAST,
+        keys: &[KeySpec::at(1, RW | UPDATE)],
+        group: HASH,
+        since: "7.4.0",
+        summary: "Set expiry for hash field using an absolute Unix timestamp (milliseconds)",
+        complexity: "O(N) where N is the number of specified fields",
+        handler: Some(hpexpireat),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "hpexpiretime",
+        arity: -5,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: HASH,
+        since: "7.4.0",
+        summary: "Returns the expiration time of a hash field as a Unix timestamp, in msec.",
+        complexity: "O(N) where N is the number of specified fields",
+        handler: Some(hpexpiretime),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "hpttl",
+        arity: -5,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: HASH,
+        since: "7.4.0",
+        summary: "Returns the TTL in milliseconds of a hash field.",
+        complexity: "O(N) where N is the number of specified fields",
+        handler: Some(hpttl),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "hrandfield",
         arity: -2,
         flags: READONLY,
@@ -192,6 +288,18 @@ pub static COMMANDS: &[Spec] = &[
         since: "3.2.0",
         summary: "Get the length of the value of a hash field",
         handler: Some(hstrlen),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "httl",
+        arity: -5,
+        flags: READONLY | FAST,
+        keys: &[KeySpec::at(1, RO | ACCESS)],
+        group: HASH,
+        since: "7.4.0",
+        summary: "Returns the TTL in seconds of a hash field.",
+        complexity: "O(N) where N is the number of specified fields",
+        handler: Some(httl),
         ..Spec::DEFAULT
     },
     Spec {
@@ -301,8 +409,40 @@ pub(crate) fn object_entry(key: &[u8], obj: Object, version: u64) -> Entry {
 // ---------------------------------------------------------------------------------------------
 // Access to the hash of a key.
 
+/// What lazy field expiry did to a hash at lookup (see [`expire_due_fields`]).
+enum Due {
+    /// No field was due (or the key is not a hash).
+    Nothing,
+    /// The primary deleted this many due fields (the hash may now be empty).
+    Deleted(usize),
+    /// A replica's view of the hash without its due fields (its primary's HDELs are on their
+    /// way; a replica never deletes on its own, as with keys). `None`: no field left.
+    View(Option<Hash>),
+}
+
+/// Lazy field expiry, as Redis 7.4 deletes an expired field when a command touches it: every
+/// hash command sees the hash without its expired fields. On a primary (`primary`: the shard
+/// expires on access) the due fields are deleted, replicating as HDELs under the command's
+/// version; on a replica the command reads a copy without them. Costs a hash without field TTLs
+/// one branch.
+fn expire_due_fields(e: &mut EntryMut<'_>, primary: bool, ctx: &mut Ctx<'_>) -> Due {
+    let now = ctx.now_ms;
+    let ValueRef::Obj(Object::Hash(h)) = e.value() else {
+        return Due::Nothing;
+    };
+    if !h.has_due_fields(now) {
+        return Due::Nothing;
+    }
+    if !primary {
+        let mut view = h.clone();
+        view.remove_due_fields(now, usize::MAX, |_| {});
+        return Due::View((!view.is_empty()).then_some(view));
+    }
+    Due::Deleted(e.expire_fields(now, usize::MAX, || ctx.version()))
+}
+
 /// Runs `f` on the hash at `key` (`None` if absent) for a read command: counts a hit or a miss and
-/// records the access. WRONGTYPE for another type.
+/// records the access. WRONGTYPE for another type. Expired fields are not seen.
 fn read_hash<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
@@ -310,13 +450,30 @@ fn read_hash<R>(
 ) -> Result<R, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
-    let e = shard.lookup_read(db, slot, key, now);
-    let h = match e.as_deref().map(|e| e.value()) {
-        None => None,
-        Some(ValueRef::Obj(Object::Hash(h))) => Some(h),
-        Some(_) => return Err(ReplyError::WrongType),
+    let primary = shard.expire_on_access;
+    let mut e = shard.lookup_read(db, slot, key, now);
+    let due = match e.as_mut() {
+        Some(e) => expire_due_fields(e, primary, ctx),
+        None => Due::Nothing,
     };
-    Ok(f(h, &mut ctx.out))
+    let h = match (&due, e.as_deref().map(|e| e.value())) {
+        (Due::View(view), _) => view.as_ref(),
+        (_, None) => None,
+        (_, Some(ValueRef::Obj(Object::Hash(h)))) => Some(h).filter(|h| !h.is_empty()),
+        (_, Some(_)) => return Err(ReplyError::WrongType),
+    };
+    let r = f(h, &mut ctx.out);
+    if let Due::Deleted(n) = due {
+        let emptied = h.is_none();
+        drop(e);
+        shard.stats.expired_fields += n as u64;
+        shard.note(notify::HASH, "hexpired", db, key);
+        if emptied {
+            shard.remove(db, slot, key);
+            shard.note(notify::GENERIC, "del", db, key);
+        }
+    }
+    Ok(r)
 }
 
 /// Runs `f` on the hash at `key` for a write command. An absent key gets a new empty hash when
@@ -330,50 +487,113 @@ fn write_hash<R>(
     event: &'static str,
     f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
+    write_hash_with(ctx, key, create, || event, f)
+}
+
+/// [`write_hash`] whose event depends on what `f` did (HEXPIRE raises `hdel` when it deleted).
+/// Fields found expired on the way are deleted first, raising `hexpired` (Redis 7.4).
+fn write_hash_with<R>(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    create: bool,
+    event: impl Fn() -> &'static str,
+    f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let limits = ctx.srv.encoding_limits();
     let (mut shard, slot) = ctx.shard(key);
+    let primary = shard.expire_on_access;
+    let mut expired = 0;
+    let mut emptied = false;
     let existing = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
-            let mut ops = e.ops();
-            let Object::Hash(h) = object_mut(&mut e, Kind::Hash)? else {
-                unreachable!("object_mut checked the kind")
-            };
-            let (r, changed) = f(h, &mut ops, &limits)?;
-            let empty = h.is_empty();
-            e.note(ops);
-            if changed {
-                // Taken under the lock: later writes to a key get larger versions.
-                e.set_version(ctx.version());
+            object_mut(&mut e, Kind::Hash)?;
+            if let Due::Deleted(n) = expire_due_fields(&mut e, primary, ctx) {
+                expired = n;
+                if e.object_mut().is_some_and(|o| o.is_empty()) {
+                    // Every field had expired: the key goes, and the write finds none.
+                    emptied = true;
+                }
             }
-            Ok((r, changed, empty))
+            if emptied {
+                Err(f)
+            } else {
+                Ok(write_existing(ctx, &mut e, f, &limits)?)
+            }
         }
         None => Err(f),
     };
+    shard.stats.expired_fields += expired as u64;
+    if expired > 0 {
+        shard.note(notify::HASH, "hexpired", db, key);
+    }
+    if emptied {
+        shard.remove(db, slot, key);
+        shard.note(notify::GENERIC, "del", db, key);
+    }
     match existing {
-        Ok((r, changed, empty)) => {
-            if changed {
-                shard.note(notify::HASH, event, db, key);
+        Ok((out, empty)) => {
+            if let Ok((_, true)) = &out {
+                shard.note(notify::HASH, event(), db, key);
             }
             if empty {
                 shard.remove(db, slot, key);
                 shard.note(notify::GENERIC, "del", db, key);
             }
-            Ok(Some(r))
+            out.map(|(r, _)| Some(r))
         }
-        Err(f) if create => {
-            // A new key is sent whole: no ops to note.
-            let mut h = Hash::new(&limits);
-            let (r, _) = f(&mut h, &mut Ops::new(false), &limits)?;
-            if !h.is_empty() {
-                let version = ctx.version();
-                shard.insert(db, slot, object_entry(key, Object::Hash(h), version), now);
-                shard.note(notify::HASH, event, db, key);
-            }
-            Ok(Some(r))
-        }
-        Err(_) => Ok(None),
+        Err(f) => finish_absent(ctx, shard, slot, key, create, event, f, &limits),
     }
+}
+
+/// Runs a write on an existing hash; returns its outcome and whether the hash is left empty.
+#[allow(clippy::type_complexity)]
+fn write_existing<R>(
+    ctx: &mut Ctx<'_>,
+    e: &mut EntryMut<'_>,
+    f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+    limits: &EncodingLimits,
+) -> Result<(Result<(R, bool), ReplyError>, bool), ReplyError> {
+    let mut ops = e.ops();
+    let Object::Hash(h) = object_mut(e, Kind::Hash)? else {
+        unreachable!("object_mut checked the kind")
+    };
+    // Errors leave the hash as it was, but for the expired fields just deleted.
+    let out = f(h, &mut ops, limits);
+    let empty = h.is_empty();
+    if let Ok((_, true)) = &out {
+        e.note(ops);
+        // Taken under the lock: later writes to a key get larger versions.
+        e.set_version(ctx.version());
+    }
+    Ok((out, empty))
+}
+
+/// The write of [`write_hash_with`] to an absent key: `f` builds a new hash if `create`.
+#[allow(clippy::too_many_arguments)]
+fn finish_absent<R>(
+    ctx: &mut Ctx<'_>,
+    mut shard: shoal_keyspace::ShardGuard<'_>,
+    slot: u16,
+    key: &[u8],
+    create: bool,
+    event: impl Fn() -> &'static str,
+    f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+    limits: &EncodingLimits,
+) -> Result<Option<R>, ReplyError> {
+    if !create {
+        return Ok(None);
+    }
+    // A new key is sent whole: no ops to note.
+    let mut h = Hash::new(limits);
+    let (r, _) = f(&mut h, &mut Ops::new(false), limits)?;
+    if !h.is_empty() {
+        let (db, now) = (ctx.db(), ctx.now_ms);
+        let version = ctx.version();
+        shard.insert(db, slot, object_entry(key, Object::Hash(h), version), now);
+        shard.note(notify::HASH, event(), db, key);
+    }
+    Ok(Some(r))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,6 +728,23 @@ fn hstrlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     })
 }
 
+/// Sets a field keeping its TTL, as HINCRBY and HINCRBYFLOAT do in Redis 7.4 (HSET clears it).
+fn set_keeping_ttl(
+    h: &mut Hash,
+    ops: &mut Ops,
+    field: &[u8],
+    value: &[u8],
+    limits: &EncodingLimits,
+) {
+    let ttl = h.field_expire_at(field);
+    h.insert(field, value, limits);
+    ops.hset(field, value);
+    if let Some(at) = ttl {
+        h.set_field_expire(field, at);
+        ops.hfield_expire(field, at);
+    }
+}
+
 fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let by = args.i64(3)?;
     let field = args.get(2);
@@ -520,8 +757,7 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let new = cur.checked_add(by).ok_or(ERR_OVERFLOW)?;
         let mut tmp = [0u8; 20];
         let text = shoal_resp::fmt_i64(new, &mut tmp);
-        h.insert(field, text, limits);
-        ops.hset(field, text);
+        set_keeping_ttl(h, ops, field, text, limits);
         Ok((new, true))
     })?;
     ctx.out.int(new.expect("created"));
@@ -543,8 +779,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let s = cur
             .and_then(|cur| add_float(cur, by))
             .ok_or_else(|| ReplyError::err_static("increment would produce NaN or Infinity"))?;
-        h.insert(field, s.as_bytes(), limits);
-        ops.hset(field, s.as_bytes());
+        set_keeping_ttl(h, ops, field, s.as_bytes(), limits);
         Ok((s, true))
     })?;
     ctx.out.bulk(new.expect("created").as_bytes());
@@ -616,33 +851,276 @@ fn hrandfield(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn hscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     // Redis parses the cursor first, then looks the key up, then reads the options.
     let cursor = parse_scan_cursor(args.get(2))?;
-    let (db, now) = (ctx.db(), ctx.now_ms);
-    let (mut shard, slot) = ctx.shard(args.get(1));
-    let e = shard.lookup_read(db, slot, args.get(1), now);
-    let h = match e.as_deref().map(|e| e.value()) {
-        None => {
-            ctx.out.array(2);
-            ctx.out.bulk(b"0");
-            ctx.out.array(0);
+    read_hash(ctx, args.get(1), |h, out| {
+        let Some(h) = h else {
+            out.array(2);
+            out.bulk(b"0");
+            out.array(0);
             return Ok(());
+        };
+        let opts = parse_scan_opts(args, 3)?;
+        let mut found: Vec<(&[u8], &[u8])> = Vec::new();
+        let next = h.scan(cursor, opts.count, |f, v| {
+            if opts.matches(f) {
+                found.push((f, v));
+            }
+        });
+        out.array(2);
+        out.bulk(next.to_string().as_bytes());
+        out.array(2 * found.len());
+        for (f, v) in found {
+            out.bulk(f);
+            out.bulk(v);
         }
-        Some(ValueRef::Obj(Object::Hash(h))) => h,
-        Some(_) => return Err(ReplyError::WrongType),
+        Ok(())
+    })?
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field expiry (Redis 7.4): HEXPIRE HPEXPIRE HEXPIREAT HPEXPIREAT, HTTL HPTTL HEXPIRETIME
+// HPEXPIRETIME, HPERSIST.
+
+/// Largest field deadline accepted (Redis 7.4's `HFE_MAX_ABS_TIME_MSEC`, 2^46 - 1 ms, year 4199).
+pub const FIELD_EXPIRE_MAX_MS: i64 = 0x0000_FFFF_FFFF_FFFF_i64 >> 2;
+
+/// Per-field replies of the field-expiry commands (Redis 7.4).
+const NO_FIELD: i64 = -2;
+const NO_TTL: i64 = -1;
+const CONDITION_NOT_MET: i64 = 0;
+const SET: i64 = 1;
+const DELETED: i64 = 2;
+
+/// HEXPIRE's NX | XX | GT | LT.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cond {
+    Always,
+    Nx,
+    Xx,
+    Gt,
+    Lt,
+}
+
+/// Reads `FIELDS numfields field ...` at `at` (the position of `FIELDS`); returns the fields.
+fn parse_fields<'a>(
+    args: &'a Args<'_>,
+    at: usize,
+    count_error: &'static str,
+) -> Result<Vec<&'a [u8]>, ReplyError> {
+    if !args.is(at, "FIELDS") {
+        return Err(ReplyError::err_static(
+            "Mandatory argument FIELDS is missing or not at the right position",
+        ));
+    }
+    let n = crate::args::parse_i64(args.get(at + 1))
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| ReplyError::err_static(count_error))?;
+    if n as u64 != (args.len() - at - 2) as u64 {
+        return Err(ReplyError::err_static(
+            "The `numfields` parameter must match the number of arguments",
+        ));
+    }
+    Ok((at + 2..args.len()).map(|i| args.get(i)).collect())
+}
+
+/// HEXPIRE and friends: `relative` adds the time to now, `seconds` scales it.
+fn hexpire_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, relative: bool, seconds: bool) -> CmdResult {
+    let now = ctx.now_ms;
+    let name = String::from_utf8_lossy(args.get(0)).to_ascii_lowercase();
+    // Redis checks the key's type first, then the arguments in order.
+    let parsed = (|| {
+        let mut t = args.i64(2)?;
+        if t < 0 {
+            return Err(ReplyError::err_static("invalid expire time, must be >= 0"));
+        }
+        let bad_time = || err!("invalid expire time in '{name}' command");
+        if seconds {
+            if t > FIELD_EXPIRE_MAX_MS / 1000 {
+                return Err(bad_time());
+            }
+            t *= 1000;
+        }
+        let base = if relative { now as i64 } else { 0 };
+        if t > FIELD_EXPIRE_MAX_MS - base {
+            return Err(bad_time());
+        }
+        let at = (t + base) as u64;
+        let a3 = args.get(3);
+        let cond = if a3.eq_ignore_ascii_case(b"NX") {
+            Cond::Nx
+        } else if a3.eq_ignore_ascii_case(b"XX") {
+            Cond::Xx
+        } else if a3.eq_ignore_ascii_case(b"GT") {
+            Cond::Gt
+        } else if a3.eq_ignore_ascii_case(b"LT") {
+            Cond::Lt
+        } else {
+            Cond::Always
+        };
+        let fields_at = if cond == Cond::Always { 3 } else { 4 };
+        let fields = parse_fields(
+            args,
+            fields_at,
+            "Parameter `numFields` should be greater than 0",
+        )?;
+        Ok((at, cond, fields))
+    })();
+    let mut parse_err = None;
+    // Redis 7.4 raises `hdel` when a field was deleted (a time in the past), else `hexpire`.
+    let deleted_any = std::cell::Cell::new(false);
+    let event = || if deleted_any.get() { "hdel" } else { "hexpire" };
+    let replies = write_hash_with(ctx, args.get(1), false, event, |h, ops, _| {
+        let (at, cond, fields) = match &parsed {
+            Ok(p) => p,
+            Err(e) => {
+                parse_err = Some(e.clone());
+                return Ok((Vec::new(), false));
+            }
+        };
+        let mut replies = Vec::with_capacity(fields.len());
+        let mut changed = false;
+        for &f in fields {
+            if !h.contains(f) {
+                replies.push(NO_FIELD);
+                continue;
+            }
+            let ok = match (h.field_expire_at(f), cond) {
+                (_, Cond::Always) => true,
+                (None, Cond::Nx | Cond::Lt) => true,
+                (None, Cond::Xx | Cond::Gt) => false,
+                (Some(_), Cond::Nx) => false,
+                (Some(_), Cond::Xx) => true,
+                (Some(prev), Cond::Gt) => *at > prev,
+                (Some(prev), Cond::Lt) => *at < prev,
+            };
+            if !ok {
+                replies.push(CONDITION_NOT_MET);
+                continue;
+            }
+            changed = true;
+            if *at <= now {
+                // A time already past deletes the field (Redis propagates an HDEL).
+                h.remove(f);
+                ops.hdel(f);
+                deleted_any.set(true);
+                replies.push(DELETED);
+            } else {
+                h.set_field_expire(f, *at);
+                ops.hfield_expire(f, *at);
+                replies.push(SET);
+            }
+        }
+        Ok((replies, changed))
+    })?;
+    if let Some(e) = parse_err {
+        return Err(e);
+    }
+    let replies = match replies {
+        Some(r) => r,
+        None => {
+            let (_, _, fields) = parsed?;
+            vec![NO_FIELD; fields.len()]
+        }
     };
-    let opts = parse_scan_opts(args, 3)?;
-    let mut found: Vec<(&[u8], &[u8])> = Vec::new();
-    let next = h.scan(cursor, opts.count, |f, v| {
-        if opts.matches(f) {
-            found.push((f, v));
+    ctx.out.array(replies.len());
+    for r in replies {
+        ctx.out.int(r);
+    }
+    Ok(())
+}
+
+fn hexpire(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    hexpire_generic(ctx, args, true, true)
+}
+
+fn hpexpire(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    hexpire_generic(ctx, args, true, false)
+}
+
+fn hexpireat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    hexpire_generic(ctx, args, false, true)
+}
+
+fn hpexpireat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    hexpire_generic(ctx, args, false, false)
+}
+
+/// HTTL and friends: the time left (`relative`) or the deadline, in seconds (rounded up, as
+/// Redis) or ms; -1 for a field without TTL, -2 for no such field.
+fn httl_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, relative: bool, seconds: bool) -> CmdResult {
+    let now = ctx.now_ms;
+    let base = if relative { now } else { 0 };
+    read_hash(ctx, args.get(1), |h, out| {
+        let fields = parse_fields(args, 2, "Number of fields must be a positive integer")?;
+        out.array(fields.len());
+        for f in fields {
+            let r = match h {
+                Some(h) if h.contains(f) => match h.field_expire_at(f) {
+                    None => NO_TTL,
+                    Some(at) if seconds => ((at + 999 - base) / 1000) as i64,
+                    Some(at) => (at - base) as i64,
+                },
+                _ => NO_FIELD,
+            };
+            out.int(r);
         }
-    });
-    let out = &mut ctx.out;
-    out.array(2);
-    out.bulk(next.to_string().as_bytes());
-    out.array(2 * found.len());
-    for (f, v) in found {
-        out.bulk(f);
-        out.bulk(v);
+        Ok(())
+    })?
+}
+
+fn httl(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    httl_generic(ctx, args, true, true)
+}
+
+fn hpttl(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    httl_generic(ctx, args, true, false)
+}
+
+fn hexpiretime(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    httl_generic(ctx, args, false, true)
+}
+
+fn hpexpiretime(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    httl_generic(ctx, args, false, false)
+}
+
+fn hpersist(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let parsed = parse_fields(args, 2, "Number of fields must be a positive integer");
+    let mut parse_err = None;
+    let replies = write_hash(ctx, args.get(1), false, "hpersist", |h, ops, _| {
+        let fields = match &parsed {
+            Ok(f) => f,
+            Err(e) => {
+                parse_err = Some(e.clone());
+                return Ok((Vec::new(), false));
+            }
+        };
+        let mut changed = false;
+        let replies: Vec<i64> = fields
+            .iter()
+            .map(|&f| {
+                if !h.contains(f) {
+                    NO_FIELD
+                } else if h.persist_field(f) {
+                    ops.hfield_persist(f);
+                    changed = true;
+                    SET
+                } else {
+                    NO_TTL
+                }
+            })
+            .collect();
+        Ok((replies, changed))
+    })?;
+    if let Some(e) = parse_err {
+        return Err(e);
+    }
+    let replies = match replies {
+        Some(r) => r,
+        None => vec![NO_FIELD; parsed?.len()],
+    };
+    ctx.out.array(replies.len());
+    for r in replies {
+        ctx.out.int(r);
     }
     Ok(())
 }
@@ -1079,5 +1557,500 @@ pub(crate) mod tests {
         assert!(parse_scan_cursor(b"18446744073709551616").is_err());
         assert!(parse_scan_cursor(b"1x").is_err());
         assert!(parse_scan_cursor(b"").is_err());
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Field expiry. Replies and errors as Redis 7.4 documents them (and as its t_hash.c answers;
+    // redis-server 7.0 has no field expiry to record a golden corpus from).
+
+    /// Runs `cmd` at `now` (ms) on the bench's server.
+    fn at(b: &mut Bench, now: u64, cmd: &[&str]) -> String {
+        let o = OwnedArgs::new(cmd.iter());
+        let mut out = Vec::new();
+        execute(&b.srv, &mut b.client, &o.args(), &mut out, now);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn ints(v: &[i64]) -> String {
+        let mut s = format!("*{}\r\n", v.len());
+        for i in v {
+            s.push_str(&format!(":{i}\r\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn hexpire_replies_per_field_and_conditions() {
+        let mut b = Bench::new();
+        let t = NOW_MS;
+        at(&mut b, t, &["HSET", "h", "a", "1", "b", "2", "c", "3"]);
+        assert_eq!(
+            at(
+                &mut b,
+                t,
+                &["HEXPIRE", "h", "100", "FIELDS", "2", "a", "zz"]
+            ),
+            ints(&[1, -2])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HTTL", "h", "FIELDS", "3", "a", "b", "zz"]),
+            ints(&[100, -1, -2])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HPTTL", "h", "FIELDS", "1", "a"]),
+            ints(&[100_000])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HPEXPIRETIME", "h", "FIELDS", "1", "a"]),
+            ints(&[t as i64 + 100_000])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HEXPIRETIME", "h", "FIELDS", "1", "a"]),
+            ints(&[(t as i64 + 100_000 + 999) / 1000])
+        );
+        // NX: only fields without TTL; XX: only with; GT/LT: a field without TTL counts as
+        // infinite (LT sets it, GT does not).
+        assert_eq!(
+            at(
+                &mut b,
+                t,
+                &["HEXPIRE", "h", "50", "NX", "FIELDS", "2", "a", "b"]
+            ),
+            ints(&[0, 1])
+        );
+        assert_eq!(
+            at(
+                &mut b,
+                t,
+                &["HEXPIRE", "h", "60", "xx", "FIELDS", "2", "a", "c"]
+            ),
+            ints(&[1, 0])
+        );
+        assert_eq!(
+            at(
+                &mut b,
+                t,
+                &["HEXPIRE", "h", "30", "GT", "FIELDS", "3", "a", "b", "c"]
+            ),
+            ints(&[0, 0, 0])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HEXPIRE", "h", "70", "GT", "FIELDS", "1", "a"]),
+            ints(&[1])
+        );
+        assert_eq!(
+            at(
+                &mut b,
+                t,
+                &["HEXPIRE", "h", "70", "LT", "FIELDS", "2", "a", "c"]
+            ),
+            ints(&[0, 1])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HEXPIRE", "h", "20", "LT", "FIELDS", "1", "a"]),
+            ints(&[1])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HTTL", "h", "FIELDS", "3", "a", "b", "c"]),
+            ints(&[20, 50, 70])
+        );
+        // A time not in the future deletes the field: 2.
+        assert_eq!(
+            at(
+                &mut b,
+                t,
+                &["HPEXPIREAT", "h", &t.to_string(), "FIELDS", "1", "b"]
+            ),
+            ints(&[2])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HEXPIRE", "h", "0", "FIELDS", "1", "c"]),
+            ints(&[2])
+        );
+        assert_eq!(at(&mut b, t, &["HLEN", "h"]), ":1\r\n");
+        assert_eq!(
+            at(&mut b, t, &["HEXPIREAT", "h", "1", "FIELDS", "1", "a"]),
+            ints(&[2])
+        );
+        assert_eq!(
+            at(&mut b, t, &["EXISTS", "h"]),
+            ":0\r\n",
+            "the last field took the key"
+        );
+        assert_eq!(
+            at(
+                &mut b,
+                t,
+                &["HEXPIRE", "nokey", "10", "FIELDS", "2", "a", "b"]
+            ),
+            ints(&[-2, -2])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HTTL", "nokey", "FIELDS", "1", "a"]),
+            ints(&[-2])
+        );
+        assert_eq!(
+            at(&mut b, t, &["HPERSIST", "nokey", "FIELDS", "1", "a"]),
+            ints(&[-2])
+        );
+        b.check_invariants();
+    }
+
+    #[test]
+    fn field_expiry_errors_as_redis_7_4() {
+        let mut b = Bench::new();
+        let t = NOW_MS;
+        at(&mut b, t, &["HSET", "h", "a", "1"]);
+        at(&mut b, t, &["SET", "s", "x"]);
+        let e = |m: &str| format!("-ERR {m}\r\n");
+        let cases: &[(&[&str], String)] = &[
+            (
+                &["HEXPIRE", "s", "x", "FIELDS", "1", "a"],
+                "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n".into(),
+            ),
+            (
+                &["HTTL", "s", "x", "FIELDS", "1", "a"],
+                "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n".into(),
+            ),
+            (
+                &["HPERSIST", "s", "FIELDS", "1", "a"],
+                "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n".into(),
+            ),
+            (
+                &["HEXPIRE", "h", "x", "FIELDS", "1", "a"],
+                e("value is not an integer or out of range"),
+            ),
+            (
+                &["HEXPIRE", "h", "-1", "FIELDS", "1", "a"],
+                e("invalid expire time, must be >= 0"),
+            ),
+            (
+                &["HEXPIRE", "h", "70368744177", "FIELDS", "1", "a"],
+                e("invalid expire time in 'hexpire' command"),
+            ),
+            (
+                &["HPEXPIREAT", "h", "70368744177664", "FIELDS", "1", "a"],
+                e("invalid expire time in 'hpexpireat' command"),
+            ),
+            (
+                &["HPEXPIRE", "h", "70368744177663", "FIELDS", "1", "a"],
+                e("invalid expire time in 'hpexpire' command"),
+            ),
+            (
+                &["HEXPIRE", "h", "10", "FIELD", "1", "a"],
+                e("Mandatory argument FIELDS is missing or not at the right position"),
+            ),
+            (
+                &["HEXPIRE", "h", "10", "NX", "1", "a"],
+                e("Mandatory argument FIELDS is missing or not at the right position"),
+            ),
+            (
+                &["HEXPIRE", "h", "10", "FIELDS", "0", "a"],
+                e("Parameter `numFields` should be greater than 0"),
+            ),
+            (
+                &["HEXPIRE", "h", "10", "FIELDS", "x", "a"],
+                e("Parameter `numFields` should be greater than 0"),
+            ),
+            (
+                &["HEXPIRE", "h", "10", "FIELDS", "2", "a"],
+                e("The `numfields` parameter must match the number of arguments"),
+            ),
+            (
+                &["HEXPIRE", "nokey", "10", "FIELDS", "2", "a"],
+                e("The `numfields` parameter must match the number of arguments"),
+            ),
+            (
+                &["HTTL", "h", "FIELDS", "0", "a"],
+                e("Number of fields must be a positive integer"),
+            ),
+            (
+                &["HTTL", "h", "FIELDS", "1", "a", "b"],
+                e("The `numfields` parameter must match the number of arguments"),
+            ),
+            (
+                &["HTTL", "h", "NOPE", "1", "a"],
+                e("Mandatory argument FIELDS is missing or not at the right position"),
+            ),
+            (
+                &["HPERSIST", "h", "FIELDS", "-1", "a"],
+                e("Number of fields must be a positive integer"),
+            ),
+            (
+                &["HEXPIRE", "h", "10", "FIELDS", "1"],
+                e("wrong number of arguments for 'hexpire' command"),
+            ),
+            (
+                &["HTTL", "h", "FIELDS", "1"],
+                e("wrong number of arguments for 'httl' command"),
+            ),
+        ];
+        for (cmd, want) in cases {
+            assert_eq!(&at(&mut b, t, cmd), want, "{cmd:?}");
+        }
+        assert_eq!(
+            at(&mut b, t, &["HTTL", "h", "FIELDS", "1", "a"]),
+            ints(&[-1]),
+            "nothing changed"
+        );
+    }
+
+    #[test]
+    fn fields_expire_lazily_hset_clears_hincrby_keeps_hpersist_removes() {
+        let mut b = Bench::new();
+        let t = NOW_MS;
+        at(
+            &mut b,
+            t,
+            &["HSET", "h", "a", "1", "b", "2", "n", "5", "p", "x"],
+        );
+        at(
+            &mut b,
+            t,
+            &["HPEXPIRE", "h", "100", "FIELDS", "4", "a", "b", "n", "p"],
+        );
+        assert_eq!(
+            at(&mut b, t, &["OBJECT", "ENCODING", "h"]),
+            "$10\r\nlistpackex\r\n"
+        );
+        // HSET clears the TTL; HINCRBY keeps it; HPERSIST removes it.
+        at(&mut b, t, &["HSET", "h", "b", "3"]);
+        assert_eq!(at(&mut b, t, &["HINCRBY", "h", "n", "1"]), ":6\r\n");
+        assert_eq!(
+            at(&mut b, t, &["HPERSIST", "h", "FIELDS", "3", "p", "p", "zz"]),
+            ints(&[1, -1, -2])
+        );
+        assert_eq!(
+            at(
+                &mut b,
+                t,
+                &["HPTTL", "h", "FIELDS", "4", "a", "b", "n", "p"]
+            ),
+            ints(&[100, -1, 100, -1])
+        );
+        // At the deadline the fields are gone for every read.
+        let t2 = t + 100;
+        assert_eq!(at(&mut b, t2, &["HGET", "h", "a"]), "$-1\r\n");
+        assert_eq!(at(&mut b, t2, &["HLEN", "h"]), ":2\r\n");
+        assert_eq!(at(&mut b, t2, &["HEXISTS", "h", "n"]), ":0\r\n");
+        assert_eq!(
+            at(&mut b, t2, &["HKEYS", "h"]),
+            "*2\r\n$1\r\nb\r\n$1\r\np\r\n"
+        );
+        assert_eq!(
+            at(&mut b, t2, &["HSCAN", "h", "0"]),
+            "*2\r\n$1\r\n0\r\n*4\r\n$1\r\nb\r\n$1\r\n3\r\n$1\r\np\r\n$1\r\nx\r\n"
+        );
+        assert_eq!(b.srv.ks.stats().expired_fields, 2);
+        // The last field expiring takes the key with it.
+        at(
+            &mut b,
+            t2,
+            &["HPEXPIRE", "h", "10", "FIELDS", "2", "b", "p"],
+        );
+        assert_eq!(at(&mut b, t2 + 10, &["HGETALL", "h"]), "*0\r\n");
+        assert_eq!(at(&mut b, t2 + 10, &["EXISTS", "h"]), ":0\r\n");
+        // A write to a hash whose fields all expired starts from an empty hash.
+        at(&mut b, t2, &["HSET", "g", "a", "1"]);
+        at(&mut b, t2, &["HPEXPIRE", "g", "5", "FIELDS", "1", "a"]);
+        assert_eq!(at(&mut b, t2 + 5, &["HINCRBY", "g", "a", "2"]), ":2\r\n");
+        assert_eq!(
+            at(&mut b, t2 + 5, &["HTTL", "g", "FIELDS", "1", "a"]),
+            ints(&[-1])
+        );
+        assert_eq!(
+            at(&mut b, t2 + 5, &["OBJECT", "ENCODING", "g"]),
+            "$8\r\nlistpack\r\n",
+            "a new hash, not the old one's remains"
+        );
+        b.check_invariants();
+    }
+
+    #[test]
+    fn field_ttls_survive_copy_rename_dump_restore_and_drive_the_encoding() {
+        let mut b = Bench::new();
+        let t = NOW_MS;
+        at(&mut b, t, &["HSET", "h", "a", "1", "b", "2"]);
+        at(&mut b, t, &["HEXPIRE", "h", "100", "FIELDS", "1", "a"]);
+        at(&mut b, t, &["COPY", "h", "c"]);
+        at(&mut b, t, &["RENAME", "h", "r"]);
+        for k in ["c", "r"] {
+            assert_eq!(
+                at(&mut b, t, &["HTTL", k, "FIELDS", "2", "a", "b"]),
+                ints(&[100, -1]),
+                "{k}"
+            );
+        }
+        let dump = {
+            let slot = key_slot(b"r");
+            let shard = b.srv.ks.lock(b.srv.ks.shard_of(slot));
+            crate::keys::dump_value(shard.peek(0, slot, b"r", t).unwrap())
+        };
+        let limits = b.srv.encoding_limits();
+        let e = crate::keys::restore_value(&dump, b"restored", None, 1, &limits).unwrap();
+        assert_eq!(e.encoding(), "listpackex");
+        match e.value() {
+            shoal_keyspace::ValueRef::Obj(shoal_keyspace::Object::Hash(h)) => {
+                assert_eq!(h.field_expire_at(b"a"), Some(t + 100_000));
+                assert_eq!(h.field_expire_at(b"b"), None);
+            }
+            _ => panic!("a hash"),
+        }
+        // Active expiry later deletes `a` in every copy.
+        let mut versions = 1u64 << 40;
+        let (n, more) = b
+            .srv
+            .ks
+            .lock_all()
+            .iter_mut()
+            .fold((0, false), |(n, m), s| {
+                let (k, mm) = s.expire_fields_cycle(
+                    t + 100_000,
+                    100,
+                    || {
+                        versions += 1;
+                        versions
+                    },
+                    |_, _| {},
+                );
+                (n + k, m || mm)
+            });
+        assert_eq!((n, more), (2, false));
+        for k in ["c", "r"] {
+            assert_eq!(
+                at(&mut b, t + 100_000, &["HGETALL", k]),
+                "*2\r\n$1\r\nb\r\n$1\r\n2\r\n",
+                "{k}"
+            );
+        }
+        // Large hash: hashtable, as in Redis.
+        for i in 0..600 {
+            at(&mut b, t, &["HSET", "big", &format!("f{i}"), "x"]);
+        }
+        at(&mut b, t, &["HEXPIRE", "big", "100", "FIELDS", "1", "f1"]);
+        assert_eq!(
+            at(&mut b, t, &["OBJECT", "ENCODING", "big"]),
+            "$9\r\nhashtable\r\n"
+        );
+        b.check_invariants();
+    }
+
+    #[derive(Debug, Clone)]
+    enum WireOp {
+        Set(u8),
+        Del(u8),
+        Expire(u8, u64, u8),
+        Persist(u8),
+        Incr(u8),
+        Advance(u64),
+        Read(u8),
+    }
+
+    fn wire_op() -> impl proptest::strategy::Strategy<Value = WireOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u8>().prop_map(WireOp::Set),
+            any::<u8>().prop_map(WireOp::Del),
+            (any::<u8>(), 0u64..50, 0u8..5).prop_map(|(f, d, c)| WireOp::Expire(f, d, c)),
+            any::<u8>().prop_map(WireOp::Persist),
+            any::<u8>().prop_map(WireOp::Incr),
+            (0u64..30).prop_map(WireOp::Advance),
+            any::<u8>().prop_map(WireOp::Read),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Commands against a model of field → (value, deadline) with a clock that advances:
+        /// every reply, HGETALL and the TTLs agree, and the keyspace's accounting holds.
+        #[test]
+        fn commands_match_a_model_of_fields_with_deadlines(
+            ops in proptest::collection::vec(wire_op(), 1..120),
+        ) {
+            use std::collections::BTreeMap;
+            let mut b = Bench::new();
+            let mut now = NOW_MS;
+            let mut m: BTreeMap<String, (i64, Option<u64>)> = BTreeMap::new();
+            let name = |f: u8| format!("f{}", f % 6);
+            for op in ops {
+                m.retain(|_, (_, at)| at.is_none_or(|a| a > now));
+                match op {
+                    WireOp::Set(f) => {
+                        let r = at(&mut b, now, &["HSET", "h", &name(f), "7"]);
+                        let new = m.insert(name(f), (7, None)).is_none();
+                        proptest::prop_assert_eq!(r, format!(":{}\r\n", new as i64));
+                    }
+                    WireOp::Del(f) => {
+                        let r = at(&mut b, now, &["HDEL", "h", &name(f)]);
+                        let had = m.remove(&name(f)).is_some();
+                        proptest::prop_assert_eq!(r, format!(":{}\r\n", had as i64));
+                    }
+                    WireOp::Expire(f, d, c) => {
+                        let when = now + d;
+                        let cond = ["", "NX", "XX", "GT", "LT"][c as usize];
+                        let mut cmd = vec!["HPEXPIREAT".to_string(), "h".into(), when.to_string()];
+                        if !cond.is_empty() {
+                            cmd.push(cond.into());
+                        }
+                        cmd.extend(["FIELDS".into(), "1".into(), name(f)]);
+                        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+                        let r = at(&mut b, now, &cmd);
+                        let want = match m.get_mut(&name(f)) {
+                            None => -2,
+                            Some((_, prev)) => {
+                                let ok = match (cond, *prev) {
+                                    ("", _) | ("NX", None) | ("LT", None) | ("XX", Some(_)) => true,
+                                    ("GT", Some(p)) => when > p,
+                                    ("LT", Some(p)) => when < p,
+                                    _ => false,
+                                };
+                                if !ok {
+                                    0
+                                } else if when <= now {
+                                    m.remove(&name(f));
+                                    2
+                                } else {
+                                    *prev = Some(when);
+                                    1
+                                }
+                            }
+                        };
+                        proptest::prop_assert_eq!(r, ints(&[want]));
+                    }
+                    WireOp::Persist(f) => {
+                        let r = at(&mut b, now, &["HPERSIST", "h", "FIELDS", "1", &name(f)]);
+                        let want = match m.get_mut(&name(f)) {
+                            None => -2,
+                            Some((_, None)) => -1,
+                            Some((_, at)) => { *at = None; 1 }
+                        };
+                        proptest::prop_assert_eq!(r, ints(&[want]));
+                    }
+                    WireOp::Incr(f) => {
+                        let r = at(&mut b, now, &["HINCRBY", "h", &name(f), "1"]);
+                        let e = m.entry(name(f)).or_insert((0, None));
+                        e.0 += 1;
+                        proptest::prop_assert_eq!(r, format!(":{}\r\n", e.0));
+                    }
+                    WireOp::Advance(d) => now += d,
+                    WireOp::Read(f) => {
+                        let r = at(&mut b, now, &["HPTTL", "h", "FIELDS", "1", &name(f)]);
+                        let want = match m.get(&name(f)) {
+                            None => -2,
+                            Some((_, None)) => -1,
+                            Some((_, Some(a))) => (a - now) as i64,
+                        };
+                        proptest::prop_assert_eq!(r, ints(&[want]));
+                    }
+                }
+                b.check_invariants();
+            }
+            m.retain(|_, (_, at)| at.is_none_or(|a| a > now));
+            let r = at(&mut b, now, &["HLEN", "h"]);
+            proptest::prop_assert_eq!(r, format!(":{}\r\n", m.len()));
+            let r = at(&mut b, now, &["EXISTS", "h"]);
+            // A hash whose fields all expired may linger until touched or actively expired;
+            // HLEN above touched it.
+            proptest::prop_assert_eq!(r, format!(":{}\r\n", (!m.is_empty()) as i64));
+        }
     }
 }

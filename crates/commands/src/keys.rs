@@ -593,6 +593,8 @@ fn touch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .iter()
         .filter(|key| {
             let (shard, slot) = locked.shard(key);
+            // TOUCH touches even in CLIENT NO-TOUCH mode (Redis 7.2).
+            shard.set_no_touch(false);
             shard.lookup_read(db, slot, key, now).is_some()
         })
         .count();

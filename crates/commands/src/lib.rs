@@ -172,10 +172,15 @@ impl<'a> Ctx<'a> {
         }));
     }
 
-    /// Locks the shard holding `key`; returns it with the key's slot.
+    /// Locks the shard holding `key`; returns it with the key's slot. Lookups through it follow
+    /// the client's CLIENT NO-TOUCH mode.
     pub fn shard(&self, key: &[u8]) -> (shoal_keyspace::ShardGuard<'a>, u16) {
         let slot = key_slot(key);
-        (self.srv.ks.lock(self.srv.ks.shard_of(slot)), slot)
+        let mut g = self.srv.ks.lock(self.srv.ks.shard_of(slot));
+        if self.client.handle.no_touch.load(Relaxed) {
+            g.set_no_touch(true);
+        }
+        (g, slot)
     }
 
     pub fn db(&self) -> usize {
@@ -186,8 +191,14 @@ impl<'a> Ctx<'a> {
     /// RENAME, ...) are atomic with respect to other clients.
     pub fn lock_keys<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Locked<'a> {
         let slots: Vec<u16> = keys.map(key_slot).collect();
+        let mut guards = self.srv.ks.lock_slots(&slots);
+        if self.client.handle.no_touch.load(Relaxed) {
+            for (_, g) in &mut guards {
+                g.set_no_touch(true);
+            }
+        }
         Locked {
-            guards: self.srv.ks.lock_slots(&slots),
+            guards,
             srv: self.srv,
         }
     }

@@ -2082,6 +2082,8 @@ fn stats_section(srv: &ServerState, t: &mut String) {
         .f("sync_full", c.sync_full.load(Relaxed))
         .f("sync_partial_ok", c.sync_partial_ok.load(Relaxed))
         .f("sync_partial_err", c.sync_partial_err.load(Relaxed))
+        // Hash fields expired (Redis 7.4's name).
+        .f("expired_subkeys", ks.expired_fields)
         .f("expired_keys", ks.expired_keys)
         .f("expired_stale_perc", "0.00")
         .f(

@@ -226,7 +226,11 @@ fn lookup_pattern(ctx: &mut Ctx<'_>, pattern: &[u8], element: &[u8]) -> Option<V
     let e = shard.lookup_read(db, slot, &key, now)?;
     match (&field, e.value()) {
         (None, _) => e.string().map(<[u8]>::to_vec),
-        (Some(f), ValueRef::Obj(Object::Hash(h))) => h.get(f).map(<[u8]>::to_vec),
+        // A field whose TTL has passed is not seen (Redis 7.4), whether or not deleted yet.
+        (Some(f), ValueRef::Obj(Object::Hash(h))) => h
+            .get(f)
+            .filter(|_| h.field_expire_at(f).is_none_or(|at| at > now))
+            .map(<[u8]>::to_vec),
         _ => None,
     }
 }

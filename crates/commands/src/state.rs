@@ -119,6 +119,8 @@ pub struct ClientHandle {
     /// Sent READONLY (cluster mode, flag `r`).
     pub readonly: AtomicBool,
     pub no_evict: AtomicBool,
+    /// CLIENT NO-TOUCH: this client's reads leave keys' access info alone (flag `T`).
+    pub no_touch: AtomicBool,
     pub killed: AtomicBool,
     /// Wakes the connection task so it notices `killed`, a pub/sub message or a blocking wake-up;
     /// installed by the server.
@@ -240,6 +242,7 @@ impl ClientHandle {
             monitor: AtomicBool::new(false),
             readonly: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
+            no_touch: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
             mailbox: crate::pubsub::Mailbox::default(),

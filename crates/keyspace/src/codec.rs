@@ -3,8 +3,10 @@
 //! (`types/*.rs`) with the varint helpers here.
 //!
 //! ```text
-//!   type: u8            0 string, 1 list, 2 set, 3 zset, 4 hash, 15 stream (Redis's RDB type numbers)
-//!   body                string: varint length + bytes; collections: see their `encode`
+//!   type: u8            0 string, 1 list, 2 set, 3 zset, 4 hash, 15 stream (Redis's RDB type
+//!                       numbers), 24 hash with field TTLs (Redis 7.4's number for it)
+//!   body                string: varint length + bytes; collections: see their `encode`;
+//!                       a hash with field TTLs: the hash body, then `Hash::encode_field_ttls`
 //! ```
 
 use crate::entry::{Object, Payload, ValueRef};
@@ -17,6 +19,7 @@ pub const TYPE_ZSET: u8 = 3;
 pub const TYPE_HASH: u8 = 4;
 /// Redis's `RDB_TYPE_STREAM_LISTPACKS` (the body is shoal's own, see `types/stream.rs`).
 pub const TYPE_STREAM: u8 = 15;
+pub const TYPE_HASH_TTL: u8 = 24;
 
 /// Appends the encoded value (type byte and body).
 pub fn encode_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
@@ -43,6 +46,13 @@ pub fn encode_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
         ValueRef::Obj(Object::ZSet(z)) => {
             out.push(TYPE_ZSET);
             z.encode(out);
+        }
+        ValueRef::Obj(Object::Hash(h)) if h.field_ttl_count() > 0 => {
+            out.push(TYPE_HASH_TTL);
+            let mut pairs = Vec::new();
+            h.encode(&mut pairs);
+            put_bytes(out, &pairs);
+            h.encode_field_ttls(out);
         }
         ValueRef::Obj(Object::Hash(h)) => {
             out.push(TYPE_HASH);
@@ -73,6 +83,14 @@ pub fn decode_value<'a>(b: &'a [u8], limits: &EncodingLimits) -> Option<Payload<
         TYPE_STREAM => Payload::Object(Box::new(Object::Stream(Box::new(Stream::decode(
             rest, limits,
         )?)))),
+        TYPE_HASH_TTL => {
+            let (pairs, ttls) = get_bytes(rest)?;
+            let mut h = Hash::decode(pairs, limits)?;
+            if !h.decode_field_ttls(ttls)?.is_empty() {
+                return None;
+            }
+            Payload::Object(Box::new(Object::Hash(h)))
+        }
         _ => return None,
     })
 }

@@ -49,6 +49,8 @@ const XCONSUMER: u8 = 24;
 const XDELCONSUMER: u8 = 25;
 const XASSIGN: u8 = 26;
 const XACK: u8 = 27;
+const HFEXPIRE: u8 = 28;
+const HFPERSIST: u8 = 29;
 
 /// A change queued by a shard for the replication stream, drained in order under the shard lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +152,18 @@ impl Ops {
     }
     pub fn hdel(&mut self, field: &[u8]) {
         self.op1(HDEL, field);
+    }
+    /// The hash field's deadline is now `at_ms` (absolute unix ms).
+    pub fn hfield_expire(&mut self, field: &[u8], at_ms: u64) {
+        if self.on {
+            self.buf.push(HFEXPIRE);
+            self.bytes(field);
+            self.num(at_ms);
+        }
+    }
+    /// The hash field has no deadline any more.
+    pub fn hfield_persist(&mut self, field: &[u8]) {
+        self.op1(HFPERSIST, field);
     }
     /// The member's score is now `score` (added or updated).
     pub fn zadd(&mut self, score: f64, member: &[u8]) {
@@ -445,6 +459,15 @@ fn apply_to_object(
         (HDEL, Object::Hash(h)) => {
             h.remove(r.bytes()?);
         }
+        (HFEXPIRE, Object::Hash(h)) => {
+            let f = r.bytes()?;
+            if !h.set_field_expire(f, r.num()?) {
+                return Err(DeltaError::Malformed("deadline for a missing hash field"));
+            }
+        }
+        (HFPERSIST, Object::Hash(h)) => {
+            h.persist_field(r.bytes()?);
+        }
         (ZADD, Object::ZSet(z)) => {
             let score = f64::from_bits(r.num()?);
             if score.is_nan() {
@@ -563,7 +586,7 @@ fn apply_to_object(
             | XASSIGN | XACK,
             _,
         ) => return Err(WRONG_TYPE),
-        (SADD | SREM | HSET | HDEL | ZADD | ZREM, _)
+        (SADD | SREM | HSET | HDEL | HFEXPIRE | HFPERSIST | ZADD | ZREM, _)
         | (LPUSH | RPUSH | LPOP | RPOP | LSET | LINSERT | LREM | LTRIM, _) => {
             return Err(WRONG_TYPE);
         }
@@ -669,11 +692,21 @@ mod tests {
         ops.hset(b"f", b"1");
         ops.hset(b"g", b"2");
         ops.hdel(b"f");
+        ops.hset(b"h", b"3");
+        ops.hfield_expire(b"g", 500);
+        ops.hfield_expire(b"h", 600);
+        ops.hfield_persist(b"h");
         apply(&mut e, &ops.into_bytes(), &limits).unwrap();
         let Some(Object::Hash(h)) = e.object_mut() else {
             panic!("a hash")
         };
-        assert_eq!((h.get(b"g"), h.len()), (Some(&b"2"[..]), 1));
+        assert_eq!((h.get(b"g"), h.len()), (Some(&b"2"[..]), 2));
+        assert_eq!(h.field_expire_at(b"g"), Some(500));
+        assert_eq!(h.field_expire_at(b"h"), None);
+        // A deadline for a field the hash lacks: the stream is broken.
+        let mut ops = Ops::new(true);
+        ops.hfield_expire(b"nope", 1);
+        assert!(apply(&mut e, &ops.into_bytes(), &limits).is_err());
 
         let mut e = entry(Object::ZSet(ZSet::new(&limits)));
         let mut ops = Ops::new(true);

@@ -20,7 +20,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use crate::delta::{Ops, Pending};
-use crate::entry::Entry;
+use crate::entry::{Entry, Object, ValueRef};
 use crate::evict::{self, LfuParams, Policy, Rng, Sketch};
 use crate::hlc::Hlc;
 use crate::notify;
@@ -44,6 +44,8 @@ pub struct ShardStats {
     pub evicted_keys: u64,
     pub keyspace_hits: u64,
     pub keyspace_misses: u64,
+    /// Hash fields deleted because their TTL passed (INFO `expired_subkeys`, Redis 7.4).
+    pub expired_fields: u64,
 }
 
 /// An item of the expiry heap: deadline, key hash and local slot index.
@@ -63,6 +65,13 @@ pub struct DbShard {
     /// Sum of the volatile keys' deadlines (ms), for their average TTL (INFO `avg_ttl`).
     deadline_sum_ms: u128,
     expiry: BinaryHeap<Reverse<ExpiryItem>>,
+    /// Hashes with field TTLs, by their earliest field deadline, for active field expiry. Like
+    /// `expiry`, items go stale (the hash's deadlines changed, the key went) and are skipped: an
+    /// item is live when the hash's `indexed_at` names its deadline (see `index_field_ttls`).
+    field_expiry: BinaryHeap<Reverse<ExpiryItem>>,
+    /// Items `field_expiry` held after its last rebuild: it is rebuilt once it holds twice as
+    /// many (plus a margin), so a rebuild's walk is paid for by the pushes since the last one.
+    field_expiry_rebuilt: usize,
 }
 
 impl DbShard {
@@ -73,6 +82,8 @@ impl DbShard {
             volatile: 0,
             deadline_sum_ms: 0,
             expiry: BinaryHeap::new(),
+            field_expiry: BinaryHeap::new(),
+            field_expiry_rebuilt: 0,
         }
     }
 
@@ -98,6 +109,7 @@ pub struct EntryMut<'a> {
     volatile: &'a mut usize,
     deadline_sum_ms: &'a mut u128,
     expiry: &'a mut BinaryHeap<Reverse<ExpiryItem>>,
+    field_expiry: &'a mut BinaryHeap<Reverse<ExpiryItem>>,
     mem_before: usize,
     expire_before: Option<u64>,
     version_before: u64,
@@ -128,6 +140,46 @@ impl EntryMut<'_> {
         } else {
             self.ops.extend(ops);
         }
+    }
+
+    /// Deletes up to `max` fields of this hash whose TTL has passed (none if it is not a hash),
+    /// noting each as an HDEL for the replication stream and stamping `version()` if any went.
+    /// Returns how many. The caller deletes the key if the hash is left empty.
+    pub fn expire_fields(
+        &mut self,
+        now_ms: u64,
+        max: usize,
+        version: impl FnOnce() -> u64,
+    ) -> usize {
+        let mut ops = self.ops();
+        let Some(Object::Hash(h)) = self.entry.object_mut() else {
+            return 0;
+        };
+        let n = h.remove_due_fields(now_ms, max, |f| ops.hdel(f));
+        if n > 0 {
+            self.note(ops);
+            self.entry.set_version(version());
+        }
+        n
+    }
+}
+
+/// Puts a hash with field TTLs in the field-expiry index when its earliest deadline is earlier
+/// than the one the index holds for it (a later one is found when the earlier item pops).
+fn index_field_ttls(
+    entry: &mut Entry,
+    heap: &mut BinaryHeap<Reverse<ExpiryItem>>,
+    hash: u64,
+    local: u32,
+) {
+    let Some(Object::Hash(h)) = entry.object_mut() else {
+        return;
+    };
+    if let Some(at_ms) = h.min_field_expire()
+        && h.indexed_at().is_none_or(|i| at_ms < i)
+    {
+        heap.push(Reverse(ExpiryItem { at_ms, hash, local }));
+        h.set_indexed_at(Some(at_ms));
     }
 }
 
@@ -184,6 +236,7 @@ impl Drop for EntryMut<'_> {
             }
         }
         *self.mem = *self.mem - self.mem_before + after;
+        index_field_ttls(self.entry, self.field_expiry, self.hash, self.local);
         let expire = self.entry.expire_ms();
         if expire != self.expire_before {
             match (self.expire_before, expire) {
@@ -252,6 +305,9 @@ pub struct Shard {
     pending: Vec<Pending>,
     /// This shard's index in its keyspace.
     index: usize,
+    /// The lock holder reads without updating access info (CLIENT NO-TOUCH); cleared when its
+    /// guard drops.
+    no_touch: bool,
     /// Keyspace notification classes on (`notify::*`), for the events the keyspace raises itself.
     notify: u32,
     /// Slots an atomic migration is exporting, and the keys written in them (see `track.rs`).
@@ -294,6 +350,7 @@ impl Shard {
             recording: false,
             pending: Vec::new(),
             index,
+            no_touch: false,
             notify: 0,
             track: None,
         }
@@ -458,6 +515,12 @@ impl Shard {
         self.lookup_counted(db, slot, key, now_ms, touch, false)
     }
 
+    /// Lookups made through this lock do not update keys' access info (OBJECT IDLETIME / FREQ,
+    /// the eviction sketch) until the guard drops: a client in CLIENT NO-TOUCH mode, Redis 7.2.
+    pub fn set_no_touch(&mut self, on: bool) {
+        self.no_touch = on;
+    }
+
     /// `lookup`, also counting the outcome in `keyspace_hits`/`keyspace_misses` when `count`.
     fn lookup_counted(
         &mut self,
@@ -468,6 +531,7 @@ impl Shard {
         touch: bool,
         count: bool,
     ) -> Option<EntryMut<'_>> {
+        let touch = touch && !self.no_touch;
         let hash = self.hash(key);
         let local = self.local(slot);
         if self.dbs[db].is_none() {
@@ -561,6 +625,7 @@ impl Shard {
             volatile: &mut d.volatile,
             deadline_sum_ms: &mut d.deadline_sum_ms,
             expiry: &mut d.expiry,
+            field_expiry: &mut d.field_expiry,
             hash,
             local,
             recording,
@@ -640,6 +705,11 @@ impl Shard {
         let added = entry.mem_bytes();
         let expire = entry.expire_ms();
         let d = self.db_mut(db);
+        // A copied or restored hash brings no item of this index with it.
+        if let Some(Object::Hash(h)) = entry.object_mut() {
+            h.set_indexed_at(None);
+        }
+        index_field_ttls(&mut entry, &mut d.field_expiry, hash, local);
         let table = &mut d.slots[local as usize];
         let old = match table.find_mut(hash, |e| e.key() == entry.key()) {
             Some(slot_ref) => {
@@ -862,6 +932,106 @@ impl Shard {
         (done, false)
     }
 
+    /// Deletes hash fields whose TTL has passed, at most `max_fields` of them; each hash changed
+    /// gets a version from `version` (its deletions replicate as HDELs), and a hash left empty is
+    /// deleted. Calls `on_expired(db, key)` for each hash that lost fields. Returns (fields
+    /// deleted, more due).
+    pub fn expire_fields_cycle(
+        &mut self,
+        now_ms: u64,
+        max_fields: usize,
+        mut version: impl FnMut() -> u64,
+        mut on_expired: impl FnMut(usize, &[u8]),
+    ) -> (usize, bool) {
+        let mut done = 0;
+        let mut examined = 0;
+        for db in 0..self.dbs.len() {
+            loop {
+                if examined >= max_fields * 4 || done >= max_fields {
+                    return (done, true);
+                }
+                let Some(d) = self.dbs[db].as_mut() else {
+                    break;
+                };
+                let Some(&Reverse(item)) = d.field_expiry.peek() else {
+                    break;
+                };
+                if item.at_ms > now_ms {
+                    break;
+                }
+                d.field_expiry.pop();
+                examined += 1;
+                let hasher = &self.hasher;
+                let live = |e: &Entry| {
+                    hasher.hash_one(e.key()) == item.hash
+                        && matches!(e.value(), ValueRef::Obj(Object::Hash(h))
+                            if h.indexed_at() == Some(item.at_ms))
+                };
+                // Stale item: the key is gone, or its hash was indexed again since.
+                let Some(found) = d.slots[item.local as usize].find(item.hash, live) else {
+                    continue;
+                };
+                let key = found.key().to_vec();
+                let (n, empty) = {
+                    let mut e = self
+                        .entry_mut(db, item.local, item.hash, &key, None)
+                        .expect("found above");
+                    if let Some(Object::Hash(h)) = e.object_mut() {
+                        // This item is consumed: dropping the view indexes what remains.
+                        h.set_indexed_at(None);
+                    }
+                    let n = e.expire_fields(now_ms, max_fields - done, &mut version);
+                    (n, e.object_mut().is_some_and(|o| o.is_empty()))
+                };
+                // Redis 7.4's events: `hexpired` once per hash and pass, then `del` if emptied.
+                if n > 0 {
+                    self.note(notify::HASH, "hexpired", db, &key);
+                }
+                if empty {
+                    self.remove_hashed(db, item.local, item.hash, &key);
+                    self.note(notify::GENERIC, "del", db, &key);
+                }
+                self.stats.expired_fields += n as u64;
+                done += n;
+                if n > 0 {
+                    on_expired(db, &key);
+                }
+            }
+            self.compact_field_expiry(db);
+        }
+        (done, false)
+    }
+
+    /// Rebuilds a field-expiry heap that holds many stale items.
+    fn compact_field_expiry(&mut self, db: usize) {
+        let hasher = self.hasher.clone();
+        let Some(d) = self.dbs[db].as_mut() else {
+            return;
+        };
+        if d.field_expiry.len() <= 1024 + 2 * d.field_expiry_rebuilt {
+            return;
+        }
+        let mut items = Vec::new();
+        for (local, table) in d.slots.iter_mut().enumerate() {
+            for e in table.iter_mut() {
+                let hash = hasher.hash_one(e.key());
+                if let Some(Object::Hash(h)) = e.object_mut() {
+                    h.set_indexed_at(None);
+                    if let Some(at_ms) = h.min_field_expire() {
+                        h.set_indexed_at(Some(at_ms));
+                        items.push(Reverse(ExpiryItem {
+                            at_ms,
+                            hash,
+                            local: local as u32,
+                        }));
+                    }
+                }
+            }
+        }
+        d.field_expiry_rebuilt = items.len();
+        d.field_expiry = BinaryHeap::from(items);
+    }
+
     /// Rebuilds an expiry heap that holds many stale items (keys whose TTL changed often).
     fn compact_expiry(&mut self, db: usize) {
         let hasher = self.hasher.clone();
@@ -1043,14 +1213,53 @@ impl Shard {
                     }
                 }
             }
+            for (local, t) in d.slots.iter().enumerate() {
+                for e in t.iter() {
+                    let ValueRef::Obj(Object::Hash(h)) = e.value() else {
+                        continue;
+                    };
+                    h.check_invariants();
+                    if let Some(at_ms) = h.min_field_expire() {
+                        let indexed = h.indexed_at().expect("a hash with field TTLs is indexed");
+                        assert!(indexed <= at_ms, "field expiry indexed too late");
+                        let hash = self.hash(e.key());
+                        assert!(
+                            d.field_expiry.iter().any(|Reverse(i)| i.at_ms == indexed
+                                && i.hash == hash
+                                && i.local as usize == local),
+                            "field expiry index misses {e:?}"
+                        );
+                    }
+                }
+            }
             mem += d.table_bytes() + d.entries_mem_bytes();
         }
         assert_eq!(mem, self.mem_bytes, "accounted memory");
     }
 }
 
-/// A locked shard.
-pub type ShardGuard<'a> = MutexGuard<'a, Shard>;
+/// A locked shard. Dropping it clears the lock holder's no-touch mode ([`Shard::set_no_touch`]),
+/// so the mode never outlives the command that set it.
+pub struct ShardGuard<'a>(MutexGuard<'a, Shard>);
+
+impl std::ops::Deref for ShardGuard<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.0
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        self.0.no_touch = false;
+    }
+}
 
 /// Number of shards (a power of two dividing 16384). Multi-key writes (MSET of 10 keys) lock
 /// several shards at once: with 64, two workers' MSETs almost always collided; 256 makes that
@@ -1171,13 +1380,13 @@ impl Keyspace {
     /// Locks one shard. parking_lot's mutex spins briefly before parking: commands hold a shard for
     /// a microsecond or two, and on a hot key (all clients on one shard) the futex sleep/wake of a
     /// parking-first mutex cost more than the command itself.
-    pub fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        self.shards[index].lock()
+    pub fn lock(&self, index: usize) -> ShardGuard<'_> {
+        ShardGuard(self.shards[index].lock())
     }
 
     /// Locks the shards of the given slots, in ascending shard order (no deadlock between
     /// multi-key commands). Returns (shard index, guard) pairs.
-    pub fn lock_slots(&self, slots: &[u16]) -> Vec<(usize, MutexGuard<'_, Shard>)> {
+    pub fn lock_slots(&self, slots: &[u16]) -> Vec<(usize, ShardGuard<'_>)> {
         let mut idx: Vec<usize> = slots.iter().map(|&s| self.shard_of(s)).collect();
         idx.sort_unstable();
         idx.dedup();
@@ -1185,7 +1394,7 @@ impl Keyspace {
     }
 
     /// Locks every shard, in order.
-    pub fn lock_all(&self) -> Vec<MutexGuard<'_, Shard>> {
+    pub fn lock_all(&self) -> Vec<ShardGuard<'_>> {
         (0..self.shards.len()).map(|i| self.lock(i)).collect()
     }
 
@@ -1219,6 +1428,7 @@ impl Keyspace {
             s.evicted_keys += g.stats.evicted_keys;
             s.keyspace_hits += g.stats.keyspace_hits;
             s.keyspace_misses += g.stats.keyspace_misses;
+            s.expired_fields += g.stats.expired_fields;
         }
         s
     }
@@ -1345,6 +1555,173 @@ mod tests {
         assert!(!seen.contains(&b"k1".to_vec()) && !seen.contains(&b"k2".to_vec()));
         g.check_invariants();
         assert_eq!(g.db_len(0), 2);
+    }
+
+    /// A hash with `n` fields `f0..`, field `fi` due at `deadline(i)` when given.
+    fn put_hash(ks: &Keyspace, key: &[u8], n: usize, deadline: impl Fn(usize) -> Option<u64>) {
+        let l = crate::EncodingLimits::default();
+        let mut h = crate::types::hash::Hash::new(&l);
+        for i in 0..n {
+            let f = format!("f{i}");
+            h.insert(f.as_bytes(), b"v", &l);
+            if let Some(at) = deadline(i) {
+                h.set_field_expire(f.as_bytes(), at);
+            }
+        }
+        let slot = key_slot(key);
+        let e = Entry::new(
+            key,
+            crate::Payload::Object(Box::new(Object::Hash(h))),
+            None,
+            None,
+            ks.hlc.next(0),
+            0,
+        );
+        ks.lock(ks.shard_of(slot)).insert(0, slot, e, 0);
+    }
+
+    fn hash_len(ks: &Keyspace, key: &[u8]) -> Option<usize> {
+        let slot = key_slot(key);
+        let g = ks.lock(ks.shard_of(slot));
+        g.peek(0, slot, key, 0).map(|e| match e.value() {
+            ValueRef::Obj(Object::Hash(h)) => h.len(),
+            _ => panic!("a hash"),
+        })
+    }
+
+    #[test]
+    fn active_field_expiry_is_bounded_replicates_hdels_and_deletes_emptied_hashes() {
+        let ks = Keyspace::new(1, 1, 5);
+        ks.set_recording(true);
+        // Ten hashes: half lose every field at 100, half keep one field without TTL.
+        for k in 0..10 {
+            put_hash(&ks, format!("h{k}").as_bytes(), 5, |i| {
+                (k % 2 == 0 || i > 0).then_some(100 + i as u64)
+            });
+        }
+        check(&ks);
+        let mut g = ks.lock(0);
+        let _ = g.take_pending();
+        assert_eq!(g.expire_fields_cycle(99, 100, || 1, |_, _| {}), (0, false));
+        let mut versions = 10_000u64;
+        let mut seen = Vec::new();
+        let (n, more) = g.expire_fields_cycle(
+            200,
+            12,
+            || {
+                versions += 1;
+                versions
+            },
+            |_, k| seen.push(k.to_vec()),
+        );
+        assert_eq!((n, more), (12, true), "bounded by max_fields");
+        g.check_invariants();
+        let mut total = n;
+        for _ in 0..10 {
+            let (n, more) = g.expire_fields_cycle(
+                200,
+                12,
+                || {
+                    versions += 1;
+                    versions
+                },
+                |_, k| seen.push(k.to_vec()),
+            );
+            total += n;
+            g.check_invariants();
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(total, 5 * 5 + 5 * 4);
+        assert_eq!(g.stats.expired_fields, 45);
+        let pending = g.take_pending();
+        assert!(
+            pending.iter().any(|p| matches!(p, Pending::Delta { .. })),
+            "HDEL deltas"
+        );
+        drop(g);
+        for k in 0..10 {
+            let want = (k % 2 == 1).then_some(1);
+            assert_eq!(hash_len(&ks, format!("h{k}").as_bytes()), want, "h{k}");
+        }
+        check(&ks);
+    }
+
+    #[test]
+    fn field_expiry_index_follows_deadlines_moved_earlier_and_later() {
+        let ks = Keyspace::new(1, 1, 6);
+        put_hash(&ks, b"h", 3, |i| Some(1000 + i as u64));
+        let slot = key_slot(b"h");
+        {
+            let mut g = ks.lock(0);
+            let mut e = g.lookup(0, slot, b"h", 0, true).unwrap();
+            let Some(Object::Hash(h)) = e.object_mut() else {
+                panic!()
+            };
+            h.set_field_expire(b"f2", 10); // earlier: indexed again
+            h.persist_field(b"f0"); // f1 at 1001 remains
+        }
+        check(&ks);
+        let mut g = ks.lock(0);
+        assert_eq!(g.expire_fields_cycle(10, 100, || 7, |_, _| {}).0, 1);
+        g.check_invariants();
+        assert_eq!(g.expire_fields_cycle(1000, 100, || 8, |_, _| {}).0, 0);
+        assert_eq!(g.expire_fields_cycle(1001, 100, || 9, |_, _| {}).0, 1);
+        g.check_invariants();
+        drop(g);
+        assert_eq!(hash_len(&ks, b"h"), Some(1));
+    }
+
+    #[test]
+    fn a_field_expiry_index_full_of_stale_items_is_rebuilt() {
+        let ks = Keyspace::new(1, 1, 8);
+        put_hash(&ks, b"h", 2, |_| Some(1_000_000));
+        let slot = key_slot(b"h");
+        // Each earlier deadline pushes an item; the older ones go stale.
+        for i in 0..5_000u64 {
+            let mut g = ks.lock(0);
+            let mut e = g.lookup(0, slot, b"h", 0, true).unwrap();
+            let Some(Object::Hash(h)) = e.object_mut() else {
+                panic!()
+            };
+            h.set_field_expire(b"f0", 900_000 - i);
+        }
+        let mut g = ks.lock(0);
+        assert!(g.dbs[0].as_ref().unwrap().field_expiry.len() > 5_000);
+        assert_eq!(g.expire_fields_cycle(1, 64, || 1, |_, _| {}), (0, false));
+        assert_eq!(g.dbs[0].as_ref().unwrap().field_expiry.len(), 1, "rebuilt");
+        g.check_invariants();
+        assert_eq!(
+            g.expire_fields_cycle(1_000_000, 64, || 2, |_, _| {}),
+            (2, false)
+        );
+        assert_eq!(g.db_len(0), 0);
+    }
+
+    #[test]
+    fn no_touch_lookups_keep_access_info_and_the_mode_ends_with_the_guard() {
+        let ks = ks();
+        put(&ks, b"k", b"v", None, 0);
+        let slot = key_slot(b"k");
+        let access = |ks: &Keyspace| {
+            ks.lock(ks.shard_of(slot))
+                .peek(0, slot, b"k", 0)
+                .unwrap()
+                .access()
+        };
+        let before = access(&ks);
+        {
+            let mut g = ks.lock(ks.shard_of(slot));
+            g.set_no_touch(true);
+            assert!(g.lookup_read(0, slot, b"k", 3_600_000).is_some());
+        }
+        assert_eq!(access(&ks), before, "no-touch lookup left the LRU clock");
+        // A new guard is back to touching.
+        let mut g = ks.lock(ks.shard_of(slot));
+        assert!(g.lookup_read(0, slot, b"k", 3_600_000).is_some());
+        drop(g);
+        assert_ne!(access(&ks), before);
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub fn value_digest(v: ValueRef<'_>) -> u64 {
             for (f, v) in h.iter() {
                 sum = sum.wrapping_add(elem(4, &[f, v], &mut buf));
             }
+            // Field deadlines (HEXPIRE) count too; a hash without any digests as before.
+            for (f, at) in h.field_ttls() {
+                sum = sum.wrapping_add(elem(5, &[f, &at.to_le_bytes()], &mut buf));
+            }
             sum
         }
     }

@@ -6,7 +6,9 @@
 //! `EXPIRE_KEYS_PER_LOCK` due keys per lock hold (so a client waits at most a few microseconds for a
 //! shard), and repeats while keys remain due, within `EXPIRE_CYCLE_BUDGET_PERCENT` of the period.
 //! When the budget ran out with keys still due, the next cycle starts at once instead of after a full
-//! period, so a write-heavy load with short TTLs cannot leave expired keys piling up.
+//! period, so a write-heavy load with short TTLs cannot leave expired keys piling up. Hash fields
+//! with a TTL (HEXPIRE) expire in the same cycle, at most `EXPIRE_FIELDS_PER_LOCK` per lock hold;
+//! each hash that loses fields gets a new version and its deletions replicate as HDELs.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,6 +22,8 @@ use crate::now_ms;
 
 /// Due keys deleted per shard lock hold.
 pub const EXPIRE_KEYS_PER_LOCK: usize = 64;
+/// Due hash fields deleted per shard lock hold.
+pub const EXPIRE_FIELDS_PER_LOCK: usize = 64;
 /// Share of each cron period the expire cycle may use.
 pub const EXPIRE_CYCLE_BUDGET_PERCENT: u64 = 25;
 
@@ -35,6 +39,14 @@ pub fn expire_cycle(srv: &ServerState, budget: Duration) -> (usize, bool) {
                 .lock(i)
                 .expire_cycle(now_ms(), EXPIRE_KEYS_PER_LOCK, |_, _| {});
             deleted += n;
+            more |= m;
+            let now = now_ms();
+            let (_, m) = srv.ks.lock(i).expire_fields_cycle(
+                now,
+                EXPIRE_FIELDS_PER_LOCK,
+                || srv.ks.hlc.next(now),
+                |_, _| {},
+            );
             more |= m;
         }
         if !more {

@@ -273,6 +273,51 @@ fn a_key_moved_into_place_serves_its_waiter_in_order() {
     }
 }
 
+/// More ways a list arrives whole under a waiter's key (MOVE from another database, SORT ...
+/// STORE, SWAPDB): served in order from either side, as redis-server 7.0 serves them (compared by
+/// hand: `BLMPOP 5 1 dst LEFT|RIGHT COUNT 3` against `a b c d` gives `a b c` / `d c b`).
+#[test]
+fn a_list_moved_in_by_move_sort_store_or_swapdb_serves_its_waiter_in_order() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let mut w = s.raw();
+    for (side, want) in [("LEFT", "a b c"), ("RIGHT", "d c b")] {
+        for how in ["MOVE", "SORT", "SWAPDB"] {
+            let _: () = q(&mut c, &["FLUSHALL"]);
+            block(
+                &mut w,
+                &["BLMPOP", "0", "1", "dst", side, "COUNT", "3"],
+                &mut c,
+                1,
+            );
+            match how {
+                "MOVE" | "SWAPDB" => {
+                    let _: () = q(&mut c, &["SELECT", "1"]);
+                    let _: i64 = q(&mut c, &["RPUSH", "dst", "a", "b", "c", "d"]);
+                    if how == "MOVE" {
+                        let _: i64 = q(&mut c, &["MOVE", "dst", "0"]);
+                    } else {
+                        let _: () = q(&mut c, &["SWAPDB", "0", "1"]);
+                    }
+                    let _: () = q(&mut c, &["SELECT", "0"]);
+                }
+                _ => {
+                    let _: i64 = q(&mut c, &["RPUSH", "src", "c", "a", "d", "b"]);
+                    let _: i64 = q(&mut c, &["SORT", "src", "ALPHA", "STORE", "dst"]);
+                }
+            }
+            let got = reply(&mut w);
+            let elems: Vec<&str> = got
+                .split("\r\n")
+                .skip(5)
+                .step_by(2)
+                .filter(|e| !e.is_empty())
+                .collect();
+            assert_eq!(elems.join(" "), want, "{how} {side}: {got:?}");
+        }
+    }
+}
+
 /// `CLIENT UNBLOCK` ends another client's wait as a timeout (the null reply) or with
 /// `-UNBLOCKED`, answers 1 only for a client that was blocked, and refuses bad arguments as
 /// Redis 7.0 does.

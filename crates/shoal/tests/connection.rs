@@ -1,6 +1,7 @@
 //! Connection commands over the wire: PING/ECHO, HELLO 2/3 and the RESP3 reply shapes, AUTH with
 //! `requirepass`, SELECT isolation, QUIT, RESET and the CLIENT family (ID, SETNAME/GETNAME, LIST,
-//! INFO, KILL, REPLY, NO-EVICT, SETINFO). Expected bytes were checked against redis-server 7.0.15.
+//! INFO, KILL, REPLY, NO-EVICT, NO-TOUCH, SETINFO). Expected bytes were checked against
+//! redis-server 7.0.15 (NO-TOUCH, a Redis 7.2 command, against Redis 7.2's source).
 
 mod common;
 
@@ -636,4 +637,57 @@ fn client_pause_holds_writes_or_everything_until_the_deadline_or_unpause() {
     ] {
         assert_eq!(admin.call(args), want, "{args:?}");
     }
+}
+
+/// CLIENT NO-TOUCH (Redis 7.2): reads by a client in that mode leave a key's LFU counter alone,
+/// TOUCH still counts, and the mode shows as flag `T` in CLIENT LIST until turned off or RESET.
+#[test]
+fn client_no_touch_reads_leave_access_info_alone_but_touch_counts() {
+    let s = Shoal::start(&["--maxmemory-policy", "allkeys-lfu"]);
+    let mut admin = s.raw();
+    let mut quiet = s.raw();
+    admin.call(&["SET", "k", "v"]);
+    admin.call(&["HSET", "h", "f", "v"]);
+    let freq = |c: &mut Raw, key: &str| int_of(&c.call(&["OBJECT", "FREQ", key]));
+    let start = freq(&mut admin, "k");
+    assert_eq!(quiet.call(&["CLIENT", "NO-TOUCH", "ON"]), "+OK\r\n");
+    assert_eq!(
+        quiet.call(&["CLIENT", "NO-TOUCH", "maybe"]),
+        "-ERR syntax error\r\n"
+    );
+    for _ in 0..300 {
+        assert_eq!(quiet.call(&["GET", "k"]), "$1\r\nv\r\n");
+        quiet.call(&["HGET", "h", "f"]);
+        quiet.call(&["MGET", "k", "h"]);
+    }
+    assert_eq!(freq(&mut admin, "k"), start, "NO-TOUCH reads do not count");
+    assert_eq!(freq(&mut admin, "h"), start);
+    let list = quiet.call(&["CLIENT", "LIST"]);
+    let me = int_of(&quiet.call(&["CLIENT", "ID"]));
+    let line = list
+        .lines()
+        .find(|l| l.contains(&format!("id={me} ")))
+        .expect("own line");
+    assert!(line.contains(" flags=T "), "{line}");
+    // TOUCH always touches: the first access from the initial counter always increments.
+    assert_eq!(quiet.call(&["TOUCH", "k"]), ":1\r\n");
+    assert_eq!(freq(&mut admin, "k"), start + 1);
+    // Off again: reads count (the counter is logarithmic, so only "grew" is certain).
+    assert_eq!(quiet.call(&["CLIENT", "NO-TOUCH", "OFF"]), "+OK\r\n");
+    for _ in 0..300 {
+        quiet.call(&["GET", "k"]);
+    }
+    assert!(freq(&mut admin, "k") > start + 1);
+    // RESET clears the mode.
+    quiet.call(&["CLIENT", "NO-TOUCH", "ON"]);
+    quiet.call(&["RESET"]);
+    let list = quiet.call(&["CLIENT", "LIST", "ID", &me.to_string()]);
+    assert!(list.contains(" flags=N "), "{list}");
+    let help = admin.call(&["CLIENT", "HELP"]);
+    assert!(
+        help.contains(
+            "+NO-TOUCH (ON|OFF)\r\n+    Will not touch LRU/LFU stats when this mode is on.\r\n"
+        ),
+        "{help}"
+    );
 }

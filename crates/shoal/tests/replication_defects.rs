@@ -570,6 +570,24 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
             ]),
         ),
         ("hincrby", lines(&["HINCRBY h:6 n 5", "HINCRBY h:6 n -2"])),
+        // Field expiry (Redis 7.4): deadlines set, kept by HINCRBY, cleared, and a field deleted
+        // by a time in the past.
+        (
+            "hexpire",
+            lines(&[
+                "HSET h:8 a 1 b 2 c 3 d 4",
+                "HEXPIRE h:8 1000 FIELDS 2 a b",
+                "HEXPIRE h:8 0 FIELDS 1 d",
+                "HINCRBY h:8 a 1",
+            ]),
+        ),
+        ("hpexpire", lines(&["HPEXPIRE h:8 900000 GT FIELDS 1 b"])),
+        ("hexpireat", lines(&["HEXPIREAT h:8 9999999999 FIELDS 1 c"])),
+        (
+            "hpexpireat",
+            lines(&["HPEXPIREAT h:8 9999999998000 XX FIELDS 1 c"]),
+        ),
+        ("hpersist", lines(&["HPERSIST h:8 FIELDS 2 b nope"])),
         (
             "hincrbyfloat",
             lines(&["HINCRBYFLOAT h:7 f 0.1", "HINCRBYFLOAT h:7 f 2.5e1"]),

@@ -580,6 +580,9 @@ impl Sim {
         let now = self.primary.now(self.t);
         for i in 0..srv.ks.shard_count() {
             srv.ks.lock(i).expire_cycle(now, 64, |_, _| {});
+            srv.ks
+                .lock(i)
+                .expire_fields_cycle(now, 64, || srv.ks.hlc.next(now), |_, _| {});
         }
         shoal_commands::effects::emit_logged(srv, now);
     }

@@ -29,6 +29,18 @@ pub struct Hash {
 
 #[derive(Clone)]
 enum Repr {
+    /// No field has ever had a TTL.
+    Plain(Pairs),
+    /// A hash that has had a field TTL (HEXPIRE and friends): its pairs and the deadlines of its
+    /// fields. Boxed and separate so that hashes without field TTLs pay nothing, not even a word:
+    /// `Hash` stays 24 bytes. Like Redis's `listpackex`, a hash never goes back once it has been
+    /// given a field TTL.
+    Ex(Box<Ex>),
+}
+
+/// A hash's pairs.
+#[derive(Clone)]
+enum Pairs {
     /// Pairs, each `varint field_len, field, varint value_len, value`, in insertion order. No
     /// count is kept: HLEN walks the buffer (a listpack is small by definition), and leaving it
     /// out keeps `Hash` at 24 bytes, which is what sizes every key's `Object`.
@@ -37,10 +49,195 @@ enum Repr {
     Table(Box<Table<FieldKey>>),
 }
 
+/// The parts of a hash with field TTLs.
+#[derive(Clone)]
+struct Ex {
+    base: Pairs,
+    ttl: FieldTtls,
+}
+
+/// Field deadlines kept in a sorted vector up to this many; beyond, in a map and a tree.
+const TTL_SMALL_MAX: usize = 64;
+/// Estimated heap bytes of one field deadline in the large form, beyond the field's bytes (a
+/// table slot and a tree slot).
+const TTL_LARGE_ENTRY_BYTES: usize = 64;
+const TTL_SMALL_ENTRY_BYTES: usize = std::mem::size_of::<(u64, Box<[u8]>)>();
+
+/// Field → deadline (absolute unix ms), ordered by deadline so the due fields are found without
+/// a walk.
+#[derive(Clone, Default)]
+struct FieldTtls {
+    store: TtlStore,
+    /// Heap bytes of the field copies (running total; the small form adds its vector).
+    bytes: usize,
+    /// The deadline for which the shard's field-expiry index holds an item for this hash (see
+    /// `Shard::expire_fields_cycle`); `None` when it holds none.
+    indexed_at: Option<u64>,
+}
+
+#[derive(Clone)]
+enum TtlStore {
+    /// (deadline, field) sorted: one allocation plus the fields, about 24 + 8..16 bytes a field
+    /// (Redis's listpackex spends a few bytes); found by a linear scan, as in a listpack.
+    Small(Vec<(u64, Box<[u8]>)>),
+    /// Past `TTL_SMALL_MAX`: O(1) lookup by field and O(log n) by deadline.
+    Large {
+        by_field: hashbrown::HashMap<Box<[u8]>, u64, foldhash::fast::FixedState>,
+        by_time: std::collections::BTreeSet<(u64, Box<[u8]>)>,
+    },
+}
+
+impl Default for TtlStore {
+    fn default() -> Self {
+        TtlStore::Small(Vec::new())
+    }
+}
+
+impl FieldTtls {
+    fn field_bytes(&self, field: &[u8]) -> usize {
+        match self.store {
+            TtlStore::Small(_) => alloc_bytes(field.len()),
+            TtlStore::Large { .. } => 2 * field.len() + TTL_LARGE_ENTRY_BYTES,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.store {
+            TtlStore::Small(v) => v.len(),
+            TtlStore::Large { by_field, .. } => by_field.len(),
+        }
+    }
+
+    fn get(&self, field: &[u8]) -> Option<u64> {
+        match &self.store {
+            TtlStore::Small(v) => v.iter().find(|(_, f)| &f[..] == field).map(|(at, _)| *at),
+            TtlStore::Large { by_field, .. } => by_field.get(field).copied(),
+        }
+    }
+
+    fn set(&mut self, field: &[u8], at_ms: u64) {
+        if self.remove(field).is_none()
+            && matches!(&self.store, TtlStore::Small(v) if v.len() >= TTL_SMALL_MAX)
+        {
+            self.grow();
+        }
+        self.bytes += self.field_bytes(field);
+        match &mut self.store {
+            TtlStore::Small(v) => {
+                let item = (at_ms, Box::<[u8]>::from(field));
+                let pos = v.partition_point(|x| *x < item);
+                // Tight, as a listpack is: at most TTL_SMALL_MAX entries to move.
+                v.reserve_exact(1);
+                v.insert(pos, item);
+            }
+            TtlStore::Large { by_field, by_time } => {
+                by_field.insert(field.into(), at_ms);
+                by_time.insert((at_ms, field.into()));
+            }
+        }
+    }
+
+    fn remove(&mut self, field: &[u8]) -> Option<u64> {
+        let at = match &mut self.store {
+            TtlStore::Small(v) => {
+                let pos = v.iter().position(|(_, f)| &f[..] == field)?;
+                let at = v.remove(pos).0;
+                if v.capacity() > 2 * v.len() + 4 || v.is_empty() {
+                    v.shrink_to_fit();
+                }
+                at
+            }
+            TtlStore::Large { by_field, by_time } => {
+                let at = by_field.remove(field)?;
+                by_time.remove(&(at, Box::from(field)));
+                at
+            }
+        };
+        self.bytes -= self.field_bytes(field);
+        Some(at)
+    }
+
+    /// The small form outgrew itself: move to the map and the tree, for good.
+    fn grow(&mut self) {
+        let TtlStore::Small(v) = std::mem::take(&mut self.store) else {
+            return;
+        };
+        self.store = TtlStore::Large {
+            by_field: v.iter().map(|(at, f)| (f.clone(), *at)).collect(),
+            by_time: v.iter().cloned().collect(),
+        };
+        self.bytes = v.iter().map(|(_, f)| self.field_bytes(f)).sum();
+    }
+
+    /// The earliest (deadline, field).
+    fn first(&self) -> Option<(u64, &[u8])> {
+        match &self.store {
+            TtlStore::Small(v) => v.first(),
+            TtlStore::Large { by_time, .. } => by_time.first(),
+        }
+        .map(|(at, f)| (*at, &f[..]))
+    }
+
+    /// Every (deadline, field), earliest first.
+    fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let (small, large) = match &self.store {
+            TtlStore::Small(v) => (Some(v.iter()), None),
+            TtlStore::Large { by_time, .. } => (None, Some(by_time.iter())),
+        };
+        small
+            .into_iter()
+            .flatten()
+            .chain(large.into_iter().flatten())
+            .map(|(at, f)| (*at, &f[..]))
+    }
+
+    fn min(&self) -> Option<u64> {
+        self.first().map(|(at, _)| at)
+    }
+
+    fn mem_bytes(&self) -> usize {
+        let vec = match &self.store {
+            TtlStore::Small(v) => v.capacity() * TTL_SMALL_ENTRY_BYTES,
+            TtlStore::Large { .. } => 0,
+        };
+        std::mem::size_of::<Ex>() + vec + self.bytes
+    }
+
+    /// `mem_bytes` from scratch.
+    fn recount_mem_bytes(&self) -> usize {
+        let vec = match &self.store {
+            TtlStore::Small(v) => v.capacity() * TTL_SMALL_ENTRY_BYTES,
+            TtlStore::Large { .. } => 0,
+        };
+        std::mem::size_of::<Ex>()
+            + vec
+            + self.iter().map(|(_, f)| self.field_bytes(f)).sum::<usize>()
+    }
+
+    /// Panics if the forms disagree or are out of order (tests).
+    fn check_invariants(&self) {
+        let all: Vec<(u64, &[u8])> = self.iter().collect();
+        assert!(
+            all.windows(2).all(|w| w[0] < w[1]),
+            "field deadlines out of order"
+        );
+        if let TtlStore::Large { by_field, by_time } = &self.store {
+            assert_eq!(
+                by_field.len(),
+                by_time.len(),
+                "field deadline indexes disagree"
+            );
+            for (at, f) in by_time {
+                assert_eq!(by_field.get(f), Some(at), "field deadline indexes disagree");
+            }
+        }
+    }
+}
+
 impl Default for Hash {
     fn default() -> Self {
         Hash {
-            repr: Repr::Pack(Vec::new()),
+            repr: Repr::Plain(Pairs::Pack(Vec::new())),
         }
     }
 }
@@ -54,52 +251,172 @@ impl std::fmt::Debug for Hash {
     }
 }
 
-/// Equal when they hold the same pairs, whatever their encodings.
+/// Equal when they hold the same pairs and field deadlines, whatever their encodings.
 impl PartialEq for Hash {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|(f, v)| other.get(f) == Some(v))
+        self.len() == other.len()
+            && self.iter().all(|(f, v)| other.get(f) == Some(v))
+            && self.field_ttl_count() == other.field_ttl_count()
+            && self
+                .field_ttls()
+                .all(|(f, at)| other.field_expire_at(f) == Some(at))
     }
 }
 
 impl Hash {
+    /// The pairs' representation (`Pack` or `Table`).
+    fn base(&self) -> &Pairs {
+        match &self.repr {
+            Repr::Plain(p) => p,
+            Repr::Ex(x) => &x.base,
+        }
+    }
+
+    fn base_mut(&mut self) -> &mut Pairs {
+        match &mut self.repr {
+            Repr::Plain(p) => p,
+            Repr::Ex(x) => &mut x.base,
+        }
+    }
+
+    fn ttl(&self) -> Option<&FieldTtls> {
+        match &self.repr {
+            Repr::Ex(x) => Some(&x.ttl),
+            _ => None,
+        }
+    }
+
+    fn ttl_mut(&mut self) -> Option<&mut FieldTtls> {
+        match &mut self.repr {
+            Repr::Ex(x) => Some(&mut x.ttl),
+            _ => None,
+        }
+    }
+
+    /// The deadline (absolute unix ms) of `field`, if it has one.
+    pub fn field_expire_at(&self, field: &[u8]) -> Option<u64> {
+        self.ttl()?.get(field)
+    }
+
+    /// Gives an existing `field` a deadline (absolute unix ms); returns false if there is no such
+    /// field. The first one makes this a hash with field TTLs for good (`listpackex`).
+    pub fn set_field_expire(&mut self, field: &[u8], at_ms: u64) -> bool {
+        if !self.contains(field) {
+            return false;
+        }
+        if let Repr::Plain(p) = &mut self.repr {
+            let base = std::mem::replace(p, Pairs::Pack(Vec::new()));
+            self.repr = Repr::Ex(Box::new(Ex {
+                base,
+                ttl: FieldTtls::default(),
+            }));
+        }
+        self.ttl_mut().expect("made Ex above").set(field, at_ms);
+        true
+    }
+
+    /// Removes `field`'s deadline; returns whether it had one.
+    pub fn persist_field(&mut self, field: &[u8]) -> bool {
+        self.ttl_mut().is_some_and(|t| t.remove(field).is_some())
+    }
+
+    /// Fields that have a deadline.
+    pub fn field_ttl_count(&self) -> usize {
+        self.ttl().map_or(0, FieldTtls::len)
+    }
+
+    /// Every (field, deadline), earliest first.
+    pub fn field_ttls(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        self.ttl()
+            .into_iter()
+            .flat_map(|t| t.iter().map(|(at, f)| (f, at)))
+    }
+
+    /// The earliest field deadline.
+    pub fn min_field_expire(&self) -> Option<u64> {
+        self.ttl()?.min()
+    }
+
+    /// Whether some field's deadline is at or before `now_ms` (it has expired: a field expires
+    /// when its deadline is reached, as a key does).
+    pub fn has_due_fields(&self, now_ms: u64) -> bool {
+        self.min_field_expire().is_some_and(|at| at <= now_ms)
+    }
+
+    /// Deletes up to `max` expired fields (deadline at or before `now_ms`), earliest first,
+    /// calling `f` on each; returns how many.
+    pub fn remove_due_fields(
+        &mut self,
+        now_ms: u64,
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(t) = self.ttl_mut() else { break };
+            let field: Box<[u8]> = match t.first() {
+                Some((at, field)) if at <= now_ms => field.into(),
+                _ => break,
+            };
+            let removed = self.remove(&field);
+            debug_assert!(removed, "a field with a deadline exists");
+            f(&field);
+            n += 1;
+        }
+        n
+    }
+
+    /// The deadline the shard's field-expiry index holds an item for.
+    pub(crate) fn indexed_at(&self) -> Option<u64> {
+        self.ttl()?.indexed_at
+    }
+
+    pub(crate) fn set_indexed_at(&mut self, at_ms: Option<u64>) {
+        if let Some(t) = self.ttl_mut() {
+            t.indexed_at = at_ms;
+        }
+    }
+
     pub fn new(_limits: &EncodingLimits) -> Self {
         Hash::default()
     }
 
     pub fn len(&self) -> usize {
-        match &self.repr {
-            Repr::Pack(buf) => PackIter { buf, pos: 0 }.count(),
-            Repr::Table(t) => t.len(),
+        match self.base() {
+            Pairs::Pack(buf) => PackIter { buf, pos: 0 }.count(),
+            Pairs::Table(t) => t.len(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        match &self.repr {
-            Repr::Pack(buf) => buf.is_empty(),
-            Repr::Table(t) => t.is_empty(),
+        match self.base() {
+            Pairs::Pack(buf) => buf.is_empty(),
+            Pairs::Table(t) => t.is_empty(),
         }
     }
 
     /// Heap bytes held (running total, O(1)).
     pub fn mem_bytes(&self) -> usize {
-        match &self.repr {
-            Repr::Pack(buf) => buf.capacity(),
-            Repr::Table(t) => t.mem_bytes(),
+        let ttl = self.ttl().map_or(0, FieldTtls::mem_bytes);
+        ttl + match self.base() {
+            Pairs::Pack(buf) => buf.capacity(),
+            Pairs::Table(t) => t.mem_bytes(),
         }
     }
 
-    /// `OBJECT ENCODING` name.
+    /// `OBJECT ENCODING` name (Redis 7.4's `listpackex` for a listpack with field TTLs).
     pub fn encoding(&self) -> &'static str {
-        match &self.repr {
-            Repr::Pack(_) => "listpack",
-            Repr::Table(_) => "hashtable",
+        match (self.base(), self.ttl().is_some()) {
+            (Pairs::Pack(_), false) => "listpack",
+            (Pairs::Pack(_), true) => "listpackex",
+            _ => "hashtable",
         }
     }
 
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
-        match &self.repr {
-            Repr::Pack(buf) => pack_find(buf, field).ok().map(|p| &buf[p.value.clone()]),
-            Repr::Table(t) => t.get(field).map(|item| split_item(item).1),
+        match self.base() {
+            Pairs::Pack(buf) => pack_find(buf, field).ok().map(|p| &buf[p.value.clone()]),
+            Pairs::Table(t) => t.get(field).map(|item| split_item(item).1),
         }
     }
 
@@ -109,8 +426,12 @@ impl Hash {
 
     /// Sets `field` to `value`; returns true if the field is new. Converts to a hashtable when the
     /// pair or the count exceeds `limits`.
+    /// Setting a field clears its deadline, as HSET does in Redis 7.4 (HINCRBY puts it back).
     pub fn insert(&mut self, field: &[u8], value: &[u8], limits: &EncodingLimits) -> bool {
-        if let Repr::Pack(buf) = &mut self.repr {
+        if let Some(t) = self.ttl_mut() {
+            t.remove(field);
+        }
+        if let Pairs::Pack(buf) = self.base_mut() {
             let too_long = field.len() > limits.hash_max_listpack_value
                 || value.len() > limits.hash_max_listpack_value
                 || buf.len() + field.len() + value.len() + 20 > LISTPACK_BYTES_MAX;
@@ -134,7 +455,7 @@ impl Hash {
             }
             self.convert();
         }
-        let Repr::Table(t) = &mut self.repr else {
+        let Pairs::Table(t) = self.base_mut() else {
             unreachable!("converted above")
         };
         match t.find(field) {
@@ -149,10 +470,13 @@ impl Hash {
         }
     }
 
-    /// Removes `field`; returns true if it was there.
+    /// Removes `field` (and its deadline); returns true if it was there.
     pub fn remove(&mut self, field: &[u8]) -> bool {
-        match &mut self.repr {
-            Repr::Pack(buf) => {
+        if let Some(t) = self.ttl_mut() {
+            t.remove(field);
+        }
+        match self.base_mut() {
+            Pairs::Pack(buf) => {
                 let Ok(p) = pack_find(buf, field) else {
                     return false;
                 };
@@ -160,7 +484,7 @@ impl Hash {
                 shrink_if_slack(buf);
                 true
             }
-            Repr::Table(t) => match t.find(field) {
+            Pairs::Table(t) => match t.find(field) {
                 Ok(pos) => {
                     t.remove_at(pos);
                     true
@@ -172,9 +496,9 @@ impl Hash {
 
     /// Every pair: insertion order for a listpack, hash order for a hashtable.
     pub fn iter(&self) -> Iter<'_> {
-        match &self.repr {
-            Repr::Pack(buf) => Iter::Pack(PackIter { buf, pos: 0 }),
-            Repr::Table(t) => Iter::Table(t.slots.iter()),
+        match self.base() {
+            Pairs::Pack(buf) => Iter::Pack(PackIter { buf, pos: 0 }),
+            Pairs::Table(t) => Iter::Table(t.slots.iter()),
         }
     }
 
@@ -183,28 +507,28 @@ impl Hash {
         if self.is_empty() {
             return None;
         }
-        match &self.repr {
-            Repr::Pack(_) => {
+        match self.base() {
+            Pairs::Pack(_) => {
                 let all: Vec<_> = self.iter().collect();
                 Some(all[rng.below(all.len())])
             }
-            Repr::Table(t) => Some(split_item(t.item(t.random_pos(rng)))),
+            Pairs::Table(t) => Some(split_item(t.item(t.random_pos(rng)))),
         }
     }
 
     /// A picker of uniformly random pairs, for many picks with repetition (HRANDFIELD with a
     /// negative count): a listpack is indexed once instead of walked per pick.
     pub fn sampler(&self) -> Sampler<'_> {
-        match &self.repr {
-            Repr::Pack(_) => Sampler::All(self.iter().collect()),
-            Repr::Table(t) => Sampler::Table(t),
+        match self.base() {
+            Pairs::Pack(_) => Sampler::All(self.iter().collect()),
+            Pairs::Table(t) => Sampler::Table(t),
         }
     }
 
     /// `count` distinct random pairs, in no particular order; every pair if `count >= len`.
     pub fn random_distinct(&self, count: usize, rng: &mut Rng) -> Vec<(&[u8], &[u8])> {
-        match &self.repr {
-            Repr::Table(t) if count.saturating_mul(3) <= t.len() => t
+        match self.base() {
+            Pairs::Table(t) if count.saturating_mul(3) <= t.len() => t
                 .random_distinct_positions(count, rng)
                 .into_iter()
                 .map(|p| split_item(t.item(p)))
@@ -226,14 +550,14 @@ impl Hash {
         count: usize,
         mut f: impl FnMut(&'a [u8], &'a [u8]),
     ) -> u64 {
-        match &self.repr {
-            Repr::Pack(_) => {
+        match self.base() {
+            Pairs::Pack(_) => {
                 for (k, v) in self.iter() {
                     f(k, v);
                 }
                 0
             }
-            Repr::Table(t) => t.scan(cursor, count, |item| {
+            Pairs::Table(t) => t.scan(cursor, count, |item| {
                 let (k, v) = split_item(item);
                 f(k, v)
             }),
@@ -270,18 +594,47 @@ impl Hash {
         rest.is_empty().then_some(h)
     }
 
+    /// Appends the field deadlines: `varint count`, then `count` × (field, varint deadline ms).
+    /// Written after [`Hash::encode`] for a hash with field TTLs (see `codec.rs`).
+    pub fn encode_field_ttls(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.field_ttl_count() as u64);
+        for (f, at) in self.field_ttls() {
+            put_bytes(out, f);
+            put_varint(out, at);
+        }
+    }
+
+    /// Parses what [`Hash::encode_field_ttls`] wrote, giving those fields their deadlines;
+    /// returns the rest, or `None` if malformed (a field absent from the hash, or given twice).
+    pub fn decode_field_ttls<'b>(&mut self, b: &'b [u8]) -> Option<&'b [u8]> {
+        let (count, mut rest) = get_varint(b)?;
+        if count > (rest.len() / 2) as u64 {
+            return None;
+        }
+        for _ in 0..count {
+            let (f, r) = get_bytes(rest)?;
+            let (at, r) = get_varint(r)?;
+            rest = r;
+            if self.field_expire_at(f).is_some() || !self.set_field_expire(f, at) {
+                return None;
+            }
+        }
+        Some(rest)
+    }
+
     /// `mem_bytes` recomputed from scratch (tests compare it with the running total).
     pub fn recount_mem_bytes(&self) -> usize {
-        match &self.repr {
-            Repr::Pack(buf) => buf.capacity(),
-            Repr::Table(t) => t.recount_mem_bytes(),
+        let ttl = self.ttl().map_or(0, FieldTtls::recount_mem_bytes);
+        ttl + match self.base() {
+            Pairs::Pack(buf) => buf.capacity(),
+            Pairs::Table(t) => t.recount_mem_bytes(),
         }
     }
 
     /// Panics if an internal invariant is broken (tests).
     pub fn check_invariants(&self) {
-        match &self.repr {
-            Repr::Pack(buf) => {
+        match self.base() {
+            Pairs::Pack(buf) => {
                 let mut pos = 0;
                 while pos < buf.len() {
                     let (_, after_f) = read_bytes(buf, pos);
@@ -289,20 +642,26 @@ impl Hash {
                 }
                 assert_eq!(pos, buf.len(), "listpack ends inside an entry");
             }
-            Repr::Table(t) => t.check_invariants(),
+            Pairs::Table(t) => t.check_invariants(),
+        }
+        if let Some(t) = self.ttl() {
+            t.check_invariants();
+            for (_, f) in t.iter() {
+                assert!(self.contains(f), "a deadline for a missing field");
+            }
         }
         assert_eq!(self.mem_bytes(), self.recount_mem_bytes());
     }
 
     fn convert(&mut self) {
-        let Repr::Pack(buf) = &self.repr else {
+        let Pairs::Pack(buf) = self.base() else {
             return;
         };
         let mut t = Table::with_capacity(self.len() + 1);
         for (f, v) in (PackIter { buf, pos: 0 }) {
             t.insert_new(make_item(f, v));
         }
-        self.repr = Repr::Table(Box::new(t));
+        *self.base_mut() = Pairs::Table(Box::new(t));
     }
 }
 
@@ -1032,7 +1391,200 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn field_ttls_cost_nothing_until_used_and_stick_like_listpackex() {
+        assert!(std::mem::size_of::<Hash>() <= 24);
+        let l = limits(4, 64);
+        let mut h = Hash::new(&l);
+        h.insert(b"a", b"1", &l);
+        h.insert(b"b", b"2", &l);
+        let plain = h.mem_bytes();
+        assert!(!h.set_field_expire(b"zz", 10), "no such field");
+        assert_eq!(h.encoding(), "listpack");
+        assert!(h.set_field_expire(b"a", 100));
+        assert_eq!(h.encoding(), "listpackex");
+        assert!(h.mem_bytes() > plain);
+        assert_eq!(h.field_expire_at(b"a"), Some(100));
+        // HSET of the field clears its deadline; the encoding stays.
+        h.insert(b"a", b"x", &l);
+        assert_eq!(h.field_expire_at(b"a"), None);
+        assert_eq!(h.encoding(), "listpackex");
+        h.set_field_expire(b"a", 100);
+        h.set_field_expire(b"b", 50);
+        assert_eq!(h.min_field_expire(), Some(50));
+        assert!(h.persist_field(b"b"));
+        assert!(!h.persist_field(b"b"));
+        assert_eq!(h.min_field_expire(), Some(100));
+        for i in 0..4 {
+            h.insert(format!("c{i}").as_bytes(), b"v", &l);
+        }
+        assert_eq!(h.encoding(), "hashtable");
+        assert_eq!(h.field_expire_at(b"a"), Some(100), "kept across conversion");
+        assert!(!h.has_due_fields(99));
+        assert!(h.has_due_fields(100));
+        let mut gone = Vec::new();
+        assert_eq!(h.remove_due_fields(100, 10, |f| gone.push(f.to_vec())), 1);
+        assert_eq!(gone, vec![b"a".to_vec()]);
+        assert!(!h.contains(b"a"));
+        h.check_invariants();
+    }
+
+    #[test]
+    fn many_field_ttls_move_to_the_large_form_and_stay_exact() {
+        let l = limits(0, 64);
+        let mut h = Hash::new(&l);
+        for i in 0..300u64 {
+            h.insert(format!("f{i}").as_bytes(), b"v", &l);
+        }
+        let small = {
+            let mut s = h.clone();
+            for i in 0..TTL_SMALL_MAX as u64 {
+                s.set_field_expire(format!("f{i}").as_bytes(), 1000 + i);
+            }
+            s.mem_bytes() - h.mem_bytes()
+        };
+        // Small form: well under the large form's estimate per deadline.
+        assert!(
+            small < TTL_SMALL_MAX * (TTL_LARGE_ENTRY_BYTES + 8),
+            "{small}"
+        );
+        // Deadlines in a scrambled order, some set twice.
+        for i in 0..300u64 {
+            let j = (i * 7919) % 300;
+            h.set_field_expire(format!("f{j}").as_bytes(), 10_000 - j);
+        }
+        for i in (0..300u64).step_by(3) {
+            h.set_field_expire(format!("f{i}").as_bytes(), 20_000 + i);
+        }
+        h.check_invariants();
+        assert_eq!(h.field_ttl_count(), 300);
+        for i in (0..300u64).step_by(2) {
+            h.persist_field(format!("f{i}").as_bytes());
+        }
+        h.check_invariants();
+        assert_eq!(h.field_ttl_count(), 150);
+        let mut gone = 0;
+        let mut last = 0;
+        h.remove_due_fields(10_000, usize::MAX, |f| {
+            let at = 10_000
+                - std::str::from_utf8(&f[1..])
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            assert!(at >= last, "earliest first");
+            last = at;
+            gone += 1;
+        });
+        // Odd fields not multiples of 3 (those moved to 20_000+): 100.
+        assert_eq!(gone, 100);
+        h.check_invariants();
+        assert_eq!(h.len(), 200);
+        assert_eq!(h.min_field_expire(), Some(20_003));
+    }
+
+    #[derive(Debug, Clone)]
+    enum TtlOp {
+        Set(u8, usize),
+        Del(u8),
+        Expire(u8, u64),
+        Persist(u8),
+        Advance(u64),
+        Purge(usize),
+    }
+
+    fn ttl_op() -> impl Strategy<Value = TtlOp> {
+        prop_oneof![
+            (any::<u8>(), 0usize..20).prop_map(|(f, n)| TtlOp::Set(f, n)),
+            any::<u8>().prop_map(TtlOp::Del),
+            (any::<u8>(), 0u64..200).prop_map(|(f, d)| TtlOp::Expire(f, d)),
+            any::<u8>().prop_map(TtlOp::Persist),
+            (0u64..60).prop_map(TtlOp::Advance),
+            (0usize..5).prop_map(TtlOp::Purge),
+        ]
+    }
+
     proptest! {
+        /// Fields with deadlines, random writes and clock advances, against a map of
+        /// field → (value, deadline). Fields due are purged only by `Purge` (bounded, earliest
+        /// first); the model checks which remain and the codec keeps the deadlines.
+        #[test]
+        fn field_ttls_match_a_model(
+            ops in proptest::collection::vec(ttl_op(), 1..300),
+            entries in 0usize..12,
+        ) {
+            let l = limits(entries, 64);
+            let mut h = Hash::new(&l);
+            let mut model: std::collections::BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)> =
+                Default::default();
+            let mut now = 1000u64;
+            for o in ops {
+                match o {
+                    TtlOp::Set(f, n) => {
+                        let field = format!("f{}", f % 16).into_bytes();
+                        let value = vec![b'v'; n];
+                        let new = h.insert(&field, &value, &l);
+                        prop_assert_eq!(new, model.insert(field, (value, None)).is_none());
+                    }
+                    TtlOp::Del(f) => {
+                        let field = format!("f{}", f % 16).into_bytes();
+                        prop_assert_eq!(h.remove(&field), model.remove(&field).is_some());
+                    }
+                    TtlOp::Expire(f, d) => {
+                        let field = format!("f{}", f % 16).into_bytes();
+                        let at = now + d;
+                        let set = h.set_field_expire(&field, at);
+                        match model.get_mut(&field) {
+                            Some(m) => { prop_assert!(set); m.1 = Some(at); }
+                            None => prop_assert!(!set),
+                        }
+                    }
+                    TtlOp::Persist(f) => {
+                        let field = format!("f{}", f % 16).into_bytes();
+                        let had = model.get_mut(&field).and_then(|m| m.1.take()).is_some();
+                        prop_assert_eq!(h.persist_field(&field), had);
+                    }
+                    TtlOp::Advance(d) => now += d,
+                    TtlOp::Purge(max) => {
+                        let mut due: Vec<(u64, Vec<u8>)> = model
+                            .iter()
+                            .filter_map(|(f, (_, at))| at.filter(|&a| a <= now).map(|a| (a, f.clone())))
+                            .collect();
+                        due.sort();
+                        prop_assert_eq!(h.has_due_fields(now), !due.is_empty());
+                        let mut gone = Vec::new();
+                        let n = h.remove_due_fields(now, max, |f| gone.push(f.to_vec()));
+                        prop_assert_eq!(n, due.len().min(max));
+                        for f in &gone {
+                            let at = model.remove(f).and_then(|m| m.1);
+                            prop_assert!(at.is_some_and(|a| a <= now));
+                        }
+                        // Earliest first: nothing left due is earlier than what went.
+                        let latest_gone = gone.iter().map(|f| due.iter().find(|d| &d.1 == f).unwrap().0).max();
+                        if let Some(g) = latest_gone {
+                            prop_assert!(model.values().all(|(_, at)| at.is_none_or(|a| a >= g)));
+                        }
+                    }
+                }
+                prop_assert_eq!(h.mem_bytes(), h.recount_mem_bytes());
+            }
+            h.check_invariants();
+            prop_assert_eq!(h.len(), model.len());
+            prop_assert_eq!(h.field_ttl_count(), model.values().filter(|m| m.1.is_some()).count());
+            for (f, (v, at)) in &model {
+                prop_assert_eq!(h.get(f), Some(&v[..]));
+                prop_assert_eq!(h.field_expire_at(f), *at);
+            }
+            prop_assert_eq!(h.min_field_expire(), model.values().filter_map(|m| m.1).min());
+            if !h.is_empty() {
+                let mut out = Vec::new();
+                crate::codec::encode_value(crate::ValueRef::Obj(&crate::Object::Hash(h.clone())), &mut out);
+                let Some(crate::Payload::Object(o)) = crate::codec::decode_value(&out, &l) else {
+                    panic!("decodes");
+                };
+                prop_assert_eq!(*o, crate::Object::Hash(h));
+            }
+        }
+
         #[test]
         fn matches_a_model_and_counts_memory_exactly(
             ops in proptest::collection::vec(op(), 1..400),
