@@ -466,11 +466,15 @@ async fn transfer(
     let answered = peer.call(&finish, FINISH_TIMEOUT).await;
     let moved = match answered {
         Ok(_) => true,
-        Err(PeerError::Reply(e)) => {
+        // The target could not learn whether its commit went through: the move may still
+        // commit, so it is fenced as when FINISH goes unanswered (resuming writes here now
+        // could lose them to the new owner).
+        Err(PeerError::Reply(e)) if !e.contains(FINISH_UNKNOWN) => {
             drop(pause);
             return Err(failed(format!("the target refused the move: {e}")));
         }
-        Err(PeerError::Io(e)) => {
+        Err(e) => {
+            let e = e.text();
             tracing::warn!(job = %job.name, error = %e, "no answer to FINISH: fencing the move");
             if let Err(f) = fence(srv, node, &me).await {
                 // The move may still commit: writes here stay paused (a write that waits is
@@ -603,6 +607,9 @@ fn owned_by(srv: &ServerState, ranges: &[SlotRange], id: &str) -> bool {
         .all(|s| cfg.owner(s).is_some_and(|n| n.id == id))
 }
 
+/// How a target's FINISH reply starts when it does not know whether its commit went through.
+const FINISH_UNKNOWN: &str = "the move's outcome is unknown: ";
+
 /// Makes sure a move whose `FINISH` went unanswered can no longer commit later: this node's
 /// config epoch is bumped through Raft, and a move carries the epoch it was prepared at. Once the
 /// bump is applied here, the configuration says whether the move happened.
@@ -643,9 +650,10 @@ pub async fn finish_import(
             Err(e)
         }
         Proposed::Unknown(e) => {
-            // Kept until a configuration settles it (`migration::resolve_imports`).
+            // Kept until a configuration settles it (`migration::resolve_imports`). The reply
+            // tells the source the move may still commit, so it fences it (not a refusal).
             job.set(JobState::Pausing, format!("outcome unknown: {e}"), now_ms());
-            Err(e)
+            Err(format!("{FINISH_UNKNOWN}{e}"))
         }
     }
 }
