@@ -93,6 +93,7 @@ pub enum Group {
     Transactions,
     PubSub,
     Cluster,
+    Scripting,
     /// shoal's own commands (versions, verification).
     Shoal,
 }
@@ -114,6 +115,7 @@ impl Group {
             Group::Geo => "geo",
             Group::Transactions => "transactions",
             Group::PubSub => "pubsub",
+            Group::Scripting => "scripting",
             Group::Shoal => "shoal",
         }
     }
@@ -222,6 +224,7 @@ impl Spec {
             "@dangerous",
             "@connection",
             "@transaction",
+            "@scripting",
         ];
         let mut c = Vec::new();
         if self.has(flag::WRITE) {
@@ -268,6 +271,7 @@ impl Spec {
             Group::Geo => c.push("@geo"),
             Group::Transactions => c.push("@transaction"),
             Group::PubSub => {}
+            Group::Scripting => c.push("@scripting"),
             Group::Server | Group::Cluster | Group::Shoal => {}
         }
     }
