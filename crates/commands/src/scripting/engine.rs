@@ -137,9 +137,6 @@ impl Engine {
         let g = lua.globals();
         g.raw_set("redis", redis_lib(&lua)?)?;
         g.raw_set("bit", libs::bit::open(&lua)?)?;
-        g.raw_set("struct", libs::structlib::open(&lua)?)?;
-        g.raw_set("cjson", libs::cjson::open(&lua)?)?;
-        g.raw_set("cmsgpack", libs::cmsgpack::open(&lua)?)?;
         let math: Table = g.raw_get("math")?;
         let rand = Arc::new(std_mutex(Rand48::default()));
         let r = rand.clone();
@@ -328,7 +325,12 @@ fn error_handler(lua: &Lua, err: Value) -> mlua::Result<Table> {
                         t.raw_set("err", text)?;
                         return with_position(lua, t);
                     }
-                    format!("ERR {text}")
+                    // A Rust function's error reads as `luaL_error`'s: with the caller's
+                    // position.
+                    match user_position(lua) {
+                        Some((src, line)) => format!("ERR {src}:{line}: {text}"),
+                        None => format!("ERR {text}"),
+                    }
                 }
                 Value::String(s) => format!("ERR {}", s.to_string_lossy()),
                 Value::Integer(i) => format!("ERR {i}"),
@@ -343,6 +345,26 @@ fn error_handler(lua: &Lua, err: Value) -> mlua::Result<Table> {
         }
     };
     with_position(lua, t)
+}
+
+/// The first frame of the script's own code: its short source name and line.
+fn user_position(lua: &Lua) -> Option<(String, usize)> {
+    for level in 1..ERROR_LEVELS_MAX {
+        let found = lua.inspect_stack(level, |d| {
+            let s = d.source();
+            let source = s.source.as_deref().unwrap_or("").to_string();
+            if s.what == "C" || source == INTERNAL_SOURCE {
+                None
+            } else {
+                let short = s.short_src.as_deref().unwrap_or("").to_string();
+                Some((short, d.current_line().unwrap_or(0)))
+            }
+        })?;
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 /// Adds the script's position (`source`, `line`) to an error table.
@@ -895,7 +917,7 @@ fn redis_lib(lua: &Lua) -> mlua::Result<Table> {
             let level = match &args[0] {
                 Value::Integer(i) => *i,
                 Value::Number(n) => *n as i64,
-                _ => return Err(raise(lua, "ERR First argument must be a number")),
+                _ => return Err(raise(lua, "ERR First argument must be a number (log level).")),
             };
             if !(0..=3).contains(&level) {
                 return Err(raise(lua, "ERR Invalid debug level."));
