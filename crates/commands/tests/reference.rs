@@ -20,6 +20,7 @@ const GROUPS: &[(Group, &str)] = &[
     (Group::Geo, "Geo"),
     (Group::Transactions, "Transactions"),
     (Group::PubSub, "Pub/sub"),
+    (Group::Scripting, "Scripting"),
     (Group::Connection, "Connection"),
     (Group::Server, "Server"),
     (Group::Cluster, "Cluster"),

@@ -64,14 +64,19 @@ fn a_long_script_answers_busy_and_script_kill_stops_it() {
         thread::sleep(Duration::from_millis(20));
     };
     assert!(
-        busy.contains("Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."),
+        busy.contains(
+            "Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+        ),
         "{busy}"
     );
     let nope = try_q::<String>(&mut other, &["FUNCTION", "KILL"]);
     assert!(nope.is_err());
     let ok: String = q(&mut other, &["SCRIPT", "KILL"]);
     assert_eq!(ok, "OK");
-    let killed = runner.join().expect("runner").expect_err("the script was killed");
+    let killed = runner
+        .join()
+        .expect("runner")
+        .expect_err("the script was killed");
     assert!(
         killed
             .to_string()
@@ -81,7 +86,11 @@ fn a_long_script_answers_busy_and_script_kill_stops_it() {
     let v: String = q(&mut other, &["GET", "k"]);
     assert_eq!(v, "v");
     let idle = try_q::<String>(&mut other, &["SCRIPT", "KILL"]).expect_err("nothing runs");
-    assert!(idle.to_string().contains("No scripts in execution right now."), "{idle}");
+    assert!(
+        idle.to_string()
+            .contains("No scripts in execution right now."),
+        "{idle}"
+    );
 }
 
 /// A script that wrote before looping cannot be killed; it is refused with `-UNKILLABLE`.

@@ -15,11 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 
-use mlua::{
-    Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value,
-    VmState,
-};
 use mlua::chunk::ChunkMode;
+use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 use shoal_resp::{Protocol, ReplyWriter};
 
 use crate::args::OwnedArgs;
@@ -112,7 +109,9 @@ pub struct Rand48 {
 
 impl Default for Rand48 {
     fn default() -> Self {
-        Rand48 { x: 0x1234_ABCD_330E }
+        Rand48 {
+            x: 0x1234_ABCD_330E,
+        }
     }
 }
 
@@ -121,7 +120,7 @@ impl Rand48 {
         self.x = ((seed as u32 as u64) << 16) | 0x330E;
     }
 
-    pub fn next(&mut self) -> i32 {
+    pub fn draw(&mut self) -> i32 {
         self.x = (self.x.wrapping_mul(0x5_DEEC_E66D).wrapping_add(0xB)) & ((1 << 48) - 1);
         (self.x >> 17) as i32
     }
@@ -143,7 +142,7 @@ impl Engine {
         math.raw_set(
             "random",
             lua.create_function(move |_, args: MultiValue| {
-                let v = r.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let v = r.lock().unwrap_or_else(|e| e.into_inner()).draw();
                 let x = (v % i32::MAX) as f64 / i32::MAX as f64;
                 let int = |i: usize| -> mlua::Result<i64> {
                     match args.get(i) {
@@ -182,7 +181,9 @@ impl Engine {
         math.raw_set(
             "randomseed",
             lua.create_function(move |_, seed: f64| {
-                r.lock().unwrap_or_else(|e| e.into_inner()).seed(seed as i32);
+                r.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .seed(seed as i32);
                 Ok(())
             })?,
         )?;
@@ -484,10 +485,7 @@ fn call_command(
             )?));
         }
         if srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
-            return Ok(Err(error_table(
-                lua,
-                &ReplyError::ReadOnly.to_string(),
-            )?));
+            return Ok(Err(error_table(lua, &ReplyError::ReadOnly.to_string())?));
         }
     }
     if !rc.flags.allow_oom && !rc.wrote && rc.oom_at_start && spec.has(flag::DENYOOM) {
@@ -776,7 +774,10 @@ fn table_to_reply(w: &mut ReplyWriter<'_>, t: &Table, resp: u8, depth: usize) {
         return;
     }
     if let Value::Table(s) = field("set") {
-        let keys: Vec<Value> = s.pairs::<Value, Value>().filter_map(|p| p.ok().map(|p| p.0)).collect();
+        let keys: Vec<Value> = s
+            .pairs::<Value, Value>()
+            .filter_map(|p| p.ok().map(|p| p.0))
+            .collect();
         w.set(keys.len());
         for k in &keys {
             lua_to_reply(w, k, resp, depth + 1);
@@ -871,15 +872,17 @@ fn redis_lib(lua: &Lua) -> mlua::Result<Table> {
     }
     r.raw_set(
         "error_reply",
-        lua.create_function(|lua, args: MultiValue| {
-            match (args.len(), args.front()) {
-                (1, Some(Value::String(s))) => {
-                    let s = s.to_string_lossy();
-                    let line = if s.starts_with('-') { s } else { format!("-{s}") };
-                    error_table(lua, &line)
-                }
-                _ => error_table(lua, "ERR wrong number or type of arguments"),
+        lua.create_function(|lua, args: MultiValue| match (args.len(), args.front()) {
+            (1, Some(Value::String(s))) => {
+                let s = s.to_string_lossy();
+                let line = if s.starts_with('-') {
+                    s
+                } else {
+                    format!("-{s}")
+                };
+                error_table(lua, &line)
             }
+            _ => error_table(lua, "ERR wrong number or type of arguments"),
         })?,
     )?;
     r.raw_set(
@@ -912,12 +915,20 @@ fn redis_lib(lua: &Lua) -> mlua::Result<Table> {
         "log",
         lua.create_function(|lua, args: MultiValue| {
             if args.len() < 2 {
-                return Err(raise(lua, "ERR redis.log() requires two arguments or more."));
+                return Err(raise(
+                    lua,
+                    "ERR redis.log() requires two arguments or more.",
+                ));
             }
             let level = match &args[0] {
                 Value::Integer(i) => *i,
                 Value::Number(n) => *n as i64,
-                _ => return Err(raise(lua, "ERR First argument must be a number (log level).")),
+                _ => {
+                    return Err(raise(
+                        lua,
+                        "ERR First argument must be a number (log level).",
+                    ));
+                }
             };
             if !(0..=3).contains(&level) {
                 return Err(raise(lua, "ERR Invalid debug level."));
@@ -1005,7 +1016,10 @@ fn redis_lib(lua: &Lua) -> mlua::Result<Table> {
             match lookup(&owned.args()) {
                 // No ACL users: the default user may run every command.
                 Some(_) => Ok(true),
-                None => Err(raise(lua, "ERR Invalid command passed to redis.acl_check_cmd()")),
+                None => Err(raise(
+                    lua,
+                    "ERR Invalid command passed to redis.acl_check_cmd()",
+                )),
             }
         })?,
     )?;

@@ -134,7 +134,10 @@ pub static COMMANDS: &[Spec] = &[
                 since: "2.6.0",
                 summary: "Check existence of scripts in the script cache.",
                 complexity: "O(N) with N being the number of scripts to check (so checking a single script is an O(1) operation).",
-                tips: &["request_policy:all_shards", "response_policy:agg_logical_and"],
+                tips: &[
+                    "request_policy:all_shards",
+                    "response_policy:agg_logical_and",
+                ],
                 handler: Some(script_exists),
                 ..Spec::DEFAULT
             },
@@ -329,10 +332,7 @@ impl Scripting {
     }
 
     /// The EVAL VM, created on first use.
-    fn with_vm<R>(
-        &self,
-        f: impl FnOnce(&mut EvalVm) -> R,
-    ) -> Result<R, ReplyError> {
+    fn with_vm<R>(&self, f: impl FnOnce(&mut EvalVm) -> R) -> Result<R, ReplyError> {
         let mut g = self.vm();
         if g.is_none() {
             let engine = Engine::new(self.busy.kill.clone(), engine::KILLED)
@@ -401,13 +401,7 @@ fn load_script(vm: &mut EvalVm, srv: &ServerState, body: &[u8]) -> Result<String
         .compile(&code, engine::USER_SOURCE)
         .map_err(|m| crate::err!("Error compiling script (new function): {m}"))?;
     vm.bytes += body.len();
-    vm.scripts.insert(
-        sha.clone(),
-        CachedScript {
-            func,
-            flags,
-        },
-    );
+    vm.scripts.insert(sha.clone(), CachedScript { func, flags });
     srv.scripts.cached_scripts.store(vm.scripts.len(), Relaxed);
     srv.scripts.cached_bytes.store(vm.bytes, Relaxed);
     Ok(sha)
@@ -432,7 +426,7 @@ fn evalsha_ro(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 /// The keys and arguments after `script numkeys` (Redis's checks, in its order).
-pub(crate) fn numkeys<'x>(args: &'x Args<'_>) -> Result<usize, ReplyError> {
+pub(crate) fn numkeys(args: &Args<'_>) -> Result<usize, ReplyError> {
     let n = parse_i64(args.get(2)).ok_or(ERR_NOT_INTEGER)?;
     if n > args.len() as i64 - 3 {
         return Err(ReplyError::err_static(
@@ -633,7 +627,9 @@ pub(crate) fn cluster_check(
 
 fn script_load(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let srv = ctx.srv;
-    let sha = srv.scripts.with_vm(|vm| load_script(vm, srv, args.get(2)))??;
+    let sha = srv
+        .scripts
+        .with_vm(|vm| load_script(vm, srv, args.get(2)))??;
     ctx.out.bulk(sha.as_bytes());
     Ok(())
 }

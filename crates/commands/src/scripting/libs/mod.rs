@@ -9,13 +9,21 @@ use mlua::{MultiValue, Value};
 /// C's `%.<prec>g` (no `#` flag): Lua's `tostring` of numbers is `%.14g`, cjson's `%.14g`.
 pub fn fmt_g(v: f64, prec: usize) -> String {
     if v.is_nan() {
-        return if v.is_sign_negative() { "-nan".into() } else { "nan".into() };
+        return if v.is_sign_negative() {
+            "-nan".into()
+        } else {
+            "nan".into()
+        };
     }
     if v.is_infinite() {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let p = prec.max(1);
     let s = format!("{:.*e}", p - 1, v);
@@ -67,9 +75,8 @@ pub fn check_number(args: &MultiValue, i: usize, fname: &str) -> mlua::Result<f6
     match args.get(i) {
         Some(Value::Integer(n)) => Ok(*n as f64),
         Some(Value::Number(n)) => Ok(*n),
-        Some(Value::String(s)) => parse_lua_number(&s.as_bytes()).ok_or_else(|| {
-            arg_error(i + 1, fname, "number expected, got string")
-        }),
+        Some(Value::String(s)) => parse_lua_number(&s.as_bytes())
+            .ok_or_else(|| arg_error(i + 1, fname, "number expected, got string")),
         other => Err(arg_error(
             i + 1,
             fname,
@@ -106,8 +113,13 @@ pub fn parse_lua_number(b: &[u8]) -> Option<f64> {
         let v = u64::from_str_radix(hex, 16).ok()? as f64;
         return Some(if neg { -v } else { v });
     }
-    if body.chars().any(|c| c.is_ascii_alphabetic() && !matches!(c, 'e' | 'E'))
-        && !matches!(body.to_ascii_lowercase().as_str(), "inf" | "nan" | "infinity")
+    if body
+        .chars()
+        .any(|c| c.is_ascii_alphabetic() && !matches!(c, 'e' | 'E'))
+        && !matches!(
+            body.to_ascii_lowercase().as_str(),
+            "inf" | "nan" | "infinity"
+        )
     {
         return None;
     }
