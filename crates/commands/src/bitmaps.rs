@@ -6,6 +6,7 @@
 
 use crate::args::{ERR_NOT_INTEGER, ERR_SYNTAX, parse_i64};
 use crate::keyspec::{FindKeys, key::*};
+use crate::notify;
 use crate::strings::{ExpireOpt, store_string};
 use crate::table::{Group, KeySpec, Spec, flag::*};
 use crate::{Args, CmdResult, Ctx, ReplyError};
@@ -172,7 +173,8 @@ fn setbit(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let cur = e.string().ok_or(ReplyError::WrongType)?;
             let (old, len) = (get_bit(cur, offset), cur.len());
             // As Redis: nothing is written when the string already holds the bit.
-            if byte >= len || old != on {
+            let changed = byte >= len || old != on;
+            if changed {
                 let mut ops = e.ops();
                 let s = e.make_raw_string().ok_or(ReplyError::WrongType)?;
                 if s.len() <= byte {
@@ -183,20 +185,23 @@ fn setbit(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 e.note(ops);
                 e.set_version(version);
             }
-            Some(old)
+            Some((old, changed))
         }
         None => None,
     };
-    let old = match found {
-        Some(old) => old,
+    let (old, changed) = match found {
+        Some(found) => found,
         None => {
             let mut s = vec![0u8; byte + 1];
             put_bit(&mut s, offset, on);
             store_string(&mut shard, db, slot, key, &s, ExpireOpt::None, version, now);
-            false
+            (false, true)
         }
     };
     drop(shard);
+    if changed {
+        ctx.notify(notify::STRING, "setbit", key);
+    }
     ctx.out.int(old as i64);
     Ok(())
 }
@@ -434,6 +439,7 @@ fn bitop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if max == 0 {
         if shard.lookup(db, slot, target, now, false).is_some() {
             shard.remove(db, slot, target);
+            shard.note(notify::GENERIC, "del", db, target);
         }
     } else {
         let byte_of =
@@ -453,6 +459,7 @@ fn bitop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             *o = if op == BitOp::Not { !acc } else { acc };
         }
         store_string(shard, db, slot, target, &out, ExpireOpt::None, version, now);
+        shard.note(notify::STRING, "set", db, target);
     }
     drop(locked);
     ctx.out.int(max as i64);
@@ -743,6 +750,8 @@ fn bitfield_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, read_only: bool) -> CmdR
     let (mut shard, slot) = ctx.shard(key);
     let version = ctx.version();
     let mut replies: Vec<Option<i64>> = Vec::with_capacity(fields.len());
+    // Fields written (Redis's `changes`: a SET or INCRBY that did not fail on overflow).
+    let mut changes = 0;
     // Runs the fields; returns the byte range written (growth included), for the stream.
     let mut run = |s: &mut Vec<u8>| -> Option<(usize, usize)> {
         let mut written: Option<(usize, usize)> = None;
@@ -759,6 +768,7 @@ fn bitfield_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, read_only: bool) -> CmdR
                 _ => {
                     let r = write_field(s, f);
                     if r.is_some() {
+                        changes += 1;
                         let last = f.offset + f.bits as u64 - 1;
                         widen((f.offset >> 3) as usize, (last >> 3) as usize);
                     }
@@ -791,6 +801,9 @@ fn bitfield_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, read_only: bool) -> CmdR
         store_string(&mut shard, db, slot, key, &s, ExpireOpt::None, version, now);
     }
     drop(shard);
+    if changes > 0 {
+        ctx.notify(notify::STRING, "setbit", key);
+    }
     ctx.out.array(replies.len());
     for r in replies {
         match r {

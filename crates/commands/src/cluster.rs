@@ -222,6 +222,13 @@ fn for_each_key<'k>(
         }
     } else if crate::keyspec::has_keys(spec) {
         keys_of(spec, args);
+    } else if crate::keyspec::is_shard_pubsub(spec)
+        && let Ok(refs) = crate::keyspec::shard_channels(spec, args)
+    {
+        // A shard channel is served by the owner of its slot.
+        for k in refs.iter() {
+            f(args.get(k.pos));
+        }
     }
     write
 }

@@ -38,6 +38,8 @@ pub enum Kind {
     OutputBufferLimit,
     /// `latency-tracking-info-percentiles`: numbers in 0..=100, space-separated.
     Percentiles,
+    /// `notify-keyspace-events`: class characters (`KEg$lshzxetmdnA`).
+    NotifyClasses,
 }
 
 /// One row of [`PARAMS`].
@@ -233,6 +235,12 @@ params! {
     metrics_port: u16 = "metrics-port", Int(0, 65535), "0", immutable;
     /// Sync write strategy: replicas that must acknowledge a write.
     min_replicas_ack: u32 = "min-replicas-ack", Int(0, 1 << 20), "1", mutable;
+    /// Keyspace notifications published over Pub/Sub: `K` (on `__keyspace@<db>__:<key>`) and/or
+    /// `E` (on `__keyevent@<db>__:<event>`), with the classes: `g` generic, `$` string, `l` list,
+    /// `s` set, `h` hash, `z` sorted set, `x` expired, `e` evicted, `t` stream, `m` key miss, `d`
+    /// module, `n` new key, `A` all of `g$lshzxetd`. Empty: off. Replicas publish none (they
+    /// apply their primary's effects, not its commands).
+    notify_keyspace_events: NotifyClasses = "notify-keyspace-events", NotifyClasses, "", mutable;
     /// The TCP port for clients (0 picks a free one).
     port: u16 = "port", Int(0, 65535), "6379", immutable;
     /// Bytes a single string argument may have; at least 1mb so a client can always send the
@@ -619,6 +627,24 @@ impl Value for Percentiles {
     fn render(&self) -> String {
         let words: Vec<String> = self.0.iter().map(f64::to_string).collect();
         words.join(" ")
+    }
+}
+
+/// `notify-keyspace-events`: the classes on (`shoal_keyspace::notify`'s bits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NotifyClasses(pub u32);
+
+impl Value for NotifyClasses {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        if !matches!(kind, Kind::NotifyClasses) {
+            return Err(KIND_MISMATCH.into());
+        }
+        shoal_keyspace::notify::parse_classes(text.as_bytes())
+            .map(NotifyClasses)
+            .ok_or_else(|| "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.".into())
+    }
+    fn render(&self) -> String {
+        shoal_keyspace::notify::format_classes(self.0)
     }
 }
 

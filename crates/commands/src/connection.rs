@@ -513,7 +513,7 @@ fn type_of(h: &ClientHandle) -> &'static str {
     match h.kind.load(Relaxed) {
         crate::state::kind::REPLICA => "replica",
         crate::state::kind::PRIMARY => "master",
-        _ if h.subs.load(Relaxed) + h.psubs.load(Relaxed) > 0 => "pubsub",
+        _ if h.subs.load(Relaxed) + h.psubs.load(Relaxed) + h.ssubs.load(Relaxed) > 0 => "pubsub",
         _ => "normal",
     }
 }
@@ -579,7 +579,11 @@ pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
     let m = client_mem(h, own_argv);
     let age = now_ms.saturating_sub(h.created_ms) / 1000;
     let idle = now_ms.saturating_sub(h.last_interaction_ms.load(Relaxed)) / 1000;
-    let (subs, psubs) = (h.subs.load(Relaxed), h.psubs.load(Relaxed));
+    let (subs, psubs, ssubs) = (
+        h.subs.load(Relaxed),
+        h.psubs.load(Relaxed),
+        h.ssubs.load(Relaxed),
+    );
     let multi = h.multi_len.load(Relaxed);
     // Redis's order of flag letters.
     let mut flags = String::new();
@@ -614,7 +618,7 @@ pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
     }
     let events = if m.obl > 0 { "rw" } else { "r" };
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free={} argv-mem={} multi-mem={} rbs={} rbp={} obl={} oll={} omem={} tot-mem={} events={} cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem={} multi-mem={} rbs={} rbp={} obl={} oll={} omem={} tot-mem={} events={} cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         h.id,
         h.addr,
         h.laddr,
@@ -626,6 +630,7 @@ pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
         h.db.load(Relaxed),
         subs,
         psubs,
+        ssubs,
         multi,
         m.qbuf,
         m.qbuf_free,

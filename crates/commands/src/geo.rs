@@ -12,6 +12,7 @@ use shoal_keyspace::{Entry, Object, Payload, ValueRef};
 use crate::args::{ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX, parse_i64};
 use crate::error::ReplyError;
 use crate::longdouble::LongDouble;
+use crate::notify;
 use crate::table::{Group, KeySpec, Spec, flag::*, key::*};
 use crate::zsets::{AddFlags, parse_score, zadd_pairs};
 use crate::{Args, CmdResult, Ctx, err};
@@ -1169,7 +1170,9 @@ fn search_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, src_idx: usize, flags: u8)
     let Some(mut found) = plan.found else {
         if let Some(dst) = plan.store {
             let (shard, slot) = locked.shard(dst);
-            shard.remove(db, slot, dst);
+            if shard.remove(db, slot, dst).is_some() {
+                shard.note(notify::GENERIC, "del", db, dst);
+            }
             drop(locked);
             ctx.out.int(0);
         } else {
@@ -1191,7 +1194,9 @@ fn search_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, src_idx: usize, flags: u8)
         let version = ctx.version();
         let (shard, slot) = locked.shard(dst);
         if found.is_empty() {
-            shard.remove(db, slot, dst);
+            if shard.remove(db, slot, dst).is_some() {
+                shard.note(notify::GENERIC, "del", db, dst);
+            }
         } else {
             let mut z = ZSet::new(&limits);
             for p in &found {
@@ -1210,6 +1215,12 @@ fn search_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, src_idx: usize, flags: u8)
                 0,
             );
             shard.insert(db, slot, e, now);
+            let event = if flags & SEARCH != 0 {
+                "geosearchstore"
+            } else {
+                "georadiusstore"
+            };
+            shard.note(notify::ZSET, event, db, dst);
         }
         drop(locked);
         ctx.out.int(n as i64);

@@ -17,6 +17,7 @@ use crate::args::{ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX, parse_scan_cursor};
 use crate::coll::object_mut;
 use crate::glob::glob_match;
 use crate::longdouble::LongDouble;
+use crate::notify;
 use crate::strings::{add_float, parse_long_double};
 use crate::table::{Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
@@ -321,11 +322,12 @@ fn read_hash<R>(
 /// Runs `f` on the hash at `key` for a write command. An absent key gets a new empty hash when
 /// `create` is set (kept only if `f` leaves it non-empty), otherwise `f` is not called and the
 /// result is `None`. `f` returns its result and whether it changed the hash; a change stamps the
-/// command's version, and a hash left empty is deleted.
+/// command's version and raises `event`, and a hash left empty is deleted (raising `del`).
 fn write_hash<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     create: bool,
+    event: &'static str,
     f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
@@ -344,14 +346,18 @@ fn write_hash<R>(
                 // Taken under the lock: later writes to a key get larger versions.
                 e.set_version(ctx.version());
             }
-            Ok((r, empty))
+            Ok((r, changed, empty))
         }
         None => Err(f),
     };
     match existing {
-        Ok((r, empty)) => {
+        Ok((r, changed, empty)) => {
+            if changed {
+                shard.note(notify::HASH, event, db, key);
+            }
             if empty {
                 shard.remove(db, slot, key);
+                shard.note(notify::GENERIC, "del", db, key);
             }
             Ok(Some(r))
         }
@@ -362,6 +368,7 @@ fn write_hash<R>(
             if !h.is_empty() {
                 let version = ctx.version();
                 shard.insert(db, slot, object_entry(key, Object::Hash(h), version), now);
+                shard.note(notify::HASH, event, db, key);
             }
             Ok(Some(r))
         }
@@ -376,7 +383,7 @@ fn set_pairs(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) -> Result<i64, Repl
     if !args.len().is_multiple_of(2) {
         return Err(err!("wrong number of arguments for '{name}' command"));
     }
-    let added = write_hash(ctx, args.get(1), true, |h, ops, limits| {
+    let added = write_hash(ctx, args.get(1), true, "hset", |h, ops, limits| {
         let mut added = 0;
         for i in (2..args.len()).step_by(2) {
             added += h.insert(args.get(i), args.get(i + 1), limits) as i64;
@@ -400,7 +407,7 @@ fn hmset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn hsetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let set = write_hash(ctx, args.get(1), true, |h, ops, limits| {
+    let set = write_hash(ctx, args.get(1), true, "hset", |h, ops, limits| {
         if h.contains(args.get(2)) {
             return Ok((false, false));
         }
@@ -466,7 +473,7 @@ fn hvals(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn hdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let deleted = write_hash(ctx, args.get(1), false, |h, ops, _| {
+    let deleted = write_hash(ctx, args.get(1), false, "hdel", |h, ops, _| {
         let mut n = 0;
         for f in args.tail(2).iter() {
             if h.remove(f) {
@@ -504,7 +511,7 @@ fn hstrlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let by = args.i64(3)?;
     let field = args.get(2);
-    let new = write_hash(ctx, args.get(1), true, |h, ops, limits| {
+    let new = write_hash(ctx, args.get(1), true, "hincrby", |h, ops, limits| {
         let cur = match h.get(field) {
             Some(v) => shoal_keyspace::parse_canonical_i64(v)
                 .ok_or_else(|| ReplyError::err_static("hash value is not an integer"))?,
@@ -527,7 +534,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .ok_or(crate::args::ERR_NOT_FLOAT)?
         .ok_or_else(|| ReplyError::err_static("value is NaN or Infinity"))?;
     let field = args.get(2);
-    let new = write_hash(ctx, args.get(1), true, |h, ops, limits| {
+    let new = write_hash(ctx, args.get(1), true, "hincrbyfloat", |h, ops, limits| {
         let cur = match h.get(field) {
             Some(v) => parse_long_double(v)
                 .ok_or_else(|| ReplyError::err_static("hash value is not a float"))?,

@@ -14,6 +14,7 @@
 //! store it, so a replica's bytes stay its primary's.
 
 use crate::keyspec::{FindKeys, key::*};
+use crate::notify;
 use crate::table::{Group, KeySpec, Spec, flag::*};
 use crate::{Args, CmdResult, Ctx, ReplyError};
 use std::borrow::Cow;
@@ -740,6 +741,9 @@ fn pfadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if failed {
         return Err(ERR_INVALID);
     }
+    if updated {
+        ctx.notify(notify::STRING, "pfadd", key);
+    }
     ctx.out.int(updated as i64);
     Ok(())
 }
@@ -842,6 +846,7 @@ fn pfmerge(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         store_raw(shard, db, slot, dest, s, version, now);
     }
     drop(locked);
+    ctx.notify(notify::STRING, "pfadd", dest);
     ctx.out.ok();
     Ok(())
 }

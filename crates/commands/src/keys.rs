@@ -21,6 +21,7 @@ use shoal_keyspace::{
 
 use crate::args::{ERR_DB_INDEX, ERR_NO_SUCH_KEY, ERR_NOT_INTEGER, ERR_SYNTAX, parse_i64};
 use crate::glob::glob_match;
+use crate::notify;
 use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
 
@@ -430,20 +431,37 @@ const ERR_SAME_OBJECT: ReplyError =
 
 /// Looks a key up for a command that only inspects it (EXISTS, TYPE, TTL, OBJECT; Redis's
 /// `LOOKUP_NOTOUCH`): counts a keyspace hit or miss and deletes the key if it expired, but records
-/// no access for eviction, so inspecting a key does not change which key gets evicted.
+/// no access for eviction, so inspecting a key does not change which key gets evicted. A miss
+/// raises `keymiss` unless `quiet` (OBJECT: Redis's `LOOKUP_NONOTIFY`).
 fn lookup_inspect<'s>(
     shard: &'s mut Shard,
     db: usize,
     slot: u16,
     key: &[u8],
     now_ms: u64,
+    quiet: bool,
 ) -> Option<EntryMut<'s>> {
     if shard.contains(db, slot, key, now_ms) {
         shard.stats.keyspace_hits += 1;
     } else {
         shard.stats.keyspace_misses += 1;
+        // An expired key is deleted (raising `expired`) before the miss is raised.
+        drop(shard.lookup(db, slot, key, now_ms, false));
+        if !quiet {
+            shard.note(notify::KEY_MISS, "keymiss", db, key);
+        }
+        return None;
     }
     shard.lookup(db, slot, key, now_ms, false)
+}
+
+/// Raises `new` for a key written over a live one: Redis deletes the old key and adds the new one
+/// (RENAME, COPY REPLACE, RESTORE REPLACE), where shoal replaces it in place (`Shard::insert`
+/// raised `new` itself when there was no live key).
+fn note_new_if_replaced(shard: &Shard, db: usize, key: &[u8], replaced: &Option<Entry>, now: u64) {
+    if replaced.as_ref().is_some_and(|o| !o.is_expired(now)) {
+        shard.note(notify::NEW, "new", db, key);
+    }
 }
 
 /// Whether a live key exists, as a write command sees it: an expired key is deleted first and no
@@ -529,6 +547,7 @@ fn delete_keys(ctx: &mut Ctx<'_>, args: &Args<'_>, lazy: bool) -> CmdResult {
         let entry = shard
             .remove(db, slot, key)
             .expect("a key found under the shard lock is still there");
+        shard.note(notify::GENERIC, "del", db, key);
         deleted += 1;
         if lazy && entry.mem_bytes() > LAZYFREE_BYTES_MIN {
             large.push(entry);
@@ -558,7 +577,7 @@ fn exists(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .iter()
         .filter(|key| {
             let (shard, slot) = locked.shard(key);
-            lookup_inspect(shard, db, slot, key, now).is_some()
+            lookup_inspect(shard, db, slot, key, now, false).is_some()
         })
         .count();
     drop(locked);
@@ -585,8 +604,8 @@ fn touch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn type_of(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(1));
-    let name =
-        lookup_inspect(&mut shard, db, slot, args.get(1), now).map_or("none", |e| e.kind().name());
+    let name = lookup_inspect(&mut shard, db, slot, args.get(1), now, false)
+        .map_or("none", |e| e.kind().name());
     drop(shard);
     ctx.out.simple(name);
     Ok(())
@@ -659,6 +678,7 @@ fn expire_generic(
         // A deadline in the past deletes the key now, as Redis does (and replicates a DEL).
         drop(e);
         shard.remove(db, slot, key);
+        shard.note(notify::GENERIC, "del", db, key);
     } else {
         let mut ops = e.ops();
         ops.expire(Some(when as u64));
@@ -666,6 +686,7 @@ fn expire_generic(
         e.set_expire_ms(Some(when as u64));
         e.set_version(version);
         drop(e);
+        shard.note(notify::GENERIC, "expire", db, key);
     }
     drop(shard);
     ctx.out.int(1);
@@ -692,7 +713,7 @@ fn pexpireat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn ttl_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, in_ms: bool, absolute: bool) -> CmdResult {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(1));
-    let reply = match lookup_inspect(&mut shard, db, slot, args.get(1), now) {
+    let reply = match lookup_inspect(&mut shard, db, slot, args.get(1), now, false) {
         None => -2,
         Some(e) => match e.expire_ms() {
             None => -1,
@@ -746,6 +767,9 @@ fn persist(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         _ => false,
     };
+    if removed {
+        shard.note(notify::GENERIC, "persist", db, args.get(1));
+    }
     drop(shard);
     ctx.out.int(removed as i64);
     Ok(())
@@ -787,7 +811,11 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
     let renamed = rekey(old, dst, version);
     let (shard, _) = locked.shard(dst);
     let replaced = shard.insert(db, dst_slot, renamed, now);
+    note_new_if_replaced(shard, db, dst, &replaced, now);
     set_access(shard, db, dst_slot, dst, now, access);
+    let (shard, _) = locked.shard(src);
+    shard.note(notify::GENERIC, "rename_from", db, src);
+    shard.note(notify::GENERIC, "rename_to", db, dst);
     drop(locked);
     drop(replaced);
     if nx {
@@ -860,6 +888,8 @@ fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Ok(());
     }
     let replaced = shard.insert(dst_db, slot, copied, now);
+    note_new_if_replaced(shard, dst_db, dst, &replaced, now);
+    shard.note(notify::GENERIC, "copy_to", dst_db, dst);
     drop(locked);
     drop(replaced);
     ctx.out.int(1);
@@ -893,6 +923,8 @@ fn move_key(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         // The target held no live key, but may hold an expired one not yet deleted.
         let stale = shard.insert(dst_db, slot, e, now);
         set_access(&mut shard, dst_db, slot, key, now, access);
+        shard.note(notify::GENERIC, "move_from", src_db, key);
+        shard.note(notify::GENERIC, "move_to", dst_db, key);
         drop(shard);
         drop(stale);
     } else {
@@ -1080,7 +1112,7 @@ fn object_lookup(
 ) -> CmdResult {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(2));
-    let reply = lookup_inspect(&mut shard, db, slot, args.get(2), now).map(|e| f(&e, now));
+    let reply = lookup_inspect(&mut shard, db, slot, args.get(2), now, true).map(|e| f(&e, now));
     drop(shard);
     match reply {
         Some(v) => ctx.out.int(v?),
@@ -1092,7 +1124,7 @@ fn object_lookup(
 fn object_encoding(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(args.get(2));
-    let enc = lookup_inspect(&mut shard, db, slot, args.get(2), now).map(|e| e.encoding());
+    let enc = lookup_inspect(&mut shard, db, slot, args.get(2), now, true).map(|e| e.encoding());
     drop(shard);
     match enc {
         Some(enc) => ctx.out.bulk(enc.as_bytes()),
@@ -1434,12 +1466,18 @@ fn restore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let replaced = if expire_ms.is_some_and(|at| at <= now) {
         // Already expired: the key ends up absent, whatever was there before.
         drop(entry);
-        shard.remove(db, slot, key)
+        let old = shard.remove(db, slot, key);
+        if old.is_some() {
+            shard.note(notify::GENERIC, "del", db, key);
+        }
+        old
     } else {
         let old = shard.insert(db, slot, entry, now);
+        note_new_if_replaced(&shard, db, key, &old, now);
         if let Some(access) = hinted_access(policy, idle_s, freq, now) {
             set_access(&mut shard, db, slot, key, now, access);
         }
+        shard.note(notify::GENERIC, "restore", db, key);
         old
     };
     drop(shard);

@@ -259,11 +259,36 @@ pub fn has_keys(spec: &crate::Spec) -> bool {
     spec.keys.iter().any(|k| k.flags & key::NOT_KEY == 0) || spec.has(crate::flag::MOVABLEKEYS)
 }
 
+/// The shard channels of a sharded pub/sub request (SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH): their
+/// `not_key` key specs, which cluster routing treats as keys, as Redis 7.0 routes them by its
+/// legacy key range.
+pub fn shard_channels(spec: &crate::Spec, args: &Args<'_>) -> Result<KeyRefs, BadKeyArgs> {
+    let mut out = KeyRefs::default();
+    by_specs_with(spec.keys, args, &mut out, true)?;
+    Ok(out)
+}
+
+/// Whether a command's keys are shard channels (see [`shard_channels`]).
+pub fn is_shard_pubsub(spec: &crate::Spec) -> bool {
+    spec.has(crate::flag::PUBSUB) && spec.keys.iter().any(|k| k.flags & key::NOT_KEY != 0)
+}
+
 /// Redis's `getKeysUsingKeySpecs`, in i64 arithmetic so no count can overflow.
 fn by_specs(specs: &[KeySpec], args: &Args<'_>, out: &mut KeyRefs) -> Result<(), BadKeyArgs> {
+    by_specs_with(specs, args, out, false)
+}
+
+/// [`by_specs`], also returning `not_key` arguments when `not_keys` (Redis's
+/// `GET_KEYSPEC_INCLUDE_NOT_KEYS`).
+fn by_specs_with(
+    specs: &[KeySpec],
+    args: &Args<'_>,
+    out: &mut KeyRefs,
+    not_keys: bool,
+) -> Result<(), BadKeyArgs> {
     let argc = args.len() as i64;
     for ks in specs {
-        if ks.flags & key::NOT_KEY != 0 {
+        if ks.flags & key::NOT_KEY != 0 && !not_keys {
             continue;
         }
         let first: i64 = match ks.begin_search {

@@ -17,6 +17,7 @@ use shoal_keyspace::{EncodingLimits, Entry, Object, Payload, Shard, ValueRef, ty
 use shoal_resp::ReplyWriter;
 
 use crate::args::{ERR_NO_SUCH_KEY, ERR_SYNTAX, parse_i64};
+use crate::notify;
 use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx, Locked};
 
@@ -330,14 +331,21 @@ fn push_values(
         }
         l.len()
     };
-    if let Some(mut e) = shard.lookup(db, slot, key, now_ms, true) {
-        let len = fill(list_mut(&mut e)?);
-        let mut ops = e.ops();
-        for v in values.iter() {
-            ops.push(end == End::Left, v);
+    let pushed = match shard.lookup(db, slot, key, now_ms, true) {
+        Some(mut e) => {
+            let len = fill(list_mut(&mut e)?);
+            let mut ops = e.ops();
+            for v in values.iter() {
+                ops.push(end == End::Left, v);
+            }
+            e.note(ops);
+            e.set_version(version);
+            Some(len)
         }
-        e.note(ops);
-        e.set_version(version);
+        None => None,
+    };
+    if let Some(len) = pushed {
+        shard.note(notify::LIST, push_event(end), db, key);
         return Ok(Some(len));
     }
     if only_existing {
@@ -346,7 +354,33 @@ fn push_values(
     let mut l = List::new(limits);
     let len = fill(&mut l);
     insert_list(shard, db, slot, key, l, version, now_ms);
+    shard.note(notify::LIST, push_event(end), db, key);
     Ok(Some(len))
+}
+
+/// The event of a push at `end`.
+fn push_event(end: End) -> &'static str {
+    match end {
+        End::Left => "lpush",
+        End::Right => "rpush",
+    }
+}
+
+/// The event of a pop from `end`.
+fn pop_event(end: End) -> &'static str {
+    match end {
+        End::Left => "lpop",
+        End::Right => "rpop",
+    }
+}
+
+/// Notes a pop from the list at `key`, and its deletion if the pop emptied it (Redis's
+/// `listElementsRemoved`).
+fn note_popped(shard: &Shard, db: usize, key: &[u8], end: End, emptied: bool) {
+    shard.note(notify::LIST, pop_event(end), db, key);
+    if emptied {
+        shard.note(notify::GENERIC, "del", db, key);
+    }
 }
 
 /// Which reply [`pop_first_nonempty`] writes.
@@ -406,6 +440,7 @@ pub fn pop_first_nonempty(
         if emptied {
             shard.remove(db, slot, key);
         }
+        note_popped(shard, db, key, end, emptied);
         return Ok(true);
     }
     Ok(false)
@@ -454,6 +489,9 @@ pub fn lmove_locked(
         ops.push(to == End::Left, &v);
         e.note(ops);
         e.set_version(version);
+        drop(e);
+        shard.note(notify::LIST, push_event(to), db, dst);
+        shard.note(notify::LIST, pop_event(from), db, src);
         return Ok(Some(v));
     }
     {
@@ -496,10 +534,11 @@ pub fn lmove_locked(
             now_ms,
         )?;
     }
+    let (shard, slot) = locked.shard(src);
     if emptied {
-        let (shard, slot) = locked.shard(src);
         shard.remove(db, slot, src);
     }
+    note_popped(shard, db, src, from, emptied);
     Ok(Some(v))
 }
 
@@ -634,6 +673,7 @@ fn pop_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, end: End) -> CmdResult {
     if emptied {
         shard.remove(db, slot, key);
     }
+    note_popped(&shard, db, key, end, emptied);
     Ok(())
 }
 
@@ -892,6 +932,7 @@ fn lset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     e.note(ops);
     e.set_version(version);
     drop(e);
+    shard.note(notify::LIST, "lset", db, key);
     drop(shard);
     ctx.out.ok();
     Ok(())
@@ -928,6 +969,9 @@ fn linsert(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             }
         }
     };
+    if reply > 0 {
+        shard.note(notify::LIST, "linsert", db, key);
+    }
     drop(shard);
     ctx.out.int(reply);
     Ok(())
@@ -955,8 +999,12 @@ fn lrem(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             (removed, emptied)
         }
     };
+    if removed > 0 {
+        shard.note(notify::LIST, "lrem", db, key);
+    }
     if emptied {
         shard.remove(db, slot, key);
+        shard.note(notify::GENERIC, "del", db, key);
     }
     drop(shard);
     ctx.out.int(removed as i64);
@@ -971,8 +1019,8 @@ fn ltrim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (mut shard, slot) = ctx.shard(key);
     let version = ctx.version();
     let emptied = match shard.lookup(db, slot, key, now, true) {
-        None => false,
-        Some(mut e) => {
+        None => None,
+        Some(mut e) => Some({
             let l = list_mut(&mut e)?;
             let (from, to) = resolve_range(start, stop, l.len()).unwrap_or((0, 0));
             l.retain_range(from, to);
@@ -982,10 +1030,14 @@ fn ltrim(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             e.note(ops);
             e.set_version(version);
             emptied
-        }
+        }),
     };
-    if emptied {
-        shard.remove(db, slot, key);
+    if let Some(emptied) = emptied {
+        shard.note(notify::LIST, "ltrim", db, key);
+        if emptied {
+            shard.remove(db, slot, key);
+            shard.note(notify::GENERIC, "del", db, key);
+        }
     }
     drop(shard);
     ctx.out.ok();

@@ -1,5 +1,12 @@
-//! Pub/sub: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH, PUBSUB CHANNELS | NUMSUB |
-//! NUMPAT | SHARDCHANNELS | SHARDNUMSUB | HELP.
+//! Pub/sub: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH, the sharded SSUBSCRIBE,
+//! SUNSUBSCRIBE, SPUBLISH, and PUBSUB CHANNELS | NUMSUB | NUMPAT | SHARDCHANNELS | SHARDNUMSUB |
+//! HELP.
+//!
+//! **Sharded channels** (Redis 7.0) are a namespace of their own: an SPUBLISH reaches only
+//! SSUBSCRIBE subscribers of that channel (never patterns), and the count in SSUBSCRIBE and
+//! SUNSUBSCRIBE replies is the client's shard channels only. The channel is the commands' key
+//! (a `not_key` key spec), so in cluster mode a request is routed to the owner of the channel's
+//! slot (`MOVED`) and several channels must share a slot (`CROSSSLOT`), as in Redis.
 //!
 //! **Delivery.** PUBLISH runs on the publisher's connection, not the subscriber's: it encodes the
 //! message once per protocol (an array in RESP2, a push frame in RESP3), and appends a shared copy
@@ -28,8 +35,8 @@ use shoal_resp::{Protocol, ReplyWriter};
 use crate::config::OutputLimit;
 use crate::glob::glob_match;
 use crate::state::{Client, ClientHandle, ServerState};
-use crate::table::{Group, Spec, flag::*};
-use crate::{Args, CmdResult, Ctx};
+use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
+use crate::{Args, CmdResult, Ctx, ReplyError};
 
 const PS: Group = Group::PubSub;
 
@@ -92,6 +99,53 @@ pub static COMMANDS: &[Spec] = &[
         since: "2.0.0",
         summary: "Stops listening to messages posted to channels.",
         handler: Some(unsubscribe),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "spublish",
+        arity: 3,
+        flags: PUBSUB | LOADING | STALE | FAST | MAY_REPLICATE,
+        keys: &[KeySpec::at(1, NOT_KEY)],
+        group: PS,
+        since: "7.0.0",
+        summary: "Post a message to a shard channel",
+        handler: Some(spublish),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "ssubscribe",
+        arity: -2,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES,
+        keys: &[KeySpec {
+            find_keys: FindKeys::Range {
+                last_key: -1,
+                step: 1,
+                limit: 0,
+            },
+            ..KeySpec::at(1, NOT_KEY)
+        }],
+        group: PS,
+        since: "7.0.0",
+        summary: "Listens for messages published to the given shard channels.",
+        handler: Some(ssubscribe),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "sunsubscribe",
+        arity: -1,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES,
+        keys: &[KeySpec {
+            find_keys: FindKeys::Range {
+                last_key: -1,
+                step: 1,
+                limit: 0,
+            },
+            ..KeySpec::at(1, NOT_KEY)
+        }],
+        group: PS,
+        since: "7.0.0",
+        summary: "Stops listening to messages posted to shard channels.",
+        handler: Some(sunsubscribe),
         ..Spec::DEFAULT
     },
 ];
@@ -278,14 +332,34 @@ pub struct PubSub {
 struct Registry {
     channels: HashMap<Vec<u8>, Vec<Arc<ClientHandle>>>,
     patterns: HashMap<Vec<u8>, Vec<Arc<ClientHandle>>>,
+    shard_channels: HashMap<Vec<u8>, Vec<Arc<ClientHandle>>>,
+}
+
+/// The three kinds of subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+impl Kind {
+    /// The reply words of (un)subscribing.
+    fn words(self) -> (&'static [u8], &'static [u8]) {
+        match self {
+            Kind::Channel => (b"subscribe", b"unsubscribe"),
+            Kind::Pattern => (b"psubscribe", b"punsubscribe"),
+            Kind::Shard => (b"ssubscribe", b"sunsubscribe"),
+        }
+    }
 }
 
 impl Registry {
-    fn map(&mut self, pattern: bool) -> &mut HashMap<Vec<u8>, Vec<Arc<ClientHandle>>> {
-        if pattern {
-            &mut self.patterns
-        } else {
-            &mut self.channels
+    fn map(&mut self, kind: Kind) -> &mut HashMap<Vec<u8>, Vec<Arc<ClientHandle>>> {
+        match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
+            Kind::Shard => &mut self.shard_channels,
         }
     }
 }
@@ -361,17 +435,17 @@ impl PubSub {
         self.reg.read().expect("pubsub lock").patterns.len()
     }
 
-    fn add(&self, pattern: bool, name: &[u8], who: &Arc<ClientHandle>) {
+    fn add(&self, kind: Kind, name: &[u8], who: &Arc<ClientHandle>) {
         let mut reg = self.reg.write().expect("pubsub lock");
-        reg.map(pattern)
+        reg.map(kind)
             .entry(name.to_vec())
             .or_default()
             .push(who.clone());
     }
 
-    fn remove(&self, pattern: bool, name: &[u8], id: u64) {
+    fn remove(&self, kind: Kind, name: &[u8], id: u64) {
         let mut reg = self.reg.write().expect("pubsub lock");
-        let map = reg.map(pattern);
+        let map = reg.map(kind);
         if let Some(v) = map.get_mut(name) {
             v.retain(|h| h.id != id);
             if v.is_empty() {
@@ -386,7 +460,7 @@ impl PubSub {
         &self,
         srv: &ServerState,
         me: u64,
-        out: &mut ReplyWriter<'_>,
+        mut out: Option<&mut ReplyWriter<'_>>,
         channel: &[u8],
         message: &[u8],
         now_ms: u64,
@@ -395,7 +469,7 @@ impl PubSub {
         let mut receivers = 0;
         let mut send = |enc: &mut Encoded<'_>, to: &Arc<ClientHandle>| {
             receivers += 1;
-            if to.id == me {
+            if let Some(out) = out.as_deref_mut().filter(|_| to.id == me) {
                 enc.write(out);
             } else {
                 let frame = enc.frame(to.resp.load(Relaxed) == 3);
@@ -418,6 +492,33 @@ impl PubSub {
         }
         receivers
     }
+
+    /// Delivers a message to a shard channel's subscribers (patterns never match shard
+    /// channels); returns how many received it.
+    fn publish_shard(
+        &self,
+        srv: &ServerState,
+        me: u64,
+        out: &mut ReplyWriter<'_>,
+        channel: &[u8],
+        message: &[u8],
+        now_ms: u64,
+    ) -> usize {
+        let reg = self.reg.read().expect("pubsub lock");
+        let Some(subs) = reg.shard_channels.get(channel) else {
+            return 0;
+        };
+        let mut enc = Encoded::new([b"smessage", channel, message, b""], 3);
+        for to in subs {
+            if to.id == me {
+                enc.write(out);
+            } else {
+                let frame = enc.frame(to.resp.load(Relaxed) == 3);
+                to.mailbox.deliver(&frame, to, srv, now_ms);
+            }
+        }
+        subs.len()
+    }
 }
 
 // ---- per-client state ----
@@ -427,6 +528,7 @@ impl PubSub {
 pub struct ClientSubs {
     channels: Names,
     patterns: Names,
+    shard_channels: Names,
 }
 
 /// A set of channel or pattern names that remembers the order they were subscribed in: an
@@ -471,16 +573,26 @@ impl Names {
 }
 
 impl ClientSubs {
-    /// Channel and pattern subscriptions together (the count in (un)subscribe replies).
+    /// Every subscription, sharded ones included: while there is one, a RESP2 client is in
+    /// subscribed mode (Redis's `CLIENT_PUBSUB`).
     pub fn count(&self) -> usize {
-        self.channels.len() + self.patterns.len()
+        self.channels.len() + self.patterns.len() + self.shard_channels.len()
     }
 
-    fn set(&mut self, pattern: bool) -> &mut Names {
-        if pattern {
-            &mut self.patterns
-        } else {
-            &mut self.channels
+    /// The count in a reply of (un)subscribing `kind`: channels and patterns together, or the
+    /// shard channels alone.
+    fn count_of(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Channel | Kind::Pattern => self.channels.len() + self.patterns.len(),
+            Kind::Shard => self.shard_channels.len(),
+        }
+    }
+
+    fn set(&mut self, kind: Kind) -> &mut Names {
+        match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
+            Kind::Shard => &mut self.shard_channels,
         }
     }
 }
@@ -489,14 +601,15 @@ fn publish_counts(client: &Client) {
     let h = &client.handle;
     h.subs.store(client.subs.channels.len(), Relaxed);
     h.psubs.store(client.subs.patterns.len(), Relaxed);
+    h.ssubs.store(client.subs.shard_channels.len(), Relaxed);
 }
 
 /// Drops every subscription, without replies (RESET, a closing connection).
 pub fn unsubscribe_all(srv: &ServerState, client: &mut Client) {
     let id = client.id();
-    for pattern in [false, true] {
-        for name in client.subs.set(pattern).drain() {
-            srv.pubsub.remove(pattern, &name, id);
+    for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
+        for name in client.subs.set(kind).drain() {
+            srv.pubsub.remove(kind, &name, id);
         }
     }
     publish_counts(client);
@@ -504,71 +617,84 @@ pub fn unsubscribe_all(srv: &ServerState, client: &mut Client) {
 
 // ---- commands ----
 
-fn subscribe_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, pattern: bool) -> CmdResult {
-    let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
+fn subscribe_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, kind: Kind) -> CmdResult {
+    let (word, _) = kind.words();
     for name in args.tail(1).iter() {
-        if ctx.client.subs.set(pattern).insert(name) {
-            ctx.srv.pubsub.add(pattern, name, &ctx.client.handle);
+        if ctx.client.subs.set(kind).insert(name) {
+            ctx.srv.pubsub.add(kind, name, &ctx.client.handle);
         }
         ctx.out.push(3);
-        ctx.out.bulk(kind);
+        ctx.out.bulk(word);
         ctx.out.bulk(name);
-        ctx.out.int(ctx.client.subs.count() as i64);
+        ctx.out.int(ctx.client.subs.count_of(kind) as i64);
     }
     publish_counts(ctx.client);
     Ok(())
 }
 
-fn unsubscribe_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, pattern: bool) -> CmdResult {
-    let kind: &[u8] = if pattern {
-        b"punsubscribe"
-    } else {
-        b"unsubscribe"
-    };
+fn unsubscribe_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, kind: Kind) -> CmdResult {
+    let (_, word) = kind.words();
     let names: Vec<Vec<u8>> = if args.len() > 1 {
         args.tail(1).iter().map(<[u8]>::to_vec).collect()
     } else {
-        ctx.client.subs.set(pattern).ordered()
+        ctx.client.subs.set(kind).ordered()
     };
     let id = ctx.client.id();
     for name in &names {
-        if ctx.client.subs.set(pattern).remove(name) {
-            ctx.srv.pubsub.remove(pattern, name, id);
+        if ctx.client.subs.set(kind).remove(name) {
+            ctx.srv.pubsub.remove(kind, name, id);
         }
         ctx.out.push(3);
-        ctx.out.bulk(kind);
+        ctx.out.bulk(word);
         ctx.out.bulk(name);
-        ctx.out.int(ctx.client.subs.count() as i64);
+        ctx.out.int(ctx.client.subs.count_of(kind) as i64);
     }
     if names.is_empty() {
         ctx.out.push(3);
-        ctx.out.bulk(kind);
+        ctx.out.bulk(word);
         ctx.out.null();
-        ctx.out.int(ctx.client.subs.count() as i64);
+        ctx.out.int(ctx.client.subs.count_of(kind) as i64);
     }
     publish_counts(ctx.client);
     Ok(())
 }
 
 fn subscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    subscribe_generic(ctx, args, false)
+    subscribe_generic(ctx, args, Kind::Channel)
 }
 
 fn psubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    subscribe_generic(ctx, args, true)
+    subscribe_generic(ctx, args, Kind::Pattern)
+}
+
+fn ssubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    // Inside MULTI (Redis's "deny blocking" clients) a shard subscription is refused, where a
+    // plain one is allowed.
+    if ctx.in_exec {
+        return Err(ReplyError::err_static(
+            "SSUBSCRIBE isn't allowed for a DENY BLOCKING client",
+        ));
+    }
+    subscribe_generic(ctx, args, Kind::Shard)
+}
+
+fn sunsubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    unsubscribe_generic(ctx, args, Kind::Shard)
 }
 
 fn unsubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    unsubscribe_generic(ctx, args, false)
+    unsubscribe_generic(ctx, args, Kind::Channel)
 }
 
 fn punsubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    unsubscribe_generic(ctx, args, true)
+    unsubscribe_generic(ctx, args, Kind::Pattern)
 }
 
-fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+/// SPUBLISH: to the shard channel's subscribers on this node only (a shard's replicas do not
+/// receive it, see README "Differences from Redis").
+fn spublish(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let me = ctx.client.id();
-    let n = ctx.srv.pubsub.publish(
+    let n = ctx.srv.pubsub.publish_shard(
         ctx.srv,
         me,
         &mut ctx.out,
@@ -580,7 +706,28 @@ fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// PUBSUB CHANNELS [pattern] (and SHARDCHANNELS: shard channels do not exist here, so none).
+fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let me = ctx.client.id();
+    let n = ctx.srv.pubsub.publish(
+        ctx.srv,
+        me,
+        Some(&mut ctx.out),
+        args.get(1),
+        args.get(2),
+        ctx.now_ms,
+    );
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+/// Publishes a message from the server itself (keyspace notifications): every receiver, the
+/// client whose command raised it included, gets it through its mailbox, after that command's
+/// reply.
+pub(crate) fn publish_server(srv: &ServerState, channel: &[u8], message: &[u8], now_ms: u64) {
+    srv.pubsub.publish(srv, 0, None, channel, message, now_ms);
+}
+
+/// PUBSUB CHANNELS [pattern] and SHARDCHANNELS [pattern].
 fn pubsub_channels(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.len() > 3 {
         return Err(err!(
@@ -588,13 +735,15 @@ fn pubsub_channels(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             args.str_lossy(1)
         ));
     }
-    let names: Vec<Vec<u8>> = if args.is(1, "SHARDCHANNELS") {
-        Vec::new()
-    } else {
+    let names: Vec<Vec<u8>> = {
         let pattern = (args.len() == 3).then(|| args.get(2));
         let reg = ctx.srv.pubsub.reg.read().expect("pubsub lock");
-        reg.channels
-            .keys()
+        let map = if args.is(1, "SHARDCHANNELS") {
+            &reg.shard_channels
+        } else {
+            &reg.channels
+        };
+        map.keys()
             .filter(|c| pattern.is_none_or(|p| glob_match(p, c, false)))
             .cloned()
             .collect()
@@ -606,7 +755,7 @@ fn pubsub_channels(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// PUBSUB NUMSUB [channel ...] (and SHARDNUMSUB: always 0).
+/// PUBSUB NUMSUB [channel ...] and SHARDNUMSUB [channel ...].
 fn pubsub_numsub(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let shard = args.is(1, "SHARDNUMSUB");
     let counts: Vec<usize> = {
@@ -615,7 +764,7 @@ fn pubsub_numsub(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             .iter()
             .map(|c| {
                 if shard {
-                    0
+                    reg.shard_channels.get(c).map_or(0, Vec::len)
                 } else {
                     reg.channels.get(c).map_or(0, Vec::len)
                 }

@@ -19,6 +19,7 @@ use crate::hashes::{
     RANDOM_REPLY_MAX, command_rng, object_entry, parse_random_count, parse_scan_opts,
     random_count_error,
 };
+use crate::notify;
 use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx, Locked};
 
@@ -290,10 +291,12 @@ fn read_set<R>(
 }
 
 /// Runs `f` on the set at `key` for a write command; see `hashes::write_hash`, which this mirrors.
+/// A change raises `event` (and `del` if it emptied the set).
 fn write_set<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     create: bool,
+    event: &'static str,
     f: impl FnOnce(&mut Set, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
@@ -312,14 +315,18 @@ fn write_set<R>(
                 // Taken under the lock: later writes to a key get larger versions.
                 e.set_version(ctx.version());
             }
-            Ok((r, empty))
+            Ok((r, changed, empty))
         }
         None => Err(f),
     };
     match existing {
-        Ok((r, empty)) => {
+        Ok((r, changed, empty)) => {
+            if changed {
+                shard.note(notify::SET, event, db, key);
+            }
             if empty {
                 shard.remove(db, slot, key);
+                shard.note(notify::GENERIC, "del", db, key);
             }
             Ok(Some(r))
         }
@@ -330,6 +337,7 @@ fn write_set<R>(
             if !s.is_empty() {
                 let version = ctx.version();
                 shard.insert(db, slot, object_entry(key, Object::Set(s), version), now);
+                shard.note(notify::SET, event, db, key);
             }
             Ok(Some(r))
         }
@@ -348,7 +356,7 @@ fn reply_members<'m>(out: &mut ReplyWriter<'_>, n: usize, ms: impl Iterator<Item
 // Single-key handlers.
 
 fn sadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let added = write_set(ctx, args.get(1), true, |s, ops, limits| {
+    let added = write_set(ctx, args.get(1), true, "sadd", |s, ops, limits| {
         let mut n = 0;
         for m in args.tail(2).iter() {
             if s.insert(m, limits) {
@@ -363,7 +371,7 @@ fn sadd(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn srem(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let removed = write_set(ctx, args.get(1), false, |s, ops, _| {
+    let removed = write_set(ctx, args.get(1), false, "srem", |s, ops, _| {
         let mut n = 0;
         for m in args.tail(2).iter() {
             if s.remove(m) {
@@ -414,7 +422,7 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Err(ERR_SYNTAX);
     }
     if args.len() == 2 {
-        let popped = write_set(ctx, args.get(1), false, |s, ops, _| {
+        let popped = write_set(ctx, args.get(1), false, "spop", |s, ops, _| {
             let m = s.pop_random(&mut rng);
             if let Some(m) = &m {
                 ops.srem(m);
@@ -433,7 +441,7 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .ok_or(ReplyError::err_static(
             "value is out of range, must be positive",
         ))? as usize;
-    let popped = write_set(ctx, args.get(1), false, |s, ops, limits| {
+    let popped = write_set(ctx, args.get(1), false, "spop", |s, ops, limits| {
         if count >= s.len() {
             // Everything: hand the members over and leave an empty set (the key is deleted).
             let all: Vec<Vec<u8>> = s.iter().map(Member::to_vec).collect();
@@ -573,8 +581,12 @@ fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             e.set_version(version);
         }
         drop(e);
+        if removed {
+            shard.note(notify::SET, "srem", db, src);
+        }
         if empty {
             shard.remove(db, slot, src);
+            shard.note(notify::GENERIC, "del", db, src);
         }
         removed
     };
@@ -592,14 +604,19 @@ fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             unreachable!("object_mut checked the kind")
         };
         // Noted even if it was there: the key's version changes either way.
-        s.insert(member, &limits);
+        let added = s.insert(member, &limits);
         ops.sadd(member);
         e.note(ops);
         e.set_version(version);
+        drop(e);
+        if added {
+            shard.note(notify::SET, "sadd", db, dst);
+        }
     } else {
         let mut s = Set::new(&limits);
         s.insert(member, &limits);
         shard.insert(db, slot, object_entry(dst, Object::Set(s), version), now);
+        shard.note(notify::SET, "sadd", db, dst);
     }
     ctx.out.int(1);
     Ok(())
@@ -701,7 +718,13 @@ fn compute(
         } else {
             shard.lookup_read(db, slot, key, now)
         };
-        sizes.push(set_of(e.as_deref().map(|e| e.value()))?.map(Set::len));
+        let size = set_of(e.as_deref().map(|e| e.value()))?.map(Set::len);
+        drop(e);
+        if size.is_none() && for_write {
+            // The STORE forms read their inputs as reads too (Redis's `lookupKeyRead`).
+            shard.note(notify::KEY_MISS, "keymiss", db, key);
+        }
+        sizes.push(size);
     }
     let members_of = |locked: &mut Locked<'_>, key: &[u8]| -> Vec<Owned> {
         let (shard, slot) = locked.shard(key);
@@ -773,12 +796,20 @@ fn algebra_store(ctx: &mut Ctx<'_>, args: &Args<'_>, op: Op) -> CmdResult {
     let n = outcome.len();
     let (shard, slot) = locked.shard(dst);
     if n == 0 {
-        shard.remove(db, slot, dst);
+        if shard.remove(db, slot, dst).is_some() {
+            shard.note(notify::GENERIC, "del", db, dst);
+        }
     } else {
         // Taken under the locks: later writes to the key get larger versions.
         let version = ctx.version();
         let set = outcome.into_set(&limits);
         shard.insert(db, slot, object_entry(dst, Object::Set(set), version), now);
+        let event = match op {
+            Op::Inter => "sinterstore",
+            Op::Union => "sunionstore",
+            Op::Diff => "sdiffstore",
+        };
+        shard.note(notify::SET, event, db, dst);
     }
     ctx.out.int(n as i64);
     Ok(())

@@ -16,6 +16,7 @@
 
 use crate::args::{ERR_NOT_INTEGER, ERR_SYNTAX, parse_f64, parse_i64};
 use crate::keyspec::{BadKeyArgs, KeyRef, KeyRefs, key::*};
+use crate::notify;
 use crate::table::{Group, KeySpec, Spec, flag::*};
 use crate::{Args, CmdResult, Ctx, ReplyError};
 use shoal_keyspace::{Entry, Object, Payload, ValueRef};
@@ -458,6 +459,7 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, read_only: bool) -> CmdResul
     if list.is_empty() {
         if shard.lookup(db, slot, dest, now, false).is_some() {
             shard.remove(db, slot, dest);
+            shard.note(notify::GENERIC, "del", db, dest);
         }
     } else {
         let mut l = shoal_keyspace::types::list::List::new(&limits);
@@ -473,6 +475,7 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, read_only: bool) -> CmdResul
             0,
         );
         shard.insert(db, slot, e, now);
+        shard.note(notify::LIST, "sortstore", db, dest);
     }
     drop(shard);
     ctx.out.int(stored as i64);

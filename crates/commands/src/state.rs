@@ -128,6 +128,8 @@ pub struct ClientHandle {
     /// Channel and pattern subscriptions (CLIENT LIST `sub=`, `psub=`).
     pub subs: AtomicUsize,
     pub psubs: AtomicUsize,
+    /// Shard channels subscribed to (CLIENT LIST `ssub`).
+    pub ssubs: AtomicUsize,
     /// Commands queued in MULTI, or -1 outside MULTI (CLIENT LIST `multi=`).
     pub multi_len: AtomicI64,
     /// Waiting in a blocking command (CLIENT LIST flag `b`).
@@ -243,6 +245,7 @@ impl ClientHandle {
             mailbox: crate::pubsub::Mailbox::default(),
             subs: AtomicUsize::new(0),
             psubs: AtomicUsize::new(0),
+            ssubs: AtomicUsize::new(0),
             multi_len: AtomicI64::new(-1),
             blocked: AtomicBool::new(false),
             unblock: AtomicU8::new(unblock::NONE),
@@ -635,6 +638,9 @@ impl ServerState {
             old.is_none_or(|o| key(o) != key(new))
         }
         self.config_epoch.fetch_add(1, Relaxed);
+        if changed(old, new, |c| c.notify_keyspace_events) {
+            self.ks.set_notify(new.notify_keyspace_events.0);
+        }
         let h = &self.hot;
         if changed(old, new, |c| {
             (

@@ -6,6 +6,7 @@ use shoal_keyspace::{Entry, Shard};
 
 use crate::args::{ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_OVERFLOW, ERR_SYNTAX};
 use crate::longdouble::{LongDouble, Parsed};
+use crate::notify;
 use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
 
@@ -331,11 +332,13 @@ pub fn parse_expire(
 }
 
 /// Counts a read made by a write command in `keyspace_hits`/`keyspace_misses`, as Redis does.
-fn count_read(shard: &mut shoal_keyspace::Shard, hit: bool) {
+/// Counts a read's hit or miss, raising `keymiss` on a miss (Redis's `lookupKeyRead`).
+fn count_read(shard: &mut shoal_keyspace::Shard, hit: bool, db: usize, key: &[u8]) {
     if hit {
         shard.stats.keyspace_hits += 1;
     } else {
         shard.stats.keyspace_misses += 1;
+        shard.note(notify::KEY_MISS, "keymiss", db, key);
     }
 }
 
@@ -425,7 +428,7 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let version = ctx.version();
     if want_get {
         let hit = shard.contains(db, slot, key, now);
-        count_read(&mut shard, hit);
+        count_read(&mut shard, hit, db, key);
     }
     // Plain SET (no NX/XX/GET) needs nothing from the old value: skip the lookup.
     let conditional = nx || xx || want_get;
@@ -452,6 +455,10 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     store_string(&mut shard, db, slot, key, args.get(2), expire, version, now);
     drop(shard);
+    ctx.notify(notify::STRING, "set", key);
+    if matches!(expire, ExpireOpt::At(_)) {
+        ctx.notify(notify::GENERIC, "expire", key);
+    }
     if want_get {
         match old_value {
             Some(v) => ctx.out.bulk(&v),
@@ -481,6 +488,8 @@ fn setnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             version,
             now,
         );
+        drop(shard);
+        ctx.notify(notify::STRING, "set", args.get(1));
         ctx.out.int(1);
     }
     Ok(())
@@ -503,6 +512,8 @@ fn setex_common(ctx: &mut Ctx<'_>, args: &Args<'_>, unit: &[u8], name: &str) -> 
         now,
     );
     drop(shard);
+    ctx.notify(notify::STRING, "set", args.get(1));
+    ctx.notify(notify::GENERIC, "expire", args.get(1));
     ctx.out.ok();
     Ok(())
 }
@@ -524,7 +535,7 @@ fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         Some(e) => Some(string_of(e)?.to_vec()),
         None => None,
     };
-    count_read(&mut shard, old.is_some());
+    count_read(&mut shard, old.is_some(), db, args.get(1));
     store_string(
         &mut shard,
         db,
@@ -536,6 +547,7 @@ fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         now,
     );
     drop(shard);
+    ctx.notify(notify::STRING, "set", args.get(1));
     match old {
         Some(v) => ctx.out.bulk(&v),
         None => ctx.out.null(),
@@ -554,6 +566,7 @@ fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     drop(e);
     shard.remove(db, slot, args.get(1));
     drop(shard);
+    ctx.notify(notify::GENERIC, "del", args.get(1));
     ctx.out.bulk(&v);
     Ok(())
 }
@@ -589,6 +602,7 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .0
         .contains(db, key_slot_of(args.get(1)), args.get(1), now)
     {
+        ctx.notify(notify::KEY_MISS, "keymiss", args.get(1));
         ctx.out.null();
         return Ok(());
     }
@@ -607,11 +621,12 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Ok(());
     };
     let v = string_of(&e)?.to_vec();
-    match opt {
+    let event = match opt {
         ExpireOpt::At(t) if t <= now => {
             // A deadline in the past deletes the key, as Redis does.
             drop(e);
             shard.remove(db, slot, args.get(1));
+            Some("del")
         }
         ExpireOpt::At(t) => {
             let mut ops = e.ops();
@@ -619,6 +634,7 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             e.note(ops);
             e.set_expire_ms(Some(t));
             e.set_version(version);
+            Some("expire")
         }
         ExpireOpt::Persist if e.expire_ms().is_some() => {
             let mut ops = e.ops();
@@ -626,8 +642,12 @@ fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             e.note(ops);
             e.set_expire_ms(None);
             e.set_version(version);
+            Some("persist")
         }
-        _ => {}
+        _ => None,
+    };
+    if let Some(event) = event {
+        ctx.notify(notify::GENERIC, event, args.get(1));
     }
     ctx.out.bulk(&v);
     Ok(())
@@ -686,6 +706,9 @@ fn mset_common(ctx: &mut Ctx<'_>, args: &Args<'_>, nx: bool) -> CmdResult {
     }
     drop(locked);
     drop(replaced);
+    for key in keys() {
+        ctx.notify(notify::STRING, "set", key);
+    }
     if nx {
         ctx.out.int(1);
     } else {
@@ -753,6 +776,7 @@ fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
     };
     drop(shard);
+    ctx.notify(notify::STRING, "append", args.get(1));
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -859,6 +883,9 @@ fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
     };
     drop(shard);
+    if !value.is_empty() {
+        ctx.notify(notify::STRING, "setrange", args.get(1));
+    }
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -881,14 +908,17 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> Result<i64, ReplyError> {
         }
         None => None,
     };
-    match updated {
-        Some(new) => Ok(new),
+    let new = match updated {
+        Some(new) => new,
         None => {
             let s = shoal_resp::fmt_i64(by, &mut tmp);
             store_string(&mut shard, db, slot, key, s, ExpireOpt::None, version, now);
-            Ok(by)
+            by
         }
-    }
+    };
+    drop(shard);
+    ctx.notify(notify::STRING, "incrby", key);
+    Ok(new)
 }
 
 fn incr(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -963,6 +993,7 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         now,
     );
     drop(shard);
+    ctx.notify(notify::STRING, "incrbyfloat", key);
     ctx.out.bulk(s.as_bytes());
     Ok(())
 }
@@ -998,7 +1029,7 @@ fn lcs(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut fetch = |key: &[u8]| -> Result<Vec<u8>, ReplyError> {
         let (shard, slot) = locked.shard(key);
         let hit = shard.contains(db, slot, key, now);
-        count_read(shard, hit);
+        count_read(shard, hit, db, key);
         match shard.peek(db, slot, key, now) {
             Some(e) => e.string().map(|s| s.to_vec()).ok_or_else(|| {
                 ReplyError::err_static("The specified keys must contain string values")

@@ -18,6 +18,7 @@ use shoal_resp::{ReplyWriter, fmt_double};
 
 use crate::args::{ERR_NOT_FLOAT, ERR_SYNTAX};
 use crate::glob::glob_match;
+use crate::notify;
 use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
 
@@ -462,6 +463,9 @@ fn new_entry(key: &[u8], z: ZSet, version: u64) -> Entry {
 
 /// Stores `z` at `key` (replacing any value and its TTL, as Redis's `setKey`), or deletes `key`
 /// when `z` is empty. Returns the stored cardinality.
+/// Stores `z` at `key`, replacing what it held, raising `event`; an empty `z` deletes the key
+/// instead (raising `del` if there was one). Returns the size stored.
+#[allow(clippy::too_many_arguments)]
 fn store_zset(
     shard: &mut Shard,
     db: usize,
@@ -470,12 +474,16 @@ fn store_zset(
     z: ZSet,
     version: u64,
     now: u64,
+    event: &'static str,
 ) -> usize {
     let n = z.len();
     if n == 0 {
-        shard.remove(db, slot, key);
+        if shard.remove(db, slot, key).is_some() {
+            shard.note(notify::GENERIC, "del", db, key);
+        }
     } else {
         shard.insert(db, slot, new_entry(key, z, version), now);
+        shard.note(notify::ZSET, event, db, key);
     }
     n
 }
@@ -844,6 +852,7 @@ pub(crate) fn zadd_pairs(
     let (db, now) = (ctx.db(), ctx.now_ms);
     let (mut shard, slot) = ctx.shard(key);
     let version = ctx.version();
+    let event = if f.incr { "zincr" } else { "zadd" };
     let existing = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
             let mut ops = e.ops();
@@ -866,12 +875,17 @@ pub(crate) fn zadd_pairs(
         None => None,
     };
     let o = match existing {
-        Some(o) => o,
+        Some(o) => {
+            if o.added + o.updated > 0 {
+                shard.note(notify::ZSET, event, db, key);
+            }
+            o
+        }
         None if f.xx => AddOutcome::default(),
         None => {
             let mut z = ZSet::new(&limits);
             let o = apply_adds(&mut z, pairs, f, &limits);
-            store_zset(&mut shard, db, slot, key, z, version, now);
+            store_zset(&mut shard, db, slot, key, z, version, now, event);
             o
         }
     };
@@ -920,8 +934,12 @@ fn zrem(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         e.set_version(version);
     }
     drop(e);
+    if deleted > 0 {
+        shard.note(notify::ZSET, "zrem", db, key);
+    }
     if empty {
         shard.remove(db, slot, key);
+        shard.note(notify::GENERIC, "del", db, key);
     }
     drop(shard);
     ctx.out.int(deleted);
@@ -1264,7 +1282,7 @@ fn zrangestore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
     };
     let (shard, slot) = locked.shard(dst);
-    let n = store_zset(shard, db, slot, dst, result, version, now);
+    let n = store_zset(shard, db, slot, dst, result, version, now, "zrangestore");
     drop(locked);
     ctx.out.int(n as i64);
     Ok(())
@@ -1275,22 +1293,25 @@ fn zrangestore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn zremrangebyrank(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (start, end) = (args.i64(2)?, args.i64(3)?);
-    remrange_generic(ctx, args, |z| rank_range(start, end, z.len()))
+    remrange_generic(ctx, args, "zremrangebyrank", |z| {
+        rank_range(start, end, z.len())
+    })
 }
 
 fn zremrangebyscore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let range = parse_score_range(args.get(2), args.get(3))?;
-    remrange_generic(ctx, args, |z| range.ranks(z))
+    remrange_generic(ctx, args, "zremrangebyscore", |z| range.ranks(z))
 }
 
 fn zremrangebylex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let range = parse_lex_range(args.get(2), args.get(3))?;
-    remrange_generic(ctx, args, |z| range.ranks(z))
+    remrange_generic(ctx, args, "zremrangebylex", |z| range.ranks(z))
 }
 
 fn remrange_generic(
     ctx: &mut Ctx<'_>,
     args: &Args<'_>,
+    event: &'static str,
     ranks: impl Fn(&ZSet) -> Range<usize>,
 ) -> CmdResult {
     let key = args.get(1);
@@ -1312,8 +1333,12 @@ fn remrange_generic(
         e.set_version(version);
     }
     drop(e);
+    if deleted > 0 {
+        shard.note(notify::ZSET, event, db, key);
+    }
     if empty {
         shard.remove(db, slot, key);
+        shard.note(notify::GENERIC, "del", db, key);
     }
     drop(shard);
     ctx.out.int(deleted as i64);
@@ -1356,8 +1381,17 @@ pub fn zpop_locked(
         e.set_version(version);
     }
     drop(e);
+    if !popped.is_empty() {
+        shard.note(
+            notify::ZSET,
+            if max { "zpopmax" } else { "zpopmin" },
+            db,
+            key,
+        );
+    }
     if empty {
         shard.remove(db, slot, key);
+        shard.note(notify::GENERIC, "del", db, key);
     }
     Ok(Some(popped))
 }
@@ -1934,7 +1968,12 @@ fn zsetop(
             z.insert(m, *s, &limits);
         }
         let (shard, slot) = locked.shard(dst);
-        let n = store_zset(shard, db, slot, dst, z, version, now);
+        let event = match op {
+            SetOp::Union => "zunionstore",
+            SetOp::Inter => "zinterstore",
+            SetOp::Diff => "zdiffstore",
+        };
+        let n = store_zset(shard, db, slot, dst, z, version, now, event);
         drop(locked);
         ctx.out.int(n as i64);
         return Ok(());

@@ -23,6 +23,7 @@ use crate::delta::{Ops, Pending};
 use crate::entry::Entry;
 use crate::evict::{self, LfuParams, Policy, Rng, Sketch};
 use crate::hlc::Hlc;
+use crate::notify;
 use crate::slot::SLOTS;
 
 mod apply;
@@ -251,6 +252,8 @@ pub struct Shard {
     pending: Vec<Pending>,
     /// This shard's index in its keyspace.
     index: usize,
+    /// Keyspace notification classes on (`notify::*`), for the events the keyspace raises itself.
+    notify: u32,
     /// Slots an atomic migration is exporting, and the keys written in them (see `track.rs`).
     track: Option<Box<track::Tracker>>,
 }
@@ -291,6 +294,7 @@ impl Shard {
             recording: false,
             pending: Vec::new(),
             index,
+            notify: 0,
             track: None,
         }
     }
@@ -423,6 +427,15 @@ impl Shard {
     }
 
     /// The initial access info of a new entry under the current policy.
+    /// Notes a keyspace notification (`notify`) if its class is on: the events the keyspace
+    /// raises itself, and those of commands that hold the shard of the key.
+    #[inline]
+    pub fn note(&self, class: u32, event: &'static str, db: usize, key: &[u8]) {
+        if self.notify & class != 0 {
+            notify::push(class, event, db, key);
+        }
+    }
+
     pub fn initial_access(&self, now_ms: u64) -> u32 {
         if self.evict.policy.uses_lfu() {
             evict::lfu_initial(now_ms)
@@ -463,6 +476,7 @@ impl Shard {
             }
             if count {
                 self.stats.keyspace_misses += 1;
+                self.note(notify::KEY_MISS, "keymiss", db, key);
             }
             return None;
         }
@@ -478,6 +492,7 @@ impl Shard {
                     }
                     if count {
                         self.stats.keyspace_misses += 1;
+                        self.note(notify::KEY_MISS, "keymiss", db, key);
                     }
                     return None;
                 }
@@ -485,9 +500,11 @@ impl Shard {
                     if self.expire_on_access {
                         self.remove_hashed(db, local, hash, key);
                         self.stats.expired_keys += 1;
+                        self.note(notify::EXPIRED, "expired", db, key);
                     }
                     if count {
                         self.stats.keyspace_misses += 1;
+                        self.note(notify::KEY_MISS, "keymiss", db, key);
                     }
                     return None;
                 }
@@ -578,8 +595,34 @@ impl Shard {
             .filter(|e| !e.is_expired(now_ms))
     }
 
-    /// Inserts or replaces an entry; returns the entry it replaced (expired or not).
-    pub fn insert(&mut self, db: usize, slot: u16, mut entry: Entry, now_ms: u64) -> Option<Entry> {
+    /// Inserts or replaces an entry; returns the entry it replaced (expired or not). A command's
+    /// write: a key it creates raises the `new` event (an expired key it replaces, `expired` first).
+    pub fn insert(&mut self, db: usize, slot: u16, entry: Entry, now_ms: u64) -> Option<Entry> {
+        let noted = self.notify & (notify::NEW | notify::EXPIRED) != 0;
+        let key = noted.then(|| entry.key().to_vec());
+        let old = self.insert_quiet(db, slot, entry, now_ms);
+        if let Some(key) = key {
+            match &old {
+                None => self.note(notify::NEW, "new", db, &key),
+                Some(o) if o.is_expired(now_ms) && self.expire_on_access => {
+                    self.note(notify::EXPIRED, "expired", db, &key);
+                    self.note(notify::NEW, "new", db, &key);
+                }
+                Some(_) => {}
+            }
+        }
+        old
+    }
+
+    /// [`Shard::insert`] raising no event: writes applied from elsewhere (a primary's stream, a
+    /// snapshot), which Redis loads without notifications too.
+    pub(crate) fn insert_quiet(
+        &mut self,
+        db: usize,
+        slot: u16,
+        mut entry: Entry,
+        now_ms: u64,
+    ) -> Option<Entry> {
         let hash = self.hash(entry.key());
         let local = self.local(slot);
         let access = self.initial_access(now_ms);
@@ -809,6 +852,9 @@ impl Shard {
                         key: entry.key().into(),
                     });
                 }
+                if self.notify & notify::EXPIRED != 0 {
+                    notify::push(notify::EXPIRED, "expired", db, entry.key());
+                }
                 on_expired(db, entry.key());
             }
             self.compact_expiry(db);
@@ -938,6 +984,7 @@ impl Shard {
         };
         let entry = self.remove_hashed(c.db, c.local as u32, c.hash, &key)?;
         self.stats.evicted_keys += 1;
+        self.note(notify::EVICTED, "evicted", c.db, &key);
         Some(Evicted {
             db: c.db,
             freed_bytes: entry.mem_bytes(),
@@ -1026,6 +1073,8 @@ pub struct Keyspace {
     /// SWAPDBs so far. A snapshot taken one shard at a time is consistent only if no SWAPDB ran
     /// while it was taken (a swap is not ordered by versions as other writes are).
     swaps: std::sync::atomic::AtomicU64,
+    /// Keyspace notification classes on (`notify::*`); mirrored in every shard.
+    notify: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Keyspace {
@@ -1053,6 +1102,7 @@ impl Keyspace {
             hlc: Hlc::new(),
             recording: std::sync::atomic::AtomicBool::new(false),
             swaps: std::sync::atomic::AtomicU64::new(0),
+            notify: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -1081,6 +1131,23 @@ impl Keyspace {
         }
         self.recording
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the keyspace notification classes (`notify-keyspace-events`). Only a mask that
+    /// publishes something (a class and `K` or `E`) makes anything be noted.
+    pub fn set_notify(&self, mask: u32) {
+        let mask = if notify::publishes(mask) { mask } else { 0 };
+        for shard in self.shards.iter() {
+            shard.lock().notify = mask;
+        }
+        self.notify
+            .store(mask, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether events of `class` are published (one load: the check on every write).
+    #[inline]
+    pub fn notifies(&self, class: u32) -> bool {
+        self.notify.load(std::sync::atomic::Ordering::Relaxed) & class != 0
     }
 
     /// Whether writes are being recorded.

@@ -107,6 +107,7 @@ fn remove_if_unchanged(srv: &ServerState, db: usize, item: &MigrateItem) -> Sett
         match shard.peek_any(db, slot, &item.key).map(|e| e.version()) {
             Some(v) if v == item.version => {
                 drop(shard.remove(db, slot, &item.key));
+                shard.note(shoal_commands::notify::GENERIC, "del", db, &item.key);
                 Settled::Removed
             }
             Some(_) => match migrate_item(&mut shard, db, &item.key, now) {
@@ -117,5 +118,6 @@ fn remove_if_unchanged(srv: &ServerState, db: usize, item: &MigrateItem) -> Sett
         }
     };
     shoal_commands::effects::emit_logged(srv, now);
+    shoal_commands::notify::publish_pending(srv, now);
     settled
 }

@@ -1362,3 +1362,40 @@ fn reshard_tool_moves_slots_under_load() {
             == q::<usize>(&mut nodes[1].client(), &["DBSIZE"])
     });
 }
+
+#[test]
+fn shard_channels_are_routed_by_their_slot() {
+    let s = cluster_node();
+    let mut r = s.raw();
+    // Every slot but 12182, where "foo" hashes ({user1000} hashes to 3443).
+    assert_eq!(
+        r.call(&["CLUSTER", "ADDSLOTSRANGE", "0", "12181"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        r.call(&["SPUBLISH", "foo", "m"]).split(' ').next(),
+        Some("-CLUSTERDOWN")
+    );
+    assert_eq!(
+        r.call(&["CLUSTER", "ADDSLOTSRANGE", "12182", "16383"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        r.call(&["SSUBSCRIBE", "{user1000}.a", "foo"]),
+        "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(r.call(&["SPUBLISH", "{user1000}.a", "m"]), ":0\r\n");
+    let mut sub = s.raw();
+    assert_eq!(
+        sub.call(&["SSUBSCRIBE", "{user1000}.a", "{user1000}.b"]),
+        "*3\r\n$10\r\nssubscribe\r\n$12\r\n{user1000}.a\r\n:1\r\n"
+    );
+    sub.reply();
+    assert_eq!(r.call(&["SPUBLISH", "{user1000}.b", "m"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8(sub.reply()).unwrap(),
+        "*3\r\n$8\r\nsmessage\r\n$12\r\n{user1000}.b\r\n$1\r\nm\r\n"
+    );
+    // Plain pub/sub is not routed: PUBLISH works on any node.
+    assert_eq!(r.call(&["PUBLISH", "foo", "m"]), ":0\r\n");
+}

@@ -299,3 +299,85 @@ fn punsubscribe_without_arguments_drops_every_pattern_in_subscription_order() {
         assert_eq!(q::<i64>(&mut publisher, &["PUBSUB", "NUMPAT"]), 0);
     }
 }
+
+/// Runs a conversation on a server: `(connection, command)` pairs, every reply and every message
+/// that reaches a subscriber read back, as the exact bytes.
+fn converse(addr: &str, steps: &[(usize, &[&str], usize)]) -> Vec<String> {
+    let mut conns: Vec<common::Raw> = (0..3).map(|_| common::Raw::connect(addr)).collect();
+    let mut seen = Vec::new();
+    for (who, cmd, replies) in steps {
+        let c = &mut conns[*who];
+        let a: Vec<&[u8]> = cmd.iter().map(|s| s.as_bytes()).collect();
+        c.cmd(&a);
+        for _ in 0..*replies {
+            let reply = String::from_utf8_lossy(&c.reply()).into_owned();
+            // HELLO's reply holds the connection id, which differs between servers.
+            let reply = if cmd[0] == "HELLO" {
+                "(hello)".into()
+            } else {
+                reply
+            };
+            seen.push(format!("{who} {cmd:?}: {reply}"));
+        }
+    }
+    seen
+}
+
+#[test]
+fn sharded_pubsub_matches_redis_byte_for_byte() {
+    let redis = common::reference::Redis::start();
+    let shoal = Shoal::start(&[]);
+    // (connection, command, replies to read on that connection)
+    let steps: &[(usize, &[&str], usize)] = &[
+        (0, &["SSUBSCRIBE", "orders", "users", "orders"], 3),
+        (0, &["SUBSCRIBE", "orders"], 1),
+        (0, &["PSUBSCRIBE", "o*"], 1),
+        (2, &["PUBSUB", "SHARDCHANNELS", "or*"], 1),
+        (2, &["PUBSUB", "SHARDCHANNELS", "us*"], 1),
+        (2, &["PUBSUB", "SHARDNUMSUB", "orders", "nope"], 1),
+        (2, &["PUBSUB", "NUMSUB", "orders"], 1),
+        (2, &["SPUBLISH", "orders", "o1"], 1),
+        // The shard subscriber gets an smessage only (no pattern match, no plain message).
+        (0, &["PING"], 2),
+        (2, &["PUBLISH", "orders", "o2"], 1),
+        (0, &["PING"], 3),
+        (2, &["SPUBLISH", "nobody", "x"], 1),
+        (0, &["GET", "k"], 1),
+        (0, &["SUNSUBSCRIBE", "users", "never"], 2),
+        (0, &["SUNSUBSCRIBE"], 1),
+        (0, &["SUNSUBSCRIBE"], 1),
+        (0, &["UNSUBSCRIBE"], 1),
+        (0, &["PUNSUBSCRIBE"], 1),
+        (0, &["GET", "k"], 1),
+        (1, &["MULTI"], 1),
+        (1, &["SSUBSCRIBE", "x"], 1),
+        (1, &["EXEC"], 1),
+        (1, &["SPUBLISH"], 1),
+        (1, &["SSUBSCRIBE"], 1),
+        (1, &["HELLO", "3"], 1),
+        (1, &["SSUBSCRIBE", "r3"], 1),
+        (2, &["SPUBLISH", "r3", "m"], 1),
+        (1, &["PING"], 2),
+    ];
+    let want = converse(&format!("127.0.0.1:{}", redis.port), steps);
+    let got = converse(&shoal.addr(), steps);
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(g, w);
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+#[test]
+fn client_list_counts_shard_subscriptions() {
+    let s = Shoal::start(&[]);
+    let mut sub = s.raw();
+    sub.call(&["SSUBSCRIBE", "a", "b"]);
+    sub.reply();
+    let mut c = s.client();
+    wait_until("the subscriptions are registered", || {
+        let list: String = q(&mut c, &["CLIENT", "LIST"]);
+        list.contains("ssub=2")
+    });
+    let list: String = q(&mut c, &["CLIENT", "LIST", "TYPE", "pubsub"]);
+    assert!(list.contains("sub=0 psub=0 ssub=2"), "{list}");
+}

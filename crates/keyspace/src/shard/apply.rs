@@ -30,7 +30,7 @@ impl Shard {
             .peek_any(db, slot, entry.key())
             .is_none_or(|current| current.version() < entry.version());
         if newer {
-            self.insert(db, slot, entry, now_ms);
+            self.insert_quiet(db, slot, entry, now_ms);
         }
         newer
     }
@@ -42,7 +42,7 @@ impl Shard {
         let current = self.peek_any(db, slot, entry.key()).map(|e| e.version());
         let apply = current.is_none_or(|v| v <= entry.version());
         if apply {
-            self.insert(db, slot, entry, now_ms);
+            self.insert_quiet(db, slot, entry, now_ms);
         }
         apply
     }
