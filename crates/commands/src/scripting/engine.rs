@@ -136,6 +136,9 @@ impl Engine {
         let g = lua.globals();
         g.raw_set("redis", redis_lib(&lua)?)?;
         g.raw_set("bit", libs::bit::open(&lua)?)?;
+        g.raw_set("struct", libs::structlib::open(&lua)?)?;
+        g.raw_set("cjson", libs::cjson::open(&lua)?)?;
+        g.raw_set("cmsgpack", libs::cmsgpack::open(&lua)?)?;
         let math: Table = g.raw_get("math")?;
         let rand = Arc::new(std_mutex(Rand48::default()));
         let r = rand.clone();

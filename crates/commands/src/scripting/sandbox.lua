@@ -1,5 +1,5 @@
 -- shoal's scripting sandbox, run once per Lua VM (chunk name "=shoal") with the standard
--- libraries loaded and the Redis libraries shoal has (redis, bit) in place.
+-- libraries loaded and the Redis libraries (redis, cjson, cmsgpack, bit, struct) in place.
 -- It leaves only the globals Redis 7.0 offers, makes them read-only the way Redis's patched
 -- Lua does (assigning a global or a library field raises "Attempt to modify a readonly table",
 -- reading a missing global raises "Script attempted to access nonexistent global variable").
@@ -16,7 +16,7 @@ local keep = {
   'assert', 'collectgarbage', 'coroutine', 'error', 'gcinfo', 'getmetatable', 'ipairs', 'load',
   'loadstring', 'math', 'next', 'pairs', 'pcall', 'rawequal', 'rawget', 'rawset', 'select',
   'setmetatable', 'string', 'table', 'tonumber', 'tostring', 'type', 'unpack', 'xpcall',
-  '_VERSION', 'redis', 'bit',
+  '_VERSION', 'redis', 'cjson', 'cmsgpack', 'bit', 'struct',
 }
 for _, name in ipairs(keep) do G[name] = real[name] end
 internal.xpcall = real.xpcall
@@ -35,7 +35,7 @@ local function readonly(t)
   return proxy
 end
 
-for _, name in ipairs({ 'string', 'table', 'math', 'coroutine', 'redis', 'bit' }) do
+for _, name in ipairs({ 'string', 'table', 'math', 'coroutine', 'redis', 'cjson', 'cmsgpack', 'bit', 'struct' }) do
   G[name] = readonly(G[name])
 end
 
