@@ -42,7 +42,7 @@ fn encode_int(out: &mut Vec<u8>, n: i64) {
 }
 
 fn encode_number(out: &mut Vec<u8>, n: f64) {
-    if n.fract() == 0.0 && n >= -9.223_372_036_854_776e18 && n < 9.223_372_036_854_776e18 {
+    if n.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&n) {
         encode_int(out, n as i64);
     } else if (n as f32) as f64 == n || n.is_nan() {
         out.push(0xca);
