@@ -155,3 +155,86 @@ fn script_effects_reach_the_replica() {
     let on_primary: String = q(&mut c, &["GET", "local"]);
     assert_eq!(on_primary, "primary-only");
 }
+
+/// Function libraries reach replicas: one loaded before the replica follows (it comes with the
+/// full copy), one loaded after (in the stream), a deletion; FCALL_RO runs them on the replica.
+#[test]
+fn function_libraries_reach_the_replica() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    let mut c = p.client();
+    let lib = |name: &str, f: &str, v: i64| {
+        format!(
+            "#!lua name={name}\nredis.register_function{{function_name='{f}', callback=function() return {v} end, flags={{'no-writes'}}}}"
+        )
+    };
+    let _: String = q(&mut c, &["FUNCTION", "LOAD", &lib("before", "fb", 1)]);
+    follow(&r, &p);
+    let _: String = q(&mut c, &["FUNCTION", "LOAD", &lib("after", "fa", 2)]);
+    let _: String = q(&mut c, &["SET", "marker", "1"]);
+    caught_up(&r, &p);
+    let mut rc = r.client();
+    let one: i64 = q(&mut rc, &["FCALL_RO", "fb", "0"]);
+    let two: i64 = q(&mut rc, &["FCALL_RO", "fa", "0"]);
+    assert_eq!((one, two), (1, 2));
+    let _: String = q(&mut c, &["FUNCTION", "DELETE", "before"]);
+    let _: String = q(
+        &mut c,
+        &["FUNCTION", "LOAD", "REPLACE", &lib("after", "fa", 3)],
+    );
+    let _: i64 = q(&mut c, &["INCR", "marker"]);
+    caught_up(&r, &p);
+    let gone = try_q::<i64>(&mut rc, &["FCALL_RO", "fb", "0"]).expect_err("deleted");
+    assert!(gone.to_string().contains("Function not found"), "{gone}");
+    let three: i64 = q(&mut rc, &["FCALL_RO", "fa", "0"]);
+    assert_eq!(three, 3);
+    let dump_p: Vec<u8> = q(&mut c, &["FUNCTION", "DUMP"]);
+    let dump_r: Vec<u8> = q(&mut rc, &["FUNCTION", "DUMP"]);
+    assert_eq!(dump_p, dump_r);
+}
+
+/// A function past busy-reply-threshold: `-BUSY` names FUNCTION KILL, FUNCTION STATS shows it
+/// running, SCRIPT KILL is refused, FUNCTION KILL stops it.
+#[test]
+fn a_long_function_answers_busy_and_function_kill_stops_it() {
+    let s = Shoal::start(&["--busy-reply-threshold", "100"]);
+    let mut other = s.client();
+    let _: String = q(
+        &mut other,
+        &[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=spin\nredis.register_function('spin', function() while true do end end)",
+        ],
+    );
+    let runner = {
+        let mut c = s.client();
+        thread::spawn(move || try_q::<i64>(&mut c, &["FCALL", "spin", "0"]))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let busy = loop {
+        match try_q::<String>(&mut other, &["GET", "k"]) {
+            Err(e) if e.to_string().contains("BUSY") => break e.to_string(),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "never answered BUSY");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        busy.contains("You can only call FUNCTION KILL or SHUTDOWN NOSAVE."),
+        "{busy}"
+    );
+    let stats: redis::Value = q(&mut other, &["FUNCTION", "STATS"]);
+    assert!(format!("{stats:?}").contains("spin"), "{stats:?}");
+    let refused = try_q::<String>(&mut other, &["SCRIPT", "KILL"]).expect_err("a function runs");
+    assert!(refused.to_string().contains("FUNCTION KILL"), "{refused}");
+    let ok: String = q(&mut other, &["FUNCTION", "KILL"]);
+    assert_eq!(ok, "OK");
+    let killed = runner.join().expect("runner").expect_err("killed");
+    assert!(
+        killed.to_string().contains(
+            "Script killed by user with SCRIPT KILL... script: spin, on @user_function:2."
+        ),
+        "{killed}"
+    );
+}

@@ -12,8 +12,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use mlua::chunk::ChunkMode;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
@@ -33,8 +33,12 @@ pub const USER_SOURCE: &str = "@user_script";
 const HOOK_INSTRUCTIONS: u32 = 100_000;
 /// The message a killed script fails with (its `err` field).
 pub const KILLED: &str = "ERR Script killed by user with SCRIPT KILL...";
-/// The message a killed function fails with.
-pub const KILLED_FUNCTION: &str = "ERR Script killed by user with FUNCTION KILL...";
+/// The message of a library load that ran past [`LOAD_TIMEOUT_MS`].
+pub const LOAD_TIMEOUT: &str = "FUNCTION LOAD timeout";
+/// How long a library's code may run while it loads (Redis's limit).
+pub const LOAD_TIMEOUT_MS: u64 = 500;
+/// The message a killed function fails with (Redis 7.0 names SCRIPT KILL there too).
+pub const KILLED_FUNCTION: &str = KILLED;
 /// Nesting of a script's reply beyond which Redis gives up ("reached lua stack limit").
 const REPLY_DEPTH_MAX: usize = 1000;
 /// Stack levels the error handler looks through for the script's own position.
@@ -96,6 +100,10 @@ pub struct Engine {
     pub lua: Lua,
     /// The hidden globals table (KEYS and ARGV are set here).
     globals: Table,
+    /// shoal's internal table (the sandbox's helpers: `set_load_api`, `bind`).
+    internal: Table,
+    /// Monotonic ms after which the running library load fails (0: none).
+    load_deadline_ms: Arc<AtomicU64>,
     xpcall: Function,
     handler: Function,
 }
@@ -128,7 +136,11 @@ impl Rand48 {
 
 impl Engine {
     /// A new VM: libraries, sandbox, the kill hook reading `kill`.
-    pub fn new(kill: Arc<AtomicBool>, killed_msg: &'static str) -> mlua::Result<Engine> {
+    pub fn new(
+        kill: Arc<AtomicBool>,
+        killed_msg: &'static str,
+        mono_ms: fn() -> u64,
+    ) -> mlua::Result<Engine> {
         let lua = Lua::new_with(
             StdLib::TABLE | StdLib::STRING | StdLib::MATH,
             LuaOptions::default(),
@@ -198,11 +210,17 @@ impl Engine {
             .call(internal.clone())?;
         let xpcall: Function = internal.raw_get("xpcall")?;
         let handler = lua.create_function(error_handler)?;
+        let load_deadline_ms = Arc::new(AtomicU64::new(0));
+        let deadline = load_deadline_ms.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS),
             move |_, _| {
                 if kill.load(Relaxed) {
                     return Err(mlua::Error::runtime(killed_msg));
+                }
+                let d = deadline.load(Relaxed);
+                if d != 0 && mono_ms() > d {
+                    return Err(mlua::Error::runtime(LOAD_TIMEOUT));
                 }
                 Ok(VmState::Continue)
             },
@@ -210,6 +228,8 @@ impl Engine {
         Ok(Engine {
             lua,
             globals,
+            internal,
+            load_deadline_ms,
             xpcall,
             handler,
         })
@@ -246,6 +266,78 @@ impl Engine {
         &self.globals
     }
 
+    /// Makes this VM a functions VM: `redis.register_function` and the logging API are what a
+    /// library's code sees while it loads.
+    pub fn install_load_api(&self) -> mlua::Result<()> {
+        let redis: Table = self.globals.raw_get("redis")?;
+        let real: Table = match redis.metatable() {
+            Some(m) => m.raw_get("__index")?,
+            None => redis,
+        };
+        let r = self.lua.create_table()?;
+        for k in [
+            "log",
+            "LOG_DEBUG",
+            "LOG_VERBOSE",
+            "LOG_NOTICE",
+            "LOG_WARNING",
+            "REDIS_VERSION",
+            "REDIS_VERSION_NUM",
+            "setresp",
+        ] {
+            r.raw_set(k, real.raw_get::<Value>(k)?)?;
+        }
+        r.raw_set(
+            "register_function",
+            self.lua
+                .create_function(super::functions::register_function)?,
+        )?;
+        self.internal
+            .get::<Function>("install_load_api")?
+            .call::<()>(r)
+    }
+
+    /// Runs a library's code with the load-time globals, within [`LOAD_TIMEOUT_MS`] from
+    /// `now_mono_ms`. `Err` is the error table's message.
+    pub fn run_load(&self, f: &Function, now_mono_ms: u64) -> Result<(), String> {
+        let set: Function = self
+            .internal
+            .get("set_load_api")
+            .map_err(|e| e.to_string())?;
+        let _ = set.call::<()>(true);
+        self.load_deadline_ms
+            .store(now_mono_ms + LOAD_TIMEOUT_MS, Relaxed);
+        let r = self
+            .xpcall
+            .call::<MultiValue>((f.clone(), self.handler.clone()));
+        self.load_deadline_ms.store(0, Relaxed);
+        let _ = set.call::<()>(false);
+        let mut r = r.map_err(|e| error_text(&e))?.into_iter();
+        if matches!(r.next(), Some(Value::Boolean(true))) {
+            return Ok(());
+        }
+        Err(match r.next() {
+            Some(Value::Table(t)) => t
+                .raw_get::<String>("err")
+                .unwrap_or_else(|_| "ERR execution failure".into()),
+            _ => "ERR execution failure".into(),
+        })
+    }
+
+    /// `f(keys, args)` as a function of no arguments (what xpcall runs).
+    pub fn bind(&self, f: &Function, keys: &[&[u8]], args: &[&[u8]]) -> mlua::Result<Function> {
+        let array = |items: &[&[u8]]| -> mlua::Result<Table> {
+            let t = self.lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, a) in items.iter().enumerate() {
+                t.raw_set(i + 1, self.lua.create_string(a)?)?;
+            }
+            Ok(t)
+        };
+        self.internal
+            .get::<Function>("bind")?
+            .call((f.clone(), array(keys)?, array(args)?))
+    }
+
     /// Runs `f` with `args` (protected, through the error handler), letting it call commands
     /// through `run`. `Ok(value)` or `Err(error table)`.
     pub fn run(
@@ -265,13 +357,8 @@ impl Engine {
                 }
             })?;
             self.lua.set_named_registry_value(CALL_KEY, raw)?;
-            // xpcall in Lua 5.1 passes no arguments: wrap them in.
-            let target = if args.is_empty() {
-                f.clone()
-            } else {
-                let f = f.clone();
-                scope.create_function(move |_, ()| f.call::<MultiValue>(args.clone()))?
-            };
+            let target = f.clone();
+            let _ = args;
             let mut r = self
                 .xpcall
                 .call::<MultiValue>((target, self.handler.clone()))?
@@ -324,7 +411,7 @@ fn error_handler(lua: &Lua, err: Value) -> mlua::Result<Table> {
                         return with_position(lua, t);
                     }
                     // The kill error carries its own code.
-                    if text == KILLED || text == KILLED_FUNCTION {
+                    if text == KILLED {
                         let t = lua.create_table()?;
                         t.raw_set("err", text)?;
                         return with_position(lua, t);
@@ -357,7 +444,7 @@ fn user_position(lua: &Lua) -> Option<(String, usize)> {
         let found = lua.inspect_stack(level, |d| {
             let s = d.source();
             let source = s.source.as_deref().unwrap_or("").to_string();
-            if s.what == "C" || source == INTERNAL_SOURCE {
+            if s.what == "C" || s.what == "tail" || source == INTERNAL_SOURCE {
                 None
             } else {
                 let short = s.short_src.as_deref().unwrap_or("").to_string();
@@ -377,7 +464,7 @@ fn with_position(lua: &Lua, t: Table) -> mlua::Result<Table> {
         let Some(found) = lua.inspect_stack(level, |d| {
             let s = d.source();
             let source = s.source.as_deref().unwrap_or("").to_string();
-            if s.what == "C" || source == INTERNAL_SOURCE {
+            if s.what == "C" || s.what == "tail" || source == INTERNAL_SOURCE {
                 None
             } else {
                 Some((source, d.current_line()))

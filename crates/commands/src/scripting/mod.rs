@@ -22,6 +22,7 @@
 //! scripts are refused rather than cached without bound).
 
 pub mod engine;
+pub mod functions;
 pub mod libs;
 pub mod sha1;
 
@@ -56,6 +57,7 @@ const EVALSHA_KEYS: &[KeySpec] = &[KeySpec::at(2, RW | ACCESS | UPDATE).find(Fin
     first_key: 1,
     step: 1,
 })];
+const FCALL_KEYS: &[KeySpec] = EVAL_KEYS;
 const EVAL_RO_KEYS: &[KeySpec] = &[KeySpec::at(2, RO | ACCESS)
     .find(FindKeys::Keynum {
         keynum_idx: 0,
@@ -116,6 +118,151 @@ pub static COMMANDS: &[Spec] = &[
         summary: "Execute a read-only Lua script server side",
         complexity: "Depends on the script that is executed.",
         handler: Some(evalsha_ro),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "fcall",
+        arity: -3,
+        flags: NOSCRIPT | STALE | MOVABLEKEYS,
+        keys: FCALL_KEYS,
+        group: SC,
+        since: "7.0.0",
+        summary: "Invoke a function",
+        complexity: "Depends on the function that is executed.",
+        handler: Some(functions::fcall),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "fcall_ro",
+        arity: -3,
+        flags: READONLY | NOSCRIPT | STALE | MOVABLEKEYS,
+        keys: EVAL_RO_KEYS,
+        group: SC,
+        since: "7.0.0",
+        summary: "Invoke a read-only function",
+        complexity: "Depends on the function that is executed.",
+        handler: Some(functions::fcall_ro),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "function",
+        arity: -2,
+        group: SC,
+        since: "7.0.0",
+        summary: "A container for function commands",
+        complexity: "Depends on subcommand.",
+        subcommands: &[
+            Spec {
+                name: "function|delete",
+                arity: 3,
+                flags: WRITE | NOSCRIPT,
+                group: SC,
+                since: "7.0.0",
+                summary: "Delete a function by name",
+                complexity: "O(1)",
+                tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+                handler: Some(functions::function_delete),
+                ..Spec::DEFAULT
+            },
+            Spec {
+                name: "function|dump",
+                arity: 2,
+                flags: NOSCRIPT,
+                group: SC,
+                since: "7.0.0",
+                summary: "Dump all functions into a serialized binary payload",
+                complexity: "O(N) where N is the number of functions",
+                handler: Some(functions::function_dump),
+                ..Spec::DEFAULT
+            },
+            Spec {
+                name: "function|flush",
+                arity: -2,
+                flags: WRITE | NOSCRIPT,
+                group: SC,
+                since: "7.0.0",
+                summary: "Deleting all functions",
+                complexity: "O(N) where N is the number of functions deleted",
+                tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+                handler: Some(functions::function_flush),
+                ..Spec::DEFAULT
+            },
+            Spec {
+                name: "function|help",
+                arity: 2,
+                flags: LOADING | STALE,
+                group: SC,
+                since: "7.0.0",
+                summary: "Show helpful text about the different subcommands",
+                complexity: "O(1)",
+                handler: Some(functions::function_help),
+                ..Spec::DEFAULT
+            },
+            Spec {
+                name: "function|kill",
+                arity: 2,
+                flags: NOSCRIPT | ALLOW_BUSY,
+                group: SC,
+                since: "7.0.0",
+                summary: "Kill the function currently in execution.",
+                complexity: "O(1)",
+                tips: &["request_policy:all_shards", "response_policy:one_succeeded"],
+                handler: Some(functions::function_kill),
+                ..Spec::DEFAULT
+            },
+            Spec {
+                name: "function|list",
+                arity: -2,
+                flags: NOSCRIPT,
+                group: SC,
+                since: "7.0.0",
+                summary: "List information about all the functions",
+                complexity: "O(N) where N is the number of functions",
+                tips: &["nondeterministic_output_order"],
+                handler: Some(functions::function_list),
+                ..Spec::DEFAULT
+            },
+            Spec {
+                name: "function|load",
+                arity: -3,
+                flags: WRITE | DENYOOM | NOSCRIPT,
+                group: SC,
+                since: "7.0.0",
+                summary: "Create a function with the given arguments (name, code, description)",
+                complexity: "O(1) (considering compilation time is redundant)",
+                tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+                handler: Some(functions::function_load),
+                ..Spec::DEFAULT
+            },
+            Spec {
+                name: "function|restore",
+                arity: -3,
+                flags: WRITE | DENYOOM | NOSCRIPT,
+                group: SC,
+                since: "7.0.0",
+                summary: "Restore all the functions on the given payload",
+                complexity: "O(N) where N is the number of functions on the payload",
+                tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+                handler: Some(functions::function_restore),
+                ..Spec::DEFAULT
+            },
+            Spec {
+                name: "function|stats",
+                arity: 2,
+                flags: NOSCRIPT | ALLOW_BUSY,
+                group: SC,
+                since: "7.0.0",
+                summary: "Return information about the function currently running (name, description, duration)",
+                complexity: "O(1)",
+                tips: &[
+                    "nondeterministic_output",
+                    "request_policy:all_shards",
+                    "response_policy:special",
+                ],
+                handler: Some(functions::function_stats),
+                ..Spec::DEFAULT
+            },
+        ],
         ..Spec::DEFAULT
     },
     Spec {
@@ -195,10 +342,16 @@ pub static COMMANDS: &[Spec] = &[
 
 // ---- node state ----
 
-/// The node's scripting state: the EVAL VM and its script cache, and the busy marker.
+/// The node's scripting state: the EVAL VM and its script cache, the functions VM and its
+/// libraries, and the busy marker.
 #[derive(Default)]
 pub struct Scripting {
     eval: Mutex<Option<EvalVm>>,
+    functions: Mutex<functions::Functions>,
+    /// Libraries, functions and library code bytes (INFO and FUNCTION STATS read these).
+    pub library_count: AtomicUsize,
+    pub function_count: AtomicUsize,
+    pub functions_bytes: AtomicUsize,
     pub busy: Busy,
     /// Scripts in the cache and their source bytes (INFO reads these without the VM lock).
     pub cached_scripts: AtomicUsize,
@@ -236,6 +389,8 @@ pub struct Busy {
     pub kill: Arc<AtomicBool>,
     /// The running script has written (it cannot be killed).
     pub wrote: AtomicBool,
+    /// The running function's name and command (FUNCTION STATS).
+    running: Mutex<Option<(String, Vec<Vec<u8>>)>>,
 }
 
 impl Busy {
@@ -262,6 +417,17 @@ impl Busy {
     fn end(&self) {
         self.since_ms.store(0, Relaxed);
         self.kill.store(false, Relaxed);
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The running function: name, command and the monotonic ms it started.
+    pub fn running_function(&self) -> Option<(String, Vec<Vec<u8>>, u64)> {
+        let since = self.since_ms.load(Relaxed);
+        if since == 0 || !self.function.load(Relaxed) {
+            return None;
+        }
+        let g = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        g.as_ref().map(|(n, c)| (n.clone(), c.clone(), since))
     }
 }
 
@@ -331,11 +497,21 @@ impl Scripting {
         self.eval.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn functions(&self) -> MutexGuard<'_, functions::Functions> {
+        self.functions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The EVAL VM, created on first use.
-    fn with_vm<R>(&self, f: impl FnOnce(&mut EvalVm) -> R) -> Result<R, ReplyError> {
+    fn with_vm<R>(
+        &self,
+        mono_ms: fn() -> u64,
+        f: impl FnOnce(&mut EvalVm) -> R,
+    ) -> Result<R, ReplyError> {
         let mut g = self.vm();
         if g.is_none() {
-            let engine = Engine::new(self.busy.kill.clone(), engine::KILLED)
+            let engine = Engine::new(self.busy.kill.clone(), engine::KILLED, mono_ms)
                 .map_err(|e| crate::err!("Failed to start the Lua engine: {e}"))?;
             *g = Some(EvalVm {
                 engine,
@@ -510,7 +686,7 @@ pub(crate) fn run_script(
         ctx.gate = None;
         Some(srv.gate.exclusive())
     };
-    srv.scripts.with_vm(|_| ())?;
+    srv.scripts.with_vm(srv.clock.mono_ms, |_| ())?;
     let mut guard = srv.scripts.vm();
     let vm = guard.as_mut().expect("created above");
     let (name, func, flags) = script(vm)?;
@@ -542,6 +718,66 @@ pub(crate) fn run_script(
             Ok(())
         }
         Ok((Err(e), _)) => Err(script_error(&e, &name)),
+        Err(e) => Err(crate::err!(
+            "Error running script {name}, {}",
+            engine::error_text(&e)
+        )),
+    }
+}
+
+/// Runs a function (FCALL) as [`run_script`] runs a script: alone, marked busy, with
+/// `callback(keys, args)`.
+pub(crate) fn run_function(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    command: Vec<Vec<u8>>,
+    ro: bool,
+    keys: &[&[u8]],
+    argv: &[&[u8]],
+) -> CmdResult {
+    let srv = ctx.srv;
+    let busy = &srv.scripts.busy;
+    busy.start((srv.clock.mono_ms)(), true);
+    *busy.running.lock().unwrap_or_else(PoisonError::into_inner) =
+        Some((name.to_string(), command));
+    let _busy = BusyGuard(busy);
+    let _alone = if ctx.in_exec {
+        None
+    } else {
+        ctx.gate = None;
+        Some(srv.gate.exclusive())
+    };
+    let mut fs = srv.scripts.functions();
+    let (callback, flags) = functions::lookup(&fs, name)?;
+    if ro && !flags.no_writes {
+        return Err(ReplyError::err_static(
+            "Can not execute a script with write flag using *_ro command.",
+        ));
+    }
+    check_script_flags(ctx, flags)?;
+    let engine = fs.engine(srv)?;
+    let target = engine
+        .bind(&callback, keys, argv)
+        .map_err(|e| crate::err!("{}", engine::error_text(&e)))?;
+    let max = srv.maxmemory() as usize;
+    let run = RefCell::new(RunCtx {
+        oom_at_start: max != 0 && srv.used_memory() > max,
+        declared_slot: keys.first().map(|k| shoal_keyspace::key_slot(k)),
+        db: ctx.client.db,
+        ctx,
+        flags,
+        read_only_call: ro,
+        wrote: false,
+        wrote_flag: &busy.wrote,
+    });
+    let result = engine.run(&run, &target, MultiValue::new(), |e| e.resp());
+    let ctx = run.into_inner().ctx;
+    match result {
+        Ok((Ok(v), resp)) => {
+            engine::lua_to_reply(&mut ctx.out, &v, resp, 0);
+            Ok(())
+        }
+        Ok((Err(e), _)) => Err(script_error(&e, name)),
         Err(e) => Err(crate::err!(
             "Error running script {name}, {}",
             engine::error_text(&e)
@@ -629,7 +865,7 @@ fn script_load(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let srv = ctx.srv;
     let sha = srv
         .scripts
-        .with_vm(|vm| load_script(vm, srv, args.get(2)))??;
+        .with_vm(srv.clock.mono_ms, |vm| load_script(vm, srv, args.get(2)))??;
     ctx.out.bulk(sha.as_bytes());
     Ok(())
 }

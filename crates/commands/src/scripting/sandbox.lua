@@ -51,10 +51,38 @@ G.rawset = function(t, k, v)
 end
 G._G = real
 
+-- Functions: while a library loads, globals read from `load_api` (only a `redis` table with
+-- register_function and the logging API), as Redis swaps its globals' __index.
+local api = G
+local load_api = {}
+internal.set_load_api = function(on)
+  if on then api = load_api else api = G end
+end
+internal.install_load_api = function(r)
+  local proxy = {}
+  setmetatable(proxy, {
+    __index = function(_, k)
+      local v = r[k]
+      if v == nil then
+        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+      end
+      return v
+    end,
+    __newindex = readonly_error,
+    __metatable = false,
+  })
+  protected[proxy] = r
+  load_api.redis = proxy
+end
+-- Calls f(keys, args) (a function's callback) under xpcall, which passes no arguments in 5.1.
+internal.bind = function(f, k, a)
+  return function() return f(k, a) end
+end
+
 for k in next, real do real[k] = nil end
 setmetatable(real, {
   __index = function(_, k)
-    local v = G[k]
+    local v = api[k]
     if v == nil then
       error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
     end
