@@ -674,7 +674,7 @@ pub(crate) fn function_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let names = f.flags.names();
             out.set(names.len());
             for n in names {
-                out.bulk(n.as_bytes());
+                out.simple(n);
             }
         }
         if with_code {
