@@ -109,7 +109,7 @@ pub struct Engine {
 }
 
 /// The PRNG behind `math.random` (Redis's `redisLrand48`: the 48-bit `lrand48` generator, whose
-/// sequence goes on across scripts).
+/// sequence goes on across scripts and SCRIPT FLUSH: one per node).
 #[derive(Debug)]
 pub struct Rand48 {
     x: u64,
@@ -140,6 +140,7 @@ impl Engine {
         kill: Arc<AtomicBool>,
         killed_msg: &'static str,
         mono_ms: fn() -> u64,
+        rand: Arc<std::sync::Mutex<Rand48>>,
     ) -> mlua::Result<Engine> {
         let lua = Lua::new_with(
             StdLib::TABLE | StdLib::STRING | StdLib::MATH,
@@ -152,7 +153,6 @@ impl Engine {
         g.raw_set("cjson", libs::cjson::open(&lua)?)?;
         g.raw_set("cmsgpack", libs::cmsgpack::open(&lua)?)?;
         let math: Table = g.raw_get("math")?;
-        let rand = Arc::new(std_mutex(Rand48::default()));
         let r = rand.clone();
         math.raw_set(
             "random",
@@ -376,10 +376,6 @@ impl Engine {
     pub fn resp(&self) -> u8 {
         self.lua.app_data_ref::<RunOpts>().map_or(2, |o| o.resp)
     }
-}
-
-fn std_mutex<T>(v: T) -> std::sync::Mutex<T> {
-    std::sync::Mutex::new(v)
 }
 
 fn bad_arg(n: usize, fname: &str, msg: &str) -> mlua::Error {

@@ -67,6 +67,7 @@ impl Functions {
                 srv.scripts.busy.kill.clone(),
                 engine::KILLED_FUNCTION,
                 srv.clock.mono_ms,
+                srv.scripts.rand.clone(),
             )
             .and_then(|e| e.install_load_api().map(|()| e))
             .map_err(|e| crate::err!("Failed to start the Lua engine: {e}"))?;

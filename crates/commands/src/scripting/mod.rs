@@ -358,6 +358,8 @@ pub struct Scripting {
     pub cached_bytes: AtomicUsize,
     /// Bytes the EVAL VM used at the end of the last script (INFO `used_memory_vm_eval`).
     pub vm_bytes: AtomicUsize,
+    /// `math.random`'s generator, shared by the node's VMs and kept across SCRIPT FLUSH.
+    pub rand: Arc<Mutex<engine::Rand48>>,
 }
 
 impl std::fmt::Debug for Scripting {
@@ -511,8 +513,13 @@ impl Scripting {
     ) -> Result<R, ReplyError> {
         let mut g = self.vm();
         if g.is_none() {
-            let engine = Engine::new(self.busy.kill.clone(), engine::KILLED, mono_ms)
-                .map_err(|e| crate::err!("Failed to start the Lua engine: {e}"))?;
+            let engine = Engine::new(
+                self.busy.kill.clone(),
+                engine::KILLED,
+                mono_ms,
+                self.rand.clone(),
+            )
+            .map_err(|e| crate::err!("Failed to start the Lua engine: {e}"))?;
             *g = Some(EvalVm {
                 engine,
                 scripts: Default::default(),
