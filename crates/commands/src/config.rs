@@ -151,6 +151,10 @@ params! {
     appendonly: bool = "appendonly", Bool, "no", immutable;
     /// The address to listen on (the first word is used).
     bind: String = "bind", Str, "127.0.0.1", immutable;
+    /// Milliseconds a script (EVAL, FCALL) may run before other clients are answered `-BUSY`
+    /// and SCRIPT KILL / FUNCTION KILL may stop it (it is never stopped on its own).
+    busy_reply_threshold: u64 = "busy-reply-threshold" | "lua-time-limit", Int(0, LONG_MAX),
+        "5000", mutable;
     /// Per client class (`normal`, `slave`, `pubsub`): hard limit, soft limit and seconds over
     /// the soft limit, in bytes, after which a client whose replies pile up is cut off (0: none).
     client_output_buffer_limit: OutputLimits = "client-output-buffer-limit", OutputBufferLimit,

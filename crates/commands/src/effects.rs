@@ -87,3 +87,13 @@ pub fn emit_all_locked(
     encode(&mut out);
     Some(srv.repl.append(&out))
 }
+
+/// Drops what this thread's last command queued, unreplicated (a script's `redis.set_repl`
+/// without `REPL_REPLICA`: Redis then does not propagate the command either).
+pub fn discard_logged(srv: &ServerState) {
+    shoal_keyspace::write_log::drain_touched(|i| {
+        let mut shard = srv.ks.lock(i);
+        let items = shard.take_pending();
+        shard.recycle_pending(items);
+    });
+}

@@ -75,6 +75,9 @@ pub enum ReplyError {
         /// A read under `sync` in cluster mode: the value it read is not acknowledged yet.
         read: bool,
     },
+    /// A whole error line a script chose (`MY code`, a command's error with the script's
+    /// position); counted in `INFO errorstats` as `ERR`.
+    Script(String),
     /// Any other code, for the rare error kinds without a variant of their own.
     Other {
         code: &'static str,
@@ -159,7 +162,7 @@ impl ReplyError {
     fn known_index(&self) -> Option<usize> {
         use ReplyError::*;
         Some(match self {
-            Err(_) | ErrBytes(_) => 0,
+            Err(_) | ErrBytes(_) | Script(_) => 0,
             WrongType => 1,
             NoAuth | NoAuthHello => 2,
             WrongPass => 3,
@@ -277,6 +280,7 @@ impl fmt::Display for ReplyError {
                 "NOTDURABLE the value read is not confirmed: acknowledged by {have} of {need} required replicas within {timeout_ms} ms"
             ),
             Other { code, msg } => write!(f, "{code} {msg}"),
+            Script(line) => f.write_str(line),
         }
     }
 }

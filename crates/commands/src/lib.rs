@@ -33,6 +33,7 @@ pub mod notify;
 pub mod protected;
 pub mod pubsub;
 pub mod replication;
+pub mod scripting;
 pub mod server;
 pub mod sets;
 pub mod sort;
@@ -85,6 +86,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     pubsub::COMMANDS,
     blocking::COMMANDS,
     replication::COMMANDS,
+    scripting::COMMANDS,
 ];
 
 /// What a command runs with.
@@ -317,6 +319,28 @@ pub fn execute_as(
     now_ms: u64,
     mode: RunMode,
 ) -> Outcome {
+    // While a script runs, a request waits (below `busy-reply-threshold`), is refused `-BUSY`,
+    // or runs without the gate (`ALLOW_BUSY`), instead of blocking on the gate the script holds.
+    if srv.scripts.busy.active() {
+        match scripting::busy_admission(srv, args) {
+            scripting::BusyAdmission::Proceed => {}
+            scripting::BusyAdmission::Wait => return Outcome::Paused,
+            scripting::BusyAdmission::Refuse(spec, e) => {
+                reject(srv, client, Rejection::new(spec, e), out);
+                return Outcome::Done;
+            }
+            scripting::BusyAdmission::Ungated => {
+                let asking = std::mem::take(&mut client.cluster.asking);
+                match admit(srv, client, args, now_ms, asking) {
+                    Ok(spec) => {
+                        run_command(srv, client, spec, args, out, now_ms, mode, None);
+                    }
+                    Err(r) => reject(srv, client, r, out),
+                }
+                return Outcome::Done;
+            }
+        }
+    }
     // Held for the whole request (admission may evict), so nothing of it runs during an EXEC.
     let gate = srv.gate.shared();
     // `ASKING` holds for the one command after it.

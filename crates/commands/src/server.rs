@@ -1877,6 +1877,21 @@ fn memory_section(
     let active = m.allocator_active();
     let resident = m.allocator_resident();
     let max = cfg.maxmemory;
+    let vm_eval = srv
+        .scripts
+        .vm_bytes
+        .load(std::sync::atomic::Ordering::Relaxed) as u64;
+    let scripts_eval = srv
+        .scripts
+        .cached_bytes
+        .load(std::sync::atomic::Ordering::Relaxed) as u64;
+    let cached_scripts = srv
+        .scripts
+        .cached_scripts
+        .load(std::sync::atomic::Ordering::Relaxed) as u64;
+    let functions = srv.scripts.function_count.load(Relaxed) as u64;
+    let libraries = srv.scripts.library_count.load(Relaxed) as u64;
+    let functions_bytes = srv.scripts.functions_bytes.load(Relaxed) as u64;
     t.push_str("# Memory\r\n");
     Section(t)
         .f("used_memory", m.used)
@@ -1905,20 +1920,23 @@ fn memory_section(
             "total_system_memory_human",
             human_bytes(proc_info.total_system_memory_bytes),
         )
-        // No scripting engine.
-        .f("used_memory_lua", 0)
-        .f("used_memory_vm_eval", 0)
-        .f("used_memory_lua_human", "0B")
-        .f("used_memory_scripts_eval", 0)
-        .f("number_of_cached_scripts", 0)
-        .f("number_of_functions", 0)
-        .f("number_of_libraries", 0)
+        // The EVAL VM's heap and the cached scripts' source; the libraries' code.
+        .f("used_memory_lua", vm_eval)
+        .f("used_memory_vm_eval", vm_eval)
+        .f("used_memory_lua_human", human_bytes(vm_eval))
+        .f("used_memory_scripts_eval", scripts_eval)
+        .f("number_of_cached_scripts", cached_scripts)
+        .f("number_of_functions", functions)
+        .f("number_of_libraries", libraries)
         .f("used_memory_vm_functions", 0)
-        .f("used_memory_vm_total", 0)
-        .f("used_memory_vm_total_human", "0B")
-        .f("used_memory_functions", 0)
-        .f("used_memory_scripts", 0)
-        .f("used_memory_scripts_human", "0B")
+        .f("used_memory_vm_total", vm_eval)
+        .f("used_memory_vm_total_human", human_bytes(vm_eval))
+        .f("used_memory_functions", functions_bytes)
+        .f("used_memory_scripts", scripts_eval + functions_bytes)
+        .f(
+            "used_memory_scripts_human",
+            human_bytes(scripts_eval + functions_bytes),
+        )
         .f("maxmemory", max)
         .f("maxmemory_human", human_bytes(max))
         .f("maxmemory_policy", cfg.maxmemory_policy.name())

@@ -557,6 +557,8 @@ pub struct ServerState {
     pub cluster: Option<crate::cluster::ClusterState>,
     /// Per-command calls, times and latency histograms (`INFO commandstats`, `/metrics`).
     pub cmdstats: crate::cmdstats::CmdStats,
+    /// The scripting VM, its script cache and the busy-script marker.
+    pub scripts: crate::scripting::Scripting,
 }
 
 /// 40 random hex characters (run id, node id).
@@ -604,6 +606,7 @@ impl ServerState {
                 .cluster_enabled
                 .then(|| crate::cluster::ClusterState::new(random_hex40(seed ^ 0xC1C1))),
             cmdstats: Default::default(),
+            scripts: Default::default(),
         };
         st.apply_config(None, &config);
         st

@@ -94,6 +94,7 @@ pub enum Group {
     Transactions,
     PubSub,
     Cluster,
+    Scripting,
     /// shoal's own commands (versions, verification).
     Shoal,
 }
@@ -116,6 +117,7 @@ impl Group {
             Group::Stream => "stream",
             Group::Transactions => "transactions",
             Group::PubSub => "pubsub",
+            Group::Scripting => "scripting",
             Group::Shoal => "shoal",
         }
     }
@@ -224,6 +226,7 @@ impl Spec {
             "@dangerous",
             "@connection",
             "@transaction",
+            "@scripting",
         ];
         let mut c = Vec::new();
         if self.has(flag::WRITE) {
@@ -271,6 +274,7 @@ impl Spec {
             Group::Stream => c.push("@stream"),
             Group::Transactions => c.push("@transaction"),
             Group::PubSub => {}
+            Group::Scripting => c.push("@scripting"),
             Group::Server | Group::Cluster | Group::Shoal => {}
         }
     }

@@ -21,6 +21,7 @@ const GROUPS: &[(Group, &str)] = &[
     (Group::Stream, "Streams"),
     (Group::Transactions, "Transactions"),
     (Group::PubSub, "Pub/sub"),
+    (Group::Scripting, "Scripting"),
     (Group::Connection, "Connection"),
     (Group::Server, "Server"),
     (Group::Cluster, "Cluster"),

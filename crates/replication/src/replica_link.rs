@@ -24,11 +24,20 @@ pub const HANDSHAKE_REPLY_BYTES_MAX: usize = 1024;
 /// What the replica needs of its node while the link runs.
 pub struct Node<'a> {
     pub ks: &'a Keyspace,
+    /// Where the primary's function libraries go (`None`: the stream's `SHOALFUNCTIONS`
+    /// frames are skipped).
+    pub functions: Option<&'a dyn FunctionsSink>,
     pub repl: &'a ReplState,
     pub limits: EncodingLimits,
     pub lazyfree: &'a LazyFree,
     /// `replica-accept-empty-primary`.
     pub accept_empty_primary: bool,
+}
+
+/// What a replica does with the primary's function libraries (the command layer keeps them).
+pub trait FunctionsSink: Sync {
+    /// Replaces every library with those of a FUNCTION DUMP payload.
+    fn replace_functions(&self, payload: &[u8]) -> Result<(), String>;
 }
 
 /// Settings of one session.
@@ -385,6 +394,11 @@ impl ReplicaLink {
                     let args: Vec<&[u8]> = self.ranges.iter().map(|r| &src[r.clone()]).collect();
                     let effect = stream::decode(&args, dbs).map_err(|e| broken(e.0))?;
                     let overlap = start + (pos as u64) < overlap_until;
+                    if let (stream::Effect::Functions { payload }, Some(sink)) =
+                        (&effect, node.functions)
+                    {
+                        sink.replace_functions(payload).map_err(broken)?;
+                    }
                     stream::apply(node.ks, &effect, &node.limits, now_ms, overlap)
                         .map_err(|e| broken(e.0))?;
                     pos = end;

@@ -27,6 +27,7 @@ pub const DELTA: &[u8] = b"SHOALDELTA";
 pub const FLUSH: &[u8] = b"SHOALFLUSH";
 pub const SWAPDB: &[u8] = b"SHOALSWAPDB";
 pub const PING: &[u8] = b"PING";
+pub const FUNCTIONS: &[u8] = b"SHOALFUNCTIONS";
 
 /// One decoded effect; byte fields borrow the frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,12 @@ pub enum Effect<'a> {
     },
     /// Keep-alive, so a replica can tell a quiet primary from a dead link.
     Ping,
+    /// The primary's whole set of function libraries (a FUNCTION DUMP payload) after a change,
+    /// and at the start of a full copy: the replica replaces its libraries with it. Not a
+    /// keyspace effect: [`apply`] leaves it to the caller (`replica_link::FunctionsSink`).
+    Functions {
+        payload: &'a [u8],
+    },
 }
 
 /// A stream that cannot be applied: the link is dropped and the replica resynchronises.
@@ -201,6 +208,13 @@ pub fn encode_swapdb(out: &mut Vec<u8>, a: usize, b: usize) {
     bulk_u64(out, b as u64);
 }
 
+/// `SHOALFUNCTIONS payload`.
+pub fn encode_functions(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(b"*2\r\n");
+    bulk(out, FUNCTIONS);
+    bulk(out, payload);
+}
+
 pub fn encode_ping(out: &mut Vec<u8>) {
     out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
 }
@@ -291,6 +305,8 @@ pub fn decode<'a>(args: &[&'a [u8]], databases: usize) -> Result<Effect<'a>, Str
         })
     } else if name.eq_ignore_ascii_case(PING) {
         Ok(Effect::Ping)
+    } else if name.eq_ignore_ascii_case(FUNCTIONS) && args.len() == 2 {
+        Ok(Effect::Functions { payload: args[1] })
     } else {
         Err(StreamError(format!(
             "unknown effect '{}' in the replication stream",
@@ -370,7 +386,7 @@ pub fn apply(
                 shard.swap_db(a, b);
             }
         }
-        Effect::Ping => {}
+        Effect::Ping | Effect::Functions { .. } => {}
     }
     Ok(())
 }

@@ -800,7 +800,7 @@ async fn run_paused(
         tokio::time::Instant::now() + Duration::from_millis(migration::PAUSE_WAIT_MAX_MS);
     loop {
         wait_unpaused(srv, deadline).await;
-        if tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline && !srv.scripts.busy.active() {
             let e = ReplyError::TryAgain;
             srv.stats.error_reply(&e);
             e.write_to(&mut ReplyWriter::new(out, client.proto));
@@ -813,11 +813,16 @@ async fn run_paused(
     }
 }
 
-/// Waits until no slot is paused (a pause lasts milliseconds), or until `deadline`.
+/// Waits until no slot is paused (a pause lasts milliseconds), or until `deadline`; and while
+/// a script runs, until it ends or runs past `busy-reply-threshold` (the request is then
+/// answered `-BUSY`, as Redis answers it then).
 async fn wait_unpaused(srv: &ServerState, deadline: tokio::time::Instant) {
-    while srv.cluster.as_ref().is_some_and(|cl| cl.paused.any())
-        && tokio::time::Instant::now() < deadline
-    {
+    loop {
+        let paused = srv.cluster.as_ref().is_some_and(|cl| cl.paused.any())
+            && tokio::time::Instant::now() < deadline;
+        if !paused && !srv.scripts.busy.waiting(srv) {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

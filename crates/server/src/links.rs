@@ -62,6 +62,7 @@ impl Transport for Tcp {
 fn node(srv: &ServerState) -> replica_link::Node<'_> {
     replica_link::Node {
         ks: &srv.ks,
+        functions: Some(srv),
         repl: &srv.repl,
         limits: srv.encoding_limits(),
         lazyfree: &srv.lazyfree,
@@ -239,6 +240,10 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
     tracing::info!(replica = %ip, "Replica {ip} asks for synchronization");
     let (mut sender, mut acks, line) =
         primary_link::accept(&srv.repl, &srv.ks, who, &replid, offset, now_ms());
+    // A full copy carries keys only: the libraries follow in the stream, after its offset.
+    if sender.in_snapshot() {
+        shoal_commands::scripting::functions::announce(&srv);
+    }
     let (mut rd, mut wr) = tokio::io::split(stream);
     // A full copy's progress lines; its key total is the one the FULLRESYNC line announced.
     let mut meter = if sender.in_snapshot() {

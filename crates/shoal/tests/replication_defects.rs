@@ -82,6 +82,12 @@ fn assert_same_data(primary: &Shoal, replica: &Shoal, when: &str) {
             "{when}: DBSIZE of database {db}"
         );
     }
+    // Function libraries too (they travel as SHOALFUNCTIONS frames, not as keys).
+    let dump = |s: &Shoal| -> Vec<u8> { q(&mut s.client(), &["FUNCTION", "DUMP"]) };
+    assert!(
+        dump(primary) == dump(replica),
+        "{when}: the replica's function libraries differ from the primary's"
+    );
 }
 
 /// The names of every command (and subcommand, as `parent|sub`) whose flags include `write`,
@@ -137,6 +143,26 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
             .join(" ")
     };
     vec![
+        // Function libraries (idempotent lines: the examples run twice).
+        (
+            "function|load",
+            lines(&[
+                "FUNCTION LOAD REPLACE {lib:la}",
+                "FUNCTION LOAD REPLACE {lib:lb}",
+            ]),
+        ),
+        (
+            "function|delete",
+            lines(&["FUNCTION LOAD REPLACE {lib:ld}", "FUNCTION DELETE ld"]),
+        ),
+        (
+            "function|restore",
+            lines(&["FUNCTION RESTORE {fdump} REPLACE"]),
+        ),
+        (
+            "function|flush",
+            lines(&["FUNCTION FLUSH", "FUNCTION LOAD REPLACE {lib:lc}"]),
+        ),
         // Database-wide effects first, so the keys written below outlive them.
         (
             "flushdb",
@@ -799,6 +825,17 @@ impl Runner {
                 args.push(version.into_bytes());
             } else if tok == "{port}" {
                 args.push(self.port.to_string().into_bytes());
+            } else if let Some(n) = tok.strip_prefix("{lib:").and_then(|t| t.strip_suffix('}')) {
+                // A function library named `n` with one function `n_f`.
+                args.push(
+                    format!(
+                        "#!lua name={n}\nredis.register_function('{n}_f', function() return 1 end)"
+                    )
+                    .into_bytes(),
+                );
+            } else if tok == "{fdump}" {
+                let payload: Vec<u8> = q(&mut self.c, &["FUNCTION", "DUMP"]);
+                args.push(payload);
             } else if tok == "{empty}" {
                 args.push(Vec::new());
             } else if let Some(key) = tok.strip_prefix("{dump:").and_then(|t| t.strip_suffix('}')) {
@@ -844,12 +881,11 @@ fn every_write_command_in_the_table_reaches_a_replica_with_the_same_outcome() {
                 let cmd = l.strip_prefix("1|").unwrap_or(l);
                 let mut words = cmd.split_whitespace();
                 let first = words.next().unwrap_or("");
-                // A subcommand (`xgroup|create`) is named by its first two words.
-                let called = match name.split_once('|') {
-                    Some(_) => format!("{first}|{}", words.next().unwrap_or("")),
-                    None => first.to_string(),
-                };
-                called.eq_ignore_ascii_case(name)
+                // Subcommands (`function|load`) are named by their first two words.
+                first.eq_ignore_ascii_case(name)
+                    || words
+                        .next()
+                        .is_some_and(|w| format!("{first}|{w}").eq_ignore_ascii_case(name))
             }),
             "the example for {name} never runs {name}"
         );

@@ -879,6 +879,7 @@ impl Sim {
 
 fn replica_node(srv: &ServerState) -> replica_link::Node<'_> {
     replica_link::Node {
+        functions: Some(srv),
         ks: &srv.ks,
         repl: &srv.repl,
         limits: srv.encoding_limits(),

@@ -1,0 +1,829 @@
+//! Functions (Redis 7.0 `functions.c`, `function_lua.c`): FUNCTION LOAD | LIST | DELETE | FLUSH
+//! | DUMP | RESTORE | STATS | KILL | HELP, FCALL and FCALL_RO.
+//!
+//! Libraries (`#!lua name=<lib>` then code calling `redis.register_function`) load into a VM of
+//! their own, separate from EVAL's: while the code runs, its globals are only a `redis` table
+//! with `register_function` and the logging API (Redis swaps the globals the same way); the
+//! registered callbacks then run with the scripts' globals, `callback(keys, args)`.
+//!
+//! **DUMP payload.** Redis's own format, so a dump from redis-server restores here and the
+//! other way: per library the RDB function opcode (`0xF5`) and the library code as an RDB
+//! string (written uncompressed; LZF-compressed strings from Redis are read), then the RDB
+//! version (10, two bytes little-endian) and the CRC-64 of everything before (eight bytes
+//! little-endian), as DUMP payloads end.
+//!
+//! **Replication.** After every change (LOAD, DELETE, FLUSH, RESTORE) the primary appends its
+//! whole library set to the replication stream as one `SHOALFUNCTIONS <DUMP payload>` frame,
+//! and again when a replica starts a full copy (snapshots carry keys only); a replica replaces
+//! its libraries with each such frame ([`ServerState`]'s `FunctionsSink`). Libraries are few and
+//! small, so sending them whole keeps the replica's set exactly the primary's.
+//!
+//! **Persistence.** Snapshot files carry keys only: a restarted node starts without libraries
+//! (FUNCTION DUMP before, FUNCTION RESTORE after, or a replica's full copy brings them back).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use mlua::{Function, Lua, MultiValue, Value};
+
+use super::engine::{self, Engine, ScriptFlags};
+use crate::state::ServerState;
+use crate::{Args, CmdResult, Ctx, ReplyError};
+
+/// The RDB opcode of a function library in a DUMP payload.
+const RDB_OPCODE_FUNCTION2: u8 = 245;
+/// The RDB version Redis 7.0 writes (and the newest this reads).
+const RDB_VERSION: u16 = 10;
+/// The chunk name of library code (error positions read `user_function:<line>`).
+const FUNCTION_SOURCE: &str = "@user_function";
+/// Bytes of library code the node may hold; a load past it is refused.
+pub const LIBRARIES_BYTES_MAX: usize = 64 << 20;
+
+/// A registered function.
+pub struct FunctionDef {
+    pub callback: Function,
+    pub flags: ScriptFlags,
+    pub description: Option<String>,
+}
+
+/// A loaded library.
+pub struct Library {
+    pub code: Vec<u8>,
+    pub functions: BTreeMap<String, FunctionDef>,
+}
+
+/// The functions VM and its libraries.
+#[derive(Default)]
+pub struct Functions {
+    vm: Option<Engine>,
+    pub libraries: BTreeMap<String, Library>,
+}
+
+impl Functions {
+    /// The VM, created on first use.
+    pub fn engine(&mut self, srv: &ServerState) -> Result<&Engine, ReplyError> {
+        if self.vm.is_none() {
+            let e = Engine::new(
+                srv.scripts.busy.kill.clone(),
+                engine::KILLED_FUNCTION,
+                srv.clock.mono_ms,
+                srv.scripts.rand.clone(),
+            )
+            .and_then(|e| e.install_load_api().map(|()| e))
+            .map_err(|e| crate::err!("Failed to start the Lua engine: {e}"))?;
+            self.vm = Some(e);
+        }
+        Ok(self.vm.as_ref().expect("created above"))
+    }
+
+    /// The library holding function `name`, and the function.
+    pub fn find(&self, name: &str) -> Option<(&str, &FunctionDef)> {
+        self.libraries
+            .iter()
+            .find_map(|(l, lib)| lib.functions.get(name).map(|f| (l.as_str(), f)))
+    }
+
+    fn code_bytes(&self) -> usize {
+        self.libraries.values().map(|l| l.code.len()).sum()
+    }
+
+    fn function_count(&self) -> usize {
+        self.libraries.values().map(|l| l.functions.len()).sum()
+    }
+}
+
+/// Registrations of the library being loaded (the VM's app data while it loads).
+#[derive(Default)]
+struct Registrations(Vec<(String, FunctionDef)>);
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+const BAD_NAME: &str = "ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long";
+
+/// `redis.register_function(name, callback)` or `redis.register_function{function_name=...,
+/// callback=..., flags={...}, description=...}`, while a library loads.
+pub fn register_function(lua: &Lua, args: MultiValue) -> mlua::Result<()> {
+    let raise = |m: &str| engine::raise(lua, m);
+    let (name, callback, flags, description) = match (args.len(), args.front()) {
+        (1, Some(Value::Table(t))) => {
+            let (mut name, mut cb, mut flags, mut desc) = (None, None, None, None);
+            for pair in t.pairs::<Value, Value>() {
+                let (k, v) = pair?;
+                let key = match &k {
+                    Value::String(s) => s.to_string_lossy(),
+                    _ => {
+                        return Err(raise(
+                            "ERR named argument key given to redis.register_function is not a string",
+                        ));
+                    }
+                };
+                match key.as_str() {
+                    "function_name" => match v {
+                        Value::String(s) => name = Some(s.to_string_lossy()),
+                        _ => {
+                            return Err(raise(
+                                "ERR function_name argument given to redis.register_function must be a string",
+                            ));
+                        }
+                    },
+                    "callback" => match v {
+                        Value::Function(f) => cb = Some(f),
+                        _ => {
+                            return Err(raise(
+                                "ERR callback argument given to redis.register_function must be a function",
+                            ));
+                        }
+                    },
+                    "flags" => match v {
+                        Value::Table(f) => flags = Some(f),
+                        _ => {
+                            return Err(raise(
+                                "ERR flags argument to redis.register_function must be a table representing function flags",
+                            ));
+                        }
+                    },
+                    "description" => match v {
+                        Value::String(s) => desc = Some(s.to_string_lossy()),
+                        _ => {
+                            return Err(raise(
+                                "ERR description argument given to redis.register_function must be a string",
+                            ));
+                        }
+                    },
+                    _ => {
+                        return Err(raise(
+                            "ERR unknown argument given to redis.register_function",
+                        ));
+                    }
+                }
+            }
+            let Some(name) = name else {
+                return Err(raise(
+                    "ERR redis.register_function must get a function name argument",
+                ));
+            };
+            let Some(cb) = cb else {
+                return Err(raise(
+                    "ERR redis.register_function must get a callback argument",
+                ));
+            };
+            (name, cb, flags, desc)
+        }
+        (1, _) => {
+            return Err(raise(
+                "ERR calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).",
+            ));
+        }
+        (2, _) => {
+            let Value::Function(cb) = &args[1] else {
+                return Err(raise(
+                    "ERR second argument to redis.register_function must be a function",
+                ));
+            };
+            let name = match &args[0] {
+                Value::String(s) => s.to_string_lossy(),
+                _ => {
+                    return Err(raise(
+                        "ERR first argument to redis.register_function must be a string",
+                    ));
+                }
+            };
+            (name, cb.clone(), None, None)
+        }
+        _ => {
+            return Err(raise(
+                "ERR wrong number of arguments to redis.register_function",
+            ));
+        }
+    };
+    let mut f = ScriptFlags::default();
+    if let Some(t) = flags {
+        for v in t.sequence_values::<Value>() {
+            match v? {
+                Value::String(s) if f.set(&s.as_bytes()) => {}
+                _ => return Err(raise("ERR unknown flag given")),
+            }
+        }
+    }
+    if !valid_name(&name) {
+        return Err(raise(BAD_NAME));
+    }
+    let Some(mut regs) = lua.app_data_mut::<Registrations>() else {
+        return Err(raise(
+            "ERR redis.register_function can only be called on FUNCTION LOAD command",
+        ));
+    };
+    if regs.0.iter().any(|(n, _)| *n == name) {
+        return Err(raise("ERR Function already exists in the library"));
+    }
+    regs.0.push((
+        name,
+        FunctionDef {
+            callback,
+            flags: f,
+            description,
+        },
+    ));
+    Ok(())
+}
+
+/// Parses `#!lua name=<lib>` and returns the library name and the code to compile (the first
+/// line blanked, so line numbers hold).
+fn library_metadata(code: &[u8]) -> Result<(String, Vec<u8>), ReplyError> {
+    if !code.starts_with(b"#!") {
+        return Err(ReplyError::err_static("Missing library metadata"));
+    }
+    let end = code.iter().position(|&b| b == b'\n').unwrap_or(code.len());
+    let line = String::from_utf8_lossy(&code[2..end]).into_owned();
+    let mut parts = line.split(' ').filter(|p| !p.is_empty());
+    let engine = parts.next().unwrap_or("");
+    if !engine.eq_ignore_ascii_case("lua") {
+        return Err(crate::err!("Engine '{engine}' not found"));
+    }
+    let mut name = None;
+    for p in parts {
+        match p.strip_prefix("name=") {
+            Some(n) => name = Some(n.to_string()),
+            None => return Err(crate::err!("Invalid metadata value given: {p}")),
+        }
+    }
+    let Some(name) = name else {
+        return Err(ReplyError::err_static("Library name was not given"));
+    };
+    if !valid_name(&name) {
+        return Err(ReplyError::err_static(&BAD_NAME[4..]));
+    }
+    Ok((name, code[end..].to_vec()))
+}
+
+/// Compiles and runs a library's code; returns its name and the library (not yet installed).
+fn load_library(
+    fs: &mut Functions,
+    srv: &ServerState,
+    code: &[u8],
+) -> Result<(String, Library), ReplyError> {
+    let (name, body) = library_metadata(code)?;
+    let engine = fs.engine(srv)?;
+    let f = engine
+        .compile(&body, FUNCTION_SOURCE)
+        .map_err(|m| crate::err!("Error compiling function: {m}"))?;
+    engine.lua.set_app_data(Registrations::default());
+    let r = engine.run_load(&f, (srv.clock.mono_ms)());
+    let regs = engine
+        .lua
+        .remove_app_data::<Registrations>()
+        .unwrap_or_default();
+    if let Err(e) = r {
+        return Err(crate::err!("Error registering functions: {e}"));
+    }
+    if regs.0.is_empty() {
+        return Err(ReplyError::err_static("No functions registered"));
+    }
+    Ok((
+        name,
+        Library {
+            code: code.to_vec(),
+            functions: regs.0.into_iter().collect(),
+        },
+    ))
+}
+
+/// Installs `libs` into `fs` (replacing libraries of the same name when `replace`), refusing
+/// name clashes as Redis does; all or nothing.
+fn install(
+    fs: &mut Functions,
+    libs: Vec<(String, Library)>,
+    replace: bool,
+    restore: bool,
+) -> Result<(), ReplyError> {
+    for (name, lib) in &libs {
+        if !replace && fs.libraries.contains_key(name) {
+            // Redis quotes the name on LOAD, not on RESTORE.
+            return Err(if restore {
+                crate::err!("Library {name} already exists")
+            } else {
+                crate::err!("Library '{name}' already exists")
+            });
+        }
+        for f in lib.functions.keys() {
+            let clash = fs
+                .libraries
+                .iter()
+                .any(|(l, other)| l != name && other.functions.contains_key(f))
+                || libs
+                    .iter()
+                    .any(|(l, other)| l != name && other.functions.contains_key(f));
+            if clash {
+                return Err(crate::err!("Function {f} already exists"));
+            }
+        }
+    }
+    let bytes: usize = fs.code_bytes() + libs.iter().map(|(_, l)| l.code.len()).sum::<usize>();
+    if bytes > LIBRARIES_BYTES_MAX {
+        return Err(ReplyError::err_static(
+            "Libraries would pass the functions memory limit",
+        ));
+    }
+    for (name, lib) in libs {
+        fs.libraries.insert(name, lib);
+    }
+    Ok(())
+}
+
+/// Appends the library set to the replication stream (after a change), if this node records.
+fn emit(srv: &ServerState, fs: &Functions) {
+    if !srv.ks.recording() {
+        return;
+    }
+    let mut out = Vec::new();
+    shoal_replication::stream::encode_functions(&mut out, &dump_payload(fs));
+    srv.repl.append(&out);
+}
+
+/// Called when a replica starts a full copy: the libraries follow the snapshot in the stream.
+pub fn announce(srv: &ServerState) {
+    let fs = srv.scripts.functions();
+    if !fs.libraries.is_empty() {
+        emit(srv, &fs);
+    }
+}
+
+impl shoal_replication::replica_link::FunctionsSink for ServerState {
+    fn replace_functions(&self, payload: &[u8]) -> Result<(), String> {
+        let codes = parse_payload(payload).map_err(|e| e.to_string())?;
+        let mut fs = self.scripts.functions();
+        let mut loaded = Vec::with_capacity(codes.len());
+        for code in &codes {
+            loaded.push(load_library(&mut fs, self, code).map_err(|e| e.to_string())?);
+        }
+        fs.libraries.clear();
+        install(&mut fs, loaded, true, true).map_err(|e| e.to_string())?;
+        publish_counts(self, &fs);
+        // A replica's own replicas get the frame as it passes through its stream.
+        Ok(())
+    }
+}
+
+fn publish_counts(srv: &ServerState, fs: &Functions) {
+    srv.scripts
+        .function_count
+        .store(fs.function_count(), Relaxed);
+    srv.scripts.library_count.store(fs.libraries.len(), Relaxed);
+    srv.scripts.functions_bytes.store(fs.code_bytes(), Relaxed);
+}
+
+// ---- DUMP payload ----
+
+fn rdb_len(out: &mut Vec<u8>, n: usize) {
+    if n < 1 << 6 {
+        out.push(n as u8);
+    } else if n < 1 << 14 {
+        out.push(0x40 | (n >> 8) as u8);
+        out.push(n as u8);
+    } else if n <= u32::MAX as usize {
+        out.push(0x80);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.push(0x81);
+        out.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+}
+
+/// FUNCTION DUMP's payload for `fs`.
+pub fn dump_payload(fs: &Functions) -> Vec<u8> {
+    let mut out = Vec::new();
+    for lib in fs.libraries.values() {
+        out.push(RDB_OPCODE_FUNCTION2);
+        rdb_len(&mut out, lib.code.len());
+        out.extend_from_slice(&lib.code);
+    }
+    out.extend_from_slice(&RDB_VERSION.to_le_bytes());
+    let crc = shoal_keyspace::codec::crc64(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads an RDB length: `(value, is_special_encoding)`.
+fn read_len(b: &[u8], pos: &mut usize) -> Option<(u64, bool)> {
+    let first = *b.get(*pos)?;
+    *pos += 1;
+    Some(match first >> 6 {
+        0 => ((first & 0x3f) as u64, false),
+        1 => {
+            let second = *b.get(*pos)?;
+            *pos += 1;
+            ((((first & 0x3f) as u64) << 8) | second as u64, false)
+        }
+        2 => match first {
+            0x80 => {
+                let v = u32::from_be_bytes(b.get(*pos..*pos + 4)?.try_into().ok()?);
+                *pos += 4;
+                (v as u64, false)
+            }
+            0x81 => {
+                let v = u64::from_be_bytes(b.get(*pos..*pos + 8)?.try_into().ok()?);
+                *pos += 8;
+                (v, false)
+            }
+            _ => return None,
+        },
+        _ => ((first & 0x3f) as u64, true),
+    })
+}
+
+/// LZF decompression (the format of Redis's compressed RDB strings).
+fn lzf_decompress(input: &[u8], out_len: usize) -> Option<Vec<u8>> {
+    let mut out: Vec<u8> = Vec::with_capacity(out_len);
+    let mut ip = 0;
+    while ip < input.len() {
+        let ctrl = input[ip] as usize;
+        ip += 1;
+        if ctrl < 32 {
+            let run = ctrl + 1;
+            out.extend_from_slice(input.get(ip..ip + run)?);
+            ip += run;
+        } else {
+            let mut len = ctrl >> 5;
+            if len == 7 {
+                len += *input.get(ip)? as usize;
+                ip += 1;
+            }
+            let back = ((ctrl & 0x1f) << 8) + *input.get(ip)? as usize + 1;
+            ip += 1;
+            let start = out.len().checked_sub(back)?;
+            for k in 0..len + 2 {
+                let c = out[start + k];
+                out.push(c);
+            }
+        }
+        if out.len() > out_len {
+            return None;
+        }
+    }
+    (out.len() == out_len).then_some(out)
+}
+
+/// Reads an RDB string (plain, or LZF-compressed).
+fn read_string(b: &[u8], pos: &mut usize) -> Option<Vec<u8>> {
+    let (n, special) = read_len(b, pos)?;
+    if !special {
+        let n = n as usize;
+        let s = b.get(*pos..pos.checked_add(n)?)?.to_vec();
+        *pos += n;
+        return Some(s);
+    }
+    match n {
+        3 => {
+            let (clen, _) = read_len(b, pos)?;
+            let (len, _) = read_len(b, pos)?;
+            let c = b.get(*pos..pos.checked_add(clen as usize)?)?;
+            *pos += clen as usize;
+            // The expanded size is bounded by the payload it came in (LZF expands at most
+            // 264-fold): a claimed size past that is a lie.
+            if len as usize > c.len().saturating_mul(264) {
+                return None;
+            }
+            lzf_decompress(c, len as usize)
+        }
+        _ => None,
+    }
+}
+
+/// The libraries' codes in a DUMP payload; `Err` is Redis's message.
+fn parse_payload(p: &[u8]) -> Result<Vec<Vec<u8>>, ReplyError> {
+    let bad = || ReplyError::err_static("DUMP payload version or checksum are wrong");
+    if p.len() < 10 {
+        return Err(bad());
+    }
+    let (body, trailer) = p.split_at(p.len() - 10);
+    let version = u16::from_le_bytes([trailer[0], trailer[1]]);
+    let crc = u64::from_le_bytes(trailer[2..10].try_into().map_err(|_| bad())?);
+    let computed = shoal_keyspace::codec::crc64(&p[..p.len() - 8]);
+    if version > RDB_VERSION || (crc != 0 && crc != computed) {
+        return Err(bad());
+    }
+    let mut pos = 0;
+    let mut codes = Vec::new();
+    while pos < body.len() {
+        if body[pos] != RDB_OPCODE_FUNCTION2 {
+            return Err(ReplyError::err_static("given type is not a function"));
+        }
+        pos += 1;
+        let code = read_string(body, &mut pos)
+            .ok_or_else(|| ReplyError::err_static("failed loading the given functions payload"))?;
+        codes.push(code);
+    }
+    Ok(codes)
+}
+
+// ---- commands ----
+
+pub(crate) fn function_load(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (replace, code) = match args.len() {
+        3 => (false, args.get(2)),
+        4 if args.get(2).eq_ignore_ascii_case(b"replace") => (true, args.get(3)),
+        4 => {
+            return Err(crate::err!(
+                "Unknown option given: {}",
+                String::from_utf8_lossy(args.get(2))
+            ));
+        }
+        _ => return Err(ReplyError::err_static("Function code is missing")),
+    };
+    let srv = ctx.srv;
+    let mut fs = srv.scripts.functions();
+    let (name, lib) = load_library(&mut fs, srv, code)?;
+    install(&mut fs, vec![(name.clone(), lib)], replace, false)?;
+    publish_counts(srv, &fs);
+    emit(srv, &fs);
+    ctx.out.bulk(name.as_bytes());
+    Ok(())
+}
+
+pub(crate) fn function_delete(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let srv = ctx.srv;
+    let mut fs = srv.scripts.functions();
+    let name = String::from_utf8_lossy(args.get(2)).into_owned();
+    if fs.libraries.remove(&name).is_none() {
+        return Err(ReplyError::err_static("Library not found"));
+    }
+    publish_counts(srv, &fs);
+    emit(srv, &fs);
+    ctx.out.ok();
+    Ok(())
+}
+
+pub(crate) fn function_flush(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.len() > 3
+        || (args.len() == 3
+            && !args.get(2).eq_ignore_ascii_case(b"sync")
+            && !args.get(2).eq_ignore_ascii_case(b"async"))
+    {
+        return Err(ReplyError::err_static(
+            "FUNCTION FLUSH only supports SYNC|ASYNC option",
+        ));
+    }
+    let srv = ctx.srv;
+    let mut fs = srv.scripts.functions();
+    // A new VM, as Redis recreates its engine.
+    *fs = Functions::default();
+    publish_counts(srv, &fs);
+    emit(srv, &fs);
+    ctx.out.ok();
+    Ok(())
+}
+
+pub(crate) fn function_dump(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let payload = dump_payload(&ctx.srv.scripts.functions());
+    ctx.out.bulk(&payload);
+    Ok(())
+}
+
+pub(crate) fn function_restore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    #[derive(PartialEq)]
+    enum Policy {
+        Flush,
+        Append,
+        Replace,
+    }
+    let policy = match args.len() {
+        3 => Policy::Append,
+        4 => match args.get(3).to_ascii_lowercase().as_slice() {
+            b"flush" => Policy::Flush,
+            b"append" => Policy::Append,
+            b"replace" => Policy::Replace,
+            _ => {
+                return Err(ReplyError::err_static(
+                    "Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+                ));
+            }
+        },
+        _ => return Err(ReplyError::err_static("Unknown argument given")),
+    };
+    let codes = parse_payload(args.get(2))?;
+    let srv = ctx.srv;
+    let mut fs = srv.scripts.functions();
+    let mut loaded = Vec::with_capacity(codes.len());
+    for code in &codes {
+        loaded.push(load_library(&mut fs, srv, code)?);
+    }
+    if policy == Policy::Flush {
+        fs.libraries.clear();
+    }
+    install(&mut fs, loaded, policy != Policy::Append, true)?;
+    publish_counts(srv, &fs);
+    emit(srv, &fs);
+    ctx.out.ok();
+    Ok(())
+}
+
+pub(crate) fn function_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut with_code = false;
+    let mut pattern: Option<&[u8]> = None;
+    let mut i = 2;
+    while i < args.len() {
+        let a = args.get(i);
+        if a.eq_ignore_ascii_case(b"withcode") {
+            with_code = true;
+        } else if a.eq_ignore_ascii_case(b"libraryname") {
+            if i + 1 >= args.len() {
+                return Err(ReplyError::err_static(
+                    "library name argument was not given",
+                ));
+            }
+            if pattern.is_some() {
+                return Err(ReplyError::err_static("Unknown argument libraryname"));
+            }
+            i += 1;
+            pattern = Some(args.get(i));
+        } else {
+            return Err(crate::err!(
+                "Unknown argument {}",
+                String::from_utf8_lossy(a)
+            ));
+        }
+        i += 1;
+    }
+    let fs = ctx.srv.scripts.functions();
+    let libs: Vec<(&String, &Library)> = fs
+        .libraries
+        .iter()
+        .filter(|(n, _)| pattern.is_none_or(|p| crate::glob::glob_match(p, n.as_bytes(), false)))
+        .collect();
+    let out = &mut ctx.out;
+    out.array(libs.len());
+    for (name, lib) in libs {
+        out.map(if with_code { 4 } else { 3 });
+        out.bulk(b"library_name");
+        out.bulk(name.as_bytes());
+        out.bulk(b"engine");
+        out.bulk(b"LUA");
+        out.bulk(b"functions");
+        out.array(lib.functions.len());
+        for (fname, f) in &lib.functions {
+            out.map(3);
+            out.bulk(b"name");
+            out.bulk(fname.as_bytes());
+            out.bulk(b"description");
+            match &f.description {
+                Some(d) => out.bulk(d.as_bytes()),
+                None => out.null(),
+            }
+            out.bulk(b"flags");
+            let names = f.flags.names();
+            out.set(names.len());
+            for n in names {
+                out.simple(n);
+            }
+        }
+        if with_code {
+            out.bulk(b"library_code");
+            out.bulk(&lib.code);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn function_stats(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let srv = ctx.srv;
+    let busy = &srv.scripts.busy;
+    let running = busy.running_function();
+    let out = &mut ctx.out;
+    out.map(2);
+    out.bulk(b"running_script");
+    match running {
+        Some((name, command, since)) => {
+            out.map(3);
+            out.bulk(b"name");
+            out.bulk(name.as_bytes());
+            out.bulk(b"command");
+            out.array(command.len());
+            for a in &command {
+                out.bulk(a);
+            }
+            out.bulk(b"duration_ms");
+            out.int((srv.clock.mono_ms)().saturating_sub(since) as i64);
+        }
+        None => out.null(),
+    }
+    out.bulk(b"engines");
+    out.map(1);
+    out.bulk(b"LUA");
+    out.map(2);
+    out.bulk(b"libraries_count");
+    out.int(srv.scripts.library_count.load(Relaxed) as i64);
+    out.bulk(b"functions_count");
+    out.int(srv.scripts.function_count.load(Relaxed) as i64);
+    Ok(())
+}
+
+pub(crate) fn function_kill(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    super::kill(ctx, true)
+}
+
+pub(crate) fn function_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    const HELP: &[&str] = &[
+        "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "LOAD [REPLACE] <FUNCTION CODE>",
+        "    Create a new library with the given library name and code.",
+        "DELETE <LIBRARY NAME>",
+        "    Delete the given library.",
+        "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+        "    Return general information on all the libraries:",
+        "    * Library name",
+        "    * The engine used to run the Library",
+        "    * Library description",
+        "    * Functions list",
+        "    * Library code (if WITHCODE is given)",
+        "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+        "STATS",
+        "    Return information about the current function running:",
+        "    * Function name",
+        "    * Command used to run the function",
+        "    * Duration in MS that the function is running",
+        "    If no function is running, return nil",
+        "    In addition, returns a list of available engines.",
+        "KILL",
+        "    Kill the current running function.",
+        "FLUSH [ASYNC|SYNC]",
+        "    Delete all the libraries.",
+        "    When called without the optional mode argument, the behavior is determined by the",
+        "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+        "    * ASYNC: Asynchronously flush the libraries.",
+        "    * SYNC: Synchronously flush the libraries.",
+        "DUMP",
+        "    Return a serialized payload representing the current libraries, can be restored using FUNCTION RESTORE command",
+        "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+        "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+        "    control how to handle existing libraries (default APPEND):",
+        "    * FLUSH: delete all existing libraries.",
+        "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+        "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+        "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+        "      in case of functions name collision with another library).",
+        "HELP",
+        "    Prints this help.",
+    ];
+    ctx.out.array(HELP.len());
+    for l in HELP {
+        ctx.out.simple(l);
+    }
+    Ok(())
+}
+
+pub(crate) fn fcall(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    fcall_generic(ctx, args, false)
+}
+
+pub(crate) fn fcall_ro(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    fcall_generic(ctx, args, true)
+}
+
+fn fcall_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, ro: bool) -> CmdResult {
+    let nk = super::numkeys(args)?;
+    let keys: Vec<&[u8]> = (0..nk).map(|i| args.get(3 + i)).collect();
+    let argv: Vec<&[u8]> = (3 + nk..args.len()).map(|i| args.get(i)).collect();
+    let name = String::from_utf8_lossy(args.get(1)).into_owned();
+    let command: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+    super::run_function(ctx, &name, command, ro, &keys, &argv)
+}
+
+/// Finds a function for FCALL: its callback and flags.
+pub(crate) fn lookup(fs: &Functions, name: &str) -> Result<(Function, ScriptFlags), ReplyError> {
+    match fs.find(name) {
+        Some((_, f)) => Ok((f.callback.clone(), f.flags)),
+        None => Err(ReplyError::err_static("Function not found")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trip_and_lzf() {
+        let mut fs = Functions::default();
+        fs.libraries.insert(
+            "a".into(),
+            Library {
+                code: b"#!lua name=a\nx".to_vec(),
+                functions: BTreeMap::new(),
+            },
+        );
+        let p = dump_payload(&fs);
+        assert_eq!(
+            parse_payload(&p).unwrap(),
+            vec![b"#!lua name=a\nx".to_vec()]
+        );
+        let mut bad = p.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(parse_payload(&bad).is_err());
+        // "aaaaaaaaaa" in LZF: literal 'a', then a back-reference of 9 bytes at distance 1.
+        assert_eq!(
+            lzf_decompress(&[0x00, b'a', 0xe0, 0x00, 0x00], 10).unwrap(),
+            b"aaaaaaaaaa"
+        );
+    }
+}

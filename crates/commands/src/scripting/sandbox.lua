@@ -1,0 +1,94 @@
+-- shoal's scripting sandbox, run once per Lua VM (chunk name "=shoal") with the standard
+-- libraries loaded and the Redis libraries (redis, cjson, cmsgpack, bit, struct) in place.
+-- It leaves only the globals Redis 7.0 offers, makes them read-only the way Redis's patched
+-- Lua does (assigning a global or a library field raises "Attempt to modify a readonly table",
+-- reading a missing global raises "Script attempted to access nonexistent global variable").
+--
+-- Stock Lua 5.1 has no read-only tables, so the globals live in a hidden table `G` and the
+-- real globals table stays empty behind a metatable; libraries are replaced by empty proxies
+-- whose metatable reads through. `pairs` sees through the proxies; `rawset` refuses them.
+local internal = ...
+local G = {}
+local real = _G
+local error, tostring, setmetatable, rawset, next, type = error, tostring, setmetatable, rawset, next, type
+
+local keep = {
+  'assert', 'collectgarbage', 'coroutine', 'error', 'gcinfo', 'getmetatable', 'ipairs', 'load',
+  'loadstring', 'math', 'next', 'pairs', 'pcall', 'rawequal', 'rawget', 'rawset', 'select',
+  'setmetatable', 'string', 'table', 'tonumber', 'tostring', 'type', 'unpack', 'xpcall',
+  '_VERSION', 'redis', 'cjson', 'cmsgpack', 'bit', 'struct',
+}
+for _, name in ipairs(keep) do G[name] = real[name] end
+internal.xpcall = real.xpcall
+-- Redis leaves its error handler in the globals; scripts may call it.
+G.__redis__err__handler = function(err)
+  if type(err) ~= 'table' then err = { err = 'ERR ' .. tostring(err) } end
+  return err
+end
+
+local function readonly_error() error('Attempt to modify a readonly table', 2) end
+local protected = {}   -- proxy -> the table it reads through
+local function readonly(t)
+  local proxy = {}
+  setmetatable(proxy, { __index = t, __newindex = readonly_error, __metatable = false })
+  protected[proxy] = t
+  return proxy
+end
+
+for _, name in ipairs({ 'string', 'table', 'math', 'coroutine', 'redis', 'cjson', 'cmsgpack', 'bit', 'struct' }) do
+  G[name] = readonly(G[name])
+end
+
+G.pairs = function(t)
+  local through = protected[t]
+  if through then return next, through, nil end
+  if t == real then return next, G, nil end
+  return next, t, nil
+end
+G.rawset = function(t, k, v)
+  if protected[t] or t == real then error('Attempt to modify a readonly table', 0) end
+  return rawset(t, k, v)
+end
+G._G = real
+
+-- Functions: while a library loads, globals read from `load_api` (only a `redis` table with
+-- register_function and the logging API), as Redis swaps its globals' __index.
+local api = G
+local load_api = {}
+internal.set_load_api = function(on)
+  if on then api = load_api else api = G end
+end
+internal.install_load_api = function(r)
+  local proxy = {}
+  setmetatable(proxy, {
+    __index = function(_, k)
+      local v = r[k]
+      if v == nil then
+        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+      end
+      return v
+    end,
+    __newindex = readonly_error,
+    __metatable = false,
+  })
+  protected[proxy] = r
+  load_api.redis = proxy
+end
+-- Calls f(keys, args) (a function's callback) under xpcall, which passes no arguments in 5.1.
+internal.bind = function(f, k, a)
+  return function() return f(k, a) end
+end
+
+for k in next, real do real[k] = nil end
+setmetatable(real, {
+  __index = function(_, k)
+    local v = api[k]
+    if v == nil then
+      error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+    end
+    return v
+  end,
+  __newindex = readonly_error,
+  __metatable = false,
+})
+return G

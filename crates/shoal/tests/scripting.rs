@@ -1,0 +1,240 @@
+//! Scripting over the wire: a script runs atomically (another client never sees its
+//! intermediate state), a long script makes other clients wait then answers them `-BUSY`,
+//! SCRIPT KILL stops a read-only script and is refused for one that wrote, and a script's
+//! writes reach a replica as effects (a script using TIME and random draws leaves the same data
+//! on the replica).
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Shoal, caught_up, follow, q, try_q};
+
+/// A script that increments two keys with a busy loop between: a reader that checks both
+/// keys with MGET in a loop never sees them differ.
+#[test]
+fn a_concurrent_client_never_sees_a_script_half_done() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let script = "redis.call('incr', KEYS[1]) local x = 0 for i = 1, 20000 do x = x + i end \
+                  redis.call('incr', KEYS[2]) return x";
+    let sha: String = q(&mut c, &["SCRIPT", "LOAD", script]);
+    let reader = {
+        let mut r = s.client();
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut seen = 0;
+            while seen < 2000 && Instant::now() < deadline {
+                let v: Vec<Option<i64>> = q(&mut r, &["MGET", "{t}a", "{t}b"]);
+                assert_eq!(v[0], v[1], "the reader saw a script half done");
+                seen += 1;
+            }
+            seen
+        })
+    };
+    for _ in 0..300 {
+        let _: i64 = q(&mut c, &["EVALSHA", &sha, "2", "{t}a", "{t}b"]);
+    }
+    assert!(reader.join().expect("reader") > 0);
+    let v: Vec<i64> = q(&mut c, &["MGET", "{t}a", "{t}b"]);
+    assert_eq!(v, vec![300, 300]);
+}
+
+/// A script looping past busy-reply-threshold: another client waits, then gets `-BUSY`; SCRIPT
+/// KILL stops it; its caller gets Redis's "Script killed" error; the node serves again.
+#[test]
+fn a_long_script_answers_busy_and_script_kill_stops_it() {
+    let s = Shoal::start(&["--busy-reply-threshold", "200"]);
+    let mut other = s.client();
+    let _: String = q(&mut other, &["SET", "k", "v"]);
+    let runner = {
+        let mut c = s.client();
+        thread::spawn(move || try_q::<i64>(&mut c, &["EVAL", "while true do end", "0"]))
+    };
+    // Wait (bounded) until the node reports the script busy.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let busy = loop {
+        let r = try_q::<String>(&mut other, &["GET", "k"]);
+        match r {
+            Err(e) if e.to_string().contains("BUSY") => break e.to_string(),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "never answered BUSY");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        busy.contains(
+            "Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+        ),
+        "{busy}"
+    );
+    let nope = try_q::<String>(&mut other, &["FUNCTION", "KILL"]);
+    assert!(nope.is_err());
+    let ok: String = q(&mut other, &["SCRIPT", "KILL"]);
+    assert_eq!(ok, "OK");
+    let killed = runner
+        .join()
+        .expect("runner")
+        .expect_err("the script was killed");
+    assert!(
+        killed
+            .to_string()
+            .contains("Script killed by user with SCRIPT KILL... script: "),
+        "{killed}"
+    );
+    let v: String = q(&mut other, &["GET", "k"]);
+    assert_eq!(v, "v");
+    let idle = try_q::<String>(&mut other, &["SCRIPT", "KILL"]).expect_err("nothing runs");
+    assert!(
+        idle.to_string()
+            .contains("No scripts in execution right now."),
+        "{idle}"
+    );
+}
+
+/// A script that wrote before looping cannot be killed; it is refused with `-UNKILLABLE`.
+/// (The server is then stopped the hard way, as Redis advises: dropping it kills the process.)
+#[test]
+fn a_script_that_wrote_is_unkillable() {
+    let s = Shoal::start(&["--busy-reply-threshold", "100"]);
+    let _runner = {
+        let mut c = s.client();
+        thread::spawn(move || {
+            try_q::<i64>(
+                &mut c,
+                &["EVAL", "redis.call('set', 'w', '1') while true do end", "0"],
+            )
+        })
+    };
+    let mut other = s.client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        match try_q::<String>(&mut other, &["SCRIPT", "KILL"]) {
+            Err(e) if e.to_string().contains("UNKILLABLE") => break e.to_string(),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "never answered UNKILLABLE");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        refused.contains("Sorry the script already executed write commands against the dataset."),
+        "{refused}"
+    );
+    drop(s);
+}
+
+/// A script's writes replicate as effects: a value computed from TIME and a random draw is the
+/// same on the replica, and set_repl(REPL_NONE) keeps a write on the primary only.
+#[test]
+fn script_effects_reach_the_replica() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    follow(&r, &p);
+    let mut c = p.client();
+    let script = "local t = redis.call('time') \
+                  local v = t[1] .. '.' .. t[2] .. ':' .. math.random(1000000) \
+                  redis.call('set', KEYS[1], v) \
+                  redis.call('rpush', KEYS[2], v, 'x') \
+                  redis.set_repl(redis.REPL_NONE) \
+                  redis.call('set', KEYS[3], 'primary-only') \
+                  redis.set_repl(redis.REPL_ALL) \
+                  redis.call('incr', KEYS[4]) \
+                  return v";
+    let v: String = q(&mut c, &["EVAL", script, "4", "s", "l", "local", "n"]);
+    caught_up(&r, &p);
+    let mut rc = r.client();
+    let got: String = q(&mut rc, &["GET", "s"]);
+    assert_eq!(got, v);
+    let list: Vec<String> = q(&mut rc, &["LRANGE", "l", "0", "-1"]);
+    assert_eq!(list, vec![v.clone(), "x".into()]);
+    let n: i64 = q(&mut rc, &["GET", "n"]);
+    assert_eq!(n, 1);
+    let local: Option<String> = q(&mut rc, &["GET", "local"]);
+    assert_eq!(local, None);
+    let on_primary: String = q(&mut c, &["GET", "local"]);
+    assert_eq!(on_primary, "primary-only");
+}
+
+/// Function libraries reach replicas: one loaded before the replica follows (it comes with the
+/// full copy), one loaded after (in the stream), a deletion; FCALL_RO runs them on the replica.
+#[test]
+fn function_libraries_reach_the_replica() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    let mut c = p.client();
+    let lib = |name: &str, f: &str, v: i64| {
+        format!(
+            "#!lua name={name}\nredis.register_function{{function_name='{f}', callback=function() return {v} end, flags={{'no-writes'}}}}"
+        )
+    };
+    let _: String = q(&mut c, &["FUNCTION", "LOAD", &lib("before", "fb", 1)]);
+    follow(&r, &p);
+    let _: String = q(&mut c, &["FUNCTION", "LOAD", &lib("after", "fa", 2)]);
+    let _: String = q(&mut c, &["SET", "marker", "1"]);
+    caught_up(&r, &p);
+    let mut rc = r.client();
+    let one: i64 = q(&mut rc, &["FCALL_RO", "fb", "0"]);
+    let two: i64 = q(&mut rc, &["FCALL_RO", "fa", "0"]);
+    assert_eq!((one, two), (1, 2));
+    let _: String = q(&mut c, &["FUNCTION", "DELETE", "before"]);
+    let _: String = q(
+        &mut c,
+        &["FUNCTION", "LOAD", "REPLACE", &lib("after", "fa", 3)],
+    );
+    let _: i64 = q(&mut c, &["INCR", "marker"]);
+    caught_up(&r, &p);
+    let gone = try_q::<i64>(&mut rc, &["FCALL_RO", "fb", "0"]).expect_err("deleted");
+    assert!(gone.to_string().contains("Function not found"), "{gone}");
+    let three: i64 = q(&mut rc, &["FCALL_RO", "fa", "0"]);
+    assert_eq!(three, 3);
+    let dump_p: Vec<u8> = q(&mut c, &["FUNCTION", "DUMP"]);
+    let dump_r: Vec<u8> = q(&mut rc, &["FUNCTION", "DUMP"]);
+    assert_eq!(dump_p, dump_r);
+}
+
+/// A function past busy-reply-threshold: `-BUSY` names FUNCTION KILL, FUNCTION STATS shows it
+/// running, SCRIPT KILL is refused, FUNCTION KILL stops it.
+#[test]
+fn a_long_function_answers_busy_and_function_kill_stops_it() {
+    let s = Shoal::start(&["--busy-reply-threshold", "100"]);
+    let mut other = s.client();
+    let _: String = q(
+        &mut other,
+        &[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=spin\nredis.register_function('spin', function() while true do end end)",
+        ],
+    );
+    let runner = {
+        let mut c = s.client();
+        thread::spawn(move || try_q::<i64>(&mut c, &["FCALL", "spin", "0"]))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let busy = loop {
+        match try_q::<String>(&mut other, &["GET", "k"]) {
+            Err(e) if e.to_string().contains("BUSY") => break e.to_string(),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "never answered BUSY");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        busy.contains("You can only call FUNCTION KILL or SHUTDOWN NOSAVE."),
+        "{busy}"
+    );
+    let stats: redis::Value = q(&mut other, &["FUNCTION", "STATS"]);
+    assert!(format!("{stats:?}").contains("spin"), "{stats:?}");
+    let refused = try_q::<String>(&mut other, &["SCRIPT", "KILL"]).expect_err("a function runs");
+    assert!(refused.to_string().contains("FUNCTION KILL"), "{refused}");
+    let ok: String = q(&mut other, &["FUNCTION", "KILL"]);
+    assert_eq!(ok, "OK");
+    let killed = runner.join().expect("runner").expect_err("killed");
+    assert!(
+        killed.to_string().contains(
+            "Script killed by user with SCRIPT KILL... script: spin, on @user_function:2."
+        ),
+        "{killed}"
+    );
+}
