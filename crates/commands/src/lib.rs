@@ -7,6 +7,7 @@
 //! the exec gate shared → wake-ups of blocked clients → counters and slow log. A command may also end
 //! by asking to block ([`Outcome::Block`]); the connection loop then waits and runs it again.
 
+pub mod acl;
 pub mod args;
 pub mod bitmaps;
 pub mod blocking;
@@ -83,6 +84,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     pubsub::COMMANDS,
     blocking::COMMANDS,
     replication::COMMANDS,
+    acl::COMMANDS,
 ];
 
 /// What a command runs with.
@@ -399,6 +401,10 @@ fn admit(
     }
     if !client.authenticated && !spec.has(flag::NO_AUTH) && srv.hot.requirepass_set.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::NoAuth));
+    }
+    if let Err(d) = client.user_ref(srv).check(spec, args) {
+        let e = acl::denied(srv, client, spec, args, d, client.tx.in_multi(), now_ms);
+        return Err(Rejection::new(Some(spec), e));
     }
     // Cluster mode: a request whose keys are not served here is redirected, before any other
     // check (a write to a replica gets MOVED to the primary, not READONLY).

@@ -519,6 +519,14 @@ fn exec(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     }
     ctx.out.array(q.cmds.len());
     for (spec, args) in &q.cmds {
+        // Permissions may have changed since the command was queued (Redis checks again).
+        if let Err(d) = ctx.client.user_ref(ctx.srv).check(spec, &args.args()) {
+            let e =
+                crate::acl::denied(ctx.srv, ctx.client, spec, &args.args(), d, true, ctx.now_ms);
+            ctx.srv.stats.error_reply(&e);
+            e.write_to(&mut ctx.out);
+            continue;
+        }
         crate::run_in_exec(
             ctx.srv,
             ctx.client,
