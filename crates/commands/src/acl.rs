@@ -1591,4 +1591,71 @@ mod tests {
         assert_eq!(check(&["mget", "r1", "x"]), Err(Denied::Key(2)));
         assert_eq!(check(&["publish", "c", "m"]), Err(Denied::Channel(1)));
     }
+
+    #[test]
+    fn shoal_internal_commands_are_admin_and_dangerous() {
+        let admin = 1 << category_index("admin").unwrap();
+        let dangerous = 1 << category_index("dangerous").unwrap();
+        for name in [
+            "repairput",
+            "repairdel",
+            "slotkeys",
+            "slotdigest",
+            "psync",
+            "sync",
+            "replconf",
+            "cluster|mfpause",
+            "cluster|syncslots",
+            "cluster|migrateslots",
+        ] {
+            let id = lookup_full(name.as_bytes()).expect(name);
+            assert_eq!(
+                table().cats[id] & (admin | dangerous),
+                admin | dangerous,
+                "{name}"
+            );
+        }
+        let u = user(&["on", "+@all", "-@dangerous", "~*", "&*"]).unwrap();
+        let o = crate::OwnedArgs::new(["repairdel", "k"].iter());
+        let spec = crate::table::lookup(b"repairdel").unwrap();
+        assert_eq!(u.check(spec, &o.args()), Err(Denied::Command));
+    }
+
+    #[test]
+    fn the_log_groups_repeats_and_stays_bounded() {
+        let acl = Acl::default();
+        let entry = |object: &str, t: u64| LogEntry {
+            count: 1,
+            reason: "command",
+            context: "toplevel",
+            object: object.as_bytes().to_vec(),
+            username: b"u".to_vec(),
+            ctime_ms: t,
+            client_info: String::new(),
+        };
+        acl.log(entry("get", 0), 2);
+        acl.log(entry("get", 1_000), 2);
+        assert_eq!(acl.log_entries(10)[0].count, 2);
+        // Over a minute later: a new entry.
+        acl.log(entry("get", 70_000), 2);
+        acl.log(entry("set", 70_001), 2);
+        let e = acl.log_entries(10);
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[0].object.as_slice(), e[1].count), (&b"set"[..], 1));
+    }
+
+    #[test]
+    fn load_is_all_or_nothing() {
+        let acl = Acl::default();
+        acl.set_user("keep", &[b"on"]).unwrap();
+        let err = acl.load("f", "user a on\nuser b +nosuch\n").unwrap_err();
+        assert_eq!(
+            err,
+            "f:2: Unknown command or category name in ACL. WARNING: ACL errors detected, no change to the previously active ACL rules was performed"
+        );
+        assert_eq!(acl.names(), ["default", "keep"]);
+        let gone = acl.load("f", "user a on nopass\n").unwrap();
+        assert_eq!(gone, ["keep"]);
+        assert_eq!(acl.names(), ["a", "default"]);
+    }
 }

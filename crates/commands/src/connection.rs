@@ -36,6 +36,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "2.4.0",
         summary: "A container for client connection commands.",
         subcommands: CLIENT,
+        type_categories: Some(&[]),
         ..Spec::DEFAULT
     },
     Spec {
