@@ -402,20 +402,21 @@ impl Selector {
                 }
             }
         }
-        if !self.allkeys && keyspec::has_keys(spec) {
-            if let Ok(keys) = keyspec::keys(spec, args) {
-                for k in keys.iter() {
-                    let need_read = k.flags & key::ACCESS != 0;
-                    let need_write = k.flags & (key::INSERT | key::DELETE | key::UPDATE) != 0;
-                    let name = args.get(k.pos);
-                    let ok = self.keys.iter().any(|p| {
-                        (p.read || !need_read)
-                            && (p.write || !need_write)
-                            && crate::glob::glob_match(&p.pattern, name, false)
-                    });
-                    if !ok {
-                        return Err(Denied::Key(k.pos));
-                    }
+        if !self.allkeys
+            && keyspec::has_keys(spec)
+            && let Ok(keys) = keyspec::keys(spec, args)
+        {
+            for k in keys.iter() {
+                let need_read = k.flags & key::ACCESS != 0;
+                let need_write = k.flags & (key::INSERT | key::DELETE | key::UPDATE) != 0;
+                let name = args.get(k.pos);
+                let ok = self.keys.iter().any(|p| {
+                    (p.read || !need_read)
+                        && (p.write || !need_write)
+                        && crate::glob::glob_match(&p.pattern, name, false)
+                });
+                if !ok {
+                    return Err(Denied::Key(k.pos));
                 }
             }
         }
