@@ -4,8 +4,7 @@
 //! the command table's categories, key specs and channel flags, never a command's name), the ACL
 //! log, rule descriptions as `ACL LIST` prints them, and the `ACL` command family. File I/O for
 //! `ACL SAVE`/`LOAD` goes through [`crate::Hooks`].
-//!
-//! Missing: selectors (`(...)` rules are refused as a syntax error).
+//! Selectors (`(...)` rules) are further selectors a command may pass instead of the root one.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -43,6 +42,8 @@ pub const CATEGORIES: &[&str] = &[
 const LOG_GROUPING_MS: u64 = 60_000;
 /// Largest `ACL GENPASS` size, in bits.
 const GENPASS_BITS_MAX: i64 = 4096;
+/// Selectors one user may have.
+pub const SELECTORS_MAX: usize = 1024;
 /// First arguments one command may allow (`+select|0`), so a rule set stays bounded.
 pub const FIRSTARGS_PER_COMMAND_MAX: usize = 1024;
 
@@ -261,6 +262,28 @@ impl Selector {
         rules
     }
 
+    /// Keys, channels and commands, as `ACL LIST` shows a selector.
+    fn describe(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let keys = self.describe_keys();
+        if !keys.is_empty() {
+            out.extend_from_slice(&keys);
+            out.push(b' ');
+        }
+        if self.allchannels {
+            out.extend_from_slice(b"&* ");
+        } else {
+            out.extend_from_slice(b"resetchannels ");
+            for c in &self.channels {
+                out.push(b'&');
+                out.extend_from_slice(c);
+                out.push(b' ');
+            }
+        }
+        out.extend_from_slice(self.describe_commands().as_bytes());
+        out
+    }
+
     fn describe_keys(&self) -> Vec<u8> {
         if self.allkeys {
             return b"~*".to_vec();
@@ -464,6 +487,18 @@ pub enum Denied {
     Channel(usize),
 }
 
+impl Denied {
+    /// Which refusal is reported when no selector allows a command (Redis's error codes, then
+    /// the argument's position).
+    fn rank(self) -> (u8, usize) {
+        match self {
+            Denied::Command => (1, 0),
+            Denied::Key(p) => (2, p),
+            Denied::Channel(p) => (4, p),
+        }
+    }
+}
+
 /// A refused `ACL SETUSER` rule, as Redis's errno values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetError {
@@ -503,6 +538,8 @@ pub struct User {
     /// SHA-256 hex digests, in the order they were added.
     passwords: Vec<String>,
     root: Selector,
+    /// `(...)` selectors: a command runs if the root selector or one of these allows it.
+    selectors: Vec<Selector>,
 }
 
 impl User {
@@ -515,6 +552,7 @@ impl User {
             sanitize: None,
             passwords: Vec::new(),
             root: Selector::default(),
+            selectors: Vec::new(),
         }
     }
 
@@ -548,11 +586,13 @@ impl User {
             self.nopass = false;
             self.passwords.clear();
         } else if word("clearselectors") {
+            self.selectors.clear();
         } else if word("reset") {
             self.passwords.clear();
             self.nopass = false;
             self.root = Selector::default();
             self.root.allchannels = false;
+            self.selectors.clear();
             self.enabled = false;
             self.sanitize = Some(true);
         } else if op[0] == b'>' || op[0] == b'#' {
@@ -578,9 +618,18 @@ impl User {
                 .ok_or(SetError::NoSuchPassword)?;
             self.passwords.remove(at);
             self.nopass = false;
-        } else if op[0] == b'(' {
-            // Selectors are not built (see the module header).
-            return Err(SetError::Syntax);
+        } else if op[0] == b'(' && op.last() == Some(&b')') {
+            if self.selectors.len() >= SELECTORS_MAX {
+                return Err(SetError::Syntax);
+            }
+            let mut sel = Selector::default();
+            for rule in op[1..op.len() - 1]
+                .split(|&b| b == b' ')
+                .filter(|r| !r.is_empty())
+            {
+                sel.apply(rule)?;
+            }
+            self.selectors.push(sel);
         } else {
             return self.root.apply(op);
         }
@@ -604,22 +653,13 @@ impl User {
             out.extend_from_slice(b" #");
             out.extend_from_slice(p.as_bytes());
         }
-        let keys = self.root.describe_keys();
-        if !keys.is_empty() {
-            out.push(b' ');
-            out.extend_from_slice(&keys);
-        }
-        if self.root.allchannels {
-            out.extend_from_slice(b" &*");
-        } else {
-            out.extend_from_slice(b" resetchannels");
-            for c in &self.root.channels {
-                out.extend_from_slice(b" &");
-                out.extend_from_slice(c);
-            }
-        }
         out.push(b' ');
-        out.extend_from_slice(self.root.describe_commands().as_bytes());
+        out.extend_from_slice(&self.root.describe());
+        for sel in &self.selectors {
+            out.extend_from_slice(b" (");
+            out.extend_from_slice(&sel.describe());
+            out.push(b')');
+        }
         out
     }
 
@@ -634,8 +674,21 @@ impl User {
         !self.nopass || !self.enabled
     }
 
+    /// Redis's `ACLCheckAllUserCommandPerm`: allowed if any selector allows it; otherwise the
+    /// most relevant refusal (a channel over a key over the command, then the last argument).
     pub fn check(&self, spec: &'static Spec, args: &Args<'_>) -> Result<(), Denied> {
-        self.root.check(spec, args)
+        let mut worst = Denied::Command;
+        for sel in std::iter::once(&self.root).chain(&self.selectors) {
+            match sel.check(spec, args) {
+                Ok(()) => return Ok(()),
+                Err(d) => {
+                    if d.rank() > worst.rank() {
+                        worst = d;
+                    }
+                }
+            }
+        }
+        Err(worst)
     }
 
     /// Sets the password as `CONFIG SET requirepass` does (Redis's
@@ -813,8 +866,15 @@ impl Acl {
             }
             let mut u = User::new(name);
             let mut ok = true;
-            for w in &words[2..] {
-                if let Err(e) = u.apply(w.as_bytes()) {
+            let raw: Vec<&[u8]> = words[2..].iter().map(|w| w.as_bytes()).collect();
+            let Ok(merged) = merge_selectors(&raw) else {
+                errors.push_str(&format!(
+                    "{file}:{line_no}: Unmatched parenthesis in acl selector. "
+                ));
+                continue;
+            };
+            for w in &merged {
+                if let Err(e) = u.apply(w) {
                     errors.push_str(&format!("{file}:{line_no}: {}. ", e.message()));
                     ok = false;
                     break;
@@ -1199,16 +1259,14 @@ fn acl_cat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn acl_setuser(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let name = args.str_lossy(2);
-    let ops: Vec<&[u8]> = (3..args.len()).map(|i| args.get(i)).collect();
-    if let Some(start) = ops.iter().position(|o| o.first() == Some(&b'(')) {
-        // Redis checks parentheses before any rule.
-        if !ops[start..].iter().any(|o| o.last() == Some(&b')')) {
-            return Err(err!(
-                "Unmatched parenthesis in acl selector starting at '{}'.",
-                String::from_utf8_lossy(ops[start])
-            ));
-        }
-    }
+    let raw: Vec<&[u8]> = (3..args.len()).map(|i| args.get(i)).collect();
+    let merged = merge_selectors(&raw).map_err(|start| {
+        err!(
+            "Unmatched parenthesis in acl selector starting at '{}'.",
+            String::from_utf8_lossy(start)
+        )
+    })?;
+    let ops: Vec<&[u8]> = merged.iter().map(|o| o.as_slice()).collect();
     ctx.srv.acl.set_user(&name, &ops).map_err(|(i, e)| {
         err!(
             "Error in ACL SETUSER modifier '{}': {}",
@@ -1219,6 +1277,33 @@ fn acl_setuser(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     default_changed(ctx.srv);
     ctx.out.ok();
     Ok(())
+}
+
+/// Redis's `ACLMergeSelectorArguments`: the words from one starting with `(` to one ending with
+/// `)` become one rule, joined by spaces. An unclosed `(` is refused with the word it starts at.
+fn merge_selectors<'a>(ops: &[&'a [u8]]) -> Result<Vec<Vec<u8>>, &'a [u8]> {
+    let mut out = Vec::new();
+    let mut open: Option<(Vec<u8>, &[u8])> = None;
+    for op in ops {
+        match &mut open {
+            Some((acc, _)) => {
+                acc.push(b' ');
+                acc.extend_from_slice(op);
+                if op.last() == Some(&b')') {
+                    out.push(std::mem::take(acc));
+                    open = None;
+                }
+            }
+            None if op.first() == Some(&b'(') && op.last() != Some(&b')') => {
+                open = Some((op.to_vec(), op));
+            }
+            None => out.push(op.to_vec()),
+        }
+    }
+    match open {
+        Some((_, start)) => Err(start),
+        None => Ok(out),
+    }
 }
 
 /// Mirrors the default user's state into the hot flag admission reads.
@@ -1292,7 +1377,16 @@ fn acl_getuser(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     o.bulk(b"channels");
     o.bulk(&u.root.describe_channels());
     o.bulk(b"selectors");
-    o.array(0);
+    o.array(u.selectors.len());
+    for sel in &u.selectors {
+        o.map(3);
+        o.bulk(b"commands");
+        o.bulk(sel.describe_commands().as_bytes());
+        o.bulk(b"keys");
+        o.bulk(&sel.describe_keys());
+        o.bulk(b"channels");
+        o.bulk(&sel.describe_channels());
+    }
     Ok(())
 }
 
@@ -1658,5 +1752,27 @@ mod tests {
         let gone = acl.load("f", "user a on nopass\n").unwrap();
         assert_eq!(gone, ["keep"]);
         assert_eq!(acl.names(), ["a", "default"]);
+    }
+
+    #[test]
+    fn selectors_allow_what_the_root_does_not_and_report_the_most_relevant_refusal() {
+        let u = user(&["on", "(~sel* +get)", "(%R~r* +@hash)"]).unwrap();
+        let check = |req: &[&str]| {
+            let o = crate::OwnedArgs::new(req.iter());
+            let spec = crate::table::lookup(req[0].as_bytes()).unwrap();
+            u.check(spec, &o.args())
+        };
+        assert_eq!(check(&["get", "sel1"]), Ok(()));
+        assert_eq!(check(&["hget", "r1", "f"]), Ok(()));
+        assert_eq!(check(&["get", "x"]), Err(Denied::Key(1)));
+        assert_eq!(check(&["set", "sel1", "v"]), Err(Denied::Command));
+        assert_eq!(
+            merge_selectors(&[b"(", b"~a", b"+get", b")", b"on"]).unwrap(),
+            [b"( ~a +get )".to_vec(), b"on".to_vec()]
+        );
+        assert_eq!(merge_selectors(&[b"(~a", b"+get"]), Err(&b"(~a"[..]));
+        assert!(String::from_utf8(u.describe()).unwrap().ends_with(
+            "-@all (~sel* resetchannels -@all +get) (%R~r* resetchannels -@all +@hash)"
+        ));
     }
 }
