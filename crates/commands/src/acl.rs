@@ -668,6 +668,11 @@ impl User {
         self.enabled && (self.nopass || self.passwords.contains(&sha256_hex(pass)))
     }
 
+    /// `nopass`: any password opens the user.
+    pub fn nopass(&self) -> bool {
+        self.nopass
+    }
+
     /// Whether a client of this user must authenticate first (the default user: a password is
     /// set, or it is off).
     pub fn needs_auth(&self) -> bool {
@@ -1774,5 +1779,47 @@ mod tests {
         assert!(String::from_utf8(u.describe()).unwrap().ends_with(
             "-@all (~sel* resetchannels -@all +get) (%R~r* resetchannels -@all +@hash)"
         ));
+    }
+
+    /// A queued command is checked again at EXEC (the rules may have changed meanwhile), and the
+    /// refusal is logged with the context `multi`.
+    #[test]
+    fn exec_checks_permissions_again() {
+        use crate::{Client, ClientHandle, Hooks, OwnedArgs, ServerState, config, execute};
+        let srv = ServerState::new(config::Config::default(), 1_000, 7, Hooks::default());
+        let client = |id| {
+            let h = Arc::new(ClientHandle::new(
+                id,
+                "127.0.0.1:1".into(),
+                "127.0.0.1:2".into(),
+                0,
+            ));
+            Client::new(h, true)
+        };
+        let (mut admin, mut app) = (client(1), client(2));
+        let mut run = |c: &mut Client, cmd: &[&str]| {
+            let o = OwnedArgs::new(cmd.iter());
+            let mut out = Vec::new();
+            execute(&srv, c, &o.args(), &mut out, 1_000);
+            String::from_utf8(out).unwrap()
+        };
+        let setuser = [
+            "acl", "setuser", "app", "on", "nopass", "~*", "+get", "+multi", "+exec",
+        ];
+        assert_eq!(run(&mut admin, &setuser), "+OK\r\n");
+        assert_eq!(run(&mut app, &["auth", "app", "x"]), "+OK\r\n");
+        assert_eq!(run(&mut app, &["multi"]), "+OK\r\n");
+        assert_eq!(run(&mut app, &["get", "k"]), "+QUEUED\r\n");
+        assert_eq!(
+            run(&mut admin, &["acl", "setuser", "app", "-get"]),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            run(&mut app, &["exec"]),
+            "*1\r\n-NOPERM this user has no permissions to run the 'get' command\r\n"
+        );
+        let log = srv.acl.log_entries(1);
+        assert_eq!((log[0].context, log[0].reason), ("multi", "command"));
+        assert_eq!(log[0].username, b"app");
     }
 }

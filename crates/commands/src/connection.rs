@@ -306,7 +306,8 @@ fn login(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> CmdResult {
 fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (user, pass) = match args.len() {
         2 => {
-            if !ctx.srv.hot.requirepass_set.load(Relaxed) {
+            // Redis's test: the default user has `nopass` (whether or not it is on).
+            if ctx.srv.acl.default.get().nopass() {
                 return Err(ReplyError::err_static(
                     "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                 ));
