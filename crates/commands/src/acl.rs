@@ -1797,7 +1797,7 @@ mod tests {
             Client::new(h, true)
         };
         let (mut admin, mut app) = (client(1), client(2));
-        let mut run = |c: &mut Client, cmd: &[&str]| {
+        let run = |c: &mut Client, cmd: &[&str]| {
             let o = OwnedArgs::new(cmd.iter());
             let mut out = Vec::new();
             execute(&srv, c, &o.args(), &mut out, 1_000);
