@@ -376,6 +376,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "3.0.0",
         summary: "Signals that a cluster client is following an -ASK redirect.",
         handler: Some(asking),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -396,6 +397,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "3.0.0",
         summary: "Enables read-only queries for a connection to a Redis Cluster replica node.",
         handler: Some(readonly),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -406,6 +408,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "3.0.0",
         summary: "Enables read-write queries for a connection to a Reids Cluster replica node.",
         handler: Some(readwrite),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
 ];

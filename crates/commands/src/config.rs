@@ -147,6 +147,10 @@ params! {
     /// Sync write strategy: milliseconds a write waits for replica acknowledgements before it
     /// fails.
     ack_timeout_ms: u64 = "ack-timeout-ms", Int(1, LONG_MAX), "1000", mutable;
+    /// The ACL file `ACL SAVE` writes and `ACL LOAD` (and start-up) reads; empty: none.
+    aclfile: String = "aclfile", Str, "", immutable;
+    /// Entries the ACL log keeps (`ACL LOG`).
+    acllog_max_len: u64 = "acllog-max-len", Int(0, LONG_MAX), "128", mutable;
     /// Accepted for Redis compatibility; shoal keeps no append-only file (snapshots only).
     appendonly: bool = "appendonly", Bool, "no", immutable;
     /// The address to listen on (the first word is used).

@@ -36,6 +36,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "2.4.0",
         summary: "A container for client connection commands.",
         subcommands: CLIENT,
+        type_categories: Some(&[]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -289,17 +290,35 @@ fn echo(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// Checks a password for a user; only the `default` user exists (ACL users come later).
-fn check_password(ctx: &Ctx<'_>, user: &[u8], pass: &[u8]) -> bool {
-    let cfg = ctx.srv.config();
-    let required = &cfg.requirepass;
-    user == b"default" && (required.is_empty() || required.as_bytes() == pass)
+/// Authenticates the client as `user` if `pass` opens it; a failure is logged (reason `auth`).
+fn login(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> CmdResult {
+    match ctx.srv.acl.authenticate(user, pass) {
+        Some(u) => {
+            *ctx.client.handle.user.lock().expect("user lock") = u.get().name.clone();
+            ctx.client.user = Some(u);
+            ctx.client.authenticated = true;
+            Ok(())
+        }
+        None => {
+            crate::acl::log_denial(
+                ctx.srv,
+                ctx.client,
+                "auth",
+                b"auth".to_vec(),
+                user.to_vec(),
+                ctx.client.tx.in_multi(),
+                ctx.now_ms,
+            );
+            Err(ReplyError::WrongPass)
+        }
+    }
 }
 
 fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (user, pass) = match args.len() {
         2 => {
-            if !ctx.srv.hot.requirepass_set.load(Relaxed) {
+            // Redis's test: the default user has `nopass` (whether or not it is on).
+            if ctx.srv.acl.default.get().nopass() {
                 return Err(ReplyError::err_static(
                     "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                 ));
@@ -309,10 +328,7 @@ fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         3 => (args.get(1), args.get(2)),
         _ => return Err(ERR_SYNTAX),
     };
-    if !check_password(ctx, user, pass) {
-        return Err(ReplyError::WrongPass);
-    }
-    ctx.client.authenticated = true;
+    login(ctx, user, pass)?;
     ctx.out.ok();
     Ok(())
 }
@@ -335,10 +351,7 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     while i < args.len() {
         let more = args.len() - i - 1;
         if args.is(i, "AUTH") && more >= 2 {
-            if !check_password(ctx, args.get(i + 1), args.get(i + 2)) {
-                return Err(ReplyError::WrongPass);
-            }
-            ctx.client.authenticated = true;
+            login(ctx, args.get(i + 1), args.get(i + 2))?;
             i += 3;
         } else if args.is(i, "SETNAME") && more >= 1 {
             validate_name(args.get(i + 1))?;
@@ -425,6 +438,8 @@ fn reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     ctx.client.handle.no_touch.store(false, Relaxed);
     ctx.client.handle.name.lock().expect("name lock").clear();
     ctx.client.authenticated = !ctx.srv.hot.requirepass_set.load(Relaxed);
+    ctx.client.user = None;
+    *ctx.client.handle.user.lock().expect("user lock") = "default".into();
     ctx.out.simple("RESET");
     Ok(())
 }
@@ -648,7 +663,7 @@ pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
     }
     let events = if m.obl > 0 { "rw" } else { "r" };
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem={} multi-mem={} rbs={} rbp={} obl={} oll={} omem={} tot-mem={} events={} cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem={} multi-mem={} rbs={} rbp={} obl={} oll={} omem={} tot-mem={} events={} cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
         h.id,
         h.addr,
         h.laddr,
@@ -674,6 +689,7 @@ pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
         m.total,
         events,
         cmd,
+        h.user.lock().expect("user lock"),
         h.resp.load(Relaxed),
         lib_name,
         lib_ver,
@@ -838,6 +854,7 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut of_type: Option<&'static str> = None;
     let mut max_age_s: Option<u64> = None;
     let mut skipme = true;
+    let mut user: Option<&[u8]> = None;
     let mut i = 2;
     while i < args.len() {
         if i + 1 >= args.len() {
@@ -872,10 +889,10 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 _ => return Err(ERR_SYNTAX),
             }
         } else if args.is(i, "USER") {
-            // Every connection is the default user's until ACL users exist.
-            if !v.eq_ignore_ascii_case(b"default") {
+            if ctx.srv.acl.user(v).is_none() {
                 return Err(err!("No such user '{}'", args.str_lossy(i + 1)));
             }
+            user = Some(v);
         } else {
             return Err(ERR_SYNTAX);
         }
@@ -888,6 +905,7 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             || id.is_some_and(|x| x != h.id)
             || addr.is_some_and(|a| a != h.addr.as_bytes())
             || laddr.is_some_and(|a| a != h.laddr.as_bytes())
+            || user.is_some_and(|u| u != h.user.lock().expect("user lock").as_bytes())
             || of_type.is_some_and(|t| t != type_of(&h))
             || max_age_s.is_some_and(|m| ctx.now_ms.saturating_sub(h.created_ms) / 1000 < m)
         {

@@ -72,6 +72,7 @@ pub static COMMANDS: &[Spec] = &[
         summary: "Atomically transfers a key from one Redis instance to another.",
         tips: &["nondeterministic_output"],
         handler: Some(migrate),
+        type_categories: Some(&["@keyspace", "@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -144,6 +145,7 @@ pub static COMMANDS: &[Spec] = &[
         summary: "Returns all key names that match a pattern.",
         tips: &["request_policy:all_shards", "nondeterministic_output_order"],
         handler: Some(keys),
+        type_categories: Some(&["@keyspace", "@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -165,6 +167,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "2.2.3",
         summary: "A container for object introspection commands.",
         subcommands: OBJECT,
+        type_categories: Some(&[]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -271,6 +274,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "2.6.0",
         summary: "Creates a key from the serialized representation of a value.",
         handler: Some(restore),
+        type_categories: Some(&["@keyspace", "@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -282,6 +286,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "3.0.0",
         summary: "An internal command for migrating keys in a cluster.",
         handler: Some(restore),
+        type_categories: Some(&["@keyspace", "@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -303,6 +308,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "4.0.0",
         summary: "Swaps two Redis databases.",
         handler: Some(swapdb),
+        type_categories: Some(&["@keyspace", "@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {

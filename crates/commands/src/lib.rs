@@ -7,6 +7,7 @@
 //! the exec gate shared → wake-ups of blocked clients → counters and slow log. A command may also end
 //! by asking to block ([`Outcome::Block`]); the connection loop then waits and runs it again.
 
+pub mod acl;
 pub mod args;
 pub mod bitmaps;
 pub mod blocking;
@@ -87,6 +88,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     blocking::COMMANDS,
     replication::COMMANDS,
     scripting::COMMANDS,
+    acl::COMMANDS,
 ];
 
 /// What a command runs with.
@@ -322,6 +324,10 @@ pub fn execute_as(
     // While a script runs, a request waits (below `busy-reply-threshold`), is refused `-BUSY`,
     // or runs without the gate (`ALLOW_BUSY`), instead of blocking on the gate the script holds.
     if srv.scripts.busy.active() {
+        // A script about to take the gate waits for every thread's hold: this thread's sticky
+        // one is given up here, or the script would wait for it while this request waits for
+        // the script.
+        srv.gate.release_thread();
         match scripting::busy_admission(srv, args) {
             scripting::BusyAdmission::Proceed => {}
             scripting::BusyAdmission::Wait => return Outcome::Paused,
@@ -342,7 +348,12 @@ pub fn execute_as(
         }
     }
     // Held for the whole request (admission may evict), so nothing of it runs during an EXEC.
-    let gate = srv.gate.shared();
+    // A script that took the gate meanwhile holds it for as long as it runs: then the request
+    // waits as one that saw the script running (`Paused`, retried by the connection loop)
+    // instead of putting its worker thread to sleep.
+    let Some(gate) = srv.gate.shared_unless(|| srv.scripts.busy.active()) else {
+        return Outcome::Paused;
+    };
     // `ASKING` holds for the one command after it.
     let asking = std::mem::take(&mut client.cluster.asking);
     let spec = match admit(srv, client, args, now_ms, asking) {
@@ -442,6 +453,10 @@ fn admit(
     }
     if !client.authenticated && !spec.has(flag::NO_AUTH) && srv.hot.requirepass_set.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::NoAuth));
+    }
+    if let Err(d) = client.user_ref(srv).check(spec, args) {
+        let e = acl::denied(srv, client, spec, args, d, client.tx.in_multi(), now_ms);
+        return Err(Rejection::new(Some(spec), e));
     }
     // Cluster mode: a request whose keys are not served here is redirected, before any other
     // check (a write to a replica gets MOVED to the primary, not READONLY).

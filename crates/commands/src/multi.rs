@@ -276,6 +276,15 @@ impl ExecGate {
 
     /// Holds the gate shared: waits while an EXEC runs. One hold per thread at a time.
     pub fn shared(&self) -> GateShared<'_> {
+        self.shared_unless(|| false)
+            .expect("waits for the gate when `unless` never holds")
+    }
+
+    /// [`ExecGate::shared`], but gives up (`None`) instead of sleeping on the gate when it is
+    /// held exclusively and `unless()` says so: a script, which may hold the gate for as long
+    /// as it runs, must not block a worker thread that other connections need (the caller
+    /// waits asynchronously instead).
+    pub fn shared_unless(&self, unless: impl Fn() -> bool) -> Option<GateShared<'_>> {
         let slot = self.thread_slot();
         let sticky = STICKY.get() && slot != OVERFLOW;
         let held = |leave| GateShared {
@@ -288,9 +297,12 @@ impl ExecGate {
             // Still inside since an earlier command: only look (an EXEC that raised the flag
             // after this load sees the slot inside and waits for the next look).
             if !self.exclusive.load(SeqCst) {
-                return held(false);
+                return Some(held(false));
             }
             self.leave(slot);
+            if unless() {
+                return None;
+            }
             drop(self.writer.lock().unwrap_or_else(PoisonError::into_inner));
         }
         loop {
@@ -298,9 +310,12 @@ impl ExecGate {
             // EXEC that raises it sees this thread inside and waits for it.
             self.enter(slot);
             if !self.exclusive.load(SeqCst) {
-                return held(!sticky);
+                return Some(held(!sticky));
             }
             self.leave(slot);
+            if unless() {
+                return None;
+            }
             drop(self.writer.lock().unwrap_or_else(PoisonError::into_inner));
         }
     }
@@ -519,6 +534,14 @@ fn exec(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     }
     ctx.out.array(q.cmds.len());
     for (spec, args) in &q.cmds {
+        // Permissions may have changed since the command was queued (Redis checks again).
+        if let Err(d) = ctx.client.user_ref(ctx.srv).check(spec, &args.args()) {
+            let e =
+                crate::acl::denied(ctx.srv, ctx.client, spec, &args.args(), d, true, ctx.now_ms);
+            ctx.srv.stats.error_reply(&e);
+            e.write_to(&mut ctx.out);
+            continue;
+        }
         crate::run_in_exec(
             ctx.srv,
             ctx.client,

@@ -44,7 +44,14 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "psubscribe",
         arity: -2,
-        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES,
+        flags: PUBSUB
+            | NOSCRIPT
+            | LOADING
+            | STALE
+            | SUBSCRIBED_OK
+            | PUSH_REPLIES
+            | CHANNELS_ALL
+            | CHANNEL_PATTERNS,
         group: PS,
         since: "2.0.0",
         summary: "Listens for messages published to channels that match one or more patterns.",
@@ -54,7 +61,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "publish",
         arity: 3,
-        flags: PUBSUB | LOADING | STALE | FAST | MAY_REPLICATE,
+        flags: PUBSUB | LOADING | STALE | FAST | MAY_REPLICATE | CHANNELS_FIRST,
         group: PS,
         since: "2.0.0",
         summary: "Posts a message to a channel.",
@@ -84,7 +91,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "subscribe",
         arity: -2,
-        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES | CHANNELS_ALL,
         group: PS,
         since: "2.0.0",
         summary: "Listens for messages published to channels.",
@@ -104,7 +111,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "spublish",
         arity: 3,
-        flags: PUBSUB | LOADING | STALE | FAST | MAY_REPLICATE,
+        flags: PUBSUB | LOADING | STALE | FAST | MAY_REPLICATE | CHANNELS_FIRST,
         keys: &[KeySpec::at(1, NOT_KEY)],
         group: PS,
         since: "7.0.0",
@@ -115,7 +122,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "ssubscribe",
         arity: -2,
-        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE | SUBSCRIBED_OK | PUSH_REPLIES | CHANNELS_ALL,
         keys: &[KeySpec {
             find_keys: FindKeys::Range {
                 last_key: -1,

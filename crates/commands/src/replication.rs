@@ -51,6 +51,7 @@ pub static COMMANDS: &[Spec] = &[
         summary: "Returns the Unix timestamp of the last successful save to disk.",
         tips: &["nondeterministic_output"],
         handler: Some(lastsave),
+        type_categories: Some(&["@admin", "@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -113,6 +114,7 @@ pub static COMMANDS: &[Spec] = &[
         since: "2.8.12",
         summary: "Returns the replication role.",
         handler: Some(role),
+        type_categories: Some(&["@admin", "@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -148,7 +150,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "slotdigest",
         arity: -2,
-        flags: READONLY | STALE,
+        flags: READONLY | ADMIN | STALE,
         group: SH,
         since: "0.1.0",
         summary: "Order-independent digests of slots (key, value, type, version, expiry).",
@@ -158,7 +160,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "slotkeys",
         arity: -2,
-        flags: READONLY | STALE,
+        flags: READONLY | ADMIN | STALE,
         group: SH,
         since: "0.1.0",
         summary: "Lists a slot's keys with their versions.",
@@ -184,6 +186,7 @@ pub static COMMANDS: &[Spec] = &[
         summary: "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
         tips: &["request_policy:all_shards", "response_policy:agg_min"],
         handler: Some(wait),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
 ];

@@ -29,6 +29,7 @@ pub static COMMANDS: &[Spec] = &[
             summary: "Returns detailed information about all commands.",
             subcommands: COMMAND,
             tips: &["nondeterministic_output_order"],
+            type_categories: Some(&["@connection"]),
             ..Spec::DEFAULT
         }
     },
@@ -51,6 +52,7 @@ pub static COMMANDS: &[Spec] = &[
         summary: "Returns the number of keys in the database.",
         tips: &["request_policy:all_shards", "response_policy:agg_sum"],
         handler: Some(dbsize),
+        type_categories: Some(&["@keyspace"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -62,6 +64,7 @@ pub static COMMANDS: &[Spec] = &[
         summary: "Removes all keys from all databases.",
         tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
         handler: Some(flushall),
+        type_categories: Some(&["@keyspace", "@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -73,6 +76,7 @@ pub static COMMANDS: &[Spec] = &[
         summary: "Remove all keys from the current database.",
         tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
         handler: Some(flushdb),
+        type_categories: Some(&["@keyspace", "@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -88,6 +92,7 @@ pub static COMMANDS: &[Spec] = &[
             "response_policy:special",
         ],
         handler: Some(info),
+        type_categories: Some(&["@dangerous"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -162,6 +167,7 @@ static COMMAND: &[Spec] = &[
         since: "2.8.13",
         summary: "Returns a count of commands.",
         handler: Some(command_count),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -173,6 +179,7 @@ static COMMAND: &[Spec] = &[
         summary: "Returns documentary information about one, multiple or all commands.",
         tips: &["nondeterministic_output_order"],
         handler: Some(command_docs),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -183,6 +190,7 @@ static COMMAND: &[Spec] = &[
         since: "2.8.13",
         summary: "Extracts the key names from an arbitrary command.",
         handler: Some(command_getkeys),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -193,6 +201,7 @@ static COMMAND: &[Spec] = &[
         since: "7.0.0",
         summary: "Extracts the key names and access flags from an arbitrary command.",
         handler: Some(command_getkeysandflags),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -203,6 +212,7 @@ static COMMAND: &[Spec] = &[
         since: "5.0.0",
         summary: "Returns helpful text about the different subcommands.",
         handler: Some(command_help),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -214,6 +224,7 @@ static COMMAND: &[Spec] = &[
         summary: "Returns information about one, multiple or all commands.",
         tips: &["nondeterministic_output_order"],
         handler: Some(command_info),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
     Spec {
@@ -225,6 +236,7 @@ static COMMAND: &[Spec] = &[
         summary: "Returns a list of command names.",
         tips: &["nondeterministic_output_order"],
         handler: Some(command_list),
+        type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
     },
 ];

@@ -141,6 +141,8 @@ pub struct ClientHandle {
     /// What the connection is (CLIENT LIST flags and `TYPE`): a client, a replica of ours, or our
     /// link to our primary.
     pub kind: AtomicU8,
+    /// The ACL user the connection is authenticated as (CLIENT LIST `user=`).
+    pub user: Mutex<String>,
 }
 
 /// `CLIENT PAUSE timeout [WRITE|ALL]` (Redis 7.0's pause by client command): clients' commands
@@ -253,6 +255,7 @@ impl ClientHandle {
             blocked: AtomicBool::new(false),
             unblock: AtomicU8::new(unblock::NONE),
             kind: AtomicU8::new(kind::NORMAL),
+            user: Mutex::new("default".into()),
         }
     }
 
@@ -291,6 +294,8 @@ pub struct Client {
     pub db: usize,
     pub proto: Protocol,
     pub authenticated: bool,
+    /// The ACL user after AUTH (`None`: the default user).
+    pub user: Option<crate::acl::UserRef>,
     pub reply_mode: ReplyMode,
     /// Close the connection once the pending replies are written (QUIT, protocol errors).
     pub close_after_reply: bool,
@@ -418,6 +423,7 @@ impl Client {
             db: 0,
             proto: Protocol::Resp2,
             authenticated,
+            user: None,
             reply_mode: ReplyMode::On,
             close_after_reply: false,
             monitor: false,
@@ -430,6 +436,11 @@ impl Client {
 
     pub fn id(&self) -> u64 {
         self.handle.id
+    }
+
+    /// The ACL user this client runs as.
+    pub fn user_ref<'s>(&'s self, srv: &'s ServerState) -> &'s crate::acl::UserRef {
+        self.user.as_ref().unwrap_or(&srv.acl.default)
     }
 
     pub fn select(&mut self, db: usize) {
@@ -488,6 +499,12 @@ pub struct Hooks {
     /// Blocks the calling thread (`DEBUG SLEEP`, which holds the exec gate alone meanwhile, so the
     /// whole server waits as Redis's does).
     pub sleep: fn(std::time::Duration),
+    /// Fills the buffer with random bytes from the OS (`ACL GENPASS`).
+    pub random_bytes: fn(&mut [u8]),
+    /// Reads a whole file (`ACL LOAD`); the OS error's text if it could not.
+    pub read_file: fn(&str) -> Result<Vec<u8>, String>,
+    /// Replaces a file's contents atomically (`ACL SAVE`).
+    pub write_file: fn(&str, &[u8]) -> Result<(), String>,
 }
 
 impl Default for Hooks {
@@ -500,6 +517,9 @@ impl Default for Hooks {
             allocator_stats_text: String::new,
             allocator_purge: || {},
             sleep: |_| {},
+            random_bytes: |b| b.fill(0),
+            read_file: |_| Err("no file system here".into()),
+            write_file: |_, _| Err("no file system here".into()),
         }
     }
 }
@@ -559,6 +579,8 @@ pub struct ServerState {
     pub cmdstats: crate::cmdstats::CmdStats,
     /// The scripting VM, its script cache and the busy-script marker.
     pub scripts: crate::scripting::Scripting,
+    /// ACL users and the ACL log.
+    pub acl: crate::acl::Acl,
 }
 
 /// 40 random hex characters (run id, node id).
@@ -607,6 +629,7 @@ impl ServerState {
                 .then(|| crate::cluster::ClusterState::new(random_hex40(seed ^ 0xC1C1))),
             cmdstats: Default::default(),
             scripts: Default::default(),
+            acl: Default::default(),
         };
         st.apply_config(None, &config);
         st
@@ -673,8 +696,15 @@ impl ServerState {
             let expected_keys = (new.maxmemory / 100) as usize;
             self.ks.set_evict_config(cfg, expected_keys);
         }
+        // `requirepass` is the default user's password (set as Redis does, replacing the ones ACL
+        // SETUSER gave it); `requirepass_set` says whether new clients must authenticate.
+        if changed(old, new, |c| c.requirepass.clone()) {
+            let mut u = self.acl.default.get().clone();
+            u.set_requirepass(&new.requirepass);
+            self.acl.replace_default(u);
+        }
         h.requirepass_set
-            .store(!new.requirepass.is_empty(), Relaxed);
+            .store(self.acl.default.get().needs_auth(), Relaxed);
         h.slowlog_enabled
             .store(new.slowlog_log_slower_than >= 0, Relaxed);
         h.slowlog_slower_than_us

@@ -34,6 +34,15 @@ pub mod flag {
     /// Redis 7.0's `COMMAND INFO` does not show it, so it is not in [`NAMES`].
     pub const MAY_REPLICATE: u32 = 1 << 15;
 
+    /// shoal-internal: the first argument is a channel (PUBLISH, SPUBLISH), checked against the
+    /// user's ACL channel patterns.
+    pub const CHANNELS_FIRST: u32 = 1 << 16;
+    /// shoal-internal: every argument is a channel (SUBSCRIBE, SSUBSCRIBE, PSUBSCRIBE).
+    pub const CHANNELS_ALL: u32 = 1 << 17;
+    /// shoal-internal: the channels are patterns, allowed only when the user's ACL names the
+    /// same pattern (PSUBSCRIBE).
+    pub const CHANNEL_PATTERNS: u32 = 1 << 18;
+
     /// shoal-internal: runs at once inside MULTI instead of being queued (MULTI, EXEC, DISCARD,
     /// WATCH, QUIT, RESET).
     pub const TX_CONTROL: u32 = 1 << 24;

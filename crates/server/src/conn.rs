@@ -973,7 +973,16 @@ fn run_one(
 ) -> (Outcome, bool) {
     let mode = client.reply_mode;
     let mark = out.len();
-    let outcome = shoal_commands::execute(srv, client, args, out, now);
+    // A script may run for as long as it likes (until SCRIPT KILL): it runs off the runtime's
+    // worker (`block_in_place` hands the worker's duties, the I/O driver among them, to another
+    // thread), or the connections that must be answered -BUSY meanwhile would not be served.
+    let scripting = shoal_commands::table::lookup(args.get(0))
+        .is_some_and(|spec| spec.group == shoal_commands::table::Group::Scripting);
+    let outcome = if scripting {
+        tokio::task::block_in_place(|| shoal_commands::execute(srv, client, args, out, now))
+    } else {
+        shoal_commands::execute(srv, client, args, out, now)
+    };
     let suppress = match mode {
         // CLIENT REPLY ON, sent while replies are off, does get its +OK.
         ReplyMode::Off => client.reply_mode == ReplyMode::Off,

@@ -235,6 +235,9 @@ impl Server {
             allocator_stats_text: allocator.stats_text,
             allocator_purge: allocator.purge,
             sleep: std::thread::sleep,
+            random_bytes: os_random,
+            read_file: |path| std::fs::read(path).map_err(|e| e.to_string()),
+            write_file: write_file_atomic,
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);
@@ -259,6 +262,11 @@ impl Server {
         state.stats.used_memory_startup.store(startup, Relaxed);
         state.stats.observe_used_memory(startup);
         persist::load_at_startup(&state)?;
+        let aclfile = state.config().aclfile.clone();
+        if !aclfile.is_empty() {
+            shoal_commands::acl::load_file(&state, &aclfile)
+                .map_err(|e| format!("Aborting because of ACL errors: {e}"))?;
+        }
         state.tcp_port = addr.port();
         state.executable = std::env::current_exe()
             .map(|p| p.display().to_string())
@@ -454,4 +462,21 @@ impl Server {
         tracing::warn!("shoal is now ready to exit, bye bye");
         Ok(())
     }
+}
+
+/// Random bytes from the OS (`ACL GENPASS`); never the seeded generator the keyspace uses.
+fn os_random(buf: &mut [u8]) {
+    use std::io::Read;
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf));
+    assert!(filled.is_ok(), "/dev/urandom unreadable");
+}
+
+/// Writes `data` to a temporary file beside `path`, then renames it over `path` (`ACL SAVE`).
+fn write_file_atomic(path: &str, data: &[u8]) -> Result<(), String> {
+    let tmp = format!("{path}.tmp-{}", std::process::id());
+    std::fs::write(&tmp, data).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        e.to_string()
+    })
 }

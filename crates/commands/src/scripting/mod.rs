@@ -28,7 +28,7 @@ pub mod sha1;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -399,7 +399,7 @@ impl Busy {
     /// Whether a script is running (one relaxed load: every request asks).
     #[inline]
     pub fn active(&self) -> bool {
-        self.since_ms.load(Relaxed) != 0
+        self.since_ms.load(SeqCst) != 0
     }
 
     /// A script is running and has run less than `busy-reply-threshold`: requests wait.
@@ -413,7 +413,10 @@ impl Busy {
         self.kill.store(false, Relaxed);
         self.wrote.store(false, Relaxed);
         self.function.store(function, Relaxed);
-        self.since_ms.store(now_mono_ms.max(1), Relaxed);
+        // SeqCst, before the script raises the gate's exclusive flag (also SeqCst): a request
+        // that finds the gate taken by a script finds it marked busy too, and waits without
+        // blocking its thread (`ExecGate::shared_unless`).
+        self.since_ms.store(now_mono_ms.max(1), SeqCst);
     }
 
     fn end(&self) {
