@@ -6,6 +6,8 @@
 //!          u64 replication offset the data is at least as new as
 //! record   0x01 varint db, bytes key, u64 version, u8 flags (1 expire, 2 ext version),
 //!          [u64 expire_ms] [u64 ext_version], bytes value (the keyspace value codec)
+//! aux      0x02 bytes name, bytes value: node state that is not a key (format 3), e.g.
+//!          `functions` (the function libraries, as a FUNCTION DUMP payload)
 //! end      0xFF, u64 replication offset when the last shard was read (format 2)
 //! footer   u64 CRC-64 of every byte before it (LE)
 //! ```
@@ -28,11 +30,16 @@ use shoal_keyspace::codec::{self, crc64_update, get_bytes, get_varint, put_bytes
 use shoal_keyspace::{EncodingLimits, Entry, Keyspace, key_slot};
 
 pub const MAGIC: &[u8; 8] = b"SHOALSNP";
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// The first format, without the end offset.
 const FORMAT_VERSION_1: u16 = 1;
+/// The format before aux records.
+const FORMAT_VERSION_2: u16 = 2;
 const HEADER_BYTES: usize = 10 + 40 + 8;
 const TAG_RECORD: u8 = 0x01;
+const TAG_AUX: u8 = 0x02;
+/// Aux records a snapshot may hold; more is a corrupt file.
+pub const AUX_RECORDS_MAX: usize = 64;
 const TAG_END: u8 = 0xFF;
 const F_EXPIRE: u8 = 1;
 const F_EXTVER: u8 = 2;
@@ -76,6 +83,16 @@ impl Writer {
         }
         out.extend_from_slice(&id);
         out.extend_from_slice(&offset.to_le_bytes());
+        self.account(&out);
+        out
+    }
+
+    /// An aux record: node state that is not a key, kept by name (see the module header).
+    pub fn aux(&mut self, name: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(value.len() + name.len() + 12);
+        out.push(TAG_AUX);
+        put_bytes(&mut out, name);
+        put_bytes(&mut out, value);
         self.account(&out);
         out
     }
@@ -135,9 +152,10 @@ pub fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry) {
 ///
 /// A SWAPDB during the walk would leave some shards swapped and others not: the walk starts again,
 /// at most [`SNAPSHOT_ATTEMPTS_MAX`] times. `replid_offset` gives the history, read after the swap
-/// count of each attempt.
+/// count of each attempt. `aux` records (name, value) follow the header.
 pub fn write_all(
     ks: &Keyspace,
+    aux: &[(&[u8], &[u8])],
     replid_offset: impl Fn() -> (String, u64),
 ) -> Result<Vec<u8>, String> {
     'attempt: for _ in 0..SNAPSHOT_ATTEMPTS_MAX {
@@ -145,6 +163,9 @@ pub fn write_all(
         let (replid, offset) = replid_offset();
         let mut w = Writer::new();
         let mut out = w.header(&replid, offset);
+        for (name, value) in aux {
+            out.extend_from_slice(&w.aux(name, value));
+        }
         for i in 0..ks.shard_count() {
             match w.shard(ks, i, swaps) {
                 Some(chunk) => out.extend_from_slice(&chunk),
@@ -247,6 +268,8 @@ pub struct Loader {
     header_seen: bool,
     ended: bool,
     pub records: u64,
+    /// Aux records met so far (name, value), in file order.
+    pub aux: Vec<(Vec<u8>, Vec<u8>)>,
     databases: usize,
 }
 
@@ -318,6 +341,7 @@ impl Loader {
             header_seen: false,
             ended: false,
             records: 0,
+            aux: Vec::new(),
             databases,
         }
     }
@@ -343,7 +367,7 @@ impl Loader {
                 return Ok(None);
             }
             let v = u16::from_le_bytes([self.buf[8], self.buf[9]]);
-            if v != FORMAT_VERSION && v != FORMAT_VERSION_1 {
+            if v != FORMAT_VERSION && v != FORMAT_VERSION_2 && v != FORMAT_VERSION_1 {
                 return Err(SnapshotError::UnsupportedVersion(v));
             }
             self.format = v;
@@ -365,6 +389,20 @@ impl Loader {
                     }
                     None => break,
                 },
+                TAG_AUX if self.format >= FORMAT_VERSION => {
+                    let body = &self.buf[pos + 1..];
+                    let Some((name, rest)) = get_bytes(body) else {
+                        break;
+                    };
+                    let Some((value, rest)) = get_bytes(rest) else {
+                        break;
+                    };
+                    if self.aux.len() == AUX_RECORDS_MAX {
+                        return Err(SnapshotError::Corrupt("too many aux records"));
+                    }
+                    self.aux.push((name.to_vec(), value.to_vec()));
+                    pos += 1 + (body.len() - rest.len());
+                }
                 TAG_END => {
                     let marker = if self.format == FORMAT_VERSION_1 {
                         1
@@ -427,6 +465,8 @@ pub struct Loaded {
     pub offset: u64,
     /// The stream overlaps the data up to here (see the module header).
     pub end_offset: u64,
+    /// The aux records (name, value), in file order.
+    pub aux: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Like [`load_all`], also returning the replication position. A replica loads keys
@@ -501,6 +541,7 @@ pub fn load_all_progress(
         replid: loader.replid.clone(),
         offset: loader.offset,
         end_offset: loader.end_offset,
+        aux: std::mem::take(&mut loader.aux),
     })
 }
 
@@ -550,9 +591,38 @@ mod tests {
     }
 
     #[test]
+    fn aux_records_round_trip_in_any_chunking() {
+        let ks = filled();
+        let big = vec![7u8; 5000];
+        let aux: &[(&[u8], &[u8])] = &[(b"functions", &big), (b"empty", b"")];
+        let bytes = write_all(&ks, aux, || ("abc".to_string(), 7)).unwrap();
+        for chunk in [1usize, 13, bytes.len()] {
+            let mut loader = Loader::new(4);
+            let mut records = 0;
+            let mut done = None;
+            for c in bytes.chunks(chunk) {
+                done = loader.feed(c, |_| records += 1).unwrap();
+            }
+            assert!(done.is_some(), "chunk {chunk}");
+            assert_eq!(records, dump(&ks).len(), "chunk {chunk}");
+            assert_eq!(
+                loader.aux,
+                vec![
+                    (b"functions".to_vec(), big.clone()),
+                    (b"empty".to_vec(), vec![])
+                ]
+            );
+        }
+        let target = Keyspace::new(4, 2, 9);
+        let loaded = load_all_meta(&target, &bytes, &EncodingLimits::default(), 0, true).unwrap();
+        assert_eq!(loaded.aux.len(), 2);
+        assert_eq!(dump(&target), dump(&ks));
+    }
+
+    #[test]
     fn round_trip_in_any_chunking() {
         let ks = filled();
-        let bytes = write_all(&ks, || ("abc".to_string(), 7)).unwrap();
+        let bytes = write_all(&ks, &[], || ("abc".to_string(), 7)).unwrap();
         for chunk in [1usize, 7, 4096, bytes.len()] {
             let target = Keyspace::new(4, 2, 9);
             let mut loader = Loader::new(4);
@@ -579,7 +649,7 @@ mod tests {
     #[test]
     fn trailing_stream_bytes_are_reported() {
         let ks = filled();
-        let mut bytes = write_all(&ks, || ("abc".to_string(), 7)).unwrap();
+        let mut bytes = write_all(&ks, &[], || ("abc".to_string(), 7)).unwrap();
         let snap_len = bytes.len();
         bytes.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
         let mut loader = Loader::new(4);
@@ -590,7 +660,7 @@ mod tests {
     #[test]
     fn corruption_is_detected_not_loaded_silently() {
         let ks = filled();
-        let bytes = write_all(&ks, || ("abc".to_string(), 7)).unwrap();
+        let bytes = write_all(&ks, &[], || ("abc".to_string(), 7)).unwrap();
         let mut flipped = bytes.clone();
         let mid = flipped.len() / 2;
         flipped[mid] ^= 0x40;
@@ -634,6 +704,6 @@ mod tests {
         // Shards already written are from before the swap; the next one would be from after.
         assert!(w.shard(&ks, 1, swaps).is_none());
         // A whole walk started after it is consistent again.
-        assert!(write_all(&ks, || ("abc".to_string(), 7)).is_ok());
+        assert!(write_all(&ks, &[], || ("abc".to_string(), 7)).is_ok());
     }
 }

@@ -30,7 +30,13 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
             let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
             // The offset is taken before the data: the data is at least that new, and a restarted
             // replica re-applies the stream from there (effects apply by version, so twice is fine).
-            let bytes = snapshot::write_all(&srv.ks, || (srv.repl.ids().replid, srv.repl.offset()));
+            let functions = shoal_commands::scripting::functions::snapshot_payload(&srv);
+            let aux: Vec<(&[u8], &[u8])> = functions
+                .iter()
+                .map(|f| (shoal_commands::scripting::functions::SNAPSHOT_AUX, &f[..]))
+                .collect();
+            let bytes =
+                snapshot::write_all(&srv.ks, &aux, || (srv.repl.ids().replid, srv.repl.offset()));
             let res = bytes
                 .and_then(|bytes| {
                     std::fs::write(&tmp, &bytes)
@@ -96,6 +102,13 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
         &mut |read, keys| meter.update(read, keys, read),
     )
     .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    for (name, value) in &loaded.aux {
+        if name.as_slice() == shoal_commands::scripting::functions::SNAPSHOT_AUX {
+            use shoal_replication::replica_link::FunctionsSink;
+            srv.replace_functions(value)
+                .map_err(|e| format!("loading {}: function libraries: {e}", path.display()))?;
+        }
+    }
     let n = loaded.keys;
     srv.persist.loaded_keys.store(n, Relaxed);
     srv.persist

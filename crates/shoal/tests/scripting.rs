@@ -193,6 +193,32 @@ fn function_libraries_reach_the_replica() {
     assert_eq!(dump_p, dump_r);
 }
 
+/// Function libraries are kept in the snapshot file: after SAVE and a restart on the same
+/// directory, FCALL finds them and FUNCTION DUMP is byte for byte the same.
+#[test]
+fn function_libraries_survive_a_restart() {
+    let dir = common::scratch_dir("functions");
+    let dir_arg = format!("dir={}", dir.display());
+    let lib = "#!lua name=kept\nredis.register_function('kept_f', function(keys, args) \
+               return redis.call('GET', keys[1]) end)";
+    let dump_before: Vec<u8> = {
+        let s = Shoal::start(&["--set", &dir_arg]);
+        let mut c = s.client();
+        let _: String = q(&mut c, &["FUNCTION", "LOAD", lib]);
+        let _: String = q(&mut c, &["SET", "k", "v"]);
+        let _: String = q(&mut c, &["SAVE"]);
+        q(&mut c, &["FUNCTION", "DUMP"])
+    };
+    let s = Shoal::start(&["--set", &dir_arg]);
+    let mut c = s.client();
+    let v: String = q(&mut c, &["FCALL", "kept_f", "1", "k"]);
+    assert_eq!(v, "v");
+    let dump_after: Vec<u8> = q(&mut c, &["FUNCTION", "DUMP"]);
+    assert_eq!(dump_before, dump_after);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A function past busy-reply-threshold: `-BUSY` names FUNCTION KILL, FUNCTION STATS shows it
 /// running, SCRIPT KILL is refused, FUNCTION KILL stops it.
 #[test]

@@ -14,12 +14,14 @@
 //!
 //! **Replication.** After every change (LOAD, DELETE, FLUSH, RESTORE) the primary appends its
 //! whole library set to the replication stream as one `SHOALFUNCTIONS <DUMP payload>` frame,
-//! and again when a replica starts a full copy (snapshots carry keys only); a replica replaces
-//! its libraries with each such frame ([`ServerState`]'s `FunctionsSink`). Libraries are few and
-//! small, so sending them whole keeps the replica's set exactly the primary's.
+//! and again when a replica starts a full copy (the stream, not the snapshot, carries them to a
+//! replica); a replica replaces its libraries with each such frame ([`ServerState`]'s
+//! `FunctionsSink`). Libraries are few and small, so sending them whole keeps the replica's set
+//! exactly the primary's.
 //!
-//! **Persistence.** Snapshot files carry keys only: a restarted node starts without libraries
-//! (FUNCTION DUMP before, FUNCTION RESTORE after, or a replica's full copy brings them back).
+//! **Persistence.** Snapshot files carry the library set as an aux record named `functions`
+//! (the DUMP payload, [`snapshot_payload`]); loading one replaces the libraries as a replica's
+//! frame does.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -340,6 +342,15 @@ fn emit(srv: &ServerState, fs: &Functions) {
     let mut out = Vec::new();
     shoal_replication::stream::encode_functions(&mut out, &dump_payload(fs));
     srv.repl.append(&out);
+}
+
+/// The aux record name of the library set in a snapshot file.
+pub const SNAPSHOT_AUX: &[u8] = b"functions";
+
+/// The library set as a DUMP payload for a snapshot file; `None` when there are no libraries.
+pub fn snapshot_payload(srv: &ServerState) -> Option<Vec<u8>> {
+    let fs = srv.scripts.functions();
+    (!fs.libraries.is_empty()).then(|| dump_payload(&fs))
 }
 
 /// Called when a replica starts a full copy: the libraries follow the snapshot in the stream.
