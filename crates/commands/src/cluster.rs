@@ -415,6 +415,10 @@ pub static COMMANDS: &[Spec] = &[
 
 macro_rules! sub {
     ($name:literal, $arity:expr, $flags:expr, $since:literal, $summary:literal, $handler:ident) => {
+        sub!($name, $arity, $flags, $since, $summary, $handler, &[])
+    };
+    ($name:literal, $arity:expr, $flags:expr, $since:literal, $summary:literal, $handler:ident,
+     $tips:expr) => {
         Spec {
             name: $name,
             arity: $arity,
@@ -422,17 +426,21 @@ macro_rules! sub {
             group: CLUSTER,
             since: $since,
             summary: $summary,
+            tips: $tips,
             handler: Some($handler),
             ..Spec::DEFAULT
         }
     };
 }
 
+/// The tip Redis gives the cluster subcommands whose reply depends on the moment.
+const NONDETERMINISTIC: &[&str] = &["nondeterministic_output"];
+
 static SUBCOMMANDS: &[Spec] = &[
     sub!(
         "cluster|addslots",
         -3,
-        ADMIN | STALE,
+        ADMIN | STALE | NO_ASYNC_LOADING,
         "3.0.0",
         "Assigns new hash slots to a node.",
         addslots
@@ -440,7 +448,7 @@ static SUBCOMMANDS: &[Spec] = &[
     sub!(
         "cluster|addslotsrange",
         -4,
-        ADMIN | STALE,
+        ADMIN | STALE | NO_ASYNC_LOADING,
         "7.0.0",
         "Assigns new hash slot ranges to a node.",
         addslotsrange
@@ -459,7 +467,8 @@ static SUBCOMMANDS: &[Spec] = &[
         ADMIN | STALE,
         "3.0.0",
         "Returns the number of active failure reports active for a node.",
-        count_failure_reports
+        count_failure_reports,
+        NONDETERMINISTIC
     ),
     sub!(
         "cluster|countkeysinslot",
@@ -472,7 +481,7 @@ static SUBCOMMANDS: &[Spec] = &[
     sub!(
         "cluster|delslots",
         -3,
-        ADMIN | STALE,
+        ADMIN | STALE | NO_ASYNC_LOADING,
         "3.0.0",
         "Sets hash slots as unbound for a node.",
         delslots
@@ -480,7 +489,7 @@ static SUBCOMMANDS: &[Spec] = &[
     sub!(
         "cluster|delslotsrange",
         -4,
-        ADMIN | STALE,
+        ADMIN | STALE | NO_ASYNC_LOADING,
         "7.0.0",
         "Sets hash slot ranges as unbound for a node.",
         delslotsrange
@@ -488,7 +497,7 @@ static SUBCOMMANDS: &[Spec] = &[
     sub!(
         "cluster|failover",
         -2,
-        ADMIN | STALE,
+        ADMIN | STALE | NO_ASYNC_LOADING,
         "3.0.0",
         "Forces a replica to perform a manual failover of its master.",
         failover
@@ -496,7 +505,7 @@ static SUBCOMMANDS: &[Spec] = &[
     sub!(
         "cluster|forget",
         3,
-        ADMIN | STALE,
+        ADMIN | STALE | NO_ASYNC_LOADING,
         "3.0.0",
         "Removes a node from the nodes table.",
         forget
@@ -507,7 +516,8 @@ static SUBCOMMANDS: &[Spec] = &[
         STALE,
         "3.0.0",
         "Returns the key names in a hash slot.",
-        getkeysinslot
+        getkeysinslot,
+        NONDETERMINISTIC
     ),
     sub!(
         "cluster|getslotmigrations",
@@ -531,7 +541,8 @@ static SUBCOMMANDS: &[Spec] = &[
         STALE,
         "3.0.0",
         "Returns information about the state of a node.",
-        info
+        info,
+        NONDETERMINISTIC
     ),
     sub!(
         "cluster|keyslot",
@@ -547,12 +558,13 @@ static SUBCOMMANDS: &[Spec] = &[
         STALE,
         "7.0.0",
         "Returns a list of all TCP links to and from peer nodes.",
-        links
+        links,
+        NONDETERMINISTIC
     ),
     sub!(
         "cluster|meet",
         -4,
-        ADMIN | STALE,
+        ADMIN | STALE | NO_ASYNC_LOADING,
         "3.0.0",
         "Forces a node to handshake with another node.",
         meet
@@ -598,7 +610,8 @@ static SUBCOMMANDS: &[Spec] = &[
         STALE,
         "3.0.0",
         "Returns the cluster configuration for a node.",
-        nodes
+        nodes,
+        NONDETERMINISTIC
     ),
     sub!(
         "cluster|replicas",
@@ -606,12 +619,13 @@ static SUBCOMMANDS: &[Spec] = &[
         ADMIN | STALE,
         "5.0.0",
         "Lists the replica nodes of a master node.",
-        replicas
+        replicas,
+        NONDETERMINISTIC
     ),
     sub!(
         "cluster|replicate",
         3,
-        ADMIN | STALE,
+        ADMIN | STALE | NO_ASYNC_LOADING,
         "3.0.0",
         "Configure a node as replica of a master node.",
         replicate
@@ -627,7 +641,7 @@ static SUBCOMMANDS: &[Spec] = &[
     sub!(
         "cluster|setslot",
         -4,
-        ADMIN | STALE,
+        ADMIN | STALE | NO_ASYNC_LOADING,
         "3.0.0",
         "Binds a hash slot to a node.",
         setslot
@@ -638,7 +652,8 @@ static SUBCOMMANDS: &[Spec] = &[
         STALE,
         "7.0.0",
         "Returns the mapping of cluster slots to shards.",
-        shards
+        shards,
+        NONDETERMINISTIC
     ),
     sub!(
         "cluster|slaves",
@@ -646,7 +661,8 @@ static SUBCOMMANDS: &[Spec] = &[
         ADMIN | STALE,
         "3.0.0",
         "Lists the replica nodes of a master node.",
-        replicas
+        replicas,
+        NONDETERMINISTIC
     ),
     sub!(
         "cluster|slots",
@@ -654,7 +670,8 @@ static SUBCOMMANDS: &[Spec] = &[
         STALE,
         "3.0.0",
         "Returns the mapping of cluster slots to nodes.",
-        slots
+        slots,
+        NONDETERMINISTIC
     ),
     sub!(
         "cluster|syncslots",

@@ -21,7 +21,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "auth",
         arity: -2,
-        flags: NOSCRIPT | LOADING | STALE | FAST | NO_AUTH,
+        flags: NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY,
         group: CONN,
         since: "1.0.0",
         summary: "Authenticates the connection.",
@@ -42,7 +42,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "echo",
         arity: 2,
-        flags: FAST,
+        flags: LOADING | STALE | FAST,
         group: CONN,
         since: "1.0.0",
         summary: "Returns the given string.",
@@ -52,7 +52,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "hello",
         arity: -1,
-        flags: NOSCRIPT | LOADING | STALE | FAST | NO_AUTH,
+        flags: NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY,
         group: CONN,
         since: "6.0.0",
         summary: "Handshakes with the server.",

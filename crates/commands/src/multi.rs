@@ -51,7 +51,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "exec",
         arity: 1,
-        flags: NOSCRIPT | LOADING | STALE | TX_CONTROL | TX_OOM_EXEMPT | TX_EXEC | NO_SLOWLOG,
+        flags: NOSCRIPT | LOADING | STALE | TX_CONTROL | TX_OOM_EXEMPT | TX_EXEC | SKIP_SLOWLOG,
         group: TX,
         since: "1.2.0",
         summary: "Executes all commands in a transaction.",

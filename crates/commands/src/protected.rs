@@ -62,7 +62,7 @@ static MODULE_SUBS: &[Spec] = &[
     Spec {
         name: "module|load",
         arity: -3,
-        flags: ADMIN | NOSCRIPT,
+        flags: ADMIN | NOSCRIPT | NO_ASYNC_LOADING,
         group: Group::Server,
         since: "4.0.0",
         summary: "Loads a module (shoal cannot load modules).",
@@ -72,7 +72,7 @@ static MODULE_SUBS: &[Spec] = &[
     Spec {
         name: "module|loadex",
         arity: -3,
-        flags: ADMIN | NOSCRIPT,
+        flags: ADMIN | NOSCRIPT | NO_ASYNC_LOADING,
         group: Group::Server,
         since: "7.0.0",
         summary: "Loads a module using extended parameters (shoal cannot load modules).",
@@ -82,7 +82,7 @@ static MODULE_SUBS: &[Spec] = &[
     Spec {
         name: "module|unload",
         arity: 3,
-        flags: ADMIN | NOSCRIPT,
+        flags: ADMIN | NOSCRIPT | NO_ASYNC_LOADING,
         group: Group::Server,
         since: "4.0.0",
         summary: "Unloads a module.",

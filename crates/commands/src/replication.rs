@@ -57,7 +57,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "psync",
         arity: -3,
-        flags: ADMIN | NOSCRIPT | NO_MULTI,
+        flags: ADMIN | NOSCRIPT | NO_ASYNC_LOADING | NO_MULTI,
         group: SRV,
         since: "2.8.0",
         summary: "An internal command used in replication.",
@@ -99,7 +99,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "replicaof",
         arity: 3,
-        flags: ADMIN | NOSCRIPT | STALE | NO_MULTI,
+        flags: ADMIN | NOSCRIPT | STALE | NO_ASYNC_LOADING,
         group: SRV,
         since: "5.0.0",
         summary: "Configures a server as replica of another, or promotes it to a master.",
@@ -120,7 +120,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "save",
         arity: 1,
-        flags: ADMIN | NOSCRIPT | NO_MULTI,
+        flags: ADMIN | NOSCRIPT | NO_ASYNC_LOADING | NO_MULTI,
         group: SRV,
         since: "1.0.0",
         summary: "Synchronously saves the database(s) to disk.",
@@ -130,7 +130,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "bgsave",
         arity: -1,
-        flags: ADMIN | NOSCRIPT | NO_MULTI,
+        flags: ADMIN | NOSCRIPT | NO_ASYNC_LOADING,
         group: SRV,
         since: "1.0.0",
         summary: "Asynchronously saves the database(s) to disk.",
@@ -140,7 +140,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "slaveof",
         arity: 3,
-        flags: ADMIN | NOSCRIPT | STALE | NO_MULTI,
+        flags: ADMIN | NOSCRIPT | STALE | NO_ASYNC_LOADING,
         group: SRV,
         since: "1.0.0",
         summary: "Sets a Redis server as a replica of another, or promotes it to being a master.",
@@ -170,7 +170,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "sync",
         arity: 1,
-        flags: ADMIN | NOSCRIPT | NO_MULTI,
+        flags: ADMIN | NOSCRIPT | NO_ASYNC_LOADING | NO_MULTI,
         group: SRV,
         since: "1.0.0",
         summary: "An internal command used in replication.",

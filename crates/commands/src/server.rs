@@ -726,6 +726,9 @@ pub fn keys_of(args: &Args<'_>) -> Result<(&'static Spec, KeyRefs), ReplyError> 
     }
     match keyspec::keys(spec, args) {
         Ok(keys) if !keys.is_empty() => Ok((spec, keys)),
+        // Scripts may name no key: an empty list, as Redis answers (its key finder for them
+        // finds none in a request it would refuse, too).
+        _ if spec.has(flag::NO_MANDATORY_KEYS) => Ok((spec, KeyRefs::default())),
         _ => Err(ReplyError::err_static(
             "Invalid arguments specified for command",
         )),
@@ -1076,7 +1079,7 @@ pub fn record_slow(
     srv.latency_sample("command", us / 1000, now_ms / 1000);
     if !srv.hot.slowlog_enabled.load(Relaxed)
         || us < srv.hot.slowlog_slower_than_us.load(Relaxed)
-        || spec.has(flag::NO_SLOWLOG)
+        || spec.has(flag::NO_SLOWLOG | flag::SKIP_SLOWLOG)
     {
         return;
     }

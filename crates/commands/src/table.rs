@@ -65,6 +65,16 @@ pub mod flag {
     /// which Redis writes even under `CLIENT REPLY OFF|SKIP`.
     pub const PUSH_REPLIES: u32 = 1 << 30;
 
+    /// Not shown to MONITOR as it arrives (scripts: Redis feeds them to monitors itself).
+    pub const SKIP_MONITOR: u32 = 1 << 19;
+    /// Never recorded in the slow log (EXEC: the commands it runs are).
+    pub const SKIP_SLOWLOG: u32 = 1 << 20;
+    /// May name no key at all (scripts): COMMAND GETKEYS answers an empty list, not an error.
+    pub const NO_MANDATORY_KEYS: u32 = 1 << 21;
+    /// Refused while a replica loads a snapshot asynchronously (Redis's repl-diskless-load
+    /// swapdb); shoal loads in place, so it is shown only.
+    pub const NO_ASYNC_LOADING: u32 = 1 << 22;
+
     /// Redis's flags, as `COMMAND INFO` names them; the shoal-internal ones are not here.
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),
@@ -76,12 +86,16 @@ pub mod flag {
         (BLOCKING, "blocking"),
         (LOADING, "loading"),
         (STALE, "stale"),
+        (SKIP_MONITOR, "skip_monitor"),
+        (SKIP_SLOWLOG, "skip_slowlog"),
+        (ASKING, "asking"),
         (FAST, "fast"),
         (NO_AUTH, "no_auth"),
+        (NO_MANDATORY_KEYS, "no_mandatory_keys"),
+        (NO_ASYNC_LOADING, "no_async_loading"),
         (NO_MULTI, "no_multi"),
         (MOVABLEKEYS, "movablekeys"),
         (ALLOW_BUSY, "allow_busy"),
-        (ASKING, "asking"),
     ];
 }
 
@@ -241,7 +255,8 @@ impl Spec {
         if self.has(flag::WRITE) {
             c.push("@write");
         }
-        if self.has(flag::READONLY) {
+        // Redis: read-only scripts are not `@read` (they may read any key).
+        if self.has(flag::READONLY) && self.group != Group::Scripting {
             c.push("@read");
         }
         if self.has(flag::ADMIN) {
@@ -261,7 +276,8 @@ impl Spec {
         }
         if let Some(cats) = self.type_categories {
             c.extend_from_slice(cats);
-        } else {
+        } else if self.subcommands.is_empty() {
+            // A container (SCRIPT, XINFO...) has no category of its group: its subcommands do.
             self.push_group_category(&mut c);
         }
         c.sort_by_key(|cat| ORDER.iter().position(|o| o == cat));

@@ -51,7 +51,7 @@ const EVAL_KEYS: &[KeySpec] = &[KeySpec::at(2, RW | ACCESS | UPDATE)
         first_key: 1,
         step: 1,
     })
-    .notes("We cannot tell how the keys will be used so we assume the worst, RW and UPDATE flags")];
+    .notes("We cannot tell how the keys will be used so we assume the worst, RW and UPDATE")];
 const EVALSHA_KEYS: &[KeySpec] = &[KeySpec::at(2, RW | ACCESS | UPDATE).find(FindKeys::Keynum {
     keynum_idx: 0,
     first_key: 1,
@@ -64,7 +64,7 @@ const EVAL_RO_KEYS: &[KeySpec] = &[KeySpec::at(2, RO | ACCESS)
         first_key: 1,
         step: 1,
     })
-    .notes("We cannot tell how the keys will be used so we assume the worst, RO and ACCESS flags")];
+    .notes("We cannot tell how the keys will be used so we assume the worst, RO and ACCESS")];
 const EVALSHA_RO_KEYS: &[KeySpec] = &[KeySpec::at(2, RO | ACCESS).find(FindKeys::Keynum {
     keynum_idx: 0,
     first_key: 1,
@@ -75,7 +75,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "eval",
         arity: -3,
-        flags: NOSCRIPT | STALE | MOVABLEKEYS,
+        flags: NOSCRIPT | STALE | SKIP_MONITOR | NO_MANDATORY_KEYS | MOVABLEKEYS,
         keys: EVAL_KEYS,
         group: SC,
         since: "2.6.0",
@@ -87,7 +87,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "eval_ro",
         arity: -3,
-        flags: READONLY | NOSCRIPT | STALE | MOVABLEKEYS,
+        flags: READONLY | NOSCRIPT | STALE | SKIP_MONITOR | NO_MANDATORY_KEYS | MOVABLEKEYS,
         keys: EVAL_RO_KEYS,
         group: SC,
         since: "7.0.0",
@@ -99,7 +99,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "evalsha",
         arity: -3,
-        flags: NOSCRIPT | STALE | MOVABLEKEYS,
+        flags: NOSCRIPT | STALE | SKIP_MONITOR | NO_MANDATORY_KEYS | MOVABLEKEYS,
         keys: EVALSHA_KEYS,
         group: SC,
         since: "2.6.0",
@@ -111,7 +111,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "evalsha_ro",
         arity: -3,
-        flags: READONLY | NOSCRIPT | STALE | MOVABLEKEYS,
+        flags: READONLY | NOSCRIPT | STALE | SKIP_MONITOR | NO_MANDATORY_KEYS | MOVABLEKEYS,
         keys: EVALSHA_RO_KEYS,
         group: SC,
         since: "7.0.0",
@@ -123,7 +123,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "fcall",
         arity: -3,
-        flags: NOSCRIPT | STALE | MOVABLEKEYS,
+        flags: NOSCRIPT | STALE | SKIP_MONITOR | NO_MANDATORY_KEYS | MOVABLEKEYS,
         keys: FCALL_KEYS,
         group: SC,
         since: "7.0.0",
@@ -135,7 +135,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "fcall_ro",
         arity: -3,
-        flags: READONLY | NOSCRIPT | STALE | MOVABLEKEYS,
+        flags: READONLY | NOSCRIPT | STALE | SKIP_MONITOR | NO_MANDATORY_KEYS | MOVABLEKEYS,
         keys: EVAL_RO_KEYS,
         group: SC,
         since: "7.0.0",
