@@ -973,16 +973,9 @@ fn run_one(
 ) -> (Outcome, bool) {
     let mode = client.reply_mode;
     let mark = out.len();
-    // A script may run for as long as it likes (until SCRIPT KILL): it runs off the runtime's
-    // worker (`block_in_place` hands the worker's duties, the I/O driver among them, to another
-    // thread), or the connections that must be answered -BUSY meanwhile would not be served.
-    let scripting = shoal_commands::table::lookup(args.get(0))
-        .is_some_and(|spec| spec.group == shoal_commands::table::Group::Scripting);
-    let outcome = if scripting {
-        tokio::task::block_in_place(|| shoal_commands::execute(srv, client, args, out, now))
-    } else {
-        shoal_commands::execute(srv, client, args, out, now)
-    };
+    // A script that runs long asks, from its VM's hook, for the runtime's duties to leave its
+    // thread ([`offload_long_script`]); short ones, nearly all, run here like any command.
+    let outcome = shoal_commands::execute(srv, client, args, out, now);
     let suppress = match mode {
         // CLIENT REPLY ON, sent while replies are off, does get its +OK.
         ReplyMode::Off => client.reply_mode == ReplyMode::Off,
@@ -1000,4 +993,26 @@ fn run_one(
         (_, m) => m,
     };
     (outcome, suppress)
+}
+
+/// How long a long script's thread waits, at an offload, for another thread to take the
+/// runtime's duties (starting a blocking-pool thread takes well under this).
+const OFFLOAD_HANDOFF: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Called from the VM's hook of a script that has run a few milliseconds (the hook is set in
+/// `Server::new`): hands this worker's duties (its task queue, the I/O driver) to another thread
+/// with `block_in_place`, so the connections that must be answered `-BUSY` meanwhile are served,
+/// and the script goes on here, off the runtime. `block_in_place` takes the duties back when its
+/// closure returns before another thread took them; waiting [`OFFLOAD_HANDOFF`] inside lets it
+/// happen (the hook asks again, a bounded number of times, if it did not). Outside a multi-thread
+/// runtime there is nothing to hand over.
+pub fn offload_long_script() {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let Ok(handle) = Handle::try_current() else {
+        return;
+    };
+    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
+        return;
+    }
+    tokio::task::block_in_place(|| std::thread::sleep(OFFLOAD_HANDOFF));
 }

@@ -256,6 +256,7 @@ impl Server {
             .map_err(|e| format!("lazyfree thread: {e}"))?;
         state.lazyfree = lazyfree;
         state.clock = clock::system();
+        let _ = state.scripts.offload.set(conn::offload_long_script);
         state.os = os_name();
         // What the node holds before any data (Redis's `used_memory_startup`).
         let startup = (allocator.used_memory)() as u64;

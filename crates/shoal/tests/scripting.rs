@@ -45,7 +45,20 @@ fn a_concurrent_client_never_sees_a_script_half_done() {
 /// KILL stops it; its caller gets Redis's "Script killed" error; the node serves again.
 #[test]
 fn a_long_script_answers_busy_and_script_kill_stops_it() {
-    let s = Shoal::start(&["--busy-reply-threshold", "200"]);
+    long_script_busy_then_killed(&[]);
+}
+
+/// The same with one worker thread: the script's thread hands the runtime's duties over, so
+/// the other connection is still answered.
+#[test]
+fn with_one_worker_thread_a_long_script_still_lets_others_get_busy() {
+    long_script_busy_then_killed(&["--threads", "1"]);
+}
+
+fn long_script_busy_then_killed(extra: &[&str]) {
+    let mut args = vec!["--busy-reply-threshold", "200"];
+    args.extend_from_slice(extra);
+    let s = Shoal::start(&args);
     let mut other = s.client();
     let _: String = q(&mut other, &["SET", "k", "v"]);
     let runner = {

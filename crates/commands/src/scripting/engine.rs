@@ -11,9 +11,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::{Arc, OnceLock};
 
 use mlua::chunk::ChunkMode;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
@@ -31,6 +31,11 @@ const INTERNAL_SOURCE: &str = "=shoal";
 pub const USER_SOURCE: &str = "@user_script";
 /// The kill check runs every this many VM instructions (as Redis's count hook).
 const HOOK_INSTRUCTIONS: u32 = 100_000;
+/// A script running this long asks the node to move the runtime's duties off its thread
+/// ([`Watch::offload`]), so the connections that must be answered `-BUSY` meanwhile are served.
+pub const OFFLOAD_AFTER_MS: u64 = 2;
+/// Times a running script asks for that (each ask may not take: see the server's hook).
+pub const OFFLOAD_ATTEMPTS_MAX: u32 = 3;
 /// The message a killed script fails with (its `err` field).
 pub const KILLED: &str = "ERR Script killed by user with SCRIPT KILL...";
 /// The message of a library load that ran past [`LOAD_TIMEOUT_MS`].
@@ -134,14 +139,48 @@ impl Rand48 {
     }
 }
 
+/// What a VM's instruction hook watches while a script runs: a kill request, and how long the
+/// script has run (to ask for its thread to be taken off the runtime once it runs long).
+#[derive(Clone)]
+pub struct Watch {
+    /// SCRIPT KILL / FUNCTION KILL asked the script to stop.
+    pub kill: Arc<AtomicBool>,
+    /// Monotonic ms the running script started; 0 when none runs.
+    pub since_ms: Arc<AtomicU64>,
+    /// Offload asks made for the running script (reset when one starts).
+    pub offloads: Arc<AtomicU32>,
+    /// Set by the server: moves the runtime's duties off the calling thread (a no-op where
+    /// there is no runtime, as in unit tests).
+    pub offload: Arc<OnceLock<fn()>>,
+    pub mono_ms: fn() -> u64,
+}
+
+impl Watch {
+    /// Called by the hook: asks for the offload once the script has run [`OFFLOAD_AFTER_MS`].
+    fn long_running_check(&self) {
+        let since = self.since_ms.load(Relaxed);
+        if since == 0
+            || self.offloads.load(Relaxed) >= OFFLOAD_ATTEMPTS_MAX
+            || (self.mono_ms)().saturating_sub(since) < OFFLOAD_AFTER_MS
+        {
+            return;
+        }
+        if let Some(offload) = self.offload.get() {
+            self.offloads.fetch_add(1, Relaxed);
+            offload();
+        }
+    }
+}
+
 impl Engine {
-    /// A new VM: libraries, sandbox, the kill hook reading `kill`.
+    /// A new VM: libraries, sandbox, the hook reading `watch`.
     pub fn new(
-        kill: Arc<AtomicBool>,
+        watch: Watch,
         killed_msg: &'static str,
-        mono_ms: fn() -> u64,
         rand: Arc<std::sync::Mutex<Rand48>>,
     ) -> mlua::Result<Engine> {
+        let kill = watch.kill.clone();
+        let mono_ms = watch.mono_ms;
         let lua = Lua::new_with(
             StdLib::TABLE | StdLib::STRING | StdLib::MATH,
             LuaOptions::default(),
@@ -218,6 +257,7 @@ impl Engine {
                 if kill.load(Relaxed) {
                     return Err(mlua::Error::runtime(killed_msg));
                 }
+                watch.long_running_check();
                 let d = deadline.load(Relaxed);
                 if d != 0 && mono_ms() > d {
                     return Err(mlua::Error::runtime(LOAD_TIMEOUT));

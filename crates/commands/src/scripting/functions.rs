@@ -66,9 +66,8 @@ impl Functions {
     pub fn engine(&mut self, srv: &ServerState) -> Result<&Engine, ReplyError> {
         if self.vm.is_none() {
             let e = Engine::new(
-                srv.scripts.busy.kill.clone(),
+                srv.scripts.watch(srv.clock.mono_ms),
                 engine::KILLED_FUNCTION,
-                srv.clock.mono_ms,
                 srv.scripts.rand.clone(),
             )
             .and_then(|e| e.install_load_api().map(|()| e))

@@ -13,9 +13,11 @@
 //! connection waits (without holding a thread) and runs it again, after it the request is
 //! answered `-BUSY`, except commands flagged `ALLOW_BUSY` (SCRIPT KILL, FUNCTION KILL, ...),
 //! which run without the gate. SCRIPT KILL raises a flag that the VM's instruction-count hook
-//! reads; a script that has written cannot be killed (`-UNKILLABLE`). The node's thread that
-//! runs the script is busy meanwhile, as Redis's only thread is: with one worker thread
-//! (`threads 1`) nothing else is answered until the script ends.
+//! reads; a script that has written cannot be killed (`-UNKILLABLE`). A script that has run
+//! [`engine::OFFLOAD_AFTER_MS`] asks, from that hook, for the runtime's duties to leave its
+//! thread (the server's `offload_long_script`), so the other connections are answered (`-BUSY`
+//! or their results) even with one worker thread; a short script runs in place like any
+//! command.
 //!
 //! **The script cache** holds every script EVAL or SCRIPT LOAD compiled, until SCRIPT FLUSH
 //! (which also starts a new VM); its size is bounded by [`SCRIPT_CACHE_BYTES_MAX`] (past it,
@@ -29,8 +31,8 @@ pub mod sha1;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use mlua::{MultiValue, Table, Value};
 
@@ -360,6 +362,9 @@ pub struct Scripting {
     pub vm_bytes: AtomicUsize,
     /// `math.random`'s generator, shared by the node's VMs and kept across SCRIPT FLUSH.
     pub rand: Arc<Mutex<engine::Rand48>>,
+    /// Set once by the server: moves the runtime's duties off the thread running a long script
+    /// (see [`engine::Watch`]).
+    pub offload: Arc<OnceLock<fn()>>,
 }
 
 impl std::fmt::Debug for Scripting {
@@ -383,8 +388,11 @@ struct CachedScript {
 /// was asked to stop.
 #[derive(Debug, Default)]
 pub struct Busy {
-    /// Monotonic ms at which the running script started; 0 when none runs.
-    since_ms: AtomicU64,
+    /// Monotonic ms at which the running script started; 0 when none runs (the VM's hook reads
+    /// it too).
+    since_ms: Arc<AtomicU64>,
+    /// Offload asks made for the running script ([`engine::Watch`]).
+    offloads: Arc<AtomicU32>,
     /// The running script is a function (FCALL): its BUSY and KILL messages differ.
     function: AtomicBool,
     /// SCRIPT KILL / FUNCTION KILL asked the running script to stop (read by the VM's hook).
@@ -412,6 +420,7 @@ impl Busy {
     fn start(&self, now_mono_ms: u64, function: bool) {
         self.kill.store(false, Relaxed);
         self.wrote.store(false, Relaxed);
+        self.offloads.store(0, Relaxed);
         self.function.store(function, Relaxed);
         // SeqCst, before the script raises the gate's exclusive flag (also SeqCst): a request
         // that finds the gate taken by a script finds it marked busy too, and waits without
@@ -508,6 +517,17 @@ impl Scripting {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What a VM's hook watches (see [`engine::Watch`]).
+    pub(crate) fn watch(&self, mono_ms: fn() -> u64) -> engine::Watch {
+        engine::Watch {
+            kill: self.busy.kill.clone(),
+            since_ms: self.busy.since_ms.clone(),
+            offloads: self.busy.offloads.clone(),
+            offload: self.offload.clone(),
+            mono_ms,
+        }
+    }
+
     /// The EVAL VM, created on first use.
     fn with_vm<R>(
         &self,
@@ -516,13 +536,8 @@ impl Scripting {
     ) -> Result<R, ReplyError> {
         let mut g = self.vm();
         if g.is_none() {
-            let engine = Engine::new(
-                self.busy.kill.clone(),
-                engine::KILLED,
-                mono_ms,
-                self.rand.clone(),
-            )
-            .map_err(|e| crate::err!("Failed to start the Lua engine: {e}"))?;
+            let engine = Engine::new(self.watch(mono_ms), engine::KILLED, self.rand.clone())
+                .map_err(|e| crate::err!("Failed to start the Lua engine: {e}"))?;
             *g = Some(EvalVm {
                 engine,
                 scripts: Default::default(),

@@ -21,6 +21,9 @@ pub struct Shoal {
     pub dir: PathBuf,
 }
 
+/// The longest a test client waits for one reply (far beyond any test's blocking command).
+pub const CLIENT_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 impl Shoal {
     /// Starts shoal with extra `serve` arguments (e.g. `["--maxmemory", "2mb"]`).
     pub fn start(extra: &[&str]) -> Shoal {
@@ -78,12 +81,18 @@ impl Shoal {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// A synchronous redis-rs connection.
+    /// A synchronous redis-rs connection. Every request is bounded in time
+    /// ([`CLIENT_IO_TIMEOUT`]): a server that stops answering fails the test instead of hanging it.
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        let c = redis::Client::open(self.url())
             .expect("client")
             .get_connection()
-            .expect("connect")
+            .expect("connect");
+        c.set_read_timeout(Some(CLIENT_IO_TIMEOUT))
+            .expect("read timeout");
+        c.set_write_timeout(Some(CLIENT_IO_TIMEOUT))
+            .expect("write timeout");
+        c
     }
 
     /// A raw RESP connection.
