@@ -540,6 +540,9 @@ pub struct User {
     root: Selector,
     /// `(...)` selectors: a command runs if the root selector or one of these allows it.
     selectors: Vec<Selector>,
+    /// `acl-pubsub-default` is `allchannels`: `reset` and new selectors allow every channel.
+    /// Set from the parameter's current value before each change (as Redis reads it).
+    all_channels_default: bool,
 }
 
 impl User {
@@ -553,7 +556,16 @@ impl User {
             passwords: Vec::new(),
             root: Selector::default(),
             selectors: Vec::new(),
+            all_channels_default: false,
         }
+    }
+
+    /// A user as `ACL SETUSER` or an ACL file line creates it under `acl-pubsub-default`.
+    pub fn created(name: &str, all_channels_default: bool) -> Self {
+        let mut u = User::new(name);
+        u.all_channels_default = all_channels_default;
+        u.root.allchannels = all_channels_default;
+        u
     }
 
     /// The `default` user as a node starts with it: `on nopass ~* &* +@all`.
@@ -591,7 +603,7 @@ impl User {
             self.passwords.clear();
             self.nopass = false;
             self.root = Selector::default();
-            self.root.allchannels = false;
+            self.root.allchannels = self.all_channels_default;
             self.selectors.clear();
             self.enabled = false;
             self.sanitize = Some(true);
@@ -623,6 +635,7 @@ impl User {
                 return Err(SetError::Syntax);
             }
             let mut sel = Selector::default();
+            sel.allchannels = self.all_channels_default;
             for rule in op[1..op.len() - 1]
                 .split(|&b| b == b' ')
                 .filter(|r| !r.is_empty())
@@ -805,12 +818,19 @@ impl Acl {
     }
 
     /// `ACL SETUSER`: all rules or none.
-    pub fn set_user(&self, name: &str, ops: &[&[u8]]) -> Result<(), (usize, SetError)> {
+    /// `all_channels_default`: `acl-pubsub-default` is `allchannels`.
+    pub fn set_user(
+        &self,
+        name: &str,
+        ops: &[&[u8]],
+        all_channels_default: bool,
+    ) -> Result<(), (usize, SetError)> {
         let mut users = self.users.write().expect("acl lock");
         let mut u = match users.get(name) {
             Some(cell) => cell.get().clone(),
-            None => User::new(name),
+            None => User::created(name, all_channels_default),
         };
+        u.all_channels_default = all_channels_default;
         for (i, op) in ops.iter().enumerate() {
             u.apply(op).map_err(|e| (i, e))?;
         }
@@ -846,7 +866,13 @@ impl Acl {
 
     /// `ACL LOAD`: parses the whole file first; nothing changes if a line is bad. Returns the
     /// names of users that are gone (their clients are disconnected).
-    pub fn load(&self, file: &str, text: &str) -> Result<Vec<String>, String> {
+    /// `all_channels_default`: `acl-pubsub-default` is `allchannels`.
+    pub fn load(
+        &self,
+        file: &str,
+        text: &str,
+        all_channels_default: bool,
+    ) -> Result<Vec<String>, String> {
         let mut parsed: BTreeMap<String, User> = BTreeMap::new();
         let mut errors = String::new();
         for (n, line) in text.split('\n').enumerate() {
@@ -869,7 +895,7 @@ impl Acl {
                 ));
                 continue;
             }
-            let mut u = User::new(name);
+            let mut u = User::created(name, all_channels_default);
             let mut ok = true;
             let raw: Vec<&[u8]> = words[2..].iter().map(|w| w.as_bytes()).collect();
             let Ok(merged) = merge_selectors(&raw) else {
@@ -1272,7 +1298,8 @@ fn acl_setuser(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         )
     })?;
     let ops: Vec<&[u8]> = merged.iter().map(|o| o.as_slice()).collect();
-    ctx.srv.acl.set_user(&name, &ops).map_err(|(i, e)| {
+    let all = all_channels_default(ctx.srv);
+    ctx.srv.acl.set_user(&name, &ops, all).map_err(|(i, e)| {
         err!(
             "Error in ACL SETUSER modifier '{}': {}",
             String::from_utf8_lossy(ops[i]),
@@ -1548,12 +1575,17 @@ fn acl_load(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// `acl-pubsub-default` is `allchannels`.
+fn all_channels_default(srv: &crate::ServerState) -> bool {
+    srv.config().acl_pubsub_default == crate::config::PubsubDefault::AllChannels
+}
+
 /// Loads the ACL file at `path` (`ACL LOAD`, and at start-up): all of it or nothing.
 pub fn load_file(srv: &crate::ServerState, path: &str) -> Result<(), String> {
     let text = (srv.hooks.read_file)(path)
         .map_err(|e| format!("Error loading ACLs, opening file '{path}': {e}"))?;
     let text = String::from_utf8_lossy(&text);
-    let gone = srv.acl.load(path, &text)?;
+    let gone = srv.acl.load(path, &text, all_channels_default(srv))?;
     kill_clients_of(srv, &gone);
     default_changed(srv);
     Ok(())
@@ -1747,14 +1779,16 @@ mod tests {
     #[test]
     fn load_is_all_or_nothing() {
         let acl = Acl::default();
-        acl.set_user("keep", &[b"on"]).unwrap();
-        let err = acl.load("f", "user a on\nuser b +nosuch\n").unwrap_err();
+        acl.set_user("keep", &[b"on"], false).unwrap();
+        let err = acl
+            .load("f", "user a on\nuser b +nosuch\n", false)
+            .unwrap_err();
         assert_eq!(
             err,
             "f:2: Unknown command or category name in ACL. WARNING: ACL errors detected, no change to the previously active ACL rules was performed"
         );
         assert_eq!(acl.names(), ["default", "keep"]);
-        let gone = acl.load("f", "user a on nopass\n").unwrap();
+        let gone = acl.load("f", "user a on nopass\n", false).unwrap();
         assert_eq!(gone, ["keep"]);
         assert_eq!(acl.names(), ["a", "default"]);
     }

@@ -147,6 +147,10 @@ params! {
     /// Sync write strategy: milliseconds a write waits for replica acknowledgements before it
     /// fails.
     ack_timeout_ms: u64 = "ack-timeout-ms", Int(1, LONG_MAX), "1000", mutable;
+    /// The channel permissions a new user (and each new selector, and `reset`) starts with:
+    /// `resetchannels` (none, Redis 7's default) or `allchannels`.
+    acl_pubsub_default: PubsubDefault = "acl-pubsub-default",
+        Enum(&["allchannels", "resetchannels"]), "resetchannels", mutable;
     /// The ACL file `ACL SAVE` writes and `ACL LOAD` (and start-up) reads; empty: none.
     aclfile: String = "aclfile", Str, "", immutable;
     /// Entries the ACL log keeps (`ACL LOG`).
@@ -600,6 +604,32 @@ impl Value for Protected {
     }
     fn render(&self) -> String {
         self.name().into()
+    }
+}
+
+/// `acl-pubsub-default`: the channels a new user or selector may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PubsubDefault {
+    /// Every channel (`&*`).
+    AllChannels,
+    /// None (`resetchannels`).
+    ResetChannels,
+}
+
+impl Value for PubsubDefault {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        match choice(kind, text)?.as_str() {
+            "allchannels" => Ok(PubsubDefault::AllChannels),
+            "resetchannels" => Ok(PubsubDefault::ResetChannels),
+            _ => Err(KIND_MISMATCH.into()),
+        }
+    }
+    fn render(&self) -> String {
+        match self {
+            PubsubDefault::AllChannels => "allchannels",
+            PubsubDefault::ResetChannels => "resetchannels",
+        }
+        .into()
     }
 }
 
