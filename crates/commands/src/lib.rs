@@ -328,6 +328,11 @@ pub fn execute_as(
         // one is given up here, or the script would wait for it while this request waits for
         // the script.
         srv.gate.release_thread();
+        // Most scripts take microseconds: wait for this one here, briefly, rather than a
+        // timer tick as a paused request.
+        scripting::wait_briefly(srv);
+    }
+    if srv.scripts.busy.active() {
         match scripting::busy_admission(srv, args) {
             scripting::BusyAdmission::Proceed => {}
             scripting::BusyAdmission::Wait => return Outcome::Paused,
@@ -351,7 +356,10 @@ pub fn execute_as(
     // A script that took the gate meanwhile holds it for as long as it runs: then the request
     // waits as one that saw the script running (`Paused`, retried by the connection loop)
     // instead of putting its worker thread to sleep.
-    let Some(gate) = srv.gate.shared_unless(|| srv.scripts.busy.active()) else {
+    let Some(gate) = srv
+        .gate
+        .shared_unless(|| srv.scripts.busy.active() && !scripting::wait_briefly(srv))
+    else {
         return Outcome::Paused;
     };
     // `ASKING` holds for the one command after it.

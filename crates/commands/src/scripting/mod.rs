@@ -476,6 +476,34 @@ fn busy_function() -> ReplyError {
     }
 }
 
+/// How long a request that meets a running script waits for it on its thread before it waits
+/// as a paused request (a timer tick): most scripts take microseconds.
+pub const BUSY_SPIN_US: u64 = 100;
+/// Spins of that wait, whatever the clock says (a stopped test clock never reaches the bound).
+const BUSY_SPINS_MAX: u32 = 100_000;
+
+/// Waits on this thread, at most [`BUSY_SPIN_US`], for the running script to end; true when no
+/// script runs any more.
+pub(crate) fn wait_briefly(srv: &ServerState) -> bool {
+    let busy = &srv.scripts.busy;
+    let start = (srv.clock.stamp)();
+    let mut spins = 0u32;
+    while busy.active() {
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        spins += 1;
+        if spins >= BUSY_SPINS_MAX
+            || (spins % 16 == 0 && (srv.clock.elapsed_us)(start) >= BUSY_SPIN_US)
+        {
+            return false;
+        }
+    }
+    true
+}
+
 /// Redis's `processCommand` rule for a busy script (see the module comment).
 pub(crate) fn busy_admission(srv: &ServerState, args: &Args<'_>) -> BusyAdmission {
     let busy = &srv.scripts.busy;
