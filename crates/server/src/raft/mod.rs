@@ -13,6 +13,7 @@
 //! ARCHITECTURE.md, "Cluster configuration on Raft".
 
 pub mod log_store;
+pub mod bus_auth;
 pub mod network;
 pub mod record;
 pub mod state_machine;
