@@ -158,9 +158,14 @@ impl BusClient {
             .map_err(CallError::Unreachable)?;
             let stream = self.conn.insert(s);
             if let Some(key) = key {
-                prove(stream, &mut self.buf, &key)
-                    .await
-                    .inspect_err(|e| bus_auth::log_refusal(&self.addr, &e.to_string()))?;
+                // Reported as unreachable, so openraft backs off instead of retrying at once.
+                prove(stream, &mut self.buf, &key).await.map_err(|e| {
+                    bus_auth::log_refusal(&self.addr, &e.to_string());
+                    CallError::Unreachable(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("cluster bus authentication: {e}"),
+                    ))
+                })?;
             }
         }
         let stream = self.conn.as_mut().expect("connected above");
