@@ -477,6 +477,9 @@ async fn run<S: ClientStream>(
                         (outcome, suppress) = run_paused(srv, client, &args, &mut out).await;
                     }
                     pos = end;
+                    if out.get(mark) == Some(&b'-') {
+                        refused_replica(client, &args, &out[mark..]);
+                    }
                     if let Outcome::Block(mut req) = outcome {
                         let owned = req
                             .rewritten
@@ -651,6 +654,27 @@ async fn settle_and_flush<S: ClientStream>(
         pending.reads_up_to = 0;
     }
     flush(srv, stream, out, &limits.output, &client.handle, wake).await
+}
+
+/// Logs a replica's handshake refused for want of rights (`PSYNC`, `REPLCONF` and `SYNC` need
+/// `@admin`/`@dangerous`): the replica retries, and the operator must see why it never joins.
+fn refused_replica(client: &Client, args: &Args<'_>, reply: &[u8]) {
+    let name = args.get(0);
+    if (reply.starts_with(b"-NOPERM") || reply.starts_with(b"-NOAUTH"))
+        && [&b"psync"[..], b"replconf", b"sync"]
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c))
+    {
+        let end = reply.len().saturating_sub(2).min(200);
+        tracing::warn!(
+            client = client.handle.id,
+            peer = %client.handle.addr,
+            user = %client.handle.user.lock().map(|u| u.clone()).unwrap_or_default(),
+            reply = %String::from_utf8_lossy(&reply[..end]),
+            "replica refused: its user may not run {}",
+            String::from_utf8_lossy(name).to_ascii_uppercase()
+        );
+    }
 }
 
 /// Writes as much of `out` as the socket accepts right now; keeps the rest.

@@ -500,7 +500,9 @@ fn a_replica_follows_its_primary_over_tls() {
 
 #[test]
 fn a_replica_without_replication_rights_is_refused_until_it_gets_them() {
-    let primary = Shoal::start(&[]);
+    let logs = common::scratch_dir("refused-replica");
+    let log = logs.join("primary.log").display().to_string();
+    let primary = Shoal::start(&["--logfile", &log]);
     let mut p = primary.client();
     let _: () = q(
         &mut p,
@@ -530,6 +532,11 @@ fn a_replica_without_replication_rights_is_refused_until_it_gets_them() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(common::info_u64(&mut p, "replication", "connected_slaves"), 0);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("replica refused: its user may not run"),
+        "{text}"
+    );
     // Given the rights, the replica's retries get in.
     let _: () = q(&mut p, &["ACL", "SETUSER", "repl", "+psync", "+replconf"]);
     common::wait_link_up(&mut r);
@@ -540,6 +547,7 @@ fn a_replica_without_replication_rights_is_refused_until_it_gets_them() {
             .as_deref()
             == Some("v")
     });
+    let _ = std::fs::remove_dir_all(&logs);
 }
 
 // ---- the cluster bus ----
