@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::tls::ClientStream;
 use shoal_commands::blocking::BlockRequest;
 use shoal_commands::error::ReplyError;
 use shoal_commands::migration;
@@ -22,7 +23,6 @@ use shoal_commands::{
 };
 use shoal_resp::{Decoded, Limits, ReplyWriter, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use crate::tls::ClientStream;
 use tokio::sync::Notify;
 
 use crate::now_ms;
@@ -125,9 +125,10 @@ pub async fn serve<S: ClientStream>(srv: Arc<ServerState>, mut stream: S, io: Ar
         .unwrap_or_else(|_| "?".into());
     let id = srv.new_client_id();
     let handle = Arc::new(ClientHandle::new(id, peer.clone(), local, now_ms()));
-    handle
-        .fd
-        .store(i64::from(std::os::fd::AsRawFd::as_raw_fd(stream.tcp())), Relaxed);
+    handle.fd.store(
+        i64::from(std::os::fd::AsRawFd::as_raw_fd(stream.tcp())),
+        Relaxed,
+    );
     let wake = Arc::new(Notify::new());
     {
         let w = wake.clone();
@@ -678,7 +679,11 @@ fn refused_replica(client: &Client, args: &Args<'_>, reply: &[u8]) {
 }
 
 /// Writes as much of `out` as the socket accepts right now; keeps the rest.
-fn try_flush<S: ClientStream>(srv: &ServerState, stream: &mut S, out: &mut Vec<u8>) -> Result<(), End> {
+fn try_flush<S: ClientStream>(
+    srv: &ServerState,
+    stream: &mut S,
+    out: &mut Vec<u8>,
+) -> Result<(), End> {
     let mut written = 0;
     while written < out.len() {
         match stream.try_write(&out[written..]) {

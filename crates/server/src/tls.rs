@@ -62,9 +62,9 @@ pub fn install(config: &Config) -> Result<(), String> {
 
 /// `Hooks::apply_tls`: [`install`], logging why it failed.
 pub fn apply(config: &Config) -> Result<(), String> {
-    install(config).inspect_err(|e| {
-        tracing::warn!(error = %e, "Failed applying new TLS configuration; the old one stays")
-    })
+    install(config).inspect_err(
+        |e| tracing::warn!(error = %e, "Failed applying new TLS configuration; the old one stays"),
+    )
 }
 
 /// The configurations in force (`None` before any TLS was configured).

@@ -315,7 +315,9 @@ fn a_long_pipeline_and_a_large_value_over_tls_never_stall() {
         );
     }
     // A 3 MB value both ways.
-    let big: Vec<u8> = (0..3 * 1024 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let big: Vec<u8> = (0..3 * 1024 * 1024)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
     c.send(&encode(&[b"SET", b"big", &big])).unwrap();
     assert_eq!(c.reply().unwrap(), b"+OK\r\n");
     c.send(&encode(&[b"GET", b"big"])).unwrap();
@@ -368,7 +370,9 @@ fn a_truncated_or_unfinished_handshake_is_closed_after_the_handshake_timeout() {
     // The first bytes of a ClientHello record, then nothing.
     let mut truncated = TcpStream::connect(("127.0.0.1", port)).unwrap();
     truncated
-        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03])
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
         .unwrap();
     let start = Instant::now();
     for s in [&mut silent, &mut truncated] {
@@ -460,7 +464,13 @@ fn a_certificate_that_does_not_load_at_start_stops_the_server_naming_the_file() 
     let garbage = certs.path("garbage.crt");
     for bad in [&missing, &garbage] {
         let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["serve", "--port", "0", "--tls-port", &free_port().to_string()])
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--tls-port",
+                &free_port().to_string(),
+            ])
             .args(["--tls-cert-file", bad])
             .args(["--tls-key-file", &certs.path("server.key")])
             .args(["--tls-ca-cert-file", &certs.path("ca.crt")])
@@ -506,7 +516,9 @@ fn a_replica_without_replication_rights_is_refused_until_it_gets_them() {
     let mut p = primary.client();
     let _: () = q(
         &mut p,
-        &["ACL", "SETUSER", "repl", "on", ">pw", "~*", "+@read", "+ping"],
+        &[
+            "ACL", "SETUSER", "repl", "on", ">pw", "~*", "+@read", "+ping",
+        ],
     );
     let replica = Shoal::start(&["--masteruser", "repl", "--masterauth", "pw"]);
     let mut r = replica.client();
@@ -531,7 +543,10 @@ fn a_replica_without_replication_rights_is_refused_until_it_gets_them() {
         assert_eq!(n, 0, "half-joined: the replica holds data");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(common::info_u64(&mut p, "replication", "connected_slaves"), 0);
+    assert_eq!(
+        common::info_u64(&mut p, "replication", "connected_slaves"),
+        0
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         text.contains("replica refused: its user may not run"),
@@ -675,7 +690,12 @@ fn a_node_with_another_secret_is_never_joined() {
     m.stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
-    m.cmd(&[b"CLUSTER", b"MEET", b"127.0.0.1", b.port.to_string().as_bytes()]);
+    m.cmd(&[
+        b"CLUSTER",
+        b"MEET",
+        b"127.0.0.1",
+        b.port.to_string().as_bytes(),
+    ]);
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         let info = b.raw().call(&["CLUSTER", "INFO"]);

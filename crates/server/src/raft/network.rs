@@ -448,24 +448,27 @@ impl Gate {
         let verb = items.get(1).and_then(Reply::as_bytes)?.to_ascii_uppercase();
         let body = items.get(2).and_then(Reply::as_bytes).unwrap_or_default();
         match verb.as_slice() {
-            b"HELLO" => Some(match &self.key {
-                None => {
-                    bus_auth::log_refusal(
-                        &self.peer,
-                        "the peer has a cluster-secret and this node has none",
-                    );
-                    Err("no cluster-secret is set on this node".into())
-                }
-                Some(key) => match bus_auth::unhex(body) {
-                    Some(nc) if nc.len() == bus_auth::NONCE_BYTES => {
-                        let ns = bus_auth::nonce();
-                        let proof = bus_auth::server_proof(key, &nc, &ns);
-                        self.nonces = Some((nc, ns));
-                        Ok(format!("{} {}", bus_auth::hex(&ns), bus_auth::hex(&proof)).into_bytes())
+            b"HELLO" => {
+                Some(match &self.key {
+                    None => {
+                        bus_auth::log_refusal(
+                            &self.peer,
+                            "the peer has a cluster-secret and this node has none",
+                        );
+                        Err("no cluster-secret is set on this node".into())
                     }
-                    _ => Err("malformed challenge".into()),
-                },
-            }),
+                    Some(key) => match bus_auth::unhex(body) {
+                        Some(nc) if nc.len() == bus_auth::NONCE_BYTES => {
+                            let ns = bus_auth::nonce();
+                            let proof = bus_auth::server_proof(key, &nc, &ns);
+                            self.nonces = Some((nc, ns));
+                            Ok(format!("{} {}", bus_auth::hex(&ns), bus_auth::hex(&proof))
+                                .into_bytes())
+                        }
+                        _ => Err("malformed challenge".into()),
+                    },
+                })
+            }
             b"PROVE" => {
                 let ok = match (&self.key, self.nonces.take(), bus_auth::unhex(body)) {
                     (Some(key), Some((nc, ns)), Some(proof)) => {
@@ -524,14 +527,12 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
                         true
                     }
                 };
-                let written = tokio::time::timeout(
-                    Duration::from_millis(BUS_WRITE_TIMEOUT_MS),
-                    async {
+                let written =
+                    tokio::time::timeout(Duration::from_millis(BUS_WRITE_TIMEOUT_MS), async {
                         stream.write_all(&out).await?;
                         stream.flush().await
-                    },
-                )
-                .await;
+                    })
+                    .await;
                 if close || !matches!(written, Ok(Ok(()))) {
                     return;
                 }
