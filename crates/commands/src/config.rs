@@ -186,6 +186,11 @@ params! {
     cluster_node_timeout: u64 = "cluster-node-timeout", Int(0, LONG_MAX), "1000", mutable;
     /// The cluster bus port; 0 means the data port + 10000.
     cluster_port: u16 = "cluster-port", Int(0, 65535), "0", immutable;
+    /// The cluster bus's shared secret (empty: the bus is not authenticated). Every bus connection
+    /// opens with a challenge in both directions: each side sends a random nonce and proves it knows
+    /// the secret with an HMAC-SHA256 over both nonces; the secret itself is never sent. A node
+    /// with another secret (or none) is refused and logged. Every node of a cluster needs the same.
+    cluster_secret: String = "cluster-secret", Str, "", immutable;
     /// Number of databases (SELECT 0 to databases-1); cluster mode has one.
     databases: usize = "databases", Int(1, INT_MAX), "16", immutable;
     /// The snapshot's file name, in `dir`.
@@ -300,6 +305,38 @@ params! {
     threads: u32 = "threads", Int(0, 1024), "0", immutable;
     /// Seconds a client may stay idle; 0 means forever.
     timeout: u32 = "timeout", Int(0, INT_MAX), "0", mutable;
+    /// Mutual TLS: `yes` refuses a TLS client without a certificate signed by `tls-ca-cert-file`,
+    /// `optional` checks one if given, `no` asks for none.
+    tls_auth_clients: TlsAuthClients = "tls-auth-clients", Enum(&["no", "yes", "optional"]), "yes",
+        mutable;
+    /// A directory of PEM CA certificates trusted besides `tls-ca-cert-file` (each `*.pem`,
+    /// `*.crt` file in it is read).
+    tls_ca_cert_dir: String = "tls-ca-cert-dir", Str, "", mutable;
+    /// PEM file of the CA certificates that sign client certificates and the certificates of the
+    /// nodes this one connects to (replication, cluster bus).
+    tls_ca_cert_file: String = "tls-ca-cert-file", Str, "", mutable;
+    /// PEM certificate (chain) the server presents; `CONFIG SET` reloads it without a restart (a
+    /// file that does not load is refused and the old certificates stay).
+    tls_cert_file: String = "tls-cert-file", Str, "", mutable;
+    /// PEM certificate this node presents when it connects out (replication, cluster bus); empty:
+    /// `tls-cert-file`.
+    tls_client_cert_file: String = "tls-client-cert-file", Str, "", mutable;
+    /// The private key of `tls-client-cert-file`; empty: `tls-key-file`.
+    tls_client_key_file: String = "tls-client-key-file", Str, "", mutable;
+    /// `yes`: the cluster bus (Raft traffic) runs over TLS, both accepted and outgoing connections.
+    tls_cluster: bool = "tls-cluster", Bool, "no", immutable;
+    /// Milliseconds a TLS client has to finish its handshake before the connection is closed.
+    tls_handshake_timeout_ms: u64 = "tls-handshake-timeout-ms", Int(1, LONG_MAX), "10000",
+        mutable;
+    /// PEM private key of `tls-cert-file`.
+    tls_key_file: String = "tls-key-file", Str, "", mutable;
+    /// The port for TLS clients (0: no TLS port). Needs `tls-cert-file` and `tls-key-file`.
+    tls_port: u16 = "tls-port", Int(0, 65535), "0", immutable;
+    /// Protocol versions accepted, space-separated among `TLSv1.2` and `TLSv1.3` (empty: both).
+    tls_protocols: String = "tls-protocols", Str, "", mutable;
+    /// `yes`: a replica connects to its primary (whose `replicaof` port is then its TLS port) over
+    /// TLS.
+    tls_replication: bool = "tls-replication", Bool, "no", mutable;
     /// `async`: a write is acknowledged at once; `sync`: after `min-replicas-ack` replicas have it.
     write_strategy: Strategy = "write-strategy", Enum(&["async", "sync"]), "async", mutable;
     /// A sorted set with more members than this leaves the compact encoding.
@@ -309,6 +346,18 @@ params! {
     zset_max_listpack_value: usize = "zset-max-listpack-value" | "zset-max-ziplist-value",
         Memory(0, LONG_MAX as u64), "64", mutable;
 }
+
+/// The TLS parameters whose `CONFIG SET` reloads the certificates (`Hooks::apply_tls`).
+pub const TLS_RELOADED: &[&str] = &[
+    "tls-auth-clients",
+    "tls-ca-cert-dir",
+    "tls-ca-cert-file",
+    "tls-cert-file",
+    "tls-client-cert-file",
+    "tls-client-key-file",
+    "tls-key-file",
+    "tls-protocols",
+];
 
 /// Finds a parameter by name or alias, case-insensitively.
 pub fn find(name: &str) -> Option<&'static Param> {
@@ -628,6 +677,33 @@ impl Value for PubsubDefault {
         match self {
             PubsubDefault::AllChannels => "allchannels",
             PubsubDefault::ResetChannels => "resetchannels",
+        }
+        .into()
+    }
+}
+
+/// `tls-auth-clients`: whether a TLS client must present a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsAuthClients {
+    No,
+    Yes,
+    Optional,
+}
+
+impl Value for TlsAuthClients {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        match choice(kind, text)?.as_str() {
+            "no" => Ok(TlsAuthClients::No),
+            "yes" => Ok(TlsAuthClients::Yes),
+            "optional" => Ok(TlsAuthClients::Optional),
+            _ => Err(KIND_MISMATCH.into()),
+        }
+    }
+    fn render(&self) -> String {
+        match self {
+            TlsAuthClients::No => "no",
+            TlsAuthClients::Yes => "yes",
+            TlsAuthClients::Optional => "optional",
         }
         .into()
     }

@@ -887,6 +887,16 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             }
             (p.set)(next, p.kind, &args.str_lossy(i + 1)).map_err(|e| fail(&e))?;
         }
+        // New certificates are loaded (and checked) before the new values take effect, as
+        // Redis's `applyTlsCfg`: files that do not load leave the old ones in place.
+        if let Some(name) = seen.iter().find(|n| config::TLS_RELOADED.contains(n)) {
+            (ctx.srv.hooks.apply_tls)(next).map_err(|_| {
+                err!(
+                    "CONFIG SET failed (possibly related to argument '{name}') - Unable to \
+                     update TLS configuration. Check server logs."
+                )
+            })?;
+        }
         Ok(())
     })?;
     ctx.out.ok();

@@ -505,6 +505,10 @@ pub struct Hooks {
     pub read_file: fn(&str) -> Result<Vec<u8>, String>,
     /// Replaces a file's contents atomically (`ACL SAVE`).
     pub write_file: fn(&str, &[u8]) -> Result<(), String>,
+    /// `CONFIG SET` of a TLS parameter: loads the certificates and keys `config` names and makes
+    /// them the ones new connections use; the reason (already logged) if they do not load, and
+    /// then the old ones stay.
+    pub apply_tls: fn(&crate::config::Config) -> Result<(), String>,
 }
 
 impl Default for Hooks {
@@ -520,6 +524,7 @@ impl Default for Hooks {
             random_bytes: |b| b.fill(0),
             read_file: |_| Err("no file system here".into()),
             write_file: |_, _| Err("no file system here".into()),
+            apply_tls: |_| Ok(()),
         }
     }
 }

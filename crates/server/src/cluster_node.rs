@@ -98,6 +98,7 @@ impl ClusterNode {
             }
         };
         let bus = SocketAddr::new(data.ip(), bus_port).to_string();
+        raft::bus_auth::configure(config.tls_cluster, &config.cluster_secret);
         let timing = shoal_cluster::lease::Timing::for_node_timeout(config.cluster_node_timeout);
         let group = ConfigGroup::start_with(
             &dir,

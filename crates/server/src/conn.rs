@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::tls::ClientStream;
 use shoal_commands::blocking::BlockRequest;
 use shoal_commands::error::ReplyError;
 use shoal_commands::migration;
@@ -22,7 +23,6 @@ use shoal_commands::{
 };
 use shoal_resp::{Decoded, Limits, ReplyWriter, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::now_ms;
@@ -102,7 +102,8 @@ fn security_warning(peer: &str) {
 }
 
 /// Runs a connection to completion.
-pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream, io: Arc<NodeIo>) {
+/// Generic over the stream: plain TCP or TLS (`crate::tls::ClientStream`), each compiled apart.
+pub async fn serve<S: ClientStream>(srv: Arc<ServerState>, mut stream: S, io: Arc<NodeIo>) {
     // The accept loop counted this connection; it is released however the task ends.
     struct Open<'a>(&'a ServerState);
     impl Drop for Open<'_> {
@@ -111,20 +112,23 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream, io: Arc<NodeIo>
         }
     }
     let _open = Open(&srv);
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let peer = stream
+        .tcp()
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let local = stream
+        .tcp()
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let id = srv.new_client_id();
     let handle = Arc::new(ClientHandle::new(id, peer.clone(), local, now_ms()));
-    handle
-        .fd
-        .store(i64::from(std::os::fd::AsRawFd::as_raw_fd(&stream)), Relaxed);
+    handle.fd.store(
+        i64::from(std::os::fd::AsRawFd::as_raw_fd(stream.tcp())),
+        Relaxed,
+    );
     let wake = Arc::new(Notify::new());
     {
         let w = wake.clone();
@@ -178,15 +182,19 @@ pub async fn serve(srv: Arc<ServerState>, mut stream: TcpStream, io: Arc<NodeIo>
 
 /// Writes `out` to the socket, enforcing the output buffer limits: over the hard limit closes at
 /// once; over the soft limit, the write must finish within the soft seconds.
-async fn flush(
+async fn flush<S: ClientStream>(
     srv: &ServerState,
-    stream: &mut TcpStream,
+    stream: &mut S,
     out: &mut Vec<u8>,
     limits: &config::OutputLimit,
     handle: &ClientHandle,
     wake: &Notify,
 ) -> Result<(), End> {
     if out.is_empty() {
+        // Replies a `try_flush` left in a TLS stream's buffer go out before the task waits.
+        if stream.unflushed() {
+            stream.flush().await.map_err(End::Io)?;
+        }
         return Ok(());
     }
     let n = out.len();
@@ -220,8 +228,8 @@ async fn flush(
 /// Writes all of `out`, unless the client is killed meanwhile (a slow pub/sub subscriber cut off
 /// for its output buffer, CLIENT KILL): a peer that stops reading must not keep the task stuck in
 /// a write. Other wake-ups during the write are passed on once it is done.
-async fn write_unless_killed(
-    stream: &mut TcpStream,
+async fn write_unless_killed<S: ClientStream>(
+    stream: &mut S,
     out: &[u8],
     handle: &ClientHandle,
     wake: &Notify,
@@ -229,8 +237,25 @@ async fn write_unless_killed(
     let mut written = 0;
     let mut rewake = false;
     let res = loop {
+        // A TLS stream may hold records after accepting every byte: they are flushed too.
         if written == out.len() {
-            break Ok(());
+            if !stream.unflushed() {
+                break Ok(());
+            }
+            tokio::select! {
+                biased;
+                r = stream.flush() => match r {
+                    Ok(()) => break Ok(()),
+                    Err(e) => break Err(End::Io(e)),
+                },
+                _ = wake.notified() => {
+                    if handle.killed.load(Relaxed) {
+                        break Err(End::Killed);
+                    }
+                    rewake = true;
+                }
+            }
+            continue;
         }
         tokio::select! {
             biased;
@@ -254,9 +279,9 @@ async fn write_unless_killed(
 }
 
 /// Writes out the pub/sub messages waiting in the client's mailbox.
-async fn deliver_messages(
+async fn deliver_messages<S: ClientStream>(
     srv: &ServerState,
-    stream: &mut TcpStream,
+    stream: &mut S,
     out: &mut Vec<u8>,
     limits: &ConnLimits,
     client: &Client,
@@ -271,9 +296,9 @@ async fn deliver_messages(
     }
 }
 
-async fn run(
+async fn run<S: ClientStream>(
     srv: &Arc<ServerState>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     client: &mut Client,
     wake: &Notify,
     io: &NodeIo,
@@ -453,6 +478,9 @@ async fn run(
                         (outcome, suppress) = run_paused(srv, client, &args, &mut out).await;
                     }
                     pos = end;
+                    if out.get(mark) == Some(&b'-') {
+                        refused_replica(client, &args, &out[mark..]);
+                    }
                     if let Outcome::Block(mut req) = outcome {
                         let owned = req
                             .rewritten
@@ -581,9 +609,9 @@ struct Settling {
 /// every replica of the in-sync set, `crate::in_sync`), and the stream up to its last read of a
 /// key; if they do not within `ack-timeout-ms`, each such reply becomes an error saying the write
 /// is applied on the primary but not confirmed (or that the value read is not). Then flush.
-async fn settle_and_flush(
+async fn settle_and_flush<S: ClientStream>(
     srv: &ServerState,
-    stream: &mut TcpStream,
+    stream: &mut S,
     out: &mut Vec<u8>,
     limits: &ConnLimits,
     client: &Client,
@@ -629,8 +657,33 @@ async fn settle_and_flush(
     flush(srv, stream, out, &limits.output, &client.handle, wake).await
 }
 
+/// Logs a replica's handshake refused for want of rights (`PSYNC`, `REPLCONF` and `SYNC` need
+/// `@admin`/`@dangerous`): the replica retries, and the operator must see why it never joins.
+fn refused_replica(client: &Client, args: &Args<'_>, reply: &[u8]) {
+    let name = args.get(0);
+    if (reply.starts_with(b"-NOPERM") || reply.starts_with(b"-NOAUTH"))
+        && [&b"psync"[..], b"replconf", b"sync"]
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c))
+    {
+        let end = reply.len().saturating_sub(2).min(200);
+        tracing::warn!(
+            client = client.handle.id,
+            peer = %client.handle.addr,
+            user = %client.handle.user.lock().map(|u| u.clone()).unwrap_or_default(),
+            reply = %String::from_utf8_lossy(&reply[..end]),
+            "replica refused: its user may not run {}",
+            String::from_utf8_lossy(name).to_ascii_uppercase()
+        );
+    }
+}
+
 /// Writes as much of `out` as the socket accepts right now; keeps the rest.
-fn try_flush(srv: &ServerState, stream: &TcpStream, out: &mut Vec<u8>) -> Result<(), End> {
+fn try_flush<S: ClientStream>(
+    srv: &ServerState,
+    stream: &mut S,
+    out: &mut Vec<u8>,
+) -> Result<(), End> {
     let mut written = 0;
     while written < out.len() {
         match stream.try_write(&out[written..]) {
@@ -692,7 +745,7 @@ async fn carry_out(
         Action::StartLink { host, port, epoch } => {
             tokio::spawn(crate::links::run_replica(
                 srv.clone(),
-                crate::links::Tcp,
+                crate::links::Link::replication(srv),
                 host,
                 port,
                 epoch,
@@ -701,7 +754,7 @@ async fn carry_out(
         Action::Failover(req) => {
             tokio::spawn(crate::links::run_failover(
                 srv.clone(),
-                crate::links::Tcp,
+                crate::links::Link::replication(srv),
                 req,
             ));
         }
@@ -853,9 +906,9 @@ struct Blocked {
 /// null reply), or the client goes away (`Err`). Registered on its keys for the whole wait, and
 /// unregistered on every way out.
 #[allow(clippy::too_many_arguments)]
-async fn wait_blocked(
+async fn wait_blocked<S: ClientStream>(
     srv: &ServerState,
-    stream: &mut TcpStream,
+    stream: &mut S,
     client: &mut Client,
     wake: &Notify,
     inbuf: &mut Vec<u8>,

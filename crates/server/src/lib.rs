@@ -27,6 +27,7 @@ pub mod raft;
 pub mod reshard_tool;
 pub mod slot_migration;
 pub mod status;
+pub mod tls;
 pub mod tool_client;
 pub mod verify;
 
@@ -196,6 +197,10 @@ pub struct Server {
     pub state: Arc<ServerState>,
     pub addr: SocketAddr,
     listener: std::net::TcpListener,
+    /// The TLS listener, when `tls-port` is set.
+    tls_listener: Option<std::net::TcpListener>,
+    /// Its address.
+    pub tls_addr: Option<SocketAddr>,
     /// The HTTP listener (`/metrics`, the status page), when `metrics-port` is set.
     http: Option<std::net::TcpListener>,
     /// Its address.
@@ -224,6 +229,23 @@ impl Server {
             .set_nonblocking(true)
             .map_err(|e| format!("listener: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        // Certificates that do not load stop the start, naming the file.
+        tls::install(&config)?;
+        let tls_listener = if config.tls_port != 0 {
+            let text = format!(
+                "{}:{}",
+                bind.split_whitespace().next().unwrap_or("127.0.0.1"),
+                config.tls_port
+            );
+            let l = std::net::TcpListener::bind(&text)
+                .map_err(|e| format!("could not bind {text}: {e}"))?;
+            l.set_nonblocking(true)
+                .map_err(|e| format!("listener: {e}"))?;
+            Some(l)
+        } else {
+            None
+        };
+        let tls_addr = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
         let http = http::bind(&config)?;
         let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let (shutdown_tx, _) = watch::channel(false);
@@ -238,6 +260,7 @@ impl Server {
             random_bytes: os_random,
             read_file: |path| std::fs::read(path).map_err(|e| e.to_string()),
             write_file: write_file_atomic,
+            apply_tls: tls::apply,
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);
@@ -276,6 +299,8 @@ impl Server {
             state: Arc::new(state),
             addr,
             listener,
+            tls_listener,
+            tls_addr,
             http,
             http_addr,
             threads,
@@ -316,6 +341,10 @@ impl Server {
 
     async fn serve(self) -> Result<(), String> {
         let listener = TcpListener::from_std(self.listener).map_err(|e| e.to_string())?;
+        let tls_listener = match self.tls_listener {
+            Some(l) => Some(TcpListener::from_std(l).map_err(|e| e.to_string())?),
+            None => None,
+        };
         let state = self.state;
         let mut shutdown = self.shutdown_tx.subscribe();
         // SHUTDOWN, run by a connection, stops the server through this.
@@ -352,7 +381,7 @@ impl Server {
             let epoch = state.repl.become_replica(&state.ks, host.to_string(), port);
             tokio::spawn(links::run_replica(
                 state.clone(),
-                links::Tcp,
+                links::Link::replication(&state),
                 host.to_string(),
                 port,
                 epoch,
@@ -392,8 +421,8 @@ impl Server {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
+                accepted = accept_either(&listener, tls_listener.as_ref()) => {
+                    let (stream, peer, tls) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
                             // Out of file descriptors and similar: back off instead of spinning.
@@ -427,16 +456,42 @@ impl Server {
                     };
                     if let Some(line) = refusal {
                         state.stats.rejected_connections.fetch_add(1, Relaxed);
+                        let handshake_ms = cfg.tls_handshake_timeout_ms;
                         tokio::spawn(async move {
                             use tokio::io::AsyncWriteExt;
-                            let mut s = stream;
-                            let _ = s.write_all(&line).await;
+                            if tls {
+                                // Told over TLS, as Redis tells it.
+                                if let Some(t) = tls::loaded()
+                                    && let Ok(mut s) = tls::accept(
+                                        t.server,
+                                        stream,
+                                        Duration::from_millis(handshake_ms),
+                                    )
+                                    .await
+                                {
+                                    let _ = s.write_all(&line).await;
+                                    let _ = s.shutdown().await;
+                                }
+                            } else {
+                                let mut s = stream;
+                                let _ = s.write_all(&line).await;
+                            }
                         });
                         continue;
                     }
                     // Counted now, released when the connection's task ends.
                     state.open_connections.fetch_add(1, Relaxed);
-                    tasks.spawn(conn::serve(state.clone(), stream, io.clone()));
+                    if tls {
+                        tasks.spawn(serve_tls(
+                            state.clone(),
+                            stream,
+                            peer,
+                            io.clone(),
+                            Duration::from_millis(cfg.tls_handshake_timeout_ms),
+                        ));
+                    } else {
+                        tasks.spawn(conn::serve(state.clone(), stream, io.clone()));
+                    }
                     // Reap finished tasks so the set does not grow with closed connections.
                     while tasks.try_join_next().is_some() {}
                 }
@@ -462,6 +517,44 @@ impl Server {
         persist::save_at_shutdown(&state);
         tracing::warn!("shoal is now ready to exit, bye bye");
         Ok(())
+    }
+}
+
+/// The next connection from either listener, and whether it came to the TLS port.
+async fn accept_either(
+    plain: &TcpListener,
+    tls: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, bool)> {
+    match tls {
+        None => plain.accept().await.map(|(s, a)| (s, a, false)),
+        Some(t) => tokio::select! {
+            r = plain.accept() => r.map(|(s, a)| (s, a, false)),
+            r = t.accept() => r.map(|(s, a)| (s, a, true)),
+        },
+    }
+}
+
+/// A connection to the TLS port: the handshake (bounded by `tls-handshake-timeout-ms`; a client
+/// that does not finish it, or that speaks plain text, is closed), then the client connection.
+async fn serve_tls(
+    state: Arc<ServerState>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    io: Arc<conn::NodeIo>,
+    timeout: Duration,
+) {
+    let _ = stream.set_nodelay(true);
+    let accepted = match tls::loaded() {
+        Some(t) => tls::accept(t.server, stream, timeout).await,
+        None => Err(std::io::Error::other("TLS is not configured")),
+    };
+    match accepted {
+        Ok(s) => conn::serve(state, s, io).await,
+        Err(e) => {
+            state.open_connections.fetch_sub(1, Relaxed);
+            // As Redis logs a failed accept (at its verbose level: scanners are frequent).
+            tracing::info!(%peer, error = %e, "Error accepting a client connection");
+        }
     }
 }
 

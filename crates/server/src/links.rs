@@ -3,7 +3,7 @@
 //! the replica side ([`run_replica`]: connect, handshake, full or partial sync, apply, acknowledge,
 //! reconnect with bounded backoff), the primary side ([`serve_replica`], on a connection that sent
 //! PSYNC), FAILOVER ([`run_failover`]), and the writers' wait for acknowledgements ([`wait_acks`]).
-//! The drivers are generic over the stream ([`Transport`]), so TLS plugs in without touching them.
+//! The drivers are generic over the stream ([`Transport`]): plain TCP or TLS ([`Link`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -30,7 +30,7 @@ pub const IDLE_POLL_MS: u64 = 500;
 /// Bytes read from a socket at a time.
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
 
-/// How internal links reach another node: plain TCP today, TLS later, a simulated network in tests.
+/// How internal links reach another node: plain TCP, TLS, a simulated network in tests.
 pub trait Transport: Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn connect(
@@ -56,6 +56,36 @@ impl Transport for Tcp {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = s.set_nodelay(true);
         Ok(s)
+    }
+}
+
+/// A replication link to a primary: TLS when `tls-replication` is on (the primary's address is
+/// then its TLS port), plain TCP otherwise. Decided when the link starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    pub tls: bool,
+}
+
+impl Link {
+    /// The transport `tls-replication` asks for.
+    pub fn replication(srv: &ServerState) -> Link {
+        Link {
+            tls: srv.config().tls_replication,
+        }
+    }
+}
+
+impl Transport for Link {
+    type Stream = crate::tls::LinkStream;
+
+    async fn connect(&self, host: &str, port: u16) -> std::io::Result<Self::Stream> {
+        crate::tls::LinkStream::connect(
+            host,
+            port,
+            self.tls,
+            Duration::from_millis(CONNECT_TIMEOUT_MS),
+        )
+        .await
     }
 }
 

@@ -12,6 +12,7 @@
 //! snapshots), `network.rs` (the cluster bus), `record.rs` (on-disk framing). See
 //! ARCHITECTURE.md, "Cluster configuration on Raft".
 
+pub mod bus_auth;
 pub mod log_store;
 pub mod network;
 pub mod record;

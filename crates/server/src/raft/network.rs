@@ -10,6 +10,9 @@
 //! known verb or whose JSON does not decode gets `-ERR` and its connection is closed; the other
 //! connections and the node go on. A client drops its connection after any error or timeout, so a
 //! late reply can never be taken for the next one.
+//!
+//! Security (`super::bus_auth`): with `tls-cluster` both ends speak TLS; with `cluster-secret`
+//! every connection opens with the `HELLO`/`PROVE` challenge before its first Raft request.
 
 use std::io;
 use std::sync::Arc;
@@ -28,11 +31,12 @@ use openraft::{RPCTypes, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_resp::{Reply, ReplyLimits, encode_request, parse_reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use super::bus_auth::{self, BusSecurity};
 use super::state_machine::SNAPSHOT_BYTES_MAX;
 use super::{
     BusNode, Error, Forwarded, PROPOSE_TIMEOUT_MAX_MS, Response, TypeConfig, propose_local,
@@ -55,6 +59,8 @@ pub const BUS_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub const BUS_WRITE_TIMEOUT_MS: u64 = 5_000;
 /// Bytes read from a bus socket at a time.
 pub const BUS_READ_CHUNK_BYTES: usize = 64 * 1024;
+/// An accepted bus connection must finish its TLS handshake within this (`tls-cluster`).
+pub const BUS_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 /// Wait before openraft retries a peer it could not reach.
 pub const BUS_UNREACHABLE_BACKOFF_MS: u64 = 200;
 /// Wait after a failed accept (out of file descriptors, say) before accepting again.
@@ -98,7 +104,7 @@ impl std::error::Error for CallError {}
 /// A connection to one peer's bus, made when first needed and dropped after any failure.
 pub struct BusClient {
     addr: String,
-    conn: Option<TcpStream>,
+    conn: Option<crate::tls::LinkStream>,
     buf: Vec<u8>,
 }
 
@@ -131,50 +137,109 @@ impl BusClient {
 
     async fn exchange(&mut self, verb: &[u8], body: &[u8]) -> Result<Vec<u8>, CallError> {
         if self.conn.is_none() {
-            let s = tokio::time::timeout(
+            let BusSecurity { tls, key } = bus_auth::security();
+            let (host, port) = self
+                .addr
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                .ok_or_else(|| {
+                    CallError::Unreachable(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("bad bus address {}", self.addr),
+                    ))
+                })?;
+            let s = crate::tls::LinkStream::connect(
+                host,
+                port,
+                tls,
                 Duration::from_millis(BUS_CONNECT_TIMEOUT_MS),
-                TcpStream::connect(self.addr.as_str()),
             )
             .await
-            .map_err(|_| {
-                CallError::Unreachable(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-            })?
             .map_err(CallError::Unreachable)?;
-            let _ = s.set_nodelay(true);
-            self.conn = Some(s);
+            let stream = self.conn.insert(s);
+            if let Some(key) = key {
+                // Reported as unreachable, so openraft backs off instead of retrying at once.
+                prove(stream, &mut self.buf, &key).await.map_err(|e| {
+                    bus_auth::log_refusal(&self.addr, &e.to_string());
+                    CallError::Unreachable(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("cluster bus authentication: {e}"),
+                    ))
+                })?;
+            }
         }
         let stream = self.conn.as_mut().expect("connected above");
-        let mut req = Vec::with_capacity(body.len() + 64);
-        encode_request(&mut req, &[b"RAFT", verb, body]);
-        stream
-            .write_all(&req)
-            .await
-            .map_err(|e| CallError::Failed(format!("write: {e}")))?;
-        self.buf.clear();
-        let limits = bus_limits();
-        loop {
-            match parse_reply(&self.buf, &limits) {
-                Ok(Some((reply, used))) => {
-                    if used != self.buf.len() {
-                        return Err(CallError::Failed("bytes after the reply".into()));
-                    }
-                    return match reply {
-                        Reply::Bulk(Some(b)) => Ok(b),
-                        Reply::Error(e) => Err(CallError::Failed(format!("peer: {e}"))),
-                        _ => Err(CallError::Failed("reply is not a bulk string".into())),
-                    };
+        roundtrip(stream, &mut self.buf, verb, body).await
+    }
+}
+
+/// The client's half of the challenge (`bus_auth`): checks the server's proof, gives its own.
+async fn prove<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    key: &ring::hmac::Key,
+) -> Result<(), CallError> {
+    let nc = bus_auth::nonce();
+    let reply = roundtrip(stream, buf, b"HELLO", bus_auth::hex(&nc).as_bytes()).await?;
+    let mut parts = reply.split(|&b| b == b' ');
+    let (Some(ns), Some(proof), None) = (
+        parts.next().and_then(bus_auth::unhex),
+        parts.next().and_then(bus_auth::unhex),
+        parts.next(),
+    ) else {
+        return Err(CallError::Failed("malformed challenge reply".into()));
+    };
+    if !bus_auth::check_server(key, &nc, &ns, &proof) {
+        return Err(CallError::Failed(
+            "the peer does not prove our cluster-secret".into(),
+        ));
+    }
+    let mine = bus_auth::client_proof(key, &nc, &ns);
+    roundtrip(stream, buf, b"PROVE", bus_auth::hex(&mine).as_bytes()).await?;
+    Ok(())
+}
+
+/// Sends `RAFT <verb> <body>` on `stream` and returns the bulk of its reply.
+async fn roundtrip<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    verb: &[u8],
+    body: &[u8],
+) -> Result<Vec<u8>, CallError> {
+    let mut req = Vec::with_capacity(body.len() + 64);
+    encode_request(&mut req, &[b"RAFT", verb, body]);
+    stream
+        .write_all(&req)
+        .await
+        .map_err(|e| CallError::Failed(format!("write: {e}")))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| CallError::Failed(format!("write: {e}")))?;
+    buf.clear();
+    let limits = bus_limits();
+    loop {
+        match parse_reply(buf, &limits) {
+            Ok(Some((reply, used))) => {
+                if used != buf.len() {
+                    return Err(CallError::Failed("bytes after the reply".into()));
                 }
-                Ok(None) => {}
-                Err(e) => return Err(CallError::Failed(format!("bad reply: {}", e.0))),
+                return match reply {
+                    Reply::Bulk(Some(b)) => Ok(b),
+                    Reply::Error(e) => Err(CallError::Failed(format!("peer: {e}"))),
+                    _ => Err(CallError::Failed("reply is not a bulk string".into())),
+                };
             }
-            self.buf.reserve(BUS_READ_CHUNK_BYTES);
-            let n = stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| CallError::Failed(format!("read: {e}")))?;
-            if n == 0 {
-                return Err(CallError::Failed("peer closed the connection".into()));
-            }
+            Ok(None) => {}
+            Err(e) => return Err(CallError::Failed(format!("bad reply: {}", e.0))),
+        }
+        buf.reserve(BUS_READ_CHUNK_BYTES);
+        let n = stream
+            .read_buf(buf)
+            .await
+            .map_err(|e| CallError::Failed(format!("read: {e}")))?;
+        if n == 0 {
+            return Err(CallError::Failed("peer closed the connection".into()));
         }
     }
 }
@@ -322,7 +387,35 @@ pub fn spawn_bus(
                     let _ = stream.set_nodelay(true);
                     let (raft, desk, stop) = (raft.clone(), desk.clone(), stop.clone());
                     tokio::spawn(async move {
-                        serve_conn(stream, raft, desk, stop).await;
+                        let BusSecurity { tls, key } = bus_auth::security();
+                        let peer = peer.to_string();
+                        let stream = if tls {
+                            let accepted = match crate::tls::loaded() {
+                                Some(t) => crate::tls::accept(
+                                    t.server,
+                                    stream,
+                                    Duration::from_millis(BUS_TLS_HANDSHAKE_TIMEOUT_MS),
+                                )
+                                .await,
+                                None => Err(io::Error::other("TLS is not configured")),
+                            };
+                            match accepted {
+                                Ok(s) => crate::tls::AcceptedStream::Tls(Box::new(s)),
+                                Err(e) => {
+                                    bus_auth::log_refusal(&peer, &format!("TLS handshake: {e}"));
+                                    return;
+                                }
+                            }
+                        } else {
+                            crate::tls::AcceptedStream::Plain(stream)
+                        };
+                        let gate = Gate {
+                            peer,
+                            proven: key.is_none(),
+                            key,
+                            nonces: None,
+                        };
+                        serve_conn(stream, raft, desk, stop, gate).await;
                         drop(permit);
                     });
                 }
@@ -335,11 +428,80 @@ pub fn spawn_bus(
     })
 }
 
-async fn serve_conn(
-    mut stream: TcpStream,
+/// One accepted connection's standing in the challenge (`bus_auth`).
+struct Gate {
+    peer: String,
+    key: Option<ring::hmac::Key>,
+    /// Whether the peer proved the secret (always, when there is none).
+    proven: bool,
+    /// The client's and this side's nonce, between HELLO and PROVE.
+    nonces: Option<(Vec<u8>, [u8; bus_auth::NONCE_BYTES])>,
+}
+
+impl Gate {
+    /// Answers a challenge step, or refuses a request made before the peer proved the secret;
+    /// `None` lets the request through. An `Err` closes the connection.
+    fn step(&mut self, req: &Reply) -> Option<Result<Vec<u8>, String>> {
+        let Reply::Array(Some(items)) = req else {
+            return None;
+        };
+        let verb = items.get(1).and_then(Reply::as_bytes)?.to_ascii_uppercase();
+        let body = items.get(2).and_then(Reply::as_bytes).unwrap_or_default();
+        match verb.as_slice() {
+            b"HELLO" => {
+                Some(match &self.key {
+                    None => {
+                        bus_auth::log_refusal(
+                            &self.peer,
+                            "the peer has a cluster-secret and this node has none",
+                        );
+                        Err("no cluster-secret is set on this node".into())
+                    }
+                    Some(key) => match bus_auth::unhex(body) {
+                        Some(nc) if nc.len() == bus_auth::NONCE_BYTES => {
+                            let ns = bus_auth::nonce();
+                            let proof = bus_auth::server_proof(key, &nc, &ns);
+                            self.nonces = Some((nc, ns));
+                            Ok(format!("{} {}", bus_auth::hex(&ns), bus_auth::hex(&proof))
+                                .into_bytes())
+                        }
+                        _ => Err("malformed challenge".into()),
+                    },
+                })
+            }
+            b"PROVE" => {
+                let ok = match (&self.key, self.nonces.take(), bus_auth::unhex(body)) {
+                    (Some(key), Some((nc, ns)), Some(proof)) => {
+                        bus_auth::check_client(key, &nc, &ns, &proof)
+                    }
+                    _ => false,
+                };
+                self.proven = ok;
+                Some(if ok {
+                    Ok(b"OK".to_vec())
+                } else {
+                    bus_auth::log_refusal(&self.peer, "the peer does not prove our cluster-secret");
+                    Err("cluster bus authentication failed".into())
+                })
+            }
+            _ if !self.proven => {
+                bus_auth::log_refusal(
+                    &self.peer,
+                    "a request before authentication (the peer has no cluster-secret?)",
+                );
+                Some(Err("NOAUTH cluster bus authentication required".into()))
+            }
+            _ => None,
+        }
+    }
+}
+
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     raft: Raft<TypeConfig>,
     desk: Arc<LeaseDesk>,
     mut stop: watch::Receiver<bool>,
+    mut gate: Gate,
 ) {
     let limits = bus_limits();
     let mut buf: Vec<u8> = Vec::new();
@@ -348,7 +510,11 @@ async fn serve_conn(
             Ok(Some((req, used))) => {
                 buf.drain(..used);
                 let mut out = Vec::new();
-                let close = match handle(&raft, &desk, req).await {
+                let answer = match gate.step(&req) {
+                    Some(a) => a,
+                    None => handle(&raft, &desk, req).await,
+                };
+                let close = match answer {
                     Ok(body) => {
                         out.extend_from_slice(format!("${}\r\n", body.len()).as_bytes());
                         out.extend_from_slice(&body);
@@ -361,11 +527,12 @@ async fn serve_conn(
                         true
                     }
                 };
-                let written = tokio::time::timeout(
-                    Duration::from_millis(BUS_WRITE_TIMEOUT_MS),
-                    stream.write_all(&out),
-                )
-                .await;
+                let written =
+                    tokio::time::timeout(Duration::from_millis(BUS_WRITE_TIMEOUT_MS), async {
+                        stream.write_all(&out).await?;
+                        stream.flush().await
+                    })
+                    .await;
                 if close || !matches!(written, Ok(Ok(()))) {
                     return;
                 }
@@ -374,10 +541,10 @@ async fn serve_conn(
             Ok(None) => {}
             Err(e) => {
                 let why = format!("-ERR malformed bus request: {}\r\n", e.0);
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(BUS_WRITE_TIMEOUT_MS),
-                    stream.write_all(why.as_bytes()),
-                )
+                let _ = tokio::time::timeout(Duration::from_millis(BUS_WRITE_TIMEOUT_MS), async {
+                    stream.write_all(why.as_bytes()).await?;
+                    stream.flush().await
+                })
                 .await;
                 return;
             }
