@@ -153,6 +153,9 @@ params! {
     acllog_max_len: u64 = "acllog-max-len", Int(0, LONG_MAX), "128", mutable;
     /// Accepted for Redis compatibility; shoal keeps no append-only file (snapshots only).
     appendonly: bool = "appendonly", Bool, "no", immutable;
+    /// Bytes of bits one Bloom filter (BF.*) may hold in all its sub-filters; a filter that
+    /// would grow past it is refused (units: kb, mb, gb).
+    bf_max_bytes: u64 = "bf-max-bytes", Memory(1, LONG_MAX as u64), "134217728", mutable;
     /// The address to listen on (the first word is used).
     bind: String = "bind", Str, "127.0.0.1", immutable;
     /// Milliseconds a script (EVAL, FCALL) may run before other clients are answered `-BUSY`

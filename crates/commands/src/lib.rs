@@ -11,6 +11,7 @@ pub mod acl;
 pub mod args;
 pub mod bitmaps;
 pub mod blocking;
+pub mod bloom;
 pub mod cluster;
 pub mod cmdstats;
 pub mod coll;
@@ -71,6 +72,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     strings::COMMANDS,
     bitmaps::COMMANDS,
     hyperloglog::COMMANDS,
+    bloom::COMMANDS,
     keys::COMMANDS,
     sort::COMMANDS,
     server::COMMANDS,
