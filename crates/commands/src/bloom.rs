@@ -224,26 +224,27 @@ fn add_items(
 ) -> Result<Vec<Added>, ReplyError> {
     let (db, now, limit) = (ctx.db(), ctx.now_ms, max_bytes(ctx));
     let mut results = Vec::with_capacity(items.len());
-    let add = |b: &mut Bloom, mut note: Option<&mut shoal_keyspace::delta::Ops>, out: &mut Vec<Added>| {
-        for item in items.iter() {
-            let h = HashPair::of(item);
-            let r = match b.add_hash(h, limit) {
-                Ok(true) => {
-                    if let Some(ops) = note.as_deref_mut() {
-                        ops.bf_add(h);
+    let add =
+        |b: &mut Bloom, mut note: Option<&mut shoal_keyspace::delta::Ops>, out: &mut Vec<Added>| {
+            for item in items.iter() {
+                let h = HashPair::of(item);
+                let r = match b.add_hash(h, limit) {
+                    Ok(true) => {
+                        if let Some(ops) = note.as_deref_mut() {
+                            ops.bf_add(h);
+                        }
+                        Added::Yes
                     }
-                    Added::Yes
+                    Ok(false) => Added::No,
+                    Err(BloomError::Full) => Added::Full,
+                    Err(_) => Added::Failed,
+                };
+                out.push(r);
+                if matches!(r, Added::Full) {
+                    break;
                 }
-                Ok(false) => Added::No,
-                Err(BloomError::Full) => Added::Full,
-                Err(_) => Added::Failed,
-            };
-            out.push(r);
-            if matches!(r, Added::Full) {
-                break;
             }
-        }
-    };
+        };
     let (mut shard, slot) = ctx.shard(key);
     if let Some(mut e) = shard.lookup(db, slot, key, now, true) {
         let mut ops = e.ops();
@@ -264,7 +265,12 @@ fn add_items(
         .map_err(|_| ERR_CANNOT_CREATE)?;
     add(&mut b, None, &mut results);
     let version = ctx.version();
-    shard.insert(db, slot, object_entry(key, Object::Bloom(Box::new(b)), version), now);
+    shard.insert(
+        db,
+        slot,
+        object_entry(key, Object::Bloom(Box::new(b)), version),
+        now,
+    );
     Ok(results)
 }
 
@@ -354,7 +360,12 @@ fn bf_reserve(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let b = Bloom::new(capacity as u64, error, expansion, scaling, limit)
         .map_err(|_| ERR_CANNOT_CREATE)?;
     let version = ctx.version();
-    shard.insert(db, slot, object_entry(key, Object::Bloom(Box::new(b)), version), now);
+    shard.insert(
+        db,
+        slot,
+        object_entry(key, Object::Bloom(Box::new(b)), version),
+        now,
+    );
     ctx.out.ok();
     Ok(())
 }
@@ -381,8 +392,7 @@ fn bf_insert(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                     return Err(wrong_arity(args));
                 }
                 if lower(1) == b'r' {
-                    c.error = parse_double(args.get(pos))
-                        .ok_or(bare("Bad", "error rate"))?;
+                    c.error = parse_double(args.get(pos)).ok_or(bare("Bad", "error rate"))?;
                 } else {
                     expansion = parse_i64(args.get(pos)).ok_or(bare("Bad", "expansion"))?;
                 }
@@ -588,8 +598,8 @@ fn bf_scandump(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn bf_loadchunk(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let iter = parse_i64(args.get(2))
-        .ok_or(ReplyError::err_static("Second argument must be numeric"))?;
+    let iter =
+        parse_i64(args.get(2)).ok_or(ReplyError::err_static("Second argument must be numeric"))?;
     let data = args.get(3);
     let (db, now, limit) = (ctx.db(), ctx.now_ms, max_bytes(ctx));
     let key = args.get(1);
@@ -598,16 +608,20 @@ fn bf_loadchunk(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let Object::Bloom(b) = object_mut(&mut e, Kind::Bloom)? else {
             unreachable!("object_mut checked the kind")
         };
-        b.load_chunk(iter, data).map_err(|m| {
-            ReplyError::err_static(m.strip_prefix("ERR ").expect("ERR errors"))
-        })?;
+        b.load_chunk(iter, data)
+            .map_err(|m| ReplyError::err_static(m.strip_prefix("ERR ").expect("ERR errors")))?;
         // The chunk changed bits the stream cannot describe: the filter is sent whole.
         e.set_version(ctx.version());
     } else if iter == 1 {
         let b = Bloom::from_dump_header(data, limit)
             .ok_or(ReplyError::err_static("received bad data"))?;
         let version = ctx.version();
-        shard.insert(db, slot, object_entry(key, Object::Bloom(Box::new(b)), version), now);
+        shard.insert(
+            db,
+            slot,
+            object_entry(key, Object::Bloom(Box::new(b)), version),
+            now,
+        );
     } else {
         return Err(ERR_NOT_FOUND);
     }
