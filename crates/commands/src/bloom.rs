@@ -12,7 +12,8 @@
 //!
 //! Effects: a new filter (RESERVE, an add that creates it, LOADCHUNK's header, a chunk) is sent
 //! whole; an add to an existing filter sends the item's hash pair (see `types/bloom.rs`).
-//! RedisBloom raises no keyspace events, and neither does this.
+//! RedisBloom raises no keyspace events, and neither does this; a change still invalidates
+//! client-side caches (`notify::TRACKING_ONLY`), as Redis signals a module's modified key.
 
 use shoal_keyspace::types::bloom::{Bloom, BloomError, HashPair};
 use shoal_keyspace::{Kind, Object, ValueRef};
@@ -20,6 +21,7 @@ use shoal_keyspace::{Kind, Object, ValueRef};
 use crate::args::parse_i64;
 use crate::coll::object_mut;
 use crate::hashes::object_entry;
+use crate::notify;
 use crate::table::{Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx, ReplyError};
 
@@ -255,6 +257,8 @@ fn add_items(
         e.note(ops);
         if results.iter().any(|r| matches!(r, Added::Yes)) {
             e.set_version(ctx.version());
+            drop(e);
+            notify::event(ctx.srv, notify::TRACKING_ONLY, "bf", db, key);
         }
         return Ok(results);
     }
@@ -271,6 +275,7 @@ fn add_items(
         object_entry(key, Object::Bloom(Box::new(b)), version),
         now,
     );
+    shard.note(notify::TRACKING_ONLY, "bf", db, key);
     Ok(results)
 }
 
@@ -366,6 +371,7 @@ fn bf_reserve(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         object_entry(key, Object::Bloom(Box::new(b)), version),
         now,
     );
+    shard.note(notify::TRACKING_ONLY, "bf", db, key);
     ctx.out.ok();
     Ok(())
 }
@@ -612,6 +618,8 @@ fn bf_loadchunk(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             .map_err(|m| ReplyError::err_static(m.strip_prefix("ERR ").expect("ERR errors")))?;
         // The chunk changed bits the stream cannot describe: the filter is sent whole.
         e.set_version(ctx.version());
+        drop(e);
+        notify::event(ctx.srv, notify::TRACKING_ONLY, "bf", db, key);
     } else if iter == 1 {
         let b = Bloom::from_dump_header(data, limit)
             .ok_or(ReplyError::err_static("received bad data"))?;
@@ -622,6 +630,7 @@ fn bf_loadchunk(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             object_entry(key, Object::Bloom(Box::new(b)), version),
             now,
         );
+        shard.note(notify::TRACKING_ONLY, "bf", db, key);
     } else {
         return Err(ERR_NOT_FOUND);
     }

@@ -299,6 +299,9 @@ params! {
     threads: u32 = "threads", Int(0, 1024), "0", immutable;
     /// Seconds a client may stay idle; 0 means forever.
     timeout: u32 = "timeout", Int(0, INT_MAX), "0", mutable;
+    /// Keys the client-side caching table remembers at most (CLIENT TRACKING); past it, tracked
+    /// keys are invalidated and forgotten. 0: no limit.
+    tracking_table_max_keys: u64 = "tracking-table-max-keys", Int(0, LONG_MAX), "1000000", mutable;
     /// `async`: a write is acknowledged at once; `sync`: after `min-replicas-ack` replicas have it.
     write_strategy: Strategy = "write-strategy", Enum(&["async", "sync"]), "async", mutable;
     /// A sorted set with more members than this leaves the compact encoding.
