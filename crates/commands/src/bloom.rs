@@ -12,8 +12,9 @@
 //!
 //! Effects: a new filter (RESERVE, an add that creates it, LOADCHUNK's header, a chunk) is sent
 //! whole; an add to an existing filter sends the item's hash pair (see `types/bloom.rs`).
-//! RedisBloom raises no keyspace events, and neither does this; a change still invalidates
-//! client-side caches (`notify::TRACKING_ONLY`), as Redis signals a module's modified key.
+//! RedisBloom raises no keyspace events, and neither does this; a write command still
+//! invalidates client-side caches of its key (`notify::TRACKING_ONLY`), as Redis signals every
+//! key a module opened for writing.
 
 use shoal_keyspace::types::bloom::{Bloom, BloomError, HashPair};
 use shoal_keyspace::{Kind, Object, ValueRef};
@@ -248,6 +249,9 @@ fn add_items(
             }
         };
     let (mut shard, slot) = ctx.shard(key);
+    // RedisBloom opens the key for writing, and Redis signals it modified on close, whatever the
+    // command then did: client-side caches of it are invalidated.
+    notify::event(ctx.srv, notify::TRACKING_ONLY, "bf", db, key);
     if let Some(mut e) = shard.lookup(db, slot, key, now, true) {
         let mut ops = e.ops();
         let Object::Bloom(b) = object_mut(&mut e, Kind::Bloom)? else {
@@ -257,8 +261,6 @@ fn add_items(
         e.note(ops);
         if results.iter().any(|r| matches!(r, Added::Yes)) {
             e.set_version(ctx.version());
-            drop(e);
-            notify::event(ctx.srv, notify::TRACKING_ONLY, "bf", db, key);
         }
         return Ok(results);
     }
@@ -275,7 +277,6 @@ fn add_items(
         object_entry(key, Object::Bloom(Box::new(b)), version),
         now,
     );
-    shard.note(notify::TRACKING_ONLY, "bf", db, key);
     Ok(results)
 }
 
@@ -355,6 +356,9 @@ fn bf_reserve(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (db, now, limit) = (ctx.db(), ctx.now_ms, max_bytes(ctx));
     let key = args.get(1);
     let (mut shard, slot) = ctx.shard(key);
+    // RedisBloom opens the key for writing, and Redis signals it modified on close, whatever the
+    // command then did: client-side caches of it are invalidated.
+    notify::event(ctx.srv, notify::TRACKING_ONLY, "bf", db, key);
     if let Some(e) = shard.lookup(db, slot, key, now, true) {
         return Err(if e.kind() == Kind::Bloom {
             ERR_ITEM_EXISTS
@@ -371,7 +375,6 @@ fn bf_reserve(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         object_entry(key, Object::Bloom(Box::new(b)), version),
         now,
     );
-    shard.note(notify::TRACKING_ONLY, "bf", db, key);
     ctx.out.ok();
     Ok(())
 }
@@ -610,6 +613,9 @@ fn bf_loadchunk(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (db, now, limit) = (ctx.db(), ctx.now_ms, max_bytes(ctx));
     let key = args.get(1);
     let (mut shard, slot) = ctx.shard(key);
+    // RedisBloom opens the key for writing, and Redis signals it modified on close, whatever the
+    // command then did: client-side caches of it are invalidated.
+    notify::event(ctx.srv, notify::TRACKING_ONLY, "bf", db, key);
     if let Some(mut e) = shard.lookup(db, slot, key, now, true) {
         let Object::Bloom(b) = object_mut(&mut e, Kind::Bloom)? else {
             unreachable!("object_mut checked the kind")
@@ -618,8 +624,6 @@ fn bf_loadchunk(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             .map_err(|m| ReplyError::err_static(m.strip_prefix("ERR ").expect("ERR errors")))?;
         // The chunk changed bits the stream cannot describe: the filter is sent whole.
         e.set_version(ctx.version());
-        drop(e);
-        notify::event(ctx.srv, notify::TRACKING_ONLY, "bf", db, key);
     } else if iter == 1 {
         let b = Bloom::from_dump_header(data, limit)
             .ok_or(ReplyError::err_static("received bad data"))?;
@@ -630,7 +634,6 @@ fn bf_loadchunk(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             object_entry(key, Object::Bloom(Box::new(b)), version),
             now,
         );
-        shard.note(notify::TRACKING_ONLY, "bf", db, key);
     } else {
         return Err(ERR_NOT_FOUND);
     }

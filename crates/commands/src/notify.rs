@@ -33,7 +33,7 @@ impl Ctx<'_> {
 /// An event class never published: modifications that raise no keyspace event in Redis but still
 /// invalidate client-side caches (BF.*, whose module signals the key without notifying). Noted
 /// only while a client tracks (see `tracking`).
-pub const TRACKING_ONLY: u32 = 1 << 30;
+pub const TRACKING_ONLY: u32 = shoal_keyspace::notify::TRACKING;
 
 /// Publishes the events noted on this thread, oldest first. Called with no lock held.
 pub fn publish_pending(srv: &ServerState, now_ms: u64) {

@@ -334,3 +334,40 @@ fn resp2_redirect_matches_redis() {
 fn bcast_and_the_table_limit_match_redis() {
     compare(bcast_scenario);
 }
+
+/// A Redis replica invalidates the keys its primary's writes change; so does a shoal replica
+/// applying the stream. BF.* writes (module writes in Redis, which signal their key) invalidate too.
+#[test]
+fn a_replica_invalidates_keys_its_primary_writes_and_bloom_writes_invalidate() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    common::follow(&r, &p);
+    let mut pc = p.raw();
+    pc.call(&["SET", "k", "1"]);
+    common::caught_up(&r, &p);
+    let mut rc = r.raw();
+    rc.call(&["HELLO", "3"]);
+    assert_eq!(rc.call(&["CLIENT", "TRACKING", "on"]), "+OK\r\n");
+    assert_eq!(rc.call(&["GET", "k"]), "$1\r\n1\r\n");
+    pc.call(&["SET", "k", "2"]);
+    let push = String::from_utf8_lossy(&rc.reply()).into_owned();
+    assert_eq!(push, ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n");
+    assert_eq!(rc.call(&["GET", "k"]), "$1\r\n2\r\n");
+    pc.call(&["DEL", "k"]);
+    let push = String::from_utf8_lossy(&rc.reply()).into_owned();
+    assert_eq!(push, ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n");
+    // Bloom filters, on the primary itself.
+    let mut c1 = p.raw();
+    c1.call(&["HELLO", "3"]);
+    c1.call(&["CLIENT", "TRACKING", "on"]);
+    assert_eq!(c1.call(&["BF.EXISTS", "bf", "x"]), "#f\r\n");
+    assert_eq!(pc.call(&["BF.ADD", "bf", "x"]), ":1\r\n");
+    let push = String::from_utf8_lossy(&c1.reply()).into_owned();
+    assert_eq!(push, ">2\r\n$10\r\ninvalidate\r\n*1\r\n$2\r\nbf\r\n");
+    assert_eq!(c1.call(&["BF.EXISTS", "bf", "x"]), "#t\r\n");
+    // An add that changes nothing still signals the key (Redis signals every key a module
+    // opened for writing).
+    assert_eq!(pc.call(&["BF.ADD", "bf", "x"]), ":0\r\n");
+    let push = String::from_utf8_lossy(&c1.reply()).into_owned();
+    assert_eq!(push, ">2\r\n$10\r\ninvalidate\r\n*1\r\n$2\r\nbf\r\n");
+}
