@@ -418,10 +418,13 @@ pub fn after_command(
         let Some(s) = t.clients.get_mut(&id) else {
             return;
         };
-        let remember = spec.has(READONLY)
-            && !spec.has(PUBSUB)
-            && !s.bcast
-            && !((s.optin && !s.caching) || (s.optout && s.caching));
+        // OPTIN: only after CACHING yes; OPTOUT: except after CACHING no.
+        let wanted = if s.optin {
+            s.caching
+        } else {
+            !(s.optout && s.caching)
+        };
+        let remember = spec.has(READONLY) && !spec.has(PUBSUB) && !s.bcast && wanted;
         if !spec.name.starts_with("client|") && !client.tx.in_multi() {
             s.caching = false;
         }

@@ -22,7 +22,9 @@ pub const OPT_ENTS_IS_BITS: u32 = 2;
 pub const OPT_FORCE64: u32 = 4;
 pub const OPT_NO_SCALING: u32 = 8;
 
-/// ln(2) and ln(2)², as RedisBloom writes them (its sizing must be reproduced to the bit).
+/// ln(2) and ln(2)², as RedisBloom writes them (its sizing must be reproduced to the bit, so
+/// not `std::f64::consts::LN_2`, which has more digits).
+#[allow(clippy::approx_constant)]
 const LN2: f64 = 0.693147180559945;
 const LN2_SQUARED: f64 = 0.480453013918201;
 const TIGHTENING: f64 = 0.5;
@@ -122,7 +124,7 @@ impl Link {
         let bits = bits.max(1);
         // Bits always round up to the next word (RedisBloom adds one whenever not a multiple).
         let words = (bits / 64)
-            .checked_add(u64::from(bits % 64 != 0))
+            .checked_add(u64::from(!bits.is_multiple_of(64)))
             .ok_or(BloomError::Invalid)?;
         words.checked_mul(8).ok_or(BloomError::Invalid)
     }
