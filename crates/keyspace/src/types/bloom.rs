@@ -408,8 +408,7 @@ impl Bloom {
                 && (n2 == 0 || bits >= 1u64 << n2)
                 && bits != 0
                 && Some(bits) == bytes.checked_mul(8)
-                && hashes == (LN2 * bpe).ceil() as u32
-                && hashes <= 64;
+                && hashes == (LN2 * bpe).ceil() as u32;
             total = total.checked_add(bytes)?;
             sizes = sizes.checked_add(size)?;
             if !valid || total > max_bytes {
@@ -492,9 +491,11 @@ impl Bloom {
             let (bits, r) = get_bytes(r)?;
             b = r;
             let (error, bpe) = (f64::from_bits(error), f64::from_bits(bpe));
+            // RedisBloom's consistency checks: the hash count follows from bits per entry.
             let valid = error > 0.0
                 && error < 1.0
-                && hashes <= 64
+                && bpe.is_finite()
+                && hashes == (LN2 * bpe).ceil() as u64
                 && n2 <= 63
                 && !bits.is_empty()
                 && bits.len() % 8 == 0
@@ -681,6 +682,15 @@ mod tests {
         let mut bad = out.clone();
         bad[0] ^= 1;
         assert!(Bloom::decode(&bad).is_none());
+        // A tiny error rate needs more than 64 hashes; it still round-trips.
+        let mut tiny = Bloom::new(10, 1e-30, 2, true, NO_LIMIT).unwrap();
+        tiny.add(b"x", NO_LIMIT).unwrap();
+        assert!(tiny.links()[0].hashes() > 64);
+        let mut out = Vec::new();
+        tiny.encode(&mut out);
+        assert_eq!(Bloom::decode(&out), Some(tiny.clone()));
+        let header = tiny.dump_header();
+        assert!(Bloom::from_dump_header(&header, NO_LIMIT).is_some());
     }
 
     proptest! {
