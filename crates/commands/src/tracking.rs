@@ -323,6 +323,12 @@ pub fn invalidate_events(
             if e.class == shoal_keyspace::notify::KEY_MISS {
                 continue;
             }
+            if e.class == shoal_keyspace::notify::TRACKING
+                && e.event == shoal_keyspace::notify::TRACKING_FLUSH
+            {
+                flush_due(&mut t, &mut due);
+                continue;
+            }
             let key: &[u8] = &e.key;
             if !t.prefixes.is_empty() {
                 for (p, pref) in t.prefixes.iter_mut() {
@@ -382,21 +388,25 @@ pub fn on_flush(srv: &ServerState, now_ms: u64) {
     if !srv.tracking.active() {
         return;
     }
-    let due: Vec<Due> = {
-        let mut t = srv.tracking.table.lock().expect("tracking lock");
-        t.keys.clear();
-        t.items = 0;
-        let mut ids: Vec<(&u64, &ClientState)> = t.clients.iter().collect();
-        ids.sort_by_key(|(id, _)| **id);
-        ids.into_iter()
-            .map(|(&client, s)| Due {
-                client,
-                state: s.clone(),
-                keys: None,
-            })
-            .collect()
-    };
+    let mut due = Vec::new();
+    flush_due(
+        &mut srv.tracking.table.lock().expect("tracking lock"),
+        &mut due,
+    );
     send_all(srv, due, now_ms);
+}
+
+/// Empties the table and notes a null invalidation for every tracking client, by id.
+fn flush_due(t: &mut Table, due: &mut Vec<Due>) {
+    t.keys.clear();
+    t.items = 0;
+    let mut ids: Vec<(&u64, &ClientState)> = t.clients.iter().collect();
+    ids.sort_by_key(|(id, _)| **id);
+    due.extend(ids.into_iter().map(|(&client, s)| Due {
+        client,
+        state: s.clone(),
+        keys: None,
+    }));
 }
 
 /// After every command a client ran: remember the keys a tracking client read, forget CLIENT

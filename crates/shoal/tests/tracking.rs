@@ -356,6 +356,10 @@ fn a_replica_invalidates_keys_its_primary_writes_and_bloom_writes_invalidate() {
     pc.call(&["DEL", "k"]);
     let push = String::from_utf8_lossy(&rc.reply()).into_owned();
     assert_eq!(push, ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n");
+    // A replicated FLUSHALL: a null invalidation.
+    pc.call(&["FLUSHALL"]);
+    let push = String::from_utf8_lossy(&rc.reply()).into_owned();
+    assert_eq!(push, ">2\r\n$10\r\ninvalidate\r\n_\r\n");
     // Bloom filters, on the primary itself.
     let mut c1 = p.raw();
     c1.call(&["HELLO", "3"]);
