@@ -30,6 +30,9 @@ pub struct Hot {
     pub proto_max_bulk_bytes: AtomicU64,
     /// `hll-sparse-max-bytes`: the largest sparse HyperLogLog.
     pub hll_sparse_max_bytes: AtomicU64,
+    /// `ttl-jitter-percent`: relative TTLs grow by a random share up to this (see
+    /// `strings::jitter_ttl_ms`).
+    pub ttl_jitter_percent: AtomicU64,
     /// Compact-encoding thresholds (`hash-max-listpack-entries` and friends).
     pub encoding: RwLock<shoal_keyspace::EncodingLimits>,
 }
@@ -741,6 +744,7 @@ impl ServerState {
             .store(new.proto_max_bulk_len, Relaxed);
         h.hll_sparse_max_bytes
             .store(new.hll_sparse_max_bytes, Relaxed);
+        h.ttl_jitter_percent.store(new.ttl_jitter_percent, Relaxed);
         if changed(old, new, Config::encoding_limits) {
             *h.encoding.write().expect("encoding lock") = new.encoding_limits();
         }
