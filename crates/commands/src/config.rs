@@ -299,13 +299,13 @@ params! {
     threads: u32 = "threads", Int(0, 1024), "0", immutable;
     /// Seconds a client may stay idle; 0 means forever.
     timeout: u32 = "timeout", Int(0, INT_MAX), "0", mutable;
+    /// Keys the client-side caching table remembers at most (CLIENT TRACKING); past it, tracked
+    /// keys are invalidated and forgotten. 0: no limit.
+    tracking_table_max_keys: u64 = "tracking-table-max-keys", Int(0, LONG_MAX), "1000000", mutable;
     /// Percent: a relative TTL (SET EX/PX, SETEX, PSETEX, GETEX EX/PX, EXPIRE, PEXPIRE) grows by a
     /// random share of itself up to this, so keys written together with one TTL do not all
     /// expire at once (an avalanche on the data source). 0: TTLs are exact, as in Redis.
     ttl_jitter_percent: u64 = "ttl-jitter-percent", Int(0, 100), "0", mutable;
-    /// Keys the client-side caching table remembers at most (CLIENT TRACKING); past it, tracked
-    /// keys are invalidated and forgotten. 0: no limit.
-    tracking_table_max_keys: u64 = "tracking-table-max-keys", Int(0, LONG_MAX), "1000000", mutable;
     /// `async`: a write is acknowledged at once; `sync`: after `min-replicas-ack` replicas have it.
     write_strategy: Strategy = "write-strategy", Enum(&["async", "sync"]), "async", mutable;
     /// A sorted set with more members than this leaves the compact encoding.
