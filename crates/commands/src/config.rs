@@ -157,6 +157,9 @@ params! {
     acllog_max_len: u64 = "acllog-max-len", Int(0, LONG_MAX), "128", mutable;
     /// Accepted for Redis compatibility; shoal keeps no append-only file (snapshots only).
     appendonly: bool = "appendonly", Bool, "no", immutable;
+    /// Bytes of bits one Bloom filter (BF.*) may hold in all its sub-filters; a filter that
+    /// would grow past it is refused (units: kb, mb, gb).
+    bf_max_bytes: u64 = "bf-max-bytes", Memory(1, LONG_MAX as u64), "134217728", mutable;
     /// The address to listen on (the first word is used).
     bind: String = "bind", Str, "127.0.0.1", immutable;
     /// Milliseconds a script (EVAL, FCALL) may run before other clients are answered `-BUSY`
@@ -337,6 +340,13 @@ params! {
     /// `yes`: a replica connects to its primary (whose `replicaof` port is then its TLS port) over
     /// TLS.
     tls_replication: bool = "tls-replication", Bool, "no", mutable;
+    /// Keys the client-side caching table remembers at most (CLIENT TRACKING); past it, tracked
+    /// keys are invalidated and forgotten. 0: no limit.
+    tracking_table_max_keys: u64 = "tracking-table-max-keys", Int(0, LONG_MAX), "1000000", mutable;
+    /// Percent: a relative TTL (SET EX/PX, SETEX, PSETEX, GETEX EX/PX, EXPIRE, PEXPIRE) grows by a
+    /// random share of itself up to this, so keys written together with one TTL do not all
+    /// expire at once (an avalanche on the data source). 0: TTLs are exact, as in Redis.
+    ttl_jitter_percent: u64 = "ttl-jitter-percent", Int(0, 100), "0", mutable;
     /// `async`: a write is acknowledged at once; `sync`: after `min-replicas-ack` replicas have it.
     write_strategy: Strategy = "write-strategy", Enum(&["async", "sync"]), "async", mutable;
     /// A sorted set with more members than this leaves the compact encoding.

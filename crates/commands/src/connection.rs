@@ -120,6 +120,46 @@ pub static COMMANDS: &[Spec] = &[
 
 static CLIENT: &[Spec] = &[
     Spec {
+        name: "client|caching",
+        arity: 3,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "6.0.0",
+        summary: "Instructs the server whether to track the keys in the next request.",
+        handler: Some(crate::tracking::client_caching),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|getredir",
+        arity: 2,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "6.0.0",
+        summary: "Returns the client ID to which the connection's tracking notifications are redirected.",
+        handler: Some(crate::tracking::client_getredir),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|tracking",
+        arity: -3,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "6.0.0",
+        summary: "Controls server-assisted client-side caching for the connection.",
+        handler: Some(crate::tracking::client_tracking),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "client|trackinginfo",
+        arity: 2,
+        flags: NOSCRIPT | LOADING | STALE,
+        group: CONN,
+        since: "6.2.0",
+        summary: "Returns information about server-assisted client-side caching for the connection.",
+        handler: Some(crate::tracking::client_trackinginfo),
+        ..Spec::DEFAULT
+    },
+    Spec {
         name: "client|getname",
         arity: 2,
         flags: NOSCRIPT | LOADING | STALE,
@@ -424,6 +464,7 @@ fn quit(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 
 fn reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     crate::multi::discard(ctx.srv, ctx.client);
+    ctx.srv.tracking.disable(ctx.srv, ctx.client.handle.id);
     crate::pubsub::unsubscribe_all(ctx.srv, ctx.client);
     if ctx.client.monitor {
         ctx.client.monitor = false;
@@ -646,6 +687,16 @@ pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
     if h.blocked.load(Relaxed) {
         flags.push('b');
     }
+    let tf = h.tracking_flags.load(Relaxed);
+    for (bit, c) in [
+        (crate::tracking::LIST_ON, 't'),
+        (crate::tracking::LIST_BROKEN_REDIR, 'R'),
+        (crate::tracking::LIST_BCAST, 'B'),
+    ] {
+        if tf & bit != 0 {
+            flags.push(c);
+        }
+    }
     if h.killed.load(Relaxed) {
         flags.push('A');
     }
@@ -663,7 +714,7 @@ pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
     }
     let events = if m.obl > 0 { "rw" } else { "r" };
     format!(
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem={} multi-mem={} rbs={} rbp={} obl={} oll={} omem={} tot-mem={} events={} cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem={} multi-mem={} rbs={} rbp={} obl={} oll={} omem={} tot-mem={} events={} cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
         h.id,
         h.addr,
         h.laddr,
@@ -690,6 +741,7 @@ pub fn client_line(h: &ClientHandle, now_ms: u64, own_argv: usize) -> String {
         events,
         cmd,
         h.user.lock().expect("user lock"),
+        h.tracking_redirect.load(Relaxed),
         h.resp.load(Relaxed),
         lib_name,
         lib_ver,

@@ -658,7 +658,9 @@ fn expire_generic(
     let invalid = || err!("invalid expire time in '{name}' command");
     let mut when = args.i64(2)?.checked_mul(unit_ms).ok_or_else(invalid)?;
     if relative {
-        when = when.checked_add(ctx.now_ms as i64).ok_or_else(invalid)?;
+        when = crate::strings::jitter_ttl_ms(ctx, when)
+            .checked_add(ctx.now_ms as i64)
+            .ok_or_else(invalid)?;
     }
     let key = args.get(1);
     let (db, now) = (ctx.db(), ctx.now_ms);

@@ -11,6 +11,7 @@ pub mod acl;
 pub mod args;
 pub mod bitmaps;
 pub mod blocking;
+pub mod bloom;
 pub mod cluster;
 pub mod cmdstats;
 pub mod coll;
@@ -42,6 +43,7 @@ pub mod state;
 pub mod streams;
 pub mod strings;
 pub mod table;
+pub mod tracking;
 pub mod versions;
 pub mod zsets;
 
@@ -71,6 +73,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     strings::COMMANDS,
     bitmaps::COMMANDS,
     hyperloglog::COMMANDS,
+    bloom::COMMANDS,
     keys::COMMANDS,
     sort::COMMANDS,
     server::COMMANDS,
@@ -386,7 +389,7 @@ pub fn execute_as(
     if let Some(offset) = effects::emit_logged(srv, now_ms) {
         client.repl.last_write_offset = offset;
     }
-    notify::publish_pending(srv, now_ms);
+    notify::publish_pending_from(srv, now_ms, Some(client.handle.id));
     outcome
 }
 
@@ -599,9 +602,10 @@ fn run_command<'a>(
         return Outcome::Paused;
     }
     // Before any blocked client is woken: its events follow this command's.
-    notify::publish_pending(srv, now_ms);
+    notify::publish_pending_from(srv, now_ms, Some(ctx.client.handle.id));
     let block = ctx.block.take();
     let client = ctx.client;
+    tracking::after_command(srv, client, spec, args, now_ms);
     // A blocked command is shown once, when it is first run.
     if srv.monitors.active() && mode == RunMode::Normal {
         monitor::feed(srv, client, spec, args);
@@ -654,6 +658,7 @@ pub fn client_closed(srv: &ServerState, client: &mut Client) {
     }
     multi::discard(srv, client);
     pubsub::unsubscribe_all(srv, client);
+    srv.tracking.disable(srv, client.handle.id);
     if client.monitor {
         srv.monitors.remove(&client.handle);
     }

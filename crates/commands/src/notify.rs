@@ -30,15 +30,31 @@ impl Ctx<'_> {
     }
 }
 
+/// An event class never published: modifications that raise no keyspace event in Redis but still
+/// invalidate client-side caches (BF.*, whose module signals the key without notifying). Noted
+/// only while a client tracks (see `tracking`).
+pub const TRACKING_ONLY: u32 = shoal_keyspace::notify::TRACKING;
+
 /// Publishes the events noted on this thread, oldest first. Called with no lock held.
 pub fn publish_pending(srv: &ServerState, now_ms: u64) {
+    publish_pending_from(srv, now_ms, None);
+}
+
+/// [`publish_pending`] for the events of a command `writer` (a client id) ran: the keys they
+/// name also invalidate client-side caches (`tracking`), before the events are published.
+pub fn publish_pending_from(srv: &ServerState, now_ms: u64, writer: Option<u64>) {
     let events = shoal_keyspace::notify::take();
     if events.is_empty() {
         return;
     }
+    crate::tracking::invalidate_events(srv, &events, writer, now_ms);
     let mask = srv.config().notify_keyspace_events.0;
     let mut channel = Vec::new();
     for e in &events {
+        // While a client tracks, the keyspace notes every class; publish only the configured.
+        if e.class & mask == 0 {
+            continue;
+        }
         let db = e.db.to_string();
         if mask & KEYSPACE != 0 {
             channel.clear();

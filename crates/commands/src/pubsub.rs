@@ -424,7 +424,7 @@ impl PubSub {
         self.soft_seconds.store(l.soft_seconds, Relaxed);
     }
 
-    fn limits(&self) -> OutputLimit {
+    pub(crate) fn limits(&self) -> OutputLimit {
         OutputLimit {
             hard_bytes: self.hard_bytes.load(Relaxed),
             soft_bytes: self.soft_bytes.load(Relaxed),

@@ -1022,6 +1022,7 @@ fn flushdb(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if let Some(offset) = flush(ctx.srv, Some(ctx.client.db), lazy, ctx.now_ms) {
         ctx.client.repl.last_write_offset = offset;
     }
+    crate::tracking::on_flush(ctx.srv, ctx.now_ms);
     ctx.out.ok();
     Ok(())
 }
@@ -1031,6 +1032,7 @@ fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if let Some(offset) = flush(ctx.srv, None, lazy, ctx.now_ms) {
         ctx.client.repl.last_write_offset = offset;
     }
+    crate::tracking::on_flush(ctx.srv, ctx.now_ms);
     ctx.out.ok();
     Ok(())
 }
@@ -1885,7 +1887,7 @@ fn clients_section(srv: &ServerState, cfg: &config::Config, t: &mut String) {
         .f("client_recent_max_input_buffer", max_in)
         .f("client_recent_max_output_buffer", max_out)
         .f("blocked_clients", srv.blocking.blocked_clients())
-        .f("tracking_clients", 0)
+        .f("tracking_clients", srv.tracking.counts().0)
         .f(
             "clients_in_timeout_table",
             srv.blocking.blocked_with_timeout(),
@@ -2156,9 +2158,9 @@ fn stats_section(srv: &ServerState, t: &mut String) {
         .f("active_defrag_key_misses", 0)
         .f("total_active_defrag_time", 0)
         .f("current_active_defrag_time", 0)
-        .f("tracking_total_keys", 0)
-        .f("tracking_total_items", 0)
-        .f("tracking_total_prefixes", 0)
+        .f("tracking_total_keys", srv.tracking.counts().1)
+        .f("tracking_total_items", srv.tracking.counts().2)
+        .f("tracking_total_prefixes", srv.tracking.counts().3)
         .f("unexpected_error_replies", 0)
         .f("total_error_replies", s.total_error_replies.load(Relaxed))
         .f("dump_payload_sanitizations", 0)

@@ -30,6 +30,9 @@ pub struct Hot {
     pub proto_max_bulk_bytes: AtomicU64,
     /// `hll-sparse-max-bytes`: the largest sparse HyperLogLog.
     pub hll_sparse_max_bytes: AtomicU64,
+    /// `ttl-jitter-percent`: relative TTLs grow by a random share up to this (see
+    /// `strings::jitter_ttl_ms`).
+    pub ttl_jitter_percent: AtomicU64,
     /// Compact-encoding thresholds (`hash-max-listpack-entries` and friends).
     pub encoding: RwLock<shoal_keyspace::EncodingLimits>,
 }
@@ -132,6 +135,10 @@ pub struct ClientHandle {
     pub psubs: AtomicUsize,
     /// Shard channels subscribed to (CLIENT LIST `ssub`).
     pub ssubs: AtomicUsize,
+    /// CLIENT TRACKING as CLIENT LIST shows it: flags (`tracking::LIST_*` bits) and `redir=`
+    /// (-1 when off); the state itself is in `ServerState::tracking`.
+    pub tracking_flags: AtomicU8,
+    pub tracking_redirect: AtomicI64,
     /// Commands queued in MULTI, or -1 outside MULTI (CLIENT LIST `multi=`).
     pub multi_len: AtomicI64,
     /// Waiting in a blocking command (CLIENT LIST flag `b`).
@@ -251,6 +258,8 @@ impl ClientHandle {
             subs: AtomicUsize::new(0),
             psubs: AtomicUsize::new(0),
             ssubs: AtomicUsize::new(0),
+            tracking_flags: AtomicU8::new(0),
+            tracking_redirect: AtomicI64::new(-1),
             multi_len: AtomicI64::new(-1),
             blocked: AtomicBool::new(false),
             unblock: AtomicU8::new(unblock::NONE),
@@ -576,6 +585,8 @@ pub struct ServerState {
     pub gate: crate::multi::ExecGate,
     /// Channel and pattern subscribers.
     pub pubsub: crate::pubsub::PubSub,
+    /// Client-side caching: who tracks, which keys they read (`tracking`).
+    pub tracking: crate::tracking::Tracking,
     /// Clients waiting in blocking commands, by key.
     pub blocking: crate::blocking::Blocking,
     /// The cluster configuration as this node sees it (`cluster-enabled yes`), else `None`.
@@ -628,6 +639,7 @@ impl ServerState {
             clock: Clock::default(),
             gate: Default::default(),
             pubsub: Default::default(),
+            tracking: Default::default(),
             blocking: Default::default(),
             cluster: config
                 .cluster_enabled
@@ -642,6 +654,13 @@ impl ServerState {
 
     /// The current configuration snapshot. Commands that run on every request read
     /// [`ServerState::hot`] instead.
+    /// Sets the keyspace's notification mask from the configuration and client tracking.
+    pub fn apply_notify_mask(&self) {
+        let configured = self.config().notify_keyspace_events.0;
+        self.ks
+            .set_notify(crate::tracking::effective_notify_mask(self, configured));
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config.read().expect("config lock").clone()
     }
@@ -674,7 +693,10 @@ impl ServerState {
         }
         self.config_epoch.fetch_add(1, Relaxed);
         if changed(old, new, |c| c.notify_keyspace_events) {
-            self.ks.set_notify(new.notify_keyspace_events.0);
+            self.ks.set_notify(crate::tracking::effective_notify_mask(
+                self,
+                new.notify_keyspace_events.0,
+            ));
         }
         let h = &self.hot;
         if changed(old, new, |c| {
@@ -727,6 +749,7 @@ impl ServerState {
             .store(new.proto_max_bulk_len, Relaxed);
         h.hll_sparse_max_bytes
             .store(new.hll_sparse_max_bytes, Relaxed);
+        h.ttl_jitter_percent.store(new.ttl_jitter_percent, Relaxed);
         if changed(old, new, Config::encoding_limits) {
             *h.encoding.write().expect("encoding lock") = new.encoding_limits();
         }

@@ -324,11 +324,33 @@ pub fn parse_expire(
     };
     let relative = unit.eq_ignore_ascii_case(b"EX") || unit.eq_ignore_ascii_case(b"PX");
     let at = if relative {
-        ms.checked_add(ctx.now_ms as i64).ok_or_else(invalid)?
+        jitter_ttl_ms(ctx, ms)
+            .checked_add(ctx.now_ms as i64)
+            .ok_or_else(invalid)?
     } else {
         ms
     };
     Ok(at as u64)
+}
+
+/// A relative TTL of `ttl_ms` grown by a random 0..=`ttl-jitter-percent`% of itself (the
+/// deadline, not the jitter, is what replicates: replicas get the same one). Absolute deadlines
+/// (EXAT, PXAT, EXPIREAT) are the caller's choice and are never moved.
+pub fn jitter_ttl_ms(ctx: &Ctx<'_>, ttl_ms: i64) -> i64 {
+    let pct = ctx
+        .srv
+        .hot
+        .ttl_jitter_percent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if pct == 0 || ttl_ms <= 0 {
+        return ttl_ms;
+    }
+    let span = (ttl_ms as u128 * pct as u128 / 100) as u64;
+    if span == 0 {
+        return ttl_ms;
+    }
+    let extra = crate::hashes::command_rng(ctx).next_u64() % (span + 1);
+    ttl_ms.saturating_add(extra as i64)
 }
 
 /// Counts a read made by a write command in `keyspace_hits`/`keyspace_misses`, as Redis does.

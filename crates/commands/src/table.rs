@@ -120,6 +120,8 @@ pub enum Group {
     Scripting,
     /// shoal's own commands (versions, verification).
     Shoal,
+    /// Bloom filters with RedisBloom's commands (`BF.*`), which Redis has only as a module.
+    Bloom,
 }
 
 impl Group {
@@ -142,6 +144,8 @@ impl Group {
             Group::PubSub => "pubsub",
             Group::Scripting => "scripting",
             Group::Shoal => "shoal",
+            // RedisBloom's group name in its command docs.
+            Group::Bloom => "bf",
         }
     }
 }
@@ -300,7 +304,7 @@ impl Spec {
             Group::Transactions => c.push("@transaction"),
             Group::PubSub => {}
             Group::Scripting => c.push("@scripting"),
-            Group::Server | Group::Cluster | Group::Shoal => {}
+            Group::Server | Group::Cluster | Group::Shoal | Group::Bloom => {}
         }
     }
 

@@ -26,6 +26,7 @@ const GROUPS: &[(Group, &str)] = &[
     (Group::Server, "Server"),
     (Group::Cluster, "Cluster"),
     (Group::Shoal, "shoal's own commands"),
+    (Group::Bloom, "Bloom filters (RedisBloom's BF.* commands)"),
 ];
 
 fn arity(spec: &Spec) -> String {

@@ -4,13 +4,16 @@
 //!
 //! ```text
 //!   type: u8            0 string, 1 list, 2 set, 3 zset, 4 hash, 15 stream (Redis's RDB type
-//!                       numbers), 24 hash with field TTLs (Redis 7.4's number for it)
+//!                       numbers), 24 hash with field TTLs (Redis 7.4's number for it), 7 Bloom
+//!                       filter (Redis's number for a module value; the body is shoal's own)
 //!   body                string: varint length + bytes; collections: see their `encode`;
 //!                       a hash with field TTLs: the hash body, then `Hash::encode_field_ttls`
 //! ```
 
 use crate::entry::{Object, Payload, ValueRef};
-use crate::types::{EncodingLimits, hash::Hash, list::List, set::Set, stream::Stream, zset::ZSet};
+use crate::types::{
+    EncodingLimits, bloom::Bloom, hash::Hash, list::List, set::Set, stream::Stream, zset::ZSet,
+};
 
 pub const TYPE_STRING: u8 = 0;
 pub const TYPE_LIST: u8 = 1;
@@ -20,6 +23,8 @@ pub const TYPE_HASH: u8 = 4;
 /// Redis's `RDB_TYPE_STREAM_LISTPACKS` (the body is shoal's own, see `types/stream.rs`).
 pub const TYPE_STREAM: u8 = 15;
 pub const TYPE_HASH_TTL: u8 = 24;
+/// Redis's `RDB_TYPE_MODULE_2` (the body is `Bloom::encode`'s).
+pub const TYPE_BLOOM: u8 = 7;
 
 /// Appends the encoded value (type byte and body).
 pub fn encode_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
@@ -62,6 +67,10 @@ pub fn encode_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
             out.push(TYPE_STREAM);
             s.encode(out);
         }
+        ValueRef::Obj(Object::Bloom(b)) => {
+            out.push(TYPE_BLOOM);
+            b.encode(out);
+        }
     }
 }
 
@@ -83,6 +92,7 @@ pub fn decode_value<'a>(b: &'a [u8], limits: &EncodingLimits) -> Option<Payload<
         TYPE_STREAM => Payload::Object(Box::new(Object::Stream(Box::new(Stream::decode(
             rest, limits,
         )?)))),
+        TYPE_BLOOM => Payload::Object(Box::new(Object::Bloom(Box::new(Bloom::decode(rest)?)))),
         TYPE_HASH_TTL => {
             let (pairs, ttls) = get_bytes(rest)?;
             let mut h = Hash::decode(pairs, limits)?;

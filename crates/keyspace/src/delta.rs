@@ -20,6 +20,7 @@
 
 use crate::entry::{Entry, Object};
 use crate::types::EncodingLimits;
+use crate::types::bloom::HashPair;
 use crate::types::stream::{ConsumerGroup, StreamId, Trim};
 
 const SADD: u8 = 1;
@@ -51,6 +52,7 @@ const XASSIGN: u8 = 26;
 const XACK: u8 = 27;
 const HFEXPIRE: u8 = 28;
 const HFPERSIST: u8 = 29;
+const BFADD: u8 = 30;
 
 /// A change queued by a shard for the replication stream, drained in order under the shard lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +328,15 @@ impl Ops {
             self.id(id);
         }
     }
+    /// The item with this hash pair was added to the Bloom filter (see `types/bloom.rs` for why
+    /// the hash pair is the effect).
+    pub fn bf_add(&mut self, h: HashPair) {
+        if self.on {
+            self.buf.push(BFADD);
+            self.num(h.a);
+            self.num(h.b);
+        }
+    }
     /// The key's absolute expiry is now `at_ms` (`None`: it persists).
     pub fn expire(&mut self, at_ms: Option<u64>) {
         if self.on {
@@ -513,6 +524,18 @@ fn apply_to_object(
             // Clamped by the list as on the primary: the same range of the same list.
             let (start, end) = (r.usize()?, r.usize()?);
             l.retain_range(start, end);
+        }
+        (BFADD, Object::Bloom(b)) => {
+            let h = HashPair {
+                a: r.num()?,
+                b: r.num()?,
+            };
+            // No size limit here: the primary already decided the add fits, and a replica must
+            // end with the same filter whatever its own configuration.
+            match b.add_hash(h, u64::MAX) {
+                Ok(true) => {}
+                _ => return Err(DeltaError::Malformed("Bloom add that changes nothing")),
+            }
         }
         (XADD, Object::Stream(s)) => {
             let id = r.id()?;

@@ -25,7 +25,7 @@
 use std::alloc::{Layout, alloc, dealloc};
 use std::ptr::NonNull;
 
-use crate::types::{hash::Hash, list::List, set::Set, stream::Stream, zset::ZSet};
+use crate::types::{bloom::Bloom, hash::Hash, list::List, set::Set, stream::Stream, zset::ZSet};
 
 const F_EXPIRE: u8 = 1;
 const F_EXTVER: u8 = 2;
@@ -48,6 +48,8 @@ pub enum Object {
     ZSet(ZSet),
     /// Boxed: a stream's header is larger than the other collections'.
     Stream(Box<Stream>),
+    /// A scalable Bloom filter (RedisBloom's `MBbloom--` type); boxed, as it is rare.
+    Bloom(Box<Bloom>),
 }
 
 impl Object {
@@ -61,6 +63,7 @@ impl Object {
                 Object::Set(s) => s.mem_bytes(),
                 Object::ZSet(z) => z.mem_bytes(),
                 Object::Stream(s) => s.mem_bytes(),
+                Object::Bloom(b) => b.mem_bytes(),
             }
     }
 
@@ -72,10 +75,12 @@ impl Object {
             Object::Set(_) => Kind::Set,
             Object::ZSet(_) => Kind::ZSet,
             Object::Stream(_) => Kind::Stream,
+            Object::Bloom(_) => Kind::Bloom,
         }
     }
 
-    /// Elements in a collection (1 for a string).
+    /// Elements in a collection (1 for a string and a Bloom filter, which is never "empty": a
+    /// reserved filter with no items stays).
     pub fn len(&self) -> usize {
         match self {
             Object::RawString(_) => 1,
@@ -84,6 +89,7 @@ impl Object {
             Object::Set(s) => s.len(),
             Object::ZSet(z) => z.len(),
             Object::Stream(s) => s.len(),
+            Object::Bloom(_) => 1,
         }
     }
 
@@ -101,6 +107,7 @@ pub enum Kind {
     Set,
     ZSet,
     Stream,
+    Bloom,
 }
 
 impl Kind {
@@ -112,6 +119,8 @@ impl Kind {
             Kind::Set => "set",
             Kind::ZSet => "zset",
             Kind::Stream => "stream",
+            // RedisBloom's module type name, which TYPE shows.
+            Kind::Bloom => "MBbloom--",
         }
     }
 }
@@ -431,6 +440,8 @@ impl Entry {
             ValueRef::Obj(Object::Set(s)) => s.encoding(),
             ValueRef::Obj(Object::ZSet(z)) => z.encoding(),
             ValueRef::Obj(Object::Stream(s)) => s.encoding(),
+            // Redis reports a module value's encoding as raw.
+            ValueRef::Obj(Object::Bloom(_)) => "raw",
         }
     }
 

@@ -43,6 +43,13 @@ pub const KEY_MISS: u32 = 1 << 11;
 pub const MODULE: u32 = 1 << 13;
 /// `n`: a key was created (not part of `A`).
 pub const NEW: u32 = 1 << 14;
+/// Never published: a modification noted only so client-side caches are invalidated (a module
+/// type's write, a write applied from a primary's stream); the command layer turns it on while a
+/// client tracks keys (CLIENT TRACKING).
+pub const TRACKING: u32 = 1 << 30;
+/// The event name of a [`TRACKING`] event that stands for a whole flush (a replicated FLUSHALL or
+/// FLUSHDB, a full resynchronisation): every client-side cache is invalidated.
+pub const TRACKING_FLUSH: &str = "flush";
 /// `A`: `g$lshzxetd`.
 pub const ALL: u32 =
     GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM | MODULE;

@@ -61,6 +61,12 @@ pub fn value_digest(v: ValueRef<'_>) -> u64 {
             s.encode(&mut body);
             15u64.wrapping_add(crc64(&body))
         }
+        ValueRef::Obj(Object::Bloom(b)) => {
+            // The whole filter (its bits and counters) in one CRC.
+            let mut body = Vec::new();
+            b.encode(&mut body);
+            7u64.wrapping_add(crc64(&body))
+        }
         ValueRef::Obj(Object::Hash(h)) => {
             let mut sum = 4u64;
             for (f, v) in h.iter() {

@@ -449,4 +449,12 @@ fn flush_all(node: &Node<'_>) {
     if !taken.is_empty() {
         node.lazyfree.drop_in_background(Box::new(taken));
     }
+    // Client-side caches of the old data are flushed (Redis's replica empties its data the same
+    // way, invalidating every tracking client).
+    node.ks.lock(0).note(
+        shoal_keyspace::notify::TRACKING,
+        shoal_keyspace::notify::TRACKING_FLUSH,
+        0,
+        b"",
+    );
 }

@@ -378,6 +378,13 @@ pub fn apply(
                     }
                 }
             }
+            // Client-side caches on this replica are flushed too, as Redis's replica does.
+            ks.lock(0).note(
+                shoal_keyspace::notify::TRACKING,
+                shoal_keyspace::notify::TRACKING_FLUSH,
+                db.unwrap_or(0),
+                b"",
+            );
         }
         Effect::SwapDb { a, b } => {
             let mut shards = ks.lock_all();

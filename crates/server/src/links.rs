@@ -169,6 +169,8 @@ async fn session<T: Transport>(
                 last_read = now_ms();
                 srv.stats.total_net_repl_input_bytes.fetch_add(n as u64, Relaxed);
                 let p = link.on_input(&node(srv), &buf[..n], last_read)?;
+                // Keys the applied writes changed invalidate client-side caches here.
+                shoal_commands::notify::publish_pending(srv, last_read);
                 for event in &p.events {
                     match *event {
                         SyncEvent::FullStarted { keys_total } => {

@@ -193,6 +193,40 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
             ]),
         ),
         ("pfdebug", lines(&["PFADD hl:5 q", "PFDEBUG TODENSE hl:5"])),
+        // Bloom filters: created whole, adds as hash pairs, growth into new sub-filters.
+        (
+            "bf.reserve",
+            lines(&[
+                "BF.RESERVE bf:1 0.01 10",
+                "BF.RESERVE bf:ns 0.01 5 NONSCALING",
+            ]),
+        ),
+        (
+            "bf.add",
+            lines(&["BF.ADD bf:1 a", "BF.ADD bf:1 a", "BF.ADD bf:2 created"]),
+        ),
+        (
+            "bf.madd",
+            lines(&[
+                "BF.MADD bf:1 a b c d e f g h i j k l m n o p",
+                "BF.MADD bf:ns x y",
+            ]),
+        ),
+        (
+            "bf.insert",
+            lines(&[
+                "BF.INSERT bf:3 CAPACITY 3 ERROR 0.001 EXPANSION 3 ITEMS p q r s t u",
+                "BF.INSERT bf:1 NOCREATE ITEMS z",
+            ]),
+        ),
+        (
+            "bf.loadchunk",
+            lines(&[
+                "DEL bf:copy",
+                "BF.LOADCHUNK bf:copy 1 {scandump:bf:1:0}",
+                "BF.LOADCHUNK bf:copy 17 {scandump:bf:1:1}",
+            ]),
+        ),
         (
             "geoadd",
             lines(&[
@@ -836,6 +870,18 @@ impl Runner {
             } else if tok == "{fdump}" {
                 let payload: Vec<u8> = q(&mut self.c, &["FUNCTION", "DUMP"]);
                 args.push(payload);
+            } else if let Some(spec) = tok
+                .strip_prefix("{scandump:")
+                .and_then(|t| t.strip_suffix('}'))
+            {
+                // The data of `BF.SCANDUMP KEY ITER` (the key may hold ':').
+                let (key, iter) = spec.rsplit_once(':').expect("{scandump:KEY:ITER}");
+                let (_, data): (i64, Vec<u8>) = redis::cmd("BF.SCANDUMP")
+                    .arg(key)
+                    .arg(iter)
+                    .query(&mut self.c)
+                    .unwrap();
+                args.push(data);
             } else if tok == "{empty}" {
                 args.push(Vec::new());
             } else if let Some(key) = tok.strip_prefix("{dump:").and_then(|t| t.strip_suffix('}')) {

@@ -2,10 +2,13 @@
 //! whole database part out (snapshots). Writes from elsewhere are applied by version, last writer
 //! wins: a put or a delete only takes effect if it is newer than what the key holds, so the order in
 //! which effects arrive does not matter for the final state, and re-applying one is harmless.
+//! A write applied from the stream is noted for client-side caching (`notify::TRACKING`), as a
+//! Redis replica invalidates the keys its primary's commands modify.
 
 use super::Shard;
 use crate::delta::{self, DeltaError};
 use crate::entry::Entry;
+use crate::notify;
 use crate::types::EncodingLimits;
 
 impl Shard {
@@ -42,6 +45,7 @@ impl Shard {
         let current = self.peek_any(db, slot, entry.key()).map(|e| e.version());
         let apply = current.is_none_or(|v| v <= entry.version());
         if apply {
+            self.note(notify::TRACKING, "replicated", db, entry.key());
             self.insert_quiet(db, slot, entry, now_ms);
         }
         apply
@@ -86,6 +90,7 @@ impl Shard {
         if empty {
             self.remove(db, slot, key);
         }
+        self.note(notify::TRACKING, "replicated", db, key);
         Ok(true)
     }
 
@@ -96,6 +101,7 @@ impl Shard {
             .is_some_and(|e| e.version() < version);
         if older {
             self.remove(db, slot, key);
+            self.note(notify::TRACKING, "replicated", db, key);
         }
         older
     }

@@ -5,8 +5,9 @@
 //!
 //! Every type offers the same small surface used by the rest of the keyspace: `len`, `mem_bytes`,
 //! `encoding` (the `OBJECT ENCODING` name) and `encode`/`decode` (the value codec used by DUMP/RESTORE
-//! and snapshots, see `codec.rs`).
+//! and snapshots, see `codec.rs`). Bloom filters (`bloom.rs`, RedisBloom's type) live here too.
 
+pub mod bloom;
 pub mod hash;
 pub mod list;
 pub mod set;
