@@ -5,6 +5,7 @@
 //! and slot digests. No tokio, no sockets, no clock: the server crate drives these over TCP, and the
 //! simulator (`shoal-sim`) drives the very same code over a simulated network.
 
+pub mod aof;
 pub mod backlog;
 pub mod digest;
 pub mod failover;

@@ -457,6 +457,20 @@ impl ReplState {
         self.backlog().reset(offset);
     }
 
+    /// At start-up, from an append-only log that did not end cleanly: the data is `replid`'s
+    /// history up to `offset`, but the node may have streamed bytes past it that the log lost, so
+    /// it keeps its own fresh id and continues the old one only up to `offset` (as a promotion
+    /// does): a replica at or before `offset` continues, one past it gets a full copy.
+    pub fn resume_unclean(&self, replid: &str, offset: u64, overlap_until: u64) {
+        let mut core = self.core();
+        assert_ne!(core.ids.replid, replid, "an unclean restart starts a new id");
+        core.ids.replid2 = replid.to_string();
+        core.ids.second_offset = offset as i64;
+        core.replica_offset = offset;
+        core.overlap_until = overlap_until;
+        self.backlog().reset(offset);
+    }
+
     /// Moves the link to our primary to `next`, if `epoch` is still current. Returns false for a
     /// stale link (the role changed under it: it must stop).
     pub fn link_to(&self, epoch: u64, next: LinkState) -> bool {
