@@ -236,7 +236,10 @@ impl Manifest {
         let mut s = String::new();
         s.push_str(MANIFEST_VERSION_LINE);
         s.push('\n');
-        s.push_str(&format!("file {} seq {} type b\n", self.base.0, self.base.1));
+        s.push_str(&format!(
+            "file {} seq {} type b\n",
+            self.base.0, self.base.1
+        ));
         for (name, seq) in &self.incrs {
             s.push_str(&format!("file {name} seq {seq} type i\n"));
         }
@@ -337,7 +340,10 @@ mod tests {
         // Cut in the middle of the second record: only the first survives.
         let first = RECORD_FRAME_BYTES + 1 + payloads[0].len();
         let s = scan(&b[..first + 10]);
-        assert_eq!((s.records.len(), s.good_len, s.cut), (1, first, Some(Cut::Torn)));
+        assert_eq!(
+            (s.records.len(), s.good_len, s.cut),
+            (1, first, Some(Cut::Torn))
+        );
         // A flipped bit in the second record's payload.
         let mut flipped = b.clone();
         flipped[first + RECORD_FRAME_BYTES + 50] ^= 0x10;

@@ -17,8 +17,8 @@ pub mod stream;
 
 pub use backlog::{BACKLOG_BYTES_DEFAULT, Backlog};
 pub use state::{
-    FailoverRequest, FailoverState, Ids, LinkState, ReplState, ReplicaInfo, Role, Settle, Strategy,
-    settle,
+    FailoverRequest, FailoverState, HistoryRead, Ids, LinkState, ReplState, ReplicaInfo, Role,
+    Settle, Strategy, settle,
 };
 
 /// Interval of the stream's keep-alive PING while replicas are attached.

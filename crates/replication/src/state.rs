@@ -125,6 +125,17 @@ pub struct Ids {
     pub second_offset: i64,
 }
 
+/// What [`ReplState::read_history`] read.
+#[derive(Debug, Clone)]
+pub struct HistoryRead {
+    pub bytes: Option<Vec<u8>>,
+    /// The backlog's first and end offsets.
+    pub start: u64,
+    pub end: u64,
+    pub history: u64,
+    pub ids: Ids,
+}
+
 /// A FAILOVER request.
 #[derive(Debug, Clone)]
 pub struct FailoverRequest {
@@ -336,6 +347,22 @@ impl ReplState {
         (b.read(offset, max), b.end_offset())
     }
 
+    /// Up to `max` stream bytes from `offset` (`None` if not held), with the history and ids
+    /// they belong to, all read together: for a reader that must never take bytes of one
+    /// history for another's (the append-only log). Every history change happens under the
+    /// core lock, which this holds.
+    pub fn read_history(&self, offset: u64, max: usize) -> HistoryRead {
+        let core = self.core();
+        let b = self.backlog();
+        HistoryRead {
+            bytes: b.read(offset, max),
+            start: b.start_offset(),
+            end: b.end_offset(),
+            history: self.history.load(Relaxed),
+            ids: core.ids.clone(),
+        }
+    }
+
     /// Whether a `PSYNC replid offset` can continue from here (partial resynchronisation).
     pub fn can_continue(&self, replid: &str, offset: i64) -> bool {
         if offset < 0 {
@@ -463,7 +490,10 @@ impl ReplState {
     /// does): a replica at or before `offset` continues, one past it gets a full copy.
     pub fn resume_unclean(&self, replid: &str, offset: u64, overlap_until: u64) {
         let mut core = self.core();
-        assert_ne!(core.ids.replid, replid, "an unclean restart starts a new id");
+        assert_ne!(
+            core.ids.replid, replid,
+            "an unclean restart starts a new id"
+        );
         core.ids.replid2 = replid.to_string();
         core.ids.second_offset = offset as i64;
         core.replica_offset = offset;

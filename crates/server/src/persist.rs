@@ -95,7 +95,14 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
         !replica,
         &mut |read, keys| meter.update(read, keys, read),
     )
-    .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    .map_err(|e| {
+        format!(
+            "the snapshot {} cannot be loaded: {e}. To start anyway, move the file away (the \
+             node then starts empty, or from its replication primary), or start with \
+             --dbfilename naming another file.",
+            path.display()
+        )
+    })?;
     let n = loaded.keys;
     srv.persist.loaded_keys.store(n, Relaxed);
     srv.persist
