@@ -613,6 +613,15 @@ impl Writer {
             self.srv.repl.link_will_wait(&waker);
             let wrote = self.append_available();
             self.sync_by_policy();
+            // The growth rule is looked at as the log grows, not only by the cron's second:
+            // under a fast churn a second is megabytes.
+            if wrote && !a.rewriting.load(Relaxed) && grown_past_rule(&srv) {
+                tracing::info!(
+                    bytes = a.current_size.load(Relaxed),
+                    "starting an automatic compaction of the append-only log"
+                );
+                let _ = start_rewrite(&srv);
+            }
             if self.broken {
                 self.ask_rewrite();
             }
@@ -1001,12 +1010,7 @@ pub fn cron(srv: &Arc<ServerState>) {
     if !a.enabled.load(Relaxed) || a.rewriting.load(Relaxed) {
         return;
     }
-    let cfg = srv.config();
-    let size = a.current_size.load(Relaxed);
-    let base = a.size_after_rewrite.load(Relaxed).max(1);
-    let grown = cfg.auto_aof_rewrite_percentage > 0
-        && size >= cfg.auto_aof_rewrite_min_size
-        && size.saturating_sub(base) * 100 / base >= cfg.auto_aof_rewrite_percentage;
+    let grown = grown_past_rule(srv);
     let files = node_of(srv).is_some_and(|_| {
         std::fs::read(Paths::of(srv).manifest())
             .ok()
@@ -1015,11 +1019,23 @@ pub fn cron(srv: &Arc<ServerState>) {
     });
     if grown || files || a.rewrite_scheduled.load(Relaxed) {
         tracing::info!(
-            bytes = size,
+            bytes = a.current_size.load(Relaxed),
             "starting an automatic compaction of the append-only log"
         );
         let _ = start_rewrite(srv);
     }
+}
+
+/// Whether the log grew by `auto-aof-rewrite-percentage` since the last compaction and is over
+/// `auto-aof-rewrite-min-size`.
+fn grown_past_rule(srv: &ServerState) -> bool {
+    let a = &srv.persist.aof;
+    let cfg = srv.config();
+    let size = a.current_size.load(Relaxed);
+    let base = a.size_after_rewrite.load(Relaxed).max(1);
+    cfg.auto_aof_rewrite_percentage > 0
+        && size >= cfg.auto_aof_rewrite_min_size
+        && size.saturating_sub(base) * 100 / base >= cfg.auto_aof_rewrite_percentage
 }
 
 /// At shutdown: the writer appends the rest of the stream and the close record, and fsyncs.
