@@ -52,6 +52,8 @@ pub const INCR_FILES_MAX: usize = 8;
 /// A writer that cannot continue the log (it fell out of the backlog, or the history changed
 /// under it) asks for a compaction at most this often.
 pub const REWRITE_RETRY_MS: u64 = 1000;
+/// A write waiting for the log's fsync looks again at least this often.
+pub const WAITER_RECHECK_MS: u64 = 100;
 /// How long a shutdown waits for the writer's last append and fsync.
 pub const STOP_WAIT_MS: u64 = 10_000;
 
@@ -1064,14 +1066,22 @@ pub fn stop(srv: &ServerState) {
 /// False if a write of the log failed meanwhile (the caller answers with an error).
 pub async fn wait_fsynced(srv: &ServerState, offset: u64) -> bool {
     let a = &srv.persist.aof;
-    std::future::poll_fn(|cx| {
-        if a.poll_fsynced(offset, cx.waker()) {
-            return std::task::Poll::Ready(true);
+    loop {
+        let woken = std::future::poll_fn(|cx| {
+            if a.poll_fsynced(offset, cx.waker()) {
+                return std::task::Poll::Ready(true);
+            }
+            if a.last_write_failed.load(Relaxed) || !a.enabled.load(Relaxed) {
+                return std::task::Poll::Ready(false);
+            }
+            std::task::Poll::Pending
+        });
+        // Looked at again now and then: a waiter refused a place (`FSYNC_WAITERS_MAX`) is
+        // woken by nobody.
+        if let Ok(done) =
+            tokio::time::timeout(Duration::from_millis(WAITER_RECHECK_MS), woken).await
+        {
+            return done;
         }
-        if a.last_write_failed.load(Relaxed) || !a.enabled.load(Relaxed) {
-            return std::task::Poll::Ready(false);
-        }
-        std::task::Poll::Pending
-    })
-    .await
+    }
 }

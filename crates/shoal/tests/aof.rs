@@ -65,8 +65,7 @@ fn last_incr(dir: &Dir) -> PathBuf {
     let m = std::fs::read_to_string(dir.aof().join("appendonly.aof.manifest")).unwrap();
     let name = m
         .lines()
-        .filter(|l| l.ends_with("type i"))
-        .last()
+        .rfind(|l| l.ends_with("type i"))
         .and_then(|l| l.split(' ').nth(1))
         .expect("an incremental log")
         .to_string();
