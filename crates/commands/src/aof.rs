@@ -14,16 +14,30 @@ use crate::state::Action;
 use crate::table::{Group, Spec, flag::*};
 use crate::{Args, CmdResult, Ctx};
 
-pub static COMMANDS: &[Spec] = &[Spec {
-    name: "bgrewriteaof",
-    arity: 1,
-    flags: ADMIN | NOSCRIPT,
-    group: Group::Server,
-    since: "1.0.0",
-    summary: "Asynchronously rewrites the append-only file to disk.",
-    handler: Some(bgrewriteaof),
-    ..Spec::DEFAULT
-}];
+pub static COMMANDS: &[Spec] = &[
+    Spec {
+        name: "bgrewriteaof",
+        arity: 1,
+        flags: ADMIN | NOSCRIPT,
+        group: Group::Server,
+        since: "1.0.0",
+        summary: "Asynchronously rewrites the append-only file to disk.",
+        handler: Some(bgrewriteaof),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "waitaof",
+        arity: 4,
+        flags: NOSCRIPT,
+        group: Group::Generic,
+        since: "7.2.0",
+        summary: "Blocks until all of the preceding write commands sent by the connection are written to the append-only file of the master and/or replicas.",
+        tips: &["request_policy:all_shards", "response_policy:agg_min"],
+        handler: Some(waitaof),
+        type_categories: Some(&["@connection"]),
+        ..Spec::DEFAULT
+    },
+];
 
 /// Writers waiting for the log to be fsynced past their offset, at most this many at once (one
 /// per connection waiting: `maxclients` bounds it first).
@@ -141,6 +155,56 @@ impl AofShared {
             w.wake_by_ref();
         }
     }
+}
+
+/// WAITAOF numlocal numreplicas timeout (Redis 7.2): replies `[local, replicas]`, how many of
+/// this node's log (0 or 1) and of its replicas' logs hold the connection's last write fsynced,
+/// once `numlocal` and `numreplicas` are reached or at the timeout (ms; 0: none).
+fn waitaof(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let numlocal = args.i64(1)?;
+    let numreplicas = args.i64(2)?;
+    let timeout = args.i64(3)?;
+    if timeout < 0 {
+        return Err(ReplyError::err_static("timeout is negative"));
+    }
+    if ctx.srv.repl.is_replica() {
+        return Err(ReplyError::err_static(
+            "WAITAOF cannot be used with replica instances. Please also note that writes to replicas are just local and are not propagated.",
+        ));
+    }
+    let a = &ctx.srv.persist.aof;
+    if numlocal > 0 && !a.enabled.load(Relaxed) {
+        return Err(ReplyError::err_static(
+            "WAITAOF cannot be used when numlocal is set but appendonly is disabled.",
+        ));
+    }
+    let offset = ctx.client.repl.last_write_offset;
+    let (local, replicas) = aof_acks(ctx.srv, offset);
+    if local >= numlocal.max(0) as usize && replicas >= numreplicas.max(0) as usize {
+        ctx.out.array(2);
+        ctx.out.int(local as i64);
+        ctx.out.int(replicas as i64);
+        return Ok(());
+    }
+    let deadline = if timeout == 0 {
+        0
+    } else {
+        (ctx.srv.clock.mono_ms)() + timeout as u64
+    };
+    ctx.client.repl.action = Some(Action::WaitAof {
+        offset,
+        numlocal: numlocal.max(0) as usize,
+        numreplicas: numreplicas.max(0) as usize,
+        deadline_ms: deadline,
+    });
+    Ok(())
+}
+
+/// (this node's log holds `offset` fsynced: 0 or 1, replicas whose logs do).
+pub fn aof_acks(srv: &crate::ServerState, offset: u64) -> (usize, usize) {
+    let a = &srv.persist.aof;
+    let local = (a.enabled.load(Relaxed) && a.fsynced_offset.load(Relaxed) >= offset) as usize;
+    (local, srv.repl.facked(offset))
 }
 
 /// BGREWRITEAOF: the server compacts the log in the background (with `appendonly no`, it writes a

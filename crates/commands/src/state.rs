@@ -341,6 +341,14 @@ pub enum Action {
     Save { foreground: bool },
     /// BGREWRITEAOF (already replied): compact the append-only log in the background.
     RewriteAof,
+    /// WAITAOF: reply `[local, replicas]` once `numlocal` and `numreplicas` logs hold `offset`
+    /// fsynced, or at `deadline_ms` on the node's monotonic clock (0: none).
+    WaitAof {
+        offset: u64,
+        numlocal: usize,
+        numreplicas: usize,
+        deadline_ms: u64,
+    },
     /// SHUTDOWN: stop the server (it saves first if asked, see `Persistence::shutdown_save`).
     Shutdown,
     /// Changes of the cluster configuration (ADDSLOTS, DELSLOTS, SETSLOT, ...): propose them to

@@ -113,6 +113,9 @@ pub struct ReplicaInfo {
     /// It holds everything up to `ack_offset`: from the start for a partial resync, only after its
     /// first acknowledgement for a full copy (which it must load first).
     pub holds_acked: AtomicBool,
+    /// What its append-only log holds fsynced (`REPLCONF ACK offset FACK offset`, Redis 7.2;
+    /// 0 while it sends none), never past `ack_offset`. WAITAOF counts it.
+    pub fack_offset: AtomicU64,
 }
 
 /// Replication ids. Changed together under the core lock.
@@ -232,6 +235,10 @@ pub struct ReplState {
     link_wakers: Mutex<Vec<Waker>>,
     pub link_last_io_ms: AtomicU64,
     pub settings: Settings,
+    /// This node's append-only log: on, and the stream offset it holds fsynced (set by the
+    /// server's writer). A replica reports it to its primary as `FACK`.
+    pub aof_on: AtomicBool,
+    pub aof_fsynced: AtomicU64,
     pub counters: Counters,
     pub failover: FailoverState,
 }
@@ -267,6 +274,8 @@ impl ReplState {
                 min_replicas_ack: AtomicU64::new(1),
                 ack_timeout_ms: AtomicU64::new(1000),
             },
+            aof_on: AtomicBool::new(false),
+            aof_fsynced: AtomicU64::new(0),
             counters: Counters::default(),
             failover: FailoverState::default(),
         }
@@ -757,6 +766,16 @@ impl ReplState {
         true
     }
 
+    /// Number of replicas whose append-only log holds `offset` fsynced (WAITAOF).
+    pub fn facked(&self, offset: u64) -> usize {
+        self.replicas
+            .lock()
+            .expect("replicas lock")
+            .iter()
+            .filter(|r| r.holds_acked.load(Relaxed) && r.fack_offset.load(Relaxed) >= offset)
+            .count()
+    }
+
     /// Number of replicas that acknowledged at least `offset`.
     pub fn acked(&self, offset: u64) -> usize {
         self.replicas
@@ -876,6 +895,7 @@ mod tests {
             last_ack_ms: 0.into(),
             sent_offset: 1000.into(),
             holds_acked: true.into(),
+            fack_offset: 0.into(),
         });
         repl.attach(r.clone());
         r

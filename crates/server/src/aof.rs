@@ -52,6 +52,8 @@ pub const INCR_FILES_MAX: usize = 8;
 /// A writer that cannot continue the log (it fell out of the backlog, or the history changed
 /// under it) asks for a compaction at most this often.
 pub const REWRITE_RETRY_MS: u64 = 1000;
+/// WAITAOF looks at the logs' fsynced offsets this often.
+pub const WAITAOF_POLL_MS: u64 = 10;
 /// A write waiting for the log's fsync looks again at least this often.
 pub const WAITER_RECHECK_MS: u64 = 100;
 /// How long a shutdown waits for the writer's last append and fsync.
@@ -222,6 +224,8 @@ pub fn load_at_startup(srv: &ServerState) -> Result<(), String> {
     let offset = srv.repl.offset();
     a.written_offset.store(offset, Relaxed);
     a.fsynced_offset.store(offset, Relaxed);
+    srv.repl.aof_fsynced.store(offset, Relaxed);
+    srv.repl.aof_on.store(true, Relaxed);
     a.enabled.store(true, Relaxed);
     // From now on every write's effect feeds the backlog, which the writer reads.
     srv.repl.start_recording(&srv.ks);
@@ -598,6 +602,7 @@ impl Writer {
             if node.stop.load(Relaxed) {
                 self.finish();
                 a.enabled.store(false, Relaxed);
+                srv.repl.aof_on.store(false, Relaxed);
                 a.set_writer(None);
                 a.wake_all_waiters();
                 node.stopped.store(true, Relaxed);
@@ -738,7 +743,7 @@ impl Writer {
             }
             // The OS decides; what is written counts as done.
             AppendFsync::No => {
-                a.publish_fsynced(written);
+                published(&self.srv, written);
                 return;
             }
         };
@@ -748,7 +753,7 @@ impl Writer {
         match self.file.sync_data() {
             Ok(()) => {
                 self.last_fsync = Instant::now();
-                a.publish_fsynced(written);
+                published(&self.srv, written);
             }
             Err(e) => self.write_failed(&format!("fsync: {e}")),
         }
@@ -773,7 +778,7 @@ impl Writer {
             .and_then(|_| self.file.sync_data());
         match res {
             Ok(()) => {
-                self.srv.persist.aof.publish_fsynced(self.pos);
+                published(&self.srv, self.pos);
                 tracing::info!(offset = self.pos, "append-only log closed");
             }
             Err(e) => self.write_failed(&format!("closing: {e}")),
@@ -877,11 +882,22 @@ impl Writer {
         self.broken = false;
         let a = &self.srv.persist.aof;
         a.written_offset.store(pos, Relaxed);
-        // Written and fsynced above.
-        a.publish_fsynced(pos);
+        // Written and fsynced above. The offsets start again here: after a full copy (a new
+        // history) they may be lower than before, and a waiter must never see the old ones.
+        a.fsynced_offset.store(pos, Relaxed);
+        published(&self.srv, pos);
         publish_sizes(a, &self.paths, &self.manifest);
         Ok(())
     }
+}
+
+/// The log holds the stream up to `offset` on disk: writers waiting for it go on, and a replica
+/// reports it to its primary (`FACK`).
+fn published(srv: &ServerState, offset: u64) {
+    srv.persist.aof.publish_fsynced(offset);
+    srv.repl
+        .aof_fsynced
+        .store(srv.persist.aof.fsynced_offset.load(Relaxed), Relaxed);
 }
 
 // ---- compaction ----
@@ -1083,5 +1099,25 @@ pub async fn wait_fsynced(srv: &ServerState, offset: u64) -> bool {
         {
             return done;
         }
+    }
+}
+
+/// WAITAOF: waits until this node's log (if `numlocal`) and `numreplicas` replicas' logs hold
+/// `offset` fsynced, or until `deadline_ms` (`clock::mono_ms`; 0: no deadline). Replicas report
+/// their fsynced offset with their acknowledgements, at least once a second.
+pub async fn wait_aof(
+    srv: &ServerState,
+    offset: u64,
+    numlocal: usize,
+    numreplicas: usize,
+    deadline_ms: u64,
+) -> (usize, usize) {
+    loop {
+        let (local, replicas) = shoal_commands::aof::aof_acks(srv, offset);
+        let done = local >= numlocal && replicas >= numreplicas;
+        if done || (deadline_ms > 0 && crate::clock::mono_ms() >= deadline_ms) {
+            return (local, replicas);
+        }
+        tokio::time::sleep(Duration::from_millis(WAITAOF_POLL_MS)).await;
     }
 }

@@ -816,6 +816,19 @@ async fn carry_out(
                 Err(e) => w.error(&e),
             }
         }
+        Action::WaitAof {
+            offset,
+            numlocal,
+            numreplicas,
+            deadline_ms,
+        } => {
+            let (local, replicas) =
+                crate::aof::wait_aof(srv, offset, numlocal, numreplicas, deadline_ms).await;
+            let mut w = ReplyWriter::new(out, proto);
+            w.array(2);
+            w.int(local as i64);
+            w.int(replicas as i64);
+        }
         Action::RewriteAof => {
             if let Err(e) = crate::aof::start_rewrite(srv) {
                 tracing::warn!(error = %e, "BGREWRITEAOF");

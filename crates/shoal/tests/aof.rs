@@ -612,3 +612,50 @@ fn keys_expired_before_a_restart_are_not_resurrected() {
         q::<u64>(&mut c, &["DBSIZE"]) == 20
     });
 }
+
+#[test]
+fn waitaof_counts_this_node_and_the_replicas_whose_logs_hold_the_write() {
+    let dir = Dir::new("aof-waitaof");
+    let rdir = Dir::new("aof-waitaof-replica");
+    let p = start(&dir, "everysec", &[]);
+    let replicaof = format!("127.0.0.1 {}", p.port);
+    let r = start(&rdir, "everysec", &["--replicaof", &replicaof]);
+    let plain = Shoal::start(&["--replicaof", &replicaof]);
+    let mut rc = r.client();
+    common::wait_link_up(&mut rc);
+    common::wait_link_up(&mut plain.client());
+    let mut pc = p.client();
+    let _: () = q(&mut pc, &["SET", "k", "v"]);
+    // The primary's log and the replica with a log; the replica without one never counts.
+    let got: Vec<u64> = q(&mut pc, &["WAITAOF", "1", "1", "5000"]);
+    assert_eq!(got, vec![1, 1]);
+    let t0 = Instant::now();
+    let got: Vec<u64> = q(&mut pc, &["WAITAOF", "1", "2", "300"]);
+    assert_eq!(got, vec![1, 1]);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "waited for the timeout"
+    );
+    // Nothing asked: answered at once.
+    let got: Vec<u64> = q(&mut pc, &["WAITAOF", "0", "0", "0"]);
+    assert_eq!(got, vec![1, 1]);
+    let e = common::try_q::<()>(&mut rc, &["WAITAOF", "0", "0", "0"]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("cannot be used with replica instances"),
+        "{e}"
+    );
+    let e = common::try_q::<()>(&mut pc, &["WAITAOF", "0", "0", "-1"]).unwrap_err();
+    assert!(e.to_string().contains("timeout is negative"), "{e}");
+    // Without a log of its own, a node may still wait for its replicas' logs.
+    let q2 = Shoal::start(&[]);
+    let mut qc = q2.client();
+    let e = common::try_q::<()>(&mut qc, &["WAITAOF", "1", "0", "0"]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("numlocal is set but appendonly is disabled"),
+        "{e}"
+    );
+    let got: Vec<u64> = q(&mut qc, &["WAITAOF", "0", "0", "0"]);
+    assert_eq!(got, vec![0, 0]);
+}
