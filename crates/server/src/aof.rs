@@ -45,6 +45,12 @@ use crate::now_ms;
 pub const RECORD_STREAM_BYTES_MAX: usize = 1 << 20;
 /// The writer looks at the stream at least this often even when not woken.
 pub const WRITER_IDLE_MS: u64 = 100;
+/// Under `everysec` and `no`: the writer takes the stream this often (under `always` each
+/// append wakes it).
+pub const WRITER_BATCH_MS: u64 = 2;
+/// ... and, when it found nothing, looks again after this long (the most a write waits before it
+/// reaches the file under `everysec`).
+pub const WRITER_IDLE_BATCH_MS: u64 = 10;
 /// `everysec`: the interval between fsyncs.
 pub const FSYNC_INTERVAL_MS: u64 = 1000;
 /// More incremental logs than this (one per start, one per promotion) start a compaction.
@@ -616,8 +622,13 @@ impl Writer {
             if let Some(h) = handover {
                 self.switch(h);
             }
-            // Register before looking, so an append after the look wakes us.
-            self.srv.repl.link_will_wait(&waker);
+            // Under `always` a write waits for us: register before looking, so an append after
+            // the look wakes us. Otherwise the stream is taken in batches every
+            // `WRITER_BATCH_MS` (a wake-up and a write per append cost more than they give).
+            let eager = srv.config().appendfsync == AppendFsync::Always;
+            if eager {
+                self.srv.repl.link_will_wait(&waker);
+            }
             let wrote = self.append_available();
             self.sync_by_policy();
             // The growth rule is looked at as the log grows, not only by the cron's second:
@@ -632,8 +643,15 @@ impl Writer {
             if self.broken {
                 self.ask_rewrite();
             }
-            if !wrote {
+            if eager && !wrote {
                 std::thread::park_timeout(Duration::from_millis(WRITER_IDLE_MS));
+            } else if !eager {
+                let ms = if wrote {
+                    WRITER_BATCH_MS
+                } else {
+                    WRITER_IDLE_BATCH_MS
+                };
+                std::thread::park_timeout(Duration::from_millis(ms));
             }
         }
     }
