@@ -155,8 +155,26 @@ params! {
     aclfile: String = "aclfile", Str, "", immutable;
     /// Entries the ACL log keeps (`ACL LOG`).
     acllog_max_len: u64 = "acllog-max-len", Int(0, LONG_MAX), "128", mutable;
-    /// Accepted for Redis compatibility; shoal keeps no append-only file (snapshots only).
+    /// The append-only log's folder, in `dir`: its manifest, base snapshot and incremental logs.
+    appenddirname: String = "appenddirname", Str, "appendonlydir", immutable;
+    /// The prefix of the append-only log's file names (`NAME.manifest`, `NAME.N.base.shoal`,
+    /// `NAME.N.incr.aof`).
+    appendfilename: String = "appendfilename", Str, "appendonly.aof", immutable;
+    /// When the append-only log is fsynced: `always` (a write is acknowledged only once its
+    /// effect is on disk), `everysec` (once a second: a crash of the machine loses at most about a
+    /// second) or `no` (when the OS decides).
+    appendfsync: AppendFsync = "appendfsync", Enum(&["always", "everysec", "no"]), "everysec",
+        mutable;
+    /// Keep an append-only log of every write's effect, replayed at start on top of its base
+    /// snapshot (set at start only).
     appendonly: bool = "appendonly", Bool, "no", immutable;
+    /// The append-only log is compacted (a new base snapshot, an empty log) when it is at least
+    /// this many bytes...
+    auto_aof_rewrite_min_size: u64 = "auto-aof-rewrite-min-size", Memory(0, LONG_MAX as u64),
+        "67108864", mutable;
+    /// ... and grew by this percentage since the last compaction (0: never on its own).
+    auto_aof_rewrite_percentage: u64 = "auto-aof-rewrite-percentage", Int(0, INT_MAX), "100",
+        mutable;
     /// Bytes of bits one Bloom filter (BF.*) may hold in all its sub-filters; a filter that
     /// would grow past it is refused (units: kb, mb, gb).
     bf_max_bytes: u64 = "bf-max-bytes", Memory(1, LONG_MAX as u64), "134217728", mutable;
@@ -716,6 +734,38 @@ impl Value for TlsAuthClients {
             TlsAuthClients::Optional => "optional",
         }
         .into()
+    }
+}
+
+/// `appendfsync`: when the append-only log is fsynced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendFsync {
+    Always,
+    Everysec,
+    No,
+}
+
+impl AppendFsync {
+    pub fn name(self) -> &'static str {
+        match self {
+            AppendFsync::Always => "always",
+            AppendFsync::Everysec => "everysec",
+            AppendFsync::No => "no",
+        }
+    }
+}
+
+impl Value for AppendFsync {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        match choice(kind, text)?.as_str() {
+            "always" => Ok(AppendFsync::Always),
+            "everysec" => Ok(AppendFsync::Everysec),
+            "no" => Ok(AppendFsync::No),
+            _ => Err(KIND_MISMATCH.into()),
+        }
+    }
+    fn render(&self) -> String {
+        self.name().into()
     }
 }
 

@@ -8,6 +8,7 @@
 //! by asking to block ([`Outcome::Block`]); the connection loop then waits and runs it again.
 
 pub mod acl;
+pub mod aof;
 pub mod args;
 pub mod bitmaps;
 pub mod blocking;
@@ -90,6 +91,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     pubsub::COMMANDS,
     blocking::COMMANDS,
     replication::COMMANDS,
+    aof::COMMANDS,
     scripting::COMMANDS,
     acl::COMMANDS,
 ];

@@ -2013,6 +2013,8 @@ fn memory_section(
 
 fn persistence_section(srv: &ServerState, now_ms: u64, t: &mut String) {
     let p = &srv.persist;
+    let a = &p.aof;
+    let rewriting = a.rewriting.load(Relaxed);
     let saving = p.saving.load(Relaxed);
     t.push_str("# Persistence\r\n");
     Section(t)
@@ -2064,19 +2066,64 @@ fn persistence_section(srv: &ServerState, now_ms: u64, t: &mut String) {
             p.loaded_keys_expired.load(Relaxed),
         )
         .f("rdb_last_load_keys_loaded", p.loaded_keys.load(Relaxed))
-        // No append-only file.
-        .f("aof_enabled", 0)
-        .f("aof_rewrite_in_progress", 0)
-        .f("aof_rewrite_scheduled", 0)
-        .f("aof_last_rewrite_time_sec", -1)
-        .f("aof_current_rewrite_time_sec", -1)
-        .f("aof_last_bgrewrite_status", "ok")
-        .f("aof_rewrites", 0)
-        .f("aof_rewrites_consecutive_failures", 0)
-        .f("aof_last_write_status", "ok")
+        .f("aof_enabled", a.enabled.load(Relaxed) as u8)
+        .f("aof_rewrite_in_progress", rewriting as u8)
+        .f(
+            "aof_rewrite_scheduled",
+            a.rewrite_scheduled.load(Relaxed) as u8,
+        )
+        .f(
+            "aof_last_rewrite_time_sec",
+            a.last_rewrite_time_s.load(Relaxed),
+        )
+        .f(
+            "aof_current_rewrite_time_sec",
+            if rewriting {
+                (now_ms.saturating_sub(a.rewrite_started_ms.load(Relaxed)) / 1000) as i64
+            } else {
+                -1
+            },
+        )
+        .f(
+            "aof_last_bgrewrite_status",
+            if a.last_rewrite_failed.load(Relaxed) {
+                "err"
+            } else {
+                "ok"
+            },
+        )
+        .f("aof_rewrites", a.rewrites.load(Relaxed))
+        .f(
+            "aof_rewrites_consecutive_failures",
+            a.rewrite_failures_consecutive.load(Relaxed),
+        )
+        .f(
+            "aof_last_write_status",
+            if a.last_write_failed.load(Relaxed) {
+                "err"
+            } else {
+                "ok"
+            },
+        )
+        // Rewrites run on a thread, not a forked child: no copy-on-write.
         .f("aof_last_cow_size", 0)
         .f("module_fork_in_progress", 0)
         .f("module_fork_last_cow_size", 0);
+    if a.enabled.load(Relaxed) {
+        let written = a.written_offset.load(Relaxed);
+        let fsynced = a.fsynced_offset.load(Relaxed);
+        Section(t)
+            .f("aof_current_size", a.current_size.load(Relaxed))
+            .f("aof_base_size", a.base_size.load(Relaxed))
+            .f(
+                "aof_pending_rewrite",
+                a.rewrite_scheduled.load(Relaxed) as u8,
+            )
+            // The stream not yet written to the log waits in the backlog, not in a buffer.
+            .f("aof_buffer_length", 0)
+            .f("aof_pending_bio_fsync", (written > fsynced) as u8)
+            .f("aof_delayed_fsync", a.delayed_fsync.load(Relaxed));
+    }
 }
 
 fn stats_section(srv: &ServerState, t: &mut String) {

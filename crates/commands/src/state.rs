@@ -348,6 +348,16 @@ pub enum Action {
     Failover(crate::repl::FailoverRequest),
     /// SAVE (`foreground`: reply `+OK` or the error once written) or BGSAVE (already replied).
     Save { foreground: bool },
+    /// BGREWRITEAOF (already replied): compact the append-only log in the background.
+    RewriteAof,
+    /// WAITAOF: reply `[local, replicas]` once `numlocal` and `numreplicas` logs hold `offset`
+    /// fsynced, or at `deadline_ms` on the node's monotonic clock (0: none).
+    WaitAof {
+        offset: u64,
+        numlocal: usize,
+        numreplicas: usize,
+        deadline_ms: u64,
+    },
     /// SHUTDOWN: stop the server (it saves first if asked, see `Persistence::shutdown_save`).
     Shutdown,
     /// Changes of the cluster configuration (ADDSLOTS, DELSLOTS, SETSLOT, ...): propose them to
@@ -423,6 +433,8 @@ pub struct Persistence {
     pub loaded_keys_expired: AtomicU64,
     /// SHUTDOWN asked: 0 by the `save` rules, 1 SAVE, 2 NOSAVE.
     pub shutdown_save: AtomicU8,
+    /// The append-only log (`crate::aof`).
+    pub aof: crate::aof::AofShared,
 }
 
 impl Client {

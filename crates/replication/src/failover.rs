@@ -108,6 +108,7 @@ mod tests {
             last_ack_ms: 0.into(),
             sent_offset: 10.into(),
             holds_acked: true.into(),
+            fack_offset: 0.into(),
         });
         repl.attach(r.clone());
         let req = FailoverRequest {

@@ -5,6 +5,7 @@
 //! and slot digests. No tokio, no sockets, no clock: the server crate drives these over TCP, and the
 //! simulator (`shoal-sim`) drives the very same code over a simulated network.
 
+pub mod aof;
 pub mod backlog;
 pub mod digest;
 pub mod failover;
@@ -16,8 +17,8 @@ pub mod stream;
 
 pub use backlog::{BACKLOG_BYTES_DEFAULT, Backlog};
 pub use state::{
-    FailoverRequest, FailoverState, Ids, LinkState, ReplState, ReplicaInfo, Role, Settle, Strategy,
-    settle,
+    FailoverRequest, FailoverState, HistoryRead, Ids, LinkState, ReplState, ReplicaInfo, Role,
+    Settle, Strategy, settle,
 };
 
 /// Interval of the stream's keep-alive PING while replicas are attached.

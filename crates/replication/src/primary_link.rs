@@ -141,6 +141,7 @@ pub fn accept(
         last_ack_ms: now_ms.into(),
         sent_offset: start.into(),
         holds_acked: partial.into(),
+        fack_offset: 0.into(),
     });
     let sender = Sender {
         info: info.clone(),
@@ -275,13 +276,16 @@ impl AckReader {
                         &self.inbuf
                     };
                     let args: Vec<&[u8]> = self.ranges.iter().map(|r| &src[r.clone()]).collect();
-                    if let Some(off) = stream::parse_ack(&args)
-                        && !repl.record_ack(&self.info, off, now_ms)
-                    {
-                        return Err(LinkEnd::Protocol(format!(
-                            "replica acknowledged offset {off} beyond what was sent ({})",
-                            self.info.sent_offset.load(Relaxed)
-                        )));
+                    if let Some(off) = stream::parse_ack(&args) {
+                        if !repl.record_ack(&self.info, off, now_ms) {
+                            return Err(LinkEnd::Protocol(format!(
+                                "replica acknowledged offset {off} beyond what was sent ({})",
+                                self.info.sent_offset.load(Relaxed)
+                            )));
+                        }
+                        if let Some(fack) = stream::parse_fack(&args) {
+                            self.info.fack_offset.fetch_max(fack.min(off), Relaxed);
+                        }
                     }
                     pos = end;
                 }

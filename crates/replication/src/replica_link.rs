@@ -419,7 +419,16 @@ impl ReplicaLink {
     }
 
     fn ack(&mut self, node: &Node<'_>, now_ms: u64, out: &mut Vec<u8>) {
-        stream::encode_ack(out, node.repl.replica_offset());
+        let offset = node.repl.replica_offset();
+        if node.repl.aof_on.load(std::sync::atomic::Ordering::Relaxed) {
+            let fsynced = node
+                .repl
+                .aof_fsynced
+                .load(std::sync::atomic::Ordering::Relaxed);
+            stream::encode_ack_fack(out, offset, fsynced.min(offset));
+        } else {
+            stream::encode_ack(out, offset);
+        }
         self.last_ack_ms = now_ms;
     }
 

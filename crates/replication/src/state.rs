@@ -113,6 +113,9 @@ pub struct ReplicaInfo {
     /// It holds everything up to `ack_offset`: from the start for a partial resync, only after its
     /// first acknowledgement for a full copy (which it must load first).
     pub holds_acked: AtomicBool,
+    /// What its append-only log holds fsynced (`REPLCONF ACK offset FACK offset`, Redis 7.2;
+    /// 0 while it sends none), never past `ack_offset`. WAITAOF counts it.
+    pub fack_offset: AtomicU64,
 }
 
 /// Replication ids. Changed together under the core lock.
@@ -123,6 +126,17 @@ pub struct Ids {
     pub replid2: String,
     /// Offset up to which `replid2` is valid (-1: none).
     pub second_offset: i64,
+}
+
+/// What [`ReplState::read_history`] read.
+#[derive(Debug, Clone)]
+pub struct HistoryRead {
+    pub bytes: Option<Vec<u8>>,
+    /// The backlog's first and end offsets.
+    pub start: u64,
+    pub end: u64,
+    pub history: u64,
+    pub ids: Ids,
 }
 
 /// A FAILOVER request.
@@ -221,6 +235,10 @@ pub struct ReplState {
     link_wakers: Mutex<Vec<Waker>>,
     pub link_last_io_ms: AtomicU64,
     pub settings: Settings,
+    /// This node's append-only log: on, and the stream offset it holds fsynced (set by the
+    /// server's writer). A replica reports it to its primary as `FACK`.
+    pub aof_on: AtomicBool,
+    pub aof_fsynced: AtomicU64,
     pub counters: Counters,
     pub failover: FailoverState,
 }
@@ -256,6 +274,8 @@ impl ReplState {
                 min_replicas_ack: AtomicU64::new(1),
                 ack_timeout_ms: AtomicU64::new(1000),
             },
+            aof_on: AtomicBool::new(false),
+            aof_fsynced: AtomicU64::new(0),
             counters: Counters::default(),
             failover: FailoverState::default(),
         }
@@ -334,6 +354,22 @@ impl ReplState {
     pub fn read_backlog(&self, offset: u64, max: usize) -> (Option<Vec<u8>>, u64) {
         let b = self.backlog();
         (b.read(offset, max), b.end_offset())
+    }
+
+    /// Up to `max` stream bytes from `offset` (`None` if not held), with the history and ids
+    /// they belong to, all read together: for a reader that must never take bytes of one
+    /// history for another's (the append-only log). Every history change happens under the
+    /// core lock, which this holds.
+    pub fn read_history(&self, offset: u64, max: usize) -> HistoryRead {
+        let core = self.core();
+        let b = self.backlog();
+        HistoryRead {
+            bytes: b.read(offset, max),
+            start: b.start_offset(),
+            end: b.end_offset(),
+            history: self.history.load(Relaxed),
+            ids: core.ids.clone(),
+        }
     }
 
     /// Whether a `PSYNC replid offset` can continue from here (partial resynchronisation).
@@ -452,6 +488,23 @@ impl ReplState {
     pub fn resume(&self, replid: &str, offset: u64, overlap_until: u64) {
         let mut core = self.core();
         core.ids.replid = replid.to_string();
+        core.replica_offset = offset;
+        core.overlap_until = overlap_until;
+        self.backlog().reset(offset);
+    }
+
+    /// At start-up, from an append-only log that did not end cleanly: the data is `replid`'s
+    /// history up to `offset`, but the node may have streamed bytes past it that the log lost, so
+    /// it keeps its own fresh id and continues the old one only up to `offset` (as a promotion
+    /// does): a replica at or before `offset` continues, one past it gets a full copy.
+    pub fn resume_unclean(&self, replid: &str, offset: u64, overlap_until: u64) {
+        let mut core = self.core();
+        assert_ne!(
+            core.ids.replid, replid,
+            "an unclean restart starts a new id"
+        );
+        core.ids.replid2 = replid.to_string();
+        core.ids.second_offset = offset as i64;
         core.replica_offset = offset;
         core.overlap_until = overlap_until;
         self.backlog().reset(offset);
@@ -713,6 +766,16 @@ impl ReplState {
         true
     }
 
+    /// Number of replicas whose append-only log holds `offset` fsynced (WAITAOF).
+    pub fn facked(&self, offset: u64) -> usize {
+        self.replicas
+            .lock()
+            .expect("replicas lock")
+            .iter()
+            .filter(|r| r.holds_acked.load(Relaxed) && r.fack_offset.load(Relaxed) >= offset)
+            .count()
+    }
+
     /// Number of replicas that acknowledged at least `offset`.
     pub fn acked(&self, offset: u64) -> usize {
         self.replicas
@@ -832,6 +895,7 @@ mod tests {
             last_ack_ms: 0.into(),
             sent_offset: 1000.into(),
             holds_acked: true.into(),
+            fack_offset: 0.into(),
         });
         repl.attach(r.clone());
         r

@@ -226,6 +226,24 @@ pub fn encode_ack(out: &mut Vec<u8>, offset: u64) {
     shoal_resp::encode_request(out, &[b"REPLCONF", b"ACK", off]);
 }
 
+/// `REPLCONF ACK offset FACK fsynced`, sent by a replica whose append-only log holds `fsynced`
+/// on disk (Redis 7.2).
+pub fn encode_ack_fack(out: &mut Vec<u8>, offset: u64, fsynced: u64) {
+    let mut tmp = [0u8; 20];
+    let off = shoal_resp::fmt_u64(offset, &mut tmp).to_vec();
+    let f = shoal_resp::fmt_u64(fsynced, &mut tmp);
+    shoal_resp::encode_request(out, &[b"REPLCONF", b"ACK", &off, b"FACK", f]);
+}
+
+/// The `FACK` offset of a `REPLCONF ACK offset FACK fsynced` frame.
+pub fn parse_fack(args: &[&[u8]]) -> Option<u64> {
+    if parse_ack(args).is_some() && args.len() >= 5 && args[3].eq_ignore_ascii_case(b"FACK") {
+        std::str::from_utf8(args[4]).ok()?.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// The offset of a `REPLCONF ACK offset` frame; `None` for any other frame.
 pub fn parse_ack(args: &[&[u8]]) -> Option<u64> {
     if args.len() >= 3
@@ -427,8 +445,11 @@ mod tests {
         encode_swapdb(&mut out, 0, 3);
         encode_ping(&mut out);
         encode_ack(&mut out, 77);
+        encode_ack_fack(&mut out, 80, 78);
         let fs = frames(&out);
-        assert_eq!(fs.len(), 7);
+        assert_eq!(fs.len(), 8);
+        let a: Vec<&[u8]> = fs[7].iter().map(|x| x.as_slice()).collect();
+        assert_eq!((parse_ack(&a), parse_fack(&a)), (Some(80), Some(78)));
         for f in &fs[..6] {
             let a: Vec<&[u8]> = f.iter().map(|x| x.as_slice()).collect();
             assert!(decode(&a, 16).is_ok(), "{a:?}");

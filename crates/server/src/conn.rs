@@ -59,6 +59,9 @@ struct ConnLimits {
     query_buf_bytes_max: usize,
     output: config::OutputLimit,
     idle_timeout_s: u64,
+    /// `appendonly yes` with `appendfsync always`: a batch's replies to writes wait until the
+    /// append-only log is fsynced past them.
+    aof_always: bool,
 }
 
 fn current_limits(srv: &ServerState) -> ConnLimits {
@@ -71,6 +74,7 @@ fn current_limits(srv: &ServerState) -> ConnLimits {
         query_buf_bytes_max: cfg.client_query_buffer_limit as usize,
         output: cfg.client_output_buffer_limit.normal,
         idle_timeout_s: u64::from(cfg.timeout),
+        aof_always: cfg.appendonly && cfg.appendfsync == config::AppendFsync::Always,
     }
 }
 
@@ -469,6 +473,7 @@ async fn run<S: ClientStream>(
                                 && shoal_commands::keyspec::has_keys(s)
                         });
                     let mut mark = out.len();
+                    let wrote_before = client.repl.last_write_offset;
                     let (mut outcome, mut suppress) = run_one(srv, client, &args, &mut out, now);
                     if let Outcome::Paused = outcome {
                         // A request for a slot whose move is flipping: wait, then run it again
@@ -507,6 +512,12 @@ async fn run<S: ClientStream>(
                     }
                     if tracked && out.get(mark) != Some(&b'-') {
                         writes.replies.push((mark..out.len(), false));
+                    }
+                    // Whatever put effects on the stream (a write, EXEC, a script, a read that
+                    // expired a key) waits for the log's fsync under `appendfsync always`.
+                    if limits.aof_always && client.repl.last_write_offset != wrote_before {
+                        writes.aof_up_to = client.repl.last_write_offset;
+                        writes.aof_replies.push(mark..out.len());
                     }
                     if let Some((replid, offset)) = client.repl.handoff.take() {
                         settle!();
@@ -602,6 +613,10 @@ struct Settling {
     /// The stream's end after the batch's last tracked read: what it read is in the stream up
     /// to there.
     reads_up_to: u64,
+    /// Under `appendfsync always`: the stream offset the append-only log must hold on disk
+    /// before the batch's replies leave, and the replies of the commands that wrote.
+    aof_up_to: u64,
+    aof_replies: Vec<std::ops::Range<usize>>,
 }
 
 /// Before replies of writes leave: under the `sync` strategy, wait (once for the whole batch: group
@@ -618,6 +633,32 @@ async fn settle_and_flush<S: ClientStream>(
     pending: &mut Settling,
     wake: &Notify,
 ) -> Result<(), End> {
+    if pending.aof_up_to > 0 {
+        if !crate::aof::wait_fsynced(srv, pending.aof_up_to).await {
+            // The write is applied in memory but not on disk: say so instead of `+OK` (Redis
+            // exits here; shoal keeps serving reads and answers writes with the error).
+            let error = shoal_commands::ReplyError::Other {
+                code: "MISCONF",
+                msg: "Errors writing to the AOF file".into(),
+            };
+            let mut msg = Vec::new();
+            error.write_to(&mut ReplyWriter::new(&mut msg, client.proto));
+            let mut rebuilt = Vec::with_capacity(out.len());
+            let mut at = 0;
+            for w in pending.aof_replies.iter() {
+                srv.stats.error_reply(&error);
+                rebuilt.extend_from_slice(&out[at..w.start]);
+                rebuilt.extend_from_slice(&msg);
+                at = w.end;
+            }
+            rebuilt.extend_from_slice(&out[at..]);
+            *out = rebuilt;
+            // The spans of the sync strategy moved; those replies are errors or not writes now.
+            pending.replies.clear();
+        }
+        pending.aof_up_to = 0;
+        pending.aof_replies.clear();
+    }
     if !pending.replies.is_empty() {
         let repl = &srv.repl;
         let need = repl.settings.min_replicas_ack.load(Relaxed) as usize;
@@ -826,6 +867,24 @@ async fn carry_out(
             match r {
                 Ok(()) => w.ok(),
                 Err(e) => w.error(&e),
+            }
+        }
+        Action::WaitAof {
+            offset,
+            numlocal,
+            numreplicas,
+            deadline_ms,
+        } => {
+            let (local, replicas) =
+                crate::aof::wait_aof(srv, offset, numlocal, numreplicas, deadline_ms).await;
+            let mut w = ReplyWriter::new(out, proto);
+            w.array(2);
+            w.int(local as i64);
+            w.int(replicas as i64);
+        }
+        Action::RewriteAof => {
+            if let Err(e) = crate::aof::start_rewrite(srv) {
+                tracing::warn!(error = %e, "BGREWRITEAOF");
             }
         }
         Action::Save { foreground } => {

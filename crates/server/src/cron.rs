@@ -109,6 +109,7 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 crate::log::follow_level(srv.config().loglevel);
                 if last_sample.elapsed() >= Duration::from_secs(1) {
                     crate::persist::save_cron(&srv);
+                    crate::aof::cron(&srv);
                     watch.check_eviction(&srv);
                     let ops = srv.stats.total_commands_processed.load(Relaxed);
                     let secs = last_sample.elapsed().as_secs_f64();

@@ -6,6 +6,7 @@
 //! with threads. Background work that may take milliseconds (active expiry) runs on its own OS
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
+pub mod aof;
 pub mod bufpool;
 pub mod clock;
 pub mod cluster_node;
@@ -285,7 +286,12 @@ impl Server {
         let startup = (allocator.used_memory)() as u64;
         state.stats.used_memory_startup.store(startup, Relaxed);
         state.stats.observe_used_memory(startup);
-        persist::load_at_startup(&state)?;
+        // With the append-only log on, it is the data (its base holds what the snapshot held).
+        if state.config().appendonly {
+            aof::load_at_startup(&state)?;
+        } else {
+            persist::load_at_startup(&state)?;
+        }
         let aclfile = state.config().aclfile.clone();
         if !aclfile.is_empty() {
             shoal_commands::acl::load_file(&state, &aclfile)
@@ -358,6 +364,9 @@ impl Server {
                 }
             })
         };
+        if state.persist.aof.enabled.load(Relaxed) {
+            aof::spawn_writer(&state)?;
+        }
         tokio::spawn(links::keepalive(Arc::downgrade(&state)));
         if let Some(l) = self.http {
             tokio::spawn(http::serve(state.clone(), l, self.shutdown_tx.subscribe()));
@@ -514,6 +523,7 @@ impl Server {
             while tasks.join_next().await.is_some() {}
         })
         .await;
+        aof::stop(&state);
         persist::save_at_shutdown(&state);
         tracing::warn!("shoal is now ready to exit, bye bye");
         Ok(())

@@ -103,6 +103,12 @@ families! {
     "shoal_replica_lag_bytes" Gauge "Per replica: stream bytes it has not acknowledged.";
     "shoal_replica_lag_seconds" Gauge "Per replica: time since its last acknowledgement (ms resolution).";
     "shoal_cluster_enabled" Gauge "1 in cluster mode.";
+    "shoal_aof_enabled" Gauge "1 while the append-only log is kept (appendonly yes).";
+    "shoal_aof_size_bytes" Gauge "Bytes of the append-only log's files (INFO aof_current_size).";
+    "shoal_aof_base_size_bytes" Gauge "Bytes of the append-only log's base snapshot (INFO aof_base_size).";
+    "shoal_aof_fsync_lag_bytes" Gauge "Stream bytes written to the append-only log but not yet fsynced.";
+    "shoal_aof_last_write_ok" Gauge "0 when the last write or fsync of the append-only log failed.";
+    "shoal_aof_rewrites_total" Counter "Compactions of the append-only log (BGREWRITEAOF and the auto rules).";
     "shoal_cluster_state_ok" ClusterGauge "1 when every slot is served (CLUSTER INFO cluster_state:ok).";
     "shoal_cluster_slots_assigned" ClusterGauge "Slots with an owner.";
     "shoal_cluster_slots_migrating" ClusterGauge "Slots being moved.";
@@ -239,6 +245,8 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
     }
     let proc_info = (srv.hooks.process_info)();
     let dataset = srv.ks.mem_bytes() as f64;
+    let aof = &srv.persist.aof;
+    s.counter("shoal_aof_rewrites_total", none, aof.rewrites.load(Relaxed));
     for (name, v) in [
         ("shoal_connected_clients", srv.connected_clients() as f64),
         (
@@ -257,6 +265,25 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
             now_ms.saturating_sub(srv.started_ms) as f64 / 1000.0,
         ),
         ("shoal_cluster_enabled", srv.cluster.is_some() as u8 as f64),
+        ("shoal_aof_enabled", aof.enabled.load(Relaxed) as u8 as f64),
+        (
+            "shoal_aof_size_bytes",
+            aof.current_size.load(Relaxed) as f64,
+        ),
+        (
+            "shoal_aof_base_size_bytes",
+            aof.base_size.load(Relaxed) as f64,
+        ),
+        (
+            "shoal_aof_fsync_lag_bytes",
+            aof.written_offset
+                .load(Relaxed)
+                .saturating_sub(aof.fsynced_offset.load(Relaxed)) as f64,
+        ),
+        (
+            "shoal_aof_last_write_ok",
+            !aof.last_write_failed.load(Relaxed) as u8 as f64,
+        ),
     ] {
         s.gauge(name, none, v);
     }

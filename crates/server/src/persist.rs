@@ -30,13 +30,10 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
             let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
             // The offset is taken before the data: the data is at least that new, and a restarted
             // replica re-applies the stream from there (effects apply by version, so twice is fine).
-            let functions = shoal_commands::scripting::functions::snapshot_payload(&srv);
-            let aux: Vec<(&[u8], &[u8])> = functions
-                .iter()
-                .map(|f| (shoal_commands::scripting::functions::SNAPSHOT_AUX, &f[..]))
-                .collect();
-            let bytes =
-                snapshot::write_all(&srv.ks, &aux, || (srv.repl.ids().replid, srv.repl.offset()));
+            let aux = aux_records(&srv);
+            let bytes = snapshot::write_all(&srv.ks, &aux_refs(&aux), || {
+                (srv.repl.ids().replid, srv.repl.offset())
+            });
             let res = bytes
                 .and_then(|bytes| {
                     std::fs::write(&tmp, &bytes)
@@ -81,6 +78,36 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
     }
 }
 
+/// Node state a snapshot file keeps besides its keys, as aux records (name, value): the
+/// function libraries, when there are any.
+pub fn aux_records(srv: &ServerState) -> Vec<(&'static [u8], Vec<u8>)> {
+    shoal_commands::scripting::functions::snapshot_payload(srv)
+        .map(|f| (shoal_commands::scripting::functions::SNAPSHOT_AUX, f))
+        .into_iter()
+        .collect()
+}
+
+/// [`aux_records`] as `snapshot::write_all` takes them.
+pub fn aux_refs<'a>(aux: &'a [(&'static [u8], Vec<u8>)]) -> Vec<(&'a [u8], &'a [u8])> {
+    aux.iter().map(|(n, v)| (*n, &v[..])).collect()
+}
+
+/// Applies the aux records of a loaded snapshot file (`path`, for errors).
+pub fn apply_aux(
+    srv: &ServerState,
+    loaded: &snapshot::Loaded,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    for (name, value) in &loaded.aux {
+        if name.as_slice() == shoal_commands::scripting::functions::SNAPSHOT_AUX {
+            use shoal_replication::replica_link::FunctionsSink;
+            srv.replace_functions(value)
+                .map_err(|e| format!("loading {}: function libraries: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads `dir`/`dbfilename` at start-up if it exists. Returns the keys loaded.
 pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
     let path = snapshot_path(srv);
@@ -101,14 +128,15 @@ pub fn load_at_startup(srv: &ServerState) -> Result<u64, String> {
         !replica,
         &mut |read, keys| meter.update(read, keys, read),
     )
-    .map_err(|e| format!("loading {}: {e}", path.display()))?;
-    for (name, value) in &loaded.aux {
-        if name.as_slice() == shoal_commands::scripting::functions::SNAPSHOT_AUX {
-            use shoal_replication::replica_link::FunctionsSink;
-            srv.replace_functions(value)
-                .map_err(|e| format!("loading {}: function libraries: {e}", path.display()))?;
-        }
-    }
+    .map_err(|e| {
+        format!(
+            "the snapshot {} cannot be loaded: {e}. To start anyway, move the file away (the \
+             node then starts empty, or from its replication primary), or start with \
+             --dbfilename naming another file.",
+            path.display()
+        )
+    })?;
+    apply_aux(srv, &loaded, &path)?;
     let n = loaded.keys;
     srv.persist.loaded_keys.store(n, Relaxed);
     srv.persist
