@@ -659,3 +659,26 @@ fn waitaof_counts_this_node_and_the_replicas_whose_logs_hold_the_write() {
     let got: Vec<u64> = q(&mut qc, &["WAITAOF", "0", "0", "0"]);
     assert_eq!(got, vec![0, 0]);
 }
+
+/// Function libraries outlive a compaction: the base snapshot keeps them (an aux record), so a
+/// node killed after BGREWRITEAOF still has them when it starts again from its log.
+#[test]
+fn function_libraries_survive_a_compaction_and_a_kill9() {
+    let dir = Dir::new("aof-functions");
+    let mut s = start(&dir, "always", &[]);
+    let mut c = s.client();
+    let lib = "#!lua name=kept\nredis.register_function('kept_f', function(keys) \
+               return redis.call('GET', keys[1]) end)";
+    let _: String = q(&mut c, &["FUNCTION", "LOAD", lib]);
+    let _: String = q(&mut c, &["SET", "k", "v"]);
+    let _: String = q(&mut c, &["BGREWRITEAOF"]);
+    wait_until("rewrite done", || {
+        info_u64(&mut c, "persistence", "aof_rewrites") == 1
+            && info_u64(&mut c, "persistence", "aof_rewrite_in_progress") == 0
+    });
+    kill9(&mut s);
+    let s = start(&dir, "always", &[]);
+    let mut c = s.client();
+    let v: String = q(&mut c, &["FCALL", "kept_f", "1", "k"]);
+    assert_eq!(v, "v");
+}
