@@ -18,7 +18,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "bgrewriteaof",
         arity: 1,
-        flags: ADMIN | NOSCRIPT,
+        flags: ADMIN | NOSCRIPT | NO_ASYNC_LOADING,
         group: Group::Server,
         since: "1.0.0",
         summary: "Asynchronously rewrites the append-only file to disk.",
