@@ -151,6 +151,9 @@ params! {
     aclfile: String = "aclfile", Str, "", immutable;
     /// Entries the ACL log keeps (`ACL LOG`).
     acllog_max_len: u64 = "acllog-max-len", Int(0, LONG_MAX), "128", mutable;
+    /// The other members of this node's active-active group, as space-separated `host:port`;
+    /// every member takes writes and merges the others' (empty: not a member).
+    active_peers: String = "active-peers", Str, "", mutable;
     /// Accepted for Redis compatibility; shoal keeps no append-only file (snapshots only).
     appendonly: bool = "appendonly", Bool, "no", immutable;
     /// The address to listen on (the first word is used).

@@ -8,6 +8,7 @@
 //! by asking to block ([`Outcome::Block`]); the connection loop then waits and runs it again.
 
 pub mod acl;
+pub mod active;
 pub mod args;
 pub mod bitmaps;
 pub mod blocking;
@@ -89,6 +90,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     replication::COMMANDS,
     scripting::COMMANDS,
     acl::COMMANDS,
+    active::COMMANDS,
 ];
 
 /// What a command runs with.

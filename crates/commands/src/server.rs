@@ -1562,6 +1562,7 @@ pub const INFO_SECTIONS: &[(&str, bool)] = &[
     ("latencystats", false),
     ("cluster", true),
     ("keyspace", true),
+    ("active", false),
 ];
 
 /// Which sections `INFO args...` asks for (lowercase names): none means `default`; several may be
@@ -1783,6 +1784,7 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             }
             "errorstats" => srv.stats.errors.info_section(&mut t),
             "cluster" => cluster_section(srv, &mut t),
+            "active" => crate::active::info_section(srv, now_ms, &mut t),
             "keyspace" => {
                 t.push_str("# Keyspace\r\n");
                 for db in 0..srv.ks.databases() {

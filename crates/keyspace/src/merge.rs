@@ -132,6 +132,9 @@ pub enum By {
     Float(f64),
 }
 
+// Increments are never NaN (INCRBYFLOAT refuses them), so equality is an equivalence.
+impl Eq for By {}
+
 /// An element's value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ElemVal {
@@ -537,6 +540,132 @@ pub fn float_text(v: f64) -> String {
             .to_string()
     } else {
         s
+    }
+}
+
+/// A local write's effect: what changed between what the state shows (`state`) and what the
+/// member's keyspace holds after the write (`now`, with deadline `ttl_at`), made at stamp `at` by
+/// member `node`. `counts` are the increments the write noted (`None` field: the string itself).
+/// `now_ms` tells an expired state from a live one: the write after an expiry first resets the key
+/// at the deadline's stamp. `None`: nothing changed.
+pub fn local_effect(
+    state: &KeyState,
+    now: &View,
+    ttl_at: Option<u64>,
+    at: Stamp,
+    node: u64,
+    counts: &[(Option<&[u8]>, By)],
+    now_ms: u64,
+) -> Option<KeyState> {
+    let mut work = state.clone();
+    let mut eff = KeyState::new();
+    let push = |work: &mut KeyState, eff: &mut KeyState, e: KeyState| {
+        work.merge(&e);
+        eff.merge(&e);
+    };
+    let expired = state.ttl.at.is_some_and(|d| d <= now_ms) && state.view() != View::Absent;
+    if expired {
+        let d = state.ttl.at.unwrap_or_default();
+        push(&mut work, &mut eff, KeyState::expiry_effect(crate::hlc::version_from_parts(d, 0)));
+    }
+    let old = work.view();
+    let str_counts: Vec<By> = counts
+        .iter()
+        .filter(|(f, _)| f.is_none())
+        .map(|(_, b)| *b)
+        .collect();
+    let mut reset = false;
+    match (&old, now) {
+        (View::Absent, View::Absent) => {}
+        (_, View::Absent) => {
+            push(&mut work, &mut eff, KeyState::reset_effect(at, Base::Absent, None));
+            reset = true;
+        }
+        (View::Absent | View::Str(_), View::Str(_)) if !str_counts.is_empty() => {
+            for by in str_counts {
+                let e = work.incr_effect(at, node, by);
+                push(&mut work, &mut eff, e);
+            }
+        }
+        (View::Str(a), View::Str(b)) if a == b => {}
+        (_, View::Str(b)) => {
+            push(&mut work, &mut eff, KeyState::reset_effect(at, Base::Str(b.clone()), ttl_at));
+            reset = true;
+        }
+        (View::Blob(a), View::Blob(b)) if a == b => {}
+        (_, View::Blob(b)) => {
+            push(&mut work, &mut eff, KeyState::reset_effect(at, Base::Blob(b.clone()), ttl_at));
+            reset = true;
+        }
+        (_, _) => {
+            let kind = now.kind().expect("a collection");
+            if old.kind() != Some(kind) {
+                push(&mut work, &mut eff, KeyState::reset_effect(at, Base::Typed(kind), ttl_at));
+                reset = true;
+            }
+            let before = work.view().elements();
+            let after = now.elements();
+            let noted: BTreeMap<&[u8], Vec<By>> =
+                counts.iter().fold(BTreeMap::new(), |mut m, (f, b)| {
+                    if let Some(f) = f {
+                        m.entry(*f).or_insert_with(Vec::new).push(*b);
+                    }
+                    m
+                });
+            for (m, v) in &after {
+                if let Some(bys) = noted.get(m.as_slice())
+                    && kind == Kind::Hash
+                {
+                    for by in bys {
+                        let e = work.field_incr_effect(at, node, m, *by);
+                        push(&mut work, &mut eff, e);
+                    }
+                    continue;
+                }
+                if before.get(m) != Some(v) {
+                    let e = work.elem_effect(at, m, v.clone());
+                    push(&mut work, &mut eff, e);
+                }
+            }
+            for m in before.keys() {
+                if !after.contains_key(m) {
+                    let e = work.elem_effect(at, m, ElemVal::Gone);
+                    push(&mut work, &mut eff, e);
+                }
+            }
+        }
+    }
+    if !reset && *now != View::Absent && work.ttl.at != ttl_at {
+        push(&mut work, &mut eff, KeyState::ttl_effect(at, ttl_at));
+    }
+    (eff != KeyState::new()).then_some(eff)
+}
+
+impl View {
+    /// The collection kind, for sets, hashes and sorted sets.
+    pub fn kind(&self) -> Option<Kind> {
+        match self {
+            View::Set(_) => Some(Kind::Set),
+            View::Hash(_) => Some(Kind::Hash),
+            View::ZSet(_) => Some(Kind::ZSet),
+            _ => None,
+        }
+    }
+
+    /// A collection's elements as element values (empty for anything else).
+    fn elements(&self) -> BTreeMap<Vec<u8>, ElemVal> {
+        match self {
+            View::Set(ms) => ms.iter().map(|m| (m.clone(), ElemVal::Member)).collect(),
+            View::Hash(fs) => fs
+                .iter()
+                .map(|(f, v)| (f.clone(), ElemVal::Field(v.clone())))
+                .collect(),
+            View::ZSet(ms) => ms
+                .iter()
+                .map(|(m, s)| (m.clone(), ElemVal::Score(s.to_bits())))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! with threads. Background work that may take milliseconds (active expiry) runs on its own OS
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
+pub mod active;
 pub mod bufpool;
 pub mod clock;
 pub mod cluster_node;
@@ -329,6 +330,7 @@ impl Server {
             })
         };
         tokio::spawn(links::keepalive(Arc::downgrade(&state)));
+        tokio::spawn(active::supervise(Arc::downgrade(&state), links::Tcp));
         if let Some(l) = self.http {
             tokio::spawn(http::serve(state.clone(), l, self.shutdown_tx.subscribe()));
             tracing::info!(addr = ?self.http_addr, "serving /metrics and the status page");
