@@ -29,7 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use shoal_keyspace::delta::Pending;
 use shoal_keyspace::merge::{self, By, KeyState, Stamp, View};
 use shoal_keyspace::types::{hash::Hash, set::Set, zset::ZSet};
-use shoal_keyspace::{EncodingLimits, Entry, Object, Payload, ShardGuard, ValueRef, codec, key_slot};
+use shoal_keyspace::{
+    EncodingLimits, Entry, Object, Payload, ShardGuard, ValueRef, codec, key_slot,
+};
 use shoal_replication::stream;
 
 use crate::state::ServerState;
@@ -175,11 +177,9 @@ pub fn view_of(e: &Entry) -> View {
         ValueRef::Str(s) => View::Str(s.to_vec()),
         ValueRef::Obj(Object::RawString(s)) => View::Str(s.to_vec()),
         ValueRef::Obj(Object::Set(s)) => View::Set(s.iter().map(|m| m.to_vec()).collect()),
-        ValueRef::Obj(Object::Hash(h)) if h.field_ttl_count() == 0 => View::Hash(
-            h.iter()
-                .map(|(f, v)| (f.to_vec(), v.to_vec()))
-                .collect(),
-        ),
+        ValueRef::Obj(Object::Hash(h)) if h.field_ttl_count() == 0 => {
+            View::Hash(h.iter().map(|(f, v)| (f.to_vec(), v.to_vec())).collect())
+        }
         ValueRef::Obj(Object::ZSet(z)) => {
             View::ZSet(z.iter().map(|(m, s)| (m.to_vec(), s)).collect())
         }
@@ -192,11 +192,7 @@ pub fn view_of(e: &Entry) -> View {
 }
 
 /// The keyspace entry a merged state shows (`None`: absent, or a value that does not decode).
-pub fn entry_of(
-    key: &[u8],
-    st: &KeyState,
-    limits: &EncodingLimits,
-) -> Option<Entry> {
+pub fn entry_of(key: &[u8], st: &KeyState, limits: &EncodingLimits) -> Option<Entry> {
     let ttl = st.deadline();
     let version = st.top.hlc;
     let object = |o: Object| Entry::new(key, Payload::Object(Box::new(o)), ttl, None, version, 0);
@@ -291,8 +287,15 @@ fn encode_local(
             srv.ks.hlc.next(now_ms)
         };
         let at = Stamp::new(hlc, node);
-        let Some(eff) = merge::local_effect(st, &view, ttl, at, node, &counts, now_ms) else {
-            continue;
+        let eff = match merge::local_effect(st, &view, ttl, at, node, &counts, now_ms) {
+            Some(eff) => eff,
+            // A write that changed nothing merged (a PEXPIRE to the same deadline) still moved
+            // the key's version: every member moves it too, so digests stay equal.
+            None if version > st.top.hlc => KeyState {
+                top: at,
+                ..KeyState::new()
+            },
+            None => continue,
         };
         st.merge(&eff);
         encode_merge(out, db, key, &eff);

@@ -566,7 +566,11 @@ pub fn local_effect(
     let expired = state.ttl.at.is_some_and(|d| d <= now_ms) && state.view() != View::Absent;
     if expired {
         let d = state.ttl.at.unwrap_or_default();
-        push(&mut work, &mut eff, KeyState::expiry_effect(crate::hlc::version_from_parts(d, 0)));
+        push(
+            &mut work,
+            &mut eff,
+            KeyState::expiry_effect(crate::hlc::version_from_parts(d, 0)),
+        );
     }
     let old = work.view();
     let str_counts: Vec<By> = counts
@@ -578,7 +582,11 @@ pub fn local_effect(
     match (&old, now) {
         (View::Absent, View::Absent) => {}
         (_, View::Absent) => {
-            push(&mut work, &mut eff, KeyState::reset_effect(at, Base::Absent, None));
+            push(
+                &mut work,
+                &mut eff,
+                KeyState::reset_effect(at, Base::Absent, None),
+            );
             reset = true;
         }
         (View::Absent | View::Str(_), View::Str(_)) if !str_counts.is_empty() => {
@@ -589,18 +597,33 @@ pub fn local_effect(
         }
         (View::Str(a), View::Str(b)) if a == b => {}
         (_, View::Str(b)) => {
-            push(&mut work, &mut eff, KeyState::reset_effect(at, Base::Str(b.clone()), ttl_at));
+            push(
+                &mut work,
+                &mut eff,
+                KeyState::reset_effect(at, Base::Str(b.clone()), ttl_at),
+            );
             reset = true;
         }
         (View::Blob(a), View::Blob(b)) if a == b => {}
         (_, View::Blob(b)) => {
-            push(&mut work, &mut eff, KeyState::reset_effect(at, Base::Blob(b.clone()), ttl_at));
+            push(
+                &mut work,
+                &mut eff,
+                KeyState::reset_effect(at, Base::Blob(b.clone()), ttl_at),
+            );
             reset = true;
         }
         (_, _) => {
             let kind = now.kind().expect("a collection");
-            if old.kind() != Some(kind) {
-                push(&mut work, &mut eff, KeyState::reset_effect(at, Base::Typed(kind), ttl_at));
+            // A collection created where nothing was is written element by element on top of
+            // the key's last reset, so two members creating it at once both keep their elements;
+            // one replacing a value of another kind resets the key.
+            if old != View::Absent && old.kind() != Some(kind) {
+                push(
+                    &mut work,
+                    &mut eff,
+                    KeyState::reset_effect(at, Base::Typed(kind), ttl_at),
+                );
                 reset = true;
             }
             let before = work.view().elements();

@@ -364,7 +364,13 @@ impl Shard {
 
     /// Notes that the write just made to `key` (its `field`, for a hash) was an increment by `by`,
     /// for active-active merging (a no-op unless this shard records writes).
-    pub fn note_count(&mut self, db: usize, key: &[u8], field: Option<&[u8]>, by: crate::merge::By) {
+    pub fn note_count(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        field: Option<&[u8]>,
+        by: crate::merge::By,
+    ) {
         if self.recording {
             self.queue(Pending::Count {
                 db,

@@ -52,6 +52,9 @@ fn split_addr(addr: &str) -> Option<(&str, u16)> {
 /// Starts and stops peer links as `active-peers` changes, until the server is gone.
 pub async fn supervise<T: Transport + Clone>(srv: Weak<ServerState>, t: T) {
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Where each peer's stream was left, kept while a peer is dropped from the list and added
+    // back (a partition healed by configuration continues from the peer's backlog).
+    let positions: Positions = Arc::default();
     loop {
         tokio::time::sleep(Duration::from_millis(SUPERVISE_MS)).await;
         let Some(srv) = srv.upgrade() else { return };
@@ -66,7 +69,13 @@ pub async fn supervise<T: Transport + Clone>(srv: Weak<ServerState>, t: T) {
             .retain(|a, _| peers.contains(a));
         for addr in peers {
             if running.lock().expect("running lock").insert(addr.clone()) {
-                tokio::spawn(run_peer(srv.clone(), t.clone(), addr, running.clone()));
+                tokio::spawn(run_peer(
+                    srv.clone(),
+                    t.clone(),
+                    addr,
+                    running.clone(),
+                    positions.clone(),
+                ));
             }
         }
     }
@@ -86,8 +95,10 @@ fn status(srv: &ServerState, addr: &str, f: impl FnOnce(&mut PeerStatus)) {
     f(peers.entry(addr.to_string()).or_default());
 }
 
+type Positions = Arc<Mutex<std::collections::HashMap<String, Position>>>;
+
 /// Where we are in a peer's stream: its replication id (`None`: never synced) and our offset.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Position {
     replid: Option<String>,
     offset: u64,
@@ -100,8 +111,14 @@ async fn run_peer<T: Transport>(
     t: T,
     addr: String,
     running: Arc<Mutex<HashSet<String>>>,
+    positions: Positions,
 ) {
-    let mut pos = Position::default();
+    let mut pos = positions
+        .lock()
+        .expect("positions lock")
+        .get(&addr)
+        .cloned()
+        .unwrap_or_default();
     let mut backoff = BACKOFF_MIN_MS;
     while configured(&srv, &addr) {
         status(&srv, &addr, |s| s.state = "connecting");
@@ -118,6 +135,13 @@ async fn run_peer<T: Transport>(
         });
         if pos.streamed {
             backoff = BACKOFF_MIN_MS;
+        }
+        positions
+            .lock()
+            .expect("positions lock")
+            .insert(addr.clone(), pos.clone());
+        if !configured(&srv, &addr) {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(backoff)).await;
         backoff = (backoff * 2).min(BACKOFF_MAX_MS);
@@ -271,13 +295,10 @@ async fn skip_snapshot<S: AsyncRead + Unpin>(
                 return Ok(());
             }
         }
-        let n = tokio::time::timeout(
-            Duration::from_millis(PEER_SILENCE_MS),
-            s.read(&mut chunk),
-        )
-        .await
-        .map_err(|_| "peer silent during the full resync".to_string())?
-        .map_err(|e| e.to_string())?;
+        let n = tokio::time::timeout(Duration::from_millis(PEER_SILENCE_MS), s.read(&mut chunk))
+            .await
+            .map_err(|_| "peer silent during the full resync".to_string())?
+            .map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("peer closed the connection".into());
         }
