@@ -72,6 +72,47 @@ pub struct ActiveStats {
     pub repairs: AtomicU64,
     /// Merge states sent for peers' full resyncs.
     pub states_sent: AtomicU64,
+    /// Tombstones collected (every member had merged them).
+    pub tombstones_collected: AtomicU64,
+}
+
+type Key = (usize, Box<[u8]>);
+
+/// One shard's merge states, and where each deleted key's tombstone came from.
+#[derive(Debug, Default)]
+pub struct Store {
+    states: HashMap<Key, KeyState>,
+    /// For a key whose state shows nothing (a tombstone): the stream (id) and the offset in it
+    /// after its newest effect. It is collected once every other member reported merging that
+    /// stream past that offset (`SHOALSEEN`): from then on every effect a member makes is made on
+    /// top of the deletion, and those it made before have all reached this member.
+    marks: HashMap<Key, Mark>,
+}
+
+/// A place in a member's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub stream: u64,
+    pub offset: u64,
+}
+
+impl Store {
+    /// Notes where the state of `k` was last changed, if it is now a tombstone.
+    fn note(&mut self, k: &Key, mark: Option<Mark>) {
+        match (self.states.get(k).map(KeyState::is_tombstone), mark) {
+            (Some(true), Some(m)) => {
+                self.marks.insert(k.clone(), m);
+            }
+            _ => {
+                self.marks.remove(k);
+            }
+        }
+    }
+}
+
+/// A stream's id in marks: from its replication id.
+pub fn stream_id(replid: &str) -> u64 {
+    merge::node_number(replid)
 }
 
 /// A member's active-active state.
@@ -80,7 +121,10 @@ pub struct Active {
     on: AtomicBool,
     node: u64,
     /// Merge states per keyspace shard, locked only under that shard's lock.
-    stores: Box<[Mutex<HashMap<(usize, Box<[u8]>), KeyState>>]>,
+    stores: Box<[Mutex<Store>]>,
+    /// What each peer reported merging (`SHOALSEEN` frames in its stream): by the peer's stream
+    /// id, the offset it merged of each origin's stream.
+    seen: Mutex<HashMap<u64, HashMap<u64, u64>>>,
     pub stats: ActiveStats,
     /// Peer links by `host:port`, kept by the link drivers.
     pub peers: Mutex<BTreeMap<String, PeerStatus>>,
@@ -92,6 +136,7 @@ impl Active {
             on: AtomicBool::new(false),
             node: merge::node_number(node_id),
             stores: (0..shards).map(|_| Mutex::default()).collect(),
+            seen: Mutex::default(),
             stats: ActiveStats::default(),
             peers: Mutex::default(),
         }
@@ -107,7 +152,7 @@ impl Active {
         self.node
     }
 
-    fn store(&self, i: usize) -> std::sync::MutexGuard<'_, HashMap<(usize, Box<[u8]>), KeyState>> {
+    fn store(&self, i: usize) -> std::sync::MutexGuard<'_, Store> {
         self.stores[i].lock().expect("merge store lock")
     }
 
@@ -116,8 +161,8 @@ impl Active {
         let (mut keys, mut tombs) = (0, 0);
         for s in self.stores.iter() {
             let s = s.lock().expect("merge store lock");
-            keys += s.len();
-            tombs += s.values().map(KeyState::tombstones).sum::<usize>();
+            keys += s.states.len();
+            tombs += s.states.values().map(KeyState::tombstones).sum::<usize>();
         }
         (keys, tombs)
     }
@@ -136,7 +181,7 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
     } else {
         srv.active.on.store(false, Relaxed);
         for s in srv.active.stores.iter() {
-            s.lock().expect("merge store lock").clear();
+            *s.lock().expect("merge store lock") = Store::default();
         }
     }
 }
@@ -147,8 +192,7 @@ fn seed(srv: &ServerState, now_ms: u64) {
     let node = srv.active.node;
     for i in 0..srv.ks.shard_count() {
         let mut shard = srv.ks.lock(i);
-        let mut out = Vec::new();
-        append_local(srv, &mut shard, &mut out, now_ms);
+        append_local(srv, &mut shard, now_ms);
         let mut store = srv.active.store(i);
         for db in 0..srv.ks.databases() {
             shard.for_each_entry(i, db, |_, e| {
@@ -156,7 +200,7 @@ fn seed(srv: &ServerState, now_ms: u64) {
                     return;
                 }
                 let k = (db, Box::<[u8]>::from(e.key()));
-                if store.contains_key(&k) {
+                if store.states.contains_key(&k) {
                     return;
                 }
                 let at = Stamp::new(e.version(), node);
@@ -164,7 +208,7 @@ fn seed(srv: &ServerState, now_ms: u64) {
                 if let Some(eff) =
                     merge::local_effect(&st, &view_of(e), e.expire_ms(), at, node, &[], now_ms)
                 {
-                    store.insert(k, eff);
+                    store.states.insert(k, eff);
                 }
             });
         }
@@ -228,32 +272,49 @@ pub fn entry_of(key: &[u8], st: &KeyState, limits: &EncodingLimits) -> Option<En
 }
 
 /// Drains a locked shard's queue as an active member: the effects of the keys it names go into
-/// `out` (for the backlog) and into their merge states. Returns whether anything was encoded.
-pub fn append_local(
-    srv: &ServerState,
-    shard: &mut ShardGuard<'_>,
-    out: &mut Vec<u8>,
-    now_ms: u64,
-) -> bool {
+/// their merge states and are appended to the backlog (without waking the links). Returns the
+/// stream's end after them, if anything was appended.
+pub fn append_local(srv: &ServerState, shard: &mut ShardGuard<'_>, now_ms: u64) -> Option<u64> {
     let items = shard.take_pending();
     if items.is_empty() {
         shard.recycle_pending(items);
-        return false;
+        return None;
     }
-    let before = out.len();
-    encode_local(srv, shard, &items, out, now_ms);
+    let mut out = Vec::new();
+    let deleted = encode_local(srv, shard, &items, &mut out, now_ms);
     shard.recycle_pending(items);
-    out.len() > before
+    if out.is_empty() {
+        return None;
+    }
+    let end = srv.repl.append_quiet(&out);
+    if !deleted.is_empty() {
+        // Our own deletions: collected once every peer merged our stream past them.
+        let mark = Mark {
+            stream: stream_id(&srv.repl.ids().replid),
+            offset: end,
+        };
+        let mut store = srv.active.store(shard_index(srv, &deleted[0]));
+        for k in &deleted {
+            store.note(k, Some(mark));
+        }
+    }
+    Some(end)
 }
 
-/// The effects of a drained queue, one per key it names (in first-seen order).
+fn shard_index(srv: &ServerState, k: &Key) -> usize {
+    srv.ks.shard_of(key_slot(&k.1))
+}
+
+/// The effects of a drained queue, one per key it names (in first-seen order). Returns the keys
+/// it left as tombstones.
 fn encode_local(
     srv: &ServerState,
     shard: &mut ShardGuard<'_>,
     items: &[Pending],
     out: &mut Vec<u8>,
     now_ms: u64,
-) {
+) -> Vec<Key> {
+    let mut deleted = Vec::new();
     let node = srv.active.node;
     let limits = srv.encoding_limits();
     // Keys in order, with the increments noted for each.
@@ -279,7 +340,7 @@ fn encode_local(
             _ => (View::Absent, None, 0),
         };
         let mut store = srv.active.store(idx);
-        let st = store.entry((db, key.into())).or_default();
+        let st = store.states.entry((db, key.into())).or_default();
         // The write's version; a fresh one for a deletion (or a key the merge already moved past).
         let hlc = if version > st.top.hlc {
             version
@@ -300,6 +361,12 @@ fn encode_local(
         st.merge(&eff);
         encode_merge(out, db, key, &eff);
         srv.active.stats.local_effects.fetch_add(1, Relaxed);
+        if st.is_tombstone() {
+            deleted.push((db, key.into()));
+        } else {
+            store.marks.remove(&(db, Box::<[u8]>::from(key)));
+        }
+        let st = &store.states[&(db, Box::<[u8]>::from(key))];
         // The keyspace shows the merged value: a float counter's text, or a newer write merged
         // before this one.
         let shows = st.view();
@@ -312,6 +379,86 @@ fn encode_local(
             shard.put_merged(db, slot, key, entry, now_ms);
         }
     }
+    deleted
+}
+
+/// `SHOALSEEN stream offset`: this member merged `stream` (an origin's stream id) up to
+/// `offset`. Appended to this member's own stream for its peers' tombstone collection.
+pub fn encode_seen(out: &mut Vec<u8>, stream: u64, offset: u64) {
+    let (s, o) = (stream.to_string(), offset.to_string());
+    shoal_resp::encode_request(out, &[SEEN_FRAME, s.as_bytes(), o.as_bytes()]);
+}
+
+/// The stream frame of a merge report.
+pub const SEEN_FRAME: &[u8] = b"SHOALSEEN";
+
+/// A `SHOALSEEN` frame's stream and offset.
+pub fn parse_seen(args: &[&[u8]]) -> Option<(u64, u64)> {
+    match args {
+        [name, s, o] if name.eq_ignore_ascii_case(SEEN_FRAME) => Some((
+            std::str::from_utf8(s).ok()?.parse().ok()?,
+            std::str::from_utf8(o).ok()?.parse().ok()?,
+        )),
+        _ => None,
+    }
+}
+
+/// Peer `peer` (its stream id) reported merging `origin` up to `offset`.
+pub fn note_seen(srv: &ServerState, peer: u64, origin: u64, offset: u64) {
+    let mut seen = srv.active.seen.lock().expect("seen lock");
+    let o = seen.entry(peer).or_default().entry(origin).or_insert(0);
+    *o = (*o).max(offset);
+}
+
+/// Tombstones examined per collection pass at most (the pass holds one shard lock at a time).
+pub const TOMBSTONE_SCAN_PER_PASS: usize = 10_000;
+
+/// Drops the tombstones every member has merged: for each, every peer (by stream id, `peers`:
+/// all of them, or nothing is collected) reported merging the stream it came from past it
+/// (its origin needs no report). Returns how many went.
+pub fn collect_tombstones(srv: &ServerState, peers: &[u64]) -> usize {
+    if peers.is_empty() {
+        return 0;
+    }
+    let seen = srv.active.seen.lock().expect("seen lock").clone();
+    let stable = |m: &Mark| {
+        peers.iter().all(|p| {
+            *p == m.stream
+                || seen
+                    .get(p)
+                    .and_then(|o| o.get(&m.stream))
+                    .is_some_and(|&off| off >= m.offset)
+        })
+    };
+    let (mut scanned, mut collected) = (0, 0);
+    for i in 0..srv.ks.shard_count() {
+        let _shard = srv.ks.lock(i);
+        let mut store = srv.active.store(i);
+        let store = &mut *store;
+        let gone: Vec<Key> = store
+            .marks
+            .iter()
+            .take(TOMBSTONE_SCAN_PER_PASS.saturating_sub(scanned))
+            .filter(|(_, m)| stable(m))
+            .map(|(k, _)| k.clone())
+            .collect();
+        scanned += store.marks.len();
+        for k in gone {
+            store.marks.remove(&k);
+            if store.states.get(&k).is_some_and(KeyState::is_tombstone) {
+                store.states.remove(&k);
+                collected += 1;
+            }
+        }
+        if scanned >= TOMBSTONE_SCAN_PER_PASS {
+            break;
+        }
+    }
+    srv.active
+        .stats
+        .tombstones_collected
+        .fetch_add(collected as u64, Relaxed);
+    collected
 }
 
 /// `SHOALMERGE db key state`.
@@ -329,6 +476,7 @@ pub fn apply_remote(
     db: usize,
     key: &[u8],
     state: &[u8],
+    mark: Option<Mark>,
     now_ms: u64,
 ) -> Result<u64, String> {
     if db >= srv.ks.databases() {
@@ -341,19 +489,19 @@ pub fn apply_remote(
     let mut shard = srv.ks.lock(idx);
     // This shard's own writes first: they must be in the merge state before a peer's write
     // replaces the value they wrote.
-    let mut out = Vec::new();
-    if append_local(srv, &mut shard, &mut out, now_ms) {
-        srv.repl.append_quiet(&out);
-    }
+    let appended = append_local(srv, &mut shard, now_ms).is_some();
     let entry = {
         let mut store = srv.active.store(idx);
-        let st = store.entry((db, key.into())).or_default();
+        let k: Key = (db, key.into());
+        let st = store.states.entry(k.clone()).or_default();
         st.merge(&eff);
-        entry_of(key, st, &srv.encoding_limits())
+        let entry = entry_of(key, st, &srv.encoding_limits());
+        store.note(&k, mark);
+        entry
     };
     shard.put_merged(db, slot, key, entry, now_ms);
     drop(shard);
-    if !out.is_empty() {
+    if appended {
         srv.repl.notify_appended();
     }
     srv.active.stats.merges.fetch_add(1, Relaxed);
@@ -370,12 +518,10 @@ pub fn dump_shard(
     now_ms: u64,
 ) -> (Vec<(usize, Vec<u8>, Vec<u8>)>, bool) {
     let mut shard = srv.ks.lock(i);
-    let mut out = Vec::new();
-    if append_local(srv, &mut shard, &mut out, now_ms) {
-        srv.repl.append_quiet(&out);
-    }
+    let appended = append_local(srv, &mut shard, now_ms).is_some();
     let store = srv.active.store(i);
     let mut keys: Vec<&(usize, Box<[u8]>)> = store
+        .states
         .keys()
         .filter(|k| after.is_empty() || cursor_of(k).as_slice() > after)
         .collect();
@@ -386,13 +532,13 @@ pub fn dump_shard(
         .take(SYNC_KEYS_PER_CALL)
         .map(|k| {
             let mut b = Vec::new();
-            store[k].encode(&mut b);
+            store.states[k].encode(&mut b);
             (k.0, k.1.to_vec(), b)
         })
         .collect::<Vec<_>>();
     drop(store);
     drop(shard);
-    if !out.is_empty() {
+    if appended {
         srv.repl.notify_appended();
     }
     srv.active
@@ -416,13 +562,14 @@ pub fn info_section(srv: &ServerState, now_ms: u64, t: &mut String) {
     let (keys, tombstones) = a.counts();
     let _ = write!(
         t,
-        "# Active\r\nactive_enabled:{}\r\nactive_node:{:016x}\r\nactive_keys:{keys}\r\nactive_tombstones:{tombstones}\r\nactive_local_effects:{}\r\nactive_merges:{}\r\nactive_repairs:{}\r\nactive_states_sent:{}\r\n",
+        "# Active\r\nactive_enabled:{}\r\nactive_node:{:016x}\r\nactive_keys:{keys}\r\nactive_tombstones:{tombstones}\r\nactive_local_effects:{}\r\nactive_merges:{}\r\nactive_repairs:{}\r\nactive_states_sent:{}\r\nactive_tombstones_collected:{}\r\n",
         a.is_on() as u8,
         a.node,
         a.stats.local_effects.load(Relaxed),
         a.stats.merges.load(Relaxed),
         a.stats.repairs.load(Relaxed),
         a.stats.states_sent.load(Relaxed),
+        a.stats.tombstones_collected.load(Relaxed),
     );
     let peers = a.peers.lock().expect("peers lock");
     for (i, (addr, p)) in peers.iter().enumerate() {

@@ -50,11 +50,10 @@ fn append_queue(
     now_ms: u64,
 ) -> (u64, bool) {
     if srv.active.is_on() {
-        out.clear();
-        if !crate::active::append_local(srv, shard, out, now_ms) {
-            return (srv.repl.stream_end(), false);
-        }
-        return (srv.repl.append_quiet(out), true);
+        return match crate::active::append_local(srv, shard, now_ms) {
+            Some(end) => (end, true),
+            None => (srv.repl.stream_end(), false),
+        };
     }
     let items = shard.take_pending();
     if items.is_empty() {
@@ -82,7 +81,7 @@ pub fn emit_all_locked(
     let mut out = Vec::new();
     if recording && srv.active.is_on() {
         for shard in shards.iter_mut() {
-            crate::active::append_local(srv, shard, &mut out, now_ms);
+            crate::active::append_local(srv, shard, now_ms);
         }
     } else if recording {
         for shard in shards.iter_mut() {

@@ -297,7 +297,7 @@ impl KeyState {
 
     /// Number of tombstones held: a deletion, plus removed elements.
     pub fn tombstones(&self) -> usize {
-        let dead_key = (self.reset != Stamp::ZERO && self.base == Base::Absent) as usize;
+        let dead_key = (self.reset != Stamp::ZERO && self.is_tombstone()) as usize;
         dead_key
             + self
                 .elems

@@ -55,6 +55,9 @@ pub async fn supervise<T: Transport + Clone>(srv: Weak<ServerState>, t: T) {
     // Where each peer's stream was left, kept while a peer is dropped from the list and added
     // back (a partition healed by configuration continues from the peer's backlog).
     let positions: Positions = Arc::default();
+    // What we last reported merging of each peer's stream.
+    let mut reported: std::collections::HashMap<u64, u64> = Default::default();
+    let mut passes = 0u64;
     loop {
         tokio::time::sleep(Duration::from_millis(SUPERVISE_MS)).await;
         let Some(srv) = srv.upgrade() else { return };
@@ -62,6 +65,10 @@ pub async fn supervise<T: Transport + Clone>(srv: Weak<ServerState>, t: T) {
             return;
         }
         let peers = parse_peers(&srv.config().active_peers);
+        if srv.active.is_on() {
+            report_and_collect(&srv, &peers, &mut reported, passes);
+            passes += 1;
+        }
         srv.active
             .peers
             .lock()
@@ -78,6 +85,43 @@ pub async fn supervise<T: Transport + Clone>(srv: Weak<ServerState>, t: T) {
                 ));
             }
         }
+    }
+}
+
+/// Collection passes run once per this many supervision rounds (about once a second).
+pub const COLLECT_EVERY_ROUNDS: u64 = 5;
+
+/// Tells the peers, in our stream, how far we merged each of their streams (`SHOALSEEN`), and
+/// collects the tombstones every member has merged.
+fn report_and_collect(
+    srv: &ServerState,
+    peers: &[String],
+    reported: &mut std::collections::HashMap<u64, u64>,
+    passes: u64,
+) {
+    let links: Vec<(u64, u64)> = {
+        let status = srv.active.peers.lock().expect("peers lock");
+        peers
+            .iter()
+            .filter_map(|a| status.get(a))
+            .filter(|s| !s.replid.is_empty())
+            .map(|s| (act::stream_id(&s.replid), s.offset))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for &(stream, offset) in &links {
+        if reported.get(&stream) != Some(&offset) {
+            act::encode_seen(&mut out, stream, offset);
+            reported.insert(stream, offset);
+        }
+    }
+    if !out.is_empty() {
+        srv.repl.append(&out);
+    }
+    // Only with every configured peer known: a member we never heard from may hold anything.
+    if passes.is_multiple_of(COLLECT_EVERY_ROUNDS) && links.len() == peers.len() {
+        let streams: Vec<u64> = links.iter().map(|l| l.0).collect();
+        act::collect_tombstones(srv, &streams);
     }
 }
 
@@ -351,7 +395,7 @@ async fn fetch_states<T: Transport>(
                     .ok()
                     .and_then(|d| d.parse().ok())
                     .ok_or("malformed ACTIVESYNC db")?;
-                act::apply_remote(srv, db, key, state, now_ms())?;
+                act::apply_remote(srv, db, key, state, None, now_ms())?;
             }
             if next.is_empty() {
                 break;
@@ -381,7 +425,9 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         if fresh {
             fresh = false;
-            let (used, effects, lag) = apply_frames(srv, &mut decoder, &mut ranges, &inbuf)?;
+            let stream = act::stream_id(pos.replid.as_deref().unwrap_or_default());
+            let (used, effects, lag) =
+                apply_frames(srv, &mut decoder, &mut ranges, &inbuf, stream, pos.offset)?;
             inbuf.drain(..used);
             decoder.shift(used, &mut ranges);
             pos.offset += used as u64;
@@ -392,6 +438,10 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
             stream::encode_ack(&mut ack, pos.offset);
             write(s, &ack).await?;
             status(srv, addr, |st| {
+                // Also after the entry was dropped and made again (the peer was removed from
+                // the list and added back while this session ran).
+                st.state = "connected";
+                st.replid = pos.replid.clone().unwrap_or_default();
                 st.offset = pos.offset;
                 st.effects += effects;
                 st.last_io_ms = last_read;
@@ -426,13 +476,15 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Merges every whole frame of `buf`; returns the bytes used, the effects merged and the lag of
-/// the newest (ms from its version to now).
+/// Merges every whole frame of `buf` (the peer's stream `stream` from `offset`); returns the
+/// bytes used, the effects merged and the lag of the newest (ms from its version to now).
 fn apply_frames(
     srv: &ServerState,
     decoder: &mut RequestDecoder,
     ranges: &mut Vec<std::ops::Range<usize>>,
     buf: &[u8],
+    stream: u64,
+    offset: u64,
 ) -> Result<(usize, u64, Option<u64>), String> {
     let mut pos = 0;
     let mut effects = 0;
@@ -446,9 +498,16 @@ fn apply_frames(
                 let args: Vec<&[u8]> = ranges.iter().map(|r| &buf[r.clone()]).collect();
                 if let Some((db, key, state)) = act::parse_merge(&args) {
                     let now = now_ms();
-                    let top = act::apply_remote(srv, db, key, state, now)?;
+                    let mark = act::Mark {
+                        stream,
+                        offset: offset + end as u64,
+                    };
+                    let top = act::apply_remote(srv, db, key, state, Some(mark), now)?;
                     lag = Some(now.saturating_sub(shoal_keyspace::hlc::version_ms(top)));
                     effects += 1;
+                }
+                if let Some((origin, merged)) = act::parse_seen(&args) {
+                    act::note_seen(srv, stream, origin, merged);
                 }
                 // Anything else (keep-alive pings, a flush or swap, functions) is not merged:
                 // it is this peer's own business.

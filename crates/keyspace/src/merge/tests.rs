@@ -433,7 +433,11 @@ fn redis_write(v: &View, op: &KsOp) -> (View, Vec<(Option<Vec<u8>>, By)>) {
             } else {
                 s.remove(&m(x));
             }
-            let out = if s.is_empty() { View::Absent } else { View::Set(s.into_iter().collect()) };
+            let out = if s.is_empty() {
+                View::Absent
+            } else {
+                View::Set(s.into_iter().collect())
+            };
             (out, vec![])
         }
         KsOp::HIncr(f, n) => {
@@ -441,16 +445,24 @@ fn redis_write(v: &View, op: &KsOp) -> (View, Vec<(Option<Vec<u8>>, By)>) {
                 View::Hash(fs) => fs.iter().cloned().collect(),
                 _ => Map::new(),
             };
-            let cur: i64 = h.get(&m(f)).map_or(0, |t| String::from_utf8_lossy(t).parse().unwrap());
+            let cur: i64 = h
+                .get(&m(f))
+                .map_or(0, |t| String::from_utf8_lossy(t).parse().unwrap());
             h.insert(m(f), (cur + *n as i64).to_string().into_bytes());
-            (View::Hash(h.into_iter().collect()), vec![(Some(m(f)), By::Int(*n as i64))])
+            (
+                View::Hash(h.into_iter().collect()),
+                vec![(Some(m(f)), By::Int(*n as i64))],
+            )
         }
         KsOp::Incr(n) => {
             let cur: i64 = match v {
                 View::Str(s) => String::from_utf8_lossy(s).parse().unwrap(),
                 _ => 0,
             };
-            (View::Str((cur + *n as i64).to_string().into_bytes()), vec![(None, By::Int(*n as i64))])
+            (
+                View::Str((cur + *n as i64).to_string().into_bytes()),
+                vec![(None, By::Int(*n as i64))],
+            )
         }
         KsOp::Del => (View::Absent, vec![]),
     }
