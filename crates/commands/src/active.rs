@@ -305,6 +305,15 @@ fn shard_index(srv: &ServerState, k: &Key) -> usize {
     srv.ks.shard_of(key_slot(&k.1))
 }
 
+/// A key in a database, borrowed.
+type DbKey<'a> = (usize, &'a [u8]);
+
+/// An increment a write noted: of a hash field, or of the string (`None`).
+type Noted<'a> = (Option<&'a [u8]>, By);
+
+/// One merge state of a dump: database, key, wire form.
+pub type DumpedState = (usize, Vec<u8>, Vec<u8>);
+
 /// The effects of a drained queue, one per key it names (in first-seen order). Returns the keys
 /// it left as tombstones.
 fn encode_local(
@@ -318,7 +327,7 @@ fn encode_local(
     let node = srv.active.node;
     let limits = srv.encoding_limits();
     // Keys in order, with the increments noted for each.
-    let mut keys: Vec<((usize, &[u8]), Vec<(Option<&[u8]>, By)>)> = Vec::new();
+    let mut keys: Vec<(DbKey<'_>, Vec<Noted<'_>>)> = Vec::new();
     for p in items {
         let k = p.db_key();
         let i = match keys.iter().position(|(x, _)| *x == k) {
@@ -516,7 +525,7 @@ pub fn dump_shard(
     i: usize,
     after: &[u8],
     now_ms: u64,
-) -> (Vec<(usize, Vec<u8>, Vec<u8>)>, bool) {
+) -> (Vec<DumpedState>, bool) {
     let mut shard = srv.ks.lock(i);
     let appended = append_local(srv, &mut shard, now_ms).is_some();
     let store = srv.active.store(i);

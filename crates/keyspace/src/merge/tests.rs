@@ -329,7 +329,7 @@ impl Model {
         }
     }
     fn string(&self) -> Vec<String> {
-        self.s.map(|v| float_text(v)).into_iter().collect()
+        self.s.map(float_text).into_iter().collect()
     }
     fn set(&self) -> Vec<String> {
         self.set
@@ -419,8 +419,11 @@ fn ks_key(op: &KsOp, del_key: u8) -> usize {
     }
 }
 
+/// Increments a write notes: of a hash field, or of the string (`None`).
+type Counts = Vec<(Option<Vec<u8>>, By)>;
+
 /// What Redis holds after `op` on a key showing `v`, and the increments it notes.
-fn redis_write(v: &View, op: &KsOp) -> (View, Vec<(Option<Vec<u8>>, By)>) {
+fn redis_write(v: &View, op: &KsOp) -> (View, Counts) {
     let m = |b: &u8| vec![b'm', *b];
     match op {
         KsOp::SAdd(x) | KsOp::SRem(x) => {
