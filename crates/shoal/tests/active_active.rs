@@ -184,6 +184,10 @@ fn two_members_written_concurrently_converge_without_losing_increments() {
         out.contains("verified 1 replica(s): 0 differing key(s)"),
         "{out}"
     );
+    // A member cannot also be a replica: its stream carries merge effects.
+    let mut c = members[0].client();
+    let r: redis::RedisResult<()> = common::try_q(&mut c, &["REPLICAOF", "127.0.0.1", "1"]);
+    assert!(r.is_err());
 }
 
 #[test]
