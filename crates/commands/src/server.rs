@@ -1562,8 +1562,10 @@ pub const INFO_SECTIONS: &[(&str, bool)] = &[
     ("latencystats", false),
     ("cluster", true),
     ("keyspace", true),
-    ("active", false),
 ];
+
+/// shoal's own sections, shown only when named (`INFO all`/`everything` stay Redis's).
+pub const SHOAL_INFO_SECTIONS: &[&str] = &["active"];
 
 /// Which sections `INFO args...` asks for (lowercase names): none means `default`; several may be
 /// named at once; unknown names select nothing.
@@ -1576,6 +1578,12 @@ fn info_wanted(sections: &[String]) -> Vec<&'static str> {
             all || (default && *in_default) || sections.iter().any(|s| s == name)
         })
         .map(|(name, _)| *name)
+        .chain(
+            SHOAL_INFO_SECTIONS
+                .iter()
+                .copied()
+                .filter(|name| sections.iter().any(|s| s == name)),
+        )
         .collect()
 }
 
