@@ -87,6 +87,10 @@ pub struct Store {
     /// stream past that offset (`SHOALSEEN`): from then on every effect a member makes is made on
     /// top of the deletion, and those it made before have all reached this member.
     marks: HashMap<Key, Mark>,
+    /// Keys seeded from a snapshot loaded at start-up: their states are this member's old view,
+    /// which its peers may have moved past (a reset there would drop their newer increments). A
+    /// peer's state for such a key replaces the seed; a local write first sends the seed as is.
+    provisional: std::collections::HashSet<Key>,
 }
 
 /// A place in a member's stream.
@@ -177,7 +181,7 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
     if on {
         srv.active.on.store(true, Relaxed);
         srv.repl.start_recording(&srv.ks);
-        seed(srv, now_ms);
+        seed(srv, now_ms, false);
     } else {
         srv.active.on.store(false, Relaxed);
         for s in srv.active.stores.iter() {
@@ -186,13 +190,20 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
     }
 }
 
-/// Gives every key already in the keyspace a merge state (a reset at its version), so that the
-/// writes that follow are merged against it.
-fn seed(srv: &ServerState, now_ms: u64) {
+/// Gives every key in the keyspace without a merge state one (a reset at its version), so that
+/// the writes that follow are merged against it: on joining a group, and after a snapshot was
+/// loaded at start-up. Not streamed: peers get these states by a full resync. What the shards
+/// had queued (the load's inserts) is dropped, not sent as writes. `provisional`: the keys come
+/// from this member's own snapshot (see [`Store::provisional`]).
+pub fn seed(srv: &ServerState, now_ms: u64, provisional: bool) {
+    if !srv.active.is_on() {
+        return;
+    }
     let node = srv.active.node;
     for i in 0..srv.ks.shard_count() {
         let mut shard = srv.ks.lock(i);
-        append_local(srv, &mut shard, now_ms);
+        let queued = shard.take_pending();
+        shard.recycle_pending(queued);
         let mut store = srv.active.store(i);
         for db in 0..srv.ks.databases() {
             shard.for_each_entry(i, db, |_, e| {
@@ -208,6 +219,9 @@ fn seed(srv: &ServerState, now_ms: u64) {
                 if let Some(eff) =
                     merge::local_effect(&st, &view_of(e), e.expire_ms(), at, node, &[], now_ms)
                 {
+                    if provisional {
+                        store.provisional.insert(k.clone());
+                    }
                     store.states.insert(k, eff);
                 }
             });
@@ -349,7 +363,14 @@ fn encode_local(
             _ => (View::Absent, None, 0),
         };
         let mut store = srv.active.store(idx);
-        let st = store.states.entry((db, key.into())).or_default();
+        let k: Key = (db, key.into());
+        if store.provisional.remove(&k)
+            && let Some(seeded) = store.states.get(&k)
+        {
+            // Written here before any peer spoke of it: the seed becomes a write of its own.
+            encode_merge(out, db, key, seeded);
+        }
+        let st = store.states.entry(k).or_default();
         // The write's version; a fresh one for a deletion (or a key the merge already moved past).
         let hlc = if version > st.top.hlc {
             version
@@ -499,15 +520,25 @@ pub fn apply_remote(
     // This shard's own writes first: they must be in the merge state before a peer's write
     // replaces the value they wrote.
     let appended = append_local(srv, &mut shard, now_ms).is_some();
-    let entry = {
+    let (entry, replaced) = {
         let mut store = srv.active.store(idx);
         let k: Key = (db, key.into());
+        let replaced = store.provisional.remove(&k);
+        if replaced {
+            // A peer's state replaces what this member's snapshot held.
+            store.states.remove(&k);
+        }
         let st = store.states.entry(k.clone()).or_default();
         st.merge(&eff);
         let entry = entry_of(key, st, &srv.encoding_limits());
         store.note(&k, mark);
-        entry
+        (entry, replaced)
     };
+    if replaced {
+        // The snapshot's entry may carry a version the group never saw: it goes first, so the
+        // key's versions only grow from here.
+        shard.put_merged(db, slot, key, None, now_ms);
+    }
     shard.put_merged(db, slot, key, entry, now_ms);
     drop(shard);
     if appended {
@@ -532,6 +563,7 @@ pub fn dump_shard(
     let mut keys: Vec<&(usize, Box<[u8]>)> = store
         .states
         .keys()
+        .filter(|k| !store.provisional.contains(*k))
         .filter(|k| after.is_empty() || cursor_of(k).as_slice() > after)
         .collect();
     keys.sort_by_key(|k| cursor_of(k));

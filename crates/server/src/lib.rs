@@ -263,6 +263,8 @@ impl Server {
         state.stats.used_memory_startup.store(startup, Relaxed);
         state.stats.observe_used_memory(startup);
         persist::load_at_startup(&state)?;
+        // An active-active member merges later writes against what the snapshot held.
+        shoal_commands::active::seed(&state, now_ms(), true);
         let aclfile = state.config().aclfile.clone();
         if !aclfile.is_empty() {
             shoal_commands::acl::load_file(&state, &aclfile)
