@@ -87,9 +87,11 @@ pub struct Store {
     /// stream past that offset (`SHOALSEEN`): from then on every effect a member makes is made on
     /// top of the deletion, and those it made before have all reached this member.
     marks: HashMap<Key, Mark>,
-    /// Keys seeded from a snapshot loaded at start-up: their states are this member's old view,
-    /// which its peers may have moved past (a reset there would drop their newer increments). A
-    /// peer's state for such a key replaces the seed; a local write first sends the seed as is.
+    /// Keys seeded from the keyspace (joining a group, or a snapshot loaded at start-up): their
+    /// states may be this member's old view of keys its peers moved past (a reset made of it
+    /// would drop their newer increments). A peer's state for such a key replaces the seed; a
+    /// local write first sends the seed as is; once every peer's states were merged, the seeds
+    /// left (keys no peer had) are sent ([`promote_provisional`]).
     provisional: std::collections::HashSet<Key>,
 }
 
@@ -181,7 +183,7 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
     if on {
         srv.active.on.store(true, Relaxed);
         srv.repl.start_recording(&srv.ks);
-        seed(srv, now_ms, false);
+        seed(srv, now_ms);
     } else {
         srv.active.on.store(false, Relaxed);
         for s in srv.active.stores.iter() {
@@ -193,9 +195,9 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
 /// Gives every key in the keyspace without a merge state one (a reset at its version), so that
 /// the writes that follow are merged against it: on joining a group, and after a snapshot was
 /// loaded at start-up. Not streamed: peers get these states by a full resync. What the shards
-/// had queued (the load's inserts) is dropped, not sent as writes. `provisional`: the keys come
-/// from this member's own snapshot (see [`Store::provisional`]).
-pub fn seed(srv: &ServerState, now_ms: u64, provisional: bool) {
+/// had queued (the load's inserts) is dropped, not sent as writes. Seeds are provisional (see
+/// [`Store::provisional`]) until [`promote_provisional`].
+pub fn seed(srv: &ServerState, now_ms: u64) {
     if !srv.active.is_on() {
         return;
     }
@@ -219,14 +221,42 @@ pub fn seed(srv: &ServerState, now_ms: u64, provisional: bool) {
                 if let Some(eff) =
                     merge::local_effect(&st, &view_of(e), e.expire_ms(), at, node, &[], now_ms)
                 {
-                    if provisional {
-                        store.provisional.insert(k.clone());
-                    }
+                    store.provisional.insert(k.clone());
                     store.states.insert(k, eff);
                 }
             });
         }
     }
+}
+
+/// Sends the seeded states no peer replaced (keys only this member had) as writes, once every
+/// peer's states have been merged here. Returns how many.
+pub fn promote_provisional(srv: &ServerState) -> usize {
+    let mut sent = 0;
+    let mut appended = false;
+    for i in 0..srv.ks.shard_count() {
+        let _shard = srv.ks.lock(i);
+        let mut store = srv.active.store(i);
+        if store.provisional.is_empty() {
+            continue;
+        }
+        let keys: Vec<Key> = store.provisional.drain().collect();
+        let mut out = Vec::new();
+        for k in &keys {
+            if let Some(st) = store.states.get(k) {
+                encode_merge(&mut out, k.0, &k.1, st);
+                sent += 1;
+            }
+        }
+        if !out.is_empty() {
+            srv.repl.append_quiet(&out);
+            appended = true;
+        }
+    }
+    if appended {
+        srv.repl.notify_appended();
+    }
+    sent
 }
 
 /// What a keyspace entry shows, as a merge view.

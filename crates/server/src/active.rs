@@ -118,6 +118,19 @@ fn report_and_collect(
     if !out.is_empty() {
         srv.repl.append(&out);
     }
+    // Seeds yield to the group's states; once every peer's were merged, those left are ours.
+    let all_merged = {
+        let status = srv.active.peers.lock().expect("peers lock");
+        !peers.is_empty()
+            && peers.iter().all(|a| {
+                status
+                    .get(a)
+                    .is_some_and(|s| s.full_syncs + s.partial_syncs > 0)
+            })
+    };
+    if all_merged {
+        act::promote_provisional(srv);
+    }
     // Only with every configured peer known: a member we never heard from may hold anything.
     if passes.is_multiple_of(COLLECT_EVERY_ROUNDS) && links.len() == peers.len() {
         let streams: Vec<u64> = links.iter().map(|l| l.0).collect();
@@ -289,10 +302,7 @@ async fn session<T: Transport>(
         else {
             return Err(format!("bad FULLRESYNC line: {line}"));
         };
-        status(srv, addr, |st| {
-            st.state = "sync";
-            st.full_syncs += 1;
-        });
+        status(srv, addr, |st| st.state = "sync");
         skip_snapshot(srv, &mut s, &mut inbuf).await?;
         // From here on, our place in the peer's stream is the snapshot's offset; the merge
         // states read next cover everything before it (and maybe some after: merging twice is
@@ -300,6 +310,8 @@ async fn session<T: Transport>(
         pos.replid = Some(id.to_string());
         pos.offset = offset;
         fetch_states(srv, t, host, port).await?;
+        // Counted once the peer's states are all merged (seeds wait for that).
+        status(srv, addr, |st| st.full_syncs += 1);
         tracing::info!(peer = %addr, "active-active full resync: merged the peer's states");
     } else if let Some(rest) = line.strip_prefix("+CONTINUE") {
         if let Some(id) = rest.split_whitespace().next() {

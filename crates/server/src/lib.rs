@@ -264,7 +264,7 @@ impl Server {
         state.stats.observe_used_memory(startup);
         persist::load_at_startup(&state)?;
         // An active-active member merges later writes against what the snapshot held.
-        shoal_commands::active::seed(&state, now_ms(), true);
+        shoal_commands::active::seed(&state, now_ms());
         let aclfile = state.config().aclfile.clone();
         if !aclfile.is_empty() {
             shoal_commands::acl::load_file(&state, &aclfile)

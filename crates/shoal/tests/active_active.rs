@@ -317,3 +317,37 @@ fn a_member_killed_and_restarted_gets_the_group_state_back_and_converges() {
     let (code, out) = verify(&members[1]);
     assert_eq!(code, 0, "verify: {out}");
 }
+
+#[test]
+fn a_member_restarted_from_its_snapshot_loses_no_increment_made_while_it_was_down() {
+    let dir = std::env::temp_dir().join(format!("shoal-active-snap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = format!("dir={}", dir.display());
+    let mut members = vec![Shoal::start(&[]), Shoal::start(&["--set", &dir_arg])];
+    join(&members);
+    wait_connected(&members);
+    let (mut a, mut b) = (members[0].client(), members[1].client());
+    let _: i64 = q(&mut a, &["INCRBY", "c", "5"]);
+    let _: i64 = q(&mut b, &["INCRBY", "c", "3"]);
+    let _: () = q(&mut b, &["SET", "s", "v"]);
+    converge(&members);
+    let _: () = q(&mut b, &["SAVE"]);
+    members[1].signal("-KILL");
+    common::wait_until("killed", || !members[1].is_running());
+    // While member 1 is down, member 0 increments; member 1 comes back from its snapshot
+    // (which says 8) on a new port and increments too.
+    let _: i64 = q(&mut a, &["INCR", "c"]);
+    members[1] = Shoal::start(&["--set", &dir_arg]);
+    join(&members);
+    wait_connected(&members);
+    converge(&members);
+    let mut b = members[1].client();
+    let _: i64 = q(&mut b, &["INCR", "c"]);
+    converge(&members);
+    for m in &members {
+        assert_eq!(get(m, &["GET", "c"]), Some("10".to_string()));
+        assert_eq!(get(m, &["GET", "s"]), Some("v".to_string()));
+    }
+    drop(members);
+    let _ = std::fs::remove_dir_all(&dir);
+}
