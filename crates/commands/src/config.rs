@@ -155,6 +155,9 @@ params! {
     aclfile: String = "aclfile", Str, "", immutable;
     /// Entries the ACL log keeps (`ACL LOG`).
     acllog_max_len: u64 = "acllog-max-len", Int(0, LONG_MAX), "128", mutable;
+    /// The other members of this node's active-active group, as space-separated `host:port`;
+    /// every member takes writes and merges the others' (empty: not a member).
+    active_peers: String = "active-peers", Str, "", mutable;
     /// The append-only log's folder, in `dir`: its manifest, base snapshot and incremental logs.
     appenddirname: String = "appenddirname", Str, "appendonlydir", immutable;
     /// The prefix of the append-only log's file names (`NAME.manifest`, `NAME.N.base.shoal`,

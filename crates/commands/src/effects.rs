@@ -49,6 +49,12 @@ fn append_queue(
     out: &mut Vec<u8>,
     now_ms: u64,
 ) -> (u64, bool) {
+    if srv.active.is_on() {
+        return match crate::active::append_local(srv, shard, now_ms) {
+            Some(end) => (end, true),
+            None => (srv.repl.stream_end(), false),
+        };
+    }
     let items = shard.take_pending();
     if items.is_empty() {
         shard.recycle_pending(items);
@@ -73,7 +79,11 @@ pub fn emit_all_locked(
 ) -> Option<u64> {
     let recording = srv.ks.recording();
     let mut out = Vec::new();
-    if recording {
+    if recording && srv.active.is_on() {
+        for shard in shards.iter_mut() {
+            crate::active::append_local(srv, shard, now_ms);
+        }
+    } else if recording {
         for shard in shards.iter_mut() {
             let items = shard.take_pending();
             stream::encode_pending(&mut out, shard, &items, &srv.ks.hlc, now_ms);

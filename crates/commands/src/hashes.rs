@@ -487,7 +487,19 @@ fn write_hash<R>(
     event: &'static str,
     f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
-    write_hash_with(ctx, key, create, || event, f)
+    write_hash_with(ctx, key, create, || event, None, f)
+}
+
+/// [`write_hash`] of an increment of `field` by `by` (HINCRBY, HINCRBYFLOAT): noted as such for
+/// active-active merging, under the same lock as the write.
+fn write_hash_counting<R>(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    event: &'static str,
+    count: (&[u8], shoal_keyspace::merge::By),
+    f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
+) -> Result<Option<R>, ReplyError> {
+    write_hash_with(ctx, key, true, || event, Some(count), f)
 }
 
 /// [`write_hash`] whose event depends on what `f` did (HEXPIRE raises `hdel` when it deleted).
@@ -497,6 +509,7 @@ fn write_hash_with<R>(
     key: &[u8],
     create: bool,
     event: impl Fn() -> &'static str,
+    count: Option<(&[u8], shoal_keyspace::merge::By)>,
     f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
 ) -> Result<Option<R>, ReplyError> {
     let (db, now) = (ctx.db(), ctx.now_ms);
@@ -535,6 +548,9 @@ fn write_hash_with<R>(
         Ok((out, empty)) => {
             if let Ok((_, true)) = &out {
                 shard.note(notify::HASH, event(), db, key);
+                if let Some((field, by)) = count {
+                    shard.note_count(db, key, Some(field), by);
+                }
             }
             if empty {
                 shard.remove(db, slot, key);
@@ -542,7 +558,7 @@ fn write_hash_with<R>(
             }
             out.map(|(r, _)| Some(r))
         }
-        Err(f) => finish_absent(ctx, shard, slot, key, create, event, f, &limits),
+        Err(f) => finish_absent(ctx, shard, slot, key, create, event, count, f, &limits),
     }
 }
 
@@ -578,6 +594,7 @@ fn finish_absent<R>(
     key: &[u8],
     create: bool,
     event: impl Fn() -> &'static str,
+    count: Option<(&[u8], shoal_keyspace::merge::By)>,
     f: impl FnOnce(&mut Hash, &mut Ops, &EncodingLimits) -> Result<(R, bool), ReplyError>,
     limits: &EncodingLimits,
 ) -> Result<Option<R>, ReplyError> {
@@ -592,6 +609,9 @@ fn finish_absent<R>(
         let version = ctx.version();
         shard.insert(db, slot, object_entry(key, Object::Hash(h), version), now);
         shard.note(notify::HASH, event(), db, key);
+        if let Some((field, by)) = count {
+            shard.note_count(db, key, Some(field), by);
+        }
     }
     Ok(Some(r))
 }
@@ -748,7 +768,8 @@ fn set_keeping_ttl(
 fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let by = args.i64(3)?;
     let field = args.get(2);
-    let new = write_hash(ctx, args.get(1), true, "hincrby", |h, ops, limits| {
+    let count = (field, shoal_keyspace::merge::By::Int(by));
+    let new = write_hash_counting(ctx, args.get(1), "hincrby", count, |h, ops, limits| {
         let cur = match h.get(field) {
             Some(v) => shoal_keyspace::parse_canonical_i64(v)
                 .ok_or_else(|| ReplyError::err_static("hash value is not an integer"))?,
@@ -770,7 +791,12 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .ok_or(crate::args::ERR_NOT_FLOAT)?
         .ok_or_else(|| ReplyError::err_static("value is NaN or Infinity"))?;
     let field = args.get(2);
-    let new = write_hash(ctx, args.get(1), true, "hincrbyfloat", |h, ops, limits| {
+    let by_f64 = std::str::from_utf8(args.get(3))
+        .ok()
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let count = (field, shoal_keyspace::merge::By::Float(by_f64));
+    let new = write_hash_counting(ctx, args.get(1), "hincrbyfloat", count, |h, ops, limits| {
         let cur = match h.get(field) {
             Some(v) => parse_long_double(v)
                 .ok_or_else(|| ReplyError::err_static("hash value is not a float"))?,
@@ -968,7 +994,7 @@ fn hexpire_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, relative: bool, seconds: 
     // Redis 7.4 raises `hdel` when a field was deleted (a time in the past), else `hexpire`.
     let deleted_any = std::cell::Cell::new(false);
     let event = || if deleted_any.get() { "hdel" } else { "hexpire" };
-    let replies = write_hash_with(ctx, args.get(1), false, event, |h, ops, _| {
+    let replies = write_hash_with(ctx, args.get(1), false, event, None, |h, ops, _| {
         let (at, cond, fields) = match &parsed {
             Ok(p) => p,
             Err(e) => {

@@ -8,6 +8,7 @@
 //! by asking to block ([`Outcome::Block`]); the connection loop then waits and runs it again.
 
 pub mod acl;
+pub mod active;
 pub mod aof;
 pub mod args;
 pub mod bitmaps;
@@ -94,6 +95,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     aof::COMMANDS,
     scripting::COMMANDS,
     acl::COMMANDS,
+    active::COMMANDS,
 ];
 
 /// What a command runs with.

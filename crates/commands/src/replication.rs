@@ -206,6 +206,13 @@ fn replicaof(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         Ok(p) if (0..=65535).contains(&p) => p as u16,
         _ => return Err(ReplyError::err_static("Invalid master port")),
     };
+    if ctx.srv.active.is_on() {
+        // A member's stream carries merge effects a replica cannot apply, and a member made a
+        // replica would drop its own writes: leave the group first.
+        return Err(ReplyError::err_static(
+            "REPLICAOF not allowed on an active-active member (clear active-peers first)",
+        ));
+    }
     let target = Role::Replica {
         host: host.clone(),
         port,

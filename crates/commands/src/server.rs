@@ -1579,6 +1579,9 @@ pub const INFO_SECTIONS: &[(&str, bool)] = &[
     ("keyspace", true),
 ];
 
+/// shoal's own sections, shown only when named (`INFO all`/`everything` stay Redis's).
+pub const SHOAL_INFO_SECTIONS: &[&str] = &["active"];
+
 /// Which sections `INFO args...` asks for (lowercase names): none means `default`; several may be
 /// named at once; unknown names select nothing.
 fn info_wanted(sections: &[String]) -> Vec<&'static str> {
@@ -1590,6 +1593,12 @@ fn info_wanted(sections: &[String]) -> Vec<&'static str> {
             all || (default && *in_default) || sections.iter().any(|s| s == name)
         })
         .map(|(name, _)| *name)
+        .chain(
+            SHOAL_INFO_SECTIONS
+                .iter()
+                .copied()
+                .filter(|name| sections.iter().any(|s| s == name)),
+        )
         .collect()
 }
 
@@ -1798,6 +1807,7 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             }
             "errorstats" => srv.stats.errors.info_section(&mut t),
             "cluster" => cluster_section(srv, &mut t),
+            "active" => crate::active::info_section(srv, now_ms, &mut t),
             "keyspace" => {
                 t.push_str("# Keyspace\r\n");
                 for db in 0..srv.ks.databases() {

@@ -609,6 +609,8 @@ pub struct ServerState {
     pub scripts: crate::scripting::Scripting,
     /// ACL users and the ACL log.
     pub acl: crate::acl::Acl,
+    /// Active-active membership: merge states and peer links (`active-peers`).
+    pub active: crate::active::Active,
 }
 
 /// 40 random hex characters (run id, node id).
@@ -659,6 +661,7 @@ impl ServerState {
             cmdstats: Default::default(),
             scripts: Default::default(),
             acl: Default::default(),
+            active: crate::active::Active::new(&random_hex40(seed ^ 0x5A5A), SHARDS_DEFAULT),
         };
         st.apply_config(None, &config);
         st
@@ -704,6 +707,9 @@ impl ServerState {
             old.is_none_or(|o| key(o) != key(new))
         }
         self.config_epoch.fetch_add(1, Relaxed);
+        if changed(old, new, |c| c.active_peers.clone()) {
+            crate::active::configure(self, &new.active_peers, (self.clock.unix_us)() / 1000);
+        }
         if changed(old, new, |c| c.notify_keyspace_events) {
             self.ks.set_notify(crate::tracking::effective_notify_mask(
                 self,

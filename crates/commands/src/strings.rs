@@ -938,6 +938,8 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> Result<i64, ReplyError> {
             by
         }
     };
+    // Active-active members merge increments as counters.
+    shard.note_count(db, key, None, shoal_keyspace::merge::By::Int(by));
     drop(shard);
     ctx.notify(notify::STRING, "incrby", key);
     Ok(new)
@@ -1014,6 +1016,12 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         version,
         now,
     );
+    if let Some(by) = std::str::from_utf8(args.get(2))
+        .ok()
+        .and_then(|t| t.trim().parse::<f64>().ok())
+    {
+        shard.note_count(db, key, None, shoal_keyspace::merge::By::Float(by));
+    }
     drop(shard);
     ctx.notify(notify::STRING, "incrbyfloat", key);
     ctx.out.bulk(s.as_bytes());

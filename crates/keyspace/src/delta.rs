@@ -67,12 +67,23 @@ pub enum Pending {
         new: u64,
         ops: Box<[u8]>,
     },
+    /// The write was an increment (INCR family, or HINCRBY family on `field`): active-active
+    /// groups merge it as a counter contribution. Queued beside the key's own change; the
+    /// primary–replica stream skips it.
+    Count {
+        db: usize,
+        key: Box<[u8]>,
+        field: Option<Box<[u8]>>,
+        by: crate::merge::By,
+    },
 }
 
 impl Pending {
     pub fn db_key(&self) -> (usize, &[u8]) {
         match self {
-            Pending::Key { db, key } | Pending::Delta { db, key, .. } => (*db, key),
+            Pending::Key { db, key }
+            | Pending::Delta { db, key, .. }
+            | Pending::Count { db, key, .. } => (*db, key),
         }
     }
 }

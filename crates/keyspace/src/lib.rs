@@ -8,6 +8,7 @@ pub mod entry;
 pub mod evict;
 pub mod hlc;
 pub mod lazyfree;
+pub mod merge;
 pub mod notify;
 pub mod shard;
 pub mod slot;

@@ -362,6 +362,25 @@ impl Shard {
         crate::write_log::touch(self.index);
     }
 
+    /// Notes that the write just made to `key` (its `field`, for a hash) was an increment by `by`,
+    /// for active-active merging (a no-op unless this shard records writes).
+    pub fn note_count(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        field: Option<&[u8]>,
+        by: crate::merge::By,
+    ) {
+        if self.recording {
+            self.queue(Pending::Count {
+                db,
+                key: key.into(),
+                field: field.map(Into::into),
+                by,
+            });
+        }
+    }
+
     /// Takes the changes queued for the replication stream, oldest first. The caller appends them
     /// to the stream before it releases this shard's lock, so the stream keeps their order.
     pub fn take_pending(&mut self) -> Vec<Pending> {

@@ -188,6 +188,8 @@ pub fn encode_pending(out: &mut Vec<u8>, shard: &Shard, items: &[Pending], hlc: 
                     encode_delta(out, *db, key, *base, *new, ops);
                 }
             }
+            // Only active-active groups use increments as such.
+            Pending::Count { .. } => {}
         }
     }
 }

@@ -6,6 +6,7 @@
 //! with threads. Background work that may take milliseconds (active expiry) runs on its own OS
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
+pub mod active;
 pub mod aof;
 pub mod bufpool;
 pub mod clock;
@@ -292,6 +293,8 @@ impl Server {
         } else {
             persist::load_at_startup(&state)?;
         }
+        // An active-active member merges later writes against what the snapshot held.
+        shoal_commands::active::seed(&state, now_ms());
         let aclfile = state.config().aclfile.clone();
         if !aclfile.is_empty() {
             shoal_commands::acl::load_file(&state, &aclfile)
@@ -368,6 +371,7 @@ impl Server {
             aof::spawn_writer(&state)?;
         }
         tokio::spawn(links::keepalive(Arc::downgrade(&state)));
+        tokio::spawn(active::supervise(Arc::downgrade(&state), links::Tcp));
         if let Some(l) = self.http {
             tokio::spawn(http::serve(state.clone(), l, self.shutdown_tx.subscribe()));
             tracing::info!(addr = ?self.http_addr, "serving /metrics and the status page");

@@ -3,6 +3,10 @@
 //! with `--repair` makes each replica hold the primary's state for them (`DUMP` + `PEXPIRETIME` on
 //! the primary, `REPAIRPUT`/`REPAIRDEL` on the replica). In primary–replica mode the primary is
 //! authoritative: a replica's diverging write loses even if its version is newer.
+//!
+//! On a member of an active-active group (`active-peers` set) the node is compared with each of
+//! its peers instead, and `--repair` copies the newer version of a differing key onto the member
+//! that holds the older one (either way).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -118,19 +122,32 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> Result<Report, String> {
     if role.first().and_then(|r| r.as_bytes()) != Some(&b"master"[..]) {
         return Err(format!("{} is not a primary", opts.addr));
     }
-    let replicas: Vec<String> = role
-        .get(2)
-        .cloned()
-        .and_then(|r| r.into_array())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|r| {
-            let v = r.into_array()?;
-            let ip = String::from_utf8_lossy(v.first()?.as_bytes()?).into_owned();
-            let port = String::from_utf8_lossy(v.get(1)?.as_bytes()?).into_owned();
-            Some(format!("{ip}:{port}"))
-        })
-        .collect();
+    let peers = match primary
+        .cmd(&["CONFIG", "GET", "active-peers"])
+        .map_err(err)?
+        .into_array()
+        .and_then(|v| v.get(1).and_then(|p| p.as_bytes().map(|b| b.to_vec())))
+    {
+        Some(p) => String::from_utf8_lossy(&p).into_owned(),
+        None => String::new(),
+    };
+    let active = !peers.trim().is_empty();
+    let replicas: Vec<String> = if active {
+        peers.split_whitespace().map(str::to_string).collect()
+    } else {
+        role.get(2)
+            .cloned()
+            .and_then(|r| r.into_array())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| {
+                let v = r.into_array()?;
+                let ip = String::from_utf8_lossy(v.first()?.as_bytes()?).into_owned();
+                let port = String::from_utf8_lossy(v.get(1)?.as_bytes()?).into_owned();
+                Some(format!("{ip}:{port}"))
+            })
+            .collect()
+    };
     let mut report = Report {
         replicas: replicas.len(),
         ..Report::default()
@@ -184,7 +201,12 @@ pub fn run(opts: &Options, out: &mut dyn Progress) -> Result<Report, String> {
                     replica_version: rv,
                 });
                 if opts.repair {
-                    repair_key(&mut primary, &mut replica, key, pv)?;
+                    // Active-active: the newer version wins, wherever it is.
+                    if active && rv > pv {
+                        repair_key(&mut replica, &mut primary, key, rv)?;
+                    } else {
+                        repair_key(&mut primary, &mut replica, key, pv)?;
+                    }
                     report.repaired += 1;
                 }
             }

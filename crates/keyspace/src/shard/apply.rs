@@ -94,6 +94,28 @@ impl Shard {
         Ok(true)
     }
 
+    /// Writes a value merged from an active-active peer (`None`: the key is gone), queuing nothing
+    /// for the stream: a peer's write is never sent on (no echo). The version only grows.
+    pub fn put_merged(
+        &mut self,
+        db: usize,
+        slot: u16,
+        key: &[u8],
+        entry: Option<Entry>,
+        now_ms: u64,
+    ) {
+        let recording = std::mem::replace(&mut self.recording, false);
+        match entry {
+            Some(e) => {
+                self.insert_quiet(db, slot, e, now_ms);
+            }
+            None => {
+                self.remove(db, slot, key);
+            }
+        }
+        self.recording = recording;
+    }
+
     /// Deletes `key` if its version is older than `version`. Returns whether it deleted.
     pub fn apply_del(&mut self, db: usize, slot: u16, key: &[u8], version: u64) -> bool {
         let older = self

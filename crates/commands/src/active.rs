@@ -1,0 +1,721 @@
+//! Active-active groups (DESIGN.md §4, issue 13): every member takes writes, keeps a merge state
+//! per key beside its keyspace (`shoal_keyspace::merge`), and streams its own writes' effects to
+//! its peers as `SHOALMERGE db key state` frames in its replication stream; a peer merges them into
+//! its state and writes the merged value into its keyspace.
+//!
+//! - **Local writes.** After a command, each shard's queue of changes is drained as usual
+//!   (`effects`), but on an active member each changed key is read back, compared with what its
+//!   merge state shows, and the difference becomes the effect (`merge::local_effect`), stamped
+//!   with the write's version and this node's number. Increments are noted by the INCR and HINCRBY
+//!   families (`Pending::Count`) so they merge as counters. The effect is merged here and appended
+//!   to the stream under the shard lock, so per key the stream holds effects in write order.
+//! - **Peers' writes** ([`apply_remote`]) are merged under the key's shard lock, after that shard's
+//!   own queued writes went out (a local write is in the state before a peer's lands on its key),
+//!   and the merged value replaces the key's entry without being queued: a peer's write is never
+//!   sent on, so nothing loops. The backlog holds only this member's own writes; each member
+//!   pulls from every other (a full mesh).
+//! - **A full resync** (a peer's position left our backlog, or it restarted) skips the keyspace
+//!   snapshot and fetches the merge states shard by shard ([`dump_shard`], the `ACTIVESYNC`
+//!   command): merging is idempotent, so states read after the stream's offset and the stream
+//!   from that offset may overlap freely.
+//!
+//! Lock order: a keyspace shard, then its merge store (only ever locked under the shard's lock),
+//! then the backlog.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use shoal_keyspace::delta::Pending;
+use shoal_keyspace::merge::{self, By, KeyState, Stamp, View};
+use shoal_keyspace::types::{hash::Hash, set::Set, zset::ZSet};
+use shoal_keyspace::{
+    EncodingLimits, Entry, Object, Payload, ShardGuard, ValueRef, codec, key_slot,
+};
+use shoal_replication::stream;
+
+use crate::state::ServerState;
+
+/// Keys of one shard's merge store `ACTIVESYNC` returns per call at most; the rest follow
+/// from the cursor it returns.
+pub const SYNC_KEYS_PER_CALL: usize = 1_000;
+
+/// The stream frame of an effect.
+pub const MERGE_FRAME: &[u8] = b"SHOALMERGE";
+
+/// One peer link as INFO shows it.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStatus {
+    /// `connecting`, `sync` (full resync running), `connected`, `down`.
+    pub state: &'static str,
+    /// The peer's replication id and our position in its stream.
+    pub replid: String,
+    pub offset: u64,
+    /// Milliseconds between the newest effect's version and its arrival (replication lag).
+    pub lag_ms: u64,
+    pub last_io_ms: u64,
+    pub full_syncs: u64,
+    pub partial_syncs: u64,
+    pub effects: u64,
+    pub last_error: String,
+}
+
+/// Counters for INFO.
+#[derive(Debug, Default)]
+pub struct ActiveStats {
+    /// Effects of local writes streamed.
+    pub local_effects: AtomicU64,
+    /// Peers' effects merged.
+    pub merges: AtomicU64,
+    /// Keys whose keyspace value was rewritten to the merged one after a local write (a float
+    /// counter's text, a write that lost to a newer one already merged).
+    pub repairs: AtomicU64,
+    /// Merge states sent for peers' full resyncs.
+    pub states_sent: AtomicU64,
+    /// Tombstones collected (every member had merged them).
+    pub tombstones_collected: AtomicU64,
+}
+
+type Key = (usize, Box<[u8]>);
+
+/// One shard's merge states, and where each deleted key's tombstone came from.
+#[derive(Debug, Default)]
+pub struct Store {
+    states: HashMap<Key, KeyState>,
+    /// For a key whose state shows nothing (a tombstone): the stream (id) and the offset in it
+    /// after its newest effect. It is collected once every other member reported merging that
+    /// stream past that offset (`SHOALSEEN`): from then on every effect a member makes is made on
+    /// top of the deletion, and those it made before have all reached this member.
+    marks: HashMap<Key, Mark>,
+    /// Keys seeded from the keyspace (joining a group, or a snapshot loaded at start-up): their
+    /// states may be this member's old view of keys its peers moved past (a reset made of it
+    /// would drop their newer increments). A peer's state for such a key replaces the seed; a
+    /// local write first sends the seed as is; once every peer's states were merged, the seeds
+    /// left (keys no peer had) are sent ([`promote_provisional`]).
+    provisional: std::collections::HashSet<Key>,
+}
+
+/// A place in a member's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub stream: u64,
+    pub offset: u64,
+}
+
+impl Store {
+    /// Notes where the state of `k` was last changed, if it is now a tombstone.
+    fn note(&mut self, k: &Key, mark: Option<Mark>) {
+        match (self.states.get(k).map(KeyState::is_tombstone), mark) {
+            (Some(true), Some(m)) => {
+                self.marks.insert(k.clone(), m);
+            }
+            _ => {
+                self.marks.remove(k);
+            }
+        }
+    }
+}
+
+/// A stream's id in marks: from its replication id.
+pub fn stream_id(replid: &str) -> u64 {
+    merge::node_number(replid)
+}
+
+/// A member's active-active state.
+#[derive(Debug)]
+pub struct Active {
+    on: AtomicBool,
+    node: u64,
+    /// Merge states per keyspace shard, locked only under that shard's lock.
+    stores: Box<[Mutex<Store>]>,
+    /// What each peer reported merging (`SHOALSEEN` frames in its stream): by the peer's stream
+    /// id, the offset it merged of each origin's stream.
+    seen: Mutex<HashMap<u64, HashMap<u64, u64>>>,
+    pub stats: ActiveStats,
+    /// Peer links by `host:port`, kept by the link drivers.
+    pub peers: Mutex<BTreeMap<String, PeerStatus>>,
+}
+
+impl Active {
+    pub fn new(node_id: &str, shards: usize) -> Self {
+        Active {
+            on: AtomicBool::new(false),
+            node: merge::node_number(node_id),
+            stores: (0..shards).map(|_| Mutex::default()).collect(),
+            seen: Mutex::default(),
+            stats: ActiveStats::default(),
+            peers: Mutex::default(),
+        }
+    }
+
+    /// Whether this node is a member of an active-active group (`active-peers` set).
+    pub fn is_on(&self) -> bool {
+        self.on.load(Relaxed)
+    }
+
+    /// This node's number in stamps.
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    fn store(&self, i: usize) -> std::sync::MutexGuard<'_, Store> {
+        self.stores[i].lock().expect("merge store lock")
+    }
+
+    /// Keys with a merge state, and tombstones held (deleted keys, removed elements).
+    pub fn counts(&self) -> (usize, usize) {
+        let (mut keys, mut tombs) = (0, 0);
+        for s in self.stores.iter() {
+            let s = s.lock().expect("merge store lock");
+            keys += s.states.len();
+            tombs += s.states.values().map(KeyState::tombstones).sum::<usize>();
+        }
+        (keys, tombs)
+    }
+}
+
+/// `active-peers` changed: joins (seeding merge states from the keyspace) or leaves the group.
+pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
+    let on = !peers.trim().is_empty();
+    if on == srv.active.is_on() {
+        return;
+    }
+    if on {
+        srv.active.on.store(true, Relaxed);
+        srv.repl.start_recording(&srv.ks);
+        seed(srv, now_ms);
+    } else {
+        srv.active.on.store(false, Relaxed);
+        for s in srv.active.stores.iter() {
+            *s.lock().expect("merge store lock") = Store::default();
+        }
+    }
+}
+
+/// Gives every key in the keyspace without a merge state one (a reset at its version), so that
+/// the writes that follow are merged against it: on joining a group, and after a snapshot was
+/// loaded at start-up. Not streamed: peers get these states by a full resync. What the shards
+/// had queued (the load's inserts) is dropped, not sent as writes. Seeds are provisional (see
+/// [`Store::provisional`]) until [`promote_provisional`].
+pub fn seed(srv: &ServerState, now_ms: u64) {
+    if !srv.active.is_on() {
+        return;
+    }
+    let node = srv.active.node;
+    for i in 0..srv.ks.shard_count() {
+        let mut shard = srv.ks.lock(i);
+        let queued = shard.take_pending();
+        shard.recycle_pending(queued);
+        let mut store = srv.active.store(i);
+        for db in 0..srv.ks.databases() {
+            shard.for_each_entry(i, db, |_, e| {
+                if e.is_expired(now_ms) {
+                    return;
+                }
+                let k = (db, Box::<[u8]>::from(e.key()));
+                if store.states.contains_key(&k) {
+                    return;
+                }
+                let at = Stamp::new(e.version(), node);
+                let st = KeyState::new();
+                if let Some(eff) =
+                    merge::local_effect(&st, &view_of(e), e.expire_ms(), at, node, &[], now_ms)
+                {
+                    store.provisional.insert(k.clone());
+                    store.states.insert(k, eff);
+                }
+            });
+        }
+    }
+}
+
+/// Sends the seeded states no peer replaced (keys only this member had) as writes, once every
+/// peer's states have been merged here. Returns how many.
+pub fn promote_provisional(srv: &ServerState) -> usize {
+    let mut sent = 0;
+    let mut appended = false;
+    for i in 0..srv.ks.shard_count() {
+        let _shard = srv.ks.lock(i);
+        let mut store = srv.active.store(i);
+        if store.provisional.is_empty() {
+            continue;
+        }
+        let keys: Vec<Key> = store.provisional.drain().collect();
+        let mut out = Vec::new();
+        for k in &keys {
+            if let Some(st) = store.states.get(k) {
+                encode_merge(&mut out, k.0, &k.1, st);
+                sent += 1;
+            }
+        }
+        if !out.is_empty() {
+            srv.repl.append_quiet(&out);
+            appended = true;
+        }
+    }
+    if appended {
+        srv.repl.notify_appended();
+    }
+    sent
+}
+
+/// What a keyspace entry shows, as a merge view.
+pub fn view_of(e: &Entry) -> View {
+    match e.value() {
+        ValueRef::Str(s) => View::Str(s.to_vec()),
+        ValueRef::Obj(Object::RawString(s)) => View::Str(s.to_vec()),
+        ValueRef::Obj(Object::Set(s)) => View::Set(s.iter().map(|m| m.to_vec()).collect()),
+        ValueRef::Obj(Object::Hash(h)) if h.field_ttl_count() == 0 => {
+            View::Hash(h.iter().map(|(f, v)| (f.to_vec(), v.to_vec())).collect())
+        }
+        ValueRef::Obj(Object::ZSet(z)) => {
+            View::ZSet(z.iter().map(|(m, s)| (m.to_vec(), s)).collect())
+        }
+        v => {
+            let mut b = Vec::new();
+            codec::encode_value(v, &mut b);
+            View::Blob(b)
+        }
+    }
+}
+
+/// The keyspace entry a merged state shows (`None`: absent, or a value that does not decode).
+pub fn entry_of(key: &[u8], st: &KeyState, limits: &EncodingLimits) -> Option<Entry> {
+    let ttl = st.deadline();
+    let version = st.top.hlc;
+    let object = |o: Object| Entry::new(key, Payload::Object(Box::new(o)), ttl, None, version, 0);
+    Some(match st.view() {
+        View::Absent => return None,
+        View::Str(s) => Entry::new_string(key, &s, ttl, version),
+        View::Blob(b) => {
+            let payload = codec::decode_value(&b, limits)?;
+            Entry::new(key, payload, ttl, None, version, 0)
+        }
+        View::Set(ms) => {
+            let mut s = Set::new(limits);
+            for m in &ms {
+                s.insert(m, limits);
+            }
+            object(Object::Set(s))
+        }
+        View::Hash(fs) => {
+            let mut h = Hash::new(limits);
+            for (f, v) in &fs {
+                h.insert(f, v, limits);
+            }
+            object(Object::Hash(h))
+        }
+        View::ZSet(ms) => {
+            let mut z = ZSet::new(limits);
+            for (m, s) in &ms {
+                z.insert(m, *s, limits);
+            }
+            object(Object::ZSet(z))
+        }
+    })
+}
+
+/// Drains a locked shard's queue as an active member: the effects of the keys it names go into
+/// their merge states and are appended to the backlog (without waking the links). Returns the
+/// stream's end after them, if anything was appended.
+pub fn append_local(srv: &ServerState, shard: &mut ShardGuard<'_>, now_ms: u64) -> Option<u64> {
+    let items = shard.take_pending();
+    if items.is_empty() {
+        shard.recycle_pending(items);
+        return None;
+    }
+    let mut out = Vec::new();
+    let deleted = encode_local(srv, shard, &items, &mut out, now_ms);
+    shard.recycle_pending(items);
+    if out.is_empty() {
+        return None;
+    }
+    let end = srv.repl.append_quiet(&out);
+    if !deleted.is_empty() {
+        // Our own deletions: collected once every peer merged our stream past them.
+        let mark = Mark {
+            stream: stream_id(&srv.repl.ids().replid),
+            offset: end,
+        };
+        let mut store = srv.active.store(shard_index(srv, &deleted[0]));
+        for k in &deleted {
+            store.note(k, Some(mark));
+        }
+    }
+    Some(end)
+}
+
+fn shard_index(srv: &ServerState, k: &Key) -> usize {
+    srv.ks.shard_of(key_slot(&k.1))
+}
+
+/// A key in a database, borrowed.
+type DbKey<'a> = (usize, &'a [u8]);
+
+/// An increment a write noted: of a hash field, or of the string (`None`).
+type Noted<'a> = (Option<&'a [u8]>, By);
+
+/// One merge state of a dump: database, key, wire form.
+pub type DumpedState = (usize, Vec<u8>, Vec<u8>);
+
+/// The effects of a drained queue, one per key it names (in first-seen order). Returns the keys
+/// it left as tombstones.
+fn encode_local(
+    srv: &ServerState,
+    shard: &mut ShardGuard<'_>,
+    items: &[Pending],
+    out: &mut Vec<u8>,
+    now_ms: u64,
+) -> Vec<Key> {
+    let mut deleted = Vec::new();
+    let node = srv.active.node;
+    let limits = srv.encoding_limits();
+    // Keys in order, with the increments noted for each.
+    let mut keys: Vec<(DbKey<'_>, Vec<Noted<'_>>)> = Vec::new();
+    for p in items {
+        let k = p.db_key();
+        let i = match keys.iter().position(|(x, _)| *x == k) {
+            Some(i) => i,
+            None => {
+                keys.push((k, Vec::new()));
+                keys.len() - 1
+            }
+        };
+        if let Pending::Count { field, by, .. } = p {
+            keys[i].1.push((field.as_deref(), *by));
+        }
+    }
+    for ((db, key), counts) in keys {
+        let slot = key_slot(key);
+        let idx = srv.ks.shard_of(slot);
+        let (view, ttl, version) = match shard.peek_any(db, slot, key) {
+            Some(e) if !e.is_expired(now_ms) => (view_of(e), e.expire_ms(), e.version()),
+            _ => (View::Absent, None, 0),
+        };
+        let mut store = srv.active.store(idx);
+        let k: Key = (db, key.into());
+        if store.provisional.remove(&k)
+            && let Some(seeded) = store.states.get(&k)
+        {
+            // Written here before any peer spoke of it: the seed becomes a write of its own.
+            encode_merge(out, db, key, seeded);
+        }
+        let st = store.states.entry(k).or_default();
+        // The write's version; a fresh one for a deletion (or a key the merge already moved past).
+        let hlc = if version > st.top.hlc {
+            version
+        } else {
+            srv.ks.hlc.next(now_ms)
+        };
+        let at = Stamp::new(hlc, node);
+        let eff = match merge::local_effect(st, &view, ttl, at, node, &counts, now_ms) {
+            Some(eff) => eff,
+            // A write that changed nothing merged (a PEXPIRE to the same deadline) still moved
+            // the key's version: every member moves it too, so digests stay equal.
+            None if version > st.top.hlc => KeyState {
+                top: at,
+                ..KeyState::new()
+            },
+            None => continue,
+        };
+        st.merge(&eff);
+        encode_merge(out, db, key, &eff);
+        srv.active.stats.local_effects.fetch_add(1, Relaxed);
+        if st.is_tombstone() {
+            deleted.push((db, key.into()));
+        } else {
+            store.marks.remove(&(db, Box::<[u8]>::from(key)));
+        }
+        let st = &store.states[&(db, Box::<[u8]>::from(key))];
+        // The keyspace shows the merged value: a float counter's text, or a newer write merged
+        // before this one.
+        let shows = st.view();
+        let differs = shows != view
+            || (shows != View::Absent && (st.top.hlc != version || st.deadline() != ttl));
+        if differs {
+            let entry = entry_of(key, st, &limits);
+            drop(store);
+            srv.active.stats.repairs.fetch_add(1, Relaxed);
+            shard.put_merged(db, slot, key, entry, now_ms);
+        }
+    }
+    deleted
+}
+
+/// `SHOALSEEN stream offset`: this member merged `stream` (an origin's stream id) up to
+/// `offset`. Appended to this member's own stream for its peers' tombstone collection.
+pub fn encode_seen(out: &mut Vec<u8>, stream: u64, offset: u64) {
+    let (s, o) = (stream.to_string(), offset.to_string());
+    shoal_resp::encode_request(out, &[SEEN_FRAME, s.as_bytes(), o.as_bytes()]);
+}
+
+/// The stream frame of a merge report.
+pub const SEEN_FRAME: &[u8] = b"SHOALSEEN";
+
+/// A `SHOALSEEN` frame's stream and offset.
+pub fn parse_seen(args: &[&[u8]]) -> Option<(u64, u64)> {
+    match args {
+        [name, s, o] if name.eq_ignore_ascii_case(SEEN_FRAME) => Some((
+            std::str::from_utf8(s).ok()?.parse().ok()?,
+            std::str::from_utf8(o).ok()?.parse().ok()?,
+        )),
+        _ => None,
+    }
+}
+
+/// Peer `peer` (its stream id) reported merging `origin` up to `offset`.
+pub fn note_seen(srv: &ServerState, peer: u64, origin: u64, offset: u64) {
+    let mut seen = srv.active.seen.lock().expect("seen lock");
+    let o = seen.entry(peer).or_default().entry(origin).or_insert(0);
+    *o = (*o).max(offset);
+}
+
+/// Tombstones examined per collection pass at most (the pass holds one shard lock at a time).
+pub const TOMBSTONE_SCAN_PER_PASS: usize = 10_000;
+
+/// Drops the tombstones every member has merged: for each, every peer (by stream id, `peers`:
+/// all of them, or nothing is collected) reported merging the stream it came from past it
+/// (its origin needs no report). Returns how many went.
+pub fn collect_tombstones(srv: &ServerState, peers: &[u64]) -> usize {
+    if peers.is_empty() {
+        return 0;
+    }
+    let seen = srv.active.seen.lock().expect("seen lock").clone();
+    let stable = |m: &Mark| {
+        peers.iter().all(|p| {
+            *p == m.stream
+                || seen
+                    .get(p)
+                    .and_then(|o| o.get(&m.stream))
+                    .is_some_and(|&off| off >= m.offset)
+        })
+    };
+    let (mut scanned, mut collected) = (0, 0);
+    for i in 0..srv.ks.shard_count() {
+        let _shard = srv.ks.lock(i);
+        let mut store = srv.active.store(i);
+        let store = &mut *store;
+        let gone: Vec<Key> = store
+            .marks
+            .iter()
+            .take(TOMBSTONE_SCAN_PER_PASS.saturating_sub(scanned))
+            .filter(|(_, m)| stable(m))
+            .map(|(k, _)| k.clone())
+            .collect();
+        scanned += store.marks.len();
+        for k in gone {
+            store.marks.remove(&k);
+            if store.states.get(&k).is_some_and(KeyState::is_tombstone) {
+                store.states.remove(&k);
+                collected += 1;
+            }
+        }
+        if scanned >= TOMBSTONE_SCAN_PER_PASS {
+            break;
+        }
+    }
+    srv.active
+        .stats
+        .tombstones_collected
+        .fetch_add(collected as u64, Relaxed);
+    collected
+}
+
+/// `SHOALMERGE db key state`.
+pub fn encode_merge(out: &mut Vec<u8>, db: usize, key: &[u8], st: &KeyState) {
+    let mut body = Vec::new();
+    st.encode(&mut body);
+    let db = db.to_string();
+    shoal_resp::encode_request(out, &[MERGE_FRAME, db.as_bytes(), key, &body]);
+}
+
+/// Merges a peer's effect for `key` and writes the merged value into the keyspace. Returns the
+/// effect's version.
+pub fn apply_remote(
+    srv: &ServerState,
+    db: usize,
+    key: &[u8],
+    state: &[u8],
+    mark: Option<Mark>,
+    now_ms: u64,
+) -> Result<u64, String> {
+    if db >= srv.ks.databases() {
+        return Err(format!("database {db} out of range"));
+    }
+    let eff = KeyState::decode(state).ok_or("malformed merge state")?;
+    srv.ks.hlc.observe(eff.top.hlc);
+    let slot = key_slot(key);
+    let idx = srv.ks.shard_of(slot);
+    let mut shard = srv.ks.lock(idx);
+    // This shard's own writes first: they must be in the merge state before a peer's write
+    // replaces the value they wrote.
+    let appended = append_local(srv, &mut shard, now_ms).is_some();
+    let (entry, replaced) = {
+        let mut store = srv.active.store(idx);
+        let k: Key = (db, key.into());
+        let replaced = store.provisional.remove(&k);
+        if replaced {
+            // A peer's state replaces what this member's snapshot held.
+            store.states.remove(&k);
+        }
+        let st = store.states.entry(k.clone()).or_default();
+        st.merge(&eff);
+        let entry = entry_of(key, st, &srv.encoding_limits());
+        store.note(&k, mark);
+        (entry, replaced)
+    };
+    if replaced {
+        // The snapshot's entry may carry a version the group never saw: it goes first, so the
+        // key's versions only grow from here.
+        shard.put_merged(db, slot, key, None, now_ms);
+    }
+    shard.put_merged(db, slot, key, entry, now_ms);
+    drop(shard);
+    if appended {
+        srv.repl.notify_appended();
+    }
+    srv.active.stats.merges.fetch_add(1, Relaxed);
+    Ok(eff.top.hlc)
+}
+
+/// One page of merge-store shard `i` for a peer's full resync: `(db, key, state)` after `after`
+/// (a key's wire form, empty: from the start), at most [`SYNC_KEYS_PER_CALL`], and whether more
+/// follow.
+pub fn dump_shard(
+    srv: &ServerState,
+    i: usize,
+    after: &[u8],
+    now_ms: u64,
+) -> (Vec<DumpedState>, bool) {
+    let mut shard = srv.ks.lock(i);
+    let appended = append_local(srv, &mut shard, now_ms).is_some();
+    let store = srv.active.store(i);
+    let mut keys: Vec<&(usize, Box<[u8]>)> = store
+        .states
+        .keys()
+        .filter(|k| !store.provisional.contains(*k))
+        .filter(|k| after.is_empty() || cursor_of(k).as_slice() > after)
+        .collect();
+    keys.sort_by_key(|k| cursor_of(k));
+    let more = keys.len() > SYNC_KEYS_PER_CALL;
+    let page = keys
+        .into_iter()
+        .take(SYNC_KEYS_PER_CALL)
+        .map(|k| {
+            let mut b = Vec::new();
+            store.states[k].encode(&mut b);
+            (k.0, k.1.to_vec(), b)
+        })
+        .collect::<Vec<_>>();
+    drop(store);
+    drop(shard);
+    if appended {
+        srv.repl.notify_appended();
+    }
+    srv.active
+        .stats
+        .states_sent
+        .fetch_add(page.len() as u64, Relaxed);
+    (page, more)
+}
+
+/// A key's place in a dump's order: its database, then its bytes.
+pub fn cursor_of(k: &(usize, Box<[u8]>)) -> Vec<u8> {
+    let mut c = (k.0 as u64).to_be_bytes().to_vec();
+    c.extend_from_slice(&k.1);
+    c
+}
+
+/// The `# Active` INFO section.
+pub fn info_section(srv: &ServerState, now_ms: u64, t: &mut String) {
+    use std::fmt::Write;
+    let a = &srv.active;
+    let (keys, tombstones) = a.counts();
+    let _ = write!(
+        t,
+        "# Active\r\nactive_enabled:{}\r\nactive_node:{:016x}\r\nactive_keys:{keys}\r\nactive_tombstones:{tombstones}\r\nactive_local_effects:{}\r\nactive_merges:{}\r\nactive_repairs:{}\r\nactive_states_sent:{}\r\nactive_tombstones_collected:{}\r\n",
+        a.is_on() as u8,
+        a.node,
+        a.stats.local_effects.load(Relaxed),
+        a.stats.merges.load(Relaxed),
+        a.stats.repairs.load(Relaxed),
+        a.stats.states_sent.load(Relaxed),
+        a.stats.tombstones_collected.load(Relaxed),
+    );
+    let peers = a.peers.lock().expect("peers lock");
+    for (i, (addr, p)) in peers.iter().enumerate() {
+        let _ = write!(
+            t,
+            "active_peer{i}:addr={addr},state={},offset={},lag_ms={},last_io_ms_ago={},full_syncs={},partial_syncs={},effects={},last_error={}\r\n",
+            p.state,
+            p.offset,
+            p.lag_ms,
+            now_ms.saturating_sub(p.last_io_ms),
+            p.full_syncs,
+            p.partial_syncs,
+            p.effects,
+            p.last_error.replace([',', '\r', '\n'], " "),
+        );
+    }
+}
+
+/// Whether a stream frame is an effect for active members, and its parts.
+pub fn parse_merge<'a>(args: &[&'a [u8]]) -> Option<(usize, &'a [u8], &'a [u8])> {
+    match args {
+        [name, db, key, state] if name.eq_ignore_ascii_case(MERGE_FRAME) => {
+            let db = std::str::from_utf8(db).ok()?.parse().ok()?;
+            Some((db, key, state))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `stream` frames other than effects matter to an active member: pings and the like
+/// are skipped, so is anything a primary–replica stream carries.
+pub fn is_ping(args: &[&[u8]]) -> bool {
+    stream::decode(args, 16).is_ok_and(|e| matches!(e, stream::Effect::Ping))
+}
+
+pub static COMMANDS: &[crate::table::Spec] = &[crate::table::Spec {
+    name: "activesync",
+    arity: -2,
+    flags: crate::table::flag::READONLY | crate::table::flag::ADMIN | crate::table::flag::STALE,
+    group: crate::table::Group::Shoal,
+    since: "0.1.0",
+    summary: "Reads a page of an active-active member's merge states (a peer's full resync).",
+    handler: Some(activesync),
+    ..crate::table::Spec::DEFAULT
+}];
+
+/// `ACTIVESYNC shard [cursor]` → `[next-cursor, [db, key, state, ...]]`; an empty next cursor
+/// means the shard is done.
+fn activesync(ctx: &mut crate::Ctx<'_>, args: &crate::Args<'_>) -> crate::CmdResult {
+    if !ctx.srv.active.is_on() {
+        return Err(crate::error::ReplyError::err_static(
+            "this node is not an active-active member",
+        ));
+    }
+    let shard = std::str::from_utf8(args.get(1))
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|&s| s < ctx.srv.ks.shard_count())
+        .ok_or(crate::args::ERR_NOT_INTEGER)?;
+    if args.len() > 3 {
+        return Err(crate::args::ERR_SYNTAX);
+    }
+    let after: &[u8] = if args.len() == 3 { args.get(2) } else { b"" };
+    let (page, more) = dump_shard(ctx.srv, shard, after, ctx.now_ms);
+    let next = match (more, page.last()) {
+        (true, Some((db, key, _))) => cursor_of(&(*db, key.as_slice().into())),
+        _ => Vec::new(),
+    };
+    ctx.out.array(2);
+    ctx.out.bulk(&next);
+    ctx.out.array(page.len() * 3);
+    for (db, key, state) in &page {
+        ctx.out.bulk(db.to_string().as_bytes());
+        ctx.out.bulk(key);
+        ctx.out.bulk(state);
+    }
+    Ok(())
+}
