@@ -634,8 +634,10 @@ impl User {
             if self.selectors.len() >= SELECTORS_MAX {
                 return Err(SetError::Syntax);
             }
-            let mut sel = Selector::default();
-            sel.allchannels = self.all_channels_default;
+            let mut sel = Selector {
+                allchannels: self.all_channels_default,
+                ..Selector::default()
+            };
             for rule in op[1..op.len() - 1]
                 .split(|&b| b == b' ')
                 .filter(|r| !r.is_empty())

@@ -407,7 +407,7 @@ impl Sim {
             let srv = &r.srv;
             // Single-threaded: no SWAPDB can run during the walk.
             r.saved = Some(
-                snapshot::write_all(&srv.ks, || (srv.repl.ids().replid, srv.repl.offset()))
+                snapshot::write_all(&srv.ks, &[], || (srv.repl.ids().replid, srv.repl.offset()))
                     .expect("no SWAPDB during a simulated save"),
             );
         }

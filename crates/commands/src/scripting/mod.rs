@@ -496,7 +496,7 @@ pub(crate) fn wait_briefly(srv: &ServerState) -> bool {
         }
         spins += 1;
         if spins >= BUSY_SPINS_MAX
-            || (spins % 16 == 0 && (srv.clock.elapsed_us)(start) >= BUSY_SPIN_US)
+            || (spins.is_multiple_of(16) && (srv.clock.elapsed_us)(start) >= BUSY_SPIN_US)
         {
             return false;
         }
