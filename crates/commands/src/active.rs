@@ -126,8 +126,10 @@ pub fn stream_id(replid: &str) -> u64 {
 pub struct Active {
     on: AtomicBool,
     node: u64,
-    /// Merge states per keyspace shard, locked only under that shard's lock.
-    stores: Box<[Mutex<Store>]>,
+    /// Merge states per keyspace shard, locked only under that shard's lock; made on first use,
+    /// so a node outside any group pays nothing for them (`shards` of them).
+    stores: std::sync::OnceLock<Box<[Mutex<Store>]>>,
+    shards: usize,
     /// What each peer reported merging (`SHOALSEEN` frames in its stream): by the peer's stream
     /// id, the offset it merged of each origin's stream.
     seen: Mutex<HashMap<u64, HashMap<u64, u64>>>,
@@ -141,7 +143,8 @@ impl Active {
         Active {
             on: AtomicBool::new(false),
             node: merge::node_number(node_id),
-            stores: (0..shards).map(|_| Mutex::default()).collect(),
+            stores: std::sync::OnceLock::new(),
+            shards,
             seen: Mutex::default(),
             stats: ActiveStats::default(),
             peers: Mutex::default(),
@@ -159,13 +162,18 @@ impl Active {
     }
 
     fn store(&self, i: usize) -> std::sync::MutexGuard<'_, Store> {
-        self.stores[i].lock().expect("merge store lock")
+        self.stores()[i].lock().expect("merge store lock")
+    }
+
+    fn stores(&self) -> &[Mutex<Store>] {
+        self.stores
+            .get_or_init(|| (0..self.shards).map(|_| Mutex::default()).collect())
     }
 
     /// Keys with a merge state, and tombstones held (deleted keys, removed elements).
     pub fn counts(&self) -> (usize, usize) {
         let (mut keys, mut tombs) = (0, 0);
-        for s in self.stores.iter() {
+        for s in self.stores.get().map(|s| &s[..]).unwrap_or_default() {
             let s = s.lock().expect("merge store lock");
             keys += s.states.len();
             tombs += s.states.values().map(KeyState::tombstones).sum::<usize>();
@@ -186,7 +194,7 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
         seed(srv, now_ms);
     } else {
         srv.active.on.store(false, Relaxed);
-        for s in srv.active.stores.iter() {
+        for s in srv.active.stores.get().map(|s| &s[..]).unwrap_or_default() {
             *s.lock().expect("merge store lock") = Store::default();
         }
     }
