@@ -735,29 +735,37 @@ fn valid_hash(h: &[u8]) -> Result<String, SetError> {
 /// those clients at once, as in Redis.
 pub type UserRef = Arc<UserCell>;
 
-/// A user and, beside it, whether it may do everything (the check is skipped then).
+/// A user and, beside it, whether it may do everything (the check is skipped then) and a
+/// generation that moves on at each change (connections keep the rules they last read until it
+/// moves: [`check_client`]).
 #[derive(Debug)]
 pub struct UserCell {
-    rules: RwLock<User>,
+    rules: RwLock<Arc<User>>,
     unrestricted: std::sync::atomic::AtomicBool,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl UserCell {
     fn new(u: User) -> UserRef {
         let unrestricted = u.root.unrestricted();
         Arc::new(UserCell {
-            rules: RwLock::new(u),
+            rules: RwLock::new(Arc::new(u)),
             unrestricted: unrestricted.into(),
+            generation: 0.into(),
         })
     }
 
-    pub fn get(&self) -> std::sync::RwLockReadGuard<'_, User> {
-        self.rules.read().expect("acl user lock")
+    /// The user's rules now.
+    pub fn get(&self) -> Arc<User> {
+        self.rules.read().expect("acl user lock").clone()
     }
 
     fn replace(&self, u: User) {
         self.unrestricted.store(u.root.unrestricted(), Relaxed);
-        *self.rules.write().expect("acl user lock") = u;
+        *self.rules.write().expect("acl user lock") = Arc::new(u);
+        // After the rules: a connection that sees the new generation reads the new rules.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// The permission check admission runs.
@@ -767,6 +775,46 @@ impl UserCell {
         }
         self.get().check(spec, args)
     }
+}
+
+/// A connection's copy of its user's rules, valid while the user's generation has not moved:
+/// admission then checks without touching the user's lock (shared by every connection of the
+/// user, its cache line would move between worker threads on every command).
+#[derive(Debug)]
+pub struct AclCache {
+    /// Held so the cell outlives the copy (its address cannot be reused meanwhile).
+    cell: UserRef,
+    generation: u64,
+    user: Arc<User>,
+}
+
+/// The permission check admission runs for `client`: as [`UserCell::check`], reading the user's
+/// rules from the connection's copy while they have not changed.
+pub fn check_client(
+    srv: &crate::ServerState,
+    client: &mut crate::Client,
+    spec: &'static Spec,
+    args: &Args<'_>,
+) -> Result<(), Denied> {
+    let cell = client.user.as_ref().unwrap_or(&srv.acl.default);
+    if cell.unrestricted.load(Relaxed) {
+        return Ok(());
+    }
+    let generation = cell.generation.load(std::sync::atomic::Ordering::Acquire);
+    if let Some(c) = &client.acl_cache
+        && Arc::ptr_eq(&c.cell, cell)
+        && c.generation == generation
+    {
+        return c.user.check(spec, args);
+    }
+    let cache = AclCache {
+        cell: cell.clone(),
+        generation,
+        user: cell.get(),
+    };
+    let r = cache.user.check(spec, args);
+    client.acl_cache = Some(cache);
+    r
 }
 
 /// One ACL log entry.
@@ -829,7 +877,7 @@ impl Acl {
     ) -> Result<(), (usize, SetError)> {
         let mut users = self.users.write().expect("acl lock");
         let mut u = match users.get(name) {
-            Some(cell) => cell.get().clone(),
+            Some(cell) => User::clone(&cell.get()),
             None => User::created(name, all_channels_default),
         };
         u.all_channels_default = all_channels_default;

@@ -469,7 +469,7 @@ fn admit(
     if !client.authenticated && !spec.has(flag::NO_AUTH) && srv.hot.requirepass_set.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::NoAuth));
     }
-    if let Err(d) = client.user_ref(srv).check(spec, args) {
+    if let Err(d) = acl::check_client(srv, client, spec, args) {
         let e = acl::denied(srv, client, spec, args, d, client.tx.in_multi(), now_ms);
         return Err(Rejection::new(Some(spec), e));
     }

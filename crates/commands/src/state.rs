@@ -305,6 +305,8 @@ pub struct Client {
     pub authenticated: bool,
     /// The ACL user after AUTH (`None`: the default user).
     pub user: Option<crate::acl::UserRef>,
+    /// The rules of that user as this connection last read them ([`crate::acl::check_client`]).
+    pub acl_cache: Option<crate::acl::AclCache>,
     pub reply_mode: ReplyMode,
     /// Close the connection once the pending replies are written (QUIT, protocol errors).
     pub close_after_reply: bool,
@@ -445,6 +447,7 @@ impl Client {
             proto: Protocol::Resp2,
             authenticated,
             user: None,
+            acl_cache: None,
             reply_mode: ReplyMode::On,
             close_after_reply: false,
             monitor: false,
@@ -744,7 +747,7 @@ impl ServerState {
         // `requirepass` is the default user's password (set as Redis does, replacing the ones ACL
         // SETUSER gave it); `requirepass_set` says whether new clients must authenticate.
         if changed(old, new, |c| c.requirepass.clone()) {
-            let mut u = self.acl.default.get().clone();
+            let mut u = crate::acl::User::clone(&self.acl.default.get());
             u.set_requirepass(&new.requirepass);
             self.acl.replace_default(u);
         }
