@@ -548,11 +548,13 @@ fn protected_configs_are_refused_as_redis_refuses_them() {
 #[test]
 fn a_burst_of_connects_stays_within_maxclients() {
     let s = Shoal::start(&["--maxclients", "20"]);
-    let conns: Vec<std::net::TcpStream> = (0..200)
+    let mut conns: Vec<std::net::TcpStream> = (0..200)
         .map(|_| std::net::TcpStream::connect(s.addr()).expect("connect"))
         .collect();
     let mut served = 0;
-    for mut c in conns {
+    // Every connection stays open until the end: closing a served one early would free a slot
+    // for a connection the server has not accepted yet.
+    for c in &mut conns {
         c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         use std::io::Write as _;
