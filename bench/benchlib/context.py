@@ -39,6 +39,16 @@ class Params:
     hr_connections: int = 4
     hr_pipeline: int = 32
     hr_max_s: int = 600
+    # A full cache (eviction on every new key).
+    ev_maxmemory: int = 64 * 1024 * 1024
+    ev_keyspace: int = 50_000_000
+    ev_fill_batch: int = 500_000
+    ev_mix_keys: int = 2_000_000
+    ev_mix_skew: float = 0.99
+    ev_mix_warmup: int = 500_000
+    ev_mix_requests: int = 1_000_000
+    ev_mix_connections: int = 8
+    ev_mix_pipeline: int = 16
     # Closed-loop max and open-loop latency.
     ol_keys: int = 100_000
     ol_skew: float = 0.99
@@ -63,6 +73,8 @@ class Params:
         # hr_keys stays at 100k: a memory limit much below ~2 MB measures fixed overheads, not eviction.
         return cls(rounds=1, rb_clients=10, rb_keyspace=1_000, rb_requests=2_000, mem_keys=20_000,
                    hr_keys=100_000, hr_skews=(0.99,), hr_warmup=50_000, hr_requests=50_000, hr_max_s=60,
+                   ev_maxmemory=4 * 1024 * 1024, ev_keyspace=1_000_000, ev_fill_batch=50_000, ev_mix_keys=100_000,
+                   ev_mix_warmup=20_000, ev_mix_requests=20_000,
                    ol_keys=1_000, ol_connections=2, ol_max_s=0.5, ol_duration_s=0.5,
                    repl_sync_keys=20_000, repl_lag_requests=5_000, repl_client_s=0.3, repl_client_warmup_s=0.05)
 

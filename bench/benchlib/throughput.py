@@ -84,11 +84,12 @@ def probe(ctx: Ctx, redis: Server | None, test: str, pipeline: int, threads: int
     return n // magnitude * magnitude
 
 
-def once(ctx: Ctx, server: Server, test: str, pipeline: int, threads: int, n: int) -> dict[str, float]:
+def once(ctx: Ctx, server: Server, test: str, pipeline: int, threads: int, n: int,
+         keyspace: int | None = None) -> dict[str, float]:
     p = ctx.params
     server.ensure_running()
     argv = [ctx.redis_benchmark, "-h", "127.0.0.1", "-p", str(server.port), "-c", str(p.rb_clients),
-            "-n", str(n), "-d", str(VALUE_BYTES), "-r", str(p.rb_keyspace), "-P", str(pipeline),
+            "-n", str(n), "-d", str(VALUE_BYTES), "-r", str(keyspace or p.rb_keyspace), "-P", str(pipeline),
             "--csv", "-t", test]
     if threads > 1:
         argv += ["--threads", str(threads)]

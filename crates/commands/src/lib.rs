@@ -51,7 +51,7 @@ pub mod zsets;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use shoal_keyspace::{Shard, key_slot};
+use shoal_keyspace::{Shard, key_slot, pool::Eviction};
 use shoal_resp::ReplyWriter;
 
 pub use args::{Args, OwnedArgs};
@@ -264,36 +264,19 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     if max == 0 || srv.used_memory() <= max {
         return true;
     }
-    let shards = srv.ks.shard_count();
-    let want_samples = EVICTION_SHARDS_SAMPLED * srv.ks.eviction_samples();
-    // Candidates come from a few shards in turn (the node's own cursor) and the globally best one
-    // is evicted: evicting from each shard in turn would drain shards that happen to hold fewer
-    // keys first.
+    // Each eviction samples the shards after the node's cursor into the keyspace's eviction pool
+    // and evicts the pool's best (see `shoal_keyspace::pool`): one shard's samples and locks per
+    // eviction, not four.
     for _ in 0..EVICTIONS_PER_COMMAND_MAX {
         if srv.used_memory() <= max {
             return true;
         }
-        let mut best: Option<(usize, shoal_keyspace::Candidate)> = None;
-        let (mut looked, mut sampled) = (0, 0);
-        // Shards holding few keys offer few samples: look at more of them then.
-        while looked < shards
-            && (best.is_none() || (looked < EVICTION_SHARDS_SAMPLED_MAX && sampled < want_samples))
-        {
-            let i = srv.evict_cursor.fetch_add(1, Relaxed) % shards;
-            looked += 1;
-            if let Some(c) = srv.ks.lock(i).best_candidate(now_ms) {
-                sampled += c.sampled;
-                if best.as_ref().is_none_or(|(_, b)| c.score > b.score) {
-                    best = Some((i, c));
-                }
-            }
-        }
-        let Some((i, c)) = best else {
+        let start = srv.evict_cursor.fetch_add(1, Relaxed);
+        // Raced: the candidates went meanwhile; the next round samples again.
+        if srv.ks.evict_sampled(now_ms, start) == Eviction::Nothing {
             // Nothing evictable anywhere (empty, or no volatile keys under a volatile policy).
             return false;
-        };
-        // The candidate may have gone meanwhile; the next round samples again.
-        let _ = srv.ks.lock(i).evict_candidate(&c);
+        }
     }
     // Budget spent: let the command run (Redis does the same when eviction is slow), the next
     // write continues evicting.
@@ -302,11 +285,6 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
 
 /// Evictions one command may perform before it runs.
 pub const EVICTIONS_PER_COMMAND_MAX: usize = 1024;
-/// Each eviction compares the best of `EVICTION_SHARDS_SAMPLED × maxmemory-samples` keys: four
-/// shards' samples when shards hold many keys, more shards when they hold fewer.
-pub const EVICTION_SHARDS_SAMPLED: usize = 4;
-/// Most shards sampled for one eviction once a candidate was found.
-pub const EVICTION_SHARDS_SAMPLED_MAX: usize = 32;
 
 /// Runs one request and appends its reply to `out`. `now_ms` is the wall clock in ms.
 pub fn execute(

@@ -172,22 +172,28 @@ impl Rng {
     }
 }
 
-/// TinyLFU frequency sketch: count-min over 4 rows of 4-bit counters (stored one per byte for
-/// simplicity; the sketch is small: 4 × width bytes). Counters are halved after `10 × width`
-/// increments, so popularity ages.
+/// TinyLFU frequency sketch: count-min over 4 rows of 4-bit counters, blocked (as Caffeine's): a
+/// key's four counters all lie in one 64-byte block (row `i` in the block's words `2i` and `2i + 1`),
+/// so an increment or an estimate costs one cache miss, not four. Counters are halved after
+/// `10 × width` increments, so popularity ages. Memory: `4 × width` bytes, as four rows of `width`
+/// one-byte counters would take, with twice the counters.
 #[derive(Debug, Clone)]
 pub struct Sketch {
-    rows: Vec<u8>,
-    width_mask: usize,
+    words: Vec<u64>,
+    /// Blocks (of `BLOCK_WORDS` words) minus one; a power of two minus one.
+    block_mask: usize,
+    width: usize,
     additions: usize,
     reset_at: usize,
 }
 
 const SKETCH_ROWS: usize = 4;
-const SKETCH_COUNTER_MAX: u8 = 15;
+const SKETCH_COUNTER_MAX: u64 = 15;
+/// Words (of 16 four-bit counters) in one block: 64 bytes, one cache line.
+const BLOCK_WORDS: usize = 8;
 /// Narrowest sketch row: a shard expected to hold few keys (a small `maxmemory`) still gets a few
-/// counters per key, without every shard paying for a wide sketch (256 shards × 4 rows × 32
-/// one-byte counters is 32 KiB).
+/// counters per key, without every shard paying for a wide sketch (256 shards × 4 × 32 bytes is
+/// 32 KiB).
 pub const SKETCH_WIDTH_MIN: usize = 32;
 
 impl Sketch {
@@ -195,43 +201,56 @@ impl Sketch {
     /// `SKETCH_WIDTH_MIN`).
     pub fn new(keys: usize) -> Self {
         let width = keys.clamp(SKETCH_WIDTH_MIN, 1 << 24).next_power_of_two();
+        // 4 × width bytes = width / 2 words.
+        let words = width / 2;
         Sketch {
-            rows: vec![0; width * SKETCH_ROWS],
-            width_mask: width - 1,
+            words: vec![0; words],
+            block_mask: words / BLOCK_WORDS - 1,
+            width,
             additions: 0,
             reset_at: width * 10,
         }
     }
 
     pub fn width(&self) -> usize {
-        self.width_mask + 1
+        self.width
     }
 
     pub fn mem_bytes(&self) -> usize {
-        self.rows.capacity()
+        self.words.capacity() * std::mem::size_of::<u64>()
     }
 
-    fn index(&self, hash: u64, row: usize) -> usize {
-        // Each row remixes the hash with its own odd multiplier, so rows collide independently.
-        let mult = 0x9E37_79B9_7F4A_7C15u64 ^ (row as u64).wrapping_mul(0x632B_E59B_D9B4_E019);
-        let h = hash.wrapping_mul(mult | 1);
-        row * self.width() + ((h >> 32) as usize & self.width_mask)
+    /// The block's first word, and 5 bits per row choosing a word of the row's pair (low bit) and
+    /// a counter in it (the other four).
+    #[inline]
+    fn locate(&self, hash: u64) -> (usize, u64) {
+        let block = (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.block_mask;
+        let counters = hash.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 44;
+        (block * BLOCK_WORDS, counters)
+    }
+
+    #[inline]
+    fn counter_at(counters: u64, row: usize) -> (usize, u32) {
+        let bits = (counters >> (5 * row)) & 31;
+        (2 * row + (bits & 1) as usize, ((bits >> 1) * 4) as u32)
     }
 
     pub fn increment(&mut self, hash: u64) {
+        let (base, counters) = self.locate(hash);
+        let block = &mut self.words[base..base + BLOCK_WORDS];
         let mut added = false;
         for row in 0..SKETCH_ROWS {
-            let i = self.index(hash, row);
-            if self.rows[i] < SKETCH_COUNTER_MAX {
-                self.rows[i] += 1;
+            let (w, shift) = Self::counter_at(counters, row);
+            if (block[w] >> shift) & 0xF < SKETCH_COUNTER_MAX {
+                block[w] += 1 << shift;
                 added = true;
             }
         }
         if added {
             self.additions += 1;
             if self.additions >= self.reset_at {
-                for c in &mut self.rows {
-                    *c >>= 1;
+                for w in &mut self.words {
+                    *w = (*w >> 1) & 0x7777_7777_7777_7777;
                 }
                 self.additions /= 2;
             }
@@ -239,8 +258,13 @@ impl Sketch {
     }
 
     pub fn estimate(&self, hash: u64) -> u8 {
+        let (base, counters) = self.locate(hash);
+        let block = &self.words[base..base + BLOCK_WORDS];
         (0..SKETCH_ROWS)
-            .map(|row| self.rows[self.index(hash, row)])
+            .map(|row| {
+                let (w, shift) = Self::counter_at(counters, row);
+                ((block[w] >> shift) & 0xF) as u8
+            })
             .min()
             .unwrap_or(0)
     }
@@ -293,5 +317,28 @@ mod tests {
             s.increment(1000 + i);
         }
         assert!(s.estimate(1) < 10, "halving ages old popularity");
+    }
+
+    proptest::proptest! {
+        /// Before any halving, a count-min sketch never under-counts, and a counter saturates at
+        /// 15 without carrying into its neighbours.
+        #[test]
+        fn sketch_never_undercounts(
+            keys in proptest::collection::vec(0u64..200, 0..300),
+            width in 32usize..600,
+        ) {
+            let mut s = Sketch::new(width);
+            let mut counts = std::collections::HashMap::new();
+            for &k in &keys {
+                let h = k.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (k << 7);
+                s.increment(h);
+                *counts.entry(h).or_insert(0u32) += 1;
+            }
+            proptest::prop_assume!(keys.len() < s.width() * 10);
+            for (&h, &n) in &counts {
+                proptest::prop_assert!(u32::from(s.estimate(h)) >= n.min(15));
+                proptest::prop_assert!(s.estimate(h) <= 15);
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod hlc;
 pub mod lazyfree;
 pub mod merge;
 pub mod notify;
+pub mod pool;
 pub mod shard;
 pub mod slot;
 pub mod types;

@@ -101,6 +101,23 @@ impl DbShard {
     }
 }
 
+/// Tables at least this large (in buckets' capacity) shrink once a quarter full or less.
+const TABLE_SHRINK_CAPACITY_MIN: usize = 32;
+
+/// Frees an emptied slot table and shrinks one that churn left mostly empty. hashbrown never
+/// shrinks on removal, so without this every slot a churning cache ever touched keeps its buckets:
+/// at `maxmemory 4mb` (about 2,000 keys over 16,384 slots) that was over 1 MB of empty tables.
+/// A shrink rehashes `len` entries after at least `3 × len` removals, so its cost is amortised.
+fn shrink_table(table: &mut HashTable<Entry>, hasher: &Hasher) {
+    if table.is_empty() {
+        if table.capacity() > 0 {
+            *table = HashTable::new();
+        }
+    } else if table.capacity() >= TABLE_SHRINK_CAPACITY_MIN && table.len() * 4 <= table.capacity() {
+        table.shrink_to(table.len(), |e| hasher.hash_one(e.key()));
+    }
+}
+
 /// A mutable view of one entry that keeps the shard's accounting right: when dropped, it charges the
 /// change of the entry's memory and indexes a changed deadline.
 pub struct EntryMut<'a> {
@@ -323,6 +340,38 @@ pub struct Candidate {
     db: usize,
     local: usize,
     hash: u64,
+}
+
+impl Candidate {
+    /// A placeholder filling the unused places of an [`crate::pool::EvictionPool`].
+    pub(crate) const EMPTY: Candidate = Candidate {
+        score: 0,
+        sampled: 0,
+        db: 0,
+        local: 0,
+        hash: 0,
+    };
+
+    /// Whether two candidates of one shard name the same key.
+    pub(crate) fn same_key(&self, other: &Candidate) -> bool {
+        (self.db, self.local, self.hash) == (other.db, other.local, other.hash)
+    }
+
+    /// The candidate with the score it has now.
+    pub(crate) fn rescored(self, score: u64) -> Candidate {
+        Candidate { score, ..self }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(hash: u64, score: u64) -> Candidate {
+        Candidate {
+            score,
+            sampled: 1,
+            db: 0,
+            local: 0,
+            hash,
+        }
+    }
 }
 
 /// Outcome of one eviction attempt.
@@ -767,6 +816,7 @@ impl Shard {
         let table = &mut d.slots[local as usize];
         let found = table.find_entry(hash, |e| e.key() == key).ok()?;
         let (entry, _) = found.remove();
+        shrink_table(table, &self.hasher);
         d.keys -= 1;
         if let Some(at_ms) = entry.expire_ms() {
             d.volatile -= 1;
@@ -868,6 +918,26 @@ impl Shard {
         None
     }
 
+    /// A random non-empty table of a database part (local slot): random probes first, then a
+    /// forward scan from a random slot, as [`Shard::random_position`].
+    fn random_table(&mut self, db: usize) -> Option<usize> {
+        let d = self.dbs[db].as_ref()?;
+        if d.keys == 0 {
+            return None;
+        }
+        let n = d.slots.len();
+        for _ in 0..RANDOM_PROBES {
+            let local = self.rng.below(n);
+            if !d.slots[local].is_empty() {
+                return Some(local);
+            }
+        }
+        let start = self.rng.below(n);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&local| !d.slots[local].is_empty())
+    }
+
     /// A random (local slot, index) of a non-empty table: random probes first (unbiased), then a
     /// forward scan from a random slot when the tables are too sparse for probing to find one soon.
     fn random_position(&mut self, db: usize) -> Option<(usize, usize)> {
@@ -929,6 +999,7 @@ impl Shard {
                     continue;
                 };
                 let (entry, _) = found.remove();
+                shrink_table(table, hasher);
                 d.keys -= 1;
                 d.volatile -= 1;
                 d.deadline_sum_ms -= u128::from(item.at_ms);
@@ -1086,51 +1157,72 @@ impl Shard {
     /// it. The caller compares candidates of several shards and evicts the globally best one, so
     /// a shard that happens to hold fewer keys is not drained first.
     pub fn best_candidate(&mut self, now_ms: u64) -> Option<Candidate> {
+        let mut best: Option<Candidate> = None;
+        let taken = self.sample_candidates(now_ms, |c| {
+            if best.as_ref().is_none_or(|b| c.score > b.score) {
+                best = Some(c);
+            }
+        });
+        best.map(|b| Candidate {
+            sampled: taken,
+            ..b
+        })
+    }
+
+    /// Samples `maxmemory-samples` keys the policy may evict (each of them once when the shard
+    /// holds no more than that) and passes each as a candidate to `each`. Returns how many were
+    /// sampled.
+    pub fn sample_candidates(&mut self, now_ms: u64, mut each: impl FnMut(Candidate)) -> usize {
         let policy = self.evict.policy;
         if policy == Policy::NoEviction {
-            return None;
+            return 0;
         }
-        // (db, keys the policy may evict there) for each database holding some.
-        let dbs: Vec<(usize, usize)> = (0..self.dbs.len())
-            .map(|db| {
-                let n = if policy.volatile_only() {
-                    self.db_volatile(db)
-                } else {
-                    self.db_len(db)
-                };
-                (db, n)
-            })
+        // A database holding keys the policy may evict, chosen at random among them.
+        let eligible = |d: &DbShard| {
+            if policy.volatile_only() {
+                d.volatile
+            } else {
+                d.keys
+            }
+        };
+        let holding = self.dbs.iter().flatten().filter(|d| eligible(d) > 0).count();
+        if holding == 0 {
+            return 0;
+        }
+        let pick = self.rng.below(holding);
+        let Some((db, n)) = self
+            .dbs
+            .iter()
+            .enumerate()
+            .filter_map(|(db, d)| Some((db, eligible(d.as_deref()?))))
             .filter(|&(_, n)| n > 0)
-            .collect();
-        if dbs.is_empty() {
-            return None;
-        }
-        let (db, eligible) = dbs[self.rng.below(dbs.len())];
+            .nth(pick)
+        else {
+            return 0;
+        };
         let samples = self.evict.samples.max(1);
-        let mut best: Option<Candidate> = None;
         let mut taken = 0;
         let mut consider = |shard: &Self, e: &Entry, local: usize, random: u64| {
             if policy.volatile_only() && e.expire_ms().is_none() {
                 return false;
             }
             let hash = shard.hasher.hash_one(e.key());
-            let score = shard.victim_score(e, hash, now_ms, random);
-            if best.as_ref().is_none_or(|b| score > b.score) {
-                best = Some(Candidate {
-                    score,
-                    sampled: 0,
-                    db,
-                    local,
-                    hash,
-                });
-            }
+            each(Candidate {
+                score: shard.victim_score(e, hash, now_ms, random),
+                sampled: 1,
+                db,
+                local,
+                hash,
+            });
             true
         };
-        if eligible <= samples {
+        if n <= samples {
             // A shard holding only a few keys: look at each of them once (random draws would
             // see some twice and miss others), and say how few they were, so the caller looks
             // at more shards.
-            let d = self.dbs[db].as_ref()?;
+            let Some(d) = self.dbs[db].as_ref() else {
+                return 0;
+            };
             for (local, table) in d.slots.iter().enumerate() {
                 for e in table.iter() {
                     let r = self.rng.next_u64();
@@ -1139,26 +1231,40 @@ impl Shard {
             }
         } else {
             // Independent picks: walking neighbouring slots would sample correlated keys (CRC16
-            // puts `key:1`, `key:2`... in nearby slots).
+            // puts `key:1`, `key:2`... in nearby slots). A pick is a random bucket of a random
+            // non-empty table: O(1), where walking a table to its i-th key was not.
             for _ in 0..samples * 16 {
                 if taken >= samples {
                     break;
                 }
-                let Some((local, i)) = self.random_position(db) else {
+                let Some(local) = self.random_table(db) else {
                     break;
                 };
-                let r = self.rng.next_u64();
-                let d = self.dbs[db].as_ref()?;
-                let Some(e) = d.slots[local].iter().nth(i) else {
+                let (b, r) = (self.rng.next_u64(), self.rng.next_u64());
+                let Some(d) = self.dbs[db].as_ref() else {
+                    break;
+                };
+                let table = &d.slots[local];
+                let bucket = ((b as u128 * table.num_buckets() as u128) >> 64) as usize;
+                let Some(e) = table.get_bucket(bucket) else {
                     continue;
                 };
                 taken += consider(self, e, local, r) as usize;
             }
         }
-        best.map(|b| Candidate {
-            sampled: taken,
-            ..b
-        })
+        taken
+    }
+
+    /// The policy's current score of a sampled candidate, or `None` if it is gone. A score
+    /// lower than when it was sampled means the key was used since.
+    pub fn candidate_score(&self, c: &Candidate, now_ms: u64) -> Option<u64> {
+        let d = self.dbs.get(c.db)?.as_ref()?;
+        let hasher = &self.hasher;
+        let e = d.slots[c.local].find(c.hash, |e| hasher.hash_one(e.key()) == c.hash)?;
+        if self.evict.policy.volatile_only() && e.expire_ms().is_none() {
+            return None;
+        }
+        Some(self.victim_score(e, c.hash, now_ms, c.score))
     }
 
     /// Evicts a candidate found by [`Shard::best_candidate`] if it is still there.
@@ -1295,6 +1401,8 @@ pub struct Keyspace {
     /// `maxmemory-samples` of the current eviction config (read on every eviction, so not
     /// behind a shard lock).
     evict_samples: std::sync::atomic::AtomicUsize,
+    /// The best victims sampled so far (see `pool.rs`).
+    pub(crate) evict_pool: Mutex<crate::pool::EvictionPool>,
     pub hlc: Hlc,
     /// Mirrors the shards' `recording` flag, read once per command.
     recording: std::sync::atomic::AtomicBool,
@@ -1330,6 +1438,7 @@ impl Keyspace {
             hlc: Hlc::new(),
             recording: std::sync::atomic::AtomicBool::new(false),
             swaps: std::sync::atomic::AtomicU64::new(0),
+            evict_pool: Mutex::new(crate::pool::EvictionPool::default()),
             notify: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -1424,6 +1533,7 @@ impl Keyspace {
         for i in 0..self.shards.len() {
             self.lock(i).set_evict_config(cfg, per_shard);
         }
+        self.clear_eviction_pool();
     }
 
     /// `maxmemory-samples` as last set by [`Keyspace::set_evict_config`].
@@ -2004,5 +2114,126 @@ mod tests {
             s.check_invariants();
         }
         assert_eq!(ks.mem_bytes(), 0);
+    }
+
+    fn lru(samples: usize) -> EvictConfig {
+        EvictConfig {
+            policy: Policy::AllKeysLru,
+            samples,
+            lfu: LfuParams::default(),
+            active: true,
+        }
+    }
+
+    fn present(ks: &Keyspace, range: std::ops::Range<usize>, now: u64) -> usize {
+        range
+            .filter(|i| get(ks, format!("key:{i:06}").as_bytes(), now).is_some())
+            .count()
+    }
+
+    #[test]
+    fn the_pool_skips_pooled_keys_read_since_they_were_sampled() {
+        let ks = Keyspace::new(1, 16, 5);
+        ks.set_evict_config(lru(5), 2000);
+        fill(&ks, 2000, 0, 0);
+        // Ten evictions at t=100s fill the pool with keys of both halves, all idle for 100s.
+        for i in 0..10 {
+            assert!(matches!(
+                ks.evict_sampled(100_000, i),
+                crate::pool::Eviction::Evicted(..)
+            ));
+        }
+        assert!(ks.evict_pool.lock().len() > 5);
+        // At t=200s the first half is read; the second half stays idle.
+        let hot = present(&ks, 0..1000, 200_000);
+        for i in 0..500 {
+            assert!(matches!(
+                ks.evict_sampled(200_000, 10 + i),
+                crate::pool::Eviction::Evicted(..)
+            ));
+        }
+        assert_eq!(
+            present(&ks, 0..1000, 200_000),
+            hot,
+            "no key read since it was pooled is evicted while idle keys remain"
+        );
+        for i in 0..16 {
+            ks.lock(i).check_invariants();
+        }
+    }
+
+    #[test]
+    fn the_pool_evicts_idle_keys_before_recently_read_ones_across_shards() {
+        let ks = Keyspace::new(1, 16, 9);
+        ks.set_evict_config(lru(5), 4000);
+        fill(&ks, 4000, 0, 0);
+        for i in 0..400 {
+            assert!(get(&ks, format!("key:{i:06}").as_bytes(), 100_000).is_some());
+        }
+        let mut cursor = 0;
+        while ks.db_size(0).0 > 1000 {
+            assert!(matches!(
+                ks.evict_sampled(100_000, cursor),
+                crate::pool::Eviction::Evicted(..)
+            ));
+            cursor += 1;
+        }
+        let kept = present(&ks, 0..400, 100_000);
+        assert!(kept >= 396, "kept {kept} of 400 recently read keys");
+        for i in 0..16 {
+            ks.lock(i).check_invariants();
+        }
+    }
+
+    #[test]
+    fn nothing_to_evict_is_said_once_every_shard_was_sampled() {
+        let ks = Keyspace::new(1, 16, 3);
+        ks.set_evict_config(lru(5), 100);
+        assert_eq!(ks.evict_sampled(0, 0), crate::pool::Eviction::Nothing);
+        ks.set_evict_config(
+            EvictConfig {
+                policy: Policy::VolatileLru,
+                ..lru(5)
+            },
+            100,
+        );
+        fill(&ks, 100, 0, 0);
+        assert_eq!(ks.evict_sampled(0, 7), crate::pool::Eviction::Nothing);
+        // One key with a TTL, in whichever shard: found and evicted.
+        put(&ks, b"ttl", b"v", Some(1_000_000), 0);
+        assert!(matches!(
+            ks.evict_sampled(0, 7),
+            crate::pool::Eviction::Evicted(_, ref e) if e.key == b"ttl"
+        ));
+        assert_eq!(ks.db_size(0), (100, 0));
+    }
+
+    #[test]
+    fn churn_leaves_no_empty_tables_behind() {
+        let ks = Keyspace::new(1, 4, 2);
+        fill(&ks, 20_000, 0, 0);
+        let full: usize = (0..4).map(|i| ks.lock(i).mem_bytes()).sum();
+        for i in 0..20_000 {
+            let key = format!("key:{i:06}");
+            let slot = key_slot(key.as_bytes());
+            if i % 50 != 0 {
+                ks.lock(ks.shard_of(slot)).remove(0, slot, key.as_bytes());
+            }
+        }
+        for i in 0..4 {
+            let g = ks.lock(i);
+            g.check_invariants();
+            let d = g.dbs[0].as_ref().unwrap();
+            for t in d.slots.iter() {
+                assert!(t.capacity() == 0 || !t.is_empty(), "an empty table keeps no buckets");
+                assert!(
+                    t.capacity() < TABLE_SHRINK_CAPACITY_MIN || t.len() * 4 > t.capacity(),
+                    "a table shrinks once a quarter full: {} of {}",
+                    t.len(),
+                    t.capacity()
+                );
+            }
+        }
+        assert!(full > 0);
     }
 }

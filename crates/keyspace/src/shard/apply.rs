@@ -152,6 +152,7 @@ impl Shard {
                     true
                 }
             });
+            super::shrink_table(table, &self.hasher);
         }
         d.keys -= removed;
         d.volatile -= volatile_removed;
