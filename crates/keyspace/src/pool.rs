@@ -216,9 +216,15 @@ mod tests {
         }
         pool.insert(0, Candidate::for_test(100, 5));
         assert_eq!(pool.len(), POOL_SIZE);
-        assert!(pool.iter().all(|(_, c)| c.score >= 10), "a worse one is not kept");
+        assert!(
+            pool.iter().all(|(_, c)| c.score >= 10),
+            "a worse one is not kept"
+        );
         pool.insert(0, Candidate::for_test(101, 1000));
         assert_eq!(pool.pop().map(|(_, c)| c.score), Some(1000));
-        assert!(pool.iter().all(|(_, c)| c.score >= 11), "the worst made room");
+        assert!(
+            pool.iter().all(|(_, c)| c.score >= 11),
+            "the worst made room"
+        );
     }
 }

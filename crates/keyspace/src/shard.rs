@@ -1185,7 +1185,12 @@ impl Shard {
                 d.keys
             }
         };
-        let holding = self.dbs.iter().flatten().filter(|d| eligible(d) > 0).count();
+        let holding = self
+            .dbs
+            .iter()
+            .flatten()
+            .filter(|d| eligible(d) > 0)
+            .count();
         if holding == 0 {
             return 0;
         }
@@ -2225,7 +2230,10 @@ mod tests {
             g.check_invariants();
             let d = g.dbs[0].as_ref().unwrap();
             for t in d.slots.iter() {
-                assert!(t.capacity() == 0 || !t.is_empty(), "an empty table keeps no buckets");
+                assert!(
+                    t.capacity() == 0 || !t.is_empty(),
+                    "an empty table keeps no buckets"
+                );
                 assert!(
                     t.capacity() < TABLE_SHRINK_CAPACITY_MIN || t.len() * 4 > t.capacity(),
                     "a table shrinks once a quarter full: {} of {}",
