@@ -235,6 +235,20 @@ impl Sketch {
         (2 * row + (bits & 1) as usize, ((bits >> 1) * 4) as u32)
     }
 
+    /// Asks the CPU to bring `hash`'s block into cache (see [`crate::Entry::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        let (base, _) = self.locate(hash);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch reads nothing and cannot fault; `base` is in bounds anyway.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(self.words.as_ptr().add(base) as *const i8);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = base;
+    }
+
     pub fn increment(&mut self, hash: u64) {
         let (base, counters) = self.locate(hash);
         let block = &mut self.words[base..base + BLOCK_WORDS];

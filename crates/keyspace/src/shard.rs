@@ -34,6 +34,9 @@ pub use track::Tracked;
 
 type Hasher = foldhash::fast::FixedState;
 
+/// Eviction samples whose loads are issued together (see [`Shard::sample_candidates`]).
+const SAMPLE_BATCH_MAX: usize = 16;
+
 /// Random table probes before falling back to a scan when sampling a sparse database.
 const RANDOM_PROBES: usize = 64;
 
@@ -1207,11 +1210,10 @@ impl Shard {
         };
         let samples = self.evict.samples.max(1);
         let mut taken = 0;
-        let mut consider = |shard: &Self, e: &Entry, local: usize, random: u64| {
+        let mut consider = |shard: &Self, e: &Entry, local: usize, hash: u64, random: u64| {
             if policy.volatile_only() && e.expire_ms().is_none() {
                 return false;
             }
-            let hash = shard.hasher.hash_one(e.key());
             each(Candidate {
                 score: shard.victim_score(e, hash, now_ms, random),
                 sampled: 1,
@@ -1231,30 +1233,53 @@ impl Shard {
             for (local, table) in d.slots.iter().enumerate() {
                 for e in table.iter() {
                     let r = self.rng.next_u64();
-                    taken += consider(self, e, local, r) as usize;
+                    let hash = self.hasher.hash_one(e.key());
+                    taken += consider(self, e, local, hash, r) as usize;
                 }
             }
         } else {
             // Independent picks: walking neighbouring slots would sample correlated keys (CRC16
             // puts `key:1`, `key:2`... in nearby slots). A pick is a random bucket of a random
-            // non-empty table: O(1), where walking a table to its i-th key was not.
-            for _ in 0..samples * 16 {
-                if taken >= samples {
+            // non-empty table: O(1), where walking a table to its i-th key was not. Each pick's
+            // entry block, then its sketch block, is a cache miss: a batch of picks asks for all
+            // of them before reading any, so the misses overlap instead of queueing.
+            let mut attempts = 0;
+            while taken < samples && attempts < samples * 16 {
+                let mut picks = [(0usize, 0u64, 0u64); SAMPLE_BATCH_MAX];
+                let mut n = 0;
+                while n < (samples - taken).min(SAMPLE_BATCH_MAX) && attempts < samples * 16 {
+                    attempts += 1;
+                    let Some(local) = self.random_table(db) else {
+                        break;
+                    };
+                    picks[n] = (local, self.rng.next_u64(), self.rng.next_u64());
+                    n += 1;
+                }
+                if n == 0 {
                     break;
                 }
-                let Some(local) = self.random_table(db) else {
-                    break;
-                };
-                let (b, r) = (self.rng.next_u64(), self.rng.next_u64());
                 let Some(d) = self.dbs[db].as_ref() else {
                     break;
                 };
-                let table = &d.slots[local];
-                let bucket = ((b as u128 * table.num_buckets() as u128) >> 64) as usize;
-                let Some(e) = table.get_bucket(bucket) else {
-                    continue;
-                };
-                taken += consider(self, e, local, r) as usize;
+                let mut found: [Option<(usize, &Entry, u64, u64)>; SAMPLE_BATCH_MAX] =
+                    [None; SAMPLE_BATCH_MAX];
+                for (f, &(local, b, r)) in found.iter_mut().zip(&picks[..n]) {
+                    let table = &d.slots[local];
+                    let bucket = ((b as u128 * table.num_buckets() as u128) >> 64) as usize;
+                    if let Some(e) = table.get_bucket(bucket) {
+                        e.prefetch();
+                        *f = Some((local, e, 0, r));
+                    }
+                }
+                for (_, e, hash, _) in found.iter_mut().flatten() {
+                    *hash = self.hasher.hash_one(e.key());
+                    if let Some(sk) = &self.sketch {
+                        sk.prefetch(*hash);
+                    }
+                }
+                for &(local, e, hash, r) in found.iter().flatten() {
+                    taken += consider(self, e, local, hash, r) as usize;
+                }
             }
         }
         taken
