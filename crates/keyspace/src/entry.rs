@@ -16,7 +16,8 @@
 //!     expire_ms    u64   only if F_EXPIRE: absolute unix time in ms
 //!     ext_version  u64   only if F_EXTVER: caller-supplied external version (SETIFNEWER)
 //!     key bytes
-//!     payload      inline string bytes, or a `*mut Object` (F_OBJECT)
+//!     payload      inline string bytes, or a `*mut Object` (F_OBJECT), or a packed
+//!                  `ColdHandle` (F_COLD: the value is on the disk tier)
 //! ```
 //! Optional fields cost nothing when absent; adding one rebuilds the block (rare: EXPIRE on a key
 //! without TTL). Strings that get modified in place (APPEND, SETRANGE) move to a growable heap buffer,
@@ -30,6 +31,8 @@ use crate::types::{bloom::Bloom, hash::Hash, list::List, set::Set, stream::Strea
 const F_EXPIRE: u8 = 1;
 const F_EXTVER: u8 = 2;
 const F_OBJECT: u8 = 4;
+/// The value is on the disk tier: the payload is a packed [`ColdHandle`] (8 bytes).
+const F_COLD: u8 = 8;
 const HEADER_BYTES: usize = 12;
 const ACCESS_MASK: u32 = (1 << 24) - 1;
 
@@ -125,18 +128,106 @@ impl Kind {
     }
 }
 
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::String => 0,
+            Kind::List => 1,
+            Kind::Hash => 2,
+            Kind::Set => 3,
+            Kind::ZSet => 4,
+            Kind::Stream => 5,
+            Kind::Bloom => 6,
+        }
+    }
+
+    fn from_code(c: u8) -> Kind {
+        match c {
+            1 => Kind::List,
+            2 => Kind::Hash,
+            3 => Kind::Set,
+            4 => Kind::ZSet,
+            5 => Kind::Stream,
+            6 => Kind::Bloom,
+            _ => Kind::String,
+        }
+    }
+}
+
+/// `OBJECT ENCODING` names a cold value keeps (by index, in 4 bits of its handle).
+const COLD_ENCODINGS: [&str; 9] = [
+    "raw",
+    "int",
+    "embstr",
+    "listpack",
+    "quicklist",
+    "hashtable",
+    "intset",
+    "skiplist",
+    "stream",
+];
+
+/// Where a value moved to the disk tier is: an id the tier stores it under, and what TYPE and
+/// OBJECT ENCODING report without reading it. Packed in 8 bytes in the entry block: 56 bits of
+/// id, 4 bits of kind, 4 bits of encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdHandle {
+    pub id: u64,
+    pub kind: Kind,
+    encoding: u8,
+}
+
+impl ColdHandle {
+    /// Largest id a handle holds.
+    pub const ID_MAX: u64 = (1 << 56) - 1;
+
+    /// A handle for a value of `kind` whose `OBJECT ENCODING` is `encoding`.
+    pub fn new(id: u64, kind: Kind, encoding: &str) -> ColdHandle {
+        debug_assert!(id <= Self::ID_MAX);
+        let encoding = COLD_ENCODINGS
+            .iter()
+            .position(|e| *e == encoding)
+            .unwrap_or(0) as u8;
+        ColdHandle {
+            id: id & Self::ID_MAX,
+            kind,
+            encoding,
+        }
+    }
+
+    pub fn encoding(&self) -> &'static str {
+        COLD_ENCODINGS[self.encoding as usize]
+    }
+
+    fn pack(&self) -> u64 {
+        self.id | (u64::from(self.kind.code()) << 56) | (u64::from(self.encoding) << 60)
+    }
+
+    fn unpack(v: u64) -> ColdHandle {
+        ColdHandle {
+            id: v & Self::ID_MAX,
+            kind: Kind::from_code(((v >> 56) & 0xf) as u8),
+            encoding: ((v >> 60) as u8).min(COLD_ENCODINGS.len() as u8 - 1),
+        }
+    }
+}
+
 /// A value as a command reads it.
 #[derive(Debug, Clone, Copy)]
 pub enum ValueRef<'a> {
     /// A string stored inline in the entry block.
     Str(&'a [u8]),
     Obj(&'a Object),
+    /// On the disk tier: the value must be loaded (see `ARCHITECTURE.md`, disk tier) before a
+    /// command reads it; commands never see this, the request fetches first.
+    Cold(ColdHandle),
 }
 
 /// The payload when building an entry.
 pub enum Payload<'a> {
     Inline(&'a [u8]),
     Object(Box<Object>),
+    Cold(ColdHandle),
 }
 
 /// One key with its value and metadata; owns its heap block.
@@ -226,16 +317,22 @@ impl Entry {
         version: u64,
         access: u32,
     ) -> Entry {
+        let cold_bytes;
+        let mut flags = 0u8;
         let (inline, object): (&[u8], Option<Box<Object>>) = match payload {
             Payload::Inline(b) => (b, None),
             Payload::Object(o) => (&[], Some(o)),
+            Payload::Cold(h) => {
+                flags |= F_COLD;
+                cold_bytes = h.pack().to_le_bytes();
+                (&cold_bytes[..], None)
+            }
         };
         let payload_len = if object.is_some() {
             std::mem::size_of::<*mut Object>()
         } else {
             inline.len()
         };
-        let mut flags = 0u8;
         let mut size = HEADER_BYTES + varint_len(key.len()) + varint_len(payload_len);
         if expire_ms.is_some() {
             flags |= F_EXPIRE;
@@ -389,6 +486,10 @@ impl Entry {
     }
 
     pub fn value(&self) -> ValueRef<'_> {
+        if self.flags() & F_COLD != 0 {
+            let o = self.offsets();
+            return ValueRef::Cold(ColdHandle::unpack(self.read_u64_at(o.payload)));
+        }
         match self.object_ptr() {
             // SAFETY: the object is owned by this entry and lives as long as it.
             Some(obj) => ValueRef::Obj(unsafe { &*obj }),
@@ -410,6 +511,15 @@ impl Entry {
         match self.value() {
             ValueRef::Str(_) => Kind::String,
             ValueRef::Obj(o) => o.kind(),
+            ValueRef::Cold(h) => h.kind,
+        }
+    }
+
+    /// The handle of a value on the disk tier; `None` for a value in memory.
+    pub fn cold(&self) -> Option<ColdHandle> {
+        match self.value() {
+            ValueRef::Cold(h) => Some(h),
+            _ => None,
         }
     }
 
@@ -418,7 +528,7 @@ impl Entry {
         match self.value() {
             ValueRef::Str(s) => Some(s),
             ValueRef::Obj(Object::RawString(v)) => Some(v),
-            ValueRef::Obj(_) => None,
+            ValueRef::Obj(_) | ValueRef::Cold(_) => None,
         }
     }
 
@@ -442,6 +552,7 @@ impl Entry {
             ValueRef::Obj(Object::Stream(s)) => s.encoding(),
             // Redis reports a module value's encoding as raw.
             ValueRef::Obj(Object::Bloom(_)) => "raw",
+            ValueRef::Cold(h) => h.encoding(),
         }
     }
 
@@ -481,6 +592,7 @@ impl Entry {
         // overwritten where it is: no new block, same memory.
         if let Payload::Inline(bytes) = &payload
             && self.object_ptr().is_none()
+            && self.flags() & F_COLD == 0
         {
             let o = self.offsets();
             if o.payload_len == bytes.len() {
@@ -535,12 +647,14 @@ impl Entry {
                 self.access(),
             ),
             None => {
-                let ValueRef::Str(s) = self.value() else {
-                    unreachable!("inline payload")
+                let payload = match self.value() {
+                    ValueRef::Str(s) => Payload::Inline(s),
+                    ValueRef::Cold(h) => Payload::Cold(h),
+                    ValueRef::Obj(_) => unreachable!("inline payload"),
                 };
                 Entry::new(
                     self.key(),
-                    Payload::Inline(s),
+                    payload,
                     expire_ms,
                     ext,
                     self.version(),

@@ -15,7 +15,7 @@ pub mod slot;
 pub mod types;
 pub mod write_log;
 
-pub use entry::{Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
+pub use entry::{ColdHandle, Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
 pub use evict::{LfuParams, Policy, Rng};
 pub use hlc::Hlc;
 pub use lazyfree::{LazyFree, LazyFreeWorker};
@@ -23,5 +23,6 @@ pub use shard::{
     Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
     ShardGuard, ShardStats, Tracked,
 };
+pub use shard::tier::{ColdStore, Promoted};
 pub use slot::{SLOTS, key_slot};
 pub use types::EncodingLimits;

@@ -27,6 +27,7 @@ use crate::notify;
 use crate::slot::SLOTS;
 
 mod apply;
+pub mod tier;
 mod track;
 mod watch;
 
@@ -111,6 +112,9 @@ pub struct EntryMut<'a> {
     expiry: &'a mut BinaryHeap<Reverse<ExpiryItem>>,
     field_expiry: &'a mut BinaryHeap<Reverse<ExpiryItem>>,
     mem_before: usize,
+    /// The value was on the disk tier when the view was taken (its handle id).
+    cold_before: Option<u64>,
+    tier: Option<&'a mut tier::ShardTier>,
     expire_before: Option<u64>,
     version_before: u64,
     db: usize,
@@ -198,6 +202,14 @@ impl std::ops::DerefMut for EntryMut<'_> {
 
 impl Drop for EntryMut<'_> {
     fn drop(&mut self) {
+        if let Some(id) = self.cold_before
+            && self.entry.cold().is_none_or(|h| h.id != id)
+            && let Some(t) = self.tier.as_deref_mut()
+        {
+            // Written over through this view (a cold value is never changed in place).
+            t.cold_keys -= 1;
+            t.store.forget(id);
+        }
         let after = self.entry.mem_bytes();
         if self.recording {
             // Every write sets the version, so a changed version means this view was used to
@@ -312,6 +324,8 @@ pub struct Shard {
     notify: u32,
     /// Slots an atomic migration is exporting, and the keys written in them (see `track.rs`).
     track: Option<Box<track::Tracker>>,
+    /// The disk tier, when on: victims' values move there (see `tier.rs`).
+    tier: Option<Box<tier::ShardTier>>,
 }
 
 /// A sampled eviction candidate: higher `score` is a better victim.
@@ -323,6 +337,9 @@ pub struct Candidate {
     db: usize,
     local: usize,
     hash: u64,
+    /// Its value is on the disk tier already: evicting it drops the key (only when no sampled
+    /// key had its value in memory).
+    cold: bool,
 }
 
 /// Outcome of one eviction attempt.
@@ -353,6 +370,7 @@ impl Shard {
             no_touch: false,
             notify: 0,
             track: None,
+            tier: None,
         }
     }
 
@@ -627,6 +645,7 @@ impl Shard {
             sketch,
             rng,
             pending,
+            tier,
             ..
         } = self;
         let d = dbs.get_mut(db)?.as_mut()?;
@@ -636,6 +655,8 @@ impl Shard {
         }
         Some(EntryMut {
             mem_before: entry.mem_bytes(),
+            cold_before: entry.cold().map(|h| h.id),
+            tier: tier.as_deref_mut(),
             expire_before: entry.expire_ms(),
             version_before: entry.version(),
             db,
@@ -759,6 +780,9 @@ impl Shard {
             o.mem_bytes()
         });
         self.mem_bytes = self.mem_bytes + added - removed;
+        if let Some(o) = &old {
+            self.forget_cold(o);
+        }
         old
     }
 
@@ -773,6 +797,7 @@ impl Shard {
             d.deadline_sum_ms -= u128::from(at_ms);
         }
         self.mem_bytes -= entry.mem_bytes();
+        self.forget_cold(&entry);
         if self.recording {
             self.queue(Pending::Key {
                 db,
@@ -845,6 +870,11 @@ impl Shard {
         }
         let d = self.dbs[db].take()?;
         self.mem_bytes -= d.table_bytes() + d.entries_mem_bytes();
+        if self.cold_keys() > 0 {
+            for e in d.slots.iter().flat_map(|t| t.iter()) {
+                self.forget_cold(e);
+            }
+        }
         Some(d)
     }
 
@@ -1108,6 +1138,10 @@ impl Shard {
         let (db, eligible) = dbs[self.rng.below(dbs.len())];
         let samples = self.evict.samples.max(1);
         let mut best: Option<Candidate> = None;
+        // With the disk tier on, keys already there free almost nothing: they are victims only
+        // when no sampled key has its value in memory.
+        let mut best_cold: Option<Candidate> = None;
+        let tiered = self.tier.is_some();
         let mut taken = 0;
         let mut consider = |shard: &Self, e: &Entry, local: usize, random: u64| {
             if policy.volatile_only() && e.expire_ms().is_none() {
@@ -1115,16 +1149,19 @@ impl Shard {
             }
             let hash = shard.hasher.hash_one(e.key());
             let score = shard.victim_score(e, hash, now_ms, random);
-            if best.as_ref().is_none_or(|b| score > b.score) {
-                best = Some(Candidate {
+            let cold = tiered && e.cold().is_some();
+            let slot = if cold { &mut best_cold } else { &mut best };
+            if slot.as_ref().is_none_or(|b| score > b.score) {
+                *slot = Some(Candidate {
                     score,
                     sampled: 0,
                     db,
                     local,
                     hash,
+                    cold,
                 });
             }
-            true
+            !cold
         };
         if eligible <= samples {
             // A shard holding only a few keys: look at each of them once (random draws would
@@ -1155,14 +1192,25 @@ impl Shard {
                 taken += consider(self, e, local, r) as usize;
             }
         }
-        best.map(|b| Candidate {
-            sampled: taken,
-            ..b
-        })
+        best.or(best_cold.map(|c| Candidate { score: 0, ..c }))
+            .map(|b| Candidate {
+                sampled: taken,
+                ..b
+            })
     }
 
     /// Evicts a candidate found by [`Shard::best_candidate`] if it is still there.
     pub fn evict_candidate(&mut self, c: &Candidate) -> Option<Evicted> {
+        // With the disk tier on, the victim's value moves there and the key stays.
+        if !c.cold
+            && let Some(freed_bytes) = self.move_to_tier(c)
+        {
+            return Some(Evicted {
+                db: c.db,
+                key: Vec::new(),
+                freed_bytes,
+            });
+        }
         let key = {
             let d = self.dbs[c.db].as_ref()?;
             let hasher = &self.hasher;
@@ -1303,6 +1351,8 @@ pub struct Keyspace {
     swaps: std::sync::atomic::AtomicU64,
     /// Keyspace notification classes on (`notify::*`); mirrored in every shard.
     notify: std::sync::atomic::AtomicU32,
+    /// The disk tier was turned on at some point: requests look for cold keys (see `tier.rs`).
+    tiered: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Keyspace {
@@ -1331,6 +1381,7 @@ impl Keyspace {
             recording: std::sync::atomic::AtomicBool::new(false),
             swaps: std::sync::atomic::AtomicU64::new(0),
             notify: std::sync::atomic::AtomicU32::new(0),
+            tiered: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

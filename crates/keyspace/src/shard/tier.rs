@@ -1,0 +1,205 @@
+//! The keyspace's side of the disk tier (`tiered-storage`): a victim the eviction policy picked
+//! moves its value to the tier instead of being dropped, keeping its key, type, version, expiry and
+//! an 8-byte [`ColdHandle`] in memory; a command that reads it has the value loaded and put back
+//! ([`Shard::promote`]) first.
+//!
+//! No I/O here: the tier is a [`ColdStore`] the server implements (on foyer). Putting a value
+//! and forgetting one must not wait for the disk (they queue); loading happens in the server, off
+//! the shard lock.
+//!
+//! What stays in memory: keys, metadata, and every value smaller than the tier's
+//! `min_value_bytes` once encoded, and hashes with field TTLs (their field-expiry index needs the
+//! value); such victims are evicted as without the tier.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use super::{Candidate, Shard};
+use crate::codec;
+use crate::entry::{ColdHandle, Entry, Object, Payload, ValueRef};
+use crate::notify;
+
+/// The disk tier, as the keyspace sees it.
+pub trait ColdStore: Send + Sync + std::fmt::Debug {
+    /// Stores a value encoded by [`codec::encode_value`] under `id`. Must not block on I/O.
+    fn put(&self, id: u64, encoded: Vec<u8>);
+    /// The value under `id` is no longer referenced (its key was written, deleted, expired or
+    /// its value loaded back); the tier may drop it.
+    fn forget(&self, id: u64);
+    /// Encoded values shorter than this stay in memory (they are evicted as without a tier).
+    fn min_value_bytes(&self) -> usize;
+}
+
+/// A shard's tier state.
+#[derive(Debug)]
+pub(super) struct ShardTier {
+    pub(super) store: Arc<dyn ColdStore>,
+    /// Per-shard counter; ids are `counter << 14 | shard index`, unique across shards.
+    next: u64,
+    /// Entries of this shard whose value is on the tier.
+    pub(super) cold_keys: usize,
+}
+
+/// Bits of a handle id that name the shard (up to 16384 shards).
+const SHARD_BITS: u32 = 14;
+
+/// What [`Shard::promote`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Promoted {
+    /// The value is in memory again.
+    Done,
+    /// The key is gone or was written since (a write in between wins): nothing to do.
+    Stale,
+    /// The tier returned bytes that do not decode: the key was removed and counted as evicted.
+    Corrupt,
+}
+
+impl ShardTier {
+    pub(super) fn new(store: Arc<dyn ColdStore>) -> Self {
+        ShardTier {
+            store,
+            next: 0,
+            cold_keys: 0,
+        }
+    }
+}
+
+impl Shard {
+    /// Turns the disk tier on (`Some`) or off for this shard. Off, cold values already on the tier
+    /// stay readable through the store the caller keeps; new victims are dropped.
+    pub fn set_tier(&mut self, store: Option<Arc<dyn ColdStore>>) {
+        let cold_keys = self.tier.as_ref().map_or(0, |t| t.cold_keys);
+        self.tier = store.map(|s| {
+            let mut t = Box::new(ShardTier::new(s));
+            t.cold_keys = cold_keys;
+            t
+        });
+    }
+
+    /// Entries of this shard whose value is on the disk tier.
+    pub fn cold_keys(&self) -> usize {
+        self.tier.as_ref().map_or(0, |t| t.cold_keys)
+    }
+
+    /// Moves an eviction candidate's value to the tier; returns the bytes freed, or `None` when it
+    /// does not go there (no tier, already cold, too small, a hash with field TTLs).
+    pub(super) fn move_to_tier(&mut self, c: &Candidate) -> Option<usize> {
+        let tier = self.tier.as_mut()?;
+        let d = self.dbs[c.db].as_mut()?;
+        let hasher = &self.hasher;
+        let e = d.slots[c.local].find_mut(c.hash, |e| hasher.hash_one(e.key()) == c.hash)?;
+        let mut encoded = Vec::new();
+        match e.value() {
+            ValueRef::Cold(_) => return None,
+            ValueRef::Obj(Object::Hash(h)) if h.field_ttl_count() > 0 => return None,
+            v => codec::encode_value(v, &mut encoded),
+        }
+        if encoded.len() < tier.store.min_value_bytes() {
+            return None;
+        }
+        let id = (tier.next << SHARD_BITS) | self.index as u64;
+        tier.next += 1;
+        let handle = ColdHandle::new(id, e.kind(), e.encoding());
+        tier.store.put(id, encoded);
+        let before = e.mem_bytes();
+        e.set_payload(Payload::Cold(handle));
+        let after = e.mem_bytes();
+        tier.cold_keys += 1;
+        self.mem_bytes = self.mem_bytes + after - before;
+        Some(before.saturating_sub(after))
+    }
+
+    /// The tier no longer needs `entry`'s value (the entry left the keyspace or was replaced).
+    pub(super) fn forget_cold(&mut self, entry: &Entry) {
+        if let (Some(h), Some(t)) = (entry.cold(), self.tier.as_mut()) {
+            t.cold_keys -= 1;
+            t.store.forget(h.id);
+        }
+    }
+
+    /// The cold handle of a key, if its value is on the tier (expired keys included: the command
+    /// that runs after the fetch decides about expiry).
+    pub fn cold_handle(&self, db: usize, slot: u16, key: &[u8]) -> Option<ColdHandle> {
+        let hash = self.hash(key);
+        let local = self.local(slot) as usize;
+        let d = self.dbs.get(db)?.as_ref()?;
+        d.slots[local].find(hash, |e| e.key() == key)?.cold()
+    }
+
+    /// Puts a value loaded from the tier back into its entry, if the entry still holds `handle`
+    /// (a write in between wins). Not a write: the version, the watch table and the replication
+    /// stream are untouched.
+    pub fn promote(
+        &mut self,
+        db: usize,
+        slot: u16,
+        key: &[u8],
+        handle: ColdHandle,
+        encoded: &[u8],
+        limits: &crate::EncodingLimits,
+    ) -> Promoted {
+        let hash = self.hash(key);
+        let local = self.local(slot);
+        let Some(d) = self.dbs.get_mut(db).and_then(|d| d.as_mut()) else {
+            return Promoted::Stale;
+        };
+        let Some(e) = d.slots[local as usize].find_mut(hash, |e| e.key() == key) else {
+            return Promoted::Stale;
+        };
+        if e.cold() != Some(handle) {
+            return Promoted::Stale;
+        }
+        let Some(payload) = codec::decode_value(encoded, limits) else {
+            self.drop_lost(db, slot, key, handle);
+            return Promoted::Corrupt;
+        };
+        let before = e.mem_bytes();
+        e.set_payload(payload);
+        let after = e.mem_bytes();
+        self.mem_bytes = self.mem_bytes + after - before;
+        if let Some(t) = self.tier.as_mut() {
+            t.cold_keys -= 1;
+            t.store.forget(handle.id);
+        }
+        Promoted::Done
+    }
+
+    /// The tier no longer has the value of a key that still holds `handle` (the tier evicted it
+    /// when full): the key is removed and counted as evicted, as if evicted from memory. Returns
+    /// whether it was removed.
+    pub fn drop_lost(&mut self, db: usize, slot: u16, key: &[u8], handle: ColdHandle) -> bool {
+        if self.cold_handle(db, slot, key) != Some(handle) {
+            return false;
+        }
+        if self.remove(db, slot, key).is_none() {
+            return false;
+        }
+        self.stats.evicted_keys += 1;
+        self.note(notify::EVICTED, "evicted", db, key);
+        true
+    }
+}
+
+impl super::Keyspace {
+    /// Turns the disk tier on (`Some`) or off in every shard.
+    pub fn set_tier(&self, store: Option<Arc<dyn ColdStore>>) {
+        if store.is_some() {
+            self.tiered
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        for i in 0..self.shards.len() {
+            self.lock(i).set_tier(store.clone());
+        }
+    }
+
+    /// Whether the disk tier was ever on (so some values may be cold). One atomic load: requests
+    /// look for cold keys only then.
+    pub fn tiered(&self) -> bool {
+        self.tiered.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Keys whose value is on the disk tier (locks each shard in turn).
+    pub fn cold_keys(&self) -> usize {
+        (0..self.shards.len()).map(|i| self.lock(i).cold_keys()).sum()
+    }
+}
