@@ -327,6 +327,22 @@ params! {
     tcp_keepalive: u32 = "tcp-keepalive", Int(0, INT_MAX), "300", mutable;
     /// Runtime worker threads; 0 means one per core.
     threads: u32 = "threads", Int(0, 1024), "0", immutable;
+    /// `yes`: values evicted under `maxmemory` move to a disk cache (foyer) instead of being
+    /// dropped; the key, its type, version and expiry stay in memory with an 8-byte handle, and a
+    /// read loads the value back. Values shorter than `tiered-storage-min-value-bytes`, hashes
+    /// with field TTLs and all keys stay in memory.
+    tiered_storage: bool = "tiered-storage", Bool, "no", immutable;
+    /// The disk tier's folder (emptied at start: cold values live no longer than the process;
+    /// snapshots and the log hold them as any value). Empty: `<dir>/tiered`.
+    tiered_storage_dir: String = "tiered-storage-dir", Str, "", immutable;
+    /// Bytes of disk the tier may use; when full it drops its oldest values (their keys are then
+    /// counted as evicted).
+    tiered_storage_max_bytes: u64 = "tiered-storage-max-bytes", Memory(1 << 20, u64::MAX),
+        "1gb", immutable;
+    /// Bytes: an evicted value whose encoding is shorter stays out of the tier (it is evicted as
+    /// without one): a small value costs about as much memory as its handle.
+    tiered_storage_min_value_bytes: u64 = "tiered-storage-min-value-bytes",
+        Memory(0, LONG_MAX as u64), "64", immutable;
     /// Seconds a client may stay idle; 0 means forever.
     timeout: u32 = "timeout", Int(0, INT_MAX), "0", mutable;
     /// Mutual TLS: `yes` refuses a TLS client without a certificate signed by `tls-ca-cert-file`,

@@ -511,6 +511,8 @@ fn payload_copy(e: &Entry) -> Payload<'_> {
     match e.value() {
         ValueRef::Str(s) => Payload::Inline(s),
         ValueRef::Obj(o) => Payload::Object(Box::new(o.clone())),
+        // COPY reads its source: the request fetched it first (`tier.rs`).
+        ValueRef::Cold(h) => unreachable!("COPY of cold value {h:?}"),
     }
 }
 

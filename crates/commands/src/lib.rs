@@ -45,6 +45,7 @@ pub mod state;
 pub mod streams;
 pub mod strings;
 pub mod table;
+pub mod tier;
 pub mod tracking;
 pub mod versions;
 pub mod zsets;
@@ -132,6 +133,10 @@ pub enum Outcome {
     /// `migration::PAUSE_WAIT_MAX_MS`) and runs the same request again, which is then served
     /// here or redirected.
     Paused,
+    /// Values the request needs are on the disk tier: nothing ran and no reply was written. The
+    /// connection loads them off-lock, puts them back, and runs the same request again (see
+    /// `tier.rs`; at most `tier::FETCH_ROUNDS_MAX` rounds).
+    Fetch(Box<tier::FetchRequest>),
 }
 
 /// How a request runs: normally, or again for a client blocked on keys.
@@ -261,7 +266,9 @@ fn unknown_command(args: &Args<'_>) -> ReplyError {
 /// which makes `DENYOOM` commands fail with `-OOM`.
 pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     let max = srv.maxmemory() as usize;
-    if max == 0 || srv.used_memory() <= max {
+    let not_counted = srv.mem_not_counted_for_evict.load(Relaxed);
+    let used = || srv.used_memory().saturating_sub(not_counted);
+    if max == 0 || used() <= max {
         return true;
     }
     let shards = srv.ks.shard_count();
@@ -270,7 +277,7 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     // is evicted: evicting from each shard in turn would drain shards that happen to hold fewer
     // keys first.
     for _ in 0..EVICTIONS_PER_COMMAND_MAX {
-        if srv.used_memory() <= max {
+        if used() <= max {
             return true;
         }
         let mut best: Option<(usize, shoal_keyspace::Candidate)> = None;
@@ -385,6 +392,10 @@ pub fn execute_as(
     if client.tx.in_multi() && !spec.has(flag::TX_CONTROL) {
         multi::queue(srv, client, spec, args, out);
         return Outcome::Done;
+    }
+    if let Some(fetch) = tier::cold_keys(srv, client, spec, args) {
+        client.cluster.asking = asking;
+        return Outcome::Fetch(Box::new(fetch));
     }
     let outcome = run_command(srv, client, spec, args, out, now_ms, mode, Some(gate));
     // What this command wrote (and any key it expired or evicted) goes to the replication stream

@@ -1998,7 +1998,10 @@ fn memory_section(
         )
         .f("mem_fragmentation_bytes", m.rss as i64 - m.used as i64)
         // Everything counts against maxmemory, replica buffers included.
-        .f("mem_not_counted_for_evict", 0)
+        .f(
+            "mem_not_counted_for_evict",
+            srv.mem_not_counted_for_evict.load(Relaxed),
+        )
         .f("mem_replication_backlog", m.backlog)
         .f(
             "mem_total_replication_buffers",

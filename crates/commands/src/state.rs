@@ -591,6 +591,9 @@ pub struct ServerState {
     pub persist: Persistence,
     /// Where large values go to be freed (the server gives it a thread; tests free inline).
     pub lazyfree: shoal_keyspace::LazyFree,
+    /// Bytes of `used_memory` that are buffers, not data (the disk tier's): left out of the
+    /// `maxmemory` comparison, as Redis leaves out its replication buffers.
+    pub mem_not_counted_for_evict: std::sync::atomic::AtomicUsize,
     /// Next shard the eviction sampler looks at.
     pub evict_cursor: AtomicUsize,
     /// Random draws so far (seeds SPOP, SRANDMEMBER, RANDOMKEY, ... with the time and client).
@@ -651,6 +654,7 @@ impl ServerState {
             repl: crate::repl::ReplState::new(random_hex40(seed ^ 0x1234)),
             persist: Persistence::default(),
             lazyfree: shoal_keyspace::LazyFree::inline(),
+            mem_not_counted_for_evict: std::sync::atomic::AtomicUsize::new(0),
             evict_cursor: AtomicUsize::new(0),
             draws: AtomicU64::new(0),
             clock: Clock::default(),

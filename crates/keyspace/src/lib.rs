@@ -23,6 +23,6 @@ pub use shard::{
     Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
     ShardGuard, ShardStats, Tracked,
 };
-pub use shard::tier::{ColdStore, Promoted};
+pub use shard::tier::{ColdStore, LoadFuture, Promoted, TierInfo};
 pub use slot::{SLOTS, key_slot};
 pub use types::EncodingLimits;

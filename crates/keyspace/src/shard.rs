@@ -1353,6 +1353,8 @@ pub struct Keyspace {
     notify: std::sync::atomic::AtomicU32,
     /// The disk tier was turned on at some point: requests look for cold keys (see `tier.rs`).
     tiered: std::sync::atomic::AtomicBool,
+    /// The disk tier's store (see `tier.rs`), for walks that read cold values.
+    cold_store: Mutex<Option<std::sync::Arc<dyn tier::ColdStore>>>,
 }
 
 impl std::fmt::Debug for Keyspace {
@@ -1382,6 +1384,7 @@ impl Keyspace {
             swaps: std::sync::atomic::AtomicU64::new(0),
             notify: std::sync::atomic::AtomicU32::new(0),
             tiered: std::sync::atomic::AtomicBool::new(false),
+            cold_store: Mutex::new(None),
         }
     }
 

@@ -108,8 +108,10 @@ impl Writer {
         }
         for db in 0..ks.databases() {
             shard.for_each_entry(index, db, |_, e| {
-                encode_record(&mut out, db, e);
-                self.keys_written += 1;
+                // A value the disk tier lost is left out, as if evicted.
+                if encode_record(&mut out, db, e, ks) {
+                    self.keys_written += 1;
+                }
             });
         }
         drop(shard);
@@ -129,8 +131,13 @@ impl Writer {
 }
 
 /// Appends one record (its tag included): the unit of a snapshot, and of the batches an atomic
-/// slot migration sends ([`for_each_record`] reads them back).
-pub fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry) {
+/// slot migration sends ([`for_each_record`] reads them back). A value on the disk tier is read
+/// from it; `false` (nothing written) if the tier lost it.
+pub fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry, ks: &Keyspace) -> bool {
+    let mut value = Vec::new();
+    if !ks.encode_entry_value(e, &mut value) {
+        return false;
+    }
     out.push(TAG_RECORD);
     put_varint(out, db as u64);
     put_bytes(out, e.key());
@@ -143,9 +150,8 @@ pub fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry) {
     if let Some(x) = ext {
         out.extend_from_slice(&x.to_le_bytes());
     }
-    let mut value = Vec::new();
-    codec::encode_value(e.value(), &mut value);
     put_bytes(out, &value);
+    true
 }
 
 /// The whole snapshot in one buffer (SAVE, tests).

@@ -29,6 +29,7 @@ pub mod raft;
 pub mod reshard_tool;
 pub mod slot_migration;
 pub mod status;
+pub mod tier;
 pub mod tls;
 pub mod tool_client;
 pub mod verify;
@@ -287,6 +288,8 @@ impl Server {
         let startup = (allocator.used_memory)() as u64;
         state.stats.used_memory_startup.store(startup, Relaxed);
         state.stats.observe_used_memory(startup);
+        // The disk tier, before the data is loaded (a load past `maxmemory` may move values).
+        tier::start(&state)?;
         // With the append-only log on, it is the data (its base holds what the snapshot held).
         if state.config().appendonly {
             aof::load_at_startup(&state)?;

@@ -412,7 +412,7 @@ async fn transfer(
             let now = now_ms();
             let shard = srv.ks.lock(srv.ks.shard_of(slot));
             shard.for_each_in_slot(0, slot, now, |e| {
-                shoal_replication::snapshot::encode_record(&mut batch, 0, e);
+                shoal_replication::snapshot::encode_record(&mut batch, 0, e, &srv.ks);
                 in_batch += 1;
             });
         }
@@ -560,7 +560,7 @@ async fn send_written(
                 let slot = shoal_keyspace::key_slot(&key);
                 match shard.peek(0, slot, &key, now) {
                     Some(e) => {
-                        shoal_replication::snapshot::encode_record(&mut batch, 0, e);
+                        shoal_replication::snapshot::encode_record(&mut batch, 0, e, &srv.ks);
                         in_batch += 1;
                     }
                     None => dels.push(key),

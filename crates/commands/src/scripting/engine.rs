@@ -620,6 +620,9 @@ fn call_command(
     if let Some(e) = super::cluster_check(rc, spec, &a) {
         return Ok(Err(error_table(lua, &e)?));
     }
+    if crate::tier::script_needs_fetch(srv, rc.db, spec, &a) {
+        return Ok(Err(error_table(lua, crate::tier::SCRIPT_COLD_ERROR)?));
+    }
     if spec.has(flag::WRITE) {
         rc.wrote = true;
         rc.wrote_flag.store(true, Relaxed);

@@ -28,6 +28,36 @@ pub trait ColdStore: Send + Sync + std::fmt::Debug {
     fn forget(&self, id: u64);
     /// Encoded values shorter than this stay in memory (they are evicted as without a tier).
     fn min_value_bytes(&self) -> usize;
+    /// Reads a value back, waiting for the disk; `None` if the tier no longer has it. Only for
+    /// walks of the keyspace that cannot pause (snapshots, digests, slot migration batches):
+    /// requests load off-lock instead.
+    fn load_blocking(&self, id: u64) -> Option<Vec<u8>>;
+    /// Reads a value back without blocking the caller's thread; `None` if the tier no longer has
+    /// it. The caller holds no shard lock while it waits.
+    fn load(&self, id: u64) -> LoadFuture;
+    /// The value under `id` was put back in memory ([`Shard::promote`]): counted, then forgotten.
+    fn promoted(&self, id: u64);
+    /// Counters for `INFO tiered`.
+    fn info(&self) -> TierInfo;
+}
+
+/// A pending read of the tier.
+pub type LoadFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + 'static>>;
+
+/// The tier's counters (`INFO tiered`, metrics).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TierInfo {
+    /// Values written to the tier, and their encoded bytes.
+    pub writes: u64,
+    pub bytes_written: u64,
+    /// Reads of the tier, and those that found nothing (the tier had dropped the value).
+    pub reads: u64,
+    pub read_misses: u64,
+    /// Values put back in memory.
+    pub promotions: u64,
+    /// Bytes of disk the tier may use.
+    pub capacity_bytes: u64,
 }
 
 /// A shard's tier state.
@@ -129,6 +159,7 @@ impl Shard {
     /// Puts a value loaded from the tier back into its entry, if the entry still holds `handle`
     /// (a write in between wins). Not a write: the version, the watch table and the replication
     /// stream are untouched.
+    #[allow(clippy::too_many_arguments)]
     pub fn promote(
         &mut self,
         db: usize,
@@ -137,7 +168,10 @@ impl Shard {
         handle: ColdHandle,
         encoded: &[u8],
         limits: &crate::EncodingLimits,
+        now_ms: u64,
     ) -> Promoted {
+        // Read now: it is the most recently used key, not the next victim.
+        let access = self.initial_access(now_ms);
         let hash = self.hash(key);
         let local = self.local(slot);
         let Some(d) = self.dbs.get_mut(db).and_then(|d| d.as_mut()) else {
@@ -155,11 +189,12 @@ impl Shard {
         };
         let before = e.mem_bytes();
         e.set_payload(payload);
+        e.set_access(access);
         let after = e.mem_bytes();
         self.mem_bytes = self.mem_bytes + after - before;
         if let Some(t) = self.tier.as_mut() {
             t.cold_keys -= 1;
-            t.store.forget(handle.id);
+            t.store.promoted(handle.id);
         }
         Promoted::Done
     }
@@ -181,14 +216,39 @@ impl Shard {
 }
 
 impl super::Keyspace {
-    /// Turns the disk tier on (`Some`) or off in every shard.
-    pub fn set_tier(&self, store: Option<Arc<dyn ColdStore>>) {
-        if store.is_some() {
-            self.tiered
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
+    /// Turns the disk tier on in every shard (once, at start-up: cold values need their store for
+    /// as long as they exist).
+    pub fn set_tier(&self, store: Arc<dyn ColdStore>) {
+        self.tiered
+            .store(true, std::sync::atomic::Ordering::Release);
+        *self.cold_store.lock() = Some(store.clone());
         for i in 0..self.shards.len() {
-            self.lock(i).set_tier(store.clone());
+            self.lock(i).set_tier(Some(store.clone()));
+        }
+    }
+
+    /// A cold value's encoding, read from the tier waiting for the disk (see
+    /// [`ColdStore::load_blocking`]); `None` if the tier no longer has it.
+    pub fn load_cold_blocking(&self, h: ColdHandle) -> Option<Vec<u8>> {
+        let store = self.cold_store.lock().clone()?;
+        store.load_blocking(h.id)
+    }
+
+    /// Appends the encoding of an entry's value ([`codec::encode_value`]), reading a cold one
+    /// from the tier; `false` (nothing appended) if the tier lost it.
+    pub fn encode_entry_value(&self, e: &Entry, out: &mut Vec<u8>) -> bool {
+        match e.value() {
+            ValueRef::Cold(h) => match self.load_cold_blocking(h) {
+                Some(v) => {
+                    out.extend_from_slice(&v);
+                    true
+                }
+                None => false,
+            },
+            v => {
+                codec::encode_value(v, out);
+                true
+            }
         }
     }
 
@@ -196,6 +256,11 @@ impl super::Keyspace {
     /// look for cold keys only then.
     pub fn tiered(&self) -> bool {
         self.tiered.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The disk tier's store, if it is on.
+    pub fn cold_store(&self) -> Option<Arc<dyn ColdStore>> {
+        self.cold_store.lock().clone()
     }
 
     /// Keys whose value is on the disk tier (locks each shard in turn).

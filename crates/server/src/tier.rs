@@ -1,0 +1,246 @@
+//! The disk tier (`tiered-storage yes`), on foyer's hybrid cache: the I/O half of
+//! `shoal_keyspace::ColdStore` (the keyspace decides what goes cold; see
+//! `crates/keyspace/src/shard/tier.rs`) and the off-lock fetch a request asks for with
+//! `Outcome::Fetch` (`crates/commands/src/tier.rs`).
+//!
+//! Foyer runs on a runtime of its own ([`TIER_THREADS`] threads), so a walk that must read a cold
+//! value while holding a shard lock (a snapshot, a digest) can wait for it from any thread
+//! without starving the runtime that would do the read. Values are written at once
+//! (`WriteOnInsertion`); foyer's small memory part ([`TIER_MEMORY_BYTES`]) serves values read
+//! again soon. Its folder is emptied at start: cold values live as long as the process (a
+//! snapshot or the append-only log holds them as any other value).
+//!
+//! Foyer's buffers are allocated by the process allocator but are not the data set: like Redis
+//! with its replication buffers, they are left out of the `maxmemory` comparison
+//! (`mem_not_counted_for_evict`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, PsyncIoEngineConfig, RecoverMode,
+};
+use shoal_commands::ServerState;
+use shoal_commands::tier::FetchRequest;
+use shoal_keyspace::{ColdStore, LoadFuture, Promoted, TierInfo, key_slot};
+
+/// Threads of the tier's own runtime (foyer's flushers, reclaimers and reads).
+pub const TIER_THREADS: usize = 2;
+/// Bytes of recently written or read values foyer keeps in memory.
+pub const TIER_MEMORY_BYTES: usize = 256 << 10;
+/// Bytes of foyer's write buffer (it holds two: one filling, one being written).
+pub const TIER_BUFFER_BYTES: usize = 2 << 20;
+/// Bytes of values waiting for the writer; past this foyer drops new ones (the keys are then
+/// evicted when read, as if the tier were full).
+pub const TIER_SUBMIT_QUEUE_BYTES: usize = 64 << 20;
+/// Disk block (foyer's unit of reclaim) size, at most; smaller for a small tier (16 blocks).
+pub const TIER_BLOCK_BYTES_MAX: usize = 16 << 20;
+
+/// The disk tier.
+pub struct Tier {
+    cache: HybridCache<u64, Vec<u8>>,
+    rt: tokio::runtime::Handle,
+    min_value_bytes: usize,
+    capacity_bytes: u64,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    writes: AtomicU64,
+    bytes_written: AtomicU64,
+    reads: AtomicU64,
+    read_misses: AtomicU64,
+    promotions: AtomicU64,
+}
+
+impl std::fmt::Debug for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tier")
+            .field("capacity_bytes", &self.capacity_bytes)
+            .finish()
+    }
+}
+
+impl ColdStore for Tier {
+    fn put(&self, id: u64, encoded: Vec<u8>) {
+        self.counters.writes.fetch_add(1, Relaxed);
+        self.counters
+            .bytes_written
+            .fetch_add(encoded.len() as u64, Relaxed);
+        self.cache.insert(id, encoded);
+    }
+
+    fn forget(&self, id: u64) {
+        self.cache.remove(&id);
+    }
+
+    fn min_value_bytes(&self) -> usize {
+        self.min_value_bytes
+    }
+
+    fn load_blocking(&self, id: u64) -> Option<Vec<u8>> {
+        // On the tier's runtime, whatever thread asks (a runtime worker holding a shard lock
+        // included): waiting on a channel never needs the caller's runtime.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let fut = self.load(id);
+        self.rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().ok().flatten()
+    }
+
+    fn load(&self, id: u64) -> LoadFuture {
+        self.counters.reads.fetch_add(1, Relaxed);
+        let get = self.cache.get(&id);
+        let counters = self.counters.clone();
+        Box::pin(async move {
+            let v = match get.await {
+                Ok(Some(e)) => Some(e.value().clone()),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!("disk tier read of value {id} failed: {e}");
+                    None
+                }
+            };
+            if v.is_none() {
+                counters.read_misses.fetch_add(1, Relaxed);
+            }
+            v
+        })
+    }
+
+    fn promoted(&self, id: u64) {
+        self.counters.promotions.fetch_add(1, Relaxed);
+        self.cache.remove(&id);
+    }
+
+    fn info(&self) -> TierInfo {
+        TierInfo {
+            writes: self.counters.writes.load(Relaxed),
+            bytes_written: self.counters.bytes_written.load(Relaxed),
+            reads: self.counters.reads.load(Relaxed),
+            read_misses: self.counters.read_misses.load(Relaxed),
+            promotions: self.counters.promotions.load(Relaxed),
+            capacity_bytes: self.capacity_bytes,
+        }
+    }
+}
+
+/// The tier's folder: `tiered-storage-dir`, or `<dir>/tiered`.
+fn folder(state: &ServerState) -> PathBuf {
+    let cfg = state.config();
+    if cfg.tiered_storage_dir.is_empty() {
+        Path::new(&cfg.dir).join("tiered")
+    } else {
+        PathBuf::from(&cfg.tiered_storage_dir)
+    }
+}
+
+/// Starts the tier if `tiered-storage` is on (at start-up, before clients and before the
+/// snapshot or log is loaded).
+pub fn start(state: &ServerState) -> Result<(), String> {
+    let cfg = state.config();
+    if !cfg.tiered_storage {
+        return Ok(());
+    }
+    let dir = folder(state);
+    // Values there belong to a previous process, whose handles are gone.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("tiered-storage-dir {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("tiered-storage-dir {}: {e}", dir.display()))?;
+    let capacity = cfg.tiered_storage_max_bytes as usize;
+    let block = (capacity / 16).clamp(1 << 20, TIER_BLOCK_BYTES_MAX);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(TIER_THREADS)
+        .max_blocking_threads(TIER_THREADS * 2)
+        .thread_name("shoal-tier")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("disk tier runtime: {e}"))?;
+    let handle = rt.handle().clone();
+    let build_dir = dir.clone();
+    let spawner = handle.clone();
+    let cache = rt
+        .block_on(async move {
+            let device = FsDeviceBuilder::new(&build_dir)
+                .with_capacity(capacity)
+                .build()?;
+            HybridCacheBuilder::new()
+                .with_name("shoal-tier")
+                .with_policy(HybridCachePolicy::WriteOnInsertion)
+                .memory(TIER_MEMORY_BYTES)
+                .with_weighter(|_k: &u64, v: &Vec<u8>| v.len() + 16)
+                .storage()
+                .with_io_engine_config(PsyncIoEngineConfig::new())
+                .with_engine_config(
+                    BlockEngineConfig::new(device)
+                        .with_block_size(block)
+                        .with_buffer_pool_size(TIER_BUFFER_BYTES)
+                        .with_submit_queue_size_threshold(TIER_SUBMIT_QUEUE_BYTES),
+                )
+                .with_recover_mode(RecoverMode::None)
+                .with_spawner(spawner.into())
+                .build()
+                .await
+        })
+        .map_err(|e| format!("disk tier in {}: {e}", dir.display()))?;
+    // The runtime lives as long as the process (the keyspace keeps the tier to the end).
+    std::mem::forget(rt);
+    let tier = Arc::new(Tier {
+        cache,
+        rt: handle,
+        min_value_bytes: cfg.tiered_storage_min_value_bytes as usize,
+        capacity_bytes: capacity as u64,
+        counters: Arc::default(),
+    });
+    state.mem_not_counted_for_evict.store(
+        TIER_MEMORY_BYTES + 2 * TIER_BUFFER_BYTES,
+        Relaxed,
+    );
+    state.ks.set_tier(tier.clone());
+    tracing::info!(
+        "disk tier on in {} ({} bytes)",
+        dir.display(),
+        capacity
+    );
+    Ok(())
+}
+
+/// Loads the values a request needs from the tier, holding no lock while the disk works, and puts
+/// them back in memory (a key written meanwhile keeps what was written). A value the tier no
+/// longer has makes its key go, counted as evicted.
+pub async fn fetch(srv: &ServerState, req: &FetchRequest, now_ms: u64) {
+    let Some(store) = srv.ks.cold_store() else {
+        return;
+    };
+    let limits = srv.encoding_limits();
+    for (db, key) in &req.keys {
+        let slot = key_slot(key);
+        let shard = srv.ks.shard_of(slot);
+        let Some(handle) = srv.ks.lock(shard).cold_handle(*db, slot, key) else {
+            continue;
+        };
+        match store.load(handle.id).await {
+            Some(v) => {
+                let r = srv
+                    .ks
+                    .lock(shard)
+                    .promote(*db, slot, key, handle, &v, &limits, now_ms);
+                if r == Promoted::Corrupt {
+                    tracing::warn!("disk tier value {} did not decode: key dropped", handle.id);
+                }
+            }
+            None => {
+                srv.ks.lock(shard).drop_lost(*db, slot, key, handle);
+            }
+        }
+    }
+    // A lost value's removal goes to replicas like any eviction.
+    shoal_commands::effects::emit_logged(srv, now_ms);
+}
