@@ -1580,7 +1580,7 @@ pub const INFO_SECTIONS: &[(&str, bool)] = &[
 ];
 
 /// shoal's own sections, shown only when named (`INFO all`/`everything` stay Redis's).
-pub const SHOAL_INFO_SECTIONS: &[&str] = &["active"];
+pub const SHOAL_INFO_SECTIONS: &[&str] = &["active", "tiered"];
 
 /// Which sections `INFO args...` asks for (lowercase names): none means `default`; several may be
 /// named at once; unknown names select nothing.
@@ -1808,6 +1808,7 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             "errorstats" => srv.stats.errors.info_section(&mut t),
             "cluster" => cluster_section(srv, &mut t),
             "active" => crate::active::info_section(srv, now_ms, &mut t),
+            "tiered" => crate::tier::info_section(srv, &mut t),
             "keyspace" => {
                 t.push_str("# Keyspace\r\n");
                 for db in 0..srv.ks.databases() {

@@ -8,7 +8,7 @@
 //! ENCODING, ...), and keys a command overwrites or removes without reading them (SET without
 //! GET, DEL, UNLINK, a STORE destination: key-spec flags `OW`/`RM` without `RW`/`ACCESS`).
 
-use shoal_keyspace::key_slot;
+use shoal_keyspace::{TierInfo, key_slot};
 
 use crate::args::Args;
 use crate::keyspec::key;
@@ -131,3 +131,66 @@ pub fn script_needs_fetch(srv: &ServerState, db: usize, spec: &'static Spec, arg
 /// What a script's command on an undeclared cold key gets.
 pub const SCRIPT_COLD_ERROR: &str =
     "ERR this script reads a key whose value is on the disk tier: name the key in KEYS";
+
+/// The tier's figures (`INFO tiered`, the Prometheus metrics): counters, and the keys and
+/// (estimated: keys × average value written) bytes on disk now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TierFigures {
+    pub enabled: bool,
+    pub info: TierInfo,
+    pub keys_on_disk: u64,
+    pub bytes_on_disk: u64,
+}
+
+impl TierFigures {
+    /// Share of tier reads that found their value.
+    pub fn hit_ratio(&self) -> f64 {
+        let i = &self.info;
+        if i.reads == 0 {
+            0.0
+        } else {
+            (i.reads - i.read_misses) as f64 / i.reads as f64
+        }
+    }
+}
+
+/// Reads the figures (locks each shard in turn for the count of cold keys).
+pub fn figures(srv: &ServerState) -> TierFigures {
+    let Some(store) = srv.ks.cold_store() else {
+        return TierFigures::default();
+    };
+    let info = store.info();
+    let keys = srv.ks.cold_keys() as u64;
+    let avg = info.bytes_written.checked_div(info.writes).unwrap_or(0);
+    TierFigures {
+        enabled: true,
+        info,
+        keys_on_disk: keys,
+        bytes_on_disk: (keys * avg).min(info.capacity_bytes),
+    }
+}
+
+/// `INFO tiered`.
+pub fn info_section(srv: &ServerState, t: &mut String) {
+    use std::fmt::Write;
+    let f = figures(srv);
+    let i = &f.info;
+    t.push_str("# Tiered\r\n");
+    let _ = write!(
+        t,
+        "tiered_enabled:{}\r\ntiered_capacity_bytes:{}\r\ntiered_bytes_on_disk:{}\r\n\
+         tiered_keys_on_disk:{}\r\ntiered_writes:{}\r\ntiered_bytes_written:{}\r\n\
+         tiered_reads:{}\r\ntiered_read_misses:{}\r\ntiered_promotions:{}\r\n\
+         tiered_hit_ratio:{:.4}\r\n",
+        f.enabled as u8,
+        i.capacity_bytes,
+        f.bytes_on_disk,
+        f.keys_on_disk,
+        i.writes,
+        i.bytes_written,
+        i.reads,
+        i.read_misses,
+        i.promotions,
+        f.hit_ratio(),
+    );
+}
