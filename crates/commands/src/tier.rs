@@ -53,7 +53,8 @@ fn needs_value(spec: &Spec, flags: u32) -> bool {
     if flags & (key::RW | key::ACCESS) == 0 && flags & (key::OW | key::RM) != 0 {
         return false;
     }
-    !(flags & key::ACCESS == 0 && METADATA_ONLY.contains(&spec.name))
+    // Redis marks some of these `ACCESS` (TTL), but none reads the value.
+    !METADATA_ONLY.contains(&spec.name)
 }
 
 /// The cold keys the request needs, if any (`None` when the tier was never on: one atomic load).

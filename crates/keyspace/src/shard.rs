@@ -1192,7 +1192,13 @@ impl Shard {
                 taken += consider(self, e, local, r) as usize;
             }
         }
-        best.or(best_cold.map(|c| Candidate { score: 0, ..c }))
+        // Any key with its value in memory beats one already on disk (score 0) in the caller's
+        // comparison across shards.
+        best.map(|b| Candidate {
+            score: b.score.saturating_add(tiered as u64),
+            ..b
+        })
+        .or(best_cold.map(|c| Candidate { score: 0, ..c }))
             .map(|b| Candidate {
                 sampled: taken,
                 ..b

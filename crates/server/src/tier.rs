@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, PsyncIoEngineConfig, RecoverMode,
@@ -35,12 +39,22 @@ pub const TIER_BUFFER_BYTES: usize = 2 << 20;
 /// Bytes of values waiting for the writer; past this foyer drops new ones (the keys are then
 /// evicted when read, as if the tier were full).
 pub const TIER_SUBMIT_QUEUE_BYTES: usize = 64 << 20;
+/// Largest encoded value the tier takes (foyer writes an entry within one buffer).
+pub const TIER_VALUE_BYTES_MAX: usize = TIER_BUFFER_BYTES / 2;
+/// How often values written but not yet confirmed on disk are checked.
+pub const TIER_CONFIRM_INTERVAL_MS: u64 = 5;
 /// Disk block (foyer's unit of reclaim) size, at most; smaller for a small tier (16 blocks).
 pub const TIER_BLOCK_BYTES_MAX: usize = 16 << 20;
 
 /// The disk tier.
+///
+/// Foyer gives no word when a value reaches the disk, and between leaving its memory part and
+/// being indexed on disk a value cannot be read; it also drops writes when its queue is full.
+/// So every value put stays in `pending` (shared bytes, no copy) until a flush completed after
+/// it and foyer's index has it; one that is not there by then is written again.
 pub struct Tier {
-    cache: HybridCache<u64, Vec<u8>>,
+    cache: HybridCache<u64, Bytes>,
+    pending: std::sync::Mutex<HashMap<u64, Bytes>>,
     rt: tokio::runtime::Handle,
     min_value_bytes: usize,
     capacity_bytes: u64,
@@ -70,15 +84,18 @@ impl ColdStore for Tier {
         self.counters
             .bytes_written
             .fetch_add(encoded.len() as u64, Relaxed);
-        self.cache.insert(id, encoded);
+        let v = Bytes::from(encoded);
+        self.pending.lock().expect("tier pending lock").insert(id, v.clone());
+        self.cache.insert(id, v);
     }
 
     fn forget(&self, id: u64) {
+        self.pending.lock().expect("tier pending lock").remove(&id);
         self.cache.remove(&id);
     }
 
-    fn min_value_bytes(&self) -> usize {
-        self.min_value_bytes
+    fn accepts(&self, encoded_bytes: usize) -> bool {
+        (self.min_value_bytes..=TIER_VALUE_BYTES_MAX).contains(&encoded_bytes)
     }
 
     fn load_blocking(&self, id: u64) -> Option<Vec<u8>> {
@@ -94,11 +111,15 @@ impl ColdStore for Tier {
 
     fn load(&self, id: u64) -> LoadFuture {
         self.counters.reads.fetch_add(1, Relaxed);
+        if let Some(v) = self.pending.lock().expect("tier pending lock").get(&id) {
+            let v = v.to_vec();
+            return Box::pin(async move { Some(v) });
+        }
         let get = self.cache.get(&id);
         let counters = self.counters.clone();
         Box::pin(async move {
             let v = match get.await {
-                Ok(Some(e)) => Some(e.value().clone()),
+                Ok(Some(e)) => Some(e.value().to_vec()),
                 Ok(None) => None,
                 Err(e) => {
                     tracing::warn!("disk tier read of value {id} failed: {e}");
@@ -114,7 +135,7 @@ impl ColdStore for Tier {
 
     fn promoted(&self, id: u64) {
         self.counters.promotions.fetch_add(1, Relaxed);
-        self.cache.remove(&id);
+        self.forget(id);
     }
 
     fn info(&self) -> TierInfo {
@@ -175,7 +196,7 @@ pub fn start(state: &ServerState) -> Result<(), String> {
                 .with_name("shoal-tier")
                 .with_policy(HybridCachePolicy::WriteOnInsertion)
                 .memory(TIER_MEMORY_BYTES)
-                .with_weighter(|_k: &u64, v: &Vec<u8>| v.len() + 16)
+                .with_weighter(|_k: &u64, v: &Bytes| v.len() + 16)
                 .storage()
                 .with_io_engine_config(PsyncIoEngineConfig::new())
                 .with_engine_config(
@@ -194,7 +215,8 @@ pub fn start(state: &ServerState) -> Result<(), String> {
     std::mem::forget(rt);
     let tier = Arc::new(Tier {
         cache,
-        rt: handle,
+        pending: std::sync::Mutex::new(HashMap::new()),
+        rt: handle.clone(),
         min_value_bytes: cfg.tiered_storage_min_value_bytes as usize,
         capacity_bytes: capacity as u64,
         counters: Arc::default(),
@@ -204,12 +226,40 @@ pub fn start(state: &ServerState) -> Result<(), String> {
         Relaxed,
     );
     state.ks.set_tier(tier.clone());
+    handle.spawn(confirm(tier));
     tracing::info!(
         "disk tier on in {} ({} bytes)",
         dir.display(),
         capacity
     );
     Ok(())
+}
+
+/// Drops from `pending` the values foyer's index has after a flush that followed their write;
+/// writes again those it dropped. Runs for the life of the process.
+async fn confirm(tier: Arc<Tier>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(TIER_CONFIRM_INTERVAL_MS)).await;
+        let batch: Vec<u64> = tier.pending.lock().expect("tier pending lock").keys().copied().collect();
+        if batch.is_empty() {
+            continue;
+        }
+        tier.cache.storage().wait().await;
+        let mut retry = Vec::new();
+        {
+            let mut pending = tier.pending.lock().expect("tier pending lock");
+            for id in batch {
+                if tier.cache.storage().may_contains(&id) {
+                    pending.remove(&id);
+                } else if let Some(v) = pending.get(&id) {
+                    retry.push((id, v.clone()));
+                }
+            }
+        }
+        for (id, v) in retry {
+            tier.cache.insert(id, v);
+        }
+    }
 }
 
 /// Loads the values a request needs from the tier, holding no lock while the disk works, and puts
@@ -241,6 +291,13 @@ pub async fn fetch(srv: &ServerState, req: &FetchRequest, now_ms: u64) {
             }
         }
     }
-    // A lost value's removal goes to replicas like any eviction.
+    // What was put back may take memory past `maxmemory`: make room now (as a write would),
+    // so reads alone do not grow the node past its limit. Under the exec gate, as admission
+    // evicts: never in the middle of an EXEC.
+    {
+        let _gate = srv.gate.shared();
+        shoal_commands::ensure_memory(srv, now_ms);
+    }
+    // A lost value's removal, and what was evicted, go to replicas like any eviction.
     shoal_commands::effects::emit_logged(srv, now_ms);
 }

@@ -7,8 +7,8 @@
 //! and forgetting one must not wait for the disk (they queue); loading happens in the server, off
 //! the shard lock.
 //!
-//! What stays in memory: keys, metadata, and every value smaller than the tier's
-//! `min_value_bytes` once encoded, and hashes with field TTLs (their field-expiry index needs the
+//! What stays in memory: keys, metadata, every value the tier does not accept (smaller than
+//! `tiered-storage-min-value-bytes` once encoded, or larger than its write buffer), and hashes with field TTLs (their field-expiry index needs the
 //! value); such victims are evicted as without the tier.
 
 use std::hash::BuildHasher;
@@ -26,8 +26,9 @@ pub trait ColdStore: Send + Sync + std::fmt::Debug {
     /// The value under `id` is no longer referenced (its key was written, deleted, expired or
     /// its value loaded back); the tier may drop it.
     fn forget(&self, id: u64);
-    /// Encoded values shorter than this stay in memory (they are evicted as without a tier).
-    fn min_value_bytes(&self) -> usize;
+    /// Whether an encoded value of this size goes to the tier (a value that does not is evicted
+    /// as without a tier).
+    fn accepts(&self, encoded_bytes: usize) -> bool;
     /// Reads a value back, waiting for the disk; `None` if the tier no longer has it. Only for
     /// walks of the keyspace that cannot pause (snapshots, digests, slot migration batches):
     /// requests load off-lock instead.
@@ -124,7 +125,7 @@ impl Shard {
             ValueRef::Obj(Object::Hash(h)) if h.field_ttl_count() > 0 => return None,
             v => codec::encode_value(v, &mut encoded),
         }
-        if encoded.len() < tier.store.min_value_bytes() {
+        if !tier.store.accepts(encoded.len()) {
             return None;
         }
         let id = (tier.next << SHARD_BITS) | self.index as u64;
