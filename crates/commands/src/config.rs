@@ -169,8 +169,8 @@ params! {
     appendfsync: AppendFsync = "appendfsync", Enum(&["always", "everysec", "no"]), "everysec",
         mutable;
     /// Keep an append-only log of every write's effect, replayed at start on top of its base
-    /// snapshot (set at start only).
-    appendonly: bool = "appendonly", Bool, "no", immutable;
+    /// snapshot. `CONFIG SET appendonly yes` at run time writes a base first (a compaction).
+    appendonly: bool = "appendonly", Bool, "no", mutable;
     /// The append-only log is compacted (a new base snapshot, an empty log) when it is at least
     /// this many bytes...
     auto_aof_rewrite_min_size: u64 = "auto-aof-rewrite-min-size", Memory(0, LONG_MAX as u64),

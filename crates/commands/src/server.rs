@@ -863,6 +863,7 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     // parameters is all or nothing.
     let enable_protected = ctx.srv.config().enable_protected_configs;
     let addr = ctx.client.handle.addr.clone();
+    let appendonly = ctx.srv.config().appendonly;
     ctx.srv.update_config(|next| {
         let mut seen: Vec<&'static str> = Vec::new();
         for i in (2..args.len()).step_by(2) {
@@ -899,6 +900,10 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         Ok(())
     })?;
+    let now = ctx.srv.config().appendonly;
+    if now != appendonly {
+        ctx.client.repl.action = Some(crate::state::Action::SetAppendonly(now));
+    }
     ctx.out.ok();
     Ok(())
 }

@@ -352,6 +352,9 @@ pub enum Action {
     Save { foreground: bool },
     /// BGREWRITEAOF (already replied): compact the append-only log in the background.
     RewriteAof,
+    /// CONFIG SET appendonly (already replied): start the log (a compaction writes its base
+    /// first) or stop it.
+    SetAppendonly(bool),
     /// WAITAOF: reply `[local, replicas]` once `numlocal` and `numreplicas` logs hold `offset`
     /// fsynced, or at `deadline_ms` on the node's monotonic clock (0: none).
     WaitAof {

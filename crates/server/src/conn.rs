@@ -888,6 +888,7 @@ async fn carry_out(
             w.int(local as i64);
             w.int(replicas as i64);
         }
+        Action::SetAppendonly(on) => crate::aof::set_appendonly(srv, on),
         Action::RewriteAof => {
             if let Err(e) = crate::aof::start_rewrite(srv) {
                 tracing::warn!(error = %e, "BGREWRITEAOF");

@@ -284,3 +284,47 @@ fn save_and_restart_with_cold_keys() {
     check_all(&mut c, &want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn config_set_appendonly_starts_and_stops_the_log_at_run_time() {
+    let dir = scratch_dir("appendonly-runtime");
+    let d = dir.to_str().unwrap();
+    {
+        let s = Shoal::start(&["--dir", d, "--appendfsync", "always"]);
+        let mut c = s.client();
+        for i in 0..50 {
+            let _: () = q(&mut c, &["SET", &format!("before:{i}"), &i.to_string()]);
+        }
+        assert_eq!(info_u64(&mut c, "persistence", "aof_enabled"), 0);
+        let _: () = q(&mut c, &["CONFIG", "SET", "appendonly", "yes"]);
+        wait_until("the log is on", || {
+            info_u64(&mut c, "persistence", "aof_enabled") == 1
+                && info_u64(&mut c, "persistence", "aof_rewrite_in_progress") == 0
+        });
+        assert_eq!(
+            q::<Vec<String>>(&mut c, &["CONFIG", "GET", "appendonly"]),
+            ["appendonly", "yes"]
+        );
+        // A connection made now waits for the log's fsync (`appendfsync always`) before each
+        // reply: a kill -9 after the replies loses nothing.
+        let mut c2 = s.client();
+        for i in 0..50 {
+            let _: () = q(&mut c2, &["SET", &format!("after:{i}"), &i.to_string()]);
+        }
+        s.signal("-KILL");
+    }
+    let s = Shoal::start(&["--dir", d, "--appendonly", "yes"]);
+    let mut c = s.client();
+    assert_eq!(q::<usize>(&mut c, &["DBSIZE"]), 100);
+    assert_eq!(q::<String>(&mut c, &["GET", "before:7"]), "7");
+    assert_eq!(q::<String>(&mut c, &["GET", "after:49"]), "49");
+    // And off again: the writer stops.
+    let _: () = q(&mut c, &["CONFIG", "SET", "appendonly", "no"]);
+    wait_until("the log is off", || {
+        info_u64(&mut c, "persistence", "aof_enabled") == 0
+    });
+    let _: () = q(&mut c, &["SET", "still", "works"]);
+    assert_eq!(q::<String>(&mut c, &["GET", "still"]), "works");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
