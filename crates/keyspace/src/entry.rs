@@ -785,6 +785,37 @@ mod tests {
     }
 
     #[test]
+    fn a_cold_entry_keeps_metadata_in_38_bytes_for_a_16_byte_key() {
+        let mut e = Entry::new(
+            &[b'k'; 16],
+            Payload::Inline(&[b'v'; 200]),
+            Some(99),
+            Some(7),
+            5,
+            3,
+        );
+        let h = ColdHandle::new(ColdHandle::ID_MAX, Kind::String, "raw");
+        e.set_payload(Payload::Cold(h));
+        assert_eq!(e.cold(), Some(h));
+        assert_eq!(e.kind(), Kind::String);
+        assert_eq!(e.encoding(), "raw");
+        assert_eq!((e.expire_ms(), e.ext_version(), e.version()), (Some(99), Some(7), 5));
+        assert!(e.string().is_none());
+        // Without expiry or external version: 12 header + 2 varints + 16 key + 8 handle.
+        let mut bare = Entry::new(&[b'k'; 16], Payload::Inline(b"x"), None, None, 1, 0);
+        let h = ColdHandle::new(42, Kind::Hash, "listpack");
+        bare.set_payload(Payload::Cold(h));
+        assert_eq!(bare.block_bytes(), 38);
+        assert_eq!((bare.kind(), bare.encoding()), (Kind::Hash, "listpack"));
+        // Adding an expiry rebuilds the block and keeps the handle.
+        bare.set_expire_ms(Some(10));
+        assert_eq!(bare.cold(), Some(h));
+        // A value written over it is hot again.
+        bare.set_payload(Payload::Inline(b"hot"));
+        assert_eq!((bare.cold(), bare.string()), (None, Some(&b"hot"[..])));
+    }
+
+    #[test]
     fn raw_strings_grow_in_place_and_keep_metadata() {
         let mut e = Entry::new_string(b"k", b"ab", Some(5), 1);
         e.make_raw_string().unwrap().extend_from_slice(b"cd");

@@ -269,3 +269,107 @@ impl super::Keyspace {
         (0..self.shards.len()).map(|i| self.lock(i).cold_keys()).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Entry, EvictConfig, Keyspace, Policy, key_slot};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// The tier as a map: what the server's foyer store does, without a disk.
+    #[derive(Debug, Default)]
+    struct MapStore(Mutex<HashMap<u64, Vec<u8>>>);
+
+    impl ColdStore for MapStore {
+        fn put(&self, id: u64, encoded: Vec<u8>) {
+            self.0.lock().unwrap().insert(id, encoded);
+        }
+        fn forget(&self, id: u64) {
+            self.0.lock().unwrap().remove(&id);
+        }
+        fn accepts(&self, n: usize) -> bool {
+            n >= 64
+        }
+        fn load_blocking(&self, id: u64) -> Option<Vec<u8>> {
+            self.0.lock().unwrap().get(&id).cloned()
+        }
+        fn load(&self, id: u64) -> LoadFuture {
+            let v = self.load_blocking(id);
+            Box::pin(async move { v })
+        }
+        fn promoted(&self, id: u64) {
+            self.forget(id);
+        }
+        fn info(&self) -> TierInfo {
+            TierInfo::default()
+        }
+    }
+
+    #[test]
+    fn victims_go_cold_promote_back_and_writes_forget_their_handle() {
+        let ks = Keyspace::new(1, 4, 1);
+        let store = Arc::new(MapStore::default());
+        ks.set_tier(store.clone());
+        ks.set_evict_config(
+            EvictConfig {
+                policy: Policy::AllKeysLru,
+                ..EvictConfig::default()
+            },
+            100,
+        );
+        let value = |i: usize| format!("{i:04}-").repeat(40).into_bytes();
+        for i in 0..100 {
+            let k = format!("k{i}");
+            let slot = key_slot(k.as_bytes());
+            let mut g = ks.lock(ks.shard_of(slot));
+            g.insert(0, slot, Entry::new_string(k.as_bytes(), &value(i), None, i as u64 + 1), 0);
+        }
+        let before = ks.mem_bytes();
+        // Evict 60 victims: every one goes cold (values of 200 bytes), no key is dropped.
+        let mut moved = 0;
+        for round in 0..60 {
+            let s = round % 4;
+            let mut g = ks.lock(s);
+            if let Some(c) = g.best_candidate(0) {
+                let ev = g.evict_candidate(&c).expect("victim");
+                assert!(ev.key.is_empty(), "moved, not dropped");
+                moved += 1;
+            }
+        }
+        assert_eq!(ks.cold_keys(), moved);
+        assert_eq!(store.0.lock().unwrap().len(), moved);
+        assert!(ks.mem_bytes() < before);
+        assert_eq!(ks.db_size(0).0, 100);
+        for i in 0..4 {
+            ks.lock(i).check_invariants();
+        }
+        // Promote every cold key back, or see it written over.
+        let limits = crate::EncodingLimits::default();
+        for i in 0..100 {
+            let k = format!("k{i}");
+            let slot = key_slot(k.as_bytes());
+            let mut g = ks.lock(ks.shard_of(slot));
+            let Some(h) = g.cold_handle(0, slot, k.as_bytes()) else {
+                continue;
+            };
+            if i % 2 == 0 {
+                let v = store.load_blocking(h.id).unwrap();
+                assert_eq!(g.promote(0, slot, k.as_bytes(), h, &v, &limits, 0), Promoted::Done);
+                let e = g.peek(0, slot, k.as_bytes(), 0).unwrap();
+                assert_eq!(e.string(), Some(&value(i)[..]));
+                assert_eq!(e.version(), i as u64 + 1);
+                // A stale handle does nothing.
+                assert_eq!(g.promote(0, slot, k.as_bytes(), h, &v, &limits, 0), Promoted::Stale);
+            } else {
+                let e = Entry::new_string(k.as_bytes(), b"new", None, 1000);
+                g.insert(0, slot, e, 0);
+            }
+        }
+        assert_eq!(ks.cold_keys(), 0);
+        assert!(store.0.lock().unwrap().is_empty(), "every handle forgotten");
+        for i in 0..4 {
+            ks.lock(i).check_invariants();
+        }
+    }
+}
