@@ -110,7 +110,12 @@ pub fn cold_keys(
 /// Whether a command a script calls (in database `db`) needs a cold value. A script cannot wait
 /// for the disk mid-run: the keys it declares are fetched before it starts, and a command on an
 /// undeclared cold key fails with [`SCRIPT_COLD_ERROR`].
-pub fn script_needs_fetch(srv: &ServerState, db: usize, spec: &'static Spec, args: &Args<'_>) -> bool {
+pub fn script_needs_fetch(
+    srv: &ServerState,
+    db: usize,
+    spec: &'static Spec,
+    args: &Args<'_>,
+) -> bool {
     if !srv.ks.tiered() {
         return false;
     }

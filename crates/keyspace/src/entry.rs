@@ -799,7 +799,10 @@ mod tests {
         assert_eq!(e.cold(), Some(h));
         assert_eq!(e.kind(), Kind::String);
         assert_eq!(e.encoding(), "raw");
-        assert_eq!((e.expire_ms(), e.ext_version(), e.version()), (Some(99), Some(7), 5));
+        assert_eq!(
+            (e.expire_ms(), e.ext_version(), e.version()),
+            (Some(99), Some(7), 5)
+        );
         assert!(e.string().is_none());
         // Without expiry or external version: 12 header + 2 varints + 16 key + 8 handle.
         let mut bare = Entry::new(&[b'k'; 16], Payload::Inline(b"x"), None, None, 1, 0);

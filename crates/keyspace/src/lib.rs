@@ -19,10 +19,10 @@ pub use entry::{ColdHandle, Entry, Kind, Object, Payload, ValueRef, parse_canoni
 pub use evict::{LfuParams, Policy, Rng};
 pub use hlc::Hlc;
 pub use lazyfree::{LazyFree, LazyFreeWorker};
+pub use shard::tier::{ColdStore, LoadFuture, Promoted, TierInfo};
 pub use shard::{
     Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
     ShardGuard, ShardStats, Tracked,
 };
-pub use shard::tier::{ColdStore, LoadFuture, Promoted, TierInfo};
 pub use slot::{SLOTS, key_slot};
 pub use types::EncodingLimits;

@@ -1199,10 +1199,10 @@ impl Shard {
             ..b
         })
         .or(best_cold.map(|c| Candidate { score: 0, ..c }))
-            .map(|b| Candidate {
-                sampled: taken,
-                ..b
-            })
+        .map(|b| Candidate {
+            sampled: taken,
+            ..b
+        })
     }
 
     /// Evicts a candidate found by [`Shard::best_candidate`] if it is still there.

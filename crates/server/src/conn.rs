@@ -479,7 +479,8 @@ async fn run<S: ClientStream>(
                         // Values on the disk tier: load them off-lock and run it again.
                         settle!();
                         mark = out.len();
-                        (outcome, suppress) = run_fetching(srv, client, &args, &mut out, outcome).await;
+                        (outcome, suppress) =
+                            run_fetching(srv, client, &args, &mut out, outcome).await;
                     }
                     if let Outcome::Paused = outcome {
                         // A request for a slot whose move is flipping: wait, then run it again

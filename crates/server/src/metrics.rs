@@ -310,7 +310,11 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
     s.gauge("shoal_tiered_hit_ratio", none, tier.hit_ratio());
     s.counter("shoal_tiered_writes_total", none, tier.info.writes);
     s.counter("shoal_tiered_reads_total", none, tier.info.reads);
-    s.counter("shoal_tiered_read_misses_total", none, tier.info.read_misses);
+    s.counter(
+        "shoal_tiered_read_misses_total",
+        none,
+        tier.info.read_misses,
+    );
     s.counter("shoal_tiered_promotions_total", none, tier.info.promotions);
     for db in 0..srv.ks.databases() {
         let (keys, expires) = srv.ks.db_size(db);

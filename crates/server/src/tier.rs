@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, PsyncIoEngineConfig, RecoverMode,
+    HybridCachePolicy, PsyncIoEngineConfig, RecoverMode, StorageFilter,
 };
 use shoal_commands::ServerState;
 use shoal_commands::tier::FetchRequest;
@@ -35,16 +35,17 @@ pub const TIER_THREADS: usize = 2;
 /// Bytes of recently written or read values foyer keeps in memory.
 pub const TIER_MEMORY_BYTES: usize = 256 << 10;
 /// Bytes of foyer's write buffer (it holds two: one filling, one being written).
-pub const TIER_BUFFER_BYTES: usize = 2 << 20;
+pub const TIER_BUFFER_BYTES: usize = 4 << 20;
 /// Bytes of values waiting for the writer; past this foyer drops new ones (the keys are then
 /// evicted when read, as if the tier were full).
 pub const TIER_SUBMIT_QUEUE_BYTES: usize = 64 << 20;
 /// Largest encoded value the tier takes (foyer writes an entry within one buffer).
-pub const TIER_VALUE_BYTES_MAX: usize = TIER_BUFFER_BYTES / 2;
+pub const TIER_VALUE_BYTES_MAX: usize = TIER_BLOCK_BYTES / 2;
 /// How often values written but not yet confirmed on disk are checked.
 pub const TIER_CONFIRM_INTERVAL_MS: u64 = 5;
-/// Disk block (foyer's unit of reclaim) size, at most; smaller for a small tier (16 blocks).
-pub const TIER_BLOCK_BYTES_MAX: usize = 16 << 20;
+/// Disk block size (foyer's unit of reclaim). A block taken back writes its live values again
+/// through the write buffer, which drops what does not fit: blocks are a quarter of it.
+pub const TIER_BLOCK_BYTES: usize = TIER_BUFFER_BYTES / 4;
 
 /// The disk tier.
 ///
@@ -85,7 +86,10 @@ impl ColdStore for Tier {
             .bytes_written
             .fetch_add(encoded.len() as u64, Relaxed);
         let v = Bytes::from(encoded);
-        self.pending.lock().expect("tier pending lock").insert(id, v.clone());
+        self.pending
+            .lock()
+            .expect("tier pending lock")
+            .insert(id, v.clone());
         self.cache.insert(id, v);
     }
 
@@ -176,7 +180,6 @@ pub fn start(state: &ServerState) -> Result<(), String> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("tiered-storage-dir {}: {e}", dir.display()))?;
     let capacity = cfg.tiered_storage_max_bytes as usize;
-    let block = (capacity / 16).clamp(1 << 20, TIER_BLOCK_BYTES_MAX);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(TIER_THREADS)
         .max_blocking_threads(TIER_THREADS * 2)
@@ -201,9 +204,13 @@ pub fn start(state: &ServerState) -> Result<(), String> {
                 .with_io_engine_config(PsyncIoEngineConfig::new())
                 .with_engine_config(
                     BlockEngineConfig::new(device)
-                        .with_block_size(block)
+                        .with_block_size(TIER_BLOCK_BYTES)
                         .with_buffer_pool_size(TIER_BUFFER_BYTES)
-                        .with_submit_queue_size_threshold(TIER_SUBMIT_QUEUE_BYTES),
+                        .with_submit_queue_size_threshold(TIER_SUBMIT_QUEUE_BYTES)
+                        // A block taken back for space keeps its live values (written again
+                        // elsewhere): only values no key refers to any more go. Without this
+                        // foyer drops whole blocks, live values with them.
+                        .with_reinsertion_filter(StorageFilter::new()),
                 )
                 .with_recover_mode(RecoverMode::None)
                 .with_spawner(spawner.into())
@@ -221,17 +228,12 @@ pub fn start(state: &ServerState) -> Result<(), String> {
         capacity_bytes: capacity as u64,
         counters: Arc::default(),
     });
-    state.mem_not_counted_for_evict.store(
-        TIER_MEMORY_BYTES + 2 * TIER_BUFFER_BYTES,
-        Relaxed,
-    );
+    state
+        .mem_not_counted_for_evict
+        .store(TIER_MEMORY_BYTES + 2 * TIER_BUFFER_BYTES, Relaxed);
     state.ks.set_tier(tier.clone());
     handle.spawn(confirm(tier));
-    tracing::info!(
-        "disk tier on in {} ({} bytes)",
-        dir.display(),
-        capacity
-    );
+    tracing::info!("disk tier on in {} ({} bytes)", dir.display(), capacity);
     Ok(())
 }
 
@@ -240,7 +242,13 @@ pub fn start(state: &ServerState) -> Result<(), String> {
 async fn confirm(tier: Arc<Tier>) {
     loop {
         tokio::time::sleep(Duration::from_millis(TIER_CONFIRM_INTERVAL_MS)).await;
-        let batch: Vec<u64> = tier.pending.lock().expect("tier pending lock").keys().copied().collect();
+        let batch: Vec<u64> = tier
+            .pending
+            .lock()
+            .expect("tier pending lock")
+            .keys()
+            .copied()
+            .collect();
         if batch.is_empty() {
             continue;
         }

@@ -57,7 +57,11 @@ fn fill(c: &mut redis::Connection, n: usize) -> Vec<Expect> {
         let mut p = redis::pipe();
         for &i in chunk {
             if i % 3 == 0 {
-                p.cmd("SET").arg(key(i)).arg(value(i, 0)).arg("PX").arg(3_600_000);
+                p.cmd("SET")
+                    .arg(key(i))
+                    .arg(value(i, 0))
+                    .arg("PX")
+                    .arg(3_600_000);
             } else {
                 p.cmd("SET").arg(key(i)).arg(value(i, 0));
             }
@@ -138,12 +142,14 @@ fn a_data_set_five_times_maxmemory_is_read_back_whole() {
     }
     let _: () = hset.query(&mut c).unwrap();
     let list: Vec<String> = (0..50).map(|i| format!("{i}-").repeat(40)).collect();
-    let _: () = redis::cmd("RPUSH").arg("list").arg(&list).query(&mut c).unwrap();
-    check_all(&mut c, &want);
-    let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-        .arg("hash")
+    let _: () = redis::cmd("RPUSH")
+        .arg("list")
+        .arg(&list)
         .query(&mut c)
         .unwrap();
+    check_all(&mut c, &want);
+    let all: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg("hash").query(&mut c).unwrap();
     assert_eq!(all.len(), 50);
     for (f, v) in &fields {
         assert_eq!(all.get(f), Some(v));

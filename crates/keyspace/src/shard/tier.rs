@@ -266,7 +266,9 @@ impl super::Keyspace {
 
     /// Keys whose value is on the disk tier (locks each shard in turn).
     pub fn cold_keys(&self) -> usize {
-        (0..self.shards.len()).map(|i| self.lock(i).cold_keys()).sum()
+        (0..self.shards.len())
+            .map(|i| self.lock(i).cold_keys())
+            .sum()
     }
 }
 
@@ -323,7 +325,12 @@ mod tests {
             let k = format!("k{i}");
             let slot = key_slot(k.as_bytes());
             let mut g = ks.lock(ks.shard_of(slot));
-            g.insert(0, slot, Entry::new_string(k.as_bytes(), &value(i), None, i as u64 + 1), 0);
+            g.insert(
+                0,
+                slot,
+                Entry::new_string(k.as_bytes(), &value(i), None, i as u64 + 1),
+                0,
+            );
         }
         let before = ks.mem_bytes();
         // Evict 60 victims: every one goes cold (values of 200 bytes), no key is dropped.
@@ -355,12 +362,18 @@ mod tests {
             };
             if i % 2 == 0 {
                 let v = store.load_blocking(h.id).unwrap();
-                assert_eq!(g.promote(0, slot, k.as_bytes(), h, &v, &limits, 0), Promoted::Done);
+                assert_eq!(
+                    g.promote(0, slot, k.as_bytes(), h, &v, &limits, 0),
+                    Promoted::Done
+                );
                 let e = g.peek(0, slot, k.as_bytes(), 0).unwrap();
                 assert_eq!(e.string(), Some(&value(i)[..]));
                 assert_eq!(e.version(), i as u64 + 1);
                 // A stale handle does nothing.
-                assert_eq!(g.promote(0, slot, k.as_bytes(), h, &v, &limits, 0), Promoted::Stale);
+                assert_eq!(
+                    g.promote(0, slot, k.as_bytes(), h, &v, &limits, 0),
+                    Promoted::Stale
+                );
             } else {
                 let e = Entry::new_string(k.as_bytes(), b"new", None, 1000);
                 g.insert(0, slot, e, 0);
