@@ -338,7 +338,7 @@ params! {
     /// Bytes of disk the tier may use; when full it drops its oldest values (their keys are then
     /// counted as evicted).
     tiered_storage_max_bytes: u64 = "tiered-storage-max-bytes", Memory(1 << 20, u64::MAX),
-        "1gb", immutable;
+        "1073741824", immutable;
     /// Bytes: an evicted value whose encoding is shorter stays out of the tier (it is evicted as
     /// without one): a small value costs about as much memory as its handle.
     tiered_storage_min_value_bytes: u64 = "tiered-storage-min-value-bytes",
