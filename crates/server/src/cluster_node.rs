@@ -63,7 +63,8 @@ pub(crate) fn raft_id_of(node_id: &str) -> u64 {
 impl ClusterNode {
     /// Starts the node's member of the configuration group on its bus (data port + 10000, or
     /// `cluster-port`; a node listening on a port picked by the system gets a picked bus port
-    /// too), forms a group of one if the node is new, and starts installing committed
+    /// too). `data` is the port the node announces: its TLS port under `tls-cluster`, as Redis
+    /// (`crate::Server::cluster_addr`), forms a group of one if the node is new, and starts installing committed
     /// configurations.
     pub async fn start(
         srv: &Arc<ServerState>,
@@ -308,7 +309,8 @@ impl ClusterNode {
         self.ensure_formed(srv).await?;
         let addr = format!("{ip}:{port}");
         let probe = addr.clone();
-        let (id, bus_port) = tokio::task::spawn_blocking(move || meetable(&probe))
+        let tls = srv.config().tls_cluster;
+        let (id, bus_port) = tokio::task::spawn_blocking(move || meetable(&probe, tls))
             .await
             .map_err(|e| e.to_string())??;
         let cfg = srv.cluster.as_ref().map(|c| c.config());
@@ -497,7 +499,7 @@ impl ClusterNode {
             tracing::warn!(primary = %primary.addr(), "Manual failover user request accepted.");
         }
         let mut mf = ManualFailover::new(force, crate::now_ms());
-        let mut link: Option<tokio::net::TcpStream> = None;
+        let mut link: Option<crate::tls::LinkStream> = None;
         let pause = MANUAL_FAILOVER_PAUSE_MS.to_string();
         let outcome = loop {
             match mf.poll(srv.repl.offset(), crate::now_ms()) {
@@ -536,31 +538,40 @@ pub const MANUAL_FAILOVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// the integer it answers; the link is dropped after an error.
 async fn ask_primary(
     srv: &ServerState,
-    link: &mut Option<tokio::net::TcpStream>,
+    link: &mut Option<crate::tls::LinkStream>,
     primary: &Node,
     args: &[&str],
 ) -> Result<u64, String> {
-    use crate::links::Transport;
     use shoal_resp::Reply;
     let t = MANUAL_FAILOVER_REQUEST_TIMEOUT;
     if link.is_none() {
-        let mut s = crate::links::Tcp
-            .connect(&primary.ip, primary.port)
-            .await
-            .map_err(|e| e.to_string())?;
-        let pass = {
+        // The primary's announced port is its TLS port under `tls-cluster`.
+        let tls = srv.config().tls_cluster;
+        let mut s = crate::tls::LinkStream::connect(
+            &primary.ip,
+            primary.port,
+            tls,
+            std::time::Duration::from_millis(crate::links::CONNECT_TIMEOUT_MS),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let (user, pass) = {
             let cfg = srv.config();
             if cfg.masterauth.is_empty() {
-                cfg.requirepass.clone()
+                (String::new(), cfg.requirepass.clone())
             } else {
-                cfg.masterauth.clone()
+                (cfg.masteruser.clone(), cfg.masterauth.clone())
             }
         };
-        if !pass.is_empty()
-            && let Reply::Error(e) =
-                crate::links::request(&mut s, &[b"AUTH", pass.as_bytes()], t).await?
-        {
-            return Err(e);
+        if !pass.is_empty() {
+            let auth: Vec<&[u8]> = if user.is_empty() {
+                vec![b"AUTH", pass.as_bytes()]
+            } else {
+                vec![b"AUTH", user.as_bytes(), pass.as_bytes()]
+            };
+            if let Reply::Error(e) = crate::links::request(&mut s, &auth, t).await? {
+                return Err(e);
+            }
         }
         *link = Some(s);
     }
@@ -631,7 +642,7 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
                 tracing::info!(primary = %primary.addr(), "the cluster configuration makes this node a replica");
                 tokio::spawn(crate::links::run_replica(
                     srv.clone(),
-                    crate::links::Tcp,
+                    crate::links::Link::replication(srv),
                     primary.ip.clone(),
                     primary.port,
                     epoch,
@@ -648,10 +659,12 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
 }
 
 /// Asks the node at `addr` whether it can be met: in cluster mode, in no group, without keys.
-/// Returns its id and bus port. Blocking.
-fn meetable(addr: &str) -> Result<(String, u16), String> {
+/// Returns its id and bus port. Blocking; over TLS under `tls-cluster` (`addr` is then the
+/// node's TLS port).
+fn meetable(addr: &str, tls: bool) -> Result<(String, u16), String> {
     use crate::tool_client::{Client, Reply};
-    let mut c = Client::connect(addr, MEET_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    let mut c =
+        Client::connect_with(addr, MEET_TIMEOUT, tls).map_err(|e| format!("{addr}: {e}"))?;
     let mut text = |args: &[&str]| -> Result<String, String> {
         match c.cmd(args).map_err(|e| format!("{addr}: {e}"))? {
             Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),

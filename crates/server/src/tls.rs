@@ -301,6 +301,19 @@ pub async fn connect(
     }
 }
 
+/// A blocking client connection to `host` with the client configuration in force (for
+/// `crate::tool_client`); the caller drives the handshake on its socket.
+pub fn blocking_client(host: &str) -> io::Result<rustls::ClientConnection> {
+    let Some(loaded) = loaded() else {
+        return Err(io::Error::other(
+            "TLS is not configured (tls-cert-file, tls-key-file, tls-ca-cert-file)",
+        ));
+    };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
+    rustls::ClientConnection::new(loaded.client, name).map_err(io::Error::other)
+}
+
 /// What a client connection needs of its stream besides reading and writing.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The TCP socket underneath (addresses, options, fd).
