@@ -309,8 +309,9 @@ impl ClusterNode {
         self.ensure_formed(srv).await?;
         let addr = format!("{ip}:{port}");
         let probe = addr.clone();
-        let tls = srv.config().tls_cluster;
-        let (id, bus_port) = tokio::task::spawn_blocking(move || meetable(&probe, tls))
+        let tls = crate::tls::cluster_links(&srv.config());
+        let auth = internal_auth(srv);
+        let (id, bus_port) = tokio::task::spawn_blocking(move || meetable(&probe, tls, auth))
             .await
             .map_err(|e| e.to_string())??;
         let cfg = srv.cluster.as_ref().map(|c| c.config());
@@ -534,6 +535,18 @@ pub const MANUAL_FAILOVER_POLL: Duration = Duration::from_millis(2);
 /// How long the primary may take to answer a manual failover's request.
 pub const MANUAL_FAILOVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How this node authenticates to another node's data port: `masteruser`/`masterauth`, else the
+/// password its own clients give (`requirepass`: the nodes of a cluster share it); an empty
+/// password means none.
+fn internal_auth(srv: &ServerState) -> (String, String) {
+    let cfg = srv.config();
+    if cfg.masterauth.is_empty() {
+        (String::new(), cfg.requirepass.clone())
+    } else {
+        (cfg.masteruser.clone(), cfg.masterauth.clone())
+    }
+}
+
 /// Sends `args` to `primary` on `link` (connected and authenticated first if need be) and reads
 /// the integer it answers; the link is dropped after an error.
 async fn ask_primary(
@@ -546,7 +559,7 @@ async fn ask_primary(
     let t = MANUAL_FAILOVER_REQUEST_TIMEOUT;
     if link.is_none() {
         // The primary's announced port is its TLS port under `tls-cluster`.
-        let tls = srv.config().tls_cluster;
+        let tls = crate::tls::cluster_links(&srv.config());
         let mut s = crate::tls::LinkStream::connect(
             &primary.ip,
             primary.port,
@@ -555,14 +568,7 @@ async fn ask_primary(
         )
         .await
         .map_err(|e| e.to_string())?;
-        let (user, pass) = {
-            let cfg = srv.config();
-            if cfg.masterauth.is_empty() {
-                (String::new(), cfg.requirepass.clone())
-            } else {
-                (cfg.masteruser.clone(), cfg.masterauth.clone())
-            }
-        };
+        let (user, pass) = internal_auth(srv);
         if !pass.is_empty() {
             let auth: Vec<&[u8]> = if user.is_empty() {
                 vec![b"AUTH", pass.as_bytes()]
@@ -661,10 +667,24 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
 /// Asks the node at `addr` whether it can be met: in cluster mode, in no group, without keys.
 /// Returns its id and bus port. Blocking; over TLS under `tls-cluster` (`addr` is then the
 /// node's TLS port).
-fn meetable(addr: &str, tls: bool) -> Result<(String, u16), String> {
+fn meetable(addr: &str, tls: bool, auth: (String, String)) -> Result<(String, u16), String> {
     use crate::tool_client::{Client, Reply};
     let mut c =
         Client::connect_with(addr, MEET_TIMEOUT, tls).map_err(|e| format!("{addr}: {e}"))?;
+    let (user, pass) = auth;
+    if !pass.is_empty() {
+        let r = if user.is_empty() {
+            c.cmd(&["AUTH", &pass])
+        } else {
+            c.cmd(&["AUTH", &user, &pass])
+        };
+        // A node without a password lets anyone in: its refusal of AUTH is no failure.
+        if let Reply::Error(e) = r.map_err(|e| format!("{addr}: {e}"))?
+            && !e.contains("without any password configured")
+        {
+            return Err(format!("{addr}: {e}"));
+        }
+    }
     let mut text = |args: &[&str]| -> Result<String, String> {
         match c.cmd(args).map_err(|e| format!("{addr}: {e}"))? {
             Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),

@@ -26,7 +26,7 @@ const ERR_READ: &str = "IOERR error or timeout reading to target instance";
 /// Runs a MIGRATE; `Err` holds the reply's error line (without `-`).
 pub async fn run(srv: &Arc<ServerState>, req: MigrateRequest) -> Result<(), String> {
     let timeout = Duration::from_millis(req.timeout_ms);
-    let tls = srv.config().tls_cluster;
+    let tls = crate::tls::cluster_links(&srv.config());
     let mut s = match LinkStream::connect(&req.host, req.port, tls, timeout).await {
         Ok(s) => s,
         Err(e) => {

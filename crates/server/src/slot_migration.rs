@@ -330,7 +330,7 @@ async fn export(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, job: &Job) -> R
     )
     .clamp(CALL_TIMEOUT_MIN, CALL_TIMEOUT_MAX);
     let rate = srv.config().cluster_migration_max_rate;
-    let tls = srv.config().tls_cluster;
+    let tls = crate::tls::cluster_links(&srv.config());
     let mut peer = Peer::connect((&target.ip, target.port), tls, auth, timeout, rate)
         .await
         .map_err(|e| failed(e.text()))?;

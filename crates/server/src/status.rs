@@ -99,7 +99,7 @@ fn ask_all(srv: &ServerState, addrs: &[Option<String>]) -> Vec<Fields> {
     // Under `tls-cluster` the peers' addresses are their TLS ports, and so are replicas'
     // under `tls-replication`.
     let tls = if srv.cluster.is_some() {
-        srv.config().tls_cluster
+        crate::tls::cluster_links(&srv.config())
     } else {
         srv.config().tls_replication
     };

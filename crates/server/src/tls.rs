@@ -49,6 +49,14 @@ pub fn wanted(config: &Config) -> bool {
     config.tls_port != 0 || config.tls_replication || config.tls_cluster
 }
 
+/// Whether a node's links to other nodes' data ports (a cluster's replication aside: that is
+/// `tls-replication`) speak TLS: under `tls-cluster` with a TLS port, the port every node then
+/// announces (as Redis, whose MIGRATE also follows `tls-cluster`). Without a TLS port the nodes
+/// announce their plain ports and only the bus is on TLS.
+pub fn cluster_links(config: &Config) -> bool {
+    config.tls_cluster && config.tls_port != 0
+}
+
 /// Loads the certificates `config` names and makes them the ones new connections use; nothing
 /// changes if one does not load (the reason names the file). Does nothing when no TLS is wanted.
 pub fn install(config: &Config) -> Result<(), String> {

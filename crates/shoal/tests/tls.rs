@@ -728,3 +728,321 @@ fn a_node_with_another_secret_is_never_joined() {
         assert!(n == 0 || reply.starts_with("-ERR"), "{reply}");
     }
 }
+
+// ---- TLS-only nodes: every internal link over TLS ----
+
+/// A node that serves TLS only: started with `extra` and the TLS parameters, then its plain port
+/// closed (`CONFIG SET port 0`, over TLS). Returns it, its TLS port and an authenticated
+/// connection.
+fn tls_only(certs: &Certs, extra: &[&str], pass: &str) -> (Shoal, u16) {
+    let mut args: Vec<&str> = vec!["--requirepass", pass];
+    args.extend_from_slice(extra);
+    let (s, port) = start_tls(certs, &args);
+    let mut c = rediss(certs, port);
+    let _: () = q(&mut c, &["AUTH", pass]);
+    let _: () = q(&mut c, &["CONFIG", "SET", "port", "0"]);
+    wait_until("the plain port closes", || {
+        TcpStream::connect(("127.0.0.1", s.port)).is_err()
+    });
+    assert_eq!(common::info_u64(&mut c, "server", "tcp_port"), 0);
+    (s, port)
+}
+
+/// An authenticated TLS connection.
+fn tls_client(certs: &Certs, port: u16, pass: &str) -> redis::Connection {
+    let mut c = rediss(certs, port);
+    let _: () = q(&mut c, &["AUTH", pass]);
+    c
+}
+
+/// The TLS and cluster parameters every node of a TLS-only cluster shares.
+fn tls_cluster_args(certs: &Certs) -> Vec<String> {
+    [
+        "--cluster-enabled",
+        "yes",
+        "--tls-cluster",
+        "yes",
+        "--tls-replication",
+        "yes",
+        "--cluster-secret",
+        "s3cret",
+        "--masterauth",
+        "pw",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(certs.server_args(0).into_iter().skip(2))
+    .collect()
+}
+
+fn wait_known_nodes(c: &mut redis::Connection, n: usize) {
+    let want = format!("cluster_known_nodes:{n}\r\n");
+    wait_until("the nodes know each other", || {
+        common::try_q::<String>(c, &["CLUSTER", "INFO"]).is_ok_and(|i| i.contains(&want))
+    });
+}
+
+#[test]
+fn a_tls_only_cluster_replicates_reshards_and_migrates_over_tls() {
+    let certs = Certs::new();
+    let args = tls_cluster_args(&certs);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_a, a_port) = tls_only(&certs, &args, "pw");
+    let (_b, b_port) = tls_only(&certs, &args, "pw");
+    let (_r, r_port) = tls_only(&certs, &args, "pw");
+    let mut a = tls_client(&certs, a_port, "pw");
+    let mut b = tls_client(&certs, b_port, "pw");
+    let mut r = tls_client(&certs, r_port, "pw");
+    let _: () = q(&mut a, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+    // The nodes are met at their TLS ports, and announce them.
+    for port in [b_port, r_port] {
+        let _: () = q(&mut a, &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()]);
+    }
+    for c in [&mut a, &mut b, &mut r] {
+        wait_known_nodes(c, 3);
+    }
+    let slots: String = q(&mut a, &["CLUSTER", "NODES"]);
+    assert!(slots.contains(&format!("127.0.0.1:{a_port}@")), "{slots}");
+    let a_id: String = q(&mut a, &["CLUSTER", "MYID"]);
+    let b_id: String = q(&mut b, &["CLUSTER", "MYID"]);
+    for i in 0..200 {
+        let _: () = q(&mut a, &["SET", &format!("key:{i}"), &i.to_string()]);
+    }
+
+    // Replication: the replica follows its primary at its TLS port, authenticated.
+    let _: () = q(&mut r, &["CLUSTER", "REPLICATE", &a_id]);
+    common::wait_link_up(&mut r);
+    wait_until("the keys reach the replica", || {
+        common::try_q::<u64>(&mut r, &["DBSIZE"]) == Ok(200)
+    });
+    assert_eq!(
+        info_field(&mut r, "replication", "master_port").as_deref(),
+        Some(a_port.to_string().as_str())
+    );
+
+    // A reshard: half the slots move to b over TLS.
+    let ok: String = q(
+        &mut a,
+        &[
+            "CLUSTER",
+            "MIGRATESLOTS",
+            "SLOTSRANGE",
+            "0",
+            "8191",
+            "NODE",
+            &b_id,
+        ],
+    );
+    assert_eq!(ok, "OK");
+    wait_until("the slots move", || {
+        let jobs: Vec<Vec<String>> = q(&mut a, &["CLUSTER", "GETSLOTMIGRATIONS"]);
+        let job = jobs.iter().find(|j| j.contains(&"0-8191".to_string()));
+        job.is_some_and(|j| {
+            let state = j
+                .iter()
+                .position(|f| f == "state")
+                .map(|i| j[i + 1].as_str());
+            assert_ne!(state, Some("failed"), "{j:?}");
+            state == Some("success")
+        })
+    });
+    let on_b: u64 = q(&mut b, &["DBSIZE"]);
+    assert!(on_b > 0, "no key moved to b");
+    wait_until("the source drops the moved keys", || {
+        common::try_q::<u64>(&mut a, &["DBSIZE"]).is_ok_and(|n| n + on_b == 200)
+    });
+
+    // MIGRATE of a key a still owns, to b importing its slot, over TLS.
+    let key = (0..200)
+        .map(|i| format!("key:{i}"))
+        .find(|k| {
+            let slot: u64 = q(&mut a, &["CLUSTER", "KEYSLOT", k]);
+            slot > 8191
+        })
+        .expect("a key a still owns");
+    let slot: u64 = q(&mut a, &["CLUSTER", "KEYSLOT", &key]);
+    let slot = slot.to_string();
+    let _: () = q(&mut b, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &a_id]);
+    let _: () = q(&mut a, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &b_id]);
+    let ok: String = q(
+        &mut a,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &b_port.to_string(),
+            &key,
+            "0",
+            "5000",
+            "AUTH",
+            "pw",
+        ],
+    );
+    assert_eq!(ok, "OK");
+    let _: () = q(&mut b, &["ASKING"]);
+    let moved: Option<String> = q(&mut b, &["GET", &key]);
+    assert!(moved.is_some(), "{key} did not reach b");
+    // A MIGRATE with the wrong password is refused by the target.
+    let other = (0..200).map(|i| format!("key:{i}")).find(|k| {
+        k != &key && {
+            let s: u64 = q(&mut a, &["CLUSTER", "KEYSLOT", k]);
+            s.to_string() == slot
+        }
+    });
+    if let Some(other) = other {
+        let e = common::try_q::<String>(
+            &mut a,
+            &[
+                "MIGRATE",
+                "127.0.0.1",
+                &b_port.to_string(),
+                &other,
+                "0",
+                "5000",
+                "AUTH",
+                "wrong",
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("WRONGPASS"), "{e}");
+    }
+}
+
+#[test]
+fn a_cluster_node_without_the_password_is_refused_by_its_primary() {
+    let certs = Certs::new();
+    let args = tls_cluster_args(&certs);
+    let mut wrong: Vec<String> = args.clone();
+    let at = wrong.iter().position(|a| a == "--masterauth").unwrap();
+    wrong[at + 1] = "not-the-password".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
+    let (_a, a_port) = tls_only(&certs, &args, "pw");
+    let (_r, r_port) = tls_only(&certs, &wrong, "pw");
+    let mut a = tls_client(&certs, a_port, "pw");
+    let mut r = tls_client(&certs, r_port, "pw");
+    let _: () = q(&mut a, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+    let _: () = q(
+        &mut a,
+        &["CLUSTER", "MEET", "127.0.0.1", &r_port.to_string()],
+    );
+    wait_known_nodes(&mut r, 2);
+    let _: () = q(&mut a, &["SET", "k", "v"]);
+    let a_id: String = q(&mut a, &["CLUSTER", "MYID"]);
+    let _: () = q(&mut r, &["CLUSTER", "REPLICATE", &a_id]);
+    // The primary refuses its AUTH: no link, no data, the refusal counted on the replica.
+    wait_until("the replica's link fails", || {
+        common::info_u64(&mut r, "replication", "shoal_link_failures") > 0
+    });
+    let deadline = Instant::now() + Duration::from_millis(1_500);
+    while Instant::now() < deadline {
+        assert_eq!(
+            info_field(&mut r, "replication", "master_link_status").as_deref(),
+            Some("down")
+        );
+        let n: u64 = q(&mut r, &["DBSIZE"]);
+        assert_eq!(n, 0, "half-joined: the replica holds data");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Given the password, its retries get in.
+    let _: () = q(&mut r, &["CONFIG", "SET", "masterauth", "pw"]);
+    common::wait_link_up(&mut r);
+    wait_until("the data reaches the replica", || {
+        common::try_q::<u64>(&mut r, &["DBSIZE"]) == Ok(1)
+    });
+}
+
+// ---- active-active peers over TLS ----
+
+/// The lines of `INFO active` about peer links.
+fn peer_lines(c: &mut redis::Connection) -> Vec<String> {
+    let text: String = q(c, &["INFO", "active"]);
+    text.lines()
+        .filter(|l| l.starts_with("active_peer"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn active_active_peers_link_over_tls_and_a_peer_with_the_wrong_password_is_refused() {
+    let certs = Certs::new();
+    let base = ["--tls-replication", "yes", "--masterauth", "pw"];
+    let (_a, a_port) = tls_only(&certs, &base, "pw");
+    let (_b, b_port) = tls_only(&certs, &base, "pw");
+    let mut a = tls_client(&certs, a_port, "pw");
+    let mut b = tls_client(&certs, b_port, "pw");
+    let _: () = q(&mut a, &["SET", "from-a", "1"]);
+    let _: () = q(&mut b, &["SET", "from-b", "2"]);
+    // Peers are reached at their TLS ports (the plain ones are closed).
+    let _: () = q(
+        &mut a,
+        &[
+            "CONFIG",
+            "SET",
+            "active-peers",
+            &format!("127.0.0.1:{b_port}"),
+        ],
+    );
+    let _: () = q(
+        &mut b,
+        &[
+            "CONFIG",
+            "SET",
+            "active-peers",
+            &format!("127.0.0.1:{a_port}"),
+        ],
+    );
+    for (c, key, want) in [(&mut a, "from-b", "2"), (&mut b, "from-a", "1")] {
+        wait_until("each member merges the other's writes", || {
+            common::try_q::<Option<String>>(c, &["GET", key])
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(want)
+        });
+    }
+    let _: () = q(&mut a, &["INCRBY", "n", "5"]);
+    wait_until("a later write streams over the TLS link", || {
+        common::try_q::<Option<String>>(&mut b, &["GET", "n"])
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("5")
+    });
+    assert!(
+        peer_lines(&mut a)[0].contains("state=connected"),
+        "{:?}",
+        peer_lines(&mut a)
+    );
+
+    // A member whose masterauth is wrong: a refuses it; it merges nothing, says why (and logs
+    // it), and a's ACL LOG records the refused authentication.
+    let wrong = ["--tls-replication", "yes", "--masterauth", "wrong"];
+    let (_c, c_port) = tls_only(&certs, &wrong, "pw");
+    let mut c = tls_client(&certs, c_port, "pw");
+    let _: () = q(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "active-peers",
+            &format!("127.0.0.1:{a_port}"),
+        ],
+    );
+    wait_until("the refusal is reported", || {
+        peer_lines(&mut c)
+            .first()
+            .is_some_and(|l| l.contains("authentication with the peer failed"))
+    });
+    let deadline = Instant::now() + Duration::from_millis(1_000);
+    while Instant::now() < deadline {
+        let lines = peer_lines(&mut c);
+        assert!(!lines[0].contains("state=connected"), "{lines:?}");
+        let n: u64 = q(&mut c, &["DBSIZE"]);
+        assert_eq!(n, 0, "merged from a peer that refused it");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until("a logs the failed AUTH", || {
+        let log: Vec<redis::Value> = q(&mut a, &["ACL", "LOG"]);
+        format!("{log:?}").contains("auth")
+    });
+}
