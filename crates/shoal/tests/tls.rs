@@ -1046,3 +1046,96 @@ fn active_active_peers_link_over_tls_and_a_peer_with_the_wrong_password_is_refus
         format!("{log:?}").contains("auth")
     });
 }
+
+// ---- CONFIG SET port / tls-port ----
+
+#[test]
+fn config_set_port_and_tls_port_move_the_listeners_and_a_busy_port_changes_nothing() {
+    let certs = Certs::new();
+    let (s, tls_port) = start_tls(&certs, &[]);
+    let mut c = s.client();
+    // The plain port moves: the new one answers, the old one is closed, INFO follows.
+    let port = free_port();
+    let _: () = q(&mut c, &["CONFIG", "SET", "port", &port.to_string()]);
+    let mut moved = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let pong: String = q(&mut moved, &["PING"]);
+    assert_eq!(pong, "PONG");
+    wait_until("the old port closes", || {
+        TcpStream::connect(("127.0.0.1", s.port)).is_err()
+    });
+    assert_eq!(
+        common::info_u64(&mut moved, "server", "tcp_port"),
+        port as u64
+    );
+    let got: Vec<String> = q(&mut moved, &["CONFIG", "GET", "port"]);
+    assert_eq!(got, ["port".to_string(), port.to_string()]);
+    // The connection made before the move stays.
+    let pong: String = q(&mut c, &["PING"]);
+    assert_eq!(pong, "PONG");
+    // A port something else holds: Redis's error, and the listener stays where it was.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port().to_string();
+    for name in ["port", "tls-port"] {
+        let mut r = common::Raw::connect(&format!("127.0.0.1:{port}"));
+        assert_eq!(
+            r.call(&["CONFIG", "SET", name, &busy_port]),
+            format!(
+                "-ERR CONFIG SET failed (possibly related to argument '{name}') - Unable to \
+                 listen on this port\r\n"
+            )
+        );
+    }
+    let got: Vec<String> = q(&mut moved, &["CONFIG", "GET", "port"]);
+    assert_eq!(got[1], port.to_string());
+    let pong: String = q(
+        &mut redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap(),
+        &["PING"],
+    );
+    assert_eq!(pong, "PONG");
+    let pong: String = q(&mut rediss(&certs, tls_port), &["PING"]);
+    assert_eq!(pong, "PONG");
+    // The TLS port moves too.
+    let new_tls = free_port();
+    let _: () = q(
+        &mut moved,
+        &["CONFIG", "SET", "tls-port", &new_tls.to_string()],
+    );
+    let mut t = rediss(&certs, new_tls);
+    let pong: String = q(&mut t, &["PING"]);
+    assert_eq!(pong, "PONG");
+    wait_until("the old TLS port closes", || {
+        TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+    });
+    // tls-port 0 closes it; port 0 closes the plain one (then the node serves nothing new).
+    let _: () = q(&mut t, &["CONFIG", "SET", "tls-port", "0"]);
+    wait_until("the TLS port closes", || {
+        TcpStream::connect(("127.0.0.1", new_tls)).is_err()
+    });
+    let _: () = q(&mut moved, &["CONFIG", "SET", "port", "0"]);
+    wait_until("the plain port closes", || {
+        TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    assert_eq!(common::info_u64(&mut moved, "server", "tcp_port"), 0);
+    drop(busy);
+}
+
+#[test]
+fn a_first_tls_port_without_certificates_is_refused_as_redis_does() {
+    let s = Shoal::start(&[]);
+    let mut r = s.raw();
+    let port = free_port().to_string();
+    assert_eq!(
+        r.call(&["CONFIG", "SET", "tls-port", &port]),
+        "-ERR CONFIG SET failed (possibly related to argument 'tls-port') - Unable to update \
+         TLS configuration. Check server logs.\r\n"
+    );
+    assert!(TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err());
+    let got = r.call(&["CONFIG", "GET", "tls-port"]);
+    assert!(got.ends_with("$1\r\n0\r\n"), "{got:?}");
+}
