@@ -1,8 +1,11 @@
 //! TLS on the wire and authenticated internal links: a real shoal process with a TLS port, its
 //! certificates made by the test itself with the `openssl` CLI, talked to by redis-rs over TLS
-//! (`rediss://`), `redis-cli --tls`, and a blocking rustls client for byte-level checks; a replica
-//! following its primary over TLS; a replica refused by the primary's ACL until it is given the
-//! rights; and the cluster bus's shared-secret challenge.
+//! (`rediss://`), `redis-cli --tls`, redis-py (`ssl=True`) and a blocking rustls client for
+//! byte-level checks; a replica following its primary over TLS; a replica refused by the
+//! primary's ACL until it is given the rights; the cluster bus's shared-secret challenge; nodes
+//! that serve TLS only (plain port closed with `CONFIG SET port 0`) forming a cluster whose
+//! replication, slot migration and MIGRATE all go over TLS, authenticated; active-active peers
+//! over TLS, and refused with a wrong password; and `CONFIG SET port`/`tls-port` at run time.
 
 mod common;
 
@@ -1138,4 +1141,79 @@ fn a_first_tls_port_without_certificates_is_refused_as_redis_does() {
     assert!(TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err());
     let got = r.call(&["CONFIG", "GET", "tls-port"]);
     assert!(got.ends_with("$1\r\n0\r\n"), "{got:?}");
+}
+
+// ---- redis-py ----
+
+/// A Python with redis-py: Debian's (`python3-redis`, which `scripts/test` installs), else the
+/// first `python3` on the path.
+fn python_with_redis() -> String {
+    for py in ["/usr/bin/python3", "python3"] {
+        let ok = Command::new(py)
+            .args(["-c", "import redis"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return py.to_string();
+        }
+    }
+    panic!("no python3 with redis-py (apt-get install python3-redis; scripts/test does)");
+}
+
+/// What the script does with redis-py over TLS: a command, a pipeline, a large value, and a
+/// refused connection without a client certificate.
+const REDIS_PY_SCRIPT: &str = r#"
+import sys, ssl, redis
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+r = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, ssl_certfile=cert,
+                ssl_keyfile=key, socket_timeout=5, socket_connect_timeout=5)
+assert r.ping()
+assert r.set("py:k", "v")
+assert r.get("py:k") == b"v", r.get("py:k")
+p = r.pipeline(transaction=False)
+for _ in range(1000):
+    p.incr("py:n")
+assert p.execute()[-1] == 1000
+big = b"x" * (1 << 20)
+r.set("py:big", big)
+assert r.get("py:big") == big
+assert r.execute_command("CONFIG", "GET", "tls-port")[1] == str(port).encode()
+anon = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, socket_timeout=5,
+                   socket_connect_timeout=5)
+try:
+    anon.ping()
+    sys.exit("a client without a certificate got in")
+except (redis.exceptions.ConnectionError, ssl.SSLError, OSError):
+    pass
+print("redis-py ok")
+"#;
+
+#[test]
+fn redis_py_with_ssl_talks_to_the_tls_port() {
+    let certs = Certs::new();
+    let (s, port) = start_tls(&certs, &[]);
+    let script = certs.dir.join("client.py");
+    std::fs::write(&script, REDIS_PY_SCRIPT).unwrap();
+    // Bounded: the script's sockets time out after 5 s, and `timeout` ends it after 60.
+    let out = Command::new("timeout")
+        .args(["60", &python_with_redis()])
+        .arg(&script)
+        .args([
+            &port.to_string(),
+            &certs.path("ca.crt"),
+            &certs.path("client.crt"),
+            &certs.path("client.key"),
+        ])
+        .output()
+        .expect("run python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("redis-py ok"), "{text}");
+    // What it wrote is there for any client.
+    let n: u64 = q(&mut s.client(), &["GET", "py:n"]);
+    assert_eq!(n, 1000);
 }
