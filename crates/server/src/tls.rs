@@ -80,8 +80,23 @@ pub fn loaded() -> Option<Loaded> {
     LOADED.read().expect("tls lock").clone()
 }
 
+/// ring's suites, AES-128-GCM first (then AES-256-GCM, then ChaCha20), which the server side
+/// chooses over the client's order: AES-128-GCM costs both ends less per record than the
+/// AES-256-GCM most clients list first (OpenSSL does), at a strength TLS 1.3 makes mandatory;
+/// `bench/tls` measures it.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::CipherSuite as S;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| match s.suite() {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    });
+    Arc::new(p)
 }
 
 /// `tls-protocols` as rustls versions: Redis's names, case-insensitive; empty means both.
@@ -185,7 +200,7 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
                 .map_err(|e| format!("client certificate verifier: {e}"))?
         }
     };
-    let server = ServerConfig::builder_with_provider(provider.clone())
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| format!("tls-protocols: {e}"))?
         .with_client_cert_verifier(verifier)
@@ -196,6 +211,8 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
                 config.tls_cert_file, config.tls_key_file
             )
         })?;
+    // The suite is chosen in our order (`provider`), not the client's.
+    server.ignore_client_order = true;
     let (cert_file, key_file) = if config.tls_client_cert_file.is_empty() {
         (&config.tls_cert_file, &config.tls_key_file)
     } else {
@@ -507,6 +524,19 @@ mod tests {
         assert_eq!(protocols("TLSv1.2 TLSv1.3").unwrap().len(), 2);
         assert!(protocols("TLSv9").is_err());
         assert!(protocols("TLSv1.1").is_err());
+    }
+
+    #[test]
+    fn aes_128_gcm_comes_first_in_each_version() {
+        use rustls::CipherSuite as S;
+        let suites: Vec<S> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        let at = |s: S| suites.iter().position(|x| *x == s).unwrap();
+        assert!(at(S::TLS13_AES_128_GCM_SHA256) < at(S::TLS13_AES_256_GCM_SHA384));
+        assert!(
+            at(S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)
+                < at(S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384)
+        );
+        assert_eq!(suites.len(), rustls::crypto::ring::DEFAULT_CIPHER_SUITES.len());
     }
 
     #[test]
