@@ -536,7 +536,10 @@ mod tests {
             at(S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)
                 < at(S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384)
         );
-        assert_eq!(suites.len(), rustls::crypto::ring::DEFAULT_CIPHER_SUITES.len());
+        assert_eq!(
+            suites.len(),
+            rustls::crypto::ring::DEFAULT_CIPHER_SUITES.len()
+        );
     }
 
     #[test]

@@ -786,7 +786,7 @@ fn wait_known_nodes(c: &mut redis::Connection, n: usize) {
 }
 
 #[test]
-fn a_tls_only_cluster_replicates_reshards_and_migrates_over_tls() {
+fn a_tls_only_cluster_replicates_reshards_migrates_and_fails_over_over_tls() {
     let certs = Certs::new();
     let args = tls_cluster_args(&certs);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -908,6 +908,19 @@ fn a_tls_only_cluster_replicates_reshards_and_migrates_over_tls() {
         .unwrap_err();
         assert!(e.to_string().contains("WRONGPASS"), "{e}");
     }
+
+    // A manual failover: the replica asks its primary over TLS to pause, then takes over; the
+    // old primary follows it at its TLS port.
+    let ok: String = q(&mut r, &["CLUSTER", "FAILOVER"]);
+    assert_eq!(ok, "OK");
+    wait_until("the replica takes over", || {
+        info_field(&mut r, "replication", "role").as_deref() == Some("master")
+    });
+    wait_until("the old primary follows it over TLS", || {
+        info_field(&mut a, "replication", "master_port").as_deref()
+            == Some(r_port.to_string().as_str())
+            && info_field(&mut a, "replication", "master_link_status").as_deref() == Some("up")
+    });
 }
 
 #[test]
