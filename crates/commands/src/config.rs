@@ -289,8 +289,9 @@ params! {
     /// module, `n` new key, `A` all of `g$lshzxetd`. Empty: off. Replicas publish none (they
     /// apply their primary's effects, not its commands).
     notify_keyspace_events: NotifyClasses = "notify-keyspace-events", NotifyClasses, "", mutable;
-    /// The TCP port for clients (0 picks a free one).
-    port: u16 = "port", Int(0, 65535), "6379", immutable;
+    /// The TCP port for clients (0 at start picks a free one). `CONFIG SET port` opens the new
+    /// port and closes the old one, as Redis; `CONFIG SET port 0` closes it (TLS only then).
+    port: u16 = "port", Int(0, 65535), "6379", mutable;
     /// With no password set (`requirepass`), refuse clients that connect from any address but
     /// 127.0.0.1 and ::1 with `-DENIED`, as Redis does.
     protected_mode: bool = "protected-mode", Bool, "yes", mutable;
@@ -355,7 +356,8 @@ params! {
     /// PEM private key of `tls-cert-file`.
     tls_key_file: String = "tls-key-file", Str, "", mutable;
     /// The port for TLS clients (0: no TLS port). Needs `tls-cert-file` and `tls-key-file`.
-    tls_port: u16 = "tls-port", Int(0, 65535), "0", immutable;
+    /// `CONFIG SET tls-port` opens the new port and closes the old one, as Redis.
+    tls_port: u16 = "tls-port", Int(0, 65535), "0", mutable;
     /// Protocol versions accepted, space-separated among `TLSv1.2` and `TLSv1.3` (empty: both).
     tls_protocols: String = "tls-protocols", Str, "", mutable;
     /// `yes`: a replica connects to its primary (whose `replicaof` port is then its TLS port) over

@@ -533,6 +533,10 @@ pub struct Hooks {
     /// them the ones new connections use; the reason (already logged) if they do not load, and
     /// then the old ones stay.
     pub apply_tls: fn(&crate::config::Config) -> Result<(), String>,
+    /// `CONFIG SET port` / `tls-port` (the parameter's name and its new value): opens the new
+    /// listener and closes the old one (0: closes it); the port now bound, or the reason the
+    /// bind failed (the old listener then stays).
+    pub listen: fn(&str, u16) -> Result<u16, String>,
 }
 
 impl Default for Hooks {
@@ -549,6 +553,7 @@ impl Default for Hooks {
             read_file: |_| Err("no file system here".into()),
             write_file: |_, _| Err("no file system here".into()),
             apply_tls: |_| Ok(()),
+            listen: |_, _| Err("no listeners here".into()),
         }
     }
 }
@@ -574,7 +579,9 @@ pub struct ServerState {
     pub run_id: String,
     pub node_id: String,
     pub started_ms: u64,
-    pub tcp_port: u16,
+    /// The plain port clients reach (0: closed by `CONFIG SET port 0`); it moves with
+    /// `CONFIG SET port`.
+    pub tcp_port: std::sync::atomic::AtomicU16,
     pub executable: String,
     pub config_file: String,
     /// `uname`'s system, release and machine (`os:` in INFO), given by the server.
@@ -640,7 +647,7 @@ impl ServerState {
             run_id: random_hex40(seed ^ 0xA5A5),
             node_id: random_hex40(seed ^ 0x5A5A),
             started_ms: now_ms,
-            tcp_port: 0,
+            tcp_port: std::sync::atomic::AtomicU16::new(0),
             executable: String::new(),
             config_file: String::new(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
