@@ -205,14 +205,16 @@ impl ClusterNode {
         let me = self.group.node();
         let raft_id = self.group.raft_id();
         if let Err(e) = self.group.initialize(BTreeMap::from([(raft_id, me)])).await {
-            // Met a moment ago, between the look above and now: the group's log is arriving.
-            let m = self.group.metrics();
-            if m.voters.is_empty() && m.learners.is_empty() {
-                return Err(format!("forming the cluster group: {e}"));
-            }
+            // Met a moment ago, between the look above and now: another group has reached this
+            // node (a vote or the first entries of its log; the membership may not be applied
+            // yet). Wait for the configuration that names this node.
             let deadline = Instant::now() + FORM_TIMEOUT;
             while !cl.formed.load(Relaxed) {
                 if Instant::now() >= deadline {
+                    let m = self.group.metrics();
+                    if m.voters.is_empty() && m.learners.is_empty() {
+                        return Err(format!("forming the cluster group: {e}"));
+                    }
                     return Err("this node is joining a cluster; try again".into());
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
