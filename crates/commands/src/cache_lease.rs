@@ -99,7 +99,7 @@ pub static COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "setstale",
-        arity: -6,
+        arity: -7,
         flags: WRITE | DENYOOM,
         keys: &[KeySpec::at(1, OW | UPDATE)],
         group: SH,
@@ -435,8 +435,8 @@ fn setlease(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn setstale(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (expire, stale) = parse_deadlines(ctx, args, 3, "setstale")?;
     if stale.is_none() {
-        return Err(ReplyError::err_static(
-            "SETSTALE needs an expiry (EX, PX, EXAT or PXAT) and STALE",
+        return Err(err!(
+            "STALE is required in 'setstale' command (use SET for a value without it)"
         ));
     }
     let (db, now) = (ctx.client.db, ctx.now_ms);
