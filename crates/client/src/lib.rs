@@ -1,0 +1,26 @@
+//! `shoal-client`: an async (tokio) client for shoal that also works against redis-server with
+//! the shoal-only features off.
+//!
+//! - [`Client`]: a pool of connections to one server, pipelining ([`Client::pipeline`]: one
+//!   write per batch), a timeout on every connect and request, reconnection with exponential
+//!   backoff and jitter, typed errors ([`Error`]: reply, redirect, timeout, connection,
+//!   protocol) and metrics hooks ([`Metrics`]).
+//! - [`Cache`]: cache-aside [`Cache::get_or_load`] with one load per key per process, one per
+//!   key across processes through shoal's leases (`GETLEASE`/`SETLEASE`), stale-while-revalidate,
+//!   negative caching, an optional Bloom filter guard and TTL jitter.
+//!
+//! The RESP codec is shoal-resp's (request encoder, bounded reply parser); redis-rs is not used.
+//! Not here yet: cluster routing (slot map, MOVED/ASK following; redirects surface as
+//! [`Error::Redirect`]), the near cache, the circuit breaker.
+
+mod cache;
+mod conn;
+mod error;
+mod metrics;
+mod pool;
+
+pub use cache::{Cache, CacheOptions, NEGATIVE_MARKER};
+pub use error::{Error, Result};
+pub use metrics::{CacheEvent, Metrics, NoMetrics};
+pub use pool::{Client, Config, cmd};
+pub use shoal_resp::Reply;
