@@ -11,11 +11,7 @@ pub enum Error {
     /// without the leading `-`.
     Reply(String),
     /// `-MOVED slot addr` or `-ASK slot addr`: the key's slot is served elsewhere.
-    Redirect {
-        ask: bool,
-        slot: u16,
-        addr: String,
-    },
+    Redirect { ask: bool, slot: u16, addr: String },
     /// No reply within the configured time; the connection was dropped.
     Timeout,
     /// The connection failed or closed (connect refused, reset, EOF); it is reconnected with
@@ -33,7 +29,10 @@ impl Error {
     /// Whether the request may not have reached the server or its reply was lost (retrying a
     /// non-idempotent write may apply it twice).
     pub fn is_connection_level(&self) -> bool {
-        matches!(self, Error::Timeout | Error::Connection(_) | Error::Protocol(_))
+        matches!(
+            self,
+            Error::Timeout | Error::Connection(_) | Error::Protocol(_)
+        )
     }
 
     /// Reads a redirect from an error reply's text.

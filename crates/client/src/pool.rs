@@ -264,7 +264,10 @@ impl Client {
     /// SET with a TTL in milliseconds (at least 1).
     pub async fn set_px(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<()> {
         let ms = (ttl.as_millis() as u64).max(1).to_string();
-        expect_ok(self.cmd(&[b"SET", key, value, b"PX", ms.as_bytes()]).await?)
+        expect_ok(
+            self.cmd(&[b"SET", key, value, b"PX", ms.as_bytes()])
+                .await?,
+        )
     }
 
     /// Deletes keys; returns how many existed.
@@ -299,7 +302,11 @@ mod tests {
         let d5 = backoff(&cfg, 5, &mut rng);
         assert!(d5 >= Duration::from_millis(80) && d5 <= Duration::from_millis(160));
         let draws: Vec<Duration> = (0..50).map(|_| backoff(&cfg, 30, &mut rng)).collect();
-        assert!(draws.iter().all(|d| *d >= cfg.backoff_max / 2 && *d <= cfg.backoff_max));
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= cfg.backoff_max / 2 && *d <= cfg.backoff_max)
+        );
         assert!(draws.iter().any(|d| *d != draws[0]), "jittered");
     }
 }
