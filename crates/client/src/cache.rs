@@ -188,11 +188,10 @@ impl Cache {
             self.client.metrics().cache(CacheEvent::Coalesced);
         }
         // A follower whose leader was cancelled runs its own loader (OnceCell's rule).
-        let r = flight
+        flight
             .get_or_init(|| self.fetch(key.to_vec(), ttl, loader))
             .await
-            .clone();
-        r
+            .clone()
     }
 
     /// One caller's way to the value: Bloom guard, then the cache (with or without leases), then

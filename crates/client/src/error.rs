@@ -39,14 +39,14 @@ impl Error {
     pub(crate) fn from_reply(text: String) -> Error {
         let mut it = text.split(' ');
         let kind = it.next().unwrap_or("");
-        if kind == "MOVED" || kind == "ASK" {
-            if let (Some(slot), Some(addr)) = (it.next().and_then(|s| s.parse().ok()), it.next()) {
-                return Error::Redirect {
-                    ask: kind == "ASK",
-                    slot,
-                    addr: addr.to_string(),
-                };
-            }
+        if (kind == "MOVED" || kind == "ASK")
+            && let (Some(slot), Some(addr)) = (it.next().and_then(|s| s.parse().ok()), it.next())
+        {
+            return Error::Redirect {
+                ask: kind == "ASK",
+                slot,
+                addr: addr.to_string(),
+            };
         }
         Error::Reply(text)
     }

@@ -161,14 +161,15 @@ async fn a_restarted_server_is_reconnected_to_with_backoff() {
     }
 }
 
+/// A loader's future, boxed so helpers can name it.
+type LoadFuture = std::pin::Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, String>> + Send>>;
+
 /// A loader that counts its calls and takes `ms`.
 fn counting(
     calls: &Arc<AtomicUsize>,
     ms: u64,
     value: Option<&'static str>,
-) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, String>> + Send>>
-+ Send
-+ 'static {
+) -> impl FnOnce() -> LoadFuture + Send + 'static {
     let calls = calls.clone();
     move || {
         Box::pin(async move {

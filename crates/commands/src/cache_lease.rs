@@ -119,11 +119,13 @@ struct Lease {
     expires_ms: u64,
 }
 
+/// One part of the lease table: key → its leases, one per database (almost always one).
+type Part = Mutex<HashMap<Vec<u8>, Vec<Lease>>>;
+
 /// The node's lease table (see the module header).
 #[derive(Debug)]
 pub struct Leases {
-    /// key → its leases, one per database (almost always one).
-    parts: Box<[Mutex<HashMap<Vec<u8>, Vec<Lease>>>]>,
+    parts: Box<[Part]>,
     /// Leases held, expired ones not yet swept included; zero lets writes skip the table.
     count: AtomicUsize,
     /// Figures for INFO: granted, filled, refused fills, dropped by writes.
@@ -157,7 +159,7 @@ enum Grant {
 }
 
 impl Leases {
-    fn part(&self, key: &[u8]) -> &Mutex<HashMap<Vec<u8>, Vec<Lease>>> {
+    fn part(&self, key: &[u8]) -> &Part {
         &self.parts[shoal_keyspace::key_slot(key) as usize % PARTS]
     }
 
@@ -484,7 +486,7 @@ mod tests {
         // Keys of one part, so the sweep finds the expired one.
         let keys: Vec<Vec<u8>> = (0..10_000u32)
             .map(|i| format!("k{i}").into_bytes())
-            .filter(|k| shoal_keyspace::key_slot(k) as usize % PARTS == 0)
+            .filter(|k| (shoal_keyspace::key_slot(k) as usize).is_multiple_of(PARTS))
             .take(3)
             .collect();
         assert_eq!(l.grant(0, &keys[0], 1, 0, 10, 2), Grant::Granted(1));
