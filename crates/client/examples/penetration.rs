@@ -21,10 +21,10 @@ async fn main() {
     let client = Client::new(Config::new(addr));
     client.cmd(&[b"DEL", b"pen:bloom"]).await.unwrap();
     client
-        .cmd(&[b"BF.RESERVE", b"pen:bloom", b"0.001", b"100000"])
+        .cmd(&[b"BF.RESERVE", b"pen:bloom", b"0.001", b"10000"])
         .await
         .unwrap();
-    // 10,000 keys exist in the database (and so in the filter).
+    // 10,000 keys exist in the database (and so in the filter, sized for them at 0.1%).
     for lo in (0..10_000).step_by(1000) {
         let mut args: Vec<Vec<u8>> = vec![b"BF.MADD".to_vec(), b"pen:bloom".to_vec()];
         args.extend((lo..lo + 1000).map(|i| format!("row:{i}").into_bytes()));
@@ -45,7 +45,7 @@ async fn main() {
         let loads = Arc::new(AtomicUsize::new(0));
         let prefix = if bloom { "ghostb" } else { "ghost" };
         for i in 0..lookups {
-            let key = format!("{prefix}:{}", i % distinct);
+            let key = format!("{prefix}:{distinct}:{}", i % distinct);
             let loads = loads.clone();
             let v = cache
                 .get_or_load(
