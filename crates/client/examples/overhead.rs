@@ -31,7 +31,12 @@ async fn run_shoal(c: &Client, tasks: usize, n: usize, set: bool) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn run_redis(c: &redis::aio::MultiplexedConnection, tasks: usize, n: usize, set: bool) -> f64 {
+async fn run_redis(
+    c: &redis::aio::MultiplexedConnection,
+    tasks: usize,
+    n: usize,
+    set: bool,
+) -> f64 {
     let started = Instant::now();
     let hs: Vec<_> = (0..tasks)
         .map(|t| {

@@ -1,6 +1,6 @@
-//! The connection pool: a fixed number of connections to one server, taken in turn, each
-//! reconnected on demand with exponential backoff and jitter after a failure, every connect and
-//! every request bounded by a timeout.
+//! The connection pool: a fixed number of multiplexed connections to one server (`conn.rs`),
+//! taken in turn, each reconnected on demand with exponential backoff and jitter after a failure,
+//! every connect and every request bounded by a timeout.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -18,7 +18,7 @@ use crate::metrics::{Metrics, NoMetrics};
 pub struct Config {
     /// `host:port` of the server.
     pub addr: String,
-    /// Connections kept open (at least 1); requests take them in turn and wait for a busy one.
+    /// Connections kept open (at least 1); requests take them in turn, many in flight on each.
     pub pool_size: usize,
     pub connect_timeout: Duration,
     /// From sending a batch to its last reply.
@@ -33,11 +33,11 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for `addr`: 8 connections, 1 s connect and request timeouts, backoff 10 ms to 1 s.
+    /// Defaults for `addr`: 2 connections, 1 s connect and request timeouts, backoff 10 ms to 1 s.
     pub fn new(addr: impl Into<String>) -> Config {
         Config {
             addr: addr.into(),
-            pool_size: 8,
+            pool_size: 2,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             backoff_base: Duration::from_millis(10),
@@ -199,19 +199,27 @@ impl Client {
     }
 
     /// Sends the commands in one write and returns their replies in order; error replies are
-    /// [`Reply::Error`] values, not errors. Fails as a whole on a timeout or a lost connection.
+    /// [`Reply::Error`] values, not errors. Batches of concurrent callers share connections and
+    /// go out together. Fails as a whole on a timeout (the connection is then closed, failing the
+    /// other batches in flight on it: its replies can no longer be trusted to come) or a lost
+    /// connection.
     pub async fn pipeline(&self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>> {
         let started = Instant::now();
         let i = self.inner.next.fetch_add(1, Relaxed) % self.inner.slots.len();
-        let mut slot = self.inner.slots[i].lock().await;
         let mut attempts = 0;
         let r = loop {
             attempts += 1;
-            let reused = slot.conn.is_some();
-            if let Err(e) = self.ensure(&mut slot).await {
-                break Err(e);
-            }
-            let conn = slot.conn.as_mut().expect("connected");
+            let (conn, reused) = {
+                let mut slot = self.inner.slots[i].lock().await;
+                if slot.conn.as_ref().is_some_and(Conn::is_dead) {
+                    slot.conn = None;
+                }
+                let reused = slot.conn.is_some();
+                if let Err(e) = self.ensure(&mut slot).await {
+                    break Err(e);
+                }
+                (slot.conn.clone().expect("connected"), reused)
+            };
             let r = match tokio::time::timeout(self.inner.cfg.request_timeout, conn.pipeline(cmds))
                 .await
             {
@@ -221,7 +229,7 @@ impl Client {
             match r {
                 Ok(replies) => break Ok(replies),
                 Err(e) => {
-                    slot.conn = None;
+                    conn.kill();
                     let retry = reused
                         && attempts == 1
                         && self.inner.cfg.retry_on_reconnect
@@ -232,7 +240,6 @@ impl Client {
                 }
             }
         };
-        drop(slot);
         self.inner
             .metrics
             .request(cmds.len(), started.elapsed(), r.is_ok());

@@ -219,7 +219,9 @@ fn the_dependency_check_names_the_wrong_arrow() {
             {"name": "shoal-cluster", "dependencies": [{"name": "shoal-keyspace", "kind": null}]},
             {"name": "shoal-commands", "dependencies": [{"name": "tokio", "kind": "dev"}]},
             {"name": "shoal-sim", "dependencies": [{"name": "shoal-server", "kind": "dev"}]},
-            {"name": "shoal-server", "dependencies": [{"name": "tokio", "kind": null}]}
+            {"name": "shoal-server", "dependencies": [{"name": "tokio", "kind": null}]},
+            {"name": "shoal-client", "dependencies": [
+                {"name": "shoal-resp", "kind": null}, {"name": "tokio", "kind": null}]}
         ]}"#,
     );
     assert_eq!(
