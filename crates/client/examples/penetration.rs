@@ -43,7 +43,12 @@ async fn main() {
             },
         );
         let loads = Arc::new(AtomicUsize::new(0));
-        let prefix = if bloom { "ghostb" } else { "ghost" };
+        // Names no earlier run used (its negative entries would still be cached).
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let prefix = format!("{}{run}", if bloom { "ghostb" } else { "ghost" });
         for i in 0..lookups {
             let key = format!("{prefix}:{distinct}:{}", i % distinct);
             let loads = loads.clone();
