@@ -9,17 +9,21 @@
 //!   key across processes through shoal's leases (`GETLEASE`/`SETLEASE`), stale-while-revalidate,
 //!   negative caching, an optional Bloom filter guard and TTL jitter.
 //!
+//! - [`ClusterClient`]: routing by slot over a map read from `CLUSTER SHARDS`, following
+//!   `MOVED` (and refreshing the map) and `ASK`.
+//!
 //! The RESP codec is shoal-resp's (request encoder, bounded reply parser); redis-rs is not used.
-//! Not here yet: cluster routing (slot map, MOVED/ASK following; redirects surface as
-//! [`Error::Redirect`]), the near cache, the circuit breaker.
+//! Not here yet: reads from replicas, the near cache (CLIENT TRACKING), the circuit breaker.
 
 mod cache;
+mod cluster;
 mod conn;
 mod error;
 mod metrics;
 mod pool;
 
 pub use cache::{Cache, CacheOptions, NEGATIVE_MARKER};
+pub use cluster::{ClusterClient, REDIRECTS_MAX, SLOTS, key_slot};
 pub use error::{Error, Result};
 pub use metrics::{CacheEvent, Metrics, NoMetrics};
 pub use pool::{Client, Config, cmd};

@@ -1,0 +1,163 @@
+//! ClusterClient against a real local shoal cluster of three primaries (made with
+//! `shoal cluster create`): keys of every part of the slot space are routed to their owners, a
+//! node's own client sees `MOVED` as a typed redirect, and after a reshard (`shoal cluster
+//! reshard`) the client follows the moved slots without surfacing an error.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_client::{ClusterClient, Config, Error, key_slot};
+
+fn shoal_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("shoal");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p shoal` first",
+        bin.display()
+    );
+    bin
+}
+
+struct Node {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(i: usize) -> Node {
+    let dir = std::env::temp_dir().join(format!("shoal-client-cluster-{}-{i}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(shoal_bin())
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--loglevel",
+            "warning",
+        ])
+        .args(["--cluster-enabled", "yes"])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn shoal");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    Node { child, port }
+}
+
+fn tool(args: &[String]) -> String {
+    let out = Command::new(shoal_bin())
+        .arg("cluster")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "shoal cluster {args:?}: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_every_slot_range_are_routed_and_a_reshard_is_followed() {
+    let nodes: Vec<Node> = (0..3).map(node).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut args = vec!["create".to_string()];
+    args.extend(addrs.iter().cloned());
+    tool(&args);
+    let c = ClusterClient::connect(&[&addrs[0]], Config::new(""))
+        .await
+        .unwrap();
+    let owners: std::collections::BTreeSet<String> = (0..16384u16)
+        .step_by(97)
+        .filter_map(|s| c.owner(s))
+        .collect();
+    assert_eq!(owners.len(), 3, "{owners:?}");
+    const KEYS: usize = 2000;
+    for i in 0..KEYS {
+        let k = format!("key:{i}");
+        c.set(k.as_bytes(), i.to_string().as_bytes()).await.unwrap();
+    }
+    for i in (0..KEYS).step_by(7) {
+        let k = format!("key:{i}");
+        assert_eq!(
+            c.get(k.as_bytes()).await.unwrap(),
+            Some(i.to_string().into_bytes())
+        );
+    }
+    // A node asked for a key it does not own answers MOVED, typed.
+    let slot = key_slot(b"key:0");
+    let owner = c.owner(slot).unwrap();
+    let other = addrs.iter().find(|a| **a != owner).unwrap();
+    match c.node(other).get(b"key:0").await {
+        Err(Error::Redirect {
+            ask: false,
+            slot: s,
+            addr,
+        }) => {
+            assert_eq!((s, addr.as_str()), (slot, owner.as_str()))
+        }
+        r => panic!("{r:?}"),
+    }
+    // Move 2000 slots to the first node; the client (its map now stale) follows.
+    let id = |addr: &str| -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", addr.rsplit(':').next().unwrap(), "CLUSTER", "MYID"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let to = id(&addrs[0]);
+    tool(&[
+        "reshard".into(),
+        "--from".into(),
+        "all".into(),
+        "--to".into(),
+        to,
+        "--slots".into(),
+        "2000".into(),
+        "--yes".into(),
+        addrs[0].clone(),
+    ]);
+    let started = Instant::now();
+    for i in 0..KEYS {
+        let k = format!("key:{i}");
+        assert_eq!(
+            c.get(k.as_bytes()).await.unwrap(),
+            Some(i.to_string().into_bytes()),
+            "key {i}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let first = (0..16384u16)
+        .filter(|&s| c.owner(s).as_deref() == Some(&addrs[0]))
+        .count();
+    assert!(
+        first > 5461 + 1900,
+        "the map was refreshed: node 0 owns {first} slots"
+    );
+}
