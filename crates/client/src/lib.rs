@@ -13,18 +13,22 @@
 //!   `MOVED` (and refreshing the map) and `ASK`.
 //!
 //! The RESP codec is shoal-resp's (request encoder, bounded reply parser); redis-rs is not used.
-//! Not here yet: reads from replicas, the near cache (CLIENT TRACKING), the circuit breaker.
+//! - [`NearCache`]: GETs kept in process, coherent through `CLIENT TRACKING` invalidations.
+//!
+//! Not here yet: reads from replicas, the circuit breaker.
 
 mod cache;
 mod cluster;
 mod conn;
 mod error;
 mod metrics;
+mod near;
 mod pool;
 
 pub use cache::{Cache, CacheOptions, NEGATIVE_MARKER};
 pub use cluster::{ClusterClient, REDIRECTS_MAX, SLOTS, key_slot};
 pub use error::{Error, Result};
 pub use metrics::{CacheEvent, Metrics, NoMetrics};
+pub use near::NearCache;
 pub use pool::{Client, Config, cmd};
 pub use shoal_resp::Reply;

@@ -30,6 +30,9 @@ pub struct Config {
     /// Send a batch again, once, on a new connection when a pooled connection turned out to be
     /// closed (a server restart). Off when a write must never risk being applied twice.
     pub retry_on_reconnect: bool,
+    /// Commands sent on every new connection before any request (e.g. `AUTH`, `SELECT`,
+    /// `CLIENT TRACKING on REDIRECT id`); an error reply to one fails the connect.
+    pub on_connect: Vec<Vec<Vec<u8>>>,
 }
 
 impl Config {
@@ -43,6 +46,7 @@ impl Config {
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_secs(1),
             retry_on_reconnect: true,
+            on_connect: Vec::new(),
         }
     }
 }
@@ -177,7 +181,17 @@ impl Client {
                 tokio::time::sleep_until(at.into()).await;
             }
         }
-        let r = match tokio::time::timeout(cfg.connect_timeout, Conn::connect(&cfg.addr)).await {
+        let setup = async {
+            let c = Conn::connect(&cfg.addr).await?;
+            for r in c.pipeline(&cfg.on_connect).await? {
+                if let Reply::Error(t) = r {
+                    c.kill();
+                    return Err(Error::from_reply(t));
+                }
+            }
+            Ok(c)
+        };
+        let r = match tokio::time::timeout(cfg.connect_timeout, setup).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout),
         };
