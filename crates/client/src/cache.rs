@@ -46,6 +46,9 @@ pub struct CacheOptions {
     pub bloom_key: Option<Vec<u8>>,
     /// Longest a caller waits for another process's fill before loading itself.
     pub lease_wait_max: Duration,
+    /// Loads at once (per `Cache`) while the server is unavailable (down, or its circuit breaker
+    /// open): callers beyond wait, so an outage does not turn into a flood on the source.
+    pub fallback_loads_max: usize,
 }
 
 impl Default for CacheOptions {
@@ -57,6 +60,7 @@ impl Default for CacheOptions {
             ttl_jitter_percent: 10,
             bloom_key: None,
             lease_wait_max: Duration::from_secs(2),
+            fallback_loads_max: 16,
         }
     }
 }
@@ -86,6 +90,7 @@ pub struct Cache {
     opts: Arc<CacheOptions>,
     flights: Arc<Mutex<HashMap<Vec<u8>, Flight>>>,
     rng: Arc<Mutex<u64>>,
+    fallback_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// GETLEASE's answer.
@@ -126,6 +131,7 @@ impl Cache {
     pub fn new(client: Client, opts: CacheOptions) -> Cache {
         Cache {
             client,
+            fallback_slots: Arc::new(tokio::sync::Semaphore::new(opts.fallback_loads_max.max(1))),
             opts: Arc::new(opts),
             flights: Arc::new(Mutex::new(HashMap::new())),
             rng: Arc::new(Mutex::new(
@@ -208,24 +214,33 @@ impl Cache {
         E: std::fmt::Display,
     {
         let m = self.client.metrics().clone();
+        // The node is down (or its breaker open): go to the loader, a bounded number at a time.
+        macro_rules! or_fallback {
+            ($e:expr) => {
+                match $e {
+                    Err(e) if e.is_unavailable() => return self.fallback(loader).await,
+                    r => r?,
+                }
+            };
+        }
         if let Some(bloom) = &self.opts.bloom_key {
-            let r = self.client.cmd(&[b"BF.EXISTS", bloom, &key]).await?;
+            let r = or_fallback!(self.client.cmd(&[b"BF.EXISTS", bloom, &key]).await);
             if r.as_int() == Some(0) {
                 m.cache(CacheEvent::BloomReject);
                 return Ok(None);
             }
         }
         if !self.opts.leases {
-            if let Some(v) = self.client.get(&key).await? {
+            if let Some(v) = or_fallback!(self.client.get(&key).await) {
                 return Ok(self.decode_hit(v));
             }
             let v = self.load(loader).await?;
-            self.store_plain(&key, ttl, v.as_deref()).await?;
+            stored(self.store_plain(&key, ttl, v.as_deref()).await)?;
             return Ok(v);
         }
         let deadline = Instant::now() + self.opts.lease_wait_max;
         loop {
-            let r = parse_lease(self.client.cmd(&[b"GETLEASE", &key]).await?)?;
+            let r = parse_lease(or_fallback!(self.client.cmd(&[b"GETLEASE", &key]).await))?;
             match r {
                 LeaseReply::Hit(v) => return Ok(self.decode_hit(v)),
                 LeaseReply::Stale(v, token) => {
@@ -243,13 +258,13 @@ impl Cache {
                 }
                 LeaseReply::Miss(Some(token)) => {
                     let v = self.load(loader).await?;
-                    self.fill(&key, token, ttl, v.as_deref()).await?;
+                    stored(self.fill(&key, token, ttl, v.as_deref()).await)?;
                     return Ok(v);
                 }
                 LeaseReply::Miss(None) => {
                     // The server's lease table is full: plain cache-aside.
                     let v = self.load(loader).await?;
-                    self.store_plain(&key, ttl, v.as_deref()).await?;
+                    stored(self.store_plain(&key, ttl, v.as_deref()).await)?;
                     return Ok(v);
                 }
                 LeaseReply::Wait(ms) => {
@@ -275,6 +290,22 @@ impl Cache {
             m.cache(CacheEvent::Hit);
             Some(v)
         }
+    }
+
+    /// The loader while the cache is unavailable, at most `fallback_loads_max` at once.
+    async fn fallback<F, Fut, E>(&self, loader: F) -> Result<Option<Vec<u8>>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Option<Vec<u8>>, E>>,
+        E: std::fmt::Display,
+    {
+        self.client.metrics().cache(CacheEvent::Fallback);
+        let _permit = self
+            .fallback_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::CircuitOpen)?;
+        self.load(loader).await
     }
 
     async fn load<F, Fut, E>(&self, loader: F) -> Result<Option<Vec<u8>>>
@@ -321,6 +352,15 @@ impl Cache {
         }
         self.client.cmd(&args).await?;
         Ok(())
+    }
+}
+
+/// A store after a load: a node that went away meanwhile does not fail the caller, who has the
+/// value.
+fn stored(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.is_unavailable() => Ok(()),
+        r => r,
     }
 }
 

@@ -23,6 +23,8 @@ pub enum Error {
     UnexpectedReply(String),
     /// The loader given to `get_or_load` failed.
     Loader(String),
+    /// The node's circuit breaker is open after failures in a row: the request was not sent.
+    CircuitOpen,
 }
 
 impl Error {
@@ -33,6 +35,12 @@ impl Error {
             self,
             Error::Timeout | Error::Connection(_) | Error::Protocol(_)
         )
+    }
+
+    /// Whether the node could not be used at all (connection-level, or its breaker is open):
+    /// what `get_or_load` falls back on.
+    pub fn is_unavailable(&self) -> bool {
+        self.is_connection_level() || *self == Error::CircuitOpen
     }
 
     /// Reads a redirect from an error reply's text.
@@ -65,6 +73,7 @@ impl fmt::Display for Error {
             Error::Protocol(m) => write!(f, "protocol: {m}"),
             Error::UnexpectedReply(m) => write!(f, "unexpected reply: {m}"),
             Error::Loader(m) => write!(f, "loader: {m}"),
+            Error::CircuitOpen => f.write_str("circuit breaker open"),
         }
     }
 }

@@ -15,7 +15,12 @@
 //! The RESP codec is shoal-resp's (request encoder, bounded reply parser); redis-rs is not used.
 //! - [`NearCache`]: GETs kept in process, coherent through `CLIENT TRACKING` invalidations.
 //!
-//! Not here yet: reads from replicas, the circuit breaker.
+//! - A circuit breaker per node ([`Config::breaker_failures`]): failures in a row fail requests at
+//!   once ([`Error::CircuitOpen`]) for a cooldown; `get_or_load` then goes to the loader, a
+//!   bounded number at a time ([`CacheOptions::fallback_loads_max`]).
+//!
+//! Not here yet: reads from replicas (and as a fallback when a primary is down), following a
+//! failover beyond re-reading the slot map, a breaker per node of a cluster.
 
 mod cache;
 mod cluster;

@@ -21,6 +21,8 @@ pub enum CacheEvent {
     Coalesced,
     /// Another process held the key's lease: this call waited for its fill.
     LeaseWait,
+    /// The server was unavailable: this call went to the loader (bounded) and stored nothing.
+    Fallback,
 }
 
 /// Receives the client's events. Every method has an empty default.

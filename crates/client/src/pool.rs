@@ -33,6 +33,10 @@ pub struct Config {
     /// Commands sent on every new connection before any request (e.g. `AUTH`, `SELECT`,
     /// `CLIENT TRACKING on REDIRECT id`); an error reply to one fails the connect.
     pub on_connect: Vec<Vec<Vec<u8>>>,
+    /// Connection-level failures in a row that open the circuit breaker (0: no breaker).
+    pub breaker_failures: u32,
+    /// How long an open breaker fails requests at once before letting them try again.
+    pub breaker_cooldown: Duration,
 }
 
 impl Config {
@@ -47,6 +51,8 @@ impl Config {
             backoff_max: Duration::from_secs(1),
             retry_on_reconnect: true,
             on_connect: Vec::new(),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(1),
         }
     }
 }
@@ -61,7 +67,43 @@ struct Slot {
     rng: u64,
 }
 
+/// The circuit breaker of one node: opened by `breaker_failures` connection-level failures in a
+/// row, it fails requests at once (no connect, no timeout to wait out) for `breaker_cooldown`;
+/// then requests go through again, and one more failure opens it again at once.
+struct Breaker {
+    failures: std::sync::atomic::AtomicU32,
+    /// Microseconds since `epoch` until which it is open.
+    open_until_us: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+impl Breaker {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn is_open(&self) -> bool {
+        self.now_us() < self.open_until_us.load(Relaxed)
+    }
+
+    fn record(&self, cfg: &Config, unavailable: bool) {
+        if cfg.breaker_failures == 0 {
+            return;
+        }
+        if !unavailable {
+            self.failures.store(0, Relaxed);
+            return;
+        }
+        let n = self.failures.fetch_add(1, Relaxed) + 1;
+        if n >= cfg.breaker_failures {
+            let until = self.now_us() + cfg.breaker_cooldown.as_micros() as u64;
+            self.open_until_us.store(until, Relaxed);
+        }
+    }
+}
+
 struct Inner {
+    breaker: Breaker,
     cfg: Config,
     slots: Vec<Mutex<Slot>>,
     next: AtomicUsize,
@@ -146,6 +188,11 @@ impl Client {
             .collect();
         Client {
             inner: Arc::new(Inner {
+                breaker: Breaker {
+                    failures: std::sync::atomic::AtomicU32::new(0),
+                    open_until_us: std::sync::atomic::AtomicU64::new(0),
+                    epoch: Instant::now(),
+                },
                 cfg,
                 slots,
                 next: AtomicUsize::new(0),
@@ -218,6 +265,9 @@ impl Client {
     /// other batches in flight on it: its replies can no longer be trusted to come) or a lost
     /// connection.
     pub async fn pipeline(&self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>> {
+        if self.inner.breaker.is_open() {
+            return Err(Error::CircuitOpen);
+        }
         let started = Instant::now();
         let i = self.inner.next.fetch_add(1, Relaxed) % self.inner.slots.len();
         let mut attempts = 0;
@@ -254,10 +304,19 @@ impl Client {
                 }
             }
         };
+        self.inner.breaker.record(
+            &self.inner.cfg,
+            r.as_ref().is_err_and(Error::is_connection_level),
+        );
         self.inner
             .metrics
             .request(cmds.len(), started.elapsed(), r.is_ok());
         r
+    }
+
+    /// Whether the circuit breaker is open now (requests fail with [`Error::CircuitOpen`]).
+    pub fn breaker_open(&self) -> bool {
+        self.inner.breaker.is_open()
     }
 
     /// One command; an error reply is an [`Error`].

@@ -382,3 +382,75 @@ async fn against_redis_server_with_shoal_features_off() {
     }
     assert_eq!(calls.load(SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_node_opens_the_breaker_and_get_or_load_falls_back_to_a_bounded_loader() {
+    let port = free_port();
+    let s = shoal(port);
+    let mut cfg = Config::new(s.addr());
+    cfg.breaker_failures = 3;
+    cfg.breaker_cooldown = Duration::from_millis(300);
+    cfg.backoff_base = Duration::from_millis(5);
+    cfg.backoff_max = Duration::from_millis(20);
+    let c = Client::new(cfg);
+    c.set(b"k", b"v").await.unwrap();
+    drop(s);
+    let mut errors = Vec::new();
+    for _ in 0..6 {
+        errors.push(c.get(b"k").await.unwrap_err());
+    }
+    assert!(
+        errors[..3].iter().all(Error::is_connection_level),
+        "{errors:?}"
+    );
+    assert_eq!(errors[5], Error::CircuitOpen, "{errors:?}");
+    assert!(c.breaker_open());
+    // The cache goes to the loader, at most fallback_loads_max at once.
+    let cache = Cache::new(
+        c.clone(),
+        CacheOptions {
+            fallback_loads_max: 2,
+            ..CacheOptions::default()
+        },
+    );
+    let (calls, running, peak) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let cache = cache.clone();
+            let (calls, running, peak) = (calls.clone(), running.clone(), peak.clone());
+            tokio::spawn(async move {
+                let key = format!("k{i}");
+                cache
+                    .get_or_load(
+                        key.as_bytes(),
+                        Duration::from_secs(60),
+                        move || async move {
+                            calls.fetch_add(1, SeqCst);
+                            let now = running.fetch_add(1, SeqCst) + 1;
+                            peak.fetch_max(now, SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            running.fetch_sub(1, SeqCst);
+                            Ok::<_, String>(Some(b"from source".to_vec()))
+                        },
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), Some(b"from source".to_vec()));
+    }
+    assert_eq!(calls.load(SeqCst), 10);
+    assert!(peak.load(SeqCst) <= 2, "peak {}", peak.load(SeqCst));
+    // Back up: after the cooldown requests go through again.
+    let _s = shoal(port);
+    eventually("the breaker closes", async || {
+        c.set(b"k", b"w").await.is_ok()
+    })
+    .await;
+    assert!(!c.breaker_open());
+}

@@ -53,7 +53,7 @@ fn node(i: usize) -> Node {
         .args(["--cluster-enabled", "yes"])
         .current_dir(&dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn shoal");
     let mut line = String::new();
