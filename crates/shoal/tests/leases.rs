@@ -62,6 +62,16 @@ fn a_miss_grants_one_token_the_others_wait_and_the_fill_is_then_a_hit() {
     assert_eq!(v, "v");
     let ttl: i64 = q(&mut b, &["PTTL", "k"]);
     assert!(ttl > 90_000, "{ttl}");
+    // INFO stats counts them.
+    let info: String = q(&mut a, &["INFO", "stats"]);
+    for line in [
+        "shoal_leases_held:0",
+        "shoal_lease_grants:1",
+        "shoal_lease_fills:1",
+        "shoal_lease_refused_fills:2",
+    ] {
+        assert!(info.contains(line), "{line} in {info}");
+    }
     // Raw shapes, as a client library parses them.
     let mut r = s.raw();
     assert_eq!(
