@@ -45,12 +45,21 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16(tagged.unwrap_or(key)) % SLOTS as u16
 }
 
+/// The replicas of one shard.
+type Replicas = Arc<[Arc<str>]>;
+
 struct Inner {
     base: Config,
     seeds: Vec<String>,
     /// Each slot's primary, as `host:port`.
     slots: RwLock<Vec<Option<Arc<str>>>>,
+    /// Each slot's online replicas.
+    replicas: RwLock<Vec<Option<Replicas>>>,
     nodes: Mutex<HashMap<String, Client>>,
+    /// Pools to replicas: their connections send `READONLY` first.
+    replica_nodes: Mutex<HashMap<String, Client>>,
+    /// Round robin over a shard's replicas.
+    next_replica: std::sync::atomic::AtomicUsize,
 }
 
 /// A client of a whole cluster. Cheap to clone.
@@ -77,7 +86,10 @@ impl ClusterClient {
                 base,
                 seeds: seeds.iter().map(|s| s.to_string()).collect(),
                 slots: RwLock::new(vec![None; SLOTS]),
+                replicas: RwLock::new(vec![None; SLOTS]),
                 nodes: Mutex::new(HashMap::new()),
+                replica_nodes: Mutex::new(HashMap::new()),
+                next_replica: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         c.refresh().await?;
@@ -95,6 +107,76 @@ impl ClusterClient {
                 Client::new(cfg)
             })
             .clone()
+    }
+
+    /// The pooled client of a replica: its connections send `READONLY` first.
+    fn replica_node(&self, addr: &str) -> Client {
+        let mut nodes = self
+            .inner
+            .replica_nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        nodes
+            .entry(addr.to_string())
+            .or_insert_with(|| {
+                let mut cfg = self.inner.base.clone();
+                cfg.addr = addr.to_string();
+                cfg.on_connect.push(vec![b"READONLY".to_vec()]);
+                Client::new(cfg)
+            })
+            .clone()
+    }
+
+    /// The online replicas of `slot`'s shard, per the current map.
+    pub fn replicas(&self, slot: u16) -> Vec<String> {
+        let r = self
+            .inner
+            .replicas
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        r[slot as usize]
+            .as_deref()
+            .map_or_else(Vec::new, |v| v.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// A read-only command on one of the replicas of `key`'s shard (in turn); on the primary
+    /// when the shard has none or the replica is unavailable. Replicas may lag their primary.
+    pub async fn cmd_replica(&self, key: &[u8], args: &[&[u8]]) -> Result<Reply> {
+        let replicas = self.replicas(key_slot(key));
+        if !replicas.is_empty() {
+            let i = self
+                .inner
+                .next_replica
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self
+                .replica_node(&replicas[i % replicas.len()])
+                .cmd(args)
+                .await
+            {
+                Err(e) if e.is_unavailable() => {}
+                // A replica that no longer serves the slot redirects: the primary path follows.
+                Err(Error::Redirect { .. }) => {}
+                r => return r,
+            }
+        }
+        self.cmd(key, args).await
+    }
+
+    /// A read-only command on `key`'s primary, or, when the primary is unavailable (down, its
+    /// breaker open), on one of its replicas: reads go on during a failover, possibly stale.
+    pub async fn cmd_read(&self, key: &[u8], args: &[&[u8]]) -> Result<Reply> {
+        match self.cmd(key, args).await {
+            Err(e) if e.is_unavailable() => {
+                for addr in self.replicas(key_slot(key)) {
+                    match self.replica_node(&addr).cmd(args).await {
+                        Err(e) if e.is_unavailable() => continue,
+                        r => return r,
+                    }
+                }
+                Err(e)
+            }
+            r => r,
+        }
     }
 
     /// The primary serving `slot`, per the current map.
@@ -117,8 +199,13 @@ impl ClusterClient {
         for addr in candidates {
             match self.node(&addr).cmd(&[b"CLUSTER", b"SHARDS"]).await {
                 Ok(r) => match parse_shards(r) {
-                    Ok(map) => {
+                    Ok((map, replicas)) => {
                         *self.inner.slots.write().unwrap_or_else(|e| e.into_inner()) = map;
+                        *self
+                            .inner
+                            .replicas
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner()) = replicas;
                         return Ok(());
                     }
                     Err(e) => last = e,
@@ -210,13 +297,19 @@ impl ClusterClient {
     }
 }
 
-/// Reads `CLUSTER SHARDS` (RESP2: flat name/value arrays) into each slot's primary.
-fn parse_shards(r: Reply) -> Result<Vec<Option<Arc<str>>>> {
+/// Each slot's primary and replicas.
+type SlotMap = (Vec<Option<Arc<str>>>, Vec<Option<Replicas>>);
+
+/// Reads `CLUSTER SHARDS` (RESP2: flat name/value arrays) into each slot's primary and its
+/// healthy replicas.
+fn parse_shards(r: Reply) -> Result<SlotMap> {
     let bad = |what: &str| Error::UnexpectedReply(format!("CLUSTER SHARDS: {what}"));
     let mut map = vec![None; SLOTS];
+    let mut replica_map = vec![None; SLOTS];
     for shard in r.into_array().ok_or_else(|| bad("not an array"))? {
         let fields = shard.into_array().ok_or_else(|| bad("shard"))?;
         let (mut ranges, mut primary) = (Vec::new(), None);
+        let mut replicas: Vec<Arc<str>> = Vec::new();
         for pair in fields.chunks(2) {
             let [name, value] = pair else {
                 return Err(bad("odd shard fields"));
@@ -243,36 +336,40 @@ fn parse_shards(r: Reply) -> Result<Vec<Option<Arc<str>>>> {
                         };
                         let role = get(b"role").and_then(Reply::as_bytes);
                         let health = get(b"health").and_then(Reply::as_bytes);
+                        let host = get(b"endpoint")
+                            .or_else(|| get(b"ip"))
+                            .and_then(Reply::as_bytes)
+                            .map(|h| String::from_utf8_lossy(h).into_owned());
+                        let port = get(b"port").and_then(Reply::as_int);
+                        let (Some(h), Some(p)) = (host, port) else {
+                            continue;
+                        };
+                        let addr = Arc::<str>::from(format!("{h}:{p}"));
                         if role == Some(b"master") && health != Some(b"fail") {
-                            let host = get(b"endpoint")
-                                .or_else(|| get(b"ip"))
-                                .and_then(Reply::as_bytes)
-                                .map(|h| String::from_utf8_lossy(h).into_owned());
-                            let port = get(b"port").and_then(Reply::as_int);
-                            if let (Some(h), Some(p)) = (host, port) {
-                                primary = Some(Arc::<str>::from(format!("{h}:{p}")));
-                            }
+                            primary = Some(addr);
+                        } else if role != Some(b"master") && health == Some(b"online") {
+                            replicas.push(addr);
                         }
                     }
                 }
                 _ => {}
             }
         }
-        if let Some(p) = primary {
-            for r in ranges.chunks(2) {
-                if let [lo, hi] = *r
-                    && 0 <= lo
-                    && lo <= hi
-                    && (hi as usize) < SLOTS
-                {
-                    for s in lo..=hi {
-                        map[s as usize] = Some(p.clone());
-                    }
+        let replicas: Option<Replicas> = (!replicas.is_empty()).then(|| replicas.into());
+        for r in ranges.chunks(2) {
+            if let [lo, hi] = *r
+                && 0 <= lo
+                && lo <= hi
+                && (hi as usize) < SLOTS
+            {
+                for s in lo..=hi {
+                    map[s as usize] = primary.clone();
+                    replica_map[s as usize] = replicas.clone();
                 }
             }
         }
     }
-    Ok(map)
+    Ok((map, replica_map))
 }
 
 #[cfg(test)]

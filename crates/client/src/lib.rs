@@ -10,7 +10,9 @@
 //!   negative caching, an optional Bloom filter guard and TTL jitter.
 //!
 //! - [`ClusterClient`]: routing by slot over a map read from `CLUSTER SHARDS`, following
-//!   `MOVED` (and refreshing the map) and `ASK`.
+//!   `MOVED` (and refreshing the map) and `ASK`; reads from replicas on request
+//!   ([`ClusterClient::cmd_replica`]) and as a fallback when a primary is unavailable
+//!   ([`ClusterClient::cmd_read`]).
 //!
 //! The RESP codec is shoal-resp's (request encoder, bounded reply parser); redis-rs is not used.
 //! - [`NearCache`]: GETs kept in process, coherent through `CLIENT TRACKING` invalidations.
@@ -19,8 +21,9 @@
 //!   once ([`Error::CircuitOpen`]) for a cooldown; `get_or_load` then goes to the loader, a
 //!   bounded number at a time ([`CacheOptions::fallback_loads_max`]).
 //!
-//! Not here yet: reads from replicas (and as a fallback when a primary is down), following a
-//! failover beyond re-reading the slot map, a breaker per node of a cluster.
+//! Not here yet: `get_or_load` and the near cache over a cluster (they take one [`Client`]), and
+//! commands whose keys are not their first argument in `ClusterClient` (the caller names the
+//! routing key).
 
 mod cache;
 mod cluster;

@@ -37,7 +37,14 @@ impl Drop for Node {
 }
 
 fn node(i: usize) -> Node {
-    let dir = std::env::temp_dir().join(format!("shoal-client-cluster-{}-{i}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "shoal-client-cluster-{}-{i}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(shoal_bin())
@@ -79,8 +86,12 @@ fn tool(args: &[String]) -> String {
     text
 }
 
+/// Cluster tests take turns: two clusters forming at once on two cores test the machine.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_of_every_slot_range_are_routed_and_a_reshard_is_followed() {
+    let _turn = TURN.lock().await;
     let nodes: Vec<Node> = (0..3).map(node).collect();
     let addrs: Vec<String> = nodes
         .iter()
@@ -160,4 +171,53 @@ async fn keys_of_every_slot_range_are_routed_and_a_reshard_is_followed() {
         first > 5461 + 1900,
         "the map was refreshed: node 0 owns {first} slots"
     );
+}
+
+async fn get_calls(c: &shoal_client::Client) -> u64 {
+    let info = c.cmd(&[b"INFO", b"commandstats"]).await.unwrap();
+    let text = String::from_utf8_lossy(info.as_bytes().unwrap()).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|r| r.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_replicas_on_request_and_to_them_when_a_primary_is_down() {
+    let _turn = TURN.lock().await;
+    let mut nodes: Vec<Node> = (10..16).map(node).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut args = vec!["create".to_string(), "--replicas".into(), "1".into()];
+    args.extend(addrs.iter().cloned());
+    tool(&args);
+    let mut cfg = Config::new("");
+    cfg.breaker_failures = 2;
+    let c = ClusterClient::connect(&[&addrs[0]], cfg).await.unwrap();
+    let slot = key_slot(b"r:1");
+    let replicas = c.replicas(slot);
+    assert_eq!(replicas.len(), 1, "one replica per primary");
+    c.set(b"r:1", b"v").await.unwrap();
+    // Replicas may lag: poll until the replica has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.cmd_replica(b"r:1", &[b"GET", b"r:1"]).await.unwrap();
+        if r.as_bytes() == Some(b"v") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica never got r:1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        get_calls(&c.node(&replicas[0])).await > 0,
+        "served by the replica"
+    );
+    // The primary dies: reads go on from its replica.
+    let primary = c.owner(slot).unwrap();
+    let i = addrs.iter().position(|a| *a == primary).unwrap();
+    drop(nodes.remove(i));
+    let r = c.cmd_read(b"r:1", &[b"GET", b"r:1"]).await.unwrap();
+    assert_eq!(r.as_bytes(), Some(&b"v"[..]));
 }
