@@ -820,6 +820,18 @@ mod tests {
         );
         assert_eq!(keys(&["delifver", "k", "7"]), Ok(vec![(1, RW | DELETE)]));
         assert_eq!(
+            keys(&["getlease", "k", "PX", "5"]),
+            Ok(vec![(1, RW | ACCESS)])
+        );
+        assert_eq!(
+            keys(&["setlease", "k", "7", "v", "PX", "5", "STALE", "9"]),
+            Ok(vec![(1, OW | UPDATE)])
+        );
+        assert_eq!(
+            keys(&["setstale", "k", "v", "PX", "5", "STALE", "9"]),
+            Ok(vec![(1, OW | UPDATE)])
+        );
+        assert_eq!(
             keys(&["repairput", "k", "7", "-1", "payload"]),
             Ok(vec![(1, OW | UPDATE)])
         );
