@@ -480,6 +480,67 @@ mod tests {
         assert!(l.is_empty());
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Grant { key: u8, db: u8 },
+        Take { key: u8, db: u8, back: u8 },
+        Drop { key: u8 },
+        Tick { ms: u8 },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..4u8, 0..2u8).prop_map(|(key, db)| Op::Grant { key, db }),
+            (0..4u8, 0..2u8, 0..4u8).prop_map(|(key, db, back)| Op::Take { key, db, back }),
+            (0..4u8).prop_map(|key| Op::Drop { key }),
+            (0..60u8).prop_map(|ms| Op::Tick { ms }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The table against a model: a map (key, db) → (token, expiry), tokens from a counter.
+        #[test]
+        fn the_table_behaves_as_a_map_of_live_leases(ops in proptest::collection::vec(op(), 1..200)) {
+            const TTL: u64 = 50;
+            let l = Leases::default();
+            let mut model: HashMap<(u8, u8), (u64, u64)> = HashMap::new();
+            let (mut now, mut next) = (1000u64, 1u64);
+            let mut tokens = Vec::new();
+            for o in ops {
+                match o {
+                    Op::Grant { key, db } => {
+                        let got = l.grant(db as usize, &[key], next, now, TTL, usize::MAX);
+                        let want = match model.get(&(key, db)) {
+                            Some(&(_, exp)) if exp > now => Grant::Held(exp - now),
+                            _ => {
+                                model.insert((key, db), (next, now + TTL));
+                                Grant::Granted(next)
+                            }
+                        };
+                        proptest::prop_assert_eq!(got, want);
+                        tokens.push(next);
+                        next += 1;
+                    }
+                    Op::Take { key, db, back } => {
+                        let token = tokens.iter().rev().nth(back as usize).copied().unwrap_or(0);
+                        let want = matches!(model.get(&(key, db)), Some(&(t, exp)) if t == token && exp > now);
+                        if want {
+                            model.remove(&(key, db));
+                        }
+                        proptest::prop_assert_eq!(l.take(db as usize, &[key], token, now), want);
+                    }
+                    Op::Drop { key } => {
+                        l.drop_key(&[key]);
+                        model.retain(|(k, _), _| *k != key);
+                    }
+                    Op::Tick { ms } => now += ms as u64,
+                }
+                proptest::prop_assert_eq!(l.len(), model.len());
+            }
+        }
+    }
+
     #[test]
     fn a_full_table_sweeps_expired_leases_then_refuses() {
         let l = Leases::default();
