@@ -106,6 +106,9 @@ struct Inner {
     breaker: Breaker,
     cfg: Config,
     slots: Vec<Mutex<Slot>>,
+    /// Each slot's live connection, read without the slot's async lock (which only connecting
+    /// takes): the per-request path is one short std lock and a clone.
+    live: Vec<std::sync::Mutex<Option<Conn>>>,
     next: AtomicUsize,
     metrics: Arc<dyn Metrics>,
 }
@@ -188,6 +191,7 @@ impl Client {
             .collect();
         Client {
             inner: Arc::new(Inner {
+                live: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
                 breaker: Breaker {
                     failures: std::sync::atomic::AtomicU32::new(0),
                     open_until_us: std::sync::atomic::AtomicU64::new(0),
@@ -273,16 +277,26 @@ impl Client {
         let mut attempts = 0;
         let r = loop {
             attempts += 1;
-            let (conn, reused) = {
-                let mut slot = self.inner.slots[i].lock().await;
-                if slot.conn.as_ref().is_some_and(Conn::is_dead) {
-                    slot.conn = None;
+            let live = self.inner.live[i]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .filter(|c| !c.is_dead());
+            let (conn, reused) = match live {
+                Some(c) => (c, true),
+                None => {
+                    let mut slot = self.inner.slots[i].lock().await;
+                    if slot.conn.as_ref().is_some_and(Conn::is_dead) {
+                        slot.conn = None;
+                    }
+                    let reused = slot.conn.is_some();
+                    if let Err(e) = self.ensure(&mut slot).await {
+                        break Err(e);
+                    }
+                    let c = slot.conn.clone().expect("connected");
+                    *self.inner.live[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+                    (c, reused)
                 }
-                let reused = slot.conn.is_some();
-                if let Err(e) = self.ensure(&mut slot).await {
-                    break Err(e);
-                }
-                (slot.conn.clone().expect("connected"), reused)
             };
             let r = match tokio::time::timeout(self.inner.cfg.request_timeout, conn.pipeline(cmds))
                 .await
