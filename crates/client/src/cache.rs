@@ -22,9 +22,42 @@ use std::time::{Duration, Instant};
 use shoal_resp::Reply;
 use tokio::sync::OnceCell;
 
+use crate::cluster::ClusterClient;
 use crate::error::{Error, Result};
-use crate::metrics::CacheEvent;
+use crate::metrics::{CacheEvent, Metrics, NoMetrics};
 use crate::pool::Client;
+
+/// Where a cache's requests go.
+#[derive(Clone)]
+enum Backend {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+impl Backend {
+    /// `args` on the node of `route`'s slot (any node of a single server).
+    async fn cmd(&self, route: &[u8], args: &[&[u8]]) -> Result<Reply> {
+        match self {
+            Backend::Single(c) => c.cmd(args).await,
+            Backend::Cluster(c) => c.cmd(route, args).await,
+        }
+    }
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self {
+            Backend::Single(c) => c.get(key).await,
+            Backend::Cluster(c) => c.get(key).await,
+        }
+    }
+
+    async fn set_px(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<()> {
+        let ms = (ttl.as_millis() as u64).max(1).to_string();
+        crate::pool::expect_ok(
+            self.cmd(key, &[b"SET", key, value, b"PX", ms.as_bytes()])
+                .await?,
+        )
+    }
+}
 
 /// The value stored for a cached "not found". A real value equal to it would read as absent.
 pub const NEGATIVE_MARKER: &[u8] = b"\x00shoal:absent\x00";
@@ -86,7 +119,8 @@ type Flight = Arc<OnceCell<Result<Option<Vec<u8>>>>>;
 /// ```
 #[derive(Clone)]
 pub struct Cache {
-    client: Client,
+    backend: Backend,
+    metrics: Arc<dyn Metrics>,
     opts: Arc<CacheOptions>,
     flights: Arc<Mutex<HashMap<Vec<u8>, Flight>>>,
     rng: Arc<Mutex<u64>>,
@@ -129,8 +163,20 @@ fn parse_lease(r: Reply) -> Result<LeaseReply> {
 
 impl Cache {
     pub fn new(client: Client, opts: CacheOptions) -> Cache {
+        let metrics = client.metrics().clone();
+        Cache::with_backend(Backend::Single(client), metrics, opts)
+    }
+
+    /// A cache over a whole cluster: each key's requests go to its slot's node (leases are
+    /// granted by the key's primary).
+    pub fn new_cluster(cluster: ClusterClient, opts: CacheOptions) -> Cache {
+        Cache::with_backend(Backend::Cluster(cluster), Arc::new(NoMetrics), opts)
+    }
+
+    fn with_backend(backend: Backend, metrics: Arc<dyn Metrics>, opts: CacheOptions) -> Cache {
         Cache {
-            client,
+            backend,
+            metrics,
             fallback_slots: Arc::new(tokio::sync::Semaphore::new(opts.fallback_loads_max.max(1))),
             opts: Arc::new(opts),
             flights: Arc::new(Mutex::new(HashMap::new())),
@@ -143,8 +189,12 @@ impl Cache {
         }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The client of a single-server cache (`None` over a cluster).
+    pub fn client(&self) -> Option<&Client> {
+        match &self.backend {
+            Backend::Single(c) => Some(c),
+            Backend::Cluster(_) => None,
+        }
     }
 
     /// `ttl` plus up to `ttl_jitter_percent` of it, in ms (at least 1).
@@ -191,7 +241,7 @@ impl Cache {
             key,
         });
         if !leader {
-            self.client.metrics().cache(CacheEvent::Coalesced);
+            self.metrics.cache(CacheEvent::Coalesced);
         }
         // A follower whose leader was cancelled runs its own loader (OnceCell's rule).
         flight
@@ -213,7 +263,7 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Option<Vec<u8>>, E>> + Send + 'static,
         E: std::fmt::Display,
     {
-        let m = self.client.metrics().clone();
+        let m = self.metrics.clone();
         // The node is down (or its breaker open): go to the loader, a bounded number at a time.
         macro_rules! or_fallback {
             ($e:expr) => {
@@ -224,14 +274,14 @@ impl Cache {
             };
         }
         if let Some(bloom) = &self.opts.bloom_key {
-            let r = or_fallback!(self.client.cmd(&[b"BF.EXISTS", bloom, &key]).await);
+            let r = or_fallback!(self.backend.cmd(bloom, &[b"BF.EXISTS", bloom, &key]).await);
             if r.as_int() == Some(0) {
                 m.cache(CacheEvent::BloomReject);
                 return Ok(None);
             }
         }
         if !self.opts.leases {
-            if let Some(v) = or_fallback!(self.client.get(&key).await) {
+            if let Some(v) = or_fallback!(self.backend.get(&key).await) {
                 return Ok(self.decode_hit(v));
             }
             let v = self.load(loader).await?;
@@ -240,7 +290,9 @@ impl Cache {
         }
         let deadline = Instant::now() + self.opts.lease_wait_max;
         loop {
-            let r = parse_lease(or_fallback!(self.client.cmd(&[b"GETLEASE", &key]).await))?;
+            let r = parse_lease(or_fallback!(
+                self.backend.cmd(&key, &[b"GETLEASE", &key]).await
+            ))?;
             match r {
                 LeaseReply::Hit(v) => return Ok(self.decode_hit(v)),
                 LeaseReply::Stale(v, token) => {
@@ -282,7 +334,7 @@ impl Cache {
     }
 
     fn decode_hit(&self, v: Vec<u8>) -> Option<Vec<u8>> {
-        let m = self.client.metrics();
+        let m = &self.metrics;
         if v == NEGATIVE_MARKER {
             m.cache(CacheEvent::NegativeHit);
             None
@@ -299,7 +351,7 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Option<Vec<u8>>, E>>,
         E: std::fmt::Display,
     {
-        self.client.metrics().cache(CacheEvent::Fallback);
+        self.metrics.cache(CacheEvent::Fallback);
         let _permit = self
             .fallback_slots
             .acquire()
@@ -314,7 +366,7 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Option<Vec<u8>>, E>>,
         E: std::fmt::Display,
     {
-        self.client.metrics().cache(CacheEvent::Load);
+        self.metrics.cache(CacheEvent::Load);
         loader().await.map_err(|e| Error::Loader(e.to_string()))
     }
 
@@ -332,7 +384,7 @@ impl Cache {
 
     async fn store_plain(&self, key: &[u8], ttl: Duration, v: Option<&[u8]>) -> Result<()> {
         if let Some((v, ms)) = self.to_store(ttl, v) {
-            self.client
+            self.backend
                 .set_px(key, v, Duration::from_millis(ms))
                 .await?;
         }
@@ -350,7 +402,7 @@ impl Cache {
         if !self.opts.stale.is_zero() && v != NEGATIVE_MARKER {
             args.extend_from_slice(&[b"STALE", stale.as_bytes()]);
         }
-        self.client.cmd(&args).await?;
+        self.backend.cmd(key, &args).await?;
         Ok(())
     }
 }

@@ -21,9 +21,9 @@
 //!   once ([`Error::CircuitOpen`]) for a cooldown; `get_or_load` then goes to the loader, a
 //!   bounded number at a time ([`CacheOptions::fallback_loads_max`]).
 //!
-//! Not here yet: `get_or_load` and the near cache over a cluster (they take one [`Client`]), and
-//! commands whose keys are not their first argument in `ClusterClient` (the caller names the
-//! routing key).
+//! [`Cache::new_cluster`] runs `get_or_load` over a cluster. Not here yet: the near cache over a
+//! cluster (it takes one server), a circuit breaker over a whole cluster (each node's pool has
+//! its own), key finding in `ClusterClient` (the caller names the routing key).
 
 mod cache;
 mod cluster;

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_client::{ClusterClient, Config, Error, key_slot};
+use shoal_client::{Cache, CacheOptions, ClusterClient, Config, Error, key_slot};
 
 fn shoal_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test path");
@@ -164,6 +164,39 @@ async fn keys_of_every_slot_range_are_routed_and_a_reshard_is_followed() {
         );
     }
     assert!(started.elapsed() < Duration::from_secs(60));
+    // get_or_load over the cluster: keys of every primary, many tasks each, one load per key.
+    let cache = Cache::new_cluster(c.clone(), CacheOptions::default());
+    let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for k in 0..30 {
+        for _ in 0..10 {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            tasks.push(tokio::spawn(async move {
+                let key = format!("cached:{k}");
+                cache
+                    .get_or_load(
+                        key.as_bytes(),
+                        Duration::from_secs(60),
+                        move || async move {
+                            loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok::<_, String>(Some(format!("row {k}").into_bytes()))
+                        },
+                    )
+                    .await
+                    .map(|v| (k, v))
+            }));
+        }
+    }
+    for t in tasks {
+        let (k, v) = t.await.unwrap().unwrap();
+        assert_eq!(v, Some(format!("row {k}").into_bytes()));
+    }
+    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 30);
+    let owners: std::collections::BTreeSet<String> = (0..30)
+        .filter_map(|k| c.owner(key_slot(format!("cached:{k}").as_bytes())))
+        .collect();
+    assert_eq!(owners.len(), 3, "the keys live on every primary");
     let first = (0..16384u16)
         .filter(|&s| c.owner(s).as_deref() == Some(&addrs[0]))
         .count();
