@@ -249,6 +249,10 @@ params! {
     /// The percentiles `INFO latencystats` shows.
     latency_tracking_info_percentiles: Percentiles = "latency-tracking-info-percentiles",
         Percentiles, "50 99 99.9", mutable;
+    /// Keys that may hold a cache-fill lease at once (GETLEASE); past it, a miss gets no lease.
+    lease_max_keys: u64 = "lease-max-keys", Int(1, LONG_MAX), "1000000", mutable;
+    /// Milliseconds a cache-fill lease (GETLEASE) lives: one token per key per this long.
+    lease_ttl_ms: u64 = "lease-ttl-ms", Int(1, LONG_MAX), "10000", mutable;
     /// Minutes after which an LFU counter is halved.
     lfu_decay_time: u32 = "lfu-decay-time", Int(0, INT_MAX), "1", mutable;
     /// How slowly LFU counters grow with hits.

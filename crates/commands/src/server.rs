@@ -2277,7 +2277,15 @@ fn stats_section(srv: &ServerState, t: &mut String) {
             "client_output_buffer_limit_disconnections",
             s.client_output_limit_disconnections.load(Relaxed),
         )
-        .f("shoal_oom_rejections", s.oom_rejections.load(Relaxed));
+        .f("shoal_oom_rejections", s.oom_rejections.load(Relaxed))
+        .f("shoal_leases_held", srv.leases.len())
+        .f("shoal_lease_grants", srv.leases.granted.load(Relaxed))
+        .f("shoal_lease_fills", srv.leases.filled.load(Relaxed))
+        .f(
+            "shoal_lease_refused_fills",
+            srv.leases.refused.load(Relaxed),
+        )
+        .f("shoal_lease_drops", srv.leases.dropped.load(Relaxed));
 }
 
 fn cluster_section(srv: &ServerState, t: &mut String) {

@@ -609,6 +609,8 @@ pub struct ServerState {
     pub pubsub: crate::pubsub::PubSub,
     /// Client-side caching: who tracks, which keys they read (`tracking`).
     pub tracking: crate::tracking::Tracking,
+    /// Cache-fill leases (GETLEASE, SETLEASE; node-local, see `cache_lease`).
+    pub leases: crate::cache_lease::Leases,
     /// Clients waiting in blocking commands, by key.
     pub blocking: crate::blocking::Blocking,
     /// The cluster configuration as this node sees it (`cluster-enabled yes`), else `None`.
@@ -664,6 +666,7 @@ impl ServerState {
             gate: Default::default(),
             pubsub: Default::default(),
             tracking: Default::default(),
+            leases: Default::default(),
             blocking: Default::default(),
             cluster: config
                 .cluster_enabled
