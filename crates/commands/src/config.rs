@@ -249,6 +249,10 @@ params! {
     /// The percentiles `INFO latencystats` shows.
     latency_tracking_info_percentiles: Percentiles = "latency-tracking-info-percentiles",
         Percentiles, "50 99 99.9", mutable;
+    /// Keys that may hold a cache-fill lease at once (GETLEASE); past it, a miss gets no lease.
+    lease_max_keys: u64 = "lease-max-keys", Int(1, LONG_MAX), "1000000", mutable;
+    /// Milliseconds a cache-fill lease (GETLEASE) lives: one token per key per this long.
+    lease_ttl_ms: u64 = "lease-ttl-ms", Int(1, LONG_MAX), "10000", mutable;
     /// Minutes after which an LFU counter is halved.
     lfu_decay_time: u32 = "lfu-decay-time", Int(0, INT_MAX), "1", mutable;
     /// How slowly LFU counters grow with hits.
@@ -289,8 +293,9 @@ params! {
     /// module, `n` new key, `A` all of `g$lshzxetd`. Empty: off. Replicas publish none (they
     /// apply their primary's effects, not its commands).
     notify_keyspace_events: NotifyClasses = "notify-keyspace-events", NotifyClasses, "", mutable;
-    /// The TCP port for clients (0 picks a free one).
-    port: u16 = "port", Int(0, 65535), "6379", immutable;
+    /// The TCP port for clients (0 at start picks a free one). `CONFIG SET port` opens the new
+    /// port and closes the old one, as Redis; `CONFIG SET port 0` closes it (TLS only then).
+    port: u16 = "port", Int(0, 65535), "6379", mutable;
     /// With no password set (`requirepass`), refuse clients that connect from any address but
     /// 127.0.0.1 and ::1 with `-DENIED`, as Redis does.
     protected_mode: bool = "protected-mode", Bool, "yes", mutable;
@@ -371,7 +376,8 @@ params! {
     /// PEM private key of `tls-cert-file`.
     tls_key_file: String = "tls-key-file", Str, "", mutable;
     /// The port for TLS clients (0: no TLS port). Needs `tls-cert-file` and `tls-key-file`.
-    tls_port: u16 = "tls-port", Int(0, 65535), "0", immutable;
+    /// `CONFIG SET tls-port` opens the new port and closes the old one, as Redis.
+    tls_port: u16 = "tls-port", Int(0, 65535), "0", mutable;
     /// Protocol versions accepted, space-separated among `TLSv1.2` and `TLSv1.3` (empty: both).
     tls_protocols: String = "tls-protocols", Str, "", mutable;
     /// `yes`: a replica connects to its primary (whose `replicaof` port is then its TLS port) over

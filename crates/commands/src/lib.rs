@@ -14,6 +14,7 @@ pub mod args;
 pub mod bitmaps;
 pub mod blocking;
 pub mod bloom;
+pub mod cache_lease;
 pub mod cluster;
 pub mod cmdstats;
 pub mod coll;
@@ -83,6 +84,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     protected::COMMANDS,
     lolwut::COMMANDS,
     versions::COMMANDS,
+    cache_lease::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,
     sets::COMMANDS,
@@ -604,6 +606,7 @@ fn run_command<'a>(
         block: None,
         paused: false,
     };
+    cache_lease::before_write(srv, spec, args);
     if let Err(e) = handler(&mut ctx, args) {
         failed = true;
         srv.stats.error_reply(&e);
@@ -827,6 +830,18 @@ mod tests {
             Ok(vec![(1, RW | UPDATE)])
         );
         assert_eq!(keys(&["delifver", "k", "7"]), Ok(vec![(1, RW | DELETE)]));
+        assert_eq!(
+            keys(&["getlease", "k", "PX", "5"]),
+            Ok(vec![(1, RW | ACCESS)])
+        );
+        assert_eq!(
+            keys(&["setlease", "k", "7", "v", "PX", "5", "STALE", "9"]),
+            Ok(vec![(1, OW | UPDATE)])
+        );
+        assert_eq!(
+            keys(&["setstale", "k", "v", "PX", "5", "STALE", "9"]),
+            Ok(vec![(1, OW | UPDATE)])
+        );
         assert_eq!(
             keys(&["repairput", "k", "7", "-1", "payload"]),
             Ok(vec![(1, OW | UPDATE)])

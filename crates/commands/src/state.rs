@@ -536,6 +536,10 @@ pub struct Hooks {
     /// them the ones new connections use; the reason (already logged) if they do not load, and
     /// then the old ones stay.
     pub apply_tls: fn(&crate::config::Config) -> Result<(), String>,
+    /// `CONFIG SET port` / `tls-port` (the parameter's name and its new value): opens the new
+    /// listener and closes the old one (0: closes it); the port now bound, or the reason the
+    /// bind failed (the old listener then stays).
+    pub listen: fn(&str, u16) -> Result<u16, String>,
 }
 
 impl Default for Hooks {
@@ -552,6 +556,7 @@ impl Default for Hooks {
             read_file: |_| Err("no file system here".into()),
             write_file: |_, _| Err("no file system here".into()),
             apply_tls: |_| Ok(()),
+            listen: |_, _| Err("no listeners here".into()),
         }
     }
 }
@@ -577,7 +582,9 @@ pub struct ServerState {
     pub run_id: String,
     pub node_id: String,
     pub started_ms: u64,
-    pub tcp_port: u16,
+    /// The plain port clients reach (0: closed by `CONFIG SET port 0`); it moves with
+    /// `CONFIG SET port`.
+    pub tcp_port: std::sync::atomic::AtomicU16,
     pub executable: String,
     pub config_file: String,
     /// `uname`'s system, release and machine (`os:` in INFO), given by the server.
@@ -608,6 +615,8 @@ pub struct ServerState {
     pub pubsub: crate::pubsub::PubSub,
     /// Client-side caching: who tracks, which keys they read (`tracking`).
     pub tracking: crate::tracking::Tracking,
+    /// Cache-fill leases (GETLEASE, SETLEASE; node-local, see `cache_lease`).
+    pub leases: crate::cache_lease::Leases,
     /// Clients waiting in blocking commands, by key.
     pub blocking: crate::blocking::Blocking,
     /// The cluster configuration as this node sees it (`cluster-enabled yes`), else `None`.
@@ -646,7 +655,7 @@ impl ServerState {
             run_id: random_hex40(seed ^ 0xA5A5),
             node_id: random_hex40(seed ^ 0x5A5A),
             started_ms: now_ms,
-            tcp_port: 0,
+            tcp_port: std::sync::atomic::AtomicU16::new(0),
             executable: String::new(),
             config_file: String::new(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
@@ -664,6 +673,7 @@ impl ServerState {
             gate: Default::default(),
             pubsub: Default::default(),
             tracking: Default::default(),
+            leases: Default::default(),
             blocking: Default::default(),
             cluster: config
                 .cluster_enabled

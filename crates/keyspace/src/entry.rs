@@ -10,11 +10,13 @@
 //! ```text
 //! 0   version      u64   HLC version of the last write (DESIGN.md §2)
 //! 8   meta         u32   low 24 bits: access info for eviction (LRU clock or LFU counter),
-//!                        high 8 bits: flags (F_EXPIRE, F_EXTVER, F_OBJECT)
+//!                        high 8 bits: flags (F_EXPIRE, F_EXTVER, F_OBJECT, F_STALE)
 //! 12  key_len      varint
 //!     payload_len  varint  (inline value length, or 8 for an object pointer)
 //!     expire_ms    u64   only if F_EXPIRE: absolute unix time in ms
 //!     ext_version  u64   only if F_EXTVER: caller-supplied external version (SETIFNEWER)
+//!     stale_ms     u64   only if F_STALE: absolute unix time in ms after which the value is
+//!                        served marked stale until `expire_ms` (stale-while-revalidate)
 //!     key bytes
 //!     payload      inline string bytes, or a `*mut Object` (F_OBJECT), or a packed
 //!                  `ColdHandle` (F_COLD: the value is on the disk tier)
@@ -33,6 +35,7 @@ const F_EXTVER: u8 = 2;
 const F_OBJECT: u8 = 4;
 /// The value is on the disk tier: the payload is a packed [`ColdHandle`] (8 bytes).
 const F_COLD: u8 = 8;
+const F_STALE: u8 = 16;
 const HEADER_BYTES: usize = 12;
 const ACCESS_MASK: u32 = (1 << 24) - 1;
 
@@ -291,6 +294,7 @@ struct Offsets {
     payload_len: usize,
     expire: Option<usize>,
     extver: Option<usize>,
+    stale: Option<usize>,
 }
 
 impl Offsets {
@@ -314,6 +318,19 @@ impl Entry {
         payload: Payload<'_>,
         expire_ms: Option<u64>,
         ext_version: Option<u64>,
+        version: u64,
+        access: u32,
+    ) -> Entry {
+        Entry::with_stale(key, payload, expire_ms, ext_version, None, version, access)
+    }
+
+    /// Builds an entry that may carry a stale-after deadline (`stale_ms`, stale-while-revalidate).
+    pub fn with_stale(
+        key: &[u8],
+        payload: Payload<'_>,
+        expire_ms: Option<u64>,
+        ext_version: Option<u64>,
+        stale_ms: Option<u64>,
         version: u64,
         access: u32,
     ) -> Entry {
@@ -342,6 +359,10 @@ impl Entry {
             flags |= F_EXTVER;
             size += 8;
         }
+        if stale_ms.is_some() {
+            flags |= F_STALE;
+            size += 8;
+        }
         if object.is_some() {
             flags |= F_OBJECT;
         }
@@ -365,6 +386,10 @@ impl Entry {
                 pos += 8;
             }
             if let Some(x) = ext_version {
+                (p.add(pos) as *mut u64).write_unaligned(x.to_le());
+                pos += 8;
+            }
+            if let Some(x) = stale_ms {
                 (p.add(pos) as *mut u64).write_unaligned(x.to_le());
                 pos += 8;
             }
@@ -419,6 +444,12 @@ impl Entry {
         } else {
             None
         };
+        let stale = if flags & F_STALE != 0 {
+            pos += 8;
+            Some(pos - 8)
+        } else {
+            None
+        };
         Offsets {
             key: pos,
             key_len,
@@ -426,6 +457,7 @@ impl Entry {
             payload_len,
             expire,
             extver,
+            stale,
         }
     }
 
@@ -470,6 +502,17 @@ impl Entry {
 
     pub fn ext_version(&self) -> Option<u64> {
         self.offsets().extver.map(|o| self.read_u64_at(o))
+    }
+
+    /// The stale-after deadline (stale-while-revalidate): from then until its expiry the value is
+    /// still served, marked stale to the readers that ask (GETLEASE).
+    pub fn stale_ms(&self) -> Option<u64> {
+        self.offsets().stale.map(|o| self.read_u64_at(o))
+    }
+
+    /// Whether the value is past its stale-after deadline (and not yet expired).
+    pub fn is_stale(&self, now_ms: u64) -> bool {
+        matches!(self.stale_ms(), Some(t) if t <= now_ms) && !self.is_expired(now_ms)
     }
 
     pub fn is_expired(&self, now_ms: u64) -> bool {
@@ -573,7 +616,7 @@ impl Entry {
         match (o.expire, expire_ms) {
             (Some(off), Some(t)) => self.write_u64_at(off, t),
             (None, None) => {}
-            _ => self.rebuild(expire_ms, self.ext_version()),
+            _ => self.rebuild(expire_ms, self.ext_version(), self.stale_ms()),
         }
     }
 
@@ -582,7 +625,17 @@ impl Entry {
         match (o.extver, ext) {
             (Some(off), Some(x)) => self.write_u64_at(off, x),
             (None, None) => {}
-            _ => self.rebuild(self.expire_ms(), ext),
+            _ => self.rebuild(self.expire_ms(), ext, self.stale_ms()),
+        }
+    }
+
+    /// Sets or clears the stale-after deadline (stale-while-revalidate).
+    pub fn set_stale_ms(&mut self, stale_ms: Option<u64>) {
+        let o = self.offsets();
+        match (o.stale, stale_ms) {
+            (Some(off), Some(t)) => self.write_u64_at(off, t),
+            (None, None) => {}
+            _ => self.rebuild(self.expire_ms(), self.ext_version(), stale_ms),
         }
     }
 
@@ -608,11 +661,12 @@ impl Entry {
                 return;
             }
         }
-        let new = Entry::new(
+        let new = Entry::with_stale(
             self.key(),
             payload,
             self.expire_ms(),
             self.ext_version(),
+            self.stale_ms(),
             self.version(),
             self.access(),
         );
@@ -633,16 +687,17 @@ impl Entry {
     }
 
     /// Rebuilds the block with a different set of optional fields, moving the payload.
-    fn rebuild(&mut self, expire_ms: Option<u64>, ext: Option<u64>) {
+    fn rebuild(&mut self, expire_ms: Option<u64>, ext: Option<u64>, stale: Option<u64>) {
         let obj = self.object_ptr();
         let new = match obj {
             // SAFETY: ownership of the object moves to the new block; the old block is then freed
             // without dropping it (see below).
-            Some(p) => Entry::new(
+            Some(p) => Entry::with_stale(
                 self.key(),
                 Payload::Object(unsafe { Box::from_raw(p) }),
                 expire_ms,
                 ext,
+                stale,
                 self.version(),
                 self.access(),
             ),
@@ -652,11 +707,12 @@ impl Entry {
                     ValueRef::Cold(h) => Payload::Cold(h),
                     ValueRef::Obj(_) => unreachable!("inline payload"),
                 };
-                Entry::new(
+                Entry::with_stale(
                     self.key(),
                     payload,
                     expire_ms,
                     ext,
+                    stale,
                     self.version(),
                     self.access(),
                 )
@@ -755,6 +811,37 @@ mod tests {
         assert_eq!(e.string(), Some(&b"value"[..]));
         e.set_version(43);
         assert_eq!(e.version(), 43);
+    }
+
+    #[test]
+    fn the_stale_deadline_survives_rebuilds_and_payload_changes() {
+        let mut e = Entry::with_stale(
+            b"k",
+            Payload::Inline(b"v"),
+            Some(200),
+            None,
+            Some(100),
+            5,
+            0,
+        );
+        assert_eq!((e.expire_ms(), e.stale_ms()), (Some(200), Some(100)));
+        assert!(!e.is_stale(99) && e.is_stale(100) && !e.is_stale(200));
+        e.set_ext_version(Some(3));
+        e.set_expire_ms(None);
+        e.set_payload(Payload::Inline(b"longer value"));
+        assert_eq!(
+            (e.expire_ms(), e.ext_version(), e.stale_ms()),
+            (None, Some(3), Some(100))
+        );
+        e.set_stale_ms(Some(150));
+        assert_eq!(e.stale_ms(), Some(150));
+        e.set_stale_ms(None);
+        assert_eq!((e.stale_ms(), e.ext_version()), (None, Some(3)));
+        assert_eq!(e.string(), Some(&b"longer value"[..]));
+        assert_eq!(
+            e.block_bytes(),
+            Entry::new_string(b"k", b"longer value", None, 5).block_bytes() + 8
+        );
     }
 
     #[test]
