@@ -33,6 +33,19 @@ impl OwnedArgs {
         o
     }
 
+    /// Empties it, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ranges.clear();
+    }
+
+    /// Appends one argument.
+    pub fn push(&mut self, arg: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(arg);
+        self.ranges.push(start..self.bytes.len());
+    }
+
     pub fn from_args(a: &Args<'_>) -> Self {
         OwnedArgs::new(a.iter())
     }

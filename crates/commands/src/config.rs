@@ -169,8 +169,8 @@ params! {
     appendfsync: AppendFsync = "appendfsync", Enum(&["always", "everysec", "no"]), "everysec",
         mutable;
     /// Keep an append-only log of every write's effect, replayed at start on top of its base
-    /// snapshot (set at start only).
-    appendonly: bool = "appendonly", Bool, "no", immutable;
+    /// snapshot. `CONFIG SET appendonly yes` at run time writes a base first (a compaction).
+    appendonly: bool = "appendonly", Bool, "no", mutable;
     /// The append-only log is compacted (a new base snapshot, an empty log) when it is at least
     /// this many bytes...
     auto_aof_rewrite_min_size: u64 = "auto-aof-rewrite-min-size", Memory(0, LONG_MAX as u64),
@@ -249,6 +249,10 @@ params! {
     /// The percentiles `INFO latencystats` shows.
     latency_tracking_info_percentiles: Percentiles = "latency-tracking-info-percentiles",
         Percentiles, "50 99 99.9", mutable;
+    /// Keys that may hold a cache-fill lease at once (GETLEASE); past it, a miss gets no lease.
+    lease_max_keys: u64 = "lease-max-keys", Int(1, LONG_MAX), "1000000", mutable;
+    /// Milliseconds a cache-fill lease (GETLEASE) lives: one token per key per this long.
+    lease_ttl_ms: u64 = "lease-ttl-ms", Int(1, LONG_MAX), "10000", mutable;
     /// Minutes after which an LFU counter is halved.
     lfu_decay_time: u32 = "lfu-decay-time", Int(0, INT_MAX), "1", mutable;
     /// How slowly LFU counters grow with hits.
@@ -289,8 +293,9 @@ params! {
     /// module, `n` new key, `A` all of `g$lshzxetd`. Empty: off. Replicas publish none (they
     /// apply their primary's effects, not its commands).
     notify_keyspace_events: NotifyClasses = "notify-keyspace-events", NotifyClasses, "", mutable;
-    /// The TCP port for clients (0 picks a free one).
-    port: u16 = "port", Int(0, 65535), "6379", immutable;
+    /// The TCP port for clients (0 at start picks a free one). `CONFIG SET port` opens the new
+    /// port and closes the old one, as Redis; `CONFIG SET port 0` closes it (TLS only then).
+    port: u16 = "port", Int(0, 65535), "6379", mutable;
     /// With no password set (`requirepass`), refuse clients that connect from any address but
     /// 127.0.0.1 and ::1 with `-DENIED`, as Redis does.
     protected_mode: bool = "protected-mode", Bool, "yes", mutable;
@@ -327,6 +332,22 @@ params! {
     tcp_keepalive: u32 = "tcp-keepalive", Int(0, INT_MAX), "300", mutable;
     /// Runtime worker threads; 0 means one per core.
     threads: u32 = "threads", Int(0, 1024), "0", immutable;
+    /// `yes`: values evicted under `maxmemory` move to a disk cache (foyer) instead of being
+    /// dropped; the key, its type, version and expiry stay in memory with an 8-byte handle, and a
+    /// read loads the value back. Values shorter than `tiered-storage-min-value-bytes`, hashes
+    /// with field TTLs and all keys stay in memory.
+    tiered_storage: bool = "tiered-storage", Bool, "no", immutable;
+    /// The disk tier's folder (emptied at start: cold values live no longer than the process;
+    /// snapshots and the log hold them as any value). Empty: `<dir>/tiered`.
+    tiered_storage_dir: String = "tiered-storage-dir", Str, "", immutable;
+    /// Bytes of disk the tier may use; when full it drops its oldest values (their keys are then
+    /// counted as evicted).
+    tiered_storage_max_bytes: u64 = "tiered-storage-max-bytes", Memory(1 << 20, u64::MAX),
+        "1073741824", immutable;
+    /// Bytes: an evicted value whose encoding is shorter stays out of the tier (it is evicted as
+    /// without one): a small value costs about as much memory as its handle.
+    tiered_storage_min_value_bytes: u64 = "tiered-storage-min-value-bytes",
+        Memory(0, LONG_MAX as u64), "64", immutable;
     /// Seconds a client may stay idle; 0 means forever.
     timeout: u32 = "timeout", Int(0, INT_MAX), "0", mutable;
     /// Mutual TLS: `yes` refuses a TLS client without a certificate signed by `tls-ca-cert-file`,
@@ -355,7 +376,8 @@ params! {
     /// PEM private key of `tls-cert-file`.
     tls_key_file: String = "tls-key-file", Str, "", mutable;
     /// The port for TLS clients (0: no TLS port). Needs `tls-cert-file` and `tls-key-file`.
-    tls_port: u16 = "tls-port", Int(0, 65535), "0", immutable;
+    /// `CONFIG SET tls-port` opens the new port and closes the old one, as Redis.
+    tls_port: u16 = "tls-port", Int(0, 65535), "0", mutable;
     /// Protocol versions accepted, space-separated among `TLSv1.2` and `TLSv1.3` (empty: both).
     tls_protocols: String = "tls-protocols", Str, "", mutable;
     /// `yes`: a replica connects to its primary (whose `replicaof` port is then its TLS port) over

@@ -511,6 +511,8 @@ fn payload_copy(e: &Entry) -> Payload<'_> {
     match e.value() {
         ValueRef::Str(s) => Payload::Inline(s),
         ValueRef::Obj(o) => Payload::Object(Box::new(o.clone())),
+        // COPY reads its source: the request fetched it first (`tier.rs`).
+        ValueRef::Cold(h) => unreachable!("COPY of cold value {h:?}"),
     }
 }
 
@@ -518,18 +520,28 @@ fn payload_copy(e: &Entry) -> Payload<'_> {
 /// so renaming a large value costs no more than renaming a small one.
 fn rekey(mut old: Entry, key: &[u8], version: u64) -> Entry {
     let (expire_ms, ext, access) = (old.expire_ms(), old.ext_version(), old.access());
+    let stale = old.stale_ms();
     if let Some(obj) = old.object_mut() {
         let obj = std::mem::replace(obj, Object::RawString(Vec::new()));
-        return Entry::new(
+        return Entry::with_stale(
             key,
             Payload::Object(Box::new(obj)),
             expire_ms,
             ext,
+            stale,
             version,
             access,
         );
     }
-    Entry::new(key, payload_copy(&old), expire_ms, ext, version, access)
+    Entry::with_stale(
+        key,
+        payload_copy(&old),
+        expire_ms,
+        ext,
+        stale,
+        version,
+        access,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -878,11 +890,12 @@ fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let version = ctx.version();
     let (shard, slot) = locked.shard(src);
     let Some(copied) = shard.lookup_read(src_db, slot, src, now).map(|e| {
-        Entry::new(
+        Entry::with_stale(
             dst,
             payload_copy(&e),
             e.expire_ms(),
             e.ext_version(),
+            e.stale_ms(),
             version,
             0,
         )

@@ -14,6 +14,7 @@ pub mod args;
 pub mod bitmaps;
 pub mod blocking;
 pub mod bloom;
+pub mod cache_lease;
 pub mod cluster;
 pub mod cmdstats;
 pub mod coll;
@@ -45,6 +46,7 @@ pub mod state;
 pub mod streams;
 pub mod strings;
 pub mod table;
+pub mod tier;
 pub mod tracking;
 pub mod versions;
 pub mod zsets;
@@ -82,6 +84,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     protected::COMMANDS,
     lolwut::COMMANDS,
     versions::COMMANDS,
+    cache_lease::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,
     sets::COMMANDS,
@@ -132,6 +135,10 @@ pub enum Outcome {
     /// `migration::PAUSE_WAIT_MAX_MS`) and runs the same request again, which is then served
     /// here or redirected.
     Paused,
+    /// Values the request needs are on the disk tier: nothing ran and no reply was written. The
+    /// connection loads them off-lock, puts them back, and runs the same request again (see
+    /// `tier.rs`; at most `tier::FETCH_ROUNDS_MAX` rounds).
+    Fetch(Box<tier::FetchRequest>),
 }
 
 /// How a request runs: normally, or again for a client blocked on keys.
@@ -261,14 +268,16 @@ fn unknown_command(args: &Args<'_>) -> ReplyError {
 /// which makes `DENYOOM` commands fail with `-OOM`.
 pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     let max = srv.maxmemory() as usize;
-    if max == 0 || srv.used_memory() <= max {
+    let not_counted = srv.mem_not_counted_for_evict.load(Relaxed);
+    let used = || srv.used_memory().saturating_sub(not_counted);
+    if max == 0 || used() <= max {
         return true;
     }
     // Each eviction samples the shards after the node's cursor into the keyspace's eviction pool
     // and evicts the pool's best (see `shoal_keyspace::pool`): one shard's samples and locks per
     // eviction, not four.
     for _ in 0..EVICTIONS_PER_COMMAND_MAX {
-        if srv.used_memory() <= max {
+        if used() <= max {
             return true;
         }
         let start = srv.evict_cursor.fetch_add(1, Relaxed);
@@ -363,6 +372,10 @@ pub fn execute_as(
     if client.tx.in_multi() && !spec.has(flag::TX_CONTROL) {
         multi::queue(srv, client, spec, args, out);
         return Outcome::Done;
+    }
+    if let Some(fetch) = tier::cold_keys(srv, client, spec, args) {
+        client.cluster.asking = asking;
+        return Outcome::Fetch(Box::new(fetch));
     }
     let outcome = run_command(srv, client, spec, args, out, now_ms, mode, Some(gate));
     // What this command wrote (and any key it expired or evicted) goes to the replication stream
@@ -571,6 +584,7 @@ fn run_command<'a>(
         block: None,
         paused: false,
     };
+    cache_lease::before_write(srv, spec, args);
     if let Err(e) = handler(&mut ctx, args) {
         failed = true;
         srv.stats.error_reply(&e);
@@ -794,6 +808,18 @@ mod tests {
             Ok(vec![(1, RW | UPDATE)])
         );
         assert_eq!(keys(&["delifver", "k", "7"]), Ok(vec![(1, RW | DELETE)]));
+        assert_eq!(
+            keys(&["getlease", "k", "PX", "5"]),
+            Ok(vec![(1, RW | ACCESS)])
+        );
+        assert_eq!(
+            keys(&["setlease", "k", "7", "v", "PX", "5", "STALE", "9"]),
+            Ok(vec![(1, OW | UPDATE)])
+        );
+        assert_eq!(
+            keys(&["setstale", "k", "v", "PX", "5", "STALE", "9"]),
+            Ok(vec![(1, OW | UPDATE)])
+        );
         assert_eq!(
             keys(&["repairput", "k", "7", "-1", "payload"]),
             Ok(vec![(1, OW | UPDATE)])

@@ -852,6 +852,38 @@ fn config_get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// The listeners' part of `CONFIG SET`: `port` and `tls-port` that changed.
+fn relisten(
+    srv: &ServerState,
+    prev: &config::Config,
+    next: &config::Config,
+    seen: &[&'static str],
+) -> Result<(), ReplyError> {
+    let fail = |name: &str, why: &str| {
+        err!("CONFIG SET failed (possibly related to argument '{name}') - {why}")
+    };
+    if seen.contains(&"tls-port") && next.tls_port != prev.tls_port {
+        // A first TLS port loads the certificates first.
+        if prev.tls_port == 0 && next.tls_port != 0 {
+            (srv.hooks.apply_tls)(next).map_err(|_| {
+                fail(
+                    "tls-port",
+                    "Unable to update TLS configuration. Check server logs.",
+                )
+            })?;
+        }
+        (srv.hooks.listen)("tls-port", next.tls_port)
+            .map_err(|_| fail("tls-port", "Unable to listen on this port"))?;
+    }
+    // Against the port bound (a node started on port 0 listens on a picked one).
+    if seen.contains(&"port") && next.port != srv.tcp_port.load(Relaxed) {
+        let bound = (srv.hooks.listen)("port", next.port)
+            .map_err(|_| fail("port", "Unable to listen on this port"))?;
+        srv.tcp_port.store(bound, Relaxed);
+    }
+    Ok(())
+}
+
 fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if !args.len().is_multiple_of(2) {
         return Err(err!(
@@ -863,6 +895,8 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     // parameters is all or nothing.
     let enable_protected = ctx.srv.config().enable_protected_configs;
     let addr = ctx.client.handle.addr.clone();
+    let appendonly = ctx.srv.config().appendonly;
+    let prev = ctx.srv.config();
     ctx.srv.update_config(|next| {
         let mut seen: Vec<&'static str> = Vec::new();
         for i in (2..args.len()).step_by(2) {
@@ -897,8 +931,15 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 )
             })?;
         }
-        Ok(())
+        // New ports last, once every other value checked (Redis's `updatePort`/`updateTLSPort`):
+        // the new listener opens and the old one closes; a port that cannot be bound changes
+        // nothing.
+        relisten(ctx.srv, &prev, next, &seen)
     })?;
+    let now = ctx.srv.config().appendonly;
+    if now != appendonly {
+        ctx.client.repl.action = Some(crate::state::Action::SetAppendonly(now));
+    }
     ctx.out.ok();
     Ok(())
 }
@@ -1580,7 +1621,7 @@ pub const INFO_SECTIONS: &[(&str, bool)] = &[
 ];
 
 /// shoal's own sections, shown only when named (`INFO all`/`everything` stay Redis's).
-pub const SHOAL_INFO_SECTIONS: &[&str] = &["active"];
+pub const SHOAL_INFO_SECTIONS: &[&str] = &["active", "tiered"];
 
 /// Which sections `INFO args...` asks for (lowercase names): none means `default`; several may be
 /// named at once; unknown names select nothing.
@@ -1808,6 +1849,7 @@ pub fn info_text(srv: &ServerState, sections: &[String], now_ms: u64) -> String 
             "errorstats" => srv.stats.errors.info_section(&mut t),
             "cluster" => cluster_section(srv, &mut t),
             "active" => crate::active::info_section(srv, now_ms, &mut t),
+            "tiered" => crate::tier::info_section(srv, &mut t),
             "keyspace" => {
                 t.push_str("# Keyspace\r\n");
                 for db in 0..srv.ks.databases() {
@@ -1866,7 +1908,7 @@ fn server_section(
         .f("process_id", proc_info.pid)
         .f("process_supervised", "no")
         .f("run_id", &srv.run_id)
-        .f("tcp_port", srv.tcp_port)
+        .f("tcp_port", srv.tcp_port.load(Relaxed))
         .f("server_time_usec", (srv.clock.unix_us)())
         .f("uptime_in_seconds", uptime_s)
         .f("uptime_in_days", uptime_s / 86400)
@@ -1998,7 +2040,10 @@ fn memory_section(
         )
         .f("mem_fragmentation_bytes", m.rss as i64 - m.used as i64)
         // Everything counts against maxmemory, replica buffers included.
-        .f("mem_not_counted_for_evict", 0)
+        .f(
+            "mem_not_counted_for_evict",
+            srv.mem_not_counted_for_evict.load(Relaxed),
+        )
         .f("mem_replication_backlog", m.backlog)
         .f(
             "mem_total_replication_buffers",
@@ -2241,7 +2286,15 @@ fn stats_section(srv: &ServerState, t: &mut String) {
             "client_output_buffer_limit_disconnections",
             s.client_output_limit_disconnections.load(Relaxed),
         )
-        .f("shoal_oom_rejections", s.oom_rejections.load(Relaxed));
+        .f("shoal_oom_rejections", s.oom_rejections.load(Relaxed))
+        .f("shoal_leases_held", srv.leases.len())
+        .f("shoal_lease_grants", srv.leases.granted.load(Relaxed))
+        .f("shoal_lease_fills", srv.leases.filled.load(Relaxed))
+        .f(
+            "shoal_lease_refused_fills",
+            srv.leases.refused.load(Relaxed),
+        )
+        .f("shoal_lease_drops", srv.leases.dropped.load(Relaxed));
 }
 
 fn cluster_section(srv: &ServerState, t: &mut String) {

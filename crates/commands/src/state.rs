@@ -352,6 +352,9 @@ pub enum Action {
     Save { foreground: bool },
     /// BGREWRITEAOF (already replied): compact the append-only log in the background.
     RewriteAof,
+    /// CONFIG SET appendonly (already replied): start the log (a compaction writes its base
+    /// first) or stop it.
+    SetAppendonly(bool),
     /// WAITAOF: reply `[local, replicas]` once `numlocal` and `numreplicas` logs hold `offset`
     /// fsynced, or at `deadline_ms` on the node's monotonic clock (0: none).
     WaitAof {
@@ -533,6 +536,10 @@ pub struct Hooks {
     /// them the ones new connections use; the reason (already logged) if they do not load, and
     /// then the old ones stay.
     pub apply_tls: fn(&crate::config::Config) -> Result<(), String>,
+    /// `CONFIG SET port` / `tls-port` (the parameter's name and its new value): opens the new
+    /// listener and closes the old one (0: closes it); the port now bound, or the reason the
+    /// bind failed (the old listener then stays).
+    pub listen: fn(&str, u16) -> Result<u16, String>,
 }
 
 impl Default for Hooks {
@@ -549,6 +556,7 @@ impl Default for Hooks {
             read_file: |_| Err("no file system here".into()),
             write_file: |_, _| Err("no file system here".into()),
             apply_tls: |_| Ok(()),
+            listen: |_, _| Err("no listeners here".into()),
         }
     }
 }
@@ -574,7 +582,9 @@ pub struct ServerState {
     pub run_id: String,
     pub node_id: String,
     pub started_ms: u64,
-    pub tcp_port: u16,
+    /// The plain port clients reach (0: closed by `CONFIG SET port 0`); it moves with
+    /// `CONFIG SET port`.
+    pub tcp_port: std::sync::atomic::AtomicU16,
     pub executable: String,
     pub config_file: String,
     /// `uname`'s system, release and machine (`os:` in INFO), given by the server.
@@ -591,6 +601,9 @@ pub struct ServerState {
     pub persist: Persistence,
     /// Where large values go to be freed (the server gives it a thread; tests free inline).
     pub lazyfree: shoal_keyspace::LazyFree,
+    /// Bytes of `used_memory` that are buffers, not data (the disk tier's): left out of the
+    /// `maxmemory` comparison, as Redis leaves out its replication buffers.
+    pub mem_not_counted_for_evict: std::sync::atomic::AtomicUsize,
     /// Next shard the eviction sampler looks at.
     pub evict_cursor: AtomicUsize,
     /// Random draws so far (seeds SPOP, SRANDMEMBER, RANDOMKEY, ... with the time and client).
@@ -602,6 +615,8 @@ pub struct ServerState {
     pub pubsub: crate::pubsub::PubSub,
     /// Client-side caching: who tracks, which keys they read (`tracking`).
     pub tracking: crate::tracking::Tracking,
+    /// Cache-fill leases (GETLEASE, SETLEASE; node-local, see `cache_lease`).
+    pub leases: crate::cache_lease::Leases,
     /// Clients waiting in blocking commands, by key.
     pub blocking: crate::blocking::Blocking,
     /// The cluster configuration as this node sees it (`cluster-enabled yes`), else `None`.
@@ -640,7 +655,7 @@ impl ServerState {
             run_id: random_hex40(seed ^ 0xA5A5),
             node_id: random_hex40(seed ^ 0x5A5A),
             started_ms: now_ms,
-            tcp_port: 0,
+            tcp_port: std::sync::atomic::AtomicU16::new(0),
             executable: String::new(),
             config_file: String::new(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
@@ -651,12 +666,14 @@ impl ServerState {
             repl: crate::repl::ReplState::new(random_hex40(seed ^ 0x1234)),
             persist: Persistence::default(),
             lazyfree: shoal_keyspace::LazyFree::inline(),
+            mem_not_counted_for_evict: std::sync::atomic::AtomicUsize::new(0),
             evict_cursor: AtomicUsize::new(0),
             draws: AtomicU64::new(0),
             clock: Clock::default(),
             gate: Default::default(),
             pubsub: Default::default(),
             tracking: Default::default(),
+            leases: Default::default(),
             blocking: Default::default(),
             cluster: config
                 .cluster_enabled

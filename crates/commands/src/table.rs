@@ -65,6 +65,10 @@ pub mod flag {
     /// which Redis writes even under `CLIENT REPLY OFF|SKIP`.
     pub const PUSH_REPLIES: u32 = 1 << 30;
 
+    /// shoal-internal: checks cache-fill leases itself, so the leases on its keys are not dropped
+    /// before it runs as they are for other writes (GETLEASE, SETLEASE).
+    pub const LEASE_AWARE: u32 = 1 << 23;
+
     /// Not shown to MONITOR as it arrives (scripts: Redis feeds them to monitors itself).
     pub const SKIP_MONITOR: u32 = 1 << 19;
     /// Never recorded in the slow log (EXEC: the commands it runs are).

@@ -26,9 +26,11 @@ pub const TYPE_HASH_TTL: u8 = 24;
 /// Redis's `RDB_TYPE_MODULE_2` (the body is `Bloom::encode`'s).
 pub const TYPE_BLOOM: u8 = 7;
 
-/// Appends the encoded value (type byte and body).
+/// Appends the encoded value (type byte and body). A cold value (on the disk tier) is already
+/// encoded there: callers load it first (`tier.rs`); passing one is a bug.
 pub fn encode_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
     match v {
+        ValueRef::Cold(h) => unreachable!("cold value {h:?} encoded without loading it"),
         ValueRef::Str(_) | ValueRef::Obj(Object::RawString(_)) => {
             let s: &[u8] = match v {
                 ValueRef::Str(s) => s,

@@ -10,13 +10,16 @@
 //! ```text
 //! 0   version      u64   HLC version of the last write (DESIGN.md §2)
 //! 8   meta         u32   low 24 bits: access info for eviction (LRU clock or LFU counter),
-//!                        high 8 bits: flags (F_EXPIRE, F_EXTVER, F_OBJECT)
+//!                        high 8 bits: flags (F_EXPIRE, F_EXTVER, F_OBJECT, F_STALE)
 //! 12  key_len      varint
 //!     payload_len  varint  (inline value length, or 8 for an object pointer)
 //!     expire_ms    u64   only if F_EXPIRE: absolute unix time in ms
 //!     ext_version  u64   only if F_EXTVER: caller-supplied external version (SETIFNEWER)
+//!     stale_ms     u64   only if F_STALE: absolute unix time in ms after which the value is
+//!                        served marked stale until `expire_ms` (stale-while-revalidate)
 //!     key bytes
-//!     payload      inline string bytes, or a `*mut Object` (F_OBJECT)
+//!     payload      inline string bytes, or a `*mut Object` (F_OBJECT), or a packed
+//!                  `ColdHandle` (F_COLD: the value is on the disk tier)
 //! ```
 //! Optional fields cost nothing when absent; adding one rebuilds the block (rare: EXPIRE on a key
 //! without TTL). Strings that get modified in place (APPEND, SETRANGE) move to a growable heap buffer,
@@ -30,6 +33,9 @@ use crate::types::{bloom::Bloom, hash::Hash, list::List, set::Set, stream::Strea
 const F_EXPIRE: u8 = 1;
 const F_EXTVER: u8 = 2;
 const F_OBJECT: u8 = 4;
+/// The value is on the disk tier: the payload is a packed [`ColdHandle`] (8 bytes).
+const F_COLD: u8 = 8;
+const F_STALE: u8 = 16;
 const HEADER_BYTES: usize = 12;
 const ACCESS_MASK: u32 = (1 << 24) - 1;
 
@@ -125,18 +131,106 @@ impl Kind {
     }
 }
 
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::String => 0,
+            Kind::List => 1,
+            Kind::Hash => 2,
+            Kind::Set => 3,
+            Kind::ZSet => 4,
+            Kind::Stream => 5,
+            Kind::Bloom => 6,
+        }
+    }
+
+    fn from_code(c: u8) -> Kind {
+        match c {
+            1 => Kind::List,
+            2 => Kind::Hash,
+            3 => Kind::Set,
+            4 => Kind::ZSet,
+            5 => Kind::Stream,
+            6 => Kind::Bloom,
+            _ => Kind::String,
+        }
+    }
+}
+
+/// `OBJECT ENCODING` names a cold value keeps (by index, in 4 bits of its handle).
+const COLD_ENCODINGS: [&str; 9] = [
+    "raw",
+    "int",
+    "embstr",
+    "listpack",
+    "quicklist",
+    "hashtable",
+    "intset",
+    "skiplist",
+    "stream",
+];
+
+/// Where a value moved to the disk tier is: an id the tier stores it under, and what TYPE and
+/// OBJECT ENCODING report without reading it. Packed in 8 bytes in the entry block: 56 bits of
+/// id, 4 bits of kind, 4 bits of encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdHandle {
+    pub id: u64,
+    pub kind: Kind,
+    encoding: u8,
+}
+
+impl ColdHandle {
+    /// Largest id a handle holds.
+    pub const ID_MAX: u64 = (1 << 56) - 1;
+
+    /// A handle for a value of `kind` whose `OBJECT ENCODING` is `encoding`.
+    pub fn new(id: u64, kind: Kind, encoding: &str) -> ColdHandle {
+        debug_assert!(id <= Self::ID_MAX);
+        let encoding = COLD_ENCODINGS
+            .iter()
+            .position(|e| *e == encoding)
+            .unwrap_or(0) as u8;
+        ColdHandle {
+            id: id & Self::ID_MAX,
+            kind,
+            encoding,
+        }
+    }
+
+    pub fn encoding(&self) -> &'static str {
+        COLD_ENCODINGS[self.encoding as usize]
+    }
+
+    fn pack(&self) -> u64 {
+        self.id | (u64::from(self.kind.code()) << 56) | (u64::from(self.encoding) << 60)
+    }
+
+    fn unpack(v: u64) -> ColdHandle {
+        ColdHandle {
+            id: v & Self::ID_MAX,
+            kind: Kind::from_code(((v >> 56) & 0xf) as u8),
+            encoding: ((v >> 60) as u8).min(COLD_ENCODINGS.len() as u8 - 1),
+        }
+    }
+}
+
 /// A value as a command reads it.
 #[derive(Debug, Clone, Copy)]
 pub enum ValueRef<'a> {
     /// A string stored inline in the entry block.
     Str(&'a [u8]),
     Obj(&'a Object),
+    /// On the disk tier: the value must be loaded (see `ARCHITECTURE.md`, disk tier) before a
+    /// command reads it; commands never see this, the request fetches first.
+    Cold(ColdHandle),
 }
 
 /// The payload when building an entry.
 pub enum Payload<'a> {
     Inline(&'a [u8]),
     Object(Box<Object>),
+    Cold(ColdHandle),
 }
 
 /// One key with its value and metadata; owns its heap block.
@@ -200,6 +294,7 @@ struct Offsets {
     payload_len: usize,
     expire: Option<usize>,
     extver: Option<usize>,
+    stale: Option<usize>,
 }
 
 impl Offsets {
@@ -226,16 +321,35 @@ impl Entry {
         version: u64,
         access: u32,
     ) -> Entry {
+        Entry::with_stale(key, payload, expire_ms, ext_version, None, version, access)
+    }
+
+    /// Builds an entry that may carry a stale-after deadline (`stale_ms`, stale-while-revalidate).
+    pub fn with_stale(
+        key: &[u8],
+        payload: Payload<'_>,
+        expire_ms: Option<u64>,
+        ext_version: Option<u64>,
+        stale_ms: Option<u64>,
+        version: u64,
+        access: u32,
+    ) -> Entry {
+        let cold_bytes;
+        let mut flags = 0u8;
         let (inline, object): (&[u8], Option<Box<Object>>) = match payload {
             Payload::Inline(b) => (b, None),
             Payload::Object(o) => (&[], Some(o)),
+            Payload::Cold(h) => {
+                flags |= F_COLD;
+                cold_bytes = h.pack().to_le_bytes();
+                (&cold_bytes[..], None)
+            }
         };
         let payload_len = if object.is_some() {
             std::mem::size_of::<*mut Object>()
         } else {
             inline.len()
         };
-        let mut flags = 0u8;
         let mut size = HEADER_BYTES + varint_len(key.len()) + varint_len(payload_len);
         if expire_ms.is_some() {
             flags |= F_EXPIRE;
@@ -243,6 +357,10 @@ impl Entry {
         }
         if ext_version.is_some() {
             flags |= F_EXTVER;
+            size += 8;
+        }
+        if stale_ms.is_some() {
+            flags |= F_STALE;
             size += 8;
         }
         if object.is_some() {
@@ -268,6 +386,10 @@ impl Entry {
                 pos += 8;
             }
             if let Some(x) = ext_version {
+                (p.add(pos) as *mut u64).write_unaligned(x.to_le());
+                pos += 8;
+            }
+            if let Some(x) = stale_ms {
                 (p.add(pos) as *mut u64).write_unaligned(x.to_le());
                 pos += 8;
             }
@@ -322,6 +444,12 @@ impl Entry {
         } else {
             None
         };
+        let stale = if flags & F_STALE != 0 {
+            pos += 8;
+            Some(pos - 8)
+        } else {
+            None
+        };
         Offsets {
             key: pos,
             key_len,
@@ -329,6 +457,7 @@ impl Entry {
             payload_len,
             expire,
             extver,
+            stale,
         }
     }
 
@@ -387,6 +516,17 @@ impl Entry {
         self.offsets().extver.map(|o| self.read_u64_at(o))
     }
 
+    /// The stale-after deadline (stale-while-revalidate): from then until its expiry the value is
+    /// still served, marked stale to the readers that ask (GETLEASE).
+    pub fn stale_ms(&self) -> Option<u64> {
+        self.offsets().stale.map(|o| self.read_u64_at(o))
+    }
+
+    /// Whether the value is past its stale-after deadline (and not yet expired).
+    pub fn is_stale(&self, now_ms: u64) -> bool {
+        matches!(self.stale_ms(), Some(t) if t <= now_ms) && !self.is_expired(now_ms)
+    }
+
     pub fn is_expired(&self, now_ms: u64) -> bool {
         matches!(self.expire_ms(), Some(t) if t <= now_ms)
     }
@@ -401,6 +541,10 @@ impl Entry {
     }
 
     pub fn value(&self) -> ValueRef<'_> {
+        if self.flags() & F_COLD != 0 {
+            let o = self.offsets();
+            return ValueRef::Cold(ColdHandle::unpack(self.read_u64_at(o.payload)));
+        }
         match self.object_ptr() {
             // SAFETY: the object is owned by this entry and lives as long as it.
             Some(obj) => ValueRef::Obj(unsafe { &*obj }),
@@ -422,6 +566,15 @@ impl Entry {
         match self.value() {
             ValueRef::Str(_) => Kind::String,
             ValueRef::Obj(o) => o.kind(),
+            ValueRef::Cold(h) => h.kind,
+        }
+    }
+
+    /// The handle of a value on the disk tier; `None` for a value in memory.
+    pub fn cold(&self) -> Option<ColdHandle> {
+        match self.value() {
+            ValueRef::Cold(h) => Some(h),
+            _ => None,
         }
     }
 
@@ -430,7 +583,7 @@ impl Entry {
         match self.value() {
             ValueRef::Str(s) => Some(s),
             ValueRef::Obj(Object::RawString(v)) => Some(v),
-            ValueRef::Obj(_) => None,
+            ValueRef::Obj(_) | ValueRef::Cold(_) => None,
         }
     }
 
@@ -454,6 +607,7 @@ impl Entry {
             ValueRef::Obj(Object::Stream(s)) => s.encoding(),
             // Redis reports a module value's encoding as raw.
             ValueRef::Obj(Object::Bloom(_)) => "raw",
+            ValueRef::Cold(h) => h.encoding(),
         }
     }
 
@@ -474,7 +628,7 @@ impl Entry {
         match (o.expire, expire_ms) {
             (Some(off), Some(t)) => self.write_u64_at(off, t),
             (None, None) => {}
-            _ => self.rebuild(expire_ms, self.ext_version()),
+            _ => self.rebuild(expire_ms, self.ext_version(), self.stale_ms()),
         }
     }
 
@@ -483,7 +637,17 @@ impl Entry {
         match (o.extver, ext) {
             (Some(off), Some(x)) => self.write_u64_at(off, x),
             (None, None) => {}
-            _ => self.rebuild(self.expire_ms(), ext),
+            _ => self.rebuild(self.expire_ms(), ext, self.stale_ms()),
+        }
+    }
+
+    /// Sets or clears the stale-after deadline (stale-while-revalidate).
+    pub fn set_stale_ms(&mut self, stale_ms: Option<u64>) {
+        let o = self.offsets();
+        match (o.stale, stale_ms) {
+            (Some(off), Some(t)) => self.write_u64_at(off, t),
+            (None, None) => {}
+            _ => self.rebuild(self.expire_ms(), self.ext_version(), stale_ms),
         }
     }
 
@@ -493,6 +657,7 @@ impl Entry {
         // overwritten where it is: no new block, same memory.
         if let Payload::Inline(bytes) = &payload
             && self.object_ptr().is_none()
+            && self.flags() & F_COLD == 0
         {
             let o = self.offsets();
             if o.payload_len == bytes.len() {
@@ -508,11 +673,12 @@ impl Entry {
                 return;
             }
         }
-        let new = Entry::new(
+        let new = Entry::with_stale(
             self.key(),
             payload,
             self.expire_ms(),
             self.ext_version(),
+            self.stale_ms(),
             self.version(),
             self.access(),
         );
@@ -533,28 +699,32 @@ impl Entry {
     }
 
     /// Rebuilds the block with a different set of optional fields, moving the payload.
-    fn rebuild(&mut self, expire_ms: Option<u64>, ext: Option<u64>) {
+    fn rebuild(&mut self, expire_ms: Option<u64>, ext: Option<u64>, stale: Option<u64>) {
         let obj = self.object_ptr();
         let new = match obj {
             // SAFETY: ownership of the object moves to the new block; the old block is then freed
             // without dropping it (see below).
-            Some(p) => Entry::new(
+            Some(p) => Entry::with_stale(
                 self.key(),
                 Payload::Object(unsafe { Box::from_raw(p) }),
                 expire_ms,
                 ext,
+                stale,
                 self.version(),
                 self.access(),
             ),
             None => {
-                let ValueRef::Str(s) = self.value() else {
-                    unreachable!("inline payload")
+                let payload = match self.value() {
+                    ValueRef::Str(s) => Payload::Inline(s),
+                    ValueRef::Cold(h) => Payload::Cold(h),
+                    ValueRef::Obj(_) => unreachable!("inline payload"),
                 };
-                Entry::new(
+                Entry::with_stale(
                     self.key(),
-                    Payload::Inline(s),
+                    payload,
                     expire_ms,
                     ext,
+                    stale,
                     self.version(),
                     self.access(),
                 )
@@ -656,6 +826,37 @@ mod tests {
     }
 
     #[test]
+    fn the_stale_deadline_survives_rebuilds_and_payload_changes() {
+        let mut e = Entry::with_stale(
+            b"k",
+            Payload::Inline(b"v"),
+            Some(200),
+            None,
+            Some(100),
+            5,
+            0,
+        );
+        assert_eq!((e.expire_ms(), e.stale_ms()), (Some(200), Some(100)));
+        assert!(!e.is_stale(99) && e.is_stale(100) && !e.is_stale(200));
+        e.set_ext_version(Some(3));
+        e.set_expire_ms(None);
+        e.set_payload(Payload::Inline(b"longer value"));
+        assert_eq!(
+            (e.expire_ms(), e.ext_version(), e.stale_ms()),
+            (None, Some(3), Some(100))
+        );
+        e.set_stale_ms(Some(150));
+        assert_eq!(e.stale_ms(), Some(150));
+        e.set_stale_ms(None);
+        assert_eq!((e.stale_ms(), e.ext_version()), (None, Some(3)));
+        assert_eq!(e.string(), Some(&b"longer value"[..]));
+        assert_eq!(
+            e.block_bytes(),
+            Entry::new_string(b"k", b"longer value", None, 5).block_bytes() + 8
+        );
+    }
+
+    #[test]
     fn a_same_length_inline_payload_is_overwritten_in_its_block() {
         let mut e = Entry::new_string(b"counter", b"19", Some(7), 3);
         let (block, mem) = (e.ptr, e.mem_bytes());
@@ -680,6 +881,40 @@ mod tests {
     fn sixteen_byte_key_sixty_four_byte_value_fits_96_bytes() {
         let e = Entry::new_string(&[b'k'; 16], &[b'v'; 64], None, 1);
         assert!(e.block_bytes() <= 96, "{}", e.block_bytes());
+    }
+
+    #[test]
+    fn a_cold_entry_keeps_metadata_in_38_bytes_for_a_16_byte_key() {
+        let mut e = Entry::new(
+            &[b'k'; 16],
+            Payload::Inline(&[b'v'; 200]),
+            Some(99),
+            Some(7),
+            5,
+            3,
+        );
+        let h = ColdHandle::new(ColdHandle::ID_MAX, Kind::String, "raw");
+        e.set_payload(Payload::Cold(h));
+        assert_eq!(e.cold(), Some(h));
+        assert_eq!(e.kind(), Kind::String);
+        assert_eq!(e.encoding(), "raw");
+        assert_eq!(
+            (e.expire_ms(), e.ext_version(), e.version()),
+            (Some(99), Some(7), 5)
+        );
+        assert!(e.string().is_none());
+        // Without expiry or external version: 12 header + 2 varints + 16 key + 8 handle.
+        let mut bare = Entry::new(&[b'k'; 16], Payload::Inline(b"x"), None, None, 1, 0);
+        let h = ColdHandle::new(42, Kind::Hash, "listpack");
+        bare.set_payload(Payload::Cold(h));
+        assert_eq!(bare.block_bytes(), 38);
+        assert_eq!((bare.kind(), bare.encoding()), (Kind::Hash, "listpack"));
+        // Adding an expiry rebuilds the block and keeps the handle.
+        bare.set_expire_ms(Some(10));
+        assert_eq!(bare.cold(), Some(h));
+        // A value written over it is hot again.
+        bare.set_payload(Payload::Inline(b"hot"));
+        assert_eq!((bare.cold(), bare.string()), (None, Some(&b"hot"[..])));
     }
 
     #[test]

@@ -16,10 +16,11 @@ pub mod slot;
 pub mod types;
 pub mod write_log;
 
-pub use entry::{Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
+pub use entry::{ColdHandle, Entry, Kind, Object, Payload, ValueRef, parse_canonical_i64};
 pub use evict::{LfuParams, Policy, Rng};
 pub use hlc::Hlc;
 pub use lazyfree::{LazyFree, LazyFreeWorker};
+pub use shard::tier::{ColdStore, LoadFuture, Promoted, TierInfo};
 pub use shard::{
     Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
     ShardGuard, ShardStats, Tracked,

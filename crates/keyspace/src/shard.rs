@@ -27,6 +27,7 @@ use crate::notify;
 use crate::slot::SLOTS;
 
 mod apply;
+pub mod tier;
 mod track;
 mod watch;
 
@@ -131,6 +132,9 @@ pub struct EntryMut<'a> {
     expiry: &'a mut BinaryHeap<Reverse<ExpiryItem>>,
     field_expiry: &'a mut BinaryHeap<Reverse<ExpiryItem>>,
     mem_before: usize,
+    /// The value was on the disk tier when the view was taken (its handle id).
+    cold_before: Option<u64>,
+    tier: Option<&'a mut tier::ShardTier>,
     expire_before: Option<u64>,
     version_before: u64,
     db: usize,
@@ -218,6 +222,14 @@ impl std::ops::DerefMut for EntryMut<'_> {
 
 impl Drop for EntryMut<'_> {
     fn drop(&mut self) {
+        if let Some(id) = self.cold_before
+            && self.entry.cold().is_none_or(|h| h.id != id)
+            && let Some(t) = self.tier.as_deref_mut()
+        {
+            // Written over through this view (a cold value is never changed in place).
+            t.cold_keys -= 1;
+            t.store.forget(id);
+        }
         let after = self.entry.mem_bytes();
         if self.recording {
             // Every write sets the version, so a changed version means this view was used to
@@ -332,6 +344,8 @@ pub struct Shard {
     notify: u32,
     /// Slots an atomic migration is exporting, and the keys written in them (see `track.rs`).
     track: Option<Box<track::Tracker>>,
+    /// The disk tier, when on: victims' values move there (see `tier.rs`).
+    tier: Option<Box<tier::ShardTier>>,
 }
 
 /// A sampled eviction candidate: higher `score` is a better victim.
@@ -343,6 +357,9 @@ pub struct Candidate {
     db: usize,
     local: usize,
     hash: u64,
+    /// Its value is on the disk tier already: evicting it drops the key (only when no sampled
+    /// key had its value in memory).
+    cold: bool,
 }
 
 impl Candidate {
@@ -353,6 +370,7 @@ impl Candidate {
         db: 0,
         local: 0,
         hash: 0,
+        cold: false,
     };
 
     /// Whether two candidates of one shard name the same key.
@@ -373,6 +391,7 @@ impl Candidate {
             db: 0,
             local: 0,
             hash,
+            cold: false,
         }
     }
 }
@@ -405,6 +424,7 @@ impl Shard {
             no_touch: false,
             notify: 0,
             track: None,
+            tier: None,
         }
     }
 
@@ -679,6 +699,7 @@ impl Shard {
             sketch,
             rng,
             pending,
+            tier,
             ..
         } = self;
         let d = dbs.get_mut(db)?.as_mut()?;
@@ -688,6 +709,8 @@ impl Shard {
         }
         Some(EntryMut {
             mem_before: entry.mem_bytes(),
+            cold_before: entry.cold().map(|h| h.id),
+            tier: tier.as_deref_mut(),
             expire_before: entry.expire_ms(),
             version_before: entry.version(),
             db,
@@ -811,6 +834,9 @@ impl Shard {
             o.mem_bytes()
         });
         self.mem_bytes = self.mem_bytes + added - removed;
+        if let Some(o) = &old {
+            self.forget_cold(o);
+        }
         old
     }
 
@@ -826,6 +852,7 @@ impl Shard {
             d.deadline_sum_ms -= u128::from(at_ms);
         }
         self.mem_bytes -= entry.mem_bytes();
+        self.forget_cold(&entry);
         if self.recording {
             self.queue(Pending::Key {
                 db,
@@ -898,6 +925,11 @@ impl Shard {
         }
         let d = self.dbs[db].take()?;
         self.mem_bytes -= d.table_bytes() + d.entries_mem_bytes();
+        if self.cold_keys() > 0 {
+            for e in d.slots.iter().flat_map(|t| t.iter()) {
+                self.forget_cold(e);
+            }
+        }
         Some(d)
     }
 
@@ -1161,12 +1193,16 @@ impl Shard {
     /// a shard that happens to hold fewer keys is not drained first.
     pub fn best_candidate(&mut self, now_ms: u64) -> Option<Candidate> {
         let mut best: Option<Candidate> = None;
+        // With the disk tier on, keys already there free almost nothing: they are victims only
+        // when no sampled key has its value in memory (see `tier_score`).
+        let mut best_cold: Option<Candidate> = None;
         let taken = self.sample_candidates(now_ms, |c| {
-            if best.as_ref().is_none_or(|b| c.score > b.score) {
-                best = Some(c);
+            let slot = if c.cold { &mut best_cold } else { &mut best };
+            if slot.as_ref().is_none_or(|b| c.score > b.score) {
+                *slot = Some(c);
             }
         });
-        best.map(|b| Candidate {
+        best.or(best_cold).map(|b| Candidate {
             sampled: taken,
             ..b
         })
@@ -1214,14 +1250,18 @@ impl Shard {
             if policy.volatile_only() && e.expire_ms().is_none() {
                 return false;
             }
+            let (score, cold) = shard.tier_score(e, shard.victim_score(e, hash, now_ms, random));
             each(Candidate {
-                score: shard.victim_score(e, hash, now_ms, random),
+                score,
                 sampled: 1,
                 db,
                 local,
                 hash,
+                cold,
             });
-            true
+            // A key already on disk does not count as a sample: the look goes on for keys whose
+            // value is in memory (bounded by the tries below).
+            !cold
         };
         if n <= samples {
             // A shard holding only a few keys: look at each of them once (random draws would
@@ -1294,11 +1334,37 @@ impl Shard {
         if self.evict.policy.volatile_only() && e.expire_ms().is_none() {
             return None;
         }
-        Some(self.victim_score(e, c.hash, now_ms, c.score))
+        Some(
+            self.tier_score(e, self.victim_score(e, c.hash, now_ms, c.score))
+                .0,
+        )
+    }
+
+    /// A candidate's score with the disk tier in mind: with the tier on, any key whose value is
+    /// in memory (moving it frees memory and keeps the key) beats every key already on disk
+    /// (score 0; evicting it drops the key). The second value says the key is on disk.
+    fn tier_score(&self, e: &Entry, score: u64) -> (u64, bool) {
+        if self.tier.is_none() {
+            return (score, false);
+        }
+        match e.cold() {
+            Some(_) => (0, true),
+            None => (score.saturating_add(1), false),
+        }
     }
 
     /// Evicts a candidate found by [`Shard::best_candidate`] if it is still there.
     pub fn evict_candidate(&mut self, c: &Candidate) -> Option<Evicted> {
+        // With the disk tier on, the victim's value moves there and the key stays.
+        if !c.cold
+            && let Some(freed_bytes) = self.move_to_tier(c)
+        {
+            return Some(Evicted {
+                db: c.db,
+                key: Vec::new(),
+                freed_bytes,
+            });
+        }
         let key = {
             let d = self.dbs[c.db].as_ref()?;
             let hasher = &self.hasher;
@@ -1441,6 +1507,10 @@ pub struct Keyspace {
     swaps: std::sync::atomic::AtomicU64,
     /// Keyspace notification classes on (`notify::*`); mirrored in every shard.
     notify: std::sync::atomic::AtomicU32,
+    /// The disk tier was turned on at some point: requests look for cold keys (see `tier.rs`).
+    tiered: std::sync::atomic::AtomicBool,
+    /// The disk tier's store (see `tier.rs`), for walks that read cold values.
+    cold_store: Mutex<Option<std::sync::Arc<dyn tier::ColdStore>>>,
 }
 
 impl std::fmt::Debug for Keyspace {
@@ -1470,6 +1540,8 @@ impl Keyspace {
             swaps: std::sync::atomic::AtomicU64::new(0),
             evict_pool: Mutex::new(crate::pool::EvictionPool::default()),
             notify: std::sync::atomic::AtomicU32::new(0),
+            tiered: std::sync::atomic::AtomicBool::new(false),
+            cold_store: Mutex::new(None),
         }
     }
 

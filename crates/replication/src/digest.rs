@@ -21,6 +21,8 @@ pub fn value_digest(v: ValueRef<'_>) -> u64 {
         crc64(buf) | 1
     };
     match v {
+        // Digests walk the keyspace under its locks: `slot_digest` reads cold values first.
+        ValueRef::Cold(h) => unreachable!("digest of cold value {h:?} without loading it"),
         ValueRef::Str(s) => elem(0, &[s], &mut buf),
         ValueRef::Obj(Object::RawString(s)) => elem(0, &[s.as_slice()], &mut buf),
         ValueRef::Obj(Object::List(l)) => {
@@ -81,11 +83,34 @@ pub fn value_digest(v: ValueRef<'_>) -> u64 {
     }
 }
 
-/// The digest of one key.
+/// The digest of one key whose value is in memory.
 pub fn entry_digest(e: &Entry) -> u64 {
+    entry_digest_with(e, value_digest(e.value()))
+}
+
+/// The digest of one key, reading a value on the disk tier from it (a value the tier lost
+/// digests as an empty string: the key is about to go).
+pub fn entry_digest_in(ks: &Keyspace, e: &Entry) -> u64 {
+    let Some(h) = e.cold() else {
+        return entry_digest(e);
+    };
+    let limits = shoal_keyspace::EncodingLimits::default();
+    let vd = match ks
+        .load_cold_blocking(h)
+        .as_deref()
+        .and_then(|b| codec::decode_value(b, &limits).map(|p| (b, p)))
+    {
+        Some((_, shoal_keyspace::Payload::Inline(s))) => value_digest(ValueRef::Str(s)),
+        Some((_, shoal_keyspace::Payload::Object(o))) => value_digest(ValueRef::Obj(&o)),
+        _ => value_digest(ValueRef::Str(b"")),
+    };
+    entry_digest_with(e, vd)
+}
+
+fn entry_digest_with(e: &Entry, value_digest: u64) -> u64 {
     let mut buf = Vec::with_capacity(e.key().len() + 32);
     codec::put_bytes(&mut buf, e.key());
-    buf.extend_from_slice(&value_digest(e.value()).to_le_bytes());
+    buf.extend_from_slice(&value_digest.to_le_bytes());
     buf.extend_from_slice(&e.version().to_le_bytes());
     buf.extend_from_slice(&e.expire_ms().unwrap_or(0).to_le_bytes());
     crc64(&buf) | 1
@@ -97,7 +122,7 @@ pub fn slot_digest(ks: &Keyspace, db: usize, slot: u16, now_ms: u64) -> u64 {
     let shard = ks.lock(ks.shard_of(slot));
     let mut sum = 0u64;
     shard.for_each_in_slot(db, slot, now_ms, |e| {
-        sum = sum.wrapping_add(entry_digest(e));
+        sum = sum.wrapping_add(entry_digest_in(ks, e));
     });
     sum
 }

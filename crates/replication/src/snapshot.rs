@@ -4,8 +4,10 @@
 //! ```text
 //! header   "SHOALSNP" u16 format-version (LE), 40 bytes replication id (ASCII hex; zeros if none),
 //!          u64 replication offset the data is at least as new as
-//! record   0x01 varint db, bytes key, u64 version, u8 flags (1 expire, 2 ext version),
-//!          [u64 expire_ms] [u64 ext_version], bytes value (the keyspace value codec)
+//! record   0x01 varint db, bytes key, u64 version, u8 flags (1 expire, 2 ext version, 4 stale),
+//!          [u64 expire_ms] [u64 ext_version] [u64 stale_ms], bytes value (the keyspace value
+//!          codec); `stale_ms` is the stale-while-revalidate deadline (older readers never see
+//!          flag 4, so their files still load)
 //! aux      0x02 bytes name, bytes value: node state that is not a key (format 3), e.g.
 //!          `functions` (the function libraries, as a FUNCTION DUMP payload)
 //! end      0xFF, u64 replication offset when the last shard was read (format 2)
@@ -43,6 +45,7 @@ pub const AUX_RECORDS_MAX: usize = 64;
 const TAG_END: u8 = 0xFF;
 const F_EXPIRE: u8 = 1;
 const F_EXTVER: u8 = 2;
+const F_STALE: u8 = 4;
 
 /// Streams a snapshot out in chunks, one shard at a time.
 pub struct Writer {
@@ -108,8 +111,10 @@ impl Writer {
         }
         for db in 0..ks.databases() {
             shard.for_each_entry(index, db, |_, e| {
-                encode_record(&mut out, db, e);
-                self.keys_written += 1;
+                // A value the disk tier lost is left out, as if evicted.
+                if encode_record(&mut out, db, e, ks) {
+                    self.keys_written += 1;
+                }
             });
         }
         drop(shard);
@@ -129,23 +134,28 @@ impl Writer {
 }
 
 /// Appends one record (its tag included): the unit of a snapshot, and of the batches an atomic
-/// slot migration sends ([`for_each_record`] reads them back).
-pub fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry) {
+/// slot migration sends ([`for_each_record`] reads them back). A value on the disk tier is read
+/// from it; `false` (nothing written) if the tier lost it.
+pub fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry, ks: &Keyspace) -> bool {
+    let mut value = Vec::new();
+    if !ks.encode_entry_value(e, &mut value) {
+        return false;
+    }
     out.push(TAG_RECORD);
     put_varint(out, db as u64);
     put_bytes(out, e.key());
     out.extend_from_slice(&e.version().to_le_bytes());
-    let (exp, ext) = (e.expire_ms(), e.ext_version());
-    out.push(if exp.is_some() { F_EXPIRE } else { 0 } | if ext.is_some() { F_EXTVER } else { 0 });
-    if let Some(t) = exp {
+    let (exp, ext, stale) = (e.expire_ms(), e.ext_version(), e.stale_ms());
+    out.push(
+        if exp.is_some() { F_EXPIRE } else { 0 }
+            | if ext.is_some() { F_EXTVER } else { 0 }
+            | if stale.is_some() { F_STALE } else { 0 },
+    );
+    for t in [exp, ext, stale].into_iter().flatten() {
         out.extend_from_slice(&t.to_le_bytes());
     }
-    if let Some(x) = ext {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    let mut value = Vec::new();
-    codec::encode_value(e.value(), &mut value);
     put_bytes(out, &value);
+    true
 }
 
 /// The whole snapshot in one buffer (SAVE, tests).
@@ -213,6 +223,8 @@ pub struct Record<'a> {
     pub version: u64,
     pub expire_ms: Option<u64>,
     pub ext_version: Option<u64>,
+    /// The stale-while-revalidate deadline.
+    pub stale_ms: Option<u64>,
     /// Value codec bytes (type byte and body).
     pub value: &'a [u8],
 }
@@ -220,11 +232,12 @@ pub struct Record<'a> {
 impl Record<'_> {
     pub fn to_entry(&self, limits: &EncodingLimits) -> Option<Entry> {
         let payload = codec::decode_value(self.value, limits)?;
-        Some(Entry::new(
+        Some(Entry::with_stale(
             self.key,
             payload,
             self.expire_ms,
             self.ext_version,
+            self.stale_ms,
             self.version,
             0,
         ))
@@ -293,7 +306,7 @@ fn parse_record(b: &[u8]) -> Result<Option<(Record<'_>, usize)>, SnapshotError> 
     let Some((&flags, mut rest)) = rest.split_first() else {
         return Ok(None);
     };
-    if flags & !(F_EXPIRE | F_EXTVER) != 0 {
+    if flags & !(F_EXPIRE | F_EXTVER | F_STALE) != 0 {
         return Err(SnapshotError::Corrupt("record flags"));
     }
     let mut expire_ms = None;
@@ -312,6 +325,14 @@ fn parse_record(b: &[u8]) -> Result<Option<(Record<'_>, usize)>, SnapshotError> 
         ext_version = Some(x);
         rest = &rest[8..];
     }
+    let mut stale_ms = None;
+    if flags & F_STALE != 0 {
+        let Some(x) = u64_at(rest) else {
+            return Ok(None);
+        };
+        stale_ms = Some(x);
+        rest = &rest[8..];
+    }
     let Some((value, rest)) = get_bytes(rest) else {
         return Ok(None);
     };
@@ -323,6 +344,7 @@ fn parse_record(b: &[u8]) -> Result<Option<(Record<'_>, usize)>, SnapshotError> 
             version,
             expire_ms,
             ext_version,
+            stale_ms,
             value,
         },
         used,
@@ -560,14 +582,24 @@ mod tests {
             if i % 7 == 0 {
                 e.set_ext_version(Some(i));
             }
+            if i % 5 == 0 {
+                e.set_stale_ms(Some(9_000_000 + i));
+            }
             ks.lock(ks.shard_of(slot))
                 .insert((i % 4) as usize, slot, e, 0);
         }
         ks
     }
 
-    /// (db, key, version, expire_ms, ext_version, value) of one entry.
-    type Row = (usize, Vec<u8>, u64, Option<u64>, Option<u64>, Vec<u8>);
+    /// (db, key, version, expire_ms, (ext_version, stale_ms), value) of one entry.
+    type Row = (
+        usize,
+        Vec<u8>,
+        u64,
+        Option<u64>,
+        (Option<u64>, Option<u64>),
+        Vec<u8>,
+    );
 
     fn dump(ks: &Keyspace) -> Vec<Row> {
         let mut v = Vec::new();
@@ -580,7 +612,7 @@ mod tests {
                         e.key().to_vec(),
                         e.version(),
                         e.expire_ms(),
-                        e.ext_version(),
+                        (e.ext_version(), e.stale_ms()),
                         e.string().unwrap().to_vec(),
                     ))
                 });

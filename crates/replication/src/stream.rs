@@ -39,6 +39,8 @@ pub enum Effect<'a> {
         version: u64,
         expire_ms: Option<u64>,
         ext_version: Option<u64>,
+        /// The stale-while-revalidate deadline, sent (as an eighth field) only when set.
+        stale_ms: Option<u64>,
         value: &'a [u8],
     },
     /// Element-level changes (`shoal_keyspace::delta`) made to the key at version `base`,
@@ -107,9 +109,16 @@ fn bulk_opt(out: &mut Vec<u8>, v: Option<u64>) {
     }
 }
 
-/// `SHOALPUT db key version expire_ms|-1 ext_version|-1 value` — the full state of a key.
+/// `SHOALPUT db key version expire_ms|-1 ext_version|-1 value [stale_ms]` — the full state of a
+/// key. The stale-while-revalidate deadline comes last and only when the key has one, so a stream
+/// without any reads the same as before it existed.
 pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
-    out.extend_from_slice(b"*7\r\n");
+    let stale = e.stale_ms();
+    out.extend_from_slice(if stale.is_some() {
+        b"*8\r\n"
+    } else {
+        b"*7\r\n"
+    });
     bulk(out, PUT);
     bulk_u64(out, db as u64);
     bulk(out, e.key());
@@ -119,6 +128,9 @@ pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
     let mut value = Vec::new();
     codec::encode_value(e.value(), &mut value);
     bulk(out, &value);
+    if let Some(t) = stale {
+        bulk_u64(out, t);
+    }
 }
 
 /// `SHOALDEL db key version`.
@@ -286,13 +298,17 @@ pub fn decode<'a>(args: &[&'a [u8]], databases: usize) -> Result<Effect<'a>, Str
     let Some(name) = args.first() else {
         return Err(StreamError("empty frame in the replication stream".into()));
     };
-    if name.eq_ignore_ascii_case(PUT) && args.len() == 7 {
+    if name.eq_ignore_ascii_case(PUT) && (args.len() == 7 || args.len() == 8) {
         Ok(Effect::Put {
             db: db_of(args[1])?,
             key: args[2],
             version: parse_u64(args[3])?,
             expire_ms: parse_opt(args[4])?,
             ext_version: parse_opt(args[5])?,
+            stale_ms: match args.get(7) {
+                Some(a) => Some(parse_u64(a)?),
+                None => None,
+            },
             value: args[6],
         })
     } else if name.eq_ignore_ascii_case(DELTA) && args.len() == 6 {
@@ -352,11 +368,13 @@ pub fn apply(
             version,
             expire_ms,
             ext_version,
+            stale_ms,
             value,
         } => {
             let payload = codec::decode_value(value, limits)
                 .ok_or_else(|| StreamError("bad value in the replication stream".into()))?;
-            let entry = Entry::new(key, payload, expire_ms, ext_version, version, 0);
+            let entry =
+                Entry::with_stale(key, payload, expire_ms, ext_version, stale_ms, version, 0);
             ks.hlc.observe(version);
             let slot = key_slot(key);
             ks.lock(ks.shard_of(slot))
@@ -438,9 +456,22 @@ mod tests {
 
     #[test]
     fn every_effect_round_trips_through_the_codec() {
-        let e = Entry::new_string(b"k", b"v", Some(5), 9);
+        let mut e = Entry::new_string(b"k", b"v", Some(5), 9);
         let mut out = Vec::new();
         encode_put(&mut out, 0, &e);
+        e.set_stale_ms(Some(4));
+        let mut stale = Vec::new();
+        encode_put(&mut stale, 0, &e);
+        let f = frames(&stale);
+        let a: Vec<&[u8]> = f[0].iter().map(|x| x.as_slice()).collect();
+        assert!(matches!(
+            decode(&a, 16).unwrap(),
+            Effect::Put {
+                stale_ms: Some(4),
+                expire_ms: Some(5),
+                ..
+            }
+        ));
         encode_del(&mut out, 1, b"k", 10);
         encode_flush(&mut out, Some(2), 11);
         encode_flush(&mut out, None, 12);
@@ -507,6 +538,7 @@ mod tests {
             version,
             expire_ms: None,
             ext_version: None,
+            stale_ms: None,
             value: &v,
         };
         apply(&ks, &put(10), &limits, 0, false).unwrap();

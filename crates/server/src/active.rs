@@ -7,6 +7,10 @@
 //! instead, page by page with `ACTIVESYNC` on a second connection; merging is idempotent, so the
 //! states and the stream from the new offset may overlap. Every member pulls from every other:
 //! a member's backlog holds only its own writes, so nothing is relayed and nothing loops.
+//!
+//! Both connections go over TLS when `tls-replication` is on (the peers' addresses are then
+//! their TLS ports) and authenticate as a replica does (`masteruser`/`masterauth`); a peer that
+//! refuses us is logged and retried with backoff, and nothing of it is merged.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -210,7 +214,9 @@ async fn write<S: AsyncWrite + Unpin>(s: &mut S, b: &[u8]) -> Result<(), String>
     if b.is_empty() {
         return Ok(());
     }
-    s.write_all(b).await.map_err(|e| e.to_string())
+    s.write_all(b).await.map_err(|e| e.to_string())?;
+    // A TLS stream may keep records it could not send yet until flushed.
+    s.flush().await.map_err(|e| e.to_string())
 }
 
 /// Reads until a whole line is buffered; returns it (without CRLF) and leaves the rest in `buf`.
@@ -243,7 +249,8 @@ async fn read_line<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result
     }
 }
 
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+/// `AUTH` with `masteruser`/`masterauth`, if a password is set.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     srv: &ServerState,
     s: &mut S,
 ) -> Result<(), String> {
@@ -262,7 +269,16 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(format!("authentication with the peer failed: {r:?}"));
         }
     }
-    let port = srv.tcp_port.to_string();
+    Ok(())
+}
+
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &ServerState,
+    s: &mut S,
+) -> Result<(), String> {
+    let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+    authenticate(srv, s).await?;
+    let port = crate::links::listening_port(srv).to_string();
     let r = request(
         s,
         &[b"REPLCONF", b"listening-port", port.as_bytes()],
@@ -375,10 +391,7 @@ async fn fetch_states<T: Transport>(
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
-    let pass = srv.config().masterauth.clone();
-    if !pass.is_empty() {
-        request(&mut s, &[b"AUTH", pass.as_bytes()], timeout).await?;
-    }
+    authenticate(srv, &mut s).await?;
     for shard in 0..srv.ks.shard_count() {
         let shard_text = shard.to_string();
         let mut cursor: Vec<u8> = Vec::new();

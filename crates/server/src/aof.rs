@@ -1079,6 +1079,77 @@ fn grown_past_rule(srv: &ServerState) -> bool {
         && size.saturating_sub(base) * 100 / base >= cfg.auto_aof_rewrite_percentage
 }
 
+/// `CONFIG SET appendonly yes|no` at run time, as Redis does. Turning the log on writes a new
+/// base (a compaction, on its own thread) and starts the writer after it: the log then holds
+/// everything from the base's offset (the backlog records from before the base was taken).
+/// Turning it off stops the writer after it wrote what it had (the files stay, as in Redis).
+pub fn set_appendonly(srv: &Arc<ServerState>, on: bool) {
+    let a = &srv.persist.aof;
+    if !on {
+        let Some(node) = node_of(srv) else {
+            return;
+        };
+        node.stop.store(true, Relaxed);
+        a.wake_writer();
+        let deadline = Instant::now() + Duration::from_millis(STOP_WAIT_MS);
+        while !node.stopped.load(Relaxed) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let key = Arc::as_ptr(srv) as usize;
+        NODES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(k, _)| *k != key);
+        return;
+    }
+    if a.enabled.load(Relaxed) || node_of(srv).is_some() {
+        return;
+    }
+    let srv = srv.clone();
+    let started = std::thread::Builder::new()
+        .name("shoal-aof-on".into())
+        .spawn(move || {
+            let a = &srv.persist.aof;
+            // A compaction already running (BGREWRITEAOF) ends first: this one writes the base.
+            let deadline = Instant::now() + Duration::from_millis(STOP_WAIT_MS * 30);
+            while a.rewriting.swap(true, Relaxed) {
+                if Instant::now() >= deadline {
+                    tracing::warn!("appendonly yes: a compaction is still running; not started");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            srv.repl.start_recording(&srv.ks);
+            a.rewrite_scheduled.store(false, Relaxed);
+            a.rewrite_started_ms.store(now_ms(), Relaxed);
+            rewrite(&srv);
+            if a.last_rewrite_failed.load(Relaxed) || !srv.config().appendonly {
+                return;
+            }
+            let paths = Paths::of(&srv);
+            let base_offset = std::fs::read(paths.manifest())
+                .ok()
+                .and_then(|t| Manifest::parse(&t).ok())
+                .and_then(|m| m.incrs.last().map(|(n, _)| paths.file(n)))
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|b| format::decode_header(&b).ok().map(|h| h.start_offset))
+                .unwrap_or_else(|| srv.repl.offset());
+            a.written_offset.store(base_offset, Relaxed);
+            a.fsynced_offset.store(base_offset, Relaxed);
+            srv.repl.aof_fsynced.store(base_offset, Relaxed);
+            srv.repl.aof_on.store(true, Relaxed);
+            a.enabled.store(true, Relaxed);
+            if let Err(e) = spawn_writer(&srv) {
+                a.enabled.store(false, Relaxed);
+                srv.repl.aof_on.store(false, Relaxed);
+                tracing::warn!(error = %e, "appendonly yes: the log's writer did not start");
+            }
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "appendonly yes: could not start");
+    }
+}
+
 /// At shutdown: the writer appends the rest of the stream and the close record, and fsyncs.
 pub fn stop(srv: &ServerState) {
     let Some(node) = node_of(srv) else {

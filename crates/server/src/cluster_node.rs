@@ -63,7 +63,8 @@ pub(crate) fn raft_id_of(node_id: &str) -> u64 {
 impl ClusterNode {
     /// Starts the node's member of the configuration group on its bus (data port + 10000, or
     /// `cluster-port`; a node listening on a port picked by the system gets a picked bus port
-    /// too), forms a group of one if the node is new, and starts installing committed
+    /// too). `data` is the port the node announces: its TLS port under `tls-cluster`, as Redis
+    /// (`crate::Server::cluster_addr`), forms a group of one if the node is new, and starts installing committed
     /// configurations.
     pub async fn start(
         srv: &Arc<ServerState>,
@@ -204,14 +205,16 @@ impl ClusterNode {
         let me = self.group.node();
         let raft_id = self.group.raft_id();
         if let Err(e) = self.group.initialize(BTreeMap::from([(raft_id, me)])).await {
-            // Met a moment ago, between the look above and now: the group's log is arriving.
-            let m = self.group.metrics();
-            if m.voters.is_empty() && m.learners.is_empty() {
-                return Err(format!("forming the cluster group: {e}"));
-            }
+            // Met a moment ago, between the look above and now: another group has reached this
+            // node (a vote or the first entries of its log; the membership may not be applied
+            // yet). Wait for the configuration that names this node.
             let deadline = Instant::now() + FORM_TIMEOUT;
             while !cl.formed.load(Relaxed) {
                 if Instant::now() >= deadline {
+                    let m = self.group.metrics();
+                    if m.voters.is_empty() && m.learners.is_empty() {
+                        return Err(format!("forming the cluster group: {e}"));
+                    }
                     return Err("this node is joining a cluster; try again".into());
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -308,7 +311,9 @@ impl ClusterNode {
         self.ensure_formed(srv).await?;
         let addr = format!("{ip}:{port}");
         let probe = addr.clone();
-        let (id, bus_port) = tokio::task::spawn_blocking(move || meetable(&probe))
+        let tls = crate::tls::cluster_links(&srv.config());
+        let auth = internal_auth(srv);
+        let (id, bus_port) = tokio::task::spawn_blocking(move || meetable(&probe, tls, auth))
             .await
             .map_err(|e| e.to_string())??;
         let cfg = srv.cluster.as_ref().map(|c| c.config());
@@ -497,7 +502,7 @@ impl ClusterNode {
             tracing::warn!(primary = %primary.addr(), "Manual failover user request accepted.");
         }
         let mut mf = ManualFailover::new(force, crate::now_ms());
-        let mut link: Option<tokio::net::TcpStream> = None;
+        let mut link: Option<crate::tls::LinkStream> = None;
         let pause = MANUAL_FAILOVER_PAUSE_MS.to_string();
         let outcome = loop {
             match mf.poll(srv.repl.offset(), crate::now_ms()) {
@@ -532,35 +537,49 @@ pub const MANUAL_FAILOVER_POLL: Duration = Duration::from_millis(2);
 /// How long the primary may take to answer a manual failover's request.
 pub const MANUAL_FAILOVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How this node authenticates to another node's data port: `masteruser`/`masterauth`, else the
+/// password its own clients give (`requirepass`: the nodes of a cluster share it); an empty
+/// password means none.
+fn internal_auth(srv: &ServerState) -> (String, String) {
+    let cfg = srv.config();
+    if cfg.masterauth.is_empty() {
+        (String::new(), cfg.requirepass.clone())
+    } else {
+        (cfg.masteruser.clone(), cfg.masterauth.clone())
+    }
+}
+
 /// Sends `args` to `primary` on `link` (connected and authenticated first if need be) and reads
 /// the integer it answers; the link is dropped after an error.
 async fn ask_primary(
     srv: &ServerState,
-    link: &mut Option<tokio::net::TcpStream>,
+    link: &mut Option<crate::tls::LinkStream>,
     primary: &Node,
     args: &[&str],
 ) -> Result<u64, String> {
-    use crate::links::Transport;
     use shoal_resp::Reply;
     let t = MANUAL_FAILOVER_REQUEST_TIMEOUT;
     if link.is_none() {
-        let mut s = crate::links::Tcp
-            .connect(&primary.ip, primary.port)
-            .await
-            .map_err(|e| e.to_string())?;
-        let pass = {
-            let cfg = srv.config();
-            if cfg.masterauth.is_empty() {
-                cfg.requirepass.clone()
+        // The primary's announced port is its TLS port under `tls-cluster`.
+        let tls = crate::tls::cluster_links(&srv.config());
+        let mut s = crate::tls::LinkStream::connect(
+            &primary.ip,
+            primary.port,
+            tls,
+            std::time::Duration::from_millis(crate::links::CONNECT_TIMEOUT_MS),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let (user, pass) = internal_auth(srv);
+        if !pass.is_empty() {
+            let auth: Vec<&[u8]> = if user.is_empty() {
+                vec![b"AUTH", pass.as_bytes()]
             } else {
-                cfg.masterauth.clone()
+                vec![b"AUTH", user.as_bytes(), pass.as_bytes()]
+            };
+            if let Reply::Error(e) = crate::links::request(&mut s, &auth, t).await? {
+                return Err(e);
             }
-        };
-        if !pass.is_empty()
-            && let Reply::Error(e) =
-                crate::links::request(&mut s, &[b"AUTH", pass.as_bytes()], t).await?
-        {
-            return Err(e);
         }
         *link = Some(s);
     }
@@ -631,7 +650,7 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
                 tracing::info!(primary = %primary.addr(), "the cluster configuration makes this node a replica");
                 tokio::spawn(crate::links::run_replica(
                     srv.clone(),
-                    crate::links::Tcp,
+                    crate::links::Link::replication(srv),
                     primary.ip.clone(),
                     primary.port,
                     epoch,
@@ -648,10 +667,26 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
 }
 
 /// Asks the node at `addr` whether it can be met: in cluster mode, in no group, without keys.
-/// Returns its id and bus port. Blocking.
-fn meetable(addr: &str) -> Result<(String, u16), String> {
+/// Returns its id and bus port. Blocking; over TLS under `tls-cluster` (`addr` is then the
+/// node's TLS port).
+fn meetable(addr: &str, tls: bool, auth: (String, String)) -> Result<(String, u16), String> {
     use crate::tool_client::{Client, Reply};
-    let mut c = Client::connect(addr, MEET_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    let mut c =
+        Client::connect_with(addr, MEET_TIMEOUT, tls).map_err(|e| format!("{addr}: {e}"))?;
+    let (user, pass) = auth;
+    if !pass.is_empty() {
+        let r = if user.is_empty() {
+            c.cmd(&["AUTH", &pass])
+        } else {
+            c.cmd(&["AUTH", &user, &pass])
+        };
+        // A node without a password lets anyone in: its refusal of AUTH is no failure.
+        if let Reply::Error(e) = r.map_err(|e| format!("{addr}: {e}"))?
+            && !e.contains("without any password configured")
+        {
+            return Err(format!("{addr}: {e}"));
+        }
+    }
     let mut text = |args: &[&str]| -> Result<String, String> {
         match c.cmd(args).map_err(|e| format!("{addr}: {e}"))? {
             Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),

@@ -475,6 +475,13 @@ async fn run<S: ClientStream>(
                     let mut mark = out.len();
                     let wrote_before = client.repl.last_write_offset;
                     let (mut outcome, mut suppress) = run_one(srv, client, &args, &mut out, now);
+                    if let Outcome::Fetch(_) = outcome {
+                        // Values on the disk tier: load them off-lock and run it again.
+                        settle!();
+                        mark = out.len();
+                        (outcome, suppress) =
+                            run_fetching(srv, client, &args, &mut out, outcome).await;
+                    }
                     if let Outcome::Paused = outcome {
                         // A request for a slot whose move is flipping: wait, then run it again
                         // (served here, or redirected to the slot's new owner).
@@ -882,6 +889,7 @@ async fn carry_out(
             w.int(local as i64);
             w.int(replicas as i64);
         }
+        Action::SetAppendonly(on) => crate::aof::set_appendonly(srv, on),
         Action::RewriteAof => {
             if let Err(e) = crate::aof::start_rewrite(srv) {
                 tracing::warn!(error = %e, "BGREWRITEAOF");
@@ -898,6 +906,32 @@ async fn carry_out(
             }
         }
     }
+}
+
+/// Runs a request that needs values on the disk tier again after loading them, at most
+/// `FETCH_ROUNDS_MAX` rounds (then it is answered with an error).
+async fn run_fetching(
+    srv: &ServerState,
+    client: &mut Client,
+    args: &Args<'_>,
+    out: &mut Vec<u8>,
+    mut outcome: Outcome,
+) -> (Outcome, bool) {
+    for _ in 0..shoal_commands::tier::FETCH_ROUNDS_MAX {
+        let Outcome::Fetch(req) = outcome else {
+            return (outcome, false);
+        };
+        crate::tier::fetch(srv, &req, now_ms()).await;
+        let r = run_one(srv, client, args, out, now_ms());
+        if !matches!(r.0, Outcome::Fetch(_)) {
+            return r;
+        }
+        outcome = r.0;
+    }
+    let e = ReplyError::err_static(shoal_commands::tier::FETCH_ROUNDS_ERROR);
+    srv.stats.error_reply(&e);
+    e.write_to(&mut ReplyWriter::new(out, client.proto));
+    (Outcome::Done, false)
 }
 
 /// Runs a request whose slot is paused again once the pause ends; after
@@ -990,9 +1024,24 @@ async fn wait_blocked<S: ClientStream>(
     // Run once more right after registering: a write between the command's look and the
     // registration signalled no one.
     let mut mode = RunMode::Retry;
+    let mut fetch_rounds = 0;
     loop {
         let mark = out.len();
         let outcome = shoal_commands::execute_as(srv, client, &b.args.args(), out, now_ms(), mode);
+        if let Outcome::Fetch(req) = &outcome {
+            // A key it waits on has its value on the disk tier: load it and look again (each
+            // round promotes what it loads; a value moved out again meanwhile is loaded again).
+            fetch_rounds += 1;
+            if fetch_rounds > shoal_commands::tier::FETCH_ROUNDS_MAX {
+                let e = ReplyError::err_static(shoal_commands::tier::FETCH_ROUNDS_ERROR);
+                srv.stats.error_reply(&e);
+                e.write_to(&mut ReplyWriter::new(out, client.proto));
+                registration.served();
+                return Ok(());
+            }
+            crate::tier::fetch(srv, req, now_ms()).await;
+            continue;
+        }
         if let Outcome::Paused = outcome {
             // Its slot is moving: look again shortly (a pause lasts milliseconds).
             wait_unpaused(
@@ -1088,6 +1137,10 @@ fn run_one(
     // A script that runs long asks, from its VM's hook, for the runtime's duties to leave its
     // thread ([`offload_long_script`]); short ones, nearly all, run here like any command.
     let outcome = shoal_commands::execute(srv, client, args, out, now);
+    if let Outcome::Fetch(_) = outcome {
+        // Nothing ran: the reply mode moves when it does.
+        return (outcome, false);
+    }
     let suppress = match mode {
         // CLIENT REPLY ON, sent while replies are off, does get its +OK.
         ReplyMode::Off => client.reply_mode == ReplyMode::Off,

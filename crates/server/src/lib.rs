@@ -20,6 +20,7 @@ pub mod http;
 pub mod in_sync;
 pub mod lease;
 pub mod links;
+pub mod listeners;
 pub mod log;
 pub mod metrics;
 pub mod migrate;
@@ -29,6 +30,7 @@ pub mod raft;
 pub mod reshard_tool;
 pub mod slot_migration;
 pub mod status;
+pub mod tier;
 pub mod tls;
 pub mod tool_client;
 pub mod verify;
@@ -225,11 +227,7 @@ impl Server {
             bind.split_whitespace().next().unwrap_or("127.0.0.1"),
             port
         );
-        let listener = std::net::TcpListener::bind(&addr_text)
-            .map_err(|e| format!("could not bind {addr_text}: {e}"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("listener: {e}"))?;
+        let listener = listeners::bind(&addr_text)?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         // Certificates that do not load stop the start, naming the file.
         tls::install(&config)?;
@@ -239,11 +237,7 @@ impl Server {
                 bind.split_whitespace().next().unwrap_or("127.0.0.1"),
                 config.tls_port
             );
-            let l = std::net::TcpListener::bind(&text)
-                .map_err(|e| format!("could not bind {text}: {e}"))?;
-            l.set_nonblocking(true)
-                .map_err(|e| format!("listener: {e}"))?;
-            Some(l)
+            Some(listeners::bind(&text)?)
         } else {
             None
         };
@@ -263,6 +257,7 @@ impl Server {
             read_file: |path| std::fs::read(path).map_err(|e| e.to_string()),
             write_file: write_file_atomic,
             apply_tls: tls::apply,
+            listen: listeners::relisten,
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);
@@ -287,6 +282,8 @@ impl Server {
         let startup = (allocator.used_memory)() as u64;
         state.stats.used_memory_startup.store(startup, Relaxed);
         state.stats.observe_used_memory(startup);
+        // The disk tier, before the data is loaded (a load past `maxmemory` may move values).
+        tier::start(&state)?;
         // With the append-only log on, it is the data (its base holds what the snapshot held).
         if state.config().appendonly {
             aof::load_at_startup(&state)?;
@@ -300,7 +297,7 @@ impl Server {
             shoal_commands::acl::load_file(&state, &aclfile)
                 .map_err(|e| format!("Aborting because of ACL errors: {e}"))?;
         }
-        state.tcp_port = addr.port();
+        state.tcp_port.store(addr.port(), Relaxed);
         state.executable = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
@@ -315,6 +312,15 @@ impl Server {
             threads,
             shutdown_tx,
         })
+    }
+
+    /// The address this node announces in cluster mode: its TLS port under `tls-cluster` (as
+    /// Redis: the cluster's clients and the nodes' own links then speak TLS), else its plain one.
+    pub fn cluster_addr(&self) -> SocketAddr {
+        match self.tls_addr {
+            Some(t) if self.state.config().tls_cluster => t,
+            _ => self.addr,
+        }
     }
 
     pub fn set_config_file(&mut self, path: &str) {
@@ -349,11 +355,22 @@ impl Server {
     }
 
     async fn serve(self) -> Result<(), String> {
-        let listener = TcpListener::from_std(self.listener).map_err(|e| e.to_string())?;
-        let tls_listener = match self.tls_listener {
+        let cluster_addr = self.cluster_addr();
+        let mut listener = Some(TcpListener::from_std(self.listener).map_err(|e| e.to_string())?);
+        let mut tls_listener = match self.tls_listener {
             Some(l) => Some(TcpListener::from_std(l).map_err(|e| e.to_string())?),
             None => None,
         };
+        // `CONFIG SET port` / `tls-port` hand new listeners over through this.
+        let mut swaps = listeners::install(
+            self.state
+                .config()
+                .bind
+                .split_whitespace()
+                .next()
+                .unwrap_or("127.0.0.1"),
+            self.tls_addr.map_or(0, |a| a.port()),
+        );
         let state = self.state;
         let mut shutdown = self.shutdown_tx.subscribe();
         // SHUTDOWN, run by a connection, stops the server through this.
@@ -371,7 +388,10 @@ impl Server {
             aof::spawn_writer(&state)?;
         }
         tokio::spawn(links::keepalive(Arc::downgrade(&state)));
-        tokio::spawn(active::supervise(Arc::downgrade(&state), links::Tcp));
+        tokio::spawn(active::supervise(
+            Arc::downgrade(&state),
+            links::ReplicationNow(Arc::downgrade(&state)),
+        ));
         if let Some(l) = self.http {
             tokio::spawn(http::serve(state.clone(), l, self.shutdown_tx.subscribe()));
             tracing::info!(addr = ?self.http_addr, "serving /metrics and the status page");
@@ -379,7 +399,7 @@ impl Server {
         // Cluster mode: the node's member of the configuration group, before the first request
         // is served (connections made meanwhile wait in the listen queue).
         let cluster = match state.cluster {
-            Some(_) => Some(cluster_node::ClusterNode::start(&state, self.addr).await?),
+            Some(_) => Some(cluster_node::ClusterNode::start(&state, cluster_addr).await?),
             None => None,
         };
         let io = Arc::new(conn::NodeIo {
@@ -434,7 +454,22 @@ impl Server {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                accepted = accept_either(&listener, tls_listener.as_ref()) => {
+                Some(swap) = swaps.recv() => {
+                    let new = match swap.listener.map(TcpListener::from_std).transpose() {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "new listener refused by the runtime");
+                            None
+                        }
+                    };
+                    // The old listener closes here; its connections stay.
+                    if swap.tls {
+                        tls_listener = new;
+                    } else {
+                        listener = new;
+                    }
+                }
+                accepted = accept_either(listener.as_ref(), tls_listener.as_ref()) => {
                     let (stream, peer, tls) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
@@ -534,15 +569,18 @@ impl Server {
     }
 }
 
-/// The next connection from either listener, and whether it came to the TLS port.
+/// The next connection from either listener, and whether it came to the TLS port (never, while
+/// neither is open).
 async fn accept_either(
-    plain: &TcpListener,
+    plain: Option<&TcpListener>,
     tls: Option<&TcpListener>,
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, bool)> {
-    match tls {
-        None => plain.accept().await.map(|(s, a)| (s, a, false)),
-        Some(t) => tokio::select! {
-            r = plain.accept() => r.map(|(s, a)| (s, a, false)),
+    match (plain, tls) {
+        (None, None) => std::future::pending().await,
+        (Some(p), None) => p.accept().await.map(|(s, a)| (s, a, false)),
+        (None, Some(t)) => t.accept().await.map(|(s, a)| (s, a, true)),
+        (Some(p), Some(t)) => tokio::select! {
+            r = p.accept() => r.map(|(s, a)| (s, a, false)),
             r = t.accept() => r.map(|(s, a)| (s, a, true)),
         },
     }

@@ -89,6 +89,32 @@ impl Transport for Link {
     }
 }
 
+/// The port a replica announces (`REPLCONF listening-port`): its TLS port under
+/// `tls-replication`, as Redis, so its own replicas and tools reach it the way it is reached.
+pub fn listening_port(srv: &ServerState) -> u16 {
+    let tls = crate::listeners::tls_port();
+    if srv.config().tls_replication && tls != 0 {
+        tls
+    } else {
+        srv.tcp_port.load(Relaxed)
+    }
+}
+
+/// Links whose TLS follows `tls-replication` as it is when each connects (the active-active
+/// peer links, which outlive a `CONFIG SET`).
+#[derive(Debug, Clone)]
+pub struct ReplicationNow(pub std::sync::Weak<ServerState>);
+
+impl Transport for ReplicationNow {
+    type Stream = crate::tls::LinkStream;
+
+    async fn connect(&self, host: &str, port: u16) -> std::io::Result<Self::Stream> {
+        let tls = self.0.upgrade().is_some_and(|s| s.config().tls_replication);
+        crate::tls::LinkStream::connect(host, port, tls, Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .await
+    }
+}
+
 fn node(srv: &ServerState) -> replica_link::Node<'_> {
     replica_link::Node {
         ks: &srv.ks,
@@ -145,7 +171,7 @@ async fn session<T: Transport>(
         let pass = cfg.masterauth.clone();
         Handshake {
             auth: (!pass.is_empty()).then(|| (cfg.masteruser.clone(), pass)),
-            listening_port: srv.tcp_port,
+            listening_port: listening_port(srv),
         }
     };
     // The link is listed among the clients (flag M); CLIENT KILL TYPE master drops it (it then
@@ -228,7 +254,7 @@ impl<'a> ListedLink<'a> {
         let handle = Arc::new(ClientHandle::new(
             srv.new_client_id(),
             addr,
-            format!("0.0.0.0:{}", srv.tcp_port),
+            format!("0.0.0.0:{}", srv.tcp_port.load(Relaxed)),
             now_ms(),
         ));
         handle
@@ -252,9 +278,13 @@ async fn write<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> Result<(), Lin
     if bytes.is_empty() {
         return Ok(());
     }
-    s.write_all(bytes)
-        .await
-        .map_err(|e| LinkError::Refused(e.to_string()))
+    // A TLS stream may keep records it could not send yet until flushed.
+    async {
+        s.write_all(bytes).await?;
+        s.flush().await
+    }
+    .await
+    .map_err(|e| LinkError::Refused(e.to_string()))
 }
 
 /// Serves a replica on a connection that sent `PSYNC replid offset`, until the link ends.
@@ -329,6 +359,9 @@ pub async fn serve_replica<S: AsyncRead + AsyncWrite + Unpin + Send>(
                         .fetch_add(bytes.len() as u64, Relaxed);
                 }
                 Ok(None) => {
+                    // A TLS stream may hold records the socket did not take yet: out before
+                    // sleeping.
+                    wr.flush().await.map_err(|e| Ended::Io(e.to_string()))?;
                     // `poll` registered this task's waker for the next append; sleep until then,
                     // or re-check after a while (role changes, keep-alive).
                     let _ =
@@ -474,6 +507,7 @@ pub async fn request<S: AsyncRead + AsyncWrite + Unpin>(
     let mut req = Vec::new();
     shoal_resp::encode_request(&mut req, args);
     s.write_all(&req).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
     let limits = ReplyLimits::default();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

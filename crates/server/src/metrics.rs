@@ -90,7 +90,14 @@ families! {
     "shoal_memory_used_bytes" Gauge "Bytes held by the allocator (INFO used_memory).";
     "shoal_memory_rss_bytes" Gauge "Resident set size of the process.";
     "shoal_memory_max_bytes" Gauge "maxmemory (0: no limit).";
-    "shoal_memory_tier_bytes" Gauge "Bytes of keys and values by storage tier (only `ram` today).";
+    "shoal_memory_tier_bytes" Gauge "Bytes of keys and values by storage tier (`ram`, `disk`: the disk tier's estimate).";
+    "shoal_tiered_enabled" Gauge "1 when the disk tier is on (tiered-storage yes).";
+    "shoal_tiered_keys_on_disk" Gauge "Keys whose value is on the disk tier.";
+    "shoal_tiered_writes_total" Counter "Values moved to the disk tier.";
+    "shoal_tiered_reads_total" Counter "Reads of the disk tier.";
+    "shoal_tiered_read_misses_total" Counter "Reads of the disk tier that found nothing (the key was then evicted).";
+    "shoal_tiered_promotions_total" Counter "Values read from the disk tier and put back in memory.";
+    "shoal_tiered_hit_ratio" Gauge "Share of disk tier reads that found their value.";
     "shoal_keys" Gauge "Keys by database.";
     "shoal_expiring_keys" Gauge "Keys with a TTL by database.";
     "shoal_instantaneous_ops_per_second" Gauge "Commands per second over the last sampling period.";
@@ -292,6 +299,23 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
         &[("tier", "ram".to_string())],
         dataset,
     );
+    let tier = shoal_commands::tier::figures(srv);
+    s.gauge(
+        "shoal_memory_tier_bytes",
+        &[("tier", "disk".to_string())],
+        tier.bytes_on_disk as f64,
+    );
+    s.gauge("shoal_tiered_enabled", none, tier.enabled as u8 as f64);
+    s.gauge("shoal_tiered_keys_on_disk", none, tier.keys_on_disk as f64);
+    s.gauge("shoal_tiered_hit_ratio", none, tier.hit_ratio());
+    s.counter("shoal_tiered_writes_total", none, tier.info.writes);
+    s.counter("shoal_tiered_reads_total", none, tier.info.reads);
+    s.counter(
+        "shoal_tiered_read_misses_total",
+        none,
+        tier.info.read_misses,
+    );
+    s.counter("shoal_tiered_promotions_total", none, tier.info.promotions);
     for db in 0..srv.ks.databases() {
         let (keys, expires) = srv.ks.db_size(db);
         // Every database is listed (a fixed, small set), so a database that empties reads 0.

@@ -3,19 +3,19 @@
 //! has the version it was read with. A key written meanwhile is read again and sent again (with
 //! REPLACE), at most [`MIGRATE_RETRIES`] times; a key deleted meanwhile is deleted on the target
 //! too. So a write that races the move is never lost, without blocking the node while the
-//! target answers (Redis blocks its whole server for a MIGRATE).
+//! target answers (Redis blocks its whole server for a MIGRATE). The connection is TLS when
+//! `tls-cluster` is on, as Redis's `migrateGetSocket`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::links::request;
+use crate::now_ms;
+use crate::tls::LinkStream;
 use shoal_commands::ServerState;
 use shoal_commands::keys::{MigrateItem, MigrateRequest, migrate_item};
 use shoal_keyspace::key_slot;
 use shoal_resp::Reply;
-use tokio::net::TcpStream;
-
-use crate::links::request;
-use crate::now_ms;
 
 /// Times a key that keeps changing is sent again before MIGRATE gives up on it.
 pub const MIGRATE_RETRIES: usize = 3;
@@ -26,13 +26,15 @@ const ERR_READ: &str = "IOERR error or timeout reading to target instance";
 /// Runs a MIGRATE; `Err` holds the reply's error line (without `-`).
 pub async fn run(srv: &Arc<ServerState>, req: MigrateRequest) -> Result<(), String> {
     let timeout = Duration::from_millis(req.timeout_ms);
-    let addr = format!("{}:{}", req.host, req.port);
-    let mut s = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
-        Ok(Ok(s)) => s,
-        _ => return Err(ERR_CONNECT.into()),
+    let tls = crate::tls::cluster_links(&srv.config());
+    let mut s = match LinkStream::connect(&req.host, req.port, tls, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(target = %format!("{}:{}", req.host, req.port), error = %e, "MIGRATE: cannot reach the target");
+            return Err(ERR_CONNECT.into());
+        }
     };
-    let _ = s.set_nodelay(true);
-    let call = async |s: &mut TcpStream, args: &[&[u8]]| -> Result<(), String> {
+    let call = async |s: &mut LinkStream, args: &[&[u8]]| -> Result<(), String> {
         match request(s, args, timeout).await {
             Err(_) => Err(ERR_READ.into()),
             Ok(Reply::Error(e)) => Err(format!("ERR Target instance replied with error: {e}")),

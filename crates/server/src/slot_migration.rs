@@ -3,7 +3,8 @@
 //!
 //! The export, on the source (one at a time per node: the shards' trackers are its own):
 //!
-//! 1. Connect to the target's data port (as this node's replication link would: `masterauth`),
+//! 1. Connect to the target's data port (as this node's replication link would: `masterauth`;
+//!    over TLS under `tls-cluster`, as Redis's MIGRATE, the port being the target's TLS port),
 //!    turn on recording of writes, note the keys written in the slots (`Shard::track_slot`), and
 //!    `CLUSTER SYNCSLOTS BEGIN`.
 //! 2. Copy: each slot's keys as snapshot records, one slot under its shard's lock at a time, in
@@ -34,7 +35,8 @@ use shoal_commands::ServerState;
 use shoal_commands::migration::{self, Job, JobState};
 use shoal_resp::{Reply, ReplyLimits, parse_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::tls::LinkStream;
 
 use crate::cluster_node::{ClusterNode, Proposed};
 use crate::now_ms;
@@ -125,7 +127,7 @@ impl PeerError {
 
 /// A connection to the target with pipelined requests.
 struct Peer {
-    s: TcpStream,
+    s: LinkStream,
     /// Longest wait for a reply.
     timeout: Duration,
     /// Bytes per second of records at most (0: no limit), bytes sent, since when.
@@ -140,17 +142,15 @@ struct Peer {
 
 impl Peer {
     async fn connect(
-        addr: &str,
+        (host, port): (&str, u16),
+        tls: bool,
         auth: Option<(String, String)>,
         timeout: Duration,
         rate: u64,
     ) -> Result<Peer, PeerError> {
-        let s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(PeerError::Io(format!("connect to {addr}: {e}"))),
-            Err(_) => return Err(PeerError::Io(format!("connect to {addr}: timed out"))),
-        };
-        let _ = s.set_nodelay(true);
+        let s = LinkStream::connect(host, port, tls, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| PeerError::Io(format!("connect to {host}:{port}: {e}")))?;
         let mut p = Peer {
             s,
             timeout,
@@ -193,10 +193,12 @@ impl Peer {
         }
         self.req.clear();
         shoal_resp::encode_request(&mut self.req, args);
-        self.s
-            .write_all(&self.req)
-            .await
-            .map_err(|e| PeerError::Io(e.to_string()))?;
+        // Flushed: a TLS stream may keep records the socket did not take yet.
+        let sent = async {
+            self.s.write_all(&self.req).await?;
+            self.s.flush().await
+        };
+        sent.await.map_err(|e| PeerError::Io(e.to_string()))?;
         self.in_flight += 1;
         Ok(())
     }
@@ -328,7 +330,8 @@ async fn export(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, job: &Job) -> R
     )
     .clamp(CALL_TIMEOUT_MIN, CALL_TIMEOUT_MAX);
     let rate = srv.config().cluster_migration_max_rate;
-    let mut peer = Peer::connect(&target.addr(), auth, timeout, rate)
+    let tls = crate::tls::cluster_links(&srv.config());
+    let mut peer = Peer::connect((&target.ip, target.port), tls, auth, timeout, rate)
         .await
         .map_err(|e| failed(e.text()))?;
     // Every write queues its change from now on; the trackers note the slots' keys among them.
@@ -412,7 +415,7 @@ async fn transfer(
             let now = now_ms();
             let shard = srv.ks.lock(srv.ks.shard_of(slot));
             shard.for_each_in_slot(0, slot, now, |e| {
-                shoal_replication::snapshot::encode_record(&mut batch, 0, e);
+                shoal_replication::snapshot::encode_record(&mut batch, 0, e, &srv.ks);
                 in_batch += 1;
             });
         }
@@ -560,7 +563,7 @@ async fn send_written(
                 let slot = shoal_keyspace::key_slot(&key);
                 match shard.peek(0, slot, &key, now) {
                     Some(e) => {
-                        shoal_replication::snapshot::encode_record(&mut batch, 0, e);
+                        shoal_replication::snapshot::encode_record(&mut batch, 0, e, &srv.ks);
                         in_batch += 1;
                     }
                     None => dels.push(key),

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -67,8 +68,8 @@ fn parse_info(text: &str) -> HashMap<String, String> {
 }
 
 /// Asks the node at `addr` for its INFO.
-fn ask(addr: &str, password: &str) -> Fields {
-    let mut c = Client::connect(addr, PEER_TIMEOUT).map_err(|e| e.to_string())?;
+fn ask(addr: &str, password: &str, tls: bool) -> Fields {
+    let mut c = Client::connect_with(addr, PEER_TIMEOUT, tls).map_err(|e| e.to_string())?;
     if !password.is_empty()
         && let Reply::Error(e) = c.cmd(&["AUTH", password]).map_err(|e| e.to_string())?
     {
@@ -95,6 +96,13 @@ fn own(srv: &ServerState) -> Fields {
 /// Asks every address (`None`: this node) in parallel, at most [`PEERS_IN_FLIGHT_MAX`] at once.
 fn ask_all(srv: &ServerState, addrs: &[Option<String>]) -> Vec<Fields> {
     let password = srv.config().requirepass.clone();
+    // Under `tls-cluster` the peers' addresses are their TLS ports, and so are replicas'
+    // under `tls-replication`.
+    let tls = if srv.cluster.is_some() {
+        crate::tls::cluster_links(&srv.config())
+    } else {
+        srv.config().tls_replication
+    };
     let mut out = Vec::with_capacity(addrs.len());
     for chunk in addrs.chunks(PEERS_IN_FLIGHT_MAX) {
         std::thread::scope(|s| {
@@ -104,7 +112,7 @@ fn ask_all(srv: &ServerState, addrs: &[Option<String>]) -> Vec<Fields> {
                     let password = &password;
                     s.spawn(move || match a {
                         None => own(srv),
-                        Some(addr) => ask(addr, password),
+                        Some(addr) => ask(addr, password, tls),
                     })
                 })
                 .collect();
@@ -331,7 +339,7 @@ fn standalone_view(srv: &ServerState) -> Value {
     let fields = ask_all(srv, &addrs);
     let bind = srv.config().bind.clone();
     let host = bind.split_whitespace().next().unwrap_or("127.0.0.1");
-    let me = format!("{host}:{}", srv.tcp_port);
+    let me = format!("{host}:{}", srv.tcp_port.load(Relaxed));
     let role = if srv.repl.is_replica() {
         "replica"
     } else {

@@ -49,6 +49,14 @@ pub fn wanted(config: &Config) -> bool {
     config.tls_port != 0 || config.tls_replication || config.tls_cluster
 }
 
+/// Whether a node's links to other nodes' data ports (a cluster's replication aside: that is
+/// `tls-replication`) speak TLS: under `tls-cluster` with a TLS port, the port every node then
+/// announces (as Redis, whose MIGRATE also follows `tls-cluster`). Without a TLS port the nodes
+/// announce their plain ports and only the bus is on TLS.
+pub fn cluster_links(config: &Config) -> bool {
+    config.tls_cluster && config.tls_port != 0
+}
+
 /// Loads the certificates `config` names and makes them the ones new connections use; nothing
 /// changes if one does not load (the reason names the file). Does nothing when no TLS is wanted.
 pub fn install(config: &Config) -> Result<(), String> {
@@ -72,8 +80,23 @@ pub fn loaded() -> Option<Loaded> {
     LOADED.read().expect("tls lock").clone()
 }
 
+/// ring's suites, AES-128-GCM first (then AES-256-GCM, then ChaCha20), which the server side
+/// chooses over the client's order: AES-128-GCM costs both ends less per record than the
+/// AES-256-GCM most clients list first (OpenSSL does), at a strength TLS 1.3 makes mandatory;
+/// `bench/tls` measures it.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::CipherSuite as S;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| match s.suite() {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    });
+    Arc::new(p)
 }
 
 /// `tls-protocols` as rustls versions: Redis's names, case-insensitive; empty means both.
@@ -177,7 +200,7 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
                 .map_err(|e| format!("client certificate verifier: {e}"))?
         }
     };
-    let server = ServerConfig::builder_with_provider(provider.clone())
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| format!("tls-protocols: {e}"))?
         .with_client_cert_verifier(verifier)
@@ -188,6 +211,8 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
                 config.tls_cert_file, config.tls_key_file
             )
         })?;
+    // The suite is chosen in our order (`provider`), not the client's.
+    server.ignore_client_order = true;
     let (cert_file, key_file) = if config.tls_client_cert_file.is_empty() {
         (&config.tls_cert_file, &config.tls_key_file)
     } else {
@@ -299,6 +324,19 @@ pub async fn connect(
             "TLS handshake timed out",
         )),
     }
+}
+
+/// A blocking client connection to `host` with the client configuration in force (for
+/// `crate::tool_client`); the caller drives the handshake on its socket.
+pub fn blocking_client(host: &str) -> io::Result<rustls::ClientConnection> {
+    let Some(loaded) = loaded() else {
+        return Err(io::Error::other(
+            "TLS is not configured (tls-cert-file, tls-key-file, tls-ca-cert-file)",
+        ));
+    };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
+    rustls::ClientConnection::new(loaded.client, name).map_err(io::Error::other)
 }
 
 /// What a client connection needs of its stream besides reading and writing.
@@ -486,6 +524,22 @@ mod tests {
         assert_eq!(protocols("TLSv1.2 TLSv1.3").unwrap().len(), 2);
         assert!(protocols("TLSv9").is_err());
         assert!(protocols("TLSv1.1").is_err());
+    }
+
+    #[test]
+    fn aes_128_gcm_comes_first_in_each_version() {
+        use rustls::CipherSuite as S;
+        let suites: Vec<S> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        let at = |s: S| suites.iter().position(|x| *x == s).unwrap();
+        assert!(at(S::TLS13_AES_128_GCM_SHA256) < at(S::TLS13_AES_256_GCM_SHA384));
+        assert!(
+            at(S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)
+                < at(S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384)
+        );
+        assert_eq!(
+            suites.len(),
+            rustls::crypto::ring::DEFAULT_CIPHER_SUITES.len()
+        );
     }
 
     #[test]

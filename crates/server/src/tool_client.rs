@@ -1,6 +1,7 @@
 //! A blocking RESP client for command-line tools (`shoal verify`) and tests: send a command, read
 //! one reply. The reply parser is the one every internal link uses (`shoal_resp::parse_reply`);
-//! this adds only a socket with timeouts.
+//! this adds only a socket with timeouts, plain or TLS (a node's own links to its cluster peers
+//! under `tls-cluster`: [`Client::connect_with`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,8 +10,39 @@ use std::time::Duration;
 pub use shoal_resp::Reply;
 use shoal_resp::{ReplyLimits, parse_reply};
 
+/// The socket: plain, or TLS with the node's client configuration (`crate::tls`).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 pub struct Client {
-    s: TcpStream,
+    s: Stream,
     buf: Vec<u8>,
     pub addr: String,
 }
@@ -21,6 +53,12 @@ fn bad(msg: &str) -> std::io::Error {
 
 impl Client {
     pub fn connect(addr: &str, timeout: Duration) -> std::io::Result<Client> {
+        Client::connect_with(addr, timeout, false)
+    }
+
+    /// Connects to `addr`, over TLS if `tls` (with the certificates this process loaded: a node
+    /// reaching its peers); the handshake is bounded by `timeout` like every read.
+    pub fn connect_with(addr: &str, timeout: Duration, tls: bool) -> std::io::Result<Client> {
         let sa = std::net::ToSocketAddrs::to_socket_addrs(addr)?
             .next()
             .ok_or_else(|| bad("no address"))?;
@@ -28,6 +66,18 @@ impl Client {
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
         let _ = s.set_nodelay(true);
+        let s = if tls {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let conn = crate::tls::blocking_client(host)?;
+            let mut t = rustls::StreamOwned::new(conn, s);
+            // The handshake now, so a peer that does not speak TLS fails the connect.
+            while t.conn.is_handshaking() {
+                t.conn.complete_io(&mut t.sock)?;
+            }
+            Stream::Tls(Box::new(t))
+        } else {
+            Stream::Plain(s)
+        };
         Ok(Client {
             s,
             buf: Vec::new(),

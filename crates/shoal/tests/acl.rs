@@ -62,10 +62,7 @@ fn a_restricted_user_runs_only_what_its_rules_allow() {
         ],
     );
     let url = format!("redis://app:secret@127.0.0.1:{}/", s.port);
-    let mut app = redis::Client::open(url.as_str())
-        .expect("client")
-        .get_connection()
-        .expect("connect as app");
+    let mut app = common::connect(url.as_str());
     let who: String = q(&mut app, &["ACL", "WHOAMI"]);
     assert_eq!(who, "app");
     let _: () = q(&mut app, &["SET", "app:1", "v"]);

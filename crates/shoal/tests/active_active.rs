@@ -119,7 +119,7 @@ fn write_everything(members: &[Shoal], clients: usize, rounds: usize) -> (i64, i
         for ci in 0..clients {
             let url = m.url();
             handles.push(std::thread::spawn(move || {
-                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut c = common::connect(url);
                 let mut rng = common::Rng::new((mi * 100 + ci) as u64 + 1);
                 let (mut inc, mut hinc) = (0i64, 0i64);
                 for i in 0..rounds {

@@ -162,7 +162,7 @@ fn kill9_under_always_keeps_every_acknowledged_write_of_every_type() {
     let writer = {
         let acked = acked.clone();
         std::thread::spawn(move || {
-            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut c = common::connect(url);
             for i in 0..5_000u64 {
                 if write_all_types(&mut c, i).is_err() {
                     return;

@@ -558,7 +558,7 @@ fn shoal_cluster_start_local_runs_a_cluster_and_stops_it() {
         "{seen}"
     );
     let first = format!("redis://127.0.0.1:{base}/");
-    let client = redis::cluster::ClusterClient::new(vec![first]).unwrap();
+    let client = common::cluster_client(vec![first]).unwrap();
     let mut c = client.get_connection().unwrap();
     for i in 0..100 {
         let _: () = redis::cmd("SET").arg(i).arg(i).query(&mut c).unwrap();
@@ -630,7 +630,7 @@ fn read_back(c: &mut redis::cluster::ClusterConnection, keys: usize, step: usize
 
 /// Writes `keys` keys through a cluster client; returns the client's connection.
 fn fill(first: &Shoal, keys: usize) -> redis::cluster::ClusterConnection {
-    let client = redis::cluster::ClusterClient::new(vec![first.url()]).expect("cluster client");
+    let client = common::cluster_client(vec![first.url()]).expect("cluster client");
     let mut c = client.get_connection().expect("cluster connection");
     for i in 0..keys {
         let _: () = redis::cmd("SET")
@@ -709,7 +709,7 @@ fn a_whole_cluster_restarted_from_disk_comes_back_with_its_map_and_keys() {
         .map(|n| q::<u64>(&mut n.client(), &["DBSIZE"]))
         .sum();
     assert_eq!(total, KEYS as u64);
-    let client = redis::cluster::ClusterClient::new(vec![nodes[1].url()]).unwrap();
+    let client = common::cluster_client(vec![nodes[1].url()]).unwrap();
     read_back(&mut client.get_connection().unwrap(), KEYS, 37);
 }
 
@@ -912,7 +912,7 @@ fn redis_cli_reshard_moves_slots_and_keys_between_nodes() {
         .map(|n| q::<u64>(&mut n.client(), &["DBSIZE"]))
         .sum();
     assert_eq!(total, KEYS as u64);
-    let client = redis::cluster::ClusterClient::new(vec![nodes[2].url()]).unwrap();
+    let client = common::cluster_client(vec![nodes[2].url()]).unwrap();
     read_back(&mut client.get_connection().unwrap(), KEYS, 1);
     // MIGRATE to nowhere is an I/O error, as in Redis.
     let mut r = nodes[1].raw();
@@ -974,7 +974,7 @@ fn write_until(
     std::thread::spawn(move || {
         const WRITES_MAX: usize = 200_000;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        let client = redis::cluster::ClusterClient::new(vec![first]).expect("cluster client");
+        let client = common::cluster_client(vec![first]).expect("cluster client");
         let mut c = client.get_connection().expect("cluster connection");
         let mut ok = Vec::new();
         let mut tried = 0;
@@ -1159,7 +1159,7 @@ fn shoal_cluster_failover_coordinated_then_forced_for_a_stopped_primary() {
     // Every key is served, the stopped primary's from its former replica (a new client: the old
     // one keeps trying its connection to the stopped node).
     drop(c);
-    let client = redis::cluster::ClusterClient::new(vec![nodes[0].url()]).unwrap();
+    let client = common::cluster_client(vec![nodes[0].url()]).unwrap();
     let mut c = client.get_connection().unwrap();
     read_back(&mut c, KEYS, 1);
     let _: () = redis::cmd("SET").arg("after").arg(1).query(&mut c).unwrap();
@@ -1330,7 +1330,7 @@ fn reshard_tool_moves_slots_under_load() {
     let (code, out, _) = cluster_tool(&["check", &nodes[0].addr()]);
     assert_eq!(code, Some(0), "{out}");
     // Nothing acknowledged was lost, before or during the move.
-    let client = redis::cluster::ClusterClient::new(vec![nodes[2].url()]).unwrap();
+    let client = common::cluster_client(vec![nodes[2].url()]).unwrap();
     let mut c = client.get_connection().unwrap();
     read_back(&mut c, KEYS, 1);
     for i in &ok {

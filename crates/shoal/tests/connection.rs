@@ -160,10 +160,7 @@ fn requirepass_gates_commands_until_auth() {
     assert_eq!(r2.call(&["GET", "k"]), "$1\r\nv\r\n");
 
     // A real client with the password in its URL.
-    let mut c = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut c = common::connect(format!("redis://:s3cret@127.0.0.1:{}/", s.port));
     let v: String = q(&mut c, &["GET", "k"]);
     assert_eq!(v, "v");
 }
@@ -231,10 +228,7 @@ fn select_isolates_databases() {
     assert_eq!(r.call(&["GET", "k"]), "$-1\r\n");
 
     // Each connection has its own selected database: a client opened on db 1 sees "one".
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/1", s.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut c = common::connect(format!("redis://127.0.0.1:{}/1", s.port));
     let v: String = q(&mut c, &["GET", "k"]);
     assert_eq!(v, "one");
     let mut c0 = s.client();

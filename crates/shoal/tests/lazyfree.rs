@@ -43,7 +43,7 @@ fn unlink_of_a_million_member_set_does_not_stall_other_clients() {
     let pinger = {
         let (stop, worst_us, pings, url) = (stop.clone(), worst_us.clone(), pings.clone(), s.url());
         std::thread::spawn(move || {
-            let mut p = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut p = common::connect(url);
             let deadline = Instant::now() + Duration::from_secs(20);
             while !stop.load(Relaxed) && Instant::now() < deadline {
                 let t = Instant::now();

@@ -214,7 +214,7 @@ fn cluster_nodes_log_the_epoch_and_the_tools_show_their_progress() {
     );
 
     // Keys on the first node's slots, then 500 of them moved to the second.
-    let client = redis::cluster::ClusterClient::new(vec![nodes[0].url()]).unwrap();
+    let client = common::cluster_client(vec![nodes[0].url()]).unwrap();
     let mut c = client.get_connection().unwrap();
     for i in 0..3000 {
         let _: () = redis::cmd("SET")

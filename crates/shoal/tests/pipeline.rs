@@ -201,7 +201,7 @@ fn concurrent_clients_lose_no_increments() {
         .map(|_| {
             let url = s.url();
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut c = common::connect(url);
                 for _ in 0..500 {
                     let _: i64 = q(&mut c, &["INCR", "shared"]);
                 }
@@ -224,7 +224,7 @@ fn concurrent_pipelines_keep_each_connection_in_order() {
         .map(|t| {
             let url = s.url();
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut c = common::connect(url);
                 for round in 0..10 {
                     let mut p = redis::pipe();
                     for i in 0..200 {
@@ -254,7 +254,7 @@ fn mset_is_atomic_for_concurrent_readers() {
             let url = s.url();
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut c = common::connect(url);
                 let mut reads = 0;
                 while !stop.load(Ordering::Relaxed) && reads < 20_000 {
                     let (a, b): (i64, i64) = q(&mut c, &["MGET", "{x}a", "{y}b"]);

@@ -219,7 +219,7 @@ fn full_copy_under_concurrent_writes_ends_with_equal_digests() {
     let writer = {
         let (stop, writes, url) = (stop.clone(), writes.clone(), p.url());
         std::thread::spawn(move || {
-            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut c = common::connect(url);
             let mut i = 0u64;
             while !stop.load(Relaxed) && i < 200_000 {
                 let k = format!("key:{}", (i * 7919) % 25_000);
@@ -313,7 +313,7 @@ fn async_strategy_loss_window_is_measured_when_the_primary_dies() {
     let writer = {
         let (acked, url) = (acked.clone(), p.url());
         std::thread::spawn(move || {
-            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut c = common::connect(url);
             for i in 0..1_000_000u64 {
                 let ok: redis::RedisResult<()> =
                     redis::cmd("SET").arg(format!("w:{i}")).arg(i).query(&mut c);
@@ -355,12 +355,7 @@ fn failover_under_load_loses_no_acknowledged_write() {
     let writer = {
         let (stop, acked) = (stop.clone(), acked.clone());
         std::thread::spawn(move || {
-            let conn = |port: u16| {
-                redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap()
-            };
+            let conn = |port: u16| common::connect(format!("redis://127.0.0.1:{port}/"));
             let mut current = 0;
             let mut c = conn(ports[current]);
             let deadline = Instant::now() + Duration::from_secs(20);

@@ -131,8 +131,9 @@ fn write_commands(c: &mut redis::Connection) -> BTreeSet<String> {
 }
 
 /// For every write command, one or more example invocations. A line `1| ...` runs in database 1,
-/// any other line in database 0. `{ver:KEY}` is replaced by the key's current version (GETVER) and
-/// `{dump:KEY}` by its DUMP payload, both read from the primary just before the line runs.
+/// any other line in database 0. `{ver:KEY}` is replaced by the key's current version (GETVER),
+/// `{lease:KEY}` by a lease token (GETLEASE) and `{dump:KEY}` by its DUMP payload, all read from
+/// the primary just before the line runs.
 /// Each example also sets up what it needs, so each runs on its own in this order.
 fn examples() -> Vec<(&'static str, Vec<String>)> {
     let lines = |ls: &[&str]| ls.iter().map(|l| l.to_string()).collect::<Vec<_>>();
@@ -488,6 +489,31 @@ fn examples() -> Vec<(&'static str, Vec<String>)> {
                 "SETIFNEWER vn:1 5 five",
                 "SETIFNEWER vn:1 3 three",
                 "SETIFNEWER vn:1 9 nine PX 90000000",
+            ]),
+        ),
+        (
+            "getlease",
+            lines(&[
+                "DEL gl:1",
+                "GETLEASE gl:1",
+                "SETSTALE gl:2 v PX 1 STALE 90000000",
+                "GETLEASE gl:2",
+            ]),
+        ),
+        (
+            "setlease",
+            lines(&[
+                "DEL sl:1 sl:2",
+                "SETLEASE sl:1 {lease:sl:1} loaded PX 90000000 STALE 60000",
+                "SETLEASE sl:2 {lease:sl:2} loaded",
+                "SETLEASE sl:2 1 refused",
+            ]),
+        ),
+        (
+            "setstale",
+            lines(&[
+                "SETSTALE ss:1 v EX 90000 STALE 1000",
+                "SETSTALE ss:2 v PXAT 99999999999999 STALE 5",
             ]),
         ),
         (
@@ -857,6 +883,14 @@ impl Runner {
                     other => panic!("GETVER {key} version {other:?}"),
                 };
                 args.push(version.into_bytes());
+            } else if let Some(key) = tok
+                .strip_prefix("{lease:")
+                .and_then(|t| t.strip_suffix('}'))
+            {
+                // A fresh cache-fill lease's token (the key must be absent or stale).
+                let (_, _, token): (String, Option<Vec<u8>>, Option<i64>) =
+                    q(&mut self.c, &["GETLEASE", key]);
+                args.push(token.expect("a lease token").to_string().into_bytes());
             } else if tok == "{port}" {
                 args.push(self.port.to_string().into_bytes());
             } else if let Some(n) = tok.strip_prefix("{lib:").and_then(|t| t.strip_suffix('}')) {

@@ -91,7 +91,7 @@ struct Load {
 /// Single-key INCRs and two-key MSETs through redis-rs's cluster client, which follows
 /// redirects itself; any error it returns is counted.
 fn run_cluster_load(url: String, t: usize, stop: Arc<AtomicBool>) -> Load {
-    let client = redis::cluster::ClusterClient::new(vec![url]).expect("cluster client");
+    let client = common::cluster_client(vec![url]).expect("cluster client");
     let mut c = client.get_connection().expect("cluster connection");
     let mut load = Load {
         counters: (0..64).map(|k| (format!("ctr:{t}:{k}"), 0)).collect(),
@@ -209,7 +209,7 @@ fn slots_move_atomically_under_load_with_no_error_and_no_lost_write() {
     let _turn = many_nodes();
     let nodes: Vec<Shoal> = (0..3).map(|_| node()).collect();
     create(&nodes);
-    let client = redis::cluster::ClusterClient::new(vec![nodes[0].url()]).unwrap();
+    let client = common::cluster_client(vec![nodes[0].url()]).unwrap();
     let mut c = client.get_connection().unwrap();
     for i in 0..KEYS {
         let _: () = redis::cmd("SET")

@@ -144,7 +144,7 @@ fn the_status_page_shows_a_three_primary_cluster_in_a_headless_browser() {
         &first_id,
     ]);
     // Writes to every primary's slots, so offsets move and the replica has a stream to follow.
-    let client = redis::cluster::ClusterClient::new(vec![primaries[0].url()]).expect("client");
+    let client = common::cluster_client(vec![primaries[0].url()]).expect("client");
     let mut c = client.get_connection().expect("cluster connection");
     for i in 0..200 {
         let _: () = redis::cmd("SET")

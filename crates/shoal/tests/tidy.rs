@@ -88,6 +88,8 @@ const OURS_ONLY: &[(&str, &[&str])] = &[
     ("shoal-keyspace", &[]),
     ("shoal-replication", &["shoal-resp", "shoal-keyspace"]),
     ("shoal-cluster", &["shoal-keyspace"]),
+    // The client speaks RESP only: never the server's crates.
+    ("shoal-client", &["shoal-resp"]),
     (
         "shoal-commands",
         &[
@@ -105,7 +107,7 @@ const OURS_NEVER: &[(&str, &[&str])] = &[("shoal-sim", &["shoal-server", "shoal"
 
 /// The only crates that may use tokio as a normal (or build) dependency; dev-dependencies are
 /// allowed anywhere.
-const TOKIO_USERS: &[&str] = &["shoal-server", "shoal", "shoal-loadgen"];
+const TOKIO_USERS: &[&str] = &["shoal-server", "shoal", "shoal-loadgen", "shoal-client"];
 
 /// The arrows that point the wrong way, read from `cargo metadata --no-deps` output (which lists
 /// the workspace's packages with their direct dependencies and each one's kind).
@@ -217,14 +219,16 @@ fn the_dependency_check_names_the_wrong_arrow() {
             {"name": "shoal-cluster", "dependencies": [{"name": "shoal-keyspace", "kind": null}]},
             {"name": "shoal-commands", "dependencies": [{"name": "tokio", "kind": "dev"}]},
             {"name": "shoal-sim", "dependencies": [{"name": "shoal-server", "kind": "dev"}]},
-            {"name": "shoal-server", "dependencies": [{"name": "tokio", "kind": null}]}
+            {"name": "shoal-server", "dependencies": [{"name": "tokio", "kind": null}]},
+            {"name": "shoal-client", "dependencies": [
+                {"name": "shoal-resp", "kind": null}, {"name": "tokio", "kind": null}]}
         ]}"#,
     );
     assert_eq!(
         dependency_violations(&metadata),
         [
             "shoal-keyspace -> tokio (normal): \
-             only shoal-server, shoal, shoal-loadgen may use tokio",
+             only shoal-server, shoal, shoal-loadgen, shoal-client may use tokio",
             "shoal-replication -> shoal-commands (normal): \
              shoal-replication may depend only on shoal-resp, shoal-keyspace",
             "shoal-sim -> shoal-server (dev): shoal-sim must never depend on shoal-server or shoal",

@@ -1,8 +1,11 @@
 //! TLS on the wire and authenticated internal links: a real shoal process with a TLS port, its
 //! certificates made by the test itself with the `openssl` CLI, talked to by redis-rs over TLS
-//! (`rediss://`), `redis-cli --tls`, and a blocking rustls client for byte-level checks; a replica
-//! following its primary over TLS; a replica refused by the primary's ACL until it is given the
-//! rights; and the cluster bus's shared-secret challenge.
+//! (`rediss://`), `redis-cli --tls`, redis-py (`ssl=True`) and a blocking rustls client for
+//! byte-level checks; a replica following its primary over TLS; a replica refused by the
+//! primary's ACL until it is given the rights; the cluster bus's shared-secret challenge; nodes
+//! that serve TLS only (plain port closed with `CONFIG SET port 0`) forming a cluster whose
+//! replication, slot migration and MIGRATE all go over TLS, authenticated; active-active peers
+//! over TLS, and refused with a wrong password; and `CONFIG SET port`/`tls-port` at run time.
 
 mod common;
 
@@ -727,4 +730,503 @@ fn a_node_with_another_secret_is_never_joined() {
         let reply = String::from_utf8_lossy(&chunk[..n]);
         assert!(n == 0 || reply.starts_with("-ERR"), "{reply}");
     }
+}
+
+// ---- TLS-only nodes: every internal link over TLS ----
+
+/// A node that serves TLS only: started with `extra` and the TLS parameters, then its plain port
+/// closed (`CONFIG SET port 0`, over TLS). Returns it, its TLS port and an authenticated
+/// connection.
+fn tls_only(certs: &Certs, extra: &[&str], pass: &str) -> (Shoal, u16) {
+    let mut args: Vec<&str> = vec!["--requirepass", pass];
+    args.extend_from_slice(extra);
+    let (s, port) = start_tls(certs, &args);
+    let mut c = rediss(certs, port);
+    let _: () = q(&mut c, &["AUTH", pass]);
+    let _: () = q(&mut c, &["CONFIG", "SET", "port", "0"]);
+    wait_until("the plain port closes", || {
+        TcpStream::connect(("127.0.0.1", s.port)).is_err()
+    });
+    assert_eq!(common::info_u64(&mut c, "server", "tcp_port"), 0);
+    (s, port)
+}
+
+/// An authenticated TLS connection.
+fn tls_client(certs: &Certs, port: u16, pass: &str) -> redis::Connection {
+    let mut c = rediss(certs, port);
+    let _: () = q(&mut c, &["AUTH", pass]);
+    c
+}
+
+/// The TLS and cluster parameters every node of a TLS-only cluster shares.
+fn tls_cluster_args(certs: &Certs) -> Vec<String> {
+    [
+        "--cluster-enabled",
+        "yes",
+        "--tls-cluster",
+        "yes",
+        "--tls-replication",
+        "yes",
+        "--cluster-secret",
+        "s3cret",
+        "--masterauth",
+        "pw",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(certs.server_args(0).into_iter().skip(2))
+    .collect()
+}
+
+fn wait_known_nodes(c: &mut redis::Connection, n: usize) {
+    let want = format!("cluster_known_nodes:{n}\r\n");
+    wait_until("the nodes know each other", || {
+        common::try_q::<String>(c, &["CLUSTER", "INFO"]).is_ok_and(|i| i.contains(&want))
+    });
+}
+
+#[test]
+fn a_tls_only_cluster_replicates_reshards_migrates_and_fails_over_over_tls() {
+    let certs = Certs::new();
+    let args = tls_cluster_args(&certs);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_a, a_port) = tls_only(&certs, &args, "pw");
+    let (_b, b_port) = tls_only(&certs, &args, "pw");
+    let (_r, r_port) = tls_only(&certs, &args, "pw");
+    let mut a = tls_client(&certs, a_port, "pw");
+    let mut b = tls_client(&certs, b_port, "pw");
+    let mut r = tls_client(&certs, r_port, "pw");
+    let _: () = q(&mut a, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+    // The nodes are met at their TLS ports, and announce them.
+    for port in [b_port, r_port] {
+        let _: () = q(&mut a, &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()]);
+    }
+    for c in [&mut a, &mut b, &mut r] {
+        wait_known_nodes(c, 3);
+    }
+    let slots: String = q(&mut a, &["CLUSTER", "NODES"]);
+    assert!(slots.contains(&format!("127.0.0.1:{a_port}@")), "{slots}");
+    let a_id: String = q(&mut a, &["CLUSTER", "MYID"]);
+    let b_id: String = q(&mut b, &["CLUSTER", "MYID"]);
+    for i in 0..200 {
+        let _: () = q(&mut a, &["SET", &format!("key:{i}"), &i.to_string()]);
+    }
+
+    // Replication: the replica follows its primary at its TLS port, authenticated.
+    let _: () = q(&mut r, &["CLUSTER", "REPLICATE", &a_id]);
+    common::wait_link_up(&mut r);
+    wait_until("the keys reach the replica", || {
+        common::try_q::<u64>(&mut r, &["DBSIZE"]) == Ok(200)
+    });
+    assert_eq!(
+        info_field(&mut r, "replication", "master_port").as_deref(),
+        Some(a_port.to_string().as_str())
+    );
+
+    // A reshard: half the slots move to b over TLS.
+    let ok: String = q(
+        &mut a,
+        &[
+            "CLUSTER",
+            "MIGRATESLOTS",
+            "SLOTSRANGE",
+            "0",
+            "8191",
+            "NODE",
+            &b_id,
+        ],
+    );
+    assert_eq!(ok, "OK");
+    wait_until("the slots move", || {
+        let jobs: Vec<Vec<String>> = q(&mut a, &["CLUSTER", "GETSLOTMIGRATIONS"]);
+        let job = jobs.iter().find(|j| j.contains(&"0-8191".to_string()));
+        job.is_some_and(|j| {
+            let state = j
+                .iter()
+                .position(|f| f == "state")
+                .map(|i| j[i + 1].as_str());
+            assert_ne!(state, Some("failed"), "{j:?}");
+            state == Some("success")
+        })
+    });
+    let on_b: u64 = q(&mut b, &["DBSIZE"]);
+    assert!(on_b > 0, "no key moved to b");
+    wait_until("the source drops the moved keys", || {
+        common::try_q::<u64>(&mut a, &["DBSIZE"]).is_ok_and(|n| n + on_b == 200)
+    });
+
+    // MIGRATE of a key a still owns, to b importing its slot, over TLS.
+    let key = (0..200)
+        .map(|i| format!("key:{i}"))
+        .find(|k| {
+            let slot: u64 = q(&mut a, &["CLUSTER", "KEYSLOT", k]);
+            slot > 8191
+        })
+        .expect("a key a still owns");
+    let slot: u64 = q(&mut a, &["CLUSTER", "KEYSLOT", &key]);
+    let slot = slot.to_string();
+    let _: () = q(&mut b, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &a_id]);
+    let _: () = q(&mut a, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &b_id]);
+    let ok: String = q(
+        &mut a,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &b_port.to_string(),
+            &key,
+            "0",
+            "5000",
+            "AUTH",
+            "pw",
+        ],
+    );
+    assert_eq!(ok, "OK");
+    let _: () = q(&mut b, &["ASKING"]);
+    let moved: Option<String> = q(&mut b, &["GET", &key]);
+    assert!(moved.is_some(), "{key} did not reach b");
+    // A MIGRATE with the wrong password is refused by the target.
+    let other = (0..200).map(|i| format!("key:{i}")).find(|k| {
+        k != &key && {
+            let s: u64 = q(&mut a, &["CLUSTER", "KEYSLOT", k]);
+            s.to_string() == slot
+        }
+    });
+    if let Some(other) = other {
+        let e = common::try_q::<String>(
+            &mut a,
+            &[
+                "MIGRATE",
+                "127.0.0.1",
+                &b_port.to_string(),
+                &other,
+                "0",
+                "5000",
+                "AUTH",
+                "wrong",
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("WRONGPASS"), "{e}");
+    }
+
+    // A manual failover: the replica asks its primary over TLS to pause, then takes over; the
+    // old primary follows it at its TLS port.
+    let ok: String = q(&mut r, &["CLUSTER", "FAILOVER"]);
+    assert_eq!(ok, "OK");
+    wait_until("the replica takes over", || {
+        info_field(&mut r, "replication", "role").as_deref() == Some("master")
+    });
+    wait_until("the old primary follows it over TLS", || {
+        info_field(&mut a, "replication", "master_port").as_deref()
+            == Some(r_port.to_string().as_str())
+            && info_field(&mut a, "replication", "master_link_status").as_deref() == Some("up")
+    });
+}
+
+#[test]
+fn a_cluster_node_without_the_password_is_refused_by_its_primary() {
+    let certs = Certs::new();
+    let args = tls_cluster_args(&certs);
+    let mut wrong: Vec<String> = args.clone();
+    let at = wrong.iter().position(|a| a == "--masterauth").unwrap();
+    wrong[at + 1] = "not-the-password".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
+    let (_a, a_port) = tls_only(&certs, &args, "pw");
+    let (_r, r_port) = tls_only(&certs, &wrong, "pw");
+    let mut a = tls_client(&certs, a_port, "pw");
+    let mut r = tls_client(&certs, r_port, "pw");
+    let _: () = q(&mut a, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+    let _: () = q(
+        &mut a,
+        &["CLUSTER", "MEET", "127.0.0.1", &r_port.to_string()],
+    );
+    wait_known_nodes(&mut r, 2);
+    let _: () = q(&mut a, &["SET", "k", "v"]);
+    let a_id: String = q(&mut a, &["CLUSTER", "MYID"]);
+    let _: () = q(&mut r, &["CLUSTER", "REPLICATE", &a_id]);
+    // The primary refuses its AUTH: no link, no data, the refusal counted on the replica.
+    wait_until("the replica's link fails", || {
+        common::info_u64(&mut r, "replication", "shoal_link_failures") > 0
+    });
+    let deadline = Instant::now() + Duration::from_millis(1_500);
+    while Instant::now() < deadline {
+        assert_eq!(
+            info_field(&mut r, "replication", "master_link_status").as_deref(),
+            Some("down")
+        );
+        let n: u64 = q(&mut r, &["DBSIZE"]);
+        assert_eq!(n, 0, "half-joined: the replica holds data");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Given the password, its retries get in.
+    let _: () = q(&mut r, &["CONFIG", "SET", "masterauth", "pw"]);
+    common::wait_link_up(&mut r);
+    wait_until("the data reaches the replica", || {
+        common::try_q::<u64>(&mut r, &["DBSIZE"]) == Ok(1)
+    });
+}
+
+// ---- active-active peers over TLS ----
+
+/// The lines of `INFO active` about peer links.
+fn peer_lines(c: &mut redis::Connection) -> Vec<String> {
+    let text: String = q(c, &["INFO", "active"]);
+    text.lines()
+        .filter(|l| l.starts_with("active_peer"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn active_active_peers_link_over_tls_and_a_peer_with_the_wrong_password_is_refused() {
+    let certs = Certs::new();
+    let base = ["--tls-replication", "yes", "--masterauth", "pw"];
+    let (_a, a_port) = tls_only(&certs, &base, "pw");
+    let (_b, b_port) = tls_only(&certs, &base, "pw");
+    let mut a = tls_client(&certs, a_port, "pw");
+    let mut b = tls_client(&certs, b_port, "pw");
+    let _: () = q(&mut a, &["SET", "from-a", "1"]);
+    let _: () = q(&mut b, &["SET", "from-b", "2"]);
+    // Peers are reached at their TLS ports (the plain ones are closed).
+    let _: () = q(
+        &mut a,
+        &[
+            "CONFIG",
+            "SET",
+            "active-peers",
+            &format!("127.0.0.1:{b_port}"),
+        ],
+    );
+    let _: () = q(
+        &mut b,
+        &[
+            "CONFIG",
+            "SET",
+            "active-peers",
+            &format!("127.0.0.1:{a_port}"),
+        ],
+    );
+    for (c, key, want) in [(&mut a, "from-b", "2"), (&mut b, "from-a", "1")] {
+        wait_until("each member merges the other's writes", || {
+            common::try_q::<Option<String>>(c, &["GET", key])
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(want)
+        });
+    }
+    let _: () = q(&mut a, &["INCRBY", "n", "5"]);
+    wait_until("a later write streams over the TLS link", || {
+        common::try_q::<Option<String>>(&mut b, &["GET", "n"])
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("5")
+    });
+    assert!(
+        peer_lines(&mut a)[0].contains("state=connected"),
+        "{:?}",
+        peer_lines(&mut a)
+    );
+
+    // A member whose masterauth is wrong: a refuses it; it merges nothing, says why (and logs
+    // it), and a's ACL LOG records the refused authentication.
+    let wrong = ["--tls-replication", "yes", "--masterauth", "wrong"];
+    let (_c, c_port) = tls_only(&certs, &wrong, "pw");
+    let mut c = tls_client(&certs, c_port, "pw");
+    let _: () = q(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "active-peers",
+            &format!("127.0.0.1:{a_port}"),
+        ],
+    );
+    wait_until("the refusal is reported", || {
+        peer_lines(&mut c)
+            .first()
+            .is_some_and(|l| l.contains("authentication with the peer failed"))
+    });
+    let deadline = Instant::now() + Duration::from_millis(1_000);
+    while Instant::now() < deadline {
+        let lines = peer_lines(&mut c);
+        assert!(!lines[0].contains("state=connected"), "{lines:?}");
+        let n: u64 = q(&mut c, &["DBSIZE"]);
+        assert_eq!(n, 0, "merged from a peer that refused it");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until("a logs the failed AUTH", || {
+        let log: Vec<redis::Value> = q(&mut a, &["ACL", "LOG"]);
+        format!("{log:?}").contains("auth")
+    });
+}
+
+// ---- CONFIG SET port / tls-port ----
+
+#[test]
+fn config_set_port_and_tls_port_move_the_listeners_and_a_busy_port_changes_nothing() {
+    let certs = Certs::new();
+    let (s, tls_port) = start_tls(&certs, &[]);
+    let mut c = s.client();
+    // The plain port moves: the new one answers, the old one is closed, INFO follows.
+    let port = free_port();
+    let _: () = q(&mut c, &["CONFIG", "SET", "port", &port.to_string()]);
+    let mut moved = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let pong: String = q(&mut moved, &["PING"]);
+    assert_eq!(pong, "PONG");
+    wait_until("the old port closes", || {
+        TcpStream::connect(("127.0.0.1", s.port)).is_err()
+    });
+    assert_eq!(
+        common::info_u64(&mut moved, "server", "tcp_port"),
+        port as u64
+    );
+    let got: Vec<String> = q(&mut moved, &["CONFIG", "GET", "port"]);
+    assert_eq!(got, ["port".to_string(), port.to_string()]);
+    // The connection made before the move stays.
+    let pong: String = q(&mut c, &["PING"]);
+    assert_eq!(pong, "PONG");
+    // A port something else holds: Redis's error, and the listener stays where it was.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port().to_string();
+    for name in ["port", "tls-port"] {
+        let mut r = common::Raw::connect(&format!("127.0.0.1:{port}"));
+        assert_eq!(
+            r.call(&["CONFIG", "SET", name, &busy_port]),
+            format!(
+                "-ERR CONFIG SET failed (possibly related to argument '{name}') - Unable to \
+                 listen on this port\r\n"
+            )
+        );
+    }
+    let got: Vec<String> = q(&mut moved, &["CONFIG", "GET", "port"]);
+    assert_eq!(got[1], port.to_string());
+    let pong: String = q(
+        &mut redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap(),
+        &["PING"],
+    );
+    assert_eq!(pong, "PONG");
+    let pong: String = q(&mut rediss(&certs, tls_port), &["PING"]);
+    assert_eq!(pong, "PONG");
+    // The TLS port moves too.
+    let new_tls = free_port();
+    let _: () = q(
+        &mut moved,
+        &["CONFIG", "SET", "tls-port", &new_tls.to_string()],
+    );
+    let mut t = rediss(&certs, new_tls);
+    let pong: String = q(&mut t, &["PING"]);
+    assert_eq!(pong, "PONG");
+    wait_until("the old TLS port closes", || {
+        TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+    });
+    // tls-port 0 closes it; port 0 closes the plain one (then the node serves nothing new).
+    let _: () = q(&mut t, &["CONFIG", "SET", "tls-port", "0"]);
+    wait_until("the TLS port closes", || {
+        TcpStream::connect(("127.0.0.1", new_tls)).is_err()
+    });
+    let _: () = q(&mut moved, &["CONFIG", "SET", "port", "0"]);
+    wait_until("the plain port closes", || {
+        TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    assert_eq!(common::info_u64(&mut moved, "server", "tcp_port"), 0);
+    drop(busy);
+}
+
+#[test]
+fn a_first_tls_port_without_certificates_is_refused_as_redis_does() {
+    let s = Shoal::start(&[]);
+    let mut r = s.raw();
+    let port = free_port().to_string();
+    assert_eq!(
+        r.call(&["CONFIG", "SET", "tls-port", &port]),
+        "-ERR CONFIG SET failed (possibly related to argument 'tls-port') - Unable to update \
+         TLS configuration. Check server logs.\r\n"
+    );
+    assert!(TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err());
+    let got = r.call(&["CONFIG", "GET", "tls-port"]);
+    assert!(got.ends_with("$1\r\n0\r\n"), "{got:?}");
+}
+
+// ---- redis-py ----
+
+/// A Python with redis-py: Debian's (`python3-redis`, which `scripts/test` installs), else the
+/// first `python3` on the path.
+fn python_with_redis() -> String {
+    for py in ["/usr/bin/python3", "python3"] {
+        let ok = Command::new(py)
+            .args(["-c", "import redis"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return py.to_string();
+        }
+    }
+    panic!("no python3 with redis-py (apt-get install python3-redis; scripts/test does)");
+}
+
+/// What the script does with redis-py over TLS: a command, a pipeline, a large value, and a
+/// refused connection without a client certificate.
+const REDIS_PY_SCRIPT: &str = r#"
+import sys, ssl, redis
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+r = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, ssl_certfile=cert,
+                ssl_keyfile=key, socket_timeout=5, socket_connect_timeout=5)
+assert r.ping()
+assert r.set("py:k", "v")
+assert r.get("py:k") == b"v", r.get("py:k")
+p = r.pipeline(transaction=False)
+for _ in range(1000):
+    p.incr("py:n")
+assert p.execute()[-1] == 1000
+big = b"x" * (1 << 20)
+r.set("py:big", big)
+assert r.get("py:big") == big
+assert r.execute_command("CONFIG", "GET", "tls-port")[1] == str(port).encode()
+anon = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, socket_timeout=5,
+                   socket_connect_timeout=5)
+try:
+    anon.ping()
+    sys.exit("a client without a certificate got in")
+except (redis.exceptions.ConnectionError, ssl.SSLError, OSError):
+    pass
+print("redis-py ok")
+"#;
+
+#[test]
+fn redis_py_with_ssl_talks_to_the_tls_port() {
+    let certs = Certs::new();
+    let (s, port) = start_tls(&certs, &[]);
+    let script = certs.dir.join("client.py");
+    std::fs::write(&script, REDIS_PY_SCRIPT).unwrap();
+    // Bounded: the script's sockets time out after 5 s, and `timeout` ends it after 60.
+    let out = Command::new("timeout")
+        .args(["60", &python_with_redis()])
+        .arg(&script)
+        .args([
+            &port.to_string(),
+            &certs.path("ca.crt"),
+            &certs.path("client.crt"),
+            &certs.path("client.key"),
+        ])
+        .output()
+        .expect("run python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("redis-py ok"), "{text}");
+    // What it wrote is there for any client.
+    let n: u64 = q(&mut s.client(), &["GET", "py:n"]);
+    assert_eq!(n, 1000);
 }

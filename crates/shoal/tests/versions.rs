@@ -141,7 +141,7 @@ fn versions_keep_growing_under_concurrent_writers() {
         .map(|t| {
             let url = s.url();
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut c = common::connect(url);
                 let mut seen = Vec::new();
                 for i in 0..300 {
                     let _: () = q(&mut c, &["SET", "shared", &format!("{t}:{i}")]);
@@ -172,7 +172,7 @@ fn a_watcher_never_sees_a_key_version_go_back_while_many_clients_write() {
         .map(|t| {
             let url = s.url();
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut c = common::connect(url);
                 for round in 0..40 {
                     let mut p = redis::pipe();
                     for i in 0..50 {
@@ -191,7 +191,7 @@ fn a_watcher_never_sees_a_key_version_go_back_while_many_clients_write() {
         let url = s.url();
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut c = common::connect(url);
             let mut last = 0u64;
             let mut reads = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && reads < 200_000 {
@@ -322,7 +322,7 @@ fn concurrent_compare_and_set_increments_lose_nothing() {
         .map(|_| {
             let url = s.url();
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut c = common::connect(url);
                 let mut won = Vec::new();
                 let mut attempts = 0;
                 while won.len() < 100 {
@@ -444,7 +444,7 @@ fn setifnewer_under_concurrent_fillers_ends_at_the_newest_row() {
             let chunk = chunk.to_vec();
             let url = s.url();
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut c = common::connect(url);
                 let mut last_seen = 0u64;
                 for ext in chunk {
                     let _: i64 = q(

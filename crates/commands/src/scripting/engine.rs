@@ -9,13 +9,16 @@
 //! the reply protocol the script chose with `redis.setresp`); SELECT inside a script lasts for
 //! the script only.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 use std::sync::{Arc, OnceLock};
 
 use mlua::chunk::ChunkMode;
+use mlua::ffi;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 use shoal_resp::{Protocol, ReplyWriter};
 
@@ -111,6 +114,9 @@ pub struct Engine {
     load_deadline_ms: Arc<AtomicU64>,
     xpcall: Function,
     handler: Function,
+    opts: Arc<RunOpts>,
+    /// `redis.call`'s buffers, kept between runs.
+    scratch: RefCell<Scratch>,
 }
 
 /// The PRNG behind `math.random` (Redis's `redisLrand48`: the 48-bit `lrand48` generator, whose
@@ -186,7 +192,8 @@ impl Engine {
             LuaOptions::default(),
         )?;
         let g = lua.globals();
-        g.raw_set("redis", redis_lib(&lua)?)?;
+        let opts = Arc::new(RunOpts::new());
+        g.raw_set("redis", redis_lib(&lua, &opts)?)?;
         g.raw_set("bit", libs::bit::open(&lua)?)?;
         g.raw_set("struct", libs::structlib::open(&lua)?)?;
         g.raw_set("cjson", libs::cjson::open(&lua)?)?;
@@ -272,6 +279,8 @@ impl Engine {
             load_deadline_ms,
             xpcall,
             handler,
+            opts,
+            scratch: RefCell::default(),
         })
     }
 
@@ -286,20 +295,6 @@ impl Engine {
                 mlua::Error::SyntaxError { message, .. } => message,
                 other => other.to_string(),
             })
-    }
-
-    /// Sets the KEYS and ARGV globals.
-    pub fn set_keys_argv(&self, keys: &[&[u8]], argv: &[&[u8]]) -> mlua::Result<()> {
-        let array = |items: &[&[u8]]| -> mlua::Result<Table> {
-            let t = self.lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, a) in items.iter().enumerate() {
-                t.raw_set(i + 1, self.lua.create_string(a)?)?;
-            }
-            Ok(t)
-        };
-        self.globals.raw_set("KEYS", array(keys)?)?;
-        self.globals.raw_set("ARGV", array(argv)?)?;
-        Ok(())
     }
 
     pub fn globals(&self) -> &Table {
@@ -378,43 +373,95 @@ impl Engine {
             .call((f.clone(), array(keys)?, array(args)?))
     }
 
-    /// Runs `f` with `args` (protected, through the error handler), letting it call commands
-    /// through `run`. `Ok(value)` or `Err(error table)`.
+    /// Runs `f` (protected, through the error handler), letting it call commands through
+    /// `run`; a script gets its KEYS and ARGV globals from `inputs`. On success its return
+    /// value is written as the reply (in the protocol the script chose with `redis.setresp`);
+    /// `Err` is its error table.
     pub fn run(
         &self,
         run: &RefCell<RunCtx<'_, '_>>,
         f: &Function,
-        args: MultiValue,
-        resp: impl Fn(&Engine) -> u8,
-    ) -> mlua::Result<(Result<Value, Value>, u8)> {
-        self.lua.set_app_data(RunOpts { resp: 2, repl: 3 });
-        let r = self.lua.scope(|scope| {
-            let raw = scope.create_function(|lua, args: MultiValue| {
-                let mut rc = run.borrow_mut();
-                match call_command(lua, &mut rc, args)? {
-                    Ok(v) => Ok((true, v)),
-                    Err(t) => Ok((false, Value::Table(t))),
-                }
-            })?;
-            self.lua.set_named_registry_value(CALL_KEY, raw)?;
-            let target = f.clone();
-            let _ = args;
-            let mut r = self
-                .xpcall
-                .call::<MultiValue>((target, self.handler.clone()))?
-                .into_iter();
-            self.lua.unset_named_registry_value(CALL_KEY)?;
-            let ok = matches!(r.next(), Some(Value::Boolean(true)));
-            let v = r.next().unwrap_or(Value::Nil);
-            Ok((if ok { Ok(v) } else { Err(v) }, resp(self)))
-        });
-        self.lua.remove_app_data::<RunOpts>();
-        r
+        inputs: Inputs<'_>,
+    ) -> mlua::Result<Result<(), Value>> {
+        self.opts.start();
+        let site = CallSite {
+            run,
+            opts: &self.opts,
+            scratch: &self.scratch,
+        };
+        let ptr = &site as *const CallSite<'_, '_, '_> as *mut c_void;
+        let ctx = run.as_ptr();
+        let opts = &*self.opts;
+        // SAFETY: the closure uses the C API on the stack `exec_raw` gives it (xpcall, f, the
+        // handler, the hidden globals), in protected mode, with only borrowed values alive. The
+        // registry points at `site` only while it lives: cleared by the closure, and again
+        // below should the protected call fail. The reply is written through `ctx` once the
+        // script has returned, when nothing else borrows the run's context.
+        let r = unsafe {
+            self.lua.exec_raw::<(bool, Value)>(
+                (&self.xpcall, f, &self.handler, &self.globals),
+                |l| {
+                    ffi::lua_checkstack(l, 8);
+                    ffi::lua_pushlightuserdata(l, ptr);
+                    ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, CALL_KEY.as_ptr());
+                    if let Inputs::Globals { keys, argv } = inputs {
+                        set_array(l, 4, c"KEYS", keys);
+                        set_array(l, 4, c"ARGV", argv);
+                    }
+                    ffi::lua_settop(l, 3);
+                    ffi::lua_call(l, 2, 2);
+                    ffi::lua_pushnil(l);
+                    ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, CALL_KEY.as_ptr());
+                    if ffi::lua_toboolean(l, -2) != 0 {
+                        let top = ffi::lua_gettop(l);
+                        let w = &mut (*ctx).ctx.out;
+                        write_reply(l, top, w, opts.resp.load(Relaxed), 0);
+                        ffi::lua_pop(l, 1);
+                        ffi::lua_pushnil(l);
+                    }
+                },
+            )
+        };
+        if r.is_err() {
+            let _ = self.lua.unset_named_registry_value("shoal_call");
+        }
+        self.opts.end();
+        let (ok, v) = r?;
+        Ok(if ok { Ok(()) } else { Err(v) })
     }
 
-    /// The protocol the running script chose (`redis.setresp`).
+    /// The protocol the running (or last) script chose (`redis.setresp`).
     pub fn resp(&self) -> u8 {
-        self.lua.app_data_ref::<RunOpts>().map_or(2, |o| o.resp)
+        self.opts.resp.load(Relaxed)
+    }
+}
+
+/// What a run gives its target.
+#[derive(Clone, Copy)]
+pub enum Inputs<'i> {
+    /// A script's KEYS and ARGV globals.
+    Globals {
+        keys: &'i [&'i [u8]],
+        argv: &'i [&'i [u8]],
+    },
+    /// Nothing: a function already bound to its arguments ([`Engine::bind`]).
+    Bound,
+}
+
+/// Sets `table[name]` (raw) to a new array of `items`.
+///
+/// # Safety
+/// `l` is a live Lua state in protected mode, `table` a valid absolute index of a table.
+unsafe fn set_array(l: *mut ffi::lua_State, table: c_int, name: &CStr, items: &[&[u8]]) {
+    // SAFETY: plain pushes on a live state with room (checked by the caller).
+    unsafe {
+        ffi::lua_pushstring_(l, name.as_ptr());
+        ffi::lua_createtable(l, items.len().min(c_int::MAX as usize) as c_int, 0);
+        for (i, a) in items.iter().enumerate() {
+            push_bytes(l, a);
+            ffi::lua_rawseti_(l, -2, (i + 1).min(c_int::MAX as usize) as c_int);
+        }
+        ffi::lua_rawset(l, table);
     }
 }
 
@@ -524,13 +571,34 @@ pub fn lua_number_text(n: f64) -> String {
     libs::fmt_g(n, 14)
 }
 
-/// What a script changes about how its commands run (`redis.setresp`, `redis.set_repl`); in the
-/// VM's app data while a script runs.
-#[derive(Debug, Clone, Copy)]
+/// What a script changes about how its commands run (`redis.setresp`, `redis.set_repl`), and
+/// whether one runs. Shared by the VM's functions and [`Engine::run`]; reset when a script starts.
+#[derive(Debug)]
 pub struct RunOpts {
-    pub resp: u8,
+    resp: AtomicU8,
     /// `REPL_*` flags: without `REPL_REPLICA` (2) the commands' effects are not replicated.
-    pub repl: u8,
+    repl: AtomicU8,
+    running: AtomicBool,
+}
+
+impl RunOpts {
+    fn new() -> RunOpts {
+        RunOpts {
+            resp: AtomicU8::new(2),
+            repl: AtomicU8::new(3),
+            running: AtomicBool::new(false),
+        }
+    }
+
+    fn start(&self) {
+        self.resp.store(2, Relaxed);
+        self.repl.store(3, Relaxed);
+        self.running.store(true, Relaxed);
+    }
+
+    fn end(&self) {
+        self.running.store(false, Relaxed);
+    }
 }
 
 /// What a running script's commands run with.
@@ -551,85 +619,53 @@ pub struct RunCtx<'c, 'a> {
     pub wrote_flag: &'c AtomicBool,
 }
 
-/// `redis.call` / `redis.pcall`: checks the command as Redis checks a script's command
-/// (`scriptCall`), runs it, converts the reply. `Err(table)` is the error table.
-fn call_command(
-    lua: &Lua,
+/// `redis.call` / `redis.pcall`, the Rust half: checks the command in `a` as Redis checks a
+/// script's command (`scriptCall`) and runs it, its reply going to `out`. `Err` is the error
+/// line (Redis's error table's `err`).
+fn prepare_call(
     rc: &mut RunCtx<'_, '_>,
-    args: MultiValue,
-) -> mlua::Result<Result<Value, Table>> {
-    // The first argument is the raise flag the wrapper passes.
-    if args.len() <= 1 {
-        return Ok(Err(error_table(
-            lua,
-            "ERR Please specify at least one argument for this redis lib call",
-        )?));
+    opts: &RunOpts,
+    a: &crate::Args<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), Cow<'static, str>> {
+    if a.is_empty() {
+        return Err("ERR Please specify at least one argument for this redis lib call".into());
     }
-    let mut argv: Vec<Vec<u8>> = Vec::with_capacity(args.len() - 1);
-    for a in args.iter().skip(1) {
-        match a {
-            Value::String(s) => argv.push(s.as_bytes().to_vec()),
-            Value::Integer(i) => argv.push(i.to_string().into_bytes()),
-            Value::Number(n) => argv.push(number_arg(*n).into_bytes()),
-            _ => {
-                return Ok(Err(error_table(
-                    lua,
-                    "ERR Lua redis lib command arguments must be strings or integers",
-                )?));
-            }
-        }
-    }
-    let owned = OwnedArgs::new(argv.iter());
-    let a = owned.args();
-    let spec = match lookup(&a) {
+    let spec = match lookup(a) {
         Some(s) => s,
-        None => {
-            return Ok(Err(error_table(
-                lua,
-                "ERR Unknown Redis command called from script",
-            )?));
-        }
+        None => return Err("ERR Unknown Redis command called from script".into()),
     };
     if !spec.arity_ok(a.len()) {
-        return Ok(Err(error_table(
-            lua,
-            "ERR Wrong number of args calling Redis command from script",
-        )?));
+        return Err("ERR Wrong number of args calling Redis command from script".into());
     }
     if spec.has(flag::NOSCRIPT) {
-        return Ok(Err(error_table(
-            lua,
-            "ERR This Redis command is not allowed from script",
-        )?));
+        return Err("ERR This Redis command is not allowed from script".into());
     }
     let srv = rc.ctx.srv;
     if spec.has(flag::WRITE) {
         if rc.read_only_call || rc.flags.no_writes {
-            return Ok(Err(error_table(
-                lua,
-                "ERR Write commands are not allowed from read-only scripts.",
-            )?));
+            return Err("ERR Write commands are not allowed from read-only scripts.".into());
         }
         if srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
-            return Ok(Err(error_table(lua, &ReplyError::ReadOnly.to_string())?));
+            return Err(ReplyError::ReadOnly.to_string().into());
         }
     }
     if !rc.flags.allow_oom && !rc.wrote && rc.oom_at_start && spec.has(flag::DENYOOM) {
-        return Ok(Err(error_table(lua, &ReplyError::Oom.to_string())?));
+        return Err(ReplyError::Oom.to_string().into());
     }
-    if let Some(e) = super::cluster_check(rc, spec, &a) {
-        return Ok(Err(error_table(lua, &e)?));
+    if let Some(e) = super::cluster_check(rc, spec, a) {
+        return Err(e.into());
+    }
+    if crate::tier::script_needs_fetch(srv, rc.db, spec, a) {
+        return Err(crate::tier::SCRIPT_COLD_ERROR.into());
     }
     if spec.has(flag::WRITE) {
         rc.wrote = true;
         rc.wrote_flag.store(true, Relaxed);
     }
-    let opts = lua
-        .app_data_ref::<RunOpts>()
-        .map_or(RunOpts { resp: 2, repl: 3 }, |o| *o);
     // Effects of commands the script asked not to replicate are dropped: what earlier commands
     // queued goes out first.
-    let unreplicated = opts.repl & 2 == 0 && spec.has(flag::WRITE);
+    let unreplicated = opts.repl.load(Relaxed) & 2 == 0 && spec.has(flag::WRITE);
     if unreplicated {
         crate::effects::emit_logged(srv, rc.ctx.now_ms);
     }
@@ -637,25 +673,20 @@ fn call_command(
     let client = &mut *rc.ctx.client;
     let (saved_db, saved_proto) = (client.db, client.proto);
     client.db = rc.db;
-    client.proto = if opts.resp == 3 {
+    client.proto = if opts.resp.load(Relaxed) == 3 {
         Protocol::Resp3
     } else {
         Protocol::Resp2
     };
-    let mut out = Vec::new();
-    crate::run_in_exec(srv, client, spec, &a, &mut out, rc.ctx.now_ms);
+    out.clear();
+    crate::run_in_exec(srv, client, spec, a, out, rc.ctx.now_ms);
     if unreplicated {
         crate::effects::discard_logged(srv);
     }
     rc.db = client.db;
     client.db = saved_db;
     client.proto = saved_proto;
-    let mut pos = 0;
-    let v = resp_to_lua(lua, &out, &mut pos, 0)?;
-    match v {
-        Converted::Error(line) => Ok(Err(error_table(lua, &line)?)),
-        Converted::Value(v) => Ok(Ok(v)),
-    }
+    Ok(())
 }
 
 /// The command a script names (subcommands included), as Redis's `lookupCommand`.
@@ -699,20 +730,423 @@ pub fn error_line(line: &str) -> String {
     }
 }
 
-enum Converted {
-    Value(Value),
-    /// An error reply (its line without `-`).
-    Error(String),
+/// Writes the value at `idx` (a script's return value) as Redis's `luaReplyToRedisReply` does.
+/// `resp` is the script's protocol (booleans depend on it).
+///
+/// # Safety
+/// `l` is a live Lua state in protected mode, `idx` an absolute index. Only the reply buffer
+/// (not owned by these frames) changes while Lua calls run.
+unsafe fn write_reply(
+    l: *mut ffi::lua_State,
+    idx: c_int,
+    w: &mut ReplyWriter<'_>,
+    resp: u8,
+    depth: usize,
+) {
+    if depth > REPLY_DEPTH_MAX {
+        w.error("ERR reached lua stack limit");
+        return;
+    }
+    // SAFETY: reads of the value at a valid index; strings are not converted.
+    unsafe {
+        match ffi::lua_type(l, idx) {
+            ffi::LUA_TSTRING => w.bulk(str_at(l, idx)),
+            ffi::LUA_TBOOLEAN => {
+                let b = ffi::lua_toboolean(l, idx) != 0;
+                match (resp, b) {
+                    (2, true) => w.int(1),
+                    (2, false) => w.null(),
+                    _ => w.boolean(b),
+                }
+            }
+            ffi::LUA_TNUMBER => w.int(ffi::lua_tonumber(l, idx) as i64),
+            ffi::LUA_TTABLE => write_table(l, idx, w, resp, depth),
+            _ => w.null(),
+        }
+    }
 }
 
-fn line_at(buf: &[u8], pos: &mut usize) -> Vec<u8> {
-    let start = *pos;
+/// The bytes of the string at `idx`.
+///
+/// # Safety
+/// The value at `idx` is a string; the slice lives while it stays on the stack.
+unsafe fn str_at<'s>(l: *mut ffi::lua_State, idx: c_int) -> &'s [u8] {
+    let mut len = 0;
+    // SAFETY: a string value: no conversion, Lua keeps the bytes.
+    unsafe {
+        let p = ffi::lua_tolstring(l, idx, &mut len);
+        std::slice::from_raw_parts(p as *const u8, len)
+    }
+}
+
+/// Pushes `t[name]` (raw) and returns its type.
+///
+/// # Safety
+/// `l` is live, in protected mode, with room for one value; `t` an absolute index of a table.
+unsafe fn field(l: *mut ffi::lua_State, t: c_int, name: &CStr) -> c_int {
+    // SAFETY: see above.
+    unsafe {
+        ffi::lua_pushstring_(l, name.as_ptr());
+        ffi::lua_rawget_(l, t);
+        ffi::lua_type(l, -1)
+    }
+}
+
+/// Writes `b` with CR and LF turned into spaces (status and error lines).
+fn one_line(w: &mut ReplyWriter<'_>, b: &[u8]) {
+    w.buf.extend(
+        b.iter()
+            .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+    );
+}
+
+/// Counts the pairs of the table at `t`.
+///
+/// # Safety
+/// As [`field`].
+unsafe fn pair_count(l: *mut ffi::lua_State, t: c_int) -> usize {
+    let mut n = 0;
+    // SAFETY: `lua_next` over a table, keys left unconverted.
+    unsafe {
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, t) != 0 {
+            n += 1;
+            ffi::lua_pop(l, 1);
+        }
+    }
+    n
+}
+
+/// [`write_reply`] for a table: Redis's error, status, double, big number, map, set and
+/// verbatim tables, else the array part up to its first nil.
+///
+/// # Safety
+/// As [`write_reply`].
+unsafe fn write_table(
+    l: *mut ffi::lua_State,
+    t: c_int,
+    w: &mut ReplyWriter<'_>,
+    resp: u8,
+    depth: usize,
+) {
+    // SAFETY: the stack is grown first; every push is popped before returning.
+    unsafe {
+        if ffi::lua_checkstack(l, 6) == 0 {
+            w.error("ERR reached lua stack limit");
+            return;
+        }
+        if field(l, t, c"err") == ffi::LUA_TSTRING {
+            w.buf.push(b'-');
+            one_line(w, str_at(l, -1));
+            w.buf.extend_from_slice(b"\r\n");
+            ffi::lua_pop(l, 1);
+            return;
+        }
+        ffi::lua_pop(l, 1);
+        if field(l, t, c"ok") == ffi::LUA_TSTRING {
+            w.buf.push(b'+');
+            one_line(w, str_at(l, -1));
+            w.buf.extend_from_slice(b"\r\n");
+            ffi::lua_pop(l, 1);
+            return;
+        }
+        ffi::lua_pop(l, 1);
+        if field(l, t, c"double") == ffi::LUA_TNUMBER {
+            w.double(ffi::lua_tonumber(l, -1));
+            ffi::lua_pop(l, 1);
+            return;
+        }
+        ffi::lua_pop(l, 1);
+        if field(l, t, c"big_number") == ffi::LUA_TSTRING {
+            let b = str_at(l, -1);
+            if w.is_resp3() {
+                w.buf.push(b'(');
+                one_line(w, b);
+                w.buf.extend_from_slice(b"\r\n");
+            } else {
+                let one: Vec<u8> = b
+                    .iter()
+                    .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c })
+                    .collect();
+                w.bulk(&one);
+            }
+            ffi::lua_pop(l, 1);
+            return;
+        }
+        ffi::lua_pop(l, 1);
+        for (name, is_map) in [(c"map", true), (c"set", false)] {
+            if field(l, t, name) == ffi::LUA_TTABLE {
+                let m = ffi::lua_gettop(l);
+                let n = pair_count(l, m);
+                if is_map {
+                    w.map(n);
+                } else {
+                    w.set(n);
+                }
+                ffi::lua_pushnil(l);
+                while ffi::lua_next(l, m) != 0 {
+                    let top = ffi::lua_gettop(l);
+                    write_reply(l, top - 1, w, resp, depth + 1);
+                    if is_map {
+                        write_reply(l, top, w, resp, depth + 1);
+                    }
+                    ffi::lua_pop(l, 1);
+                }
+                ffi::lua_pop(l, 1);
+                return;
+            }
+            ffi::lua_pop(l, 1);
+        }
+        if field(l, t, c"verbatim_string") == ffi::LUA_TTABLE {
+            let vs = ffi::lua_gettop(l);
+            if field(l, vs, c"format") == ffi::LUA_TSTRING
+                && field(l, vs, c"string") == ffi::LUA_TSTRING
+            {
+                let (fmt, s) = (str_at(l, -2), str_at(l, -1));
+                if w.is_resp3() && fmt.len() == 3 {
+                    let mut tmp = [0u8; 20];
+                    w.buf.push(b'=');
+                    w.buf
+                        .extend_from_slice(shoal_resp::fmt_i64(s.len() as i64 + 4, &mut tmp));
+                    w.buf.extend_from_slice(b"\r\n");
+                    w.buf.extend_from_slice(fmt);
+                    w.buf.push(b':');
+                    w.buf.extend_from_slice(s);
+                    w.buf.extend_from_slice(b"\r\n");
+                } else {
+                    w.bulk(s);
+                }
+                ffi::lua_settop(l, vs - 1);
+                return;
+            }
+            ffi::lua_settop(l, vs - 1);
+        } else {
+            ffi::lua_pop(l, 1);
+        }
+        let mut n = 0;
+        while {
+            ffi::lua_rawgeti_(l, t, (n + 1).min(c_int::MAX as usize) as c_int);
+            let more = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
+            ffi::lua_pop(l, 1);
+            more
+        } {
+            n += 1;
+        }
+        w.array(n);
+        for i in 1..=n {
+            ffi::lua_rawgeti_(l, t, i.min(c_int::MAX as usize) as c_int);
+            write_reply(l, ffi::lua_gettop(l), w, resp, depth + 1);
+            ffi::lua_pop(l, 1);
+        }
+    }
+}
+
+/// The registry key of the running script's [`CallSite`] (a light userdata; nil between runs).
+const CALL_KEY: &CStr = c"shoal_call";
+
+/// What `redis.call` reaches while a script runs: the run's context and buffers reused by every
+/// call of the run. [`Engine::run`] keeps it on its stack and points the registry at it.
+struct CallSite<'r, 'c, 'a> {
+    run: &'r RefCell<RunCtx<'c, 'a>>,
+    opts: &'r RunOpts,
+    scratch: &'r RefCell<Scratch>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    args: OwnedArgs,
+    /// The command's reply (RESP, as a client would get it).
+    out: Vec<u8>,
+    /// The error line of a call refused before it ran.
+    err: String,
+}
+
+/// `redis.call`, a C function (not a Lua wrapper) so that `return redis.call(...)` is not a Lua
+/// tail call that would lose the script's position for the error, and so that it can raise the
+/// error table itself, as Redis does.
+unsafe extern "C-unwind" fn redis_call(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua with a live state; `command_call` leaves one value on the stack.
+    unsafe {
+        if command_call(l) {
+            ffi::lua_error(l);
+        }
+    }
+    1
+}
+
+/// `redis.pcall`: as `redis.call`, but a failed command's error table is returned.
+unsafe extern "C-unwind" fn redis_pcall(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua with a live state.
+    unsafe { command_call(l) };
+    1
+}
+
+/// Runs the command the call's arguments name and pushes its reply converted as Redis converts
+/// a command's reply for a script (RESP2 or RESP3), or an error table; `true` for an error
+/// table. The Lua values are made with the C API directly: this is every script's hot path.
+///
+/// # Safety
+/// `l` is a live Lua state inside a C function call. The Lua calls that can raise (allocation
+/// failures only) run when no Rust value with a destructor is alive in this frame or below.
+unsafe fn command_call(l: *mut ffi::lua_State) -> bool {
+    // SAFETY: see above; the registry's pointer is live for the whole run (`Engine::run`).
+    unsafe {
+        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, CALL_KEY.as_ptr());
+        let site = ffi::lua_touserdata(l, -1) as *const CallSite<'_, '_, '_>;
+        ffi::lua_pop(l, 1);
+        if site.is_null() {
+            push_error_table(
+                l,
+                b"ERR redis.call is only available while a script runs",
+                false,
+            );
+            return true;
+        }
+        let site = &*site;
+        let failed = run_call(l, site);
+        // The bytes stay put until the next call: nothing below runs a command.
+        let (ptr, len) = {
+            let sc = site.scratch.borrow();
+            let b = if failed {
+                sc.err.as_bytes()
+            } else {
+                &sc.out[..]
+            };
+            (b.as_ptr(), b.len())
+        };
+        let bytes = std::slice::from_raw_parts(ptr, len);
+        if failed {
+            push_error_table(l, bytes, false);
+            return true;
+        }
+        let mut pos = 0;
+        match push_reply(l, bytes, &mut pos, 0) {
+            Pushed::Value => false,
+            Pushed::Error(start, end) => {
+                push_error_table(l, &bytes[start..end], false);
+                true
+            }
+        }
+    }
+}
+
+/// Reads the call's arguments and runs it (no Lua call that can raise happens here). `true`
+/// when the call was refused (the line is in the scratch's `err`).
+///
+/// # Safety
+/// `l` is a live Lua state inside a C function call.
+unsafe fn run_call(l: *mut ffi::lua_State, site: &CallSite<'_, '_, '_>) -> bool {
+    let mut sc = site.scratch.borrow_mut();
+    let sc = &mut *sc;
+    sc.args.clear();
+    // SAFETY: reading the caller's own arguments; strings are not converted.
+    let n = unsafe { ffi::lua_gettop(l) };
+    for i in 1..=n {
+        // SAFETY: `i` is a valid index of the caller's stack.
+        match unsafe { ffi::lua_type(l, i) } {
+            ffi::LUA_TSTRING => {
+                let mut len = 0;
+                // SAFETY: a string value: Lua returns its bytes without converting.
+                let p = unsafe { ffi::lua_tolstring(l, i, &mut len) };
+                // SAFETY: Lua's string stays alive on the stack during the call.
+                sc.args
+                    .push(unsafe { std::slice::from_raw_parts(p as *const u8, len) });
+            }
+            ffi::LUA_TNUMBER => {
+                // SAFETY: a number value.
+                let v = unsafe { ffi::lua_tonumber(l, i) };
+                sc.args.push(number_arg(v).as_bytes());
+            }
+            _ => {
+                sc.err.clear();
+                sc.err
+                    .push_str("ERR Lua redis lib command arguments must be strings or integers");
+                return true;
+            }
+        }
+    }
+    let mut rc = site.run.borrow_mut();
+    match prepare_call(&mut rc, site.opts, &sc.args.args(), &mut sc.out) {
+        Ok(()) => false,
+        Err(e) => {
+            sc.err.clear();
+            sc.err.push_str(&e);
+            true
+        }
+    }
+}
+
+/// Pushes Redis's error table for an error line, normalised as [`error_line`] does; `dashed`
+/// when the line still has its `-` (an error inside an array).
+///
+/// # Safety
+/// `l` is a live Lua state with room for three values.
+unsafe fn push_error_table(l: *mut ffi::lua_State, line: &[u8], dashed: bool) {
+    let line = trim_crlf_end(line);
+    // SAFETY: plain pushes on a live state.
+    unsafe {
+        ffi::lua_createtable(l, 0, 1);
+        let rest = if dashed {
+            Some(line)
+        } else {
+            line.strip_prefix(b"-")
+        };
+        match rest {
+            None => push_bytes(l, line),
+            Some(rest) => match rest.iter().position(|&c| c == b' ') {
+                Some(sp) => {
+                    let (code, mut msg) = (&rest[..sp], &rest[sp + 1..]);
+                    while let [b'\r' | b'\n', tail @ ..] = msg {
+                        msg = tail;
+                    }
+                    push_bytes(l, code);
+                    push_bytes(l, b" ");
+                    push_bytes(l, trim_crlf_end(msg));
+                    ffi::lua_concat(l, 3);
+                }
+                None => {
+                    push_bytes(l, b"ERR ");
+                    push_bytes(l, rest);
+                    ffi::lua_concat(l, 2);
+                }
+            },
+        }
+        ffi::lua_setfield(l, -2, c"err".as_ptr());
+    }
+}
+
+fn trim_crlf_end(mut b: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\r' | b'\n'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// Pushes a Lua string.
+///
+/// # Safety
+/// `l` is a live Lua state with room for one value.
+unsafe fn push_bytes(l: *mut ffi::lua_State, b: &[u8]) {
+    // SAFETY: Lua copies the bytes.
+    unsafe { ffi::lua_pushlstring_(l, b.as_ptr() as *const c_char, b.len()) }
+}
+
+/// What [`push_reply`] left on the stack.
+enum Pushed {
+    Value,
+    /// A top-level error reply: nothing was pushed; its line (without `-`) is at these offsets.
+    Error(usize, usize),
+}
+
+/// The offsets of the line at `pos` (up to CRLF), moving `pos` past it.
+fn line_at(buf: &[u8], pos: &mut usize) -> (usize, usize) {
+    let start = (*pos).min(buf.len());
     let end = buf[start..]
         .windows(2)
         .position(|w| w == b"\r\n")
         .map_or(buf.len(), |i| start + i);
     *pos = (end + 2).min(buf.len());
-    buf[start..end].to_vec()
+    (start, end)
 }
 
 fn num(b: &[u8]) -> i64 {
@@ -722,274 +1156,141 @@ fn num(b: &[u8]) -> i64 {
         .unwrap_or(0)
 }
 
-/// Converts one RESP reply (shoal's own output) at `pos` into a Lua value, as Redis converts a
-/// command's reply for a script (RESP2 or RESP3).
-fn resp_to_lua(lua: &Lua, buf: &[u8], pos: &mut usize, depth: usize) -> mlua::Result<Converted> {
-    if *pos >= buf.len() {
-        return Ok(Converted::Value(Value::Boolean(false)));
-    }
-    let kind = buf[*pos];
-    *pos += 1;
-    let l = line_at(buf, pos);
-    let single = |t: &str, v: Value| -> mlua::Result<Converted> {
-        let tb = lua.create_table()?;
-        tb.raw_set(t, v)?;
-        Ok(Converted::Value(Value::Table(tb)))
-    };
-    Ok(match kind {
-        b'+' => return single("ok", Value::String(lua.create_string(&l)?)),
-        b'-' => {
-            if depth == 0 {
-                Converted::Error(String::from_utf8_lossy(&l).into_owned())
-            } else {
-                // An error inside an array (EXEC-like replies): an error table.
-                let tb = error_table(lua, &format!("-{}", String::from_utf8_lossy(&l)))?;
-                Converted::Value(Value::Table(tb))
-            }
-        }
-        b':' => Converted::Value(Value::Number(num(&l) as f64)),
-        b'$' | b'=' => {
-            let n = num(&l);
-            if n < 0 {
-                return Ok(Converted::Value(Value::Boolean(false)));
-            }
-            let n = n as usize;
-            let data = &buf[*pos..*pos + n];
-            *pos += n + 2;
-            if kind == b'=' {
-                let (fmt, s) = (&data[..3.min(data.len())], &data[4.min(data.len())..]);
-                let inner = lua.create_table()?;
-                inner.raw_set("format", lua.create_string(fmt)?)?;
-                inner.raw_set("string", lua.create_string(s)?)?;
-                return single("verbatim_string", Value::Table(inner));
-            }
-            Converted::Value(Value::String(lua.create_string(data)?))
-        }
-        b'_' => Converted::Value(Value::Nil),
-        b'#' => Converted::Value(Value::Boolean(l == b"t")),
-        b',' => {
-            let s = String::from_utf8_lossy(&l);
-            let d = match s.as_ref() {
-                "inf" => f64::INFINITY,
-                "-inf" => f64::NEG_INFINITY,
-                "nan" => f64::NAN,
-                s => s.parse().unwrap_or(0.0),
-            };
-            return single("double", Value::Number(d));
-        }
-        b'(' => return single("big_number", Value::String(lua.create_string(&l)?)),
-        b'*' | b'~' | b'>' => {
-            let n = num(&l);
-            if n < 0 {
-                return Ok(Converted::Value(Value::Boolean(false)));
-            }
-            let t = lua.create_table()?;
-            for i in 0..n as usize {
-                match resp_to_lua(lua, buf, pos, depth + 1)? {
-                    Converted::Value(v) => {
-                        if kind == b'~' {
-                            t.raw_set(v, true)?;
-                        } else {
-                            t.raw_set(i + 1, v)?;
-                        }
-                    }
-                    Converted::Error(_) => {}
-                }
-            }
-            if kind == b'~' {
-                return single("set", Value::Table(t));
-            }
-            Converted::Value(Value::Table(t))
-        }
-        b'%' | b'|' => {
-            let n = num(&l);
-            let t = lua.create_table()?;
-            for _ in 0..n.max(0) {
-                let k = match resp_to_lua(lua, buf, pos, depth + 1)? {
-                    Converted::Value(v) => v,
-                    Converted::Error(_) => Value::Nil,
-                };
-                let v = match resp_to_lua(lua, buf, pos, depth + 1)? {
-                    Converted::Value(v) => v,
-                    Converted::Error(_) => Value::Nil,
-                };
-                if !k.is_nil() {
-                    t.raw_set(k, v)?;
-                }
-            }
-            if kind == b'|' {
-                // An attribute comes before the reply it describes; Redis ignores it.
-                return resp_to_lua(lua, buf, pos, depth);
-            }
-            return single("map", Value::Table(t));
-        }
-        _ => Converted::Value(Value::Boolean(false)),
-    })
-}
-
-/// Writes a script's return value as Redis's `luaReplyToRedisReply` does. `resp` is the
-/// script's protocol (booleans depend on it).
-pub fn lua_to_reply(w: &mut ReplyWriter<'_>, v: &Value, resp: u8, depth: usize) {
-    if depth > REPLY_DEPTH_MAX {
-        w.error("ERR reached lua stack limit");
-        return;
-    }
-    match v {
-        Value::String(s) => w.bulk(&s.as_bytes()),
-        Value::Boolean(b) => {
-            if resp == 2 {
-                if *b {
-                    w.int(1);
-                } else {
-                    w.null();
-                }
-            } else {
-                w.boolean(*b);
-            }
-        }
-        Value::Integer(i) => w.int(*i),
-        Value::Number(n) => w.int(*n as i64),
-        Value::Table(t) => table_to_reply(w, t, resp, depth),
-        _ => w.null(),
-    }
-}
-
-fn table_to_reply(w: &mut ReplyWriter<'_>, t: &Table, resp: u8, depth: usize) {
-    let field = |name: &str| t.raw_get::<Value>(name).unwrap_or(Value::Nil);
-    if let Value::String(e) = field("err") {
-        let msg = e.to_string_lossy();
-        w.error(&msg);
-        return;
-    }
-    if let Value::String(ok) = field("ok") {
-        let s: String = ok
-            .to_string_lossy()
-            .chars()
-            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-            .collect();
-        w.simple(&s);
-        return;
-    }
-    match field("double") {
-        Value::Number(d) => return w.double(d),
-        Value::Integer(i) => return w.double(i as f64),
-        _ => {}
-    }
-    if let Value::String(b) = field("big_number") {
-        let s: Vec<u8> = b
-            .as_bytes()
-            .iter()
-            .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c })
-            .collect();
-        if w.is_resp3() {
-            w.raw(b"(");
-            w.raw(&s);
-            w.raw(b"\r\n");
-        } else {
-            w.bulk(&s);
-        }
-        return;
-    }
-    if let Value::Table(m) = field("map") {
-        let pairs: Vec<(Value, Value)> = m.pairs::<Value, Value>().filter_map(|p| p.ok()).collect();
-        w.map(pairs.len());
-        for (k, v) in &pairs {
-            lua_to_reply(w, k, resp, depth + 1);
-            lua_to_reply(w, v, resp, depth + 1);
-        }
-        return;
-    }
-    if let Value::Table(s) = field("set") {
-        let keys: Vec<Value> = s
-            .pairs::<Value, Value>()
-            .filter_map(|p| p.ok().map(|p| p.0))
-            .collect();
-        w.set(keys.len());
-        for k in &keys {
-            lua_to_reply(w, k, resp, depth + 1);
-        }
-        return;
-    }
-    if let Value::Table(vs) = field("verbatim_string") {
-        let fmt = vs.raw_get::<Value>("format").unwrap_or(Value::Nil);
-        let s = vs.raw_get::<Value>("string").unwrap_or(Value::Nil);
-        if let (Value::String(fmt), Value::String(s)) = (fmt, s) {
-            let fmt = fmt.as_bytes();
-            let s = s.as_bytes();
-            if w.is_resp3() && fmt.len() == 3 {
-                let mut tmp = [0u8; 20];
-                let n = shoal_resp::fmt_i64(s.len() as i64 + 4, &mut tmp).to_vec();
-                w.raw(b"=");
-                w.raw(&n);
-                w.raw(b"\r\n");
-                w.raw(&fmt);
-                w.raw(b":");
-                w.raw(&s);
-                w.raw(b"\r\n");
-            } else {
-                w.bulk(&s);
-            }
-            return;
-        }
-    }
-    let mut items = Vec::new();
-    for i in 1.. {
-        match t.raw_get::<Value>(i) {
-            Ok(Value::Nil) | Err(_) => break,
-            Ok(v) => items.push(v),
-        }
-    }
-    w.array(items.len());
-    for v in &items {
-        lua_to_reply(w, v, resp, depth + 1);
-    }
-}
-
-/// The registry key of the running script's command caller (a scoped Rust function taking the
-/// raise flag and the command, returning `ok, value`).
-const CALL_KEY: &str = "shoal_call";
-
-/// Calls the running script's command caller with the raise flag and this call's arguments;
-/// leaves `ok, value` on the stack.
+/// Pushes one RESP reply (shoal's own output) at `pos` as a Lua value, as Redis converts a
+/// command's reply for a script: integers as numbers, nil as `false`, status and error
+/// replies as `{ok=...}` / `{err=...}` tables, RESP3 maps, sets, doubles, big numbers and
+/// verbatim strings as Redis's tables.
 ///
 /// # Safety
-/// `l` is a live Lua state inside a C function call.
-unsafe fn call_raw(l: *mut mlua::ffi::lua_State, raise: bool) {
-    // SAFETY: plain Lua C API use on the caller's stack.
+/// `l` is a live Lua state inside a C function call; only `Copy` values live in these frames.
+unsafe fn push_reply(l: *mut ffi::lua_State, buf: &[u8], pos: &mut usize, depth: usize) -> Pushed {
+    // SAFETY: plain C API pushes; the stack is grown before each level.
     unsafe {
-        let n = mlua::ffi::lua_gettop(l);
-        mlua::ffi::lua_pushstring(l, c"shoal_call".as_ptr());
-        mlua::ffi::lua_rawget(l, mlua::ffi::LUA_REGISTRYINDEX);
-        mlua::ffi::lua_insert(l, 1);
-        mlua::ffi::lua_pushboolean(l, raise as i32);
-        mlua::ffi::lua_insert(l, 2);
-        mlua::ffi::lua_call(l, n + 1, 2);
-    }
-}
-
-/// `redis.call`, a C function (not a Lua wrapper) so that `return redis.call(...)` is not a Lua
-/// tail call that would lose the script's position for the error, and so that it can raise the
-/// error table itself, as Redis does.
-unsafe extern "C-unwind" fn redis_call(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
-    // SAFETY: called by Lua with a live state.
-    unsafe {
-        call_raw(l, true);
-        if mlua::ffi::lua_toboolean(l, -2) == 0 {
-            mlua::ffi::lua_error(l);
+        if ffi::lua_checkstack(l, 4) == 0 || *pos >= buf.len() {
+            ffi::lua_pushboolean(l, 0);
+            return Pushed::Value;
         }
+        let kind = buf[*pos];
+        *pos += 1;
+        let (ls, le) = line_at(buf, pos);
+        let line = &buf[ls..le];
+        // `{name = <value on top>}`
+        let single = |name: &CStr| {
+            ffi::lua_createtable(l, 0, 1);
+            ffi::lua_insert(l, -2);
+            ffi::lua_setfield(l, -2, name.as_ptr());
+        };
+        match kind {
+            b'+' => {
+                push_bytes(l, line);
+                single(c"ok");
+            }
+            b'-' => {
+                if depth == 0 {
+                    return Pushed::Error(ls, le);
+                }
+                // An error inside an array (EXEC-like replies): an error table.
+                push_error_table(l, line, true);
+            }
+            b':' => ffi::lua_pushnumber(l, num(line) as f64),
+            b'$' | b'=' => {
+                let n = num(line);
+                if n < 0 {
+                    ffi::lua_pushboolean(l, 0);
+                    return Pushed::Value;
+                }
+                let start = (*pos).min(buf.len());
+                let end = (start + n as usize).min(buf.len());
+                let data = &buf[start..end];
+                *pos = (end + 2).min(buf.len());
+                if kind == b'=' {
+                    let (fmt, s) = (&data[..3.min(data.len())], &data[4.min(data.len())..]);
+                    ffi::lua_createtable(l, 0, 2);
+                    push_bytes(l, fmt);
+                    ffi::lua_setfield(l, -2, c"format".as_ptr());
+                    push_bytes(l, s);
+                    ffi::lua_setfield(l, -2, c"string".as_ptr());
+                    single(c"verbatim_string");
+                } else {
+                    push_bytes(l, data);
+                }
+            }
+            b'_' => ffi::lua_pushnil(l),
+            b'#' => ffi::lua_pushboolean(l, (line == b"t") as c_int),
+            b',' => {
+                let d = match line {
+                    b"inf" => f64::INFINITY,
+                    b"-inf" => f64::NEG_INFINITY,
+                    b"nan" => f64::NAN,
+                    s => std::str::from_utf8(s)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0.0),
+                };
+                ffi::lua_pushnumber(l, d);
+                single(c"double");
+            }
+            b'(' => {
+                push_bytes(l, line);
+                single(c"big_number");
+            }
+            b'*' | b'~' | b'>' => {
+                let n = num(line);
+                if n < 0 {
+                    ffi::lua_pushboolean(l, 0);
+                    return Pushed::Value;
+                }
+                let set = kind == b'~';
+                let (narr, nrec) = if set { (0, n) } else { (n, 0) };
+                ffi::lua_createtable(
+                    l,
+                    narr.min(c_int::MAX as i64) as c_int,
+                    nrec.min(c_int::MAX as i64) as c_int,
+                );
+                for i in 0..n {
+                    push_reply(l, buf, pos, depth + 1);
+                    if set {
+                        if ffi::lua_isnil(l, -1) != 0 {
+                            ffi::lua_pop(l, 1);
+                        } else {
+                            ffi::lua_pushboolean(l, 1);
+                            ffi::lua_rawset(l, -3);
+                        }
+                    } else {
+                        ffi::lua_rawseti_(l, -2, (i + 1).min(c_int::MAX as i64) as c_int);
+                    }
+                }
+                if set {
+                    single(c"set");
+                }
+            }
+            b'%' | b'|' => {
+                let n = num(line).max(0);
+                ffi::lua_createtable(l, 0, n.min(c_int::MAX as i64) as c_int);
+                for _ in 0..n {
+                    push_reply(l, buf, pos, depth + 1);
+                    push_reply(l, buf, pos, depth + 1);
+                    if ffi::lua_isnil(l, -2) != 0 {
+                        ffi::lua_pop(l, 2);
+                    } else {
+                        ffi::lua_rawset(l, -3);
+                    }
+                }
+                if kind == b'|' {
+                    // An attribute comes before the reply it describes; Redis ignores it.
+                    ffi::lua_pop(l, 1);
+                    return push_reply(l, buf, pos, depth);
+                }
+                single(c"map");
+            }
+            _ => ffi::lua_pushboolean(l, 0),
+        }
+        Pushed::Value
     }
-    1
-}
-
-/// `redis.pcall`: as `redis.call`, but a failed command's error table is returned.
-unsafe extern "C-unwind" fn redis_pcall(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
-    // SAFETY: called by Lua with a live state.
-    unsafe { call_raw(l, false) };
-    1
 }
 
 /// The `redis` table.
-fn redis_lib(lua: &Lua) -> mlua::Result<Table> {
+fn redis_lib(lua: &Lua, opts: &Arc<RunOpts>) -> mlua::Result<Table> {
     let r = lua.create_table()?;
     // SAFETY: the functions follow the Lua C API protocol (see `call_raw`).
     unsafe {
@@ -1063,9 +1364,10 @@ fn redis_lib(lua: &Lua) -> mlua::Result<Table> {
             Ok(())
         })?,
     )?;
+    let (o, o2) = (opts.clone(), opts.clone());
     r.raw_set(
         "setresp",
-        lua.create_function(|lua, args: MultiValue| {
+        lua.create_function(move |lua, args: MultiValue| {
             if args.len() != 1 {
                 return Err(raise(lua, "ERR redis.setresp() requires one argument."));
             }
@@ -1077,16 +1379,14 @@ fn redis_lib(lua: &Lua) -> mlua::Result<Table> {
             if v != 2 && v != 3 {
                 return Err(raise(lua, "ERR RESP version must be 2 or 3."));
             }
-            if let Some(mut o) = lua.app_data_mut::<RunOpts>() {
-                o.resp = v as u8;
-            }
+            o.resp.store(v as u8, Relaxed);
             Ok(())
         })?,
     )?;
     r.raw_set(
         "set_repl",
-        lua.create_function(|lua, args: MultiValue| {
-            if lua.app_data_ref::<RunOpts>().is_none() {
+        lua.create_function(move |lua, args: MultiValue| {
+            if !o2.running.load(Relaxed) {
                 return Err(raise(
                     lua,
                     "ERR redis.set_repl can only be called inside a script invocation",
@@ -1106,9 +1406,7 @@ fn redis_lib(lua: &Lua) -> mlua::Result<Table> {
                     "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
                 ));
             }
-            if let Some(mut o) = lua.app_data_mut::<RunOpts>() {
-                o.repl = v as u8;
-            }
+            o2.repl.store(v as u8, Relaxed);
             Ok(())
         })?,
     )?;

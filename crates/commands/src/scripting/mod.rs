@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use mlua::{MultiValue, Table, Value};
+use mlua::{Table, Value};
 
 use crate::args::{ERR_NOT_INTEGER, parse_i64};
 use crate::state::ServerState;
@@ -674,22 +674,31 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, ro: bool) -> C
     let argv: Vec<&[u8]> = (3 + nk..args.len()).map(|i| args.get(i)).collect();
     let srv = ctx.srv;
     let script = |vm: &mut EvalVm| -> Result<(String, mlua::Function, ScriptFlags), ReplyError> {
-        let sha = if by_sha {
-            let sha = String::from_utf8_lossy(args.get(1)).to_ascii_lowercase();
-            if !vm.scripts.contains_key(&sha) {
+        let loaded;
+        let mut lower = [0u8; 40];
+        let sha: &str = if by_sha {
+            // A SHA-1 is 40 hex digits, in either case.
+            let given = args.get(1);
+            if given.len() != lower.len() {
                 return Err(ReplyError::NoScript);
             }
-            sha
+            for (l, g) in lower.iter_mut().zip(given) {
+                *l = g.to_ascii_lowercase();
+            }
+            std::str::from_utf8(&lower).map_err(|_| ReplyError::NoScript)?
         } else {
-            load_script(vm, srv, args.get(1))?
+            loaded = load_script(vm, srv, args.get(1))?;
+            &loaded
         };
-        let s = &vm.scripts[&sha];
+        let Some(s) = vm.scripts.get(sha) else {
+            return Err(ReplyError::NoScript);
+        };
         if ro && !s.flags.legacy && !s.flags.no_writes {
             return Err(ReplyError::err_static(
                 "Can not execute a script with write flag using *_ro command.",
             ));
         }
-        Ok((sha, s.func.clone(), s.flags))
+        Ok((sha.to_string(), s.func.clone(), s.flags))
     };
     run_script(ctx, script, ro, &keys, &argv)
 }
@@ -745,9 +754,6 @@ pub(crate) fn run_script(
     let (name, func, flags) = script(vm)?;
     check_script_flags(ctx, flags)?;
     let engine = &vm.engine;
-    engine
-        .set_keys_argv(keys, argv)
-        .map_err(|e| crate::err!("{}", engine::error_text(&e)))?;
     let max = srv.maxmemory() as usize;
     let run = RefCell::new(RunCtx {
         oom_at_start: max != 0 && srv.used_memory() > max,
@@ -759,18 +765,13 @@ pub(crate) fn run_script(
         wrote: false,
         wrote_flag: &busy.wrote,
     });
-    let result = engine.run(&run, &func, MultiValue::new(), |e| e.resp());
-    let rc = run.into_inner();
-    let ctx = rc.ctx;
+    let result = engine.run(&run, &func, engine::Inputs::Globals { keys, argv });
     srv.scripts
         .vm_bytes
         .store(engine.lua.used_memory(), Relaxed);
     match result {
-        Ok((Ok(v), resp)) => {
-            engine::lua_to_reply(&mut ctx.out, &v, resp, 0);
-            Ok(())
-        }
-        Ok((Err(e), _)) => Err(script_error(&e, &name)),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(script_error(&e, &name)),
         Err(e) => Err(crate::err!(
             "Error running script {name}, {}",
             engine::error_text(&e)
@@ -823,14 +824,10 @@ pub(crate) fn run_function(
         wrote: false,
         wrote_flag: &busy.wrote,
     });
-    let result = engine.run(&run, &target, MultiValue::new(), |e| e.resp());
-    let ctx = run.into_inner().ctx;
+    let result = engine.run(&run, &target, engine::Inputs::Bound);
     match result {
-        Ok((Ok(v), resp)) => {
-            engine::lua_to_reply(&mut ctx.out, &v, resp, 0);
-            Ok(())
-        }
-        Ok((Err(e), _)) => Err(script_error(&e, name)),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(script_error(&e, name)),
         Err(e) => Err(crate::err!(
             "Error running script {name}, {}",
             engine::error_text(&e)

@@ -24,6 +24,33 @@ pub struct Shoal {
 /// The longest a test client waits for one reply (far beyond any test's blocking command).
 pub const CLIENT_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
+/// A redis-rs cluster client whose connections and requests are bounded in time
+/// ([`CLIENT_IO_TIMEOUT`]).
+#[allow(dead_code)]
+pub fn cluster_client(
+    nodes: Vec<impl redis::IntoConnectionInfo>,
+) -> redis::RedisResult<redis::cluster::ClusterClient> {
+    redis::cluster::ClusterClient::builder(nodes)
+        .connection_timeout(CLIENT_IO_TIMEOUT)
+        .response_timeout(CLIENT_IO_TIMEOUT)
+        .build()
+}
+
+/// A synchronous redis-rs connection to `url` whose every request is bounded in time
+/// ([`CLIENT_IO_TIMEOUT`]), as [`Shoal::client`] gives.
+#[allow(dead_code)]
+pub fn connect(url: impl redis::IntoConnectionInfo) -> redis::Connection {
+    let c = redis::Client::open(url)
+        .expect("client")
+        .get_connection()
+        .expect("connect");
+    c.set_read_timeout(Some(CLIENT_IO_TIMEOUT))
+        .expect("read timeout");
+    c.set_write_timeout(Some(CLIENT_IO_TIMEOUT))
+        .expect("write timeout");
+    c
+}
+
 impl Shoal {
     /// Starts shoal with extra `serve` arguments (e.g. `["--maxmemory", "2mb"]`).
     pub fn start(extra: &[&str]) -> Shoal {
@@ -84,15 +111,7 @@ impl Shoal {
     /// A synchronous redis-rs connection. Every request is bounded in time
     /// ([`CLIENT_IO_TIMEOUT`]): a server that stops answering fails the test instead of hanging it.
     pub fn client(&self) -> redis::Connection {
-        let c = redis::Client::open(self.url())
-            .expect("client")
-            .get_connection()
-            .expect("connect");
-        c.set_read_timeout(Some(CLIENT_IO_TIMEOUT))
-            .expect("read timeout");
-        c.set_write_timeout(Some(CLIENT_IO_TIMEOUT))
-            .expect("write timeout");
-        c
+        connect(self.url())
     }
 
     /// A raw RESP connection.

@@ -1,0 +1,202 @@
+//! Requests that touch values on the disk tier (`tiered-storage`). Before a command runs, its keys
+//! (for EXEC, every queued command's) are looked up; if one holds a cold value the command needs,
+//! nothing runs and the request ends with [`crate::Outcome::Fetch`]: the connection loads those
+//! values without holding any shard lock, puts them back (`Shard::promote`) and runs the request
+//! again. So command code never meets a cold value.
+//!
+//! What needs no fetch: commands that only look at a key's metadata (TYPE, TTL, EXISTS, OBJECT
+//! ENCODING, ...), and keys a command overwrites or removes without reading them (SET without
+//! GET, DEL, UNLINK, a STORE destination: key-spec flags `OW`/`RM` without `RW`/`ACCESS`).
+
+use shoal_keyspace::{TierInfo, key_slot};
+
+use crate::args::Args;
+use crate::keyspec::key;
+use crate::state::{Client, ServerState};
+use crate::table::{Spec, flag};
+
+/// Cold keys one fetch round loads at most.
+pub const FETCH_KEYS_PER_ROUND_MAX: usize = 256;
+/// Fetch rounds one request may take before it is answered with an error (a request naming more
+/// than `FETCH_KEYS_PER_ROUND_MAX × FETCH_ROUNDS_MAX` cold keys, or whose values keep being moved
+/// out again by other clients' writes).
+pub const FETCH_ROUNDS_MAX: usize = 64;
+
+/// The error a request gets when its fetch rounds run out.
+pub const FETCH_ROUNDS_ERROR: &str =
+    "request reads more values from the disk tier than one request may (tiered fetch limit)";
+
+/// Keys whose values must be loaded from the disk tier before a request runs.
+#[derive(Debug, Default)]
+pub struct FetchRequest {
+    /// `(database, key)`, at most [`FETCH_KEYS_PER_ROUND_MAX`].
+    pub keys: Vec<(usize, Vec<u8>)>,
+}
+
+/// Commands that read only a key's metadata, never its value.
+const METADATA_ONLY: &[&str] = &[
+    "type",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "exists",
+    "touch",
+    "object|encoding",
+    "object|freq",
+    "object|idletime",
+    "object|refcount",
+];
+
+/// Whether a key with these key-spec flags, of this command, needs its value.
+fn needs_value(spec: &Spec, flags: u32) -> bool {
+    if flags & (key::RW | key::ACCESS) == 0 && flags & (key::OW | key::RM) != 0 {
+        return false;
+    }
+    // Redis marks some of these `ACCESS` (TTL), but none reads the value.
+    !METADATA_ONLY.contains(&spec.name)
+}
+
+/// The cold keys the request needs, if any (`None` when the tier was never on: one atomic load).
+pub fn cold_keys(
+    srv: &ServerState,
+    client: &Client,
+    spec: &'static Spec,
+    args: &Args<'_>,
+) -> Option<FetchRequest> {
+    if !srv.ks.tiered() {
+        return None;
+    }
+    let mut req = FetchRequest::default();
+    let mut look = |db: usize, spec: &'static Spec, args: &Args<'_>| {
+        let Ok(refs) = crate::keyspec::keys(spec, args) else {
+            return;
+        };
+        for k in refs.iter() {
+            if req.keys.len() >= FETCH_KEYS_PER_ROUND_MAX || !needs_value(spec, k.flags) {
+                continue;
+            }
+            let name = args.get(k.pos);
+            let slot = key_slot(name);
+            let cold = srv
+                .ks
+                .lock(srv.ks.shard_of(slot))
+                .cold_handle(db, slot, name)
+                .is_some();
+            if cold && !req.keys.iter().any(|(d, k)| *d == db && k == name) {
+                req.keys.push((db, name.to_vec()));
+            }
+        }
+    };
+    if spec.has(flag::TX_EXEC) {
+        // SELECT inside the transaction moves the following commands to another database.
+        let mut db = client.db;
+        for (s, a) in client.tx.queued_commands() {
+            if s.name == "select"
+                && let Some(n) = std::str::from_utf8(a.get(1))
+                    .ok()
+                    .and_then(|n| n.parse::<usize>().ok())
+            {
+                db = n;
+            }
+            look(db, s, &a);
+        }
+    } else {
+        look(client.db, spec, args);
+    }
+    (!req.keys.is_empty()).then_some(req)
+}
+
+/// Whether a command a script calls (in database `db`) needs a cold value. A script cannot wait
+/// for the disk mid-run: the keys it declares are fetched before it starts, and a command on an
+/// undeclared cold key fails with [`SCRIPT_COLD_ERROR`].
+pub fn script_needs_fetch(
+    srv: &ServerState,
+    db: usize,
+    spec: &'static Spec,
+    args: &Args<'_>,
+) -> bool {
+    if !srv.ks.tiered() {
+        return false;
+    }
+    let Ok(refs) = crate::keyspec::keys(spec, args) else {
+        return false;
+    };
+    refs.iter().any(|k| {
+        let name = args.get(k.pos);
+        let slot = key_slot(name);
+        needs_value(spec, k.flags)
+            && srv
+                .ks
+                .lock(srv.ks.shard_of(slot))
+                .cold_handle(db, slot, name)
+                .is_some()
+    })
+}
+
+/// What a script's command on an undeclared cold key gets.
+pub const SCRIPT_COLD_ERROR: &str =
+    "ERR this script reads a key whose value is on the disk tier: name the key in KEYS";
+
+/// The tier's figures (`INFO tiered`, the Prometheus metrics): counters, and the keys and
+/// (estimated: keys × average value written) bytes on disk now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TierFigures {
+    pub enabled: bool,
+    pub info: TierInfo,
+    pub keys_on_disk: u64,
+    pub bytes_on_disk: u64,
+}
+
+impl TierFigures {
+    /// Share of tier reads that found their value.
+    pub fn hit_ratio(&self) -> f64 {
+        let i = &self.info;
+        if i.reads == 0 {
+            0.0
+        } else {
+            (i.reads - i.read_misses) as f64 / i.reads as f64
+        }
+    }
+}
+
+/// Reads the figures (locks each shard in turn for the count of cold keys).
+pub fn figures(srv: &ServerState) -> TierFigures {
+    let Some(store) = srv.ks.cold_store() else {
+        return TierFigures::default();
+    };
+    let info = store.info();
+    let keys = srv.ks.cold_keys() as u64;
+    let avg = info.bytes_written.checked_div(info.writes).unwrap_or(0);
+    TierFigures {
+        enabled: true,
+        info,
+        keys_on_disk: keys,
+        bytes_on_disk: (keys * avg).min(info.capacity_bytes),
+    }
+}
+
+/// `INFO tiered`.
+pub fn info_section(srv: &ServerState, t: &mut String) {
+    use std::fmt::Write;
+    let f = figures(srv);
+    let i = &f.info;
+    t.push_str("# Tiered\r\n");
+    let _ = write!(
+        t,
+        "tiered_enabled:{}\r\ntiered_capacity_bytes:{}\r\ntiered_bytes_on_disk:{}\r\n\
+         tiered_keys_on_disk:{}\r\ntiered_writes:{}\r\ntiered_bytes_written:{}\r\n\
+         tiered_reads:{}\r\ntiered_read_misses:{}\r\ntiered_promotions:{}\r\n\
+         tiered_hit_ratio:{:.4}\r\n",
+        f.enabled as u8,
+        i.capacity_bytes,
+        f.bytes_on_disk,
+        f.keys_on_disk,
+        i.writes,
+        i.bytes_written,
+        i.reads,
+        i.read_misses,
+        i.promotions,
+        f.hit_ratio(),
+    );
+}

@@ -1,0 +1,336 @@
+//! The disk tier (`tiered-storage yes`) with real processes: a data set five times `maxmemory`
+//! written and read back whole (values, versions, deadlines); writes, deletes and expirations of
+//! keys whose values are on disk; metadata reads that do not touch the disk; a replica fully
+//! synchronised from a primary whose data is mostly on disk; SAVE and restart with cold keys.
+//!
+//! `maxmemory` is small (4 MB) and values large (4 KB), so each test runs in seconds. Every
+//! wait is bounded (`wait_until`).
+
+mod common;
+
+use common::*;
+
+/// `maxmemory` of the tiered nodes.
+const MAXMEMORY: &str = "4mb";
+const MAXMEMORY_BYTES: usize = 4 << 20;
+/// Bytes of each string value.
+const VALUE_BYTES: usize = 4096;
+
+fn tiered(extra: &[&str]) -> Shoal {
+    let mut args = vec![
+        "--maxmemory",
+        MAXMEMORY,
+        "--maxmemory-policy",
+        "allkeys-lru",
+        "--tiered-storage",
+        "yes",
+        "--tiered-storage-max-bytes",
+        "256mb",
+    ];
+    args.extend_from_slice(extra);
+    Shoal::start(&args)
+}
+
+fn key(i: usize) -> String {
+    format!("key:{i:06}")
+}
+
+/// A value that names its key and differs from every other key's.
+fn value(i: usize, round: u32) -> String {
+    let unit = format!("{i:06}-{round}-");
+    unit.repeat(VALUE_BYTES / unit.len() + 1)[..VALUE_BYTES].to_string()
+}
+
+/// What a key should hold.
+#[derive(Debug, Clone, PartialEq)]
+struct Expect {
+    value: String,
+    version: i64,
+    /// PEXPIRETIME (-1: none).
+    expire_at_ms: i64,
+}
+
+/// Writes `n` string keys (every third with a TTL of an hour) and returns what each holds.
+fn fill(c: &mut redis::Connection, n: usize) -> Vec<Expect> {
+    let mut out = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            if i % 3 == 0 {
+                p.cmd("SET")
+                    .arg(key(i))
+                    .arg(value(i, 0))
+                    .arg("PX")
+                    .arg(3_600_000);
+            } else {
+                p.cmd("SET").arg(key(i)).arg(value(i, 0));
+            }
+            // Read back at once, while the value is still in memory.
+            p.cmd("GETVER").arg(key(i));
+            p.cmd("PEXPIRETIME").arg(key(i));
+        }
+        let replies: Vec<redis::Value> = p.query(c).expect("fill pipeline");
+        for (j, &i) in chunk.iter().enumerate() {
+            let (v, version): (String, i64) =
+                redis::from_redis_value(replies[j * 3 + 1].clone()).expect("getver");
+            let at: i64 = redis::from_redis_value(replies[j * 3 + 2].clone()).expect("pexpiretime");
+            assert_eq!(v, value(i, 0));
+            out.push(Expect {
+                value: v,
+                version,
+                expire_at_ms: at,
+            });
+        }
+    }
+    out
+}
+
+/// Reads every key back (in a shuffled order) and compares value, version and deadline.
+fn check_all(c: &mut redis::Connection, want: &[Expect]) {
+    let mut order: Vec<usize> = (0..want.len()).collect();
+    let mut rng = Rng::new(7);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    for chunk in order.chunks(100) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            p.cmd("GETVER").arg(key(i));
+            p.cmd("PEXPIRETIME").arg(key(i));
+        }
+        let replies: Vec<redis::Value> = p.query(c).expect("check pipeline");
+        for (j, &i) in chunk.iter().enumerate() {
+            let got: Option<(String, i64)> =
+                redis::from_redis_value(replies[j * 2].clone()).expect("getver");
+            let Some((v, version)) = got else {
+                let tiered: String = q(c, &["INFO", "tiered"]);
+                let evicted = info_u64(c, "stats", "evicted_keys");
+                panic!("{} is missing; evicted_keys {evicted}; {tiered}", key(i));
+            };
+            let at: i64 = redis::from_redis_value(replies[j * 2 + 1].clone()).expect("pexpiretime");
+            let e = &want[i];
+            assert!(v == e.value, "{} holds another value", key(i));
+            assert_eq!(version, e.version, "{} version", key(i));
+            assert_eq!(at, e.expire_at_ms, "{} deadline", key(i));
+        }
+    }
+}
+
+fn keys_on_disk(c: &mut redis::Connection) -> u64 {
+    info_u64(c, "tiered", "tiered_keys_on_disk")
+}
+
+#[test]
+fn a_data_set_five_times_maxmemory_is_read_back_whole() {
+    let s = tiered(&[]);
+    let mut c = s.client();
+    let n = 5 * MAXMEMORY_BYTES / VALUE_BYTES;
+    let want = fill(&mut c, n);
+    // Most of it is on disk, nothing was evicted.
+    let cold = keys_on_disk(&mut c);
+    assert!(cold as usize > n / 2, "only {cold} of {n} keys on disk");
+    assert_eq!(info_u64(&mut c, "stats", "evicted_keys"), 0);
+    assert_eq!(q::<usize>(&mut c, &["DBSIZE"]), n);
+    // Collections go there too: a hash and a list written now push older values out.
+    let fields: Vec<(String, String)> = (0..50)
+        .map(|f| (format!("f{f}"), format!("{f}-").repeat(40)))
+        .collect();
+    let mut hset = redis::cmd("HSET");
+    hset.arg("hash");
+    for (f, v) in &fields {
+        hset.arg(f).arg(v);
+    }
+    let _: () = hset.query(&mut c).unwrap();
+    let list: Vec<String> = (0..50).map(|i| format!("{i}-").repeat(40)).collect();
+    let _: () = redis::cmd("RPUSH")
+        .arg("list")
+        .arg(&list)
+        .query(&mut c)
+        .unwrap();
+    check_all(&mut c, &want);
+    let all: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg("hash").query(&mut c).unwrap();
+    assert_eq!(all.len(), 50);
+    for (f, v) in &fields {
+        assert_eq!(all.get(f), Some(v));
+    }
+    let got: Vec<String> = q(&mut c, &["LRANGE", "list", "0", "-1"]);
+    assert_eq!(got, list);
+    // Reads loaded values back, and the node stayed under its limit as it did.
+    assert!(info_u64(&mut c, "tiered", "tiered_promotions") > 0);
+    assert_eq!(info_u64(&mut c, "tiered", "tiered_read_misses"), 0);
+    assert_eq!(info_u64(&mut c, "stats", "evicted_keys"), 0);
+    let used = info_u64(&mut c, "memory", "used_memory");
+    let not_counted = info_u64(&mut c, "memory", "mem_not_counted_for_evict");
+    assert!(
+        used - not_counted <= MAXMEMORY_BYTES as u64 + 2 * VALUE_BYTES as u64 * 100,
+        "used {used} (not counted {not_counted})"
+    );
+}
+
+#[test]
+fn writes_deletes_and_expirations_of_cold_keys() {
+    let s = tiered(&[]);
+    let mut c = s.client();
+    let n = 3 * MAXMEMORY_BYTES / VALUE_BYTES;
+    // 100 keys that expire soon, written first (so they go to disk first).
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("short:{i}"))
+            .arg(value(i, 1))
+            .arg("PX")
+            .arg(1500)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _ = fill(&mut c, n);
+    assert!(keys_on_disk(&mut c) as usize > n / 2);
+    // Metadata reads of a cold key do not read the disk.
+    // The first keys written are the least recently used: on disk by now.
+    let first_cold = 0;
+    let reads = info_u64(&mut c, "tiered", "tiered_reads");
+    assert_eq!(q::<String>(&mut c, &["TYPE", &key(first_cold)]), "string");
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", &key(first_cold)]), 1);
+    assert_eq!(q::<i64>(&mut c, &["TTL", &key(first_cold + 1)]), -1);
+    assert_eq!(
+        q::<String>(&mut c, &["OBJECT", "ENCODING", &key(first_cold)]),
+        "raw"
+    );
+    assert_eq!(info_u64(&mut c, "tiered", "tiered_reads"), reads);
+    // APPEND to a cold string loads it first.
+    let _: i64 = q(&mut c, &["APPEND", &key(101), "tail"]);
+    let got: String = q(&mut c, &["GET", &key(101)]);
+    assert_eq!(got, format!("{}tail", value(101, 0)));
+    assert!(info_u64(&mut c, "tiered", "tiered_reads") > reads);
+    // SET over a cold key needs no read; DEL and UNLINK drop the handle.
+    let reads = info_u64(&mut c, "tiered", "tiered_reads");
+    let _: () = q(&mut c, &["SET", &key(102), "new"]);
+    assert_eq!(info_u64(&mut c, "tiered", "tiered_reads"), reads);
+    assert_eq!(q::<String>(&mut c, &["GET", &key(102)]), "new");
+    let before = keys_on_disk(&mut c);
+    assert_eq!(q::<i64>(&mut c, &["DEL", &key(103), &key(104)]), 2);
+    assert_eq!(q::<i64>(&mut c, &["UNLINK", &key(105)]), 1);
+    assert!(keys_on_disk(&mut c) < before);
+    assert_eq!(info_u64(&mut c, "tiered", "tiered_reads"), reads);
+    for k in [103, 104, 105] {
+        assert_eq!(q::<Option<String>>(&mut c, &["GET", &key(k)]), None);
+    }
+    // EXPIRE on a cold key, then the deadline passes: it goes like any key.
+    let _: i64 = q(&mut c, &["PEXPIRE", &key(106), "1"]);
+    wait_until("key 106 expired", || {
+        q::<i64>(&mut c, &["EXISTS", &key(106)]) == 0
+    });
+    // The short-lived keys expire on disk (active expiry finds them without reading them).
+    wait_until("short-lived cold keys expired", || {
+        q::<usize>(&mut c, &["DBSIZE"]) == n - 4
+    });
+    for i in 0..100 {
+        assert_eq!(
+            q::<Option<String>>(&mut c, &["GET", &format!("short:{i}")]),
+            None
+        );
+    }
+    assert_eq!(info_u64(&mut c, "stats", "evicted_keys"), 0);
+    assert!(info_u64(&mut c, "stats", "expired_keys") >= 101);
+    // A transaction over cold keys fetches them all first.
+    let (a, b): (String, String) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg(key(110))
+        .cmd("GET")
+        .arg(key(111))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((a, b), (value(110, 0), value(111, 0)));
+}
+
+#[test]
+fn a_replica_fully_synchronised_from_a_primary_mostly_on_disk() {
+    let p = tiered(&[]);
+    let mut c = p.client();
+    let n = 5 * MAXMEMORY_BYTES / VALUE_BYTES;
+    let want = fill(&mut c, n);
+    assert!(keys_on_disk(&mut c) as usize > n / 2);
+    let r = Shoal::start(&[]);
+    follow(&r, &p);
+    caught_up(&r, &p);
+    let digests = |s: &Shoal| -> Vec<String> { q(&mut s.client(), &["SLOTDIGEST", "0", "16383"]) };
+    assert_eq!(digests(&r), digests(&p));
+    let mut rc = r.client();
+    assert_eq!(q::<usize>(&mut rc, &["DBSIZE"]), n);
+    check_all(&mut rc, &want);
+    // `shoal verify` agrees.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["verify", "--quiet", &p.addr()])
+        .output()
+        .expect("run shoal verify");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn save_and_restart_with_cold_keys() {
+    let dir = scratch_dir("tiered-restart");
+    let d = dir.to_str().unwrap();
+    let want = {
+        let s = tiered(&["--dir", d]);
+        let mut c = s.client();
+        let want = fill(&mut c, 3 * MAXMEMORY_BYTES / VALUE_BYTES);
+        assert!(keys_on_disk(&mut c) > 0);
+        let _: () = q(&mut c, &["SAVE"]);
+        want
+    };
+    let s = tiered(&["--dir", d]);
+    let mut c = s.client();
+    assert_eq!(q::<usize>(&mut c, &["DBSIZE"]), want.len());
+    check_all(&mut c, &want);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn config_set_appendonly_starts_and_stops_the_log_at_run_time() {
+    let dir = scratch_dir("appendonly-runtime");
+    let d = dir.to_str().unwrap();
+    {
+        let s = Shoal::start(&["--dir", d, "--appendfsync", "always"]);
+        let mut c = s.client();
+        for i in 0..50 {
+            let _: () = q(&mut c, &["SET", &format!("before:{i}"), &i.to_string()]);
+        }
+        assert_eq!(info_u64(&mut c, "persistence", "aof_enabled"), 0);
+        let _: () = q(&mut c, &["CONFIG", "SET", "appendonly", "yes"]);
+        wait_until("the log is on", || {
+            info_u64(&mut c, "persistence", "aof_enabled") == 1
+                && info_u64(&mut c, "persistence", "aof_rewrite_in_progress") == 0
+        });
+        assert_eq!(
+            q::<Vec<String>>(&mut c, &["CONFIG", "GET", "appendonly"]),
+            ["appendonly", "yes"]
+        );
+        // A connection made now waits for the log's fsync (`appendfsync always`) before each
+        // reply: a kill -9 after the replies loses nothing.
+        let mut c2 = s.client();
+        for i in 0..50 {
+            let _: () = q(&mut c2, &["SET", &format!("after:{i}"), &i.to_string()]);
+        }
+        s.signal("-KILL");
+    }
+    let s = Shoal::start(&["--dir", d, "--appendonly", "yes"]);
+    let mut c = s.client();
+    assert_eq!(q::<usize>(&mut c, &["DBSIZE"]), 100);
+    assert_eq!(q::<String>(&mut c, &["GET", "before:7"]), "7");
+    assert_eq!(q::<String>(&mut c, &["GET", "after:49"]), "49");
+    // And off again: the writer stops.
+    let _: () = q(&mut c, &["CONFIG", "SET", "appendonly", "no"]);
+    wait_until("the log is off", || {
+        info_u64(&mut c, "persistence", "aof_enabled") == 0
+    });
+    let _: () = q(&mut c, &["SET", "still", "works"]);
+    assert_eq!(q::<String>(&mut c, &["GET", "still"]), "works");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
