@@ -110,8 +110,11 @@ impl Keyspace {
         let mut fresh = EvictionPool::default();
         let (mut looked, mut taken) = (0, 0);
         // Shards holding few keys offer few samples: look at more of them then, and at all of
-        // them before saying there is nothing to evict.
-        while looked < shards && (fresh.is_empty() || (looked < SHARDS_SAMPLED_MAX && taken < want))
+        // them before saying there is nothing to evict. With the disk tier on, keys already on
+        // disk are not counted as samples: every shard is looked at before one of them (whose
+        // eviction drops the key) is chosen over a key whose value is in memory.
+        while looked < shards
+            && (fresh.is_empty() || taken == 0 || (looked < SHARDS_SAMPLED_MAX && taken < want))
         {
             let i = (start + looked) % shards;
             looked += 1;
