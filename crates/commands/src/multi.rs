@@ -31,6 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::args::OwnedArgs;
+
+/// Tries of the exec gate's writer lock before sleeping on it (half spins, half yields).
+const WRITER_SPINS_MAX: u32 = 256;
 use crate::state::{Client, ServerState};
 use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
@@ -329,11 +332,31 @@ impl ExecGate {
         }
     }
 
+    /// The writer lock. Holders (EXEC, scripts) keep it for microseconds, so a waiter spins
+    /// and yields a little before it sleeps: a sleep costs a wake-up of several microseconds
+    /// for each hand-over, which is what two workers both running scripts do all the time.
+    fn writer_lock(&self) -> MutexGuard<'_, ()> {
+        for spins in 0..WRITER_SPINS_MAX {
+            match self.writer.try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if spins < WRITER_SPINS_MAX / 2 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Holds the gate alone: waits for the commands running now to finish. The caller must not
     /// hold it shared (a sticky hold of its own thread is released here).
     pub fn exclusive(&self) -> GateExclusive<'_> {
         self.release_thread();
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = self.writer_lock();
         self.exclusive.store(true, SeqCst);
         let busy = |spins: &mut u32| {
             *spins += 1;
