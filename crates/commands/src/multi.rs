@@ -28,7 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::args::OwnedArgs;
 
@@ -130,6 +130,13 @@ struct Slot {
 /// worker pays almost nothing per command, and an EXEC waits at most until every other worker
 /// starts its next command or goes idle — never for a task's `.await`, since the hold belongs to
 /// the thread, not to the task.
+///
+/// **Batch holds.** Scripts run alone too, and a pipeline of them would hand the gate from worker
+/// to worker once per script. A script takes it with [`ExecGate::exclusive_batched`] instead: the
+/// hold then belongs to the thread until the connection loop ends the batch it is running
+/// ([`ExecGate::end_batch`], before anything that waits) or the thread parks, so the scripts of
+/// one pipeline share one hand-over. Meanwhile every command of that thread runs (the thread is
+/// alone already), and after [`BATCH_HOLD_RUNS_MAX`] scripts a waiting thread gets its turn.
 #[derive(Debug)]
 pub struct ExecGate {
     /// Distinguishes gates in the threads' slot caches (tests run many servers per process).
@@ -138,8 +145,9 @@ pub struct ExecGate {
     overflow: AtomicUsize,
     /// An EXEC wants or holds the gate.
     exclusive: AtomicBool,
-    /// Held by the EXEC in progress; commands that find `exclusive` set sleep on it.
-    writer: Mutex<()>,
+    /// Held by the EXEC (or script batch) in progress; commands that find `exclusive` set wait
+    /// for its release.
+    writer: WriterLock,
 }
 
 impl Default for ExecGate {
@@ -150,7 +158,79 @@ impl Default for ExecGate {
             slots: (0..GATE_SLOTS).map(|_| Slot::default()).collect(),
             overflow: AtomicUsize::new(0),
             exclusive: AtomicBool::new(false),
-            writer: Mutex::new(()),
+            writer: WriterLock::default(),
+        }
+    }
+}
+
+/// Scripts one batch hold runs before it lets a waiting thread have the gate.
+pub const BATCH_HOLD_RUNS_MAX: u32 = 64;
+
+/// The gate's writer lock: a flag taken by compare-and-swap, so that a hold can outlive a scope
+/// (a batch hold belongs to a thread, not to a guard). Holders keep it for microseconds, so a
+/// waiter spins and yields a little before it sleeps on the condition variable: a sleep costs a
+/// wake-up of several microseconds for each hand-over.
+#[derive(Debug, Default)]
+struct WriterLock {
+    held: AtomicBool,
+    /// Threads waiting for it (spinning or asleep): a batch hold gives way to them.
+    waiting: AtomicUsize,
+    /// Threads asleep on `cv` (the releaser wakes them only if there are any).
+    sleepers: AtomicUsize,
+    m: Mutex<()>,
+    cv: Condvar,
+}
+
+impl WriterLock {
+    fn try_take(&self) -> bool {
+        self.held
+            .compare_exchange(false, true, SeqCst, Relaxed)
+            .is_ok()
+    }
+
+    /// Waits until `done()` (tried after each change): spins, yields, then sleeps.
+    fn wait_until(&self, mut done: impl FnMut() -> bool) {
+        if done() {
+            return;
+        }
+        self.waiting.fetch_add(1, SeqCst);
+        for spins in 0..WRITER_SPINS_MAX {
+            if !self.held.load(Relaxed) && done() {
+                self.waiting.fetch_sub(1, SeqCst);
+                return;
+            }
+            if spins < WRITER_SPINS_MAX / 2 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let mut g = self.m.lock().unwrap_or_else(PoisonError::into_inner);
+        // Counted before looking (both SeqCst): either `done()` sees the release, or the
+        // releaser sees a sleeper and wakes it (after it waits: the releaser takes `m`).
+        self.sleepers.fetch_add(1, SeqCst);
+        while !done() {
+            g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner);
+        }
+        self.sleepers.fetch_sub(1, SeqCst);
+        self.waiting.fetch_sub(1, SeqCst);
+    }
+
+    fn take(&self) {
+        self.wait_until(|| self.try_take());
+    }
+
+    /// Waits until the lock is free, without taking it.
+    fn wait_free(&self) {
+        self.wait_until(|| !self.held.load(SeqCst));
+    }
+
+    fn release(&self) {
+        debug_assert!(self.held.load(Relaxed), "writer lock released while free");
+        self.held.store(false, SeqCst);
+        if self.sleepers.load(SeqCst) > 0 {
+            drop(self.m.lock().unwrap_or_else(PoisonError::into_inner));
+            self.cv.notify_all();
         }
     }
 }
@@ -181,6 +261,8 @@ thread_local! {
     static CLAIMS: RefCell<Vec<Claim>> = const { RefCell::new(Vec::new()) };
     /// This thread keeps its hold between commands (a runtime worker).
     static STICKY: Cell<bool> = const { Cell::new(false) };
+    /// The gate this thread holds alone for a batch (0: none), and the scripts run under it.
+    static BATCH: Cell<(u64, u32)> = const { Cell::new((0, 0)) };
 }
 
 /// A command's shared hold on the gate. Not `Send`: it is never held across an `.await`.
@@ -201,18 +283,20 @@ impl Drop for GateShared<'_> {
     }
 }
 
-/// EXEC's exclusive hold on the gate.
+/// EXEC's exclusive hold on the gate. Not `Send`: a batch hold belongs to its thread.
 #[derive(Debug)]
 pub struct GateExclusive<'a> {
     gate: &'a ExecGate,
-    _writer: MutexGuard<'a, ()>,
+    /// Release on drop (not when the thread's batch hold carries on).
+    release: bool,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for GateExclusive<'_> {
     fn drop(&mut self) {
-        // Cleared before the writer lock is released (fields drop after this), so commands that
-        // sleep on that lock find the gate open when they wake.
-        self.gate.exclusive.store(false, SeqCst);
+        if self.release {
+            self.gate.release_exclusive();
+        }
     }
 }
 
@@ -277,6 +361,11 @@ impl ExecGate {
         }
     }
 
+    /// Whether the calling thread holds this gate alone for a batch.
+    fn batch_held(&self) -> bool {
+        BATCH.get().0 == self.id
+    }
+
     /// Holds the gate shared: waits while an EXEC runs. One hold per thread at a time.
     pub fn shared(&self) -> GateShared<'_> {
         self.shared_unless(|| false)
@@ -296,6 +385,10 @@ impl ExecGate {
             leave,
             _not_send: PhantomData,
         };
+        if self.batch_held() {
+            // Alone already: nothing else runs until the batch ends.
+            return Some(held(false));
+        }
         if sticky && self.slots[slot].inside.load(Relaxed) {
             // Still inside since an earlier command: only look (an EXEC that raised the flag
             // after this load sees the slot inside and waits for the next look).
@@ -306,7 +399,7 @@ impl ExecGate {
             if unless() {
                 return None;
             }
-            drop(self.writer.lock().unwrap_or_else(PoisonError::into_inner));
+            self.writer.wait_free();
         }
         loop {
             // Announce, then look (both SeqCst): either this command sees `exclusive`, or the
@@ -319,44 +412,94 @@ impl ExecGate {
             if unless() {
                 return None;
             }
-            drop(self.writer.lock().unwrap_or_else(PoisonError::into_inner));
+            self.writer.wait_free();
         }
     }
 
     /// Leaves the gate if the calling thread is inside between commands (a sticky thread going
-    /// idle). Cheap; safe to call at any time outside a command.
+    /// idle), and ends its batch hold. Cheap; safe to call at any time outside a command.
     pub fn release_thread(&self) {
+        self.end_batch();
         let (gate, index) = LAST.get();
         if gate == self.id && index != OVERFLOW && self.slots[index].inside.load(Relaxed) {
             self.leave(index);
         }
     }
 
-    /// The writer lock. Holders (EXEC, scripts) keep it for microseconds, so a waiter spins
-    /// and yields a little before it sleeps: a sleep costs a wake-up of several microseconds
-    /// for each hand-over, which is what two workers both running scripts do all the time.
-    fn writer_lock(&self) -> MutexGuard<'_, ()> {
-        for spins in 0..WRITER_SPINS_MAX {
-            match self.writer.try_lock() {
-                Ok(g) => return g,
-                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    if spins < WRITER_SPINS_MAX / 2 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
-            }
+    /// Ends the calling thread's batch hold, if it has one: the connection loop calls it at the
+    /// end of each batch and before anything that waits. Cheap when there is none.
+    pub fn end_batch(&self) {
+        if self.batch_held() {
+            BATCH.set((0, 0));
+            self.release_exclusive();
         }
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn release_exclusive(&self) {
+        // Cleared before the writer lock is released, so commands waiting on that lock find the
+        // gate open when they wake.
+        self.exclusive.store(false, SeqCst);
+        self.writer.release();
     }
 
     /// Holds the gate alone: waits for the commands running now to finish. The caller must not
-    /// hold it shared (a sticky hold of its own thread is released here).
+    /// hold it shared (a sticky hold of its own thread is released here). Within the calling
+    /// thread's batch hold it is held already.
     pub fn exclusive(&self) -> GateExclusive<'_> {
+        if self.batch_held() {
+            return GateExclusive {
+                gate: self,
+                release: false,
+                _not_send: PhantomData,
+            };
+        }
+        self.take_exclusive();
+        GateExclusive {
+            gate: self,
+            release: true,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// [`ExecGate::exclusive`] for a script: the hold lasts until the thread's batch ends
+    /// ([`ExecGate::end_batch`]), so the next script of the batch finds it held. After
+    /// [`BATCH_HOLD_RUNS_MAX`] scripts, a thread waiting for the gate gets it first.
+    pub fn exclusive_batched(&self) -> GateExclusive<'_> {
+        let (gate, runs) = BATCH.get();
+        if gate == self.id {
+            if runs < BATCH_HOLD_RUNS_MAX || self.writer.waiting.load(Relaxed) == 0 {
+                BATCH.set((gate, runs.saturating_add(1)));
+                return GateExclusive {
+                    gate: self,
+                    release: false,
+                    _not_send: PhantomData,
+                };
+            }
+            self.end_batch();
+            // Let a waiter have it: wait (briefly) until one took it, then queue behind it.
+            for _ in 0..WRITER_SPINS_MAX {
+                if self.writer.held.load(Relaxed) || self.writer.waiting.load(Relaxed) == 0 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        } else if gate != 0 {
+            // This thread holds another server's gate (tests run several per process): an
+            // ordinary hold, so that one is not lost track of.
+            return self.exclusive();
+        }
+        self.take_exclusive();
+        BATCH.set((self.id, 1));
+        GateExclusive {
+            gate: self,
+            release: false,
+            _not_send: PhantomData,
+        }
+    }
+
+    fn take_exclusive(&self) {
         self.release_thread();
-        let writer = self.writer_lock();
+        self.writer.take();
         self.exclusive.store(true, SeqCst);
         let busy = |spins: &mut u32| {
             *spins += 1;
@@ -377,10 +520,6 @@ impl ExecGate {
         let mut spins = 0;
         while self.overflow.load(SeqCst) != 0 {
             busy(&mut spins);
-        }
-        GateExclusive {
-            gate: self,
-            _writer: writer,
         }
     }
 }
@@ -877,6 +1016,64 @@ mod tests {
         drop(shared);
         t.join().unwrap();
         assert!(done.load(SeqCst));
+    }
+
+    #[test]
+    fn a_batch_hold_lasts_until_the_batch_ends_and_gives_way_after_its_limit() {
+        let gate = Arc::new(ExecGate::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        // Two scripts of one batch: the second finds the gate held, and so does an EXEC inside.
+        drop(gate.exclusive_batched());
+        drop(gate.exclusive_batched());
+        drop(gate.exclusive());
+        drop(gate.shared());
+        let t = {
+            let (gate, inside) = (gate.clone(), inside.clone());
+            std::thread::spawn(move || {
+                let _g = gate.shared();
+                inside.fetch_add(1, SeqCst);
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(
+            inside.load(SeqCst),
+            0,
+            "a command ran inside another thread's batch"
+        );
+        gate.end_batch();
+        t.join().unwrap();
+        assert_eq!(inside.load(SeqCst), 1);
+        // A long batch lets a waiting thread in after `BATCH_HOLD_RUNS_MAX` scripts.
+        drop(gate.exclusive_batched());
+        let t = {
+            let (gate, inside) = (gate.clone(), inside.clone());
+            std::thread::spawn(move || {
+                let _g = gate.exclusive();
+                inside.fetch_add(1, SeqCst);
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while gate.writer.waiting.load(SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other thread never waited"
+            );
+            std::thread::yield_now();
+        }
+        for _ in 1..BATCH_HOLD_RUNS_MAX {
+            drop(gate.exclusive_batched());
+        }
+        assert_eq!(
+            inside.load(SeqCst),
+            1,
+            "an EXEC ran inside another thread's batch"
+        );
+        drop(gate.exclusive_batched());
+        t.join().unwrap();
+        assert_eq!(inside.load(SeqCst), 2);
+        // Parking ends a batch too.
+        gate.release_thread();
+        drop(gate.exclusive());
     }
 
     #[test]

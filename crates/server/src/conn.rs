@@ -142,6 +142,8 @@ pub async fn serve<S: ClientStream>(srv: Arc<ServerState>, mut stream: S, io: Ar
     let authenticated = !srv.hot.requirepass_set.load(Relaxed);
     let mut client = Client::new(handle.clone(), authenticated);
     let end = run(&srv, &mut stream, &mut client, &wake, &io).await;
+    // A batch cut short (a protocol error, an HTTP request) may have left a script's hold.
+    srv.gate.end_batch();
     shoal_commands::client_closed(&srv, &mut client);
     if let End::Handoff(replid, offset) = end {
         // The connection stays listed (flag S) and CLIENT KILL TYPE replica ends the link.
@@ -399,6 +401,8 @@ async fn run<S: ClientStream>(
         // acknowledgements and flush its replies.
         macro_rules! settle {
             () => {
+                // A script's hold on the exec gate lasts until here (see `ExecGate`).
+                srv.gate.end_batch();
                 if let Err(e) =
                     settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes, wake)
                         .await

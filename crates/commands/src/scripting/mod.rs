@@ -746,7 +746,7 @@ pub(crate) fn run_script(
         None
     } else {
         ctx.gate = None;
-        Some(srv.gate.exclusive())
+        Some(srv.gate.exclusive_batched())
     };
     srv.scripts.with_vm(srv.clock.mono_ms, |_| ())?;
     let mut guard = srv.scripts.vm();
@@ -799,7 +799,7 @@ pub(crate) fn run_function(
         None
     } else {
         ctx.gate = None;
-        Some(srv.gate.exclusive())
+        Some(srv.gate.exclusive_batched())
     };
     let mut fs = srv.scripts.functions();
     let (callback, flags) = functions::lookup(&fs, name)?;
