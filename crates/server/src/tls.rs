@@ -326,17 +326,67 @@ pub async fn connect(
     }
 }
 
-/// A blocking client connection to `host` with the client configuration in force (for
-/// `crate::tool_client`); the caller drives the handshake on its socket.
+/// The client configuration of a command-line tool (`shoal cluster ... --tls`, `shoal verify
+/// --tls`): set once by [`install_tool`]; never in a server process.
+static TOOL: RwLock<Option<Arc<ClientConfig>>> = RwLock::new(None);
+
+/// Makes every connection the tools open (`crate::tool_client::Client::connect`) speak TLS,
+/// trusting the CAs in `cacert` (PEM) and, for servers that ask for one (`tls-auth-clients`),
+/// presenting `cert` with `key`, as `redis-cli --tls --cacert --cert --key` does. Servers are
+/// checked against the CAs, not by name (nodes are reached by address, as Redis's tools do).
+pub fn install_tool(
+    cacert: &str,
+    cert: Option<&str>,
+    key_file: Option<&str>,
+) -> Result<(), String> {
+    let mut store = RootCertStore::empty();
+    for c in certs(cacert, "CA certificate")? {
+        store
+            .add(c)
+            .map_err(|e| format!("CA certificate '{cacert}': {e}"))?;
+    }
+    let provider = provider();
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .build()
+        .map_err(|e| format!("server certificate verifier: {e}"))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS protocols: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)));
+    let config = match (cert, key_file) {
+        (Some(c), Some(k)) => builder
+            .with_client_auth_cert(
+                certs(c, "client certificate")?,
+                key(k, "client private key")?,
+            )
+            .map_err(|e| format!("Failed to load client certificate '{c}' with key '{k}': {e}"))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("--cert and --key go together".into()),
+    };
+    *TOOL.write().expect("tls lock") = Some(Arc::new(config));
+    Ok(())
+}
+
+/// Whether [`install_tool`] ran: the tools' connections then speak TLS.
+pub fn tool_tls() -> bool {
+    TOOL.read().expect("tls lock").is_some()
+}
+
+/// A blocking client connection to `host` with the client configuration in force (a node's,
+/// else a tool's), for `crate::tool_client`; the caller drives the handshake on its socket.
 pub fn blocking_client(host: &str) -> io::Result<rustls::ClientConnection> {
-    let Some(loaded) = loaded() else {
+    let Some(config) = loaded()
+        .map(|l| l.client)
+        .or_else(|| TOOL.read().expect("tls lock").clone())
+    else {
         return Err(io::Error::other(
             "TLS is not configured (tls-cert-file, tls-key-file, tls-ca-cert-file)",
         ));
     };
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
-    rustls::ClientConnection::new(loaded.client, name).map_err(io::Error::other)
+    rustls::ClientConnection::new(config, name).map_err(io::Error::other)
 }
 
 /// What a client connection needs of its stream besides reading and writing.

@@ -52,8 +52,10 @@ fn bad(msg: &str) -> std::io::Error {
 }
 
 impl Client {
+    /// Connects to `addr`: plain, or over TLS in a tool started with `--tls`
+    /// (`crate::tls::install_tool`).
     pub fn connect(addr: &str, timeout: Duration) -> std::io::Result<Client> {
-        Client::connect_with(addr, timeout, false)
+        Client::connect_with(addr, timeout, crate::tls::tool_tls())
     }
 
     /// Connects to `addr`, over TLS if `tls` (with the certificates this process loaded: a node

@@ -92,6 +92,8 @@ struct ReshardArgs {
     timeout: u64,
     #[arg(long)]
     password: Option<String>,
+    #[command(flatten)]
+    tls: ToolTls,
 }
 
 #[derive(Parser)]
@@ -115,6 +117,8 @@ struct RebalanceArgs {
     timeout: u64,
     #[arg(long)]
     password: Option<String>,
+    #[command(flatten)]
+    tls: ToolTls,
 }
 
 /// redis-cli's default `--cluster-threshold`.
@@ -148,6 +152,8 @@ struct FailoverArgs {
     timeout: u64,
     #[arg(long)]
     password: Option<String>,
+    #[command(flatten)]
+    tls: ToolTls,
 }
 
 #[derive(Parser)]
@@ -161,6 +167,8 @@ struct AddNodeArgs {
     replica_of: Option<String>,
     #[arg(long)]
     password: Option<String>,
+    #[command(flatten)]
+    tls: ToolTls,
 }
 
 #[derive(Parser)]
@@ -171,6 +179,8 @@ struct DelNodeArgs {
     id: String,
     #[arg(long)]
     password: Option<String>,
+    #[command(flatten)]
+    tls: ToolTls,
 }
 
 #[derive(Parser)]
@@ -184,6 +194,8 @@ struct CreateArgs {
     /// Password for AUTH on every node.
     #[arg(long)]
     password: Option<String>,
+    #[command(flatten)]
+    tls: ToolTls,
 }
 
 #[derive(Parser)]
@@ -211,6 +223,37 @@ struct ClusterAddr {
     /// Password for AUTH on every node.
     #[arg(long)]
     password: Option<String>,
+    #[command(flatten)]
+    tls: ToolTls,
+}
+
+/// TLS for the tools' connections, as redis-cli names it.
+#[derive(clap::Args)]
+struct ToolTls {
+    /// Connect to every node over TLS (needs --cacert).
+    #[arg(long, requires = "cacert")]
+    tls: bool,
+    /// CA certificate file (PEM) the nodes' certificates are checked against.
+    #[arg(long, requires = "tls")]
+    cacert: Option<String>,
+    /// Client certificate file (PEM), for nodes that ask for one (`tls-auth-clients`).
+    #[arg(long, requires_all = ["tls", "key"])]
+    cert: Option<String>,
+    /// The client certificate's private key file (PEM).
+    #[arg(long, requires_all = ["tls", "cert"])]
+    key: Option<String>,
+}
+
+impl ToolTls {
+    /// Makes the tool's connections speak TLS if `--tls` was given; the error names the file.
+    fn install(&self) -> Result<(), String> {
+        match (&self.tls, &self.cacert) {
+            (true, Some(ca)) => {
+                shoal_server::tls::install_tool(ca, self.cert.as_deref(), self.key.as_deref())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// 0, or 2 with the error on stderr.
@@ -225,6 +268,20 @@ fn exit_code(tool: &str, r: Result<(), String>) -> i32 {
 }
 
 fn cluster(c: ClusterCommand) -> i32 {
+    let tls = match &c {
+        ClusterCommand::Check(a) | ClusterCommand::Info(a) => Some(&a.tls),
+        ClusterCommand::Create(a) => Some(&a.tls),
+        ClusterCommand::StartLocal(_) => None,
+        ClusterCommand::AddNode(a) => Some(&a.tls),
+        ClusterCommand::DelNode(a) => Some(&a.tls),
+        ClusterCommand::Failover(a) => Some(&a.tls),
+        ClusterCommand::Reshard(a) => Some(&a.tls),
+        ClusterCommand::Rebalance(a) => Some(&a.tls),
+    };
+    if let Some(Err(e)) = tls.map(ToolTls::install) {
+        eprintln!("shoal cluster: {e}");
+        return 2;
+    }
     match c {
         ClusterCommand::Create(a) => {
             match shoal_server::cluster_tool::create(
@@ -351,6 +408,8 @@ struct VerifyArgs {
     /// Password for AUTH on every node.
     #[arg(long)]
     password: Option<String>,
+    #[command(flatten)]
+    tls: ToolTls,
     /// Database to verify.
     #[arg(long, default_value_t = 0)]
     db: usize,
@@ -360,6 +419,10 @@ struct VerifyArgs {
 }
 
 fn verify(a: VerifyArgs) -> i32 {
+    if let Err(e) = a.tls.install() {
+        eprintln!("shoal verify: {e}");
+        return 2;
+    }
     let opts = shoal_server::verify::Options {
         addr: a.addr,
         password: a.password,

@@ -921,6 +921,54 @@ fn a_tls_only_cluster_replicates_reshards_migrates_and_fails_over_over_tls() {
             == Some(r_port.to_string().as_str())
             && info_field(&mut a, "replication", "master_link_status").as_deref() == Some("up")
     });
+
+    // The tools reach a TLS-only cluster with redis-cli's flags, and fail clearly without them.
+    let tool = |args: &[&str], tls: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args(args).args(["--password", "pw"]);
+        if tls {
+            cmd.args(["--tls", "--cacert", &certs.path("ca.crt")]);
+            cmd.args(["--cert", &certs.path("client.crt")]);
+            cmd.args(["--key", &certs.path("client.key")]);
+        }
+        cmd.output().expect("shoal runs")
+    };
+    let r_addr = format!("127.0.0.1:{r_port}");
+    let out = tool(&["cluster", "check", &r_addr], true);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // (1: the slot MIGRATE moved a key of is still marked importing/migrating.)
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("[OK] All nodes agree about slots configuration."),
+        "{text}"
+    );
+    assert!(text.contains("[OK] All 16384 slots covered."), "{text}");
+    assert!(
+        text.contains(&format!("has slots moving: [{slot}]")),
+        "{text}"
+    );
+    let out = tool(&["cluster", "check", &r_addr], false);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a plain connection to a TLS port"
+    );
+    // verify compares the new primary with its replica (the old primary) over TLS.
+    let mut verified = None;
+    wait_until("verify over TLS finds the replica equal", || {
+        let out = tool(&["verify", "--quiet", &r_addr], true);
+        verified = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        out.status.code() == Some(0)
+    });
+    assert!(
+        verified.is_some_and(|t| t.contains("verified 1 replica(s): 0 differing key(s)")),
+        "verify over TLS"
+    );
 }
 
 #[test]
