@@ -265,6 +265,16 @@ impl ClusterNode {
     /// system picked, another host) tells the group, so redirects name where it is now. Waits
     /// for its own applied configuration first; a group without a majority leaves it as it was
     /// (logged), and the node serves what it owns meanwhile.
+    /// The node now serves clients at `data` (`CONFIG SET port` / `tls-port`): the cluster's
+    /// configuration gets the new address (in the background; logged if it cannot be committed).
+    pub fn announce(self: &Arc<Self>, data: SocketAddr) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let id = node.me.id.clone();
+            node.readdress(data, &id).await;
+        });
+    }
+
     async fn readdress(&self, data: SocketAddr, node_id: &str) {
         let bus_port = self.group.bus_addr().port();
         let mut committed = self.group.committed();

@@ -450,6 +450,7 @@ impl Server {
                 "ready to accept connections"
             );
         }
+        let mut announced = cluster_addr;
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -467,6 +468,21 @@ impl Server {
                         tls_listener = new;
                     } else {
                         listener = new;
+                    }
+                    // In a cluster, the port the node announces follows (`cluster_addr`).
+                    let port_of = |l: &Option<TcpListener>| {
+                        l.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port())
+                    };
+                    let port = if state.config().tls_cluster {
+                        port_of(&tls_listener)
+                    } else {
+                        port_of(&listener)
+                    };
+                    if let (Some(node), Some(port)) = (&io.cluster, port)
+                        && port != announced.port()
+                    {
+                        announced.set_port(port);
+                        node.announce(announced);
                     }
                 }
                 accepted = accept_either(listener.as_ref(), tls_listener.as_ref()) => {

@@ -401,6 +401,32 @@ fn a_restarted_node_comes_back_with_its_id_and_slots() {
     );
 }
 
+#[test]
+fn config_set_port_moves_the_address_the_cluster_announces() {
+    let s = owning_all();
+    let mut r = s.raw();
+    let new = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    assert_eq!(
+        r.call(&["CONFIG", "SET", "port", &new.to_string()]),
+        "+OK\r\n"
+    );
+    let mut moved = common::Raw::connect(&format!("127.0.0.1:{new}"));
+    let want = format!(" 127.0.0.1:{new}@");
+    let mut nodes = String::new();
+    common::wait_until("the configuration shows the new port", || {
+        nodes = moved.call(&["CLUSTER", "NODES"]);
+        nodes
+            .lines()
+            .any(|l| l.contains("myself") && l.contains(&want))
+    });
+    // Clients following the slot map reach it there.
+    let slots = moved.call(&["CLUSTER", "SLOTS"]);
+    assert!(slots.contains(&format!(":{new}\r\n")), "{slots:?}");
+}
+
 /// Asks `INFO`'s `field` of a node.
 fn info_field(s: &Shoal, section: &str, field: &str) -> String {
     let info: String = q(&mut s.client(), &["INFO", section]);
