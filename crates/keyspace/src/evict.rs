@@ -1,11 +1,13 @@
 //! Eviction policies: which key to remove when used memory exceeds `maxmemory`.
 //!
-//! Every policy but `noeviction` works like Redis's: sample `maxmemory-samples` keys, remove the best
-//! candidate. What "best" means is the policy's score. The access info each policy needs lives in the
+//! Every policy but `noeviction` works like Redis's: sample `maxmemory-samples` keys into an eviction
+//! pool of the best candidates seen so far (`pool.rs`), remove the pool's best. What "best" means is
+//! the policy's score (computed here). The access info each policy needs lives in the
 //! 24-bit access field of the entry (an LRU clock in seconds, or Redis's LFU minutes+log-counter).
 //!
 //! `allkeys-tinylfu` (shoal's default) scores candidates with a TinyLFU frequency sketch (a count-min
-//! sketch of 4-bit counters, halved periodically so old popularity fades). The sketch records every
+//! sketch of 4-bit counters, a key's four in one 64-byte block, halved periodically so old popularity
+//! fades). The sketch records every
 //! lookup, *including misses*: in a cache-aside workload a popular key that was evicted keeps its
 //! frequency while it is absent, so when it is written back it is not the next victim, while a key read
 //! once (a one-hit wonder) is. Writes do not count: the read that missed already did, and a key that is
