@@ -37,6 +37,8 @@ type Hasher = foldhash::fast::FixedState;
 
 /// Eviction samples whose loads are issued together (see [`Shard::sample_candidates`]).
 const SAMPLE_BATCH_MAX: usize = 16;
+/// Buckets one sampling walk looks at per key it wants, at most (a sparse table yields fewer).
+const SAMPLE_WALK_PER_KEY: usize = 8;
 
 /// Random table probes before falling back to a scan when sampling a sparse database.
 const RANDOM_PROBES: usize = 64;
@@ -1278,47 +1280,58 @@ impl Shard {
                 }
             }
         } else {
-            // Independent picks: walking neighbouring slots would sample correlated keys (CRC16
-            // puts `key:1`, `key:2`... in nearby slots). A pick is a random bucket of a random
-            // non-empty table: O(1), where walking a table to its i-th key was not. Each pick's
-            // entry block, then its sketch block, is a cache miss: a batch of picks asks for all
-            // of them before reading any, so the misses overlap instead of queueing.
+            // Neighbouring buckets of one random non-empty slot table, from a random bucket on
+            // (as Redis's `dictGetSomeKeys`): a table orders its keys by hash, so neighbours are
+            // unrelated keys, and their control bytes and entry pointers share cache lines, where
+            // independent picks paid two dependent misses each (the control byte, then the
+            // pointer) before the entry's. Walking neighbouring *slots* instead would sample
+            // correlated keys (CRC16 puts `key:1`, `key:2`... in nearby slots). The entry blocks,
+            // then their sketch blocks, are asked for all at once before any is read, so those
+            // misses overlap instead of queueing.
             let mut attempts = 0;
             while taken < samples && attempts < samples * 16 {
-                let mut picks = [(0usize, 0u64, 0u64); SAMPLE_BATCH_MAX];
-                let mut n = 0;
-                while n < (samples - taken).min(SAMPLE_BATCH_MAX) && attempts < samples * 16 {
-                    attempts += 1;
-                    let Some(local) = self.random_table(db) else {
-                        break;
-                    };
-                    picks[n] = (local, self.rng.next_u64(), self.rng.next_u64());
-                    n += 1;
-                }
-                if n == 0 {
+                attempts += 1;
+                let Some(local) = self.random_table(db) else {
                     break;
+                };
+                let want = (samples - taken).min(SAMPLE_BATCH_MAX);
+                let start = self.rng.next_u64();
+                let mut randoms = [0u64; SAMPLE_BATCH_MAX];
+                for r in &mut randoms[..want] {
+                    *r = self.rng.next_u64();
                 }
                 let Some(d) = self.dbs[db].as_ref() else {
                     break;
                 };
-                let mut found: [Option<(usize, &Entry, u64, u64)>; SAMPLE_BATCH_MAX] =
-                    [None; SAMPLE_BATCH_MAX];
-                for (f, &(local, b, r)) in found.iter_mut().zip(&picks[..n]) {
-                    let table = &d.slots[local];
-                    let bucket = ((b as u128 * table.num_buckets() as u128) >> 64) as usize;
-                    if let Some(e) = table.get_bucket(bucket) {
+                let table = &d.slots[local];
+                let buckets = table.num_buckets();
+                let first = ((start as u128 * buckets as u128) >> 64) as usize;
+                let mut found: [(Option<&Entry>, u64); SAMPLE_BATCH_MAX] =
+                    [(None, 0); SAMPLE_BATCH_MAX];
+                let mut n = 0;
+                // A table emptied by deletions keeps its buckets until it shrinks: the walk is
+                // bounded, and a short one just leaves fewer samples for the next table.
+                for k in 0..buckets.min(want * SAMPLE_WALK_PER_KEY) {
+                    if n == want {
+                        break;
+                    }
+                    if let Some(e) = table.get_bucket((first + k) % buckets) {
                         e.prefetch();
-                        *f = Some((local, e, 0, r));
+                        found[n].0 = Some(e);
+                        n += 1;
                     }
                 }
-                for (_, e, hash, _) in found.iter_mut().flatten() {
+                for (e, hash) in found[..n].iter_mut() {
+                    let Some(e) = e else { continue };
                     *hash = self.hasher.hash_one(e.key());
                     if let Some(sk) = &self.sketch {
                         sk.prefetch(*hash);
                     }
                 }
-                for &(local, e, hash, r) in found.iter().flatten() {
-                    taken += consider(self, e, local, hash, r) as usize;
+                for (&(e, hash), &r) in found[..n].iter().zip(&randoms) {
+                    if let Some(e) = e {
+                        taken += consider(self, e, local, hash, r) as usize;
+                    }
                 }
             }
         }
