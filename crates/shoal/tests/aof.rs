@@ -379,6 +379,10 @@ fn bgrewriteaof_and_the_auto_rule_bound_the_log_under_churn_and_the_data_survive
     assert!(biggest < 1_000_000, "the folder reached {biggest} bytes");
     let final_value: String = q(&mut c, &["GET", "key:7"]);
     assert!(final_value.starts_with(&last), "{final_value}");
+    // Under `everysec` the writer takes the stream every few milliseconds: WAITAOF says when
+    // this connection's writes are on disk, so the kill below cannot land before that.
+    let acked: Vec<u64> = q(&mut c, &["WAITAOF", "1", "0", "10000"]);
+    assert_eq!(acked, vec![1, 0], "the local log fsynced the writes");
     kill9(&mut s);
     let s = start(&dir, "everysec", &[]);
     let mut c = s.client();
