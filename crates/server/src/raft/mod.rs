@@ -143,10 +143,10 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// A proposal forwarded to the leader over the bus.
-#[derive(Serialize, Deserialize)]
-struct Forwarded {
-    change: Change,
-    timeout_ms: u64,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forwarded {
+    pub change: Change,
+    pub timeout_ms: u64,
 }
 
 /// Who owns a group directory: a directory is never reused under another identity.

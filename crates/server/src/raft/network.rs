@@ -562,8 +562,20 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Runs one bus request; `Err` is a malformed request (the connection is then closed).
-async fn handle(raft: &Raft<TypeConfig>, desk: &LeaseDesk, req: Reply) -> Result<Vec<u8>, String> {
+/// A bus request, decoded and checked, before it runs.
+#[derive(Debug)]
+pub enum BusRequest {
+    Vote(VoteRequest<u64>),
+    Append(AppendEntriesRequest<TypeConfig>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    Propose(Forwarded),
+    Beat(shoal_cluster::lease::Beat),
+}
+
+/// Decodes a bus request (`RAFT <verb> <json>`, as [`parse_reply`] read it with [`bus_limits`]):
+/// pure, so the fuzz target `bus` runs exactly what a node runs on what a peer sends. `Err` is a
+/// malformed request (the connection is then closed).
+pub fn decode_request(req: Reply) -> Result<BusRequest, String> {
     let args = req
         .into_array()
         .ok_or("a bus request is an array of bulk strings")?;
@@ -583,37 +595,38 @@ async fn handle(raft: &Raft<TypeConfig>, desk: &LeaseDesk, req: Reply) -> Result
     fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
         serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))
     }
-    fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(v).map_err(|e| format!("reply does not encode: {e}"))
-    }
-    match verb.to_ascii_uppercase().as_slice() {
-        b"VOTE" => {
-            let rpc: VoteRequest<u64> = decode(&body)?;
-            encode(&raft.vote(rpc).await)
-        }
-        b"APPEND" => {
-            let rpc: AppendEntriesRequest<TypeConfig> = decode(&body)?;
-            encode(&raft.append_entries(rpc).await)
-        }
+    Ok(match verb.to_ascii_uppercase().as_slice() {
+        b"VOTE" => BusRequest::Vote(decode(&body)?),
+        b"APPEND" => BusRequest::Append(decode(&body)?),
         b"SNAPSHOT" => {
             let rpc: InstallSnapshotRequest<TypeConfig> = decode(&body)?;
             let end = rpc.offset.saturating_add(rpc.data.len() as u64);
             if end > SNAPSHOT_BYTES_MAX as u64 {
                 return Err(format!("snapshot larger than {SNAPSHOT_BYTES_MAX} bytes"));
             }
-            encode(&raft.install_snapshot(rpc).await)
+            BusRequest::Snapshot(rpc)
         }
-        b"PROPOSE" => {
-            let fwd: Forwarded = decode(&body)?;
+        b"PROPOSE" => BusRequest::Propose(decode(&body)?),
+        b"BEAT" => BusRequest::Beat(decode(&body)?),
+        _ => return Err("unknown RAFT verb".into()),
+    })
+}
+
+/// Runs one bus request; `Err` is a malformed request (the connection is then closed).
+async fn handle(raft: &Raft<TypeConfig>, desk: &LeaseDesk, req: Reply) -> Result<Vec<u8>, String> {
+    fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(v).map_err(|e| format!("reply does not encode: {e}"))
+    }
+    match decode_request(req)? {
+        BusRequest::Vote(rpc) => encode(&raft.vote(rpc).await),
+        BusRequest::Append(rpc) => encode(&raft.append_entries(rpc).await),
+        BusRequest::Snapshot(rpc) => encode(&raft.install_snapshot(rpc).await),
+        BusRequest::Propose(fwd) => {
             let ms = fwd.timeout_ms.min(PROPOSE_TIMEOUT_MAX_MS);
             let res: Result<(u64, Response), Error> =
                 propose_local(raft, fwd.change, Duration::from_millis(ms)).await;
             encode(&res)
         }
-        b"BEAT" => {
-            let beat: shoal_cluster::lease::Beat = decode(&body)?;
-            encode(&desk.on_beat(beat))
-        }
-        _ => Err("unknown RAFT verb".into()),
+        BusRequest::Beat(beat) => encode(&desk.on_beat(beat)),
     }
 }
