@@ -117,6 +117,8 @@ pub struct GroupInfo {
 pub struct ClientCluster {
     pub asking: bool,
     pub readonly: bool,
+    /// `READONLY MAXLAG ms`: reads are refused while this replica is further behind (`maxlag`).
+    pub maxlag_ms: Option<u64>,
     cached: Option<(u64, Arc<Config>, Arc<str>)>,
     /// The slots of the request being routed (kept to reuse its allocation).
     slots: Vec<u16>,
@@ -391,7 +393,8 @@ pub static COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "readonly",
-        arity: 1,
+        // Redis's is 1; `READONLY MAXLAG ms` is shoal's.
+        arity: -1,
         flags: FAST | LOADING | STALE,
         group: CLUSTER,
         since: "3.0.0",
@@ -698,7 +701,18 @@ fn asking(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-fn readonly(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+fn readonly(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.len() > 1 {
+        // Also outside cluster mode: a replica's reads with a lag bound.
+        let ms = crate::maxlag::parse(args)?;
+        ctx.client.cluster.maxlag_ms = Some(ms);
+        if ctx.srv.cluster.is_some() {
+            ctx.client.cluster.readonly = true;
+            ctx.client.handle.readonly.store(true, Relaxed);
+        }
+        ctx.out.ok();
+        return Ok(());
+    }
     cluster(ctx)?;
     ctx.client.cluster.readonly = true;
     ctx.client.handle.readonly.store(true, Relaxed);
@@ -707,6 +721,11 @@ fn readonly(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 }
 
 fn readwrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    // Drops a lag bound in any mode (outside cluster mode only when there is one).
+    if ctx.client.cluster.maxlag_ms.take().is_some() && ctx.srv.cluster.is_none() {
+        ctx.out.ok();
+        return Ok(());
+    }
     cluster(ctx)?;
     ctx.client.cluster.readonly = false;
     ctx.client.handle.readonly.store(false, Relaxed);
