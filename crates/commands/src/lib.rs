@@ -835,7 +835,14 @@ mod tests {
             Ok(vec![(1, OW | UPDATE)])
         );
         assert_eq!(keys(&["repairdel", "k"]), Ok(vec![(1, RM | DELETE)]));
-        for no_keys in ["slotdigest", "slotkeys", "durability"] {
+        for no_keys in [
+            "slotdigest",
+            "slotkeys",
+            "durability",
+            "activestate",
+            "activeslot",
+            "activemerge",
+        ] {
             assert!(!keyspec::has_keys(
                 table::lookup(no_keys.as_bytes()).unwrap()
             ));

@@ -399,3 +399,109 @@ fn activemerge(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     ctx.out.int(m.changed_here as i64);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_keyspace::merge::{Base, Stamp};
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn member() -> ServerState {
+        let srv = ServerState::new(
+            crate::config::Config::default(),
+            NOW,
+            7,
+            crate::Hooks::default(),
+        );
+        crate::active::configure(&srv, "127.0.0.1:1", NOW);
+        srv
+    }
+
+    fn set(hlc: u64, node: u64, v: &str) -> Vec<u8> {
+        let st = KeyState::reset_effect(Stamp::new(hlc, node), Base::Str(v.into()), None);
+        let mut b = Vec::new();
+        st.encode(&mut b);
+        b
+    }
+
+    fn value(srv: &ServerState, key: &[u8]) -> Option<Vec<u8>> {
+        let st = crate::active::state_of(srv, 0, key, NOW)?;
+        match KeyState::decode(&st)?.view() {
+            shoal_keyspace::merge::View::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_newer_state_is_merged_here_and_an_older_one_gets_ours() {
+        let srv = member();
+        let newer = set(NOW << 16, 9, "new");
+        let m = merge_fetched(&srv, 0, b"k", Some(&newer), NOW).unwrap();
+        assert_eq!(
+            m,
+            Merged {
+                changed_here: true,
+                push: None
+            }
+        );
+        assert_eq!(value(&srv, b"k").as_deref(), Some(&b"new"[..]));
+        // The same again changes nothing (a join is idempotent).
+        let m = merge_fetched(&srv, 0, b"k", Some(&newer), NOW).unwrap();
+        assert_eq!(m, Merged::default());
+        // An older state: nothing here, ours goes there.
+        let older = set((NOW - 5) << 16, 9, "old");
+        let m = merge_fetched(&srv, 0, b"k", Some(&older), NOW).unwrap();
+        assert!(!m.changed_here);
+        assert!(m.push.is_some());
+        assert_eq!(value(&srv, b"k").as_deref(), Some(&b"new"[..]));
+        // A peer without the key gets ours; a key neither has is left alone.
+        assert!(merge_fetched(&srv, 0, b"k", None, NOW).unwrap().push.is_some());
+        assert_eq!(
+            merge_fetched(&srv, 0, b"other", None, NOW).unwrap(),
+            Merged::default()
+        );
+        // Garbage from a peer is an error, not a merge.
+        assert!(merge_fetched(&srv, 0, b"k", Some(b"junk"), NOW).is_err());
+    }
+
+    #[test]
+    fn a_tombstone_is_not_pushed_to_a_peer_without_the_key() {
+        let srv = member();
+        let del = KeyState::reset_effect(Stamp::new(NOW << 16, 9), Base::Absent, None);
+        let mut b = Vec::new();
+        del.encode(&mut b);
+        assert!(merge_fetched(&srv, 0, b"d", Some(&b), NOW).unwrap().changed_here);
+        assert_eq!(merge_fetched(&srv, 0, b"d", None, NOW).unwrap(), Merged::default());
+    }
+
+    #[test]
+    fn the_read_queue_is_bounded_and_holds_a_key_once() {
+        let srv = member();
+        let cfg = crate::config::Config {
+            read_repair: true,
+            read_repair_queue_keys_max: 2,
+            ..crate::config::Config::default()
+        };
+        srv.repair.configure(&cfg);
+        let get = crate::table::lookup(b"get").unwrap();
+        for k in ["a", "a", "b", "c", "d"] {
+            let o = crate::OwnedArgs::new(["get", k].iter());
+            after_read(&srv, 0, get, &o.args());
+        }
+        let s = &srv.repair.stats;
+        assert_eq!(s.rr_queued.load(Relaxed), 2);
+        assert_eq!(s.rr_dropped.load(Relaxed), 2);
+        assert_eq!(srv.repair.take(10).len(), 2);
+        assert_eq!(srv.repair.queued(), 0);
+        // Writes are not queued; nothing is once read repair is off.
+        let set = crate::table::lookup(b"set").unwrap();
+        let o = crate::OwnedArgs::new(["set", "k", "v"].iter());
+        after_read(&srv, 0, set, &o.args());
+        assert_eq!(srv.repair.queued(), 0);
+        srv.repair.configure(&crate::config::Config::default());
+        let o = crate::OwnedArgs::new(["get", "k"].iter());
+        after_read(&srv, 0, get, &o.args());
+        assert_eq!(srv.repair.queued(), 0);
+    }
+}
