@@ -398,7 +398,7 @@ pub static COMMANDS: &[Spec] = &[
         flags: FAST | LOADING | STALE,
         group: CLUSTER,
         since: "3.0.0",
-        summary: "Enables read-only queries for a connection to a Redis Cluster replica node.",
+        summary: "Enables read-only queries for a connection to a Redis Cluster replica node. shoal: `READONLY MAXLAG ms` answers this connection's reads only while the replica is at most ms behind its primary (else -TRYAGAIN), in any mode; READWRITE or RESET drops the bound.",
         handler: Some(readonly),
         type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
