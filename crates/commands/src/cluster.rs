@@ -277,7 +277,13 @@ pub fn route_request(
     let req = RouteRequest {
         write,
         asking: asking || spec.has(ASKING),
-        readonly: client.cluster.readonly,
+        // A replica further behind than the connection's `READONLY MAXLAG` sends its reads to
+        // the slot's primary (`-MOVED`), as if the connection had not said READONLY.
+        readonly: client.cluster.readonly
+            && client
+                .cluster
+                .maxlag_ms
+                .is_none_or(|m| crate::maxlag::check(srv, m, now_ms).is_ok()),
     };
     let tx = &client.tx;
     let (cfg, me) = cl.for_client(&mut client.cluster);

@@ -2,8 +2,9 @@
 //! `READONLY` is Redis's) asks that this connection's reads be answered only while the node is
 //! at most `ms` behind its primary; otherwise they get
 //! `-TRYAGAIN replica is <lag> ms behind its primary (maxlag <ms>)` and the client retries (later,
-//! or on the primary). Works in primary–replica mode and, for a cluster replica's slots, in
-//! cluster mode (where it also turns `READONLY` on). `READWRITE` and `RESET` drop the bound.
+//! or on the primary). Works in primary–replica mode and in cluster mode, where it also turns
+//! `READONLY` on and a replica too far behind redirects reads of its primary's slots there with
+//! `-MOVED` (keyless reads get `-TRYAGAIN`). `READWRITE` and `RESET` drop the bound.
 //!
 //! "Behind" is what the replica can know without a clock shared with its primary: the primary
 //! sends something (a write's effect or a keep-alive PING) at least every

@@ -333,3 +333,59 @@ fn a_replica_refuses_maxlag_reads_once_too_far_behind_and_answers_plain_ones() {
         try_q::<Option<String>>(&mut bounded, &["GET", "k"]).is_ok()
     });
 }
+
+#[test]
+fn a_cluster_replica_too_far_behind_redirects_maxlag_reads_to_its_primary() {
+    // No failover while the primary is stopped: the node timeout is longer than the test.
+    let nodes: Vec<Shoal> = (0..6)
+        .map(|_| {
+            Shoal::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "60000",
+            ])
+        })
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "create", "--replicas", "1"])
+        .args(nodes.iter().map(|n| n.addr()))
+        .output()
+        .expect("shoal cluster create");
+    assert!(out.status.success(), "{out:?}");
+    // `create` makes the fourth node the replica of the first, which owns slot 0 ("{06S}").
+    let (p, r) = (&nodes[0], &nodes[3]);
+    common::wait_until("the replica's link is up", || {
+        let mut c = r.client();
+        common::info_field(&mut c, "replication", "master_link_status").as_deref() == Some("up")
+    });
+    let mut pc = p.raw();
+    assert_eq!(pc.call(&["SET", "{06S}k", "v"]), "+OK\r\n");
+    let mut rc = r.raw();
+    common::wait_until("the replica has the key", || {
+        rc.call(&["READONLY"]) == "+OK\r\n" && rc.call(&["GET", "{06S}k"]) == "$1\r\nv\r\n"
+    });
+    let mut bounded = r.raw();
+    assert_eq!(bounded.call(&["READONLY", "MAXLAG", "2500"]), "+OK\r\n");
+    assert_eq!(bounded.call(&["GET", "{06S}k"]), "$1\r\nv\r\n");
+    p.signal("-STOP");
+    common::wait_until("primary stopped", || p.is_stopped());
+    let moved = format!("-MOVED 0 {}\r\n", p.addr());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = bounded.call(&["GET", "{06S}k"]);
+        if reply == moved {
+            break;
+        }
+        assert_eq!(reply, "$1\r\nv\r\n");
+        assert!(Instant::now() < deadline, "reads were never redirected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Keyless reads cannot be redirected: refused. Plain READONLY reads are still served.
+    assert!(bounded.call(&["DBSIZE"]).starts_with("-TRYAGAIN replica is "));
+    assert_eq!(rc.call(&["GET", "{06S}k"]), "$1\r\nv\r\n");
+    p.signal("-CONT");
+    common::wait_until("bounded reads served again", || {
+        bounded.call(&["GET", "{06S}k"]) == "$1\r\nv\r\n"
+    });
+}
