@@ -456,7 +456,12 @@ mod tests {
         assert!(m.push.is_some());
         assert_eq!(value(&srv, b"k").as_deref(), Some(&b"new"[..]));
         // A peer without the key gets ours; a key neither has is left alone.
-        assert!(merge_fetched(&srv, 0, b"k", None, NOW).unwrap().push.is_some());
+        assert!(
+            merge_fetched(&srv, 0, b"k", None, NOW)
+                .unwrap()
+                .push
+                .is_some()
+        );
         assert_eq!(
             merge_fetched(&srv, 0, b"other", None, NOW).unwrap(),
             Merged::default()
@@ -471,8 +476,15 @@ mod tests {
         let del = KeyState::reset_effect(Stamp::new(NOW << 16, 9), Base::Absent, None);
         let mut b = Vec::new();
         del.encode(&mut b);
-        assert!(merge_fetched(&srv, 0, b"d", Some(&b), NOW).unwrap().changed_here);
-        assert_eq!(merge_fetched(&srv, 0, b"d", None, NOW).unwrap(), Merged::default());
+        assert!(
+            merge_fetched(&srv, 0, b"d", Some(&b), NOW)
+                .unwrap()
+                .changed_here
+        );
+        assert_eq!(
+            merge_fetched(&srv, 0, b"d", None, NOW).unwrap(),
+            Merged::default()
+        );
     }
 
     #[test]

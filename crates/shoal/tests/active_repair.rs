@@ -269,6 +269,10 @@ fn a_replica_refuses_maxlag_reads_once_too_far_behind_and_answers_plain_ones() {
         q::<Option<String>>(&mut bounded, &["GET", "k"]),
         Some("v".into())
     );
+    assert_eq!(
+        common::info_field(&mut plain, "replication", "master_lag_ms").as_deref(),
+        Some("0")
+    );
     // Quiet but connected: the keep-alive PINGs keep it 0 ms behind.
     std::thread::sleep(Duration::from_millis(1800));
     assert_eq!(
@@ -312,6 +316,10 @@ fn a_replica_refuses_maxlag_reads_once_too_far_behind_and_answers_plain_ones() {
     assert!(lag > 2500, "{msg}");
     // Not refused before the bound: at least 2.5 s minus the last ping's age passed.
     assert!(stopped.elapsed() >= Duration::from_millis(500));
+    let shown: u64 = common::info_field(&mut plain, "replication", "master_lag_ms")
+        .and_then(|v| v.parse().ok())
+        .expect("master_lag_ms");
+    assert!(shown > 2500, "INFO shows the lag: {shown}");
     // Without the bound the same replica answers; other reads with it are refused too.
     assert_eq!(
         q::<Option<String>>(&mut plain, &["GET", "k"]),
@@ -382,7 +390,11 @@ fn a_cluster_replica_too_far_behind_redirects_maxlag_reads_to_its_primary() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Keyless reads cannot be redirected: refused. Plain READONLY reads are still served.
-    assert!(bounded.call(&["DBSIZE"]).starts_with("-TRYAGAIN replica is "));
+    assert!(
+        bounded
+            .call(&["DBSIZE"])
+            .starts_with("-TRYAGAIN replica is ")
+    );
     assert_eq!(rc.call(&["GET", "{06S}k"]), "$1\r\nv\r\n");
     p.signal("-CONT");
     common::wait_until("bounded reads served again", || {
