@@ -270,7 +270,7 @@ fn a_replica_refuses_maxlag_reads_once_too_far_behind_and_answers_plain_ones() {
         Some("v".into())
     );
     assert_eq!(
-        common::info_field(&mut plain, "replication", "master_lag_ms").as_deref(),
+        common::info_field(&mut plain, "replication", "shoal_replica_lag_ms").as_deref(),
         Some("0")
     );
     // Quiet but connected: the keep-alive PINGs keep it 0 ms behind.
@@ -316,9 +316,9 @@ fn a_replica_refuses_maxlag_reads_once_too_far_behind_and_answers_plain_ones() {
     assert!(lag > 2500, "{msg}");
     // Not refused before the bound: at least 2.5 s minus the last ping's age passed.
     assert!(stopped.elapsed() >= Duration::from_millis(500));
-    let shown: u64 = common::info_field(&mut plain, "replication", "master_lag_ms")
+    let shown: u64 = common::info_field(&mut plain, "replication", "shoal_replica_lag_ms")
         .and_then(|v| v.parse().ok())
-        .expect("master_lag_ms");
+        .expect("shoal_replica_lag_ms");
     assert!(shown > 2500, "INFO shows the lag: {shown}");
     // Without the bound the same replica answers; other reads with it are refused too.
     assert_eq!(
