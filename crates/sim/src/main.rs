@@ -1,6 +1,7 @@
 //! `shoal-sim`: runs simulation seeds of one replica group (see the library). `--seed N` replays
 //! one seed; `--seeds N [--from S]` runs N seeds; with `--active`, seeds of an active-active group
-//! (`shoal_sim::active`). A failure prints the command that replays it and exits 1. Thousands of seeds: `cargo run --release -p shoal-sim -- --seeds 10000`.
+//! (`shoal_sim::active`). A failure prints the command that replays it and exits 1. Thousands of
+//! seeds: `cargo run --release -p shoal-sim -- --seeds 10000`.
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
