@@ -1789,6 +1789,9 @@ mod tests {
             "cluster|mfpause",
             "cluster|syncslots",
             "cluster|migrateslots",
+            "activestate",
+            "activeslot",
+            "activemerge",
         ] {
             let id = lookup_full(name.as_bytes()).expect(name);
             assert_eq!(

@@ -665,6 +665,8 @@ pub fn info_section(srv: &ServerState, now_ms: u64, t: &mut String) {
             p.last_error.replace([',', '\r', '\n'], " "),
         );
     }
+    drop(peers);
+    crate::repair::info_lines(srv, t);
 }
 
 /// Whether a stream frame is an effect for active members, and its parts.
@@ -726,4 +728,33 @@ fn activesync(ctx: &mut crate::Ctx<'_>, args: &crate::Args<'_>) -> crate::CmdRes
         ctx.out.bulk(state);
     }
     Ok(())
+}
+
+/// The wire form of `key`'s merge state here (a tombstone too), for anti-entropy and read
+/// repair (`repair.rs`); `None`: no state, or a provisional one the group has not seen yet.
+pub fn state_of(srv: &ServerState, db: usize, key: &[u8], now_ms: u64) -> Option<Vec<u8>> {
+    if !srv.active.is_on() {
+        return None;
+    }
+    let idx = srv.ks.shard_of(key_slot(key));
+    let mut shard = srv.ks.lock(idx);
+    // This shard's queued writes first, so the state shows them.
+    let appended = append_local(srv, &mut shard, now_ms).is_some();
+    let out = {
+        let store = srv.active.store(idx);
+        let k: Key = (db, key.into());
+        (!store.provisional.contains(&k))
+            .then(|| store.states.get(&k))
+            .flatten()
+            .map(|st| {
+                let mut b = Vec::new();
+                st.encode(&mut b);
+                b
+            })
+    };
+    drop(shard);
+    if appended {
+        srv.repl.notify_appended();
+    }
+    out
 }

@@ -117,6 +117,8 @@ pub struct GroupInfo {
 pub struct ClientCluster {
     pub asking: bool,
     pub readonly: bool,
+    /// `READONLY MAXLAG ms`: reads are refused while this replica is further behind (`maxlag`).
+    pub maxlag_ms: Option<u64>,
     cached: Option<(u64, Arc<Config>, Arc<str>)>,
     /// The slots of the request being routed (kept to reuse its allocation).
     slots: Vec<u16>,
@@ -275,7 +277,13 @@ pub fn route_request(
     let req = RouteRequest {
         write,
         asking: asking || spec.has(ASKING),
-        readonly: client.cluster.readonly,
+        // A replica further behind than the connection's `READONLY MAXLAG` sends its reads to
+        // the slot's primary (`-MOVED`), as if the connection had not said READONLY.
+        readonly: client.cluster.readonly
+            && client
+                .cluster
+                .maxlag_ms
+                .is_none_or(|m| crate::maxlag::check(srv, m, now_ms).is_ok()),
     };
     let tx = &client.tx;
     let (cfg, me) = cl.for_client(&mut client.cluster);
@@ -391,11 +399,12 @@ pub static COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "readonly",
-        arity: 1,
+        // Redis's is 1; `READONLY MAXLAG ms` is shoal's.
+        arity: -1,
         flags: FAST | LOADING | STALE,
         group: CLUSTER,
         since: "3.0.0",
-        summary: "Enables read-only queries for a connection to a Redis Cluster replica node.",
+        summary: "Enables read-only queries for a connection to a Redis Cluster replica node. shoal: `READONLY MAXLAG ms` answers this connection's reads only while the replica is at most ms behind its primary (else -TRYAGAIN), in any mode; READWRITE or RESET drops the bound.",
         handler: Some(readonly),
         type_categories: Some(&["@connection"]),
         ..Spec::DEFAULT
@@ -698,7 +707,18 @@ fn asking(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-fn readonly(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+fn readonly(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.len() > 1 {
+        // Also outside cluster mode: a replica's reads with a lag bound.
+        let ms = crate::maxlag::parse(args)?;
+        ctx.client.cluster.maxlag_ms = Some(ms);
+        if ctx.srv.cluster.is_some() {
+            ctx.client.cluster.readonly = true;
+            ctx.client.handle.readonly.store(true, Relaxed);
+        }
+        ctx.out.ok();
+        return Ok(());
+    }
     cluster(ctx)?;
     ctx.client.cluster.readonly = true;
     ctx.client.handle.readonly.store(true, Relaxed);
@@ -707,6 +727,11 @@ fn readonly(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 }
 
 fn readwrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    // Drops a lag bound in any mode (outside cluster mode only when there is one).
+    if ctx.client.cluster.maxlag_ms.take().is_some() && ctx.srv.cluster.is_none() {
+        ctx.out.ok();
+        return Ok(());
+    }
     cluster(ctx)?;
     ctx.client.cluster.readonly = false;
     ctx.client.handle.readonly.store(false, Relaxed);

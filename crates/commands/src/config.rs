@@ -155,6 +155,17 @@ params! {
     aclfile: String = "aclfile", Str, "", immutable;
     /// Entries the ACL log keeps (`ACL LOG`).
     acllog_max_len: u64 = "acllog-max-len", Int(0, LONG_MAX), "128", mutable;
+    /// An active-active member compares slot digests with each peer this often and repairs the
+    /// slots that differ by merging states both ways (anti-entropy); 0: never.
+    active_anti_entropy_interval_ms: u64 = "active-anti-entropy-interval-ms", Int(0, LONG_MAX),
+        "2000", mutable;
+    /// Keys an anti-entropy pass with one peer compares at most (the rest wait for later passes).
+    active_anti_entropy_keys_per_pass: u64 = "active-anti-entropy-keys-per-pass",
+        Int(1, LONG_MAX), "10000", mutable;
+    /// Slots an anti-entropy pass with one peer compares (a sweep of all 16384 takes
+    /// 16384 / this passes).
+    active_anti_entropy_slots_per_pass: u64 = "active-anti-entropy-slots-per-pass",
+        Int(1, 16384), "2048", mutable;
     /// The other members of this node's active-active group, as space-separated `host:port`;
     /// every member takes writes and merges the others' (empty: not a member).
     active_peers: String = "active-peers", Str, "", mutable;
@@ -302,6 +313,16 @@ params! {
     /// Bytes a single string argument may have; at least 1mb so a client can always send the
     /// `CONFIG SET` that raises it again.
     proto_max_bulk_len: u64 = "proto-max-bulk-len", Memory(MB, LONG_MAX as u64), "536870912",
+        mutable;
+    /// On an active-active member, a read queues its keys, and a background task compares their
+    /// merge states with the peers' and merges the newer one into whichever side is stale.
+    read_repair: bool = "read-repair", Bool, "no", mutable;
+    /// Keys read repair compares with the peers per second at most.
+    read_repair_keys_per_second: u64 = "read-repair-keys-per-second", Int(1, LONG_MAX), "1000",
+        mutable;
+    /// Keys waiting for read repair at most; reads beyond it are not checked (counted in
+    /// `active_read_repair_dropped`).
+    read_repair_queue_keys_max: u64 = "read-repair-queue-keys-max", Int(1, LONG_MAX), "1024",
         mutable;
     /// Bytes of recent writes a primary keeps so a replica that lost its link can catch up
     /// without a full resync.

@@ -471,6 +471,7 @@ fn reset(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         ctx.srv.monitors.remove(&ctx.client.handle);
     }
     ctx.client.select(0);
+    ctx.client.cluster.maxlag_ms = None;
     ctx.client.proto = Protocol::Resp2;
     ctx.out.proto = Protocol::Resp2;
     ctx.client.handle.resp.store(2, Relaxed);

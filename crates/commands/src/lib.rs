@@ -31,12 +31,14 @@ pub mod keyspec;
 pub mod lists;
 pub mod lolwut;
 pub mod longdouble;
+pub mod maxlag;
 pub mod migration;
 pub mod monitor;
 pub mod multi;
 pub mod notify;
 pub mod protected;
 pub mod pubsub;
+pub mod repair;
 pub mod replication;
 pub mod scripting;
 pub mod server;
@@ -99,6 +101,7 @@ pub static FAMILIES: &[&[table::Spec]] = &[
     scripting::COMMANDS,
     acl::COMMANDS,
     active::COMMANDS,
+    repair::COMMANDS,
 ];
 
 /// What a command runs with.
@@ -479,6 +482,12 @@ fn admit(
     if spec.has(flag::WRITE) && srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::ReadOnly));
     }
+    // `READONLY MAXLAG ms`: reads only while this replica is at most that far behind.
+    if let Some(max) = client.cluster.maxlag_ms
+        && spec.has(flag::READONLY)
+    {
+        maxlag::check(srv, max, now_ms).map_err(|e| Rejection::new(Some(spec), e))?;
+    }
     // Inside MULTI every queued command counts as one that needs memory (the queue grows), and
     // EXEC does when it would run one.
     let needs_memory = spec.has(flag::DENYOOM)
@@ -602,6 +611,7 @@ fn run_command<'a>(
     let block = ctx.block.take();
     let client = ctx.client;
     tracking::after_command(srv, client, spec, args, now_ms);
+    repair::after_read(srv, client.db, spec, args);
     // A blocked command is shown once, when it is first run.
     if srv.monitors.active() && mode == RunMode::Normal {
         monitor::feed(srv, client, spec, args);
@@ -825,7 +835,14 @@ mod tests {
             Ok(vec![(1, OW | UPDATE)])
         );
         assert_eq!(keys(&["repairdel", "k"]), Ok(vec![(1, RM | DELETE)]));
-        for no_keys in ["slotdigest", "slotkeys", "durability"] {
+        for no_keys in [
+            "slotdigest",
+            "slotkeys",
+            "durability",
+            "activestate",
+            "activeslot",
+            "activemerge",
+        ] {
             assert!(!keyspec::has_keys(
                 table::lookup(no_keys.as_bytes()).unwrap()
             ));

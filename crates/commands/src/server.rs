@@ -1760,6 +1760,13 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
                     format!("master_link_down_since_seconds:{since}\r\n")
                 },
             );
+            // shoal: how far behind its primary, as `READONLY MAXLAG` counts it (-1: unknown).
+            let lag = crate::maxlag::replica_lag_ms(srv, now_ms);
+            let _ = write!(
+                t,
+                "shoal_replica_lag_ms:{}\r\n",
+                lag.map_or(-1, |l| l as i64)
+            );
             // A replica's own replicas (chained replication).
             write_replicas(&mut t);
         }

@@ -629,6 +629,8 @@ pub struct ServerState {
     pub acl: crate::acl::Acl,
     /// Active-active membership: merge states and peer links (`active-peers`).
     pub active: crate::active::Active,
+    /// Anti-entropy and read repair of an active-active member (`repair`).
+    pub repair: crate::repair::Repair,
 }
 
 /// 40 random hex characters (run id, node id).
@@ -682,6 +684,7 @@ impl ServerState {
             scripts: Default::default(),
             acl: Default::default(),
             active: crate::active::Active::new(&random_hex40(seed ^ 0x5A5A), SHARDS_DEFAULT),
+            repair: crate::repair::Repair::default(),
         };
         st.apply_config(None, &config);
         st
@@ -730,6 +733,7 @@ impl ServerState {
         if changed(old, new, |c| c.active_peers.clone()) {
             crate::active::configure(self, &new.active_peers, (self.clock.unix_us)() / 1000);
         }
+        self.repair.configure(new);
         if changed(old, new, |c| c.notify_keyspace_events) {
             self.ks.set_notify(crate::tracking::effective_notify_mask(
                 self,

@@ -250,7 +250,7 @@ async fn read_line<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result
 }
 
 /// `AUTH` with `masteruser`/`masterauth`, if a password is set.
-async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     srv: &ServerState,
     s: &mut S,
 ) -> Result<(), String> {

@@ -7,6 +7,7 @@
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
 pub mod active;
+pub mod antientropy;
 pub mod aof;
 pub mod bufpool;
 pub mod clock;
@@ -389,6 +390,10 @@ impl Server {
         }
         tokio::spawn(links::keepalive(Arc::downgrade(&state)));
         tokio::spawn(active::supervise(
+            Arc::downgrade(&state),
+            links::ReplicationNow(Arc::downgrade(&state)),
+        ));
+        tokio::spawn(antientropy::run(
             Arc::downgrade(&state),
             links::ReplicationNow(Arc::downgrade(&state)),
         ));

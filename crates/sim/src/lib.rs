@@ -16,6 +16,8 @@
 //! (each node's `now` is the simulated time plus its own skew), ids and hashers seeded from the
 //! seed, no iteration over randomly seeded hash maps in anything that reaches the output.
 
+pub mod active;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Wake, Waker};

@@ -1,6 +1,7 @@
 //! `shoal-sim`: runs simulation seeds of one replica group (see the library). `--seed N` replays
-//! one seed; `--seeds N [--from S]` runs N seeds. A failure prints the command that replays it and
-//! exits 1. Thousands of seeds: `cargo run --release -p shoal-sim -- --seeds 10000`.
+//! one seed; `--seeds N [--from S]` runs N seeds; with `--active`, seeds of an active-active group
+//! (`shoal_sim::active`). A failure prints the command that replays it and exits 1. Thousands of
+//! seeds: `cargo run --release -p shoal-sim -- --seeds 10000`.
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,6 +15,9 @@ fn main() {
         Some(s) => (s, 1),
         None => (get("--from").unwrap_or(0), get("--seeds").unwrap_or(100)),
     };
+    if args.iter().any(|a| a == "--active") {
+        return active(from, count);
+    }
     let mut totals = shoal_sim::Summary::default();
     for seed in from..from + count {
         match shoal_sim::run_seed(seed) {
@@ -38,4 +42,28 @@ fn main() {
         }
     }
     println!("{count} seeds from {from} passed: {totals:?}");
+}
+
+/// `--active`: seeds of an active-active group (`shoal_sim::active`).
+fn active(from: u64, count: u64) {
+    let mut totals = shoal_sim::active::Summary::default();
+    for seed in from..from + count {
+        match shoal_sim::active::run_seed(seed) {
+            Ok(s) => {
+                if count == 1 {
+                    println!("active seed {seed}: {s:?}");
+                }
+                totals.writes += s.writes;
+                totals.partitions += s.partitions;
+                totals.losses += s.losses;
+                totals.repaired += s.repaired;
+                totals.heal_rounds += s.heal_rounds;
+            }
+            Err(f) => {
+                eprintln!("{f}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!("{count} active seeds from {from} passed: {totals:?}");
 }
