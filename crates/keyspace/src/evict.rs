@@ -157,8 +157,10 @@ pub fn lfu_touch(access: u32, now_ms: u64, p: LfuParams, rand01: f64) -> u32 {
 pub struct Rng(u64);
 
 impl Rng {
+    /// Every seed gives its own sequence (wyrand needs no odd state: `seed | 1` made 32 and 33,
+    /// and so two nodes' ids, the same).
     pub fn new(seed: u64) -> Self {
-        Rng(seed | 1)
+        Rng(seed)
     }
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
