@@ -34,7 +34,7 @@ mod near;
 mod pool;
 
 pub use cache::{Cache, CacheOptions, NEGATIVE_MARKER};
-pub use cluster::{ClusterClient, REDIRECTS_MAX, SLOTS, key_slot};
+pub use cluster::{ClusterClient, REDIRECTS_MAX, RETRIES_MAX, SLOTS, key_slot};
 pub use error::{Error, Result};
 pub use metrics::{CacheEvent, Metrics, NoMetrics};
 pub use near::NearCache;

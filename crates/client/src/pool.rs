@@ -37,10 +37,16 @@ pub struct Config {
     pub breaker_failures: u32,
     /// How long an open breaker fails requests at once before letting them try again.
     pub breaker_cooldown: Duration,
+    /// [`ClusterClient`](crate::ClusterClient): how long one request keeps being retried (with
+    /// backoff, the slot map read again between tries) while it fails for a passing reason — a
+    /// lost connection, a timeout, an open breaker, `-CLUSTERDOWN`, `-TRYAGAIN`, `-LOADING`, a
+    /// slot without an owner — as during a failover. Past it the last error is returned.
+    pub retry_budget: Duration,
 }
 
 impl Config {
-    /// Defaults for `addr`: 2 connections, 1 s connect and request timeouts, backoff 10 ms to 1 s.
+    /// Defaults for `addr`: 2 connections, 1 s connect and request timeouts, backoff 10 ms to 1 s,
+    /// a cluster request retried for up to 5 s.
     pub fn new(addr: impl Into<String>) -> Config {
         Config {
             addr: addr.into(),
@@ -53,6 +59,7 @@ impl Config {
             on_connect: Vec::new(),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(1),
+            retry_budget: Duration::from_secs(5),
         }
     }
 }
@@ -139,7 +146,7 @@ pub fn cmd(args: &[&str]) -> Vec<Vec<u8>> {
     args.iter().map(|a| a.as_bytes().to_vec()).collect()
 }
 
-fn seed(i: usize) -> u64 {
+pub(crate) fn seed(i: usize) -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
