@@ -117,6 +117,11 @@ impl ClusterClient {
         Ok(c)
     }
 
+    /// The settings every node's pool is made with.
+    pub fn config(&self) -> &Config {
+        &self.inner.base
+    }
+
     /// The pooled client of one node.
     pub fn node(&self, addr: &str) -> Client {
         let mut nodes = self.inner.nodes.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,7 +6,7 @@
 //! `Error::Connection` (the pool opens a new one).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use shoal_resp::{Reply, ReplyLimits, encode_request, parse_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,17 +39,37 @@ struct Pending {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Whether a connection is dead; its death is counted once in the pool's `lost` counter (state a
+/// connection held on the server, such as `CLIENT TRACKING`'s table of its reads, is gone).
+pub(crate) struct Dead {
+    flag: AtomicBool,
+    lost: Arc<AtomicU64>,
+}
+
+impl Dead {
+    fn is_set(&self) -> bool {
+        self.flag.load(SeqCst)
+    }
+
+    fn set(&self) {
+        if !self.flag.swap(true, SeqCst) {
+            self.lost.fetch_add(1, SeqCst);
+        }
+    }
+}
+
 /// A handle to a multiplexed connection; clones share it.
 #[derive(Clone)]
 pub(crate) struct Conn {
     tx: mpsc::UnboundedSender<Request>,
     slots: Arc<Semaphore>,
-    dead: Arc<AtomicBool>,
+    dead: Arc<Dead>,
     tasks: Arc<[AbortHandle; 2]>,
 }
 
 impl Conn {
-    pub(crate) async fn connect(addr: &str) -> Result<Conn> {
+    /// Connects to `addr`; when the connection dies, `lost` goes up by one.
+    pub(crate) async fn connect(addr: &str, lost: Arc<AtomicU64>) -> Result<Conn> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| Error::Connection(format!("{addr}: {e}")))?;
@@ -57,7 +77,10 @@ impl Conn {
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let (ptx, prx) = mpsc::unbounded_channel();
-        let dead = Arc::new(AtomicBool::new(false));
+        let dead = Arc::new(Dead {
+            flag: AtomicBool::new(false),
+            lost,
+        });
         let w = tokio::spawn(writer(wr, rx, ptx, dead.clone()));
         let r = tokio::spawn(reader(rd, prx, dead.clone()));
         Ok(Conn {
@@ -69,12 +92,12 @@ impl Conn {
     }
 
     pub(crate) fn is_dead(&self) -> bool {
-        self.dead.load(SeqCst)
+        self.dead.is_set()
     }
 
     /// Closes the connection: every caller waiting on it gets `Error::Connection`.
     pub(crate) fn kill(&self) {
-        self.dead.store(true, SeqCst);
+        self.dead.set();
         for t in self.tasks.iter() {
             t.abort();
         }
@@ -128,14 +151,14 @@ async fn writer(
     mut wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Request>,
     pending: mpsc::UnboundedSender<Pending>,
-    dead: Arc<AtomicBool>,
+    dead: Arc<Dead>,
 ) {
     let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut next = Some(first);
         while let Some(r) = next.take() {
-            if dead.load(SeqCst) {
+            if dead.is_set() {
                 let _ = r
                     .answer
                     .send(Err(Error::Connection("connection closed".into())));
@@ -153,7 +176,7 @@ async fn writer(
             }
         }
         if wr.write_all(&buf).await.is_err() {
-            dead.store(true, SeqCst);
+            dead.set();
             return;
         }
     }
@@ -162,7 +185,7 @@ async fn writer(
 async fn reader(
     mut rd: tokio::net::tcp::OwnedReadHalf,
     mut pending: mpsc::UnboundedReceiver<Pending>,
-    dead: Arc<AtomicBool>,
+    dead: Arc<Dead>,
 ) {
     let limits = ReplyLimits::default();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
@@ -204,7 +227,7 @@ async fn reader(
             Err(e) => break Error::Connection(e.to_string()),
         }
     };
-    dead.store(true, SeqCst);
+    dead.set();
     if let Some((p, _)) = current.take() {
         let _ = p.answer.send(Err(failure.clone()));
     }

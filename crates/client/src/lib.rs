@@ -21,9 +21,9 @@
 //!   once ([`Error::CircuitOpen`]) for a cooldown; `get_or_load` then goes to the loader, a
 //!   bounded number at a time ([`CacheOptions::fallback_loads_max`]).
 //!
-//! [`Cache::new_cluster`] runs `get_or_load` over a cluster. Not here yet: the near cache over a
-//! cluster (it takes one server), a circuit breaker over a whole cluster (each node's pool has
-//! its own), key finding in `ClusterClient` (the caller names the routing key).
+//! [`Cache::new_cluster`] runs `get_or_load` over a cluster, [`NearCache::cluster`] a near cache
+//! (one tracking link per node). Not here yet: a circuit breaker over a whole cluster (each
+//! node's pool has its own), key finding in `ClusterClient` (the caller names the routing key).
 
 mod cache;
 mod cluster;
@@ -37,6 +37,6 @@ pub use cache::{Cache, CacheOptions, NEGATIVE_MARKER};
 pub use cluster::{ClusterClient, REDIRECTS_MAX, RETRIES_MAX, SLOTS, key_slot};
 pub use error::{Error, Result};
 pub use metrics::{CacheEvent, Metrics, NoMetrics};
-pub use near::NearCache;
+pub use near::{LINK_RETRY_DELAY, NearCache};
 pub use pool::{Client, Config, cmd};
 pub use shoal_resp::Reply;

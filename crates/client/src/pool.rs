@@ -118,6 +118,8 @@ struct Inner {
     live: Vec<std::sync::Mutex<Option<Conn>>>,
     next: AtomicUsize,
     metrics: Arc<dyn Metrics>,
+    /// Connections that died so far.
+    lost: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A pooled client of one server. Cheap to clone (shared pool).
@@ -208,6 +210,7 @@ impl Client {
                 slots,
                 next: AtomicUsize::new(0),
                 metrics,
+                lost: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             }),
         }
     }
@@ -240,7 +243,7 @@ impl Client {
             }
         }
         let setup = async {
-            let c = Conn::connect(&cfg.addr).await?;
+            let c = Conn::connect(&cfg.addr, self.inner.lost.clone()).await?;
             for r in c.pipeline(&cfg.on_connect).await? {
                 if let Reply::Error(t) = r {
                     c.kill();
@@ -333,6 +336,12 @@ impl Client {
             .metrics
             .request(cmds.len(), started.elapsed(), r.is_ok());
         r
+    }
+
+    /// Connections of this pool that died so far (closed by either side, timed out, failed).
+    /// What a connection set up on the server died with it: a near cache's tracked reads.
+    pub fn connections_lost(&self) -> u64 {
+        self.inner.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the circuit breaker is open now (requests fail with [`Error::CircuitOpen`]).

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_client::{Cache, CacheOptions, ClusterClient, Config, Error, key_slot};
+use shoal_client::{Cache, CacheOptions, ClusterClient, Config, Error, NearCache, key_slot};
 
 fn shoal_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test path");
@@ -462,4 +462,171 @@ async fn a_primary_killed_under_load_is_followed_to_its_heir_without_an_error_or
     );
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sum of GET calls over the nodes.
+async fn get_calls_all(c: &ClusterClient, addrs: &[String]) -> u64 {
+    let mut n = 0;
+    for a in addrs {
+        n += get_calls(&c.node(a)).await;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_caches_over_a_cluster_hear_every_node_and_drop_what_a_broken_link_read() {
+    let _turn = TURN.lock().await;
+    let nodes: Vec<Node> = (20..23).map(node).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut args = vec!["create".to_string()];
+    args.extend(addrs.iter().cloned());
+    tool(&args);
+    let writer = ClusterClient::connect(&[&addrs[0]], Config::new(""))
+        .await
+        .unwrap();
+    let a = NearCache::cluster(writer.clone(), 1000);
+    let b = NearCache::cluster(
+        ClusterClient::connect(&[&addrs[1]], Config::new(""))
+            .await
+            .unwrap(),
+        1000,
+    );
+    let keys: Vec<String> = (0..30).map(|i| format!("near:{i}")).collect();
+    let owner = |k: &str| writer.owner(key_slot(k.as_bytes())).unwrap();
+    let owners: std::collections::BTreeSet<String> = keys.iter().map(|k| owner(k)).collect();
+    assert_eq!(owners.len(), 3, "the keys live on every node");
+    let set_all = |ks: Vec<String>, v: &'static str| {
+        let w = writer.clone();
+        async move {
+            for k in ks {
+                w.set(k.as_bytes(), v.as_bytes()).await.unwrap();
+            }
+        }
+    };
+    set_all(keys.clone(), "v1").await;
+    for k in &keys {
+        assert_eq!(a.get(k.as_bytes()).await.unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(b.get(k.as_bytes()).await.unwrap(), Some(b"v1".to_vec()));
+    }
+    // Served in process: no node counts a GET.
+    let before = get_calls_all(&writer, &addrs).await;
+    for _ in 0..3 {
+        for k in &keys {
+            assert_eq!(b.get(k.as_bytes()).await.unwrap(), Some(b"v1".to_vec()));
+        }
+    }
+    assert_eq!(get_calls_all(&writer, &addrs).await, before);
+
+    // A write through another client reaches both near caches from every node; once a key's
+    // new value is seen, the old one never comes back.
+    set_all(keys.clone(), "v2").await;
+    let mut seen = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 2 * keys.len() {
+        assert!(
+            Instant::now() < deadline,
+            "invalidations missing: {} seen",
+            seen.len()
+        );
+        for (who, near) in [("a", &a), ("b", &b)] {
+            for k in &keys {
+                let v = near.get(k.as_bytes()).await.unwrap().unwrap();
+                if v == b"v2" {
+                    seen.insert((who, k.clone()));
+                } else {
+                    assert!(!seen.contains(&(who, k.clone())), "{who} read {k} stale");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // The server closes b's invalidation connection to one node: the entries b read there are
+    // dropped, a write no one tells b about is not missed, and a new link takes over.
+    let victim = owner(&keys[0]);
+    let on_victim: Vec<String> = keys
+        .iter()
+        .filter(|k| owner(k) == victim)
+        .cloned()
+        .collect();
+    let id = b.redirect_id(&victim).unwrap().to_string();
+    let losses = b.link_losses();
+    let killed = writer
+        .node(&victim)
+        .cmd(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()])
+        .await
+        .unwrap();
+    assert_eq!(killed.as_int(), Some(1));
+    until("b notices its invalidation link is gone", 10, || async {
+        b.link_losses() > losses
+    })
+    .await;
+    set_all(on_victim.clone(), "v3").await;
+    for k in &on_victim {
+        assert_eq!(
+            b.get(k.as_bytes()).await.unwrap(),
+            Some(b"v3".to_vec()),
+            "{k}"
+        );
+    }
+    assert_ne!(
+        b.redirect_id(&victim).unwrap().to_string(),
+        id,
+        "a new link"
+    );
+    set_all(on_victim.clone(), "v4").await;
+    until("the new link carries invalidations", 10, || async {
+        let mut all = true;
+        for k in &on_victim {
+            all &= b.get(k.as_bytes()).await.unwrap() == Some(b"v4".to_vec());
+        }
+        all
+    })
+    .await;
+
+    // The server closes b's tracking connections to another node (their table of reads goes
+    // with them, so no invalidation would come): what b read there is read again.
+    let other = owners.iter().find(|o| **o != victim).unwrap().clone();
+    let on_other: Vec<String> = keys.iter().filter(|k| owner(k) == other).cloned().collect();
+    for k in &on_other {
+        assert_eq!(b.get(k.as_bytes()).await.unwrap(), Some(b"v2".to_vec()));
+    }
+    let redir = format!("redir={}", b.redirect_id(&other).unwrap());
+    let list = writer
+        .node(&other)
+        .cmd(&[b"CLIENT", b"LIST"])
+        .await
+        .unwrap();
+    let list = String::from_utf8_lossy(list.as_bytes().unwrap()).to_string();
+    let tracking: Vec<String> = list
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f == redir))
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next().map(str::to_string))
+        .collect();
+    assert!(!tracking.is_empty(), "b's tracking connections: {list}");
+    let lost = b.connections_lost();
+    for id in &tracking {
+        writer
+            .node(&other)
+            .cmd(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()])
+            .await
+            .unwrap();
+    }
+    until(
+        "b notices its tracking connections are gone",
+        10,
+        || async { b.connections_lost() >= lost + tracking.len() as u64 },
+    )
+    .await;
+    set_all(on_other.clone(), "v3").await;
+    for k in &on_other {
+        assert_eq!(
+            b.get(k.as_bytes()).await.unwrap(),
+            Some(b"v3".to_vec()),
+            "{k}"
+        );
+    }
 }
