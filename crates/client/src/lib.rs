@@ -33,7 +33,7 @@ mod metrics;
 mod near;
 mod pool;
 
-pub use cache::{Cache, CacheOptions, NEGATIVE_MARKER};
+pub use cache::{Cache, CacheOptions, Lookup, NEGATIVE_MARKER};
 pub use cluster::{ClusterClient, REDIRECTS_MAX, RETRIES_MAX, SLOTS, key_slot};
 pub use error::{Error, Result};
 pub use metrics::{CacheEvent, Metrics, NoMetrics};
