@@ -1,25 +1,65 @@
 //! The client-overhead figure: GET and SET requests per second through shoal-client and through
-//! redis-rs (its multiplexed async connection) against the same server, with one task (latency
-//! bound) and with TASKS concurrent tasks.
+//! redis-rs (its multiplexed async connection) against the same server, at the same concurrency
+//! and pipelining: one connection each (`pool_size` 1), 1 task (latency bound) and TASKS tasks
+//! sharing the connection, each request one command (P1) or a pipeline of 16 (P16). ROUNDS
+//! interleaved rounds (shoal-client first in odd rounds, redis-rs first in even ones); per cell
+//! the median req/s of each side and the median of the per-round ratios. Run by
+//! `bench/client-overhead`.
 //!
-//! `overhead ADDR [REQUESTS_PER_RUN] [TASKS]`
+//! `overhead ADDR [REQUESTS_PER_RUN] [TASKS] [ROUNDS]`
 
 use std::time::{Duration, Instant};
 
 use shoal_client::{Client, Config};
 
-async fn run_shoal(c: &Client, tasks: usize, n: usize, set: bool) -> f64 {
+const VALUE: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// Keys per task (the working set stays small: the figure is about the client, not the server).
+const KEYS_PER_TASK: usize = 100;
+
+#[derive(Clone, Copy)]
+struct Case {
+    set: bool,
+    tasks: usize,
+    pipeline: usize,
+    requests: usize,
+}
+
+/// Keys of task `t`, made once so that neither side pays for formatting in the loop.
+fn keys(t: usize) -> Vec<Vec<u8>> {
+    (0..KEYS_PER_TASK)
+        .map(|i| format!("oh:{t}:{i}").into_bytes())
+        .collect()
+}
+
+async fn run_shoal(c: &Client, case: Case) -> f64 {
     let started = Instant::now();
-    let hs: Vec<_> = (0..tasks)
+    let per_task = case.requests / case.tasks / case.pipeline;
+    let hs: Vec<_> = (0..case.tasks)
         .map(|t| {
             let c = c.clone();
             tokio::spawn(async move {
-                for i in 0..n / tasks {
-                    let k = format!("oh:{t}:{}", i % 100);
-                    if set {
-                        c.set(k.as_bytes(), b"0123456789abcdef").await.unwrap();
+                let keys = keys(t);
+                for i in 0..per_task {
+                    if case.pipeline == 1 {
+                        let k = &keys[i % KEYS_PER_TASK];
+                        if case.set {
+                            c.set(k, VALUE).await.unwrap();
+                        } else {
+                            c.get(k).await.unwrap();
+                        }
                     } else {
-                        c.get(k.as_bytes()).await.unwrap();
+                        let cmds: Vec<Vec<Vec<u8>>> = (0..case.pipeline)
+                            .map(|j| {
+                                let k = keys[(i + j) % KEYS_PER_TASK].clone();
+                                if case.set {
+                                    vec![b"SET".to_vec(), k, VALUE.to_vec()]
+                                } else {
+                                    vec![b"GET".to_vec(), k]
+                                }
+                            })
+                            .collect();
+                        let r = c.pipeline(&cmds).await.unwrap();
+                        assert_eq!(r.len(), case.pipeline);
                     }
                 }
             })
@@ -28,32 +68,43 @@ async fn run_shoal(c: &Client, tasks: usize, n: usize, set: bool) -> f64 {
     for h in hs {
         h.await.unwrap();
     }
-    n as f64 / started.elapsed().as_secs_f64()
+    (per_task * case.tasks * case.pipeline) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn run_redis(
-    c: &redis::aio::MultiplexedConnection,
-    tasks: usize,
-    n: usize,
-    set: bool,
-) -> f64 {
+async fn run_redis(c: &redis::aio::MultiplexedConnection, case: Case) -> f64 {
     let started = Instant::now();
-    let hs: Vec<_> = (0..tasks)
+    let per_task = case.requests / case.tasks / case.pipeline;
+    let hs: Vec<_> = (0..case.tasks)
         .map(|t| {
             let mut c = c.clone();
             tokio::spawn(async move {
-                for i in 0..n / tasks {
-                    let k = format!("oh:{t}:{}", i % 100);
-                    if set {
-                        let _: () = redis::cmd("SET")
-                            .arg(&k)
-                            .arg("0123456789abcdef")
-                            .query_async(&mut c)
-                            .await
-                            .unwrap();
+                let keys = keys(t);
+                for i in 0..per_task {
+                    if case.pipeline == 1 {
+                        let k = &keys[i % KEYS_PER_TASK];
+                        if case.set {
+                            let _: () = redis::cmd("SET")
+                                .arg(k)
+                                .arg(VALUE)
+                                .query_async(&mut c)
+                                .await
+                                .unwrap();
+                        } else {
+                            let _: Option<Vec<u8>> =
+                                redis::cmd("GET").arg(k).query_async(&mut c).await.unwrap();
+                        }
                     } else {
-                        let _: Option<Vec<u8>> =
-                            redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap();
+                        let mut p = redis::pipe();
+                        for j in 0..case.pipeline {
+                            let k = &keys[(i + j) % KEYS_PER_TASK];
+                            if case.set {
+                                p.cmd("SET").arg(k).arg(VALUE);
+                            } else {
+                                p.cmd("GET").arg(k);
+                            }
+                        }
+                        let r: Vec<redis::Value> = p.query_async(&mut c).await.unwrap();
+                        assert_eq!(r.len(), case.pipeline);
                     }
                 }
             })
@@ -62,16 +113,26 @@ async fn run_redis(
     for h in hs {
         h.await.unwrap();
     }
-    n as f64 / started.elapsed().as_secs_f64()
+    (per_task * case.tasks * case.pipeline) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let addr = a[1].clone();
-    let n: usize = a.get(2).map_or(50_000, |s| s.parse().unwrap());
+    let addr = a
+        .get(1)
+        .expect("overhead ADDR [REQUESTS] [TASKS] [ROUNDS]")
+        .clone();
+    let n: usize = a.get(2).map_or(200_000, |s| s.parse().unwrap());
     let tasks: usize = a.get(3).map_or(50, |s| s.parse().unwrap());
+    let rounds: usize = a.get(4).map_or(3, |s| s.parse().unwrap());
     let mut cfg = Config::new(addr.clone());
+    cfg.pool_size = 1;
     cfg.request_timeout = Duration::from_secs(10);
     let ours = Client::new(cfg);
     let theirs = redis::Client::open(format!("redis://{addr}/"))
@@ -79,22 +140,58 @@ async fn main() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    for t in [1, tasks] {
-        for set in [true, false] {
-            let name = if set { "SET" } else { "GET" };
-            // Interleaved rounds; the median of each side.
-            let (mut o, mut r) = (Vec::new(), Vec::new());
-            for _ in 0..3 {
-                o.push(run_shoal(&ours, t, n / if t == 1 { 5 } else { 1 }, set).await);
-                r.push(run_redis(&theirs, t, n / if t == 1 { 5 } else { 1 }, set).await);
+    // Warm both up (connections, keys present for GET).
+    for set in [true, false] {
+        let warm = Case {
+            set,
+            tasks,
+            pipeline: 1,
+            requests: tasks * KEYS_PER_TASK,
+        };
+        run_shoal(&ours, warm).await;
+        run_redis(&theirs, warm).await;
+    }
+    println!(
+        "| request | tasks | pipeline | shoal-client req/s (runs) | redis-rs req/s (runs) | ratio (median of per-round ratios) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (t, p) in [(1, 1), (tasks, 1), (tasks, 16)] {
+        for set in [false, true] {
+            // A run with one task and no pipeline is latency bound: fewer requests.
+            let requests = if t == 1 && p == 1 { n / 5 } else { n };
+            let case = Case {
+                set,
+                tasks: t,
+                pipeline: p,
+                requests,
+            };
+            let (mut o, mut r, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..rounds {
+                let (x, y) = if round % 2 == 0 {
+                    let x = run_shoal(&ours, case).await;
+                    (x, run_redis(&theirs, case).await)
+                } else {
+                    let y = run_redis(&theirs, case).await;
+                    (run_shoal(&ours, case).await, y)
+                };
+                o.push(x);
+                r.push(y);
+                ratios.push(x / y);
             }
-            o.sort_by(f64::total_cmp);
-            r.sort_by(f64::total_cmp);
+            let runs = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             println!(
-                "{name} {t:>3} task(s): shoal-client {:>8.0} req/s, redis-rs {:>8.0} req/s, ratio {:.2}",
-                o[1],
-                r[1],
-                o[1] / r[1]
+                "| {} | {t} | {p} | {:.0} ({}) | {:.0} ({}) | {:.2} |",
+                if set { "SET" } else { "GET" },
+                median(o.clone()),
+                runs(&o),
+                median(r.clone()),
+                runs(&r),
+                median(ratios)
             );
         }
     }

@@ -58,6 +58,14 @@ impl Dead {
     }
 }
 
+/// Why [`Conn::send`] failed.
+pub(crate) enum SendError {
+    /// The batch never left (the connection was closed): here it is back, safe to send elsewhere.
+    NotSent(Vec<u8>),
+    /// Sent, or perhaps sent: its fate is unknown.
+    Failed(Error),
+}
+
 /// A handle to a multiplexed connection; clones share it.
 #[derive(Clone)]
 pub(crate) struct Conn {
@@ -103,39 +111,57 @@ impl Conn {
         }
     }
 
-    /// Sends the commands (in one write, possibly with other callers' batches), then waits for
-    /// one reply per command. Error replies are values here; only I/O and protocol failures are
-    /// errors.
-    pub(crate) async fn pipeline(&self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>> {
-        let closed = || Error::Connection("connection closed".into());
-        if cmds.is_empty() {
+    /// Sends `bytes`, `n` commands encoded (in one write, possibly with other callers' batches),
+    /// then waits for one reply per command. Error replies are values here; only I/O and
+    /// protocol failures are errors.
+    pub(crate) async fn send(
+        &self,
+        bytes: Vec<u8>,
+        n: usize,
+    ) -> std::result::Result<Vec<Reply>, SendError> {
+        if n == 0 {
             return Ok(Vec::new());
         }
         if self.is_dead() {
-            return Err(closed());
+            return Err(SendError::NotSent(bytes));
         }
-        let mut bytes = Vec::new();
-        for c in cmds {
-            let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
-            encode_request(&mut bytes, &args);
-        }
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| closed())?;
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return Err(SendError::NotSent(bytes));
+        };
         let (answer, rx) = oneshot::channel();
-        self.tx
-            .send(Request {
-                bytes,
-                n: cmds.len(),
-                answer,
-                permit,
-            })
-            .map_err(|_| closed())?;
-        rx.await.unwrap_or_else(|_| Err(closed()))
+        let req = Request {
+            bytes,
+            n,
+            answer,
+            permit,
+        };
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(req) {
+            return Err(SendError::NotSent(req.bytes));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Error::Connection("connection closed".into())))
+            .map_err(SendError::Failed)
     }
+
+    /// [`Conn::send`] of owned commands.
+    pub(crate) async fn pipeline(&self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>> {
+        self.send(encode(cmds), cmds.len())
+            .await
+            .map_err(|e| match e {
+                SendError::NotSent(_) => Error::Connection("connection closed".into()),
+                SendError::Failed(e) => e,
+            })
+    }
+}
+
+/// Encodes commands as RESP multibulks, one after the other.
+pub(crate) fn encode(cmds: &[Vec<Vec<u8>>]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for c in cmds {
+        let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+        encode_request(&mut bytes, &args);
+    }
+    bytes
 }
 
 impl Drop for Conn {
