@@ -3,10 +3,12 @@
 //! and pipelining: one connection each (`pool_size` 1), 1 task (latency bound) and TASKS tasks
 //! sharing the connection, each request one command (P1) or a pipeline of 16 (P16). ROUNDS
 //! interleaved rounds (shoal-client first in odd rounds, redis-rs first in even ones); per cell
-//! the median req/s of each side and the median of the per-round ratios. Run by
-//! `bench/client-overhead`.
+//! the median req/s of each side, the median of the per-round ratios, and each side's CPU time
+//! per request (this process's user + system time over the run: steadier than req/s on a
+//! loaded machine). Run by `bench/client-overhead`.
 //!
-//! `overhead ADDR [REQUESTS_PER_RUN] [TASKS] [ROUNDS]`
+//! `overhead ADDR [REQUESTS_PER_RUN] [TASKS] [ROUNDS]`; with `OVERHEAD_PROFILE=shoal|redis` only
+//! that side's GET at TASKS tasks × P1 runs (to profile it).
 
 use std::time::{Duration, Instant};
 
@@ -116,6 +118,24 @@ async fn run_redis(c: &redis::aio::MultiplexedConnection, case: Case) -> f64 {
     (per_task * case.tasks * case.pipeline) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU time this process has used (user + system), from `/proc/self/stat` (Linux; in clock
+/// ticks of 10 ms, so a run should last a second or so to be read to a few percent).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A run's req/s and the client's CPU µs per request.
+async fn measured(run: impl std::future::Future<Output = f64>, requests: usize) -> (f64, f64) {
+    let cpu = cpu_seconds();
+    let rate = run.await;
+    (rate, (cpu_seconds() - cpu) * 1e6 / requests as f64)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -140,6 +160,22 @@ async fn main() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    // `OVERHEAD_PROFILE=shoal|redis`: only that side's GET at TASKS × P1, for a profiler.
+    if let Ok(side) = std::env::var("OVERHEAD_PROFILE") {
+        let case = Case {
+            set: false,
+            tasks,
+            pipeline: 1,
+            requests: n,
+        };
+        let rate = if side == "shoal" {
+            run_shoal(&ours, case).await
+        } else {
+            run_redis(&theirs, case).await
+        };
+        println!("{side}: GET {tasks} tasks P1: {rate:.0} req/s");
+        return;
+    }
     // Warm both up (connections, keys present for GET).
     for set in [true, false] {
         let warm = Case {
@@ -166,16 +202,19 @@ async fn main() {
                 requests,
             };
             let (mut o, mut r, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut oc, mut rc) = (Vec::new(), Vec::new());
             for round in 0..rounds {
-                let (x, y) = if round % 2 == 0 {
-                    let x = run_shoal(&ours, case).await;
-                    (x, run_redis(&theirs, case).await)
+                let ((x, xc), (y, yc)) = if round % 2 == 0 {
+                    let x = measured(run_shoal(&ours, case), requests).await;
+                    (x, measured(run_redis(&theirs, case), requests).await)
                 } else {
-                    let y = run_redis(&theirs, case).await;
-                    (run_shoal(&ours, case).await, y)
+                    let y = measured(run_redis(&theirs, case), requests).await;
+                    (measured(run_shoal(&ours, case), requests).await, y)
                 };
                 o.push(x);
                 r.push(y);
+                oc.push(xc);
+                rc.push(yc);
                 ratios.push(x / y);
             }
             let runs = |v: &[f64]| {
@@ -185,13 +224,15 @@ async fn main() {
                     .join(", ")
             };
             println!(
-                "| {} | {t} | {p} | {:.0} ({}) | {:.0} ({}) | {:.2} |",
+                "| {} | {t} | {p} | {:.0} ({}) | {:.0} ({}) | {:.2} | {:.2} / {:.2} |",
                 if set { "SET" } else { "GET" },
                 median(o.clone()),
                 runs(&o),
                 median(r.clone()),
                 runs(&r),
-                median(ratios)
+                median(ratios),
+                median(oc),
+                median(rc),
             );
         }
     }

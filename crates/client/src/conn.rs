@@ -89,11 +89,12 @@ impl Conn {
             flag: AtomicBool::new(false),
             lost,
         });
-        let w = tokio::spawn(writer(wr, rx, ptx, dead.clone()));
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+        let w = tokio::spawn(writer(wr, rx, ptx, dead.clone(), slots.clone()));
         let r = tokio::spawn(reader(rd, prx, dead.clone()));
         Ok(Conn {
             tx,
-            slots: Arc::new(Semaphore::new(IN_FLIGHT_MAX)),
+            slots,
             dead,
             tasks: Arc::new([w.abort_handle(), r.abort_handle()]),
         })
@@ -178,9 +179,16 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<Request>,
     pending: mpsc::UnboundedSender<Pending>,
     dead: Arc<Dead>,
+    slots: Arc<Semaphore>,
 ) {
     let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
+        // Woken by one caller while others wait for replies (so more are about to send): let
+        // the callers ready to run queue theirs first, so that they go out in the same write —
+        // fewer syscalls and wake-ups per request under load. A caller alone is not delayed.
+        if rx.is_empty() && IN_FLIGHT_MAX - slots.available_permits() > 1 {
+            tokio::task::yield_now().await;
+        }
         buf.clear();
         let mut next = Some(first);
         while let Some(r) = next.take() {
@@ -242,14 +250,11 @@ async fn reader(
             }
         }
         buf.drain(..pos);
-        let start = buf.len();
-        buf.resize(start + READ_CHUNK_BYTES, 0);
-        match rd.read(&mut buf[start..]).await {
-            Ok(0) => {
-                buf.truncate(start);
-                break Error::Connection("closed by the server".into());
-            }
-            Ok(n) => buf.truncate(start + n),
+        // Read into spare capacity: nothing is zeroed first.
+        buf.reserve(READ_CHUNK_BYTES);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break Error::Connection("closed by the server".into()),
+            Ok(_) => {}
             Err(e) => break Error::Connection(e.to_string()),
         }
     };
