@@ -188,9 +188,9 @@ async fn main() {
         run_redis(&theirs, warm).await;
     }
     println!(
-        "| request | tasks | pipeline | shoal-client req/s (runs) | redis-rs req/s (runs) | ratio (median of per-round ratios) |"
+        "| request | tasks | pipeline | shoal-client req/s (runs) | redis-rs req/s (runs) | ratio (median of per-round ratios) | client CPU µs per request, shoal-client / redis-rs (medians) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (t, p) in [(1, 1), (tasks, 1), (tasks, 16)] {
         for set in [false, true] {
             // A run with one task and no pipeline is latency bound: fewer requests.
