@@ -3,7 +3,8 @@
 //! node's own client sees `MOVED` as a typed redirect, and after a reshard (`shoal cluster
 //! reshard`) the client follows the moved slots without surfacing an error; a primary killed
 //! (SIGKILL) under load from 8 tasks is followed to its heir with no error surfaced and no
-//! acknowledged write (`sync` strategy) lost.
+//! acknowledged write (`sync` strategy) lost. Near caches over the cluster hear invalidations
+//! from every node, and drop what a broken tracking link or a moved slot held.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -629,4 +630,101 @@ async fn near_caches_over_a_cluster_hear_every_node_and_drop_what_a_broken_link_
             "{k}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_cache_over_a_cluster_drops_what_it_read_of_slots_that_moved() {
+    let _turn = TURN.lock().await;
+    let nodes: Vec<Node> = (30..33).map(node).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut args = vec!["create".to_string()];
+    args.extend(addrs.iter().cloned());
+    tool(&args);
+    let writer = ClusterClient::connect(&[&addrs[0]], Config::new(""))
+        .await
+        .unwrap();
+    let b = NearCache::cluster(
+        ClusterClient::connect(&[&addrs[1]], Config::new(""))
+            .await
+            .unwrap(),
+        10_000,
+    );
+    let keys: Vec<String> = (0..300).map(|i| format!("moving:{i}")).collect();
+    for k in &keys {
+        writer.set(k.as_bytes(), b"v1").await.unwrap();
+        assert_eq!(b.get(k.as_bytes()).await.unwrap(), Some(b"v1".to_vec()));
+    }
+    let before: Vec<String> = keys
+        .iter()
+        .map(|k| writer.owner(key_slot(k.as_bytes())).unwrap())
+        .collect();
+    let seen = b.invalidations();
+    // Move 2000 slots to the first node (b's map is not told).
+    let out = Command::new("redis-cli")
+        .args(["-p", &nodes[0].port.to_string(), "CLUSTER", "MYID"])
+        .output()
+        .unwrap();
+    let to = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    tool(&[
+        "reshard".into(),
+        "--from".into(),
+        "all".into(),
+        "--to".into(),
+        to,
+        "--slots".into(),
+        "2000".into(),
+        "--yes".into(),
+        addrs[0].clone(),
+    ]);
+    writer.refresh().await.unwrap();
+    let moved: Vec<String> = keys
+        .iter()
+        .zip(&before)
+        .filter(|(k, o)| writer.owner(key_slot(k.as_bytes())).as_ref() != Some(*o))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(!moved.is_empty(), "some of the keys moved");
+    // The nodes that gave the slots away invalidated what b read of them.
+    until("b hears of every moved key", 10, || async {
+        b.invalidations() >= seen + moved.len() as u64
+    })
+    .await;
+    for k in &keys {
+        writer.set(k.as_bytes(), b"v2").await.unwrap();
+    }
+    // A moved key's new value is read at once (from its new owner); the others once their
+    // invalidation arrives.
+    for k in &moved {
+        assert_eq!(
+            b.get(k.as_bytes()).await.unwrap(),
+            Some(b"v2".to_vec()),
+            "{k}"
+        );
+    }
+    until("b reads every new value", 10, || async {
+        let mut all = true;
+        for k in &keys {
+            all &= b.get(k.as_bytes()).await.unwrap() == Some(b"v2".to_vec());
+        }
+        all
+    })
+    .await;
+    for k in &moved {
+        writer.set(k.as_bytes(), b"v3").await.unwrap();
+    }
+    until(
+        "the new owners invalidate what b read there",
+        10,
+        || async {
+            let mut all = true;
+            for k in &moved {
+                all &= b.get(k.as_bytes()).await.unwrap() == Some(b"v3".to_vec());
+            }
+            all
+        },
+    )
+    .await;
 }
