@@ -37,6 +37,6 @@ pub use cache::{Cache, CacheOptions, Lookup, NEGATIVE_MARKER};
 pub use cluster::{ClusterClient, REDIRECTS_MAX, RETRIES_MAX, SLOTS, key_slot};
 pub use error::{Error, Result};
 pub use metrics::{CacheEvent, Metrics, NoMetrics};
-pub use near::{LINK_RETRY_DELAY, NearCache};
+pub use near::{LINK_RETRY_DELAY, MAP_CHECK_INTERVAL, NearCache};
 pub use pool::{Client, Config, cmd};
 pub use shoal_resp::Reply;

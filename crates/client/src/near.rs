@@ -17,10 +17,12 @@
 //! dies (closed by the server, `CLIENT KILL`, a timeout), every entry read through that link is
 //! dropped and reads in flight on it are not kept; a dead link is replaced by a new one on next
 //! use. An entry is also answered only while its key's slot is still served by the node it was
-//! read from (the client's slot map): after a failover or a slot move, it is read again from the
-//! new owner. What remains is the time the client takes to notice (a socket's end is read by
-//! another task): a write made in that instant may not be seen by a read made in the same
-//! instant.
+//! read from (the client's slot map, read again at least every [`MAP_CHECK_INTERVAL`] while
+//! reads come): after a failover or a slot move, it is read again from the new owner. A node
+//! that gives slots away also invalidates what was read of them there (shoal; Redis's MIGRATE
+//! does so by deleting). What remains is the time the client takes to notice (a socket's end
+//! is read by another task, a map is read every second): a write made in that time may not be
+//! seen by a read made in it.
 //!
 //! Bounded: at most `capacity` keys; a full cache drops an arbitrary tenth of its keys. Link
 //! set-ups are one at a time and, after a failed one, not tried again for [`LINK_RETRY_DELAY`].
@@ -42,6 +44,10 @@ use crate::pool::{Client, Config};
 /// After a link to a node failed to open, reads of its keys bypass the near cache for this long
 /// before another try.
 pub const LINK_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Over a cluster, the slot map is read again in the background at most this often while reads
+/// come: a read answered in process never meets a `MOVED`, so this is how entries of a slot
+/// whose owner changed without telling (a primary cut off, still up) stop being answered.
+pub const MAP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Entry {
     value: Vec<u8>,
@@ -201,6 +207,9 @@ pub struct NearCache {
     /// One link set-up at a time.
     opening: Arc<tokio::sync::Mutex<()>>,
     next_link: Arc<AtomicU64>,
+    /// When the cluster's map was last read again, in ms since `epoch`.
+    map_checked_ms: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 async fn request(s: &mut TcpStream, buf: &mut Vec<u8>, args: &[&[u8]]) -> Result<Reply> {
@@ -250,6 +259,8 @@ impl NearCache {
             failed: Arc::new(Mutex::new(HashMap::new())),
             opening: Arc::new(tokio::sync::Mutex::new(())),
             next_link: Arc::new(AtomicU64::new(1)),
+            map_checked_ms: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
         }
     }
 
@@ -310,6 +321,27 @@ impl NearCache {
     pub fn redirect_id(&self, addr: &str) -> Option<i64> {
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         links.get(addr).map(|l| l.redirect)
+    }
+
+    /// Over a cluster: reads the map again in the background if the last read is older than
+    /// [`MAP_CHECK_INTERVAL`].
+    fn check_map(&self) {
+        let Source::Cluster(c) = &*self.source else {
+            return;
+        };
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.map_checked_ms.load(SeqCst);
+        if now.saturating_sub(last) >= MAP_CHECK_INTERVAL.as_millis() as u64
+            && self
+                .map_checked_ms
+                .compare_exchange(last, now, SeqCst, SeqCst)
+                .is_ok()
+        {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let _ = c.refresh().await;
+            });
+        }
     }
 
     /// Where `key` is read from now.
@@ -389,6 +421,7 @@ impl NearCache {
     /// cluster (with its retries) and is not kept.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let sh = &self.shared;
+        self.check_map();
         for _ in 0..=REDIRECTS_MAX {
             let Some(addr) = self.addr_of(key) else {
                 return self.bypass(key).await;
@@ -413,14 +446,14 @@ impl NearCache {
                 l.pending.insert(key.to_vec(), ticket);
             }
             let r = link.client.get(key).await;
-            let mut l = sh.lock();
-            let still_ours = l.pending.get(key) == Some(&ticket);
-            if still_ours {
-                l.pending.remove(key);
-            }
-            match r {
+            {
+                let mut l = sh.lock();
+                let still_ours = l.pending.get(key) == Some(&ticket);
+                if still_ours {
+                    l.pending.remove(key);
+                }
                 // Absent keys are not kept: the server tracks only keys it read.
-                Ok(Some(v)) => {
+                if let Ok(Some(v)) = &r {
                     let intact = link.alive.load(SeqCst) && link.client.connections_lost() == lost;
                     if still_ours && intact {
                         if l.values.len() >= sh.capacity {
@@ -439,20 +472,19 @@ impl NearCache {
                             },
                         );
                     }
-                    return Ok(Some(v));
                 }
-                Ok(None) => return Ok(None),
-                Err(Error::Redirect { .. }) if matches!(*self.source, Source::Cluster(_)) => {
-                    drop(l);
-                    if let Source::Cluster(c) = &*self.source {
-                        let _ = c.refresh().await;
-                    }
+            }
+            let cluster = match &*self.source {
+                Source::Cluster(c) => Some(c),
+                Source::Single { .. } => None,
+            };
+            match (r, cluster) {
+                (Ok(v), _) => return Ok(v),
+                (Err(Error::Redirect { .. }), Some(c)) => {
+                    let _ = c.refresh().await;
                 }
-                Err(e) if e.is_transient() && matches!(*self.source, Source::Cluster(_)) => {
-                    drop(l);
-                    return self.bypass(key).await;
-                }
-                Err(e) => return Err(e),
+                (Err(e), Some(_)) if e.is_transient() => return self.bypass(key).await,
+                (Err(e), _) => return Err(e),
             }
         }
         self.bypass(key).await
