@@ -188,7 +188,9 @@ impl Cache {
     }
 
     /// A cache over a whole cluster: each key's requests go to its slot's node (leases are
-    /// granted by the key's primary).
+    /// granted by the key's primary). A node that is down is retried within
+    /// [`Config::retry_budget`](crate::Config::retry_budget) (a failover usually ends in it)
+    /// before the call falls back to the loader.
     pub fn new_cluster(cluster: ClusterClient, opts: CacheOptions) -> Cache {
         Cache::with_backend(Backend::Cluster(cluster), Arc::new(NoMetrics), opts)
     }

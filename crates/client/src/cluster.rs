@@ -27,6 +27,11 @@ pub const RETRIES_MAX: u32 = 100;
 /// followed promptly.
 const RETRY_DELAY_MAX: Duration = Duration::from_millis(200);
 
+/// Longest wait for one node's `CLUSTER SHARDS` while reading the map (whatever the request
+/// timeout): callers that need the map wait for one read at a time, so a hung node must not
+/// hold them long.
+const MAP_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The pause before try `n + 1` of a request: the pool's backoff, capped at [`RETRY_DELAY_MAX`].
 fn retry_delay(cfg: &Config, n: u32) -> Duration {
     let mut rng = crate::pool::seed(n as usize);
@@ -247,7 +252,12 @@ impl ClusterClient {
         candidates.extend(self.inner.seeds.iter().cloned());
         let mut last = Error::Connection("no seed".into());
         for addr in candidates {
-            match self.node(&addr).cmd(&[b"CLUSTER", b"SHARDS"]).await {
+            let asked = self.node(&addr);
+            let asked = asked.cmd(&[b"CLUSTER", b"SHARDS"]);
+            let answer = tokio::time::timeout(MAP_READ_TIMEOUT, asked)
+                .await
+                .unwrap_or(Err(Error::Timeout));
+            match answer {
                 Ok(r) => match parse_shards(r) {
                     Ok((map, replicas)) => {
                         *self.inner.slots.write().unwrap_or_else(|e| e.into_inner()) = map;
