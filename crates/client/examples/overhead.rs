@@ -50,17 +50,21 @@ async fn run_shoal(c: &Client, case: Case) -> f64 {
                             c.get(k).await.unwrap();
                         }
                     } else {
-                        let cmds: Vec<Vec<Vec<u8>>> = (0..case.pipeline)
+                        let cmds: Vec<[&[u8]; 3]> = (0..case.pipeline)
                             .map(|j| {
-                                let k = keys[(i + j) % KEYS_PER_TASK].clone();
+                                let k = keys[(i + j) % KEYS_PER_TASK].as_slice();
                                 if case.set {
-                                    vec![b"SET".to_vec(), k, VALUE.to_vec()]
+                                    [b"SET", k, VALUE]
                                 } else {
-                                    vec![b"GET".to_vec(), k]
+                                    [b"GET", k, b""]
                                 }
                             })
                             .collect();
-                        let r = c.pipeline(&cmds).await.unwrap();
+                        let args: Vec<&[&[u8]]> = cmds
+                            .iter()
+                            .map(|c| if case.set { &c[..] } else { &c[..2] })
+                            .collect();
+                        let r = c.pipeline_args(&args).await.unwrap();
                         assert_eq!(r.len(), case.pipeline);
                     }
                 }

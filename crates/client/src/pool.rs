@@ -284,6 +284,25 @@ impl Client {
         self.send(crate::conn::encode(cmds), cmds.len()).await
     }
 
+    /// [`Client::pipeline`] of borrowed arguments (no owned copy of them is made).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: shoal_client::Client) -> shoal_client::Result<()> {
+    /// let replies = client
+    ///     .pipeline_args(&[&[b"SET", b"k", b"v"], &[b"GET", b"k"]])
+    ///     .await?;
+    /// assert_eq!(replies[1].as_bytes(), Some(&b"v"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn pipeline_args(&self, cmds: &[&[&[u8]]]) -> Result<Vec<Reply>> {
+        let mut bytes = Vec::new();
+        for c in cmds {
+            shoal_resp::encode_request(&mut bytes, c);
+        }
+        self.send(bytes, cmds.len()).await
+    }
+
     /// [`Client::pipeline`] of `n` commands already encoded in `bytes`.
     async fn send(&self, bytes: Vec<u8>, n: usize) -> Result<Vec<Reply>> {
         if self.inner.breaker.is_open() {
