@@ -298,9 +298,8 @@ impl ClusterClient {
             let seen = self.refreshes();
             let r = match (ask.take(), self.owner(slot)) {
                 (Some(addr), _) => {
-                    let c: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
                     let node = self.node(&addr);
-                    match node.pipeline(&[vec![b"ASKING".to_vec()], c]).await {
+                    match node.pipeline_args(&[&[b"ASKING"], args]).await {
                         Ok(mut rs) => match rs.pop() {
                             Some(Reply::Error(t)) => Err(Error::from_reply(t)),
                             Some(r) => Ok(r),

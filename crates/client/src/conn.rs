@@ -1,9 +1,10 @@
 //! One multiplexed TCP connection: many callers share it, each batch of commands is queued to a
 //! writer task, which writes every batch waiting at that moment in one `write_all` (so concurrent
-//! callers pipeline without knowing it), and a reader task parses replies with shoal-resp's
-//! bounded parser and hands each batch its replies in order. In-flight batches are bounded
-//! ([`IN_FLIGHT_MAX`]); a connection that fails is dead for good and its callers get
-//! `Error::Connection` (the pool opens a new one).
+//! callers pipeline without knowing it; with replies outstanding it first lets the other ready
+//! callers queue theirs), and a reader task parses replies with shoal-resp's bounded parser and
+//! hands each batch its replies in order. In-flight batches are bounded ([`IN_FLIGHT_MAX`]); a
+//! connection that fails is dead for good (counted in its pool's `connections_lost`) and its
+//! callers get `Error::Connection` (the pool opens a new one).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
