@@ -24,6 +24,10 @@
 //! is read by another task, a map is read every second): a write made in that time may not be
 //! seen by a read made in it.
 //!
+//! **Own writes.** [`NearCache::set`] and [`NearCache::del`] drop the local copy once the write
+//! is acknowledged, so this process reads its own writes at once (other processes, once the
+//! server's invalidation reaches them).
+//!
 //! Bounded: at most `capacity` keys; a full cache drops an arbitrary tenth of its keys. Link
 //! set-ups are one at a time and, after a failed one, not tried again for [`LINK_RETRY_DELAY`].
 
@@ -414,6 +418,39 @@ impl NearCache {
                 Err(e)
             }
         }
+    }
+
+    /// Drops `key`'s local copy and cancels reads of it in flight.
+    fn forget(&self, key: &[u8]) {
+        let mut l = self.shared.lock();
+        l.values.remove(key);
+        l.pending.remove(key);
+    }
+
+    /// SET through the near cache's server or cluster; this process's next read of `key` sees
+    /// the write (its local copy is dropped once the write is acknowledged, without waiting for
+    /// the server's invalidation). Other processes' near caches hear of it from the server.
+    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let r = match &*self.source {
+            Source::Single { plain, .. } => plain.set(key, value).await,
+            Source::Cluster(c) => c.set(key, value).await,
+        };
+        // Whatever the outcome (a failed write may still have been applied).
+        self.forget(key);
+        r
+    }
+
+    /// DEL of one key, as [`NearCache::set`] for writes: returns whether it existed.
+    pub async fn del(&self, key: &[u8]) -> Result<bool> {
+        let r = match &*self.source {
+            Source::Single { plain, .. } => plain.del(&[key]).await,
+            Source::Cluster(c) => c.cmd(key, &[b"DEL", key]).await.and_then(|r| {
+                r.as_int()
+                    .ok_or_else(|| Error::UnexpectedReply("DEL".into()))
+            }),
+        };
+        self.forget(key);
+        r.map(|n| n > 0)
     }
 
     /// GET through the near cache. Over a cluster, a key whose node moved (`MOVED`) is read

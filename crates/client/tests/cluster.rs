@@ -545,6 +545,41 @@ async fn near_caches_over_a_cluster_hear_every_node_and_drop_what_a_broken_link_
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
+    // A write through a near cache is read back by it at once, and reaches the other.
+    for k in &keys {
+        a.set(k.as_bytes(), b"w").await.unwrap();
+        assert_eq!(
+            a.get(k.as_bytes()).await.unwrap(),
+            Some(b"w".to_vec()),
+            "{k}"
+        );
+    }
+    // A delete through b: b reads the key absent at once, a once its invalidation arrives.
+    assert!(b.del(keys[0].as_bytes()).await.unwrap());
+    assert_eq!(b.get(keys[0].as_bytes()).await.unwrap(), None);
+    until("a hears of the delete", 10, || async {
+        a.get(keys[0].as_bytes()).await.unwrap().is_none()
+    })
+    .await;
+    until("b hears of a's writes", 10, || async {
+        let mut all = true;
+        for k in &keys[1..] {
+            all &= b.get(k.as_bytes()).await.unwrap() == Some(b"w".to_vec());
+        }
+        all
+    })
+    .await;
+    set_all(keys.clone(), "v2").await;
+    until("both hear of v2 again", 10, || async {
+        let mut all = true;
+        for k in &keys {
+            all &= a.get(k.as_bytes()).await.unwrap() == Some(b"v2".to_vec());
+            all &= b.get(k.as_bytes()).await.unwrap() == Some(b"v2".to_vec());
+        }
+        all
+    })
+    .await;
+
     // The server closes b's invalidation connection to one node: the entries b read there are
     // dropped, a write no one tells b about is not missed, and a new link takes over.
     let victim = owner(&keys[0]);
