@@ -98,7 +98,27 @@ impl Default for CacheOptions {
     }
 }
 
-type Flight = Arc<OnceCell<Result<Option<Vec<u8>>>>>;
+type Flight = Arc<OnceCell<Result<Lookup>>>;
+
+/// What [`Cache::get_or_load_marked`] found: the value, and whether it is served stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The value; `None`: the key exists nowhere.
+    pub value: Option<Vec<u8>>,
+    /// Past its TTL, within its stale period ([`CacheOptions::stale`]): served while one
+    /// caller refreshes it. The server marks it in `GETLEASE`'s reply (status `stale`, in RESP2
+    /// and RESP3 alike); a plain `GET` does not tell.
+    pub stale: bool,
+}
+
+impl Lookup {
+    fn fresh(value: Option<Vec<u8>>) -> Lookup {
+        Lookup {
+            value,
+            stale: false,
+        }
+    }
+}
 
 /// A cache-aside front over a [`Client`]. Cheap to clone (shared state).
 ///
@@ -168,7 +188,9 @@ impl Cache {
     }
 
     /// A cache over a whole cluster: each key's requests go to its slot's node (leases are
-    /// granted by the key's primary).
+    /// granted by the key's primary). A node that is down is retried within
+    /// [`Config::retry_budget`](crate::Config::retry_budget) (a failover usually ends in it)
+    /// before the call falls back to the loader.
     pub fn new_cluster(cluster: ClusterClient, opts: CacheOptions) -> Cache {
         Cache::with_backend(Backend::Cluster(cluster), Arc::new(NoMetrics), opts)
     }
@@ -211,13 +233,48 @@ impl Cache {
 
     /// The cached value of `key`, or the loader's (stored for `ttl`). `Ok(None)`: the key exists
     /// nowhere (the loader said so now or earlier, within `negative_ttl`, or the Bloom filter
-    /// does not hold it). Callers of one key in this process share one load.
+    /// does not hold it). Callers of one key in this process share one load. A stale value is
+    /// returned as any value; [`Cache::get_or_load_marked`] tells.
     pub async fn get_or_load<F, Fut, E>(
         &self,
         key: &[u8],
         ttl: Duration,
         loader: F,
     ) -> Result<Option<Vec<u8>>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<Vec<u8>>, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        Ok(self.get_or_load_marked(key, ttl, loader).await?.value)
+    }
+
+    /// [`Cache::get_or_load`], saying whether the value is served stale (with
+    /// [`CacheOptions::stale`] and leases: past its TTL, while one caller refreshes it).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> shoal_client::Result<()> {
+    /// use std::time::Duration;
+    /// use shoal_client::{Cache, CacheOptions, Client, Config};
+    /// let opts = CacheOptions { stale: Duration::from_secs(10), ..CacheOptions::default() };
+    /// let cache = Cache::new(Client::new(Config::new("127.0.0.1:6379")), opts);
+    /// let found = cache
+    ///     .get_or_load_marked(b"price:7", Duration::from_secs(60), || async {
+    ///         Ok::<_, std::io::Error>(Some(b"9.99".to_vec()))
+    ///     })
+    ///     .await?;
+    /// if found.stale {
+    ///     // Up to 10 s old past its TTL; a refresh is under way.
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_or_load_marked<F, Fut, E>(
+        &self,
+        key: &[u8],
+        ttl: Duration,
+        loader: F,
+    ) -> Result<Lookup>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Option<Vec<u8>>, E>> + Send + 'static,
@@ -252,12 +309,7 @@ impl Cache {
 
     /// One caller's way to the value: Bloom guard, then the cache (with or without leases), then
     /// the loader.
-    async fn fetch<F, Fut, E>(
-        &self,
-        key: Vec<u8>,
-        ttl: Duration,
-        loader: F,
-    ) -> Result<Option<Vec<u8>>>
+    async fn fetch<F, Fut, E>(&self, key: Vec<u8>, ttl: Duration, loader: F) -> Result<Lookup>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Option<Vec<u8>>, E>> + Send + 'static,
@@ -268,7 +320,9 @@ impl Cache {
         macro_rules! or_fallback {
             ($e:expr) => {
                 match $e {
-                    Err(e) if e.is_unavailable() => return self.fallback(loader).await,
+                    Err(e) if e.is_unavailable() => {
+                        return self.fallback(loader).await.map(Lookup::fresh);
+                    }
                     r => r?,
                 }
             };
@@ -277,16 +331,16 @@ impl Cache {
             let r = or_fallback!(self.backend.cmd(bloom, &[b"BF.EXISTS", bloom, &key]).await);
             if r.as_int() == Some(0) {
                 m.cache(CacheEvent::BloomReject);
-                return Ok(None);
+                return Ok(Lookup::fresh(None));
             }
         }
         if !self.opts.leases {
             if let Some(v) = or_fallback!(self.backend.get(&key).await) {
-                return Ok(self.decode_hit(v));
+                return Ok(Lookup::fresh(self.decode_hit(v)));
             }
             let v = self.load(loader).await?;
             stored(self.store_plain(&key, ttl, v.as_deref()).await)?;
-            return Ok(v);
+            return Ok(Lookup::fresh(v));
         }
         let deadline = Instant::now() + self.opts.lease_wait_max;
         loop {
@@ -294,7 +348,7 @@ impl Cache {
                 self.backend.cmd(&key, &[b"GETLEASE", &key]).await
             ))?;
             match r {
-                LeaseReply::Hit(v) => return Ok(self.decode_hit(v)),
+                LeaseReply::Hit(v) => return Ok(Lookup::fresh(self.decode_hit(v))),
                 LeaseReply::Stale(v, token) => {
                     m.cache(CacheEvent::Stale);
                     if let Some(token) = token {
@@ -306,25 +360,28 @@ impl Cache {
                             }
                         });
                     }
-                    return Ok(decode(v));
+                    return Ok(Lookup {
+                        value: decode(v),
+                        stale: true,
+                    });
                 }
                 LeaseReply::Miss(Some(token)) => {
                     let v = self.load(loader).await?;
                     stored(self.fill(&key, token, ttl, v.as_deref()).await)?;
-                    return Ok(v);
+                    return Ok(Lookup::fresh(v));
                 }
                 LeaseReply::Miss(None) => {
                     // The server's lease table is full: plain cache-aside.
                     let v = self.load(loader).await?;
                     stored(self.store_plain(&key, ttl, v.as_deref()).await)?;
-                    return Ok(v);
+                    return Ok(Lookup::fresh(v));
                 }
                 LeaseReply::Wait(ms) => {
                     m.cache(CacheEvent::LeaseWait);
                     let now = Instant::now();
                     if now >= deadline {
                         // The holder is slow or gone: load without storing over its lease.
-                        return self.load(loader).await;
+                        return self.load(loader).await.map(Lookup::fresh);
                     }
                     let d = Duration::from_millis(ms).min(deadline - now);
                     tokio::time::sleep(d).await;

@@ -1,11 +1,16 @@
 //! Cluster routing: a slot map read from `CLUSTER SHARDS` (each slot's primary), one pooled
 //! [`Client`] per node, requests sent to the node of their key's slot. `-MOVED` updates the slot's
 //! entry, refreshes the whole map and retries there; `-ASK` retries once on the named node after
-//! `ASKING`; a lost connection refreshes the map and retries. Redirects followed per request are
-//! bounded ([`REDIRECTS_MAX`]); past that the last redirect is returned as [`Error::Redirect`].
+//! `ASKING`; a transient failure (a lost connection, `-CLUSTERDOWN`, `-TRYAGAIN`: a failover under
+//! way) is retried with backoff within [`Config::retry_budget`], the map read again between
+//! tries (one read at a time, shared by the callers that failed together). Redirects followed per
+//! request are bounded ([`REDIRECTS_MAX`]); past that the last redirect is returned as
+//! [`Error::Redirect`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use shoal_resp::Reply;
 
@@ -14,8 +19,24 @@ use crate::pool::{Client, Config};
 
 /// The hash slots of a Redis cluster.
 pub const SLOTS: usize = 16384;
-/// Redirects (MOVED, ASK) or reconnects followed for one request before giving up.
+/// Redirects (MOVED, ASK) followed in a row for one request before giving up.
 pub const REDIRECTS_MAX: usize = 5;
+/// Tries after transient failures for one request, whatever its retry budget.
+pub const RETRIES_MAX: u32 = 100;
+/// Longest pause between two tries of a request: short, so that a failover (a second or two) is
+/// followed promptly.
+const RETRY_DELAY_MAX: Duration = Duration::from_millis(200);
+
+/// Longest wait for one node's `CLUSTER SHARDS` while reading the map (whatever the request
+/// timeout): callers that need the map wait for one read at a time, so a hung node must not
+/// hold them long.
+const MAP_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The pause before try `n + 1` of a request: the pool's backoff, capped at [`RETRY_DELAY_MAX`].
+fn retry_delay(cfg: &Config, n: u32) -> Duration {
+    let mut rng = crate::pool::seed(n as usize);
+    crate::pool::backoff(cfg, n, &mut rng).min(RETRY_DELAY_MAX)
+}
 
 /// CRC16-XMODEM, the checksum Redis Cluster hashes keys with.
 fn crc16(data: &[u8]) -> u16 {
@@ -60,6 +81,9 @@ struct Inner {
     replica_nodes: Mutex<HashMap<String, Client>>,
     /// Round robin over a shard's replicas.
     next_replica: std::sync::atomic::AtomicUsize,
+    /// Map reads finished; one at a time (`refreshing`).
+    refreshes: AtomicU64,
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// A client of a whole cluster. Cheap to clone.
@@ -90,10 +114,17 @@ impl ClusterClient {
                 nodes: Mutex::new(HashMap::new()),
                 replica_nodes: Mutex::new(HashMap::new()),
                 next_replica: std::sync::atomic::AtomicUsize::new(0),
+                refreshes: AtomicU64::new(0),
+                refreshing: tokio::sync::Mutex::new(()),
             }),
         };
         c.refresh().await?;
         Ok(c)
+    }
+
+    /// The settings every node's pool is made with.
+    pub fn config(&self) -> &Config {
+        &self.inner.base
     }
 
     /// The pooled client of one node.
@@ -164,8 +195,10 @@ impl ClusterClient {
 
     /// A read-only command on `key`'s primary, or, when the primary is unavailable (down, its
     /// breaker open), on one of its replicas: reads go on during a failover, possibly stale.
+    /// When no replica answers either, the primary path is retried as [`ClusterClient::cmd`]
+    /// does.
     pub async fn cmd_read(&self, key: &[u8], args: &[&[u8]]) -> Result<Reply> {
-        match self.cmd(key, args).await {
+        match self.route(key, args, Duration::ZERO).await {
             Err(e) if e.is_unavailable() => {
                 for addr in self.replicas(key_slot(key)) {
                     match self.replica_node(&addr).cmd(args).await {
@@ -173,7 +206,7 @@ impl ClusterClient {
                         r => return r,
                     }
                 }
-                Err(e)
+                self.cmd(key, args).await
             }
             r => r,
         }
@@ -187,6 +220,28 @@ impl ClusterClient {
 
     /// Reads the slot map again (`CLUSTER SHARDS`) from a known node or a seed.
     pub async fn refresh(&self) -> Result<()> {
+        let seen = self.refreshes();
+        self.refresh_after(seen).await
+    }
+
+    /// Map reads finished so far (successful or not).
+    fn refreshes(&self) -> u64 {
+        self.inner.refreshes.load(Relaxed)
+    }
+
+    /// Reads the map again unless a read finished after `seen` was taken: callers that failed
+    /// together (a node died under many tasks) share one read instead of each sending one.
+    async fn refresh_after(&self, seen: u64) -> Result<()> {
+        let _one = self.inner.refreshing.lock().await;
+        if self.refreshes() != seen {
+            return Ok(());
+        }
+        let r = self.read_map().await;
+        self.inner.refreshes.fetch_add(1, Relaxed);
+        r
+    }
+
+    async fn read_map(&self) -> Result<()> {
         let mut candidates: Vec<String> = {
             let slots = self.inner.slots.read().unwrap_or_else(|e| e.into_inner());
             let mut v: Vec<String> = slots.iter().flatten().map(|a| a.to_string()).collect();
@@ -197,7 +252,12 @@ impl ClusterClient {
         candidates.extend(self.inner.seeds.iter().cloned());
         let mut last = Error::Connection("no seed".into());
         for addr in candidates {
-            match self.node(&addr).cmd(&[b"CLUSTER", b"SHARDS"]).await {
+            let asked = self.node(&addr);
+            let asked = asked.cmd(&[b"CLUSTER", b"SHARDS"]);
+            let answer = tokio::time::timeout(MAP_READ_TIMEOUT, asked)
+                .await
+                .unwrap_or(Err(Error::Timeout));
+            match answer {
                 Ok(r) => match parse_shards(r) {
                     Ok((map, replicas)) => {
                         *self.inner.slots.write().unwrap_or_else(|e| e.into_inner()) = map;
@@ -216,73 +276,86 @@ impl ClusterClient {
         Err(last)
     }
 
-    /// Runs `args` on the node serving `key`'s slot, following redirects.
+    /// Runs `args` on the node serving `key`'s slot. Follows `MOVED` (updating the map) and
+    /// `ASK`, at most [`REDIRECTS_MAX`] in a row. A transient failure ([`Error::is_transient`]:
+    /// the node died, the cluster is between primaries) is retried with backoff, the map read
+    /// again before each try, until [`Config::retry_budget`] is spent or [`RETRIES_MAX`] tries
+    /// were made; so a failover costs callers latency, not errors. A request whose connection
+    /// failed may have been applied: with [`Config::retry_on_reconnect`] off, such a failure is
+    /// returned instead of retried.
     pub async fn cmd(&self, key: &[u8], args: &[&[u8]]) -> Result<Reply> {
+        self.route(key, args, self.inner.base.retry_budget).await
+    }
+
+    /// [`ClusterClient::cmd`] with a retry budget of its own (zero: one try, redirects aside).
+    async fn route(&self, key: &[u8], args: &[&[u8]], budget: Duration) -> Result<Reply> {
         let slot = key_slot(key);
-        let mut target = self.owner(slot);
-        let mut asking = false;
-        let mut last = Error::Connection(format!("no node serves slot {slot}"));
-        for _ in 0..=REDIRECTS_MAX {
-            let Some(addr) = target.clone() else {
-                self.refresh().await?;
-                target = self.owner(slot);
-                continue;
-            };
-            let node = self.node(&addr);
-            let r = if asking {
-                let c: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
-                let mut rs = node.pipeline(&[vec![b"ASKING".to_vec()], c]).await?;
-                match rs.pop() {
-                    Some(Reply::Error(t)) => Err(Error::from_reply(t)),
-                    Some(r) => Ok(r),
-                    None => Err(Error::Protocol("no reply".into())),
+        let cfg = &self.inner.base;
+        let started = Instant::now();
+        let (mut redirects, mut retries) = (0, 0u32);
+        let mut ask: Option<String> = None;
+        loop {
+            let seen = self.refreshes();
+            let r = match (ask.take(), self.owner(slot)) {
+                (Some(addr), _) => {
+                    let node = self.node(&addr);
+                    match node.pipeline_args(&[&[b"ASKING"], args]).await {
+                        Ok(mut rs) => match rs.pop() {
+                            Some(Reply::Error(t)) => Err(Error::from_reply(t)),
+                            Some(r) => Ok(r),
+                            None => Err(Error::Protocol("no reply".into())),
+                        },
+                        Err(e) => Err(e),
+                    }
                 }
-            } else {
-                node.cmd(args).await
+                (None, Some(addr)) => self.node(&addr).cmd(args).await,
+                (None, None) => Err(Error::Reply(format!(
+                    "CLUSTERDOWN no node serves slot {slot} in the client's map"
+                ))),
             };
-            asking = false;
-            match r {
-                Err(Error::Redirect {
-                    ask: false,
-                    slot: s,
-                    addr,
-                }) => {
+            let e = match r {
+                Err(e @ Error::Redirect { .. }) => e,
+                Err(e) if e.is_transient() => e,
+                other => return other,
+            };
+            if let Error::Redirect {
+                ask: is_ask,
+                slot: s,
+                addr,
+            } = &e
+            {
+                redirects += 1;
+                if redirects > REDIRECTS_MAX {
+                    return Err(e);
+                }
+                if *is_ask {
+                    ask = Some(addr.clone());
+                } else {
                     {
                         let mut slots = self.inner.slots.write().unwrap_or_else(|e| e.into_inner());
-                        slots[s as usize] = Some(Arc::from(addr.as_str()));
+                        slots[*s as usize] = Some(Arc::from(addr.as_str()));
                     }
                     // The rest of the map probably moved too (a reshard, a failover).
-                    let _ = self.refresh().await;
-                    target = Some(addr.clone());
-                    last = Error::Redirect {
-                        ask: false,
-                        slot: s,
-                        addr,
-                    };
+                    let _ = self.refresh_after(seen).await;
+                    // The map read may be older than the redirect: the redirect wins.
+                    let mut slots = self.inner.slots.write().unwrap_or_else(|e| e.into_inner());
+                    slots[*s as usize] = Some(Arc::from(addr.as_str()));
                 }
-                Err(Error::Redirect {
-                    ask: true,
-                    slot: s,
-                    addr,
-                }) => {
-                    asking = true;
-                    target = Some(addr.clone());
-                    last = Error::Redirect {
-                        ask: true,
-                        slot: s,
-                        addr,
-                    };
-                }
-                Err(e) if e.is_connection_level() => {
-                    // The node may be gone (a failover): ask the others who serves the slot.
-                    let _ = self.refresh().await;
-                    target = self.owner(slot);
-                    last = e;
-                }
-                other => return other,
+                continue;
             }
+            if e.is_connection_level() && !cfg.retry_on_reconnect {
+                return Err(e);
+            }
+            retries += 1;
+            let delay = retry_delay(cfg, retries);
+            if retries > RETRIES_MAX || started.elapsed() + delay > budget {
+                return Err(e);
+            }
+            tokio::time::sleep(delay).await;
+            // The node may be gone (a failover): ask the others who serves the slot.
+            let _ = self.refresh_after(seen).await;
+            redirects = 0;
         }
-        Err(last)
     }
 
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {

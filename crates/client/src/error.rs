@@ -43,6 +43,19 @@ impl Error {
         self.is_connection_level() || *self == Error::CircuitOpen
     }
 
+    /// Whether the failure is expected to pass on its own (a failover, a node restarting, a slot
+    /// moving): connection-level, an open breaker, or the server's `-CLUSTERDOWN`, `-TRYAGAIN`
+    /// or `-LOADING`. [`ClusterClient`](crate::ClusterClient) retries these within
+    /// [`Config::retry_budget`](crate::Config::retry_budget).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Reply(t) => ["CLUSTERDOWN ", "TRYAGAIN ", "LOADING "]
+                .iter()
+                .any(|p| t.starts_with(p)),
+            e => e.is_unavailable(),
+        }
+    }
+
     /// Reads a redirect from an error reply's text.
     pub(crate) fn from_reply(text: String) -> Error {
         let mut it = text.split(' ');
@@ -105,5 +118,14 @@ mod tests {
             Error::from_reply("MOVED nonsense".into()),
             Error::Reply("MOVED nonsense".into())
         );
+        let transient = |t: &str| Error::from_reply(t.into()).is_transient();
+        assert!(transient("CLUSTERDOWN The cluster is down"));
+        assert!(transient(
+            "TRYAGAIN Multiple keys request during rehashing of slot"
+        ));
+        assert!(transient("LOADING Redis is loading the dataset in memory"));
+        assert!(!transient("ERR wrong number of arguments"));
+        assert!(!transient("MOVED 1 h:1"));
+        assert!(Error::CircuitOpen.is_transient() && Error::Timeout.is_transient());
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use shoal_resp::Reply;
 use tokio::sync::Mutex;
 
-use crate::conn::Conn;
+use crate::conn::{Conn, SendError};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, NoMetrics};
 
@@ -28,7 +28,9 @@ pub struct Config {
     /// Longest delay between reconnection attempts.
     pub backoff_max: Duration,
     /// Send a batch again, once, on a new connection when a pooled connection turned out to be
-    /// closed (a server restart). Off when a write must never risk being applied twice.
+    /// closed (a server restart) before the batch left. [`ClusterClient`](crate::ClusterClient)
+    /// also resends a request whose connection failed after it was sent (it may have been
+    /// applied): off when a write must never risk being applied twice.
     pub retry_on_reconnect: bool,
     /// Commands sent on every new connection before any request (e.g. `AUTH`, `SELECT`,
     /// `CLIENT TRACKING on REDIRECT id`); an error reply to one fails the connect.
@@ -37,10 +39,16 @@ pub struct Config {
     pub breaker_failures: u32,
     /// How long an open breaker fails requests at once before letting them try again.
     pub breaker_cooldown: Duration,
+    /// [`ClusterClient`](crate::ClusterClient): how long one request keeps being retried (with
+    /// backoff, the slot map read again between tries) while it fails for a passing reason — a
+    /// lost connection, a timeout, an open breaker, `-CLUSTERDOWN`, `-TRYAGAIN`, `-LOADING`, a
+    /// slot without an owner — as during a failover. Past it the last error is returned.
+    pub retry_budget: Duration,
 }
 
 impl Config {
-    /// Defaults for `addr`: 2 connections, 1 s connect and request timeouts, backoff 10 ms to 1 s.
+    /// Defaults for `addr`: 2 connections, 1 s connect and request timeouts, backoff 10 ms to 1 s,
+    /// a cluster request retried for up to 5 s.
     pub fn new(addr: impl Into<String>) -> Config {
         Config {
             addr: addr.into(),
@@ -53,6 +61,7 @@ impl Config {
             on_connect: Vec::new(),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(1),
+            retry_budget: Duration::from_secs(5),
         }
     }
 }
@@ -111,6 +120,8 @@ struct Inner {
     live: Vec<std::sync::Mutex<Option<Conn>>>,
     next: AtomicUsize,
     metrics: Arc<dyn Metrics>,
+    /// Connections that died so far.
+    lost: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A pooled client of one server. Cheap to clone (shared pool).
@@ -139,7 +150,7 @@ pub fn cmd(args: &[&str]) -> Vec<Vec<u8>> {
     args.iter().map(|a| a.as_bytes().to_vec()).collect()
 }
 
-fn seed(i: usize) -> u64 {
+pub(crate) fn seed(i: usize) -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -201,6 +212,7 @@ impl Client {
                 slots,
                 next: AtomicUsize::new(0),
                 metrics,
+                lost: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             }),
         }
     }
@@ -233,7 +245,7 @@ impl Client {
             }
         }
         let setup = async {
-            let c = Conn::connect(&cfg.addr).await?;
+            let c = Conn::connect(&cfg.addr, self.inner.lost.clone()).await?;
             for r in c.pipeline(&cfg.on_connect).await? {
                 if let Reply::Error(t) = r {
                     c.kill();
@@ -269,11 +281,36 @@ impl Client {
     /// other batches in flight on it: its replies can no longer be trusted to come) or a lost
     /// connection.
     pub async fn pipeline(&self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>> {
+        self.send(crate::conn::encode(cmds), cmds.len()).await
+    }
+
+    /// [`Client::pipeline`] of borrowed arguments (no owned copy of them is made).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: shoal_client::Client) -> shoal_client::Result<()> {
+    /// let replies = client
+    ///     .pipeline_args(&[&[b"SET", b"k", b"v"], &[b"GET", b"k"]])
+    ///     .await?;
+    /// assert_eq!(replies[1].as_bytes(), Some(&b"v"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn pipeline_args(&self, cmds: &[&[&[u8]]]) -> Result<Vec<Reply>> {
+        let mut bytes = Vec::new();
+        for c in cmds {
+            shoal_resp::encode_request(&mut bytes, c);
+        }
+        self.send(bytes, cmds.len()).await
+    }
+
+    /// [`Client::pipeline`] of `n` commands already encoded in `bytes`.
+    async fn send(&self, bytes: Vec<u8>, n: usize) -> Result<Vec<Reply>> {
         if self.inner.breaker.is_open() {
             return Err(Error::CircuitOpen);
         }
         let started = Instant::now();
         let i = self.inner.next.fetch_add(1, Relaxed) % self.inner.slots.len();
+        let mut bytes = Some(bytes);
         let mut attempts = 0;
         let r = loop {
             attempts += 1;
@@ -282,39 +319,44 @@ impl Client {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
                 .filter(|c| !c.is_dead());
-            let (conn, reused) = match live {
-                Some(c) => (c, true),
+            let conn = match live {
+                Some(c) => c,
                 None => {
                     let mut slot = self.inner.slots[i].lock().await;
                     if slot.conn.as_ref().is_some_and(Conn::is_dead) {
                         slot.conn = None;
                     }
-                    let reused = slot.conn.is_some();
                     if let Err(e) = self.ensure(&mut slot).await {
                         break Err(e);
                     }
                     let c = slot.conn.clone().expect("connected");
                     *self.inner.live[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
-                    (c, reused)
+                    c
                 }
             };
-            let r = match tokio::time::timeout(self.inner.cfg.request_timeout, conn.pipeline(cmds))
-                .await
-            {
+            let out = bytes.take().expect("the batch is here until sent");
+            let sent = conn.send(out, n);
+            let r = match tokio::time::timeout(self.inner.cfg.request_timeout, sent).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Timeout),
+                Err(_) => Err(SendError::Failed(Error::Timeout)),
             };
             match r {
                 Ok(replies) => break Ok(replies),
-                Err(e) => {
+                // The pooled connection was found closed (a server restart) before the batch
+                // left: it goes, once, on a new connection.
+                Err(SendError::NotSent(b))
+                    if attempts == 1 && self.inner.cfg.retry_on_reconnect =>
+                {
                     conn.kill();
-                    let retry = reused
-                        && attempts == 1
-                        && self.inner.cfg.retry_on_reconnect
-                        && matches!(e, Error::Connection(_));
-                    if !retry {
-                        break Err(e);
-                    }
+                    bytes = Some(b);
+                }
+                Err(SendError::NotSent(_)) => {
+                    conn.kill();
+                    break Err(Error::Connection("connection closed".into()));
+                }
+                Err(SendError::Failed(e)) => {
+                    conn.kill();
+                    break Err(e);
                 }
             }
         };
@@ -322,10 +364,14 @@ impl Client {
             &self.inner.cfg,
             r.as_ref().is_err_and(Error::is_connection_level),
         );
-        self.inner
-            .metrics
-            .request(cmds.len(), started.elapsed(), r.is_ok());
+        self.inner.metrics.request(n, started.elapsed(), r.is_ok());
         r
+    }
+
+    /// Connections of this pool that died so far (closed by either side, timed out, failed).
+    /// What a connection set up on the server died with it: a near cache's tracked reads.
+    pub fn connections_lost(&self) -> u64 {
+        self.inner.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the circuit breaker is open now (requests fail with [`Error::CircuitOpen`]).
@@ -335,8 +381,9 @@ impl Client {
 
     /// One command; an error reply is an [`Error`].
     pub async fn cmd(&self, args: &[&[u8]]) -> Result<Reply> {
-        let c: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
-        let mut r = self.pipeline(std::slice::from_ref(&c)).await?;
+        let mut bytes = Vec::new();
+        shoal_resp::encode_request(&mut bytes, args);
+        let mut r = self.send(bytes, 1).await?;
         match r.pop() {
             Some(Reply::Error(t)) => Err(Error::from_reply(t)),
             Some(r) => Ok(r),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use shoal_client::{Cache, CacheOptions, Client, Config, Error, Reply, cmd};
+use shoal_client::{Cache, CacheOptions, Client, Config, Error, Lookup, Reply, cmd};
 
 /// The shoal binary next to this test's directory (`target/debug/shoal`).
 fn shoal_bin() -> std::path::PathBuf {
@@ -330,6 +330,69 @@ async fn a_stale_value_is_served_while_one_caller_refreshes_it() {
     })
     .await;
     assert_eq!(calls.load(SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_served_stale_is_marked_so_and_its_refresh_is_fresh() {
+    let s = shoal(0);
+    let cache = Cache::new(
+        client(&s),
+        CacheOptions {
+            stale: Duration::from_secs(60),
+            ttl_jitter_percent: 0,
+            ..CacheOptions::default()
+        },
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let loaded = cache
+        .get_or_load_marked(
+            b"m",
+            Duration::from_millis(50),
+            counting(&calls, 0, Some("v1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded,
+        Lookup {
+            value: Some(b"v1".to_vec()),
+            stale: false
+        }
+    );
+    // Fresh until its TTL; then served marked stale while one refresh (v2) runs.
+    let mut stale = None;
+    eventually("the value is served stale", async || {
+        let r = cache
+            .get_or_load_marked(
+                b"m",
+                Duration::from_secs(60),
+                counting(&calls, 0, Some("v2")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.value, Some(b"v1".to_vec()), "v1 until a refresh: {r:?}");
+        if r.stale {
+            stale = Some(r);
+        }
+        stale.is_some()
+    })
+    .await;
+    eventually("the refreshed value is served fresh", async || {
+        let r = cache
+            .get_or_load_marked(
+                b"m",
+                Duration::from_secs(60),
+                counting(&calls, 0, Some("v3")),
+            )
+            .await
+            .unwrap();
+        r == Lookup {
+            value: Some(b"v2".to_vec()),
+            stale: false,
+        }
+    })
+    .await;
+    assert_eq!(calls.load(SeqCst), 2, "one load, one refresh");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,9 @@
 //! the later, hard deadline; the stale-after one is kept in the entry (`Entry::stale_ms`), so it
 //! replicates in `SHOALPUT`, is saved in snapshots, moves with slot migration and survives a
 //! restart like any expiry. Plain GET returns a stale value as any value, so Redis clients keep
-//! working; only GETLEASE tells fresh from stale. A write that replaces the value without STALE
+//! working; only GETLEASE tells fresh from stale, by its status (`stale`), in RESP3 as in RESP2:
+//! the same three-element array, its nulls RESP3's `_` (a map or an attribute on GET would give
+//! RESP3 clients a second shape to parse for no more information). A write that replaces the value without STALE
 //! (SET, SETLEASE without STALE) ends it; EXPIRE and PERSIST change the hard deadline only.
 //!
 //! **Why a write between grant and fill drops the fill.** A token is the HLC value taken when it

@@ -383,6 +383,31 @@ fn broadcast(t: &mut Table, due: &mut Vec<Due>) {
     }
 }
 
+/// Slots this node gave away (a slot move settled): every tracked key in them is invalidated,
+/// as Redis's MIGRATE does by deleting the keys it moves. The new owner knows nothing of who read
+/// them, and this node drops its copies slowly and without telling, so a client-side cache
+/// would otherwise keep the old value of a key now written elsewhere. (BCAST clients are not
+/// told: they track prefixes, not reads.)
+pub fn invalidate_slots(srv: &ServerState, moved: impl Fn(u16) -> bool, now_ms: u64) {
+    if !srv.tracking.active() {
+        return;
+    }
+    let mut due = Vec::new();
+    {
+        let mut t = srv.tracking.table.lock().expect("tracking lock");
+        let keys: Vec<Box<[u8]>> = t
+            .keys
+            .keys()
+            .filter(|k| moved(shoal_keyspace::slot::key_slot(k)))
+            .cloned()
+            .collect();
+        for k in keys {
+            invalidate_in_table(&mut t, &k, None, &mut due);
+        }
+    }
+    send_all(srv, due, now_ms);
+}
+
 /// FLUSHALL / FLUSHDB: every tracking client gets a null invalidation; the table is emptied.
 pub fn on_flush(srv: &ServerState, now_ms: u64) {
     if !srv.tracking.active() {

@@ -85,6 +85,12 @@ pub fn spawn_exports(srv: &Arc<ServerState>, node: &Arc<ClusterNode>, jobs: Vec<
             let ms = started.elapsed().as_millis() as u64;
             match r {
                 Ok(()) => {
+                    // Client-side caches drop what they read here before the move is reported.
+                    shoal_commands::tracking::invalidate_slots(
+                        &srv,
+                        |s| job.ranges.iter().any(|r| r.start <= s && s <= r.end),
+                        now,
+                    );
                     job.set(JobState::Success, "", now);
                     tracing::info!(job = %job.name, slots = %job.ranges_text(), target = %job.target, ms, "slot migration done: slots moved");
                     // The slots are the target's: what is left here goes, a little at a time.

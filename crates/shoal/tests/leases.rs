@@ -2,8 +2,8 @@
 //! one caller of a missing key gets the token, the others are told to wait; only the token's fill
 //! is stored, and only if nothing wrote or deleted the key since it was granted; an expired lease
 //! is taken over; a value written with STALE is served stale after its expiry option, with a
-//! refresh lease for the first reader, and that deadline replicates, survives a failover and a
-//! restart.
+//! refresh lease for the first reader (marked `stale` in GETLEASE's reply in RESP3 too, plain
+//! GET staying plain), and that deadline replicates, survives a failover and a restart.
 
 mod common;
 
@@ -334,4 +334,43 @@ fn the_stale_deadline_replicates_survives_failover_and_restart() {
     );
     assert_eq!(getlease(&mut rc, "plain").0, "hit");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn resp3_clients_see_stale_marked_in_getlease_and_a_plain_value_from_get() {
+    let s = Shoal::start(&[]);
+    let mut r = s.raw();
+    assert!(r.call(&["HELLO", "3"]).starts_with('%'));
+    let mut other = s.raw();
+    assert!(other.call(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(
+        r.call(&["SETSTALE", "k", "v1", "PX", "60000", "STALE", "60000"]),
+        "+OK\r\n"
+    );
+    // Fresh: `hit`, the value, a RESP3 null where a token would be.
+    assert_eq!(
+        r.call(&["GETLEASE", "k"]),
+        "*3\r\n+hit\r\n$2\r\nv1\r\n_\r\n"
+    );
+    assert_eq!(
+        r.call(&["SETSTALE", "k", "v1", "PX", "1", "STALE", "60000"]),
+        "+OK\r\n"
+    );
+    // Stale: the status says so; the first reader gets a refresh token, the next a null.
+    let mut first = String::new();
+    wait_until("GETLEASE k answers stale", || {
+        first = r.call(&["GETLEASE", "k"]);
+        first.starts_with("*3\r\n+stale\r\n")
+    });
+    let token = first
+        .strip_prefix("*3\r\n+stale\r\n$2\r\nv1\r\n:")
+        .and_then(|t| t.strip_suffix("\r\n"))
+        .and_then(|t| t.parse::<i64>().ok());
+    assert!(token.is_some(), "{first:?}");
+    assert_eq!(
+        other.call(&["GETLEASE", "k"]),
+        "*3\r\n+stale\r\n$2\r\nv1\r\n_\r\n"
+    );
+    // Plain GET stays plain: the value as any value, in RESP3 as in RESP2.
+    assert_eq!(other.call(&["GET", "k"]), "$2\r\nv1\r\n");
 }

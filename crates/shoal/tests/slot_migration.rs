@@ -2,7 +2,8 @@
 //! of a cluster formed by `shoal cluster create` while clients keep writing single keys, multi-key
 //! commands on hash tags and transactions; they see redirects only, no acknowledged write is lost,
 //! and the slot digests of source and target are compared at the flip
-//! (`cluster-migration-verify yes`).
+//! (`cluster-migration-verify yes`). A source invalidates what tracking clients read of the
+//! slots it gave away.
 
 mod common;
 
@@ -664,4 +665,41 @@ fn a_move_whose_source_dies_leaves_one_owner_and_no_stray_keys() {
         "source killed during its move: import {}",
         imported["state"]
     );
+}
+
+#[test]
+fn a_source_invalidates_what_tracking_clients_read_of_the_slots_it_gave_away() {
+    let _turn = many_nodes();
+    let nodes: Vec<Shoal> = (0..3).map(|_| node()).collect();
+    create(&nodes);
+    let (source, target) = (&nodes[0], &nodes[1]);
+    let moving = fill_slots(source, 0..100, 1).remove(0);
+    let staying = fill_slots(source, 200..300, 1).remove(0);
+    let mut r = source.raw();
+    assert!(r.call(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(r.call(&["CLIENT", "TRACKING", "on"]), "+OK\r\n");
+    let bulk = |k: &str| format!("${}\r\n{k}\r\n", k.len());
+    assert_eq!(r.call(&["GET", &moving]), bulk(&moving));
+    assert_eq!(r.call(&["GET", &staying]), bulk(&staying));
+    let target_id = id(target);
+    let started: String = q(
+        &mut source.client(),
+        &[
+            "CLUSTER",
+            "MIGRATESLOTS",
+            "SLOTSRANGE",
+            "0",
+            "99",
+            "NODE",
+            &target_id,
+        ],
+    );
+    assert_eq!(started, "OK");
+    assert_eq!(wait_job_done(source, "0-99")["state"], "success");
+    // The moved key's invalidation, and nothing for the key that stayed.
+    assert_eq!(
+        String::from_utf8_lossy(&r.reply()),
+        format!(">2\r\n$10\r\ninvalidate\r\n*1\r\n{}", bulk(&moving))
+    );
+    assert_eq!(r.call(&["PING"]), "+PONG\r\n");
 }
