@@ -138,8 +138,8 @@ pub fn script_needs_fetch(
 pub const SCRIPT_COLD_ERROR: &str =
     "ERR this script reads a key whose value is on the disk tier: name the key in KEYS";
 
-/// The tier's figures (`INFO tiered`, the Prometheus metrics): counters, and the keys and
-/// (estimated: keys × average value written) bytes on disk now.
+/// The tier's figures (`INFO tiered`, the Prometheus metrics): counters, and the keys and bytes
+/// (the values' footprint on disk, page-rounded) on the tier now.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TierFigures {
     pub enabled: bool,
@@ -167,12 +167,11 @@ pub fn figures(srv: &ServerState) -> TierFigures {
     };
     let info = store.info();
     let keys = srv.ks.cold_keys() as u64;
-    let avg = info.bytes_written.checked_div(info.writes).unwrap_or(0);
     TierFigures {
         enabled: true,
         info,
         keys_on_disk: keys,
-        bytes_on_disk: (keys * avg).min(info.capacity_bytes),
+        bytes_on_disk: info.live_bytes,
     }
 }
 
@@ -187,7 +186,7 @@ pub fn info_section(srv: &ServerState, t: &mut String) {
         "tiered_enabled:{}\r\ntiered_capacity_bytes:{}\r\ntiered_bytes_on_disk:{}\r\n\
          tiered_keys_on_disk:{}\r\ntiered_writes:{}\r\ntiered_bytes_written:{}\r\n\
          tiered_reads:{}\r\ntiered_read_misses:{}\r\ntiered_promotions:{}\r\n\
-         tiered_hit_ratio:{:.4}\r\n",
+         tiered_hit_ratio:{:.4}\r\ntiered_dropped_full:{}\r\ntiered_dropped_busy:{}\r\n",
         f.enabled as u8,
         i.capacity_bytes,
         f.bytes_on_disk,
@@ -198,5 +197,7 @@ pub fn info_section(srv: &ServerState, t: &mut String) {
         i.read_misses,
         i.promotions,
         f.hit_ratio(),
+        i.dropped_full,
+        i.dropped_busy,
     );
 }

@@ -168,6 +168,96 @@ fn a_data_set_five_times_maxmemory_is_read_back_whole() {
     );
 }
 
+/// A tiered node whose disk tier is `tier` (e.g. "16mb").
+fn tiered_small(tier: &str) -> Shoal {
+    Shoal::start(&[
+        "--maxmemory",
+        MAXMEMORY,
+        "--maxmemory-policy",
+        "allkeys-lru",
+        "--tiered-storage",
+        "yes",
+        "--tiered-storage-max-bytes",
+        tier,
+    ])
+}
+
+/// Disk footprint of one test value: foyer writes whole 4 KB pages, and a 4 KB value with its
+/// headers takes two.
+const VALUE_DISK_BYTES: usize = 8192;
+
+#[test]
+fn a_small_tier_that_holds_the_live_data_loses_no_key_through_reclaims() {
+    // 16 MB of tier: values may fill 75% of it (12 MB, 1536 values); 1500 keys of which about
+    // 1000 are on disk, then every key read five times over in shuffled order: each read puts
+    // a value back in memory and pushes another out, so foyer reclaims its blocks over and over
+    // while the live values still fit.
+    let s = tiered_small("16mb");
+    let mut c = s.client();
+    let n = 1500;
+    let want = fill(&mut c, n);
+    let cold = keys_on_disk(&mut c) as usize;
+    assert!(cold > n / 3, "only {cold} of {n} keys on disk");
+    assert!(
+        cold * VALUE_DISK_BYTES <= 12 << 20,
+        "{cold} keys on disk do not fit"
+    );
+    for _ in 0..5 {
+        check_all(&mut c, &want);
+    }
+    // Values went out and came back: what was written takes several times the tier's size.
+    let writes = info_u64(&mut c, "tiered", "tiered_writes") as usize;
+    assert!(
+        writes * VALUE_DISK_BYTES > 3 * (16 << 20),
+        "only {writes} values written to the tier"
+    );
+    assert_eq!(info_u64(&mut c, "tiered", "tiered_read_misses"), 0);
+    assert_eq!(info_u64(&mut c, "tiered", "tiered_dropped_full"), 0);
+    assert_eq!(info_u64(&mut c, "stats", "evicted_keys"), 0);
+    assert_eq!(q::<usize>(&mut c, &["DBSIZE"]), n);
+}
+
+#[test]
+fn a_tier_too_small_for_the_data_drops_victims_and_counts_them() {
+    // 4 MB of tier holds at most 3 MB of values (384 of these): writing 2000 keys (about 1100
+    // beyond memory) must evict, and say so; no key is lost silently (every key present holds
+    // its value, and the keys missing are exactly those counted as evicted).
+    let s = tiered_small("4mb");
+    let mut c = s.client();
+    let n = 2000;
+    let mut want = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            p.cmd("SET").arg(key(i)).arg(value(i, 0)).ignore();
+        }
+        let _: () = p.query(&mut c).expect("fill pipeline");
+        want.extend(chunk.iter().map(|&i| value(i, 0)));
+    }
+    let dropped = info_u64(&mut c, "tiered", "tiered_dropped_full");
+    let evicted = info_u64(&mut c, "stats", "evicted_keys");
+    assert!(dropped > 0, "the tier never said it was full");
+    assert!(evicted >= dropped, "evicted {evicted} < dropped {dropped}");
+    let on_disk = info_u64(&mut c, "tiered", "tiered_bytes_on_disk");
+    assert!(on_disk <= 3 << 20, "{on_disk} bytes on a 4 MB tier");
+    assert_eq!(q::<u64>(&mut c, &["DBSIZE"]), n as u64 - evicted);
+    // Reading a cold key back pushes another out, and the tier being full, that one is evicted:
+    // a key is missing only if it was evicted before it was read.
+    let mut missing = 0;
+    for (i, v) in want.iter().enumerate() {
+        match q::<Option<String>>(&mut c, &["GET", &key(i)]) {
+            Some(got) => assert!(&got == v, "{} holds another value", key(i)),
+            None => missing += 1,
+        }
+    }
+    let evicted = info_u64(&mut c, "stats", "evicted_keys");
+    assert!(
+        missing <= evicted,
+        "{missing} keys missing, {evicted} evicted"
+    );
+    assert_eq!(info_u64(&mut c, "tiered", "tiered_read_misses"), 0);
+}
+
 #[test]
 fn writes_deletes_and_expirations_of_cold_keys() {
     let s = tiered(&[]);
