@@ -103,8 +103,69 @@ pub fn cold_keys(
         }
     } else {
         look(client.db, spec, args);
+        if matches!(spec.name, "sort" | "sort_ro") && req.keys.is_empty() {
+            sort_pattern_keys(srv, client.db, args, &mut req);
+        }
     }
     (!req.keys.is_empty()).then_some(req)
+}
+
+/// SORT's BY and GET patterns name, for each element of the sorted key, other keys it reads
+/// (key specs cannot say which): those that are cold are fetched too. Looked at once the sorted
+/// key itself is in memory (a first round fetches it). Not inside EXEC, where SORT's pattern keys
+/// on disk read as missing (as they do for a script).
+fn sort_pattern_keys(srv: &ServerState, db: usize, args: &Args<'_>, req: &mut FetchRequest) {
+    let mut patterns = Vec::new();
+    let mut i = 2;
+    while i < args.len() {
+        let a = args.get(i);
+        let skip = if a.eq_ignore_ascii_case(b"by") || a.eq_ignore_ascii_case(b"get") {
+            if i + 1 < args.len() {
+                patterns.push(args.get(i + 1));
+            }
+            2
+        } else if a.eq_ignore_ascii_case(b"limit") {
+            3
+        } else if a.eq_ignore_ascii_case(b"store") {
+            2
+        } else {
+            1
+        };
+        i += skip;
+    }
+    if patterns.is_empty() {
+        return;
+    }
+    let source = args.get(1);
+    let slot = key_slot(source);
+    let elements = {
+        let shard = srv.ks.lock(srv.ks.shard_of(slot));
+        match shard.peek(db, slot, source, 0) {
+            Some(e) if e.cold().is_none() => crate::sort::elements_of(Some(e))
+                .map(|(v, _)| v)
+                .unwrap_or_default(),
+            _ => return,
+        }
+    };
+    for element in &elements {
+        for pattern in &patterns {
+            let crate::sort::Target::Key { key, .. } = crate::sort::target(pattern, element) else {
+                continue;
+            };
+            if req.keys.len() >= FETCH_KEYS_PER_ROUND_MAX {
+                return;
+            }
+            let slot = key_slot(&key);
+            let cold = srv
+                .ks
+                .lock(srv.ks.shard_of(slot))
+                .cold_handle(db, slot, &key)
+                .is_some();
+            if cold && !req.keys.iter().any(|(d, k)| *d == db && *k == key) {
+                req.keys.push((db, key));
+            }
+        }
+    }
 }
 
 /// Whether a command a script calls (in database `db`) needs a cold value. A script cannot wait
@@ -186,7 +247,8 @@ pub fn info_section(srv: &ServerState, t: &mut String) {
         "tiered_enabled:{}\r\ntiered_capacity_bytes:{}\r\ntiered_bytes_on_disk:{}\r\n\
          tiered_keys_on_disk:{}\r\ntiered_writes:{}\r\ntiered_bytes_written:{}\r\n\
          tiered_reads:{}\r\ntiered_read_misses:{}\r\ntiered_promotions:{}\r\n\
-         tiered_hit_ratio:{:.4}\r\ntiered_dropped_full:{}\r\ntiered_dropped_busy:{}\r\n",
+         tiered_hit_ratio:{:.4}\r\ntiered_dropped_full:{}\r\ntiered_dropped_busy:{}\r\n\
+         tiered_pending_bytes:{}\r\n",
         f.enabled as u8,
         i.capacity_bytes,
         f.bytes_on_disk,
@@ -199,5 +261,6 @@ pub fn info_section(srv: &ServerState, t: &mut String) {
         f.hit_ratio(),
         i.dropped_full,
         i.dropped_busy,
+        i.pending_bytes,
     );
 }

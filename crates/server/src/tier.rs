@@ -233,6 +233,7 @@ impl ColdStore for Tier {
             live_bytes: self.live_pages.load(Relaxed) * TIER_PAGE_BYTES as u64,
             dropped_full: self.counters.dropped_full.load(Relaxed),
             dropped_busy: self.counters.dropped_busy.load(Relaxed),
+            pending_bytes: self.queue().bytes as u64,
         }
     }
 }

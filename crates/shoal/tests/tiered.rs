@@ -424,3 +424,206 @@ fn config_set_appendonly_starts_and_stops_the_log_at_run_time() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sort_by_and_get_patterns_read_keys_whose_values_are_on_disk() {
+    let s = tiered(&[]);
+    let mut c = s.client();
+    // 50 hashes (a weight and 4 KB of padding) and 50 strings SORT reads by pattern, and a
+    // list of 100-byte elements sorted itself; then enough keys to push them all to disk.
+    let pad = "p".repeat(VALUE_BYTES);
+    for i in 0..50 {
+        let weight = (50 - i).to_string();
+        let _: () = q(
+            &mut c,
+            &["HSET", &format!("obj:{i}"), "w", &weight, "pad", &pad],
+        );
+        let _: () = q(&mut c, &["SET", &format!("data:{i}"), &value(i, 9)]);
+        let _: () = q(&mut c, &["RPUSH", "ids", &i.to_string()]);
+    }
+    let elements: Vec<String> = (0..100).map(|i| format!("{i:03}-").repeat(25)).collect();
+    let _: () = redis::cmd("RPUSH")
+        .arg("big")
+        .arg(&elements)
+        .query(&mut c)
+        .unwrap();
+    let _ = fill(&mut c, 3 * MAXMEMORY_BYTES / VALUE_BYTES);
+    let reads = info_u64(&mut c, "tiered", "tiered_reads");
+    // Ascending weight is descending i; GET # and GET data:* for each.
+    let got: Vec<String> = q(
+        &mut c,
+        &["SORT", "ids", "BY", "obj:*->w", "GET", "#", "GET", "data:*"],
+    );
+    let want: Vec<String> = (0..50)
+        .rev()
+        .flat_map(|i| [i.to_string(), value(i, 9)])
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        info_u64(&mut c, "tiered", "tiered_reads") >= reads + 100,
+        "the pattern keys were not on disk"
+    );
+    // SORT_RO reads hash fields by GET too.
+    let got: Vec<Option<String>> = q(
+        &mut c,
+        &["SORT_RO", "ids", "LIMIT", "0", "3", "GET", "obj:*->w"],
+    );
+    assert_eq!(
+        got,
+        [Some("50".into()), Some("49".into()), Some("48".into())]
+    );
+    // A cold list sorted itself, stored elsewhere.
+    let _ = fill(&mut c, 3 * MAXMEMORY_BYTES / VALUE_BYTES);
+    let reads = info_u64(&mut c, "tiered", "tiered_reads");
+    let n: i64 = q(&mut c, &["SORT", "big", "ALPHA", "DESC", "STORE", "sorted"]);
+    assert_eq!(n, 100);
+    assert!(info_u64(&mut c, "tiered", "tiered_reads") > reads);
+    let mut desc = elements.clone();
+    desc.reverse();
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["LRANGE", "sorted", "0", "-1"]),
+        desc
+    );
+}
+
+#[test]
+fn a_replica_resumes_by_partial_resync_while_its_primary_writes_cold_keys() {
+    let p = tiered(&[]);
+    let mut pc = p.client();
+    let n = 4 * MAXMEMORY_BYTES / VALUE_BYTES;
+    let want = fill(&mut pc, n);
+    assert!(keys_on_disk(&mut pc) as usize > n / 2);
+    let dir = scratch_dir("tiered-psync");
+    let d = dir.to_str().unwrap().to_string();
+    let replicaof = format!("127.0.0.1 {}", p.port);
+    let rargs = [
+        "--replicaof",
+        &replicaof,
+        "--dir",
+        &d,
+        "--appendonly",
+        "yes",
+    ];
+    // Full sync from a primary mostly on disk, then a clean stop.
+    {
+        let mut r = Shoal::start(&rargs);
+        let mut rc = r.client();
+        wait_link_up(&mut rc);
+        caught_up(&r, &p);
+        assert_eq!(q::<usize>(&mut rc, &["DBSIZE"]), n);
+        // The log compacts after the full copy: stopped before it is done, the replica would
+        // not know where it was.
+        wait_until("the replica's log compacted", || {
+            info_u64(&mut rc, "persistence", "aof_rewrite_in_progress") == 0
+                && info_u64(&mut rc, "persistence", "aof_rewrite_scheduled") == 0
+        });
+        let _ = try_q::<()>(&mut rc, &["SHUTDOWN"]);
+        assert!(r.wait_exit(), "a clean stop");
+    }
+    // Meanwhile the primary writes keys whose values are on disk (the first written).
+    let reads = info_u64(&mut pc, "tiered", "tiered_reads");
+    let _: i64 = q(&mut pc, &["APPEND", &key(0), "tail"]);
+    let _: () = q(&mut pc, &["RENAME", &key(1), "moved:1"]);
+    let _: i64 = q(&mut pc, &["COPY", &key(2), "copy:2"]);
+    let _: i64 = q(&mut pc, &["DEL", &key(3)]);
+    let _: i64 = q(&mut pc, &["SETRANGE", &key(4), "0", "XY"]);
+    let _: Option<String> = q(&mut pc, &["GETDEL", &key(5)]);
+    let _: i64 = q(&mut pc, &["PEXPIRE", &key(6), "3600000"]);
+    assert!(info_u64(&mut pc, "tiered", "tiered_reads") > reads);
+    let full = info_u64(&mut pc, "stats", "sync_full");
+    let partial = info_u64(&mut pc, "stats", "sync_partial_ok");
+    let r = Shoal::start(&rargs);
+    let mut rc = r.client();
+    wait_link_up(&mut rc);
+    caught_up(&r, &p);
+    assert_eq!(
+        info_u64(&mut pc, "stats", "sync_full"),
+        full,
+        "no full copy"
+    );
+    assert_eq!(info_u64(&mut pc, "stats", "sync_partial_ok"), partial + 1);
+    let digests = |s: &Shoal| -> Vec<String> { q(&mut s.client(), &["SLOTDIGEST", "0", "16383"]) };
+    assert_eq!(digests(&r), digests(&p));
+    let get = |c: &mut redis::Connection, k: &str| q::<Option<String>>(c, &["GET", k]);
+    assert_eq!(get(&mut rc, &key(0)), Some(format!("{}tail", value(0, 0))));
+    assert_eq!(get(&mut rc, "moved:1"), Some(value(1, 0)));
+    assert_eq!(get(&mut rc, &key(1)), None);
+    assert_eq!(get(&mut rc, "copy:2"), Some(value(2, 0)));
+    assert_eq!(get(&mut rc, &key(3)), None);
+    assert_eq!(
+        get(&mut rc, &key(4)),
+        Some(format!("XY{}", &value(4, 0)[2..]))
+    );
+    assert_eq!(get(&mut rc, &key(5)), None);
+    assert!(q::<i64>(&mut rc, &["PTTL", &key(6)]) > 3_000_000);
+    for (i, e) in want.iter().enumerate().skip(7) {
+        let v = get(&mut rc, &key(i));
+        assert!(
+            v.as_deref() == Some(e.value.as_str()),
+            "{} on the replica",
+            key(i)
+        );
+    }
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn appendfsync_always_set_at_run_time_holds_replies_of_connections_opened_before() {
+    let dir = scratch_dir("fsync-always-runtime");
+    let d = dir.to_str().unwrap();
+    let s = Shoal::start(&[
+        "--dir",
+        d,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+    ]);
+    // A connection that ran a request before the change.
+    let mut old = s.client();
+    let _: () = q(&mut old, &["SET", "warm", "up"]);
+    let mut admin = s.client();
+    wait_until("the log is on", || {
+        info_u64(&mut admin, "persistence", "aof_enabled") == 1
+            && info_u64(&mut admin, "persistence", "aof_rewrite_in_progress") == 0
+    });
+    let _: () = q(&mut admin, &["CONFIG", "SET", "appendfsync", "always"]);
+    // Each write's reply waits for the fsync: right after it, nothing is written and not
+    // fsynced (under `everysec` the fsync comes up to a second later).
+    for i in 0..20 {
+        let _: () = q(&mut old, &["SET", &format!("k{i}"), "v"]);
+        assert_eq!(
+            info_u64(&mut old, "persistence", "aof_pending_bio_fsync"),
+            0,
+            "write {i} was answered before its fsync"
+        );
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_active_active_member_with_values_on_disk_seeds_its_peer_with_the_values() {
+    let a = tiered(&[]);
+    let mut ac = a.client();
+    let n = 3 * MAXMEMORY_BYTES / VALUE_BYTES;
+    let want = fill(&mut ac, n);
+    assert!(keys_on_disk(&mut ac) as usize > n / 2);
+    let b = Shoal::start(&[]);
+    let _: () = q(&mut ac, &["CONFIG", "SET", "active-peers", &b.addr()]);
+    let mut bc = b.client();
+    let _: () = q(&mut bc, &["CONFIG", "SET", "active-peers", &a.addr()]);
+    let digests = |s: &Shoal| -> Vec<String> { q(&mut s.client(), &["SLOTDIGEST", "0", "16383"]) };
+    wait_until("the members converged", || {
+        q::<usize>(&mut bc, &["DBSIZE"]) == n && digests(&a) == digests(&b)
+    });
+    for (i, e) in want.iter().enumerate() {
+        let v = q::<Option<String>>(&mut bc, &["GET", &key(i)]);
+        assert!(
+            v.as_deref() == Some(e.value.as_str()),
+            "{} on the peer",
+            key(i)
+        );
+    }
+}

@@ -67,6 +67,8 @@ pub struct TierInfo {
     /// were evicted, as without a tier.
     pub dropped_full: u64,
     pub dropped_busy: u64,
+    /// Bytes of values put but not yet on disk (held in memory meanwhile).
+    pub pending_bytes: u64,
 }
 
 /// A shard's tier state.
