@@ -382,6 +382,8 @@ mod tests {
             };
             if i % 2 == 0 {
                 let v = store.load_blocking(h.id).unwrap();
+                // The id carries the units the store gave the value.
+                assert_eq!(cold_id_units(h.id), v.len() as u64 / 64);
                 assert_eq!(
                     g.promote(0, slot, k.as_bytes(), h, &v, &limits, 0),
                     Promoted::Done
