@@ -12,7 +12,7 @@
 //!
 //! Foyer's buffers are allocated by the process allocator but are not the data set: like Redis
 //! with its replication buffers, they are left out of the `maxmemory` comparison
-//! (`mem_not_counted_for_evict`).
+//! (`mem_not_counted_for_evict`), as are values waiting to be written (`tiered_pending_bytes`).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -36,8 +36,9 @@ pub const TIER_THREADS: usize = 2;
 pub const TIER_MEMORY_BYTES: usize = 256 << 10;
 /// Bytes of foyer's write buffer (it holds two: one filling, one being written).
 pub const TIER_BUFFER_BYTES: usize = 4 << 20;
-/// Bytes of values put but not yet confirmed on disk (held in memory, readable); a victim that
-/// would pass this is evicted instead (`tiered_dropped_busy`): the disk cannot keep up.
+/// Bytes of values put but not yet confirmed on disk (held in memory, readable, and not counted
+/// against `maxmemory`: evicting them is what put them there); a victim that would pass this is
+/// evicted instead (`tiered_dropped_busy`): the disk cannot keep up.
 pub const TIER_PENDING_BYTES_MAX: usize = 64 << 20;
 /// Bytes of disk footprint the writer hands foyer per flush. Foyer drops what does not fit in its
 /// write buffer, live values a reclaim writes again included: what we hand it per flush plus
