@@ -68,10 +68,11 @@ pub fn cold_keys(
         return None;
     }
     let mut req = FetchRequest::default();
-    let mut look = |db: usize, spec: &'static Spec, args: &Args<'_>| {
+    let look = |req: &mut FetchRequest, db: usize, spec: &'static Spec, args: &Args<'_>| {
         let Ok(refs) = crate::keyspec::keys(spec, args) else {
             return;
         };
+        let before = req.keys.len();
         for k in refs.iter() {
             if req.keys.len() >= FETCH_KEYS_PER_ROUND_MAX || !needs_value(spec, k.flags) {
                 continue;
@@ -87,6 +88,10 @@ pub fn cold_keys(
                 req.keys.push((db, name.to_vec()));
             }
         }
+        // The sorted key first; what its elements name once it is in memory.
+        if matches!(spec.name, "sort" | "sort_ro") && req.keys.len() == before {
+            sort_pattern_keys(srv, db, args, req);
+        }
     };
     if spec.has(flag::TX_EXEC) {
         // SELECT inside the transaction moves the following commands to another database.
@@ -99,21 +104,19 @@ pub fn cold_keys(
             {
                 db = n;
             }
-            look(db, s, &a);
+            look(&mut req, db, s, &a);
         }
     } else {
-        look(client.db, spec, args);
-        if matches!(spec.name, "sort" | "sort_ro") && req.keys.is_empty() {
-            sort_pattern_keys(srv, client.db, args, &mut req);
-        }
+        look(&mut req, client.db, spec, args);
     }
     (!req.keys.is_empty()).then_some(req)
 }
 
 /// SORT's BY and GET patterns name, for each element of the sorted key, other keys it reads
 /// (key specs cannot say which): those that are cold are fetched too. Looked at once the sorted
-/// key itself is in memory (a first round fetches it). Not inside EXEC, where SORT's pattern keys
-/// on disk read as missing (as they do for a script).
+/// key itself is in memory (a first round fetches it). In EXEC, the sorted key as it is before
+/// the transaction (a SORT of a key an earlier queued command fills reads, as in a script, pattern
+/// keys on disk as missing).
 fn sort_pattern_keys(srv: &ServerState, db: usize, args: &Args<'_>, req: &mut FetchRequest) {
     let mut patterns = Vec::new();
     let mut i = 2;

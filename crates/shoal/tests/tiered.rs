@@ -466,6 +466,15 @@ fn sort_by_and_get_patterns_read_keys_whose_values_are_on_disk() {
         info_u64(&mut c, "tiered", "tiered_reads") >= reads + 50,
         "the pattern keys were not on disk"
     );
+    // In a transaction too, after the values went back to disk.
+    let _ = fill(&mut c, 3 * MAXMEMORY_BYTES / VALUE_BYTES);
+    let (got,): (Vec<String>,) = redis::pipe()
+        .atomic()
+        .cmd("SORT")
+        .arg(&["ids", "BY", "obj:*->w", "GET", "#", "GET", "data:*"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, want);
     // SORT_RO reads hash fields by GET too.
     let got: Vec<Option<String>> = q(
         &mut c,
