@@ -226,8 +226,17 @@ pub fn seed(srv: &ServerState, now_ms: u64) {
                 }
                 let at = Stamp::new(e.version(), node);
                 let st = KeyState::new();
+                // A value on the disk tier is read back (waiting for the disk, as a snapshot
+                // does); one the tier lost is left out, as its key will be.
+                let view = match e.cold() {
+                    Some(_) => match cold_view(srv, e) {
+                        Some(v) => v,
+                        None => return,
+                    },
+                    None => view_of(e),
+                };
                 if let Some(eff) =
-                    merge::local_effect(&st, &view_of(e), e.expire_ms(), at, node, &[], now_ms)
+                    merge::local_effect(&st, &view, e.expire_ms(), at, node, &[], now_ms)
                 {
                     store.provisional.insert(k.clone());
                     store.states.insert(k, eff);
@@ -235,6 +244,23 @@ pub fn seed(srv: &ServerState, now_ms: u64) {
             });
         }
     }
+}
+
+/// The view of an entry whose value is on the disk tier, read back blocking.
+fn cold_view(srv: &ServerState, e: &Entry) -> Option<View> {
+    let mut encoded = Vec::new();
+    if !srv.ks.encode_entry_value(e, &mut encoded) {
+        return None;
+    }
+    let payload = codec::decode_value(&encoded, &srv.encoding_limits())?;
+    Some(view_of(&Entry::new(
+        e.key(),
+        payload,
+        None,
+        None,
+        e.version(),
+        0,
+    )))
 }
 
 /// Sends the seeded states no peer replaced (keys only this member had) as writes, once every

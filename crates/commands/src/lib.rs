@@ -271,11 +271,17 @@ fn unknown_command(args: &Args<'_>) -> ReplyError {
 /// which makes `DENYOOM` commands fail with `-OOM`.
 pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     let max = srv.maxmemory() as usize;
-    let not_counted = srv.mem_not_counted_for_evict.load(Relaxed);
-    let used = || srv.used_memory().saturating_sub(not_counted);
-    if max == 0 || used() <= max {
+    let mut not_counted = srv.mem_not_counted_for_evict.load(Relaxed);
+    let used = |not_counted: usize| srv.used_memory().saturating_sub(not_counted);
+    if max == 0 || used(not_counted) <= max {
         return true;
     }
+    // Values on their way to the disk tier are in memory until written, which is what evicting
+    // them asked for: counting them would evict (and at last drop) more keys meanwhile.
+    if let Some(store) = srv.ks.cold_store() {
+        not_counted += store.info().pending_bytes as usize;
+    }
+    let used = || used(not_counted);
     // Each eviction samples the shards after the node's cursor into the keyspace's eviction pool
     // and evicts the pool's best (see `shoal_keyspace::pool`): one shard's samples and locks per
     // eviction, not four.

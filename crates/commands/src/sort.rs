@@ -181,7 +181,7 @@ fn parse_options<'r>(
 /// Where a pattern points for one element (Redis's `lookupKeyByPattern`): `#` is the element
 /// itself; otherwise the first `*` is replaced by the element, and a `->field` after it reads
 /// that field of a hash instead of a string. A pattern without `*` names nothing.
-enum Target {
+pub(crate) enum Target {
     Itself,
     Key {
         key: Vec<u8>,
@@ -190,7 +190,7 @@ enum Target {
     Nothing,
 }
 
-fn target(pattern: &[u8], element: &[u8]) -> Target {
+pub(crate) fn target(pattern: &[u8], element: &[u8]) -> Target {
     if pattern == b"#" {
         return Target::Itself;
     }
@@ -287,7 +287,7 @@ fn sort_ro(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 /// The elements of the sorted key, in its own order; `Err` for another type.
-fn elements_of(e: Option<&Entry>) -> Result<(Vec<Vec<u8>>, Kind), ReplyError> {
+pub(crate) fn elements_of(e: Option<&Entry>) -> Result<(Vec<Vec<u8>>, Kind), ReplyError> {
     let Some(e) = e else {
         return Ok((Vec::new(), Kind::List));
     };
@@ -302,7 +302,7 @@ fn elements_of(e: Option<&Entry>) -> Result<(Vec<Vec<u8>>, Kind), ReplyError> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     List,
     Set,
     ZSet,

@@ -68,10 +68,11 @@ pub fn cold_keys(
         return None;
     }
     let mut req = FetchRequest::default();
-    let mut look = |db: usize, spec: &'static Spec, args: &Args<'_>| {
+    let look = |req: &mut FetchRequest, db: usize, spec: &'static Spec, args: &Args<'_>| {
         let Ok(refs) = crate::keyspec::keys(spec, args) else {
             return;
         };
+        let before = req.keys.len();
         for k in refs.iter() {
             if req.keys.len() >= FETCH_KEYS_PER_ROUND_MAX || !needs_value(spec, k.flags) {
                 continue;
@@ -87,6 +88,10 @@ pub fn cold_keys(
                 req.keys.push((db, name.to_vec()));
             }
         }
+        // The sorted key first; what its elements name once it is in memory.
+        if matches!(spec.name, "sort" | "sort_ro") && req.keys.len() == before {
+            sort_pattern_keys(srv, db, args, req);
+        }
     };
     if spec.has(flag::TX_EXEC) {
         // SELECT inside the transaction moves the following commands to another database.
@@ -99,12 +104,71 @@ pub fn cold_keys(
             {
                 db = n;
             }
-            look(db, s, &a);
+            look(&mut req, db, s, &a);
         }
     } else {
-        look(client.db, spec, args);
+        look(&mut req, client.db, spec, args);
     }
     (!req.keys.is_empty()).then_some(req)
+}
+
+/// SORT's BY and GET patterns name, for each element of the sorted key, other keys it reads
+/// (key specs cannot say which): those that are cold are fetched too. Looked at once the sorted
+/// key itself is in memory (a first round fetches it). In EXEC, the sorted key as it is before
+/// the transaction (a SORT of a key an earlier queued command fills reads, as in a script, pattern
+/// keys on disk as missing).
+fn sort_pattern_keys(srv: &ServerState, db: usize, args: &Args<'_>, req: &mut FetchRequest) {
+    let mut patterns = Vec::new();
+    let mut i = 2;
+    while i < args.len() {
+        let a = args.get(i);
+        let skip = if a.eq_ignore_ascii_case(b"by") || a.eq_ignore_ascii_case(b"get") {
+            if i + 1 < args.len() {
+                patterns.push(args.get(i + 1));
+            }
+            2
+        } else if a.eq_ignore_ascii_case(b"limit") {
+            3
+        } else if a.eq_ignore_ascii_case(b"store") {
+            2
+        } else {
+            1
+        };
+        i += skip;
+    }
+    if patterns.is_empty() {
+        return;
+    }
+    let source = args.get(1);
+    let slot = key_slot(source);
+    let elements = {
+        let shard = srv.ks.lock(srv.ks.shard_of(slot));
+        match shard.peek(db, slot, source, 0) {
+            Some(e) if e.cold().is_none() => crate::sort::elements_of(Some(e))
+                .map(|(v, _)| v)
+                .unwrap_or_default(),
+            _ => return,
+        }
+    };
+    for element in &elements {
+        for pattern in &patterns {
+            let crate::sort::Target::Key { key, .. } = crate::sort::target(pattern, element) else {
+                continue;
+            };
+            if req.keys.len() >= FETCH_KEYS_PER_ROUND_MAX {
+                return;
+            }
+            let slot = key_slot(&key);
+            let cold = srv
+                .ks
+                .lock(srv.ks.shard_of(slot))
+                .cold_handle(db, slot, &key)
+                .is_some();
+            if cold && !req.keys.iter().any(|(d, k)| *d == db && *k == key) {
+                req.keys.push((db, key));
+            }
+        }
+    }
 }
 
 /// Whether a command a script calls (in database `db`) needs a cold value. A script cannot wait
@@ -138,8 +202,8 @@ pub fn script_needs_fetch(
 pub const SCRIPT_COLD_ERROR: &str =
     "ERR this script reads a key whose value is on the disk tier: name the key in KEYS";
 
-/// The tier's figures (`INFO tiered`, the Prometheus metrics): counters, and the keys and
-/// (estimated: keys × average value written) bytes on disk now.
+/// The tier's figures (`INFO tiered`, the Prometheus metrics): counters, and the keys and bytes
+/// (the values' footprint on disk, page-rounded) on the tier now.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TierFigures {
     pub enabled: bool,
@@ -167,12 +231,11 @@ pub fn figures(srv: &ServerState) -> TierFigures {
     };
     let info = store.info();
     let keys = srv.ks.cold_keys() as u64;
-    let avg = info.bytes_written.checked_div(info.writes).unwrap_or(0);
     TierFigures {
         enabled: true,
         info,
         keys_on_disk: keys,
-        bytes_on_disk: (keys * avg).min(info.capacity_bytes),
+        bytes_on_disk: info.live_bytes,
     }
 }
 
@@ -187,7 +250,8 @@ pub fn info_section(srv: &ServerState, t: &mut String) {
         "tiered_enabled:{}\r\ntiered_capacity_bytes:{}\r\ntiered_bytes_on_disk:{}\r\n\
          tiered_keys_on_disk:{}\r\ntiered_writes:{}\r\ntiered_bytes_written:{}\r\n\
          tiered_reads:{}\r\ntiered_read_misses:{}\r\ntiered_promotions:{}\r\n\
-         tiered_hit_ratio:{:.4}\r\n",
+         tiered_hit_ratio:{:.4}\r\ntiered_dropped_full:{}\r\ntiered_dropped_busy:{}\r\n\
+         tiered_pending_bytes:{}\r\n",
         f.enabled as u8,
         i.capacity_bytes,
         f.bytes_on_disk,
@@ -198,5 +262,8 @@ pub fn info_section(srv: &ServerState, t: &mut String) {
         i.read_misses,
         i.promotions,
         f.hit_ratio(),
+        i.dropped_full,
+        i.dropped_busy,
+        i.pending_bytes,
     );
 }

@@ -20,7 +20,7 @@ pub use entry::{ColdHandle, Entry, Kind, Object, Payload, ValueRef, parse_canoni
 pub use evict::{LfuParams, Policy, Rng};
 pub use hlc::Hlc;
 pub use lazyfree::{LazyFree, LazyFreeWorker};
-pub use shard::tier::{ColdStore, LoadFuture, Promoted, TierInfo};
+pub use shard::tier::{COLD_UNITS_MAX, ColdStore, LoadFuture, Promoted, TierInfo, cold_id_units};
 pub use shard::{
     Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
     ShardGuard, ShardStats, Tracked,

@@ -412,6 +412,14 @@ async fn run<S: ClientStream>(
             };
         }
         loop {
+            // CONFIG SET (from any connection) applies from this connection's next command, not
+            // its next batch: `appendfsync always` set a moment ago holds this batch's replies.
+            let epoch = srv.config_epoch.load(Relaxed);
+            if epoch != limits_epoch {
+                limits_epoch = epoch;
+                limits = current_limits(srv);
+                decoder.set_limits(limits.decoder);
+            }
             // Until the client authenticates, it may announce only small requests.
             decoder.set_authenticated(client.authenticated);
             match decoder.decode(&inbuf, pos, &mut ranges) {

@@ -26,9 +26,11 @@ pub trait ColdStore: Send + Sync + std::fmt::Debug {
     /// The value under `id` is no longer referenced (its key was written, deleted, expired or
     /// its value loaded back); the tier may drop it.
     fn forget(&self, id: u64);
-    /// Whether an encoded value of this size goes to the tier (a value that does not is evicted
-    /// as without a tier).
-    fn accepts(&self, encoded_bytes: usize) -> bool;
+    /// Whether an encoded value of this size goes to the tier now, and if so the room it takes
+    /// there in the store's own units (at most [`COLD_UNITS_MAX`]); the keyspace keeps them in
+    /// the value's id ([`cold_id_units`]) so the store can count its live bytes without a table.
+    /// A value refused (too small or large, or no room left) is evicted as without a tier.
+    fn admit(&self, encoded_bytes: usize) -> Option<u64>;
     /// Reads a value back, waiting for the disk; `None` if the tier no longer has it. Only for
     /// walks of the keyspace that cannot pause (snapshots, digests, slot migration batches):
     /// requests load off-lock instead.
@@ -59,13 +61,22 @@ pub struct TierInfo {
     pub promotions: u64,
     /// Bytes of disk the tier may use.
     pub capacity_bytes: u64,
+    /// Bytes of disk the values now on the tier take (the store's own footprint, page-rounded).
+    pub live_bytes: u64,
+    /// Victims the tier turned away because it was full (or its write queue was): their keys
+    /// were evicted, as without a tier.
+    pub dropped_full: u64,
+    pub dropped_busy: u64,
+    /// Bytes of values put but not yet on disk (held in memory meanwhile).
+    pub pending_bytes: u64,
 }
 
 /// A shard's tier state.
 #[derive(Debug)]
 pub(super) struct ShardTier {
     pub(super) store: Arc<dyn ColdStore>,
-    /// Per-shard counter; ids are `counter << 14 | shard index`, unique across shards.
+    /// Per-shard counter; ids are `counter << 22 | units << 14 | shard index`, unique across
+    /// shards (34 bits of counter: 1.7e10 values moved per shard).
     next: u64,
     /// Entries of this shard whose value is on the tier.
     pub(super) cold_keys: usize,
@@ -73,6 +84,16 @@ pub(super) struct ShardTier {
 
 /// Bits of a handle id that name the shard (up to 16384 shards).
 const SHARD_BITS: u32 = 14;
+/// Bits of a handle id that hold the value's size in the store's units ([`ColdStore::admit`]).
+const UNITS_BITS: u32 = 8;
+/// Largest size in units a store may give a value.
+pub const COLD_UNITS_MAX: u64 = (1 << UNITS_BITS) - 1;
+
+/// The size in the store's units of the value a handle id names (what [`ColdStore::admit`] said
+/// when it went to the tier). Ids are `counter << 22 | units << 14 | shard index`.
+pub fn cold_id_units(id: u64) -> u64 {
+    (id >> SHARD_BITS) & COLD_UNITS_MAX
+}
 
 /// What [`Shard::promote`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -125,10 +146,9 @@ impl Shard {
             ValueRef::Obj(Object::Hash(h)) if h.field_ttl_count() > 0 => return None,
             v => codec::encode_value(v, &mut encoded),
         }
-        if !tier.store.accepts(encoded.len()) {
-            return None;
-        }
-        let id = (tier.next << SHARD_BITS) | self.index as u64;
+        let units = tier.store.admit(encoded.len())?.min(COLD_UNITS_MAX);
+        let id =
+            (tier.next << (SHARD_BITS + UNITS_BITS)) | (units << SHARD_BITS) | self.index as u64;
         tier.next += 1;
         let handle = ColdHandle::new(id, e.kind(), e.encoding());
         tier.store.put(id, encoded);
@@ -290,8 +310,8 @@ mod tests {
         fn forget(&self, id: u64) {
             self.0.lock().unwrap().remove(&id);
         }
-        fn accepts(&self, n: usize) -> bool {
-            n >= 64
+        fn admit(&self, n: usize) -> Option<u64> {
+            (n >= 64).then_some(n as u64 / 64)
         }
         fn load_blocking(&self, id: u64) -> Option<Vec<u8>> {
             self.0.lock().unwrap().get(&id).cloned()
@@ -362,6 +382,8 @@ mod tests {
             };
             if i % 2 == 0 {
                 let v = store.load_blocking(h.id).unwrap();
+                // The id carries the units the store gave the value.
+                assert_eq!(cold_id_units(h.id), v.len() as u64 / 64);
                 assert_eq!(
                     g.promote(0, slot, k.as_bytes(), h, &v, &limits, 0),
                     Promoted::Done
