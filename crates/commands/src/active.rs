@@ -27,7 +27,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use shoal_keyspace::delta::Pending;
-use shoal_keyspace::merge::{self, By, KeyState, Stamp, View};
+use shoal_keyspace::merge::{self, Base, By, Compact, KeyState, Stamp, View};
+use shoal_keyspace::prior::{self, Prior};
 use shoal_keyspace::types::{hash::Hash, set::Set, zset::ZSet};
 use shoal_keyspace::{
     EncodingLimits, Entry, Object, Payload, ShardGuard, ValueRef, codec, key_slot,
@@ -191,9 +192,11 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
     if on {
         srv.active.on.store(true, Relaxed);
         srv.repl.start_recording(&srv.ks);
+        srv.ks.set_keep_priors(true);
         seed(srv, now_ms);
     } else {
         srv.active.on.store(false, Relaxed);
+        srv.ks.set_keep_priors(false);
         for s in srv.active.stores.get().map(|s| &s[..]).unwrap_or_default() {
             *s.lock().expect("merge store lock") = Store::default();
         }
@@ -224,7 +227,7 @@ pub fn seed(srv: &ServerState, now_ms: u64) {
                 if store.states.contains_key(&k) {
                     return;
                 }
-                let at = Stamp::new(e.version(), node);
+                let at = Stamp::new(e.version(), e.merge_node().unwrap_or(node));
                 let st = KeyState::new();
                 if let Some(eff) =
                     merge::local_effect(&st, &view_of(e), e.expire_ms(), at, node, &[], now_ms)
@@ -254,6 +257,10 @@ pub fn promote_provisional(srv: &ServerState) -> usize {
             if let Some(st) = store.states.get(k) {
                 encode_merge(&mut out, k.0, &k.1, st);
                 sent += 1;
+                // A seed is its entry's state: a plain reset needs no copy of its own now.
+                if st.compact().is_some() {
+                    store.states.remove(k);
+                }
             }
         }
         if !out.is_empty() {
@@ -288,7 +295,18 @@ pub fn view_of(e: &Entry) -> View {
 }
 
 /// The keyspace entry a merged state shows (`None`: absent, or a value that does not decode).
-pub fn entry_of(key: &[u8], st: &KeyState, limits: &EncodingLimits) -> Option<Entry> {
+pub fn entry_of(key: &[u8], st: &KeyState, limits: &EncodingLimits, node: u64) -> Option<Entry> {
+    let mut e = entry_of_view(key, st, limits)?;
+    // A plain reset keeps no state but its entry: the entry names its writer if not us.
+    if let Some(c) = st.compact()
+        && c.stamp.node != node
+    {
+        e.set_merge_node(Some(c.stamp.node));
+    }
+    Some(e)
+}
+
+fn entry_of_view(key: &[u8], st: &KeyState, limits: &EncodingLimits) -> Option<Entry> {
     let ttl = st.deadline();
     let version = st.top.hlc;
     let object = |o: Object| Entry::new(key, Payload::Object(Box::new(o)), ttl, None, version, 0);
@@ -327,14 +345,17 @@ pub fn entry_of(key: &[u8], st: &KeyState, limits: &EncodingLimits) -> Option<En
 /// their merge states and are appended to the backlog (without waking the links). Returns the
 /// stream's end after them, if anything was appended.
 pub fn append_local(srv: &ServerState, shard: &mut ShardGuard<'_>, now_ms: u64) -> Option<u64> {
+    let priors = shard.take_priors();
     let items = shard.take_pending();
     if items.is_empty() {
         shard.recycle_pending(items);
+        shard.recycle_priors(priors);
         return None;
     }
     let mut out = Vec::new();
-    let deleted = encode_local(srv, shard, &items, &mut out, now_ms);
+    let deleted = encode_local(srv, shard, &items, &priors, &mut out, now_ms);
     shard.recycle_pending(items);
+    shard.recycle_priors(priors);
     if out.is_empty() {
         return None;
     }
@@ -368,10 +389,18 @@ pub type DumpedState = (usize, Vec<u8>, Vec<u8>);
 
 /// The effects of a drained queue, one per key it names (in first-seen order). Returns the keys
 /// it left as tombstones.
+///
+/// A key with a merge state of its own is diffed against it as always. A key without one (its
+/// state is its entry, see `merge::Compact`) gets its previous state from its prior (what the
+/// shard noted before the batch's first write, `shoal_keyspace::prior`): a plain whole-value write
+/// of a string is then streamed straight from the entry, with no state built or kept (the common
+/// case: SET). Everything else builds the previous state and diffs as above; the result is kept
+/// as a merge state only if it is more than a plain reset.
 fn encode_local(
     srv: &ServerState,
     shard: &mut ShardGuard<'_>,
     items: &[Pending],
+    priors: &[Prior],
     out: &mut Vec<u8>,
     now_ms: u64,
 ) -> Vec<Key> {
@@ -396,9 +425,36 @@ fn encode_local(
     for ((db, key), counts) in keys {
         let slot = key_slot(key);
         let idx = srv.ks.shard_of(slot);
-        let (view, ttl, version) = match shard.peek_any(db, slot, key) {
-            Some(e) if !e.is_expired(now_ms) => (view_of(e), e.expire_ms(), e.version()),
-            _ => (View::Absent, None, 0),
+        let (view, ttl, version, entry_node) = match shard.peek_any(db, slot, key) {
+            Some(e) if !e.is_expired(now_ms) => {
+                if let Some(s) = e.string() {
+                    // The common case first: a string written whole over a key with no state.
+                    let store = srv.active.store(idx);
+                    let k: Key = (db, key.into());
+                    let plain = !store.states.contains_key(&k)
+                        && !store.provisional.contains(&k)
+                        && prior::find(priors, db, key).is_none_or(|p| {
+                            plain_reset(p, counts.is_empty())
+                                && p.was.is_none_or(|w| version_after(e, w))
+                        });
+                    drop(store);
+                    if plain {
+                        let at = Stamp::new(e.version(), node);
+                        encode_merge_reset(out, db, key, at, s, e.expire_ms());
+                        srv.active.stats.local_effects.fetch_add(1, Relaxed);
+                        if e.merge_node().is_some()
+                            && let Some(mut e) = shard.lookup_any(db, slot, key)
+                        {
+                            // Our write now: the entry names no peer.
+                            e.set_merge_node(None);
+                        }
+                        continue;
+                    }
+                }
+                (view_of(e), e.expire_ms(), e.version(), e.merge_node())
+            }
+            Some(e) => (View::Absent, None, 0, e.merge_node()),
+            None => (View::Absent, None, 0, None),
         };
         let mut store = srv.active.store(idx);
         let k: Key = (db, key.into());
@@ -408,7 +464,47 @@ fn encode_local(
             // Written here before any peer spoke of it: the seed becomes a write of its own.
             encode_merge(out, db, key, seeded);
         }
-        let st = store.states.entry(k).or_default();
+        let side = store.states.contains_key(&k);
+        let (mut owned, counts): (KeyState, &[Noted<'_>]) = if side {
+            (KeyState::new(), &counts)
+        } else {
+            let p = prior::find(priors, db, key);
+            let was = p.and_then(|p| p.was);
+            // Increments count on top of the previous state only if every write of the batch
+            // was one and the string they were made to is known; otherwise the batch is a
+            // whole-value write.
+            let counted = p.is_some_and(|p| {
+                p.counts > 0 && p.counts == p.writes && (p.was.is_none() || p.base_known)
+            });
+            let before = match (was, p) {
+                (Some(w), Some(p)) => {
+                    let base = if counted {
+                        match &p.base {
+                            Some(b) => Base::Str(b.to_vec()),
+                            None => merge::unknown_base(),
+                        }
+                    } else if ttl_only(p) {
+                        // Only the expiry changed: the value is what the entry holds.
+                        base_of(&view)
+                    } else {
+                        merge::unknown_base()
+                    };
+                    let stamp = Stamp::new(w.version, w.node.unwrap_or(node));
+                    Compact {
+                        stamp,
+                        ttl_at: w.expire_ms,
+                    }
+                    .expand(base)
+                }
+                _ => KeyState::new(),
+            };
+            (before, if counted { &counts[..] } else { &[] })
+        };
+        let st: &mut KeyState = if side {
+            store.states.get_mut(&k).expect("checked")
+        } else {
+            &mut owned
+        };
         // The write's version; a fresh one for a deletion (or a key the merge already moved past).
         let hlc = if version > st.top.hlc {
             version
@@ -416,7 +512,7 @@ fn encode_local(
             srv.ks.hlc.next(now_ms)
         };
         let at = Stamp::new(hlc, node);
-        let eff = match merge::local_effect(st, &view, ttl, at, node, &counts, now_ms) {
+        let eff = match merge::local_effect(st, &view, ttl, at, node, counts, now_ms) {
             Some(eff) => eff,
             // A write that changed nothing merged (a PEXPIRE to the same deadline) still moved
             // the key's version: every member moves it too, so digests stay equal.
@@ -429,25 +525,94 @@ fn encode_local(
         st.merge(&eff);
         encode_merge(out, db, key, &eff);
         srv.active.stats.local_effects.fetch_add(1, Relaxed);
-        if st.is_tombstone() {
-            deleted.push((db, key.into()));
-        } else {
-            store.marks.remove(&(db, Box::<[u8]>::from(key)));
-        }
-        let st = &store.states[&(db, Box::<[u8]>::from(key))];
+        let tombstone = st.is_tombstone();
         // The keyspace shows the merged value: a float counter's text, or a newer write merged
         // before this one.
         let shows = st.view();
         let differs = shows != view
             || (shows != View::Absent && (st.top.hlc != version || st.deadline() != ttl));
-        if differs {
-            let entry = entry_of(key, st, &limits);
-            drop(store);
+        let compact = st.compact();
+        let want_node = compact.and_then(|c| (c.stamp.node != node).then_some(c.stamp.node));
+        let entry = differs.then(|| entry_of(key, st, &limits, node));
+        match compact {
+            // A plain reset again: its state is its entry.
+            Some(_) if side => {
+                store.states.remove(&k);
+                store.marks.remove(&k);
+            }
+            Some(_) => {}
+            None if side => {}
+            None => {
+                store.states.insert(k.clone(), owned);
+            }
+        }
+        if tombstone {
+            deleted.push(k);
+        } else {
+            store.marks.remove(&k);
+        }
+        drop(store);
+        if let Some(entry) = entry {
             srv.active.stats.repairs.fetch_add(1, Relaxed);
             shard.put_merged(db, slot, key, entry, now_ms);
+        } else if compact.is_some()
+            && entry_node != want_node
+            && let Some(mut e) = shard.lookup_any(db, slot, key)
+        {
+            e.set_merge_node(want_node);
         }
     }
     deleted
+}
+
+/// Whether a key's batch (its prior) is a plain whole-value write: no increments counted on top
+/// of what it held, and not a change of its expiry alone.
+fn plain_reset(p: &Prior, no_counts: bool) -> bool {
+    (no_counts || p.counts != p.writes) && !ttl_only(p)
+}
+
+/// Whether every write of a key's batch changed only its expiry (the value is as it was).
+fn ttl_only(p: &Prior) -> bool {
+    p.was.is_some() && p.writes > 0 && p.ttl_only && !p.removed
+}
+
+/// Whether the entry's version is newer than the one it had before the batch (every write's is).
+fn version_after(e: &Entry, w: prior::Was) -> bool {
+    e.version() > w.version
+}
+
+/// A string or whole value as a reset's base.
+fn base_of(view: &View) -> Base {
+    match view {
+        View::Str(s) => Base::Str(s.clone()),
+        View::Blob(b) => Base::Blob(b.clone()),
+        _ => merge::unknown_base(),
+    }
+}
+
+/// The merge state a key without one of its own has: its entry's (see `merge::Compact`), or
+/// nothing known when it is absent.
+fn state_of_entry(e: Option<&Entry>, node: u64) -> KeyState {
+    let Some(e) = e else {
+        return KeyState::new();
+    };
+    let stamp = Stamp::new(e.version(), e.merge_node().unwrap_or(node));
+    match view_of(e) {
+        View::Str(s) => Compact {
+            stamp,
+            ttl_at: e.expire_ms(),
+        }
+        .expand(Base::Str(s)),
+        View::Blob(b) => Compact {
+            stamp,
+            ttl_at: e.expire_ms(),
+        }
+        .expand(Base::Blob(b)),
+        // A collection always keeps a state of its own; one that has none is taken as written
+        // now, element by element.
+        v => merge::local_effect(&KeyState::new(), &v, e.expire_ms(), stamp, node, &[], 0)
+            .unwrap_or_default(),
+    }
 }
 
 /// `SHOALSEEN stream offset`: this member merged `stream` (an origin's stream id) up to
@@ -537,6 +702,30 @@ pub fn encode_merge(out: &mut Vec<u8>, db: usize, key: &[u8], st: &KeyState) {
     shoal_resp::encode_request(out, &[MERGE_FRAME, db.as_bytes(), key, &body]);
 }
 
+/// `SHOALMERGE db key state` for a reset of `key` to string `value` (the same bytes as
+/// [`encode_merge`] of `KeyState::reset_effect`), written straight from the entry.
+pub fn encode_merge_reset(
+    out: &mut Vec<u8>,
+    db: usize,
+    key: &[u8],
+    at: Stamp,
+    value: &[u8],
+    ttl_at: Option<u64>,
+) {
+    use std::io::Write;
+    let digits = db.checked_ilog10().unwrap_or(0) + 1;
+    let body = KeyState::reset_wire_bytes(value.len());
+    let _ = write!(out, "*4\r\n${}\r\n", MERGE_FRAME.len());
+    out.extend_from_slice(MERGE_FRAME);
+    let _ = write!(out, "\r\n${digits}\r\n{db}\r\n${}\r\n", key.len());
+    out.extend_from_slice(key);
+    let _ = write!(out, "\r\n${body}\r\n");
+    let before = out.len();
+    KeyState::encode_reset(out, at, value, false, ttl_at);
+    debug_assert_eq!(out.len() - before, body);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Merges a peer's effect for `key` and writes the merged value into the keyspace. Returns the
 /// effect's version.
 pub fn apply_remote(
@@ -558,6 +747,7 @@ pub fn apply_remote(
     // This shard's own writes first: they must be in the merge state before a peer's write
     // replaces the value they wrote.
     let appended = append_local(srv, &mut shard, now_ms).is_some();
+    let node = srv.active.node;
     let (entry, replaced) = {
         let mut store = srv.active.store(idx);
         let k: Key = (db, key.into());
@@ -566,9 +756,29 @@ pub fn apply_remote(
             // A peer's state replaces what this member's snapshot held.
             store.states.remove(&k);
         }
-        let st = store.states.entry(k.clone()).or_default();
+        let side = store.states.contains_key(&k);
+        let mut owned = if side || replaced {
+            KeyState::new()
+        } else {
+            state_of_entry(shard.peek_any(db, slot, key), node)
+        };
+        let st = if side {
+            store.states.get_mut(&k).expect("checked")
+        } else {
+            &mut owned
+        };
         st.merge(&eff);
-        let entry = entry_of(key, st, &srv.encoding_limits());
+        let entry = entry_of(key, st, &srv.encoding_limits(), node);
+        match st.compact() {
+            Some(_) if side => {
+                store.states.remove(&k);
+            }
+            Some(_) => {}
+            None if side => {}
+            None => {
+                store.states.insert(k.clone(), owned);
+            }
+        }
         store.note(&k, mark);
         (entry, replaced)
     };
@@ -597,21 +807,44 @@ pub fn dump_shard(
 ) -> (Vec<DumpedState>, bool) {
     let mut shard = srv.ks.lock(i);
     let appended = append_local(srv, &mut shard, now_ms).is_some();
+    let node = srv.active.node;
     let store = srv.active.store(i);
-    let mut keys: Vec<&(usize, Box<[u8]>)> = store
+    // Keys with a state of their own, and keys whose state is their entry.
+    let mut keys: Vec<(Vec<u8>, &Key, bool)> = store
         .states
         .keys()
         .filter(|k| !store.provisional.contains(*k))
-        .filter(|k| after.is_empty() || cursor_of(k).as_slice() > after)
+        .map(|k| (cursor_of(k), k, true))
+        .filter(|(c, _, _)| after.is_empty() || c.as_slice() > after)
         .collect();
-    keys.sort_by_key(|k| cursor_of(k));
+    let mut compact: Vec<Key> = Vec::new();
+    for db in 0..srv.ks.databases() {
+        shard.for_each_entry(i, db, |_, e| {
+            let k: Key = (db, e.key().into());
+            if !store.states.contains_key(&k) {
+                compact.push(k);
+            }
+        });
+    }
+    keys.extend(
+        compact
+            .iter()
+            .map(|k| (cursor_of(k), k, false))
+            .filter(|(c, _, _)| after.is_empty() || c.as_slice() > after),
+    );
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
     let more = keys.len() > SYNC_KEYS_PER_CALL;
     let page = keys
         .into_iter()
         .take(SYNC_KEYS_PER_CALL)
-        .map(|k| {
+        .map(|(_, k, side)| {
             let mut b = Vec::new();
-            store.states[k].encode(&mut b);
+            if side {
+                store.states[k].encode(&mut b);
+            } else {
+                let slot = key_slot(&k.1);
+                state_of_entry(shard.peek_any(k.0, slot, &k.1), node).encode(&mut b);
+            }
             (k.0, k.1.to_vec(), b)
         })
         .collect::<Vec<_>>();

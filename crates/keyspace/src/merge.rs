@@ -216,6 +216,32 @@ impl Default for KeyState {
     }
 }
 
+/// A state that is only a reset of a value, with the TTL written with it: no counter
+/// contributions, no elements, no tombstone, nothing newer merged. The common case (SET and
+/// friends) keeps no separate state: the value lives in the keyspace entry, the stamp is the
+/// entry's version and writer (`Entry::merge_node`), the deadline is the entry's.
+/// [`KeyState::compact`] and [`Compact::expand`] go between the two forms; nothing in between
+/// is lost (`merge/tests.rs` checks it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compact {
+    pub stamp: Stamp,
+    pub ttl_at: Option<u64>,
+}
+
+impl Compact {
+    /// The full state, given the value the entry holds (`Base::Str` or `Base::Blob`).
+    pub fn expand(self, base: Base) -> KeyState {
+        KeyState::reset_effect(self.stamp, base, self.ttl_at)
+    }
+}
+
+/// A stand-in for the value of a compact state the caller could not read (the entry was
+/// written over or deleted): shows as a value no write leaves (an empty blob), so whatever the
+/// key holds now differs from it. Only for states that are about to be reset.
+pub fn unknown_base() -> Base {
+    Base::Blob(Vec::new())
+}
+
 /// What a state shows: the value a member's keyspace holds for the key.
 #[derive(Clone, Debug, PartialEq)]
 pub enum View {
@@ -287,6 +313,20 @@ impl KeyState {
             let floor = (e.epoch, e.stamp);
             e.counts.retain(|_, c| c.epoch >= floor);
         }
+    }
+
+    /// The compact form of this state, if it is only a reset of a string or whole value with
+    /// its TTL (see [`Compact`]).
+    pub fn compact(&self) -> Option<Compact> {
+        let plain = matches!(self.base, Base::Str(_) | Base::Blob(_))
+            && self.counts.is_empty()
+            && self.elems.is_empty()
+            && self.ttl.stamp == self.reset
+            && self.top == self.reset;
+        plain.then_some(Compact {
+            stamp: self.reset,
+            ttl_at: self.ttl.at,
+        })
     }
 
     /// Whether this state shows nothing and holds only tombstones (a reset to absent, removed
@@ -806,6 +846,32 @@ impl KeyState {
                 w.count(*n, c);
             }
         }
+    }
+
+    /// Appends the wire form of `reset_effect(at, base, ttl_at)` for a string (`blob` false) or
+    /// a whole value in the keyspace codec (`blob`), without building the state: a member's SET
+    /// streams its effect straight from the entry.
+    pub fn encode_reset(
+        out: &mut Vec<u8>,
+        at: Stamp,
+        value: &[u8],
+        blob: bool,
+        ttl_at: Option<u64>,
+    ) {
+        let mut w = W(out);
+        w.s(at);
+        w.n(if blob { 5 } else { 1 });
+        w.b(value);
+        w.s(at);
+        w.n(ttl_at.unwrap_or(u64::MAX));
+        w.s(at);
+        w.n(0);
+        w.n(0);
+    }
+
+    /// Bytes [`KeyState::encode_reset`] appends for a value of `len` bytes.
+    pub fn reset_wire_bytes(len: usize) -> usize {
+        16 + 8 + 4 + len + 16 + 8 + 16 + 8 + 8
     }
 
     /// Reads a wire form back (`None`: malformed, never a panic).
