@@ -134,6 +134,9 @@ pub struct Active {
     /// What each peer reported merging (`SHOALSEEN` frames in its stream): by the peer's stream
     /// id, the offset it merged of each origin's stream.
     seen: Mutex<HashMap<u64, HashMap<u64, u64>>>,
+    /// Per database, the newest flush merged (`SHOALFLUSH`): every key's state is reset to absent
+    /// at it, so an effect made before it that arrives later is cut by it.
+    floors: Mutex<Vec<Stamp>>,
     pub stats: ActiveStats,
     /// Peer links by `host:port`, kept by the link drivers.
     pub peers: Mutex<BTreeMap<String, PeerStatus>>,
@@ -147,6 +150,7 @@ impl Active {
             stores: std::sync::OnceLock::new(),
             shards,
             seen: Mutex::default(),
+            floors: Mutex::default(),
             stats: ActiveStats::default(),
             peers: Mutex::default(),
         }
@@ -169,6 +173,24 @@ impl Active {
     fn stores(&self) -> &[Mutex<Store>] {
         self.stores
             .get_or_init(|| (0..self.shards).map(|_| Mutex::default()).collect())
+    }
+
+    /// The newest flush of database `db` merged here (`Stamp::ZERO`: none).
+    pub fn floor(&self, db: usize) -> Stamp {
+        self.floors
+            .lock()
+            .expect("floors lock")
+            .get(db)
+            .copied()
+            .unwrap_or(Stamp::ZERO)
+    }
+
+    fn raise_floor(&self, db: usize, at: Stamp) {
+        let mut f = self.floors.lock().expect("floors lock");
+        if f.len() <= db {
+            f.resize(db + 1, Stamp::ZERO);
+        }
+        f[db] = f[db].max(at);
     }
 
     /// Keys with a merge state, and tombstones held (deleted keys, removed elements).
@@ -615,6 +637,115 @@ fn state_of_entry(e: Option<&Entry>, node: u64) -> KeyState {
     }
 }
 
+/// The stream frame of a flush.
+pub const FLUSH_FRAME: &[u8] = b"SHOALFLUSH";
+
+/// `SHOALFLUSH db hlc node` (`db` -1: every database): FLUSHDB/FLUSHALL made at stamp `at`.
+pub fn encode_flush(out: &mut Vec<u8>, db: Option<usize>, at: Stamp) {
+    let db = db.map_or("-1".to_string(), |d| d.to_string());
+    let (h, n) = (at.hlc.to_string(), at.node.to_string());
+    shoal_resp::encode_request(out, &[FLUSH_FRAME, db.as_bytes(), h.as_bytes(), n.as_bytes()]);
+}
+
+/// A `SHOALFLUSH` frame's database (`None`: all) and stamp.
+pub fn parse_flush(args: &[&[u8]]) -> Option<(Option<usize>, Stamp)> {
+    match args {
+        [name, db, h, n] if name.eq_ignore_ascii_case(FLUSH_FRAME) => {
+            let db: i64 = std::str::from_utf8(db).ok()?.parse().ok()?;
+            let db = (db >= 0).then_some(db as usize);
+            let h = std::str::from_utf8(h).ok()?.parse().ok()?;
+            let n = std::str::from_utf8(n).ok()?.parse().ok()?;
+            Some((db, Stamp::new(h, n)))
+        }
+        _ => None,
+    }
+}
+
+/// A flush floor item of `ACTIVESYNC` (`F<db>`, the floor as a reset's wire form).
+pub fn parse_floor(db: &[u8], state: &[u8]) -> Option<(usize, Stamp)> {
+    let db = std::str::from_utf8(db).ok()?.parse().ok()?;
+    let st = KeyState::decode(state)?;
+    Some((db, st.reset))
+}
+
+/// A member's own FLUSHDB/FLUSHALL at `at`, with every shard locked after their queues were
+/// appended and the databases emptied: its merge states for those databases go too (every one
+/// is older than the flush), and the flush becomes the databases' floor.
+pub fn flushed_locally(srv: &ServerState, db: Option<usize>, at: Stamp) {
+    for d in 0..srv.ks.databases() {
+        if db.is_none_or(|x| x == d) {
+            srv.active.raise_floor(d, at);
+        }
+    }
+    for s in srv.active.stores.get().map(|s| &s[..]).unwrap_or_default() {
+        let mut s = s.lock().expect("merge store lock");
+        let s = &mut *s;
+        s.states.retain(|k, _| db.is_some_and(|x| x != k.0));
+        s.marks.retain(|k, _| db.is_some_and(|x| x != k.0));
+        s.provisional.retain(|k| db.is_some_and(|x| x != k.0));
+    }
+}
+
+/// A peer's flush (`SHOALFLUSH`, or a floor read in a full resync): every key of those
+/// databases whose state holds nothing newer than `at` goes (no tombstone: the floor stands for
+/// them); the others keep what was written after it. Idempotent.
+pub fn apply_flush(srv: &ServerState, db: Option<usize>, at: Stamp, now_ms: u64) {
+    srv.ks.hlc.observe(at.hlc);
+    let node = srv.active.node;
+    let limits = srv.encoding_limits();
+    let floor = KeyState::reset_effect(at, Base::Absent, None);
+    let mut appended = false;
+    for i in 0..srv.ks.shard_count() {
+        let mut shard = srv.ks.lock(i);
+        appended |= append_local(srv, &mut shard, now_ms).is_some();
+        for d in 0..srv.ks.databases() {
+            if db.is_some_and(|x| x != d) {
+                continue;
+            }
+            srv.active.raise_floor(d, at);
+            let mut store = srv.active.store(i);
+            // Keys whose state is their entry: gone if written before the flush.
+            let mut gone = Vec::new();
+            shard.for_each_entry(i, d, |slot, e| {
+                let k: Key = (d, e.key().into());
+                let stamp = Stamp::new(e.version(), e.merge_node().unwrap_or(node));
+                if !store.states.contains_key(&k) && stamp <= at {
+                    gone.push((slot, k));
+                }
+            });
+            // Keys with a state of their own: the flush merged in.
+            let mut rewrite = Vec::new();
+            let keys: Vec<Key> = store.states.keys().filter(|k| k.0 == d).cloned().collect();
+            for k in keys {
+                let st = store.states.get_mut(&k).expect("listed");
+                let slot = key_slot(&k.1);
+                if st.top <= at {
+                    store.states.remove(&k);
+                    store.marks.remove(&k);
+                    store.provisional.remove(&k);
+                    gone.push((slot, k));
+                } else {
+                    let before = st.view();
+                    st.merge(&floor);
+                    if st.view() != before {
+                        rewrite.push((slot, k.clone(), entry_of(&k.1, st, &limits, node)));
+                    }
+                }
+            }
+            drop(store);
+            for (slot, k) in gone {
+                shard.put_merged(d, slot, &k.1, None, now_ms);
+            }
+            for (slot, k, e) in rewrite {
+                shard.put_merged(d, slot, &k.1, e, now_ms);
+            }
+        }
+    }
+    if appended {
+        srv.repl.notify_appended();
+    }
+}
+
 /// `SHOALSEEN stream offset`: this member merged `stream` (an origin's stream id) up to
 /// `offset`. Appended to this member's own stream for its peers' tombstone collection.
 pub fn encode_seen(out: &mut Vec<u8>, stream: u64, offset: u64) {
@@ -768,8 +899,17 @@ pub fn apply_remote(
             &mut owned
         };
         st.merge(&eff);
+        let floor = srv.active.floor(db);
+        if floor != Stamp::ZERO && st.top <= floor {
+            // Made before a flush merged here: the flush left nothing of it.
+            *st = KeyState::new();
+        }
         let entry = entry_of(key, st, &srv.encoding_limits(), node);
         match st.compact() {
+            _ if *st == KeyState::new() => {
+                store.states.remove(&k);
+                store.marks.remove(&k);
+            }
             Some(_) if side => {
                 store.states.remove(&k);
             }
@@ -950,9 +1090,26 @@ fn activesync(ctx: &mut crate::Ctx<'_>, args: &crate::Args<'_>) -> crate::CmdRes
         (true, Some((db, key, _))) => cursor_of(&(*db, key.as_slice().into())),
         _ => Vec::new(),
     };
+    // The first page also carries the databases' flush floors, as `F<db>` items.
+    let mut floors: Vec<(String, Vec<u8>)> = Vec::new();
+    if shard == 0 && after.is_empty() {
+        for db in 0..ctx.srv.ks.databases() {
+            let f = ctx.srv.active.floor(db);
+            if f != Stamp::ZERO {
+                let mut b = Vec::new();
+                KeyState::reset_effect(f, Base::Absent, None).encode(&mut b);
+                floors.push((format!("F{db}"), b));
+            }
+        }
+    }
     ctx.out.array(2);
     ctx.out.bulk(&next);
-    ctx.out.array(page.len() * 3);
+    ctx.out.array((page.len() + floors.len()) * 3);
+    for (db, state) in &floors {
+        ctx.out.bulk(db.as_bytes());
+        ctx.out.bulk(b"");
+        ctx.out.bulk(state);
+    }
     for (db, key, state) in &page {
         ctx.out.bulk(db.to_string().as_bytes());
         ctx.out.bulk(key);

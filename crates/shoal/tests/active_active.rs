@@ -351,3 +351,150 @@ fn a_member_restarted_from_its_snapshot_loses_no_increment_made_while_it_was_dow
     drop(members);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Cuts every member off from every other (nobody pulls from anybody).
+fn cut(members: &[Shoal]) {
+    for m in members {
+        let mut c = m.client();
+        let _: () = q(&mut c, &["CONFIG", "SET", "active-peers", "127.0.0.1:1"]);
+    }
+}
+
+fn dbsize(m: &Shoal) -> i64 {
+    let mut c = m.client();
+    q(&mut c, &["DBSIZE"])
+}
+
+#[test]
+fn a_flushall_resets_every_key_on_every_member_and_later_writes_survive_it() {
+    let members = group(2);
+    wait_connected(&members);
+    let (mut a, mut b) = (members[0].client(), members[1].client());
+    for i in 0..50 {
+        let _: () = q(&mut a, &["SET", &format!("a{i}"), "v"]);
+        let _: i64 = q(&mut b, &["SADD", &format!("s{i}"), "m"]);
+    }
+    let _: i64 = q(&mut b, &["INCRBY", "n", "5"]);
+    let _: () = q(&mut b, &["SELECT", "1"]);
+    let _: () = q(&mut b, &["SET", "in-db-1", "v"]);
+    converge(&members);
+    // Cut apart, member 1 writes keys before member 0's flush (in version order), then heals:
+    // the flush resets them too, whatever order the effects arrive in.
+    cut(&members);
+    let _: () = q(&mut b, &["SELECT", "0"]);
+    let _: () = q(&mut b, &["SET", "a1", "made-before-the-flush"]);
+    let _: i64 = q(&mut b, &["INCR", "n"]);
+    std::thread::sleep(Duration::from_millis(5));
+    let _: () = q(&mut a, &["FLUSHALL"]);
+    assert_eq!(dbsize(&members[0]), 0);
+    join(&members);
+    wait_connected(&members);
+    converge(&members);
+    for m in &members {
+        assert_eq!(dbsize(m), 0, "the flush reached every key");
+        let mut c = m.client();
+        let _: () = q(&mut c, &["SELECT", "1"]);
+        let n: i64 = q(&mut c, &["DBSIZE"]);
+        assert_eq!(n, 0, "FLUSHALL empties every database");
+    }
+    // Writes after the flush, on either member, survive it everywhere.
+    let _: () = q(&mut b, &["SET", "after", "1"]);
+    let _: i64 = q(&mut a, &["INCRBY", "n", "2"]);
+    converge(&members);
+    for m in &members {
+        assert_eq!(get(m, &["GET", "after"]), Some("1".to_string()));
+        assert_eq!(get(m, &["GET", "n"]), Some("2".to_string()));
+    }
+    // FLUSHDB resets one database only.
+    let _: () = q(&mut a, &["SELECT", "2"]);
+    let _: () = q(&mut a, &["SET", "x", "1"]);
+    converge(&members);
+    let _: () = q(&mut b, &["SELECT", "2"]);
+    let _: () = q(&mut b, &["FLUSHDB"]);
+    converge(&members);
+    for m in &members {
+        assert_eq!(dbsize(m), 2, "database 0 kept its keys");
+        let mut c = m.client();
+        let _: () = q(&mut c, &["SELECT", "2"]);
+        let n: i64 = q(&mut c, &["DBSIZE"]);
+        assert_eq!(n, 0);
+    }
+    // The group checks out: no key differs.
+    let (code, out) = verify(&members[0]);
+    assert_eq!(code, 0, "verify: {out}");
+}
+
+#[test]
+fn swapdb_is_refused_on_a_member() {
+    let members = group(2);
+    wait_connected(&members);
+    let mut c = members[0].client();
+    let r: redis::RedisResult<()> = common::try_q(&mut c, &["SWAPDB", "0", "1"]);
+    let e = r.expect_err("refused");
+    assert!(
+        e.to_string()
+            .contains("SWAPDB is not allowed in an active-active group"),
+        "{e}"
+    );
+    // Outside a group it works.
+    let plain = Shoal::start(&[]);
+    let mut p = plain.client();
+    let _: () = q(&mut p, &["SWAPDB", "0", "1"]);
+}
+
+/// `used_memory` growth per key for `n` SETs of 16-byte values to 16-byte keys.
+fn bytes_per_key(m: &Shoal, prefix: &str, n: usize) -> f64 {
+    let mut c = m.client();
+    // Fill the replication backlog first, so its growth is not counted.
+    let junk = "x".repeat(60_000);
+    for _ in 0..3 {
+        let _: () = q(&mut c, &["SET", "junk", &junk]);
+    }
+    let _: i64 = q(&mut c, &["DEL", "junk"]);
+    let before = common::info_u64(&mut c, "memory", "used_memory");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            p.cmd("SET")
+                .arg(format!("{prefix}:{i:010}"))
+                .arg(format!("value-{i:010}"))
+                .ignore();
+        }
+        let _: () = p.query(&mut c).expect("pipeline");
+    }
+    let after = common::info_u64(&mut c, "memory", "used_memory");
+    (after as f64 - before as f64) / n as f64
+}
+
+#[test]
+fn a_string_key_on_a_member_costs_at_most_24_bytes_more_than_on_a_plain_node() {
+    const KEYS: usize = 10_000;
+    const BOUND: f64 = 24.0;
+    let backlog = ["--set", "repl-backlog-size=65536"];
+    let plain = Shoal::start(&backlog);
+    let members: Vec<Shoal> = (0..2).map(|_| Shoal::start(&backlog)).collect();
+    join(&members);
+    wait_connected(&members);
+    let base = bytes_per_key(&plain, "key", KEYS);
+    let local = bytes_per_key(&members[0], "key", KEYS);
+    converge(&members);
+    assert!(
+        local - base <= BOUND,
+        "a member's own SETs: {local:.1} B/key vs {base:.1} on a plain node"
+    );
+    // On the other member every key was written by a peer: it names its writer (8 bytes).
+    let mut c = members[1].client();
+    let n: i64 = q(&mut c, &["DBSIZE"]);
+    assert_eq!(n as usize, KEYS);
+    let mut p = plain.client();
+    let plain_total = common::info_u64(&mut p, "memory", "used_memory") as f64;
+    let peer_total = common::info_u64(&mut c, "memory", "used_memory") as f64;
+    assert!(
+        (peer_total - plain_total) / KEYS as f64 <= BOUND + 8.0,
+        "a peer's SETs: {peer_total} B in all vs {plain_total} on a plain node"
+    );
+    // The only merge state left is the deleted junk key's tombstone.
+    let keys = common::info_u64(&mut c, "active", "active_keys");
+    let tombstones = common::info_u64(&mut c, "active", "active_tombstones");
+    assert!(keys <= tombstones, "plain resets keep no merge state");
+}
