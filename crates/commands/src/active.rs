@@ -79,21 +79,25 @@ pub struct ActiveStats {
 
 type Key = (usize, Box<[u8]>);
 
+/// The merge stores' hasher: looked up several times per write, so a fast one, seeded per
+/// process (as the keyspace's is).
+type Hasher = foldhash::fast::RandomState;
+
 /// One shard's merge states, and where each deleted key's tombstone came from.
 #[derive(Debug, Default)]
 pub struct Store {
-    states: HashMap<Key, KeyState>,
+    states: HashMap<Key, KeyState, Hasher>,
     /// For a key whose state shows nothing (a tombstone): the stream (id) and the offset in it
     /// after its newest effect. It is collected once every other member reported merging that
     /// stream past that offset (`SHOALSEEN`): from then on every effect a member makes is made on
     /// top of the deletion, and those it made before have all reached this member.
-    marks: HashMap<Key, Mark>,
+    marks: HashMap<Key, Mark, Hasher>,
     /// Keys seeded from the keyspace (joining a group, or a snapshot loaded at start-up): their
     /// states may be this member's old view of keys its peers moved past (a reset made of it
     /// would drop their newer increments). A peer's state for such a key replaces the seed; a
     /// local write first sends the seed as is; once every peer's states were merged, the seeds
     /// left (keys no peer had) are sent ([`promote_provisional`]).
-    provisional: std::collections::HashSet<Key>,
+    provisional: std::collections::HashSet<Key, Hasher>,
 }
 
 /// A place in a member's stream.
@@ -453,8 +457,8 @@ fn encode_local(
                     // The common case first: a string written whole over a key with no state.
                     let store = srv.active.store(idx);
                     let k: Key = (db, key.into());
-                    let plain = !store.states.contains_key(&k)
-                        && !store.provisional.contains(&k)
+                    let plain = (store.states.is_empty() || !store.states.contains_key(&k))
+                        && (store.provisional.is_empty() || !store.provisional.contains(&k))
                         && prior::find(priors, db, key).is_none_or(|p| {
                             plain_reset(p, counts.is_empty())
                                 && p.was.is_none_or(|w| version_after(e, w))
@@ -480,7 +484,8 @@ fn encode_local(
         };
         let mut store = srv.active.store(idx);
         let k: Key = (db, key.into());
-        if store.provisional.remove(&k)
+        if !store.provisional.is_empty()
+            && store.provisional.remove(&k)
             && let Some(seeded) = store.states.get(&k)
         {
             // Written here before any peer spoke of it: the seed becomes a write of its own.
@@ -534,7 +539,9 @@ fn encode_local(
             srv.ks.hlc.next(now_ms)
         };
         let at = Stamp::new(hlc, node);
-        let eff = match merge::local_effect(st, &view, ttl, at, node, counts, now_ms) {
+        let eff = match counter_effect(st, &view, ttl, at, node, counts, now_ms)
+            .or_else(|| merge::local_effect(st, &view, ttl, at, node, counts, now_ms))
+        {
             Some(eff) => eff,
             // A write that changed nothing merged (a PEXPIRE to the same deadline) still moved
             // the key's version: every member moves it too, so digests stay equal.
@@ -570,7 +577,7 @@ fn encode_local(
         }
         if tombstone {
             deleted.push(k);
-        } else {
+        } else if !store.marks.is_empty() {
             store.marks.remove(&k);
         }
         drop(store);
@@ -585,6 +592,41 @@ fn encode_local(
         }
     }
     deleted
+}
+
+/// The effect of string increments on a live string counter (or nothing), as
+/// `merge::local_effect` makes it, without copying the state: the INCR family's common case.
+/// `None`: not that case (the caller diffs). Merges the effect into `st`.
+fn counter_effect(
+    st: &mut KeyState,
+    now: &View,
+    ttl: Option<u64>,
+    at: Stamp,
+    node: u64,
+    counts: &[Noted<'_>],
+    now_ms: u64,
+) -> Option<KeyState> {
+    let plain = !counts.is_empty()
+        && counts.iter().all(|(f, _)| f.is_none())
+        && matches!(now, View::Str(_))
+        && matches!(st.base, Base::Str(_) | Base::Absent)
+        && st.elems.is_empty()
+        && st.ttl.at.is_none_or(|d| d > now_ms);
+    if !plain {
+        return None;
+    }
+    let mut eff = KeyState::new();
+    for (_, by) in counts {
+        let e = st.incr_effect(at, node, *by);
+        st.merge(&e);
+        eff.merge(&e);
+    }
+    if st.ttl.at != ttl {
+        let e = KeyState::ttl_effect(at, ttl);
+        st.merge(&e);
+        eff.merge(&e);
+    }
+    Some(eff)
 }
 
 /// Whether a key's batch (its prior) is a plain whole-value write: no increments counted on top
@@ -644,7 +686,10 @@ pub const FLUSH_FRAME: &[u8] = b"SHOALFLUSH";
 pub fn encode_flush(out: &mut Vec<u8>, db: Option<usize>, at: Stamp) {
     let db = db.map_or("-1".to_string(), |d| d.to_string());
     let (h, n) = (at.hlc.to_string(), at.node.to_string());
-    shoal_resp::encode_request(out, &[FLUSH_FRAME, db.as_bytes(), h.as_bytes(), n.as_bytes()]);
+    shoal_resp::encode_request(
+        out,
+        &[FLUSH_FRAME, db.as_bytes(), h.as_bytes(), n.as_bytes()],
+    );
 }
 
 /// A `SHOALFLUSH` frame's database (`None`: all) and stamp.

@@ -28,8 +28,18 @@
 //!   `(deadline, node 0)`, the same on every member.
 //! - **Version** shown by the key: the greatest stamp merged into its state.
 //!
+//! - **FLUSHDB/FLUSHALL**: a reset to absent of every key of the database(s) at the flush's
+//!   stamp, streamed as one effect. Members keep the newest flush per database as a floor instead
+//!   of a tombstone per key: a key whose state holds nothing newer is gone, and an effect made
+//!   before the flush that arrives later is cut by it (merging the floor's reset is the same
+//!   join). Writes made after the flush survive it. **SWAPDB** is refused on a member: states
+//!   are merged per database and key, and a swap would exchange whole databases on one member.
+//!
 //! Tombstones (a reset to absent, element tombstones) stay in the state until the caller knows
 //! every member has them; [`KeyState::is_tombstone`] tells a collector which states are only that.
+//!
+//! A state that is only a reset with its TTL ([`Compact`]) needs no storage of its own: a member
+//! keeps it as the key's entry (value, version, TTL, and the writer's node number).
 
 use std::collections::BTreeMap;
 

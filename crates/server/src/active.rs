@@ -418,7 +418,8 @@ async fn fetch_states<T: Transport>(
                 };
                 if let Some(floor) = db.strip_prefix(b"F") {
                     // A database's flush floor (see `act::dump_shard`).
-                    let (db, at) = act::parse_floor(floor, state).ok_or("malformed ACTIVESYNC floor")?;
+                    let (db, at) =
+                        act::parse_floor(floor, state).ok_or("malformed ACTIVESYNC floor")?;
                     act::apply_flush(srv, Some(db), at, now_ms());
                     continue;
                 }
