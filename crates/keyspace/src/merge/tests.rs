@@ -653,8 +653,8 @@ proptest! {
         }
         prop_assert_eq!(made.len(), made2.len());
         for (m, s) in full.iter().zip(&stored) {
-            for k in 0..4 {
-                let st = s[k].load();
+            for (k, stored) in s.iter().enumerate() {
+                let st = stored.load();
                 prop_assert_eq!(&st, &m.keys[k]);
                 prop_assert_eq!(st.view(), m.keys[k].view());
                 if let Some(c) = m.keys[k].compact() {
