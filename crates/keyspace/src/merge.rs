@@ -135,6 +135,71 @@ impl Count {
     }
 }
 
+/// Counter contributions by member number: a few members at most, so a vector sorted by member
+/// (a map's node would cost about a kilobyte per counter key).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counts(Vec<(u64, Count)>);
+
+impl Counts {
+    pub fn new() -> Self {
+        Counts(Vec::new())
+    }
+
+    pub fn get(&self, node: &u64) -> Option<&Count> {
+        self.0
+            .binary_search_by_key(node, |(n, _)| *n)
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Sets member `node`'s contribution.
+    pub fn insert(&mut self, node: u64, c: Count) {
+        match self.0.binary_search_by_key(&node, |(n, _)| *n) {
+            Ok(i) => self.0[i].1 = c,
+            Err(i) => self.0.insert(i, (node, c)),
+        }
+    }
+
+    /// Joins `c` into member `node`'s contribution.
+    pub fn join_in(&mut self, node: u64, c: &Count) {
+        match self.0.binary_search_by_key(&node, |(n, _)| *n) {
+            Ok(i) => self.0[i].1.join(c),
+            Err(i) => self.0.insert(i, (node, *c)),
+        }
+    }
+
+    pub fn retain(&mut self, mut f: impl FnMut(&u64, &mut Count) -> bool) {
+        self.0.retain_mut(|(n, c)| f(n, c));
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Count> {
+        self.0.iter().map(|(_, c)| c)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &Count)> {
+        self.0.iter().map(|(n, c)| (n, c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Counts {
+    type Item = (&'a u64, &'a Count);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (u64, Count)>,
+        fn(&'a (u64, Count)) -> (&'a u64, &'a Count),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(n, c)| (n, c))
+    }
+}
+
 /// An increment.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum By {
@@ -176,7 +241,7 @@ pub struct Elem {
     pub stamp: Stamp,
     pub val: ElemVal,
     /// Hash-field counter contributions (HINCRBY), per member.
-    pub counts: BTreeMap<u64, Count>,
+    pub counts: Counts,
 }
 
 impl Elem {
@@ -214,7 +279,7 @@ pub struct KeyState {
     pub base: Base,
     pub ttl: Ttl,
     /// String counter contributions, per member.
-    pub counts: BTreeMap<u64, Count>,
+    pub counts: Counts,
     pub elems: BTreeMap<Vec<u8>, Elem>,
     /// The greatest stamp ever merged: the key's version.
     pub top: Stamp,
@@ -270,7 +335,7 @@ impl KeyState {
             reset: Stamp::ZERO,
             base: Base::Absent,
             ttl: Ttl::default(),
-            counts: BTreeMap::new(),
+            counts: Counts::new(),
             elems: BTreeMap::new(),
             top: Stamp::ZERO,
         }
@@ -287,10 +352,7 @@ impl KeyState {
             self.ttl = o.ttl;
         }
         for (n, c) in &o.counts {
-            self.counts
-                .entry(*n)
-                .and_modify(|m| m.join(c))
-                .or_insert(*c);
+            self.counts.join_in(*n, c);
         }
         for (k, e) in &o.elems {
             match self.elems.get_mut(k) {
@@ -304,7 +366,7 @@ impl KeyState {
                         m.val = e.val.clone();
                     }
                     for (n, c) in &e.counts {
-                        m.counts.entry(*n).and_modify(|x| x.join(c)).or_insert(*c);
+                        m.counts.join_in(*n, c);
                     }
                 }
             }
@@ -397,7 +459,7 @@ impl KeyState {
                 epoch: self.reset,
                 stamp: at,
                 val,
-                counts: BTreeMap::new(),
+                counts: Counts::new(),
             },
         );
         e
@@ -431,7 +493,7 @@ impl KeyState {
             _ => Count::new(epoch),
         };
         add(&mut c, by, at);
-        let mut counts = BTreeMap::new();
+        let mut counts = Counts::new();
         counts.insert(node, c);
         let mut e = KeyState {
             top: at,
@@ -902,7 +964,7 @@ impl KeyState {
             at: Some(r.n()?).filter(|&t| t != u64::MAX),
         };
         let top = r.s()?;
-        let mut counts = BTreeMap::new();
+        let mut counts = Counts::new();
         for _ in 0..r.len()? {
             let (n, c) = r.count()?;
             counts.insert(n, c);
@@ -924,7 +986,7 @@ impl KeyState {
                 }
                 _ => return None,
             };
-            let mut ec = BTreeMap::new();
+            let mut ec = Counts::new();
             for _ in 0..r.len()? {
                 let (n, c) = r.count()?;
                 ec.insert(n, c);
