@@ -27,7 +27,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use shoal_keyspace::delta::Pending;
-use shoal_keyspace::merge::{self, By, KeyState, Stamp, View};
+use shoal_keyspace::merge::{self, Base, By, Compact, KeyState, Stamp, View};
+use shoal_keyspace::prior::{self, Prior};
 use shoal_keyspace::types::{hash::Hash, set::Set, zset::ZSet};
 use shoal_keyspace::{
     EncodingLimits, Entry, Object, Payload, ShardGuard, ValueRef, codec, key_slot,
@@ -78,21 +79,25 @@ pub struct ActiveStats {
 
 type Key = (usize, Box<[u8]>);
 
+/// The merge stores' hasher: looked up several times per write, so a fast one, seeded per
+/// process (as the keyspace's is).
+type Hasher = foldhash::fast::RandomState;
+
 /// One shard's merge states, and where each deleted key's tombstone came from.
 #[derive(Debug, Default)]
 pub struct Store {
-    states: HashMap<Key, KeyState>,
+    states: HashMap<Key, KeyState, Hasher>,
     /// For a key whose state shows nothing (a tombstone): the stream (id) and the offset in it
     /// after its newest effect. It is collected once every other member reported merging that
     /// stream past that offset (`SHOALSEEN`): from then on every effect a member makes is made on
     /// top of the deletion, and those it made before have all reached this member.
-    marks: HashMap<Key, Mark>,
+    marks: HashMap<Key, Mark, Hasher>,
     /// Keys seeded from the keyspace (joining a group, or a snapshot loaded at start-up): their
     /// states may be this member's old view of keys its peers moved past (a reset made of it
     /// would drop their newer increments). A peer's state for such a key replaces the seed; a
     /// local write first sends the seed as is; once every peer's states were merged, the seeds
     /// left (keys no peer had) are sent ([`promote_provisional`]).
-    provisional: std::collections::HashSet<Key>,
+    provisional: std::collections::HashSet<Key, Hasher>,
 }
 
 /// A place in a member's stream.
@@ -133,6 +138,9 @@ pub struct Active {
     /// What each peer reported merging (`SHOALSEEN` frames in its stream): by the peer's stream
     /// id, the offset it merged of each origin's stream.
     seen: Mutex<HashMap<u64, HashMap<u64, u64>>>,
+    /// Per database, the newest flush merged (`SHOALFLUSH`): every key's state is reset to absent
+    /// at it, so an effect made before it that arrives later is cut by it.
+    floors: Mutex<Vec<Stamp>>,
     pub stats: ActiveStats,
     /// Peer links by `host:port`, kept by the link drivers.
     pub peers: Mutex<BTreeMap<String, PeerStatus>>,
@@ -146,6 +154,7 @@ impl Active {
             stores: std::sync::OnceLock::new(),
             shards,
             seen: Mutex::default(),
+            floors: Mutex::default(),
             stats: ActiveStats::default(),
             peers: Mutex::default(),
         }
@@ -170,6 +179,24 @@ impl Active {
             .get_or_init(|| (0..self.shards).map(|_| Mutex::default()).collect())
     }
 
+    /// The newest flush of database `db` merged here (`Stamp::ZERO`: none).
+    pub fn floor(&self, db: usize) -> Stamp {
+        self.floors
+            .lock()
+            .expect("floors lock")
+            .get(db)
+            .copied()
+            .unwrap_or(Stamp::ZERO)
+    }
+
+    fn raise_floor(&self, db: usize, at: Stamp) {
+        let mut f = self.floors.lock().expect("floors lock");
+        if f.len() <= db {
+            f.resize(db + 1, Stamp::ZERO);
+        }
+        f[db] = f[db].max(at);
+    }
+
     /// Keys with a merge state, and tombstones held (deleted keys, removed elements).
     pub fn counts(&self) -> (usize, usize) {
         let (mut keys, mut tombs) = (0, 0);
@@ -191,9 +218,11 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
     if on {
         srv.active.on.store(true, Relaxed);
         srv.repl.start_recording(&srv.ks);
+        srv.ks.set_keep_priors(true);
         seed(srv, now_ms);
     } else {
         srv.active.on.store(false, Relaxed);
+        srv.ks.set_keep_priors(false);
         for s in srv.active.stores.get().map(|s| &s[..]).unwrap_or_default() {
             *s.lock().expect("merge store lock") = Store::default();
         }
@@ -224,7 +253,7 @@ pub fn seed(srv: &ServerState, now_ms: u64) {
                 if store.states.contains_key(&k) {
                     return;
                 }
-                let at = Stamp::new(e.version(), node);
+                let at = Stamp::new(e.version(), e.merge_node().unwrap_or(node));
                 let st = KeyState::new();
                 // A value on the disk tier is read back (waiting for the disk, as a snapshot
                 // does); one the tier lost is left out, as its key will be.
@@ -280,6 +309,10 @@ pub fn promote_provisional(srv: &ServerState) -> usize {
             if let Some(st) = store.states.get(k) {
                 encode_merge(&mut out, k.0, &k.1, st);
                 sent += 1;
+                // A seed is its entry's state: a plain reset needs no copy of its own now.
+                if st.compact().is_some() {
+                    store.states.remove(k);
+                }
             }
         }
         if !out.is_empty() {
@@ -314,7 +347,18 @@ pub fn view_of(e: &Entry) -> View {
 }
 
 /// The keyspace entry a merged state shows (`None`: absent, or a value that does not decode).
-pub fn entry_of(key: &[u8], st: &KeyState, limits: &EncodingLimits) -> Option<Entry> {
+pub fn entry_of(key: &[u8], st: &KeyState, limits: &EncodingLimits, node: u64) -> Option<Entry> {
+    let mut e = entry_of_view(key, st, limits)?;
+    // A plain reset keeps no state but its entry: the entry names its writer if not us.
+    if let Some(c) = st.compact()
+        && c.stamp.node != node
+    {
+        e.set_merge_node(Some(c.stamp.node));
+    }
+    Some(e)
+}
+
+fn entry_of_view(key: &[u8], st: &KeyState, limits: &EncodingLimits) -> Option<Entry> {
     let ttl = st.deadline();
     let version = st.top.hlc;
     let object = |o: Object| Entry::new(key, Payload::Object(Box::new(o)), ttl, None, version, 0);
@@ -353,14 +397,17 @@ pub fn entry_of(key: &[u8], st: &KeyState, limits: &EncodingLimits) -> Option<En
 /// their merge states and are appended to the backlog (without waking the links). Returns the
 /// stream's end after them, if anything was appended.
 pub fn append_local(srv: &ServerState, shard: &mut ShardGuard<'_>, now_ms: u64) -> Option<u64> {
+    let priors = shard.take_priors();
     let items = shard.take_pending();
     if items.is_empty() {
         shard.recycle_pending(items);
+        shard.recycle_priors(priors);
         return None;
     }
     let mut out = Vec::new();
-    let deleted = encode_local(srv, shard, &items, &mut out, now_ms);
+    let deleted = encode_local(srv, shard, &items, &priors, &mut out, now_ms);
     shard.recycle_pending(items);
+    shard.recycle_priors(priors);
     if out.is_empty() {
         return None;
     }
@@ -394,10 +441,18 @@ pub type DumpedState = (usize, Vec<u8>, Vec<u8>);
 
 /// The effects of a drained queue, one per key it names (in first-seen order). Returns the keys
 /// it left as tombstones.
+///
+/// A key with a merge state of its own is diffed against it as always. A key without one (its
+/// state is its entry, see `merge::Compact`) gets its previous state from its prior (what the
+/// shard noted before the batch's first write, `shoal_keyspace::prior`): a plain whole-value write
+/// of a string is then streamed straight from the entry, with no state built or kept (the common
+/// case: SET). Everything else builds the previous state and diffs as above; the result is kept
+/// as a merge state only if it is more than a plain reset.
 fn encode_local(
     srv: &ServerState,
     shard: &mut ShardGuard<'_>,
     items: &[Pending],
+    priors: &[Prior],
     out: &mut Vec<u8>,
     now_ms: u64,
 ) -> Vec<Key> {
@@ -422,19 +477,87 @@ fn encode_local(
     for ((db, key), counts) in keys {
         let slot = key_slot(key);
         let idx = srv.ks.shard_of(slot);
-        let (view, ttl, version) = match shard.peek_any(db, slot, key) {
-            Some(e) if !e.is_expired(now_ms) => (view_of(e), e.expire_ms(), e.version()),
-            _ => (View::Absent, None, 0),
+        let (view, ttl, version, entry_node) = match shard.peek_any(db, slot, key) {
+            Some(e) if !e.is_expired(now_ms) => {
+                if let Some(s) = e.string() {
+                    // The common case first: a string written whole over a key with no state.
+                    let store = srv.active.store(idx);
+                    let k: Key = (db, key.into());
+                    let plain = (store.states.is_empty() || !store.states.contains_key(&k))
+                        && (store.provisional.is_empty() || !store.provisional.contains(&k))
+                        && prior::find(priors, db, key).is_none_or(|p| {
+                            plain_reset(p, counts.is_empty())
+                                && p.was.is_none_or(|w| version_after(e, w))
+                        });
+                    drop(store);
+                    if plain {
+                        let at = Stamp::new(e.version(), node);
+                        encode_merge_reset(out, db, key, at, s, e.expire_ms());
+                        srv.active.stats.local_effects.fetch_add(1, Relaxed);
+                        if e.merge_node().is_some()
+                            && let Some(mut e) = shard.lookup_any(db, slot, key)
+                        {
+                            // Our write now: the entry names no peer.
+                            e.set_merge_node(None);
+                        }
+                        continue;
+                    }
+                }
+                (view_of(e), e.expire_ms(), e.version(), e.merge_node())
+            }
+            Some(e) => (View::Absent, None, 0, e.merge_node()),
+            None => (View::Absent, None, 0, None),
         };
         let mut store = srv.active.store(idx);
         let k: Key = (db, key.into());
-        if store.provisional.remove(&k)
+        if !store.provisional.is_empty()
+            && store.provisional.remove(&k)
             && let Some(seeded) = store.states.get(&k)
         {
             // Written here before any peer spoke of it: the seed becomes a write of its own.
             encode_merge(out, db, key, seeded);
         }
-        let st = store.states.entry(k).or_default();
+        let side = store.states.contains_key(&k);
+        let (mut owned, counts): (KeyState, &[Noted<'_>]) = if side {
+            (KeyState::new(), &counts)
+        } else {
+            let p = prior::find(priors, db, key);
+            let was = p.and_then(|p| p.was);
+            // Increments count on top of the previous state only if every write of the batch
+            // was one and the string they were made to is known; otherwise the batch is a
+            // whole-value write.
+            let counted = p.is_some_and(|p| {
+                p.counts > 0 && p.counts == p.writes && (p.was.is_none() || p.base_known)
+            });
+            let before = match (was, p) {
+                (Some(w), Some(p)) => {
+                    let base = if counted {
+                        match &p.base {
+                            Some(b) => Base::Str(b.to_vec()),
+                            None => merge::unknown_base(),
+                        }
+                    } else if ttl_only(p) {
+                        // Only the expiry changed: the value is what the entry holds.
+                        base_of(&view)
+                    } else {
+                        merge::unknown_base()
+                    };
+                    let stamp = Stamp::new(w.version, w.node.unwrap_or(node));
+                    Compact {
+                        stamp,
+                        ttl_at: w.expire_ms,
+                    }
+                    .expand(base)
+                }
+                _ => KeyState::new(),
+            };
+            (before, if counted { &counts[..] } else { &[] })
+        };
+        let st: &mut KeyState = if side {
+            store.states.get_mut(&k).expect("checked")
+        } else {
+            &mut owned
+        };
         // The write's version; a fresh one for a deletion (or a key the merge already moved past).
         let hlc = if version > st.top.hlc {
             version
@@ -442,7 +565,9 @@ fn encode_local(
             srv.ks.hlc.next(now_ms)
         };
         let at = Stamp::new(hlc, node);
-        let eff = match merge::local_effect(st, &view, ttl, at, node, &counts, now_ms) {
+        let eff = match counter_effect(st, &view, ttl, at, node, counts, now_ms)
+            .or_else(|| merge::local_effect(st, &view, ttl, at, node, counts, now_ms))
+        {
             Some(eff) => eff,
             // A write that changed nothing merged (a PEXPIRE to the same deadline) still moved
             // the key's version: every member moves it too, so digests stay equal.
@@ -455,25 +580,247 @@ fn encode_local(
         st.merge(&eff);
         encode_merge(out, db, key, &eff);
         srv.active.stats.local_effects.fetch_add(1, Relaxed);
-        if st.is_tombstone() {
-            deleted.push((db, key.into()));
-        } else {
-            store.marks.remove(&(db, Box::<[u8]>::from(key)));
-        }
-        let st = &store.states[&(db, Box::<[u8]>::from(key))];
+        let tombstone = st.is_tombstone();
         // The keyspace shows the merged value: a float counter's text, or a newer write merged
         // before this one.
         let shows = st.view();
         let differs = shows != view
             || (shows != View::Absent && (st.top.hlc != version || st.deadline() != ttl));
-        if differs {
-            let entry = entry_of(key, st, &limits);
-            drop(store);
+        let compact = st.compact();
+        let want_node = compact.and_then(|c| (c.stamp.node != node).then_some(c.stamp.node));
+        let entry = differs.then(|| entry_of(key, st, &limits, node));
+        match compact {
+            // A plain reset again: its state is its entry.
+            Some(_) if side => {
+                store.states.remove(&k);
+                store.marks.remove(&k);
+            }
+            Some(_) => {}
+            None if side => {}
+            None => {
+                store.states.insert(k.clone(), owned);
+            }
+        }
+        if tombstone {
+            deleted.push(k);
+        } else if !store.marks.is_empty() {
+            store.marks.remove(&k);
+        }
+        drop(store);
+        if let Some(entry) = entry {
             srv.active.stats.repairs.fetch_add(1, Relaxed);
             shard.put_merged(db, slot, key, entry, now_ms);
+        } else if compact.is_some()
+            && entry_node != want_node
+            && let Some(mut e) = shard.lookup_any(db, slot, key)
+        {
+            e.set_merge_node(want_node);
         }
     }
     deleted
+}
+
+/// The effect of string increments on a live string counter (or nothing), as
+/// `merge::local_effect` makes it, without copying the state: the INCR family's common case.
+/// `None`: not that case (the caller diffs). Merges the effect into `st`.
+fn counter_effect(
+    st: &mut KeyState,
+    now: &View,
+    ttl: Option<u64>,
+    at: Stamp,
+    node: u64,
+    counts: &[Noted<'_>],
+    now_ms: u64,
+) -> Option<KeyState> {
+    let plain = !counts.is_empty()
+        && counts.iter().all(|(f, _)| f.is_none())
+        && matches!(now, View::Str(_))
+        && matches!(st.base, Base::Str(_) | Base::Absent)
+        && st.elems.is_empty()
+        && st.ttl.at.is_none_or(|d| d > now_ms);
+    if !plain {
+        return None;
+    }
+    let mut eff = KeyState::new();
+    for (_, by) in counts {
+        let e = st.incr_effect(at, node, *by);
+        st.merge(&e);
+        eff.merge(&e);
+    }
+    if st.ttl.at != ttl {
+        let e = KeyState::ttl_effect(at, ttl);
+        st.merge(&e);
+        eff.merge(&e);
+    }
+    Some(eff)
+}
+
+/// Whether a key's batch (its prior) is a plain whole-value write: no increments counted on top
+/// of what it held, and not a change of its expiry alone.
+fn plain_reset(p: &Prior, no_counts: bool) -> bool {
+    (no_counts || p.counts != p.writes) && !ttl_only(p)
+}
+
+/// Whether every write of a key's batch changed only its expiry (the value is as it was).
+fn ttl_only(p: &Prior) -> bool {
+    p.was.is_some() && p.writes > 0 && p.ttl_only && !p.removed
+}
+
+/// Whether the entry's version is newer than the one it had before the batch (every write's is).
+fn version_after(e: &Entry, w: prior::Was) -> bool {
+    e.version() > w.version
+}
+
+/// A string or whole value as a reset's base.
+fn base_of(view: &View) -> Base {
+    match view {
+        View::Str(s) => Base::Str(s.clone()),
+        View::Blob(b) => Base::Blob(b.clone()),
+        _ => merge::unknown_base(),
+    }
+}
+
+/// The merge state a key without one of its own has: its entry's (see `merge::Compact`), or
+/// nothing known when it is absent.
+fn state_of_entry(srv: &ServerState, e: Option<&Entry>, node: u64) -> KeyState {
+    let Some(e) = e else {
+        return KeyState::new();
+    };
+    let stamp = Stamp::new(e.version(), e.merge_node().unwrap_or(node));
+    // A value on the disk tier is read back (as `seed` does); one the tier lost shows as absent,
+    // as its key will be.
+    let view = match e.cold() {
+        Some(_) => cold_view(srv, e).unwrap_or(View::Absent),
+        None => view_of(e),
+    };
+    match view {
+        View::Str(s) => Compact {
+            stamp,
+            ttl_at: e.expire_ms(),
+        }
+        .expand(Base::Str(s)),
+        View::Blob(b) => Compact {
+            stamp,
+            ttl_at: e.expire_ms(),
+        }
+        .expand(Base::Blob(b)),
+        // A collection always keeps a state of its own; one that has none is taken as written
+        // now, element by element.
+        v => merge::local_effect(&KeyState::new(), &v, e.expire_ms(), stamp, node, &[], 0)
+            .unwrap_or_default(),
+    }
+}
+
+/// The stream frame of a flush.
+pub const FLUSH_FRAME: &[u8] = b"SHOALFLUSH";
+
+/// `SHOALFLUSH db hlc node` (`db` -1: every database): FLUSHDB/FLUSHALL made at stamp `at`.
+pub fn encode_flush(out: &mut Vec<u8>, db: Option<usize>, at: Stamp) {
+    let db = db.map_or("-1".to_string(), |d| d.to_string());
+    let (h, n) = (at.hlc.to_string(), at.node.to_string());
+    shoal_resp::encode_request(
+        out,
+        &[FLUSH_FRAME, db.as_bytes(), h.as_bytes(), n.as_bytes()],
+    );
+}
+
+/// A `SHOALFLUSH` frame's database (`None`: all) and stamp.
+pub fn parse_flush(args: &[&[u8]]) -> Option<(Option<usize>, Stamp)> {
+    match args {
+        [name, db, h, n] if name.eq_ignore_ascii_case(FLUSH_FRAME) => {
+            let db: i64 = std::str::from_utf8(db).ok()?.parse().ok()?;
+            let db = (db >= 0).then_some(db as usize);
+            let h = std::str::from_utf8(h).ok()?.parse().ok()?;
+            let n = std::str::from_utf8(n).ok()?.parse().ok()?;
+            Some((db, Stamp::new(h, n)))
+        }
+        _ => None,
+    }
+}
+
+/// A flush floor item of `ACTIVESYNC` (`F<db>`, the floor as a reset's wire form).
+pub fn parse_floor(db: &[u8], state: &[u8]) -> Option<(usize, Stamp)> {
+    let db = std::str::from_utf8(db).ok()?.parse().ok()?;
+    let st = KeyState::decode(state)?;
+    Some((db, st.reset))
+}
+
+/// A member's own FLUSHDB/FLUSHALL at `at`, with every shard locked after their queues were
+/// appended and the databases emptied: its merge states for those databases go too (every one
+/// is older than the flush), and the flush becomes the databases' floor.
+pub fn flushed_locally(srv: &ServerState, db: Option<usize>, at: Stamp) {
+    for d in 0..srv.ks.databases() {
+        if db.is_none_or(|x| x == d) {
+            srv.active.raise_floor(d, at);
+        }
+    }
+    for s in srv.active.stores.get().map(|s| &s[..]).unwrap_or_default() {
+        let mut s = s.lock().expect("merge store lock");
+        let s = &mut *s;
+        s.states.retain(|k, _| db.is_some_and(|x| x != k.0));
+        s.marks.retain(|k, _| db.is_some_and(|x| x != k.0));
+        s.provisional.retain(|k| db.is_some_and(|x| x != k.0));
+    }
+}
+
+/// A peer's flush (`SHOALFLUSH`, or a floor read in a full resync): every key of those
+/// databases whose state holds nothing newer than `at` goes (no tombstone: the floor stands for
+/// them); the others keep what was written after it. Idempotent.
+pub fn apply_flush(srv: &ServerState, db: Option<usize>, at: Stamp, now_ms: u64) {
+    srv.ks.hlc.observe(at.hlc);
+    let node = srv.active.node;
+    let limits = srv.encoding_limits();
+    let floor = KeyState::reset_effect(at, Base::Absent, None);
+    let mut appended = false;
+    for i in 0..srv.ks.shard_count() {
+        let mut shard = srv.ks.lock(i);
+        appended |= append_local(srv, &mut shard, now_ms).is_some();
+        for d in 0..srv.ks.databases() {
+            if db.is_some_and(|x| x != d) {
+                continue;
+            }
+            srv.active.raise_floor(d, at);
+            let mut store = srv.active.store(i);
+            // Keys whose state is their entry: gone if written before the flush.
+            let mut gone = Vec::new();
+            shard.for_each_entry(i, d, |slot, e| {
+                let k: Key = (d, e.key().into());
+                let stamp = Stamp::new(e.version(), e.merge_node().unwrap_or(node));
+                if !store.states.contains_key(&k) && stamp <= at {
+                    gone.push((slot, k));
+                }
+            });
+            // Keys with a state of their own: the flush merged in.
+            let mut rewrite = Vec::new();
+            let keys: Vec<Key> = store.states.keys().filter(|k| k.0 == d).cloned().collect();
+            for k in keys {
+                let st = store.states.get_mut(&k).expect("listed");
+                let slot = key_slot(&k.1);
+                if st.top <= at {
+                    store.states.remove(&k);
+                    store.marks.remove(&k);
+                    store.provisional.remove(&k);
+                    gone.push((slot, k));
+                } else {
+                    let before = st.view();
+                    st.merge(&floor);
+                    if st.view() != before {
+                        rewrite.push((slot, k.clone(), entry_of(&k.1, st, &limits, node)));
+                    }
+                }
+            }
+            drop(store);
+            for (slot, k) in gone {
+                shard.put_merged(d, slot, &k.1, None, now_ms);
+            }
+            for (slot, k, e) in rewrite {
+                shard.put_merged(d, slot, &k.1, e, now_ms);
+            }
+        }
+    }
+    if appended {
+        srv.repl.notify_appended();
+    }
 }
 
 /// `SHOALSEEN stream offset`: this member merged `stream` (an origin's stream id) up to
@@ -563,6 +910,30 @@ pub fn encode_merge(out: &mut Vec<u8>, db: usize, key: &[u8], st: &KeyState) {
     shoal_resp::encode_request(out, &[MERGE_FRAME, db.as_bytes(), key, &body]);
 }
 
+/// `SHOALMERGE db key state` for a reset of `key` to string `value` (the same bytes as
+/// [`encode_merge`] of `KeyState::reset_effect`), written straight from the entry.
+pub fn encode_merge_reset(
+    out: &mut Vec<u8>,
+    db: usize,
+    key: &[u8],
+    at: Stamp,
+    value: &[u8],
+    ttl_at: Option<u64>,
+) {
+    use std::io::Write;
+    let digits = db.checked_ilog10().unwrap_or(0) + 1;
+    let body = KeyState::reset_wire_bytes(value.len());
+    let _ = write!(out, "*4\r\n${}\r\n", MERGE_FRAME.len());
+    out.extend_from_slice(MERGE_FRAME);
+    let _ = write!(out, "\r\n${digits}\r\n{db}\r\n${}\r\n", key.len());
+    out.extend_from_slice(key);
+    let _ = write!(out, "\r\n${body}\r\n");
+    let before = out.len();
+    KeyState::encode_reset(out, at, value, false, ttl_at);
+    debug_assert_eq!(out.len() - before, body);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Merges a peer's effect for `key` and writes the merged value into the keyspace. Returns the
 /// effect's version.
 pub fn apply_remote(
@@ -584,6 +955,7 @@ pub fn apply_remote(
     // This shard's own writes first: they must be in the merge state before a peer's write
     // replaces the value they wrote.
     let appended = append_local(srv, &mut shard, now_ms).is_some();
+    let node = srv.active.node;
     let (entry, replaced) = {
         let mut store = srv.active.store(idx);
         let k: Key = (db, key.into());
@@ -592,9 +964,38 @@ pub fn apply_remote(
             // A peer's state replaces what this member's snapshot held.
             store.states.remove(&k);
         }
-        let st = store.states.entry(k.clone()).or_default();
+        let side = store.states.contains_key(&k);
+        let mut owned = if side || replaced {
+            KeyState::new()
+        } else {
+            state_of_entry(srv, shard.peek_any(db, slot, key), node)
+        };
+        let st = if side {
+            store.states.get_mut(&k).expect("checked")
+        } else {
+            &mut owned
+        };
         st.merge(&eff);
-        let entry = entry_of(key, st, &srv.encoding_limits());
+        let floor = srv.active.floor(db);
+        if floor != Stamp::ZERO && st.top <= floor {
+            // Made before a flush merged here: the flush left nothing of it.
+            *st = KeyState::new();
+        }
+        let entry = entry_of(key, st, &srv.encoding_limits(), node);
+        match st.compact() {
+            _ if *st == KeyState::new() => {
+                store.states.remove(&k);
+                store.marks.remove(&k);
+            }
+            Some(_) if side => {
+                store.states.remove(&k);
+            }
+            Some(_) => {}
+            None if side => {}
+            None => {
+                store.states.insert(k.clone(), owned);
+            }
+        }
         store.note(&k, mark);
         (entry, replaced)
     };
@@ -623,21 +1024,44 @@ pub fn dump_shard(
 ) -> (Vec<DumpedState>, bool) {
     let mut shard = srv.ks.lock(i);
     let appended = append_local(srv, &mut shard, now_ms).is_some();
+    let node = srv.active.node;
     let store = srv.active.store(i);
-    let mut keys: Vec<&(usize, Box<[u8]>)> = store
+    // Keys with a state of their own, and keys whose state is their entry.
+    let mut keys: Vec<(Vec<u8>, &Key, bool)> = store
         .states
         .keys()
         .filter(|k| !store.provisional.contains(*k))
-        .filter(|k| after.is_empty() || cursor_of(k).as_slice() > after)
+        .map(|k| (cursor_of(k), k, true))
+        .filter(|(c, _, _)| after.is_empty() || c.as_slice() > after)
         .collect();
-    keys.sort_by_key(|k| cursor_of(k));
+    let mut compact: Vec<Key> = Vec::new();
+    for db in 0..srv.ks.databases() {
+        shard.for_each_entry(i, db, |_, e| {
+            let k: Key = (db, e.key().into());
+            if !store.states.contains_key(&k) {
+                compact.push(k);
+            }
+        });
+    }
+    keys.extend(
+        compact
+            .iter()
+            .map(|k| (cursor_of(k), k, false))
+            .filter(|(c, _, _)| after.is_empty() || c.as_slice() > after),
+    );
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
     let more = keys.len() > SYNC_KEYS_PER_CALL;
     let page = keys
         .into_iter()
         .take(SYNC_KEYS_PER_CALL)
-        .map(|k| {
+        .map(|(_, k, side)| {
             let mut b = Vec::new();
-            store.states[k].encode(&mut b);
+            if side {
+                store.states[k].encode(&mut b);
+            } else {
+                let slot = key_slot(&k.1);
+                state_of_entry(srv, shard.peek_any(k.0, slot, &k.1), node).encode(&mut b);
+            }
             (k.0, k.1.to_vec(), b)
         })
         .collect::<Vec<_>>();
@@ -745,9 +1169,26 @@ fn activesync(ctx: &mut crate::Ctx<'_>, args: &crate::Args<'_>) -> crate::CmdRes
         (true, Some((db, key, _))) => cursor_of(&(*db, key.as_slice().into())),
         _ => Vec::new(),
     };
+    // The first page also carries the databases' flush floors, as `F<db>` items.
+    let mut floors: Vec<(String, Vec<u8>)> = Vec::new();
+    if shard == 0 && after.is_empty() {
+        for db in 0..ctx.srv.ks.databases() {
+            let f = ctx.srv.active.floor(db);
+            if f != Stamp::ZERO {
+                let mut b = Vec::new();
+                KeyState::reset_effect(f, Base::Absent, None).encode(&mut b);
+                floors.push((format!("F{db}"), b));
+            }
+        }
+    }
     ctx.out.array(2);
     ctx.out.bulk(&next);
-    ctx.out.array(page.len() * 3);
+    ctx.out.array((page.len() + floors.len()) * 3);
+    for (db, state) in &floors {
+        ctx.out.bulk(db.as_bytes());
+        ctx.out.bulk(b"");
+        ctx.out.bulk(state);
+    }
     for (db, key, state) in &page {
         ctx.out.bulk(db.to_string().as_bytes());
         ctx.out.bulk(key);
@@ -769,14 +1210,19 @@ pub fn state_of(srv: &ServerState, db: usize, key: &[u8], now_ms: u64) -> Option
     let out = {
         let store = srv.active.store(idx);
         let k: Key = (db, key.into());
-        (!store.provisional.contains(&k))
-            .then(|| store.states.get(&k))
-            .flatten()
-            .map(|st| {
-                let mut b = Vec::new();
-                st.encode(&mut b);
+        let mut b = Vec::new();
+        if store.provisional.contains(&k) {
+            None
+        } else if let Some(st) = store.states.get(&k) {
+            st.encode(&mut b);
+            Some(b)
+        } else {
+            // A key written whole keeps no state of its own: its entry is the state.
+            shard.peek_any(db, key_slot(key), key).map(|e| {
+                state_of_entry(srv, Some(e), srv.active.node).encode(&mut b);
                 b
             })
+        }
     };
     drop(shard);
     if appended {

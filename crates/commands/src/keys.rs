@@ -963,6 +963,13 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             "SWAPDB is not allowed in cluster mode",
         ));
     }
+    if ctx.srv.active.is_on() {
+        // Members merge per key and database; a swap would exchange whole databases on one
+        // member only (see `active.rs`).
+        return Err(ReplyError::err_static(
+            "SWAPDB is not allowed in an active-active group",
+        ));
+    }
     let a = parse_db(ctx, args.get(1), Some("invalid first DB index"))?;
     let b = parse_db(ctx, args.get(2), Some("invalid second DB index"))?;
     if a != b {

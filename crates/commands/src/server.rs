@@ -1034,6 +1034,9 @@ pub fn flush(srv: &ServerState, db: Option<usize>, lazy: bool, now_ms: u64) -> O
     let mut taken = Vec::new();
     let mut shards = srv.ks.lock_all();
     let version = srv.ks.hlc.next(now_ms);
+    // Active-active: a reset to absent of every key at the flush's stamp (see `active.rs`).
+    let active = srv.active.is_on();
+    let at = shoal_keyspace::merge::Stamp::new(version, srv.active.node());
     let offset = crate::effects::emit_all_locked(
         srv,
         &mut shards,
@@ -1048,8 +1051,17 @@ pub fn flush(srv: &ServerState, db: Option<usize>, lazy: bool, now_ms: u64) -> O
                     }
                 }
             }
+            if active {
+                crate::active::flushed_locally(srv, db, at);
+            }
         },
-        |out| shoal_replication::stream::encode_flush(out, db, version),
+        |out| {
+            if active {
+                crate::active::encode_flush(out, db, at)
+            } else {
+                shoal_replication::stream::encode_flush(out, db, version)
+            }
+        },
     );
     drop(shards);
     if lazy {

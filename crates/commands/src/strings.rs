@@ -919,6 +919,8 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> Result<i64, ReplyError> {
     // Taken under the lock: later writes to a key get larger versions.
     let version = ctx.version();
     let mut tmp = [0u8; 20];
+    // Active-active: the merge state needs the value this increment is made to.
+    shard.keep_prior(db, slot, key);
     let updated = match shard.lookup(db, slot, key, now, true) {
         Some(mut e) => {
             let cur = crate::args::parse_i64(string_of(&e)?).ok_or(ERR_NOT_INTEGER)?;
@@ -1006,6 +1008,8 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             "increment would produce NaN or Infinity",
         ));
     };
+    // Active-active: the merge state needs the value this increment is made to.
+    shard.keep_prior(db, slot, key);
     store_string(
         &mut shard,
         db,

@@ -107,6 +107,14 @@ impl Ops {
         }
     }
 
+    /// Whether the ops noted only set the expiry (EXPIRE, PERSIST, GETEX): the value is as it was.
+    pub fn only_expiry(&self) -> bool {
+        // Each EXPIRE op is its tag and one number.
+        !self.buf.is_empty()
+            && self.buf.len().is_multiple_of(9)
+            && self.buf.chunks(9).all(|op| op[0] == EXPIRE)
+    }
+
     /// Whether noting does anything (the shard records writes).
     pub fn is_on(&self) -> bool {
         self.on

@@ -17,6 +17,8 @@
 //!     ext_version  u64   only if F_EXTVER: caller-supplied external version (SETIFNEWER)
 //!     stale_ms     u64   only if F_STALE: absolute unix time in ms after which the value is
 //!                        served marked stale until `expire_ms` (stale-while-revalidate)
+//!     merge_node   u64   only if F_NODE: on an active-active member, the peer whose write made
+//!                        `version` (absent: this member's own); see `merge::Compact`
 //!     key bytes
 //!     payload      inline string bytes, or a `*mut Object` (F_OBJECT), or a packed
 //!                  `ColdHandle` (F_COLD: the value is on the disk tier)
@@ -36,6 +38,8 @@ const F_OBJECT: u8 = 4;
 /// The value is on the disk tier: the payload is a packed [`ColdHandle`] (8 bytes).
 const F_COLD: u8 = 8;
 const F_STALE: u8 = 16;
+/// The entry carries the node number of the peer that wrote it (active-active groups).
+const F_NODE: u8 = 32;
 const HEADER_BYTES: usize = 12;
 const ACCESS_MASK: u32 = (1 << 24) - 1;
 
@@ -295,6 +299,16 @@ struct Offsets {
     expire: Option<usize>,
     extver: Option<usize>,
     stale: Option<usize>,
+    node: Option<usize>,
+}
+
+/// The optional fields of a block.
+#[derive(Clone, Copy, Default)]
+struct Optional {
+    expire_ms: Option<u64>,
+    ext_version: Option<u64>,
+    stale_ms: Option<u64>,
+    merge_node: Option<u64>,
 }
 
 impl Offsets {
@@ -334,6 +348,22 @@ impl Entry {
         version: u64,
         access: u32,
     ) -> Entry {
+        let opt = Optional {
+            expire_ms,
+            ext_version,
+            stale_ms,
+            merge_node: None,
+        };
+        Entry::build(key, payload, opt, version, access)
+    }
+
+    fn build(key: &[u8], payload: Payload<'_>, opt: Optional, version: u64, access: u32) -> Entry {
+        let Optional {
+            expire_ms,
+            ext_version,
+            stale_ms,
+            merge_node,
+        } = opt;
         let cold_bytes;
         let mut flags = 0u8;
         let (inline, object): (&[u8], Option<Box<Object>>) = match payload {
@@ -363,6 +393,10 @@ impl Entry {
             flags |= F_STALE;
             size += 8;
         }
+        if merge_node.is_some() {
+            flags |= F_NODE;
+            size += 8;
+        }
         if object.is_some() {
             flags |= F_OBJECT;
         }
@@ -390,6 +424,10 @@ impl Entry {
                 pos += 8;
             }
             if let Some(x) = stale_ms {
+                (p.add(pos) as *mut u64).write_unaligned(x.to_le());
+                pos += 8;
+            }
+            if let Some(x) = merge_node {
                 (p.add(pos) as *mut u64).write_unaligned(x.to_le());
                 pos += 8;
             }
@@ -450,6 +488,12 @@ impl Entry {
         } else {
             None
         };
+        let node = if flags & F_NODE != 0 {
+            pos += 8;
+            Some(pos - 8)
+        } else {
+            None
+        };
         Offsets {
             key: pos,
             key_len,
@@ -458,6 +502,16 @@ impl Entry {
             expire,
             extver,
             stale,
+            node,
+        }
+    }
+
+    fn optional(&self) -> Optional {
+        Optional {
+            expire_ms: self.expire_ms(),
+            ext_version: self.ext_version(),
+            stale_ms: self.stale_ms(),
+            merge_node: self.merge_node(),
         }
     }
 
@@ -520,6 +574,24 @@ impl Entry {
     /// still served, marked stale to the readers that ask (GETLEASE).
     pub fn stale_ms(&self) -> Option<u64> {
         self.offsets().stale.map(|o| self.read_u64_at(o))
+    }
+
+    /// On an active-active member: the peer whose write made this version (`None`: this member).
+    pub fn merge_node(&self) -> Option<u64> {
+        self.offsets().node.map(|o| self.read_u64_at(o))
+    }
+
+    /// Sets or clears the peer that wrote this version. Adding or removing it rebuilds the block.
+    pub fn set_merge_node(&mut self, node: Option<u64>) {
+        let o = self.offsets();
+        match (o.node, node) {
+            (Some(off), Some(n)) => self.write_u64_at(off, n),
+            (None, None) => {}
+            _ => self.rebuild(Optional {
+                merge_node: node,
+                ..self.optional()
+            }),
+        }
     }
 
     /// Whether the value is past its stale-after deadline (and not yet expired).
@@ -628,7 +700,10 @@ impl Entry {
         match (o.expire, expire_ms) {
             (Some(off), Some(t)) => self.write_u64_at(off, t),
             (None, None) => {}
-            _ => self.rebuild(expire_ms, self.ext_version(), self.stale_ms()),
+            _ => self.rebuild(Optional {
+                expire_ms,
+                ..self.optional()
+            }),
         }
     }
 
@@ -637,7 +712,10 @@ impl Entry {
         match (o.extver, ext) {
             (Some(off), Some(x)) => self.write_u64_at(off, x),
             (None, None) => {}
-            _ => self.rebuild(self.expire_ms(), ext, self.stale_ms()),
+            _ => self.rebuild(Optional {
+                ext_version: ext,
+                ..self.optional()
+            }),
         }
     }
 
@@ -647,7 +725,10 @@ impl Entry {
         match (o.stale, stale_ms) {
             (Some(off), Some(t)) => self.write_u64_at(off, t),
             (None, None) => {}
-            _ => self.rebuild(self.expire_ms(), self.ext_version(), stale_ms),
+            _ => self.rebuild(Optional {
+                stale_ms,
+                ..self.optional()
+            }),
         }
     }
 
@@ -673,12 +754,10 @@ impl Entry {
                 return;
             }
         }
-        let new = Entry::with_stale(
+        let new = Entry::build(
             self.key(),
             payload,
-            self.expire_ms(),
-            self.ext_version(),
-            self.stale_ms(),
+            self.optional(),
             self.version(),
             self.access(),
         );
@@ -699,17 +778,15 @@ impl Entry {
     }
 
     /// Rebuilds the block with a different set of optional fields, moving the payload.
-    fn rebuild(&mut self, expire_ms: Option<u64>, ext: Option<u64>, stale: Option<u64>) {
+    fn rebuild(&mut self, opt: Optional) {
         let obj = self.object_ptr();
         let new = match obj {
             // SAFETY: ownership of the object moves to the new block; the old block is then freed
             // without dropping it (see below).
-            Some(p) => Entry::with_stale(
+            Some(p) => Entry::build(
                 self.key(),
                 Payload::Object(unsafe { Box::from_raw(p) }),
-                expire_ms,
-                ext,
-                stale,
+                opt,
                 self.version(),
                 self.access(),
             ),
@@ -719,15 +796,7 @@ impl Entry {
                     ValueRef::Cold(h) => Payload::Cold(h),
                     ValueRef::Obj(_) => unreachable!("inline payload"),
                 };
-                Entry::with_stale(
-                    self.key(),
-                    payload,
-                    expire_ms,
-                    ext,
-                    stale,
-                    self.version(),
-                    self.access(),
-                )
+                Entry::build(self.key(), payload, opt, self.version(), self.access())
             }
         };
         let old = std::mem::replace(self, new);

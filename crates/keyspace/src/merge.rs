@@ -28,8 +28,18 @@
 //!   `(deadline, node 0)`, the same on every member.
 //! - **Version** shown by the key: the greatest stamp merged into its state.
 //!
+//! - **FLUSHDB/FLUSHALL**: a reset to absent of every key of the database(s) at the flush's
+//!   stamp, streamed as one effect. Members keep the newest flush per database as a floor instead
+//!   of a tombstone per key: a key whose state holds nothing newer is gone, and an effect made
+//!   before the flush that arrives later is cut by it (merging the floor's reset is the same
+//!   join). Writes made after the flush survive it. **SWAPDB** is refused on a member: states
+//!   are merged per database and key, and a swap would exchange whole databases on one member.
+//!
 //! Tombstones (a reset to absent, element tombstones) stay in the state until the caller knows
 //! every member has them; [`KeyState::is_tombstone`] tells a collector which states are only that.
+//!
+//! A state that is only a reset with its TTL ([`Compact`]) needs no storage of its own: a member
+//! keeps it as the key's entry (value, version, TTL, and the writer's node number).
 
 use std::collections::BTreeMap;
 
@@ -125,6 +135,71 @@ impl Count {
     }
 }
 
+/// Counter contributions by member number: a few members at most, so a vector sorted by member
+/// (a map's node would cost about a kilobyte per counter key).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counts(Vec<(u64, Count)>);
+
+impl Counts {
+    pub fn new() -> Self {
+        Counts(Vec::new())
+    }
+
+    pub fn get(&self, node: &u64) -> Option<&Count> {
+        self.0
+            .binary_search_by_key(node, |(n, _)| *n)
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Sets member `node`'s contribution.
+    pub fn insert(&mut self, node: u64, c: Count) {
+        match self.0.binary_search_by_key(&node, |(n, _)| *n) {
+            Ok(i) => self.0[i].1 = c,
+            Err(i) => self.0.insert(i, (node, c)),
+        }
+    }
+
+    /// Joins `c` into member `node`'s contribution.
+    pub fn join_in(&mut self, node: u64, c: &Count) {
+        match self.0.binary_search_by_key(&node, |(n, _)| *n) {
+            Ok(i) => self.0[i].1.join(c),
+            Err(i) => self.0.insert(i, (node, *c)),
+        }
+    }
+
+    pub fn retain(&mut self, mut f: impl FnMut(&u64, &mut Count) -> bool) {
+        self.0.retain_mut(|(n, c)| f(n, c));
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Count> {
+        self.0.iter().map(|(_, c)| c)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &Count)> {
+        self.0.iter().map(|(n, c)| (n, c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Counts {
+    type Item = (&'a u64, &'a Count);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (u64, Count)>,
+        fn(&'a (u64, Count)) -> (&'a u64, &'a Count),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(n, c)| (n, c))
+    }
+}
+
 /// An increment.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum By {
@@ -166,7 +241,7 @@ pub struct Elem {
     pub stamp: Stamp,
     pub val: ElemVal,
     /// Hash-field counter contributions (HINCRBY), per member.
-    pub counts: BTreeMap<u64, Count>,
+    pub counts: Counts,
 }
 
 impl Elem {
@@ -204,7 +279,7 @@ pub struct KeyState {
     pub base: Base,
     pub ttl: Ttl,
     /// String counter contributions, per member.
-    pub counts: BTreeMap<u64, Count>,
+    pub counts: Counts,
     pub elems: BTreeMap<Vec<u8>, Elem>,
     /// The greatest stamp ever merged: the key's version.
     pub top: Stamp,
@@ -214,6 +289,32 @@ impl Default for KeyState {
     fn default() -> Self {
         KeyState::new()
     }
+}
+
+/// A state that is only a reset of a value, with the TTL written with it: no counter
+/// contributions, no elements, no tombstone, nothing newer merged. The common case (SET and
+/// friends) keeps no separate state: the value lives in the keyspace entry, the stamp is the
+/// entry's version and writer (`Entry::merge_node`), the deadline is the entry's.
+/// [`KeyState::compact`] and [`Compact::expand`] go between the two forms; nothing in between
+/// is lost (`merge/tests.rs` checks it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compact {
+    pub stamp: Stamp,
+    pub ttl_at: Option<u64>,
+}
+
+impl Compact {
+    /// The full state, given the value the entry holds (`Base::Str` or `Base::Blob`).
+    pub fn expand(self, base: Base) -> KeyState {
+        KeyState::reset_effect(self.stamp, base, self.ttl_at)
+    }
+}
+
+/// A stand-in for the value of a compact state the caller could not read (the entry was
+/// written over or deleted): shows as a value no write leaves (an empty blob), so whatever the
+/// key holds now differs from it. Only for states that are about to be reset.
+pub fn unknown_base() -> Base {
+    Base::Blob(Vec::new())
 }
 
 /// What a state shows: the value a member's keyspace holds for the key.
@@ -234,7 +335,7 @@ impl KeyState {
             reset: Stamp::ZERO,
             base: Base::Absent,
             ttl: Ttl::default(),
-            counts: BTreeMap::new(),
+            counts: Counts::new(),
             elems: BTreeMap::new(),
             top: Stamp::ZERO,
         }
@@ -251,10 +352,7 @@ impl KeyState {
             self.ttl = o.ttl;
         }
         for (n, c) in &o.counts {
-            self.counts
-                .entry(*n)
-                .and_modify(|m| m.join(c))
-                .or_insert(*c);
+            self.counts.join_in(*n, c);
         }
         for (k, e) in &o.elems {
             match self.elems.get_mut(k) {
@@ -268,7 +366,7 @@ impl KeyState {
                         m.val = e.val.clone();
                     }
                     for (n, c) in &e.counts {
-                        m.counts.entry(*n).and_modify(|x| x.join(c)).or_insert(*c);
+                        m.counts.join_in(*n, c);
                     }
                 }
             }
@@ -287,6 +385,20 @@ impl KeyState {
             let floor = (e.epoch, e.stamp);
             e.counts.retain(|_, c| c.epoch >= floor);
         }
+    }
+
+    /// The compact form of this state, if it is only a reset of a string or whole value with
+    /// its TTL (see [`Compact`]).
+    pub fn compact(&self) -> Option<Compact> {
+        let plain = matches!(self.base, Base::Str(_) | Base::Blob(_))
+            && self.counts.is_empty()
+            && self.elems.is_empty()
+            && self.ttl.stamp == self.reset
+            && self.top == self.reset;
+        plain.then_some(Compact {
+            stamp: self.reset,
+            ttl_at: self.ttl.at,
+        })
     }
 
     /// Whether this state shows nothing and holds only tombstones (a reset to absent, removed
@@ -347,7 +459,7 @@ impl KeyState {
                 epoch: self.reset,
                 stamp: at,
                 val,
-                counts: BTreeMap::new(),
+                counts: Counts::new(),
             },
         );
         e
@@ -381,7 +493,7 @@ impl KeyState {
             _ => Count::new(epoch),
         };
         add(&mut c, by, at);
-        let mut counts = BTreeMap::new();
+        let mut counts = Counts::new();
         counts.insert(node, c);
         let mut e = KeyState {
             top: at,
@@ -808,6 +920,32 @@ impl KeyState {
         }
     }
 
+    /// Appends the wire form of `reset_effect(at, base, ttl_at)` for a string (`blob` false) or
+    /// a whole value in the keyspace codec (`blob`), without building the state: a member's SET
+    /// streams its effect straight from the entry.
+    pub fn encode_reset(
+        out: &mut Vec<u8>,
+        at: Stamp,
+        value: &[u8],
+        blob: bool,
+        ttl_at: Option<u64>,
+    ) {
+        let mut w = W(out);
+        w.s(at);
+        w.n(if blob { 5 } else { 1 });
+        w.b(value);
+        w.s(at);
+        w.n(ttl_at.unwrap_or(u64::MAX));
+        w.s(at);
+        w.n(0);
+        w.n(0);
+    }
+
+    /// Bytes [`KeyState::encode_reset`] appends for a value of `len` bytes.
+    pub fn reset_wire_bytes(len: usize) -> usize {
+        16 + 8 + 4 + len + 16 + 8 + 16 + 8 + 8
+    }
+
     /// Reads a wire form back (`None`: malformed, never a panic).
     pub fn decode(bytes: &[u8]) -> Option<KeyState> {
         let mut r = R(bytes);
@@ -826,7 +964,7 @@ impl KeyState {
             at: Some(r.n()?).filter(|&t| t != u64::MAX),
         };
         let top = r.s()?;
-        let mut counts = BTreeMap::new();
+        let mut counts = Counts::new();
         for _ in 0..r.len()? {
             let (n, c) = r.count()?;
             counts.insert(n, c);
@@ -848,7 +986,7 @@ impl KeyState {
                 }
                 _ => return None,
             };
-            let mut ec = BTreeMap::new();
+            let mut ec = Counts::new();
             for _ in 0..r.len()? {
                 let (n, c) = r.count()?;
                 ec.insert(n, c);

@@ -24,6 +24,7 @@ use crate::entry::{Entry, Object, ValueRef};
 use crate::evict::{self, LfuParams, Policy, Rng, Sketch};
 use crate::hlc::Hlc;
 use crate::notify;
+use crate::prior::{self, How, Prior, Was};
 use crate::slot::SLOTS;
 
 mod apply;
@@ -148,6 +149,8 @@ pub struct EntryMut<'a> {
     ops: Ops,
     /// The shard's queue of changes for the replication stream, and its index.
     pending: &'a mut Vec<Pending>,
+    /// The shard's priors, when it keeps them (active-active, see `prior.rs`).
+    priors: Option<&'a mut Vec<Prior>>,
     shard_index: usize,
 }
 
@@ -239,6 +242,23 @@ impl Drop for EntryMut<'_> {
             // behind their back, and is smaller than the value; otherwise the value is read back.
             let version = self.entry.version();
             let ops = std::mem::take(&mut self.ops);
+            if let Some(priors) = self.priors.as_deref_mut()
+                && (version != self.version_before || !ops.is_empty())
+            {
+                let was = Was {
+                    version: self.version_before,
+                    node: self.entry.merge_node(),
+                    expire_ms: self.expire_before,
+                };
+                let ttl_only = ops.only_expiry();
+                prior::note(
+                    priors,
+                    self.db,
+                    self.entry.key(),
+                    Some(was),
+                    How::InPlace { ttl_only },
+                );
+            }
             let pending = if version != self.version_before {
                 let expiry_noted =
                     self.entry.expire_ms() == self.expire_before || ops.sets_expire();
@@ -337,6 +357,10 @@ pub struct Shard {
     recording: bool,
     /// Changes not yet appended to the replication stream, in write order (see `write_log`).
     pending: Vec<Pending>,
+    /// Active-active: what each key queued in `pending` was before its first write (see
+    /// `prior.rs`); noted only while `keep_priors` and `recording` are on.
+    priors: Vec<Prior>,
+    keep_priors: bool,
     /// This shard's index in its keyspace.
     index: usize,
     /// The lock holder reads without updating access info (CLIENT NO-TOUCH); cleared when its
@@ -422,6 +446,8 @@ impl Shard {
             watch: watch::WatchTable::default(),
             recording: false,
             pending: Vec::new(),
+            priors: Vec::new(),
+            keep_priors: false,
             index,
             no_touch: false,
             notify: 0,
@@ -445,6 +471,25 @@ impl Shard {
         field: Option<&[u8]>,
         by: crate::merge::By,
     ) {
+        if self.recording && self.keep_priors {
+            prior::note(
+                &mut self.priors,
+                db,
+                key,
+                None,
+                How::InPlace { ttl_only: false },
+            );
+            if let Some(p) = self
+                .priors
+                .iter_mut()
+                .rev()
+                .find(|p| p.db == db && *p.key == *key)
+            {
+                // `note` counted this as a write: it is the write's increment.
+                p.writes -= 1;
+                p.counts += 1;
+            }
+        }
         if self.recording {
             self.queue(Pending::Count {
                 db,
@@ -455,9 +500,48 @@ impl Shard {
         }
     }
 
+    /// Active-active: notes each written key's prior (see `prior.rs`) from now on, or stops.
+    pub fn set_keep_priors(&mut self, on: bool) {
+        self.keep_priors = on;
+        self.priors.clear();
+    }
+
+    /// Notes `key`'s prior now, with its string value, unless a write of this batch noted it
+    /// already: called by an increment before it writes (the merge state needs the string it was
+    /// made to). A no-op unless priors are kept.
+    pub fn keep_prior(&mut self, db: usize, slot: u16, key: &[u8]) {
+        if !(self.recording && self.keep_priors)
+            || self.priors.iter().any(|p| p.db == db && *p.key == *key)
+        {
+            return;
+        }
+        let (was, base) = match self.peek_any(db, slot, key) {
+            Some(e) => (Some(prior::Was::of(e)), e.string().map(Box::<[u8]>::from)),
+            None => (None, None),
+        };
+        self.priors.push(Prior {
+            db,
+            key: key.into(),
+            was,
+            writes: 0,
+            counts: 0,
+            ttl_only: true,
+            removed: false,
+            base,
+            base_known: true,
+        });
+    }
+
+    /// Takes the priors noted since the last call (before [`Shard::take_pending`], which drops
+    /// those left).
+    pub fn take_priors(&mut self) -> Vec<Prior> {
+        std::mem::take(&mut self.priors)
+    }
+
     /// Takes the changes queued for the replication stream, oldest first. The caller appends them
     /// to the stream before it releases this shard's lock, so the stream keeps their order.
     pub fn take_pending(&mut self) -> Vec<Pending> {
+        self.priors.clear();
         if let Some(t) = self.track.as_mut() {
             t.note(&self.pending, self.shift);
         }
@@ -491,6 +575,14 @@ impl Shard {
                 t.take()
             }
             None => Tracked::default(),
+        }
+    }
+
+    /// Gives back the (emptied) vector `take_priors` returned, keeping its capacity.
+    pub fn recycle_priors(&mut self, mut v: Vec<Prior>) {
+        v.clear();
+        if self.priors.is_empty() {
+            self.priors = v;
         }
     }
 
@@ -694,6 +786,7 @@ impl Shard {
     ) -> Option<EntryMut<'_>> {
         let recording = self.recording;
         let shard_index = self.index;
+        let keep_priors = self.keep_priors && recording;
         let Shard {
             dbs,
             mem_bytes,
@@ -701,6 +794,7 @@ impl Shard {
             sketch,
             rng,
             pending,
+            priors,
             tier,
             ..
         } = self;
@@ -727,6 +821,7 @@ impl Shard {
             recording,
             ops: Ops::default(),
             pending,
+            priors: keep_priors.then_some(priors),
             shard_index,
         })
     }
@@ -788,6 +883,7 @@ impl Shard {
         let local = self.local(slot);
         let access = self.initial_access(now_ms);
         entry.set_access(access);
+        let prior_key = (self.recording && self.keep_priors).then(|| entry.key().to_vec());
         if self.recording {
             self.queue(Pending::Key {
                 db,
@@ -836,6 +932,15 @@ impl Shard {
             o.mem_bytes()
         });
         self.mem_bytes = self.mem_bytes + added - removed;
+        if let Some(key) = prior_key {
+            prior::note(
+                &mut self.priors,
+                db,
+                &key,
+                old.as_ref().map(Was::of),
+                How::Whole,
+            );
+        }
         if let Some(o) = &old {
             self.forget_cold(o);
         }
@@ -856,6 +961,15 @@ impl Shard {
         self.mem_bytes -= entry.mem_bytes();
         self.forget_cold(&entry);
         if self.recording {
+            if self.keep_priors {
+                prior::note(
+                    &mut self.priors,
+                    db,
+                    key,
+                    Some(Was::of(&entry)),
+                    How::Removed,
+                );
+            }
             self.queue(Pending::Key {
                 db,
                 key: key.into(),
@@ -1044,6 +1158,10 @@ impl Shard {
                 self.stats.expired_keys += 1;
                 done += 1;
                 if self.recording {
+                    if self.keep_priors {
+                        let was = Some(Was::of(&entry));
+                        prior::note(&mut self.priors, db, entry.key(), was, How::Removed);
+                    }
                     self.queue(Pending::Key {
                         db,
                         key: entry.key().into(),
@@ -1555,6 +1673,13 @@ impl Keyspace {
             notify: std::sync::atomic::AtomicU32::new(0),
             tiered: std::sync::atomic::AtomicBool::new(false),
             cold_store: Mutex::new(None),
+        }
+    }
+
+    /// Active-active: every shard notes written keys' priors (see `prior.rs`), or stops.
+    pub fn set_keep_priors(&self, on: bool) {
+        for s in self.shards.iter() {
+            s.lock().set_keep_priors(on);
         }
     }
 

@@ -416,6 +416,13 @@ async fn fetch_states<T: Transport>(
                 else {
                     return Err("malformed ACTIVESYNC item".into());
                 };
+                if let Some(floor) = db.strip_prefix(b"F") {
+                    // A database's flush floor (see `act::dump_shard`).
+                    let (db, at) =
+                        act::parse_floor(floor, state).ok_or("malformed ACTIVESYNC floor")?;
+                    act::apply_flush(srv, Some(db), at, now_ms());
+                    continue;
+                }
                 let db = std::str::from_utf8(db)
                     .ok()
                     .and_then(|d| d.parse().ok())
@@ -529,6 +536,10 @@ fn apply_frames(
                     };
                     let top = act::apply_remote(srv, db, key, state, Some(mark), now)?;
                     lag = Some(now.saturating_sub(shoal_keyspace::hlc::version_ms(top)));
+                    effects += 1;
+                }
+                if let Some((db, at)) = act::parse_flush(&args) {
+                    act::apply_flush(srv, db, at, now_ms());
                     effects += 1;
                 }
                 if let Some((origin, merged)) = act::parse_seen(&args) {

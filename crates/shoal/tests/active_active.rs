@@ -351,3 +351,172 @@ fn a_member_restarted_from_its_snapshot_loses_no_increment_made_while_it_was_dow
     drop(members);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Cuts every member off from every other (nobody pulls from anybody).
+fn cut(members: &[Shoal]) {
+    for m in members {
+        let mut c = m.client();
+        let _: () = q(&mut c, &["CONFIG", "SET", "active-peers", "127.0.0.1:1"]);
+    }
+}
+
+fn dbsize(m: &Shoal) -> i64 {
+    let mut c = m.client();
+    q(&mut c, &["DBSIZE"])
+}
+
+#[test]
+fn a_flushall_resets_every_key_on_every_member_and_later_writes_survive_it() {
+    let members = group(2);
+    wait_connected(&members);
+    let (mut a, mut b) = (members[0].client(), members[1].client());
+    for i in 0..50 {
+        let _: () = q(&mut a, &["SET", &format!("a{i}"), "v"]);
+        let _: i64 = q(&mut b, &["SADD", &format!("s{i}"), "m"]);
+    }
+    let _: i64 = q(&mut b, &["INCRBY", "n", "5"]);
+    let _: () = q(&mut b, &["SELECT", "1"]);
+    let _: () = q(&mut b, &["SET", "in-db-1", "v"]);
+    converge(&members);
+    // Cut apart, member 1 writes keys before member 0's flush (in version order), then heals:
+    // the flush resets them too, whatever order the effects arrive in.
+    cut(&members);
+    let _: () = q(&mut b, &["SELECT", "0"]);
+    let _: () = q(&mut b, &["SET", "a1", "made-before-the-flush"]);
+    let _: i64 = q(&mut b, &["INCR", "n"]);
+    std::thread::sleep(Duration::from_millis(5));
+    let _: () = q(&mut a, &["FLUSHALL"]);
+    assert_eq!(dbsize(&members[0]), 0);
+    join(&members);
+    wait_connected(&members);
+    converge(&members);
+    for m in &members {
+        assert_eq!(dbsize(m), 0, "the flush reached every key");
+        let mut c = m.client();
+        let _: () = q(&mut c, &["SELECT", "1"]);
+        let n: i64 = q(&mut c, &["DBSIZE"]);
+        assert_eq!(n, 0, "FLUSHALL empties every database");
+    }
+    // Writes after the flush, on either member, survive it everywhere.
+    let _: () = q(&mut b, &["SET", "after", "1"]);
+    let _: i64 = q(&mut a, &["INCRBY", "n", "2"]);
+    converge(&members);
+    for m in &members {
+        assert_eq!(get(m, &["GET", "after"]), Some("1".to_string()));
+        assert_eq!(get(m, &["GET", "n"]), Some("2".to_string()));
+    }
+    // FLUSHDB resets one database only.
+    let _: () = q(&mut a, &["SELECT", "2"]);
+    let _: () = q(&mut a, &["SET", "x", "1"]);
+    converge(&members);
+    let _: () = q(&mut b, &["SELECT", "2"]);
+    let _: () = q(&mut b, &["FLUSHDB"]);
+    converge(&members);
+    for m in &members {
+        assert_eq!(dbsize(m), 2, "database 0 kept its keys");
+        let mut c = m.client();
+        let _: () = q(&mut c, &["SELECT", "2"]);
+        let n: i64 = q(&mut c, &["DBSIZE"]);
+        assert_eq!(n, 0);
+    }
+    // The group checks out: no key differs.
+    let (code, out) = verify(&members[0]);
+    assert_eq!(code, 0, "verify: {out}");
+}
+
+#[test]
+fn swapdb_is_refused_on_a_member() {
+    let members = group(2);
+    wait_connected(&members);
+    let mut c = members[0].client();
+    let r: redis::RedisResult<()> = common::try_q(&mut c, &["SWAPDB", "0", "1"]);
+    let e = r.expect_err("refused");
+    assert!(
+        e.to_string()
+            .contains("SWAPDB is not allowed in an active-active group"),
+        "{e}"
+    );
+    // Outside a group it works.
+    let plain = Shoal::start(&[]);
+    let mut p = plain.client();
+    let _: () = q(&mut p, &["SWAPDB", "0", "1"]);
+}
+
+/// `used_memory` growth per key for `n` SETs of 16-byte values to 16-byte keys made on `m`, on
+/// `m` and on each of `peers` (once they hold every key).
+fn bytes_per_key(m: &Shoal, peers: &[Shoal], n: usize) -> (f64, Vec<f64>) {
+    let mut c = m.client();
+    // Fill the replication backlog first, so its growth is not counted.
+    let junk = "x".repeat(60_000);
+    for _ in 0..80 {
+        let _: () = q(&mut c, &["SET", "junk", &junk]);
+    }
+    let _: i64 = q(&mut c, &["DEL", "junk"]);
+    let mut all = vec![m];
+    all.extend(peers.iter());
+    for s in peers {
+        common::wait_until("the peer merged the junk", || {
+            let v: Option<String> = q(&mut s.client(), &["GET", "junk"]);
+            let ver: redis::Value = q(&mut s.client(), &["GETVER", "junk"]);
+            v.is_none() && ver == redis::Value::Nil
+        });
+    }
+    let used = |s: &Shoal| common::info_u64(&mut s.client(), "memory", "used_memory") as f64;
+    let before: Vec<f64> = all.iter().map(|s| used(s)).collect();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            p.cmd("SET")
+                .arg(format!("key:{i:012}"))
+                .arg(format!("value-{i:010}"))
+                .ignore();
+        }
+        let _: () = p.query(&mut c).expect("pipeline");
+    }
+    for s in peers {
+        common::wait_until("the peer holds every key", || {
+            let k: i64 = q(&mut s.client(), &["DBSIZE"]);
+            k as usize == n
+        });
+    }
+    let per: Vec<f64> = all
+        .iter()
+        .zip(&before)
+        .map(|(s, b)| (used(s) - b) / n as f64)
+        .collect();
+    (per[0], per[1..].to_vec())
+}
+
+#[test]
+fn a_string_key_on_a_member_costs_at_most_24_bytes_more_than_on_a_plain_node() {
+    const KEYS: usize = 20_000;
+    const BOUND: f64 = 24.0;
+    // Large enough that the peer's link never falls out of it (no full resync mid-test), small
+    // enough to fill first.
+    let backlog = ["--set", "repl-backlog-size=4mb"];
+    let plain = Shoal::start(&backlog);
+    let members: Vec<Shoal> = (0..2).map(|_| Shoal::start(&backlog)).collect();
+    join(&members);
+    wait_connected(&members);
+    let (base, _) = bytes_per_key(&plain, &[], KEYS);
+    let (local, peer) = bytes_per_key(&members[0], &members[1..], KEYS);
+    eprintln!(
+        "bytes per key: plain {base:.1}, member {local:.1}, its peer {:.1}",
+        peer[0]
+    );
+    assert!(
+        local - base <= BOUND,
+        "a member's own SETs: {local:.1} B/key vs {base:.1} on a plain node"
+    );
+    // On the other member every key was written by a peer: it names its writer (8 bytes more).
+    assert!(
+        peer[0] - base <= BOUND + 8.0,
+        "a peer's SETs: {:.1} B/key vs {base:.1} on a plain node",
+        peer[0]
+    );
+    // The only merge state left is the deleted junk key's tombstone.
+    let mut c = members[1].client();
+    let keys = common::info_u64(&mut c, "active", "active_keys");
+    let tombstones = common::info_u64(&mut c, "active", "active_tombstones");
+    assert!(keys <= tombstones, "plain resets keep no merge state");
+}

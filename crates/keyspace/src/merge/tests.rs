@@ -545,3 +545,149 @@ proptest! {
         }
     }
 }
+
+// ---- The compact form: a state that is only a reset lives in its keyspace entry.
+
+/// How a member keeps a key's state: in its entry (a plain reset), beside it, or not at all.
+#[derive(Clone, Debug)]
+enum Stored {
+    Nothing,
+    Entry(Compact, Base),
+    Side(KeyState),
+}
+
+impl Stored {
+    fn of(st: KeyState) -> Stored {
+        if st == KeyState::new() {
+            return Stored::Nothing;
+        }
+        match st.compact() {
+            Some(c) => Stored::Entry(c, st.base),
+            None => Stored::Side(st),
+        }
+    }
+
+    fn load(&self) -> KeyState {
+        match self {
+            Stored::Nothing => KeyState::new(),
+            Stored::Entry(c, base) => c.expand(base.clone()),
+            Stored::Side(st) => st.clone(),
+        }
+    }
+}
+
+fn reset_only() -> impl Strategy<Value = KeyState> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        proptest::collection::vec(any::<u8>(), 0..8),
+        any::<bool>(),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(hlc, node, v, blob, ttl)| {
+            let base = if blob { Base::Blob(v) } else { Base::Str(v) };
+            KeyState::reset_effect(Stamp::new(hlc, node), base, ttl)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// A plain reset goes to its compact form and back unchanged, and its wire form written
+    /// straight from the entry is the state's.
+    #[test]
+    fn compact_then_expand_is_the_identity_for_resets(st in reset_only()) {
+        let c = st.compact();
+        prop_assert!(c.is_some());
+        let c = c.unwrap();
+        prop_assert_eq!(c.expand(st.base.clone()), st.clone());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        st.encode(&mut a);
+        let (value, blob) = match &st.base {
+            Base::Str(v) => (v.clone(), false),
+            Base::Blob(v) => (v.clone(), true),
+            _ => unreachable!(),
+        };
+        KeyState::encode_reset(&mut b, c.stamp, &value, blob, c.ttl_at);
+        prop_assert_eq!(b.len(), KeyState::reset_wire_bytes(value.len()));
+        prop_assert_eq!(a, b);
+    }
+
+    /// Members that keep plain resets in their entries (and only the rest beside them) hold the
+    /// same states and show the same values as members that keep every state whole, over random
+    /// histories of writes and deliveries; and every state that has a compact form is exactly
+    /// its expansion.
+    #[test]
+    fn merging_through_the_compact_form_is_the_same(
+        steps in proptest::collection::vec(step(3), 0..60),
+    ) {
+        let (full, made) = run(3, &steps);
+        // The same history, each member keeping `Stored` forms.
+        let mut clocks = [0u64; 3];
+        let ids: Vec<u64> = (0..3).map(|i| (i as u64 * 7919) % 13 + 1).collect();
+        let mut stored: Vec<Vec<Stored>> = vec![vec![Stored::Nothing; 4]; 3];
+        let mut made2: Vec<(usize, KeyState)> = Vec::new();
+        for s in &steps {
+            match s {
+                Step::Write { node, op, tick } => {
+                    let k = key_of(op);
+                    let mut st = stored[*node][k].load();
+                    let tops = stored[*node].iter().map(|x| x.load().top.hlc + 1);
+                    clocks[*node] = tops.fold(clocks[*node] + *tick as u64, u64::max);
+                    let at = Stamp::new(clocks[*node], ids[*node]);
+                    for e in effects(&st, op, ids[*node], at) {
+                        st.merge(&e);
+                        made2.push((k, e));
+                    }
+                    stored[*node][k] = Stored::of(st);
+                }
+                Step::Deliver { node, pick } => {
+                    if !made2.is_empty() {
+                        let (k, e) = &made2[pick % made2.len()];
+                        let mut st = stored[*node][*k].load();
+                        st.merge(e);
+                        stored[*node][*k] = Stored::of(st);
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(made.len(), made2.len());
+        for (m, s) in full.iter().zip(&stored) {
+            for (k, stored) in s.iter().enumerate() {
+                let st = stored.load();
+                prop_assert_eq!(&st, &m.keys[k]);
+                prop_assert_eq!(st.view(), m.keys[k].view());
+                if let Some(c) = m.keys[k].compact() {
+                    prop_assert_eq!(c.expand(m.keys[k].base.clone()), m.keys[k].clone());
+                }
+            }
+        }
+    }
+}
+
+/// A whole-value write made on top of a compact state whose value could not be read (the entry
+/// was written over) is the same effect and state as one made on top of the real value.
+#[test]
+fn a_reset_over_an_unknown_value_is_the_same_reset() {
+    let c = Compact {
+        stamp: Stamp::new(10, 1),
+        ttl_at: Some(5_000),
+    };
+    let at = Stamp::new(20, 2);
+    for now in [
+        View::Str(b"new".to_vec()),
+        View::Str(Vec::new()),
+        View::Absent,
+        View::Blob(b"list".to_vec()),
+    ] {
+        let known = c.expand(Base::Str(b"old".to_vec()));
+        let unknown = c.expand(unknown_base());
+        let a = local_effect(&known, &now, None, at, 2, &[], 1_000);
+        let b = local_effect(&unknown, &now, None, at, 2, &[], 1_000);
+        assert_eq!(a, b, "{now:?}");
+        let (mut x, mut y) = (known, unknown);
+        x.merge(a.as_ref().unwrap());
+        y.merge(b.as_ref().unwrap());
+        assert_eq!(x, y);
+    }
+}
