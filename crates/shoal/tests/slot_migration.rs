@@ -629,6 +629,9 @@ fn a_move_whose_source_dies_leaves_one_owner_and_no_stray_keys() {
         ],
     );
     assert_eq!(r, "OK");
+    // Killed once the target's half has begun (killed sooner, the target may never hear of the
+    // move, and there would be no import to end): with 30,000 keys to send, mostly mid-transfer.
+    wait_until("the target started its import", || !jobs(target).is_empty());
     source.signal("-KILL");
     // The target's half ends (its connection closed, or the move committed).
     wait_until("the target ended its import", || {
