@@ -1166,7 +1166,10 @@ fn num(b: &[u8]) -> i64 {
 unsafe fn push_reply(l: *mut ffi::lua_State, buf: &[u8], pos: &mut usize, depth: usize) -> Pushed {
     // SAFETY: plain C API pushes; the stack is grown before each level.
     unsafe {
-        if ffi::lua_checkstack(l, 4) == 0 || *pos >= buf.len() {
+        // Past the depth bound a nested reply becomes `false` (each level holds a few stack
+        // slots: the bound keeps them well under Lua's C stack limit, so the check below
+        // always grows the stack and the push has its slot).
+        if depth > REPLY_DEPTH_MAX || ffi::lua_checkstack(l, 4) == 0 || *pos >= buf.len() {
             ffi::lua_pushboolean(l, 0);
             return Pushed::Value;
         }
