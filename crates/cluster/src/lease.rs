@@ -328,30 +328,44 @@ impl Keeper {
     /// The replica of `primary` to promote now, if one may be: an in-sync replica alive, the
     /// one with the highest offset; or, under a primary whose strategy is `async`, or in place
     /// of a primary that restarted empty, any live replica with the highest offset if that is
-    /// more than the primary's own.
+    /// more than the primary's own. A replica whose last beat says it restarted is never a
+    /// successor, in the in-sync set or not: it lost what made it a member (the set only learns
+    /// that when the primary sees it lag), and it holds nothing until it finishes a sync.
     fn successor(&self, cfg: &Config, primary: &str, now: u64, why: Successor) -> Option<NodeId> {
         let offset = |id: &str| self.heard.get(id).map_or(0, |h| h.beat.offset);
         let live: Vec<&crate::Node> = cfg
             .replicas_of(primary)
-            .filter(|r| self.heard.contains_key(&r.id) && self.alive(&r.id, now))
+            .filter(|r| {
+                self.heard.get(&r.id).is_some_and(|h| !h.beat.restarted) && self.alive(&r.id, now)
+            })
             .collect();
         let best = |in_sync: bool| {
             live.iter()
                 .filter(|r| !in_sync || cfg.in_sync(&r.id))
-                .max_by_key(|r| (offset(&r.id), std::cmp::Reverse(r.id.clone())))
+                .max_by_key(|r| {
+                    (
+                        offset(&r.id),
+                        cfg.in_sync(&r.id),
+                        std::cmp::Reverse(r.id.clone()),
+                    )
+                })
                 .map(|r| r.id.clone())
         };
-        if let Some(r) = best(true) {
-            return Some(r);
-        }
-        // An unheard primary counts as `sync`: only an in-sync replica is safe then.
-        let sync = self.heard.get(primary).is_none_or(|h| h.beat.sync);
         match why {
-            // Only a replica that holds more than the restarted primary (its fresh stream is
-            // empty; a replica that synced from it holds exactly as much).
+            // In place of a primary that restarted empty, the live replica that holds the most,
+            // in the set or not (an in-sync one on a tie), and only if it holds more than the
+            // restarted primary (its fresh stream is empty; a replica that synced from it holds
+            // exactly as much). The set vouches for the primary's old history, which a member
+            // that itself restarted and then synced from the empty primary no longer holds.
             Successor::Restarted => best(false).filter(|r| offset(r) > offset(primary)),
-            Successor::Failed if sync => None,
-            Successor::Failed => best(false),
+            Successor::Failed => {
+                if let Some(r) = best(true) {
+                    return Some(r);
+                }
+                // An unheard primary counts as `sync`: only an in-sync replica is safe then.
+                let sync = self.heard.get(primary).is_none_or(|h| h.beat.sync);
+                if sync { None } else { best(false) }
+            }
         }
     }
 
@@ -689,6 +703,84 @@ mod tests {
                     }
                 ))
                 .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_replica_that_restarted_empty_is_never_a_successor() {
+        let mut c = cluster();
+        c.apply(&Change::SetInSync {
+            primary: id(1),
+            primary_epoch: 0,
+            replicas: vec![id(2)],
+        })
+        .unwrap();
+        let mut k = Keeper::new(T, 0);
+        k.set_leader(Some(1), 0);
+        k.confirmed(1, 0);
+        k.on_beat(&c, beat(1, true, 100), 0);
+        // 2 is in the in-sync set but came back empty; 3 is outside it and holds 80.
+        let empty = Beat {
+            restarted: true,
+            ..beat(2, false, 0)
+        };
+        k.on_beat(&c, empty.clone(), 900);
+        k.on_beat(&c, beat(3, false, 80), 900);
+        // The primary fails: under `sync` only an in-sync replica may take over, and the one
+        // in the set holds nothing, so no one does.
+        assert!(k.promotions(&c, 1000).is_empty());
+        // The primary comes back empty: the hand-over goes to the replica with data.
+        let restarted = Beat {
+            restarted: true,
+            ..beat(1, false, 0)
+        };
+        k.on_beat(&c, empty.clone(), 1000);
+        k.on_beat(&c, beat(3, false, 80), 1000);
+        k.confirmed(1, 1000);
+        let a = k.on_beat(&c, restarted, 1010);
+        assert!(
+            matches!(a, Answer::Refused(ref w) if w.contains(&id(3))),
+            "{a:?}"
+        );
+        // Once 2 finished a sync its beats say so, and it is a successor again.
+        k.on_beat(&c, beat(2, false, 80), 1020);
+        k.on_beat(&c, beat(1, true, 100), 1020);
+        k.on_beat(&c, beat(2, false, 80), 2900);
+        let p = k.promotions(&c, 3000);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].replica, id(2));
+    }
+
+    #[test]
+    fn a_restarted_primary_hands_over_to_the_replica_with_the_most_in_the_set_or_not() {
+        let mut c = cluster();
+        c.apply(&Change::SetInSync {
+            primary: id(1),
+            primary_epoch: 0,
+            replicas: vec![id(2)],
+        })
+        .unwrap();
+        let mut k = Keeper::new(T, 0);
+        k.set_leader(Some(1), 0);
+        k.confirmed(1, 0);
+        // 2, in the set, synced from the restarted primary and holds nothing; 3 holds 80.
+        k.on_beat(&c, beat(2, false, 0), 0);
+        k.on_beat(&c, beat(3, false, 80), 0);
+        let restarted = Beat {
+            restarted: true,
+            ..beat(1, false, 0)
+        };
+        let a = k.on_beat(&c, restarted.clone(), 10);
+        assert!(
+            matches!(a, Answer::Refused(ref w) if w.contains(&id(3))),
+            "{a:?}"
+        );
+        // On a tie the in-sync replica is chosen.
+        k.on_beat(&c, beat(2, false, 80), 20);
+        let a = k.on_beat(&c, restarted, 30);
+        assert!(
+            matches!(a, Answer::Refused(ref w) if w.contains(&id(2))),
+            "{a:?}"
         );
     }
 

@@ -69,6 +69,12 @@ pub struct LeaseState {
     pub enforced: std::sync::atomic::AtomicBool,
     /// `cluster-allow-reads-when-down`.
     pub allow_reads_when_down: std::sync::atomic::AtomicBool,
+    /// This node holds data it can vouch for: since its process started it held a lease or
+    /// finished a sync from a primary that could vouch for its own (`lease::Holder`, mirrored
+    /// by the lease task; false until it says so). A node that cannot vouch refuses `PSYNC`:
+    /// a replica that synced from a primary that restarted empty would otherwise look like a
+    /// member with data to the voters.
+    pub vouches: std::sync::atomic::AtomicBool,
     /// Leases granted to this node, and requests refused for want of one.
     pub grants: AtomicU64,
     pub refusals: AtomicU64,

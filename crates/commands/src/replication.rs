@@ -293,8 +293,24 @@ fn replconf(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// A cluster node that holds nothing it can vouch for (it restarted empty and has held no lease
+/// nor finished a sync since) feeds no replica: see `LeaseState::vouches`.
+pub const ERR_CANNOT_VOUCH: &str =
+    "this node restarted without its data and holds no lease yet; retry later";
+
 fn psync(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let offset = args.i64(2).map_err(|_| ERR_NOT_INTEGER)?;
+    if ctx
+        .srv
+        .cluster
+        .as_ref()
+        .is_some_and(|cl| !cl.lease.vouches.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        return Err(ReplyError::Other {
+            code: "NOTREADY",
+            msg: std::borrow::Cow::Borrowed(ERR_CANNOT_VOUCH),
+        });
+    }
     ctx.client.repl.handoff = Some((args.str_lossy(1), offset));
     Ok(())
 }

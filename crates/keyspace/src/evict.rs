@@ -157,13 +157,9 @@ pub fn lfu_touch(access: u32, now_ms: u64, p: LfuParams, rand01: f64) -> u32 {
 pub struct Rng(u64);
 
 impl Rng {
-    /// Seeds that differ only in their lowest bit give the same sequence (so do node ids drawn
-    /// from them: seed neighbouring nodes far apart). Kept so because `raft_sim`'s schedules
-    /// depend on it: with `Rng(seed)`, seed 6 finds a replica that restarted empty while still
-    /// in its group's in-sync set promoted over acknowledged writes (see the closing note of
-    /// the ninth session; to be fixed in the failover path, not here).
+    /// Every seed gives its own sequence (wyrand's state may be any value, zero included).
     pub fn new(seed: u64) -> Self {
-        Rng(seed | 1)
+        Rng(seed)
     }
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);

@@ -113,13 +113,9 @@ impl Keeping {
             return;
         };
         let replicas: Vec<Node> = cfg.replicas_of(&me).cloned().collect();
-        if replicas.is_empty() || !cl.lease.valid(mono_ms()) {
-            // Without a lease this node serves no write, and a change it proposed could race a
-            // failover that is taking its place.
-            self.joining.clear();
-            self.publish(srv, &cfg, &me);
-            return;
-        }
+        // Sampled while this node is a primary, lease or not: after a spell without a lease
+        // (no write moved the end meanwhile) a replica that holds the end was caught up all
+        // along, not lagging since before the spell.
         let now = mono_ms();
         let lag_max = lag_max_ms(srv);
         let end = srv.repl.stream_end();
@@ -130,6 +126,13 @@ impl Keeping {
             .is_some_and(|&(t, _)| now.saturating_sub(t) > 2 * lag_max + TICK.as_millis() as u64)
         {
             self.samples.pop_front();
+        }
+        if replicas.is_empty() || !cl.lease.valid(now) {
+            // Without a lease this node serves no write, and a change it proposed could race a
+            // failover that is taking its place.
+            self.joining.clear();
+            self.publish(srv, &cfg, &me);
+            return;
         }
         let links = srv.repl.replicas();
         let lagging = |k: &Keeping, n: &Node| {

@@ -153,6 +153,7 @@ async fn beat_voter(
             {
                 o.holder.synced();
             }
+            cl.lease.vouches.store(!o.holder.is_restarted(), Relaxed);
             Beat {
                 node: cl.me(),
                 holds: o.holder.holds(sent) && cl.lease.enforced.load(Relaxed),

@@ -627,15 +627,14 @@ impl Model {
         let n = &mut self.nodes[i];
         let me = n.id.clone();
         let replicas: Vec<String> = n.view.replicas_of(&me).map(|r| r.id.clone()).collect();
-        if replicas.is_empty() || !n.holder.holds(now) {
-            n.joining.clear();
-            return None;
-        }
+        // `in_sync.rs` awaits its change: no tick runs meanwhile.
         match n.settle {
             Some(Settle::InFlight { .. }) => return None,
             Some(Settle::Applied { .. }) => return None,
             None => {}
         }
+        // Sampled lease or not, as `in_sync.rs` does (seed 66: samples taken only under a lease
+        // made a primary back from a spell without one drop caught-up members at once).
         let end = n.stream.len() as u64;
         n.samples.push_back((now, end));
         while n
@@ -644,6 +643,10 @@ impl Model {
             .is_some_and(|&(t, _)| now.saturating_sub(t) > 2 * lag_max + TICK_MS)
         {
             n.samples.pop_front();
+        }
+        if replicas.is_empty() || !n.holder.holds(now) {
+            n.joining.clear();
+            return None;
         }
         // A replica is attached while it pulled within the lag bound.
         let link = |n: &DataNode, id: &str| {
@@ -683,7 +686,12 @@ impl Model {
                 }
                 Some(mark) if ack >= mark => admit.push(r.clone()),
                 Some(_) => {}
-                None if link(n, r).is_some() && ack >= end => {
+                // Caught up a moment ago, as `in_sync.rs` decides (under a steady write load an
+                // acknowledgement is rarely exactly at the end).
+                None if link(n, r).is_some()
+                    && caught_up_at(n, ack)
+                        .is_some_and(|t| now.saturating_sub(t) <= lag_max / 4) =>
+                {
                     n.joining.insert(r.clone(), end);
                 }
                 None => {}
@@ -857,7 +865,10 @@ impl Model {
     }
 
     /// A replica's pull reaches primary `p` (run `inc`): its acknowledgement is taken if it
-    /// holds a prefix of this primary's stream; the answer is the stream.
+    /// holds a prefix of this primary's stream; the answer is the stream. A primary that holds
+    /// nothing it can vouch for (`Holder::is_restarted`) refuses, as `PSYNC` does
+    /// (`LeaseState::vouches`): a replica that restarted too would otherwise finish a sync of
+    /// nothing and look like a member with data to the voters.
     fn serve_pull(
         &mut self,
         p: usize,
@@ -868,7 +879,7 @@ impl Model {
     ) -> Option<Arc<Vec<u64>>> {
         let t0 = self.t0;
         let n = &mut self.nodes[p];
-        if !n.up || n.incarnation != inc {
+        if !n.up || n.incarnation != inc || n.holder.is_restarted() {
             return None;
         }
         let now = n.now(t0);

@@ -68,10 +68,9 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The random stream `salt` of seed `seed`. `Rng::new` sets the lowest bit of what it is given,
-/// so the seed is shifted first: seeds 2k and 2k+1 would otherwise run the same schedule.
+/// The random stream `salt` of seed `seed`.
 pub fn seeded_rng(seed: u64, salt: u64) -> Rng {
-    Rng::new((seed ^ salt) << 1)
+    Rng::new(seed ^ salt)
 }
 
 /// The command that replays a seed.
