@@ -51,8 +51,19 @@ fn make_certs(dir: &Path) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.crt", "-days", "2", "-subj", "/CN=loadgen-ca",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=loadgen-ca",
         ],
     );
     std::fs::write(
@@ -64,16 +75,36 @@ fn make_certs(dir: &Path) {
         openssl(
             dir,
             &[
-                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"),
-                "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}"),
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
             ],
         );
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey",
-                "ca.key", "-CAcreateserial", "-out", &format!("{name}.crt"), "-days", "2",
-                "-extfile", "ext.cnf",
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
             ],
         );
     }
@@ -83,7 +114,10 @@ fn make_certs(dir: &Path) {
 fn wait_listening(port: u16) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < START_MAX, "shoal did not listen on {port}");
+        assert!(
+            start.elapsed() < START_MAX,
+            "shoal did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -105,7 +139,12 @@ fn start() -> (Server, u16, u16) {
     let child = Command::new(&shoal)
         .args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--tls-port", &tls_port.to_string(), "--dir", &p("")])
-        .args(["--tls-cert-file", &p("server.crt"), "--tls-key-file", &p("server.key")])
+        .args([
+            "--tls-cert-file",
+            &p("server.crt"),
+            "--tls-key-file",
+            &p("server.key"),
+        ])
         .args(["--tls-ca-cert-file", &p("ca.crt")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -137,7 +176,14 @@ fn maxrate(server: &Server, tls_port: u16, with_cert: bool) -> std::process::Out
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-loadgen"));
     cmd.args(["maxrate", "--addr", &format!("127.0.0.1:{tls_port}")])
         .args(["--keys", "1000", "--get-ratio", "0", "--pipeline", "4"])
-        .args(["--connections", "2", "--duration-s", "0.5", "--warmup-s", "0"])
+        .args([
+            "--connections",
+            "2",
+            "--duration-s",
+            "0.5",
+            "--warmup-s",
+            "0",
+        ])
         .args(["--io-timeout-s", "10", "--tls", "--cacert", &p("ca.crt")]);
     if with_cert {
         cmd.args(["--cert", &p("client.crt"), "--key", &p("client.key")]);
