@@ -3,15 +3,19 @@
 //!
 //! Commands are queued into a write buffer and sent with one `flush`, then replies are read one by
 //! one; that is how pipelining works in RESP (replies come back in request order). Every read and
-//! write has a timeout so a stuck server ends the run with an error instead of hanging it.
+//! write has a timeout so a stuck server ends the run with an error instead of hanging it. The
+//! connection is plain TCP or TLS (`crate::tls`, `--tls`).
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::resp::{self, Reply};
+use crate::tls::Tls;
 
 /// What the load generator needs to know about a reply; the payload itself is never needed.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,8 +35,54 @@ impl Outcome {
     }
 }
 
+/// Plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     read_buf: Vec<u8>,
     /// Start of unparsed bytes in `read_buf`; consumed bytes are dropped lazily to avoid a memmove
     /// per reply.
@@ -45,11 +95,28 @@ const READ_CHUNK: usize = 64 * 1024;
 
 impl Conn {
     pub async fn connect(addr: &str, io_timeout: Duration) -> io::Result<Self> {
+        Self::connect_with(addr, io_timeout, None).await
+    }
+
+    /// Connects over TLS when `tls` is given (the handshake is within `io_timeout` too).
+    pub async fn connect_with(
+        addr: &str,
+        io_timeout: Duration,
+        tls: Option<&Tls>,
+    ) -> io::Result<Self> {
         let stream = tokio::time::timeout(io_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| timed_out("connect"))??;
         // Without NODELAY, Nagle holds small pipelined batches back and adds latency to every run.
         stream.set_nodelay(true)?;
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(tls) => Stream::Tls(Box::new(
+                tokio::time::timeout(io_timeout, tls.connect(addr, stream))
+                    .await
+                    .map_err(|_| timed_out("TLS handshake"))??,
+            )),
+        };
         Ok(Self {
             stream,
             read_buf: Vec::with_capacity(READ_CHUNK),
@@ -72,7 +139,12 @@ impl Conn {
         if self.write_buf.is_empty() {
             return Ok(());
         }
-        tokio::time::timeout(self.io_timeout, self.stream.write_all(&self.write_buf))
+        // The flush sends what TLS still holds after accepting every byte (nothing for TCP).
+        let write = async {
+            self.stream.write_all(&self.write_buf).await?;
+            self.stream.flush().await
+        };
+        tokio::time::timeout(self.io_timeout, write)
             .await
             .map_err(|_| timed_out("write"))??;
         self.write_buf.clear();

@@ -26,6 +26,8 @@ pub struct Config {
     pub io_timeout: Duration,
     /// Hard bound on the whole run; a run cut short reports `complete: false`.
     pub max_duration: Duration,
+    /// TLS (`--tls`), or plain TCP.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 #[derive(Default, Debug)]
@@ -54,7 +56,7 @@ pub async fn run(cfg: Config) -> std::io::Result<Totals> {
     // Connect first, so a dead server is an error for the whole run rather than per task.
     let mut conns = Vec::with_capacity(cfg.connections);
     for _ in 0..cfg.connections {
-        conns.push(Conn::connect(&cfg.addr, cfg.io_timeout).await?);
+        conns.push(Conn::connect_with(&cfg.addr, cfg.io_timeout, cfg.tls.as_ref()).await?);
     }
     let mut tasks = Vec::with_capacity(cfg.connections);
     for (index, conn) in conns.into_iter().enumerate() {

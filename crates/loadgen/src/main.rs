@@ -9,6 +9,8 @@
 //! - `failover`: writers on one slot while its primary is killed; when writes resume on the new
 //!   primary, and which acknowledged writes it lost (`bench/failover`).
 //!
+//! `hitratio` and `maxrate` speak TLS with `--tls --cacert --cert --key` (`bench/tls`).
+//!
 //! Each prints one JSON object on one line of stdout (the harness parses it) and exits non-zero if
 //! the run could not produce a trustworthy number: a server error reply, a broken connection, a run
 //! cut short by its time bound. Diagnostics go to stderr.
@@ -20,6 +22,7 @@ mod hitratio;
 mod maxrate;
 mod openloop;
 mod resp;
+mod tls;
 mod workload;
 mod zipf;
 
@@ -219,12 +222,16 @@ struct HitRatioArgs {
     /// Hard limit on the whole run.
     #[arg(long, default_value_t = 600)]
     max_duration_s: u64,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(Args)]
 struct MaxRateArgs {
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     /// Fraction of GETs in the mix; the rest are SETs of 64-byte values.
     #[arg(long, default_value_t = 0.9)]
     get_ratio: f64,
@@ -324,6 +331,7 @@ fn hit_ratio(args: HitRatioArgs) -> Result<Line, String> {
         seed: c.seed,
         io_timeout: Duration::from_secs(c.io_timeout_s),
         max_duration: Duration::from_secs(args.max_duration_s),
+        tls: args.tls.load()?,
     };
     let t = runtime(c.connections)?
         .block_on(hitratio::run(cfg))
@@ -372,12 +380,14 @@ fn max_rate(args: MaxRateArgs) -> Result<Line, String> {
         warmup: Duration::from_secs_f64(args.warmup_s),
         duration: Duration::from_secs_f64(args.duration_s),
         io_timeout: Duration::from_secs(c.io_timeout_s),
+        tls: args.tls.load()?,
     };
     let t = runtime(c.connections)?
         .block_on(maxrate::run(cfg))
         .map_err(|e| format!("maxrate: {e}"))?;
     let mut json = Json::default();
     json.str("mode", "maxrate")
+        .bool("tls", args.tls.tls)
         .int("connections", c.connections as u64)
         .int("pipeline", args.pipeline as u64)
         .int("requests", t.requests)

@@ -22,6 +22,8 @@ pub struct Config {
     pub warmup: Duration,
     pub duration: Duration,
     pub io_timeout: Duration,
+    /// TLS (`--tls`), or plain TCP.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 #[derive(Default, Debug)]
@@ -39,7 +41,7 @@ pub async fn run(cfg: Config) -> std::io::Result<Totals> {
     assert!(cfg.connections >= 1 && cfg.pipeline >= 1);
     let mut conns = Vec::with_capacity(cfg.connections);
     for _ in 0..cfg.connections {
-        conns.push(Conn::connect(&cfg.addr, cfg.io_timeout).await?);
+        conns.push(Conn::connect_with(&cfg.addr, cfg.io_timeout, cfg.tls.as_ref()).await?);
     }
     let start = Instant::now();
     let (measure_from, end) = (start + cfg.warmup, start + cfg.warmup + cfg.duration);
