@@ -2,6 +2,13 @@
 //! A replica that reconnects continues from here when its offset is still held; a primary's links
 //! read what they send from here (so a replica behind costs no copy of its own), and a replica
 //! keeps one at its primary's offsets so that, promoted, it can serve its former siblings.
+//!
+//! The bytes live in fixed-size chunks ([`CHUNK_BYTES`]): an append copies into the last chunk
+//! and takes a new one only when it is full, and the oldest chunk, once every byte of it is past
+//! the capacity, is kept as the next new one. So the backlog never moves what it holds (a ring
+//! that doubles would copy all of it, into freshly faulted pages, at every doubling), and once
+//! full it allocates nothing: a busy stream (the append-only log reads every write from here)
+//! costs one copy in and one copy out per byte.
 
 use std::collections::VecDeque;
 
@@ -9,26 +16,38 @@ use std::collections::VecDeque;
 /// (about 120 bytes of stream each) resumes without a full copy.
 pub const BACKLOG_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 
+/// Bytes of one chunk of the backlog's storage (the backlog holds at most its capacity plus one
+/// chunk of memory, and one spare).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub struct Backlog {
-    buf: VecDeque<u8>,
+    /// The storage: the stream bytes held start at `chunks[0][head]` and run for `len` bytes.
+    chunks: VecDeque<Box<[u8]>>,
+    head: usize,
+    len: usize,
     capacity: usize,
-    /// Replication offset of `buf[0]`.
+    /// Replication offset of the first byte held.
     start_offset: u64,
+    /// A chunk the front gave up, for the back's next one.
+    spare: Option<Box<[u8]>>,
 }
 
 impl Backlog {
     pub fn new(capacity: usize, end_offset: u64) -> Self {
         Backlog {
-            buf: VecDeque::new(),
+            chunks: VecDeque::new(),
+            head: 0,
+            len: 0,
             capacity: capacity.max(1),
             start_offset: end_offset,
+            spare: None,
         }
     }
 
     /// Offset just past the last byte (Redis's `master_repl_offset`).
     pub fn end_offset(&self) -> u64 {
-        self.start_offset + self.buf.len() as u64
+        self.start_offset + self.len as u64
     }
 
     /// Offset of the first byte still held.
@@ -37,11 +56,11 @@ impl Backlog {
     }
 
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len == 0
     }
 
     pub fn capacity(&self) -> usize {
@@ -50,25 +69,61 @@ impl Backlog {
 
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
-        self.trim();
+        self.drop_front(self.len.saturating_sub(self.capacity));
+        // A smaller backlog gives its memory back.
+        self.spare = None;
+        self.chunks.shrink_to_fit();
     }
 
-    fn trim(&mut self) {
-        let excess = self.buf.len().saturating_sub(self.capacity);
-        if excess > 0 {
-            self.buf.drain(..excess);
-            self.start_offset += excess as u64;
+    /// Forgets the `n` oldest bytes held; whole chunks freed go to `spare` (one kept).
+    fn drop_front(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        self.head += n;
+        self.len -= n;
+        self.start_offset += n as u64;
+        while self.head >= CHUNK_BYTES || (self.len == 0 && !self.chunks.is_empty()) {
+            let Some(c) = self.chunks.pop_front() else {
+                break;
+            };
+            self.head = self.head.saturating_sub(CHUNK_BYTES);
+            self.spare.get_or_insert(c);
+        }
+        if self.chunks.is_empty() {
+            self.head = 0;
         }
     }
 
     pub fn append(&mut self, bytes: &[u8]) {
         let end_before = self.end_offset();
-        self.buf.extend(bytes.iter().copied());
-        self.trim();
-        assert!(self.buf.len() <= self.capacity, "backlog over capacity");
+        // Only the last `capacity` bytes of this append can stay.
+        let keep = bytes.len().min(self.capacity);
+        let skipped = bytes.len() - keep;
+        if skipped > 0 {
+            self.drop_front(self.len);
+            self.start_offset += skipped as u64;
+        }
+        let bytes = &bytes[skipped..];
+        self.drop_front((self.len + bytes.len()).saturating_sub(self.capacity));
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let tail = self.head + self.len;
+            let (idx, at) = (tail / CHUNK_BYTES, tail % CHUNK_BYTES);
+            if idx == self.chunks.len() {
+                let c = self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| vec![0u8; CHUNK_BYTES].into_boxed_slice());
+                self.chunks.push_back(c);
+            }
+            let n = rest.len().min(CHUNK_BYTES - at);
+            self.chunks[idx][at..at + n].copy_from_slice(&rest[..n]);
+            self.len += n;
+            rest = &rest[n..];
+        }
+        assert!(self.len <= self.capacity, "backlog over capacity");
         assert_eq!(
             self.end_offset(),
-            end_before + bytes.len() as u64,
+            end_before + (skipped + bytes.len()) as u64,
             "the stream's end moves forward by what was appended"
         );
     }
@@ -80,26 +135,34 @@ impl Backlog {
 
     /// Up to `max` bytes starting at `offset`; `None` if the offset is no longer (or not yet) held.
     pub fn read(&self, offset: u64, max: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(offset, max, &mut out).then_some(out)
+    }
+
+    /// As [`Backlog::read`], into `out` (cleared first, its allocation reused); false if the
+    /// offset is no longer (or not yet) held.
+    pub fn read_into(&self, offset: u64, max: usize, out: &mut Vec<u8>) -> bool {
+        out.clear();
         if !self.holds(offset) {
-            return None;
+            return false;
         }
         let from = (offset - self.start_offset) as usize;
-        let to = (from + max).min(self.buf.len());
-        // Copy from the ring's two contiguous halves with memcpy, not byte by byte.
-        let (a, b) = self.buf.as_slices();
-        let mut out = Vec::with_capacity(to - from);
-        if from < a.len() {
-            out.extend_from_slice(&a[from..to.min(a.len())]);
+        let to = from.saturating_add(max).min(self.len);
+        out.reserve(to - from);
+        let mut pos = self.head + from;
+        let end = self.head + to;
+        while pos < end {
+            let (idx, at) = (pos / CHUNK_BYTES, pos % CHUNK_BYTES);
+            let n = (end - pos).min(CHUNK_BYTES - at);
+            out.extend_from_slice(&self.chunks[idx][at..at + n]);
+            pos += n;
         }
-        if to > a.len() {
-            out.extend_from_slice(&b[from.saturating_sub(a.len())..to - a.len()]);
-        }
-        Some(out)
+        true
     }
 
     /// Drops everything and restarts at `offset` (a new replication history).
     pub fn reset(&mut self, offset: u64) {
-        self.buf.clear();
+        self.drop_front(self.len);
         self.start_offset = offset;
     }
 }
@@ -107,6 +170,7 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn backlog_keeps_the_last_capacity_bytes_by_offset() {
@@ -120,5 +184,83 @@ mod tests {
         assert!(b.read(114, 1).is_none());
         b.set_capacity(2);
         assert_eq!(b.read(111, 9).unwrap(), b"bc");
+    }
+
+    #[test]
+    fn a_full_backlog_reuses_its_chunks() {
+        let mut b = Backlog::new(4 * CHUNK_BYTES, 0);
+        let piece = vec![7u8; 1000];
+        for _ in 0..(20 * CHUNK_BYTES / piece.len()) {
+            b.append(&piece);
+            assert!(b.chunks.len() <= 5, "at most capacity plus one chunk");
+        }
+        assert_eq!(b.len(), 4 * CHUNK_BYTES);
+        assert_eq!(b.end_offset(), (20 * CHUNK_BYTES / 1000 * 1000) as u64);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(Vec<u8>),
+        Read(u64, usize),
+        SetCapacity(usize),
+        Reset(u64),
+    }
+
+    fn op(chunk: usize) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..3 * chunk, any::<u8>())
+                .prop_map(|(n, b)| Op::Append((0..n).map(|i| b.wrapping_add(i as u8)).collect())),
+            3 => (0u64..8 * chunk as u64, 0..3 * chunk).prop_map(|(o, m)| Op::Read(o, m)),
+            1 => (1..6 * chunk).prop_map(Op::SetCapacity),
+            1 => (0u64..1_000_000).prop_map(Op::Reset),
+        ]
+    }
+
+    proptest! {
+        /// Against a model: a byte vector of everything held and the offset of its first byte.
+        #[test]
+        fn backlog_matches_a_simple_model(
+            capacity in 1..6 * CHUNK_BYTES,
+            ops in proptest::collection::vec(op(CHUNK_BYTES), 1..40),
+        ) {
+            let mut b = Backlog::new(capacity, 5);
+            let (mut model, mut start, mut cap) = (Vec::<u8>::new(), 5u64, capacity);
+            for o in ops {
+                match o {
+                    Op::Append(bytes) => {
+                        b.append(&bytes);
+                        model.extend_from_slice(&bytes);
+                        let excess = model.len().saturating_sub(cap);
+                        model.drain(..excess);
+                        start += excess as u64;
+                    }
+                    Op::Read(rel, max) => {
+                        let offset = start.saturating_sub(CHUNK_BYTES as u64) + rel;
+                        let end = start + model.len() as u64;
+                        let want = (offset >= start && offset <= end).then(|| {
+                            let from = (offset - start) as usize;
+                            model[from..(from + max).min(model.len())].to_vec()
+                        });
+                        prop_assert_eq!(b.read(offset, max), want);
+                    }
+                    Op::SetCapacity(c) => {
+                        b.set_capacity(c);
+                        cap = c;
+                        let excess = model.len().saturating_sub(cap);
+                        model.drain(..excess);
+                        start += excess as u64;
+                    }
+                    Op::Reset(o) => {
+                        b.reset(o);
+                        model.clear();
+                        start = o;
+                    }
+                }
+                prop_assert_eq!(b.start_offset(), start);
+                prop_assert_eq!(b.len(), model.len());
+                prop_assert!(b.chunks.len() <= b.capacity().div_ceil(CHUNK_BYTES) + 1);
+                prop_assert_eq!(b.read(start, usize::MAX), Some(model.clone()));
+            }
+        }
     }
 }
