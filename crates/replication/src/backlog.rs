@@ -16,6 +16,11 @@ use std::collections::VecDeque;
 /// (about 120 bytes of stream each) resumes without a full copy.
 pub const BACKLOG_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 
+/// Bytes past its capacity the backlog keeps for a reader that pinned its position (the
+/// append-only log's writer, which must see every byte: one that fell out would have to compact
+/// the whole log). Past this the pin gives way and the reader falls behind.
+pub const PINNED_EXTRA_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Bytes of one chunk of the backlog's storage (the backlog holds at most its capacity plus one
 /// chunk of memory, and one spare).
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -31,6 +36,9 @@ pub struct Backlog {
     start_offset: u64,
     /// A chunk the front gave up, for the back's next one.
     spare: Option<Box<[u8]>>,
+    /// Bytes from this offset on are kept past the capacity (up to
+    /// [`PINNED_EXTRA_BYTES_MAX`] more) until the reader that pinned them moves on.
+    pinned: Option<u64>,
 }
 
 impl Backlog {
@@ -42,7 +50,34 @@ impl Backlog {
             capacity: capacity.max(1),
             start_offset: end_offset,
             spare: None,
+            pinned: None,
         }
+    }
+
+    /// Keeps the bytes from `offset` on past the capacity (see [`PINNED_EXTRA_BYTES_MAX`]) until
+    /// the next call; `None` lets the capacity alone decide again. The append-only log's writer
+    /// pins where it reads, so a burst of writes faster than it never pushes its bytes out.
+    pub fn pin(&mut self, offset: Option<u64>) {
+        self.pinned = offset;
+        self.drop_front(self.excess(0));
+    }
+
+    /// How many of the oldest bytes must go before `incoming` more are appended: what passes the
+    /// capacity, less what the pin keeps, and at least what passes the pin's own limit.
+    fn excess(&self, incoming: usize) -> usize {
+        let total = self.len + incoming;
+        let over = total.saturating_sub(self.capacity);
+        let Some(pin) = self.pinned else {
+            return over.min(self.len);
+        };
+        // A pin before the first byte held is stale (the reader already lost its place).
+        let free = if pin >= self.start_offset {
+            ((pin - self.start_offset) as usize).min(self.len)
+        } else {
+            self.len
+        };
+        let hard = total.saturating_sub(self.capacity.saturating_add(PINNED_EXTRA_BYTES_MAX));
+        over.min(free).max(hard).min(self.len)
     }
 
     /// Offset just past the last byte (Redis's `master_repl_offset`).
@@ -69,7 +104,7 @@ impl Backlog {
 
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
-        self.drop_front(self.len.saturating_sub(self.capacity));
+        self.drop_front(self.excess(0));
         // A smaller backlog gives its memory back.
         self.spare = None;
         self.chunks.shrink_to_fit();
@@ -103,7 +138,7 @@ impl Backlog {
             self.start_offset += skipped as u64;
         }
         let bytes = &bytes[skipped..];
-        self.drop_front((self.len + bytes.len()).saturating_sub(self.capacity));
+        self.drop_front(self.excess(bytes.len()));
         let mut rest = bytes;
         while !rest.is_empty() {
             let tail = self.head + self.len;
@@ -120,7 +155,10 @@ impl Backlog {
             self.len += n;
             rest = &rest[n..];
         }
-        assert!(self.len <= self.capacity, "backlog over capacity");
+        assert!(
+            self.len <= self.capacity + PINNED_EXTRA_BYTES_MAX,
+            "backlog over capacity"
+        );
         assert_eq!(
             self.end_offset(),
             end_before + (skipped + bytes.len()) as u64,
@@ -198,12 +236,35 @@ mod tests {
         assert_eq!(b.end_offset(), (20 * CHUNK_BYTES / 1000 * 1000) as u64);
     }
 
+    #[test]
+    fn a_pin_keeps_its_bytes_past_the_capacity_up_to_its_limit() {
+        let mut b = Backlog::new(1000, 0);
+        b.pin(Some(0));
+        let piece = vec![1u8; 1000];
+        let mut appended = 0;
+        while appended + piece.len() <= 1000 + PINNED_EXTRA_BYTES_MAX {
+            b.append(&piece);
+            appended += piece.len();
+            assert_eq!(b.start_offset(), 0, "everything from the pin is kept");
+        }
+        b.append(&piece);
+        assert!(b.start_offset() > 0, "past its limit the pin gives way");
+        assert!(b.len() <= 1000 + PINNED_EXTRA_BYTES_MAX);
+        // The reader moves on: the capacity decides again.
+        b.pin(Some(b.end_offset()));
+        assert_eq!(b.len(), 1000);
+        b.pin(None);
+        b.append(&piece);
+        assert_eq!(b.len(), 1000);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Append(Vec<u8>),
         Read(u64, usize),
         SetCapacity(usize),
         Reset(u64),
+        Pin(Option<u64>),
     }
 
     fn op(chunk: usize) -> impl Strategy<Value = Op> {
@@ -213,53 +274,77 @@ mod tests {
             3 => (0u64..8 * chunk as u64, 0..3 * chunk).prop_map(|(o, m)| Op::Read(o, m)),
             1 => (1..6 * chunk).prop_map(Op::SetCapacity),
             1 => (0u64..1_000_000).prop_map(Op::Reset),
+            2 => proptest::option::of(0u64..8 * chunk as u64).prop_map(Op::Pin),
         ]
     }
 
     proptest! {
-        /// Against a model: a byte vector of everything held and the offset of its first byte.
+        /// Against a model: every byte appended since the last reset (`history`, from offset
+        /// `base`), of which the backlog holds the last `len`: what the capacity keeps, or more
+        /// to keep everything from a pin at or after its first byte held.
         #[test]
         fn backlog_matches_a_simple_model(
             capacity in 1..6 * CHUNK_BYTES,
             ops in proptest::collection::vec(op(CHUNK_BYTES), 1..40),
         ) {
             let mut b = Backlog::new(capacity, 5);
-            let (mut model, mut start, mut cap) = (Vec::<u8>::new(), 5u64, capacity);
+            let (mut history, mut base, mut cap) = (Vec::<u8>::new(), 5u64, capacity);
+            let (mut len, mut pin) = (0usize, None::<u64>);
             for o in ops {
+                let start = base + (history.len() - len) as u64;
+                // The bytes from the pin to the end, if the pin binds (at or after the start).
+                let pinned = |pin: Option<u64>, end: u64| match pin {
+                    Some(p) if p >= start => end.saturating_sub(p) as usize,
+                    _ => 0,
+                };
                 match o {
                     Op::Append(bytes) => {
                         b.append(&bytes);
-                        model.extend_from_slice(&bytes);
-                        let excess = model.len().saturating_sub(cap);
-                        model.drain(..excess);
-                        start += excess as u64;
+                        history.extend_from_slice(&bytes);
+                        let end = base + history.len() as u64;
+                        len = if bytes.len() > cap {
+                            cap
+                        } else {
+                            let total = len + bytes.len();
+                            total.min(cap).max(pinned(pin, end).min(total))
+                        };
                     }
                     Op::Read(rel, max) => {
                         let offset = start.saturating_sub(CHUNK_BYTES as u64) + rel;
-                        let end = start + model.len() as u64;
+                        let end = base + history.len() as u64;
                         let want = (offset >= start && offset <= end).then(|| {
-                            let from = (offset - start) as usize;
-                            model[from..(from + max).min(model.len())].to_vec()
+                            let from = (offset - base) as usize;
+                            history[from..(from + max).min(history.len())].to_vec()
                         });
                         prop_assert_eq!(b.read(offset, max), want);
                     }
                     Op::SetCapacity(c) => {
                         b.set_capacity(c);
                         cap = c;
-                        let excess = model.len().saturating_sub(cap);
-                        model.drain(..excess);
-                        start += excess as u64;
+                        let end = base + history.len() as u64;
+                        len = len.min(cap).max(pinned(pin, end).min(len));
                     }
                     Op::Reset(o) => {
                         b.reset(o);
-                        model.clear();
-                        start = o;
+                        history.clear();
+                        base = o;
+                        len = 0;
+                    }
+                    Op::Pin(p) => {
+                        b.pin(p);
+                        pin = p;
+                        let end = base + history.len() as u64;
+                        len = len.min(cap).max(pinned(pin, end).min(len));
                     }
                 }
-                prop_assert_eq!(b.start_offset(), start);
-                prop_assert_eq!(b.len(), model.len());
-                prop_assert!(b.chunks.len() <= b.capacity().div_ceil(CHUNK_BYTES) + 1);
-                prop_assert_eq!(b.read(start, usize::MAX), Some(model.clone()));
+                let end = base + history.len() as u64;
+                prop_assert_eq!(b.end_offset(), end);
+                prop_assert_eq!(b.len(), len);
+                prop_assert_eq!(b.start_offset(), end - len as u64);
+                prop_assert!(b.len() <= cap + PINNED_EXTRA_BYTES_MAX);
+                let held = &history[history.len() - len..];
+                prop_assert_eq!(b.read(end - len as u64, usize::MAX), Some(held.to_vec()));
+                prop_assert!(b.chunks.len() <= b.len().div_ceil(CHUNK_BYTES) + 1);
             }
         }
     }

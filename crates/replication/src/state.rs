@@ -383,6 +383,14 @@ impl ReplState {
         }
     }
 
+    /// The append-only log's writer reads from `offset` next: the backlog keeps the bytes from
+    /// there past its capacity (within `backlog::PINNED_EXTRA_BYTES_MAX`), so a small
+    /// `repl-backlog-size` or a burst faster than the writer does not make the log fall out of it.
+    /// `None` when the writer stops or cannot continue.
+    pub fn pin_backlog(&self, offset: Option<u64>) {
+        self.backlog().pin(offset);
+    }
+
     /// Whether a `PSYNC replid offset` can continue from here (partial resynchronisation).
     pub fn can_continue(&self, replid: &str, offset: i64) -> bool {
         if offset < 0 {

@@ -643,9 +643,11 @@ impl Writer {
         let srv = self.srv.clone();
         let a = &srv.persist.aof;
         a.set_writer(Some(waker.clone()));
+        srv.repl.pin_backlog(Some(self.pos));
         loop {
             if node.stop.load(Relaxed) {
                 self.finish();
+                srv.repl.pin_backlog(None);
                 a.enabled.store(false, Relaxed);
                 srv.repl.aof_on.store(false, Relaxed);
                 a.set_writer(None);
@@ -737,6 +739,7 @@ impl Writer {
                 match self.file.write_all(&self.rec_buf) {
                     Ok(()) => {
                         self.pos += self.read_buf.len() as u64;
+                        self.srv.repl.pin_backlog(Some(self.pos));
                         let a = &self.srv.persist.aof;
                         a.written_offset.store(self.pos, Relaxed);
                         a.current_size
@@ -767,6 +770,8 @@ impl Writer {
     }
 
     fn break_log(&mut self, why: &str) {
+        // Nothing to keep the backlog's bytes for until a compaction gives a new start.
+        self.srv.repl.pin_backlog(None);
         if !self.broken {
             tracing::warn!(
                 reason = why,
@@ -940,6 +945,7 @@ impl Writer {
         self.pos = pos;
         self.history = h.history;
         self.broken = false;
+        self.srv.repl.pin_backlog(Some(pos));
         let a = &self.srv.persist.aof;
         a.written_offset.store(pos, Relaxed);
         // Written and fsynced above. The offsets start again here: after a full copy (a new
