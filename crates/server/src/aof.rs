@@ -702,10 +702,10 @@ impl Writer {
         if self.broken {
             return false;
         }
-        let r = self
-            .srv
-            .repl
-            .read_history_into(self.pos, RECORD_STREAM_BYTES_MAX, &mut self.read_buf);
+        let r =
+            self.srv
+                .repl
+                .read_history_into(self.pos, RECORD_STREAM_BYTES_MAX, &mut self.read_buf);
         if r.history != self.history {
             // Same id (or our id kept as the second, past where we are): the same stream goes
             // on at the same offsets. Anything else is another stream: compact.
@@ -742,8 +742,7 @@ impl Writer {
                         self.srv.repl.pin_backlog(Some(self.pos));
                         let a = &self.srv.persist.aof;
                         a.written_offset.store(self.pos, Relaxed);
-                        a.current_size
-                            .fetch_add(self.rec_buf.len() as u64, Relaxed);
+                        a.current_size.fetch_add(self.rec_buf.len() as u64, Relaxed);
                         if a.last_write_failed.swap(false, Relaxed) {
                             tracing::warn!("the append-only log is written again");
                         }
