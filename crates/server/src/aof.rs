@@ -264,7 +264,7 @@ pub const SNAPSHOT_WRITE_BYTES: usize = 1 << 20;
 /// in memory: at most one shard's records and [`SNAPSHOT_WRITE_BYTES`]), then fsyncs it.
 /// `replid_offset` is asked at each attempt's start (the header) and end (the end marker), as
 /// `snapshot::write_all` does; a SWAPDB during an attempt starts the file again. Returns the
-/// header's replication id and offset.
+/// replication id and offset as the header holds them (the id in its 40 bytes).
 fn write_snapshot_file(
     ks: &shoal_keyspace::Keyspace,
     aux: &[(&[u8], &[u8])],
@@ -292,7 +292,11 @@ fn write_snapshot_file(
         f.write_all(&w.finish(end_offset.max(offset))).map_err(io)?;
         let file = f.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
-        return Ok((replid, offset));
+        let mut id = [b'0'; 40];
+        for (d, s) in id.iter_mut().zip(replid.bytes()) {
+            *d = s;
+        }
+        return Ok((String::from_utf8_lossy(&id).into_owned(), offset));
     }
     let _ = std::fs::remove_file(path);
     Err(format!(
