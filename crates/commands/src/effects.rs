@@ -14,6 +14,10 @@ use shoal_replication::stream;
 
 use crate::state::ServerState;
 
+/// Bytes reserved at once for a command's encoded effects: a SET of a short value fits, so the
+/// buffer is allocated once rather than grown several times per write.
+const EMIT_BUF_BYTES: usize = 512;
+
 /// Appends what this thread's last command queued. Returns the stream offset that covers all of it
 /// (for WAIT and the sync strategy), or `None` if it wrote nothing (or this node does not record).
 /// `now_ms` stamps deletions.
@@ -27,6 +31,9 @@ pub fn emit_logged(srv: &ServerState, now_ms: u64) -> Option<u64> {
     shoal_keyspace::write_log::drain_touched(|i| {
         if !recording {
             return;
+        }
+        if out.capacity() == 0 {
+            out.reserve(EMIT_BUF_BYTES);
         }
         let mut shard = srv.ks.lock(i);
         let (end, did) = append_queue(srv, &mut shard, &mut out, now_ms);

@@ -2,6 +2,13 @@
 //! A replica that reconnects continues from here when its offset is still held; a primary's links
 //! read what they send from here (so a replica behind costs no copy of its own), and a replica
 //! keeps one at its primary's offsets so that, promoted, it can serve its former siblings.
+//!
+//! The bytes live in fixed-size chunks ([`CHUNK_BYTES`]): an append copies into the last chunk
+//! and takes a new one only when it is full, and the oldest chunk, once every byte of it is past
+//! the capacity, is kept as the next new one. So the backlog never moves what it holds (a ring
+//! that doubles would copy all of it, into freshly faulted pages, at every doubling), and once
+//! full it allocates nothing: a busy stream (the append-only log reads every write from here)
+//! costs one copy in and one copy out per byte.
 
 use std::collections::VecDeque;
 
@@ -9,26 +16,73 @@ use std::collections::VecDeque;
 /// (about 120 bytes of stream each) resumes without a full copy.
 pub const BACKLOG_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 
+/// Bytes past its capacity the backlog keeps for a reader that pinned its position (the
+/// append-only log's writer, which must see every byte: one that fell out would have to compact
+/// the whole log). Past this the pin gives way and the reader falls behind.
+pub const PINNED_EXTRA_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Bytes of one chunk of the backlog's storage (the backlog holds at most its capacity plus one
+/// chunk of memory, and one spare).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub struct Backlog {
-    buf: VecDeque<u8>,
+    /// The storage: the stream bytes held start at `chunks[0][head]` and run for `len` bytes.
+    chunks: VecDeque<Box<[u8]>>,
+    head: usize,
+    len: usize,
     capacity: usize,
-    /// Replication offset of `buf[0]`.
+    /// Replication offset of the first byte held.
     start_offset: u64,
+    /// A chunk the front gave up, for the back's next one.
+    spare: Option<Box<[u8]>>,
+    /// Bytes from this offset on are kept past the capacity (up to
+    /// [`PINNED_EXTRA_BYTES_MAX`] more) until the reader that pinned them moves on.
+    pinned: Option<u64>,
 }
 
 impl Backlog {
     pub fn new(capacity: usize, end_offset: u64) -> Self {
         Backlog {
-            buf: VecDeque::new(),
+            chunks: VecDeque::new(),
+            head: 0,
+            len: 0,
             capacity: capacity.max(1),
             start_offset: end_offset,
+            spare: None,
+            pinned: None,
         }
+    }
+
+    /// Keeps the bytes from `offset` on past the capacity (see [`PINNED_EXTRA_BYTES_MAX`]) until
+    /// the next call; `None` lets the capacity alone decide again. The append-only log's writer
+    /// pins where it reads, so a burst of writes faster than it never pushes its bytes out.
+    pub fn pin(&mut self, offset: Option<u64>) {
+        self.pinned = offset;
+        self.drop_front(self.excess(0));
+    }
+
+    /// How many of the oldest bytes must go before `incoming` more are appended: what passes the
+    /// capacity, less what the pin keeps, and at least what passes the pin's own limit.
+    fn excess(&self, incoming: usize) -> usize {
+        let total = self.len + incoming;
+        let over = total.saturating_sub(self.capacity);
+        let Some(pin) = self.pinned else {
+            return over.min(self.len);
+        };
+        // A pin before the first byte held is stale (the reader already lost its place).
+        let free = if pin >= self.start_offset {
+            ((pin - self.start_offset) as usize).min(self.len)
+        } else {
+            self.len
+        };
+        let hard = total.saturating_sub(self.capacity.saturating_add(PINNED_EXTRA_BYTES_MAX));
+        over.min(free).max(hard).min(self.len)
     }
 
     /// Offset just past the last byte (Redis's `master_repl_offset`).
     pub fn end_offset(&self) -> u64 {
-        self.start_offset + self.buf.len() as u64
+        self.start_offset + self.len as u64
     }
 
     /// Offset of the first byte still held.
@@ -37,11 +91,11 @@ impl Backlog {
     }
 
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len == 0
     }
 
     pub fn capacity(&self) -> usize {
@@ -50,25 +104,64 @@ impl Backlog {
 
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
-        self.trim();
+        self.drop_front(self.excess(0));
+        // A smaller backlog gives its memory back.
+        self.spare = None;
+        self.chunks.shrink_to_fit();
     }
 
-    fn trim(&mut self) {
-        let excess = self.buf.len().saturating_sub(self.capacity);
-        if excess > 0 {
-            self.buf.drain(..excess);
-            self.start_offset += excess as u64;
+    /// Forgets the `n` oldest bytes held; whole chunks freed go to `spare` (one kept).
+    fn drop_front(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        self.head += n;
+        self.len -= n;
+        self.start_offset += n as u64;
+        while self.head >= CHUNK_BYTES || (self.len == 0 && !self.chunks.is_empty()) {
+            let Some(c) = self.chunks.pop_front() else {
+                break;
+            };
+            self.head = self.head.saturating_sub(CHUNK_BYTES);
+            self.spare.get_or_insert(c);
+        }
+        if self.chunks.is_empty() {
+            self.head = 0;
         }
     }
 
     pub fn append(&mut self, bytes: &[u8]) {
         let end_before = self.end_offset();
-        self.buf.extend(bytes.iter().copied());
-        self.trim();
-        assert!(self.buf.len() <= self.capacity, "backlog over capacity");
+        // Only the last `capacity` bytes of this append can stay.
+        let keep = bytes.len().min(self.capacity);
+        let skipped = bytes.len() - keep;
+        if skipped > 0 {
+            self.drop_front(self.len);
+            self.start_offset += skipped as u64;
+        }
+        let bytes = &bytes[skipped..];
+        self.drop_front(self.excess(bytes.len()));
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let tail = self.head + self.len;
+            let (idx, at) = (tail / CHUNK_BYTES, tail % CHUNK_BYTES);
+            if idx == self.chunks.len() {
+                let c = self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| vec![0u8; CHUNK_BYTES].into_boxed_slice());
+                self.chunks.push_back(c);
+            }
+            let n = rest.len().min(CHUNK_BYTES - at);
+            self.chunks[idx][at..at + n].copy_from_slice(&rest[..n]);
+            self.len += n;
+            rest = &rest[n..];
+        }
+        assert!(
+            self.len <= self.capacity + PINNED_EXTRA_BYTES_MAX,
+            "backlog over capacity"
+        );
         assert_eq!(
             self.end_offset(),
-            end_before + bytes.len() as u64,
+            end_before + (skipped + bytes.len()) as u64,
             "the stream's end moves forward by what was appended"
         );
     }
@@ -80,26 +173,34 @@ impl Backlog {
 
     /// Up to `max` bytes starting at `offset`; `None` if the offset is no longer (or not yet) held.
     pub fn read(&self, offset: u64, max: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(offset, max, &mut out).then_some(out)
+    }
+
+    /// As [`Backlog::read`], into `out` (cleared first, its allocation reused); false if the
+    /// offset is no longer (or not yet) held.
+    pub fn read_into(&self, offset: u64, max: usize, out: &mut Vec<u8>) -> bool {
+        out.clear();
         if !self.holds(offset) {
-            return None;
+            return false;
         }
         let from = (offset - self.start_offset) as usize;
-        let to = (from + max).min(self.buf.len());
-        // Copy from the ring's two contiguous halves with memcpy, not byte by byte.
-        let (a, b) = self.buf.as_slices();
-        let mut out = Vec::with_capacity(to - from);
-        if from < a.len() {
-            out.extend_from_slice(&a[from..to.min(a.len())]);
+        let to = from.saturating_add(max).min(self.len);
+        out.reserve(to - from);
+        let mut pos = self.head + from;
+        let end = self.head + to;
+        while pos < end {
+            let (idx, at) = (pos / CHUNK_BYTES, pos % CHUNK_BYTES);
+            let n = (end - pos).min(CHUNK_BYTES - at);
+            out.extend_from_slice(&self.chunks[idx][at..at + n]);
+            pos += n;
         }
-        if to > a.len() {
-            out.extend_from_slice(&b[from.saturating_sub(a.len())..to - a.len()]);
-        }
-        Some(out)
+        true
     }
 
     /// Drops everything and restarts at `offset` (a new replication history).
     pub fn reset(&mut self, offset: u64) {
-        self.buf.clear();
+        self.drop_front(self.len);
         self.start_offset = offset;
     }
 }
@@ -107,6 +208,7 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn backlog_keeps_the_last_capacity_bytes_by_offset() {
@@ -120,5 +222,130 @@ mod tests {
         assert!(b.read(114, 1).is_none());
         b.set_capacity(2);
         assert_eq!(b.read(111, 9).unwrap(), b"bc");
+    }
+
+    #[test]
+    fn a_full_backlog_reuses_its_chunks() {
+        let mut b = Backlog::new(4 * CHUNK_BYTES, 0);
+        let piece = vec![7u8; 1000];
+        for _ in 0..(20 * CHUNK_BYTES / piece.len()) {
+            b.append(&piece);
+            assert!(b.chunks.len() <= 5, "at most capacity plus one chunk");
+        }
+        assert_eq!(b.len(), 4 * CHUNK_BYTES);
+        assert_eq!(b.end_offset(), (20 * CHUNK_BYTES / 1000 * 1000) as u64);
+    }
+
+    #[test]
+    fn a_pin_keeps_its_bytes_past_the_capacity_up_to_its_limit() {
+        let mut b = Backlog::new(1000, 0);
+        b.pin(Some(0));
+        let piece = vec![1u8; 1000];
+        let mut appended = 0;
+        while appended + piece.len() <= 1000 + PINNED_EXTRA_BYTES_MAX {
+            b.append(&piece);
+            appended += piece.len();
+            assert_eq!(b.start_offset(), 0, "everything from the pin is kept");
+        }
+        b.append(&piece);
+        assert!(b.start_offset() > 0, "past its limit the pin gives way");
+        assert!(b.len() <= 1000 + PINNED_EXTRA_BYTES_MAX);
+        // The reader moves on: the capacity decides again.
+        b.pin(Some(b.end_offset()));
+        assert_eq!(b.len(), 1000);
+        b.pin(None);
+        b.append(&piece);
+        assert_eq!(b.len(), 1000);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(Vec<u8>),
+        Read(u64, usize),
+        SetCapacity(usize),
+        Reset(u64),
+        Pin(Option<u64>),
+    }
+
+    fn op(chunk: usize) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..3 * chunk, any::<u8>())
+                .prop_map(|(n, b)| Op::Append((0..n).map(|i| b.wrapping_add(i as u8)).collect())),
+            3 => (0u64..8 * chunk as u64, 0..3 * chunk).prop_map(|(o, m)| Op::Read(o, m)),
+            1 => (1..6 * chunk).prop_map(Op::SetCapacity),
+            1 => (0u64..1_000_000).prop_map(Op::Reset),
+            2 => proptest::option::of(0u64..8 * chunk as u64).prop_map(Op::Pin),
+        ]
+    }
+
+    proptest! {
+        /// Against a model: every byte appended since the last reset (`history`, from offset
+        /// `base`), of which the backlog holds the last `len`: what the capacity keeps, or more
+        /// to keep everything from a pin at or after its first byte held.
+        #[test]
+        fn backlog_matches_a_simple_model(
+            capacity in 1..6 * CHUNK_BYTES,
+            ops in proptest::collection::vec(op(CHUNK_BYTES), 1..40),
+        ) {
+            let mut b = Backlog::new(capacity, 5);
+            let (mut history, mut base, mut cap) = (Vec::<u8>::new(), 5u64, capacity);
+            let (mut len, mut pin) = (0usize, None::<u64>);
+            for o in ops {
+                let start = base + (history.len() - len) as u64;
+                // The bytes from the pin to the end, if the pin binds (at or after the start).
+                let pinned = |pin: Option<u64>, end: u64| match pin {
+                    Some(p) if p >= start => end.saturating_sub(p) as usize,
+                    _ => 0,
+                };
+                match o {
+                    Op::Append(bytes) => {
+                        b.append(&bytes);
+                        history.extend_from_slice(&bytes);
+                        let end = base + history.len() as u64;
+                        len = if bytes.len() > cap {
+                            cap
+                        } else {
+                            let total = len + bytes.len();
+                            total.min(cap).max(pinned(pin, end).min(total))
+                        };
+                    }
+                    Op::Read(rel, max) => {
+                        let offset = start.saturating_sub(CHUNK_BYTES as u64) + rel;
+                        let end = base + history.len() as u64;
+                        let want = (offset >= start && offset <= end).then(|| {
+                            let from = (offset - base) as usize;
+                            history[from..(from + max).min(history.len())].to_vec()
+                        });
+                        prop_assert_eq!(b.read(offset, max), want);
+                    }
+                    Op::SetCapacity(c) => {
+                        b.set_capacity(c);
+                        cap = c;
+                        let end = base + history.len() as u64;
+                        len = len.min(cap).max(pinned(pin, end).min(len));
+                    }
+                    Op::Reset(o) => {
+                        b.reset(o);
+                        history.clear();
+                        base = o;
+                        len = 0;
+                    }
+                    Op::Pin(p) => {
+                        b.pin(p);
+                        pin = p;
+                        let end = base + history.len() as u64;
+                        len = len.min(cap).max(pinned(pin, end).min(len));
+                    }
+                }
+                let end = base + history.len() as u64;
+                prop_assert_eq!(b.end_offset(), end);
+                prop_assert_eq!(b.len(), len);
+                prop_assert_eq!(b.start_offset(), end - len as u64);
+                prop_assert!(b.len() <= cap + PINNED_EXTRA_BYTES_MAX);
+                let held = &history[history.len() - len..];
+                prop_assert_eq!(b.read(end - len as u64, usize::MAX), Some(held.to_vec()));
+                prop_assert!(b.chunks.len() <= b.len().div_ceil(CHUNK_BYTES) + 1);
+            }
+        }
     }
 }

@@ -361,15 +361,34 @@ impl ReplState {
     /// history for another's (the append-only log). Every history change happens under the
     /// core lock, which this holds.
     pub fn read_history(&self, offset: u64, max: usize) -> HistoryRead {
+        let mut bytes = Vec::new();
+        let mut r = self.read_history_into(offset, max, &mut bytes);
+        r.bytes = r.bytes.map(|_| bytes);
+        r
+    }
+
+    /// As [`ReplState::read_history`], into `out` (cleared first, its allocation reused: the
+    /// append-only log's writer reads every write this way); `bytes` is then `Some` of an empty
+    /// vector when the offset is held, `None` when not.
+    pub fn read_history_into(&self, offset: u64, max: usize, out: &mut Vec<u8>) -> HistoryRead {
         let core = self.core();
         let b = self.backlog();
+        let held = b.read_into(offset, max, out);
         HistoryRead {
-            bytes: b.read(offset, max),
+            bytes: held.then(Vec::new),
             start: b.start_offset(),
             end: b.end_offset(),
             history: self.history.load(Relaxed),
             ids: core.ids.clone(),
         }
+    }
+
+    /// The append-only log's writer reads from `offset` next: the backlog keeps the bytes from
+    /// there past its capacity (within `backlog::PINNED_EXTRA_BYTES_MAX`), so a small
+    /// `repl-backlog-size` or a burst faster than the writer does not make the log fall out of it.
+    /// `None` when the writer stops or cannot continue.
+    pub fn pin_backlog(&self, offset: Option<u64>) {
+        self.backlog().pin(offset);
     }
 
     /// Whether a `PSYNC replid offset` can continue from here (partial resynchronisation).

@@ -98,8 +98,24 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
 
 fn bulk_u64(out: &mut Vec<u8>, v: u64) {
     let mut tmp = [0u8; 20];
-    let s = shoal_resp::fmt_u64(v, &mut tmp).to_vec();
-    bulk(out, &s);
+    bulk(out, shoal_resp::fmt_u64(v, &mut tmp));
+}
+
+/// A bulk string of what `fill` appends to `out`, written in place: the bytes go in first and the
+/// `$len` header is then made room for in front of them (a move of the bytes, no allocation).
+fn bulk_with(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    fill(out);
+    let n = out.len() - start;
+    let mut tmp = [0u8; 20];
+    let digits = shoal_resp::fmt_u64(n as u64, &mut tmp);
+    let head = 1 + digits.len() + 2;
+    out.resize(out.len() + head, 0);
+    out.copy_within(start..start + n, start + head);
+    out[start] = b'$';
+    out[start + 1..start + 1 + digits.len()].copy_from_slice(digits);
+    out[start + head - 2..start + head].copy_from_slice(b"\r\n");
+    out.extend_from_slice(b"\r\n");
 }
 
 fn bulk_opt(out: &mut Vec<u8>, v: Option<u64>) {
@@ -125,9 +141,7 @@ pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
     bulk_u64(out, e.version());
     bulk_opt(out, e.expire_ms());
     bulk_opt(out, e.ext_version());
-    let mut value = Vec::new();
-    codec::encode_value(e.value(), &mut value);
-    bulk(out, &value);
+    bulk_with(out, |out| codec::encode_value(e.value(), out));
     if let Some(t) = stale {
         bulk_u64(out, t);
     }
@@ -515,6 +529,17 @@ mod tests {
         assert_eq!(decode(&a, 16).unwrap(), Effect::SwapDb { a: 0, b: 3 });
         let a: Vec<&[u8]> = fs[6].iter().map(|x| x.as_slice()).collect();
         assert_eq!(parse_ack(&a), Some(77));
+    }
+
+    #[test]
+    fn a_bulk_written_in_place_is_the_same_bulk() {
+        for n in [0usize, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 70_000] {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+            let (mut a, mut b) = (b"*2\r\n".to_vec(), b"*2\r\n".to_vec());
+            bulk(&mut a, &bytes);
+            bulk_with(&mut b, |out| out.extend_from_slice(&bytes));
+            assert_eq!(a, b, "{n} bytes");
+        }
     }
 
     #[test]

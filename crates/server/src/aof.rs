@@ -242,12 +242,13 @@ pub fn load_at_startup(srv: &ServerState) -> Result<(), String> {
 /// incremental log after it (seq 1). The writer's own start then adds its log.
 fn first_generation(srv: &ServerState, paths: &Paths) -> Result<Manifest, String> {
     let aux = crate::persist::aux_records(srv);
-    let bytes = snapshot::write_all(&srv.ks, &crate::persist::aux_refs(&aux), || {
-        (srv.repl.ids().replid, srv.repl.offset())
-    })?;
     let base = paths.base_name(1);
-    write_synced(&paths.file(&base), &bytes)
-        .map_err(|e| format!("writing {}: {e}", paths.file(&base).display()))?;
+    write_snapshot_file(
+        &srv.ks,
+        &crate::persist::aux_refs(&aux),
+        &paths.file(&base),
+        || (srv.repl.ids().replid, srv.repl.offset()),
+    )?;
     let m = Manifest {
         base: (base, 1),
         incrs: Vec::new(),
@@ -256,19 +257,51 @@ fn first_generation(srv: &ServerState, paths: &Paths) -> Result<Manifest, String
     Ok(m)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
+/// Bytes a snapshot written to a file gathers before each write(2).
+pub const SNAPSHOT_WRITE_BYTES: usize = 1 << 20;
 
-/// The replication id and offset in a snapshot's header.
-fn snapshot_position(bytes: &[u8]) -> Option<(String, u64)> {
-    let id = bytes.get(10..50)?;
-    let off = bytes.get(50..58)?;
-    Some((
-        String::from_utf8_lossy(id).into_owned(),
-        u64::from_le_bytes(off.try_into().ok()?),
+/// Writes a snapshot of `ks` to `path` shard by shard as it is taken (never the whole snapshot
+/// in memory: at most one shard's records and [`SNAPSHOT_WRITE_BYTES`]), then fsyncs it.
+/// `replid_offset` is asked at each attempt's start (the header) and end (the end marker), as
+/// `snapshot::write_all` does; a SWAPDB during an attempt starts the file again. Returns the
+/// replication id and offset as the header holds them (the id in its 40 bytes).
+fn write_snapshot_file(
+    ks: &shoal_keyspace::Keyspace,
+    aux: &[(&[u8], &[u8])],
+    path: &Path,
+    replid_offset: impl Fn() -> (String, u64),
+) -> Result<(String, u64), String> {
+    let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    'attempt: for _ in 0..snapshot::SNAPSHOT_ATTEMPTS_MAX {
+        let swaps = ks.swaps();
+        let (replid, offset) = replid_offset();
+        let file = File::create(path).map_err(io)?;
+        let mut f = std::io::BufWriter::with_capacity(SNAPSHOT_WRITE_BYTES, file);
+        let mut w = snapshot::Writer::new();
+        f.write_all(&w.header(&replid, offset)).map_err(io)?;
+        for (name, value) in aux {
+            f.write_all(&w.aux(name, value)).map_err(io)?;
+        }
+        for i in 0..ks.shard_count() {
+            match w.shard(ks, i, swaps) {
+                Some(chunk) => f.write_all(&chunk).map_err(io)?,
+                None => continue 'attempt,
+            }
+        }
+        let (_, end_offset) = replid_offset();
+        f.write_all(&w.finish(end_offset.max(offset))).map_err(io)?;
+        let file = f.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        let mut id = [b'0'; 40];
+        for (d, s) in id.iter_mut().zip(replid.bytes()) {
+            *d = s;
+        }
+        return Ok((String::from_utf8_lossy(&id).into_owned(), offset));
+    }
+    let _ = std::fs::remove_file(path);
+    Err(format!(
+        "SWAPDB ran during each of {} attempts to take a snapshot",
+        snapshot::SNAPSHOT_ATTEMPTS_MAX
     ))
 }
 
@@ -523,6 +556,10 @@ struct Writer {
     last_rewrite_ask: Option<Instant>,
     last_fsync: Instant,
     handovers: Arc<Handovers>,
+    /// The stream bytes of one batch, read out of the backlog (at most
+    /// `RECORD_STREAM_BYTES_MAX`), and their record: reused from batch to batch.
+    read_buf: Vec<u8>,
+    rec_buf: Vec<u8>,
 }
 
 /// The writer's handle: how the rest of the node reaches it.
@@ -594,6 +631,8 @@ pub fn spawn_writer(srv: &Arc<ServerState>) -> Result<(), String> {
         last_rewrite_ask: None,
         last_fsync: Instant::now(),
         handovers: node.handovers.clone(),
+        read_buf: Vec::new(),
+        rec_buf: Vec::new(),
     };
     std::thread::Builder::new()
         .name("shoal-aof".into())
@@ -608,9 +647,11 @@ impl Writer {
         let srv = self.srv.clone();
         let a = &srv.persist.aof;
         a.set_writer(Some(waker.clone()));
+        srv.repl.pin_backlog(Some(self.pos));
         loop {
             if node.stop.load(Relaxed) {
                 self.finish();
+                srv.repl.pin_backlog(None);
                 a.enabled.store(false, Relaxed);
                 srv.repl.aof_on.store(false, Relaxed);
                 a.set_writer(None);
@@ -665,10 +706,10 @@ impl Writer {
         if self.broken {
             return false;
         }
-        let r = self
-            .srv
-            .repl
-            .read_history(self.pos, RECORD_STREAM_BYTES_MAX);
+        let r =
+            self.srv
+                .repl
+                .read_history_into(self.pos, RECORD_STREAM_BYTES_MAX, &mut self.read_buf);
         if r.history != self.history {
             // Same id (or our id kept as the second, past where we are): the same stream goes
             // on at the same offsets. Anything else is another stream: compact.
@@ -693,16 +734,19 @@ impl Writer {
                 self.break_log("the log fell behind the backlog (repl-backlog-size)");
                 false
             }
-            Some(b) if b.is_empty() => false,
-            Some(b) => {
-                let mut rec = Vec::with_capacity(b.len() + 16);
-                format::encode_stream(&mut rec, &b);
-                match self.file.write_all(&rec) {
+            Some(_) if self.read_buf.is_empty() => false,
+            Some(_) => {
+                // Both buffers are the writer's own, reused: a fresh megabyte per batch costs
+                // its pages' faults (and zeroing) every time.
+                self.rec_buf.clear();
+                format::encode_stream(&mut self.rec_buf, &self.read_buf);
+                match self.file.write_all(&self.rec_buf) {
                     Ok(()) => {
-                        self.pos += b.len() as u64;
+                        self.pos += self.read_buf.len() as u64;
+                        self.srv.repl.pin_backlog(Some(self.pos));
                         let a = &self.srv.persist.aof;
                         a.written_offset.store(self.pos, Relaxed);
-                        a.current_size.fetch_add(rec.len() as u64, Relaxed);
+                        a.current_size.fetch_add(self.rec_buf.len() as u64, Relaxed);
                         if a.last_write_failed.swap(false, Relaxed) {
                             tracing::warn!("the append-only log is written again");
                         }
@@ -729,6 +773,8 @@ impl Writer {
     }
 
     fn break_log(&mut self, why: &str) {
+        // Nothing to keep the backlog's bytes for until a compaction gives a new start.
+        self.srv.repl.pin_backlog(None);
         if !self.broken {
             tracing::warn!(
                 reason = why,
@@ -902,6 +948,7 @@ impl Writer {
         self.pos = pos;
         self.history = h.history;
         self.broken = false;
+        self.srv.repl.pin_backlog(Some(pos));
         let a = &self.srv.persist.aof;
         a.written_offset.store(pos, Relaxed);
         // Written and fsynced above. The offsets start again here: after a full copy (a new
@@ -965,7 +1012,13 @@ fn rewrite(srv: &Arc<ServerState>) {
     // snapshot's end marker): both must be the same history.
     let histories = std::sync::Mutex::new(Vec::new());
     let aux = crate::persist::aux_records(srv);
-    let bytes = snapshot::write_all(&srv.ks, &crate::persist::aux_refs(&aux), || {
+    let tmp = paths.dir.join(format!(
+        "{}.rewrite-{}.tmp",
+        paths.prefix,
+        std::process::id()
+    ));
+    // Streamed to the file shard by shard: a large data set never sits in memory twice.
+    let written = write_snapshot_file(&srv.ks, &crate::persist::aux_refs(&aux), &tmp, || {
         let r = srv.repl.read_history(0, 0);
         let offset = srv.repl.offset();
         histories
@@ -974,26 +1027,21 @@ fn rewrite(srv: &Arc<ServerState>) {
             .push(r.history);
         (r.ids.replid, offset)
     });
-    let bytes = match bytes {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    let Some((replid, offset)) = snapshot_position(&bytes) else {
-        return fail("a snapshot without a header".into());
+    let (replid, offset) = match written {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return fail(e);
+        }
     };
     let histories = histories.into_inner().unwrap_or_else(|p| p.into_inner());
     let history = match histories[..] {
         [.., start, end] if start == end => start,
-        _ => return fail("the replication history changed during the snapshot".into()),
+        _ => {
+            let _ = std::fs::remove_file(&tmp);
+            return fail("the replication history changed during the snapshot".into());
+        }
     };
-    let tmp = paths.dir.join(format!(
-        "{}.rewrite-{}.tmp",
-        paths.prefix,
-        std::process::id()
-    ));
-    if let Err(e) = write_synced(&tmp, &bytes) {
-        return fail(format!("writing {}: {e}", tmp.display()));
-    }
     match node_of(srv).filter(|_| a.enabled.load(Relaxed)) {
         Some(node) => {
             *node.handovers.lock().unwrap_or_else(|p| p.into_inner()) = Some(Handover {
