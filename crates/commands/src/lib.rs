@@ -278,7 +278,8 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     }
     // Values on their way to the disk tier are in memory until written, which is what evicting
     // them asked for: counting them would evict (and at last drop) more keys meanwhile.
-    if let Some(store) = srv.ks.cold_store() {
+    let tiered = srv.ks.cold_store();
+    if let Some(store) = &tiered {
         not_counted += store.info().pending_bytes as usize;
     }
     let used = || used(not_counted);
@@ -287,7 +288,16 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     // next few writes find room without evicting. Each pass samples the shards after the node's
     // cursor into the keyspace's eviction pool and evicts the pool's best (see
     // `shoal_keyspace::pool`).
-    let floor = max.saturating_sub(EVICT_AHEAD_BYTES.min(max / EVICT_AHEAD_FRACTION_MAX));
+    // With the disk tier on, victims' values move to the disk at the pace it writes them
+    // (`tiered_pending_bytes`): no eviction ahead there, a burst of moves would find the tier
+    // busy and drop keys instead.
+    let (floor, batch) = match tiered {
+        Some(_) => (max, 1),
+        None => (
+            max.saturating_sub(EVICT_AHEAD_BYTES.min(max / EVICT_AHEAD_FRACTION_MAX)),
+            EVICT_BATCH,
+        ),
+    };
     let mut evicted = 0;
     while evicted < EVICTIONS_PER_COMMAND_MAX {
         if used() <= max {
@@ -295,7 +305,7 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
         }
         let start = srv.evict_cursor.fetch_add(1, Relaxed);
         let mut pass = 0;
-        let outcome = srv.ks.evict_batch(now_ms, start, EVICT_BATCH, |_, _| {
+        let outcome = srv.ks.evict_batch(now_ms, start, batch, |_, _| {
             pass += 1;
             used() > floor
         });
