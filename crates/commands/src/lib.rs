@@ -278,7 +278,8 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     }
     // Values on their way to the disk tier are in memory until written, which is what evicting
     // them asked for: counting them would evict (and at last drop) more keys meanwhile.
-    let tiered = srv.ks.cold_store();
+    // One atomic load, not the store's mutex (shared by every worker), when the tier was never on.
+    let tiered = srv.ks.tiered().then(|| srv.ks.cold_store()).flatten();
     if let Some(store) = &tiered {
         not_counted += store.info().pending_bytes as usize;
     }

@@ -19,6 +19,9 @@ pub const POOL_SIZE: usize = 16;
 pub const SHARDS_SAMPLED_MAX: usize = 32;
 /// Most victims one [`Keyspace::evict_batch`] pass evicts.
 pub const EVICT_BATCH_MAX: usize = 16;
+/// Samples one pass keeps for the pool (more are rare: a pass wants `maxmemory-samples` per
+/// victim, `EVICT_BATCH` victims in the server's passes).
+const FRESH_MAX: usize = 2 * POOL_SIZE;
 /// Pooled candidates tried (gone, or re-pooled with a lower score) before one eviction gives up.
 const POOL_TRIES_MAX: usize = 2 * POOL_SIZE;
 
@@ -86,6 +89,7 @@ impl EvictionPool {
         Some(self.items[self.len])
     }
 
+    #[cfg(test)]
     fn iter(&self) -> impl Iterator<Item = &(usize, Candidate)> {
         self.items[..self.len].iter()
     }
@@ -127,25 +131,43 @@ impl Keyspace {
         let victims = victims.clamp(1, EVICT_BATCH_MAX);
         let per_victim = self.eviction_samples();
         let want = per_victim * victims;
-        let mut fresh = EvictionPool::default();
+        // This pass's samples, unordered (the pool orders them once, under its lock); when more
+        // come than fit, the worst makes room.
+        let mut fresh = [(0, Candidate::EMPTY); FRESH_MAX];
+        let mut n_fresh = 0;
+        let mut keep = |i: usize, c: Candidate| {
+            if n_fresh < FRESH_MAX {
+                fresh[n_fresh] = (i, c);
+                n_fresh += 1;
+            } else if let Some(worst) = fresh.iter_mut().min_by_key(|(_, o)| o.score)
+                && c.score > worst.1.score
+            {
+                *worst = (i, c);
+            }
+        };
         let (mut looked, mut taken) = (0, 0);
         // Shards holding few keys offer few samples: look at more of them then, and at all of
         // them before saying there is nothing to evict. With the disk tier on, keys already on
         // disk are not counted as samples: every shard is looked at before one of them (whose
         // eviction drops the key) is chosen over a key whose value is in memory.
+        let mut found = 0;
         while looked < shards
-            && (fresh.is_empty() || taken == 0 || (looked < SHARDS_SAMPLED_MAX && taken < want))
+            && (found == 0 || taken == 0 || (looked < SHARDS_SAMPLED_MAX && taken < want))
         {
             let i = (start + looked) % shards;
             looked += 1;
-            taken += self
-                .lock(i)
-                .sample_candidates(now_ms, want.saturating_sub(taken).max(per_victim), |c| {
-                    fresh.insert(i, c)
-                });
+            taken += self.lock(i).sample_candidates(
+                now_ms,
+                want.saturating_sub(taken).max(per_victim),
+                |c| {
+                    found += 1;
+                    keep(i, c)
+                },
+            );
         }
+        let fresh = &fresh[..n_fresh.min(FRESH_MAX)];
         let mut pool = self.evict_pool.lock();
-        for &(i, c) in fresh.iter() {
+        for &(i, c) in fresh {
             pool.insert(i, c);
         }
         let mut last = None;

@@ -1602,7 +1602,9 @@ impl Shard {
         }
         if tier.is_some() {
             // The disk tier moves values rather than removing keys: its own path.
-            return self.evict_candidate(c).map_or(Pooled::Gone, Pooled::Evicted);
+            return self
+                .evict_candidate(c)
+                .map_or(Pooled::Gone, Pooled::Evicted);
         }
         let (entry, _) = found.remove();
         shrink_table(table, hasher);
