@@ -2514,6 +2514,43 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_pass_evicts_its_victims_idle_first_and_stops_when_told() {
+        let ks = Keyspace::new(1, 16, 11);
+        ks.set_evict_config(lru(5), 4000);
+        fill(&ks, 4000, 0, 0);
+        for i in 0..400 {
+            assert!(get(&ks, format!("key:{i:06}").as_bytes(), 100_000).is_some());
+        }
+        // Three victims per pass, each told to the caller, all keys idle since t=0.
+        let mut told = 0;
+        let mut cursor = 0;
+        while ks.db_size(0).0 > 1000 {
+            let before = ks.db_size(0).0;
+            let mut pass = 0;
+            let outcome = ks.evict_batch(100_000, cursor, 3, |_, e| {
+                assert!(e.freed_bytes > 0);
+                pass += 1;
+                true
+            });
+            assert!(matches!(outcome, crate::pool::Eviction::Evicted(..)));
+            assert_eq!(before - ks.db_size(0).0, pass, "every victim told");
+            assert!((1..=3).contains(&pass), "{pass} victims in one pass");
+            told += pass;
+            cursor += 1;
+        }
+        assert_eq!(told, 4000 - ks.db_size(0).0);
+        let kept = present(&ks, 0..400, 100_000);
+        assert!(kept >= 396, "kept {kept} of 400 recently read keys");
+        // Told to stop after the first victim: one key goes.
+        let before = ks.db_size(0).0;
+        ks.evict_batch(100_000, cursor, 3, |_, _| false);
+        assert_eq!(ks.db_size(0).0, before - 1);
+        for i in 0..16 {
+            ks.lock(i).check_invariants();
+        }
+    }
+
+    #[test]
     fn nothing_to_evict_is_said_once_every_shard_was_sampled() {
         let ks = Keyspace::new(1, 16, 3);
         ks.set_evict_config(lru(5), 100);
