@@ -278,20 +278,41 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     }
     // Values on their way to the disk tier are in memory until written, which is what evicting
     // them asked for: counting them would evict (and at last drop) more keys meanwhile.
-    if let Some(store) = srv.ks.cold_store() {
+    // One atomic load, not the store's mutex (shared by every worker), when the tier was never on.
+    let tiered = srv.ks.tiered().then(|| srv.ks.cold_store()).flatten();
+    if let Some(store) = &tiered {
         not_counted += store.info().pending_bytes as usize;
     }
     let used = || used(not_counted);
-    // Each eviction samples the shards after the node's cursor into the keyspace's eviction pool
-    // and evicts the pool's best (see `shoal_keyspace::pool`): one shard's samples and locks per
-    // eviction, not four.
-    for _ in 0..EVICTIONS_PER_COMMAND_MAX {
+    // Over the limit: evict a little more than the limit asks for (down to `EVICT_AHEAD_BYTES`
+    // under it, a few keys), so that one pass's sampling and locks serve several victims and the
+    // next few writes find room without evicting. Each pass samples the shards after the node's
+    // cursor into the keyspace's eviction pool and evicts the pool's best (see
+    // `shoal_keyspace::pool`).
+    // With the disk tier on, victims' values move to the disk at the pace it writes them
+    // (`tiered_pending_bytes`): no eviction ahead there, a burst of moves would find the tier
+    // busy and drop keys instead.
+    let (floor, batch) = match tiered {
+        Some(_) => (max, 1),
+        None => (
+            max.saturating_sub(EVICT_AHEAD_BYTES.min(max / EVICT_AHEAD_FRACTION_MAX)),
+            EVICT_BATCH,
+        ),
+    };
+    let mut evicted = 0;
+    while evicted < EVICTIONS_PER_COMMAND_MAX {
         if used() <= max {
             return true;
         }
         let start = srv.evict_cursor.fetch_add(1, Relaxed);
+        let mut pass = 0;
+        let outcome = srv.ks.evict_batch(now_ms, start, batch, |_, _| {
+            pass += 1;
+            used() > floor
+        });
+        evicted += pass.max(1);
         // Raced: the candidates went meanwhile; the next round samples again.
-        if srv.ks.evict_sampled(now_ms, start) == Eviction::Nothing {
+        if outcome == Eviction::Nothing {
             // Nothing evictable anywhere (empty, or no volatile keys under a volatile policy).
             return false;
         }
@@ -303,6 +324,12 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
 
 /// Evictions one command may perform before it runs.
 pub const EVICTIONS_PER_COMMAND_MAX: usize = 1024;
+/// Victims one eviction pass evicts at most, once over `maxmemory` (see [`ensure_memory`]).
+pub const EVICT_BATCH: usize = 3;
+/// How far under `maxmemory` an eviction pass may go: a few small keys' worth.
+pub const EVICT_AHEAD_BYTES: usize = 1024;
+/// ... and at most this fraction of `maxmemory` (a tiny limit is not undercut by much).
+pub const EVICT_AHEAD_FRACTION_MAX: usize = 1024;
 
 /// Runs one request and appends its reply to `out`. `now_ms` is the wall clock in ms.
 pub fn execute(

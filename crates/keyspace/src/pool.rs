@@ -10,13 +10,18 @@
 //! dropped, a key whose score fell (it was read or written since) goes back into the pool with its
 //! new score and the next best is tried. The pool's lock is never held while a shard is locked.
 
-use crate::shard::{Candidate, Evicted, Keyspace};
+use crate::shard::{Candidate, Evicted, Keyspace, Pooled};
 
 /// Candidates a pool keeps (Redis's EVPOOL_SIZE).
 pub const POOL_SIZE: usize = 16;
 /// Most shards sampled for one eviction once a candidate was found (shards holding fewer keys
 /// than `maxmemory-samples` offer fewer).
 pub const SHARDS_SAMPLED_MAX: usize = 32;
+/// Most victims one [`Keyspace::evict_batch`] pass evicts.
+pub const EVICT_BATCH_MAX: usize = 16;
+/// Samples one pass keeps for the pool (more are rare: a pass wants `maxmemory-samples` per
+/// victim, `EVICT_BATCH` victims in the server's passes).
+const FRESH_MAX: usize = 2 * POOL_SIZE;
 /// Pooled candidates tried (gone, or re-pooled with a lower score) before one eviction gives up.
 const POOL_TRIES_MAX: usize = 2 * POOL_SIZE;
 
@@ -84,6 +89,7 @@ impl EvictionPool {
         Some(self.items[self.len])
     }
 
+    #[cfg(test)]
     fn iter(&self) -> impl Iterator<Item = &(usize, Candidate)> {
         self.items[..self.len].iter()
     }
@@ -105,52 +111,122 @@ impl Keyspace {
     /// into the pool, then evicts the pool's best candidate that is still there and unused since
     /// it was sampled.
     pub fn evict_sampled(&self, now_ms: u64, start: usize) -> Eviction {
+        self.evict_batch(now_ms, start, 1, |_, _| true)
+    }
+
+    /// Evicts up to `victims` keys chosen by the policy, for `maxmemory-samples` sampled keys
+    /// each, as [`Keyspace::evict_sampled`] would one at a time; `each` is told of every one and
+    /// says whether to go on. One pass samples them all (one table walk of neighbouring buckets
+    /// whose entry and sketch loads overlap, one lock of the pool), so the fixed costs of a
+    /// pass (the table's header, control bytes and bucket pointers, three locks) are shared
+    /// by its victims. Returns the last victim, or why there was none.
+    pub fn evict_batch(
+        &self,
+        now_ms: u64,
+        start: usize,
+        victims: usize,
+        mut each: impl FnMut(usize, &Evicted) -> bool,
+    ) -> Eviction {
         let shards = self.shard_count();
-        let want = self.eviction_samples();
-        let mut fresh = EvictionPool::default();
+        let victims = victims.clamp(1, EVICT_BATCH_MAX);
+        let per_victim = self.eviction_samples();
+        let want = per_victim * victims;
+        // This pass's samples, unordered (the pool orders them once, under its lock); when more
+        // come than fit, the worst makes room.
+        let mut fresh = [(0, Candidate::EMPTY); FRESH_MAX];
+        let mut n_fresh = 0;
+        let mut keep = |i: usize, c: Candidate| {
+            if n_fresh < FRESH_MAX {
+                fresh[n_fresh] = (i, c);
+                n_fresh += 1;
+            } else if let Some(worst) = fresh.iter_mut().min_by_key(|(_, o)| o.score)
+                && c.score > worst.1.score
+            {
+                *worst = (i, c);
+            }
+        };
         let (mut looked, mut taken) = (0, 0);
         // Shards holding few keys offer few samples: look at more of them then, and at all of
         // them before saying there is nothing to evict. With the disk tier on, keys already on
         // disk are not counted as samples: every shard is looked at before one of them (whose
         // eviction drops the key) is chosen over a key whose value is in memory.
+        let mut found = 0;
         while looked < shards
-            && (fresh.is_empty() || taken == 0 || (looked < SHARDS_SAMPLED_MAX && taken < want))
+            && (found == 0 || taken == 0 || (looked < SHARDS_SAMPLED_MAX && taken < want))
         {
             let i = (start + looked) % shards;
             looked += 1;
-            taken += self
-                .lock(i)
-                .sample_candidates(now_ms, |c| fresh.insert(i, c));
+            taken += self.lock(i).sample_candidates(
+                now_ms,
+                want.saturating_sub(taken).max(per_victim),
+                |c| {
+                    found += 1;
+                    keep(i, c)
+                },
+            );
         }
-        {
-            let mut pool = self.evict_pool.lock();
-            for &(i, c) in fresh.iter() {
-                pool.insert(i, c);
+        let fresh = &fresh[..n_fresh.min(FRESH_MAX)];
+        let mut pool = self.evict_pool.lock();
+        for &(i, c) in fresh {
+            pool.insert(i, c);
+        }
+        let mut last = None;
+        let mut evicted = 0;
+        let mut tries = 0;
+        'passes: while evicted < victims && tries < POOL_TRIES_MAX * victims {
+            // The best candidates for the victims still wanted, taken out under one lock of the
+            // pool; it is not held while a shard is locked (another thread may hold that shard
+            // and be about to pool its samples).
+            if pool.is_empty() {
+                break;
             }
-        }
-        for _ in 0..POOL_TRIES_MAX {
-            let Some((i, c)) = self.evict_pool.lock().pop() else {
-                return if fresh.is_empty() {
-                    Eviction::Nothing
-                } else {
-                    Eviction::Raced
-                };
-            };
-            let mut shard = self.lock(i);
-            match shard.candidate_score(&c, now_ms) {
-                None => continue,
-                Some(now) if now < c.score => {
-                    drop(shard);
-                    self.evict_pool.lock().insert(i, c.rescored(now));
+            let mut best = [(0, Candidate::EMPTY); EVICT_BATCH_MAX];
+            let mut n = 0;
+            while n < victims - evicted
+                && let Some(item) = pool.pop()
+            {
+                best[n] = item;
+                n += 1;
+            }
+            drop(pool);
+            tries += n;
+            let mut used = [(0, Candidate::EMPTY); EVICT_BATCH_MAX];
+            let mut n_used = 0;
+            let mut stop = false;
+            for &(i, c) in &best[..n] {
+                if stop {
+                    // Not needed after all: back into the pool as they were.
+                    used[n_used] = (i, c);
+                    n_used += 1;
+                    continue;
                 }
-                Some(_) => {
-                    if let Some(e) = shard.evict_candidate(&c) {
-                        return Eviction::Evicted(i, e);
+                match self.lock(i).evict_pooled(&c, now_ms) {
+                    Pooled::Gone => {}
+                    Pooled::Used(now) => {
+                        used[n_used] = (i, c.rescored(now));
+                        n_used += 1;
+                    }
+                    Pooled::Evicted(e) => {
+                        evicted += 1;
+                        stop = !each(i, &e);
+                        last = Some((i, e));
                     }
                 }
             }
+            pool = self.evict_pool.lock();
+            for &(i, c) in &used[..n_used] {
+                pool.insert(i, c);
+            }
+            if stop {
+                break 'passes;
+            }
         }
-        Eviction::Raced
+        drop(pool);
+        match last {
+            Some((i, e)) => Eviction::Evicted(i, e),
+            None if fresh.is_empty() => Eviction::Nothing,
+            None => Eviction::Raced,
+        }
     }
 
     /// Forgets every pooled candidate (their scores belong to the eviction config they were

@@ -422,6 +422,42 @@ impl Candidate {
     }
 }
 
+/// What became of a pooled candidate offered for eviction ([`Shard::evict_pooled`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pooled {
+    /// It was evicted.
+    Evicted(Evicted),
+    /// It is gone (deleted or evicted meanwhile).
+    Gone,
+    /// It was used since it was sampled: this is its score now.
+    Used(u64),
+}
+
+/// Higher is a better victim.
+fn victim_score(
+    cfg: &EvictConfig,
+    sketch: Option<&Sketch>,
+    e: &Entry,
+    hash: u64,
+    now_ms: u64,
+    random: u64,
+) -> u64 {
+    let idle = || evict::lru_idle_s(e.access(), now_ms).min(u32::MAX as u64);
+    match cfg.policy {
+        Policy::NoEviction => 0,
+        Policy::AllKeysRandom | Policy::VolatileRandom => random,
+        Policy::AllKeysLru | Policy::VolatileLru => idle(),
+        Policy::AllKeysLfu | Policy::VolatileLfu => {
+            255 - evict::lfu_counter(e.access(), now_ms, cfg.lfu) as u64
+        }
+        Policy::VolatileTtl => u64::MAX - e.expire_ms().unwrap_or(u64::MAX),
+        Policy::AllKeysTinyLfu => {
+            let freq = sketch.map_or(0, |s| s.estimate(hash)) as u64;
+            ((16 - freq) << 32) | idle()
+        }
+    }
+}
+
 /// Outcome of one eviction attempt.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Evicted {
@@ -953,6 +989,13 @@ impl Shard {
         let found = table.find_entry(hash, |e| e.key() == key).ok()?;
         let (entry, _) = found.remove();
         shrink_table(table, &self.hasher);
+        self.after_remove(db, entry)
+    }
+
+    /// The accounting, replication and tier bookkeeping of an entry just taken out of its table.
+    fn after_remove(&mut self, db: usize, entry: Entry) -> Option<Entry> {
+        let d = self.dbs[db].as_mut()?;
+        let key = entry.key();
         d.keys -= 1;
         if let Some(at_ms) = entry.expire_ms() {
             d.volatile -= 1;
@@ -1316,7 +1359,7 @@ impl Shard {
         // With the disk tier on, keys already there free almost nothing: they are victims only
         // when no sampled key has its value in memory (see `tier_score`).
         let mut best_cold: Option<Candidate> = None;
-        let taken = self.sample_candidates(now_ms, |c| {
+        let taken = self.sample_candidates(now_ms, self.evict.samples, |c| {
             let slot = if c.cold { &mut best_cold } else { &mut best };
             if slot.as_ref().is_none_or(|b| c.score > b.score) {
                 *slot = Some(c);
@@ -1328,10 +1371,14 @@ impl Shard {
         })
     }
 
-    /// Samples `maxmemory-samples` keys the policy may evict (each of them once when the shard
-    /// holds no more than that) and passes each as a candidate to `each`. Returns how many were
-    /// sampled.
-    pub fn sample_candidates(&mut self, now_ms: u64, mut each: impl FnMut(Candidate)) -> usize {
+    /// Samples `samples` keys the policy may evict (each of them once when the shard holds no
+    /// more than that) and passes each as a candidate to `each`. Returns how many were sampled.
+    pub fn sample_candidates(
+        &mut self,
+        now_ms: u64,
+        samples: usize,
+        mut each: impl FnMut(Candidate),
+    ) -> usize {
         let policy = self.evict.policy;
         if policy == Policy::NoEviction {
             return 0;
@@ -1364,7 +1411,7 @@ impl Shard {
         else {
             return 0;
         };
-        let samples = self.evict.samples.max(1);
+        let samples = samples.max(1);
         let mut taken = 0;
         let mut consider = |shard: &Self, e: &Entry, local: usize, hash: u64, random: u64| {
             if policy.volatile_only() && e.expire_ms().is_none() {
@@ -1423,6 +1470,7 @@ impl Shard {
                 };
                 let table = &d.slots[local];
                 let buckets = table.num_buckets();
+                debug_assert!(buckets.is_power_of_two());
                 let first = ((start as u128 * buckets as u128) >> 64) as usize;
                 let mut found: [(Option<&Entry>, u64); SAMPLE_BATCH_MAX] =
                     [(None, 0); SAMPLE_BATCH_MAX];
@@ -1433,7 +1481,7 @@ impl Shard {
                     if n == want {
                         break;
                     }
-                    if let Some(e) = table.get_bucket((first + k) % buckets) {
+                    if let Some(e) = table.get_bucket((first + k) & (buckets - 1)) {
                         e.prefetch();
                         found[n].0 = Some(e);
                         n += 1;
@@ -1516,20 +1564,60 @@ impl Shard {
 
     /// Higher is a better victim.
     fn victim_score(&self, e: &Entry, hash: u64, now_ms: u64, random: u64) -> u64 {
-        let idle = || evict::lru_idle_s(e.access(), now_ms).min(u32::MAX as u64);
-        match self.evict.policy {
-            Policy::NoEviction => 0,
-            Policy::AllKeysRandom | Policy::VolatileRandom => random,
-            Policy::AllKeysLru | Policy::VolatileLru => idle(),
-            Policy::AllKeysLfu | Policy::VolatileLfu => {
-                255 - evict::lfu_counter(e.access(), now_ms, self.evict.lfu) as u64
-            }
-            Policy::VolatileTtl => u64::MAX - e.expire_ms().unwrap_or(u64::MAX),
-            Policy::AllKeysTinyLfu => {
-                let freq = self.sketch.as_ref().map_or(0, |s| s.estimate(hash)) as u64;
-                ((16 - freq) << 32) | idle()
-            }
+        victim_score(&self.evict, self.sketch.as_ref(), e, hash, now_ms, random)
+    }
+
+    /// Evicts a pooled candidate unless it went or was used since it was sampled, finding it
+    /// once: its table's lines and its entry were read to score it, so the removal that follows
+    /// costs no further cache miss (rescoring, then finding it again to evict it, took three
+    /// lookups and three hashes of the key per eviction).
+    pub fn evict_pooled(&mut self, c: &Candidate, now_ms: u64) -> Pooled {
+        let Shard {
+            dbs,
+            evict,
+            sketch,
+            tier,
+            hasher,
+            ..
+        } = self;
+        let Some(d) = dbs.get_mut(c.db).and_then(|d| d.as_mut()) else {
+            return Pooled::Gone;
+        };
+        let table = &mut d.slots[c.local];
+        let Ok(found) = table.find_entry(c.hash, |e| hasher.hash_one(e.key()) == c.hash) else {
+            return Pooled::Gone;
+        };
+        let e = found.get();
+        if evict.policy.volatile_only() && e.expire_ms().is_none() {
+            return Pooled::Gone;
         }
+        let score = victim_score(evict, sketch.as_ref(), e, c.hash, now_ms, c.score);
+        let now = match tier {
+            None => score,
+            Some(_) if e.cold().is_some() => 0,
+            Some(_) => score.saturating_add(1),
+        };
+        if now < c.score {
+            return Pooled::Used(now);
+        }
+        if tier.is_some() {
+            // The disk tier moves values rather than removing keys: its own path.
+            return self
+                .evict_candidate(c)
+                .map_or(Pooled::Gone, Pooled::Evicted);
+        }
+        let (entry, _) = found.remove();
+        shrink_table(table, hasher);
+        let Some(entry) = self.after_remove(c.db, entry) else {
+            return Pooled::Gone;
+        };
+        self.stats.evicted_keys += 1;
+        self.note(notify::EVICTED, "evicted", c.db, entry.key());
+        Pooled::Evicted(Evicted {
+            db: c.db,
+            freed_bytes: entry.mem_bytes(),
+            key: entry.key().to_vec(),
+        })
     }
 
     /// Recomputes every accounted quantity and panics if it disagrees with the running totals.
@@ -2420,6 +2508,43 @@ mod tests {
         }
         let kept = present(&ks, 0..400, 100_000);
         assert!(kept >= 396, "kept {kept} of 400 recently read keys");
+        for i in 0..16 {
+            ks.lock(i).check_invariants();
+        }
+    }
+
+    #[test]
+    fn a_batch_pass_evicts_its_victims_idle_first_and_stops_when_told() {
+        let ks = Keyspace::new(1, 16, 11);
+        ks.set_evict_config(lru(5), 4000);
+        fill(&ks, 4000, 0, 0);
+        for i in 0..400 {
+            assert!(get(&ks, format!("key:{i:06}").as_bytes(), 100_000).is_some());
+        }
+        // Three victims per pass, each told to the caller, all keys idle since t=0.
+        let mut told = 0;
+        let mut cursor = 0;
+        while ks.db_size(0).0 > 1000 {
+            let before = ks.db_size(0).0;
+            let mut pass = 0;
+            let outcome = ks.evict_batch(100_000, cursor, 3, |_, e| {
+                assert!(e.freed_bytes > 0);
+                pass += 1;
+                true
+            });
+            assert!(matches!(outcome, crate::pool::Eviction::Evicted(..)));
+            assert_eq!(before - ks.db_size(0).0, pass, "every victim told");
+            assert!((1..=3).contains(&pass), "{pass} victims in one pass");
+            told += pass;
+            cursor += 1;
+        }
+        assert_eq!(told, 4000 - ks.db_size(0).0);
+        let kept = present(&ks, 0..400, 100_000);
+        assert!(kept >= 396, "kept {kept} of 400 recently read keys");
+        // Told to stop after the first victim: one key goes.
+        let before = ks.db_size(0).0;
+        ks.evict_batch(100_000, cursor, 3, |_, _| false);
+        assert_eq!(ks.db_size(0).0, before - 1);
         for i in 0..16 {
             ks.lock(i).check_invariants();
         }
