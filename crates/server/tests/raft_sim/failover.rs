@@ -442,8 +442,20 @@ impl Model {
         let known = n.view.node(&n.id).is_some();
         let was_primary = n.is_primary();
         let replaced = n.view.node(&n.id).and_then(|x| x.replica_of.clone());
+        let (old_epoch, old_failovers) = (
+            n.view.node(&n.id).map(|x| x.config_epoch),
+            n.view.failovers(),
+        );
         n.view = cfg;
         let now_primary = n.is_primary();
+        // Promoted again without ever seeing the configuration that made it a replica (seed
+        // 2458: cut off while its replica was promoted, handed its slots back when that one
+        // restarted empty): a new office all the same.
+        let repromoted = was_primary
+            && now_primary
+            && known
+            && n.view.failovers() > old_failovers
+            && n.view.node(&n.id).map(|x| x.config_epoch) != old_epoch;
         if was_primary && !now_primary {
             // Demoted: the lease is given up, writes waiting are not acknowledged.
             n.demotions += 1;
@@ -455,7 +467,7 @@ impl Model {
             n.office_pending = None;
             trace(|| format!("data node {i} sees itself demoted"));
         }
-        if now_primary && !was_primary {
+        if (now_primary && !was_primary) || repromoted {
             let g = n.group;
             let stream = n.stream.clone();
             let order = n.view.failovers();
