@@ -471,6 +471,16 @@ impl ExecGate {
         self.waiters.fetch_sub(1, SeqCst);
     }
 
+    /// Whether the calling thread holds this gate for a batch of scripts.
+    pub fn batch_here(&self) -> bool {
+        self.batch_held()
+    }
+
+    /// Connections waiting for the gate's release.
+    pub fn waiters(&self) -> usize {
+        self.waiters.load(SeqCst)
+    }
+
     fn release_exclusive(&self) {
         // Cleared before the writer lock is released, so commands waiting on that lock find the
         // gate open when they wake.
@@ -1116,6 +1126,41 @@ mod tests {
         // Parking ends a batch too.
         gate.release_thread();
         drop(gate.exclusive());
+    }
+
+    #[test]
+    fn another_threads_batch_is_seen_and_its_release_wakes_waiters() {
+        static RELEASES: AtomicUsize = AtomicUsize::new(0);
+        let gate = Arc::new(ExecGate::default());
+        gate.on_release
+            .set(|| drop(RELEASES.fetch_add(1, SeqCst)))
+            .unwrap();
+        let elsewhere = |gate: &Arc<ExecGate>| {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.batch_elsewhere())
+                .join()
+                .unwrap()
+        };
+        assert!(!elsewhere(&gate));
+        drop(gate.exclusive_batched());
+        // The holder's own thread runs in its batch; any other thread sees it.
+        assert!(gate.batch_here() && !gate.batch_elsewhere());
+        assert!(elsewhere(&gate));
+        // A release with nobody waiting calls no hook.
+        gate.end_batch();
+        assert!(!elsewhere(&gate) && !gate.batch_here());
+        assert_eq!(RELEASES.load(SeqCst), 0);
+        // With a waiter counted, the release calls it once; an EXEC's release too.
+        drop(gate.exclusive_batched());
+        gate.add_waiter();
+        assert_eq!(gate.waiters(), 1);
+        gate.end_batch();
+        assert_eq!(RELEASES.load(SeqCst), 1);
+        drop(gate.exclusive());
+        assert_eq!(RELEASES.load(SeqCst), 2);
+        gate.remove_waiter();
+        drop(gate.exclusive());
+        assert_eq!(RELEASES.load(SeqCst), 2);
     }
 
     #[test]

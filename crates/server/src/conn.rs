@@ -968,6 +968,7 @@ async fn run_paused(
             return (Outcome::Done, false);
         }
         let r = run_one(srv, client, args, out, now_ms());
+        crate::gate_wait::after_waited_run(srv);
         if !matches!(r.0, Outcome::Paused) {
             return r;
         }

@@ -18,15 +18,24 @@ static GATE_RELEASED: Notify = Notify::const_new();
 /// `busy-reply-threshold` without releasing the gate (its waiters then get `-BUSY`).
 const GATE_WAIT_POLL: Duration = Duration::from_millis(1);
 
-/// The gate's `on_release` hook.
+/// The gate's `on_release` hook: wakes one waiter (waking them all would have all but one find
+/// the gate taken again); a woken waiter passes the wake-up on ([`wait_for_gate`]).
 pub fn gate_released() {
-    GATE_RELEASED.notify_waiters();
+    GATE_RELEASED.notify_one();
 }
 
 /// Whether a request must wait for a script: one runs (below the threshold), or another thread
 /// holds the gate for a batch of them between two.
 pub fn script_wait(srv: &ServerState) -> bool {
     srv.scripts.busy.waiting(srv) || (srv.gate.batch_elsewhere() && !srv.scripts.busy.active())
+}
+
+/// After a request that waited ran: if it left the gate free (it was no script, which would
+/// hold the gate until its batch ends and wake the next waiter then), the next waiter looks.
+pub fn after_waited_run(srv: &ServerState) {
+    if srv.gate.waiters() > 0 && !srv.gate.batch_here() && !script_wait(srv) {
+        GATE_RELEASED.notify_one();
+    }
 }
 
 /// Waits until [`script_wait`] no longer holds, the gate was released, or [`GATE_WAIT_POLL`]

@@ -947,9 +947,8 @@ fn script_exists(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         args.tail(2)
             .iter()
             .map(|sha| {
-                sha_key(sha).is_some_and(|sha| {
-                    g.as_ref().is_some_and(|vm| vm.scripts.contains_key(&sha))
-                })
+                sha_key(sha)
+                    .is_some_and(|sha| g.as_ref().is_some_and(|vm| vm.scripts.contains_key(&sha)))
             })
             .collect()
     };
