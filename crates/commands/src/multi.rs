@@ -1133,7 +1133,9 @@ mod tests {
         static RELEASES: AtomicUsize = AtomicUsize::new(0);
         let gate = Arc::new(ExecGate::default());
         gate.on_release
-            .set(|| drop(RELEASES.fetch_add(1, SeqCst)))
+            .set(|| {
+                RELEASES.fetch_add(1, SeqCst);
+            })
             .unwrap();
         let elsewhere = |gate: &Arc<ExecGate>| {
             let gate = gate.clone();
