@@ -332,9 +332,10 @@ pub fn execute_as(
         // the script.
         srv.gate.release_thread();
         // Most scripts take microseconds: wait for this one here, briefly, rather than as a
-        // paused request. Not when it runs in another thread's batch of scripts: the gate
-        // stays held after it (the request waits for the batch without its thread).
-        if !srv.gate.batch_elsewhere() {
+        // paused request. Not when it runs in another thread's batch of scripts that goes on
+        // past `BATCH_SPIN_US`: the gate stays held after it (the request waits for the batch
+        // without its thread).
+        if !srv.gate.batch_elsewhere() || scripting::batch_ends_briefly(srv) {
             scripting::wait_briefly(srv);
         }
     }
@@ -364,7 +365,8 @@ pub fn execute_as(
     // instead of putting its worker thread to sleep; so does one that meets another thread's
     // batch of scripts (see `ExecGate`).
     let Some(gate) = srv.gate.shared_unless(|| {
-        srv.gate.batch_elsewhere() || (srv.scripts.busy.active() && !scripting::wait_briefly(srv))
+        (srv.gate.batch_elsewhere() && !scripting::batch_ends_briefly(srv))
+            || (srv.scripts.busy.active() && !scripting::wait_briefly(srv))
     }) else {
         return Outcome::Paused;
     };

@@ -528,6 +528,30 @@ pub(crate) fn wait_briefly(srv: &ServerState) -> bool {
     true
 }
 
+/// How long a request that meets another thread's batch of scripts spins for its end before it
+/// waits without its thread: a batch of one script (pipeline 1) ends within this, a pipeline's
+/// batch does not, and spinning through that would take the core from everything else.
+pub const BATCH_SPIN_US: u64 = 2;
+/// Spins of that wait, whatever the clock says.
+const BATCH_SPINS_MAX: u32 = 4096;
+
+/// Spins on this thread, at most [`BATCH_SPIN_US`], until no other thread holds the gate for a
+/// batch of scripts; true when none does any more.
+pub(crate) fn batch_ends_briefly(srv: &ServerState) -> bool {
+    let start = (srv.clock.stamp)();
+    let mut spins = 0u32;
+    while srv.gate.batch_elsewhere() {
+        std::hint::spin_loop();
+        spins += 1;
+        if spins >= BATCH_SPINS_MAX
+            || (spins.is_multiple_of(16) && (srv.clock.elapsed_us)(start) >= BATCH_SPIN_US)
+        {
+            return false;
+        }
+    }
+    true
+}
+
 /// Redis's `processCommand` rule for a busy script (see the module comment).
 pub(crate) fn busy_admission(srv: &ServerState, args: &Args<'_>) -> BusyAdmission {
     let busy = &srv.scripts.busy;
