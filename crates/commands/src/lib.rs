@@ -358,13 +358,9 @@ pub fn execute_as(
         // one is given up here, or the script would wait for it while this request waits for
         // the script.
         srv.gate.release_thread();
-        // Most scripts take microseconds: wait for this one here, briefly, rather than as a
-        // paused request. Not when it runs in another thread's batch of scripts that goes on
-        // past `BATCH_SPIN_US`: the gate stays held after it (the request waits for the batch
-        // without its thread).
-        if !srv.gate.batch_elsewhere() || scripting::batch_ends_briefly(srv) {
-            scripting::wait_briefly(srv);
-        }
+        // Most scripts take microseconds: wait for this one here, briefly, rather than a
+        // timer tick as a paused request.
+        scripting::wait_briefly(srv);
     }
     if srv.scripts.busy.active() {
         match scripting::busy_admission(srv, args) {
@@ -389,12 +385,11 @@ pub fn execute_as(
     // Held for the whole request (admission may evict), so nothing of it runs during an EXEC.
     // A script that took the gate meanwhile holds it for as long as it runs: then the request
     // waits as one that saw the script running (`Paused`, retried by the connection loop)
-    // instead of putting its worker thread to sleep; so does one that meets another thread's
-    // batch of scripts (see `ExecGate`).
-    let Some(gate) = srv.gate.shared_unless(|| {
-        (srv.gate.batch_elsewhere() && !scripting::batch_ends_briefly(srv))
-            || (srv.scripts.busy.active() && !scripting::wait_briefly(srv))
-    }) else {
+    // instead of putting its worker thread to sleep.
+    let Some(gate) = srv
+        .gate
+        .shared_unless(|| srv.scripts.busy.active() && !scripting::wait_briefly(srv))
+    else {
         return Outcome::Paused;
     };
     // `ASKING` holds for the one command after it.

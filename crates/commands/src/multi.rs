@@ -28,7 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::args::OwnedArgs;
 
@@ -137,14 +137,6 @@ struct Slot {
 /// ([`ExecGate::end_batch`], before anything that waits) or the thread parks, so the scripts of
 /// one pipeline share one hand-over. Meanwhile every command of that thread runs (the thread is
 /// alone already), and after [`BATCH_HOLD_RUNS_MAX`] scripts a waiting thread gets its turn.
-///
-/// **Waiting for a batch without a thread.** A batch lasts as long as a pipeline of scripts
-/// runs, so a request of another thread that meets one does not wait on the thread (spinning
-/// there takes a core from everything else on a small machine): the request path gives up
-/// ([`ExecGate::batch_elsewhere`], the request is `Paused`), the connection waits
-/// asynchronously ([`ExecGate::add_waiter`]) and is woken when the gate is released (the
-/// `on_release` hook the server sets). The waker runs on the releasing thread, so the woken
-/// connection tends to run there next, where the VM's memory is warm.
 #[derive(Debug)]
 pub struct ExecGate {
     /// Distinguishes gates in the threads' slot caches (tests run many servers per process).
@@ -156,12 +148,6 @@ pub struct ExecGate {
     /// Held by the EXEC (or script batch) in progress; commands that find `exclusive` set wait
     /// for its release.
     writer: WriterLock,
-    /// A thread holds the gate for a batch of scripts.
-    batched: AtomicBool,
-    /// Connections waiting asynchronously for the gate's release.
-    waiters: AtomicUsize,
-    /// Called after a release when connections wait (set once by the server: wakes them).
-    pub on_release: OnceLock<fn()>,
 }
 
 impl Default for ExecGate {
@@ -173,9 +159,6 @@ impl Default for ExecGate {
             overflow: AtomicUsize::new(0),
             exclusive: AtomicBool::new(false),
             writer: WriterLock::default(),
-            batched: AtomicBool::new(false),
-            waiters: AtomicUsize::new(0),
-            on_release: OnceLock::new(),
         }
     }
 }
@@ -448,37 +431,8 @@ impl ExecGate {
     pub fn end_batch(&self) {
         if self.batch_held() {
             BATCH.set((0, 0));
-            self.batched.store(false, SeqCst);
             self.release_exclusive();
         }
-    }
-
-    /// Whether another thread holds the gate for a batch of scripts (a request meeting it waits
-    /// asynchronously: see the type's comment).
-    #[inline]
-    pub fn batch_elsewhere(&self) -> bool {
-        self.batched.load(SeqCst) && !self.batch_held()
-    }
-
-    /// Counts a connection that waits for the gate's release (from before it last looks at the
-    /// gate, so that either it sees the release or the release sees it); undone by
-    /// [`ExecGate::remove_waiter`].
-    pub fn add_waiter(&self) {
-        self.waiters.fetch_add(1, SeqCst);
-    }
-
-    pub fn remove_waiter(&self) {
-        self.waiters.fetch_sub(1, SeqCst);
-    }
-
-    /// Whether the calling thread holds this gate for a batch of scripts.
-    pub fn batch_here(&self) -> bool {
-        self.batch_held()
-    }
-
-    /// Connections waiting for the gate's release.
-    pub fn waiters(&self) -> usize {
-        self.waiters.load(SeqCst)
     }
 
     fn release_exclusive(&self) {
@@ -486,11 +440,6 @@ impl ExecGate {
         // gate open when they wake.
         self.exclusive.store(false, SeqCst);
         self.writer.release();
-        if self.waiters.load(SeqCst) > 0
-            && let Some(wake) = self.on_release.get()
-        {
-            wake();
-        }
     }
 
     /// Holds the gate alone: waits for the commands running now to finish. The caller must not
@@ -541,7 +490,6 @@ impl ExecGate {
         }
         self.take_exclusive();
         BATCH.set((self.id, 1));
-        self.batched.store(true, SeqCst);
         GateExclusive {
             gate: self,
             release: false,
@@ -1126,43 +1074,6 @@ mod tests {
         // Parking ends a batch too.
         gate.release_thread();
         drop(gate.exclusive());
-    }
-
-    #[test]
-    fn another_threads_batch_is_seen_and_its_release_wakes_waiters() {
-        static RELEASES: AtomicUsize = AtomicUsize::new(0);
-        let gate = Arc::new(ExecGate::default());
-        gate.on_release
-            .set(|| {
-                RELEASES.fetch_add(1, SeqCst);
-            })
-            .unwrap();
-        let elsewhere = |gate: &Arc<ExecGate>| {
-            let gate = gate.clone();
-            std::thread::spawn(move || gate.batch_elsewhere())
-                .join()
-                .unwrap()
-        };
-        assert!(!elsewhere(&gate));
-        drop(gate.exclusive_batched());
-        // The holder's own thread runs in its batch; any other thread sees it.
-        assert!(gate.batch_here() && !gate.batch_elsewhere());
-        assert!(elsewhere(&gate));
-        // A release with nobody waiting calls no hook.
-        gate.end_batch();
-        assert!(!elsewhere(&gate) && !gate.batch_here());
-        assert_eq!(RELEASES.load(SeqCst), 0);
-        // With a waiter counted, the release calls it once; an EXEC's release too.
-        drop(gate.exclusive_batched());
-        gate.add_waiter();
-        assert_eq!(gate.waiters(), 1);
-        gate.end_batch();
-        assert_eq!(RELEASES.load(SeqCst), 1);
-        drop(gate.exclusive());
-        assert_eq!(RELEASES.load(SeqCst), 2);
-        gate.remove_waiter();
-        drop(gate.exclusive());
-        assert_eq!(RELEASES.load(SeqCst), 2);
     }
 
     #[test]

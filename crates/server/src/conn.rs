@@ -958,17 +958,13 @@ async fn run_paused(
         tokio::time::Instant::now() + Duration::from_millis(migration::PAUSE_WAIT_MAX_MS);
     loop {
         wait_unpaused(srv, deadline).await;
-        if tokio::time::Instant::now() >= deadline
-            && !srv.scripts.busy.active()
-            && !srv.gate.batch_elsewhere()
-        {
+        if tokio::time::Instant::now() >= deadline && !srv.scripts.busy.active() {
             let e = ReplyError::TryAgain;
             srv.stats.error_reply(&e);
             e.write_to(&mut ReplyWriter::new(out, client.proto));
             return (Outcome::Done, false);
         }
         let r = run_one(srv, client, args, out, now_ms());
-        crate::gate_wait::after_waited_run(srv);
         if !matches!(r.0, Outcome::Paused) {
             return r;
         }
@@ -982,14 +978,8 @@ async fn wait_unpaused(srv: &ServerState, deadline: tokio::time::Instant) {
     loop {
         let paused = srv.cluster.as_ref().is_some_and(|cl| cl.paused.any())
             && tokio::time::Instant::now() < deadline;
-        let script = crate::gate_wait::script_wait(srv);
-        if !paused && !script {
+        if !paused && !srv.scripts.busy.waiting(srv) {
             return;
-        }
-        if script {
-            // Woken by the gate's release (see `gate_wait`).
-            crate::gate_wait::wait_for_gate(srv).await;
-            continue;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

@@ -17,7 +17,6 @@ pub mod config_file;
 pub mod conn;
 pub mod cron;
 pub mod events;
-pub mod gate_wait;
 pub mod http;
 pub mod in_sync;
 pub mod lease;
@@ -279,7 +278,6 @@ impl Server {
         state.lazyfree = lazyfree;
         state.clock = clock::system();
         let _ = state.scripts.offload.set(conn::offload_long_script);
-        let _ = state.gate.on_release.set(gate_wait::gate_released);
         state.os = os_name();
         // What the node holds before any data (Redis's `used_memory_startup`).
         let startup = (allocator.used_memory)() as u64;

@@ -404,9 +404,9 @@ impl Engine {
                     ffi::lua_checkstack(l, 8);
                     ffi::lua_pushlightuserdata(l, ptr);
                     ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, CALL_KEY.as_ptr());
-                    if let Inputs::Globals { args, numkeys } = inputs {
-                        set_array(l, 4, c"KEYS", args, 3..3 + numkeys);
-                        set_array(l, 4, c"ARGV", args, 3 + numkeys..args.len());
+                    if let Inputs::Globals { keys, argv } = inputs {
+                        set_array(l, 4, c"KEYS", keys);
+                        set_array(l, 4, c"ARGV", argv);
                     }
                     ffi::lua_settop(l, 3);
                     ffi::lua_call(l, 2, 2);
@@ -439,32 +439,26 @@ impl Engine {
 /// What a run gives its target.
 #[derive(Clone, Copy)]
 pub enum Inputs<'i> {
-    /// A script's KEYS and ARGV globals: EVAL's arguments after `script numkeys`.
+    /// A script's KEYS and ARGV globals.
     Globals {
-        args: &'i crate::Args<'i>,
-        numkeys: usize,
+        keys: &'i [&'i [u8]],
+        argv: &'i [&'i [u8]],
     },
     /// Nothing: a function already bound to its arguments ([`Engine::bind`]).
     Bound,
 }
 
-/// Sets `table[name]` (raw) to a new array of the arguments at `items`.
+/// Sets `table[name]` (raw) to a new array of `items`.
 ///
 /// # Safety
 /// `l` is a live Lua state in protected mode, `table` a valid absolute index of a table.
-unsafe fn set_array(
-    l: *mut ffi::lua_State,
-    table: c_int,
-    name: &CStr,
-    args: &crate::Args<'_>,
-    items: std::ops::Range<usize>,
-) {
+unsafe fn set_array(l: *mut ffi::lua_State, table: c_int, name: &CStr, items: &[&[u8]]) {
     // SAFETY: plain pushes on a live state with room (checked by the caller).
     unsafe {
         ffi::lua_pushstring_(l, name.as_ptr());
         ffi::lua_createtable(l, items.len().min(c_int::MAX as usize) as c_int, 0);
-        for (i, a) in items.enumerate() {
-            push_bytes(l, args.get(a));
+        for (i, a) in items.iter().enumerate() {
+            push_bytes(l, a);
             ffi::lua_rawseti_(l, -2, (i + 1).min(c_int::MAX as usize) as c_int);
         }
         ffi::lua_rawset(l, table);

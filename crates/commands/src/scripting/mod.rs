@@ -375,29 +375,8 @@ impl std::fmt::Debug for Scripting {
 
 pub(crate) struct EvalVm {
     engine: Engine,
-    /// By SHA-1 in lowercase hex: EVALSHA looks a script up without allocating.
-    scripts: std::collections::HashMap<Sha, CachedScript, foldhash::fast::FixedState>,
+    scripts: std::collections::HashMap<String, CachedScript>,
     bytes: usize,
-}
-
-/// A script's SHA-1 as 40 lowercase hex digits.
-pub(crate) type Sha = [u8; 40];
-
-/// `given` as a script cache key: 40 hex digits in either case (`None`: not a SHA-1's length).
-fn sha_key(given: &[u8]) -> Option<Sha> {
-    let mut k = [0u8; 40];
-    if given.len() != k.len() {
-        return None;
-    }
-    for (l, g) in k.iter_mut().zip(given) {
-        *l = g.to_ascii_lowercase();
-    }
-    Some(k)
-}
-
-/// A cache key as text (hex digits are ASCII; anything else, which no key holds, reads as `?`).
-fn sha_str(sha: &Sha) -> &str {
-    std::str::from_utf8(sha).unwrap_or("?")
 }
 
 struct CachedScript {
@@ -452,10 +431,7 @@ impl Busy {
     fn end(&self) {
         self.since_ms.store(0, Relaxed);
         self.kill.store(false, Relaxed);
-        // Only a function names itself there (scripts skip the lock).
-        if self.function.load(Relaxed) {
-            *self.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        }
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// The running function: name, command and the monotonic ms it started.
@@ -528,30 +504,6 @@ pub(crate) fn wait_briefly(srv: &ServerState) -> bool {
     true
 }
 
-/// How long a request that meets another thread's batch of scripts spins for its end before it
-/// waits without its thread: a batch of one script (pipeline 1) ends within this, a pipeline's
-/// batch does not, and spinning through that would take the core from everything else.
-pub const BATCH_SPIN_US: u64 = 2;
-/// Spins of that wait, whatever the clock says.
-const BATCH_SPINS_MAX: u32 = 4096;
-
-/// Spins on this thread, at most [`BATCH_SPIN_US`], until no other thread holds the gate for a
-/// batch of scripts; true when none does any more.
-pub(crate) fn batch_ends_briefly(srv: &ServerState) -> bool {
-    let start = (srv.clock.stamp)();
-    let mut spins = 0u32;
-    while srv.gate.batch_elsewhere() {
-        std::hint::spin_loop();
-        spins += 1;
-        if spins >= BATCH_SPINS_MAX
-            || (spins.is_multiple_of(16) && (srv.clock.elapsed_us)(start) >= BATCH_SPIN_US)
-        {
-            return false;
-        }
-    }
-    true
-}
-
 /// Redis's `processCommand` rule for a busy script (see the module comment).
 pub(crate) fn busy_admission(srv: &ServerState, args: &Args<'_>) -> BusyAdmission {
     let busy = &srv.scripts.busy;
@@ -610,15 +562,6 @@ impl Scripting {
         mono_ms: fn() -> u64,
         f: impl FnOnce(&mut EvalVm) -> R,
     ) -> Result<R, ReplyError> {
-        let mut g = self.vm_created(mono_ms)?;
-        Ok(f(g.as_mut().expect("created above")))
-    }
-
-    /// The EVAL VM's lock, the VM created on first use (`Some` then).
-    fn vm_created(
-        &self,
-        mono_ms: fn() -> u64,
-    ) -> Result<MutexGuard<'_, Option<EvalVm>>, ReplyError> {
         let mut g = self.vm();
         if g.is_none() {
             let engine = Engine::new(self.watch(mono_ms), engine::KILLED, self.rand.clone())
@@ -629,7 +572,7 @@ impl Scripting {
                 bytes: 0,
             });
         }
-        Ok(g)
+        Ok(f(g.as_mut().expect("created above")))
     }
 }
 
@@ -671,8 +614,8 @@ fn shebang(body: &[u8]) -> Result<(ScriptFlags, Cow<'_, [u8]>), ReplyError> {
 }
 
 /// Compiles `body` into the cache (if not there) and returns its SHA-1.
-fn load_script(vm: &mut EvalVm, srv: &ServerState, body: &[u8]) -> Result<Sha, ReplyError> {
-    let sha = sha_key(sha1::sha1_hex(body).as_bytes()).expect("a SHA-1 is 40 hex digits");
+fn load_script(vm: &mut EvalVm, srv: &ServerState, body: &[u8]) -> Result<String, ReplyError> {
+    let sha = sha1::sha1_hex(body);
     if vm.scripts.contains_key(&sha) {
         return Ok(sha);
     }
@@ -687,7 +630,7 @@ fn load_script(vm: &mut EvalVm, srv: &ServerState, body: &[u8]) -> Result<Sha, R
         .compile(&code, engine::USER_SOURCE)
         .map_err(|m| crate::err!("Error compiling script (new function): {m}"))?;
     vm.bytes += body.len();
-    vm.scripts.insert(sha, CachedScript { func, flags });
+    vm.scripts.insert(sha.clone(), CachedScript { func, flags });
     srv.scripts.cached_scripts.store(vm.scripts.len(), Relaxed);
     srv.scripts.cached_bytes.store(vm.bytes, Relaxed);
     Ok(sha)
@@ -727,15 +670,27 @@ pub(crate) fn numkeys(args: &Args<'_>) -> Result<usize, ReplyError> {
 
 fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, ro: bool) -> CmdResult {
     let nk = numkeys(args)?;
+    let keys: Vec<&[u8]> = (0..nk).map(|i| args.get(3 + i)).collect();
+    let argv: Vec<&[u8]> = (3 + nk..args.len()).map(|i| args.get(i)).collect();
     let srv = ctx.srv;
-    let script = |vm: &mut EvalVm| -> Result<(Sha, mlua::Function, ScriptFlags), ReplyError> {
-        let sha = if by_sha {
+    let script = |vm: &mut EvalVm| -> Result<(String, mlua::Function, ScriptFlags), ReplyError> {
+        let loaded;
+        let mut lower = [0u8; 40];
+        let sha: &str = if by_sha {
             // A SHA-1 is 40 hex digits, in either case.
-            sha_key(args.get(1)).ok_or(ReplyError::NoScript)?
+            let given = args.get(1);
+            if given.len() != lower.len() {
+                return Err(ReplyError::NoScript);
+            }
+            for (l, g) in lower.iter_mut().zip(given) {
+                *l = g.to_ascii_lowercase();
+            }
+            std::str::from_utf8(&lower).map_err(|_| ReplyError::NoScript)?
         } else {
-            load_script(vm, srv, args.get(1))?
+            loaded = load_script(vm, srv, args.get(1))?;
+            &loaded
         };
-        let Some(s) = vm.scripts.get(&sha) else {
+        let Some(s) = vm.scripts.get(sha) else {
             return Err(ReplyError::NoScript);
         };
         if ro && !s.flags.legacy && !s.flags.no_writes {
@@ -743,9 +698,9 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, ro: bool) -> C
                 "Can not execute a script with write flag using *_ro command.",
             ));
         }
-        Ok((sha, s.func.clone(), s.flags))
+        Ok((sha.to_string(), s.func.clone(), s.flags))
     };
-    run_script(ctx, script, ro, args, nk)
+    run_script(ctx, script, ro, &keys, &argv)
 }
 
 /// The checks Redis makes before running a script with flags (`evalGetCommandFlags` and
@@ -777,10 +732,10 @@ pub(crate) fn check_script_flags(ctx: &mut Ctx<'_>, flags: ScriptFlags) -> CmdRe
 /// node busy meanwhile, and writes its reply.
 pub(crate) fn run_script(
     ctx: &mut Ctx<'_>,
-    script: impl FnOnce(&mut EvalVm) -> Result<(Sha, mlua::Function, ScriptFlags), ReplyError>,
+    script: impl FnOnce(&mut EvalVm) -> Result<(String, mlua::Function, ScriptFlags), ReplyError>,
     ro: bool,
-    args: &Args<'_>,
-    numkeys: usize,
+    keys: &[&[u8]],
+    argv: &[&[u8]],
 ) -> CmdResult {
     let srv = ctx.srv;
     let busy = &srv.scripts.busy;
@@ -793,16 +748,16 @@ pub(crate) fn run_script(
         ctx.gate = None;
         Some(srv.gate.exclusive_batched())
     };
-    let mut guard = srv.scripts.vm_created(srv.clock.mono_ms)?;
+    srv.scripts.with_vm(srv.clock.mono_ms, |_| ())?;
+    let mut guard = srv.scripts.vm();
     let vm = guard.as_mut().expect("created above");
-    let (sha, func, flags) = script(vm)?;
-    let name = sha_str(&sha);
+    let (name, func, flags) = script(vm)?;
     check_script_flags(ctx, flags)?;
     let engine = &vm.engine;
     let max = srv.maxmemory() as usize;
     let run = RefCell::new(RunCtx {
         oom_at_start: max != 0 && srv.used_memory() > max,
-        declared_slot: (numkeys > 0).then(|| shoal_keyspace::key_slot(args.get(3))),
+        declared_slot: keys.first().map(|k| shoal_keyspace::key_slot(k)),
         db: ctx.client.db,
         ctx,
         flags,
@@ -810,13 +765,13 @@ pub(crate) fn run_script(
         wrote: false,
         wrote_flag: &busy.wrote,
     });
-    let result = engine.run(&run, &func, engine::Inputs::Globals { args, numkeys });
+    let result = engine.run(&run, &func, engine::Inputs::Globals { keys, argv });
     srv.scripts
         .vm_bytes
         .store(engine.lua.used_memory(), Relaxed);
     match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(script_error(&e, name)),
+        Ok(Err(e)) => Err(script_error(&e, &name)),
         Err(e) => Err(crate::err!(
             "Error running script {name}, {}",
             engine::error_text(&e)
@@ -961,7 +916,7 @@ fn script_load(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let sha = srv
         .scripts
         .with_vm(srv.clock.mono_ms, |vm| load_script(vm, srv, args.get(2)))??;
-    ctx.out.bulk(&sha);
+    ctx.out.bulk(sha.as_bytes());
     Ok(())
 }
 
@@ -971,8 +926,8 @@ fn script_exists(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         args.tail(2)
             .iter()
             .map(|sha| {
-                sha_key(sha)
-                    .is_some_and(|sha| g.as_ref().is_some_and(|vm| vm.scripts.contains_key(&sha)))
+                let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+                g.as_ref().is_some_and(|vm| vm.scripts.contains_key(&sha))
             })
             .collect()
     };

@@ -51,24 +51,12 @@ G.rawset = function(t, k, v)
 end
 G._G = real
 
--- A missing global is an error. Globals read through tables (`real` -> `G` -> this function
--- only for a missing name), so a script's global reads (`redis`, `KEYS`, `ARGV`) call no Lua
--- function: the VM follows __index tables itself.
-local function missing(_, k)
-  error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-end
-setmetatable(G, { __index = missing, __metatable = false })
-
 -- Functions: while a library loads, globals read from `load_api` (only a `redis` table with
 -- register_function and the logging API), as Redis swaps its globals' __index.
-local load_api = setmetatable({}, { __index = missing, __metatable = false })
-local real_mt = {
-  __index = G,
-  __newindex = readonly_error,
-  __metatable = false,
-}
+local api = G
+local load_api = {}
 internal.set_load_api = function(on)
-  if on then real_mt.__index = load_api else real_mt.__index = G end
+  if on then api = load_api else api = G end
 end
 internal.install_load_api = function(r)
   local proxy = {}
@@ -92,5 +80,15 @@ internal.bind = function(f, k, a)
 end
 
 for k in next, real do real[k] = nil end
-setmetatable(real, real_mt)
+setmetatable(real, {
+  __index = function(_, k)
+    local v = api[k]
+    if v == nil then
+      error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+    end
+    return v
+  end,
+  __newindex = readonly_error,
+  __metatable = false,
+})
 return G
