@@ -351,18 +351,14 @@ pub fn execute_as(
     now_ms: u64,
     mode: RunMode,
 ) -> Outcome {
-    // While a script runs, a request waits (below `busy-reply-threshold`), is refused `-BUSY`,
-    // or runs without the gate (`ALLOW_BUSY`), instead of blocking on the gate the script holds.
-    if srv.scripts.busy.active() {
+    // While a script runs, a request waits for it below `busy-reply-threshold` (asleep on the
+    // gate the script holds, below), and past it is refused `-BUSY` or runs without the gate
+    // (`ALLOW_BUSY`), as in Redis.
+    let past_threshold = || srv.scripts.busy.active() && !srv.scripts.busy.waiting(srv);
+    if past_threshold() {
         // A script about to take the gate waits for every thread's hold: this thread's sticky
-        // one is given up here, or the script would wait for it while this request waits for
-        // the script.
+        // one is given up here, or the script would wait for it while this request is refused.
         srv.gate.release_thread();
-        // Most scripts take microseconds: wait for this one here, briefly, rather than a
-        // timer tick as a paused request.
-        scripting::wait_briefly(srv);
-    }
-    if srv.scripts.busy.active() {
         match scripting::busy_admission(srv, args) {
             scripting::BusyAdmission::Proceed => {}
             scripting::BusyAdmission::Wait => return Outcome::Paused,
@@ -383,13 +379,12 @@ pub fn execute_as(
         }
     }
     // Held for the whole request (admission may evict), so nothing of it runs during an EXEC.
-    // A script that took the gate meanwhile holds it for as long as it runs: then the request
-    // waits as one that saw the script running (`Paused`, retried by the connection loop)
-    // instead of putting its worker thread to sleep.
-    let Some(gate) = srv
-        .gate
-        .shared_unless(|| srv.scripts.busy.active() && !scripting::wait_briefly(srv))
-    else {
+    // A script holds the gate for as long as it runs (a batch of them, until its connection's
+    // batch ends): the request's thread sleeps on the gate meanwhile, as Redis serves nothing
+    // during a script, unless the script passes `busy-reply-threshold`; then the request waits
+    // as a paused one (retried by the connection loop, which then refuses it `-BUSY`) and its
+    // thread serves its other connections.
+    let Some(gate) = srv.gate.shared_unless(past_threshold) else {
         return Outcome::Paused;
     };
     // `ASKING` holds for the one command after it.

@@ -32,8 +32,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::args::OwnedArgs;
 
-/// Tries of the exec gate's writer lock before sleeping on it (half spins, half yields).
-const WRITER_SPINS_MAX: u32 = 256;
+/// Spins on the exec gate's writer lock before sleeping on it. Short: a script batch holds the
+/// lock for tens of microseconds, and on a small machine a spinning (or yielding) waiter takes
+/// the core from the load's own client or from the holder.
+const WRITER_SPINS_MAX: u32 = 64;
+/// How often a waiter asleep on the writer lock looks whether it should give up (a script
+/// past `busy-reply-threshold`); a release wakes it at once.
+const WRITER_GIVE_UP_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 use crate::state::{Client, ServerState};
 use crate::table::{FindKeys, Group, KeySpec, Spec, flag::*, key::*};
 use crate::{Args, CmdResult, Ctx};
@@ -133,10 +138,11 @@ struct Slot {
 ///
 /// **Batch holds.** Scripts run alone too, and a pipeline of them would hand the gate from worker
 /// to worker once per script. A script takes it with [`ExecGate::exclusive_batched`] instead: the
-/// hold then belongs to the thread until the connection loop ends the batch it is running
-/// ([`ExecGate::end_batch`], before anything that waits) or the thread parks, so the scripts of
-/// one pipeline share one hand-over. Meanwhile every command of that thread runs (the thread is
-/// alone already), and after [`BATCH_HOLD_RUNS_MAX`] scripts a waiting thread gets its turn.
+/// hold then belongs to the thread until the thread parks, a connection loop ends it before
+/// something that waits ([`ExecGate::end_batch`]), or [`BATCH_HOLD_RUNS_MAX`] commands (scripts
+/// or not) ran under it and another thread waits; so the scripts of the thread's pipelines (across its connections) share one
+/// hand-over. A thread waiting for the gate sleeps after a few spins: a hand-over every 64
+/// scripts costs one wake-up, where spinning or yielding would take the core from the holder.
 #[derive(Debug)]
 pub struct ExecGate {
     /// Distinguishes gates in the threads' slot caches (tests run many servers per process).
@@ -163,8 +169,8 @@ impl Default for ExecGate {
     }
 }
 
-/// Scripts one batch hold runs before it lets a waiting thread have the gate.
-pub const BATCH_HOLD_RUNS_MAX: u32 = 64;
+/// Commands (scripts or not) one batch hold runs before it lets a waiting thread have the gate.
+pub const BATCH_HOLD_RUNS_MAX: u32 = 1024;
 
 /// The gate's writer lock: a flag taken by compare-and-swap, so that a hold can outlive a scope
 /// (a batch hold belongs to a thread, not to a guard). Holders keep it for microseconds, so a
@@ -188,41 +194,50 @@ impl WriterLock {
             .is_ok()
     }
 
-    /// Waits until `done()` (tried after each change): spins, yields, then sleeps.
-    fn wait_until(&self, mut done: impl FnMut() -> bool) {
+    /// Waits until `done()` (tried after each change): spins briefly, then sleeps until a
+    /// release, looking at `give_up()` every [`WRITER_GIVE_UP_POLL`] while asleep. Returns
+    /// `done()`'s success, false when it gave up.
+    fn wait_until(&self, mut done: impl FnMut() -> bool, give_up: impl Fn() -> bool) -> bool {
         if done() {
-            return;
+            return true;
         }
         self.waiting.fetch_add(1, SeqCst);
-        for spins in 0..WRITER_SPINS_MAX {
+        for _ in 0..WRITER_SPINS_MAX {
             if !self.held.load(Relaxed) && done() {
                 self.waiting.fetch_sub(1, SeqCst);
-                return;
+                return true;
             }
-            if spins < WRITER_SPINS_MAX / 2 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            std::hint::spin_loop();
         }
         let mut g = self.m.lock().unwrap_or_else(PoisonError::into_inner);
         // Counted before looking (both SeqCst): either `done()` sees the release, or the
         // releaser sees a sleeper and wakes it (after it waits: the releaser takes `m`).
         self.sleepers.fetch_add(1, SeqCst);
-        while !done() {
-            g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner);
-        }
+        let got = loop {
+            if done() {
+                break true;
+            }
+            if give_up() {
+                break false;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, WRITER_GIVE_UP_POLL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        };
         self.sleepers.fetch_sub(1, SeqCst);
         self.waiting.fetch_sub(1, SeqCst);
+        got
     }
 
     fn take(&self) {
-        self.wait_until(|| self.try_take());
+        self.wait_until(|| self.try_take(), || false);
     }
 
-    /// Waits until the lock is free, without taking it.
-    fn wait_free(&self) {
-        self.wait_until(|| !self.held.load(SeqCst));
+    /// Waits until the lock is free, without taking it, or until `give_up()` (false then).
+    fn wait_free_unless(&self, give_up: impl Fn() -> bool) -> bool {
+        self.wait_until(|| !self.held.load(SeqCst), give_up)
     }
 
     fn release(&self) {
@@ -372,10 +387,10 @@ impl ExecGate {
             .expect("waits for the gate when `unless` never holds")
     }
 
-    /// [`ExecGate::shared`], but gives up (`None`) instead of sleeping on the gate when it is
-    /// held exclusively and `unless()` says so: a script, which may hold the gate for as long
-    /// as it runs, must not block a worker thread that other connections need (the caller
-    /// waits asynchronously instead).
+    /// [`ExecGate::shared`], but gives up (`None`) instead of waiting on for the gate when it
+    /// is held exclusively and `unless()` says so (looked at before the wait and every
+    /// [`WRITER_GIVE_UP_POLL`] during it): a script past `busy-reply-threshold` must not keep a
+    /// worker thread whose other connections are to be answered `-BUSY`.
     pub fn shared_unless(&self, unless: impl Fn() -> bool) -> Option<GateShared<'_>> {
         let slot = self.thread_slot();
         let sticky = STICKY.get() && slot != OVERFLOW;
@@ -386,8 +401,15 @@ impl ExecGate {
             _not_send: PhantomData,
         };
         if self.batch_held() {
-            // Alone already: nothing else runs until the batch ends.
-            return Some(held(false));
+            let (gate, runs) = BATCH.get();
+            if runs < BATCH_HOLD_RUNS_MAX || self.writer.waiting.load(SeqCst) == 0 {
+                // Alone already: nothing else runs until the batch ends. Every command counts
+                // towards the batch's turn, so a thread busy with other commands does not keep
+                // the gate from a waiting one for as long as it is busy.
+                BATCH.set((gate, runs.saturating_add(1)));
+                return Some(held(false));
+            }
+            self.end_batch();
         }
         if sticky && self.slots[slot].inside.load(Relaxed) {
             // Still inside since an earlier command: only look (an EXEC that raised the flag
@@ -396,10 +418,9 @@ impl ExecGate {
                 return Some(held(false));
             }
             self.leave(slot);
-            if unless() {
+            if unless() || !self.writer.wait_free_unless(&unless) {
                 return None;
             }
-            self.writer.wait_free();
         }
         loop {
             // Announce, then look (both SeqCst): either this command sees `exclusive`, or the
@@ -409,10 +430,9 @@ impl ExecGate {
                 return Some(held(!sticky));
             }
             self.leave(slot);
-            if unless() {
+            if unless() || !self.writer.wait_free_unless(&unless) {
                 return None;
             }
-            self.writer.wait_free();
         }
     }
 

@@ -585,7 +585,31 @@ async fn run<S: ClientStream>(
                 }
             }
         }
-        settle!();
+        // A thread that a long script took off the runtime will not park: it gives up its holds
+        // on the gate (batch and sticky) here, before the task may move to the thread that took
+        // over.
+        if OFFLOADED.replace(false) {
+            srv.gate.release_thread();
+        }
+        if closing.is_none() && !out.is_empty() {
+            // Replies leave at the end of the worker's tick, not as each connection finishes
+            // its batch (as Redis writes every client's replies before it sleeps): the task
+            // lets the worker's other ready connections run first, so their writes go out in
+            // one burst. A client waiting on several connections (every load tool, a pooled
+            // application) is then woken once per burst instead of once per reply; each wake
+            // of a sleeping process costs the writer several µs of kernel time (an
+            // inter-processor interrupt in a VM). The yield is deferred by the runtime until
+            // it has polled the other ready tasks and the I/O driver.
+            tokio::task::yield_now().await;
+        }
+        // A script batch's hold on the exec gate outlives the connection's batch: the thread's
+        // next connections' scripts run under it too, until another thread waits for the gate
+        // (`ExecGate::exclusive_batched`, `ExecGate::shared_unless`) or this one goes idle.
+        if let Err(e) =
+            settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes, wake).await
+        {
+            return e;
+        }
         if let Some(end) = closing {
             let _ = stream.shutdown().await;
             return end;
@@ -1191,5 +1215,14 @@ pub fn offload_long_script() {
     if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
         return;
     }
+    // This thread may not be a worker any more once the script ends (another thread took the
+    // runtime's duties): the connection loop then ends its batch hold on the gate itself, as no
+    // park of this thread will.
+    OFFLOADED.set(true);
     tokio::task::block_in_place(|| std::thread::sleep(OFFLOAD_HANDOFF));
+}
+
+thread_local! {
+    /// A script on this thread handed the runtime's duties away ([`offload_long_script`]).
+    static OFFLOADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -8,11 +8,11 @@
 //! picks a random key writes the same data on every replica.
 //!
 //! **Busy scripts.** A script marks the node busy ([`Busy`]) for as long as it runs, with the
-//! monotonic time it started. A request arriving meanwhile is not left blocked on the gate: the
-//! request path asks [`busy_admission`] first; until `busy-reply-threshold` has passed the
-//! connection waits (without holding a thread) and runs it again, after it the request is
-//! answered `-BUSY`, except commands flagged `ALLOW_BUSY` (SCRIPT KILL, FUNCTION KILL, ...),
-//! which run without the gate. SCRIPT KILL raises a flag that the VM's instruction-count hook
+//! monotonic time it started. A request arriving meanwhile waits for it, its thread asleep on
+//! the exec gate the script holds (as Redis serves nothing during a script), until the script's
+//! batch lets go of the gate or `busy-reply-threshold` passes; after that the request path asks
+//! [`busy_admission`] and the request is answered `-BUSY`, except commands flagged `ALLOW_BUSY`
+//! (SCRIPT KILL, FUNCTION KILL, ...), which run without the gate. SCRIPT KILL raises a flag that the VM's instruction-count hook
 //! reads; a script that has written cannot be killed (`-UNKILLABLE`). A script that has run
 //! [`engine::OFFLOAD_AFTER_MS`] asks, from that hook, for the runtime's duties to leave its
 //! thread (the server's `offload_long_script`), so the other connections are answered (`-BUSY`
@@ -474,34 +474,6 @@ fn busy_function() -> ReplyError {
             "Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.",
         ),
     }
-}
-
-/// How long a request that meets a running script waits for it on its thread before it waits
-/// as a paused request (a timer tick): most scripts take microseconds.
-pub const BUSY_SPIN_US: u64 = 100;
-/// Spins of that wait, whatever the clock says (a stopped test clock never reaches the bound).
-const BUSY_SPINS_MAX: u32 = 100_000;
-
-/// Waits on this thread, at most [`BUSY_SPIN_US`], for the running script to end; true when no
-/// script runs any more.
-pub(crate) fn wait_briefly(srv: &ServerState) -> bool {
-    let busy = &srv.scripts.busy;
-    let start = (srv.clock.stamp)();
-    let mut spins = 0u32;
-    while busy.active() {
-        if spins < 64 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-        spins += 1;
-        if spins >= BUSY_SPINS_MAX
-            || (spins.is_multiple_of(16) && (srv.clock.elapsed_us)(start) >= BUSY_SPIN_US)
-        {
-            return false;
-        }
-    }
-    true
 }
 
 /// Redis's `processCommand` rule for a busy script (see the module comment).
