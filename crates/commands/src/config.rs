@@ -351,8 +351,7 @@ params! {
     stream_node_max_entries: usize = "stream-node-max-entries", Int(0, LONG_MAX), "100", mutable;
     /// Seconds between TCP keepalive probes on client connections (0: off).
     tcp_keepalive: u32 = "tcp-keepalive", Int(0, INT_MAX), "300", mutable;
-    /// Worker threads that serve connections (one lane each, a connection stays on its lane); 0
-    /// means one per core.
+    /// Runtime worker threads; 0 means one per core.
     threads: u32 = "threads", Int(0, 1024), "0", immutable;
     /// `yes`: values evicted under `maxmemory` move to a disk cache (foyer) instead of being
     /// dropped; the key, its type, version and expiry stay in memory with an 8-byte handle, and a

@@ -396,6 +396,8 @@ async fn run<S: ClientStream>(
         let out_capacity = out.capacity();
         // Run every complete request in the buffer.
         let mut pos = 0;
+        // Requests decoded in this batch (the flush below defers only for a pipeline).
+        let mut requests = 0usize;
         let mut closing = None;
         // Before anything that waits or hands the connection over: settle the batch's sync
         // acknowledgements and flush its replies.
@@ -424,6 +426,7 @@ async fn run<S: ClientStream>(
             decoder.set_authenticated(client.authenticated);
             match decoder.decode(&inbuf, pos, &mut ranges) {
                 Ok(Decoded::Frame { end, inline }) => {
+                    requests += 1;
                     let src: &[u8] = if inline {
                         decoder.inline_bytes()
                     } else {
@@ -591,20 +594,29 @@ async fn run<S: ClientStream>(
         if OFFLOADED.replace(false) {
             srv.gate.release_thread();
         }
-        if closing.is_none() && !out.is_empty() {
-            // Replies leave at the end of the worker's tick, not as each connection finishes
-            // its batch (as Redis writes every client's replies before it sleeps): the task
-            // lets the worker's other ready connections run first, so their writes go out in
-            // one burst. A client waiting on several connections (every load tool, a pooled
-            // application) is then woken once per burst instead of once per reply; each wake
-            // of a sleeping process costs the writer several µs of kernel time (an
-            // inter-processor interrupt in a VM). The yield is deferred by the runtime until
-            // it has polled the other ready tasks and the I/O driver.
+        if closing.is_none() && requests > 1 && !out.is_empty() {
+            // A pipeline's replies leave at the end of the worker's tick, not as each
+            // connection finishes its batch (as Redis writes every client's replies before it
+            // sleeps): the task lets the worker's other ready connections run first, so their
+            // writes go out in one burst. A client waiting on several connections (every load
+            // tool, a pooled application) is then woken once per burst instead of once per
+            // reply; each wake of a sleeping process costs the writer several µs of kernel time
+            // (an inter-processor interrupt in a VM). The yield is deferred by the runtime until
+            // it has polled the other ready tasks and the I/O driver. Not for one request: at
+            // one request per round trip the deferral cost more than it saved (the idle worker
+            // woken to steal the deferred task, a later reply: p99 ×1.5 under redis-benchmark
+            // -P 1).
             tokio::task::yield_now().await;
+        } else {
+            // One request per round trip: a script's hold on the exec gate ends with it, so
+            // another worker's waiting request goes next (a hold kept until this worker goes
+            // idle made that request wait for the whole tick: EVALSHA -P 1 ran at ×0.8).
+            srv.gate.end_batch();
         }
-        // A script batch's hold on the exec gate outlives the connection's batch: the thread's
-        // next connections' scripts run under it too, until another thread waits for the gate
-        // (`ExecGate::exclusive_batched`, `ExecGate::shared_unless`) or this one goes idle.
+        // A pipeline's script batch holds the exec gate past the connection's batch: the
+        // thread's next connections' scripts run under it too, until another thread waits for
+        // the gate (`ExecGate::exclusive_batched`, `ExecGate::shared_unless`) or this one goes
+        // idle.
         if let Err(e) =
             settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes, wake).await
         {

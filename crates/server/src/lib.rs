@@ -1,10 +1,9 @@
 //! The shoal server: configuration loading, the tokio runtime, the listener, connection tasks, the
 //! background cron (active expiry, ops/sec), and graceful shutdown.
 //!
-//! Threading: `threads` connection lanes (see [`lanes`]: a runtime with one worker and its own
-//! I/O driver each) run the connection tasks, each connection on one lane for its life; a small
-//! background runtime runs the accept loop, replication links and the cluster node. Commands lock
-//! only the keyspace shards they touch (see `shoal-keyspace`), so throughput grows with threads. Background work that may take milliseconds (active expiry) runs on its own OS
+//! Threading: a multi-threaded tokio runtime with `threads` workers runs every connection task;
+//! commands lock only the keyspace shards they touch (see `shoal-keyspace`), so throughput grows
+//! with threads. Background work that may take milliseconds (active expiry) runs on its own OS
 //! thread, never on a runtime worker, so it cannot stall the connections sharing that worker.
 
 pub mod active;
@@ -20,7 +19,6 @@ pub mod cron;
 pub mod events;
 pub mod http;
 pub mod in_sync;
-pub mod lanes;
 pub mod lease;
 pub mod links;
 pub mod listeners;
@@ -44,6 +42,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_commands::config::Config;
+use shoal_commands::multi::ExecGate;
 use shoal_commands::server::ProcessInfo;
 use shoal_commands::{Hooks, ServerState};
 use tokio::net::TcpListener;
@@ -66,11 +65,6 @@ const PROTECTED_MODE_DENIED: &str = "-DENIED Redis is running in protected mode 
 
 /// How long a shutdown waits for connections to finish their current batch.
 pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
-
-/// Worker threads of the background runtime (accept loop, replication links, cluster node, HTTP):
-/// at most this many, fewer when `threads` is smaller. Connections run on their lanes
-/// ([`lanes`]), one per `threads`.
-pub const BACKGROUND_THREADS_MAX: usize = 2;
 
 /// Wall-clock time in ms since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -339,26 +333,29 @@ impl Server {
     /// Runs until SHUTDOWN, SIGINT or SIGTERM. Blocks the calling thread.
     pub fn run(self) -> Result<(), String> {
         clock::calibrate();
-        // The background runtime: the accept loop, replication links, the cluster node, the
-        // HTTP listener and the other long-lived tasks. Its workers never become sticky on the
-        // exec gate (commands run there leave it after each one).
+        // Workers keep their hold on the exec gate between commands and leave it when they go
+        // idle (see `shoal_commands::multi::ExecGate`): commands then pay almost nothing for it.
+        // Only workers park, so only they become sticky (blocking-pool threads never do).
+        let parking = self.state.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.threads.clamp(1, BACKGROUND_THREADS_MAX))
-            .thread_name("shoal-bg")
+            .worker_threads(self.threads)
+            .thread_name("shoal-worker")
+            .on_thread_park(move || {
+                ExecGate::set_sticky_thread(true);
+                parking.gate.release_thread();
+            })
             .enable_all()
             .build()
             .map_err(|e| format!("runtime: {e}"))?;
-        let lanes = lanes::Lanes::build(&self.state, self.threads)?;
         let cron = cron::spawn(self.state.clone(), self.shutdown_tx.subscribe());
-        let result = rt.block_on(self.serve(lanes.handles()));
-        // Connections still running after the grace period are dropped with the runtimes.
-        lanes.shutdown(Duration::from_millis(SHUTDOWN_GRACE_MS));
+        let result = rt.block_on(self.serve());
+        // Connections still running after the grace period are dropped with the runtime.
         rt.shutdown_timeout(Duration::from_millis(SHUTDOWN_GRACE_MS));
         let _ = cron.join();
         result
     }
 
-    async fn serve(self, lanes: lanes::LaneHandles) -> Result<(), String> {
+    async fn serve(self) -> Result<(), String> {
         let cluster_addr = self.cluster_addr();
         let mut listener = Some(TcpListener::from_std(self.listener).map_err(|e| e.to_string())?);
         let mut tls_listener = match self.tls_listener {
@@ -553,31 +550,16 @@ impl Server {
                     }
                     // Counted now, released when the connection's task ends.
                     state.open_connections.fetch_add(1, Relaxed);
-                    let handshake = Duration::from_millis(cfg.tls_handshake_timeout_ms);
-                    // The two kinds are spawned apart so that a plain connection's task is not
-                    // sized for a TLS stream's state.
-                    let refused = move |state: &ServerState, e: std::io::Error| {
-                        state.open_connections.fetch_sub(1, Relaxed);
-                        tracing::warn!(%peer, error = %e, "a lane refused a connection");
-                    };
-                    let (st, nio) = (state.clone(), io.clone());
-                    let spawned = if tls {
-                        lanes.spawn(&mut tasks, stream, move |s| async move {
-                            match s {
-                                Ok(s) => serve_tls(st, s, peer, nio, handshake).await,
-                                Err(e) => refused(&st, e),
-                            }
-                        })
+                    if tls {
+                        tasks.spawn(serve_tls(
+                            state.clone(),
+                            stream,
+                            peer,
+                            io.clone(),
+                            Duration::from_millis(cfg.tls_handshake_timeout_ms),
+                        ));
                     } else {
-                        lanes.spawn(&mut tasks, stream, move |s| async move {
-                            match s {
-                                Ok(s) => conn::serve(st, s, nio).await,
-                                Err(e) => refused(&st, e),
-                            }
-                        })
-                    };
-                    if let Err(e) = spawned {
-                        refused(&state, e);
+                        tasks.spawn(conn::serve(state.clone(), stream, io.clone()));
                     }
                     // Reap finished tasks so the set does not grow with closed connections.
                     while tasks.try_join_next().is_some() {}
