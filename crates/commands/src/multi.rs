@@ -496,7 +496,7 @@ impl ExecGate {
 
     /// [`ExecGate::exclusive`] for a script: the hold lasts until the thread's batch ends
     /// ([`ExecGate::end_batch`]), so the next script of the batch finds it held. After
-    /// [`BATCH_HOLD_RUNS_MAX`] scripts, a thread waiting for the gate gets it first.
+    /// [`BATCH_HOLD_RUNS_MAX`] commands under it, a thread waiting for the gate gets it first.
     pub fn exclusive_batched(&self) -> GateExclusive<'_> {
         let (gate, runs) = BATCH.get();
         if gate == self.id {
