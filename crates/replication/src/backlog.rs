@@ -21,6 +21,9 @@ pub const BACKLOG_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 /// the whole log). Past this the pin gives way and the reader falls behind.
 pub const PINNED_EXTRA_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// What a lean backlog keeps (see [`Backlog::set_lean`]): Redis's default `repl-backlog-size`.
+pub const LEAN_BYTES: usize = 1024 * 1024;
+
 /// Bytes of one chunk of the backlog's storage (the backlog holds at most its capacity plus one
 /// chunk of memory, and one spare).
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -39,6 +42,8 @@ pub struct Backlog {
     /// Bytes from this offset on are kept past the capacity (up to
     /// [`PINNED_EXTRA_BYTES_MAX`] more) until the reader that pinned them moves on.
     pinned: Option<u64>,
+    /// Keep at most [`LEAN_BYTES`] (past a pin) whatever the capacity: no replica reads here.
+    lean: bool,
 }
 
 impl Backlog {
@@ -51,6 +56,30 @@ impl Backlog {
             start_offset: end_offset,
             spare: None,
             pinned: None,
+            lean: false,
+        }
+    }
+
+    /// A lean backlog keeps at most [`LEAN_BYTES`] (and what a pin holds) whatever its capacity:
+    /// for a node whose only reader is its append-only log's writer, which pins what it has not
+    /// read. Redis keeps no backlog at all until a replica attaches; a lean one costs a fresh node
+    /// with `appendonly yes` one megabyte instead of faulting in `repl-backlog-size` (64 MB) page
+    /// by page under its first writes. Turned off (for good) when a replica may read.
+    pub fn set_lean(&mut self, lean: bool) {
+        self.lean = lean;
+        self.drop_front(self.excess(0));
+    }
+
+    pub fn is_lean(&self) -> bool {
+        self.lean
+    }
+
+    /// The bytes kept when no pin holds more: the capacity, or [`LEAN_BYTES`] when lean.
+    fn kept(&self) -> usize {
+        if self.lean {
+            self.capacity.min(LEAN_BYTES)
+        } else {
+            self.capacity
         }
     }
 
@@ -66,7 +95,7 @@ impl Backlog {
     /// capacity, less what the pin keeps, and at least what passes the pin's own limit.
     fn excess(&self, incoming: usize) -> usize {
         let total = self.len + incoming;
-        let over = total.saturating_sub(self.capacity);
+        let over = total.saturating_sub(self.kept());
         let Some(pin) = self.pinned else {
             return over.min(self.len);
         };
@@ -256,6 +285,34 @@ mod tests {
         b.pin(None);
         b.append(&piece);
         assert_eq!(b.len(), 1000);
+    }
+
+    #[test]
+    fn a_lean_backlog_keeps_one_megabyte_and_what_its_pin_holds() {
+        let mut b = Backlog::new(64 * LEAN_BYTES, 0);
+        b.set_lean(true);
+        b.pin(Some(0));
+        let piece = vec![3u8; 1000];
+        for _ in 0..(3 * LEAN_BYTES / piece.len()) {
+            b.append(&piece);
+        }
+        assert_eq!(b.start_offset(), 0, "the pinned reader's bytes stay");
+        // The reader caught up: only the lean size stays, in the chunks it needs.
+        b.pin(Some(b.end_offset()));
+        assert_eq!(b.len(), LEAN_BYTES);
+        for _ in 0..(10 * LEAN_BYTES / piece.len()) {
+            b.append(&piece);
+            b.pin(Some(b.end_offset()));
+            assert!(b.len() <= LEAN_BYTES);
+            assert!(b.chunks.len() <= LEAN_BYTES / CHUNK_BYTES + 1);
+        }
+        // A replica may read now: the capacity decides again, from what is held.
+        b.set_lean(false);
+        b.pin(None);
+        for _ in 0..(3 * LEAN_BYTES / piece.len()) {
+            b.append(&piece);
+        }
+        assert!(b.len() > 3 * LEAN_BYTES, "held {}", b.len());
     }
 
     #[derive(Debug, Clone)]

@@ -224,8 +224,12 @@ pub struct ReplState {
     /// serve our own replicas from the old history stop, and their replicas ask again.
     history: AtomicU64,
     backlog: Mutex<Backlog>,
-    /// Set once a replica attached: from then on writes feed the backlog.
+    /// Set once a replica attached (or the append-only log started): from then on writes feed
+    /// the backlog.
     active: AtomicBool,
+    /// The node continues a replication history loaded from disk: replicas of its former self
+    /// may come back and continue, so its backlog is never lean.
+    resumed: AtomicBool,
     replicas: Mutex<Vec<Arc<ReplicaInfo>>>,
     ack_waiters: Mutex<Vec<AckWaiter>>,
     next_waiter: AtomicU64,
@@ -263,6 +267,7 @@ impl ReplState {
             history: AtomicU64::new(0),
             backlog: Mutex::new(Backlog::new(BACKLOG_BYTES_DEFAULT, 0)),
             active: AtomicBool::new(false),
+            resumed: AtomicBool::new(false),
             replicas: Mutex::default(),
             ack_waiters: Mutex::default(),
             next_waiter: AtomicU64::new(0),
@@ -445,6 +450,8 @@ impl ReplState {
         }
         ks.set_expire_on_access(false);
         ks.set_recording(false);
+        // A replica's backlog serves its own replicas, and its siblings once it is promoted.
+        self.backlog().set_lean(false);
         // A failover ends here when its target took over (this node now follows it).
         core.failing_over = false;
         core.role = Role::Replica { host, port };
@@ -509,7 +516,10 @@ impl ReplState {
         core.ids.replid = replid.to_string();
         core.replica_offset = offset;
         core.overlap_until = overlap_until;
-        self.backlog().reset(offset);
+        self.resumed.store(true, Relaxed);
+        let mut b = self.backlog();
+        b.set_lean(false);
+        b.reset(offset);
     }
 
     /// At start-up, from an append-only log that did not end cleanly: the data is `replid`'s
@@ -526,7 +536,10 @@ impl ReplState {
         core.ids.second_offset = offset as i64;
         core.replica_offset = offset;
         core.overlap_until = overlap_until;
-        self.backlog().reset(offset);
+        self.resumed.store(true, Relaxed);
+        let mut b = self.backlog();
+        b.set_lean(false);
+        b.reset(offset);
     }
 
     /// Moves the link to our primary to `next`, if `epoch` is still current. Returns false for a
@@ -691,8 +704,35 @@ impl ReplState {
         if self.is_replica() {
             return;
         }
+        {
+            // Under the backlog lock, so `start_recording_for_log` sees either both or neither.
+            let mut b = self.backlog();
+            b.set_lean(false);
+            self.active.store(true, Relaxed);
+        }
         ks.set_recording(true);
-        self.active.store(true, Relaxed);
+    }
+
+    /// From now on writes feed the backlog for the append-only log's writer. If nothing else
+    /// reads it yet (no replica attached since start, no promotion or migration, no history
+    /// continued from disk), the backlog is lean (`Backlog::set_lean`) until one does.
+    pub fn start_recording_for_log(&self, ks: &Keyspace) {
+        if self.is_replica() {
+            return;
+        }
+        {
+            let mut b = self.backlog();
+            if !self.active.load(Relaxed) && !self.resumed.load(Relaxed) {
+                b.set_lean(true);
+            }
+            self.active.store(true, Relaxed);
+        }
+        ks.set_recording(true);
+    }
+
+    /// Whether the backlog is lean (only the append-only log reads it).
+    pub fn backlog_lean(&self) -> bool {
+        self.backlog().is_lean()
     }
 
     /// Appends encoded effects (a primary) and wakes the links; returns the new end offset.
@@ -950,6 +990,30 @@ mod tests {
         // An ack beyond what was sent is refused and changes nothing.
         assert!(!repl.record_ack(&a, 5000, 2));
         assert_eq!(a.ack_offset.load(Relaxed), 150);
+    }
+
+    #[test]
+    fn the_backlog_is_lean_only_while_the_log_alone_reads_it() {
+        let ks = Keyspace::new(1, 4, 1);
+        // A fresh node whose log starts: lean, until a replica's link starts recording too.
+        let repl = ReplState::new("0".repeat(40));
+        repl.start_recording_for_log(&ks);
+        assert!(ks.recording() && repl.active() && repl.backlog_lean());
+        repl.start_recording(&ks);
+        assert!(!repl.backlog_lean());
+        // Once full it stays full when the log starts again (CONFIG SET appendonly).
+        repl.start_recording_for_log(&ks);
+        assert!(!repl.backlog_lean());
+        // A node that continues a history from disk keeps it whole for replicas coming back.
+        let repl = ReplState::new("0".repeat(40));
+        repl.resume(&"a".repeat(40), 500, 500);
+        repl.start_recording_for_log(&ks);
+        assert!(!repl.backlog_lean());
+        // A lean primary that becomes a replica keeps its primary's stream whole.
+        let repl = ReplState::new("0".repeat(40));
+        repl.start_recording_for_log(&ks);
+        repl.become_replica(&ks, "127.0.0.1".into(), 6379);
+        assert!(!repl.backlog_lean());
     }
 
     #[test]

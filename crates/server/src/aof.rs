@@ -234,7 +234,7 @@ pub fn load_at_startup(srv: &ServerState) -> Result<(), String> {
     srv.repl.aof_on.store(true, Relaxed);
     a.enabled.store(true, Relaxed);
     // From now on every write's effect feeds the backlog, which the writer reads.
-    srv.repl.start_recording(&srv.ks);
+    srv.repl.start_recording_for_log(&srv.ks);
     Ok(())
 }
 
@@ -1167,7 +1167,7 @@ pub fn set_appendonly(srv: &Arc<ServerState>, on: bool) {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            srv.repl.start_recording(&srv.ks);
+            srv.repl.start_recording_for_log(&srv.ks);
             a.rewrite_scheduled.store(false, Relaxed);
             a.rewrite_started_ms.store(now_ms(), Relaxed);
             rewrite(&srv);
