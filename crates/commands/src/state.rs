@@ -34,7 +34,54 @@ pub struct Hot {
     /// `strings::jitter_ttl_ms`).
     pub ttl_jitter_percent: AtomicU64,
     /// Compact-encoding thresholds (`hash-max-listpack-entries` and friends).
-    pub encoding: RwLock<shoal_keyspace::EncodingLimits>,
+    pub encoding: EncodingCell,
+}
+
+/// [`shoal_keyspace::EncodingLimits`] as one atomic per field: read by every collection write, so
+/// a lock's read count (a shared cache line every worker writes) cost as much as the push itself
+/// on a hot list. A read during a `CONFIG SET` may mix old and new fields, each of which is a
+/// limit on its own.
+#[derive(Debug)]
+pub struct EncodingCell([AtomicI64; 8]);
+
+impl Default for EncodingCell {
+    fn default() -> Self {
+        let cell = EncodingCell(Default::default());
+        cell.store(shoal_keyspace::EncodingLimits::default());
+        cell
+    }
+}
+
+impl EncodingCell {
+    pub fn load(&self) -> shoal_keyspace::EncodingLimits {
+        let f = |i: usize| self.0[i].load(Relaxed);
+        shoal_keyspace::EncodingLimits {
+            hash_max_listpack_entries: f(0) as usize,
+            hash_max_listpack_value: f(1) as usize,
+            list_max_listpack_size: f(2),
+            set_max_intset_entries: f(3) as usize,
+            zset_max_listpack_entries: f(4) as usize,
+            zset_max_listpack_value: f(5) as usize,
+            stream_node_max_bytes: f(6) as usize,
+            stream_node_max_entries: f(7) as usize,
+        }
+    }
+
+    pub fn store(&self, l: shoal_keyspace::EncodingLimits) {
+        let fields = [
+            l.hash_max_listpack_entries as i64,
+            l.hash_max_listpack_value as i64,
+            l.list_max_listpack_size,
+            l.set_max_intset_entries as i64,
+            l.zset_max_listpack_entries as i64,
+            l.zset_max_listpack_value as i64,
+            l.stream_node_max_bytes as i64,
+            l.stream_node_max_entries as i64,
+        ];
+        for (a, v) in self.0.iter().zip(fields) {
+            a.store(v, Relaxed);
+        }
+    }
 }
 
 /// Counters for `INFO stats`.
@@ -793,7 +840,7 @@ impl ServerState {
             .store(new.hll_sparse_max_bytes, Relaxed);
         h.ttl_jitter_percent.store(new.ttl_jitter_percent, Relaxed);
         if changed(old, new, Config::encoding_limits) {
-            *h.encoding.write().expect("encoding lock") = new.encoding_limits();
+            h.encoding.store(new.encoding_limits());
         }
         if changed(old, new, |c| {
             (
@@ -820,7 +867,7 @@ impl ServerState {
 
     /// Current compact-encoding thresholds.
     pub fn encoding_limits(&self) -> shoal_keyspace::EncodingLimits {
-        *self.hot.encoding.read().expect("encoding lock")
+        self.hot.encoding.load()
     }
 
     pub fn policy(&self) -> Policy {
