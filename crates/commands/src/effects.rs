@@ -14,8 +14,8 @@ use shoal_replication::stream;
 
 use crate::state::ServerState;
 
-/// Bytes reserved at once for a command's encoded effects: a SET of a short value fits, so the
-/// buffer is allocated once rather than grown several times per write.
+/// Bytes a shard's encoding buffer starts with: a SET of a short value fits, so the
+/// buffer is not grown several times on its first writes.
 const EMIT_BUF_BYTES: usize = 512;
 
 /// Appends what this thread's last command queued. Returns the stream offset that covers all of it
@@ -26,17 +26,13 @@ pub fn emit_logged(srv: &ServerState, now_ms: u64) -> Option<u64> {
     // belongs to the command that just ran here.
     let mut covered: Option<u64> = None;
     let recording = srv.ks.recording();
-    let mut out = Vec::new();
     let mut appended = false;
     shoal_keyspace::write_log::drain_touched(|i| {
         if !recording {
             return;
         }
-        if out.capacity() == 0 {
-            out.reserve(EMIT_BUF_BYTES);
-        }
         let mut shard = srv.ks.lock(i);
-        let (end, did) = append_queue(srv, &mut shard, &mut out, now_ms);
+        let (end, did) = append_queue(srv, &mut shard, now_ms);
         appended |= did;
         covered = Some(covered.map_or(end, |c| c.max(end)));
     });
@@ -53,7 +49,6 @@ pub fn emit_logged(srv: &ServerState, now_ms: u64) -> Option<u64> {
 fn append_queue(
     srv: &ServerState,
     shard: &mut ShardGuard<'_>,
-    out: &mut Vec<u8>,
     now_ms: u64,
 ) -> (u64, bool) {
     if srv.active.is_on() {
@@ -67,10 +62,16 @@ fn append_queue(
         shard.recycle_pending(items);
         return (srv.repl.stream_end(), false);
     }
-    out.clear();
-    stream::encode_pending(out, shard, &items, &srv.ks.hlc, now_ms);
+    // The shard's own buffer: a write allocates none.
+    let mut out = shard.take_scratch();
+    if out.capacity() == 0 {
+        out.reserve(EMIT_BUF_BYTES);
+    }
+    stream::encode_pending(&mut out, shard, &items, &srv.ks.hlc, now_ms);
     shard.recycle_pending(items);
-    (srv.repl.append_quiet(out), true)
+    let end = srv.repl.append_quiet(&out);
+    shard.recycle_scratch(out);
+    (end, true)
 }
 
 /// Appends a whole-keyspace effect (FLUSHDB, FLUSHALL, SWAPDB) while the caller holds every shard
