@@ -46,11 +46,7 @@ pub fn emit_logged(srv: &ServerState, now_ms: u64) -> Option<u64> {
 /// Appends one locked shard's queue (without waking links); returns the stream's end after it and
 /// whether anything was appended. An empty queue was appended by another command that found it
 /// full (under this lock, so its bytes are in the backlog now).
-fn append_queue(
-    srv: &ServerState,
-    shard: &mut ShardGuard<'_>,
-    now_ms: u64,
-) -> (u64, bool) {
+fn append_queue(srv: &ServerState, shard: &mut ShardGuard<'_>, now_ms: u64) -> (u64, bool) {
     if srv.active.is_on() {
         return match crate::active::append_local(srv, shard, now_ms) {
             Some(end) => (end, true),

@@ -342,6 +342,19 @@ pub fn execute(
     execute_as(srv, client, args, out, now_ms, RunMode::Normal)
 }
 
+/// [`execute`] for a request whose name the caller looked up already (`base`: what
+/// `table::lookup(args.get(0))` returned), so the request path looks it up once.
+pub fn execute_looked_up(
+    srv: &ServerState,
+    client: &mut Client,
+    args: &Args<'_>,
+    base: Option<&'static Spec>,
+    out: &mut Vec<u8>,
+    now_ms: u64,
+) -> Outcome {
+    run_request(srv, client, args, base, out, now_ms, RunMode::Normal)
+}
+
 /// [`execute`] for a blocked client's request run again (see [`RunMode`]).
 pub fn execute_as(
     srv: &ServerState,
@@ -351,6 +364,23 @@ pub fn execute_as(
     now_ms: u64,
     mode: RunMode,
 ) -> Outcome {
+    let base = table::lookup(args.get(0));
+    run_request(srv, client, args, base, out, now_ms, mode)
+}
+
+fn run_request(
+    srv: &ServerState,
+    client: &mut Client,
+    args: &Args<'_>,
+    base: Option<&'static Spec>,
+    out: &mut Vec<u8>,
+    now_ms: u64,
+    mode: RunMode,
+) -> Outcome {
+    debug_assert!(
+        base.map(std::ptr::from_ref) == table::lookup(args.get(0)).map(std::ptr::from_ref),
+        "the request's name was looked up"
+    );
     // While a script runs, a request waits for it below `busy-reply-threshold` (asleep on the
     // gate the script holds, below), and past it is refused `-BUSY` or runs without the gate
     // (`ALLOW_BUSY`), as in Redis.
@@ -368,7 +398,7 @@ pub fn execute_as(
             }
             scripting::BusyAdmission::Ungated => {
                 let asking = std::mem::take(&mut client.cluster.asking);
-                match admit(srv, client, args, now_ms, asking) {
+                match admit(srv, client, args, base, now_ms, asking) {
                     Ok(spec) => {
                         run_command(srv, client, spec, args, out, now_ms, mode, None);
                     }
@@ -389,7 +419,7 @@ pub fn execute_as(
     };
     // `ASKING` holds for the one command after it.
     let asking = std::mem::take(&mut client.cluster.asking);
-    let spec = match admit(srv, client, args, now_ms, asking) {
+    let spec = match admit(srv, client, args, base, now_ms, asking) {
         Ok(spec) => spec,
         Err(r) if r.paused => {
             client.cluster.asking = asking;
@@ -444,10 +474,11 @@ fn admit(
     srv: &ServerState,
     client: &mut Client,
     args: &Args<'_>,
+    base: Option<&'static Spec>,
     now_ms: u64,
     asking: bool,
 ) -> Result<&'static Spec, Rejection> {
-    let Some(mut spec) = table::lookup(args.get(0)) else {
+    let Some(mut spec) = base else {
         return Err(Rejection::new(None, unknown_command(args)));
     };
     // A container with a handler of its own (COMMAND) runs it when called bare.

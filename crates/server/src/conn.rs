@@ -439,10 +439,12 @@ async fn run<S: ClientStream>(
                     {
                         return End::SecurityAttack;
                     }
+                    // The command, looked up once for everything below (and the run itself).
+                    let spec = shoal_commands::table::lookup(args.get(0));
                     // During a FAILOVER hand-over, writes wait until it is done.
                     // EXEC waits too: it may run queued writes.
                     if srv.repl.failover.writes_paused_until_ms.load(Relaxed) > now
-                        && shoal_commands::table::lookup(args.get(0)).is_some_and(|s| {
+                        && spec.is_some_and(|s| {
                             s.has(shoal_commands::flag::WRITE)
                                 || s.has(shoal_commands::flag::TX_EXEC)
                         })
@@ -452,15 +454,11 @@ async fn run<S: ClientStream>(
                     }
                     // CLIENT PAUSE: the command waits (the pause is bounded by its deadline, and
                     // CLIENT UNPAUSE ends it). Replicas' links do not come through here.
-                    if srv
-                        .client_pause
-                        .holds(shoal_commands::table::lookup(args.get(0)), now_ms())
-                    {
+                    // Looked at with the batch's clock (a pause that ends during the batch is seen
+                    // ended by the next); the wait below reads the clock itself.
+                    if srv.client_pause.holds(spec, now) {
                         settle!();
-                        while srv
-                            .client_pause
-                            .holds(shoal_commands::table::lookup(args.get(0)), now_ms())
-                        {
+                        while srv.client_pause.holds(spec, now_ms()) {
                             if client.handle.killed.load(Relaxed) {
                                 return End::Killed;
                             }
@@ -478,7 +476,6 @@ async fn run<S: ClientStream>(
                     // to become an error if replicas do not confirm it in time. In cluster mode
                     // reads of keys too: a value read must be acknowledged before it is shown,
                     // or a failover could take back what a client saw (a dirty read).
-                    let spec = shoal_commands::table::lookup(args.get(0));
                     let sync = sync_strategy(srv, client);
                     let tracked = sync && spec.is_some_and(|s| s.has(shoal_commands::flag::WRITE));
                     let read_tracked = sync
@@ -489,7 +486,8 @@ async fn run<S: ClientStream>(
                         });
                     let mut mark = out.len();
                     let wrote_before = client.repl.last_write_offset;
-                    let (mut outcome, mut suppress) = run_one(srv, client, &args, &mut out, now);
+                    let (mut outcome, mut suppress) =
+                        run_one(srv, client, &args, spec, &mut out, now);
                     if let Outcome::Fetch(_) = outcome {
                         // Values on the disk tier: load them off-lock and run it again.
                         settle!();
@@ -970,7 +968,14 @@ async fn run_fetching(
             return (outcome, false);
         };
         crate::tier::fetch(srv, &req, now_ms()).await;
-        let r = run_one(srv, client, args, out, now_ms());
+        let r = run_one(
+            srv,
+            client,
+            args,
+            shoal_commands::table::lookup(args.get(0)),
+            out,
+            now_ms(),
+        );
         if !matches!(r.0, Outcome::Fetch(_)) {
             return r;
         }
@@ -1000,7 +1005,14 @@ async fn run_paused(
             e.write_to(&mut ReplyWriter::new(out, client.proto));
             return (Outcome::Done, false);
         }
-        let r = run_one(srv, client, args, out, now_ms());
+        let r = run_one(
+            srv,
+            client,
+            args,
+            shoal_commands::table::lookup(args.get(0)),
+            out,
+            now_ms(),
+        );
         if !matches!(r.0, Outcome::Paused) {
             return r;
         }
@@ -1177,6 +1189,7 @@ fn run_one(
     srv: &ServerState,
     client: &mut Client,
     args: &Args<'_>,
+    spec: Option<&'static shoal_commands::table::Spec>,
     out: &mut Vec<u8>,
     now: u64,
 ) -> (Outcome, bool) {
@@ -1184,7 +1197,7 @@ fn run_one(
     let mark = out.len();
     // A script that runs long asks, from its VM's hook, for the runtime's duties to leave its
     // thread ([`offload_long_script`]); short ones, nearly all, run here like any command.
-    let outcome = shoal_commands::execute(srv, client, args, out, now);
+    let outcome = shoal_commands::execute_looked_up(srv, client, args, spec, out, now);
     if let Outcome::Fetch(_) = outcome {
         // Nothing ran: the reply mode moves when it does.
         return (outcome, false);
@@ -1194,7 +1207,7 @@ fn run_one(
         ReplyMode::Off => client.reply_mode == ReplyMode::Off,
         ReplyMode::SkipNext => true,
         _ => false,
-    } && !shoal_commands::table::lookup(args.get(0))
+    } && !spec
         .is_some_and(|spec| spec.has(shoal_commands::table::flag::PUSH_REPLIES));
     if suppress {
         out.truncate(mark);
