@@ -685,7 +685,9 @@ fn run_command<'a>(
     }
     // A blocked command counts once, when it is first run.
     if mode == RunMode::Normal {
-        srv.stats.total_commands_processed.fetch_add(1, Relaxed);
+        srv.stats
+            .total_commands_processed
+            .add(srv.gate.thread_slot(), 1);
     }
     let us = (srv.clock.elapsed_us)(started);
     // A command that blocks counts once, when it replies (as Redis counts it).

@@ -963,7 +963,6 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     let s = &ctx.srv.stats;
     for c in [
         &s.total_connections_received,
-        &s.total_commands_processed,
         &s.rejected_connections,
         &s.total_net_input_bytes,
         &s.total_reads_processed,
@@ -982,6 +981,7 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     ] {
         c.store(0, Relaxed);
     }
+    s.total_commands_processed.reset();
     s.errors.reset();
     ctx.srv.ks.reset_stats();
     ctx.srv.cmdstats.reset();
@@ -2218,7 +2218,7 @@ fn stats_section(srv: &ServerState, t: &mut String) {
         )
         .f(
             "total_commands_processed",
-            s.total_commands_processed.load(Relaxed),
+            s.total_commands_processed.load(),
         )
         .f(
             "instantaneous_ops_per_sec",

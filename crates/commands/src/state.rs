@@ -84,11 +84,55 @@ impl EncodingCell {
     }
 }
 
+/// A counter every worker adds to on every command, kept per thread (the exec gate's thread slots,
+/// `ExecGate::thread_slot`, plus one for threads without a slot): adding touches only the calling
+/// thread's own cache line, where one shared counter moved between the workers on every command
+/// (2.6% of a worker's time at GET P16). Reading sums the slots.
+#[derive(Debug)]
+pub struct SlotCounter(Box<[PaddedCounter]>);
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct PaddedCounter(AtomicU64);
+
+impl Default for SlotCounter {
+    fn default() -> Self {
+        SlotCounter(
+            (0..=crate::multi::GATE_SLOTS)
+                .map(|_| PaddedCounter::default())
+                .collect(),
+        )
+    }
+}
+
+impl SlotCounter {
+    /// Adds `n` for the thread in `slot` (`crate::multi::OVERFLOW` or any slot past the last:
+    /// the shared one).
+    pub fn add(&self, slot: usize, n: u64) {
+        let i = slot.min(self.0.len() - 1);
+        self.0[i].0.fetch_add(n, Relaxed);
+    }
+
+    pub fn load(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0u64, |sum, c| sum.wrapping_add(c.0.load(Relaxed)))
+    }
+
+    /// Back to zero (CONFIG RESETSTAT); an add racing with it may survive, as with one counter.
+    pub fn reset(&self) {
+        for c in self.0.iter() {
+            c.0.store(0, Relaxed);
+        }
+    }
+}
+
 /// Counters for `INFO stats`.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub total_connections_received: AtomicU64,
-    pub total_commands_processed: AtomicU64,
+    /// Added to by every command: one counter per thread (see [`SlotCounter`]).
+    pub total_commands_processed: SlotCounter,
     pub rejected_connections: AtomicU64,
     // Each counter of reads or writes sits next to its byte count: the connection that adds to
     // one adds to the other, on a cache line it already holds.

@@ -73,7 +73,7 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
     std::thread::Builder::new()
         .name("shoal-cron".into())
         .spawn(move || {
-            let mut last_ops = srv.stats.total_commands_processed.load(Relaxed);
+            let mut last_ops = srv.stats.total_commands_processed.load();
             let mut last_net = net_bytes(&srv);
             let mut last_sample = Instant::now();
             let mut watch = crate::events::Watch::new(&srv);
@@ -111,7 +111,7 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                     crate::persist::save_cron(&srv);
                     crate::aof::cron(&srv);
                     watch.check_eviction(&srv);
-                    let ops = srv.stats.total_commands_processed.load(Relaxed);
+                    let ops = srv.stats.total_commands_processed.load();
                     let secs = last_sample.elapsed().as_secs_f64();
                     srv.stats.instantaneous_ops_per_sec.store(
                         ((ops.saturating_sub(last_ops)) as f64 / secs) as u64,

@@ -201,7 +201,7 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
     for (name, v) in [
         (
             "shoal_commands_processed_total",
-            st.total_commands_processed.load(Relaxed),
+            st.total_commands_processed.load(),
         ),
         (
             "shoal_error_replies_total",
