@@ -338,7 +338,7 @@ impl ExecGate {
     /// This thread's slot in this gate, claiming one on first use ([`OVERFLOW`] when every slot
     /// is taken). A slot belongs to one live thread at a time, so per-thread counters can use it
     /// (`cmdstats`).
-    pub(crate) fn thread_slot(&self) -> usize {
+    pub fn thread_slot(&self) -> usize {
         let (gate, index) = LAST.get();
         if gate == self.id {
             return index;

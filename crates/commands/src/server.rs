@@ -964,10 +964,6 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     for c in [
         &s.total_connections_received,
         &s.rejected_connections,
-        &s.total_net_input_bytes,
-        &s.total_reads_processed,
-        &s.total_net_output_bytes,
-        &s.total_writes_processed,
         &s.total_net_repl_input_bytes,
         &s.total_net_repl_output_bytes,
         &s.expired_time_cap_reached_count,
@@ -981,7 +977,15 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     ] {
         c.store(0, Relaxed);
     }
-    s.total_commands_processed.reset();
+    for c in [
+        &s.total_commands_processed,
+        &s.total_net_input_bytes,
+        &s.total_reads_processed,
+        &s.total_net_output_bytes,
+        &s.total_writes_processed,
+    ] {
+        c.reset();
+    }
     s.errors.reset();
     ctx.srv.ks.reset_stats();
     ctx.srv.cmdstats.reset();
@@ -2224,14 +2228,8 @@ fn stats_section(srv: &ServerState, t: &mut String) {
             "instantaneous_ops_per_sec",
             s.instantaneous_ops_per_sec.load(Relaxed),
         )
-        .f(
-            "total_net_input_bytes",
-            s.total_net_input_bytes.load(Relaxed),
-        )
-        .f(
-            "total_net_output_bytes",
-            s.total_net_output_bytes.load(Relaxed),
-        )
+        .f("total_net_input_bytes", s.total_net_input_bytes.load())
+        .f("total_net_output_bytes", s.total_net_output_bytes.load())
         .f(
             "total_net_repl_input_bytes",
             s.total_net_repl_input_bytes.load(Relaxed),
@@ -2285,14 +2283,8 @@ fn stats_section(srv: &ServerState, t: &mut String) {
         .f("unexpected_error_replies", 0)
         .f("total_error_replies", s.total_error_replies.load(Relaxed))
         .f("dump_payload_sanitizations", 0)
-        .f(
-            "total_reads_processed",
-            s.total_reads_processed.load(Relaxed),
-        )
-        .f(
-            "total_writes_processed",
-            s.total_writes_processed.load(Relaxed),
-        )
+        .f("total_reads_processed", s.total_reads_processed.load())
+        .f("total_writes_processed", s.total_writes_processed.load())
         .f("io_threaded_reads_processed", 0)
         .f("io_threaded_writes_processed", 0)
         .f("reply_buffer_shrinks", s.reply_buffer_shrinks.load(Relaxed))

@@ -136,10 +136,10 @@ pub struct Stats {
     pub rejected_connections: AtomicU64,
     // Each counter of reads or writes sits next to its byte count: the connection that adds to
     // one adds to the other, on a cache line it already holds.
-    pub total_net_input_bytes: AtomicU64,
-    pub total_reads_processed: AtomicU64,
-    pub total_net_output_bytes: AtomicU64,
-    pub total_writes_processed: AtomicU64,
+    pub total_net_input_bytes: SlotCounter,
+    pub total_reads_processed: SlotCounter,
+    pub total_net_output_bytes: SlotCounter,
+    pub total_writes_processed: SlotCounter,
     /// Bytes of the replication stream received from our primary and sent to our replicas.
     pub total_net_repl_input_bytes: AtomicU64,
     pub total_net_repl_output_bytes: AtomicU64,

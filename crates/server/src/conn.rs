@@ -223,10 +223,9 @@ async fn flush<S: ClientStream>(
     };
     handle.output_buf_bytes.store(0, Relaxed);
     res?;
-    srv.stats
-        .total_net_output_bytes
-        .fetch_add(n as u64, Relaxed);
-    srv.stats.total_writes_processed.fetch_add(1, Relaxed);
+    let slot = srv.gate.thread_slot();
+    srv.stats.total_net_output_bytes.add(slot, n as u64);
+    srv.stats.total_writes_processed.add(slot, 1);
     out.clear();
     Ok(())
 }
@@ -378,8 +377,9 @@ async fn run<S: ClientStream>(
                 continue;
             }
         };
-        srv.stats.total_net_input_bytes.fetch_add(n as u64, Relaxed);
-        srv.stats.total_reads_processed.fetch_add(1, Relaxed);
+        let slot = srv.gate.thread_slot();
+        srv.stats.total_net_input_bytes.add(slot, n as u64);
+        srv.stats.total_reads_processed.add(slot, 1);
         let now = now_ms();
         // What CLIENT LIST shows of this connection, published once per batch.
         let h = &client.handle;
@@ -788,10 +788,9 @@ fn try_flush<S: ClientStream>(
         }
     }
     if written > 0 {
-        srv.stats
-            .total_net_output_bytes
-            .fetch_add(written as u64, Relaxed);
-        srv.stats.total_writes_processed.fetch_add(1, Relaxed);
+        let slot = srv.gate.thread_slot();
+        srv.stats.total_net_output_bytes.add(slot, written as u64);
+        srv.stats.total_writes_processed.add(slot, 1);
         out.drain(..written);
     }
     Ok(())
@@ -1155,7 +1154,9 @@ async fn wait_blocked<S: ClientStream>(
                 r = stream.read_buf(inbuf) => match r {
                     Ok(0) => return Err(End::Eof),
                     Ok(n) => {
-                        srv.stats.total_net_input_bytes.fetch_add(n as u64, Relaxed);
+                        srv.stats
+                            .total_net_input_bytes
+                            .add(srv.gate.thread_slot(), n as u64);
                         client.handle.query_buf_bytes.store(inbuf.len(), Relaxed);
                         if inbuf.len() > limits.query_buf_bytes_max {
                             return Err(End::QueryBufferLimit(inbuf.len()));

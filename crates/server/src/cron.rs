@@ -62,8 +62,8 @@ pub fn expire_cycle(srv: &ServerState, budget: Duration) -> (usize, bool) {
 fn net_bytes(srv: &ServerState) -> [u64; 4] {
     let s = &srv.stats;
     [
-        s.total_net_input_bytes.load(Relaxed),
-        s.total_net_output_bytes.load(Relaxed),
+        s.total_net_input_bytes.load(),
+        s.total_net_output_bytes.load(),
         s.total_net_repl_input_bytes.load(Relaxed),
         s.total_net_repl_output_bytes.load(Relaxed),
     ]

@@ -225,11 +225,11 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
         ),
         (
             "shoal_net_input_bytes_total",
-            st.total_net_input_bytes.load(Relaxed),
+            st.total_net_input_bytes.load(),
         ),
         (
             "shoal_net_output_bytes_total",
-            st.total_net_output_bytes.load(Relaxed),
+            st.total_net_output_bytes.load(),
         ),
         (
             "shoal_sync_full_total",
