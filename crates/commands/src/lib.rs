@@ -342,19 +342,6 @@ pub fn execute(
     execute_as(srv, client, args, out, now_ms, RunMode::Normal)
 }
 
-/// [`execute`] for a request whose name the caller looked up already (`base`: what
-/// `table::lookup(args.get(0))` returned), so the request path looks it up once.
-pub fn execute_looked_up(
-    srv: &ServerState,
-    client: &mut Client,
-    args: &Args<'_>,
-    base: Option<&'static Spec>,
-    out: &mut Vec<u8>,
-    now_ms: u64,
-) -> Outcome {
-    run_request(srv, client, args, base, out, now_ms, RunMode::Normal)
-}
-
 /// [`execute`] for a blocked client's request run again (see [`RunMode`]).
 pub fn execute_as(
     srv: &ServerState,
@@ -365,10 +352,12 @@ pub fn execute_as(
     mode: RunMode,
 ) -> Outcome {
     let base = table::lookup(args.get(0));
-    run_request(srv, client, args, base, out, now_ms, mode)
+    execute_looked_up(srv, client, args, base, out, now_ms, mode)
 }
 
-fn run_request(
+/// [`execute_as`] for a request whose name the caller looked up already (`base`: what
+/// `table::lookup(args.get(0))` returned), so the request path looks it up once.
+pub fn execute_looked_up(
     srv: &ServerState,
     client: &mut Client,
     args: &Args<'_>,

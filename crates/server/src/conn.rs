@@ -493,14 +493,14 @@ async fn run<S: ClientStream>(
                         settle!();
                         mark = out.len();
                         (outcome, suppress) =
-                            run_fetching(srv, client, &args, &mut out, outcome).await;
+                            run_fetching(srv, client, &args, spec, &mut out, outcome).await;
                     }
                     if let Outcome::Paused = outcome {
                         // A request for a slot whose move is flipping: wait, then run it again
                         // (served here, or redirected to the slot's new owner).
                         settle!();
                         mark = out.len();
-                        (outcome, suppress) = run_paused(srv, client, &args, &mut out).await;
+                        (outcome, suppress) = run_paused(srv, client, &args, spec, &mut out).await;
                     }
                     pos = end;
                     if out.get(mark) == Some(&b'-') {
@@ -959,6 +959,7 @@ async fn run_fetching(
     srv: &ServerState,
     client: &mut Client,
     args: &Args<'_>,
+    spec: Option<&'static shoal_commands::table::Spec>,
     out: &mut Vec<u8>,
     mut outcome: Outcome,
 ) -> (Outcome, bool) {
@@ -967,14 +968,7 @@ async fn run_fetching(
             return (outcome, false);
         };
         crate::tier::fetch(srv, &req, now_ms()).await;
-        let r = run_one(
-            srv,
-            client,
-            args,
-            shoal_commands::table::lookup(args.get(0)),
-            out,
-            now_ms(),
-        );
+        let r = run_one(srv, client, args, spec, out, now_ms());
         if !matches!(r.0, Outcome::Fetch(_)) {
             return r;
         }
@@ -992,6 +986,7 @@ async fn run_paused(
     srv: &ServerState,
     client: &mut Client,
     args: &Args<'_>,
+    spec: Option<&'static shoal_commands::table::Spec>,
     out: &mut Vec<u8>,
 ) -> (Outcome, bool) {
     let deadline =
@@ -1004,14 +999,7 @@ async fn run_paused(
             e.write_to(&mut ReplyWriter::new(out, client.proto));
             return (Outcome::Done, false);
         }
-        let r = run_one(
-            srv,
-            client,
-            args,
-            shoal_commands::table::lookup(args.get(0)),
-            out,
-            now_ms(),
-        );
+        let r = run_one(srv, client, args, spec, out, now_ms());
         if !matches!(r.0, Outcome::Paused) {
             return r;
         }
@@ -1198,7 +1186,8 @@ fn run_one(
     let mark = out.len();
     // A script that runs long asks, from its VM's hook, for the runtime's duties to leave its
     // thread ([`offload_long_script`]); short ones, nearly all, run here like any command.
-    let outcome = shoal_commands::execute_looked_up(srv, client, args, spec, out, now);
+    let outcome =
+        shoal_commands::execute_looked_up(srv, client, args, spec, out, now, RunMode::Normal);
     if let Outcome::Fetch(_) = outcome {
         // Nothing ran: the reply mode moves when it does.
         return (outcome, false);
