@@ -53,6 +53,9 @@ pub const WRITER_BATCH_MS: u64 = 2;
 pub const WRITER_IDLE_BATCH_MS: u64 = 10;
 /// `everysec`: the interval between fsyncs.
 pub const FSYNC_INTERVAL_MS: u64 = 1000;
+/// At a clean shutdown, how long the writer waits for a compaction to mend a log that cannot
+/// continue (see `Writer::mend_before_close`); within [`STOP_WAIT_MS`].
+pub const STOP_MEND_MS: u64 = 8_000;
 /// More incremental logs than this (one per start, one per promotion) start a compaction.
 pub const INCR_FILES_MAX: usize = 8;
 /// A writer that cannot continue the log (it fell out of the backlog, or the history changed
@@ -650,6 +653,7 @@ impl Writer {
         srv.repl.pin_backlog(Some(self.pos));
         loop {
             if node.stop.load(Relaxed) {
+                self.mend_before_close();
                 self.finish();
                 srv.repl.pin_backlog(None);
                 a.enabled.store(false, Relaxed);
@@ -824,6 +828,41 @@ impl Writer {
                 published(&self.srv, written);
             }
             Err(e) => self.write_failed(&format!("fsync: {e}")),
+        }
+    }
+
+    /// At a clean shutdown, a log that cannot continue (a full copy or a promotion changed the
+    /// history under it, and its compaction has not handed over yet) would restart the node from
+    /// the old history: a replica stopped soon after its first sync would come back for a full
+    /// copy. So the writer waits for the compaction (starting it if none runs) and takes its
+    /// handover, for at most [`STOP_MEND_MS`], before it closes.
+    fn mend_before_close(&mut self) {
+        let srv = self.srv.clone();
+        let a = &srv.persist.aof;
+        let deadline = Instant::now() + Duration::from_millis(STOP_MEND_MS);
+        // A compaction of our own is started at most once; one that ends without a handover
+        // failed (it said why), and the log closes as it is.
+        let mut started = false;
+        while self.broken && Instant::now() < deadline {
+            let handover = self
+                .handovers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(h) = handover {
+                self.switch(h);
+                continue;
+            }
+            if !a.rewriting.load(Relaxed) {
+                if started {
+                    break;
+                }
+                started = true;
+                if start_rewrite(&srv).is_err() {
+                    continue;
+                }
+            }
+            std::thread::park_timeout(Duration::from_millis(5));
         }
     }
 
