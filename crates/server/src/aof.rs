@@ -663,14 +663,7 @@ impl Writer {
                 node.stopped.store(true, Relaxed);
                 return;
             }
-            let handover = self
-                .handovers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(h) = handover {
-                self.switch(h);
-            }
+            self.take_handover();
             // Under `always` a write waits for us: register before looking, so an append after
             // the look wakes us. Otherwise the stream is taken in batches every
             // `WRITER_BATCH_MS` (a wake-up and a write per append cost more than they give).
@@ -831,6 +824,20 @@ impl Writer {
         }
     }
 
+    /// Switches to the base a compaction handed over, if one is waiting; true if there was one.
+    fn take_handover(&mut self) -> bool {
+        let handover = self
+            .handovers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(h) = handover else {
+            return false;
+        };
+        self.switch(h);
+        true
+    }
+
     /// At a clean shutdown, a log that cannot continue (a full copy or a promotion changed the
     /// history under it, and its compaction has not handed over yet) would restart the node from
     /// the old history: a replica stopped soon after its first sync would come back for a full
@@ -844,13 +851,7 @@ impl Writer {
         // failed (it said why), and the log closes as it is.
         let mut started = false;
         while self.broken && Instant::now() < deadline {
-            let handover = self
-                .handovers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(h) = handover {
-                self.switch(h);
+            if self.take_handover() {
                 continue;
             }
             if !a.rewriting.load(Relaxed) {
