@@ -185,16 +185,33 @@ fn process_info() -> ProcessInfo {
 /// A server that is bound and ready to run.
 /// Waits for SIGINT or SIGTERM; returns its name (`None` if the handlers cannot be installed).
 pub async fn stop_signal() -> Option<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return None;
-    };
-    tokio::select! {
-        _ = int.recv() => Some("SIGINT"),
-        _ = term.recv() => Some("SIGTERM"),
+    StopSignals::install().wait().await
+}
+
+/// SIGINT and SIGTERM handlers, installed at once (in a runtime's context) and awaited later:
+/// a server installs them before it serves anyone, so a signal sent once it answers a request
+/// never meets the default action (which ends the process with no clean shutdown).
+pub struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    pub fn install() -> StopSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => StopSignals(Some((int, term))),
+            _ => StopSignals(None),
+        }
+    }
+
+    /// The name of the first of the two to arrive (`None` if they could not be installed).
+    pub async fn wait(self) -> Option<&'static str> {
+        let (mut int, mut term) = self.0?;
+        tokio::select! {
+            _ = int.recv() => Some("SIGINT"),
+            _ = term.recv() => Some("SIGTERM"),
+        }
     }
 }
 
@@ -378,8 +395,10 @@ impl Server {
         let shutdown_tx = std::sync::Arc::new(self.shutdown_tx.clone());
         let signals = {
             let tx = self.shutdown_tx.clone();
+            // Installed here, before the first accept; awaited by the task.
+            let installed = StopSignals::install();
             tokio::spawn(async move {
-                if let Some(sig) = stop_signal().await {
+                if let Some(sig) = installed.wait().await {
                     tracing::warn!("received {sig}, shutting down");
                     let _ = tx.send(true);
                 }
