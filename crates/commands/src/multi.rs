@@ -206,6 +206,8 @@ impl WriterLock {
         if done() {
             return true;
         }
+        // The holder may need the shard this thread kept from its last command.
+        shoal_keyspace::sticky::release();
         self.waiting.fetch_add(1, SeqCst);
         for spins in 0..WRITER_SPINS_MAX {
             if !self.held.load(Relaxed) && done() {
@@ -335,6 +337,11 @@ impl ExecGate {
         STICKY.set(on);
     }
 
+    /// Whether the calling thread keeps its hold between commands (a runtime worker).
+    pub fn sticky_thread() -> bool {
+        STICKY.get()
+    }
+
     /// This thread's slot in this gate, claiming one on first use ([`OVERFLOW`] when every slot
     /// is taken). A slot belongs to one live thread at a time, so per-thread counters can use it
     /// (`cmdstats`).
@@ -452,6 +459,8 @@ impl ExecGate {
     /// Leaves the gate if the calling thread is inside between commands (a sticky thread going
     /// idle), and ends its batch hold. Cheap; safe to call at any time outside a command.
     pub fn release_thread(&self) {
+        // A shard kept between commands is kept only inside the gate.
+        shoal_keyspace::sticky::release();
         self.end_batch();
         let (gate, index) = LAST.get();
         if gate == self.id && index != OVERFLOW && self.slots[index].inside.load(Relaxed) {

@@ -791,6 +791,9 @@ impl ServerState {
     }
 
     pub fn config(&self) -> Arc<Config> {
+        // `CONFIG SET` locks shards under the write lock: a shard kept between commands is given
+        // up before waiting for it (see `shoal_keyspace::sticky`).
+        shoal_keyspace::sticky::release();
         self.config.read().expect("config lock").clone()
     }
 

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod prior;
 pub mod shard;
 pub mod slot;
+pub mod sticky;
 pub mod types;
 pub mod write_log;
 

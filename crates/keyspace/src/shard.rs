@@ -16,6 +16,7 @@ use parking_lot::{Mutex, MutexGuard};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
+use std::mem::ManuallyDrop;
 
 use hashbrown::HashTable;
 
@@ -26,6 +27,7 @@ use crate::hlc::Hlc;
 use crate::notify;
 use crate::prior::{self, How, Prior, Was};
 use crate::slot::SLOTS;
+use crate::sticky;
 
 mod apply;
 pub mod tier;
@@ -1696,30 +1698,61 @@ impl Shard {
     }
 }
 
-/// A locked shard. Dropping it clears the lock holder's no-touch mode ([`Shard::set_no_touch`]),
-/// so the mode never outlives the command that set it.
 /// The most capacity a shard keeps in its encoding buffer between writes (see
 /// [`Shard::recycle_scratch`]): 256 shards × 64 KB at most.
 pub const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
 
-pub struct ShardGuard<'a>(MutexGuard<'a, Shard>);
+/// A locked shard. Dropping it clears the lock holder's no-touch mode ([`Shard::set_no_touch`]),
+/// so the mode never outlives the command that set it, and unlocks the shard, unless the guard
+/// was lent out of the thread's hold ([`crate::sticky`]): then the hold is given back, still
+/// locked.
+pub struct ShardGuard<'a> {
+    guard: ManuallyDrop<MutexGuard<'a, Shard>>,
+    /// Borrowed from the thread's hold (which owns the lock) rather than owning it.
+    lent: Option<&'a Mutex<Shard>>,
+}
+
+impl<'a> ShardGuard<'a> {
+    fn owned(guard: MutexGuard<'a, Shard>) -> Self {
+        ShardGuard {
+            guard: ManuallyDrop::new(guard),
+            lent: None,
+        }
+    }
+
+    /// A guard for `mutex`, which this thread holds and has just lent (see [`crate::sticky`]).
+    fn lent(mutex: &'a Mutex<Shard>) -> Self {
+        debug_assert!(sticky::holds(mutex) && mutex.is_locked());
+        ShardGuard {
+            // SAFETY: the thread's hold locked `mutex` and lends it to this guard alone (`lent`
+            // is asserted by `sticky`); the guard is forgotten on drop, never unlocked through.
+            guard: ManuallyDrop::new(unsafe { mutex.make_guard_unchecked() }),
+            lent: Some(mutex),
+        }
+    }
+}
 
 impl std::ops::Deref for ShardGuard<'_> {
     type Target = Shard;
     fn deref(&self) -> &Shard {
-        &self.0
+        &self.guard
     }
 }
 
 impl std::ops::DerefMut for ShardGuard<'_> {
     fn deref_mut(&mut self) -> &mut Shard {
-        &mut self.0
+        &mut self.guard
     }
 }
 
 impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
-        self.0.no_touch = false;
+        self.guard.no_touch = false;
+        match self.lent {
+            Some(mutex) => sticky::give_back(mutex),
+            // SAFETY: dropped once, here; the field is not used after.
+            None => unsafe { ManuallyDrop::drop(&mut self.guard) },
+        }
     }
 }
 
@@ -1788,8 +1821,8 @@ impl Keyspace {
 
     /// Active-active: every shard notes written keys' priors (see `prior.rs`), or stops.
     pub fn set_keep_priors(&self, on: bool) {
-        for s in self.shards.iter() {
-            s.lock().set_keep_priors(on);
+        for i in 0..self.shards.len() {
+            self.lock(i).set_keep_priors(on);
         }
     }
 
@@ -1807,8 +1840,8 @@ impl Keyspace {
     /// Turns recording of writes for the replication stream on or off (see `write_log`). The
     /// switch belongs to this keyspace, so nodes sharing a process do not see each other's.
     pub fn set_recording(&self, on: bool) {
-        for shard in self.shards.iter() {
-            let mut s = shard.lock();
+        for i in 0..self.shards.len() {
+            let mut s = self.lock(i);
             s.recording = on;
             if !on {
                 // Changes queued before the switch belong to no stream (a primary turned replica
@@ -1824,8 +1857,8 @@ impl Keyspace {
     /// publishes something (a class and `K` or `E`) makes anything be noted.
     pub fn set_notify(&self, mask: u32) {
         let mask = if notify::publishes(mask) { mask } else { 0 };
-        for shard in self.shards.iter() {
-            shard.lock().notify = mask;
+        for i in 0..self.shards.len() {
+            self.lock(i).notify = mask;
         }
         self.notify
             .store(mask, std::sync::atomic::Ordering::Relaxed);
@@ -1858,8 +1891,47 @@ impl Keyspace {
     /// Locks one shard. parking_lot's mutex spins briefly before parking: commands hold a shard for
     /// a microsecond or two, and on a hot key (all clients on one shard) the futex sleep/wake of a
     /// parking-first mutex cost more than the command itself.
+    ///
+    /// A shard this thread holds between commands ([`crate::sticky`]) is lent instead; a hold of
+    /// another shard is given up first (unless a guard uses it).
     pub fn lock(&self, index: usize) -> ShardGuard<'_> {
-        ShardGuard(self.shards[index].lock())
+        let mutex = &self.shards[index];
+        if sticky::lend_or_release(mutex) {
+            return ShardGuard::lent(mutex);
+        }
+        ShardGuard::owned(mutex.lock())
+    }
+
+    /// [`Keyspace::lock`] for a command that may keep the shard locked after its guard drops,
+    /// for the next commands of its connection's pipeline ([`crate::sticky`]): the thread then
+    /// holds it until [`sticky::release`] or a lock of another shard.
+    pub fn lock_sticky(&self, index: usize) -> ShardGuard<'_> {
+        let mutex = &self.shards[index];
+        if sticky::lend_counted(mutex) {
+            return ShardGuard::lent(mutex);
+        }
+        // Not held, handed over past its runs, or another shard held: that hold is given up
+        // (a lent one stays; then this lock is a plain one).
+        if sticky::lend_or_release(mutex) {
+            return ShardGuard::lent(mutex);
+        }
+        if !sticky::can_hold() {
+            return ShardGuard::owned(mutex.lock());
+        }
+        std::mem::forget(mutex.lock());
+        sticky::hold(mutex);
+        ShardGuard::lent(mutex)
+    }
+
+    /// One shard's mutex, to look at it from another thread without the holds' rules.
+    #[cfg(test)]
+    pub(crate) fn shard_mutex(&self, index: usize) -> &Mutex<Shard> {
+        &self.shards[index]
+    }
+
+    /// Whether this thread holds the shard of `slot` between commands ([`crate::sticky`]).
+    pub fn holds_sticky(&self, slot: u16) -> bool {
+        sticky::holds(&self.shards[self.shard_of(slot)])
     }
 
     /// Locks the shards of the given slots, in ascending shard order (no deadlock between

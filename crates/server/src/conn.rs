@@ -403,7 +403,9 @@ async fn run<S: ClientStream>(
         // acknowledgements and flush its replies.
         macro_rules! settle {
             () => {
-                // A script's hold on the exec gate lasts until here (see `ExecGate`).
+                // A shard kept between the batch's commands, and a script's hold on the exec
+                // gate, last until here (see `shoal_keyspace::sticky`, `ExecGate`).
+                shoal_keyspace::sticky::release();
                 srv.gate.end_batch();
                 if let Err(e) =
                     settle_and_flush(srv, stream, &mut out, &limits, client, &mut writes, wake)
@@ -586,6 +588,9 @@ async fn run<S: ClientStream>(
                 }
             }
         }
+        // The batch's commands are done: a shard its pipeline kept locked is released before
+        // anything below waits (see `shoal_keyspace::sticky`).
+        shoal_keyspace::sticky::release();
         // A thread that a long script took off the runtime will not park: it gives up its holds
         // on the gate (batch and sticky) here, before the task may move to the thread that took
         // over.

@@ -273,3 +273,127 @@ fn mset_is_atomic_for_concurrent_readers() {
         r.join().unwrap();
     }
 }
+
+#[test]
+fn pipelines_on_one_sorted_set_interleave_with_transactions_config_and_eviction() {
+    // Pipelined sorted-set writes keep their shard locked between commands (a worker's hold,
+    // `shoal_keyspace::sticky`). Meanwhile other clients run transactions on the same key (EXEC
+    // takes the exec gate alone), CONFIG SET (which locks every shard under the configuration's
+    // lock), INFO and DBSIZE (every shard), and writes that evict (other shards and the eviction
+    // pool). Nothing may deadlock (every read is bounded by the client's timeout) and no write
+    // may be lost.
+    const WRITERS: usize = 3;
+    const BATCHES: usize = 150;
+    const BATCH: usize = 32;
+    const TX: usize = 150;
+    let s = Shoal::start(&["--threads", "3", "--maxmemory-policy", "volatile-lru"]);
+    let mut admin = s.client();
+    let base: u64 = common::info_u64(&mut admin, "memory", "used_memory");
+    let cap = (base + 8 * 1024 * 1024).to_string();
+    let _: () = q(&mut admin, &["CONFIG", "SET", "maxmemory", &cap]);
+    let mut threads = Vec::new();
+    for t in 0..WRITERS {
+        let addr = s.addr();
+        threads.push(std::thread::spawn(move || {
+            let mut r = common::Raw::connect(&addr);
+            for b in 0..BATCHES {
+                let mut batch = Vec::new();
+                for i in 0..BATCH {
+                    let (score, member) = ((b * BATCH + i).to_string(), format!("w{t}:{b}:{i}"));
+                    let cmd = if i % 8 == 7 { &b"GEOADD"[..] } else { b"ZADD" };
+                    if cmd == b"GEOADD" {
+                        batch.extend(common::encode(&[
+                            b"GEOADD",
+                            b"board",
+                            b"13.36",
+                            b"38.11",
+                            member.as_bytes(),
+                        ]));
+                    } else {
+                        batch.extend(common::encode(&[
+                            b"ZADD",
+                            b"board",
+                            score.as_bytes(),
+                            member.as_bytes(),
+                        ]));
+                    }
+                }
+                r.send(&batch);
+                for _ in 0..BATCH {
+                    assert_eq!(r.reply(), b":1\r\n");
+                }
+            }
+        }));
+    }
+    {
+        let url = s.url();
+        threads.push(std::thread::spawn(move || {
+            let mut c = common::connect(url);
+            for i in 0..TX {
+                let m = format!("tx:{i}");
+                let (added, score): (i64, f64) = redis::pipe()
+                    .atomic()
+                    .cmd("ZADD")
+                    .arg("board")
+                    .arg(1)
+                    .arg(&m)
+                    .cmd("ZINCRBY")
+                    .arg("board")
+                    .arg(1)
+                    .arg(&m)
+                    .query(&mut c)
+                    .unwrap();
+                assert_eq!((added, score), (1, 2.0));
+            }
+        }));
+    }
+    {
+        let url = s.url();
+        threads.push(std::thread::spawn(move || {
+            let mut c = common::connect(url);
+            for i in 0..TX {
+                let samples = (5 + i % 3).to_string();
+                let _: () = q(&mut c, &["CONFIG", "SET", "maxmemory-samples", &samples]);
+                let events = if i % 2 == 0 { "" } else { "z" };
+                let _: () = q(&mut c, &["CONFIG", "SET", "notify-keyspace-events", events]);
+                let _: String = q(&mut c, &["INFO", "keyspace"]);
+                let _: i64 = q(&mut c, &["DBSIZE"]);
+            }
+        }));
+    }
+    {
+        // Keys with a TTL, 2 KB each, well past the limit: writes evict them (only them, under
+        // volatile-lru), on every shard.
+        let addr = s.addr();
+        threads.push(std::thread::spawn(move || {
+            let mut r = common::Raw::connect(&addr);
+            let value = vec![b'x'; 2048];
+            for b in 0..100 {
+                let mut batch = Vec::new();
+                for i in 0..64 {
+                    let k = format!("junk:{b}:{i}");
+                    batch.extend(common::encode(&[
+                        b"SET",
+                        k.as_bytes(),
+                        &value,
+                        b"EX",
+                        b"600",
+                    ]));
+                }
+                r.send(&batch);
+                for _ in 0..64 {
+                    assert_eq!(r.reply(), b"+OK\r\n");
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().expect("a client failed");
+    }
+    let card: usize = q(&mut admin, &["ZCARD", "board"]);
+    assert_eq!(card, WRITERS * BATCHES * BATCH + TX);
+    assert!(
+        common::info_u64(&mut admin, "stats", "evicted_keys") > 0,
+        "the junk writes evicted"
+    );
+}
