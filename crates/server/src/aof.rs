@@ -12,10 +12,11 @@
 //! On disk, in `dir`/`appenddirname`: a manifest (`appendfilename`.manifest) naming one base
 //! snapshot (the snapshot format, with the replication id and offset it starts at) and the
 //! incremental logs after it, in order. Every start begins a new incremental log; compaction
-//! writes a new base (a snapshot taken on its own thread, shard by shard) and a fresh
-//! incremental log starting at the snapshot's offset, then switches the manifest atomically
-//! (temporary file, fsync, rename, fsync of the folder) and deletes the old files, so the folder
-//! never grows without bound.
+//! has the writer start a new incremental log where it is (`Rotation`), writes a new base (a
+//! snapshot taken on its own thread, shard by shard) claiming that log's start offset, then
+//! switches the manifest atomically (temporary file, fsync, rename, fsync of the folder) to the
+//! new base and the logs from the rotated one on, and deletes the old files, so the folder never
+//! grows without bound.
 //!
 //! Crash safety: a torn or damaged tail of the last log is cut at the last good record, with a
 //! WARN naming the file, the offset and the bytes cut; a log that does not end with the close
@@ -61,6 +62,11 @@ pub const INCR_FILES_MAX: usize = 8;
 /// A writer that cannot continue the log (it fell out of the backlog, or the history changed
 /// under it) asks for a compaction at most this often.
 pub const REWRITE_RETRY_MS: u64 = 1000;
+/// How long a compaction waits for the writer to start a new incremental log for it (see
+/// `Rotation`) before it falls back to copying the stream since its snapshot out of the backlog.
+pub const ROTATE_WAIT_MS: u64 = 2_000;
+/// Records (of up to `RECORD_STREAM_BYTES_MAX`) the writer appends before it rotates.
+pub const ROTATE_CATCH_UP_RECORDS_MAX: usize = 16;
 /// WAITAOF looks at the logs' fsynced offsets this often.
 pub const WAITAOF_POLL_MS: u64 = 10;
 /// A write waiting for the log's fsync looks again at least this often.
@@ -250,6 +256,7 @@ fn first_generation(srv: &ServerState, paths: &Paths) -> Result<Manifest, String
         &srv.ks,
         &crate::persist::aux_refs(&aux),
         &paths.file(&base),
+        None,
         || (srv.repl.ids().replid, srv.repl.offset()),
     )?;
     let m = Manifest {
@@ -272,12 +279,16 @@ fn write_snapshot_file(
     ks: &shoal_keyspace::Keyspace,
     aux: &[(&[u8], &[u8])],
     path: &Path,
+    floor: Option<u64>,
     replid_offset: impl Fn() -> (String, u64),
 ) -> Result<(String, u64), String> {
     let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
     'attempt: for _ in 0..snapshot::SNAPSHOT_ATTEMPTS_MAX {
         let swaps = ks.swaps();
         let (replid, offset) = replid_offset();
+        // A snapshot may claim an earlier offset than its start (a log the writer started there
+        // follows it), never a later one.
+        let offset = floor.map_or(offset, |f| f.min(offset));
         let file = File::create(path).map_err(io)?;
         let mut f = std::io::BufWriter::with_capacity(SNAPSHOT_WRITE_BYTES, file);
         let mut w = snapshot::Writer::new();
@@ -539,6 +550,32 @@ struct Handover {
     replid: String,
     offset: u64,
     history: u64,
+    /// The incremental log the writer started at `offset` for this compaction (`Rotation`):
+    /// the new base goes before it, and it and the logs after it stay. `None`: the writer could
+    /// not rotate, so the stream since `offset` is copied out of the backlog into a new log.
+    from_incr: Option<u64>,
+}
+
+/// A compaction's request to the writer, as Redis 7 opens a new incremental file when its
+/// rewrite starts: the writer ends its log file where it is and goes on in a new one, so the
+/// log after the compaction's snapshot is already on disk when the snapshot is done, however
+/// long it took and however much was written meanwhile. (Copying that stretch out of the
+/// backlog at the switch failed whenever more was written during the snapshot than the
+/// backlog keeps, and the compaction then started over and over under a steady write load.)
+#[derive(Debug, Default)]
+enum Rotation {
+    #[default]
+    Idle,
+    Asked,
+    /// The new log's sequence number, and the stream offset and history it starts at.
+    Done {
+        seq: u64,
+        offset: u64,
+        history: u64,
+    },
+    /// The log cannot continue (it waits for this compaction to mend it) or the new file could
+    /// not be made.
+    Refused,
 }
 
 /// Finished compactions waiting for the writer (at most one runs at a time).
@@ -568,6 +605,7 @@ struct Writer {
 /// The writer's handle: how the rest of the node reaches it.
 pub struct AofNode {
     handovers: Arc<Handovers>,
+    rotation: std::sync::Mutex<Rotation>,
     stop: std::sync::atomic::AtomicBool,
     stopped: std::sync::atomic::AtomicBool,
 }
@@ -614,6 +652,7 @@ pub fn spawn_writer(srv: &Arc<ServerState>) -> Result<(), String> {
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
     let node = Arc::new(AofNode {
         handovers: Arc::default(),
+        rotation: Default::default(),
         stop: Default::default(),
         stopped: Default::default(),
     });
@@ -664,6 +703,7 @@ impl Writer {
                 return;
             }
             self.take_handover();
+            self.serve_rotation(node);
             // Under `always` a write waits for us: register before looking, so an append after
             // the look wakes us. Otherwise the stream is taken in batches every
             // `WRITER_BATCH_MS` (a wake-up and a write per append cost more than they give).
@@ -824,6 +864,41 @@ impl Writer {
         }
     }
 
+    /// Starts a new incremental log where the writer is, if a compaction asked (see `Rotation`).
+    fn serve_rotation(&mut self, node: &AofNode) {
+        let mut r = node.rotation.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*r, Rotation::Asked) {
+            return;
+        }
+        if self.broken {
+            *r = Rotation::Refused;
+            return;
+        }
+        // What the stream holds now goes to the old file first: the new one, which the
+        // snapshot's offset starts, then holds only what is written from here on.
+        for _ in 0..ROTATE_CATCH_UP_RECORDS_MAX {
+            if !self.append_available() {
+                break;
+            }
+        }
+        if self.broken {
+            *r = Rotation::Refused;
+            return;
+        }
+        let replid = self.file_replid.clone();
+        *r = match self.roll(&replid) {
+            Ok(()) => Rotation::Done {
+                seq: self.manifest.incrs.last().map_or(0, |(_, s)| *s),
+                offset: self.pos,
+                history: self.history,
+            },
+            Err(e) => {
+                self.write_failed(&format!("starting a new log file: {e}"));
+                Rotation::Refused
+            }
+        };
+    }
+
     /// Switches to the base a compaction handed over, if one is waiting; true if there was one.
     fn take_handover(&mut self) -> bool {
         let handover = self
@@ -945,6 +1020,13 @@ impl Writer {
     }
 
     fn try_switch(&mut self, h: &Handover) -> Result<(), String> {
+        if let Some(from) = h.from_incr
+            && !self.broken
+            && self.history == h.history
+            && self.manifest.incrs.iter().any(|(_, s)| *s == from)
+        {
+            return self.switch_base(h, from);
+        }
         let seq = self
             .manifest
             .incrs
@@ -1002,6 +1084,31 @@ impl Writer {
 
 /// The log holds the stream up to `offset` on disk: writers waiting for it go on, and a replica
 /// reports it to its primary (`FACK`).
+impl Writer {
+    /// The switch of a compaction the writer rotated for: the new base goes in front of the
+    /// incremental log started at the snapshot's offset (`from`), the older files go. The log
+    /// being written goes on untouched.
+    fn switch_base(&mut self, h: &Handover, from: u64) -> Result<(), String> {
+        let base = self.paths.base_name(from);
+        std::fs::rename(&h.tmp, self.paths.file(&base)).map_err(|e| e.to_string())?;
+        let m = Manifest {
+            base: (base, from),
+            incrs: self
+                .manifest
+                .incrs
+                .iter()
+                .filter(|(_, s)| *s >= from)
+                .cloned()
+                .collect(),
+        };
+        write_manifest(&self.paths, &m).map_err(|e| e.to_string())?;
+        self.manifest = m;
+        remove_unlisted(&self.paths, &self.manifest);
+        publish_sizes(&self.srv.persist.aof, &self.paths, &self.manifest);
+        Ok(())
+    }
+}
+
 fn published(srv: &ServerState, offset: u64) {
     srv.persist.aof.publish_fsynced(offset);
     srv.repl
@@ -1057,16 +1164,28 @@ fn rewrite(srv: &Arc<ServerState>) {
         paths.prefix,
         std::process::id()
     ));
+    // The writer starts a new log file first, where it is: the snapshot then claims that
+    // offset, a little before its own start (replaying the stretch between over it is
+    // idempotent, as for any snapshot taken shard by shard under writes).
+    let node = node_of(srv).filter(|_| a.enabled.load(Relaxed));
+    let rotated = node.as_ref().and_then(|n| ask_rotation(srv, n));
+    let floor = rotated.as_ref().map(|r| r.1);
     // Streamed to the file shard by shard: a large data set never sits in memory twice.
-    let written = write_snapshot_file(&srv.ks, &crate::persist::aux_refs(&aux), &tmp, || {
-        let r = srv.repl.read_history(0, 0);
-        let offset = srv.repl.offset();
-        histories
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(r.history);
-        (r.ids.replid, offset)
-    });
+    let written = write_snapshot_file(
+        &srv.ks,
+        &crate::persist::aux_refs(&aux),
+        &tmp,
+        floor,
+        || {
+            let r = srv.repl.read_history(0, 0);
+            let offset = srv.repl.offset();
+            histories
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(r.history);
+            (r.ids.replid, offset)
+        },
+    );
     let (replid, offset) = match written {
         Ok(p) => p,
         Err(e) => {
@@ -1082,13 +1201,22 @@ fn rewrite(srv: &Arc<ServerState>) {
             return fail("the replication history changed during the snapshot".into());
         }
     };
-    match node_of(srv).filter(|_| a.enabled.load(Relaxed)) {
+    let from_incr = match rotated {
+        Some((seq, _, rotated_history)) if rotated_history == history => Some(seq),
+        Some(_) => {
+            let _ = std::fs::remove_file(&tmp);
+            return fail("the replication history changed during the snapshot".into());
+        }
+        None => None,
+    };
+    match node {
         Some(node) => {
             *node.handovers.lock().unwrap_or_else(|p| p.into_inner()) = Some(Handover {
                 tmp,
                 replid,
                 offset,
                 history,
+                from_incr,
             });
             a.wake_writer();
         }
@@ -1129,6 +1257,34 @@ fn rewrite(srv: &Arc<ServerState>) {
                 }
             }
         }
+    }
+}
+
+/// Asks the writer to start a new incremental log where it is (see `Rotation`) and waits for
+/// it, at most [`ROTATE_WAIT_MS`]: the new log's sequence number, start offset and history, or
+/// `None` (the compaction then copies the stream since its snapshot out of the backlog).
+fn ask_rotation(srv: &ServerState, node: &AofNode) -> Option<(u64, u64, u64)> {
+    *node.rotation.lock().unwrap_or_else(|p| p.into_inner()) = Rotation::Asked;
+    srv.persist.aof.wake_writer();
+    let deadline = Instant::now() + Duration::from_millis(ROTATE_WAIT_MS);
+    loop {
+        {
+            let mut r = node.rotation.lock().unwrap_or_else(|p| p.into_inner());
+            match std::mem::take(&mut *r) {
+                Rotation::Done {
+                    seq,
+                    offset,
+                    history,
+                } => return Some((seq, offset, history)),
+                Rotation::Refused => return None,
+                // Given up: back to idle, so a late writer does not rotate for nothing.
+                Rotation::Asked if Instant::now() >= deadline || node.stop.load(Relaxed) => {
+                    return None;
+                }
+                asked => *r = asked,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

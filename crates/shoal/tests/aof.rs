@@ -394,6 +394,100 @@ fn bgrewriteaof_and_the_auto_rule_bound_the_log_under_churn_and_the_data_survive
     assert!(files <= 4, "{files} files after a restart");
 }
 
+#[test]
+fn a_compaction_under_a_steady_write_load_succeeds_and_the_data_survives() {
+    // While the log's writer is the backlog's only reader the backlog keeps about 1 MB; a
+    // compaction during which more than that is written must still succeed (the writer starts a
+    // new log file where the snapshot starts, as Redis 7 does), not fail and start over.
+    const PRELOAD: u64 = 200_000;
+    const LEAN_BYTES: u64 = 1024 * 1024;
+    let dir = Dir::new("aof-rewrite-load");
+    let mut s = start(&dir, "everysec", &["--auto-aof-rewrite-percentage", "0"]);
+    let mut c = s.client();
+    let value = "v".repeat(100);
+    for chunk in 0..PRELOAD / 1000 {
+        let mut p = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            p.cmd("SET").arg(format!("pre:{i}")).arg(&value).ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop) = (s.addr(), stop.clone());
+        std::thread::spawn(move || {
+            let mut r = common::Raw::connect(&addr);
+            let value = vec![b'w'; 200];
+            let mut n = 0u64;
+            // Bounded: at most 20,000 batches, whatever the flag says.
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let mut batch = Vec::new();
+                for i in n..n + 100 {
+                    let k = format!("load:{i}");
+                    batch.extend(common::encode(&[b"SET", k.as_bytes(), &value]));
+                }
+                r.send(&batch);
+                for _ in 0..100 {
+                    assert_eq!(r.reply(), b"+OK\r\n");
+                }
+                n += 100;
+            }
+            // Every acknowledged write is on disk before the kill below.
+            assert_eq!(
+                r.call(&["WAITAOF", "1", "0", "10000"]),
+                "*2\r\n:1\r\n:0\r\n"
+            );
+            n
+        })
+    };
+    wait_until("the load runs", || {
+        let n: u64 = q(&mut c, &["EXISTS", "load:1000"]);
+        n == 1
+    });
+    // Compact until one compaction saw more than the lean backlog written while it ran (each
+    // must succeed); at most five.
+    let mut busiest = 0;
+    for done in 1..=5u64 {
+        let before = info_u64(&mut c, "replication", "master_repl_offset");
+        let r: String = q(&mut c, &["BGREWRITEAOF"]);
+        assert_eq!(r, "Background append only file rewriting started");
+        wait_until("the compaction ends", || {
+            info_u64(&mut c, "persistence", "aof_rewrite_in_progress") == 0
+        });
+        let during = info_u64(&mut c, "replication", "master_repl_offset") - before;
+        assert_eq!(
+            info_u64(&mut c, "persistence", "aof_rewrites"),
+            done,
+            "compaction {done} failed with {during} bytes written meanwhile: {}",
+            dir.log()
+        );
+        assert_eq!(
+            info_u64(&mut c, "persistence", "aof_rewrites_consecutive_failures"),
+            0
+        );
+        busiest = busiest.max(during);
+        if busiest > LEAN_BYTES {
+            break;
+        }
+    }
+    assert!(
+        busiest > LEAN_BYTES,
+        "no compaction ran under enough writes: {busiest} bytes"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let loaded = writer.join().expect("the writer failed");
+    kill9(&mut s);
+    let s = start(&dir, "everysec", &[]);
+    let mut c = s.client();
+    let keys: u64 = q(&mut c, &["DBSIZE"]);
+    assert_eq!(keys, PRELOAD + loaded);
+    let last: String = q(&mut c, &["GET", &format!("load:{}", loaded - 1)]);
+    assert_eq!(last.len(), 200);
+}
+
 /// Runs `shoal serve` expecting it to refuse to start; returns its stderr.
 fn refused_start(args: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
