@@ -9,14 +9,26 @@
 //! Lock order: a shard's lock, then the backlog's. Nothing here takes the replication core's lock
 //! (a role change holds it while it locks the shards).
 
+use std::cell::RefCell;
+
 use shoal_keyspace::ShardGuard;
 use shoal_replication::stream;
 
 use crate::state::ServerState;
 
-/// Bytes a shard's encoding buffer starts with: a SET of a short value fits, so the
-/// buffer is not grown several times on its first writes.
+/// Bytes a thread's encoding buffer starts with: a SET of a short value fits, so the buffer is
+/// not grown several times on its first writes.
 const EMIT_BUF_BYTES: usize = 512;
+/// The most capacity a thread's encoding buffer keeps between writes (a large value's effect
+/// gives its buffer back).
+pub const EMIT_BUF_KEEP_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// The buffer this thread encodes a shard's queue into before appending it to the stream:
+    /// one per thread, so it stays in this core's cache (a buffer per shard was a cache miss
+    /// per write under random keys) and a write allocates none.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Appends what this thread's last command queued. Returns the stream offset that covers all of it
 /// (for WAIT and the sync strategy), or `None` if it wrote nothing (or this node does not record).
@@ -58,15 +70,17 @@ fn append_queue(srv: &ServerState, shard: &mut ShardGuard<'_>, now_ms: u64) -> (
         shard.recycle_pending(items);
         return (srv.repl.stream_end(), false);
     }
-    // The shard's own buffer: a write allocates none.
-    let mut out = shard.take_scratch();
+    let mut out = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if out.capacity() == 0 {
         out.reserve(EMIT_BUF_BYTES);
     }
     stream::encode_pending(&mut out, shard, &items, &srv.ks.hlc, now_ms);
     shard.recycle_pending(items);
     let end = srv.repl.append_quiet(&out);
-    shard.recycle_scratch(out);
+    if out.capacity() <= EMIT_BUF_KEEP_BYTES {
+        out.clear();
+        SCRATCH.with(|s| *s.borrow_mut() = out);
+    }
     (end, true)
 }
 

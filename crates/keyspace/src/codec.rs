@@ -108,6 +108,18 @@ pub fn decode_value<'a>(b: &'a [u8], limits: &EncodingLimits) -> Option<Payload<
 }
 
 /// Appends a LEB128 varint.
+/// The length of [`encode_value`]'s bytes for a string value (`None` for anything else): its
+/// type byte, its length as a varint, its bytes.
+pub fn encoded_len_of_string(v: ValueRef<'_>) -> Option<usize> {
+    let s: &[u8] = match v {
+        ValueRef::Str(s) => s,
+        ValueRef::Obj(Object::RawString(s)) => s,
+        _ => return None,
+    };
+    let varint = (64 - (s.len() as u64 | 1).leading_zeros()).div_ceil(7) as usize;
+    Some(1 + varint + s.len())
+}
+
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -229,6 +241,20 @@ pub fn get_bytes(b: &[u8]) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_strings_encoded_length_is_known_before_encoding_it() {
+        for n in [0usize, 1, 127, 128, 16_383, 16_384, 2_097_152, 3_000_000] {
+            let s = vec![b'x'; n];
+            let mut out = Vec::new();
+            encode_value(ValueRef::Str(&s), &mut out);
+            assert_eq!(
+                encoded_len_of_string(ValueRef::Str(&s)),
+                Some(out.len()),
+                "{n}"
+            );
+        }
+    }
 
     #[test]
     fn varints_and_crc() {

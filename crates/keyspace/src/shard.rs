@@ -359,9 +359,6 @@ pub struct Shard {
     recording: bool,
     /// Changes not yet appended to the replication stream, in write order (see `write_log`).
     pending: Vec<Pending>,
-    /// The buffer the holder of this lock encodes `pending` into before appending it to the
-    /// stream, kept so a write does not allocate one (see [`Shard::take_scratch`]).
-    scratch: Vec<u8>,
     /// Active-active: what each key queued in `pending` was before its first write (see
     /// `prior.rs`); noted only while `keep_priors` and `recording` are on.
     priors: Vec<Prior>,
@@ -487,7 +484,6 @@ impl Shard {
             watch: watch::WatchTable::default(),
             recording: false,
             pending: Vec::new(),
-            scratch: Vec::new(),
             priors: Vec::new(),
             keep_priors: false,
             index,
@@ -625,20 +621,6 @@ impl Shard {
         v.clear();
         if self.priors.is_empty() {
             self.priors = v;
-        }
-    }
-
-    /// A buffer to encode this shard's queued changes into (empty; reused from the last call).
-    pub fn take_scratch(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.scratch)
-    }
-
-    /// Gives back the buffer `take_scratch` returned: kept, emptied, unless it grew past
-    /// [`SCRATCH_KEEP_BYTES`] (a large value's effect).
-    pub fn recycle_scratch(&mut self, mut v: Vec<u8>) {
-        if v.capacity() <= SCRATCH_KEEP_BYTES {
-            v.clear();
-            self.scratch = v;
         }
     }
 
@@ -1697,10 +1679,6 @@ impl Shard {
         assert_eq!(mem, self.mem_bytes, "accounted memory");
     }
 }
-
-/// The most capacity a shard keeps in its encoding buffer between writes (see
-/// [`Shard::recycle_scratch`]): 256 shards × 64 KB at most.
-pub const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
 
 /// A locked shard. Dropping it clears the lock holder's no-touch mode ([`Shard::set_no_touch`]),
 /// so the mode never outlives the command that set it, and unlocks the shard, unless the guard

@@ -141,7 +141,19 @@ pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
     bulk_u64(out, e.version());
     bulk_opt(out, e.expire_ms());
     bulk_opt(out, e.ext_version());
-    bulk_with(out, |out| codec::encode_value(e.value(), out));
+    let value = e.value();
+    match codec::encoded_len_of_string(value) {
+        // A string's encoding has a known length: the bulk's header goes first, with no move.
+        Some(n) => {
+            let mut tmp = [0u8; 20];
+            out.push(b'$');
+            out.extend_from_slice(shoal_resp::fmt_u64(n as u64, &mut tmp));
+            out.extend_from_slice(b"\r\n");
+            codec::encode_value(value, out);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => bulk_with(out, |out| codec::encode_value(value, out)),
+    }
     if let Some(t) = stale {
         bulk_u64(out, t);
     }
