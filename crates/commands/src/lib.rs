@@ -408,7 +408,7 @@ pub fn execute_looked_up(
                 let asking = std::mem::take(&mut client.cluster.asking);
                 match admit(srv, client, args, base, now_ms, asking) {
                     Ok(spec) => {
-                        run_command(srv, client, spec, args, out, now_ms, mode, None, false);
+                        run_command(srv, client, spec, args, out, now_ms, mode, None);
                     }
                     Err(r) => reject(srv, client, r, out),
                 }
@@ -446,17 +446,7 @@ pub fn execute_looked_up(
         client.cluster.asking = asking;
         return Outcome::Fetch(Box::new(fetch));
     }
-    let outcome = run_command(
-        srv,
-        client,
-        spec,
-        args,
-        out,
-        now_ms,
-        mode,
-        Some(gate),
-        sticky,
-    );
+    let outcome = run_command(srv, client, spec, args, out, now_ms, mode, Some(gate));
     // What this command wrote (and any key it expired or evicted) goes to the replication stream
     // before the reply is sent, so WAIT and the sync strategy can wait for its offset. For EXEC,
     // that is everything its commands wrote, as one batch.
@@ -689,9 +679,10 @@ fn run_command<'a>(
     now_ms: u64,
     mode: RunMode,
     gate: Option<multi::GateShared<'a>>,
-    sticky: bool,
 ) -> Outcome {
     let in_exec = gate.is_none();
+    // Inside EXEC (or a script) commands lock plainly: the gate's holder runs them all.
+    let sticky = !in_exec && may_keep_shard(srv, Some(spec), args, mode);
     let Some(handler) = spec.handler else {
         let e = ReplyError::err_static("command has no handler");
         srv.stats.error_reply(&e);
@@ -714,7 +705,7 @@ fn run_command<'a>(
         in_exec,
         block: None,
         paused: false,
-        sticky: sticky && !in_exec,
+        sticky,
     };
     cache_lease::before_write(srv, spec, args);
     if let Err(e) = handler(&mut ctx, args) {
@@ -777,17 +768,7 @@ pub(crate) fn run_in_exec(
     out: &mut Vec<u8>,
     now_ms: u64,
 ) {
-    run_command(
-        srv,
-        client,
-        spec,
-        args,
-        out,
-        now_ms,
-        RunMode::Normal,
-        None,
-        false,
-    );
+    run_command(srv, client, spec, args, out, now_ms, RunMode::Normal, None);
 }
 
 /// Releases what a closing connection holds: its transaction and watched keys, its
