@@ -54,11 +54,56 @@ const HFEXPIRE: u8 = 28;
 const HFPERSIST: u8 = 29;
 const BFADD: u8 = 30;
 
+/// The bytes a [`PendingKey`] holds in place (a longer key is boxed).
+pub const PENDING_KEY_INLINE_BYTES: usize = 38;
+
+/// A queued key's name: held in place when short (most keys), so queueing a write for the
+/// stream allocates nothing (a box per logged write was an allocation and a free on every SET).
+#[derive(Clone, PartialEq, Eq)]
+pub enum PendingKey {
+    Inline {
+        len: u8,
+        bytes: [u8; PENDING_KEY_INLINE_BYTES],
+    },
+    Boxed(Box<[u8]>),
+}
+
+impl From<&[u8]> for PendingKey {
+    fn from(k: &[u8]) -> Self {
+        if k.len() <= PENDING_KEY_INLINE_BYTES {
+            let mut bytes = [0u8; PENDING_KEY_INLINE_BYTES];
+            bytes[..k.len()].copy_from_slice(k);
+            PendingKey::Inline {
+                len: k.len() as u8,
+                bytes,
+            }
+        } else {
+            PendingKey::Boxed(k.into())
+        }
+    }
+}
+
+impl std::ops::Deref for PendingKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PendingKey::Inline { len, bytes } => &bytes[..*len as usize],
+            PendingKey::Boxed(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
+}
+
 /// A change queued by a shard for the replication stream, drained in order under the shard lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pending {
     /// Send the key's state as it is when the queue is drained (its value, or its deletion).
-    Key { db: usize, key: Box<[u8]> },
+    Key { db: usize, key: PendingKey },
     /// Send `ops`, made to the key at version `base`, which left it at version `new`.
     Delta {
         db: usize,
@@ -81,9 +126,8 @@ pub enum Pending {
 impl Pending {
     pub fn db_key(&self) -> (usize, &[u8]) {
         match self {
-            Pending::Key { db, key }
-            | Pending::Delta { db, key, .. }
-            | Pending::Count { db, key, .. } => (*db, key),
+            Pending::Key { db, key } => (*db, key),
+            Pending::Delta { db, key, .. } | Pending::Count { db, key, .. } => (*db, key),
         }
     }
 }
@@ -640,6 +684,28 @@ fn apply_to_object(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_key_holds_short_keys_in_place_and_any_key_whole() {
+        for n in [
+            0usize,
+            1,
+            PENDING_KEY_INLINE_BYTES,
+            PENDING_KEY_INLINE_BYTES + 1,
+            1000,
+        ] {
+            let k: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let p = PendingKey::from(&k[..]);
+            assert_eq!(&p[..], &k[..], "{n}");
+            assert_eq!(
+                matches!(p, PendingKey::Inline { .. }),
+                n <= PENDING_KEY_INLINE_BYTES,
+                "{n}"
+            );
+        }
+        // A queued change is no bigger for it than with a boxed key and its delta.
+        assert!(std::mem::size_of::<Pending>() <= 64);
+    }
     use crate::entry::Payload;
     use crate::types::{hash::Hash, list::List, set::Set, zset::ZSet};
 

@@ -264,17 +264,19 @@ impl Drop for EntryMut<'_> {
             let pending = if version != self.version_before {
                 let expiry_noted =
                     self.entry.expire_ms() == self.expire_before || ops.sets_expire();
-                let key = self.entry.key().into();
                 if !ops.is_empty() && expiry_noted && ops.len() < after {
                     Some(Pending::Delta {
                         db: self.db,
-                        key,
+                        key: self.entry.key().into(),
                         base: self.version_before,
                         new: version,
                         ops: ops.into_bytes(),
                     })
                 } else {
-                    Some(Pending::Key { db: self.db, key })
+                    Some(Pending::Key {
+                        db: self.db,
+                        key: self.entry.key().into(),
+                    })
                 }
             } else if !ops.is_empty() {
                 // A second write of this key by the same command (same version): no version to
