@@ -341,7 +341,9 @@ fn wait(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let deadline = if timeout == 0 {
         0
     } else {
-        (ctx.srv.clock.mono_ms)() + timeout as u64
+        // One millisecond more: the clock counts whole milliseconds, so "now" may be most of
+        // one old, and the wait must never end before the whole timeout has passed.
+        (ctx.srv.clock.mono_ms)() + timeout as u64 + 1
     };
     ctx.client.repl.wait = Some((offset, n as usize, deadline));
     Ok(())

@@ -11,6 +11,7 @@ pub mod lazyfree;
 pub mod merge;
 pub mod notify;
 pub mod pool;
+pub mod prefetch;
 pub mod prior;
 pub mod shard;
 pub mod slot;

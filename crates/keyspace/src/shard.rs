@@ -25,6 +25,7 @@ use crate::entry::{Entry, Object, ValueRef};
 use crate::evict::{self, LfuParams, Policy, Rng, Sketch};
 use crate::hlc::Hlc;
 use crate::notify;
+use crate::prefetch::Hints;
 use crate::prior::{self, How, Prior, Was};
 use crate::slot::SLOTS;
 use crate::sticky;
@@ -376,6 +377,8 @@ pub struct Shard {
     track: Option<Box<track::Tracker>>,
     /// The disk tier, when on: victims' values move there (see `tier.rs`).
     tier: Option<Box<tier::ShardTier>>,
+    /// Where database 0's tables are, for prefetches outside the lock (see `prefetch.rs`).
+    hints: std::sync::Arc<Hints>,
 }
 
 /// A sampled eviction candidate: higher `score` is a better victim.
@@ -471,17 +474,18 @@ pub struct Evicted {
 }
 
 impl Shard {
-    fn new(index: usize, dbs: usize, shift: u32, seed: u64) -> Self {
+    /// `seed` is the keyspace's: the shard's hasher and random numbers derive theirs from it.
+    fn new(index: usize, dbs: usize, shift: u32, seed: u64, hints: std::sync::Arc<Hints>) -> Self {
         Shard {
             dbs: (0..dbs).map(|_| None).collect(),
-            hasher: Hasher::with_seed(seed),
+            hasher: Hints::hasher(seed, index),
             shift,
             local_slots: SLOTS >> shift,
             mem_bytes: 0,
             stats: ShardStats::default(),
             evict: EvictConfig::default(),
             sketch: None,
-            rng: Rng::new(seed ^ 0x5DEE_CE66),
+            rng: Rng::new(seed.wrapping_add(index as u64) ^ 0x5DEE_CE66),
             expire_on_access: true,
             watch: watch::WatchTable::default(),
             recording: false,
@@ -493,6 +497,7 @@ impl Shard {
             notify: 0,
             track: None,
             tier: None,
+            hints,
         }
     }
 
@@ -675,6 +680,12 @@ impl Shard {
             let d = DbShard::new(local_slots);
             self.mem_bytes += d.table_bytes();
             *slot = Some(Box::new(d));
+            if db == 0 {
+                let d = slot.as_deref().expect("db just created");
+                let at = d as *const DbShard as usize;
+                self.hints
+                    .note_db(self.index, at, d.slots.as_ptr() as usize);
+            }
         }
         slot.as_mut().expect("db just created")
     }
@@ -738,6 +749,14 @@ impl Shard {
         touch: bool,
     ) -> Option<EntryMut<'_>> {
         self.lookup_counted(db, slot, key, now_ms, touch, false)
+    }
+
+    /// Where `key`'s entry sits in its table (the bucket's address), for the prefetch hints' test.
+    #[cfg(test)]
+    pub(crate) fn entry_address(&self, db: usize, slot: u16, key: &[u8]) -> Option<usize> {
+        let d = self.dbs[db].as_ref()?;
+        let e = d.slots[self.local(slot) as usize].find(self.hash(key), |e| e.key() == key)?;
+        Some(e as *const Entry as usize)
     }
 
     /// Lookups made through this lock do not update keys' access info (OBJECT IDLETIME / FREQ,
@@ -943,6 +962,8 @@ impl Shard {
         }
         index_field_ttls(&mut entry, &mut d.field_expiry, hash, local);
         let table = &mut d.slots[local as usize];
+        // Where a new entry went, for the table's prefetch hint.
+        let mut placed_at = None;
         let old = match table.find_mut(hash, |e| e.key() == entry.key()) {
             Some(slot_ref) => {
                 debug_assert!(
@@ -954,7 +975,14 @@ impl Shard {
                 Some(std::mem::replace(slot_ref, entry))
             }
             None => {
-                table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
+                let placed = table.insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
+                if db == 0 {
+                    let (at, index) = (placed.get() as *const Entry, placed.bucket_index());
+                    let buckets = placed.into_table().num_buckets();
+                    let headers = d.slots.as_ptr() as usize;
+                    let db_at = &*d as *const DbShard as usize;
+                    placed_at = Some((at as usize, index, buckets, db_at, headers));
+                }
                 d.keys += 1;
                 None
             }
@@ -983,6 +1011,11 @@ impl Shard {
         }
         if let Some(o) = &old {
             self.forget_cold(o);
+        }
+        if let Some((at, index, buckets, db_at, headers)) = placed_at {
+            self.hints.note_table(slot, at, index, buckets);
+            // SWAPDB may have given database 0 another place.
+            self.hints.note_db(self.index, db_at, headers);
         }
         old
     }
@@ -1765,6 +1798,8 @@ pub struct Keyspace {
     tiered: std::sync::atomic::AtomicBool,
     /// The disk tier's store (see `tier.rs`), for walks that read cold values.
     cold_store: Mutex<Option<std::sync::Arc<dyn tier::ColdStore>>>,
+    /// Where database 0's tables are, for [`Keyspace::prefetch`].
+    hints: std::sync::Arc<Hints>,
 }
 
 impl std::fmt::Debug for Keyspace {
@@ -1782,11 +1817,20 @@ impl Keyspace {
         assert!(shards.is_power_of_two() && shards <= SLOTS, "shard count");
         assert!(databases >= 1, "at least one database");
         let shift = shards.trailing_zeros();
+        let count = shards;
+        let hints = std::sync::Arc::new(Hints::new(count, seed));
+        let shards: Box<[Mutex<Shard>]> = (0..count)
+            .map(|i| Mutex::new(Shard::new(i, databases, shift, seed, hints.clone())))
+            .collect();
+        for (i, m) in shards.iter().enumerate() {
+            let field = m.data_ptr() as usize + std::mem::offset_of!(Shard, dbs);
+            let buffer = m.lock().dbs.as_ptr() as usize;
+            hints.note_shard(i, field, buffer);
+        }
         Keyspace {
-            shards: (0..shards)
-                .map(|i| Mutex::new(Shard::new(i, databases, shift, seed.wrapping_add(i as u64))))
-                .collect(),
-            mask: shards - 1,
+            shards,
+            hints,
+            mask: count - 1,
             databases,
             evict_samples: std::sync::atomic::AtomicUsize::new(EvictConfig::default().samples),
             hlc: Hlc::new(),
@@ -1874,6 +1918,20 @@ impl Keyspace {
     ///
     /// A shard this thread holds between commands ([`crate::sticky`]) is lent instead; a hold of
     /// another shard is given up first (unless a guard uses it).
+    /// Asks the CPU to start loading what a lookup of `key` in `db` will read first (the
+    /// shard's lock, the slot table's header, the probe's first control group and bucket), so
+    /// the lookup of a pipeline's next command overlaps the current one. Only a hint; database 0.
+    #[inline]
+    pub fn prefetch(&self, db: usize, key: &[u8]) {
+        self.hints
+            .prefetch(|i| &self.shards[i] as *const _ as usize, db, key);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn hints(&self) -> &Hints {
+        &self.hints
+    }
+
     pub fn lock(&self, index: usize) -> ShardGuard<'_> {
         let mutex = &self.shards[index];
         if sticky::lend_or_release(mutex) {

@@ -335,6 +335,38 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
+/// The second argument (a command's usual key) of the RESP array request at the start of `buf`,
+/// if its first two arguments are there in full; `None` for anything else (an inline request, a
+/// short or malformed one). Validates nothing beyond what it reads: the answer is only a hint (to
+/// prefetch a pipeline's next key before its request is decoded for real).
+pub fn peek_key(buf: &[u8]) -> Option<&[u8]> {
+    /// Reads `<prefix><digits>\r\n` at `at`: the number and where the line ends.
+    fn header(buf: &[u8], at: usize, prefix: u8) -> Option<(usize, usize)> {
+        if *buf.get(at)? != prefix {
+            return None;
+        }
+        let mut n = 0usize;
+        let mut i = at + 1;
+        // Up to 9 digits: longer arguments are not worth a hint.
+        while i < at + 11 {
+            match *buf.get(i)? {
+                d @ b'0'..=b'9' => n = n * 10 + usize::from(d - b'0'),
+                b'\r' => return (i > at + 1).then_some((n, i + 2)),
+                _ => return None,
+            }
+            i += 1;
+        }
+        None
+    }
+    let (count, at) = header(buf, 0, b'*')?;
+    if count < 2 {
+        return None;
+    }
+    let (name_len, at) = header(buf, at, b'$')?;
+    let (key_len, at) = header(buf, at + name_len + 2, b'$')?;
+    buf.get(at..at + key_len)
+}
+
 /// Splits an inline line the way Redis's `sdssplitargs` does: whitespace separated, with "double"
 /// quotes (escapes \n \r \t \b \a \\ \" \xHH) and 'single' quotes (escape \').
 pub fn split_args(
@@ -431,6 +463,32 @@ pub fn split_args(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_key_finds_the_second_argument_or_nothing() {
+        let set = b"*3\r\n$3\r\nSET\r\n$5\r\nkey:1\r\n$1\r\nv\r\n*2\r\n";
+        assert_eq!(peek_key(set), Some(&b"key:1"[..]));
+        // The key in full is enough; the rest of the request may not have arrived.
+        assert_eq!(
+            peek_key(b"*3\r\n$3\r\nSET\r\n$2\r\nab\r\n$9\r\nv"),
+            Some(&b"ab"[..])
+        );
+        assert_eq!(peek_key(b"*2\r\n$3\r\nGET\r\n$2\r\nab"), Some(&b"ab"[..]));
+        assert_eq!(peek_key(b"*2\r\n$3\r\nGET\r\n$2\r\na"), None);
+        assert_eq!(peek_key(b"*1\r\n$4\r\nPING\r\n"), None);
+        assert_eq!(peek_key(b"GET k\r\n"), None);
+        assert_eq!(peek_key(b"*2\r\n$x\r\n"), None);
+        assert_eq!(peek_key(b"*2\r\n$\r\n"), None);
+        assert_eq!(peek_key(b"*2\r\n$99999999999\r\n"), None);
+        assert_eq!(peek_key(b""), None);
+        // Whatever the bytes, it never panics.
+        for n in 0..64u8 {
+            let junk: Vec<u8> = (0..n)
+                .map(|i| b"*$\r\n0123456789"[(i as usize * 7) % 14])
+                .collect();
+            let _ = peek_key(&junk);
+        }
+    }
 
     fn decode_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
         let mut d = RequestDecoder::new(Limits::default());

@@ -21,6 +21,7 @@ use shoal_commands::state::{ReplyMode, unblock};
 use shoal_commands::{
     Action, Args, Client, ClientHandle, Outcome, OwnedArgs, RunMode, ServerState, config,
 };
+use shoal_resp::decode::peek_key;
 use shoal_resp::{Decoded, Limits, ReplyWriter, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -435,6 +436,11 @@ async fn run<S: ClientStream>(
                         &inbuf
                     };
                     let args = Args::new(src, &ranges);
+                    // The pipeline's next request is in the buffer: start loading the lines its
+                    // lookup will read while this command runs (`shoal_keyspace::prefetch`).
+                    if let Some(key) = inbuf.get(end..).and_then(peek_key) {
+                        srv.ks.prefetch(client.db, key);
+                    }
                     // A browser or proxy talking HTTP to the data port: close at once, as Redis.
                     if args.get(0).eq_ignore_ascii_case(b"post")
                         || args.get(0).eq_ignore_ascii_case(b"host:")
