@@ -219,7 +219,16 @@ impl<'a> Ctx<'a> {
     /// Locks the shards of several keys at once, in shard order, so multi-key commands (MSET,
     /// RENAME, ...) are atomic with respect to other clients.
     pub fn lock_keys<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Locked<'a> {
-        let slots: Vec<u16> = keys.map(key_slot).collect();
+        // Each key's lines start loading now, so the lookups after the locks overlap their cache
+        // misses instead of waiting for each in turn (see `shoal_keyspace::prefetch`).
+        let db = self.client.db;
+        let slots: Vec<u16> = keys
+            .map(|k| {
+                let slot = key_slot(k);
+                self.srv.ks.prefetch_in(db, slot, k);
+                slot
+            })
+            .collect();
         let mut guards = self.srv.ks.lock_slots(&slots);
         if self.client.handle.no_touch.load(Relaxed) {
             for (_, g) in &mut guards {

@@ -25,7 +25,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::entry::Entry;
-use crate::slot::{SLOTS, key_slot};
+use crate::slot::SLOTS;
 
 /// The slot tables of database 0: where their control bytes start and how many buckets they have.
 #[derive(Debug)]
@@ -96,10 +96,10 @@ impl Hints {
         self.shards[index].buffer.store(buffer, Relaxed);
     }
 
-    /// Where `key` lives: its shard's index, its slot's index in that shard and its hash there.
+    /// Where `key` (in `slot`) lives: its shard's index, its slot's index in that shard and its
+    /// hash there.
     #[inline]
-    pub(crate) fn locate(&self, key: &[u8]) -> (usize, u16, u32, u64) {
-        let slot = key_slot(key);
+    pub(crate) fn locate(&self, slot: u16, key: &[u8]) -> (usize, u16, u32, u64) {
         let index = slot as usize & self.shard_mask;
         let hash = Self::hasher(self.seed, index).hash_one(key);
         (index, slot, u32::from(slot) >> self.shift, hash)
@@ -109,11 +109,11 @@ impl Hints {
     /// lock word (`lock`), its list of databases, database 0's part of it, the slot table's
     /// header, the control group and bucket where its probe starts. Only a hint, for database 0.
     #[inline]
-    pub(crate) fn prefetch(&self, lock: impl Fn(usize) -> usize, db: usize, key: &[u8]) {
+    pub(crate) fn prefetch(&self, lock: impl Fn(usize) -> usize, db: usize, slot: u16, key: &[u8]) {
         if db != 0 {
             return;
         }
-        let (index, slot, local, hash) = self.locate(key);
+        let (index, slot, local, hash) = self.locate(slot, key);
         fetch(lock(index));
         let l = &self.shards[index];
         fetch(l.field.load(Relaxed));
@@ -181,6 +181,7 @@ fn fetch(addr: usize) {
 mod tests {
     use super::*;
     use crate::Keyspace;
+    use crate::slot::key_slot;
 
     /// The hint of a table points where hashbrown keeps its buckets: the bucket a key's probe
     /// starts at, or one of the group's next, holds the key's entry.
@@ -204,7 +205,7 @@ mod tests {
         for i in 0..2_000u32 {
             let key = format!("key:{i}");
             let slot = key_slot(key.as_bytes()) as usize;
-            let (index, _, _, hash) = hints.locate(key.as_bytes());
+            let (index, _, _, hash) = hints.locate(slot as u16, key.as_bytes());
             let (ctrl, mask) = unpack(hints.tables[slot].load(Relaxed));
             assert_ne!(ctrl, 0, "every table with keys has a hint");
             assert_ne!(

@@ -1923,8 +1923,14 @@ impl Keyspace {
     /// the lookup of a pipeline's next command overlaps the current one. Only a hint; database 0.
     #[inline]
     pub fn prefetch(&self, db: usize, key: &[u8]) {
+        self.prefetch_in(db, crate::slot::key_slot(key), key);
+    }
+
+    /// [`Keyspace::prefetch`] of a key whose slot the caller has computed.
+    #[inline]
+    pub fn prefetch_in(&self, db: usize, slot: u16, key: &[u8]) {
         self.hints
-            .prefetch(|i| &self.shards[i] as *const _ as usize, db, key);
+            .prefetch(|i| &self.shards[i] as *const _ as usize, db, slot, key);
     }
 
     #[cfg(test)]

@@ -438,7 +438,10 @@ async fn run<S: ClientStream>(
                     let args = Args::new(src, &ranges);
                     // The pipeline's next request is in the buffer: start loading the lines its
                     // lookup will read while this command runs (`shoal_keyspace::prefetch`).
-                    if let Some(key) = inbuf.get(end..).and_then(peek_key) {
+                    // (Not for the same key as this one's: a hot key's lines are in cache.)
+                    if let Some(key) = inbuf.get(end..).and_then(peek_key)
+                        && (args.len() < 2 || key != args.get(1))
+                    {
                         srv.ks.prefetch(client.db, key);
                     }
                     // A browser or proxy talking HTTP to the data port: close at once, as Redis.
