@@ -529,12 +529,7 @@ impl Entry {
     /// looking at several entries waits for their misses together. Only a hint.
     #[inline]
     pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch reads nothing and cannot fault; the block is live anyway.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(self.ptr.as_ptr() as *const i8);
-        }
+        crate::prefetch::fetch(self.ptr.as_ptr() as usize);
     }
 
     pub fn key(&self) -> &[u8] {

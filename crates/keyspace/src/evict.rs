@@ -242,14 +242,7 @@ impl Sketch {
     #[inline]
     pub fn prefetch(&self, hash: u64) {
         let (base, _) = self.locate(hash);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch reads nothing and cannot fault; `base` is in bounds anyway.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(self.words.as_ptr().add(base) as *const i8);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = base;
+        crate::prefetch::fetch(self.words.as_ptr().wrapping_add(base) as usize);
     }
 
     pub fn increment(&mut self, hash: u64) {

@@ -166,7 +166,7 @@ fn unpack(hint: u64) -> (usize, usize) {
 /// A prefetch of the line holding `addr`: a hint that reads nothing and cannot fault, whatever
 /// `addr` is.
 #[inline(always)]
-fn fetch(addr: usize) {
+pub(crate) fn fetch(addr: usize) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `_mm_prefetch` dereferences nothing; an invalid address is ignored by the CPU.
     unsafe {
