@@ -394,6 +394,15 @@ pub fn execute_looked_up(
     // command's (the next of a pipeline on one key); otherwise it is given up before anything
     // here waits.
     let sticky = may_keep_shard(srv, base, args, mode);
+    // A pipeline's data commands leave their effects queued for one append at the end of the
+    // batch (`effects::flush_deferred`); anything else appends them first, as it may read the
+    // stream's offset or the client's.
+    let defer = client.repl.defer_effects
+        && client.repl.deferred < effects::DEFERRED_COMMANDS_MAX
+        && base.is_some_and(effects::deferrable);
+    if !defer {
+        effects::flush_deferred(srv, client, now_ms);
+    }
     if shoal_keyspace::sticky::holding() && !(sticky && srv.ks.holds_sticky(key_slot(args.get(1))))
     {
         shoal_keyspace::sticky::release();
@@ -459,7 +468,9 @@ pub fn execute_looked_up(
     // What this command wrote (and any key it expired or evicted) goes to the replication stream
     // before the reply is sent, so WAIT and the sync strategy can wait for its offset. For EXEC,
     // that is everything its commands wrote, as one batch.
-    if let Some(offset) = effects::emit_logged(srv, now_ms) {
+    if defer {
+        client.repl.deferred += 1;
+    } else if let Some(offset) = effects::emit_logged(srv, now_ms) {
         client.repl.last_write_offset = offset;
     }
     notify::publish_pending_from(srv, now_ms, Some(client.handle.id));

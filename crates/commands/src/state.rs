@@ -429,6 +429,11 @@ pub struct ClientRepl {
     pub listening_port: Option<u16>,
     /// Work for the I/O layer that the command only decided on.
     pub action: Option<Action>,
+    /// Set by the connection loop for each command: its effects may wait in their shards'
+    /// queues until the batch ends (`effects::flush_deferred`), if it is `effects::deferrable`.
+    pub defer_effects: bool,
+    /// Commands run since the last `effects::flush_deferred` whose effects may still be queued.
+    pub deferred: u32,
 }
 
 /// Work a command decided on and the I/O layer carries out after it (the command layer has no

@@ -393,11 +393,12 @@ pub fn store_string(
             .and_then(|e| e.expire_ms()),
         ExpireOpt::None | ExpireOpt::Persist => None,
     };
-    let old = shard.insert(
+    let old = shard.insert_encoded(
         db,
         slot,
         Entry::new_string(key, value, expire_ms, version),
         now_ms,
+        crate::repl::stream::encode_put,
     );
     old.filter(|o| !o.is_expired(now_ms))
 }

@@ -5,8 +5,10 @@
 //!
 //! A write command notes its changes in an [`Ops`] as it makes them; when its `EntryMut` is
 //! dropped, the shard queues a [`Pending::Delta`] carrying the key's version before (`base`) and
-//! after (`new`) the write. Writes that note nothing (SET, RENAME, a STORE, a key created or
-//! deleted) queue a [`Pending::Key`] instead: its state is read back when the queue is drained.
+//! after (`new`) the write. Writes that note nothing (RENAME, a STORE, a key created or deleted)
+//! queue a [`Pending::Key`] instead: its state is read back when the queue is drained. A whole
+//! string stored by SET and its family queues a [`Pending::Put`], its effect encoded as it is
+//! written (`Shard::insert_encoded`).
 //! Each shard drains its queue in order under its lock (see `write_log`), so per key the stream
 //! holds the writes in the order they happened, which a delta needs: a replica applies one only to
 //! the exact version it was made from ([`apply`]).
@@ -104,6 +106,16 @@ impl std::fmt::Debug for PendingKey {
 pub enum Pending {
     /// Send the key's state as it is when the queue is drained (its value, or its deletion).
     Key { db: usize, key: PendingKey },
+    /// Send the key's state as the write left it, encoded by the write itself (a string stored
+    /// whole: SET and its family, see [`crate::Shard::insert_encoded`]): bytes `at..at + len` of
+    /// the shard's effect buffer ([`crate::Shard::effect_bytes`]). Left out when the same queue
+    /// also reads the key back (the read-back holds this write and any after it).
+    Put {
+        db: usize,
+        key: PendingKey,
+        at: usize,
+        len: usize,
+    },
     /// Send `ops`, made to the key at version `base`, which left it at version `new`.
     Delta {
         db: usize,
@@ -126,7 +138,7 @@ pub enum Pending {
 impl Pending {
     pub fn db_key(&self) -> (usize, &[u8]) {
         match self {
-            Pending::Key { db, key } => (*db, key),
+            Pending::Key { db, key } | Pending::Put { db, key, .. } => (*db, key),
             Pending::Delta { db, key, .. } | Pending::Count { db, key, .. } => (*db, key),
         }
     }

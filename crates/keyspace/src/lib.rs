@@ -25,8 +25,8 @@ pub use hlc::Hlc;
 pub use lazyfree::{LazyFree, LazyFreeWorker};
 pub use shard::tier::{COLD_UNITS_MAX, ColdStore, LoadFuture, Promoted, TierInfo, cold_id_units};
 pub use shard::{
-    Candidate, DbShard, EntryMut, EvictConfig, Evicted, Keyspace, SHARDS_DEFAULT, Shard,
-    ShardGuard, ShardStats, Tracked,
+    Candidate, DbShard, EFFECT_ENCODED_MAX_BYTES, EntryMut, EvictConfig, Evicted, Keyspace,
+    PutEncoder, SHARDS_DEFAULT, Shard, ShardGuard, ShardStats, Tracked,
 };
 pub use slot::{SLOTS, key_slot};
 pub use types::EncodingLimits;

@@ -362,6 +362,9 @@ pub struct Shard {
     recording: bool,
     /// Changes not yet appended to the replication stream, in write order (see `write_log`).
     pending: Vec<Pending>,
+    /// The encoded effects `Pending::Put` items of `pending` point into; emptied when the queue
+    /// is given back drained (`recycle_pending`).
+    effects: Vec<u8>,
     /// Active-active: what each key queued in `pending` was before its first write (see
     /// `prior.rs`); noted only while `keep_priors` and `recording` are on.
     priors: Vec<Prior>,
@@ -490,6 +493,7 @@ impl Shard {
             watch: watch::WatchTable::default(),
             recording: false,
             pending: Vec::new(),
+            effects: Vec::new(),
             priors: Vec::new(),
             keep_priors: false,
             index,
@@ -631,12 +635,23 @@ impl Shard {
         }
     }
 
-    /// Gives back the (emptied) vector `take_pending` returned, keeping its capacity.
+    /// Gives back the (emptied) vector `take_pending` returned, keeping its capacity. The effects
+    /// its `Pending::Put` items pointed to go too.
     pub fn recycle_pending(&mut self, mut v: Vec<Pending>) {
         v.clear();
         if self.pending.is_empty() {
             self.pending = v;
+            self.effects.clear();
+            if self.effects.capacity() > EFFECTS_KEEP_BYTES {
+                self.effects = Vec::new();
+            }
         }
+    }
+
+    /// The bytes a `Pending::Put` taken from this shard's queue points to (valid until the queue
+    /// is given back with [`Shard::recycle_pending`]).
+    pub fn effect_bytes(&self, at: usize, len: usize) -> &[u8] {
+        &self.effects[at..at + len]
     }
 
     /// Whether writes are being recorded for the replication stream.
@@ -913,9 +928,21 @@ impl Shard {
     /// Inserts or replaces an entry; returns the entry it replaced (expired or not). A command's
     /// write: a key it creates raises the `new` event (an expired key it replaces, `expired` first).
     pub fn insert(&mut self, db: usize, slot: u16, entry: Entry, now_ms: u64) -> Option<Entry> {
+        self.insert_noting(db, slot, entry, now_ms, None)
+    }
+
+    #[inline(always)]
+    fn insert_noting(
+        &mut self,
+        db: usize,
+        slot: u16,
+        entry: Entry,
+        now_ms: u64,
+        put: Option<PutEncoder>,
+    ) -> Option<Entry> {
         let noted = self.notify & (notify::NEW | notify::EXPIRED) != 0;
         let key = noted.then(|| entry.key().to_vec());
-        let old = self.insert_quiet(db, slot, entry, now_ms);
+        let old = self.insert_quiet_as(db, slot, entry, now_ms, put);
         if let Some(key) = key {
             match &old {
                 None => self.note(notify::NEW, "new", db, &key),
@@ -929,14 +956,43 @@ impl Shard {
         old
     }
 
+    /// [`Shard::insert`] for a whole value that no later step of the command changes (SET and its
+    /// family): when the shard records writes, `put` encodes the entry's effect now, while the
+    /// entry is in this core's cache, instead of the queue reading the key back when it is
+    /// drained (a second lookup, and the entry's lines again). Values above
+    /// [`EFFECT_ENCODED_MAX_BYTES`] are read back as usual (encoded now, they would be copied
+    /// once more), as are writes of active-active members (their queue reads back every key).
+    pub fn insert_encoded(
+        &mut self,
+        db: usize,
+        slot: u16,
+        entry: Entry,
+        now_ms: u64,
+        put: PutEncoder,
+    ) -> Option<Entry> {
+        self.insert_noting(db, slot, entry, now_ms, Some(put))
+    }
+
     /// [`Shard::insert`] raising no event: writes applied from elsewhere (a primary's stream, a
     /// snapshot), which Redis loads without notifications too.
     pub(crate) fn insert_quiet(
         &mut self,
         db: usize,
         slot: u16,
+        entry: Entry,
+        now_ms: u64,
+    ) -> Option<Entry> {
+        self.insert_quiet_as(db, slot, entry, now_ms, None)
+    }
+
+    #[inline(always)]
+    fn insert_quiet_as(
+        &mut self,
+        db: usize,
+        slot: u16,
         mut entry: Entry,
         now_ms: u64,
+        put: Option<PutEncoder>,
     ) -> Option<Entry> {
         let hash = self.hash(entry.key());
         let local = self.local(slot);
@@ -944,10 +1000,18 @@ impl Shard {
         entry.set_access(access);
         let prior_key = (self.recording && self.keep_priors).then(|| entry.key().to_vec());
         if self.recording {
-            self.queue(Pending::Key {
-                db,
-                key: entry.key().into(),
-            });
+            let key = entry.key().into();
+            match put {
+                Some(encode)
+                    if !self.keep_priors && entry.mem_bytes() <= EFFECT_ENCODED_MAX_BYTES =>
+                {
+                    let at = self.effects.len();
+                    encode(&mut self.effects, db, &entry);
+                    let len = self.effects.len() - at;
+                    self.queue(Pending::Put { db, key, at, len });
+                }
+                _ => self.queue(Pending::Key { db, key }),
+            }
         }
         if !self.watch.is_empty() {
             self.watch.touch(db, entry.key());
@@ -1775,6 +1839,13 @@ impl Drop for ShardGuard<'_> {
 /// `maxmemory` leaves one or two keys per shard and volatile-ttl picked worse victims). An empty
 /// shard costs about 1 KB.
 pub const SHARDS_DEFAULT: usize = 256;
+/// The largest entry (in memory) whose effect a write encodes at once ([`Shard::insert_encoded`]).
+pub const EFFECT_ENCODED_MAX_BYTES: usize = 4096;
+/// The most capacity a shard's effect buffer keeps once its queue is drained.
+pub const EFFECTS_KEEP_BYTES: usize = 64 * 1024;
+/// Encodes the replication stream's effect of a whole entry (database, entry) onto a buffer: the
+/// stream's codec, which this crate does not know (`shoal_replication::stream::encode_put`).
+pub type PutEncoder = fn(&mut Vec<u8>, usize, &Entry);
 
 /// All shards, plus the version clock.
 pub struct Keyspace {
@@ -1871,6 +1942,7 @@ impl Keyspace {
                 // Changes queued before the switch belong to no stream (a primary turned replica
                 // takes its primary's stream).
                 s.pending.clear();
+                s.effects.clear();
             }
         }
         self.recording

@@ -2,8 +2,9 @@
 //!
 //! A write queues its change in its shard ([`crate::delta::Pending`], under the shard lock) and
 //! notes the shard's index here, in a thread-local list. A command runs start to finish on one
-//! thread, and right after it the caller drains this list: it locks each shard named, takes the
-//! shard's queue and appends it to the stream before releasing the lock. A shard's queue may hold
+//! thread, and right after it (or, for a pipeline's data commands, at the end of the connection's
+//! batch, which runs on one thread without waiting) the caller drains this list: it locks the
+//! shards named, takes their queues and appends them to the stream before releasing the locks. A shard's queue may hold
 //! other commands' changes too (they drain it themselves if it is still full when they look); the
 //! lock makes each queue reach the stream in write order. Whether anything is queued is decided per
 //! keyspace (`Keyspace::set_recording`), not by a process-wide switch, so several nodes can share a

@@ -213,6 +213,11 @@ pub fn encode_pending(out: &mut Vec<u8>, shard: &Shard, items: &[Pending], hlc: 
                     read_back(out, *db, key);
                 }
             }
+            Pending::Put { db, key, at, len } => {
+                if !whole.contains(&(*db, &key[..])) {
+                    out.extend_from_slice(shard.effect_bytes(*at, *len));
+                }
+            }
             // Left out if the key is read back (before or after this point: the read-back holds
             // this change either way).
             Pending::Delta {
@@ -541,6 +546,55 @@ mod tests {
         assert_eq!(decode(&a, 16).unwrap(), Effect::SwapDb { a: 0, b: 3 });
         let a: Vec<&[u8]> = fs[6].iter().map(|x| x.as_slice()).collect();
         assert_eq!(parse_ack(&a), Some(77));
+    }
+
+    #[test]
+    fn a_queue_sends_a_key_once_when_it_is_also_read_back() {
+        let ks = Keyspace::new(2, 4, 1);
+        ks.set_recording(true);
+        let slot = key_slot(b"k");
+        let mut g = ks.lock(ks.shard_of(slot));
+        let put_of = |value: &[u8]| {
+            let e = Entry::new_string(b"k", value, None, 1);
+            let mut out = Vec::new();
+            encode_put(&mut out, 0, &e);
+            out
+        };
+        // A write encoded as it is made, alone in the queue: its bytes are the effect.
+        g.insert_encoded(
+            0,
+            slot,
+            Entry::new_string(b"k", b"a", None, 1),
+            0,
+            encode_put,
+        );
+        let items = g.take_pending();
+        let mut out = Vec::new();
+        encode_pending(&mut out, &g, &items, &ks.hlc, 0);
+        g.recycle_pending(items);
+        assert_eq!(out, put_of(b"a"));
+        // A read-back queued before an encoded write of the same key: one PUT, of the value as
+        // it is now (the encoded write would send an older state after it).
+        g.insert(0, slot, Entry::new_string(b"k", b"b", None, 2), 0);
+        g.insert_encoded(
+            0,
+            slot,
+            Entry::new_string(b"k", b"c", None, 3),
+            0,
+            encode_put,
+        );
+        let items = g.take_pending();
+        assert!(matches!(items[1], Pending::Put { .. }), "{items:?}");
+        let mut out = Vec::new();
+        encode_pending(&mut out, &g, &items, &ks.hlc, 0);
+        g.recycle_pending(items);
+        let f = frames(&out);
+        assert_eq!(f.len(), 1, "one effect for the key");
+        let a: Vec<&[u8]> = f[0].iter().map(|x| x.as_slice()).collect();
+        let Effect::Put { version, .. } = decode(&a, 16).unwrap() else {
+            panic!("a put");
+        };
+        assert_eq!(version, 3);
     }
 
     #[test]

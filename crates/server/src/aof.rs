@@ -42,8 +42,11 @@ use shoal_resp::{Decoded, RequestDecoder};
 
 use crate::now_ms;
 
-/// The most stream bytes one record holds (the writer cuts what it reads into such pieces).
+/// The most stream bytes one pass of the writer takes (one write of the file).
 pub const RECORD_STREAM_BYTES_MAX: usize = 1 << 20;
+/// The stream bytes the writer copies out of the backlog under one hold of its lock (and so the
+/// most one record holds): the workers' appends wait for at most one such copy.
+pub const WRITER_READ_SLICE_BYTES: usize = 64 * 1024;
 /// The writer looks at the stream at least this often even when not woken.
 pub const WRITER_IDLE_MS: u64 = 100;
 /// Under `everysec` and `no`: the writer takes the stream this often (under `always` each
@@ -738,65 +741,89 @@ impl Writer {
         }
     }
 
-    /// Appends what the backlog holds past `pos`; true if it wrote anything.
+    /// Appends what the backlog holds past `pos`; true if it wrote anything. The backlog is
+    /// read [`WRITER_READ_SLICE_BYTES`] at a time, each under its own hold of the backlog's lock
+    /// (a copy of everything since the last pass held it for tens of µs, and every write of the
+    /// workers waited), each slice a record, all of them one write.
     fn append_available(&mut self) -> bool {
         if self.broken {
             return false;
         }
-        let r =
-            self.srv
-                .repl
-                .read_history_into(self.pos, RECORD_STREAM_BYTES_MAX, &mut self.read_buf);
-        if r.history != self.history {
-            // Same id (or our id kept as the second, past where we are): the same stream goes
-            // on at the same offsets. Anything else is another stream: compact.
-            let ids = &r.ids;
-            let same = ids.replid == self.file_replid
-                || (ids.replid2 == self.file_replid && ids.second_offset >= self.pos as i64);
-            if !same {
-                self.break_log("the replication history changed (a full copy or a broken stream)");
-                return false;
+        // Both buffers are the writer's own, reused: a fresh megabyte per batch costs its pages'
+        // faults (and zeroing) every time.
+        self.rec_buf.clear();
+        // Stream bytes encoded into `rec_buf` so far.
+        let mut taken = 0usize;
+        loop {
+            let r = self.srv.repl.read_history_into(
+                self.pos + taken as u64,
+                WRITER_READ_SLICE_BYTES,
+                &mut self.read_buf,
+            );
+            if r.history != self.history {
+                // What was read before the change is the old history's: written first.
+                if taken > 0 {
+                    break;
+                }
+                // Same id (or our id kept as the second, past where we are): the same stream
+                // goes on at the same offsets. Anything else is another stream: compact.
+                let ids = &r.ids;
+                let same = ids.replid == self.file_replid
+                    || (ids.replid2 == self.file_replid && ids.second_offset >= self.pos as i64);
+                if !same {
+                    self.break_log(
+                        "the replication history changed (a full copy or a broken stream)",
+                    );
+                    return false;
+                }
+                if ids.replid != self.file_replid
+                    && let Err(e) = self.roll(&ids.replid.clone())
+                {
+                    self.write_failed(&format!("starting a new log file: {e}"));
+                    return false;
+                }
+                self.history = r.history;
+                return true;
             }
-            if ids.replid != self.file_replid
-                && let Err(e) = self.roll(&ids.replid.clone())
-            {
-                self.write_failed(&format!("starting a new log file: {e}"));
-                return false;
-            }
-            self.history = r.history;
-            return true;
-        }
-        match r.bytes {
-            None => {
-                self.break_log("the log fell behind the backlog (repl-backlog-size)");
-                false
-            }
-            Some(_) if self.read_buf.is_empty() => false,
-            Some(_) => {
-                // Both buffers are the writer's own, reused: a fresh megabyte per batch costs
-                // its pages' faults (and zeroing) every time.
-                self.rec_buf.clear();
-                format::encode_stream(&mut self.rec_buf, &self.read_buf);
-                match self.file.write_all(&self.rec_buf) {
-                    Ok(()) => {
-                        self.pos += self.read_buf.len() as u64;
-                        self.srv.repl.pin_backlog(Some(self.pos));
-                        let a = &self.srv.persist.aof;
-                        a.written_offset.store(self.pos, Relaxed);
-                        a.current_size.fetch_add(self.rec_buf.len() as u64, Relaxed);
-                        if a.last_write_failed.swap(false, Relaxed) {
-                            tracing::warn!("the append-only log is written again");
-                        }
-                        true
-                    }
-                    Err(e) => {
-                        // A partial record is cut at the next load; the next write goes after
-                        // it, so reopen at its end: stop here and compact instead.
-                        self.write_failed(&format!("writing: {e}"));
-                        self.break_log("a write of the log failed");
-                        false
+            match r.bytes {
+                None if taken > 0 => break,
+                None => {
+                    self.break_log("the log fell behind the backlog (repl-backlog-size)");
+                    return false;
+                }
+                Some(_) if self.read_buf.is_empty() => break,
+                Some(_) => {
+                    format::encode_stream(&mut self.rec_buf, &self.read_buf);
+                    taken += self.read_buf.len();
+                    if self.read_buf.len() < WRITER_READ_SLICE_BYTES
+                        || taken >= RECORD_STREAM_BYTES_MAX
+                    {
+                        break;
                     }
                 }
+            }
+        }
+        if taken == 0 {
+            return false;
+        }
+        match self.file.write_all(&self.rec_buf) {
+            Ok(()) => {
+                self.pos += taken as u64;
+                self.srv.repl.pin_backlog(Some(self.pos));
+                let a = &self.srv.persist.aof;
+                a.written_offset.store(self.pos, Relaxed);
+                a.current_size.fetch_add(self.rec_buf.len() as u64, Relaxed);
+                if a.last_write_failed.swap(false, Relaxed) {
+                    tracing::warn!("the append-only log is written again");
+                }
+                true
+            }
+            Err(e) => {
+                // A partial record is cut at the next load; the next write goes after it, so
+                // reopen at its end: stop here and compact instead.
+                self.write_failed(&format!("writing: {e}"));
+                self.break_log("a write of the log failed");
+                false
             }
         }
     }

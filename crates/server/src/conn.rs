@@ -143,6 +143,9 @@ pub async fn serve<S: ClientStream>(srv: Arc<ServerState>, mut stream: S, io: Ar
     let authenticated = !srv.hot.requirepass_set.load(Relaxed);
     let mut client = Client::new(handle.clone(), authenticated);
     let end = run(&srv, &mut stream, &mut client, &wake, &io).await;
+    // A batch cut short (the output buffer limit, an HTTP request) may have left effects queued
+    // (on this thread: nothing waited since the return).
+    shoal_commands::effects::flush_deferred(&srv, &mut client, now_ms());
     // A batch cut short (a protocol error, an HTTP request) may have left a script's hold.
     srv.gate.end_batch();
     shoal_commands::client_closed(&srv, &mut client);
@@ -404,8 +407,11 @@ async fn run<S: ClientStream>(
         // acknowledgements and flush its replies.
         macro_rules! settle {
             () => {
-                // A shard kept between the batch's commands, and a script's hold on the exec
-                // gate, last until here (see `shoal_keyspace::sticky`, `ExecGate`).
+                // Effects the batch's commands left queued reach the stream first (WAIT, a
+                // blocked command, a hand-over may follow), then a shard kept between the
+                // batch's commands and a script's hold on the exec gate end here (see
+                // `shoal_keyspace::sticky`, `ExecGate`).
+                shoal_commands::effects::flush_deferred(srv, client, now_ms());
                 shoal_keyspace::sticky::release();
                 srv.gate.end_batch();
                 if let Err(e) =
@@ -497,6 +503,10 @@ async fn run<S: ClientStream>(
                         });
                     let mut mark = out.len();
                     let wrote_before = client.repl.last_write_offset;
+                    // A pipeline's effects are appended once at the end of the batch, unless a
+                    // reply must wait for its own offset (the sync strategy, `appendfsync
+                    // always`).
+                    client.repl.defer_effects = !sync && !limits.aof_always;
                     let (mut outcome, mut suppress) =
                         run_one(srv, client, &args, spec, &mut out, now);
                     if let Outcome::Fetch(_) = outcome {
@@ -597,8 +607,10 @@ async fn run<S: ClientStream>(
                 }
             }
         }
-        // The batch's commands are done: a shard its pipeline kept locked is released before
-        // anything below waits (see `shoal_keyspace::sticky`).
+        // The batch's commands are done: their effects go to the stream, and a shard its
+        // pipeline kept locked is released, before anything below waits (see
+        // `shoal_keyspace::sticky`).
+        shoal_commands::effects::flush_deferred(srv, client, now);
         shoal_keyspace::sticky::release();
         // A thread that a long script took off the runtime will not park: it gives up its holds
         // on the gate (batch and sticky) here, before the task may move to the thread that took

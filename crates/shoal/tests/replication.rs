@@ -561,3 +561,73 @@ fn replication_links_are_listed_as_clients_and_client_kill_type_drops_them() {
         "{err}"
     );
 }
+
+/// A pipeline's effects reach the stream together at the end of its batch, and a SET's effect is
+/// encoded when it is written: per key the replica must still see every write in order, whatever
+/// mix of whole values (SET), read-backs (APPEND, SETRANGE) and deltas (INCRBY, RPUSH) one batch
+/// queues for it, and a WAIT inside the pipeline must cover the writes before it.
+#[test]
+fn a_pipelines_mixed_writes_reach_the_replica_in_order_and_wait_covers_them() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    follow(&r, &p);
+    let mut c = p.client();
+    let mut rc = r.client();
+    for round in 0..20 {
+        let mut pipe = redis::pipe();
+        for i in 0..40 {
+            let k = format!("s:{}", i % 4);
+            let n = format!("n:{}", i % 3);
+            let l = format!("l:{}", i % 2);
+            match (i + round) % 8 {
+                0 => pipe
+                    .cmd("SET")
+                    .arg(&k)
+                    .arg(format!("v{round}-{i}"))
+                    .ignore(),
+                1 => pipe.cmd("APPEND").arg(&k).arg("+").ignore(),
+                2 => pipe.cmd("SETRANGE").arg(&k).arg(1).arg("Z").ignore(),
+                3 => pipe.cmd("SET").arg(&n).arg(i).ignore(),
+                4 => pipe.cmd("INCRBY").arg(&n).arg(7).ignore(),
+                5 => pipe.cmd("RPUSH").arg(&l).arg(i).ignore(),
+                6 => pipe.cmd("DEL").arg(&l).ignore(),
+                _ => pipe.cmd("MSET").arg(&k).arg("m").arg(&n).arg(3).ignore(),
+            };
+        }
+        pipe.cmd("WAIT").arg(1).arg(10_000);
+        let (acked,): (i64,) = pipe.query(&mut c).unwrap();
+        assert_eq!(acked, 1, "round {round}: WAIT counts the replica");
+        // WAIT returned: the replica holds every write of the pipeline, no further waiting.
+        for i in 0..4 {
+            let k = format!("s:{i}");
+            let want: Option<String> = q(&mut c, &["GET", &k]);
+            let got: Option<String> = q(&mut rc, &["GET", &k]);
+            assert_eq!(got, want, "round {round}: {k} on the replica");
+        }
+        for i in 0..3 {
+            let n = format!("n:{i}");
+            let want: Option<String> = q(&mut c, &["GET", &n]);
+            let got: Option<String> = q(&mut rc, &["GET", &n]);
+            assert_eq!(got, want, "round {round}: {n} on the replica");
+        }
+        for i in 0..2 {
+            let l = format!("l:{i}");
+            let want: Vec<String> = q(&mut c, &["LRANGE", &l, "0", "-1"]);
+            let got: Vec<String> = q(&mut rc, &["LRANGE", &l, "0", "-1"]);
+            assert_eq!(got, want, "round {round}: {l} on the replica");
+        }
+    }
+    assert_eq!(digests(&p), digests(&r));
+    // With the replica stopped, a WAIT after a pipeline's writes cannot be satisfied by an
+    // acknowledgement of an earlier offset: it times out with 0.
+    r.signal("-STOP");
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg("after-stop").arg("1").ignore();
+    pipe.cmd("INCRBY").arg("n:0").arg(1).ignore();
+    pipe.cmd("WAIT").arg(1).arg(300);
+    let (acked,): (i64,) = pipe.query(&mut c).unwrap();
+    r.signal("-CONT");
+    assert_eq!(acked, 0, "WAIT covers the pipeline's writes before it");
+    let acked: i64 = q(&mut c, &["WAIT", "1", "10000"]);
+    assert_eq!(acked, 1, "the resumed replica acknowledges them");
+}
