@@ -1,6 +1,8 @@
 //! Server commands: INFO, CONFIG, COMMAND, DBSIZE, FLUSHDB/FLUSHALL, TIME, SLOWLOG, LATENCY, MEMORY,
 //! SHUTDOWN.
 
+mod latency;
+
 use crate::err;
 use crate::error::ReplyError;
 use std::fmt::Write as _;
@@ -10,7 +12,9 @@ use crate::args::{ERR_SYNTAX, parse_i64};
 use crate::config;
 use crate::glob::glob_match;
 use crate::keyspec::{self, KeyRefs};
-use crate::state::{Client, SLOWLOG_ARG_BYTES_MAX, SLOWLOG_ARGS_MAX, ServerState, SlowEntry};
+use crate::state::{
+    Client, LatencyEvent, SLOWLOG_ARG_BYTES_MAX, SLOWLOG_ARGS_MAX, ServerState, SlowEntry,
+};
 use crate::table::{self, BeginSearch, FindKeys, Group, KeySpec, Spec, flag, flag::*, key, key::*};
 use crate::{Args, CmdResult, Ctx};
 use shoal_resp::ReplyWriter;
@@ -346,6 +350,36 @@ static SLOWLOG: &[Spec] = &[
 ];
 
 static LATENCY: &[Spec] = &[
+    Spec {
+        name: "latency|doctor",
+        arity: 2,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "2.8.13",
+        summary: "Return a human readable latency analysis report.",
+        tips: &[
+            "nondeterministic_output",
+            "request_policy:all_nodes",
+            "response_policy:special",
+        ],
+        handler: Some(latency_doctor),
+        ..Spec::DEFAULT
+    },
+    Spec {
+        name: "latency|graph",
+        arity: 3,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        group: SRV,
+        since: "2.8.13",
+        summary: "Return a latency graph for the event.",
+        tips: &[
+            "nondeterministic_output",
+            "request_policy:all_nodes",
+            "response_policy:special",
+        ],
+        handler: Some(latency_graph),
+        ..Spec::DEFAULT
+    },
     Spec {
         name: "latency|help",
         arity: 2,
@@ -1145,7 +1179,15 @@ pub fn record_slow(
     us: u64,
     now_ms: u64,
 ) {
-    srv.latency_sample("command", us / 1000, now_ms / 1000);
+    // Redis files its fast commands apart, so a spike there points at the machine, not at
+    // a command's work (LATENCY DOCTOR's advice differs).
+    let event = if spec.has(flag::FAST) {
+        "fast-command"
+    } else {
+        "command"
+    };
+    // Stamped when the command ended, as Redis stamps a sample when it records it.
+    srv.latency_sample(event, us / 1000, (now_ms + us / 1000) / 1000);
     if !srv.hot.slowlog_enabled.load(Relaxed)
         || us < srv.hot.slowlog_slower_than_us.load(Relaxed)
         || spec.has(flag::NO_SLOWLOG | flag::SKIP_SLOWLOG)
@@ -1272,36 +1314,75 @@ fn latency_latest(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         .collect();
     ctx.out.array(events.len());
     for (name, e) in events {
+        let last = e.latest();
         ctx.out.array(4);
         ctx.out.bulk(name.as_bytes());
-        ctx.out.int(e.latest_unix_s as i64);
-        ctx.out.int(e.latest_ms as i64);
+        ctx.out.int(last.unix_s as i64);
+        ctx.out.int(last.ms as i64);
         ctx.out.int(e.max_ms as i64);
     }
     Ok(())
 }
 
+/// The monitor's copy of one event (named exactly, as Redis looks it up), taken so no lock is
+/// held while a reply is built.
+fn latency_event(srv: &ServerState, name: &[u8]) -> Option<(&'static str, LatencyEvent)> {
+    let l = srv.latency.lock().expect("latency lock");
+    l.iter()
+        .find(|(k, _)| k.as_bytes() == name)
+        .map(|(k, e)| (*k, e.clone()))
+}
+
+/// `LATENCY HISTORY <event>`: every sample the monitor keeps for the event, oldest first.
 fn latency_history(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let name = args.str_lossy(2);
-    let e = ctx
-        .srv
-        .latency
-        .lock()
-        .expect("latency lock")
-        .get(name.as_str())
-        .cloned();
-    match e {
-        Some(e) => {
-            ctx.out.array(1);
-            ctx.out.array(2);
-            ctx.out.int(e.latest_unix_s as i64);
-            ctx.out.int(e.latest_ms as i64);
-        }
-        None => ctx.out.array(0),
+    let samples = latency_event(ctx.srv, args.get(2))
+        .map(|(_, e)| e.samples)
+        .unwrap_or_default();
+    ctx.out.array(samples.len());
+    for s in samples {
+        ctx.out.array(2);
+        ctx.out.int(s.unix_s as i64);
+        ctx.out.int(s.ms as i64);
     }
     Ok(())
 }
 
+/// `LATENCY GRAPH <event>`: the event's samples as Redis's ASCII sparkline.
+fn latency_graph(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let Some((name, e)) = latency_event(ctx.srv, args.get(2)) else {
+        let mut msg = b"No samples available for event '".to_vec();
+        msg.extend_from_slice(args.get(2));
+        msg.push(b'\'');
+        return Err(ReplyError::ErrBytes(msg.into()));
+    };
+    let text = latency::graph(name, &e, ctx.now_ms / 1000);
+    ctx.out.verbatim(text.as_bytes());
+    Ok(())
+}
+
+/// `LATENCY DOCTOR`: Redis's report on the events the monitor holds and what may help.
+fn latency_doctor(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let srv = ctx.srv;
+    let cfg = srv.config();
+    let settings = latency::DoctorSettings {
+        threshold_ms: srv.hot.latency_threshold_ms.load(Relaxed),
+        slowlog_slower_than_us: cfg.slowlog_log_slower_than,
+        hz: cfg.hz,
+        fsync_always: cfg.appendfsync == config::AppendFsync::Always,
+    };
+    let events = srv.latency.lock().expect("latency lock").clone();
+    let text = latency::doctor(
+        &events,
+        ctx.now_ms / 1000,
+        &settings,
+        srv.hooks.anon_huge_pages_bytes,
+    );
+    ctx.out.verbatim(text.as_bytes());
+    Ok(())
+}
+
+/// `LATENCY RESET [event ...]`: forgets the named events (any case, as Redis compares them), or
+/// all; replies how many were forgotten.
 fn latency_reset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut l = ctx.srv.latency.lock().expect("latency lock");
     let n = if args.len() == 2 {
@@ -1309,13 +1390,9 @@ fn latency_reset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         l.clear();
         n
     } else {
-        let names: Vec<String> = args
-            .tail(2)
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let names = args.tail(2);
         let before = l.len();
-        l.retain(|k, _| !names.iter().any(|n| n == k));
+        l.retain(|k, _| !names.iter().any(|n| n.eq_ignore_ascii_case(k.as_bytes())));
         before - l.len()
     };
     drop(l);
@@ -1367,6 +1444,10 @@ fn latency_help(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         ctx,
         &[
             "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "DOCTOR",
+            "    Return a human readable latency analysis report.",
+            "GRAPH <event>",
+            "    Return an ASCII latency graph for the <event> class.",
             "HISTORY <event>",
             "    Return time-latency samples for the <event> class.",
             "LATEST",
@@ -2353,6 +2434,32 @@ fn info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use crate::tests::run;
+
+    /// A fast command's spike is filed under `fast-command`, any other's under `command`, each
+    /// stamped with the second the command ended in (as Redis records a sample then).
+    #[test]
+    fn latency_spikes_are_filed_by_fast_flag_at_the_end_second() {
+        use crate::{Client, ClientHandle, Hooks, OwnedArgs, ServerState, config, table};
+        use std::sync::atomic::Ordering::Relaxed;
+        let srv = ServerState::new(config::Config::default(), 0, 7, Hooks::default());
+        srv.hot.latency_threshold_ms.store(100, Relaxed);
+        let h = std::sync::Arc::new(ClientHandle::new(1, "a:1".into(), "b:2".into(), 0));
+        let c = Client::new(h, true);
+        let get = OwnedArgs::new(["GET", "k"].iter());
+        let lcs = OwnedArgs::new(["LCS", "a", "b"].iter());
+        let spec = |name: &str| table::lookup(name.as_bytes()).expect("in the table");
+        // Started at 1999.5 s, ran 0.8 s: ended in second 2000.
+        super::record_slow(&srv, &c, spec("get"), &get.args(), 800_000, 1_999_500);
+        super::record_slow(&srv, &c, spec("lcs"), &lcs.args(), 300_000, 1_999_500);
+        // Under the threshold: not a spike.
+        super::record_slow(&srv, &c, spec("lcs"), &lcs.args(), 99_000, 2_100_000);
+        let l = srv.latency.lock().expect("latency lock");
+        let seen: Vec<(&str, u64, u64)> = l
+            .iter()
+            .map(|(k, e)| (*k, e.latest().unix_s, e.latest().ms))
+            .collect();
+        assert_eq!(seen, [("command", 1999, 300), ("fast-command", 2000, 800)]);
+    }
 
     #[test]
     fn config_get_set_round_trip_and_errors() {

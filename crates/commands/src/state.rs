@@ -594,12 +594,49 @@ pub struct SlowLog {
 pub const SLOWLOG_ARGS_MAX: usize = 32;
 pub const SLOWLOG_ARG_BYTES_MAX: usize = 128;
 
-/// Latency monitor: latest and max spike per event (`LATENCY LATEST`).
+/// Spikes kept per latency event (Redis's `LATENCY_TS_LEN`); older ones drop off the front.
+pub const LATENCY_SAMPLES_MAX: usize = 160;
+
+/// One second's worst latency spike of an event.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LatencySample {
+    pub unix_s: u64,
+    pub ms: u64,
+}
+
+/// Latency monitor: one event's recent spikes (`LATENCY HISTORY`, `GRAPH`, `DOCTOR`) and its
+/// worst ever (`LATENCY LATEST`).
 #[derive(Debug, Default, Clone)]
 pub struct LatencyEvent {
-    pub latest_unix_s: u64,
-    pub latest_ms: u64,
+    /// Oldest first, at most one per second (that second's worst, as Redis keeps them), at most
+    /// [`LATENCY_SAMPLES_MAX`]. Never empty once the event is in the monitor.
+    pub samples: VecDeque<LatencySample>,
+    /// The worst spike since the event was first recorded, also one the ring has dropped.
     pub max_ms: u64,
+}
+
+impl LatencyEvent {
+    /// Adds a spike: a new sample, or a worse value for the latest one if it is of the same
+    /// second (Redis's `latencyAddSample`).
+    pub fn add(&mut self, unix_s: u64, ms: u64) {
+        self.max_ms = self.max_ms.max(ms);
+        if let Some(last) = self.samples.back_mut()
+            && last.unix_s == unix_s
+        {
+            last.ms = last.ms.max(ms);
+            return;
+        }
+        if self.samples.len() == LATENCY_SAMPLES_MAX {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(LatencySample { unix_s, ms });
+        debug_assert!(self.samples.len() <= LATENCY_SAMPLES_MAX);
+    }
+
+    /// The most recent sample (zeros for an event with none, which the monitor never holds).
+    pub fn latest(&self) -> LatencySample {
+        self.samples.back().copied().unwrap_or_default()
+    }
 }
 
 /// What the process knows that the command layer cannot read itself: plain functions the owner
@@ -619,6 +656,9 @@ pub struct Hooks {
     pub allocator_stats_text: fn() -> String,
     /// Asks the allocator to return free memory to the OS (`MEMORY PURGE`).
     pub allocator_purge: fn(),
+    /// Bytes of the process's memory in transparent huge pages (`AnonHugePages`), which
+    /// `LATENCY DOCTOR` advises against as Redis does; 0 when unknown.
+    pub anon_huge_pages_bytes: fn() -> u64,
     /// Blocks the calling thread (`DEBUG SLEEP`, which holds the exec gate alone meanwhile, so the
     /// whole server waits as Redis's does).
     pub sleep: fn(std::time::Duration),
@@ -647,6 +687,7 @@ impl Default for Hooks {
             allocator_info: Default::default,
             allocator_stats_text: String::new,
             allocator_purge: || {},
+            anon_huge_pages_bytes: || 0,
             sleep: |_| {},
             random_bytes: |b| b.fill(0),
             read_file: |_| Err("no file system here".into()),
@@ -961,10 +1002,7 @@ impl ServerState {
             return;
         }
         let mut l = self.latency.lock().expect("latency lock");
-        let e = l.entry(event).or_default();
-        e.latest_unix_s = unix_s;
-        e.latest_ms = ms;
-        e.max_ms = e.max_ms.max(ms);
+        l.entry(event).or_default().add(unix_s, ms);
     }
 }
 

@@ -182,6 +182,21 @@ fn process_info() -> ProcessInfo {
     }
 }
 
+/// Bytes of the process's memory in transparent huge pages: the `AnonHugePages` lines of
+/// `/proc/self/smaps_rollup` (or of `/proc/self/smaps` on kernels without it), summed as Redis's
+/// `zmalloc_get_smap_bytes_by_field` does; 0 when neither can be read.
+fn anon_huge_pages_bytes() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup")
+        .or_else(|_| std::fs::read_to_string("/proc/self/smaps"))
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("AnonHugePages:"))
+        .filter_map(|v| v.trim().strip_suffix("kB"))
+        .filter_map(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .sum()
+}
+
 /// A server that is bound and ready to run.
 /// Waits for SIGINT or SIGTERM; returns its name (`None` if the handlers cannot be installed).
 pub async fn stop_signal() -> Option<&'static str> {
@@ -270,6 +285,7 @@ impl Server {
             allocator_info: allocator.info,
             allocator_stats_text: allocator.stats_text,
             allocator_purge: allocator.purge,
+            anon_huge_pages_bytes,
             sleep: std::thread::sleep,
             random_bytes: os_random,
             read_file: |path| std::fs::read(path).map_err(|e| e.to_string()),

@@ -1,6 +1,7 @@
 //! CLIENT LIST / CLIENT INFO with real values (the socket's fd, query and output buffers, argument
 //! and MULTI memory, flags, last command) in redis-server 7.0's field order, and MEMORY STATS,
-//! DOCTOR, HELP, MALLOC-STATS and PURGE compared with redis-server 7.0.
+//! DOCTOR, HELP, MALLOC-STATS and PURGE, and LATENCY DOCTOR, GRAPH and HELP, compared with
+//! redis-server 7.0.
 
 mod common;
 
@@ -280,4 +281,205 @@ fn memory_doctor_finds_no_issue_in_a_healthy_instance() {
         "{text}"
     );
     assert!(text.contains(" * Peak memory:"), "{text}");
+}
+
+// ---- LATENCY DOCTOR and GRAPH ----
+
+const LATENCY_OFF: &str = "I'm sorry, Dave, I can't do that. Latency monitoring is disabled in this Redis instance. You may use \"CONFIG SET latency-monitor-threshold <milliseconds>.\" in order to enable it. If we weren't in a deep space mission I'd suggest to take a look at https://redis.io/topics/latency-monitor.\n";
+const NO_SPIKE: &str = "Dave, no latency spike was observed during the lifetime of this Redis instance, not in the slightest bit. I honestly think you ought to sit down calmly, take a stress pill, and think things over.\n";
+/// What a `command` spike makes the doctor advise with the slow log at its default and a
+/// threshold above it.
+const COMMAND_ADVICE: &str = "\nI have a few advices for you:\n\n- Check your Slow Log to understand what are the commands you are running which are too slow to execute. Please check https://redis.io/commands/slowlog for more information.\n- Deleting, expiring or evicting (because of maxmemory policy) large objects is a blocking operation. If you have very large objects that are often deleted, expired, or evicted, try to fragment those objects into multiple smaller objects.\n";
+const THP_ADVICE: &str = "- I detected a non zero amount of anonymous huge pages used by your process. This creates very serious latency events in different conditions, especially when Redis is persisting on disk. To disable THP support use the command 'echo never > /sys/kernel/mm/transparent_hugepage/enabled', make sure to also add it into /etc/rc.local so that the command will be executed again after a reboot. Note that even if you have already disabled THP, you still need to restart the Redis process to get rid of the huge pages already created.\n";
+
+/// Whether the process has memory in transparent huge pages, which the doctor advises against
+/// (redis-server turns them off for itself; shoal runs with whatever the machine gives).
+fn has_huge_pages(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("AnonHugePages:"))
+        .any(|v| v.trim().trim_end_matches("kB").trim() != "0")
+}
+
+/// The server's clock, in whole seconds.
+fn server_now_s(c: &mut redis::Connection) -> i64 {
+    let (s, _us): (i64, i64) = q(c, &["TIME"]);
+    s
+}
+
+/// Two `command` spikes in two different seconds, DEBUG SLEEPs of a quarter then half a
+/// second; their (second, ms) as LATENCY HISTORY gives them.
+fn two_spikes(c: &mut redis::Connection) -> Vec<(i64, i64)> {
+    let _: () = q(c, &["DEBUG", "SLEEP", "0.25"]);
+    let first: Vec<(i64, i64)> = q(c, &["LATENCY", "HISTORY", "command"]);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // The monitor keeps one sample a second: the next spike must fall in a later one.
+    wait_until("the server's clock passes the first spike's second", || {
+        server_now_s(c) > first[0].0
+    });
+    let _: () = q(c, &["DEBUG", "SLEEP", "0.5"]);
+    let h: Vec<(i64, i64)> = q(c, &["LATENCY", "HISTORY", "command"]);
+    assert!(
+        h.len() == 2 && h[0] == first[0] && h[1].0 > h[0].0 && h[1].1 >= 500 && h[1].1 > h[0].1,
+        "{h:?}"
+    );
+    h
+}
+
+/// What Redis's LATENCY GRAPH draws for the two spikes at `now`: the low one on the bottom
+/// row, the high one filling the four rows, each one's age written downwards under it.
+fn expected_graph(h: &[(i64, i64)], now: i64) -> String {
+    let (low, high) = (h[0].1, h[1].1);
+    let ages: Vec<String> = h.iter().map(|(t, _)| format!("{}s", now - t)).collect();
+    let mut g = format!(
+        "command - high {high} ms, low {low} ms (all time high {high} ms)\n{}\n #\n |\n |\n_|\n  \n",
+        "-".repeat(80)
+    );
+    for k in 0..ages.iter().map(String::len).max().unwrap_or(0) {
+        for a in &ages {
+            g.push(a.as_bytes().get(k).map_or(' ', |&b| b as char));
+        }
+        g.push('\n');
+    }
+    g
+}
+
+/// Redis's report on the two spikes at `now`: integer mean and mean deviation, the seconds
+/// since the oldest (at least 1) per spike.
+fn expected_doctor(h: &[(i64, i64)], now: i64, huge_pages: bool) -> String {
+    let (a, b) = (h[0].1, h[1].1);
+    let avg = (a + b) / 2;
+    let mad = ((avg - a).abs() + (b - avg).abs()) / 2;
+    let period = (now - h[0].0).max(1) as f64 / 2.0;
+    format!(
+        "Dave, I have observed latency spikes in this Redis instance. You don't mind talking about it, do you Dave?\n\n\
+         1. command: 2 latency spikes (average {avg}ms, mean deviation {mad}ms, period {period:.2} sec). Worst all time event {b}ms.\n\
+         {COMMAND_ADVICE}{}",
+        if huge_pages { THP_ADVICE } else { "" }
+    )
+}
+
+/// Calls `cmd` and checks its text against `expected(now)` for the server's second before or
+/// after the call (the clock may tick in between).
+fn text_at_now(
+    c: &mut redis::Connection,
+    cmd: &[&str],
+    expected: impl Fn(i64) -> String,
+) -> String {
+    let before = server_now_s(c);
+    let text: String = q(c, cmd);
+    let after = server_now_s(c);
+    assert!(
+        text == expected(before) || text == expected(after),
+        "{cmd:?} gave:\n{text}\nexpected:\n{}",
+        expected(before)
+    );
+    text
+}
+
+/// Digits to 0: two servers' reports of the same events, timed differently, then read alike.
+fn shape(text: &str) -> String {
+    text.chars()
+        .map(|ch| if ch.is_ascii_digit() { '0' } else { ch })
+        .collect()
+}
+
+/// LATENCY DOCTOR and GRAPH as redis-server 7.0 gives them: the doctor's words with the monitor
+/// off, on without spikes, and after two spikes (their statistics and advice), the graph of
+/// those spikes, the errors, and HELP.
+#[test]
+fn latency_doctor_and_graph_as_redis() {
+    let redis = Redis::start_with(&["--enable-debug-command", "yes"]);
+    let shoal = Shoal::start(&["--enable-debug-command", "yes"]);
+    let (mut rc, mut sc) = (redis.client(), shoal.client());
+    let thp = || has_huge_pages(shoal.pid());
+    let no_spike = |huge_pages: bool| {
+        if huge_pages {
+            format!("\nI have a few advices for you:\n\n{THP_ADVICE}")
+        } else {
+            NO_SPIKE.to_string()
+        }
+    };
+
+    // Off (the default) and nothing recorded: the monitor is disabled.
+    for c in [&mut rc, &mut sc] {
+        let text: String = q(c, &["LATENCY", "DOCTOR"]);
+        assert_eq!(text, LATENCY_OFF);
+    }
+    let theirs: Vec<String> = q(&mut rc, &["LATENCY", "HELP"]);
+    let ours: Vec<String> = q(&mut sc, &["LATENCY", "HELP"]);
+    assert_eq!(ours, theirs);
+    assert_eq!(
+        ours[1..5],
+        [
+            "DOCTOR",
+            "    Return a human readable latency analysis report.",
+            "GRAPH <event>",
+            "    Return an ASCII latency graph for the <event> class."
+        ]
+    );
+    let (mut r, mut rr) = (
+        shoal.raw(),
+        Raw::connect(&format!("127.0.0.1:{}", redis.port)),
+    );
+    assert_eq!(
+        r.call(&["LATENCY", "GRAPH", "command"]),
+        "-ERR No samples available for event 'command'\r\n"
+    );
+    for args in [
+        &["LATENCY", "GRAPH", "command"][..],
+        &["LATENCY", "GRAPH"],
+        &["LATENCY", "GRAPH", "command", "extra"],
+        &["LATENCY", "DOCTOR", "extra"],
+    ] {
+        assert_eq!(r.call(args), rr.call(args), "{args:?}");
+    }
+
+    // On, nothing recorded yet.
+    for c in [&mut rc, &mut sc] {
+        let _: () = q(c, &["CONFIG", "SET", "latency-monitor-threshold", "200"]);
+    }
+    let theirs: String = q(&mut rc, &["LATENCY", "DOCTOR"]);
+    assert_eq!(theirs, NO_SPIKE);
+    let ours: String = q(&mut sc, &["LATENCY", "DOCTOR"]);
+    assert_eq!(ours, no_spike(thp()));
+
+    // Two spikes: each server's report and graph from its own samples, and the same shape.
+    let theirs_h = two_spikes(&mut rc);
+    let ours_h = two_spikes(&mut sc);
+    let huge_pages = thp();
+    let theirs_doctor = text_at_now(&mut rc, &["LATENCY", "DOCTOR"], |now| {
+        expected_doctor(&theirs_h, now, false)
+    });
+    let ours_doctor = text_at_now(&mut sc, &["LATENCY", "DOCTOR"], |now| {
+        expected_doctor(&ours_h, now, huge_pages)
+    });
+    assert_eq!(
+        shape(&ours_doctor.replace(THP_ADVICE, "")),
+        shape(&theirs_doctor)
+    );
+    let theirs_graph = text_at_now(&mut rc, &["LATENCY", "GRAPH", "command"], |now| {
+        expected_graph(&theirs_h, now)
+    });
+    let ours_graph = text_at_now(&mut sc, &["LATENCY", "GRAPH", "command"], |now| {
+        expected_graph(&ours_h, now)
+    });
+    assert_eq!(shape(&ours_graph), shape(&theirs_graph));
+    // LATEST: the last spike and the worst; RESET names events in any case.
+    let latest: Vec<(String, i64, i64, i64)> = q(&mut sc, &["LATENCY", "LATEST"]);
+    assert_eq!(
+        latest,
+        [("command".to_string(), ours_h[1].0, ours_h[1].1, ours_h[1].1)]
+    );
+    for c in [&mut rc, &mut sc] {
+        let n: i64 = q(c, &["LATENCY", "RESET", "COMMAND"]);
+        assert_eq!(n, 1);
+    }
+    assert_eq!(
+        r.call(&["LATENCY", "GRAPH", "command"]),
+        rr.call(&["LATENCY", "GRAPH", "command"])
+    );
+    let ours: String = q(&mut sc, &["LATENCY", "DOCTOR"]);
+    assert_eq!(ours, no_spike(thp()));
 }

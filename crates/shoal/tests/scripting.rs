@@ -2,14 +2,15 @@
 //! intermediate state), a long script makes other clients wait then answers them `-BUSY`,
 //! SCRIPT KILL stops a read-only script and is refused for one that wrote, and a script's
 //! writes reach a replica as effects (a script using TIME and random draws leaves the same data
-//! on the replica).
+//! on the replica); SCRIPT DEBUG accepts NO and refuses the debugger shoal does not have.
 
 mod common;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Shoal, caught_up, follow, q, try_q};
+use common::reference::Redis;
+use common::{Raw, Shoal, caught_up, encode, follow, q, try_q};
 
 /// A script that increments two keys with a busy loop between: a reader that checks both
 /// keys with MGET in a loop never sees them differ.
@@ -275,5 +276,70 @@ fn a_long_function_answers_busy_and_function_kill_stops_it() {
             "Script killed by user with SCRIPT KILL... script: spin, on @user_function:2."
         ),
         "{killed}"
+    );
+}
+
+/// SCRIPT DEBUG: NO leaves debugging off (`+OK`, as Redis answers); YES and SYNC, which start
+/// Redis's Lua debugger, are refused in one line since shoal has none, and scripts run as
+/// before; a wrong mode, the arity, and a call behind replies not yet sent (a pipeline, or
+/// inside EXEC) get redis-server 7.0's errors.
+#[test]
+fn script_debug_turns_debugging_off_and_refuses_the_debugger() {
+    let redis = Redis::start();
+    let s = Shoal::start(&[]);
+    let mut r = s.raw();
+    let mut rr = Raw::connect(&format!("127.0.0.1:{}", redis.port));
+    for mode in ["YES", "SYNC", "yes", "sync"] {
+        assert_eq!(
+            r.call(&["SCRIPT", "DEBUG", mode]),
+            "-ERR the Lua debugger (SCRIPT DEBUG YES|SYNC) is not supported by shoal\r\n"
+        );
+    }
+    assert_eq!(r.call(&["EVAL", "return 7", "0"]), ":7\r\n");
+    assert_eq!(r.call(&["SCRIPT", "DEBUG", "NO"]), "+OK\r\n");
+    assert_eq!(
+        r.call(&["SCRIPT", "DEBUG", "maybe"]),
+        "-ERR Use SCRIPT DEBUG YES/SYNC/NO\r\n"
+    );
+    assert_eq!(
+        r.call(&["SCRIPT", "DEBUG"]),
+        "-ERR wrong number of arguments for 'script|debug' command\r\n"
+    );
+    for args in [
+        &["SCRIPT", "DEBUG", "no"][..],
+        &["SCRIPT", "DEBUG", "maybe"],
+        &["SCRIPT", "DEBUG"],
+        &["SCRIPT", "DEBUG", "NO", "extra"],
+        &["MULTI"],
+        &["SCRIPT", "DEBUG", "NO"],
+        &["EXEC"],
+    ] {
+        assert_eq!(r.call(args), rr.call(args), "{args:?}");
+    }
+    assert_eq!(
+        r.call(&["MULTI"]) + &r.call(&["SCRIPT", "DEBUG", "YES"]) + &r.call(&["EXEC"]),
+        "+OK\r\n+QUEUED\r\n*1\r\n-ERR SCRIPT DEBUG must be called outside a pipeline\r\n"
+    );
+    // Behind a reply of the same batch: one write, two commands.
+    let pipeline = [encode(&[b"PING"]), encode(&[b"SCRIPT", b"DEBUG", b"NO"])].concat();
+    let mut replies = Vec::new();
+    for conn in [&mut r, &mut rr] {
+        conn.send(&pipeline);
+        replies.push([conn.reply(), conn.reply()].concat());
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&replies[0]),
+        "+PONG\r\n-ERR SCRIPT DEBUG must be called outside a pipeline\r\n"
+    );
+    assert_eq!(replies[0], replies[1]);
+    let help: Vec<String> = q(&mut s.client(), &["SCRIPT", "HELP"]);
+    let theirs: Vec<String> = q(&mut redis.client(), &["SCRIPT", "HELP"]);
+    assert_eq!(help, theirs);
+    assert_eq!(
+        help[1..3],
+        [
+            "DEBUG (YES|SYNC|NO)",
+            "    Set the debug mode for subsequent scripts executed."
+        ]
     );
 }

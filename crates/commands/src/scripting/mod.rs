@@ -1,5 +1,6 @@
-//! Scripting: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT (LOAD, EXISTS, FLUSH, KILL, HELP), as
-//! Redis 7.0 (`eval.c`, `script.c`, `script_lua.c`), on a Lua 5.1 VM ([`engine`]).
+//! Scripting: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT (LOAD, EXISTS, FLUSH, KILL, DEBUG,
+//! HELP), as Redis 7.0 (`eval.c`, `script.c`, `script_lua.c`), on a Lua 5.1 VM ([`engine`]).
+//! There is no Lua debugger: SCRIPT DEBUG accepts only NO.
 //!
 //! **Atomicity.** A script runs alone: it takes the exec gate exclusively, as EXEC does (inside
 //! EXEC it already runs alone), and its commands run through the command table as EXEC's queued
@@ -275,6 +276,17 @@ pub static COMMANDS: &[Spec] = &[
         summary: "A container for Lua scripts management commands",
         complexity: "Depends on subcommand.",
         subcommands: &[
+            Spec {
+                name: "script|debug",
+                arity: 3,
+                flags: NOSCRIPT,
+                group: SC,
+                since: "3.2.0",
+                summary: "Set the debug mode for executed scripts.",
+                complexity: "O(1)",
+                handler: Some(script_debug),
+                ..Spec::DEFAULT
+            },
             Spec {
                 name: "script|exists",
                 arity: -3,
@@ -908,6 +920,29 @@ fn script_exists(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         ctx.out.int(f as i64);
     }
     Ok(())
+}
+
+/// SCRIPT DEBUG YES|SYNC|NO, with Redis 7.0's checks in its order: not after replies still
+/// waiting to be sent (a pipeline, or inside EXEC, whose reply has begun), then the mode. shoal
+/// has no Lua debugger: NO, which leaves debugging off, is `+OK`; YES and SYNC are refused.
+fn script_debug(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    // The connection's output buffer holds the replies of this batch not sent yet.
+    if !ctx.out.buf.is_empty() {
+        return Err(ReplyError::err_static(
+            "SCRIPT DEBUG must be called outside a pipeline",
+        ));
+    }
+    let mode = args.get(2);
+    if mode.eq_ignore_ascii_case(b"no") {
+        ctx.out.ok();
+        Ok(())
+    } else if mode.eq_ignore_ascii_case(b"yes") || mode.eq_ignore_ascii_case(b"sync") {
+        Err(ReplyError::err_static(
+            "the Lua debugger (SCRIPT DEBUG YES|SYNC) is not supported by shoal",
+        ))
+    } else {
+        Err(ReplyError::err_static("Use SCRIPT DEBUG YES/SYNC/NO"))
+    }
 }
 
 fn script_flush(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
