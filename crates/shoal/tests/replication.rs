@@ -631,3 +631,69 @@ fn a_pipelines_mixed_writes_reach_the_replica_in_order_and_wait_covers_them() {
     let acked: i64 = q(&mut c, &["WAIT", "1", "10000"]);
     assert_eq!(acked, 1, "the resumed replica acknowledges them");
 }
+
+/// A connection cut in the middle of a pipeline (here at the output buffer limit, with writes
+/// run before the cut whose effects the batch was still holding) leaves nothing behind: the
+/// replica gets those writes with no further command sent to the primary (a later command on the
+/// same worker would drain what the cut left).
+#[test]
+fn writes_of_a_pipeline_cut_at_the_output_limit_still_reach_the_replica() {
+    use std::io::{Read, Write};
+    let p = Shoal::start(&["--set", "client-output-buffer-limit=normal 1mb 512kb 1"]);
+    let r = Shoal::start(&[]);
+    follow(&r, &p);
+    let mut c = p.client();
+    let big = vec![b'o'; 1024 * 1024];
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut c)
+        .unwrap();
+    drop(c);
+    // One write, read as one batch: ten SETs, then 50 MB of replies not read while they run.
+    let mut req = Vec::new();
+    for i in 0..10 {
+        let k = format!("cut:{i}");
+        req.extend(common::encode(&[b"SET", k.as_bytes(), b"v"]));
+    }
+    req.extend(common::encode(&[b"GET", b"big"]).repeat(50));
+    let mut sock = std::net::TcpStream::connect(p.addr()).unwrap();
+    sock.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let _ = sock.write_all(&req);
+    // The server closes the connection when its output passes the limit: its side of the
+    // socket (the one whose remote port is ours) then leaves ESTABLISHED (state 01 in
+    // /proc/net/tcp; ours stays there until the queued replies are read). Looked at there
+    // rather than with INFO, which would run a command on the primary. Then what it sent is
+    // read: the replies it wrote before the cut, far fewer than 50.
+    let ours = format!(":{:04X}", sock.local_addr().unwrap().port());
+    wait_until("the server to close the reader-less connection", || {
+        !std::fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[2].ends_with(&ours) && f[3] == "01"
+            })
+    });
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..10_000 {
+        match sock.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(
+        got < 40 * big.len(),
+        "the connection was cut before its replies ({got} bytes read)"
+    );
+    let mut rc = r.client();
+    wait_until("the writes before the cut on the replica", || {
+        (0..10).all(|i| {
+            let v: Option<String> = q(&mut rc, &["GET", &format!("cut:{i}")]);
+            v.as_deref() == Some("v")
+        })
+    });
+}
