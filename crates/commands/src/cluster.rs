@@ -518,6 +518,14 @@ static SUBCOMMANDS: &[Spec] = &[
         failover
     ),
     sub!(
+        "cluster|flushslots",
+        2,
+        ADMIN | STALE | NO_ASYNC_LOADING,
+        "3.0.0",
+        "Delete a node's own slots information",
+        flushslots
+    ),
+    sub!(
         "cluster|forget",
         3,
         ADMIN | STALE | NO_ASYNC_LOADING,
@@ -822,6 +830,23 @@ fn assign(ctx: &mut Ctx<'_>, ranges: Vec<SlotRange>) -> CmdResult {
 
 fn unassign(ctx: &mut Ctx<'_>, ranges: Vec<SlotRange>) -> CmdResult {
     propose(ctx, Change::UnassignSlots { ranges })
+}
+
+/// CLUSTER FLUSHSLOTS: gives up every slot this node owns (a configuration change through the
+/// group, as DELSLOTS of them all), only while it holds no key, as Redis requires.
+fn flushslots(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    if ctx.srv.ks.db_size(0).0 != 0 {
+        return Err(ReplyError::err_static(
+            "DB must be empty to perform CLUSTER FLUSHSLOTS.",
+        ));
+    }
+    let ranges = cl.config().ranges_of(&cl.me());
+    if ranges.is_empty() {
+        ctx.out.ok();
+        return Ok(());
+    }
+    unassign(ctx, ranges)
 }
 
 fn addslots(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -1436,6 +1461,8 @@ const HELP: &[&str] = &[
     "    Remove a node from the cluster.",
     "GETKEYSINSLOT <slot> <count>",
     "    Return key names stored by current node in a slot.",
+    "FLUSHSLOTS",
+    "    Delete current node own slots information.",
     "INFO",
     "    Return information about the cluster.",
     "KEYSLOT <key>",

@@ -1425,3 +1425,35 @@ fn shard_channels_are_routed_by_their_slot() {
     // Plain pub/sub is not routed: PUBLISH works on any node.
     assert_eq!(r.call(&["PUBLISH", "foo", "m"]), ":0\r\n");
 }
+
+/// CLUSTER FLUSHSLOTS gives up every slot the node owns, only while it holds no key (Redis's
+/// rule and error), and is `+OK` for a node that owns none.
+#[test]
+fn flushslots_gives_up_the_nodes_slots_only_when_it_holds_no_key() {
+    let s = owning_all();
+    let mut r = s.raw();
+    assert_eq!(r.call(&["SET", "foo", "bar"]), "+OK\r\n");
+    assert_eq!(
+        r.call(&["CLUSTER", "FLUSHSLOTS"]),
+        "-ERR DB must be empty to perform CLUSTER FLUSHSLOTS.\r\n"
+    );
+    assert_eq!(
+        r.call(&["CLUSTER", "FLUSHSLOTS", "x"]),
+        "-ERR wrong number of arguments for 'cluster|flushslots' command\r\n"
+    );
+    assert!(r.call(&["CLUSTER", "SLOTS"]).starts_with("*1\r\n"));
+    assert_eq!(r.call(&["DEL", "foo"]), ":1\r\n");
+    assert_eq!(r.call(&["CLUSTER", "FLUSHSLOTS"]), "+OK\r\n");
+    assert_eq!(r.call(&["CLUSTER", "SLOTS"]), "*0\r\n");
+    assert_eq!(
+        r.call(&["GET", "foo"]),
+        "-CLUSTERDOWN Hash slot not served\r\n"
+    );
+    // Nothing left to give up.
+    assert_eq!(r.call(&["CLUSTER", "FLUSHSLOTS"]), "+OK\r\n");
+    assert_eq!(
+        r.call(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]),
+        "+OK\r\n"
+    );
+    assert_eq!(r.call(&["SET", "foo", "bar"]), "+OK\r\n");
+}
