@@ -123,6 +123,12 @@ pub fn flush_deferred(srv: &ServerState, client: &mut Client, now_ms: u64) {
 /// An empty queue was appended by another command that found it full (under its lock, so its
 /// bytes are in the backlog now).
 fn append_group(srv: &ServerState, group: &[usize], now_ms: u64) -> (u64, bool) {
+    // The lock order every multi-shard lock keeps (commands lock their keys' shards the same way).
+    debug_assert!(
+        group.windows(2).all(|w| w[0] < w[1]),
+        "a group's shards are locked in ascending order: {group:?}"
+    );
+    debug_assert!(group.len() <= EMIT_GROUP_SHARDS_MAX);
     if srv.active.is_on() {
         let mut end = None;
         for &i in group {
