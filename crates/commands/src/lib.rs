@@ -145,6 +145,11 @@ pub enum Outcome {
     /// connection loads them off-lock, puts them back, and runs the same request again (see
     /// `tier.rs`; at most `tier::FETCH_ROUNDS_MAX` rounds).
     Fetch(Box<tier::FetchRequest>),
+    /// Another thread holds the exec gate for a batch of scripts, and the client waits for it
+    /// as a task (`Client::gate_wait_as_task`): nothing ran and no reply was written. The
+    /// connection waits for the batch to end (`ExecGate::batch_ended`) and runs the same request
+    /// again.
+    GateWait,
 }
 
 /// How a request runs: normally, or again for a client blocked on keys.
@@ -410,7 +415,7 @@ pub fn execute_looked_up(
     // While a script runs, a request waits for it below `busy-reply-threshold` (asleep on the
     // gate the script holds, below), and past it is refused `-BUSY` or runs without the gate
     // (`ALLOW_BUSY`), as in Redis.
-    let past_threshold = || srv.scripts.busy.active() && !srv.scripts.busy.waiting(srv);
+    let past_threshold = || srv.scripts.busy.past_threshold(srv);
     if past_threshold() {
         // A script about to take the gate waits for every thread's hold: this thread's sticky
         // one is given up here, or the script would wait for it while this request is refused.
@@ -433,6 +438,11 @@ pub fn execute_looked_up(
                 return Outcome::Done;
             }
         }
+    }
+    // Another thread's batch of scripts holds the gate: a connection waits for it as a task,
+    // so this thread serves its other connections or parks (see `ExecGate`).
+    if client.gate_wait_as_task && mode == RunMode::Normal && srv.gate.batch_held_elsewhere() {
+        return Outcome::GateWait;
     }
     // Held for the whole request (admission may evict), so nothing of it runs during an EXEC.
     // A script holds the gate for as long as it runs (a batch of them, until its connection's

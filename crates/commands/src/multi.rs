@@ -26,9 +26,10 @@
 use crate::error::ReplyError;
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
-use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use crate::args::OwnedArgs;
 
@@ -146,6 +147,15 @@ struct Slot {
 /// or not) ran under it and another thread waits; so the scripts of the thread's pipelines (across its connections) share one
 /// hand-over. A thread waiting for the gate sleeps after a few spins: a hand-over every 64
 /// scripts costs one wake-up, where spinning or yielding would take the core from the holder.
+///
+/// **Waiting as a task.** A connection's request that finds another thread's batch hold does
+/// not put its thread to sleep: it waits as a task ([`ExecGate::batch_held_elsewhere`],
+/// [`ExecGate::batch_ended`]; `Outcome::GateWait`), so its thread parks or serves what it can.
+/// The holder wakes such tasks when one of its connections ends a batch
+/// ([`ExecGate::wake_tasks_here`]): from inside a task, the runtime queues them on the
+/// holder's own thread, which runs them under its hold. A script load so collapses onto one
+/// worker, as a script runs alone anyway, instead of handing the gate and the Lua VM's memory
+/// between threads each time the holder runs out of ready connections.
 #[derive(Debug)]
 pub struct ExecGate {
     /// Distinguishes gates in the threads' slot caches (tests run many servers per process).
@@ -157,6 +167,14 @@ pub struct ExecGate {
     /// Held by the EXEC (or script batch) in progress; commands that find `exclusive` set wait
     /// for its release.
     writer: WriterLock,
+    /// A batch hold is in place and has run more than one script (`BATCH` of the holding
+    /// thread says whose): requests of other threads wait for it as tasks.
+    batched: AtomicBool,
+    /// Tasks waiting for the batch hold to end (one entry per waiting request: see
+    /// [`GateWaitRegistration`]) and the generation of the list (one more each time it is
+    /// woken and emptied); and how many there are.
+    task_waiters: Mutex<(Vec<Waker>, u64)>,
+    task_waiter_count: AtomicUsize,
 }
 
 impl Default for ExecGate {
@@ -168,9 +186,16 @@ impl Default for ExecGate {
             overflow: AtomicUsize::new(0),
             exclusive: AtomicBool::new(false),
             writer: WriterLock::default(),
+            batched: AtomicBool::new(false),
+            task_waiters: Mutex::new((Vec::new(), 0)),
+            task_waiter_count: AtomicUsize::new(0),
         }
     }
 }
+
+/// The longest a worker going idle sleeps while another thread's batch of scripts lasts
+/// ([`ExecGate::idle_while_batch_elsewhere`]); it then parks as usual.
+pub const IDLE_WHILE_BATCH_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Commands (scripts or not) one batch hold runs before it lets a waiting thread have the gate.
 pub const BATCH_HOLD_RUNS_MAX: u32 = 1024;
@@ -473,7 +498,83 @@ impl ExecGate {
     pub fn end_batch(&self) {
         if self.batch_held() {
             BATCH.set((0, 0));
+            self.batched.store(false, SeqCst);
             self.release_exclusive();
+            self.wake_tasks();
+        }
+    }
+
+    /// Whether another thread holds the gate for a batch of scripts: a connection's request
+    /// then waits as a task ([`ExecGate::batch_ended`]) instead of asleep on the gate. One
+    /// load (a line written only when a batch starts or ends).
+    #[inline]
+    pub fn batch_held_elsewhere(&self) -> bool {
+        self.batched.load(Acquire) && !self.batch_held()
+    }
+
+    /// Ready once no batch hold is in place (looked at again after registering, so a release
+    /// in between is not missed). Wakes on the release, or earlier from
+    /// [`ExecGate::wake_tasks_here`]. A request keeps one `registration` across its waits, so
+    /// it is listed once however often it looks.
+    pub fn batch_ended<'a>(&'a self, registration: &'a mut GateWaitRegistration) -> BatchEnded<'a> {
+        BatchEnded {
+            gate: self,
+            registration,
+        }
+    }
+
+    /// Called by a worker going idle: while another thread's batch of scripts lasts (at most
+    /// [`IDLE_WHILE_BATCH_MAX`], or until `give_up()`), the thread sleeps here instead of
+    /// parking. The runtime does not count it as parked, so the holder's thread, queueing
+    /// tasks, does not wake it to take them (they would only wait for the holder again): the
+    /// load stays on the holder's thread, which runs it under its hold.
+    pub fn idle_while_batch_elsewhere(&self, give_up: impl Fn() -> bool) {
+        if !self.batch_held_elsewhere() {
+            return;
+        }
+        // Bounded by a count of polls, not a clock (this crate reads none): a wake-up before a
+        // poll's end only shortens the sleep.
+        let polls = IDLE_WHILE_BATCH_MAX.as_micros() / WRITER_GIVE_UP_POLL.as_micros();
+        let w = &self.writer;
+        let mut g = w.m.lock().unwrap_or_else(PoisonError::into_inner);
+        // Counted before looking (both SeqCst; the release clears `batched` before it looks
+        // at the sleepers): either this sees the batch end, or the release wakes it.
+        w.sleepers.fetch_add(1, SeqCst);
+        for _ in 0..polls {
+            if !self.batched.load(SeqCst) || give_up() {
+                break;
+            }
+            g =
+                w.cv.wait_timeout(g, WRITER_GIVE_UP_POLL)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+        }
+        w.sleepers.fetch_sub(1, SeqCst);
+    }
+
+    /// Wakes the tasks waiting for the batch hold, if this thread holds it: called from a
+    /// task, the runtime queues them on this thread, and they run under the hold.
+    pub fn wake_tasks_here(&self) {
+        if self.batch_held() {
+            self.wake_tasks();
+        }
+    }
+
+    fn wake_tasks(&self) {
+        if self.task_waiter_count.load(SeqCst) == 0 {
+            return;
+        }
+        let wakers = {
+            let mut w = self
+                .task_waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.task_waiter_count.store(0, SeqCst);
+            w.1 += 1;
+            std::mem::take(&mut w.0)
+        };
+        for w in wakers {
+            w.wake();
         }
     }
 
@@ -513,6 +614,10 @@ impl ExecGate {
                 BATCH.set((gate, runs.saturating_add(1)));
                 if !self.writer.long_hold.load(Relaxed) {
                     self.writer.long_hold.store(true, Relaxed);
+                    // From its second script on, the batch will last: requests of other
+                    // threads wait for it as tasks (one script alone is over sooner than a
+                    // task's wait and wake-up).
+                    self.batched.store(true, SeqCst);
                 }
                 return GateExclusive {
                     gate: self,
@@ -566,6 +671,48 @@ impl ExecGate {
         while self.overflow.load(SeqCst) != 0 {
             busy(&mut spins);
         }
+    }
+}
+
+/// A waiting request's place in the gate's list of waiting tasks: the list's generation when
+/// it was put there (`None`: not listed).
+#[derive(Debug, Default)]
+pub struct GateWaitRegistration(Option<u64>);
+
+/// The future of [`ExecGate::batch_ended`].
+#[derive(Debug)]
+pub struct BatchEnded<'a> {
+    gate: &'a ExecGate,
+    registration: &'a mut GateWaitRegistration,
+}
+
+impl std::future::Future for BatchEnded<'_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let gate = self.gate;
+        // Woken onto the holder's thread, it runs under the hold.
+        if !gate.batched.load(SeqCst) || gate.batch_held() {
+            return Poll::Ready(());
+        }
+        let mut w = gate
+            .task_waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.registration.0 == Some(w.1) {
+            // Still listed (the list was not woken since): the release will wake it.
+            return Poll::Pending;
+        }
+        // Counted before looking (both SeqCst, as the release clears `batched` before it reads
+        // the count): either this sees the release, or the release sees this waiter.
+        gate.task_waiter_count.fetch_add(1, SeqCst);
+        if !gate.batched.load(SeqCst) {
+            gate.task_waiter_count.fetch_sub(1, SeqCst);
+            return Poll::Ready(());
+        }
+        w.0.push(cx.waker().clone());
+        self.registration.0 = Some(w.1);
+        Poll::Pending
     }
 }
 

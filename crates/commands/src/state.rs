@@ -411,6 +411,10 @@ pub struct Client {
     pub subs: crate::pubsub::ClientSubs,
     /// `ASKING`, `READONLY` and the connection's copy of the cluster configuration.
     pub cluster: crate::cluster::ClientCluster,
+    /// A request that finds another thread's batch of scripts holding the exec gate returns
+    /// `Outcome::GateWait` instead of waiting with its thread asleep: set by a connection loop
+    /// that waits for it as a task.
+    pub gate_wait_as_task: bool,
 }
 
 /// Per-connection replication state (see `crate::replication`).
@@ -554,6 +558,7 @@ impl Client {
             tx: Default::default(),
             subs: Default::default(),
             cluster: Default::default(),
+            gate_wait_as_task: false,
         }
     }
 

@@ -142,6 +142,7 @@ pub async fn serve<S: ClientStream>(srv: Arc<ServerState>, mut stream: S, io: Ar
     srv.register_client(handle.clone());
     let authenticated = !srv.hot.requirepass_set.load(Relaxed);
     let mut client = Client::new(handle.clone(), authenticated);
+    client.gate_wait_as_task = true;
     let end = run(&srv, &mut stream, &mut client, &wake, &io).await;
     // A batch cut short (the output buffer limit, an HTTP request) may have left effects queued
     // (on this thread: nothing waited since the return).
@@ -509,19 +510,17 @@ async fn run<S: ClientStream>(
                     client.repl.defer_effects = !sync && !limits.aof_always;
                     let (mut outcome, mut suppress) =
                         run_one(srv, client, &args, spec, &mut out, now);
-                    if let Outcome::Fetch(_) = outcome {
-                        // Values on the disk tier: load them off-lock and run it again.
+                    if matches!(
+                        outcome,
+                        Outcome::GateWait | Outcome::Fetch(_) | Outcome::Paused
+                    ) {
+                        // Nothing ran: wait for what it needs (another worker's batch of
+                        // scripts to end, values from the disk tier, a slot's pause) and run it
+                        // again.
                         settle!();
                         mark = out.len();
                         (outcome, suppress) =
-                            run_fetching(srv, client, &args, spec, &mut out, outcome).await;
-                    }
-                    if let Outcome::Paused = outcome {
-                        // A request for a slot whose move is flipping: wait, then run it again
-                        // (served here, or redirected to the slot's new owner).
-                        settle!();
-                        mark = out.len();
-                        (outcome, suppress) = run_paused(srv, client, &args, spec, &mut out).await;
+                            run_again(srv, client, &args, spec, &mut out, outcome).await;
                     }
                     pos = end;
                     if out.get(mark) == Some(&b'-') {
@@ -618,6 +617,9 @@ async fn run<S: ClientStream>(
         if OFFLOADED.replace(false) {
             srv.gate.release_thread();
         }
+        // Requests of other threads waiting for this thread's batch of scripts are queued here
+        // (woken from this task) and run under the hold.
+        srv.gate.wake_tasks_here();
         if closing.is_none() && requests > 1 && !out.is_empty() {
             // A pipeline's replies leave at the end of the worker's tick, not as each
             // connection finishes its batch (as Redis writes every client's replies before it
@@ -979,9 +981,23 @@ async fn carry_out(
     }
 }
 
-/// Runs a request that needs values on the disk tier again after loading them, at most
-/// `FETCH_ROUNDS_MAX` rounds (then it is answered with an error).
-async fn run_fetching(
+/// How often a request waiting for another thread's batch of scripts looks again without being
+/// woken: a script past `busy-reply-threshold` keeps its hold, and the request is then to be
+/// answered `-BUSY` (the look goes through the busy rule).
+const GATE_WAIT_POLL_MS: u64 = 5;
+
+/// Runs a request that ran nothing ([`Outcome::GateWait`], [`Outcome::Fetch`],
+/// [`Outcome::Paused`]) again once what it waits for is there, as often as it needs, in any
+/// order of the three:
+/// - another thread's batch of scripts holds the exec gate: wait for the batch to end or for
+///   its holder to wake this task (the runtime then queues it on the holder's thread, which
+///   runs it under the hold), at most [`GATE_WAIT_POLL_MS`] per look; a batch lasts until its
+///   thread runs out of ready connections;
+/// - values on the disk tier: load them off-lock and put them back, at most `FETCH_ROUNDS_MAX`
+///   rounds (then an error reply);
+/// - its slot's move is flipping, or a script runs below `busy-reply-threshold`: wait, until
+///   `PAUSE_WAIT_MAX_MS` (then `-TRYAGAIN`, unless a script still runs).
+async fn run_again(
     srv: &ServerState,
     client: &mut Client,
     args: &Args<'_>,
@@ -989,46 +1005,49 @@ async fn run_fetching(
     out: &mut Vec<u8>,
     mut outcome: Outcome,
 ) -> (Outcome, bool) {
-    for _ in 0..shoal_commands::tier::FETCH_ROUNDS_MAX {
-        let Outcome::Fetch(req) = outcome else {
-            return (outcome, false);
-        };
-        crate::tier::fetch(srv, &req, now_ms()).await;
-        let r = run_one(srv, client, args, spec, out, now_ms());
-        if !matches!(r.0, Outcome::Fetch(_)) {
-            return r;
-        }
-        outcome = r.0;
-    }
-    let e = ReplyError::err_static(shoal_commands::tier::FETCH_ROUNDS_ERROR);
-    srv.stats.error_reply(&e);
-    e.write_to(&mut ReplyWriter::new(out, client.proto));
-    (Outcome::Done, false)
-}
-
-/// Runs a request whose slot is paused again once the pause ends; after
-/// `PAUSE_WAIT_MAX_MS` it is answered `-TRYAGAIN`.
-async fn run_paused(
-    srv: &ServerState,
-    client: &mut Client,
-    args: &Args<'_>,
-    spec: Option<&'static shoal_commands::table::Spec>,
-    out: &mut Vec<u8>,
-) -> (Outcome, bool) {
-    let deadline =
+    let mut fetch_rounds = 0;
+    let pause_deadline =
         tokio::time::Instant::now() + Duration::from_millis(migration::PAUSE_WAIT_MAX_MS);
+    let mut registration = shoal_commands::multi::GateWaitRegistration::default();
     loop {
-        wait_unpaused(srv, deadline).await;
-        if tokio::time::Instant::now() >= deadline && !srv.scripts.busy.active() {
-            let e = ReplyError::TryAgain;
-            srv.stats.error_reply(&e);
-            e.write_to(&mut ReplyWriter::new(out, client.proto));
-            return (Outcome::Done, false);
+        match outcome {
+            Outcome::GateWait => {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(GATE_WAIT_POLL_MS),
+                    srv.gate.batch_ended(&mut registration),
+                )
+                .await;
+            }
+            Outcome::Fetch(req) => {
+                if fetch_rounds == shoal_commands::tier::FETCH_ROUNDS_MAX {
+                    let e = ReplyError::err_static(shoal_commands::tier::FETCH_ROUNDS_ERROR);
+                    srv.stats.error_reply(&e);
+                    e.write_to(&mut ReplyWriter::new(out, client.proto));
+                    return (Outcome::Done, false);
+                }
+                fetch_rounds += 1;
+                crate::tier::fetch(srv, &req, now_ms()).await;
+            }
+            Outcome::Paused => {
+                wait_unpaused(srv, pause_deadline).await;
+                if tokio::time::Instant::now() >= pause_deadline && !srv.scripts.busy.active() {
+                    let e = ReplyError::TryAgain;
+                    srv.stats.error_reply(&e);
+                    e.write_to(&mut ReplyWriter::new(out, client.proto));
+                    return (Outcome::Done, false);
+                }
+            }
+            // Only a request that ran nothing comes here.
+            other => return (other, false),
         }
-        let r = run_one(srv, client, args, spec, out, now_ms());
-        if !matches!(r.0, Outcome::Paused) {
-            return r;
+        let (next, suppress) = run_one(srv, client, args, spec, out, now_ms());
+        if !matches!(
+            next,
+            Outcome::GateWait | Outcome::Fetch(_) | Outcome::Paused
+        ) {
+            return (next, suppress);
         }
+        outcome = next;
     }
 }
 
@@ -1214,7 +1233,7 @@ fn run_one(
     // thread ([`offload_long_script`]); short ones, nearly all, run here like any command.
     let outcome =
         shoal_commands::execute_looked_up(srv, client, args, spec, out, now, RunMode::Normal);
-    if let Outcome::Fetch(_) = outcome {
+    if let Outcome::Fetch(_) | Outcome::GateWait | Outcome::Paused = outcome {
         // Nothing ran: the reply mode moves when it does.
         return (outcome, false);
     }

@@ -376,6 +376,12 @@ impl Server {
             .on_thread_park(move || {
                 ExecGate::set_sticky_thread(true);
                 parking.gate.release_thread();
+                // Another worker's batch of scripts holds the gate: nothing could run here
+                // meanwhile; sleeping here keeps the runtime from waking this thread to take
+                // tasks that would only wait (see `ExecGate`).
+                parking
+                    .gate
+                    .idle_while_batch_elsewhere(|| parking.scripts.busy.past_threshold(&parking));
             })
             .enable_all()
             .build()

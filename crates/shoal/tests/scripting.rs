@@ -42,6 +42,107 @@ fn a_concurrent_client_never_sees_a_script_half_done() {
     assert_eq!(v, vec![300, 300]);
 }
 
+/// Pipelines mixing scripts and plain commands on many connections over two worker threads:
+/// a worker's batch of scripts holds the exec gate, and the other worker's requests wait for it
+/// as tasks and run again (on the holder's thread, or after the batch). Every request is
+/// answered once, in its connection's order: a connection's own counter reads 1, 2, 3, ...; the
+/// shared counter the scripts increment only grows as each connection sees it; and it ends at
+/// the number of scripts sent.
+#[test]
+fn pipelines_of_scripts_and_commands_on_two_workers_are_each_answered_once_in_order() {
+    const CONNS: usize = 8;
+    const ROUNDS: usize = 60;
+    const PIPELINE: usize = 16;
+    let s = Shoal::start(&["--threads", "2"]);
+    let mut c = s.client();
+    let sha: String = q(
+        &mut c,
+        &["SCRIPT", "LOAD", "return redis.call('incr', KEYS[1])"],
+    );
+    let workers: Vec<_> = (0..CONNS)
+        .map(|n| {
+            let mut raw = s.raw();
+            let sha = sha.clone();
+            thread::spawn(move || {
+                let own = format!("own:{n}");
+                let (mut scripts, mut own_count, mut last_shared) = (0u64, 0i64, 0i64);
+                for round in 0..ROUNDS {
+                    // Scripts, with a plain INCR of the connection's own key every fourth
+                    // request (its place moving from round to round).
+                    let kinds: Vec<bool> = (0..PIPELINE).map(|i| (i + round) % 4 != 0).collect();
+                    let mut bytes = Vec::new();
+                    for &script in &kinds {
+                        bytes.extend(if script {
+                            encode(&[b"EVALSHA", sha.as_bytes(), b"1", b"shared"])
+                        } else {
+                            encode(&[b"INCR", own.as_bytes()])
+                        });
+                    }
+                    raw.send(&bytes);
+                    for &script in &kinds {
+                        let r = String::from_utf8(raw.reply()).expect("utf-8");
+                        let v: i64 = r
+                            .strip_prefix(':')
+                            .and_then(|r| r.trim_end().parse().ok())
+                            .unwrap_or_else(|| panic!("an integer reply, got {r:?}"));
+                        if script {
+                            assert!(
+                                v > last_shared,
+                                "the shared counter went {last_shared} -> {v}"
+                            );
+                            last_shared = v;
+                            scripts += 1;
+                        } else {
+                            own_count += 1;
+                            assert_eq!(v, own_count, "{own}: a reply lost, repeated or moved");
+                        }
+                    }
+                }
+                scripts
+            })
+        })
+        .collect();
+    let sent: u64 = workers
+        .into_iter()
+        .map(|w| w.join().expect("connection"))
+        .sum();
+    let shared: u64 = q(&mut c, &["GET", "shared"]);
+    assert_eq!(shared, sent, "every script ran exactly once");
+}
+
+/// The long script is the second of a pipeline's scripts, so its batch holds the gate: a
+/// request of another connection waits for it as a task and is still answered `-BUSY` past
+/// the threshold; SCRIPT KILL stops the script; the pipeline's first script was answered.
+#[test]
+fn a_request_waiting_for_a_batch_of_scripts_gets_busy_past_the_threshold() {
+    let s = Shoal::start(&["--busy-reply-threshold", "200", "--threads", "2"]);
+    let mut other = s.client();
+    let _: String = q(&mut other, &["SET", "k", "v"]);
+    let mut runner = s.raw();
+    let mut pipeline = encode(&[b"EVAL", b"return 1", b"0"]);
+    pipeline.extend(encode(&[b"EVAL", b"while true do end", b"0"]));
+    runner.send(&pipeline);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match try_q::<String>(&mut other, &["GET", "k"]) {
+            Err(e) if e.to_string().contains("BUSY") => break,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "never answered BUSY");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let ok: String = q(&mut other, &["SCRIPT", "KILL"]);
+    assert_eq!(ok, "OK");
+    assert_eq!(runner.reply(), b":1\r\n");
+    let killed = String::from_utf8(runner.reply()).expect("utf-8");
+    assert!(
+        killed.starts_with("-ERR Script killed by user with SCRIPT KILL"),
+        "{killed}"
+    );
+    let v: String = q(&mut other, &["GET", "k"]);
+    assert_eq!(v, "v");
+}
+
 /// A script looping past busy-reply-threshold: another client waits, then gets `-BUSY`; SCRIPT
 /// KILL stops it; its caller gets Redis's "Script killed" error; the node serves again.
 #[test]

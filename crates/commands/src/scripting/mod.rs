@@ -9,9 +9,11 @@
 //! picks a random key writes the same data on every replica.
 //!
 //! **Busy scripts.** A script marks the node busy ([`Busy`]) for as long as it runs, with the
-//! monotonic time it started. A request arriving meanwhile waits for it, its thread asleep on
-//! the exec gate the script holds (as Redis serves nothing during a script), until the script's
-//! batch lets go of the gate or `busy-reply-threshold` passes; after that the request path asks
+//! monotonic time it started. A request arriving meanwhile waits for it (as Redis serves
+//! nothing during a script): its thread asleep on the exec gate the script holds, or, on a
+//! connection while another thread's batch of scripts holds the gate, its task
+//! (`Outcome::GateWait`, see `ExecGate`), until the script's batch lets go of the gate or
+//! `busy-reply-threshold` passes; after that the request path asks
 //! [`busy_admission`] and the request is answered `-BUSY`, except commands flagged `ALLOW_BUSY`
 //! (SCRIPT KILL, FUNCTION KILL, ...), which run without the gate. SCRIPT KILL raises a flag that the VM's instruction-count hook
 //! reads; a script that has written cannot be killed (`-UNKILLABLE`). A script that has run
@@ -420,6 +422,15 @@ impl Busy {
     #[inline]
     pub fn active(&self) -> bool {
         self.since_ms.load(SeqCst) != 0
+    }
+
+    /// A script is running and has run `busy-reply-threshold` or more: requests are refused
+    /// (`-BUSY`) or run without the gate. One look at the start time, so a script ending
+    /// meanwhile does not make it look past the threshold.
+    pub fn past_threshold(&self, srv: &ServerState) -> bool {
+        let since = self.since_ms.load(SeqCst);
+        since != 0
+            && (srv.clock.mono_ms)().saturating_sub(since) >= srv.config().busy_reply_threshold
     }
 
     /// A script is running and has run less than `busy-reply-threshold`: requests wait.
