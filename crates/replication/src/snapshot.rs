@@ -52,6 +52,8 @@ pub struct Writer {
     crc: u64,
     pub bytes_written: u64,
     pub keys_written: u64,
+    /// One record's encoded value, reused (see `encode_record_with`).
+    scratch: Vec<u8>,
 }
 
 impl Default for Writer {
@@ -66,6 +68,7 @@ impl Writer {
             crc: 0,
             bytes_written: 0,
             keys_written: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -112,7 +115,7 @@ impl Writer {
         for db in 0..ks.databases() {
             shard.for_each_entry(index, db, |_, e| {
                 // A value the disk tier lost is left out, as if evicted.
-                if encode_record(&mut out, db, e, ks) {
+                if encode_record_with(&mut out, &mut self.scratch, db, e, ks) {
                     self.keys_written += 1;
                 }
             });
@@ -137,8 +140,20 @@ impl Writer {
 /// slot migration sends ([`for_each_record`] reads them back). A value on the disk tier is read
 /// from it; `false` (nothing written) if the tier lost it.
 pub fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry, ks: &Keyspace) -> bool {
-    let mut value = Vec::new();
-    if !ks.encode_entry_value(e, &mut value) {
+    encode_record_with(out, &mut Vec::new(), db, e, ks)
+}
+
+/// [`encode_record`] with the value encoded in `value`, a buffer reused across records (a walk
+/// of a million keys allocated and freed one per key).
+fn encode_record_with(
+    out: &mut Vec<u8>,
+    value: &mut Vec<u8>,
+    db: usize,
+    e: &Entry,
+    ks: &Keyspace,
+) -> bool {
+    value.clear();
+    if !ks.encode_entry_value(e, value) {
         return false;
     }
     out.push(TAG_RECORD);
@@ -154,11 +169,12 @@ pub fn encode_record(out: &mut Vec<u8>, db: usize, e: &Entry, ks: &Keyspace) -> 
     for t in [exp, ext, stale].into_iter().flatten() {
         out.extend_from_slice(&t.to_le_bytes());
     }
-    put_bytes(out, &value);
+    put_bytes(out, value);
     true
 }
 
-/// The whole snapshot in one buffer (SAVE, tests).
+/// The whole snapshot in one buffer (tests; SAVE and compaction write it to their file shard by
+/// shard instead).
 ///
 /// A SWAPDB during the walk would leave some shards swapped and others not: the walk starts again,
 /// at most [`SNAPSHOT_ATTEMPTS_MAX`] times. `replid_offset` gives the history, read after the swap

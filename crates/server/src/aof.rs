@@ -106,7 +106,7 @@ impl Paths {
     }
 }
 
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -278,7 +278,7 @@ pub const SNAPSHOT_WRITE_BYTES: usize = 1 << 20;
 /// `replid_offset` is asked at each attempt's start (the header) and end (the end marker), as
 /// `snapshot::write_all` does; a SWAPDB during an attempt starts the file again. Returns the
 /// replication id and offset as the header holds them (the id in its 40 bytes).
-fn write_snapshot_file(
+pub(crate) fn write_snapshot_file(
     ks: &shoal_keyspace::Keyspace,
     aux: &[(&[u8], &[u8])],
     path: &Path,

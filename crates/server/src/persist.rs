@@ -30,21 +30,33 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
             let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
             // The offset is taken before the data: the data is at least that new, and a restarted
             // replica re-applies the stream from there (effects apply by version, so twice is fine).
+            // Written to the file shard by shard as it is taken (never the whole snapshot in
+            // memory) and fsynced before the rename; the folder is fsynced after it, as Redis 7
+            // does, so the new name survives a power loss.
             let aux = aux_records(&srv);
-            let bytes = snapshot::write_all(&srv.ks, &aux_refs(&aux), || {
-                (srv.repl.ids().replid, srv.repl.offset())
-            });
-            let res = bytes
-                .and_then(|bytes| {
-                    std::fs::write(&tmp, &bytes)
-                        .map(|_| bytes.len())
-                        .map_err(|e| format!("saving {}: {e}", path.display()))
-                })
-                .and_then(|n| {
+            let written =
+                crate::aof::write_snapshot_file(&srv.ks, &aux_refs(&aux), &tmp, None, || {
+                    (srv.repl.ids().replid, srv.repl.offset())
+                });
+            let res = written
+                .and_then(|_| {
+                    let n = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
                     std::fs::rename(&tmp, &path)
                         .map(|_| n)
                         .map_err(|e| format!("saving {}: {e}", path.display()))
+                })
+                .inspect(|_| {
+                    let dir = match path.parent() {
+                        Some(d) if !d.as_os_str().is_empty() => d,
+                        _ => std::path::Path::new("."),
+                    };
+                    if let Err(e) = crate::aof::fsync_dir(dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not fsync the snapshot's folder");
+                    }
                 });
+            if res.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
             let p = &srv.persist;
             p.saves.fetch_add(1, Relaxed);
             p.last_save_duration_s
