@@ -477,6 +477,15 @@ static SUBCOMMANDS: &[Spec] = &[
         cancelslotmigrations
     ),
     sub!(
+        "cluster|bumpepoch",
+        2,
+        ADMIN | STALE | NO_ASYNC_LOADING,
+        "3.0.0",
+        "Advances the cluster config epoch.",
+        bumpepoch,
+        NONDETERMINISTIC
+    ),
+    sub!(
         "cluster|count-failure-reports",
         3,
         ADMIN | STALE,
@@ -847,6 +856,32 @@ fn flushslots(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         return Ok(());
     }
     unassign(ctx, ranges)
+}
+
+/// CLUSTER BUMPEPOCH: gives this node the newest config epoch, a change through the group (as
+/// after a slot move it cannot confirm), unless its epoch is already the greatest and not 0; the
+/// reply is Redis's status, `BUMPED <epoch>` (written once the change is committed) or
+/// `STILL <epoch>`.
+fn bumpepoch(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let me = cl.me();
+    let config = cl.config();
+    let mine = config.node(&me).map_or(0, |n| n.config_epoch);
+    let greatest = config
+        .nodes()
+        .iter()
+        .map(|n| n.config_epoch)
+        .max()
+        .unwrap_or(0)
+        .max(config.epoch());
+    if mine != 0 && mine == greatest {
+        ctx.out.simple(&format!("STILL {mine}"));
+        return Ok(());
+    }
+    let change = Change::BumpEpoch { node: me };
+    cl.precheck(&change).map_err(|e| change_error(&e))?;
+    ctx.client.repl.action = Some(crate::state::Action::ClusterBumpEpoch(change));
+    Ok(())
 }
 
 fn addslots(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

@@ -469,6 +469,9 @@ pub enum Action {
     /// the configuration group one after the other and reply `+OK` once the last is committed, or
     /// the error the first refused one gave. The command wrote no reply.
     ClusterChange(Vec<shoal_cluster::Change>),
+    /// CLUSTER BUMPEPOCH: propose this change (a `BumpEpoch` of this node) and, once it is
+    /// committed, answer `BUMPED <the node's config epoch>`. The command wrote no reply.
+    ClusterBumpEpoch(shoal_cluster::Change),
     /// CLUSTER RESET: leave the cluster and start again as a node that knows only itself, with
     /// a new id if `hard`. The command wrote no reply.
     ClusterReset { hard: bool },

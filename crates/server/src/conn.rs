@@ -888,6 +888,20 @@ async fn carry_out(
                 node.start_manual_failover(srv, force);
             }
         }
+        Action::ClusterBumpEpoch(change) => {
+            let r = match (io.cluster.as_ref(), srv.cluster.as_ref()) {
+                (Some(node), Some(cl)) => node.propose(srv, change).await.map(|()| {
+                    let me = cl.me();
+                    cl.config().node(&me).map_or(0, |n| n.config_epoch)
+                }),
+                _ => Err("This instance has cluster support disabled".to_string()),
+            };
+            let mut w = ReplyWriter::new(out, proto);
+            match r {
+                Ok(epoch) => w.simple(&format!("BUMPED {epoch}")),
+                Err(e) => w.error(&format!("ERR {e}")),
+            }
+        }
         Action::ClusterChange(_)
         | Action::ClusterMeet { .. }
         | Action::ClusterForget(_)

@@ -9,6 +9,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::{Shoal, q};
 
@@ -235,7 +236,12 @@ fn a_transaction_across_slots_is_refused_and_discarded() {
 fn cluster_commands_need_cluster_mode() {
     let s = Shoal::start(&[]);
     let mut r = s.raw();
-    for args in [&["CLUSTER", "INFO"][..], &["READONLY"], &["ASKING"]] {
+    for args in [
+        &["CLUSTER", "INFO"][..],
+        &["CLUSTER", "BUMPEPOCH"],
+        &["READONLY"],
+        &["ASKING"],
+    ] {
         assert_eq!(
             r.call(args),
             "-ERR This instance has cluster support disabled\r\n",
@@ -1456,4 +1462,68 @@ fn flushslots_gives_up_the_nodes_slots_only_when_it_holds_no_key() {
         "+OK\r\n"
     );
     assert_eq!(r.call(&["SET", "foo", "bar"]), "+OK\r\n");
+}
+
+/// The config epoch `CLUSTER NODES` (as `node` sees it) gives the node with id `id`.
+fn config_epoch_of(node: &Shoal, id: &str) -> Option<u64> {
+    let nodes = node.raw().call(&["CLUSTER", "NODES"]);
+    nodes
+        .lines()
+        .find(|l| l.starts_with(id))
+        .and_then(|l| l.split(' ').nth(6))
+        .and_then(|e| e.parse().ok())
+}
+
+/// CLUSTER BUMPEPOCH gives the node the cluster's newest config epoch through the group
+/// (`BUMPED <epoch>`, the epoch every node then shows for it), and leaves a node that has it
+/// already alone (`STILL <epoch>`), as Redis answers.
+#[test]
+fn bumpepoch_gives_the_node_the_newest_config_epoch_once() {
+    let _turn = many_nodes();
+    let nodes: Vec<Shoal> = (0..3).map(|_| cluster_node()).collect();
+    create(&nodes, 0);
+    let (a, b) = (node_id(&nodes[0]), node_id(&nodes[1]));
+    assert_eq!(
+        nodes[0].raw().call(&["CLUSTER", "BUMPEPOCH", "x"]),
+        "-ERR wrong number of arguments for 'cluster|bumpepoch' command\r\n"
+    );
+    // The first node ends with the greatest epoch, bumped or already so.
+    let first = nodes[0].raw().call(&["CLUSTER", "BUMPEPOCH"]);
+    let epoch_a: u64 = first
+        .strip_prefix("+BUMPED ")
+        .or_else(|| first.strip_prefix("+STILL "))
+        .and_then(|e| e.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("{first:?}"));
+    assert!(epoch_a > 0, "{first:?}");
+    assert_eq!(
+        nodes[0].raw().call(&["CLUSTER", "BUMPEPOCH"]),
+        format!("+STILL {epoch_a}\r\n")
+    );
+    // Once the second node sees that, its own bump goes past it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while config_epoch_of(&nodes[1], &a) != Some(epoch_a) {
+        assert!(
+            Instant::now() < deadline,
+            "the second node never saw epoch {epoch_a}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = nodes[1].raw().call(&["CLUSTER", "BUMPEPOCH"]);
+    let epoch_b: u64 = second
+        .strip_prefix("+BUMPED ")
+        .and_then(|e| e.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("{second:?}"));
+    assert!(epoch_b > epoch_a, "{second:?} after {epoch_a}");
+    assert_eq!(
+        nodes[1].raw().call(&["CLUSTER", "BUMPEPOCH"]),
+        format!("+STILL {epoch_b}\r\n")
+    );
+    assert_eq!(config_epoch_of(&nodes[1], &b), Some(epoch_b));
+    while config_epoch_of(&nodes[0], &b) != Some(epoch_b) {
+        assert!(
+            Instant::now() < deadline,
+            "the first node never saw epoch {epoch_b}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
