@@ -150,6 +150,12 @@ pub enum Outcome {
     /// connection waits for the batch to end (`ExecGate::batch_ended`) and runs the same request
     /// again.
     GateWait,
+    /// The request's one key is on a shard another worker claims (`shoal_keyspace::claim`:
+    /// both fought over its lock), and the client waits as a task: nothing ran and no reply was
+    /// written. The connection waits for the claimer to wake it (the task then runs on the
+    /// claimer's thread) or for the claim to end, once, and runs the same request again
+    /// (`Client::claim_waited`).
+    ShardWait(usize),
 }
 
 /// How a request runs: normally, or again for a client blocked on keys.
@@ -444,6 +450,20 @@ pub fn execute_looked_up(
     if client.gate_wait_as_task && mode == RunMode::Normal && srv.gate.batch_held_elsewhere() {
         return Outcome::GateWait;
     }
+    // A hot shard another worker claims: the connection moves there rather than fight for the
+    // lock (once per request; see `shoal_keyspace::claim`).
+    if srv.ks.claims().any()
+        && client.gate_wait_as_task
+        && mode == RunMode::Normal
+        && !std::mem::take(&mut client.claim_waited)
+        && !client.tx.in_multi()
+        && one_key_at_1(base, args)
+    {
+        let shard = srv.ks.shard_of(key_slot(args.get(1)));
+        if srv.ks.claims().claimed_elsewhere(shard) {
+            return Outcome::ShardWait(shard);
+        }
+    }
     // Held for the whole request (admission may evict), so nothing of it runs during an EXEC.
     // A script holds the gate for as long as it runs (a batch of them, until its connection's
     // batch ends): the request's thread sleeps on the gate meanwhile, as Redis serves nothing
@@ -500,26 +520,29 @@ fn may_keep_shard(
     args: &Args<'_>,
     mode: RunMode,
 ) -> bool {
+    base.is_some_and(|spec| SHARD_KEEPING.contains(&spec.group))
+        && one_key_at_1(base, args)
+        && mode == RunMode::Normal
+        && srv.cluster.is_none()
+        && !srv.ks.tiered()
+        && multi::ExecGate::sticky_thread()
+}
+
+/// Whether the request names one key, at argument 1 (`GET k`, `LPUSH k v`, `ZADD k s m`).
+#[inline]
+fn one_key_at_1(base: Option<&'static Spec>, args: &Args<'_>) -> bool {
     use keyspec::{BeginSearch, FindKeys, KeySpec};
-    let Some(spec) = base else {
-        return false;
-    };
-    SHARD_KEEPING.contains(&spec.group)
-        && matches!(
+    base.is_some_and(|spec| {
+        matches!(
             spec.keys,
             [KeySpec {
                 begin_search: BeginSearch::Index(1),
                 find_keys: FindKeys::Range { last_key: 0, .. },
                 ..
             }]
-        )
-        && spec.subcommands.is_empty()
-        && spec.key_finder.is_none()
-        && args.len() >= 2
-        && mode == RunMode::Normal
-        && srv.cluster.is_none()
-        && !srv.ks.tiered()
-        && multi::ExecGate::sticky_thread()
+        ) && spec.subcommands.is_empty()
+            && spec.key_finder.is_none()
+    }) && args.len() >= 2
 }
 
 /// The command groups whose commands keep their shard locked for the next command of a

@@ -2386,7 +2386,9 @@ fn stats_section(srv: &ServerState, t: &mut String) {
             "shoal_lease_refused_fills",
             srv.leases.refused.load(Relaxed),
         )
-        .f("shoal_lease_drops", srv.leases.dropped.load(Relaxed));
+        .f("shoal_lease_drops", srv.leases.dropped.load(Relaxed))
+        .f("shoal_hot_shard_claims", srv.ks.claims().counts().0)
+        .f("shoal_hot_shard_moves", srv.ks.claims().counts().1);
 }
 
 fn cluster_section(srv: &ServerState, t: &mut String) {

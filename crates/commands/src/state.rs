@@ -415,6 +415,9 @@ pub struct Client {
     /// `Outcome::GateWait` instead of waiting with its thread asleep: set by a connection loop
     /// that waits for it as a task.
     pub gate_wait_as_task: bool,
+    /// The request about to run again has waited for a shard's claimer once
+    /// (`Outcome::ShardWait`): it runs where it is now, claimed or not. Cleared as it runs.
+    pub claim_waited: bool,
 }
 
 /// Per-connection replication state (see `crate::replication`).
@@ -562,6 +565,7 @@ impl Client {
             subs: Default::default(),
             cluster: Default::default(),
             gate_wait_as_task: false,
+            claim_waited: false,
         }
     }
 

@@ -2,6 +2,7 @@
 //! accounting and eviction. Synchronous and clock-free: callers pass `now_ms`, so expiry and eviction
 //! are tested on a paused clock. No I/O.
 
+pub mod claim;
 pub mod codec;
 pub mod delta;
 pub mod entry;

@@ -512,11 +512,14 @@ async fn run<S: ClientStream>(
                         run_one(srv, client, &args, spec, &mut out, now);
                     if matches!(
                         outcome,
-                        Outcome::GateWait | Outcome::Fetch(_) | Outcome::Paused
+                        Outcome::GateWait
+                            | Outcome::ShardWait(_)
+                            | Outcome::Fetch(_)
+                            | Outcome::Paused
                     ) {
                         // Nothing ran: wait for what it needs (another worker's batch of
-                        // scripts to end, values from the disk tier, a slot's pause) and run it
-                        // again.
+                        // scripts to end, or its claim on the key's shard, values from the disk
+                        // tier, a slot's pause) and run it again.
                         settle!();
                         mark = out.len();
                         (outcome, suppress) =
@@ -616,10 +619,12 @@ async fn run<S: ClientStream>(
         // over.
         if OFFLOADED.replace(false) {
             srv.gate.release_thread();
+            shoal_keyspace::claim::release_thread();
         }
-        // Requests of other threads waiting for this thread's batch of scripts are queued here
-        // (woken from this task) and run under the hold.
+        // Requests of other threads waiting for this thread's batch of scripts, or for its claim
+        // on a hot shard, are queued here (woken from this task) and run on this thread.
         srv.gate.wake_tasks_here();
+        shoal_keyspace::claim::batch_end();
         if closing.is_none() && requests > 1 && !out.is_empty() {
             // A pipeline's replies leave at the end of the worker's tick, not as each
             // connection finishes its batch (as Redis writes every client's replies before it
@@ -1000,13 +1005,20 @@ async fn carry_out(
 /// answered `-BUSY` (the look goes through the busy rule).
 const GATE_WAIT_POLL_MS: u64 = 5;
 
-/// Runs a request that ran nothing ([`Outcome::GateWait`], [`Outcome::Fetch`],
+/// The longest a request waits for the worker that claims its key's shard to take it (that
+/// worker wakes it at the end of each of its connection batches, tens of µs apart).
+const CLAIM_WAIT_MAX_MS: u64 = 2;
+
+/// Runs a request that ran nothing ([`Outcome::GateWait`], [`Outcome::ShardWait`], [`Outcome::Fetch`],
 /// [`Outcome::Paused`]) again once what it waits for is there, as often as it needs, in any
-/// order of the three:
+/// order:
 /// - another thread's batch of scripts holds the exec gate: wait for the batch to end or for
 ///   its holder to wake this task (the runtime then queues it on the holder's thread, which
 ///   runs it under the hold), at most [`GATE_WAIT_POLL_MS`] per look; a batch lasts until its
 ///   thread runs out of ready connections;
+/// - another worker claims its key's shard (`shoal_keyspace::claim`): wait, once, at most
+///   [`CLAIM_WAIT_MAX_MS`], for that worker to wake this task (it then runs there) or the claim
+///   to end;
 /// - values on the disk tier: load them off-lock and put them back, at most `FETCH_ROUNDS_MAX`
 ///   rounds (then an error reply);
 /// - its slot's move is flipping, or a script runs below `busy-reply-threshold`: wait, until
@@ -1051,13 +1063,24 @@ async fn run_again(
                     return (Outcome::Done, false);
                 }
             }
+            Outcome::ShardWait(shard) => {
+                // Woken by the claimer from its thread (the task then runs there), or the claim
+                // ended; either way the request runs next, claimed or not.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(CLAIM_WAIT_MAX_MS),
+                    srv.ks.claims().released(shard),
+                )
+                .await;
+                client.claim_waited = true;
+            }
             // Only a request that ran nothing comes here.
             other => return (other, false),
         }
         let (next, suppress) = run_one(srv, client, args, spec, out, now_ms());
+        client.claim_waited = false;
         if !matches!(
             next,
-            Outcome::GateWait | Outcome::Fetch(_) | Outcome::Paused
+            Outcome::GateWait | Outcome::ShardWait(_) | Outcome::Fetch(_) | Outcome::Paused
         ) {
             return (next, suppress);
         }
@@ -1247,7 +1270,8 @@ fn run_one(
     // thread ([`offload_long_script`]); short ones, nearly all, run here like any command.
     let outcome =
         shoal_commands::execute_looked_up(srv, client, args, spec, out, now, RunMode::Normal);
-    if let Outcome::Fetch(_) | Outcome::GateWait | Outcome::Paused = outcome {
+    if let Outcome::Fetch(_) | Outcome::GateWait | Outcome::ShardWait(_) | Outcome::Paused = outcome
+    {
         // Nothing ran: the reply mode moves when it does.
         return (outcome, false);
     }
@@ -1293,6 +1317,9 @@ pub fn offload_long_script() {
     // runtime's duties): the connection loop then ends its batch hold on the gate itself, as no
     // park of this thread will.
     OFFLOADED.set(true);
+    // A claim on a hot shard steers requests to this thread: no more, once it leaves the
+    // runtime.
+    shoal_keyspace::claim::release_thread();
     tokio::task::block_in_place(|| std::thread::sleep(OFFLOAD_HANDOFF));
 }
 

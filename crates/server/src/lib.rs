@@ -376,6 +376,12 @@ impl Server {
             .on_thread_park(move || {
                 ExecGate::set_sticky_thread(true);
                 parking.gate.release_thread();
+                // A claim on a hot shard is set aside while its worker is idle (and only
+                // workers claim: their connections can move; see `shoal_keyspace::claim`);
+                // while another worker claims one, this one does not park.
+                shoal_keyspace::claim::set_thread(true);
+                shoal_keyspace::claim::park_thread();
+                parking.ks.claims().idle_while_claimed();
                 // Another worker's batch of scripts holds the gate: nothing could run here
                 // meanwhile; sleeping here keeps the runtime from waking this thread to take
                 // tasks that would only wait (see `ExecGate`).
@@ -383,6 +389,7 @@ impl Server {
                     .gate
                     .idle_while_batch_elsewhere(|| parking.scripts.busy.past_threshold(&parking));
             })
+            .on_thread_unpark(shoal_keyspace::claim::unpark_thread)
             .enable_all()
             .build()
             .map_err(|e| format!("runtime: {e}"))?;

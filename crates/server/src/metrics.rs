@@ -77,6 +77,8 @@ families! {
     "shoal_expired_keys_total" Counter "Keys deleted because their TTL passed.";
     "shoal_evicted_keys_total" Counter "Keys evicted to stay under maxmemory.";
     "shoal_oom_rejections_total" Counter "Commands refused with -OOM.";
+    "shoal_hot_shard_claims_total" Counter "Hot shards claimed by one worker (INFO shoal_hot_shard_claims).";
+    "shoal_hot_shard_moves_total" Counter "Requests that moved to the worker claiming their shard.";
     "shoal_connections_received_total" Counter "Client connections accepted.";
     "shoal_rejected_connections_total" Counter "Connections refused (maxclients).";
     "shoal_net_input_bytes_total" Counter "Bytes read from clients.";
@@ -215,6 +217,8 @@ pub fn render(srv: &ServerState, now_ms: u64) -> String {
             "shoal_oom_rejections_total",
             st.oom_rejections.load(Relaxed),
         ),
+        ("shoal_hot_shard_claims_total", srv.ks.claims().counts().0),
+        ("shoal_hot_shard_moves_total", srv.ks.claims().counts().1),
         (
             "shoal_connections_received_total",
             st.total_connections_received.load(Relaxed),

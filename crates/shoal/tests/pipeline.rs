@@ -397,3 +397,75 @@ fn pipelines_on_one_sorted_set_interleave_with_transactions_config_and_eviction(
         "the junk writes evicted"
     );
 }
+
+/// Pipelines from many connections on one sorted set, over two workers: the workers fight over
+/// the key's shard, one claims it and the other's connections move to it
+/// (`shoal_keyspace::claim`), which INFO counts. Through the moves every reply is its
+/// connection's, once and in order: a connection's own counter reads 1, 2, 3, ...; the shared
+/// score only grows as each connection sees it, and ends at the number of increments sent.
+/// Rounds repeat (at most `ATTEMPTS`) until a claim and a move have happened.
+#[test]
+fn pipelines_on_one_sorted_set_from_two_workers_move_to_one_and_lose_nothing() {
+    const CONNS: usize = 8;
+    const ROUNDS: usize = 150;
+    const PIPELINE: usize = 16;
+    const ATTEMPTS: usize = 5;
+    let s = Shoal::start(&["--threads", "2"]);
+    let mut c = s.client();
+    let mut sent = 0u64;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let conns: Vec<_> = (0..CONNS)
+            .map(|n| {
+                let url = s.url();
+                std::thread::spawn(move || {
+                    let mut c = common::connect(url);
+                    let own = format!("own:{n}");
+                    let (mut shared, mut own_last, mut last) = (0u64, None::<i64>, 0i64);
+                    for round in 0..ROUNDS {
+                        let mut p = redis::pipe();
+                        let kinds: Vec<bool> =
+                            (0..PIPELINE).map(|i| (i + round) % 8 != 0).collect();
+                        for &hot in &kinds {
+                            if hot {
+                                p.cmd("ZINCRBY").arg("hot").arg(1).arg("m");
+                            } else {
+                                p.cmd("INCR").arg(own.as_str());
+                            }
+                        }
+                        let got: Vec<i64> = p.query(&mut c).expect("pipeline");
+                        for (&hot, v) in kinds.iter().zip(got) {
+                            if hot {
+                                assert!(v > last, "the shared counter went {last} -> {v}");
+                                last = v;
+                                shared += 1;
+                            } else {
+                                if let Some(o) = own_last {
+                                    assert_eq!(v, o + 1, "{own}: a reply lost, repeated or moved");
+                                }
+                                own_last = Some(v);
+                            }
+                        }
+                    }
+                    shared
+                })
+            })
+            .collect();
+        sent += conns
+            .into_iter()
+            .map(|t| t.join().expect("connection"))
+            .sum::<u64>();
+        let hot: u64 = q(&mut c, &["ZSCORE", "hot", "m"]);
+        assert_eq!(hot, sent, "every increment ran exactly once");
+        let claims = common::info_u64(&mut c, "stats", "shoal_hot_shard_claims");
+        let moves = common::info_u64(&mut c, "stats", "shoal_hot_shard_moves");
+        if claims >= 1 && moves >= 1 {
+            break;
+        }
+        assert!(
+            attempts < ATTEMPTS,
+            "{attempts} rounds on one key formed no claim with a move (claims {claims}, moves {moves})"
+        );
+    }
+}
