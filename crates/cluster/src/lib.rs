@@ -136,6 +136,10 @@ pub enum Change {
     },
     /// The node's config epoch becomes the newest (Redis's `CLUSTER BUMPEPOCH`).
     BumpEpoch { node: NodeId },
+    /// The config epoch of a node that is alone in its configuration and still has epoch 0
+    /// becomes `epoch` (Redis's `CLUSTER SET-CONFIG-EPOCH`, sent by `redis-cli --cluster create`
+    /// to give each fresh node its own epoch); the configuration's epoch becomes at least it.
+    SetConfigEpoch { node: NodeId, epoch: u64 },
     /// `replica` becomes the primary of its former primary's slots (failover); the former
     /// primary becomes its replica.
     Promote { replica: NodeId },
@@ -195,6 +199,10 @@ pub enum ChangeError {
     NotReplicaOf(NodeId, NodeId),
     /// Automatic promotion of a replica outside the in-sync set.
     NotInSync(NodeId),
+    /// A config epoch set by hand on a node that is not alone in its configuration.
+    KnowsOtherNodes,
+    /// A config epoch set by hand on a node whose epoch is not 0.
+    ConfigEpochNonZero,
 }
 
 impl std::fmt::Display for ChangeError {
@@ -222,6 +230,11 @@ impl std::fmt::Display for ChangeError {
             }
             ChangeError::NotReplicaOf(r, p) => write!(f, "Node {r} is not a replica of {p}"),
             ChangeError::NotInSync(r) => write!(f, "Node {r} is not in its group's in-sync set"),
+            // Redis's wording, from CLUSTER SET-CONFIG-EPOCH.
+            ChangeError::KnowsOtherNodes => f.write_str(
+                "The user can assign a config epoch only when the node does not know any other node.",
+            ),
+            ChangeError::ConfigEpochNonZero => f.write_str("Node config epoch is already non-zero"),
         }
     }
 }
@@ -466,6 +479,13 @@ impl Config {
                 let i = self.index_of(node).expect("checked");
                 self.nodes[i].config_epoch = self.epoch + 1;
             }
+            Change::SetConfigEpoch { node, epoch } => {
+                let i = self.index_of(node).expect("checked");
+                self.nodes[i].config_epoch = *epoch;
+                // Raised by one more below, as by every change: the node's epoch is never
+                // ahead of the configuration's.
+                self.epoch = self.epoch.max(*epoch);
+            }
             Change::SetOwner { node, ranges } => {
                 let i = self.index_of(node).expect("checked") as u16;
                 for s in ranges.iter().flat_map(|r| r.iter()) {
@@ -640,6 +660,17 @@ impl Config {
             Change::BumpEpoch { node } => {
                 self.index_of(node)
                     .ok_or_else(|| ChangeError::UnknownNode(node.clone()))?;
+            }
+            Change::SetConfigEpoch { node, .. } => {
+                let i = self
+                    .index_of(node)
+                    .ok_or_else(|| ChangeError::UnknownNode(node.clone()))?;
+                if self.nodes.len() > 1 {
+                    return Err(ChangeError::KnowsOtherNodes);
+                }
+                if self.nodes[i].config_epoch != 0 {
+                    return Err(ChangeError::ConfigEpochNonZero);
+                }
             }
             Change::SetOwner { node, .. } => {
                 primary(node)?;

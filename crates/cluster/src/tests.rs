@@ -43,6 +43,53 @@ fn three() -> Config {
     c
 }
 
+/// SET-CONFIG-EPOCH as Redis: only a node alone, with config epoch 0; the configuration's epoch
+/// follows it up and never goes back.
+#[test]
+fn a_config_epoch_is_set_by_hand_only_on_a_fresh_node_alone() {
+    let mut c = Config::new();
+    c.apply(&Change::AddNode(node(0, None))).unwrap();
+    c.apply(&Change::AssignSlots {
+        node: id(0),
+        ranges: vec![range(0, 16383)],
+    })
+    .unwrap();
+    assert_eq!(c.node(&id(0)).unwrap().config_epoch, 0);
+    let set = |epoch| Change::SetConfigEpoch { node: id(0), epoch };
+    assert_eq!(
+        c.apply(&Change::SetConfigEpoch {
+            node: id(1),
+            epoch: 3
+        }),
+        Err(ChangeError::UnknownNode(id(1)))
+    );
+    c.apply(&set(42)).unwrap();
+    assert_eq!(c.node(&id(0)).unwrap().config_epoch, 42);
+    assert_eq!(c.epoch(), 43);
+    let before = c.clone();
+    assert_eq!(c.apply(&set(7)), Err(ChangeError::ConfigEpochNonZero));
+    assert_eq!(c, before);
+    assert_eq!(
+        ChangeError::ConfigEpochNonZero.to_string(),
+        "Node config epoch is already non-zero"
+    );
+    // A smaller epoch on a fresh node alone leaves the configuration's epoch where it was.
+    let mut d = Config::new();
+    d.apply(&Change::AddNode(node(0, None))).unwrap();
+    let e = d.epoch();
+    d.apply(&set(0)).unwrap();
+    assert_eq!(d.epoch(), e + 1);
+    // A node that knows another is refused, whatever its epoch.
+    let mut t = three();
+    let before = t.clone();
+    assert_eq!(t.apply(&set(9)), Err(ChangeError::KnowsOtherNodes));
+    assert_eq!(t, before);
+    assert_eq!(
+        ChangeError::KnowsOtherNodes.to_string(),
+        "The user can assign a config epoch only when the node does not know any other node."
+    );
+}
+
 #[test]
 fn slots_have_one_owner_and_busy_slots_are_refused() {
     let mut c = three();
@@ -389,6 +436,8 @@ fn any_change() -> impl Strategy<Value = Change> {
             }
         }),
         n.clone().prop_map(|a| Change::BumpEpoch { node: id(a) }),
+        (n.clone(), 0u64..1000)
+            .prop_map(|(a, epoch)| Change::SetConfigEpoch { node: id(a), epoch }),
         n.clone().prop_map(|a| Change::Promote { replica: id(a) }),
         (n.clone(), n.clone(), 0u64..4, any::<bool>()).prop_map(|(a, b, e, s)| {
             Change::Failover {
@@ -416,17 +465,24 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     /// Whatever changes arrive, every applied configuration has one owner (a primary) per
-    /// assigned slot, a refused change leaves it as it was, and the epoch only grows.
+    /// assigned slot, a refused change leaves it as it was, and the epoch only grows (by one
+    /// per change; a config epoch set by hand may raise it further), never behind any node's.
     #[test]
     fn every_configuration_keeps_its_invariants(changes in prop::collection::vec(any_change(), 1..60)) {
         let mut c = Config::new();
         for ch in &changes {
             let before = c.clone();
             match c.apply(ch) {
-                Ok(()) => prop_assert_eq!(c.epoch(), before.epoch() + 1),
+                Ok(()) => match ch {
+                    Change::SetConfigEpoch { epoch, .. } => {
+                        prop_assert_eq!(c.epoch(), before.epoch().max(*epoch) + 1)
+                    }
+                    _ => prop_assert_eq!(c.epoch(), before.epoch() + 1),
+                },
                 Err(_) => prop_assert_eq!(&c, &before),
             }
             c.check_invariants();
+            prop_assert!(c.nodes().iter().all(|n| n.config_epoch <= c.epoch()));
             // The change and the configuration survive serde (a Raft log entry, a snapshot).
             let ch_back: Change = serde_json::from_str(&serde_json::to_string(ch).unwrap()).unwrap();
             prop_assert_eq!(&ch_back, ch);

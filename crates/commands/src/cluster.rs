@@ -486,6 +486,22 @@ static SUBCOMMANDS: &[Spec] = &[
         NONDETERMINISTIC
     ),
     sub!(
+        "cluster|saveconfig",
+        2,
+        ADMIN | STALE | NO_ASYNC_LOADING,
+        "3.0.0",
+        "Forces a node to save the cluster configuration to disk.",
+        saveconfig
+    ),
+    sub!(
+        "cluster|set-config-epoch",
+        3,
+        ADMIN | STALE | NO_ASYNC_LOADING,
+        "3.0.0",
+        "Sets the configuration epoch for a new node.",
+        set_config_epoch
+    ),
+    sub!(
         "cluster|count-failure-reports",
         3,
         ADMIN | STALE,
@@ -882,6 +898,33 @@ fn bumpepoch(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     cl.precheck(&change).map_err(|e| change_error(&e))?;
     ctx.client.repl.action = Some(crate::state::Action::ClusterBumpEpoch(change));
     Ok(())
+}
+
+/// CLUSTER SAVECONFIG: the configuration is the configuration group's, whose log is durable at
+/// every commit; this writes its snapshot (the whole configuration in one file) now, and the
+/// reply waits for it.
+fn saveconfig(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    cluster(ctx)?;
+    ctx.client.repl.action = Some(crate::state::Action::ClusterSaveConfig);
+    Ok(())
+}
+
+/// CLUSTER SET-CONFIG-EPOCH: a fresh node alone in its configuration, with config epoch 0, takes
+/// the given one (through its group, formed for it if need be), as `redis-cli --cluster create`
+/// asks of each node; Redis's errors otherwise.
+fn set_config_epoch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let cl = cluster(ctx)?;
+    let epoch = parse_i64(args.get(2)).ok_or(ERR_NOT_INTEGER)?;
+    let Ok(epoch) = u64::try_from(epoch) else {
+        return Err(err!("Invalid config epoch specified: {epoch}"));
+    };
+    propose(
+        ctx,
+        Change::SetConfigEpoch {
+            node: cl.me(),
+            epoch,
+        },
+    )
 }
 
 fn addslots(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

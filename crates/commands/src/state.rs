@@ -475,6 +475,9 @@ pub enum Action {
     /// CLUSTER BUMPEPOCH: propose this change (a `BumpEpoch` of this node) and, once it is
     /// committed, answer `BUMPED <the node's config epoch>`. The command wrote no reply.
     ClusterBumpEpoch(shoal_cluster::Change),
+    /// CLUSTER SAVECONFIG: write the configuration group's snapshot and answer `+OK` once it is
+    /// on disk. The command wrote no reply.
+    ClusterSaveConfig,
     /// CLUSTER RESET: leave the cluster and start again as a node that knows only itself, with
     /// a new id if `hard`. The command wrote no reply.
     ClusterReset { hard: bool },

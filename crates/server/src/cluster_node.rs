@@ -420,6 +420,17 @@ impl ClusterNode {
         self.propose_within(srv, change, PROPOSE_TIMEOUT).await
     }
 
+    /// CLUSTER SAVECONFIG: the configuration group's snapshot, written now. A node that formed
+    /// or joined no group has nothing stored to bring up to date: it is a fresh node alone, as
+    /// it will be again after a restart.
+    pub async fn save_config(&self, srv: &Arc<ServerState>) -> Result<(), String> {
+        let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
+        if !cl.formed.load(Relaxed) {
+            return Ok(());
+        }
+        self.group.save_config().await
+    }
+
     /// [`ClusterNode::propose`] with its own bound on the commit.
     async fn propose_within(
         &self,

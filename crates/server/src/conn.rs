@@ -907,6 +907,18 @@ async fn carry_out(
                 Err(e) => w.error(&format!("ERR {e}")),
             }
         }
+        Action::ClusterSaveConfig => {
+            let r = match io.cluster.as_ref() {
+                Some(node) => node.save_config(srv).await,
+                None => Err("This instance has cluster support disabled".to_string()),
+            };
+            let mut w = ReplyWriter::new(out, proto);
+            match r {
+                Ok(()) => w.ok(),
+                // Redis's wording for a nodes.conf it could not write.
+                Err(e) => w.error(&format!("ERR error saving the cluster node config: {e}")),
+            }
+        }
         Action::ClusterChange(_)
         | Action::ClusterMeet { .. }
         | Action::ClusterForget(_)

@@ -1527,3 +1527,67 @@ fn bumpepoch_gives_the_node_the_newest_config_epoch_once() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// CLUSTER SET-CONFIG-EPOCH as Redis answers it: a fresh node alone takes the epoch (it shows
+/// it in CLUSTER NODES and INFO), once; bad arguments and a node that knows others get Redis's
+/// errors. CLUSTER SAVECONFIG writes the configuration group's snapshot before it answers, on
+/// a node alone and on a node of a cluster.
+#[test]
+fn set_config_epoch_on_a_fresh_node_and_saveconfig_writes_the_snapshot() {
+    let _turn = many_nodes();
+    let alone = cluster_node();
+    let mut c = alone.raw();
+    // Nothing formed yet: nothing stored to bring up to date.
+    assert_eq!(c.call(&["CLUSTER", "SAVECONFIG"]), "+OK\r\n");
+    assert_eq!(
+        c.call(&["CLUSTER", "SAVECONFIG", "x"]),
+        "-ERR wrong number of arguments for 'cluster|saveconfig' command\r\n"
+    );
+    assert_eq!(
+        c.call(&["CLUSTER", "SET-CONFIG-EPOCH"]),
+        "-ERR wrong number of arguments for 'cluster|set-config-epoch' command\r\n"
+    );
+    assert_eq!(
+        c.call(&["CLUSTER", "SET-CONFIG-EPOCH", "-1"]),
+        "-ERR Invalid config epoch specified: -1\r\n"
+    );
+    assert_eq!(
+        c.call(&["CLUSTER", "SET-CONFIG-EPOCH", "abc"]),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(c.call(&["CLUSTER", "SET-CONFIG-EPOCH", "5"]), "+OK\r\n");
+    let me = node_id(&alone);
+    assert_eq!(config_epoch_of(&alone, &me), Some(5));
+    let info = c.call(&["CLUSTER", "INFO"]);
+    assert!(info.contains("cluster_my_epoch:5\r\n"), "{info}");
+    assert_eq!(
+        c.call(&["CLUSTER", "SET-CONFIG-EPOCH", "6"]),
+        "-ERR Node config epoch is already non-zero\r\n"
+    );
+    // A group of a few entries has no snapshot of its own yet.
+    let snapshot = alone.dir.join("raft").join("snapshot");
+    assert!(!snapshot.exists(), "a snapshot before SAVECONFIG");
+    assert_eq!(c.call(&["CLUSTER", "SAVECONFIG"]), "+OK\r\n");
+    let saved = std::fs::read(&snapshot).expect("SAVECONFIG wrote the group's snapshot");
+    let text = String::from_utf8_lossy(&saved);
+    assert!(text.contains(&me), "the snapshot names the node: {text}");
+    assert!(
+        text.contains("\"config_epoch\":5"),
+        "with its epoch: {text}"
+    );
+
+    let nodes: Vec<Shoal> = (0..3).map(|_| cluster_node()).collect();
+    create(&nodes, 0);
+    assert_eq!(
+        nodes[1].raw().call(&["CLUSTER", "SET-CONFIG-EPOCH", "9"]),
+        "-ERR The user can assign a config epoch only when the node does not know any other \
+         node.\r\n"
+    );
+    let snapshot = nodes[1].dir.join("raft").join("snapshot");
+    assert_eq!(nodes[1].raw().call(&["CLUSTER", "SAVECONFIG"]), "+OK\r\n");
+    let saved = std::fs::read(&snapshot).expect("SAVECONFIG wrote the group's snapshot");
+    let text = String::from_utf8_lossy(&saved);
+    for n in &nodes {
+        assert!(text.contains(&node_id(n)), "the snapshot names every node");
+    }
+}

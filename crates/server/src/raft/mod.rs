@@ -206,6 +206,10 @@ pub fn raft_config_for(timing: &shoal_cluster::lease::Timing) -> openraft::Confi
     }
 }
 
+/// CLUSTER SAVECONFIG: snapshot builds it triggers, at most, each waited for this long.
+pub const SAVE_CONFIG_ATTEMPTS: usize = 5;
+pub const SAVE_CONFIG_WAIT: Duration = Duration::from_secs(1);
+
 /// One node's member of the configuration group.
 pub struct ConfigGroup {
     raft: Raft<TypeConfig>,
@@ -408,6 +412,41 @@ impl ConfigGroup {
             .voter_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
             .collect()
+    }
+
+    /// Writes a snapshot of the configuration as this node has applied it now (`<dir>/raft/
+    /// snapshot`, fsynced) and returns once it is on disk: CLUSTER SAVECONFIG. The log is
+    /// durable entry by entry already; the snapshot puts the whole configuration in one file.
+    /// A snapshot already as new as the last applied entry is enough. Each attempt triggers a
+    /// build and waits for it a second (one already under way may end before the last entry);
+    /// at most [`SAVE_CONFIG_ATTEMPTS`].
+    pub async fn save_config(&self) -> Result<(), String> {
+        let Some(applied) = self.raft.metrics().borrow().last_applied else {
+            return Ok(());
+        };
+        let covered = |m: &openraft::RaftMetrics<u64, BusNode>| {
+            m.snapshot.is_some_and(|s| s.index >= applied.index)
+        };
+        for _ in 0..SAVE_CONFIG_ATTEMPTS {
+            if covered(&self.raft.metrics().borrow()) {
+                return Ok(());
+            }
+            self.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| e.to_string())?;
+            if self
+                .raft
+                .wait(Some(SAVE_CONFIG_WAIT))
+                .metrics(covered, "a snapshot of the applied configuration")
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        Err("the snapshot was not written in time".into())
     }
 
     /// Confirms with a quorum that this node still leads: `Ok` once a quorum answered a

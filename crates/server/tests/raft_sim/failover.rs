@@ -98,7 +98,8 @@ fn data_id(k: usize) -> String {
 }
 
 /// Whether a workload change would touch a data node or the groups' slots (it is drawn again).
-/// `BumpEpoch` is let through: it makes in-sync changes and promotions decided before it stale.
+/// `BumpEpoch` is let through: it makes in-sync changes and promotions decided before it stale;
+/// `SetConfigEpoch` too (refused: the groups have more than one node).
 pub fn touches_data(change: &Change) -> bool {
     let reserved = |ranges: &[SlotRange]| ranges.iter().any(|r| r.start < RESERVED_SLOTS);
     match change {
@@ -118,7 +119,7 @@ pub fn touches_data(change: &Change) -> bool {
             from, to, ranges, ..
         } => is_data_node(from) || is_data_node(to) || reserved(ranges),
         Change::Replicate { node, primary } => is_data_node(node) || is_data_node(primary),
-        Change::BumpEpoch { .. } => false,
+        Change::BumpEpoch { .. } | Change::SetConfigEpoch { .. } => false,
         Change::Failover { .. } | Change::SetInSync { .. } => true,
     }
 }
