@@ -528,6 +528,41 @@ mod tests {
         set_thread(false);
     }
 
+    /// A claimer thread in `s`: claims `shard`, then runs each step sent to it ("batch": a batch
+    /// that used the shard; "park"; "unpark"; anything else ends the claim) and acknowledges it.
+    fn claimer<'scope>(
+        s: &'scope std::thread::Scope<'scope, '_>,
+        claims: &'scope Claims,
+        shard: usize,
+    ) -> (
+        std::sync::mpsc::Sender<&'static str>,
+        std::sync::mpsc::Receiver<()>,
+    ) {
+        let (to_claimer, claimer_rx) = std::sync::mpsc::channel::<&'static str>();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        s.spawn(move || {
+            set_thread(true);
+            for _ in 0..CLAIM_AFTER_CONTENDED {
+                claims.contended(shard);
+            }
+            done_tx.send(()).unwrap();
+            for step in claimer_rx {
+                match step {
+                    "batch" => {
+                        claims.used(shard);
+                        batch_end();
+                    }
+                    "park" => park_thread(),
+                    "unpark" => unpark_thread(),
+                    _ => release_thread(),
+                }
+                done_tx.send(()).unwrap();
+            }
+        });
+        done.recv().unwrap();
+        (to_claimer, done)
+    }
+
     #[test]
     fn an_idle_worker_sleeps_until_the_claim_ends_stalls_or_stays_parked() {
         let claims = Claims::new(2);
@@ -544,25 +579,8 @@ mod tests {
         // No claim: returns at once.
         assert!(idle_returns(&claims));
         std::thread::scope(|s| {
-            let (to_claimer, claimer_rx) = std::sync::mpsc::channel::<&str>();
-            let (done_tx, done) = std::sync::mpsc::channel::<()>();
             let c = &claims;
-            s.spawn(move || {
-                set_thread(true);
-                for _ in 0..CLAIM_AFTER_CONTENDED {
-                    c.contended(1);
-                }
-                done_tx.send(()).unwrap();
-                for step in claimer_rx {
-                    match step {
-                        "park" => park_thread(),
-                        "unpark" => unpark_thread(),
-                        _ => release_thread(),
-                    }
-                    done_tx.send(()).unwrap();
-                }
-            });
-            done.recv().unwrap();
+            let (to_claimer, done) = claimer(s, c, 1);
             assert!(claims.claimed_elsewhere(1));
             // A running claimer that finishes no batch: the sleep ends after the stall polls.
             assert!(idle_returns(&claims));
@@ -600,27 +618,7 @@ mod tests {
         let claims = Claims::new(2);
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         std::thread::scope(|s| {
-            let (to_claimer, claimer_rx) = std::sync::mpsc::channel::<&str>();
-            let (done_tx, done) = std::sync::mpsc::channel::<()>();
-            let c = &claims;
-            s.spawn(move || {
-                set_thread(true);
-                for _ in 0..CLAIM_AFTER_CONTENDED {
-                    c.contended(0);
-                }
-                done_tx.send(()).unwrap();
-                for step in claimer_rx {
-                    match step {
-                        "batch" => {
-                            c.used(0);
-                            batch_end();
-                        }
-                        _ => release_thread(),
-                    }
-                    done_tx.send(()).unwrap();
-                }
-            });
-            done.recv().unwrap();
+            let (to_claimer, done) = claimer(s, &claims, 0);
             let mut wait = claims.released(0);
             assert!(poll(&mut wait, &flag).is_pending());
             assert_eq!(claims.waiting.load(SeqCst), 1);
