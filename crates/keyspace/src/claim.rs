@@ -30,7 +30,10 @@
 //!   scatters the connections at every pause of the load, each to move back one by one.) It leaves
 //!   the hook when the claim ends, when the claimer makes no progress for [`IDLE_STALL_POLLS`]
 //!   polls of 1 ms (a long command: the other connections must not all wait for it), or once the
-//!   claimer has been parked for [`IDLE_PARKED_POLLS`] polls (an idle node sleeps).
+//!   claimer has been parked for [`IDLE_PARKED_POLLS`] polls (an idle node sleeps). Tasks queued
+//!   on the claimer before its long command still wait for it (the runtime offered them to no
+//!   idle worker): as on a single-threaded server, for that command's length at most; the
+//!   connections that become ready meanwhile run on the worker that woke.
 //! - A claim lasts while the shard stays most of its claimer's work: after every
 //!   [`CLAIM_WINDOW_LOCKS`] shard locks the claimer takes, the claim ends unless at least
 //!   [`CLAIM_SHARE_MIN_PCT`] percent of them were of the claimed shard. It lasts across the
