@@ -46,7 +46,17 @@ pub struct ClusterState {
     pub lease: LeaseState,
     /// As a primary: the replicas a `sync` write waits for (kept by the server's in-sync task).
     pub sync_members: std::sync::Mutex<SyncMembers>,
+    /// Nodes the installed configurations removed lately, oldest first: a FORGET of one of them
+    /// is done already (`redis-cli --cluster del-node` sends it to every node, and the first
+    /// removes the node from the configuration for all).
+    forgotten: std::sync::Mutex<std::collections::VecDeque<(String, std::time::Instant)>>,
 }
+
+/// How long a removed node counts as forgotten here (Redis keeps a forgotten node out of its
+/// gossip this long: `CLUSTER_BLACKLIST_TTL`).
+pub const FORGOTTEN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// At most this many removed nodes are remembered.
+pub const FORGOTTEN_MAX: usize = 1024;
 
 /// The replicas (by `ip`, listening port) a primary's `sync` write waits for: its group's
 /// committed in-sync set and the replicas joining it (a joining replica must acknowledge every
@@ -149,7 +159,16 @@ impl ClusterState {
             paused: Default::default(),
             lease: Default::default(),
             sync_members: Default::default(),
+            forgotten: Default::default(),
         }
+    }
+
+    /// Whether the configuration removed node `id` less than [`FORGOTTEN_TTL`] ago.
+    pub fn recently_forgotten(&self, id: &str) -> bool {
+        let forgotten = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
+        forgotten
+            .iter()
+            .any(|(gone, at)| gone == id && at.elapsed() < FORGOTTEN_TTL)
     }
 
     pub fn me(&self) -> String {
@@ -165,10 +184,39 @@ impl ClusterState {
     /// installed one is newer (two installers may race: a proposal's own and the task that
     /// follows the group; the configuration's epoch grows with every applied change).
     pub fn install(&self, config: Arc<Config>) {
+        self.install_from(config, false);
+    }
+
+    /// Installs `config` whatever its epoch: the configuration of a node that left its group
+    /// (its next group's epochs start over).
+    pub fn install_after_leaving(&self, config: Arc<Config>) {
+        self.install_from(config, true);
+    }
+
+    fn install_from(&self, config: Arc<Config>, left_group: bool) {
         config.check_invariants();
         let mut current = self.config.write().expect("cluster config lock");
-        if config.epoch() < current.epoch() {
+        if config.epoch() < current.epoch() && !left_group {
             return;
+        }
+        if !left_group {
+            let removed = current
+                .nodes()
+                .iter()
+                .filter(|n| config.node(&n.id).is_none());
+            let mut forgotten = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
+            for n in removed {
+                if forgotten.len() == FORGOTTEN_MAX {
+                    forgotten.pop_front();
+                }
+                forgotten.push_back((n.id.clone(), std::time::Instant::now()));
+            }
+            while forgotten
+                .front()
+                .is_some_and(|(_, at)| at.elapsed() >= FORGOTTEN_TTL)
+            {
+                forgotten.pop_front();
+            }
         }
         let primary = current.node(&self.me()).is_some_and(|n| n.is_primary());
         let now_primary = config.node(&self.me()).is_some_and(|n| n.is_primary());
@@ -1120,6 +1168,11 @@ fn forget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let id = String::from_utf8_lossy(args.get(2)).into_owned();
     let cfg = cl.config();
     if cfg.node(&id).is_none() {
+        if cl.recently_forgotten(&id) {
+            // Removed from the configuration (by a FORGET sent to another node): forgotten here.
+            ctx.out.ok();
+            return Ok(());
+        }
         return Err(err!("Unknown node {id}"));
     }
     if id == cl.me() {
@@ -1509,7 +1562,11 @@ fn reset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         3 if args.is(2, "SOFT") => false,
         _ => return Err(ERR_SYNTAX),
     };
-    let primary = cl.config().node(&cl.me()).is_none_or(Node::is_primary);
+    // A node its cluster removed is no longer in its configuration: its role is its own.
+    let primary = match cl.config().node(&cl.me()) {
+        Some(n) => n.is_primary(),
+        None => !ctx.srv.repl.is_replica(),
+    };
     if primary && ctx.srv.ks.db_size(0).0 > 0 {
         return Err(ReplyError::err_static(
             "CLUSTER RESET can't be called with master nodes containing keys",

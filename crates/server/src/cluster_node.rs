@@ -9,7 +9,10 @@
 //! configuration of itself alone (as a fresh Redis node is a cluster of one) and can be met
 //! (`CLUSTER MEET`: the group's leader adds it, first as a learner, then as a voter while the
 //! group has fewer than [`VOTERS`]). The first change a fresh node is asked to make itself
-//! (ADDSLOTS, MEET) forms a group of one first, with it as the only voter.
+//! (ADDSLOTS, MEET) forms a group of one first, with it as the only voter. A node alone in
+//! such a group, without keys, can still meet another cluster, from either side: it leaves its
+//! group of one and joins the other with its slots ([`ClusterNode::meet`]), which is how
+//! `redis-cli --cluster create` (slots first, then MEET) forms a shoal cluster.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -241,12 +244,31 @@ impl ClusterNode {
     }
 
     /// CLUSTER RESET of a node that is alone in its cluster: it gives up every slot (and every
-    /// slot move). A node in a cluster of several leaves it through the cluster tools instead
+    /// slot move). A node its cluster removed (FORGET) leaves its group and is a fresh node
+    /// again. A node still in a cluster of several leaves it through the cluster tools instead
     /// (its slots must move first), so it is refused here with that reason. The node keeps its
     /// id: its group directory is its identity.
     pub async fn reset(&self, srv: &Arc<ServerState>, _hard: bool) -> Result<(), String> {
         let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
-        let cfg = cl.config();
+        let me = cl.me();
+        // `redis-cli --cluster del-node` sends FORGET to the other nodes, then RESET to the node
+        // removed: its removal may be a moment from being applied here.
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        let mut cfg = cl.config();
+        while cfg.nodes().len() > 1 && cfg.node(&me).is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            cfg = cl.config();
+        }
+        if cl.formed.load(Relaxed) && cfg.node(&me).is_none() {
+            // Removed by its cluster: it leaves the group and is a fresh node again, a primary
+            // without data (as Redis's RESET turns a replica into an empty primary).
+            if srv.repl.is_replica() {
+                shoal_commands::replication::promote(srv);
+                shoal_commands::server::flush(srv, None, true, crate::now_ms());
+            }
+            tracing::warn!("removed from its cluster: this node starts afresh (CLUSTER RESET)");
+            return self.leave_group(srv, true).await;
+        }
         if cfg.nodes().len() > 1 {
             return Err(
                 "CLUSTER RESET of a node in a cluster of several nodes: move its slots away and \
@@ -314,21 +336,77 @@ impl ClusterNode {
         }
     }
 
-    /// CLUSTER MEET: adds the node at `ip:port` (which must belong to no group and hold no keys)
-    /// to this node's group, as a learner, then as a voter while there are fewer than
-    /// [`VOTERS`], and to the configuration. Run on the group's leader.
+    /// CLUSTER MEET, as Redis's works in either direction: the node at `ip:port` and this one
+    /// end up in one cluster, whichever of the two was asked.
+    /// - A fresh node there (in no group, without keys) is added to this node's group (formed
+    ///   first if need be): as a learner, then as a voter while there are fewer than
+    ///   [`VOTERS`], and to the configuration. The group's leader does it; another member asks
+    ///   the leader.
+    /// - A node there in a group, met by a fresh node, adds this node to its group.
+    /// - Met by a node alone in a group it formed itself (`redis-cli --cluster create` assigns
+    ///   each node its slots and config epoch, which forms a group of one on each, before it
+    ///   meets them) and holding no keys, the lone node leaves its group for the other and
+    ///   takes its slots there ([`ClusterNode::join_through`]), whichever side was asked.
+    /// - Two groups of several nodes are not merged.
     pub async fn meet(&self, srv: &Arc<ServerState>, ip: String, port: u16) -> Result<(), String> {
-        self.ensure_formed(srv).await?;
+        let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
         let addr = format!("{ip}:{port}");
         let probe = addr.clone();
         let tls = crate::tls::cluster_links(&srv.config());
         let auth = internal_auth(srv);
-        let (id, bus_port) = tokio::task::spawn_blocking(move || meetable(&probe, tls, auth))
+        let there = tokio::task::spawn_blocking(move || meetable(&probe, tls, auth))
             .await
             .map_err(|e| e.to_string())??;
+        let (id, alone_there) = match there {
+            Probe::Fresh { id, bus_port } => {
+                return self.add_fresh(srv, ip, port, id, bus_port).await;
+            }
+            Probe::Formed { id, alone } => (id, alone),
+        };
+        if cl.formed.load(Relaxed) && cl.config().node(&id).is_some() {
+            return Ok(());
+        }
+        if !cl.formed.load(Relaxed) {
+            // A fresh node meeting a cluster: the cluster adds it.
+            return self.ask_to_meet_me(srv, &ip, port, &id).await;
+        }
+        match self.alone_without_keys(srv) {
+            Ok(()) => self.join_through(srv, &ip, port).await,
+            Err(_) if alone_there => self.ask_to_meet_me(srv, &ip, port, &id).await,
+            Err(why) => Err(format!(
+                "{addr} already belongs to a cluster (its configuration group), and {why}: \
+                 it is not met"
+            )),
+        }
+    }
+
+    /// Adds the fresh node `id` at `ip:port` (bus port `bus_port`) to this node's group, on the
+    /// group's leader.
+    async fn add_fresh(
+        &self,
+        srv: &Arc<ServerState>,
+        ip: String,
+        port: u16,
+        id: String,
+        bus_port: u16,
+    ) -> Result<(), String> {
+        self.ensure_formed(srv).await?;
+        let addr = format!("{ip}:{port}");
         let cfg = srv.cluster.as_ref().map(|c| c.config());
         if cfg.as_ref().is_some_and(|c| c.node(&id).is_some()) {
             return Ok(());
+        }
+        let leader = self.group.metrics().leader;
+        if leader.is_some_and(|l| l != self.group.raft_id()) {
+            // Membership changes are the leader's: it is asked to meet the node.
+            let leader = cfg
+                .as_ref()
+                .and_then(|c| c.nodes().iter().find(|n| Some(raft_id_of(&n.id)) == leader))
+                .cloned()
+                .ok_or("the configuration group's leader is not in the configuration yet")?;
+            let port_text = port.to_string();
+            let args = ["CLUSTER", "MEET", ip.as_str(), port_text.as_str()];
+            return ask_node(srv, &leader.ip, leader.port, &args, MERGE_TIMEOUT).await;
         }
         let raft_id = raft_id_of(&id);
         let bus = raft::BusNode {
@@ -358,6 +436,166 @@ impl ClusterNode {
             config_epoch: 0,
         };
         self.propose(srv, Change::AddNode(node)).await
+    }
+
+    /// `Ok` if this node formed a group of one and could leave it for another group: the only
+    /// member of its group and of its configuration, without keys. `Err` says what stops it.
+    fn alone_without_keys(&self, srv: &ServerState) -> Result<(), String> {
+        let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
+        let m = self.group.metrics();
+        if cl.config().nodes().len() > 1
+            || m.voters != [self.group.raft_id()]
+            || !m.learners.is_empty()
+        {
+            return Err("so does this node".into());
+        }
+        if srv.ks.db_size(0).0 > 0 {
+            return Err("this node holds keys (a node joins a cluster empty)".into());
+        }
+        Ok(())
+    }
+
+    /// Asks the node `id` at `ip:port` to meet this node (its group then adds this one, or this
+    /// one's group adds it), and waits until this node's configuration names both.
+    async fn ask_to_meet_me(
+        &self,
+        srv: &Arc<ServerState>,
+        ip: &str,
+        port: u16,
+        id: &str,
+    ) -> Result<(), String> {
+        let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
+        let me = cl.me();
+        let (my_ip, my_port) = cl
+            .config()
+            .node(&me)
+            .map_or((self.me.ip.clone(), self.me.port), |n| {
+                (n.ip.clone(), n.port)
+            });
+        let my_port = my_port.to_string();
+        let args = ["CLUSTER", "MEET", my_ip.as_str(), my_port.as_str()];
+        ask_node(srv, ip, port, &args, MERGE_TIMEOUT)
+            .await
+            .map_err(|e| format!("{ip}:{port}: {e}"))?;
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            let cfg = cl.config();
+            if cl.formed.load(Relaxed) && cfg.node(&me).is_some() && cfg.node(id).is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{ip}:{port} met this node, but its configuration has not arrived here yet"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Leaves this node's group of one for the group of the node at `ip:port`: its Raft starts
+    /// afresh (`ConfigGroup::restart_fresh`), the node there is asked to meet it, and once the
+    /// configuration names it, its slots are assigned to it again and, if it had slots or a config
+    /// epoch, it takes the group's newest. If the other group does not take it, it forms its group of
+    /// one again with its slots and epoch. Checked first with
+    /// [`ClusterNode::alone_without_keys`].
+    async fn join_through(
+        &self,
+        srv: &Arc<ServerState>,
+        ip: &str,
+        port: u16,
+    ) -> Result<(), String> {
+        let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
+        let me = cl.me();
+        let (ranges, epoch, there) = {
+            let one = self.forming.lock().await;
+            self.alone_without_keys(srv)?;
+            let cfg = cl.config();
+            let ranges = cfg.ranges_of(&me);
+            let epoch = cfg.node(&me).map_or(0, |n| n.config_epoch);
+            let mine = cfg.node(&me).cloned().unwrap_or_else(|| self.me.clone());
+            tracing::warn!(
+                node = %format!("{ip}:{port}"),
+                slots = ranges.iter().map(|r| r.iter().count()).sum::<usize>(),
+                "leaving this node's group of one to join the cluster of the node it meets"
+            );
+            self.leave_group(srv, false).await?;
+            let port_text = mine.port.to_string();
+            let args = ["CLUSTER", "MEET", mine.ip.as_str(), port_text.as_str()];
+            let there = ask_node(srv, ip, port, &args, MERGE_TIMEOUT).await;
+            drop(one);
+            (ranges, epoch, there)
+        };
+        if let Err(e) = there {
+            tracing::warn!(error = %e, "the other cluster did not take this node: it forms its group of one again");
+            self.ensure_formed(srv).await?;
+            if cl.config().nodes().len() == 1 {
+                if !ranges.is_empty() {
+                    self.propose(
+                        srv,
+                        Change::AssignSlots {
+                            node: me.clone(),
+                            ranges,
+                        },
+                    )
+                    .await?;
+                }
+                if epoch > 0 {
+                    self.propose(srv, Change::SetConfigEpoch { node: me, epoch })
+                        .await?;
+                }
+            }
+            return Err(e);
+        }
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        while !cl.formed.load(Relaxed) {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{ip}:{port} met this node, but its configuration has not arrived here yet"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Its own epoch, the newest: a primary with slots (or an epoch given by hand) shares
+        // none with another.
+        let bump = epoch > 0 || !ranges.is_empty();
+        if !ranges.is_empty() {
+            let node = me.clone();
+            self.propose(srv, Change::AssignSlots { node, ranges })
+                .await?;
+        }
+        if bump {
+            self.propose(srv, Change::BumpEpoch { node: me }).await?;
+        }
+        Ok(())
+    }
+
+    /// Leaves this node's group (its only member, or removed from it: `removed`): its Raft
+    /// starts afresh, and it shows itself alone and fresh, in no group, so a cluster can meet it.
+    async fn leave_group(&self, srv: &Arc<ServerState>, removed: bool) -> Result<(), String> {
+        let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
+        let me = cl.me();
+        let mine = cl
+            .config()
+            .node(&me)
+            .cloned()
+            .unwrap_or_else(|| self.me.clone());
+        let left = if removed {
+            self.group.restart_fresh_after_removal().await
+        } else {
+            self.group.restart_fresh().await
+        };
+        left.map_err(|e| format!("leaving this node's configuration group: {e}"))?;
+        cl.formed.store(false, Relaxed);
+        let mut alone = Config::new();
+        alone
+            .apply(&Change::AddNode(Node {
+                replica_of: None,
+                config_epoch: 0,
+                ..mine
+            }))
+            .map_err(|e| format!("this node's own entry: {e}"))?;
+        cl.install_after_leaving(Arc::new(alone));
+        Ok(())
     }
 
     /// Copies the group's metrics where INFO reads them.
@@ -553,6 +791,14 @@ impl ClusterNode {
     }
 }
 
+/// How long CLUSTER RESET waits for the removal of its node (a FORGET sent to another node) to
+/// reach it before it treats the node as a member.
+pub const REMOVAL_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a node waits for the node it asks to meet it (which may add it to its group, as a
+/// learner catching up and then a voter) to answer.
+pub const MERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How often a manual failover looks at the stream it is catching up with.
 pub const MANUAL_FAILOVER_POLL: Duration = Duration::from_millis(2);
 /// How long the primary may take to answer a manual failover's request.
@@ -581,28 +827,7 @@ async fn ask_primary(
     use shoal_resp::Reply;
     let t = MANUAL_FAILOVER_REQUEST_TIMEOUT;
     if link.is_none() {
-        // The primary's announced port is its TLS port under `tls-cluster`.
-        let tls = crate::tls::cluster_links(&srv.config());
-        let mut s = crate::tls::LinkStream::connect(
-            &primary.ip,
-            primary.port,
-            tls,
-            std::time::Duration::from_millis(crate::links::CONNECT_TIMEOUT_MS),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let (user, pass) = internal_auth(srv);
-        if !pass.is_empty() {
-            let auth: Vec<&[u8]> = if user.is_empty() {
-                vec![b"AUTH", pass.as_bytes()]
-            } else {
-                vec![b"AUTH", user.as_bytes(), pass.as_bytes()]
-            };
-            if let Reply::Error(e) = crate::links::request(&mut s, &auth, t).await? {
-                return Err(e);
-            }
-        }
-        *link = Some(s);
+        *link = Some(connect_node(srv, &primary.ip, primary.port, t).await?);
     }
     let s = link.as_mut().expect("connected above");
     let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
@@ -621,6 +846,64 @@ async fn ask_primary(
             *link = None;
             Err(e)
         }
+    }
+}
+
+/// Connects to another node's data port (its announced port: the TLS port under
+/// `tls-cluster`) and authenticates as a node of the cluster.
+async fn connect_node(
+    srv: &ServerState,
+    ip: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<crate::tls::LinkStream, String> {
+    use shoal_resp::Reply;
+    let tls = crate::tls::cluster_links(&srv.config());
+    let mut s = crate::tls::LinkStream::connect(
+        ip,
+        port,
+        tls,
+        Duration::from_millis(crate::links::CONNECT_TIMEOUT_MS),
+    )
+    .await
+    .map_err(|e| format!("{ip}:{port}: {e}"))?;
+    let (user, pass) = internal_auth(srv);
+    if !pass.is_empty() {
+        let auth: Vec<&[u8]> = if user.is_empty() {
+            vec![b"AUTH", pass.as_bytes()]
+        } else {
+            vec![b"AUTH", user.as_bytes(), pass.as_bytes()]
+        };
+        if let Reply::Error(e) = crate::links::request(&mut s, &auth, timeout).await? {
+            return Err(format!("{ip}:{port}: {e}"));
+        }
+    }
+    Ok(s)
+}
+
+/// Sends one command to another node and expects `+OK`; its error comes back as the text
+/// after `ERR `.
+async fn ask_node(
+    srv: &ServerState,
+    ip: &str,
+    port: u16,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<(), String> {
+    use shoal_resp::Reply;
+    let mut s = connect_node(
+        srv,
+        ip,
+        port,
+        Duration::from_millis(crate::links::CONNECT_TIMEOUT_MS),
+    )
+    .await?;
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    match crate::links::request(&mut s, &bytes, timeout).await {
+        Ok(Reply::Status(_)) => Ok(()),
+        Ok(Reply::Error(e)) => Err(e.strip_prefix("ERR ").unwrap_or(&e).to_string()),
+        Ok(other) => Err(format!("{ip}:{port}: unexpected reply {other:?}")),
+        Err(e) => Err(format!("{ip}:{port}: {e}")),
     }
 }
 
@@ -687,10 +970,18 @@ fn install(srv: &Arc<ServerState>, cfg: Arc<Config>) {
     }
 }
 
-/// Asks the node at `addr` whether it can be met: in cluster mode, in no group, without keys.
-/// Returns its id and bus port. Blocking; over TLS under `tls-cluster` (`addr` is then the
+/// What a node to meet is.
+enum Probe {
+    /// In no group, without keys: a group can add it.
+    Fresh { id: String, bus_port: u16 },
+    /// In a group; `alone` when its configuration names only itself.
+    Formed { id: String, alone: bool },
+}
+
+/// Asks the node at `addr` what it is ([`Probe`]); a fresh node holding keys, or one not in
+/// cluster mode, cannot be met. Blocking; over TLS under `tls-cluster` (`addr` is then the
 /// node's TLS port).
-fn meetable(addr: &str, tls: bool, auth: (String, String)) -> Result<(String, u16), String> {
+fn meetable(addr: &str, tls: bool, auth: (String, String)) -> Result<Probe, String> {
     use crate::tool_client::{Client, Reply};
     let mut c =
         Client::connect_with(addr, MEET_TIMEOUT, tls).map_err(|e| format!("{addr}: {e}"))?;
@@ -721,16 +1012,15 @@ fn meetable(addr: &str, tls: bool, auth: (String, String)) -> Result<(String, u1
     if !info.contains("cluster_enabled:1") {
         return Err(format!("{addr} is not in cluster mode"));
     }
+    let id = text(&["CLUSTER", "MYID"])?;
+    let nodes = text(&["CLUSTER", "NODES"])?;
     if !info.contains("shoal_cluster_formed:0") {
-        return Err(format!(
-            "{addr} already belongs to a cluster (its configuration group): it is not met"
-        ));
+        let alone = nodes.lines().filter(|l| !l.trim().is_empty()).count() == 1;
+        return Ok(Probe::Formed { id, alone });
     }
     if text(&["DBSIZE"])? != "0" {
         return Err(format!("{addr} holds keys: a node joins a cluster empty"));
     }
-    let id = text(&["CLUSTER", "MYID"])?;
-    let nodes = text(&["CLUSTER", "NODES"])?;
     let bus_port = nodes
         .lines()
         .find(|l| l.starts_with(&id))
@@ -738,5 +1028,5 @@ fn meetable(addr: &str, tls: bool, auth: (String, String)) -> Result<(String, u1
         .and_then(|a| a.split_once('@'))
         .and_then(|(_, b)| b.split(',').next()?.parse::<u16>().ok())
         .ok_or_else(|| format!("{addr}: no bus port in CLUSTER NODES"))?;
-    Ok((id, bus_port))
+    Ok(Probe::Fresh { id, bus_port })
 }

@@ -528,6 +528,80 @@ async fn the_whole_group_restarts_from_disk_with_the_same_config() {
     g.stop_all().await;
 }
 
+/// A node alone in a group it formed leaves it (`restart_fresh`: what `CLUSTER MEET` does for
+/// a node `redis-cli --cluster create` gave slots before meeting the others): its log and
+/// snapshot are gone, its watchers see an empty configuration and then, once another group
+/// adds it, that group's, which it keeps through a restart. A member of a group of several is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_alone_in_its_group_starts_afresh_and_joins_another_group() {
+    let mut g = Group::formed("fresh", 2).await;
+    let leader = g.leader().await;
+    for n in 1..=2 {
+        commit(g.member(leader), Change::AddNode(cluster_node(n))).await;
+    }
+    commit(g.member(leader), slots(1, 0, 16383)).await;
+    assert!(matches!(
+        g.member(leader).group().restart_fresh().await,
+        Err(Error::Refused(_))
+    ));
+
+    let mut lone = Member::start(3, TempDir::new("fresh-3"), "127.0.0.1:0").await;
+    let me = BTreeMap::from([(3, lone.bus_node())]);
+    lone.group().initialize(me).await.expect("initialize");
+    wait_until("the lone node leads its group", || {
+        lone.group().metrics().state == "leader"
+    })
+    .await;
+    commit(&lone, Change::AddNode(cluster_node(3))).await;
+    commit(&lone, slots(3, 0, 100)).await;
+    let mut watcher = lone.group().committed();
+    assert_eq!(watcher.borrow_and_update().nodes().len(), 1);
+
+    lone.group().restart_fresh().await.expect("restart fresh");
+    let m = lone.group().metrics();
+    assert!(m.voters.is_empty() && m.learners.is_empty(), "{m:?}");
+    assert_eq!(*lone.config(), Config::new());
+    let mut files: Vec<String> = std::fs::read_dir(lone.dir.0.join("raft"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert!(
+        files
+            .iter()
+            .all(|f| f == "identity" || f == "log" || f == "meta"),
+        "{files:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(lone.dir.0.join("raft").join("log")).map_or(0, |m| m.len()),
+        0
+    );
+
+    let node = lone.bus_node();
+    g.member(leader)
+        .group()
+        .add_learner(3, node)
+        .await
+        .expect("add learner");
+    commit(g.member(leader), Change::AddNode(cluster_node(3))).await;
+    let want = g.member(leader).config();
+    wait_until("the node that left its group applies the other's", || {
+        *lone.config() == *want
+    })
+    .await;
+    // The receiver taken before it left its group follows the new one.
+    assert_eq!(**watcher.borrow_and_update(), *want);
+    lone.stop().await;
+    lone.restart().await;
+    wait_until("the restarted node loads the group it joined", || {
+        *lone.config() == *want
+    })
+    .await;
+    lone.stop().await;
+    g.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_bus_message_closes_its_connection_and_nothing_else() {
     let mut g = Group::formed("malformed", 1).await;

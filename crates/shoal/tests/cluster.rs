@@ -801,10 +801,13 @@ fn shoal_cluster_add_node_and_del_node_change_the_members() {
             info_field(n, "cluster", "shoal_raft_learners") == "0"
         });
     }
+    // Forgotten already (by the removal); a node never known is unknown.
     let mut r = nodes[0].raw();
+    assert_eq!(r.call(&["CLUSTER", "FORGET", &id]), "+OK\r\n");
+    let never = "f".repeat(40);
     assert_eq!(
-        r.call(&["CLUSTER", "FORGET", &id]),
-        format!("-ERR Unknown node {id}\r\n")
+        r.call(&["CLUSTER", "FORGET", &never]),
+        format!("-ERR Unknown node {never}\r\n")
     );
     let me = r.call(&["CLUSTER", "MYID"]);
     let me = me.lines().nth(1).unwrap().to_string();
@@ -1590,4 +1593,235 @@ fn set_config_epoch_on_a_fresh_node_and_saveconfig_writes_the_snapshot() {
     for n in &nodes {
         assert!(text.contains(&node_id(n)), "the snapshot names every node");
     }
+}
+
+/// The masters' config epochs in a node's CLUSTER NODES.
+fn master_epochs(node: &Shoal) -> Vec<u64> {
+    let nodes = node.raw().call(&["CLUSTER", "NODES"]);
+    nodes
+        .lines()
+        .filter(|l| l.contains("master"))
+        .filter_map(|l| l.split(' ').nth(6)?.parse().ok())
+        .collect()
+}
+
+/// `redis-cli --cluster create` as an operator runs it: it assigns each node its slots and its
+/// config epoch (which forms a group of one on each shoal node), then has every node meet the
+/// first. Each lone node then leaves its group of one for the first node's and takes its slots
+/// and an epoch of its own there, so the tool's own check passes, the replicas follow their
+/// primaries, and a cluster client writes and reads keys of every slot. `--cluster add-node`
+/// (the new node meets the cluster) adds a primary and a replica; `--cluster del-node` (FORGET
+/// to every other node, then RESET to the node) removes them, and they are fresh nodes again.
+#[test]
+fn redis_cli_cluster_create_add_node_and_del_node_on_shoal_nodes() {
+    let _turn = many_nodes();
+    const KEYS: usize = 1000;
+    let all: Vec<Shoal> = (0..8).map(|_| cluster_node()).collect();
+    let (nodes, extra) = all.split_at(6);
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(nodes.iter().map(|n| n.addr()))
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .expect("redis-cli (apt-get install redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("[OK] All 16384 slots covered."), "{text}");
+    assert!(
+        text.contains("[OK] All nodes agree about slots configuration."),
+        "{text}"
+    );
+    for n in nodes {
+        let view = n.raw().call(&["CLUSTER", "NODES"]);
+        assert_eq!(view.matches("master").count(), 3, "{view}");
+        assert_eq!(view.matches("slave").count(), 3, "{view}");
+        assert!(
+            n.raw()
+                .call(&["CLUSTER", "INFO"])
+                .contains("cluster_state:ok\r\n")
+        );
+        let mut epochs = master_epochs(n);
+        epochs.sort_unstable();
+        epochs.dedup();
+        assert_eq!(epochs.len(), 3, "each master its own epoch: {view}");
+        assert_eq!(info_field(n, "cluster", "shoal_cluster_formed"), "1");
+    }
+    let check = Command::new("redis-cli")
+        .args(["--cluster", "check", &nodes[4].addr()])
+        .output()
+        .expect("redis-cli");
+    let t = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{t}");
+    assert!(t.contains("[OK] All 16384 slots covered."), "{t}");
+    let mut c = fill(&nodes[2], KEYS);
+    read_back(&mut c, KEYS, 7);
+    for r in &nodes[3..] {
+        let port: u16 = info_field(r, "replication", "master_port").parse().unwrap();
+        let p = nodes[..3]
+            .iter()
+            .find(|n| n.port == port)
+            .expect("a primary");
+        common::wait_until("a replica holds its primary's keys", || {
+            q::<u64>(&mut r.client(), &["DBSIZE"]) == q::<u64>(&mut p.client(), &["DBSIZE"])
+        });
+    }
+
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "redis-cli --cluster {args:?}: {text}");
+        text
+    };
+    let primary = node_id(&nodes[1]);
+    let t = cli(&["add-node", &extra[0].addr(), &nodes[0].addr()]);
+    assert!(t.contains("[OK] New node added correctly."), "{t}");
+    let t = cli(&[
+        "add-node",
+        &extra[1].addr(),
+        &nodes[2].addr(),
+        "--cluster-slave",
+        "--cluster-master-id",
+        &primary,
+    ]);
+    assert!(t.contains("[OK] New node added correctly."), "{t}");
+    let (new_primary, new_replica) = (node_id(&extra[0]), node_id(&extra[1]));
+    common::wait_until("every node knows the two new ones", || {
+        all.iter().all(|n| {
+            let view = n.raw().call(&["CLUSTER", "NODES"]);
+            view.matches(" connected").count() == 8
+                && shows_primary_of(&view, &primary, &new_replica)
+        })
+    });
+    common::wait_until("the new replica holds its primary's keys", || {
+        q::<u64>(&mut extra[1].client(), &["DBSIZE"])
+            == q::<u64>(&mut nodes[1].client(), &["DBSIZE"])
+    });
+    for (gone, id) in [(&extra[1], &new_replica), (&extra[0], &new_primary)] {
+        let t = cli(&["del-node", &nodes[0].addr(), id]);
+        assert!(t.contains("Sending CLUSTER RESET SOFT"), "{t}");
+        for n in nodes {
+            common::wait_until("the others forgot the node", || {
+                !n.raw().call(&["CLUSTER", "NODES"]).contains(id.as_str())
+            });
+        }
+        let view = gone.raw().call(&["CLUSTER", "NODES"]);
+        assert_eq!(view.matches(" connected").count(), 1, "{view}");
+        assert!(view.contains("myself,master"), "{view}");
+        assert_eq!(info_field(gone, "cluster", "shoal_cluster_formed"), "0");
+        assert_eq!(q::<u64>(&mut gone.client(), &["DBSIZE"]), 0);
+    }
+    // A FORGET of a node the cluster removed is done; of a node never known, an error.
+    assert_eq!(
+        nodes[3].raw().call(&["CLUSTER", "FORGET", &new_primary]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        nodes[3].raw().call(&["CLUSTER", "FORGET", &"e".repeat(40)]),
+        format!("-ERR Unknown node {}\r\n", "e".repeat(40))
+    );
+    let t = cli(&["check", &nodes[5].addr()]);
+    assert!(t.contains("[OK] All 16384 slots covered."), "{t}");
+    assert_eq!(t.matches("M: ").count(), 3, "{t}");
+    // A removed node can be added again.
+    let t = cli(&["add-node", &extra[0].addr(), &nodes[4].addr()]);
+    assert!(t.contains("[OK] New node added correctly."), "{t}");
+    common::wait_until("the node is back", || {
+        nodes[0]
+            .raw()
+            .call(&["CLUSTER", "NODES"])
+            .contains(new_primary.as_str())
+    });
+}
+
+/// CLUSTER MEET works from either side, as Redis's: a node alone in the group its ADDSLOTS
+/// formed meets another such node and joins it with its slots; a node of that cluster meets a
+/// lone node with only a config epoch, which joins too; a fresh node meets the cluster and is
+/// added. A lone node that holds keys is refused and keeps its slots and keys.
+#[test]
+fn cluster_meet_joins_lone_and_fresh_nodes_from_either_side() {
+    let _turn = many_nodes();
+    let [a, b, c, d, e]: [Shoal; 5] = std::array::from_fn(|_| cluster_node());
+    let meet = |from: &Shoal, to: &Shoal| {
+        from.raw()
+            .call(&["CLUSTER", "MEET", "127.0.0.1", &to.port.to_string()])
+    };
+    for (n, range) in [
+        (&a, ["0", "5000"]),
+        (&b, ["5001", "16383"]),
+        (&d, ["0", "16383"]),
+    ] {
+        assert_eq!(
+            n.raw()
+                .call(&["CLUSTER", "ADDSLOTSRANGE", range[0], range[1]]),
+            "+OK\r\n"
+        );
+    }
+    assert_eq!(
+        c.raw().call(&["CLUSTER", "SET-CONFIG-EPOCH", "5"]),
+        "+OK\r\n"
+    );
+    // d, a cluster of its own, holds a key.
+    let key = "kept";
+    assert_eq!(d.raw().call(&["SET", key, "kept"]), "+OK\r\n");
+
+    // Two lone nodes: the one asked leaves its group for the other's, with its slots.
+    assert_eq!(meet(&a, &b), "+OK\r\n");
+    let (ida, idb, idc, idd, ide) = (
+        node_id(&a),
+        node_id(&b),
+        node_id(&c),
+        node_id(&d),
+        node_id(&e),
+    );
+    let owns = |view: &str, id: &str, slots: &str| {
+        view.lines()
+            .any(|l| l.starts_with(id) && l.ends_with(&format!(" {slots}")))
+    };
+    for n in [&a, &b] {
+        common::wait_until("both nodes show both", || {
+            let view = n.raw().call(&["CLUSTER", "NODES"]);
+            owns(&view, &ida, "0-5000") && owns(&view, &idb, "5001-16383")
+        });
+    }
+    // A node of the cluster meets a lone node: the lone node is asked to join, and does.
+    assert_eq!(meet(&b, &c), "+OK\r\n");
+    // A fresh node meets the cluster: the cluster adds it.
+    assert_eq!(meet(&e, &a), "+OK\r\n");
+    for n in [&a, &b, &c, &e] {
+        common::wait_until("every member knows every other", || {
+            let view = n.raw().call(&["CLUSTER", "NODES"]);
+            [&ida, &idb, &idc, &ide]
+                .iter()
+                .all(|id| view.contains(id.as_str()))
+                && owns(&view, &ida, "0-5000")
+                && owns(&view, &idb, "5001-16383")
+        });
+        assert_eq!(info_field(n, "cluster", "shoal_cluster_formed"), "1");
+    }
+    // The nodes that joined with slots or an epoch took the newest epochs.
+    let (ea, eb, ec) = (
+        config_epoch_of(&a, &ida).unwrap(),
+        config_epoch_of(&a, &idb).unwrap(),
+        config_epoch_of(&a, &idc).unwrap(),
+    );
+    assert!(ea > eb && ec > 5 && ec != ea, "{ea} {eb} {ec}");
+
+    // A lone node holding keys does not join, from either side, and keeps what it had.
+    for (from, to) in [(&a, &d), (&d, &a)] {
+        let r = meet(from, to);
+        assert!(r.starts_with("-ERR ") && r.contains("holds keys"), "{r:?}");
+    }
+    let view = d.raw().call(&["CLUSTER", "NODES"]);
+    assert_eq!(view.matches(" connected").count(), 1, "{view}");
+    assert!(owns(&view, &idd, "0-16383"), "{view}");
+    assert_eq!(d.raw().call(&["GET", key]), "$4\r\nkept\r\n");
+    assert!(!a.raw().call(&["CLUSTER", "NODES"]).contains(&idd));
 }

@@ -210,17 +210,53 @@ pub fn raft_config_for(timing: &shoal_cluster::lease::Timing) -> openraft::Confi
 pub const SAVE_CONFIG_ATTEMPTS: usize = 5;
 pub const SAVE_CONFIG_WAIT: Duration = Duration::from_secs(1);
 
+/// This node's Raft, where the bus and the group handle reach it. A node that leaves its group
+/// of one for another group gets a fresh Raft here ([`ConfigGroup::restart_fresh`]); everything
+/// else reads the cell at each use and so follows.
+#[derive(Clone)]
+pub struct RaftCell(Arc<std::sync::RwLock<Live>>);
+
+/// The Raft a [`RaftCell`] holds, with its log's committed index.
+#[derive(Clone)]
+struct Live {
+    raft: Raft<TypeConfig>,
+    /// The committed index + 1 (0: none), kept by the log store.
+    commit_index: Arc<AtomicU64>,
+}
+
+impl RaftCell {
+    fn new(live: Live) -> RaftCell {
+        RaftCell(Arc::new(std::sync::RwLock::new(live)))
+    }
+
+    fn live(&self) -> Live {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The Raft running now.
+    pub fn get(&self) -> Raft<TypeConfig> {
+        self.live().raft
+    }
+
+    fn replace(&self, live: Live) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = live;
+    }
+}
+
 /// One node's member of the configuration group.
 pub struct ConfigGroup {
-    raft: Raft<TypeConfig>,
+    raft: RaftCell,
+    /// Where the group's files live (`dir/raft/`), and how Raft runs: what a fresh start needs.
+    dir: std::path::PathBuf,
+    raft_config: openraft::Config,
+    /// The sender of `committed`, handed to each state machine this node runs.
+    publish: Arc<watch::Sender<Arc<Config>>>,
     /// Beats heard and leases granted (`crate::lease`), served on the bus.
     desk: Arc<crate::lease::LeaseDesk>,
     raft_id: u64,
     node: BusNode,
     bus_addr: SocketAddr,
     committed: watch::Receiver<Arc<Config>>,
-    /// The committed index + 1 (0: none), kept by the log store.
-    commit_index: Arc<AtomicU64>,
     stop_bus: watch::Sender<bool>,
     bus_task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -244,7 +280,7 @@ pub fn stored_identity(dir: &Path) -> std::io::Result<Option<(u64, String)>> {
 fn open_dir(
     dir: &Path,
     id: Identity,
-    committed: watch::Sender<Arc<Config>>,
+    committed: Arc<watch::Sender<Arc<Config>>>,
 ) -> std::io::Result<(LogStore, StateMachine)> {
     let dir = dir.join("raft");
     std::fs::create_dir_all(&dir)?;
@@ -289,12 +325,23 @@ pub async fn open_storage(
     raft_id: u64,
     cluster_node_id: &str,
 ) -> Result<Storage, Error> {
+    let (tx, _) = watch::channel(Arc::new(Config::new()));
+    open_storage_on(dir, raft_id, cluster_node_id, Arc::new(tx)).await
+}
+
+/// [`open_storage`], publishing the configuration on `tx`.
+async fn open_storage_on(
+    dir: &Path,
+    raft_id: u64,
+    cluster_node_id: &str,
+    tx: Arc<watch::Sender<Arc<Config>>>,
+) -> Result<Storage, Error> {
     if !shoal_cluster::valid_node_id(cluster_node_id) {
         return Err(Error::Refused(format!(
             "invalid cluster node id {cluster_node_id}"
         )));
     }
-    let (tx, committed) = watch::channel(Arc::new(Config::new()));
+    let committed = tx.subscribe();
     let id = Identity {
         raft_id,
         node_id: cluster_node_id.to_string(),
@@ -357,7 +404,9 @@ impl ConfigGroup {
         raft_config: openraft::Config,
         timing: shoal_cluster::lease::Timing,
     ) -> Result<ConfigGroup, Error> {
-        let storage = open_storage(dir, raft_id, cluster_node_id).await?;
+        let (tx, _) = watch::channel(Arc::new(Config::new()));
+        let publish = Arc::new(tx);
+        let storage = open_storage_on(dir, raft_id, cluster_node_id, publish.clone()).await?;
         let commit_index = storage.log.committed_index();
         let listener = TcpListener::bind(bus_addr)
             .await
@@ -367,7 +416,7 @@ impl ConfigGroup {
             .map_err(|e| Error::Io(format!("cluster bus: {e}")))?;
         let raft = start_raft(
             raft_id,
-            raft_config,
+            raft_config.clone(),
             Network { me: raft_id },
             storage.log,
             storage.sm,
@@ -378,9 +427,13 @@ impl ConfigGroup {
             timing,
             storage.committed.clone(),
         ));
+        let raft = RaftCell::new(Live { raft, commit_index });
         let bus_task = spawn_bus(listener, raft.clone(), desk.clone(), stop);
         Ok(ConfigGroup {
             raft,
+            dir: dir.to_path_buf(),
+            raft_config,
+            publish,
             desk,
             raft_id,
             node: BusNode {
@@ -389,7 +442,6 @@ impl ConfigGroup {
             },
             bus_addr,
             committed: storage.committed,
-            commit_index,
             stop_bus,
             bus_task: Mutex::new(Some(bus_task)),
         })
@@ -406,7 +458,7 @@ impl ConfigGroup {
 
     /// The voters of the group, with their bus addresses.
     pub fn voter_nodes(&self) -> Vec<(u64, BusNode)> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.get().metrics().borrow().clone();
         let membership = m.membership_config.membership();
         membership
             .voter_ids()
@@ -421,23 +473,25 @@ impl ConfigGroup {
     /// build and waits for it a second (one already under way may end before the last entry);
     /// at most [`SAVE_CONFIG_ATTEMPTS`].
     pub async fn save_config(&self) -> Result<(), String> {
-        let Some(applied) = self.raft.metrics().borrow().last_applied else {
+        let Some(applied) = self.raft.get().metrics().borrow().last_applied else {
             return Ok(());
         };
         let covered = |m: &openraft::RaftMetrics<u64, BusNode>| {
             m.snapshot.is_some_and(|s| s.index >= applied.index)
         };
         for _ in 0..SAVE_CONFIG_ATTEMPTS {
-            if covered(&self.raft.metrics().borrow()) {
+            if covered(&self.raft.get().metrics().borrow()) {
                 return Ok(());
             }
             self.raft
+                .get()
                 .trigger()
                 .snapshot()
                 .await
                 .map_err(|e| e.to_string())?;
             if self
                 .raft
+                .get()
                 .wait(Some(SAVE_CONFIG_WAIT))
                 .metrics(covered, "a snapshot of the applied configuration")
                 .await
@@ -453,7 +507,7 @@ impl ConfigGroup {
     /// heartbeat sent after the call began, within `timeout`.
     pub async fn confirm_leadership(&self, timeout: Duration) -> bool {
         matches!(
-            tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await,
+            tokio::time::timeout(timeout, self.raft.get().ensure_linearizable()).await,
             Ok(Ok(_))
         )
     }
@@ -471,7 +525,7 @@ impl ConfigGroup {
     /// Forms a new group with `members` as its voters (this node among them). Done once, on one
     /// node; the others learn of it from the leader.
     pub async fn initialize(&self, members: BTreeMap<u64, BusNode>) -> Result<(), Error> {
-        match self.raft.initialize(members).await {
+        match self.raft.get().initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
                 Err(Error::Refused(e.to_string()))
@@ -486,7 +540,7 @@ impl ConfigGroup {
         let ms = MEMBERSHIP_TIMEOUT_MS;
         match tokio::time::timeout(
             Duration::from_millis(ms),
-            self.raft.add_learner(raft_id, node, true),
+            self.raft.get().add_learner(raft_id, node, true),
         )
         .await
         {
@@ -511,7 +565,7 @@ impl ConfigGroup {
         let ms = MEMBERSHIP_TIMEOUT_MS;
         match tokio::time::timeout(
             Duration::from_millis(ms),
-            self.raft.change_membership(change, false),
+            self.raft.get().change_membership(change, false),
         )
         .await
         {
@@ -571,7 +625,7 @@ impl ConfigGroup {
         if bytes > PROPOSAL_BYTES_MAX {
             return Err(Error::TooLarge { bytes });
         }
-        match propose_local(&self.raft, change.clone(), timeout).await {
+        match propose_local(&self.raft.get(), change.clone(), timeout).await {
             Err(Error::NotLeader { addr, .. }) => forward(addr, change, timeout).await,
             r => r,
         }
@@ -585,7 +639,8 @@ impl ConfigGroup {
 
     /// Term, leader, commit index and the rest, for INFO.
     pub fn metrics(&self) -> GroupMetrics {
-        let m = self.raft.metrics().borrow().clone();
+        let live = self.raft.live();
+        let m = live.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let state = match m.state {
             ServerState::Leader => "leader",
@@ -599,7 +654,7 @@ impl ConfigGroup {
             state,
             term: m.current_term,
             leader: m.current_leader,
-            commit_index: self.commit_index.load(Relaxed).checked_sub(1),
+            commit_index: live.commit_index.load(Relaxed).checked_sub(1),
             last_applied: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
             snapshot_index: m.snapshot.map(|l| l.index),
@@ -612,7 +667,7 @@ impl ConfigGroup {
     /// Stops Raft and the bus listener; open bus connections close too. The directory can then
     /// be opened again.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        let stopped = self.raft.shutdown().await;
+        let stopped = self.raft.get().shutdown().await;
         let _ = self.stop_bus.send(true);
         let task = self
             .bus_task
@@ -624,6 +679,70 @@ impl ConfigGroup {
         }
         stopped.map_err(|e| Error::Stopped(e.to_string()))
     }
+
+    /// Leaves a group of one for good, so that another group can add this node: stops this
+    /// node's Raft, deletes its log, vote and snapshot (the identity stays: the node keeps its
+    /// ids) and starts a fresh Raft on the same bus, in no group. Refused unless this node is
+    /// its group's only member. The configuration watchers first see an empty configuration,
+    /// then, once a group adds the node, that group's.
+    pub async fn restart_fresh(&self) -> Result<(), Error> {
+        let m = self.metrics();
+        if m.voters != [self.raft_id] || !m.learners.is_empty() {
+            return Err(Error::Refused(
+                "only the single member of a group leaves it this way".into(),
+            ));
+        }
+        self.restart_fresh_after_removal().await
+    }
+
+    /// [`ConfigGroup::restart_fresh`] of a node its group removed (it no longer hears from it,
+    /// whatever membership its own log last showed).
+    pub async fn restart_fresh_after_removal(&self) -> Result<(), Error> {
+        self.raft
+            .get()
+            .shutdown()
+            .await
+            .map_err(|e| Error::Stopped(e.to_string()))?;
+        let raft_dir = self.dir.join("raft");
+        blocking(move || clear_group_files(&raft_dir))
+            .await
+            .map_err(|e| Error::Io(format!("raft storage: {e}")))?;
+        let storage = open_storage_on(
+            &self.dir,
+            self.raft_id,
+            &self.node.node_id,
+            self.publish.clone(),
+        )
+        .await?;
+        let commit_index = storage.log.committed_index();
+        let raft = start_raft(
+            self.raft_id,
+            self.raft_config.clone(),
+            Network { me: self.raft_id },
+            storage.log,
+            storage.sm,
+        )
+        .await?;
+        self.raft.replace(Live { raft, commit_index });
+        Ok(())
+    }
+}
+
+/// Deletes what a group left in its directory (log, vote, snapshot and their temporary files),
+/// keeping the node's identity; then fsyncs the directory.
+fn clear_group_files(raft_dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(raft_dir)? {
+        let entry = entry?;
+        if entry.file_name() == "identity" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    record::sync_dir(raft_dir)
 }
 
 /// Maps a failed write (a proposal or a membership change) to who must act.

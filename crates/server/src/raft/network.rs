@@ -363,7 +363,7 @@ fn too_big(rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
 /// most [`BUS_CONNECTIONS_MAX`] at once.
 pub fn spawn_bus(
     listener: TcpListener,
-    raft: Raft<TypeConfig>,
+    raft: super::RaftCell,
     desk: Arc<LeaseDesk>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -498,7 +498,7 @@ impl Gate {
 
 async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    raft: Raft<TypeConfig>,
+    raft: super::RaftCell,
     desk: Arc<LeaseDesk>,
     mut stop: watch::Receiver<bool>,
     mut gate: Gate,
@@ -512,7 +512,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
                 let mut out = Vec::new();
                 let answer = match gate.step(&req) {
                     Some(a) => a,
-                    None => handle(&raft, &desk, req).await,
+                    None => handle(&raft.get(), &desk, req).await,
                 };
                 let close = match answer {
                     Ok(body) => {

@@ -206,13 +206,19 @@ pub struct StateMachine {
     current: Arc<Mutex<Option<Stored>>>,
     /// Makes snapshot ids unique within this process.
     builds: Arc<AtomicU64>,
-    committed: watch::Sender<Arc<Config>>,
+    /// Shared with the group handle, which gives it to the fresh state machine of a node that
+    /// leaves its group of one (`ConfigGroup::restart_fresh`): its watchers stay subscribed.
+    committed: Arc<watch::Sender<Arc<Config>>>,
 }
 
 impl StateMachine {
     /// Opens the state machine under `dir` from its snapshot (or empty) and publishes its
     /// configuration on `committed`. Blocking.
-    pub fn open(dir: &Path, committed: watch::Sender<Arc<Config>>) -> io::Result<StateMachine> {
+    pub fn open(
+        dir: &Path,
+        committed: impl Into<Arc<watch::Sender<Arc<Config>>>>,
+    ) -> io::Result<StateMachine> {
+        let committed = committed.into();
         std::fs::create_dir_all(dir)?;
         let mut sm = StateMachine {
             dir: dir.to_path_buf(),
