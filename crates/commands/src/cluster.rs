@@ -46,15 +46,12 @@ pub struct ClusterState {
     pub lease: LeaseState,
     /// As a primary: the replicas a `sync` write waits for (kept by the server's in-sync task).
     pub sync_members: std::sync::Mutex<SyncMembers>,
-    /// Nodes the installed configurations removed lately, oldest first: a FORGET of one of them
-    /// is done already (`redis-cli --cluster del-node` sends it to every node, and the first
-    /// removes the node from the configuration for all).
-    forgotten: std::sync::Mutex<std::collections::VecDeque<(String, std::time::Instant)>>,
+    /// The last nodes the installed configurations removed, oldest first: a FORGET of one of
+    /// them is done already (`redis-cli --cluster del-node` sends it to every node, and the
+    /// first removes the node from the configuration for all).
+    forgotten: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
 
-/// How long a removed node counts as forgotten here (Redis keeps a forgotten node out of its
-/// gossip this long: `CLUSTER_BLACKLIST_TTL`).
-pub const FORGOTTEN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// At most this many removed nodes are remembered.
 pub const FORGOTTEN_MAX: usize = 1024;
 
@@ -163,12 +160,11 @@ impl ClusterState {
         }
     }
 
-    /// Whether the configuration removed node `id` less than [`FORGOTTEN_TTL`] ago.
+    /// Whether an installed configuration removed node `id` (one of the last
+    /// [`FORGOTTEN_MAX`]).
     pub fn recently_forgotten(&self, id: &str) -> bool {
         let forgotten = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
-        forgotten
-            .iter()
-            .any(|(gone, at)| gone == id && at.elapsed() < FORGOTTEN_TTL)
+        forgotten.iter().any(|gone| gone == id)
     }
 
     pub fn me(&self) -> String {
@@ -209,13 +205,7 @@ impl ClusterState {
                 if forgotten.len() == FORGOTTEN_MAX {
                     forgotten.pop_front();
                 }
-                forgotten.push_back((n.id.clone(), std::time::Instant::now()));
-            }
-            while forgotten
-                .front()
-                .is_some_and(|(_, at)| at.elapsed() >= FORGOTTEN_TTL)
-            {
-                forgotten.pop_front();
+                forgotten.push_back(n.id.clone());
             }
         }
         let primary = current.node(&self.me()).is_some_and(|n| n.is_primary());

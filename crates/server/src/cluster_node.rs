@@ -251,15 +251,13 @@ impl ClusterNode {
     pub async fn reset(&self, srv: &Arc<ServerState>, _hard: bool) -> Result<(), String> {
         let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
         let me = cl.me();
+        let cfg = cl.config();
         // `redis-cli --cluster del-node` sends FORGET to the other nodes, then RESET to the node
-        // removed: its removal may be a moment from being applied here.
-        let deadline = Instant::now() + REMOVAL_WAIT;
-        let mut cfg = cl.config();
-        while cfg.nodes().len() > 1 && cfg.node(&me).is_some() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            cfg = cl.config();
-        }
-        if cl.formed.load(Relaxed) && cfg.node(&me).is_none() {
+        // removed, which may never have heard of its removal (the group stops replicating to a
+        // removed member): the other members say.
+        let removed = cfg.node(&me).is_none()
+            || (cfg.nodes().len() > 1 && self.removed_per_peers(srv, &cfg, &me).await);
+        if cl.formed.load(Relaxed) && removed {
             // Removed by its cluster: it leaves the group and is a fresh node again, a primary
             // without data (as Redis's RESET turns a replica into an empty primary).
             if srv.repl.is_replica() {
@@ -281,6 +279,48 @@ impl ClusterNode {
             return Ok(());
         }
         self.propose(srv, Change::UnassignSlots { ranges }).await
+    }
+
+    /// Whether the cluster removed this node without it hearing of it: another member that has
+    /// applied at least as much of the group's log as this node no longer names it. Asks up to
+    /// [`REMOVAL_PEERS`] members, over again (their INFO lags a little) until one has caught
+    /// up with this node or [`REMOVAL_WAIT`] passes; unreachable members count for nothing.
+    async fn removed_per_peers(&self, srv: &ServerState, cfg: &Config, me: &str) -> bool {
+        use shoal_resp::Reply;
+        let mine = self.group.metrics().last_applied.unwrap_or(0);
+        let peers: Vec<&Node> = cfg
+            .nodes()
+            .iter()
+            .filter(|n| n.id != me)
+            .take(REMOVAL_PEERS)
+            .collect();
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        let t = MANUAL_FAILOVER_REQUEST_TIMEOUT;
+        while Instant::now() < deadline {
+            for n in &peers {
+                let Ok(mut s) = connect_node(srv, &n.ip, n.port, t).await else {
+                    continue;
+                };
+                let text = |r: Result<Reply, String>| match r {
+                    Ok(Reply::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    _ => String::new(),
+                };
+                let info = text(crate::links::request(&mut s, &[b"INFO", b"cluster"], t).await);
+                let applied = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("shoal_raft_last_applied:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if applied.is_none_or(|a| a < mine) {
+                    continue;
+                }
+                let nodes = text(crate::links::request(&mut s, &[b"CLUSTER", b"NODES"], t).await);
+                if !nodes.is_empty() {
+                    return !nodes.contains(me);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// A restarted node reached at another address than its configuration says (a port the
@@ -791,9 +831,11 @@ impl ClusterNode {
     }
 }
 
-/// How long CLUSTER RESET waits for the removal of its node (a FORGET sent to another node) to
-/// reach it before it treats the node as a member.
+/// How long CLUSTER RESET of a node in a configuration of several asks the other members
+/// whether they removed it...
 pub const REMOVAL_WAIT: Duration = Duration::from_secs(2);
+/// ...and how many of them it asks.
+pub const REMOVAL_PEERS: usize = 3;
 
 /// How long a node waits for the node it asks to meet it (which may add it to its group, as a
 /// learner catching up and then a voter) to answer.
