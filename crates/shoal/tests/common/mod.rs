@@ -161,12 +161,19 @@ impl Shoal {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
-    /// Sends a signal to the process.
+    /// Sends a signal to the process. `-STOP` returns once every thread is stopped: kill(2)
+    /// returns before that, and on a loaded machine the process's other threads may go on
+    /// serving (and a replica acknowledging) until the thread picked for the signal runs.
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
             let _ = Command::new("kill")
                 .args([sig, &c.id().to_string()])
                 .status();
+        }
+        if sig == "-STOP" && self.child.is_some() {
+            wait_until("the process stopped (SIGSTOP on every thread)", || {
+                self.is_stopped()
+            });
         }
     }
 }
