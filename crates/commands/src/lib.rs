@@ -164,6 +164,10 @@ pub enum RunMode {
     Normal,
     /// Woken up: a key it waits for was written. It may block again (keeping its place).
     Retry,
+    /// Run again right after the client registered as waiting: a write between the command's
+    /// look and the registration signalled no one. It may block again, as a retry; what it
+    /// serves is decided as on the first run (no write is known to have come).
+    Recheck,
     /// The deadline passed: reply as if nothing came (a blocking command may not block).
     Timeout,
 }
@@ -190,8 +194,15 @@ impl<'a> Ctx<'a> {
         self.mode == RunMode::Timeout
     }
 
-    /// Whether this run is a blocked client's retry after a wake-up.
+    /// Whether this run is a blocked client's: a retry after a wake-up, or the look right
+    /// after it registered.
     pub fn is_retry(&self) -> bool {
+        matches!(self.mode, RunMode::Retry | RunMode::Recheck)
+    }
+
+    /// Whether this run follows a write to a key the client waits for (Redis serves a blocked
+    /// client when a key it waits for is signalled ready).
+    pub fn woken_by_write(&self) -> bool {
         self.mode == RunMode::Retry
     }
 

@@ -603,11 +603,14 @@ fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let Object::Set(s) = object_mut(&mut e, Kind::Set)? else {
             unreachable!("object_mut checked the kind")
         };
-        // Noted even if it was there: the key's version changes either way.
+        // A member already there leaves the destination as it was (its version too, so a
+        // WATCH of it holds), as Redis touches the destination only when it adds.
         let added = s.insert(member, &limits);
-        ops.sadd(member);
-        e.note(ops);
-        e.set_version(version);
+        if added {
+            ops.sadd(member);
+            e.note(ops);
+            e.set_version(version);
+        }
         drop(e);
         if added {
             shard.note(notify::SET, "sadd", db, dst);

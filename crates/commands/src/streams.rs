@@ -1174,6 +1174,9 @@ fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResul
     let keys: Vec<&[u8]> = (0..r.n).map(|i| args.get(r.streams_at + i)).collect();
     let (db, now) = (ctx.db(), ctx.now_ms);
     let retry = ctx.is_retry();
+    // Woken by a write, a blocked read is served as Redis serves it then: from the stream's
+    // last ID (even if the entries after it are deleted again), one stream per wake-up.
+    let woken = ctx.woken_by_write();
     let mut locked = ctx.lock_keys(keys.iter().copied());
     // Resolve the IDs (and check types and groups) in argument order, as Redis does.
     let mut from = Vec::with_capacity(r.n);
@@ -1253,7 +1256,7 @@ fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResul
     {
         let mut w = ReplyWriter::new(&mut body, out_proto(out));
         for (i, key) in keys.iter().enumerate() {
-            if retry && served > 0 {
+            if woken && served > 0 {
                 break;
             }
             let (shard, slot) = locked.shard(key);
@@ -1274,7 +1277,7 @@ fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResul
                 (Some(_), From::After(id)) => (true, true, id.next()),
                 (Some((g, _)), From::New) => {
                     let last = s.groups[g].last_id;
-                    let top = if retry {
+                    let top = if woken {
                         Some(s.last_id)
                     } else {
                         s.edge_id(true)
@@ -1282,7 +1285,7 @@ fn read_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, group_cmd: bool) -> CmdResul
                     (top.is_some_and(|t| t > last), false, last.next())
                 }
                 (None, From::After(id)) => {
-                    let top = if retry {
+                    let top = if woken {
                         Some(s.last_id)
                     } else {
                         s.edge_id(true)

@@ -1164,7 +1164,7 @@ async fn wait_blocked<S: ClientStream>(
     });
     // Run once more right after registering: a write between the command's look and the
     // registration signalled no one.
-    let mut mode = RunMode::Retry;
+    let mut mode = RunMode::Recheck;
     let mut fetch_rounds = 0;
     loop {
         let mark = out.len();

@@ -215,6 +215,35 @@ fn smove_moves_one_member() {
     assert_eq!(q::<i64>(&mut c, &["SMOVE", "nokey", "dst", "a"]), 0);
 }
 
+/// SMOVE of a member the destination already holds removes it from the source and leaves the
+/// destination untouched, as Redis: a WATCH of the destination holds (its EXEC runs), one of
+/// the source does not.
+#[test]
+fn smove_of_a_member_already_there_does_not_touch_the_destination() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let mut other = s.client();
+    let mut watcher = s.raw();
+    for watched in ["dst", "src"] {
+        let _: i64 = q(&mut c, &["DEL", "src", "dst"]);
+        let _: i64 = q(&mut c, &["SADD", "src", "a", "b"]);
+        let _: i64 = q(&mut c, &["SADD", "dst", "a"]);
+        assert_eq!(watcher.call(&["WATCH", watched]), "+OK\r\n");
+        assert_eq!(watcher.call(&["MULTI"]), "+OK\r\n");
+        assert_eq!(watcher.call(&["SADD", "dst", "c"]), "+QUEUED\r\n");
+        assert_eq!(q::<i64>(&mut other, &["SMOVE", "src", "dst", "a"]), 1);
+        let exec = watcher.call(&["EXEC"]);
+        if watched == "dst" {
+            assert_eq!(exec, "*1\r\n:1\r\n", "the destination did not change");
+            assert_eq!(members(&mut c, "dst"), set_of(&["a", "c"]));
+        } else {
+            assert_eq!(exec, "*-1\r\n", "the source changed");
+            assert_eq!(members(&mut c, "dst"), set_of(&["a"]));
+        }
+        assert_eq!(members(&mut c, "src"), set_of(&["b"]));
+    }
+}
+
 #[test]
 fn errors_are_byte_exact() {
     let s = Shoal::start(&[]);

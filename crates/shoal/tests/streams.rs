@@ -128,6 +128,68 @@ fn xread_times_out_with_a_null_array_and_waits_through_a_deletion() {
     assert_eq!(w.call(&["EXEC"]), "*1\r\n*-1\r\n");
 }
 
+/// A stream whose last ID is past the one asked for, but whose entries after it were deleted,
+/// has nothing to give: XREAD and XREADGROUP block and time out with a null array (Redis
+/// 7.0's fix of issue #5299), rather than answering an empty list for the stream.
+#[test]
+fn a_blocked_read_of_a_stream_whose_new_entries_were_deleted_times_out_empty() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let mut w = s.raw();
+    let _: String = q(&mut c, &["XADD", "s1", "666", "f", "v"]);
+    let _: String = q(&mut c, &["XADD", "s1", "667", "f2", "v2"]);
+    let _: i64 = q(&mut c, &["XDEL", "s1", "667"]);
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        assert_eq!(
+            w.call(&["XREAD", "BLOCK", "30", "STREAMS", "s1", "666"]),
+            "*-1\r\n"
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+    }
+    let _: () = q(&mut c, &["XGROUP", "CREATE", "g", "grp", "$", "MKSTREAM"]);
+    let _: String = q(&mut c, &["XADD", "g", "666", "f", "v"]);
+    let got = w.call(&[
+        "XREADGROUP",
+        "GROUP",
+        "grp",
+        "alice",
+        "BLOCK",
+        "30",
+        "STREAMS",
+        "g",
+        ">",
+    ]);
+    assert!(got.contains("666-0"), "{got:?}");
+    let _: String = q(&mut c, &["XADD", "g", "667", "f2", "v2"]);
+    let _: i64 = q(&mut c, &["XDEL", "g", "667"]);
+    for _ in 0..3 {
+        assert_eq!(
+            w.call(&[
+                "XREADGROUP",
+                "GROUP",
+                "grp",
+                "alice",
+                "BLOCK",
+                "30",
+                "STREAMS",
+                "g",
+                ">",
+            ]),
+            "*-1\r\n"
+        );
+    }
+    // A new entry still serves a blocked reader.
+    block(
+        &mut w,
+        &["XREAD", "BLOCK", "0", "STREAMS", "s1", "666"],
+        &mut c,
+        1,
+    );
+    let _: String = q(&mut c, &["XADD", "s1", "668", "k", "v"]);
+    assert_eq!(reply(&mut w), one_entry("s1", "668-0", "k", "v"));
+}
+
 #[test]
 fn blocked_xreadgroup_is_served_once_and_errors_when_its_key_or_group_goes() {
     let s = Shoal::start(&[]);
