@@ -9,6 +9,11 @@
 //! period, so a write-heavy load with short TTLs cannot leave expired keys piling up. Hash fields
 //! with a TTL (HEXPIRE) expire in the same cycle, at most `EXPIRE_FIELDS_PER_LOCK` per lock hold;
 //! each hash that loses fields gets a new version and its deletions replicate as HDELs.
+//!
+//! Eviction in the background: a node over `maxmemory` (lowered by CONFIG SET, or grown by
+//! reads' buffers) evicts down to it each cycle, within `EVICT_CYCLE_BUDGET_PERCENT` of the
+//! period, without waiting for a write to do it, as Redis's eviction timer does. Not on a
+//! replica (its primary's deletions decide) nor during CLIENT PAUSE.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,6 +31,28 @@ pub const EXPIRE_KEYS_PER_LOCK: usize = 64;
 pub const EXPIRE_FIELDS_PER_LOCK: usize = 64;
 /// Share of each cron period the expire cycle may use.
 pub const EXPIRE_CYCLE_BUDGET_PERCENT: u64 = 25;
+
+/// Share of each cron period background eviction may use.
+pub const EVICT_CYCLE_BUDGET_PERCENT: u64 = 25;
+
+/// Rounds of eviction (each up to `EVICTIONS_PER_COMMAND_MAX` keys) one cycle runs at most.
+pub const EVICT_ROUNDS_PER_CYCLE_MAX: usize = 64;
+
+/// Evicts until used memory is back under `maxmemory`, nothing is left to evict (or the policy
+/// evicts nothing), or `budget` is spent.
+fn evict_cycle(srv: &ServerState, budget: Duration) {
+    let t0 = Instant::now();
+    for _ in 0..EVICT_ROUNDS_PER_CYCLE_MAX {
+        let before = srv.used_memory();
+        if !shoal_commands::ensure_memory(srv, now_ms()) {
+            return;
+        }
+        // Under the limit (nothing was evicted), or out of time.
+        if srv.used_memory() >= before || t0.elapsed() >= budget {
+            return;
+        }
+    }
+}
 
 /// Runs one active expire cycle within `budget`. Returns (keys deleted, keys still due).
 pub fn expire_cycle(srv: &ServerState, budget: Duration) -> (usize, bool) {
@@ -99,6 +126,12 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                     .fetch_add(expire_took.as_millis() as u64, Relaxed);
                 if more {
                     s.expired_time_cap_reached_count.fetch_add(1, Relaxed);
+                }
+                if srv.maxmemory() > 0
+                    && !srv.repl.is_replica()
+                    && srv.client_pause.active(now_ms()).is_none()
+                {
+                    evict_cycle(&srv, period * EVICT_CYCLE_BUDGET_PERCENT as u32 / 100);
                 }
                 s.observe_used_memory(srv.used_memory() as u64);
                 shoal_commands::effects::emit_logged(&srv, now_ms());

@@ -3,7 +3,7 @@
 //! shoal's default tinylfu) absorb three times the limit in writes and keep `used_memory` near
 //! `maxmemory`; the `volatile-*` policies evict only keys with a TTL, `volatile-ttl` the nearest
 //! deadlines first; LRU and LFU keep a hot set that is read repeatedly; and lowering `maxmemory`
-//! with CONFIG SET makes the next writes evict. Evicting is not expiring: `expired_keys` stays 0.
+//! with CONFIG SET makes the next writes evict, or the node in the background when none comes. Evicting is not expiring: `expired_keys` stays 0.
 
 mod common;
 
@@ -390,6 +390,52 @@ fn lowering_maxmemory_at_run_time_evicts_on_the_next_writes() {
     // Raising it again stops evicting.
     assert_eq!(r.call(&["CONFIG", "SET", "maxmemory", "0"]), "+OK\r\n");
     write_keys(&mut r, "more", 0..3000, None);
+    assert_eq!(info_u64(&mut c, "stats", "evicted_keys"), evicted);
+}
+
+/// Over `maxmemory` with no write coming, the node evicts in the background (Redis's eviction
+/// timer): lowering the limit brings memory down while clients only read, with an `evicted`
+/// event for each victim; under `noeviction` nothing goes.
+#[test]
+fn lowering_maxmemory_evicts_in_the_background_without_writes() {
+    let s = Shoal::start(&["--maxmemory-policy", "allkeys-lru"]);
+    let mut r = s.raw();
+    let mut c = s.client();
+    assert_eq!(
+        r.call(&["CONFIG", "SET", "notify-keyspace-events", "Ee"]),
+        "+OK\r\n"
+    );
+    let w = write_keys(&mut r, "k", 0..6000, None);
+    assert_eq!(w.oom, 0);
+    let mut sub = s.raw();
+    sub.call(&["SUBSCRIBE", "__keyevent@0__:evicted"]);
+    let limit: u64 = 2 * 1024 * 1024;
+    assert_eq!(r.call(&["CONFIG", "SET", "maxmemory", "2mb"]), "+OK\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while used(&mut c) > limit + slack(limit) {
+        assert!(
+            Instant::now() < deadline,
+            "memory still at {} with no write",
+            used(&mut c)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let evicted = info_u64(&mut c, "stats", "evicted_keys");
+    assert!(evicted > 3000, "evicted {evicted}");
+    assert_eq!(q::<i64>(&mut c, &["DBSIZE"]) as u64 + evicted, 6000);
+    let event = String::from_utf8(sub.reply()).unwrap();
+    assert!(
+        event.starts_with("*3\r\n$7\r\nmessage\r\n$22\r\n__keyevent@0__:evicted\r\n$"),
+        "{event:?}"
+    );
+
+    // Under noeviction, over the limit, nothing is evicted.
+    assert_eq!(
+        r.call(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        "+OK\r\n"
+    );
+    assert_eq!(r.call(&["CONFIG", "SET", "maxmemory", "1mb"]), "+OK\r\n");
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(info_u64(&mut c, "stats", "evicted_keys"), evicted);
 }
 
