@@ -249,6 +249,7 @@ impl Engine {
             })?,
         )?;
         let internal = lua.create_table()?;
+        internal.raw_set("error_value", lua.create_function(error_value)?)?;
         let globals: Table = lua
             .load(include_str!("sandbox.lua"))
             .set_name(INTERNAL_SOURCE)
@@ -477,6 +478,51 @@ pub fn error_text(e: &mlua::Error) -> String {
         mlua::Error::SyntaxError { message, .. } => message.clone(),
         mlua::Error::MemoryError(m) => m.clone(),
         other => other.to_string(),
+    }
+}
+
+/// What a script's `pcall` or `xpcall` hands over for an error raised in a Rust function: its
+/// message (or the error table `redis.call` parked), as Redis's C functions raise them. Other
+/// error values are left as they are.
+fn error_value(lua: &Lua, err: Value) -> mlua::Result<Value> {
+    let Value::Error(e) = err else {
+        return Ok(err);
+    };
+    let text = error_text(&e);
+    if let Some(t) = RaisedTable::take(lua, &text) {
+        return Ok(Value::Table(t));
+    }
+    Ok(Value::String(lua.create_string(caught_text(&e, text))?))
+}
+
+/// A library error's text as `luaL_error` words it where it was raised: prefixed with the
+/// position of the Lua code that called the function; called by a C function (`pcall` itself),
+/// no position, and `luaL_argerror` cannot name the function (`'?'`). The caller is the second
+/// frame of the traceback mlua recorded.
+fn caught_text(e: &mlua::Error, text: String) -> String {
+    let mlua::Error::CallbackError { traceback, .. } = e else {
+        return text;
+    };
+    let Some(caller) = traceback
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "stack traceback:")
+        .nth(1)
+    else {
+        return text;
+    };
+    if caller.starts_with("[C]") {
+        if let Some(rest) = text.strip_prefix("bad argument #")
+            && let Some((n, tail)) = rest.split_once(" to '")
+            && let Some((_, why)) = tail.split_once("' ")
+        {
+            return format!("bad argument #{n} to '?' {why}");
+        }
+        return text;
+    }
+    match caller.split_once(": in ") {
+        Some((pos, _)) => format!("{pos}: {text}"),
+        None => text,
     }
 }
 

@@ -51,6 +51,29 @@ G.rawset = function(t, k, v)
 end
 G._G = real
 
+-- pcall and xpcall see a library function's error as Redis's C functions raise it: its message
+-- (or redis.call's error table), not the wrapped Rust error the binding raises. pcall is
+-- Redis 7.0's: an error table with an `err` string (or number) gives that instead.
+local real_pcall, real_xpcall, select = real.pcall, real.xpcall, select
+local plain = internal.error_value
+local function caught(ok, ...)
+  if ok then return true, ... end
+  local e = plain((...))
+  if type(e) == 'table' then
+    local m = e.err
+    if type(m) == 'string' or type(m) == 'number' then e = m end
+  end
+  return false, e
+end
+G.pcall = function(...)
+  -- Redis 7.0's pcall() with nothing to call answers this (recorded from redis-server 7.0.15).
+  if select('#', ...) == 0 then return false, 'attempt to call a boolean value' end
+  return caught(real_pcall(...))
+end
+G.xpcall = function(f, handler)
+  return real_xpcall(f, function(e) return handler(plain(e)) end)
+end
+
 -- Functions: while a library loads, globals read from `load_api` (only a `redis` table with
 -- register_function and the logging API), as Redis swaps its globals' __index.
 local api = G

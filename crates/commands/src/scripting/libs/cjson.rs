@@ -1,18 +1,61 @@
 //! `cjson`: the Lua CJSON 2.1 behaviour Redis bundles: `encode` (numbers as `%.14g`, `/`
 //! escaped, sparse-array and nesting limits, tables with only positive integer keys as arrays),
-//! `decode` (numbers as Lua numbers, `null` as `cjson.null`), with CJSON's error messages.
-//! The configuration functions (`encode_keep_buffer` and the like) are not offered.
+//! `decode` (numbers as Lua numbers, `null` as `cjson.null`; with `decode_invalid_numbers`,
+//! CJSON's default, also `inf`, `nan`, hex, `+` and leading zeros as C's `strtod` reads them),
+//! with CJSON's error messages; and its configuration functions (`encode_sparse_array`,
+//! `encode_max_depth`, `decode_max_depth`, `encode_number_precision`, `encode_keep_buffer`,
+//! `encode_invalid_numbers`, `decode_invalid_numbers`) and `new`. The configuration belongs to
+//! the module table (`new` makes one with the defaults) and lasts, as in Redis, for the life of
+//! the scripting VM.
+
+use std::sync::{Arc, Mutex};
 
 use mlua::{LightUserData, Lua, MultiValue, Table, Value};
 
 use super::{arg_error, fmt_g};
 
-/// Nesting CJSON encodes or decodes at most (its default).
-const MAX_DEPTH: usize = 1000;
-/// An array whose largest index is past `SPARSE_RATIO ×` its items (and past `SPARSE_SAFE`) is
-/// refused as "excessively sparse" (CJSON's defaults).
-const SPARSE_RATIO: f64 = 2.0;
-const SPARSE_SAFE: f64 = 10.0;
+/// CJSON's configuration, with its defaults.
+#[derive(Debug, Clone, Copy)]
+struct Cfg {
+    /// An excessively sparse array is encoded as an object instead of refused.
+    sparse_convert: bool,
+    /// An array whose largest index is past `sparse_ratio ×` its items (0: never) and past
+    /// `sparse_safe` is excessively sparse.
+    sparse_ratio: i64,
+    sparse_safe: i64,
+    /// Nesting encoded or decoded at most.
+    encode_max_depth: i64,
+    decode_max_depth: i64,
+    /// `%.<precision>g` for numbers.
+    precision: i64,
+    /// NaN and Inf: 0 refused, 1 written as `nan`/`inf`, 2 as `null`.
+    encode_invalid: u8,
+    decode_invalid: bool,
+    /// Kept for its answer only: the encoder keeps no buffer between calls either way.
+    keep_buffer: bool,
+}
+
+impl Default for Cfg {
+    fn default() -> Cfg {
+        Cfg {
+            sparse_convert: false,
+            sparse_ratio: 2,
+            sparse_safe: 10,
+            encode_max_depth: 1000,
+            decode_max_depth: 1000,
+            precision: 14,
+            encode_invalid: 0,
+            decode_invalid: true,
+            keep_buffer: true,
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Cfg>>;
+
+fn cfg_of(shared: &Shared) -> Cfg {
+    *shared.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn null() -> Value {
     Value::LightUserData(LightUserData(std::ptr::null_mut()))
@@ -47,19 +90,34 @@ fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-fn encode_number(out: &mut Vec<u8>, n: f64) -> mlua::Result<()> {
+fn encode_number(out: &mut Vec<u8>, n: f64, cfg: &Cfg) -> mlua::Result<()> {
     if n.is_nan() || n.is_infinite() {
-        return Err(mlua::Error::runtime(
-            "Cannot serialise number: must not be NaN or Inf",
-        ));
+        match cfg.encode_invalid {
+            0 => {
+                return Err(mlua::Error::runtime(
+                    "Cannot serialise number: must not be NaN or Inf",
+                ));
+            }
+            // Not `-nan`, whatever the sign bit.
+            1 if n.is_nan() => {
+                out.extend_from_slice(b"nan");
+                return Ok(());
+            }
+            1 => {}
+            _ => {
+                out.extend_from_slice(b"null");
+                return Ok(());
+            }
+        }
     }
-    out.extend_from_slice(fmt_g(n, 14).as_bytes());
+    out.extend_from_slice(fmt_g(n, cfg.precision as usize).as_bytes());
     Ok(())
 }
 
 /// The array length of `t` if all its keys are positive integers (0 for an empty table, which
-/// is encoded as an object), `None` if it is an object; an error if excessively sparse.
-fn array_length(t: &Table) -> mlua::Result<Option<usize>> {
+/// is encoded as an object), `None` if it is an object; an error if excessively sparse (unless
+/// such arrays are converted to objects).
+fn array_length(t: &Table, cfg: &Cfg) -> mlua::Result<Option<usize>> {
     let (mut max, mut items) = (0f64, 0usize);
     for pair in t.pairs::<Value, Value>() {
         let (k, _) = pair?;
@@ -74,7 +132,13 @@ fn array_length(t: &Table) -> mlua::Result<Option<usize>> {
         max = max.max(n);
         items += 1;
     }
-    if max > items as f64 * SPARSE_RATIO && max > SPARSE_SAFE {
+    if cfg.sparse_ratio > 0
+        && max > items as f64 * cfg.sparse_ratio as f64
+        && max > cfg.sparse_safe as f64
+    {
+        if cfg.sparse_convert {
+            return Ok(None);
+        }
         return Err(mlua::Error::runtime(
             "Cannot serialise table: excessively sparse array",
         ));
@@ -82,29 +146,29 @@ fn array_length(t: &Table) -> mlua::Result<Option<usize>> {
     Ok(if items == 0 { None } else { Some(max as usize) })
 }
 
-fn encode_value(out: &mut Vec<u8>, v: &Value, depth: usize) -> mlua::Result<()> {
+fn encode_value(out: &mut Vec<u8>, v: &Value, depth: usize, cfg: &Cfg) -> mlua::Result<()> {
     match v {
         Value::Nil => out.extend_from_slice(b"null"),
         v if is_null(v) => out.extend_from_slice(b"null"),
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Integer(i) => encode_number(out, *i as f64)?,
-        Value::Number(n) => encode_number(out, *n)?,
+        Value::Integer(i) => encode_number(out, *i as f64, cfg)?,
+        Value::Number(n) => encode_number(out, *n, cfg)?,
         Value::String(s) => encode_string(out, &s.as_bytes()),
         Value::Table(t) => {
             let depth = depth + 1;
-            if depth > MAX_DEPTH {
+            if depth as i64 > cfg.encode_max_depth {
                 return Err(mlua::Error::runtime(format!(
                     "Cannot serialise, excessive nesting ({depth})"
                 )));
             }
-            match array_length(t)? {
+            match array_length(t, cfg)? {
                 Some(n) => {
                     out.push(b'[');
                     for i in 1..=n {
                         if i > 1 {
                             out.push(b',');
                         }
-                        encode_value(out, &t.raw_get::<Value>(i)?, depth)?;
+                        encode_value(out, &t.raw_get::<Value>(i)?, depth, cfg)?;
                     }
                     out.push(b']');
                 }
@@ -121,12 +185,12 @@ fn encode_value(out: &mut Vec<u8>, v: &Value, depth: usize) -> mlua::Result<()> 
                             Value::String(s) => encode_string(out, &s.as_bytes()),
                             Value::Integer(i) => {
                                 out.push(b'"');
-                                encode_number(out, *i as f64)?;
+                                encode_number(out, *i as f64, cfg)?;
                                 out.push(b'"');
                             }
                             Value::Number(n) => {
                                 out.push(b'"');
-                                encode_number(out, *n)?;
+                                encode_number(out, *n, cfg)?;
                                 out.push(b'"');
                             }
                             other => {
@@ -137,7 +201,7 @@ fn encode_value(out: &mut Vec<u8>, v: &Value, depth: usize) -> mlua::Result<()> 
                             }
                         }
                         out.push(b':');
-                        encode_value(out, &v, depth)?;
+                        encode_value(out, &v, depth, cfg)?;
                     }
                     out.push(b'}');
                 }
@@ -194,6 +258,112 @@ impl Token {
 struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
+    cfg: Cfg,
+}
+
+/// CJSON's `json_is_invalid_number`: whether the number at the start of `s` is one JSON does
+/// not allow (a `+`, hex, a leading zero, `inf` or `nan`).
+fn is_invalid_number(s: &[u8]) -> bool {
+    let mut p = s;
+    if p.first() == Some(&b'+') {
+        return true;
+    }
+    if p.first() == Some(&b'-') {
+        p = &p[1..];
+    }
+    match p.first() {
+        Some(b'0') => matches!(p.get(1), Some(b'x' | b'X' | b'0'..=b'9')),
+        Some(&c) if c <= b'9' => false,
+        _ => {
+            let word = |w: &[u8]| p.len() >= 3 && p[..3].eq_ignore_ascii_case(w);
+            word(b"inf") || word(b"nan")
+        }
+    }
+}
+
+/// C's `strtod` on the start of `s`: the number and the bytes it used (0: none). Decimal,
+/// hexadecimal (integer part and fraction, `p` exponent), `inf`, `infinity` and `nan`, with an
+/// optional sign.
+fn strtod(s: &[u8]) -> (f64, usize) {
+    let mut i = 0;
+    let mut neg = false;
+    if let Some(&c @ (b'+' | b'-')) = s.first() {
+        neg = c == b'-';
+        i = 1;
+    }
+    let rest = &s[i..];
+    let starts = |w: &[u8]| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w);
+    let signed = |v: f64| if neg { -v } else { v };
+    if starts(b"infinity") {
+        return (signed(f64::INFINITY), i + 8);
+    }
+    if starts(b"inf") {
+        return (signed(f64::INFINITY), i + 3);
+    }
+    if starts(b"nan") {
+        return (signed(f64::NAN), i + 3);
+    }
+    if rest.len() > 2 && starts(b"0x") && rest[2].is_ascii_hexdigit() {
+        let mut j = 2;
+        let mut v = 0f64;
+        while j < rest.len() && rest[j].is_ascii_hexdigit() {
+            v = v * 16.0 + f64::from((rest[j] as char).to_digit(16).unwrap_or(0));
+            j += 1;
+        }
+        if rest.get(j) == Some(&b'.') {
+            j += 1;
+            let mut scale = 1.0 / 16.0;
+            while j < rest.len() && rest[j].is_ascii_hexdigit() {
+                v += f64::from((rest[j] as char).to_digit(16).unwrap_or(0)) * scale;
+                scale /= 16.0;
+                j += 1;
+            }
+        }
+        if matches!(rest.get(j), Some(b'p' | b'P')) {
+            let (mut k, mut eneg) = (j + 1, false);
+            if let Some(&c @ (b'+' | b'-')) = rest.get(k) {
+                eneg = c == b'-';
+                k += 1;
+            }
+            let digits = rest[k..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits > 0 {
+                let e: i32 = std::str::from_utf8(&rest[k..k + digits])
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(i32::MAX);
+                v *= 2f64.powi(if eneg { -e } else { e });
+                j = k + digits;
+            }
+        }
+        return (signed(v), i + j);
+    }
+    // Decimal: digits, an optional fraction, an optional exponent.
+    let mut j = 0;
+    let digits = |from: usize| rest[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let int = digits(0);
+    j += int;
+    let mut frac = 0;
+    if rest.get(j) == Some(&b'.') {
+        frac = digits(j + 1);
+        if int + frac > 0 {
+            j += 1 + frac;
+        }
+    }
+    if int + frac == 0 {
+        return (0.0, 0);
+    }
+    if matches!(rest.get(j), Some(b'e' | b'E')) {
+        let mut k = j + 1;
+        if matches!(rest.get(k), Some(b'+' | b'-')) {
+            k += 1;
+        }
+        let e = digits(k);
+        if e > 0 {
+            j = k + e;
+        }
+    }
+    let text = std::str::from_utf8(&rest[..j]).unwrap_or("0");
+    (signed(text.parse::<f64>().unwrap_or(0.0)), i + j)
 }
 
 impl Parser<'_> {
@@ -237,7 +407,12 @@ impl Parser<'_> {
                 Token::Error(e @ "unexpected end of string") => (Token::Error(e), self.s.len()),
                 t => (t, at),
             },
-            b'-' | b'0'..=b'9' => (self.number(), at),
+            b'-' | b'0'..=b'9' => {
+                if !self.cfg.decode_invalid && is_invalid_number(&self.s[self.pos..]) {
+                    return (Token::Error("invalid number"), at);
+                }
+                (self.number(), at)
+            }
             _ => {
                 for (word, t) in [
                     (&b"true"[..], Token::Bool(true)),
@@ -249,26 +424,22 @@ impl Parser<'_> {
                         return (t, at);
                     }
                 }
+                if self.cfg.decode_invalid && is_invalid_number(&self.s[self.pos..]) {
+                    return (self.number(), at);
+                }
                 (Token::Error("invalid token"), at)
             }
         }
     }
 
+    /// CJSON reads numbers with `strtod`, whatever follows them.
     fn number(&mut self) -> Token {
-        let start = self.pos;
-        let mut end = start;
-        while end < self.s.len()
-            && matches!(self.s[end], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-        {
-            end += 1;
-        }
-        let text = std::str::from_utf8(&self.s[start..end]).unwrap_or("");
-        match text.parse::<f64>() {
-            Ok(n) if !text.is_empty() => {
-                self.pos = end;
+        match strtod(&self.s[self.pos..]) {
+            (_, 0) => Token::Error("invalid number"),
+            (n, used) => {
+                self.pos += used;
                 Token::Num(n)
             }
-            _ => Token::Error("invalid number"),
         }
     }
 
@@ -358,7 +529,7 @@ fn decode_value(
         Token::Null => null(),
         Token::ObjBegin | Token::ArrBegin => {
             let depth = depth + 1;
-            if depth > MAX_DEPTH {
+            if depth as i64 > p.cfg.decode_max_depth {
                 return Err(mlua::Error::runtime(format!(
                     "Found too many nested data structures ({depth}) at character {}",
                     at + 1
@@ -414,21 +585,21 @@ fn decode_value(
     })
 }
 
-fn encode(lua: &Lua, args: MultiValue) -> mlua::Result<mlua::LuaString> {
+fn encode(lua: &Lua, args: MultiValue, cfg: &Cfg) -> mlua::Result<mlua::LuaString> {
     if args.len() != 1 {
         return Err(arg_error(1, "encode", "expected 1 argument"));
     }
     let mut out = Vec::new();
-    encode_value(&mut out, &args[0], 0)?;
+    encode_value(&mut out, &args[0], 0, cfg)?;
     lua.create_string(&out)
 }
 
-fn decode(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
+fn decode(lua: &Lua, args: MultiValue, cfg: Cfg) -> mlua::Result<Value> {
     if args.len() != 1 {
         return Err(arg_error(1, "decode", "expected 1 argument"));
     }
     let s = super::check_bytes(&args, 0, "decode")?;
-    let mut p = Parser { s: &s, pos: 0 };
+    let mut p = Parser { s: &s, pos: 0, cfg };
     let (t, at) = p.next();
     let v = decode_value(lua, &mut p, t, at, 0)?;
     let (end, eat) = p.next();
@@ -438,10 +609,236 @@ fn decode(lua: &Lua, args: MultiValue) -> mlua::Result<Value> {
     Ok(v)
 }
 
-pub fn open(lua: &Lua) -> mlua::Result<Table> {
+// ---- configuration ----
+
+/// `json_arg_init`: at most `n` arguments.
+fn at_most(args: &MultiValue, n: usize, fname: &str) -> mlua::Result<()> {
+    if args.len() > n {
+        return Err(arg_error(n + 1, fname, "found too many arguments"));
+    }
+    Ok(())
+}
+
+fn given(args: &MultiValue, i: usize) -> bool {
+    !matches!(args.get(i), None | Some(Value::Nil))
+}
+
+/// `json_integer_option`: argument `i`, if given, an integer in `min..=max` (a range error
+/// names argument 1, as CJSON's does).
+fn integer_option(
+    args: &MultiValue,
+    i: usize,
+    fname: &str,
+    min: i64,
+    max: i64,
+) -> mlua::Result<Option<i64>> {
+    if !given(args, i) {
+        return Ok(None);
+    }
+    let v = super::check_number(args, i, fname)? as i64;
+    if !(min..=max).contains(&v) {
+        return Err(arg_error(
+            1,
+            fname,
+            &format!("expected integer between {min} and {max}"),
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// `json_enum_option`: argument `i`, if given, a boolean (true is `on`) or one of `options`
+/// by name; its index.
+fn enum_option(
+    args: &MultiValue,
+    i: usize,
+    fname: &str,
+    options: &[&str],
+) -> mlua::Result<Option<u8>> {
+    match args.get(i) {
+        None | Some(Value::Nil) => Ok(None),
+        Some(Value::Boolean(b)) => Ok(Some(*b as u8)),
+        Some(Value::String(s)) => {
+            let s = s.as_bytes();
+            match options.iter().position(|o| o.as_bytes() == &s[..]) {
+                Some(n) => Ok(Some(n as u8)),
+                None => Err(arg_error(
+                    i + 1,
+                    fname,
+                    &format!("invalid option '{}'", String::from_utf8_lossy(&s)),
+                )),
+            }
+        }
+        other => Err(arg_error(
+            i + 1,
+            fname,
+            &format!("string expected, got {}", super::type_name(other)),
+        )),
+    }
+}
+
+const BOOL_OPTIONS: &[&str] = &["off", "on"];
+
+/// A configuration function: checks at most `n` arguments, applies `set` to the shared
+/// configuration and answers what `get` reads of it then.
+fn cfg_function(
+    lua: &Lua,
+    shared: &Shared,
+    name: &'static str,
+    n: usize,
+    set: fn(&mut Cfg, &MultiValue, &'static str) -> mlua::Result<()>,
+    get: fn(&Lua, &Cfg) -> mlua::Result<MultiValue>,
+) -> mlua::Result<mlua::Function> {
+    let shared = shared.clone();
+    lua.create_function(move |lua, args: MultiValue| {
+        at_most(&args, n, name)?;
+        let mut cfg = cfg_of(&shared);
+        set(&mut cfg, &args, name)?;
+        *shared.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+        get(lua, &cfg)
+    })
+}
+
+fn int(v: i64) -> Value {
+    Value::Integer(v)
+}
+
+/// A module table with its own configuration (the defaults).
+fn module(lua: &Lua) -> mlua::Result<Table> {
+    let shared: Shared = Arc::new(Mutex::new(Cfg::default()));
     let t = lua.create_table()?;
-    t.raw_set("encode", lua.create_function(encode)?)?;
-    t.raw_set("decode", lua.create_function(decode)?)?;
+    let s = shared.clone();
+    t.raw_set(
+        "encode",
+        lua.create_function(move |lua, args: MultiValue| encode(lua, args, &cfg_of(&s)))?,
+    )?;
+    let s = shared.clone();
+    t.raw_set(
+        "decode",
+        lua.create_function(move |lua, args: MultiValue| decode(lua, args, cfg_of(&s)))?,
+    )?;
+    let f = cfg_function(
+        lua,
+        &shared,
+        "encode_sparse_array",
+        3,
+        |c, a, name| {
+            if let Some(v) = enum_option(a, 0, name, BOOL_OPTIONS)? {
+                c.sparse_convert = v == 1;
+            }
+            if let Some(v) = integer_option(a, 1, name, 0, i64::from(i32::MAX))? {
+                c.sparse_ratio = v;
+            }
+            if let Some(v) = integer_option(a, 2, name, 0, i64::from(i32::MAX))? {
+                c.sparse_safe = v;
+            }
+            Ok(())
+        },
+        |_, c| {
+            Ok(MultiValue::from_iter([
+                Value::Boolean(c.sparse_convert),
+                int(c.sparse_ratio),
+                int(c.sparse_safe),
+            ]))
+        },
+    )?;
+    t.raw_set("encode_sparse_array", f)?;
+    let f = cfg_function(
+        lua,
+        &shared,
+        "encode_max_depth",
+        1,
+        |c, a, name| {
+            if let Some(v) = integer_option(a, 0, name, 1, i64::from(i32::MAX))? {
+                c.encode_max_depth = v;
+            }
+            Ok(())
+        },
+        |_, c| Ok(MultiValue::from_iter([int(c.encode_max_depth)])),
+    )?;
+    t.raw_set("encode_max_depth", f)?;
+    let f = cfg_function(
+        lua,
+        &shared,
+        "decode_max_depth",
+        1,
+        |c, a, name| {
+            if let Some(v) = integer_option(a, 0, name, 1, i64::from(i32::MAX))? {
+                c.decode_max_depth = v;
+            }
+            Ok(())
+        },
+        |_, c| Ok(MultiValue::from_iter([int(c.decode_max_depth)])),
+    )?;
+    t.raw_set("decode_max_depth", f)?;
+    let f = cfg_function(
+        lua,
+        &shared,
+        "encode_number_precision",
+        1,
+        |c, a, name| {
+            if let Some(v) = integer_option(a, 0, name, 1, 14)? {
+                c.precision = v;
+            }
+            Ok(())
+        },
+        |_, c| Ok(MultiValue::from_iter([int(c.precision)])),
+    )?;
+    t.raw_set("encode_number_precision", f)?;
+    let f = cfg_function(
+        lua,
+        &shared,
+        "encode_keep_buffer",
+        1,
+        |c, a, name| {
+            if let Some(v) = enum_option(a, 0, name, BOOL_OPTIONS)? {
+                c.keep_buffer = v == 1;
+            }
+            Ok(())
+        },
+        |_, c| Ok(MultiValue::from_iter([Value::Boolean(c.keep_buffer)])),
+    )?;
+    t.raw_set("encode_keep_buffer", f)?;
+    let f = cfg_function(
+        lua,
+        &shared,
+        "encode_invalid_numbers",
+        1,
+        |c, a, name| {
+            if let Some(v) = enum_option(a, 0, name, &["off", "on", "null"])? {
+                c.encode_invalid = v;
+            }
+            Ok(())
+        },
+        |lua, c| {
+            Ok(MultiValue::from_iter([match c.encode_invalid {
+                0 => Value::Boolean(false),
+                1 => Value::Boolean(true),
+                _ => Value::String(lua.create_string("null")?),
+            }]))
+        },
+    )?;
+    t.raw_set("encode_invalid_numbers", f)?;
+    let f = cfg_function(
+        lua,
+        &shared,
+        "decode_invalid_numbers",
+        1,
+        |c, a, name| {
+            if let Some(v) = enum_option(a, 0, name, BOOL_OPTIONS)? {
+                c.decode_invalid = v == 1;
+            }
+            Ok(())
+        },
+        |_, c| Ok(MultiValue::from_iter([Value::Boolean(c.decode_invalid)])),
+    )?;
+    t.raw_set("decode_invalid_numbers", f)?;
+    t.raw_set("new", lua.create_function(|lua, ()| module(lua))?)?;
     t.raw_set("null", null())?;
+    t.raw_set("_NAME", "cjson")?;
+    t.raw_set("_VERSION", "2.1.0")?;
     Ok(t)
+}
+
+pub fn open(lua: &Lua) -> mlua::Result<Table> {
+    module(lua)
 }
