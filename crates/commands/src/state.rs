@@ -415,6 +415,8 @@ pub struct Client {
     /// `Outcome::GateWait` instead of waiting with its thread asleep: set by a connection loop
     /// that waits for it as a task.
     pub gate_wait_as_task: bool,
+    /// The command running is a script's (`redis.call`): XREAD and XREADGROUP refuse BLOCK.
+    pub in_script_call: bool,
     /// The request about to run again has waited for a shard's claimer once
     /// (`Outcome::ShardWait`): it runs where it is now, claimed or not. Cleared as it runs.
     pub claim_waited: bool,
@@ -568,6 +570,7 @@ impl Client {
             subs: Default::default(),
             cluster: Default::default(),
             gate_wait_as_task: false,
+            in_script_call: false,
             claim_waited: false,
         }
     }

@@ -1087,6 +1087,13 @@ fn parse_read<'a>(
         let more = argc - i - 1;
         let o = args.get(i);
         if o.eq_ignore_ascii_case(b"BLOCK") && more > 0 {
+            if ctx.client.in_script_call {
+                // Redis keeps this older refusal for scripts rather than not blocking.
+                return Err(err!(
+                    "{} command is not allowed with BLOCK option from scripts",
+                    lossy(args.get(0))
+                ));
+            }
             i += 1;
             let ms = parse_ll_msg(args.get(i), "timeout is not an integer or out of range")?;
             if ms < 0 {

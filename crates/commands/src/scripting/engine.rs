@@ -725,7 +725,9 @@ fn prepare_call(
         Protocol::Resp2
     };
     out.clear();
+    client.in_script_call = true;
     crate::run_in_exec(srv, client, spec, a, out, rc.ctx.now_ms);
+    client.in_script_call = false;
     if unreplicated {
         crate::effects::discard_logged(srv);
     }
