@@ -105,12 +105,18 @@ fn encode_value(out: &mut Vec<u8>, v: &Value, level: usize) -> mlua::Result<()> 
                 }
             }
             None => {
-                let pairs: Vec<(Value, Value)> =
-                    t.pairs::<Value, Value>().collect::<mlua::Result<_>>()?;
-                encode_len(out, pairs.len(), (0x80, 16), [0, 0xde, 0xdf], false);
-                for (k, v) in &pairs {
-                    encode_value(out, k, level + 1)?;
-                    encode_value(out, v, level + 1)?;
+                // Counted first, then encoded pair by pair: holding every pair at once would
+                // hold as many Lua references (a big map runs out of Lua stack).
+                let mut n = 0;
+                for pair in t.pairs::<Value, Value>() {
+                    pair?;
+                    n += 1;
+                }
+                encode_len(out, n, (0x80, 16), [0, 0xde, 0xdf], false);
+                for pair in t.pairs::<Value, Value>() {
+                    let (k, v) = pair?;
+                    encode_value(out, &k, level + 1)?;
+                    encode_value(out, &v, level + 1)?;
                 }
             }
         },
