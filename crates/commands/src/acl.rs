@@ -1038,6 +1038,19 @@ pub fn log_denial(
     now_ms: u64,
 ) {
     let context = if in_multi { "multi" } else { "toplevel" };
+    log_denial_in(ctx_srv, client, reason, object, username, context, now_ms);
+}
+
+/// [`log_denial`] with the context named (`toplevel`, `multi`, `lua`).
+fn log_denial_in(
+    ctx_srv: &crate::ServerState,
+    client: &crate::Client,
+    reason: &'static str,
+    object: Vec<u8>,
+    username: Vec<u8>,
+    context: &'static str,
+    now_ms: u64,
+) {
     let max = ctx_srv.config().acllog_max_len as usize;
     let client_info = crate::connection::client_line(&client.handle, now_ms, 0);
     ctx_srv.acl.log(
@@ -1087,6 +1100,38 @@ pub fn denied(
     };
     log_denial(srv, client, reason, object, user, in_multi, now_ms);
     ReplyError::NoPerm(msg.into())
+}
+
+/// A script's command its user may not run (`redis.call`): the ACL log entry (context `lua`)
+/// and the line the script's error carries, in Redis's words.
+pub fn denied_in_script(
+    srv: &crate::ServerState,
+    client: &crate::Client,
+    spec: &'static Spec,
+    args: &Args<'_>,
+    d: Denied,
+    now_ms: u64,
+) -> String {
+    let user = client.user_ref(srv).get().name.clone().into_bytes();
+    let (reason, object, what) = match d {
+        Denied::Command => (
+            "command",
+            spec.name.as_bytes().to_vec(),
+            "can't run this command or subcommand",
+        ),
+        Denied::Key(p) => (
+            "key",
+            args.get(p).to_vec(),
+            "can't access at least one of the keys mentioned in the command arguments",
+        ),
+        Denied::Channel(p) => (
+            "channel",
+            args.get(p).to_vec(),
+            "can't publish to the channel mentioned in the command",
+        ),
+    };
+    log_denial_in(srv, client, reason, object, user, "lua", now_ms);
+    format!("ERR The user executing the script {what}")
 }
 
 /// SHA-256 of `data` as 64 lowercase hex characters (FIPS 180-4).

@@ -688,6 +688,11 @@ fn prepare_call(
         return Err("ERR This Redis command is not allowed from script".into());
     }
     let srv = rc.ctx.srv;
+    // The script's commands run as its caller's user.
+    if let Err(d) = crate::acl::check_client(srv, rc.ctx.client, spec, a) {
+        let now = rc.ctx.now_ms;
+        return Err(crate::acl::denied_in_script(srv, rc.ctx.client, spec, a, d, now).into());
+    }
     if spec.has(flag::WRITE) {
         if rc.read_only_call || rc.flags.no_writes {
             return Err("ERR Write commands are not allowed from read-only scripts.".into());
@@ -1052,6 +1057,9 @@ unsafe fn command_call(l: *mut ffi::lua_State) -> bool {
         }
         let site = &*site;
         let failed = run_call(l, site);
+        // The arguments are no longer needed (the reply is in the scratch buffer): the reply
+        // gets the whole stack, as a call with thousands of arguments leaves no room above them.
+        ffi::lua_settop(l, 0);
         // The bytes stay put until the next call: nothing below runs a command.
         let (ptr, len) = {
             let sc = site.scratch.borrow();
@@ -1488,14 +1496,29 @@ fn redis_lib(lua: &Lua, opts: &Arc<RunOpts>) -> mlua::Result<Table> {
                 }
             }
             let owned = OwnedArgs::new(argv.iter());
-            match lookup(&owned.args()) {
-                // No ACL users: the default user may run every command.
-                Some(_) => Ok(true),
-                None => Err(raise(
+            let args = owned.args();
+            let Some(spec) = lookup(&args) else {
+                return Err(raise(
                     lua,
                     "ERR Invalid command passed to redis.acl_check_cmd()",
-                )),
-            }
+                ));
+            };
+            let site = match lua.named_registry_value::<Value>("shoal_call") {
+                Ok(Value::LightUserData(p)) if !p.0.is_null() => p.0 as *const CallSite<'_, '_, '_>,
+                _ => {
+                    return Err(raise(
+                        lua,
+                        "ERR redis.acl_check_cmd can only be called inside a script invocation",
+                    ));
+                }
+            };
+            // SAFETY: the registry points at the running script's call site, which lives on
+            // `Engine::run`'s stack for the whole run (this function is only called from it).
+            let site = unsafe { &*site };
+            let mut rc = site.run.borrow_mut();
+            let srv = rc.ctx.srv;
+            // Whether the caller's user may run it, with these arguments (nothing is logged).
+            Ok(crate::acl::check_client(srv, rc.ctx.client, spec, &args).is_ok())
         })?,
     )?;
     for (name, v) in [
