@@ -28,15 +28,48 @@ end
 
 local function readonly_error() error('Attempt to modify a readonly table', 2) end
 local protected = {}   -- proxy -> the table it reads through
+local metatables = {}  -- a protected table -> what getmetatable shows of its metatable (false: none)
 local function readonly(t)
   local proxy = {}
-  setmetatable(proxy, { __index = t, __newindex = readonly_error, __metatable = false })
+  local mt = { __index = t, __newindex = readonly_error, __metatable = false }
+  setmetatable(proxy, mt)
   protected[proxy] = t
-  return proxy
+  return proxy, mt
+end
+-- The protected tables' metatables are read-only too, as Redis's: setmetatable on a protected
+-- table is refused; getmetatable shows the globals' as a read-only view and a library's as
+-- none (Redis's read-only library tables have no metatable).
+local function protect_metatable(t, mt)
+  if mt == nil then
+    metatables[t] = false
+    return
+  end
+  local view = {}
+  setmetatable(view, { __index = mt, __newindex = readonly_error, __metatable = false })
+  protected[view] = mt
+  metatables[t] = view
 end
 
 for _, name in ipairs({ 'string', 'table', 'math', 'coroutine', 'redis', 'cjson', 'cmsgpack', 'bit', 'struct' }) do
-  G[name] = readonly(G[name])
+  local proxy = readonly(G[name])
+  protect_metatable(proxy, nil)
+  G[name] = proxy
+end
+local real_getmetatable = getmetatable
+-- Strings' metatable as a script sees it: its __index is the `string` library the script sees.
+local string_mt = {}
+setmetatable(string_mt, {
+  __index = { __index = G.string }, __newindex = readonly_error, __metatable = false,
+})
+G.getmetatable = function(t)
+  if type(t) == 'string' then return string_mt end
+  local view = metatables[t]
+  if view ~= nil then return view or nil end
+  return real_getmetatable(t)
+end
+G.setmetatable = function(t, mt)
+  if metatables[t] ~= nil then error('Attempt to modify a readonly table', 0) end
+  return setmetatable(t, mt)
 end
 
 G.pairs = function(t)
@@ -50,6 +83,31 @@ G.rawset = function(t, k, v)
   return rawset(t, k, v)
 end
 G._G = real
+
+-- Binary chunks are read as text, as Redis's Lua reads every chunk (precompiled bytecode is
+-- not checked by Lua 5.1 and can corrupt the VM): they fail to parse, so load and loadstring
+-- return nil and the parser's message. A leading space keeps the text parser from seeing the
+-- signature byte; the chunk keeps its name.
+local real_loadstring, real_load, sbyte = real.loadstring, real.load, string.byte
+local ESC = 27
+G.loadstring = function(s, name)
+  if type(s) == 'string' and sbyte(s, 1) == ESC then
+    return real_loadstring(' ' .. s, name or s)
+  end
+  return real_loadstring(s, name)
+end
+G.load = function(f, name)
+  if type(f) ~= 'function' then return real_load(f, name) end
+  local first = true
+  return real_load(function()
+    local piece = f()
+    if first then
+      first = false
+      if type(piece) == 'string' and sbyte(piece, 1) == ESC then piece = ' ' .. piece end
+    end
+    return piece
+  end, name or '=(load)')
+end
 
 -- pcall and xpcall see a library function's error as Redis's C functions raise it: its message
 -- (or redis.call's error table), not the wrapped Rust error the binding raises. pcall is
@@ -103,7 +161,7 @@ internal.bind = function(f, k, a)
 end
 
 for k in next, real do real[k] = nil end
-setmetatable(real, {
+local globals_mt = {
   __index = function(_, k)
     local v = api[k]
     if v == nil then
@@ -113,5 +171,7 @@ setmetatable(real, {
   end,
   __newindex = readonly_error,
   __metatable = false,
-})
+}
+setmetatable(real, globals_mt)
+protect_metatable(real, globals_mt)
 return G
