@@ -147,17 +147,30 @@ fn a_request_waiting_for_a_batch_of_scripts_gets_busy_past_the_threshold() {
 /// KILL stops it; its caller gets Redis's "Script killed" error; the node serves again.
 #[test]
 fn a_long_script_answers_busy_and_script_kill_stops_it() {
-    long_script_busy_then_killed(&[]);
+    long_script_busy_then_killed(&[], "while true do end");
+}
+
+/// A script that catches errors (pcall, xpcall, nested) cannot catch SCRIPT KILL's: it is
+/// killed all the same, as in Redis.
+#[test]
+fn a_script_catching_errors_is_still_killed() {
+    for script in [
+        "local f = function() while 1 do redis.call('ping') end end while 1 do pcall(f) end",
+        "local f = function() while 1 do end end while 1 do xpcall(f, function(e) return e end) end",
+        "while 1 do pcall(function() while 1 do pcall(function() while 1 do end end) end end) end",
+    ] {
+        long_script_busy_then_killed(&[], script);
+    }
 }
 
 /// The same with one worker thread: the script's thread hands the runtime's duties over, so
 /// the other connection is still answered.
 #[test]
 fn with_one_worker_thread_a_long_script_still_lets_others_get_busy() {
-    long_script_busy_then_killed(&["--threads", "1"]);
+    long_script_busy_then_killed(&["--threads", "1"], "while true do end");
 }
 
-fn long_script_busy_then_killed(extra: &[&str]) {
+fn long_script_busy_then_killed(extra: &[&str], script: &'static str) {
     let mut args = vec!["--busy-reply-threshold", "200"];
     args.extend_from_slice(extra);
     let s = Shoal::start(&args);
@@ -165,7 +178,7 @@ fn long_script_busy_then_killed(extra: &[&str]) {
     let _: String = q(&mut other, &["SET", "k", "v"]);
     let runner = {
         let mut c = s.client();
-        thread::spawn(move || try_q::<i64>(&mut c, &["EVAL", "while true do end", "0"]))
+        thread::spawn(move || try_q::<i64>(&mut c, &["EVAL", script, "0"]))
     };
     // Wait (bounded) until the node reports the script busy.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -188,6 +201,11 @@ fn long_script_busy_then_killed(extra: &[&str]) {
     assert!(nope.is_err());
     let ok: String = q(&mut other, &["SCRIPT", "KILL"]);
     assert_eq!(ok, "OK");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !runner.is_finished() {
+        assert!(Instant::now() < deadline, "{script:?} was not killed");
+        thread::sleep(Duration::from_millis(10));
+    }
     let killed = runner
         .join()
         .expect("runner")

@@ -250,6 +250,7 @@ impl Engine {
         )?;
         let internal = lua.create_table()?;
         internal.raw_set("error_value", lua.create_function(error_value)?)?;
+        internal.raw_set("KILLED", killed_msg)?;
         let globals: Table = lua
             .load(include_str!("sandbox.lua"))
             .set_name(INTERNAL_SOURCE)

@@ -112,24 +112,39 @@ end
 -- pcall and xpcall see a library function's error as Redis's C functions raise it: its message
 -- (or redis.call's error table), not the wrapped Rust error the binding raises. pcall is
 -- Redis 7.0's: an error table with an `err` string (or number) gives that instead.
-local real_pcall, real_xpcall, select = real.pcall, real.xpcall, select
-local plain = internal.error_value
+-- A script killed by SCRIPT KILL (or FUNCTION KILL) stays killed: neither catches that error,
+-- it goes on up (Redis gets there by calling its hook on every line once killed).
+local real_pcall, real_xpcall, select, unpack = real.pcall, real.xpcall, select, real.unpack
+local plain, KILLED = internal.error_value, internal.KILLED
 local function caught(ok, ...)
   if ok then return true, ... end
-  local e = plain((...))
+  local raw = (...)
+  local e = plain(raw)
+  if e == KILLED then error(raw, 0) end
   if type(e) == 'table' then
     local m = e.err
     if type(m) == 'string' or type(m) == 'number' then e = m end
   end
   return false, e
 end
+local function pack(...) return { n = select('#', ...), ... } end
 G.pcall = function(...)
   -- Redis 7.0's pcall() with nothing to call answers this (recorded from redis-server 7.0.15).
   if select('#', ...) == 0 then return false, 'attempt to call a boolean value' end
   return caught(real_pcall(...))
 end
 G.xpcall = function(f, handler)
-  return real_xpcall(f, function(e) return handler(plain(e)) end)
+  local killed
+  local r = pack(real_xpcall(f, function(e)
+    local p = plain(e)
+    if p == KILLED then
+      killed = e
+      return e
+    end
+    return handler(p)
+  end))
+  if killed ~= nil then error(killed, 0) end
+  return unpack(r, 1, r.n)
 end
 
 -- Functions: while a library loads, globals read from `load_api` (only a `redis` table with

@@ -339,7 +339,12 @@ fn strtod(s: &[u8]) -> (f64, usize) {
     }
     // Decimal: digits, an optional fraction, an optional exponent.
     let mut j = 0;
-    let digits = |from: usize| rest[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let digits = |from: usize| {
+        rest[from..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
     let int = digits(0);
     j += int;
     let mut frac = 0;
