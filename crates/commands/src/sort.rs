@@ -12,7 +12,7 @@
 //! Order of equal elements: Redis sorts with an unstable quicksort, so elements that compare
 //! equal (ALPHA by a weight two elements share) come out in an order it does not promise; shoal's
 //! sort is stable. Without a sort (`BY nosort`) a set answers in shoal's own iteration order, as a
-//! set answers in Redis's hash order.
+//! set answers in Redis's hash order; stored, or read by a script, it is sorted as strings.
 
 use crate::args::{ERR_NOT_INTEGER, ERR_SYNTAX, parse_f64, parse_i64};
 use crate::keyspec::{BadKeyArgs, KeyRef, KeyRefs, key::*};
@@ -324,9 +324,9 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, read_only: bool) -> CmdResul
         let e = shard.lookup_read(db, slot, args.get(1), now);
         elements_of(e.as_deref())?
     };
-    // A set in no particular order is sorted as strings when the result is stored, so the stored
-    // list does not depend on the set's layout (Redis does the same for scripts).
-    if o.dont_sort && kind == Kind::Set && o.store.is_some() {
+    // A set in no particular order is sorted as strings when the result is stored or a script
+    // reads it, so neither depends on the set's layout (as Redis does).
+    if o.dont_sort && kind == Kind::Set && (o.store.is_some() || ctx.client.in_script_call) {
         o.dont_sort = false;
         o.alpha = true;
         o.by = None;
