@@ -298,6 +298,14 @@ params! {
     metrics_port: u16 = "metrics-port", Int(0, 65535), "0", immutable;
     /// Sync write strategy: replicas that must acknowledge a write.
     min_replicas_ack: u32 = "min-replicas-ack", Int(0, 1 << 20), "1", mutable;
+    /// Seconds since its last acknowledgement within which a replica is good for
+    /// `min-replicas-to-write` (0: off).
+    min_replicas_max_lag: u32 = "min-replicas-max-lag" | "min-slaves-max-lag", Int(0, INT_MAX),
+        "10", mutable;
+    /// A primary refuses writes (`-NOREPLICAS`) while fewer than this many replicas are good:
+    /// connected and heard from within `min-replicas-max-lag` seconds, as Redis (0: off).
+    min_replicas_to_write: u32 = "min-replicas-to-write" | "min-slaves-to-write", Int(0, INT_MAX),
+        "0", mutable;
     /// Keyspace notifications published over Pub/Sub: `K` (on `__keyspace@<db>__:<key>`) and/or
     /// `E` (on `__keyevent@<db>__:<event>`), with the classes: `g` generic, `$` string, `l` list,
     /// `s` set, `h` hash, `z` sorted set, `x` expired, `e` evicted, `t` stream, `m` key miss, `d`

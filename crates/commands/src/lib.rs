@@ -364,6 +364,17 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     true
 }
 
+/// Redis's `checkGoodReplicasStatus`: true unless this node is a primary with
+/// `min-replicas-to-write` and `min-replicas-max-lag` set and fewer good replicas than the first.
+pub fn good_replicas_ok(srv: &ServerState, now_ms: u64) -> bool {
+    let need = srv.hot.min_replicas_to_write.load(Relaxed);
+    let lag = srv.hot.min_replicas_max_lag_s.load(Relaxed);
+    need == 0
+        || lag == 0
+        || srv.repl.is_replica()
+        || srv.repl.good_replicas(now_ms, lag) as u64 >= need
+}
+
 /// Evictions one command may perform before it runs.
 pub const EVICTIONS_PER_COMMAND_MAX: usize = 1024;
 /// Victims one eviction pass evicts at most, once over `maxmemory` (see [`ensure_memory`]).
@@ -656,6 +667,13 @@ fn admit(
     }
     if spec.has(flag::WRITE) && srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
         return Err(Rejection::new(Some(spec), ReplyError::ReadOnly));
+    }
+    // `min-replicas-to-write`: a primary without enough good replicas refuses writes (EXEC too
+    // when it would run one).
+    if (spec.has(flag::WRITE) || (spec.has(flag::TX_EXEC) && client.tx.queued_write()))
+        && !good_replicas_ok(srv, now_ms)
+    {
+        return Err(Rejection::new(Some(spec), ReplyError::NoReplicas));
     }
     // `READONLY MAXLAG ms`: reads only while this replica is at most that far behind.
     if let Some(max) = client.cluster.maxlag_ms

@@ -742,6 +742,8 @@ struct Queued {
     failed: bool,
     /// A queued command needs memory (EXEC is refused with -OOM when there is none).
     denyoom: bool,
+    /// A queued command writes (EXEC is refused with -NOREPLICAS without enough good replicas).
+    write: bool,
     bytes: usize,
 }
 
@@ -770,6 +772,10 @@ impl ClientTx {
 
     pub fn queued_denyoom(&self) -> bool {
         self.queued.as_ref().is_some_and(|q| q.denyoom)
+    }
+
+    pub fn queued_write(&self) -> bool {
+        self.queued.as_ref().is_some_and(|q| q.write)
     }
 
     pub fn watched_keys(&self) -> usize {
@@ -801,6 +807,7 @@ pub(crate) fn queue(
     }
     q.bytes += bytes;
     q.denyoom |= spec.has(DENYOOM);
+    q.write |= spec.has(WRITE);
     q.cmds.push((spec, OwnedArgs::from_args(args)));
     client.handle.multi_len.store(q.cmds.len() as i64, Relaxed);
     client.handle.multi_bytes.store(q.bytes, Relaxed);

@@ -1813,6 +1813,14 @@ fn replication_info(srv: &ServerState, now_ms: u64) -> String {
     let mut t = String::from("# Replication\r\n");
     let write_replicas = |t: &mut String| {
         let _ = write!(t, "connected_slaves:{}\r\n", replicas.len());
+        let (need, max_lag) = (
+            srv.hot.min_replicas_to_write.load(Relaxed),
+            srv.hot.min_replicas_max_lag_s.load(Relaxed),
+        );
+        if need > 0 && max_lag > 0 {
+            let good = srv.repl.good_replicas(now_ms, max_lag);
+            let _ = write!(t, "min_slaves_good_slaves:{good}\r\n");
+        }
         for (i, r) in replicas.iter().enumerate() {
             let ack = r.ack_offset.load(Relaxed);
             let lag = now_ms.saturating_sub(r.last_ack_ms.load(Relaxed)) / 1000;

@@ -27,6 +27,9 @@ pub struct Hot {
     pub slowlog_enabled: AtomicBool,
     pub latency_threshold_ms: AtomicU64,
     pub replica_read_only: AtomicBool,
+    /// `min-replicas-to-write` and `min-replicas-max-lag` (seconds); either 0: off.
+    pub min_replicas_to_write: AtomicU64,
+    pub min_replicas_max_lag_s: AtomicU64,
     pub proto_max_bulk_bytes: AtomicU64,
     /// `hll-sparse-max-bytes`: the largest sparse HyperLogLog.
     pub hll_sparse_max_bytes: AtomicU64,
@@ -939,6 +942,10 @@ impl ServerState {
         h.latency_threshold_ms
             .store(new.latency_monitor_threshold, Relaxed);
         h.replica_read_only.store(new.replica_read_only, Relaxed);
+        h.min_replicas_to_write
+            .store(u64::from(new.min_replicas_to_write), Relaxed);
+        h.min_replicas_max_lag_s
+            .store(u64::from(new.min_replicas_max_lag), Relaxed);
         self.cmdstats.tracking.store(new.latency_tracking, Relaxed);
         if let Some(cl) = &self.cluster {
             cl.lease

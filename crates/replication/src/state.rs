@@ -825,6 +825,21 @@ impl ReplState {
         true
     }
 
+    /// Number of good replicas (`min-replicas-to-write`): holding what they acknowledged, and
+    /// heard from within `max_lag_s` seconds (counted in whole seconds, as Redis).
+    pub fn good_replicas(&self, now_ms: u64, max_lag_s: u64) -> usize {
+        let now_s = now_ms / 1000;
+        self.replicas
+            .lock()
+            .expect("replicas lock")
+            .iter()
+            .filter(|r| {
+                r.holds_acked.load(Relaxed)
+                    && now_s.saturating_sub(r.last_ack_ms.load(Relaxed) / 1000) <= max_lag_s
+            })
+            .count()
+    }
+
     /// Number of replicas whose append-only log holds `offset` fsynced (WAITAOF).
     pub fn facked(&self, offset: u64) -> usize {
         self.replicas

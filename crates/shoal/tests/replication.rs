@@ -697,3 +697,60 @@ fn writes_of_a_pipeline_cut_at_the_output_limit_still_reach_the_replica() {
         })
     });
 }
+
+/// `min-replicas-to-write` with a real replica: writes go while it acknowledges, INFO counts it
+/// good; paused past `min-replicas-max-lag`, the primary refuses writes with `-NOREPLICAS` and
+/// still serves reads; resumed, writes go again.
+#[test]
+fn min_replicas_to_write_refuses_writes_while_the_replica_is_silent() {
+    let p = Shoal::start(&[
+        "--min-replicas-to-write",
+        "1",
+        "--min-replicas-max-lag",
+        "1",
+    ]);
+    let r = Shoal::start(&[]);
+    let mut c = p.client();
+    let refused = |c: &mut redis::Connection| {
+        common::try_q::<String>(c, &["SET", "k", "v"])
+            .err()
+            .map(|e| e.to_string())
+    };
+    // No replica yet: refused.
+    let e = refused(&mut c).expect("refused without a replica");
+    assert!(
+        e.contains("NOREPLICAS") && e.contains("Not enough good replicas to write."),
+        "{e}"
+    );
+    follow(&r, &p);
+    wait_until("the replica counts as good", || {
+        common::info_field(&mut c, "replication", "min_slaves_good_slaves").as_deref() == Some("1")
+    });
+    wait_until("writes go with a good replica", || {
+        refused(&mut c).is_none()
+    });
+    r.signal("-STOP");
+    // Its acknowledgements stop: past the lag (whole seconds, so within about three), refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let e = loop {
+        if let Some(e) = refused(&mut c) {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes still go to a silent replica"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(e.contains("NOREPLICAS"), "{e}");
+    assert_eq!(
+        common::info_field(&mut c, "replication", "min_slaves_good_slaves").as_deref(),
+        Some("0")
+    );
+    let v: String = q(&mut c, &["GET", "k"]);
+    assert_eq!(v, "v");
+    r.signal("-CONT");
+    wait_until("writes go again once it acknowledges", || {
+        refused(&mut c).is_none()
+    });
+}

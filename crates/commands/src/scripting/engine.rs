@@ -701,6 +701,10 @@ fn prepare_call(
         if srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
             return Err(ReplyError::ReadOnly.to_string().into());
         }
+        // Once the script wrote, it is not failed on the replicas' state (as Redis).
+        if !rc.wrote && !crate::good_replicas_ok(srv, rc.ctx.now_ms) {
+            return Err(ReplyError::NoReplicas.to_string().into());
+        }
     }
     if !rc.flags.allow_oom && !rc.wrote && rc.oom_at_start && spec.has(flag::DENYOOM) {
         return Err(ReplyError::Oom.to_string().into());

@@ -715,6 +715,9 @@ pub(crate) fn check_script_flags(ctx: &mut Ctx<'_>, flags: ScriptFlags) -> CmdRe
         if srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
             return Err(ReplyError::ReadOnly);
         }
+        if !crate::good_replicas_ok(srv, ctx.now_ms) {
+            return Err(ReplyError::NoReplicas);
+        }
         if !flags.allow_oom && !crate::ensure_memory(srv, ctx.now_ms) {
             return Err(ReplyError::Oom);
         }
