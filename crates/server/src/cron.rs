@@ -13,7 +13,9 @@
 //! Eviction in the background: a node over `maxmemory` (lowered by CONFIG SET, or grown by
 //! reads' buffers) evicts down to it each cycle, within `EVICT_CYCLE_BUDGET_PERCENT` of the
 //! period, without waiting for a write to do it, as Redis's eviction timer does. Not on a
-//! replica (its primary's deletions decide) nor during CLIENT PAUSE.
+//! replica (its primary's deletions decide), nor during CLIENT PAUSE, nor with the disk tier on
+//! (victims move to the disk at the pace it writes them, which writes set; a burst from here
+//! would find the tier busy and drop them).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -129,6 +131,7 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 }
                 if srv.maxmemory() > 0
                     && !srv.repl.is_replica()
+                    && !srv.ks.tiered()
                     && srv.client_pause.active(now_ms()).is_none()
                 {
                     evict_cycle(&srv, period * EVICT_CYCLE_BUDGET_PERCENT as u32 / 100);
