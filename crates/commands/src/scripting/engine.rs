@@ -117,7 +117,13 @@ pub struct Engine {
     opts: Arc<RunOpts>,
     /// `redis.call`'s buffers, kept between runs.
     scratch: RefCell<Scratch>,
+    /// Runs since the last garbage-collection step ([`GC_CYCLE_PERIOD`]).
+    runs_since_gc: std::cell::Cell<u32>,
 }
+
+/// Every this many runs, the VM's collector takes a step of this many kilobytes, as Redis's
+/// (`LUA_GC_CYCLE_PERIOD`): a busy VM's garbage does not pile up to twice its live size.
+pub const GC_CYCLE_PERIOD: u32 = 50;
 
 /// The PRNG behind `math.random` (Redis's `redisLrand48`: the 48-bit `lrand48` generator, whose
 /// sequence goes on across scripts and SCRIPT FLUSH: one per node).
@@ -283,6 +289,7 @@ impl Engine {
             handler,
             opts,
             scratch: RefCell::default(),
+            runs_since_gc: std::cell::Cell::new(0),
         })
     }
 
@@ -428,6 +435,18 @@ impl Engine {
             let _ = self.lua.unset_named_registry_value("shoal_call");
         }
         self.opts.end();
+        let runs = self.runs_since_gc.get() + 1;
+        if runs >= GC_CYCLE_PERIOD {
+            self.runs_since_gc.set(0);
+            // SAFETY: one collector step on the VM's own state; nothing is pushed.
+            let _ = unsafe {
+                self.lua.exec_raw::<()>((), |l| {
+                    ffi::lua_gc(l, ffi::LUA_GCSTEP, GC_CYCLE_PERIOD as c_int);
+                })
+            };
+        } else {
+            self.runs_since_gc.set(runs);
+        }
         let (ok, v) = r?;
         Ok(if ok { Ok(()) } else { Err(v) })
     }
