@@ -334,18 +334,19 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
     // With the disk tier on, victims' values move to the disk at the pace it writes them
     // (`tiered_pending_bytes`): no eviction ahead there, a burst of moves would find the tier
     // busy and drop keys instead.
-    let (floor, batch) = match tiered {
-        Some(_) => (max, 1),
-        None => (
-            max.saturating_sub(EVICT_AHEAD_BYTES.min(max / EVICT_AHEAD_FRACTION_MAX)),
-            EVICT_BATCH,
-        ),
-    };
+    let batch = if tiered.is_some() { 1 } else { EVICT_BATCH };
     let mut evicted = 0;
     while evicted < EVICTIONS_PER_COMMAND_MAX {
-        if used() <= max {
+        // Read again each pass: a limit raised or lifted meanwhile (CONFIG SET, while the cron
+        // evicts in the background) stops the evicting at once.
+        let max = srv.maxmemory() as usize;
+        if max == 0 || used() <= max {
             return true;
         }
+        let floor = match tiered {
+            Some(_) => max,
+            None => max.saturating_sub(EVICT_AHEAD_BYTES.min(max / EVICT_AHEAD_FRACTION_MAX)),
+        };
         let start = srv.evict_cursor.fetch_add(1, Relaxed);
         let mut pass = 0;
         let outcome = srv.ks.evict_batch(now_ms, start, batch, |_, _| {
