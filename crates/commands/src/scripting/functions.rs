@@ -78,10 +78,20 @@ impl Functions {
     }
 
     /// The library holding function `name`, and the function.
+    /// The function named `name`, in any case (function names are case-insensitive, as
+    /// Redis's): the exact name first, then any spelling.
     pub fn find(&self, name: &str) -> Option<(&str, &FunctionDef)> {
         self.libraries
             .iter()
             .find_map(|(l, lib)| lib.functions.get(name).map(|f| (l.as_str(), f)))
+            .or_else(|| {
+                self.libraries.iter().find_map(|(l, lib)| {
+                    lib.functions
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .map(|(_, f)| (l.as_str(), f))
+                })
+            })
     }
 
     fn code_bytes(&self) -> usize {
@@ -216,6 +226,7 @@ pub fn register_function(lua: &Lua, args: MultiValue) -> mlua::Result<()> {
             "ERR redis.register_function can only be called on FUNCTION LOAD command",
         ));
     };
+    // Within one library Redis tells names apart by case (across libraries it does not).
     if regs.0.iter().any(|(n, _)| *n == name) {
         return Err(raise("ERR Function already exists in the library"));
     }
@@ -309,13 +320,12 @@ fn install(
             });
         }
         for f in lib.functions.keys() {
+            let named = |other: &Library| other.functions.keys().any(|k| k.eq_ignore_ascii_case(f));
             let clash = fs
                 .libraries
                 .iter()
-                .any(|(l, other)| l != name && other.functions.contains_key(f))
-                || libs
-                    .iter()
-                    .any(|(l, other)| l != name && other.functions.contains_key(f));
+                .any(|(l, other)| l != name && named(other))
+                || libs.iter().any(|(l, other)| l != name && named(other));
             if clash {
                 return Err(crate::err!("Function {f} already exists"));
             }
@@ -531,17 +541,21 @@ fn parse_payload(p: &[u8]) -> Result<Vec<Vec<u8>>, ReplyError> {
 // ---- commands ----
 
 pub(crate) fn function_load(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let (replace, code) = match args.len() {
-        3 => (false, args.get(2)),
-        4 if args.get(2).eq_ignore_ascii_case(b"replace") => (true, args.get(3)),
-        4 => {
+    // Every argument before the last is an option (only REPLACE is one); the last is the code.
+    let mut replace = false;
+    for i in 2..args.len().saturating_sub(1) {
+        if !args.get(i).eq_ignore_ascii_case(b"replace") {
             return Err(crate::err!(
                 "Unknown option given: {}",
-                String::from_utf8_lossy(args.get(2))
+                String::from_utf8_lossy(args.get(i))
             ));
         }
-        _ => return Err(ReplyError::err_static("Function code is missing")),
-    };
+        replace = true;
+    }
+    if args.len() < 3 {
+        return Err(ReplyError::err_static("Function code is missing"));
+    }
+    let code = args.get(args.len() - 1);
     let srv = ctx.srv;
     let mut fs = srv.scripts.functions();
     let (name, lib) = load_library(&mut fs, srv, code)?;
