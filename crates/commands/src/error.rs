@@ -76,7 +76,8 @@ pub enum ReplyError {
         read: bool,
     },
     /// A whole error line a script chose (`MY code`, a command's error with the script's
-    /// position); counted in `INFO errorstats` as `ERR`.
+    /// position); counted in `INFO errorstats` under its first word, as Redis does
+    /// ([`script_code`]).
     Script(String),
     /// Any other code, for the rare error kinds without a variant of their own.
     Other {
@@ -295,15 +296,27 @@ macro_rules! err {
     };
 }
 
-/// Distinct codes of [`ReplyError::Other`] counted one by one; further codes count only in
-/// `total_error_replies`. Codes are `&'static str` from the source, so in practice a handful.
+/// Distinct codes beyond the known kinds (an [`ReplyError::Other`] code, a script's own code)
+/// counted one by one; further codes count only in `total_error_replies`.
 pub const OTHER_KINDS_MAX: usize = 32;
 
+/// The code Redis counts an error line under (the line without its `-`): the first word if a
+/// space comes within the first 31 bytes (Redis looks for it in the first 32 of `-line`), else
+/// `ERR`.
+pub fn script_code(line: &str) -> &str {
+    let head = &line.as_bytes()[..line.len().min(31)];
+    match head.iter().position(|&b| b == b' ') {
+        Some(sp) => &line[..sp],
+        None => "ERR",
+    }
+}
+
 /// Error replies by kind, for `INFO errorstats`. Counting is one relaxed atomic add, with no lock:
-/// a fixed array for the known kinds, and for `Other` codes a fixed set of slots each claimed once.
+/// a fixed array for the known kinds, and for other codes a fixed set of slots each claimed once
+/// (a claimed slot keeps its code for the node's life).
 pub struct ErrorStats {
     known: [AtomicU64; KNOWN_KINDS.len()],
-    other: [(OnceLock<&'static str>, AtomicU64); OTHER_KINDS_MAX],
+    other: [(OnceLock<Box<str>>, AtomicU64); OTHER_KINDS_MAX],
 }
 
 impl Default for ErrorStats {
@@ -324,6 +337,9 @@ impl fmt::Debug for ErrorStats {
 impl ErrorStats {
     /// Counts one error reply of `e`'s kind.
     pub fn record(&self, e: &ReplyError) {
+        if let ReplyError::Script(line) = e {
+            return self.record_code(script_code(line));
+        }
         match (e.known_index(), e) {
             (Some(i), _) => {
                 self.known[i].fetch_add(1, Relaxed);
@@ -339,11 +355,21 @@ impl ErrorStats {
         self.known[0].fetch_add(1, Relaxed);
     }
 
-    fn record_other(&self, code: &'static str) {
+    /// Counts one error reply under `code` (the first word of its line).
+    pub fn record_code(&self, code: &str) {
+        match KNOWN_KINDS.iter().position(|k| *k == code) {
+            Some(i) => {
+                self.known[i].fetch_add(1, Relaxed);
+            }
+            None => self.record_other(code),
+        }
+    }
+
+    fn record_other(&self, code: &str) {
         for (slot, count) in &self.other {
             // The first record of a code claims a free slot; a racing claim by another code
             // makes this one look further.
-            if *slot.get_or_init(|| code) == code {
+            if &**slot.get_or_init(|| code.into()) == code {
                 count.fetch_add(1, Relaxed);
                 return;
             }
@@ -362,15 +388,15 @@ impl ErrorStats {
     }
 
     /// Non-zero counts by code, sorted by code as Redis lists them.
-    pub fn counts(&self) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<(&'static str, u64)> = KNOWN_KINDS
+    pub fn counts(&self) -> Vec<(&str, u64)> {
+        let mut v: Vec<(&str, u64)> = KNOWN_KINDS
             .iter()
             .zip(&self.known)
             .map(|(k, c)| (*k, c.load(Relaxed)))
             .collect();
         for (slot, c) in &self.other {
             let Some(code) = slot.get() else { break };
-            match v.iter_mut().find(|(k, _)| k == code) {
+            match v.iter_mut().find(|(k, _)| *k == &**code) {
                 Some((_, n)) => *n += c.load(Relaxed),
                 None => v.push((code, c.load(Relaxed))),
             }

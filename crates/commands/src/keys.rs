@@ -547,9 +547,12 @@ fn rekey(mut old: Entry, key: &[u8], version: u64) -> Entry {
 // ---------------------------------------------------------------------------------------------
 // DEL, UNLINK, EXISTS, TOUCH, TYPE.
 
-/// Values larger than this are freed off the request path by UNLINK. Redis counts elements
-/// (`LAZYFREE_THRESHOLD` = 64); freeing a string costs in proportion to its bytes, so we count those.
+/// Values larger than this are freed off the request path by UNLINK: freeing a string costs in
+/// proportion to its bytes (Redis counts a string as one allocation and frees it inline).
 pub const LAZYFREE_BYTES_MIN: usize = 64 * 1024;
+/// Values costing more than this to free ([`Entry::free_effort`]) are freed off the request path
+/// by UNLINK, as Redis does (`LAZYFREE_THRESHOLD`).
+pub const LAZYFREE_EFFORT_MIN: usize = 64;
 
 fn delete_keys(ctx: &mut Ctx<'_>, args: &Args<'_>, lazy: bool) -> CmdResult {
     let keys = args.tail(1);
@@ -567,13 +570,16 @@ fn delete_keys(ctx: &mut Ctx<'_>, args: &Args<'_>, lazy: bool) -> CmdResult {
             .expect("a key found under the shard lock is still there");
         shard.note(notify::GENERIC, "del", db, key);
         deleted += 1;
-        if lazy && entry.mem_bytes() > LAZYFREE_BYTES_MIN {
+        if lazy
+            && (entry.mem_bytes() > LAZYFREE_BYTES_MIN || entry.free_effort() > LAZYFREE_EFFORT_MIN)
+        {
             large.push(entry);
         }
     }
     drop(locked);
-    if !large.is_empty() {
-        ctx.srv.lazyfree.drop_in_background(Box::new(large));
+    // One by one: each counts in `lazyfreed_objects`, as in Redis.
+    for entry in large {
+        ctx.srv.lazyfree.drop_in_background(Box::new(entry));
     }
     ctx.out.int(deleted);
     Ok(())

@@ -125,6 +125,9 @@ pub struct Ctx<'a> {
     /// [`Ctx::shard`] may keep the shard locked for the connection's next command (see
     /// `may_keep_shard`).
     sticky: bool,
+    /// The handler's error was already counted in the error stats (a script failing with the
+    /// error of one of its commands): it still counts as a failed call.
+    pub(crate) error_counted: bool,
 }
 
 /// What the connection loop does after a request.
@@ -304,6 +307,27 @@ fn unknown_command(args: &Args<'_>) -> ReplyError {
     }
     msg.extend_from_slice(&rest);
     ReplyError::ErrBytes(msg.into())
+}
+
+/// Over `maxmemory`, a command that needs no memory still evicts first, as Redis evicts before
+/// every command (a read, too, brings the node back under its limit); it runs either way. Not on
+/// a replica (its primary's deletions arrive instead) nor during CLIENT PAUSE, as in Redis; nor
+/// with the disk tier on, where values move to disk at the pace writes ask for (a burst of moves
+/// finds the tier busy and drops keys instead, see [`ensure_memory`]).
+fn evict_before_command(srv: &ServerState, now_ms: u64) {
+    let max = srv.maxmemory() as usize;
+    if max == 0
+        || srv
+            .used_memory()
+            .saturating_sub(srv.mem_not_counted_for_evict.load(Relaxed))
+            <= max
+        || srv.repl.is_replica()
+        || srv.ks.tiered()
+        || srv.client_pause.active(now_ms).is_some()
+    {
+        return;
+    }
+    ensure_memory(srv, now_ms);
 }
 
 /// Evicts until used memory is under `maxmemory`. Returns false when it cannot (nothing evictable),
@@ -509,6 +533,14 @@ pub fn execute_looked_up(
             return Outcome::Done;
         }
     };
+    // Keys evicted to admit it: their events, and their invalidations (to this client too), go
+    // out before its reply, as Redis evicts before it runs a command.
+    if srv.maxmemory() != 0 {
+        notify::publish_pending(srv, now_ms);
+        if client.handle.mailbox.has_pending() {
+            client.handle.mailbox.drain_into(out, MAILBOX_DRAIN_BYTES);
+        }
+    }
     if client.tx.in_multi() && !spec.has(flag::TX_CONTROL) {
         multi::queue(srv, client, spec, args, out);
         return Outcome::Done;
@@ -576,6 +608,10 @@ fn one_key_at_1(base: Option<&'static Spec>, args: &Args<'_>) -> bool {
 /// probe or a list's head) lost more to the serialised parse and reply work of the pipeline than
 /// it saved (×0.78–0.89 with every group keeping), so those unlock after each command.
 pub const SHARD_KEEPING: &[table::Group] = &[table::Group::SortedSet, table::Group::Geo];
+
+/// Pub/sub bytes moved from a client's mailbox into its output at once before a reply (the rest
+/// follows between commands).
+const MAILBOX_DRAIN_BYTES: usize = 64 * 1024;
 
 /// Why a request was refused before running.
 struct Rejection {
@@ -687,8 +723,12 @@ fn admit(
     let needs_memory = spec.has(flag::DENYOOM)
         || (client.tx.in_multi() && !spec.has(flag::TX_OOM_EXEMPT))
         || (spec.has(flag::TX_EXEC) && client.tx.queued_denyoom());
-    if needs_memory && !ensure_memory(srv, now_ms) {
-        return Err(Rejection::new(Some(spec), ReplyError::Oom));
+    if needs_memory {
+        if !ensure_memory(srv, now_ms) {
+            return Err(Rejection::new(Some(spec), ReplyError::Oom));
+        }
+    } else {
+        evict_before_command(srv, now_ms);
     }
     if client.proto == shoal_resp::Protocol::Resp2
         && client.subs.count() > 0
@@ -789,11 +829,14 @@ fn run_command<'a>(
         block: None,
         paused: false,
         sticky,
+        error_counted: false,
     };
     cache_lease::before_write(srv, spec, args);
     if let Err(e) = handler(&mut ctx, args) {
         failed = true;
-        srv.stats.error_reply(&e);
+        if !ctx.error_counted {
+            srv.stats.error_reply(&e);
+        }
         // A handler that failed after writing part of a reply must not leave it half-written.
         ctx.out.buf.truncate(reply_start);
         e.write_to(&mut ctx.out);

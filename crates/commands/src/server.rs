@@ -1021,6 +1021,7 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         c.reset();
     }
     s.errors.reset();
+    ctx.srv.lazyfree.reset_stats();
     ctx.srv.ks.reset_stats();
     ctx.srv.cmdstats.reset();
     ctx.out.ok();

@@ -420,6 +420,9 @@ pub struct Client {
     pub gate_wait_as_task: bool,
     /// The command running is a script's (`redis.call`): XREAD and XREADGROUP refuse BLOCK.
     pub in_script_call: bool,
+    /// The running script has called a read-only command: once it ends, a tracking client
+    /// remembers the script's declared keys (Redis 7.0's rule for scripts).
+    pub script_read: bool,
     /// The request about to run again has waited for a shard's claimer once
     /// (`Outcome::ShardWait`): it runs where it is now, claimed or not. Cleared as it runs.
     pub claim_waited: bool,
@@ -574,6 +577,7 @@ impl Client {
             cluster: Default::default(),
             gate_wait_as_task: false,
             in_script_call: false,
+            script_read: false,
             claim_waited: false,
         }
     }

@@ -10,7 +10,11 @@
 //!
 //! **BCAST mode.** A client names prefixes (none: every key); a modified key matching a prefix is
 //! sent to all its clients, without any table of reads. Redis gathers a whole event loop's keys
-//! per prefix; here each command's keys are gathered and sent once it is done.
+//! per prefix and sends one message per prefix before it sleeps; here the keys a client's
+//! commands modified are gathered until the end of its connection's batch (a pipeline, a
+//! transaction, a script: one message per prefix, as Redis sends), and the keys expiry or
+//! eviction modified are sent at once. The cron sends whatever is left (commands run outside a
+//! connection's batch) within a period.
 //!
 //! **Where modifications come from.** The keyspace notification path (`notify.rs`): while a
 //! client tracks, the keyspace notes every event class (not only those `notify-keyspace-events`
@@ -29,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use shoal_resp::{Protocol, ReplyWriter};
 
@@ -107,6 +111,8 @@ pub struct Tracking {
     table: Mutex<Table>,
     /// Clients with tracking on: nothing is done (and nothing locked) while 0.
     clients_on: AtomicUsize,
+    /// Keys gathered for BCAST prefixes wait for [`flush_broadcasts`].
+    bcast_pending: AtomicBool,
 }
 
 /// The keys part of a message, encoded (an array of keys, or the flush's null).
@@ -317,6 +323,7 @@ pub fn invalidate_events(
         return;
     }
     let mut due = Vec::new();
+    let mut gathered = false;
     {
         let mut t = srv.tracking.table.lock().expect("tracking lock");
         for e in events {
@@ -334,11 +341,32 @@ pub fn invalidate_events(
                 for (p, pref) in t.prefixes.iter_mut() {
                     if key.starts_with(p) {
                         pref.keys.insert(key.into(), writer.unwrap_or(0));
+                        gathered = true;
                     }
                 }
             }
             invalidate_in_table(&mut t, key, writer, &mut due);
         }
+        // A client's commands: their keys wait for the end of its batch.
+        if writer.is_none() {
+            broadcast(&mut t, &mut due);
+        } else if gathered {
+            srv.tracking.bcast_pending.store(true, Relaxed);
+        }
+    }
+    send_all(srv, due, now_ms);
+}
+
+/// Sends the keys gathered for BCAST prefixes since the last broadcast: at the end of each
+/// connection's batch of commands, and from the cron.
+pub fn flush_broadcasts(srv: &ServerState, now_ms: u64) {
+    if !srv.tracking.bcast_pending.load(Relaxed) || !srv.tracking.active() {
+        return;
+    }
+    let mut due = Vec::new();
+    {
+        let mut t = srv.tracking.table.lock().expect("tracking lock");
+        srv.tracking.bcast_pending.store(false, Relaxed);
         broadcast(&mut t, &mut due);
     }
     send_all(srv, due, now_ms);
@@ -408,11 +436,10 @@ pub fn invalidate_slots(srv: &ServerState, moved: impl Fn(u16) -> bool, now_ms: 
     send_all(srv, due, now_ms);
 }
 
-/// FLUSHALL / FLUSHDB: every tracking client gets a null invalidation; the table is emptied.
+/// FLUSHALL / FLUSHDB: every tracking client gets a null invalidation; the table is emptied, even
+/// when no client tracks any more (keys of clients that turned tracking off stay in the table
+/// until then, as in Redis).
 pub fn on_flush(srv: &ServerState, now_ms: u64) {
-    if !srv.tracking.active() {
-        return;
-    }
     let mut due = Vec::new();
     flush_due(
         &mut srv.tracking.table.lock().expect("tracking lock"),
@@ -438,7 +465,7 @@ fn flush_due(t: &mut Table, due: &mut Vec<Due>) {
 /// CACHING's one-command choice, and keep the table under `tracking-table-max-keys`.
 pub fn after_command(
     srv: &ServerState,
-    client: &crate::state::Client,
+    client: &mut crate::state::Client,
     spec: &Spec,
     args: &Args<'_>,
     now_ms: u64,
@@ -446,6 +473,14 @@ pub fn after_command(
     if !srv.tracking.active() {
         return;
     }
+    // A script's own commands are not remembered: a read among them makes the script's declared
+    // keys remembered once it ends, as Redis 7.0 does (its CACHING choice lasts until then).
+    if client.in_script_call {
+        client.script_read |= spec.has(READONLY) && !spec.has(PUBSUB);
+        return;
+    }
+    let script = spec.group == crate::table::Group::Scripting;
+    let script_read = std::mem::take(&mut client.script_read);
     let id = client.handle.id;
     let mut due = Vec::new();
     {
@@ -459,7 +494,12 @@ pub fn after_command(
         } else {
             !(s.optout && s.caching)
         };
-        let remember = spec.has(READONLY) && !spec.has(PUBSUB) && !s.bcast && wanted;
+        let read = if script {
+            script_read
+        } else {
+            spec.has(READONLY) && !spec.has(PUBSUB)
+        };
+        let remember = read && !s.bcast && wanted;
         if !spec.name.starts_with("client|") && !client.tx.in_multi() {
             s.caching = false;
         }

@@ -106,6 +106,31 @@ impl Object {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// What freeing the object costs, in Redis's units (`lazyfreeGetFreeEffort`): 1 for a string
+    /// or a compact encoding, else the allocations to free (a list's nodes, a hash table's or
+    /// skip list's elements, a stream's nodes and its groups' pending entries). UNLINK frees a
+    /// value in the background above an effort of 64, as Redis does.
+    pub fn free_effort(&self) -> usize {
+        match self {
+            Object::RawString(_) | Object::Bloom(_) => 1,
+            Object::List(l) => l.nodes_len(),
+            Object::Hash(h) => compact_or(h.encoding(), h.len()),
+            Object::Set(s) => compact_or(s.encoding(), s.len()),
+            Object::ZSet(z) => compact_or(z.encoding(), z.len()),
+            Object::Stream(s) => {
+                s.node_count() + s.groups.values().map(|g| 1 + g.pel.len()).sum::<usize>()
+            }
+        }
+    }
+}
+
+/// 1 for a compact encoding (one allocation), else `len`.
+fn compact_or(encoding: &str, len: usize) -> usize {
+    match encoding {
+        "listpack" | "intset" | "ziplist" => 1,
+        _ => len,
+    }
 }
 
 /// Type of a value, as `TYPE` names it.
@@ -689,6 +714,13 @@ impl Entry {
     /// Size of the block in bytes.
     pub fn block_bytes(&self) -> usize {
         self.offsets().total()
+    }
+
+    /// [`Object::free_effort`] of the value (1 for an inline string or a cold value).
+    pub fn free_effort(&self) -> usize {
+        // SAFETY: the object is owned by this entry and lives as long as `&self`.
+        self.object_ptr()
+            .map_or(1, |p| unsafe { (*p).free_effort() })
     }
 
     /// Memory charged to this entry: its block, its table slot (8 bytes + 1 control byte) and the

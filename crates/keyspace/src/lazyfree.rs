@@ -21,6 +21,8 @@ pub struct LazyFree {
     /// Values handed to the background thread so far.
     queued: AtomicU64,
     freed: Arc<AtomicU64>,
+    /// `freed` at the last CONFIG RESETSTAT.
+    freed_at_reset: AtomicU64,
 }
 
 /// The receiving side: run [`LazyFreeWorker::run`] on a thread of the owner's choosing.
@@ -44,6 +46,7 @@ impl LazyFree {
                 tx: Some(tx),
                 queued: AtomicU64::new(0),
                 freed: freed.clone(),
+                freed_at_reset: AtomicU64::new(0),
             },
             LazyFreeWorker { rx, freed },
         )
@@ -62,14 +65,24 @@ impl LazyFree {
         }
     }
 
-    /// Values dropped in the background so far (INFO `lazyfreed_objects`).
+    /// Values dropped in the background since the last [`LazyFree::reset_stats`] (INFO
+    /// `lazyfreed_objects`).
     pub fn freed(&self) -> u64 {
-        self.freed.load(Relaxed)
+        self.freed
+            .load(Relaxed)
+            .saturating_sub(self.freed_at_reset.load(Relaxed))
     }
 
     /// Values handed over and not dropped yet (INFO `lazyfree_pending_objects`).
     pub fn pending(&self) -> u64 {
-        self.queued.load(Relaxed).saturating_sub(self.freed())
+        self.queued
+            .load(Relaxed)
+            .saturating_sub(self.freed.load(Relaxed))
+    }
+
+    /// CONFIG RESETSTAT: `lazyfreed_objects` counts from zero again (pending values still count).
+    pub fn reset_stats(&self) {
+        self.freed_at_reset.store(self.freed.load(Relaxed), Relaxed);
     }
 }
 
@@ -100,5 +113,27 @@ mod tests {
         let inline = LazyFree::inline();
         inline.drop_in_background(Box::new(1u8));
         assert_eq!(inline.freed(), 0);
+    }
+
+    #[test]
+    fn resetstat_zeroes_the_freed_count_but_not_the_pending_one() {
+        let (lf, worker) = LazyFree::with_worker();
+        lf.drop_in_background(Box::new(1u8));
+        lf.drop_in_background(Box::new(2u8));
+        // Nothing dropped yet: both pending.
+        assert_eq!((lf.freed(), lf.pending()), (0, 2));
+        let freed = lf.freed.clone();
+        let t = std::thread::spawn(move || worker.run());
+        // Every value dropped once the worker drains the queue (bounded wait).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while freed.load(Relaxed) < 2 {
+            assert!(std::time::Instant::now() < deadline, "worker did not drain");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!((lf.freed(), lf.pending()), (2, 0));
+        lf.reset_stats();
+        assert_eq!((lf.freed(), lf.pending()), (0, 0));
+        drop(lf);
+        t.join().unwrap();
     }
 }

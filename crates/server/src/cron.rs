@@ -139,6 +139,8 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 s.observe_used_memory(srv.used_memory() as u64);
                 shoal_commands::effects::emit_logged(&srv, now_ms());
                 shoal_commands::notify::publish_pending(&srv, now_ms());
+                // BCAST keys gathered by commands run outside a connection's batch.
+                shoal_commands::tracking::flush_broadcasts(&srv, now_ms());
                 let took = t0.elapsed();
                 srv.latency_sample("expire-cycle", took.as_millis() as u64, now_ms() / 1000);
                 watch.check(&srv);

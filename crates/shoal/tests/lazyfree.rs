@@ -77,3 +77,66 @@ fn unlink_of_a_million_member_set_does_not_stall_other_clients() {
         "another client waited {worst:?} during the UNLINK"
     );
 }
+
+/// Which values UNLINK frees in the background, as Redis chooses them: by what freeing costs
+/// (a stream of 1,000 entries in nodes of 5 is 200 nodes, over the threshold of 64; a stream of
+/// one entry is not), each counted in `lazyfreed_objects`, which CONFIG RESETSTAT zeroes.
+#[test]
+fn unlink_frees_by_effort_and_resetstat_zeroes_the_count() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let lazyfreed = |c: &mut redis::Connection| common::info_u64(c, "memory", "lazyfreed_objects");
+    let pending =
+        |c: &mut redis::Connection| common::info_u64(c, "memory", "lazyfree_pending_objects");
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "stream-node-max-entries", "5"])
+        .query(&mut c)
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for j in 0..1000 {
+        pipe.cmd("XADD").arg(&["big", "*", "foo"]).arg(j).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&["small", "*", "a", "b"])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let removed: i64 = redis::cmd("UNLINK")
+        .arg(&["big", "small"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(removed, 2);
+    wait_until("the background free is done", || pending(&mut c) == 0);
+    assert_eq!(
+        lazyfreed(&mut c),
+        1,
+        "only the 200-node stream goes to the background"
+    );
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    assert_eq!(lazyfreed(&mut c), 0);
+}
+
+/// A request with very many arguments does not leave its connection holding their positions: an
+/// MGET of 100,000 keys raises `used_memory` by megabytes while it runs, and the connection gives
+/// that back once it is answered (Redis frees a command's argv the same way).
+#[test]
+fn a_request_with_many_arguments_gives_its_memory_back() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let mut probe = s.client();
+    let used = |p: &mut redis::Connection| common::info_u64(p, "memory", "used_memory");
+    let before = used(&mut probe);
+    let mut mget = redis::cmd("MGET");
+    for i in 0..100_000 {
+        mget.arg(format!("k{i}"));
+    }
+    let got: Vec<Option<String>> = mget.query(&mut c).unwrap();
+    assert_eq!(got.len(), 100_000);
+    // The connection stays open; what it kept is bounded (a few KB of buffers, not megabytes).
+    let after = used(&mut probe);
+    assert!(
+        after < before + 512 * 1024,
+        "used_memory went from {before} to {after} after the MGET was answered"
+    );
+}

@@ -462,3 +462,131 @@ fn script_debug_turns_debugging_off_and_refuses_the_debugger() {
         ]
     );
 }
+
+/// The statistics one script run leaves: its reply, then `INFO errorstats`, `total_error_replies`
+/// and the calls, rejected and failed calls of the commands it involved.
+fn script_stats(port: u16, setup: &[&[&str]], script: &[&str]) -> Vec<String> {
+    let mut c = Raw::connect(&format!("127.0.0.1:{port}"));
+    for cmd in setup {
+        c.call(cmd);
+    }
+    c.call(&["CONFIG", "RESETSTAT"]);
+    let mut seen = vec![c.call(script)];
+    c.call(&["CONFIG", "SET", "maxmemory", "0"]);
+    let info = c.call(&["INFO", "errorstats"]);
+    seen.extend(
+        info.lines()
+            .filter(|l| l.starts_with("errorstat_"))
+            .map(str::to_string),
+    );
+    let stats = c.call(&["INFO", "stats"]);
+    seen.push(format!(
+        "total_error_replies={:?}",
+        common::info_value(&stats, "total_error_replies")
+    ));
+    let cmds = c.call(&["INFO", "commandstats"]);
+    for name in [
+        "eval",
+        "eval_ro",
+        "set",
+        "select",
+        "geoadd",
+        "ping",
+        "nosuchcmd",
+    ] {
+        let line = cmds
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:")))
+            .unwrap_or("");
+        // calls, rejected_calls, failed_calls (not the timings).
+        let counts: Vec<&str> = line.split(',').filter(|f| !f.starts_with("usec")).collect();
+        seen.push(format!("{name}: {}", counts.join(",")));
+    }
+    seen
+}
+
+/// Errors of a script are counted once, where Redis 7.0 counts them: a command the script
+/// called that was refused (OOM, a write from a read-only script) counts as that command's
+/// rejected call and as one error reply; a command that ran and failed (SELECT 99, WRONGTYPE)
+/// as its failed call and one error reply; the script that then fails with that error counts
+/// as a failed call without a second error reply; an error the script makes itself
+/// (`redis.error_reply`, `error()`) is one error reply under its own code. Each case is run on
+/// shoal and on redis-server 7.0 and the statistics compared.
+#[test]
+fn script_errors_are_counted_once_where_redis_counts_them() {
+    let shoal = Shoal::start(&["--maxmemory-policy", "noeviction"]);
+    let redis = Redis::start();
+    let oom: &[&[&str]] = &[&["CONFIG", "SET", "maxmemory", "1"]];
+    let none: &[&[&str]] = &[];
+    let wrongtype: &[&[&str]] = &[&["SET", "Sicily", "1"]];
+    let pcall_oom = "local t = redis.pcall('set','x','y') \
+                     if t['err'] == \"OOM command not allowed when used memory > 'maxmemory'.\" \
+                     then return 1 else return 0 end";
+    let cases: Vec<(&[&[&str]], Vec<&str>)> = vec![
+        (
+            oom,
+            vec!["EVAL", "return redis.call('set','x','y')", "1", "x"],
+        ),
+        (oom, vec!["EVAL", pcall_oom, "1", "x"]),
+        (
+            oom,
+            vec!["EVAL", "return redis.pcall('set','x','y')", "1", "x"],
+        ),
+        (none, vec!["EVAL", "return redis.call('select',99)", "0"]),
+        (
+            none,
+            vec![
+                "EVAL",
+                "local t = redis.pcall('select',99) return t['err']",
+                "0",
+            ],
+        ),
+        (
+            none,
+            vec!["EVAL_RO", "return redis.call('set','x','y')", "1", "x"],
+        ),
+        (
+            none,
+            vec![
+                "EVAL_RO",
+                "local t = redis.pcall('set','x','y') return t['err']",
+                "1",
+                "x",
+            ],
+        ),
+        (
+            wrongtype,
+            vec![
+                "EVAL",
+                "return redis.call('GEOADD', 'Sicily', '13.36', '38.11', 'Palermo')",
+                "1",
+                "x",
+            ],
+        ),
+        (
+            none,
+            vec![
+                "EVAL",
+                "return redis.error_reply('MY_ERR_CODE custom msg')",
+                "0",
+            ],
+        ),
+        (none, vec!["EVAL", "return redis.error_reply('')", "0"]),
+        (none, vec!["EVAL", "return {err='no code here'}", "0"]),
+        (none, vec!["EVAL", "error('boom')", "0"]),
+        (none, vec!["EVAL", "return redis.call('nosuchcmd')", "0"]),
+        (none, vec!["EVAL", "return redis.call()", "0"]),
+        (none, vec!["EVAL", "return redis.call('ping', {})", "0"]),
+        (
+            none,
+            vec!["EVAL", "return redis.call('ping', 'a', 'b')", "0"],
+        ),
+    ];
+    for (setup, script) in &cases {
+        assert_eq!(
+            script_stats(shoal.port, setup, script),
+            script_stats(redis.port, setup, script),
+            "{script:?} after {setup:?}: shoal (left) and redis-server (right) count differently"
+        );
+    }
+}

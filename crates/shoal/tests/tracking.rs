@@ -308,6 +308,78 @@ fn bcast_scenario(addr: String) -> Vec<String> {
     r.log
 }
 
+/// When invalidations are sent: BCAST keys of a transaction gathered into one message per prefix;
+/// a script's declared keys tracked when it read something; FLUSHALL emptying the table even
+/// when no client tracks; a key evicted before a read, its push before that read's reply.
+fn batching_scenario(addr: String) -> Vec<String> {
+    let mut r = Run::new(addr);
+    let mut c1 = r.connect(true);
+    let mut c2 = r.connect(false);
+    r.call(
+        &mut c1,
+        &[
+            "CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "a:", "PREFIX", "b:",
+        ],
+    );
+    r.call(&mut c2, &["MULTI"]);
+    for k in ["a:1", "a:2", "b:1", "b:2", "c:1"] {
+        r.call(&mut c2, &["INCR", k]);
+    }
+    r.call(&mut c2, &["EXEC"]);
+    r.next(&mut c1, "c1 after EXEC (first prefix)");
+    r.next(&mut c1, "c1 after EXEC (second prefix)");
+    r.call(&mut c1, &["PING"]);
+    r.call(&mut c1, &["CLIENT", "TRACKING", "off"]);
+    // Scripts: a script that reads makes its declared keys tracked; one that only writes not.
+    r.call(&mut c1, &["CLIENT", "TRACKING", "on"]);
+    r.call(
+        &mut c1,
+        &["EVAL", "redis.call('set', 'k3', 'bar')", "2", "k1", "k2"],
+    );
+    r.call(&mut c2, &["MSET", "k1", "1", "k2", "1"]);
+    r.call(&mut c1, &["PING"]);
+    r.call(
+        &mut c1,
+        &["EVAL", "redis.call('get', 'k3')", "2", "k1", "k2"],
+    );
+    r.call(&mut c2, &["MSET", "k2", "2", "k1", "2"]);
+    r.next(&mut c1, "c1 after MSET (script read)");
+    r.next(&mut c1, "c1 after MSET (script read)");
+    r.call(&mut c1, &["PING"]);
+    // FLUSHALL empties the table though no client tracks any more.
+    r.call(&mut c1, &["GET", "k1"]);
+    r.call(&mut c1, &["GET", "k2"]);
+    r.call(&mut c1, &["CLIENT", "TRACKING", "off"]);
+    let info = info_fields(&mut c2);
+    r.note(info);
+    r.call(&mut c2, &["FLUSHALL"]);
+    let info = info_fields(&mut c2);
+    r.note(info);
+    // A key evicted before a read: its invalidation comes before the read's reply.
+    r.call(&mut c1, &["CLIENT", "TRACKING", "on"]);
+    r.call(
+        &mut c2,
+        &["CONFIG", "SET", "maxmemory-policy", "volatile-random"],
+    );
+    let mem = c2.call(&["INFO", "memory"]);
+    let field = |f: &str| -> u64 {
+        mem.split("\r\n")
+            .find_map(|l| l.strip_prefix(f)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO memory has no {f}"))
+    };
+    let limit = field("used_memory") - field("mem_not_counted_for_evict") + 100 * 1024;
+    c2.call(&["CONFIG", "SET", "maxmemory", &limit.to_string()]);
+    r.call(&mut c2, &["SETEX", "volatile-key", "10000", "x"]);
+    r.call(&mut c1, &["GET", "volatile-key"]);
+    r.call(&mut c2, &["SETBIT", "big-key", "1600000", "0"]);
+    r.call(&mut c1, &["GETBIT", "big-key", "0"]);
+    r.next(&mut c1, "c1 after GETBIT");
+    r.call(&mut c2, &["CONFIG", "SET", "maxmemory", "0"]);
+    r.call(&mut c1, &["PING"]);
+    r.log
+}
+
 fn compare(scenario: fn(String) -> Vec<String>) {
     let redis = Redis::start();
     let want = scenario(format!("127.0.0.1:{}", redis.port));
@@ -333,6 +405,11 @@ fn resp2_redirect_matches_redis() {
 #[test]
 fn bcast_and_the_table_limit_match_redis() {
     compare(bcast_scenario);
+}
+
+#[test]
+fn invalidation_batching_scripts_flushes_and_eviction_match_redis() {
+    compare(batching_scenario);
 }
 
 /// A Redis replica invalidates the keys its primary's writes change; so does a shoal replica

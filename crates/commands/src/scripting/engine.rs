@@ -10,7 +10,7 @@
 //! the script only.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::atomic::Ordering::Relaxed;
@@ -327,7 +327,6 @@ impl Engine {
             "LOG_WARNING",
             "REDIS_VERSION",
             "REDIS_VERSION_NUM",
-            "setresp",
         ] {
             r.raw_set(k, real.raw_get::<Value>(k)?)?;
         }
@@ -391,8 +390,9 @@ impl Engine {
         run: &RefCell<RunCtx<'_, '_>>,
         f: &Function,
         inputs: Inputs<'_>,
-    ) -> mlua::Result<Result<(), Value>> {
+    ) -> mlua::Result<Result<(), Failure>> {
         self.opts.start();
+        let returned_error = Cell::new(false);
         let site = CallSite {
             run,
             opts: &self.opts,
@@ -423,10 +423,16 @@ impl Engine {
                     ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, CALL_KEY.as_ptr());
                     if ffi::lua_toboolean(l, -2) != 0 {
                         let top = ffi::lua_gettop(l);
-                        let w = &mut (*ctx).ctx.out;
-                        write_reply(l, top, w, opts.resp.load(Relaxed), 0);
-                        ffi::lua_pop(l, 1);
-                        ffi::lua_pushnil(l);
+                        // A returned error table is the run's failure, replied (and counted)
+                        // by the caller; anything else is the reply.
+                        if is_error_table(l, top) {
+                            returned_error.set(true);
+                        } else {
+                            let w = &mut (*ctx).ctx.out;
+                            write_reply(l, top, w, opts.resp.load(Relaxed), 0);
+                            ffi::lua_pop(l, 1);
+                            ffi::lua_pushnil(l);
+                        }
                     }
                 },
             )
@@ -447,13 +453,42 @@ impl Engine {
         } else {
             self.runs_since_gc.set(runs);
         }
-        let (ok, v) = r?;
-        Ok(if ok { Ok(()) } else { Err(v) })
+        let (ok, value) = r?;
+        let returned = returned_error.get();
+        Ok(if ok && !returned {
+            Ok(())
+        } else {
+            Err(Failure { value, returned })
+        })
     }
 
     /// The protocol the running (or last) script chose (`redis.setresp`).
     pub fn resp(&self) -> u8 {
         self.opts.resp.load(Relaxed)
+    }
+}
+
+/// How a run failed: the error it raised (an error table from the error handler, or any value
+/// for a failure of shoal's own Lua), or the error table it returned.
+#[derive(Debug)]
+pub struct Failure {
+    pub value: Value,
+    pub returned: bool,
+}
+
+/// Whether the value at `idx` is an error table (`{err = <string>}`).
+///
+/// # Safety
+/// `l` is a live Lua state, `idx` an absolute index.
+unsafe fn is_error_table(l: *mut ffi::lua_State, idx: c_int) -> bool {
+    // SAFETY: a raw read of one field, popped again.
+    unsafe {
+        if ffi::lua_type(l, idx) != ffi::LUA_TTABLE || ffi::lua_checkstack(l, 2) == 0 {
+            return false;
+        }
+        let found = field(l, idx, c"err") == ffi::LUA_TSTRING;
+        ffi::lua_pop(l, 1);
+        found
     }
 }
 
@@ -685,21 +720,57 @@ pub struct RunCtx<'c, 'a> {
     pub wrote_flag: &'c AtomicBool,
 }
 
+/// Why a script's command did not run: its error line (Redis's error table's `err`), and whether
+/// it was counted as a rejected call (Redis's `scriptCall` refusals are: in `INFO errorstats`,
+/// `total_error_replies` and the command's `rejected_calls`; the argument checks before it are
+/// not).
+struct Refused {
+    line: Cow<'static, str>,
+    counted: bool,
+}
+
 /// `redis.call` / `redis.pcall`, the Rust half: checks the command in `a` as Redis checks a
-/// script's command (`scriptCall`) and runs it, its reply going to `out`. `Err` is the error
-/// line (Redis's error table's `err`).
+/// script's command (`scriptCall`) and runs it, its reply going to `out`.
 fn prepare_call(
     rc: &mut RunCtx<'_, '_>,
     opts: &RunOpts,
     a: &crate::Args<'_>,
     out: &mut Vec<u8>,
-) -> Result<(), Cow<'static, str>> {
+) -> Result<(), Refused> {
     if a.is_empty() {
-        return Err("ERR Please specify at least one argument for this redis lib call".into());
+        return Err(Refused {
+            line: "ERR Please specify at least one argument for this redis lib call".into(),
+            counted: false,
+        });
     }
-    let spec = match lookup(a) {
-        Some(s) => s,
-        None => return Err("ERR Unknown Redis command called from script".into()),
+    let spec = lookup(a);
+    let srv = rc.ctx.srv;
+    check_call(rc, spec, a).map_err(|line| {
+        srv.stats.total_error_replies.fetch_add(1, Relaxed);
+        srv.stats
+            .errors
+            .record_code(crate::error::script_code(&line));
+        if let Some(spec) = spec {
+            srv.cmdstats.reject(srv.gate.thread_slot(), spec);
+        }
+        Refused {
+            line,
+            counted: true,
+        }
+    })?;
+    let spec = spec.expect("check_call refuses an unknown command");
+    run_checked(rc, opts, spec, a, out);
+    Ok(())
+}
+
+/// Redis's `scriptCall` checks of a script's command; `Err` is the error line.
+fn check_call(
+    rc: &mut RunCtx<'_, '_>,
+    spec: Option<&'static Spec>,
+    a: &crate::Args<'_>,
+) -> Result<(), Cow<'static, str>> {
+    let Some(spec) = spec else {
+        return Err("ERR Unknown Redis command called from script".into());
     };
     if !spec.arity_ok(a.len()) {
         return Err("ERR Wrong number of args calling Redis command from script".into());
@@ -738,6 +809,19 @@ fn prepare_call(
         rc.wrote = true;
         rc.wrote_flag.store(true, Relaxed);
     }
+    Ok(())
+}
+
+/// Runs a script's command that [`check_call`] admitted, as the script's client: its database,
+/// the script's protocol.
+fn run_checked(
+    rc: &mut RunCtx<'_, '_>,
+    opts: &RunOpts,
+    spec: &'static Spec,
+    a: &crate::Args<'_>,
+    out: &mut Vec<u8>,
+) {
+    let srv = rc.ctx.srv;
     // Effects of commands the script asked not to replicate are dropped: what earlier commands
     // queued goes out first.
     let unreplicated = opts.repl.load(Relaxed) & 2 == 0 && spec.has(flag::WRITE);
@@ -763,7 +847,6 @@ fn prepare_call(
     rc.db = client.db;
     client.db = saved_db;
     client.proto = saved_proto;
-    Ok(())
 }
 
 /// The command a script names (subcommands included), as Redis's `lookupCommand`.
@@ -1036,6 +1119,8 @@ struct Scratch {
     out: Vec<u8>,
     /// The error line of a call refused before it ran.
     err: String,
+    /// That refusal was counted in the error stats (see [`Refused`]).
+    err_counted: bool,
 }
 
 /// `redis.call`, a C function (not a Lua wrapper) so that `return redis.call(...)` is not a Lua
@@ -1076,11 +1161,13 @@ unsafe fn command_call(l: *mut ffi::lua_State) -> bool {
                 l,
                 b"ERR redis.call is only available while a script runs",
                 false,
+                false,
             );
             return true;
         }
         let site = &*site;
         let failed = run_call(l, site);
+        let counted = site.scratch.borrow().err_counted;
         // The arguments are no longer needed (the reply is in the scratch buffer): the reply
         // gets the whole stack, as a call with thousands of arguments leaves no room above them.
         ffi::lua_settop(l, 0);
@@ -1096,14 +1183,15 @@ unsafe fn command_call(l: *mut ffi::lua_State) -> bool {
         };
         let bytes = std::slice::from_raw_parts(ptr, len);
         if failed {
-            push_error_table(l, bytes, false);
+            push_error_table(l, bytes, false, counted);
             return true;
         }
         let mut pos = 0;
         match push_reply(l, bytes, &mut pos, 0) {
             Pushed::Value => false,
+            // The command counted its error when it replied.
             Pushed::Error(start, end) => {
-                push_error_table(l, &bytes[start..end], false);
+                push_error_table(l, &bytes[start..end], false, true);
                 true
             }
         }
@@ -1141,6 +1229,7 @@ unsafe fn run_call(l: *mut ffi::lua_State, site: &CallSite<'_, '_, '_>) -> bool 
                 sc.err.clear();
                 sc.err
                     .push_str("ERR Lua redis lib command arguments must be strings or integers");
+                sc.err_counted = false;
                 return true;
             }
         }
@@ -1148,20 +1237,23 @@ unsafe fn run_call(l: *mut ffi::lua_State, site: &CallSite<'_, '_, '_>) -> bool 
     let mut rc = site.run.borrow_mut();
     match prepare_call(&mut rc, site.opts, &sc.args.args(), &mut sc.out) {
         Ok(()) => false,
-        Err(e) => {
+        Err(r) => {
             sc.err.clear();
-            sc.err.push_str(&e);
+            sc.err.push_str(&r.line);
+            sc.err_counted = r.counted;
             true
         }
     }
 }
 
 /// Pushes Redis's error table for an error line, normalised as [`error_line`] does; `dashed`
-/// when the line still has its `-` (an error inside an array).
+/// when the line still has its `-` (an error inside an array). `counted`: the error was already
+/// counted in the error stats (a command's error reply, a refused call), so the table carries
+/// Redis's `ignore_error_stats_update` and the script's reply does not count it again.
 ///
 /// # Safety
 /// `l` is a live Lua state with room for three values.
-unsafe fn push_error_table(l: *mut ffi::lua_State, line: &[u8], dashed: bool) {
+unsafe fn push_error_table(l: *mut ffi::lua_State, line: &[u8], dashed: bool, counted: bool) {
     let line = trim_crlf_end(line);
     // SAFETY: plain pushes on a live state.
     unsafe {
@@ -1192,8 +1284,15 @@ unsafe fn push_error_table(l: *mut ffi::lua_State, line: &[u8], dashed: bool) {
             },
         }
         ffi::lua_setfield(l, -2, c"err".as_ptr());
+        if counted {
+            ffi::lua_pushboolean(l, 1);
+            ffi::lua_setfield(l, -2, IGNORE_STATS_FIELD.as_ptr());
+        }
     }
 }
+
+/// The error table field saying its error was counted already (Redis's name for it).
+pub const IGNORE_STATS_FIELD: &CStr = c"ignore_error_stats_update";
 
 fn trim_crlf_end(mut b: &[u8]) -> &[u8] {
     while let [rest @ .., b'\r' | b'\n'] = b {
@@ -1273,7 +1372,7 @@ unsafe fn push_reply(l: *mut ffi::lua_State, buf: &[u8], pos: &mut usize, depth:
                     return Pushed::Error(ls, le);
                 }
                 // An error inside an array (EXEC-like replies): an error table.
-                push_error_table(l, line, true);
+                push_error_table(l, line, true, true);
             }
             b':' => ffi::lua_pushnumber(l, num(line) as f64),
             b'$' | b'=' => {

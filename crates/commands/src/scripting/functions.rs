@@ -241,29 +241,47 @@ pub fn register_function(lua: &Lua, args: MultiValue) -> mlua::Result<()> {
     Ok(())
 }
 
-/// Parses `#!lua name=<lib>` and returns the library name and the code to compile (the first
-/// line blanked, so line numbers hold).
+/// Parses `#!<engine> name=<lib>` as Redis does (the first line split as `sdssplitargs` splits,
+/// so a quoted name is unquoted; options in any case) and returns the library name and the code
+/// to compile (the first line blanked, so line numbers hold).
 fn library_metadata(code: &[u8]) -> Result<(String, Vec<u8>), ReplyError> {
     if !code.starts_with(b"#!") {
         return Err(ReplyError::err_static("Missing library metadata"));
     }
-    let end = code.iter().position(|&b| b == b'\n').unwrap_or(code.len());
-    let line = String::from_utf8_lossy(&code[2..end]).into_owned();
-    let mut parts = line.split(' ').filter(|p| !p.is_empty());
-    let engine = parts.next().unwrap_or("");
-    if !engine.eq_ignore_ascii_case("lua") {
-        return Err(crate::err!("Engine '{engine}' not found"));
-    }
+    let invalid = || ReplyError::err_static("Invalid library metadata");
+    // Redis reads the code as a C string: the first line ends at a newline before any NUL.
+    let end = match code.iter().position(|&b| b == b'\n' || b == 0) {
+        Some(i) if code[i] == b'\n' => i,
+        _ => return Err(invalid()),
+    };
+    let (mut buf, mut parts) = (Vec::new(), Vec::new());
+    shoal_resp::split_args(&code[..end], &mut buf, &mut parts).map_err(|_| invalid())?;
+    let Some(first) = parts.first() else {
+        return Err(invalid());
+    };
+    let text = |r: &std::ops::Range<usize>| String::from_utf8_lossy(&buf[r.clone()]).into_owned();
+    let engine = text(first).get(2..).unwrap_or("").to_string();
     let mut name = None;
-    for p in parts {
-        match p.strip_prefix("name=") {
-            Some(n) => name = Some(n.to_string()),
-            None => return Err(crate::err!("Invalid metadata value given: {p}")),
+    for p in &parts[1..] {
+        let p = text(p);
+        match p.get(..5) {
+            Some(k) if k.eq_ignore_ascii_case("name=") => {
+                if name.is_some() {
+                    return Err(ReplyError::err_static(
+                        "Invalid metadata value, name argument was given multiple times",
+                    ));
+                }
+                name = Some(p[5..].to_string());
+            }
+            _ => return Err(crate::err!("Invalid metadata value given: {p}")),
         }
     }
     let Some(name) = name else {
         return Err(ReplyError::err_static("Library name was not given"));
     };
+    if !engine.eq_ignore_ascii_case("lua") {
+        return Err(crate::err!("Engine '{engine}' not found"));
+    }
     if !valid_name(&name) {
         return Err(ReplyError::err_static(&BAD_NAME[4..]));
     }
@@ -580,10 +598,12 @@ pub(crate) fn function_delete(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub(crate) fn function_flush(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    if args.len() > 3
-        || (args.len() == 3
-            && !args.get(2).eq_ignore_ascii_case(b"sync")
-            && !args.get(2).eq_ignore_ascii_case(b"async"))
+    if args.len() > 3 {
+        return Err(subcommand_syntax(args));
+    }
+    if args.len() == 3
+        && !args.get(2).eq_ignore_ascii_case(b"sync")
+        && !args.get(2).eq_ignore_ascii_case(b"async")
     {
         return Err(ReplyError::err_static(
             "FUNCTION FLUSH only supports SYNC|ASYNC option",
@@ -624,7 +644,7 @@ pub(crate) fn function_restore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult 
                 ));
             }
         },
-        _ => return Err(ReplyError::err_static("Unknown argument given")),
+        _ => return Err(subcommand_syntax(args)),
     };
     let codes = parse_payload(args.get(2))?;
     let srv = ctx.srv;
@@ -649,16 +669,14 @@ pub(crate) fn function_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut i = 2;
     while i < args.len() {
         let a = args.get(i);
-        if a.eq_ignore_ascii_case(b"withcode") {
+        // A repeated option is an unknown argument, as in Redis.
+        if !with_code && a.eq_ignore_ascii_case(b"withcode") {
             with_code = true;
-        } else if a.eq_ignore_ascii_case(b"libraryname") {
+        } else if pattern.is_none() && a.eq_ignore_ascii_case(b"libraryname") {
             if i + 1 >= args.len() {
                 return Err(ReplyError::err_static(
                     "library name argument was not given",
                 ));
-            }
-            if pattern.is_some() {
-                return Err(ReplyError::err_static("Unknown argument libraryname"));
             }
             i += 1;
             pattern = Some(args.get(i));
@@ -806,12 +824,33 @@ pub(crate) fn fcall_ro(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn fcall_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, ro: bool) -> CmdResult {
-    let nk = super::numkeys(args)?;
+    let name = String::from_utf8_lossy(args.get(1)).into_owned();
+    // Redis looks the function up before it reads the number of keys.
+    let nk = match super::numkeys(args) {
+        Ok(n) => n,
+        Err(e) => {
+            lookup(&ctx.srv.scripts.functions(), &name)?;
+            return Err(match crate::args::parse_i64(args.get(2)) {
+                None => ReplyError::err_static("Bad number of keys provided"),
+                Some(_) => e,
+            });
+        }
+    };
     let keys: Vec<&[u8]> = (0..nk).map(|i| args.get(3 + i)).collect();
     let argv: Vec<&[u8]> = (3 + nk..args.len()).map(|i| args.get(i)).collect();
-    let name = String::from_utf8_lossy(args.get(1)).into_owned();
     let command: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
     super::run_function(ctx, &name, command, ro, &keys, &argv)
+}
+
+/// Redis's reply to a FUNCTION subcommand with too many arguments.
+fn subcommand_syntax(args: &Args<'_>) -> ReplyError {
+    crate::err!(
+        "unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+        String::from_utf8_lossy(args.get(1))
+            .chars()
+            .take(128)
+            .collect::<String>()
+    )
 }
 
 /// Finds a function for FCALL: its callback and flags.

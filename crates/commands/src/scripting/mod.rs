@@ -767,13 +767,48 @@ pub(crate) fn run_script(
     srv.scripts
         .vm_bytes
         .store(engine.lua.used_memory(), Relaxed);
+    run_result(run.into_inner().ctx, result, &name)
+}
+
+/// The reply of a finished script or function: `Err` for its error (raised or returned). An
+/// error a command of the script already counted (its table says so, as Redis's does) is not
+/// counted again, but the script's command still counts as failed.
+fn run_result(
+    ctx: &mut Ctx<'_>,
+    result: mlua::Result<Result<(), engine::Failure>>,
+    name: &str,
+) -> CmdResult {
     match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(script_error(&e, &name)),
+        Ok(Err(f)) => {
+            if let Value::Table(t) = &f.value {
+                ctx.error_counted = matches!(
+                    t.raw_get::<Value>(engine::IGNORE_STATS_FIELD.to_str().expect("ASCII")),
+                    Ok(Value::Boolean(true))
+                );
+            }
+            Err(if f.returned {
+                returned_error(&f.value)
+            } else {
+                script_error(&f.value, name)
+            })
+        }
         Err(e) => Err(crate::err!(
             "Error running script {name}, {}",
             engine::error_text(&e)
         )),
+    }
+}
+
+/// The reply for an error table a script returned: its `err` line as it is (Redis writes
+/// `-<err>`, without the position a raised error gets).
+fn returned_error(e: &Value) -> ReplyError {
+    match e {
+        Value::Table(t) => match t.raw_get::<Value>("err") {
+            Ok(Value::String(s)) => raw_error(s.to_string_lossy()),
+            _ => ReplyError::Script(String::new()),
+        },
+        _ => ReplyError::Script(String::new()),
     }
 }
 
@@ -823,14 +858,7 @@ pub(crate) fn run_function(
         wrote_flag: &busy.wrote,
     });
     let result = engine.run(&run, &target, engine::Inputs::Bound);
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(script_error(&e, name)),
-        Err(e) => Err(crate::err!(
-            "Error running script {name}, {}",
-            engine::error_text(&e)
-        )),
-    }
+    run_result(run.into_inner().ctx, result, name)
 }
 
 /// The reply for a script's error table: `<err> script: <name>, on <source>:<line>.`

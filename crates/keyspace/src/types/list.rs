@@ -242,7 +242,8 @@ impl List {
         }
     }
 
-    fn nodes_len(&self) -> usize {
+    /// Nodes holding the elements (Redis's quicklist length).
+    pub fn nodes_len(&self) -> usize {
         match &self.repr {
             Repr::One(_) => 1,
             Repr::Quick(q) => q.nodes.len(),
