@@ -1287,7 +1287,9 @@ pub fn verify_payload(payload: &[u8]) -> Result<&[u8], PayloadError> {
     Ok(body)
 }
 
-/// Builds the entry for `key` from a payload written by [`dump_value`].
+/// Builds the entry for `key` from a payload written by [`dump_value`], or by redis-server's DUMP
+/// (its RDB encoding, `shoal_keyspace::rdb`: what MIGRATE from a redis-server and `redis-cli
+/// --cluster import` send).
 pub fn restore_value(
     payload: &[u8],
     key: &[u8],
@@ -1295,9 +1297,37 @@ pub fn restore_value(
     version: u64,
     limits: &EncodingLimits,
 ) -> Result<Entry, PayloadError> {
+    if let Some(body) = redis_payload(payload) {
+        let value = shoal_keyspace::rdb::read_value(body, limits).ok_or(PayloadError::BadFormat)?;
+        return Ok(match value {
+            shoal_keyspace::rdb::Value::Str(s) => {
+                Entry::new(key, Payload::Inline(&s), expire_ms, None, version, 0)
+            }
+            shoal_keyspace::rdb::Value::Obj(o) => Entry::new(
+                key,
+                Payload::Object(Box::new(o)),
+                expire_ms,
+                None,
+                version,
+                0,
+            ),
+        });
+    }
     let body = verify_payload(payload)?;
     let value = codec::decode_value(body, limits).ok_or(PayloadError::BadFormat)?;
     Ok(Entry::new(key, value, expire_ms, None, version, 0))
+}
+
+/// The body of a payload redis-server wrote (an RDB version it writes and a matching CRC-64).
+fn redis_payload(payload: &[u8]) -> Option<&[u8]> {
+    if payload.len() < 1 + FOOTER_BYTES {
+        return None;
+    }
+    let (checked, crc) = payload.split_at(payload.len() - 8);
+    let (body, version) = checked.split_at(checked.len() - 2);
+    let version = u16::from_le_bytes([version[0], version[1]]);
+    let crc = u64::from_le_bytes(crc.try_into().ok()?);
+    (version <= shoal_keyspace::rdb::RDB_VERSION_MAX && crc64(checked) == crc).then_some(body)
 }
 
 /// A key MIGRATE sends: its name, its version when read (it is deleted here only if it still has

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod pool;
 pub mod prefetch;
 pub mod prior;
+pub mod rdb;
 pub mod shard;
 pub mod slot;
 pub mod sticky;

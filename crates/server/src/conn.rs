@@ -1307,7 +1307,8 @@ fn run_one(
     let suppress = match mode {
         // CLIENT REPLY ON, sent while replies are off, does get its +OK.
         ReplyMode::Off => client.reply_mode == ReplyMode::Off,
-        ReplyMode::SkipNext => true,
+        // So does a CLIENT REPLY ON right after a SKIP (it clears the skip, as in Redis).
+        ReplyMode::SkipNext => client.reply_mode != ReplyMode::On,
         _ => false,
     } && !spec
         .is_some_and(|spec| spec.has(shoal_commands::table::flag::PUSH_REPLIES));

@@ -491,6 +491,11 @@ fn client_reply_off_on_and_skip() {
     r.cmd(&[b"SET", b"b", b"2"]);
     r.cmd(&[b"GET", b"b"]);
     assert_eq!(r.reply(), b"$1\r\n2\r\n");
+    // CLIENT REPLY ON right after a SKIP clears it and is answered (Redis's introspection unit).
+    r.cmd(&[b"CLIENT", b"REPLY", b"SKIP"]);
+    r.cmd(&[b"CLIENT", b"REPLY", b"ON"]);
+    assert_eq!(r.reply(), b"+OK\r\n");
+    assert_eq!(r.call(&["PING"]), "+PONG\r\n");
     assert_eq!(
         r.call(&["CLIENT", "REPLY", "maybe"]),
         "-ERR syntax error\r\n"

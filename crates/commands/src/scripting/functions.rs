@@ -414,119 +414,18 @@ fn publish_counts(srv: &ServerState, fs: &Functions) {
 
 // ---- DUMP payload ----
 
-fn rdb_len(out: &mut Vec<u8>, n: usize) {
-    if n < 1 << 6 {
-        out.push(n as u8);
-    } else if n < 1 << 14 {
-        out.push(0x40 | (n >> 8) as u8);
-        out.push(n as u8);
-    } else if n <= u32::MAX as usize {
-        out.push(0x80);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    } else {
-        out.push(0x81);
-        out.extend_from_slice(&(n as u64).to_be_bytes());
-    }
-}
-
 /// FUNCTION DUMP's payload for `fs`.
 pub fn dump_payload(fs: &Functions) -> Vec<u8> {
     let mut out = Vec::new();
     for lib in fs.libraries.values() {
         out.push(RDB_OPCODE_FUNCTION2);
-        rdb_len(&mut out, lib.code.len());
+        shoal_keyspace::rdb::put_len(&mut out, lib.code.len());
         out.extend_from_slice(&lib.code);
     }
     out.extend_from_slice(&RDB_VERSION.to_le_bytes());
     let crc = shoal_keyspace::codec::crc64(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
-}
-
-/// Reads an RDB length: `(value, is_special_encoding)`.
-fn read_len(b: &[u8], pos: &mut usize) -> Option<(u64, bool)> {
-    let first = *b.get(*pos)?;
-    *pos += 1;
-    Some(match first >> 6 {
-        0 => ((first & 0x3f) as u64, false),
-        1 => {
-            let second = *b.get(*pos)?;
-            *pos += 1;
-            ((((first & 0x3f) as u64) << 8) | second as u64, false)
-        }
-        2 => match first {
-            0x80 => {
-                let v = u32::from_be_bytes(b.get(*pos..*pos + 4)?.try_into().ok()?);
-                *pos += 4;
-                (v as u64, false)
-            }
-            0x81 => {
-                let v = u64::from_be_bytes(b.get(*pos..*pos + 8)?.try_into().ok()?);
-                *pos += 8;
-                (v, false)
-            }
-            _ => return None,
-        },
-        _ => ((first & 0x3f) as u64, true),
-    })
-}
-
-/// LZF decompression (the format of Redis's compressed RDB strings).
-fn lzf_decompress(input: &[u8], out_len: usize) -> Option<Vec<u8>> {
-    let mut out: Vec<u8> = Vec::with_capacity(out_len);
-    let mut ip = 0;
-    while ip < input.len() {
-        let ctrl = input[ip] as usize;
-        ip += 1;
-        if ctrl < 32 {
-            let run = ctrl + 1;
-            out.extend_from_slice(input.get(ip..ip + run)?);
-            ip += run;
-        } else {
-            let mut len = ctrl >> 5;
-            if len == 7 {
-                len += *input.get(ip)? as usize;
-                ip += 1;
-            }
-            let back = ((ctrl & 0x1f) << 8) + *input.get(ip)? as usize + 1;
-            ip += 1;
-            let start = out.len().checked_sub(back)?;
-            for k in 0..len + 2 {
-                let c = out[start + k];
-                out.push(c);
-            }
-        }
-        if out.len() > out_len {
-            return None;
-        }
-    }
-    (out.len() == out_len).then_some(out)
-}
-
-/// Reads an RDB string (plain, or LZF-compressed).
-fn read_string(b: &[u8], pos: &mut usize) -> Option<Vec<u8>> {
-    let (n, special) = read_len(b, pos)?;
-    if !special {
-        let n = n as usize;
-        let s = b.get(*pos..pos.checked_add(n)?)?.to_vec();
-        *pos += n;
-        return Some(s);
-    }
-    match n {
-        3 => {
-            let (clen, _) = read_len(b, pos)?;
-            let (len, _) = read_len(b, pos)?;
-            let c = b.get(*pos..pos.checked_add(clen as usize)?)?;
-            *pos += clen as usize;
-            // The expanded size is bounded by the payload it came in (LZF expands at most
-            // 264-fold): a claimed size past that is a lie.
-            if len as usize > c.len().saturating_mul(264) {
-                return None;
-            }
-            lzf_decompress(c, len as usize)
-        }
-        _ => None,
-    }
 }
 
 /// The libraries' codes in a DUMP payload; `Err` is Redis's message.
@@ -542,14 +441,14 @@ fn parse_payload(p: &[u8]) -> Result<Vec<Vec<u8>>, ReplyError> {
     if version > RDB_VERSION || (crc != 0 && crc != computed) {
         return Err(bad());
     }
-    let mut pos = 0;
+    let mut r = shoal_keyspace::rdb::Reader::new(body);
     let mut codes = Vec::new();
-    while pos < body.len() {
-        if body[pos] != RDB_OPCODE_FUNCTION2 {
+    while let Some(op) = r.byte() {
+        if op != RDB_OPCODE_FUNCTION2 {
             return Err(ReplyError::err_static("given type is not a function"));
         }
-        pos += 1;
-        let code = read_string(body, &mut pos)
+        let code = r
+            .string()
             .ok_or_else(|| ReplyError::err_static("failed loading the given functions payload"))?;
         codes.push(code);
     }
@@ -885,7 +784,7 @@ mod tests {
         assert!(parse_payload(&bad).is_err());
         // "aaaaaaaaaa" in LZF: literal 'a', then a back-reference of 9 bytes at distance 1.
         assert_eq!(
-            lzf_decompress(&[0x00, b'a', 0xe0, 0x00, 0x00], 10).unwrap(),
+            shoal_keyspace::rdb::lzf_decompress(&[0x00, b'a', 0xe0, 0x00, 0x00], 10).unwrap(),
             b"aaaaaaaaaa"
         );
     }
