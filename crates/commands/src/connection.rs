@@ -837,12 +837,14 @@ fn client_pause(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     let until = ctx.now_ms.saturating_add(ms as u64);
     ctx.srv.client_pause.pause(until, all, ctx.now_ms);
+    ctx.srv.sync_pause_expiry(ctx.now_ms);
     ctx.out.ok();
     Ok(())
 }
 
 fn client_unpause(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
     ctx.srv.client_pause.unpause();
+    ctx.srv.sync_pause_expiry(ctx.now_ms);
     ctx.out.ok();
     Ok(())
 }

@@ -609,6 +609,24 @@ fn one_key_at_1(base: Option<&'static Spec>, args: &Args<'_>) -> bool {
 /// it saved (×0.78–0.89 with every group keeping), so those unlock after each command.
 pub const SHARD_KEEPING: &[table::Group] = &[table::Group::SortedSet, table::Group::Geo];
 
+/// Whether a request counts as a write for CLIENT PAUSE WRITE: by its flags; EXEC when a queued
+/// command does; a script command by its script's declared flags (see
+/// [`scripting::pause_counts_as_write`]).
+pub fn pause_counts_as_write(
+    srv: &ServerState,
+    client: &Client,
+    spec: Option<&'static Spec>,
+    args: &Args<'_>,
+) -> bool {
+    match spec {
+        // Refused anyway (unknown, wrong arity): answered at once, as Redis checks these first.
+        None => false,
+        Some(s) if !s.arity_ok(args.len()) => false,
+        Some(s) if s.has(flag::TX_EXEC) => client.tx.queued_may_replicate(),
+        Some(s) => scripting::pause_counts_as_write(srv, s, args),
+    }
+}
+
 /// Pub/sub bytes moved from a client's mailbox into its output at once before a reply (the rest
 /// follows between commands).
 const MAILBOX_DRAIN_BYTES: usize = 64 * 1024;

@@ -744,6 +744,8 @@ struct Queued {
     denyoom: bool,
     /// A queued command writes (EXEC is refused with -NOREPLICAS without enough good replicas).
     write: bool,
+    /// A queued command writes or may replicate (EXEC waits out a CLIENT PAUSE WRITE).
+    may_replicate: bool,
     bytes: usize,
 }
 
@@ -778,6 +780,10 @@ impl ClientTx {
         self.queued.as_ref().is_some_and(|q| q.write)
     }
 
+    pub fn queued_may_replicate(&self) -> bool {
+        self.queued.as_ref().is_some_and(|q| q.may_replicate)
+    }
+
     pub fn watched_keys(&self) -> usize {
         self.watched.len()
     }
@@ -808,6 +814,7 @@ pub(crate) fn queue(
     q.bytes += bytes;
     q.denyoom |= spec.has(DENYOOM);
     q.write |= spec.has(WRITE);
+    q.may_replicate |= crate::scripting::pause_counts_as_write(srv, spec, args);
     q.cmds.push((spec, OwnedArgs::from_args(args)));
     client.handle.multi_len.store(q.cmds.len() as i64, Relaxed);
     client.handle.multi_bytes.store(q.bytes, Relaxed);

@@ -2051,7 +2051,10 @@ fn clients_section(srv: &ServerState, cfg: &config::Config, t: &mut String) {
         .f("maxclients", cfg.maxclients)
         .f("client_recent_max_input_buffer", max_in)
         .f("client_recent_max_output_buffer", max_out)
-        .f("blocked_clients", srv.blocking.blocked_clients())
+        .f(
+            "blocked_clients",
+            srv.blocking.blocked_clients() + srv.client_pause.waiting(),
+        )
         .f("tracking_clients", srv.tracking.counts().0)
         .f(
             "clients_in_timeout_table",

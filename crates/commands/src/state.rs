@@ -256,9 +256,34 @@ pub struct ClientPause {
     until_ms: AtomicU64,
     all: AtomicBool,
     lock: Mutex<()>,
+    /// Clients whose command waits for the pause to end (counted in INFO `blocked_clients`, as
+    /// Redis counts its paused clients).
+    waiting: AtomicUsize,
+    /// Expiry on access is held for a pause (see [`ServerState::sync_pause_expiry`]).
+    expiry_held: AtomicBool,
+}
+
+/// A client counted as waiting for a pause while it lives.
+pub struct PauseWait<'a>(&'a AtomicUsize);
+
+impl Drop for PauseWait<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl ClientPause {
+    /// Counts the caller as waiting for the pause until the guard is dropped.
+    pub fn wait_guard(&self) -> PauseWait<'_> {
+        self.waiting.fetch_add(1, Relaxed);
+        PauseWait(&self.waiting)
+    }
+
+    /// Clients waiting for the pause to end.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Relaxed)
+    }
+
     pub fn pause(&self, until_ms: u64, all: bool, now_ms: u64) {
         let _g = self.lock.lock().expect("pause lock");
         if self.until_ms.load(Relaxed) > now_ms {
@@ -281,14 +306,13 @@ impl ClientPause {
         (self.until_ms.load(Relaxed) > now_ms).then(|| self.all.load(Relaxed))
     }
 
-    /// Whether a command of `spec` waits at `now_ms` (writes, and commands that may replicate,
-    /// under WRITE; everything under ALL; EXEC as a write, since it may run queued writes).
-    pub fn holds(&self, spec: Option<&crate::table::Spec>, now_ms: u64) -> bool {
-        use crate::table::flag::{MAY_REPLICATE, TX_EXEC, WRITE};
+    /// Whether a command waits at `now_ms`: everything under ALL; under WRITE, what counts as a
+    /// write (`writes`: [`pause_counts_as_write`](crate::pause_counts_as_write)).
+    pub fn holds(&self, writes: bool, now_ms: u64) -> bool {
         match self.active(now_ms) {
             None => false,
             Some(true) => true,
-            Some(false) => spec.is_some_and(|s| s.has(WRITE | MAY_REPLICATE | TX_EXEC)),
+            Some(false) => writes,
         }
     }
 }
@@ -1002,6 +1026,27 @@ impl ServerState {
 
     pub fn used_memory(&self) -> usize {
         (self.hooks.used_memory)()
+    }
+
+    /// While a CLIENT PAUSE runs, expired keys read as absent but are not deleted (the cron's
+    /// active expiry stops too), as Redis 7.0 keeps the data set still during a pause; when it
+    /// ends (UNPAUSE, or its deadline, seen by the cron), reads delete them again. Called after
+    /// PAUSE and UNPAUSE and from the cron; one load when nothing changed. A replica's shards are
+    /// left as its role set them (replicas never expire keys themselves).
+    pub fn sync_pause_expiry(&self, now_ms: u64) {
+        let p = &self.client_pause;
+        let want = p.active(now_ms).is_some();
+        if p.expiry_held.load(Relaxed) == want {
+            return;
+        }
+        let _g = p.lock.lock().expect("pause lock");
+        if p.expiry_held.load(Relaxed) == want {
+            return;
+        }
+        if !self.repl.is_replica() {
+            self.ks.set_expire_on_access(!want);
+        }
+        p.expiry_held.store(want, Relaxed);
     }
 
     pub fn register_client(&self, handle: Arc<ClientHandle>) {

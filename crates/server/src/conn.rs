@@ -483,9 +483,17 @@ async fn run<S: ClientStream>(
                     // CLIENT UNPAUSE ends it). Replicas' links do not come through here.
                     // Looked at with the batch's clock (a pause that ends during the batch is seen
                     // ended by the next); the wait below reads the clock itself.
-                    if srv.client_pause.holds(spec, now) {
+                    if srv.client_pause.active(now).is_some()
+                        && srv.client_pause.holds(
+                            shoal_commands::pause_counts_as_write(srv, client, spec, &args),
+                            now,
+                        )
+                    {
                         settle!();
-                        while srv.client_pause.holds(spec, now_ms()) {
+                        let _blocked = srv.client_pause.wait_guard();
+                        let writes =
+                            shoal_commands::pause_counts_as_write(srv, client, spec, &args);
+                        while srv.client_pause.holds(writes, now_ms()) {
                             if client.handle.killed.load(Relaxed) {
                                 return End::Killed;
                             }

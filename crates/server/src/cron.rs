@@ -114,6 +114,8 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                 let period = Duration::from_millis(1000 / hz);
                 let budget = period * EXPIRE_CYCLE_BUDGET_PERCENT as u32 / 100;
                 let t0 = Instant::now();
+                // A CLIENT PAUSE that ran out releases expiry on access.
+                srv.sync_pause_expiry(now_ms());
                 // Replicas never expire keys themselves: the primary's deletions arrive instead;
                 // and a CLIENT PAUSE freezes the data set, as Redis's pause stops active expiry.
                 let (_, more) =

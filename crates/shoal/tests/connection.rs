@@ -572,6 +572,103 @@ fn errors_on_one_connection_do_not_disturb_another() {
 /// only writes and commands that may replicate (PUBLISH) wait, reads are served; under ALL
 /// everything waits (CLIENT UNPAUSE too); `CLIENT UNPAUSE` ends a WRITE pause at once; errors as
 /// Redis's.
+/// Under `CLIENT PAUSE WRITE`, what waits is decided as Redis 7.0 decides it: a script by the
+/// flags it declared (`no-writes` runs; no shebang, or a shebang without `no-writes`, waits), a
+/// no-writes function runs, a transaction of reads runs and one with a write waits at EXEC, a
+/// request with the wrong arity is answered at once; waiting clients count in `blocked_clients`;
+/// a read-only script may not PUBLISH. Expiry stops: a key past its TTL reads as absent but is
+/// not deleted (`expired_keys` unchanged) until the pause ends.
+#[test]
+fn client_pause_write_judges_scripts_and_transactions_and_holds_expiry() {
+    let s = Shoal::start(&[]);
+    let mut admin = s.raw();
+    let blocked = |a: &mut Raw| -> String {
+        let info = a.call(&["INFO", "clients"]);
+        common::info_value(&info, "blocked_clients").unwrap_or_default()
+    };
+    let expired = |a: &mut Raw| -> String {
+        let info = a.call(&["INFO", "stats"]);
+        common::info_value(&info, "expired_keys").unwrap_or_default()
+    };
+    assert_eq!(admin.call(&["SET", "x", "y"]), "+OK\r\n");
+    assert_eq!(admin.call(&["SET", "e", "1", "PX", "150"]), "+OK\r\n");
+    let lib = "#!lua name=plib\nredis.register_function{function_name='ro', \
+               callback=function() return 'hello' end, flags={'no-writes'}}";
+    assert_eq!(admin.call(&["FUNCTION", "LOAD", lib]), "$4\r\nplib\r\n");
+    // A transaction with a write, queued before the pause (queueing a write waits too, as in
+    // Redis).
+    let mut tx = s.raw();
+    assert_eq!(tx.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(tx.call(&["SET", "x", "z"]), "+QUEUED\r\n");
+    let expired_before = expired(&mut admin);
+    assert_eq!(
+        admin.call(&["CLIENT", "PAUSE", "60000", "WRITE"]),
+        "+OK\r\n"
+    );
+    // Served at once.
+    let mut c = s.raw();
+    for (args, want) in [
+        (
+            &["EVAL", "#!lua flags=no-writes\nreturn 1", "0"][..],
+            ":1\r\n",
+        ),
+        (
+            &["EVAL_RO", "return redis.call('get', KEYS[1])", "1", "x"],
+            "$1\r\ny\r\n",
+        ),
+        (&["FCALL", "ro", "0"], "$5\r\nhello\r\n"),
+        (
+            &["SET", "x"],
+            "-ERR wrong number of arguments for 'set' command\r\n",
+        ),
+        (
+            &["EVAL_RO", "return redis.call('publish', 'ch', 'm')", "0"],
+            "-ERR Write commands are not allowed from read-only scripts.",
+        ),
+        (&["MULTI"], "+OK\r\n"),
+        (&["GET", "x"], "+QUEUED\r\n"),
+        (&["EXEC"], "*1\r\n$1\r\ny\r\n"),
+    ] {
+        let got = c.call(args);
+        // (An error raised in a script goes on with the script's name and line.)
+        assert!(got.starts_with(want), "{args:?}: {got:?}");
+    }
+    // Held until UNPAUSE, each counted as blocked.
+    let mut waiting = Vec::new();
+    for args in [
+        &["EVAL", "return 1", "0"][..],
+        &["EVAL", "#!lua\nreturn 2", "0"],
+        &["PUBLISH", "ch", "m"],
+    ] {
+        let mut w = s.raw();
+        let a: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        w.cmd(&a);
+        waiting.push(w);
+    }
+    tx.cmd(&[b"EXEC"]);
+    let addr = s.addr();
+    common::wait_until("four clients wait for the pause", || {
+        blocked(&mut Raw::connect(&addr)) == "4"
+    });
+    // The key past its TTL reads as absent, and is not deleted while paused.
+    common::wait_until("e is past its TTL", || {
+        admin.call(&["GET", "e"]) == "$-1\r\n"
+    });
+    assert_eq!(expired(&mut admin), expired_before);
+    assert_eq!(admin.call(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
+    let replies: Vec<String> = waiting
+        .iter_mut()
+        .map(|w| String::from_utf8(w.reply()).unwrap())
+        .collect();
+    assert_eq!(replies, [":1\r\n", ":2\r\n", ":0\r\n"]);
+    assert_eq!(String::from_utf8(tx.reply()).unwrap(), "*1\r\n+OK\r\n");
+    assert_eq!(blocked(&mut admin), "0");
+    // Unpaused: the next read deletes it.
+    assert_eq!(admin.call(&["GET", "e"]), "$-1\r\n");
+    let after: u64 = expired(&mut admin).parse().unwrap();
+    assert!(after > expired_before.parse::<u64>().unwrap());
+}
+
 #[test]
 fn client_pause_holds_writes_or_everything_until_the_deadline_or_unpause() {
     use std::time::{Duration, Instant};

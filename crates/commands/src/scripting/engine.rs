@@ -784,10 +784,12 @@ fn check_call(
         let now = rc.ctx.now_ms;
         return Err(crate::acl::denied_in_script(srv, rc.ctx.client, spec, a, d, now).into());
     }
+    // A read-only script may not run a command that may replicate either (PUBLISH, ...), as in
+    // Redis: so CLIENT PAUSE WRITE can let read-only scripts run.
+    if spec.has(flag::WRITE | flag::MAY_REPLICATE) && (rc.read_only_call || rc.flags.no_writes) {
+        return Err("ERR Write commands are not allowed from read-only scripts.".into());
+    }
     if spec.has(flag::WRITE) {
-        if rc.read_only_call || rc.flags.no_writes {
-            return Err("ERR Write commands are not allowed from read-only scripts.".into());
-        }
         if srv.repl.is_replica() && srv.hot.replica_read_only.load(Relaxed) {
             return Err(ReplyError::ReadOnly.to_string().into());
         }

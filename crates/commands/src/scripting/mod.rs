@@ -80,7 +80,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "eval",
         arity: -3,
-        flags: NOSCRIPT | STALE | SKIP_MONITOR | NO_MANDATORY_KEYS | MOVABLEKEYS,
+        flags: NOSCRIPT | STALE | SKIP_MONITOR | MAY_REPLICATE | NO_MANDATORY_KEYS | MOVABLEKEYS,
         keys: EVAL_KEYS,
         group: SC,
         since: "2.6.0",
@@ -104,7 +104,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "evalsha",
         arity: -3,
-        flags: NOSCRIPT | STALE | SKIP_MONITOR | NO_MANDATORY_KEYS | MOVABLEKEYS,
+        flags: NOSCRIPT | STALE | SKIP_MONITOR | MAY_REPLICATE | NO_MANDATORY_KEYS | MOVABLEKEYS,
         keys: EVALSHA_KEYS,
         group: SC,
         since: "2.6.0",
@@ -128,7 +128,7 @@ pub static COMMANDS: &[Spec] = &[
     Spec {
         name: "fcall",
         arity: -3,
-        flags: NOSCRIPT | STALE | SKIP_MONITOR | NO_MANDATORY_KEYS | MOVABLEKEYS,
+        flags: NOSCRIPT | STALE | SKIP_MONITOR | MAY_REPLICATE | NO_MANDATORY_KEYS | MOVABLEKEYS,
         keys: FCALL_KEYS,
         group: SC,
         since: "7.0.0",
@@ -569,6 +569,36 @@ impl Scripting {
         }
         Ok(f(g.as_mut().expect("created above")))
     }
+}
+
+/// Whether a request counts as a write for CLIENT PAUSE WRITE and for a transaction holding it,
+/// as Redis's `getCommandFlags` decides: a script command (EVAL, EVALSHA, FCALL) whose script
+/// declared flags writes unless it declared `no-writes`; one without flags, or not found, may
+/// replicate, so it counts. Anything else by its flags. The script caches are only tried: while
+/// a script holds them, the request counts as a write.
+pub fn pause_counts_as_write(srv: &ServerState, spec: &Spec, args: &Args<'_>) -> bool {
+    if spec.group != Group::Scripting || !spec.has(MAY_REPLICATE) || args.len() < 2 {
+        return spec.has(WRITE | MAY_REPLICATE);
+    }
+    let flags = match spec.name {
+        "eval" => shebang(args.get(1)).ok().map(|(f, _)| f),
+        "evalsha" => {
+            let sha = String::from_utf8_lossy(args.get(1)).to_ascii_lowercase();
+            srv.scripts.eval.try_lock().ok().and_then(|g| {
+                g.as_ref()
+                    .and_then(|vm| vm.scripts.get(&sha).map(|c| c.flags))
+            })
+        }
+        _ => {
+            let name = String::from_utf8_lossy(args.get(1));
+            srv.scripts
+                .functions
+                .try_lock()
+                .ok()
+                .and_then(|fs| functions::lookup(&fs, &name).ok().map(|(_, f)| f))
+        }
+    };
+    flags.is_none_or(|f| f.legacy || !f.no_writes)
 }
 
 // ---- script bodies ----
