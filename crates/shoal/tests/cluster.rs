@@ -895,6 +895,79 @@ fn a_slot_moved_with_setslot_redirects_with_ask_then_moved() {
     assert!(!d.call(&["CLUSTER", "NODES"]).contains("[0-"));
 }
 
+/// `redis-cli --cluster import` moves a redis-server's keys into a shoal cluster: redis-cli
+/// MIGRATEs each key from the redis-server to the shoal node owning its slot, and shoal RESTOREs
+/// redis-server's payloads (strings, a list, a set, a sorted set, a hash, a HyperLogLog, a TTL).
+#[test]
+fn redis_cli_cluster_import_brings_a_redis_servers_keys_in() {
+    const KEYS: usize = 150;
+    let _turn = many_nodes();
+    let nodes: Vec<Shoal> = (0..3).map(|_| cluster_node()).collect();
+    create(&nodes, 0);
+    let redis = common::reference::Redis::start();
+    let mut rc = redis.client();
+    for i in 0..KEYS {
+        let _: () = q(&mut rc, &["SET", &format!("key:{i}"), &i.to_string()]);
+    }
+    let members: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    let mut sadd = vec!["SADD", "set"];
+    sadd.extend(members.iter().map(String::as_str));
+    let _: i64 = q(&mut rc, &sadd);
+    let _: i64 = q(&mut rc, &["RPUSH", "list", "a", "b", "c"]);
+    let _: i64 = q(&mut rc, &["ZADD", "zset", "1", "x", "2.5", "y"]);
+    let _: i64 = q(&mut rc, &["HSET", "hash", "f", "v"]);
+    let _: i64 = q(&mut rc, &["PFADD", "hll", "a", "b", "c", "d"]);
+    let _: i64 = q(&mut rc, &["EXPIRE", "key:1", "1000"]);
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "import", &nodes[0].addr()])
+        .args(["--cluster-from", &format!("127.0.0.1:{}", redis.port)])
+        .arg("--cluster-copy")
+        .output()
+        .expect("redis-cli");
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !t.contains("ERR"),
+        "{}{}",
+        &t[t.len().saturating_sub(3000)..],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total: u64 = nodes
+        .iter()
+        .map(|n| q::<u64>(&mut n.client(), &["DBSIZE"]))
+        .sum();
+    assert_eq!(total, KEYS as u64 + 5);
+    let client = common::cluster_client(vec![nodes[0].url()]).expect("cluster client");
+    let mut c = client.get_connection().expect("cluster connection");
+    for i in (0..KEYS).step_by(7) {
+        let v: usize = redis::cmd("GET")
+            .arg(format!("key:{i}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, i);
+    }
+    let ttl: i64 = redis::cmd("TTL").arg("key:1").query(&mut c).unwrap();
+    assert!((990..=1000).contains(&ttl), "TTL {ttl}");
+    let n: i64 = redis::cmd("SCARD").arg("set").query(&mut c).unwrap();
+    assert_eq!(n, 200);
+    let l: Vec<String> = redis::cmd("LRANGE")
+        .arg(&["list", "0", "-1"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(l, ["a", "b", "c"]);
+    let z: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&["zset", "0", "-1", "WITHSCORES"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(z, ["x", "1", "y", "2.5"]);
+    let h: String = redis::cmd("HGET")
+        .arg(&["hash", "f"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(h, "v");
+    let n: i64 = redis::cmd("PFCOUNT").arg("hll").query(&mut c).unwrap();
+    assert_eq!(n, 4);
+}
+
 #[test]
 fn redis_cli_reshard_moves_slots_and_keys_between_nodes() {
     const KEYS: usize = 600;
