@@ -918,30 +918,6 @@ fn has_tombstones_from(s: &Stream, start: StreamId) -> bool {
     start <= s.max_deleted_id
 }
 
-/// `streamEstimateDistanceFromFirstEverEntry`.
-fn estimate_distance(s: &Stream, id: StreamId) -> i64 {
-    if s.entries_added == 0 {
-        return 0;
-    }
-    if s.is_empty() && id <= s.last_id {
-        return s.entries_added as i64;
-    }
-    if id == s.last_id {
-        return s.entries_added as i64;
-    }
-    if id > s.last_id {
-        return ENTRIES_READ_INVALID;
-    }
-    if s.max_deleted_id.is_zero() || s.max_deleted_id < s.first_id {
-        if id < s.first_id {
-            return (s.entries_added - s.len() as u64) as i64;
-        } else if id == s.first_id {
-            return (s.entries_added - s.len() as u64 + 1) as i64;
-        }
-    }
-    ENTRIES_READ_INVALID
-}
-
 /// `streamReplyWithCGLag`: the group's lag, or `None` (null) when unknown.
 fn group_lag(s: &Stream, g: &ConsumerGroup) -> Option<i64> {
     if s.entries_added == 0 {
@@ -950,7 +926,7 @@ fn group_lag(s: &Stream, g: &ConsumerGroup) -> Option<i64> {
     if g.entries_read != ENTRIES_READ_INVALID && !has_tombstones_from(s, g.last_id) {
         return Some(s.entries_added as i64 - g.entries_read);
     }
-    let read = estimate_distance(s, g.last_id);
+    let read = s.estimate_distance(g.last_id);
     (read != ENTRIES_READ_INVALID).then(|| s.entries_added as i64 - read)
 }
 
@@ -984,7 +960,7 @@ fn deliver_new(
         s.entries_added,
         ids.iter().map(|&id| has_tombstones_from(s, id)).collect(),
     );
-    let estimates: Vec<i64> = ids.iter().map(|&id| estimate_distance(s, id)).collect();
+    let estimates: Vec<i64> = ids.iter().map(|&id| s.estimate_distance(id)).collect();
     let g = s.groups.get_mut(group).expect("group checked");
     for (i, &id) in ids.iter().enumerate() {
         if id > g.last_id {

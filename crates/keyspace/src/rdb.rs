@@ -9,17 +9,21 @@
 //!                scores): counted sequences of RDB strings; 10 list, 12 zset, 13 hash as a
 //!                ziplist; 11 set as an intset; 14 list as a quicklist of ziplists; 16 hash,
 //!                17 zset, 20 set as a listpack; 18 list as a quicklist of listpacks (or plain
-//!                nodes)
+//!                nodes); 15, 19, 21 a stream (nodes: a 16-byte master ID and a listpack of
+//!                entries as deltas from it; then the length, last ID, and from 19 the first
+//!                ID, largest deleted ID and entries added; then the consumer groups with their
+//!                pending entries and consumers, from 21 with each consumer's active time)
 //!   length       the top two bits of the first byte: 00 6 bits, 01 14 bits, 0x80 + u32 BE,
 //!                0x81 + u64 BE; 11 a special string encoding: 0 int8, 1 int16, 2 int32
 //!                (little-endian), 3 LZF (compressed length, length, bytes)
 //! ```
 //!
-//! Streams, module values and Redis 7.4's hashes with field expiry are not read: RESTORE answers
-//! `Bad data format` for them. Every read is bounded by the payload (lengths are checked before
+//! Module values and Redis 7.4's hashes with field expiry are not read: RESTORE answers `Bad data
+//! format` for them. Every read is bounded by the payload (lengths are checked before
 //! anything is allocated from them), and a malformed body gives `None`, never a panic.
 
 use crate::entry::Object;
+use crate::types::stream::{ConsumerGroup, PendingEntry, Stream, StreamId};
 use crate::types::{EncodingLimits, hash::Hash, list::List, set::Set, zset::ZSet};
 
 /// The newest RDB version read (Redis 7.4 writes 12; Redis 7.0 writes 10).
@@ -381,6 +385,155 @@ fn scored(flat: Vec<Vec<u8>>) -> Option<Vec<(Vec<u8>, f64)>> {
         .collect()
 }
 
+/// A stream ID as RDB writes it in a node key or a pending entry: 16 bytes, big-endian.
+fn raw_id(b: &[u8]) -> Option<StreamId> {
+    if b.len() != 16 {
+        return None;
+    }
+    Some(StreamId::new(
+        u64::from_be_bytes(b[..8].try_into().ok()?),
+        u64::from_be_bytes(b[8..].try_into().ok()?),
+    ))
+}
+
+/// A stream ID as two RDB lengths.
+fn len_id(r: &mut Reader<'_>) -> Option<StreamId> {
+    Some(StreamId::new(r.length()?, r.length()?))
+}
+
+/// Milliseconds as Redis writes them (`rdbSaveMillisecondTime`: 8 bytes, little-endian).
+fn ms_time(r: &mut Reader<'_>) -> Option<u64> {
+    Some(i64::from_le_bytes(r.take(8)?.try_into().ok()?).max(0) as u64)
+}
+
+fn int_of(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// A stream (RDB types 15, 19 and 21): its nodes' live entries appended in order, its counters,
+/// its groups with their pending entries and consumers. Entries Redis kept as deleted in a node
+/// are left out (shoal cuts them from its nodes).
+fn stream(r: &mut Reader<'_>, ty: u8, limits: &EncodingLimits) -> Option<Stream> {
+    let mut s = Stream::new();
+    let nodes = r.count(2)?;
+    let mut live = 0u64;
+    for _ in 0..nodes {
+        let master = raw_id(&r.string()?)?;
+        let lp = listpack(&r.string()?)?;
+        // The master entry: count, deleted, the master fields, a 0 terminator.
+        let nf = usize::try_from(int_of(lp.get(2)?)?).ok()?;
+        let fields = lp.get(3..3 + nf)?;
+        if int_of(lp.get(3 + nf)?)? != 0 {
+            return None;
+        }
+        let mut pos = 4 + nf;
+        while pos < lp.len() {
+            let flags = int_of(lp.get(pos)?)?;
+            // Deltas from the master ID, added as Redis adds them (unsigned, wrapping: an entry of
+            // a later millisecond with a lower sequence has a negative sequence delta).
+            let ms = master.ms.wrapping_add(int_of(lp.get(pos + 1)?)? as u64);
+            let seq = master.seq.wrapping_add(int_of(lp.get(pos + 2)?)? as u64);
+            let id = StreamId::new(ms, seq);
+            let pairs: Vec<(&[u8], &[u8])> = if flags & 2 != 0 {
+                let values = lp.get(pos + 3..pos + 3 + nf)?;
+                pos += 3 + nf;
+                fields
+                    .iter()
+                    .zip(values)
+                    .map(|(f, v)| (&f[..], &v[..]))
+                    .collect()
+            } else {
+                let n = usize::try_from(int_of(lp.get(pos + 3)?)?).ok()?;
+                let flat = lp.get(pos + 4..pos + 4 + n.checked_mul(2)?)?;
+                pos += 4 + 2 * n;
+                flat.chunks(2).map(|c| (&c[0][..], &c[1][..])).collect()
+            };
+            // The entry's element count (for walking backwards).
+            lp.get(pos)?;
+            pos += 1;
+            if flags & 1 == 0 {
+                if live > 0 && id <= s.last_id {
+                    return None;
+                }
+                s.append(id, &pairs, limits);
+                live += 1;
+            }
+        }
+    }
+    if r.length()? != live {
+        return None;
+    }
+    let last_id = len_id(r)?;
+    if live > 0 && last_id < s.last_id {
+        return None;
+    }
+    s.last_id = last_id;
+    if ty >= 19 {
+        s.first_id = len_id(r)?;
+        s.max_deleted_id = len_id(r)?;
+        s.entries_added = r.length()?;
+    } else {
+        s.entries_added = live;
+    }
+    let groups = r.count(3)?;
+    for _ in 0..groups {
+        let name = r.string()?;
+        let last = len_id(r)?;
+        // Before 19 the count was not kept: estimated, as Redis does on loading.
+        let entries_read = if ty >= 19 {
+            r.length()? as i64
+        } else {
+            s.estimate_distance(last)
+        };
+        let mut g = ConsumerGroup::new(last, entries_read);
+        for _ in 0..r.count(17)? {
+            let id = raw_id(r.take(16)?)?;
+            let delivery_ms = ms_time(r)?;
+            let delivery_count = r.length()?;
+            let e = PendingEntry {
+                consumer: Box::default(),
+                delivery_ms,
+                delivery_count,
+            };
+            if g.pel.insert(id, e).is_some() {
+                return None;
+            }
+        }
+        for _ in 0..r.count(10)? {
+            let cname = r.string()?;
+            let seen_ms = ms_time(r)?;
+            if ty >= 21 {
+                ms_time(r)?;
+            }
+            let (c, created) = g.consumer_mut(&cname, seen_ms);
+            if !created {
+                return None;
+            }
+            c.seen_ms = seen_ms;
+            let mut owned = Vec::new();
+            for _ in 0..r.count(16)? {
+                owned.push(raw_id(r.take(16)?)?);
+            }
+            for id in owned {
+                let p = g.pel.get_mut(&id)?;
+                if !p.consumer.is_empty() {
+                    return None;
+                }
+                p.consumer = cname.clone().into_boxed_slice();
+                g.consumers.get_mut(&cname[..])?.pel.insert(id);
+            }
+        }
+        // Every pending entry belongs to a consumer, as Redis requires.
+        if g.pel.values().any(|p| p.consumer.is_empty()) {
+            return None;
+        }
+        if s.groups.insert(name.into_boxed_slice(), g).is_some() {
+            return None;
+        }
+    }
+    Some(s)
+}
+
 /// Reads one value: its RDB type byte, then its body, which must be all of `b`. `None` if the
 /// type is not one this reads or the body is malformed.
 pub fn read_value(b: &[u8], limits: &EncodingLimits) -> Option<Value> {
@@ -448,6 +601,7 @@ pub fn read_value(b: &[u8], limits: &EncodingLimits) -> Option<Value> {
             Value::Obj(list_of(elems, limits)?)
         }
         20 => Value::Obj(set_of(listpack(&r.string()?)?, limits)?),
+        15 | 19 | 21 => Value::Obj(Object::Stream(Box::new(stream(&mut r, ty, limits)?))),
         _ => return None,
     };
     r.at_end().then_some(v)
@@ -456,6 +610,7 @@ pub fn read_value(b: &[u8], limits: &EncodingLimits) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::stream::ENTRIES_READ_INVALID;
 
     fn limits() -> EncodingLimits {
         EncodingLimits::default()
@@ -538,6 +693,44 @@ mod tests {
         assert!(read_value(b"\x07\x00", &limits()).is_none());
     }
 
+    /// XADD st 5-1 a 1, 5-2 a 2, 6-0 b 3; XDEL st 5-2; XGROUP CREATE st g 0; XREADGROUP GROUP g
+    /// alice COUNT 1: as redis-server 7.0.15 dumps it (type 19).
+    #[test]
+    fn a_stream_with_a_deleted_entry_and_a_group() {
+        let b = b"\x13\x01\x10\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x01\x36\x36\x00\x00\x00\x16\x00\x02\x01\x01\x01\x01\x01\x81\x61\x02\x00\x01\x02\x01\x00\x01\x00\x01\x01\x01\x04\x01\x03\x01\x00\x01\x01\x01\x02\x01\x04\x01\x00\x01\x01\x01\xdf\xff\x02\x01\x01\x81\x62\x02\x03\x01\x06\x01\xff\x02\x06\x00\x05\x01\x05\x02\x03\x01\x01\x67\x05\x01\x81\xff\xff\xff\xff\xff\xff\xff\xff\x01\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x01\x23\x23\x2f\x4a\xa2\x01\x00\x00\x01\x01\x05\x61\x6c\x69\x63\x65\x23\x23\x2f\x4a\xa2\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x01";
+        let Object::Stream(s) = obj(b) else {
+            panic!("not a stream")
+        };
+        let id = StreamId::new;
+        let fields = |i: StreamId| -> Vec<(Vec<u8>, Vec<u8>)> {
+            s.get(i)
+                .map(|e| e.fields().map(|(f, v)| (f.to_vec(), v.to_vec())).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(s.len(), 2);
+        assert_eq!(fields(id(5, 1)), [(b"a".to_vec(), b"1".to_vec())]);
+        assert!(s.get(id(5, 2)).is_none());
+        assert_eq!(fields(id(6, 0)), [(b"b".to_vec(), b"3".to_vec())]);
+        assert_eq!(
+            (s.last_id, s.first_id, s.max_deleted_id, s.entries_added),
+            (id(6, 0), id(5, 1), id(5, 2), 3)
+        );
+        let g = &s.groups[&b"g"[..]];
+        assert_eq!(
+            (g.last_id, g.entries_read),
+            (id(5, 1), ENTRIES_READ_INVALID)
+        );
+        assert_eq!(&*g.pel[&id(5, 1)].consumer, b"alice");
+        assert_eq!(g.pel[&id(5, 1)].delivery_count, 1);
+        assert!(g.consumers[&b"alice"[..]].pel.contains(&id(5, 1)));
+        // A pending entry without a consumer is refused, as Redis refuses it.
+        let mut cut = b.to_vec();
+        let at = cut.len() - 16 - 1;
+        cut[at] = 0;
+        cut.truncate(at + 1);
+        assert!(read_value(&cut, &limits()).is_none());
+    }
+
     #[test]
     fn ziplists_of_older_redis() {
         // A ziplist of "ab", 7 (immediate), -300 (int16): zlbytes, zltail, zllen, entries, end.
@@ -569,7 +762,9 @@ mod tests {
                 seed ^= seed << 17;
                 b.push(seed as u8);
             }
-            for ty in [0u8, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 16, 17, 18, 20] {
+            for ty in [
+                0u8, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+            ] {
                 if let Some(first) = b.first_mut() {
                     *first = ty;
                 }

@@ -760,6 +760,19 @@ fn read_back(c: &mut redis::Connection, key: &str) -> String {
             "{:?}",
             q::<Vec<String>>(c, &["ZRANGE", key, "0", "-1", "WITHSCORES"])
         ),
+        "stream" => {
+            let range: redis::Value = q(c, &["XRANGE", key, "-", "+"]);
+            // (Node counts aside: shoal cuts deleted entries out of its nodes.)
+            let info: Vec<redis::Value> = q(c, &["XINFO", "STREAM", key]);
+            let info: Vec<String> = info
+                .chunks(2)
+                .filter(|kv| !format!("{:?}", kv[0]).contains("radix-tree"))
+                .map(|kv| format!("{kv:?}"))
+                .collect();
+            let groups: redis::Value = q(c, &["XINFO", "GROUPS", key]);
+            let pending: redis::Value = q(c, &["XPENDING", key, "g"]);
+            format!("{range:?} {info:?} {groups:?} {pending:?}")
+        }
         other => other.to_string(),
     };
     format!("{key} {t} {v}")
@@ -767,7 +780,8 @@ fn read_back(c: &mut redis::Connection, key: &str) -> String {
 
 /// Keys of every type and encoding redis-server 7.0 writes (strings as integers, LZF-compressed
 /// and plain; listpack and quicklist lists, intset / listpack / hash-table sets, listpack and
-/// skip-list sorted sets, listpack and hash-table hashes, a HyperLogLog) dumped by redis-server,
+/// skip-list sorted sets, listpack and hash-table hashes, a HyperLogLog, a stream with deleted
+/// entries, consumer groups and pending entries) dumped by redis-server,
 /// restored into shoal: every key reads back the same, with its TTL. Then MIGRATE from the
 /// redis-server into shoal moves keys the same way (what `redis-cli --cluster import` uses).
 #[test]
@@ -850,6 +864,50 @@ fn redis_server_dump_payloads_restore_and_migrate_into_shoal() {
         let _: redis::Value = q(&mut rc, &args);
     }
     let _: i64 = q(&mut rc, &["PEXPIRE", "s:small", "100000"]);
+    // A stream with deleted entries, entries of other fields, a group with pending entries and
+    // consumers, and a group with none.
+    for i in 1..=12 {
+        let id = format!("1-{i}");
+        let (f, v) = if i % 4 == 0 {
+            ("other", "x")
+        } else {
+            ("a", "1")
+        };
+        let _: String = q(&mut rc, &["XADD", "st", &id, f, v, "b", &i.to_string()]);
+    }
+    let _: i64 = q(&mut rc, &["XDEL", "st", "1-5"]);
+    let _: String = q(&mut rc, &["XGROUP", "CREATE", "st", "g", "0"]);
+    let _: String = q(&mut rc, &["XGROUP", "CREATE", "st", "idle", "$"]);
+    let _: redis::Value = q(
+        &mut rc,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "alice",
+            "COUNT",
+            "3",
+            "STREAMS",
+            "st",
+            ">",
+        ],
+    );
+    let _: redis::Value = q(
+        &mut rc,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "bob",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "st",
+            ">",
+        ],
+    );
+    let _: i64 = q(&mut rc, &["XACK", "st", "g", "1-2"]);
+    setup.push(vec!["XADD".into(), "st".into()]);
     let keys: Vec<String> = setup.iter().map(|c| c[1].clone()).collect();
     for key in &keys {
         let payload: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut rc).unwrap();

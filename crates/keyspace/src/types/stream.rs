@@ -554,6 +554,32 @@ impl Stream {
         count(&keys, 0)
     }
 
+    /// How many entries were added up to `id` (a group's `entries-read` for a last-delivered ID
+    /// of `id`), or [`ENTRIES_READ_INVALID`] when it cannot be told: Redis's
+    /// `streamEstimateDistanceFromFirstEverEntry`.
+    pub fn estimate_distance(&self, id: StreamId) -> i64 {
+        if self.entries_added == 0 {
+            return 0;
+        }
+        if self.is_empty() && id <= self.last_id {
+            return self.entries_added as i64;
+        }
+        if id == self.last_id {
+            return self.entries_added as i64;
+        }
+        if id > self.last_id {
+            return ENTRIES_READ_INVALID;
+        }
+        if self.max_deleted_id.is_zero() || self.max_deleted_id < self.first_id {
+            if id < self.first_id {
+                return (self.entries_added - self.len) as i64;
+            } else if id == self.first_id {
+                return (self.entries_added - self.len + 1) as i64;
+            }
+        }
+        ENTRIES_READ_INVALID
+    }
+
     pub fn mem_bytes(&self) -> usize {
         std::mem::size_of::<Stream>()
             + self.node_bytes
