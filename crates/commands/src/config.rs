@@ -63,6 +63,25 @@ pub struct Param {
     pub get: fn(&Config) -> String,
 }
 
+/// Parameters fixed at start-up that `CONFIG SET` still accepts when given the value in force
+/// (nothing to change): `bind`, which Redis 7.0 changes at run time and shoal cannot yet, and
+/// shoal's own start-up parameters. A tool that sets back every parameter `CONFIG GET *` listed
+/// (Redis's own "CONFIG sanity" test does) then does not fail on them; any other value is
+/// refused, and Redis's immutable parameters keep Redis's error whatever the value.
+pub const SAME_VALUE_SETTABLE: &[&str] = &[
+    "bind",
+    "cluster-secret",
+    "log-format",
+    "metrics-bind",
+    "metrics-port",
+    "threads",
+    "tiered-storage",
+    "tiered-storage-dir",
+    "tiered-storage-max-bytes",
+    "tiered-storage-min-value-bytes",
+    "tls-cluster",
+];
+
 /// A type a parameter's field can have.
 pub trait Value: Sized {
     /// Checks `text` against `kind`; `current` for values set piecewise (output buffer limits).

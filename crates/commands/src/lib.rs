@@ -850,6 +850,10 @@ fn run_command<'a>(
         error_counted: false,
     };
     cache_lease::before_write(srv, spec, args);
+    // A script is shown before the commands it runs, as Redis feeds EVAL and FCALL first.
+    if spec.has(flag::SKIP_MONITOR) && srv.monitors.active() && mode == RunMode::Normal {
+        monitor::feed(srv, ctx.client, spec, args);
+    }
     if let Err(e) = handler(&mut ctx, args) {
         failed = true;
         if !ctx.error_counted {
@@ -870,8 +874,8 @@ fn run_command<'a>(
     let client = ctx.client;
     tracking::after_command(srv, client, spec, args, now_ms);
     repair::after_read(srv, client.db, spec, args);
-    // A blocked command is shown once, when it is first run.
-    if srv.monitors.active() && mode == RunMode::Normal {
+    // A blocked command is shown once, when it is first run (a script, before it runs: below).
+    if srv.monitors.active() && mode == RunMode::Normal && !spec.has(flag::SKIP_MONITOR) {
         monitor::feed(srv, client, spec, args);
     }
     if spec.has(flag::WRITE) && block.is_none() {

@@ -111,7 +111,12 @@ pub fn feed(srv: &ServerState, client: &Client, spec: &'static Spec, args: &Args
             us / 1_000_000,
             us % 1_000_000,
             client.db,
-            client.handle.addr
+            // A script's commands show as the script client's, as in Redis.
+            if client.in_script_call {
+                "lua"
+            } else {
+                &client.handle.addr
+            }
         )
         .as_bytes(),
     );

@@ -948,7 +948,17 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             }
             seen.push(p.name);
             if !p.mutable {
-                return Err(fail("can't set immutable config"));
+                // The value in force may be set again (nothing changes), for the parameters
+                // Redis does not refuse: see `config::SAME_VALUE_SETTABLE`.
+                let value = args.str_lossy(i + 1);
+                let mut scratch = (*prev).clone();
+                let same = config::SAME_VALUE_SETTABLE.contains(&p.name)
+                    && (p.set)(&mut scratch, p.kind, &value).is_ok()
+                    && (p.get)(&scratch) == (p.get)(&prev);
+                if !same {
+                    return Err(fail("can't set immutable config"));
+                }
+                continue;
             }
             if p.protected && !enable_protected.allows(&addr) {
                 return Err(fail("can't set protected config"));
@@ -2499,6 +2509,40 @@ mod tests {
             r[5],
             "*2\r\n$16\r\nmaxmemory-policy\r\n$15\r\nallkeys-tinylfu\r\n"
         );
+    }
+
+    /// A start-up parameter Redis does not refuse (`bind`, shoal's own) may be set to the value
+    /// in force, nothing else; Redis's immutable ones are refused whatever the value.
+    #[test]
+    fn immutable_parameters_take_only_the_value_in_force() {
+        let r = run(&[
+            &["CONFIG", "SET", "bind", "127.0.0.1"],
+            &["CONFIG", "SET", "bind", "0.0.0.0"],
+            &["CONFIG", "SET", "threads", "0"],
+            &["CONFIG", "SET", "threads", "3"],
+            &["CONFIG", "SET", "databases", "16"],
+            &["CONFIG", "SET", "bind", "127.0.0.1", "maxmemory", "1mb"],
+            &["CONFIG", "GET", "maxmemory"],
+        ]);
+        assert_eq!(r[0], "+OK\r\n");
+        assert!(
+            r[1].contains("'bind') - can't set immutable config"),
+            "{}",
+            r[1]
+        );
+        assert_eq!(r[2], "+OK\r\n");
+        assert!(
+            r[3].contains("'threads') - can't set immutable config"),
+            "{}",
+            r[3]
+        );
+        assert!(
+            r[4].contains("'databases') - can't set immutable config"),
+            "{}",
+            r[4]
+        );
+        assert_eq!(r[5], "+OK\r\n");
+        assert_eq!(r[6], "*2\r\n$9\r\nmaxmemory\r\n$7\r\n1048576\r\n");
     }
 
     #[test]

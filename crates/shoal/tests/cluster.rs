@@ -938,13 +938,7 @@ fn redis_cli_cluster_import_brings_a_redis_servers_keys_in() {
     assert_eq!(total, KEYS as u64 + 5);
     let client = common::cluster_client(vec![nodes[0].url()]).expect("cluster client");
     let mut c = client.get_connection().expect("cluster connection");
-    for i in (0..KEYS).step_by(7) {
-        let v: usize = redis::cmd("GET")
-            .arg(format!("key:{i}"))
-            .query(&mut c)
-            .unwrap();
-        assert_eq!(v, i);
-    }
+    read_back(&mut c, KEYS, 7);
     let ttl: i64 = redis::cmd("TTL").arg("key:1").query(&mut c).unwrap();
     assert!((990..=1000).contains(&ttl), "TTL {ttl}");
     let n: i64 = redis::cmd("SCARD").arg("set").query(&mut c).unwrap();

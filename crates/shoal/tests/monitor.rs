@@ -226,3 +226,48 @@ fn without_a_normal_class_limit_a_monitor_is_bounded_by_the_pubsub_class() {
     let pong: String = q(&mut c, &["PING"]);
     assert_eq!(pong, "PONG");
 }
+
+/// A script is shown before the commands it runs, and those as the script client's (`[0 lua]`),
+/// as redis-server 7.0.15 shows EVAL and FCALL (Redis's introspection unit checks both).
+#[test]
+fn a_monitor_sees_a_script_before_its_commands() {
+    let s = Shoal::start(&[]);
+    let mut m = start_monitor(&s);
+    let mut c = Raw::connect(&s.addr());
+    let port = c.stream.local_addr().unwrap().port();
+    assert_eq!(
+        c.call(&[
+            "EVAL",
+            "redis.call('set',KEYS[1],ARGV[1])",
+            "1",
+            "foo",
+            "bar"
+        ]),
+        "$-1\r\n"
+    );
+    let lib = "#!lua name=mlib\nredis.register_function('mfn', function() return redis.call('get', 'foo') end)";
+    assert_eq!(c.call(&["FUNCTION", "LOAD", lib]), "$4\r\nmlib\r\n");
+    assert_eq!(c.call(&["FCALL", "mfn", "0"]), "$3\r\nbar\r\n");
+    let lines = read_lines(&mut m, 5);
+    let (db, p, args) = parse_line(&lines[0]);
+    assert_eq!(
+        (db, p, args.as_str()),
+        (
+            0,
+            port,
+            r#""EVAL" "redis.call('set',KEYS[1],ARGV[1])" "1" "foo" "bar""#
+        )
+    );
+    assert!(
+        lines[1].ends_with(r#" [0 lua] "set" "foo" "bar""#),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].contains(r#""FUNCTION" "LOAD""#), "{}", lines[2]);
+    assert!(lines[3].ends_with(r#""FCALL" "mfn" "0""#), "{}", lines[3]);
+    assert!(
+        lines[4].ends_with(r#" [0 lua] "get" "foo""#),
+        "{}",
+        lines[4]
+    );
+}
