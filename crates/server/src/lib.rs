@@ -248,7 +248,7 @@ pub struct Server {
 
 impl Server {
     /// Binds the listener (so the port is known before running) and builds the state.
-    pub fn bind(config: Config, allocator: Allocator) -> Result<Server, String> {
+    pub fn bind(mut config: Config, allocator: Allocator) -> Result<Server, String> {
         let port = config.port;
         let bind = config.bind.clone();
         let threads = match config.threads as usize {
@@ -262,6 +262,11 @@ impl Server {
         );
         let listener = listeners::bind(&addr_text)?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        // `--port 0` picks a free port: CONFIG GET port shows the one bound (so setting it back
+        // to what CONFIG GET said, as config tools and Redis's own tests do, changes nothing).
+        if port == 0 {
+            config.port = addr.port();
+        }
         // Certificates that do not load stop the start, naming the file.
         tls::install(&config)?;
         let tls_listener = if config.tls_port != 0 {

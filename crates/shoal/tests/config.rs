@@ -98,3 +98,18 @@ fn bounds_wider_than_before_follow_redis() {
     assert_eq!(n, 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A node started with `--port 0` (a free port) reports the port it bound in CONFIG GET, so
+/// setting every parameter back to what CONFIG GET showed (config tools, Redis's own "CONFIG
+/// sanity" test) leaves it listening where it was.
+#[test]
+fn config_get_port_shows_the_port_bound_for_port_zero() {
+    let s = Shoal::start(&[]);
+    let mut c = s.client();
+    let got: Vec<String> = q(&mut c, &["CONFIG", "GET", "port"]);
+    assert_eq!(got, ["port".to_string(), s.port.to_string()]);
+    let _: () = q(&mut c, &["CONFIG", "SET", "port", &s.port.to_string()]);
+    // Still listening there: a new connection is served.
+    let pong: String = q(&mut s.client(), &["PING"]);
+    assert_eq!(pong, "PONG");
+}
