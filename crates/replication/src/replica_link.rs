@@ -16,6 +16,9 @@ use crate::snapshot::Loader;
 use crate::state::{LinkState, ReplState};
 use crate::stream;
 
+/// Room the link's input buffer keeps between bursts (past four times this, it shrinks back).
+const INBUF_KEEP_BYTES: usize = 64 * 1024;
+
 /// Acknowledge at least this often, even without new data.
 pub const ACK_INTERVAL_MS: u64 = 1_000;
 /// A handshake reply longer than this is garbage.
@@ -415,6 +418,10 @@ impl ReplicaLink {
         }
         self.inbuf.drain(..pos);
         self.decoder.shift(pos, &mut self.ranges);
+        // Give memory back after a burst the link fell behind on (the buffer grew to hold it).
+        if self.inbuf.capacity() > 4 * INBUF_KEEP_BYTES && self.inbuf.len() < INBUF_KEEP_BYTES {
+            self.inbuf.shrink_to(INBUF_KEEP_BYTES);
+        }
         Ok(frames)
     }
 

@@ -466,6 +466,11 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
             if inbuf.len() > INPUT_BYTES_MAX {
                 return Err("a stream frame over the input limit".into());
             }
+            // Give memory back after a burst the link fell behind on (the buffer grew to hold
+            // it), as a client connection does.
+            if inbuf.capacity() > 4 * READ_CHUNK_BYTES && inbuf.len() < READ_CHUNK_BYTES {
+                inbuf.shrink_to(READ_CHUNK_BYTES);
+            }
             ack.clear();
             stream::encode_ack(&mut ack, pos.offset);
             write(s, &ack).await?;
