@@ -1159,8 +1159,9 @@ fn forget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let cfg = cl.config();
     if cfg.node(&id).is_none() {
         if cl.recently_forgotten(&id) {
-            // Removed from the configuration (by a FORGET sent to another node): forgotten here.
-            ctx.out.ok();
+            // Removed from the configuration (by a FORGET sent to another node): forgotten
+            // here; the node still makes sure it left the configuration group.
+            ctx.client.repl.action = Some(crate::state::Action::ClusterForget(id));
             return Ok(());
         }
         return Err(err!("Unknown node {id}"));

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use shoal_cluster::{Change, Config, Node};
+use shoal_cluster::{Change, ChangeError, Config, Node};
 use shoal_commands::ServerState;
 use shoal_commands::repl::Role;
 
@@ -51,6 +51,8 @@ pub struct ClusterNode {
     me: Node,
     /// Serialises forming a group of one.
     forming: tokio::sync::Mutex<()>,
+    /// Serialises the group membership changes a FORGET makes.
+    membership: tokio::sync::Mutex<()>,
     /// Serialises this node's slot exports (each notes the keys written in its slots through
     /// the shards' trackers, which one export at a time owns).
     pub exporting: tokio::sync::Mutex<()>,
@@ -126,6 +128,7 @@ impl ClusterNode {
             group,
             me,
             forming: tokio::sync::Mutex::new(()),
+            membership: tokio::sync::Mutex::new(()),
             exporting: tokio::sync::Mutex::new(()),
             failing_over: std::sync::atomic::AtomicBool::new(false),
         });
@@ -661,17 +664,53 @@ impl ClusterNode {
     }
 
     /// CLUSTER FORGET: removes a node that serves no slot and has no replicas from the
-    /// configuration and from the configuration group (a voter is replaced by a learner when
-    /// one is left, so the group keeps [`VOTERS`] voters). Run on the group's leader.
+    /// configuration, then from the configuration group. Any node may be asked, several at once
+    /// (`redis-cli --cluster del-node` asks every node): a FORGET that finds the node removed by
+    /// another's is done, and still makes sure the node left the group.
     pub async fn forget(&self, srv: &Arc<ServerState>, id: String) -> Result<(), String> {
         self.ensure_formed(srv).await?;
         if id == self.me.id {
             return Err("I tried hard but I can't forget myself...".into());
         }
-        self.propose(srv, Change::RemoveNode(id.clone())).await?;
-        let raft_id = raft_id_of(&id);
+        let cl = srv.cluster.as_ref().ok_or("cluster mode is off")?;
+        if cl.config().node(&id).is_some() {
+            match self
+                .propose_settled(srv, Change::RemoveNode(id.clone()))
+                .await
+            {
+                Proposed::Applied => {}
+                // Another FORGET's removal committed first.
+                Proposed::Refused(e) if e == ChangeError::UnknownNode(id.clone()).to_string() => {}
+                Proposed::Refused(e) | Proposed::Unknown(e) => return Err(e),
+            }
+        }
+        self.remove_from_group(srv, &id).await
+    }
+
+    /// Takes the forgotten node `id` out of the configuration group (a voter is replaced by a
+    /// learner when one is left, so the group keeps [`VOTERS`] voters). Membership changes are
+    /// the group leader's: another member asks the leader with CLUSTER FORGET, which for a node
+    /// the configuration no longer names does only this. One change at a time on a node.
+    async fn remove_from_group(&self, srv: &Arc<ServerState>, id: &str) -> Result<(), String> {
+        let raft_id = raft_id_of(id);
+        let member =
+            |m: &raft::GroupMetrics| m.voters.contains(&raft_id) || m.learners.contains(&raft_id);
         let m = self.group.metrics();
-        if !m.voters.contains(&raft_id) && !m.learners.contains(&raft_id) {
+        if !member(&m) {
+            return Ok(());
+        }
+        if let Some(leader) = m.leader.filter(|&l| l != self.group.raft_id()) {
+            let cfg = srv.cluster.as_ref().map(|c| c.config());
+            let leader = cfg
+                .as_ref()
+                .and_then(|c| c.nodes().iter().find(|n| raft_id_of(&n.id) == leader))
+                .cloned()
+                .ok_or("the configuration group's leader is not in the configuration")?;
+            let args = ["CLUSTER", "FORGET", id];
+            return ask_node(srv, &leader.ip, leader.port, &args, MERGE_TIMEOUT).await;
+        }
+        let _one = self.membership.lock().await;
+        if !member(&self.group.metrics()) {
             return Ok(());
         }
         self.group

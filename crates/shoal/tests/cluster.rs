@@ -1892,3 +1892,54 @@ fn cluster_meet_joins_lone_and_fresh_nodes_from_either_side() {
     assert_eq!(d.raw().call(&["GET", key]), "$4\r\nkept\r\n");
     assert!(!a.raw().call(&["CLUSTER", "NODES"]).contains(&idd));
 }
+
+/// FORGET of the same node sent to every node at once (as tools that remove a node may send
+/// it): each one is done, whichever committed the removal; none answers `Unknown node`.
+#[test]
+fn forget_sent_to_every_node_at_once_succeeds_on_each() {
+    let _turn = many_nodes();
+    let nodes: Vec<Shoal> = (0..3).map(|_| cluster_node()).collect();
+    create(&nodes, 0);
+    for round in 0..3 {
+        let extra = cluster_node();
+        assert_eq!(
+            extra.raw().call(&[
+                "CLUSTER",
+                "MEET",
+                "127.0.0.1",
+                &nodes[round].port.to_string()
+            ]),
+            "+OK\r\n"
+        );
+        let id = extra.raw().call(&["CLUSTER", "MYID"]);
+        let id = id.lines().nth(1).unwrap().to_string();
+        for n in &nodes {
+            common::wait_until("every node knows the new one", || {
+                n.raw().call(&["CLUSTER", "NODES"]).contains(id.as_str())
+            });
+        }
+        let replies: Vec<String> = std::thread::scope(|s| {
+            let calls: Vec<_> = nodes
+                .iter()
+                .map(|n| {
+                    let (mut r, id) = (n.raw(), id.clone());
+                    s.spawn(move || r.call(&["CLUSTER", "FORGET", &id]))
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert!(
+            replies.iter().all(|r| r == "+OK\r\n"),
+            "round {round}: {replies:?}"
+        );
+        for n in &nodes {
+            common::wait_until("every node forgot it", || {
+                !n.raw().call(&["CLUSTER", "NODES"]).contains(id.as_str())
+            });
+            common::wait_until("it left the configuration group", || {
+                info_field(n, "cluster", "shoal_raft_learners") == "0"
+                    && info_field(n, "cluster", "shoal_raft_voters") == "3"
+            });
+        }
+    }
+}
