@@ -8,10 +8,12 @@ mod common;
 use common::{Shoal, follow, info_field, q, scratch_dir, wait_until};
 use serde_json::Value;
 
-/// Every line of the log file, parsed (a line that is not JSON fails the test).
+/// Every complete line of the log file, parsed (a line that is not JSON fails the test; the
+/// last one may still be being written while the file is read, and waits for its newline).
 fn json_lines(path: &std::path::Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    text.split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
         .collect()
 }
