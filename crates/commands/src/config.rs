@@ -40,6 +40,9 @@ pub enum Kind {
     Percentiles,
     /// `notify-keyspace-events`: class characters (`KEg$lshzxetmdnA`).
     NotifyClasses,
+    /// Bytes with Redis's units, or a percentage of `maxmemory` (`10%`, at most 100):
+    /// `maxmemory-clients`.
+    MemoryOrPercent,
 }
 
 /// One row of [`PARAMS`].
@@ -307,6 +310,11 @@ params! {
     maxclients: u32 = "maxclients", Int(1, UINT_MAX), "10000", mutable;
     /// Bytes of data at most before keys are evicted (units: kb, mb, gb); 0 means no limit.
     maxmemory: u64 = "maxmemory", Memory(0, u64::MAX), "0", mutable;
+    /// Bytes all clients' buffers may take together (query and output buffers, arguments,
+    /// queued transactions; replicas and the primary's link excepted), or a percentage of
+    /// `maxmemory` (`10%`); past it the largest clients are disconnected, as Redis 7's client
+    /// eviction (CLIENT NO-EVICT exempts one). 0: no limit; at least 128 KB otherwise.
+    maxmemory_clients: MemoryShare = "maxmemory-clients", MemoryOrPercent, "0", mutable;
     /// Which keys go when memory is full (`noeviction` refuses writes instead).
     maxmemory_policy: Policy = "maxmemory-policy", Enum(POLICIES), "allkeys-tinylfu", mutable;
     /// Keys sampled per eviction (LRU, LFU, TTL policies).
@@ -920,6 +928,63 @@ impl Value for NotifyClasses {
     }
     fn render(&self) -> String {
         shoal_keyspace::notify::format_classes(self.0)
+    }
+}
+
+/// `maxmemory-clients`: bytes, or a share of `maxmemory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryShare {
+    Bytes(u64),
+    /// 1..=100 percent (0% is `Bytes(0)`, as Redis stores it).
+    Percent(u64),
+}
+
+/// The least a nonzero `maxmemory-clients` amounts to: below it, a bad setting would leave no
+/// client able to talk to the node (Redis's floor).
+pub const MAXMEMORY_CLIENTS_MIN: u64 = 128 * 1024;
+
+impl MemoryShare {
+    /// The limit in bytes given `maxmemory`; 0 when off (a percentage of no `maxmemory` too).
+    pub fn bytes(self, maxmemory: u64) -> u64 {
+        let v = match self {
+            MemoryShare::Bytes(0) => return 0,
+            MemoryShare::Bytes(b) => b,
+            MemoryShare::Percent(_) if maxmemory == 0 => return 0,
+            MemoryShare::Percent(p) => (maxmemory as f64 * p as f64 / 100.0) as u64,
+        };
+        v.max(MAXMEMORY_CLIENTS_MIN)
+    }
+}
+
+impl Value for MemoryShare {
+    fn parse(kind: Kind, text: &str, _: Option<&Self>) -> Result<Self, String> {
+        if !matches!(kind, Kind::MemoryOrPercent) {
+            return Err(KIND_MISMATCH.into());
+        }
+        // Redis reads a memory value first and keeps it as a signed number, a negative one
+        // standing for a percentage (so `99999999999999999999`, saturated to -1, means 1%).
+        let signed = match parse_memory(text) {
+            Some(raw) => raw as i64,
+            None => match text
+                .strip_suffix('%')
+                .filter(|n| !n.is_empty())
+                .and_then(string2ll)
+            {
+                Some(p) if p >= 0 => -p,
+                _ => return Err("argument must be a memory or percent value".into()),
+            },
+        };
+        match signed {
+            v if v < -100 => Err("percentage argument must be less or equal to 100".into()),
+            v if v < 0 => Ok(MemoryShare::Percent(v.unsigned_abs())),
+            v => Ok(MemoryShare::Bytes(v as u64)),
+        }
+    }
+    fn render(&self) -> String {
+        match self {
+            MemoryShare::Bytes(b) => b.to_string(),
+            MemoryShare::Percent(p) => format!("{p}%"),
+        }
     }
 }
 

@@ -622,6 +622,13 @@ pub struct ClientMem {
     pub total: usize,
 }
 
+/// What a client's subscription, watched key and BCAST prefix cost besides its name (the
+/// registry's entry and the client's own set entry), as `tot-mem` counts them; Redis counts
+/// the same bookkeeping by number too.
+pub const SUBSCRIPTION_BYTES: usize = 64;
+pub const WATCHED_KEY_BYTES: usize = 64;
+pub const TRACKING_PREFIX_BYTES: usize = 64;
+
 /// Reads what the connection task published (once per batch) about its buffers.
 pub fn client_mem(h: &ClientHandle, own_argv: usize) -> ClientMem {
     let qbuf = h.query_buf_bytes.load(Relaxed);
@@ -631,7 +638,12 @@ pub fn client_mem(h: &ClientHandle, own_argv: usize) -> ClientMem {
     let argv = own_argv.max(h.argv_bytes.load(Relaxed));
     let multi = h.multi_bytes.load(Relaxed);
     let omem = obl + queued;
-    let total = rbs
+    let bookkeeping = (h.subs.load(Relaxed) + h.psubs.load(Relaxed) + h.ssubs.load(Relaxed))
+        * SUBSCRIPTION_BYTES
+        + h.watched_keys.load(Relaxed) * WATCHED_KEY_BYTES
+        + h.tracking_prefixes.load(Relaxed) * TRACKING_PREFIX_BYTES;
+    let total = bookkeeping
+        + rbs
         + h.output_buf_capacity.load(Relaxed).max(obl)
         + queued
         + argv

@@ -15,6 +15,7 @@ pub mod bitmaps;
 pub mod blocking;
 pub mod bloom;
 pub mod cache_lease;
+pub mod client_eviction;
 pub mod cluster;
 pub mod cmdstats;
 pub mod coll;

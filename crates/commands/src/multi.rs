@@ -836,6 +836,7 @@ pub fn unwatch_all(srv: &ServerState, client: &mut Client) {
         let slot = shoal_keyspace::key_slot(&w.key);
         srv.ks.lock(srv.ks.shard_of(slot)).unwatch_key(w.db, &w.key);
     }
+    client.handle.watched_keys.store(0, Relaxed);
 }
 
 /// Whether any watched key changed since WATCH (see the module comment).
@@ -948,6 +949,10 @@ fn watch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             touches,
         });
     }
+    ctx.client
+        .handle
+        .watched_keys
+        .store(ctx.client.tx.watched.len(), Relaxed);
     ctx.out.ok();
     Ok(())
 }

@@ -320,6 +320,8 @@ impl Mailbox {
         }
         drop(m);
         self.pending.store(true, Relaxed);
+        // A subscriber whose messages pile up grows: `maxmemory-clients` counts them.
+        crate::client_eviction::account(srv, to);
         to.wake();
     }
 }

@@ -1018,6 +1018,7 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
         &s.client_query_limit_disconnections,
         &s.total_error_replies,
         &s.oom_rejections,
+        &ctx.srv.client_eviction.evicted,
     ] {
         c.store(0, Relaxed);
     }
@@ -2362,7 +2363,7 @@ fn stats_section(srv: &ServerState, t: &mut String) {
             s.expire_cycle_cpu_ms.load(Relaxed),
         )
         .f("evicted_keys", ks.evicted_keys)
-        .f("evicted_clients", 0)
+        .f("evicted_clients", srv.client_eviction.evicted.load(Relaxed))
         .f("total_eviction_exceeded_time", 0)
         .f("current_eviction_exceeded_time", 0)
         .f("keyspace_hits", ks.keyspace_hits)

@@ -38,6 +38,8 @@ pub struct Hot {
     pub ttl_jitter_percent: AtomicU64,
     /// Compact-encoding thresholds (`hash-max-listpack-entries` and friends).
     pub encoding: EncodingCell,
+    /// `maxmemory-clients` in bytes (a percentage taken of `maxmemory`); 0: no limit.
+    pub clients_limit_bytes: AtomicU64,
 }
 
 /// [`shoal_keyspace::EncodingLimits`] as one atomic per field: read by every collection write, so
@@ -216,6 +218,9 @@ pub struct ClientHandle {
     /// Sent READONLY (cluster mode, flag `r`).
     pub readonly: AtomicBool,
     pub no_evict: AtomicBool,
+    /// This client's share of the clients' memory total (`client_eviction`), while
+    /// `maxmemory-clients` is set.
+    pub accounted_mem: AtomicU64,
     /// CLIENT NO-TOUCH: this client's reads leave keys' access info alone (flag `T`).
     pub no_touch: AtomicBool,
     pub killed: AtomicBool,
@@ -229,6 +234,10 @@ pub struct ClientHandle {
     pub psubs: AtomicUsize,
     /// Shard channels subscribed to (CLIENT LIST `ssub`).
     pub ssubs: AtomicUsize,
+    /// Keys the client WATCHes, and BCAST prefixes it tracks: their bookkeeping counts in its
+    /// memory (`tot-mem`, `maxmemory-clients`), as in Redis.
+    pub watched_keys: AtomicUsize,
+    pub tracking_prefixes: AtomicUsize,
     /// CLIENT TRACKING as CLIENT LIST shows it: flags (`tracking::LIST_*` bits) and `redir=`
     /// (-1 when off); the state itself is in `ServerState::tracking`.
     pub tracking_flags: AtomicU8,
@@ -369,6 +378,7 @@ impl ClientHandle {
             monitor: AtomicBool::new(false),
             readonly: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
+            accounted_mem: AtomicU64::new(0),
             no_touch: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -376,6 +386,8 @@ impl ClientHandle {
             subs: AtomicUsize::new(0),
             psubs: AtomicUsize::new(0),
             ssubs: AtomicUsize::new(0),
+            watched_keys: AtomicUsize::new(0),
+            tracking_prefixes: AtomicUsize::new(0),
             tracking_flags: AtomicU8::new(0),
             tracking_redirect: AtomicI64::new(-1),
             multi_len: AtomicI64::new(-1),
@@ -725,6 +737,8 @@ pub struct Hooks {
     /// listener and closes the old one (0: closes it); the port now bound, or the reason the
     /// bind failed (the old listener then stays).
     pub listen: fn(&str, u16) -> Result<u16, String>,
+    /// Writes a line to the server's log at a level.
+    pub log: fn(crate::config::LogLevel, &str),
 }
 
 impl Default for Hooks {
@@ -743,6 +757,7 @@ impl Default for Hooks {
             write_file: |_, _| Err("no file system here".into()),
             apply_tls: |_| Ok(()),
             listen: |_, _| Err("no listeners here".into()),
+            log: |_, _| {},
         }
     }
 }
@@ -753,6 +768,8 @@ pub struct ServerState {
     pub ks: Keyspace,
     /// `CLIENT PAUSE`: until when, and whether every command waits or only writes.
     pub client_pause: ClientPause,
+    /// `maxmemory-clients`: the clients' memory total and its evictions.
+    pub client_eviction: crate::client_eviction::ClientEviction,
     /// The current configuration, replaced whole by [`ServerState::update_config`]; readers keep
     /// the snapshot they took.
     config: RwLock<Arc<Config>>,
@@ -831,6 +848,7 @@ impl ServerState {
     pub fn new(config: Config, now_ms: u64, seed: u64, hooks: Hooks) -> Self {
         let st = ServerState {
             client_pause: ClientPause::default(),
+            client_eviction: Default::default(),
             ks: Keyspace::new(config.databases, SHARDS_DEFAULT, seed),
             config: RwLock::new(Arc::new(config.clone())),
             hot: Hot::default(),
@@ -985,6 +1003,14 @@ impl ServerState {
         h.hll_sparse_max_bytes
             .store(new.hll_sparse_max_bytes, Relaxed);
         h.ttl_jitter_percent.store(new.ttl_jitter_percent, Relaxed);
+        if changed(old, new, |c| (c.maxmemory_clients, c.maxmemory)) {
+            let limit = new.maxmemory_clients.bytes(new.maxmemory);
+            h.clients_limit_bytes.store(limit, Relaxed);
+            // A lower limit applies at once (Redis evicts before the CONFIG SET returns).
+            if old.is_some() {
+                crate::client_eviction::evict_now(self);
+            }
+        }
         if changed(old, new, Config::encoding_limits) {
             h.encoding.store(new.encoding_limits());
         }
@@ -1058,7 +1084,10 @@ impl ServerState {
     }
 
     pub fn unregister_client(&self, id: u64) {
-        self.clients.lock().expect("clients lock").remove(&id);
+        let gone = self.clients.lock().expect("clients lock").remove(&id);
+        if let Some(h) = gone {
+            crate::client_eviction::forget(self, &h);
+        }
     }
 
     pub fn connected_clients(&self) -> usize {

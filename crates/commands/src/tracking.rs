@@ -62,6 +62,7 @@ fn mirror(srv: &ServerState, id: u64, s: Option<&ClientState>) {
         None => {
             h.tracking_flags.store(0, Relaxed);
             h.tracking_redirect.store(-1, Relaxed);
+            h.tracking_prefixes.store(0, Relaxed);
         }
         Some(s) => {
             let f = LIST_ON
@@ -69,6 +70,7 @@ fn mirror(srv: &ServerState, id: u64, s: Option<&ClientState>) {
                 | if s.bcast { LIST_BCAST } else { 0 };
             h.tracking_flags.store(f, Relaxed);
             h.tracking_redirect.store(s.redirect as i64, Relaxed);
+            h.tracking_prefixes.store(s.prefixes.len(), Relaxed);
         }
     }
 }

@@ -403,6 +403,11 @@ async fn run<S: ClientStream>(
             qbuf_peak = inbuf.len();
             h.query_buf_peak.store(qbuf_peak, Relaxed);
         }
+        // `maxmemory-clients`: a request growing past what all clients may hold together
+        // evicts the largest clients, this one first if it is the largest.
+        if shoal_commands::client_eviction::account(srv, h) {
+            return End::Killed;
+        }
         if out.capacity() == 0 {
             out = crate::bufpool::take();
         }
@@ -707,6 +712,9 @@ async fn run<S: ClientStream>(
             .handle
             .output_buf_capacity
             .store(out.capacity(), Relaxed);
+        // The batch's arguments, transaction and replies counted (the loop's top closes an
+        // evicted connection).
+        shoal_commands::client_eviction::account(srv, &client.handle);
         let epoch = srv.config_epoch.load(Relaxed);
         if epoch != limits_epoch {
             limits_epoch = epoch;

@@ -139,6 +139,9 @@ pub fn spawn(srv: Arc<ServerState>, mut shutdown: watch::Receiver<bool>) -> Join
                     evict_cycle(&srv, period * EVICT_CYCLE_BUDGET_PERCENT as u32 / 100);
                 }
                 s.observe_used_memory(srv.used_memory() as u64);
+                // `maxmemory-clients`: the clients' total recounted (what connections did not
+                // account: a blocked client's arguments, a subscriber's backlog) and enforced.
+                shoal_commands::client_eviction::evict(&srv);
                 shoal_commands::effects::emit_logged(&srv, now_ms());
                 shoal_commands::notify::publish_pending(&srv, now_ms());
                 // BCAST keys gathered by commands run outside a connection's batch.

@@ -297,6 +297,7 @@ impl Server {
             write_file: write_file_atomic,
             apply_tls: tls::apply,
             listen: listeners::relisten,
+            log: log::line,
         };
         let seed = now_ms() ^ ((std::process::id() as u64) << 32);
         let mut state = ServerState::new(config, now_ms(), seed, hooks);

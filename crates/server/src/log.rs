@@ -43,6 +43,15 @@ pub fn set_node(id: &str) {
     }
 }
 
+/// A line from the command layer (`Hooks::log`) at its Redis level.
+pub fn line(level: LogLevel, message: &str) {
+    match level {
+        LogLevel::Debug | LogLevel::Verbose => tracing::debug!("{message}"),
+        LogLevel::Notice => tracing::info!("{message}"),
+        LogLevel::Warning => tracing::warn!("{message}"),
+    }
+}
+
 /// Sets the cluster epoch every line carries from now on.
 pub fn set_epoch(epoch: u64) {
     if let Ok(mut i) = IDENTITY.write() {

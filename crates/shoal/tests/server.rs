@@ -220,9 +220,14 @@ fn config_get_matches_globs_and_set_validates() {
     let names: BTreeSet<String> = m.iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(
         names,
-        ["maxmemory", "maxmemory-policy", "maxmemory-samples"]
-            .map(String::from)
-            .into()
+        [
+            "maxmemory",
+            "maxmemory-clients",
+            "maxmemory-policy",
+            "maxmemory-samples"
+        ]
+        .map(String::from)
+        .into()
     );
     // Several patterns in one call, each parameter once.
     let m: Vec<(String, String)> = q(&mut c, &["CONFIG", "GET", "hz", "h?", "maxclients"]);
