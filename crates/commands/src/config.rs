@@ -248,6 +248,9 @@ params! {
     /// the secret with an HMAC-SHA256 over both nonces; the secret itself is never sent. A node
     /// with another secret (or none) is refused and logged. Every node of a cluster needs the same.
     cluster_secret: String = "cluster-secret", Str, "", immutable;
+    /// Run in the background: `shoal serve` returns once the node is detached (its standard
+    /// streams go to /dev/null; set `logfile` to keep its log), as Redis's `daemonize`.
+    daemonize: bool = "daemonize", Bool, "no", immutable;
     /// Number of databases (SELECT 0 to databases-1); cluster mode has one.
     databases: usize = "databases", Int(1, INT_MAX), "16", immutable;
     /// The snapshot's file name, in `dir`.
@@ -339,6 +342,9 @@ params! {
     /// module, `n` new key, `A` all of `g$lshzxetd`. Empty: off. Replicas publish none (they
     /// apply their primary's effects, not its commands).
     notify_keyspace_events: NotifyClasses = "notify-keyspace-events", NotifyClasses, "", mutable;
+    /// A file the node writes its process id to at start (and removes at shutdown); empty:
+    /// none.
+    pidfile: String = "pidfile", Str, "", immutable;
     /// The TCP port for clients (0 at start picks a free one). `CONFIG SET port` opens the new
     /// port and closes the old one, as Redis; `CONFIG SET port 0` closes it (TLS only then).
     port: u16 = "port", Int(0, 65535), "6379", mutable;

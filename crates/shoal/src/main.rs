@@ -694,6 +694,34 @@ fn start_local(a: StartLocalArgs) -> i32 {
     }
 }
 
+/// Detaches the process as Redis's `daemonize`: the parent exits at once with status 0, the
+/// child goes on in a session of its own with its standard streams on /dev/null. Called before
+/// any other thread exists (a fork keeps only the calling thread; the runtime and the server's
+/// threads start later).
+fn daemonize() -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("opening /dev/null: {e}"))?;
+    // SAFETY: single-threaded here (see above), so the child inherits a consistent process.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            // SAFETY: plain system calls on descriptors this process owns.
+            unsafe {
+                libc::setsid();
+                for fd in 0..=2 {
+                    libc::dup2(null.as_raw_fd(), fd);
+                }
+            }
+            Ok(())
+        }
+        _ => std::process::exit(0),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     match cli.command {
@@ -710,6 +738,12 @@ fn main() {
                     std::process::exit(2);
                 }
             };
+            if config.daemonize
+                && let Err(e) = daemonize()
+            {
+                eprintln!("shoal: {e}");
+                std::process::exit(1);
+            }
             if let Err(e) =
                 shoal_server::log::init(config.loglevel, config.log_format, &config.logfile)
             {
@@ -734,9 +768,20 @@ fn main() {
             if let Some(path) = &args.config {
                 server.set_config_file(path);
             }
+            // Written once the listeners are bound, removed when the node stops (as Redis).
+            let pidfile = server.state.config().pidfile.clone();
+            if !pidfile.is_empty()
+                && let Err(e) = std::fs::write(&pidfile, format!("{}\n", std::process::id()))
+            {
+                tracing::warn!(path = %pidfile, error = %e, "Failed to write PID file");
+            }
             // Tests and scripts read the bound port from this line when they pass --port 0.
             println!("shoal listening on {}", server.addr);
-            if let Err(e) = server.run() {
+            let r = server.run();
+            if !pidfile.is_empty() {
+                let _ = std::fs::remove_file(&pidfile);
+            }
+            if let Err(e) = r {
                 eprintln!("shoal: {e}");
                 std::process::exit(1);
             }

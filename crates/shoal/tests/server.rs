@@ -965,3 +965,76 @@ fn debug_and_module_are_protected_commands() {
     );
     assert_eq!(String::from_utf8(r.reply()).unwrap(), "+OK\r\n");
 }
+
+/// `--daemonize yes` detaches as Redis's: `shoal serve` itself exits 0 at once, the node goes
+/// on in the background, writes its pid to `pidfile`, serves, and removes the file when it
+/// shuts down. `daemonize` cannot be changed at run time.
+#[test]
+fn daemonize_detaches_writes_the_pidfile_and_removes_it_at_shutdown() {
+    let dir = scratch_dir("daemonize");
+    let pidfile = dir.join("shoal.pid");
+    let log = dir.join("shoal.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let status = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["serve", "--port", &port.to_string(), "--dir"])
+        .arg(&dir)
+        .args(["--daemonize", "yes", "--pidfile"])
+        .arg(&pidfile)
+        .args(["--logfile"])
+        .arg(&log)
+        .stdout(Stdio::null())
+        .status()
+        .expect("shoal serve");
+    assert!(status.success(), "{status}");
+    // The daemon is not this test's child: it is stopped by pid, whatever the outcome.
+    struct Daemon(std::path::PathBuf, Option<u32>);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let pid = self.1.or_else(|| {
+                std::fs::read_to_string(&self.0)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+            });
+            if let Some(pid) = pid {
+                // SAFETY: a signal to a process id this test read from the daemon's pidfile.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+    let mut daemon = Daemon(pidfile.clone(), None);
+    wait_until("the daemon writes its pidfile", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    daemon.1 = Some(pid);
+    let mut c = common::connect(format!("redis://127.0.0.1:{port}"));
+    assert_eq!(info_u64(&mut c, "server", "process_id"), pid as u64);
+    let d: Vec<String> = q(&mut c, &["CONFIG", "GET", "daemonize"]);
+    assert_eq!(d, ["daemonize", "yes"]);
+    let e = try_q::<()>(&mut c, &["CONFIG", "SET", "daemonize", "no"]).unwrap_err();
+    assert!(e.to_string().contains("can't set immutable config"), "{e}");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("ready to accept connections")
+    );
+    let _ = try_q::<()>(&mut c, &["SHUTDOWN", "NOSAVE"]);
+    wait_until("the daemon removes its pidfile as it stops", || {
+        !pidfile.exists()
+    });
+    wait_until("the daemon is gone", || {
+        // Exited: no such process, or a zombie its new parent has not reaped yet.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+        })
+    });
+    daemon.1 = None;
+}
