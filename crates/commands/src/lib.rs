@@ -883,8 +883,8 @@ fn run_command<'a>(
         if srv.blocking.has_waiters() {
             blocking::signal_written(srv, spec, args);
         }
-        if srv.persist.save_rules_set.load(Relaxed) {
-            srv.persist.dirty.fetch_add(1, Relaxed);
+        if !failed {
+            srv.persist.changes.add(srv.gate.thread_slot(), 1);
         }
     }
     // A blocked command counts once, when it is first run.

@@ -2209,7 +2209,7 @@ fn persistence_section(srv: &ServerState, now_ms: u64, t: &mut String) {
         .f("current_fork_perc", "0.00")
         .f("current_save_keys_processed", 0)
         .f("current_save_keys_total", 0)
-        .f("rdb_changes_since_last_save", p.dirty.load(Relaxed))
+        .f("rdb_changes_since_last_save", p.dirty())
         .f("rdb_bgsave_in_progress", saving as u8)
         .f(
             "rdb_last_save_time",

@@ -571,13 +571,26 @@ impl Default for Clock {
     }
 }
 
+impl Persistence {
+    /// Changes since the last save (INFO `rdb_changes_since_last_save`, the `save` rules).
+    pub fn dirty(&self) -> u64 {
+        self.changes
+            .load()
+            .saturating_sub(self.changes_saved.load(Relaxed))
+    }
+}
+
 /// Snapshot-on-disk bookkeeping (INFO persistence, `save` rules, LASTSAVE).
 #[derive(Debug, Default)]
 pub struct Persistence {
     /// A SAVE/BGSAVE is running.
     pub saving: AtomicBool,
-    /// Writes since the last save (for `save` rules), counted only while rules are set.
-    pub dirty: AtomicU64,
+    /// Write commands that succeeded (and effects a replica applied) since start, one counter
+    /// per thread (every write adds to it); [`Persistence::dirty`] is the part since the last
+    /// save.
+    pub changes: SlotCounter,
+    /// `changes` when the last successful save started (what it holds).
+    pub changes_saved: AtomicU64,
     pub save_rules_set: AtomicBool,
     pub last_save_unix_s: AtomicU64,
     /// Snapshots written since start, whether the last one succeeded, how long it took (-1:

@@ -219,8 +219,10 @@ async fn session<T: Transport>(
                 if let (Some(m), Some((keys, bytes))) = (meter.as_mut(), link.loading()) {
                     m.update(keys, keys, bytes);
                 }
-                if p.applied_frames > 0 && srv.persist.save_rules_set.load(Relaxed) {
-                    srv.persist.dirty.fetch_add(p.applied_frames, Relaxed);
+                if p.applied_frames > 0 {
+                    srv.persist
+                        .changes
+                        .add(srv.gate.thread_slot(), p.applied_frames);
                 }
                 write(&mut stream, &p.send).await?;
             }

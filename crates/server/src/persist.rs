@@ -26,6 +26,8 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
         move || -> Result<(), String> {
             let started = std::time::Instant::now();
             srv.persist.save_started_ms.store(now_ms(), Relaxed);
+            // Writes from here on are not all in the snapshot: they stay counted after it.
+            let changes_at_start = srv.persist.changes.load();
             let path = snapshot_path(&srv);
             let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
             // The offset is taken before the data: the data is at least that new, and a restarted
@@ -65,7 +67,9 @@ pub fn save(srv: &Arc<ServerState>, foreground: bool) -> Result<(), String> {
             p.saving.store(false, Relaxed);
             match &res {
                 Ok(n) => {
-                    srv.persist.dirty.store(0, Relaxed);
+                    srv.persist
+                        .changes_saved
+                        .fetch_max(changes_at_start, Relaxed);
                     srv.persist.last_save_unix_s.store(now_ms() / 1000, Relaxed);
                     tracing::info!(path = %path.display(), bytes = n, "DB saved on disk");
                 }
@@ -175,7 +179,7 @@ pub fn save_cron(srv: &Arc<ServerState>) {
     if rules.is_empty() || srv.persist.saving.load(Relaxed) {
         return;
     }
-    let dirty = srv.persist.dirty.load(Relaxed);
+    let dirty = srv.persist.dirty();
     let since = (now_ms() / 1000).saturating_sub(srv.persist.last_save_unix_s.load(Relaxed));
     if rules
         .iter()

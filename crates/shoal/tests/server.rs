@@ -1038,3 +1038,29 @@ fn daemonize_detaches_writes_the_pidfile_and_removes_it_at_shutdown() {
     });
     daemon.1 = None;
 }
+
+/// INFO `rdb_changes_since_last_save` counts writes whether or not `save` rules are set (as
+/// Redis's `dirty`): successful write commands, not reads or refused writes; a SAVE takes it
+/// back to what came after the save began.
+#[test]
+fn rdb_changes_since_last_save_counts_writes_and_save_resets_it() {
+    let dir = scratch_dir("dirty");
+    let s = Shoal::start(&["--dir", dir.to_str().unwrap(), "--save", ""]);
+    let mut c = s.client();
+    let changes =
+        |c: &mut redis::Connection| info_u64(c, "persistence", "rdb_changes_since_last_save");
+    assert_eq!(changes(&mut c), 0);
+    let _: () = q(&mut c, &["SET", "a", "1"]);
+    let _: () = q(&mut c, &["SET", "b", "2"]);
+    let _: i64 = q(&mut c, &["INCR", "a"]);
+    let _: Option<String> = q(&mut c, &["GET", "a"]);
+    assert!(
+        try_q::<i64>(&mut c, &["LPUSH", "a", "x"]).is_err(),
+        "WRONGTYPE"
+    );
+    assert_eq!(changes(&mut c), 3);
+    let _: () = q(&mut c, &["SAVE"]);
+    assert_eq!(changes(&mut c), 0);
+    let _: i64 = q(&mut c, &["DEL", "a"]);
+    assert_eq!(changes(&mut c), 1);
+}
