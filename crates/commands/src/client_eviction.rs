@@ -134,12 +134,16 @@ fn pass_locked(srv: &ServerState, _pass: std::sync::MutexGuard<'_, ()>) -> usize
         .lock()
         .expect("clients lock")
         .values()
-        .filter(|h| counted(h) && !h.killed.load(Relaxed))
         .cloned()
         .collect();
     let mut total = 0u64;
     let mut candidates = Vec::new();
     for h in handles {
+        if !counted(&h) || h.killed.load(Relaxed) {
+            // Not (or no longer: a connection that became a replica's link) in the total.
+            h.accounted_mem.store(0, Relaxed);
+            continue;
+        }
         let mem = crate::connection::client_mem(&h, 0).total as u64;
         h.accounted_mem.store(mem, Relaxed);
         total += mem;
