@@ -1455,14 +1455,7 @@ fn acl_deluser(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 /// Disconnects the clients authenticated as one of `names` (deleted users).
 fn kill_clients_of(srv: &crate::ServerState, names: &[String]) {
-    let clients: Vec<_> = srv
-        .clients
-        .lock()
-        .expect("clients lock")
-        .values()
-        .cloned()
-        .collect();
-    for h in clients {
+    for h in srv.client_handles() {
         let user = h.user.lock().expect("user lock").clone();
         if names.contains(&user) {
             h.kill();

@@ -20,7 +20,6 @@
 //! only by a swap on that field, so a client leaves the total exactly once (evicted, or closed:
 //! [`forget`]).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
@@ -129,13 +128,7 @@ fn pass_locked(srv: &ServerState, _pass: std::sync::MutexGuard<'_, ()>) -> usize
         ce.stuck.store(false, Relaxed);
         return 0;
     }
-    let handles: Vec<Arc<ClientHandle>> = srv
-        .clients
-        .lock()
-        .expect("clients lock")
-        .values()
-        .cloned()
-        .collect();
+    let handles = srv.client_handles();
     let mut total = 0u64;
     let mut candidates = Vec::new();
     for h in handles {

@@ -768,13 +768,7 @@ fn client_info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn clients_snapshot(ctx: &Ctx<'_>) -> Vec<Arc<ClientHandle>> {
-    ctx.srv
-        .clients
-        .lock()
-        .expect("clients lock")
-        .values()
-        .cloned()
-        .collect()
+    ctx.srv.client_handles()
 }
 
 fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

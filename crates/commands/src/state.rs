@@ -1103,6 +1103,16 @@ impl ServerState {
         }
     }
 
+    /// Every registered connection's handle, taken under the lock and used without it.
+    pub fn client_handles(&self) -> Vec<Arc<ClientHandle>> {
+        self.clients
+            .lock()
+            .expect("clients lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn connected_clients(&self) -> usize {
         self.clients.lock().expect("clients lock").len()
     }

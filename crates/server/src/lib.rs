@@ -623,14 +623,7 @@ impl Server {
         signals.abort();
         drop(listener);
         tracing::warn!("shutting down: closing client connections");
-        let clients: Vec<_> = state
-            .clients
-            .lock()
-            .expect("clients lock")
-            .values()
-            .cloned()
-            .collect();
-        for c in clients {
+        for c in state.client_handles() {
             c.kill();
         }
         let _ = tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async {

@@ -54,6 +54,10 @@ const TAIL: usize = 3;
 
 const LIMIT: u64 = 3_000_000;
 
+fn config_set(c: &mut redis::Connection, name: &str, value: &str) {
+    let _: () = q(c, &["CONFIG", "SET", name, value]);
+}
+
 /// The control connection is exempt, so eviction never takes the test's own eyes.
 fn control(s: &Shoal) -> redis::Connection {
     let mut c = s.client();
@@ -107,11 +111,8 @@ fn a_percentage_of_maxmemory_is_the_limit() {
     let s = Shoal::start(&[]);
     let mut c = control(&s);
     let maxmemory: u64 = 6 * 1024 * 1024;
-    let _: () = q(
-        &mut c,
-        &["CONFIG", "SET", "maxmemory", &maxmemory.to_string()],
-    );
-    let _: () = q(&mut c, &["CONFIG", "SET", "maxmemory-clients", "7%"]);
+    config_set(&mut c, "maxmemory", &maxmemory.to_string());
+    config_set(&mut c, "maxmemory-clients", "7%");
     let got: Vec<String> = q(&mut c, &["CONFIG", "GET", "maxmemory-clients"]);
     assert_eq!(got[1], "7%");
     let limit = maxmemory * 7 / 100;
@@ -133,7 +134,7 @@ fn a_percentage_of_maxmemory_is_the_limit() {
     let _ = full.try_send(&big_request(limit as usize));
     wait_until("the client is evicted", || !exists(&mut c, "full"));
     // Without maxmemory a percentage is no limit.
-    let _: () = q(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
+    config_set(&mut c, "maxmemory", "0");
     let mut kept = named(&s, "kept");
     let mut req = big_request(limit as usize * 2);
     req.truncate(req.len() - TAIL);
@@ -206,10 +207,7 @@ fn lowering_the_limit_evicts_the_largest_clients_until_under_it() {
     let s = Shoal::start(&[]);
     let mut c = control(&s);
     let limit: u64 = 4 * 1024 * 1024;
-    let _: () = q(
-        &mut c,
-        &["CONFIG", "SET", "maxmemory-clients", &limit.to_string()],
-    );
+    config_set(&mut c, "maxmemory-clients", &limit.to_string());
     // Ten clients of rising size, together about 1 MB under the limit.
     let mut conns = Vec::new();
     let base = (limit - 1024 * 1024) as usize / 10;
@@ -229,15 +227,7 @@ fn lowering_the_limit_evicts_the_largest_clients_until_under_it() {
         before.keys().filter(|n| n.starts_with("client")).count(),
         10
     );
-    let _: () = q(
-        &mut c,
-        &[
-            "CONFIG",
-            "SET",
-            "maxmemory-clients",
-            &(limit / 2).to_string(),
-        ],
-    );
+    config_set(&mut c, "maxmemory-clients", &(limit / 2).to_string());
     // Evicted before CONFIG SET answered: the largest (by what each held), and only as many
     // as needed.
     let after = clients(&mut c);
