@@ -378,6 +378,11 @@ pub fn create(
         ">>> Waiting for every node to agree",
         Some(nodes.len() as u64),
     );
+    // Replicas are dealt round-robin: primary i has one more when i < remainder.
+    let want_in_sync = |i: usize| {
+        (nodes.len() - primaries) / primaries
+            + usize::from(i < (nodes.len() - primaries) % primaries)
+    };
     loop {
         let r = check(first, password)?;
         let known = nodes_of(first, password)?.len();
@@ -390,12 +395,7 @@ pub fn create(
             && nodes[..primaries]
                 .iter()
                 .enumerate()
-                .all(|(i, (addr, _, _))| {
-                    // Replicas are dealt round-robin: primary i has one more when i < remainder.
-                    let want = (nodes.len() - primaries) / primaries
-                        + usize::from(i < (nodes.len() - primaries) % primaries);
-                    in_sync_count(addr, password) == Some(want)
-                })
+                .all(|(i, (addr, _, _))| in_sync_count(addr, password) == Some(want_in_sync(i)))
         {
             report.end(&format!(
                 "agreed in {:.1}s",
@@ -410,9 +410,20 @@ pub fn create(
         }
         if std::time::Instant::now() >= deadline {
             report.end("gave up");
+            // Which primaries' in-sync sets are short, so a stalled replica can be found.
+            let in_sync: Vec<String> = nodes[..primaries]
+                .iter()
+                .enumerate()
+                .map(|(i, (addr, _, _))| {
+                    let have = in_sync_count(addr, password)
+                        .map_or_else(|| "?".to_string(), |n| n.to_string());
+                    format!("{addr}: {have} of {} replica(s) in sync", want_in_sync(i))
+                })
+                .collect();
             return Err(format!(
-                "the nodes did not agree within {CREATE_SETTLE_TIMEOUT:?}:\n{}",
-                r.lines.join("\n")
+                "the nodes did not agree within {CREATE_SETTLE_TIMEOUT:?}:\n{}\nin-sync sets: {}",
+                r.lines.join("\n"),
+                in_sync.join("; ")
             ));
         }
         std::thread::sleep(Duration::from_millis(50));
