@@ -365,6 +365,13 @@ pub fn create(
             ]),
         )?;
     }
+    // A primary takes replicas once it serves its slots: a replica attached before its primary's
+    // first lease (a loaded machine delays it past ADDSLOTS's bounded wait) makes that lease wait
+    // for the lapse of the one the replica held as a primary without slots, up to 40% of the
+    // node timeout, and the replica cannot sync meanwhile.
+    for (addr, _, _) in &nodes[..primaries] {
+        wait_lease(addr, password)?;
+    }
     for (j, (addr, _, _)) in nodes[primaries..].iter().enumerate() {
         let (paddr, pid, _) = &nodes[j % primaries];
         say(&format!(">>> {addr} replicates {paddr}"));
@@ -450,6 +457,30 @@ fn in_sync_count(addr: &str, password: Option<&str>) -> Option<usize> {
 
 /// Waits until the node at `addr` has installed a configuration that names `id` (a node just
 /// met learns the configuration from the group a moment after the leader committed it).
+/// Waits until the node at `addr` holds its write lease (CLUSTER INFO `shoal_lease_state:held`).
+fn wait_lease(addr: &str, password: Option<&str>) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + CREATE_SETTLE_TIMEOUT;
+    let mut c = connect_for(addr, password, CHANGE_TIMEOUT)?;
+    loop {
+        let info = text(reply_ok(addr, c.cmd(&["CLUSTER", "INFO"]))?)?;
+        if info.lines().any(|l| l.trim() == "shoal_lease_state:held") {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let why = info
+                .lines()
+                .find_map(|l| l.strip_prefix("shoal_lease_last_refusal:"))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            return Err(format!(
+                "{addr} holds no lease after {CREATE_SETTLE_TIMEOUT:?} (last refusal: {why})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait_knows(addr: &str, id: &str, password: Option<&str>) -> Result<(), String> {
     let deadline = std::time::Instant::now() + CREATE_SETTLE_TIMEOUT;
     while !nodes_of(addr, password)?.iter().any(|n| n.id == id) {
