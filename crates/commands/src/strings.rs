@@ -373,8 +373,8 @@ fn string_of(e: &Entry) -> Result<&[u8], ReplyError> {
     e.string().ok_or(ReplyError::WrongType)
 }
 
-/// Stores a string under `key`, replacing whatever was there, and returns the replaced entry.
-/// The TTL becomes `expire` (KeepTtl keeps the old live one).
+/// Stores a string under `key`, replacing whatever was there. The TTL becomes `expire`
+/// (KeepTtl keeps the old live one).
 #[allow(clippy::too_many_arguments)] // the locked shard's coordinates, spelled out for its callers
 pub fn store_string(
     shard: &mut Shard,
@@ -385,7 +385,7 @@ pub fn store_string(
     expire: ExpireOpt,
     version: u64,
     now_ms: u64,
-) -> Option<Entry> {
+) {
     let expire_ms = match expire {
         ExpireOpt::At(t) => Some(t),
         ExpireOpt::KeepTtl => shard
@@ -393,14 +393,16 @@ pub fn store_string(
             .and_then(|e| e.expire_ms()),
         ExpireOpt::None | ExpireOpt::Persist => None,
     };
-    let old = shard.insert_encoded(
+    shard.insert_string(
         db,
         slot,
-        Entry::new_string(key, value, expire_ms, version),
+        key,
+        value,
+        expire_ms,
+        version,
         now_ms,
         crate::repl::stream::encode_put,
     );
-    old.filter(|o| !o.is_expired(now_ms))
 }
 
 fn get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

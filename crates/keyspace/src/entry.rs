@@ -350,6 +350,66 @@ fn block_layout(size: usize) -> Layout {
     Layout::from_size_align(size.next_multiple_of(8), 8).expect("entry block layout")
 }
 
+/// Bytes of a block with these contents (before rounding to the allocation's layout).
+fn block_size(key_len: usize, payload_len: usize, opt: &Optional) -> usize {
+    let optional = [opt.expire_ms, opt.ext_version, opt.stale_ms, opt.merge_node]
+        .iter()
+        .filter(|f| f.is_some())
+        .count();
+    HEADER_BYTES
+        + varint_len(key_len)
+        + varint_len(payload_len)
+        + 8 * optional
+        + key_len
+        + payload_len
+}
+
+/// Writes a block's header, optional fields and key at `p` and returns where its payload of
+/// `payload_len` bytes goes. `flags` are the payload's (F_OBJECT, F_COLD); the optional fields'
+/// flags are added here.
+///
+/// # Safety
+/// `p` must be valid for `block_size(key.len(), payload_len, opt)` bytes and 8-aligned, and must
+/// not overlap `key`.
+unsafe fn write_block(
+    p: *mut u8,
+    key: &[u8],
+    payload_len: usize,
+    opt: &Optional,
+    mut flags: u8,
+    version: u64,
+    access: u32,
+) -> usize {
+    for (field, flag) in [
+        (opt.expire_ms, F_EXPIRE),
+        (opt.ext_version, F_EXTVER),
+        (opt.stale_ms, F_STALE),
+        (opt.merge_node, F_NODE),
+    ] {
+        if field.is_some() {
+            flags |= flag;
+        }
+    }
+    unsafe {
+        (p as *mut u64).write(version.to_le());
+        let meta = (access & ACCESS_MASK) | ((flags as u32) << 24);
+        (p.add(8) as *mut u32).write_unaligned(meta.to_le());
+        let mut pos = HEADER_BYTES;
+        pos += write_varint(p.add(pos), key.len());
+        pos += write_varint(p.add(pos), payload_len);
+        // The order of the optional fields is the block layout's (see the module header).
+        for x in [opt.expire_ms, opt.ext_version, opt.stale_ms, opt.merge_node]
+            .into_iter()
+            .flatten()
+        {
+            (p.add(pos) as *mut u64).write_unaligned(x.to_le());
+            pos += 8;
+        }
+        std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(pos), key.len());
+        pos + key.len()
+    }
+}
+
 impl Entry {
     /// Builds an entry. `access` is the initial eviction access info (low 24 bits kept).
     pub fn new(
@@ -383,12 +443,6 @@ impl Entry {
     }
 
     fn build(key: &[u8], payload: Payload<'_>, opt: Optional, version: u64, access: u32) -> Entry {
-        let Optional {
-            expire_ms,
-            ext_version,
-            stale_ms,
-            merge_node,
-        } = opt;
         let cold_bytes;
         let mut flags = 0u8;
         let (inline, object): (&[u8], Option<Box<Object>>) = match payload {
@@ -400,73 +454,69 @@ impl Entry {
                 (&cold_bytes[..], None)
             }
         };
+        if object.is_some() {
+            flags |= F_OBJECT;
+        }
         let payload_len = if object.is_some() {
             std::mem::size_of::<*mut Object>()
         } else {
             inline.len()
         };
-        let mut size = HEADER_BYTES + varint_len(key.len()) + varint_len(payload_len);
-        if expire_ms.is_some() {
-            flags |= F_EXPIRE;
-            size += 8;
-        }
-        if ext_version.is_some() {
-            flags |= F_EXTVER;
-            size += 8;
-        }
-        if stale_ms.is_some() {
-            flags |= F_STALE;
-            size += 8;
-        }
-        if merge_node.is_some() {
-            flags |= F_NODE;
-            size += 8;
-        }
-        if object.is_some() {
-            flags |= F_OBJECT;
-        }
-        size += key.len() + payload_len;
+        let size = block_size(key.len(), payload_len, &opt);
         let layout = block_layout(size);
-        // SAFETY: layout has non-zero size; every byte up to `size` is written below before use.
+        // SAFETY: layout has non-zero size; `write_block` writes every byte up to `size`.
         unsafe {
             let raw = alloc(layout);
             let Some(ptr) = NonNull::new(raw) else {
                 std::alloc::handle_alloc_error(layout);
             };
-            let p = ptr.as_ptr();
-            (p as *mut u64).write(version.to_le());
-            let meta = (access & ACCESS_MASK) | ((flags as u32) << 24);
-            (p.add(8) as *mut u32).write_unaligned(meta.to_le());
-            let mut pos = HEADER_BYTES;
-            pos += write_varint(p.add(pos), key.len());
-            pos += write_varint(p.add(pos), payload_len);
-            if let Some(e) = expire_ms {
-                (p.add(pos) as *mut u64).write_unaligned(e.to_le());
-                pos += 8;
-            }
-            if let Some(x) = ext_version {
-                (p.add(pos) as *mut u64).write_unaligned(x.to_le());
-                pos += 8;
-            }
-            if let Some(x) = stale_ms {
-                (p.add(pos) as *mut u64).write_unaligned(x.to_le());
-                pos += 8;
-            }
-            if let Some(x) = merge_node {
-                (p.add(pos) as *mut u64).write_unaligned(x.to_le());
-                pos += 8;
-            }
-            std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(pos), key.len());
-            pos += key.len();
+            let payload_at =
+                write_block(ptr.as_ptr(), key, payload_len, &opt, flags, version, access);
+            let p = ptr.as_ptr().add(payload_at);
             match object {
-                Some(o) => {
-                    (p.add(pos) as *mut *mut Object).write_unaligned(Box::into_raw(o));
-                }
-                None => std::ptr::copy_nonoverlapping(inline.as_ptr(), p.add(pos), inline.len()),
+                Some(o) => (p as *mut *mut Object).write_unaligned(Box::into_raw(o)),
+                None => std::ptr::copy_nonoverlapping(inline.as_ptr(), p, inline.len()),
             }
-            debug_assert_eq!(pos + payload_len, size);
+            debug_assert_eq!(payload_at + payload_len, size);
             Entry { ptr }
         }
+    }
+
+    /// Makes this entry a plain inline string of `key` (its own key: the caller found the entry
+    /// by it) with `value`, a TTL of `expire_ms` and no other optional field, in the block it
+    /// already has, if that block is one: no object or cold value to release, and the new
+    /// contents' size rounds to the same allocation. Returns false, changing nothing, otherwise.
+    /// A SET overwriting a key with a value of the same length (the usual cache refresh) then
+    /// costs no allocation and no free, and the free would often be another worker's block.
+    pub fn overwrite_string(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expire_ms: Option<u64>,
+        version: u64,
+        access: u32,
+    ) -> bool {
+        debug_assert_eq!(self.key(), key, "an entry is overwritten under its own key");
+        if self.flags() & (F_OBJECT | F_COLD) != 0 {
+            return false;
+        }
+        let opt = Optional {
+            expire_ms,
+            ..Optional::default()
+        };
+        let size = block_size(key.len(), value.len(), &opt);
+        if block_layout(size) != block_layout(self.block_bytes()) {
+            return false;
+        }
+        // SAFETY: the block is live, owned through `&mut self`, and its layout holds `size`
+        // bytes; `key` and `value` are the caller's slices, never inside this block (the key is
+        // compared above, not borrowed from it).
+        unsafe {
+            let p = self.ptr.as_ptr();
+            let payload_at = write_block(p, key, value.len(), &opt, 0, version, access);
+            std::ptr::copy_nonoverlapping(value.as_ptr(), p.add(payload_at), value.len());
+        }
+        true
     }
 
     /// A string entry with an inline value.
@@ -711,6 +761,12 @@ impl Entry {
         }
     }
 
+    /// Where the block is: tests tell a block rewritten in place from a new one by it.
+    #[cfg(test)]
+    pub(crate) fn block_addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
     /// Size of the block in bytes.
     pub fn block_bytes(&self) -> usize {
         self.offsets().total()
@@ -927,6 +983,53 @@ mod tests {
         assert_eq!(e.string(), Some(&b"value"[..]));
         e.set_version(43);
         assert_eq!(e.version(), 43);
+    }
+
+    #[test]
+    fn an_overwrite_reuses_the_block_only_when_it_fits_the_same_allocation() {
+        let mut e = Entry::new(b"key", Payload::Inline(b"12345678"), None, Some(7), 1, 3);
+        let at = e.ptr;
+        // Same size class, the external version dropped and a TTL added: rewritten in place.
+        assert!(e.overwrite_string(b"key", b"abcdefgh", Some(500), 2, 9));
+        assert_eq!(e.ptr, at);
+        assert_eq!(e.string(), Some(&b"abcdefgh"[..]));
+        assert_eq!(
+            (e.expire_ms(), e.ext_version(), e.stale_ms()),
+            (Some(500), None, None)
+        );
+        assert_eq!((e.version(), e.access(), e.key()), (2, 9, &b"key"[..]));
+        // A value one byte longer rounds to the same 8-byte layout (33 and 34 bytes: 40).
+        assert!(e.overwrite_string(b"key", b"abcdefghi", Some(600), 3, 9));
+        assert_eq!(
+            (e.string(), e.expire_ms()),
+            (Some(&b"abcdefghi"[..]), Some(600))
+        );
+        // Another layout (the TTL's 8 bytes gone, a longer value), an object or a cold value:
+        // refused, nothing changed.
+        assert!(!e.overwrite_string(b"key", b"abcdefghi", None, 4, 9));
+        assert!(!e.overwrite_string(b"key", &[b'x'; 40], Some(600), 4, 9));
+        assert_eq!((e.string(), e.version()), (Some(&b"abcdefghi"[..]), 3));
+        let mut o = Entry::new(
+            b"key",
+            Payload::Object(Box::new(Object::RawString(b"abcdefg".to_vec()))),
+            None,
+            None,
+            1,
+            0,
+        );
+        assert!(!o.overwrite_string(b"key", b"12345678", None, 2, 0));
+        assert_eq!(o.kind(), Kind::String);
+        assert_eq!(o.encoding(), "raw");
+        let mut c = Entry::new(
+            b"key",
+            Payload::Cold(ColdHandle::new(5, Kind::String, "embstr")),
+            None,
+            None,
+            1,
+            0,
+        );
+        assert!(!c.overwrite_string(b"key", b"12345678", None, 2, 0));
+        assert!(c.cold().is_some());
     }
 
     #[test]

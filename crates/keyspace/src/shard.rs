@@ -928,7 +928,7 @@ impl Shard {
     /// Inserts or replaces an entry; returns the entry it replaced (expired or not). A command's
     /// write: a key it creates raises the `new` event (an expired key it replaces, `expired` first).
     pub fn insert(&mut self, db: usize, slot: u16, entry: Entry, now_ms: u64) -> Option<Entry> {
-        self.insert_noting(db, slot, entry, now_ms, None)
+        self.insert_noting(db, slot, entry, now_ms, None, None)
     }
 
     #[inline(always)]
@@ -939,10 +939,11 @@ impl Shard {
         entry: Entry,
         now_ms: u64,
         put: Option<PutEncoder>,
+        hash: Option<u64>,
     ) -> Option<Entry> {
         let noted = self.notify & (notify::NEW | notify::EXPIRED) != 0;
         let key = noted.then(|| entry.key().to_vec());
-        let old = self.insert_quiet_as(db, slot, entry, now_ms, put);
+        let old = self.insert_quiet_as(db, slot, entry, now_ms, put, hash);
         if let Some(key) = key {
             match &old {
                 None => self.note(notify::NEW, "new", db, &key),
@@ -970,7 +971,107 @@ impl Shard {
         now_ms: u64,
         put: PutEncoder,
     ) -> Option<Entry> {
-        self.insert_noting(db, slot, entry, now_ms, Some(put))
+        self.insert_noting(db, slot, entry, now_ms, Some(put), None)
+    }
+
+    /// Stores an inline string under `key` (SET and its family): [`Shard::insert_encoded`] of
+    /// `Entry::new_string(key, value, expire_ms, version)`, except that a live string of the
+    /// same block size is overwritten in its block ([`Entry::overwrite_string`]) instead of
+    /// replaced by a new one: no allocation, no free, the same accounting and effects.
+    #[allow(clippy::too_many_arguments)] // the locked shard's coordinates and the new value
+    pub fn insert_string(
+        &mut self,
+        db: usize,
+        slot: u16,
+        key: &[u8],
+        value: &[u8],
+        expire_ms: Option<u64>,
+        version: u64,
+        now_ms: u64,
+        put: PutEncoder,
+    ) {
+        let hash = self.hash(key);
+        // An active-active member records the entry it replaces; that one keeps the old path.
+        if !self.keep_priors
+            && self.overwrite_string(db, slot, hash, key, value, expire_ms, version, now_ms, put)
+        {
+            return;
+        }
+        self.insert_noting(
+            db,
+            slot,
+            Entry::new_string(key, value, expire_ms, version),
+            now_ms,
+            Some(put),
+            Some(hash),
+        );
+    }
+
+    /// The in-place half of [`Shard::insert_string`]; false (nothing changed) unless `key` is a
+    /// live entry that [`Entry::overwrite_string`] can rewrite.
+    #[allow(clippy::too_many_arguments)]
+    fn overwrite_string(
+        &mut self,
+        db: usize,
+        slot: u16,
+        hash: u64,
+        key: &[u8],
+        value: &[u8],
+        expire_ms: Option<u64>,
+        version: u64,
+        now_ms: u64,
+        put: PutEncoder,
+    ) -> bool {
+        let local = self.local(slot);
+        let access = self.initial_access(now_ms);
+        let Some(d) = self.dbs[db].as_mut() else {
+            return false;
+        };
+        let Some(e) = d.slots[local as usize].find_mut(hash, |e| e.key() == key) else {
+            return false;
+        };
+        // An expired key is replaced by the old path, which raises its `expired` event.
+        if e.is_expired(now_ms) {
+            return false;
+        }
+        debug_assert!(
+            version >= e.version(),
+            "versions of a key only grow: {:?} replaced by version {}",
+            e,
+            version
+        );
+        let old_expire = e.expire_ms();
+        let before = e.mem_bytes();
+        if !e.overwrite_string(key, value, expire_ms, version, access) {
+            return false;
+        }
+        // The allocation is the same; what is charged is the bytes used (as for a new block).
+        self.mem_bytes = self.mem_bytes + e.mem_bytes() - before;
+        let encoded = (self.recording && e.mem_bytes() <= EFFECT_ENCODED_MAX_BYTES).then(|| {
+            let at = self.effects.len();
+            put(&mut self.effects, db, e);
+            (at, self.effects.len() - at)
+        });
+        if let Some(at_ms) = old_expire {
+            d.volatile -= 1;
+            d.deadline_sum_ms -= u128::from(at_ms);
+        }
+        if let Some(at_ms) = expire_ms {
+            d.volatile += 1;
+            d.deadline_sum_ms += u128::from(at_ms);
+            d.expiry.push(Reverse(ExpiryItem { at_ms, hash, local }));
+        }
+        if self.recording {
+            let key = key.into();
+            match encoded {
+                Some((at, len)) => self.queue(Pending::Put { db, key, at, len }),
+                None => self.queue(Pending::Key { db, key }),
+            }
+        }
+        if !self.watch.is_empty() {
+            self.watch.touch(db, key);
+        }
+        true
     }
 
     /// [`Shard::insert`] raising no event: writes applied from elsewhere (a primary's stream, a
@@ -982,7 +1083,7 @@ impl Shard {
         entry: Entry,
         now_ms: u64,
     ) -> Option<Entry> {
-        self.insert_quiet_as(db, slot, entry, now_ms, None)
+        self.insert_quiet_as(db, slot, entry, now_ms, None, None)
     }
 
     #[inline(always)]
@@ -993,8 +1094,9 @@ impl Shard {
         mut entry: Entry,
         now_ms: u64,
         put: Option<PutEncoder>,
+        hash: Option<u64>,
     ) -> Option<Entry> {
-        let hash = self.hash(entry.key());
+        let hash = hash.unwrap_or_else(|| self.hash(entry.key()));
         let local = self.local(slot);
         let access = self.initial_access(now_ms);
         entry.set_access(access);
@@ -2232,6 +2334,75 @@ mod tests {
         assert_eq!(get(&ks, b"b", 3_000), None);
         assert_eq!(ks.db_avg_ttl_ms(0, 0), 0);
         check(&ks);
+    }
+
+    #[test]
+    fn strings_overwritten_in_place_keep_the_accounting_true() {
+        fn encode(out: &mut Vec<u8>, _db: usize, e: &Entry) {
+            out.extend_from_slice(e.key());
+            out.extend_from_slice(e.string().unwrap());
+        }
+        let ks = ks();
+        let set = |key: &[u8], val: &[u8], expire: Option<u64>, now: u64| {
+            let slot = key_slot(key);
+            let mut g = ks.lock(ks.shard_of(slot));
+            let v = ks.hlc.next(now);
+            g.insert_string(0, slot, key, val, expire, v, now, encode);
+        };
+        set(b"a", b"12345678", None, 0);
+        set(b"b", b"12345678", Some(1_000), 0);
+        let block = |key: &[u8]| {
+            let slot = key_slot(key);
+            let g = ks.lock(ks.shard_of(slot));
+            g.peek(0, slot, key, 0).map(|e| e.block_addr())
+        };
+        let (a, b) = (block(b"a"), block(b"b"));
+        // In place: another value of the same length, without and with a TTL (replaced).
+        set(b"a", b"abcdefgh", None, 0);
+        set(b"b", b"abcdefgh", Some(2_000), 0);
+        assert_eq!((block(b"a"), block(b"b")), (a, b));
+        check(&ks);
+        assert_eq!(ks.db_avg_ttl_ms(0, 0), 2_000);
+        assert_eq!(get(&ks, b"b", 1_999), Some(b"abcdefgh".to_vec()));
+        // The TTL's 8 bytes gone and the value 8 bytes longer: the same block size.
+        set(b"b", b"abcdefgh12345678", None, 0);
+        assert_eq!(block(b"b"), b);
+        check(&ks);
+        assert_eq!(ks.db_avg_ttl_ms(0, 0), 0);
+        assert_eq!(get(&ks, b"b", 5_000), Some(b"abcdefgh12345678".to_vec()));
+        // Now a TTL that is due: the deadline written in place is indexed.
+        set(b"b", b"abcdefgh", Some(6_000), 5_000);
+        assert_eq!(block(b"b"), b);
+        assert_eq!(get(&ks, b"b", 6_000), None);
+        // A longer value takes a new block, as before.
+        set(b"a", &[b'x'; 100], None, 5_000);
+        assert_ne!(block(b"a"), a);
+        assert_eq!(ks.db_size(0), (1, 0));
+        check(&ks);
+    }
+
+    #[test]
+    fn an_overwrite_in_place_queues_the_same_effect_as_a_new_block() {
+        fn encode(out: &mut Vec<u8>, _db: usize, e: &Entry) {
+            out.extend_from_slice(e.key());
+            out.push(b'=');
+            out.extend_from_slice(e.string().unwrap());
+        }
+        let ks = ks();
+        ks.set_recording(true);
+        let slot = key_slot(b"k");
+        let mut g = ks.lock(ks.shard_of(slot));
+        g.insert_string(0, slot, b"k", b"one", None, 1, 0, encode);
+        g.insert_string(0, slot, b"k", b"two", None, 2, 0, encode);
+        let puts: Vec<&[u8]> = g
+            .pending
+            .iter()
+            .map(|p| match p {
+                Pending::Put { at, len, .. } => &g.effects[*at..at + len],
+                _ => panic!("a SET's effect is encoded as it writes"),
+            })
+            .collect();
+        assert_eq!(puts, [&b"k=one"[..], &b"k=two"[..]]);
     }
 
     #[test]
