@@ -698,6 +698,18 @@ fn start_local(a: StartLocalArgs) -> i32 {
 /// child goes on in a session of its own with its standard streams on /dev/null. Called before
 /// any other thread exists (a fork keeps only the calling thread; the runtime and the server's
 /// threads start later).
+/// `disable-thp yes`: no transparent huge pages for this process, including the memory the
+/// allocator already holds (the flag is the process's, not a range's), as Redis does.
+fn disable_thp() -> Result<(), String> {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
+}
+
 fn daemonize() -> Result<(), String> {
     use std::os::fd::AsRawFd;
     let null = std::fs::OpenOptions::new()
@@ -731,6 +743,7 @@ fn main() {
             print!("{}", shoal_server::config_file::example());
         }
         Command::Serve(args) => {
+            alloc::configure();
             let config = match build_config(&args) {
                 Ok(v) => v,
                 Err(e) => {
@@ -749,6 +762,11 @@ fn main() {
             {
                 eprintln!("shoal: {e}");
                 std::process::exit(1);
+            }
+            if config.disable_thp
+                && let Err(e) = disable_thp()
+            {
+                tracing::warn!(error = %e, "Failed to disable transparent huge pages");
             }
             let mut server = match shoal_server::Server::bind(
                 config,

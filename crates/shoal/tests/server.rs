@@ -1064,3 +1064,31 @@ fn rdb_changes_since_last_save_counts_writes_and_save_resets_it() {
     let _: i64 = q(&mut c, &["DEL", "a"]);
     assert_eq!(changes(&mut c), 1);
 }
+
+/// `disable-thp yes` (the default, as Redis's) turns transparent huge pages off for the whole
+/// process, as the kernel reports it (`THP_enabled` in /proc/PID/status); `no` leaves them on.
+#[test]
+fn disable_thp_turns_transparent_huge_pages_off_for_the_process() {
+    let thp = |s: &Shoal| {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_string())
+    };
+    if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+        eprintln!("this kernel has no transparent huge pages: nothing to turn off");
+        return;
+    }
+    let on_by_default = Shoal::start(&[]);
+    assert_eq!(
+        thp(&on_by_default).as_deref(),
+        Some("0"),
+        "disable-thp yes is the default"
+    );
+    let mut c = on_by_default.client();
+    let got: Vec<String> = q(&mut c, &["CONFIG", "GET", "disable-thp"]);
+    assert_eq!(got, ["disable-thp", "yes"]);
+    let kept = Shoal::start(&["--disable-thp", "no"]);
+    assert_eq!(thp(&kept).as_deref(), Some("1"));
+}
