@@ -460,7 +460,15 @@ impl Hash {
         };
         match t.find(field) {
             Ok(pos) => {
-                t.replace_at(pos, make_item(field, value));
+                // A value of the same length (a counter, a refreshed field) is written over the
+                // old one in its item: no allocation, no free.
+                let value_at = varint_len(field.len()) + field.len();
+                let item = t.item_bytes_mut(pos);
+                if item.len() - value_at == value.len() {
+                    item[value_at..].copy_from_slice(value);
+                } else {
+                    t.replace_at(pos, make_item(field, value));
+                }
                 false
             }
             Err(_) => {
@@ -976,6 +984,12 @@ impl<K: ItemKey> Table<K> {
         self.slots[pos].as_deref().expect("occupied slot")
     }
 
+    /// The bytes of the item at an occupied position, to change in place (not its key: the
+    /// table's order and lookups depend on it).
+    pub fn item_bytes_mut(&mut self, pos: usize) -> &mut [u8] {
+        self.slots[pos].as_deref_mut().expect("occupied slot")
+    }
+
     /// Replaces the item at an occupied position with one of the same key.
     pub fn replace_at(&mut self, pos: usize, item: Box<[u8]>) {
         let old = self.slots[pos].replace(item).expect("occupied slot");
@@ -1241,6 +1255,27 @@ mod tests {
         assert_eq!(pairs, vec![(&b"a"[..], &b""[..]), (&b"b"[..], &b"2"[..])]);
         h.check_invariants();
         assert!(h.mem_bytes() < 64, "buffer shrank: {}", h.mem_bytes());
+    }
+
+    #[test]
+    fn table_values_of_the_same_length_are_overwritten_and_others_replaced() {
+        let l = limits(0, 64);
+        let mut h = Hash::new(&l);
+        for i in 0..100 {
+            h.insert(format!("f{i}").as_bytes(), b"1234", &l);
+        }
+        let mem = h.mem_bytes();
+        assert!(!h.insert(b"f7", b"abcd", &l), "an update is not new");
+        assert_eq!((h.get(b"f7"), h.mem_bytes()), (Some(&b"abcd"[..]), mem));
+        assert!(!h.insert(b"f8", b"a longer value than before", &l));
+        assert_eq!(h.get(b"f8"), Some(&b"a longer value than before"[..]));
+        assert!(h.mem_bytes() > mem);
+        assert!(!h.insert(b"f8", b"", &l));
+        assert_eq!(
+            (h.get(b"f8"), h.get(b"f9")),
+            (Some(&b""[..]), Some(&b"1234"[..]))
+        );
+        h.check_invariants();
     }
 
     #[test]
