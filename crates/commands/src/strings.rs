@@ -393,16 +393,13 @@ pub fn store_string(
             .and_then(|e| e.expire_ms()),
         ExpireOpt::None | ExpireOpt::Persist => None,
     };
-    shard.insert_string(
-        db,
-        slot,
+    let w = shoal_keyspace::StringWrite {
         key,
         value,
         expire_ms,
         version,
-        now_ms,
-        crate::repl::stream::encode_put,
-    );
+    };
+    shard.insert_string(db, slot, w, now_ms, crate::repl::stream::encode_put);
 }
 
 fn get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

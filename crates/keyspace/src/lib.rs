@@ -28,7 +28,7 @@ pub use lazyfree::{LazyFree, LazyFreeWorker};
 pub use shard::tier::{COLD_UNITS_MAX, ColdStore, LoadFuture, Promoted, TierInfo, cold_id_units};
 pub use shard::{
     Candidate, DbShard, EFFECT_ENCODED_MAX_BYTES, EntryMut, EvictConfig, Evicted, Keyspace,
-    PutEncoder, SHARDS_DEFAULT, Shard, ShardGuard, ShardStats, Tracked,
+    PutEncoder, SHARDS_DEFAULT, Shard, ShardGuard, ShardStats, StringWrite, Tracked,
 };
 pub use slot::{SLOTS, key_slot};
 pub use types::EncodingLimits;

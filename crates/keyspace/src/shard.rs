@@ -974,54 +974,50 @@ impl Shard {
         self.insert_noting(db, slot, entry, now_ms, Some(put), None)
     }
 
-    /// Stores an inline string under `key` (SET and its family): [`Shard::insert_encoded`] of
-    /// `Entry::new_string(key, value, expire_ms, version)`, except that a live string of the
-    /// same block size is overwritten in its block ([`Entry::overwrite_string`]) instead of
+    /// Stores an inline string (SET and its family): [`Shard::insert_encoded`] of
+    /// `Entry::new_string(w.key, w.value, w.expire_ms, w.version)`, except that a live string of
+    /// the same block size is overwritten in its block ([`Entry::overwrite_string`]) instead of
     /// replaced by a new one: no allocation, no free, the same accounting and effects.
-    #[allow(clippy::too_many_arguments)] // the locked shard's coordinates and the new value
     pub fn insert_string(
         &mut self,
         db: usize,
         slot: u16,
-        key: &[u8],
-        value: &[u8],
-        expire_ms: Option<u64>,
-        version: u64,
+        w: StringWrite<'_>,
         now_ms: u64,
         put: PutEncoder,
     ) {
-        let hash = self.hash(key);
+        let hash = self.hash(w.key);
         // An active-active member records the entry it replaces; that one keeps the old path.
-        if !self.keep_priors
-            && self.overwrite_string(db, slot, hash, key, value, expire_ms, version, now_ms, put)
-        {
+        if !self.keep_priors && self.overwrite_string(db, slot, hash, &w, now_ms, put) {
             return;
         }
         self.insert_noting(
             db,
             slot,
-            Entry::new_string(key, value, expire_ms, version),
+            Entry::new_string(w.key, w.value, w.expire_ms, w.version),
             now_ms,
             Some(put),
             Some(hash),
         );
     }
 
-    /// The in-place half of [`Shard::insert_string`]; false (nothing changed) unless `key` is a
-    /// live entry that [`Entry::overwrite_string`] can rewrite.
-    #[allow(clippy::too_many_arguments)]
+    /// The in-place half of [`Shard::insert_string`]; false (nothing changed) unless the key is
+    /// a live entry that [`Entry::overwrite_string`] can rewrite.
     fn overwrite_string(
         &mut self,
         db: usize,
         slot: u16,
         hash: u64,
-        key: &[u8],
-        value: &[u8],
-        expire_ms: Option<u64>,
-        version: u64,
+        w: &StringWrite<'_>,
         now_ms: u64,
         put: PutEncoder,
     ) -> bool {
+        let StringWrite {
+            key,
+            value,
+            expire_ms,
+            version,
+        } = *w;
         let local = self.local(slot);
         let access = self.initial_access(now_ms);
         let Some(d) = self.dbs[db].as_mut() else {
@@ -1949,6 +1945,16 @@ pub const EFFECTS_KEEP_BYTES: usize = 64 * 1024;
 /// stream's codec, which this crate does not know (`shoal_replication::stream::encode_put`).
 pub type PutEncoder = fn(&mut Vec<u8>, usize, &Entry);
 
+/// A whole string value written under a key ([`Shard::insert_string`]): the key, the value, its
+/// absolute deadline and the write's version.
+#[derive(Debug, Clone, Copy)]
+pub struct StringWrite<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub expire_ms: Option<u64>,
+    pub version: u64,
+}
+
 /// All shards, plus the version clock.
 pub struct Keyspace {
     shards: Box<[Mutex<Shard>]>,
@@ -2347,7 +2353,13 @@ mod tests {
             let slot = key_slot(key);
             let mut g = ks.lock(ks.shard_of(slot));
             let v = ks.hlc.next(now);
-            g.insert_string(0, slot, key, val, expire, v, now, encode);
+            let w = StringWrite {
+                key,
+                value: val,
+                expire_ms: expire,
+                version: v,
+            };
+            g.insert_string(0, slot, w, now, encode);
         };
         set(b"a", b"12345678", None, 0);
         set(b"b", b"12345678", Some(1_000), 0);
@@ -2392,8 +2404,15 @@ mod tests {
         ks.set_recording(true);
         let slot = key_slot(b"k");
         let mut g = ks.lock(ks.shard_of(slot));
-        g.insert_string(0, slot, b"k", b"one", None, 1, 0, encode);
-        g.insert_string(0, slot, b"k", b"two", None, 2, 0, encode);
+        for (value, version) in [(&b"one"[..], 1), (b"two", 2)] {
+            let w = StringWrite {
+                key: b"k",
+                value,
+                expire_ms: None,
+                version,
+            };
+            g.insert_string(0, slot, w, 0, encode);
+        }
         let puts: Vec<&[u8]> = g
             .pending
             .iter()
