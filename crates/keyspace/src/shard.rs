@@ -988,7 +988,7 @@ impl Shard {
     ) {
         let hash = self.hash(w.key);
         // An active-active member records the entry it replaces; that one keeps the old path.
-        if !self.keep_priors && self.overwrite_string(db, slot, hash, &w, now_ms, put) {
+        if !self.keep_priors && self.overwrite_string(db, slot, hash, &w, now_ms, Some(put)) {
             return;
         }
         self.insert_noting(
@@ -1010,7 +1010,7 @@ impl Shard {
         hash: u64,
         w: &StringWrite<'_>,
         now_ms: u64,
-        put: PutEncoder,
+        put: Option<PutEncoder>,
     ) -> bool {
         let StringWrite {
             key,
@@ -1043,11 +1043,14 @@ impl Shard {
         }
         // The allocation is the same; what is charged is the bytes used (as for a new block).
         self.mem_bytes = self.mem_bytes + e.mem_bytes() - before;
-        let encoded = (self.recording && e.mem_bytes() <= EFFECT_ENCODED_MAX_BYTES).then(|| {
-            let at = self.effects.len();
-            put(&mut self.effects, db, e);
-            (at, self.effects.len() - at)
-        });
+        let encoded = match put {
+            Some(put) if self.recording && e.mem_bytes() <= EFFECT_ENCODED_MAX_BYTES => {
+                let at = self.effects.len();
+                put(&mut self.effects, db, e);
+                Some((at, self.effects.len() - at))
+            }
+            _ => None,
+        };
         if let Some(at_ms) = old_expire {
             d.volatile -= 1;
             d.deadline_sum_ms -= u128::from(at_ms);

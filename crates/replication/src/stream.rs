@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 
 use shoal_keyspace::delta::Pending;
-use shoal_keyspace::{EncodingLimits, Entry, Hlc, Keyspace, Shard, codec, key_slot};
+use shoal_keyspace::{EncodingLimits, Entry, Hlc, Keyspace, Payload, Shard, codec, key_slot};
 
 /// Effect names. They are not commands: a client sending them gets `unknown command`.
 pub const PUT: &[u8] = b"SHOALPUT";
@@ -404,12 +404,33 @@ pub fn apply(
         } => {
             let payload = codec::decode_value(value, limits)
                 .ok_or_else(|| StreamError("bad value in the replication stream".into()))?;
-            let entry =
-                Entry::with_stale(key, payload, expire_ms, ext_version, stale_ms, version, 0);
             ks.hlc.observe(version);
             let slot = key_slot(key);
-            ks.lock(ks.shard_of(slot))
-                .apply_put_in_order(db, slot, entry, now_ms);
+            let mut shard = ks.lock(ks.shard_of(slot));
+            match payload {
+                // A plain string (a SET's): written over the old one in place where it fits.
+                Payload::Inline(value) if ext_version.is_none() && stale_ms.is_none() => {
+                    let w = shoal_keyspace::StringWrite {
+                        key,
+                        value,
+                        expire_ms,
+                        version,
+                    };
+                    shard.apply_string_in_order(db, slot, w, now_ms);
+                }
+                payload => {
+                    let entry = Entry::with_stale(
+                        key,
+                        payload,
+                        expire_ms,
+                        ext_version,
+                        stale_ms,
+                        version,
+                        0,
+                    );
+                    shard.apply_put_in_order(db, slot, entry, now_ms);
+                }
+            }
         }
         Effect::Delta {
             db,

@@ -5,7 +5,7 @@
 //! A write applied from the stream is noted for client-side caching (`notify::TRACKING`), as a
 //! Redis replica invalidates the keys its primary's commands modify.
 
-use super::Shard;
+use super::{Shard, StringWrite};
 use crate::delta::{self, DeltaError};
 use crate::entry::Entry;
 use crate::notify;
@@ -65,6 +65,33 @@ impl Shard {
         if apply {
             self.note(notify::TRACKING, "replicated", db, entry.key());
             self.insert_quiet(db, slot, entry, now_ms);
+        }
+        apply
+    }
+
+    /// [`Shard::apply_put_in_order`] of a plain inline string (no external version, no
+    /// stale-after deadline), which overwrites a live string of the same block size in place
+    /// as [`Shard::insert_string`] does: a replica applying a primary's SETs allocates and frees
+    /// no block for them.
+    pub fn apply_string_in_order(
+        &mut self,
+        db: usize,
+        slot: u16,
+        w: StringWrite<'_>,
+        now_ms: u64,
+    ) -> bool {
+        let current = self.peek_any(db, slot, w.key).map(|e| e.version());
+        let apply = current.is_none_or(|v| v <= w.version);
+        if apply {
+            self.note(notify::TRACKING, "replicated", db, w.key);
+            let hash = self.hash(w.key);
+            let in_place = current.is_some()
+                && !self.keep_priors
+                && self.overwrite_string(db, slot, hash, &w, now_ms, None);
+            if !in_place {
+                let entry = Entry::new_string(w.key, w.value, w.expire_ms, w.version);
+                self.insert_quiet_as(db, slot, entry, now_ms, None, Some(hash));
+            }
         }
         apply
     }
@@ -193,6 +220,39 @@ mod tests {
     use crate::entry::Entry;
     use crate::shard::Keyspace;
     use crate::slot::key_slot;
+
+    #[test]
+    fn strings_from_the_stream_apply_in_order_and_in_place() {
+        use crate::shard::StringWrite;
+        let ks = Keyspace::new(1, 1, 1);
+        let mut s = ks.lock(0);
+        let slot = key_slot(b"k");
+        let w = |value: &'static [u8], expire_ms, version| StringWrite {
+            key: b"k",
+            value,
+            expire_ms,
+            version,
+        };
+        assert!(s.apply_string_in_order(0, slot, w(b"aaaa", Some(400), 10), 0));
+        let block = s.peek(0, slot, b"k", 0).unwrap().block_addr();
+        // The same version again (a second write of one command) applies; an older one does not.
+        assert!(s.apply_string_in_order(0, slot, w(b"bbbb", Some(500), 10), 0));
+        assert!(!s.apply_string_in_order(0, slot, w(b"cccc", None, 9), 0));
+        let e = s.peek(0, slot, b"k", 0).unwrap();
+        assert_eq!(
+            (e.string(), e.expire_ms(), e.version()),
+            (Some(&b"bbbb"[..]), Some(500), 10)
+        );
+        assert_eq!(e.block_addr(), block, "rewritten where it was");
+        s.check_invariants();
+        // A longer value takes a new block; the accounting follows.
+        assert!(s.apply_string_in_order(0, slot, w(&[b'x'; 200], None, 11), 0));
+        assert_eq!(
+            s.peek(0, slot, b"k", 0).unwrap().string(),
+            Some(&[b'x'; 200][..])
+        );
+        s.check_invariants();
+    }
 
     #[test]
     fn last_writer_wins_whatever_the_arrival_order() {
