@@ -754,3 +754,53 @@ fn min_replicas_to_write_refuses_writes_while_the_replica_is_silent() {
         refused(&mut c).is_none()
     });
 }
+
+/// Overwrites that keep a key's block size (the same value length, a TTL replaced by another)
+/// are rewritten in place on the primary and applied in place on the replica: both end with the
+/// last value, deadline and version of every key, and equal digests.
+#[test]
+fn same_size_overwrites_reach_a_replica_with_their_values_ttls_and_versions() {
+    let p = Shoal::start(&[]);
+    let r = Shoal::start(&[]);
+    let mut c = p.client();
+    for i in 0..200 {
+        let _: () = q(
+            &mut c,
+            &["SET", &format!("k:{i}"), "aaaa", "PXAT", "4000000000000"],
+        );
+    }
+    follow(&r, &p);
+    for round in 0..3u64 {
+        let mut pipe = redis::pipe();
+        for i in 0..200 {
+            let value = format!("{round}{:03}", i % 1000);
+            pipe.cmd("SET")
+                .arg(format!("k:{i}"))
+                .arg(value)
+                .arg("PXAT")
+                .arg(4_000_000_000_000u64 + round * 1000 + i)
+                .ignore();
+        }
+        let _: () = pipe.query(&mut c).unwrap();
+    }
+    caught_up(&r, &p);
+    let mut rc = r.client();
+    for i in [0u64, 7, 199] {
+        let key = format!("k:{i}");
+        // GETVER answers the value and its version.
+        let on_primary: (String, i64, (String, i64)) = (
+            q(&mut c, &["GET", &key]),
+            q(&mut c, &["PEXPIRETIME", &key]),
+            q(&mut c, &["GETVER", &key]),
+        );
+        let on_replica: (String, i64, (String, i64)) = (
+            q(&mut rc, &["GET", &key]),
+            q(&mut rc, &["PEXPIRETIME", &key]),
+            q(&mut rc, &["GETVER", &key]),
+        );
+        assert_eq!(on_primary.0, format!("2{:03}", i));
+        assert_eq!(on_primary.1, 4_000_000_002_000 + i as i64);
+        assert_eq!(on_replica, on_primary, "{key}");
+    }
+    assert_eq!(digests(&r), digests(&p));
+}
