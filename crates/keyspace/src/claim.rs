@@ -13,7 +13,7 @@
 //!   [`CLAIM_AFTER_CONTENDED`] times in a row (`Claims::contended`, from
 //!   [`crate::Keyspace::lock_sticky`]) claims the shard, if it holds no claim and nobody claims
 //!   the shard. Random keys meeting now and then on a shard claim nothing. Only the commands
-//!   that may keep their shard (sorted sets, geo: long work under the lock) claim; for short
+//!   that may keep their shard (sorted sets, geo, HyperLogLogs: long work under the lock) claim; for short
 //!   ones (LPUSH, HSET) two workers contending serve more than one doing all the parsing and
 //!   replying (LPUSH at pipeline 16 ×0.89 when it claimed).
 //! - A request for a single key on a shard claimed by another, running thread is not run: the

@@ -2134,7 +2134,7 @@ impl Keyspace {
 
     /// Locks shard `index`, noting for a claim ([`crate::claim`]) that this thread uses it and,
     /// if `claimable`, that it found it taken. Only commands that may keep their shard
-    /// ([`Keyspace::lock_sticky`]: sorted sets and geo, whose work under the lock is long) claim
+    /// ([`Keyspace::lock_sticky`]: sorted sets, geo and HyperLogLogs, whose work under the lock is long) claim
     /// a hot shard: for short ones (LPUSH, HSET on one key) two workers contending still beat one
     /// doing all the parsing and replying (`bench/ab` LPUSH P16 ×0.89 with claims).
     #[inline]

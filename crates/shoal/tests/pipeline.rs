@@ -398,6 +398,95 @@ fn pipelines_on_one_sorted_set_interleave_with_transactions_config_and_eviction(
     );
 }
 
+/// Pipelined PFADDs keep their HyperLogLog's shard between commands (and claim it when both
+/// workers fight over it, `shoal_keyspace::claim`), while another client merges the counter into
+/// a second key and counts both. No element may be lost: the registers of a HyperLogLog do not
+/// depend on the order its elements came in, so the shared one ends byte for byte equal to a
+/// reference fed the same elements one at a time by one client (after a PFCOUNT of each, which
+/// leaves the same cached count in both headers).
+#[test]
+fn pipelined_pfadds_on_one_hyperloglog_from_two_workers_lose_no_element() {
+    const WRITERS: usize = 4;
+    const BATCHES: usize = 60;
+    const BATCH: usize = 16;
+    const READS: usize = 200;
+    let s = Shoal::start(&["--threads", "2"]);
+    let mut c = s.client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let addr = s.addr();
+            std::thread::spawn(move || {
+                let mut r = common::Raw::connect(&addr);
+                for b in 0..BATCHES {
+                    let mut batch = Vec::new();
+                    for i in 0..BATCH {
+                        let e = format!("e:{w}:{b}:{i}");
+                        batch.extend(common::encode(&[b"PFADD", b"hll", e.as_bytes()]));
+                    }
+                    r.send(&batch);
+                    for _ in 0..BATCH {
+                        let reply = r.reply();
+                        assert!(reply == b":1\r\n" || reply == b":0\r\n", "{reply:?}");
+                    }
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let url = s.url();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut c = common::connect(url);
+            let mut last = 0i64;
+            for _ in 0..READS {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _: () = q(&mut c, &["PFMERGE", "merged", "hll"]);
+                let merged: i64 = q(&mut c, &["PFCOUNT", "merged"]);
+                assert!(
+                    merged >= last,
+                    "a merge of a growing counter shrank: {last} -> {merged}"
+                );
+                last = merged;
+            }
+        })
+    };
+    for w in writers {
+        w.join().expect("a writer failed");
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("the reader failed");
+    for w in 0..WRITERS {
+        for b in 0..BATCHES {
+            let mut p = redis::pipe();
+            for i in 0..BATCH {
+                p.cmd("PFADD")
+                    .arg("ref")
+                    .arg(format!("e:{w}:{b}:{i}"))
+                    .ignore();
+            }
+            let _: () = p.query(&mut c).unwrap();
+        }
+    }
+    let (shared, reference): (i64, i64) = (
+        q(&mut c, &["PFCOUNT", "hll"]),
+        q(&mut c, &["PFCOUNT", "ref"]),
+    );
+    assert_eq!(shared, reference);
+    let total = (WRITERS * BATCHES * BATCH) as f64;
+    assert!(
+        (shared as f64 - total).abs() < total * 0.05,
+        "{shared} elements counted of {total}"
+    );
+    let (a, b): (Vec<u8>, Vec<u8>) = (q(&mut c, &["GET", "hll"]), q(&mut c, &["GET", "ref"]));
+    assert_eq!(
+        a, b,
+        "the shared HyperLogLog's registers differ from the reference's"
+    );
+}
+
 /// Pipelines from many connections on one sorted set, over two workers: the workers fight over
 /// the key's shard, one claims it and the other's connections move to it
 /// (`shoal_keyspace::claim`), which INFO counts. Through the moves every reply is its
