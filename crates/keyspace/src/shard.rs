@@ -1966,8 +1966,8 @@ pub struct Keyspace {
     /// `maxmemory-samples` of the current eviction config (read on every eviction, so not
     /// behind a shard lock).
     evict_samples: std::sync::atomic::AtomicUsize,
-    /// The best victims sampled so far (see `pool.rs`).
-    pub(crate) evict_pool: Mutex<crate::pool::EvictionPool>,
+    /// The best victims sampled so far, one pool per evicting thread (see `pool.rs`).
+    pub(crate) evict_pools: Box<[crate::pool::ThreadPool]>,
     pub hlc: Hlc,
     /// Mirrors the shards' `recording` flag, read once per command.
     recording: std::sync::atomic::AtomicBool,
@@ -2020,7 +2020,9 @@ impl Keyspace {
             hlc: Hlc::new(),
             recording: std::sync::atomic::AtomicBool::new(false),
             swaps: std::sync::atomic::AtomicU64::new(0),
-            evict_pool: Mutex::new(crate::pool::EvictionPool::default()),
+            evict_pools: (0..crate::pool::EVICT_POOLS)
+                .map(|_| crate::pool::ThreadPool::default())
+                .collect(),
             notify: std::sync::atomic::AtomicU32::new(0),
             tiered: std::sync::atomic::AtomicBool::new(false),
             cold_store: Mutex::new(None),
@@ -2905,7 +2907,7 @@ mod tests {
                 crate::pool::Eviction::Evicted(..)
             ));
         }
-        assert!(ks.evict_pool.lock().len() > 5);
+        assert!(ks.thread_evict_pool().lock().len() > 5);
         // At t=200s the first half is read; the second half stays idle.
         let hot = present(&ks, 0..1000, 200_000);
         for i in 0..500 {
