@@ -398,7 +398,8 @@ params! {
     stream_node_max_entries: usize = "stream-node-max-entries", Int(0, LONG_MAX), "100", mutable;
     /// Seconds between TCP keepalive probes on client connections (0: off).
     tcp_keepalive: u32 = "tcp-keepalive", Int(0, INT_MAX), "300", mutable;
-    /// Runtime worker threads; 0 means one per core.
+    /// Runtime worker threads; 0 means one per core but one (at least one), leaving a core for
+    /// the kernel's network work, clients on the same machine and the node's own threads.
     threads: u32 = "threads", Int(0, 1024), "0", immutable;
     /// `yes`: values evicted under `maxmemory` move to a disk cache (foyer) instead of being
     /// dropped; the key, its type, version and expiry stay in memory with an 8-byte handle, and a

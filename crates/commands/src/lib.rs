@@ -374,7 +374,8 @@ pub fn ensure_memory(srv: &ServerState, now_ms: u64) -> bool {
         };
         let start = srv.evict_cursor.fetch_add(1, Relaxed);
         let mut pass = 0;
-        let outcome = srv.ks.evict_batch(now_ms, start, batch, |_, _| {
+        let pool = srv.gate.thread_slot();
+        let outcome = srv.ks.evict_batch(now_ms, start, pool, batch, |_, _| {
             pass += 1;
             used() > floor
         });

@@ -10,35 +10,24 @@
 //! dropped, a key whose score fell (it was read or written since) goes back into the pool with its
 //! new score and the next best is tried. The pool's lock is never held while a shard is locked.
 //!
-//! **One pool per evicting thread** ([`EVICT_POOLS`] of them, a thread's chosen on its first
-//! eviction). Under a write flood into a full cache every write evicts, and with one pool both
-//! workers locked it and moved its lines between their cores several times per write (its insert
-//! and lock were 9% of a two-worker profile against 6% with one worker). Each thread pools its
-//! own samples and evicts from them, as Redis's one thread does; a candidate another thread
-//! evicted first is found gone when its turn comes, as before.
-
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+//! **One pool per evicting thread** ([`EVICT_POOLS`] of them; the caller names its pool, the
+//! server by its thread's slot). Under a write flood into a full cache every write evicts, and
+//! with one pool every worker locked it and moved its lines between their cores several times
+//! per write (its insert and lock were 9% of a two-worker profile against 6% with one worker).
+//! Each thread pools its own samples and evicts from them, as Redis's one thread does; a
+//! candidate another thread evicted first is found gone when its turn comes, as before.
 
 use parking_lot::Mutex;
 
 use crate::shard::{Candidate, Evicted, Keyspace, Pooled};
 
-/// Eviction pools a keyspace keeps: threads beyond this many share them (round robin).
+/// Eviction pools a keyspace keeps: callers naming more share them (by their index modulo this).
 pub const EVICT_POOLS: usize = 8;
 
 /// A thread's eviction pool, on cache lines of its own.
 #[derive(Default)]
 #[repr(align(128))]
 pub struct ThreadPool(Mutex<EvictionPool>);
-
-/// The next pool index handed to a thread that evicts for the first time.
-static NEXT_POOL: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's pool index, `usize::MAX` until it first evicts.
-    static POOL_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-}
 
 /// Candidates a pool keeps (Redis's EVPOOL_SIZE).
 pub const POOL_SIZE: usize = 16;
@@ -135,22 +124,16 @@ pub enum Eviction {
 }
 
 impl Keyspace {
-    /// The calling thread's eviction pool.
-    pub(crate) fn thread_evict_pool(&self) -> &Mutex<EvictionPool> {
-        let index = POOL_INDEX.with(|i| {
-            if i.get() == usize::MAX {
-                i.set(NEXT_POOL.fetch_add(1, Relaxed) % EVICT_POOLS);
-            }
-            i.get()
-        });
-        &self.evict_pools[index % self.evict_pools.len()].0
+    /// Eviction pool `pool` (any index: taken modulo [`EVICT_POOLS`]).
+    pub(crate) fn evict_pool(&self, pool: usize) -> &Mutex<EvictionPool> {
+        &self.evict_pools[pool % self.evict_pools.len()].0
     }
 
     /// Evicts one key chosen by the policy: samples shards from `start` on (the caller's cursor)
     /// into the pool, then evicts the pool's best candidate that is still there and unused since
     /// it was sampled.
     pub fn evict_sampled(&self, now_ms: u64, start: usize) -> Eviction {
-        self.evict_batch(now_ms, start, 1, |_, _| true)
+        self.evict_batch(now_ms, start, 0, 1, |_, _| true)
     }
 
     /// Evicts up to `victims` keys chosen by the policy, for `maxmemory-samples` sampled keys
@@ -158,11 +141,14 @@ impl Keyspace {
     /// says whether to go on. One pass samples them all (one table walk of neighbouring buckets
     /// whose entry and sketch loads overlap, one lock of the pool), so the fixed costs of a
     /// pass (the table's header, control bytes and bucket pointers, three locks) are shared
-    /// by its victims. Returns the last victim, or why there was none.
+    /// by its victims. The samples go into eviction pool `pool` and the victims come from it
+    /// (one per evicting thread: the caller's thread slot). Returns the last victim, or why
+    /// there was none.
     pub fn evict_batch(
         &self,
         now_ms: u64,
         start: usize,
+        pool: usize,
         victims: usize,
         mut each: impl FnMut(usize, &Evicted) -> bool,
     ) -> Eviction {
@@ -205,8 +191,8 @@ impl Keyspace {
             );
         }
         let fresh = &fresh[..n_fresh.min(FRESH_MAX)];
-        let pools = self.thread_evict_pool();
-        let mut pool = pools.lock();
+        let mine = self.evict_pool(pool);
+        let mut pool = mine.lock();
         for &(i, c) in fresh {
             pool.insert(i, c);
         }
@@ -253,7 +239,7 @@ impl Keyspace {
                     }
                 }
             }
-            pool = pools.lock();
+            pool = mine.lock();
             for &(i, c) in &used[..n_used] {
                 pool.insert(i, c);
             }

@@ -2907,7 +2907,7 @@ mod tests {
                 crate::pool::Eviction::Evicted(..)
             ));
         }
-        assert!(ks.thread_evict_pool().lock().len() > 5);
+        assert!(ks.evict_pool(0).lock().len() > 5);
         // At t=200s the first half is read; the second half stays idle.
         let hot = present(&ks, 0..1000, 200_000);
         for i in 0..500 {
@@ -2963,7 +2963,7 @@ mod tests {
         while ks.db_size(0).0 > 1000 {
             let before = ks.db_size(0).0;
             let mut pass = 0;
-            let outcome = ks.evict_batch(100_000, cursor, 3, |_, e| {
+            let outcome = ks.evict_batch(100_000, cursor, 0, 3, |_, e| {
                 assert!(e.freed_bytes > 0);
                 pass += 1;
                 true
@@ -2979,7 +2979,7 @@ mod tests {
         assert!(kept >= 396, "kept {kept} of 400 recently read keys");
         // Told to stop after the first victim: one key goes.
         let before = ks.db_size(0).0;
-        ks.evict_batch(100_000, cursor, 3, |_, _| false);
+        ks.evict_batch(100_000, cursor, 0, 3, |_, _| false);
         assert_eq!(ks.db_size(0).0, before - 1);
         for i in 0..16 {
             ks.lock(i).check_invariants();

@@ -1092,3 +1092,23 @@ fn disable_thp_turns_transparent_huge_pages_off_for_the_process() {
     let kept = Shoal::start(&["--disable-thp", "no"]);
     assert_eq!(thp(&kept).as_deref(), Some("1"));
 }
+
+#[test]
+fn the_default_worker_count_leaves_one_core_and_threads_sets_it() {
+    // Runtime workers are named `shoal-worker`; `threads 0` (the default) runs one per core but
+    // one, at least one.
+    let workers = |s: &Shoal| {
+        // Answered by a worker: the runtime is up (the port is bound before it starts).
+        let _: String = q(&mut s.client(), &["PING"]);
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", s.pid())).unwrap();
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.trim() == "shoal-worker")
+            .count()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let default = Shoal::start(&[]);
+    assert_eq!(workers(&default), cores.saturating_sub(1).max(1));
+    let three = Shoal::start(&["--threads", "3"]);
+    assert_eq!(workers(&three), 3);
+}
