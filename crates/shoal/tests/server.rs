@@ -1097,18 +1097,29 @@ fn disable_thp_turns_transparent_huge_pages_off_for_the_process() {
 fn the_default_worker_count_leaves_one_core_and_threads_sets_it() {
     // Runtime workers are named `shoal-worker`; `threads 0` (the default) runs one per core but
     // one, at least one.
-    let workers = |s: &Shoal| {
+    // A thread names itself once it first runs, so a worker that has not been scheduled yet
+    // still bears the process's name: the count is read until it is the expected one, for at
+    // most five seconds, and must then be exactly that.
+    let workers = |s: &Shoal, expected: usize| {
         // Answered by a worker: the runtime is up (the port is bound before it starts).
         let _: String = q(&mut s.client(), &["PING"]);
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", s.pid())).unwrap();
-        tasks
-            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-            .filter(|name| name.trim() == "shoal-worker")
-            .count()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let tasks = std::fs::read_dir(format!("/proc/{}/task", s.pid())).unwrap();
+            let n = tasks
+                .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+                .filter(|name| name.trim() == "shoal-worker")
+                .count();
+            if n == expected || std::time::Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let default = Shoal::start(&[]);
-    assert_eq!(workers(&default), cores.saturating_sub(1).max(1));
+    let expected = cores.saturating_sub(1).max(1);
+    assert_eq!(workers(&default, expected), expected);
     let three = Shoal::start(&["--threads", "3"]);
-    assert_eq!(workers(&three), 3);
+    assert_eq!(workers(&three, 3), 3);
 }
