@@ -130,6 +130,14 @@ fn bulk_opt(out: &mut Vec<u8>, v: Option<u64>) {
 /// without any reads the same as before it existed.
 pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
     let stale = e.stale_ms();
+    let value = e.value();
+    let string_len = codec::encoded_len_of_string(value);
+    // Room for the whole effect at once (a string's length is known; a collection's encoding
+    // grows the buffer as it goes): the appends below then never reallocate midway. The
+    // frame's own bytes: the array header, `SHOALPUT`'s bulk, and up to five numbers of at most
+    // 20 digits as bulks, each with its `$len` and two line ends.
+    const FRAME: usize = 4 + 14 + 5 * (1 + 2 + 2 + 20 + 2);
+    out.reserve(FRAME + e.key().len() + 8 + string_len.map_or(0, |n| n + 24));
     out.extend_from_slice(if stale.is_some() {
         b"*8\r\n"
     } else {
@@ -141,8 +149,7 @@ pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
     bulk_u64(out, e.version());
     bulk_opt(out, e.expire_ms());
     bulk_opt(out, e.ext_version());
-    let value = e.value();
-    match codec::encoded_len_of_string(value) {
+    match string_len {
         // A string's encoding has a known length: the bulk's header goes first, with no move.
         Some(n) => {
             let mut tmp = [0u8; 20];

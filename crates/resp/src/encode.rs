@@ -19,18 +19,39 @@ pub struct ReplyWriter<'a> {
     pub proto: Protocol,
 }
 
+/// The decimal digits of 0..=99, two per number: a number is formatted two digits per division
+/// (a 19-digit version or offset in 10 steps instead of 19).
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `n`'s digits at the end of `tmp[..end]`, returning where they start.
+#[inline]
+fn digits_before(mut n: u64, tmp: &mut [u8; 20], mut end: usize) -> usize {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        end -= 2;
+        tmp[end..end + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        end -= 2;
+        tmp[end..end + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
+        end -= 1;
+        tmp[end] = b'0' + n as u8;
+    }
+    end
+}
+
 /// Formats an i64 into `tmp`, returning the used tail. No allocation.
 pub fn fmt_i64(v: i64, tmp: &mut [u8; 20]) -> &[u8] {
-    let mut n = v.unsigned_abs();
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+    // 19 digits at most, and the sign.
+    let mut i = digits_before(v.unsigned_abs(), tmp, tmp.len());
     if v < 0 {
         i -= 1;
         tmp[i] = b'-';
@@ -39,16 +60,8 @@ pub fn fmt_i64(v: i64, tmp: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Formats a u64 (RESP lengths, versions) into `tmp`.
-pub fn fmt_u64(mut n: u64, tmp: &mut [u8; 20]) -> &[u8] {
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+pub fn fmt_u64(n: u64, tmp: &mut [u8; 20]) -> &[u8] {
+    let i = digits_before(n, tmp, tmp.len());
     &tmp[i..]
 }
 
@@ -273,5 +286,54 @@ mod tests {
         assert_eq!(fmt_double(-2.5e-7), "-2.4999999999999999e-07");
         assert_eq!(fmt_double(f64::INFINITY), "inf");
         assert_eq!(fmt_i64(i64::MIN, &mut [0; 20]), b"-9223372036854775808");
+    }
+
+    #[test]
+    fn integers_format_as_rust_prints_them() {
+        let edges = [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12345,
+            u64::MAX / 10,
+            u64::MAX,
+        ];
+        for n in edges.into_iter().chain((0..64).map(|b| 1u64 << b)) {
+            assert_eq!(fmt_u64(n, &mut [0; 20]), n.to_string().as_bytes());
+            for m in [n.wrapping_sub(1), n.wrapping_add(1)] {
+                assert_eq!(fmt_u64(m, &mut [0; 20]), m.to_string().as_bytes());
+            }
+        }
+        for v in [
+            i64::MIN,
+            i64::MIN + 1,
+            -100,
+            -99,
+            -10,
+            -9,
+            -1,
+            0,
+            7,
+            42,
+            i64::MAX,
+        ] {
+            assert_eq!(fmt_i64(v, &mut [0; 20]), v.to_string().as_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_integer_formats_as_rust_prints_it(n: u64, v: i64) {
+            let (mut a, mut b) = ([0; 20], [0; 20]);
+            let (ns, vs) = (n.to_string(), v.to_string());
+            proptest::prop_assert_eq!(fmt_u64(n, &mut a), ns.as_bytes());
+            proptest::prop_assert_eq!(fmt_i64(v, &mut b), vs.as_bytes());
+        }
     }
 }
