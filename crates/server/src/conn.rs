@@ -650,7 +650,7 @@ async fn run<S: ClientStream>(
         // on a hot shard, are queued here (woken from this task) and run on this thread.
         srv.gate.wake_tasks_here();
         shoal_keyspace::claim::batch_end();
-        if closing.is_none() && (requests > 1 || sole_worker()) && !out.is_empty() {
+        if closing.is_none() && requests > 1 && !out.is_empty() {
             // A pipeline's replies leave at the end of the worker's tick, not as each
             // connection finishes its batch (as Redis writes every client's replies before it
             // sleeps): the task lets the worker's other ready connections run first, so their
@@ -658,18 +658,15 @@ async fn run<S: ClientStream>(
             // tool, a pooled application) is then woken once per burst instead of once per
             // reply; each wake of a sleeping process costs the writer several µs of kernel time
             // (an inter-processor interrupt in a VM). The yield is deferred by the runtime until
-            // it has polled the other ready tasks and the I/O driver. For one request only when
-            // this is the runtime's sole worker (the default on two cores): there, under
-            // redis-benchmark -P 1, EVALSHA 146k -> 156k req/s (server CPU 6.7 -> 6.3 µs per
-            // request), MSET of 10 keys 129k -> 147k, ZADD 163k -> 171k, SET and GET unchanged
-            // (3 interleaved runs each). With several workers the deferral cost more than it
-            // saved (the idle worker woken to steal the deferred task, a later reply: p99 ×1.5).
+            // it has polled the other ready tasks and the I/O driver. Not for one request: at
+            // one request per round trip the deferral cost more than it saved (the idle worker
+            // woken to steal the deferred task, a later reply: p99 ×1.5 under redis-benchmark
+            // -P 1).
             RequeueOnce(false).await;
         } else {
-            // One request per round trip with several workers: a script's hold on the exec gate
-            // ends with it, so another worker's waiting request goes next (a hold kept until
-            // this worker goes idle made that request wait for the whole tick: EVALSHA -P 1 ran
-            // at ×0.8).
+            // One request per round trip: a script's hold on the exec gate ends with it, so
+            // another worker's waiting request goes next (a hold kept until this worker goes
+            // idle made that request wait for the whole tick: EVALSHA -P 1 ran at ×0.8).
             srv.gate.end_batch();
         }
         // A pipeline's script batch holds the exec gate past the connection's batch: the
@@ -1370,17 +1367,6 @@ pub fn offload_long_script() {
     // runtime.
     shoal_keyspace::claim::release_thread();
     tokio::task::block_in_place(|| std::thread::sleep(OFFLOAD_HANDOFF));
-}
-
-/// Whether this thread is the runtime's only worker (read once per thread). With one worker
-/// no other can be woken to steal a deferred task, so replies wait for the tick's burst even at
-/// one request per round trip (see the caller).
-fn sole_worker() -> bool {
-    thread_local! {
-        static SOLE: bool = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.metrics().num_workers() == 1);
-    }
-    SOLE.with(|s| *s)
 }
 
 thread_local! {
