@@ -256,6 +256,9 @@ pub struct Server {
 /// a full cache SET P16 650–690k against 540–710k req/s with a p99 of 2.2–2.4 ms against 3.4–3.9
 /// (redis-server 2.0–2.3). With two workers and the client on two cores, each worker waited on a
 /// run queue 20% of the time (`/proc/PID/task/*/schedstat`), holding its connections' requests.
+/// The other way: a light client with few connections (`shoal-loadgen maxrate`, 8 connections,
+/// one request per round trip) leaves room for a second worker, 213–229k against 189–196k
+/// req/s; `threads 2` is then the better setting.
 pub fn default_workers(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
