@@ -39,6 +39,8 @@ pub const ACK_INTERVAL_MS: u64 = 1_000;
 pub const LINE_BYTES_MAX: usize = 1024;
 /// Unparsed stream bytes held at most (a frame is at most a key and its merge state).
 pub const INPUT_BYTES_MAX: usize = 1 << 30;
+/// The stream buffer grows by a chunk when less than this is free for the next read.
+pub const READ_SPARE_MIN_BYTES: usize = 16 * 1024;
 
 /// The configured peers: `host:port` words of `active-peers`.
 pub fn parse_peers(text: &str) -> Vec<String> {
@@ -448,7 +450,6 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), String> {
     let mut decoder = RequestDecoder::default();
     let mut ranges = Vec::new();
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut tick = tokio::time::interval(Duration::from_millis(ACK_INTERVAL_MS));
     let mut last_read = now_ms();
     let mut ack = Vec::new();
@@ -466,9 +467,9 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
             if inbuf.len() > INPUT_BYTES_MAX {
                 return Err("a stream frame over the input limit".into());
             }
-            // Give memory back after a burst the link fell behind on (the buffer grew to hold
-            // it), as a client connection does.
-            if inbuf.capacity() > 4 * READ_CHUNK_BYTES && inbuf.len() < READ_CHUNK_BYTES {
+            // Give memory back once a frame larger than the buffer has been merged, so an idle
+            // link holds one chunk whatever it carried before.
+            if inbuf.capacity() > READ_CHUNK_BYTES && inbuf.len() < READ_CHUNK_BYTES / 2 {
                 inbuf.shrink_to(READ_CHUNK_BYTES);
             }
             ack.clear();
@@ -490,15 +491,19 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
         if !configured(srv, addr) {
             return Ok(());
         }
+        // Reads go straight into the buffer's free room; it grows only when a partial frame
+        // leaves less than READ_SPARE_MIN_BYTES of it (a frame nearly as large as the buffer).
+        if inbuf.capacity() - inbuf.len() < READ_SPARE_MIN_BYTES {
+            inbuf.reserve(READ_CHUNK_BYTES);
+        }
         tokio::select! {
-            r = s.read(&mut chunk) => {
+            r = s.read_buf(&mut inbuf) => {
                 let n = r.map_err(|e| e.to_string())?;
                 if n == 0 {
                     return Err("peer closed the connection".into());
                 }
                 last_read = now_ms();
                 srv.stats.total_net_repl_input_bytes.fetch_add(n as u64, Relaxed);
-                inbuf.extend_from_slice(&chunk[..n]);
                 fresh = true;
             }
             _ = tick.tick() => {
