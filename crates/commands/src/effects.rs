@@ -147,20 +147,48 @@ fn append_group(srv: &ServerState, group: &[usize], now_ms: u64) -> (u64, bool) 
         out.reserve(EMIT_BUF_BYTES);
     }
     let mut guards: [Option<ShardGuard<'_>>; EMIT_GROUP_SHARDS_MAX] = std::array::from_fn(|_| None);
-    for (slot, &i) in guards.iter_mut().zip(group) {
+    // A shard whose queue holds only writes encoded as they were made (SET and its family: the
+    // usual case) has its stream bytes in one run of its effect buffer, in order: that run goes
+    // to the backlog as it is, with no copy through `out`. Its queue is given back after the
+    // append (which empties the buffer).
+    let mut direct: [Option<(Vec<shoal_keyspace::delta::Pending>, usize, usize)>;
+        EMIT_GROUP_SHARDS_MAX] = std::array::from_fn(|_| None);
+    for ((slot, run), &i) in guards.iter_mut().zip(direct.iter_mut()).zip(group) {
         let mut shard = srv.ks.lock(i);
         let items = shard.take_pending();
-        if !items.is_empty() {
-            stream::encode_pending(&mut out, &shard, &items, &srv.ks.hlc, now_ms);
+        match stream::encoded_run(&items) {
+            Some((start, end)) => *run = Some((items, start, end)),
+            None => {
+                if !items.is_empty() {
+                    stream::encode_pending(&mut out, &shard, &items, &srv.ks.hlc, now_ms);
+                }
+                shard.recycle_pending(items);
+            }
         }
-        shard.recycle_pending(items);
         *slot = Some(shard);
     }
-    let result = if out.is_empty() {
+    let mut parts: [&[u8]; EMIT_GROUP_SHARDS_MAX + 1] = [&[]; EMIT_GROUP_SHARDS_MAX + 1];
+    let mut n = 0;
+    if !out.is_empty() {
+        parts[0] = &out;
+        n = 1;
+    }
+    for (guard, run) in guards.iter().zip(&direct) {
+        if let (Some(shard), Some((_, start, end))) = (guard, run) {
+            parts[n] = shard.effect_bytes(*start, end - start);
+            n += 1;
+        }
+    }
+    let result = if n == 0 {
         (srv.repl.stream_end(), false)
     } else {
-        (srv.repl.append_quiet(&out), true)
+        (srv.repl.append_quiet_parts(&parts[..n]), true)
     };
+    for (guard, run) in guards.iter_mut().zip(direct.iter_mut()) {
+        if let (Some(shard), Some((items, _, _))) = (guard.as_mut(), run.take()) {
+            shard.recycle_pending(items);
+        }
+    }
     drop(guards);
     if out.capacity() <= EMIT_BUF_KEEP_BYTES {
         out.clear();

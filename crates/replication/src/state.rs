@@ -750,6 +750,16 @@ impl ReplState {
         b.end_offset()
     }
 
+    /// [`ReplState::append_quiet`] of several runs of bytes, in order, under one hold of the
+    /// backlog's lock.
+    pub fn append_quiet_parts(&self, parts: &[&[u8]]) -> u64 {
+        let mut b = self.backlog();
+        for p in parts {
+            b.append(p);
+        }
+        b.end_offset()
+    }
+
     /// Wakes links waiting for bytes after `append_quiet`.
     pub fn notify_appended(&self) {
         // Pairs with the fence in `link_will_wait`: either the link sees these bytes, or this

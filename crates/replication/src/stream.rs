@@ -87,18 +87,23 @@ impl std::fmt::Display for StreamError {
     }
 }
 
+#[inline]
 fn bulk(out: &mut Vec<u8>, b: &[u8]) {
-    let mut tmp = [0u8; 20];
     out.push(b'$');
-    out.extend_from_slice(shoal_resp::fmt_u64(b.len() as u64, &mut tmp));
+    shoal_resp::push_u64(out, b.len() as u64);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b);
     out.extend_from_slice(b"\r\n");
 }
 
+/// A number as a bulk string, its digits written in place.
+#[inline]
 fn bulk_u64(out: &mut Vec<u8>, v: u64) {
-    let mut tmp = [0u8; 20];
-    bulk(out, shoal_resp::fmt_u64(v, &mut tmp));
+    out.push(b'$');
+    shoal_resp::push_u64(out, shoal_resp::decimal_len(v) as u64);
+    out.extend_from_slice(b"\r\n");
+    shoal_resp::push_u64(out, v);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A bulk string of what `fill` appends to `out`, written in place: the bytes go in first and the
@@ -118,10 +123,11 @@ fn bulk_with(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(b"\r\n");
 }
 
+#[inline]
 fn bulk_opt(out: &mut Vec<u8>, v: Option<u64>) {
     match v {
         Some(v) => bulk_u64(out, v),
-        None => bulk(out, b"-1"),
+        None => out.extend_from_slice(b"$2\r\n-1\r\n"),
     }
 }
 
@@ -138,12 +144,12 @@ pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
     // 20 digits as bulks, each with its `$len` and two line ends.
     const FRAME: usize = 4 + 14 + 5 * (1 + 2 + 2 + 20 + 2);
     out.reserve(FRAME + e.key().len() + 8 + string_len.map_or(0, |n| n + 24));
+    // The array header and the effect's name in one constant copy.
     out.extend_from_slice(if stale.is_some() {
-        b"*8\r\n"
+        b"*8\r\n$8\r\nSHOALPUT\r\n"
     } else {
-        b"*7\r\n"
+        b"*7\r\n$8\r\nSHOALPUT\r\n"
     });
-    bulk(out, PUT);
     bulk_u64(out, db as u64);
     bulk(out, e.key());
     bulk_u64(out, e.version());
@@ -152,9 +158,8 @@ pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
     match string_len {
         // A string's encoding has a known length: the bulk's header goes first, with no move.
         Some(n) => {
-            let mut tmp = [0u8; 20];
             out.push(b'$');
-            out.extend_from_slice(shoal_resp::fmt_u64(n as u64, &mut tmp));
+            shoal_resp::push_u64(out, n as u64);
             out.extend_from_slice(b"\r\n");
             codec::encode_value(value, out);
             out.extend_from_slice(b"\r\n");
@@ -242,6 +247,26 @@ pub fn encode_pending(out: &mut Vec<u8>, shard: &Shard, items: &[Pending], hlc: 
             Pending::Count { .. } => {}
         }
     }
+}
+
+/// Where a shard's queue is only writes encoded as they were made ([`Pending::Put`]): their
+/// stream bytes are then the run `start..end` of the shard's effect buffer, in order, and
+/// [`encode_pending`] would copy exactly that run. `None` for an empty queue or any other item
+/// (a read-back, a delta) — those go through [`encode_pending`].
+pub fn encoded_run(items: &[Pending]) -> Option<(usize, usize)> {
+    let mut run: Option<(usize, usize)> = None;
+    for p in items {
+        let Pending::Put { at, len, .. } = p else {
+            return None;
+        };
+        run = match run {
+            None => Some((*at, at + len)),
+            // The buffer only grows while the queue fills: each put follows the one before.
+            Some((start, end)) if *at == end => Some((start, at + len)),
+            Some(_) => return None,
+        };
+    }
+    run
 }
 
 /// `SHOALFLUSH db|-1 version`.
@@ -623,6 +648,38 @@ mod tests {
             panic!("a put");
         };
         assert_eq!(version, 3);
+    }
+
+    #[test]
+    fn a_queue_of_encoded_writes_is_one_run_of_the_effect_buffer_and_anything_else_is_not() {
+        let ks = Keyspace::new(2, 4, 1);
+        ks.set_recording(true);
+        let slot = key_slot(b"k");
+        let mut g = ks.lock(ks.shard_of(slot));
+        for (i, v) in [b"a", b"b", b"c"].into_iter().enumerate() {
+            let e = Entry::new_string(b"k", v, Some(1_000 + i as u64), i as u64 + 1);
+            g.insert_encoded(0, slot, e, 0, encode_put);
+        }
+        let items = g.take_pending();
+        let (start, end) = encoded_run(&items).expect("three encoded writes");
+        let mut out = Vec::new();
+        encode_pending(&mut out, &g, &items, &ks.hlc, 0);
+        assert_eq!(g.effect_bytes(start, end - start), &out[..]);
+        assert_eq!(frames(&out).len(), 3);
+        g.recycle_pending(items);
+        assert_eq!(encoded_run(&[]), None);
+        // A read-back in the queue: not a run.
+        g.insert_encoded(
+            0,
+            slot,
+            Entry::new_string(b"k", b"d", None, 9),
+            0,
+            encode_put,
+        );
+        g.insert(0, slot, Entry::new_string(b"k", b"e", None, 10), 0);
+        let items = g.take_pending();
+        assert_eq!(encoded_run(&items), None);
+        g.recycle_pending(items);
     }
 
     #[test]

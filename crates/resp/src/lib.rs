@@ -9,5 +9,5 @@ pub mod encode;
 pub mod reply;
 
 pub use decode::{Decoded, Limits, ProtocolError, RequestDecoder, split_args};
-pub use encode::{Protocol, ReplyWriter, fmt_double, fmt_i64, fmt_u64};
+pub use encode::{Protocol, ReplyWriter, decimal_len, fmt_double, fmt_i64, fmt_u64, push_u64};
 pub use reply::{Reply, ReplyLimits, encode_request, parse_reply};
