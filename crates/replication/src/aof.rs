@@ -131,6 +131,29 @@ pub fn encode_stream(out: &mut Vec<u8>, payload: &[u8]) {
     encode_record(out, KIND_STREAM, payload);
 }
 
+/// Starts a stream record whose payload the caller appends to `out` in place (the log's writer
+/// reads the backlog straight into its record buffer): room for the frame now, filled by
+/// [`seal_stream`] once the payload is there. Returns where the record starts.
+pub fn begin_stream(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0u8; RECORD_FRAME_BYTES + 1]);
+    at
+}
+
+/// Finishes the record [`begin_stream`] started at `at`: everything after its frame is the
+/// payload. The bytes are those [`encode_stream`] writes for the same payload.
+pub fn seal_stream(out: &mut [u8], at: usize) {
+    let body = at + RECORD_FRAME_BYTES;
+    let payload = out.len() - body - 1;
+    assert!(payload < RECORD_BYTES_MAX, "a record fits its limit");
+    let len_bytes = ((payload + 1) as u32).to_le_bytes();
+    out[body] = KIND_STREAM;
+    let mut crc = crc64_update(0, &len_bytes);
+    crc = crc64_update(crc, &out[body..]);
+    out[at..at + 4].copy_from_slice(&len_bytes);
+    out[at + 4..body].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Appends the record a clean shutdown ends the log with.
 pub fn encode_close(out: &mut Vec<u8>) {
     encode_record(out, KIND_CLOSE, &[]);
@@ -326,6 +349,20 @@ mod tests {
             decode_header(&[b'x'; HEADER_BYTES]),
             Err(HeaderError::BadMagic)
         );
+    }
+
+    #[test]
+    fn a_record_sealed_in_place_is_the_record_encoded_from_its_payload() {
+        for payload in [vec![], b"*1\r\n$4\r\nPING\r\n".to_vec(), vec![9u8; 70_000]] {
+            let mut whole = b"before".to_vec();
+            encode_stream(&mut whole, &payload);
+            let mut in_place = b"before".to_vec();
+            let at = begin_stream(&mut in_place);
+            in_place.extend_from_slice(&payload);
+            seal_stream(&mut in_place, at);
+            assert_eq!(in_place, whole, "{} bytes", payload.len());
+            assert_eq!(scan(&in_place[6..]).records, vec![Record::Stream(&payload)]);
+        }
     }
 
     #[test]

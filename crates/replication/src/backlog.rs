@@ -203,13 +203,12 @@ impl Backlog {
     /// Up to `max` bytes starting at `offset`; `None` if the offset is no longer (or not yet) held.
     pub fn read(&self, offset: u64, max: usize) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        self.read_into(offset, max, &mut out).then_some(out)
+        self.read_append(offset, max, &mut out).then_some(out)
     }
 
-    /// As [`Backlog::read`], into `out` (cleared first, its allocation reused); false if the
-    /// offset is no longer (or not yet) held.
-    pub fn read_into(&self, offset: u64, max: usize, out: &mut Vec<u8>) -> bool {
-        out.clear();
+    /// As [`Backlog::read`], appended to `out` (its allocation reused); false, with `out` as it
+    /// was, if the offset is no longer (or not yet) held.
+    pub fn read_append(&self, offset: u64, max: usize, out: &mut Vec<u8>) -> bool {
         if !self.holds(offset) {
             return false;
         }

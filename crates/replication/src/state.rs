@@ -367,18 +367,18 @@ impl ReplState {
     /// core lock, which this holds.
     pub fn read_history(&self, offset: u64, max: usize) -> HistoryRead {
         let mut bytes = Vec::new();
-        let mut r = self.read_history_into(offset, max, &mut bytes);
+        let mut r = self.read_history_append(offset, max, &mut bytes);
         r.bytes = r.bytes.map(|_| bytes);
         r
     }
 
-    /// As [`ReplState::read_history`], into `out` (cleared first, its allocation reused: the
-    /// append-only log's writer reads every write this way); `bytes` is then `Some` of an empty
-    /// vector when the offset is held, `None` when not.
-    pub fn read_history_into(&self, offset: u64, max: usize, out: &mut Vec<u8>) -> HistoryRead {
+    /// As [`ReplState::read_history`], appended to `out` (the append-only log's writer reads
+    /// every write this way, straight into its record); `bytes` is then `Some` of an empty
+    /// vector when the offset is held (and `out` grew by what was read), `None` when not.
+    pub fn read_history_append(&self, offset: u64, max: usize, out: &mut Vec<u8>) -> HistoryRead {
         let core = self.core();
         let b = self.backlog();
-        let held = b.read_into(offset, max, out);
+        let held = b.read_append(offset, max, out);
         HistoryRead {
             bytes: held.then(Vec::new),
             start: b.start_offset(),

@@ -599,9 +599,8 @@ struct Writer {
     last_rewrite_ask: Option<Instant>,
     last_fsync: Instant,
     handovers: Arc<Handovers>,
-    /// The stream bytes of one batch, read out of the backlog (at most
-    /// `RECORD_STREAM_BYTES_MAX`), and their record: reused from batch to batch.
-    read_buf: Vec<u8>,
+    /// The records of one batch (at most `RECORD_STREAM_BYTES_MAX` stream bytes, read out of
+    /// the backlog into it): reused from batch to batch.
     rec_buf: Vec<u8>,
 }
 
@@ -676,7 +675,6 @@ pub fn spawn_writer(srv: &Arc<ServerState>) -> Result<(), String> {
         last_rewrite_ask: None,
         last_fsync: Instant::now(),
         handovers: node.handovers.clone(),
-        read_buf: Vec::new(),
         rec_buf: Vec::new(),
     };
     std::thread::Builder::new()
@@ -749,18 +747,23 @@ impl Writer {
         if self.broken {
             return false;
         }
-        // Both buffers are the writer's own, reused: a fresh megabyte per batch costs its pages'
-        // faults (and zeroing) every time.
+        // The record buffer is the writer's own, reused: a fresh megabyte per batch costs its
+        // pages' faults (and zeroing) every time. The backlog is read straight into it, each
+        // slice after a record's frame, which is filled in once the slice is there.
         self.rec_buf.clear();
         // Stream bytes encoded into `rec_buf` so far.
         let mut taken = 0usize;
         loop {
-            let r = self.srv.repl.read_history_into(
+            let at = format::begin_stream(&mut self.rec_buf);
+            let payload = self.rec_buf.len();
+            let r = self.srv.repl.read_history_append(
                 self.pos + taken as u64,
                 WRITER_READ_SLICE_BYTES,
-                &mut self.read_buf,
+                &mut self.rec_buf,
             );
+            let read = self.rec_buf.len() - payload;
             if r.history != self.history {
+                self.rec_buf.truncate(at);
                 // What was read before the change is the old history's: written first.
                 if taken > 0 {
                     break;
@@ -786,18 +789,23 @@ impl Writer {
                 return true;
             }
             match r.bytes {
-                None if taken > 0 => break,
+                None if taken > 0 => {
+                    self.rec_buf.truncate(at);
+                    break;
+                }
                 None => {
+                    self.rec_buf.truncate(at);
                     self.break_log("the log fell behind the backlog (repl-backlog-size)");
                     return false;
                 }
-                Some(_) if self.read_buf.is_empty() => break,
+                Some(_) if read == 0 => {
+                    self.rec_buf.truncate(at);
+                    break;
+                }
                 Some(_) => {
-                    format::encode_stream(&mut self.rec_buf, &self.read_buf);
-                    taken += self.read_buf.len();
-                    if self.read_buf.len() < WRITER_READ_SLICE_BYTES
-                        || taken >= RECORD_STREAM_BYTES_MAX
-                    {
+                    format::seal_stream(&mut self.rec_buf, at);
+                    taken += read;
+                    if read < WRITER_READ_SLICE_BYTES || taken >= RECORD_STREAM_BYTES_MAX {
                         break;
                     }
                 }
