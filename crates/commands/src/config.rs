@@ -396,7 +396,9 @@ params! {
         mutable;
     /// Entries (live and deleted) a stream node takes at most; 0 means no limit.
     stream_node_max_entries: usize = "stream-node-max-entries", Int(0, LONG_MAX), "100", mutable;
-    /// Seconds between TCP keepalive probes on client connections (0: off).
+    /// Seconds of silence before a client connection's TCP keepalive probes start, then one every
+    /// third of it; 3 unanswered drop the connection (0: off). Applies to connections accepted
+    /// after it is set, as in Redis.
     tcp_keepalive: u32 = "tcp-keepalive", Int(0, INT_MAX), "300", mutable;
     /// Runtime worker threads; 0 means one per core but one (at least one), leaving a core for
     /// the kernel's network work, clients on the same machine and the node's own threads.

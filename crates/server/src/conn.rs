@@ -109,6 +109,52 @@ fn security_warning(peer: &str) {
     }
 }
 
+/// Turns on TCP keepalive probes for a client's connection, as Redis's `tcp-keepalive` does
+/// (`anetKeepAlive`): the first probe after `interval_s` seconds of silence, then one every third
+/// of that (at least a second), and the connection is dropped after 3 unanswered. 0 leaves the
+/// socket as it is. Set when a connection is accepted: a `CONFIG SET` applies to new ones.
+pub fn keepalive(tcp: &tokio::net::TcpStream, interval_s: u32) {
+    use std::os::fd::AsRawFd;
+    if interval_s == 0 {
+        return;
+    }
+    let interval = interval_s.min(i32::MAX as u32) as libc::c_int;
+    let fd = tcp.as_raw_fd();
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, interval),
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            (interval / 3).max(1),
+        ),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
+    ];
+    for (level, name, value) in options {
+        // SAFETY: `fd` is the open socket `tcp` owns for the whole call, and the option's value
+        // is a live `c_int` whose size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not set a TCP keepalive option on a client connection"
+            );
+            return;
+        }
+    }
+}
+
+/// Unanswered keepalive probes before the kernel drops a client's connection (Redis's 3).
+pub const KEEPALIVE_PROBES: libc::c_int = 3;
+
 /// Runs a connection to completion.
 /// Generic over the stream: plain TCP or TLS (`crate::tls::ClientStream`), each compiled apart.
 pub async fn serve<S: ClientStream>(srv: Arc<ServerState>, mut stream: S, io: Arc<NodeIo>) {
@@ -121,6 +167,7 @@ pub async fn serve<S: ClientStream>(srv: Arc<ServerState>, mut stream: S, io: Ar
     }
     let _open = Open(&srv);
     let _ = stream.tcp().set_nodelay(true);
+    keepalive(stream.tcp(), srv.config().tcp_keepalive);
     let peer = stream
         .tcp()
         .peer_addr()

@@ -787,3 +787,64 @@ fn client_no_touch_reads_leave_access_info_alone_but_touch_counts() {
         "{help}"
     );
 }
+
+/// The timer of the server's side of the connection `client` (from `/proc/net/tcp`): its kind
+/// (0 none, 1 retransmit, 2 keepalive) and hundredths of a second until it fires. Waits, bounded,
+/// while a retransmit timer runs (the client's ACK of the last reply may be delayed).
+fn server_side_timer(server_port: u16, client: &std::net::TcpStream) -> (u32, u64) {
+    let client_port = client.local_addr().expect("local address").port();
+    let port_of = |field: &str| {
+        let hex = field.rsplit(':').next().expect("ip:port");
+        u16::from_str_radix(hex, 16).expect("hex port")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let line = table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| port_of(f[1]) == server_port && port_of(f[2]) == client_port)
+            .expect("the server's socket of this connection");
+        let (kind, when) = line[5].split_once(':').expect("tr:tm->when");
+        let kind = u32::from_str_radix(kind, 16).expect("timer kind");
+        let when = u64::from_str_radix(when, 16).expect("timer");
+        if kind != 1 || std::time::Instant::now() > deadline {
+            return (kind, when);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tcp_keepalive_probes_idle_clients_and_config_set_applies_to_new_connections() {
+    let s = Shoal::start(&[]);
+    // The default, 300 s as in Redis: the server's socket runs a keepalive timer of at most 300 s.
+    let mut a = s.raw();
+    assert_eq!(a.call(&["PING"]), "+PONG\r\n");
+    let (kind, when) = server_side_timer(s.port, &a.stream);
+    assert_eq!(kind, 2, "a keepalive timer on the server's socket");
+    assert!((25_000..=30_000).contains(&when), "300 s: {when}");
+    // A new value applies to connections accepted after it.
+    let mut c = s.raw();
+    assert_eq!(c.call(&["CONFIG", "SET", "tcp-keepalive", "60"]), "+OK\r\n");
+    let mut b = s.raw();
+    assert_eq!(b.call(&["PING"]), "+PONG\r\n");
+    let (kind, when) = server_side_timer(s.port, &b.stream);
+    assert_eq!(kind, 2);
+    assert!((5_000..=6_000).contains(&when), "60 s: {when}");
+    // 0 turns it off.
+    assert_eq!(c.call(&["CONFIG", "SET", "tcp-keepalive", "0"]), "+OK\r\n");
+    let mut d = s.raw();
+    assert_eq!(d.call(&["PING"]), "+PONG\r\n");
+    assert_eq!(
+        server_side_timer(s.port, &d.stream).0,
+        0,
+        "no timer without keepalive"
+    );
+    // The option as Redis spells it, at start.
+    let off = Shoal::start(&["--tcp-keepalive", "0"]);
+    let mut e = off.raw();
+    assert_eq!(e.call(&["PING"]), "+PONG\r\n");
+    assert_eq!(server_side_timer(off.port, &e.stream).0, 0);
+}
