@@ -216,6 +216,8 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
         return;
     }
     if on {
+        // A member's writes go through their shards' queues, which it encodes itself.
+        srv.repl.set_direct_effects(false);
         srv.active.on.store(true, Relaxed);
         srv.repl.start_recording(&srv.ks);
         srv.ks.set_keep_priors(true);
@@ -223,6 +225,7 @@ pub fn configure(srv: &ServerState, peers: &str, now_ms: u64) {
     } else {
         srv.active.on.store(false, Relaxed);
         srv.ks.set_keep_priors(false);
+        srv.repl.set_direct_effects(true);
         for s in srv.active.stores.get().map(|s| &s[..]).unwrap_or_default() {
             *s.lock().expect("merge store lock") = Store::default();
         }

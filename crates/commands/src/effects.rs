@@ -4,7 +4,10 @@
 //! time, their queues encoded and appended to the backlog in one append before the locks are
 //! released, so per key the stream holds the writes in the order they were made. A pipeline's data
 //! commands leave their queues for one such append at the end of the connection's batch
-//! ([`flush_deferred`]). FLUSHDB/FLUSHALL and SWAPDB append every queue, then their own effect,
+//! ([`flush_deferred`]); such a command of one key may instead append its write's effect at
+//! once, under its shard's lock, when that shard's queue is empty and the backlog's lock is free
+//! (`shoal_keyspace::write_log`), and the drain here collects the stream's end after it.
+//! FLUSHDB/FLUSHALL and SWAPDB append every queue, then their own effect,
 //! under all locks. The codec is `shoal_replication::stream`; this module only knows where the
 //! queues are.
 //!
@@ -50,9 +53,10 @@ pub const DEFERRED_COMMANDS_MAX: u32 = 64;
 pub fn emit_logged(srv: &ServerState, now_ms: u64) -> Option<u64> {
     // Drained whether or not this node records: the list is per thread, and whatever is in it
     // belongs to the command that just ran here.
-    let mut covered: Option<u64> = None;
+    // Writes appended at once, under their shards' locks (`shoal_keyspace::write_log`).
+    let mut covered: Option<u64> = shoal_keyspace::write_log::take_direct_end();
     let recording = srv.ks.recording();
-    let mut appended = false;
+    let mut appended = covered.is_some();
     let mut group = [0usize; EMIT_GROUP_SHARDS_MAX];
     let mut n = 0;
     let mut emit = |group: &[usize]| {
@@ -232,6 +236,9 @@ pub fn emit_all_locked(
 /// Drops what this thread's last command queued, unreplicated (a script's `redis.set_repl`
 /// without `REPL_REPLICA`: Redis then does not propagate the command either).
 pub fn discard_logged(srv: &ServerState) {
+    // Scripts never append at once (see `write_log::direct_scope`): nothing of theirs is there.
+    let direct = shoal_keyspace::write_log::take_direct_end();
+    debug_assert!(direct.is_none(), "a script's write was appended at once");
     shoal_keyspace::write_log::drain_touched(|i| {
         let mut shard = srv.ks.lock(i);
         let items = shard.take_pending();

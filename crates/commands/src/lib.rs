@@ -551,7 +551,13 @@ pub fn execute_looked_up(
         client.cluster.asking = asking;
         return Outcome::Fetch(Box::new(fetch));
     }
+    // A deferred command of one key may append its write's effect at once, under its shard's
+    // lock, when nothing of that shard waits in its queue (`shoal_keyspace::write_log`): its
+    // end is drained with the queues at the end of the batch.
+    let direct =
+        (defer && one_key_at_1(Some(spec), args)).then(shoal_keyspace::write_log::direct_scope);
     let outcome = run_command(srv, client, spec, args, out, now_ms, mode, Some(gate));
+    drop(direct);
     // What this command wrote (and any key it expired or evicted) goes to the replication stream
     // before the reply is sent, so WAIT and the sync strategy can wait for its offset. For EXEC,
     // that is everything its commands wrote, as one batch.

@@ -920,6 +920,8 @@ impl ServerState {
             active: crate::active::Active::new(&random_hex40(seed ^ 0x5A5A), SHARDS_DEFAULT),
             repair: crate::repair::Repair::default(),
         };
+        // Writes of plain commands may append their effects at once (`shoal_keyspace::write_log`).
+        st.ks.set_effect_sink(Some(st.repl.effect_sink()));
         st.apply_config(None, &config);
         st
     }

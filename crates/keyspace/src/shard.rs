@@ -360,6 +360,8 @@ pub struct Shard {
     watch: watch::WatchTable,
     /// Writes are queued in `pending` for the replication stream (see `Keyspace::set_recording`).
     recording: bool,
+    /// Where a write may append its effect at once instead of queueing it (see `write_log`).
+    sink: Option<std::sync::Arc<dyn crate::write_log::EffectSink>>,
     /// Changes not yet appended to the replication stream, in write order (see `write_log`).
     pending: Vec<Pending>,
     /// The encoded effects `Pending::Put` items of `pending` point into; emptied when the queue
@@ -492,6 +494,7 @@ impl Shard {
             expire_on_access: true,
             watch: watch::WatchTable::default(),
             recording: false,
+            sink: None,
             pending: Vec::new(),
             effects: Vec::new(),
             priors: Vec::new(),
@@ -1043,12 +1046,14 @@ impl Shard {
         }
         // The allocation is the same; what is charged is the bytes used (as for a new block).
         self.mem_bytes = self.mem_bytes + e.mem_bytes() - before;
+        let encode_now = self.recording && e.mem_bytes() <= EFFECT_ENCODED_MAX_BYTES;
         let encoded = match put {
-            Some(put) if self.recording && e.mem_bytes() <= EFFECT_ENCODED_MAX_BYTES => {
-                let at = self.effects.len();
-                put(&mut self.effects, db, e);
-                Some((at, self.effects.len() - at))
-            }
+            Some(put) if encode_now => Some(Self::put_effect(
+                &mut self.effects,
+                self.sink.as_deref(),
+                self.pending.is_empty() && self.track.is_none(),
+                |out| put(out, db, e),
+            )),
             _ => None,
         };
         if let Some(at_ms) = old_expire {
@@ -1061,16 +1066,48 @@ impl Shard {
             d.expiry.push(Reverse(ExpiryItem { at_ms, hash, local }));
         }
         if self.recording {
-            let key = key.into();
             match encoded {
-                Some((at, len)) => self.queue(Pending::Put { db, key, at, len }),
-                None => self.queue(Pending::Key { db, key }),
+                // Appended to the stream already.
+                Some(None) => {}
+                Some(Some((at, len))) => self.queue(Pending::Put {
+                    db,
+                    key: key.into(),
+                    at,
+                    len,
+                }),
+                None => self.queue(Pending::Key {
+                    db,
+                    key: key.into(),
+                }),
             }
         }
         if !self.watch.is_empty() {
             self.watch.touch(db, key);
         }
         true
+    }
+
+    /// A write's effect, encoded now by `encode`: appended to the stream at once when `may_skip`
+    /// (the shard's queue is empty and no slot is tracked), the caller allows it and the sink
+    /// takes it without waiting (`None`; see `write_log`), else put in `effects` for the queue
+    /// (`Some((at, len))`, for a [`Pending::Put`]). A function of the fields it needs, so a
+    /// caller may hold a borrow of the entry being written.
+    fn put_effect(
+        effects: &mut Vec<u8>,
+        sink: Option<&dyn crate::write_log::EffectSink>,
+        may_skip: bool,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<(usize, usize)> {
+        let at = effects.len();
+        match sink {
+            Some(sink) if may_skip && crate::write_log::direct_allowed() => {
+                if crate::write_log::append_direct(sink, encode, |b| effects.extend_from_slice(b)) {
+                    return None;
+                }
+            }
+            _ => encode(effects),
+        }
+        Some((at, effects.len() - at))
     }
 
     /// [`Shard::insert`] raising no event: writes applied from elsewhere (a primary's stream, a
@@ -1101,17 +1138,24 @@ impl Shard {
         entry.set_access(access);
         let prior_key = (self.recording && self.keep_priors).then(|| entry.key().to_vec());
         if self.recording {
-            let key = entry.key().into();
             match put {
                 Some(encode)
                     if !self.keep_priors && entry.mem_bytes() <= EFFECT_ENCODED_MAX_BYTES =>
                 {
-                    let at = self.effects.len();
-                    encode(&mut self.effects, db, &entry);
-                    let len = self.effects.len() - at;
-                    self.queue(Pending::Put { db, key, at, len });
+                    if let Some((at, len)) = Self::put_effect(
+                        &mut self.effects,
+                        self.sink.as_deref(),
+                        self.pending.is_empty() && self.track.is_none(),
+                        |out| encode(out, db, &entry),
+                    ) {
+                        let key = entry.key().into();
+                        self.queue(Pending::Put { db, key, at, len });
+                    }
                 }
-                _ => self.queue(Pending::Key { db, key }),
+                _ => {
+                    let key = entry.key().into();
+                    self.queue(Pending::Key { db, key });
+                }
             }
         }
         if !self.watch.is_empty() {
@@ -2050,6 +2094,14 @@ impl Keyspace {
 
     /// Turns recording of writes for the replication stream on or off (see `write_log`). The
     /// switch belongs to this keyspace, so nodes sharing a process do not see each other's.
+    /// Lets writes append their effects straight to `sink` when their shard's queue is empty
+    /// and their caller allows it (see `write_log`), or stops it (`None`).
+    pub fn set_effect_sink(&self, sink: Option<std::sync::Arc<dyn crate::write_log::EffectSink>>) {
+        for i in 0..self.shards.len() {
+            self.lock(i).sink = sink.clone();
+        }
+    }
+
     pub fn set_recording(&self, on: bool) {
         for i in 0..self.shards.len() {
             let mut s = self.lock(i);

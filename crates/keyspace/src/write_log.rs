@@ -10,11 +10,91 @@
 //! keyspace (`Keyspace::set_recording`), not by a process-wide switch, so several nodes can share a
 //! process (the simulator, tests): each drains after each of its commands, before the thread runs
 //! anything else.
+//!
+//! A write may skip its shard's queue: while the caller allows it ([`direct_scope`]), a shard
+//! whose queue is empty hands the write's encoded effect straight to its [`EffectSink`] (the
+//! stream's backlog) under its lock, if the sink can take it without waiting. That keeps the
+//! order (everything the shard queued before is in the stream already; everything after needs
+//! the lock) and saves the queue's round trip: the shard's effect buffer and queue, and locking
+//! the shard again to drain them. The stream's end after such an append is noted here for the
+//! caller's drain ([`take_direct_end`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+
+/// Where a shard may append a write's encoded effect at once (see the module's header): the
+/// replication stream, which this crate does not know.
+pub trait EffectSink: Send + Sync + std::fmt::Debug {
+    /// Appends `bytes` to the stream if that can be done now, without waiting for another
+    /// thread; returns the stream's end after them, or `None` (the write is queued instead).
+    fn try_append(&self, bytes: &[u8]) -> Option<u64>;
+}
+
+/// The most capacity the thread's encoding buffer for direct appends keeps between writes.
+const DIRECT_SCRATCH_KEEP_BYTES: usize = 16 * 1024;
 
 thread_local! {
     static TOUCHED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Whether this thread's writes may go to their shard's sink at once ([`direct_scope`]).
+    static DIRECT: Cell<bool> = const { Cell::new(false) };
+    /// The stream's end after this thread's last direct append, until drained.
+    static DIRECT_END: Cell<Option<u64>> = const { Cell::new(None) };
+    /// Where a direct append is encoded: one buffer per thread, in this core's cache.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// While it lives, this thread's writes may be appended to the stream at once (see the module's
+/// header). The caller then drains [`take_direct_end`] with the queues, before it replies. Only
+/// for a command whose effects may reach the stream one key at a time, each in the order of its
+/// shard: not a transaction or a script (which may drop theirs), not a multi-key write.
+#[must_use = "direct appends stop when the scope is dropped"]
+pub struct DirectScope(());
+
+pub fn direct_scope() -> DirectScope {
+    DIRECT.with(|d| d.set(true));
+    DirectScope(())
+}
+
+impl Drop for DirectScope {
+    fn drop(&mut self) {
+        DIRECT.with(|d| d.set(false));
+    }
+}
+
+pub(crate) fn direct_allowed() -> bool {
+    DIRECT.with(Cell::get)
+}
+
+/// Encodes with `encode` into this thread's buffer and offers the bytes to `sink`. On success the
+/// stream's end is noted for [`take_direct_end`]; otherwise `refused` gets the bytes.
+pub(crate) fn append_direct(
+    sink: &dyn EffectSink,
+    encode: impl FnOnce(&mut Vec<u8>),
+    refused: impl FnOnce(&[u8]),
+) -> bool {
+    SCRATCH.with(|s| {
+        let mut buf = s.borrow_mut();
+        buf.clear();
+        encode(&mut buf);
+        let done = match sink.try_append(&buf) {
+            Some(end) => {
+                DIRECT_END.with(|e| e.set(Some(e.get().map_or(end, |before| before.max(end)))));
+                true
+            }
+            None => {
+                refused(&buf);
+                false
+            }
+        };
+        if buf.capacity() > DIRECT_SCRATCH_KEEP_BYTES {
+            *buf = Vec::new();
+        }
+        done
+    })
+}
+
+/// The stream's end after this thread's direct appends since the last call, if any.
+pub fn take_direct_end() -> Option<u64> {
+    DIRECT_END.with(Cell::take)
 }
 
 /// Notes that shard `index` queued a change on this thread.

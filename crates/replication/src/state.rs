@@ -33,6 +33,29 @@ use shoal_keyspace::Keyspace;
 
 use crate::backlog::{BACKLOG_BYTES_DEFAULT, Backlog};
 
+/// The backlog as a [`shoal_keyspace::write_log::EffectSink`]: an append that would wait for the
+/// lock is refused (the write is queued instead).
+#[derive(Debug)]
+struct BacklogSink {
+    backlog: Arc<Mutex<Backlog>>,
+    on: AtomicBool,
+}
+
+impl shoal_keyspace::write_log::EffectSink for BacklogSink {
+    fn try_append(&self, bytes: &[u8]) -> Option<u64> {
+        if !self.on.load(Relaxed) {
+            return None;
+        }
+        let mut b = match self.backlog.try_lock() {
+            Ok(b) => b,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::Poisoned(_)) => panic!("backlog lock poisoned"),
+        };
+        b.append(bytes);
+        Some(b.end_offset())
+    }
+}
+
 /// This node's role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -223,7 +246,9 @@ pub struct ReplState {
     /// Bumped when the stream starts a new history here (a full copy, a role change): links that
     /// serve our own replicas from the old history stop, and their replicas ask again.
     history: AtomicU64,
-    backlog: Mutex<Backlog>,
+    backlog: Arc<Mutex<Backlog>>,
+    /// The backlog as the keyspace's writes see it (see [`ReplState::effect_sink`]).
+    sink: Arc<BacklogSink>,
     /// Set once a replica attached (or the append-only log started): from then on writes feed
     /// the backlog.
     active: AtomicBool,
@@ -249,7 +274,12 @@ pub struct ReplState {
 
 impl ReplState {
     pub fn new(replid: String) -> Self {
+        let backlog = Arc::new(Mutex::new(Backlog::new(BACKLOG_BYTES_DEFAULT, 0)));
         ReplState {
+            sink: Arc::new(BacklogSink {
+                backlog: backlog.clone(),
+                on: AtomicBool::new(true),
+            }),
             core: Mutex::new(Core {
                 role: Role::Primary,
                 link: LinkState::Down,
@@ -265,7 +295,7 @@ impl ReplState {
             replica_flag: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             history: AtomicU64::new(0),
-            backlog: Mutex::new(Backlog::new(BACKLOG_BYTES_DEFAULT, 0)),
+            backlog,
             active: AtomicBool::new(false),
             resumed: AtomicBool::new(false),
             replicas: Mutex::default(),
@@ -288,6 +318,18 @@ impl ReplState {
 
     fn core(&self) -> std::sync::MutexGuard<'_, Core> {
         self.core.lock().expect("replication core lock")
+    }
+
+    /// Where the keyspace's writes may append their effects at once, under their shard's lock
+    /// (`shoal_keyspace::write_log`): the backlog, when its lock is free.
+    pub fn effect_sink(&self) -> Arc<dyn shoal_keyspace::write_log::EffectSink> {
+        self.sink.clone()
+    }
+
+    /// Lets writes append to the backlog at once, or makes them all go through their shards'
+    /// queues (an active-active member encodes its writes from the queues).
+    pub fn set_direct_effects(&self, on: bool) {
+        self.sink.on.store(on, Relaxed);
     }
 
     fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
@@ -983,6 +1025,109 @@ mod tests {
         });
         repl.attach(r.clone());
         r
+    }
+
+    /// The stream's bytes from `from` to its end.
+    fn stream_from(repl: &ReplState, from: u64) -> Vec<u8> {
+        repl.read_backlog(from, usize::MAX).0.expect("held")
+    }
+
+    #[test]
+    fn a_write_on_an_empty_queue_reaches_the_backlog_at_once_and_every_other_is_queued_in_order() {
+        use shoal_keyspace::{Entry, ShardGuard, StringWrite, key_slot, write_log};
+        let repl = ReplState::new("0".repeat(40));
+        let ks = Keyspace::new(1, 4, 1);
+        ks.set_effect_sink(Some(repl.effect_sink()));
+        repl.start_recording(&ks);
+        let put = |value: &[u8], version| {
+            let mut out = Vec::new();
+            crate::stream::encode_put(&mut out, 0, &Entry::new_string(b"k", value, None, version));
+            out
+        };
+        let slot = key_slot(b"k");
+        let write = |g: &mut ShardGuard<'_>, value: &[u8], version| {
+            let w = StringWrite {
+                key: b"k",
+                value,
+                expire_ms: None,
+                version,
+            };
+            g.insert_string(0, slot, w, 0, crate::stream::encode_put);
+        };
+        // What the request path does after a command: the queue's bytes, appended under the lock.
+        let drain = |g: &mut ShardGuard<'_>| {
+            let items = g.take_pending();
+            let mut out = Vec::new();
+            crate::stream::encode_pending(&mut out, g, &items, &ks.hlc, 0);
+            g.recycle_pending(items);
+            repl.append(&out);
+        };
+        let mut g = ks.lock(ks.shard_of(slot));
+
+        // Not allowed by the caller: queued.
+        write(&mut g, b"a", 1);
+        assert_eq!(repl.stream_end(), 0);
+        drain(&mut g);
+        assert_eq!(stream_from(&repl, 0), put(b"a", 1));
+        assert_eq!(write_log::take_direct_end(), None);
+
+        // Allowed, the queue empty: in the backlog before the lock is released, nothing queued.
+        let before = repl.stream_end();
+        {
+            let _direct = write_log::direct_scope();
+            write(&mut g, b"b", 2);
+        }
+        assert_eq!(stream_from(&repl, before), put(b"b", 2));
+        assert_eq!(write_log::take_direct_end(), Some(repl.stream_end()));
+        assert!(g.take_pending().is_empty());
+        assert_eq!(write_log::take_direct_end(), None, "taken once");
+
+        // Allowed, but the shard's queue holds an earlier write: queued behind it, in order.
+        let before = repl.stream_end();
+        write(&mut g, b"c", 3);
+        {
+            let _direct = write_log::direct_scope();
+            write(&mut g, b"d", 4);
+        }
+        assert_eq!(repl.stream_end(), before);
+        assert_eq!(write_log::take_direct_end(), None);
+        drain(&mut g);
+        assert_eq!(
+            stream_from(&repl, before),
+            [put(b"c", 3), put(b"d", 4)].concat()
+        );
+
+        // Allowed, but the backlog's lock is taken: queued (never waited for under a shard lock).
+        let before = repl.stream_end();
+        {
+            let _direct = write_log::direct_scope();
+            let held = repl.backlog();
+            write(&mut g, b"e", 5);
+            drop(held);
+        }
+        assert_eq!(repl.stream_end(), before);
+        drain(&mut g);
+        assert_eq!(stream_from(&repl, before), put(b"e", 5));
+
+        // Turned off (an active-active member) or a slot tracked for a migration: queued.
+        repl.set_direct_effects(false);
+        {
+            let _direct = write_log::direct_scope();
+            write(&mut g, b"f", 6);
+        }
+        assert_eq!(g.take_pending().len(), 1);
+        g.recycle_pending(Vec::new());
+        repl.set_direct_effects(true);
+        g.track_slot(slot, true);
+        {
+            let _direct = write_log::direct_scope();
+            write(&mut g, b"g", 7);
+        }
+        assert_eq!(write_log::take_direct_end(), None);
+        assert_eq!(
+            g.take_tracked().keys,
+            vec![b"k".to_vec().into_boxed_slice()]
+        );
     }
 
     #[test]
