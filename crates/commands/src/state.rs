@@ -921,7 +921,7 @@ impl ServerState {
             repair: crate::repair::Repair::default(),
         };
         // Writes of plain commands may append their effects at once (`shoal_keyspace::write_log`).
-        st.ks.set_effect_sink(Some(st.repl.effect_sink()));
+        st.ks.set_effect_sink(st.repl.effect_sink());
         st.apply_config(None, &config);
         st
     }

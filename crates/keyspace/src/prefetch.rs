@@ -177,6 +177,20 @@ pub(crate) fn fetch(addr: usize) {
     let _ = addr;
 }
 
+/// A prefetch for writing of the line holding `addr` (`prefetchw`: the line arrives owned, so the
+/// store that follows does not wait for it); a hint, as [`fetch`].
+#[inline(always)]
+pub fn fetch_for_write(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as `fetch`: nothing is dereferenced; an invalid address is ignored by the CPU.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_ET0>(addr as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,10 @@ pub trait EffectSink: Send + Sync + std::fmt::Debug {
     /// Appends `bytes` to the stream if that can be done now, without waiting for another
     /// thread; returns the stream's end after them, or `None` (the write is queued instead).
     fn try_append(&self, bytes: &[u8]) -> Option<u64>;
+
+    /// Asks the CPU to start loading, for writing, the lines the next append will write (a
+    /// hint: see `Keyspace::prefetch_effects`).
+    fn prefetch_tail(&self) {}
 }
 
 /// The most capacity the thread's encoding buffer for direct appends keeps between writes.

@@ -11,6 +11,8 @@
 //! costs one copy in and one copy out per byte.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Default `repl-backlog-size`: a replica away for 5 s under 50,000 writes/s of small values
 /// (about 120 bytes of stream each) resumes without a full copy.
@@ -44,6 +46,10 @@ pub struct Backlog {
     pinned: Option<u64>,
     /// Keep at most [`LEAN_BYTES`] (past a pin) whatever the capacity: no replica reads here.
     lean: bool,
+    /// The address the next appended byte goes to (0 when unknown), published after every
+    /// append for writers to prefetch ([`Backlog::tail_hint`]). Only a hint: nothing reads
+    /// through it.
+    tail: Arc<AtomicUsize>,
 }
 
 impl Backlog {
@@ -57,7 +63,25 @@ impl Backlog {
             spare: None,
             pinned: None,
             lean: false,
+            tail: Arc::default(),
         }
+    }
+
+    /// Where the next appended byte goes, kept up to date by every append: a hint for a writer
+    /// about to append to prefetch (`shoal_keyspace::write_log::EffectSink::prefetch_tail`).
+    pub fn tail_hint(&self) -> Arc<AtomicUsize> {
+        self.tail.clone()
+    }
+
+    /// Publishes the next byte's address (see [`Backlog::tail_hint`]).
+    fn publish_tail(&self) {
+        let tail = self.head + self.len;
+        let (idx, at) = (tail / CHUNK_BYTES, tail % CHUNK_BYTES);
+        let addr = match self.chunks.get(idx).or(self.spare.as_ref()) {
+            Some(c) => c.as_ptr() as usize + at,
+            None => 0,
+        };
+        self.tail.store(addr, Relaxed);
     }
 
     /// A lean backlog keeps at most [`LEAN_BYTES`] (and what a pin holds) whatever its capacity:
@@ -193,6 +217,7 @@ impl Backlog {
             end_before + (skipped + bytes.len()) as u64,
             "the stream's end moves forward by what was appended"
         );
+        self.publish_tail();
     }
 
     /// Whether a replica at `offset` can continue from here.
@@ -250,6 +275,23 @@ mod tests {
         assert!(b.read(114, 1).is_none());
         b.set_capacity(2);
         assert_eq!(b.read(111, 9).unwrap(), b"bc");
+    }
+
+    #[test]
+    fn the_tail_hint_is_where_the_next_byte_goes() {
+        let mut b = Backlog::new(4 * CHUNK_BYTES, 0);
+        let hint = b.tail_hint();
+        assert_eq!(hint.load(Relaxed), 0, "nothing allocated yet");
+        b.append(&[1; 100]);
+        assert_eq!(hint.load(Relaxed), b.chunks[0].as_ptr() as usize + 100);
+        // Across a chunk's end: in the next chunk.
+        b.append(&vec![2; CHUNK_BYTES]);
+        assert_eq!(hint.load(Relaxed), b.chunks[1].as_ptr() as usize + 100);
+        // A chunk filled exactly: the next one is not there yet (the hint names no chunk, or the
+        // spare one the next append takes).
+        b.append(&vec![3; CHUNK_BYTES - 100]);
+        assert_eq!(b.chunks.len(), 2);
+        assert_eq!(hint.load(Relaxed), 0);
     }
 
     #[test]

@@ -25,11 +25,14 @@
 //! promoted replica keeps its old id as `replid2` valid up to its offset; the backlog of a replica
 //! ends exactly at its applied offset.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst, fence};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst, fence,
+};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 use shoal_keyspace::Keyspace;
+use shoal_keyspace::write_log::EffectSink;
 
 use crate::backlog::{BACKLOG_BYTES_DEFAULT, Backlog};
 
@@ -39,9 +42,15 @@ use crate::backlog::{BACKLOG_BYTES_DEFAULT, Backlog};
 struct BacklogSink {
     backlog: Arc<Mutex<Backlog>>,
     on: AtomicBool,
+    /// Where the backlog's next byte goes (`Backlog::tail_hint`), for [`EffectSink::prefetch_tail`].
+    tail: Arc<AtomicUsize>,
 }
 
-impl shoal_keyspace::write_log::EffectSink for BacklogSink {
+/// Lines from the backlog's tail a direct append's prefetch loads: a SET of a 64-byte value
+/// is about 160 bytes of stream, which straddle at most four.
+const TAIL_PREFETCH_LINES: usize = 4;
+
+impl EffectSink for BacklogSink {
     fn try_append(&self, bytes: &[u8]) -> Option<u64> {
         if !self.on.load(Relaxed) {
             return None;
@@ -53,6 +62,13 @@ impl shoal_keyspace::write_log::EffectSink for BacklogSink {
         };
         b.append(bytes);
         Some(b.end_offset())
+    }
+
+    fn prefetch_tail(&self) {
+        let at = self.tail.load(Relaxed);
+        for line in 0..TAIL_PREFETCH_LINES {
+            shoal_keyspace::prefetch::fetch_for_write(at + line * 64);
+        }
     }
 }
 
@@ -274,9 +290,12 @@ pub struct ReplState {
 
 impl ReplState {
     pub fn new(replid: String) -> Self {
-        let backlog = Arc::new(Mutex::new(Backlog::new(BACKLOG_BYTES_DEFAULT, 0)));
+        let backlog = Backlog::new(BACKLOG_BYTES_DEFAULT, 0);
+        let tail = backlog.tail_hint();
+        let backlog = Arc::new(Mutex::new(backlog));
         ReplState {
             sink: Arc::new(BacklogSink {
+                tail,
                 backlog: backlog.clone(),
                 on: AtomicBool::new(true),
             }),
@@ -1037,7 +1056,7 @@ mod tests {
         use shoal_keyspace::{Entry, ShardGuard, StringWrite, key_slot, write_log};
         let repl = ReplState::new("0".repeat(40));
         let ks = Keyspace::new(1, 4, 1);
-        ks.set_effect_sink(Some(repl.effect_sink()));
+        ks.set_effect_sink(repl.effect_sink());
         repl.start_recording(&ks);
         let put = |value: &[u8], version| {
             let mut out = Vec::new();

@@ -46,7 +46,7 @@ use crate::now_ms;
 pub const RECORD_STREAM_BYTES_MAX: usize = 1 << 20;
 /// The stream bytes the writer copies out of the backlog under one hold of its lock (and so the
 /// most one record holds): the workers' appends wait for at most one such copy.
-pub const WRITER_READ_SLICE_BYTES: usize = 64 * 1024;
+pub const WRITER_READ_SLICE_BYTES: usize = 16 * 1024;
 /// The writer looks at the stream at least this often even when not woken.
 pub const WRITER_IDLE_MS: u64 = 100;
 /// Under `everysec` and `no`: the writer takes the stream this often (under `always` each

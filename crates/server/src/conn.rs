@@ -504,6 +504,8 @@ async fn run<S: ClientStream>(
                         &inbuf
                     };
                     let args = Args::new(src, &ranges);
+                    // If it writes, its effect may go to the stream's tail at once.
+                    srv.ks.prefetch_effects();
                     // The pipeline's next request is in the buffer: start loading the lines its
                     // lookup will read while this command runs (`shoal_keyspace::prefetch`).
                     // (Not for the same key as this one's: a hot key's lines are in cache.)

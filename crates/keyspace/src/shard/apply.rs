@@ -17,16 +17,39 @@ pub const WALK_PREFETCH_AHEAD: usize = 8;
 impl Shard {
     /// Visits every entry of a database part (expired ones included: a snapshot carries them with
     /// their deadline and the receiver drops them), with its global slot.
-    pub fn for_each_entry(&self, index: usize, db: usize, mut f: impl FnMut(u16, &Entry)) {
+    pub fn for_each_entry(&self, index: usize, db: usize, f: impl FnMut(u16, &Entry)) {
+        self.for_each_entry_from(index, db, 0, usize::MAX, f);
+    }
+
+    /// [`Shard::for_each_entry`] in pieces: the entries of this shard's slot tables from local
+    /// slot `from` on, stopping after the first table that brings the count to `entries_max` or
+    /// more. Returns the local slot to continue from ([`Shard::local_slot_count`] when done), so
+    /// a long walk (a snapshot) can let go of the shard's lock between pieces: each key is still
+    /// read whole under the lock, and a write between pieces is in the stream after the walk's
+    /// start.
+    pub fn for_each_entry_from(
+        &self,
+        index: usize,
+        db: usize,
+        from: usize,
+        entries_max: usize,
+        mut f: impl FnMut(u16, &Entry),
+    ) -> usize {
         let Some(d) = self.dbs[db].as_ref() else {
-            return;
+            return self.local_slots;
         };
         // Each entry is a heap block of its own, a cache miss to read: the walk asks for the
         // block `WALK_PREFETCH_AHEAD` entries before it hands it to `f`, so the misses overlap
         // (a snapshot of a million keys spends most of its time waiting for them otherwise).
         let mut ring: [Option<(u16, &Entry)>; WALK_PREFETCH_AHEAD] = [None; WALK_PREFETCH_AHEAD];
         let mut at = 0;
-        for (local, table) in d.slots.iter().enumerate() {
+        let mut seen = 0usize;
+        let mut next = self.local_slots;
+        for (local, table) in d.slots.iter().enumerate().skip(from) {
+            if seen >= entries_max {
+                next = local;
+                break;
+            }
             let slot = self.global_slot(index, local as u32);
             for e in table.iter() {
                 e.prefetch_with_value();
@@ -35,6 +58,7 @@ impl Shard {
                 }
                 at = (at + 1) % WALK_PREFETCH_AHEAD;
             }
+            seen += table.len();
         }
         // The last ones, oldest first.
         for i in 0..WALK_PREFETCH_AHEAD {
@@ -42,6 +66,13 @@ impl Shard {
                 f(s, e);
             }
         }
+        next
+    }
+
+    /// How many slot tables each database of this shard has (the local slots
+    /// [`Shard::for_each_entry_from`] walks).
+    pub fn local_slot_count(&self) -> usize {
+        self.local_slots
     }
 
     /// Inserts `entry` unless the key already holds a version at least as new. Returns whether it
@@ -220,6 +251,51 @@ mod tests {
     use crate::entry::Entry;
     use crate::shard::Keyspace;
     use crate::slot::key_slot;
+
+    #[test]
+    fn a_walk_in_pieces_visits_every_entry_once_and_stops_at_table_boundaries() {
+        let ks = Keyspace::new(1, 4, 7);
+        let mut s = ks.lock(0);
+        let mut written = std::collections::BTreeSet::new();
+        for i in 0..5000u32 {
+            let key = format!("key:{i}").into_bytes();
+            let slot = key_slot(&key);
+            if ks.shard_of(slot) == 0 {
+                s.insert(0, slot, Entry::new_string(&key, b"v", None, 1), 0);
+                written.insert(key);
+            }
+        }
+        assert!(written.len() > 1000, "{}", written.len());
+        for max in [1, 64, 1000, usize::MAX] {
+            let (mut from, mut pieces) = (0, 0);
+            let mut seen = Vec::new();
+            while from < s.local_slot_count() {
+                let mut piece: Vec<(u16, Vec<u8>)> = Vec::new();
+                let next = s.for_each_entry_from(0, 0, from, max, |slot, e| {
+                    piece.push((slot, e.key().to_vec()))
+                });
+                assert!(next > from, "a piece moves on");
+                // A piece ends after the first table that reaches `max`: without its last
+                // table it holds fewer.
+                if next < s.local_slot_count() {
+                    let last = piece.last().expect("a piece that stops holds keys").0;
+                    let before_last = piece.iter().filter(|(slot, _)| *slot != last).count();
+                    assert!(piece.len() >= max && before_last < max, "max {max}");
+                }
+                seen.extend(piece.into_iter().map(|(_, k)| k));
+                from = next;
+                pieces += 1;
+            }
+            let unique: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+            assert_eq!(seen.len(), unique.len(), "max {max}: a key twice");
+            assert_eq!(unique, written, "max {max}");
+            if max == usize::MAX {
+                assert_eq!(pieces, 1);
+            } else if max == 1 {
+                assert!(pieces > 16, "{pieces}");
+            }
+        }
+    }
 
     #[test]
     fn strings_from_the_stream_apply_in_order_and_in_place() {
