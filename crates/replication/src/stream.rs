@@ -87,11 +87,30 @@ impl std::fmt::Display for StreamError {
     }
 }
 
+/// A bulk string's header, `$n\r\n`. Most lengths in an effect (a key's, a number's, a small
+/// value's) are below 100: those are one copy of at most five bytes, with no call.
+#[inline(always)]
+fn bulk_header(out: &mut Vec<u8>, n: usize) {
+    if n < 10 {
+        out.extend_from_slice(&[b'$', b'0' + n as u8, b'\r', b'\n']);
+    } else if n < 100 {
+        out.extend_from_slice(&[
+            b'$',
+            b'0' + (n / 10) as u8,
+            b'0' + (n % 10) as u8,
+            b'\r',
+            b'\n',
+        ]);
+    } else {
+        out.push(b'$');
+        shoal_resp::push_u64(out, n as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 #[inline]
 fn bulk(out: &mut Vec<u8>, b: &[u8]) {
-    out.push(b'$');
-    shoal_resp::push_u64(out, b.len() as u64);
-    out.extend_from_slice(b"\r\n");
+    bulk_header(out, b.len());
     out.extend_from_slice(b);
     out.extend_from_slice(b"\r\n");
 }
@@ -99,9 +118,11 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
 /// A number as a bulk string, its digits written in place.
 #[inline]
 fn bulk_u64(out: &mut Vec<u8>, v: u64) {
-    out.push(b'$');
-    shoal_resp::push_u64(out, shoal_resp::decimal_len(v) as u64);
-    out.extend_from_slice(b"\r\n");
+    if v < 10 {
+        out.extend_from_slice(&[b'$', b'1', b'\r', b'\n', b'0' + v as u8, b'\r', b'\n']);
+        return;
+    }
+    bulk_header(out, shoal_resp::decimal_len(v));
     shoal_resp::push_u64(out, v);
     out.extend_from_slice(b"\r\n");
 }
@@ -158,9 +179,7 @@ pub fn encode_put(out: &mut Vec<u8>, db: usize, e: &Entry) {
     match string_len {
         // A string's encoding has a known length: the bulk's header goes first, with no move.
         Some(n) => {
-            out.push(b'$');
-            shoal_resp::push_u64(out, n as u64);
-            out.extend_from_slice(b"\r\n");
+            bulk_header(out, n);
             codec::encode_value(value, out);
             out.extend_from_slice(b"\r\n");
         }
@@ -536,6 +555,31 @@ mod tests {
         }
         assert_eq!(pos, bytes.len(), "every byte is a whole frame");
         out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bulk_headers_and_numbers_are_what_resp_spells(
+            n in 0usize..1_000_000,
+            short in 0usize..200,
+            v: u64,
+            small in 0u64..1000,
+        ) {
+            let mut out = Vec::new();
+            for n in [n, short] {
+                out.clear();
+                bulk_header(&mut out, n);
+                let want = format!("${n}\r\n");
+                proptest::prop_assert_eq!(&out, want.as_bytes());
+            }
+            for v in [v, small] {
+                out.clear();
+                bulk_u64(&mut out, v);
+                let digits = v.to_string();
+                let want = format!("${}\r\n{digits}\r\n", digits.len());
+                proptest::prop_assert_eq!(&out, want.as_bytes());
+            }
+        }
     }
 
     #[test]
