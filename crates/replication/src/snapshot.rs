@@ -136,6 +136,8 @@ impl Writer {
                 if from >= shard.local_slot_count() {
                     break;
                 }
+                // A writer waiting for this shard gets it before the next piece.
+                shard.unlock_fair();
             }
         }
         self.account(&out);
