@@ -303,6 +303,10 @@ impl Sim {
                 // with database 2 without touching the checked writes in database 0.
                 let mut c = client(3);
                 c.select(1);
+                // Its commands come in pipelined batches, as a connection's do: their effects
+                // wait for the batch's end, or go to the stream at once (`write_log`), unless
+                // the sync strategy is on (the server does not defer then either).
+                c.repl.defer_effects = !p.sync;
                 c
             },
             replicas,
@@ -500,11 +504,22 @@ impl Sim {
         self.summary.writes += 1;
     }
 
+    /// A batch of 1–4 writes of the mixed traffic, run as a connection runs a pipeline's: each
+    /// data command's effects deferred to the batch's end, where they are appended (see
+    /// `mixed_one`).
+    fn mixed(&mut self) {
+        for _ in 0..1 + self.rng.below(4) {
+            self.mixed_one();
+        }
+        let now = self.primary.now(self.t);
+        shoal_commands::effects::flush_deferred(&self.primary.srv, &mut self.mixed_client, now);
+    }
+
     /// A write of the mixed traffic: element changes (sent as deltas), counters, random pops,
     /// appends, trims, short TTLs on strings and sets, deletes.
-    fn mixed(&mut self) {
+    fn mixed_one(&mut self) {
         let r = |s: &mut Self, n: usize| s.rng.below(n).to_string();
-        let cmd: Vec<String> = match self.rng.below(15) {
+        let cmd: Vec<String> = match self.rng.below(16) {
             // Now and then a whole-database effect, racing nothing here but ordered in the
             // stream exactly as on the primary.
             _ if self.rng.below(200) == 0 => vec!["FLUSHDB".into()],
@@ -551,6 +566,14 @@ impl Sim {
                 format!("l{}", r(self, 3)),
                 "0".into(),
                 r(self, 6),
+            ],
+            // A string overwritten whole: in a batch after an APPEND to it (a delta in the
+            // shard's queue), its effect must follow that delta, not skip ahead of it (the
+            // replica would then find the delta's base gone: a broken stream).
+            15 => vec![
+                "SET".into(),
+                format!("a{}", r(self, 3)),
+                format!("{:020}", self.rng.next_u64()),
             ],
             14 => vec![
                 "PEXPIRE".into(),
